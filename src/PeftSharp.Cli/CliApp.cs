@@ -1,0 +1,31 @@
+using Spectre.Console;
+using Spectre.Console.Cli;
+
+namespace PeftSharp.Cli;
+
+/// <summary>Builds the `peft` command tree. Each command lives in Commands/ as a Spectre Command&lt;Settings&gt;.</summary>
+public static class CliApp
+{
+    public static int Run(string[] args)
+    {
+        var app = new CommandApp();
+        app.Configure(Configure);
+        try
+        {
+            return app.Run(args);
+        }
+        catch (Exception e)
+        {
+            // One line with the cause, non-zero exit: the contract of every command.
+            Console.Error.WriteLine($"error: {e.Message}");
+            return 1;
+        }
+    }
+
+    public static void Configure(IConfigurator config)
+    {
+        config.SetApplicationName("peft");
+        config.PropagateExceptions();
+        // COMMANDS (one line each; keep sorted by name)
+    }
+}

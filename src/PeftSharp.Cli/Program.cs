@@ -1,0 +1,2 @@
+using PeftSharp.Cli;
+return CliApp.Run(args);

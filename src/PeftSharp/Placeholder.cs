@@ -1,0 +1,1 @@
+namespace PeftSharp; internal static class Placeholder {}
