@@ -1,0 +1,181 @@
+using System.IO.MemoryMappedFiles;
+using System.Runtime.InteropServices;
+using System.Text.Json;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace PeftSharp.IO;
+
+/// <summary>One tensor's entry in a safetensors header. Offsets are absolute within the file.</summary>
+public sealed record SafeTensorInfo(string Name, string Dtype, long[] Shape, long Begin, long End)
+{
+    public long ElementCount => Shape.Aggregate(1L, (a, b) => checked(a * b));
+    public long ByteLength => End - Begin;
+}
+
+/// <summary>
+/// Streaming, memory-mapped safetensors reader. The header is validated before anything is trusted:
+/// its length, every offset, every size (= product of the shape times the element size) and that no two
+/// tensors overlap. Tensors are read one at a time straight out of the mapping, so a caller (the NF4
+/// quantiser) never needs the whole model in memory.
+/// </summary>
+public sealed unsafe class SafeTensorsFile : IDisposable
+{
+    /// <summary>Headers above this are refused: real ones are kilobytes, a lying one could ask for gigabytes.</summary>
+    public const long MaxHeaderBytes = 100L * 1024 * 1024;
+
+    readonly MemoryMappedFile? _map;
+    readonly MemoryMappedViewAccessor? _view;
+    readonly byte* _base;
+    readonly Dictionary<string, SafeTensorInfo> _tensors;
+
+    public string Path { get; }
+    public long FileLength { get; }
+    public IReadOnlyDictionary<string, string> Metadata { get; }
+    public IReadOnlyCollection<SafeTensorInfo> Tensors => _tensors.Values;
+
+    public SafeTensorsFile(string path)
+    {
+        Path = path;
+        if (!File.Exists(path)) throw new FileNotFoundException($"{path}: file not found", path);
+        FileLength = new FileInfo(path).Length;
+        if (FileLength < 8) throw Bad("file is shorter than the 8-byte header length");
+        using (var fs = File.OpenRead(path))
+        {
+            Span<byte> lenBytes = stackalloc byte[8];
+            fs.ReadExactly(lenBytes);
+            ulong headerLen = BitConverter.ToUInt64(lenBytes);
+            if (headerLen > (ulong)MaxHeaderBytes) throw Bad($"header length {headerLen} exceeds the {MaxHeaderBytes}-byte limit");
+            if (8 + (long)headerLen > FileLength) throw Bad($"header length {headerLen} runs past the end of the file ({FileLength} bytes)");
+            var header = new byte[headerLen];
+            fs.ReadExactly(header);
+            (_tensors, Metadata) = ParseHeader(header, 8 + (long)headerLen);
+        }
+        if (FileLength > 0)
+        {
+            _map = MemoryMappedFile.CreateFromFile(path, FileMode.Open, null, 0, MemoryMappedFileAccess.Read);
+            _view = _map.CreateViewAccessor(0, 0, MemoryMappedFileAccess.Read);
+            byte* p = null;
+            _view.SafeMemoryMappedViewHandle.AcquirePointer(ref p);
+            _base = p + _view.PointerOffset;
+        }
+    }
+
+    InvalidDataException Bad(string why, string? tensor = null) =>
+        new($"{Path}: {(tensor is null ? "" : $"tensor '{tensor}': ")}{why}");
+
+    (Dictionary<string, SafeTensorInfo>, Dictionary<string, string>) ParseHeader(byte[] header, long dataStart)
+    {
+        JsonDocument doc;
+        try { doc = JsonDocument.Parse(header); }
+        catch (JsonException e) { throw Bad($"header is not valid JSON ({e.Message})"); }
+        using var _ = doc;
+        if (doc.RootElement.ValueKind != JsonValueKind.Object) throw Bad("header is not a JSON object");
+        long dataLen = FileLength - dataStart;
+        var tensors = new Dictionary<string, SafeTensorInfo>(StringComparer.Ordinal);
+        var meta = new Dictionary<string, string>();
+        foreach (var prop in doc.RootElement.EnumerateObject())
+        {
+            if (prop.Name == "__metadata__")
+            {
+                if (prop.Value.ValueKind == JsonValueKind.Object)
+                    foreach (var m in prop.Value.EnumerateObject()) meta[m.Name] = m.Value.ToString();
+                continue;
+            }
+            var e = prop.Value;
+            if (e.ValueKind != JsonValueKind.Object
+                || !e.TryGetProperty("dtype", out var dt) || dt.ValueKind != JsonValueKind.String
+                || !e.TryGetProperty("shape", out var sh) || sh.ValueKind != JsonValueKind.Array
+                || !e.TryGetProperty("data_offsets", out var off) || off.ValueKind != JsonValueKind.Array || off.GetArrayLength() != 2)
+                throw Bad("entry needs dtype, shape and data_offsets [begin, end]", prop.Name);
+            string dtype = dt.GetString()!;
+            int elemSize;
+            try { elemSize = SafeTensorDtype.ElementSize(dtype); }
+            catch (InvalidDataException ex) { throw Bad(ex.Message, prop.Name); }
+            var shape = new long[sh.GetArrayLength()];
+            int i = 0;
+            foreach (var d in sh.EnumerateArray())
+            {
+                if (d.ValueKind != JsonValueKind.Number || !d.TryGetInt64(out long v) || v < 0) throw Bad($"bad dimension {d}", prop.Name);
+                shape[i++] = v;
+            }
+            if (!off[0].TryGetInt64(out long begin) || !off[1].TryGetInt64(out long end) || begin < 0 || end < begin)
+                throw Bad($"bad data_offsets {off}", prop.Name);
+            if (end > dataLen) throw Bad($"data_offsets [{begin}, {end}] run past the end of the data ({dataLen} bytes); the file is truncated or the header lies", prop.Name);
+            long expected;
+            try { expected = checked(shape.Aggregate(1L, (a, b) => checked(a * b)) * elemSize); }
+            catch (OverflowException) { throw Bad($"shape [{string.Join(", ", shape)}] is impossibly large", prop.Name); }
+            if (expected != end - begin)
+                throw Bad($"shape [{string.Join(", ", shape)}] of {dtype} needs {expected} bytes but data_offsets span {end - begin}", prop.Name);
+            tensors[prop.Name] = new SafeTensorInfo(prop.Name, dtype, shape, dataStart + begin, dataStart + end);
+        }
+        var sorted = tensors.Values.Where(t => t.ByteLength > 0).OrderBy(t => t.Begin).ToList();
+        for (int k = 1; k < sorted.Count; k++)
+            if (sorted[k].Begin < sorted[k - 1].End)
+                throw Bad($"data overlaps tensor '{sorted[k - 1].Name}'", sorted[k].Name);
+        return (tensors, meta);
+    }
+
+    public bool Contains(string name) => _tensors.ContainsKey(name);
+
+    public SafeTensorInfo Info(string name) =>
+        _tensors.TryGetValue(name, out var i) ? i : throw new KeyNotFoundException($"{Path}: no tensor named '{name}'");
+
+    /// <summary>The raw little-endian bytes of a tensor, straight from the mapping (no copy).</summary>
+    public ReadOnlySpan<byte> RawBytes(string name)
+    {
+        var info = Info(name);
+        if (info.ByteLength > int.MaxValue) throw new NotSupportedException($"{Path}: tensor '{name}' is over 2 GiB; use CopyInto");
+        return new ReadOnlySpan<byte>(_base + info.Begin, (int)info.ByteLength);
+    }
+
+    /// <summary>Pointer to a tensor's bytes; valid while this file is open.</summary>
+    public byte* RawPointer(string name) => _base + Info(name).Begin;
+
+    /// <summary>
+    /// Loads one tensor as a new TorchSharp tensor of <paramref name="dtype"/> (null: the stored dtype) on
+    /// <paramref name="device"/>. Only this tensor is materialised; large tensors are copied in row chunks.
+    /// </summary>
+    public Tensor Load(string name, ScalarType? dtype = null, Device? device = null)
+    {
+        var info = Info(name);
+        var stored = SafeTensorDtype.ToScalarType(info.Dtype);
+        using var scope = NewDisposeScope();
+        var raw = empty(info.Shape, stored);
+        CopyInto(info, raw);
+        var result = raw;
+        if (dtype is { } d && d != stored) result = result.to_type(d);
+        if (device is not null && device.type != DeviceType.CPU) result = result.to(device);
+        return result.MoveToOuterDisposeScope();
+    }
+
+    void CopyInto(SafeTensorInfo info, Tensor dst)
+    {
+        long total = info.ByteLength;
+        if (total == 0) return;
+        const long Chunk = 1L << 30;
+        if (total <= Chunk)
+        {
+            new ReadOnlySpan<byte>(_base + info.Begin, (int)total).CopyTo(dst.bytes);
+            return;
+        }
+        // Over 1 GiB: copy through views of whole leading-dimension rows.
+        long rows = info.Shape[0], rowBytes = total / rows, step = Math.Max(1, Chunk / rowBytes);
+        for (long r = 0; r < rows; r += step)
+        {
+            long n = Math.Min(step, rows - r);
+            using var view = dst.narrow(0, r, n);
+            new ReadOnlySpan<byte>(_base + info.Begin + r * rowBytes, checked((int)(n * rowBytes))).CopyTo(view.bytes);
+        }
+    }
+
+    public void Dispose()
+    {
+        if (_view is not null)
+        {
+            _view.SafeMemoryMappedViewHandle.ReleasePointer();
+            _view.Dispose();
+        }
+        _map?.Dispose();
+    }
+}

@@ -1,0 +1,21 @@
+using static TorchSharp.torch;
+
+namespace PeftSharp.Models;
+
+/// <summary>What every layer of one forward shares: rotary tables, the attention mask and the KV cache.</summary>
+public sealed class ForwardContext
+{
+    public required Tensor Cos { get; init; }
+    public required Tensor Sin { get; init; }
+    /// <summary>Additive float mask [B, 1, T, S] or null for plain causal attention over an empty cache.</summary>
+    public Tensor? Mask { get; init; }
+    public KvCache? Cache { get; init; }
+}
+
+/// <summary>
+/// A hook on a decoder sub-layer's output, applied before the residual add (Houlsby adapters live here).
+/// </summary>
+public interface ISublayerHook
+{
+    Tensor Apply(Tensor sublayerOut);
+}

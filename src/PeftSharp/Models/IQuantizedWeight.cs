@@ -1,0 +1,20 @@
+using static TorchSharp.torch;
+
+namespace PeftSharp.Models;
+
+/// <summary>
+/// A frozen base weight stored in a compressed form (NF4 and friends). The dense weight exists only while a
+/// layer computes: <see cref="Dequantize"/> builds it, the caller disposes it.
+/// </summary>
+public interface IQuantizedWeight : IDisposable
+{
+    /// <summary>[out, in] of the dense weight.</summary>
+    long[] Shape { get; }
+    /// <summary>A short scheme name recorded in fingerprints, e.g. "nf4-b64-dq".</summary>
+    string Scheme { get; }
+    /// <summary>Bytes of every stored piece (codes, scales, nested scales).</summary>
+    long StorageBytes { get; }
+    Tensor Dequantize(ScalarType dtype, Device device);
+    /// <summary>y = x W^T with the dequantised weight alive only during the call (and again in backward).</summary>
+    Tensor Linear(Tensor x, ScalarType dtype);
+}

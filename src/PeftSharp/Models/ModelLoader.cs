@@ -1,0 +1,89 @@
+using PeftSharp.IO;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace PeftSharp.Models;
+
+public sealed record LoadOptions
+{
+    public ScalarType Dtype { get; init; } = ScalarType.Float32;
+    public Device? Device { get; init; }
+    /// <summary>When set, the Linear weights it selects are quantised while loading, one tensor at a time.</summary>
+    public IWeightQuantizer? Quantizer { get; init; }
+}
+
+/// <summary>Loads a Hugging Face model folder (config.json + safetensors, single or sharded) into a <see cref="CausalLM"/>.</summary>
+public static class ModelLoader
+{
+    /// <summary>Hooks that recognise a pre-quantised checkpoint and return the quantiser that reads it.</summary>
+    public static List<Func<CheckpointReader, IWeightQuantizer?>> QuantizedCheckpointDetectors { get; } = new();
+
+    public static CausalLM Load(string folder, LoadOptions? options = null)
+    {
+        options ??= new LoadOptions();
+        if (!Directory.Exists(folder)) throw new DirectoryNotFoundException($"{folder}: model folder not found");
+        var config = ModelConfig.Load(folder);
+        using var reader = new CheckpointReader(folder);
+        var quantizer = options.Quantizer ?? QuantizedCheckpointDetectors.Select(d => d(reader)).FirstOrDefault(q => q is not null);
+        var device = options.Device ?? CPU;
+        var model = new CausalLM(config, options.Dtype, quantizer is null ? null : quantizer.ShouldQuantize);
+        try
+        {
+            LoadWeights(model, reader, quantizer, options.Dtype, device);
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+        if (quantizer is not null) model.QuantizationScheme = quantizer.Scheme;
+        return model;
+    }
+
+    static void LoadWeights(CausalLM model, CheckpointReader reader, IWeightQuantizer? quantizer, ScalarType dtype, Device device)
+    {
+        var used = new HashSet<string>(StringComparer.Ordinal);
+        var missing = new List<string>();
+        using (no_grad())
+        {
+            if (device.type != DeviceType.CPU) model.to(device);
+            foreach (var (name, p) in model.named_parameters())
+            {
+                if (!reader.Contains(name)) { missing.Add(name); continue; }
+                var info = reader.Info(name);
+                if (!info.Shape.SequenceEqual(p.shape))
+                    throw new InvalidDataException($"{reader.Folder}: tensor '{name}' has shape [{string.Join(", ", info.Shape)}] but the config implies [{string.Join(", ", p.shape)}]");
+                using var t = reader.Load(name, dtype, device);
+                p.copy_(t);
+                used.Add(name);
+            }
+            foreach (var lin in model.Linears().Where(l => l.weight is null))
+            {
+                string wname = lin.ModulePath + ".weight";
+                var shape = new[] { lin.OutFeatures, lin.InFeatures };
+                var q = quantizer!.TryLoad(reader, wname, shape, device);
+                if (q is null)
+                {
+                    if (!reader.Contains(wname)) { missing.Add(wname); continue; }
+                    var info = reader.Info(wname);
+                    if (!info.Shape.SequenceEqual(shape))
+                        throw new InvalidDataException($"{reader.Folder}: tensor '{wname}' has shape [{string.Join(", ", info.Shape)}] but the config implies [{string.Join(", ", shape)}]");
+                    // One dense tensor at a time: the whole fp32 model never exists during quantised loading.
+                    using var dense = reader.Load(wname);
+                    q = quantizer.Quantize(dense, device);
+                }
+                lin.SetQuantized(q);
+                used.Add(wname);
+            }
+        }
+        if (missing.Count > 0)
+            throw new InvalidDataException($"{reader.Folder}: checkpoint is missing {missing.Count} tensor(s): {string.Join(", ", missing.Take(8))}{(missing.Count > 8 ? ", ..." : "")}");
+        var unexpected = reader.Names.Where(n => !used.Contains(n) && !Ignorable(n) && !(quantizer?.IsQuantStateKey(n) ?? false)).ToList();
+        if (unexpected.Count > 0)
+            throw new InvalidDataException($"{reader.Folder}: checkpoint has {unexpected.Count} tensor(s) this {model.Config.ModelType} model does not use: {string.Join(", ", unexpected.Take(8))}");
+    }
+
+    /// <summary>Buffers some exporters save that carry no weights.</summary>
+    static bool Ignorable(string name) => name.EndsWith(".rotary_emb.inv_freq", StringComparison.Ordinal)
+        || (name == "lm_head.weight"); // a tied model may still ship a copy of the embedding as lm_head
+}

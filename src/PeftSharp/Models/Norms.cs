@@ -1,0 +1,51 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace PeftSharp.Models;
+
+/// <summary>RMSNorm as in HF Llama: normalise in fp32, scale by weight in the input dtype.</summary>
+public sealed class RmsNorm : nn.Module<Tensor, Tensor>
+{
+#pragma warning disable IDE1006
+    public Parameter weight;
+#pragma warning restore IDE1006
+    readonly double _eps;
+
+    public RmsNorm(string name, long dim, double eps, ScalarType dtype) : base(name)
+    {
+        weight = new Parameter(ones(dim, dtype), requires_grad: false);
+        _eps = eps;
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor x)
+    {
+        using var scope = NewDisposeScope();
+        var xf = x.dtype == ScalarType.Float32 || x.dtype == ScalarType.Float64 ? x : x.to_type(ScalarType.Float32);
+        var normed = xf * (xf.pow(2).mean([-1L], keepdim: true) + _eps).rsqrt();
+        return (weight * normed.to_type(x.dtype)).MoveToOuterDisposeScope();
+    }
+}
+
+/// <summary>Token embedding with the HF parameter name "weight".</summary>
+public sealed class TokenEmbedding : nn.Module<Tensor, Tensor>
+{
+#pragma warning disable IDE1006
+    public Parameter weight;
+#pragma warning restore IDE1006
+
+    public TokenEmbedding(string name, long vocab, long dim, ScalarType dtype) : base(name)
+    {
+        weight = new Parameter(empty(vocab, dim, dtype), requires_grad: false);
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor ids)
+    {
+        using var scope = NewDisposeScope();
+        var flat = weight.index_select(0, ids.flatten());
+        var shape = ids.shape.Append(weight.shape[1]).ToArray();
+        return flat.view(shape).MoveToOuterDisposeScope();
+    }
+}

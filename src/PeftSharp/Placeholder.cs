@@ -1,1 +1,0 @@
-namespace PeftSharp; internal static class Placeholder {}
