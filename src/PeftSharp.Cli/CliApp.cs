@@ -27,5 +27,6 @@ public static class CliApp
         config.SetApplicationName("peft");
         config.PropagateExceptions();
         // COMMANDS (one line each; keep sorted by name)
+        config.AddCommand<Commands.MakeDemoCommand>("make-demo").WithDescription("Regenerate the bundled demo data, tokenizer and base model");
     }
 }

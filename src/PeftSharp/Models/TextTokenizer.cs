@@ -1,0 +1,71 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+
+namespace PeftSharp.Models;
+
+/// <summary>
+/// A Hugging Face tokenizer.json (via Tokenizers.DotNet) with int ids. <see cref="Encode"/> adds no special
+/// tokens of its own beyond what the tokenizer's post-processor adds (a Llama BOS, for instance); callers add
+/// EOS themselves. <see cref="Decode"/> skips special tokens.
+/// </summary>
+public sealed class TextTokenizer
+{
+    static readonly string[] EosCandidates = ["<|endoftext|>", "<|eot_id|>", "<|end_of_text|>", "<|im_end|>", "</s>", "<eos>"];
+
+    readonly Tokenizers.DotNet.Tokenizer _tok;
+    readonly Dictionary<string, int> _added;
+
+    public string Path { get; }
+    /// <summary>One more than the largest id in the vocabulary and the added tokens.</summary>
+    public int VocabSize { get; }
+    /// <summary>The end-of-sequence id: config.json's eos_token_id when given, else a well-known added token.</summary>
+    public int? EosId { get; }
+
+    TextTokenizer(string path, Tokenizers.DotNet.Tokenizer tok, Dictionary<string, int> added, int vocabSize, int? eos)
+    {
+        Path = path; _tok = tok; _added = added; VocabSize = vocabSize; EosId = eos;
+    }
+
+    /// <summary>Loads tokenizer.json from a model folder (or the file itself); config.json beside it supplies eos_token_id.</summary>
+    public static TextTokenizer Load(string folderOrFile)
+    {
+        string path = Directory.Exists(folderOrFile) ? System.IO.Path.Combine(folderOrFile, "tokenizer.json") : folderOrFile;
+        if (!File.Exists(path)) throw new FileNotFoundException($"{path}: tokenizer.json not found", path);
+        JsonObject root;
+        try { root = JsonNode.Parse(File.ReadAllText(path)) as JsonObject ?? throw new InvalidDataException($"{path}: not a JSON object"); }
+        catch (JsonException e) { throw new InvalidDataException($"{path}: not valid JSON ({e.Message})"); }
+
+        var added = new Dictionary<string, int>(StringComparer.Ordinal);
+        if (root["added_tokens"] is JsonArray arr)
+            foreach (var t in arr.OfType<JsonObject>())
+                if (t["content"]?.GetValue<string>() is { } c && t["id"] is JsonNode id) added[c] = id.GetValue<int>();
+        int maxId = added.Count > 0 ? added.Values.Max() : -1;
+        if (root["model"]?["vocab"] is JsonObject vocab)
+        {
+            foreach (var (_, v) in vocab)
+                if (v is JsonValue jv && jv.TryGetValue<int>(out int i)) maxId = Math.Max(maxId, i);
+        }
+        else if (root["model"]?["vocab"] is JsonArray uni) maxId = Math.Max(maxId, uni.Count - 1); // Unigram: [[piece, score], ...]
+
+        int? eos = null;
+        string configPath = System.IO.Path.Combine(System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(path))!, "config.json");
+        if (File.Exists(configPath))
+        {
+            try { eos = ModelConfig.Load(configPath).EosTokenIds.Cast<int?>().FirstOrDefault(); }
+            catch (InvalidDataException) { } // a config the decoder cannot use still leaves the tokenizer usable
+        }
+        eos ??= EosCandidates.Where(added.ContainsKey).Select(c => (int?)added[c]).FirstOrDefault();
+
+        Tokenizers.DotNet.Tokenizer tok;
+        try { tok = new Tokenizers.DotNet.Tokenizer(vocabPath: path); }
+        catch (Exception e) { throw new InvalidDataException($"{path}: the tokenizer library cannot load it ({e.Message})"); }
+        return new TextTokenizer(path, tok, added, maxId + 1, eos);
+    }
+
+    public int[] Encode(string text) => text.Length == 0 ? [] : Array.ConvertAll(_tok.Encode(text), x => (int)x);
+
+    public string Decode(IEnumerable<int> ids) => _tok.Decode(ids.Select(i => (uint)i).ToArray());
+
+    /// <summary>The id of an added (special) token, when present.</summary>
+    public int? SpecialId(string content) => _added.TryGetValue(content, out int id) ? id : null;
+}
