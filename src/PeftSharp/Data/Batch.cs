@@ -1,3 +1,4 @@
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace PeftSharp.Data;
@@ -43,8 +44,15 @@ public sealed class Batch : IDisposable
         }
         device ??= CPU;
         bool padded = rows.Any(r => r.Length < t);
-        return new Batch(tensor(ids, [b, t]).to(device), tensor(labels, [b, t]).to(device),
-            padded ? tensor(mask, [b, t]).to(device) : null, rows.Sum(r => (long)r.Length), lossTokens);
+        return new Batch(OnDevice(ids, b, t, device), OnDevice(labels, b, t, device),
+            padded ? OnDevice(mask, b, t, device) : null, rows.Sum(r => (long)r.Length), lossTokens);
+    }
+
+    static Tensor OnDevice(long[] data, int b, int t, Device device)
+    {
+        var cpu = tensor(data, [b, t]);
+        if (device.type == DeviceType.CPU) return cpu;
+        using (cpu) return cpu.to(device);
     }
 
     public void Dispose()

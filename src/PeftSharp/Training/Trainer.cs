@@ -124,7 +124,7 @@ public sealed class Trainer
     (double Loss, double GradNorm, long Tokens) TrainStep(BatchLoader loader, IOptimizer optimizer, double lr)
     {
         _model.train();
-        optimizer.ZeroGrad();
+        using (NewDisposeScope()) optimizer.ZeroGrad(); // TorchSharp's zero_grad leaks a grad handle per parameter otherwise
         var micro = Enumerable.Range(0, _o.GradientAccumulation).Select(_ => loader.NextRows()).ToList();
         // Normalise by the step's total target count so accumulation equals one large batch.
         long targets = Math.Max(1, micro.Sum(rows => rows.Sum(r => (long)r.Labels.Skip(1).Count(l => l != TokenSequence.Ignore))));
@@ -140,8 +140,12 @@ public sealed class Trainer
             lossSum += loss.item<float>();
             tokens += batch.Tokens;
         }
-        var ps = _method.TrainableParameters.Select(p => p.P).Where(p => p.grad is not null).ToList();
-        double norm = _o.MaxGradNorm > 0 ? nn.utils.clip_grad_norm_(ps, _o.MaxGradNorm) : GradNorm(ps);
+        double norm;
+        using (NewDisposeScope()) // reading Parameter.grad makes a new tensor handle each time; the scope frees them
+        {
+            var ps = _method.TrainableParameters.Select(p => p.P).Where(p => p.grad is not null).ToList();
+            norm = _o.MaxGradNorm > 0 ? nn.utils.clip_grad_norm_(ps, _o.MaxGradNorm) : GradNorm(ps);
+        }
         if (double.IsFinite(lossSum) && double.IsFinite(norm))
         {
             optimizer.LearningRate = lr;
