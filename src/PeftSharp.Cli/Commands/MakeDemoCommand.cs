@@ -32,7 +32,12 @@ public sealed class MakeDemoCommand : Command<MakeDemoCommand.Settings>
         DemoAssets.WriteData(settings.Out);
         Console.WriteLine($"wrote demo data and tokenizer to {settings.Out}");
         if (!settings.Pretrain) return 0;
-        var r = DemoAssets.Pretrain(settings.Out, settings.Steps, Console.WriteLine);
+        var r = DemoAssets.Pretrain(settings.Out, settings.Steps, Console.WriteLine, rec =>
+        {
+            int step = rec["step"]!.GetValue<int>();
+            if (rec["loss"] is { } loss && (step % 25 == 0 || step == 1))
+                Console.WriteLine($"step {step}: loss {loss.GetValue<double>():F4}, {rec["tokens_per_s"]} tokens/s, {rec["elapsed_s"]}s");
+        });
         Console.WriteLine($"pretrained {r.Steps} steps in {r.Elapsed.TotalSeconds:F0}s: train loss {r.LastLoss:F4}, held-out loss {r.LastEval?.Loss:F4} (initial {r.FirstEval?.Loss:F4})");
         return 0;
     }

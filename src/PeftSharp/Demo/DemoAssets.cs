@@ -58,7 +58,7 @@ public static class DemoAssets
     public static TrainerOptions PretrainOptions(string runDir, int steps) => new()
     {
         LearningRate = 2e-3, Schedule = LrScheduleKind.Cosine, WarmupSteps = Math.Min(50, steps / 10), MaxSteps = steps,
-        BatchSize = 16, MaxSeqLength = 64, Packing = true, Seed = PretrainSeed, WeightDecay = 0.01, MaxGradNorm = 1.0,
+        BatchSize = 8, MaxSeqLength = 128, Packing = true, Seed = PretrainSeed, WeightDecay = 0.01, MaxGradNorm = 1.0,
         SaveInterval = 0, OutDir = runDir, Overwrite = true,
     };
 
@@ -66,7 +66,7 @@ public static class DemoAssets
     /// Pretrains the base model from seeded random weights on pretrain.txt (evaluating on heldout.txt) and writes
     /// base/model.safetensors in bf16. Returns the trainer's result (loss, eval loss, time).
     /// </summary>
-    public static TrainResult Pretrain(string outDir, int steps, Action<string>? log = null)
+    public static TrainResult Pretrain(string outDir, int steps, Action<string>? log = null, Action<JsonObject>? onRecord = null)
     {
         string baseDir = Path.Combine(outDir, BaseFolder);
         var tokenizer = TextTokenizer.Load(baseDir);
@@ -81,13 +81,14 @@ public static class DemoAssets
             var data = TrainingData.Load(Path.Combine(outDir, "pretrain.txt"), tokenizer, opts.MaxSeqLength, opts.Packing,
                 evalPath: Path.Combine(outDir, "heldout.txt"));
             var method = new FullFineTuning(model, tokenizer.Path, ScalarType.BFloat16);
-            var trainer = new Trainer(model, method, opts, tokenizer.EosId) { Log = log };
+            var trainer = new Trainer(model, method, opts, tokenizer.EosId) { Log = log, OnRecord = onRecord };
             var result = trainer.Train(data);
             AtomicFile.Write(Path.Combine(baseDir, "model.safetensors"), fs =>
             {
                 using var src = File.OpenRead(Path.Combine(result.FinalDir!, "model.safetensors"));
                 src.CopyTo(fs);
             });
+            File.Copy(Path.Combine(runDir, MetricsLog.FileName), Path.Combine(baseDir, "pretrain_metrics.jsonl"), overwrite: true);
             return result;
         }
         finally
