@@ -42,6 +42,10 @@ public sealed record TrainingData(
         return new TrainingData(trainSeqs, trainStats, evalSeqs, prompts, evalStats);
     }
 
+    /// <summary><see cref="Load(string, TextTokenizer, int, bool, string?, double, ulong)"/> with a run's options.</summary>
+    public static TrainingData Load(string trainPath, TextTokenizer tokenizer, Training.TrainerOptions o) =>
+        Load(trainPath, tokenizer, o.MaxSeqLength, o.Packing, o.EvalFile, o.EvalSplit, o.Seed);
+
     static List<RawExample> Shuffled(IReadOnlyList<RawExample> xs, ulong seed)
     {
         var list = xs.ToList();
