@@ -38,8 +38,9 @@ public static class SequenceBuilder
 
     public static TokenSequence Tokenize(RawExample ex, TextTokenizer tokenizer, int? eos)
     {
-        var ids = new List<int>();
-        var labels = new List<int>();
+        // The tokenizer's leading special tokens (a Llama BOS) start the example once, as context.
+        var ids = new List<int>(tokenizer.Prefix);
+        var labels = new List<int>(Enumerable.Repeat(TokenSequence.Ignore, tokenizer.Prefix.Length));
         foreach (var seg in ex.Segments)
         {
             var t = tokenizer.Encode(seg.Text);

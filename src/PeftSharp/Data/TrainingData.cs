@@ -35,8 +35,9 @@ public sealed record TrainingData(
         if (trainSeqs.Count == 0) throw new InvalidDataException($"{trainPath}: no example has tokens to learn from ({trainStats})");
         if (eval.Count == 0) return new TrainingData(trainSeqs, trainStats, [], [], null);
         var (evalSeqs, evalStats) = SequenceBuilder.Build(eval, tokenizer, maxLength, packing: false);
-        var prompts = eval.Select(e => e.PromptAndAnswer).OfType<(string Prompt, string Completion)>()
-            .Select(p => new PromptAnswer(tokenizer.Encode(p.Prompt), tokenizer.Encode(p.Completion)))
+        // Encoded segment by segment, exactly as in training.
+        var prompts = eval.Where(e => e.PromptAndAnswer is not null)
+            .Select(e => new PromptAnswer([.. tokenizer.Prefix, .. e.Segments.SkipLast(1).SelectMany(s => tokenizer.Encode(s.Text))], tokenizer.Encode(e.Segments[^1].Text)))
             .Where(p => p.Prompt.Length > 0 && p.Prompt.Length + p.Answer.Length < maxLength)
             .ToList();
         return new TrainingData(trainSeqs, trainStats, evalSeqs, prompts, evalStats);

@@ -4,9 +4,10 @@ using System.Text.Json.Nodes;
 namespace PeftSharp.Models;
 
 /// <summary>
-/// A Hugging Face tokenizer.json (via Tokenizers.DotNet) with int ids. <see cref="Encode"/> adds no special
-/// tokens of its own beyond what the tokenizer's post-processor adds (a Llama BOS, for instance); callers add
-/// EOS themselves. <see cref="Decode"/> skips special tokens.
+/// A Hugging Face tokenizer.json (via Tokenizers.DotNet) with int ids. Tokenizers.DotNet always applies the
+/// post-processor (a Llama BOS, for instance) and parses special-token text; <see cref="Encode"/> strips what the
+/// post-processor added unless asked for it, so pieces of one example can be encoded separately and joined;
+/// <see cref="Prefix"/>/<see cref="Suffix"/> are those tokens. <see cref="Decode"/> skips special tokens.
 /// </summary>
 public sealed class TextTokenizer
 {
@@ -21,9 +22,13 @@ public sealed class TextTokenizer
     /// <summary>The end-of-sequence id: config.json's eos_token_id when given, else a well-known added token.</summary>
     public int? EosId { get; }
 
-    TextTokenizer(string path, Tokenizers.DotNet.Tokenizer tok, Dictionary<string, int> added, int vocabSize, int? eos)
+    /// <summary>Special tokens the post-processor puts before / after every encoded text (e.g. [BOS] for Llama).</summary>
+    public int[] Prefix { get; }
+    public int[] Suffix { get; }
+
+    TextTokenizer(string path, Tokenizers.DotNet.Tokenizer tok, Dictionary<string, int> added, int vocabSize, int? eos, int[] prefix, int[] suffix)
     {
-        Path = path; _tok = tok; _added = added; VocabSize = vocabSize; EosId = eos;
+        Path = path; _tok = tok; _added = added; VocabSize = vocabSize; EosId = eos; Prefix = prefix; Suffix = suffix;
     }
 
     /// <summary>Loads tokenizer.json from a model folder (or the file itself); config.json beside it supplies eos_token_id.</summary>
@@ -59,10 +64,55 @@ public sealed class TextTokenizer
         Tokenizers.DotNet.Tokenizer tok;
         try { tok = new Tokenizers.DotNet.Tokenizer(vocabPath: path); }
         catch (Exception e) { throw new InvalidDataException($"{path}: the tokenizer library cannot load it ({e.Message})"); }
-        return new TextTokenizer(path, tok, added, maxId + 1, eos);
+        var (prefix, suffix) = PostProcessorTokens(root["post_processor"], added);
+        return new TextTokenizer(path, tok, added, maxId + 1, eos, prefix, suffix);
     }
 
-    public int[] Encode(string text) => text.Length == 0 ? [] : Array.ConvertAll(_tok.Encode(text), x => (int)x);
+    /// <summary>The ids of <paramref name="text"/>; with <paramref name="addSpecialTokens"/>, wrapped in <see cref="Prefix"/>/<see cref="Suffix"/>.</summary>
+    public int[] Encode(string text, bool addSpecialTokens = false)
+    {
+        int[] ids = text.Length == 0 ? [] : Array.ConvertAll(_tok.Encode(text), x => (int)x);
+        int start = ids.AsSpan().StartsWith(Prefix) ? Prefix.Length : 0;
+        int end = ids.Length - start >= Suffix.Length && ids.AsSpan(start).EndsWith(Suffix) ? ids.Length - Suffix.Length : ids.Length;
+        var core = ids[start..end];
+        return addSpecialTokens ? [.. Prefix, .. core, .. Suffix] : core;
+    }
+
+    /// <summary>
+    /// Reads which special tokens the post-processor adds to a single sequence: TemplateProcessing's "single"
+    /// template (also inside a Sequence of processors, as in Llama 3), or Bert/Roberta's cls/sep.
+    /// </summary>
+    static (int[] Prefix, int[] Suffix) PostProcessorTokens(JsonNode? pp, Dictionary<string, int> added)
+    {
+        if (pp is not JsonObject o) return ([], []);
+        switch (o["type"]?.GetValue<string>())
+        {
+            case "Sequence":
+                foreach (var inner in (o["processors"] as JsonArray ?? []))
+                    if (PostProcessorTokens(inner, added) is { } r && (r.Prefix.Length > 0 || r.Suffix.Length > 0)) return r;
+                return ([], []);
+            case "TemplateProcessing":
+            {
+                var specials = o["special_tokens"] as JsonObject;
+                var prefix = new List<int>();
+                var suffix = new List<int>();
+                bool afterSequence = false;
+                foreach (var piece in (o["single"] as JsonArray ?? []).OfType<JsonObject>())
+                {
+                    if (piece.ContainsKey("Sequence")) { afterSequence = true; continue; }
+                    string? id = piece["SpecialToken"]?["id"]?.GetValue<string>();
+                    if (id is null) continue;
+                    var ids = specials?[id]?["ids"] is JsonArray a ? a.Select(x => x!.GetValue<int>()) : added.TryGetValue(id, out int v) ? [v] : [];
+                    (afterSequence ? suffix : prefix).AddRange(ids);
+                }
+                return (prefix.ToArray(), suffix.ToArray());
+            }
+            case "BertProcessing" or "RobertaProcessing":
+                return ([o["cls"]![1]!.GetValue<int>()], [o["sep"]![1]!.GetValue<int>()]);
+            default:
+                return ([], []);
+        }
+    }
 
     public string Decode(IEnumerable<int> ids) => _tok.Decode(ids.Select(i => (uint)i).ToArray());
 
