@@ -24,7 +24,7 @@ public sealed class MakeDemoCommand : Command<MakeDemoCommand.Settings>
         public int Steps { get; init; } = DefaultPretrainSteps;
     }
 
-    public const int DefaultPretrainSteps = 600;
+    public const int DefaultPretrainSteps = 300;
 
     public override int Execute(CommandContext context, Settings settings, CancellationToken cancellationToken)
     {

@@ -3,9 +3,9 @@ using PeftSharp.Demo;
 
 namespace PeftSharp.Tests.Training;
 
-public class DemoAssetsTests
+static class DemoAssetsTestsPaths
 {
-    static string RepoRoot
+    public static string RepoRoot
     {
         get
         {
@@ -14,6 +14,11 @@ public class DemoAssetsTests
             return d?.FullName ?? throw new DirectoryNotFoundException("repository root not found above " + AppContext.BaseDirectory);
         }
     }
+}
+
+public class DemoAssetsTests
+{
+    static string RepoRoot => DemoAssetsTestsPaths.RepoRoot;
 
     static readonly string[] Generated = ["pretrain.txt", "heldout.txt", "train.jsonl", "eval.jsonl", "README.md", "base/tokenizer.json", "base/config.json"];
 
@@ -62,5 +67,29 @@ public class DemoAssetsTests
         string corpus = File.ReadAllText(Path.Combine(dir, "pretrain.txt"));
         Assert.DoesNotContain("->", corpus);
         Assert.DoesNotContain("code", corpus);
+    }
+}
+
+public class DemoBaseModelTests
+{
+    static string Demo => Path.Combine(DemoAssetsTestsPaths.RepoRoot, "assets", "demo");
+
+    [Fact]
+    public void CommittedBaseKnowsTheCorpusButNotTheTask()
+    {
+        string baseDir = Path.Combine(Demo, "base");
+        var tok = PeftSharp.Models.TextTokenizer.Load(baseDir);
+        using var model = PeftSharp.Models.ModelLoader.Load(baseDir);
+        Assert.InRange(model.ParameterCount(), 2_000_000, 6_000_000);
+        Assert.True(new FileInfo(Path.Combine(baseDir, "model.safetensors")).Length < 10_000_000);
+
+        var heldout = TrainingData.Load(Path.Combine(Demo, "heldout.txt"), tok, 128, packing: true);
+        var onText = PeftSharp.Training.Evaluator.Run(model, heldout.Train.Take(24).ToList(), [], tok.EosId, 8);
+        Assert.True(onText.Loss < 1.5, $"held-out loss {onText.Loss}"); // a random model scores ln(96) = 4.56
+
+        var task = TrainingData.Load(Path.Combine(Demo, "train.jsonl"), tok, 64, false, evalPath: Path.Combine(Demo, "eval.jsonl"));
+        var onTask = PeftSharp.Training.Evaluator.Run(model, task.Eval, task.EvalPrompts, tok.EosId, 16);
+        Assert.Equal(0.0, onTask.ExactMatch);
+        Assert.Equal(64, onTask.Examples);
     }
 }
