@@ -7,6 +7,7 @@ using static TorchSharp.torch;
 namespace PeftSharp.Tests.Training;
 
 /// <summary>Full fine-tuning of the tiny fixture model on a reversal task written in its byte-level vocabulary.</summary>
+[Collection(SerialCollection.Name)]
 public class TrainerTests
 {
     static readonly TextTokenizer Tok = TextTokenizer.Load(TestPaths.TinyLlama);
