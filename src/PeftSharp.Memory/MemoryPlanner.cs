@@ -96,10 +96,9 @@ public static class MemoryPlanner
 
     static string InferenceOverhead(PlanRequest r, long trainable, long total) => r.Method switch
     {
-        TuningMethod.Full => "none (but a full model copy per task)",
-        TuningMethod.Adapter => $"+{100.0 * trainable / total:0.###}% params and FLOPs (adapters cannot merge)",
-        TuningMethod.PromptTuning => $"+{r.VirtualTokens} tokens per sequence",
-        TuningMethod.Qlora or TuningMethod.Qdora => $"none merged into 16-bit; unmerged +{100.0 * trainable / total:0.###}% FLOPs + dequant",
-        _ => $"none merged; unmerged +{100.0 * trainable / total:0.###}% FLOPs",
+        TuningMethod.Full => "none; full copy per task",
+        TuningMethod.Adapter => $"+{100.0 * trainable / total:0.###}% (cannot merge)",
+        TuningMethod.PromptTuning => $"+{r.VirtualTokens} tokens/seq",
+        _ => $"0 merged, +{100.0 * trainable / total:0.###}% unmerged",
     };
 }

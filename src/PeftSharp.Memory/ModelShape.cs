@@ -32,7 +32,14 @@ public sealed class ModelShape
     }
 
     /// <summary>Loads config.json (or a model folder holding one).</summary>
-    public static ModelShape Load(string path) => FromConfig(ModelConfig.Load(path), Path.GetFileName(Path.GetFullPath(path).TrimEnd('/')));
+    public static ModelShape Load(string path) => FromConfig(ModelConfig.Load(path), DisplayName(path));
+
+    /// <summary>"models/foo/config.json" and "models/foo" are both called "foo".</summary>
+    static string DisplayName(string path)
+    {
+        string full = Path.GetFullPath(path).TrimEnd(Path.DirectorySeparatorChar);
+        return Path.GetFileName(full) == "config.json" ? Path.GetFileName(Path.GetDirectoryName(full)!) : Path.GetFileName(full);
+    }
 
     /// <summary>The parameters of one decoder block (used for FSDP/ZeRO-3 all-gather buffers).</summary>
     public long LayerParameters(int layer) => Modules.Where(m => m.Layer == layer).Sum(m => m.Parameters);
