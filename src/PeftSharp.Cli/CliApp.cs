@@ -27,5 +27,6 @@ public static class CliApp
         config.SetApplicationName("peft");
         config.PropagateExceptions();
         // COMMANDS (one line each; keep sorted by name)
+        config.AddCommand<Commands.PlanCommand>("plan").WithDescription("Memory and trainable parameters of a fine-tuning run (no GPU, no TorchSharp)");
     }
 }
