@@ -30,7 +30,7 @@ public sealed class LoraLayer : ILinearAdapter
         A = new Parameter(a, trainable);
         B = new Parameter(b, trainable);
         Magnitude = magnitude is null ? null : new Parameter(magnitude, trainable);
-        Rank = (int)a.shape[0];
+        Rank = (int)A.shape[0];
         Scaling = scaling;
         Dropout = dropout;
     }
