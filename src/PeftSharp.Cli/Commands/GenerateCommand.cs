@@ -61,7 +61,7 @@ public sealed class GenerateCommand : Command<GenerateCommand.Settings>
         var stop = model.Config.EosTokenIds.Concat(tok.EosId is int e ? [e] : []).ToHashSet();
         var streamer = new TextStreamer(tok);
         Console.Write(s.Prompt);
-        foreach (var id in Generator.Generate(model, prompt, s.Sampling, stop))
+        foreach (var id in TextGenerator.Generate(model, prompt, s.Sampling, stop))
         {
             if (cancellationToken.IsCancellationRequested) break;
             if (stop.Contains(id)) break;
