@@ -7,9 +7,6 @@ public sealed class ModelShape
     public ModelConfig Config { get; }
     public IReadOnlyList<ModuleShape> Modules { get; }
 
-    /// <summary>Leaf name of the output projection; `all-linear` never targets it.</summary>
-    public string OutputHeadName => "lm_head";
-
     public long TotalParameters => Modules.Sum(m => m.Parameters);
 
     ModelShape(string name, ModelConfig config, IReadOnlyList<ModuleShape> modules)

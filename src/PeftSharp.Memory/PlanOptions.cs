@@ -6,6 +6,7 @@ public enum OptimizerKind { AdamW, AdamW8bit, PagedAdamW, PagedAdamW8bit, Sgd, S
 
 public enum AttentionKind { Eager, Fused }
 
+/// <summary>Ordered by how much is sharded: the planner compares with >= (FSDP full shard = ZeRO-3).</summary>
 public enum Sharding { None, Zero1, Zero2, Zero3, Fsdp }
 
 /// <summary>Where the run executes; decides the default framework overhead.</summary>

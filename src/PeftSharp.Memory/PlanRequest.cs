@@ -9,8 +9,9 @@ public sealed record PlanRequest
     public int Rank { get; init; } = 8;
     /// <summary>LoRA alpha: changes the scale, not the memory; kept so a plan describes a whole config.</summary>
     public double Alpha { get; init; } = 16;
-    /// <summary>Which modules get adapters (LoRA family). Default: PEFT's Llama default, q_proj and v_proj.</summary>
-    public TargetMatcher Targets { get; init; } = TargetMatcher.FromNames(["q_proj", "v_proj"]);
+    /// <summary>Which modules get adapters (LoRA family); null = PEFT's default for the model type
+    /// (<see cref="TargetMatcher.DefaultFor"/>).</summary>
+    public TargetMatcher? Targets { get; init; }
     /// <summary>Houlsby bottleneck width.</summary>
     public int AdapterBottleneck { get; init; } = 64;
     /// <summary>Prompt-tuning virtual tokens; they also lengthen every sequence.</summary>

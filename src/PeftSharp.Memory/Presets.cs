@@ -43,8 +43,6 @@ public static class Presets
 
     public static IReadOnlyCollection<string> Names => All.Keys;
 
-    public static bool Contains(string name) => All.ContainsKey(name);
-
     public static ModelConfig Config(string name) =>
         All.TryGetValue(name, out var c) ? c
         : throw new PlanException("model", $"unknown preset '{name}' (known: {string.Join(", ", All.Keys)})");

@@ -51,6 +51,14 @@ public sealed class TargetMatcher
     /// <summary>Every Linear module except the output head.</summary>
     public static TargetMatcher AllLinear(TargetFilters? filters = null) => new(null, null, true, filters);
 
+    /// <summary>PEFT's default LoRA targets per model type (TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING).</summary>
+    public static TargetMatcher DefaultFor(string modelType) => modelType switch
+    {
+        "gpt2" => FromNames(["c_attn"]),
+        "phi3" => FromNames(["qkv_proj"]),
+        _ => FromNames(["q_proj", "v_proj"]),
+    };
+
     /// <summary>CLI/text form: "all-linear", "regex:PATTERN", or a comma-separated list of names.</summary>
     public static TargetMatcher Parse(string spec, TargetFilters? filters = null) =>
         spec.Trim() == AllLinearKeyword ? AllLinear(filters)

@@ -29,8 +29,9 @@ public static class TrainableParameters
     /// Embeddings use lora_embedding_A [r, rows] and B [dim, r], the same count.</summary>
     static List<TrainableTensor> Lora(ModelShape model, PlanRequest request)
     {
+        var targets = request.Targets ?? TargetMatcher.DefaultFor(model.Config.ModelType);
         var list = new List<TrainableTensor>();
-        foreach (var m in model.Modules.Where(m => m.Kind != ModuleKind.Norm && !m.Tied && request.Targets.Matches(m)))
+        foreach (var m in model.Modules.Where(m => m.Kind != ModuleKind.Norm && !m.Tied && targets.Matches(m)))
         {
             bool emb = m.Kind == ModuleKind.Embedding;
             list.Add(new(m.Name + (emb ? ".lora_embedding_A" : ".lora_A.weight"), request.Rank * m.In));

@@ -89,3 +89,25 @@ public class MethodTests
         Assert.Equal(123, MemoryPlanner.Plan(Tiny, new PlanRequest { FrameworkOverheadBytes = 123 }).FrameworkOverheadBytes);
     }
 }
+
+public class DefaultTargetTests
+{
+    [Fact]
+    public void Default_targets_follow_peft_per_model_type()
+    {
+        var gpt2 = MemoryPlanner.Plan("gpt2", new PlanRequest { Rank = 8 });
+        Assert.Equal(12 * 8 * (768 + 3 * 768), gpt2.TrainableParameters); // c_attn only
+        var phi = MemoryPlanner.Plan("phi-3-mini", new PlanRequest { Rank = 8 });
+        Assert.Equal(32 * 8 * (3072 + 3 * 3072), phi.TrainableParameters); // qkv_proj only
+    }
+
+    [Fact]
+    public void Every_preset_and_method_plans_well_under_a_second()
+    {
+        var watch = System.Diagnostics.Stopwatch.StartNew();
+        foreach (var name in Presets.Names)
+            foreach (var method in Enum.GetValues<TuningMethod>())
+                Assert.True(MemoryPlanner.Plan(name, new PlanRequest { Method = method }).TotalBytes > 0);
+        Assert.True(watch.ElapsedMilliseconds < 1000, $"{watch.ElapsedMilliseconds} ms for all presets x methods");
+    }
+}

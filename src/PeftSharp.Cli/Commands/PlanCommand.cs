@@ -23,8 +23,8 @@ public sealed class PlanCommand : Command<PlanCommand.Settings>
         [CommandOption("--alpha <A>"), Description("LoRA alpha (scale only; no memory effect)")]
         public double Alpha { get; init; } = 16;
 
-        [CommandOption("--targets <LIST>"), Description("Comma list (exact or .suffix), all-linear, or regex:PATTERN (full match)")]
-        public string Targets { get; init; } = "q_proj,v_proj";
+        [CommandOption("--targets <LIST>"), Description("Comma list (exact or .suffix), all-linear, or regex:PATTERN (full match); default: PEFT's for the model type")]
+        public string? Targets { get; init; }
 
         [CommandOption("--exclude <LIST>"), Description("Comma list of modules never adapted")]
         public string? Exclude { get; init; }
@@ -109,7 +109,7 @@ public sealed class PlanCommand : Command<PlanCommand.Settings>
             Method = PlanNames.Method(Method),
             Rank = Rank,
             Alpha = Alpha,
-            Targets = TargetMatcher.Parse(Targets, new TargetFilters
+            Targets = Targets is null && Exclude is null && Layers is null ? null : TargetMatcher.Parse(Targets ?? "q_proj,v_proj", new TargetFilters
             {
                 ExcludeModules = Exclude?.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries),
                 LayersToTransform = Layers is null ? null : ParseLayers(Layers),
