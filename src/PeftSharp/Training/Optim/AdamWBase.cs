@@ -31,10 +31,10 @@ public abstract class AdamWBase : IOptimizer
 
     public AdamWOptions Options { get; }
     public double LearningRate { get; set; }
-    public long StateBytes => _entries.Sum(e => e.Slots.Sum(s => s.Bytes));
+    public long StateBytes => Entries.Sum(e => e.Slots.Sum(s => s.Bytes));
 
     /// <summary>State bytes held in the compute device's working memory at once (all of it unless paged).</summary>
-    public long ResidentStateBytes => _store.ResidentBytes;
+    public long ResidentStateBytes { get { EnsureInitialized(); return _store.ResidentBytes; } }
 
     /// <summary>The name written into saved state; loading refuses state of another kind.</summary>
     protected abstract string Kind { get; }
@@ -94,11 +94,8 @@ public abstract class AdamWBase : IOptimizer
 
     public void ZeroGrad()
     {
-        foreach (var e in Entries)
-        {
-            using var g = e.Param.grad;
-            g?.zero_();
-        }
+        using var scope = NewDisposeScope(); // in-place ops hand back new wrappers
+        foreach (var e in Entries) e.Param.grad?.zero_();
     }
 
     public void SaveState(string path)
@@ -156,6 +153,7 @@ public abstract class AdamWBase : IOptimizer
             }
 
         using var noGrad = no_grad();
+        using var scope = NewDisposeScope();
         foreach (var e in entries)
         {
             for (int j = 0; j < e.Slots.Length; j++)
