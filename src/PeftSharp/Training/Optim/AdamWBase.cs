@@ -58,7 +58,7 @@ public abstract class AdamWBase : IOptimizer
             if (p is null) throw new ArgumentException($"optimiser parameter '{name}' is null");
         }
         _store = store ?? new DeviceStateStore();
-        // Entries are built lazily in Initialize() so that derived classes finish their constructors first.
+        // State is allocated on first use (EnsureInitialized), after derived constructors have run.
         _entries = new List<Entry>();
         _pending = parameters;
     }
