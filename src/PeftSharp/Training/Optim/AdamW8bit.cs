@@ -1,3 +1,4 @@
+using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
@@ -7,7 +8,7 @@ namespace PeftSharp.Training.Optim;
 /// AdamW with 8-bit moments (bitsandbytes' blockwise AdamW8bit): each moment is stored as one byte per element
 /// plus an fp32 absmax per block of 256, about 2 bytes of state per parameter instead of 8. Parameters with
 /// fewer than <see cref="MinElementsFor8Bit"/> elements keep fp32 state and the plain AdamW update, as in
-/// bitsandbytes (min_8bit_size). The 8-bit update runs on CPU fp32 parameters.
+/// bitsandbytes (min_8bit_size). CPU fp32 parameters take a fused C# kernel, others the same step in TorchSharp ops.
 /// </summary>
 public class AdamW8bit : AdamWBase
 {
@@ -36,6 +37,9 @@ public class AdamW8bit : AdamWBase
     protected override void Update(Tensor param, Tensor grad, Tensor[] state, long step)
     {
         if (state.Length == 2) AdamW.Fp32Update(param, grad, state[0], state[1], step, LearningRate, Options);
-        else Blockwise8bitAdamKernel.Step(param, grad, state[0], state[1], state[2], state[3], step, LearningRate, Options);
+        else if (param.device_type == DeviceType.CPU && param.dtype == ScalarType.Float32 && grad.dtype == ScalarType.Float32)
+            Blockwise8bitAdamKernel.Step(param, grad, state[0], state[1], state[2], state[3], step, LearningRate, Options);
+        else
+            Blockwise8bitAdamTorch.Step(param, grad, state[0], state[1], state[2], state[3], step, LearningRate, Options);
     }
 }
