@@ -28,8 +28,8 @@ public static unsafe class Blockwise8bitAdamKernel
         float beta1 = (float)o.Beta1, beta2 = (float)o.Beta2;
         float decay = (float)(1 - lr * o.WeightDecay);
         float stepSize = (float)(lr / (1 - Math.Pow(o.Beta1, step)));
-        float bc2Sqrt = (float)Math.Sqrt(1 - Math.Pow(o.Beta2, step));
-        float eps = (float)o.Eps;
+        float invBc2Sqrt = (float)(1 / Math.Sqrt(1 - Math.Pow(o.Beta2, step)));
+        float eps = (float)o.Eps, gm = 1 - beta1, gv = 1 - beta2;
         var sMap = DynamicMap.Signed;
         var uMap = DynamicMap.Unsigned;
         long blocks = (n + BlockSize - 1) / BlockSize;
@@ -44,17 +44,17 @@ public static unsafe class Blockwise8bitAdamKernel
             {
                 long start = b * BlockSize;
                 int len = (int)Math.Min(BlockSize, n - start);
-                float oldM = am[b], oldV = av[b], maxM = 0, maxV = 0;
+                float scaleM = am[b] * beta1, scaleV = av[b] * beta2, maxM = 0, maxV = 0;
                 for (int j = 0; j < len; j++)
                 {
                     long i = start + j;
                     float gi = gp[i];
-                    float mj = sv[cm[i]] * oldM * beta1 + (1 - beta1) * gi;
-                    float vj = uv[cv[i]] * oldV * beta2 + (1 - beta2) * gi * gi;
+                    float mj = sv[cm[i]] * scaleM + gm * gi;
+                    float vj = uv[cv[i]] * scaleV + gv * gi * gi;
                     m[j] = mj; v[j] = vj;
                     maxM = MathF.Max(maxM, MathF.Abs(mj));
                     maxV = MathF.Max(maxV, vj);
-                    p[i] = p[i] * decay - stepSize * mj / (MathF.Sqrt(vj) / bc2Sqrt + eps);
+                    p[i] = p[i] * decay - stepSize * mj / (MathF.Sqrt(vj) * invBc2Sqrt + eps);
                 }
                 am[b] = maxM; av[b] = maxV;
                 // An all-zero block (e.g. LoRA A while B is still zero) keeps scale 0 and codes for 0.
