@@ -78,6 +78,12 @@ public sealed class PagedStateStore : IStateStore
             result[i] = new Tensor[slots.Length];
             for (int j = 0; j < slots.Length; j++)
             {
+                if (slots[j].ElementCount == 0)
+                {
+                    result[i][j] = empty(slots[j].Shape, slots[j].Dtype).DetachFromDisposeScope();
+                    _owned.Add(result[i][j]);
+                    continue;
+                }
                 using var flat = bases[slots[j].Dtype].narrow(0, offsets[i][j], slots[j].ElementCount);
                 var view = flat.view(slots[j].Shape).DetachFromDisposeScope();
                 _owned.Add(view);
