@@ -21,6 +21,22 @@ public class PagedAdamWTests
         RegressionProblem.AssertBitIdentical(problem.Parameters, paged);
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Paged8BitFollowsTheSameTrajectoryAsInMemory8Bit(bool stage)
+    {
+        using var problem = new RegressionProblem();
+        var paged = problem.CloneParameters();
+        using var plain = new AdamW8bit(problem.Parameters, new AdamWOptions(1e-2));
+        using var opt = new PagedAdamW8bit(paged, TestPaths.TempDir(), new AdamWOptions(1e-2), stage);
+        problem.Train(plain, problem.Parameters, 10);
+        problem.Train(opt, paged, 10);
+        RegressionProblem.AssertBitIdentical(problem.Parameters, paged);
+        // Resident: w1's codes (12288 B x 2) and block scales (48 x 4 B x 2), the largest single parameter's state.
+        Assert.Equal(2 * 12288 + 2 * 48 * 4, opt.ResidentStateBytes);
+    }
+
     [Fact]
     public void StateLivesInMappedFilesAndOnlyOneParametersStateIsResident()
     {
