@@ -1,34 +1,30 @@
+using System.Text.Json.Nodes;
 using PeftSharp.Models;
 using TorchSharp;
 using static TorchSharp.torch;
 
 namespace PeftSharp.Bench;
 
-/// <summary>Random Llama-shaped models built in memory (no files), for timing only.</summary>
+/// <summary>Random Llama-shaped models built in memory, with the same shapes as the PyTorch peer script.</summary>
 public static class BenchModels
 {
-    /// <summary>~34M parameters: hidden 512, 8 layers, MLP 1408, vocab 8000.</summary>
-    public static CausalLM SmallLlama(int seed = 0, int hidden = 512, int layers = 8, int intermediate = 1408, int vocab = 8000)
-    {
-        var cfg = new ModelConfig
+    public static ModelConfig Config(int vocab, int hidden, int layers, int heads, int kvHeads, int intermediate = 0) =>
+        ModelConfig.FromJson(new JsonObject
         {
-            ModelType = "llama", HiddenSize = hidden, IntermediateSize = intermediate, NumLayers = layers,
-            NumHeads = 8, NumKvHeads = 8, HeadDim = hidden / 8, VocabSize = vocab, MaxPositionEmbeddings = 4096,
-        };
-        var model = new CausalLM(cfg);
-        using var g = new Generator((ulong)seed);
-        using var _ = no_grad();
-        foreach (var (name, p) in model.named_parameters())
-        {
-            if (name.EndsWith("norm.weight")) p.fill_(1.0);
-            else using (var r = randn(p.shape, generator: g)) p.copy_(r.mul_(0.02));
-        }
-        return model;
-    }
+            ["model_type"] = "llama", ["hidden_size"] = hidden,
+            // Same default as the peer: int(8*h/3 // 64 * 64)
+            ["intermediate_size"] = intermediate > 0 ? intermediate : (int)(8.0 * hidden / 3 / 64) * 64,
+            ["num_hidden_layers"] = layers, ["num_attention_heads"] = heads, ["num_key_value_heads"] = kvHeads,
+            ["vocab_size"] = vocab, ["rms_norm_eps"] = 1e-5, ["rope_theta"] = 10000.0, ["max_position_embeddings"] = 4096,
+        });
 
-    public static long Arg(string[] args, string name, long fallback)
+    public static CausalLM Random(ModelConfig c, int seed = 0)
     {
-        int i = Array.IndexOf(args, name);
-        return i >= 0 && i + 1 < args.Length ? long.Parse(args[i + 1]) : fallback;
+        manual_seed(seed);
+        var m = new CausalLM(c);
+        using var _ = no_grad();
+        foreach (var (name, p) in m.named_parameters())
+            if (name.EndsWith("norm.weight")) p.fill_(1); else p.normal_(0, 0.02);
+        return m;
     }
 }

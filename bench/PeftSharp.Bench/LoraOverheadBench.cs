@@ -12,14 +12,18 @@ namespace PeftSharp.Bench;
 /// estimate on a busy machine) per condition are reported.
 /// Options: --rank 16 --batch 4 --seq 128 --rounds 15
 /// </summary>
-public static class LoraOverheadBench
+public sealed class LoraOverheadBench : IBench
 {
-    public static int Run(string[] args)
+    public string Name => "lora-overhead";
+    public string Description => "forward latency: bare base vs unmerged LoRA vs merged LoRA (~34M Llama shape)";
+
+    public int Run(string[] argv)
     {
-        int rank = (int)BenchModels.Arg(args, "--rank", 16);
-        long batch = BenchModels.Arg(args, "--batch", 4), seq = BenchModels.Arg(args, "--seq", 128);
-        int rounds = (int)BenchModels.Arg(args, "--rounds", 15);
-        using var model = BenchModels.SmallLlama();
+        var a = new BenchArgs(argv);
+        int rank = a.Int("rank", 16), rounds = a.Int("rounds", 15);
+        long batch = a.Int("batch", 4), seq = a.Int("seq", 128);
+        // ~34M parameters: vocab 8000, hidden 512, 8 layers, MLP 1408.
+        using var model = BenchModels.Random(BenchModels.Config(8000, 512, 8, 8, 8, 1408));
         long baseParams = model.ParameterCount();
         using var g = new Generator(1);
         using var ids = randint(0, model.Config.VocabSize, new[] { batch, seq }, generator: g);

@@ -1,13 +1,15 @@
+using System.Reflection;
 using PeftSharp.Bench;
 
-// Each benchmark is one subcommand in its own file; this only dispatches.
-var benches = new Dictionary<string, Func<string[], int>>
-{
-    ["lora-overhead"] = LoraOverheadBench.Run,
-};
+// Dispatcher: every IBench in this assembly is a subcommand.
+var benches = Assembly.GetExecutingAssembly().GetTypes()
+    .Where(t => typeof(IBench).IsAssignableFrom(t) && !t.IsAbstract)
+    .Select(t => (IBench)Activator.CreateInstance(t)!)
+    .ToDictionary(b => b.Name);
 if (args.Length == 0 || !benches.TryGetValue(args[0], out var bench))
 {
-    Console.Error.WriteLine($"usage: dotnet run -c Release --project bench/PeftSharp.Bench -- <{string.Join("|", benches.Keys)}> [options]");
+    Console.Error.WriteLine("usage: PeftSharp.Bench <bench> [options]\nbenches:");
+    foreach (var b in benches.Values.OrderBy(b => b.Name)) Console.Error.WriteLine($"  {b.Name,-16} {b.Description}");
     return 2;
 }
-return bench(args[1..]);
+return bench.Run(args[1..]);
