@@ -36,6 +36,27 @@ public class MergeCommandTests
     }
 
     [Fact]
+    public void GenerateFromMergedFolderEqualsGenerateWithTheAdapter()
+    {
+        string outDir = Path.Combine(TestPaths.TempDir(), "merged");
+        Assert.Equal(0, CliApp.Run(["merge", "--model", TestPaths.TinyLlama, "--adapter", Adapter("dora"), "--out", outDir]));
+        string Generate(params string[] extra)
+        {
+            var old = Console.Out;
+            var sw = new StringWriter();
+            Console.SetOut(sw);
+            try { Assert.Equal(0, CliApp.Run(["generate", "--prompt", "hello", "--max-new-tokens", "12", .. extra])); }
+            finally { Console.SetOut(old); }
+            return sw.ToString();
+        }
+        string merged = Generate("--model", outDir);
+        string adapted = Generate("--model", TestPaths.TinyLlama, "--adapter", Adapter("dora"));
+        string plain = Generate("--model", TestPaths.TinyLlama);
+        Assert.Equal(adapted, merged);
+        Assert.NotEqual(plain, merged);
+    }
+
+    [Fact]
     public void ShardedBf16BaseKeepsShardsDtypesAndSizes()
     {
         string baseDir = RandomModel.Write(RandomModel.LlamaConfig(modelType: "qwen2"), seed: 3, dtype: "BF16", shards: 2);
