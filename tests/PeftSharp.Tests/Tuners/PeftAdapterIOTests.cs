@@ -105,13 +105,15 @@ public class PeftAdapterIOTests
                 tensors.Add((t.Name, t.Name.EndsWith("layers.1.self_attn.v_proj.lora_A.weight") ? zeros(4, 32) : st.Load(t.Name)));
         SafeTensorsWriter.Write(file, tensors, new Dictionary<string, string> { ["format"] = "pt" });
         using var model = ModelLoader.Load(TestPaths.TinyLlama);
+        PeftAdapterIO.Load(model, Path.Combine(TestPaths.TinyLlama, "adapters", "dora"), "keep");
         var e = Assert.Throws<InvalidDataException>(() => PeftAdapterIO.Load(model, dir));
         Assert.Contains("base_model.model.model.layers.1.self_attn.v_proj.lora_A.weight", e.Message);
         Assert.Contains("[4, 32]", e.Message);
         Assert.Contains("[4, 64]", e.Message);
-        // A failed load leaves no half-attached adapter behind.
-        Assert.Empty(LoraModel.Of(model).Adapters);
-        Assert.All(model.Linears(), l => Assert.Empty(l.Adapters));
+        // A failed load leaves no half-attached adapter behind and the active adapters as they were.
+        Assert.Equal(["keep"], LoraModel.Of(model).Adapters.Keys);
+        Assert.All(model.Linears(), l => Assert.False(l.Adapters.ContainsKey("default")));
+        Assert.Equal([("keep", 1.0)], model.State.Active);
     }
 
     [Fact]
