@@ -62,6 +62,33 @@ public class PeftAdapterIOTests
         expected.Dispose();
     }
 
+    [Theory]
+    [InlineData("lora")]
+    [InlineData("dora")]
+    public void ResavedPeftAdapterHasPeftsKeysShapesAndConfigValues(string name)
+    {
+        string src = Path.Combine(TestPaths.TinyLlama, "adapters", name);
+        string dst = Path.Combine(TestPaths.TempDir(), name);
+        using (var model = ModelLoader.Load(TestPaths.TinyLlama))
+        {
+            PeftAdapterIO.Load(model, src);
+            PeftAdapterIO.Save(model, "default", dst);
+        }
+        using var a = new SafeTensorsFile(Path.Combine(src, "adapter_model.safetensors"));
+        using var b = new SafeTensorsFile(Path.Combine(dst, "adapter_model.safetensors"));
+        Assert.Equal(a.Tensors.Select(t => (t.Name, t.Dtype, string.Join(",", t.Shape))).Order(),
+            b.Tensors.Select(t => (t.Name, t.Dtype, string.Join(",", t.Shape))).Order());
+        foreach (var t in a.Tensors) Assert.True(a.RawBytes(t.Name).SequenceEqual(b.RawBytes(t.Name)), t.Name);
+        var ca = JsonNode.Parse(File.ReadAllText(Path.Combine(src, "adapter_config.json")))!.AsObject();
+        var cb = JsonNode.Parse(File.ReadAllText(Path.Combine(dst, "adapter_config.json")))!.AsObject();
+        foreach (var (key, value) in ca)
+        {
+            Assert.True(cb.ContainsKey(key), key);
+            if (key == "target_modules") Assert.Equal(value!.AsArray().Select(x => x!.ToString()).Order(), cb[key]!.AsArray().Select(x => x!.ToString()).Order());
+            else if (key is not "inference_mode") Assert.True(JsonNode.DeepEquals(value, cb[key]), $"{key}: {value?.ToJsonString()} vs {cb[key]?.ToJsonString()}");
+        }
+    }
+
     [Fact]
     public void UnknownConfigKeysWarnButLoad()
     {
