@@ -21,8 +21,9 @@ public static class BnbCheckpoint
 
     public static bool IsQuantStateKey(string key) => Suffixes.Any(s => key.EndsWith(s, StringComparison.Ordinal));
 
-    public static bool IsQuantized(CheckpointReader reader, string weightName) =>
-        reader.Contains(QuantStateKey(weightName, FourBitType.Nf4)) || reader.Contains(QuantStateKey(weightName, FourBitType.Fp4));
+    /// <summary>Stored in 4 bit, or at least partly (so that a broken layout reaches <see cref="TryRead"/> and its clear errors).</summary>
+    public static bool LooksQuantized(CheckpointReader reader, string weightName) =>
+        Suffixes.Any(s => reader.Contains(weightName + s)) || (reader.Contains(weightName) && reader.Info(weightName).Dtype == "U8");
 
     /// <summary>The options of the first quantised weight, or null when the checkpoint has none.</summary>
     public static Nf4Options? DetectOptions(CheckpointReader reader)

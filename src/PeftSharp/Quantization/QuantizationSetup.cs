@@ -17,6 +17,6 @@ public static class QuantizationSetup
     /// <summary>A quantiser that reads exactly the weights the checkpoint stores in 4 bit.</summary>
     static IWeightQuantizer? Detect(CheckpointReader reader) =>
         BnbCheckpoint.DetectOptions(reader) is { } options
-            ? new Nf4Quantizer(options, module => BnbCheckpoint.IsQuantized(reader, module + ".weight"))
+            ? new Nf4Quantizer(options, module => BnbCheckpoint.LooksQuantized(reader, module + ".weight"))
             : null;
 }
