@@ -38,11 +38,14 @@ public static class GradientCheckpointing
             // Saved variables hold their own references: cos/sin/mask outlive the forward's dispose scope.
             ctx.save_for_backward([x, cos, sin, mask!, random.get_rng_state()]);
             ctx.save_data("layer", layer);
+            // TorchSharp would build zeros for a missing grad from an output-shaped tensor that our dispose scope frees.
+            ctx.set_materialize_grads(false);
             return layer.Forward(x, new ForwardContext { Cos = cos, Sin = sin, Mask = mask });
         }
 
         public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad)
         {
+            if (grad is null || grad.IsInvalid) return [null!, null!, null!, null!, null!, null!];
             var layer = (DecoderLayer)ctx.get_data("layer");
             using var scope = NewDisposeScope();
             var saved = ctx.get_saved_variables();

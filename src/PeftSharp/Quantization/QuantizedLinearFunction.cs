@@ -32,11 +32,14 @@ public sealed class QuantizedLinearFunction : autograd.SingleTensorFunction<Quan
         var dtype = (ScalarType)vars[2];
         ctx.save_data("w", w);
         ctx.save_data("dtype", dtype);
+        // TorchSharp would build zeros for a missing grad from an output-shaped tensor that our dispose scope frees.
+        ctx.set_materialize_grads(false);
         return Compute(x, w, dtype);
     }
 
     public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad)
     {
+        if (grad is null || grad.IsInvalid) return [null!, null!, null!];
         var w = (IQuantizedWeight)ctx.get_data("w");
         var dtype = (ScalarType)ctx.get_data("dtype");
         using var dense = w.Dequantize(dtype, grad.device);
