@@ -31,15 +31,7 @@ public static unsafe class Nf4Kernel
         fixed (byte* d = dst)
         {
             if (dtype == ScalarType.Float32) { Run(p, a, c, (float*)d, n, blockSize); return; }
-            float* buf = stackalloc float[blockSize];
-            ushort* o = (ushort*)d;
-            for (long b = 0; b < n / blockSize; b++)
-            {
-                Run(p + b * blockSize / 2, a + b, c, buf, blockSize, blockSize);
-                ushort* ob = o + b * blockSize;
-                if (dtype == ScalarType.BFloat16) for (int i = 0; i < blockSize; i++) ob[i] = ToBFloat16(buf[i]);
-                else for (int i = 0; i < blockSize; i++) ob[i] = BitConverter.HalfToUInt16Bits((Half)buf[i]);
-            }
+            RunHalf(p, a, c, (ushort*)d, n, blockSize, dtype == ScalarType.BFloat16);
         }
     }
 
@@ -93,6 +85,66 @@ public static unsafe class Nf4Kernel
                 ob[2 * j + 1] = table[pb[j] & 15];
             }
         }
+    }
+
+    /// <summary>
+    /// 16-bit outputs: rounding commutes with the lookup, so each block's 16 scaled codes are rounded once to
+    /// bf16/fp16 and the nibbles pick from that table (identical bits to rounding every element).
+    /// </summary>
+    static void RunHalf(byte* p, float* absmax, float* code, ushort* o, long n, int blockSize, bool bf16)
+    {
+        long blocks = n / blockSize;
+        int half = blockSize / 2;
+        int* table = stackalloc int[16];
+        var nibble = Vector256.Create(15);
+        bool simd = Avx2.IsSupported;
+        var c0 = simd ? Avx.LoadVector256(code) : default;
+        var c1 = simd ? Avx.LoadVector256(code + 8) : default;
+        for (long b = 0; b < blocks; b++)
+        {
+            float s = absmax[b];
+            byte* pb = p + b * half;
+            ushort* ob = o + b * blockSize;
+            if (!simd)
+            {
+                for (int k = 0; k < 16; k++) table[k] = bf16 ? ToBFloat16(code[k] * s) : BitConverter.HalfToUInt16Bits((Half)(code[k] * s));
+                for (int j = 0; j < half; j++) { ob[2 * j] = (ushort)table[pb[j] >> 4]; ob[2 * j + 1] = (ushort)table[pb[j] & 15]; }
+                continue;
+            }
+            Vector256<float> t0, t1;
+            if (bf16)
+            {
+                var sv = Vector256.Create(s);
+                t0 = Bf16(Avx.Multiply(c0, sv)).AsSingle();
+                t1 = Bf16(Avx.Multiply(c1, sv)).AsSingle();
+            }
+            else
+            {
+                for (int k = 0; k < 16; k++) table[k] = BitConverter.HalfToUInt16Bits((Half)(code[k] * s));
+                t0 = Avx.LoadVector256(table).AsSingle();
+                t1 = Avx.LoadVector256(table + 8).AsSingle();
+            }
+            for (int j = 0; j < half; j += 8)
+            {
+                var v = Avx2.ConvertToVector256Int32(Vector128.CreateScalarUnsafe(*(ulong*)(pb + j)).AsByte());
+                var hi = Avx2.ShiftRightLogical(v, 4);
+                var lo = Avx2.And(v, nibble);
+                var x = Avx2.UnpackLow(hi, lo);
+                var y = Avx2.UnpackHigh(hi, lo);
+                var r0 = Lookup(t0, t1, Avx2.Permute2x128(x, y, 0x20)).AsInt32();
+                var r1 = Lookup(t0, t1, Avx2.Permute2x128(x, y, 0x31)).AsInt32();
+                // packus interleaves 128-bit lanes (r0a r1a r0b r1b); the permute restores r0a r0b r1a r1b.
+                Avx.Store(ob + 2 * j, Avx2.Permute4x64(Avx2.PackUnsignedSaturate(r0, r1).AsInt64(), 0b11_01_10_00).AsUInt16());
+            }
+        }
+    }
+
+    /// <summary>float32 -> bfloat16 bits (round to nearest even, NaN -> 0x7FC0) in the low half of each int.</summary>
+    static Vector256<int> Bf16(Vector256<float> f)
+    {
+        var u = f.AsInt32();
+        var r = Avx2.ShiftRightLogical(Avx2.Add(u, Avx2.Add(Vector256.Create(0x7FFF), Avx2.And(Avx2.ShiftRightLogical(u, 16), Vector256.Create(1)))), 16);
+        return Vector256.ConditionalSelect(Avx.CompareUnordered(f, f).AsInt32(), Vector256.Create(0x7FC0), r);
     }
 
     /// <summary>16-entry table lookup: permute within each half, pick the half by bit 3 of the index.</summary>
