@@ -74,6 +74,17 @@ public sealed class Nf4Weight : IQuantizedWeight
             Put(tensor(dq.NestedAbsmax)), Put(tensor(DoubleQuant.SignedDynamicMap)), dq.Offset, dq.NestedBlockSize);
     }
 
+    /// <summary>
+    /// Requantises a merged dense weight (QLoRA merge -> 4-bit again) and reports the relative Frobenius error it
+    /// introduces against that dense weight; generations may change, so callers should warn with this number.
+    /// </summary>
+    public static (Nf4Weight Weight, double RelativeError) Requantize(Tensor merged, Nf4Options options, string name = "weight")
+    {
+        var w = FromDense(merged, options, merged.device, name);
+        var (e, n) = w.ErrorSums(merged);
+        return (w, n > 0 ? Math.Sqrt(e / n) : 0);
+    }
+
     static string DtypeName_(ScalarType t) => t switch
     {
         ScalarType.Float16 => "float16",

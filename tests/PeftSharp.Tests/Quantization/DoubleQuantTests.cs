@@ -49,5 +49,7 @@ public class DoubleQuantTests
         Assert.InRange(err, 0.07, 0.12);
         var (e, n) = w.ErrorSums(dense);
         Assert.Equal(err, Math.Sqrt(e / n), 6);
+        var (again, reErr) = Nf4Weight.Requantize(dense, new Nf4Options());
+        using (again) Assert.Equal(err, reErr, 6);
     }
 }
