@@ -31,5 +31,6 @@ public static class CliApp
         config.AddCommand<Commands.InspectCommand>("inspect").WithDescription("Show a model folder's architecture, shapes, parameter count, dtypes and size.");
         config.AddCommand<Commands.LogitsCommand>("logits").WithDescription("Compute logits for input_ids from a safetensors file (parity checks).");
         config.AddCommand<Commands.PlanCommand>("plan").WithDescription("Memory and trainable parameters of a fine-tuning run (no GPU, no TorchSharp)");
+        config.AddCommand<Commands.QuantizeCommand>("quantize").WithDescription("Quantise a model folder to bitsandbytes NF4/FP4 (double quantisation), streaming.");
     }
 }
