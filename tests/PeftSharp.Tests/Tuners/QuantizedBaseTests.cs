@@ -12,6 +12,7 @@ public class QuantizedBaseTests
     sealed class GridQuantizer : IWeightQuantizer
     {
         public string Scheme => "grid32";
+        public Device Device => w.device;
         public bool ShouldQuantize(string modulePath) => modulePath != "lm_head";
         public IQuantizedWeight Quantize(Tensor dense, Device device) => new Grid(dense.to(ScalarType.Float32, device).mul(32).round_().div_(32));
         public IQuantizedWeight? TryLoad(CheckpointReader reader, string weightName, long[] shape, Device device) => null;
@@ -22,6 +23,7 @@ public class QuantizedBaseTests
     {
         public long[] Shape => w.shape;
         public string Scheme => "grid32";
+        public Device Device => w.device;
         public long StorageBytes => w.numel() * 4;
         public Tensor Dequantize(ScalarType dtype, Device device) => w.to(dtype, device, copy: true);
         public Tensor Linear(Tensor x, ScalarType dtype) => nn.functional.linear(x, w.to_type(dtype));
