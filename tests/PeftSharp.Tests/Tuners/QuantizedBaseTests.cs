@@ -12,7 +12,6 @@ public class QuantizedBaseTests
     sealed class GridQuantizer : IWeightQuantizer
     {
         public string Scheme => "grid32";
-        public Device Device => w.device;
         public bool ShouldQuantize(string modulePath) => modulePath != "lm_head";
         public IQuantizedWeight Quantize(Tensor dense, Device device) => new Grid(dense.to(ScalarType.Float32, device).mul(32).round_().div_(32));
         public IQuantizedWeight? TryLoad(CheckpointReader reader, string weightName, long[] shape, Device device) => null;
