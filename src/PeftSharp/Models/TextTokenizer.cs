@@ -4,68 +4,74 @@ using System.Text.Json.Nodes;
 namespace PeftSharp.Models;
 
 /// <summary>
-/// A Hugging Face tokenizer.json (via Tokenizers.DotNet) with int ids. Tokenizers.DotNet always applies the
-/// post-processor (a Llama BOS, for instance) and parses special-token text; <see cref="Encode"/> strips what the
-/// post-processor added unless asked for it, so pieces of one example can be encoded separately and joined;
-/// <see cref="Prefix"/>/<see cref="Suffix"/> are those tokens. <see cref="Decode"/> skips special tokens.
+/// A Hugging Face tokenizer.json, through Tokenizers.DotNet (a wrapper of HF's own Rust tokenizers), so ids match
+/// Python exactly. Tokenizers.DotNet always applies the tokenizer's post-processor (a Llama BOS, for instance) and
+/// parses special-token text; <see cref="Encode"/> strips what the post-processor added unless asked for it, so
+/// pieces of one example can be encoded separately and joined, and callers add BOS/EOS where a format wants them.
+/// <see cref="Prefix"/>/<see cref="Suffix"/> are those post-processor tokens. <see cref="Decode"/> skips special tokens.
 /// </summary>
-public sealed class TextTokenizer
+public sealed class TextTokenizer : IDisposable
 {
     static readonly string[] EosCandidates = ["<|endoftext|>", "<|eot_id|>", "<|end_of_text|>", "<|im_end|>", "</s>", "<eos>"];
 
     readonly Tokenizers.DotNet.Tokenizer _tok;
-    readonly Dictionary<string, int> _added;
 
     public string Path { get; }
+    /// <summary>The end-of-sequence id: config.json's eos_token_id when given, else a well-known special token.</summary>
+    public int? EosId { get; }
+    public int? BosId { get; }
+    /// <summary>Added tokens marked special, by content.</summary>
+    public IReadOnlyDictionary<string, int> SpecialTokens { get; }
     /// <summary>One more than the largest id in the vocabulary and the added tokens.</summary>
     public int VocabSize { get; }
-    /// <summary>The end-of-sequence id: config.json's eos_token_id when given, else a well-known added token.</summary>
-    public int? EosId { get; }
-
     /// <summary>Special tokens the post-processor puts before / after every encoded text (e.g. [BOS] for Llama).</summary>
     public int[] Prefix { get; }
     public int[] Suffix { get; }
 
-    TextTokenizer(string path, Tokenizers.DotNet.Tokenizer tok, Dictionary<string, int> added, int vocabSize, int? eos, int[] prefix, int[] suffix)
+    public TextTokenizer(string path, ModelConfig? config = null)
     {
-        Path = path; _tok = tok; _added = added; VocabSize = vocabSize; EosId = eos; Prefix = prefix; Suffix = suffix;
-    }
-
-    /// <summary>Loads tokenizer.json from a model folder (or the file itself); config.json beside it supplies eos_token_id.</summary>
-    public static TextTokenizer Load(string folderOrFile)
-    {
-        string path = Directory.Exists(folderOrFile) ? System.IO.Path.Combine(folderOrFile, "tokenizer.json") : folderOrFile;
+        Path = path;
         if (!File.Exists(path)) throw new FileNotFoundException($"{path}: tokenizer.json not found", path);
         JsonObject root;
         try { root = JsonNode.Parse(File.ReadAllText(path)) as JsonObject ?? throw new InvalidDataException($"{path}: not a JSON object"); }
         catch (JsonException e) { throw new InvalidDataException($"{path}: not valid JSON ({e.Message})"); }
 
+        var special = new Dictionary<string, int>(StringComparer.Ordinal);
         var added = new Dictionary<string, int>(StringComparer.Ordinal);
-        if (root["added_tokens"] is JsonArray arr)
-            foreach (var t in arr.OfType<JsonObject>())
-                if (t["content"]?.GetValue<string>() is { } c && t["id"] is JsonNode id) added[c] = id.GetValue<int>();
+        foreach (var t in (root["added_tokens"] as JsonArray ?? []).OfType<JsonObject>())
+        {
+            if (t["content"]?.GetValue<string>() is not { } c || t["id"] is not JsonNode id) continue;
+            added[c] = id.GetValue<int>();
+            if (t["special"]?.GetValue<bool>() == true) special[c] = added[c];
+        }
+        SpecialTokens = special;
         int maxId = added.Count > 0 ? added.Values.Max() : -1;
         if (root["model"]?["vocab"] is JsonObject vocab)
         {
             foreach (var (_, v) in vocab)
                 if (v is JsonValue jv && jv.TryGetValue<int>(out int i)) maxId = Math.Max(maxId, i);
         }
-        else if (root["model"]?["vocab"] is JsonArray uni) maxId = Math.Max(maxId, uni.Count - 1); // Unigram: [[piece, score], ...]
+        else if (root["model"]?["vocab"] is JsonArray unigram) maxId = Math.Max(maxId, unigram.Count - 1); // [[piece, score], ...]
+        VocabSize = maxId + 1;
+        (Prefix, Suffix) = PostProcessorTokens(root["post_processor"], added);
 
-        int? eos = null;
-        string configPath = System.IO.Path.Combine(System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(path))!, "config.json");
-        if (File.Exists(configPath))
-        {
-            try { eos = ModelConfig.Load(configPath).EosTokenIds.Cast<int?>().FirstOrDefault(); }
-            catch (InvalidDataException) { } // a config the decoder cannot use still leaves the tokenizer usable
-        }
-        eos ??= EosCandidates.Where(added.ContainsKey).Select(c => (int?)added[c]).FirstOrDefault();
+        try { _tok = new Tokenizers.DotNet.Tokenizer(vocabPath: path); }
+        catch (Tokenizers.DotNet.TokenizerException e) { throw new InvalidDataException($"{path}: tokenizer failed to load ({e.Message})"); }
+        EosId = config is { EosTokenIds.Length: > 0 } ? config.EosTokenIds[0]
+            : EosCandidates.Where(special.ContainsKey).Select(c => (int?)special[c]).FirstOrDefault();
+        BosId = config?.BosTokenId;
+    }
 
-        Tokenizers.DotNet.Tokenizer tok;
-        try { tok = new Tokenizers.DotNet.Tokenizer(vocabPath: path); }
-        catch (Exception e) { throw new InvalidDataException($"{path}: the tokenizer library cannot load it ({e.Message})"); }
-        var (prefix, suffix) = PostProcessorTokens(root["post_processor"], added);
-        return new TextTokenizer(path, tok, added, maxId + 1, eos, prefix, suffix);
+    /// <summary>Loads tokenizer.json from a model folder, with EOS/BOS from its config.json.</summary>
+    public static TextTokenizer FromFolder(string folder, ModelConfig? config = null) =>
+        new(System.IO.Path.Combine(folder, "tokenizer.json"), config ?? ModelConfig.Load(folder));
+
+    /// <summary>A model folder (with its config.json when present) or a tokenizer.json file.</summary>
+    public static TextTokenizer Load(string folderOrFile)
+    {
+        string path = Directory.Exists(folderOrFile) ? System.IO.Path.Combine(folderOrFile, "tokenizer.json") : folderOrFile;
+        string config = System.IO.Path.Combine(System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(path))!, "config.json");
+        return new TextTokenizer(path, File.Exists(config) ? ModelConfig.Load(config) : null);
     }
 
     /// <summary>The ids of <paramref name="text"/>; with <paramref name="addSpecialTokens"/>, wrapped in <see cref="Prefix"/>/<see cref="Suffix"/>.</summary>
@@ -78,9 +84,13 @@ public sealed class TextTokenizer
         return addSpecialTokens ? [.. Prefix, .. core, .. Suffix] : core;
     }
 
+    public string Decode(IEnumerable<int> ids) => _tok.Decode(ids.Select(i => (uint)i).ToArray());
+
+    public void Dispose() => _tok.Dispose();
+
     /// <summary>
-    /// Reads which special tokens the post-processor adds to a single sequence: TemplateProcessing's "single"
-    /// template (also inside a Sequence of processors, as in Llama 3), or Bert/Roberta's cls/sep.
+    /// Which special tokens the post-processor adds to a single sequence: TemplateProcessing's "single" template
+    /// (also inside a Sequence of processors, as in Llama 3), or Bert/Roberta's cls/sep.
     /// </summary>
     static (int[] Prefix, int[] Suffix) PostProcessorTokens(JsonNode? pp, Dictionary<string, int> added)
     {
@@ -113,9 +123,4 @@ public sealed class TextTokenizer
                 return ([], []);
         }
     }
-
-    public string Decode(IEnumerable<int> ids) => _tok.Decode(ids.Select(i => (uint)i).ToArray());
-
-    /// <summary>The id of an added (special) token, when present.</summary>
-    public int? SpecialId(string content) => _added.TryGetValue(content, out int id) ? id : null;
 }

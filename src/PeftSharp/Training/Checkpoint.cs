@@ -6,11 +6,11 @@ namespace PeftSharp.Training;
 
 /// <summary>
 /// A resumable checkpoint folder, written atomically: trainable.safetensors (the trained parameters by name,
-/// plus the CPU RNG state), optimizer.bin, trainer_state.json (step, schedule, data position, seeds).
+/// plus the CPU RNG state), optimizer.safetensors, trainer_state.json (step, schedule, data position, seeds).
 /// </summary>
 public static class Checkpoint
 {
-    public const string Params = "trainable.safetensors", Optimizer = "optimizer.bin", State = "trainer_state.json";
+    public const string Params = "trainable.safetensors", Optimizer = "optimizer.safetensors", State = "trainer_state.json";
     const string RngKey = "__rng_state__";
 
     public static string Folder(string outDir, int step) => Path.Combine(outDir, "checkpoints", $"step-{step:D6}");

@@ -25,7 +25,7 @@ public sealed class Trainer
     readonly ITrainingMethod _method;
     readonly TrainerOptions _o;
     readonly int? _eosId;
-    readonly Func<IReadOnlyList<Parameter>, TrainerOptions, IOptimizer> _optimizerFactory;
+    readonly Func<IReadOnlyList<(string Name, Parameter Param)>, TrainerOptions, IOptimizer> _optimizerFactory;
 
     /// <summary>Human-readable progress and notices.</summary>
     public Action<string>? Log { get; init; }
@@ -35,12 +35,16 @@ public sealed class Trainer
     public Action<int>? OnStep { get; init; }
 
     public Trainer(CausalLM model, ITrainingMethod method, TrainerOptions options, int? eosId,
-        Func<IReadOnlyList<Parameter>, TrainerOptions, IOptimizer>? optimizerFactory = null)
+        Func<IReadOnlyList<(string Name, Parameter Param)>, TrainerOptions, IOptimizer>? optimizerFactory = null)
     {
         _model = model; _method = method; _o = options; _eosId = eosId;
-        _optimizerFactory = optimizerFactory ?? ((ps, o) => new TorchAdamW(ps, o.LearningRate, weightDecay: o.WeightDecay));
+        _optimizerFactory = optimizerFactory ?? DefaultOptimizer;
         if (options.GradientAccumulation < 1) throw new ArgumentException($"gradient accumulation {options.GradientAccumulation} must be at least 1");
     }
+
+    /// <summary>fp32 AdamW with the run's learning rate and weight decay.</summary>
+    public static IOptimizer DefaultOptimizer(IReadOnlyList<(string Name, Parameter Param)> ps, TrainerOptions o) =>
+        new Optim.AdamW(ps, new AdamWOptions(o.LearningRate, WeightDecay: o.WeightDecay));
 
     /// <summary>True when <paramref name="outDir"/> already holds (part of) a training run.</summary>
     public static bool HoldsRun(string outDir) =>
@@ -53,72 +57,65 @@ public sealed class Trainer
         PrepareOutDir(resume is not null);
         var metrics = new MetricsLog(_o.OutDir);
 
-        var parameters = _method.TrainableParameters.Select(p => p.P).ToList();
+        var parameters = _method.TrainableParameters.ToList();
         if (parameters.Count == 0) throw new InvalidOperationException($"{_method.Description}: no trainable parameters");
-        var optimizer = _optimizerFactory(parameters, _o);
-        try
+        using var optimizer = _optimizerFactory(parameters, _o);
+        var loader = new BatchLoader(data.Train, _o.BatchSize, _o.Seed) { PadId = _eosId ?? 0 };
+        int totalSteps = _o.MaxSteps ?? _o.Epochs * ((loader.BatchesPerEpoch + _o.GradientAccumulation - 1) / _o.GradientAccumulation);
+        if (totalSteps < 1) throw new ArgumentException($"the run has {totalSteps} steps; give at least one epoch or step");
+        var schedule = new LrSchedule(_o.Schedule, _o.LearningRate, _o.WarmupSteps, totalSteps);
+        Log?.Invoke($"{_method.Description}; {data.TrainStats}; {totalSteps} steps of {_o.BatchSize}x{_o.GradientAccumulation} sequences");
+
+        int step = 0;
+        string? lastGood = null;
+        if (resume is not null)
         {
-            var loader = new BatchLoader(data.Train, _o.BatchSize, _o.Seed) { PadId = _eosId ?? 0 };
-            int totalSteps = _o.MaxSteps ?? _o.Epochs * ((loader.BatchesPerEpoch + _o.GradientAccumulation - 1) / _o.GradientAccumulation);
-            if (totalSteps < 1) throw new ArgumentException($"the run has {totalSteps} steps; give at least one epoch or step");
-            var schedule = new LrSchedule(_o.Schedule, _o.LearningRate, _o.WarmupSteps, totalSteps);
-            Log?.Invoke($"{_method.Description}; {data.TrainStats}; {totalSteps} steps of {_o.BatchSize}x{_o.GradientAccumulation} sequences");
-
-            int step = 0;
-            string? lastGood = null;
-            if (resume is not null)
-            {
-                var state = Checkpoint.Load(resume, _method, optimizer);
-                if (state.TotalSteps != totalSteps)
-                    throw new InvalidOperationException($"{resume}: the checkpoint belongs to a run of {state.TotalSteps} steps, this one has {totalSteps}; use the same data and options to resume");
-                loader.Position = state.DataPosition;
-                step = state.Step;
-                lastGood = resume;
-                metrics.TruncateAfter(step);
-                Log?.Invoke($"resumed from {resume} at step {step}");
-            }
-
-            EvalResult? first = null, last = null;
-            bool hasEval = data.Eval.Count > 0 || data.EvalPrompts.Count > 0;
-            if (hasEval && step == 0) first = last = Evaluate(data, 0, clock, metrics);
-
-            double lastLoss = double.NaN;
-            int ranThisProcess = 0;
-            while (step < totalSteps && (_o.StopAfterSteps is not int stop || ranThisProcess < stop))
-            {
-                var stepClock = Stopwatch.StartNew();
-                var (loss, gradNorm, tokens) = TrainStep(loader, optimizer, schedule.At(step));
-                if (!double.IsFinite(loss) || !double.IsFinite(gradNorm))
-                    throw new TrainingDivergedException($"{(double.IsFinite(loss) ? "gradient norm" : "loss")} became {(double.IsFinite(loss) ? gradNorm : loss)} at step {step + 1}; " +
-                        $"training stopped before applying it. Last good checkpoint: {lastGood ?? "none"}. Try a lower learning rate or gradient clipping");
-                step++; ranThisProcess++;
-                lastLoss = loss;
-                var (rss, peak) = ProcessMemory.Read();
-                Record(metrics, new JsonObject
-                {
-                    ["step"] = step, ["loss"] = loss, ["lr"] = schedule.At(step - 1), ["grad_norm"] = MetricsLog.Round(gradNorm),
-                    ["tokens_per_s"] = MetricsLog.Round(tokens / Math.Max(1e-9, stepClock.Elapsed.TotalSeconds), 4),
-                    ["elapsed_s"] = MetricsLog.Round(clock.Elapsed.TotalSeconds, 4),
-                    ["rss_mb"] = MetricsLog.Round(rss / 1048576.0, 4), ["peak_rss_mb"] = MetricsLog.Round(peak / 1048576.0, 4),
-                });
-                OnStep?.Invoke(step);
-                if (hasEval && _o.EvalInterval > 0 && step % _o.EvalInterval == 0 && step < totalSteps) last = Evaluate(data, step, clock, metrics);
-                if (_o.SaveInterval > 0 && step % _o.SaveInterval == 0 && step < totalSteps)
-                    lastGood = Save(optimizer, loader, step, totalSteps, schedule.At(step - 1));
-            }
-            if (step < totalSteps) return new TrainResult(step, lastLoss, first, last, null, clock.Elapsed);
-
-            if (hasEval) last = Evaluate(data, step, clock, metrics);
-            Save(optimizer, loader, step, totalSteps, schedule.At(step - 1));
-            string finalDir = Path.Combine(_o.OutDir, "final");
-            _method.Save(finalDir);
-            Log?.Invoke($"saved {finalDir} after {step} steps in {clock.Elapsed.TotalSeconds:F1}s");
-            return new TrainResult(step, lastLoss, first, last, finalDir, clock.Elapsed);
+            var state = Checkpoint.Load(resume, _method, optimizer);
+            if (state.TotalSteps != totalSteps)
+                throw new InvalidOperationException($"{resume}: the checkpoint belongs to a run of {state.TotalSteps} steps, this one has {totalSteps}; use the same data and options to resume");
+            loader.Position = state.DataPosition;
+            step = state.Step;
+            lastGood = resume;
+            metrics.TruncateAfter(step);
+            Log?.Invoke($"resumed from {resume} at step {step}");
         }
-        finally
+
+        EvalResult? first = null, last = null;
+        bool hasEval = data.Eval.Count > 0 || data.EvalPrompts.Count > 0;
+        if (hasEval && step == 0) first = last = Evaluate(data, 0, clock, metrics);
+
+        double lastLoss = double.NaN;
+        int ranThisProcess = 0;
+        while (step < totalSteps && (_o.StopAfterSteps is not int stop || ranThisProcess < stop))
         {
-            (optimizer as IDisposable)?.Dispose();
+            var stepClock = Stopwatch.StartNew();
+            var (loss, gradNorm, tokens) = TrainStep(loader, optimizer, schedule.At(step));
+            if (!double.IsFinite(loss) || !double.IsFinite(gradNorm))
+                throw new TrainingDivergedException($"{(double.IsFinite(loss) ? "gradient norm" : "loss")} became {(double.IsFinite(loss) ? gradNorm : loss)} at step {step + 1}; " +
+                    $"training stopped before applying it. Last good checkpoint: {lastGood ?? "none"}. Try a lower learning rate or gradient clipping");
+            step++; ranThisProcess++;
+            lastLoss = loss;
+            var (rss, peak) = ProcessMemory.Read();
+            Record(metrics, new JsonObject
+            {
+                ["step"] = step, ["loss"] = loss, ["lr"] = schedule.At(step - 1), ["grad_norm"] = MetricsLog.Round(gradNorm),
+                ["tokens_per_s"] = MetricsLog.Round(tokens / Math.Max(1e-9, stepClock.Elapsed.TotalSeconds), 4),
+                ["elapsed_s"] = MetricsLog.Round(clock.Elapsed.TotalSeconds, 4),
+                ["rss_mb"] = MetricsLog.Round(rss / 1048576.0, 4), ["peak_rss_mb"] = MetricsLog.Round(peak / 1048576.0, 4),
+            });
+            OnStep?.Invoke(step);
+            if (hasEval && _o.EvalInterval > 0 && step % _o.EvalInterval == 0 && step < totalSteps) last = Evaluate(data, step, clock, metrics);
+            if (_o.SaveInterval > 0 && step % _o.SaveInterval == 0 && step < totalSteps)
+                lastGood = Save(optimizer, loader, step, totalSteps, schedule.At(step - 1));
         }
+        if (step < totalSteps) return new TrainResult(step, lastLoss, first, last, null, clock.Elapsed);
+
+        if (hasEval) last = Evaluate(data, step, clock, metrics);
+        Save(optimizer, loader, step, totalSteps, schedule.At(step - 1));
+        string finalDir = Path.Combine(_o.OutDir, "final");
+        _method.Save(finalDir);
+        Log?.Invoke($"saved {finalDir} after {step} steps in {clock.Elapsed.TotalSeconds:F1}s");
+        return new TrainResult(step, lastLoss, first, last, finalDir, clock.Elapsed);
     }
 
     (double Loss, double GradNorm, long Tokens) TrainStep(BatchLoader loader, IOptimizer optimizer, double lr)

@@ -1,0 +1,73 @@
+using System.ComponentModel;
+using PeftSharp.Generation;
+using PeftSharp.Models;
+using Spectre.Console;
+using Spectre.Console.Cli;
+
+namespace PeftSharp.Cli.Commands;
+
+/// <summary>peft generate: streams a completion of a prompt to the console.</summary>
+public sealed class GenerateCommand : Command<GenerateCommand.Settings>
+{
+    public sealed class Settings : ModelSettings
+    {
+        [CommandOption("--prompt <TEXT>")]
+        [Description("The text to continue")]
+        public string? Prompt { get; set; }
+
+        [CommandOption("--max-new-tokens <N>")]
+        [DefaultValue(64)]
+        public int MaxNewTokens { get; set; } = 64;
+
+        [CommandOption("--temperature <T>")]
+        [Description("0 = greedy (default)")]
+        [DefaultValue(0.0)]
+        public double Temperature { get; set; }
+
+        [CommandOption("--top-p <P>")]
+        [DefaultValue(1.0)]
+        public double TopP { get; set; } = 1.0;
+
+        [CommandOption("--seed <S>")]
+        public int? Seed { get; set; }
+
+        [CommandOption("--adapter <DIR>")]
+        [Description("Adapter folder to apply (repeatable; DIR, DIR:WEIGHT or NAME=DIR[:WEIGHT])")]
+        public string[] Adapters { get; set; } = [];
+
+        [CommandOption("--allow-base-mismatch")]
+        [Description("Apply an adapter even if its recorded base fingerprint differs (warns)")]
+        public bool AllowBaseMismatch { get; set; }
+
+        public override ValidationResult Validate()
+        {
+            var r = base.Validate();
+            if (!r.Successful) return r;
+            if (Prompt is null) return ValidationResult.Error("--prompt is required");
+            try { Sampling.Validate(); }
+            catch (ArgumentException e) { return ValidationResult.Error(e.Message); }
+            return ValidationResult.Success();
+        }
+
+        public SamplingOptions Sampling => new() { MaxNewTokens = MaxNewTokens, Temperature = Temperature, TopP = TopP, Seed = Seed };
+    }
+
+    public override int Execute(CommandContext context, Settings s, CancellationToken cancellationToken)
+    {
+        using var model = s.LoadModel();
+        AdapterHook.Apply?.Invoke(model, s.Adapters, s.AllowBaseMismatch);
+        using var tok = TextTokenizer.FromFolder(s.Model, model.Config);
+        var prompt = tok.Encode(s.Prompt!);
+        var stop = model.Config.EosTokenIds.Concat(tok.EosId is int e ? [e] : []).ToHashSet();
+        var streamer = new TextStreamer(tok);
+        Console.Write(s.Prompt);
+        foreach (var id in TextGenerator.Generate(model, prompt, s.Sampling, stop))
+        {
+            if (cancellationToken.IsCancellationRequested) break;
+            if (stop.Contains(id)) break;
+            Console.Write(streamer.Push(id));
+        }
+        Console.WriteLine();
+        return 0;
+    }
+}

@@ -1,0 +1,47 @@
+using System.ComponentModel;
+using PeftSharp.IO;
+using PeftSharp.Models;
+using Spectre.Console;
+using Spectre.Console.Cli;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace PeftSharp.Cli.Commands;
+
+/// <summary>Options every command that loads a model shares.</summary>
+public class ModelSettings : CommandSettings
+{
+    [CommandOption("--model <DIR>")]
+    [Description("Hugging Face model folder (config.json, model.safetensors or shards, tokenizer.json)")]
+    public string Model { get; set; } = "";
+
+    [CommandOption("--device <DEVICE>")]
+    [Description("cpu or cuda (cuda needs TorchSharp's CUDA package)")]
+    [DefaultValue("cpu")]
+    public string Device { get; set; } = "cpu";
+
+    [CommandOption("--dtype <DTYPE>")]
+    [Description("Compute dtype: fp32 (default), bf16, fp16")]
+    [DefaultValue("fp32")]
+    public string Dtype { get; set; } = "fp32";
+
+    public override ValidationResult Validate()
+    {
+        if (string.IsNullOrWhiteSpace(Model)) return ValidationResult.Error("--model is required");
+        if (!Directory.Exists(Model)) return ValidationResult.Error($"--model: folder '{Model}' not found");
+        if (Device is not ("cpu" or "cuda") && !Device.StartsWith("cuda:")) return ValidationResult.Error($"--device: '{Device}' is not cpu or cuda");
+        try { SafeTensorDtype.ParseComputeDtype(Dtype); }
+        catch (ArgumentException e) { return ValidationResult.Error($"--dtype: {e.Message}"); }
+        return ValidationResult.Success();
+    }
+
+    public Device ResolveDevice()
+    {
+        if (Device.StartsWith("cuda") && !cuda.is_available())
+            throw new InvalidOperationException("--device cuda: CUDA is not available (this build uses TorchSharp-cpu; reference TorchSharp-cuda-linux to use a GPU)");
+        return torch.device(Device);
+    }
+
+    public CausalLM LoadModel() =>
+        ModelLoader.Load(Model, new LoadOptions { Dtype = SafeTensorDtype.ParseComputeDtype(Dtype), Device = ResolveDevice() });
+}

@@ -1,0 +1,170 @@
+using System.ComponentModel;
+using System.Text.Json;
+using PeftSharp.Memory;
+using Spectre.Console;
+using Spectre.Console.Cli;
+
+namespace PeftSharp.Cli.Commands;
+
+/// <summary>`peft plan`: memory of a training run from a preset or config.json. Pure arithmetic, no TorchSharp.</summary>
+public sealed class PlanCommand : Command<PlanCommand.Settings>
+{
+    public sealed class Settings : CommandSettings
+    {
+        [CommandOption("--model <MODEL>"), Description("Preset name or path to config.json / a model folder")]
+        public string Model { get; init; } = "";
+
+        [CommandOption("--method <METHOD>"), Description("full, lora, dora, qlora, qdora, adapter, prompt-tuning")]
+        public string Method { get; init; } = "lora";
+
+        [CommandOption("--rank <R>"), Description("LoRA/DoRA rank")]
+        public int Rank { get; init; } = 8;
+
+        [CommandOption("--alpha <A>"), Description("LoRA alpha (scale only; no memory effect)")]
+        public double Alpha { get; init; } = 16;
+
+        [CommandOption("--targets <LIST>"), Description("Comma list (exact or .suffix), all-linear, or regex:PATTERN (full match); default: PEFT's for the model type")]
+        public string? Targets { get; init; }
+
+        [CommandOption("--exclude <LIST>"), Description("Comma list of modules never adapted")]
+        public string? Exclude { get; init; }
+
+        [CommandOption("--layers <LIST>"), Description("layers_to_transform, e.g. 0,1,2")]
+        public string? Layers { get; init; }
+
+        [CommandOption("--bottleneck <M>"), Description("Houlsby adapter bottleneck width")]
+        public int Bottleneck { get; init; } = 64;
+
+        [CommandOption("--virtual-tokens <N>"), Description("Prompt-tuning virtual tokens")]
+        public int VirtualTokens { get; init; } = 20;
+
+        [CommandOption("--batch <B>"), Description("Micro-batch size per GPU")]
+        public int Batch { get; init; } = 1;
+
+        [CommandOption("--seq <T>"), Description("Sequence length")]
+        public int Seq { get; init; } = 512;
+
+        [CommandOption("--grad-accum <N>"), Description("Gradient accumulation steps (no memory effect)")]
+        public int GradAccum { get; init; } = 1;
+
+        [CommandOption("--dtype <D>"), Description("Base weight dtype: fp32, bf16, fp16, nf4")]
+        public string Dtype { get; init; } = "bf16";
+
+        [CommandOption("--adapter-dtype <D>"), Description("Adapter dtype: fp32, bf16, fp16")]
+        public string AdapterDtype { get; init; } = "fp32";
+
+        [CommandOption("--compute-dtype <D>"), Description("Activation dtype (default: fp32 for fp32 weights, else bf16)")]
+        public string? ComputeDtype { get; init; }
+
+        [CommandOption("--pure-16bit"), Description("No fp32 master weights for 16-bit trainable parameters")]
+        public bool Pure16Bit { get; init; }
+
+        [CommandOption("--optimizer <O>"), Description("adamw, adamw-8bit, paged-adamw, paged-adamw-8bit, sgd, sgd-momentum")]
+        public string Optimizer { get; init; } = "adamw";
+
+        [CommandOption("--checkpointing"), Description("Gradient checkpointing")]
+        public bool Checkpointing { get; init; }
+
+        [CommandOption("--attention <KIND>"), Description("eager (stores s^2 scores) or fused")]
+        public string Attention { get; init; } = "fused";
+
+        [CommandOption("--gpus <N>"), Description("Number of GPUs")]
+        public int Gpus { get; init; } = 1;
+
+        [CommandOption("--sharding <S>"), Description("none, zero1, zero2, zero3, fsdp")]
+        public string Sharding { get; init; } = "none";
+
+        [CommandOption("--offload"), Description("Offload optimiser state (and ZeRO-3/FSDP weights) to CPU")]
+        public bool Offload { get; init; }
+
+        [CommandOption("--device <D>"), Description("cuda or cpu (sets the default framework overhead)")]
+        public string Device { get; init; } = "cuda";
+
+        [CommandOption("--overhead-gb <GB>"), Description("Override the per-device framework overhead")]
+        public double? OverheadGb { get; init; }
+
+        [CommandOption("--compare"), Description("Every method side by side")]
+        public bool Compare { get; init; }
+
+        [CommandOption("--json"), Description("Machine-readable output")]
+        public bool Json { get; init; }
+
+        public override ValidationResult Validate()
+        {
+            if (string.IsNullOrWhiteSpace(Model)) return ValidationResult.Error("--model is required (a preset or config.json)");
+            try
+            {
+                ToRequest().Validate();
+                Presets.Resolve(Model);
+                return ValidationResult.Success();
+            }
+            catch (PlanException e)
+            {
+                return ValidationResult.Error(e.Message);
+            }
+        }
+
+        public PlanRequest ToRequest() => new()
+        {
+            Method = PlanNames.Method(Method),
+            Rank = Rank,
+            Alpha = Alpha,
+            Targets = Targets is null && Exclude is null && Layers is null ? null : TargetMatcher.Parse(Targets ?? "q_proj,v_proj", new TargetFilters
+            {
+                ExcludeModules = Exclude?.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries),
+                LayersToTransform = Layers is null ? null : ParseLayers(Layers),
+            }),
+            AdapterBottleneck = Bottleneck,
+            VirtualTokens = VirtualTokens,
+            WeightDtype = Dtypes.Parse(Dtype, "dtype"),
+            AdapterDtype = Dtypes.Parse(AdapterDtype, "adapter_dtype"),
+            ComputeDtype = ComputeDtype is null ? null : Dtypes.Parse(ComputeDtype, "compute_dtype"),
+            MasterWeights = !Pure16Bit,
+            Optimizer = PlanNames.Optimizer(Optimizer),
+            BatchSize = Batch,
+            SequenceLength = Seq,
+            GradientAccumulation = GradAccum,
+            GradientCheckpointing = Checkpointing,
+            Attention = PlanNames.Attention(Attention),
+            Gpus = Gpus,
+            Sharding = PlanNames.Sharding(Sharding),
+            Offload = Offload,
+            Device = Device.Trim().ToLowerInvariant() switch
+            {
+                "cuda" or "gpu" => DeviceKind.Cuda,
+                "cpu" => DeviceKind.Cpu,
+                _ => throw new PlanException("device", $"unknown '{Device}' (cuda, cpu)"),
+            },
+            FrameworkOverheadBytes = OverheadGb is { } gb ? (long)(gb * 1e9) : null,
+        };
+
+        static List<int> ParseLayers(string text) =>
+            text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+                .Select(t => int.TryParse(t, out int i) && i >= 0 ? i : throw new PlanException("layers", $"'{t}' is not a layer index"))
+                .ToList();
+    }
+
+    public override int Execute(CommandContext context, Settings settings, CancellationToken cancellationToken)
+    {
+        var model = Presets.Resolve(settings.Model);
+        var request = settings.ToRequest();
+        if (settings.Compare)
+        {
+            var plans = Enum.GetValues<TuningMethod>().Select(m => MemoryPlanner.Plan(model, ForMethod(request, m))).ToList();
+            if (settings.Json) Console.WriteLine(JsonSerializer.Serialize(plans.Select(PlanOutput.Json), PlanOutput.JsonOptions));
+            else PlanOutput.WriteComparison(model, plans);
+            return 0;
+        }
+        var plan = MemoryPlanner.Plan(model, request);
+        if (settings.Json) Console.WriteLine(JsonSerializer.Serialize(PlanOutput.Json(plan), PlanOutput.JsonOptions));
+        else PlanOutput.Write(plan);
+        return 0;
+    }
+
+    /// <summary>The same run with another method; full fine-tuning cannot keep NF4 weights, so it gets bf16.</summary>
+    static PlanRequest ForMethod(PlanRequest r, TuningMethod m) => r with
+    {
+        Method = m,
+        WeightDtype = m == TuningMethod.Full && r.WeightDtype == DType.Nf4 ? DType.Bf16 : r.WeightDtype,
+    };
+}

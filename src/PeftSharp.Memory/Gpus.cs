@@ -1,0 +1,19 @@
+namespace PeftSharp.Memory;
+
+public sealed record GpuSpec(string Name, long Bytes);
+
+/// <summary>Common cards. Their memory is binary (a "24 GB" card has 24 GiB); H200's 141 GB is decimal.</summary>
+public static class Gpus
+{
+    const long GiB = 1L << 30;
+
+    public static IReadOnlyList<GpuSpec> Common { get; } =
+    [
+        new("16 GB (T4, V100-16, 4060 Ti)", 16 * GiB),
+        new("24 GB (RTX 3090/4090, A10)", 24 * GiB),
+        new("40 GB (A100-40)", 40 * GiB),
+        new("48 GB (A6000, L40S)", 48 * GiB),
+        new("80 GB (A100-80, H100)", 80 * GiB),
+        new("141 GB (H200)", 141_000_000_000),
+    ];
+}

@@ -1,0 +1,109 @@
+using System.Text.Json;
+
+namespace PeftSharp.Memory;
+
+/// <summary>The Hugging Face config.json fields that decide a model's shape (GPT-2's n_* names are mapped in).</summary>
+public sealed record ModelConfig
+{
+    public required string ModelType { get; init; }
+    public required int HiddenSize { get; init; }
+    public required int IntermediateSize { get; init; }
+    public required int NumHiddenLayers { get; init; }
+    public required int NumAttentionHeads { get; init; }
+    public int? NumKeyValueHeads { get; init; }
+    public int? HeadDim { get; init; }
+    public required int VocabSize { get; init; }
+    public bool TieWordEmbeddings { get; init; }
+    public bool AttentionBias { get; init; }
+    public bool MlpBias { get; init; }
+    /// <summary>Learned position embeddings (GPT-2's wpe rows).</summary>
+    public int MaxPositionEmbeddings { get; init; }
+
+    public int KeyValueHeads => NumKeyValueHeads ?? NumAttentionHeads;
+
+    public int ResolvedHeadDim => HeadDim ?? HiddenSize / NumAttentionHeads;
+
+    public static ModelConfig Load(string path)
+    {
+        if (Directory.Exists(path)) path = Path.Combine(path, "config.json");
+        if (!File.Exists(path)) throw new PlanException("model", $"config file not found: {path}");
+        return Parse(File.ReadAllText(path));
+    }
+
+    public static ModelConfig Parse(string json)
+    {
+        using var doc = JsonDocument.Parse(json);
+        var root = doc.RootElement;
+        string type = String(root, "model_type") ?? throw new PlanException("model_type", "missing");
+        var config = type == "gpt2" ? ParseGpt2(root) : ParseDecoder(root, type);
+        config.Validate();
+        return config;
+    }
+
+    static ModelConfig ParseDecoder(JsonElement root, string type) => new()
+    {
+        ModelType = type,
+        HiddenSize = Int(root, "hidden_size") ?? throw Missing("hidden_size"),
+        IntermediateSize = Int(root, "intermediate_size") ?? throw Missing("intermediate_size"),
+        NumHiddenLayers = Int(root, "num_hidden_layers") ?? throw Missing("num_hidden_layers"),
+        NumAttentionHeads = Int(root, "num_attention_heads") ?? throw Missing("num_attention_heads"),
+        NumKeyValueHeads = Int(root, "num_key_value_heads"),
+        HeadDim = Int(root, "head_dim"),
+        VocabSize = Int(root, "vocab_size") ?? throw Missing("vocab_size"),
+        // Gemma always ties its head; the other families' transformers configs default to untied.
+        TieWordEmbeddings = type.StartsWith("gemma") || (Bool(root, "tie_word_embeddings") ?? false),
+        AttentionBias = Bool(root, "attention_bias") ?? false,
+        MlpBias = Bool(root, "mlp_bias") ?? false,
+        MaxPositionEmbeddings = Int(root, "max_position_embeddings") ?? 0,
+    };
+
+    static ModelConfig ParseGpt2(JsonElement root)
+    {
+        int hidden = Int(root, "n_embd") ?? throw Missing("n_embd");
+        return new()
+        {
+            ModelType = "gpt2",
+            HiddenSize = hidden,
+            IntermediateSize = Int(root, "n_inner") ?? 4 * hidden,
+            NumHiddenLayers = Int(root, "n_layer") ?? throw Missing("n_layer"),
+            NumAttentionHeads = Int(root, "n_head") ?? throw Missing("n_head"),
+            VocabSize = Int(root, "vocab_size") ?? throw Missing("vocab_size"),
+            TieWordEmbeddings = true,
+            AttentionBias = true,
+            MlpBias = true,
+            MaxPositionEmbeddings = Int(root, "n_positions") ?? throw Missing("n_positions"),
+        };
+    }
+
+    public void Validate()
+    {
+        Positive("hidden_size", HiddenSize);
+        Positive("intermediate_size", IntermediateSize);
+        Positive("num_hidden_layers", NumHiddenLayers);
+        Positive("num_attention_heads", NumAttentionHeads);
+        Positive("num_key_value_heads", KeyValueHeads);
+        Positive("vocab_size", VocabSize);
+        if (HeadDim is { } hd) Positive("head_dim", hd);
+        else if (HiddenSize % NumAttentionHeads != 0)
+            throw new PlanException("num_attention_heads", $"{NumAttentionHeads} heads do not divide hidden_size {HiddenSize}");
+        if (NumAttentionHeads % KeyValueHeads != 0)
+            throw new PlanException("num_key_value_heads", $"{KeyValueHeads} KV heads do not divide num_attention_heads {NumAttentionHeads}");
+        if (ModelType == "gpt2") Positive("n_positions", MaxPositionEmbeddings);
+    }
+
+    static void Positive(string field, int value)
+    {
+        if (value <= 0) throw new PlanException(field, $"must be positive, got {value}");
+    }
+
+    static PlanException Missing(string field) => new(field, "missing from config.json");
+
+    static JsonElement? Get(JsonElement root, string name) =>
+        root.TryGetProperty(name, out var v) && v.ValueKind != JsonValueKind.Null ? v : null;
+
+    static int? Int(JsonElement root, string name) => Get(root, name)?.GetInt32();
+
+    static bool? Bool(JsonElement root, string name) => Get(root, name)?.GetBoolean();
+
+    static string? String(JsonElement root, string name) => Get(root, name)?.GetString();
+}

@@ -1,0 +1,106 @@
+namespace PeftSharp.Memory;
+
+/// <summary>A model as its list of parameterised modules, named as in the Hugging Face checkpoint.</summary>
+public sealed class ModelShape
+{
+    public string Name { get; }
+    public ModelConfig Config { get; }
+    public IReadOnlyList<ModuleShape> Modules { get; }
+
+    public long TotalParameters => Modules.Sum(m => m.Parameters);
+
+    ModelShape(string name, ModelConfig config, IReadOnlyList<ModuleShape> modules)
+    {
+        Name = name;
+        Config = config;
+        Modules = modules;
+    }
+
+    public static ModelShape FromConfig(ModelConfig config, string? name = null)
+    {
+        config.Validate();
+        var modules = config.ModelType switch
+        {
+            "llama" or "mistral" or "qwen2" or "gemma" or "gemma2" or "phi3" => DecoderModules(config),
+            "gpt2" => Gpt2Modules(config),
+            _ => throw new PlanException("model_type", $"unsupported '{config.ModelType}' (llama, mistral, qwen2, gemma, gemma2, phi3, gpt2)"),
+        };
+        return new ModelShape(name ?? config.ModelType, config, modules);
+    }
+
+    /// <summary>Loads config.json (or a model folder holding one).</summary>
+    public static ModelShape Load(string path) => FromConfig(ModelConfig.Load(path), DisplayName(path));
+
+    /// <summary>"models/foo/config.json" and "models/foo" are both called "foo".</summary>
+    static string DisplayName(string path)
+    {
+        string full = Path.GetFullPath(path).TrimEnd(Path.DirectorySeparatorChar);
+        return Path.GetFileName(full) == "config.json" ? Path.GetFileName(Path.GetDirectoryName(full)!) : Path.GetFileName(full);
+    }
+
+    /// <summary>The parameters of one decoder block (used for FSDP/ZeRO-3 all-gather buffers).</summary>
+    public long LayerParameters(int layer) => Modules.Where(m => m.Layer == layer).Sum(m => m.Parameters);
+
+    /// <summary>Llama-style blocks; Qwen2 adds q/k/v biases, Gemma-2 four norms, Phi-3 fused qkv and gate_up.</summary>
+    static List<ModuleShape> DecoderModules(ModelConfig c)
+    {
+        long h = c.HiddenSize, q = (long)c.NumAttentionHeads * c.ResolvedHeadDim, kv = (long)c.KeyValueHeads * c.ResolvedHeadDim;
+        bool qkvBias = c.AttentionBias || c.ModelType == "qwen2";
+        var m = new List<ModuleShape> { new("model.embed_tokens", ModuleKind.Embedding, c.VocabSize, h) };
+        for (int i = 0; i < c.NumHiddenLayers; i++)
+        {
+            string p = $"model.layers.{i}.";
+            if (c.ModelType == "phi3")
+            {
+                m.Add(new(p + "self_attn.qkv_proj", ModuleKind.Linear, h, q + 2 * kv, false, i));
+                m.Add(new(p + "self_attn.o_proj", ModuleKind.Linear, q, h, false, i));
+                m.Add(new(p + "mlp.gate_up_proj", ModuleKind.Linear, h, 2L * c.IntermediateSize, false, i));
+                m.Add(new(p + "mlp.down_proj", ModuleKind.Linear, c.IntermediateSize, h, false, i));
+            }
+            else
+            {
+                m.Add(new(p + "self_attn.q_proj", ModuleKind.Linear, h, q, qkvBias, i));
+                m.Add(new(p + "self_attn.k_proj", ModuleKind.Linear, h, kv, qkvBias, i));
+                m.Add(new(p + "self_attn.v_proj", ModuleKind.Linear, h, kv, qkvBias, i));
+                m.Add(new(p + "self_attn.o_proj", ModuleKind.Linear, q, h, c.AttentionBias, i));
+                m.Add(new(p + "mlp.gate_proj", ModuleKind.Linear, h, c.IntermediateSize, c.MlpBias, i));
+                m.Add(new(p + "mlp.up_proj", ModuleKind.Linear, h, c.IntermediateSize, c.MlpBias, i));
+                m.Add(new(p + "mlp.down_proj", ModuleKind.Linear, c.IntermediateSize, h, c.MlpBias, i));
+            }
+            m.Add(new(p + "input_layernorm", ModuleKind.Norm, h, h, false, i));
+            m.Add(new(p + "post_attention_layernorm", ModuleKind.Norm, h, h, false, i));
+            if (c.ModelType == "gemma2")
+            {
+                m.Add(new(p + "pre_feedforward_layernorm", ModuleKind.Norm, h, h, false, i));
+                m.Add(new(p + "post_feedforward_layernorm", ModuleKind.Norm, h, h, false, i));
+            }
+        }
+        m.Add(new("model.norm", ModuleKind.Norm, h, h));
+        m.Add(new("lm_head", ModuleKind.Linear, h, c.VocabSize, Tied: c.TieWordEmbeddings));
+        return m;
+    }
+
+    /// <summary>GPT-2: Conv1D projections (Linear-shaped, with biases), LayerNorms with biases, learned positions.</summary>
+    static List<ModuleShape> Gpt2Modules(ModelConfig c)
+    {
+        long h = c.HiddenSize, inner = c.IntermediateSize;
+        var m = new List<ModuleShape>
+        {
+            new("transformer.wte", ModuleKind.Embedding, c.VocabSize, h),
+            new("transformer.wpe", ModuleKind.Embedding, c.MaxPositionEmbeddings, h),
+        };
+        for (int i = 0; i < c.NumHiddenLayers; i++)
+        {
+            string p = $"transformer.h.{i}.";
+            m.Add(new(p + "ln_1", ModuleKind.Norm, h, h, true, i));
+            m.Add(new(p + "attn.c_attn", ModuleKind.Linear, h, 3 * h, true, i));
+            m.Add(new(p + "attn.c_proj", ModuleKind.Linear, h, h, true, i));
+            m.Add(new(p + "ln_2", ModuleKind.Norm, h, h, true, i));
+            m.Add(new(p + "mlp.c_fc", ModuleKind.Linear, h, inner, true, i));
+            m.Add(new(p + "mlp.c_proj", ModuleKind.Linear, inner, h, true, i));
+        }
+        m.Add(new("transformer.ln_f", ModuleKind.Norm, h, h, true));
+        m.Add(new("lm_head", ModuleKind.Linear, h, c.VocabSize, Tied: true));
+        return m;
+    }
+}

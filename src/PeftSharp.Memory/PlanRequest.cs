@@ -1,0 +1,87 @@
+namespace PeftSharp.Memory;
+
+/// <summary>Every knob of a training run that moves memory. Defaults follow PEFT / common practice.</summary>
+public sealed record PlanRequest
+{
+    public TuningMethod Method { get; init; } = TuningMethod.Lora;
+
+    /// <summary>LoRA/DoRA rank.</summary>
+    public int Rank { get; init; } = 8;
+    /// <summary>LoRA alpha: changes the scale, not the memory; kept so a plan describes a whole config.</summary>
+    public double Alpha { get; init; } = 16;
+    /// <summary>Which modules get adapters (LoRA family); null = PEFT's default for the model type
+    /// (<see cref="TargetMatcher.DefaultFor"/>).</summary>
+    public TargetMatcher? Targets { get; init; }
+    /// <summary>Houlsby bottleneck width.</summary>
+    public int AdapterBottleneck { get; init; } = 64;
+    /// <summary>Prompt-tuning virtual tokens; they also lengthen every sequence.</summary>
+    public int VirtualTokens { get; init; } = 20;
+
+    /// <summary>Storage dtype of the base weights. NF4 turns LoRA/DoRA into QLoRA/QDoRA.</summary>
+    public DType WeightDtype { get; init; } = DType.Bf16;
+    /// <summary>Storage dtype of adapter weights (PEFT keeps them fp32).</summary>
+    public DType AdapterDtype { get; init; } = DType.Fp32;
+    /// <summary>Dtype of activations and of the non-quantised parts of a QLoRA model; null = fp32 for fp32
+    /// weights, else bf16.</summary>
+    public DType? ComputeDtype { get; init; }
+    /// <summary>Mixed precision keeps an fp32 master copy of 16-bit trainable weights; false = pure 16-bit.</summary>
+    public bool MasterWeights { get; init; } = true;
+
+    public OptimizerKind Optimizer { get; init; } = OptimizerKind.AdamW;
+    public int BatchSize { get; init; } = 1;
+    public int SequenceLength { get; init; } = 512;
+    public int GradientAccumulation { get; init; } = 1;
+    public bool GradientCheckpointing { get; init; }
+    public AttentionKind Attention { get; init; } = AttentionKind.Fused;
+
+    public int Gpus { get; init; } = 1;
+    public Sharding Sharding { get; init; } = Sharding.None;
+    public bool Offload { get; init; }
+
+    public DeviceKind Device { get; init; } = DeviceKind.Cuda;
+    /// <summary>Fixed per-device bytes of the framework (CUDA context, kernels, allocator); null = the
+    /// default of <see cref="Device"/>. Override with a value measured on your own runs.</summary>
+    public long? FrameworkOverheadBytes { get; init; }
+
+    /// <summary>CUDA context + cuBLAS/cuDNN workspaces of a PyTorch-style process, ~0.8 GB on recent GPUs.</summary>
+    public const long DefaultCudaOverheadBytes = 800_000_000;
+    /// <summary>libtorch + .NET runtime resident set before any tensor, measured order of magnitude on CPU.</summary>
+    public const long DefaultCpuOverheadBytes = 300_000_000;
+
+    public bool IsQuantized => Method is TuningMethod.Qlora or TuningMethod.Qdora || WeightDtype == DType.Nf4;
+
+    public bool IsDora => Method is TuningMethod.Dora or TuningMethod.Qdora;
+
+    public bool UsesLora => Method is TuningMethod.Lora or TuningMethod.Dora or TuningMethod.Qlora or TuningMethod.Qdora;
+
+    public DType ResolvedComputeDtype => ComputeDtype ?? (WeightDtype == DType.Fp32 && !IsQuantized ? DType.Fp32 : DType.Bf16);
+
+    /// <summary>Dtype of whatever the optimiser updates: the base weights in full fine-tuning, else adapters.</summary>
+    public DType TrainableDtype => Method == TuningMethod.Full ? WeightDtype : AdapterDtype;
+
+    public long ResolvedOverheadBytes => FrameworkOverheadBytes
+        ?? (Device == DeviceKind.Cuda ? DefaultCudaOverheadBytes : DefaultCpuOverheadBytes);
+
+    public void Validate()
+    {
+        if (UsesLora) Positive("rank", Rank);
+        if (Method == TuningMethod.Adapter) Positive("bottleneck", AdapterBottleneck);
+        if (Method == TuningMethod.PromptTuning) Positive("virtual_tokens", VirtualTokens);
+        Positive("batch", BatchSize);
+        Positive("seq", SequenceLength);
+        Positive("gradient_accumulation", GradientAccumulation);
+        Positive("gpus", Gpus);
+        if (FrameworkOverheadBytes < 0) throw new PlanException("framework_overhead", "must not be negative");
+        if (Method == TuningMethod.Full && WeightDtype == DType.Nf4)
+            throw new PlanException("dtype", "full fine-tuning cannot train NF4 weights; use qlora");
+        if (AdapterDtype == DType.Nf4) throw new PlanException("adapter_dtype", "adapters cannot be NF4");
+        if (ComputeDtype == DType.Nf4) throw new PlanException("compute_dtype", "compute cannot be NF4");
+        if (Offload && Sharding == Sharding.None && Gpus > 1)
+            throw new PlanException("offload", "needs zero1/zero2/zero3/fsdp sharding when gpus > 1");
+    }
+
+    static void Positive(string field, int value)
+    {
+        if (value <= 0) throw new PlanException(field, $"must be positive, got {value}");
+    }
+}

@@ -1,0 +1,55 @@
+namespace PeftSharp.Memory;
+
+/// <summary>Built-in shapes, copied from each model's Hugging Face config.json.</summary>
+public static class Presets
+{
+    static ModelConfig Llama(int h, int inter, int layers, int heads, int kv, int vocab, bool tied = false, string type = "llama") => new()
+    {
+        ModelType = type, HiddenSize = h, IntermediateSize = inter, NumHiddenLayers = layers,
+        NumAttentionHeads = heads, NumKeyValueHeads = kv, VocabSize = vocab, TieWordEmbeddings = tied,
+    };
+
+    static ModelConfig Gpt2(int h, int layers, int heads) => new()
+    {
+        ModelType = "gpt2", HiddenSize = h, IntermediateSize = 4 * h, NumHiddenLayers = layers, NumAttentionHeads = heads,
+        VocabSize = 50257, TieWordEmbeddings = true, AttentionBias = true, MlpBias = true, MaxPositionEmbeddings = 1024,
+    };
+
+    static readonly Dictionary<string, ModelConfig> All = new(StringComparer.OrdinalIgnoreCase)
+    {
+        ["llama-2-7b"] = Llama(4096, 11008, 32, 32, 32, 32000),
+        ["llama-2-13b"] = Llama(5120, 13824, 40, 40, 40, 32000),
+        ["llama-2-70b"] = Llama(8192, 28672, 80, 64, 8, 32000),
+        ["llama-3-8b"] = Llama(4096, 14336, 32, 32, 8, 128256),
+        ["llama-3.1-8b"] = Llama(4096, 14336, 32, 32, 8, 128256),
+        ["llama-3.1-70b"] = Llama(8192, 28672, 80, 64, 8, 128256),
+        ["llama-3.2-1b"] = Llama(2048, 8192, 16, 32, 8, 128256, tied: true),
+        ["llama-3.2-3b"] = Llama(3072, 8192, 28, 24, 8, 128256, tied: true),
+        ["mistral-7b"] = Llama(4096, 14336, 32, 32, 8, 32000, type: "mistral"),
+        ["qwen2.5-0.5b"] = Llama(896, 4864, 24, 14, 2, 151936, tied: true, type: "qwen2"),
+        ["qwen2.5-1.5b"] = Llama(1536, 8960, 28, 12, 2, 151936, tied: true, type: "qwen2"),
+        ["qwen2.5-7b"] = Llama(3584, 18944, 28, 28, 4, 152064, type: "qwen2"),
+        ["tinyllama-1.1b"] = Llama(2048, 5632, 22, 32, 4, 32000),
+        ["smollm2-135m"] = Llama(576, 1536, 30, 9, 3, 49152, tied: true),
+        ["smollm2-360m"] = Llama(960, 2560, 32, 15, 5, 49152, tied: true),
+        ["smollm2-1.7b"] = Llama(2048, 8192, 24, 32, 32, 49152, tied: true),
+        ["gemma-2-2b"] = Llama(2304, 9216, 26, 8, 4, 256000, tied: true, type: "gemma2") with { HeadDim = 256 },
+        ["phi-3-mini"] = Llama(3072, 8192, 32, 32, 32, 32064, type: "phi3"),
+        ["gpt2"] = Gpt2(768, 12, 12),
+        ["gpt2-medium"] = Gpt2(1024, 24, 16),
+        ["gpt2-large"] = Gpt2(1280, 36, 20),
+        ["gpt2-xl"] = Gpt2(1600, 48, 25),
+    };
+
+    public static IReadOnlyCollection<string> Names => All.Keys;
+
+    public static ModelConfig Config(string name) =>
+        All.TryGetValue(name, out var c) ? c
+        : throw new PlanException("model", $"unknown preset '{name}' (known: {string.Join(", ", All.Keys)})");
+
+    public static ModelShape Shape(string name) => ModelShape.FromConfig(Config(name), name.ToLowerInvariant());
+
+    /// <summary>A preset name, a config.json path, or a model folder holding config.json.</summary>
+    public static ModelShape Resolve(string presetOrPath) =>
+        File.Exists(presetOrPath) || Directory.Exists(presetOrPath) ? ModelShape.Load(presetOrPath) : Shape(presetOrPath);
+}

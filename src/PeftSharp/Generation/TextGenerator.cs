@@ -1,0 +1,63 @@
+using PeftSharp.Models;
+using static TorchSharp.torch;
+
+namespace PeftSharp.Generation;
+
+/// <summary>Autoregressive generation for one sequence, with a KV cache.</summary>
+public static class TextGenerator
+{
+    /// <summary>
+    /// Yields new token ids one at a time (for streaming). Stops after <see cref="SamplingOptions.MaxNewTokens"/>
+    /// or after emitting an id in <paramref name="stopIds"/> (which is yielded, so callers can see why it stopped).
+    /// </summary>
+    public static IEnumerable<int> Generate(CausalLM model, IReadOnlyList<int> prompt, SamplingOptions options, IReadOnlyCollection<int> stopIds,
+        Tensor? prefixEmbeds = null)
+    {
+        if (prompt.Count == 0) throw new ArgumentException("the prompt encodes to zero tokens");
+        var sampler = new TokenSampler(options);
+        using var cache = new KvCache(model.Config.NumLayers);
+        int next = -1;
+        for (int step = 0; step < options.MaxNewTokens; step++)
+        {
+            using (var scope = NewDisposeScope())
+            using (no_grad())
+            {
+                Tensor logits;
+                if (step == 0)
+                {
+                    using var ids = tensor(prompt.Select(i => (long)i).ToArray(), ScalarType.Int64, model.Device).unsqueeze(0);
+                    if (prefixEmbeds is null) logits = model.Forward(ids, cache, lastOnly: true);
+                    else logits = model.Forward(null, cache, inputsEmbeds: cat([prefixEmbeds, model.model.embed_tokens.forward(ids)], 1), lastOnly: true);
+                }
+                else
+                {
+                    using var ids = tensor(new long[] { next }, ScalarType.Int64, model.Device).unsqueeze(0);
+                    logits = model.Forward(ids, cache, lastOnly: true);
+                }
+                next = sampler.Next(logits[0, -1]);
+            }
+            yield return next;
+            if (stopIds.Contains(next)) yield break;
+        }
+    }
+
+    /// <summary>Reference path without a cache: recomputes the whole sequence each step. Used to test the cache.</summary>
+    public static List<int> GenerateWithoutCache(CausalLM model, IReadOnlyList<int> prompt, SamplingOptions options, IReadOnlyCollection<int> stopIds)
+    {
+        var sampler = new TokenSampler(options);
+        var seq = prompt.ToList();
+        var produced = new List<int>();
+        for (int step = 0; step < options.MaxNewTokens; step++)
+        {
+            using var scope = NewDisposeScope();
+            using var _ = no_grad();
+            var ids = tensor(seq.Select(i => (long)i).ToArray(), ScalarType.Int64, model.Device).unsqueeze(0);
+            var logits = model.Forward(ids);
+            int next = sampler.Next(logits[0, -1]);
+            produced.Add(next);
+            seq.Add(next);
+            if (stopIds.Contains(next)) break;
+        }
+        return produced;
+    }
+}

@@ -1,0 +1,105 @@
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.Json.Nodes;
+using PeftSharp.Models;
+using static TorchSharp.torch;
+
+namespace PeftSharp.IO;
+
+/// <summary>
+/// A content fingerprint of the base weights an adapter touches, recorded in adapter_config.json under
+/// <c>peftsharp_base_fingerprint</c> (PEFT ignores it). Each tensor is hashed over its name, shape, storage kind and
+/// the fp32 bytes of the dense weight as the layer sees it (dequantised for a quantised base), so a different
+/// checkpoint, a different quantisation or a different architecture is detected and the differing tensors named.
+/// </summary>
+public sealed record BaseFingerprint(string Scheme, string Architecture, string ModelType, int HiddenSize, int NumLayers,
+    string Digest, IReadOnlyDictionary<string, string> Tensors)
+{
+    public const string ConfigKey = "peftsharp_base_fingerprint";
+
+    /// <summary>Fingerprint of the given modules; paths the model lacks are simply absent (Differences reports them).</summary>
+    public static BaseFingerprint Compute(CausalLM model, IEnumerable<string> modulePaths)
+    {
+        var wanted = modulePaths.ToHashSet(StringComparer.Ordinal);
+        var tensors = new SortedDictionary<string, string>(StringComparer.Ordinal);
+        foreach (var lin in model.Linears().Where(l => wanted.Contains(l.ModulePath)))
+        {
+            string kind = lin.Quantized?.Scheme ?? model.Dtype.ToString().ToLowerInvariant();
+            using (var w = lin.Quantized is { } q ? q.Dequantize(ScalarType.Float32, CPU) : lin.weight!.detach().to(ScalarType.Float32, CPU))
+                tensors[lin.ModulePath + ".weight"] = HashTensor(lin.ModulePath + ".weight", kind, w);
+            if (lin.bias is not null)
+                using (var b = lin.bias.detach().to(ScalarType.Float32, CPU))
+                    tensors[lin.ModulePath + ".bias"] = HashTensor(lin.ModulePath + ".bias", kind, b);
+        }
+        var c = model.Config;
+        string arch = c.Raw["architectures"] is JsonArray { Count: > 0 } a ? a[0]!.GetValue<string>() : c.ModelType;
+        var sb = new StringBuilder($"{model.QuantizationScheme}|{arch}|{c.ModelType}|{c.HiddenSize}|{c.NumLayers}\n");
+        foreach (var (k, v) in tensors) sb.Append(k).Append('=').Append(v).Append('\n');
+        string digest = Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(sb.ToString())));
+        return new BaseFingerprint(model.QuantizationScheme, arch, c.ModelType, c.HiddenSize, c.NumLayers, digest, tensors);
+    }
+
+    /// <summary>Module paths (X for X.weight) this fingerprint covers.</summary>
+    public IEnumerable<string> ModulePaths => Tensors.Keys.Where(k => k.EndsWith(".weight", StringComparison.Ordinal)).Select(k => k[..^".weight".Length]);
+
+    /// <summary>Human-readable differences of <paramref name="actual"/> against this (recorded) fingerprint; empty = same base.</summary>
+    public IReadOnlyList<string> Differences(BaseFingerprint actual)
+    {
+        var d = new List<string>();
+        void Field<T>(string name, T want, T got) { if (!EqualityComparer<T>.Default.Equals(want, got)) d.Add($"{name} {want} != {got}"); }
+        Field("quantisation", Scheme, actual.Scheme);
+        Field("architecture", Architecture, actual.Architecture);
+        Field("model_type", ModelType, actual.ModelType);
+        Field("hidden_size", HiddenSize, actual.HiddenSize);
+        Field("num_layers", NumLayers, actual.NumLayers);
+        foreach (var (name, hash) in Tensors)
+        {
+            if (!actual.Tensors.TryGetValue(name, out var other)) d.Add($"{name} missing");
+            else if (other != hash) d.Add($"{name} differs");
+        }
+        foreach (var name in actual.Tensors.Keys.Where(k => !Tensors.ContainsKey(k))) d.Add($"{name} not in the recorded base");
+        return d;
+    }
+
+    public JsonObject ToJson() => new()
+    {
+        ["scheme"] = Scheme,
+        ["architecture"] = Architecture,
+        ["model_type"] = ModelType,
+        ["hidden_size"] = HiddenSize,
+        ["num_layers"] = NumLayers,
+        ["digest"] = Digest,
+        ["tensors"] = new JsonObject(Tensors.Select(t => KeyValuePair.Create(t.Key, (JsonNode?)t.Value))),
+    };
+
+    public static BaseFingerprint FromJson(JsonObject o, string source)
+    {
+        try
+        {
+            return new BaseFingerprint(o["scheme"]!.GetValue<string>(), o["architecture"]!.GetValue<string>(), o["model_type"]!.GetValue<string>(),
+                o["hidden_size"]!.GetValue<int>(), o["num_layers"]!.GetValue<int>(), o["digest"]!.GetValue<string>(),
+                ((JsonObject)o["tensors"]!).ToDictionary(p => p.Key, p => p.Value!.GetValue<string>()));
+        }
+        catch (Exception e) when (e is NullReferenceException or InvalidOperationException or InvalidCastException or FormatException)
+        {
+            throw new InvalidDataException($"{source}: malformed '{ConfigKey}' ({e.Message})");
+        }
+    }
+
+    /// <summary>16 hex digits of SHA-256 over name, shape, storage kind and the fp32 bytes.</summary>
+    static string HashTensor(string name, string kind, Tensor fp32)
+    {
+        using var h = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        h.AppendData(Encoding.UTF8.GetBytes($"{name}|{string.Join("x", fp32.shape)}|{kind}|"));
+        using var c = fp32.contiguous();
+        long rows = c.shape[0];
+        // Row chunks keep every span under 2 GiB.
+        long step = Math.Max(1, (1L << 28) / Math.Max(1, c.numel() / Math.Max(1, rows)));
+        for (long r = 0; r < rows; r += step)
+        {
+            using var v = c.narrow(0, r, Math.Min(step, rows - r)).contiguous();
+            h.AppendData(v.bytes);
+        }
+        return Convert.ToHexStringLower(h.GetHashAndReset())[..16];
+    }
+}

@@ -1,0 +1,133 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using PeftSharp.Models;
+using PeftSharp.Tuners.Lora;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace PeftSharp.IO;
+
+/// <summary>
+/// Hugging Face PEFT adapter folders: adapter_config.json + adapter_model.safetensors with PEFT's key names
+/// (base_model.model.&lt;module&gt;.lora_A.weight, ...). Saving is atomic (the whole folder is swapped in) and records
+/// a <see cref="BaseFingerprint"/>; loading checks it.
+/// </summary>
+public static class PeftAdapterIO
+{
+    public const string ConfigFile = "adapter_config.json";
+    public const string WeightsFile = "adapter_model.safetensors";
+
+    /// <summary>Where non-fatal notices go (unknown config keys, an overridden fingerprint mismatch).</summary>
+    public static Action<string> Warn { get; set; } = m => Console.Error.WriteLine($"warning: {m}");
+
+    /// <summary>Test seam: rewrites the tensor entries just before they are written.</summary>
+    internal static Func<IEnumerable<SafeTensorEntry>, IEnumerable<SafeTensorEntry>>? EntriesHook { get; set; }
+
+    public static void Save(CausalLM model, string adapterName, string dir)
+    {
+        var adapter = LoraModel.Of(model).Get(adapterName);
+        var config = adapter.Config.ToJson();
+        config[BaseFingerprint.ConfigKey] = BaseFingerprint.Compute(model, adapter.Layers.Keys).ToJson();
+        IEnumerable<SafeTensorEntry> entries = adapter.PeftNamedParameters()
+            .OrderBy(p => p.Key, StringComparer.Ordinal)
+            .Select(p => SafeTensorEntry.FromTensor(p.Key, p.Param.detach()))
+            .ToList();
+        if (EntriesHook is { } hook) entries = hook(entries);
+        AtomicFile.WriteFolder(dir, tmp =>
+        {
+            SafeTensorsWriter.Write(Path.Combine(tmp, WeightsFile), entries, new Dictionary<string, string> { ["format"] = "pt" });
+            File.WriteAllText(Path.Combine(tmp, ConfigFile), config.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        });
+    }
+
+    public static LoraConfig ReadConfig(string dir, out JsonObject raw)
+    {
+        string path = Path.Combine(dir, ConfigFile);
+        if (!Directory.Exists(dir)) throw new DirectoryNotFoundException($"{dir}: adapter folder not found");
+        if (!File.Exists(path)) throw new FileNotFoundException($"{path}: not found (not a PEFT adapter folder)", path);
+        try { raw = JsonNode.Parse(File.ReadAllText(path)) as JsonObject ?? throw new InvalidDataException($"{path}: not a JSON object"); }
+        catch (JsonException e) { throw new InvalidDataException($"{path}: not valid JSON ({e.Message})"); }
+        return LoraConfig.FromJson(raw, path, Warn);
+    }
+
+    /// <summary>
+    /// Loads a PEFT LoRA/DoRA adapter folder as adapter <paramref name="name"/> and makes it the active adapter.
+    /// A recorded base fingerprint must match the model unless <paramref name="allowMismatch"/> (then a warning).
+    /// </summary>
+    public static LoraAdapter Load(CausalLM model, string dir, string name = "default", bool allowMismatch = false, bool trainable = false)
+    {
+        var cfg = ReadConfig(dir, out var raw);
+        if (raw[BaseFingerprint.ConfigKey] is JsonObject fp) CheckBase(model, BaseFingerprint.FromJson(fp, Path.Combine(dir, ConfigFile)), dir, allowMismatch);
+
+        string weights = Path.Combine(dir, WeightsFile);
+        if (!File.Exists(weights))
+            throw new FileNotFoundException(File.Exists(Path.Combine(dir, "adapter_model.bin"))
+                ? $"{dir}: only adapter_model.bin (pickle) found; convert it to {WeightsFile}" : $"{weights}: not found", weights);
+        using var file = OpenWeights(weights);
+        var adapter = LoraInjector.Create(model, cfg, name, 0, AdapterDtype(file, model.Dtype), trainable, initialise: false, activate: false);
+        try
+        {
+            Fill(adapter, file, weights);
+        }
+        catch
+        {
+            LoraModel.Of(model).Delete(name);
+            throw;
+        }
+        LoraModel.Of(model).SetActive(name);
+        return adapter;
+    }
+
+    static SafeTensorsFile OpenWeights(string path)
+    {
+        try { return new SafeTensorsFile(path); }
+        catch (Exception e) when (e is not FileNotFoundException)
+        {
+            throw new InvalidDataException($"{path}: unreadable adapter weights, the file may be truncated or corrupt ({e.Message})", e);
+        }
+    }
+
+    /// <summary>Adapters keep the dtype they were saved in (fp32 adapters on a bf16 base, as PEFT trains them).</summary>
+    static ScalarType AdapterDtype(SafeTensorsFile file, ScalarType modelDtype)
+    {
+        var first = file.Tensors.FirstOrDefault(t => t.Name.Contains(".lora_A.", StringComparison.Ordinal));
+        if (first is null) return modelDtype;
+        var t = SafeTensorDtype.ToScalarType(first.Dtype);
+        return t is ScalarType.Float32 or ScalarType.Float16 or ScalarType.BFloat16 or ScalarType.Float64 ? t : modelDtype;
+    }
+
+    static void Fill(LoraAdapter adapter, SafeTensorsFile file, string path)
+    {
+        var expected = adapter.PeftNamedParameters().ToDictionary(p => p.Key, p => p.Param);
+        // PEFT also writes keys with the adapter name inside ("lora_A.default.weight") in some versions.
+        string Canonical(string key) => key.Replace(".lora_A.default.", ".lora_A.").Replace(".lora_B.default.", ".lora_B.")
+            .Replace(".lora_magnitude_vector.default.weight", ".lora_magnitude_vector").Replace(".lora_magnitude_vector.weight", ".lora_magnitude_vector");
+        var seen = new HashSet<string>();
+        using var _ = no_grad();
+        foreach (var info in file.Tensors)
+        {
+            string key = Canonical(info.Name);
+            if (!expected.TryGetValue(key, out var p))
+                throw new InvalidDataException($"{path}: tensor '{info.Name}' matches no adapted module of this model (config targets {Describe(adapter.Config)})");
+            if (!info.Shape.SequenceEqual(p.shape))
+                throw new InvalidDataException($"{path}: tensor '{info.Name}' has shape [{string.Join(", ", info.Shape)}] but the model expects [{string.Join(", ", p.shape)}]");
+            using var t = file.Load(info.Name, p.dtype, p.device);
+            p.copy_(t);
+            seen.Add(key);
+        }
+        var missing = expected.Keys.Where(k => !seen.Contains(k)).ToList();
+        if (missing.Count > 0)
+            throw new InvalidDataException($"{path}: missing {missing.Count} adapter tensor(s): {string.Join(", ", missing.Take(6))}{(missing.Count > 6 ? ", ..." : "")}");
+    }
+
+    static string Describe(LoraConfig c) => c.TargetModules is { } l ? $"[{string.Join(", ", l)}]" : $"'{c.TargetModulesRegex}'";
+
+    static void CheckBase(CausalLM model, BaseFingerprint recorded, string dir, bool allowMismatch)
+    {
+        var diff = recorded.Differences(BaseFingerprint.Compute(model, recorded.ModulePaths));
+        if (diff.Count == 0) return;
+        string msg = $"{dir}: adapter was saved for a different base model ({diff.Count} difference(s): {string.Join("; ", diff.Take(8))}{(diff.Count > 8 ? "; ..." : "")})";
+        if (!allowMismatch) throw new InvalidDataException(msg + "; pass --allow-base-mismatch to load it anyway");
+        Warn(msg);
+    }
+}

@@ -1,0 +1,218 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using System.Text.RegularExpressions;
+using PeftSharp.Memory;
+
+namespace PeftSharp.Tuners.Lora;
+
+/// <summary>
+/// Mirror of PEFT's LoraConfig (peft/tuners/lora/config.py) for the fields PeftSharp implements. Serialises to the
+/// same adapter_config.json keys, so adapters round-trip between PeftSharp and PEFT.
+/// </summary>
+public sealed record LoraConfig
+{
+    public int R { get; init; } = 8;
+    public double LoraAlpha { get; init; } = 8;
+    public double LoraDropout { get; init; }
+    /// <summary>List form: exact names or ".name" suffixes. Null when <see cref="TargetModulesRegex"/> is used.</summary>
+    public IReadOnlyList<string>? TargetModules { get; init; }
+    /// <summary>String form: a regex full-matched against module names, or "all-linear".</summary>
+    public string? TargetModulesRegex { get; init; }
+    public IReadOnlyList<string>? ExcludeModules { get; init; }
+    public string? ExcludeModulesRegex { get; init; }
+    public IReadOnlyList<int>? LayersToTransform { get; init; }
+    public string? LayersPattern { get; init; }
+    public IReadOnlyDictionary<string, int> RankPattern { get; init; } = new Dictionary<string, int>();
+    public IReadOnlyDictionary<string, double> AlphaPattern { get; init; } = new Dictionary<string, double>();
+    public bool UseRslora { get; init; }
+    public bool UseDora { get; init; }
+    /// <summary>"true" (kaiming A, zero B), "false" (both random, for tests), "gaussian", "pissa".</summary>
+    public string InitLoraWeights { get; init; } = "true";
+    public string Bias { get; init; } = "none";
+    public string? BaseModelNameOrPath { get; init; }
+    public string? Revision { get; init; }
+    public bool InferenceMode { get; init; }
+    public string TaskType { get; init; } = "CAUSAL_LM";
+
+    public bool IsAllLinear => TargetModulesRegex == TargetMatcher.AllLinearKeyword;
+
+    public TargetMatcher Matcher()
+    {
+        var filters = new TargetFilters
+        {
+            ExcludeModules = ExcludeModules,
+            ExcludeRegex = ExcludeModulesRegex,
+            LayersToTransform = LayersToTransform,
+            LayersPattern = LayersPattern,
+        };
+        if (TargetModules is { } list) return TargetMatcher.FromNames(list, filters);
+        if (TargetModulesRegex is null) throw new InvalidDataException("LoRA config: target_modules is required");
+        return IsAllLinear ? TargetMatcher.AllLinear(filters) : TargetMatcher.FromRegex(TargetModulesRegex, filters);
+    }
+
+    /// <summary>Rank of one module: the first rank_pattern key matching as PEFT does (`(.*\.)?(key)$`), else r.</summary>
+    public int RankFor(string modulePath) => PatternValue(RankPattern, modulePath) ?? R;
+    public double AlphaFor(string modulePath) => PatternValue(AlphaPattern, modulePath) ?? LoraAlpha;
+
+    public double ScalingFor(string modulePath)
+    {
+        int r = RankFor(modulePath);
+        double a = AlphaFor(modulePath);
+        return UseRslora ? a / Math.Sqrt(r) : a / r;
+    }
+
+    static T? PatternValue<T>(IReadOnlyDictionary<string, T> patterns, string name) where T : struct
+    {
+        foreach (var (key, v) in patterns)
+            if (Regex.IsMatch(name, $@"^(.*\.)?({key})$")) return v;
+        return null;
+    }
+
+    /// <summary>Every key PEFT's LoraConfig writes are known; anything else is reported and ignored.</summary>
+    static readonly HashSet<string> KnownKeys =
+    [
+        "peft_type", "task_type", "r", "lora_alpha", "lora_dropout", "target_modules", "exclude_modules", "layers_to_transform",
+        "layers_pattern", "rank_pattern", "alpha_pattern", "use_rslora", "use_dora", "init_lora_weights", "bias", "modules_to_save",
+        "fan_in_fan_out", "base_model_name_or_path", "revision", "inference_mode", "auto_mapping", "loftq_config", "megatron_config",
+        "megatron_core", "layer_replication", "eva_config", "corda_config", "lora_bias", "use_qalora", "qalora_group_size",
+        "trainable_token_indices", "target_parameters", "peft_version", "runtime_config", "ensure_weight_tying", "alora_invocation_tokens",
+        "arrow_config",
+    ];
+
+    public static LoraConfig FromJson(JsonObject o, string source, Action<string>? warn = null)
+    {
+        string Where(string k) => $"{source}: '{k}'";
+        try
+        {
+            foreach (var k in o.Select(p => p.Key).Where(k => !KnownKeys.Contains(k) && !k.StartsWith("peftsharp_", StringComparison.Ordinal)))
+                warn?.Invoke($"{source}: unknown key '{k}' ignored");
+            string peftType = o["peft_type"]?.GetValue<string>() ?? "LORA";
+            if (peftType != "LORA") throw new InvalidDataException($"{Where("peft_type")} is '{peftType}', expected LORA");
+            RequireOff(o, "fan_in_fan_out", source);
+            RequireOff(o, "lora_bias", source);
+            RequireOff(o, "use_qalora", source);
+            RequireNullOrEmpty(o, "layer_replication", source);
+            RequireNullOrEmpty(o, "modules_to_save", source);
+            RequireNullOrEmpty(o, "trainable_token_indices", source);
+            RequireNullOrEmpty(o, "target_parameters", source);
+            string bias = o["bias"]?.GetValue<string>() ?? "none";
+            if (bias != "none") throw new InvalidDataException($"{Where("bias")} is '{bias}'; only 'none' is supported");
+
+            var (targets, targetRegex) = ListOrString(o["target_modules"]);
+            var (exclude, excludeRegex) = ListOrString(o["exclude_modules"]);
+            return new LoraConfig
+            {
+                R = o["r"]?.GetValue<int>() ?? 8,
+                LoraAlpha = o["lora_alpha"]?.GetValue<double>() ?? 8,
+                LoraDropout = o["lora_dropout"]?.GetValue<double>() ?? 0,
+                TargetModules = targets,
+                TargetModulesRegex = targetRegex,
+                ExcludeModules = exclude,
+                ExcludeModulesRegex = excludeRegex,
+                LayersToTransform = o["layers_to_transform"] switch
+                {
+                    null => null,
+                    JsonArray a => a.Select(x => x!.GetValue<int>()).ToList(),
+                    JsonNode n => [n.GetValue<int>()],
+                },
+                LayersPattern = o["layers_pattern"] switch
+                {
+                    null => null,
+                    JsonArray { Count: 0 } => null,
+                    JsonArray { Count: 1 } a => a[0]!.GetValue<string>(),
+                    JsonArray => throw new InvalidDataException($"{Where("layers_pattern")}: only one pattern is supported"),
+                    JsonNode n => n.GetValue<string>(),
+                },
+                RankPattern = (o["rank_pattern"] as JsonObject)?.ToDictionary(p => p.Key, p => p.Value!.GetValue<int>()) ?? new Dictionary<string, int>(),
+                AlphaPattern = (o["alpha_pattern"] as JsonObject)?.ToDictionary(p => p.Key, p => p.Value!.GetValue<double>()) ?? new Dictionary<string, double>(),
+                UseRslora = o["use_rslora"]?.GetValue<bool>() ?? false,
+                UseDora = o["use_dora"]?.GetValue<bool>() ?? false,
+                InitLoraWeights = o["init_lora_weights"] switch
+                {
+                    null => "true",
+                    JsonValue v when v.GetValueKind() is JsonValueKind.True or JsonValueKind.False => v.GetValue<bool>() ? "true" : "false",
+                    JsonNode n => n.GetValue<string>(),
+                },
+                Bias = bias,
+                BaseModelNameOrPath = o["base_model_name_or_path"]?.GetValue<string>(),
+                Revision = o["revision"]?.GetValue<string>(),
+                InferenceMode = o["inference_mode"]?.GetValue<bool>() ?? false,
+                TaskType = o["task_type"]?.GetValue<string>() ?? "CAUSAL_LM",
+            }.Validated(source);
+        }
+        catch (Exception e) when (e is InvalidOperationException or FormatException or JsonException)
+        {
+            throw new InvalidDataException($"{source}: malformed LoRA config ({e.Message})");
+        }
+    }
+
+    public LoraConfig Validated(string source)
+    {
+        if (R <= 0) throw new InvalidDataException($"{source}: 'r' must be positive, got {R}");
+        if (LoraDropout is < 0 or >= 1) throw new InvalidDataException($"{source}: 'lora_dropout' must be in [0, 1), got {LoraDropout}");
+        if (TargetModules is null && TargetModulesRegex is null) throw new InvalidDataException($"{source}: 'target_modules' is required");
+        if (InitLoraWeights is not ("true" or "false" or "gaussian" or "pissa"))
+            throw new InvalidDataException($"{source}: 'init_lora_weights' '{InitLoraWeights}' is not supported (true, false, gaussian, pissa)");
+        foreach (var (k, v) in RankPattern)
+            if (v <= 0) throw new InvalidDataException($"{source}: rank_pattern '{k}' must be positive, got {v}");
+        return this;
+    }
+
+    /// <summary>adapter_config.json content with every key PEFT's LoraConfig has (sorted, as PEFT writes it).</summary>
+    public JsonObject ToJson()
+    {
+        JsonNode? Strings(IReadOnlyList<string>? l, string? s) => l is not null ? new JsonArray(l.Order(StringComparer.Ordinal).Select(x => (JsonNode?)x).ToArray()) : s;
+        var o = new JsonObject
+        {
+            ["alpha_pattern"] = new JsonObject(AlphaPattern.Select(p => KeyValuePair.Create(p.Key, (JsonNode?)p.Value))),
+            ["auto_mapping"] = null,
+            ["base_model_name_or_path"] = BaseModelNameOrPath,
+            ["bias"] = Bias,
+            ["corda_config"] = null,
+            ["eva_config"] = null,
+            ["exclude_modules"] = Strings(ExcludeModules, ExcludeModulesRegex),
+            ["fan_in_fan_out"] = false,
+            ["inference_mode"] = InferenceMode,
+            ["init_lora_weights"] = InitLoraWeights switch { "true" => true, "false" => false, var s => (JsonNode)s },
+            ["layer_replication"] = null,
+            ["layers_pattern"] = LayersPattern,
+            ["layers_to_transform"] = LayersToTransform is null ? null : new JsonArray(LayersToTransform.Select(i => (JsonNode?)i).ToArray()),
+            ["loftq_config"] = new JsonObject(),
+            ["lora_alpha"] = LoraAlpha == Math.Floor(LoraAlpha) ? (JsonNode)(long)LoraAlpha : LoraAlpha,
+            ["lora_bias"] = false,
+            ["lora_dropout"] = LoraDropout,
+            ["megatron_config"] = null,
+            ["megatron_core"] = "megatron.core",
+            ["modules_to_save"] = null,
+            ["peft_type"] = "LORA",
+            ["r"] = R,
+            ["rank_pattern"] = new JsonObject(RankPattern.Select(p => KeyValuePair.Create(p.Key, (JsonNode?)p.Value))),
+            ["revision"] = Revision,
+            ["target_modules"] = Strings(TargetModules, TargetModulesRegex),
+            ["task_type"] = TaskType,
+            ["trainable_token_indices"] = null,
+            ["use_dora"] = UseDora,
+            ["use_rslora"] = UseRslora,
+        };
+        return o;
+    }
+
+    static (IReadOnlyList<string>? List, string? Text) ListOrString(JsonNode? n) => n switch
+    {
+        null => (null, null),
+        JsonArray a => (a.Select(x => x!.GetValue<string>()).ToList(), null),
+        JsonNode s => (null, s.GetValue<string>()),
+    };
+
+    static void RequireOff(JsonObject o, string key, string source)
+    {
+        if (o[key] is JsonValue v && v.GetValueKind() == JsonValueKind.True)
+            throw new InvalidDataException($"{source}: '{key}' = true is not supported by PeftSharp");
+    }
+
+    static void RequireNullOrEmpty(JsonObject o, string key, string source)
+    {
+        if (o[key] is JsonArray { Count: > 0 } or JsonObject { Count: > 0 } or JsonValue)
+            throw new InvalidDataException($"{source}: '{key}' is set ({o[key]!.ToJsonString()}); not supported by PeftSharp");
+    }
+}

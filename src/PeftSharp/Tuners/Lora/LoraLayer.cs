@@ -1,0 +1,115 @@
+using PeftSharp.Models;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace PeftSharp.Tuners.Lora;
+
+/// <summary>
+/// LoRA (and DoRA when <see cref="Magnitude"/> is set) on one <see cref="TunableLinear"/>, computed as PEFT does:
+/// <c>y = base(x) + B(A(dropout(x))) * s</c>; DoRA rescales by <c>m / ||W + s·B·A||</c> (row norms, detached).
+/// Adapter tensors may have a wider dtype than the base (fp32 adapters on a 16-bit base): x is cast in and the
+/// result cast back, which is what autocast does for PEFT.
+/// </summary>
+public sealed class LoraLayer : ILinearAdapter
+{
+    public string AdapterName { get; }
+    public Parameter A { get; }
+    public Parameter B { get; }
+    public Parameter? Magnitude { get; }
+    public int Rank { get; }
+    public double Scaling { get; }
+    public double Dropout { get; }
+    public bool IsDora => Magnitude is not null;
+    /// <summary>DoRA row norms cached when merged; unmerge needs the norm of the original W.</summary>
+    Tensor? _mergedNorm;
+
+    public LoraLayer(string adapterName, Tensor a, Tensor b, Tensor? magnitude, double scaling, double dropout, bool trainable)
+    {
+        AdapterName = adapterName;
+        A = new Parameter(a, trainable);
+        B = new Parameter(b, trainable);
+        Magnitude = magnitude is null ? null : new Parameter(magnitude, trainable);
+        Rank = (int)A.shape[0];
+        Scaling = scaling;
+        Dropout = dropout;
+    }
+
+    public IEnumerable<(string Key, Parameter Param)> NamedParameters()
+    {
+        yield return ("lora_A.weight", A);
+        yield return ("lora_B.weight", B);
+        if (Magnitude is not null) yield return ("lora_magnitude_vector", Magnitude);
+    }
+
+    public long ParameterCount => NamedParameters().Sum(p => p.Param.numel());
+
+    public Tensor Apply(Tensor x, Tensor baseOut, TunableLinear layer)
+    {
+        using var scope = NewDisposeScope();
+        var xa = x.dtype == A.dtype ? x : x.to_type(A.dtype);
+        bool drop = Dropout > 0 && layer.State.Training;
+        var xd = drop ? nn.functional.dropout(xa, Dropout, true) : xa;
+        var lora = nn.functional.linear(nn.functional.linear(xd, A), B);
+        Tensor delta;
+        if (Magnitude is null) delta = lora * Scaling;
+        else
+        {
+            var w = layer.DenseWeight(A.dtype);
+            if (w.dtype != A.dtype) w = w.to_type(A.dtype);
+            var scale = (Magnitude / RowNorm(w)).view(1, -1);
+            // PEFT reuses the base output when no dropout ran; otherwise it recomputes W·dropout(x) without bias.
+            var baseNoBias = drop ? nn.functional.linear(xd, w)
+                : (layer.bias is null ? baseOut : baseOut - layer.bias).to_type(A.dtype);
+            delta = (scale - 1) * baseNoBias + scale * lora * Scaling;
+        }
+        return (baseOut + delta.to_type(baseOut.dtype)).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>s·B·A [out, in] in the adapter dtype.</summary>
+    public Tensor DeltaWeight() => B.matmul(A).mul_(Scaling);
+
+    /// <summary>DoRA's detached norm ||W + s·B·A|| over the input dim of each output row.</summary>
+    Tensor RowNorm(Tensor w)
+    {
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        return (w + DeltaWeight()).norm(1, false).detach().MoveToOuterDisposeScope();
+    }
+
+    public Tensor MergedWeight(Tensor baseWeight)
+    {
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        var w = baseWeight.to_type(A.dtype);
+        var merged = w + DeltaWeight();
+        if (Magnitude is not null)
+        {
+            _mergedNorm?.Dispose();
+            _mergedNorm = RowNorm(w).DetachFromDisposeScope();
+            merged = merged * (Magnitude / _mergedNorm).view(-1, 1);
+        }
+        return merged.to_type(baseWeight.dtype).MoveToOuterDisposeScope();
+    }
+
+    public Tensor UnmergedWeight(Tensor mergedWeight)
+    {
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        var w = mergedWeight.to_type(A.dtype);
+        if (Magnitude is not null)
+        {
+            if (_mergedNorm is null) throw new InvalidOperationException($"{AdapterName}: DoRA unmerge without a prior merge");
+            w = w / (Magnitude / _mergedNorm).view(-1, 1);
+        }
+        return (w - DeltaWeight()).to_type(mergedWeight.dtype).MoveToOuterDisposeScope();
+    }
+
+    public void Dispose()
+    {
+        A.Dispose();
+        B.Dispose();
+        Magnitude?.Dispose();
+        _mergedNorm?.Dispose();
+    }
+}

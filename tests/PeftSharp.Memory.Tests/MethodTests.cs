@@ -1,0 +1,113 @@
+using PeftSharp.Memory;
+
+namespace PeftSharp.Memory.Tests;
+
+public class MethodTests
+{
+    static readonly ModelShape Tiny = Presets.Shape("smollm2-135m"); // h 576, I 1536, 30 layers, kv 192, V 49152
+
+    [Fact]
+    public void Lora_all_linear_is_rank_times_in_plus_out_over_every_block_linear()
+    {
+        var plan = MemoryPlanner.Plan(Tiny, new PlanRequest { Rank = 4, Targets = TargetMatcher.AllLinear() });
+        long h = 576, kv = 192, i = 1536;
+        long perLayer = 4 * ((h + h) + (h + kv) + (h + kv) + (h + h) + (h + i) + (h + i) + (i + h));
+        Assert.Equal(30 * perLayer, plan.TrainableParameters);
+        Assert.DoesNotContain(plan.TrainableTensors, t => t.Name.StartsWith("lm_head"));
+    }
+
+    [Fact]
+    public void Lora_on_an_embedding_uses_rows_plus_dim()
+    {
+        var plan = MemoryPlanner.Plan(Tiny, new PlanRequest { Rank = 8, Targets = TargetMatcher.FromNames(["embed_tokens"]) });
+        Assert.Equal(8 * (49152 + 576), plan.TrainableParameters);
+    }
+
+    [Fact]
+    public void Houlsby_adapters_are_two_bottlenecks_per_layer()
+    {
+        var plan = MemoryPlanner.Plan(Tiny, new PlanRequest { Method = TuningMethod.Adapter, AdapterBottleneck = 16 });
+        Assert.Equal(30 * 2 * (2 * 576 * 16 + 16 + 576), plan.TrainableParameters);
+    }
+
+    [Fact]
+    public void Prompt_tuning_trains_tokens_times_hidden_and_lengthens_the_sequence()
+    {
+        var req = new PlanRequest { Method = TuningMethod.PromptTuning, VirtualTokens = 20, SequenceLength = 100 };
+        var plan = MemoryPlanner.Plan(Tiny, req);
+        Assert.Equal(20 * 576, plan.TrainableParameters);
+        Assert.Equal(2L * 4 * 1 * 120 * 49152, plan.LogitsBytes); // two fp32 copies of b*(s+20)*V
+    }
+
+    [Fact]
+    public void Full_bf16_with_master_weights_is_2_2_4_8_bytes_per_parameter()
+    {
+        long n = Tiny.TotalParameters;
+        var plan = MemoryPlanner.Plan(Tiny, new PlanRequest { Method = TuningMethod.Full, WeightDtype = DType.Bf16 });
+        Assert.Equal(2 * n, plan.WeightsBytes);
+        Assert.Equal(2 * n, plan.GradientsBytes);
+        Assert.Equal(4 * n, plan.MasterWeightsBytes);
+        Assert.Equal(12 * n, plan.OptimizerBytes);
+        var pure = MemoryPlanner.Plan(Tiny, new PlanRequest { Method = TuningMethod.Full, MasterWeights = false });
+        Assert.Equal(8 * n, pure.OptimizerBytes);
+    }
+
+    [Fact]
+    public void Qlora_adds_the_largest_dequantised_layer()
+    {
+        var plan = MemoryPlanner.Plan(Tiny, new PlanRequest { Method = TuningMethod.Qlora });
+        Assert.Equal(2L * 576 * 1536, plan.DequantBufferBytes); // bf16 MLP projection
+        Assert.Equal(0, MemoryPlanner.Plan(Tiny, new PlanRequest()).DequantBufferBytes);
+    }
+
+    [Fact]
+    public void Lora_with_nf4_weights_is_qlora()
+    {
+        var q = MemoryPlanner.Plan(Tiny, new PlanRequest { Method = TuningMethod.Qlora });
+        var l = MemoryPlanner.Plan(Tiny, new PlanRequest { Method = TuningMethod.Lora, WeightDtype = DType.Nf4 });
+        Assert.Equal(q.WeightsBytes, l.WeightsBytes);
+        Assert.True(q.WeightsBytes < MemoryPlanner.Plan(Tiny, new PlanRequest()).WeightsBytes / 2);
+    }
+
+    [Fact]
+    public void Fits_and_headroom_compare_the_total_with_the_card()
+    {
+        var plan = MemoryPlanner.Plan(Tiny, new PlanRequest());
+        Assert.True(plan.Fits(plan.TotalBytes));
+        Assert.False(plan.Fits(plan.TotalBytes - 1));
+        Assert.Equal(1000, plan.Headroom(plan.TotalBytes + 1000));
+        Assert.Equal(plan.WeightsBytes + plan.GradientsBytes + plan.OptimizerBytes + plan.ActivationsBytes
+            + plan.LogitsBytes + plan.DequantBufferBytes + plan.GatheredLayerBytes + plan.FrameworkOverheadBytes, plan.TotalBytes);
+    }
+
+    [Fact]
+    public void Framework_overhead_is_a_per_device_constant_the_caller_can_override()
+    {
+        Assert.Equal(PlanRequest.DefaultCudaOverheadBytes, MemoryPlanner.Plan(Tiny, new PlanRequest()).FrameworkOverheadBytes);
+        Assert.Equal(PlanRequest.DefaultCpuOverheadBytes,
+            MemoryPlanner.Plan(Tiny, new PlanRequest { Device = DeviceKind.Cpu }).FrameworkOverheadBytes);
+        Assert.Equal(123, MemoryPlanner.Plan(Tiny, new PlanRequest { FrameworkOverheadBytes = 123 }).FrameworkOverheadBytes);
+    }
+}
+
+public class DefaultTargetTests
+{
+    [Fact]
+    public void Default_targets_follow_peft_per_model_type()
+    {
+        var gpt2 = MemoryPlanner.Plan("gpt2", new PlanRequest { Rank = 8 });
+        Assert.Equal(12 * 8 * (768 + 3 * 768), gpt2.TrainableParameters); // c_attn only
+        var phi = MemoryPlanner.Plan("phi-3-mini", new PlanRequest { Rank = 8 });
+        Assert.Equal(32 * 8 * (3072 + 3 * 3072), phi.TrainableParameters); // qkv_proj only
+    }
+
+    [Fact]
+    public void Every_preset_and_method_plans_well_under_a_second()
+    {
+        var watch = System.Diagnostics.Stopwatch.StartNew();
+        foreach (var name in Presets.Names)
+            foreach (var method in Enum.GetValues<TuningMethod>())
+                Assert.True(MemoryPlanner.Plan(name, new PlanRequest { Method = method }).TotalBytes > 0);
+        Assert.True(watch.ElapsedMilliseconds < 1000, $"{watch.ElapsedMilliseconds} ms for all presets x methods");
+    }
+}

@@ -1,0 +1,65 @@
+using PeftSharp.Memory;
+
+namespace PeftSharp.Memory.Tests;
+
+public class OptimizerAndActivationTests
+{
+    [Fact]
+    public void Optimizer_bytes_per_element()
+    {
+        Assert.Equal(8000, OptimizerState.Bytes(OptimizerKind.AdamW, 1000));
+        Assert.Equal(4000, OptimizerState.Bytes(OptimizerKind.SgdMomentum, 1000));
+        Assert.Equal(0, OptimizerState.Bytes(OptimizerKind.Sgd, 1000));
+        Assert.Equal(8 * 4095, OptimizerState.Bytes(OptimizerKind.AdamW8bit, 4095)); // small tensors stay 32-bit
+        Assert.Equal(2 * 65536 + 2 * 4 * 256, OptimizerState.Bytes(OptimizerKind.AdamW8bit, 65536));
+        Assert.Equal(OptimizerState.Bytes(OptimizerKind.AdamW8bit, 9999), OptimizerState.Bytes(OptimizerKind.PagedAdamW8bit, 9999));
+    }
+
+    [Fact]
+    public void Eager_activations_follow_korthikanti()
+    {
+        var c = Presets.Config("llama-2-7b");
+        long s = 2048, b = 2, h = 4096, a = 32, layers = 32;
+        long expected = layers * (s * b * h * 34 + 5 * a * s * s * b);
+        Assert.Equal(expected, ActivationModel.Default.Bytes(c, b, s, AttentionKind.Eager, DType.Bf16, checkpointing: false));
+    }
+
+    [Fact]
+    public void Fused_attention_drops_the_s_squared_term_and_fp32_doubles()
+    {
+        var c = Presets.Config("llama-2-7b");
+        long s = 1024, b = 1, h = 4096;
+        Assert.Equal(32 * s * b * h * 34, ActivationModel.Default.Bytes(c, b, s, AttentionKind.Fused, DType.Bf16, false));
+        Assert.Equal(2 * 32 * s * b * h * 34, ActivationModel.Default.Bytes(c, b, s, AttentionKind.Fused, DType.Fp32, false));
+    }
+
+    [Fact]
+    public void Checkpointing_keeps_layer_inputs_plus_one_recomputed_layer()
+    {
+        var c = Presets.Config("llama-2-7b");
+        long s = 1024, b = 4, h = 4096;
+        long expected = 32 * 2 * s * b * h + s * b * h * 34;
+        Assert.Equal(expected, ActivationModel.Default.Bytes(c, b, s, AttentionKind.Fused, DType.Bf16, true));
+    }
+
+    [Fact]
+    public void Activation_constants_can_be_calibrated()
+    {
+        var c = Presets.Config("smollm2-135m");
+        var model = new ActivationModel { PerTokenHidden = 10, PerScore = 0, LogitsFp32Copies = 1 };
+        Assert.Equal(30L * 100 * 1 * 576 * 10, model.Bytes(c, 1, 100, AttentionKind.Eager, DType.Bf16, false));
+        Assert.Equal(4L * 100 * 49152, model.LogitsBytes(c, 1, 100));
+        var plan = MemoryPlanner.Plan("smollm2-135m", new PlanRequest { SequenceLength = 100 }, model);
+        Assert.Equal(30L * 100 * 576 * 10, plan.ActivationsBytes);
+    }
+
+    [Fact]
+    public void Gradient_accumulation_does_not_change_memory()
+    {
+        var one = MemoryPlanner.Plan("smollm2-135m", new PlanRequest());
+        var eight = MemoryPlanner.Plan("smollm2-135m", new PlanRequest { GradientAccumulation = 8 });
+        Assert.Equal(one.TotalBytes, eight.TotalBytes);
+        var batch8 = MemoryPlanner.Plan("smollm2-135m", new PlanRequest { BatchSize = 8 });
+        Assert.Equal(8 * one.ActivationsBytes, batch8.ActivationsBytes);
+    }
+}
