@@ -1,4 +1,5 @@
 using PeftSharp.Data;
+using PeftSharp.Generation;
 using PeftSharp.Models;
 using static TorchSharp.torch;
 
@@ -8,7 +9,7 @@ public sealed record EvalResult(double Loss, double? ExactMatch, int Examples);
 
 /// <summary>
 /// Eval loss (mean next-token cross entropy over the eval sequences' loss tokens) and exact-match accuracy:
-/// greedy decoding from each prompt must produce exactly the answer's tokens followed by EOS.
+/// greedy decoding (temperature 0) from each prompt must produce exactly the answer's tokens followed by EOS.
 /// </summary>
 public static class Evaluator
 {
@@ -31,10 +32,11 @@ public static class Evaluator
         if (used.Count > 0)
         {
             int hits = 0;
+            int[] stop = eosId is int eos ? [eos] : [];
             foreach (var p in used)
             {
                 var expected = eosId is int e ? [.. p.Answer, e] : p.Answer;
-                var got = GreedyDecoder.Generate(model, p.Prompt, expected.Length, eosId);
+                var got = TextGenerator.Generate(model, p.Prompt, new SamplingOptions { MaxNewTokens = expected.Length }, stop).ToArray();
                 if (got.SequenceEqual(expected)) hits++;
             }
             exact = (double)hits / used.Count;
