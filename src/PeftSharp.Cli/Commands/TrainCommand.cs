@@ -22,6 +22,7 @@ public sealed class TrainCommand : Command<TrainSettings>
 {
     public override int Execute(CommandContext context, TrainSettings s, CancellationToken cancellationToken)
     {
+        using (zeros(1)) { } // load libtorch first, so the runtime's resident set counts as runtime, not activations
         long runtimeBytes = ProcessMemory.Read().RssBytes;
         var clock = Stopwatch.StartNew();
         string outDir = s.Out ?? s.Resume ?? Path.Combine("runs", $"{s.Method}-{DateTime.Now:yyyyMMdd-HHmmss}");
