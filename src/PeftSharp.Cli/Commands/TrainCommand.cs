@@ -22,6 +22,7 @@ public sealed class TrainCommand : Command<TrainSettings>
 {
     public override int Execute(CommandContext context, TrainSettings s, CancellationToken cancellationToken)
     {
+        ProcessMemory.ReturnLargeFreesToOs(); // resident memory then follows the live tensors, as the plan counts them
         using (zeros(1)) { } // load libtorch first, so the runtime's resident set counts as runtime, not activations
         long runtimeBytes = ProcessMemory.Read().RssBytes;
         var clock = Stopwatch.StartNew();

@@ -16,8 +16,9 @@ public sealed record SafeTensorInfo(string Name, string Dtype, long[] Shape, lon
 /// <summary>
 /// Streaming, memory-mapped safetensors reader. The header is validated before anything is trusted:
 /// its length, every offset, every size (= product of the shape times the element size) and that no two
-/// tensors overlap. Tensors are read one at a time straight out of the mapping, so a caller (the NF4
-/// quantiser) never needs the whole model in memory.
+/// tensors overlap. Tensors are read one at a time, so a caller (the NF4 quantiser) never needs the whole model in
+/// memory. <see cref="Load"/> reads with positional file reads rather than through the mapping: touched mapped pages
+/// count in the process's resident set until the file is closed, which would make loading peak at twice the model.
 /// </summary>
 public sealed unsafe class SafeTensorsFile : IDisposable
 {
@@ -25,6 +26,7 @@ public sealed unsafe class SafeTensorsFile : IDisposable
     public const long MaxHeaderBytes = 100L * 1024 * 1024;
 
     readonly MemoryMappedFile? _map;
+    readonly Microsoft.Win32.SafeHandles.SafeFileHandle _handle;
     readonly MemoryMappedViewAccessor? _view;
     readonly byte* _base;
     readonly Dictionary<string, SafeTensorInfo> _tensors;
@@ -51,6 +53,7 @@ public sealed unsafe class SafeTensorsFile : IDisposable
             fs.ReadExactly(header);
             (_tensors, Metadata) = ParseHeader(header, 8 + (long)headerLen);
         }
+        _handle = File.OpenHandle(path);
         if (FileLength > 0)
         {
             _map = MemoryMappedFile.CreateFromFile(path, FileMode.Open, null, 0, MemoryMappedFileAccess.Read);
@@ -156,7 +159,7 @@ public sealed unsafe class SafeTensorsFile : IDisposable
         const long Chunk = 1L << 30;
         if (total <= Chunk)
         {
-            new ReadOnlySpan<byte>(_base + info.Begin, (int)total).CopyTo(dst.bytes);
+            ReadAt(info.Begin, dst.bytes);
             return;
         }
         // Over 1 GiB: copy through views of whole leading-dimension rows.
@@ -165,7 +168,18 @@ public sealed unsafe class SafeTensorsFile : IDisposable
         {
             long n = Math.Min(step, rows - r);
             using var view = dst.narrow(0, r, n);
-            new ReadOnlySpan<byte>(_base + info.Begin + r * rowBytes, checked((int)(n * rowBytes))).CopyTo(view.bytes);
+            ReadAt(info.Begin + r * rowBytes, view.bytes);
+        }
+    }
+
+    void ReadAt(long offset, Span<byte> dst)
+    {
+        while (dst.Length > 0)
+        {
+            int n = RandomAccess.Read(_handle, dst, offset);
+            if (n <= 0) throw Bad($"file ended at byte {offset} while reading tensor data");
+            dst = dst[n..];
+            offset += n;
         }
     }
 
@@ -177,5 +191,6 @@ public sealed unsafe class SafeTensorsFile : IDisposable
             _view.Dispose();
         }
         _map?.Dispose();
+        _handle.Dispose();
     }
 }

@@ -1,0 +1,90 @@
+using System.Text.Json;
+using PeftSharp.Cli.Reports;
+using PeftSharp.Data;
+using PeftSharp.Models;
+using PeftSharp.Training;
+using PeftSharp.Training.Methods;
+using PeftSharp.Training.Optim;
+using static TorchSharp.torch;
+
+namespace PeftSharp.Bench;
+
+/// <summary>
+/// One training run of the project's own Trainer (MethodFactory, fp32 AdamW, the optimiser factory of `peft train`)
+/// on random token ids, and the plan `peft train` prints for it (RunPlan.For) beside the measured peak resident set.
+/// Run it once per process: VmHWM is the peak of the whole process. bench/plan-vs-measured.sh drives it.
+/// The model folder needs config.json, model.safetensors and tokenizer.json (full fine-tuning saves a copy).
+/// </summary>
+public sealed class TrainMemoryBench : IBench
+{
+    public string Name => "train-memory";
+    public string Description => "one Trainer run, plan vs measured peak RSS (--model DIR --method full|lora|qlora --seq --batch --steps --checkpointing --padded)";
+
+    public int Run(string[] argv)
+    {
+        var a = new BenchArgs(argv);
+        ProcessMemory.ReturnLargeFreesToOs(); // as peft train does
+        using (zeros(1)) { } // libtorch loaded: what is resident now is the runtime, as peft train counts it
+        long runtime = ProcessMemory.Read().RssBytes;
+        string modelDir = a.Get("model", "");
+        if (modelDir == "") throw new ArgumentException("--model is required");
+        string method = a.Get("method", "lora");
+        int seq = a.Int("seq", 128), batch = a.Int("batch", 1), steps = a.Int("steps", 3);
+        bool checkpointing = a.Flag("checkpointing");
+        string outDir = a.Get("out", Path.Combine(Path.GetTempPath(), "peftsharp-train-memory-" + Guid.NewGuid().ToString("N")));
+
+        var m = new MethodOptions { Method = method, Rank = a.Int("rank", 8), Targets = a.Get("targets", "all-linear") };
+        var o = new TrainerOptions
+        {
+            BatchSize = batch, MaxSteps = steps, MaxSeqLength = seq, GradientCheckpointing = checkpointing,
+            OutDir = outDir, Overwrite = true, SaveInterval = 0, Seed = 1,
+        };
+        var config = ModelConfig.Load(modelDir);
+        using var tokenizer = TextTokenizer.FromFolder(modelDir, config);
+        // --padded: the last row of every batch is one token shorter, so batches carry an explicit attention mask.
+        var rng = new Random(7);
+        var rows = Enumerable.Range(0, batch * (steps + 1)).Select(i =>
+        {
+            int len = a.Flag("padded") && i % batch == batch - 1 ? seq - 1 : seq;
+            var ids = Enumerable.Range(0, len).Select(_ => rng.Next(config.VocabSize)).ToArray();
+            return new TokenSequence(ids, ids);
+        }).ToList();
+        var data = new TrainingData(rows, new DataStats(rows.Count, rows.Count, rows.Sum(r => (long)r.Length), rows.Sum(r => (long)r.Length), 0, 0, 0), [], [], null);
+
+        var plan = RunPlan.For(modelDir, m, o, seq);
+        var (model, trainingMethod) = MethodFactory.Create(modelDir, m, tokenizer, CPU, seed: 1);
+        using var _ = model;
+        long loadPeak = ProcessMemory.Read().PeakRssBytes;
+        if (checkpointing) PeftSharp.Quantization.GradientCheckpointing.Enable(model);
+        long trainingPeak = 0;
+        var trainer = new Trainer(model, trainingMethod, o, tokenizer.EosId,
+            (ps, opt) => OptimizerFactory.Create(opt.Optimizer, ps, opt, Path.Combine(opt.OutDir, "paged-state")))
+        {
+            OnStep = _ => trainingPeak = ProcessMemory.Read().PeakRssBytes,
+        };
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        trainer.Train(data);
+        long endPeak = ProcessMemory.Read().PeakRssBytes;
+        string optimizerFile = Directory.GetDirectories(Path.Combine(outDir, "checkpoints"), "step-*").Order(StringComparer.Ordinal)
+            .Select(d => Path.Combine(d, "optimizer.safetensors")).Last(File.Exists);
+        var measured = MeasuredMemory.From(model, trainingMethod, runtime, endPeak, optimizerFile);
+        if (!a.Flag("keep")) Directory.Delete(outDir, recursive: true);
+
+        Console.WriteLine(JsonSerializer.Serialize(new
+        {
+            method, seq, batch, steps, checkpointing, padded = a.Flag("padded"), threads = get_num_threads(),
+            seconds = Math.Round(clock.Elapsed.TotalSeconds, 1),
+            predicted = new
+            {
+                total = plan.TotalBytes, weights = plan.WeightsBytes, gradients = plan.GradientsBytes, optimizer = plan.OptimizerBytes,
+                activations = plan.ActivationsBytes, logits = plan.LogitsBytes, dequant = plan.DequantBufferBytes, runtime = plan.FrameworkOverheadBytes,
+            },
+            measured = new
+            {
+                peak = endPeak, training_peak = trainingPeak, load_peak = loadPeak, weights = measured.Weights, gradients = measured.Gradients,
+                optimizer = measured.Optimizer, runtime, activations_and_buffers = measured.ActivationsAndBuffers,
+            },
+        }));
+        return 0;
+    }
+}
