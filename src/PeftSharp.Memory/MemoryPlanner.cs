@@ -10,7 +10,7 @@ public static class MemoryPlanner
     public static MemoryPlan Plan(ModelShape model, PlanRequest request, ActivationModel? activations = null)
     {
         request.Validate();
-        activations ??= ActivationModel.Default;
+        activations ??= ActivationModel.For(request);
         var c = model.Config;
         var compute = request.ResolvedComputeDtype;
         var tensors = TrainableParameters.For(model, request);
@@ -24,7 +24,8 @@ public static class MemoryPlanner
         long moments = tensors.Sum(t => OptimizerState.Bytes(request.Optimizer, t.Elements));
 
         long seq = request.SequenceLength + (request.Method == TuningMethod.PromptTuning ? request.VirtualTokens : 0);
-        long acts = activations.Bytes(c, request.BatchSize, seq, request.Attention, compute, request.GradientCheckpointing);
+        long acts = activations.Bytes(c, request.BatchSize, seq, request.Attention, compute, request.GradientCheckpointing,
+            normsTrain: request.Method == TuningMethod.Full);
         long logits = activations.LogitsBytes(c, request.BatchSize, seq);
         long dequant = request.IsQuantized
             ? model.Modules.Where(IsQuantizedLinear).Max(m => m.WeightElements) * (long)Dtypes.BytesPerElement(compute)

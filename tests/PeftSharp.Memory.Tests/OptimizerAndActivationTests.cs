@@ -62,4 +62,38 @@ public class OptimizerAndActivationTests
         var batch8 = MemoryPlanner.Plan("smollm2-135m", new PlanRequest { BatchSize = 8 });
         Assert.Equal(8 * one.ActivationsBytes, batch8.ActivationsBytes);
     }
+
+    [Fact]
+    public void Cpu_fp32_profile_counts_the_tensors_torchsharp_keeps()
+    {
+        var c = Presets.Config("smollm2-135m"); // h 576, MLP 1536, 30 layers, 9 heads, vocab 49152
+        long s = 100, b = 2, h = 576, i = 1536, layers = 30;
+        var cpu = ActivationModel.TorchSharpCpuFp32;
+        // fp32: 9 hidden-sized and 4 MLP-sized tensors per layer; no s^2 term even for eager attention.
+        long frozen = layers * 4 * (9 * s * b * h + 4 * s * b * i);
+        Assert.Equal(frozen, cpu.Bytes(c, b, s, AttentionKind.Eager, DType.Fp32, checkpointing: false));
+        // Trained norms keep their two normalised inputs as well.
+        long full = frozen + layers * 4 * 2 * s * b * h;
+        Assert.Equal(full, cpu.Bytes(c, b, s, AttentionKind.Eager, DType.Fp32, false, normsTrain: true));
+        // Checkpointing: one fp32 layer input per layer, plus one layer recomputed.
+        long kept = layers * 4 * s * b * h + 4 * (9 * s * b * h + 4 * s * b * i);
+        Assert.Equal(kept, cpu.Bytes(c, b, s, AttentionKind.Fused, DType.Fp32, true));
+        Assert.Equal(4L * 4 * b * s * 49152, cpu.LogitsBytes(c, b, s));
+    }
+
+    [Fact]
+    public void Planner_uses_the_cpu_profile_only_for_fp32_on_cpu()
+    {
+        var cpuFp32 = new PlanRequest { Device = DeviceKind.Cpu, WeightDtype = DType.Fp32, SequenceLength = 64, Method = TuningMethod.Full };
+        var c = Presets.Config("smollm2-135m");
+        long s = 64, h = 576, i = 1536;
+        Assert.Same(ActivationModel.TorchSharpCpuFp32, ActivationModel.For(cpuFp32));
+        Assert.Equal(30 * 4 * (11 * s * h + 4 * s * i), MemoryPlanner.Plan("smollm2-135m", cpuFp32).ActivationsBytes);
+        Assert.Equal(4L * 4 * s * 49152, MemoryPlanner.Plan("smollm2-135m", cpuFp32).LogitsBytes);
+        Assert.Same(ActivationModel.Default, ActivationModel.For(cpuFp32 with { Device = DeviceKind.Cuda }));
+        Assert.Same(ActivationModel.Default, ActivationModel.For(cpuFp32 with { WeightDtype = DType.Bf16 }));
+        // On CUDA, full fine-tuning keeps Korthikanti's figure (trained norms are already in his 34).
+        Assert.Equal(ActivationModel.Default.Bytes(c, 1, s, AttentionKind.Fused, DType.Fp32, false),
+            MemoryPlanner.Plan("smollm2-135m", cpuFp32 with { Device = DeviceKind.Cuda }).ActivationsBytes);
+    }
 }
