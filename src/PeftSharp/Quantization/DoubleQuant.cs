@@ -70,8 +70,14 @@ public static class DoubleQuant
     public static float[] Dequantize(ReadOnlySpan<byte> codes, ReadOnlySpan<float> nestedAbsmax, ReadOnlySpan<float> map, float offset, int blockSize)
     {
         var r = new float[codes.Length];
-        for (int i = 0; i < codes.Length; i++) r[i] = map[codes[i]] * nestedAbsmax[i / blockSize] + offset;
+        Dequantize(codes, nestedAbsmax, map, offset, blockSize, r);
         return r;
+    }
+
+    /// <summary>As above, into <paramref name="dst"/> (at least codes.Length long).</summary>
+    public static void Dequantize(ReadOnlySpan<byte> codes, ReadOnlySpan<float> nestedAbsmax, ReadOnlySpan<float> map, float offset, int blockSize, Span<float> dst)
+    {
+        for (int i = 0; i < codes.Length; i++) dst[i] = map[codes[i]] * nestedAbsmax[i / blockSize] + offset;
     }
 
     /// <summary>bnb's <c>dQuantize</c> (non-stochastic): a 7-step binary search, then the nearer neighbour.</summary>

@@ -98,11 +98,19 @@ public sealed class Nf4Weight : IQuantizedWeight
     /// <summary>The per-block absmax as float32 on CPU (double quantisation resolved).</summary>
     public float[] AbsmaxFloats()
     {
+        var r = new float[Absmax.numel()];
+        AbsmaxInto(r);
+        return r;
+    }
+
+    /// <summary>Writes the per-block absmax (double quantisation resolved) into <paramref name="dst"/>.</summary>
+    void AbsmaxInto(Span<float> dst)
+    {
         using var a = Absmax.cpu();
-        if (!Options.DoubleQuant) return MemoryMarshal.Cast<byte, float>(a.bytes).ToArray();
+        if (!Options.DoubleQuant) { MemoryMarshal.Cast<byte, float>(a.bytes).CopyTo(dst); return; }
         using var na = NestedAbsmax!.cpu();
         using var nc = NestedCode!.cpu();
-        return DoubleQuant.Dequantize(a.bytes, MemoryMarshal.Cast<byte, float>(na.bytes), MemoryMarshal.Cast<byte, float>(nc.bytes), Offset, NestedBlockSize);
+        DoubleQuant.Dequantize(a.bytes, MemoryMarshal.Cast<byte, float>(na.bytes), MemoryMarshal.Cast<byte, float>(nc.bytes), Offset, NestedBlockSize, dst);
     }
 
     public Tensor Dequantize(ScalarType dtype, Device device)
@@ -116,11 +124,19 @@ public sealed class Nf4Weight : IQuantizedWeight
     public Tensor DequantizeKernel(ScalarType dtype)
     {
         if (Device.type != DeviceType.CPU) throw new InvalidOperationException("the SIMD kernel runs on CPU tensors only");
-        var absmax = AbsmaxFloats();
-        using var code = Code.to_type(ScalarType.Float32);
-        var result = empty(Shape, dtype);
-        Nf4Kernel.Dequantize(Packed.bytes, absmax, Options.BlockSize, MemoryMarshal.Cast<byte, float>(code.bytes), result.bytes, dtype);
-        return result;
+        // Pooled: a fresh float[] per call lands on the large-object heap (over 85 KB for 1.4M+ weights), which only
+        // gen-2 collections free, so a training run's resident set grew with every dequantisation.
+        int blocks = (int)Absmax.numel();
+        var absmax = System.Buffers.ArrayPool<float>.Shared.Rent(blocks);
+        try
+        {
+            AbsmaxInto(absmax);
+            using var code = Code.to_type(ScalarType.Float32);
+            var result = empty(Shape, dtype);
+            Nf4Kernel.Dequantize(Packed.bytes, absmax.AsSpan(0, blocks), Options.BlockSize, MemoryMarshal.Cast<byte, float>(code.bytes), result.bytes, dtype);
+            return result;
+        }
+        finally { System.Buffers.ArrayPool<float>.Shared.Return(absmax); }
     }
 
     /// <summary>The TorchSharp-ops path (any device): code[nibble] * absmax[block], then cast.</summary>

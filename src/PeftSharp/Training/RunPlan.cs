@@ -24,8 +24,9 @@ public static class RunPlan
         SequenceLength = Math.Max(1, sequenceLength),
         GradientAccumulation = o.GradientAccumulation,
         GradientCheckpointing = o.GradientCheckpointing,
-        // Padded batches pass an explicit mask, and libtorch's CPU attention then materialises the scores.
-        Attention = AttentionKind.Eager,
+        // SDPA: libtorch runs its flash kernel on CPU (fp32, no dropout) and a fused kernel on CUDA, with or without the
+        // padding mask; no s^2 scores are kept (bench/plan-vs-measured.sh checks a padded run).
+        Attention = AttentionKind.Fused,
         Device = o.Device.StartsWith("cuda", StringComparison.Ordinal) ? DeviceKind.Cuda : DeviceKind.Cpu,
     };
 
