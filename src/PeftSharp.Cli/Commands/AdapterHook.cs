@@ -5,8 +5,5 @@ namespace PeftSharp.Cli.Commands;
 /// <summary>Where --adapter flags are applied to a loaded model (set up by the adapter tuners).</summary>
 public static class AdapterHook
 {
-    public static Action<CausalLM, IReadOnlyList<string>, bool>? Apply { get; set; } = (model, specs, _) =>
-    {
-        if (specs.Count > 0) throw new NotSupportedException("--adapter: adapters are not supported in this build");
-    };
+    public static Action<CausalLM, IReadOnlyList<string>, bool>? Apply { get; set; } = (model, specs, allow) => AdapterCli.Apply(model, specs, allow);
 }

@@ -14,7 +14,7 @@ public static class LoraInjector
     /// fp32 adapters on a 16-bit base).
     /// </summary>
     public static LoraAdapter Inject(CausalLM model, LoraConfig cfg, string adapterName = "default", int seed = 0, ScalarType? adapterDtype = null) =>
-        Create(model, cfg, adapterName, seed, adapterDtype, trainable: true, initialise: true);
+        Create(model, cfg, adapterName, seed, adapterDtype, trainable: true, initialise: true, activate: true);
 
     /// <summary>The parameters an optimiser should update for this adapter.</summary>
     public static IEnumerable<Parameter> TrainableParameters(CausalLM model, string adapterName = "default") =>
@@ -36,7 +36,7 @@ public static class LoraInjector
         return hits;
     }
 
-    internal static LoraAdapter Create(CausalLM model, LoraConfig cfg, string name, int seed, ScalarType? adapterDtype, bool trainable, bool initialise)
+    internal static LoraAdapter Create(CausalLM model, LoraConfig cfg, string name, int seed, ScalarType? adapterDtype, bool trainable, bool initialise, bool activate)
     {
         var registry = LoraModel.Of(model);
         if (registry.Adapters.ContainsKey(name)) throw new ArgumentException($"adapter '{name}' already exists on this model");
@@ -74,7 +74,7 @@ public static class LoraInjector
         }
         var adapter = new LoraAdapter(name, cfg, layers);
         registry.Register(adapter);
-        registry.SetActive(name);
+        if (activate) registry.SetActive(name);
         return adapter;
     }
 

@@ -1,0 +1,47 @@
+using System.Text.RegularExpressions;
+using PeftSharp.Models;
+using static TorchSharp.torch;
+
+namespace PeftSharp.IO;
+
+/// <summary>
+/// Writes a model (adapters already merged into its weights) as a complete Hugging Face folder next to its base:
+/// every non-weight file is copied, and each safetensors file of the base is rewritten with the same tensors, order,
+/// dtypes and metadata, so the merged folder loads wherever the base does and has the same size.
+/// </summary>
+public static class MergedModelWriter
+{
+    /// <summary>Adapter files and weights are never copied from the base folder; weights are rewritten.</summary>
+    static readonly Regex Skip = new(@"^(adapter_config\.json|adapter_model\.(safetensors|bin))$|\.safetensors$|^\.", RegexOptions.Compiled);
+
+    public static void Write(CausalLM model, string baseFolder, string outDir)
+    {
+        if (model.Linears().Any(l => l.Quantized is not null))
+            throw new InvalidOperationException("cannot write a merged model with a quantised base; load the base dense");
+        var parameters = model.named_parameters().ToDictionary(p => p.name, p => p.parameter);
+        using var reader = new CheckpointReader(baseFolder);
+        AtomicFile.WriteFolder(outDir, tmp =>
+        {
+            foreach (var f in Directory.EnumerateFiles(baseFolder).Where(f => !Skip.IsMatch(Path.GetFileName(f))))
+                File.Copy(f, Path.Combine(tmp, Path.GetFileName(f)));
+            foreach (var st in reader.Names.Select(reader.FileOf).Distinct())
+            {
+                var entries = st.Tensors.OrderBy(t => t.Begin).Select(info => Entry(info, st, parameters)).ToList();
+                SafeTensorsWriter.Write(Path.Combine(tmp, Path.GetFileName(st.Path)), entries, st.Metadata);
+            }
+        });
+    }
+
+    /// <summary>The model's (merged) tensor in the base file's dtype, or the base bytes for tensors the model does not hold.</summary>
+    static SafeTensorEntry Entry(SafeTensorInfo info, SafeTensorsFile st, Dictionary<string, TorchSharp.Modules.Parameter> parameters)
+    {
+        if (!parameters.TryGetValue(info.Name, out var p))
+            return new SafeTensorEntry(info.Name, info.Dtype, info.Shape, info.ByteLength, s => s.Write(st.RawBytes(info.Name)));
+        var dtype = SafeTensorDtype.ToScalarType(info.Dtype);
+        return new SafeTensorEntry(info.Name, info.Dtype, info.Shape, info.ByteLength, s =>
+        {
+            using var t = p.detach().to(dtype, CPU);
+            SafeTensorEntry.FromTensor(info.Name, t).WriteData(s);
+        });
+    }
+}
