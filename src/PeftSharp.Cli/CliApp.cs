@@ -32,5 +32,6 @@ public static class CliApp
         config.AddCommand<Commands.LogitsCommand>("logits").WithDescription("Compute logits for input_ids from a safetensors file (parity checks).");
         config.AddCommand<Commands.MergeCommand>("merge").WithDescription("Merge LoRA/DoRA adapters into the base weights and write a Hugging Face model folder.");
         config.AddCommand<Commands.PlanCommand>("plan").WithDescription("Memory and trainable parameters of a fine-tuning run (no GPU, no TorchSharp)");
+        config.AddCommand<Commands.ServeCommand>("serve").WithDescription("OpenAI-compatible HTTP server: one base, many adapters, batched together.");
     }
 }
