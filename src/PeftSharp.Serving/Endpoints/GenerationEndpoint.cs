@@ -97,9 +97,12 @@ public static class GenerationEndpoint
             return delta;
         }
 
+        /// <summary>At the end: text held back for an unfinished UTF-8 character is sent as decoded (U+FFFD), as a full decode gives.</summary>
         public string Flush()
         {
-            string rest = _stop.Flush();
+            string all = s.Decode(_ids);
+            string rest = (all.Length > _decoded ? _stop.Push(all[_decoded..]) : "") + _stop.Flush();
+            _decoded = Math.Max(_decoded, all.Length);
             _out.Append(rest);
             return rest;
         }
