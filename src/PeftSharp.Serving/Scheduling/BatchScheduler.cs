@@ -36,6 +36,9 @@ public sealed class BatchScheduler : IDisposable
     /// <summary>Rows being decoded now (read from any thread; for tests and health).</summary>
     public int ActiveRows { get; private set; }
     public int QueuedJobs => Volatile.Read(ref _queued);
+    /// <summary>Tokens emitted and rows ended by cancellation since start (health and tests).</summary>
+    public long TokensGenerated => _batch.TokensGenerated;
+    public long CancelledRows => _batch.CancelledRows;
 
     /// <summary>False when the queue is full or the server is shutting down (the caller answers 429/503).</summary>
     public bool TryEnqueue(GenerationJob job)

@@ -21,6 +21,9 @@ sealed class RunningBatch(CausalLM model) : IDisposable
     KvCache? _cache;
 
     public int Count => _rows.Count;
+    public long TokensGenerated => Interlocked.Read(ref _tokens);
+    public long CancelledRows => Interlocked.Read(ref _cancelled);
+    long _tokens, _cancelled;
 
     /// <summary>Prefills the job alone (exactly as serving it alone would) and, unless it already finished, joins it.</summary>
     public void Admit(GenerationJob job)
@@ -36,6 +39,7 @@ sealed class RunningBatch(CausalLM model) : IDisposable
                 var logits = Forward(ids, cache, null, [job.Adapter]);
                 first = job.Sampler.Next(logits[0, -1]);
             }
+            Interlocked.Increment(ref _tokens);
             if (job.Emit(first)) return;
             if (_cache is null) { _cache = cache; cache = null; }
             else _cache.AppendRows(cache);
@@ -68,6 +72,7 @@ sealed class RunningBatch(CausalLM model) : IDisposable
                 int next = row.Job.Options.Temperature == 0 ? (int)greedy[r] : row.Job.Sampler.Next(logits[r, 0]);
                 row.Length++;
                 row.Next = next;
+                Interlocked.Increment(ref _tokens);
                 done[r] = row.Job.Emit(next);
             }
         }
@@ -95,7 +100,7 @@ sealed class RunningBatch(CausalLM model) : IDisposable
     {
         var keep = new List<int>();
         for (int r = 0; r < _rows.Count; r++)
-            if (_rows[r].Job.Cancel.IsCancellationRequested) _rows[r].Job.Finish("cancelled");
+            if (_rows[r].Job.Cancel.IsCancellationRequested) { _rows[r].Job.Finish("cancelled"); Interlocked.Increment(ref _cancelled); }
             else keep.Add(r);
         if (keep.Count < _rows.Count) Keep(keep);
     }
