@@ -17,7 +17,7 @@ public sealed class BatchScheduler : IDisposable
     readonly ManualResetEventSlim _wake = new(false);
     readonly RunningBatch _batch;
     readonly Thread _worker;
-    int _queued;
+    int _queued, _inFlight;
     volatile bool _accepting = true, _stopped;
 
     public BatchScheduler(CausalLM model, int maxBatch, int maxQueue)
@@ -45,12 +45,17 @@ public sealed class BatchScheduler : IDisposable
     {
         if (!_accepting) return false;
         if (Interlocked.Increment(ref _queued) > _maxQueue) { Interlocked.Decrement(ref _queued); return false; }
+        Interlocked.Increment(ref _inFlight);
+        job.Done = () => Interlocked.Decrement(ref _inFlight);
         _queue.Enqueue(job);
         _wake.Set();
         return true;
     }
 
     public bool Accepting => _accepting;
+
+    /// <summary>Test hook: runs on the worker after every step (e.g. to slow decoding down).</summary>
+    internal Action? AfterStep { get; set; }
 
     /// <summary>Runs <paramref name="action"/> on the worker thread between steps (the only safe way to change the model).</summary>
     public Task<T> RunOnModelAsync<T>(Func<CausalLM, T> action)
@@ -71,7 +76,7 @@ public sealed class BatchScheduler : IDisposable
     {
         _accepting = false;
         var deadline = DateTime.UtcNow + grace;
-        while ((ActiveRows > 0 || QueuedJobs > 0) && DateTime.UtcNow < deadline) await Task.Delay(20);
+        while (Volatile.Read(ref _inFlight) > 0 && DateTime.UtcNow < deadline) await Task.Delay(20);
         Dispose();
     }
 
@@ -91,6 +96,7 @@ public sealed class BatchScheduler : IDisposable
                     catch (Exception e) { job.Fail(e); }
                 }
                 _batch.Step();
+                AfterStep?.Invoke();
             }
             catch (Exception e) { _batch.FailAll(e); }
             ActiveRows = _batch.Count;

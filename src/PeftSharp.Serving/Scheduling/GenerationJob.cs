@@ -48,9 +48,15 @@ public sealed class GenerationJob
     internal bool Finish(string reason)
     {
         FinishReason ??= reason;
-        _tokens.Writer.TryComplete();
+        if (_tokens.Writer.TryComplete()) Done?.Invoke();
         return true;
     }
 
-    internal void Fail(Exception e) => _tokens.Writer.TryComplete(e);
+    internal void Fail(Exception e)
+    {
+        if (_tokens.Writer.TryComplete(e)) Done?.Invoke();
+    }
+
+    /// <summary>Called once when the job ends, however it ends (the scheduler counts requests in flight).</summary>
+    internal Action? Done { get; set; }
 }
