@@ -86,7 +86,7 @@ public sealed class LoraLayer : ILinearAdapter
         if (Magnitude is not null)
         {
             _mergedNorm?.Dispose();
-            _mergedNorm = RowNorm(w).MoveToOuterDisposeScope();
+            _mergedNorm = RowNorm(w).DetachFromDisposeScope();
             merged = merged * (Magnitude / _mergedNorm).view(-1, 1);
         }
         return merged.to_type(baseWeight.dtype).MoveToOuterDisposeScope();

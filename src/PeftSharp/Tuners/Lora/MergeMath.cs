@@ -9,7 +9,7 @@ public static class MergeMath
     {
         using var scope = NewDisposeScope();
         var t = stack(tasks);
-        return (t * Weights(weights, t)).sum(0).MoveToOuterDisposeScope();
+        return (t * Weights(weights, t)).sum(0L).MoveToOuterDisposeScope();
     }
 
     /// <summary>Keep the top density·numel entries by magnitude, elect a sign per entry, average the agreeing ones.</summary>
@@ -20,15 +20,15 @@ public static class MergeMath
         var sign = t.sign();
         var magnitude = majoritySignMethod switch
         {
-            "total" => t.sum(0),
-            "frequency" => sign.sum(0),
+            "total" => t.sum(0L),
+            "frequency" => sign.sum(0L),
             _ => throw new ArgumentException($"majority_sign_method '{majoritySignMethod}' is not total or frequency"),
         };
         var majority = where(magnitude.ge(0), ones_like(magnitude), -ones_like(magnitude));
         var mask = sign.eq(majority).to_type(t.dtype);
         var weighted = t * Weights(weights, t);
-        var kept = mask.sum(0).clamp_min(1.0);
-        return ((weighted * mask).sum(0) / kept).MoveToOuterDisposeScope();
+        var kept = mask.sum(0L).clamp_min(1.0);
+        return ((weighted * mask).sum(0L) / kept).MoveToOuterDisposeScope();
     }
 
     /// <summary>DARE: drop entries with probability 1-density, rescale survivors by 1/density, weighted sum.</summary>
@@ -36,7 +36,7 @@ public static class MergeMath
     {
         using var scope = NewDisposeScope();
         var t = stack(tasks.Select(x => RandomPrune(x, density, g)).ToArray());
-        return (t * Weights(weights, t)).sum(0).MoveToOuterDisposeScope();
+        return (t * Weights(weights, t)).sum(0L).MoveToOuterDisposeScope();
     }
 
     public static Tensor MagnitudePrune(Tensor x, double density)

@@ -1,0 +1,21 @@
+namespace PeftSharp.Bench;
+
+public interface IBench
+{
+    string Name { get; }
+    string Description { get; }
+    int Run(string[] args);
+}
+
+/// <summary>Tiny --key value parser shared by the benches.</summary>
+public sealed class BenchArgs(string[] args)
+{
+    public string Get(string key, string fallback)
+    {
+        int i = Array.IndexOf(args, "--" + key);
+        return i >= 0 && i + 1 < args.Length ? args[i + 1] : fallback;
+    }
+    public int Int(string key, int fallback) => int.Parse(Get(key, fallback.ToString()));
+    public double Double(string key, double fallback) => double.Parse(Get(key, fallback.ToString(System.Globalization.CultureInfo.InvariantCulture)), System.Globalization.CultureInfo.InvariantCulture);
+    public bool Flag(string key) => Array.IndexOf(args, "--" + key) >= 0;
+}

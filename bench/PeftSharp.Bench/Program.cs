@@ -1,0 +1,15 @@
+using System.Reflection;
+using PeftSharp.Bench;
+
+// Dispatcher: every IBench in this assembly is a subcommand.
+var benches = Assembly.GetExecutingAssembly().GetTypes()
+    .Where(t => typeof(IBench).IsAssignableFrom(t) && !t.IsAbstract)
+    .Select(t => (IBench)Activator.CreateInstance(t)!)
+    .ToDictionary(b => b.Name);
+if (args.Length == 0 || !benches.TryGetValue(args[0], out var bench))
+{
+    Console.Error.WriteLine("usage: PeftSharp.Bench <bench> [options]\nbenches:");
+    foreach (var b in benches.Values.OrderBy(b => b.Name)) Console.Error.WriteLine($"  {b.Name,-16} {b.Description}");
+    return 2;
+}
+return bench.Run(args[1..]);

@@ -1,0 +1,90 @@
+using System.Text.Json.Nodes;
+using PeftSharp.IO;
+using PeftSharp.Models;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace PeftSharp.Tuners.Houlsby;
+
+/// <summary>Attaches, saves and loads Houlsby adapters on every decoder layer of a model.</summary>
+public static class HoulsbyAdapters
+{
+    /// <summary>Adds fresh adapters (identity at step 0) to every layer and returns their parameters.</summary>
+    public static List<(string Name, Parameter P)> Attach(CausalLM model, HoulsbyConfig cfg, int seed = 0)
+    {
+        var g = new TorchSharp.torch.Generator((ulong)seed);
+        int hidden = model.Config.HiddenSize, b = cfg.Bottleneck(hidden);
+        var device = model.Device;
+        foreach (var layer in model.Layers)
+        {
+            if (layer.AfterAttention is not null || layer.AfterMlp is not null)
+                throw new InvalidOperationException($"layer {layer.Index} already has Houlsby adapters");
+            if (cfg.AfterAttention) layer.AfterAttention = new BottleneckAdapter(hidden, b, cfg.NonLinearity, model.Dtype, device, g);
+            if (cfg.AfterMlp) layer.AfterMlp = new BottleneckAdapter(hidden, b, cfg.NonLinearity, model.Dtype, device, g);
+        }
+        return Parameters(model);
+    }
+
+    /// <summary>Every adapter parameter with its saved key, e.g. model.layers.0.attn_adapter.down.weight.</summary>
+    public static List<(string Name, Parameter P)> Parameters(CausalLM model)
+    {
+        var list = new List<(string, Parameter)>();
+        foreach (var layer in model.Layers)
+        {
+            if (layer.AfterAttention is BottleneckAdapter a)
+                list.AddRange(a.NamedParameters().Select(p => ($"model.layers.{layer.Index}.attn_adapter.{p.Key}", p.P)));
+            if (layer.AfterMlp is BottleneckAdapter m)
+                list.AddRange(m.NamedParameters().Select(p => ($"model.layers.{layer.Index}.mlp_adapter.{p.Key}", p.P)));
+        }
+        return list;
+    }
+
+    public static void Detach(CausalLM model)
+    {
+        foreach (var layer in model.Layers)
+        {
+            (layer.AfterAttention as IDisposable)?.Dispose();
+            (layer.AfterMlp as IDisposable)?.Dispose();
+            layer.AfterAttention = layer.AfterMlp = null;
+        }
+    }
+
+    public static void Save(CausalLM model, HoulsbyConfig cfg, string dir, string baseModel = "")
+    {
+        var ps = Parameters(model);
+        if (ps.Count == 0) throw new InvalidOperationException("the model has no Houlsby adapters to save");
+        AtomicFile.WriteFolder(dir, tmp =>
+        {
+            File.WriteAllText(Path.Combine(tmp, "adapter_config.json"), cfg.ToJson(model.Config.HiddenSize, baseModel).ToJsonString(new() { WriteIndented = true }));
+            using var scope = NewDisposeScope();
+            SafeTensorsWriter.Write(Path.Combine(tmp, "adapter_model.safetensors"),
+                ps.Select(p => (p.Name, p.P.detach().cpu())), new Dictionary<string, string> { ["format"] = "pt" });
+        });
+    }
+
+    public static HoulsbyConfig Load(CausalLM model, string dir)
+    {
+        var json = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "adapter_config.json"))) as JsonObject
+            ?? throw new InvalidDataException($"{dir}/adapter_config.json: not a JSON object");
+        if (json["peft_type"]?.GetValue<string>() != HoulsbyConfig.PeftType)
+            throw new InvalidDataException($"{dir}: not a Houlsby adapter (peft_type {json["peft_type"]})");
+        var cfg = HoulsbyConfig.FromJson(json);
+        var ps = Attach(model, cfg);
+        string file = Path.Combine(dir, "adapter_model.safetensors");
+        using var f = new SafeTensorsFile(file);
+        using var _ = no_grad();
+        foreach (var (name, p) in ps)
+        {
+            if (!f.Contains(name)) { Detach(model); throw new InvalidDataException($"{file}: missing tensor '{name}'"); }
+            var info = f.Info(name);
+            if (!info.Shape.SequenceEqual(p.shape))
+            {
+                Detach(model);
+                throw new InvalidDataException($"{file}: tensor '{name}' has shape [{string.Join(", ", info.Shape)}], the model needs [{string.Join(", ", p.shape)}]");
+            }
+            using var t = f.Load(name, p.dtype, p.device);
+            p.copy_(t);
+        }
+        return cfg;
+    }
+}

@@ -1,0 +1,100 @@
+using System.Text.Json.Nodes;
+using PeftSharp.IO;
+using PeftSharp.Models;
+using PeftSharp.Tuners.Houlsby;
+using PeftSharp.Tuners.PromptTuning;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace PeftSharp.Tests.Tuners;
+
+public class HoulsbyAndPromptTuningTests
+{
+    static readonly long[] Ids = [5, 77, 120, 3, 9, 14];
+
+    [Fact]
+    public void FreshHoulsbyAdaptersAreTheIdentityAndSaveLoadRoundTrips()
+    {
+        using var model = ModelLoader.Load(TestPaths.TinyLlama);
+        using var ids = tensor(Ids).unsqueeze(0);
+        using var _ = no_grad();
+        using var baseLogits = model.Forward(ids);
+        var ps = HoulsbyAdapters.Attach(model, new HoulsbyConfig { ReductionFactor = 8 });
+        Assert.Equal(2 * 2 * 4, ps.Count); // 2 layers x (attn, mlp) x (down w/b, up w/b)
+        Assert.Equal(8, ps[0].P.shape[0]); // bottleneck 64 / 8
+        using (var fresh = model.Forward(ids)) Assert.Equal(0.0, TestPaths.MaxAbsError(fresh, baseLogits));
+        foreach (var (_, p) in ps) p.add_(randn_like(p) * 0.05);
+        using var trained = model.Forward(ids);
+        Assert.True(TestPaths.RelativeError(trained, baseLogits) > 1e-3);
+        string dir = Path.Combine(TestPaths.TempDir(), "houlsby");
+        HoulsbyAdapters.Save(model, new HoulsbyConfig { ReductionFactor = 8 }, dir);
+
+        using var other = ModelLoader.Load(TestPaths.TinyLlama);
+        var cfg = HoulsbyAdapters.Load(other, dir);
+        Assert.Equal(8, cfg.ReductionFactor);
+        using var reloaded = other.Forward(ids);
+        Assert.Equal(0.0, TestPaths.MaxAbsError(reloaded, trained));
+    }
+
+    [Fact]
+    public void HoulsbyGradientsReachOnlyAdapters()
+    {
+        using var model = ModelLoader.Load(TestPaths.TinyLlama);
+        var ps = HoulsbyAdapters.Attach(model, new HoulsbyConfig());
+        using var ids = tensor(Ids).unsqueeze(0);
+        using (var scope = NewDisposeScope())
+        {
+            var logits = model.Forward(ids);
+            nn.functional.cross_entropy(logits.view(-1, 260), ids.view(-1)).backward();
+        }
+        Assert.All(model.parameters(), p => Assert.Null(p.grad));
+        Assert.Contains(ps, p => p.P.grad is { } g && g.abs().sum().item<float>() > 0);
+    }
+
+    [Fact]
+    public void TextInitialisedPromptEqualsPrependingThoseTokens()
+    {
+        using var model = ModelLoader.Load(TestPaths.TinyLlama);
+        int[] textIds = [40, 41, 42];
+        var cfg = new PromptTuningConfig { NumVirtualTokens = 5, Init = PromptInit.Text, InitText = "xyz" };
+        using var prompt = PromptEmbeddings.Create(model, cfg, _ => textIds);
+        using var _ = no_grad();
+        using var ids = tensor(Ids).unsqueeze(0);
+        using var embeds = prompt.Prepend(model, ids);
+        using var logits = model.Forward(null, inputsEmbeds: embeds);
+        // PEFT repeats the text's tokens to fill N virtual tokens: 40 41 42 40 41.
+        using var explicitIds = tensor(new long[] { 40, 41, 42, 40, 41 }.Concat(Ids).ToArray()).unsqueeze(0);
+        using var expected = model.Forward(explicitIds);
+        Assert.True(TestPaths.RelativeError(logits, expected) < 1e-6);
+    }
+
+    [Fact]
+    public void PromptEmbeddingsSaveInPeftFormat()
+    {
+        using var model = ModelLoader.Load(TestPaths.TinyLlama);
+        using var prompt = PromptEmbeddings.Create(model, new PromptTuningConfig { NumVirtualTokens = 4, Init = PromptInit.Random }, seed: 3);
+        string dir = Path.Combine(TestPaths.TempDir(), "prompt");
+        prompt.Save(model, dir, "tiny-llama");
+        var cfg = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "adapter_config.json")))!;
+        Assert.Equal("PROMPT_TUNING", cfg["peft_type"]!.GetValue<string>());
+        Assert.Equal(64, cfg["token_dim"]!.GetValue<int>());
+        using var f = new SafeTensorsFile(Path.Combine(dir, "adapter_model.safetensors"));
+        Assert.Equal([4L, 64L], f.Info("prompt_embeddings").Shape);
+        using var loaded = PromptEmbeddings.Load(model, dir);
+        Assert.Equal(0.0, TestPaths.MaxAbsError(loaded.Embeddings, prompt.Embeddings));
+    }
+
+    [Fact]
+    public void PromptWithWrongHiddenSizeIsRefused()
+    {
+        using var model = ModelLoader.Load(TestPaths.TinyLlama);
+        string dir = Path.Combine(TestPaths.TempDir(), "bad");
+        Directory.CreateDirectory(dir);
+        File.WriteAllText(Path.Combine(dir, "adapter_config.json"), """{"peft_type":"PROMPT_TUNING","num_virtual_tokens":4}""");
+        using var t = zeros(4, 32);
+        SafeTensorsWriter.Write(Path.Combine(dir, "adapter_model.safetensors"), [("prompt_embeddings", t)]);
+        var e = Assert.Throws<InvalidDataException>(() => PromptEmbeddings.Load(model, dir));
+        Assert.Contains("[4, 32]", e.Message);
+        Assert.Contains("[4, 64]", e.Message);
+    }
+}

@@ -1,0 +1,203 @@
+using System.Text.Json.Nodes;
+using PeftSharp.IO;
+using PeftSharp.Models;
+using PeftSharp.Tests.Support;
+using PeftSharp.Tuners.Lora;
+using static TorchSharp.torch;
+
+namespace PeftSharp.Tests.Tuners;
+
+/// <summary>PEFT adapter folders: round trip, PEFT keys, fingerprints and every bad-input path.</summary>
+[Collection("console")]
+public class PeftAdapterIOTests
+{
+    static Tensor Logits(CausalLM model)
+    {
+        using var _ = no_grad();
+        using var ids = tensor(new long[] { 5, 9, 33, 2, 71, 140, 7, 250 }).view(2, 4);
+        return model.Forward(ids);
+    }
+
+    static string SaveRandom(string dir, LoraConfig cfg, out Tensor logits)
+    {
+        using var model = ModelLoader.Load(TestPaths.TinyLlama);
+        var adapter = LoraInjector.Inject(model, cfg, "default", 7);
+        if (cfg.UseDora) LoraReferenceTests.PerturbMagnitudes(adapter);
+        logits = Logits(model);
+        PeftAdapterIO.Save(model, "default", dir);
+        return dir;
+    }
+
+    [Fact]
+    public void SavedAdapterRoundTripsWithPeftKeysAndConfig()
+    {
+        string dir = SaveRandom(Path.Combine(TestPaths.TempDir(), "ad"), new LoraConfig
+        {
+            R = 4, LoraAlpha = 16, UseDora = true, UseRslora = true, TargetModules = ["q_proj", "down_proj"], InitLoraWeights = "false",
+            RankPattern = new Dictionary<string, int> { ["down_proj"] = 2 },
+        }, out var expected);
+        using var st = new SafeTensorsFile(Path.Combine(dir, "adapter_model.safetensors"));
+        Assert.Equal("pt", st.Metadata["format"]);
+        Assert.Equal(new long[] { 4, 64 }, st.Info("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight").Shape);
+        Assert.Equal(new long[] { 64, 2 }, st.Info("base_model.model.model.layers.1.mlp.down_proj.lora_B.weight").Shape);
+        Assert.Equal(new long[] { 64 }, st.Info("base_model.model.model.layers.1.mlp.down_proj.lora_magnitude_vector").Shape);
+        Assert.Equal(12, st.Tensors.Count);
+
+        var cfg = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "adapter_config.json")))!.AsObject();
+        foreach (var key in new[] { "peft_type", "task_type", "r", "lora_alpha", "lora_dropout", "target_modules", "use_rslora", "use_dora",
+                     "init_lora_weights", "bias", "rank_pattern", "alpha_pattern", "fan_in_fan_out", "modules_to_save", "layers_to_transform" })
+            Assert.True(cfg.ContainsKey(key), key);
+        Assert.Equal("LORA", cfg["peft_type"]!.GetValue<string>());
+        Assert.False(cfg["init_lora_weights"]!.GetValue<bool>());
+        Assert.Equal(2, cfg["rank_pattern"]!["down_proj"]!.GetValue<int>());
+        var fp = cfg[BaseFingerprint.ConfigKey]!.AsObject();
+        Assert.Equal("none", fp["scheme"]!.GetValue<string>());
+        Assert.Equal("LlamaForCausalLM", fp["architecture"]!.GetValue<string>());
+        Assert.Equal(4, fp["tensors"]!.AsObject().Count);
+
+        using var model = ModelLoader.Load(TestPaths.TinyLlama);
+        PeftAdapterIO.Load(model, dir);
+        using var logits = Logits(model);
+        Assert.True(TestPaths.RelativeError(logits, expected) <= 1e-6);
+        expected.Dispose();
+    }
+
+    [Fact]
+    public void UnknownConfigKeysWarnButLoad()
+    {
+        string dir = Path.Combine(TestPaths.TempDir(), "ad");
+        CopyFixture("lora", dir);
+        var cfg = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "adapter_config.json")))!.AsObject();
+        cfg["some_future_option"] = 3;
+        File.WriteAllText(Path.Combine(dir, "adapter_config.json"), cfg.ToJsonString());
+        var warnings = new List<string>();
+        var old = PeftAdapterIO.Warn;
+        PeftAdapterIO.Warn = warnings.Add;
+        try
+        {
+            using var model = ModelLoader.Load(TestPaths.TinyLlama);
+            PeftAdapterIO.Load(model, dir);
+        }
+        finally { PeftAdapterIO.Warn = old; }
+        Assert.Contains(warnings, w => w.Contains("some_future_option"));
+    }
+
+    [Fact]
+    public void TargetsMatchingNothingListTheModelsModules()
+    {
+        using var model = ModelLoader.Load(TestPaths.TinyLlama);
+        var e = Assert.Throws<ArgumentException>(() => LoraInjector.Inject(model, new LoraConfig { TargetModules = ["c_attn"] }));
+        Assert.Contains("c_attn", e.Message);
+        Assert.Contains("q_proj", e.Message);
+        Assert.Contains("down_proj", e.Message);
+        Assert.Contains("model.layers.0.self_attn.q_proj", e.Message);
+    }
+
+    [Fact]
+    public void WrongTensorShapeNamesTensorAndBothShapes()
+    {
+        string dir = Path.Combine(TestPaths.TempDir(), "ad");
+        CopyFixture("lora", dir);
+        string file = Path.Combine(dir, "adapter_model.safetensors");
+        var tensors = new List<(string, Tensor)>();
+        using (var st = new SafeTensorsFile(file))
+            foreach (var t in st.Tensors)
+                tensors.Add((t.Name, t.Name.EndsWith("layers.1.self_attn.v_proj.lora_A.weight") ? zeros(4, 32) : st.Load(t.Name)));
+        SafeTensorsWriter.Write(file, tensors, new Dictionary<string, string> { ["format"] = "pt" });
+        using var model = ModelLoader.Load(TestPaths.TinyLlama);
+        var e = Assert.Throws<InvalidDataException>(() => PeftAdapterIO.Load(model, dir));
+        Assert.Contains("base_model.model.model.layers.1.self_attn.v_proj.lora_A.weight", e.Message);
+        Assert.Contains("[4, 32]", e.Message);
+        Assert.Contains("[4, 64]", e.Message);
+        // A failed load leaves no half-attached adapter behind.
+        Assert.Empty(LoraModel.Of(model).Adapters);
+        Assert.All(model.Linears(), l => Assert.Empty(l.Adapters));
+    }
+
+    [Fact]
+    public void TruncatedAdapterFileIsAClearError()
+    {
+        string dir = Path.Combine(TestPaths.TempDir(), "ad");
+        CopyFixture("dora", dir);
+        string file = Path.Combine(dir, "adapter_model.safetensors");
+        var bytes = File.ReadAllBytes(file);
+        File.WriteAllBytes(file, bytes[..(bytes.Length - 100)]);
+        using var model = ModelLoader.Load(TestPaths.TinyLlama);
+        var e = Assert.Throws<InvalidDataException>(() => PeftAdapterIO.Load(model, dir));
+        Assert.Contains("adapter_model.safetensors", e.Message);
+        Assert.Contains("truncated", e.Message);
+    }
+
+    [Fact]
+    public void AdapterForAnotherBaseFailsNamingTensorsUnlessOverridden()
+    {
+        string dir = SaveRandom(Path.Combine(TestPaths.TempDir(), "ad"), new LoraConfig { R = 2, TargetModules = ["q_proj", "v_proj"], InitLoraWeights = "false" }, out var expected);
+        expected.Dispose();
+        using var model = ModelLoader.Load(TestPaths.TinyLlama);
+        using (no_grad()) model.Layers[1].self_attn.v_proj.weight![0, 0].add_(0.01f);
+        var e = Assert.Throws<InvalidDataException>(() => PeftAdapterIO.Load(model, dir));
+        Assert.Contains("model.layers.1.self_attn.v_proj.weight differs", e.Message);
+        Assert.DoesNotContain("q_proj", e.Message);
+        Assert.Contains("--allow-base-mismatch", e.Message);
+
+        var warnings = new List<string>();
+        var old = PeftAdapterIO.Warn;
+        PeftAdapterIO.Warn = warnings.Add;
+        try { PeftAdapterIO.Load(model, dir, allowMismatch: true); }
+        finally { PeftAdapterIO.Warn = old; }
+        Assert.Single(warnings, w => w.Contains("v_proj.weight differs"));
+    }
+
+    [Fact]
+    public void FingerprintSeesArchitectureAndQuantisation()
+    {
+        using var model = ModelLoader.Load(TestPaths.TinyLlama);
+        var paths = new[] { "model.layers.0.self_attn.q_proj" };
+        var a = BaseFingerprint.Compute(model, paths);
+        Assert.Empty(a.Differences(BaseFingerprint.Compute(model, paths)));
+        model.QuantizationScheme = "nf4-b64-dq";
+        var b = BaseFingerprint.Compute(model, paths);
+        Assert.NotEqual(a.Digest, b.Digest);
+        Assert.Contains(a.Differences(b), d => d.StartsWith("quantisation"));
+        var c = BaseFingerprint.FromJson(a.ToJson(), "x");
+        Assert.Equal(a.Digest, c.Digest);
+        Assert.Equal(a.Tensors, c.Tensors);
+        Assert.Contains("model.layers.0.self_attn.q_proj.weight missing",
+            a.Differences(BaseFingerprint.Compute(model, ["model.layers.0.self_attn.k_proj"])));
+    }
+
+    [Fact]
+    public void CrashMidSaveLeavesThePreviousAdapterIntact()
+    {
+        string dir = SaveRandom(Path.Combine(TestPaths.TempDir(), "ad"), new LoraConfig { R = 2, TargetModules = ["q_proj"], InitLoraWeights = "false" }, out var expected);
+        using var model = ModelLoader.Load(TestPaths.TinyLlama);
+        LoraInjector.Inject(model, new LoraConfig { R = 8, TargetModules = ["k_proj"], InitLoraWeights = "false" }, "default", 99);
+        PeftAdapterIO.EntriesHook = entries => entries.Take(1).Append(new SafeTensorEntry("boom", "F32", [4], 16, _ => throw new IOException("disk full")));
+        try { Assert.Throws<IOException>(() => PeftAdapterIO.Save(model, "default", dir)); }
+        finally { PeftAdapterIO.EntriesHook = null; }
+        Assert.Equal(new[] { "ad" }, Directory.GetFileSystemEntries(Path.GetDirectoryName(dir)!).Select(Path.GetFileName));
+        using var fresh = ModelLoader.Load(TestPaths.TinyLlama);
+        PeftAdapterIO.Load(fresh, dir);
+        using var logits = Logits(fresh);
+        Assert.True(TestPaths.RelativeError(logits, expected) <= 1e-6);
+        expected.Dispose();
+    }
+
+    [Fact]
+    public void UnsupportedConfigFieldsAreRejectedByName()
+    {
+        var o = JsonNode.Parse("""{"peft_type":"LORA","r":4,"target_modules":["q_proj"],"bias":"all"}""")!.AsObject();
+        Assert.Contains("'bias'", Assert.Throws<InvalidDataException>(() => LoraConfig.FromJson(o, "cfg")).Message);
+        o = JsonNode.Parse("""{"peft_type":"LORA","r":0,"target_modules":["q_proj"]}""")!.AsObject();
+        Assert.Contains("'r'", Assert.Throws<InvalidDataException>(() => LoraConfig.FromJson(o, "cfg")).Message);
+        o = JsonNode.Parse("""{"peft_type":"PROMPT_TUNING"}""")!.AsObject();
+        Assert.Contains("LORA", Assert.Throws<InvalidDataException>(() => LoraConfig.FromJson(o, "cfg")).Message);
+    }
+
+    internal static void CopyFixture(string name, string dest)
+    {
+        Directory.CreateDirectory(dest);
+        foreach (var f in Directory.GetFiles(Path.Combine(TestPaths.TinyLlama, "adapters", name)))
+            File.Copy(f, Path.Combine(dest, Path.GetFileName(f)));
+    }
+}
