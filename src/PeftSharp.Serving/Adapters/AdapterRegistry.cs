@@ -60,6 +60,16 @@ public sealed partial class AdapterRegistry
         }
     }
 
+    /// <summary>At shutdown: takes every adapter version off the model (a model the server does not own is left clean).</summary>
+    public void UnloadAll()
+    {
+        lock (_lock)
+        {
+            _current.Clear();
+            foreach (var v in _resident.ToList()) { v.Retired = true; UnloadFromModel(v); }
+        }
+    }
+
     /// <summary>A lease on the adapter a request's model field names (the base name or null: no adapter).</summary>
     public async Task<AdapterLease> AcquireAsync(string? name)
     {

@@ -120,6 +120,7 @@ public sealed class PeftServer : IAsyncDisposable
         await _app.StopAsync();
         await _app.DisposeAsync();
         State.Scheduler.Dispose();
+        State.Adapters.UnloadAll();   // runs inline now that the worker has stopped
         _ownedTokenizer?.Dispose();
         _ownedModel?.Dispose();
     }

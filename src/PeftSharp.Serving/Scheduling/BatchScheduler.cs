@@ -18,6 +18,8 @@ public sealed class BatchScheduler : IDisposable
     readonly RunningBatch _batch;
     readonly Thread _worker;
     int _queued, _inFlight;
+    readonly object _actionLock = new();
+    bool _closed;
     volatile bool _accepting = true, _stopped;
 
     public BatchScheduler(CausalLM model, int maxBatch, int maxQueue)
@@ -61,12 +63,17 @@ public sealed class BatchScheduler : IDisposable
     public Task<T> RunOnModelAsync<T>(Func<CausalLM, T> action)
     {
         var tcs = new TaskCompletionSource<T>(TaskCreationOptions.RunContinuationsAsynchronously);
-        if (_stopped) { tcs.SetException(new ObjectDisposedException("the scheduler has stopped")); return tcs.Task; }
-        _actions.Enqueue(m =>
+        void Run(CausalLM m)
         {
             try { tcs.SetResult(action(m)); }
             catch (Exception e) { tcs.SetException(e); }
-        });
+        }
+        lock (_actionLock)
+        {
+            // Once the worker has exited the model is free, so late actions (unloads at shutdown) run right here.
+            if (_closed) Run(_model);
+            else _actions.Enqueue(Run);
+        }
         _wake.Set();
         return tcs.Task;
     }
@@ -104,7 +111,11 @@ public sealed class BatchScheduler : IDisposable
         }
         _batch.CancelAll();
         while (_queue.TryDequeue(out var left)) left.Finish("cancelled");
-        while (_actions.TryDequeue(out var act)) act(_model);
+        lock (_actionLock)
+        {
+            while (_actions.TryDequeue(out var act)) act(_model);
+            _closed = true;
+        }
         ActiveRows = 0;
     }
 

@@ -172,3 +172,16 @@ public class AdapterManagementTests
         Assert.Equal(409, status);
     }
 }
+
+public class ServerLifetimeTests
+{
+    [Fact]
+    public async Task StoppingTheServerTakesItsAdaptersOffTheModel()
+    {
+        var h = await ServingHarness.Start(new ServerOptions { Adapters = [("lora", ServingHarness.LoraFixture), ("dora", ServingHarness.DoraFixture)] });
+        Assert.Equal(2, LoraModel.Of(h.Model).Adapters.Count);
+        await h.Server.DisposeAsync();
+        Assert.Empty(LoraModel.Of(h.Model).Adapters);
+        await h.DisposeAsync();
+    }
+}
