@@ -15,7 +15,7 @@ namespace PeftSharp.Bench;
 /// each workload sends the same number of requests (random 16-48 token prompts, greedy, fixed max_tokens) from
 /// --concurrency clients, the adapter of each drawn from a Zipf(s) popularity over 1, 8 or 32 adapters.
 /// Reports completion tokens/s and p50/p99 latency, heterogeneous vs single-adapter and batched vs --max-batch 1.
-/// Options: --requests 48 --concurrency 16 --max-tokens 16 --zipf 1.1 --seed 1 --rounds 3 (median round reported)
+/// Options: --requests 48 --concurrency 16 --max-tokens 16 --zipf 1.1 --seed 1 --rounds 3 (median round reported) --threads 1 (torch intra-op threads)
 /// </summary>
 public sealed class ServeLoadBench : IBench
 {
@@ -27,6 +27,9 @@ public sealed class ServeLoadBench : IBench
         var a = new BenchArgs(argv);
         int requests = a.Int("requests", 48), concurrency = a.Int("concurrency", 16), maxTokens = a.Int("max-tokens", 16), seed = a.Int("seed", 1), rounds = a.Int("rounds", 3);
         double zipf = a.Double("zipf", 1.1);
+        // One intra-op thread by default: the server's HTTP threads share the cores, and spinning intra-op threads starve
+        // them on a small machine (2 threads measured ~3x slower here on a busy 2-core box).
+        TorchSharp.torch.set_num_threads(a.Int("threads", 1));
         string dir = Path.Combine(Path.GetTempPath(), "peftsharp-serve-load-" + Guid.NewGuid().ToString("N")[..8]);
         Directory.CreateDirectory(dir);
         try
