@@ -11,8 +11,11 @@ namespace PeftSharp.IO;
 /// </summary>
 public static class MergedModelWriter
 {
-    /// <summary>Adapter files and weights are never copied from the base folder; weights are rewritten.</summary>
-    static readonly Regex Skip = new(@"^(adapter_config\.json|adapter_model\.(safetensors|bin))$|\.safetensors$|^\.", RegexOptions.Compiled);
+    /// <summary>
+    /// Not copied: adapter files, hidden files, and every weight file (safetensors are rewritten; a stale
+    /// pytorch_model.bin or .pth next to them would hold the unmerged weights).
+    /// </summary>
+    static readonly Regex Skip = new(@"^adapter_|^\.|\.(safetensors|bin|pt|pth|ckpt|gguf)$|^pytorch_model\.bin\.index\.json$", RegexOptions.Compiled);
 
     public static void Write(CausalLM model, string baseFolder, string outDir)
     {

@@ -64,7 +64,7 @@ public static class PeftAdapterIO
             throw new FileNotFoundException(File.Exists(Path.Combine(dir, "adapter_model.bin"))
                 ? $"{dir}: only adapter_model.bin (pickle) found; convert it to {WeightsFile}" : $"{weights}: not found", weights);
         using var file = OpenWeights(weights);
-        var adapter = LoraInjector.Create(model, cfg, name, 0, AdapterDtype(file, model.Dtype), trainable, initialise: false, activate: true);
+        var adapter = LoraInjector.Create(model, cfg, name, 0, AdapterDtype(file, model.Dtype), trainable, initialise: false, activate: false);
         try
         {
             Fill(adapter, file, weights);
@@ -74,6 +74,7 @@ public static class PeftAdapterIO
             LoraModel.Of(model).Delete(name);
             throw;
         }
+        LoraModel.Of(model).SetActive(name);
         return adapter;
     }
 

@@ -12,6 +12,8 @@ public interface IQuantizedWeight : IDisposable
     long[] Shape { get; }
     /// <summary>A short scheme name recorded in fingerprints, e.g. "nf4-b64-dq".</summary>
     string Scheme { get; }
+    /// <summary>Where the compressed pieces live (and where the dense weight is built).</summary>
+    Device Device { get; }
     /// <summary>Bytes of every stored piece (codes, scales, nested scales).</summary>
     long StorageBytes { get; }
     Tensor Dequantize(ScalarType dtype, Device device);

@@ -23,6 +23,7 @@ public static class ModelLoader
         options ??= new LoadOptions();
         if (!Directory.Exists(folder)) throw new DirectoryNotFoundException($"{folder}: model folder not found");
         var config = ModelConfig.Load(folder);
+        Quantization.QuantizationSetup.EnsureRegistered();
         using var reader = new CheckpointReader(folder);
         var quantizer = options.Quantizer ?? QuantizedCheckpointDetectors.Select(d => d(reader)).FirstOrDefault(q => q is not null);
         var device = options.Device ?? CPU;

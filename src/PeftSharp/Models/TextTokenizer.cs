@@ -1,39 +1,64 @@
 using System.Text.Json;
+using System.Text.Json.Nodes;
 
 namespace PeftSharp.Models;
 
 /// <summary>
-/// A Hugging Face tokenizer.json, through Tokenizers.DotNet (a wrapper of HF's own Rust tokenizers), so
-/// ids match Python exactly. Encode adds no special tokens; callers add BOS/EOS where a format wants them.
+/// A Hugging Face tokenizer.json, through Tokenizers.DotNet (a wrapper of HF's own Rust tokenizers), so ids match
+/// Python exactly. Tokenizers.DotNet always applies the tokenizer's post-processor (a Llama BOS, for instance) and
+/// parses special-token text; <see cref="Encode"/> strips what the post-processor added unless asked for it, so
+/// pieces of one example can be encoded separately and joined, and callers add BOS/EOS where a format wants them.
+/// <see cref="Prefix"/>/<see cref="Suffix"/> are those post-processor tokens. <see cref="Decode"/> skips special tokens.
 /// </summary>
 public sealed class TextTokenizer : IDisposable
 {
+    static readonly string[] EosCandidates = ["<|endoftext|>", "<|eot_id|>", "<|end_of_text|>", "<|im_end|>", "</s>", "<eos>"];
+
     readonly Tokenizers.DotNet.Tokenizer _tok;
 
     public string Path { get; }
+    /// <summary>The end-of-sequence id: config.json's eos_token_id when given, else a well-known special token.</summary>
     public int? EosId { get; }
     public int? BosId { get; }
+    /// <summary>Added tokens marked special, by content.</summary>
     public IReadOnlyDictionary<string, int> SpecialTokens { get; }
+    /// <summary>One more than the largest id in the vocabulary and the added tokens.</summary>
+    public int VocabSize { get; }
+    /// <summary>Special tokens the post-processor puts before / after every encoded text (e.g. [BOS] for Llama).</summary>
+    public int[] Prefix { get; }
+    public int[] Suffix { get; }
 
     public TextTokenizer(string path, ModelConfig? config = null)
     {
         Path = path;
         if (!File.Exists(path)) throw new FileNotFoundException($"{path}: tokenizer.json not found", path);
-        var special = new Dictionary<string, int>();
-        try
-        {
-            using var doc = JsonDocument.Parse(File.ReadAllText(path));
-            if (doc.RootElement.TryGetProperty("added_tokens", out var added) && added.ValueKind == JsonValueKind.Array)
-                foreach (var t in added.EnumerateArray())
-                    if (t.TryGetProperty("special", out var s) && s.GetBoolean())
-                        special[t.GetProperty("content").GetString()!] = t.GetProperty("id").GetInt32();
-        }
+        JsonObject root;
+        try { root = JsonNode.Parse(File.ReadAllText(path)) as JsonObject ?? throw new InvalidDataException($"{path}: not a JSON object"); }
         catch (JsonException e) { throw new InvalidDataException($"{path}: not valid JSON ({e.Message})"); }
+
+        var special = new Dictionary<string, int>(StringComparer.Ordinal);
+        var added = new Dictionary<string, int>(StringComparer.Ordinal);
+        foreach (var t in (root["added_tokens"] as JsonArray ?? []).OfType<JsonObject>())
+        {
+            if (t["content"]?.GetValue<string>() is not { } c || t["id"] is not JsonNode id) continue;
+            added[c] = id.GetValue<int>();
+            if (t["special"]?.GetValue<bool>() == true) special[c] = added[c];
+        }
         SpecialTokens = special;
+        int maxId = added.Count > 0 ? added.Values.Max() : -1;
+        if (root["model"]?["vocab"] is JsonObject vocab)
+        {
+            foreach (var (_, v) in vocab)
+                if (v is JsonValue jv && jv.TryGetValue<int>(out int i)) maxId = Math.Max(maxId, i);
+        }
+        else if (root["model"]?["vocab"] is JsonArray unigram) maxId = Math.Max(maxId, unigram.Count - 1); // [[piece, score], ...]
+        VocabSize = maxId + 1;
+        (Prefix, Suffix) = PostProcessorTokens(root["post_processor"], added);
+
         try { _tok = new Tokenizers.DotNet.Tokenizer(vocabPath: path); }
         catch (Tokenizers.DotNet.TokenizerException e) { throw new InvalidDataException($"{path}: tokenizer failed to load ({e.Message})"); }
-        EosId = config?.EosTokenIds.FirstOrDefault() is int e1 && config.EosTokenIds.Length > 0 ? e1
-            : special.TryGetValue("<|endoftext|>", out var e2) ? e2 : special.TryGetValue("</s>", out var e3) ? e3 : null;
+        EosId = config is { EosTokenIds.Length: > 0 } ? config.EosTokenIds[0]
+            : EosCandidates.Where(special.ContainsKey).Select(c => (int?)special[c]).FirstOrDefault();
         BosId = config?.BosTokenId;
     }
 
@@ -41,9 +66,61 @@ public sealed class TextTokenizer : IDisposable
     public static TextTokenizer FromFolder(string folder, ModelConfig? config = null) =>
         new(System.IO.Path.Combine(folder, "tokenizer.json"), config ?? ModelConfig.Load(folder));
 
-    public int[] Encode(string text) => Array.ConvertAll(_tok.Encode(text), x => (int)x);
+    /// <summary>A model folder (with its config.json when present) or a tokenizer.json file.</summary>
+    public static TextTokenizer Load(string folderOrFile)
+    {
+        string path = Directory.Exists(folderOrFile) ? System.IO.Path.Combine(folderOrFile, "tokenizer.json") : folderOrFile;
+        string config = System.IO.Path.Combine(System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(path))!, "config.json");
+        return new TextTokenizer(path, File.Exists(config) ? ModelConfig.Load(config) : null);
+    }
+
+    /// <summary>The ids of <paramref name="text"/>; with <paramref name="addSpecialTokens"/>, wrapped in <see cref="Prefix"/>/<see cref="Suffix"/>.</summary>
+    public int[] Encode(string text, bool addSpecialTokens = false)
+    {
+        int[] ids = text.Length == 0 ? [] : Array.ConvertAll(_tok.Encode(text), x => (int)x);
+        int start = ids.AsSpan().StartsWith(Prefix) ? Prefix.Length : 0;
+        int end = ids.Length - start >= Suffix.Length && ids.AsSpan(start).EndsWith(Suffix) ? ids.Length - Suffix.Length : ids.Length;
+        var core = ids[start..end];
+        return addSpecialTokens ? [.. Prefix, .. core, .. Suffix] : core;
+    }
 
     public string Decode(IEnumerable<int> ids) => _tok.Decode(ids.Select(i => (uint)i).ToArray());
 
     public void Dispose() => _tok.Dispose();
+
+    /// <summary>
+    /// Which special tokens the post-processor adds to a single sequence: TemplateProcessing's "single" template
+    /// (also inside a Sequence of processors, as in Llama 3), or Bert/Roberta's cls/sep.
+    /// </summary>
+    static (int[] Prefix, int[] Suffix) PostProcessorTokens(JsonNode? pp, Dictionary<string, int> added)
+    {
+        if (pp is not JsonObject o) return ([], []);
+        switch (o["type"]?.GetValue<string>())
+        {
+            case "Sequence":
+                foreach (var inner in (o["processors"] as JsonArray ?? []))
+                    if (PostProcessorTokens(inner, added) is { } r && (r.Prefix.Length > 0 || r.Suffix.Length > 0)) return r;
+                return ([], []);
+            case "TemplateProcessing":
+            {
+                var specials = o["special_tokens"] as JsonObject;
+                var prefix = new List<int>();
+                var suffix = new List<int>();
+                bool afterSequence = false;
+                foreach (var piece in (o["single"] as JsonArray ?? []).OfType<JsonObject>())
+                {
+                    if (piece.ContainsKey("Sequence")) { afterSequence = true; continue; }
+                    string? id = piece["SpecialToken"]?["id"]?.GetValue<string>();
+                    if (id is null) continue;
+                    var ids = specials?[id]?["ids"] is JsonArray a ? a.Select(x => x!.GetValue<int>()) : added.TryGetValue(id, out int v) ? [v] : [];
+                    (afterSequence ? suffix : prefix).AddRange(ids);
+                }
+                return (prefix.ToArray(), suffix.ToArray());
+            }
+            case "BertProcessing" or "RobertaProcessing":
+                return ([o["cls"]![1]!.GetValue<int>()], [o["sep"]![1]!.GetValue<int>()]);
+            default:
+                return ([], []);
+        }
+    }
 }

@@ -52,7 +52,7 @@ public sealed class TunableLinear : nn.Module<Tensor, Tensor>
 
     /// <summary>The dense base weight: the parameter itself, or a fresh dequantised copy the caller disposes.</summary>
     public Tensor DenseWeight(ScalarType dtype) =>
-        Quantized is { } q ? q.Dequantize(dtype, weight?.device ?? CPU) : weight!;
+        Quantized is { } q ? q.Dequantize(dtype, q.Device) : weight!;
 
     public Tensor BaseForward(Tensor x) =>
         Quantized is { } q ? (bias is null ? q.Linear(x, x.dtype) : q.Linear(x, x.dtype).add_(bias))

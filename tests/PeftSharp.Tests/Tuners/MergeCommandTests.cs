@@ -61,6 +61,7 @@ public class MergeCommandTests
     {
         string baseDir = RandomModel.Write(RandomModel.LlamaConfig(modelType: "qwen2"), seed: 3, dtype: "BF16", shards: 2);
         File.WriteAllText(Path.Combine(baseDir, "tokenizer_config.json"), "{}");
+        File.WriteAllText(Path.Combine(baseDir, "pytorch_model.bin"), "stale unmerged weights");
         string adapterDir = Path.Combine(TestPaths.TempDir(), "ad");
         Tensor expected;
         using (var m = ModelLoader.Load(baseDir))
@@ -76,7 +77,9 @@ public class MergeCommandTests
         }
         string outDir = Path.Combine(TestPaths.TempDir(), "merged");
         Assert.Equal(0, CliApp.Run(["merge", "--model", baseDir, "--adapter", adapterDir, "--out", outDir]));
-        foreach (var f in Directory.GetFiles(baseDir))
+        Assert.False(File.Exists(Path.Combine(outDir, "pytorch_model.bin")));
+        Assert.True(File.Exists(Path.Combine(outDir, "model.safetensors.index.json")));
+        foreach (var f in Directory.GetFiles(baseDir).Where(f => !f.EndsWith(".bin")))
         {
             string mine = Path.Combine(outDir, Path.GetFileName(f));
             Assert.True(File.Exists(mine), Path.GetFileName(f));

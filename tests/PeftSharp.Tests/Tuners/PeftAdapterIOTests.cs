@@ -62,6 +62,33 @@ public class PeftAdapterIOTests
         expected.Dispose();
     }
 
+    [Theory]
+    [InlineData("lora")]
+    [InlineData("dora")]
+    public void ResavedPeftAdapterHasPeftsKeysShapesAndConfigValues(string name)
+    {
+        string src = Path.Combine(TestPaths.TinyLlama, "adapters", name);
+        string dst = Path.Combine(TestPaths.TempDir(), name);
+        using (var model = ModelLoader.Load(TestPaths.TinyLlama))
+        {
+            PeftAdapterIO.Load(model, src);
+            PeftAdapterIO.Save(model, "default", dst);
+        }
+        using var a = new SafeTensorsFile(Path.Combine(src, "adapter_model.safetensors"));
+        using var b = new SafeTensorsFile(Path.Combine(dst, "adapter_model.safetensors"));
+        Assert.Equal(a.Tensors.Select(t => (t.Name, t.Dtype, string.Join(",", t.Shape))).Order(),
+            b.Tensors.Select(t => (t.Name, t.Dtype, string.Join(",", t.Shape))).Order());
+        foreach (var t in a.Tensors) Assert.True(a.RawBytes(t.Name).SequenceEqual(b.RawBytes(t.Name)), t.Name);
+        var ca = JsonNode.Parse(File.ReadAllText(Path.Combine(src, "adapter_config.json")))!.AsObject();
+        var cb = JsonNode.Parse(File.ReadAllText(Path.Combine(dst, "adapter_config.json")))!.AsObject();
+        foreach (var (key, value) in ca)
+        {
+            Assert.True(cb.ContainsKey(key), key);
+            if (key == "target_modules") Assert.Equal(value!.AsArray().Select(x => x!.ToString()).Order(), cb[key]!.AsArray().Select(x => x!.ToString()).Order());
+            else if (key is not "inference_mode") Assert.True(JsonNode.DeepEquals(value, cb[key]), $"{key}: {value?.ToJsonString()} vs {cb[key]?.ToJsonString()}");
+        }
+    }
+
     [Fact]
     public void UnknownConfigKeysWarnButLoad()
     {
@@ -105,13 +132,15 @@ public class PeftAdapterIOTests
                 tensors.Add((t.Name, t.Name.EndsWith("layers.1.self_attn.v_proj.lora_A.weight") ? zeros(4, 32) : st.Load(t.Name)));
         SafeTensorsWriter.Write(file, tensors, new Dictionary<string, string> { ["format"] = "pt" });
         using var model = ModelLoader.Load(TestPaths.TinyLlama);
+        PeftAdapterIO.Load(model, Path.Combine(TestPaths.TinyLlama, "adapters", "dora"), "keep");
         var e = Assert.Throws<InvalidDataException>(() => PeftAdapterIO.Load(model, dir));
         Assert.Contains("base_model.model.model.layers.1.self_attn.v_proj.lora_A.weight", e.Message);
         Assert.Contains("[4, 32]", e.Message);
         Assert.Contains("[4, 64]", e.Message);
-        // A failed load leaves no half-attached adapter behind.
-        Assert.Empty(LoraModel.Of(model).Adapters);
-        Assert.All(model.Linears(), l => Assert.Empty(l.Adapters));
+        // A failed load leaves no half-attached adapter behind and the active adapters as they were.
+        Assert.Equal(["keep"], LoraModel.Of(model).Adapters.Keys);
+        Assert.All(model.Linears(), l => Assert.False(l.Adapters.ContainsKey("default")));
+        Assert.Equal([("keep", 1.0)], model.State.Active);
     }
 
     [Fact]

@@ -22,16 +22,20 @@ public class QuantizedBaseTests
     {
         public long[] Shape => w.shape;
         public string Scheme => "grid32";
+        public Device Device => w.device;
         public long StorageBytes => w.numel() * 4;
         public Tensor Dequantize(ScalarType dtype, Device device) => w.to(dtype, device, copy: true);
         public Tensor Linear(Tensor x, ScalarType dtype) => nn.functional.linear(x, w.to_type(dtype));
         public void Dispose() => w.Dispose();
     }
 
-    [Fact]
-    public void QDoraEqualsDoraOnTheDequantisedDenseBase()
+    [Theory]
+    [InlineData("grid32")]
+    [InlineData("nf4")]
+    public void QDoraEqualsDoraOnTheDequantisedDenseBase(string scheme)
     {
-        using var q = ModelLoader.Load(TestPaths.TinyLlama, new LoadOptions { Quantizer = new GridQuantizer() });
+        IWeightQuantizer quantizer = scheme == "nf4" ? new PeftSharp.Quantization.Nf4Quantizer() : new GridQuantizer();
+        using var q = ModelLoader.Load(TestPaths.TinyLlama, new LoadOptions { Quantizer = quantizer });
         Assert.Null(q.Layers[0].self_attn.q_proj.weight);
         using var dense = ModelLoader.Load(TestPaths.TinyLlama);
         using (no_grad())
@@ -49,12 +53,19 @@ public class QuantizedBaseTests
         using var ld2 = dense.Forward(ids);
         Assert.True(TestPaths.RelativeError(lq2, ld2) <= 1e-5);
         Assert.Throws<InvalidOperationException>(() => LoraModel.Of(q).Merge("default"));
+        using (enable_grad())
+        {
+            using var loss = q.Forward(ids).pow(2).mean();
+            loss.backward();
+        }
+        var l = aq.Layers["model.layers.1.mlp.down_proj"];
+        Assert.True(l.A.grad!.abs().sum().item<float>() > 0 && l.Magnitude!.grad!.abs().sum().item<float>() > 0);
 
         // The fingerprint tells the quantised base from the dense one even with identical dequantised values.
         var paths = aq.Layers.Keys.ToList();
         var fq = BaseFingerprint.Compute(q, paths);
         var fd = BaseFingerprint.Compute(dense, paths);
-        Assert.Equal("grid32", fq.Scheme);
+        Assert.Equal(quantizer.Scheme, fq.Scheme);
         Assert.Contains(fq.Differences(fd), d => d.Contains("q_proj.weight differs"));
     }
 

@@ -1,0 +1,87 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+
+namespace PeftSharp.Data;
+
+/// <summary>
+/// Reads training files. JSONL (.jsonl/.json), one object per line, in one of three shapes:
+/// {"text": ...} (loss on all of it), {"prompt": ..., "completion": ...} (loss on the completion only) or
+/// {"messages": [{"role": ..., "content": ...}, ...]} (rendered by <see cref="ChatFormat"/>).
+/// Plain text (any other extension): paragraphs separated by blank lines, each one example.
+/// </summary>
+public static class DatasetReader
+{
+    public static IReadOnlyList<RawExample> Read(string path)
+    {
+        if (!File.Exists(path)) throw new FileNotFoundException($"{path}: dataset file not found", path);
+        string ext = Path.GetExtension(path).ToLowerInvariant();
+        var examples = ext is ".jsonl" or ".json" ? ReadJsonl(path) : ReadText(path);
+        if (examples.Count == 0) throw new InvalidDataException($"{path}: the dataset is empty (no examples)");
+        return examples;
+    }
+
+    static List<RawExample> ReadText(string path)
+    {
+        var result = new List<RawExample>();
+        var paragraph = new List<string>();
+        int start = 0, lineNo = 0;
+        void Flush()
+        {
+            if (paragraph.Count > 0) result.Add(RawExample.Text(string.Join("\n", paragraph), $"{path}:{start}"));
+            paragraph.Clear();
+        }
+        foreach (var line in File.ReadLines(path))
+        {
+            lineNo++;
+            if (string.IsNullOrWhiteSpace(line)) { Flush(); continue; }
+            if (paragraph.Count == 0) start = lineNo;
+            paragraph.Add(line.TrimEnd('\r'));
+        }
+        Flush();
+        return result;
+    }
+
+    static List<RawExample> ReadJsonl(string path)
+    {
+        var result = new List<RawExample>();
+        int lineNo = 0;
+        foreach (var line in File.ReadLines(path))
+        {
+            lineNo++;
+            if (string.IsNullOrWhiteSpace(line)) continue;
+            string where = $"{path}:{lineNo}";
+            JsonObject obj;
+            try { obj = JsonNode.Parse(line) as JsonObject ?? throw new InvalidDataException($"{where}: expected a JSON object"); }
+            catch (JsonException e) { throw new InvalidDataException($"{where}: malformed JSON ({e.Message})"); }
+            result.Add(Parse(obj, where));
+        }
+        return result;
+    }
+
+    static RawExample Parse(JsonObject obj, string where)
+    {
+        string Str(JsonNode? node, string field) => node is JsonValue v && v.TryGetValue<string>(out var s)
+            ? s : throw new InvalidDataException($"{where}: field '{field}' must be a string");
+
+        if (obj.ContainsKey("text")) return RawExample.Text(Str(obj["text"], "text"), where);
+        if (obj.ContainsKey("prompt") || obj.ContainsKey("completion"))
+        {
+            if (!obj.ContainsKey("prompt") || !obj.ContainsKey("completion"))
+                throw new InvalidDataException($"{where}: a prompt/completion example needs both 'prompt' and 'completion'");
+            return RawExample.PromptCompletion(Str(obj["prompt"], "prompt"), Str(obj["completion"], "completion"), where);
+        }
+        if (obj["messages"] is JsonArray messages)
+        {
+            var list = new List<(string, string)>();
+            foreach (var m in messages)
+            {
+                if (m is not JsonObject mo) throw new InvalidDataException($"{where}: each message must be an object with 'role' and 'content'");
+                list.Add((Str(mo["role"], "role"), Str(mo["content"], "content")));
+            }
+            if (!list.Any(m => m.Item1 == "assistant"))
+                throw new InvalidDataException($"{where}: 'messages' has no assistant message, so there is nothing to learn");
+            return new RawExample(ChatFormat.Render(list), where);
+        }
+        throw new InvalidDataException($"{where}: expected {{\"text\"}}, {{\"prompt\",\"completion\"}} or {{\"messages\"}}, got keys [{string.Join(", ", obj.Select(p => p.Key))}]");
+    }
+}

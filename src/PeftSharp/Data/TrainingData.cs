@@ -1,0 +1,61 @@
+using PeftSharp.Models;
+
+namespace PeftSharp.Data;
+
+/// <summary>A prompt and the exact token ids the model should answer with (EOS not included).</summary>
+public sealed record PromptAnswer(int[] Prompt, int[] Answer);
+
+/// <summary>The tokenised training and evaluation data of one run.</summary>
+public sealed record TrainingData(
+    IReadOnlyList<TokenSequence> Train, DataStats TrainStats,
+    IReadOnlyList<TokenSequence> Eval, IReadOnlyList<PromptAnswer> EvalPrompts, DataStats? EvalStats)
+{
+    /// <summary>
+    /// Reads the training file and the evaluation data: an eval file when given, otherwise a seeded random
+    /// <paramref name="evalSplit"/> fraction of the training examples (none when 0). Eval examples are never packed;
+    /// those with a prompt and completion also feed exact-match accuracy.
+    /// </summary>
+    public static TrainingData Load(string trainPath, TextTokenizer tokenizer, int maxLength, bool packing,
+        string? evalPath = null, double evalSplit = 0, ulong seed = 0)
+    {
+        if (evalSplit is < 0 or >= 1) throw new ArgumentException($"eval split {evalSplit} must be in [0, 1)");
+        var train = DatasetReader.Read(trainPath);
+        IReadOnlyList<RawExample> eval = [];
+        if (evalPath is not null) eval = DatasetReader.Read(evalPath);
+        else if (evalSplit > 0)
+        {
+            var shuffled = Shuffled(train, seed);
+            int n = (int)Math.Round(train.Count * evalSplit);
+            if (n == 0 || n == train.Count)
+                throw new InvalidDataException($"{trainPath}: eval split {evalSplit} of {train.Count} examples leaves {(n == 0 ? "no eval" : "no training")} examples");
+            eval = shuffled.Take(n).ToList();
+            train = shuffled.Skip(n).ToList();
+        }
+        var (trainSeqs, trainStats) = SequenceBuilder.Build(train, tokenizer, maxLength, packing);
+        if (trainSeqs.Count == 0) throw new InvalidDataException($"{trainPath}: no example has tokens to learn from ({trainStats})");
+        if (eval.Count == 0) return new TrainingData(trainSeqs, trainStats, [], [], null);
+        var (evalSeqs, evalStats) = SequenceBuilder.Build(eval, tokenizer, maxLength, packing: false);
+        // Encoded segment by segment, exactly as in training.
+        var prompts = eval.Where(e => e.PromptAndAnswer is not null)
+            .Select(e => new PromptAnswer([.. tokenizer.Prefix, .. e.Segments.SkipLast(1).SelectMany(s => tokenizer.Encode(s.Text))], tokenizer.Encode(e.Segments[^1].Text)))
+            .Where(p => p.Prompt.Length > 0 && p.Prompt.Length + p.Answer.Length < maxLength)
+            .ToList();
+        return new TrainingData(trainSeqs, trainStats, evalSeqs, prompts, evalStats);
+    }
+
+    /// <summary><see cref="Load(string, TextTokenizer, int, bool, string?, double, ulong)"/> with a run's options.</summary>
+    public static TrainingData Load(string trainPath, TextTokenizer tokenizer, Training.TrainerOptions o) =>
+        Load(trainPath, tokenizer, o.MaxSeqLength, o.Packing, o.EvalFile, o.EvalSplit, o.Seed);
+
+    static List<RawExample> Shuffled(IReadOnlyList<RawExample> xs, ulong seed)
+    {
+        var list = xs.ToList();
+        ulong state = seed ^ 0xD1B54A32D192ED03UL;
+        for (int i = list.Count - 1; i > 0; i--)
+        {
+            int j = (int)(BatchLoader.SplitMix64(ref state) % (ulong)(i + 1));
+            (list[i], list[j]) = (list[j], list[i]);
+        }
+        return list;
+    }
+}

@@ -1,0 +1,155 @@
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+using static TorchSharp.torch;
+
+namespace PeftSharp.Quantization;
+
+/// <summary>
+/// One-pass CPU dequantisation: packed 4-bit codes + float absmax -> fp32/bf16/fp16 written straight into the
+/// destination buffer. Per block the 16 codes are scaled once (code * absmax, the same float product the
+/// reference and the TorchSharp path compute, so results are bitwise equal); AVX2 then looks the nibbles up
+/// with two 8-entry permutes and a blend.
+/// </summary>
+public static unsafe class Nf4Kernel
+{
+    public static bool Supports(ScalarType t) => t is ScalarType.Float32 or ScalarType.BFloat16 or ScalarType.Float16;
+
+    public static void Dequantize(ReadOnlySpan<byte> packed, ReadOnlySpan<float> absmax, int blockSize, ReadOnlySpan<float> code, Span<byte> dst, ScalarType dtype)
+    {
+        long n = (long)packed.Length * 2;
+        if (code.Length != 16) throw new ArgumentException($"a 4-bit code table has 16 entries, got {code.Length}");
+        if (blockSize % 16 != 0 || n % blockSize != 0 || absmax.Length != n / blockSize)
+            throw new ArgumentException($"{n} values with block size {blockSize} need {n / blockSize} absmax values, got {absmax.Length}");
+        int elem = dtype == ScalarType.Float32 ? 4 : 2;
+        if (!Supports(dtype)) throw new NotSupportedException($"the CPU kernel writes fp32, bf16 or fp16, not {dtype}");
+        if (dst.Length != n * elem) throw new ArgumentException($"destination has {dst.Length} bytes, {n * elem} needed");
+
+        fixed (byte* p = packed)
+        fixed (float* a = absmax)
+        fixed (float* c = code)
+        fixed (byte* d = dst)
+        {
+            if (dtype == ScalarType.Float32) { Run(p, a, c, (float*)d, n, blockSize); return; }
+            RunHalf(p, a, c, (ushort*)d, n, blockSize, dtype == ScalarType.BFloat16);
+        }
+    }
+
+    /// <summary>Round-to-nearest-even, as torch converts float32 to bfloat16 (NaN stays a quiet NaN).</summary>
+    static ushort ToBFloat16(float f)
+    {
+        uint u = BitConverter.SingleToUInt32Bits(f);
+        if (float.IsNaN(f)) return 0x7FC0;
+        return (ushort)((u + 0x7FFF + ((u >> 16) & 1)) >> 16);
+    }
+
+    static void Run(byte* p, float* absmax, float* code, float* o, long n, int blockSize)
+    {
+        long blocks = n / blockSize;
+        int half = blockSize / 2;
+        if (Avx2.IsSupported)
+        {
+            var c0 = Avx.LoadVector256(code);
+            var c1 = Avx.LoadVector256(code + 8);
+            var nibble = Vector256.Create(15);
+            for (long b = 0; b < blocks; b++)
+            {
+                var s = Vector256.Create(absmax[b]);
+                var t0 = Avx.Multiply(c0, s);
+                var t1 = Avx.Multiply(c1, s);
+                byte* pb = p + b * half;
+                float* ob = o + b * blockSize;
+                for (int j = 0; j < half; j += 8)
+                {
+                    var v = Avx2.ConvertToVector256Int32(Vector128.CreateScalarUnsafe(*(ulong*)(pb + j)).AsByte());
+                    var hi = Avx2.ShiftRightLogical(v, 4);
+                    var lo = Avx2.And(v, nibble);
+                    var x = Avx2.UnpackLow(hi, lo);   // h0 l0 h1 l1 | h4 l4 h5 l5
+                    var y = Avx2.UnpackHigh(hi, lo);  // h2 l2 h3 l3 | h6 l6 h7 l7
+                    Avx.Store(ob + 2 * j, Lookup(t0, t1, Avx2.Permute2x128(x, y, 0x20)));
+                    Avx.Store(ob + 2 * j + 8, Lookup(t0, t1, Avx2.Permute2x128(x, y, 0x31)));
+                }
+            }
+            return;
+        }
+        float* table = stackalloc float[16];
+        for (long b = 0; b < blocks; b++)
+        {
+            float s = absmax[b];
+            for (int k = 0; k < 16; k++) table[k] = code[k] * s;
+            byte* pb = p + b * half;
+            float* ob = o + b * blockSize;
+            for (int j = 0; j < half; j++)
+            {
+                ob[2 * j] = table[pb[j] >> 4];
+                ob[2 * j + 1] = table[pb[j] & 15];
+            }
+        }
+    }
+
+    /// <summary>
+    /// 16-bit outputs: rounding commutes with the lookup, so each block's 16 scaled codes are rounded once to
+    /// bf16/fp16 and the nibbles pick from that table (identical bits to rounding every element).
+    /// </summary>
+    static void RunHalf(byte* p, float* absmax, float* code, ushort* o, long n, int blockSize, bool bf16)
+    {
+        long blocks = n / blockSize;
+        int half = blockSize / 2;
+        int* table = stackalloc int[16];
+        var nibble = Vector256.Create(15);
+        bool simd = Avx2.IsSupported;
+        var c0 = simd ? Avx.LoadVector256(code) : default;
+        var c1 = simd ? Avx.LoadVector256(code + 8) : default;
+        for (long b = 0; b < blocks; b++)
+        {
+            float s = absmax[b];
+            byte* pb = p + b * half;
+            ushort* ob = o + b * blockSize;
+            if (!simd)
+            {
+                for (int k = 0; k < 16; k++) table[k] = bf16 ? ToBFloat16(code[k] * s) : BitConverter.HalfToUInt16Bits((Half)(code[k] * s));
+                for (int j = 0; j < half; j++) { ob[2 * j] = (ushort)table[pb[j] >> 4]; ob[2 * j + 1] = (ushort)table[pb[j] & 15]; }
+                continue;
+            }
+            Vector256<float> t0, t1;
+            if (bf16)
+            {
+                var sv = Vector256.Create(s);
+                t0 = Bf16(Avx.Multiply(c0, sv)).AsSingle();
+                t1 = Bf16(Avx.Multiply(c1, sv)).AsSingle();
+            }
+            else
+            {
+                for (int k = 0; k < 16; k++) table[k] = BitConverter.HalfToUInt16Bits((Half)(code[k] * s));
+                t0 = Avx.LoadVector256(table).AsSingle();
+                t1 = Avx.LoadVector256(table + 8).AsSingle();
+            }
+            for (int j = 0; j < half; j += 8)
+            {
+                var v = Avx2.ConvertToVector256Int32(Vector128.CreateScalarUnsafe(*(ulong*)(pb + j)).AsByte());
+                var hi = Avx2.ShiftRightLogical(v, 4);
+                var lo = Avx2.And(v, nibble);
+                var x = Avx2.UnpackLow(hi, lo);
+                var y = Avx2.UnpackHigh(hi, lo);
+                var r0 = Lookup(t0, t1, Avx2.Permute2x128(x, y, 0x20)).AsInt32();
+                var r1 = Lookup(t0, t1, Avx2.Permute2x128(x, y, 0x31)).AsInt32();
+                // packus interleaves 128-bit lanes (r0a r1a r0b r1b); the permute restores r0a r0b r1a r1b.
+                Avx.Store(ob + 2 * j, Avx2.Permute4x64(Avx2.PackUnsignedSaturate(r0, r1).AsInt64(), 0b11_01_10_00).AsUInt16());
+            }
+        }
+    }
+
+    /// <summary>float32 -> bfloat16 bits (round to nearest even, NaN -> 0x7FC0) in the low half of each int.</summary>
+    static Vector256<int> Bf16(Vector256<float> f)
+    {
+        var u = f.AsInt32();
+        var r = Avx2.ShiftRightLogical(Avx2.Add(u, Avx2.Add(Vector256.Create(0x7FFF), Avx2.And(Avx2.ShiftRightLogical(u, 16), Vector256.Create(1)))), 16);
+        return Vector256.ConditionalSelect(Avx.CompareUnordered(f, f).AsInt32(), Vector256.Create(0x7FC0), r);
+    }
+
+    /// <summary>16-entry table lookup: permute within each half, pick the half by bit 3 of the index.</summary>
+    static Vector256<float> Lookup(Vector256<float> t0, Vector256<float> t1, Vector256<int> idx) =>
+        Avx.BlendVariable(Avx2.PermuteVar8x32(t0, idx), Avx2.PermuteVar8x32(t1, idx), Avx2.ShiftLeftLogical(idx, 28).AsSingle());
+
+    public static ReadOnlySpan<float> AsFloats(ReadOnlySpan<byte> b) => MemoryMarshal.Cast<byte, float>(b);
+}

@@ -1,0 +1,66 @@
+using PeftSharp.IO;
+using PeftSharp.Training.Optim;
+using static TorchSharp.torch;
+
+namespace PeftSharp.Training;
+
+/// <summary>
+/// A resumable checkpoint folder, written atomically: trainable.safetensors (the trained parameters by name,
+/// plus the CPU RNG state), optimizer.safetensors, trainer_state.json (step, schedule, data position, seeds).
+/// </summary>
+public static class Checkpoint
+{
+    public const string Params = "trainable.safetensors", Optimizer = "optimizer.safetensors", State = "trainer_state.json";
+    const string RngKey = "__rng_state__";
+
+    public static string Folder(string outDir, int step) => Path.Combine(outDir, "checkpoints", $"step-{step:D6}");
+
+    public static void Save(string dir, ITrainingMethod method, IOptimizer optimizer, TrainerState state) => AtomicFile.WriteFolder(dir, tmp =>
+    {
+        using (var scope = NewDisposeScope())
+        {
+            var tensors = method.TrainableParameters.Select(p => (p.Name, p.P.detach().cpu())).ToList();
+            tensors.Add((RngKey, random.get_rng_state()));
+            SafeTensorsWriter.Write(Path.Combine(tmp, Params), tensors);
+        }
+        optimizer.SaveState(Path.Combine(tmp, Optimizer));
+        File.WriteAllText(Path.Combine(tmp, State), state.ToJson());
+    });
+
+    /// <summary>Restores parameters, optimiser and RNG state; returns the scalar state.</summary>
+    public static TrainerState Load(string dir, ITrainingMethod method, IOptimizer optimizer)
+    {
+        var state = TrainerState.Load(Path.Combine(dir, State));
+        string paramsPath = Path.Combine(dir, Params);
+        if (!File.Exists(paramsPath)) throw new FileNotFoundException($"{paramsPath}: checkpoint parameters missing", paramsPath);
+        using (var file = new SafeTensorsFile(paramsPath))
+        using (no_grad())
+        {
+            var expected = method.TrainableParameters.ToList();
+            foreach (var (name, p) in expected)
+            {
+                if (!file.Contains(name)) throw new InvalidDataException($"{paramsPath}: has no tensor '{name}' (was it saved by a different method?)");
+                using var t = file.Load(name, p.dtype, p.device);
+                if (!t.shape.SequenceEqual(p.shape))
+                    throw new InvalidDataException($"{paramsPath}: tensor '{name}' is [{string.Join(", ", t.shape)}], the model expects [{string.Join(", ", p.shape)}]");
+                p.copy_(t);
+            }
+            int extra = file.Tensors.Count(t => t.Name != RngKey) - expected.Count;
+            if (extra > 0) throw new InvalidDataException($"{paramsPath}: holds {extra} tensor(s) this method does not train");
+            if (file.Contains(RngKey)) { using var rng = file.Load(RngKey); random.set_rng_state(rng); }
+        }
+        optimizer.LoadState(Path.Combine(dir, Optimizer));
+        return state;
+    }
+
+    /// <summary>A checkpoint folder itself, or the latest checkpoint of a run folder.</summary>
+    public static string Resolve(string path)
+    {
+        if (File.Exists(Path.Combine(path, State))) return path;
+        string root = Path.Combine(path, "checkpoints");
+        var latest = Directory.Exists(root)
+            ? Directory.GetDirectories(root, "step-*").Where(d => File.Exists(Path.Combine(d, State))).Order(StringComparer.Ordinal).LastOrDefault()
+            : null;
+        return latest ?? throw new DirectoryNotFoundException($"{path}: no checkpoint to resume from (neither a checkpoint folder nor a run with checkpoints/step-*)");
+    }
+}

@@ -1,0 +1,46 @@
+using PeftSharp.Data;
+using PeftSharp.Generation;
+using PeftSharp.Models;
+using static TorchSharp.torch;
+
+namespace PeftSharp.Training;
+
+public sealed record EvalResult(double Loss, double? ExactMatch, int Examples);
+
+/// <summary>
+/// Eval loss (mean next-token cross entropy over the eval sequences' loss tokens) and exact-match accuracy:
+/// greedy decoding (temperature 0) from each prompt must produce exactly the answer's tokens followed by EOS.
+/// </summary>
+public static class Evaluator
+{
+    public static EvalResult Run(CausalLM model, IReadOnlyList<TokenSequence> sequences, IReadOnlyList<PromptAnswer> prompts,
+        int? eosId, int batchSize, int maxExactMatch = int.MaxValue)
+    {
+        using var noGrad = no_grad();
+        double sum = 0;
+        long count = 0;
+        for (int i = 0; i < sequences.Count; i += batchSize)
+        {
+            using var scope = NewDisposeScope();
+            using var batch = Batch.From(sequences.Skip(i).Take(batchSize).ToList(), model.Device);
+            var logits = model.Forward(batch.InputIds, attentionMask: batch.AttentionMask);
+            sum += CausalLmLoss.Sum(logits, batch.Labels).item<float>();
+            count += batch.LossTokens;
+        }
+        double? exact = null;
+        var used = prompts.Take(maxExactMatch).ToList();
+        if (used.Count > 0)
+        {
+            int hits = 0;
+            int[] stop = eosId is int eos ? [eos] : [];
+            foreach (var p in used)
+            {
+                var expected = eosId is int e ? [.. p.Answer, e] : p.Answer;
+                var got = TextGenerator.Generate(model, p.Prompt, new SamplingOptions { MaxNewTokens = expected.Length }, stop).ToArray();
+                if (got.SequenceEqual(expected)) hits++;
+            }
+            exact = (double)hits / used.Count;
+        }
+        return new EvalResult(count > 0 ? sum / count : double.NaN, exact, used.Count);
+    }
+}

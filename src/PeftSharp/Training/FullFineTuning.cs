@@ -1,0 +1,45 @@
+using System.Text.Json;
+using PeftSharp.IO;
+using PeftSharp.Models;
+using static TorchSharp.torch;
+using TorchSharp.Modules;
+
+namespace PeftSharp.Training;
+
+/// <summary>
+/// Full fine-tuning: every parameter of a dense model trains. Saves a Hugging Face model folder
+/// (config.json, model.safetensors in <paramref name="saveDtype"/>, and the tokenizer when one is given).
+/// </summary>
+public sealed class FullFineTuning : ITrainingMethod
+{
+    readonly CausalLM _model;
+    readonly string? _tokenizerJson;
+    readonly ScalarType _saveDtype;
+
+    public FullFineTuning(CausalLM model, string? tokenizerJson = null, ScalarType saveDtype = ScalarType.Float32)
+    {
+        if (model.Linears().Any(l => l.Quantized is not null))
+            throw new InvalidOperationException($"full fine-tuning needs a dense model; this one is quantised ({model.QuantizationScheme})");
+        _model = model;
+        _tokenizerJson = tokenizerJson;
+        _saveDtype = saveDtype;
+        foreach (var (_, p) in model.named_parameters()) p.requires_grad = true;
+    }
+
+    public string Description => $"full fine-tuning: {_model.ParameterCount() / 1e6:F2}M trainable parameters";
+
+    public IEnumerable<(string Name, Parameter P)> TrainableParameters => _model.named_parameters().Select(p => (p.name, p.parameter));
+
+    public void Save(string dir) => AtomicFile.WriteFolder(dir, tmp =>
+    {
+        var config = _model.Config.Raw.DeepClone().AsObject();
+        config["torch_dtype"] = SafeTensorDtype.FromScalarType(_saveDtype) switch { "BF16" => "bfloat16", "F16" => "float16", _ => "float32" };
+        File.WriteAllText(Path.Combine(tmp, "config.json"), config.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        using (var scope = NewDisposeScope())
+        {
+            var tensors = _model.named_parameters().Select(p => (p.name, p.parameter.detach().to(_saveDtype).cpu())).ToList();
+            SafeTensorsWriter.Write(Path.Combine(tmp, "model.safetensors"), tensors, new Dictionary<string, string> { ["format"] = "pt" });
+        }
+        if (_tokenizerJson is not null) File.Copy(_tokenizerJson, Path.Combine(tmp, "tokenizer.json"));
+    });
+}

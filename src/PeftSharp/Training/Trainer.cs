@@ -1,0 +1,207 @@
+using System.Diagnostics;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using System.Text.Json.Serialization;
+using PeftSharp.Data;
+using PeftSharp.Models;
+using PeftSharp.Training.Optim;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace PeftSharp.Training;
+
+public sealed record TrainResult(int Steps, double LastLoss, EvalResult? FirstEval, EvalResult? LastEval, string? FinalDir, TimeSpan Elapsed);
+
+/// <summary>
+/// The method-agnostic training loop: causal-LM loss on the labels, gradient accumulation, clipping, a learning-rate
+/// schedule, periodic evaluation and checkpoints, exact resume. The method decides which parameters train and how
+/// the result is saved; the optimiser factory decides how they are updated.
+/// Output folder: run.json (options), metrics.jsonl, checkpoints/step-NNNNNN/, final/ (the method's artefact).
+/// </summary>
+public sealed class Trainer
+{
+    public const string RunFile = "run.json";
+    readonly CausalLM _model;
+    readonly ITrainingMethod _method;
+    readonly TrainerOptions _o;
+    readonly int? _eosId;
+    readonly Func<IReadOnlyList<(string Name, Parameter Param)>, TrainerOptions, IOptimizer> _optimizerFactory;
+
+    /// <summary>Human-readable progress and notices.</summary>
+    public Action<string>? Log { get; init; }
+    /// <summary>Every record written to metrics.jsonl, as it is written.</summary>
+    public Action<JsonObject>? OnRecord { get; init; }
+    /// <summary>Called after each optimiser step with the step number (1-based).</summary>
+    public Action<int>? OnStep { get; init; }
+
+    public Trainer(CausalLM model, ITrainingMethod method, TrainerOptions options, int? eosId,
+        Func<IReadOnlyList<(string Name, Parameter Param)>, TrainerOptions, IOptimizer>? optimizerFactory = null)
+    {
+        _model = model; _method = method; _o = options; _eosId = eosId;
+        _optimizerFactory = optimizerFactory ?? DefaultOptimizer;
+        if (options.GradientAccumulation < 1) throw new ArgumentException($"gradient accumulation {options.GradientAccumulation} must be at least 1");
+    }
+
+    /// <summary>fp32 AdamW with the run's learning rate and weight decay.</summary>
+    public static IOptimizer DefaultOptimizer(IReadOnlyList<(string Name, Parameter Param)> ps, TrainerOptions o) =>
+        new Optim.AdamW(ps, new AdamWOptions(o.LearningRate, WeightDecay: o.WeightDecay));
+
+    /// <summary>True when <paramref name="outDir"/> already holds (part of) a training run.</summary>
+    public static bool HoldsRun(string outDir) =>
+        File.Exists(Path.Combine(outDir, RunFile)) || File.Exists(Path.Combine(outDir, MetricsLog.FileName)) || Directory.Exists(Path.Combine(outDir, "checkpoints"));
+
+    public TrainResult Train(TrainingData data)
+    {
+        var clock = Stopwatch.StartNew();
+        string? resume = _o.ResumeFrom is null ? null : Checkpoint.Resolve(_o.ResumeFrom);
+        PrepareOutDir(resume is not null);
+        var metrics = new MetricsLog(_o.OutDir);
+
+        var parameters = _method.TrainableParameters.ToList();
+        if (parameters.Count == 0) throw new InvalidOperationException($"{_method.Description}: no trainable parameters");
+        using var optimizer = _optimizerFactory(parameters, _o);
+        var loader = new BatchLoader(data.Train, _o.BatchSize, _o.Seed) { PadId = _eosId ?? 0 };
+        int totalSteps = _o.MaxSteps ?? _o.Epochs * ((loader.BatchesPerEpoch + _o.GradientAccumulation - 1) / _o.GradientAccumulation);
+        if (totalSteps < 1) throw new ArgumentException($"the run has {totalSteps} steps; give at least one epoch or step");
+        var schedule = new LrSchedule(_o.Schedule, _o.LearningRate, _o.WarmupSteps, totalSteps);
+        Log?.Invoke($"{_method.Description}; {data.TrainStats}; {totalSteps} steps of {_o.BatchSize}x{_o.GradientAccumulation} sequences");
+
+        int step = 0;
+        string? lastGood = null;
+        if (resume is not null)
+        {
+            var state = Checkpoint.Load(resume, _method, optimizer);
+            if (state.TotalSteps != totalSteps)
+                throw new InvalidOperationException($"{resume}: the checkpoint belongs to a run of {state.TotalSteps} steps, this one has {totalSteps}; use the same data and options to resume");
+            loader.Position = state.DataPosition;
+            step = state.Step;
+            lastGood = resume;
+            metrics.TruncateAfter(step);
+            Log?.Invoke($"resumed from {resume} at step {step}");
+        }
+
+        EvalResult? first = null, last = null;
+        bool hasEval = data.Eval.Count > 0 || data.EvalPrompts.Count > 0;
+        if (hasEval && step == 0) first = last = Evaluate(data, 0, clock, metrics);
+
+        double lastLoss = double.NaN;
+        int ranThisProcess = 0;
+        while (step < totalSteps && (_o.StopAfterSteps is not int stop || ranThisProcess < stop))
+        {
+            var stepClock = Stopwatch.StartNew();
+            var (loss, gradNorm, tokens) = TrainStep(loader, optimizer, schedule.At(step));
+            if (!double.IsFinite(loss) || !double.IsFinite(gradNorm))
+                throw new TrainingDivergedException($"{(double.IsFinite(loss) ? "gradient norm" : "loss")} became {(double.IsFinite(loss) ? gradNorm : loss)} at step {step + 1}; " +
+                    $"training stopped before applying it. Last good checkpoint: {lastGood ?? "none"}. Try a lower learning rate or gradient clipping");
+            step++; ranThisProcess++;
+            lastLoss = loss;
+            var (rss, peak) = ProcessMemory.Read();
+            Record(metrics, new JsonObject
+            {
+                ["step"] = step, ["loss"] = loss, ["lr"] = schedule.At(step - 1), ["grad_norm"] = MetricsLog.Round(gradNorm),
+                ["tokens_per_s"] = MetricsLog.Round(tokens / Math.Max(1e-9, stepClock.Elapsed.TotalSeconds), 4),
+                ["elapsed_s"] = MetricsLog.Round(clock.Elapsed.TotalSeconds, 4),
+                ["rss_mb"] = MetricsLog.Round(rss / 1048576.0, 4), ["peak_rss_mb"] = MetricsLog.Round(peak / 1048576.0, 4),
+            });
+            OnStep?.Invoke(step);
+            if (hasEval && _o.EvalInterval > 0 && step % _o.EvalInterval == 0 && step < totalSteps) last = Evaluate(data, step, clock, metrics);
+            if (_o.SaveInterval > 0 && step % _o.SaveInterval == 0 && step < totalSteps)
+                lastGood = Save(optimizer, loader, step, totalSteps, schedule.At(step - 1));
+        }
+        if (step < totalSteps) return new TrainResult(step, lastLoss, first, last, null, clock.Elapsed);
+
+        if (hasEval) last = Evaluate(data, step, clock, metrics);
+        Save(optimizer, loader, step, totalSteps, schedule.At(step - 1));
+        string finalDir = Path.Combine(_o.OutDir, "final");
+        _method.Save(finalDir);
+        Log?.Invoke($"saved {finalDir} after {step} steps in {clock.Elapsed.TotalSeconds:F1}s");
+        return new TrainResult(step, lastLoss, first, last, finalDir, clock.Elapsed);
+    }
+
+    (double Loss, double GradNorm, long Tokens) TrainStep(BatchLoader loader, IOptimizer optimizer, double lr)
+    {
+        _model.train();
+        using (NewDisposeScope()) optimizer.ZeroGrad(); // TorchSharp's zero_grad leaks a grad handle per parameter otherwise
+        var micro = Enumerable.Range(0, _o.GradientAccumulation).Select(_ => loader.NextRows()).ToList();
+        // Normalise by the step's total target count so accumulation equals one large batch.
+        long targets = Math.Max(1, micro.Sum(rows => rows.Sum(r => (long)r.Labels.Skip(1).Count(l => l != TokenSequence.Ignore))));
+        double lossSum = 0;
+        long tokens = 0;
+        foreach (var rows in micro)
+        {
+            using var scope = NewDisposeScope();
+            using var batch = Batch.From(rows, _model.Device, _eosId ?? 0);
+            var logits = _model.Forward(batch.InputIds, attentionMask: batch.AttentionMask);
+            var loss = CausalLmLoss.Sum(logits, batch.Labels) / targets;
+            loss.backward();
+            lossSum += loss.item<float>();
+            tokens += batch.Tokens;
+        }
+        double norm;
+        using (NewDisposeScope()) // reading Parameter.grad makes a new tensor handle each time; the scope frees them
+        {
+            var ps = _method.TrainableParameters.Select(p => p.P).Where(p => p.grad is not null).ToList();
+            norm = _o.MaxGradNorm > 0 ? nn.utils.clip_grad_norm_(ps, _o.MaxGradNorm) : GradNorm(ps);
+        }
+        if (double.IsFinite(lossSum) && double.IsFinite(norm))
+        {
+            optimizer.LearningRate = lr;
+            optimizer.Step();
+        }
+        return (lossSum, norm, tokens);
+    }
+
+    static double GradNorm(IEnumerable<Parameter> ps)
+    {
+        using var scope = NewDisposeScope();
+        double sq = 0;
+        foreach (var p in ps) sq += p.grad!.to_type(ScalarType.Float64).pow(2).sum().item<double>();
+        return Math.Sqrt(sq);
+    }
+
+    EvalResult Evaluate(TrainingData data, int step, Stopwatch clock, MetricsLog metrics)
+    {
+        _model.eval();
+        var r = Evaluator.Run(_model, data.Eval, data.EvalPrompts, _eosId, _o.BatchSize, _o.EvalMaxPrompts);
+        var rec = new JsonObject { ["step"] = step, ["eval_loss"] = MetricsLog.Round(r.Loss), ["elapsed_s"] = MetricsLog.Round(clock.Elapsed.TotalSeconds, 4) };
+        if (r.ExactMatch is double em) rec["eval_accuracy"] = em;
+        Record(metrics, rec);
+        Log?.Invoke($"step {step}: eval loss {r.Loss:F4}" + (r.ExactMatch is double a ? $", exact match {a:P1} of {r.Examples}" : ""));
+        return r;
+    }
+
+    string Save(IOptimizer optimizer, BatchLoader loader, int step, int totalSteps, double lr)
+    {
+        string dir = Checkpoint.Folder(_o.OutDir, step);
+        var pos = loader.Position;
+        Checkpoint.Save(dir, _method, optimizer, new TrainerState(step, totalSteps, pos.Epoch, pos.Index, pos.Seed, _o.Seed, lr, _method.Description));
+        var old = Directory.GetDirectories(Path.GetDirectoryName(dir)!, "step-*").Order(StringComparer.Ordinal).ToList();
+        foreach (var d in old.Take(Math.Max(0, old.Count - Math.Max(1, _o.KeepCheckpoints)))) Directory.Delete(d, recursive: true);
+        return dir;
+    }
+
+    void Record(MetricsLog metrics, JsonObject rec)
+    {
+        metrics.Append(rec);
+        OnRecord?.Invoke(rec);
+    }
+
+    void PrepareOutDir(bool resuming)
+    {
+        string o = _o.OutDir;
+        if (!resuming && HoldsRun(o))
+        {
+            if (!_o.Overwrite)
+                throw new InvalidOperationException($"{o}: already holds a training run; pass overwrite to replace it or resume to continue it");
+            foreach (var f in new[] { RunFile, MetricsLog.FileName }) File.Delete(Path.Combine(o, f));
+            foreach (var d in new[] { "checkpoints", "final" }) if (Directory.Exists(Path.Combine(o, d))) Directory.Delete(Path.Combine(o, d), true);
+        }
+        Directory.CreateDirectory(o);
+        var json = JsonSerializer.Serialize(_o, new JsonSerializerOptions
+        {
+            WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
+            Converters = { new JsonStringEnumConverter(JsonNamingPolicy.SnakeCaseLower) },
+        });
+        IO.AtomicFile.WriteAllText(Path.Combine(o, RunFile), json);
+    }
+}

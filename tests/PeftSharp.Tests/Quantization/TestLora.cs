@@ -1,0 +1,44 @@
+using PeftSharp.Models;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace PeftSharp.Tests.Quantization;
+
+/// <summary>A minimal LoRA for these tests (the real one lives with the adapters): y + (x A^T) B^T.</summary>
+sealed class TestLora : ILinearAdapter
+{
+    public Parameter A { get; }
+    public Parameter B { get; }
+    public string AdapterName => "test";
+
+    public TestLora(TunableLinear layer, int r, bool zeroB)
+    {
+        A = new Parameter((randn(r, layer.InFeatures) * 0.1).DetachFromDisposeScope(), requires_grad: true);
+        B = new Parameter((zeroB ? zeros(layer.OutFeatures, r) : randn(layer.OutFeatures, r) * 0.1).DetachFromDisposeScope(), requires_grad: true);
+    }
+
+    public static List<TestLora> Attach(CausalLM model, bool zeroB)
+    {
+        var all = new List<TestLora>();
+        foreach (var l in model.Linears().Where(l => l.ModulePath.StartsWith("model.layers.")))
+        {
+            var a = new TestLora(l, 4, zeroB);
+            l.Adapters["test"] = a;
+            all.Add(a);
+        }
+        model.State.Active.Clear();
+        model.State.Active.Add(("test", 1.0));
+        return all;
+    }
+
+    public Tensor Apply(Tensor x, Tensor baseOut, TunableLinear layer)
+    {
+        using var scope = NewDisposeScope();
+        return (baseOut + nn.functional.linear(nn.functional.linear(x, A), B)).MoveToOuterDisposeScope();
+    }
+
+    public IEnumerable<(string Key, Parameter Param)> NamedParameters() => [("lora_A.weight", A), ("lora_B.weight", B)];
+    public Tensor MergedWeight(Tensor w) => w + B.matmul(A);
+    public Tensor UnmergedWeight(Tensor w) => w - B.matmul(A);
+    public void Dispose() { A.Dispose(); B.Dispose(); }
+}
