@@ -84,7 +84,10 @@ public sealed class ServeCommand : AsyncCommand<ServeCommand.Settings>
         string name = options.ServedName ?? Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(s.Model)));
         await using var server = await PeftServer.StartAsync(model, tok, name, options, new PeftAdapterLoader());
         Console.Error.WriteLine($"serving '{name}' with {server.State.Adapters.Current().Count} adapter(s) on {server.BaseAddress} (Ctrl+C stops)");
-        await server.WaitForShutdownAsync();
+        // SIGTERM reaches the host; Ctrl+C is taken by the CLI framework and arrives as the cancellation token.
+        var cancelled = new TaskCompletionSource();
+        await using (cancellationToken.Register(() => cancelled.TrySetResult()))
+            await Task.WhenAny(server.WaitForShutdownAsync(), cancelled.Task);
         return 0;
     }
 }
