@@ -32,6 +32,7 @@ public static class CliApp
         config.AddCommand<Commands.LogitsCommand>("logits").WithDescription("Compute logits for input_ids from a safetensors file (parity checks).");
         config.AddCommand<Commands.MakeDemoCommand>("make-demo").WithDescription("Regenerate the bundled demo data, tokenizer and base model");
         config.AddCommand<Commands.MergeCommand>("merge").WithDescription("Merge LoRA/DoRA adapters into the base weights and write a Hugging Face model folder.");
+        config.AddCommand<Commands.TrainCommand>("train").WithDescription("Fine-tune (default: QLoRA on the bundled demo model and task): plan, progress, report, plots, resume.");
         config.AddCommand<Commands.PlanCommand>("plan").WithDescription("Memory and trainable parameters of a fine-tuning run (no GPU, no TorchSharp)");
         config.AddCommand<Commands.QuantizeCommand>("quantize").WithDescription("Quantise a model folder to bitsandbytes NF4/FP4 (double quantisation), streaming.");
         config.AddCommand<Commands.ServeCommand>("serve").WithDescription("OpenAI-compatible HTTP server: one base, many adapters, batched together.");

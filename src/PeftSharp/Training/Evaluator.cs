@@ -14,7 +14,7 @@ public sealed record EvalResult(double Loss, double? ExactMatch, int Examples);
 public static class Evaluator
 {
     public static EvalResult Run(CausalLM model, IReadOnlyList<TokenSequence> sequences, IReadOnlyList<PromptAnswer> prompts,
-        int? eosId, int batchSize, int maxExactMatch = int.MaxValue)
+        int? eosId, int batchSize, int maxExactMatch = int.MaxValue, ITrainingMethod? method = null)
     {
         using var noGrad = no_grad();
         double sum = 0;
@@ -23,7 +23,8 @@ public static class Evaluator
         {
             using var scope = NewDisposeScope();
             using var batch = Batch.From(sequences.Skip(i).Take(batchSize).ToList(), model.Device);
-            var logits = model.Forward(batch.InputIds, attentionMask: batch.AttentionMask);
+            var logits = method is null ? model.Forward(batch.InputIds, attentionMask: batch.AttentionMask)
+                                        : method.Forward(model, batch.InputIds, batch.AttentionMask);
             sum += CausalLmLoss.Sum(logits, batch.Labels).item<float>();
             count += batch.LossTokens;
         }
@@ -36,7 +37,7 @@ public static class Evaluator
             foreach (var p in used)
             {
                 var expected = eosId is int e ? [.. p.Answer, e] : p.Answer;
-                var got = TextGenerator.Generate(model, p.Prompt, new SamplingOptions { MaxNewTokens = expected.Length }, stop).ToArray();
+                var got = TextGenerator.Generate(model, p.Prompt, new SamplingOptions { MaxNewTokens = expected.Length }, stop, method?.GenerationPrefix?.unsqueeze(0)).ToArray();
                 if (got.SequenceEqual(expected)) hits++;
             }
             exact = (double)hits / used.Count;

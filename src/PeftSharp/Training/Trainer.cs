@@ -33,6 +33,8 @@ public sealed class Trainer
     public Action<JsonObject>? OnRecord { get; init; }
     /// <summary>Called after each optimiser step with the step number (1-based).</summary>
     public Action<int>? OnStep { get; init; }
+    /// <summary>Ctrl-C: the run stops after the current step and saves a resumable checkpoint.</summary>
+    public CancellationToken Cancellation { get; init; }
 
     public Trainer(CausalLM model, ITrainingMethod method, TrainerOptions options, int? eosId,
         Func<IReadOnlyList<(string Name, Parameter Param)>, TrainerOptions, IOptimizer>? optimizerFactory = null)
@@ -86,7 +88,7 @@ public sealed class Trainer
 
         double lastLoss = double.NaN;
         int ranThisProcess = 0;
-        while (step < totalSteps && (_o.StopAfterSteps is not int stop || ranThisProcess < stop))
+        while (step < totalSteps && (_o.StopAfterSteps is not int stop || ranThisProcess < stop) && !Cancellation.IsCancellationRequested)
         {
             var stepClock = Stopwatch.StartNew();
             var (loss, gradNorm, tokens) = TrainStep(loader, optimizer, schedule.At(step));
@@ -107,6 +109,11 @@ public sealed class Trainer
             if (hasEval && _o.EvalInterval > 0 && step % _o.EvalInterval == 0 && step < totalSteps) last = Evaluate(data, step, clock, metrics);
             if (_o.SaveInterval > 0 && step % _o.SaveInterval == 0 && step < totalSteps)
                 lastGood = Save(optimizer, loader, step, totalSteps, schedule.At(step - 1));
+        }
+        if (step < totalSteps && Cancellation.IsCancellationRequested && step > 0)
+        {
+            string ckpt = Save(optimizer, loader, step, totalSteps, schedule.At(step - 1));
+            Log?.Invoke($"interrupted at step {step}: saved {ckpt}; continue with --resume {_o.OutDir}");
         }
         if (step < totalSteps) return new TrainResult(step, lastLoss, first, last, null, clock.Elapsed);
 
@@ -131,7 +138,7 @@ public sealed class Trainer
         {
             using var scope = NewDisposeScope();
             using var batch = Batch.From(rows, _model.Device, _eosId ?? 0);
-            var logits = _model.Forward(batch.InputIds, attentionMask: batch.AttentionMask);
+            var logits = _method.Forward(_model, batch.InputIds, batch.AttentionMask);
             var loss = CausalLmLoss.Sum(logits, batch.Labels) / targets;
             loss.backward();
             lossSum += loss.item<float>();
@@ -162,7 +169,7 @@ public sealed class Trainer
     EvalResult Evaluate(TrainingData data, int step, Stopwatch clock, MetricsLog metrics)
     {
         _model.eval();
-        var r = Evaluator.Run(_model, data.Eval, data.EvalPrompts, _eosId, _o.BatchSize, _o.EvalMaxPrompts);
+        var r = Evaluator.Run(_model, data.Eval, data.EvalPrompts, _eosId, _o.BatchSize, _o.EvalMaxPrompts, _method);
         var rec = new JsonObject { ["step"] = step, ["eval_loss"] = MetricsLog.Round(r.Loss), ["elapsed_s"] = MetricsLog.Round(clock.Elapsed.TotalSeconds, 4) };
         if (r.ExactMatch is double em) rec["eval_accuracy"] = em;
         Record(metrics, rec);

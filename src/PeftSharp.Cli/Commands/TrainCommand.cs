@@ -1,0 +1,122 @@
+using System.Diagnostics;
+using System.Text.Json.Nodes;
+using PeftSharp.Cli.Reports;
+using PeftSharp.Data;
+using PeftSharp.Memory;
+using PeftSharp.Models;
+using PeftSharp.Quantization;
+using PeftSharp.Training;
+using PeftSharp.Training.Methods;
+using PeftSharp.Training.Optim;
+using Spectre.Console;
+using Spectre.Console.Cli;
+using static TorchSharp.torch;
+
+namespace PeftSharp.Cli.Commands;
+
+/// <summary>
+/// peft train: the memory plan, then training with a live progress bar, then measured memory beside the plan,
+/// before/after accuracy and forgetting, a report, metrics and plots. Ctrl-C saves a resumable checkpoint.
+/// </summary>
+public sealed class TrainCommand : Command<TrainSettings>
+{
+    public override int Execute(CommandContext context, TrainSettings s, CancellationToken cancellationToken)
+    {
+        using (zeros(1)) { } // load libtorch first, so the runtime's resident set counts as runtime, not activations
+        long runtimeBytes = ProcessMemory.Read().RssBytes;
+        var clock = Stopwatch.StartNew();
+        string outDir = s.Out ?? s.Resume ?? Path.Combine("runs", $"{s.Method}-{DateTime.Now:yyyyMMdd-HHmmss}");
+        var methodOptions = s.MethodOptions();
+        var options = s.TrainerOptions(outDir);
+        if (options.ResumeFrom is null && !options.Overwrite && Trainer.HoldsRun(outDir))
+            throw new InvalidOperationException($"{outDir}: already holds a training run; pass --overwrite to replace it or --resume {outDir} to continue it");
+
+        var config = PeftSharp.Models.ModelConfig.Load(s.ModelDir);
+        using var tokenizer = TextTokenizer.FromFolder(s.ModelDir, config);
+        var data = TrainingData.Load(s.DataFile, tokenizer, options);
+        AnsiConsole.MarkupLineInterpolated($"[bold]data[/] {s.DataFile}: {data.TrainStats}");
+        if (data.TrainStats.Truncated > 0)
+            AnsiConsole.MarkupLineInterpolated($"[yellow]warning[/]: {data.TrainStats.Truncated} example(s) longer than --max-seq {options.MaxSeqLength} were truncated ({data.TrainStats.TokensCut} tokens cut)");
+        int seqLen = Math.Min(options.MaxSeqLength, data.Train.Max(t => t.Length)) + (s.Method == "prompt" ? s.VirtualTokens : 0);
+
+        var plan = RunPlan.For(s.ModelDir, methodOptions, options, seqLen);
+        AnsiConsole.MarkupLine("[bold]memory plan[/] (peft plan, for this run on this device)");
+        PlanOutput.Write(plan);
+
+        var device = new ModelSettings { Model = s.ModelDir, Device = s.Device }.ResolveDevice();
+        var (model, method) = MethodFactory.Create(s.ModelDir, methodOptions, tokenizer, device, seed: s.Seed);
+        using var _ = model;
+        if (options.GradientCheckpointing) GradientCheckpointing.Enable(model);
+        AnsiConsole.MarkupLineInterpolated($"[bold]method[/] {method.Description}");
+
+        var heldout = s.HeldoutPath is { } hp ? TrainingData.Load(hp, tokenizer, options.MaxSeqLength, packing: false).Train.Take(64).ToList() : null;
+        double? heldoutBefore = heldout is null ? null : Evaluator.Run(model, heldout, [], tokenizer.EosId, options.BatchSize).Loss;
+
+        using var cts = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        ConsoleCancelEventHandler onCancel = (_, e) => { e.Cancel = true; cts.Cancel(); };
+        Console.CancelKeyPress += onCancel;
+        var records = new List<JsonObject>();
+        TrainResult result;
+        try
+        {
+            result = RunWithProgress(model, method, options, data, tokenizer.EosId, records, cts.Token);
+        }
+        finally
+        {
+            Console.CancelKeyPress -= onCancel;
+        }
+        if (result.FinalDir is null)
+        {
+            AnsiConsole.MarkupLineInterpolated($"stopped at step {result.Steps}; resume with: ./peft train --resume {outDir} (and the same options)");
+            return 130;
+        }
+
+        double? heldoutAfter = heldout is null ? null : Evaluator.Run(model, heldout, [], tokenizer.EosId, options.BatchSize, method: method).Loss;
+        long peak = ProcessMemory.Read().PeakRssBytes;
+        string? optimizerFile = Directory.GetDirectories(Path.Combine(outDir, "checkpoints"), "step-*").Order(StringComparer.Ordinal)
+            .Select(d => Path.Combine(d, "optimizer.safetensors")).LastOrDefault(File.Exists);
+        var measured = MeasuredMemory.From(model, method, runtimeBytes, peak, optimizerFile);
+
+        RunPlots.Loss(records, Path.Combine(outDir, "loss.png"));
+        RunPlots.Memory(plan, measured, Path.Combine(outDir, "memory.png"));
+        var summary = new RunSummary(s, method.Description, data, plan, measured, result, heldoutBefore, heldoutAfter, clock.Elapsed, records);
+        summary.WriteConsole();
+        string report = Path.Combine(outDir, "report.md");
+        PeftSharp.IO.AtomicFile.WriteAllText(report, summary.Markdown());
+        AnsiConsole.MarkupLineInterpolated($"[bold]report[/] {report} (metrics.jsonl, loss.png, memory.png beside it); adapter: {result.FinalDir}");
+        return 0;
+    }
+
+    static TrainResult RunWithProgress(CausalLM model, ITrainingMethod method, TrainerOptions options, TrainingData data, int? eos,
+        List<JsonObject> records, CancellationToken token)
+    {
+        TrainResult? result = null;
+        var progress = AnsiConsole.Progress().AutoClear(false).HideCompleted(false)
+            .Columns(new TaskDescriptionColumn { Alignment = Justify.Left }, new ProgressBarColumn(), new PercentageColumn(), new RemainingTimeColumn());
+        progress.Start(ctx =>
+        {
+            var task = ctx.AddTask("starting", maxValue: 1);
+            var trainer = new Trainer(model, method, options, eos,
+                (ps, o) => OptimizerFactory.Create(o.Optimizer, ps, o, Path.Combine(o.OutDir, "paged-state")))
+            {
+                Log = m => AnsiConsole.MarkupLineInterpolated($"[grey]{m}[/]"),
+                Cancellation = token,
+                OnRecord = r =>
+                {
+                    records.Add(r);
+                    if (r["loss"] is not null)
+                    {
+                        int total = options.MaxSteps ?? 0;
+                        task.MaxValue = Math.Max(task.MaxValue, total > 0 ? total : r["step"]!.GetValue<int>() + 1);
+                        task.Value = r["step"]!.GetValue<int>();
+                        task.Description = $"step {r["step"]} loss {r["loss"]!.GetValue<double>():F3} " +
+                                           $"{r["tokens_per_s"]!.GetValue<double>():F0} tok/s mem {r["rss_mb"]!.GetValue<double>():F0} MB";
+                    }
+                },
+            };
+            result = trainer.Train(data);
+            task.Value = task.MaxValue;
+        });
+        return result!;
+    }
+}

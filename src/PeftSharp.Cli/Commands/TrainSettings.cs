@@ -1,0 +1,138 @@
+using System.ComponentModel;
+using PeftSharp.Training;
+using PeftSharp.Training.Methods;
+using Spectre.Console;
+using Spectre.Console.Cli;
+
+namespace PeftSharp.Cli.Commands;
+
+/// <summary>Every knob of `peft train`. With no arguments: QLoRA on the bundled demo model and task.</summary>
+public sealed class TrainSettings : CommandSettings
+{
+    public static string DemoDir => Path.Combine(RepoRoot.Find(), "assets", "demo");
+
+    [CommandOption("--model <DIR>")] [Description("Base model folder (default: the bundled demo model, assets/demo/base)")]
+    public string? Model { get; set; }
+    [CommandOption("--data <FILE>")] [Description("Training data: .jsonl ({text} | {prompt,completion} | {messages}) or .txt (default: the demo task)")]
+    public string? Data { get; set; }
+    [CommandOption("--eval-file <FILE>")] [Description("Evaluation data (default with the demo: assets/demo/eval.jsonl)")]
+    public string? EvalFile { get; set; }
+    [CommandOption("--heldout <FILE>")] [Description("Plain text to measure forgetting on (perplexity before/after; default with the demo: assets/demo/heldout.txt)")]
+    public string? Heldout { get; set; }
+    [CommandOption("--method <METHOD>")] [Description("full | lora | dora | qlora | qdora | adapter | prompt")] [DefaultValue("qlora")]
+    public string Method { get; set; } = "qlora";
+    [CommandOption("--out <DIR>")] [Description("Output folder (default: runs/<method>-<time>)")]
+    public string? Out { get; set; }
+    [CommandOption("--overwrite")] [Description("Replace a run already in --out")]
+    public bool Overwrite { get; set; }
+    [CommandOption("--resume <DIR>")] [Description("Continue a run (its folder or one checkpoint folder)")]
+    public string? Resume { get; set; }
+
+    [CommandOption("--rank <R>")] [DefaultValue(8)] public int Rank { get; set; } = 8;
+    [CommandOption("--alpha <A>")] [DefaultValue(16.0)] public double Alpha { get; set; } = 16;
+    [CommandOption("--dropout <P>")] [DefaultValue(0.0)] public double Dropout { get; set; }
+    [CommandOption("--targets <LIST>")] [Description("Comma list of module names/suffixes, all-linear, or regex:PATTERN")] [DefaultValue("all-linear")]
+    public string Targets { get; set; } = "all-linear";
+    [CommandOption("--exclude <LIST>")] public string? Exclude { get; set; }
+    [CommandOption("--rslora")] public bool UseRslora { get; set; }
+    [CommandOption("--init <INIT>")] [Description("LoRA init: true | gaussian | pissa")] [DefaultValue("true")]
+    public string Init { get; set; } = "true";
+    [CommandOption("--reduction-factor <N>")] [Description("Houlsby bottleneck = hidden / N")] [DefaultValue(16)]
+    public int ReductionFactor { get; set; } = 16;
+    [CommandOption("--virtual-tokens <N>")] [DefaultValue(20)] public int VirtualTokens { get; set; } = 20;
+    [CommandOption("--prompt-init <INIT>")] [Description("random | sample_vocab | text")] [DefaultValue("sample_vocab")]
+    public string PromptInit { get; set; } = "sample_vocab";
+    [CommandOption("--prompt-init-text <TEXT>")] public string? PromptInitText { get; set; }
+    [CommandOption("--block-size <N>")] [Description("NF4 block size for qlora/qdora")] [DefaultValue(64)] public int BlockSize { get; set; } = 64;
+
+    [CommandOption("--lr <LR>")] [Description("Learning rate (default 1e-3 for adapters, 3e-2 for prompt tuning, 2e-4 for full)")]
+    public double? LearningRate { get; set; }
+    [CommandOption("--schedule <S>")] [Description("constant | linear | cosine")] [DefaultValue("cosine")]
+    public string Schedule { get; set; } = "cosine";
+    [CommandOption("--warmup <STEPS>")] [DefaultValue(10)] public int Warmup { get; set; } = 10;
+    [CommandOption("--epochs <N>")] [DefaultValue(1)] public int Epochs { get; set; } = 1;
+    [CommandOption("--steps <N>")] [Description("Optimiser steps (overrides --epochs; default with the demo data: 400)")]
+    public int? Steps { get; set; }
+    [CommandOption("--batch <N>")] [DefaultValue(16)] public int Batch { get; set; } = 16;
+    [CommandOption("--grad-accum <N>")] [DefaultValue(1)] public int GradAccum { get; set; } = 1;
+    [CommandOption("--max-seq <N>")] [DefaultValue(256)] public int MaxSeq { get; set; } = 256;
+    [CommandOption("--packing")] public bool Packing { get; set; }
+    [CommandOption("--checkpointing")] [Description("Gradient checkpointing: recompute layer activations in backward")]
+    public bool Checkpointing { get; set; }
+    [CommandOption("--optimizer <O>")] [Description("adamw | adamw-8bit | paged-adamw | paged-adamw-8bit")] [DefaultValue("adamw")]
+    public string Optimizer { get; set; } = "adamw";
+    [CommandOption("--weight-decay <W>")] [DefaultValue(0.0)] public double WeightDecay { get; set; }
+    [CommandOption("--seed <S>")] [DefaultValue(42)] public int Seed { get; set; } = 42;
+    [CommandOption("--eval-split <F>")] [Description("Fraction of --data held out for eval when no --eval-file")] [DefaultValue(0.0)]
+    public double EvalSplit { get; set; }
+    [CommandOption("--eval-interval <N>")] [Description("Evaluate every N steps (default: 5 evaluations per run)")]
+    public int? EvalInterval { get; set; }
+    [CommandOption("--save-interval <N>")] [DefaultValue(0)] public int SaveInterval { get; set; }
+    [CommandOption("--device <D>")] [DefaultValue("cpu")] public string Device { get; set; } = "cpu";
+
+    public bool UsesDemo => Data is null;
+
+    public MethodOptions MethodOptions() => new()
+    {
+        Method = Method, Rank = Rank, Alpha = Alpha, Dropout = Dropout, Targets = Targets, Exclude = Exclude, UseRslora = UseRslora,
+        Init = Init, ReductionFactor = ReductionFactor, VirtualTokens = VirtualTokens, PromptInit = PromptInit, PromptInitText = PromptInitText,
+        BlockSize = BlockSize,
+    };
+
+    public string ModelDir => Model ?? Path.Combine(DemoDir, "base");
+    public string DataFile => Data ?? Path.Combine(DemoDir, "train.jsonl");
+    public string? EvalPath => EvalFile ?? (UsesDemo && EvalSplit == 0 ? Path.Combine(DemoDir, "eval.jsonl") : null);
+    public string? HeldoutPath => Heldout ?? (UsesDemo ? Path.Combine(DemoDir, "heldout.txt") : null);
+
+    public TrainerOptions TrainerOptions(string outDir)
+    {
+        int? steps = Steps ?? (UsesDemo ? 400 : null);
+        int evalInterval = EvalInterval ?? (steps is int s ? Math.Max(1, s / 5) : 0);
+        return new TrainerOptions
+        {
+            LearningRate = LearningRate ?? (Method == "full" ? 2e-4 : Method == "prompt" ? 3e-2 : 1e-3),
+            Schedule = Schedule.ToLowerInvariant() switch
+            {
+                "constant" => LrScheduleKind.Constant,
+                "linear" => LrScheduleKind.Linear,
+                "cosine" => LrScheduleKind.Cosine,
+                _ => throw new ArgumentException($"--schedule: '{Schedule}' is not constant, linear or cosine"),
+            },
+            WarmupSteps = Warmup, Epochs = Epochs, MaxSteps = steps, BatchSize = Batch, GradientAccumulation = GradAccum,
+            MaxSeqLength = MaxSeq, Packing = Packing, GradientCheckpointing = Checkpointing, Optimizer = Optimizer,
+            WeightDecay = WeightDecay, Seed = (ulong)Seed, EvalSplit = EvalSplit, EvalFile = EvalPath, EvalInterval = evalInterval,
+            SaveInterval = SaveInterval, ResumeFrom = Resume, OutDir = outDir, Overwrite = Overwrite, Device = Device,
+        };
+    }
+
+    public override ValidationResult Validate()
+    {
+        try { MethodOptions().Validate(); }
+        catch (ArgumentException e) { return ValidationResult.Error(e.Message); }
+        if (!Training.Optim.OptimizerFactory.Names.Contains(Optimizer)) return ValidationResult.Error($"--optimizer: '{Optimizer}' is not one of {string.Join(", ", Training.Optim.OptimizerFactory.Names)}");
+        if (Batch <= 0) return ValidationResult.Error($"--batch must be positive (got {Batch})");
+        if (GradAccum <= 0) return ValidationResult.Error($"--grad-accum must be positive (got {GradAccum})");
+        if (MaxSeq <= 1) return ValidationResult.Error($"--max-seq must be at least 2 (got {MaxSeq})");
+        if (Steps is <= 0) return ValidationResult.Error($"--steps must be positive (got {Steps})");
+        if (Epochs <= 0) return ValidationResult.Error($"--epochs must be positive (got {Epochs})");
+        if (LearningRate is <= 0) return ValidationResult.Error($"--lr must be positive (got {LearningRate})");
+        if (Model is not null && !Directory.Exists(Model)) return ValidationResult.Error($"--model: folder '{Model}' not found");
+        if (Data is not null && !File.Exists(Data)) return ValidationResult.Error($"--data: file '{Data}' not found");
+        if (EvalFile is not null && !File.Exists(EvalFile)) return ValidationResult.Error($"--eval-file: file '{EvalFile}' not found");
+        if (Heldout is not null && !File.Exists(Heldout)) return ValidationResult.Error($"--heldout: file '{Heldout}' not found");
+        if (Overwrite && Resume is not null) return ValidationResult.Error("--overwrite and --resume exclude each other");
+        return ValidationResult.Success();
+    }
+}
+
+/// <summary>Finds the repository root (where the demo assets live), from the working directory or the binary.</summary>
+public static class RepoRoot
+{
+    public static string Find()
+    {
+        foreach (var start in new[] { Environment.CurrentDirectory, AppContext.BaseDirectory })
+            for (var d = new DirectoryInfo(start); d is not null; d = d.Parent)
+                if (Directory.Exists(Path.Combine(d.FullName, "assets", "demo"))) return d.FullName;
+        throw new DirectoryNotFoundException("the bundled demo assets (assets/demo) were not found; pass --model and --data");
+    }
+}

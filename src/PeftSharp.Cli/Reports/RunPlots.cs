@@ -1,0 +1,63 @@
+using System.Text.Json.Nodes;
+using PeftSharp.Memory;
+
+namespace PeftSharp.Cli.Reports;
+
+/// <summary>PNG plots of a run (ScottPlot): loss curves, and planned vs measured memory by resident.</summary>
+public static class RunPlots
+{
+    public static void Loss(IReadOnlyList<JsonObject> records, string path)
+    {
+        var plot = new ScottPlot.Plot();
+        var train = records.Where(r => r["loss"] is not null).ToList();
+        var eval = records.Where(r => r["eval_loss"] is not null).ToList();
+        if (train.Count > 0)
+        {
+            var s = plot.Add.Scatter(train.Select(r => (double)r["step"]!.GetValue<int>()).ToArray(), train.Select(r => r["loss"]!.GetValue<double>()).ToArray());
+            s.LegendText = "train loss";
+            s.MarkerSize = 0;
+        }
+        if (eval.Count > 0)
+        {
+            var s = plot.Add.Scatter(eval.Select(r => (double)r["step"]!.GetValue<int>()).ToArray(), eval.Select(r => r["eval_loss"]!.GetValue<double>()).ToArray());
+            s.LegendText = "eval loss";
+            s.MarkerSize = 6;
+        }
+        plot.Title("Loss");
+        plot.XLabel("optimiser step");
+        plot.YLabel("cross entropy (nats/token)");
+        plot.ShowLegend();
+        plot.SavePng(path, 800, 500);
+    }
+
+    public static void Memory(MemoryPlan plan, MeasuredMemory measured, string path)
+    {
+        string[] names = ["weights", "gradients", "optimizer", "activations+buffers", "runtime", "total"];
+        double Mb(long b) => b / 1e6;
+        double[] planned =
+        [
+            Mb(plan.WeightsBytes), Mb(plan.GradientsBytes), Mb(plan.OptimizerBytes),
+            Mb(plan.ActivationsBytes + plan.LogitsBytes + plan.DequantBufferBytes), Mb(plan.FrameworkOverheadBytes), Mb(plan.TotalBytes),
+        ];
+        double[] real =
+        [
+            Mb(measured.Weights), Mb(measured.Gradients), Mb(measured.Optimizer), Mb(measured.ActivationsAndBuffers), Mb(measured.Runtime), Mb(measured.Peak),
+        ];
+        var plot = new ScottPlot.Plot();
+        var bars = new List<ScottPlot.Bar>();
+        for (int i = 0; i < names.Length; i++)
+        {
+            bars.Add(new ScottPlot.Bar { Position = i * 3, Value = planned[i], FillColor = ScottPlot.Colors.SteelBlue });
+            bars.Add(new ScottPlot.Bar { Position = i * 3 + 1, Value = real[i], FillColor = ScottPlot.Colors.Orange });
+        }
+        plot.Add.Bars(bars);
+        plot.Axes.Bottom.SetTicks(names.Select((_, i) => i * 3 + 0.5).ToArray(), names);
+        plot.Legend.ManualItems.Add(new ScottPlot.LegendItem { LabelText = "planned", FillColor = ScottPlot.Colors.SteelBlue });
+        plot.Legend.ManualItems.Add(new ScottPlot.LegendItem { LabelText = "measured", FillColor = ScottPlot.Colors.Orange });
+        plot.ShowLegend();
+        plot.Title("Memory by resident: planned vs measured");
+        plot.YLabel("MB (10^6 bytes)");
+        plot.Axes.Margins(bottom: 0);
+        plot.SavePng(path, 900, 500);
+    }
+}

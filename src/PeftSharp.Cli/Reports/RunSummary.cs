@@ -1,0 +1,72 @@
+using System.Globalization;
+using System.Text;
+using System.Text.Json.Nodes;
+using PeftSharp.Cli.Commands;
+using PeftSharp.Data;
+using PeftSharp.Memory;
+using PeftSharp.Training;
+using Spectre.Console;
+
+namespace PeftSharp.Cli.Reports;
+
+/// <summary>The end of a training run, for the console and for report.md.</summary>
+public sealed record RunSummary(TrainSettings Settings, string Method, TrainingData Data, MemoryPlan Plan, MeasuredMemory Measured,
+    TrainResult Result, double? HeldoutLossBefore, double? HeldoutLossAfter, TimeSpan Elapsed, IReadOnlyList<JsonObject> Records)
+{
+    static string Mb(long b) => (b / 1e6).ToString("F1", CultureInfo.InvariantCulture);
+    static string Pct(double? x) => x is double v ? v.ToString("P1", CultureInfo.InvariantCulture) : "n/a";
+    static string Ppl(double? loss) => loss is double l ? Math.Exp(l).ToString("F3", CultureInfo.InvariantCulture) : "n/a";
+
+    (string Name, long Planned, long Measured)[] MemoryRows =>
+    [
+        ("weights", Plan.WeightsBytes, Measured.Weights),
+        ("gradients", Plan.GradientsBytes, Measured.Gradients),
+        ("optimizer state", Plan.OptimizerBytes, Measured.Optimizer),
+        ("activations + buffers", Plan.ActivationsBytes + Plan.LogitsBytes + Plan.DequantBufferBytes, Measured.ActivationsAndBuffers),
+        ("runtime", Plan.FrameworkOverheadBytes, Measured.Runtime),
+        ("total (peak RSS)", Plan.TotalBytes, Measured.Peak),
+    ];
+
+    double MeanTokensPerSecond => Records.Where(r => r["tokens_per_s"] is not null).Select(r => r["tokens_per_s"]!.GetValue<double>()).DefaultIfEmpty(0).Average();
+
+    public void WriteConsole()
+    {
+        var t = new Table().AddColumn("resident").AddColumn(new TableColumn("planned MB").RightAligned()).AddColumn(new TableColumn("measured MB").RightAligned());
+        foreach (var (n, p, m) in MemoryRows) t.AddRow(n, Mb(p), Mb(m));
+        AnsiConsole.Write(t);
+        double err = (Plan.TotalBytes - (double)Measured.Peak) / Measured.Peak;
+        AnsiConsole.MarkupLineInterpolated($"peak memory: planned {Mb(Plan.TotalBytes)} MB, measured {Mb(Measured.Peak)} MB ({err:+0.0%;-0.0%})");
+        AnsiConsole.MarkupLineInterpolated($"exact-match accuracy: before {Pct(Result.FirstEval?.ExactMatch)}, after {Pct(Result.LastEval?.ExactMatch)}");
+        AnsiConsole.MarkupLineInterpolated($"eval loss: before {Result.FirstEval?.Loss:F4}, after {Result.LastEval?.Loss:F4}");
+        if (HoldoutKnown) AnsiConsole.MarkupLineInterpolated($"held-out perplexity (forgetting): before {Ppl(HeldoutLossBefore)}, after {Ppl(HeldoutLossAfter)}");
+        AnsiConsole.MarkupLineInterpolated($"{Result.Steps} steps in {Elapsed.TotalSeconds:F0} s ({MeanTokensPerSecond:F0} tokens/s)");
+    }
+
+    bool HoldoutKnown => HeldoutLossBefore is not null;
+
+    public string Markdown()
+    {
+        var sb = new StringBuilder();
+        sb.AppendLine("# Training report").AppendLine();
+        sb.AppendLine($"- method: {Method}");
+        sb.AppendLine($"- base model: `{Settings.ModelDir}`");
+        sb.AppendLine($"- data: `{Settings.DataFile}`: {Data.TrainStats}");
+        if (Data.EvalStats is { } es) sb.AppendLine($"- eval: {es}");
+        sb.AppendLine($"- steps: {Result.Steps}, wall time {Elapsed.TotalSeconds:F0} s, mean {MeanTokensPerSecond:F0} tokens/s");
+        sb.AppendLine().AppendLine("## Results").AppendLine();
+        sb.AppendLine("| metric | before | after |").AppendLine("|---|---|---|");
+        sb.AppendLine($"| exact-match accuracy | {Pct(Result.FirstEval?.ExactMatch)} | {Pct(Result.LastEval?.ExactMatch)} |");
+        sb.AppendLine($"| eval loss | {Result.FirstEval?.Loss:F4} | {Result.LastEval?.Loss:F4} |");
+        if (HoldoutKnown) sb.AppendLine($"| held-out perplexity (forgetting) | {Ppl(HeldoutLossBefore)} | {Ppl(HeldoutLossAfter)} |");
+        sb.AppendLine().AppendLine("![loss](loss.png)").AppendLine();
+        sb.AppendLine("## Memory: planned vs measured").AppendLine();
+        sb.AppendLine("Planned by `peft plan` for this run before it started; measured: weights and gradients from the tensors, optimiser " +
+                      "state from its checkpoint, runtime from the resident set before loading, activations + buffers as the rest of the peak resident set (VmHWM).").AppendLine();
+        sb.AppendLine("| resident | planned MB | measured MB |").AppendLine("|---|---|---|");
+        foreach (var (n, p, m) in MemoryRows) sb.AppendLine($"| {n} | {Mb(p)} | {Mb(m)} |");
+        double err = (Plan.TotalBytes - (double)Measured.Peak) / Measured.Peak;
+        sb.AppendLine().AppendLine($"Peak error of the plan: {err.ToString("+0.0%;-0.0%", CultureInfo.InvariantCulture)}.").AppendLine();
+        sb.AppendLine("![memory](memory.png)");
+        return sb.ToString();
+    }
+}

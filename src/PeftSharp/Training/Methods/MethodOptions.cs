@@ -1,0 +1,38 @@
+namespace PeftSharp.Training.Methods;
+
+/// <summary>The tuning method of a run and its knobs (the LoRA ones mirror PEFT's LoraConfig).</summary>
+public sealed record MethodOptions
+{
+    public static readonly string[] Names = ["full", "lora", "dora", "qlora", "qdora", "adapter", "prompt"];
+
+    public string Method { get; init; } = "qlora";
+    public int Rank { get; init; } = 8;
+    public double Alpha { get; init; } = 16;
+    public double Dropout { get; init; }
+    /// <summary>Comma list, "all-linear", or "regex:PATTERN" (as `plan --targets`).</summary>
+    public string Targets { get; init; } = "all-linear";
+    public string? Exclude { get; init; }
+    public bool UseRslora { get; init; }
+    /// <summary>true | gaussian | pissa.</summary>
+    public string Init { get; init; } = "true";
+    public int ReductionFactor { get; init; } = 16;
+    public string NonLinearity { get; init; } = "relu";
+    public int VirtualTokens { get; init; } = 20;
+    /// <summary>random | sample_vocab | text.</summary>
+    public string PromptInit { get; init; } = "sample_vocab";
+    public string? PromptInitText { get; init; }
+    public int BlockSize { get; init; } = 64;
+    public bool DoubleQuant { get; init; } = true;
+    public bool IsQuantized => Method is "qlora" or "qdora";
+    public bool IsLora => Method is "lora" or "dora" or "qlora" or "qdora";
+
+    public void Validate()
+    {
+        if (!Names.Contains(Method)) throw new ArgumentException($"--method: '{Method}' is not one of {string.Join(", ", Names)}");
+        if (Rank <= 0) throw new ArgumentException($"--rank must be positive (got {Rank})");
+        if (Alpha <= 0) throw new ArgumentException($"--alpha must be positive (got {Alpha})");
+        if (Dropout is < 0 or >= 1) throw new ArgumentException($"--dropout must be in [0, 1) (got {Dropout})");
+        if (VirtualTokens <= 0) throw new ArgumentException($"--virtual-tokens must be positive (got {VirtualTokens})");
+        if (ReductionFactor <= 0) throw new ArgumentException($"--reduction-factor must be positive (got {ReductionFactor})");
+    }
+}

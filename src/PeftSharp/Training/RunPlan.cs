@@ -1,0 +1,39 @@
+using PeftSharp.Memory;
+using PeftSharp.Training.Methods;
+
+namespace PeftSharp.Training;
+
+/// <summary>The memory plan of a training run as this process will execute it (CPU or CUDA, the compute dtype, the data's length).</summary>
+public static class RunPlan
+{
+    public static PlanRequest Request(MethodOptions m, TrainerOptions o, int sequenceLength, bool fp32 = true) => new()
+    {
+        Method = PlanNames.Method(m.Method),
+        Rank = m.Rank,
+        Alpha = m.Alpha,
+        Targets = m.IsLora ? TargetMatcher.Parse(m.Targets, new TargetFilters
+        {
+            ExcludeModules = m.Exclude?.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries),
+        }) : null,
+        VirtualTokens = m.VirtualTokens,
+        WeightDtype = m.IsQuantized ? DType.Nf4 : fp32 ? DType.Fp32 : DType.Bf16,
+        ComputeDtype = fp32 ? DType.Fp32 : DType.Bf16,
+        AdapterDtype = DType.Fp32,
+        Optimizer = PlanNames.Optimizer(o.Optimizer),
+        BatchSize = o.BatchSize,
+        SequenceLength = Math.Max(1, sequenceLength),
+        GradientAccumulation = o.GradientAccumulation,
+        GradientCheckpointing = o.GradientCheckpointing,
+        // Padded batches pass an explicit mask, and libtorch's CPU attention then materialises the scores.
+        Attention = AttentionKind.Eager,
+        Device = o.Device.StartsWith("cuda", StringComparison.Ordinal) ? DeviceKind.Cuda : DeviceKind.Cpu,
+    };
+
+    public static MemoryPlan For(string modelDir, MethodOptions m, TrainerOptions o, int sequenceLength, int? houlsbyBottleneck = null)
+    {
+        var shape = ModelShape.Load(Path.Combine(modelDir, "config.json"));
+        var req = Request(m, o, sequenceLength);
+        if (m.Method == "adapter") req = req with { AdapterBottleneck = houlsbyBottleneck ?? Math.Max(1, shape.Config.HiddenSize / m.ReductionFactor) };
+        return MemoryPlanner.Plan(shape, req);
+    }
+}
