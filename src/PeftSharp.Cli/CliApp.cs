@@ -37,5 +37,6 @@ public static class CliApp
         config.AddCommand<Commands.TrainCommand>("train").WithDescription("Fine-tune (default: QLoRA on the bundled demo model and task): plan, progress, report, plots, resume.");
         config.AddCommand<Commands.PlanCommand>("plan").WithDescription("Memory and trainable parameters of a fine-tuning run (no GPU, no TorchSharp)");
         config.AddCommand<Commands.QuantizeCommand>("quantize").WithDescription("Quantise a model folder to bitsandbytes NF4/FP4 (double quantisation), streaming.");
+        config.AddCommand<Commands.ServeCommand>("serve").WithDescription("OpenAI-compatible HTTP server: one base, many adapters, batched together.");
     }
 }

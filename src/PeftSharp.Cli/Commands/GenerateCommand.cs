@@ -67,7 +67,7 @@ public sealed class GenerateCommand : Command<GenerateCommand.Settings>
             if (stop.Contains(id)) break;
             Console.Write(streamer.Push(id));
         }
-        Console.WriteLine();
+        Console.WriteLine(streamer.Flush());
         return 0;
     }
 }

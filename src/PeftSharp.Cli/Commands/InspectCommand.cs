@@ -36,6 +36,7 @@ public sealed class InspectCommand : Command<InspectCommand.Settings>
         summary.AddRow("vocab", c.VocabSize.ToString());
         summary.AddRow("tied embeddings", c.TieWordEmbeddings.ToString().ToLowerInvariant());
         summary.AddRow("rope", c.RopeScaling is { } rs ? $"theta {c.RopeTheta}, {rs.Type} x{rs.Factor}" : $"theta {c.RopeTheta}");
+        summary.AddRow("parameters", PeftSharp.Memory.ModelShape.Load(Path.Combine(s.Model, "config.json")).TotalParameters.ToString("N0"));
         summary.AddRow("stored tensors", infos.Count.ToString());
         summary.AddRow("stored elements", elements.ToString("N0"));
         summary.AddRow("dtypes", string.Join(", ", infos.GroupBy(i => i.Dtype).Select(g => $"{g.Key} x{g.Count()}")));

@@ -45,13 +45,13 @@ public sealed class TrainSettings : CommandSettings
     [CommandOption("--prompt-init-text <TEXT>")] public string? PromptInitText { get; set; }
     [CommandOption("--block-size <N>")] [Description("NF4 block size for qlora/qdora")] [DefaultValue(64)] public int BlockSize { get; set; } = 64;
 
-    [CommandOption("--lr <LR>")] [Description("Learning rate (default 2e-3 for adapters, 2e-4 for full)")]
+    [CommandOption("--lr <LR>")] [Description("Learning rate (default 1e-3 for adapters, 3e-2 for prompt tuning, 2e-4 for full)")]
     public double? LearningRate { get; set; }
     [CommandOption("--schedule <S>")] [Description("constant | linear | cosine")] [DefaultValue("cosine")]
     public string Schedule { get; set; } = "cosine";
     [CommandOption("--warmup <STEPS>")] [DefaultValue(10)] public int Warmup { get; set; } = 10;
     [CommandOption("--epochs <N>")] [DefaultValue(1)] public int Epochs { get; set; } = 1;
-    [CommandOption("--steps <N>")] [Description("Optimiser steps (overrides --epochs; demo default 150)")]
+    [CommandOption("--steps <N>")] [Description("Optimiser steps (overrides --epochs; default with the demo data: 400)")]
     public int? Steps { get; set; }
     [CommandOption("--batch <N>")] [DefaultValue(16)] public int Batch { get; set; } = 16;
     [CommandOption("--grad-accum <N>")] [DefaultValue(1)] public int GradAccum { get; set; } = 1;
@@ -86,11 +86,11 @@ public sealed class TrainSettings : CommandSettings
 
     public TrainerOptions TrainerOptions(string outDir)
     {
-        int? steps = Steps ?? (UsesDemo && Method != "full" ? 150 : null);
+        int? steps = Steps ?? (UsesDemo ? 400 : null);
         int evalInterval = EvalInterval ?? (steps is int s ? Math.Max(1, s / 5) : 0);
         return new TrainerOptions
         {
-            LearningRate = LearningRate ?? (Method == "full" ? 2e-4 : Method == "prompt" ? 3e-2 : 2e-3),
+            LearningRate = LearningRate ?? (Method == "full" ? 2e-4 : Method == "prompt" ? 3e-2 : 1e-3),
             Schedule = Schedule.ToLowerInvariant() switch
             {
                 "constant" => LrScheduleKind.Constant,

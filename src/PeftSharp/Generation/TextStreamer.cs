@@ -21,5 +21,14 @@ public sealed class TextStreamer(TextTokenizer tokenizer)
         return delta;
     }
 
+    /// <summary>At the end of generation: text still held back (an unfinished character decodes as U+FFFD).</summary>
+    public string Flush()
+    {
+        string text = Text;
+        string rest = text.Length > _emitted ? text[_emitted..] : "";
+        _emitted = Math.Max(_emitted, text.Length);
+        return rest;
+    }
+
     public string Text => tokenizer.Decode(_ids);
 }

@@ -1,0 +1,93 @@
+using System.ComponentModel;
+using PeftSharp.Models;
+using PeftSharp.Serving.Adapters;
+using PeftSharp.Serving.Hosting;
+using Spectre.Console;
+using Spectre.Console.Cli;
+
+namespace PeftSharp.Cli.Commands;
+
+/// <summary>peft serve: an OpenAI-compatible HTTP server for one base and many adapters (see src/PeftSharp.Serving).</summary>
+public sealed class ServeCommand : AsyncCommand<ServeCommand.Settings>
+{
+    public sealed class Settings : ModelSettings
+    {
+        [CommandOption("--adapter <NAME=DIR>")]
+        [Description("Adapter to serve from the start (repeatable); DIR alone uses the folder name")]
+        public string[] Adapters { get; set; } = [];
+
+        [CommandOption("--adapter-root <DIR>")]
+        [Description("Allow POST /v1/adapters to load folders under DIR (off without it)")]
+        public string? AdapterRoot { get; set; }
+
+        [CommandOption("--host <IP>")]
+        [DefaultValue("127.0.0.1")]
+        public string Host { get; set; } = "127.0.0.1";
+
+        [CommandOption("--port <P>")]
+        [DefaultValue(8000)]
+        public int Port { get; set; } = 8000;
+
+        [CommandOption("--api-key <KEY>")]
+        [Description("Require Authorization: Bearer KEY on every /v1 endpoint")]
+        public string? ApiKey { get; set; }
+
+        [CommandOption("--max-adapters <N>")]
+        [Description("Resident adapters; the least recently used unleased one is evicted and reloaded on demand")]
+        [DefaultValue(64)]
+        public int MaxAdapters { get; set; } = 64;
+
+        [CommandOption("--max-batch <N>")]
+        [Description("Requests decoded together (1 = one at a time)")]
+        [DefaultValue(32)]
+        public int MaxBatch { get; set; } = 32;
+
+        [CommandOption("--max-queue <N>")]
+        [Description("Waiting requests before new ones get HTTP 429")]
+        [DefaultValue(256)]
+        public int MaxQueue { get; set; } = 256;
+
+        [CommandOption("--served-name <NAME>")]
+        [Description("Model id of the base (default: the model folder's name)")]
+        public string? ServedName { get; set; }
+
+        public ServerOptions Options => new()
+        {
+            Host = Host, Port = Port, ApiKey = ApiKey, AdapterRoot = AdapterRoot, MaxAdapters = MaxAdapters, MaxBatch = MaxBatch,
+            MaxQueue = MaxQueue, ServedName = ServedName, Adapters = Adapters.Select(ParseAdapter).ToList(),
+        };
+
+        public override ValidationResult Validate()
+        {
+            var r = base.Validate();
+            if (!r.Successful) return r;
+            try { Options.Validate(); }
+            catch (ArgumentException e) { return ValidationResult.Error(e.Message); }
+            return ValidationResult.Success();
+        }
+
+        static (string, string) ParseAdapter(string spec)
+        {
+            int eq = spec.IndexOf('=');
+            string dir = eq >= 0 ? spec[(eq + 1)..] : spec;
+            string name = eq >= 0 ? spec[..eq] : Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(dir)));
+            if (!Directory.Exists(dir)) throw new ArgumentException($"--adapter {spec}: folder '{dir}' not found");
+            return (name, dir);
+        }
+    }
+
+    public override async Task<int> ExecuteAsync(CommandContext context, Settings s, CancellationToken cancellationToken)
+    {
+        using var model = s.LoadModel();
+        using var tok = TextTokenizer.FromFolder(s.Model, model.Config);
+        var options = s.Options;
+        string name = options.ServedName ?? Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(s.Model)));
+        await using var server = await PeftServer.StartAsync(model, tok, name, options, new PeftAdapterLoader());
+        Console.Error.WriteLine($"serving '{name}' with {server.State.Adapters.Current().Count} adapter(s) on {server.BaseAddress} (Ctrl+C stops)");
+        // SIGTERM reaches the host; Ctrl+C is taken by the CLI framework and arrives as the cancellation token.
+        var cancelled = new TaskCompletionSource();
+        await using (cancellationToken.Register(() => cancelled.TrySetResult()))
+            await Task.WhenAny(server.WaitForShutdownAsync(), cancelled.Task);
+        return 0;
+    }
+}

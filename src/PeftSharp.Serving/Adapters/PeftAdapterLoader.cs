@@ -1,0 +1,46 @@
+using System.Text.Json.Nodes;
+using PeftSharp.IO;
+using PeftSharp.Models;
+using PeftSharp.Tuners.Lora;
+using Fingerprint = PeftSharp.IO.BaseFingerprint;
+
+namespace PeftSharp.Serving.Adapters;
+
+/// <summary>
+/// PEFT LoRA/DoRA folders through <see cref="PeftAdapterIO"/>. Before touching the model it refuses, as a mismatch,
+/// an adapter whose recorded base fingerprint (weights, architecture, quantisation) differs from the served base or
+/// whose target_modules match no module of it. The base's fingerprint over all its projections is computed once.
+/// </summary>
+public sealed class PeftAdapterLoader : IAdapterLoader
+{
+    Fingerprint? _base;
+
+    Fingerprint Base(CausalLM model) => _base ??= Fingerprint.Compute(model, model.Linears().Select(l => l.ModulePath));
+
+    public string BaseFingerprint(CausalLM model) => Base(model).Digest;
+
+    public AdapterInfo Load(CausalLM model, string folder, string internalName)
+    {
+        var cfg = PeftAdapterIO.ReadConfig(folder, out var raw);
+        string? recordedDigest = null;
+        if (raw[Fingerprint.ConfigKey] is JsonObject fp)
+        {
+            var recorded = Fingerprint.FromJson(fp, Path.Combine(folder, PeftAdapterIO.ConfigFile));
+            var paths = recorded.ModulePaths.ToHashSet();
+            var full = Base(model);
+            var actual = full with { Tensors = full.Tensors.Where(t => paths.Contains(StripSuffix(t.Key))).ToDictionary() };
+            var diff = recorded.Differences(actual);
+            if (diff.Count > 0) throw new AdapterMismatchException($"{diff.Count} difference(s): {string.Join("; ", diff.Take(8))}{(diff.Count > 8 ? "; ..." : "")}");
+            recordedDigest = recorded.Digest;
+        }
+        try { LoraInjector.Targets(model, cfg); }
+        catch (ArgumentException e) { throw new AdapterMismatchException(e.Message); }
+        // The fingerprint was checked above; the IO's own check would only repeat it.
+        PeftAdapterIO.Load(model, folder, internalName, allowMismatch: true);
+        return new AdapterInfo(cfg.R, recordedDigest, cfg.UseDora ? "dora" : "lora");
+    }
+
+    public void Unload(CausalLM model, string internalName) => LoraModel.Of(model).Delete(internalName);
+
+    static string StripSuffix(string tensor) => tensor.EndsWith(".weight") ? tensor[..^7] : tensor.EndsWith(".bias") ? tensor[..^5] : tensor;
+}

@@ -1,0 +1,49 @@
+using System.Text;
+using System.Text.Json.Nodes;
+using Microsoft.AspNetCore.Http;
+
+namespace PeftSharp.Serving.Endpoints;
+
+/// <summary>Reading request bodies and writing JSON and server-sent events.</summary>
+static class EndpointIo
+{
+    public static async Task<string> ReadBody(HttpContext http)
+    {
+        try
+        {
+            using var reader = new StreamReader(http.Request.Body, Encoding.UTF8);
+            return await reader.ReadToEndAsync(http.RequestAborted);
+        }
+        catch (BadHttpRequestException e) { throw new ServingException(e.StatusCode, $"request body rejected: {e.Message}"); }
+    }
+
+    public static async Task Json(HttpContext http, int status, JsonNode body)
+    {
+        http.Response.StatusCode = status;
+        http.Response.ContentType = "application/json";
+        await http.Response.WriteAsync(body.ToJsonString(), http.RequestAborted);
+    }
+
+    public static async Task StartEvents(HttpContext http)
+    {
+        http.Response.StatusCode = 200;
+        http.Response.ContentType = "text/event-stream";
+        http.Response.Headers.CacheControl = "no-cache";
+        await http.Response.Body.FlushAsync(http.RequestAborted);
+    }
+
+    public static Task Event(HttpContext http, JsonNode data) => Raw(http, data.ToJsonString());
+    public static Task Done(HttpContext http) => Raw(http, "[DONE]");
+
+    static async Task Raw(HttpContext http, string data)
+    {
+        // A vanished client must not fail the request handler: the row is cancelled through RequestAborted.
+        if (http.RequestAborted.IsCancellationRequested) return;
+        try
+        {
+            await http.Response.WriteAsync($"data: {data}\n\n", CancellationToken.None);
+            await http.Response.Body.FlushAsync(CancellationToken.None);
+        }
+        catch (Exception e) when (e is IOException or OperationCanceledException or ObjectDisposedException) { }
+    }
+}

@@ -1,0 +1,36 @@
+namespace PeftSharp.Serving.Hosting;
+
+/// <summary>Everything `peft serve` can be told (each maps to one flag).</summary>
+public sealed record ServerOptions
+{
+    public string Host { get; init; } = "127.0.0.1";
+    /// <summary>0 picks a free port (tests); <see cref="PeftServer.BaseAddress"/> tells which.</summary>
+    public int Port { get; init; } = 8000;
+    /// <summary>When set, every /v1 endpoint needs "Authorization: Bearer KEY".</summary>
+    public string? ApiKey { get; init; }
+    /// <summary>Runtime loading (POST /v1/adapters) only from under this folder; null turns it off.</summary>
+    public string? AdapterRoot { get; init; }
+    /// <summary>Startup adapters: name → folder.</summary>
+    public IReadOnlyList<(string Name, string Folder)> Adapters { get; init; } = [];
+    public int MaxAdapters { get; init; } = 64;
+    /// <summary>Rows decoded together; 1 serves one request at a time (the sequential baseline).</summary>
+    public int MaxBatch { get; init; } = 32;
+    /// <summary>Requests waiting for a batch slot before new ones get 429.</summary>
+    public int MaxQueue { get; init; } = 256;
+    /// <summary>The model id clients use for the base (default: the model folder's name).</summary>
+    public string? ServedName { get; init; }
+    /// <summary>On shutdown, how long running requests may finish before they are cancelled.</summary>
+    public TimeSpan ShutdownGrace { get; init; } = TimeSpan.FromSeconds(10);
+    public long MaxBodyBytes { get; init; } = 4 << 20;
+
+    public void Validate()
+    {
+        if (Port is < 0 or > 65535) throw new ArgumentException($"--port must be 0-65535 (got {Port})");
+        if (MaxBatch < 1) throw new ArgumentException($"--max-batch must be >= 1 (got {MaxBatch})");
+        if (MaxQueue < 0) throw new ArgumentException($"--max-queue must be >= 0 (got {MaxQueue})");
+        if (MaxAdapters < 1) throw new ArgumentException($"--max-adapters must be >= 1 (got {MaxAdapters})");
+        if (!System.Net.IPAddress.TryParse(Host, out _) && Host != "localhost") throw new ArgumentException($"--host '{Host}' is not an IP address");
+        if (AdapterRoot is not null && !Directory.Exists(AdapterRoot)) throw new ArgumentException($"--adapter-root '{AdapterRoot}' does not exist");
+        if (ApiKey is "") throw new ArgumentException("--api-key must not be empty");
+    }
+}

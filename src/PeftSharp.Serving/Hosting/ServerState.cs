@@ -1,0 +1,21 @@
+using PeftSharp.Models;
+using PeftSharp.Serving.Adapters;
+using PeftSharp.Serving.Scheduling;
+
+namespace PeftSharp.Serving.Hosting;
+
+/// <summary>What the endpoints share: the tokenizer, the scheduler that owns the model, and the adapter registry.</summary>
+public sealed class ServerState(ModelConfig config, TextTokenizer tokenizer, BatchScheduler scheduler, AdapterRegistry adapters, ServerOptions options)
+{
+    readonly object _tokLock = new();
+
+    public ModelConfig Config { get; } = config;
+    public BatchScheduler Scheduler { get; } = scheduler;
+    public AdapterRegistry Adapters { get; } = adapters;
+    public ServerOptions Options { get; } = options;
+    public IReadOnlyCollection<int> StopIds { get; } = config.EosTokenIds.Concat(tokenizer.EosId is int e ? [e] : []).ToHashSet();
+
+    // The native tokenizer is not documented as thread-safe; requests are cheap to serialise here.
+    public int[] Encode(string text) { lock (_tokLock) return tokenizer.Encode(text); }
+    public string Decode(IReadOnlyList<int> ids) { lock (_tokLock) return tokenizer.Decode(ids); }
+}

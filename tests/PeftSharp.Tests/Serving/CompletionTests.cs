@@ -1,0 +1,123 @@
+using System.Text.Json.Nodes;
+using PeftSharp.Cli;
+using PeftSharp.Data;
+using PeftSharp.Serving.Hosting;
+
+namespace PeftSharp.Tests.Serving;
+
+[Collection("console")]
+public class CompletionTests
+{
+    static ServerOptions WithFixtures => new() { Adapters = [("lora", ServingHarness.LoraFixture), ("dora", ServingHarness.DoraFixture)] };
+
+    [Fact]
+    public async Task CompletionEqualsGeneratingAlone()
+    {
+        await using var h = await ServingHarness.Start(WithFixtures);
+        foreach (var (model, dir) in new[] { ("tiny-llama", null), ("lora", ServingHarness.LoraFixture), ("dora", ServingHarness.DoraFixture) })
+        {
+            string text = await h.CompletionText(model, "hello world", 12);
+            Assert.Equal(ServingHarness.Reference(dir, h.Encode("hello world"), 12), text);
+        }
+        // The adapters really change the output, so the comparison above distinguishes them.
+        Assert.NotEqual(await h.CompletionText("tiny-llama", "hello world", 12), await h.CompletionText("lora", "hello world", 12));
+    }
+
+    [Fact]
+    public async Task HeterogeneousBatchRowsEqualServingEachAlone()
+    {
+        string dir = TestPaths.TempDir();
+        string saved = ServingHarness.SavedAdapter(Path.Combine(dir, "r8"), seed: 3, rank: 8);
+        await using var h = await ServingHarness.Start(WithFixtures with { Adapters = [.. WithFixtures.Adapters, ("r8", saved)] });
+        var cases = new (string Model, string? Dir, string Prompt, int Max)[]
+        {
+            ("lora", ServingHarness.LoraFixture, "the quick brown fox", 20),
+            ("tiny-llama", null, "a", 9),
+            ("r8", saved, "serving many adapters", 15),
+            ("dora", ServingHarness.DoraFixture, "hi there", 17),
+            ("lora", ServingHarness.LoraFixture, "zz", 5),
+            ("r8", saved, "one base", 25),
+        };
+        // Line every request up while the worker is held, so they are admitted into one batch of mixed adapters
+        // and mixed prompt lengths (left padding) and leave it at different steps.
+        var gate = h.HoldWorker();
+        var tasks = cases.Select(c => h.CompletionText(c.Model, c.Prompt, c.Max)).ToList();
+        await ServingHarness.WaitUntil(() => h.Server.State.Scheduler.QueuedJobs == cases.Length, "all requests queued");
+        gate.Release();
+        var texts = await Task.WhenAll(tasks);
+        for (int i = 0; i < cases.Length; i++)
+            Assert.Equal(ServingHarness.Reference(cases[i].Dir, h.Encode(cases[i].Prompt), cases[i].Max), texts[i]);
+    }
+
+    [Fact]
+    public async Task StreamingChunksConcatenateToTheCompletion()
+    {
+        await using var h = await ServingHarness.Start(WithFixtures);
+        var events = await Sse.Read(h.Http, "v1/completions", new JsonObject { ["model"] = "lora", ["prompt"] = "stream me", ["max_tokens"] = 14, ["temperature"] = 0, ["stream"] = true });
+        Assert.Equal("[DONE]", events[^1]);
+        var chunks = events.SkipLast(1).Select(e => JsonNode.Parse(e)!).ToList();
+        Assert.All(chunks, c => Assert.Equal("text_completion", c["object"]!.GetValue<string>()));
+        string text = string.Concat(chunks.Select(c => c["choices"]![0]!["text"]!.GetValue<string>()));
+        Assert.Equal(ServingHarness.Reference(ServingHarness.LoraFixture, h.Encode("stream me"), 14), text);
+        Assert.NotNull(chunks[^1]["choices"]![0]!["finish_reason"]!.GetValue<string>());
+    }
+
+    [Fact]
+    public async Task ChatRendersTheSharedFormatStreamingOrNot()
+    {
+        await using var h = await ServingHarness.Start(WithFixtures);
+        var messages = new JsonArray(new JsonObject { ["role"] = "system", ["content"] = "be brief" }, new JsonObject { ["role"] = "user", ["content"] = "hi" });
+        string rendered = ChatFormat.Render([("system", "be brief"), ("user", "hi")], addGenerationPrompt: true);
+        Assert.Equal("<|system|>\nbe brief\n<|user|>\nhi\n<|assistant|>\n", rendered);
+        string expected = ServingHarness.Reference(ServingHarness.DoraFixture, h.Encode(rendered), 10);
+
+        var (status, body) = await h.Post("v1/chat/completions", new JsonObject { ["model"] = "dora", ["messages"] = messages.DeepClone(), ["max_tokens"] = 10, ["temperature"] = 0 });
+        Assert.Equal(200, status);
+        Assert.Equal("assistant", body["choices"]![0]!["message"]!["role"]!.GetValue<string>());
+        Assert.Equal(expected, body["choices"]![0]!["message"]!["content"]!.GetValue<string>());
+        Assert.Equal(h.Encode(rendered).Length, body["usage"]!["prompt_tokens"]!.GetValue<int>());
+
+        var events = await Sse.Read(h.Http, "v1/chat/completions", new JsonObject { ["model"] = "dora", ["messages"] = messages.DeepClone(), ["max_tokens"] = 10, ["temperature"] = 0, ["stream"] = true });
+        var chunks = events.SkipLast(1).Select(e => JsonNode.Parse(e)!["choices"]![0]!["delta"]!).ToList();
+        Assert.Equal("assistant", chunks[0]["role"]!.GetValue<string>());
+        Assert.Equal(expected, string.Concat(chunks.Select(d => d["content"]?.GetValue<string>() ?? "")));
+    }
+
+    [Fact]
+    public async Task StopStringCutsTheTextAndEndsTheRow()
+    {
+        await using var h = await ServingHarness.Start(WithFixtures);
+        string full = await h.CompletionText("lora", "hello", 20);
+        Assert.True(full.Length >= 6, $"need a longer completion to cut: '{full}'");
+        string stop = full.Substring(3, 2);
+        int cut = full.IndexOf(stop, StringComparison.Ordinal);
+        var (status, body) = await h.Post("v1/completions", new JsonObject { ["model"] = "lora", ["prompt"] = "hello", ["max_tokens"] = 20, ["temperature"] = 0, ["stop"] = stop });
+        Assert.Equal(200, status);
+        Assert.Equal(full[..cut], body["choices"]![0]!["text"]!.GetValue<string>());
+        Assert.Equal("stop", body["choices"]![0]!["finish_reason"]!.GetValue<string>());
+    }
+
+    [Fact]
+    public async Task SeededSamplingIsReproducible()
+    {
+        await using var h = await ServingHarness.Start(WithFixtures);
+        var req = new JsonObject { ["model"] = "lora", ["prompt"] = "x", ["max_tokens"] = 20, ["temperature"] = 1.0, ["top_p"] = 0.9, ["seed"] = 7 };
+        var (_, a) = await h.Post("v1/completions", req);
+        var (_, b) = await h.Post("v1/completions", (JsonObject)req.DeepClone());
+        Assert.Equal(a["choices"]![0]!["text"]!.GetValue<string>(), b["choices"]![0]!["text"]!.GetValue<string>());
+    }
+
+    [Fact]
+    public async Task CompletionEqualsTheGenerateCommand()
+    {
+        var saved = Console.Out;
+        var captured = new StringWriter();
+        Console.SetOut(captured);
+        int rc;
+        try { rc = CliApp.Run(["generate", "--model", TestPaths.TinyLlama, "--prompt", "peft", "--max-new-tokens", "16", "--adapter", ServingHarness.LoraFixture]); }
+        finally { Console.SetOut(saved); }
+        Assert.Equal(0, rc);
+        await using var h = await ServingHarness.Start(WithFixtures);
+        Assert.Equal("peft" + await h.CompletionText("lora", "peft", 16) + Environment.NewLine, captured.ToString());
+    }
+}

@@ -1,0 +1,141 @@
+using System.Net;
+using System.Text;
+using System.Text.Json.Nodes;
+using PeftSharp.Serving.Hosting;
+
+namespace PeftSharp.Tests.Serving;
+
+public class RobustnessTests
+{
+    static async Task<(int Status, string Message)> Raw(ServingHarness h, string path, string body)
+    {
+        using var resp = await h.Http.PostAsync(path, new StringContent(body, Encoding.UTF8, "application/json"));
+        var json = JsonNode.Parse(await resp.Content.ReadAsStringAsync())!;
+        return ((int)resp.StatusCode, json["error"]?["message"]?.GetValue<string>() ?? "");
+    }
+
+    [Theory]
+    [InlineData("{not json", "invalid JSON")]
+    [InlineData("[1,2]", "JSON object")]
+    [InlineData("{\"model\":\"tiny-llama\"}", "'prompt' is required")]
+    [InlineData("{\"prompt\":\"x\",\"max_tokens\":\"ten\"}", "'max_tokens' must be an integer")]
+    [InlineData("{\"prompt\":\"x\",\"max_tokens\":0}", "'max_tokens' must be >= 1")]
+    [InlineData("{\"prompt\":\"x\",\"temperature\":-1}", "'temperature'")]
+    [InlineData("{\"prompt\":\"x\",\"top_p\":0}", "'top_p'")]
+    [InlineData("{\"prompt\":\"x\",\"n\":2}", "'n' must be 1")]
+    [InlineData("{\"prompt\":\"x\",\"stop\":[1]}", "'stop'")]
+    [InlineData("{\"prompt\":\"x\",\"stream\":\"yes\"}", "'stream'")]
+    [InlineData("{\"prompt\":[5, 999999]}", "outside the vocabulary")]
+    [InlineData("{\"prompt\":\"x\",\"max_tokens\":128}", "exceeds the model's context of 128")]
+    public async Task BadCompletionRequestsGet400WithTheReason(string body, string reason)
+    {
+        await using var h = await ServingHarness.Start();
+        var (status, message) = await Raw(h, "v1/completions", body);
+        Assert.Equal(400, status);
+        Assert.Contains(reason, message);
+    }
+
+    [Theory]
+    [InlineData("{\"messages\":[]}", "'messages' must be a non-empty array")]
+    [InlineData("{\"messages\":[{\"role\":\"wizard\",\"content\":\"x\"}]}", "role 'wizard'")]
+    [InlineData("{\"messages\":[{\"role\":\"user\"}]}", "content")]
+    public async Task BadChatRequestsGet400WithTheReason(string body, string reason)
+    {
+        await using var h = await ServingHarness.Start();
+        var (status, message) = await Raw(h, "v1/chat/completions", body);
+        Assert.Equal(400, status);
+        Assert.Contains(reason, message);
+    }
+
+    [Fact]
+    public async Task UnknownModelAndEndpointGet404()
+    {
+        await using var h = await ServingHarness.Start();
+        var (status, message) = await Raw(h, "v1/completions", "{\"model\":\"nope\",\"prompt\":\"x\"}");
+        Assert.Equal(404, status);
+        Assert.Contains("'nope' not found", message);
+        Assert.Equal(404, (await Raw(h, "v1/nothing", "{}")).Status);
+    }
+
+    [Fact]
+    public async Task GarbageNeverTakesTheServerDown()
+    {
+        await using var h = await ServingHarness.Start();
+        var rng = new Random(1);
+        string[] fragments = ["{", "}", "[", "]", "\"prompt\"", ":", ",", "\"x\"", "null", "-1e999", "\"max_tokens\"", "1e30", "\"\\ud800\"", "true", "\u0000"];
+        for (int i = 0; i < 60; i++)
+        {
+            string body = string.Concat(Enumerable.Range(0, rng.Next(1, 12)).Select(_ => fragments[rng.Next(fragments.Length)]));
+            using var resp = await h.Http.PostAsync(i % 2 == 0 ? "v1/completions" : "v1/chat/completions", new StringContent(body, Encoding.UTF8, "application/json"));
+            Assert.True((int)resp.StatusCode is 200 or 400, $"{body} -> {(int)resp.StatusCode}");
+        }
+        Assert.NotEmpty(await h.CompletionText("tiny-llama", "still alive", 3));
+    }
+
+    [Fact]
+    public async Task AFullQueueAnswers429()
+    {
+        await using var h = await ServingHarness.Start(new ServerOptions { MaxQueue = 1, MaxBatch = 1 });
+        var gate = h.HoldWorker();
+        var first = h.CompletionText("tiny-llama", "first", 4);
+        await ServingHarness.WaitUntil(() => h.Server.State.Scheduler.QueuedJobs == 1, "the first request to queue");
+        var (status, message) = await Raw(h, "v1/completions", "{\"prompt\":\"second\",\"max_tokens\":4}");
+        Assert.Equal(429, status);
+        Assert.Contains("--max-queue", message);
+        gate.Release();
+        Assert.Equal(ServingHarness.Reference(null, h.Encode("first"), 4), await first);
+    }
+
+    [Fact]
+    public async Task AClientThatDisconnectsFreesItsRow()
+    {
+        await using var h = await ServingHarness.Start();
+        h.Server.State.Scheduler.AfterStep = () => Thread.Sleep(20);   // 120 tokens take seconds, not milliseconds
+        var body = new JsonObject { ["prompt"] = "go on", ["max_tokens"] = 120, ["temperature"] = 0, ["stream"] = true };
+        using var cts = new CancellationTokenSource();
+        using var req = new HttpRequestMessage(HttpMethod.Post, "v1/completions") { Content = new StringContent(body.ToJsonString(), Encoding.UTF8, "application/json") };
+        var resp = await h.Http.SendAsync(req, HttpCompletionOption.ResponseHeadersRead, cts.Token);
+        var reader = new StreamReader(await resp.Content.ReadAsStreamAsync(cts.Token));
+        await reader.ReadLineAsync(cts.Token);                   // the row is decoding
+        cts.Cancel();
+        resp.Dispose();
+        await ServingHarness.WaitUntil(() => h.Server.State.Scheduler.CancelledRows == 1 && h.Server.State.Scheduler.ActiveRows == 0, "the row to leave");
+        Assert.True(h.Server.State.Scheduler.TokensGenerated < 120, "the row ran to max_tokens instead of being cancelled");
+        h.Server.State.Scheduler.AfterStep = null;
+        Assert.NotEmpty(await h.CompletionText("tiny-llama", "next", 3));
+    }
+
+    [Fact]
+    public async Task ShutdownLetsRunningRequestsFinish()
+    {
+        var h = await ServingHarness.Start(new ServerOptions { ShutdownGrace = TimeSpan.FromSeconds(30) });
+        var gate = h.HoldWorker();
+        var running = h.CompletionText("tiny-llama", "finish me", 10);
+        await ServingHarness.WaitUntil(() => h.Server.State.Scheduler.QueuedJobs == 1, "the request to queue");
+        var stop = Task.Run(async () => await h.Server.DisposeAsync());   // stopping blocks until the drain ends
+        gate.Release();
+        Assert.Equal(ServingHarness.Reference(null, h.Encode("finish me"), 10), await running);
+        await stop;
+        await h.DisposeAsync();
+    }
+
+    [Fact]
+    public async Task ShutdownCancelsRequestsThatOutliveTheGrace()
+    {
+        var h = await ServingHarness.Start(new ServerOptions { ShutdownGrace = TimeSpan.Zero });
+        var events = new List<string>();
+        var gate = h.HoldWorker();
+        var running = Task.Run(async () =>
+        {
+            try { events.AddRange(await Sse.Read(h.Http, "v1/completions", new JsonObject { ["prompt"] = "x", ["max_tokens"] = 100, ["stream"] = true })); }
+            catch (HttpRequestException) { }
+        });
+        await ServingHarness.WaitUntil(() => h.Server.State.Scheduler.QueuedJobs == 1, "the request to queue");
+        var stop = Task.Run(async () => await h.Server.DisposeAsync());   // stopping blocks until the drain ends
+        gate.Release();
+        await stop;
+        await running;
+        Assert.True(events.Count < 100);
+        await h.DisposeAsync();
+    }
+}

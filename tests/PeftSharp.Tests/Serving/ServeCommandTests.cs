@@ -1,0 +1,24 @@
+using PeftSharp.Cli;
+
+namespace PeftSharp.Tests.Serving;
+
+[Collection("console")]
+public class ServeCommandTests
+{
+    [Theory]
+    [InlineData("--max-batch", "0")]
+    [InlineData("--max-queue", "-1")]
+    [InlineData("--max-adapters", "0")]
+    [InlineData("--port", "70000")]
+    [InlineData("--host", "not-an-ip")]
+    [InlineData("--adapter-root", "/nonexistent/root")]
+    [InlineData("--adapter", "x=/nonexistent/adapter")]
+    public void BadServeOptionsExitNonZeroBeforeListening(string flag, string value)
+    {
+        var saved = Console.Error;
+        var err = new StringWriter();
+        Console.SetError(err);
+        try { Assert.NotEqual(0, CliApp.Run(["serve", "--model", TestPaths.TinyLlama, flag, value])); }
+        finally { Console.SetError(saved); }
+    }
+}
