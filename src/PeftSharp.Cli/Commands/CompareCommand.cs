@@ -35,8 +35,10 @@ public sealed class CompareCommand : Command<CompareCommand.Settings>
         [CommandOption("--heldout <FILE>")] public string? Heldout { get; set; }
         [CommandOption("--batch <N>")] [DefaultValue(16)] public int Batch { get; set; } = 16;
         [CommandOption("--seed <S>")] [DefaultValue(42)] public int Seed { get; set; } = 42;
-        [CommandOption("--overhead-reps <N>")] [Description("Forwards timed per inference-overhead measurement")] [DefaultValue(15)]
-        public int OverheadReps { get; set; } = 15;
+        [CommandOption("--overhead-reps <N>")] [Description("Forwards timed per inference-overhead measurement")] [DefaultValue(30)]
+        public int OverheadReps { get; set; } = 30;
+        [CommandOption("--reuse")] [Description("Reuse runs already finished in --out (their summary.json) instead of training them again")]
+        public bool Reuse { get; set; }
 
         public IReadOnlyList<string> MethodList => Methods.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
         public IReadOnlyList<string> TargetSets => Targets.Split(';', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
@@ -87,7 +89,8 @@ public sealed class CompareCommand : Command<CompareCommand.Settings>
             string runDir = Path.Combine(outDir, run.Slug);
             AnsiConsole.MarkupLineInterpolated($"[bold]{run.Label}[/]: peft {string.Join(' ', s.TrainArgs(run, runDir))}");
             var clock = Stopwatch.StartNew();
-            int rc = RunTrain(s.TrainArgs(run, runDir), Path.Combine(outDir, run.Slug + ".log"), cancellationToken);
+            bool reuse = s.Reuse && File.Exists(Path.Combine(runDir, Reports.RunSummary.JsonFile));
+            int rc = reuse ? 0 : RunTrain(s.TrainArgs(run, runDir), Path.Combine(outDir, run.Slug + ".log"), cancellationToken);
             CompareRow row;
             try
             {
@@ -100,7 +103,7 @@ public sealed class CompareCommand : Command<CompareCommand.Settings>
                 row = CompareRow.Failed(run, e.Message);
             }
             rows.Add(row);
-            AnsiConsole.MarkupLineInterpolated($"  {(row.Error is null ? "done" : "[red]failed[/]: " + row.Error)} in {clock.Elapsed.TotalSeconds:F0} s");
+            AnsiConsole.MarkupLineInterpolated($"  {(row.Error is null ? reuse ? "reused" : "done" : "[red]failed[/]: " + row.Error)} in {clock.Elapsed.TotalSeconds:F0} s");
         }
 
         var table = new Table().Title($"{s.Steps} steps per method");
@@ -119,7 +122,7 @@ public sealed class CompareCommand : Command<CompareCommand.Settings>
         var sb = new StringBuilder("# Method comparison\n\n");
         sb.AppendLine($"Same model, task and seed; {s.Steps} optimiser steps of batch {s.Batch} each, every method in its own `peft train` process. " +
                       "Peak memory is that process's peak resident set; step time the median gap between steps in metrics.jsonl; inference overhead " +
-                      "the median forward latency against the base (LoRA family merged into the dense base; adapters and soft prompts unmerged); " +
+                      "the fastest forward against the fastest base forward (LoRA family merged into the dense base; adapters and soft prompts unmerged); " +
                       "exact match on the eval prompts after training; held-out perplexity before -> after shows forgetting.\n");
         sb.AppendLine("| " + string.Join(" | ", CompareRow.Header) + " |");
         sb.AppendLine("|" + string.Concat(CompareRow.Header.Select(_ => "---|")));

@@ -9,11 +9,12 @@ namespace PeftSharp.Cli.Compare;
 /// <summary>
 /// Forward latency of a trained result relative to the base: LoRA-family adapters merged into the dense base (what a
 /// deployment serves), Houlsby adapters and soft prompts as they run (they cannot merge), full fine-tuning as its new
-/// weights. Median of repeated forwards of one fixed batch, base and variant alternating, so load on the machine hits both.
+/// weights. Fastest of repeated forwards of one fixed batch, base and variant alternating: on a shared machine the
+/// minimum is the stable estimate of the compute, a median still moves with other processes' load.
 /// </summary>
 public static class InferenceOverhead
 {
-    public static double Measure(string baseDir, CompareRun run, string finalDir, int reps = 15, int batch = 4, int seqLen = 64)
+    public static double Measure(string baseDir, CompareRun run, string finalDir, int reps = 30, int batch = 8, int seqLen = 64)
     {
         using var baseModel = ModelLoader.Load(baseDir);
         using var variant = run.Method == "full" ? ModelLoader.Load(finalDir) : ModelLoader.Load(baseDir);
@@ -42,12 +43,6 @@ public static class InferenceOverhead
         var tb = new List<double>();
         var tv = new List<double>();
         for (int i = 0; i < reps; i++) { tb.Add(Time(b)); tv.Add(Time(v)); }
-        return Median(tv) / Median(tb) - 1;
-    }
-
-    static double Median(List<double> xs)
-    {
-        var s = xs.Order().ToList();
-        return s.Count % 2 == 1 ? s[s.Count / 2] : (s[s.Count / 2 - 1] + s[s.Count / 2]) / 2;
+        return tv.Min() / tb.Min() - 1;
     }
 }
