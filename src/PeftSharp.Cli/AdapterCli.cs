@@ -59,7 +59,9 @@ public static class AdapterCli
     public static Kind KindOf(string dir)
     {
         string path = Path.Combine(dir, PeftAdapterIO.ConfigFile);
-        if (!File.Exists(path)) throw new FileNotFoundException($"{path}: not found (not an adapter folder)", path);
+        if (!File.Exists(path))
+            throw new FileNotFoundException(File.Exists(Path.Combine(dir, "config.json"))
+                ? $"{dir}: a full model folder (full fine-tuning saves one), not an adapter; pass it as --model" : $"{path}: not found (not an adapter folder)", path);
         JsonObject json;
         try { json = JsonNode.Parse(File.ReadAllText(path)) as JsonObject ?? throw new InvalidDataException($"{path}: not a JSON object"); }
         catch (JsonException e) { throw new InvalidDataException($"{path}: not valid JSON ({e.Message})"); }
