@@ -27,6 +27,8 @@ public static class CliApp
         config.SetApplicationName("peft");
         config.PropagateExceptions();
         // COMMANDS (one line each; keep sorted by name)
+        config.AddCommand<Commands.CompareCommand>("compare").WithDescription("Train every method on the same task and budget; table of parameters, memory, speed, overhead, accuracy, forgetting.");
+        config.AddCommand<Commands.EvalCommand>("eval").WithDescription("Perplexity and exact match of the base and with adapter(s), side by side.");
         config.AddCommand<Commands.GenerateCommand>("generate").WithDescription("Generate text from a prompt (KV cache, greedy or sampled, streamed).");
         config.AddCommand<Commands.InspectCommand>("inspect").WithDescription("Show a model folder's architecture, shapes, parameter count, dtypes and size.");
         config.AddCommand<Commands.LogitsCommand>("logits").WithDescription("Compute logits for input_ids from a safetensors file (parity checks).");

@@ -55,13 +55,13 @@ public sealed class GenerateCommand : Command<GenerateCommand.Settings>
     public override int Execute(CommandContext context, Settings s, CancellationToken cancellationToken)
     {
         using var model = s.LoadModel();
-        AdapterHook.Apply?.Invoke(model, s.Adapters, s.AllowBaseMismatch);
+        var applied = AdapterHook.Apply(model, s.Adapters, s.AllowBaseMismatch);
         using var tok = TextTokenizer.FromFolder(s.Model, model.Config);
         var prompt = tok.Encode(s.Prompt!);
         var stop = model.Config.EosTokenIds.Concat(tok.EosId is int e ? [e] : []).ToHashSet();
         var streamer = new TextStreamer(tok);
         Console.Write(s.Prompt);
-        foreach (var id in TextGenerator.Generate(model, prompt, s.Sampling, stop))
+        foreach (var id in TextGenerator.Generate(model, prompt, s.Sampling, stop, applied.GenerationPrefix))
         {
             if (cancellationToken.IsCancellationRequested) break;
             if (stop.Contains(id)) break;

@@ -47,7 +47,10 @@ public sealed class MergeCommand : Command<MergeCommand.Settings>
     {
         // fp32 for the merge arithmetic; the writer casts back to each tensor's dtype in the base files.
         using var model = ModelLoader.Load(s.Model);
-        var specs = AdapterCli.Apply(model, s.Adapters, s.AllowBaseMismatch);
+        var applied = AdapterCli.Apply(model, s.Adapters, s.AllowBaseMismatch);
+        if ((applied.Houlsby ?? applied.Prompt) is { } other)
+            throw new InvalidOperationException($"--adapter '{other.Dir}': only LoRA/DoRA adapters can be merged into the weights (Houlsby adapters and soft prompts add computation)");
+        var specs = applied.Lora;
         var lora = LoraModel.Of(model);
         foreach (var spec in specs) lora.MergeAndUnload(spec.Name);
         MergedModelWriter.Write(model, s.Model, s.Out);

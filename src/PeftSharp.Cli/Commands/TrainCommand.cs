@@ -82,6 +82,8 @@ public sealed class TrainCommand : Command<TrainSettings>
         RunPlots.Memory(plan, measured, Path.Combine(outDir, "memory.png"));
         var summary = new RunSummary(s, method.Description, data, plan, measured, result, heldoutBefore, heldoutAfter, clock.Elapsed, records);
         summary.WriteConsole();
+        PeftSharp.IO.AtomicFile.WriteAllText(Path.Combine(outDir, RunSummary.JsonFile),
+            summary.Json(method.TrainableParameters.Sum(p => p.P.numel()), model.ParameterCount()).ToJsonString(new() { WriteIndented = true }));
         string report = Path.Combine(outDir, "report.md");
         PeftSharp.IO.AtomicFile.WriteAllText(report, summary.Markdown());
         AnsiConsole.MarkupLineInterpolated($"[bold]report[/] {report} (metrics.jsonl, loss.png, memory.png beside it); adapter: {result.FinalDir}");

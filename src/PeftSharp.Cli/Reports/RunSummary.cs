@@ -44,6 +44,30 @@ public sealed record RunSummary(TrainSettings Settings, string Method, TrainingD
 
     bool HoldoutKnown => HeldoutLossBefore is not null;
 
+    /// <summary>summary.json beside report.md: the run's results for tools (peft compare reads it).</summary>
+    public const string JsonFile = "summary.json";
+
+    static double? Finite(double? x) => x is double v && double.IsFinite(v) ? v : null;
+
+    public JsonObject Json(long trainableParameters, long totalParameters) => new()
+    {
+        ["method"] = Settings.Method,
+        ["description"] = Method,
+        ["trainable_params"] = trainableParameters,
+        ["total_params"] = totalParameters,
+        ["steps"] = Result.Steps,
+        ["elapsed_s"] = Elapsed.TotalSeconds,
+        ["peak_rss_bytes"] = Measured.Peak,
+        ["planned_bytes"] = Plan.TotalBytes,
+        ["eval_loss_before"] = Finite(Result.FirstEval?.Loss),
+        ["eval_loss_after"] = Finite(Result.LastEval?.Loss),
+        ["exact_match_before"] = Finite(Result.FirstEval?.ExactMatch),
+        ["exact_match_after"] = Finite(Result.LastEval?.ExactMatch),
+        ["heldout_loss_before"] = Finite(HeldoutLossBefore),
+        ["heldout_loss_after"] = Finite(HeldoutLossAfter),
+        ["final_dir"] = Result.FinalDir,
+    };
+
     public string Markdown()
     {
         var sb = new StringBuilder();

@@ -17,15 +17,21 @@ public sealed record BaseFingerprint(string Scheme, string Architecture, string 
 {
     public const string ConfigKey = "peftsharp_base_fingerprint";
 
-    /// <summary>Fingerprint of the given modules; paths the model lacks are simply absent (Differences reports them).</summary>
-    public static BaseFingerprint Compute(CausalLM model, IEnumerable<string> modulePaths)
+    /// <summary>
+    /// Fingerprint of the given modules; paths the model lacks are simply absent (Differences reports them).
+    /// With <paramref name="quantizedAs"/>, a dense base is fingerprinted as that quantiser would store it, so a QLoRA
+    /// adapter's recorded fingerprint can be checked against the dense weights it was quantised from.
+    /// </summary>
+    public static BaseFingerprint Compute(CausalLM model, IEnumerable<string> modulePaths, IWeightQuantizer? quantizedAs = null)
     {
         var wanted = modulePaths.ToHashSet(StringComparer.Ordinal);
         var tensors = new SortedDictionary<string, string>(StringComparer.Ordinal);
         foreach (var lin in model.Linears().Where(l => wanted.Contains(l.ModulePath)))
         {
-            string kind = lin.Quantized?.Scheme ?? model.Dtype.ToString().ToLowerInvariant();
-            using (var w = lin.Quantized is { } q ? q.Dequantize(ScalarType.Float32, CPU) : lin.weight!.detach().to(ScalarType.Float32, CPU))
+            using var requantized = lin.Quantized is null && quantizedAs is not null && quantizedAs.ShouldQuantize(lin.ModulePath) ? quantizedAs.Quantize(lin.weight!.detach(), CPU) : null;
+            var quantized = lin.Quantized ?? requantized;
+            string kind = quantized?.Scheme ?? model.Dtype.ToString().ToLowerInvariant();
+            using (var w = quantized is { } q ? q.Dequantize(ScalarType.Float32, CPU) : lin.weight!.detach().to(ScalarType.Float32, CPU))
                 tensors[lin.ModulePath + ".weight"] = HashTensor(lin.ModulePath + ".weight", kind, w);
             if (lin.bias is not null)
                 using (var b = lin.bias.detach().to(ScalarType.Float32, CPU))
@@ -33,10 +39,11 @@ public sealed record BaseFingerprint(string Scheme, string Architecture, string 
         }
         var c = model.Config;
         string arch = c.Raw["architectures"] is JsonArray { Count: > 0 } a ? a[0]!.GetValue<string>() : c.ModelType;
-        var sb = new StringBuilder($"{model.QuantizationScheme}|{arch}|{c.ModelType}|{c.HiddenSize}|{c.NumLayers}\n");
+        string scheme = model.QuantizationScheme == "none" && quantizedAs is not null ? quantizedAs.Scheme : model.QuantizationScheme;
+        var sb = new StringBuilder($"{scheme}|{arch}|{c.ModelType}|{c.HiddenSize}|{c.NumLayers}\n");
         foreach (var (k, v) in tensors) sb.Append(k).Append('=').Append(v).Append('\n');
         string digest = Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(sb.ToString())));
-        return new BaseFingerprint(model.QuantizationScheme, arch, c.ModelType, c.HiddenSize, c.NumLayers, digest, tensors);
+        return new BaseFingerprint(scheme, arch, c.ModelType, c.HiddenSize, c.NumLayers, digest, tensors);
     }
 
     /// <summary>Module paths (X for X.weight) this fingerprint covers.</summary>

@@ -120,12 +120,27 @@ public static class PeftAdapterIO
             throw new InvalidDataException($"{path}: missing {missing.Count} adapter tensor(s): {string.Join(", ", missing.Take(6))}{(missing.Count > 6 ? ", ..." : "")}");
     }
 
+    /// <summary>A QLoRA adapter on a dense base: same base if quantising these dense weights as recorded reproduces the fingerprint.</summary>
+    static bool TrainedOnQuantizedCopy(CausalLM model, BaseFingerprint recorded)
+    {
+        if (model.QuantizationScheme != "none" || Quantization.Nf4Options.TryParseScheme(recorded.Scheme) is not { } options) return false;
+        return recorded.Differences(BaseFingerprint.Compute(model, recorded.ModulePaths, new Quantization.Nf4Quantizer(options))).Count == 0;
+    }
+
     static string Describe(LoraConfig c) => c.TargetModules is { } l ? $"[{string.Join(", ", l)}]" : $"'{c.TargetModulesRegex}'";
 
     static void CheckBase(CausalLM model, BaseFingerprint recorded, string dir, bool allowMismatch)
     {
         var diff = recorded.Differences(BaseFingerprint.Compute(model, recorded.ModulePaths));
         if (diff.Count == 0) return;
+        if (TrainedOnQuantizedCopy(model, recorded))
+        {
+            // PEFT's usual way to serve a QLoRA adapter: on (or merged into) the 16/32-bit base it was quantised from.
+            Warn($"{dir}: adapter was trained on the {recorded.Scheme} quantised copy of this base; applying it to the dense " +
+                 $"{model.Dtype.ToString().ToLowerInvariant()} weights (outputs differ from training by the quantisation error; " +
+                 "to reproduce training exactly, quantise the base with `peft quantize` and pass that folder as --model)");
+            return;
+        }
         string msg = $"{dir}: adapter was saved for a different base model ({diff.Count} difference(s): {string.Join("; ", diff.Take(8))}{(diff.Count > 8 ? "; ..." : "")})";
         if (!allowMismatch) throw new InvalidDataException(msg + "; pass --allow-base-mismatch to load it anyway");
         Warn(msg);

@@ -7,6 +7,17 @@ public sealed record Nf4Options(int BlockSize = 64, bool DoubleQuant = true, Fou
 
     public string Scheme => $"{Nf4Codes.Name(Type)}-b{BlockSize}{(DoubleQuant ? "-dq" : "")}";
 
+    /// <summary>The inverse of <see cref="Scheme"/> ("nf4-b64-dq" -> NF4, 64, double quant), or null for any other string.</summary>
+    public static Nf4Options? TryParseScheme(string scheme)
+    {
+        var parts = scheme.Split('-');
+        if (parts.Length is < 2 or > 3 || !parts[1].StartsWith('b') || !int.TryParse(parts[1][1..], out int block)) return null;
+        if (parts.Length == 3 && parts[2] != "dq") return null;
+        FourBitType? type = parts[0] switch { "nf4" => FourBitType.Nf4, "fp4" => FourBitType.Fp4, _ => null };
+        if (type is null || block < MinBlockSize || block > MaxBlockSize || (block & (block - 1)) != 0) return null;
+        return new Nf4Options(block, parts.Length == 3, type.Value);
+    }
+
     public void Validate()
     {
         if (BlockSize < MinBlockSize || BlockSize > MaxBlockSize || (BlockSize & (BlockSize - 1)) != 0)

@@ -1,0 +1,90 @@
+using System.ComponentModel;
+using System.Globalization;
+using PeftSharp.Data;
+using PeftSharp.Models;
+using PeftSharp.Training;
+using Spectre.Console;
+using Spectre.Console.Cli;
+
+namespace PeftSharp.Cli.Commands;
+
+/// <summary>
+/// peft eval: the base model and the base with the adapter(s), side by side on one data file: perplexity on the
+/// trainable tokens (all of a text, the completions of prompt/completion pairs) and, for prompt/completion data,
+/// exact-match accuracy of greedy answers.
+/// </summary>
+public sealed class EvalCommand : Command<EvalCommand.Settings>
+{
+    public sealed class Settings : ModelSettings
+    {
+        [CommandOption("--data <FILE>")]
+        [Description(".txt or .jsonl ({text} for perplexity; {prompt,completion} for perplexity and exact match)")]
+        public string Data { get; set; } = "";
+
+        [CommandOption("--adapter <DIR>")]
+        [Description("Adapter folder (LoRA/DoRA, Houlsby, prompt tuning; repeatable; DIR, DIR:WEIGHT or NAME=DIR[:WEIGHT])")]
+        public string[] Adapters { get; set; } = [];
+
+        [CommandOption("--allow-base-mismatch")]
+        public bool AllowBaseMismatch { get; set; }
+
+        [CommandOption("--batch <N>")]
+        [DefaultValue(8)]
+        public int Batch { get; set; } = 8;
+
+        [CommandOption("--max-seq <N>")]
+        [DefaultValue(256)]
+        public int MaxSeq { get; set; } = 256;
+
+        [CommandOption("--limit <N>")]
+        [Description("Use only the first N examples")]
+        public int? Limit { get; set; }
+
+        public override ValidationResult Validate()
+        {
+            var r = base.Validate();
+            if (!r.Successful) return r;
+            if (string.IsNullOrEmpty(Data)) return ValidationResult.Error("--data is required");
+            if (!File.Exists(Data)) return ValidationResult.Error($"--data: file '{Data}' not found");
+            if (Batch <= 0) return ValidationResult.Error($"--batch must be positive (got {Batch})");
+            if (MaxSeq <= 1) return ValidationResult.Error($"--max-seq must be at least 2 (got {MaxSeq})");
+            if (Limit is <= 0) return ValidationResult.Error($"--limit must be positive (got {Limit})");
+            return ValidationResult.Success();
+        }
+    }
+
+    public override int Execute(CommandContext context, Settings s, CancellationToken cancellationToken)
+    {
+        using var model = s.LoadModel();
+        using var tokenizer = TextTokenizer.FromFolder(s.Model, model.Config);
+        var (sequences, prompts) = Load(s.Data, tokenizer, s.MaxSeq, s.Limit);
+        var before = Evaluator.Run(model, sequences, prompts, tokenizer.EosId, s.Batch);
+        var applied = AdapterHook.Apply(model, s.Adapters, s.AllowBaseMismatch);
+        var after = s.Adapters.Length == 0 ? before : Evaluator.Run(model, sequences, prompts, tokenizer.EosId, s.Batch, method: applied.Method);
+        Write(s.Data, sequences.Count, before, after, s.Adapters.Length > 0);
+        return 0;
+    }
+
+    /// <summary>Every example of <paramref name="path"/> as an eval sequence, and the prompt/completion ones as exact-match prompts.</summary>
+    public static (IReadOnlyList<TokenSequence> Sequences, IReadOnlyList<PromptAnswer> Prompts) Load(string path, TextTokenizer tokenizer, int maxSeq, int? limit = null)
+    {
+        // The file is both "train" (checked to have loss tokens) and eval (never packed, prompts kept) here.
+        var data = TrainingData.Load(path, tokenizer, maxSeq, packing: false, evalPath: path);
+        int n = limit ?? int.MaxValue;
+        return (data.Eval.Take(n).ToList(), data.EvalPrompts.Take(n).ToList());
+    }
+
+    static void Write(string data, int examples, EvalResult before, EvalResult after, bool withAdapter)
+    {
+        static string Ppl(double loss) => double.IsFinite(loss) ? Math.Exp(loss).ToString("F3", CultureInfo.InvariantCulture) : "n/a";
+        static string Pct(double? x) => x is double v ? v.ToString("P1", CultureInfo.InvariantCulture) : "n/a";
+        var t = new Table().AddColumn("metric").AddColumn(new TableColumn("base").RightAligned());
+        if (withAdapter) t.AddColumn(new TableColumn("with adapter").RightAligned());
+        void Row(string name, string b, string a) { if (withAdapter) t.AddRow(name, b, a); else t.AddRow(name, b); }
+        Row("loss (nats/token)", before.Loss.ToString("F4", CultureInfo.InvariantCulture), after.Loss.ToString("F4", CultureInfo.InvariantCulture));
+        Row("perplexity", Ppl(before.Loss), Ppl(after.Loss));
+        if (before.ExactMatch is not null) Row($"exact match ({before.Examples} prompts)", Pct(before.ExactMatch), Pct(after.ExactMatch));
+        AnsiConsole.MarkupLineInterpolated($"[bold]eval[/] {data}: {examples} sequences");
+        AnsiConsole.Write(t);
+    }
+}

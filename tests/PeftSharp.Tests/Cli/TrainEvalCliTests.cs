@@ -1,0 +1,107 @@
+using PeftSharp.Cli;
+using PeftSharp.IO;
+using PeftSharp.Tests.Training;
+using static TorchSharp.torch;
+
+namespace PeftSharp.Tests.Cli;
+
+/// <summary>`peft train` on bad input, and the folders of every adapter kind through generate, logits and eval.</summary>
+[Collection("console")]
+public class TrainEvalCliTests
+{
+    static (int Code, string Err) RunCapturingErrors(params string[] args)
+    {
+        var old = Console.Error;
+        var err = new StringWriter();
+        Console.SetError(err);
+        try { return (CliApp.Run(args), err.ToString()); }
+        finally { Console.SetError(old); }
+    }
+
+    static string[] Train(string data, string outDir, params string[] extra) =>
+        ["train", "--model", TestPaths.TinyLlama, "--data", data, "--out", outDir, "--steps", "3", "--batch", "4", "--max-seq", "32", .. extra];
+
+    [Fact]
+    public void MalformedJsonlNamesFileAndLine()
+    {
+        string dir = TestPaths.TempDir(), data = Path.Combine(dir, "bad.jsonl");
+        File.WriteAllLines(data, ["{\"text\": \"fine\"}", "{\"text\": \"fine\"}", "{\"text\": oops"]);
+        var (code, err) = RunCapturingErrors(Train(data, Path.Combine(dir, "out"), "--method", "lora"));
+        Assert.Equal(1, code);
+        Assert.Contains($"{data}:3", err);
+        Assert.Contains("malformed JSON", err);
+    }
+
+    [Fact]
+    public void EmptyDatasetIsRefused()
+    {
+        string dir = TestPaths.TempDir(), data = Path.Combine(dir, "empty.jsonl");
+        File.WriteAllText(data, "\n\n");
+        var (code, err) = RunCapturingErrors(Train(data, Path.Combine(dir, "out"), "--method", "lora"));
+        Assert.Equal(1, code);
+        Assert.Contains("empty", err);
+        Assert.Contains(data, err);
+    }
+
+    [Fact]
+    public void ExistingRunFolderIsRefusedWithoutOverwriteOrResume()
+    {
+        string dir = TestPaths.TempDir(), data = MethodsEndToEndTests.WriteTask(dir, 8), outDir = Path.Combine(dir, "out");
+        Assert.Equal(0, CliApp.Run(Train(data, outDir, "--method", "lora", "--steps", "1")));
+        var (code, err) = RunCapturingErrors(Train(data, outDir, "--method", "lora", "--steps", "1"));
+        Assert.Equal(1, code);
+        Assert.Contains("--overwrite", err);
+        Assert.Contains("--resume", err);
+        Assert.Equal(0, CliApp.Run(Train(data, outDir, "--method", "lora", "--steps", "1", "--overwrite")));
+    }
+
+    [Theory]
+    [InlineData("prompt")]
+    [InlineData("adapter")]
+    public void TrainedFolderLoadsInGenerateLogitsAndEval(string method)
+    {
+        string dir = TestPaths.TempDir(), data = MethodsEndToEndTests.WriteTask(dir, 8), outDir = Path.Combine(dir, "out");
+        Assert.Equal(0, CliApp.Run(Train(data, outDir, "--method", method, "--reduction-factor", "4", "--virtual-tokens", "3", "--lr", "0.05")));
+        string adapter = Path.Combine(outDir, "final");
+        Assert.Equal(AdapterCliKind(method), AdapterCli.KindOf(adapter));
+
+        Assert.Equal(0, CliApp.Run(["generate", "--model", TestPaths.TinyLlama, "--adapter", adapter, "--prompt", "abc ->", "--max-new-tokens", "4"]));
+        string golden = Path.Combine(TestPaths.TinyLlama, "golden.safetensors"), output = Path.Combine(dir, "logits.safetensors");
+        Assert.Equal(0, CliApp.Run(["logits", "--model", TestPaths.TinyLlama, "--adapter", adapter, "--input", golden, "--output", output]));
+        using var mine = new SafeTensorsFile(output);
+        using var gold = new SafeTensorsFile(golden);
+        using var a = mine.Load("logits");
+        using var b = gold.Load("logits");
+        Assert.Equal(b.shape, a.shape); // the soft prompt's positions are dropped
+        Assert.True(TestPaths.MaxAbsError(a, b) > 1e-4, "the trained adapter changed nothing");
+        Assert.Equal(0, CliApp.Run(["eval", "--model", TestPaths.TinyLlama, "--adapter", adapter, "--data", data, "--limit", "4"]));
+    }
+
+    static AdapterCli.Kind AdapterCliKind(string method) => method == "prompt" ? AdapterCli.Kind.Prompt : AdapterCli.Kind.Houlsby;
+
+    [Fact]
+    public void QloraAdapterAppliesToTheDenseBaseItWasQuantisedFromWithAWarning()
+    {
+        string dir = TestPaths.TempDir(), data = MethodsEndToEndTests.WriteTask(dir, 8), outDir = Path.Combine(dir, "out");
+        Assert.Equal(0, CliApp.Run(Train(data, outDir, "--method", "qlora", "--rank", "4")));
+        string golden = Path.Combine(TestPaths.TinyLlama, "golden.safetensors"), output = Path.Combine(dir, "logits.safetensors");
+        var (code, err) = RunCapturingErrors("logits", "--model", TestPaths.TinyLlama, "--adapter", Path.Combine(outDir, "final"), "--input", golden, "--output", output);
+        Assert.Equal(0, code);
+        Assert.Contains("quantised copy of this base", err);
+
+        // A different dense base (one weight changed) is still refused: the check re-quantises, it does not skip.
+        string other = Path.Combine(dir, "other");
+        Directory.CreateDirectory(other);
+        foreach (var f in Directory.GetFiles(TestPaths.TinyLlama)) File.Copy(f, Path.Combine(other, Path.GetFileName(f)));
+        using (var src = new SafeTensorsFile(Path.Combine(TestPaths.TinyLlama, "model.safetensors")))
+        {
+            var tensors = src.Tensors.Select(t => (t.Name, src.Load(t.Name))).ToList();
+            using (no_grad()) tensors.First(t => t.Name == "model.layers.0.self_attn.q_proj.weight").Item2.mul_(1.5);
+            SafeTensorsWriter.Write(Path.Combine(other, "model.safetensors"), tensors, new Dictionary<string, string> { ["format"] = "pt" });
+            foreach (var (_, t) in tensors) t.Dispose();
+        }
+        var (code2, err2) = RunCapturingErrors("logits", "--model", other, "--adapter", Path.Combine(outDir, "final"), "--input", golden, "--output", output);
+        Assert.Equal(1, code2);
+        Assert.Contains("different base model", err2);
+    }
+}
