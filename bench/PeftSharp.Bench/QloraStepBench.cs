@@ -57,8 +57,8 @@ public sealed class QloraStepBench : IBench
         Console.WriteLine("peak memory (separate child process per base; VmHWM, and tensor bytes of base + adapter + AdamW state):");
         var results = new[] { ("fp32", RunChild(argv, "fp32")), ("nf4", RunChild(argv, "nf4")) };
         foreach (var (name, j) in results)
-            Console.WriteLine($"  {name,-5} VmHWM {Mb(j["peak_rss"]!),8:F1} MiB (runtime before the model {Mb(j["rss_before_model"]!),6:F1} MiB, " +
-                              $"so {Mb(j["peak_rss"]!) - Mb(j["rss_before_model"]!),7:F1} MiB for model + step); tensors: base {Mb(j["base_bytes"]!),7:F1} MiB, " +
+            Console.WriteLine($"  {name,-5} VmHWM {Mb(j["peak_rss"]!),8:F1} MiB (runtime {Mb(j["rss_before_model"]!),6:F1}, + model {Mb(j["rss_after_model"]!) - Mb(j["rss_before_model"]!),6:F1}, " +
+                              $"+ step peak {Mb(j["peak_rss"]!) - Mb(j["rss_after_model"]!),6:F1} MiB); tensors: base {Mb(j["base_bytes"]!),7:F1} MiB, " +
                               $"adapter {Mb(j["adapter_bytes"]!),5:F2} MiB, AdamW state {Mb(j["optimizer_bytes"]!),5:F2} MiB");
         double Peak(JsonNode j) => Mb(j["peak_rss"]!) - Mb(j["rss_before_model"]!);
         Console.WriteLine($"QLoRA/LoRA peak memory ratio = {Peak(results[1].Item2) / Peak(results[0].Item2):F3} (VmHWM above the runtime), " +
@@ -76,11 +76,12 @@ public sealed class QloraStepBench : IBench
         using var ids = randint(0, shape.Config.VocabSize, [shape.Batch, shape.Seq + 1]);
         using var model = nf4 ? BenchModels.RandomNf4(shape.Config) : BenchModels.Random(shape.Config);
         using var step = new LoraStep(model, shape.R, shape.Alpha, shape.Targets, ids);
+        var (afterModel, _) = ProcessMemory.Read();
         for (int i = 0; i < steps; i++) step.Run();
         var (_, peak) = ProcessMemory.Read();
         Console.WriteLine(JsonSerializer.Serialize(new
         {
-            @base = nf4 ? "nf4" : "fp32", rss_before_model = before, peak_rss = peak, base_bytes = BenchModels.BaseBytes(model),
+            @base = nf4 ? "nf4" : "fp32", rss_before_model = before, rss_after_model = afterModel, peak_rss = peak, base_bytes = BenchModels.BaseBytes(model),
             adapter_bytes = step.Adapter.ParameterCount * 4, optimizer_bytes = step.OptimizerStateBytes,
         }));
         return 0;
