@@ -1,5 +1,6 @@
 using System.Text.Json.Nodes;
 using PeftSharp.Models;
+using PeftSharp.Quantization;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -27,4 +28,28 @@ public static class BenchModels
             if (name.EndsWith("norm.weight")) p.fill_(1); else p.normal_(0, 0.02);
         return m;
     }
+
+    /// <summary>
+    /// The same random model with every decoder projection in NF4 (bnb defaults: block 64, double quant; lm_head
+    /// dense), built one dense weight at a time so the fp32 model never exists.
+    /// </summary>
+    public static CausalLM RandomNf4(ModelConfig c, int seed = 0)
+    {
+        manual_seed(seed);
+        var m = new CausalLM(c, ScalarType.Float32, Nf4Quantizer.IsDecoderLinear);
+        using var _ = no_grad();
+        foreach (var (name, p) in m.named_parameters())
+            if (name.EndsWith("norm.weight")) p.fill_(1); else p.normal_(0, 0.02);
+        foreach (var lin in m.Linears().Where(l => l.weight is null))
+        {
+            using var dense = empty(lin.OutFeatures, lin.InFeatures).normal_(0, 0.02);
+            lin.SetQuantized(Nf4Weight.FromDense(dense, name: lin.ModulePath));
+        }
+        m.QuantizationScheme = new Nf4Options().Scheme;
+        return m;
+    }
+
+    /// <summary>Bytes of the frozen base: dense parameters plus quantised storage.</summary>
+    public static long BaseBytes(CausalLM m) =>
+        m.parameters().Sum(p => p.numel() * p.ElementSize) + m.Linears().Sum(l => l.Quantized?.StorageBytes ?? 0);
 }

@@ -8,7 +8,7 @@ namespace PeftSharp.Bench;
 /// <summary>
 /// lora-overhead: forward latency of the bare base, the base with an unmerged LoRA adapter, and with the same
 /// adapter merged, on one random ~34M-parameter Llama-shaped model and batch. Conditions are interleaved per round
-/// so drift on a shared machine hits all three alike; the median and the minimum (the least disturbed run, the better
+/// (in rotating order) so drift on a shared machine hits all three alike; the median and the minimum (the least disturbed run, the better
 /// estimate on a busy machine) per condition are reported.
 /// Options: --rank 16 --batch 4 --seq 128 --rounds 15
 /// </summary>
@@ -40,7 +40,8 @@ public sealed class LoraOverheadBench : IBench
         using var _ = no_grad();
         foreach (var (_, setup) in conditions) { setup(); Forward(model, ids); }   // warm-up
         for (int r = 0; r < rounds; r++)
-            foreach (var (name, setup) in conditions)
+            // The starting condition rotates per round, so no condition always follows the same one.
+            foreach (var (name, setup) in conditions.Skip(r % conditions.Length).Concat(conditions.Take(r % conditions.Length)))
             {
                 setup();
                 var sw = Stopwatch.StartNew();

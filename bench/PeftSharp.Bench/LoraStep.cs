@@ -1,0 +1,93 @@
+using PeftSharp.Models;
+using PeftSharp.Tuners.Lora;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+using AdamW = PeftSharp.Training.Optim.AdamW;
+using AdamWOptions = PeftSharp.Training.Optim.AdamWOptions;
+
+namespace PeftSharp.Bench;
+
+/// <summary>
+/// One LoRA training step as the peer (peer_lora_step.py, mode train) runs it: forward, mean next-token cross
+/// entropy, backward, AdamW (lr 1e-4, torch defaults otherwise) on the adapter parameters, zeroed gradients.
+/// </summary>
+public sealed class LoraStep : IDisposable
+{
+    readonly CausalLM _model;
+    readonly AdamW _opt;
+    readonly Tensor _input, _target;
+    readonly long _vocab;
+
+    public LoraAdapter Adapter { get; }
+    public long OptimizerStateBytes => _opt.StateBytes;
+    public long Tokens { get; }
+
+    /// <param name="targets">module names, or ["all-linear"]</param>
+    public LoraStep(CausalLM model, int r, double alpha, IReadOnlyList<string> targets, Tensor ids, int seed = 0)
+    {
+        _model = model;
+        _vocab = model.Config.VocabSize;
+        var cfg = targets is ["all-linear"]
+            ? new LoraConfig { R = r, LoraAlpha = alpha, TargetModulesRegex = "all-linear" }
+            : new LoraConfig { R = r, LoraAlpha = alpha, TargetModules = targets };
+        Adapter = LoraInjector.Inject(model, cfg, "default", seed, ScalarType.Float32);
+        model.State.Training = true;
+        _opt = new AdamW(Adapter.PeftNamedParameters().Select(p => (p.Key, p.Param)).ToList(), new AdamWOptions(LearningRate: 1e-4));
+        long t = ids.shape[1] - 1;
+        _input = ids.narrow(1, 0, t);
+        _target = ids.narrow(1, 1, t);
+        Tokens = ids.shape[0] * t;
+    }
+
+    /// <summary>Runs one step; returns the loss.</summary>
+    public double Run()
+    {
+        double loss;
+        using (var scope = NewDisposeScope())
+        {
+            var logits = _model.Forward(_input);
+            var l = nn.functional.cross_entropy(logits.reshape(-1, _vocab), _target.reshape(-1));
+            l.backward();
+            loss = l.item<float>();
+        }
+        _opt.Step();
+        _opt.ZeroGrad();
+        return loss;
+    }
+
+    public void Dispose()
+    {
+        _opt.Dispose();
+        _input.Dispose();
+        _target.Dispose();
+    }
+}
+
+/// <summary>FLOPs of one LoRA step and the matmul throughput they are measured against.</summary>
+public static class StepFlops
+{
+    public const string Formula =
+        "step = 4*N*P_frozen + 6*N*P_lora + 12*B*T^2*d_q*L  (N=B*T tokens; P_frozen = frozen matmul weights incl. lm_head; " +
+        "P_lora = r*(in+out) per adapted module; forward 2*N*P, backward 2*N*P_frozen for activation grads only (frozen weights get " +
+        "no weight grads) and 4*N*P_lora; attention QK^T and AV counted over the full T x T (as the peer's torch 1.13 computes it " +
+        "with a mask) at 4*B*T^2*d_q per layer forward, 2x that backward; the few backward matmuls below layer 0's first adapter are not subtracted)";
+
+    public static double Step(CausalLM model, LoraAdapter adapter, long batch, long seq)
+    {
+        var c = model.Config;
+        double n = batch * seq;
+        double frozen = model.Linears().Sum(l => (double)l.InFeatures * l.OutFeatures)
+            + (model.lm_head is null ? (double)c.VocabSize * c.HiddenSize : 0);
+        double lora = adapter.Layers.Values.Sum(l => (double)l.A.numel() + l.B.numel());
+        double dq = (double)c.NumHeads * c.HeadDim;
+        return 4 * n * frozen + 6 * n * lora + 12.0 * batch * seq * seq * dq * c.NumLayers;
+    }
+
+    /// <summary>GFLOP/s of one square fp32 matmul a @ b on the current thread setting.</summary>
+    public static double MatmulGflops(Tensor a, Tensor b)
+    {
+        var sw = System.Diagnostics.Stopwatch.StartNew();
+        using var c = a.matmul(b);
+        return 2.0 * a.shape[0] * a.shape[1] * b.shape[1] / sw.Elapsed.TotalSeconds / 1e9;
+    }
+}

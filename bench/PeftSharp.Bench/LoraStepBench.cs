@@ -1,0 +1,63 @@
+using System.Diagnostics;
+using System.Text.Json;
+using static TorchSharp.torch;
+
+namespace PeftSharp.Bench;
+
+/// <summary>
+/// lora-step: LoRA training-step tokens/s with the peer's shapes and flags (peer_lora_step.py --mode train), plus the
+/// step's FLOP count and its utilisation of the measured fp32 matmul throughput on the same threads.
+/// </summary>
+public sealed class LoraStepBench : IBench
+{
+    public string Name => "lora-step";
+    public string Description => "LoRA training step tokens/s + FLOP utilisation; same flags as peer_lora_step.py --mode train";
+
+    static readonly JsonSerializerOptions Json = new() { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
+
+    public int Run(string[] argv)
+    {
+        var a = new BenchArgs(argv);
+        int vocab = a.Int("vocab", 4096), hidden = a.Int("hidden", 512), layers = a.Int("layers", 4), heads = a.Int("heads", 8);
+        int kv = a.Int("kv-heads", 8), seq = a.Int("seq", 256), batch = a.Int("batch", 4), steps = a.Int("steps", 10), warmup = a.Int("warmup", 2);
+        int threads = a.Int("threads", 0), r = a.Int("r", 8);
+        double alpha = a.Double("alpha", 16);
+        var targets = a.Get("targets", "q_proj,v_proj").Split(',');
+        if (threads > 0) set_num_threads(threads);
+        using var model = BenchModels.Random(BenchModels.Config(vocab, hidden, layers, heads, kv, a.Int("intermediate", 0)));
+        manual_seed(0);
+        using var ids = randint(0, vocab, [batch, seq + 1]);
+        using var step = new LoraStep(model, r, alpha, targets, ids);
+        double flops = StepFlops.Step(model, step.Adapter, batch, seq);
+        int mmSize = a.Int("matmul", 2048);
+        using var mmA = randn(mmSize, mmSize);
+        using var mmB = randn(mmSize, mmSize);
+        // The matmul reference is timed right after every step, so load drift on a shared machine hits both alike.
+        var times = new List<double>();
+        var mmRates = new List<double>();
+        var utilisation = new List<double>();
+        double loss = 0;
+        for (int s = 0; s < warmup + steps; s++)
+        {
+            var sw = Stopwatch.StartNew();
+            loss = step.Run();
+            double t = sw.Elapsed.TotalSeconds;
+            double mm = StepFlops.MatmulGflops(mmA, mmB);
+            if (s < warmup) continue;
+            times.Add(t);
+            mmRates.Add(mm);
+            utilisation.Add(flops / t / 1e9 / mm);
+        }
+        double Median(List<double> l) { var o = l.Order().ToList(); return o[o.Count / 2]; }
+        double med = Median(times);
+        long trainable = step.Adapter.ParameterCount;
+        Console.WriteLine(JsonSerializer.Serialize(new
+        {
+            impl = "peftsharp", mode = "train", threads = get_num_threads(), median_step_s = Math.Round(med, 4),
+            tokens_per_s = Math.Round(batch * seq / med, 1), tokens_per_step = batch * seq, trainable_params = trainable, total_params = model.ParameterCount() + trainable,
+            loss = Math.Round(loss, 4), step_gflop = Math.Round(flops / 1e9, 2), achieved_gflops = Math.Round(flops / med / 1e9, 1),
+            matmul_gflops = Math.Round(Median(mmRates), 1), utilisation = Math.Round(Median(utilisation), 3), min_step_s = Math.Round(times.Min(), 4), flop_formula = StepFlops.Formula,
+        }, Json));
+        return 0;
+    }
+}

@@ -1,0 +1,113 @@
+using System.Diagnostics;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using PeftSharp.Models;
+using PeftSharp.Training;
+using static TorchSharp.torch;
+
+namespace PeftSharp.Bench;
+
+/// <summary>
+/// qlora-step: a QLoRA training step (NF4 base, fp32 LoRA) against a LoRA step on the fp32 base of the same shape:
+/// step time (both models in one process, steps alternated so drift hits both) and peak memory of each, measured
+/// in a separate child process per base (VmHWM; the fp32 model never exists in the NF4 child) and as tensor bytes.
+/// Options: peer_lora_step.py's shape flags, --targets all-linear (default) or a list, --rounds 5 --warmup 2 --threads 2.
+/// </summary>
+public sealed class QloraStepBench : IBench
+{
+    public string Name => "qlora-step";
+    public string Description => "QLoRA (NF4 base) step time and peak memory vs LoRA on the fp32 base (--targets all-linear --rounds 5)";
+
+    sealed record Shape(ModelConfig Config, int Batch, int Seq, int R, double Alpha, string[] Targets);
+
+    public int Run(string[] argv)
+    {
+        var a = new BenchArgs(argv);
+        int threads = a.Int("threads", 2);
+        set_num_threads(threads);
+        var shape = new Shape(
+            BenchModels.Config(a.Int("vocab", 4096), a.Int("hidden", 512), a.Int("layers", 4), a.Int("heads", 8), a.Int("kv-heads", 8), a.Int("intermediate", 0)),
+            a.Int("batch", 4), a.Int("seq", 256), a.Int("r", 8), a.Double("alpha", 16), a.Get("targets", "all-linear").Split(','));
+        int warmup = a.Int("warmup", 2);
+        if (a.Get("only", "") is { Length: > 0 } only) return Child(shape, only == "nf4", warmup + a.Int("rounds", 5));
+
+        manual_seed(0);
+        using var ids = randint(0, shape.Config.VocabSize, [shape.Batch, shape.Seq + 1]);
+        using var dense = BenchModels.Random(shape.Config);
+        using var nf4 = BenchModels.RandomNf4(shape.Config);
+        using var denseStep = new LoraStep(dense, shape.R, shape.Alpha, shape.Targets, ids);
+        using var nf4Step = new LoraStep(nf4, shape.R, shape.Alpha, shape.Targets, ids);
+        var steps = new[] { denseStep, nf4Step };
+        var times = new[] { new List<double>(), new List<double>() };
+        int rounds = a.Int("rounds", 5);
+        for (int i = 0; i < warmup + rounds; i++)
+            for (int k = 0; k < 2; k++)
+            {
+                var sw = Stopwatch.StartNew();
+                steps[k].Run();
+                if (i >= warmup) times[k].Add(sw.Elapsed.TotalSeconds);
+            }
+        double Median(List<double> l) { var s = l.Order().ToList(); return s[s.Count / 2]; }
+        double tDense = Median(times[0]), tNf4 = Median(times[1]);
+        var ratios = times[1].Zip(times[0], (q, d) => q / d).ToList();
+        Console.WriteLine($"model {dense.ParameterCount() / 1e6:F1}M params ({shape.Config.NumLayers} layers, h {shape.Config.HiddenSize}, vocab {shape.Config.VocabSize}), " +
+                          $"batch {shape.Batch}x{shape.Seq}, LoRA r={shape.R} on {string.Join(",", shape.Targets)} ({denseStep.Adapter.ParameterCount:N0} params), {threads} threads, {rounds} alternated rounds");
+        Console.WriteLine($"step time: fp32 base median {tDense * 1e3:F0} ms (min {times[0].Min() * 1e3:F0}), NF4 base median {tNf4 * 1e3:F0} ms (min {times[1].Min() * 1e3:F0})");
+        Console.WriteLine($"QLoRA/LoRA step time ratio = {Median(ratios):F3} (median of per-round ratios; min/min {times[1].Min() / times[0].Min():F3})");
+
+        // glibc raises its mmap threshold after freeing large blocks, so the NF4 step's transient dequantised weights
+        // stay in the heap; a fixed threshold returns them to the OS. Both are reported.
+        foreach (var threshold in new string?[] { null, "1048576" })
+        {
+            Console.WriteLine($"peak memory, one child process per base, glibc {(threshold is null ? "default malloc" : $"MALLOC_MMAP_THRESHOLD_={threshold}")} " +
+                              "(VmHWM; tensor bytes of base + adapter + AdamW state):");
+            var results = new[] { ("fp32", RunChild(argv, "fp32", threshold)), ("nf4", RunChild(argv, "nf4", threshold)) };
+            foreach (var (name, j) in results)
+                Console.WriteLine($"  {name,-5} VmHWM {Mb(j["peak_rss"]!),8:F1} MiB (runtime {Mb(j["rss_before_model"]!),6:F1}, + model {Mb(j["rss_after_model"]!) - Mb(j["rss_before_model"]!),6:F1}, " +
+                                  $"+ step peak {Mb(j["peak_rss"]!) - Mb(j["rss_after_model"]!),6:F1} MiB); tensors: base {Mb(j["base_bytes"]!),7:F1} MiB, " +
+                                  $"adapter {Mb(j["adapter_bytes"]!),5:F2} MiB, AdamW state {Mb(j["optimizer_bytes"]!),5:F2} MiB");
+            double Peak(JsonNode j) => Mb(j["peak_rss"]!) - Mb(j["rss_before_model"]!);
+            Console.WriteLine($"  QLoRA/LoRA peak memory ratio = {Peak(results[1].Item2) / Peak(results[0].Item2):F3} (VmHWM above the runtime), " +
+                              $"base tensor bytes ratio = {(double)results[1].Item2["base_bytes"]! / (double)results[0].Item2["base_bytes"]!:F3}");
+        }
+        return 0;
+    }
+
+    static double Mb(JsonNode n) => (double)n / (1 << 20);
+
+    /// <summary>Child: builds one base, runs the steps, prints its memory as JSON.</summary>
+    static int Child(Shape shape, bool nf4, int steps)
+    {
+        var (before, _) = ProcessMemory.Read();
+        manual_seed(0);
+        using var ids = randint(0, shape.Config.VocabSize, [shape.Batch, shape.Seq + 1]);
+        using var model = nf4 ? BenchModels.RandomNf4(shape.Config) : BenchModels.Random(shape.Config);
+        using var step = new LoraStep(model, shape.R, shape.Alpha, shape.Targets, ids);
+        var (afterModel, _) = ProcessMemory.Read();
+        for (int i = 0; i < steps; i++) step.Run();
+        var (_, peak) = ProcessMemory.Read();
+        Console.WriteLine(JsonSerializer.Serialize(new
+        {
+            @base = nf4 ? "nf4" : "fp32", rss_before_model = before, rss_after_model = afterModel, peak_rss = peak, base_bytes = BenchModels.BaseBytes(model),
+            adapter_bytes = step.Adapter.ParameterCount * 4, optimizer_bytes = step.OptimizerStateBytes,
+        }));
+        return 0;
+    }
+
+    static JsonNode RunChild(string[] argv, string only, string? mmapThreshold)
+    {
+        var psi = new ProcessStartInfo(Environment.ProcessPath!) { RedirectStandardOutput = true, UseShellExecute = false };
+        if (mmapThreshold is not null) psi.Environment["MALLOC_MMAP_THRESHOLD_"] = mmapThreshold;
+        if (!Path.GetFileNameWithoutExtension(Environment.ProcessPath!).Equals("PeftSharp.Bench", StringComparison.Ordinal))
+            psi.ArgumentList.Add(typeof(QloraStepBench).Assembly.Location);   // started as `dotnet PeftSharp.Bench.dll`
+        psi.ArgumentList.Add("qlora-step");
+        foreach (var s in argv) psi.ArgumentList.Add(s);
+        psi.ArgumentList.Add("--only");
+        psi.ArgumentList.Add(only);
+        using var p = Process.Start(psi)!;
+        string output = p.StandardOutput.ReadToEnd();
+        p.WaitForExit();
+        if (p.ExitCode != 0) throw new InvalidOperationException($"qlora-step child ({only}) exited with {p.ExitCode}");
+        return JsonNode.Parse(output.Trim().Split('\n')[^1])!;
+    }
+}
