@@ -59,7 +59,7 @@ public sealed class EvalCommand : Command<EvalCommand.Settings>
         using var tokenizer = TextTokenizer.FromFolder(s.Model, model.Config);
         var (sequences, prompts) = Load(s.Data, tokenizer, s.MaxSeq, s.Limit);
         var before = Evaluator.Run(model, sequences, prompts, tokenizer.EosId, s.Batch);
-        var applied = AdapterHook.Apply(model, s.Adapters, s.AllowBaseMismatch);
+        var applied = AdapterCli.Apply(model, s.Adapters, s.AllowBaseMismatch);
         var after = s.Adapters.Length == 0 ? before : Evaluator.Run(model, sequences, prompts, tokenizer.EosId, s.Batch, method: applied.Method);
         Write(s.Data, sequences.Count, before, after, s.Adapters.Length > 0);
         return 0;

@@ -55,7 +55,7 @@ public sealed class GenerateCommand : Command<GenerateCommand.Settings>
     public override int Execute(CommandContext context, Settings s, CancellationToken cancellationToken)
     {
         using var model = s.LoadModel();
-        var applied = AdapterHook.Apply(model, s.Adapters, s.AllowBaseMismatch);
+        var applied = AdapterCli.Apply(model, s.Adapters, s.AllowBaseMismatch);
         using var tok = TextTokenizer.FromFolder(s.Model, model.Config);
         var prompt = tok.Encode(s.Prompt!);
         var stop = model.Config.EosTokenIds.Concat(tok.EosId is int e ? [e] : []).ToHashSet();

@@ -48,7 +48,7 @@ public sealed class LogitsCommand : Command<LogitsCommand.Settings>
         if (info.Shape.Length != 2) throw new InvalidDataException($"{s.Input}: input_ids must be 2-D [B,T], got [{string.Join(", ", info.Shape)}]");
         if (info.Dtype is not ("I64" or "I32")) throw new InvalidDataException($"{s.Input}: input_ids must be int64, got {info.Dtype}");
         using var model = s.LoadModel();
-        var applied = AdapterHook.Apply(model, s.Adapters, s.AllowBaseMismatch);
+        var applied = AdapterCli.Apply(model, s.Adapters, s.AllowBaseMismatch);
         using var ids = input.Load("input_ids", ScalarType.Int64, model.Device);
         long vocab = model.Config.VocabSize;
         using (var bad = ids.lt(0).logical_or(ids.ge(vocab)))

@@ -35,11 +35,14 @@ public class ModelSettings : CommandSettings
         return ValidationResult.Success();
     }
 
-    public Device ResolveDevice()
+    public Device ResolveDevice() => ResolveDevice(Device);
+
+    /// <summary>A --device value as a TorchSharp device, with a clear error when CUDA is asked for but absent.</summary>
+    public static Device ResolveDevice(string name)
     {
-        if (Device.StartsWith("cuda") && !cuda.is_available())
+        if (name.StartsWith("cuda") && !cuda.is_available())
             throw new InvalidOperationException("--device cuda: CUDA is not available (this build uses TorchSharp-cpu; reference TorchSharp-cuda-linux to use a GPU)");
-        return torch.device(Device);
+        return torch.device(name);
     }
 
     public CausalLM LoadModel() =>

@@ -44,7 +44,7 @@ public sealed class TrainCommand : Command<TrainSettings>
         AnsiConsole.MarkupLine("[bold]memory plan[/] (peft plan, for this run on this device)");
         PlanOutput.Write(plan);
 
-        var device = new ModelSettings { Model = s.ModelDir, Device = s.Device }.ResolveDevice();
+        var device = ModelSettings.ResolveDevice(s.Device);
         var (model, method) = MethodFactory.Create(s.ModelDir, methodOptions, tokenizer, device, seed: s.Seed);
         using var _ = model;
         if (options.GradientCheckpointing) GradientCheckpointing.Enable(model);
