@@ -90,16 +90,29 @@ public class RobustnessTests
     public async Task AClientThatDisconnectsFreesItsRow()
     {
         await using var h = await ServingHarness.Start();
-        h.Server.State.Scheduler.AfterStep = () => Thread.Sleep(20);   // 120 tokens take seconds, not milliseconds
-        var body = new JsonObject { ["prompt"] = "go on", ["max_tokens"] = 120, ["temperature"] = 0, ["stream"] = true };
-        using var cts = new CancellationTokenSource();
-        using var req = new HttpRequestMessage(HttpMethod.Post, "v1/completions") { Content = new StringContent(body.ToJsonString(), Encoding.UTF8, "application/json") };
-        var resp = await h.Http.SendAsync(req, HttpCompletionOption.ResponseHeadersRead, cts.Token);
-        var reader = new StreamReader(await resp.Content.ReadAsStreamAsync(cts.Token));
-        await reader.ReadLineAsync(cts.Token);                   // the row is decoding
-        cts.Cancel();
-        resp.Dispose();
-        await ServingHarness.WaitUntil(() => h.Server.State.Scheduler.CancelledRows == 1 && h.Server.State.Scheduler.ActiveRows == 0, "the row to leave");
+        h.Server.State.Scheduler.AfterStep = () => Thread.Sleep(50);   // 120 tokens take 6+ s, not milliseconds
+        // A raw socket, closed mid-stream the way curl does on Ctrl-C. (HttpClient would not do: disposing an
+        // unfinished response makes it drain the body for up to 2 s to reuse the connection, so the server may
+        // never see a disconnect.)
+        using var socket = new System.Net.Sockets.Socket(System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp);
+        await socket.ConnectAsync(h.Server.BaseAddress.Host, h.Server.BaseAddress.Port);
+        string body = new JsonObject { ["prompt"] = "go on", ["max_tokens"] = 120, ["temperature"] = 0, ["stream"] = true }.ToJsonString();
+        string request = $"POST /v1/completions HTTP/1.1\r\nHost: {h.Server.BaseAddress.Authority}\r\nContent-Type: application/json\r\n" +
+                         $"Content-Length: {Encoding.UTF8.GetByteCount(body)}\r\n\r\n{body}";
+        await socket.SendAsync(Encoding.UTF8.GetBytes(request));
+        var seen = new StringBuilder();
+        var buffer = new byte[4096];
+        using (var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60)))
+            while (!seen.ToString().Contains("data: "))                 // the row is decoding
+            {
+                int n = await socket.ReceiveAsync(buffer, System.Net.Sockets.SocketFlags.None, timeout.Token);
+                Assert.True(n > 0, $"the server closed the stream early: {seen}");
+                seen.Append(Encoding.UTF8.GetString(buffer, 0, n));
+            }
+        Assert.StartsWith("HTTP/1.1 200", seen.ToString());
+        socket.Close();
+        await ServingHarness.WaitUntil(() => h.Server.State.Scheduler.ActiveRows == 0, "the row to leave");
+        Assert.Equal(1, h.Server.State.Scheduler.CancelledRows);
         Assert.True(h.Server.State.Scheduler.TokensGenerated < 120, "the row ran to max_tokens instead of being cancelled");
         h.Server.State.Scheduler.AfterStep = null;
         Assert.NotEmpty(await h.CompletionText("tiny-llama", "next", 3));
