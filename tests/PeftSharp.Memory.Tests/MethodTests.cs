@@ -102,12 +102,13 @@ public class DefaultTargetTests
     }
 
     [Fact]
-    public void Every_preset_and_method_plans_well_under_a_second()
+    public void Every_preset_and_method_plans()   // speed: bench/plan-speed.sh, not a timed test
     {
-        var watch = System.Diagnostics.Stopwatch.StartNew();
         foreach (var name in Presets.Names)
             foreach (var method in Enum.GetValues<TuningMethod>())
-                Assert.True(MemoryPlanner.Plan(name, new PlanRequest { Method = method }).TotalBytes > 0);
-        Assert.True(watch.ElapsedMilliseconds < 1000, $"{watch.ElapsedMilliseconds} ms for all presets x methods");
+            {
+                var plan = MemoryPlanner.Plan(name, new PlanRequest { Method = method });
+                Assert.True(plan.TotalBytes > 0 && plan.TrainableParameters > 0, $"{name} {method}");
+            }
     }
 }
