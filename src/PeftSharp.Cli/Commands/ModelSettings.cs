@@ -25,8 +25,13 @@ public class ModelSettings : CommandSettings
     [DefaultValue("fp32")]
     public string Dtype { get; set; } = "fp32";
 
+    [CommandOption("--threads <N>")]
+    [Description("CPU threads for tensor maths (default: libtorch's, one per core); serve runs best leaving one core to HTTP")]
+    public int? Threads { get; set; }
+
     public override ValidationResult Validate()
     {
+        if (Threads is <= 0) return ValidationResult.Error($"--threads must be positive (got {Threads})");
         if (string.IsNullOrWhiteSpace(Model)) return ValidationResult.Error("--model is required");
         if (!Directory.Exists(Model)) return ValidationResult.Error($"--model: folder '{Model}' not found");
         if (Device is not ("cpu" or "cuda") && !Device.StartsWith("cuda:")) return ValidationResult.Error($"--device: '{Device}' is not cpu or cuda");
@@ -45,6 +50,15 @@ public class ModelSettings : CommandSettings
         return torch.device(name);
     }
 
-    public CausalLM LoadModel() =>
-        ModelLoader.Load(Model, new LoadOptions { Dtype = SafeTensorDtype.ParseComputeDtype(Dtype), Device = ResolveDevice() });
+    public CausalLM LoadModel()
+    {
+        ApplyThreads(Threads);
+        return ModelLoader.Load(Model, new LoadOptions { Dtype = SafeTensorDtype.ParseComputeDtype(Dtype), Device = ResolveDevice() });
+    }
+
+    /// <summary>--threads: libtorch's intra-op thread count for this process (null leaves libtorch's default).</summary>
+    public static void ApplyThreads(int? threads)
+    {
+        if (threads is int n) set_num_threads(n);
+    }
 }

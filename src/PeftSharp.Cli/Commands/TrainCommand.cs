@@ -23,10 +23,12 @@ public sealed class TrainCommand : Command<TrainSettings>
     public override int Execute(CommandContext context, TrainSettings s, CancellationToken cancellationToken)
     {
         ProcessMemory.ReturnLargeFreesToOs(); // resident memory then follows the live tensors, as the plan counts them
+        ModelSettings.ApplyThreads(s.Threads);
         using (zeros(1)) { } // load libtorch first, so the runtime's resident set counts as runtime, not activations
         long runtimeBytes = ProcessMemory.Read().RssBytes;
         var clock = Stopwatch.StartNew();
-        string outDir = s.Out ?? s.Resume ?? Path.Combine("runs", $"{s.Method}-{DateTime.Now:yyyyMMdd-HHmmss}");
+        if (s.Resume is not null) RestoreOptions(context, s);
+        string outDir = s.Out ?? (s.Resume is { } r ? Checkpoint.RunFolder(r) : Path.Combine("runs", $"{s.Method}-{DateTime.Now:yyyyMMdd-HHmmss}"));
         var methodOptions = s.MethodOptions();
         var options = s.TrainerOptions(outDir);
         if (options.ResumeFrom is null && !options.Overwrite && Trainer.HoldsRun(outDir))
@@ -57,6 +59,7 @@ public sealed class TrainCommand : Command<TrainSettings>
         ConsoleCancelEventHandler onCancel = (_, e) => { e.Cancel = true; cts.Cancel(); };
         Console.CancelKeyPress += onCancel;
         var records = new List<JsonObject>();
+        if (s.Resume is null) SavedTrainOptions.Save(s, outDir);   // before the first checkpoint, so any stop can resume
         TrainResult result;
         try
         {
@@ -66,9 +69,10 @@ public sealed class TrainCommand : Command<TrainSettings>
         {
             Console.CancelKeyPress -= onCancel;
         }
+        if (s.Resume is not null) SavedTrainOptions.Save(s, outDir);   // the checkpoint loaded: overrides given now stick
         if (result.FinalDir is null)
         {
-            AnsiConsole.MarkupLineInterpolated($"stopped at step {result.Steps}; resume with: ./peft train --resume {outDir} (and the same options)");
+            AnsiConsole.MarkupLineInterpolated($"stopped at step {result.Steps}; resume with: ./peft train --resume {outDir}");
             return 130;
         }
 
@@ -88,6 +92,21 @@ public sealed class TrainCommand : Command<TrainSettings>
         PeftSharp.IO.AtomicFile.WriteAllText(report, summary.Markdown());
         AnsiConsole.MarkupLineInterpolated($"[bold]report[/] {report} (metrics.jsonl, loss.png, memory.png beside it); adapter: {result.FinalDir}");
         return 0;
+    }
+
+    /// <summary>--resume: the options the run was started with come back, except those given again now.</summary>
+    static void RestoreOptions(CommandContext context, TrainSettings s)
+    {
+        if (SavedTrainOptions.Find(s.Resume!) is not { } file)
+        {
+            AnsiConsole.MarkupLineInterpolated($"[yellow]warning[/]: {s.Resume} has no {SavedTrainOptions.FileName}; resuming with the options given now (they must be the run's)");
+            return;
+        }
+        var overridden = SavedTrainOptions.Restore(s, file, context.Arguments);
+        AnsiConsole.MarkupLineInterpolated($"[bold]resume[/] with the run's options from {file}");
+        foreach (var o in overridden) AnsiConsole.MarkupLineInterpolated($"[yellow]changed[/] {o}");
+        var valid = s.Validate();
+        if (!valid.Successful) throw new ArgumentException($"{file}: {valid.Message}");
     }
 
     static TrainResult RunWithProgress(CausalLM model, ITrainingMethod method, TrainerOptions options, TrainingData data, int? eos,

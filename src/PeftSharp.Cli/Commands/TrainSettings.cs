@@ -69,6 +69,7 @@ public sealed class TrainSettings : CommandSettings
     public int? EvalInterval { get; set; }
     [CommandOption("--save-interval <N>")] [DefaultValue(0)] public int SaveInterval { get; set; }
     [CommandOption("--device <D>")] [DefaultValue("cpu")] public string Device { get; set; } = "cpu";
+    [CommandOption("--threads <N>")] [Description("CPU threads for tensor maths (default: one per core)")] public int? Threads { get; set; }
 
     public bool UsesDemo => Data is null;
 
@@ -110,6 +111,7 @@ public sealed class TrainSettings : CommandSettings
         try { MethodOptions().Validate(); }
         catch (ArgumentException e) { return ValidationResult.Error(e.Message); }
         if (!Training.Optim.OptimizerFactory.Names.Contains(Optimizer)) return ValidationResult.Error($"--optimizer: '{Optimizer}' is not one of {string.Join(", ", Training.Optim.OptimizerFactory.Names)}");
+        if (Threads is <= 0) return ValidationResult.Error($"--threads must be positive (got {Threads})");
         if (Batch <= 0) return ValidationResult.Error($"--batch must be positive (got {Batch})");
         if (GradAccum <= 0) return ValidationResult.Error($"--grad-accum must be positive (got {GradAccum})");
         if (MaxSeq <= 1) return ValidationResult.Error($"--max-seq must be at least 2 (got {MaxSeq})");

@@ -53,6 +53,15 @@ public static class Checkpoint
         return state;
     }
 
+    /// <summary>The run folder a --resume path belongs to: the path itself, or RUN for RUN/checkpoints/step-N.</summary>
+    public static string RunFolder(string path)
+    {
+        string full = Path.TrimEndingDirectorySeparator(Path.GetFullPath(path));
+        var parent = Path.GetDirectoryName(full);
+        return File.Exists(Path.Combine(full, State)) && parent is not null && Path.GetFileName(parent) == "checkpoints"
+            ? Path.GetDirectoryName(parent)! : path;
+    }
+
     /// <summary>A checkpoint folder itself, or the latest checkpoint of a run folder.</summary>
     public static string Resolve(string path)
     {

@@ -81,6 +81,7 @@ public sealed class Trainer
             metrics.TruncateAfter(step);
             Log?.Invoke($"resumed from {resume} at step {step}");
         }
+        WriteRunFile();
 
         EvalResult? first = null, last = null;
         bool hasEval = data.Eval.Count > 0 || data.EvalPrompts.Count > 0;
@@ -204,6 +205,12 @@ public sealed class Trainer
             foreach (var d in new[] { "checkpoints", "final" }) if (Directory.Exists(Path.Combine(o, d))) Directory.Delete(Path.Combine(o, d), true);
         }
         Directory.CreateDirectory(o);
+    }
+
+    /// <summary>run.json: the trainer options of this run (on resume only once the checkpoint loaded, so a failed resume changes nothing).</summary>
+    void WriteRunFile()
+    {
+        string o = _o.OutDir;
         var json = JsonSerializer.Serialize(_o, new JsonSerializerOptions
         {
             WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,

@@ -28,6 +28,31 @@ public class CliCommandTests
     public void BadArgumentsExitNonZero(params string[] args) => Assert.NotEqual(0, CliApp.Run(args));
 
     [Fact]
+    public void ThreadsMustBePositive()
+    {
+        var model = new PeftSharp.Cli.Commands.GenerateCommand.Settings { Model = TestPaths.TinyLlama, Prompt = "hi", Threads = 0 }.Validate();
+        Assert.False(model.Successful);
+        Assert.Contains("--threads", model.Message);
+        var train = new PeftSharp.Cli.Commands.TrainSettings { Threads = -1 }.Validate();
+        Assert.False(train.Successful);
+        Assert.Contains("--threads", train.Message);
+        Assert.True(new PeftSharp.Cli.Commands.GenerateCommand.Settings { Model = TestPaths.TinyLlama, Prompt = "hi", Threads = 1 }.Validate().Successful);
+    }
+
+    [Fact]
+    public void ThreadsSetsLibtorchsThreadCount()
+    {
+        int before = TorchSharp.torch.get_num_threads();
+        int wanted = before == 1 ? 2 : 1;
+        try
+        {
+            Assert.Equal(0, CliApp.Run(["generate", "--model", TestPaths.TinyLlama, "--prompt", "hi", "--max-new-tokens", "2", "--threads", wanted.ToString()]));
+            Assert.Equal(wanted, TorchSharp.torch.get_num_threads());
+        }
+        finally { TorchSharp.torch.set_num_threads(before); }
+    }
+
+    [Fact]
     public void LogitsRejectsOutOfRangeIds()
     {
         var dir = TestPaths.TempDir();

@@ -55,6 +55,70 @@ public class TrainEvalCliTests
         Assert.Equal(0, CliApp.Run(Train(data, outDir, "--method", "lora", "--steps", "1", "--overwrite")));
     }
 
+    [Fact]
+    public void ResumeAloneRestoresTheRunsOptionsAndContinuesExactly()
+    {
+        string dir = TestPaths.TempDir(), data = MethodsEndToEndTests.WriteTask(dir, 8);
+        string[] knobs = ["--method", "lora", "--targets", "q_proj,v_proj", "--rank", "4", "--lr", "0.01", "--steps", "6", "--save-interval", "3", "--schedule", "linear"];
+        string whole = Path.Combine(dir, "whole"), cut = Path.Combine(dir, "cut");
+        Assert.Equal(0, CliApp.Run(Train(data, whole, knobs)));
+        Assert.Equal(0, CliApp.Run(Train(data, cut, knobs)));
+        // Make "cut" a run that died after its step-3 checkpoint: no final adapter, nothing past step 3.
+        Directory.Delete(Path.Combine(cut, "final"), true);
+        foreach (var ckpt in Directory.GetDirectories(Path.Combine(cut, "checkpoints")).Where(d => !d.EndsWith("step-000003"))) Directory.Delete(ckpt, true);
+
+        var (code, err) = RunCapturingErrors(["train", "--resume", cut]);   // nothing else: the defaults (qlora, r 8) would not fit
+        Assert.True(code == 0, err);
+        using var a = new SafeTensorsFile(Path.Combine(whole, "final", "adapter_model.safetensors"));
+        using var b = new SafeTensorsFile(Path.Combine(cut, "final", "adapter_model.safetensors"));
+        var names = a.Tensors.Select(t => t.Name).Order().ToList();
+        Assert.Equal(names, b.Tensors.Select(t => t.Name).Order());
+        Assert.Equal(2 * 2 * 2, names.Count);   // 2 layers x (q_proj, v_proj) x (A, B): the run's targets, not the default all-linear
+        foreach (var name in names)
+        {
+            using var x = a.Load(name);
+            using var y = b.Load(name);
+            Assert.Contains(4L, x.shape);        // the run's rank, not the default 8
+            Assert.True(x.equal(y).all().item<bool>(), $"{name} differs after resume");
+        }
+    }
+
+    [Fact]
+    public void ResumeReportsOptionsGivenAgainAndRefusesAnUnreadableOptionsFile()
+    {
+        string dir = TestPaths.TempDir(), data = MethodsEndToEndTests.WriteTask(dir, 8), run = Path.Combine(dir, "run");
+        Assert.Equal(0, CliApp.Run(Train(data, run, "--method", "lora", "--rank", "4", "--steps", "4", "--save-interval", "2")));
+        Directory.Delete(Path.Combine(run, "final"), true);
+        var sw = new StringWriter();
+        var old = Console.Out;
+        Console.SetOut(sw);
+        try
+        {
+            Spectre.Console.AnsiConsole.Console = Spectre.Console.AnsiConsole.Create(new Spectre.Console.AnsiConsoleSettings { Out = new Spectre.Console.AnsiConsoleOutput(sw) });
+            Assert.Equal(0, CliApp.Run(["train", "--resume", Path.Combine(run, "checkpoints", "step-000002"), "--lr", "0.002"]));
+        }
+        finally
+        {
+            Console.SetOut(old);
+            Spectre.Console.AnsiConsole.Console = Spectre.Console.AnsiConsole.Create(new Spectre.Console.AnsiConsoleSettings());
+        }
+        Assert.Contains("--lr 0.002", sw.ToString());
+        Assert.True(File.Exists(Path.Combine(run, "final", "adapter_model.safetensors")), "resuming from a checkpoint folder writes into its run");
+
+        // A resume that cannot load its checkpoint (rank 8 over a rank-4 run) fails and leaves the run's records as they were.
+        string options = Path.Combine(run, "train-options.json"), runJson = Path.Combine(run, "run.json");
+        var before = (File.ReadAllText(options), File.ReadAllText(runJson), File.ReadAllText(Path.Combine(run, "metrics.jsonl")));
+        var (mismatch, why) = RunCapturingErrors(["train", "--resume", run, "--rank", "8"]);
+        Assert.Equal(1, mismatch);
+        Assert.Contains("[4, ", why);
+        Assert.Equal(before, (File.ReadAllText(options), File.ReadAllText(runJson), File.ReadAllText(Path.Combine(run, "metrics.jsonl"))));
+
+        File.WriteAllText(options, "{\"rank\": \"four\"");
+        var (code, err) = RunCapturingErrors(["train", "--resume", run]);
+        Assert.Equal(1, code);
+        Assert.Contains(options, err);
+    }
+
     [Theory]
     [InlineData("prompt")]
     [InlineData("adapter")]
