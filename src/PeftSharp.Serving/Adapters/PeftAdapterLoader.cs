@@ -30,7 +30,8 @@ public sealed class PeftAdapterLoader : IAdapterLoader
             var full = Base(model);
             var actual = full with { Tensors = full.Tensors.Where(t => paths.Contains(StripSuffix(t.Key))).ToDictionary() };
             var diff = recorded.Differences(actual);
-            if (diff.Count > 0) throw new AdapterMismatchException($"{diff.Count} difference(s): {string.Join("; ", diff.Take(8))}{(diff.Count > 8 ? "; ..." : "")}");
+            if (diff.Count > 0)
+                throw new AdapterMismatchException($"{diff.Count} difference(s): {string.Join("; ", diff.Take(8))}{(diff.Count > 8 ? "; ..." : "")}{Hint(recorded.Scheme, full.Scheme)}");
             recordedDigest = recorded.Digest;
         }
         try { LoraInjector.Targets(model, cfg); }
@@ -41,6 +42,16 @@ public sealed class PeftAdapterLoader : IAdapterLoader
     }
 
     public void Unload(CausalLM model, string internalName) => LoraModel.Of(model).Delete(internalName);
+
+    // One served base is shared by every adapter, so it is not re-quantised per adapter (generate/eval/merge do that
+    // for their single adapter); say which base to serve instead.
+    static string Hint(string trainedOn, string served) => (trainedOn, served) switch
+    {
+        (_, _) when trainedOn == served => "",
+        (_, "none") => $". The adapter was trained on a {trainedOn} base: serve that (`peft quantize --model BASE --out DIR`, then `peft serve --model DIR`)",
+        ("none", _) => $". The adapter was trained on the dense base, and this server's base is {served}: serve the dense base",
+        _ => "",
+    };
 
     static string StripSuffix(string tensor) => tensor.EndsWith(".weight") ? tensor[..^7] : tensor.EndsWith(".bias") ? tensor[..^5] : tensor;
 }

@@ -64,7 +64,33 @@ public class QuantizedBaseTests
             var load = new JsonObject { ["name"] = "dense", ["path"] = "dense" };
             using var resp = await http.PostAsync("v1/adapters", new StringContent(load.ToJsonString(), System.Text.Encoding.UTF8, "application/json"));
             Assert.Equal(409, (int)resp.StatusCode);
-            Assert.Contains("quantisation none", await resp.Content.ReadAsStringAsync());
+            string refusal = await resp.Content.ReadAsStringAsync();
+            Assert.Contains("quantisation none", refusal);
+            Assert.Contains("serve the dense base", refusal);
+        }
+        finally
+        {
+            http.Dispose();
+            await server.DisposeAsync();
+            tok.Dispose();
+            model.Dispose();
+        }
+    }
+
+    [Fact]
+    public async Task DenseBaseRefusesAQloraAdapterAndSaysWhichBaseToServe()
+    {
+        string root = TestPaths.TempDir();
+        string qlora = ServingHarness.SavedAdapter(Path.Combine(root, "qlora"), seed: 3, baseDir: Nf4Folder());   // recorded on the NF4 base
+        var (server, http, model, tok) = await Serve(TestPaths.TinyLlama, new LoadOptions(), new ServerOptions { AdapterRoot = root });
+        try
+        {
+            var load = new JsonObject { ["name"] = "qlora", ["path"] = "qlora" };
+            using var resp = await http.PostAsync("v1/adapters", new StringContent(load.ToJsonString(), System.Text.Encoding.UTF8, "application/json"));
+            Assert.Equal(409, (int)resp.StatusCode);
+            string refusal = await resp.Content.ReadAsStringAsync();
+            Assert.Contains("quantisation nf4", refusal);
+            Assert.Contains("peft quantize", refusal);
         }
         finally
         {
