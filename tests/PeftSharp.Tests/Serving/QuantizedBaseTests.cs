@@ -22,12 +22,31 @@ public class QuantizedBaseTests
         return dir;
     }
 
-    static async Task<(PeftServer Server, HttpClient Http, CausalLM Model, TextTokenizer Tok)> Serve(string folder, LoadOptions load, ServerOptions options)
+    /// <summary>A server over one base folder, and the client talking to it; disposing stops and frees both.</summary>
+    sealed record Served(PeftServer Server, HttpClient Http, CausalLM Model, TextTokenizer Tok) : IAsyncDisposable
+    {
+        public async Task<(int Status, string Body)> LoadAdapter(string name, string path)
+        {
+            var load = new JsonObject { ["name"] = name, ["path"] = path };
+            using var resp = await Http.PostAsync("v1/adapters", new StringContent(load.ToJsonString(), System.Text.Encoding.UTF8, "application/json"));
+            return ((int)resp.StatusCode, await resp.Content.ReadAsStringAsync());
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            Http.Dispose();
+            await Server.DisposeAsync();
+            Tok.Dispose();
+            Model.Dispose();
+        }
+    }
+
+    static async Task<Served> Serve(string folder, LoadOptions load, ServerOptions options)
     {
         var model = ModelLoader.Load(folder, load);
         var tok = TextTokenizer.FromFolder(folder, model.Config);
         var server = await PeftServer.StartAsync(model, tok, "base", options with { Host = "127.0.0.1", Port = 0 }, new PeftAdapterLoader());
-        return (server, new HttpClient { BaseAddress = server.BaseAddress }, model, tok);
+        return new Served(server, new HttpClient { BaseAddress = server.BaseAddress }, model, tok);
     }
 
     static string Reference(string folder, LoadOptions load, string? adapter, string prompt, int max)
@@ -51,73 +70,39 @@ public class QuantizedBaseTests
     {
         string nf4 = Nf4Folder();
         string root = TestPaths.TempDir();
-        string dense = ServingHarness.SavedAdapter(Path.Combine(root, "dense"), seed: 2);   // recorded on the fp32 base
-        var (server, http, model, tok) = await Serve(nf4, new LoadOptions(), new ServerOptions { AdapterRoot = root, Adapters = [("lora", ServingHarness.LoraFixture)] });
-        try
-        {
-            Assert.NotEqual("none", model.QuantizationScheme);
-            var models = JsonNode.Parse(await http.GetStringAsync("v1/models"))!["data"]!;
-            Assert.Equal(model.QuantizationScheme, models[0]!["quantization"]!.GetValue<string>());
-            var (status, body) = await Complete(http, "lora", "quantised", 12);
-            Assert.Equal(200, status);
-            Assert.Equal(Reference(nf4, new LoadOptions(), ServingHarness.LoraFixture, "quantised", 12), body["choices"]![0]!["text"]!.GetValue<string>());
-            var load = new JsonObject { ["name"] = "dense", ["path"] = "dense" };
-            using var resp = await http.PostAsync("v1/adapters", new StringContent(load.ToJsonString(), System.Text.Encoding.UTF8, "application/json"));
-            Assert.Equal(409, (int)resp.StatusCode);
-            string refusal = await resp.Content.ReadAsStringAsync();
-            Assert.Contains("quantisation none", refusal);
-            Assert.Contains("serve the dense base", refusal);
-        }
-        finally
-        {
-            http.Dispose();
-            await server.DisposeAsync();
-            tok.Dispose();
-            model.Dispose();
-        }
+        ServingHarness.SavedAdapter(Path.Combine(root, "dense"), seed: 2);   // recorded on the fp32 base
+        await using var s = await Serve(nf4, new LoadOptions(), new ServerOptions { AdapterRoot = root, Adapters = [("lora", ServingHarness.LoraFixture)] });
+        Assert.NotEqual("none", s.Model.QuantizationScheme);
+        var models = JsonNode.Parse(await s.Http.GetStringAsync("v1/models"))!["data"]!;
+        Assert.Equal(s.Model.QuantizationScheme, models[0]!["quantization"]!.GetValue<string>());
+        var (status, body) = await Complete(s.Http, "lora", "quantised", 12);
+        Assert.Equal(200, status);
+        Assert.Equal(Reference(nf4, new LoadOptions(), ServingHarness.LoraFixture, "quantised", 12), body["choices"]![0]!["text"]!.GetValue<string>());
+        var (refused, refusal) = await s.LoadAdapter("dense", "dense");
+        Assert.Equal(409, refused);
+        Assert.Contains("quantisation none", refusal);
+        Assert.Contains("serve the dense base", refusal);
     }
 
     [Fact]
     public async Task DenseBaseRefusesAQloraAdapterAndSaysWhichBaseToServe()
     {
         string root = TestPaths.TempDir();
-        string qlora = ServingHarness.SavedAdapter(Path.Combine(root, "qlora"), seed: 3, baseDir: Nf4Folder());   // recorded on the NF4 base
-        var (server, http, model, tok) = await Serve(TestPaths.TinyLlama, new LoadOptions(), new ServerOptions { AdapterRoot = root });
-        try
-        {
-            var load = new JsonObject { ["name"] = "qlora", ["path"] = "qlora" };
-            using var resp = await http.PostAsync("v1/adapters", new StringContent(load.ToJsonString(), System.Text.Encoding.UTF8, "application/json"));
-            Assert.Equal(409, (int)resp.StatusCode);
-            string refusal = await resp.Content.ReadAsStringAsync();
-            Assert.Contains("quantisation nf4", refusal);
-            Assert.Contains("peft quantize", refusal);
-        }
-        finally
-        {
-            http.Dispose();
-            await server.DisposeAsync();
-            tok.Dispose();
-            model.Dispose();
-        }
+        ServingHarness.SavedAdapter(Path.Combine(root, "qlora"), seed: 3, baseDir: Nf4Folder());   // recorded on the NF4 base
+        await using var s = await Serve(TestPaths.TinyLlama, new LoadOptions(), new ServerOptions { AdapterRoot = root });
+        var (refused, refusal) = await s.LoadAdapter("qlora", "qlora");
+        Assert.Equal(409, refused);
+        Assert.Contains("quantisation nf4", refusal);
+        Assert.Contains("peft quantize", refusal);
     }
 
     [Fact]
     public async Task Bf16BaseServesLikeGeneratingAlone()
     {
         var load = new LoadOptions { Dtype = ScalarType.BFloat16 };
-        var (server, http, model, tok) = await Serve(TestPaths.TinyLlama, load, new ServerOptions { Adapters = [("lora", ServingHarness.LoraFixture)] });
-        try
-        {
-            var (status, body) = await Complete(http, "lora", "half precision", 12);
-            Assert.Equal(200, status);
-            Assert.Equal(Reference(TestPaths.TinyLlama, load, ServingHarness.LoraFixture, "half precision", 12), body["choices"]![0]!["text"]!.GetValue<string>());
-        }
-        finally
-        {
-            http.Dispose();
-            await server.DisposeAsync();
-            tok.Dispose();
-            model.Dispose();
-        }
+        await using var s = await Serve(TestPaths.TinyLlama, load, new ServerOptions { Adapters = [("lora", ServingHarness.LoraFixture)] });
+        var (status, body) = await Complete(s.Http, "lora", "half precision", 12);
+        Assert.Equal(200, status);
+        Assert.Equal(Reference(TestPaths.TinyLlama, load, ServingHarness.LoraFixture, "half precision", 12), body["choices"]![0]!["text"]!.GetValue<string>());
     }
 }
