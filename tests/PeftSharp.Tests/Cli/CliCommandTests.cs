@@ -40,19 +40,6 @@ public class CliCommandTests
     }
 
     [Fact]
-    public void ThreadsSetsLibtorchsThreadCount()
-    {
-        int before = TorchSharp.torch.get_num_threads();
-        int wanted = before == 1 ? 2 : 1;
-        try
-        {
-            Assert.Equal(0, CliApp.Run(["generate", "--model", TestPaths.TinyLlama, "--prompt", "hi", "--max-new-tokens", "2", "--threads", wanted.ToString()]));
-            Assert.Equal(wanted, TorchSharp.torch.get_num_threads());
-        }
-        finally { TorchSharp.torch.set_num_threads(before); }
-    }
-
-    [Fact]
     public void LogitsRejectsOutOfRangeIds()
     {
         var dir = TestPaths.TempDir();
@@ -87,5 +74,23 @@ public class InspectCommandTests
         long layer = 64 * 64 + 2 * 32 * 64 + 64 * 64 + 3 * 176 * 64 + 2 * 64;
         long total = 2 * layer + 2 * 260 * 64 + 64;
         Assert.Contains(total.ToString("N0"), sw.ToString());
+    }
+}
+
+/// <summary>--threads changes libtorch's process-wide thread count, so this runs with nothing beside it.</summary>
+[Collection(PeftSharp.Tests.Training.SerialCollection.Name)]
+public class ThreadsOptionTests
+{
+    [Fact]
+    public void ThreadsSetsLibtorchsThreadCount()
+    {
+        int before = TorchSharp.torch.get_num_threads();
+        int wanted = before == 1 ? 2 : 1;
+        try
+        {
+            Assert.Equal(0, CliApp.Run(["generate", "--model", TestPaths.TinyLlama, "--prompt", "hi", "--max-new-tokens", "2", "--threads", wanted.ToString()]));
+            Assert.Equal(wanted, TorchSharp.torch.get_num_threads());
+        }
+        finally { TorchSharp.torch.set_num_threads(before); }
     }
 }

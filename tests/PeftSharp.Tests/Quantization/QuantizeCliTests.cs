@@ -4,6 +4,7 @@ using PeftSharp.Models;
 
 namespace PeftSharp.Tests.Quantization;
 
+[Collection("console")]   // it runs the CLI, which writes to the process-wide console other tests capture
 public class QuantizeCliTests
 {
     [Fact]

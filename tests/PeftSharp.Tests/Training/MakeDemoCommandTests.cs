@@ -3,6 +3,7 @@ using PeftSharp.Models;
 
 namespace PeftSharp.Tests.Training;
 
+[Collection("console")]   // it runs the CLI, which writes to the process-wide console other tests capture
 public class MakeDemoCommandTests
 {
     [Fact]
