@@ -5,7 +5,7 @@ namespace PeftSharp.Training;
 
 /// <summary>
 /// metrics.jsonl: one JSON object per line. Training steps: {"step","loss","lr","grad_norm","tokens_per_s",
-/// "elapsed_s","rss_mb","peak_rss_mb"}; evaluations: {"step","eval_loss","eval_accuracy","elapsed_s"}.
+/// "elapsed_s","rss_mb","peak_rss_mb"}; evaluations: {"step","eval_loss","eval_accuracy","eval_examples","elapsed_s"}.
 /// Memory is the process's resident set from /proc/self/status (see <see cref="ProcessMemory"/>).
 /// </summary>
 public sealed class MetricsLog
@@ -27,6 +27,21 @@ public sealed class MetricsLog
             catch (System.Text.Json.JsonException) { return false; }
         }).ToList();
         IO.AtomicFile.WriteAllText(_path, string.Concat(kept.Select(l => l + "\n")));
+    }
+
+    /// <summary>The evaluation recorded at <paramref name="step"/> (on resume: the run's "before" figures), or null.</summary>
+    public EvalResult? EvalAt(int step)
+    {
+        if (!File.Exists(_path)) return null;
+        foreach (var line in File.ReadLines(_path))
+        {
+            JsonNode? n;
+            try { n = JsonNode.Parse(line); }
+            catch (System.Text.Json.JsonException) { continue; }
+            if (n?["eval_loss"] is null || n["step"]?.GetValue<int>() != step) continue;
+            return new EvalResult(n["eval_loss"]!.GetValue<double>(), n["eval_accuracy"]?.GetValue<double>(), n["eval_examples"]?.GetValue<int>() ?? 0);
+        }
+        return null;
     }
 
     public static double Round(double x, int digits = 6) =>

@@ -70,6 +70,7 @@ public sealed class Trainer
 
         int step = 0;
         string? lastGood = null;
+        EvalResult? first = null, last = null;
         if (resume is not null)
         {
             var state = Checkpoint.Load(resume, _method, optimizer);
@@ -79,11 +80,11 @@ public sealed class Trainer
             step = state.Step;
             lastGood = resume;
             metrics.TruncateAfter(step);
+            first = last = metrics.EvalAt(0);   // the "before" figures, measured by the process that started the run
             Log?.Invoke($"resumed from {resume} at step {step}");
         }
         WriteRunFile();
 
-        EvalResult? first = null, last = null;
         bool hasEval = data.Eval.Count > 0 || data.EvalPrompts.Count > 0;
         if (hasEval && step == 0) first = last = Evaluate(data, 0, clock, metrics);
 
@@ -172,7 +173,7 @@ public sealed class Trainer
         _model.eval();
         var r = Evaluator.Run(_model, data.Eval, data.EvalPrompts, _eosId, _o.BatchSize, _o.EvalMaxPrompts, _method);
         var rec = new JsonObject { ["step"] = step, ["eval_loss"] = MetricsLog.Round(r.Loss), ["elapsed_s"] = MetricsLog.Round(clock.Elapsed.TotalSeconds, 4) };
-        if (r.ExactMatch is double em) rec["eval_accuracy"] = em;
+        if (r.ExactMatch is double em) { rec["eval_accuracy"] = em; rec["eval_examples"] = r.Examples; }
         Record(metrics, rec);
         Log?.Invoke($"step {step}: eval loss {r.Loss:F4}" + (r.ExactMatch is double a ? $", exact match {a:P1} of {r.Examples}" : ""));
         return r;

@@ -46,11 +46,19 @@ public class TrainerTests
     public void ResumedRunEndsBitIdenticalToUninterruptedRun()
     {
         string dir = TestPaths.TempDir(), train = WriteTask(dir, 24);
+        string eval = WriteTask(dir, 4, offset: 50);
         var o = Options(Path.Combine(dir, "a")) with { MaxSteps = 6, SaveInterval = 3 };
-        Run(o, train);
+        var whole = Run(o, train, eval);
         var interrupted = o with { OutDir = Path.Combine(dir, "b"), StopAfterSteps = 4 }; // dies one step after the checkpoint
-        Assert.Null(Run(interrupted, train).FinalDir);
-        var resumed = Run(interrupted with { StopAfterSteps = null, ResumeFrom = Path.Combine(dir, "b") }, train);
+        Assert.Null(Run(interrupted, train, eval).FinalDir);
+        var resumed = Run(interrupted with { StopAfterSteps = null, ResumeFrom = Path.Combine(dir, "b") }, train, eval);
+
+        // The "before" evaluation ran in the first process; the resumed one reports it from metrics.jsonl.
+        Assert.NotNull(whole.FirstEval);
+        Assert.Equal(MetricsLog.Round(whole.FirstEval!.Loss), resumed.FirstEval!.Loss);
+        Assert.Equal(whole.FirstEval.ExactMatch, resumed.FirstEval.ExactMatch);
+        Assert.Equal(whole.FirstEval.Examples, resumed.FirstEval.Examples);
+        Assert.Equal(whole.LastEval, resumed.LastEval);
 
         Assert.Equal(6, resumed.Steps);
         Assert.Equal(File.ReadAllBytes(Path.Combine(dir, "a", "final", "model.safetensors")),
