@@ -1,6 +1,5 @@
 using PeftSharp.Cli;
 using PeftSharp.IO;
-using PeftSharp.Tests.Training;
 using static TorchSharp.torch;
 
 namespace PeftSharp.Tests.Cli;
@@ -46,7 +45,7 @@ public class TrainEvalCliTests
     [Fact]
     public void ExistingRunFolderIsRefusedWithoutOverwriteOrResume()
     {
-        string dir = TestPaths.TempDir(), data = MethodsEndToEndTests.WriteTask(dir, 8), outDir = Path.Combine(dir, "out");
+        string dir = TestPaths.TempDir(), data = ReversalTask.Write(dir, 8), outDir = Path.Combine(dir, "out");
         Assert.Equal(0, CliApp.Run(Train(data, outDir, "--method", "lora", "--steps", "1")));
         var (code, err) = RunCapturingErrors(Train(data, outDir, "--method", "lora", "--steps", "1"));
         Assert.Equal(1, code);
@@ -58,7 +57,7 @@ public class TrainEvalCliTests
     [Fact]
     public void ResumeAloneRestoresTheRunsOptionsAndContinuesExactly()
     {
-        string dir = TestPaths.TempDir(), data = MethodsEndToEndTests.WriteTask(dir, 8);
+        string dir = TestPaths.TempDir(), data = ReversalTask.Write(dir, 8);
         string[] knobs = ["--method", "lora", "--targets", "q_proj,v_proj", "--rank", "4", "--lr", "0.01", "--steps", "6", "--save-interval", "3", "--schedule", "linear"];
         string whole = Path.Combine(dir, "whole"), cut = Path.Combine(dir, "cut");
         Assert.Equal(0, CliApp.Run(Train(data, whole, knobs)));
@@ -86,7 +85,7 @@ public class TrainEvalCliTests
     [Fact]
     public void ResumeReportsOptionsGivenAgainAndRefusesAnUnreadableOptionsFile()
     {
-        string dir = TestPaths.TempDir(), data = MethodsEndToEndTests.WriteTask(dir, 8), run = Path.Combine(dir, "run");
+        string dir = TestPaths.TempDir(), data = ReversalTask.Write(dir, 8), run = Path.Combine(dir, "run");
         Assert.Equal(0, CliApp.Run(Train(data, run, "--method", "lora", "--rank", "4", "--steps", "4", "--save-interval", "2")));
         Directory.Delete(Path.Combine(run, "final"), true);
         var sw = new StringWriter();
@@ -124,7 +123,7 @@ public class TrainEvalCliTests
     [InlineData("adapter")]
     public void TrainedFolderLoadsInGenerateLogitsAndEval(string method)
     {
-        string dir = TestPaths.TempDir(), data = MethodsEndToEndTests.WriteTask(dir, 8), outDir = Path.Combine(dir, "out");
+        string dir = TestPaths.TempDir(), data = ReversalTask.Write(dir, 8), outDir = Path.Combine(dir, "out");
         Assert.Equal(0, CliApp.Run(Train(data, outDir, "--method", method, "--reduction-factor", "4", "--virtual-tokens", "3", "--lr", "0.05")));
         string adapter = Path.Combine(outDir, "final");
         Assert.Equal(AdapterCliKind(method), AdapterCli.KindOf(adapter));
@@ -146,7 +145,7 @@ public class TrainEvalCliTests
     [Fact]
     public void QloraAdapterAppliesToTheDenseBaseItWasQuantisedFromWithAWarning()
     {
-        string dir = TestPaths.TempDir(), data = MethodsEndToEndTests.WriteTask(dir, 8), outDir = Path.Combine(dir, "out");
+        string dir = TestPaths.TempDir(), data = ReversalTask.Write(dir, 8), outDir = Path.Combine(dir, "out");
         Assert.Equal(0, CliApp.Run(Train(data, outDir, "--method", "qlora", "--rank", "4")));
         string golden = Path.Combine(TestPaths.TinyLlama, "golden.safetensors"), output = Path.Combine(dir, "logits.safetensors");
         var (code, err) = RunCapturingErrors("logits", "--model", TestPaths.TinyLlama, "--adapter", Path.Combine(outDir, "final"), "--input", golden, "--output", output);

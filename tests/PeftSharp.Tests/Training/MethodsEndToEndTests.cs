@@ -1,4 +1,3 @@
-using System.Text.Json.Nodes;
 using PeftSharp.Data;
 using PeftSharp.Models;
 using PeftSharp.Quantization;
@@ -16,17 +15,6 @@ public class MethodsEndToEndTests
 {
     static readonly TextTokenizer Tok = TextTokenizer.Load(TestPaths.TinyLlama);
 
-    internal static string WriteTask(string dir, int n)
-    {
-        string path = Path.Combine(dir, "task.jsonl");
-        File.WriteAllLines(path, Enumerable.Range(0, n).Select(i =>
-        {
-            string w = new(Enumerable.Range(0, 3 + i % 3).Select(k => (char)('a' + (i * 7 + k * 3) % 26)).ToArray());
-            return new JsonObject { ["prompt"] = $"{w} ->", ["completion"] = " " + new string(w.Reverse().ToArray()) }.ToJsonString();
-        }));
-        return path;
-    }
-
     static TrainerOptions Options(string outDir, string method) => new()
     {
         OutDir = outDir, LearningRate = method == "full" ? 3e-3 : method == "prompt" ? 1e-1 : 1e-2, Schedule = LrScheduleKind.Constant,
@@ -41,9 +29,6 @@ public class MethodsEndToEndTests
         Func<IReadOnlyList<(string Name, Parameter Param)>, TrainerOptions, IOptimizer>? optimizer = null, Action<int>? onStep = null) =>
         new Trainer(model, method, o, Tok.EosId, optimizer) { OnStep = onStep }.Train(TrainingData.Load(data, Tok, o.MaxSeqLength, o.Packing));
 
-    static double[] Losses(string outDir) => File.ReadLines(Path.Combine(outDir, MetricsLog.FileName))
-        .Select(l => JsonNode.Parse(l)!).Where(n => n["loss"] is not null).Select(n => n["loss"]!.GetValue<double>()).ToArray();
-
     [Theory]
     [InlineData("full")]
     [InlineData("lora")]
@@ -54,12 +39,12 @@ public class MethodsEndToEndTests
     [InlineData("prompt")]
     public void EveryMethodLowersTheLoss(string m)
     {
-        string dir = TestPaths.TempDir(), data = WriteTask(dir, 32);
+        string dir = TestPaths.TempDir(), data = ReversalTask.Write(dir, 32);
         var (model, method) = Create(m);
         using var _ = model;
         var o = Options(Path.Combine(dir, "out"), m) with { MaxSteps = 20 };
         var r = Train(model, method, o, data);
-        var losses = Losses(o.OutDir);
+        var losses = RunRecords.Losses(o.OutDir);
         Assert.Equal(20, losses.Length);
         Assert.True(losses[^4..].Average() < 0.9 * losses[..4].Average(), $"{m}: loss {losses[..4].Average():F3} -> {losses[^4..].Average():F3}");
         Assert.NotNull(r.FinalDir);
@@ -68,7 +53,7 @@ public class MethodsEndToEndTests
     [Fact]
     public void LoraTrainingLeavesEveryBaseWeightBitIdentical()
     {
-        string dir = TestPaths.TempDir(), data = WriteTask(dir, 16);
+        string dir = TestPaths.TempDir(), data = ReversalTask.Write(dir, 16);
         var (model, method) = Create("lora");
         using var _ = model;
         var trained = method.TrainableParameters.Select(p => p.P.Handle).ToHashSet();
@@ -84,7 +69,7 @@ public class MethodsEndToEndTests
     [Fact]
     public void QloraTrainingLeavesPackedCodesAndScalesBitIdentical()
     {
-        string dir = TestPaths.TempDir(), data = WriteTask(dir, 16);
+        string dir = TestPaths.TempDir(), data = ReversalTask.Write(dir, 16);
         var (model, method) = Create("qlora");
         using var _ = model;
         static byte[] Bytes(Tensor t) => t.detach().cpu().bytes.ToArray();
@@ -113,7 +98,7 @@ public class MethodsEndToEndTests
     [Fact]
     public void ResumedLoraRunSavesTheSameAdapterBytes()
     {
-        string dir = TestPaths.TempDir(), data = WriteTask(dir, 24);
+        string dir = TestPaths.TempDir(), data = ReversalTask.Write(dir, 24);
         var o = Options(Path.Combine(dir, "a"), "lora") with { MaxSteps = 6, SaveInterval = 3 };
         TrainResult Run(TrainerOptions opts)
         {
@@ -128,7 +113,7 @@ public class MethodsEndToEndTests
         Assert.Equal(6, resumed.Steps);
         Assert.Equal(File.ReadAllBytes(Path.Combine(straight.FinalDir!, "adapter_model.safetensors")),
                      File.ReadAllBytes(Path.Combine(resumed.FinalDir!, "adapter_model.safetensors")));
-        Assert.Equal(Losses(o.OutDir), Losses(interrupted.OutDir));
+        Assert.Equal(RunRecords.Losses(o.OutDir), RunRecords.Losses(interrupted.OutDir));
     }
 
     /// <summary>Writes part of the optimiser file of one checkpoint, then dies: a process killed in the middle of a save.</summary>
@@ -151,7 +136,7 @@ public class MethodsEndToEndTests
     [Fact]
     public void DyingMidSaveLeavesThePreviousCheckpointLoadable()
     {
-        string dir = TestPaths.TempDir(), data = WriteTask(dir, 16);
+        string dir = TestPaths.TempDir(), data = ReversalTask.Write(dir, 16);
         var o = Options(Path.Combine(dir, "out"), "lora") with { MaxSteps = 6, SaveInterval = 2 };
         int step = 0;
         {
@@ -177,7 +162,7 @@ public class MethodsEndToEndTests
     [Fact]
     public void FiftyLoraStepsKeepLiveNativeTensorsFlat()
     {
-        string dir = TestPaths.TempDir(), data = WriteTask(dir, 32);
+        string dir = TestPaths.TempDir(), data = ReversalTask.Write(dir, 32);
         var (model, method) = Create("lora");
         using var _ = model;
         long at10 = 0, at50 = 0, stats10 = 0, stats50 = 0;

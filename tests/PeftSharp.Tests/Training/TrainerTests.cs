@@ -12,18 +12,6 @@ public class TrainerTests
 {
     static readonly TextTokenizer Tok = TextTokenizer.Load(TestPaths.TinyLlama);
 
-    static string WriteTask(string dir, int n, int offset = 0)
-    {
-        string path = Path.Combine(dir, $"task{offset}.jsonl");
-        var lines = Enumerable.Range(offset, n).Select(i =>
-        {
-            string w = new(Enumerable.Range(0, 3 + i % 3).Select(k => (char)('a' + (i * 7 + k * 3) % 26)).ToArray());
-            return new JsonObject { ["prompt"] = $"{w} ->", ["completion"] = " " + new string(w.Reverse().ToArray()) }.ToJsonString();
-        });
-        File.WriteAllLines(path, lines);
-        return path;
-    }
-
     static TrainResult Run(TrainerOptions o, string trainPath, string? evalPath = null, Action<int>? onStep = null, Action<CausalLM>? prepare = null)
     {
         using var model = ModelLoader.Load(TestPaths.TinyLlama);
@@ -39,14 +27,11 @@ public class TrainerTests
         MaxSeqLength = 32, Seed = 17, MaxGradNorm = 1.0,
     };
 
-    static double[] Losses(string outDir) => File.ReadLines(Path.Combine(outDir, MetricsLog.FileName))
-        .Select(l => JsonNode.Parse(l)!).Where(n => n["loss"] is not null).Select(n => n["loss"]!.GetValue<double>()).ToArray();
-
     [Fact]
     public void ResumedRunEndsBitIdenticalToUninterruptedRun()
     {
-        string dir = TestPaths.TempDir(), train = WriteTask(dir, 24);
-        string eval = WriteTask(dir, 4, offset: 50);
+        string dir = TestPaths.TempDir(), train = ReversalTask.Write(dir, 24);
+        string eval = ReversalTask.Write(dir, 4, offset: 50);
         var o = Options(Path.Combine(dir, "a")) with { MaxSteps = 6, SaveInterval = 3 };
         var whole = Run(o, train, eval);
         var interrupted = o with { OutDir = Path.Combine(dir, "b"), StopAfterSteps = 4 }; // dies one step after the checkpoint
@@ -63,18 +48,18 @@ public class TrainerTests
         Assert.Equal(6, resumed.Steps);
         Assert.Equal(File.ReadAllBytes(Path.Combine(dir, "a", "final", "model.safetensors")),
                      File.ReadAllBytes(Path.Combine(resumed.FinalDir!, "model.safetensors")));
-        Assert.Equal(Losses(Path.Combine(dir, "a")), Losses(Path.Combine(dir, "b"))); // step 4 of the dead run was dropped
+        Assert.Equal(RunRecords.Losses(Path.Combine(dir, "a")), RunRecords.Losses(Path.Combine(dir, "b"))); // step 4 of the dead run was dropped
     }
 
     [Fact]
     public void GradientAccumulationMatchesOneLargerBatch()
     {
-        string dir = TestPaths.TempDir(), train = WriteTask(dir, 8);
+        string dir = TestPaths.TempDir(), train = ReversalTask.Write(dir, 8);
         var big = Options(Path.Combine(dir, "big")) with { MaxSteps = 1, BatchSize = 4, MaxGradNorm = 0, WarmupSteps = 0, Schedule = LrScheduleKind.Constant };
         var small = big with { OutDir = Path.Combine(dir, "small"), BatchSize = 2, GradientAccumulation = 2 };
         Run(big, train);
         Run(small, train);
-        Assert.Equal(Losses(big.OutDir)[0], Losses(small.OutDir)[0], 5);
+        Assert.Equal(RunRecords.Losses(big.OutDir)[0], RunRecords.Losses(small.OutDir)[0], 5);
         using var a = ModelLoader.Load(Path.Combine(big.OutDir, "final"));
         using var b = ModelLoader.Load(Path.Combine(small.OutDir, "final"));
         using var before = ModelLoader.Load(TestPaths.TinyLlama);
@@ -91,19 +76,19 @@ public class TrainerTests
     [Fact]
     public void OutputFolderWithARunIsRefusedUnlessOverwrite()
     {
-        string dir = TestPaths.TempDir(), train = WriteTask(dir, 4);
+        string dir = TestPaths.TempDir(), train = ReversalTask.Write(dir, 4);
         var o = Options(Path.Combine(dir, "out")) with { MaxSteps = 1 };
         Run(o, train);
         var e = Assert.Throws<InvalidOperationException>(() => Run(o, train));
         Assert.Contains("already holds a training run", e.Message);
         Assert.Equal(1, Run(o with { Overwrite = true }, train).Steps);
-        Assert.Single(Losses(o.OutDir));
+        Assert.Single(RunRecords.Losses(o.OutDir));
     }
 
     [Fact]
     public void NonFiniteLossStopsAndKeepsLastGoodCheckpoint()
     {
-        string dir = TestPaths.TempDir(), train = WriteTask(dir, 8);
+        string dir = TestPaths.TempDir(), train = ReversalTask.Write(dir, 8);
         var o = Options(Path.Combine(dir, "out")) with { MaxSteps = 6, SaveInterval = 2 };
         CausalLM? live = null;
         void Poison(int step)
@@ -120,7 +105,7 @@ public class TrainerTests
     [Fact]
     public void FiftyStepsKeepLiveTensorsFlatLearnAndLogMetrics()
     {
-        string dir = TestPaths.TempDir(), train = WriteTask(dir, 32), eval = WriteTask(dir, 6, offset: 100);
+        string dir = TestPaths.TempDir(), train = ReversalTask.Write(dir, 32), eval = ReversalTask.Write(dir, 6, offset: 100);
         var o = Options(Path.Combine(dir, "out")) with { MaxSteps = 60, EvalInterval = 20, SaveInterval = 25 };
         long at10 = 0, at60 = 0;
         var r = Run(o, train, eval, onStep: s =>
@@ -136,7 +121,7 @@ public class TrainerTests
         });
         Assert.True(at60 <= at10, $"live tensors grew from {at10} at step 10 to {at60} at step 60");
 
-        var losses = Losses(o.OutDir);
+        var losses = RunRecords.Losses(o.OutDir);
         Assert.Equal(60, losses.Length);
         Assert.True(losses[^5..].Average() < 0.7 * losses[..5].Average(), $"loss {losses[..5].Average()} -> {losses[^5..].Average()}");
         var records = File.ReadLines(Path.Combine(o.OutDir, MetricsLog.FileName)).Select(l => JsonNode.Parse(l)!.AsObject()).ToList();
