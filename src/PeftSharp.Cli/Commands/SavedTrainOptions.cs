@@ -29,9 +29,7 @@ public static class SavedTrainOptions
         var json = new JsonObject();
         foreach (var (name, p) in Options())
         {
-            object? value = p.GetValue(s);
-            if (value is string path && Paths.Contains(name)) value = Path.GetFullPath(path);
-            json[name] = JsonSerializer.SerializeToNode(value, p.PropertyType);
+            json[name] = JsonSerializer.SerializeToNode(Normalise(name, p.GetValue(s)), p.PropertyType);
         }
         Directory.CreateDirectory(runDir);
         PeftSharp.IO.AtomicFile.WriteAllText(Path.Combine(runDir, FileName), json.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
@@ -67,6 +65,7 @@ public static class SavedTrainOptions
         return overridden;
     }
 
+    /// <summary>Paths are kept absolute, so a run resumes from any working directory.</summary>
     static object? Normalise(string name, object? value) => value is string path && Paths.Contains(name) ? Path.GetFullPath(path) : value;
 
     static bool Given(IReadOnlyList<string> args, string name) =>

@@ -21,11 +21,7 @@ public sealed class MetricsLog
     public void TruncateAfter(int step)
     {
         if (!File.Exists(_path)) return;
-        var kept = File.ReadLines(_path).Where(l =>
-        {
-            try { return JsonNode.Parse(l)?["step"]?.GetValue<int>() <= step; }
-            catch (System.Text.Json.JsonException) { return false; }
-        }).ToList();
+        var kept = File.ReadLines(_path).Where(l => TryParse(l)?["step"]?.GetValue<int>() <= step).ToList();
         IO.AtomicFile.WriteAllText(_path, string.Concat(kept.Select(l => l + "\n")));
     }
 
@@ -33,15 +29,15 @@ public sealed class MetricsLog
     public EvalResult? EvalAt(int step)
     {
         if (!File.Exists(_path)) return null;
-        foreach (var line in File.ReadLines(_path))
-        {
-            JsonNode? n;
-            try { n = JsonNode.Parse(line); }
-            catch (System.Text.Json.JsonException) { continue; }
-            if (n?["eval_loss"] is null || n["step"]?.GetValue<int>() != step) continue;
-            return new EvalResult(n["eval_loss"]!.GetValue<double>(), n["eval_accuracy"]?.GetValue<double>(), n["eval_examples"]?.GetValue<int>() ?? 0);
-        }
-        return null;
+        var n = File.ReadLines(_path).Select(TryParse).FirstOrDefault(r => r?["eval_loss"] is not null && r["step"]?.GetValue<int>() == step);
+        return n is null ? null : new EvalResult(n["eval_loss"]!.GetValue<double>(), n["eval_accuracy"]?.GetValue<double>(), n["eval_examples"]?.GetValue<int>() ?? 0);
+    }
+
+    /// <summary>A line as JSON, or null for a line an interrupted write left half-written.</summary>
+    static JsonNode? TryParse(string line)
+    {
+        try { return JsonNode.Parse(line); }
+        catch (System.Text.Json.JsonException) { return null; }
     }
 
     public static double Round(double x, int digits = 6) =>
