@@ -57,23 +57,12 @@ public class InspectCommandTests
     [Fact]
     public void InspectReportsTheExactParameterCount()
     {
-        var sw = new StringWriter();
-        var old = Console.Out;
-        Console.SetOut(sw);
-        try
-        {
-            Spectre.Console.AnsiConsole.Console = Spectre.Console.AnsiConsole.Create(new Spectre.Console.AnsiConsoleSettings { Out = new Spectre.Console.AnsiConsoleOutput(sw) });
-            Assert.Equal(0, CliApp.Run(["inspect", "--model", TestPaths.TinyLlama]));
-        }
-        finally
-        {
-            Console.SetOut(old);
-            Spectre.Console.AnsiConsole.Console = Spectre.Console.AnsiConsole.Create(new Spectre.Console.AnsiConsoleSettings());
-        }
+        var (code, stdout, _) = CliCapture.Run("inspect", "--model", TestPaths.TinyLlama);
+        Assert.Equal(0, code);
         // 2 layers of (q 64x64, k,v 32x64, o 64x64, gate/up 176x64, down 64x176, two norms) + embed + head + norm, counted by hand.
         long layer = 64 * 64 + 2 * 32 * 64 + 64 * 64 + 3 * 176 * 64 + 2 * 64;
         long total = 2 * layer + 2 * 260 * 64 + 64;
-        Assert.Contains(total.ToString("N0"), sw.ToString());
+        Assert.Contains(total.ToString("N0"), stdout);
     }
 }
 

@@ -8,15 +8,6 @@ namespace PeftSharp.Tests.Cli;
 [Collection("console")]
 public class TrainEvalCliTests
 {
-    static (int Code, string Err) RunCapturingErrors(params string[] args)
-    {
-        var old = Console.Error;
-        var err = new StringWriter();
-        Console.SetError(err);
-        try { return (CliApp.Run(args), err.ToString()); }
-        finally { Console.SetError(old); }
-    }
-
     static string[] Train(string data, string outDir, params string[] extra) =>
         ["train", "--model", TestPaths.TinyLlama, "--data", data, "--out", outDir, "--steps", "3", "--batch", "4", "--max-seq", "32", .. extra];
 
@@ -25,7 +16,7 @@ public class TrainEvalCliTests
     {
         string dir = TestPaths.TempDir(), data = Path.Combine(dir, "bad.jsonl");
         File.WriteAllLines(data, ["{\"text\": \"fine\"}", "{\"text\": \"fine\"}", "{\"text\": oops"]);
-        var (code, err) = RunCapturingErrors(Train(data, Path.Combine(dir, "out"), "--method", "lora"));
+        var (code, _, err) = CliCapture.Run(Train(data, Path.Combine(dir, "out"), "--method", "lora"));
         Assert.Equal(1, code);
         Assert.Contains($"{data}:3", err);
         Assert.Contains("malformed JSON", err);
@@ -36,7 +27,7 @@ public class TrainEvalCliTests
     {
         string dir = TestPaths.TempDir(), data = Path.Combine(dir, "empty.jsonl");
         File.WriteAllText(data, "\n\n");
-        var (code, err) = RunCapturingErrors(Train(data, Path.Combine(dir, "out"), "--method", "lora"));
+        var (code, _, err) = CliCapture.Run(Train(data, Path.Combine(dir, "out"), "--method", "lora"));
         Assert.Equal(1, code);
         Assert.Contains("empty", err);
         Assert.Contains(data, err);
@@ -47,7 +38,7 @@ public class TrainEvalCliTests
     {
         string dir = TestPaths.TempDir(), data = ReversalTask.Write(dir, 8), outDir = Path.Combine(dir, "out");
         Assert.Equal(0, CliApp.Run(Train(data, outDir, "--method", "lora", "--steps", "1")));
-        var (code, err) = RunCapturingErrors(Train(data, outDir, "--method", "lora", "--steps", "1"));
+        var (code, _, err) = CliCapture.Run(Train(data, outDir, "--method", "lora", "--steps", "1"));
         Assert.Equal(1, code);
         Assert.Contains("--overwrite", err);
         Assert.Contains("--resume", err);
@@ -66,7 +57,7 @@ public class TrainEvalCliTests
         Directory.Delete(Path.Combine(cut, "final"), true);
         foreach (var ckpt in Directory.GetDirectories(Path.Combine(cut, "checkpoints")).Where(d => !d.EndsWith("step-000003"))) Directory.Delete(ckpt, true);
 
-        var (code, err) = RunCapturingErrors(["train", "--resume", cut]);   // nothing else: the defaults (qlora, r 8) would not fit
+        var (code, _, err) = CliCapture.Run(["train", "--resume", cut]);   // nothing else: the defaults (qlora, r 8) would not fit
         Assert.True(code == 0, err);
         using var a = new SafeTensorsFile(Path.Combine(whole, "final", "adapter_model.safetensors"));
         using var b = new SafeTensorsFile(Path.Combine(cut, "final", "adapter_model.safetensors"));
@@ -88,32 +79,21 @@ public class TrainEvalCliTests
         string dir = TestPaths.TempDir(), data = ReversalTask.Write(dir, 8), run = Path.Combine(dir, "run");
         Assert.Equal(0, CliApp.Run(Train(data, run, "--method", "lora", "--rank", "4", "--steps", "4", "--save-interval", "2")));
         Directory.Delete(Path.Combine(run, "final"), true);
-        var sw = new StringWriter();
-        var old = Console.Out;
-        Console.SetOut(sw);
-        try
-        {
-            Spectre.Console.AnsiConsole.Console = Spectre.Console.AnsiConsole.Create(new Spectre.Console.AnsiConsoleSettings { Out = new Spectre.Console.AnsiConsoleOutput(sw) });
-            Assert.Equal(0, CliApp.Run(["train", "--resume", Path.Combine(run, "checkpoints", "step-000002"), "--lr", "0.002"]));
-        }
-        finally
-        {
-            Console.SetOut(old);
-            Spectre.Console.AnsiConsole.Console = Spectre.Console.AnsiConsole.Create(new Spectre.Console.AnsiConsoleSettings());
-        }
-        Assert.Contains("--lr 0.002", sw.ToString());
+        var (resumed, stdout, _) = CliCapture.Run("train", "--resume", Path.Combine(run, "checkpoints", "step-000002"), "--lr", "0.002");
+        Assert.Equal(0, resumed);
+        Assert.Contains("--lr 0.002", stdout);
         Assert.True(File.Exists(Path.Combine(run, "final", "adapter_model.safetensors")), "resuming from a checkpoint folder writes into its run");
 
         // A resume that cannot load its checkpoint (rank 8 over a rank-4 run) fails and leaves the run's records as they were.
         string options = Path.Combine(run, "train-options.json"), runJson = Path.Combine(run, "run.json");
         var before = (File.ReadAllText(options), File.ReadAllText(runJson), File.ReadAllText(Path.Combine(run, "metrics.jsonl")));
-        var (mismatch, why) = RunCapturingErrors(["train", "--resume", run, "--rank", "8"]);
+        var (mismatch, _, why) = CliCapture.Run(["train", "--resume", run, "--rank", "8"]);
         Assert.Equal(1, mismatch);
         Assert.Contains("[4, ", why);
         Assert.Equal(before, (File.ReadAllText(options), File.ReadAllText(runJson), File.ReadAllText(Path.Combine(run, "metrics.jsonl"))));
 
         File.WriteAllText(options, "{\"rank\": \"four\"");
-        var (code, err) = RunCapturingErrors(["train", "--resume", run]);
+        var (code, _, err) = CliCapture.Run(["train", "--resume", run]);
         Assert.Equal(1, code);
         Assert.Contains(options, err);
     }
@@ -148,7 +128,7 @@ public class TrainEvalCliTests
         string dir = TestPaths.TempDir(), data = ReversalTask.Write(dir, 8), outDir = Path.Combine(dir, "out");
         Assert.Equal(0, CliApp.Run(Train(data, outDir, "--method", "qlora", "--rank", "4")));
         string golden = Path.Combine(TestPaths.TinyLlama, "golden.safetensors"), output = Path.Combine(dir, "logits.safetensors");
-        var (code, err) = RunCapturingErrors("logits", "--model", TestPaths.TinyLlama, "--adapter", Path.Combine(outDir, "final"), "--input", golden, "--output", output);
+        var (code, _, err) = CliCapture.Run("logits", "--model", TestPaths.TinyLlama, "--adapter", Path.Combine(outDir, "final"), "--input", golden, "--output", output);
         Assert.Equal(0, code);
         Assert.Contains("quantised copy of this base", err);
 
@@ -163,7 +143,7 @@ public class TrainEvalCliTests
             SafeTensorsWriter.Write(Path.Combine(other, "model.safetensors"), tensors, new Dictionary<string, string> { ["format"] = "pt" });
             foreach (var (_, t) in tensors) t.Dispose();
         }
-        var (code2, err2) = RunCapturingErrors("logits", "--model", other, "--adapter", Path.Combine(outDir, "final"), "--input", golden, "--output", output);
+        var (code2, _, err2) = CliCapture.Run("logits", "--model", other, "--adapter", Path.Combine(outDir, "final"), "--input", golden, "--output", output);
         Assert.Equal(1, code2);
         Assert.Contains("different base model", err2);
     }

@@ -1,5 +1,4 @@
 using System.Text.Json.Nodes;
-using PeftSharp.Cli;
 using PeftSharp.Data;
 using PeftSharp.Serving.Hosting;
 
@@ -110,14 +109,9 @@ public class CompletionTests
     [Fact]
     public async Task CompletionEqualsTheGenerateCommand()
     {
-        var saved = Console.Out;
-        var captured = new StringWriter();
-        Console.SetOut(captured);
-        int rc;
-        try { rc = CliApp.Run(["generate", "--model", TestPaths.TinyLlama, "--prompt", "peft", "--max-new-tokens", "16", "--adapter", ServingHarness.LoraFixture]); }
-        finally { Console.SetOut(saved); }
+        var (rc, stdout, _) = CliCapture.Run("generate", "--model", TestPaths.TinyLlama, "--prompt", "peft", "--max-new-tokens", "16", "--adapter", ServingHarness.LoraFixture);
         Assert.Equal(0, rc);
         await using var h = await ServingHarness.Start(WithFixtures);
-        Assert.Equal("peft" + await h.CompletionText("lora", "peft", 16) + Environment.NewLine, captured.ToString());
+        Assert.Equal("peft" + await h.CompletionText("lora", "peft", 16) + Environment.NewLine, stdout);
     }
 }

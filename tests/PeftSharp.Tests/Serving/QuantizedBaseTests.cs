@@ -1,5 +1,4 @@
 using System.Text.Json.Nodes;
-using PeftSharp.Cli;
 using PeftSharp.Generation;
 using PeftSharp.IO;
 using PeftSharp.Models;
@@ -15,10 +14,7 @@ public class QuantizedBaseTests
     static string Nf4Folder()
     {
         string dir = Path.Combine(TestPaths.TempDir(), "nf4");
-        var saved = Console.Out;
-        Console.SetOut(new StringWriter());
-        try { Assert.Equal(0, CliApp.Run(["quantize", "--model", TestPaths.TinyLlama, "--out", dir])); }
-        finally { Console.SetOut(saved); }
+        Assert.Equal(0, CliCapture.Run("quantize", "--model", TestPaths.TinyLlama, "--out", dir).Code);
         return dir;
     }
 

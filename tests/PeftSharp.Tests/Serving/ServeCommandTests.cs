@@ -1,4 +1,3 @@
-using PeftSharp.Cli;
 
 namespace PeftSharp.Tests.Serving;
 
@@ -14,11 +13,5 @@ public class ServeCommandTests
     [InlineData("--adapter-root", "/nonexistent/root")]
     [InlineData("--adapter", "x=/nonexistent/adapter")]
     public void BadServeOptionsExitNonZeroBeforeListening(string flag, string value)
-    {
-        var saved = Console.Error;
-        var err = new StringWriter();
-        Console.SetError(err);
-        try { Assert.NotEqual(0, CliApp.Run(["serve", "--model", TestPaths.TinyLlama, flag, value])); }
-        finally { Console.SetError(saved); }
-    }
+        => Assert.NotEqual(0, CliCapture.Run("serve", "--model", TestPaths.TinyLlama, flag, value).Code);
 }

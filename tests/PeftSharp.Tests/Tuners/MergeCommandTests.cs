@@ -42,12 +42,9 @@ public class MergeCommandTests
         Assert.Equal(0, CliApp.Run(["merge", "--model", TestPaths.TinyLlama, "--adapter", Adapter("dora"), "--out", outDir]));
         string Generate(params string[] extra)
         {
-            var old = Console.Out;
-            var sw = new StringWriter();
-            Console.SetOut(sw);
-            try { Assert.Equal(0, CliApp.Run(["generate", "--prompt", "hello", "--max-new-tokens", "12", .. extra])); }
-            finally { Console.SetOut(old); }
-            return sw.ToString();
+            var (code, stdout, _) = CliCapture.Run(["generate", "--prompt", "hello", "--max-new-tokens", "12", .. extra]);
+            Assert.Equal(0, code);
+            return stdout;
         }
         string merged = Generate("--model", outDir);
         string adapted = Generate("--model", TestPaths.TinyLlama, "--adapter", Adapter("dora"));
