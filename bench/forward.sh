@@ -4,14 +4,14 @@
 # and prints each run's JSON line and the median of the per-round ratios.
 # Needs Debian's python3-torch and libopenblas0-pthread for the peer (apt-get install -y python3-torch libopenblas0-pthread).
 set -euo pipefail
-root="$(cd "$(dirname "$0")/.." && pwd)"
+source "$(dirname "$0")/lib.sh"
 peer="${PEER:-$root/../shared/bench/peer_lora_step.py}"
 rounds="${ROUNDS:-3}"
 shape=(--vocab 16384 --hidden 512 --layers 12 --heads 8 --kv-heads 8 --seq 256 --batch 4 --steps 10 --threads "${THREADS:-2}")
-dotnet build "$root/bench/PeftSharp.Bench" -c Release -nologo -v quiet -clp:ErrorsOnly\;NoSummary >&2
+build_bench
 runs=()
 for ((i = 0; i < rounds; i++)); do
-  runs+=("$(dotnet "$root/bench/PeftSharp.Bench/bin/Release/net10.0/PeftSharp.Bench.dll" forward "${shape[@]}")")
+  runs+=("$(bench forward "${shape[@]}")")
   runs+=("$(/usr/bin/python3 "$peer" --mode forward "${shape[@]}")")
   echo "peftsharp: ${runs[-2]}"
   echo "pytorch:   ${runs[-1]}"

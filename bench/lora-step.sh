@@ -6,12 +6,12 @@
 # Extra arguments go to both sides (e.g. --targets q_proj,k_proj,v_proj,o_proj --r 16).
 # Needs Debian's python3-torch and libopenblas0-pthread for the peer.
 set -euo pipefail
-root="$(cd "$(dirname "$0")/.." && pwd)"
+source "$(dirname "$0")/lib.sh"
 peer="${PEER:-$root/../shared/bench/peer_lora_step.py}"
 rounds="${ROUNDS:-3}"
 args=(--vocab 4096 --hidden 512 --layers 4 --heads 8 --kv-heads 8 --seq 256 --batch 4 --r 8 --alpha 16
       --targets q_proj,v_proj --steps 5 --warmup 2 --threads "${THREADS:-2}" "$@")
-dotnet build "$root/bench/PeftSharp.Bench" -c Release -nologo -v quiet -clp:ErrorsOnly\;NoSummary >&2
+build_bench
 mm='import sys, time, statistics, torch
 torch.set_num_threads(int(sys.argv[1])); a, b = torch.randn(2048, 2048), torch.randn(2048, 2048); a @ b; ts = []
 for _ in range(5):
@@ -19,7 +19,7 @@ for _ in range(5):
 print(2 * 2048 ** 3 / statistics.median(ts) / 1e9)'
 ours=() theirs=() peer_mm=()
 for ((i = 0; i < rounds; i++)); do
-  ours+=("$(dotnet "$root/bench/PeftSharp.Bench/bin/Release/net10.0/PeftSharp.Bench.dll" lora-step "${args[@]}")")
+  ours+=("$(bench lora-step "${args[@]}")")
   theirs+=("$(/usr/bin/python3 "$peer" --mode train "${args[@]}")")
   peer_mm+=("$(/usr/bin/python3 -c "$mm" "${THREADS:-2}")")
   echo "round $((i + 1)): peftsharp $(jq -r .tokens_per_s <<<"${ours[-1]}") tok/s, pytorch $(jq -r .tokens_per_s <<<"${theirs[-1]}") tok/s" >&2

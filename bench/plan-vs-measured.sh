@@ -5,11 +5,10 @@
 # Measured = VmHWM when the last step has finished; 'end' also covers the final checkpoint and artefact save.
 # CONFIGS overrides the list: "method:seq:batch[:ckpt][:padded]" entries separated by spaces. STEPS (default 3).
 set -euo pipefail
-root="$(cd "$(dirname "$0")/.." && pwd)"
+source "$(dirname "$0")/lib.sh"
 work="${WORK:-$(mktemp -d)}"
 trap '[ -z "${KEEP:-}" ] && [ -z "${WORK:-}" ] && rm -rf "$work"' EXIT
-dotnet build "$root/bench/PeftSharp.Bench" -c Release -nologo -v quiet -clp:ErrorsOnly\;NoSummary >&2
-bench() { dotnet "$root/bench/PeftSharp.Bench/bin/Release/net10.0/PeftSharp.Bench.dll" "$@"; }
+build_bench
 if [ ! -f "$work/model/model.safetensors" ]; then
   bench make-model --out "$work/model" --hidden "${HIDDEN:-768}" --intermediate "${INTER:-2048}" --layers "${LAYERS:-12}" \
     --heads "${HEADS:-12}" --vocab "${VOCAB:-32000}" >&2

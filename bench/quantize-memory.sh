@@ -4,19 +4,17 @@
 # .NET runtime + JIT + libtorch CPU, about what quantising the 80k-parameter test model peaks at, plus margin).
 # Prints peak RSS (from /usr/bin/time -v), the bound and the tiny-model baseline.
 set -euo pipefail
-root="$(cd "$(dirname "$0")/.." && pwd)"
+source "$(dirname "$0")/lib.sh"
 work="${WORK:-$(mktemp -d)}"
 overhead_mib="${OVERHEAD_MIB:-320}"
 trap '[ -z "${KEEP:-}" ] && rm -rf "$work"' EXIT
-dotnet build "$root/bench/PeftSharp.Bench" -c Release -nologo -v quiet -clp:ErrorsOnly\;NoSummary >&2
-bench() { dotnet "$root/bench/PeftSharp.Bench/bin/Release/net10.0/PeftSharp.Bench.dll" "$@"; }
-peft() { dotnet "$root/bench/PeftSharp.Bench/bin/Release/net10.0/peft.dll" "$@"; }
+build_bench
 gen=$(bench make-model --out "$work/model" --hidden "${HIDDEN:-1024}" --intermediate "${INTER:-2816}" --layers "${LAYERS:-12}" --heads 16 --vocab "${VOCAB:-32000}")
 echo "generated: $gen ($(du -b "$work/model/model.safetensors" | cut -f1) bytes)"
 peak_kib() { grep 'Maximum resident set size' "$1" | awk '{print $NF}'; }
-/usr/bin/time -v -o "$work/tiny.time" dotnet "$root/bench/PeftSharp.Bench/bin/Release/net10.0/peft.dll" quantize \
+/usr/bin/time -v -o "$work/tiny.time" dotnet "$bench_bin/peft.dll" quantize \
   --model "$root/tests/PeftSharp.Tests/Fixtures/tiny-llama" --out "$work/tiny-q" >/dev/null
-/usr/bin/time -v -o "$work/big.time" dotnet "$root/bench/PeftSharp.Bench/bin/Release/net10.0/peft.dll" quantize \
+/usr/bin/time -v -o "$work/big.time" dotnet "$bench_bin/peft.dll" quantize \
   --model "$work/model" --out "$work/q"
 out_bytes=$(du -b "$work/q/model.safetensors" | cut -f1)
 python3 - "$gen" "$out_bytes" "$(peak_kib "$work/big.time")" "$(peak_kib "$work/tiny.time")" "$overhead_mib" <<'PY'

@@ -23,10 +23,16 @@ public static class BenchModels
     {
         manual_seed(seed);
         var m = new CausalLM(c);
+        InitWeights(m);
+        return m;
+    }
+
+    /// <summary>Norm weights 1, every other parameter N(0, 0.02), as HF's initialiser does.</summary>
+    static void InitWeights(CausalLM m)
+    {
         using var _ = no_grad();
         foreach (var (name, p) in m.named_parameters())
             if (name.EndsWith("norm.weight")) p.fill_(1); else p.normal_(0, 0.02);
-        return m;
     }
 
     /// <summary>
@@ -37,9 +43,8 @@ public static class BenchModels
     {
         manual_seed(seed);
         var m = new CausalLM(c, ScalarType.Float32, Nf4Quantizer.IsDecoderLinear);
+        InitWeights(m);
         using var _ = no_grad();
-        foreach (var (name, p) in m.named_parameters())
-            if (name.EndsWith("norm.weight")) p.fill_(1); else p.normal_(0, 0.02);
         foreach (var lin in m.Linears().Where(l => l.weight is null))
         {
             using var dense = empty(lin.OutFeatures, lin.InFeatures).normal_(0, 0.02);

@@ -35,8 +35,7 @@ public sealed class DequantBench : IBench
             f();
             var t = new List<double>();
             for (int i = 0; i < reps; i++) { var sw = Stopwatch.StartNew(); f(); t.Add(sw.Elapsed.TotalSeconds); }
-            t.Sort();
-            return t[t.Count / 2];
+            return BenchStats.Median(t);
         }
         double kernel32 = Median(() => Nf4Kernel.Dequantize(w.Packed.bytes, w.AbsmaxFloats(), 64, codes, dst32.bytes, ScalarType.Float32));
         double copy32 = Median(() => src32.bytes.CopyTo(dst32.bytes));

@@ -35,8 +35,7 @@ public sealed class ForwardBench : IBench
             }
             if (s >= warmup) times.Add(sw.Elapsed.TotalSeconds);
         }
-        times.Sort();
-        double med = times[times.Count / 2];
+        double med = BenchStats.Median(times);
         Console.WriteLine(JsonSerializer.Serialize(new
         {
             impl = "peftsharp", mode = "forward", threads = get_num_threads(), median_step_s = Math.Round(med, 4),

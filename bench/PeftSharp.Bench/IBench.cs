@@ -7,6 +7,16 @@ public interface IBench
     int Run(string[] args);
 }
 
+public static class BenchStats
+{
+    /// <summary>The middle value (the upper one of an even count), as every bench reports its timings.</summary>
+    public static double Median(IEnumerable<double> xs)
+    {
+        var sorted = xs.Order().ToList();
+        return sorted[sorted.Count / 2];
+    }
+}
+
 /// <summary>Tiny --key value parser shared by the benches.</summary>
 public sealed class BenchArgs(string[] args)
 {

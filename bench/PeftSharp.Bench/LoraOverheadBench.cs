@@ -49,12 +49,11 @@ public sealed class LoraOverheadBench : IBench
                 times[name].Add(sw.Elapsed.TotalMilliseconds);
             }
 
-        double Median(List<double> l) { var s = l.Order().ToList(); return s[s.Count / 2]; }
-        double baseMs = Median(times["base"]), baseMin = times["base"].Min();
+        double baseMs = BenchStats.Median(times["base"]), baseMin = times["base"].Min();
         Console.WriteLine($"model {baseParams / 1e6:F1}M params, batch {batch}x{seq}, LoRA r={rank} all-linear ({adapter.ParameterCount / 1e6:F2}M adapter params), {rounds} rounds, torch threads {get_num_threads()}");
         foreach (var (name, _) in conditions)
         {
-            double m = Median(times[name]), min = times[name].Min();
+            double m = BenchStats.Median(times[name]), min = times[name].Min();
             Console.WriteLine($"{name,-14} median {m,8:F1} ms (x{m / baseMs:F3})   min {min,8:F1} ms (x{min / baseMin:F3})");
         }
         return 0;

@@ -48,15 +48,14 @@ public sealed class LoraStepBench : IBench
             mmRates.Add(mm);
             utilisation.Add(flops / t / 1e9 / mm);
         }
-        double Median(List<double> l) { var o = l.Order().ToList(); return o[o.Count / 2]; }
-        double med = Median(times);
+        double med = BenchStats.Median(times);
         long trainable = step.Adapter.ParameterCount;
         Console.WriteLine(JsonSerializer.Serialize(new
         {
             impl = "peftsharp", mode = "train", threads = get_num_threads(), median_step_s = Math.Round(med, 4),
             tokens_per_s = Math.Round(batch * seq / med, 1), tokens_per_step = batch * seq, trainable_params = trainable, total_params = model.ParameterCount() + trainable,
             loss = Math.Round(loss, 4), step_gflop = Math.Round(flops / 1e9, 2), achieved_gflops = Math.Round(flops / med / 1e9, 1),
-            matmul_gflops = Math.Round(Median(mmRates), 1), utilisation = Math.Round(Median(utilisation), 3), min_step_s = Math.Round(times.Min(), 4), flop_formula = StepFlops.Formula,
+            matmul_gflops = Math.Round(BenchStats.Median(mmRates), 1), utilisation = Math.Round(BenchStats.Median(utilisation), 3), min_step_s = Math.Round(times.Min(), 4), flop_formula = StepFlops.Formula,
         }, Json));
         return 0;
     }

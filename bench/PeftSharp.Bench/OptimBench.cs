@@ -57,10 +57,10 @@ public sealed class OptimBench : IBench
                     opts[k].Step();
                     times[k].Add(sw.Elapsed.TotalMilliseconds);
                 }
-            double baseline = Median(times[0]);
+            double baseline = BenchStats.Median(times[0]);
             for (int k = 0; k < opts.Count; k++)
             {
-                double med = Median(times[k]);
+                double med = BenchStats.Median(times[k]);
                 var o = opts[k];
                 Console.WriteLine($"{variants[k].Name,-24}{med,10:F1}{med / baseline,9:F2}{o.StateBytes / 1e6,10:F1}{(double)o.StateBytes / paramCount,9:F2}{o.ResidentStateBytes / 1e6,13:F1}");
             }
@@ -72,11 +72,5 @@ public sealed class OptimBench : IBench
             foreach (var (_, p) in ps) p.Dispose();
         }
         return 0;
-    }
-
-    static double Median(List<double> xs)
-    {
-        var sorted = xs.Order().ToList();
-        return sorted[sorted.Count / 2];
     }
 }

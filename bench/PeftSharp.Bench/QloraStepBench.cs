@@ -47,13 +47,12 @@ public sealed class QloraStepBench : IBench
                 steps[k].Run();
                 if (i >= warmup) times[k].Add(sw.Elapsed.TotalSeconds);
             }
-        double Median(List<double> l) { var s = l.Order().ToList(); return s[s.Count / 2]; }
-        double tDense = Median(times[0]), tNf4 = Median(times[1]);
+        double tDense = BenchStats.Median(times[0]), tNf4 = BenchStats.Median(times[1]);
         var ratios = times[1].Zip(times[0], (q, d) => q / d).ToList();
         Console.WriteLine($"model {dense.ParameterCount() / 1e6:F1}M params ({shape.Config.NumLayers} layers, h {shape.Config.HiddenSize}, vocab {shape.Config.VocabSize}), " +
                           $"batch {shape.Batch}x{shape.Seq}, LoRA r={shape.R} on {string.Join(",", shape.Targets)} ({denseStep.Adapter.ParameterCount:N0} params), {threads} threads, {rounds} alternated rounds");
         Console.WriteLine($"step time: fp32 base median {tDense * 1e3:F0} ms (min {times[0].Min() * 1e3:F0}), NF4 base median {tNf4 * 1e3:F0} ms (min {times[1].Min() * 1e3:F0})");
-        Console.WriteLine($"QLoRA/LoRA step time ratio = {Median(ratios):F3} (median of per-round ratios; min/min {times[1].Min() / times[0].Min():F3})");
+        Console.WriteLine($"QLoRA/LoRA step time ratio = {BenchStats.Median(ratios):F3} (median of per-round ratios; min/min {times[1].Min() / times[0].Min():F3})");
 
         // glibc raises its mmap threshold after freeing large blocks, so the NF4 step's transient dequantised weights
         // stay in the heap; a fixed threshold returns them to the OS. Both are reported.
