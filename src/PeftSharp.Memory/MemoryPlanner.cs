@@ -28,7 +28,7 @@ public static class MemoryPlanner
             normsTrain: request.Method == TuningMethod.Full);
         long logits = activations.LogitsBytes(c, request.BatchSize, seq);
         long dequant = request.IsQuantized
-            ? model.Modules.Where(IsQuantizedLinear).Max(m => m.WeightElements) * (long)Dtypes.BytesPerElement(compute)
+            ? Dtypes.Bytes(compute, model.Modules.Where(IsQuantizedLinear).Max(m => m.WeightElements))
             : 0;
 
         // Sharding: ZeRO-1 splits optimiser state, ZeRO-2 also gradients, ZeRO-3/FSDP also weights.
