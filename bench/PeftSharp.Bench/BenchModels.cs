@@ -1,4 +1,5 @@
 using System.Text.Json.Nodes;
+using PeftSharp.Demo;
 using PeftSharp.Models;
 using PeftSharp.Quantization;
 using TorchSharp;
@@ -23,16 +24,8 @@ public static class BenchModels
     {
         manual_seed(seed);
         var m = new CausalLM(c);
-        InitWeights(m);
+        DemoAssets.InitializeWeights(m);
         return m;
-    }
-
-    /// <summary>Norm weights 1, every other parameter N(0, 0.02), as HF's initialiser does.</summary>
-    static void InitWeights(CausalLM m)
-    {
-        using var _ = no_grad();
-        foreach (var (name, p) in m.named_parameters())
-            if (name.EndsWith("norm.weight")) p.fill_(1); else p.normal_(0, 0.02);
     }
 
     /// <summary>
@@ -43,7 +36,7 @@ public static class BenchModels
     {
         manual_seed(seed);
         var m = new CausalLM(c, ScalarType.Float32, Nf4Quantizer.IsDecoderLinear);
-        InitWeights(m);
+        DemoAssets.InitializeWeights(m);
         using var _ = no_grad();
         foreach (var lin in m.Linears().Where(l => l.weight is null))
         {

@@ -90,8 +90,8 @@ public static class DemoAssets
     public static TrainResult Pretrain(string outDir, int steps, Action<string>? log = null, Action<JsonObject>? onRecord = null)
     {
         string baseDir = Path.Combine(outDir, BaseFolder);
-        var tokenizer = TextTokenizer.Load(baseDir);
         var config = ModelConfig.Load(baseDir);
+        using var tokenizer = TextTokenizer.FromFolder(baseDir, config);
         random.manual_seed((long)PretrainSeed);
         using var model = new CausalLM(config);
         InitializeWeights(model);

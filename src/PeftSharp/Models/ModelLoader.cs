@@ -45,15 +45,19 @@ public static class ModelLoader
     {
         var used = new HashSet<string>(StringComparer.Ordinal);
         var missing = new List<string>();
+        void RequireShape(string name, long[] expected)
+        {
+            var actual = reader.Info(name).Shape;
+            if (!actual.SequenceEqual(expected))
+                throw new InvalidDataException($"{reader.Folder}: tensor '{name}' has shape [{string.Join(", ", actual)}] but the config implies [{string.Join(", ", expected)}]");
+        }
         using (no_grad())
         {
             if (device.type != DeviceType.CPU) model.to(device);
             foreach (var (name, p) in model.named_parameters())
             {
                 if (!reader.Contains(name)) { missing.Add(name); continue; }
-                var info = reader.Info(name);
-                if (!info.Shape.SequenceEqual(p.shape))
-                    throw new InvalidDataException($"{reader.Folder}: tensor '{name}' has shape [{string.Join(", ", info.Shape)}] but the config implies [{string.Join(", ", p.shape)}]");
+                RequireShape(name, p.shape);
                 using var t = reader.Load(name, dtype, device);
                 p.copy_(t);
                 used.Add(name);
@@ -66,9 +70,7 @@ public static class ModelLoader
                 if (q is null)
                 {
                     if (!reader.Contains(wname)) { missing.Add(wname); continue; }
-                    var info = reader.Info(wname);
-                    if (!info.Shape.SequenceEqual(shape))
-                        throw new InvalidDataException($"{reader.Folder}: tensor '{wname}' has shape [{string.Join(", ", info.Shape)}] but the config implies [{string.Join(", ", shape)}]");
+                    RequireShape(wname, shape);
                     // One dense tensor at a time: the whole fp32 model never exists during quantised loading.
                     using var dense = reader.Load(wname);
                     q = quantizer.Quantize(dense, device);
