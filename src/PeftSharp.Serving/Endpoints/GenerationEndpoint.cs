@@ -13,7 +13,7 @@ public static class GenerationEndpoint
 {
     public static async Task Handle(HttpContext http, ServerState s, bool chat)
     {
-        var req = CompletionRequest.Parse(await EndpointIo.ReadBody(http), chat);
+        var req = CompletionRequest.Parse(await EndpointIo.ReadJsonObject(http), chat);
         int[] prompt = PromptIds(req, s, chat);
         int context = s.Config.MaxPositionEmbeddings;
         if (prompt.Length >= context) throw ServingException.BadRequest($"the prompt is {prompt.Length} tokens; the model's context is {context}");
