@@ -58,7 +58,7 @@ public sealed class GenerateCommand : Command<GenerateCommand.Settings>
         var applied = AdapterCli.Apply(model, s.Adapters, s.AllowBaseMismatch);
         using var tok = TextTokenizer.FromFolder(s.Model, model.Config);
         var prompt = tok.Encode(s.Prompt!);
-        var stop = model.Config.EosTokenIds.Concat(tok.EosId is int e ? [e] : []).ToHashSet();
+        var stop = tok.StopIds(model.Config);
         var streamer = new TextStreamer(tok);
         Console.Write(s.Prompt);
         foreach (var id in TextGenerator.Generate(model, prompt, s.Sampling, stop, applied.GenerationPrefix))

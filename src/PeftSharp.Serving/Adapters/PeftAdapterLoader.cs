@@ -1,4 +1,3 @@
-using System.Text.Json.Nodes;
 using PeftSharp.IO;
 using PeftSharp.Models;
 using PeftSharp.Tuners.Lora;
@@ -21,24 +20,19 @@ public sealed class PeftAdapterLoader : IAdapterLoader
 
     public AdapterInfo Load(CausalLM model, string folder, string internalName)
     {
-        var cfg = PeftAdapterIO.ReadConfig(folder, out var raw);
-        string? recordedDigest = null;
-        if (raw[Fingerprint.ConfigKey] is JsonObject fp)
+        var adapter = PeftAdapterIO.Read(folder);
+        var full = Base(model);
+        if (adapter.RecordedBase is { } recorded)
         {
-            var recorded = Fingerprint.FromJson(fp, Path.Combine(folder, PeftAdapterIO.ConfigFile));
-            var paths = recorded.ModulePaths.ToHashSet();
-            var full = Base(model);
-            var actual = full with { Tensors = full.Tensors.Where(t => paths.Contains(StripSuffix(t.Key))).ToDictionary() };
-            var diff = recorded.Differences(actual);
+            var diff = recorded.Differences(full.Restrict(recorded.ModulePaths));
             if (diff.Count > 0)
                 throw new AdapterMismatchException($"{diff.Count} difference(s): {string.Join("; ", diff.Take(8))}{(diff.Count > 8 ? "; ..." : "")}{Hint(recorded.Scheme, full.Scheme)}");
-            recordedDigest = recorded.Digest;
         }
-        try { LoraInjector.Targets(model, cfg); }
+        try { LoraInjector.Targets(model, adapter.Config); }
         catch (ArgumentException e) { throw new AdapterMismatchException(e.Message); }
-        // The fingerprint was checked above; the IO's own check would only repeat it.
-        PeftAdapterIO.Load(model, folder, internalName, allowMismatch: true);
-        return new AdapterInfo(cfg.R, recordedDigest, cfg.UseDora ? "dora" : "lora");
+        // The IO compares against the cached fingerprint too (a dictionary lookup), so no weight is hashed again.
+        PeftAdapterIO.Load(model, adapter, internalName, knownBase: full);
+        return new AdapterInfo(adapter.Config.R, adapter.RecordedBase?.Digest, adapter.Config.UseDora ? "dora" : "lora");
     }
 
     public void Unload(CausalLM model, string internalName) => LoraModel.Of(model).Delete(internalName);
@@ -52,6 +46,4 @@ public sealed class PeftAdapterLoader : IAdapterLoader
         ("none", _) => $". The adapter was trained on the dense base, and this server's base is {served}: serve the dense base",
         _ => "",
     };
-
-    static string StripSuffix(string tensor) => tensor.EndsWith(".weight") ? tensor[..^7] : tensor.EndsWith(".bias") ? tensor[..^5] : tensor;
 }

@@ -1,4 +1,3 @@
-using System.Text.Json;
 using System.Text.Json.Nodes;
 using Microsoft.AspNetCore.Http;
 using PeftSharp.Serving.Adapters;
@@ -11,10 +10,7 @@ public static class AdaptersEndpoint
 {
     public static async Task Load(HttpContext http, ServerState s)
     {
-        JsonObject o;
-        string body = await EndpointIo.ReadBody(http);
-        try { o = JsonNode.Parse(body) as JsonObject ?? throw ServingException.BadRequest("the request body must be a JSON object"); }
-        catch (JsonException e) { throw ServingException.BadRequest($"invalid JSON: {e.Message}"); }
+        var o = await EndpointIo.ReadJsonObject(http);
         string name = Str(o, "name"), path = Str(o, "path");
         var v = await s.Adapters.LoadRuntimeAsync(name, path);
         await EndpointIo.Json(http, 200, Describe(v, s));

@@ -1,4 +1,5 @@
 using System.Text;
+using System.Text.Json;
 using System.Text.Json.Nodes;
 using Microsoft.AspNetCore.Http;
 
@@ -7,14 +8,18 @@ namespace PeftSharp.Serving.Endpoints;
 /// <summary>Reading request bodies and writing JSON and server-sent events.</summary>
 static class EndpointIo
 {
-    public static async Task<string> ReadBody(HttpContext http)
+    /// <summary>The request body as a JSON object; anything else is a 400 saying why.</summary>
+    public static async Task<JsonObject> ReadJsonObject(HttpContext http)
     {
+        string body;
         try
         {
             using var reader = new StreamReader(http.Request.Body, Encoding.UTF8);
-            return await reader.ReadToEndAsync(http.RequestAborted);
+            body = await reader.ReadToEndAsync(http.RequestAborted);
         }
         catch (BadHttpRequestException e) { throw new ServingException(e.StatusCode, $"request body rejected: {e.Message}"); }
+        try { return JsonNode.Parse(body) as JsonObject ?? throw ServingException.BadRequest("the request body must be a JSON object"); }
+        catch (JsonException e) { throw ServingException.BadRequest($"invalid JSON: {e.Message}"); }
     }
 
     public static async Task Json(HttpContext http, int status, JsonNode body)

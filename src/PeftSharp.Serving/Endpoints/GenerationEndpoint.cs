@@ -13,7 +13,7 @@ public static class GenerationEndpoint
 {
     public static async Task Handle(HttpContext http, ServerState s, bool chat)
     {
-        var req = CompletionRequest.Parse(await EndpointIo.ReadBody(http), chat);
+        var req = CompletionRequest.Parse(await EndpointIo.ReadJsonObject(http), chat);
         int[] prompt = PromptIds(req, s, chat);
         int context = s.Config.MaxPositionEmbeddings;
         if (prompt.Length >= context) throw ServingException.BadRequest($"the prompt is {prompt.Length} tokens; the model's context is {context}");
@@ -74,24 +74,19 @@ public static class GenerationEndpoint
         return enc;
     }
 
-    /// <summary>Generated ids → text deltas: stop ids end the text, partial UTF-8 is held back, stop strings cut it.</summary>
+    /// <summary>Generated ids → text deltas: stop ids end the text, partial UTF-8 is held back (<see cref="TextStreamer"/>), stop strings cut it.</summary>
     sealed class TextAssembler(ServerState s, string[] stops)
     {
-        readonly List<int> _ids = new();
+        readonly TextStreamer _streamer = new(s.Decode);
         readonly StopMatcher _stop = new(stops);
         readonly System.Text.StringBuilder _out = new();
-        int _decoded;
 
         public string Text => _out.ToString();
 
         public string Push(int id, CancellationTokenSource cancelRow)
         {
             if (_stop.Stopped || s.StopIds.Contains(id)) return "";
-            _ids.Add(id);
-            string all = s.Decode(_ids);
-            if (all.EndsWith('\uFFFD') || all.Length < _decoded) return "";
-            string delta = _stop.Push(all[_decoded..]);
-            _decoded = all.Length;
+            string delta = _stop.Push(_streamer.Push(id));
             if (_stop.Stopped) cancelRow.Cancel();   // the row leaves the batch at the next step
             _out.Append(delta);
             return delta;
@@ -100,9 +95,7 @@ public static class GenerationEndpoint
         /// <summary>At the end: text held back for an unfinished UTF-8 character is sent as decoded (U+FFFD), as a full decode gives.</summary>
         public string Flush()
         {
-            string all = s.Decode(_ids);
-            string rest = (all.Length > _decoded ? _stop.Push(all[_decoded..]) : "") + _stop.Flush();
-            _decoded = Math.Max(_decoded, all.Length);
+            string rest = _stop.Push(_streamer.Flush()) + _stop.Flush();
             _out.Append(rest);
             return rest;
         }

@@ -13,7 +13,7 @@ public sealed class ServerState(ModelConfig config, TextTokenizer tokenizer, Bat
     public BatchScheduler Scheduler { get; } = scheduler;
     public AdapterRegistry Adapters { get; } = adapters;
     public ServerOptions Options { get; } = options;
-    public IReadOnlyCollection<int> StopIds { get; } = config.EosTokenIds.Concat(tokenizer.EosId is int e ? [e] : []).ToHashSet();
+    public IReadOnlyCollection<int> StopIds { get; } = tokenizer.StopIds(config);
 
     // The native tokenizer is not documented as thread-safe; requests are cheap to serialise here.
     public int[] Encode(string text) { lock (_tokLock) return tokenizer.Encode(text); }

@@ -22,11 +22,8 @@ public sealed record CompletionRequest
     public string[] Stop { get; init; } = [];
     public bool Stream { get; init; }
 
-    public static CompletionRequest Parse(string body, bool chat)
+    public static CompletionRequest Parse(JsonObject o, bool chat)
     {
-        JsonObject o;
-        try { o = JsonNode.Parse(body) as JsonObject ?? throw ServingException.BadRequest("the request body must be a JSON object"); }
-        catch (JsonException e) { throw ServingException.BadRequest($"invalid JSON: {e.Message}"); }
         int n = OptInt(o, "n") ?? 1;
         if (n != 1) throw ServingException.BadRequest("'n' must be 1 (one choice per request)");
         var r = new CompletionRequest

@@ -6,9 +6,12 @@ namespace PeftSharp.Serving.OpenAi;
 /// </summary>
 public sealed class StopMatcher(IReadOnlyList<string> stops)
 {
-    readonly System.Text.StringBuilder _text = new();
-    int _sent;
     readonly int _hold = stops.Count == 0 ? 0 : stops.Max(s => s.Length) - 1;
+    // Only the last _hold characters of the text are kept: a match that is new when text arrives must end in that
+    // text, so it starts no earlier (one lying wholly in earlier text was found when that text arrived).
+    // _unsent of them, at the end, are held back.
+    string _tail = "";
+    int _unsent;
 
     public bool Stopped { get; private set; }
 
@@ -16,24 +19,29 @@ public sealed class StopMatcher(IReadOnlyList<string> stops)
     public string Push(string delta)
     {
         if (Stopped) return "";
-        _text.Append(delta);
-        string all = _text.ToString();
-        int cut = stops.Select(s => all.IndexOf(s, StringComparison.Ordinal)).Where(i => i >= 0).DefaultIfEmpty(-1).Min();
+        if (stops.Count == 0) return delta;
+        string text = _tail + delta;
+        int sent = _tail.Length - _unsent;
+        int cut = -1;
+        foreach (var stop in stops)
+            if (text.IndexOf(stop, StringComparison.Ordinal) is var i and >= 0 && (cut < 0 || i < cut)) cut = i;
         if (cut >= 0)
         {
             Stopped = true;
-            return Take(all, Math.Max(cut, _sent));
+            return text[sent..Math.Max(cut, sent)];
         }
-        return Take(all, Math.Max(_sent, all.Length - _hold));
+        int upTo = Math.Max(sent, text.Length - _hold);
+        _tail = text[Math.Max(0, text.Length - _hold)..];
+        _unsent = text.Length - upTo;
+        return text[sent..upTo];
     }
 
     /// <summary>At the end of generation: whatever was held back.</summary>
-    public string Flush() => Stopped ? "" : Take(_text.ToString(), _text.Length);
-
-    string Take(string all, int upTo)
+    public string Flush()
     {
-        string s = all[_sent..upTo];
-        _sent = upTo;
-        return s;
+        if (Stopped) return "";
+        string rest = _tail[^_unsent..];
+        _unsent = 0;
+        return rest;
     }
 }

@@ -40,11 +40,34 @@ public sealed record BaseFingerprint(string Scheme, string Architecture, string 
         var c = model.Config;
         string arch = c.Raw["architectures"] is JsonArray { Count: > 0 } a ? a[0]!.GetValue<string>() : c.ModelType;
         string scheme = model.QuantizationScheme == "none" && quantizedAs is not null ? quantizedAs.Scheme : model.QuantizationScheme;
-        var sb = new StringBuilder($"{scheme}|{arch}|{c.ModelType}|{c.HiddenSize}|{c.NumLayers}\n");
+        return Of(scheme, arch, c.ModelType, c.HiddenSize, c.NumLayers, tensors);
+    }
+
+    /// <summary>
+    /// This fingerprint narrowed to the given modules, exactly as <see cref="Compute"/> over those paths would give it
+    /// (digest included), without reading a weight again.
+    /// </summary>
+    public BaseFingerprint Restrict(IEnumerable<string> modulePaths)
+    {
+        var wanted = modulePaths.ToHashSet(StringComparer.Ordinal);
+        var tensors = new SortedDictionary<string, string>(StringComparer.Ordinal);
+        foreach (var (name, hash) in Tensors)
+            if (wanted.Contains(ModulePathOf(name))) tensors[name] = hash;
+        return Of(Scheme, Architecture, ModelType, HiddenSize, NumLayers, tensors);
+    }
+
+    static BaseFingerprint Of(string scheme, string arch, string modelType, int hiddenSize, int numLayers, SortedDictionary<string, string> tensors)
+    {
+        var sb = new StringBuilder($"{scheme}|{arch}|{modelType}|{hiddenSize}|{numLayers}\n");
         foreach (var (k, v) in tensors) sb.Append(k).Append('=').Append(v).Append('\n');
         string digest = Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(sb.ToString())));
-        return new BaseFingerprint(scheme, arch, c.ModelType, c.HiddenSize, c.NumLayers, digest, tensors);
+        return new BaseFingerprint(scheme, arch, modelType, hiddenSize, numLayers, digest, tensors);
     }
+
+    /// <summary>X for the tensor X.weight or X.bias.</summary>
+    static string ModulePathOf(string tensor) =>
+        tensor.EndsWith(".weight", StringComparison.Ordinal) ? tensor[..^".weight".Length]
+        : tensor.EndsWith(".bias", StringComparison.Ordinal) ? tensor[..^".bias".Length] : tensor;
 
     /// <summary>Module paths (X for X.weight) this fingerprint covers.</summary>
     public IEnumerable<string> ModulePaths => Tensors.Keys.Where(k => k.EndsWith(".weight", StringComparison.Ordinal)).Select(k => k[..^".weight".Length]);

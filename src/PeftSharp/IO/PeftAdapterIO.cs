@@ -40,24 +40,37 @@ public static class PeftAdapterIO
         });
     }
 
-    public static LoraConfig ReadConfig(string dir, out JsonObject raw)
+    /// <summary>An adapter folder's config and the base fingerprint it records (null when it records none, as PEFT's own folders).</summary>
+    public sealed record AdapterFolder(string Dir, LoraConfig Config, BaseFingerprint? RecordedBase);
+
+    /// <summary>Reads adapter_config.json once: the LoRA config and the recorded base fingerprint.</summary>
+    public static AdapterFolder Read(string dir)
     {
         string path = Path.Combine(dir, ConfigFile);
         if (!Directory.Exists(dir)) throw new DirectoryNotFoundException($"{dir}: adapter folder not found");
         if (!File.Exists(path)) throw new FileNotFoundException($"{path}: not found (not a PEFT adapter folder)", path);
+        JsonObject raw;
         try { raw = JsonNode.Parse(File.ReadAllText(path)) as JsonObject ?? throw new InvalidDataException($"{path}: not a JSON object"); }
         catch (JsonException e) { throw new InvalidDataException($"{path}: not valid JSON ({e.Message})"); }
-        return LoraConfig.FromJson(raw, path, Warn);
+        var cfg = LoraConfig.FromJson(raw, path, Warn);
+        return new AdapterFolder(dir, cfg, raw[BaseFingerprint.ConfigKey] is JsonObject fp ? BaseFingerprint.FromJson(fp, path) : null);
     }
 
     /// <summary>
     /// Loads a PEFT LoRA/DoRA adapter folder as adapter <paramref name="name"/> and makes it the active adapter.
     /// A recorded base fingerprint must match the model unless <paramref name="allowMismatch"/> (then a warning).
+    /// <paramref name="knownBase"/>, a fingerprint of this model already computed over (at least) the adapted modules,
+    /// is compared instead of hashing the base weights again.
     /// </summary>
-    public static LoraAdapter Load(CausalLM model, string dir, string name = "default", bool allowMismatch = false, bool trainable = false)
+    public static LoraAdapter Load(CausalLM model, string dir, string name = "default", bool allowMismatch = false, bool trainable = false,
+        BaseFingerprint? knownBase = null) => Load(model, Read(dir), name, allowMismatch, trainable, knownBase);
+
+    /// <inheritdoc cref="Load(CausalLM, string, string, bool, bool, BaseFingerprint?)"/>
+    public static LoraAdapter Load(CausalLM model, AdapterFolder folder, string name = "default", bool allowMismatch = false, bool trainable = false,
+        BaseFingerprint? knownBase = null)
     {
-        var cfg = ReadConfig(dir, out var raw);
-        if (raw[BaseFingerprint.ConfigKey] is JsonObject fp) CheckBase(model, BaseFingerprint.FromJson(fp, Path.Combine(dir, ConfigFile)), dir, allowMismatch);
+        var (dir, cfg, recorded) = folder;
+        if (recorded is not null) CheckBase(model, recorded, knownBase, dir, allowMismatch);
 
         string weights = Path.Combine(dir, WeightsFile);
         if (!File.Exists(weights))
@@ -129,9 +142,9 @@ public static class PeftAdapterIO
 
     static string Describe(LoraConfig c) => c.TargetModules is { } l ? $"[{string.Join(", ", l)}]" : $"'{c.TargetModulesRegex}'";
 
-    static void CheckBase(CausalLM model, BaseFingerprint recorded, string dir, bool allowMismatch)
+    static void CheckBase(CausalLM model, BaseFingerprint recorded, BaseFingerprint? knownBase, string dir, bool allowMismatch)
     {
-        var diff = recorded.Differences(BaseFingerprint.Compute(model, recorded.ModulePaths));
+        var diff = recorded.Differences(knownBase?.Restrict(recorded.ModulePaths) ?? BaseFingerprint.Compute(model, recorded.ModulePaths));
         if (diff.Count == 0) return;
         if (TrainedOnQuantizedCopy(model, recorded))
         {

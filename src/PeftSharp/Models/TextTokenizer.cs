@@ -84,6 +84,9 @@ public sealed class TextTokenizer : IDisposable
         return addSpecialTokens ? [.. Prefix, .. core, .. Suffix] : core;
     }
 
+    /// <summary>The ids that end generation: every eos_token_id of <paramref name="config"/> (it may list several) and <see cref="EosId"/>.</summary>
+    public IReadOnlySet<int> StopIds(ModelConfig config) => config.EosTokenIds.Concat(EosId is int e ? [e] : []).ToHashSet();
+
     public string Decode(IEnumerable<int> ids) => _tok.Decode(ids.Select(i => (uint)i).ToArray());
 
     public void Dispose() => _tok.Dispose();

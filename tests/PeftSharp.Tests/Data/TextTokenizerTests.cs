@@ -34,4 +34,19 @@ public class TextTokenizerTests
         Assert.Equal("seven", tok.Decode([.. tok.Encode("seven"), 0])); // EOS is skipped when decoding
         Assert.True(tok.VocabSize <= ModelConfig.Load(Path.Combine(dir, "base")).VocabSize);
     }
+
+    [Fact]
+    public void StopIdsAreEveryConfigEosIdAndTheTokenizersEos()
+    {
+        string dir = TestPaths.TempDir();
+        var json = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(TestPaths.TinyLlama, "config.json")))!.AsObject();
+        json["eos_token_id"] = new System.Text.Json.Nodes.JsonArray(257, 258);
+        File.WriteAllText(Path.Combine(dir, "config.json"), json.ToJsonString());
+        var config = ModelConfig.Load(dir);
+        string tokenizer = Path.Combine(TestPaths.TinyLlama, "tokenizer.json");
+        using (var withConfig = new TextTokenizer(tokenizer, config))
+            Assert.Equal([257, 258], withConfig.StopIds(config).Order());
+        using var withoutConfig = new TextTokenizer(tokenizer);   // EOS from the special token <|endoftext|>
+        Assert.Equal([257, 258, 259], withoutConfig.StopIds(config).Order());
+    }
 }

@@ -50,7 +50,7 @@ public class QuantizedBaseTests
         using var model = ModelLoader.Load(folder, load);
         using var tok = TextTokenizer.FromFolder(folder, model.Config);
         if (adapter is not null) PeftAdapterIO.Load(model, adapter, "ref");
-        var stop = model.Config.EosTokenIds.ToHashSet();
+        var stop = tok.StopIds(model.Config);
         return tok.Decode(TextGenerator.Generate(model, tok.Encode(prompt), new SamplingOptions { MaxNewTokens = max }, stop).Where(i => !stop.Contains(i)).ToList());
     }
 

@@ -36,6 +36,18 @@ public class RobustnessTests
     }
 
     [Theory]
+    [InlineData("{not json", "invalid JSON")]
+    [InlineData("[1,2]", "JSON object")]
+    [InlineData("{\"name\":\"a\"}", "'path' is required")]
+    public async Task BadAdapterLoadRequestsGet400WithTheReason(string body, string reason)
+    {
+        await using var h = await ServingHarness.Start();
+        var (status, message) = await Raw(h, "v1/adapters", body);
+        Assert.Equal(400, status);
+        Assert.Contains(reason, message);
+    }
+
+    [Theory]
     [InlineData("{\"messages\":[]}", "'messages' must be a non-empty array")]
     [InlineData("{\"messages\":[{\"role\":\"wizard\",\"content\":\"x\"}]}", "role 'wizard'")]
     [InlineData("{\"messages\":[{\"role\":\"user\"}]}", "content")]

@@ -49,7 +49,7 @@ public sealed class ServingHarness : IAsyncDisposable
         using var model = ModelLoader.Load(TestPaths.TinyLlama, new LoadOptions());
         using var tok = TextTokenizer.FromFolder(TestPaths.TinyLlama, model.Config);
         if (adapterDir is not null) PeftAdapterIO.Load(model, adapterDir, "ref");
-        var stop = model.Config.EosTokenIds.Concat(tok.EosId is int e ? [e] : []).ToHashSet();
+        var stop = tok.StopIds(model.Config);
         var ids = TextGenerator.Generate(model, prompt, new SamplingOptions { MaxNewTokens = maxTokens }, stop).Where(i => !stop.Contains(i)).ToList();
         return tok.Decode(ids);
     }

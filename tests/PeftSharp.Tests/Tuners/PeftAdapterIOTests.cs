@@ -196,6 +196,30 @@ public class PeftAdapterIOTests
     }
 
     [Fact]
+    public void AKnownBaseFingerprintIsRestrictedAndComparedInsteadOfRehashingTheWeights()
+    {
+        string dir = SaveRandom(Path.Combine(TestPaths.TempDir(), "ad"), new LoraConfig { R = 2, TargetModules = ["q_proj", "v_proj"], InitLoraWeights = "false" }, out var expected);
+        expected.Dispose();
+        using var model = ModelLoader.Load(TestPaths.TinyLlama);
+        var full = BaseFingerprint.Compute(model, model.Linears().Select(l => l.ModulePath));
+        var paths = new[] { "model.layers.0.self_attn.q_proj", "model.layers.1.mlp.down_proj", "not.a.module" };
+        var restricted = full.Restrict(paths);
+        var computed = BaseFingerprint.Compute(model, paths);
+        Assert.Equal(computed.Digest, restricted.Digest);
+        Assert.Equal(computed.Tensors, restricted.Tensors);
+
+        // The weights match the adapter; a known fingerprint that says otherwise is what Load compares.
+        const string vProj = "model.layers.1.self_attn.v_proj.weight";
+        var stale = full with { Tensors = full.Tensors.ToDictionary(t => t.Key, t => t.Key == vProj ? "0000000000000000" : t.Value) };
+        var e = Assert.Throws<InvalidDataException>(() => PeftAdapterIO.Load(model, dir, knownBase: stale));
+        Assert.Contains($"{vProj} differs", e.Message);
+        Assert.DoesNotContain("q_proj", e.Message);
+        Assert.Empty(LoraModel.Of(model).Adapters);
+        PeftAdapterIO.Load(model, dir, knownBase: full);
+        Assert.Equal(["default"], LoraModel.Of(model).Adapters.Keys);
+    }
+
+    [Fact]
     public void CrashMidSaveLeavesThePreviousAdapterIntact()
     {
         string dir = SaveRandom(Path.Combine(TestPaths.TempDir(), "ad"), new LoraConfig { R = 2, TargetModules = ["q_proj"], InitLoraWeights = "false" }, out var expected);
