@@ -132,9 +132,6 @@ public sealed unsafe class SafeTensorsFile : IDisposable
         return new ReadOnlySpan<byte>(_base + info.Begin, (int)info.ByteLength);
     }
 
-    /// <summary>Pointer to a tensor's bytes; valid while this file is open.</summary>
-    public byte* RawPointer(string name) => _base + Info(name).Begin;
-
     /// <summary>
     /// Loads one tensor as a new TorchSharp tensor of <paramref name="dtype"/> (null: the stored dtype) on
     /// <paramref name="device"/>. Only this tensor is materialised; large tensors are copied in row chunks.
