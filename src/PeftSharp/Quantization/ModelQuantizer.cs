@@ -45,7 +45,7 @@ public static class ModelQuantizer
                     if (info.ElementCount % options.BlockSize != 0)
                         throw new InvalidDataException($"{modelDir}: tensor '{name}' [{string.Join(", ", info.Shape)}] has {info.ElementCount} elements, not a multiple of the block size {options.BlockSize}");
                     var stored = SafeTensorDtype.ToScalarType(info.Dtype);
-                    entries.AddRange(BnbCheckpoint.Entries(name, info.Shape, options, DtypeName(stored), () =>
+                    entries.AddRange(BnbCheckpoint.Entries(name, info.Shape, options, SafeTensorDtype.TorchName(stored), () =>
                     {
                         using var dense = ReadTensor(h, info, stored);
                         var w = Nf4Weight.FromDense(dense, options, CPU, name);
@@ -85,8 +85,6 @@ public static class ModelQuantizer
     static bool ShouldQuantize(string name, SafeTensorInfo info) =>
         name.EndsWith(".weight", StringComparison.Ordinal) && info.Shape.Length == 2 && info.Dtype is "F32" or "F16" or "BF16"
         && Nf4Quantizer.IsDecoderLinear(name[..^".weight".Length]);
-
-    static string DtypeName(ScalarType t) => t switch { ScalarType.Float16 => "float16", ScalarType.BFloat16 => "bfloat16", _ => "float32" };
 
     /// <summary>transformers' BitsAndBytesConfig.to_dict() for a 4-bit model.</summary>
     static JsonObject QuantizationConfig(Nf4Options o, string computeDtype) => new()
