@@ -61,13 +61,7 @@ public static class ModelQuantizer
                 SafeTensorsWriter.Write(Path.Combine(tmp, "model.safetensors"), entries, new Dictionary<string, string> { ["format"] = "pt" });
                 config["quantization_config"] = QuantizationConfig(options, config["torch_dtype"]?.GetValue<string>() ?? "float32");
                 AtomicFile.WriteAllText(Path.Combine(tmp, "config.json"), config.ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }));
-                foreach (var f in Directory.GetFiles(modelDir))
-                {
-                    string fn = Path.GetFileName(f);
-                    if (fn == "config.json" || fn.StartsWith("model.safetensors", StringComparison.Ordinal) || fn.StartsWith("model-", StringComparison.Ordinal)
-                        || fn.StartsWith('.') || WeightExtensions.Contains(Path.GetExtension(fn))) continue;
-                    File.Copy(f, Path.Combine(tmp, fn));
-                }
+                ModelFolderFiles.CopyNonWeightFiles(modelDir, tmp, "config.json");
             });
         }
         finally
@@ -77,9 +71,6 @@ public static class ModelQuantizer
         var outInfo = QuantizationInfo.Describe(outDir);
         return new QuantizeReport(outInfo, normSq > 0 ? Math.Sqrt(errSq / normSq) : 0, new FileInfo(Path.Combine(outDir, "model.safetensors")).Length, largest);
     }
-
-    /// <summary>Other weight formats a folder may carry: their dense copies do not belong in a 4-bit folder.</summary>
-    static readonly HashSet<string> WeightExtensions = [".safetensors", ".bin", ".pt", ".pth", ".gguf", ".h5", ".msgpack"];
 
     /// <summary>Decoder Linear weights (2-D floats under model.layers.*); embeddings, norms and lm_head stay dense.</summary>
     static bool ShouldQuantize(string name, SafeTensorInfo info) =>
