@@ -149,6 +149,23 @@ public sealed unsafe class SafeTensorsFile : IDisposable
         return result.MoveToOuterDisposeScope();
     }
 
+    /// <summary>
+    /// Streams one tensor's raw bytes into <paramref name="destination"/> with 1 MiB positional reads, like
+    /// <see cref="Load"/> not through the mapping, so neither the tensor nor its mapped pages stay resident.
+    /// </summary>
+    public void CopyTo(string name, Stream destination)
+    {
+        var info = Info(name);
+        var buf = new byte[1 << 20];
+        for (long done = 0; done < info.ByteLength;)
+        {
+            int n = (int)Math.Min(buf.Length, info.ByteLength - done);
+            ReadAt(info.Begin + done, buf.AsSpan(0, n));
+            destination.Write(buf, 0, n);
+            done += n;
+        }
+    }
+
     void CopyInto(SafeTensorInfo info, Tensor dst)
     {
         long total = info.ByteLength;
