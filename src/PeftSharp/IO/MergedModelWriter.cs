@@ -1,4 +1,3 @@
-using System.Text.RegularExpressions;
 using PeftSharp.Models;
 using static TorchSharp.torch;
 
@@ -6,17 +5,11 @@ namespace PeftSharp.IO;
 
 /// <summary>
 /// Writes a model (adapters already merged into its weights) as a complete Hugging Face folder next to its base:
-/// every non-weight file is copied, and each safetensors file of the base is rewritten with the same tensors, order,
+/// every non-weight file is copied (<see cref="ModelFolderFiles"/>), and each safetensors file of the base is rewritten with the same tensors, order,
 /// dtypes and metadata, so the merged folder loads wherever the base does and has the same size.
 /// </summary>
 public static class MergedModelWriter
 {
-    /// <summary>
-    /// Not copied: adapter files, hidden files, and every weight file (safetensors are rewritten; a stale
-    /// pytorch_model.bin or .pth next to them would hold the unmerged weights).
-    /// </summary>
-    static readonly Regex Skip = new(@"^adapter_|^\.|\.(safetensors|bin|pt|pth|ckpt|gguf)$|^pytorch_model\.bin\.index\.json$", RegexOptions.Compiled);
-
     public static void Write(CausalLM model, string baseFolder, string outDir)
     {
         if (model.Linears().Any(l => l.Quantized is not null))
@@ -25,13 +18,16 @@ public static class MergedModelWriter
         using var reader = new CheckpointReader(baseFolder);
         AtomicFile.WriteFolder(outDir, tmp =>
         {
-            foreach (var f in Directory.EnumerateFiles(baseFolder).Where(f => !Skip.IsMatch(Path.GetFileName(f))))
-                File.Copy(f, Path.Combine(tmp, Path.GetFileName(f)));
+            // No weight file of the base is copied (a stale pytorch_model.bin, tf_model.h5, ... would hold the
+            // unmerged weights); its safetensors files are rewritten under the same names, so its index still fits.
+            ModelFolderFiles.CopyNonWeightFiles(baseFolder, tmp);
             foreach (var st in reader.Names.Select(reader.FileOf).Distinct())
             {
                 var entries = st.Tensors.OrderBy(t => t.Begin).Select(info => Entry(info, st, parameters)).ToList();
                 SafeTensorsWriter.Write(Path.Combine(tmp, Path.GetFileName(st.Path)), entries, st.Metadata);
             }
+            string index = Path.Combine(baseFolder, "model.safetensors.index.json");
+            if (File.Exists(index)) File.Copy(index, Path.Combine(tmp, Path.GetFileName(index)));
         });
     }
 

@@ -44,6 +44,18 @@ public static class SafeTensorDtype
         _ => throw new NotSupportedException($"cannot store {t} in safetensors"),
     };
 
+    /// <summary>
+    /// torch's name of a float dtype as configs and bitsandbytes' quant_state write it (float32, float16, bfloat16,
+    /// float64); any other type is reported as float32.
+    /// </summary>
+    public static string TorchName(ScalarType t) => t switch
+    {
+        ScalarType.Float16 => "float16",
+        ScalarType.BFloat16 => "bfloat16",
+        ScalarType.Float64 => "float64",
+        _ => "float32",
+    };
+
     /// <summary>Parses user-facing dtype names (fp32, bf16, float16, ...).</summary>
     public static ScalarType ParseComputeDtype(string name) => name.ToLowerInvariant() switch
     {

@@ -132,9 +132,6 @@ public sealed unsafe class SafeTensorsFile : IDisposable
         return new ReadOnlySpan<byte>(_base + info.Begin, (int)info.ByteLength);
     }
 
-    /// <summary>Pointer to a tensor's bytes; valid while this file is open.</summary>
-    public byte* RawPointer(string name) => _base + Info(name).Begin;
-
     /// <summary>
     /// Loads one tensor as a new TorchSharp tensor of <paramref name="dtype"/> (null: the stored dtype) on
     /// <paramref name="device"/>. Only this tensor is materialised; large tensors are copied in row chunks.
@@ -150,6 +147,23 @@ public sealed unsafe class SafeTensorsFile : IDisposable
         if (dtype is { } d && d != stored) result = result.to_type(d);
         if (device is not null && device.type != DeviceType.CPU) result = result.to(device);
         return result.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// Streams one tensor's raw bytes into <paramref name="destination"/> with 1 MiB positional reads, like
+    /// <see cref="Load"/> not through the mapping, so neither the tensor nor its mapped pages stay resident.
+    /// </summary>
+    public void CopyTo(string name, Stream destination)
+    {
+        var info = Info(name);
+        var buf = new byte[1 << 20];
+        for (long done = 0; done < info.ByteLength;)
+        {
+            int n = (int)Math.Min(buf.Length, info.ByteLength - done);
+            ReadAt(info.Begin + done, buf.AsSpan(0, n));
+            destination.Write(buf, 0, n);
+            done += n;
+        }
     }
 
     void CopyInto(SafeTensorInfo info, Tensor dst)

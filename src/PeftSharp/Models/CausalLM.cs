@@ -40,8 +40,10 @@ public sealed class CausalLM : nn.Module<Tensor, Tensor>
     public ScalarType Dtype { get; }
     public AdapterState State { get; } = new();
     public Rope Rope { get; }
+    /// <summary>The plain layer runner: one forward call per decoder layer.</summary>
+    public static readonly Func<DecoderLayer, Tensor, ForwardContext, Tensor> DefaultLayerRunner = (l, x, ctx) => l.Forward(x, ctx);
     /// <summary>How one decoder layer is run; gradient checkpointing swaps this for a recomputing runner.</summary>
-    public Func<DecoderLayer, Tensor, ForwardContext, Tensor> LayerRunner { get; set; } = (l, x, ctx) => l.Forward(x, ctx);
+    public Func<DecoderLayer, Tensor, ForwardContext, Tensor> LayerRunner { get; set; } = DefaultLayerRunner;
     /// <summary>Set by the loader: the scheme of quantised layers ("none" for dense).</summary>
     public string QuantizationScheme { get; set; } = "none";
 

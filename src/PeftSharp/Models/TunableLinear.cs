@@ -50,9 +50,14 @@ public sealed class TunableLinear : nn.Module<Tensor, Tensor>
         Quantized = q;
     }
 
-    /// <summary>The dense base weight: the parameter itself, or a fresh dequantised copy the caller disposes.</summary>
+    /// <summary>
+    /// The dense base weight in <paramref name="dtype"/>: the parameter itself when its dtype matches, otherwise a
+    /// fresh tensor (dequantised or converted). Never dispose the result directly (it may be the module's own
+    /// weight); create it inside a dispose scope, which frees fresh tensors and leaves the parameter alone.
+    /// </summary>
     public Tensor DenseWeight(ScalarType dtype) =>
-        Quantized is { } q ? q.Dequantize(dtype, q.Device) : weight!;
+        Quantized is { } q ? q.Dequantize(dtype, q.Device)
+        : weight!.dtype == dtype ? weight! : weight!.to_type(dtype);
 
     public Tensor BaseForward(Tensor x) =>
         Quantized is { } q ? (bias is null ? q.Linear(x, x.dtype) : q.Linear(x, x.dtype).add_(bias))

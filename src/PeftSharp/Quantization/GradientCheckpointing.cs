@@ -17,7 +17,7 @@ public static class GradientCheckpointing
 
     public static void Enable(CausalLM model) => model.LayerRunner = Run;
 
-    public static void Disable(CausalLM model) => model.LayerRunner = (l, x, ctx) => l.Forward(x, ctx);
+    public static void Disable(CausalLM model) => model.LayerRunner = CausalLM.DefaultLayerRunner;
 
     public static bool IsEnabled(CausalLM model) => model.LayerRunner == (Func<DecoderLayer, Tensor, ForwardContext, Tensor>)Run;
 

@@ -10,8 +10,8 @@ public sealed record QuantizeReport(QuantizationInfo Info, double RelativeError,
 
 /// <summary>
 /// Converts a Hugging Face model folder into a bnb-4bit folder, streaming: the header is computed from shapes,
-/// then each tensor is read from disk (pread, not the mapping, so input pages do not count as resident),
-/// quantised and written before the next one is read. Dense tensors are copied in 1 MiB chunks.
+/// then each tensor is read from disk (SafeTensorsFile.Load / CopyTo: pread, not the mapping, so input pages do
+/// not count as resident), quantised and written before the next one is read. Dense tensors are copied in 1 MiB chunks.
 /// </summary>
 public static class ModelQuantizer
 {
@@ -30,63 +30,43 @@ public static class ModelQuantizer
         if (BnbCheckpoint.DetectOptions(reader) is not null) throw new InvalidDataException($"{modelDir}: the checkpoint already holds 4-bit weights");
         double errSq = 0, normSq = 0;
         long largest = 0;
-        var handles = new Dictionary<string, Microsoft.Win32.SafeHandles.SafeFileHandle>();
         var entries = new List<SafeTensorEntry>();
-        try
+        foreach (var name in reader.Names.Order(StringComparer.Ordinal))
         {
-            foreach (var name in reader.Names.Order(StringComparer.Ordinal))
+            var info = reader.Info(name);
+            var file = reader.FileOf(name);
+            largest = Math.Max(largest, info.ElementCount * 4);
+            if (ShouldQuantize(name, info))
             {
-                var info = reader.Info(name);
-                string path = reader.FileOf(name).Path;
-                if (!handles.TryGetValue(path, out var h)) handles[path] = h = File.OpenHandle(path);
-                largest = Math.Max(largest, info.ElementCount * 4);
-                if (ShouldQuantize(name, info))
+                if (info.ElementCount % options.BlockSize != 0)
+                    throw new InvalidDataException($"{modelDir}: tensor '{name}' [{string.Join(", ", info.Shape)}] has {info.ElementCount} elements, not a multiple of the block size {options.BlockSize}");
+                var stored = SafeTensorDtype.ToScalarType(info.Dtype);
+                entries.AddRange(BnbCheckpoint.Entries(name, info.Shape, options, SafeTensorDtype.TorchName(stored), () =>
                 {
-                    if (info.ElementCount % options.BlockSize != 0)
-                        throw new InvalidDataException($"{modelDir}: tensor '{name}' [{string.Join(", ", info.Shape)}] has {info.ElementCount} elements, not a multiple of the block size {options.BlockSize}");
-                    var stored = SafeTensorDtype.ToScalarType(info.Dtype);
-                    entries.AddRange(BnbCheckpoint.Entries(name, info.Shape, options, DtypeName(stored), () =>
-                    {
-                        using var dense = ReadTensor(h, info, stored);
-                        var w = Nf4Weight.FromDense(dense, options, CPU, name);
-                        var (e, n) = w.ErrorSums(dense);
-                        errSq += e; normSq += n;
-                        return w;
-                    }, owns: true));
-                }
-                else entries.Add(new SafeTensorEntry(name, info.Dtype, info.Shape, info.ByteLength, s => CopyRange(h, info.Begin, info.ByteLength, s)));
+                    using var dense = file.Load(name);
+                    var w = Nf4Weight.FromDense(dense, options, CPU, name);
+                    var (e, n) = w.ErrorSums(dense);
+                    errSq += e; normSq += n;
+                    return w;
+                }, owns: true));
             }
-            AtomicFile.WriteFolder(outDir, tmp =>
-            {
-                SafeTensorsWriter.Write(Path.Combine(tmp, "model.safetensors"), entries, new Dictionary<string, string> { ["format"] = "pt" });
-                config["quantization_config"] = QuantizationConfig(options, config["torch_dtype"]?.GetValue<string>() ?? "float32");
-                AtomicFile.WriteAllText(Path.Combine(tmp, "config.json"), config.ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }));
-                foreach (var f in Directory.GetFiles(modelDir))
-                {
-                    string fn = Path.GetFileName(f);
-                    if (fn == "config.json" || fn.StartsWith("model.safetensors", StringComparison.Ordinal) || fn.StartsWith("model-", StringComparison.Ordinal)
-                        || fn.StartsWith('.') || WeightExtensions.Contains(Path.GetExtension(fn))) continue;
-                    File.Copy(f, Path.Combine(tmp, fn));
-                }
-            });
+            else entries.Add(new SafeTensorEntry(name, info.Dtype, info.Shape, info.ByteLength, s => file.CopyTo(name, s)));
         }
-        finally
+        AtomicFile.WriteFolder(outDir, tmp =>
         {
-            foreach (var h in handles.Values) h.Dispose();
-        }
+            SafeTensorsWriter.Write(Path.Combine(tmp, "model.safetensors"), entries, new Dictionary<string, string> { ["format"] = "pt" });
+            config["quantization_config"] = QuantizationConfig(options, config["torch_dtype"]?.GetValue<string>() ?? "float32");
+            AtomicFile.WriteAllText(Path.Combine(tmp, "config.json"), config.ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }));
+            ModelFolderFiles.CopyNonWeightFiles(modelDir, tmp, "config.json");
+        });
         var outInfo = QuantizationInfo.Describe(outDir);
         return new QuantizeReport(outInfo, normSq > 0 ? Math.Sqrt(errSq / normSq) : 0, new FileInfo(Path.Combine(outDir, "model.safetensors")).Length, largest);
     }
-
-    /// <summary>Other weight formats a folder may carry: their dense copies do not belong in a 4-bit folder.</summary>
-    static readonly HashSet<string> WeightExtensions = [".safetensors", ".bin", ".pt", ".pth", ".gguf", ".h5", ".msgpack"];
 
     /// <summary>Decoder Linear weights (2-D floats under model.layers.*); embeddings, norms and lm_head stay dense.</summary>
     static bool ShouldQuantize(string name, SafeTensorInfo info) =>
         name.EndsWith(".weight", StringComparison.Ordinal) && info.Shape.Length == 2 && info.Dtype is "F32" or "F16" or "BF16"
         && Nf4Quantizer.IsDecoderLinear(name[..^".weight".Length]);
-
-    static string DtypeName(ScalarType t) => t switch { ScalarType.Float16 => "float16", ScalarType.BFloat16 => "bfloat16", _ => "float32" };
 
     /// <summary>transformers' BitsAndBytesConfig.to_dict() for a 4-bit model.</summary>
     static JsonObject QuantizationConfig(Nf4Options o, string computeDtype) => new()
@@ -105,30 +85,4 @@ public static class ModelQuantizer
         ["load_in_8bit"] = false,
         ["quant_method"] = "bitsandbytes",
     };
-
-    static Tensor ReadTensor(Microsoft.Win32.SafeHandles.SafeFileHandle h, SafeTensorInfo info, ScalarType dtype)
-    {
-        var t = empty(info.Shape, dtype);
-        var span = t.bytes;
-        long done = 0;
-        while (done < span.Length)
-        {
-            int r = RandomAccess.Read(h, span[(int)done..], info.Begin + done);
-            if (r <= 0) throw new EndOfStreamException($"tensor '{info.Name}': file ended early");
-            done += r;
-        }
-        return t;
-    }
-
-    static void CopyRange(Microsoft.Win32.SafeHandles.SafeFileHandle h, long offset, long length, Stream s)
-    {
-        var buf = new byte[1 << 20];
-        for (long done = 0; done < length;)
-        {
-            int r = RandomAccess.Read(h, buf.AsSpan(0, (int)Math.Min(buf.Length, length - done)), offset + done);
-            if (r <= 0) throw new EndOfStreamException("file ended early");
-            s.Write(buf, 0, r);
-            done += r;
-        }
-    }
 }

@@ -1,4 +1,3 @@
-using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 using static TorchSharp.torch;
@@ -151,5 +150,4 @@ public static unsafe class Nf4Kernel
     static Vector256<float> Lookup(Vector256<float> t0, Vector256<float> t1, Vector256<int> idx) =>
         Avx.BlendVariable(Avx2.PermuteVar8x32(t0, idx), Avx2.PermuteVar8x32(t1, idx), Avx2.ShiftLeftLogical(idx, 28).AsSingle());
 
-    public static ReadOnlySpan<float> AsFloats(ReadOnlySpan<byte> b) => MemoryMarshal.Cast<byte, float>(b);
 }

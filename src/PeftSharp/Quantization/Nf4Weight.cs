@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using PeftSharp.IO;
 using PeftSharp.Models;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -62,7 +63,7 @@ public sealed class Nf4Weight : IQuantizedWeight
         if (f.numel() % options.BlockSize != 0)
             throw new ArgumentException($"{name}: {f.numel()} elements [{string.Join(", ", dense.shape)}] are not a multiple of the block size {options.BlockSize}");
         var (packed, absmax) = Nf4Quantizer.QuantizeReference(MemoryMarshal.Cast<byte, float>(f.bytes), options.BlockSize, options.Type, name);
-        string dtypeName = DtypeName_(dense.dtype);
+        string dtypeName = SafeTensorDtype.TorchName(dense.dtype);
         var dev = device ?? dense.device;
         Tensor Put(Tensor t) => dev.type == DeviceType.CPU ? t : t.to(dev);
         var code = Put(tensor(Nf4Codes.Table(options.Type)));
@@ -84,14 +85,6 @@ public sealed class Nf4Weight : IQuantizedWeight
         var (e, n) = w.ErrorSums(merged);
         return (w, n > 0 ? Math.Sqrt(e / n) : 0);
     }
-
-    static string DtypeName_(ScalarType t) => t switch
-    {
-        ScalarType.Float16 => "float16",
-        ScalarType.BFloat16 => "bfloat16",
-        ScalarType.Float64 => "float64",
-        _ => "float32",
-    };
 
     public Device Device => Packed.device;
 

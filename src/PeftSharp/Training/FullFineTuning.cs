@@ -33,7 +33,7 @@ public sealed class FullFineTuning : ITrainingMethod
     public void Save(string dir) => AtomicFile.WriteFolder(dir, tmp =>
     {
         var config = _model.Config.Raw.DeepClone().AsObject();
-        config["torch_dtype"] = SafeTensorDtype.FromScalarType(_saveDtype) switch { "BF16" => "bfloat16", "F16" => "float16", _ => "float32" };
+        config["torch_dtype"] = SafeTensorDtype.TorchName(_saveDtype);
         File.WriteAllText(Path.Combine(tmp, "config.json"), config.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
         using (var scope = NewDisposeScope())
         {

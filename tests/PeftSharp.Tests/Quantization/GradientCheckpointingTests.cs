@@ -40,6 +40,9 @@ public class GradientCheckpointingTests
         Assert.True(GradientCheckpointing.IsEnabled(model));
         var ckpt = Grads(model, trainable, ids, mask);
         AssertSameGrads(plain, ckpt);
+        GradientCheckpointing.Disable(model);
+        Assert.False(GradientCheckpointing.IsEnabled(model));
+        Assert.Same(CausalLM.DefaultLayerRunner, model.LayerRunner);
     }
 
     [Fact]

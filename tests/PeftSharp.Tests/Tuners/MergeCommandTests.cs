@@ -58,7 +58,8 @@ public class MergeCommandTests
     {
         string baseDir = RandomModel.Write(RandomModel.LlamaConfig(modelType: "qwen2"), seed: 3, dtype: "BF16", shards: 2);
         File.WriteAllText(Path.Combine(baseDir, "tokenizer_config.json"), "{}");
-        File.WriteAllText(Path.Combine(baseDir, "pytorch_model.bin"), "stale unmerged weights");
+        string[] staleWeights = ["pytorch_model.bin", "tf_model.h5", "flax_model.msgpack"];
+        foreach (var stale in staleWeights) File.WriteAllText(Path.Combine(baseDir, stale), "stale unmerged weights");
         string adapterDir = Path.Combine(TestPaths.TempDir(), "ad");
         Tensor expected;
         using (var m = ModelLoader.Load(baseDir))
@@ -74,9 +75,9 @@ public class MergeCommandTests
         }
         string outDir = Path.Combine(TestPaths.TempDir(), "merged");
         Assert.Equal(0, CliApp.Run(["merge", "--model", baseDir, "--adapter", adapterDir, "--out", outDir]));
-        Assert.False(File.Exists(Path.Combine(outDir, "pytorch_model.bin")));
+        foreach (var stale in staleWeights) Assert.False(File.Exists(Path.Combine(outDir, stale)), stale);
         Assert.True(File.Exists(Path.Combine(outDir, "model.safetensors.index.json")));
-        foreach (var f in Directory.GetFiles(baseDir).Where(f => !f.EndsWith(".bin")))
+        foreach (var f in Directory.GetFiles(baseDir).Where(f => !staleWeights.Contains(Path.GetFileName(f))))
         {
             string mine = Path.Combine(outDir, Path.GetFileName(f));
             Assert.True(File.Exists(mine), Path.GetFileName(f));

@@ -57,10 +57,8 @@ public static class Blockwise8bitAdamTorch
             var key = (signed, device.ToString());
             if (!Maps.TryGetValue(key, out var m))
             {
-                var values = (signed ? DynamicMap.Signed : DynamicMap.Unsigned).Values;
-                var mid = new float[255];
-                for (int i = 0; i < 255; i++) mid[i] = (values[i] + values[i + 1]) * 0.5f;
-                m = (tensor(values).to(device).DetachFromDisposeScope(), tensor(mid).to(device).DetachFromDisposeScope());
+                var map = signed ? DynamicMap.Signed : DynamicMap.Unsigned;
+                m = (tensor(map.Values).to(device).DetachFromDisposeScope(), tensor(map.Midpoints.ToArray()).to(device).DetachFromDisposeScope());
                 Maps[key] = m;
             }
             return m;

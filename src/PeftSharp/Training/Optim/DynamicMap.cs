@@ -36,6 +36,9 @@ public sealed class DynamicMap
         }
     }
 
+    /// <summary>The 255 midpoints between neighbouring code values (x rounds to code i when Midpoints[i-1] &lt; x &lt;= Midpoints[i]).</summary>
+    public ReadOnlySpan<float> Midpoints => _mid.AsSpan(0, 255);
+
     /// <summary>Index of the nearest code (ties to the lower one).</summary>
     public byte Quantize(float x)
     {

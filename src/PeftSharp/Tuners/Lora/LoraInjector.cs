@@ -82,8 +82,6 @@ public static class LoraInjector
     static Tensor DoraMagnitude(TunableLinear lin, Tensor a, Tensor b, double s, ScalarType dtype)
     {
         using var scope = NewDisposeScope();
-        var w = lin.DenseWeight(dtype);
-        if (w.dtype != dtype) w = w.to_type(dtype);
-        return (w + b.matmul(a) * s).norm(1, false).MoveToOuterDisposeScope();
+        return LoraLayer.RowNorm(lin.DenseWeight(dtype), a, b, s).MoveToOuterDisposeScope();
     }
 }

@@ -56,7 +56,6 @@ public sealed class LoraLayer : ILinearAdapter
         else
         {
             var w = layer.DenseWeight(A.dtype);
-            if (w.dtype != A.dtype) w = w.to_type(A.dtype);
             var scale = (Magnitude / RowNorm(w)).view(1, -1);
             // PEFT reuses the base output when no dropout ran; otherwise it recomputes W·dropout(x) without bias.
             var baseNoBias = drop ? nn.functional.linear(xd, w)
@@ -67,14 +66,21 @@ public sealed class LoraLayer : ILinearAdapter
     }
 
     /// <summary>s·B·A [out, in] in the adapter dtype.</summary>
-    public Tensor DeltaWeight() => B.matmul(A).mul_(Scaling);
+    public Tensor DeltaWeight() => DeltaWeight(A, B, Scaling);
+
+    static Tensor DeltaWeight(Tensor a, Tensor b, double scaling) => b.matmul(a).mul_(scaling);
 
     /// <summary>DoRA's detached norm ||W + s·B·A|| over the input dim of each output row.</summary>
-    Tensor RowNorm(Tensor w)
+    Tensor RowNorm(Tensor w) => RowNorm(w, A, B, Scaling);
+
+    /// <summary>
+    /// DoRA's detached row norms ||W + s·B·A||, also DoRA's initial magnitude (so the initial model equals the base).
+    /// </summary>
+    internal static Tensor RowNorm(Tensor w, Tensor a, Tensor b, double scaling)
     {
         using var scope = NewDisposeScope();
         using var _ = no_grad();
-        return (w + DeltaWeight()).norm(1, false).detach().MoveToOuterDisposeScope();
+        return (w + DeltaWeight(a, b, scaling)).norm(1, false).detach().MoveToOuterDisposeScope();
     }
 
     public Tensor MergedWeight(Tensor baseWeight)

@@ -50,7 +50,7 @@ public static class WeightedAdapter
             var present = sources.Select((a, i) => (Layer: a.Layers.GetValueOrDefault(path), W: weights[i])).Where(x => x.Layer is not null).ToList();
             var (a, b) = combinationType switch
             {
-                "cat" => Cat(present!, newRank, target),
+                "cat" => Cat(present!, target),
                 "svd" => Svd(present!, newRank),
                 _ => Separate(present!, combinationType, density, majoritySignMethod, g),
             };
@@ -60,7 +60,7 @@ public static class WeightedAdapter
         return created;
     }
 
-    static (Tensor, Tensor) Cat(List<(LoraLayer Layer, double W)> present, int newRank, LoraLayer target)
+    static (Tensor, Tensor) Cat(List<(LoraLayer Layer, double W)> present, LoraLayer target)
     {
         var a = cat(present.Select(p => p.Layer.A * (p.W * p.Layer.Scaling)).ToArray(), 0);
         var b = cat(present.Select(p => (Tensor)p.Layer.B).ToArray(), 1);
