@@ -40,9 +40,8 @@ public sealed class TrainCommand : Command<TrainSettings>
         AnsiConsole.MarkupLineInterpolated($"[bold]data[/] {s.DataFile}: {data.TrainStats}");
         if (data.TrainStats.Truncated > 0)
             AnsiConsole.MarkupLineInterpolated($"[yellow]warning[/]: {data.TrainStats.Truncated} example(s) longer than --max-seq {options.MaxSeqLength} were truncated ({data.TrainStats.TokensCut} tokens cut)");
-        int seqLen = Math.Min(options.MaxSeqLength, data.Train.Max(t => t.Length)) + (s.Method == "prompt" ? s.VirtualTokens : 0);
 
-        var plan = RunPlan.For(s.ModelDir, methodOptions, options, seqLen);
+        var plan = RunPlan.For(s.ModelDir, methodOptions, options, data.Train);
         AnsiConsole.MarkupLine("[bold]memory plan[/] (peft plan, for this run on this device)");
         PlanOutput.Write(plan);
 

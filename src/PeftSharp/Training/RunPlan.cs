@@ -1,3 +1,4 @@
+using PeftSharp.Data;
 using PeftSharp.Memory;
 using PeftSharp.Training.Methods;
 
@@ -29,6 +30,13 @@ public static class RunPlan
         Attention = AttentionKind.Fused,
         Device = o.Device.StartsWith("cuda", StringComparison.Ordinal) ? DeviceKind.Cuda : DeviceKind.Cpu,
     };
+
+    /// <summary>
+    /// The plan of a run over <paramref name="train"/>: planned at its longest row (at most the run's maximum length).
+    /// Prompt tuning's virtual tokens are not added here: the planner adds them itself.
+    /// </summary>
+    public static MemoryPlan For(string modelDir, MethodOptions m, TrainerOptions o, IReadOnlyList<TokenSequence> train) =>
+        For(modelDir, m, o, Math.Min(o.MaxSeqLength, train.Max(t => t.Length)));
 
     public static MemoryPlan For(string modelDir, MethodOptions m, TrainerOptions o, int sequenceLength, int? houlsbyBottleneck = null)
     {
