@@ -92,18 +92,19 @@ public sealed class TrainSettings : CommandSettings
         return new TrainerOptions
         {
             LearningRate = LearningRate ?? (Method == "full" ? 2e-4 : Method == "prompt" ? 3e-2 : 1e-3),
-            Schedule = Schedule.ToLowerInvariant() switch
-            {
-                "constant" => LrScheduleKind.Constant,
-                "linear" => LrScheduleKind.Linear,
-                "cosine" => LrScheduleKind.Cosine,
-                _ => throw new ArgumentException($"--schedule: '{Schedule}' is not constant, linear or cosine"),
-            },
+            Schedule = ParseSchedule(Schedule),
             WarmupSteps = Warmup, Epochs = Epochs, MaxSteps = steps, BatchSize = Batch, GradientAccumulation = GradAccum,
             MaxSeqLength = MaxSeq, Packing = Packing, GradientCheckpointing = Checkpointing, Optimizer = Optimizer,
             WeightDecay = WeightDecay, Seed = (ulong)Seed, EvalSplit = EvalSplit, EvalFile = EvalPath, EvalInterval = evalInterval,
             SaveInterval = SaveInterval, ResumeFrom = Resume, OutDir = outDir, Overwrite = Overwrite, Device = Device,
         };
+    }
+
+    /// <summary><see cref="LrSchedule.Parse"/>, its error naming the option.</summary>
+    static LrScheduleKind ParseSchedule(string name)
+    {
+        try { return LrSchedule.Parse(name); }
+        catch (ArgumentException) { throw new ArgumentException($"--schedule: '{name}' is not constant, linear or cosine"); }
     }
 
     public override ValidationResult Validate()
