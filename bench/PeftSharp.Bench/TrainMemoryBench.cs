@@ -4,7 +4,6 @@ using PeftSharp.Data;
 using PeftSharp.Models;
 using PeftSharp.Training;
 using PeftSharp.Training.Methods;
-using PeftSharp.Training.Optim;
 using static TorchSharp.torch;
 
 namespace PeftSharp.Bench;
@@ -57,8 +56,7 @@ public sealed class TrainMemoryBench : IBench
         long loadPeak = ProcessMemory.Read().PeakRssBytes;
         if (checkpointing) PeftSharp.Quantization.GradientCheckpointing.Enable(model);
         long trainingPeak = 0;
-        var trainer = new Trainer(model, trainingMethod, o, tokenizer.EosId,
-            (ps, opt) => OptimizerFactory.Create(opt.Optimizer, ps, opt, Path.Combine(opt.OutDir, "paged-state")))
+        var trainer = new Trainer(model, trainingMethod, o, tokenizer.EosId)
         {
             OnStep = _ => trainingPeak = ProcessMemory.Read().PeakRssBytes,
         };

@@ -7,7 +7,6 @@ using PeftSharp.Models;
 using PeftSharp.Quantization;
 using PeftSharp.Training;
 using PeftSharp.Training.Methods;
-using PeftSharp.Training.Optim;
 using Spectre.Console;
 using Spectre.Console.Cli;
 using static TorchSharp.torch;
@@ -117,8 +116,7 @@ public sealed class TrainCommand : Command<TrainSettings>
         progress.Start(ctx =>
         {
             var task = ctx.AddTask("starting", maxValue: 1);
-            var trainer = new Trainer(model, method, options, eos,
-                (ps, o) => OptimizerFactory.Create(o.Optimizer, ps, o, Path.Combine(o.OutDir, "paged-state")))
+            var trainer = new Trainer(model, method, options, eos)
             {
                 Log = m => AnsiConsole.MarkupLineInterpolated($"[grey]{m}[/]"),
                 Cancellation = token,

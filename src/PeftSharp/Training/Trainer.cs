@@ -44,9 +44,9 @@ public sealed class Trainer
         if (options.GradientAccumulation < 1) throw new ArgumentException($"gradient accumulation {options.GradientAccumulation} must be at least 1");
     }
 
-    /// <summary>fp32 AdamW with the run's learning rate and weight decay.</summary>
+    /// <summary>The run's <see cref="TrainerOptions.Optimizer"/> with its learning rate and weight decay; paged variants keep their state in OutDir/paged-state.</summary>
     public static IOptimizer DefaultOptimizer(IReadOnlyList<(string Name, Parameter Param)> ps, TrainerOptions o) =>
-        new Optim.AdamW(ps, new AdamWOptions(o.LearningRate, WeightDecay: o.WeightDecay));
+        OptimizerFactory.Create(o.Optimizer, ps, o, Path.Combine(o.OutDir, "paged-state"));
 
     /// <summary>True when <paramref name="outDir"/> already holds (part of) a training run.</summary>
     public static bool HoldsRun(string outDir) =>
