@@ -133,7 +133,7 @@ public sealed class Trainer
         using (NewDisposeScope()) optimizer.ZeroGrad(); // TorchSharp's zero_grad leaks a grad handle per parameter otherwise
         var micro = Enumerable.Range(0, _o.GradientAccumulation).Select(_ => loader.NextRows()).ToList();
         // Normalise by the step's total target count so accumulation equals one large batch.
-        long targets = Math.Max(1, micro.Sum(rows => rows.Sum(r => (long)r.Labels.Skip(1).Count(l => l != TokenSequence.Ignore))));
+        long targets = Math.Max(1, micro.Sum(rows => rows.Sum(r => (long)r.LossTokens)));
         double lossSum = 0;
         long tokens = 0;
         foreach (var rows in micro)
