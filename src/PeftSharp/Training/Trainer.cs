@@ -61,6 +61,7 @@ public sealed class Trainer
 
         var parameters = _method.TrainableParameters.ToList();
         if (parameters.Count == 0) throw new InvalidOperationException($"{_method.Description}: no trainable parameters");
+        var trainable = parameters.Select(p => p.P).ToList();
         using var optimizer = _optimizerFactory(parameters, _o);
         var loader = new BatchLoader(data.Train, _o.BatchSize, _o.Seed) { PadId = _eosId ?? 0 };
         int totalSteps = _o.MaxSteps ?? _o.Epochs * ((loader.BatchesPerEpoch + _o.GradientAccumulation - 1) / _o.GradientAccumulation);
@@ -93,7 +94,7 @@ public sealed class Trainer
         while (step < totalSteps && (_o.StopAfterSteps is not int stop || ranThisProcess < stop) && !Cancellation.IsCancellationRequested)
         {
             var stepClock = Stopwatch.StartNew();
-            var (loss, gradNorm, tokens) = TrainStep(loader, optimizer, schedule.At(step));
+            var (loss, gradNorm, tokens) = TrainStep(loader, optimizer, trainable, schedule.At(step));
             if (!double.IsFinite(loss) || !double.IsFinite(gradNorm))
                 throw new TrainingDivergedException($"{(double.IsFinite(loss) ? "gradient norm" : "loss")} became {(double.IsFinite(loss) ? gradNorm : loss)} at step {step + 1}; " +
                     $"training stopped before applying it. Last good checkpoint: {lastGood ?? "none"}. Try a lower learning rate or gradient clipping");
@@ -127,7 +128,7 @@ public sealed class Trainer
         return new TrainResult(step, lastLoss, first, last, finalDir, clock.Elapsed);
     }
 
-    (double Loss, double GradNorm, long Tokens) TrainStep(BatchLoader loader, IOptimizer optimizer, double lr)
+    (double Loss, double GradNorm, long Tokens) TrainStep(BatchLoader loader, IOptimizer optimizer, IReadOnlyList<Parameter> trainable, double lr)
     {
         _model.train();
         using (NewDisposeScope()) optimizer.ZeroGrad(); // TorchSharp's zero_grad leaks a grad handle per parameter otherwise
@@ -149,7 +150,7 @@ public sealed class Trainer
         double norm;
         using (NewDisposeScope()) // reading Parameter.grad makes a new tensor handle each time; the scope frees them
         {
-            var ps = _method.TrainableParameters.Select(p => p.P).Where(p => p.grad is not null).ToList();
+            var ps = trainable.Where(p => p.grad is not null).ToList();
             norm = _o.MaxGradNorm > 0 ? nn.utils.clip_grad_norm_(ps, _o.MaxGradNorm) : GradNorm(ps);
         }
         if (double.IsFinite(lossSum) && double.IsFinite(norm))
