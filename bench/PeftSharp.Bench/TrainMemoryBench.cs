@@ -63,8 +63,7 @@ public sealed class TrainMemoryBench : IBench
         var clock = System.Diagnostics.Stopwatch.StartNew();
         trainer.Train(data);
         long endPeak = ProcessMemory.Read().PeakRssBytes;
-        string optimizerFile = Directory.GetDirectories(Path.Combine(outDir, "checkpoints"), "step-*").Order(StringComparer.Ordinal)
-            .Select(d => Path.Combine(d, "optimizer.safetensors")).Last(File.Exists);
+        string optimizerFile = Path.Combine(Checkpoint.Resolve(outDir), Checkpoint.Optimizer);
         var measured = MeasuredMemory.From(model, trainingMethod, runtime, endPeak, optimizerFile);
         if (!a.Flag("keep")) Directory.Delete(outDir, recursive: true);
 

@@ -76,8 +76,8 @@ public sealed class TrainCommand : Command<TrainSettings>
 
         double? heldoutAfter = heldout is null ? null : Evaluator.Run(model, heldout, [], tokenizer.EosId, options.BatchSize, method: method).Loss;
         long peak = ProcessMemory.Read().PeakRssBytes;
-        string? optimizerFile = Directory.GetDirectories(Path.Combine(outDir, "checkpoints"), "step-*").Order(StringComparer.Ordinal)
-            .Select(d => Path.Combine(d, "optimizer.safetensors")).LastOrDefault(File.Exists);
+        // A finished run always ends with a checkpoint (the Trainer saves one before final/).
+        string optimizerFile = Path.Combine(Checkpoint.Resolve(outDir), Checkpoint.Optimizer);
         var measured = MeasuredMemory.From(model, method, runtimeBytes, peak, optimizerFile);
 
         RunPlots.Loss(records, Path.Combine(outDir, "loss.png"));
