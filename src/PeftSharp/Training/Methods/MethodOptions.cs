@@ -1,3 +1,5 @@
+using PeftSharp.Tuners.Houlsby;
+
 namespace PeftSharp.Training.Methods;
 
 /// <summary>The tuning method of a run and its knobs (the LoRA ones mirror PEFT's LoraConfig).</summary>
@@ -25,6 +27,8 @@ public sealed record MethodOptions
     public bool DoubleQuant { get; init; } = true;
     public bool IsQuantized => Method is "qlora" or "qdora";
     public bool IsLora => Method is "lora" or "dora" or "qlora" or "qdora";
+    /// <summary>The Houlsby adapters of an "adapter" run (bottleneck = hidden / <see cref="ReductionFactor"/>).</summary>
+    public HoulsbyConfig Houlsby => new() { ReductionFactor = ReductionFactor, NonLinearity = NonLinearity };
 
     public void Validate()
     {
