@@ -26,7 +26,9 @@ public sealed record MethodOptions
     public int BlockSize { get; init; } = 64;
     public bool DoubleQuant { get; init; } = true;
     public bool IsQuantized => Method is "qlora" or "qdora";
-    public bool IsLora => Method is "lora" or "dora" or "qlora" or "qdora";
+    public bool IsLora => IsLoraMethod(Method);
+    /// <summary>The LoRA family (lora, dora, qlora, qdora): the methods with a rank and target modules.</summary>
+    public static bool IsLoraMethod(string method) => method is "lora" or "dora" or "qlora" or "qdora";
     /// <summary>The Houlsby adapters of an "adapter" run (bottleneck = hidden / <see cref="ReductionFactor"/>).</summary>
     public HoulsbyConfig Houlsby => new() { ReductionFactor = ReductionFactor, NonLinearity = NonLinearity };
 
