@@ -111,7 +111,8 @@ public sealed class TrainSettings : CommandSettings
     {
         try { MethodOptions().Validate(); }
         catch (ArgumentException e) { return ValidationResult.Error(e.Message); }
-        if (!Training.Optim.OptimizerFactory.Names.Contains(Optimizer)) return ValidationResult.Error($"--optimizer: '{Optimizer}' is not one of {string.Join(", ", Training.Optim.OptimizerFactory.Names)}");
+        try { Training.Optim.OptimizerFactory.Parse(Optimizer); }
+        catch (ArgumentException e) { return ValidationResult.Error(e.Message); }
         if (Threads is <= 0) return ValidationResult.Error($"--threads must be positive (got {Threads})");
         if (Batch <= 0) return ValidationResult.Error($"--batch must be positive (got {Batch})");
         if (GradAccum <= 0) return ValidationResult.Error($"--grad-accum must be positive (got {GradAccum})");
