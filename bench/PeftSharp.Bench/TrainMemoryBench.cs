@@ -4,7 +4,6 @@ using PeftSharp.Data;
 using PeftSharp.Models;
 using PeftSharp.Training;
 using PeftSharp.Training.Methods;
-using PeftSharp.Training.Optim;
 using static TorchSharp.torch;
 
 namespace PeftSharp.Bench;
@@ -57,16 +56,14 @@ public sealed class TrainMemoryBench : IBench
         long loadPeak = ProcessMemory.Read().PeakRssBytes;
         if (checkpointing) PeftSharp.Quantization.GradientCheckpointing.Enable(model);
         long trainingPeak = 0;
-        var trainer = new Trainer(model, trainingMethod, o, tokenizer.EosId,
-            (ps, opt) => OptimizerFactory.Create(opt.Optimizer, ps, opt, Path.Combine(opt.OutDir, "paged-state")))
+        var trainer = new Trainer(model, trainingMethod, o, tokenizer.EosId)
         {
             OnStep = _ => trainingPeak = ProcessMemory.Read().PeakRssBytes,
         };
         var clock = System.Diagnostics.Stopwatch.StartNew();
         trainer.Train(data);
         long endPeak = ProcessMemory.Read().PeakRssBytes;
-        string optimizerFile = Directory.GetDirectories(Path.Combine(outDir, "checkpoints"), "step-*").Order(StringComparer.Ordinal)
-            .Select(d => Path.Combine(d, "optimizer.safetensors")).Last(File.Exists);
+        string optimizerFile = Path.Combine(Checkpoint.Resolve(outDir), Checkpoint.Optimizer);
         var measured = MeasuredMemory.From(model, trainingMethod, runtime, endPeak, optimizerFile);
         if (!a.Flag("keep")) Directory.Delete(outDir, recursive: true);
 

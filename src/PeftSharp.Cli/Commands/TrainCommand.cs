@@ -7,7 +7,6 @@ using PeftSharp.Models;
 using PeftSharp.Quantization;
 using PeftSharp.Training;
 using PeftSharp.Training.Methods;
-using PeftSharp.Training.Optim;
 using Spectre.Console;
 using Spectre.Console.Cli;
 using static TorchSharp.torch;
@@ -40,9 +39,8 @@ public sealed class TrainCommand : Command<TrainSettings>
         AnsiConsole.MarkupLineInterpolated($"[bold]data[/] {s.DataFile}: {data.TrainStats}");
         if (data.TrainStats.Truncated > 0)
             AnsiConsole.MarkupLineInterpolated($"[yellow]warning[/]: {data.TrainStats.Truncated} example(s) longer than --max-seq {options.MaxSeqLength} were truncated ({data.TrainStats.TokensCut} tokens cut)");
-        int seqLen = Math.Min(options.MaxSeqLength, data.Train.Max(t => t.Length)) + (s.Method == "prompt" ? s.VirtualTokens : 0);
 
-        var plan = RunPlan.For(s.ModelDir, methodOptions, options, seqLen);
+        var plan = RunPlan.For(s.ModelDir, methodOptions, options, data.Train);
         AnsiConsole.MarkupLine("[bold]memory plan[/] (peft plan, for this run on this device)");
         PlanOutput.Write(plan);
 
@@ -78,8 +76,8 @@ public sealed class TrainCommand : Command<TrainSettings>
 
         double? heldoutAfter = heldout is null ? null : Evaluator.Run(model, heldout, [], tokenizer.EosId, options.BatchSize, method: method).Loss;
         long peak = ProcessMemory.Read().PeakRssBytes;
-        string? optimizerFile = Directory.GetDirectories(Path.Combine(outDir, "checkpoints"), "step-*").Order(StringComparer.Ordinal)
-            .Select(d => Path.Combine(d, "optimizer.safetensors")).LastOrDefault(File.Exists);
+        // A finished run always ends with a checkpoint (the Trainer saves one before final/).
+        string optimizerFile = Path.Combine(Checkpoint.Resolve(outDir), Checkpoint.Optimizer);
         var measured = MeasuredMemory.From(model, method, runtimeBytes, peak, optimizerFile);
 
         RunPlots.Loss(records, Path.Combine(outDir, "loss.png"));
@@ -118,8 +116,7 @@ public sealed class TrainCommand : Command<TrainSettings>
         progress.Start(ctx =>
         {
             var task = ctx.AddTask("starting", maxValue: 1);
-            var trainer = new Trainer(model, method, options, eos,
-                (ps, o) => OptimizerFactory.Create(o.Optimizer, ps, o, Path.Combine(o.OutDir, "paged-state")))
+            var trainer = new Trainer(model, method, options, eos)
             {
                 Log = m => AnsiConsole.MarkupLineInterpolated($"[grey]{m}[/]"),
                 Cancellation = token,

@@ -92,13 +92,7 @@ public sealed class TrainSettings : CommandSettings
         return new TrainerOptions
         {
             LearningRate = LearningRate ?? (Method == "full" ? 2e-4 : Method == "prompt" ? 3e-2 : 1e-3),
-            Schedule = Schedule.ToLowerInvariant() switch
-            {
-                "constant" => LrScheduleKind.Constant,
-                "linear" => LrScheduleKind.Linear,
-                "cosine" => LrScheduleKind.Cosine,
-                _ => throw new ArgumentException($"--schedule: '{Schedule}' is not constant, linear or cosine"),
-            },
+            Schedule = ParseSchedule(Schedule),
             WarmupSteps = Warmup, Epochs = Epochs, MaxSteps = steps, BatchSize = Batch, GradientAccumulation = GradAccum,
             MaxSeqLength = MaxSeq, Packing = Packing, GradientCheckpointing = Checkpointing, Optimizer = Optimizer,
             WeightDecay = WeightDecay, Seed = (ulong)Seed, EvalSplit = EvalSplit, EvalFile = EvalPath, EvalInterval = evalInterval,
@@ -106,11 +100,19 @@ public sealed class TrainSettings : CommandSettings
         };
     }
 
+    /// <summary><see cref="LrSchedule.Parse"/>, its error naming the option.</summary>
+    static LrScheduleKind ParseSchedule(string name)
+    {
+        try { return LrSchedule.Parse(name); }
+        catch (ArgumentException) { throw new ArgumentException($"--schedule: '{name}' is not constant, linear or cosine"); }
+    }
+
     public override ValidationResult Validate()
     {
         try { MethodOptions().Validate(); }
         catch (ArgumentException e) { return ValidationResult.Error(e.Message); }
-        if (!Training.Optim.OptimizerFactory.Names.Contains(Optimizer)) return ValidationResult.Error($"--optimizer: '{Optimizer}' is not one of {string.Join(", ", Training.Optim.OptimizerFactory.Names)}");
+        try { Training.Optim.OptimizerFactory.Parse(Optimizer); }
+        catch (ArgumentException e) { return ValidationResult.Error(e.Message); }
         if (Threads is <= 0) return ValidationResult.Error($"--threads must be positive (got {Threads})");
         if (Batch <= 0) return ValidationResult.Error($"--batch must be positive (got {Batch})");
         if (GradAccum <= 0) return ValidationResult.Error($"--grad-accum must be positive (got {GradAccum})");

@@ -1,13 +1,14 @@
 using System.Globalization;
 using System.Text.Json.Nodes;
 using PeftSharp.Cli.Reports;
+using PeftSharp.Training.Methods;
 
 namespace PeftSharp.Cli.Compare;
 
 /// <summary>One trained configuration of `peft compare`: what to run, and what its run folder measured.</summary>
 public sealed record CompareRun(string Label, string Method, int? Rank, string? Targets)
 {
-    public bool IsLora => Method is "lora" or "dora" or "qlora" or "qdora";
+    public bool IsLora => MethodOptions.IsLoraMethod(Method);
     /// <summary>A folder name for the run: the label without spaces or separators.</summary>
     public string Slug => string.Concat(Label.Select(c => char.IsLetterOrDigit(c) || c is '-' or '_' or '=' ? c : '_'));
 
@@ -18,7 +19,7 @@ public sealed record CompareRun(string Label, string Method, int? Rank, string? 
         bool sweep = ranks.Count > 1 || targets.Count > 1;
         foreach (var m in methods)
         {
-            if (m is not ("lora" or "dora" or "qlora" or "qdora")) { runs.Add(new CompareRun(m, m, null, null)); continue; }
+            if (!MethodOptions.IsLoraMethod(m)) { runs.Add(new CompareRun(m, m, null, null)); continue; }
             foreach (var r in ranks)
                 foreach (var t in targets)
                     runs.Add(new CompareRun(sweep ? $"{m} r={r} {t}" : m, m, r, t));

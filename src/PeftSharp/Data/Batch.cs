@@ -29,7 +29,6 @@ public sealed class Batch : IDisposable
         var ids = new long[b * t];
         var labels = new long[b * t];
         var mask = new long[b * t];
-        long lossTokens = 0;
         for (int i = 0; i < b; i++)
         {
             var r = rows[i];
@@ -39,13 +38,12 @@ public sealed class Batch : IDisposable
                 ids[i * t + j] = real ? r.Ids[j] : padId;
                 labels[i * t + j] = real ? r.Labels[j] : TokenSequence.Ignore;
                 mask[i * t + j] = real ? 1 : 0;
-                if (real && j > 0 && r.Labels[j] != TokenSequence.Ignore) lossTokens++;
             }
         }
         device ??= CPU;
         bool padded = rows.Any(r => r.Length < t);
         return new Batch(OnDevice(ids, b, t, device), OnDevice(labels, b, t, device),
-            padded ? OnDevice(mask, b, t, device) : null, rows.Sum(r => (long)r.Length), lossTokens);
+            padded ? OnDevice(mask, b, t, device) : null, rows.Sum(r => (long)r.Length), rows.Sum(r => (long)r.LossTokens));
     }
 
     static Tensor OnDevice(long[] data, int b, int t, Device device)

@@ -7,7 +7,7 @@ public sealed record DataPosition(int Epoch, int Index, ulong Seed);
 
 /// <summary>
 /// Deterministic batches over a fixed list of sequences. Each epoch visits every sequence once in an order that
-/// depends only on (seed, epoch), computed with SplitMix64 + Fisher-Yates (not System.Random, whose algorithm
+/// depends only on (seed, epoch), computed with <see cref="SplitMix64"/> + Fisher-Yates (not System.Random, whose algorithm
 /// is not a contract), so a saved <see cref="Position"/> resumes exactly. An epoch's last batch may be smaller.
 /// </summary>
 public sealed class BatchLoader
@@ -59,21 +59,7 @@ public sealed class BatchLoader
     int[] Order(int epoch)
     {
         var order = Enumerable.Range(0, _data.Count).ToArray();
-        if (!Shuffle) return order;
-        ulong state = Seed ^ (0x9E3779B97F4A7C15UL * (ulong)(epoch + 1));
-        for (int i = order.Length - 1; i > 0; i--)
-        {
-            int j = (int)(SplitMix64(ref state) % (ulong)(i + 1));
-            (order[i], order[j]) = (order[j], order[i]);
-        }
+        if (Shuffle) new SplitMix64(Seed ^ (0x9E3779B97F4A7C15UL * (ulong)(epoch + 1))).Shuffle(order);
         return order;
-    }
-
-    public static ulong SplitMix64(ref ulong state)
-    {
-        ulong z = state += 0x9E3779B97F4A7C15UL;
-        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9UL;
-        z = (z ^ (z >> 27)) * 0x94D049BB133111EBUL;
-        return z ^ (z >> 31);
     }
 }

@@ -27,12 +27,12 @@ public static class SequenceBuilder
                 seq = new TokenSequence(seq.Ids[..maxLength], seq.Labels[..maxLength]);
             }
             // Only labels from position 1 on are targets (position 0 has no context).
-            if (!seq.Labels.Skip(1).Any(l => l != TokenSequence.Ignore)) { dropped++; continue; }
+            if (seq.LossTokens == 0) { dropped++; continue; }
             singles.Add(seq);
         }
         var sequences = packing ? Pack(singles, maxLength) : singles;
         var stats = new DataStats(examples.Count, sequences.Count, sequences.Sum(s => (long)s.Length),
-            sequences.Sum(s => (long)s.Labels.Skip(1).Count(l => l != TokenSequence.Ignore)), truncated, cut, dropped);
+            sequences.Sum(s => (long)s.LossTokens), truncated, cut, dropped);
         return (sequences, stats);
     }
 

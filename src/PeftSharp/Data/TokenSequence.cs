@@ -7,7 +7,18 @@ namespace PeftSharp.Data;
 public sealed record TokenSequence(int[] Ids, int[] Labels)
 {
     public const int Ignore = -100;
+    /// <summary>Get-only (no with-expression can replace it), so <see cref="LossTokens"/> stays its count.</summary>
+    public int[] Labels { get; } = Labels;
     public int Length => Ids.Length;
+    /// <summary>Next-token targets that carry loss: labels from position 1 on (position 0 has no context) that are not <see cref="Ignore"/>. Counted once.</summary>
+    public int LossTokens { get; } = CountLossTokens(Labels);
+
+    static int CountLossTokens(int[] labels)
+    {
+        int n = 0;
+        for (int i = 1; i < labels.Length; i++) if (labels[i] != Ignore) n++;
+        return n;
+    }
 }
 
 /// <summary>What tokenisation did to a dataset, reported to the user.</summary>

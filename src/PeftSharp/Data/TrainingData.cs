@@ -50,12 +50,7 @@ public sealed record TrainingData(
     static List<RawExample> Shuffled(IReadOnlyList<RawExample> xs, ulong seed)
     {
         var list = xs.ToList();
-        ulong state = seed ^ 0xD1B54A32D192ED03UL;
-        for (int i = list.Count - 1; i > 0; i--)
-        {
-            int j = (int)(BatchLoader.SplitMix64(ref state) % (ulong)(i + 1));
-            (list[i], list[j]) = (list[j], list[i]);
-        }
+        new SplitMix64(seed ^ 0xD1B54A32D192ED03UL).Shuffle(list);
         return list;
     }
 }

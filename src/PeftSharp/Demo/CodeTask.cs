@@ -1,3 +1,4 @@
+using PeftSharp.Data;
 using static PeftSharp.Demo.DemoVocabulary;
 
 namespace PeftSharp.Demo;
@@ -15,13 +16,13 @@ public sealed class CodeTask
 
     public CodeTask(ulong seed = 7)
     {
-        var rng = new DemoRandom(seed);
+        var rng = new SplitMix64(seed);
         Assign(Colours, Numbers.Skip(1).Take(12).ToArray(), rng);
         Assign(Animals, Places, rng);
         Assign(Objects, Names, rng);
     }
 
-    void Assign(string[] from, string[] to, DemoRandom rng)
+    void Assign(string[] from, string[] to, SplitMix64 rng)
     {
         var pool = to.ToList();
         foreach (var w in from) { int i = rng.Next(pool.Count); _code[w] = pool[i]; pool.RemoveAt(i); }
@@ -36,8 +37,7 @@ public sealed class CodeTask
     public (List<(string Prompt, string Completion)> Train, List<(string Prompt, string Completion)> Eval) Split(int evalCount, ulong seed)
     {
         var all = (from c in Colours from a in Animals from o in Objects select (Prompt(c, a, o), Completion(c, a, o))).ToList();
-        var rng = new DemoRandom(seed);
-        for (int i = all.Count - 1; i > 0; i--) { int j = rng.Next(i + 1); (all[i], all[j]) = (all[j], all[i]); }
+        new SplitMix64(seed).Shuffle(all);
         return (all.Skip(evalCount).ToList(), all.Take(evalCount).ToList());
     }
 }

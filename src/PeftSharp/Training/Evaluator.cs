@@ -34,10 +34,11 @@ public static class Evaluator
         {
             int hits = 0;
             int[] stop = eosId is int eos ? [eos] : [];
+            using var prefix = method?.GenerationPrefix?.unsqueeze(0); // one handle for all prompts, freed here
             foreach (var p in used)
             {
                 var expected = eosId is int e ? [.. p.Answer, e] : p.Answer;
-                var got = TextGenerator.Generate(model, p.Prompt, new SamplingOptions { MaxNewTokens = expected.Length }, stop, method?.GenerationPrefix?.unsqueeze(0)).ToArray();
+                var got = TextGenerator.Generate(model, p.Prompt, new SamplingOptions { MaxNewTokens = expected.Length }, stop, prefix).ToArray();
                 if (got.SequenceEqual(expected)) hits++;
             }
             exact = (double)hits / used.Count;

@@ -1,3 +1,4 @@
+using PeftSharp.Data;
 using PeftSharp.Memory;
 using PeftSharp.Training.Methods;
 
@@ -6,7 +7,8 @@ namespace PeftSharp.Training;
 /// <summary>The memory plan of a training run as this process will execute it (CPU or CUDA, the compute dtype, the data's length).</summary>
 public static class RunPlan
 {
-    public static PlanRequest Request(MethodOptions m, TrainerOptions o, int sequenceLength, bool fp32 = true) => new()
+    /// <summary>The request of a run as this process trains it: fp32 weights and compute (NF4 base weights for qlora/qdora).</summary>
+    public static PlanRequest Request(MethodOptions m, TrainerOptions o, int sequenceLength) => new()
     {
         Method = PlanNames.Method(m.Method),
         Rank = m.Rank,
@@ -16,8 +18,8 @@ public static class RunPlan
             ExcludeModules = m.Exclude?.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries),
         }) : null,
         VirtualTokens = m.VirtualTokens,
-        WeightDtype = m.IsQuantized ? DType.Nf4 : fp32 ? DType.Fp32 : DType.Bf16,
-        ComputeDtype = fp32 ? DType.Fp32 : DType.Bf16,
+        WeightDtype = m.IsQuantized ? DType.Nf4 : DType.Fp32,
+        ComputeDtype = DType.Fp32,
         AdapterDtype = DType.Fp32,
         Optimizer = PlanNames.Optimizer(o.Optimizer),
         BatchSize = o.BatchSize,
@@ -30,11 +32,18 @@ public static class RunPlan
         Device = o.Device.StartsWith("cuda", StringComparison.Ordinal) ? DeviceKind.Cuda : DeviceKind.Cpu,
     };
 
-    public static MemoryPlan For(string modelDir, MethodOptions m, TrainerOptions o, int sequenceLength, int? houlsbyBottleneck = null)
+    /// <summary>
+    /// The plan of a run over <paramref name="train"/>: planned at its longest row (at most the run's maximum length).
+    /// Prompt tuning's virtual tokens are not added here: the planner adds them itself.
+    /// </summary>
+    public static MemoryPlan For(string modelDir, MethodOptions m, TrainerOptions o, IReadOnlyList<TokenSequence> train) =>
+        For(modelDir, m, o, Math.Min(o.MaxSeqLength, train.Max(t => t.Length)));
+
+    public static MemoryPlan For(string modelDir, MethodOptions m, TrainerOptions o, int sequenceLength)
     {
         var shape = ModelShape.Load(Path.Combine(modelDir, "config.json"));
         var req = Request(m, o, sequenceLength);
-        if (m.Method == "adapter") req = req with { AdapterBottleneck = houlsbyBottleneck ?? Math.Max(1, shape.Config.HiddenSize / m.ReductionFactor) };
+        if (m.Method == "adapter") req = req with { AdapterBottleneck = m.Houlsby.Bottleneck(shape.Config.HiddenSize) };
         return MemoryPlanner.Plan(shape, req);
     }
 }

@@ -44,9 +44,9 @@ public sealed class Trainer
         if (options.GradientAccumulation < 1) throw new ArgumentException($"gradient accumulation {options.GradientAccumulation} must be at least 1");
     }
 
-    /// <summary>fp32 AdamW with the run's learning rate and weight decay.</summary>
+    /// <summary>The run's <see cref="TrainerOptions.Optimizer"/> with its learning rate and weight decay; paged variants keep their state in OutDir/paged-state.</summary>
     public static IOptimizer DefaultOptimizer(IReadOnlyList<(string Name, Parameter Param)> ps, TrainerOptions o) =>
-        new Optim.AdamW(ps, new AdamWOptions(o.LearningRate, WeightDecay: o.WeightDecay));
+        OptimizerFactory.Create(o.Optimizer, ps, o, Path.Combine(o.OutDir, "paged-state"));
 
     /// <summary>True when <paramref name="outDir"/> already holds (part of) a training run.</summary>
     public static bool HoldsRun(string outDir) =>
@@ -61,6 +61,7 @@ public sealed class Trainer
 
         var parameters = _method.TrainableParameters.ToList();
         if (parameters.Count == 0) throw new InvalidOperationException($"{_method.Description}: no trainable parameters");
+        var trainable = parameters.Select(p => p.P).ToList();
         using var optimizer = _optimizerFactory(parameters, _o);
         var loader = new BatchLoader(data.Train, _o.BatchSize, _o.Seed) { PadId = _eosId ?? 0 };
         int totalSteps = _o.MaxSteps ?? _o.Epochs * ((loader.BatchesPerEpoch + _o.GradientAccumulation - 1) / _o.GradientAccumulation);
@@ -93,7 +94,7 @@ public sealed class Trainer
         while (step < totalSteps && (_o.StopAfterSteps is not int stop || ranThisProcess < stop) && !Cancellation.IsCancellationRequested)
         {
             var stepClock = Stopwatch.StartNew();
-            var (loss, gradNorm, tokens) = TrainStep(loader, optimizer, schedule.At(step));
+            var (loss, gradNorm, tokens) = TrainStep(loader, optimizer, trainable, schedule.At(step));
             if (!double.IsFinite(loss) || !double.IsFinite(gradNorm))
                 throw new TrainingDivergedException($"{(double.IsFinite(loss) ? "gradient norm" : "loss")} became {(double.IsFinite(loss) ? gradNorm : loss)} at step {step + 1}; " +
                     $"training stopped before applying it. Last good checkpoint: {lastGood ?? "none"}. Try a lower learning rate or gradient clipping");
@@ -127,13 +128,13 @@ public sealed class Trainer
         return new TrainResult(step, lastLoss, first, last, finalDir, clock.Elapsed);
     }
 
-    (double Loss, double GradNorm, long Tokens) TrainStep(BatchLoader loader, IOptimizer optimizer, double lr)
+    (double Loss, double GradNorm, long Tokens) TrainStep(BatchLoader loader, IOptimizer optimizer, IReadOnlyList<Parameter> trainable, double lr)
     {
         _model.train();
         using (NewDisposeScope()) optimizer.ZeroGrad(); // TorchSharp's zero_grad leaks a grad handle per parameter otherwise
         var micro = Enumerable.Range(0, _o.GradientAccumulation).Select(_ => loader.NextRows()).ToList();
         // Normalise by the step's total target count so accumulation equals one large batch.
-        long targets = Math.Max(1, micro.Sum(rows => rows.Sum(r => (long)r.Labels.Skip(1).Count(l => l != TokenSequence.Ignore))));
+        long targets = Math.Max(1, micro.Sum(rows => rows.Sum(r => (long)r.LossTokens)));
         double lossSum = 0;
         long tokens = 0;
         foreach (var rows in micro)
@@ -149,7 +150,7 @@ public sealed class Trainer
         double norm;
         using (NewDisposeScope()) // reading Parameter.grad makes a new tensor handle each time; the scope frees them
         {
-            var ps = _method.TrainableParameters.Select(p => p.P).Where(p => p.grad is not null).ToList();
+            var ps = trainable.Where(p => p.grad is not null).ToList();
             norm = _o.MaxGradNorm > 0 ? nn.utils.clip_grad_norm_(ps, _o.MaxGradNorm) : GradNorm(ps);
         }
         if (double.IsFinite(lossSum) && double.IsFinite(norm))

@@ -19,7 +19,7 @@ public sealed record TrainerOptions
     public bool Packing { get; init; }
     /// <summary>Recompute layer activations in the backward pass (set by the caller on CausalLM.LayerRunner).</summary>
     public bool GradientCheckpointing { get; init; }
-    /// <summary>Optimiser name (adamw, adamw8bit, paged_adamw, ...), resolved by the caller's optimiser factory.</summary>
+    /// <summary>Optimiser name (adamw, adamw-8bit, paged-adamw, paged-adamw-8bit), resolved by <see cref="Optim.OptimizerFactory"/> unless the Trainer is given another factory.</summary>
     public string Optimizer { get; init; } = "adamw";
     public double WeightDecay { get; init; }
     /// <summary>Clip the global gradient L2 norm to this; 0 disables.</summary>

@@ -39,6 +39,27 @@ public class CliCommandTests
         Assert.True(new PeftSharp.Cli.Commands.GenerateCommand.Settings { Model = TestPaths.TinyLlama, Prompt = "hi", Threads = 1 }.Validate().Successful);
     }
 
+    [Theory]
+    [InlineData("adamw", "adamw")]
+    [InlineData("adam", "adamw")]
+    [InlineData("AdamW8bit", "adamw-8bit")]
+    [InlineData(" paged-adamw-8bit ", "paged-adamw-8bit")]
+    public void TrainAcceptsTheOptimizerNamesTheTrainerCreates(string given, string canonical)
+    {
+        Assert.True(new PeftSharp.Cli.Commands.TrainSettings { Optimizer = given }.Validate().Successful);
+        Assert.Equal(canonical, PeftSharp.Memory.PlanNames.Name(PeftSharp.Training.Optim.OptimizerFactory.Parse(given)));
+    }
+
+    [Theory]
+    [InlineData("sgd")]      // the planner knows it; nothing trains with it
+    [InlineData("lion")]
+    public void TrainRefusesOptimizersItCannotCreate(string given)
+    {
+        var r = new PeftSharp.Cli.Commands.TrainSettings { Optimizer = given }.Validate();
+        Assert.False(r.Successful);
+        Assert.Equal($"--optimizer: '{given}' is not one of adamw, adamw-8bit, paged-adamw, paged-adamw-8bit", r.Message);
+    }
+
     [Fact]
     public void LogitsRejectsOutOfRangeIds()
     {

@@ -1,5 +1,12 @@
+using System.Text.Json.Nodes;
 using PeftSharp.Cli;
+using PeftSharp.Cli.Commands;
+using PeftSharp.Cli.Reports;
+using PeftSharp.Data;
 using PeftSharp.IO;
+using PeftSharp.Memory;
+using PeftSharp.Models;
+using PeftSharp.Training;
 using static TorchSharp.torch;
 
 namespace PeftSharp.Tests.Cli;
@@ -118,6 +125,24 @@ public class TrainEvalCliTests
         Assert.Equal(b.shape, a.shape); // the soft prompt's positions are dropped
         Assert.True(TestPaths.MaxAbsError(a, b) > 1e-4, "the trained adapter changed nothing");
         Assert.Equal(0, CliApp.Run(["eval", "--model", TestPaths.TinyLlama, "--adapter", adapter, "--data", data, "--limit", "4"]));
+    }
+
+    [Fact]
+    public void PromptTuningPlanCountsTheSoftPromptOnce()
+    {
+        string dir = TestPaths.TempDir(), data = ReversalTask.Write(dir, 8), outDir = Path.Combine(dir, "out");
+        var (code, stdout, err) = CliCapture.Run(Train(data, outDir, "--method", "prompt", "--virtual-tokens", "3", "--steps", "1"));
+        Assert.True(code == 0, err);
+        using var tok = TextTokenizer.Load(TestPaths.TinyLlama);
+        int longest = TrainingData.Load(data, tok, 32, packing: false).Train.Max(t => t.Length);
+        // The run's rows are planned at their own length; the planner adds the 3 virtual tokens itself.
+        Assert.Matches($@"batch\s+4\s+x\s+seq\s+{longest},", stdout);
+        var settings = new TrainSettings { Model = TestPaths.TinyLlama, Data = data, Method = "prompt", VirtualTokens = 3, Batch = 4, MaxSeq = 32, Steps = 1 };
+        var m = settings.MethodOptions();
+        var o = settings.TrainerOptions(outDir);
+        var once = MemoryPlanner.Plan(ModelShape.Load(Path.Combine(TestPaths.TinyLlama, "config.json")), RunPlan.Request(m, o, longest));
+        var summary = JsonNode.Parse(File.ReadAllText(Path.Combine(outDir, RunSummary.JsonFile)))!;
+        Assert.Equal(once.TotalBytes, summary["planned_bytes"]!.GetValue<long>());
     }
 
     static AdapterCli.Kind AdapterCliKind(string method) => method == "prompt" ? AdapterCli.Kind.Prompt : AdapterCli.Kind.Houlsby;

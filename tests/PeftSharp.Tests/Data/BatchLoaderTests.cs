@@ -22,6 +22,15 @@ public class BatchLoaderTests
     }
 
     [Fact]
+    public void EpochOrdersAreFixedForever()
+    {
+        // Checkpoints store (seed, epoch, index): these orders must never change, or resumed runs would see other data.
+        var l = new BatchLoader(Seqs(10), 10, seed: 5);
+        Assert.Equal("2 1 5 9 0 8 7 3 6 4", string.Join(" ", l.NextRows().Select(r => r.Ids[0])));
+        Assert.Equal("7 1 8 4 6 9 0 5 2 3", string.Join(" ", l.NextRows().Select(r => r.Ids[0])));
+    }
+
+    [Fact]
     public void RestoredPositionContinuesExactly()
     {
         var data = Seqs(7);

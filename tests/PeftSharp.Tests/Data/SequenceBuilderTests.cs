@@ -10,6 +10,15 @@ public class SequenceBuilderTests
     const int I = TokenSequence.Ignore, Eos = 259;
 
     [Fact]
+    public void LossTokensAreTheLabelsFromPositionOneOn()
+    {
+        Assert.Equal(2, new TokenSequence([1, 2, 3, 4], [1, I, 3, 4]).LossTokens); // position 0 has no context
+        Assert.Equal(0, new TokenSequence([1], [1]).LossTokens);
+        var s = SequenceBuilder.Tokenize(RawExample.PromptCompletion("ab", "cd", "x"), Tok, Eos);
+        Assert.Equal(3, s.LossTokens); // c, d, EOS
+    }
+
+    [Fact]
     public void PromptIsMaskedCompletionAndEosCarryLoss()
     {
         var s = SequenceBuilder.Tokenize(RawExample.PromptCompletion("ab", "cd", "x"), Tok, Eos);

@@ -31,6 +31,14 @@ public class TrainingDataTests
     }
 
     [Fact]
+    public void EvalSplitIsFixedForever()
+    {
+        // The eval prompts, then the training rows, in the order the seeded shuffle put them.
+        var d = TrainingData.Load(Task(10), Tok, 32, packing: false, evalSplit: 0.3, seed: 3);
+        Assert.Equal("p6: p3: p2: p0 p7 p8 p9 p1 p5 p4", string.Join(" ", d.EvalPrompts.Select(p => Tok.Decode(p.Prompt)).Concat(d.Train.Select(s => Tok.Decode(s.Ids).Split(':')[0]))));
+    }
+
+    [Fact]
     public void EvalFileIsUsedAsIsAndBadSplitsAreRejected()
     {
         var d = TrainingData.Load(Task(4), Tok, 32, packing: true, evalPath: Task(3));

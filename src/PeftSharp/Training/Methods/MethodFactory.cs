@@ -1,6 +1,5 @@
 using PeftSharp.Models;
 using PeftSharp.Quantization;
-using PeftSharp.Tuners.Houlsby;
 using PeftSharp.Tuners.Lora;
 using PeftSharp.Tuners.PromptTuning;
 using static TorchSharp.torch;
@@ -41,7 +40,7 @@ public static class MethodFactory
             case "full":
                 return new FullFineTuning(model, Path.Combine(modelDir, "tokenizer.json"));
             case "adapter":
-                return new HoulsbyTraining(model, new HoulsbyConfig { ReductionFactor = o.ReductionFactor, NonLinearity = o.NonLinearity }, seed);
+                return new HoulsbyTraining(model, o.Houlsby, seed);
             case "prompt":
                 var init = o.PromptInit.ToLowerInvariant() switch
                 {

@@ -1,3 +1,5 @@
+using PeftSharp.Tuners.Houlsby;
+
 namespace PeftSharp.Training.Methods;
 
 /// <summary>The tuning method of a run and its knobs (the LoRA ones mirror PEFT's LoraConfig).</summary>
@@ -24,7 +26,11 @@ public sealed record MethodOptions
     public int BlockSize { get; init; } = 64;
     public bool DoubleQuant { get; init; } = true;
     public bool IsQuantized => Method is "qlora" or "qdora";
-    public bool IsLora => Method is "lora" or "dora" or "qlora" or "qdora";
+    public bool IsLora => IsLoraMethod(Method);
+    /// <summary>The LoRA family (lora, dora, qlora, qdora): the methods with a rank and target modules.</summary>
+    public static bool IsLoraMethod(string method) => method is "lora" or "dora" or "qlora" or "qdora";
+    /// <summary>The Houlsby adapters of an "adapter" run (bottleneck = hidden / <see cref="ReductionFactor"/>).</summary>
+    public HoulsbyConfig Houlsby => new() { ReductionFactor = ReductionFactor, NonLinearity = NonLinearity };
 
     public void Validate()
     {

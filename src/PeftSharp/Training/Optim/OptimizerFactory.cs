@@ -1,3 +1,4 @@
+using PeftSharp.Memory;
 using TorchSharp.Modules;
 
 namespace PeftSharp.Training.Optim;
@@ -7,17 +8,30 @@ public static class OptimizerFactory
 {
     public static readonly string[] Names = ["adamw", "adamw-8bit", "paged-adamw", "paged-adamw-8bit"];
 
+    /// <summary>
+    /// The optimiser a name selects, read by the planner's parser (<see cref="PlanNames.Optimizer"/>, so its aliases
+    /// such as "adam" and "adamw8bit" work here too); the planner's SGD variants are refused, as nothing trains with them.
+    /// </summary>
+    public static OptimizerKind Parse(string name)
+    {
+        OptimizerKind? kind = null;
+        try { kind = PlanNames.Optimizer(name); }
+        catch (PlanException) { }
+        return kind is OptimizerKind k and (OptimizerKind.AdamW or OptimizerKind.AdamW8bit or OptimizerKind.PagedAdamW or OptimizerKind.PagedAdamW8bit)
+            ? k
+            : throw new ArgumentException($"--optimizer: '{name}' is not one of {string.Join(", ", Names)}");
+    }
+
     /// <param name="pagedStateDir">Where paged variants keep their memory-mapped state files.</param>
     public static IOptimizer Create(string name, IReadOnlyList<(string Name, Parameter Param)> ps, TrainerOptions o, string pagedStateDir)
     {
         var opts = new AdamWOptions(o.LearningRate, WeightDecay: o.WeightDecay);
-        return name.Trim().ToLowerInvariant() switch
+        return Parse(name) switch
         {
-            "adamw" or "adam" => new AdamW(ps, opts),
-            "adamw-8bit" or "adamw8bit" => new AdamW8bit(ps, opts),
-            "paged-adamw" => new PagedAdamW(ps, pagedStateDir, opts),
-            "paged-adamw-8bit" => new PagedAdamW8bit(ps, pagedStateDir, opts),
-            _ => throw new ArgumentException($"--optimizer: '{name}' is not one of {string.Join(", ", Names)}"),
+            OptimizerKind.AdamW => new AdamW(ps, opts),
+            OptimizerKind.AdamW8bit => new AdamW8bit(ps, opts),
+            OptimizerKind.PagedAdamW => new PagedAdamW(ps, pagedStateDir, opts),
+            _ => new PagedAdamW8bit(ps, pagedStateDir, opts),
         };
     }
 }
