@@ -62,9 +62,7 @@ public static class AdapterCli
         if (!File.Exists(path))
             throw new FileNotFoundException(File.Exists(Path.Combine(dir, "config.json"))
                 ? $"{dir}: a full model folder (full fine-tuning saves one), not an adapter; pass it as --model" : $"{path}: not found (not an adapter folder)", path);
-        JsonObject json;
-        try { json = JsonNode.Parse(File.ReadAllText(path)) as JsonObject ?? throw new InvalidDataException($"{path}: not a JSON object"); }
-        catch (JsonException e) { throw new InvalidDataException($"{path}: not valid JSON ({e.Message})"); }
+        var json = JsonFile.ReadObject(path);
         string? type = json["peft_type"] is JsonValue v && v.TryGetValue<string>(out var t) ? t : null;
         return type switch
         {

@@ -1,3 +1,4 @@
+using PeftSharp.IO;
 using System.Reflection;
 using System.Text.Json;
 using System.Text.Json.Nodes;
@@ -49,8 +50,8 @@ public static class SavedTrainOptions
     public static IReadOnlyList<string> Restore(TrainSettings s, string file, IReadOnlyList<string> givenArgs)
     {
         JsonObject saved;
-        try { saved = JsonNode.Parse(File.ReadAllText(file)) as JsonObject ?? throw new JsonException("not a JSON object"); }
-        catch (JsonException e) { throw new InvalidDataException($"{file}: cannot read the run's options ({e.Message}); give them again, or repair the file"); }
+        try { saved = JsonFile.ReadObject(file); }
+        catch (InvalidDataException e) { throw new InvalidDataException($"{e.Message}: cannot read the run's options; give them again, or repair the file"); }
         var overridden = new List<string>();
         foreach (var (name, p) in Options())
         {

@@ -1,3 +1,4 @@
+using PeftSharp.IO;
 using System.Globalization;
 using System.Text.Json.Nodes;
 using PeftSharp.Cli.Reports;
@@ -42,7 +43,7 @@ public sealed record CompareRow(CompareRun Run, long TrainableParams, long Total
     {
         string summaryPath = Path.Combine(runDir, RunSummary.JsonFile);
         if (!File.Exists(summaryPath)) throw new FileNotFoundException($"{summaryPath}: not found (the run did not finish)", summaryPath);
-        var j = JsonNode.Parse(File.ReadAllText(summaryPath)) as JsonObject ?? throw new InvalidDataException($"{summaryPath}: not a JSON object");
+        var j = JsonFile.ReadObject(summaryPath);
         double? D(string k) => j[k] is JsonValue v && v.TryGetValue<double>(out var d) ? d : null;
         long L(string k) => j[k] is JsonValue v && v.TryGetValue<long>(out var l) ? l : 0;
         return new CompareRow(run, L("trainable_params"), L("total_params"), L("peak_rss_bytes"), MedianStepSeconds(Path.Combine(runDir, "metrics.jsonl")),

@@ -49,9 +49,7 @@ public static class PeftAdapterIO
         string path = Path.Combine(dir, ConfigFile);
         if (!Directory.Exists(dir)) throw new DirectoryNotFoundException($"{dir}: adapter folder not found");
         if (!File.Exists(path)) throw new FileNotFoundException($"{path}: not found (not a PEFT adapter folder)", path);
-        JsonObject raw;
-        try { raw = JsonNode.Parse(File.ReadAllText(path)) as JsonObject ?? throw new InvalidDataException($"{path}: not a JSON object"); }
-        catch (JsonException e) { throw new InvalidDataException($"{path}: not valid JSON ({e.Message})"); }
+        var raw = JsonFile.ReadObject(path);
         var cfg = LoraConfig.FromJson(raw, path, Warn);
         return new AdapterFolder(dir, cfg, raw[BaseFingerprint.ConfigKey] is JsonObject fp ? BaseFingerprint.FromJson(fp, path) : null);
     }

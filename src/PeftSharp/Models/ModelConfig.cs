@@ -1,3 +1,4 @@
+using PeftSharp.IO;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 
@@ -40,9 +41,7 @@ public sealed class ModelConfig
     {
         string path = Directory.Exists(folderOrFile) ? Path.Combine(folderOrFile, "config.json") : folderOrFile;
         if (!File.Exists(path)) throw new FileNotFoundException($"{path}: config.json not found", path);
-        JsonObject raw;
-        try { raw = JsonNode.Parse(File.ReadAllText(path)) as JsonObject ?? throw new InvalidDataException($"{path}: not a JSON object"); }
-        catch (JsonException e) { throw new InvalidDataException($"{path}: not valid JSON ({e.Message})"); }
+        var raw = JsonFile.ReadObject(path);
         try { return FromJson(raw); }
         catch (Exception e) when (e is InvalidDataException or FormatException or InvalidOperationException)
         {

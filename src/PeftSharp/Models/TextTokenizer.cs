@@ -1,3 +1,4 @@
+using PeftSharp.IO;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 
@@ -32,9 +33,7 @@ public sealed class TextTokenizer : IDisposable
     {
         Path = path;
         if (!File.Exists(path)) throw new FileNotFoundException($"{path}: tokenizer.json not found", path);
-        JsonObject root;
-        try { root = JsonNode.Parse(File.ReadAllText(path)) as JsonObject ?? throw new InvalidDataException($"{path}: not a JSON object"); }
-        catch (JsonException e) { throw new InvalidDataException($"{path}: not valid JSON ({e.Message})"); }
+        var root = JsonFile.ReadObject(path);
 
         var special = new Dictionary<string, int>(StringComparer.Ordinal);
         var added = new Dictionary<string, int>(StringComparer.Ordinal);

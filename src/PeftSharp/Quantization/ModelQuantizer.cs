@@ -23,7 +23,7 @@ public static class ModelQuantizer
             throw new ArgumentException($"{outDir}: output folder must differ from the model folder");
         string configPath = Path.Combine(modelDir, "config.json");
         if (!File.Exists(configPath)) throw new FileNotFoundException($"{modelDir}: no config.json");
-        var config = JsonNode.Parse(File.ReadAllText(configPath)) as JsonObject ?? throw new InvalidDataException($"{configPath}: not a JSON object");
+        var config = JsonFile.ReadObject(configPath);
         if (config.ContainsKey("quantization_config")) throw new InvalidDataException($"{configPath}: the model is already quantised");
 
         using var reader = new CheckpointReader(modelDir);

@@ -84,6 +84,22 @@ public class HoulsbyAndPromptTuningTests
         Assert.Equal(0.0, TestPaths.MaxAbsError(loaded.Embeddings, prompt.Embeddings));
     }
 
+    [Theory]
+    [InlineData("{\"peft_type\": ", "not valid JSON")]
+    [InlineData("[1, 2]", "not a JSON object")]
+    public void MalformedAdapterConfigIsAnErrorNamingTheFile(string config, string reason)
+    {
+        using var model = ModelLoader.Load(TestPaths.TinyLlama);
+        string dir = TestPaths.TempDir(), path = Path.Combine(dir, PeftAdapterIO.ConfigFile);
+        File.WriteAllText(path, config);
+        foreach (Action load in new Action[] { () => HoulsbyAdapters.Load(model, dir), () => PromptEmbeddings.Load(model, dir).Dispose() })
+        {
+            var e = Assert.Throws<InvalidDataException>(load);
+            Assert.Contains(path, e.Message);
+            Assert.Contains(reason, e.Message);
+        }
+    }
+
     [Fact]
     public void PromptWithWrongHiddenSizeIsRefused()
     {

@@ -64,8 +64,7 @@ public static class HoulsbyAdapters
 
     public static HoulsbyConfig Load(CausalLM model, string dir)
     {
-        var json = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "adapter_config.json"))) as JsonObject
-            ?? throw new InvalidDataException($"{dir}/adapter_config.json: not a JSON object");
+        var json = JsonFile.ReadObject(Path.Combine(dir, PeftAdapterIO.ConfigFile));
         if (json["peft_type"]?.GetValue<string>() != HoulsbyConfig.PeftType)
             throw new InvalidDataException($"{dir}: not a Houlsby adapter (peft_type {json["peft_type"]})");
         var cfg = HoulsbyConfig.FromJson(json);

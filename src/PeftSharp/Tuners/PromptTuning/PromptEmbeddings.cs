@@ -74,8 +74,7 @@ public sealed class PromptEmbeddings : IDisposable
 
     public static PromptEmbeddings Load(CausalLM model, string dir)
     {
-        var json = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "adapter_config.json"))) as JsonObject
-            ?? throw new InvalidDataException($"{dir}/adapter_config.json: not a JSON object");
+        var json = JsonFile.ReadObject(Path.Combine(dir, PeftAdapterIO.ConfigFile));
         if (json["peft_type"]?.GetValue<string>() != "PROMPT_TUNING")
             throw new InvalidDataException($"{dir}: not a prompt-tuning adapter (peft_type {json["peft_type"]})");
         var cfg = PromptTuningConfig.FromJson(json);
