@@ -122,14 +122,8 @@ public sealed record BaseFingerprint(string Scheme, string Architecture, string 
         using var h = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
         h.AppendData(Encoding.UTF8.GetBytes($"{name}|{string.Join("x", fp32.shape)}|{kind}|"));
         using var c = fp32.contiguous();
-        long rows = c.shape[0];
-        // Row chunks keep every span under 2 GiB.
-        long step = Math.Max(1, (1L << 28) / Math.Max(1, c.numel() / Math.Max(1, rows)));
-        for (long r = 0; r < rows; r += step)
-        {
-            using var v = c.narrow(0, r, Math.Min(step, rows - r)).contiguous();
-            h.AppendData(v.bytes);
-        }
+        foreach (var view in TensorChunks.Rows(c))
+            using (view) h.AppendData(view.bytes);
         return Convert.ToHexStringLower(h.GetHashAndReset())[..16];
     }
 }

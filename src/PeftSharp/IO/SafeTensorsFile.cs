@@ -168,22 +168,14 @@ public sealed unsafe class SafeTensorsFile : IDisposable
 
     void CopyInto(SafeTensorInfo info, Tensor dst)
     {
-        long total = info.ByteLength;
-        if (total == 0) return;
-        const long Chunk = 1L << 30;
-        if (total <= Chunk)
-        {
-            ReadAt(info.Begin, dst.bytes);
-            return;
-        }
-        // Over 1 GiB: copy through views of whole leading-dimension rows.
-        long rows = info.Shape[0], rowBytes = total / rows, step = Math.Max(1, Chunk / rowBytes);
-        for (long r = 0; r < rows; r += step)
-        {
-            long n = Math.Min(step, rows - r);
-            using var view = dst.narrow(0, r, n);
-            ReadAt(info.Begin + r * rowBytes, view.bytes);
-        }
+        long offset = info.Begin;
+        foreach (var view in TensorChunks.Rows(dst))
+            using (view)
+            {
+                var span = view.bytes;
+                ReadAt(offset, span);
+                offset += span.Length;
+            }
     }
 
     void ReadAt(long offset, Span<byte> dst)

@@ -15,13 +15,8 @@ public sealed record SafeTensorEntry(string Name, string Dtype, long[] Shape, lo
         return new SafeTensorEntry(name, SafeTensorDtype.FromScalarType(t.dtype), t.shape, bytes, s =>
         {
             using var c = t.device_type == DeviceType.CPU ? t.contiguous() : t.cpu().contiguous();
-            if (bytes <= int.MaxValue) { s.Write(c.bytes); return; }
-            long rows = c.shape[0], rowBytes = bytes / rows, step = Math.Max(1, (1L << 30) / rowBytes);
-            for (long r = 0; r < rows; r += step)
-            {
-                using var v = c.narrow(0, r, Math.Min(step, rows - r));
-                s.Write(v.bytes);
-            }
+            foreach (var view in TensorChunks.Rows(c))
+                using (view) s.Write(view.bytes);
         });
     }
 
