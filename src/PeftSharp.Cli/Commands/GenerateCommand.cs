@@ -6,27 +6,40 @@ using Spectre.Console.Cli;
 
 namespace PeftSharp.Cli.Commands;
 
-/// <summary>peft generate: streams a completion of a prompt to the console.</summary>
+/// <summary>
+/// peft generate: streams a completion of a prompt to the console. The prompt is encoded as HF's tokenizer(text)
+/// encodes it (a BOS where the tokenizer adds one, so an empty prompt starts from BOS alone); the text printed after
+/// it is decode(prompt + generated) minus decode(prompt). Sampling flags left out take their value from the model's
+/// generation_config.json, else the defaults below.
+/// </summary>
 public sealed class GenerateCommand : Command<GenerateCommand.Settings>
 {
     public sealed class Settings : ModelSettings
     {
         [CommandOption("--prompt <TEXT>")]
-        [Description("The text to continue")]
+        [Description("The text to continue (may be empty where the tokenizer adds a BOS)")]
         public string? Prompt { get; set; }
 
+        // Sampling options are null when not given, so generation_config.json can supply them.
         [CommandOption("--max-new-tokens <N>")]
-        [DefaultValue(64)]
-        public int MaxNewTokens { get; set; } = 64;
+        [Description("Default: generation_config.json's max_new_tokens, else 64")]
+        public int? MaxNewTokens { get; set; }
 
         [CommandOption("--temperature <T>")]
-        [Description("0 = greedy (default)")]
-        [DefaultValue(0.0)]
-        public double Temperature { get; set; }
+        [Description("0 = greedy. Default: generation_config.json (do_sample false = greedy), else 0")]
+        public double? Temperature { get; set; }
 
         [CommandOption("--top-p <P>")]
-        [DefaultValue(1.0)]
-        public double TopP { get; set; } = 1.0;
+        [Description("Nucleus sampling mass in (0, 1]. Default: generation_config.json, else 1 (off)")]
+        public double? TopP { get; set; }
+
+        [CommandOption("--top-k <K>")]
+        [Description("Sample among the K most likely tokens. Default: generation_config.json, else 0 (off)")]
+        public int? TopK { get; set; }
+
+        [CommandOption("--repetition-penalty <R>")]
+        [Description("HF's repetition penalty (> 1 discourages repeats). Default: generation_config.json, else 1 (off)")]
+        public double? RepetitionPenalty { get; set; }
 
         [CommandOption("--seed <S>")]
         public int? Seed { get; set; }
@@ -44,12 +57,21 @@ public sealed class GenerateCommand : Command<GenerateCommand.Settings>
             var r = base.Validate();
             if (!r.Successful) return r;
             if (Prompt is null) return ValidationResult.Error("--prompt is required");
-            try { Sampling.Validate(); }
+            try { Given(new SamplingOptions()).Validate(); }
             catch (ArgumentException e) { return ValidationResult.Error(e.Message); }
             return ValidationResult.Success();
         }
 
-        public SamplingOptions Sampling => new() { MaxNewTokens = MaxNewTokens, Temperature = Temperature, TopP = TopP, Seed = Seed };
+        /// <summary>The flags the user gave, over <paramref name="defaults"/>.</summary>
+        public SamplingOptions Given(SamplingOptions defaults) => defaults with
+        {
+            MaxNewTokens = MaxNewTokens ?? defaults.MaxNewTokens,
+            Temperature = Temperature ?? defaults.Temperature,
+            TopP = TopP ?? defaults.TopP,
+            TopK = TopK ?? defaults.TopK,
+            RepetitionPenalty = RepetitionPenalty ?? defaults.RepetitionPenalty,
+            Seed = Seed ?? defaults.Seed,
+        };
     }
 
     public override int Execute(CommandContext context, Settings s, CancellationToken cancellationToken)
@@ -57,11 +79,14 @@ public sealed class GenerateCommand : Command<GenerateCommand.Settings>
         using var model = s.LoadModel();
         var applied = AdapterCli.Apply(model, s.Adapters, s.AllowBaseMismatch);
         using var tok = TextTokenizer.FromFolder(s.Model, model.Config);
-        var prompt = tok.Encode(s.Prompt!);
+        var sampling = s.Given(tok.Generation.ApplyTo(new SamplingOptions()));
+        sampling.Validate();
+        var prompt = tok.Encode(s.Prompt!, addSpecialTokens: true);
+        if (prompt.Length == 0) throw new ArgumentException("--prompt: the prompt is empty and this tokenizer adds no BOS to start from");
         var stop = tok.StopIds(model.Config);
-        var streamer = new TextStreamer(tok);
+        var streamer = new TextStreamer(tok, prompt);
         Console.Write(s.Prompt);
-        foreach (var id in TextGenerator.Generate(model, prompt, s.Sampling, stop, applied.GenerationPrefix))
+        foreach (var id in TextGenerator.Generate(model, prompt, sampling, stop, applied.GenerationPrefix))
         {
             if (cancellationToken.IsCancellationRequested) break;
             if (stop.Contains(id)) break;

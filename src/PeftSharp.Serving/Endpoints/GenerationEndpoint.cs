@@ -17,14 +17,17 @@ public static class GenerationEndpoint
         int[] prompt = PromptIds(req, s, chat);
         int context = s.Config.MaxPositionEmbeddings;
         if (prompt.Length >= context) throw ServingException.BadRequest($"the prompt is {prompt.Length} tokens; the model's context is {context}");
-        int maxTokens = req.MaxTokens ?? (chat ? context - prompt.Length : Math.Min(16, context - prompt.Length));
+        int maxTokens = req.MaxTokens ?? Math.Min(s.Generation.MaxNewTokens ?? (chat ? context : 16), context - prompt.Length);
         if (prompt.Length + maxTokens > context)
             throw ServingException.BadRequest($"prompt ({prompt.Length} tokens) + max_tokens ({maxTokens}) exceeds the model's context of {context}");
 
         using var lease = await s.Adapters.AcquireAsync(req.Model);
         string model = req.Model ?? s.Adapters.BaseName;
         using var cts = CancellationTokenSource.CreateLinkedTokenSource(http.RequestAborted);
-        var sampling = new SamplingOptions { MaxNewTokens = maxTokens, Temperature = req.Temperature, TopP = req.TopP, Seed = req.Seed };
+        // Request fields win; what they leave out comes from generation_config.json, else OpenAI's defaults (temperature 1).
+        var d = s.Generation.ApplyTo(new SamplingOptions { Temperature = 1.0 });
+        var sampling = d with { MaxNewTokens = maxTokens, Temperature = req.Temperature ?? d.Temperature, TopP = req.TopP ?? d.TopP,
+            TopK = req.TopK ?? d.TopK, RepetitionPenalty = req.RepetitionPenalty ?? d.RepetitionPenalty, Seed = req.Seed };
         var job = new GenerationJob(prompt, sampling, s.StopIds, lease.InternalName, cts.Token);
         if (!s.Scheduler.TryEnqueue(job))
             throw s.Scheduler.Accepting ? new ServingException(429, $"too many queued requests (--max-queue {s.Options.MaxQueue}); retry later", "rate_limit_error")
@@ -32,7 +35,7 @@ public static class GenerationEndpoint
 
         string id = (chat ? "chatcmpl-" : "cmpl-") + Guid.NewGuid().ToString("N");
         long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
-        var text = new TextAssembler(s, req.Stop);
+        var text = new TextAssembler(s, req.Stop, prompt);
         if (req.Stream)
         {
             await EndpointIo.StartEvents(http);
@@ -69,15 +72,15 @@ public static class GenerationEndpoint
                 if (i < 0 || i >= s.Config.VocabSize) throw ServingException.BadRequest($"prompt token id {i} is outside the vocabulary [0, {s.Config.VocabSize})");
             return ids;
         }
-        var enc = s.Encode(req.Prompt!);
+        var enc = s.Encode(req.Prompt!, addSpecialTokens: true);   // as HF's tokenizer(prompt): BOS where the tokenizer adds one
         if (enc.Length == 0) throw ServingException.BadRequest("'prompt' encodes to zero tokens");
         return enc;
     }
 
     /// <summary>Generated ids → text deltas: stop ids end the text, partial UTF-8 is held back (<see cref="TextStreamer"/>), stop strings cut it.</summary>
-    sealed class TextAssembler(ServerState s, string[] stops)
+    sealed class TextAssembler(ServerState s, string[] stops, IReadOnlyList<int> prompt)
     {
-        readonly TextStreamer _streamer = new(s.Decode);
+        readonly TextStreamer _streamer = new(s.Decode, prompt);
         readonly StopMatcher _stop = new(stops);
         readonly System.Text.StringBuilder _out = new();
 

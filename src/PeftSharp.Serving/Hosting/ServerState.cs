@@ -14,8 +14,10 @@ public sealed class ServerState(ModelConfig config, TextTokenizer tokenizer, Bat
     public AdapterRegistry Adapters { get; } = adapters;
     public ServerOptions Options { get; } = options;
     public IReadOnlyCollection<int> StopIds { get; } = tokenizer.StopIds(config);
+    /// <summary>The model's generation_config.json: defaults for what a request leaves out.</summary>
+    public Generation.GenerationConfig Generation { get; } = tokenizer.Generation;
 
     // The native tokenizer is not documented as thread-safe; requests are cheap to serialise here.
-    public int[] Encode(string text) { lock (_tokLock) return tokenizer.Encode(text); }
+    public int[] Encode(string text, bool addSpecialTokens = false) { lock (_tokLock) return tokenizer.Encode(text, addSpecialTokens); }
     public string Decode(IReadOnlyList<int> ids) { lock (_tokLock) return tokenizer.Decode(ids); }
 }

@@ -16,8 +16,11 @@ public sealed record CompletionRequest
     /// <summary>Chat: the messages in order.</summary>
     public List<(string Role, string Content)>? Messages { get; init; }
     public int? MaxTokens { get; init; }
-    public double Temperature { get; init; } = 1.0;
-    public double TopP { get; init; } = 1.0;
+    // Sampling fields are null when the request leaves them out: the model's generation_config.json, else OpenAI's defaults, apply.
+    public double? Temperature { get; init; }
+    public double? TopP { get; init; }
+    public int? TopK { get; init; }
+    public double? RepetitionPenalty { get; init; }
     public int? Seed { get; init; }
     public string[] Stop { get; init; } = [];
     public bool Stream { get; init; }
@@ -30,15 +33,19 @@ public sealed record CompletionRequest
         {
             Model = OptString(o, "model"),
             MaxTokens = OptInt(o, chat && o.ContainsKey("max_completion_tokens") ? "max_completion_tokens" : "max_tokens"),
-            Temperature = OptDouble(o, "temperature") ?? 1.0,
-            TopP = OptDouble(o, "top_p") ?? 1.0,
+            Temperature = OptDouble(o, "temperature"),
+            TopP = OptDouble(o, "top_p"),
+            TopK = OptInt(o, "top_k"),
+            RepetitionPenalty = OptDouble(o, "repetition_penalty"),
             Seed = OptInt(o, "seed"),
             Stop = ParseStop(o["stop"]),
             Stream = OptBool(o, "stream") ?? false,
         };
         if (r.MaxTokens is < 1) throw ServingException.BadRequest($"'max_tokens' must be >= 1 (got {r.MaxTokens})");
         if (r.Temperature is < 0 or > 2) throw ServingException.BadRequest($"'temperature' must be in [0, 2] (got {r.Temperature})");
-        if (!(r.TopP > 0 && r.TopP <= 1)) throw ServingException.BadRequest($"'top_p' must be in (0, 1] (got {r.TopP})");
+        if (r.TopP is { } p && !(p > 0 && p <= 1)) throw ServingException.BadRequest($"'top_p' must be in (0, 1] (got {r.TopP})");
+        if (r.TopK is < 0) throw ServingException.BadRequest($"'top_k' must be >= 0 (0 = off; got {r.TopK})");
+        if (r.RepetitionPenalty is { } rp && !(rp > 0 && rp <= 100)) throw ServingException.BadRequest($"'repetition_penalty' must be in (0, 100] (got {r.RepetitionPenalty})");
         return chat ? r with { Messages = ParseMessages(o["messages"]) } : ParsePrompt(r, o["prompt"]);
     }
 

@@ -20,7 +20,7 @@ public sealed class GenerationJob
         StopIds = stopIds;
         Adapter = adapter;
         Cancel = cancel;
-        Sampler = new TokenSampler(options);
+        Sampler = new TokenSampler(options, prompt);
     }
 
     public IReadOnlyList<int> Prompt { get; }

@@ -69,7 +69,7 @@ sealed class RunningBatch(CausalLM model) : IDisposable
             for (int r = 0; r < _rows.Count; r++)
             {
                 var row = _rows[r];
-                int next = row.Job.Options.Temperature == 0 ? (int)greedy[r] : row.Job.Sampler.Next(logits[r, 0]);
+                int next = row.Job.Options.IsPlainGreedy ? (int)greedy[r] : row.Job.Sampler.Next(logits[r, 0]);
                 row.Length++;
                 row.Next = next;
                 Interlocked.Increment(ref _tokens);

@@ -1,17 +1,28 @@
 namespace PeftSharp.Generation;
 
-/// <summary>How to pick each next token. Temperature 0 means greedy (argmax).</summary>
+/// <summary>
+/// How to pick each next token, with Hugging Face's meanings. Temperature 0 means greedy (argmax). TopK 0 and TopP 1
+/// switch those filters off; RepetitionPenalty 1 switches the penalty off (HF's RepetitionPenaltyLogitsProcessor:
+/// applied before temperature, in greedy decoding too).
+/// </summary>
 public sealed record SamplingOptions
 {
     public int MaxNewTokens { get; init; } = 64;
     public double Temperature { get; init; }
     public double TopP { get; init; } = 1.0;
+    public int TopK { get; init; }
+    public double RepetitionPenalty { get; init; } = 1.0;
     public int? Seed { get; init; }
+
+    /// <summary>Greedy with nothing that changes the logits first: the argmax of the raw logits is the token.</summary>
+    public bool IsPlainGreedy => Temperature == 0 && RepetitionPenalty == 1.0;
 
     public void Validate()
     {
         if (MaxNewTokens < 0) throw new ArgumentException($"max new tokens must be >= 0 (got {MaxNewTokens})");
         if (Temperature < 0 || double.IsNaN(Temperature)) throw new ArgumentException($"temperature must be >= 0 (got {Temperature})");
         if (!(TopP > 0 && TopP <= 1)) throw new ArgumentException($"top-p must be in (0, 1] (got {TopP})");
+        if (TopK < 0) throw new ArgumentException($"top-k must be >= 0 (0 = off; got {TopK})");
+        if (!(RepetitionPenalty > 0) || double.IsInfinity(RepetitionPenalty)) throw new ArgumentException($"repetition penalty must be > 0 (1 = off; got {RepetitionPenalty})");
     }
 }

@@ -14,7 +14,7 @@ public static class TextGenerator
         Tensor? prefixEmbeds = null)
     {
         if (prompt.Count == 0) throw new ArgumentException("the prompt encodes to zero tokens");
-        var sampler = new TokenSampler(options);
+        var sampler = new TokenSampler(options, prompt);
         using var cache = new KvCache(model.Config.NumLayers);
         int next = -1;
         for (int step = 0; step < options.MaxNewTokens; step++)
@@ -44,7 +44,7 @@ public static class TextGenerator
     /// <summary>Reference path without a cache: recomputes the whole sequence each step. Used to test the cache.</summary>
     public static List<int> GenerateWithoutCache(CausalLM model, IReadOnlyList<int> prompt, SamplingOptions options, IReadOnlyCollection<int> stopIds)
     {
-        var sampler = new TokenSampler(options);
+        var sampler = new TokenSampler(options, prompt);
         var seq = prompt.ToList();
         var produced = new List<int>();
         for (int step = 0; step < options.MaxNewTokens; step++)

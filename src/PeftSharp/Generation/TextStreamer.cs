@@ -1,37 +1,80 @@
+using System.Text;
 using PeftSharp.Models;
 
 namespace PeftSharp.Generation;
 
 /// <summary>
-/// Turns a growing list of token ids into text increments. Byte-level tokens can split a UTF-8 character,
-/// so text ending in U+FFFD is held back until the next token completes it. <paramref name="decode"/> turns all
-/// ids so far into text (the server passes one that serialises access to its tokenizer).
+/// Turns generated token ids into text increments whose concatenation is decode(prompt + generated) minus
+/// decode(prompt), what Hugging Face's TextStreamer means to print, at a cost per token that does not grow with the
+/// output: incremental detokenisation as vLLM and TGI do it. Each step decodes only a small window of ids, from
+/// <c>_prefix</c> (already emitted, kept as context) to the end, and emits what the window's text gained past the
+/// context's text. The context is why a SentencePiece "▁were" keeps its space after "Tom" (a decoder strips the
+/// leading space of a text's first token only). Text ending in U+FFFD (a character whose bytes have not all arrived)
+/// is held back until a later token completes it; <see cref="Flush"/> sends whatever is left, as a full decode gives it.
+/// <paramref name="decode"/> turns ids into text skipping special tokens (the server passes one that serialises
+/// access to its tokenizer); <paramref name="context"/> is the prompt's ids.
 /// </summary>
-public sealed class TextStreamer(Func<IReadOnlyList<int>, string> decode)
+public sealed class TextStreamer
 {
-    readonly List<int> _ids = new();
-    int _emitted;
+    /// <summary>Prompt ids kept as context before the first generated token (vLLM uses 5).</summary>
+    const int ContextIds = 5;
 
-    public TextStreamer(TextTokenizer tokenizer) : this(tokenizer.Decode) { }
+    readonly Func<IReadOnlyList<int>, string> _decode;
+    readonly List<int> _ids = new();
+    readonly StringBuilder _text = new();
+    int _prefix;          // first id of the decode window (context already emitted)
+    int _read;            // first id whose text has not been emitted
+    string _prefixText;   // decode(ids[_prefix.._read])
+
+    public TextStreamer(Func<IReadOnlyList<int>, string> decode, IReadOnlyList<int>? context = null)
+    {
+        _decode = decode;
+        if (context is not null) _ids.AddRange(context);
+        _read = _ids.Count;
+        _prefix = Math.Max(0, _read - ContextIds);
+        _prefixText = Window(_prefix, _read);
+        // Context of special tokens only decodes to nothing and would make the next token's text look like a
+        // text start (losing its leading space): reach further back, once, until the context holds some text.
+        while (_prefixText.Length == 0 && _prefix > 0)
+        {
+            _prefix = Math.Max(0, _prefix - ContextIds);
+            _prefixText = Window(_prefix, _read);
+        }
+    }
+
+    public TextStreamer(TextTokenizer tokenizer, IReadOnlyList<int>? context = null) : this(tokenizer.Decode, context) { }
+
+    /// <summary>All text emitted so far (after <see cref="Flush"/>, the whole continuation).</summary>
+    public string Text => _text.ToString();
 
     public string Push(int id)
     {
         _ids.Add(id);
-        string text = decode(_ids);
-        if (text.EndsWith('\uFFFD') || text.Length < _emitted) return "";
-        string delta = text[_emitted..];
-        _emitted = text.Length;
-        return delta;
+        string text = Window(_prefix, _ids.Count);
+        if (text.Length <= _prefixText.Length || text.EndsWith('\uFFFD')) return "";
+        return Emit(text);
     }
 
     /// <summary>At the end of generation: text still held back (an unfinished character decodes as U+FFFD).</summary>
     public string Flush()
     {
-        string text = Text;
-        string rest = text.Length > _emitted ? text[_emitted..] : "";
-        _emitted = Math.Max(_emitted, text.Length);
-        return rest;
+        if (_read == _ids.Count) return "";
+        string text = Window(_prefix, _ids.Count);
+        return text.Length > _prefixText.Length ? Emit(text) : "";
     }
 
-    public string Text => decode(_ids);
+    string Emit(string windowText)
+    {
+        string delta = windowText[_prefixText.Length..];
+        _text.Append(delta);
+        // The ids just emitted become the next context, unless they decode to nothing on their own (special
+        // tokens): then the window keeps its start and grows by them.
+        string next = Window(_read, _ids.Count);
+        if (next.Length > 0) { _prefix = _read; _prefixText = next; }
+        else _prefixText = windowText;
+        _read = _ids.Count;
+        return delta;
+    }
+
+    string Window(int from, int to) => from == to ? "" : _decode(_ids.GetRange(from, to - from));
 }

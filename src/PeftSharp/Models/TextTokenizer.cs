@@ -1,3 +1,4 @@
+using PeftSharp.Generation;
 using PeftSharp.IO;
 using System.Text.Json;
 using System.Text.Json.Nodes;
@@ -6,10 +7,12 @@ namespace PeftSharp.Models;
 
 /// <summary>
 /// A Hugging Face tokenizer.json, through Tokenizers.DotNet (a wrapper of HF's own Rust tokenizers), so ids match
-/// Python exactly. Tokenizers.DotNet always applies the tokenizer's post-processor (a Llama BOS, for instance) and
-/// parses special-token text; <see cref="Encode"/> strips what the post-processor added unless asked for it, so
-/// pieces of one example can be encoded separately and joined, and callers add BOS/EOS where a format wants them.
-/// <see cref="Prefix"/>/<see cref="Suffix"/> are those post-processor tokens. <see cref="Decode"/> skips special tokens.
+/// Python exactly. Tokenizers.DotNet always applies tokenizer.json's post-processor and parses special-token text;
+/// <see cref="Encode"/> strips what that post-processor added, so pieces of one example can be encoded separately and
+/// joined, and with addSpecialTokens wraps the text in <see cref="Prefix"/>/<see cref="Suffix"/>: the special tokens
+/// HF's tokenizer(text) adds by default (post-processor and tokenizer_config.json's add_bos_token/add_eos_token, see
+/// <see cref="SpecialTokenPolicy"/>). Training, eval, generate and serve all start a text with that prefix.
+/// <see cref="Decode"/> skips special tokens.
 /// </summary>
 public sealed class TextTokenizer : IDisposable
 {
@@ -25,9 +28,13 @@ public sealed class TextTokenizer : IDisposable
     public IReadOnlyDictionary<string, int> SpecialTokens { get; }
     /// <summary>One more than the largest id in the vocabulary and the added tokens.</summary>
     public int VocabSize { get; }
-    /// <summary>Special tokens the post-processor puts before / after every encoded text (e.g. [BOS] for Llama).</summary>
+    /// <summary>Special tokens HF's tokenizer(text) puts before / after every text by default (e.g. [BOS] for Llama).</summary>
     public int[] Prefix { get; }
     public int[] Suffix { get; }
+    /// <summary>The folder's generation_config.json (empty when absent): its eos ids stop generation, its sampling fields are defaults.</summary>
+    public GenerationConfig Generation { get; }
+    // What tokenizer.json's own post-processor adds (the native encoder always adds it; Encode strips it).
+    readonly int[] _nativePrefix, _nativeSuffix;
 
     public TextTokenizer(string path, ModelConfig? config = null)
     {
@@ -52,13 +59,15 @@ public sealed class TextTokenizer : IDisposable
         }
         else if (root["model"]?["vocab"] is JsonArray unigram) maxId = Math.Max(maxId, unigram.Count - 1); // [[piece, score], ...]
         VocabSize = maxId + 1;
-        (Prefix, Suffix) = PostProcessorTokens(root["post_processor"], added);
+        (_nativePrefix, _nativeSuffix) = PostProcessorTokens(root["post_processor"], added);
+        (Prefix, Suffix) = SpecialTokenPolicy.Resolve(root, (_nativePrefix, _nativeSuffix), added, path);
 
         try { _tok = new Tokenizers.DotNet.Tokenizer(vocabPath: path); }
         catch (Tokenizers.DotNet.TokenizerException e) { throw new InvalidDataException($"{path}: tokenizer failed to load ({e.Message})"); }
         EosId = config is { EosTokenIds.Length: > 0 } ? config.EosTokenIds[0]
             : EosCandidates.Where(special.ContainsKey).Select(c => (int?)special[c]).FirstOrDefault();
         BosId = config?.BosTokenId;
+        Generation = GenerationConfig.Load(System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(path))!);
     }
 
     /// <summary>Loads tokenizer.json from a model folder, with EOS/BOS from its config.json.</summary>
@@ -73,18 +82,25 @@ public sealed class TextTokenizer : IDisposable
         return new TextTokenizer(path, File.Exists(config) ? ModelConfig.Load(config) : null);
     }
 
-    /// <summary>The ids of <paramref name="text"/>; with <paramref name="addSpecialTokens"/>, wrapped in <see cref="Prefix"/>/<see cref="Suffix"/>.</summary>
+    /// <summary>
+    /// The ids of <paramref name="text"/>; with <paramref name="addSpecialTokens"/>, wrapped in <see cref="Prefix"/>/<see cref="Suffix"/>,
+    /// which is exactly what HF's tokenizer(text) gives by default (an empty text gives the prefix alone, e.g. [BOS]).
+    /// </summary>
     public int[] Encode(string text, bool addSpecialTokens = false)
     {
         int[] ids = text.Length == 0 ? [] : Array.ConvertAll(_tok.Encode(text), x => (int)x);
-        int start = ids.AsSpan().StartsWith(Prefix) ? Prefix.Length : 0;
-        int end = ids.Length - start >= Suffix.Length && ids.AsSpan(start).EndsWith(Suffix) ? ids.Length - Suffix.Length : ids.Length;
+        int start = ids.AsSpan().StartsWith(_nativePrefix) ? _nativePrefix.Length : 0;
+        int end = ids.Length - start >= _nativeSuffix.Length && ids.AsSpan(start).EndsWith(_nativeSuffix) ? ids.Length - _nativeSuffix.Length : ids.Length;
         var core = ids[start..end];
         return addSpecialTokens ? [.. Prefix, .. core, .. Suffix] : core;
     }
 
-    /// <summary>The ids that end generation: every eos_token_id of <paramref name="config"/> (it may list several) and <see cref="EosId"/>.</summary>
-    public IReadOnlySet<int> StopIds(ModelConfig config) => config.EosTokenIds.Concat(EosId is int e ? [e] : []).ToHashSet();
+    /// <summary>
+    /// The ids that end generation: every eos_token_id of <paramref name="config"/> and of generation_config.json (either
+    /// may list several; Qwen2.5-Instruct's generation config adds &lt;|endoftext|&gt; to config.json's &lt;|im_end|&gt;) and <see cref="EosId"/>.
+    /// </summary>
+    public IReadOnlySet<int> StopIds(ModelConfig config) =>
+        config.EosTokenIds.Concat(Generation.EosTokenIds).Concat(EosId is int e ? [e] : []).ToHashSet();
 
     public string Decode(IEnumerable<int> ids) => _tok.Decode(ids.Select(i => (uint)i).ToArray());
 
