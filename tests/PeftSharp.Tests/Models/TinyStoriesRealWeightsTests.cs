@@ -67,6 +67,18 @@ public class TinyStoriesRealWeightsTests(ITestOutputHelper output)
         Assert.StartsWith("Lily and Tom were playing", stdout);
     }
 
+    [Fact]
+    public void AnEmptyPromptWithoutBosIsOneClearError()
+    {
+        // The bundled fixture's tokenizer adds no BOS, so there is nothing to start from.
+        var (code, stdout, stderr) = CliCapture.Run("generate", "--model", TestPaths.TinyLlama, "--prompt", "");
+        Assert.Equal(1, code);
+        Assert.Equal("", stdout);
+        Assert.Contains("--prompt", stderr);
+        Assert.Contains("adds no BOS", stderr);
+        Assert.Single(stderr.Trim().Split('\n'));
+    }
+
     /// <summary>llama2.c's CI (test_all.py expected_stdout): run.c, temperature 0, 200 steps from BOS, a token each.</summary>
     [Fact]
     public void FromBosTheTextIsLlama2cs()
