@@ -38,6 +38,8 @@ public sealed class FakeHub : IAsyncDisposable
     public long? CutFirstTransferAfter { get; set; }
     /// <summary>Added to the X-Linked-Size the metadata announces (the body stays true).</summary>
     public long LinkedSizeLie { get; set; }
+    /// <summary>The CDN waits this long before it sends a body (so two clients overlap).</summary>
+    public TimeSpan CdnDelay { get; set; }
     /// <summary>The CDN serves these bytes instead of the real ones (same length).</summary>
     public bool CorruptCdnBytes { get; set; }
 
@@ -158,6 +160,7 @@ public sealed class FakeHub : IAsyncDisposable
         }
         ctx.Response.ContentLength = bytes.Length - from;
         if (!HttpMethods.IsGet(ctx.Request.Method)) return;
+        await Task.Delay(CdnDelay);
         if (CutFirstTransferAfter is long cut)
         {
             CutFirstTransferAfter = null;

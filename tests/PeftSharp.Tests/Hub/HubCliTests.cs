@@ -42,7 +42,9 @@ public class HubCliTests
         string snapshot = Path.Combine(home, "hub", "models--acme--tiny", "snapshots", repo.Commit);
         Assert.Equal(snapshot, LastLine(stdout));
         Assert.Equal(repo.Commit, File.ReadAllText(Path.Combine(home, "hub", "models--acme--tiny", "refs", "v1")));
-        Assert.Contains("model.safetensors", stderr); // the progress bar went to stderr, one task per file
+        Assert.Contains("model.safetensors", stderr); // progress went to stderr, a line per file when not a terminal
+        Assert.DoesNotContain("model.safetensors", stdout);
+        Assert.Equal(0, CliCapture.Run("download", "--help").Code);
     }
 
     [Fact]
@@ -73,6 +75,20 @@ public class HubCliTests
             var r = CliCapture.Run(args);
             Assert.True(r.Code == 0, r.Err);
             Assert.Equal(online, r.Out);
+            // merge from repo ids writes plain files, not links into someone else's cache.
+            string merged = Path.Combine(TestPaths.TempDir(), "merged");
+            var m = CliCapture.Run("merge", "--model", "acme/tiny", "--adapter", "acme/tiny-lora", "--out", merged);
+            Assert.True(m.Code == 0, m.Err);
+            Assert.Null(new FileInfo(Path.Combine(merged, "config.json")).LinkTarget);
+            Assert.Equal(File.ReadAllBytes(Path.Combine(TestPaths.TinyLlama, "config.json")), File.ReadAllBytes(Path.Combine(merged, "config.json")));
+
+            // serve's start-up adapters: a repo id becomes NAME=<snapshot>.
+            var serve = new PeftSharp.Cli.Commands.ServeCommand.Settings { Model = "acme/tiny", Adapters = ["acme/tiny-lora", "qa=acme/tiny-lora"] };
+            Assert.True(serve.Validate().Successful);
+            string loraSnapshot = Directory.GetDirectories(Path.Combine(home, "hub", "models--acme--tiny-lora", "snapshots")).Single();
+            Assert.Equal([("tiny-lora", loraSnapshot), ("qa", loraSnapshot)], serve.Options.Adapters);
+            Assert.Equal(Path.Combine(home, "hub", "models--acme--tiny", "snapshots"), Path.GetDirectoryName(serve.Model));
+
             var missing = CliCapture.Run("generate", "--model", "acme/other", "--prompt", "hello");
             Assert.Equal(1, missing.Code);
             Assert.Equal("error: --model: no folder 'acme/other', and as a Hub repo: acme/other: not in the cache " + Path.Combine(home, "hub")

@@ -103,6 +103,20 @@ public class HubDownloadTests
         Assert.Empty(Directory.GetFiles(blobs, "*.incomplete"));
     }
 
+    /// <summary>Two downloads of one repo at once: the blob lock makes the second wait and reuse the first's blob.</summary>
+    [Fact]
+    public async Task ConcurrentDownloadsOfOneBlobFetchItOnce()
+    {
+        await using var hub = await FakeHub.StartAsync();
+        hub.Add("acme/tiny", TinyLlamaFiles());
+        hub.CdnDelay = TimeSpan.FromMilliseconds(500);
+        string cache = TestPaths.TempDir();
+        var both = await Task.WhenAll(Enumerable.Range(0, 2).Select(_ => Task.Run(() => ModelLocation.Download(RepoId.Parse("acme/tiny"), Options(hub, cache)))));
+        Assert.Equal(both[0], both[1]);
+        Assert.Equal(1, hub.Count("GET /cdn/"));
+        Assert.Equal(TinyLlamaFiles().Single(f => f.Name == "model.safetensors").Bytes, File.ReadAllBytes(Path.Combine(both[0], "model.safetensors")));
+    }
+
     [Fact]
     public async Task PrivateRepoNeedsTheTokenFromHfTokenOrTheTokenFile()
     {
