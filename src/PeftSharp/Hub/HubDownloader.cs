@@ -44,11 +44,15 @@ public sealed class HubDownloader : IDisposable
         "vocab.json", "merges.txt", "chat_template.jinja", "chat_template.json",
     ];
 
-    public string Snapshot(RepoId repo, IProgress<DownloadProgress>? progress = null, CancellationToken ct = default) =>
-        SnapshotAsync(repo, progress, ct).GetAwaiter().GetResult();
+    public string Snapshot(RepoId repo, IProgress<DownloadProgress>? progress = null, CancellationToken ct = default, Func<string, bool>? only = null) =>
+        SnapshotAsync(repo, progress, ct, only).GetAwaiter().GetResult();
 
-    /// <summary>The snapshot folder of <paramref name="repo"/>, its needed files downloaded first where missing.</summary>
-    public async Task<string> SnapshotAsync(RepoId repo, IProgress<DownloadProgress>? progress = null, CancellationToken ct = default)
+    /// <summary>
+    /// The snapshot folder of <paramref name="repo"/>, its needed files downloaded first where missing. <paramref name="only"/>
+    /// narrows the files further (the memory planner needs config.json alone).
+    /// </summary>
+    public async Task<string> SnapshotAsync(RepoId repo, IProgress<DownloadProgress>? progress = null, CancellationToken ct = default,
+        Func<string, bool>? only = null)
     {
         if (_options.Offline)
             return Cache.FindSnapshot(repo)
@@ -66,8 +70,9 @@ public sealed class HubDownloader : IDisposable
         var needed = info.Files.Where(IsNeeded).Order(StringComparer.Ordinal).ToList();
         if (!needed.Contains("config.json") && !needed.Contains("adapter_config.json"))
             throw new HubException($"{repo}: has no config.json or adapter_config.json at the top level, so it is not a model or adapter PeftSharp loads");
-        if (!needed.Any(f => f.EndsWith(".safetensors", StringComparison.Ordinal)))
+        if (only is null && !needed.Any(f => f.EndsWith(".safetensors", StringComparison.Ordinal)))
             throw new HubException($"{repo}: has no .safetensors weights (PeftSharp never loads pickled .bin/.pt files)");
+        if (only is not null) needed = needed.Where(only).ToList();
 
         var transfer = new BlobTransfer(_client, _files);
         foreach (var file in needed)

@@ -27,11 +27,14 @@ public static class ModelLocation
         }
     }
 
-    /// <summary>The snapshot folder of a repo in the shared cache, downloaded where needed; errors name the repo.</summary>
+    /// <summary>
+    /// The snapshot folder of a repo in the shared cache, downloaded where needed; errors name the repo.
+    /// <paramref name="only"/> limits the files (e.g. config.json alone for the memory planner).
+    /// </summary>
     public static string Download(RepoId repo, HubOptions? options = null, IProgress<DownloadProgress>? progress = null,
-        Action<string>? onLockWait = null)
+        Action<string>? onLockWait = null, Func<string, bool>? only = null)
     {
         using var downloader = new HubDownloader(options ?? HubOptions.FromEnvironment()) { OnLockWait = onLockWait };
-        return downloader.Snapshot(repo, progress);
+        return downloader.Snapshot(repo, progress, only: only);
     }
 }

@@ -166,6 +166,7 @@ public sealed class FakeHub : IAsyncDisposable
             CutFirstTransferAfter = null;
             await ctx.Response.Body.WriteAsync(bytes.AsMemory((int)from, (int)(cut - from)));
             await ctx.Response.Body.FlushAsync();
+            await Task.Delay(300); // let the client read them: an abort resets the connection and drops unread bytes
             ctx.Abort();
             return;
         }

@@ -51,6 +51,16 @@ public class HubDownloadTests
         Assert.NotEmpty(tok.Encode("hello"));
     }
 
+    [Fact]
+    public async Task OnlyTheFilesAskedForWhenNarrowed()
+    {
+        await using var hub = await FakeHub.StartAsync();
+        hub.Add("acme/tiny", TinyLlamaFiles());
+        string snapshot = ModelLocation.Download(RepoId.Parse("acme/tiny"), Options(hub, TestPaths.TempDir()), only: f => f == "config.json");
+        Assert.Equal(["config.json"], Directory.GetFileSystemEntries(snapshot).Select(Path.GetFileName));
+        Assert.Equal(0, hub.Count("GET /cdn/"));
+    }
+
     /// <summary>A cache laid out as huggingface_hub lays it out (blobs by etag, relative links, refs/main) is used as is.</summary>
     [Fact]
     public async Task FindsACacheThatHuggingfaceHubMadeWithoutDownloading()
@@ -80,7 +90,12 @@ public class HubDownloadTests
 
         string snapshot = ModelLocation.Download(RepoId.Parse("acme/tiny"), Options(hub, TestPaths.TempDir()));
 
-        Assert.Contains(hub.Requests, r => r.StartsWith("GET /cdn/") && r.Contains($"bytes={cut}-"));
+        // The second request asks for the rest: from where the first stopped (what arrived of the first `cut` bytes).
+        var ranges = hub.Requests.Where(r => r.StartsWith("GET /cdn/")).Select(r => r.Split(' ').ElementAtOrDefault(2)).ToList();
+        Assert.Equal(2, ranges.Count);
+        Assert.Null(ranges[0]);
+        long resumedAt = long.Parse(ranges[1]!["bytes=".Length..].TrimEnd('-'));
+        Assert.InRange(resumedAt, 1, cut);
         Assert.Equal(files.Single(f => f.Name == "model.safetensors").Bytes, File.ReadAllBytes(Path.Combine(snapshot, "model.safetensors")));
     }
 
@@ -165,6 +180,17 @@ public class HubDownloadTests
         Assert.StartsWith("acme/nope: repository not found on " + hub.EndpointString, repo.Message);
         var rev = Assert.Throws<HubException>(() => ModelLocation.Download(RepoId.Parse("acme/tiny@v9"), Options(hub, cache)));
         Assert.Equal("acme/tiny@v9: revision 'v9' not found", rev.Message);
+        Assert.Empty(Directory.GetFileSystemEntries(cache));
+    }
+
+    [Fact]
+    public async Task APickleOnlyRepoIsRefusedBeforeAnyDownload()
+    {
+        await using var hub = await FakeHub.StartAsync();
+        hub.Add("acme/old", [TinyLlamaFiles()[0], ("pytorch_model.bin", [1, 2, 3])]);
+        string cache = TestPaths.TempDir();
+        var e = Assert.Throws<HubException>(() => ModelLocation.Download(RepoId.Parse("acme/old"), Options(hub, cache)));
+        Assert.Equal("acme/old: has no .safetensors weights (PeftSharp never loads pickled .bin/.pt files)", e.Message);
         Assert.Empty(Directory.GetFileSystemEntries(cache));
     }
 
