@@ -39,6 +39,14 @@ public sealed class HubCache(string root)
         return Directory.Exists(folder) ? folder : null;
     }
 
+    /// <summary>A file, or a link whose final target is a file; a dangling link (a blob deleted by hand) is not.</summary>
+    public static bool IsLive(string path)
+    {
+        var info = new FileInfo(path);
+        if (info.LinkTarget is null) return info.Exists;
+        return info.ResolveLinkTarget(returnFinalTarget: true) is { Exists: true };
+    }
+
     /// <summary>refs/&lt;revision&gt; = commit, written atomically; nothing when the revision is the commit itself.</summary>
     public void WriteRef(RepoId repo, string revision, string commit)
     {

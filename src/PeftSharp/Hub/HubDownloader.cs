@@ -78,8 +78,13 @@ public sealed class HubDownloader : IDisposable
         foreach (var file in needed)
         {
             string pointer = Cache.PointerPath(repo, info.Commit, file);
-            if (File.Exists(pointer)) continue; // already cached (a dangling link reads as absent and is refetched)
-            var meta = await _client.MetadataAsync(repo, info.Commit, file, ct);
+            if (HubCache.IsLive(pointer)) continue; // already cached, by us or by Python
+            FileMetadata meta;
+            try { meta = await _client.MetadataAsync(repo, info.Commit, file, ct); }
+            catch (Exception e) when (IsUnreachable(e, ct))
+            {
+                throw new HubException($"{repo}: {file}: cannot reach {_options.Endpoint} ({Cause(e)})", e);
+            }
             if (meta.Commit != info.Commit)
                 throw new HubException($"{repo}: {file}: the Hub served commit {meta.Commit} for commit {info.Commit}");
             string blob = Cache.BlobPath(repo, meta.Etag);

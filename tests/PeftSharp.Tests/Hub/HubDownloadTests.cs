@@ -80,6 +80,22 @@ public class HubDownloadTests
     }
 
     [Fact]
+    public async Task ADanglingSnapshotLinkIsFetchedAgain()
+    {
+        await using var hub = await FakeHub.StartAsync();
+        var repo = hub.Add("acme/tiny", TinyLlamaFiles());
+        string cache = TestPaths.TempDir();
+        string snapshot = PythonLayout.Write(cache, "acme/tiny", repo.Commit, TinyLlamaFiles());
+        byte[] weights = TinyLlamaFiles().Single(f => f.Name == "model.safetensors").Bytes;
+        File.Delete(Path.Combine(cache, "models--acme--tiny", "blobs", FakeHub.Sha256(weights)));   // a blob removed by hand
+
+        Assert.Equal(snapshot, ModelLocation.Download(RepoId.Parse("acme/tiny"), Options(hub, cache)));
+        Assert.Equal(1, hub.Count("GET /cdn/"));
+        Assert.Equal(0, hub.Count("HEAD /acme/tiny/resolve/" + repo.Commit + "/config.json"));
+        Assert.Equal(weights, File.ReadAllBytes(Path.Combine(snapshot, "model.safetensors")));
+    }
+
+    [Fact]
     public async Task ResumesADownloadCutOffMidway()
     {
         await using var hub = await FakeHub.StartAsync();
