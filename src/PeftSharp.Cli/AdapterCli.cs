@@ -90,8 +90,9 @@ public static class AdapterCli
                 rest = rest[..colon];
             }
             if (rest.Length == 0) throw new ArgumentException($"--adapter '{raw}': no folder given");
-            if (!Directory.Exists(rest)) throw new DirectoryNotFoundException($"--adapter '{raw}': folder '{rest}' not found");
-            name ??= adapterSpecs.Count == 1 ? "default" : Path.GetFileName(Path.GetFullPath(rest).TrimEnd('/'));
+            // Named before resolving: a repo id ORG/NAME gives NAME, not its snapshot's commit hash.
+            name ??= adapterSpecs.Count == 1 ? "default" : Path.GetFileName(Path.GetFullPath(Directory.Exists(rest) ? rest : rest.Split('@')[0]).TrimEnd('/'));
+            rest = HubCli.ResolveFolder(rest, $"--adapter '{raw}'");
             string unique = name;
             for (int i = 2; result.Any(s => s.Name == unique); i++) unique = $"{name}_{i}";
             result.Add(new Spec(unique, rest, weight));

@@ -28,6 +28,7 @@ public static class CliApp
         config.PropagateExceptions();
         // COMMANDS (one line each; keep sorted by name)
         config.AddCommand<Commands.CompareCommand>("compare").WithDescription("Train every method on the same task and budget; table of parameters, memory, speed, overhead, accuracy, forgetting.");
+        config.AddCommand<Commands.DownloadCommand>("download").WithDescription("Download a Hugging Face repo (ORG/NAME or ORG/NAME@REV) into the shared cache; prints the snapshot folder last.");
         config.AddCommand<Commands.EvalCommand>("eval").WithDescription("Perplexity and exact match of the base and with adapter(s), side by side.");
         config.AddCommand<Commands.GenerateCommand>("generate").WithDescription("Generate text from a prompt (KV cache, greedy or sampled, streamed).");
         config.AddCommand<Commands.InspectCommand>("inspect").WithDescription("Show a model folder's architecture, shapes, parameter count, dtypes and size.");

@@ -56,9 +56,11 @@ public sealed class CompareCommand : Command<CompareCommand.Settings>
             if (Steps <= 0) return ValidationResult.Error($"--steps must be positive (got {Steps})");
             if (Batch <= 0) return ValidationResult.Error($"--batch must be positive (got {Batch})");
             if (OverheadReps <= 0) return ValidationResult.Error($"--overhead-reps must be positive (got {OverheadReps})");
-            if (Model is not null && !Directory.Exists(Model)) return ValidationResult.Error($"--model: folder '{Model}' not found");
             if (Data is not null && !File.Exists(Data)) return ValidationResult.Error($"--data: file '{Data}' not found");
-            return ValidationResult.Success();
+            if (Model is null) return ValidationResult.Success();
+            var resolved = HubCli.TryResolve(Model, "--model", out var folder);
+            Model = folder;
+            return resolved;
         }
 
         /// <summary>The `peft train` arguments of one run (every run shares the task, budget and seed).</summary>

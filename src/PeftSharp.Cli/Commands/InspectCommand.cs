@@ -12,13 +12,16 @@ public sealed class InspectCommand : Command<InspectCommand.Settings>
     public sealed class Settings : CommandSettings
     {
         [CommandOption("--model <DIR>")]
-        [Description("Hugging Face model folder")]
+        [Description("Hugging Face model folder or Hub repo id ORG/NAME or ORG/NAME@REV")]
         public string Model { get; set; } = "";
 
-        public override ValidationResult Validate() =>
-            string.IsNullOrEmpty(Model) ? ValidationResult.Error("--model is required")
-            : !Directory.Exists(Model) ? ValidationResult.Error($"--model: folder '{Model}' not found")
-            : ValidationResult.Success();
+        public override ValidationResult Validate()
+        {
+            if (string.IsNullOrEmpty(Model)) return ValidationResult.Error("--model is required");
+            var resolved = HubCli.TryResolve(Model, "--model", out var folder);
+            Model = folder;
+            return resolved;
+        }
     }
 
     public override int Execute(CommandContext context, Settings s, CancellationToken cancellationToken)

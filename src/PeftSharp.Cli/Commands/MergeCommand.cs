@@ -16,7 +16,7 @@ public sealed class MergeCommand : Command<MergeCommand.Settings>
     public sealed class Settings : CommandSettings
     {
         [CommandOption("--model <DIR>")]
-        [Description("Base Hugging Face model folder")]
+        [Description("Base Hugging Face model folder or Hub repo id ORG/NAME or ORG/NAME@REV")]
         public string Model { get; set; } = "";
 
         [CommandOption("--adapter <DIR>")]
@@ -34,9 +34,10 @@ public sealed class MergeCommand : Command<MergeCommand.Settings>
         public override ValidationResult Validate()
         {
             if (string.IsNullOrWhiteSpace(Model)) return ValidationResult.Error("--model is required");
-            if (!Directory.Exists(Model)) return ValidationResult.Error($"--model: folder '{Model}' not found");
             if (Adapters.Length == 0) return ValidationResult.Error("--adapter is required");
             if (string.IsNullOrWhiteSpace(Out)) return ValidationResult.Error("--out is required");
+            if (HubCli.TryResolve(Model, "--model", out var folder) is { Successful: false } bad) return bad;
+            Model = folder;
             if (Path.GetFullPath(Out).TrimEnd('/') == Path.GetFullPath(Model).TrimEnd('/'))
                 return ValidationResult.Error("--out must differ from --model");
             return ValidationResult.Success();

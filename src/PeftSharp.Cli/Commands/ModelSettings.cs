@@ -12,8 +12,11 @@ namespace PeftSharp.Cli.Commands;
 public class ModelSettings : CommandSettings
 {
     [CommandOption("--model <DIR>")]
-    [Description("Hugging Face model folder (config.json, model.safetensors or shards, tokenizer.json)")]
+    [Description("Hugging Face model folder (config.json, model.safetensors or shards, tokenizer.json), or a Hub repo id ORG/NAME or ORG/NAME@REV (downloaded into the shared cache)")]
     public string Model { get; set; } = "";
+
+    /// <summary>--model as given (a repo id stays a repo id here while <see cref="Model"/> becomes its snapshot folder).</summary>
+    public string ModelGiven { get; private set; } = "";
 
     [CommandOption("--device <DEVICE>")]
     [Description("cpu or cuda (cuda needs TorchSharp's CUDA package)")]
@@ -33,11 +36,14 @@ public class ModelSettings : CommandSettings
     {
         if (Threads is <= 0) return ValidationResult.Error($"--threads must be positive (got {Threads})");
         if (string.IsNullOrWhiteSpace(Model)) return ValidationResult.Error("--model is required");
-        if (!Directory.Exists(Model)) return ValidationResult.Error($"--model: folder '{Model}' not found");
         if (Device is not ("cpu" or "cuda") && !Device.StartsWith("cuda:")) return ValidationResult.Error($"--device: '{Device}' is not cpu or cuda");
         try { SafeTensorDtype.ParseComputeDtype(Dtype); }
         catch (ArgumentException e) { return ValidationResult.Error($"--dtype: {e.Message}"); }
-        return ValidationResult.Success();
+        // Last, so a bad flag is reported before anything is downloaded. ModelGiven keeps what the user typed.
+        ModelGiven = Model;
+        var resolved = HubCli.TryResolve(Model, "--model", out var folder);
+        Model = folder;
+        return resolved;
     }
 
     public Device ResolveDevice() => ResolveDevice(Device);

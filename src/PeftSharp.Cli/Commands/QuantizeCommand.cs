@@ -13,7 +13,7 @@ public sealed class QuantizeCommand : Command<QuantizeCommand.Settings>
     public sealed class Settings : CommandSettings
     {
         [CommandOption("--model <DIR>")]
-        [Description("Hugging Face model folder (dense weights)")]
+        [Description("Hugging Face model folder (dense weights) or Hub repo id ORG/NAME or ORG/NAME@REV")]
         public string Model { get; set; } = "";
 
         [CommandOption("--out <DIR>")]
@@ -36,11 +36,12 @@ public sealed class QuantizeCommand : Command<QuantizeCommand.Settings>
         public override ValidationResult Validate()
         {
             if (string.IsNullOrWhiteSpace(Model)) return ValidationResult.Error("--model is required");
-            if (!Directory.Exists(Model)) return ValidationResult.Error($"--model: folder '{Model}' not found");
             if (string.IsNullOrWhiteSpace(Out)) return ValidationResult.Error("--out is required");
             try { Options.Validate(); }
             catch (ArgumentException e) { return ValidationResult.Error($"--block-size: {e.Message}"); }
-            return ValidationResult.Success();
+            var resolved = HubCli.TryResolve(Model, "--model", out var folder);
+            Model = folder;
+            return resolved;
         }
 
         public Nf4Options Options => new(BlockSize, !NoDoubleQuant, Fp4 ? FourBitType.Fp4 : FourBitType.Nf4);

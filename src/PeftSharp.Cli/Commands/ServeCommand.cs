@@ -13,7 +13,7 @@ public sealed class ServeCommand : AsyncCommand<ServeCommand.Settings>
     public sealed class Settings : ModelSettings
     {
         [CommandOption("--adapter <NAME=DIR>")]
-        [Description("Adapter to serve from the start (repeatable); DIR alone uses the folder name")]
+        [Description("Adapter to serve from the start (repeatable; NAME=DIR, a folder or a Hub repo id ORG/NAME or ORG/NAME@REV); DIR alone uses the folder name")]
         public string[] Adapters { get; set; } = [];
 
         [CommandOption("--adapter-root <DIR>")]
@@ -61,9 +61,21 @@ public sealed class ServeCommand : AsyncCommand<ServeCommand.Settings>
         {
             var r = base.Validate();
             if (!r.Successful) return r;
+            // Repo ids become NAME=<snapshot folder> once, here, so Options (read again at start) sees plain folders.
+            try { Adapters = Adapters.Select(ResolveAdapter).ToArray(); }
+            catch (IOException e) { return ValidationResult.Error(e.Message); }
             try { Options.Validate(); }
             catch (ArgumentException e) { return ValidationResult.Error(e.Message); }
             return ValidationResult.Success();
+        }
+
+        static string ResolveAdapter(string spec)
+        {
+            int eq = spec.IndexOf('=');
+            string dir = eq >= 0 ? spec[(eq + 1)..] : spec;
+            if (Directory.Exists(dir) || !Hub.RepoId.TryParse(dir, out var repo)) return spec;
+            string name = eq >= 0 ? spec[..eq] : repo.Id.Split('/')[1];
+            return $"{name}={HubCli.ResolveFolder(dir, $"--adapter {spec}")}";
         }
 
         static (string, string) ParseAdapter(string spec)
@@ -81,7 +93,8 @@ public sealed class ServeCommand : AsyncCommand<ServeCommand.Settings>
         using var model = s.LoadModel();
         using var tok = TextTokenizer.FromFolder(s.Model, model.Config);
         var options = s.Options;
-        string name = options.ServedName ?? Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(s.Model)));
+        string name = options.ServedName ?? (Hub.RepoId.TryParse(s.ModelGiven, out var repo) && !Directory.Exists(s.ModelGiven) ? repo.Id
+            : Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(s.Model))));
         await using var server = await PeftServer.StartAsync(model, tok, name, options, new PeftAdapterLoader());
         Console.Error.WriteLine($"serving '{name}' with {server.State.Adapters.Current().Count} adapter(s) on {server.BaseAddress} (Ctrl+C stops)");
         // SIGTERM reaches the host; Ctrl+C is taken by the CLI framework and arrives as the cancellation token.

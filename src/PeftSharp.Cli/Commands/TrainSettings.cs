@@ -11,7 +11,7 @@ public sealed class TrainSettings : CommandSettings
 {
     public static string DemoDir => Path.Combine(RepoRoot.Find(), "assets", "demo");
 
-    [CommandOption("--model <DIR>")] [Description("Base model folder (default: the bundled demo model, assets/demo/base)")]
+    [CommandOption("--model <DIR>")] [Description("Base model folder or Hub repo id ORG/NAME (default: the bundled demo model, assets/demo/base)")]
     public string? Model { get; set; }
     [CommandOption("--data <FILE>")] [Description("Training data: .jsonl ({text} | {prompt,completion} | {messages}) or .txt (default: the demo task)")]
     public string? Data { get; set; }
@@ -120,12 +120,14 @@ public sealed class TrainSettings : CommandSettings
         if (Steps is <= 0) return ValidationResult.Error($"--steps must be positive (got {Steps})");
         if (Epochs <= 0) return ValidationResult.Error($"--epochs must be positive (got {Epochs})");
         if (LearningRate is <= 0) return ValidationResult.Error($"--lr must be positive (got {LearningRate})");
-        if (Model is not null && !Directory.Exists(Model)) return ValidationResult.Error($"--model: folder '{Model}' not found");
         if (Data is not null && !File.Exists(Data)) return ValidationResult.Error($"--data: file '{Data}' not found");
         if (EvalFile is not null && !File.Exists(EvalFile)) return ValidationResult.Error($"--eval-file: file '{EvalFile}' not found");
         if (Heldout is not null && !File.Exists(Heldout)) return ValidationResult.Error($"--heldout: file '{Heldout}' not found");
         if (Overwrite && Resume is not null) return ValidationResult.Error("--overwrite and --resume exclude each other");
-        return ValidationResult.Success();
+        if (Model is null) return ValidationResult.Success();
+        var resolved = HubCli.TryResolve(Model, "--model", out var folder);
+        Model = folder;
+        return resolved;
     }
 }
 

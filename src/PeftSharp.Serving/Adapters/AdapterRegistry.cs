@@ -44,11 +44,12 @@ public sealed partial class AdapterRegistry
     /// <summary>Loads an operator-given adapter (--adapter NAME=DIR); no root restriction.</summary>
     public Task<AdapterVersion> LoadAsync(string name, string folder) => LoadCoreAsync(CheckName(name), Path.GetFullPath(folder), lease: false);
 
-    /// <summary>POST /v1/adapters: only folders under --adapter-root.</summary>
-    public Task<AdapterVersion> LoadRuntimeAsync(string name, string path)
+    /// <summary>POST /v1/adapters: only folders under --adapter-root (a Hub repo id when the Hub cache is under it).</summary>
+    public async Task<AdapterVersion> LoadRuntimeAsync(string name, string path)
     {
         if (_root is null) throw new ServingException(403, "runtime adapter loading is off (start the server with --adapter-root DIR)", "permission_error");
-        return LoadCoreAsync(CheckName(name), AdapterPaths.ResolveUnderRoot(_root, path), lease: false);
+        string checkedName = CheckName(name);
+        return await LoadCoreAsync(checkedName, AdapterPaths.ResolveUnderRoot(_root, await HubAdapterPath.LocateAsync(_root, path)), lease: false);
     }
 
     public void Unload(string name)

@@ -67,7 +67,7 @@ public sealed class CheckpointReader : IDisposable
 
     public Tensor Load(string name, ScalarType? dtype = null, Device? device = null) => FileOf(name).Load(name, dtype, device);
 
-    public long BytesOnDisk => Files.Sum(f => new FileInfo(f).Length);
+    public long BytesOnDisk => Files.Sum(LinkedFile.Length);
 
     public void Dispose()
     {

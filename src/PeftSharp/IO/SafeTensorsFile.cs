@@ -40,7 +40,9 @@ public sealed unsafe class SafeTensorsFile : IDisposable
     {
         Path = path;
         if (!File.Exists(path)) throw new FileNotFoundException($"{path}: file not found", path);
-        FileLength = new FileInfo(path).Length;
+        // The length of the file the path leads to: in the Hugging Face cache a snapshot's files are symlinks into
+        // blobs/, and FileInfo.Length would give the link's own length.
+        FileLength = LinkedFile.Length(path);
         if (FileLength < 8) throw Bad("file is shorter than the 8-byte header length");
         using (var fs = File.OpenRead(path))
         {

@@ -1,0 +1,42 @@
+namespace PeftSharp.Hub;
+
+/// <summary>
+/// Where the Hub is and where its cache lives, read from the environment exactly as huggingface_hub's constants.py
+/// and utils/_auth.py read it, so a cache and a login are shared with Python users.
+/// </summary>
+public sealed record HubOptions(string Endpoint, string CacheDir, string? Token, bool Offline)
+{
+    public const string DefaultEndpoint = "https://huggingface.co";
+
+    /// <summary>constants.ENV_VARS_TRUE_VALUES.</summary>
+    static readonly string[] TrueValues = ["1", "ON", "YES", "TRUE"];
+
+    public static HubOptions FromEnvironment() => FromEnvironment(Environment.GetEnvironmentVariable);
+
+    public static HubOptions FromEnvironment(Func<string, string?> env)
+    {
+        string? Get(string name) => env(name) is { Length: > 0 } v ? v : null;
+        string home = Environment.GetFolderPath(Environment.SpecialFolder.UserProfile);
+        string Expand(string p) => p == "~" ? home : p.StartsWith("~/", StringComparison.Ordinal) ? Path.Combine(home, p[2..]) : p;
+
+        // HF_HOME, else $XDG_CACHE_HOME/huggingface, else ~/.cache/huggingface.
+        string hfHome = Expand(Get("HF_HOME") ?? Path.Combine(Get("XDG_CACHE_HOME") ?? Path.Combine(home, ".cache"), "huggingface"));
+        // HF_HUB_CACHE, else the legacy HUGGINGFACE_HUB_CACHE, else $HF_HOME/hub.
+        string cache = Expand(Get("HF_HUB_CACHE") ?? Get("HUGGINGFACE_HUB_CACHE") ?? Path.Combine(hfHome, "hub"));
+        string endpoint = (Get("HF_ENDPOINT") ?? DefaultEndpoint).TrimEnd('/');
+        bool offline = new[] { "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE" }.Select(Get).FirstOrDefault(v => v is not null) is { } o
+                       && TrueValues.Contains(o.ToUpperInvariant());
+        // HF_TOKEN (or the legacy HUGGING_FACE_HUB_TOKEN), else the file `hf auth login` writes: $HF_TOKEN_PATH or $HF_HOME/token.
+        string? token = Clean(Get("HF_TOKEN") ?? Get("HUGGING_FACE_HUB_TOKEN"));
+        if (token is null)
+        {
+            string tokenPath = Expand(Get("HF_TOKEN_PATH") ?? Path.Combine(hfHome, "token"));
+            if (File.Exists(tokenPath)) token = Clean(File.ReadAllText(tokenPath));
+        }
+        return new HubOptions(endpoint, cache, token, offline);
+    }
+
+    /// <summary>_clean_token: newlines removed, spaces trimmed, empty means none.</summary>
+    static string? Clean(string? token) =>
+        token?.Replace("\r", "").Replace("\n", "").Trim() is { Length: > 0 } t ? t : null;
+}

@@ -1,0 +1,47 @@
+using System.Text.RegularExpressions;
+
+namespace PeftSharp.Hub;
+
+/// <summary>
+/// A Hugging Face model repo named on the command line: `ORG/NAME` or `ORG/NAME@REVISION` (a branch, tag or commit).
+/// The name rules are huggingface_hub's `validate_repo_id` (utils/_validators.py), with the namespace required: a bare
+/// `NAME` is far more often a mistyped folder than one of the Hub's few legacy un-namespaced repos.
+/// </summary>
+public sealed partial record RepoId(string Id, string Revision)
+{
+    public const string DefaultRevision = "main";
+
+    /// <summary>huggingface_hub's REPO_ID_REGEX with the optional namespace made mandatory.</summary>
+    [GeneratedRegex(@"^\b[\w\-.]+\b/\b[\w\-.]{1,96}\b$")]
+    private static partial Regex IdPattern();
+
+    /// <summary>A full commit hash (huggingface_hub's REGEX_COMMIT_HASH): such a revision needs no refs/ lookup.</summary>
+    [GeneratedRegex("^[0-9a-f]{40}$")]
+    public static partial Regex CommitHash();
+
+    /// <summary>The cache folder name: `models--ORG--NAME` (repo_folder_name with REPO_ID_SEPARATOR "--").</summary>
+    public string FolderName => "models--" + Id.Replace("/", "--");
+
+    public bool RevisionIsCommit => CommitHash().IsMatch(Revision);
+
+    public override string ToString() => Revision == DefaultRevision ? Id : $"{Id}@{Revision}";
+
+    public static bool TryParse(string value, out RepoId repo)
+    {
+        repo = null!;
+        if (string.IsNullOrEmpty(value)) return false;
+        int at = value.IndexOf('@');
+        string id = at < 0 ? value : value[..at];
+        string revision = at < 0 ? DefaultRevision : value[(at + 1)..];
+        if (!IdPattern().IsMatch(id) || id.Contains("--") || id.Contains("..") || id.EndsWith(".git", StringComparison.Ordinal)) return false;
+        // A revision becomes a path under refs/ (refs/pr/1 included), so it may not climb out of it.
+        if (revision.Length == 0 || revision.Any(char.IsWhiteSpace) || revision.Contains('\\') || revision.Contains('\0')
+            || revision.Split('/').Any(part => part is "" or "." or "..")) return false;
+        repo = new RepoId(id, revision);
+        return true;
+    }
+
+    public static RepoId Parse(string value) =>
+        TryParse(value, out var repo) ? repo
+        : throw new ArgumentException($"'{value}' is not a Hugging Face repo id (ORG/NAME or ORG/NAME@REVISION)");
+}

@@ -1,0 +1,131 @@
+using PeftSharp.IO;
+
+namespace PeftSharp.Tests.Hub;
+
+/// <summary>Repo ids through the `peft` commands, the Hub faked on loopback and the cache in a temp HF_HOME.</summary>
+[Collection("console")]
+public class HubCliTests
+{
+    /// <summary>Sets the huggingface_hub variables for one test and puts the old values back.</summary>
+    sealed class HubEnvironment : IDisposable
+    {
+        static readonly string[] Names = ["HF_ENDPOINT", "HF_HOME", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_TOKEN_PATH", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"];
+        readonly Dictionary<string, string?> _saved = Names.ToDictionary(n => n, Environment.GetEnvironmentVariable);
+
+        public HubEnvironment(string endpoint, string home)
+        {
+            foreach (var n in Names) Environment.SetEnvironmentVariable(n, null);
+            Environment.SetEnvironmentVariable("HF_ENDPOINT", endpoint);
+            Environment.SetEnvironmentVariable("HF_HOME", home);
+        }
+
+        public void Dispose()
+        {
+            foreach (var (n, v) in _saved) Environment.SetEnvironmentVariable(n, v);
+        }
+    }
+
+    static string LastLine(string text) => text.TrimEnd().Split('\n')[^1].TrimEnd('\r');
+
+    [Fact]
+    public async Task DownloadPrintsTheSnapshotFolderLast()
+    {
+        await using var hub = await FakeHub.StartAsync();
+        var repo = hub.Add("acme/tiny", HubDownloadTests.TinyLlamaFiles());
+        repo.Branches["v1"] = repo.Commit;
+        string home = TestPaths.TempDir();
+        using var _ = new HubEnvironment(hub.EndpointString, home);
+
+        var (code, stdout, stderr) = CliCapture.Run("download", "acme/tiny", "--revision", "v1");
+
+        Assert.True(code == 0, stderr);
+        string snapshot = Path.Combine(home, "hub", "models--acme--tiny", "snapshots", repo.Commit);
+        Assert.Equal(snapshot, LastLine(stdout));
+        Assert.Equal(repo.Commit, File.ReadAllText(Path.Combine(home, "hub", "models--acme--tiny", "refs", "v1")));
+        Assert.Contains("model.safetensors", stderr); // progress went to stderr, a line per file when not a terminal
+        Assert.DoesNotContain("model.safetensors", stdout);
+        Assert.Equal(0, CliCapture.Run("download", "--help").Code);
+    }
+
+    [Fact]
+    public async Task GenerateDownloadsARepoIdThenRunsOffline()
+    {
+        string home = TestPaths.TempDir();
+        string[] args = ["generate", "--model", "acme/tiny", "--adapter", "acme/tiny-lora", "--prompt", "hello", "--max-new-tokens", "4"];
+        string online;
+        await using (var hub = await FakeHub.StartAsync())
+        {
+            hub.Add("acme/tiny", HubDownloadTests.TinyLlamaFiles());
+            string lora = Path.Combine(TestPaths.TinyLlama, "adapters", "lora");
+            hub.Add("acme/tiny-lora", Directory.GetFiles(lora).Select(f => (Path.GetFileName(f), File.ReadAllBytes(f))));
+            using var _ = new HubEnvironment(hub.EndpointString, home);
+            var r = CliCapture.Run(args);
+            Assert.True(r.Code == 0, r.Err);
+            online = r.Out;
+        }
+        // The same output as from the plain folders.
+        var local = CliCapture.Run("generate", "--model", TestPaths.TinyLlama, "--adapter", Path.Combine(TestPaths.TinyLlama, "adapters", "lora"),
+            "--prompt", "hello", "--max-new-tokens", "4");
+        Assert.Equal(local.Out, online);
+
+        // The Hub is gone; HF_HUB_OFFLINE=1 runs from the cache alone.
+        using (new HubEnvironment("http://127.0.0.1:9", home))
+        {
+            Environment.SetEnvironmentVariable("HF_HUB_OFFLINE", "1");
+            var r = CliCapture.Run(args);
+            Assert.True(r.Code == 0, r.Err);
+            Assert.Equal(online, r.Out);
+            // merge from repo ids writes plain files, not links into someone else's cache.
+            string merged = Path.Combine(TestPaths.TempDir(), "merged");
+            var m = CliCapture.Run("merge", "--model", "acme/tiny", "--adapter", "acme/tiny-lora", "--out", merged);
+            Assert.True(m.Code == 0, m.Err);
+            Assert.Null(new FileInfo(Path.Combine(merged, "config.json")).LinkTarget);
+            Assert.Equal(File.ReadAllBytes(Path.Combine(TestPaths.TinyLlama, "config.json")), File.ReadAllBytes(Path.Combine(merged, "config.json")));
+
+            // serve's start-up adapters: a repo id becomes NAME=<snapshot>.
+            var serve = new PeftSharp.Cli.Commands.ServeCommand.Settings { Model = "acme/tiny", Adapters = ["acme/tiny-lora", "qa=acme/tiny-lora"] };
+            Assert.True(serve.Validate().Successful);
+            string loraSnapshot = Directory.GetDirectories(Path.Combine(home, "hub", "models--acme--tiny-lora", "snapshots")).Single();
+            Assert.Equal([("tiny-lora", loraSnapshot), ("qa", loraSnapshot)], serve.Options.Adapters);
+            Assert.Equal(Path.Combine(home, "hub", "models--acme--tiny", "snapshots"), Path.GetDirectoryName(serve.Model));
+
+            var missing = CliCapture.Run("generate", "--model", "acme/other", "--prompt", "hello");
+            Assert.Equal(1, missing.Code);
+            Assert.Equal("error: --model: no folder 'acme/other', and as a Hub repo: acme/other: not in the cache " + Path.Combine(home, "hub")
+                + ", and HF_HUB_OFFLINE=1 forbids downloading it", missing.Err.Trim());
+        }
+    }
+
+    [Fact]
+    public async Task UnknownRepoIsOneLineNamingTheFlagAndTheRepo()
+    {
+        await using var hub = await FakeHub.StartAsync();
+        using var _ = new HubEnvironment(hub.EndpointString, TestPaths.TempDir());
+        foreach (var args in new[] { new[] { "inspect", "--model", "acme/nope" }, ["download", "acme/nope"] })
+        {
+            var (code, _, err) = CliCapture.Run(args);
+            Assert.Equal(1, code);
+            Assert.Single(err.Trim().Split('\n'));
+            Assert.Contains("acme/nope: repository not found on " + hub.EndpointString, err);
+        }
+    }
+
+    /// <summary>A snapshot folder of symlinks, passed as a plain path, reproduces the golden logits (weights mapped through links).</summary>
+    [Fact]
+    public void ASymlinkedSnapshotFolderIsAPlainModelFolder()
+    {
+        string snapshot = PythonLayout.Write(TestPaths.TempDir(), "acme/tiny", FakeHub.RandomCommit(), HubDownloadTests.TinyLlamaFiles());
+        Assert.NotNull(new FileInfo(Path.Combine(snapshot, "model.safetensors")).LinkTarget);
+        string output = Path.Combine(TestPaths.TempDir(), "out.safetensors");
+        string golden = Path.Combine(TestPaths.TinyLlama, "golden.safetensors");
+        var r = CliCapture.Run("logits", "--model", snapshot, "--input", golden, "--output", output);
+        Assert.True(r.Code == 0, r.Err);
+        using var mine = new SafeTensorsFile(output);
+        using var gold = new SafeTensorsFile(golden);
+        using var a = mine.Load("logits");
+        using var b = gold.Load("logits");
+        Assert.True(TestPaths.RelativeError(a, b) <= 1e-5);
+        var inspect = CliCapture.Run("inspect", "--model", snapshot);
+        Assert.True(inspect.Code == 0, inspect.Err);
+    }
+}
