@@ -107,7 +107,7 @@ public sealed class ModelConfig
         bool attnBias = raw["attention_bias"]?.GetValue<bool>() ?? false;
         int layers = Req("num_hidden_layers");
         var (window, slidingLayers) = ModelFamilies.SlidingWindow(raw, type, layers);
-        double rotaryFactor = raw["partial_rotary_factor"]?.GetValue<double>() ?? 1.0;
+        double rotaryFactor = raw["partial_rotary_factor"] is JsonNode prf ? ModelFamilies.Number(prf) : 1.0;
         int rotaryDim = (int)(headDim * rotaryFactor);
         if (rotaryDim <= 0 || rotaryDim % 2 != 0 || rotaryDim > headDim)
             throw new InvalidDataException($"partial_rotary_factor {rotaryFactor} gives {rotaryDim} rotary dims of head_dim {headDim} (must be even and positive)");
@@ -148,7 +148,7 @@ public sealed class ModelConfig
             RotaryDim = rotaryDim,
             GemmaBlock = gemma,
             HiddenAct = ModelFamilies.Activation(raw, type),
-            AttentionScale = 1.0 / Math.Sqrt(gemma ? raw["query_pre_attn_scalar"]?.GetValue<double>() ?? 256 : headDim),
+            AttentionScale = 1.0 / Math.Sqrt(gemma ? (raw["query_pre_attn_scalar"] is JsonNode qs ? ModelFamilies.Number(qs) : 256) : headDim),
             AttnLogitSoftcapping = gemma ? ModelFamilies.OptionalDouble(raw, "attn_logit_softcapping", 50.0) : null,
             FinalLogitSoftcapping = gemma ? ModelFamilies.OptionalDouble(raw, "final_logit_softcapping", 30.0) : null,
         };

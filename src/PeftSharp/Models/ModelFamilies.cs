@@ -62,7 +62,7 @@ static class ModelFamilies
     /// </summary>
     public static RopeScaling LongRope(JsonObject raw, JsonObject rs)
     {
-        double[] Factors(string key) => rs[key] is JsonArray a ? a.Select(x => x!.GetValue<double>()).ToArray()
+        double[] Factors(string key) => rs[key] is JsonArray a ? a.Select(x => Number(x!)).ToArray()
             : throw new InvalidDataException($"rope_scaling type longrope needs '{key}'");
         int maxPos = raw["max_position_embeddings"]?.GetValue<int>() ?? 2048;
         int original;
@@ -75,9 +75,9 @@ static class ModelFamilies
         else
         {
             original = maxPos;
-            factor = rs["factor"]?.GetValue<double>() ?? 1.0;
+            factor = rs["factor"] is JsonValue f && f.GetValueKind() == JsonValueKind.Number ? Number(f) : 1.0;
         }
-        double attention = rs["attention_factor"] is JsonValue af && af.GetValueKind() == JsonValueKind.Number ? af.GetValue<double>()
+        double attention = rs["attention_factor"] is JsonValue af && af.GetValueKind() == JsonValueKind.Number ? Number(af)
             : factor <= 1.0 ? 1.0 : Math.Sqrt(1 + Math.Log(factor) / Math.Log(original));
         return new RopeScaling("longrope", factor, 0, 0, original)
         {
@@ -96,8 +96,12 @@ static class ModelFamilies
             : throw new InvalidDataException($"hidden_act '{act}' is not supported (supported: silu, gelu_pytorch_tanh)");
     }
 
+    /// <summary>A JSON number as a double, whether it was written as an integer or not.</summary>
+    public static double Number(JsonNode node) =>
+        double.Parse(node.ToJsonString(), System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture);
+
     /// <summary>A number, null when the config sets it to null, <paramref name="absentDefault"/> when the key is absent.</summary>
     public static double? OptionalDouble(JsonObject raw, string key, double? absentDefault) =>
         !raw.ContainsKey(key) ? absentDefault
-        : raw[key] is JsonValue v && v.GetValueKind() == JsonValueKind.Number ? v.GetValue<double>() : null;
+        : raw[key] is JsonValue v && v.GetValueKind() == JsonValueKind.Number ? Number(v) : null;
 }

@@ -87,7 +87,7 @@ public sealed class ReferenceLlama
         for (int p = 0; p < t; p++) Array.Copy(emb, (long)ids[p] * h, x, p * h, h);
         if (_c.GemmaBlock) for (int i = 0; i < x.Length; i++) x[i] *= Math.Sqrt(h);
         var (inv, ropeScale) = Frequencies(t);
-        double scale = _c.GemmaBlock ? 1 / Math.Sqrt(_c.Raw["query_pre_attn_scalar"]!.GetValue<double>()) : 1 / Math.Sqrt(hd);
+        double scale = _c.GemmaBlock ? _c.AttentionScale : 1 / Math.Sqrt(hd);   // Gemma 2: query_pre_attn_scalar^-0.5
         double? softcap = _c.AttnLogitSoftcapping;
         for (int l = 0; l < _c.NumLayers; l++)
         {
