@@ -112,4 +112,40 @@ public class SlidingWindowTests
         double rel = TestPaths.RelativeError(batched[1].narrow(0, 10, 30), alone);
         Assert.True(rel < 1e-5, $"relative error {rel:E3}");
     }
+
+    [Fact]
+    public void Continuous_batching_joins_trims_and_drops_windowed_caches_exactly()
+    {
+        // The serving path: two rows prefilled apart, joined (left-padded), stepped with a padding mask, then the
+        // longer row leaves and the padding no one needs is trimmed. Every step matches the reference alone.
+        var dir = RandomModel.Write(Qwen2());
+        var reference = new ReferenceLlama(dir);
+        using var model = ModelLoader.Load(dir);
+        using var _ = no_grad();
+        int[] a = Ids.Take(31).ToArray(), b = Ids.Skip(5).Take(14).ToArray();
+        Tensor Row(int[] ids, int from, int n) => tensor(ids.Skip(from).Take(n).Select(i => (long)i).ToArray()).unsqueeze(0);
+        Tensor Expected(int[] ids, int len) { var r = reference.Forward(ids.Take(len).ToArray()); return tensor(Enumerable.Range(0, r.GetLength(1)).Select(j => r[len - 1, j]).ToArray()); }
+
+        using var cache = new KvCache(2);
+        using (var x = Row(a, 0, 30)) model.Forward(x, cache).Dispose();
+        using (var other = new KvCache(2))
+        {
+            using (var y = Row(b, 0, 12)) model.Forward(y, other).Dispose();
+            cache.AppendRows(other);
+        }
+        Assert.Equal(30, cache.Length);
+        using var ids = tensor(new long[] { a[30], b[12] }).view(2, 1);
+        using var mask = tensor(Enumerable.Repeat(1L, 31).Concat(Enumerable.Repeat(0L, 18)).Concat(Enumerable.Repeat(1L, 13)).ToArray()).view(2, 31);
+        using var step = model.Forward(ids, cache, mask);
+        using (var ea = Expected(a, 31)) Assert.True(TestPaths.RelativeError(step[0, 0], ea) < 1e-5);
+        using (var eb = Expected(b, 13)) Assert.True(TestPaths.RelativeError(step[1, 0], eb) < 1e-5);
+
+        cache.SelectRows([1]);
+        cache.TrimLeft(18);
+        Assert.Equal(13, cache.Length);
+        using var next = Row(b, 13, 1);
+        using var last = model.Forward(next, cache);
+        using (var e = Expected(b, 14)) Assert.True(TestPaths.RelativeError(last[0, 0], e) < 1e-5);
+        Assert.True(cache.StoredSlots(1) <= Window - 1);
+    }
 }
