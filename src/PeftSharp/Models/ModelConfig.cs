@@ -99,7 +99,8 @@ public sealed class ModelConfig
             if (rtype == "llama3")
                 scaling = new RopeScaling(rtype, rs["factor"]!.GetValue<double>(), rs["low_freq_factor"]!.GetValue<double>(),
                     rs["high_freq_factor"]!.GetValue<double>(), rs["original_max_position_embeddings"]!.GetValue<int>());
-            else if (rtype == "longrope")
+            // Early Phi-3 128k configs say "su" (or "yarn"); transformers' Phi3Config renames both to longrope.
+            else if (rtype == "longrope" || (type == "phi3" && rtype is "su" or "yarn"))
                 scaling = ModelFamilies.LongRope(raw, rs);
             else if (rtype != "default")
                 throw new InvalidDataException($"unsupported rope_scaling type '{rtype}' (supported: llama3, longrope)");

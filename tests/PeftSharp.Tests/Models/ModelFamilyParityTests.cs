@@ -76,6 +76,10 @@ public class ModelFamilyParityTests
         AssertParity(dir, Ids);
         var rope = new Rope(c);
         Assert.NotEqual(rope.FrequenciesFor(7), rope.FrequenciesFor(8));
+        // The early Phi-3 128k spelling "su" is the same scaling.
+        var su = RandomModel.Phi3Config(longRope: true, originalMax: 8);
+        su["rope_scaling"]!["type"] = "su";
+        Assert.Equal(rope.FrequenciesFor(8), new Rope(ModelConfig.FromJson(su)).FrequenciesFor(8));
     }
 
     [Fact]
