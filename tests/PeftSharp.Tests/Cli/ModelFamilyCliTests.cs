@@ -76,5 +76,30 @@ public class ModelFamilyCliTests
         using (var m = ModelLoader.Load(merged)) Assert.Equal(family, m.Config.ModelType);
         (code, _, err) = CliCapture.Run("inspect", "--model", merged);
         Assert.True(code == 0, err);
+
+        // quantize to bitsandbytes NF4: inspect accepts the packed layout, and the logits are the float64 reference's
+        // on the dequantised weights (what the NF4 folder holds, read back through the family's own names).
+        string nf4 = Path.Combine(work, "nf4"), nf4Logits = Path.Combine(work, "nf4-logits.safetensors");
+        (code, _, err) = CliCapture.Run("quantize", "--model", dir, "--out", nf4);
+        Assert.True(code == 0, err);
+        (code, _, err) = CliCapture.Run("inspect", "--model", nf4);
+        Assert.True(code == 0, err);
+        (code, _, err) = CliCapture.Run("logits", "--model", nf4, "--input", input, "--output", nf4Logits);
+        Assert.True(code == 0, err);
+        string dequantised = TestPaths.TempDir();
+        File.Copy(Path.Combine(dir, "config.json"), Path.Combine(dequantised, "config.json"));
+        using (var q = ModelLoader.Load(nf4))
+        using (no_grad())
+        {
+            Assert.Contains(q.Linears(), l => l.Quantized is not null);
+            var tensors = q.named_parameters().Select(p => (p.name, p.parameter.detach().clone()))
+                .Concat(q.Linears().Where(l => l.Quantized is not null).Select(l => (l.ModulePath + ".weight", l.DenseWeight(ScalarType.Float32).clone())))
+                .ToList();
+            SafeTensorsWriter.Write(Path.Combine(dequantised, "model.safetensors"), tensors);
+        }
+        using (var f = new SafeTensorsFile(nf4Logits))
+        using (var mine = f.Load("logits"))
+        using (var expected = tensor(new ReferenceLlama(dequantised).Forward(ids)).unsqueeze(0))
+            Assert.True(TestPaths.RelativeError(mine, expected) < 1e-5);
     }
 }
