@@ -101,3 +101,32 @@ public class PublishedConfigTests
         Assert.Contains("model.layers.0.mlp.up_proj.weight [48, 31], config implies [48, 32]", stderr);
     }
 }
+
+/// <summary>Family fields with bad values: one line naming config.json and the field, non-zero exit.</summary>
+[Collection("console")]
+public class FamilyConfigErrorTests
+{
+    [Theory]
+    [InlineData("layer_types", "layer_types has 1 entries for 2 layers")]
+    [InlineData("long_factor", "short_factor/long_factor have 6/2 entries; rotary dim 12 needs 6")]
+    [InlineData("hidden_act", "hidden_act 'relu' is not supported")]
+    [InlineData("partial_rotary_factor", "partial_rotary_factor 0.1 gives 1 rotary dims")]
+    public void Bad_family_field_is_one_clear_line(string field, string message)
+    {
+        var cfg = PeftSharp.Tests.Support.RandomModel.Phi3Config(longRope: true);
+        switch (field)
+        {
+            case "layer_types": cfg["layer_types"] = new System.Text.Json.Nodes.JsonArray("full_attention"); break;
+            case "long_factor": cfg["rope_scaling"]!["long_factor"] = new System.Text.Json.Nodes.JsonArray(1.0, 2.0); break;
+            case "hidden_act": cfg["hidden_act"] = "relu"; break;
+            default: cfg["partial_rotary_factor"] = 0.1; break;
+        }
+        string dir = TestPaths.TempDir();
+        File.WriteAllText(Path.Combine(dir, "config.json"), cfg.ToJsonString());
+        var (code, _, err) = CliCapture.Run("inspect", "--model", dir);
+        Assert.Equal(1, code);
+        Assert.Contains(Path.Combine(dir, "config.json"), err);
+        Assert.Contains(message, err);
+        Assert.Single(err.Trim().Split('\n'));
+    }
+}
