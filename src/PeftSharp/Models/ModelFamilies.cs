@@ -12,9 +12,11 @@ static class ModelFamilies
     /// <summary>
     /// The window size and which layers it applies to. An explicit <c>layer_types</c> list wins, as in transformers.
     /// Mistral and Phi-3: every layer when <c>sliding_window</c> is set (Mistral's default is 4096, Phi-3's none).
-    /// Qwen2/Qwen3: only with <c>use_sliding_window</c>, and then only layers at index &gt;= <c>max_window_layers</c>
-    /// (current transformers' Qwen2Config.layer_types, which is also what its flash-attention path always did;
-    /// published Qwen2/2.5/3 configs set use_sliding_window false, so they have no window in any version).
+    /// Qwen2/Qwen3: only with <c>use_sliding_window</c>, and then only layers at index &gt;= <c>max_window_layers</c>.
+    /// That is current transformers' Qwen2Config/Qwen3Config.layer_types for every attention backend, and what the
+    /// 4.4x releases the published configs were written with did in their flash-attention path
+    /// (<c>layer_idx &gt;= max_window_layers</c>). Published Qwen2/2.5/3 configs set use_sliding_window false, so in
+    /// practice they have no window in any version; the rule matters for configs that switch it on.
     /// Gemma 2: even-indexed layers are local (sliding), odd ones global.
     /// </summary>
     public static (int? Window, bool[] Layers) SlidingWindow(JsonObject raw, string type, int layers)
