@@ -105,7 +105,8 @@ public sealed class ModelConfig
             else if (rtype != "default")
                 throw new InvalidDataException($"unsupported rope_scaling type '{rtype}' (supported: llama3, longrope)");
         }
-        bool attnBias = raw["attention_bias"]?.GetValue<bool>() ?? false;
+        // Mistral's and Phi-3's projections never have biases in transformers, whatever attention_bias says.
+        bool attnBias = type is not ("mistral" or "phi3") && (raw["attention_bias"]?.GetValue<bool>() ?? false);
         int layers = Req("num_hidden_layers");
         var (window, slidingLayers) = ModelFamilies.SlidingWindow(raw, type, layers);
         double rotaryFactor = raw["partial_rotary_factor"] is JsonNode prf ? ModelFamilies.Number(prf) : 1.0;

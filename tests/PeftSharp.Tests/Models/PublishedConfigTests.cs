@@ -77,6 +77,22 @@ public class PublishedConfigTests
         Assert.Equal(model.ParameterCount(), ModelShape.Load(dir).TotalParameters);
     }
 
+    [Theory]
+    [InlineData("mistral", false)]
+    [InlineData("phi3", false)]
+    [InlineData("llama", true)]
+    [InlineData("qwen3", true)]
+    public void Attention_bias_applies_where_transformers_reads_it(string family, bool biased)
+    {
+        var cfg = family == "phi3" ? RandomModel.Phi3Config() : RandomModel.LlamaConfig(modelType: family);
+        cfg["attention_bias"] = true;
+        var c = ModelConfig.FromJson(cfg);
+        Assert.Equal(biased, c.QkvBias);
+        Assert.Equal(biased, c.OBias);
+        var shape = PeftSharp.Memory.ModelShape.FromConfig(PeftSharp.Memory.ModelConfig.Parse(cfg.ToJsonString()));
+        Assert.Equal(biased, shape.Modules.Any(m => m.Bias));
+    }
+
     [Fact]
     public void Inspect_lists_missing_unexpected_and_misshaped_tensors_and_still_prints_the_table()
     {
