@@ -119,6 +119,15 @@ public sealed class CausalLM : nn.Module<Tensor, Tensor>
         return logits.MoveToOuterDisposeScope();
     }
 
+    /// <summary>
+    /// True when a cached step of <paramref name="t"/> tokens after <paramref name="past"/> crosses longrope's switch
+    /// from the short to the long factors (the sequence passes original_max_position_embeddings). transformers'
+    /// Phi3ForCausalLM.prepare_inputs_for_generation then drops the cache and recomputes the whole sequence, so
+    /// every key is rotated with the long factors; generation does the same.
+    /// </summary>
+    public bool CacheGoesStale(long past, long t) =>
+        past > 0 && Config.RopeScaling is { Type: "longrope" } lr && past <= lr.OriginalMaxPositionEmbeddings && past + t > lr.OriginalMaxPositionEmbeddings;
+
     /// <summary>Total parameters, counting a quantised weight by its dense element count.</summary>
     public long ParameterCount() =>
         parameters().Sum(p => p.numel()) + Linears().Where(l => l.Quantized is not null).Sum(l => l.InFeatures * l.OutFeatures);

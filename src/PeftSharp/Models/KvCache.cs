@@ -126,6 +126,9 @@ public sealed class KvCache : IDisposable
         return pad == 0 ? t : nn.functional.pad(t, [0, 0, pad, 0]);
     }
 
+    /// <summary>Forgets every cached slot (the cache is then empty and reusable).</summary>
+    public void Clear() => Dispose();
+
     public void Dispose()
     {
         for (int i = 0; i < _k.Length; i++)

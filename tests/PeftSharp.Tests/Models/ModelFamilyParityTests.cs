@@ -83,6 +83,23 @@ public class ModelFamilyParityTests
     }
 
     [Fact]
+    public void Phi3_longrope_generation_recomputes_at_the_switch_like_transformers()
+    {
+        // original_max_position_embeddings 8, prompt 4, 14 new tokens: the cached generation crosses the switch to
+        // the long factors. transformers then drops the cache and recomputes, so every later step equals a full
+        // recomputation (which is what GenerateWithoutCache does at every step).
+        var dir = RandomModel.Write(RandomModel.Phi3Config(longRope: true, originalMax: 8), seed: 2);
+        using var model = ModelLoader.Load(dir);
+        Assert.False(model.CacheGoesStale(7, 1));
+        Assert.True(model.CacheGoesStale(8, 1));
+        Assert.False(model.CacheGoesStale(9, 1));
+        var o = new PeftSharp.Generation.SamplingOptions { MaxNewTokens = 14 };
+        int[] prompt = [3, 17, 42, 8];
+        var cached = PeftSharp.Generation.TextGenerator.Generate(model, prompt, o, []).ToList();
+        Assert.Equal(PeftSharp.Generation.TextGenerator.GenerateWithoutCache(model, prompt, o, []), cached);
+    }
+
+    [Fact]
     public void Gemma2_block_softcaps_and_alternating_windows()
     {
         var dir = RandomModel.Write(RandomModel.Gemma2Config(layers: 3, window: 4));
