@@ -52,7 +52,8 @@ public sealed record ModelConfig
         VocabSize = Int(root, "vocab_size") ?? throw Missing("vocab_size"),
         // Gemma always ties its head; the other families' transformers configs default to untied.
         TieWordEmbeddings = type.StartsWith("gemma") || (Bool(root, "tie_word_embeddings") ?? false),
-        AttentionBias = Bool(root, "attention_bias") ?? false,
+        // Mistral's and Phi-3's projections never have biases in transformers, whatever attention_bias says.
+        AttentionBias = type is not ("mistral" or "phi3") && (Bool(root, "attention_bias") ?? false),
         MlpBias = Bool(root, "mlp_bias") ?? false,
         MaxPositionEmbeddings = Int(root, "max_position_embeddings") ?? 0,
     };

@@ -21,9 +21,9 @@ public sealed class ModelShape
         config.Validate();
         var modules = config.ModelType switch
         {
-            "llama" or "mistral" or "qwen2" or "gemma" or "gemma2" or "phi3" => DecoderModules(config),
+            "llama" or "mistral" or "qwen2" or "qwen3" or "gemma" or "gemma2" or "phi3" => DecoderModules(config),
             "gpt2" => Gpt2Modules(config),
-            _ => throw new PlanException("model_type", $"unsupported '{config.ModelType}' (llama, mistral, qwen2, gemma, gemma2, phi3, gpt2)"),
+            _ => throw new PlanException("model_type", $"unsupported '{config.ModelType}' (llama, mistral, qwen2, qwen3, gemma, gemma2, phi3, gpt2)"),
         };
         return new ModelShape(name ?? config.ModelType, config, modules);
     }
@@ -41,7 +41,7 @@ public sealed class ModelShape
     /// <summary>The parameters of one decoder block (used for FSDP/ZeRO-3 all-gather buffers).</summary>
     public long LayerParameters(int layer) => Modules.Where(m => m.Layer == layer).Sum(m => m.Parameters);
 
-    /// <summary>Llama-style blocks; Qwen2 adds q/k/v biases, Gemma-2 four norms, Phi-3 fused qkv and gate_up.</summary>
+    /// <summary>Llama-style blocks; Qwen2 adds q/k/v biases, Qwen3 per-head q/k norms, Gemma-2 four norms, Phi-3 fused qkv and gate_up.</summary>
     static List<ModuleShape> DecoderModules(ModelConfig c)
     {
         long h = c.HiddenSize, q = (long)c.NumAttentionHeads * c.ResolvedHeadDim, kv = (long)c.KeyValueHeads * c.ResolvedHeadDim;
@@ -66,6 +66,11 @@ public sealed class ModelShape
                 m.Add(new(p + "mlp.gate_proj", ModuleKind.Linear, h, c.IntermediateSize, c.MlpBias, i));
                 m.Add(new(p + "mlp.up_proj", ModuleKind.Linear, h, c.IntermediateSize, c.MlpBias, i));
                 m.Add(new(p + "mlp.down_proj", ModuleKind.Linear, c.IntermediateSize, h, c.MlpBias, i));
+            }
+            if (c.ModelType == "qwen3")
+            {
+                m.Add(new(p + "self_attn.q_norm", ModuleKind.Norm, c.ResolvedHeadDim, c.ResolvedHeadDim, false, i));
+                m.Add(new(p + "self_attn.k_norm", ModuleKind.Norm, c.ResolvedHeadDim, c.ResolvedHeadDim, false, i));
             }
             m.Add(new(p + "input_layernorm", ModuleKind.Norm, h, h, false, i));
             m.Add(new(p + "post_attention_layernorm", ModuleKind.Norm, h, h, false, i));

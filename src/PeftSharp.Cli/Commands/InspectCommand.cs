@@ -27,10 +27,7 @@ public sealed class InspectCommand : Command<InspectCommand.Settings>
     public override int Execute(CommandContext context, Settings s, CancellationToken cancellationToken)
     {
         var c = ModelConfig.Load(s.Model);
-        using var reader = new CheckpointReader(s.Model);
-        var infos = reader.Names.Select(reader.Info).OrderBy(i => i.Name, StringComparer.Ordinal).ToList();
-        long elements = infos.Where(i => !IsQuantState(i.Name)).Sum(i => i.ElementCount);
-
+        var shape = PeftSharp.Memory.ModelShape.Load(Path.Combine(s.Model, "config.json"));
         var summary = new Table().AddColumns("property", "value").HideHeaders();
         summary.AddRow("architecture", $"{string.Join(", ", c.Raw["architectures"]?.AsArray().Select(a => a!.ToString()) ?? [])} ({c.ModelType})");
         summary.AddRow("layers", c.NumLayers.ToString());
@@ -38,8 +35,20 @@ public sealed class InspectCommand : Command<InspectCommand.Settings>
         summary.AddRow("heads / kv heads / head dim", $"{c.NumHeads} / {c.NumKvHeads} / {c.HeadDim}");
         summary.AddRow("vocab", c.VocabSize.ToString());
         summary.AddRow("tied embeddings", c.TieWordEmbeddings.ToString().ToLowerInvariant());
-        summary.AddRow("rope", c.RopeScaling is { } rs ? $"theta {c.RopeTheta}, {rs.Type} x{rs.Factor}" : $"theta {c.RopeTheta}");
-        summary.AddRow("parameters", PeftSharp.Memory.ModelShape.Load(Path.Combine(s.Model, "config.json")).TotalParameters.ToString("N0"));
+        summary.AddRow("rope", c.RopeScaling is { } rs ? $"theta {c.RopeTheta}, {rs.Type} x{rs.Factor:0.###}" : $"theta {c.RopeTheta}");
+        if (c.SlidingWindow is { } w) summary.AddRow("sliding window", $"{w} on {c.SlidingLayers.Count(x => x)} of {c.NumLayers} layers");
+        summary.AddRow("parameters", shape.TotalParameters.ToString("N0"));
+        bool hasWeights = File.Exists(Path.Combine(s.Model, "model.safetensors")) || File.Exists(Path.Combine(s.Model, "model.safetensors.index.json"));
+        if (!hasWeights)
+        {
+            AnsiConsole.Write(summary);
+            Console.Error.WriteLine($"{s.Model}: no model.safetensors or model.safetensors.index.json: all {CheckpointAudit.ExpectedTensors(shape).Count} tensors the config implies are missing");
+            return 1;
+        }
+
+        using var reader = new CheckpointReader(s.Model);
+        var infos = reader.Names.Select(reader.Info).OrderBy(i => i.Name, StringComparer.Ordinal).ToList();
+        long elements = infos.Where(i => !IsQuantState(i.Name)).Sum(i => i.ElementCount);
         summary.AddRow("stored tensors", infos.Count.ToString());
         summary.AddRow("stored elements", elements.ToString("N0"));
         summary.AddRow("dtypes", string.Join(", ", infos.GroupBy(i => i.Dtype).Select(g => $"{g.Key} x{g.Count()}")));
@@ -50,7 +59,19 @@ public sealed class InspectCommand : Command<InspectCommand.Settings>
         var table = new Table().AddColumns("tensor", "dtype", "shape");
         foreach (var i in infos) table.AddRow(Markup.Escape(i.Name), i.Dtype, $"[[{string.Join(", ", i.Shape)}]]");
         AnsiConsole.Write(table);
-        return 0;
+
+        // The folder against its config: what loading would refuse, all of it at once.
+        var audit = CheckpointAudit.Check(reader, shape);
+        void Report(string what, IReadOnlyList<string> names)
+        {
+            if (names.Count == 0) return;
+            Console.Error.WriteLine($"{s.Model}: {names.Count} {what}:");
+            foreach (var n in names) Console.Error.WriteLine($"  {n}");
+        }
+        Report("tensor(s) the config implies are missing", audit.Missing);
+        Report($"tensor(s) a {c.ModelType} model with this config does not use", audit.Unexpected);
+        Report("tensor(s) have another shape than the config implies", audit.Misshaped);
+        return audit.Complete ? 0 : 1;
     }
 
     static bool IsQuantState(string name) => name.Contains(".weight.") && !name.EndsWith(".weight", StringComparison.Ordinal);

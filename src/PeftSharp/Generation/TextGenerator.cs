@@ -16,6 +16,7 @@ public static class TextGenerator
         if (prompt.Count == 0) throw new ArgumentException("the prompt encodes to zero tokens");
         var sampler = new TokenSampler(options, prompt);
         using var cache = new KvCache(model.Config.NumLayers);
+        var sequence = prompt.ToList();
         int next = -1;
         for (int step = 0; step < options.MaxNewTokens; step++)
         {
@@ -23,9 +24,12 @@ public static class TextGenerator
             using (no_grad())
             {
                 Tensor logits;
-                if (step == 0)
+                // Phi-3 longrope: at the switch to the long factors the whole sequence is recomputed, as transformers does.
+                bool recompute = step > 0 && model.CacheGoesStale(cache.Length, 1);
+                if (recompute) cache.Clear();
+                if (step == 0 || recompute)
                 {
-                    using var ids = tensor(prompt.Select(i => (long)i).ToArray(), ScalarType.Int64, model.Device).unsqueeze(0);
+                    using var ids = tensor(sequence.Select(i => (long)i).ToArray(), ScalarType.Int64, model.Device).unsqueeze(0);
                     if (prefixEmbeds is null) logits = model.Forward(ids, cache, lastOnly: true);
                     else logits = model.Forward(null, cache, inputsEmbeds: cat([prefixEmbeds, model.model.embed_tokens.forward(ids)], 1), lastOnly: true);
                 }
@@ -36,6 +40,7 @@ public static class TextGenerator
                 }
                 next = sampler.Next(logits[0, -1]);
             }
+            sequence.Add(next);
             yield return next;
             if (stopIds.Contains(next)) yield break;
         }

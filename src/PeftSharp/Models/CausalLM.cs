@@ -4,7 +4,7 @@ using static TorchSharp.torch;
 
 namespace PeftSharp.Models;
 
-/// <summary>The decoder stack: HF's LlamaModel / Qwen2Model ("model.*" parameter names).</summary>
+/// <summary>The decoder stack: HF's LlamaModel / Qwen2Model / Qwen3Model / Phi3Model / Gemma2Model ("model.*" parameter names).</summary>
 public sealed class DecoderStack : nn.Module<Tensor, Tensor>
 {
 #pragma warning disable IDE1006
@@ -17,7 +17,7 @@ public sealed class DecoderStack : nn.Module<Tensor, Tensor>
     {
         embed_tokens = new TokenEmbedding("embed_tokens", c.VocabSize, c.HiddenSize, dtype);
         layers = new ModuleList<DecoderLayer>(Enumerable.Range(0, c.NumLayers).Select(i => new DecoderLayer(i, c, state, dtype, quantized)).ToArray());
-        norm = new RmsNorm("norm", c.HiddenSize, c.RmsNormEps, dtype);
+        norm = new RmsNorm("norm", c.HiddenSize, c.RmsNormEps, dtype, plusOne: c.GemmaBlock);
         RegisterComponents();
     }
 
@@ -25,7 +25,7 @@ public sealed class DecoderStack : nn.Module<Tensor, Tensor>
 }
 
 /// <summary>
-/// A Llama-family causal language model (Llama 2/3/3.x, Mistral, Qwen2) with Hugging Face parameter names,
+/// A Llama-family causal language model (Llama 2/3/3.x, Mistral, Qwen2, Qwen3, Phi-3, Gemma 2) with Hugging Face parameter names,
 /// so state dicts map 1:1 onto checkpoints. Every projection is a <see cref="TunableLinear"/>, which is
 /// where adapters and quantised bases plug in.
 /// </summary>
@@ -66,8 +66,8 @@ public sealed class CausalLM : nn.Module<Tensor, Tensor>
     {
         foreach (var l in model.layers)
         {
-            yield return l.self_attn.q_proj; yield return l.self_attn.k_proj; yield return l.self_attn.v_proj; yield return l.self_attn.o_proj;
-            yield return l.mlp.gate_proj; yield return l.mlp.up_proj; yield return l.mlp.down_proj;
+            foreach (var p in l.self_attn.Projections()) yield return p;
+            foreach (var p in l.mlp.Projections()) yield return p;
         }
         if (lm_head is not null) yield return lm_head;
     }
@@ -86,44 +86,47 @@ public sealed class CausalLM : nn.Module<Tensor, Tensor>
     {
         using var scope = NewDisposeScope();
         var h = inputsEmbeds ?? model.embed_tokens.forward(inputIds!);
+        // Gemma scales the embeddings by sqrt(hidden), rounded to the model dtype as HF's normalizer is.
+        if (Config.GemmaBlock) h = h * tensor(Math.Sqrt(Config.HiddenSize), h.dtype, h.device);
         long b = h.shape[0], t = h.shape[1], past = cache?.Length ?? 0;
         Tensor positions;
-        Tensor? mask = null;
+        Tensor? mask = null, keyValid = null;
         if (attentionMask is not null)
         {
             if (attentionMask.shape[0] != b || attentionMask.shape[1] != past + t)
                 throw new ArgumentException($"attention mask [{string.Join(", ", attentionMask.shape)}] must be [{b}, {past + t}]");
             var am = attentionMask.to_type(ScalarType.Int64).to(h.device);
             positions = (am.cumsum(1) - 1).clamp_min(0).narrow(1, past, t);
-            mask = BuildMask(am, t, past, h.dtype);
+            mask = AttentionMask.Build(am, t, past, h.dtype);
+            keyValid = am;
         }
         else
         {
             positions = arange(past, past + t, ScalarType.Int64, h.device).unsqueeze(0).expand(b, t);
-            if (past > 0 && t > 1) mask = BuildMask(ones(b, past + t, ScalarType.Int64, h.device), t, past, h.dtype);
+            if (past > 0 && t > 1) mask = AttentionMask.Build(ones(b, past + t, ScalarType.Int64, h.device), t, past, h.dtype);
         }
+        // A window only changes anything once some query has more than window slots at or before it.
+        Tensor? slidingMask = Config.SlidingWindow is { } w && Config.SlidingLayers.Any(s => s) && past + t > w
+            ? AttentionMask.Build(keyValid ?? ones(b, past + t, ScalarType.Int64, h.device), t, past, h.dtype, w)
+            : null;
         var (cos, sin) = Rope.CosSin(positions, h.dtype);
-        var ctx = new ForwardContext { Cos = cos, Sin = sin, Mask = mask, Cache = cache };
+        var ctx = new ForwardContext { Cos = cos, Sin = sin, Mask = mask, SlidingMask = slidingMask, Cache = cache };
         foreach (var layer in model.layers) h = LayerRunner(layer, h, ctx);
         if (lastOnly) h = h.narrow(1, t - 1, 1);
         h = model.norm.forward(h);
         var logits = lm_head is not null ? lm_head.forward(h) : nn.functional.linear(h, model.embed_tokens.weight);
+        if (Config.FinalLogitSoftcapping is { } cap) logits = (logits / cap).tanh() * cap;
         return logits.MoveToOuterDisposeScope();
     }
 
-    /// <summary>Additive mask [B, 1, T, S]: causal over absolute slots, padding keys hidden, the diagonal always open.</summary>
-    static Tensor BuildMask(Tensor keyValid, long t, long past, ScalarType dtype)
-    {
-        using var scope = NewDisposeScope();
-        long s = past + t;
-        var qPos = arange(past, s, ScalarType.Int64, keyValid.device).view(t, 1);
-        var kPos = arange(0, s, ScalarType.Int64, keyValid.device).view(1, s);
-        var causal = kPos.le(qPos).unsqueeze(0);                       // [1, T, S]
-        var allowed = causal.logical_and(keyValid.to_type(ScalarType.Bool).unsqueeze(1));  // [B, T, S]
-        allowed = allowed.logical_or(kPos.eq(qPos).unsqueeze(0));      // a padded query still sees itself: no NaN rows
-        var m = zeros(allowed.shape, dtype, keyValid.device).masked_fill(allowed.logical_not(), float.NegativeInfinity);
-        return m.unsqueeze(1).MoveToOuterDisposeScope();
-    }
+    /// <summary>
+    /// True when a cached step of <paramref name="t"/> tokens after <paramref name="past"/> crosses longrope's switch
+    /// from the short to the long factors (the sequence passes original_max_position_embeddings). transformers'
+    /// Phi3ForCausalLM.prepare_inputs_for_generation then drops the cache and recomputes the whole sequence, so
+    /// every key is rotated with the long factors; generation does the same.
+    /// </summary>
+    public bool CacheGoesStale(long past, long t) =>
+        past > 0 && Config.RopeScaling is { Type: "longrope" } lr && past <= lr.OriginalMaxPositionEmbeddings && past + t > lr.OriginalMaxPositionEmbeddings;
 
     /// <summary>Total parameters, counting a quantised weight by its dense element count.</summary>
     public long ParameterCount() =>

@@ -2,14 +2,19 @@ using static TorchSharp.torch;
 
 namespace PeftSharp.Models;
 
-/// <summary>What every layer of one forward shares: rotary tables, the attention mask and the KV cache.</summary>
+/// <summary>What every layer of one forward shares: rotary tables, the attention masks and the KV cache.</summary>
 public sealed class ForwardContext
 {
     public required Tensor Cos { get; init; }
     public required Tensor Sin { get; init; }
-    /// <summary>Additive float mask [B, 1, T, S] or null for plain causal attention over an empty cache.</summary>
+    /// <summary>Additive float mask [B, 1, T, S] over all slots, or null for plain causal attention over an empty cache.</summary>
     public Tensor? Mask { get; init; }
+    /// <summary>The same with the sliding window applied, or null when no layer's window can hide a key this forward.</summary>
+    public Tensor? SlidingMask { get; init; }
     public KvCache? Cache { get; init; }
+
+    /// <summary>The mask a layer with this window uses.</summary>
+    public Tensor? MaskFor(int? window) => window is null ? Mask : SlidingMask ?? Mask;
 }
 
 /// <summary>

@@ -4,17 +4,26 @@ using System.Text.Json.Nodes;
 
 namespace PeftSharp.Models;
 
-/// <summary>Llama 3.1-style rope scaling (rope_type "llama3").</summary>
-public sealed record RopeScaling(string Type, double Factor, double LowFreqFactor, double HighFreqFactor, int OriginalMaxPositionEmbeddings);
+/// <summary>
+/// Rope scaling: Llama 3.1-style ("llama3") or Phi-3's "longrope" (per-frequency short/long factors chosen by the
+/// sequence length, cos/sin multiplied by <see cref="AttentionFactor"/>).
+/// </summary>
+public sealed record RopeScaling(string Type, double Factor, double LowFreqFactor, double HighFreqFactor, int OriginalMaxPositionEmbeddings)
+{
+    public double[]? ShortFactor { get; init; }
+    public double[]? LongFactor { get; init; }
+    public double AttentionFactor { get; init; } = 1.0;
+}
 
 /// <summary>
 /// The architecture facts of a Hugging Face config.json that the decoder needs, for the Llama family
-/// (Llama 2/3/3.1/3.2, Mistral) and Qwen2/Qwen2.5. The raw JSON is kept so a merged or quantised model
-/// can write the config back unchanged except for what it must change.
+/// (Llama 2/3/3.1/3.2, Mistral), Qwen2/Qwen2.5, Qwen3, Phi-3/3.5/4-mini and Gemma 2. The raw JSON is kept so a
+/// merged or quantised model can write the config back unchanged except for what it must change.
+/// Family rules live in <see cref="ModelFamilies"/>.
 /// </summary>
 public sealed class ModelConfig
 {
-    public static readonly string[] SupportedModelTypes = ["llama", "mistral", "qwen2"];
+    public static readonly string[] SupportedModelTypes = ["llama", "mistral", "qwen2", "qwen3", "phi3", "gemma2"];
 
     public required string ModelType { get; init; }
     public required int HiddenSize { get; init; }
@@ -35,6 +44,27 @@ public sealed class ModelConfig
     public int[] EosTokenIds { get; init; } = [];
     public int? BosTokenId { get; init; }
     public string TorchDtype { get; init; } = "float32";
+    /// <summary>Sliding-window size in tokens (a query sees itself and the window - 1 keys before it), or null.</summary>
+    public int? SlidingWindow { get; init; }
+    /// <summary>Per layer: true where the sliding window applies (HF's layer_types "sliding_attention").</summary>
+    public bool[] SlidingLayers { get; init; } = [];
+    /// <summary>Qwen3: per-head RMSNorm on queries and keys (self_attn.q_norm / k_norm) before rotary.</summary>
+    public bool QkNorm { get; init; }
+    /// <summary>Phi-3: fused self_attn.qkv_proj and mlp.gate_up_proj.</summary>
+    public bool FusedProjections { get; init; }
+    /// <summary>Leading dims of each head that rotate (head_dim * partial_rotary_factor); the rest pass through.</summary>
+    public int RotaryDim { get; init; }
+    /// <summary>Gemma 2: norms scale by (1 + w), embeddings by sqrt(hidden), and the MLP is wrapped in pre/post norms and the attention output in a post norm.</summary>
+    public bool GemmaBlock { get; init; }
+    /// <summary>MLP gate activation: "silu" or "gelu_pytorch_tanh".</summary>
+    public string HiddenAct { get; init; } = "silu";
+    /// <summary>Attention score scale (1/sqrt(head_dim), Gemma 2: query_pre_attn_scalar^-0.5).</summary>
+    public double AttentionScale { get; init; }
+    public double? AttnLogitSoftcapping { get; init; }
+    public double? FinalLogitSoftcapping { get; init; }
+
+    /// <summary>The sliding window of one layer, or null where it attends to everything before it.</summary>
+    public int? WindowOf(int layer) => SlidingWindow is { } w && layer < SlidingLayers.Length && SlidingLayers[layer] ? w : null;
     public JsonObject Raw { get; init; } = new();
 
     public static ModelConfig Load(string folderOrFile)
@@ -69,16 +99,29 @@ public sealed class ModelConfig
             if (rtype == "llama3")
                 scaling = new RopeScaling(rtype, rs["factor"]!.GetValue<double>(), rs["low_freq_factor"]!.GetValue<double>(),
                     rs["high_freq_factor"]!.GetValue<double>(), rs["original_max_position_embeddings"]!.GetValue<int>());
+            // Early Phi-3 128k configs say "su" (or "yarn"); transformers' Phi3Config renames both to longrope.
+            else if (rtype == "longrope" || (type == "phi3" && rtype is "su" or "yarn"))
+                scaling = ModelFamilies.LongRope(raw, rs);
             else if (rtype != "default")
-                throw new InvalidDataException($"unsupported rope_scaling type '{rtype}' (supported: llama3)");
+                throw new InvalidDataException($"unsupported rope_scaling type '{rtype}' (supported: llama3, longrope)");
         }
-        bool attnBias = raw["attention_bias"]?.GetValue<bool>() ?? false;
+        // Mistral's and Phi-3's projections never have biases in transformers, whatever attention_bias says.
+        bool attnBias = type is not ("mistral" or "phi3") && (raw["attention_bias"]?.GetValue<bool>() ?? false);
+        int layers = Req("num_hidden_layers");
+        var (window, slidingLayers) = ModelFamilies.SlidingWindow(raw, type, layers);
+        double rotaryFactor = raw["partial_rotary_factor"] is JsonNode prf ? ModelFamilies.Number(prf) : 1.0;
+        int rotaryDim = (int)(headDim * rotaryFactor);
+        if (rotaryDim <= 0 || rotaryDim % 2 != 0 || rotaryDim > headDim)
+            throw new InvalidDataException($"partial_rotary_factor {rotaryFactor} gives {rotaryDim} rotary dims of head_dim {headDim} (must be even and positive)");
+        if (scaling is { Type: "longrope" } lr && (lr.ShortFactor!.Length != rotaryDim / 2 || lr.LongFactor!.Length != rotaryDim / 2))
+            throw new InvalidDataException($"rope_scaling short_factor/long_factor have {lr.ShortFactor.Length}/{lr.LongFactor!.Length} entries; rotary dim {rotaryDim} needs {rotaryDim / 2}");
+        bool gemma = type == "gemma2";
         return new ModelConfig
         {
             ModelType = type,
             HiddenSize = hidden,
             IntermediateSize = Req("intermediate_size"),
-            NumLayers = Req("num_hidden_layers"),
+            NumLayers = layers,
             NumHeads = heads,
             NumKvHeads = kv,
             HeadDim = headDim,
@@ -86,7 +129,8 @@ public sealed class ModelConfig
             RmsNormEps = raw["rms_norm_eps"]?.GetValue<double>() ?? 1e-6,
             RopeTheta = raw["rope_theta"]?.GetValue<double>() ?? 10000.0,
             RopeScaling = scaling,
-            TieWordEmbeddings = raw["tie_word_embeddings"]?.GetValue<bool>() ?? false,
+            // Gemma 2's transformers config ties the head by default; the others default to untied.
+            TieWordEmbeddings = raw["tie_word_embeddings"]?.GetValue<bool>() ?? gemma,
             QkvBias = type == "qwen2" || attnBias,
             OBias = type != "qwen2" && attnBias,
             MaxPositionEmbeddings = raw["max_position_embeddings"]?.GetValue<int>() ?? 2048,
@@ -99,6 +143,16 @@ public sealed class ModelConfig
             BosTokenId = raw["bos_token_id"] is JsonValue b && b.GetValueKind() == JsonValueKind.Number ? b.GetValue<int>() : null,
             TorchDtype = raw["torch_dtype"]?.GetValue<string>() ?? "float32",
             Raw = raw,
+            SlidingWindow = window,
+            SlidingLayers = slidingLayers,
+            QkNorm = type == "qwen3",
+            FusedProjections = type == "phi3",
+            RotaryDim = rotaryDim,
+            GemmaBlock = gemma,
+            HiddenAct = ModelFamilies.Activation(raw, type),
+            AttentionScale = 1.0 / Math.Sqrt(gemma ? (raw["query_pre_attn_scalar"] is JsonNode qs ? ModelFamilies.Number(qs) : 256) : headDim),
+            AttnLogitSoftcapping = gemma ? ModelFamilies.OptionalDouble(raw, "attn_logit_softcapping", 50.0) : null,
+            FinalLogitSoftcapping = gemma ? ModelFamilies.OptionalDouble(raw, "final_logit_softcapping", 30.0) : null,
         };
     }
 }

@@ -87,6 +87,6 @@ public static class ModelLoader
     }
 
     /// <summary>Buffers some exporters save that carry no weights.</summary>
-    static bool Ignorable(string name) => name.EndsWith(".rotary_emb.inv_freq", StringComparison.Ordinal)
+    public static bool Ignorable(string name) => name.EndsWith(".rotary_emb.inv_freq", StringComparison.Ordinal)
         || (name == "lm_head.weight"); // a tied model may still ship a copy of the embedding as lm_head
 }

@@ -4,18 +4,23 @@ using static TorchSharp.torch;
 
 namespace PeftSharp.Models;
 
-/// <summary>RMSNorm as in HF Llama: normalise in fp32, scale by weight in the input dtype.</summary>
+/// <summary>
+/// RMSNorm as in HF Llama: normalise in fp32, scale by weight in the input dtype. Gemma's variant
+/// (<c>plusOne</c>) scales by (1 + weight) in fp32 and only then casts back, as Gemma2RMSNorm does.
+/// </summary>
 public sealed class RmsNorm : nn.Module<Tensor, Tensor>
 {
 #pragma warning disable IDE1006
     public Parameter weight;
 #pragma warning restore IDE1006
     readonly double _eps;
+    readonly bool _plusOne;
 
-    public RmsNorm(string name, long dim, double eps, ScalarType dtype) : base(name)
+    public RmsNorm(string name, long dim, double eps, ScalarType dtype, bool plusOne = false) : base(name)
     {
-        weight = new Parameter(ones(dim, dtype), requires_grad: false);
+        weight = new Parameter(plusOne ? zeros(dim, dtype) : ones(dim, dtype), requires_grad: false);
         _eps = eps;
+        _plusOne = plusOne;
         RegisterComponents();
     }
 
@@ -24,6 +29,7 @@ public sealed class RmsNorm : nn.Module<Tensor, Tensor>
         using var scope = NewDisposeScope();
         var xf = x.dtype == ScalarType.Float32 || x.dtype == ScalarType.Float64 ? x : x.to_type(ScalarType.Float32);
         var normed = xf * (xf.pow(2).mean([-1L], keepdim: true) + _eps).rsqrt();
+        if (_plusOne) return (normed * (weight.to_type(normed.dtype) + 1)).to_type(x.dtype).MoveToOuterDisposeScope();
         return (weight * normed.to_type(x.dtype)).MoveToOuterDisposeScope();
     }
 }

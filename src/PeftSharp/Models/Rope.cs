@@ -2,22 +2,37 @@ using static TorchSharp.torch;
 
 namespace PeftSharp.Models;
 
-/// <summary>Rotary position embedding, "rotate_half" layout, with optional Llama 3.1 frequency scaling.</summary>
+/// <summary>
+/// Rotary position embedding, "rotate_half" layout, over the first <see cref="RotaryDim"/> dims of each head
+/// (Phi's partial_rotary_factor; the rest pass through), with Llama 3.1 or Phi-3 "longrope" scaling.
+/// </summary>
 public sealed class Rope
 {
     readonly double[] _invFreq;
+    readonly double[]? _longInvFreq;
+    readonly RopeScaling? _scaling;
     public int HeadDim { get; }
+    public int RotaryDim { get; }
 
     public Rope(ModelConfig c)
     {
         HeadDim = c.HeadDim;
-        _invFreq = InverseFrequencies(c.HeadDim, c.RopeTheta, c.RopeScaling);
+        RotaryDim = c.RotaryDim > 0 ? c.RotaryDim : c.HeadDim;
+        _scaling = c.RopeScaling;
+        _invFreq = InverseFrequencies(RotaryDim, c.RopeTheta, c.RopeScaling);
+        if (c.RopeScaling is { Type: "longrope" }) _longInvFreq = InverseFrequencies(RotaryDim, c.RopeTheta, c.RopeScaling, longContext: true);
     }
 
-    public static double[] InverseFrequencies(int headDim, double theta, RopeScaling? scaling)
+    /// <param name="longContext">longrope only: the long factors (sequences past original_max_position_embeddings).</param>
+    public static double[] InverseFrequencies(int dim, double theta, RopeScaling? scaling, bool longContext = false)
     {
-        var inv = new double[headDim / 2];
-        for (int i = 0; i < inv.Length; i++) inv[i] = 1.0 / Math.Pow(theta, 2.0 * i / headDim);
+        var inv = new double[dim / 2];
+        for (int i = 0; i < inv.Length; i++) inv[i] = 1.0 / Math.Pow(theta, 2.0 * i / dim);
+        if (scaling is { Type: "longrope" } lr)
+        {
+            var ext = longContext ? lr.LongFactor! : lr.ShortFactor!;
+            for (int i = 0; i < inv.Length; i++) inv[i] /= ext[i];
+        }
         if (scaling is { Type: "llama3" } s)
         {
             double lowWavelen = s.OriginalMaxPositionEmbeddings / s.LowFreqFactor;
@@ -36,26 +51,40 @@ public sealed class Rope
         return inv;
     }
 
-    /// <summary>cos and sin of shape [B, 1, T, headDim] for integer positions [B, T], in <paramref name="dtype"/>.</summary>
+    /// <summary>
+    /// The frequencies transformers uses for a forward whose largest position is <paramref name="maxPosition"/>:
+    /// longrope switches to the long factors once max position + 1 exceeds original_max_position_embeddings
+    /// (its dynamic_rope_update), otherwise the one fixed set.
+    /// </summary>
+    public double[] FrequenciesFor(long maxPosition) =>
+        _longInvFreq is not null && maxPosition + 1 > _scaling!.OriginalMaxPositionEmbeddings ? _longInvFreq : _invFreq;
+
+    /// <summary>cos and sin of shape [B, 1, T, rotaryDim] for integer positions [B, T], in <paramref name="dtype"/>.</summary>
     public (Tensor Cos, Tensor Sin) CosSin(Tensor positions, ScalarType dtype)
     {
         using var scope = NewDisposeScope();
+        var freqs = _longInvFreq is null ? _invFreq : FrequenciesFor(positions.numel() == 0 ? 0 : positions.max().item<long>());
         // Angles in float64: positions up to 128k times frequencies lose digits in fp32.
-        var inv = tensor(_invFreq, ScalarType.Float64, positions.device);
-        var ang = positions.to_type(ScalarType.Float64).unsqueeze(-1) * inv;   // [B, T, hd/2]
-        var emb = cat([ang, ang], -1).unsqueeze(1);                             // [B, 1, T, hd]
-        var cos = emb.cos().to_type(dtype);
-        var sin = emb.sin().to_type(dtype);
+        var inv = tensor(freqs, ScalarType.Float64, positions.device);
+        var ang = positions.to_type(ScalarType.Float64).unsqueeze(-1) * inv;   // [B, T, rd/2]
+        var emb = cat([ang, ang], -1).unsqueeze(1);                             // [B, 1, T, rd]
+        double scale = _scaling?.AttentionFactor ?? 1.0;                         // longrope's attention scaling
+        var cos = (emb.cos() * scale).to_type(dtype);
+        var sin = (emb.sin() * scale).to_type(dtype);
         return (cos.MoveToOuterDisposeScope(), sin.MoveToOuterDisposeScope());
     }
 
+    /// <summary>Rotates the first cos.shape[-1] dims of each head; the remaining dims pass through unchanged.</summary>
     public static Tensor Apply(Tensor x, Tensor cos, Tensor sin)
     {
         using var scope = NewDisposeScope();
-        long half = x.shape[^1] / 2;
-        var x1 = x.narrow(-1, 0, half);
-        var x2 = x.narrow(-1, half, half);
-        var rotated = cat([x2.neg(), x1], -1);
-        return (x * cos + rotated * sin).MoveToOuterDisposeScope();
+        long rd = cos.shape[^1], full = x.shape[^1];
+        var xr = rd == full ? x : x.narrow(-1, 0, rd);
+        long half = rd / 2;
+        var x1 = xr.narrow(-1, 0, half);
+        var x2 = xr.narrow(-1, half, half);
+        var rotated = xr * cos + cat([x2.neg(), x1], -1) * sin;
+        var result = rd == full ? rotated : cat([rotated, x.narrow(-1, rd, full - rd)], -1);
+        return result.MoveToOuterDisposeScope();
     }
 }

@@ -25,7 +25,7 @@ public static class GradientCheckpointing
     {
         if (!is_grad_enabled()) return layer.Forward(x, ctx);
         if (ctx.Cache is not null) throw new InvalidOperationException("gradient checkpointing cannot run with a KV cache (training has none)");
-        return CheckpointFunction.apply(x, ctx.Cos, ctx.Sin, ctx.Mask!, Anchor, layer);
+        return CheckpointFunction.apply(x, ctx.Cos, ctx.Sin, ctx.Mask!, Anchor, layer, ctx.SlidingMask!);
     }
 
     sealed class CheckpointFunction : autograd.SingleTensorFunction<CheckpointFunction>
@@ -35,33 +35,34 @@ public static class GradientCheckpointing
         public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
         {
             var (x, cos, sin, mask, layer) = ((Tensor)vars[0], (Tensor)vars[1], (Tensor)vars[2], vars[3] as Tensor, (DecoderLayer)vars[5]);
-            // Saved variables hold their own references: cos/sin/mask outlive the forward's dispose scope.
-            ctx.save_for_backward([x, cos, sin, mask!, random.get_rng_state()]);
+            var sliding = vars[6] as Tensor;   // the sliding-window mask, for windowed layers
+            // Saved variables hold their own references: cos/sin/masks outlive the forward's dispose scope.
+            ctx.save_for_backward([x, cos, sin, mask!, random.get_rng_state(), sliding!]);
             ctx.save_data("layer", layer);
             // TorchSharp would build zeros for a missing grad from an output-shaped tensor that our dispose scope frees.
             ctx.set_materialize_grads(false);
-            return layer.Forward(x, new ForwardContext { Cos = cos, Sin = sin, Mask = mask });
+            return layer.Forward(x, new ForwardContext { Cos = cos, Sin = sin, Mask = mask, SlidingMask = sliding });
         }
 
         public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad)
         {
-            if (grad is null || grad.IsInvalid) return [null!, null!, null!, null!, null!, null!];
+            if (grad is null || grad.IsInvalid) return [null!, null!, null!, null!, null!, null!, null!];
             var layer = (DecoderLayer)ctx.get_data("layer");
             using var scope = NewDisposeScope();
             var saved = ctx.get_saved_variables();
-            var (x, cos, sin, mask, rng) = (saved[0], saved[1], saved[2], saved[3], saved[4]);
+            var (x, cos, sin, mask, rng, sliding) = (saved[0], saved[1], saved[2], saved[3], saved[4], saved[5]);
             var now = random.get_rng_state();
             random.set_rng_state(rng); // the same dropout masks as the forward
             Tensor input;
             using (enable_grad())
             {
                 input = x.detach().requires_grad_(true);
-                var y = layer.Forward(input, new ForwardContext { Cos = cos, Sin = sin, Mask = mask });
+                var y = layer.Forward(input, new ForwardContext { Cos = cos, Sin = sin, Mask = mask, SlidingMask = sliding });
                 autograd.backward([y], [grad]);
             }
             random.set_rng_state(now);
             var gx = input.grad;
-            return [gx is null ? null! : gx.MoveToOuterDisposeScope(), null!, null!, null!, null!, null!];
+            return [gx is null ? null! : gx.MoveToOuterDisposeScope(), null!, null!, null!, null!, null!, null!];
         }
     }
 }

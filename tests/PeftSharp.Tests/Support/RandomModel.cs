@@ -10,7 +10,11 @@ public static class RandomModel
     public static JsonObject LlamaConfig(int hidden = 32, int layers = 2, int heads = 4, int kvHeads = 2, int vocab = 50,
         int intermediate = 48, string modelType = "llama", bool tied = false) => new()
     {
-        ["architectures"] = new JsonArray(modelType == "qwen2" ? "Qwen2ForCausalLM" : "LlamaForCausalLM"),
+        ["architectures"] = new JsonArray(modelType switch
+        {
+            "qwen2" => "Qwen2ForCausalLM", "qwen3" => "Qwen3ForCausalLM", "mistral" => "MistralForCausalLM",
+            "phi3" => "Phi3ForCausalLM", "gemma2" => "Gemma2ForCausalLM", _ => "LlamaForCausalLM",
+        }),
         ["model_type"] = modelType,
         ["hidden_size"] = hidden,
         ["intermediate_size"] = intermediate,
@@ -26,6 +30,49 @@ public static class RandomModel
         ["eos_token_id"] = vocab - 1,
     };
 
+    /// <summary>A tiny Qwen3: head_dim 16 with hidden 32 (independent of hidden / heads), q/k norms.</summary>
+    public static JsonObject Qwen3Config(bool tied = true)
+    {
+        var c = LlamaConfig(modelType: "qwen3", tied: tied);
+        c["head_dim"] = 16;
+        c["attention_bias"] = false;
+        return c;
+    }
+
+    /// <summary>A tiny Phi-3: fused projections, partial rotary (Phi-4-mini style) and optionally longrope.</summary>
+    public static JsonObject Phi3Config(bool longRope = false, double partialRotary = 0.75, int originalMax = 8)
+    {
+        var c = LlamaConfig(modelType: "phi3", hidden: 64, heads: 4, kvHeads: 2);   // head_dim 16, rotary 12
+        c["partial_rotary_factor"] = partialRotary;
+        c["hidden_act"] = "silu";
+        if (longRope)
+        {
+            int n = (int)(16 * partialRotary) / 2;
+            c["original_max_position_embeddings"] = originalMax;
+            c["max_position_embeddings"] = originalMax * 32;
+            c["rope_scaling"] = new JsonObject
+            {
+                ["type"] = "longrope",
+                ["short_factor"] = new JsonArray(Enumerable.Range(0, n).Select(i => (JsonNode)(1.0 + 0.05 * i)).ToArray()),
+                ["long_factor"] = new JsonArray(Enumerable.Range(0, n).Select(i => (JsonNode)(1.0 + 3.0 * i)).ToArray()),
+            };
+        }
+        return c;
+    }
+
+    /// <summary>A tiny Gemma 2: window 4 on even layers, soft-capping, query_pre_attn_scalar != head_dim.</summary>
+    public static JsonObject Gemma2Config(int layers = 3, int window = 4)
+    {
+        var c = LlamaConfig(modelType: "gemma2", layers: layers, tied: true);
+        c["head_dim"] = 16;
+        c["hidden_activation"] = "gelu_pytorch_tanh";
+        c["query_pre_attn_scalar"] = 24;
+        c["attn_logit_softcapping"] = 5.0;     // small caps so the tanh really bends tiny random logits
+        c["final_logit_softcapping"] = 3.0;
+        c["sliding_window"] = window;
+        return c;
+    }
+
     /// <summary>Random weights for every tensor the config implies, stored as <paramref name="dtype"/> (F32/BF16/F16).</summary>
     public static Dictionary<string, Tensor> Weights(JsonObject cfg, int seed)
     {
@@ -38,9 +85,18 @@ public static class RandomModel
         for (int i = 0; i < c.NumLayers; i++)
         {
             string p = $"model.layers.{i}";
-            w[$"{p}.self_attn.q_proj.weight"] = R(q, h);
-            w[$"{p}.self_attn.k_proj.weight"] = R(kv, h);
-            w[$"{p}.self_attn.v_proj.weight"] = R(kv, h);
+            if (c.FusedProjections) w[$"{p}.self_attn.qkv_proj.weight"] = R(q + 2 * kv, h);
+            else
+            {
+                w[$"{p}.self_attn.q_proj.weight"] = R(q, h);
+                w[$"{p}.self_attn.k_proj.weight"] = R(kv, h);
+                w[$"{p}.self_attn.v_proj.weight"] = R(kv, h);
+            }
+            if (c.QkNorm)
+            {
+                w[$"{p}.self_attn.q_norm.weight"] = 1 + R(c.HeadDim);
+                w[$"{p}.self_attn.k_norm.weight"] = 1 + R(c.HeadDim);
+            }
             w[$"{p}.self_attn.o_proj.weight"] = R(h, q);
             if (c.QkvBias)
             {
@@ -49,11 +105,23 @@ public static class RandomModel
                 w[$"{p}.self_attn.v_proj.bias"] = R(kv);
             }
             if (c.OBias) w[$"{p}.self_attn.o_proj.bias"] = R(h);
-            w[$"{p}.mlp.gate_proj.weight"] = R(c.IntermediateSize, h);
-            w[$"{p}.mlp.up_proj.weight"] = R(c.IntermediateSize, h);
+            if (c.FusedProjections) w[$"{p}.mlp.gate_up_proj.weight"] = R(2 * c.IntermediateSize, h);
+            else
+            {
+                w[$"{p}.mlp.gate_proj.weight"] = R(c.IntermediateSize, h);
+                w[$"{p}.mlp.up_proj.weight"] = R(c.IntermediateSize, h);
+            }
             w[$"{p}.mlp.down_proj.weight"] = R(h, c.IntermediateSize);
             w[$"{p}.input_layernorm.weight"] = 1 + R(h);
             w[$"{p}.post_attention_layernorm.weight"] = 1 + R(h);
+            if (c.GemmaBlock)
+            {
+                // Gemma norms scale by (1 + w): weights near 0 are the identity.
+                w[$"{p}.input_layernorm.weight"] = R(h);
+                w[$"{p}.post_attention_layernorm.weight"] = R(h);
+                w[$"{p}.pre_feedforward_layernorm.weight"] = R(h);
+                w[$"{p}.post_feedforward_layernorm.weight"] = R(h);
+            }
         }
         w["model.norm.weight"] = 1 + R(h);
         if (!c.TieWordEmbeddings) w["lm_head.weight"] = R(c.VocabSize, h);
