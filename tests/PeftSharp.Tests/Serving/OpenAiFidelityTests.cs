@@ -216,19 +216,23 @@ public class OpenAiFidelityTests
         string b = ServingHarness.SavedAdapter(Path.Combine(TestPaths.TempDir(), "b"), seed: 2);
         await using var h = await ServingHarness.Start(new ServerOptions { MaxAdapters = 1, MaxQueue = 1, Adapters = [("a", a), ("b", b)] });
         var gate = h.HoldWorker();
-        var first = h.CompletionText("b", "hold", 2);
-        await ServingHarness.WaitUntil(() => h.Server.State.Scheduler.QueuedJobs == 1, "the first request to queue");
-        using (var busy = await h.Http.PostAsync("v1/completions", new StringContent("{\"model\":\"a\",\"prompt\":\"x\"}", Encoding.UTF8, "application/json")))
+        Task<string> first;
+        try
         {
-            Assert.Equal(503, (int)busy.StatusCode);
-            Assert.Equal("1", busy.Headers.GetValues("Retry-After").Single());
+            first = h.CompletionText("b", "hold", 2);
+            await ServingHarness.WaitUntil(() => h.Server.State.Scheduler.QueuedJobs == 1, "the first request to queue");
+            using (var busy = await h.Http.PostAsync("v1/completions", new StringContent("{\"model\":\"a\",\"prompt\":\"x\"}", Encoding.UTF8, "application/json")))
+            {
+                Assert.Equal(503, (int)busy.StatusCode);
+                Assert.Equal("1", busy.Headers.GetValues("Retry-After").Single());
+            }
+            using (var full = await h.Http.PostAsync("v1/completions", new StringContent("{\"prompt\":\"x\"}", Encoding.UTF8, "application/json")))
+            {
+                Assert.Equal(429, (int)full.StatusCode);
+                Assert.Equal("1", full.Headers.GetValues("Retry-After").Single());
+            }
         }
-        using (var full = await h.Http.PostAsync("v1/completions", new StringContent("{\"prompt\":\"x\"}", Encoding.UTF8, "application/json")))
-        {
-            Assert.Equal(429, (int)full.StatusCode);
-            Assert.Equal("1", full.Headers.GetValues("Retry-After").Single());
-        }
-        gate.Release();
+        finally { gate.Release(); }   // a failed assert must not leave the worker held: disposing would wait for it forever
         Assert.NotNull(await first);
     }
 
