@@ -47,6 +47,11 @@ public sealed class ServeCommand : AsyncCommand<ServeCommand.Settings>
         [DefaultValue(256)]
         public int MaxQueue { get; set; } = 256;
 
+        [CommandOption("--log-level <LEVEL>")]
+        [Description("Least severe log level on the console (stderr): trace, debug, information, warning, error, critical, none. Server errors and refused adapter loads are logged with their cause")]
+        [DefaultValue("information")]
+        public string LogLevel { get; set; } = "information";
+
         [CommandOption("--served-name <NAME>")]
         [Description("Model id of the base (default: the model folder's name)")]
         public string? ServedName { get; set; }
@@ -54,8 +59,12 @@ public sealed class ServeCommand : AsyncCommand<ServeCommand.Settings>
         public ServerOptions Options => new()
         {
             Host = Host, Port = Port, ApiKey = ApiKey, AdapterRoot = AdapterRoot, MaxAdapters = MaxAdapters, MaxBatch = MaxBatch,
-            MaxQueue = MaxQueue, ServedName = ServedName, Adapters = Adapters.Select(ParseAdapter).ToList(),
+            MaxQueue = MaxQueue, ServedName = ServedName, Adapters = Adapters.Select(ParseAdapter).ToList(), LogLevel = ParseLogLevel(LogLevel),
         };
+
+        static Microsoft.Extensions.Logging.LogLevel ParseLogLevel(string level) =>
+            Enum.TryParse<Microsoft.Extensions.Logging.LogLevel>(level, ignoreCase: true, out var l) && Enum.IsDefined(l) && !int.TryParse(level, out _) ? l
+                : throw new ArgumentException($"--log-level '{level}' is not one of trace, debug, information, warning, error, critical, none");
 
         public override ValidationResult Validate()
         {

@@ -13,15 +13,36 @@ public static class AdapterPaths
     {
         if (string.IsNullOrWhiteSpace(path)) throw ServingException.BadRequest("'path' is required");
         if (path.Contains('\0')) throw ServingException.BadRequest("'path' contains a NUL character");
-        string realRoot = RealPath(Path.GetFullPath(root)) ?? throw new InvalidOperationException($"--adapter-root '{root}' does not exist");
+        string realRoot = RealRoot(root);
         string full = Path.GetFullPath(Path.IsPathRooted(path) ? path : Path.Combine(realRoot, path));
         string? real = RealPath(full);
         if (real is null || !Directory.Exists(real)) throw ServingException.NotFound($"adapter folder '{path}' not found under the adapter root");
-        string prefix = realRoot.EndsWith(Path.DirectorySeparatorChar) ? realRoot : realRoot + Path.DirectorySeparatorChar;
-        if (!real.StartsWith(prefix, StringComparison.Ordinal))
-            throw new ServingException(403, $"adapter path '{path}' resolves outside the adapter root", "permission_error");
+        if (!IsUnder(realRoot, real)) throw ServingException.Forbidden($"adapter path '{path}' resolves outside the adapter root");
         return real;
     }
+
+    /// <summary>
+    /// Refuses (403) a folder holding an entry whose real path lies outside the root: a file-level symlink to
+    /// /etc/passwd must not be read, not even to fail parsing it (the error would leak its content). Every entry is
+    /// checked, not only the files a loader is known to open today. A dangling link is refused too (its target could
+    /// appear later). The message names the entry, never its target.
+    /// </summary>
+    public static void CheckFilesUnderRoot(string root, string folder)
+    {
+        string realRoot = RealRoot(root);
+        foreach (var entry in Directory.EnumerateFileSystemEntries(folder))
+        {
+            bool isLink = new FileInfo(entry).LinkTarget is not null;
+            if (!isLink && IsUnder(realRoot, entry)) continue;
+            if (RealPath(Path.GetFullPath(entry)) is not { } real || !IsUnder(realRoot, real))
+                throw ServingException.Forbidden($"adapter folder '{Path.GetFileName(folder)}': '{Path.GetFileName(entry)}' is a link that resolves outside the adapter root");
+        }
+    }
+
+    static string RealRoot(string root) => RealPath(Path.GetFullPath(root)) ?? throw new InvalidOperationException($"--adapter-root '{root}' does not exist");
+
+    static bool IsUnder(string realRoot, string path) =>
+        path.StartsWith(realRoot.EndsWith(Path.DirectorySeparatorChar) ? realRoot : realRoot + Path.DirectorySeparatorChar, StringComparison.Ordinal);
 
     /// <summary>The path with every symlink component resolved; null when some component does not exist.</summary>
     static string? RealPath(string full)

@@ -1,4 +1,6 @@
 using System.Text.RegularExpressions;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
 using PeftSharp.Serving.Scheduling;
 
 namespace PeftSharp.Serving.Adapters;
@@ -18,10 +20,12 @@ public sealed partial class AdapterRegistry
     readonly List<AdapterVersion> _resident = new();
     readonly Dictionary<string, int> _versions = new();
     readonly SemaphoreSlim _loadGate = new(1, 1);
+    readonly ILogger _log;
     long _clock;
 
-    public AdapterRegistry(IAdapterLoader loader, BatchScheduler scheduler, string baseName, string? adapterRoot, int maxResident)
+    public AdapterRegistry(IAdapterLoader loader, BatchScheduler scheduler, string baseName, string? adapterRoot, int maxResident, ILogger? log = null)
     {
+        _log = log ?? NullLogger.Instance;
         if (maxResident < 1) throw new ArgumentException($"--max-adapters must be >= 1 (got {maxResident})");
         _loader = loader;
         _scheduler = scheduler;
@@ -42,14 +46,28 @@ public sealed partial class AdapterRegistry
     public int ResidentCount { get { lock (_lock) return _resident.Count; } }
 
     /// <summary>Loads an operator-given adapter (--adapter NAME=DIR); no root restriction.</summary>
-    public Task<AdapterVersion> LoadAsync(string name, string folder) => LoadCoreAsync(CheckName(name), Path.GetFullPath(folder), lease: false);
+    public Task<AdapterVersion> LoadAsync(string name, string folder) =>
+        Logged(name, folder, () => LoadCoreAsync(CheckName(name), Path.GetFullPath(folder), lease: false, underRoot: false));
 
-    /// <summary>POST /v1/adapters: only folders under --adapter-root (a Hub repo id when the Hub cache is under it).</summary>
-    public async Task<AdapterVersion> LoadRuntimeAsync(string name, string path)
+    /// <summary>POST /v1/adapters: only folders under --adapter-root (a Hub repo id when the Hub cache is under it),
+    /// and only files whose real paths lie under it too.</summary>
+    public Task<AdapterVersion> LoadRuntimeAsync(string name, string path) => Logged(name, path, async () =>
     {
-        if (_root is null) throw new ServingException(403, "runtime adapter loading is off (start the server with --adapter-root DIR)", "permission_error");
+        if (_root is null) throw ServingException.Forbidden("runtime adapter loading is off (start the server with --adapter-root DIR)");
         string checkedName = CheckName(name);
-        return await LoadCoreAsync(checkedName, AdapterPaths.ResolveUnderRoot(_root, await HubAdapterPath.LocateAsync(_root, path)), lease: false);
+        return await LoadCoreAsync(checkedName, AdapterPaths.ResolveUnderRoot(_root, await HubAdapterPath.LocateAsync(_root, path)), lease: false, underRoot: true);
+    });
+
+    /// <summary>Every refused load is logged with its cause: the client sees a message, the operator needs the record.</summary>
+    async Task<AdapterVersion> Logged(string name, string path, Func<Task<AdapterVersion>> load)
+    {
+        try { return await load(); }
+        catch (Exception e)
+        {
+            if (e is ServingException se) _log.LogWarning("adapter load '{Name}' from '{Path}' refused ({Status}): {Message}", name, path, se.Status, se.Message);
+            else _log.LogError(e, "adapter load '{Name}' from '{Path}' failed: {Message}", name, path, e.Message);
+            throw;
+        }
     }
 
     public void Unload(string name)
@@ -79,10 +97,10 @@ public sealed partial class AdapterRegistry
         lock (_lock)
         {
             if (!_current.TryGetValue(name, out evicted))
-                throw ServingException.NotFound($"model '{name}' not found (served: {string.Join(", ", new[] { BaseName }.Concat(_current.Keys.Order()))})");
+                throw ServingException.ModelNotFound($"model '{name}' not found (served: {string.Join(", ", new[] { BaseName }.Concat(_current.Keys.Order()))})");
             if (TryLease(evicted)) return new AdapterLease(evicted, Release);
         }
-        var v = await LoadCoreAsync(name, evicted.Folder, lease: true, reloadOf: evicted);
+        var v = await Logged(name, evicted.Folder, () => LoadCoreAsync(name, evicted.Folder, lease: true, evicted.UnderRoot, reloadOf: evicted));
         return new AdapterLease(v, Release);
     }
 
@@ -94,7 +112,7 @@ public sealed partial class AdapterRegistry
         return true;
     }
 
-    async Task<AdapterVersion> LoadCoreAsync(string name, string folder, bool lease, AdapterVersion? reloadOf = null)
+    async Task<AdapterVersion> LoadCoreAsync(string name, string folder, bool lease, bool underRoot, AdapterVersion? reloadOf = null)
     {
         await _loadGate.WaitAsync();
         try
@@ -107,6 +125,8 @@ public sealed partial class AdapterRegistry
                     if (now != reloadOf && TryLease(now)) return now;
                 }
             if (!Directory.Exists(folder)) throw ServingException.NotFound($"adapter folder '{folder}' not found");
+            // Checked here, just before any file is opened (and again at every reload: files may have changed).
+            if (underRoot) AdapterPaths.CheckFilesUnderRoot(_root!, folder);
             string hash = AdapterPaths.ContentHash(folder);
             int version;
             lock (_lock)
@@ -120,7 +140,7 @@ public sealed partial class AdapterRegistry
             catch (AdapterMismatchException e) { throw ServingException.Conflict($"adapter '{name}' does not fit the served base: {e.Message}"); }
             catch (Exception e) when (e is InvalidDataException or FileNotFoundException or ArgumentException or NotSupportedException or KeyNotFoundException)
             { throw ServingException.BadRequest($"adapter '{name}' failed to load: {e.Message}"); }
-            var v = new AdapterVersion { Name = name, Version = version, Folder = folder, ContentHash = hash, Info = info };
+            var v = new AdapterVersion { Name = name, Version = version, Folder = folder, ContentHash = hash, Info = info, UnderRoot = underRoot };
             lock (_lock)
             {
                 _resident.Add(v);
@@ -140,7 +160,7 @@ public sealed partial class AdapterRegistry
         while (_resident.Count >= _maxResident)
         {
             var victim = _resident.Where(v => v.Leases == 0 && !v.Retired).MinBy(v => v.LastUsed)
-                ?? throw new ServingException(503, $"all {_maxResident} resident adapters are in use (--max-adapters); retry later", "server_busy");
+                ?? throw ServingException.Busy(503, $"all {_maxResident} resident adapters are in use (--max-adapters); retry later", "server_busy");
             Retire(victim);
         }
     }

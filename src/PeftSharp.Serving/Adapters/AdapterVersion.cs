@@ -13,6 +13,8 @@ public sealed class AdapterVersion
     public required string Folder { get; init; }
     public required string ContentHash { get; init; }
     public required AdapterInfo Info { get; init; }
+    /// <summary>Loaded through POST /v1/adapters: a reload re-checks that every file still lies under --adapter-root.</summary>
+    public bool UnderRoot { get; init; }
 
     internal int Leases;
     /// <summary>Replaced, unloaded or evicted: no new request gets it; unloaded from the model when unleased.</summary>

@@ -12,7 +12,7 @@ public sealed record AdapterInfo(int Rank, string? BaseFingerprint, string Kind)
 /// </summary>
 public interface IAdapterLoader
 {
-    /// <summary>The served base's fingerprint, as adapters record it.</summary>
+    /// <summary>The served base's fingerprint, as an adapter trained on it with the default targets records it.</summary>
     string BaseFingerprint(CausalLM model);
     AdapterInfo Load(CausalLM model, string folder, string internalName);
     void Unload(CausalLM model, string internalName);

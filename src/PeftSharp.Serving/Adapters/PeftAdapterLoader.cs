@@ -16,7 +16,13 @@ public sealed class PeftAdapterLoader : IAdapterLoader
 
     Fingerprint Base(CausalLM model) => _base ??= Fingerprint.Compute(model, model.Linears().Select(l => l.ModulePath));
 
-    public string BaseFingerprint(CausalLM model) => Base(model).Digest;
+    /// <summary>
+    /// The digest an adapter records depends on the modules it adapts (<see cref="Fingerprint.Restrict"/>). Shown is
+    /// the one `peft train`'s default targets (all-linear: every projection but the output head) record, so an adapter
+    /// trained on this base shows the same value; the full fingerprint, lm_head included, stays the one compared.
+    /// </summary>
+    public string BaseFingerprint(CausalLM model) =>
+        Base(model).Restrict(LoraInjector.Targets(model, new LoraConfig { TargetModulesRegex = "all-linear" }).Select(l => l.ModulePath)).Digest;
 
     public AdapterInfo Load(CausalLM model, string folder, string internalName)
     {
@@ -30,12 +36,44 @@ public sealed class PeftAdapterLoader : IAdapterLoader
         }
         try { LoraInjector.Targets(model, adapter.Config); }
         catch (ArgumentException e) { throw new AdapterMismatchException(e.Message); }
+        CheckShapes(model, adapter.Dir);
         // The IO compares against the cached fingerprint too (a dictionary lookup), so no weight is hashed again.
         PeftAdapterIO.Load(model, adapter, internalName, knownBase: full);
         return new AdapterInfo(adapter.Config.R, adapter.RecordedBase?.Digest, adapter.Config.UseDora ? "dora" : "lora");
     }
 
     public void Unload(CausalLM model, string internalName) => LoraModel.Of(model).Delete(internalName);
+
+    /// <summary>
+    /// An adapter with no recorded fingerprint (as Python PEFT writes them) made for a base of other dimensions or
+    /// depth is a base mismatch (409), not a malformed request: its A/B matrices name modules the served base lacks or
+    /// do not fit their in/out features. Unreadable files are left to <see cref="PeftAdapterIO"/> to report.
+    /// </summary>
+    static void CheckShapes(CausalLM model, string dir)
+    {
+        string weights = Path.Combine(dir, PeftAdapterIO.WeightsFile);
+        if (!File.Exists(weights)) return;
+        SafeTensorsFile file;
+        try { file = new SafeTensorsFile(weights); }
+        catch (Exception e) when (e is IOException or InvalidDataException or ArgumentException or UnauthorizedAccessException) { return; }
+        using (file)
+        {
+            var modules = model.Linears().ToDictionary(l => l.ModulePath);
+            foreach (var t in file.Tensors)
+            {
+                int a = t.Name.IndexOf(".lora_A.", StringComparison.Ordinal), b = t.Name.IndexOf(".lora_B.", StringComparison.Ordinal);
+                int at = a >= 0 ? a : b;
+                if (at < 0 || !t.Name.StartsWith(PeftKeys.Prefix, StringComparison.Ordinal) || t.Shape.Length != 2) continue;
+                string module = t.Name[PeftKeys.Prefix.Length..at];
+                if (!modules.TryGetValue(module, out var lin))
+                    throw new AdapterMismatchException($"tensor '{t.Name}' adapts '{module}', which the served base does not have");
+                long want = a >= 0 ? lin.InFeatures : lin.OutFeatures, got = a >= 0 ? t.Shape[1] : t.Shape[0];
+                if (want != got)
+                    throw new AdapterMismatchException($"tensor '{t.Name}' has shape [{string.Join(", ", t.Shape)}]: made for a module with " +
+                        $"{(a >= 0 ? "in" : "out")}_features {got}, the served base's '{module}' has {want}");
+            }
+        }
+    }
 
     // One served base is shared by every adapter, so it is not re-quantised per adapter (generate/eval/merge do that
     // for their single adapter); say which base to serve instead.

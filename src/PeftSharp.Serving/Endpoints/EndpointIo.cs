@@ -18,8 +18,35 @@ static class EndpointIo
             body = await reader.ReadToEndAsync(http.RequestAborted);
         }
         catch (BadHttpRequestException e) { throw new ServingException(e.StatusCode, $"request body rejected: {e.Message}"); }
-        try { return JsonNode.Parse(body) as JsonObject ?? throw ServingException.BadRequest("the request body must be a JSON object"); }
+        JsonObject o;
+        try { o = JsonNode.Parse(body) as JsonObject ?? throw ServingException.BadRequest("the request body must be a JSON object"); }
         catch (JsonException e) { throw ServingException.BadRequest($"invalid JSON: {e.Message}"); }
+        CheckStrings(o);
+        return o;
+    }
+
+    /// <summary>
+    /// JSON may escape a lone UTF-16 surrogate ("\ud800"), which no string can hold as text: System.Text.Json
+    /// parses it but throws when the value is read, deep inside a handler (a 500). Every key and string is read here
+    /// once, so such a request is a 400 naming the field.
+    /// </summary>
+    static void CheckStrings(JsonNode? node)
+    {
+        try
+        {
+            switch (node)
+            {
+                case JsonObject o: foreach (var (_, v) in o) CheckStrings(v); break;
+                case JsonArray a: foreach (var v in a) CheckStrings(v); break;
+                case JsonValue v when v.GetValueKind() == JsonValueKind.String: v.GetValue<string>(); break;
+            }
+        }
+        // Reading a key or string of a parsed tree fails only on invalid text (InvalidOperationException: a lone
+        // surrogate) or a duplicate key (ArgumentException).
+        catch (Exception e) when (e is InvalidOperationException or ArgumentException)
+        {
+            throw ServingException.BadRequest($"invalid JSON at {node!.GetPath()}: {e.Message}");
+        }
     }
 
     public static async Task Json(HttpContext http, int status, JsonNode body)

@@ -16,10 +16,12 @@ public static class GenerationEndpoint
         var req = CompletionRequest.Parse(await EndpointIo.ReadJsonObject(http), chat);
         int[] prompt = PromptIds(req, s, chat);
         int context = s.Config.MaxPositionEmbeddings;
-        if (prompt.Length >= context) throw ServingException.BadRequest($"the prompt is {prompt.Length} tokens; the model's context is {context}");
+        if (prompt.Length >= context)
+            throw ServingException.ContextLengthExceeded($"the prompt is {prompt.Length} tokens; the model's context is {context}", chat ? "messages" : "prompt");
         int maxTokens = req.MaxTokens ?? Math.Min(s.Generation.MaxNewTokens ?? (chat ? context : 16), context - prompt.Length);
-        if (prompt.Length + maxTokens > context)
-            throw ServingException.BadRequest($"prompt ({prompt.Length} tokens) + max_tokens ({maxTokens}) exceeds the model's context of {context}");
+        // 64-bit: max_tokens near int.MaxValue must not wrap around and pass.
+        if ((long)prompt.Length + maxTokens > context)
+            throw ServingException.ContextLengthExceeded($"prompt ({prompt.Length} tokens) + max_tokens ({maxTokens}) exceeds the model's context of {context}", "max_tokens");
 
         using var lease = await s.Adapters.AcquireAsync(req.Model);
         string model = req.Model ?? s.Adapters.BaseName;
@@ -28,26 +30,31 @@ public static class GenerationEndpoint
         var d = s.Generation.ApplyTo(new SamplingOptions { Temperature = 1.0 });
         var sampling = d with { MaxNewTokens = maxTokens, Temperature = req.Temperature ?? d.Temperature, TopP = req.TopP ?? d.TopP,
             TopK = req.TopK ?? d.TopK, RepetitionPenalty = req.RepetitionPenalty ?? d.RepetitionPenalty, Seed = req.Seed };
-        var job = new GenerationJob(prompt, sampling, s.StopIds, lease.InternalName, cts.Token);
+        var job = new GenerationJob(prompt, sampling, s.StopIds, lease.InternalName, cts.Token, req.TopLogprobs);
         if (!s.Scheduler.TryEnqueue(job))
-            throw s.Scheduler.Accepting ? new ServingException(429, $"too many queued requests (--max-queue {s.Options.MaxQueue}); retry later", "rate_limit_error")
-                : new ServingException(503, "the server is shutting down", "server_shutting_down");
+            throw s.Scheduler.Accepting ? ServingException.Busy(429, $"too many queued requests (--max-queue {s.Options.MaxQueue}); retry later", "rate_limit_error")
+                : ServingException.Busy(503, "the server is shutting down", "server_shutting_down");
 
         string id = (chat ? "chatcmpl-" : "cmpl-") + Guid.NewGuid().ToString("N");
         long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
-        var text = new TextAssembler(s, req.Stop, prompt);
+        // echo: the prompt comes back before the completion (text offsets of the logprobs count from its start).
+        string echo = req.Echo ? req.Prompt ?? s.Decode(prompt) : "";
+        var text = new TextAssembler(s, req.Stop, prompt, wantLogprobs: req.TopLogprobs is not null);
         if (req.Stream)
         {
             await EndpointIo.StartEvents(http);
-            if (chat) await EndpointIo.Event(http, OpenAiResponses.ChatChunk(id, created, model, new JsonObject { ["role"] = "assistant", ["content"] = "" }, null));
+            if (chat) await EndpointIo.Event(http, WithUsageField(OpenAiResponses.ChatChunk(id, created, model, new JsonObject { ["role"] = "assistant", ["content"] = "" }, null)));
+            if (echo.Length > 0) await EndpointIo.Event(http, Chunk(echo, null, null));
             await foreach (var tok in job.Tokens.ReadAllAsync(CancellationToken.None))
             {
                 string delta = text.Push(tok, cts);
-                if (delta.Length > 0) await EndpointIo.Event(http, Chunk(delta, null));
+                if (delta.Length > 0) await EndpointIo.Event(http, Chunk(delta, null, text.TakeLogprobs(final: false)));
             }
             string last = text.Flush();
             if (http.RequestAborted.IsCancellationRequested) return;
-            await EndpointIo.Event(http, Chunk(last, text.FinishReason(job)));
+            await EndpointIo.Event(http, Chunk(last, text.FinishReason(job), text.TakeLogprobs(final: true)));
+            if (req.IncludeUsage)
+                await EndpointIo.Event(http, OpenAiResponses.UsageChunk(id, created, model, chat, OpenAiResponses.Usage(prompt.Length, job.Generated)));
             await EndpointIo.Done(http);
             return;
         }
@@ -55,12 +62,26 @@ public static class GenerationEndpoint
         text.Flush();
         if (http.RequestAborted.IsCancellationRequested) return;
         var usage = OpenAiResponses.Usage(prompt.Length, job.Generated);
-        await EndpointIo.Json(http, 200, chat ? OpenAiResponses.Chat(id, created, model, text.Text, text.FinishReason(job), usage)
-            : OpenAiResponses.Completion(id, created, model, text.Text, text.FinishReason(job), usage));
+        var logprobs = Logprobs(text.TakeLogprobs(final: true));
+        await EndpointIo.Json(http, 200, chat ? OpenAiResponses.Chat(id, created, model, text.Text, text.FinishReason(job), usage, logprobs)
+            : OpenAiResponses.Completion(id, created, model, echo + text.Text, text.FinishReason(job), usage, logprobs));
 
-        JsonObject Chunk(string delta, string? finish) => chat
-            ? OpenAiResponses.ChatChunk(id, created, model, delta.Length > 0 ? new JsonObject { ["content"] = delta } : new JsonObject(), finish)
-            : OpenAiResponses.CompletionChunk(id, created, model, delta, finish);
+        JsonObject? Logprobs(List<TokenLogprob>? entries) => entries is null ? null
+            : chat ? OpenAiResponses.ChatLogprobs(entries) : OpenAiResponses.CompletionLogprobs(entries, echo.Length);
+
+        JsonObject Chunk(string delta, string? finish, List<TokenLogprob>? entries)
+        {
+            return WithUsageField(chat
+                ? OpenAiResponses.ChatChunk(id, created, model, delta.Length > 0 ? new JsonObject { ["content"] = delta } : new JsonObject(), finish, Logprobs(entries))
+                : OpenAiResponses.CompletionChunk(id, created, model, delta, finish, Logprobs(entries)));
+        }
+
+        // With include_usage, every chunk but the last carries "usage": null (OpenAI's stream shape).
+        JsonObject WithUsageField(JsonObject chunk)
+        {
+            if (req.IncludeUsage) chunk["usage"] = null;
+            return chunk;
+        }
     }
 
     static int[] PromptIds(CompletionRequest req, ServerState s, bool chat)
@@ -78,17 +99,27 @@ public static class GenerationEndpoint
     }
 
     /// <summary>Generated ids → text deltas: stop ids end the text, partial UTF-8 is held back (<see cref="TextStreamer"/>), stop strings cut it.</summary>
-    sealed class TextAssembler(ServerState s, string[] stops, IReadOnlyList<int> prompt)
+    sealed class TextAssembler(ServerState s, string[] stops, IReadOnlyList<int> prompt, bool wantLogprobs)
     {
         readonly TextStreamer _streamer = new(s.Decode, prompt);
         readonly StopMatcher _stop = new(stops);
         readonly System.Text.StringBuilder _out = new();
+        // Log probabilities of the tokens pushed so far (each with where its text starts), and how many were sent.
+        readonly List<TokenLogprob> _logprobs = new();
+        int _logprobsSent, _tokenChars;
 
         public string Text => _out.ToString();
 
-        public string Push(int id, CancellationTokenSource cancelRow)
+        public string Push(GeneratedToken tok, CancellationTokenSource cancelRow)
         {
+            int id = tok.Id;
             if (_stop.Stopped || s.StopIds.Contains(id)) return "";
+            if (tok.Top is { } top)
+            {
+                string piece = s.Decode([id]);
+                _logprobs.Add(new TokenLogprob(piece, tok.Logprob, _tokenChars, top.Select(t => (s.Decode([t.Id]), t.Logprob)).ToArray()));
+                _tokenChars += piece.Length;
+            }
             string delta = _stop.Push(_streamer.Push(id));
             if (_stop.Stopped) cancelRow.Cancel();   // the row leaves the batch at the next step
             _out.Append(delta);
@@ -101,6 +132,20 @@ public static class GenerationEndpoint
             string rest = _stop.Push(_streamer.Flush()) + _stop.Flush();
             _out.Append(rest);
             return rest;
+        }
+
+        /// <summary>
+        /// The log probabilities not sent yet whose text has been sent (all at the end, unless a stop string cut the
+        /// text: then those of tokens starting before the cut); null when none were asked for.
+        /// </summary>
+        public List<TokenLogprob>? TakeLogprobs(bool final)
+        {
+            if (!wantLogprobs) return null;
+            int limit = final && !_stop.Stopped ? int.MaxValue : _out.Length;
+            var take = new List<TokenLogprob>();
+            while (_logprobsSent < _logprobs.Count && _logprobs[_logprobsSent].TextOffset < limit) take.Add(_logprobs[_logprobsSent++]);
+            if (final) _logprobsSent = _logprobs.Count;
+            return take;
         }
 
         public string FinishReason(GenerationJob job) => _stop.Stopped ? "stop" : job.FinishReason == "length" ? "length" : "stop";

@@ -23,11 +23,13 @@ public sealed class PeftServer : IAsyncDisposable
     readonly WebApplication _app;
     readonly CausalLM? _ownedModel;
     readonly TextTokenizer? _ownedTokenizer;
+    readonly ILoggerFactory _logs;
     int _stopped;
 
-    PeftServer(WebApplication app, ServerState state, CausalLM? ownedModel, TextTokenizer? ownedTokenizer)
+    PeftServer(WebApplication app, ServerState state, CausalLM? ownedModel, TextTokenizer? ownedTokenizer, ILoggerFactory logs)
     {
         _app = app;
+        _logs = logs;
         State = state;
         _ownedModel = ownedModel;
         _ownedTokenizer = ownedTokenizer;
@@ -65,14 +67,15 @@ public sealed class PeftServer : IAsyncDisposable
 
     static async Task<PeftServer> StartCoreAsync(CausalLM model, TextTokenizer tok, string name, ServerOptions o, IAdapterLoader loader, bool owned)
     {
+        var logs = LoggerFactory.Create(b => ConfigureLogging(b, o));
         var scheduler = new BatchScheduler(model, o.MaxBatch, o.MaxQueue);
         try
         {
-            var registry = new AdapterRegistry(loader, scheduler, name, o.AdapterRoot, o.MaxAdapters);
+            var registry = new AdapterRegistry(loader, scheduler, name, o.AdapterRoot, o.MaxAdapters, logs.CreateLogger<AdapterRegistry>());
             foreach (var (n, dir) in o.Adapters) await registry.LoadAsync(n, dir);
             var state = new ServerState(model.Config, tok, scheduler, registry, o);
-            var app = Build(state);
-            var server = new PeftServer(app, state, owned ? model : null, owned ? tok : null);
+            var app = Build(state, logs);
+            var server = new PeftServer(app, state, owned ? model : null, owned ? tok : null, logs);
             await app.StartAsync();
             var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
             server.BaseAddress = new Uri(address.EndsWith('/') ? address : address + "/");
@@ -81,15 +84,30 @@ public sealed class PeftServer : IAsyncDisposable
         catch
         {
             scheduler.Dispose();
+            logs.Dispose();
             throw;
         }
     }
 
-    static WebApplication Build(ServerState s)
+    /// <summary>
+    /// The console (stderr) or the given providers, at --log-level. ASP.NET Core's own per-request information lines
+    /// are left out unless --log-level is debug or trace; its warnings and errors always show.
+    /// </summary>
+    static void ConfigureLogging(ILoggingBuilder b, ServerOptions o)
+    {
+        b.SetMinimumLevel(o.LogLevel);
+        if (o.LogLevel >= LogLevel.Information) b.AddFilter("Microsoft", LogLevel.Warning);
+        if (o.LoggerProviders is null) b.AddSimpleConsole(c => c.SingleLine = true).AddConsole(c => c.LogToStandardErrorThreshold = LogLevel.Trace);
+        else foreach (var p in o.LoggerProviders) b.AddProvider(p);
+    }
+
+    static WebApplication Build(ServerState s, ILoggerFactory logs)
     {
         var o = s.Options;
         var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { ContentRootPath = AppContext.BaseDirectory });
+        // One logger factory for the host and the registry, so both go where --log-level / LoggerProviders say.
         builder.Logging.ClearProviders();
+        builder.Services.AddSingleton(logs);
         builder.Services.Configure<HostOptions>(h => h.ShutdownTimeout = o.ShutdownGrace + TimeSpan.FromSeconds(5));
         builder.WebHost.UseKestrel(k =>
         {
@@ -100,9 +118,11 @@ public sealed class PeftServer : IAsyncDisposable
         var app = builder.Build();
         // Stop admitting at shutdown and let running rows finish (cancelled after the grace).
         app.Lifetime.ApplicationStopping.Register(() => s.Scheduler.DrainAsync(o.ShutdownGrace).GetAwaiter().GetResult());
-        app.Use(ErrorHandling.Middleware);
+        var log = logs.CreateLogger<PeftServer>();
+        app.Use((http, next) => ErrorHandling.Middleware(http, next, log));
         app.Use((http, next) => ApiKeyCheck.Middleware(http, next, o.ApiKey));
         app.MapGet("/v1/models", http => ModelsEndpoint.Handle(http, s));
+        app.MapGet("/v1/models/{id}", http => ModelsEndpoint.HandleOne(http, s, (string)http.Request.RouteValues["id"]!));
         app.MapPost("/v1/completions", http => GenerationEndpoint.Handle(http, s, chat: false));
         app.MapPost("/v1/chat/completions", http => GenerationEndpoint.Handle(http, s, chat: true));
         app.MapPost("/v1/adapters", http => AdaptersEndpoint.Load(http, s));
@@ -123,5 +143,6 @@ public sealed class PeftServer : IAsyncDisposable
         State.Adapters.UnloadAll();   // runs inline now that the worker has stopped
         _ownedTokenizer?.Dispose();
         _ownedModel?.Dispose();
+        _logs.Dispose();
     }
 }

@@ -1,3 +1,5 @@
+using Microsoft.Extensions.Logging;
+
 namespace PeftSharp.Serving.Hosting;
 
 /// <summary>Everything `peft serve` can be told (each maps to one flag).</summary>
@@ -22,6 +24,10 @@ public sealed record ServerOptions
     /// <summary>On shutdown, how long running requests may finish before they are cancelled.</summary>
     public TimeSpan ShutdownGrace { get; init; } = TimeSpan.FromSeconds(10);
     public long MaxBodyBytes { get; init; } = 4 << 20;
+    /// <summary>Least severe level logged (--log-level). Server errors (5xx) and refused adapter loads are logged with their cause.</summary>
+    public LogLevel LogLevel { get; init; } = LogLevel.Information;
+    /// <summary>Where logs go; null: the console (standard error, so standard output stays the program's).</summary>
+    public IReadOnlyList<ILoggerProvider>? LoggerProviders { get; init; }
 
     public void Validate()
     {

@@ -5,7 +5,9 @@ namespace PeftSharp.Serving.OpenAi;
 
 /// <summary>
 /// The fields of an OpenAI completions / chat completions request that PeftSharp serves, parsed with a precise
-/// 400 message for anything malformed. Unknown fields are ignored, as OpenAI-compatible servers commonly do.
+/// 400 message for anything malformed. Fields that only inform (user, metadata, store...) and unknown fields are
+/// ignored, as OpenAI-compatible servers commonly do; fields that would change the output and are not implemented
+/// (tools, response_format, penalties, logit_bias, suffix, best_of) are refused with 400 naming them, never ignored.
 /// </summary>
 public sealed record CompletionRequest
 {
@@ -24,6 +26,15 @@ public sealed record CompletionRequest
     public int? Seed { get; init; }
     public string[] Stop { get; init; } = [];
     public bool Stream { get; init; }
+    /// <summary>Streaming: end with a chunk holding the usage (stream_options.include_usage).</summary>
+    public bool IncludeUsage { get; init; }
+    /// <summary>Log probabilities wanted: the number of alternatives per token (0 = the chosen token's only); null = none.</summary>
+    public int? TopLogprobs { get; init; }
+    /// <summary>Completions: the prompt is sent back before the completion.</summary>
+    public bool Echo { get; init; }
+
+    /// <summary>OpenAI's limits: completions' logprobs (top-N) at most 5, chat's top_logprobs at most 20.</summary>
+    public const int MaxCompletionLogprobs = 5, MaxChatTopLogprobs = 20;
 
     public static CompletionRequest Parse(JsonObject o, bool chat)
     {
@@ -40,13 +51,58 @@ public sealed record CompletionRequest
             Seed = OptInt(o, "seed"),
             Stop = ParseStop(o["stop"]),
             Stream = OptBool(o, "stream") ?? false,
+            TopLogprobs = chat ? ChatLogprobs(o) : OptInt(o, "logprobs"),
+            Echo = !chat && (OptBool(o, "echo") ?? false),
         };
+        if (o["stream_options"] is { } so)
+        {
+            if (!r.Stream) throw ServingException.BadRequest("'stream_options' is only allowed when 'stream' is true", "stream_options");
+            if (so is not JsonObject soo) throw ServingException.BadRequest("'stream_options' must be an object", "stream_options");
+            r = r with { IncludeUsage = OptBool(soo, "include_usage") ?? false };
+        }
+        if (!chat && r.TopLogprobs is < 0 or > MaxCompletionLogprobs)
+            throw ServingException.BadRequest($"'logprobs' must be in [0, {MaxCompletionLogprobs}] (got {r.TopLogprobs})", "logprobs");
+        if (r.Echo && r.TopLogprobs is not null)
+            throw ServingException.Unsupported("echo", "'echo' together with 'logprobs' is not supported (the prompt's log probabilities are not computed)");
+        RefuseUnimplemented(o, chat);
         if (r.MaxTokens is < 1) throw ServingException.BadRequest($"'max_tokens' must be >= 1 (got {r.MaxTokens})");
         if (r.Temperature is < 0 or > 2) throw ServingException.BadRequest($"'temperature' must be in [0, 2] (got {r.Temperature})");
         if (r.TopP is { } p && !(p > 0 && p <= 1)) throw ServingException.BadRequest($"'top_p' must be in (0, 1] (got {r.TopP})");
         if (r.TopK is < 0) throw ServingException.BadRequest($"'top_k' must be >= 0 (0 = off; got {r.TopK})");
         if (r.RepetitionPenalty is { } rp && !(rp > 0 && rp <= 100)) throw ServingException.BadRequest($"'repetition_penalty' must be in (0, 100] (got {r.RepetitionPenalty})");
         return chat ? r with { Messages = ParseMessages(o["messages"]) } : ParsePrompt(r, o["prompt"]);
+    }
+
+    /// <summary>Chat: logprobs (bool) and top_logprobs (0-20, only with logprobs true), as OpenAI validates them.</summary>
+    static int? ChatLogprobs(JsonObject o)
+    {
+        bool on = OptBool(o, "logprobs") ?? false;
+        int? top = OptInt(o, "top_logprobs");
+        if (top is not null && !on) throw ServingException.BadRequest("'top_logprobs' needs 'logprobs' set to true", "top_logprobs");
+        if (top is < 0 or > MaxChatTopLogprobs) throw ServingException.BadRequest($"'top_logprobs' must be in [0, {MaxChatTopLogprobs}] (got {top})", "top_logprobs");
+        return on ? top ?? 0 : null;
+    }
+
+    /// <summary>OpenAI fields that change the output and that this server does not implement: a 400 naming the field.</summary>
+    static void RefuseUnimplemented(JsonObject o, bool chat)
+    {
+        static bool Empty(JsonNode? n) => n is null || n is JsonArray { Count: 0 } || n is JsonObject { Count: 0 };
+        static bool IsString(JsonNode? n, string value) => n is JsonValue v && v.TryGetValue<string>(out var s) && s == value;
+        static bool IsZero(JsonNode? n) => n is null || n is JsonValue v && v.GetValueKind() == JsonValueKind.Number && v.GetValue<double>() == 0;
+        if (!Empty(o["tools"]) || !Empty(o["functions"]))
+            throw ServingException.Unsupported(o["tools"] is null ? "functions" : "tools", "tool and function calling is not supported by this server; send the request without 'tools'/'functions'");
+        if (o["tool_choice"] is { } tc && !IsString(tc, "none") && !IsString(tc, "auto"))
+            throw ServingException.Unsupported("tool_choice", "'tool_choice' is not supported (no tools); only \"none\" or \"auto\" is accepted");
+        if (o["function_call"] is { } fc && !IsString(fc, "none") && !IsString(fc, "auto"))
+            throw ServingException.Unsupported("function_call", "'function_call' is not supported (no functions)");
+        if (o["response_format"] is { } rf && !(rf is JsonObject rfo && IsString(rfo["type"], "text")))
+            throw ServingException.Unsupported("response_format", "'response_format' other than {\"type\": \"text\"} is not supported (no constrained JSON output)");
+        if (!Empty(o["logit_bias"])) throw ServingException.Unsupported("logit_bias", "'logit_bias' is not supported");
+        foreach (var key in new[] { "presence_penalty", "frequency_penalty" })
+            if (!IsZero(o[key])) throw ServingException.Unsupported(key, $"'{key}' other than 0 is not supported");
+        if (!chat && o["suffix"] is { } sfx && !IsString(sfx, "")) throw ServingException.Unsupported("suffix", "'suffix' (insertion) is not supported");
+        if (!chat && o["best_of"] is { } bo && !(bo is JsonValue bv && bv.GetValueKind() == JsonValueKind.Number && bv.GetValue<double>() == 1))
+            throw ServingException.Unsupported("best_of", "'best_of' must be 1 (one candidate per request)");
     }
 
     static CompletionRequest ParsePrompt(CompletionRequest r, JsonNode? p)
@@ -72,7 +128,10 @@ public sealed record CompletionRequest
             string role = OptString(m, "role") ?? throw ServingException.BadRequest($"messages[{i}].role is required");
             if (role is not ("system" or "user" or "assistant" or "developer" or "tool"))
                 throw ServingException.BadRequest($"messages[{i}].role '{role}' is not system, developer, user, assistant or tool");
-            list.Add((role, ContentText(m["content"], i)));
+            // An assistant turn that called tools has content null (OpenAI's history shape): accepted, rendered as an
+            // empty turn, since the chat format has no syntax for tool calls.
+            bool toolTurn = role == "assistant" && (m["tool_calls"] is JsonArray { Count: > 0 } || m["function_call"] is JsonObject);
+            list.Add((role, toolTurn && m["content"] is null ? "" : ContentText(m["content"], i)));
         }
         return list;
     }

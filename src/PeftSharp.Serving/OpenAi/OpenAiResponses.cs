@@ -1,42 +1,93 @@
+using System.Text;
 using System.Text.Json.Nodes;
 
 namespace PeftSharp.Serving.OpenAi;
 
-/// <summary>Response bodies in OpenAI's shapes (completions, chat completions, their stream chunks, errors).</summary>
+/// <summary>One generated token's log probability: its text, where that starts in the completion, and the top alternatives.</summary>
+public sealed record TokenLogprob(string Token, float Logprob, int TextOffset, (string Token, float Logprob)[] Top);
+
+/// <summary>
+/// Response bodies in OpenAI's shapes (completions, chat completions, their stream chunks, usage chunks, logprobs,
+/// errors), as the OpenAI API reference and the openai-node SDK's types define them.
+/// </summary>
 public static class OpenAiResponses
 {
-    public static JsonObject Error(string message, string type) =>
-        new() { ["error"] = new JsonObject { ["message"] = message, ["type"] = type, ["param"] = null, ["code"] = null } };
+    public static JsonObject Error(string message, string type, string? code = null, string? param = null) =>
+        new() { ["error"] = new JsonObject { ["message"] = message, ["type"] = type, ["param"] = param, ["code"] = code } };
 
     public static JsonObject Usage(int prompt, int completion) =>
         new() { ["prompt_tokens"] = prompt, ["completion_tokens"] = completion, ["total_tokens"] = prompt + completion };
 
-    public static JsonObject Completion(string id, long created, string model, string text, string finish, JsonObject usage) => new()
+    public static JsonObject Completion(string id, long created, string model, string text, string finish, JsonObject usage, JsonObject? logprobs = null) => new()
     {
         ["id"] = id, ["object"] = "text_completion", ["created"] = created, ["model"] = model,
-        ["choices"] = new JsonArray(new JsonObject { ["index"] = 0, ["text"] = text, ["logprobs"] = null, ["finish_reason"] = finish }),
+        ["choices"] = new JsonArray(new JsonObject { ["index"] = 0, ["text"] = text, ["logprobs"] = logprobs, ["finish_reason"] = finish }),
         ["usage"] = usage,
     };
 
-    public static JsonObject CompletionChunk(string id, long created, string model, string text, string? finish) => new()
+    public static JsonObject CompletionChunk(string id, long created, string model, string text, string? finish, JsonObject? logprobs = null) => new()
     {
         ["id"] = id, ["object"] = "text_completion", ["created"] = created, ["model"] = model,
-        ["choices"] = new JsonArray(new JsonObject { ["index"] = 0, ["text"] = text, ["logprobs"] = null, ["finish_reason"] = finish }),
+        ["choices"] = new JsonArray(new JsonObject { ["index"] = 0, ["text"] = text, ["logprobs"] = logprobs, ["finish_reason"] = finish }),
     };
 
-    public static JsonObject Chat(string id, long created, string model, string text, string finish, JsonObject usage) => new()
+    public static JsonObject Chat(string id, long created, string model, string text, string finish, JsonObject usage, JsonObject? logprobs = null) => new()
     {
         ["id"] = id, ["object"] = "chat.completion", ["created"] = created, ["model"] = model,
         ["choices"] = new JsonArray(new JsonObject
         {
-            ["index"] = 0, ["message"] = new JsonObject { ["role"] = "assistant", ["content"] = text }, ["finish_reason"] = finish,
+            ["index"] = 0, ["message"] = new JsonObject { ["role"] = "assistant", ["content"] = text }, ["logprobs"] = logprobs, ["finish_reason"] = finish,
         }),
         ["usage"] = usage,
     };
 
-    public static JsonObject ChatChunk(string id, long created, string model, JsonObject delta, string? finish) => new()
+    public static JsonObject ChatChunk(string id, long created, string model, JsonObject delta, string? finish, JsonObject? logprobs = null) => new()
     {
         ["id"] = id, ["object"] = "chat.completion.chunk", ["created"] = created, ["model"] = model,
-        ["choices"] = new JsonArray(new JsonObject { ["index"] = 0, ["delta"] = delta, ["finish_reason"] = finish }),
+        ["choices"] = new JsonArray(new JsonObject { ["index"] = 0, ["delta"] = delta, ["logprobs"] = logprobs, ["finish_reason"] = finish }),
     };
+
+    /// <summary>stream_options.include_usage: the last chunk before [DONE], with no choices and the request's usage.</summary>
+    public static JsonObject UsageChunk(string id, long created, string model, bool chat, JsonObject usage) => new()
+    {
+        ["id"] = id, ["object"] = chat ? "chat.completion.chunk" : "text_completion", ["created"] = created, ["model"] = model,
+        ["choices"] = new JsonArray(), ["usage"] = usage,
+    };
+
+    /// <summary>
+    /// Completions' legacy shape: parallel lists of tokens, their log probabilities, the top alternatives (a token →
+    /// logprob map holding the top N and the chosen token, so up to N+1 entries) and each token's text offset.
+    /// </summary>
+    public static JsonObject CompletionLogprobs(IReadOnlyList<TokenLogprob> entries, int offsetBase) => new()
+    {
+        ["tokens"] = new JsonArray(entries.Select(e => (JsonNode?)e.Token).ToArray()),
+        ["token_logprobs"] = new JsonArray(entries.Select(e => (JsonNode?)Finite(e.Logprob)).ToArray()),
+        ["top_logprobs"] = new JsonArray(entries.Select(e =>
+        {
+            var top = new JsonObject();
+            foreach (var (t, lp) in e.Top) top[t] ??= Finite(lp);   // distinct ids can decode to the same text: keep the likelier
+            top[e.Token] ??= Finite(e.Logprob);
+            return (JsonNode?)top;
+        }).ToArray()),
+        ["text_offset"] = new JsonArray(entries.Select(e => (JsonNode?)(offsetBase + e.TextOffset)).ToArray()),
+    };
+
+    /// <summary>Chat's shape: {content: [{token, logprob, bytes, top_logprobs: [{token, logprob, bytes}]}], refusal: null}.</summary>
+    public static JsonObject ChatLogprobs(IReadOnlyList<TokenLogprob> entries) => new()
+    {
+        ["content"] = new JsonArray(entries.Select(e => (JsonNode?)new JsonObject
+        {
+            ["token"] = e.Token, ["logprob"] = Finite(e.Logprob), ["bytes"] = Bytes(e.Token),
+            ["top_logprobs"] = new JsonArray(e.Top.Select(t => (JsonNode?)new JsonObject
+            {
+                ["token"] = t.Token, ["logprob"] = Finite(t.Logprob), ["bytes"] = Bytes(t.Token),
+            }).ToArray()),
+        }).ToArray()),
+        ["refusal"] = null,
+    };
+
+    static JsonArray Bytes(string token) => new(Encoding.UTF8.GetBytes(token).Select(b => (JsonNode?)(int)b).ToArray());
+
+    // JSON has no -Infinity; OpenAI reports a token of probability ~0 as -9999.0.
+    static float Finite(float lp) => float.IsFinite(lp) ? lp : -9999f;
 }

@@ -3,16 +3,23 @@ using PeftSharp.Generation;
 
 namespace PeftSharp.Serving.Scheduling;
 
+/// <summary>A generated token; with log probabilities requested, its log-probability and the top alternatives (most likely first).</summary>
+public readonly record struct GeneratedToken(int Id, float Logprob = float.NaN, (int Id, float Logprob)[]? Top = null);
+
 /// <summary>
 /// One request as the batch worker sees it: prompt ids, sampling, the internal adapter name of its row (null = base)
 /// and a channel the worker writes generated ids to. The channel completes when the row leaves the batch.
 /// </summary>
 public sealed class GenerationJob
 {
-    readonly Channel<int> _tokens = Channel.CreateUnbounded<int>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
+    readonly Channel<GeneratedToken> _tokens = Channel.CreateUnbounded<GeneratedToken>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
 
-    public GenerationJob(IReadOnlyList<int> prompt, SamplingOptions options, IReadOnlyCollection<int> stopIds, string? adapter, CancellationToken cancel)
+    /// <param name="topLogprobs">Log probabilities wanted (the number of alternatives per token); null: none are computed.</param>
+    public GenerationJob(IReadOnlyList<int> prompt, SamplingOptions options, IReadOnlyCollection<int> stopIds, string? adapter, CancellationToken cancel,
+        int? topLogprobs = null)
     {
+        if (topLogprobs < 0) throw new ArgumentException("top logprobs must be >= 0");
+        TopLogprobs = topLogprobs;
         if (prompt.Count == 0) throw new ArgumentException("the prompt encodes to zero tokens");
         if (options.MaxNewTokens < 1) throw new ArgumentException("max_tokens must be >= 1");
         Prompt = prompt;
@@ -28,20 +35,21 @@ public sealed class GenerationJob
     public IReadOnlyCollection<int> StopIds { get; }
     public string? Adapter { get; }
     public CancellationToken Cancel { get; }
+    public int? TopLogprobs { get; }
     internal TokenSampler Sampler { get; }
     internal int Generated { get; set; }
 
     /// <summary>"stop" (a stop id), "length" (max tokens) or "cancelled"; set before <see cref="Tokens"/> completes.</summary>
     public string? FinishReason { get; private set; }
 
-    public ChannelReader<int> Tokens => _tokens.Reader;
+    public ChannelReader<GeneratedToken> Tokens => _tokens.Reader;
 
     /// <summary>Records a token; true when the row is finished (stop id or max tokens reached).</summary>
-    internal bool Emit(int id)
+    internal bool Emit(GeneratedToken token)
     {
         Generated++;
-        _tokens.Writer.TryWrite(id);
-        if (StopIds.Contains(id)) return Finish("stop");
+        _tokens.Writer.TryWrite(token);
+        if (StopIds.Contains(token.Id)) return Finish("stop");
         return Generated >= Options.MaxNewTokens && Finish("length");
     }
 

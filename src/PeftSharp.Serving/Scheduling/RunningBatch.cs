@@ -7,6 +7,9 @@ namespace PeftSharp.Serving.Scheduling;
 /// The rows being decoded together: one shared KV cache, left-padded so every row ends at its newest token, and
 /// each row's count of real slots (the attention mask is rebuilt from these counts every step). Rows join after a
 /// prefill of their own and leave through <see cref="KvCache.SelectRows"/>; slots no row needs are trimmed.
+/// Invariant: a row never outgrows the model's context. A prompt that fills it is refused, and a row whose prompt and
+/// generated tokens fill it ends with "length", whatever max_tokens the job asked for (as the endpoint's check:
+/// prompt + max_tokens &lt;= context).
 /// </summary>
 sealed class RunningBatch(CausalLM model) : IDisposable
 {
@@ -18,6 +21,7 @@ sealed class RunningBatch(CausalLM model) : IDisposable
     }
 
     readonly List<Row> _rows = new();
+    readonly int _context = model.Config.MaxPositionEmbeddings;
     KvCache? _cache;
 
     public int Count => _rows.Count;
@@ -28,22 +32,24 @@ sealed class RunningBatch(CausalLM model) : IDisposable
     /// <summary>Prefills the job alone (exactly as serving it alone would) and, unless it already finished, joins it.</summary>
     public void Admit(GenerationJob job)
     {
+        if (job.Prompt.Count >= _context)
+            throw new ArgumentException($"the prompt is {job.Prompt.Count} tokens; the model's context is {_context}");
         var cache = new KvCache(model.Config.NumLayers);
         try
         {
-            int first;
+            GeneratedToken first;
             using (var scope = NewDisposeScope())
             using (no_grad())
             {
                 using var ids = tensor(job.Prompt.Select(i => (long)i).ToArray(), ScalarType.Int64, model.Device).unsqueeze(0);
                 var logits = Forward(ids, cache, null, [job.Adapter]);
-                first = job.Sampler.Next(logits[0, -1]);
+                first = WithLogprobs(job, job.Sampler.Next(logits[0, -1]), logits[0, -1]);
             }
             Interlocked.Increment(ref _tokens);
-            if (job.Emit(first)) return;
+            if (job.Emit(first) || (job.Prompt.Count + 1 >= _context && job.Finish("length"))) return;
             if (_cache is null) { _cache = cache; cache = null; }
             else _cache.AppendRows(cache);
-            _rows.Add(new Row(job, job.Prompt.Count, first));
+            _rows.Add(new Row(job, job.Prompt.Count, first.Id));
         }
         finally { cache?.Dispose(); }
     }
@@ -73,10 +79,28 @@ sealed class RunningBatch(CausalLM model) : IDisposable
                 row.Length++;
                 row.Next = next;
                 Interlocked.Increment(ref _tokens);
-                done[r] = row.Job.Emit(next);
+                // The row's sequence is its row.Length cached slots and the token just generated.
+                done[r] = row.Job.Emit(WithLogprobs(row.Job, next, logits[r, 0])) || (row.Length + 1 >= _context && row.Job.Finish("length"));
             }
         }
         Keep(Enumerable.Range(0, _rows.Count).Where(r => !done[r]).ToList());
+    }
+
+    /// <summary>
+    /// The token with, when the job asks, its log-probability and the top alternatives under the model's distribution
+    /// (log-softmax of the raw logits: before temperature and top-p, as vLLM reports them by default).
+    /// </summary>
+    static GeneratedToken WithLogprobs(GenerationJob job, int id, Tensor logits)
+    {
+        if (job.TopLogprobs is not { } n) return new GeneratedToken(id);
+        using var scope = NewDisposeScope();
+        var lp = logits.to_type(ScalarType.Float32).log_softmax(-1);
+        float chosen = lp[id].item<float>();
+        if (n == 0) return new GeneratedToken(id, chosen, []);
+        var (values, indices) = lp.topk(Math.Min(n, (int)lp.shape[0]));
+        float[] v = values.cpu().data<float>().ToArray();
+        long[] ix = indices.cpu().data<long>().ToArray();
+        return new GeneratedToken(id, chosen, ix.Select((t, k) => ((int)t, v[k])).ToArray());
     }
 
     /// <summary>Ends every row with <paramref name="error"/> (a failed step must not strand its clients).</summary>

@@ -12,6 +12,8 @@ public class ServeCommandTests
     [InlineData("--host", "not-an-ip")]
     [InlineData("--adapter-root", "/nonexistent/root")]
     [InlineData("--adapter", "x=/nonexistent/adapter")]
+    [InlineData("--log-level", "loud")]
+    [InlineData("--log-level", "7")]
     public void BadServeOptionsExitNonZeroBeforeListening(string flag, string value)
         => Assert.NotEqual(0, CliCapture.Run("serve", "--model", TestPaths.TinyLlama, flag, value).Code);
 }

@@ -16,6 +16,8 @@ public sealed class ServingHarness : IAsyncDisposable
     public TextTokenizer Tokenizer { get; }
     public PeftServer Server { get; private set; } = null!;
     public HttpClient Http { get; private set; } = null!;
+    /// <summary>What the server logged (the harness captures logs instead of writing them to the test console).</summary>
+    public CapturedLogs Logs { get; } = new();
 
     ServingHarness()
     {
@@ -26,7 +28,8 @@ public sealed class ServingHarness : IAsyncDisposable
     public static async Task<ServingHarness> Start(ServerOptions? options = null)
     {
         var h = new ServingHarness();
-        h.Server = await PeftServer.StartAsync(h.Model, h.Tokenizer, "tiny-llama", (options ?? new()) with { Host = "127.0.0.1", Port = 0 }, new PeftAdapterLoader());
+        h.Server = await PeftServer.StartAsync(h.Model, h.Tokenizer, "tiny-llama",
+            (options ?? new()) with { Host = "127.0.0.1", Port = 0, LoggerProviders = [h.Logs] }, new PeftAdapterLoader());
         h.Http = new HttpClient { BaseAddress = h.Server.BaseAddress, Timeout = TimeSpan.FromSeconds(60) };
         return h;
     }
