@@ -11,7 +11,7 @@ namespace PeftSharp.Training.Preference;
 public sealed class PairMetrics
 {
     public int Pairs { get; private set; }
-    double _chosen, _rejected, _correct, _margin, _logpChosen, _logpRejected, _logOddsRatio, _logOdds;
+    double _chosen, _rejected, _correct, _margin, _logpChosen, _logpRejected, _logpCorrect, _logOddsRatio, _logOdds;
     double _nll;
     bool _orpo;
 
@@ -21,6 +21,8 @@ public sealed class PairMetrics
     public double RejectedReward => Mean(_rejected);
     public double ChosenLogps => Mean(_logpChosen);
     public double RejectedLogps => Mean(_logpRejected);
+    /// <summary>Share of pairs where the policy itself gives the chosen response the higher log-prob (no reference involved; `peft eval` shows it for the base too).</summary>
+    public double LogpAccuracy => Mean(_logpCorrect);
 
     double Mean(double sum) => Pairs > 0 ? sum / Pairs : double.NaN;
 
@@ -32,7 +34,7 @@ public sealed class PairMetrics
         for (int i = 0; i < c.Length; i++)
         {
             _chosen += c[i]; _rejected += r[i]; _margin += c[i] - r[i]; _correct += c[i] > r[i] ? 1 : 0;
-            _logpChosen += lc[i]; _logpRejected += lr[i];
+            _logpChosen += lc[i]; _logpRejected += lr[i]; _logpCorrect += lc[i] > lr[i] ? 1 : 0;
         }
         Pairs += c.Length;
     }
