@@ -75,7 +75,8 @@ public sealed class PreferenceTrainer
 
         double lastLoss = double.NaN;
         string? lastGood = resume;
-        while (step < totalSteps && !Cancellation.IsCancellationRequested)
+        int ranThisProcess = 0;
+        while (step < totalSteps && (_o.StopAfterSteps is not int stop || ranThisProcess < stop) && !Cancellation.IsCancellationRequested)
         {
             var stepClock = Stopwatch.StartNew();
             var stepMetrics = new PairMetrics();
@@ -83,7 +84,7 @@ public sealed class PreferenceTrainer
             if (!double.IsFinite(loss) || !double.IsFinite(norm))
                 throw new TrainingDivergedException($"{(double.IsFinite(loss) ? "gradient norm" : "loss")} became {(double.IsFinite(loss) ? norm : loss)} at step {step + 1}; " +
                     $"training stopped before applying it. Last good checkpoint: {lastGood ?? "none"}. Try a lower learning rate or --beta");
-            step++;
+            step++; ranThisProcess++;
             lastLoss = loss;
             var (rss, peak) = ProcessMemory.Read();
             var rec = new JsonObject { ["step"] = step, ["loss"] = MetricsLog.Round(loss), ["lr"] = schedule.At(step - 1), ["grad_norm"] = MetricsLog.Round(norm) };
@@ -98,7 +99,7 @@ public sealed class PreferenceTrainer
         }
         if (step < totalSteps)
         {
-            if (step > 0)
+            if (step > 0 && ranThisProcess > 0)
             {
                 string ckpt = Save(optimizer, loader, step, totalSteps, schedule.At(step - 1));
                 Log?.Invoke($"interrupted at step {step}: saved {ckpt}; continue with --resume {_o.OutDir}");
