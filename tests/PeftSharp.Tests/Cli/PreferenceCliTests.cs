@@ -116,4 +116,21 @@ public class PreferenceCliTests
         Assert.NotEqual(0, code);
         Assert.Contains(named, err);
     }
+
+    [Fact]
+    public void CompareAcceptsDpoAndOrpoRowsAndReadsTheirSummary()
+    {
+        Assert.True(new PeftSharp.Cli.Commands.CompareCommand.Settings { Methods = "qlora,dpo,orpo" }.Validate().Successful);
+        var bad = new PeftSharp.Cli.Commands.CompareCommand.Settings { Methods = "qlora,kto" }.Validate();
+        Assert.False(bad.Successful);
+        Assert.Contains("dpo, orpo", bad.Message);
+
+        string dir = TestPaths.TempDir(), data = Pairs(dir), outDir = Path.Combine(dir, "dpo");
+        Assert.Equal(0, CliCapture.Run(Train(data, outDir, "dpo", "--eval-interval", "0")).Code);
+        var row = PeftSharp.Cli.Compare.CompareRow.Read(new PeftSharp.Cli.Compare.CompareRun("dpo", "dpo", null, null), outDir);
+        Assert.True(row.Run.IsLora);   // merged like the LoRA family for the inference overhead
+        Assert.True(row.TrainableParams > 0 && row.PeakRssBytes > 0);
+        Assert.Equal(Path.Combine(outDir, "final"), row.FinalDir);
+        Assert.NotNull(row.ExactMatchAfter);
+    }
 }
