@@ -58,13 +58,13 @@ public sealed class TrainSettings : CommandSettings
     [CommandOption("--prompt-init-text <TEXT>")] public string? PromptInitText { get; set; }
     [CommandOption("--block-size <N>")] [Description("NF4 block size for qlora/qdora")] [DefaultValue(64)] public int BlockSize { get; set; } = 64;
 
-    [CommandOption("--lr <LR>")] [Description("Learning rate (default 1e-3 for adapters, 5e-4 for dpo/orpo, 3e-2 for prompt tuning, 2e-4 for full)")]
+    [CommandOption("--lr <LR>")] [Description("Learning rate (default 1e-3 for adapters, 1e-4 for dpo, 3e-2 for prompt tuning, 2e-4 for full)")]
     public double? LearningRate { get; set; }
     [CommandOption("--schedule <S>")] [Description("constant | linear | cosine")] [DefaultValue("cosine")]
     public string Schedule { get; set; } = "cosine";
     [CommandOption("--warmup <STEPS>")] [DefaultValue(10)] public int Warmup { get; set; } = 10;
     [CommandOption("--epochs <N>")] [DefaultValue(1)] public int Epochs { get; set; } = 1;
-    [CommandOption("--steps <N>")] [Description("Optimiser steps (overrides --epochs; default with the demo data: 400)")]
+    [CommandOption("--steps <N>")] [Description("Optimiser steps (overrides --epochs; default with the demo data: 400; dpo 100)")]
     public int? Steps { get; set; }
     [CommandOption("--batch <N>")] [DefaultValue(16)] public int Batch { get; set; } = 16;
     [CommandOption("--grad-accum <N>")] [DefaultValue(1)] public int GradAccum { get; set; } = 1;
@@ -108,11 +108,11 @@ public sealed class TrainSettings : CommandSettings
 
     public TrainerOptions TrainerOptions(string outDir)
     {
-        int? steps = Steps ?? (UsesDemo ? (IsPreference ? 100 : 400) : null);
+        int? steps = Steps ?? (UsesDemo ? (Method == "dpo" ? 100 : 400) : null);
         int evalInterval = EvalInterval ?? (steps is int s ? Math.Max(1, s / 5) : 0);
         return new TrainerOptions
         {
-            LearningRate = LearningRate ?? (Method == "full" ? 2e-4 : Method == "prompt" ? 3e-2 : IsPreference ? 5e-4 : 1e-3),
+            LearningRate = LearningRate ?? (Method == "full" ? 2e-4 : Method == "prompt" ? 3e-2 : Method == "dpo" ? 1e-4 : 1e-3),
             Schedule = ParseSchedule(Schedule),
             WarmupSteps = Warmup, Epochs = Epochs, MaxSteps = steps, BatchSize = Batch, GradientAccumulation = GradAccum,
             MaxSeqLength = MaxSeq, Packing = Packing, GradientCheckpointing = Checkpointing, Optimizer = Optimizer,
