@@ -32,6 +32,7 @@ public sealed record PreferenceSummary(TrainSettings Settings, string Method, st
             [
                 ("reward accuracy (held-out pairs)", Pct(b?.Metrics.RewardAccuracy), Pct(a?.Metrics.RewardAccuracy)),
                 ("reward margin", F4(b?.Metrics.RewardMargin), F4(a?.Metrics.RewardMargin)),
+                ("policy prefers chosen (higher log-prob)", Pct(b?.Metrics.LogpAccuracy), Pct(a?.Metrics.LogpAccuracy)),
                 ("chosen reward", F4(b?.Metrics.ChosenReward), F4(a?.Metrics.ChosenReward)),
                 ("rejected reward", F4(b?.Metrics.RejectedReward), F4(a?.Metrics.RejectedReward)),
                 ("chosen log-prob", F4(b?.Metrics.ChosenLogps), F4(a?.Metrics.ChosenLogps)),
@@ -72,6 +73,8 @@ public sealed record PreferenceSummary(TrainSettings Settings, string Method, st
             ["eval_loss_after"] = Finite(a?.Loss),
             ["reward_accuracy_before"] = Finite(b?.Metrics.RewardAccuracy),
             ["reward_accuracy_after"] = Finite(a?.Metrics.RewardAccuracy),
+            ["prefers_chosen_before"] = Finite(b?.Metrics.LogpAccuracy),
+            ["prefers_chosen_after"] = Finite(a?.Metrics.LogpAccuracy),
             ["reward_margin_before"] = Finite(b?.Metrics.RewardMargin),
             ["reward_margin_after"] = Finite(a?.Metrics.RewardMargin),
             ["exact_match_before"] = Finite(b?.ExactMatch),

@@ -41,6 +41,7 @@ public class PreferenceCliTests
         Assert.True(evals[1]["eval_rewards/margins"]!.GetValue<double>() > 0, "three DPO steps move the held-out margin up");
         var summary = JsonFile.ReadObject(Path.Combine(outDir, "summary.json"));
         Assert.Equal(evals[1]["eval_rewards/accuracies"]!.GetValue<double>(), summary["reward_accuracy_after"]!.GetValue<double>());
+        Assert.InRange(summary["prefers_chosen_after"]!.GetValue<double>(), 0, 1);
         foreach (var f in new[] { "report.md", "loss.png", "rewards.png", "memory.png", "final/adapter_config.json" }) Assert.True(File.Exists(Path.Combine(outDir, f)), f);
         Assert.Contains("reward accuracy", File.ReadAllText(Path.Combine(outDir, "report.md")));
 
