@@ -19,7 +19,7 @@ public sealed class CompareCommand : Command<CompareCommand.Settings>
 {
     public sealed class Settings : CommandSettings
     {
-        [CommandOption("--methods <LIST>")] [Description("Comma list (default: full,lora,dora,qlora,qdora,adapter,prompt)")]
+        [CommandOption("--methods <LIST>")] [Description("Comma list (default: full,lora,dora,qlora,qdora,adapter,prompt; dpo and orpo may be added: they train on the preference data)")]
         public string Methods { get; set; } = string.Join(",", MethodOptions.Names);
         [CommandOption("--steps <N>")] [Description("Optimiser steps per method")] [DefaultValue(150)]
         public int Steps { get; set; } = 150;
@@ -47,8 +47,8 @@ public sealed class CompareCommand : Command<CompareCommand.Settings>
 
         public override ValidationResult Validate()
         {
-            if (MethodList.FirstOrDefault(m => !MethodOptions.Names.Contains(m)) is { } bad)
-                return ValidationResult.Error($"--methods: '{bad}' is not one of {string.Join(", ", MethodOptions.Names)}");
+            if (MethodList.FirstOrDefault(m => !MethodOptions.Names.Contains(m) && !PeftSharp.Training.Preference.PreferenceOptions.IsPreferenceMethod(m)) is { } bad)
+                return ValidationResult.Error($"--methods: '{bad}' is not one of {string.Join(", ", MethodOptions.Names)}, dpo, orpo");
             if (MethodList.Count == 0) return ValidationResult.Error("--methods: no method given");
             try { _ = RankList; }
             catch (ArgumentException e) { return ValidationResult.Error(e.Message); }
@@ -133,7 +133,7 @@ public sealed class CompareCommand : Command<CompareCommand.Settings>
     }
 
     /// <summary>Runs `peft train` in a child process of the same build, its output going to <paramref name="log"/>.</summary>
-    static int RunTrain(IReadOnlyList<string> args, string log, CancellationToken token)
+    internal static int RunTrain(IReadOnlyList<string> args, string log, CancellationToken token)
     {
         string dll = typeof(CompareCommand).Assembly.Location;
         string host = Path.GetFileNameWithoutExtension(Environment.ProcessPath) == "dotnet" ? Environment.ProcessPath! : "dotnet";

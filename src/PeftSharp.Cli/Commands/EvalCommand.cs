@@ -18,7 +18,7 @@ public sealed class EvalCommand : Command<EvalCommand.Settings>
     public sealed class Settings : ModelSettings
     {
         [CommandOption("--data <FILE>")]
-        [Description(".txt or .jsonl ({text} for perplexity; {prompt,completion} for perplexity and exact match)")]
+        [Description(".txt or .jsonl ({text} for perplexity; {prompt,completion} for perplexity and exact match; {prompt,chosen,rejected} or conversational pairs for reward accuracy)")]
         public string Data { get; set; } = "";
 
         [CommandOption("--adapter <DIR>")]
@@ -36,6 +36,15 @@ public sealed class EvalCommand : Command<EvalCommand.Settings>
         [DefaultValue(256)]
         public int MaxSeq { get; set; } = 256;
 
+        [CommandOption("--beta <B>")]
+        [Description("Preference data: the DPO beta of the implicit reward")]
+        [DefaultValue(0.1)]
+        public double Beta { get; set; } = 0.1;
+
+        [CommandOption("--reference-adapter <DIR>")]
+        [Description("Preference data: the reward's reference is base + this adapter (e.g. the SFT adapter a DPO run started from) instead of the base")]
+        public string? ReferenceAdapter { get; set; }
+
         [CommandOption("--limit <N>")]
         [Description("Use only the first N examples")]
         public int? Limit { get; set; }
@@ -49,6 +58,7 @@ public sealed class EvalCommand : Command<EvalCommand.Settings>
             if (Batch <= 0) return ValidationResult.Error($"--batch must be positive (got {Batch})");
             if (MaxSeq <= 1) return ValidationResult.Error($"--max-seq must be at least 2 (got {MaxSeq})");
             if (Limit is <= 0) return ValidationResult.Error($"--limit must be positive (got {Limit})");
+            if (ReferenceAdapter is not null && !Directory.Exists(ReferenceAdapter)) return ValidationResult.Error($"--reference-adapter: folder '{ReferenceAdapter}' not found");
             return ValidationResult.Success();
         }
     }
@@ -57,6 +67,7 @@ public sealed class EvalCommand : Command<EvalCommand.Settings>
     {
         using var model = s.LoadModel();
         using var tokenizer = TextTokenizer.FromFolder(s.Model, model.Config);
+        if (PeftSharp.Training.Preference.PreferenceReader.IsPreferenceFile(s.Data)) return PreferenceEval.Execute(s, model, tokenizer);
         var (sequences, prompts) = Load(s.Data, tokenizer, s.MaxSeq, s.Limit);
         var before = Evaluator.Run(model, sequences, prompts, tokenizer.EosId, s.Batch);
         var applied = AdapterCli.Apply(model, s.Adapters, s.AllowBaseMismatch);

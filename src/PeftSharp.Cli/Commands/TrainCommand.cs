@@ -27,6 +27,7 @@ public sealed class TrainCommand : Command<TrainSettings>
         long runtimeBytes = ProcessMemory.Read().RssBytes;
         var clock = Stopwatch.StartNew();
         if (s.Resume is not null) RestoreOptions(context, s);
+        if (s.IsPreference) return PreferenceTrain.Execute(context, s, cancellationToken, runtimeBytes);
         string outDir = s.Out ?? (s.Resume is { } r ? Checkpoint.RunFolder(r) : Path.Combine("runs", $"{s.Method}-{DateTime.Now:yyyyMMdd-HHmmss}"));
         var methodOptions = s.MethodOptions();
         var options = s.TrainerOptions(outDir);

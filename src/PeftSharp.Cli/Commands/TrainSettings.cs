@@ -1,6 +1,7 @@
 using System.ComponentModel;
 using PeftSharp.Training;
 using PeftSharp.Training.Methods;
+using PeftSharp.Training.Preference;
 using Spectre.Console;
 using Spectre.Console.Cli;
 
@@ -19,8 +20,20 @@ public sealed class TrainSettings : CommandSettings
     public string? EvalFile { get; set; }
     [CommandOption("--heldout <FILE>")] [Description("Plain text to measure forgetting on (perplexity before/after; default with the demo: assets/demo/heldout.txt)")]
     public string? Heldout { get; set; }
-    [CommandOption("--method <METHOD>")] [Description("full | lora | dora | qlora | qdora | adapter | prompt")] [DefaultValue("qlora")]
+    [CommandOption("--method <METHOD>")] [Description("full | lora | dora | qlora | qdora | adapter | prompt; or dpo | orpo (preference tuning of a --adapter-method adapter)")] [DefaultValue("qlora")]
     public string Method { get; set; } = "qlora";
+    [CommandOption("--adapter-method <METHOD>")] [Description("With --method dpo|orpo: the adapter trained, lora | dora | qlora | qdora")] [DefaultValue("qlora")]
+    public string AdapterMethod { get; set; } = "qlora";
+    [CommandOption("--beta <B>")] [Description("dpo: KL strength; orpo: odds-ratio weight")] [DefaultValue(0.1)]
+    public double Beta { get; set; } = 0.1;
+    [CommandOption("--label-smoothing <E>")] [Description("dpo sigmoid loss: assumed share of flipped labels (cDPO), in [0, 0.5)")] [DefaultValue(0.0)]
+    public double LabelSmoothing { get; set; }
+    [CommandOption("--loss-type <T>")] [Description("dpo loss: sigmoid | ipo")] [DefaultValue("sigmoid")]
+    public string LossType { get; set; } = "sigmoid";
+    [CommandOption("--precompute-ref")] [Description("dpo: reference log-probs once for the dataset before training, not per batch")]
+    public bool PrecomputeRef { get; set; }
+    [CommandOption("--init-adapter <DIR>")] [Description("dpo/orpo: continue this (SFT) adapter; for dpo a frozen copy of it is the reference (default with the demo: its SFT adapter, trained first when runs/demo-sft has none)")]
+    public string? InitAdapter { get; set; }
     [CommandOption("--out <DIR>")] [Description("Output folder (default: runs/<method>-<time>)")]
     public string? Out { get; set; }
     [CommandOption("--overwrite")] [Description("Replace a run already in --out")]
@@ -45,13 +58,13 @@ public sealed class TrainSettings : CommandSettings
     [CommandOption("--prompt-init-text <TEXT>")] public string? PromptInitText { get; set; }
     [CommandOption("--block-size <N>")] [Description("NF4 block size for qlora/qdora")] [DefaultValue(64)] public int BlockSize { get; set; } = 64;
 
-    [CommandOption("--lr <LR>")] [Description("Learning rate (default 1e-3 for adapters, 3e-2 for prompt tuning, 2e-4 for full)")]
+    [CommandOption("--lr <LR>")] [Description("Learning rate (default 1e-3 for adapters, 1e-4 for dpo, 3e-2 for prompt tuning, 2e-4 for full)")]
     public double? LearningRate { get; set; }
     [CommandOption("--schedule <S>")] [Description("constant | linear | cosine")] [DefaultValue("cosine")]
     public string Schedule { get; set; } = "cosine";
     [CommandOption("--warmup <STEPS>")] [DefaultValue(10)] public int Warmup { get; set; } = 10;
     [CommandOption("--epochs <N>")] [DefaultValue(1)] public int Epochs { get; set; } = 1;
-    [CommandOption("--steps <N>")] [Description("Optimiser steps (overrides --epochs; default with the demo data: 400)")]
+    [CommandOption("--steps <N>")] [Description("Optimiser steps (overrides --epochs; default with the demo data: 400; dpo 100)")]
     public int? Steps { get; set; }
     [CommandOption("--batch <N>")] [DefaultValue(16)] public int Batch { get; set; } = 16;
     [CommandOption("--grad-accum <N>")] [DefaultValue(1)] public int GradAccum { get; set; } = 1;
@@ -72,26 +85,34 @@ public sealed class TrainSettings : CommandSettings
     [CommandOption("--threads <N>")] [Description("CPU threads for tensor maths (default: one per core)")] public int? Threads { get; set; }
 
     public bool UsesDemo => Data is null;
+    /// <summary>--method dpo or orpo: preference tuning of an --adapter-method adapter.</summary>
+    public bool IsPreference => Training.Preference.PreferenceOptions.IsPreferenceMethod(Method);
+
+    public PreferenceOptions PreferenceOptions() => new()
+    {
+        Method = Training.Preference.PreferenceOptions.ParseMethod(Method), Beta = Beta, LabelSmoothing = LabelSmoothing,
+        LossType = Training.Preference.PreferenceOptions.ParseLossType(LossType), PrecomputeReference = PrecomputeRef,
+    };
 
     public MethodOptions MethodOptions() => new()
     {
-        Method = Method, Rank = Rank, Alpha = Alpha, Dropout = Dropout, Targets = Targets, Exclude = Exclude, UseRslora = UseRslora,
+        Method = IsPreference ? AdapterMethod : Method, Rank = Rank, Alpha = Alpha, Dropout = Dropout, Targets = Targets, Exclude = Exclude, UseRslora = UseRslora,
         Init = Init, ReductionFactor = ReductionFactor, VirtualTokens = VirtualTokens, PromptInit = PromptInit, PromptInitText = PromptInitText,
         BlockSize = BlockSize,
     };
 
     public string ModelDir => Model ?? Path.Combine(DemoDir, "base");
-    public string DataFile => Data ?? Path.Combine(DemoDir, "train.jsonl");
-    public string? EvalPath => EvalFile ?? (UsesDemo && EvalSplit == 0 ? Path.Combine(DemoDir, "eval.jsonl") : null);
+    public string DataFile => Data ?? Path.Combine(DemoDir, IsPreference ? "preference-train.jsonl" : "train.jsonl");
+    public string? EvalPath => EvalFile ?? (UsesDemo && EvalSplit == 0 ? Path.Combine(DemoDir, IsPreference ? "preference-eval.jsonl" : "eval.jsonl") : null);
     public string? HeldoutPath => Heldout ?? (UsesDemo ? Path.Combine(DemoDir, "heldout.txt") : null);
 
     public TrainerOptions TrainerOptions(string outDir)
     {
-        int? steps = Steps ?? (UsesDemo ? 400 : null);
+        int? steps = Steps ?? (UsesDemo ? (Method == "dpo" ? 100 : 400) : null);
         int evalInterval = EvalInterval ?? (steps is int s ? Math.Max(1, s / 5) : 0);
         return new TrainerOptions
         {
-            LearningRate = LearningRate ?? (Method == "full" ? 2e-4 : Method == "prompt" ? 3e-2 : 1e-3),
+            LearningRate = LearningRate ?? (Method == "full" ? 2e-4 : Method == "prompt" ? 3e-2 : Method == "dpo" ? 1e-4 : 1e-3),
             Schedule = ParseSchedule(Schedule),
             WarmupSteps = Warmup, Epochs = Epochs, MaxSteps = steps, BatchSize = Batch, GradientAccumulation = GradAccum,
             MaxSeqLength = MaxSeq, Packing = Packing, GradientCheckpointing = Checkpointing, Optimizer = Optimizer,
@@ -109,8 +130,16 @@ public sealed class TrainSettings : CommandSettings
 
     public override ValidationResult Validate()
     {
-        try { MethodOptions().Validate(); }
+        try
+        {
+            MethodOptions().Validate();
+            if (IsPreference) PreferenceOptions().Validate();
+        }
         catch (ArgumentException e) { return ValidationResult.Error(e.Message); }
+        if (IsPreference && !Training.Methods.MethodOptions.IsLoraMethod(AdapterMethod))
+            return ValidationResult.Error($"--adapter-method: '{AdapterMethod}' is not lora, dora, qlora or qdora (DPO's reference is the model with the adapter off)");
+        if (InitAdapter is not null && !IsPreference) return ValidationResult.Error("--init-adapter applies to --method dpo or orpo");
+        if (InitAdapter is not null && !Directory.Exists(InitAdapter)) return ValidationResult.Error($"--init-adapter: folder '{InitAdapter}' not found");
         try { Training.Optim.OptimizerFactory.Parse(Optimizer); }
         catch (ArgumentException e) { return ValidationResult.Error(e.Message); }
         if (Threads is <= 0) return ValidationResult.Error($"--threads must be positive (got {Threads})");

@@ -9,7 +9,8 @@ namespace PeftSharp.Cli.Compare;
 /// <summary>One trained configuration of `peft compare`: what to run, and what its run folder measured.</summary>
 public sealed record CompareRun(string Label, string Method, int? Rank, string? Targets)
 {
-    public bool IsLora => MethodOptions.IsLoraMethod(Method);
+    /// <summary>The LoRA family, and dpo/orpo whose result is a LoRA-family adapter (merged for the inference overhead).</summary>
+    public bool IsLora => MethodOptions.IsLoraMethod(Method) || PeftSharp.Training.Preference.PreferenceOptions.IsPreferenceMethod(Method);
     /// <summary>A folder name for the run: the label without spaces or separators.</summary>
     public string Slug => string.Concat(Label.Select(c => char.IsLetterOrDigit(c) || c is '-' or '_' or '=' ? c : '_'));
 

@@ -30,6 +30,31 @@ public static class RunPlots
         plot.SavePng(path, 800, 500);
     }
 
+    /// <summary>Preference runs: reward accuracy (left axis) and reward margin (right axis), per step and per evaluation.</summary>
+    public static void Rewards(IReadOnlyList<JsonObject> records, string path)
+    {
+        var plot = new ScottPlot.Plot();
+        void Series(string key, string label, bool right, float marker)
+        {
+            var rs = records.Where(r => r[key] is not null).ToList();
+            if (rs.Count == 0) return;
+            var s = plot.Add.Scatter(rs.Select(r => (double)r["step"]!.GetValue<int>()).ToArray(), rs.Select(r => r[key]!.GetValue<double>()).ToArray());
+            s.LegendText = label;
+            s.MarkerSize = marker;
+            if (right) s.Axes.YAxis = plot.Axes.Right;
+        }
+        Series("rewards/accuracies", "train reward accuracy", false, 0);
+        Series("eval_rewards/accuracies", "eval reward accuracy", false, 6);
+        Series("rewards/margins", "train reward margin", true, 0);
+        Series("eval_rewards/margins", "eval reward margin", true, 6);
+        plot.Title("Implicit reward: accuracy and margin (chosen - rejected)");
+        plot.XLabel("optimiser step");
+        plot.Axes.Left.Label.Text = "reward accuracy";
+        plot.Axes.Right.Label.Text = "reward margin";
+        plot.ShowLegend();
+        plot.SavePng(path, 800, 500);
+    }
+
     public static void Memory(MemoryPlan plan, MeasuredMemory measured, string path)
     {
         string[] names = ["weights", "gradients", "optimizer", "activations+buffers", "runtime", "total"];

@@ -15,7 +15,7 @@ namespace PeftSharp.Demo;
 /// </summary>
 public static class DemoAssets
 {
-    public const ulong WorldSeed = 1, PretrainSeed = 11, HeldoutSeed = 12, TaskSeed = 7, SplitSeed = 13;
+    public const ulong WorldSeed = 1, PretrainSeed = 11, HeldoutSeed = 12, TaskSeed = 7, SplitSeed = 13, PreferenceSeed = 17;
     public const int PretrainDocuments = 4000, HeldoutDocuments = 200, EvalExamples = 64;
     public const string BaseFolder = "base";
 
@@ -37,9 +37,12 @@ public static class DemoAssets
         var corpus = new SyntheticCorpus(WorldSeed);
         AtomicFile.WriteAllText(Path.Combine(outDir, "pretrain.txt"), string.Join("\n\n", corpus.Documents(PretrainDocuments, PretrainSeed)) + "\n");
         AtomicFile.WriteAllText(Path.Combine(outDir, "heldout.txt"), string.Join("\n\n", corpus.Documents(HeldoutDocuments, HeldoutSeed)) + "\n");
-        var (train, eval) = new CodeTask(TaskSeed).Split(EvalExamples, SplitSeed);
+        var task = new CodeTask(TaskSeed);
+        var (train, eval) = task.Split(EvalExamples, SplitSeed);
         AtomicFile.WriteAllText(Path.Combine(outDir, "train.jsonl"), Jsonl(train));
         AtomicFile.WriteAllText(Path.Combine(outDir, "eval.jsonl"), Jsonl(eval));
+        AtomicFile.WriteAllText(Path.Combine(outDir, "preference-train.jsonl"), DemoPreferences.Jsonl(DemoPreferences.Pairs(task, train, PreferenceSeed), Compact));
+        AtomicFile.WriteAllText(Path.Combine(outDir, "preference-eval.jsonl"), DemoPreferences.Jsonl(DemoPreferences.Pairs(task, eval, PreferenceSeed + 1), Compact));
 
         AtomicFile.WriteAllText(Path.Combine(outDir, "README.md"), Readme);
         string baseDir = Path.Combine(outDir, BaseFolder);
@@ -64,6 +67,9 @@ public static class DemoAssets
           number words, animals to places and objects to names: `code red fox cup ->` gives ` seven tolsk mira`.
           Eval holds out 64 of the 512 triples; every code it needs appears in training. The base never saw the
           format, so its exact-match accuracy starts at zero.
+        - `preference-train.jsonl`, `preference-eval.jsonl`: the same examples as preference pairs for DPO/ORPO,
+          `{"prompt","chosen","rejected"}`: chosen is the right answer, rejected the same answer with one code word
+          replaced by the code of another word of the same kind (`peft train --method dpo` uses them by default).
         - `base/`: a Llama-shaped model (hidden 256, 4 layers, 4 heads, intermediate 688, about 3.2M parameters,
           stored in bf16) with a word-level `tokenizer.json` (`<|endoftext|>` = 0 is EOS, `<unk>` = 1).
           `pretrain_metrics.jsonl` is the log of the pretraining run that produced it.

@@ -46,4 +46,13 @@ public static class RunPlan
         if (m.Method == "adapter") req = req with { AdapterBottleneck = m.Houlsby.Bottleneck(shape.Config.HiddenSize) };
         return MemoryPlanner.Plan(shape, req);
     }
+
+    /// <summary>
+    /// The plan of a DPO/ORPO run: chosen and rejected go through the model as one batch of 2 x BatchSize sequences, so the
+    /// training terms are those of that batch. DPO's reference pass runs under no_grad on the same batch before the policy
+    /// pass and frees its activations and logits first, so it adds nothing to the peak (its log-probs are a few floats).
+    /// With --init-adapter the frozen reference copy of the adapter adds its weights, a rounding error beside the base.
+    /// </summary>
+    public static MemoryPlan ForPreference(string modelDir, MethodOptions m, TrainerOptions o, int longestSequence) =>
+        For(modelDir, m, o with { BatchSize = 2 * o.BatchSize }, Math.Min(o.MaxSeqLength, longestSequence));
 }

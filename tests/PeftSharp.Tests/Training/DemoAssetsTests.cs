@@ -20,7 +20,7 @@ public class DemoAssetsTests
 {
     static string RepoRoot => DemoAssetsTestsPaths.RepoRoot;
 
-    static readonly string[] Generated = ["pretrain.txt", "heldout.txt", "train.jsonl", "eval.jsonl", "README.md", "base/tokenizer.json", "base/config.json"];
+    static readonly string[] Generated = ["pretrain.txt", "heldout.txt", "train.jsonl", "eval.jsonl", "preference-train.jsonl", "preference-eval.jsonl", "README.md", "base/tokenizer.json", "base/config.json"];
 
     [Fact]
     public void GeneratorIsDeterministicAndMatchesTheCommittedAssets()
