@@ -113,6 +113,7 @@ public sealed class Trainer
             if (_o.SaveInterval > 0 && step % _o.SaveInterval == 0 && step < totalSteps)
                 lastGood = Save(optimizer, loader, step, totalSteps, schedule.At(step - 1));
         }
+        _model.eval(); // TrainStep left it in training mode; whatever runs next (eval, save, generation) is inference
         if (step < totalSteps && Cancellation.IsCancellationRequested && step > 0)
         {
             string ckpt = Save(optimizer, loader, step, totalSteps, schedule.At(step - 1));
