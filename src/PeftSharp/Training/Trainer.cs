@@ -93,6 +93,7 @@ public sealed class Trainer
             first = last = metrics.EvalAt(0);   // the "before" figures, measured by the process that started the run
             Log?.Invoke($"resumed from {resume} at step {step}");
         }
+        else manual_seed((long)_o.Seed); // dropout masks follow the run's seed (HF's Trainer seeds too); a resume restores the checkpoint's RNG
         WriteRunFile();
 
         bool hasEval = data.Eval.Count > 0 || data.EvalPrompts.Count > 0;
