@@ -16,7 +16,7 @@ public static class CliApp
         {
             return app.Run(args);
         }
-        catch (Exception e) when ((CliOptions.ExplainUnknownOption(e.Message, args, settingsByCommand) ?? CliOptions.ExplainConversionFailure(e.Message, args)) is { } why)
+        catch (Exception e) when ((CliOptions.ExplainUnknownOption(e.Message, args, settingsByCommand) ?? CliOptions.ExplainConversionFailure(e.Message, args, settingsByCommand)) is { } why)
         {
             Console.Error.WriteLine($"error: {why}");
             return 1;

@@ -17,11 +17,11 @@ public static class CliOptions
     /// <summary>Rewrites Spectre's "Unknown option 'x'." for command <paramref name="args"/>[0]; null for other messages.</summary>
     public static string? ExplainUnknownOption(string message, IReadOnlyList<string> args, IReadOnlyDictionary<string, Type> settingsByCommand)
     {
-        var m = Regex.Match(message, @"^Unknown option '(.*)'\.?$");
+        var m = Regex.Match(message, @"^(?:Unknown|Unexpected) option '(.*)'\.?$"); // Unexpected: before any command
         if (!m.Success) return null;
         string name = m.Groups[1].Value, given = (name.Length == 1 ? "-" : "--") + name;
         string command = args.Count > 0 && settingsByCommand.ContainsKey(args[0]) ? args[0] : "";
-        var flags = settingsByCommand.TryGetValue(command, out var type) ? Flags(type) : [];
+        IReadOnlyList<string> flags = settingsByCommand.TryGetValue(command, out var type) ? Flags(type) : ["--help", "--version"];
         string where = command.Length > 0 ? $" for `peft {command}`" : "";
         return $"unknown option '{given}'{where}{Suggestion(given, flags)}; see `peft {command}{(command.Length > 0 ? " " : "")}--help`";
     }
@@ -90,7 +90,7 @@ public static class CliOptions
     /// Spectre's conversion failure ("Failed to convert 'abc' to Nullable`1.") names neither the flag nor the type:
     /// find the flag the value was given to and say what it takes. Null when the message is not that failure.
     /// </summary>
-    public static string? ExplainConversionFailure(string message, IReadOnlyList<string> args)
+    public static string? ExplainConversionFailure(string message, IReadOnlyList<string> args, IReadOnlyDictionary<string, Type> settingsByCommand)
     {
         var m = Regex.Match(message, @"^Failed to convert '(.*)' to ");
         if (!m.Success) return null;
@@ -102,8 +102,9 @@ public static class CliOptions
             else if (args[i].StartsWith('-') && i + 1 < args.Count && args[i + 1] == value) flag = args[i];
         }
         if (flag is null) return null;
-        var type = typeof(CliOptions).Assembly.GetTypes().Where(t => typeof(CommandSettings).IsAssignableFrom(t))
-            .SelectMany(Options).Where(o => o.Attribute.LongNames.Any(n => "--" + n == flag) || o.Attribute.ShortNames.Any(n => "-" + n == flag))
+        // The command's own settings type (args[0]); its flags decide what the value should have been.
+        var settingsTypes = args.Count > 0 && settingsByCommand.TryGetValue(args[0], out var st) ? [st] : settingsByCommand.Values.Distinct();
+        var type = settingsTypes.SelectMany(Options).Where(o => o.Attribute.LongNames.Any(n => "--" + n == flag) || o.Attribute.ShortNames.Any(n => "-" + n == flag))
             .Select(o => Nullable.GetUnderlyingType(o.Property.PropertyType) ?? o.Property.PropertyType).FirstOrDefault();
         string wanted = type == typeof(int) || type == typeof(long) ? "a whole number"
             : type == typeof(double) || type == typeof(float) ? "a number" : type == typeof(bool) ? "true or false" : "a valid value";

@@ -84,6 +84,9 @@ public class CliFlagTests
         Assert.Equal(0, code);
         Assert.Matches(@"^\d+\.\d+\.\d+", stdout.Trim());
         Assert.Equal(CliApp.Version, stdout.Trim());
+        var (bad, _, stderr) = Run("--verison");
+        Assert.Equal(1, bad);
+        Assert.Equal("error: unknown option '--verison'; did you mean --version?; see `peft --help`", stderr.Trim());
     }
 
     /// <summary>A copy of the tiny model with one config.json field replaced.</summary>
