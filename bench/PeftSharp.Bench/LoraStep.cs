@@ -31,7 +31,7 @@ public sealed class LoraStep : IDisposable
             ? new LoraConfig { R = r, LoraAlpha = alpha, TargetModulesRegex = "all-linear" }
             : new LoraConfig { R = r, LoraAlpha = alpha, TargetModules = targets };
         Adapter = LoraInjector.Inject(model, cfg, "default", seed, ScalarType.Float32);
-        model.State.Training = true;
+        model.train();
         _opt = new AdamW(Adapter.PeftNamedParameters().Select(p => (p.Key, p.Param)).ToList(), new AdamWOptions(LearningRate: 1e-4));
         long t = ids.shape[1] - 1;
         _input = ids.narrow(1, 0, t);

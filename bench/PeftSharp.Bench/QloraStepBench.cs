@@ -97,8 +97,11 @@ public sealed class QloraStepBench : IBench
     {
         var psi = new ProcessStartInfo(Environment.ProcessPath!) { RedirectStandardOutput = true, UseShellExecute = false };
         if (mmapThreshold is not null) psi.Environment["MALLOC_MMAP_THRESHOLD_"] = mmapThreshold;
-        if (!Path.GetFileNameWithoutExtension(Environment.ProcessPath!).Equals("PeftSharp.Bench", StringComparison.Ordinal))
-            psi.ArgumentList.Add(typeof(QloraStepBench).Assembly.Location);   // started as `dotnet PeftSharp.Bench.dll`
+        // Started as `dotnet PeftSharp.Bench.dll` (the host runs it): the child needs the dll too. Started through the
+        // apphost (`dotnet run`, ./PeftSharp.Bench) it must not get it: the dll path would be read as the bench name.
+        // (GetFileNameWithoutExtension("PeftSharp.Bench") is "PeftSharp", so the host is recognised by its own name.)
+        if (Path.GetFileNameWithoutExtension(Environment.ProcessPath!).Equals("dotnet", StringComparison.Ordinal))
+            psi.ArgumentList.Add(typeof(QloraStepBench).Assembly.Location);
         psi.ArgumentList.Add("qlora-step");
         foreach (var s in argv) psi.ArgumentList.Add(s);
         psi.ArgumentList.Add("--only");

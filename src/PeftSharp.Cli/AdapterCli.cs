@@ -55,7 +55,7 @@ public static class AdapterCli
         return new Applied(lora, houlsby, prompt, promptMethod);
     }
 
-    /// <summary>The adapter kind of a folder, from adapter_config.json's peft_type (LORA when absent, as PEFT's oldest configs).</summary>
+    /// <summary>The adapter kind of a folder, from adapter_config.json's peft_type (required, as PEFT requires it).</summary>
     public static Kind KindOf(string dir)
     {
         string path = Path.Combine(dir, PeftAdapterIO.ConfigFile);
@@ -66,7 +66,8 @@ public static class AdapterCli
         string? type = json["peft_type"] is JsonValue v && v.TryGetValue<string>(out var t) ? t : null;
         return type switch
         {
-            null or "LORA" => Kind.Lora,
+            null => throw LoraConfig.MissingPeftType(path),
+            "LORA" => Kind.Lora,
             HoulsbyConfig.PeftType => Kind.Houlsby,
             "PROMPT_TUNING" => Kind.Prompt,
             _ => throw new InvalidDataException($"{path}: peft_type '{type}' is not supported (LORA, PROMPT_TUNING, {HoulsbyConfig.PeftType})"),
@@ -89,6 +90,7 @@ public static class AdapterCli
                 weight = w;
                 rest = rest[..colon];
             }
+            if (!double.IsFinite(weight)) throw new ArgumentException($"--adapter '{raw}': the weight must be a finite number, got {weight}");
             if (rest.Length == 0) throw new ArgumentException($"--adapter '{raw}': no folder given");
             // Named before resolving: a repo id ORG/NAME gives NAME, not its snapshot's commit hash.
             name ??= adapterSpecs.Count == 1 ? "default" : Path.GetFileName(Path.GetFullPath(Directory.Exists(rest) ? rest : rest.Split('@')[0]).TrimEnd('/'));

@@ -1,3 +1,4 @@
+using System.Reflection;
 using Spectre.Console;
 using Spectre.Console.Cli;
 
@@ -9,10 +10,16 @@ public static class CliApp
     public static int Run(string[] args)
     {
         var app = new CommandApp();
-        app.Configure(Configure);
+        var settingsByCommand = new Dictionary<string, Type>();
+        app.Configure(c => Configure(new RecordingConfigurator(c, settingsByCommand)));
         try
         {
             return app.Run(args);
+        }
+        catch (Exception e) when ((CliOptions.ExplainUnknownOption(e.Message, args, settingsByCommand) ?? CliOptions.ExplainConversionFailure(e.Message, args, settingsByCommand)) is { } why)
+        {
+            Console.Error.WriteLine($"error: {why}");
+            return 1;
         }
         catch (Exception e)
         {
@@ -22,10 +29,17 @@ public static class CliApp
         }
     }
 
+    /// <summary>`peft --version`: the CLI assembly's informational version (without the source revision suffix).</summary>
+    public static string Version =>
+        (typeof(CliApp).Assembly.GetCustomAttribute<System.Reflection.AssemblyInformationalVersionAttribute>()?.InformationalVersion ?? "0.0.0").Split('+')[0];
+
     public static void Configure(IConfigurator config)
     {
         config.SetApplicationName("peft");
         config.PropagateExceptions();
+        config.Settings.Console = AnsiConsole.Console; // help and --version go where every command's output goes
+        config.SetApplicationVersion(Version);
+        config.Settings.StrictParsing = true;
         // COMMANDS (one line each; keep sorted by name)
         config.AddCommand<Commands.CompareCommand>("compare").WithDescription("Train every method on the same task and budget; table of parameters, memory, speed, overhead, accuracy, forgetting.");
         config.AddCommand<Commands.DownloadCommand>("download").WithDescription("Download a Hugging Face repo (ORG/NAME or ORG/NAME@REV) into the shared cache; prints the snapshot folder last.");

@@ -23,17 +23,31 @@ public sealed record ModelConfig
 
     public int ResolvedHeadDim => HeadDim ?? HiddenSize / NumAttentionHeads;
 
+    /// <summary>A config.json is a few KB; anything past this is not one (and is not read into memory).</summary>
+    public const long MaxConfigBytes = 16 << 20;
+
     public static ModelConfig Load(string path)
     {
         if (Directory.Exists(path)) path = Path.Combine(path, "config.json");
         if (!File.Exists(path)) throw new PlanException("model", $"config file not found: {path}");
-        return Parse(File.ReadAllText(path));
+        long size = new FileInfo(path).Length;
+        if (size > MaxConfigBytes) throw new PlanException("model", $"{path}: {size:N0} bytes is not a config.json (limit {MaxConfigBytes:N0})");
+        try { return Parse(File.ReadAllText(path)); }
+        catch (PlanException e) { throw new PlanException("model", e.Field == "model" ? $"{path}: {e.Reason}" : $"{path}: '{e.Field}' {e.Reason}"); }
     }
 
+    /// <summary>
+    /// Parses and validates config.json text: the one validation of a config's shape fields, used by `plan` and, through
+    /// the engine's ModelConfig.Load, by every command that reads a model folder.
+    /// </summary>
     public static ModelConfig Parse(string json)
     {
-        using var doc = JsonDocument.Parse(json);
+        JsonDocument doc;
+        try { doc = JsonDocument.Parse(json); }
+        catch (JsonException e) { throw new PlanException("model", $"not valid JSON ({e.Message})"); }
+        using var _ = doc;
         var root = doc.RootElement;
+        if (root.ValueKind != JsonValueKind.Object) throw new PlanException("model", "not a JSON object");
         string type = String(root, "model_type") ?? throw new PlanException("model_type", "missing");
         var config = type == "gpt2" ? ParseGpt2(root) : ParseDecoder(root, type);
         config.Validate();
@@ -90,6 +104,7 @@ public sealed record ModelConfig
         if (NumAttentionHeads % KeyValueHeads != 0)
             throw new PlanException("num_key_value_heads", $"{KeyValueHeads} KV heads do not divide num_attention_heads {NumAttentionHeads}");
         if (ModelType == "gpt2") Positive("n_positions", MaxPositionEmbeddings);
+        else if (MaxPositionEmbeddings < 0) throw new PlanException("max_position_embeddings", $"must be positive, got {MaxPositionEmbeddings}");
     }
 
     static void Positive(string field, int value)
@@ -102,9 +117,15 @@ public sealed record ModelConfig
     static JsonElement? Get(JsonElement root, string name) =>
         root.TryGetProperty(name, out var v) && v.ValueKind != JsonValueKind.Null ? v : null;
 
-    static int? Int(JsonElement root, string name) => Get(root, name)?.GetInt32();
+    static int? Int(JsonElement root, string name) => Get(root, name) is not { } v ? null
+        : v.ValueKind == JsonValueKind.Number && v.TryGetInt32(out int i) ? i
+        : throw new PlanException(name, $"must be an integer that fits 32 bits, got {Show(v)}");
 
-    static bool? Bool(JsonElement root, string name) => Get(root, name)?.GetBoolean();
+    static bool? Bool(JsonElement root, string name) => Get(root, name) is not { } v ? null
+        : v.ValueKind is JsonValueKind.True or JsonValueKind.False ? v.GetBoolean() : throw new PlanException(name, $"must be true or false, got {Show(v)}");
 
-    static string? String(JsonElement root, string name) => Get(root, name)?.GetString();
+    static string? String(JsonElement root, string name) => Get(root, name) is not { } v ? null
+        : v.ValueKind == JsonValueKind.String ? v.GetString() : throw new PlanException(name, $"must be a string, got {Show(v)}");
+
+    static string Show(JsonElement v) { string raw = v.GetRawText(); return raw.Length > 40 ? raw[..40] + "..." : raw; }
 }

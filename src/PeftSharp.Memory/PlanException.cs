@@ -4,7 +4,9 @@ namespace PeftSharp.Memory;
 public sealed class PlanException(string field, string message) : ArgumentException($"{field}: {message}", field)
 {
     public string Field { get; } = field;
+    /// <summary>The message without the field.</summary>
+    public string Reason { get; } = message;
 
     /// <summary>Without ArgumentException's " (Parameter 'x')" suffix: the field already leads the message.</summary>
-    public override string Message => $"{Field}: {message}";
+    public override string Message => $"{Field}: {Reason}";
 }

@@ -22,7 +22,7 @@ public sealed class EvalCommand : Command<EvalCommand.Settings>
         public string Data { get; set; } = "";
 
         [CommandOption("--adapter <DIR>")]
-        [Description("Adapter folder (LoRA/DoRA, Houlsby, prompt tuning; repeatable; DIR, DIR:WEIGHT or NAME=DIR[:WEIGHT])")]
+        [Description("Adapter folder (LoRA/DoRA, Houlsby, prompt tuning; repeatable; DIR, DIR:WEIGHT or NAME=DIR[[:WEIGHT]]; the brackets mean optional)")]
         public string[] Adapters { get; set; } = [];
 
         [CommandOption("--allow-base-mismatch")]

@@ -45,7 +45,7 @@ public sealed class GenerateCommand : Command<GenerateCommand.Settings>
         public int? Seed { get; set; }
 
         [CommandOption("--adapter <DIR>")]
-        [Description("Adapter folder to apply (repeatable; DIR, DIR:WEIGHT or NAME=DIR[:WEIGHT])")]
+        [Description("Adapter folder to apply (repeatable; DIR, DIR:WEIGHT or NAME=DIR[[:WEIGHT]]; the brackets mean optional)")]
         public string[] Adapters { get; set; } = [];
 
         [CommandOption("--allow-base-mismatch")]

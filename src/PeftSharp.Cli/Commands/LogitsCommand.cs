@@ -15,15 +15,15 @@ public sealed class LogitsCommand : Command<LogitsCommand.Settings>
     public sealed class Settings : ModelSettings
     {
         [CommandOption("--input <FILE>")]
-        [Description("safetensors file with tensor input_ids (int64 [B,T])")]
+        [Description("safetensors file with tensor input_ids (int64 [[B,T]])")]
         public string Input { get; set; } = "";
 
         [CommandOption("--output <FILE>")]
-        [Description("safetensors file to write tensor logits (float32 [B,T,V]) to")]
+        [Description("safetensors file to write tensor logits (float32 [[B,T,V]]) to")]
         public string Output { get; set; } = "";
 
         [CommandOption("--adapter <DIR>")]
-        [Description("Adapter folder to apply (repeatable; DIR, DIR:WEIGHT or NAME=DIR[:WEIGHT])")]
+        [Description("Adapter folder to apply (repeatable; DIR, DIR:WEIGHT or NAME=DIR[[:WEIGHT]]; the brackets mean optional)")]
         public string[] Adapters { get; set; } = [];
 
         [CommandOption("--allow-base-mismatch")]

@@ -20,7 +20,7 @@ public sealed class MergeCommand : Command<MergeCommand.Settings>
         public string Model { get; set; } = "";
 
         [CommandOption("--adapter <DIR>")]
-        [Description("Adapter folder to merge (repeatable; DIR, DIR:WEIGHT or NAME=DIR[:WEIGHT])")]
+        [Description("Adapter folder to merge (repeatable; DIR, DIR:WEIGHT or NAME=DIR[[:WEIGHT]]; the brackets mean optional)")]
         public string[] Adapters { get; set; } = [];
 
         [CommandOption("--out <DIR>")]

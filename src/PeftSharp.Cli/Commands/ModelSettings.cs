@@ -34,6 +34,7 @@ public class ModelSettings : CommandSettings
 
     public override ValidationResult Validate()
     {
+        if (CliOptions.NonFiniteNumber(this) is { } nonFinite) return ValidationResult.Error(nonFinite);
         if (Threads is <= 0) return ValidationResult.Error($"--threads must be positive (got {Threads})");
         if (string.IsNullOrWhiteSpace(Model)) return ValidationResult.Error("--model is required");
         if (Device is not ("cpu" or "cuda") && !Device.StartsWith("cuda:")) return ValidationResult.Error($"--device: '{Device}' is not cpu or cuda");

@@ -91,6 +91,7 @@ public sealed class PlanCommand : Command<PlanCommand.Settings>
 
         public override ValidationResult Validate()
         {
+            if (CliOptions.NonFiniteNumber(this) is { } nonFinite) return ValidationResult.Error(nonFinite);
             if (string.IsNullOrWhiteSpace(Model)) return ValidationResult.Error("--model is required (a preset or config.json)");
             try
             {

@@ -31,6 +31,12 @@ public sealed class TrainCommand : Command<TrainSettings>
         string outDir = s.Out ?? (s.Resume is { } r ? Checkpoint.RunFolder(r) : Path.Combine("runs", $"{s.Method}-{DateTime.Now:yyyyMMdd-HHmmss}"));
         var methodOptions = s.MethodOptions();
         var options = s.TrainerOptions(outDir);
+        if (s.Resume is not null && Checkpoint.TryResolve(s.Resume) is null)
+        {
+            Trainer.RemoveInterruptedSaves(outDir); // a run killed during its first checkpoint leaves only its temp folder
+            throw new InvalidOperationException($"{s.Resume}: no checkpoint to resume from (the run stopped before its first one); " +
+                $"start it again, replacing that folder: ./peft train <its options> --out {outDir} --overwrite");
+        }
         if (options.ResumeFrom is null && !options.Overwrite && Trainer.HoldsRun(outDir))
             throw new InvalidOperationException($"{outDir}: already holds a training run; pass --overwrite to replace it or --resume {outDir} to continue it");
 

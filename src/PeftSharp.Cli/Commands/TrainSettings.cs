@@ -130,6 +130,7 @@ public sealed class TrainSettings : CommandSettings
 
     public override ValidationResult Validate()
     {
+        if (CliOptions.NonFiniteNumber(this) is { } nonFinite) return ValidationResult.Error(nonFinite);
         try
         {
             MethodOptions().Validate();
@@ -148,6 +149,12 @@ public sealed class TrainSettings : CommandSettings
         if (MaxSeq <= 1) return ValidationResult.Error($"--max-seq must be at least 2 (got {MaxSeq})");
         if (Steps is <= 0) return ValidationResult.Error($"--steps must be positive (got {Steps})");
         if (Epochs <= 0) return ValidationResult.Error($"--epochs must be positive (got {Epochs})");
+        if (Warmup < 0) return ValidationResult.Error($"--warmup must be 0 or more steps (got {Warmup})");
+        if (SaveInterval < 0) return ValidationResult.Error($"--save-interval must be 0 (no periodic checkpoints) or a positive step count (got {SaveInterval})");
+        if (EvalInterval is <= 0) return ValidationResult.Error($"--eval-interval must be a positive step count (got {EvalInterval})");
+        if (WeightDecay < 0) return ValidationResult.Error($"--weight-decay must be 0 or more (got {WeightDecay})");
+        if (EvalSplit is < 0 or >= 1) return ValidationResult.Error($"--eval-split must be in [0, 1) (got {EvalSplit})");
+        if (Device is not ("cpu" or "cuda") && !Device.StartsWith("cuda:")) return ValidationResult.Error($"--device: '{Device}' is not cpu or cuda");
         if (LearningRate is <= 0) return ValidationResult.Error($"--lr must be positive (got {LearningRate})");
         if (Data is not null && !File.Exists(Data)) return ValidationResult.Error($"--data: file '{Data}' not found");
         if (EvalFile is not null && !File.Exists(EvalFile)) return ValidationResult.Error($"--eval-file: file '{EvalFile}' not found");

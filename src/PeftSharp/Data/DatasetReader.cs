@@ -8,6 +8,7 @@ namespace PeftSharp.Data;
 /// {"text": ...} (loss on all of it), {"prompt": ..., "completion": ...} (loss on the completion only) or
 /// {"messages": [{"role": ..., "content": ...}, ...]} (rendered by <see cref="ChatFormat"/>).
 /// Plain text (any other extension): paragraphs separated by blank lines, each one example.
+/// Files are streamed through <see cref="TextLines"/>: UTF-8 only, one line (or paragraph) at most 8 MiB.
 /// </summary>
 public static class DatasetReader
 {
@@ -30,12 +31,16 @@ public static class DatasetReader
             if (paragraph.Count > 0) result.Add(RawExample.Text(string.Join("\n", paragraph), $"{path}:{start}"));
             paragraph.Clear();
         }
-        foreach (var line in File.ReadLines(path))
+        long paragraphChars = 0;
+        foreach (var (n, line) in TextLines.Read(path))
         {
-            lineNo++;
-            if (string.IsNullOrWhiteSpace(line)) { Flush(); continue; }
+            lineNo = n;
+            if (string.IsNullOrWhiteSpace(line)) { Flush(); paragraphChars = 0; continue; }
             if (paragraph.Count == 0) start = lineNo;
-            paragraph.Add(line.TrimEnd('\r'));
+            // One paragraph is one example: bounded like a JSONL line.
+            if ((paragraphChars += line.Length) > TextLines.MaxLineBytes)
+                throw new InvalidDataException($"{path}:{start}: paragraph longer than {TextLines.MaxLineBytes:N0} characters (the limit for one example)");
+            paragraph.Add(line);
         }
         Flush();
         return result;
@@ -44,10 +49,8 @@ public static class DatasetReader
     static List<RawExample> ReadJsonl(string path)
     {
         var result = new List<RawExample>();
-        int lineNo = 0;
-        foreach (var line in File.ReadLines(path))
+        foreach (var (lineNo, line) in TextLines.Read(path))
         {
-            lineNo++;
             if (string.IsNullOrWhiteSpace(line)) continue;
             string where = $"{path}:{lineNo}";
             JsonObject obj;

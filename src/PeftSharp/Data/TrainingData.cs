@@ -33,6 +33,7 @@ public sealed record TrainingData(
         }
         var (trainSeqs, trainStats) = SequenceBuilder.Build(train, tokenizer, maxLength, packing);
         if (trainSeqs.Count == 0) throw new InvalidDataException($"{trainPath}: no example has tokens to learn from ({trainStats})");
+        WarnIfMostlyUnknown(trainPath, trainSeqs, tokenizer);
         if (eval.Count == 0) return new TrainingData(trainSeqs, trainStats, [], [], null);
         var (evalSeqs, evalStats) = SequenceBuilder.Build(eval, tokenizer, maxLength, packing: false);
         // Encoded segment by segment, exactly as in training.
@@ -46,6 +47,18 @@ public sealed record TrainingData(
     /// <summary><see cref="Load(string, TextTokenizer, int, bool, string?, double, ulong)"/> with a run's options.</summary>
     public static TrainingData Load(string trainPath, TextTokenizer tokenizer, Training.TrainerOptions o) =>
         Load(trainPath, tokenizer, o.MaxSeqLength, o.Packing, o.EvalFile, o.EvalSplit, o.Seed);
+
+    /// <summary>Where data warnings go (most tokens unknown to the tokenizer).</summary>
+    public static Action<string> Warn { get; set; } = m => Console.Error.WriteLine($"warning: {m}");
+
+    /// <summary>Text the tokenizer cannot spell (another language or encoding, a binary or CSV file) trains the model to say &lt;unk&gt;.</summary>
+    static void WarnIfMostlyUnknown(string path, IReadOnlyList<TokenSequence> seqs, TextTokenizer tokenizer)
+    {
+        if (tokenizer.UnkId is not int unk) return;
+        long total = seqs.Sum(s => (long)s.Length), unknown = seqs.Sum(s => (long)s.Ids.Count(id => id == unk));
+        if (unknown * 2 > total)
+            Warn($"{path}: {unknown:N0} of {total:N0} tokens ({100.0 * unknown / total:F0}%) are unknown (<unk>) to the tokenizer {tokenizer.Path}; is the data in the model's language and a text format it was trained on?");
+    }
 
     static List<RawExample> Shuffled(IReadOnlyList<RawExample> xs, ulong seed)
     {

@@ -58,6 +58,31 @@ public static class AtomicFile
         TryDeleteDir(old);
     }
 
+    /// <summary>The temp names <see cref="Write"/> and <see cref="WriteFolder"/> use: .NAME.GUID.tmp and .NAME.GUID.tmp.old.</summary>
+    static readonly System.Text.RegularExpressions.Regex TempName = new(@"^\.(?<name>.+)\.[0-9a-f]{32}\.tmp(?<old>\.old)?$");
+
+    /// <summary>
+    /// Removes what interrupted saves left in <paramref name="dir"/> (a temp file or folder can be model-sized). A
+    /// previous folder set aside as .old whose replacement never arrived is put back instead: it is the last complete one.
+    /// Returns the names removed or restored. Call it only when nothing else is writing there.
+    /// </summary>
+    public static IReadOnlyList<string> RemoveLeftovers(string dir)
+    {
+        var done = new List<string>();
+        if (!Directory.Exists(dir)) return done;
+        foreach (var entry in Directory.EnumerateFileSystemEntries(dir).OrderByDescending(e => e.EndsWith(".old", StringComparison.Ordinal)).ToList())
+        {
+            var m = TempName.Match(System.IO.Path.GetFileName(entry));
+            if (!m.Success) continue;
+            string final = System.IO.Path.Combine(dir, m.Groups["name"].Value);
+            if (m.Groups["old"].Success && Directory.Exists(entry) && !Directory.Exists(final) && !File.Exists(final)) Directory.Move(entry, final);
+            else if (Directory.Exists(entry)) Directory.Delete(entry, recursive: true);
+            else File.Delete(entry);
+            done.Add(System.IO.Path.GetFileName(entry));
+        }
+        return done;
+    }
+
     static void TryDelete(string p) { try { File.Delete(p); } catch (IOException) { } }
     static void TryDeleteDir(string p) { try { if (Directory.Exists(p)) Directory.Delete(p, true); } catch (IOException) { } }
 }

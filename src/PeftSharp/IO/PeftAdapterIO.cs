@@ -123,6 +123,7 @@ public static class PeftAdapterIO
             if (!info.Shape.SequenceEqual(p.shape))
                 throw new InvalidDataException($"{path}: tensor '{info.Name}' has shape [{string.Join(", ", info.Shape)}] but the model expects [{string.Join(", ", p.shape)}]");
             using var t = file.Load(info.Name, p.dtype, p.device);
+            FiniteValues.Require(t, path, info.Name);
             p.copy_(t);
             seen.Add(key);
         }

@@ -71,6 +71,8 @@ public sealed unsafe class SafeTensorsFile : IDisposable
 
     (Dictionary<string, SafeTensorInfo>, Dictionary<string, string>) ParseHeader(byte[] header, long dataStart)
     {
+        // JsonDocument accepts invalid UTF-8 inside strings and fails later, reading a name; refuse it up front.
+        if (!System.Text.Unicode.Utf8.IsValid(header)) throw Bad("header is not valid UTF-8");
         JsonDocument doc;
         try { doc = JsonDocument.Parse(header); }
         catch (JsonException e) { throw Bad($"header is not valid JSON ({e.Message})"); }

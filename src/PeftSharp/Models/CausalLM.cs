@@ -57,6 +57,8 @@ public sealed class CausalLM : nn.Module<Tensor, Tensor>
         if (!config.TieWordEmbeddings)
             lm_head = new TunableLinear("lm_head", config.HiddenSize, config.VocabSize, false, State, dtype);
         RegisterComponents();
+        // Inference mode until a trainer calls train(), as HF's from_pretrained leaves a model: adapter dropout is off.
+        eval();
     }
 
     public IReadOnlyList<DecoderLayer> Layers => model.layers.ToList();

@@ -27,8 +27,6 @@ public sealed class AdapterState
     public List<(string Name, double Weight)> Active { get; } = new();
     /// <summary>When true, the base model alone runs (adapters stay loaded).</summary>
     public bool Disabled { get; set; }
-    /// <summary>Training mode: adapters apply dropout only while this is true.</summary>
-    public bool Training { get; set; }
     /// <summary>
     /// Mixed-adapter batch: the adapter name for each row of the batch (null = base only). When set it
     /// overrides <see cref="Active"/> for the current forward.

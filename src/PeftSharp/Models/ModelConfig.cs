@@ -71,8 +71,14 @@ public sealed class ModelConfig
     {
         string path = Directory.Exists(folderOrFile) ? Path.Combine(folderOrFile, "config.json") : folderOrFile;
         if (!File.Exists(path)) throw new FileNotFoundException($"{path}: config.json not found", path);
-        var raw = JsonFile.ReadObject(path);
-        try { return FromJson(raw); }
+        var raw = JsonFile.ReadObject(path, Memory.ModelConfig.MaxConfigBytes);
+        try
+        {
+            // The planner's parse is the one validation of the shape fields (every command reads configs through here or it).
+            Memory.ModelConfig.Parse(raw.ToJsonString());
+            return FromJson(raw);
+        }
+        catch (Memory.PlanException e) { throw new InvalidDataException(e.Field == "model" ? $"{path}: {e.Reason}" : $"{path}: '{e.Field}' {e.Reason}"); }
         catch (Exception e) when (e is InvalidDataException or FormatException or InvalidOperationException)
         {
             throw new InvalidDataException($"{path}: {e.Message}");

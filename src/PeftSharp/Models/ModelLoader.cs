@@ -15,6 +15,9 @@ public sealed record LoadOptions
 /// <summary>Loads a Hugging Face model folder (config.json + safetensors, single or sharded) into a <see cref="CausalLM"/>.</summary>
 public static class ModelLoader
 {
+    /// <summary>Where non-fatal notices go (base weights holding NaN/Inf).</summary>
+    public static Action<string> Warn { get; set; } = m => Console.Error.WriteLine($"warning: {m}");
+
     /// <summary>Hooks that recognise a pre-quantised checkpoint and return the quantiser that reads it.</summary>
     public static List<Func<CheckpointReader, IWeightQuantizer?>> QuantizedCheckpointDetectors { get; } = new();
 
@@ -45,6 +48,8 @@ public static class ModelLoader
     {
         var used = new HashSet<string>(StringComparer.Ordinal);
         var missing = new List<string>();
+        var nonFinite = new List<string>();
+        void CheckFinite(Tensor t, string name) { if (!FiniteValues.All(t)) nonFinite.Add(name); }
         void RequireShape(string name, long[] expected)
         {
             var actual = reader.Info(name).Shape;
@@ -59,6 +64,7 @@ public static class ModelLoader
                 if (!reader.Contains(name)) { missing.Add(name); continue; }
                 RequireShape(name, p.shape);
                 using var t = reader.Load(name, dtype, device);
+                CheckFinite(t, name);
                 p.copy_(t);
                 used.Add(name);
             }
@@ -73,12 +79,16 @@ public static class ModelLoader
                     RequireShape(wname, shape);
                     // One dense tensor at a time: the whole fp32 model never exists during quantised loading.
                     using var dense = reader.Load(wname);
+                    CheckFinite(dense, wname);
                     q = quantizer.Quantize(dense, device);
                 }
                 lin.SetQuantized(q);
                 used.Add(wname);
             }
         }
+        // A base is not ours to refuse (it may be deliberate), but silently NaN outputs are worse: say it once per load.
+        if (nonFinite.Count > 0)
+            Warn($"{reader.Folder}: {nonFinite.Count} weight tensor(s) hold NaN or infinite values ({string.Join(", ", nonFinite.Take(4))}{(nonFinite.Count > 4 ? ", ..." : "")}); outputs will be NaN where they are used");
         if (missing.Count > 0)
             throw new InvalidDataException($"{reader.Folder}: checkpoint is missing {missing.Count} tensor(s): {string.Join(", ", missing.Take(8))}{(missing.Count > 8 ? ", ..." : "")}");
         var unexpected = reader.Names.Where(n => !used.Contains(n) && !Ignorable(n) && !(quantizer?.IsQuantStateKey(n) ?? false)).ToList();

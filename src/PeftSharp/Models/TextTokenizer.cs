@@ -36,6 +36,17 @@ public sealed class TextTokenizer : IDisposable
     // What tokenizer.json's own post-processor adds (the native encoder always adds it; Encode strips it).
     readonly int[] _nativePrefix, _nativeSuffix;
 
+    /// <summary>The id the model emits for text its vocabulary cannot spell (&lt;unk&gt;), or null when it has none (byte-level BPE).</summary>
+    public int? UnkId { get; }
+
+    static int? UnknownTokenId(JsonObject? model, Dictionary<string, int> added)
+    {
+        if (model?["unk_id"] is JsonValue uid && uid.TryGetValue<int>(out int id)) return id; // Unigram
+        if (model?["unk_token"] is not JsonValue u || !u.TryGetValue<string>(out var unk)) return null;
+        if (added.TryGetValue(unk, out int a)) return a;
+        return model["vocab"] is JsonObject vocab && vocab[unk] is JsonValue v && v.TryGetValue<int>(out int i) ? i : null;
+    }
+
     public TextTokenizer(string path, ModelConfig? config = null)
     {
         Path = path;
@@ -59,6 +70,7 @@ public sealed class TextTokenizer : IDisposable
         }
         else if (root["model"]?["vocab"] is JsonArray unigram) maxId = Math.Max(maxId, unigram.Count - 1); // [[piece, score], ...]
         VocabSize = maxId + 1;
+        UnkId = UnknownTokenId(root["model"] as JsonObject, added);
         (_nativePrefix, _nativeSuffix) = PostProcessorTokens(root["post_processor"], added);
         (Prefix, Suffix) = SpecialTokenPolicy.Resolve(root, (_nativePrefix, _nativeSuffix), added, path);
 

@@ -23,6 +23,7 @@ public static class ModelQuantizer
             throw new ArgumentException($"{outDir}: output folder must differ from the model folder");
         string configPath = Path.Combine(modelDir, "config.json");
         if (!File.Exists(configPath)) throw new FileNotFoundException($"{modelDir}: no config.json");
+        Models.ModelConfig.Load(configPath); // refuses what generate/inspect would refuse, before anything is written
         var config = JsonFile.ReadObject(configPath);
         if (config.ContainsKey("quantization_config")) throw new InvalidDataException($"{configPath}: the model is already quantised");
 
@@ -44,6 +45,7 @@ public static class ModelQuantizer
                 entries.AddRange(BnbCheckpoint.Entries(name, info.Shape, options, SafeTensorDtype.TorchName(stored), () =>
                 {
                     using var dense = file.Load(name);
+                    FiniteValues.Require(dense, file.Path, name); // NaN absmax scales would poison the quant_state
                     var w = Nf4Weight.FromDense(dense, options, CPU, name);
                     var (e, n) = w.ErrorSums(dense);
                     errSq += e; normSq += n;

@@ -43,6 +43,9 @@ public static class Checkpoint
                 using var t = file.Load(name, p.dtype, p.device);
                 if (!t.shape.SequenceEqual(p.shape))
                     throw new InvalidDataException($"{paramsPath}: tensor '{name}' is [{string.Join(", ", t.shape)}], the model expects [{string.Join(", ", p.shape)}]");
+                // A diverged checkpoint is no place to continue from (and never the "last good" one).
+                if (!FiniteValues.All(t))
+                    throw new InvalidDataException($"{paramsPath}: tensor '{name}' holds NaN or infinite values; resume from an earlier checkpoint");
                 p.copy_(t);
             }
             int extra = file.Tensors.Count(t => t.Name != RngKey) - expected.Count;
@@ -63,13 +66,16 @@ public static class Checkpoint
     }
 
     /// <summary>A checkpoint folder itself, or the latest checkpoint of a run folder.</summary>
-    public static string Resolve(string path)
+    public static string Resolve(string path) => TryResolve(path)
+        ?? throw new DirectoryNotFoundException($"{path}: no checkpoint to resume from (neither a checkpoint folder nor a run with checkpoints/step-*)");
+
+    /// <summary><see cref="Resolve"/>, or null when there is no checkpoint.</summary>
+    public static string? TryResolve(string path)
     {
         if (File.Exists(Path.Combine(path, State))) return path;
         string root = Path.Combine(path, "checkpoints");
-        var latest = Directory.Exists(root)
+        return Directory.Exists(root)
             ? Directory.GetDirectories(root, "step-*").Where(d => File.Exists(Path.Combine(d, State))).Order(StringComparer.Ordinal).LastOrDefault()
             : null;
-        return latest ?? throw new DirectoryNotFoundException($"{path}: no checkpoint to resume from (neither a checkpoint folder nor a run with checkpoints/step-*)");
     }
 }

@@ -48,6 +48,13 @@ public sealed class Trainer
     public static IOptimizer DefaultOptimizer(IReadOnlyList<(string Name, Parameter Param)> ps, TrainerOptions o) =>
         OptimizerFactory.Create(o.Optimizer, ps, o, Path.Combine(o.OutDir, "paged-state"));
 
+    /// <summary>
+    /// Removes the temp files and folders of saves a killed run left in its folder (.step-*.tmp checkpoints, .final.*.tmp,
+    /// .metrics.jsonl.*.tmp; with full fine-tuning each is model-sized). Runs at the start of every run or resume of it.
+    /// </summary>
+    public static IReadOnlyList<string> RemoveInterruptedSaves(string outDir) =>
+        [.. IO.AtomicFile.RemoveLeftovers(outDir), .. IO.AtomicFile.RemoveLeftovers(Path.Combine(outDir, "checkpoints"))];
+
     /// <summary>True when <paramref name="outDir"/> already holds (part of) a training run.</summary>
     public static bool HoldsRun(string outDir) =>
         File.Exists(Path.Combine(outDir, RunFile)) || File.Exists(Path.Combine(outDir, MetricsLog.FileName)) || Directory.Exists(Path.Combine(outDir, "checkpoints"));
@@ -55,6 +62,7 @@ public sealed class Trainer
     public TrainResult Train(TrainingData data)
     {
         var clock = Stopwatch.StartNew();
+        RemoveInterruptedSaves(_o.OutDir);
         string? resume = _o.ResumeFrom is null ? null : Checkpoint.Resolve(_o.ResumeFrom);
         PrepareOutDir(resume is not null);
         var metrics = new MetricsLog(_o.OutDir);
@@ -77,6 +85,7 @@ public sealed class Trainer
             var state = Checkpoint.Load(resume, _method, optimizer);
             if (state.TotalSteps != totalSteps)
                 throw new InvalidOperationException($"{resume}: the checkpoint belongs to a run of {state.TotalSteps} steps, this one has {totalSteps}; use the same data and options to resume");
+            state.Validate(Path.Combine(resume, Checkpoint.State), totalSteps, data.Train.Count, _o.BatchSize, _o.GradientAccumulation);
             loader.Position = state.DataPosition;
             step = state.Step;
             lastGood = resume;
@@ -84,6 +93,7 @@ public sealed class Trainer
             first = last = metrics.EvalAt(0);   // the "before" figures, measured by the process that started the run
             Log?.Invoke($"resumed from {resume} at step {step}");
         }
+        else manual_seed((long)_o.Seed); // dropout masks follow the run's seed (HF's Trainer seeds too); a resume restores the checkpoint's RNG
         WriteRunFile();
 
         bool hasEval = data.Eval.Count > 0 || data.EvalPrompts.Count > 0;
@@ -111,8 +121,12 @@ public sealed class Trainer
             OnStep?.Invoke(step);
             if (hasEval && _o.EvalInterval > 0 && step % _o.EvalInterval == 0 && step < totalSteps) last = Evaluate(data, step, clock, metrics);
             if (_o.SaveInterval > 0 && step % _o.SaveInterval == 0 && step < totalSteps)
-                lastGood = Save(optimizer, loader, step, totalSteps, schedule.At(step - 1));
+            {
+                string saved = Save(optimizer, loader, step, totalSteps, schedule.At(step - 1));
+                if (trainable.All(IO.FiniteValues.All)) lastGood = saved; // a checkpoint holding NaN is never "last good"
+            }
         }
+        _model.eval(); // TrainStep left it in training mode; whatever runs next (eval, save, generation) is inference
         if (step < totalSteps && Cancellation.IsCancellationRequested && step > 0)
         {
             string ckpt = Save(optimizer, loader, step, totalSteps, schedule.At(step - 1));

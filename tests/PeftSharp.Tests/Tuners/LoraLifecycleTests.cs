@@ -86,7 +86,7 @@ public class LoraLifecycleTests
         using var a = Logits(model);
         using var b = Logits(model);
         Assert.Equal(0.0, TestPaths.MaxAbsError(a, b));
-        model.State.Training = true;
+        model.train();
         using var c = Logits(model);
         Assert.True(TestPaths.MaxAbsError(a, c) > 1e-4);
     }

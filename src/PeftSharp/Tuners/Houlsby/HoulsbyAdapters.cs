@@ -82,6 +82,7 @@ public static class HoulsbyAdapters
                 throw new InvalidDataException($"{file}: tensor '{name}' has shape [{string.Join(", ", info.Shape)}], the model needs [{string.Join(", ", p.shape)}]");
             }
             using var t = f.Load(name, p.dtype, p.device);
+            if (!FiniteValues.All(t)) { Detach(model); FiniteValues.Require(t, file, name); }
             p.copy_(t);
         }
         return cfg;

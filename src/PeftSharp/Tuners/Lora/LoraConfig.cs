@@ -84,9 +84,10 @@ public sealed record LoraConfig
         string Where(string k) => $"{source}: '{k}'";
         try
         {
-            foreach (var k in o.Select(p => p.Key).Where(k => !KnownKeys.Contains(k) && !k.StartsWith("peftsharp_", StringComparison.Ordinal)))
-                warn?.Invoke($"{source}: unknown key '{k}' ignored");
-            string peftType = o["peft_type"]?.GetValue<string>() ?? "LORA";
+            // Newer PEFT releases write every option of their LoraConfig; one left at null/false/empty changes nothing.
+            foreach (var (k, v) in o.Where(p => !KnownKeys.Contains(p.Key) && !p.Key.StartsWith("peftsharp_", StringComparison.Ordinal) && !IsUnset(p.Value)))
+                warn?.Invoke($"{source}: unknown key '{k}' = {Shorten(v!.ToJsonString())} ignored (written by a newer PEFT release?)");
+            string peftType = o["peft_type"]?.GetValue<string>() ?? throw MissingPeftType(source);
             if (peftType != "LORA") throw new InvalidDataException($"{Where("peft_type")} is '{peftType}', expected LORA");
             RequireOff(o, "fan_in_fan_out", source);
             RequireOff(o, "lora_bias", source);
@@ -149,14 +150,31 @@ public sealed record LoraConfig
     public LoraConfig Validated(string source)
     {
         if (R <= 0) throw new InvalidDataException($"{source}: 'r' must be positive, got {R}");
-        if (LoraDropout is < 0 or >= 1) throw new InvalidDataException($"{source}: 'lora_dropout' must be in [0, 1), got {LoraDropout}");
+        if (LoraDropout is < 0 or >= 1 || double.IsNaN(LoraDropout)) throw new InvalidDataException($"{source}: 'lora_dropout' must be in [0, 1), got {LoraDropout}");
         if (TargetModules is null && TargetModulesRegex is null) throw new InvalidDataException($"{source}: 'target_modules' is required");
         if (InitLoraWeights is not ("true" or "false" or "gaussian" or "pissa"))
             throw new InvalidDataException($"{source}: 'init_lora_weights' '{InitLoraWeights}' is not supported (true, false, gaussian, pissa)");
         foreach (var (k, v) in RankPattern)
             if (v <= 0) throw new InvalidDataException($"{source}: rank_pattern '{k}' must be positive, got {v}");
+        CheckAlpha(source, "'lora_alpha'", LoraAlpha, R);
+        foreach (var (k, v) in AlphaPattern) CheckAlpha(source, $"alpha_pattern '{k}'", v, PatternValue(RankPattern, k) ?? R);
         return this;
     }
+
+    /// <summary>
+    /// The scaling alpha/r (alpha/sqrt(r) with rsLoRA) multiplies every LoRA output: it must be a finite number that
+    /// fits the float32 adapter maths, or every output becomes Inf/NaN (lora_alpha 1e308 gives 1.25e307 at r=8).
+    /// </summary>
+    void CheckAlpha(string source, string what, double alpha, int r)
+    {
+        if (!double.IsFinite(alpha)) throw new InvalidDataException($"{source}: {what} must be a finite number, got {alpha}");
+        double scaling = UseRslora ? alpha / Math.Sqrt(r) : alpha / r;
+        if (Math.Abs(scaling) > MaxScaling)
+            throw new InvalidDataException($"{source}: {what} {alpha:g6} gives a scaling of {scaling:g6} (alpha/{(UseRslora ? "sqrt(r)" : "r")} with r={r}), above the limit of {MaxScaling:g1} (LoRA outputs would overflow)");
+    }
+
+    /// <summary>Largest |alpha/r| accepted: far above any real adapter's (1-64), far below float32's 3.4e38 so B·A·s stays finite.</summary>
+    public const double MaxScaling = 1e6;
 
     /// <summary>adapter_config.json content with every key PEFT's LoraConfig has (sorted, as PEFT writes it).</summary>
     public JsonObject ToJson()
@@ -203,6 +221,23 @@ public sealed record LoraConfig
         JsonArray a => (a.Select(x => x!.GetValue<string>()).ToList(), null),
         JsonNode s => (null, s.GetValue<string>()),
     };
+
+    /// <summary>
+    /// PEFT refuses an adapter_config.json without 'peft_type' (PeftConfig._get_peft_type reads loaded_attributes["peft_type"],
+    /// a KeyError when absent), so PeftSharp does too rather than guessing LoRA.
+    /// </summary>
+    public static InvalidDataException MissingPeftType(string source) =>
+        new($"{source}: 'peft_type' is missing (PEFT refuses such a config too); a LoRA adapter has \"peft_type\": \"LORA\"");
+
+    static bool IsUnset(JsonNode? v) => v switch
+    {
+        null => true,
+        JsonValue b when b.GetValueKind() == JsonValueKind.False => true,
+        JsonObject { Count: 0 } or JsonArray { Count: 0 } => true,
+        _ => false,
+    };
+
+    static string Shorten(string s) => s.Length > 60 ? s[..60] + "..." : s;
 
     static void RequireOff(JsonObject o, string key, string source)
     {

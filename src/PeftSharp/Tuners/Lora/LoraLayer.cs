@@ -48,7 +48,8 @@ public sealed class LoraLayer : ILinearAdapter
     {
         using var scope = NewDisposeScope();
         var xa = x.dtype == A.dtype ? x : x.to_type(A.dtype);
-        bool drop = Dropout > 0 && layer.State.Training;
+        // The module's own training flag (train()/eval(), as PyTorch's nn.Dropout reads it), so Trainer's train() turns it on.
+        bool drop = Dropout > 0 && layer.training;
         var xd = drop ? nn.functional.dropout(xa, Dropout, true) : xa;
         var lora = nn.functional.linear(nn.functional.linear(xd, A), B);
         Tensor delta;

@@ -18,7 +18,7 @@ public static class LoraMixedBatch
         if (used.Count == 0) return y;
         var adapters = used.Select(n => layer.Adapters[n] as LoraLayer).ToList();
         // DoRA needs a per-adapter weight norm and dropout differs per row: both take the per-row path.
-        if (adapters.Any(a => a is null || a.IsDora || (a.Dropout > 0 && layer.State.Training))) return null;
+        if (adapters.Any(a => a is null || a.IsDora || (a.Dropout > 0 && layer.training))) return null;
         var loras = adapters.Select(a => a!).ToList();
         var dtype = loras[0].A.dtype;
         if (loras.Any(a => a.A.dtype != dtype)) return null;

@@ -86,6 +86,7 @@ public sealed class PromptEmbeddings : IDisposable
         if (info.Shape.Length != 2 || info.Shape[0] != cfg.NumVirtualTokens || info.Shape[1] != hidden)
             throw new InvalidDataException($"{file}: tensor 'prompt_embeddings' has shape [{string.Join(", ", info.Shape)}], expected [{cfg.NumVirtualTokens}, {hidden}]");
         var t = f.Load("prompt_embeddings", model.Dtype, model.Device);
+        if (!FiniteValues.All(t)) { t.Dispose(); FiniteValues.Require(t, file, "prompt_embeddings"); }
         return new PromptEmbeddings(new Parameter(t, requires_grad: false), cfg);
     }
 

@@ -1,0 +1,143 @@
+using System.Reflection;
+using System.Text.RegularExpressions;
+using Spectre.Console.Cli;
+using Spectre.Console.Cli.Help;
+
+namespace PeftSharp.Cli;
+
+/// <summary>
+/// Flag errors every command gets without code of its own. Parsing is strict (an unknown flag or argument is an error;
+/// Spectre.Console.Cli otherwise passes it on as a "remaining argument" nothing reads); these turn Spectre's messages
+/// into ones that name the flag: the closest flag of that command is suggested for an unknown one, and a value that
+/// does not convert names its flag and what it takes. Flags come from each command's settings type
+/// ([CommandOption] attributes), recorded as commands are added, so commands and options added later are covered.
+/// </summary>
+public static class CliOptions
+{
+    /// <summary>Rewrites Spectre's "Unknown option 'x'." for command <paramref name="args"/>[0]; null for other messages.</summary>
+    public static string? ExplainUnknownOption(string message, IReadOnlyList<string> args, IReadOnlyDictionary<string, Type> settingsByCommand)
+    {
+        var m = Regex.Match(message, @"^(?:Unknown|Unexpected) option '(.*)'\.?$"); // Unexpected: before any command
+        if (!m.Success) return null;
+        string name = m.Groups[1].Value, given = (name.Length == 1 ? "-" : "--") + name;
+        string command = args.Count > 0 && settingsByCommand.ContainsKey(args[0]) ? args[0] : "";
+        IReadOnlyList<string> flags = settingsByCommand.TryGetValue(command, out var type) ? Flags(type) : ["--help", "--version"];
+        string where = command.Length > 0 ? $" for `peft {command}`" : "";
+        return $"unknown option '{given}'{where}{Suggestion(given, flags)}; see `peft {command}{(command.Length > 0 ? " " : "")}--help`";
+    }
+
+    /// <summary>The settings type of a command type (the TSettings of Command&lt;TSettings&gt; or AsyncCommand&lt;TSettings&gt;).</summary>
+    public static Type? SettingsOf(Type commandType)
+    {
+        for (var t = commandType; t is not null; t = t.BaseType)
+            if (t.IsGenericType && t.GetGenericArguments() is [var a] && typeof(CommandSettings).IsAssignableFrom(a)) return a;
+        return null;
+    }
+
+    /// <summary>
+    /// "--lr must be a finite number (got NaN)" for the first NaN/Infinity among a settings object's number options, else
+    /// null. .NET parses "NaN" and "Infinity" as doubles, and range checks (x &lt;= 0) let NaN through.
+    /// </summary>
+    public static string? NonFiniteNumber(CommandSettings settings)
+    {
+        foreach (var (p, a) in Options(settings.GetType()))
+            if (p.GetValue(settings) is double d && !double.IsFinite(d))
+                return $"--{a.LongNames.FirstOrDefault() ?? a.ShortNames.First()} must be a finite number (got {(double.IsNaN(d) ? "NaN" : d > 0 ? "Infinity" : "-Infinity")})";
+        return null;
+    }
+
+    /// <summary>Every flag of a settings type (inherited ones included), with dashes: --max-new-tokens, -h.</summary>
+    public static IReadOnlyList<string> Flags(Type settingsType) =>
+        Options(settingsType).SelectMany(o => o.Attribute.LongNames.Select(n => "--" + n).Concat(o.Attribute.ShortNames.Select(n => "-" + n))).ToList();
+
+    static IEnumerable<(PropertyInfo Property, CommandOptionAttribute Attribute)> Options(Type settingsType) =>
+        settingsType.GetProperties(BindingFlags.Public | BindingFlags.Instance)
+            .Select(p => (p, p.GetCustomAttribute<CommandOptionAttribute>()))
+            .Where(x => x.Item2 is not null)
+            .Select(x => (x.p, x.Item2!));
+
+    /// <summary>"; did you mean --x?" when a flag is within a third of its length in edits, or shares a word with it.</summary>
+    public static string Suggestion(string given, IReadOnlyList<string> flags)
+    {
+        if (flags.Count == 0) return "";
+        var best = flags.Select(f => (Flag: f, Distance: Levenshtein(given, f))).OrderBy(x => x.Distance).ThenBy(x => x.Flag, StringComparer.Ordinal).First();
+        var words = given.TrimStart('-').Split('-');
+        if (best.Distance > Math.Max(2, given.Length / 3))
+            best = flags.Select(f => (Flag: f, Distance: -f.TrimStart('-').Split('-').Intersect(words).Count())).Where(x => x.Distance < 0)
+                .OrderBy(x => x.Distance).ThenBy(x => x.Flag.Length).FirstOrDefault();
+        return best.Flag is null ? "" : $"; did you mean {best.Flag}?";
+    }
+
+    static int Levenshtein(string a, string b)
+    {
+        var d = new int[b.Length + 1];
+        for (int j = 0; j <= b.Length; j++) d[j] = j;
+        for (int i = 1; i <= a.Length; i++)
+        {
+            int prev = d[0];
+            d[0] = i;
+            for (int j = 1; j <= b.Length; j++)
+            {
+                int cur = d[j];
+                d[j] = Math.Min(Math.Min(d[j] + 1, d[j - 1] + 1), prev + (a[i - 1] == b[j - 1] ? 0 : 1));
+                prev = cur;
+            }
+        }
+        return d[b.Length];
+    }
+
+    /// <summary>
+    /// Spectre's conversion failure ("Failed to convert 'abc' to Nullable`1.") names neither the flag nor the type:
+    /// find the flag the value was given to and say what it takes. Null when the message is not that failure.
+    /// </summary>
+    public static string? ExplainConversionFailure(string message, IReadOnlyList<string> args, IReadOnlyDictionary<string, Type> settingsByCommand)
+    {
+        var m = Regex.Match(message, @"^Failed to convert '(.*)' to ");
+        if (!m.Success) return null;
+        string value = m.Groups[1].Value;
+        string? flag = null;
+        for (int i = 0; i < args.Count && flag is null; i++)
+        {
+            if (args[i].StartsWith('-') && args[i].EndsWith("=" + value, StringComparison.Ordinal)) flag = args[i][..args[i].IndexOf('=')];
+            else if (args[i].StartsWith('-') && i + 1 < args.Count && args[i + 1] == value) flag = args[i];
+        }
+        if (flag is null) return null;
+        // The command's own settings type (args[0]); its flags decide what the value should have been.
+        var settingsTypes = args.Count > 0 && settingsByCommand.TryGetValue(args[0], out var st) ? [st] : settingsByCommand.Values.Distinct();
+        var type = settingsTypes.SelectMany(Options).Where(o => o.Attribute.LongNames.Any(n => "--" + n == flag) || o.Attribute.ShortNames.Any(n => "-" + n == flag))
+            .Select(o => Nullable.GetUnderlyingType(o.Property.PropertyType) ?? o.Property.PropertyType).FirstOrDefault();
+        string wanted = type == typeof(int) || type == typeof(long) ? "a whole number"
+            : type == typeof(double) || type == typeof(float) ? "a number" : type == typeof(bool) ? "true or false" : "a valid value";
+        return $"{flag}: '{value}' is not {wanted}";
+    }
+}
+
+/// <summary>Passes every call on to Spectre's configurator and records which settings type each command name binds.</summary>
+sealed class RecordingConfigurator(IConfigurator inner, Dictionary<string, Type> settingsByCommand) : IConfigurator
+{
+    public ICommandAppSettings Settings => inner.Settings;
+    public IConfigurator AddExample(params string[] args) { inner.AddExample(args); return this; }
+    public IConfigurator SetHelpProvider(IHelpProvider helpProvider) { inner.SetHelpProvider(helpProvider); return this; }
+    public IConfigurator SetHelpProvider<T>() where T : IHelpProvider { inner.SetHelpProvider<T>(); return this; }
+
+    public ICommandConfigurator AddCommand<TCommand>(string name) where TCommand : class, ICommand
+    {
+        if (CliOptions.SettingsOf(typeof(TCommand)) is { } s) settingsByCommand[name] = s;
+        return inner.AddCommand<TCommand>(name);
+    }
+
+    public ICommandConfigurator AddDelegate<TSettings>(string name, Func<CommandContext, TSettings, CancellationToken, int> func) where TSettings : CommandSettings
+    {
+        settingsByCommand[name] = typeof(TSettings);
+        return inner.AddDelegate(name, func);
+    }
+
+    public ICommandConfigurator AddAsyncDelegate<TSettings>(string name, Func<CommandContext, TSettings, CancellationToken, Task<int>> func) where TSettings : CommandSettings
+    {
+        settingsByCommand[name] = typeof(TSettings);
+        return inner.AddAsyncDelegate(name, func);
+    }
+
+    public IBranchConfigurator AddBranch<TSettings>(string name, Action<IConfigurator<TSettings>> action) where TSettings : CommandSettings =>
+        inner.AddBranch(name, action);
+}
