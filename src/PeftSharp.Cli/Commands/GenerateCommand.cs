@@ -30,7 +30,7 @@ public sealed class GenerateCommand : Command<GenerateCommand.Settings>
         public double? Temperature { get; set; }
 
         [CommandOption("--top-p <P>")]
-        [Description("Nucleus sampling mass in (0, 1]. Default: generation_config.json, else 1 (off)")]
+        [Description("Nucleus sampling mass in (0, 1]]. Default: generation_config.json, else 1 (off)")]
         public double? TopP { get; set; }
 
         [CommandOption("--top-k <K>")]

@@ -26,7 +26,7 @@ public sealed class TrainSettings : CommandSettings
     public string AdapterMethod { get; set; } = "qlora";
     [CommandOption("--beta <B>")] [Description("dpo: KL strength; orpo: odds-ratio weight")] [DefaultValue(0.1)]
     public double Beta { get; set; } = 0.1;
-    [CommandOption("--label-smoothing <E>")] [Description("dpo sigmoid loss: assumed share of flipped labels (cDPO), in [0, 0.5)")] [DefaultValue(0.0)]
+    [CommandOption("--label-smoothing <E>")] [Description("dpo sigmoid loss: assumed share of flipped labels (cDPO), in [[0, 0.5)")] [DefaultValue(0.0)]
     public double LabelSmoothing { get; set; }
     [CommandOption("--loss-type <T>")] [Description("dpo loss: sigmoid | ipo")] [DefaultValue("sigmoid")]
     public string LossType { get; set; } = "sigmoid";

@@ -55,8 +55,8 @@ public class PreferenceCliTests
     public void PrecomputedReferenceGivesTheSameRunAsPerBatchReference()
     {
         string dir = TestPaths.TempDir(), data = Pairs(dir);
-        Assert.Equal(0, CliCapture.Run(Train(data, Path.Combine(dir, "a"), "dpo", "--eval-interval", "0")).Code);
-        Assert.Equal(0, CliCapture.Run(Train(data, Path.Combine(dir, "b"), "dpo", "--eval-interval", "0", "--precompute-ref")).Code);
+        Assert.Equal(0, CliCapture.Run(Train(data, Path.Combine(dir, "a"), "dpo", "--eval-interval", "1000")).Code);
+        Assert.Equal(0, CliCapture.Run(Train(data, Path.Combine(dir, "b"), "dpo", "--eval-interval", "1000", "--precompute-ref")).Code);
         var a = Records(Path.Combine(dir, "a")).Where(r => r["loss"] is not null).Select(r => r["loss"]!.GetValue<double>()).ToList();
         var b = Records(Path.Combine(dir, "b")).Where(r => r["loss"] is not null).Select(r => r["loss"]!.GetValue<double>()).ToList();
         Assert.Equal(3, a.Count);
@@ -67,7 +67,7 @@ public class PreferenceCliTests
     public void OrpoRunLogsNllAndOddsRatio()
     {
         string dir = TestPaths.TempDir(), data = Pairs(dir), outDir = Path.Combine(dir, "orpo");
-        var (code, stdout, err) = CliCapture.Run(Train(data, outDir, "orpo", "--eval-interval", "0"));
+        var (code, stdout, err) = CliCapture.Run(Train(data, outDir, "orpo", "--eval-interval", "1000"));
         Assert.True(code == 0, err + stdout);
         var steps = Records(outDir).Where(r => r["loss"] is not null).ToList();
         Assert.All(steps, s =>
@@ -99,7 +99,7 @@ public class PreferenceCliTests
     {
         string dir = TestPaths.TempDir(), data = Pairs(dir, 8);
         File.AppendAllText(data, $"{{\"prompt\":\"p\",\"chosen\":\"{new string('a', 60)}\",\"rejected\":\" b{new string('c', 60)}\"}}\n");
-        var (code, stdout, err) = CliCapture.Run(Train(data, Path.Combine(dir, "out"), "dpo", "--eval-interval", "0", "--steps", "1"));
+        var (code, stdout, err) = CliCapture.Run(Train(data, Path.Combine(dir, "out"), "dpo", "--eval-interval", "1000", "--steps", "1"));
         Assert.True(code == 0, err + stdout);
         Assert.Contains("1 pair(s) cut to --max-seq 32", stdout.Replace("\n", ""));
         Assert.Contains($"{data}:9", stdout.Replace("\n", ""));
@@ -127,7 +127,7 @@ public class PreferenceCliTests
         Assert.Contains("dpo, orpo", bad.Message);
 
         string dir = TestPaths.TempDir(), data = Pairs(dir), outDir = Path.Combine(dir, "dpo");
-        Assert.Equal(0, CliCapture.Run(Train(data, outDir, "dpo", "--eval-interval", "0")).Code);
+        Assert.Equal(0, CliCapture.Run(Train(data, outDir, "dpo", "--eval-interval", "1000")).Code);
         var row = PeftSharp.Cli.Compare.CompareRow.Read(new PeftSharp.Cli.Compare.CompareRun("dpo", "dpo", null, null), outDir);
         Assert.True(row.Run.IsLora);   // merged like the LoRA family for the inference overhead
         Assert.True(row.TrainableParams > 0 && row.PeakRssBytes > 0);
