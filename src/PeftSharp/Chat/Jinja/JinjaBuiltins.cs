@@ -34,7 +34,7 @@ static class JinjaBuiltins
                 case "/": return (double)x / y;
                 case "//": return y == 0 ? throw new JinjaException($"integer division by zero (line {line})") : (long)Math.Floor((double)x / y);
                 case "%": return y == 0 ? throw new JinjaException($"modulo by zero (line {line})") : ((x % y) + y) % y;
-                case "**": return y >= 0 ? (long)Math.Pow(x, y) : Math.Pow(x, y);
+                case "**": return y >= 0 ? (object)(long)Math.Pow(x, y) : Math.Pow(x, y);
             }
         }
         if (Values.IsNumber(a) && Values.IsNumber(b))

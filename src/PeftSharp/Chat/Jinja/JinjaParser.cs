@@ -103,6 +103,9 @@ sealed class JinjaParser(List<Token> tokens)
                 ExpectTag("endfilter"); ExpectClose(TokenKind.CloseStatement);
                 return new FilterBlock(name, args, body, t.Line);
             }
+            case "elif" or "else" or "endif" or "endfor" or "endset" or "endmacro" or "endfilter":
+                _i--;
+                throw Error("unexpected block tag");
             default: throw new JinjaUnsupportedException($"statement '{{% {t.Value} %}}'", t.Line);
         }
     }
