@@ -15,6 +15,14 @@ public sealed class GenerateCommand : Command<GenerateCommand.Settings>
         [Description("The text to continue")]
         public string? Prompt { get; set; }
 
+        [CommandOption("--chat <FILE>")]
+        [Description("A conversation to answer (JSON: [{\"role\",\"content\"}, ...] or {\"messages\": [...]}), rendered with the model's chat template")]
+        public string? Chat { get; set; }
+
+        [CommandOption("--chat-template <FILE>")]
+        [Description(ChatCli.TemplateOptionHelp)]
+        public string? ChatTemplate { get; set; }
+
         [CommandOption("--max-new-tokens <N>")]
         [DefaultValue(64)]
         public int MaxNewTokens { get; set; } = 64;
@@ -43,7 +51,7 @@ public sealed class GenerateCommand : Command<GenerateCommand.Settings>
         {
             var r = base.Validate();
             if (!r.Successful) return r;
-            if (Prompt is null) return ValidationResult.Error("--prompt is required");
+            if ((Prompt is null) == (Chat is null)) return ValidationResult.Error("give one of --prompt TEXT or --chat FILE");
             try { Sampling.Validate(); }
             catch (ArgumentException e) { return ValidationResult.Error(e.Message); }
             return ValidationResult.Success();
@@ -57,10 +65,10 @@ public sealed class GenerateCommand : Command<GenerateCommand.Settings>
         using var model = s.LoadModel();
         var applied = AdapterCli.Apply(model, s.Adapters, s.AllowBaseMismatch);
         using var tok = TextTokenizer.FromFolder(s.Model, model.Config);
-        var prompt = tok.Encode(s.Prompt!);
-        var stop = tok.StopIds(model.Config);
+        var (text, stop) = GenerateInput.Resolve(s.Prompt, s.Chat, s.ChatTemplate, s.Model, tok, model.Config, s.Adapters);
+        var prompt = tok.Encode(text);
         var streamer = new TextStreamer(tok);
-        Console.Write(s.Prompt);
+        Console.Write(text);
         foreach (var id in TextGenerator.Generate(model, prompt, s.Sampling, stop, applied.GenerationPrefix))
         {
             if (cancellationToken.IsCancellationRequested) break;

@@ -47,6 +47,10 @@ public sealed class ServeCommand : AsyncCommand<ServeCommand.Settings>
         [DefaultValue(256)]
         public int MaxQueue { get; set; } = 256;
 
+        [CommandOption("--chat-template <FILE>")]
+        [Description(ChatCli.TemplateOptionHelp)]
+        public string? ChatTemplate { get; set; }
+
         [CommandOption("--served-name <NAME>")]
         [Description("Model id of the base (default: the model folder's name)")]
         public string? ServedName { get; set; }
@@ -80,7 +84,10 @@ public sealed class ServeCommand : AsyncCommand<ServeCommand.Settings>
     {
         using var model = s.LoadModel();
         using var tok = TextTokenizer.FromFolder(s.Model, model.Config);
-        var options = s.Options;
+        var chat = ChatCli.Prompter(s.Model, s.ChatTemplate);
+        _ = chat.Template; // a template that cannot be used fails here, not on the first chat request
+        ChatCli.WarnOnTemplateMismatch(chat, s.Options.Adapters.Select(a => a.Folder));
+        var options = s.Options with { Chat = chat };
         string name = options.ServedName ?? Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(s.Model)));
         await using var server = await PeftServer.StartAsync(model, tok, name, options, new PeftAdapterLoader());
         Console.Error.WriteLine($"serving '{name}' with {server.State.Adapters.Current().Count} adapter(s) on {server.BaseAddress} (Ctrl+C stops)");

@@ -22,6 +22,8 @@ public sealed record ServerOptions
     /// <summary>On shutdown, how long running requests may finish before they are cancelled.</summary>
     public TimeSpan ShutdownGrace { get; init; } = TimeSpan.FromSeconds(10);
     public long MaxBodyBytes { get; init; } = 4 << 20;
+    /// <summary>How /v1/chat/completions renders messages: the model's chat template (null: PeftSharp's simple format).</summary>
+    public PeftSharp.Chat.ChatPrompter? Chat { get; init; }
 
     public void Validate()
     {
