@@ -26,8 +26,9 @@ public static class ChatMasking
             string before = template.Render(messages.Take(i).ToList(), addGenerationPrompt: true);
             string upTo = template.Render(messages.Take(i + 1).ToList(), addGenerationPrompt: false);
             if (!upTo.StartsWith(before, StringComparison.Ordinal) || !full.StartsWith(upTo, StringComparison.Ordinal) || before.Length < pos)
-                throw new InvalidDataException($"{where}: the chat template ({template.Source}) cannot mark assistant spans: rendering message {i + 1} " +
-                    "does not extend the rendering of the messages before it (the template rewrites earlier turns), so the loss cannot be limited to the reply");
+                throw new InvalidDataException($"{where}: the chat template ({template.Source}) cannot mark assistant spans: rendering the conversation " +
+                    $"up to message {i + 1} is not a prefix of rendering all of it (the template changes earlier turns, or adds text after the last message " +
+                    "whatever add_generation_prompt says), so the loss cannot be limited to the replies; pass --chat-template FILE with a template that can");
             string reply = upTo[before.Length..].TrimEnd();
             if (reply.Length == 0)
                 throw new InvalidDataException($"{where}: the chat template ({template.Source}) renders assistant message {i + 1} as nothing, so there is nothing to learn");
