@@ -17,14 +17,20 @@ public static class ChatMasking
     {
         if (!messages.Any(m => m["role"]?.GetValue<string>() == "assistant"))
             throw new InvalidDataException($"{where}: 'messages' has no assistant message, so there is nothing to learn");
-        string full = template.Render(messages, addGenerationPrompt: false);
+        // Errors name the example (file:line) before the template's own file and message.
+        string Render(IReadOnlyList<JsonObject> m, bool gen)
+        {
+            try { return template.Render(m, gen); }
+            catch (InvalidDataException e) { throw new InvalidDataException($"{where}: {e.Message}"); }
+        }
+        string full = Render(messages, false);
         var segments = new List<TextSegment>();
         int pos = 0;
         for (int i = 0; i < messages.Count; i++)
         {
             if (messages[i]["role"]!.GetValue<string>() != "assistant") continue;
-            string before = template.Render(messages.Take(i).ToList(), addGenerationPrompt: true);
-            string upTo = template.Render(messages.Take(i + 1).ToList(), addGenerationPrompt: false);
+            string before = Render(messages.Take(i).ToList(), true);
+            string upTo = Render(messages.Take(i + 1).ToList(), false);
             if (!upTo.StartsWith(before, StringComparison.Ordinal) || !full.StartsWith(upTo, StringComparison.Ordinal) || before.Length < pos)
                 throw new InvalidDataException($"{where}: the chat template ({template.Source}) cannot mark assistant spans: rendering the conversation " +
                     $"up to message {i + 1} is not a prefix of rendering all of it (the template changes earlier turns, or adds text after the last message " +
