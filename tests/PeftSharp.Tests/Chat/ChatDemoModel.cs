@@ -63,6 +63,7 @@ public static class ChatDemoModel
             ["unk_token"] = "<unk>",
         }.ToJsonString());
 
+        int imEnd = specialIds["<|im_end|>"];
         using var scope = NewDisposeScope();
         using var file = new SafeTensorsFile(Path.Combine(DemoBase, "model.safetensors"));
         var index = tensor(copies.Select(i => (long)i).ToArray());
@@ -70,6 +71,9 @@ public static class ChatDemoModel
         {
             var x = file.Load(t.Name);
             if (t.Name is "model.embed_tokens.weight" or "lm_head.weight") x = cat([x[..firstNew], x.index_select(0, index)], 0);
+            // <|im_end|>'s output row is <|endoftext|>'s scaled by 1.1, so where the base would end a text it now
+            // prefers to end the turn (identical rows would tie, and argmax would pick <|endoftext|>).
+            if (t.Name is "lm_head.weight") x[imEnd] = x[endOfText] * 1.1;
             return (t.Name, x);
         }).ToList();
         SafeTensorsWriter.Write(Path.Combine(outDir, "model.safetensors"), tensors, new Dictionary<string, string> { ["format"] = "pt" });

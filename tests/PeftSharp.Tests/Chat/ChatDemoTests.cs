@@ -35,11 +35,13 @@ public class ChatDemoTests(ITestOutputHelper output)
         File.WriteAllLines(data, tasks.Select(t => new JsonObject { ["messages"] = Messages(t.Question, t.Answer) }.ToJsonString()));
 
         string run = Path.Combine(dir, "run");
-        var (code, stdout, err) = CliCapture.Run("train", "--model", model, "--data", data, "--method", "lora", "--rank", "8",
+        var (code, stdout, err) = CliCapture.Run("train", "--model", model, "--data", data, "--eval-file", data, "--method", "lora", "--rank", "8",
             "--steps", "30", "--batch", "1", "--lr", "0.01", "--warmup", "3", "--max-seq", "64", "--out", run);
         output.WriteLine(stdout + err);
         Assert.True(code == 0, err);
         Assert.DoesNotContain("no chat template", err);   // the model's own template was used
+        // Exact match: greedy decoding from the rendered prompt gives the reply and <|im_end|> (the model's EOS).
+        Assert.Contains("exact-match accuracy: before 0.0 %, after 100.0 %", stdout);
         string adapter = Path.Combine(run, "final");
 
         // The adapter records the template it was trained with and the stop ids (EOS and <|im_end|>).
