@@ -42,6 +42,25 @@ public class ChatTemplateGoldenTests(ITestOutputHelper output)
     }
 
     [Theory]
+    [InlineData("tinyllama-chat", "tinyllama-chat-tokenizer")]
+    [InlineData("tinyllama-chat-jinja", "tinyllama-chat-template-jinja")]
+    [InlineData("mistral-v0.1", "mistral-7b-instruct-v0.1-chat-template")]
+    [InlineData("llama-2-chat", "llama-2-chat-template")]
+    [InlineData("smollm", "smollm135m-medflash-lora")]
+    [InlineData("qwen2.5", "qwen25-05b-instruct-lora")]
+    public void Real_model_folders_load_their_template_and_special_tokens(string name, string folder)
+    {
+        if (ChatFixtures.SharedReal is not { } real) { output.WriteLine("skipped: ../shared/fixtures/real is absent"); return; }
+        var golden = ChatFixtures.Golden(name);
+        var loaded = PeftSharp.Chat.ChatTemplate.Load(Path.Combine(real, folder))!;
+        Assert.Equal(golden["template"]!.GetValue<string>(), loaded.Text);
+        foreach (var (key, value) in golden["special_tokens"]!.AsObject())
+            Assert.Equal(value!.GetValue<string>(), loaded.SpecialTokens[key]);
+        foreach (var c in golden["cases"]!.AsArray().Select(x => x!.AsObject()).Where(c => c["text"] is not null))
+            Assert.Equal(c["text"]!.GetValue<string>(), loaded.Render(ChatFixtures.Messages(c), c["add_generation_prompt"]!.GetValue<bool>()));
+    }
+
+    [Theory]
     [MemberData(nameof(ChatFixtures.GoldenNames), MemberType = typeof(ChatFixtures))]
     public void Rendered_text_tokenizes_to_the_reference_ids(string name)
     {
