@@ -141,6 +141,8 @@ for (const [name, src] of Object.entries(sources)) {
     }
   }
   const golden = { name, source: src.source, tokenizer: src.tokenizer, special_tokens: src.special, now: NOW.toISOString(), template: src.template, cases };
-  fs.writeFileSync(path.join(out, `${name}.json`), JSON.stringify(golden, null, 1) + "\n");
+  // One line per id list keeps the goldens readable.
+  const text = JSON.stringify(golden, null, 1).replace(/\[\n\s*(-?\d+(?:,\n\s*-?\d+)*)\n\s*\]/g, (_, ids) => `[${ids.replace(/\s+/g, "")}]`);
+  fs.writeFileSync(path.join(out, `${name}.json`), text + "\n");
   console.log(`${name}: ${cases.filter((c) => c.text != null).length} rendered, ${cases.filter((c) => c.error).length} raised${tok ? ", with ids" : ""}`);
 }
