@@ -16,7 +16,7 @@ public sealed class GenerateCommand : Command<GenerateCommand.Settings>
         public string? Prompt { get; set; }
 
         [CommandOption("--chat <FILE>")]
-        [Description("A conversation to answer (JSON: [{\"role\",\"content\"}, ...] or {\"messages\": [...]}), rendered with the model's chat template")]
+        [Description("A conversation to answer (JSON: [[{\"role\",\"content\"}, ...]] or {\"messages\": [[...]]}), rendered with the model's chat template")]
         public string? Chat { get; set; }
 
         [CommandOption("--chat-template <FILE>")]

@@ -27,7 +27,7 @@ public sealed class TokenizeCommand : Command<TokenizeCommand.Settings>
         public string? Text { get; set; }
 
         [CommandOption("--chat <FILE>")]
-        [Description("A conversation (JSON: [{\"role\",\"content\"}, ...] or {\"messages\": [...]}) to render and tokenize")]
+        [Description("A conversation (JSON: [[{\"role\",\"content\"}, ...]] or {\"messages\": [[...]]}) to render and tokenize")]
         public string? Chat { get; set; }
 
         [CommandOption("--add-generation-prompt")]

@@ -16,6 +16,14 @@ public class ChatCliTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void Tokenize_help_lists_its_options()
+    {
+        var (code, stdout, err) = CliCapture.Run("tokenize", "--help");
+        Assert.True(code == 0, err);
+        foreach (var flag in new[] { "--model", "--text", "--chat", "--add-generation-prompt", "--chat-template", "--json" }) Assert.Contains(flag, stdout);
+    }
+
+    [Fact]
     public void Tokenize_text_prints_the_ids_with_default_special_tokens()
     {
         var (code, stdout, err) = CliCapture.Run("tokenize", "--model", TestPaths.TinyLlama, "--text", "hello world", "--json");
