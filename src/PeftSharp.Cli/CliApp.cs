@@ -53,5 +53,6 @@ public static class CliApp
         config.AddCommand<Commands.PlanCommand>("plan").WithDescription("Memory and trainable parameters of a fine-tuning run (no GPU, no TorchSharp)");
         config.AddCommand<Commands.QuantizeCommand>("quantize").WithDescription("Quantise a model folder to bitsandbytes NF4/FP4 (double quantisation), streaming.");
         config.AddCommand<Commands.ServeCommand>("serve").WithDescription("OpenAI-compatible HTTP server: one base, many adapters, batched together.");
+        config.AddCommand<Commands.TokenizeCommand>("tokenize").WithDescription("Print the token ids (and tokens) the model sees for a text, or for a conversation rendered with its chat template.");
     }
 }

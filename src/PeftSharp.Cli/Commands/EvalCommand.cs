@@ -17,6 +17,10 @@ public sealed class EvalCommand : Command<EvalCommand.Settings>
 {
     public sealed class Settings : ModelSettings
     {
+        [CommandOption("--chat-template <FILE>")]
+        [Description(ChatCli.TemplateOptionHelp)]
+        public string? ChatTemplate { get; set; }
+
         [CommandOption("--data <FILE>")]
         [Description(".txt or .jsonl ({text} for perplexity; {prompt,completion} for perplexity and exact match; {prompt,chosen,rejected} or conversational pairs for reward accuracy)")]
         public string Data { get; set; } = "";
@@ -68,7 +72,7 @@ public sealed class EvalCommand : Command<EvalCommand.Settings>
         using var model = s.LoadModel();
         using var tokenizer = TextTokenizer.FromFolder(s.Model, model.Config);
         if (PeftSharp.Training.Preference.PreferenceReader.IsPreferenceFile(s.Data)) return PreferenceEval.Execute(s, model, tokenizer);
-        var (sequences, prompts) = Load(s.Data, tokenizer, s.MaxSeq, s.Limit);
+        var (sequences, prompts) = Load(s.Data, tokenizer, s.MaxSeq, s.Limit, ChatCli.Prompter(s.Model, s.ChatTemplate));
         var before = Evaluator.Run(model, sequences, prompts, tokenizer.EosId, s.Batch);
         var applied = AdapterCli.Apply(model, s.Adapters, s.AllowBaseMismatch);
         var after = s.Adapters.Length == 0 ? before : Evaluator.Run(model, sequences, prompts, tokenizer.EosId, s.Batch, method: applied.Method);
@@ -77,10 +81,11 @@ public sealed class EvalCommand : Command<EvalCommand.Settings>
     }
 
     /// <summary>Every example of <paramref name="path"/> as an eval sequence, and the prompt/completion ones as exact-match prompts.</summary>
-    public static (IReadOnlyList<TokenSequence> Sequences, IReadOnlyList<PromptAnswer> Prompts) Load(string path, TextTokenizer tokenizer, int maxSeq, int? limit = null)
+    public static (IReadOnlyList<TokenSequence> Sequences, IReadOnlyList<PromptAnswer> Prompts) Load(string path, TextTokenizer tokenizer, int maxSeq, int? limit = null,
+        PeftSharp.Chat.ChatPrompter? chat = null)
     {
         // The file is both "train" (checked to have loss tokens) and eval (never packed, prompts kept) here.
-        var data = TrainingData.Load(path, tokenizer, maxSeq, packing: false, evalPath: path);
+        var data = TrainingData.Load(path, tokenizer, maxSeq, packing: false, evalPath: path, chat: chat);
         int n = limit ?? int.MaxValue;
         return (data.Eval.Take(n).ToList(), data.EvalPrompts.Take(n).ToList());
     }

@@ -20,6 +20,14 @@ public sealed class GenerateCommand : Command<GenerateCommand.Settings>
         [Description("The text to continue (may be empty where the tokenizer adds a BOS)")]
         public string? Prompt { get; set; }
 
+        [CommandOption("--chat <FILE>")]
+        [Description("A conversation to answer (JSON: [[{\"role\",\"content\"}, ...]] or {\"messages\": [[...]]}), rendered with the model's chat template")]
+        public string? Chat { get; set; }
+
+        [CommandOption("--chat-template <FILE>")]
+        [Description(ChatCli.TemplateOptionHelp)]
+        public string? ChatTemplate { get; set; }
+
         // Sampling options are null when not given, so generation_config.json can supply them.
         [CommandOption("--max-new-tokens <N>")]
         [Description("Default: generation_config.json's max_new_tokens, else 64")]
@@ -56,7 +64,7 @@ public sealed class GenerateCommand : Command<GenerateCommand.Settings>
         {
             var r = base.Validate();
             if (!r.Successful) return r;
-            if (Prompt is null) return ValidationResult.Error("--prompt is required");
+            if ((Prompt is null) == (Chat is null)) return ValidationResult.Error("give one of --prompt TEXT or --chat FILE");
             try { Given(new SamplingOptions()).Validate(); }
             catch (ArgumentException e) { return ValidationResult.Error(e.Message); }
             return ValidationResult.Success();
@@ -81,11 +89,13 @@ public sealed class GenerateCommand : Command<GenerateCommand.Settings>
         using var tok = TextTokenizer.FromFolder(s.Model, model.Config);
         var sampling = s.Given(tok.Generation.ApplyTo(new SamplingOptions()));
         sampling.Validate();
-        var prompt = tok.Encode(s.Prompt!, addSpecialTokens: true);
+        var (text, stop) = GenerateInput.Resolve(s.Prompt, s.Chat, s.ChatTemplate, s.Model, tok, model.Config, s.Adapters);
+        // A plain prompt is encoded as HF's tokenizer(text) (BOS where the tokenizer adds one); a rendered chat
+        // already holds its special tokens, as apply_chat_template(tokenize=True) encodes it.
+        var prompt = tok.Encode(text, addSpecialTokens: s.Chat is null);
         if (prompt.Length == 0) throw new ArgumentException("--prompt: the prompt is empty and this tokenizer adds no BOS to start from");
-        var stop = tok.StopIds(model.Config);
         var streamer = new TextStreamer(tok, prompt);
-        Console.Write(s.Prompt);
+        Console.Write(text);
         foreach (var id in TextGenerator.Generate(model, prompt, sampling, stop, applied.GenerationPrefix))
         {
             if (cancellationToken.IsCancellationRequested) break;

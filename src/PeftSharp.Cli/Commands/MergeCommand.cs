@@ -49,6 +49,7 @@ public sealed class MergeCommand : Command<MergeCommand.Settings>
         // fp32 for the merge arithmetic; the writer casts back to each tensor's dtype in the base files.
         using var model = ModelLoader.Load(s.Model);
         var applied = AdapterCli.Apply(model, s.Adapters, s.AllowBaseMismatch);
+        ChatCli.WarnOnTemplateMismatch(s.Model, null, applied.Lora.Select(a => a.Dir));
         if ((applied.Houlsby ?? applied.Prompt) is { } other)
             throw new InvalidOperationException($"--adapter '{other.Dir}': only LoRA/DoRA adapters can be merged into the weights (Houlsby adapters and soft prompts add computation)");
         var specs = applied.Lora;

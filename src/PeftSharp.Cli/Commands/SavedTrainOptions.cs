@@ -16,7 +16,7 @@ public static class SavedTrainOptions
 {
     public const string FileName = "train-options.json";
     static readonly string[] NotRestored = ["out", "overwrite", "resume", "device", "threads"];
-    static readonly string[] Paths = ["model", "data", "eval-file", "heldout", "init-adapter"];
+    static readonly string[] Paths = ["model", "data", "eval-file", "heldout", "init-adapter", "chat-template"];
 
     static IEnumerable<(string Name, PropertyInfo Property)> Options() =>
         typeof(TrainSettings).GetProperties()

@@ -52,6 +52,10 @@ public sealed class ServeCommand : AsyncCommand<ServeCommand.Settings>
         [DefaultValue("information")]
         public string LogLevel { get; set; } = "information";
 
+        [CommandOption("--chat-template <FILE>")]
+        [Description(ChatCli.TemplateOptionHelp)]
+        public string? ChatTemplate { get; set; }
+
         [CommandOption("--served-name <NAME>")]
         [Description("Model id of the base (default: the model folder's name)")]
         public string? ServedName { get; set; }
@@ -101,7 +105,10 @@ public sealed class ServeCommand : AsyncCommand<ServeCommand.Settings>
     {
         using var model = s.LoadModel();
         using var tok = TextTokenizer.FromFolder(s.Model, model.Config);
-        var options = s.Options;
+        var chat = ChatCli.Prompter(s.Model, s.ChatTemplate);
+        _ = chat.Template; // a template that cannot be used fails here, not on the first chat request
+        ChatCli.WarnOnTemplateMismatch(chat, s.Options.Adapters.Select(a => a.Folder));
+        var options = s.Options with { Chat = chat };
         string name = options.ServedName ?? (Hub.RepoId.TryParse(s.ModelGiven, out var repo) && !Directory.Exists(s.ModelGiven) ? repo.Id
             : Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(s.Model))));
         await using var server = await PeftServer.StartAsync(model, tok, name, options, new PeftAdapterLoader());

@@ -42,7 +42,8 @@ public sealed class TrainCommand : Command<TrainSettings>
 
         var config = PeftSharp.Models.ModelConfig.Load(s.ModelDir);
         using var tokenizer = TextTokenizer.FromFolder(s.ModelDir, config);
-        var data = TrainingData.Load(s.DataFile, tokenizer, options);
+        var chat = ChatCli.Prompter(s.ModelDir, s.ChatTemplate);
+        var data = TrainingData.Load(s.DataFile, tokenizer, options, chat);
         AnsiConsole.MarkupLineInterpolated($"[bold]data[/] {s.DataFile}: {data.TrainStats}");
         if (data.TrainStats.Truncated > 0)
             AnsiConsole.MarkupLineInterpolated($"[yellow]warning[/]: {data.TrainStats.Truncated} example(s) longer than --max-seq {options.MaxSeqLength} were truncated ({data.TrainStats.TokensCut} tokens cut)");
@@ -81,6 +82,7 @@ public sealed class TrainCommand : Command<TrainSettings>
             return 130;
         }
 
+        ChatCli.Record(result.FinalDir, chat, tokenizer, config);
         double? heldoutAfter = heldout is null ? null : Evaluator.Run(model, heldout, [], tokenizer.EosId, options.BatchSize, method: method).Loss;
         long peak = ProcessMemory.Read().PeakRssBytes;
         // A finished run always ends with a checkpoint (the Trainer saves one before final/).

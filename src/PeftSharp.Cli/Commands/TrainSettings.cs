@@ -16,6 +16,8 @@ public sealed class TrainSettings : CommandSettings
     public string? Model { get; set; }
     [CommandOption("--data <FILE>")] [Description("Training data: .jsonl ({text} | {prompt,completion} | {messages}) or .txt (default: the demo task)")]
     public string? Data { get; set; }
+    [CommandOption("--chat-template <FILE>")] [Description(ChatCli.TemplateOptionHelp)]
+    public string? ChatTemplate { get; set; }
     [CommandOption("--eval-file <FILE>")] [Description("Evaluation data (default with the demo: assets/demo/eval.jsonl)")]
     public string? EvalFile { get; set; }
     [CommandOption("--heldout <FILE>")] [Description("Plain text to measure forgetting on (perplexity before/after; default with the demo: assets/demo/heldout.txt)")]

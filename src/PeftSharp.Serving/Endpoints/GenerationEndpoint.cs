@@ -86,7 +86,7 @@ public static class GenerationEndpoint
 
     static int[] PromptIds(CompletionRequest req, ServerState s, bool chat)
     {
-        if (chat) return s.Encode(ChatFormat.Render(req.Messages!, addGenerationPrompt: true));
+        if (chat) return s.Encode(ChatPromptText.Render(s.Options.Chat, req.Messages!));
         if (req.PromptIds is { } ids)
         {
             foreach (int i in ids)

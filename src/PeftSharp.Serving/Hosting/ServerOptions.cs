@@ -28,6 +28,8 @@ public sealed record ServerOptions
     public LogLevel LogLevel { get; init; } = LogLevel.Information;
     /// <summary>Where logs go; null: the console (standard error, so standard output stays the program's).</summary>
     public IReadOnlyList<ILoggerProvider>? LoggerProviders { get; init; }
+    /// <summary>How /v1/chat/completions renders messages: the model's chat template (null: PeftSharp's simple format).</summary>
+    public PeftSharp.Chat.ChatPrompter? Chat { get; init; }
 
     public void Validate()
     {

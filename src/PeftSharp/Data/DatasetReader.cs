@@ -6,17 +6,18 @@ namespace PeftSharp.Data;
 /// <summary>
 /// Reads training files. JSONL (.jsonl/.json), one object per line, in one of three shapes:
 /// {"text": ...} (loss on all of it), {"prompt": ..., "completion": ...} (loss on the completion only) or
-/// {"messages": [{"role": ..., "content": ...}, ...]} (rendered by <see cref="ChatFormat"/>).
+/// {"messages": [{"role": ..., "content": ...}, ...]} (rendered by the model's chat template through a
+/// <see cref="Chat.ChatPrompter"/>, or by <see cref="ChatFormat"/> when there is none).
 /// Plain text (any other extension): paragraphs separated by blank lines, each one example.
 /// Files are streamed through <see cref="TextLines"/>: UTF-8 only, one line (or paragraph) at most 8 MiB.
 /// </summary>
 public static class DatasetReader
 {
-    public static IReadOnlyList<RawExample> Read(string path)
+    public static IReadOnlyList<RawExample> Read(string path, Chat.ChatPrompter? chat = null)
     {
         if (!File.Exists(path)) throw new FileNotFoundException($"{path}: dataset file not found", path);
         string ext = Path.GetExtension(path).ToLowerInvariant();
-        var examples = ext is ".jsonl" or ".json" ? ReadJsonl(path) : ReadText(path);
+        var examples = ext is ".jsonl" or ".json" ? ReadJsonl(path, chat ?? Chat.ChatPrompter.Simple) : ReadText(path);
         if (examples.Count == 0) throw new InvalidDataException($"{path}: the dataset is empty (no examples)");
         return examples;
     }
@@ -46,7 +47,7 @@ public static class DatasetReader
         return result;
     }
 
-    static List<RawExample> ReadJsonl(string path)
+    static List<RawExample> ReadJsonl(string path, Chat.ChatPrompter chat)
     {
         var result = new List<RawExample>();
         foreach (var (lineNo, line) in TextLines.Read(path))
@@ -56,12 +57,12 @@ public static class DatasetReader
             JsonObject obj;
             try { obj = JsonNode.Parse(line) as JsonObject ?? throw new InvalidDataException($"{where}: expected a JSON object"); }
             catch (JsonException e) { throw new InvalidDataException($"{where}: malformed JSON ({e.Message})"); }
-            result.Add(Parse(obj, where));
+            result.Add(Parse(obj, where, chat));
         }
         return result;
     }
 
-    static RawExample Parse(JsonObject obj, string where)
+    static RawExample Parse(JsonObject obj, string where, Chat.ChatPrompter chat)
     {
         string Str(JsonNode? node, string field) => node is JsonValue v && v.TryGetValue<string>(out var s)
             ? s : throw new InvalidDataException($"{where}: field '{field}' must be a string");
@@ -75,15 +76,10 @@ public static class DatasetReader
         }
         if (obj["messages"] is JsonArray messages)
         {
-            var list = new List<(string, string)>();
-            foreach (var m in messages)
-            {
-                if (m is not JsonObject mo) throw new InvalidDataException($"{where}: each message must be an object with 'role' and 'content'");
-                list.Add((Str(mo["role"], "role"), Str(mo["content"], "content")));
-            }
-            if (!list.Any(m => m.Item1 == "assistant"))
+            var list = Chat.ChatMessages.FromJson(messages, where);
+            if (!list.Any(m => m["role"]!.GetValue<string>() == "assistant"))
                 throw new InvalidDataException($"{where}: 'messages' has no assistant message, so there is nothing to learn");
-            return new RawExample(ChatFormat.Render(list), where);
+            return chat.ToExample(list, where);
         }
         throw new InvalidDataException($"{where}: expected {{\"text\"}}, {{\"prompt\",\"completion\"}} or {{\"messages\"}}, got keys [{string.Join(", ", obj.Select(p => p.Key))}]");
     }

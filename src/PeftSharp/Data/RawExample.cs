@@ -9,6 +9,12 @@ public sealed record TextSegment(string Text, bool Trainable);
 /// </summary>
 public sealed record RawExample(IReadOnlyList<TextSegment> Segments, string Source)
 {
+    /// <summary>
+    /// A conversation rendered by the model's chat template: the text already holds its special tokens (BOS, end-of-turn),
+    /// so it is encoded whole with nothing added (see <see cref="Chat.ChatMasking.Tokenize"/>).
+    /// </summary>
+    public bool Rendered { get; init; }
+
     public static RawExample Text(string text, string source) => new([new TextSegment(text, true)], source);
 
     public static RawExample PromptCompletion(string prompt, string completion, string source) =>
@@ -18,8 +24,16 @@ public sealed record RawExample(IReadOnlyList<TextSegment> Segments, string Sour
     /// The prompt and expected answer used for exact-match evaluation: everything before the last segment, and
     /// the last segment, when that one is trained on and something untrained precedes it. Null for plain text.
     /// </summary>
-    public (string Prompt, string Completion)? PromptAndAnswer =>
-        Segments.Count >= 2 && Segments[^1].Trainable && Segments.Take(Segments.Count - 1).Any(s => !s.Trainable)
-            ? (string.Concat(Segments.Take(Segments.Count - 1).Select(s => s.Text)), Segments[^1].Text)
-            : null;
+    /// A rendered conversation's answer is its last assistant reply (what follows it, e.g. a newline, is left out).
+    public (string Prompt, string Completion)? PromptAndAnswer
+    {
+        get
+        {
+            int last = Segments.Count - 1;
+            if (Rendered) while (last >= 0 && !Segments[last].Trainable) last--;
+            return last >= 1 && Segments[last].Trainable && Segments.Take(last).Any(s => !s.Trainable)
+                ? (string.Concat(Segments.Take(last).Select(s => s.Text)), Segments[last].Text)
+                : null;
+        }
+    }
 }

@@ -38,6 +38,7 @@ public static class SequenceBuilder
 
     public static TokenSequence Tokenize(RawExample ex, TextTokenizer tokenizer, int? eos)
     {
+        if (ex.Rendered) return Chat.ChatMasking.Tokenize(ex, tokenizer); // the chat template wrote BOS and end-of-turn
         // The tokenizer's leading special tokens (a Llama BOS) start the example once, as context.
         var ids = new List<int>(tokenizer.Prefix);
         var labels = new List<int>(Enumerable.Repeat(TokenSequence.Ignore, tokenizer.Prefix.Length));

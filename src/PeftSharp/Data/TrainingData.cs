@@ -15,13 +15,14 @@ public sealed record TrainingData(
     /// <paramref name="evalSplit"/> fraction of the training examples (none when 0). Eval examples are never packed;
     /// those with a prompt and completion also feed exact-match accuracy.
     /// </summary>
+    /// <paramref name="chat"/> renders {"messages"} examples (the model's chat template; the simple format when null).
     public static TrainingData Load(string trainPath, TextTokenizer tokenizer, int maxLength, bool packing,
-        string? evalPath = null, double evalSplit = 0, ulong seed = 0)
+        string? evalPath = null, double evalSplit = 0, ulong seed = 0, Chat.ChatPrompter? chat = null)
     {
         if (evalSplit is < 0 or >= 1) throw new ArgumentException($"eval split {evalSplit} must be in [0, 1)");
-        var train = DatasetReader.Read(trainPath);
+        var train = DatasetReader.Read(trainPath, chat);
         IReadOnlyList<RawExample> eval = [];
-        if (evalPath is not null) eval = DatasetReader.Read(evalPath);
+        if (evalPath is not null) eval = DatasetReader.Read(evalPath, chat);
         else if (evalSplit > 0)
         {
             var shuffled = Shuffled(train, seed);
@@ -38,15 +39,31 @@ public sealed record TrainingData(
         var (evalSeqs, evalStats) = SequenceBuilder.Build(eval, tokenizer, maxLength, packing: false);
         // Encoded segment by segment, exactly as in training.
         var prompts = eval.Where(e => e.PromptAndAnswer is not null)
-            .Select(e => new PromptAnswer([.. tokenizer.Prefix, .. e.Segments.SkipLast(1).SelectMany(s => tokenizer.Encode(s.Text))], tokenizer.Encode(e.Segments[^1].Text)))
+            .Select(e => e.Rendered ? RenderedPromptAnswer(e, tokenizer)
+                : new PromptAnswer([.. tokenizer.Prefix, .. e.Segments.SkipLast(1).SelectMany(s => tokenizer.Encode(s.Text))], tokenizer.Encode(e.Segments[^1].Text)))
             .Where(p => p.Prompt.Length > 0 && p.Prompt.Length + p.Answer.Length < maxLength)
             .ToList();
         return new TrainingData(trainSeqs, trainStats, evalSeqs, prompts, evalStats);
     }
 
-    /// <summary><see cref="Load(string, TextTokenizer, int, bool, string?, double, ulong)"/> with a run's options.</summary>
-    public static TrainingData Load(string trainPath, TextTokenizer tokenizer, Training.TrainerOptions o) =>
-        Load(trainPath, tokenizer, o.MaxSeqLength, o.Packing, o.EvalFile, o.EvalSplit, o.Seed);
+    /// <summary><see cref="Load(string, TextTokenizer, int, bool, string?, double, ulong, Chat.ChatPrompter?)"/> with a run's options.</summary>
+    public static TrainingData Load(string trainPath, TextTokenizer tokenizer, Training.TrainerOptions o, Chat.ChatPrompter? chat = null) =>
+        Load(trainPath, tokenizer, o.MaxSeqLength, o.Packing, o.EvalFile, o.EvalSplit, o.Seed, chat);
+
+    /// <summary>
+    /// A templated conversation's prompt (everything up to its last assistant reply, encoded whole as generation
+    /// encodes a rendered prompt) and answer: the reply's ids without its closing special tokens (the end-of-turn
+    /// marker, on which generation stops).
+    /// </summary>
+    static PromptAnswer RenderedPromptAnswer(RawExample e, TextTokenizer tokenizer)
+    {
+        var (prompt, answer) = e.PromptAndAnswer!.Value;
+        var special = tokenizer.SpecialTokens.Values.ToHashSet();
+        int[] answerIds = tokenizer.Encode(answer);
+        int keep = answerIds.Length;
+        while (keep > 0 && special.Contains(answerIds[keep - 1])) keep--;
+        return new PromptAnswer(tokenizer.Encode(prompt), answerIds[..keep]);
+    }
 
     /// <summary>Where data warnings go (most tokens unknown to the tokenizer).</summary>
     public static Action<string> Warn { get; set; } = m => Console.Error.WriteLine($"warning: {m}");

@@ -1,0 +1,77 @@
+using System.Text.Json.Nodes;
+using PeftSharp.Data;
+using PeftSharp.Models;
+
+namespace PeftSharp.Chat;
+
+/// <summary>
+/// Assistant-only loss for templated chat, found as TRL finds it without {% generation %} markers: render the
+/// conversation up to each assistant message with the generation prompt, and up to and including it; the difference
+/// is the assistant's reply with the template's end-of-turn marker (e.g. "Paris&lt;|im_end|&gt;"), which is learned.
+/// Everything else (system/user turns, role headers, whitespace after the end-of-turn marker) is context.
+/// </summary>
+public static class ChatMasking
+{
+    /// <summary>The rendered conversation as segments; their concatenation is exactly Render(messages, false).</summary>
+    public static List<TextSegment> Segments(ChatTemplate template, IReadOnlyList<JsonObject> messages, string where)
+    {
+        if (!messages.Any(m => m["role"]?.GetValue<string>() == "assistant"))
+            throw new InvalidDataException($"{where}: 'messages' has no assistant message, so there is nothing to learn");
+        // Errors name the example (file:line) before the template's own file and message.
+        string Render(IReadOnlyList<JsonObject> m, bool gen)
+        {
+            try { return template.Render(m, gen); }
+            catch (InvalidDataException e) { throw new InvalidDataException($"{where}: {e.Message}"); }
+        }
+        string full = Render(messages, false);
+        var segments = new List<TextSegment>();
+        int pos = 0;
+        for (int i = 0; i < messages.Count; i++)
+        {
+            if (messages[i]["role"]!.GetValue<string>() != "assistant") continue;
+            string before = Render(messages.Take(i).ToList(), true);
+            string upTo = Render(messages.Take(i + 1).ToList(), false);
+            if (!upTo.StartsWith(before, StringComparison.Ordinal) || !full.StartsWith(upTo, StringComparison.Ordinal) || before.Length < pos)
+                throw new InvalidDataException($"{where}: the chat template ({template.Source}) cannot mark assistant spans: rendering the conversation " +
+                    $"up to message {i + 1} is not a prefix of rendering all of it (the template changes earlier turns, or adds text after the last message " +
+                    "whatever add_generation_prompt says), so the loss cannot be limited to the replies; pass --chat-template FILE with a template that can");
+            string reply = upTo[before.Length..].TrimEnd();
+            if (reply.Length == 0)
+                throw new InvalidDataException($"{where}: the chat template ({template.Source}) renders assistant message {i + 1} as nothing, so there is nothing to learn");
+            if (before.Length > pos) segments.Add(new TextSegment(full[pos..before.Length], false));
+            segments.Add(new TextSegment(reply, true));
+            pos = before.Length + reply.Length;
+        }
+        if (pos < full.Length) segments.Add(new TextSegment(full[pos..], false));
+        return segments;
+    }
+
+    /// <summary>
+    /// Ids and labels of a rendered example: the whole text is encoded at once (as apply_chat_template(tokenize=True)
+    /// does: no special tokens added, the template wrote them), and a token is learned when it lies in a trainable
+    /// segment; boundaries are where the encodings of the text before each boundary stop agreeing with the whole.
+    /// </summary>
+    public static TokenSequence Tokenize(RawExample ex, TextTokenizer tokenizer)
+    {
+        string text = string.Concat(ex.Segments.Select(s => s.Text));
+        int[] ids = tokenizer.Encode(text);
+        int[] labels = Enumerable.Repeat(TokenSequence.Ignore, ids.Length).ToArray();
+        int chars = 0;
+        foreach (var seg in ex.Segments)
+        {
+            int start = chars;
+            chars += seg.Text.Length;
+            if (!seg.Trainable) continue;
+            int a = CommonPrefix(ids, tokenizer.Encode(text[..start])), b = CommonPrefix(ids, tokenizer.Encode(text[..chars]));
+            for (int t = a; t < b; t++) labels[t] = ids[t];
+        }
+        return new TokenSequence(ids, labels);
+    }
+
+    static int CommonPrefix(int[] a, int[] b)
+    {
+        int n = 0;
+        while (n < a.Length && n < b.Length && a[n] == b[n]) n++;
+        return n;
+    }
+}

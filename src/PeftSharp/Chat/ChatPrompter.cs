@@ -1,0 +1,96 @@
+using System.Text.Json.Nodes;
+using PeftSharp.Data;
+using PeftSharp.Models;
+
+namespace PeftSharp.Chat;
+
+/// <summary>
+/// How conversations become text everywhere chat appears (training/eval data, serve's /v1/chat/completions,
+/// generate --chat, tokenize --chat): the model's own <see cref="ChatTemplate"/> when it has one, else PeftSharp's
+/// simple <see cref="ChatFormat"/>, with a one-line note (once) that the simple format is in use.
+/// </summary>
+public sealed class ChatPrompter
+{
+    readonly Action<string>? _note;
+    readonly Lazy<ChatTemplate?> _template;
+    int _noted;
+
+    /// <summary>
+    /// The template, loaded on first use: a command that never renders chat (training on plain text) does not fail on
+    /// a template it cannot use. Loading errors are <see cref="InvalidDataException"/>s naming the file.
+    /// </summary>
+    public ChatTemplate? Template => _template.Value;
+    /// <summary>True once a training/eval example was rendered (the adapter then records the rendering).</summary>
+    public bool Used { get; private set; }
+    /// <summary>Where notes name the model (its folder).</summary>
+    public string ModelName { get; }
+
+    public ChatPrompter(ChatTemplate? template, string modelName = "the model", Action<string>? note = null)
+        : this(() => template, modelName, note) { }
+
+    ChatPrompter(Func<ChatTemplate?> load, string modelName, Action<string>? note)
+    {
+        _template = new Lazy<ChatTemplate?>(load);
+        ModelName = modelName;
+        _note = note;
+    }
+
+    /// <summary>The simple format, silently (callers that have no model folder).</summary>
+    public static ChatPrompter Simple { get; } = new(null);
+
+    /// <summary>The model folder's template, or <paramref name="overrideFile"/> (--chat-template) when given.</summary>
+    public static ChatPrompter ForModel(string modelDir, string? overrideFile = null, Action<string>? note = null) =>
+        new(() => ChatTemplate.Load(modelDir, overrideFile), modelDir, note);
+
+    /// <summary>The conversation's text; with <paramref name="addGenerationPrompt"/>, followed by the assistant header.</summary>
+    public string Render(IReadOnlyList<JsonObject> messages, bool addGenerationPrompt)
+    {
+        if (Template is not null) return Template.Render(messages, addGenerationPrompt);
+        NoteSimple();
+        return ChatFormat.Render(messages.Select(ChatMessages.Pair), addGenerationPrompt);
+    }
+
+    /// <summary>The prompt for generation: the conversation and the template's generation prompt (the assistant header).</summary>
+    public string RenderPrompt(IReadOnlyList<JsonObject> messages) => Render(messages, addGenerationPrompt: true);
+
+    /// <inheritdoc cref="RenderPrompt(IReadOnlyList{JsonObject})"/>
+    public string RenderPrompt(IEnumerable<(string Role, string Content)> messages) =>
+        RenderPrompt(messages.Select(m => new JsonObject { ["role"] = m.Role, ["content"] = m.Content }).ToList());
+
+    /// <summary>
+    /// A training example: with a template, the whole rendered conversation, the loss on each assistant reply and
+    /// its end-of-turn marker (see <see cref="ChatMasking"/>); without one, the simple format.
+    /// </summary>
+    public RawExample ToExample(IReadOnlyList<JsonObject> messages, string where)
+    {
+        Used = true;
+        if (Template is not null) return new RawExample(ChatMasking.Segments(Template, messages, where), where) { Rendered = true };
+        NoteSimple();
+        return new RawExample(ChatFormat.Render(messages.Select(ChatMessages.Pair).ToList()), where);
+    }
+
+    /// <summary>
+    /// The ids that end an assistant turn in this template (e.g. &lt;|im_end|&gt;, &lt;|eot_id|&gt;): the special tokens
+    /// that close a rendered assistant reply. Generation stops on them as on EOS. Empty for the simple format.
+    /// </summary>
+    public IReadOnlyList<int> EndOfTurnIds(TextTokenizer tokenizer)
+    {
+        if (Template is null) return [];
+        List<JsonObject> probe = [new() { ["role"] = "user", ["content"] = "Hi" }, new() { ["role"] = "assistant", ["content"] = "Hello" }];
+        try
+        {
+            var segments = ChatMasking.Segments(Template, probe, Template.Source);
+            var reply = segments.Last(s => s.Trainable).Text;
+            int[] ids = tokenizer.Encode(reply);
+            var special = tokenizer.SpecialTokens.Values.ToHashSet();
+            return ids.Reverse().TakeWhile(special.Contains).Reverse().Distinct().ToList();
+        }
+        catch (InvalidDataException) { return []; } // a template that refuses the probe simply has no known end-of-turn ids
+    }
+
+    void NoteSimple()
+    {
+        if (Interlocked.Exchange(ref _noted, 1) == 0)
+            _note?.Invoke($"{ModelName} has no chat template (tokenizer_config.json chat_template or chat_template.jinja); using PeftSharp's simple chat format <|role|>\\n{{content}}");
+    }
+}
