@@ -32,6 +32,9 @@ public sealed class PlanCommand : Command<PlanCommand.Settings>
         [CommandOption("--layers <LIST>"), Description("layers_to_transform, e.g. 0,1,2")]
         public string? Layers { get; init; }
 
+        [CommandOption("--lora-dropout <P>"), Description("LoRA dropout (above 0 each LoRA module also keeps a 1-byte mask)")]
+        public double LoraDropout { get; init; }
+
         [CommandOption("--bottleneck <M>"), Description("Houlsby adapter bottleneck width")]
         public int Bottleneck { get; init; } = 64;
 
@@ -65,8 +68,23 @@ public sealed class PlanCommand : Command<PlanCommand.Settings>
         [CommandOption("--checkpointing"), Description("Gradient checkpointing")]
         public bool Checkpointing { get; init; }
 
-        [CommandOption("--attention <KIND>"), Description("eager (stores s^2 scores) or fused")]
+        [CommandOption("--attention <KIND>"), Description("eager (stores s^2 scores), sdpa (k/v repeated to every head under a padding mask) or flash (grouped k/v)")]
         public string Attention { get; init; } = "fused";
+
+        [CommandOption("--loss <KIND>"), Description("full (HF: fp32 upcast of all logits), chunked (torchtune, 8 chunks) or fused (Liger / Cut Cross Entropy / unsloth)")]
+        public string Loss { get; init; } = "full";
+
+        [CommandOption("--memory <VIEW>"), Description("Figure to predict on CUDA: allocated (max_memory_allocated), reserved (max_memory_reserved) or device (nvidia-smi; what must fit)")]
+        public string Memory { get; init; } = "device";
+
+        [CommandOption("--compile"), Description("torch.compile: fused RMSNorm and SiLU*up keep fewer intermediates")]
+        public bool Compile { get; init; }
+
+        [CommandOption("--offload-activations"), Description("Saved activations in host memory (unsloth's offloaded checkpointing with --checkpointing, torch save_on_cpu without)")]
+        public bool OffloadActivations { get; init; }
+
+        [CommandOption("--compare-loss"), Description("The same run under each loss implementation, and the share of the peak the loss decides")]
+        public bool CompareLoss { get; init; }
 
         [CommandOption("--gpus <N>"), Description("Number of GPUs")]
         public int Gpus { get; init; } = 1;
@@ -114,6 +132,7 @@ public sealed class PlanCommand : Command<PlanCommand.Settings>
                 ExcludeModules = Exclude?.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries),
                 LayersToTransform = Layers is null ? null : ParseLayers(Layers),
             }),
+            LoraDropout = LoraDropout,
             AdapterBottleneck = Bottleneck,
             VirtualTokens = VirtualTokens,
             WeightDtype = Dtypes.Parse(Dtype, "dtype"),
@@ -126,6 +145,10 @@ public sealed class PlanCommand : Command<PlanCommand.Settings>
             GradientAccumulation = GradAccum,
             GradientCheckpointing = Checkpointing,
             Attention = PlanNames.Attention(Attention),
+            Loss = PlanNames.Loss(Loss),
+            Memory = PlanNames.MemoryKind(Memory),
+            Compile = Compile,
+            OffloadActivations = OffloadActivations,
             Gpus = Gpus,
             Sharding = PlanNames.Sharding(Sharding),
             Offload = Offload,
@@ -148,6 +171,13 @@ public sealed class PlanCommand : Command<PlanCommand.Settings>
     {
         var model = Presets.Resolve(settings.Model);
         var request = settings.ToRequest();
+        if (settings.CompareLoss)
+        {
+            var plans = Enum.GetValues<LossKind>().Select(l => MemoryPlanner.Plan(model, request with { Loss = l })).ToList();
+            if (settings.Json) Console.WriteLine(JsonSerializer.Serialize(plans.Select(PlanOutput.Json), PlanOutput.JsonOptions));
+            else PlanOutput.WriteLossComparison(model, plans);
+            return 0;
+        }
         if (settings.Compare)
         {
             var plans = Enum.GetValues<TuningMethod>().Select(m => MemoryPlanner.Plan(model, ForMethod(request, m))).ToList();
