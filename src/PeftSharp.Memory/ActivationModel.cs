@@ -53,6 +53,9 @@ public sealed class ActivationModel
     /// (<c>_foreach_sqrt(exp_avg_sqs)</c> in torch/optim/adamw.py <c>_multi_tensor_adamw</c>) while weights, gradients
     /// and state are all resident; that moment can be the peak (full fine-tuning with checkpointing).</summary>
     public bool ForeachOptimizerTemporary { get; init; }
+    /// <summary>bitsandbytes' <c>MatMul4Bit</c> saves its input whenever any input needs a gradient
+    /// (<c>ctx.tensors = (A, B)</c>), so a frozen NF4 Linear keeps its input like a trained one does.</summary>
+    public bool QuantizedLinearsKeepInputs { get; init; }
     /// <summary>With checkpointing (or offload) the loss buffers are freed before the first layer is recomputed, so the
     /// in-flight layer and the loss do not add up: the larger of the two sits on the kept layer inputs.</summary>
     public bool LossFreedBeforeRecompute { get; init; }
@@ -94,6 +97,7 @@ public sealed class ActivationModel
         GradientsFreedBeforeForward = true,
         ForeachOptimizerTemporary = true,
         LossFreedBeforeRecompute = true,
+        QuantizedLinearsKeepInputs = true,
     };
 
     /// <summary>
@@ -121,13 +125,16 @@ public sealed class ActivationModel
         request.Device == DeviceKind.Cpu && request.ResolvedComputeDtype == DType.Fp32 ? TorchSharpCpuFp32 : Transformers;
 
     /// <summary>Activations of one layer, fully stored.</summary>
+    /// <param name="linearsKeepInputs">The base Linears keep their inputs without training the norms (QLoRA under
+    /// bitsandbytes); <paramref name="baseTrains"/> implies it.</param>
     public double LayerBytes(ModelConfig c, long batch, long seq, AttentionKind attention, DType compute,
-        bool baseTrains = false, bool compiled = false)
+        bool baseTrains = false, bool compiled = false, bool linearsKeepInputs = false)
     {
         double sb = (double)seq * batch;
-        double perHidden = PerTokenHidden + (baseTrains ? TrainedNormsPerTokenHidden + TrainedLinearsPerTokenHidden : 0)
+        bool inputs = baseTrains || linearsKeepInputs;
+        double perHidden = PerTokenHidden + (baseTrains ? TrainedNormsPerTokenHidden : 0) + (inputs ? TrainedLinearsPerTokenHidden : 0)
             - (compiled ? CompileSavesPerTokenHidden : 0);
-        double perInter = PerTokenIntermediate + (baseTrains ? TrainedLinearsPerTokenIntermediate : 0)
+        double perInter = PerTokenIntermediate + (inputs ? TrainedLinearsPerTokenIntermediate : 0)
             - (compiled ? CompileSavesPerTokenIntermediate : 0);
         double scores = attention == AttentionKind.Eager ? sb * seq * c.NumAttentionHeads * PerScore : 0;
         double kvWidth = attention == AttentionKind.Flash ? (double)c.KeyValueHeads * c.ResolvedHeadDim : c.HiddenSize;

@@ -119,7 +119,8 @@ public static class MemoryPlanner
     {
         var c = model.Config;
         bool baseTrains = r.Method == TuningMethod.Full;
-        double layer = a.LayerBytes(c, r.BatchSize, seq, r.Attention, compute, baseTrains, r.Compile);
+        double layer = a.LayerBytes(c, r.BatchSize, seq, r.Attention, compute, baseTrains, r.Compile,
+            linearsKeepInputs: r.IsQuantized && a.QuantizedLinearsKeepInputs);
         double adapterInputs = 0;
         if (a.CountsAdapterInputs && r.UsesLora)
         {

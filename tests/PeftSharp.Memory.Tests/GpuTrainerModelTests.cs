@@ -114,6 +114,15 @@ public class GpuTrainerModelTests
     }
 
     [Fact]
+    public void Qlora_keeps_each_quantised_linear_input_as_bitsandbytes_saves_it()
+    {
+        var lora = Plan(Qlora with { Method = TuningMethod.Lora });
+        var qlora = Plan(Qlora);
+        // q/k/v share one input, gate/up another; o_proj and down_proj their own: 3 x 2 B per h + 2 B per i.
+        Assert.Equal(L * 2 * 2048 * (3 * 2 * H + 2 * I), qlora.ActivationsBytes - lora.ActivationsBytes);
+    }
+
+    [Fact]
     public void Gradients_grow_only_as_backward_frees_activations()
     {
         var full = Plan(new PlanRequest { Method = TuningMethod.Full, BatchSize = 8, SequenceLength = 4096, Memory = MemoryView.Allocated });
