@@ -86,6 +86,27 @@ public sealed class PlanCommand : Command<PlanCommand.Settings>
         [CommandOption("--compare-loss"), Description("The same run under each loss implementation, and the share of the peak the loss decides")]
         public bool CompareLoss { get; init; }
 
+        [CommandOption("--serve"), Description("Plan serving instead of training: weights, KV cache, resident adapters, one prefill chunk, sequences that fit per GPU")]
+        public bool Serve { get; init; }
+
+        [CommandOption("--max-batch <B>"), Description("--serve: sequences decoded together")]
+        public int MaxBatch { get; init; } = 32;
+
+        [CommandOption("--context <T>"), Description("--serve: tokens per sequence (prompt + generated)")]
+        public int Context { get; init; } = 2048;
+
+        [CommandOption("--adapters <N>"), Description("--serve: resident LoRA adapters")]
+        public int Adapters { get; init; } = 1;
+
+        [CommandOption("--max-rank <R>"), Description("--serve: largest adapter rank (every adapter counted at it)")]
+        public int MaxRank { get; init; } = 16;
+
+        [CommandOption("--kv-dtype <D>"), Description("--serve: KV cache dtype (default: the compute dtype)")]
+        public string? KvDtype { get; init; }
+
+        [CommandOption("--prefill-chunk <T>"), Description("--serve: prompt tokens prefilled at once (default: a whole context)")]
+        public int? PrefillChunk { get; init; }
+
         [CommandOption("--gpus <N>"), Description("Number of GPUs")]
         public int Gpus { get; init; } = 1;
 
@@ -112,7 +133,8 @@ public sealed class PlanCommand : Command<PlanCommand.Settings>
             if (string.IsNullOrWhiteSpace(Model)) return ValidationResult.Error("--model is required (a preset or config.json)");
             try
             {
-                ToRequest().Validate();
+                if (Serve) ToServeRequest().Validate();
+                else ToRequest().Validate();
                 Presets.Resolve(Model);
                 return ValidationResult.Success();
             }
@@ -161,6 +183,21 @@ public sealed class PlanCommand : Command<PlanCommand.Settings>
             FrameworkOverheadBytes = OverheadGb is { } gb ? (long)(gb * 1e9) : null,
         };
 
+        public ServeRequest ToServeRequest() => new()
+        {
+            MaxBatch = MaxBatch,
+            Context = Context,
+            Adapters = Adapters,
+            MaxRank = MaxRank,
+            Targets = Targets is null ? null : TargetMatcher.Parse(Targets),
+            WeightDtype = Dtypes.Parse(Dtype, "dtype"),
+            ComputeDtype = ComputeDtype is null ? null : Dtypes.Parse(ComputeDtype, "compute_dtype"),
+            KvDtype = KvDtype is null ? null : Dtypes.Parse(KvDtype, "kv_dtype"),
+            PrefillChunk = PrefillChunk,
+            Device = ToRequest().Device,
+            FrameworkOverheadBytes = OverheadGb is { } gb ? (long)(gb * 1e9) : null,
+        };
+
         static List<int> ParseLayers(string text) =>
             text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
                 .Select(t => int.TryParse(t, out int i) && i >= 0 ? i : throw new PlanException("layers", $"'{t}' is not a layer index"))
@@ -170,6 +207,13 @@ public sealed class PlanCommand : Command<PlanCommand.Settings>
     public override int Execute(CommandContext context, Settings settings, CancellationToken cancellationToken)
     {
         var model = Presets.Resolve(settings.Model);
+        if (settings.Serve)
+        {
+            var serve = ServePlanner.Plan(model, settings.ToServeRequest());
+            if (settings.Json) Console.WriteLine(JsonSerializer.Serialize(PlanOutput.Json(serve), PlanOutput.JsonOptions));
+            else PlanOutput.Write(serve);
+            return 0;
+        }
         var request = settings.ToRequest();
         if (settings.CompareLoss)
         {

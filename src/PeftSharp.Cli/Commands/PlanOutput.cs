@@ -131,6 +131,50 @@ static class PlanOutput
         AnsiConsole.WriteLine($"the loss implementation decides {Gb(saved)} GB ({100.0 * saved / plans[0].TotalBytes:0.0}% of the full-loss peak)");
     }
 
+    public static object Json(ServePlan p) => new
+    {
+        model = p.Model,
+        mode = "serve",
+        max_batch = p.Request.MaxBatch,
+        context = p.Request.Context,
+        adapters = p.Request.Adapters,
+        max_rank = p.Request.MaxRank,
+        kv_dtype = Dtypes.Name(p.Request.ResolvedKv),
+        weights_bytes = p.WeightsBytes,
+        kv_bytes_per_token = p.KvBytesPerToken,
+        kv_bytes_per_sequence = p.KvBytesPerSequence,
+        kv_cache_bytes = p.KvCacheBytes,
+        adapter_bytes_each = p.AdapterBytesEach,
+        adapters_bytes = p.AdaptersBytes,
+        prefill_bytes = p.PrefillBytes,
+        framework_overhead_bytes = p.FrameworkOverheadBytes,
+        total_bytes = p.TotalBytes,
+        concurrent_sequences = Gpus.Common.ToDictionary(g => g.Name, g => p.ConcurrentSequences(g.Bytes)),
+        fits = Gpus.Common.ToDictionary(g => g.Name, g => p.Fits(g.Bytes)),
+    };
+
+    public static void Write(ServePlan p)
+    {
+        var r = p.Request;
+        AnsiConsole.MarkupLineInterpolated(
+            $"[bold]{p.Model}[/] serving: {r.MaxBatch} sequences x {r.Context} tokens, {r.Adapters} adapter(s) at rank <= {r.MaxRank}, {Dtypes.Name(r.WeightDtype)} weights, {Dtypes.Name(r.ResolvedKv)} KV cache (GB = 10^9 bytes)");
+        var table = new Table().AddColumn("Resident").AddColumn(new TableColumn("GB").RightAligned()).AddColumn(new TableColumn("Share").RightAligned())
+            .AddColumn("Rests on");
+        void Row(string name, long bytes, string basis) =>
+            table.AddRow(Markup.Escape(name), Gb(bytes), $"{100.0 * bytes / p.TotalBytes:0.0}%", Markup.Escape(basis));
+        Row("weights", p.WeightsBytes, r.WeightDtype == DType.Nf4 ? "NF4 + double quant, rest in compute dtype" : $"{Dtypes.Name(r.WeightDtype)} storage");
+        Row($"KV cache ({p.KvBytesPerToken / 1024.0:0.#} KiB/token)", p.KvCacheBytes, "2 x layers x kv_heads x head_dim per token (GQA)");
+        Row($"adapters ({r.Adapters} x {p.AdapterBytesEach / 1e6:0.##} MB)", p.AdaptersBytes, "r x (in + out) per adapted module, at the largest rank");
+        Row($"prefill chunk ({Math.Min(r.ResolvedPrefillChunk, r.Context)} tokens)", p.PrefillBytes, "one layer's working set + last-token fp32 logits per row");
+        Row("framework overhead", p.FrameworkOverheadBytes, r.Device == DeviceKind.Cuda ? "CUDA context + kernels + cuBLAS workspace" : "libtorch + .NET runtime, measured");
+        table.AddRow("[bold]total[/]", $"[bold]{Gb(p.TotalBytes)}[/]", "100%", "");
+        AnsiConsole.Write(table);
+        var fits = new Table().AddColumn("GPU").AddColumn("Fits").AddColumn(new TableColumn($"Sequences of {r.Context} tokens").RightAligned());
+        foreach (var g in Gpus.Common)
+            fits.AddRow(Markup.Escape(g.Name), p.Fits(g.Bytes) ? "[green]yes[/]" : "[red]no[/]", p.ConcurrentSequences(g.Bytes).ToString("N0"));
+        AnsiConsole.Write(fits);
+    }
+
     public static void WriteComparison(ModelShape model, IReadOnlyList<MemoryPlan> plans)
     {
         var r = plans[0].Request;

@@ -61,6 +61,22 @@ public class PlanCliTests
         Assert.Contains("the loss implementation decides", stdout);
     }
 
+    [Fact]
+    public void Serve_plans_kv_cache_adapters_and_sequences_per_gpu()
+    {
+        var serve = Json("--serve", "--max-batch", "16", "--context", "4096", "--adapters", "8", "--max-rank", "16", "--kv-dtype", "fp16");
+        Assert.Equal("serve", serve.GetProperty("mode").GetString());
+        Assert.Equal(131_072, serve.GetProperty("kv_bytes_per_token").GetInt64());
+        Assert.Equal(131_072L * 16 * 4096, serve.GetProperty("kv_cache_bytes").GetInt64());
+        Assert.Equal(8 * serve.GetProperty("adapter_bytes_each").GetInt64(), serve.GetProperty("adapters_bytes").GetInt64());
+        var seqs = serve.GetProperty("concurrent_sequences").EnumerateObject().Select(p => p.Value.GetInt64()).ToList();
+        Assert.Equal(seqs.Order(), seqs);    // bigger cards hold more
+        Assert.True(seqs[^1] > 100);
+        var (code, _, stderr) = CliCapture.Run("plan", "--model", "llama-3.1-8b", "--serve", "--context", "0");
+        Assert.NotEqual(0, code);
+        Assert.Contains("context: must be positive", stderr + _);
+    }
+
     [Theory]
     [InlineData("--loss", "sparse", "loss: unknown 'sparse' (full, chunked, fused)")]
     [InlineData("--memory", "vram", "memory: unknown 'vram' (allocated, reserved, device)")]
