@@ -23,6 +23,10 @@ public sealed record ServeRequest
     public DType? AdapterDtype { get; init; }
     /// <summary>Prompt tokens prefilled at once; null = a whole context.</summary>
     public int? PrefillChunk { get; init; }
+    /// <summary>The KV cache grows by concatenation (transformers' DynamicCache, this project's KvCache): while a layer
+    /// appends, its old and new tensors coexist, and a newly prefilled row's cache exists beside the batch's until it
+    /// joins. False for a preallocated (paged) cache.</summary>
+    public bool ConcatenatedCache { get; init; } = true;
     public DeviceKind Device { get; init; } = DeviceKind.Cuda;
     /// <summary>Fixed bytes of the runtime; null = the device's default (CUDA: context + kernels + cuBLAS workspace).</summary>
     public long? FrameworkOverheadBytes { get; init; }
@@ -69,15 +73,29 @@ public sealed record ServePlan
     public required long AdapterBytesEach { get; init; }
     /// <summary>One prefill chunk's working set (inference keeps no activations for backward; one layer at a time).</summary>
     public required long PrefillBytes { get; init; }
+    /// <summary>Concatenation transients of the cache at full load: one layer's copy plus one joining row.</summary>
+    public required long KvGrowthBytes { get; init; }
     public required long FrameworkOverheadBytes { get; init; }
 
     /// <summary>Everything but the cache: what a card must hold before the first sequence.</summary>
     public long FixedBytes => WeightsBytes + AdaptersBytes + PrefillBytes + FrameworkOverheadBytes;
-    public long TotalBytes => FixedBytes + KvCacheBytes;
+    public long TotalBytes => FixedBytes + KvCacheBytes + KvGrowthBytes;
     public long KvBytesPerSequence => KvBytesPerToken * Request.Context;
 
-    /// <summary>Sequences of the full context whose cache fits beside the fixed part on a card of this size.</summary>
-    public long ConcurrentSequences(long gpuBytes) => Math.Max(0, (gpuBytes - FixedBytes) / KvBytesPerSequence);
+    /// <summary>Sequences of the full context whose cache (with its growth transients) fits beside the fixed part.</summary>
+    public long ConcurrentSequences(long gpuBytes)
+    {
+        long n = Math.Max(0, (gpuBytes - FixedBytes) / KvBytesPerSequence);
+        while (n > 0 && FixedBytes + n * KvBytesPerSequence + Growth(n) > gpuBytes) n--;
+        return n;
+    }
+
+    /// <summary>One layer's copy of the cache of <paramref name="rows"/> rows plus one joining row.</summary>
+    long Growth(long rows) => !Request.ConcatenatedCache || rows == 0 ? 0
+        : rows * Request.Context * KvBytesPerTokenPerLayer + KvBytesPerSequence;
+
+    /// <summary>Keys and values of one token in one layer.</summary>
+    public required long KvBytesPerTokenPerLayer { get; init; }
 
     public bool Fits(long gpuBytes) => TotalBytes <= gpuBytes;
 }
@@ -97,7 +115,9 @@ public static class ServePlanner
         r.Validate();
         var c = model.Config;
         long kvWidth = (long)c.KeyValueHeads * c.ResolvedHeadDim;
-        long kvPerToken = 2L * c.NumHiddenLayers * Dtypes.Bytes(r.ResolvedKv, kvWidth);
+        long kvPerTokenLayer = 2L * Dtypes.Bytes(r.ResolvedKv, kvWidth);
+        long kvPerToken = c.NumHiddenLayers * kvPerTokenLayer;
+        long kv = kvPerToken * r.MaxBatch * r.Context;
         long weights = r.WeightDtype == DType.Nf4
             ? model.Modules.Sum(m => m.Kind == ModuleKind.Linear && m.Layer is not null
                 ? Dtypes.Nf4Bytes(m.WeightElements) + Dtypes.Bytes(r.ResolvedCompute, m.BiasElements)
@@ -118,7 +138,9 @@ public static class ServePlanner
             Request = r,
             WeightsBytes = weights,
             KvBytesPerToken = kvPerToken,
-            KvCacheBytes = kvPerToken * r.MaxBatch * r.Context,
+            KvBytesPerTokenPerLayer = kvPerTokenLayer,
+            KvCacheBytes = kv,
+            KvGrowthBytes = r.ConcatenatedCache ? (long)r.MaxBatch * r.Context * kvPerTokenLayer + kvPerToken * r.Context : 0,
             AdaptersBytes = adapterEach * r.Adapters,
             AdapterBytesEach = adapterEach,
             PrefillBytes = prefill,

@@ -37,10 +37,27 @@ public class ServePlanTests
         var plan = ServePlanner.Plan("llama-3.1-8b", new ServeRequest { Context = 4096 });
         long card = 80L << 30;
         long n = plan.ConcurrentSequences(card);
-        Assert.Equal((card - plan.FixedBytes) / (plan.KvBytesPerToken * 4096), n);
-        Assert.True(plan.FixedBytes + n * plan.KvBytesPerSequence <= card);
-        Assert.True(plan.FixedBytes + (n + 1) * plan.KvBytesPerSequence > card);
+        var paged = ServePlanner.Plan("llama-3.1-8b", new ServeRequest { Context = 4096, ConcatenatedCache = false });
+        long m = paged.ConcurrentSequences(card);
+        Assert.Equal((card - paged.FixedBytes) / (paged.KvBytesPerToken * 4096), m);
+        Assert.True(paged.FixedBytes + (m + 1) * paged.KvBytesPerSequence > card);
+        // With concatenation one layer's copy (1/32 of the rows' cache) and a joining row must fit too.
+        long Need(long rows) => plan.FixedBytes + rows * plan.KvBytesPerSequence + rows * plan.KvBytesPerSequence / 32 + plan.KvBytesPerSequence;
+        Assert.True(Need(n) <= card);
+        Assert.True(Need(n + 1) > card);
+        Assert.True(n < m);
         Assert.Equal(0, plan.ConcurrentSequences(plan.FixedBytes - 1));
+    }
+
+    [Fact]
+    public void A_concatenated_cache_adds_one_layer_copy_and_one_joining_row()
+    {
+        var grows = ServePlanner.Plan("llama-3.1-8b", new ServeRequest { MaxBatch = 16, Context = 4096 });
+        var paged = ServePlanner.Plan("llama-3.1-8b", new ServeRequest { MaxBatch = 16, Context = 4096, ConcatenatedCache = false });
+        Assert.Equal(0, paged.KvGrowthBytes);
+        Assert.Equal(grows.KvCacheBytes / 32 + grows.KvBytesPerSequence, grows.KvGrowthBytes);
+        Assert.Equal(paged.TotalBytes + grows.KvGrowthBytes, grows.TotalBytes);
+        Assert.True(paged.ConcurrentSequences(80L << 30) >= grows.ConcurrentSequences(80L << 30));
     }
 
     [Theory]

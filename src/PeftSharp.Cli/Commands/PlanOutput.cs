@@ -144,6 +144,7 @@ static class PlanOutput
         kv_bytes_per_token = p.KvBytesPerToken,
         kv_bytes_per_sequence = p.KvBytesPerSequence,
         kv_cache_bytes = p.KvCacheBytes,
+        kv_growth_bytes = p.KvGrowthBytes,
         adapter_bytes_each = p.AdapterBytesEach,
         adapters_bytes = p.AdaptersBytes,
         prefill_bytes = p.PrefillBytes,
@@ -164,6 +165,7 @@ static class PlanOutput
             table.AddRow(Markup.Escape(name), Gb(bytes), $"{100.0 * bytes / p.TotalBytes:0.0}%", Markup.Escape(basis));
         Row("weights", p.WeightsBytes, r.WeightDtype == DType.Nf4 ? "NF4 + double quant, rest in compute dtype" : $"{Dtypes.Name(r.WeightDtype)} storage");
         Row($"KV cache ({p.KvBytesPerToken / 1024.0:0.#} KiB/token)", p.KvCacheBytes, "2 x layers x kv_heads x head_dim per token (GQA)");
+        if (p.KvGrowthBytes > 0) Row("KV cache growth", p.KvGrowthBytes, "concatenation: one layer's old copy + one joining row");
         Row($"adapters ({r.Adapters} x {p.AdapterBytesEach / 1e6:0.##} MB)", p.AdaptersBytes, "r x (in + out) per adapted module, at the largest rank");
         Row($"prefill chunk ({Math.Min(r.ResolvedPrefillChunk, r.Context)} tokens)", p.PrefillBytes, "one layer's working set + last-token fp32 logits per row");
         Row("framework overhead", p.FrameworkOverheadBytes, r.Device == DeviceKind.Cuda ? "CUDA context + kernels + cuBLAS workspace" : "libtorch + .NET runtime, measured");

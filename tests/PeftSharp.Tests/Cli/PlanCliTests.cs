@@ -72,9 +72,9 @@ public class PlanCliTests
         var seqs = serve.GetProperty("concurrent_sequences").EnumerateObject().Select(p => p.Value.GetInt64()).ToList();
         Assert.Equal(seqs.Order(), seqs);    // bigger cards hold more
         Assert.True(seqs[^1] > 100);
-        var (code, _, stderr) = CliCapture.Run("plan", "--model", "llama-3.1-8b", "--serve", "--context", "0");
+        var (code, stdout, stderr) = CliCapture.Run("plan", "--model", "llama-3.1-8b", "--serve", "--context", "0");
         Assert.NotEqual(0, code);
-        Assert.Contains("context: must be positive", stderr + _);
+        Assert.Contains("context: must be positive", stderr + stdout);
     }
 
     [Theory]
