@@ -63,9 +63,9 @@ public sealed class ServeLoadBench : IBench
         finally { Directory.Delete(dir, recursive: true); }
     }
 
-    static string SaveAdapter(CausalLM model, string folder, int seed)
+    internal static string SaveAdapter(CausalLM model, string folder, int seed, int rank = 8)
     {
-        LoraInjector.Inject(model, new LoraConfig { R = 8, LoraAlpha = 16, TargetModulesRegex = "all-linear", InitLoraWeights = "false" }, "tmp", seed);
+        LoraInjector.Inject(model, new LoraConfig { R = rank, LoraAlpha = 2 * rank, TargetModulesRegex = "all-linear", InitLoraWeights = "false" }, "tmp", seed);
         PeftAdapterIO.Save(model, "tmp", folder);
         LoraModel.Of(model).Delete("tmp");
         return folder;
@@ -118,7 +118,7 @@ public sealed class ServeLoadBench : IBench
     static double Percentile(List<double> sorted, double q) => sorted[Math.Min(sorted.Count - 1, (int)Math.Ceiling(q * sorted.Count) - 1)];
 
     /// <summary>A word-level tokenizer.json ("w0".."wN-1", space-joined): the bench only needs ids to round-trip.</summary>
-    static void WordTokenizer(string path, int vocab)
+    internal static void WordTokenizer(string path, int vocab)
     {
         var v = new JsonObject();
         for (int i = 0; i < vocab; i++) v[$"w{i}"] = i;

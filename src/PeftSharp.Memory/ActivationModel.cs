@@ -3,30 +3,102 @@ namespace PeftSharp.Memory;
 /// <summary>
 /// Bytes kept for the backward pass. Per decoder layer, in bytes at 16-bit activations (fp32 compute doubles them):
 /// <c>s*b*h*PerTokenHidden + s*b*i*PerTokenIntermediate + s*s*b*a*PerScore</c>, plus
-/// <c>s*b*h*TrainedNormsPerTokenHidden</c> when the norms train (full fine-tuning). Fused attention keeps no s^2 scores.
-/// Gradient checkpointing keeps <c>CheckpointPerTokenHidden*s*b*h</c> per layer (the layer inputs) plus one
-/// layer's full activations while it is recomputed. Around the loss, <c>LogitsFp32Copies</c> fp32 copies of b*s*V.
-/// <see cref="Default"/> is Korthikanti et al. 2022 (GPU, Megatron-style layers); <see cref="TorchSharpCpuFp32"/> counts
-/// the tensors this project's own layers keep under libtorch's CPU autograd, checked by bench/plan-vs-measured.sh.
+/// <c>s*b*(h*(TrainedNormsPerTokenHidden + TrainedLinearsPerTokenHidden) + i*TrainedLinearsPerTokenIntermediate)</c>
+/// when the base trains (full fine-tuning: a frozen Linear needs only its weight for the input's gradient, a trained
+/// one also keeps its input). Fused attention keeps no s^2 scores. <c>torch.compile</c> fuses elementwise chains and
+/// drops <c>CompileSavesPerTokenHidden/Intermediate</c>. Gradient checkpointing keeps
+/// <c>CheckpointPerTokenHidden*s*b*h</c> per layer (the layer inputs) plus one layer's full activations while it is
+/// recomputed. Around the loss, <see cref="LossBytes"/>.
+/// <see cref="Transformers"/> counts what HF transformers' Llama keeps on a GPU; <see cref="TorchSharpCpuFp32"/> what this
+/// project's layers keep under libtorch's CPU autograd; <see cref="Korthikanti"/> is the textbook Megatron figure.
 /// </summary>
 public sealed class ActivationModel
 {
-    /// <summary>Bytes per s*b*h per layer for 16-bit activations (Korthikanti's 34, which includes a 4h MLP).</summary>
+    /// <summary>The profile's name in plans and JSON.</summary>
+    public string Name { get; init; } = "custom";
+
+    /// <summary>Bytes per s*b*h per layer for 16-bit activations, kept whether or not the base trains.</summary>
     public double PerTokenHidden { get; init; } = 34;
+    /// <summary>Bytes per token per layer for the saved keys and values, per element of their width: the full hidden
+    /// width when they are repeated to every head (eager, SDPA with a mask), the key/value width under flash attention.</summary>
+    public double PerTokenKeyValue { get; init; }
     /// <summary>Bytes per s*b*intermediate per layer for 16-bit activations; 0 where <see cref="PerTokenHidden"/>
     /// already covers the MLP.</summary>
     public double PerTokenIntermediate { get; init; }
     /// <summary>Bytes per s*b*h per layer added when the norm weights train: each norm keeps its normalised input.</summary>
     public double TrainedNormsPerTokenHidden { get; init; }
+    /// <summary>Bytes per s*b*h per layer added when the base Linears train: the inputs their weight gradients need.</summary>
+    public double TrainedLinearsPerTokenHidden { get; init; }
+    /// <summary>Bytes per s*b*intermediate per layer added when the base Linears train (the down projection's input).</summary>
+    public double TrainedLinearsPerTokenIntermediate { get; init; }
     /// <summary>Bytes per s*s*b*a per layer for eager attention: scores, softmax, dropout mask (Korthikanti's 5).</summary>
     public double PerScore { get; init; } = 5;
     /// <summary>Bytes per s*b*h per layer kept under full recomputation (one 16-bit copy of the layer input).</summary>
     public double CheckpointPerTokenHidden { get; init; } = 2;
-    /// <summary>fp32 copies of b*s*V held around the loss: the upcast logits and the softmax/gradient buffer.</summary>
-    public double LogitsFp32Copies { get; init; } = 2;
+    /// <summary>fp32 buffers of b*s*V around an unchunked loss besides the logits themselves (in the compute dtype):
+    /// the log-softmax output, its gradient and the logits' fp32 gradient, alive together at the start of backward.</summary>
+    public double LossFp32Buffers { get; init; } = 1.5;
+    /// <summary>Bytes per s*b*h per layer that <c>torch.compile</c>'s fused kernels do not keep.</summary>
+    public double CompileSavesPerTokenHidden { get; init; }
+    /// <summary>Bytes per s*b*intermediate per layer that <c>torch.compile</c>'s fused kernels do not keep.</summary>
+    public double CompileSavesPerTokenIntermediate { get; init; }
+    /// <summary>Count the input every LoRA module keeps for its A matrix (PEFT casts it to the adapter dtype), and
+    /// DoRA's two saved outputs per module (the base result and the LoRA result that its magnitude multiplies).</summary>
+    public bool CountsAdapterInputs { get; init; }
+    /// <summary>The trainer frees gradients before each forward (<c>zero_grad(set_to_none=True)</c>, PyTorch's default
+    /// since 2.0 and HF Trainer's), so without accumulation they grow only as backward frees activations: the peak is
+    /// the larger of the two, not their sum.</summary>
+    public bool GradientsFreedBeforeForward { get; init; }
+    /// <summary>The optimiser is torch.optim's foreach AdamW: its step allocates one parameter-sized temporary
+    /// (<c>_foreach_sqrt(exp_avg_sqs)</c> in torch/optim/adamw.py <c>_multi_tensor_adamw</c>) while weights, gradients
+    /// and state are all resident; that moment can be the peak (full fine-tuning with checkpointing).</summary>
+    public bool ForeachOptimizerTemporary { get; init; }
+    /// <summary>bitsandbytes' <c>MatMul4Bit</c> saves its input whenever any input needs a gradient
+    /// (<c>ctx.tensors = (A, B)</c>), so a frozen NF4 Linear keeps its input like a trained one does.</summary>
+    public bool QuantizedLinearsKeepInputs { get; init; }
+    /// <summary>With checkpointing (or offload) the loss buffers are freed before the first layer is recomputed, so the
+    /// in-flight layer and the loss do not add up: the larger of the two sits on the kept layer inputs.</summary>
+    public bool LossFreedBeforeRecompute { get; init; }
 
-    /// <summary>Korthikanti et al. 2022: Megatron-style layers on a GPU.</summary>
-    public static ActivationModel Default { get; } = new();
+    /// <summary>Chunks of torchtune's <c>CEWithChunkedOutputLoss</c>.</summary>
+    public const int LossChunks = 8;
+
+    /// <summary>Korthikanti et al. 2022, "Reducing Activation Recomputation in Large Transformer Models": Megatron-style
+    /// layers with every weight trained, 34*s*b*h + 5*a*s^2*b; the logits as 2 fp32 copies.</summary>
+    public static ActivationModel Korthikanti { get; } = new() { Name = "korthikanti" };
+
+    /// <summary>
+    /// HF transformers' Llama (modeling_llama.py) in bf16 on a GPU with PEFT, counted from the code (README.md has the
+    /// list). Always kept: both RMSNorms' fp32 upcast inputs (saved by <c>pow</c>; 2 x 4 B), and what SDPA keeps: q and
+    /// its output (2 x 2 B per h), k and v (2 x 2 B, per h when <c>repeat_kv</c> copies them to every head because a
+    /// padding mask is passed, per key/value width under flash attention);
+    /// in the MLP the gate output (SiLU input), SiLU output and up output (3 x 2 B). Trained base adds each norm's
+    /// normalised input (2 x 2 B) and the Linears' inputs: the attention input, the head-merged attention output, the MLP
+    /// input (3 x 2 B per h) and the down projection's input (2 B per i). Loss (transformers' <c>ForCausalLMLoss</c>):
+    /// bf16 logits + 3 fp32 buffers. Eager attention: fp32 softmax, its bf16 copy, the dropout mask (4 + 2 + 1).
+    /// <c>torch.compile</c> (Inductor) fuses RMSNorm, keeping the 16-bit input instead of the fp32 upcast (2 x 2 B per h),
+    /// and SiLU(gate)*up, keeping gate and up only (2 B per i).
+    /// </summary>
+    public static ActivationModel Transformers { get; } = new()
+    {
+        Name = "transformers",
+        PerTokenHidden = 2 * 4 + 2 * 2,
+        PerTokenKeyValue = 2 * 2,
+        PerTokenIntermediate = 3 * 2,
+        TrainedNormsPerTokenHidden = 2 * 2,
+        TrainedLinearsPerTokenHidden = 3 * 2,
+        TrainedLinearsPerTokenIntermediate = 2,
+        PerScore = 4 + 2 + 1,
+        CheckpointPerTokenHidden = 2,
+        LossFp32Buffers = 3,
+        CompileSavesPerTokenHidden = 2 * 2,
+        CompileSavesPerTokenIntermediate = 2,
+        CountsAdapterInputs = true,
+        GradientsFreedBeforeForward = true,
+        ForeachOptimizerTemporary = true,
+        LossFreedBeforeRecompute = true,
+        QuantizedLinearsKeepInputs = true,
+    };
 
     /// <summary>
     /// This project's Llama layers in fp32 under libtorch's CPU autograd (README.md has the tensor-by-tensor count).
@@ -34,44 +106,72 @@ public sealed class ActivationModel
     /// head-merged copy, the residual after attention, the MLP input) and 4 intermediate-sized ones (gate output,
     /// SiLU output, up output, their product). Full fine-tuning adds the two norms' normalised inputs. libtorch's
     /// CPU flash attention keeps no s^2 scores, with or without a mask. Around the loss: the logits, their
-    /// log-softmax and, in the backward, its gradient and the logits' gradient (4 copies).
+    /// log-softmax and, in the backward, its gradient and the logits' gradient (logits + 3 fp32 buffers).
     /// </summary>
     public static ActivationModel TorchSharpCpuFp32 { get; } = new()
     {
+        Name = "torchsharp-cpu-fp32",
         PerTokenHidden = 2 * 9,
         PerTokenIntermediate = 2 * 4,
         TrainedNormsPerTokenHidden = 2 * 2,
         PerScore = 0,
         CheckpointPerTokenHidden = 2,
-        LogitsFp32Copies = 4,
+        LossFp32Buffers = 3,
     };
 
-    /// <summary>The profile measured for where the request runs: <see cref="TorchSharpCpuFp32"/> for fp32 on CPU,
-    /// else <see cref="Default"/>.</summary>
+    /// <summary>The profile for where the request runs: <see cref="TorchSharpCpuFp32"/> for fp32 on CPU (this project's
+    /// trainer), else <see cref="Transformers"/> (PyTorch + transformers + PEFT on a GPU).</summary>
     public static ActivationModel For(PlanRequest request) =>
-        request.Device == DeviceKind.Cpu && request.ResolvedComputeDtype == DType.Fp32 ? TorchSharpCpuFp32 : Default;
+        request.Device == DeviceKind.Cpu && request.ResolvedComputeDtype == DType.Fp32 ? TorchSharpCpuFp32 : Transformers;
 
     /// <summary>Activations of one layer, fully stored.</summary>
-    public double LayerBytes(ModelConfig c, long batch, long seq, AttentionKind attention, DType compute, bool normsTrain = false)
+    /// <param name="linearsKeepInputs">The base Linears keep their inputs without training the norms (QLoRA under
+    /// bitsandbytes); <paramref name="baseTrains"/> implies it.</param>
+    public double LayerBytes(ModelConfig c, long batch, long seq, AttentionKind attention, DType compute,
+        bool baseTrains = false, bool compiled = false, bool linearsKeepInputs = false)
     {
         double sb = (double)seq * batch;
-        double perHidden = PerTokenHidden + (normsTrain ? TrainedNormsPerTokenHidden : 0);
+        bool inputs = baseTrains || linearsKeepInputs;
+        double perHidden = PerTokenHidden + (baseTrains ? TrainedNormsPerTokenHidden : 0) + (inputs ? TrainedLinearsPerTokenHidden : 0)
+            - (compiled ? CompileSavesPerTokenHidden : 0);
+        double perInter = PerTokenIntermediate + (inputs ? TrainedLinearsPerTokenIntermediate : 0)
+            - (compiled ? CompileSavesPerTokenIntermediate : 0);
         double scores = attention == AttentionKind.Eager ? sb * seq * c.NumAttentionHeads * PerScore : 0;
-        return (sb * c.HiddenSize * perHidden + sb * c.IntermediateSize * PerTokenIntermediate + scores) * Scale(compute);
+        double kvWidth = attention == AttentionKind.Flash ? (double)c.KeyValueHeads * c.ResolvedHeadDim : c.HiddenSize;
+        return (sb * c.HiddenSize * perHidden + sb * kvWidth * PerTokenKeyValue + sb * c.IntermediateSize * perInter + scores) * Scale(compute);
     }
 
     /// <summary>All layers' activations, with or without gradient checkpointing.</summary>
-    public long Bytes(ModelConfig c, long batch, long seq, AttentionKind attention, DType compute, bool checkpointing, bool normsTrain = false)
+    public long Bytes(ModelConfig c, long batch, long seq, AttentionKind attention, DType compute, bool checkpointing,
+        bool baseTrains = false, bool compiled = false)
     {
-        double layer = LayerBytes(c, batch, seq, attention, compute, normsTrain);
+        double layer = LayerBytes(c, batch, seq, attention, compute, baseTrains, compiled);
         if (!checkpointing) return (long)Math.Ceiling(layer * c.NumHiddenLayers);
-        double kept = (double)seq * batch * c.HiddenSize * CheckpointPerTokenHidden * Scale(compute);
-        return (long)Math.Ceiling(kept * c.NumHiddenLayers + layer);
+        return (long)Math.Ceiling(CheckpointBytesPerLayer(c, batch, seq, compute) * c.NumHiddenLayers + layer);
     }
 
-    /// <summary>Logits and cross-entropy buffers: <c>LogitsFp32Copies * 4 * b*s*V</c>.</summary>
-    public long LogitsBytes(ModelConfig c, long batch, long seq) =>
-        (long)Math.Ceiling(LogitsFp32Copies * 4 * batch * seq * c.VocabSize);
+    /// <summary>What gradient checkpointing keeps of one layer: its input.</summary>
+    public double CheckpointBytesPerLayer(ModelConfig c, long batch, long seq, DType compute) =>
+        (double)seq * batch * c.HiddenSize * CheckpointPerTokenHidden * Scale(compute);
+
+    /// <summary>
+    /// Logits and loss buffers at their peak (the start of backward). Full: the logits in the compute dtype plus
+    /// <see cref="LossFp32Buffers"/> fp32 copies of b*s*V. Chunked (torchtune, <see cref="LossChunks"/> chunks): the
+    /// logits, every chunk's saved fp32 log-softmax, and one chunk's two fp32 gradient buffers. Fused (Liger / Cut Cross
+    /// Entropy / unsloth): no b*s*V tensor; the hidden states' gradient computed in the forward (b*s*h) and one chunk of
+    /// logits and their gradient, which Liger sizes to b*s*h/V tokens, i.e. b*s*h elements.
+    /// </summary>
+    public long LossBytes(ModelConfig c, long batch, long seq, LossKind loss, DType compute)
+    {
+        double tokens = (double)batch * seq;
+        double e = Dtypes.BytesPerElement(compute);
+        return (long)Math.Ceiling(loss switch
+        {
+            LossKind.Full => tokens * c.VocabSize * (e + 4 * LossFp32Buffers),
+            LossKind.Chunked => tokens * c.VocabSize * (e + 4 + 2.0 * 4 / LossChunks),
+            _ => tokens * c.HiddenSize * (e + e + 4),
+        });
+    }
 
     /// <summary>The constants are bytes at 2-byte activations.</summary>
     static double Scale(DType compute) => Dtypes.BytesPerElement(compute) / 2.0;

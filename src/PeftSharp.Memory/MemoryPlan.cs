@@ -15,10 +15,17 @@ public sealed record MemoryPlan
 
     public required long WeightsBytes { get; init; }
     public required long GradientsBytes { get; init; }
+    /// <summary>The gradients' share of the peak. Equal to <see cref="GradientsBytes"/> unless the trainer frees them
+    /// before each forward (PyTorch) and does not accumulate: then they build up while backward frees the activations
+    /// and loss buffers, and only what exceeds those adds to the peak.</summary>
+    public long GradientsAtPeakBytes { get; init; }
     /// <summary>Optimiser moments plus, under mixed precision, the fp32 master weights (as ZeRO counts them).</summary>
     public required long OptimizerBytes { get; init; }
     public required long MasterWeightsBytes { get; init; }
     public required long ActivationsBytes { get; init; }
+    /// <summary>The activations' share of the peak: <see cref="ActivationsBytes"/>, less the recomputed layer where it
+    /// only exists after the loss buffers are freed (then the larger of the two counts).</summary>
+    public long ActivationsAtPeakBytes { get; init; }
 
     public required long LogitsBytes { get; init; }
     /// <summary>QLoRA: the largest quantised layer dequantised to the compute dtype for its matmul.</summary>
@@ -26,16 +33,33 @@ public sealed record MemoryPlan
     /// <summary>ZeRO-3/FSDP: one decoder block's weights all-gathered for its forward/backward.</summary>
     public required long GatheredLayerBytes { get; init; }
     public required long FrameworkOverheadBytes { get; init; }
+    /// <summary>What the optimiser step allocates on top of weights, gradients and state (foreach AdamW's temporary).</summary>
+    public long OptimizerStepTemporaryBytes { get; init; }
+    /// <summary>What the CUDA caching allocator reserves beyond the tensors (in the reserved and device figures).</summary>
+    public long AllocatorSlackBytes { get; init; }
 
     public required long HostBytes { get; init; }
     public required long PageableBytes { get; init; }
 
+    /// <summary>Which activation profile the plan used: transformers, torchsharp-cpu-fp32 or korthikanti.</summary>
+    public string ActivationProfile { get; init; } = "";
+
     /// <summary>What serving the result costs beyond the base model.</summary>
     public required string InferenceOverhead { get; init; }
 
-    public long OtherBytes => LogitsBytes + DequantBufferBytes + GatheredLayerBytes + FrameworkOverheadBytes;
+    public long OtherBytes => LogitsBytes + DequantBufferBytes + GatheredLayerBytes + AllocatorSlackBytes + FrameworkOverheadBytes;
 
-    public long TotalBytes => WeightsBytes + GradientsBytes + OptimizerBytes + ActivationsBytes + OtherBytes;
+    /// <summary>Peak of the forward/backward pass (the residents above).</summary>
+    public long PassBytes => WeightsBytes + GradientsAtPeakBytes + OptimizerBytes + ActivationsAtPeakBytes + OtherBytes;
+
+    /// <summary>Peak of the optimiser step: weights, every gradient, state and the step's temporary (no activations).</summary>
+    public long StepBytes => WeightsBytes + GradientsBytes + OptimizerBytes + OptimizerStepTemporaryBytes
+        + GatheredLayerBytes + AllocatorSlackBytes + FrameworkOverheadBytes;
+
+    /// <summary>Which moment sets the peak: "forward/backward" or "optimizer step".</summary>
+    public string PeakPhase => StepBytes > PassBytes ? "optimizer step" : "forward/backward";
+
+    public long TotalBytes => Math.Max(PassBytes, StepBytes);
 
     public double TrainablePercent => 100.0 * TrainableParameters / TotalParameters;
 

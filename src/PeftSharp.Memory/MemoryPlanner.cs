@@ -20,13 +20,16 @@ public static class MemoryPlanner
         long weights = BaseWeightBytes(model, request, compute)
             + (request.Method == TuningMethod.Full ? 0 : Dtypes.Bytes(request.AdapterDtype, trainable));
         long gradients = Dtypes.Bytes(request.TrainableDtype, trainable);
-        long master = request.MasterWeights && Dtypes.Is16Bit(request.TrainableDtype) ? 4 * trainable : 0;
-        long moments = tensors.Sum(t => OptimizerState.Bytes(request.Optimizer, t.Elements));
+        bool sixteenBit = Dtypes.Is16Bit(request.TrainableDtype);
+        long master = request.MasterWeights && sixteenBit ? 4 * trainable : 0;
+        long moments = tensors.Sum(t => OptimizerState.Bytes(request.Optimizer, t.Elements, sixteenBit && !request.MasterWeights));
 
         long seq = request.SequenceLength + (request.Method == TuningMethod.PromptTuning ? request.VirtualTokens : 0);
-        long acts = activations.Bytes(c, request.BatchSize, seq, request.Attention, compute, request.GradientCheckpointing,
-            normsTrain: request.Method == TuningMethod.Full);
-        long logits = activations.LogitsBytes(c, request.BatchSize, seq);
+        var (kept, inFlight, offloadedActs) = Activations(model, request, activations, seq, compute);
+        long acts = kept + inFlight;
+        long logits = activations.LossBytes(c, request.BatchSize, seq, request.Loss, compute);
+        // The in-flight layer and the loss buffers coexist unless the profile frees the loss before recomputing.
+        long actsAtPeak = inFlight > 0 && activations.LossFreedBeforeRecompute ? kept + Math.Max(0, inFlight - logits) : acts;
         long dequant = request.IsQuantized
             ? Dtypes.Bytes(compute, model.Modules.Where(IsQuantizedLinear).Max(m => m.WeightElements))
             : 0;
@@ -41,7 +44,7 @@ public static class MemoryPlanner
         long weightsPerGpu = shardsWeights ? Dtypes.CeilDiv(weights, n) : weights;
         long gathered = shardsWeights && n > 1 ? Dtypes.Bytes(request.IsQuantized ? DType.Nf4 : request.WeightDtype, model.LayerParameters(0)) : 0;
 
-        long host = 0;
+        long host = offloadedActs;
         if (request.Offload)
         {
             host += optimizerPerGpu * n;
@@ -61,7 +64,12 @@ public static class MemoryPlanner
             optimizerPerGpu -= pagedMoments;
         }
 
-        return new MemoryPlan
+        bool foreachAdam = activations.ForeachOptimizerTemporary && request.Optimizer == OptimizerKind.AdamW && optimizerPerGpu > 0;
+        long stepTemp = foreachAdam
+            ? Dtypes.CeilDiv(trainable * (sixteenBit && !request.MasterWeights ? 2 : 4), s >= Sharding.Zero1 ? n : 1)
+            : 0;
+
+        var plan = new MemoryPlan
         {
             Model = model.Name,
             Request = request,
@@ -70,9 +78,14 @@ public static class MemoryPlanner
             TrainableTensors = tensors,
             WeightsBytes = weightsPerGpu,
             GradientsBytes = gradientsPerGpu,
+            OptimizerStepTemporaryBytes = stepTemp,
+            GradientsAtPeakBytes = activations.GradientsFreedBeforeForward && request.GradientAccumulation == 1
+                ? Math.Max(0, gradientsPerGpu - (actsAtPeak + logits))
+                : gradientsPerGpu,
             OptimizerBytes = optimizerPerGpu,
             MasterWeightsBytes = master,
             ActivationsBytes = acts,
+            ActivationsAtPeakBytes = actsAtPeak,
             LogitsBytes = logits,
             DequantBufferBytes = dequant,
             GatheredLayerBytes = gathered,
@@ -80,7 +93,51 @@ public static class MemoryPlanner
             HostBytes = host,
             PageableBytes = pageable,
             InferenceOverhead = InferenceOverhead(request, trainable, total),
+            ActivationProfile = activations.Name,
         };
+        return plan with { AllocatorSlackBytes = AllocatorSlack(request, plan.TotalBytes - plan.FrameworkOverheadBytes) };
+    }
+
+    /// <summary>
+    /// What PyTorch's caching allocator reserves beyond the tensors at the peak, as a share of the allocated peak
+    /// (<c>max_memory_reserved / max_memory_allocated - 1</c>): blocks rounded up into 2 MiB / 20 MiB segments and
+    /// split blocks a later, larger request cannot reuse. 4%: the middle of the 3.0-4.4% that
+    /// huggingface/peft#1469 reports for full and LoRA training peaks (peak_memory_alloc vs peak_memory_reserved).
+    /// </summary>
+    public const double AllocatorSlackFraction = 0.04;
+
+    static long AllocatorSlack(PlanRequest r, long allocated) =>
+        r.Device == DeviceKind.Cuda && r.Memory >= MemoryView.Reserved ? (long)Math.Ceiling(allocated * AllocatorSlackFraction) : 0;
+
+    /// <summary>Saved activations on the device and on the host. PEFT keeps, per LoRA module, the input its A matrix
+    /// multiplies in the adapter dtype (a cast copy per module when it differs from the compute dtype; else the input
+    /// itself, counted per module: an upper bound where q/k/v share one) and, with dropout, its 1-byte mask; DoRA also
+    /// the base and LoRA results its magnitude scales. Checkpointing keeps each layer's input and recomputes one layer
+    /// at a time; offloading moves what is kept to the host. <c>InFlight</c> is the recomputed (or offloaded, in-flight)
+    /// layer, which the profile may overlap with the loss buffers.</summary>
+    static (long Kept, long InFlight, long Host) Activations(ModelShape model, PlanRequest r, ActivationModel a, long seq, DType compute)
+    {
+        var c = model.Config;
+        bool baseTrains = r.Method == TuningMethod.Full;
+        double layer = a.LayerBytes(c, r.BatchSize, seq, r.Attention, compute, baseTrains, r.Compile,
+            linearsKeepInputs: r.IsQuantized && a.QuantizedLinearsKeepInputs);
+        double adapterInputs = 0;
+        if (a.CountsAdapterInputs && r.UsesLora)
+        {
+            var targets = r.Targets ?? TargetMatcher.DefaultFor(c.ModelType);
+            var adapted = model.Modules.Where(m => m.Kind == ModuleKind.Linear && m.Layer is not null && targets.Matches(m)).ToList();
+            double perToken = adapted.Sum(m => m.In) * (Dtypes.BytesPerElement(r.AdapterDtype) + (r.LoraDropout > 0 ? 1 : 0));
+            if (r.IsDora) perToken += adapted.Sum(m => m.Out) * (Dtypes.BytesPerElement(compute) + Dtypes.BytesPerElement(r.AdapterDtype));
+            adapterInputs = (double)seq * r.BatchSize * perToken;
+        }
+        int layers = c.NumHiddenLayers;
+        double fullLayer = layer + adapterInputs / layers;
+        if (!r.GradientCheckpointing && !r.OffloadActivations)
+            return ((long)Math.Ceiling(fullLayer * layers), 0, 0);
+        double kept = r.GradientCheckpointing ? a.CheckpointBytesPerLayer(c, r.BatchSize, seq, compute) : fullLayer;
+        return r.OffloadActivations
+            ? ((long)Math.Ceiling(r.GradientCheckpointing ? kept : 0), (long)Math.Ceiling(fullLayer), (long)Math.Ceiling(kept * layers))
+            : ((long)Math.Ceiling(kept * layers), (long)Math.Ceiling(fullLayer), 0);
     }
 
     /// <summary>Frozen or trained base weights. QLoRA keeps the decoder blocks' Linear weights in NF4 + double

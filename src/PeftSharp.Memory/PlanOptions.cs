@@ -4,7 +4,18 @@ public enum TuningMethod { Full, Lora, Dora, Qlora, Qdora, Adapter, PromptTuning
 
 public enum OptimizerKind { AdamW, AdamW8bit, PagedAdamW, PagedAdamW8bit, Sgd, SgdMomentum }
 
-public enum AttentionKind { Eager, Fused }
+/// <summary>Eager: materialised s^2 scores. Fused: SDPA (with a padding mask transformers repeats k/v to every head
+/// first). Flash: flash-attn / SDPA without a mask, which reads grouped k/v as they are.</summary>
+public enum AttentionKind { Eager, Fused, Flash }
+
+/// <summary>How the loss is computed. Full: HF's fp32 upcast of the whole [b, s, V] logits; Chunked: torchtune's
+/// CEWithChunkedOutputLoss (8 chunks); Fused: the head and the loss in one kernel (Liger, Cut Cross Entropy, unsloth).</summary>
+public enum LossKind { Full, Chunked, Fused }
+
+/// <summary>Which figure the plan predicts. Allocated: <c>torch.cuda.max_memory_allocated</c> (tensors);
+/// Reserved: <c>max_memory_reserved</c> (plus what the caching allocator holds beyond them); Device: what nvidia-smi
+/// shows and what must fit on the card (plus the CUDA context and loaded kernels).</summary>
+public enum MemoryView { Allocated, Reserved, Device }
 
 /// <summary>Ordered by how much is sharded: the planner compares with >= (FSDP full shard = ZeRO-3).</summary>
 public enum Sharding { None, Zero1, Zero2, Zero3, Fsdp }
@@ -41,8 +52,9 @@ public static class PlanNames
     public static AttentionKind Attention(string text) => text.Trim().ToLowerInvariant() switch
     {
         "eager" => AttentionKind.Eager,
-        "fused" or "sdpa" or "flash" => AttentionKind.Fused,
-        _ => throw new PlanException("attention", $"unknown '{text}' (eager, fused)"),
+        "fused" or "sdpa" => AttentionKind.Fused,
+        "flash" or "flash-attn" or "flash_attention_2" => AttentionKind.Flash,
+        _ => throw new PlanException("attention", $"unknown '{text}' (eager, sdpa, flash)"),
     };
 
     public static Sharding Sharding(string text) => text.Trim().ToLowerInvariant() switch
@@ -54,6 +66,26 @@ public static class PlanNames
         "fsdp" => Memory.Sharding.Fsdp,
         _ => throw new PlanException("sharding", $"unknown '{text}' (none, zero1, zero2, zero3, fsdp)"),
     };
+
+    public static LossKind Loss(string text) => text.Trim().ToLowerInvariant() switch
+    {
+        "full" => LossKind.Full,
+        "chunked" => LossKind.Chunked,
+        "fused" => LossKind.Fused,
+        _ => throw new PlanException("loss", $"unknown '{text}' (full, chunked, fused)"),
+    };
+
+    public static MemoryView MemoryKind(string text) => text.Trim().ToLowerInvariant() switch
+    {
+        "allocated" => MemoryView.Allocated,
+        "reserved" => MemoryView.Reserved,
+        "device" or "nvidia-smi" => MemoryView.Device,
+        _ => throw new PlanException("memory", $"unknown '{text}' (allocated, reserved, device)"),
+    };
+
+    public static string Name(LossKind l) => l.ToString().ToLowerInvariant();
+
+    public static string Name(MemoryView m) => m.ToString().ToLowerInvariant();
 
     public static string Name(TuningMethod m) => m == TuningMethod.PromptTuning ? "prompt-tuning" : m.ToString().ToLowerInvariant();
 

@@ -17,6 +17,8 @@ public sealed record PlanRequest
     /// <summary>Prompt-tuning virtual tokens; they also lengthen every sequence.</summary>
     public int VirtualTokens { get; init; } = 20;
 
+    /// <summary>LoRA dropout: above 0 every LoRA module also keeps its 1-byte dropout mask.</summary>
+    public double LoraDropout { get; init; }
     /// <summary>Storage dtype of the base weights. NF4 turns LoRA/DoRA into QLoRA/QDoRA.</summary>
     public DType WeightDtype { get; init; } = DType.Bf16;
     /// <summary>Storage dtype of adapter weights (PEFT keeps them fp32).</summary>
@@ -33,6 +35,15 @@ public sealed record PlanRequest
     public int GradientAccumulation { get; init; } = 1;
     public bool GradientCheckpointing { get; init; }
     public AttentionKind Attention { get; init; } = AttentionKind.Fused;
+    /// <summary>How the loss is computed; HF transformers' default is the full fp32 upcast.</summary>
+    public LossKind Loss { get; init; } = LossKind.Full;
+    /// <summary>Which figure to predict (CUDA only; CPU plans are resident memory). Device = what must fit on the card.</summary>
+    public MemoryView Memory { get; init; } = MemoryView.Device;
+    /// <summary><c>torch.compile</c>: fused elementwise kernels keep fewer intermediates.</summary>
+    public bool Compile { get; init; }
+    /// <summary>Saved activations live in host memory (unsloth's offloaded gradient checkpointing with
+    /// <see cref="GradientCheckpointing"/>, torch's <c>save_on_cpu</c> without): the device keeps the layer in flight.</summary>
+    public bool OffloadActivations { get; init; }
 
     public int Gpus { get; init; } = 1;
     public Sharding Sharding { get; init; } = Sharding.None;
@@ -43,8 +54,13 @@ public sealed record PlanRequest
     /// default of <see cref="Device"/>. Override with a value measured on your own runs.</summary>
     public long? FrameworkOverheadBytes { get; init; }
 
-    /// <summary>CUDA context + cuBLAS/cuDNN workspaces of a PyTorch-style process, ~0.8 GB on recent GPUs.</summary>
+    /// <summary>What nvidia-smi shows of a PyTorch process beyond the allocator's reservation: the CUDA context and
+    /// loaded kernels (cuBLAS/cuDNN/NCCL modules), ~0.8 GB on recent GPUs. Counted only in <see cref="MemoryView.Device"/>.</summary>
     public const long DefaultCudaOverheadBytes = 800_000_000;
+    /// <summary>cuBLAS workspaces, which PyTorch allocates through its caching allocator (so they are in
+    /// <c>memory_allocated</c>): the default <c>CUBLAS_WORKSPACE_CONFIG=:4096:2:16:8</c> = 2 x 4 MiB + 8 x 16 KiB
+    /// (c10/cuda CublasHandlePool.cpp).</summary>
+    public const long CublasWorkspaceBytes = 2 * 4096 * 1024 + 8 * 16 * 1024;
     /// <summary>libtorch + .NET runtime on CPU, measured by bench/plan-vs-measured.sh: ~150 MB resident once libtorch
     /// is loaded, plus ~50 MB that appears with the first training step (OpenMP workers, oneDNN kernels and scratch,
     /// the trainer's JIT-compiled code).</summary>
@@ -61,8 +77,13 @@ public sealed record PlanRequest
     /// <summary>Dtype of whatever the optimiser updates: the base weights in full fine-tuning, else adapters.</summary>
     public DType TrainableDtype => Method == TuningMethod.Full ? WeightDtype : AdapterDtype;
 
-    public long ResolvedOverheadBytes => FrameworkOverheadBytes
-        ?? (Device == DeviceKind.Cuda ? DefaultCudaOverheadBytes : DefaultCpuOverheadBytes);
+    /// <summary>The fixed per-device bytes of the framework in the figure <see cref="Memory"/> names.</summary>
+    public long ResolvedOverheadBytes => FrameworkOverheadBytes ?? (Device, Memory) switch
+    {
+        (DeviceKind.Cpu, _) => DefaultCpuOverheadBytes,
+        (_, MemoryView.Device) => CublasWorkspaceBytes + DefaultCudaOverheadBytes,
+        _ => CublasWorkspaceBytes,
+    };
 
     public void Validate()
     {
@@ -73,6 +94,7 @@ public sealed record PlanRequest
         Positive("seq", SequenceLength);
         Positive("gradient_accumulation", GradientAccumulation);
         Positive("gpus", Gpus);
+        if (LoraDropout is < 0 or >= 1) throw new PlanException("lora_dropout", $"must be in [0, 1), got {LoraDropout}");
         if (FrameworkOverheadBytes < 0) throw new PlanException("framework_overhead", "must not be negative");
         if (Method == TuningMethod.Full && WeightDtype == DType.Nf4)
             throw new PlanException("dtype", "full fine-tuning cannot train NF4 weights; use qlora");

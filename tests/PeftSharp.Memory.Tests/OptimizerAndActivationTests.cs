@@ -21,7 +21,7 @@ public class OptimizerAndActivationTests
         var c = Presets.Config("llama-2-7b");
         long s = 2048, b = 2, h = 4096, a = 32, layers = 32;
         long expected = layers * (s * b * h * 34 + 5 * a * s * s * b);
-        Assert.Equal(expected, ActivationModel.Default.Bytes(c, b, s, AttentionKind.Eager, DType.Bf16, checkpointing: false));
+        Assert.Equal(expected, ActivationModel.Korthikanti.Bytes(c, b, s, AttentionKind.Eager, DType.Bf16, checkpointing: false));
     }
 
     [Fact]
@@ -29,8 +29,8 @@ public class OptimizerAndActivationTests
     {
         var c = Presets.Config("llama-2-7b");
         long s = 1024, b = 1, h = 4096;
-        Assert.Equal(32 * s * b * h * 34, ActivationModel.Default.Bytes(c, b, s, AttentionKind.Fused, DType.Bf16, false));
-        Assert.Equal(2 * 32 * s * b * h * 34, ActivationModel.Default.Bytes(c, b, s, AttentionKind.Fused, DType.Fp32, false));
+        Assert.Equal(32 * s * b * h * 34, ActivationModel.Korthikanti.Bytes(c, b, s, AttentionKind.Fused, DType.Bf16, false));
+        Assert.Equal(2 * 32 * s * b * h * 34, ActivationModel.Korthikanti.Bytes(c, b, s, AttentionKind.Fused, DType.Fp32, false));
     }
 
     [Fact]
@@ -39,26 +39,33 @@ public class OptimizerAndActivationTests
         var c = Presets.Config("llama-2-7b");
         long s = 1024, b = 4, h = 4096;
         long expected = 32 * 2 * s * b * h + s * b * h * 34;
-        Assert.Equal(expected, ActivationModel.Default.Bytes(c, b, s, AttentionKind.Fused, DType.Bf16, true));
+        Assert.Equal(expected, ActivationModel.Korthikanti.Bytes(c, b, s, AttentionKind.Fused, DType.Bf16, true));
     }
 
     [Fact]
     public void Activation_constants_can_be_calibrated()
     {
         var c = Presets.Config("smollm2-135m");
-        var model = new ActivationModel { PerTokenHidden = 10, PerScore = 0, LogitsFp32Copies = 1 };
+        var model = new ActivationModel { PerTokenHidden = 10, PerScore = 0, LossFp32Buffers = 1 };
         Assert.Equal(30L * 100 * 1 * 576 * 10, model.Bytes(c, 1, 100, AttentionKind.Eager, DType.Bf16, false));
-        Assert.Equal(4L * 100 * 49152, model.LogitsBytes(c, 1, 100));
+        Assert.Equal((2L + 4) * 100 * 49152, model.LossBytes(c, 1, 100, LossKind.Full, DType.Bf16)); // bf16 logits + 1 fp32 buffer
         var plan = MemoryPlanner.Plan("smollm2-135m", new PlanRequest { SequenceLength = 100 }, model);
         Assert.Equal(30L * 100 * 576 * 10, plan.ActivationsBytes);
     }
 
     [Fact]
-    public void Gradient_accumulation_does_not_change_memory()
+    public void Gradient_accumulation_keeps_gradients_through_the_next_forward()
     {
         var one = MemoryPlanner.Plan("smollm2-135m", new PlanRequest());
         var eight = MemoryPlanner.Plan("smollm2-135m", new PlanRequest { GradientAccumulation = 8 });
-        Assert.Equal(one.TotalBytes, eight.TotalBytes);
+        // PyTorch frees gradients before each forward; accumulating keeps them, so they add to the activation peak.
+        Assert.Equal(0, one.GradientsAtPeakBytes);
+        Assert.Equal(one.GradientsBytes, eight.GradientsAtPeakBytes);
+        Assert.Equal(one.TotalBytes + one.GradientsBytes + (long)Math.Ceiling(one.GradientsBytes * MemoryPlanner.AllocatorSlackFraction),
+            eight.TotalBytes, 1.0);
+        var cpuOne = MemoryPlanner.Plan("smollm2-135m", new PlanRequest { Device = DeviceKind.Cpu, WeightDtype = DType.Fp32 });
+        var cpuEight = MemoryPlanner.Plan("smollm2-135m", new PlanRequest { Device = DeviceKind.Cpu, WeightDtype = DType.Fp32, GradientAccumulation = 8 });
+        Assert.Equal(cpuOne.TotalBytes, cpuEight.TotalBytes); // this project's trainer keeps its gradient buffers
         var batch8 = MemoryPlanner.Plan("smollm2-135m", new PlanRequest { BatchSize = 8 });
         Assert.Equal(8 * one.ActivationsBytes, batch8.ActivationsBytes);
     }
@@ -74,11 +81,11 @@ public class OptimizerAndActivationTests
         Assert.Equal(frozen, cpu.Bytes(c, b, s, AttentionKind.Eager, DType.Fp32, checkpointing: false));
         // Trained norms keep their two normalised inputs as well.
         long full = frozen + layers * 4 * 2 * s * b * h;
-        Assert.Equal(full, cpu.Bytes(c, b, s, AttentionKind.Eager, DType.Fp32, false, normsTrain: true));
+        Assert.Equal(full, cpu.Bytes(c, b, s, AttentionKind.Eager, DType.Fp32, false, baseTrains: true));
         // Checkpointing: one fp32 layer input per layer, plus one layer recomputed.
         long kept = layers * 4 * s * b * h + 4 * (9 * s * b * h + 4 * s * b * i);
         Assert.Equal(kept, cpu.Bytes(c, b, s, AttentionKind.Fused, DType.Fp32, true));
-        Assert.Equal(4L * 4 * b * s * 49152, cpu.LogitsBytes(c, b, s));
+        Assert.Equal(4L * 4 * b * s * 49152, cpu.LossBytes(c, b, s, LossKind.Full, DType.Fp32));
     }
 
     [Fact]
@@ -90,10 +97,10 @@ public class OptimizerAndActivationTests
         Assert.Same(ActivationModel.TorchSharpCpuFp32, ActivationModel.For(cpuFp32));
         Assert.Equal(30 * 4 * (11 * s * h + 4 * s * i), MemoryPlanner.Plan("smollm2-135m", cpuFp32).ActivationsBytes);
         Assert.Equal(4L * 4 * s * 49152, MemoryPlanner.Plan("smollm2-135m", cpuFp32).LogitsBytes);
-        Assert.Same(ActivationModel.Default, ActivationModel.For(cpuFp32 with { Device = DeviceKind.Cuda }));
-        Assert.Same(ActivationModel.Default, ActivationModel.For(cpuFp32 with { WeightDtype = DType.Bf16 }));
-        // On CUDA, full fine-tuning keeps Korthikanti's figure (trained norms are already in his 34).
-        Assert.Equal(ActivationModel.Default.Bytes(c, 1, s, AttentionKind.Fused, DType.Fp32, false),
+        Assert.Same(ActivationModel.Transformers, ActivationModel.For(cpuFp32 with { Device = DeviceKind.Cuda }));
+        Assert.Same(ActivationModel.Transformers, ActivationModel.For(cpuFp32 with { WeightDtype = DType.Bf16 }));
+        // On CUDA, full fine-tuning uses the transformers profile with the trained base's extra inputs.
+        Assert.Equal(ActivationModel.Transformers.Bytes(c, 1, s, AttentionKind.Fused, DType.Fp32, false, baseTrains: true),
             MemoryPlanner.Plan("smollm2-135m", cpuFp32 with { Device = DeviceKind.Cuda }).ActivationsBytes);
     }
 }

@@ -32,6 +32,9 @@ public sealed class PlanCommand : Command<PlanCommand.Settings>
         [CommandOption("--layers <LIST>"), Description("layers_to_transform, e.g. 0,1,2")]
         public string? Layers { get; init; }
 
+        [CommandOption("--lora-dropout <P>"), Description("LoRA dropout (above 0 each LoRA module also keeps a 1-byte mask)")]
+        public double LoraDropout { get; init; }
+
         [CommandOption("--bottleneck <M>"), Description("Houlsby adapter bottleneck width")]
         public int Bottleneck { get; init; } = 64;
 
@@ -65,8 +68,44 @@ public sealed class PlanCommand : Command<PlanCommand.Settings>
         [CommandOption("--checkpointing"), Description("Gradient checkpointing")]
         public bool Checkpointing { get; init; }
 
-        [CommandOption("--attention <KIND>"), Description("eager (stores s^2 scores) or fused")]
+        [CommandOption("--attention <KIND>"), Description("eager (stores s^2 scores), sdpa (k/v repeated to every head under a padding mask) or flash (grouped k/v)")]
         public string Attention { get; init; } = "fused";
+
+        [CommandOption("--loss <KIND>"), Description("full (HF: fp32 upcast of all logits), chunked (torchtune, 8 chunks) or fused (Liger / Cut Cross Entropy / unsloth)")]
+        public string Loss { get; init; } = "full";
+
+        [CommandOption("--memory <VIEW>"), Description("Figure to predict on CUDA: allocated (max_memory_allocated), reserved (max_memory_reserved) or device (nvidia-smi; what must fit)")]
+        public string Memory { get; init; } = "device";
+
+        [CommandOption("--compile"), Description("torch.compile: fused RMSNorm and SiLU*up keep fewer intermediates")]
+        public bool Compile { get; init; }
+
+        [CommandOption("--offload-activations"), Description("Saved activations in host memory (unsloth's offloaded checkpointing with --checkpointing, torch save_on_cpu without)")]
+        public bool OffloadActivations { get; init; }
+
+        [CommandOption("--compare-loss"), Description("The same run under each loss implementation, and the share of the peak the loss decides")]
+        public bool CompareLoss { get; init; }
+
+        [CommandOption("--serve"), Description("Plan serving instead of training: weights, KV cache, resident adapters, one prefill chunk, sequences that fit per GPU")]
+        public bool Serve { get; init; }
+
+        [CommandOption("--max-batch <B>"), Description("--serve: sequences decoded together")]
+        public int MaxBatch { get; init; } = 32;
+
+        [CommandOption("--context <T>"), Description("--serve: tokens per sequence (prompt + generated)")]
+        public int Context { get; init; } = 2048;
+
+        [CommandOption("--adapters <N>"), Description("--serve: resident LoRA adapters")]
+        public int Adapters { get; init; } = 1;
+
+        [CommandOption("--max-rank <R>"), Description("--serve: largest adapter rank (every adapter counted at it)")]
+        public int MaxRank { get; init; } = 16;
+
+        [CommandOption("--kv-dtype <D>"), Description("--serve: KV cache dtype (default: the compute dtype)")]
+        public string? KvDtype { get; init; }
+
+        [CommandOption("--prefill-chunk <T>"), Description("--serve: prompt tokens prefilled at once (default: a whole context)")]
+        public int? PrefillChunk { get; init; }
 
         [CommandOption("--gpus <N>"), Description("Number of GPUs")]
         public int Gpus { get; init; } = 1;
@@ -95,7 +134,8 @@ public sealed class PlanCommand : Command<PlanCommand.Settings>
             if (string.IsNullOrWhiteSpace(Model)) return ValidationResult.Error("--model is required (a preset or config.json)");
             try
             {
-                ToRequest().Validate();
+                if (Serve) ToServeRequest().Validate();
+                else ToRequest().Validate();
                 Presets.Resolve(Model);
                 return ValidationResult.Success();
             }
@@ -115,6 +155,7 @@ public sealed class PlanCommand : Command<PlanCommand.Settings>
                 ExcludeModules = Exclude?.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries),
                 LayersToTransform = Layers is null ? null : ParseLayers(Layers),
             }),
+            LoraDropout = LoraDropout,
             AdapterBottleneck = Bottleneck,
             VirtualTokens = VirtualTokens,
             WeightDtype = Dtypes.Parse(Dtype, "dtype"),
@@ -127,6 +168,10 @@ public sealed class PlanCommand : Command<PlanCommand.Settings>
             GradientAccumulation = GradAccum,
             GradientCheckpointing = Checkpointing,
             Attention = PlanNames.Attention(Attention),
+            Loss = PlanNames.Loss(Loss),
+            Memory = PlanNames.MemoryKind(Memory),
+            Compile = Compile,
+            OffloadActivations = OffloadActivations,
             Gpus = Gpus,
             Sharding = PlanNames.Sharding(Sharding),
             Offload = Offload,
@@ -139,6 +184,21 @@ public sealed class PlanCommand : Command<PlanCommand.Settings>
             FrameworkOverheadBytes = OverheadGb is { } gb ? (long)(gb * 1e9) : null,
         };
 
+        public ServeRequest ToServeRequest() => new()
+        {
+            MaxBatch = MaxBatch,
+            Context = Context,
+            Adapters = Adapters,
+            MaxRank = MaxRank,
+            Targets = Targets is null ? null : TargetMatcher.Parse(Targets),
+            WeightDtype = Dtypes.Parse(Dtype, "dtype"),
+            ComputeDtype = ComputeDtype is null ? null : Dtypes.Parse(ComputeDtype, "compute_dtype"),
+            KvDtype = KvDtype is null ? null : Dtypes.Parse(KvDtype, "kv_dtype"),
+            PrefillChunk = PrefillChunk,
+            Device = ToRequest().Device,
+            FrameworkOverheadBytes = OverheadGb is { } gb ? (long)(gb * 1e9) : null,
+        };
+
         static List<int> ParseLayers(string text) =>
             text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
                 .Select(t => int.TryParse(t, out int i) && i >= 0 ? i : throw new PlanException("layers", $"'{t}' is not a layer index"))
@@ -148,7 +208,21 @@ public sealed class PlanCommand : Command<PlanCommand.Settings>
     public override int Execute(CommandContext context, Settings settings, CancellationToken cancellationToken)
     {
         var model = Presets.Resolve(settings.Model);
+        if (settings.Serve)
+        {
+            var serve = ServePlanner.Plan(model, settings.ToServeRequest());
+            if (settings.Json) Console.WriteLine(JsonSerializer.Serialize(PlanOutput.Json(serve), PlanOutput.JsonOptions));
+            else PlanOutput.Write(serve);
+            return 0;
+        }
         var request = settings.ToRequest();
+        if (settings.CompareLoss)
+        {
+            var plans = Enum.GetValues<LossKind>().Select(l => MemoryPlanner.Plan(model, request with { Loss = l })).ToList();
+            if (settings.Json) Console.WriteLine(JsonSerializer.Serialize(plans.Select(PlanOutput.Json), PlanOutput.JsonOptions));
+            else PlanOutput.WriteLossComparison(model, plans);
+            return 0;
+        }
         if (settings.Compare)
         {
             var plans = Enum.GetValues<TuningMethod>().Select(m => MemoryPlanner.Plan(model, ForMethod(request, m))).ToList();

@@ -28,14 +28,27 @@ static class PlanOutput
         trainable_percent = p.TrainablePercent,
         weights_bytes = p.WeightsBytes,
         gradients_bytes = p.GradientsBytes,
+        gradients_at_peak_bytes = p.GradientsAtPeakBytes,
         optimizer_bytes = p.OptimizerBytes,
         master_weights_bytes = p.MasterWeightsBytes,
         activations_bytes = p.ActivationsBytes,
+        activations_at_peak_bytes = p.ActivationsAtPeakBytes,
         other_bytes = p.OtherBytes,
         logits_bytes = p.LogitsBytes,
         dequant_buffer_bytes = p.DequantBufferBytes,
         gathered_layer_bytes = p.GatheredLayerBytes,
+        allocator_slack_bytes = p.AllocatorSlackBytes,
+        optimizer_step_temporary_bytes = p.OptimizerStepTemporaryBytes,
+        pass_bytes = p.PassBytes,
+        step_bytes = p.StepBytes,
+        peak_phase = p.PeakPhase,
         framework_overhead_bytes = p.FrameworkOverheadBytes,
+        loss = PlanNames.Name(p.Request.Loss),
+        memory = PlanNames.Name(p.Request.Memory),
+        compile = p.Request.Compile,
+        checkpointing = p.Request.GradientCheckpointing,
+        offload_activations = p.Request.OffloadActivations,
+        activation_profile = p.ActivationProfile,
         total_bytes = p.TotalBytes,
         host_bytes = p.HostBytes,
         pageable_bytes = p.PageableBytes,
@@ -49,18 +62,28 @@ static class PlanOutput
         var r = p.Request;
         AnsiConsole.MarkupLineInterpolated(
             $"[bold]{p.Model}[/] {PlanNames.Name(r.Method)}: batch {r.BatchSize} x seq {r.SequenceLength}, {Dtypes.Name(r.WeightDtype)} weights, {PlanNames.Name(r.Optimizer)}, per GPU of {r.Gpus} (GB = 10^9 bytes)");
-        var table = new Table().AddColumn("Resident").AddColumn(new TableColumn("GB").RightAligned()).AddColumn(new TableColumn("Share").RightAligned());
-        void Row(string name, long bytes) => table.AddRow(Markup.Escape(name), Gb(bytes), $"{100.0 * bytes / p.TotalBytes:0.0}%");
-        Row("weights", p.WeightsBytes);
-        Row("gradients", p.GradientsBytes);
-        Row(p.MasterWeightsBytes > 0 ? "optimizer state (incl. fp32 master)" : "optimizer state", p.OptimizerBytes);
-        Row("activations", p.ActivationsBytes);
-        Row("other: logits + loss buffers", p.LogitsBytes);
-        if (p.DequantBufferBytes > 0) Row("other: dequantised layer", p.DequantBufferBytes);
-        if (p.GatheredLayerBytes > 0) Row("other: all-gathered layer", p.GatheredLayerBytes);
-        Row("other: framework overhead", p.FrameworkOverheadBytes);
-        table.AddRow("[bold]total[/]", $"[bold]{Gb(p.TotalBytes)}[/]", "100%");
+        AnsiConsole.MarkupLineInterpolated(
+            $"loss {PlanNames.Name(r.Loss)}, {(r.Device == DeviceKind.Cuda ? $"memory {PlanNames.Name(r.Memory)}" : "cpu resident")}, activations: {p.ActivationProfile}{(r.GradientCheckpointing ? ", checkpointing" : "")}{(r.OffloadActivations ? ", offloaded" : "")}{(r.Compile ? ", compiled" : "")}");
+        var table = new Table().AddColumn("Resident").AddColumn(new TableColumn("GB").RightAligned()).AddColumn(new TableColumn("Share").RightAligned())
+            .AddColumn("Rests on");
+        void Row(string name, long bytes, string basis) =>
+            table.AddRow(Markup.Escape(name), Gb(bytes), $"{100.0 * bytes / p.TotalBytes:0.0}%", Markup.Escape(basis));
+        Row("weights", p.WeightsBytes, r.IsQuantized ? "NF4 + double quant (bitsandbytes), rest in compute dtype" : $"{Dtypes.Name(r.WeightDtype)} storage");
+        Row(p.GradientsAtPeakBytes == p.GradientsBytes ? "gradients" : $"gradients (of {Gb(p.GradientsBytes)} GB; freed before each forward)",
+            p.GradientsAtPeakBytes, p.GradientsAtPeakBytes == p.GradientsBytes ? "trainable dtype" : "zero_grad(set_to_none): they grow as backward frees activations");
+        Row(p.MasterWeightsBytes > 0 ? "optimizer state (incl. fp32 master)" : "optimizer state", p.OptimizerBytes,
+            !r.MasterWeights && Dtypes.Is16Bit(r.TrainableDtype) ? "torch.optim: moments in the parameter dtype" : "fp32 moments (8-bit: bitsandbytes blocks)");
+        Row(p.ActivationsAtPeakBytes == p.ActivationsBytes ? "activations" : $"activations (of {Gb(p.ActivationsBytes)} GB; recompute after the loss)",
+            p.ActivationsAtPeakBytes, ActivationBasis(p));
+        Row("other: logits + loss buffers", p.LogitsBytes, LossBasis(r.Loss));
+        if (p.DequantBufferBytes > 0) Row("other: dequantised layer", p.DequantBufferBytes, "largest NF4 Linear in the compute dtype");
+        if (p.GatheredLayerBytes > 0) Row("other: all-gathered layer", p.GatheredLayerBytes, "one decoder block (ZeRO-3/FSDP)");
+        if (p.AllocatorSlackBytes > 0) Row("other: allocator slack", p.AllocatorSlackBytes, $"reserved - allocated = {MemoryPlanner.AllocatorSlackFraction:P0} (peft#1469)");
+        Row("other: framework overhead", p.FrameworkOverheadBytes, OverheadBasis(r));
+        table.AddRow("[bold]total[/]", $"[bold]{Gb(p.TotalBytes)}[/]", "100%", Markup.Escape($"peak at the {p.PeakPhase}"));
         AnsiConsole.Write(table);
+        AnsiConsole.WriteLine($"forward/backward peak {Gb(p.PassBytes)} GB; optimizer step peak {Gb(p.StepBytes)} GB (all gradients + state"
+            + (p.OptimizerStepTemporaryBytes > 0 ? $" + foreach AdamW temporary {Gb(p.OptimizerStepTemporaryBytes)} GB)" : ")"));
         AnsiConsole.WriteLine($"trainable {p.TrainableParameters:N0} of {p.TotalParameters:N0} parameters ({p.TrainablePercent:0.####}%)");
         if (p.HostBytes > 0) AnsiConsole.WriteLine($"CPU (offloaded, all GPUs): {Gb(p.HostBytes)} GB");
         if (p.PageableBytes > 0) AnsiConsole.WriteLine($"pageable optimiser state (evicted to host under pressure): {Gb(p.PageableBytes)} GB");
@@ -70,11 +93,95 @@ static class PlanOutput
         AnsiConsole.Write(fits);
     }
 
+    static string ActivationBasis(MemoryPlan p) => p.ActivationProfile switch
+    {
+        "transformers" => "tensors HF Llama + PEFT keep on a GPU, counted from the code" + (p.Request.GradientCheckpointing ? "; layer inputs + one layer recomputed" : ""),
+        "torchsharp-cpu-fp32" => "tensors this project's layers keep under libtorch CPU autograd (bench/plan-vs-measured.sh)",
+        _ => "Korthikanti et al. 2022",
+    };
+
+    static string LossBasis(LossKind loss) => loss switch
+    {
+        LossKind.Full => "logits + 3 fp32 b*s*V buffers (transformers ForCausalLMLoss)",
+        LossKind.Chunked => "logits + fp32 log-softmax + one chunk's gradients (torchtune, 8 chunks)",
+        _ => "no b*s*V tensor: hidden gradient + one chunk (Liger sizing)",
+    };
+
+    static string OverheadBasis(PlanRequest r) => (r.Device, r.Memory, r.FrameworkOverheadBytes) switch
+    {
+        (_, _, not null) => "--overhead-gb",
+        (DeviceKind.Cpu, _, _) => "libtorch + .NET runtime, measured",
+        (_, MemoryView.Device, _) => "CUDA context + kernels (0.8 GB) + cuBLAS workspace",
+        _ => "cuBLAS workspace (allocated through the caching allocator)",
+    };
+
+    public static void WriteLossComparison(ModelShape model, IReadOnlyList<MemoryPlan> plans)
+    {
+        var r = plans[0].Request;
+        AnsiConsole.MarkupLineInterpolated(
+            $"[bold]{model.Name}[/] {PlanNames.Name(r.Method)} (vocab {model.Config.VocabSize:N0}): batch {r.BatchSize} x seq {r.SequenceLength}, memory {PlanNames.Name(r.Memory)} (GB = 10^9 bytes)");
+        var table = new Table().AddColumn("Loss").AddColumn(new TableColumn("Loss buffers GB").RightAligned())
+            .AddColumn(new TableColumn("Share of peak").RightAligned()).AddColumn(new TableColumn("Total GB").RightAligned())
+            .AddColumn("Rests on");
+        foreach (var p in plans)
+            table.AddRow(PlanNames.Name(p.Request.Loss), Gb(p.LogitsBytes), $"{100.0 * p.LogitsBytes / p.TotalBytes:0.0}%",
+                Gb(p.TotalBytes), Markup.Escape(LossBasis(p.Request.Loss)));
+        AnsiConsole.Write(table);
+        long saved = plans[0].TotalBytes - plans[^1].TotalBytes;
+        AnsiConsole.WriteLine($"the loss implementation decides {Gb(saved)} GB ({100.0 * saved / plans[0].TotalBytes:0.0}% of the full-loss peak)");
+    }
+
+    public static object Json(ServePlan p) => new
+    {
+        model = p.Model,
+        mode = "serve",
+        max_batch = p.Request.MaxBatch,
+        context = p.Request.Context,
+        adapters = p.Request.Adapters,
+        max_rank = p.Request.MaxRank,
+        kv_dtype = Dtypes.Name(p.Request.ResolvedKv),
+        weights_bytes = p.WeightsBytes,
+        kv_bytes_per_token = p.KvBytesPerToken,
+        kv_bytes_per_sequence = p.KvBytesPerSequence,
+        kv_cache_bytes = p.KvCacheBytes,
+        kv_growth_bytes = p.KvGrowthBytes,
+        adapter_bytes_each = p.AdapterBytesEach,
+        adapters_bytes = p.AdaptersBytes,
+        prefill_bytes = p.PrefillBytes,
+        framework_overhead_bytes = p.FrameworkOverheadBytes,
+        total_bytes = p.TotalBytes,
+        concurrent_sequences = Gpus.Common.ToDictionary(g => g.Name, g => p.ConcurrentSequences(g.Bytes)),
+        fits = Gpus.Common.ToDictionary(g => g.Name, g => p.Fits(g.Bytes)),
+    };
+
+    public static void Write(ServePlan p)
+    {
+        var r = p.Request;
+        AnsiConsole.MarkupLineInterpolated(
+            $"[bold]{p.Model}[/] serving: {r.MaxBatch} sequences x {r.Context} tokens, {r.Adapters} adapter(s) at rank <= {r.MaxRank}, {Dtypes.Name(r.WeightDtype)} weights, {Dtypes.Name(r.ResolvedKv)} KV cache (GB = 10^9 bytes)");
+        var table = new Table().AddColumn("Resident").AddColumn(new TableColumn("GB").RightAligned()).AddColumn(new TableColumn("Share").RightAligned())
+            .AddColumn("Rests on");
+        void Row(string name, long bytes, string basis) =>
+            table.AddRow(Markup.Escape(name), Gb(bytes), $"{100.0 * bytes / p.TotalBytes:0.0}%", Markup.Escape(basis));
+        Row("weights", p.WeightsBytes, r.WeightDtype == DType.Nf4 ? "NF4 + double quant, rest in compute dtype" : $"{Dtypes.Name(r.WeightDtype)} storage");
+        Row($"KV cache ({p.KvBytesPerToken / 1024.0:0.#} KiB/token)", p.KvCacheBytes, "2 x layers x kv_heads x head_dim per token (GQA)");
+        if (p.KvGrowthBytes > 0) Row("KV cache growth", p.KvGrowthBytes, "concatenation: one layer's old copy + one joining row");
+        Row($"adapters ({r.Adapters} x {p.AdapterBytesEach / 1e6:0.##} MB)", p.AdaptersBytes, "r x (in + out) per adapted module, at the largest rank");
+        Row($"prefill chunk ({Math.Min(r.ResolvedPrefillChunk, r.Context)} tokens)", p.PrefillBytes, "one layer's working set + last-token fp32 logits per row");
+        Row("framework overhead", p.FrameworkOverheadBytes, r.Device == DeviceKind.Cuda ? "CUDA context + kernels + cuBLAS workspace" : "libtorch + .NET runtime, measured");
+        table.AddRow("[bold]total[/]", $"[bold]{Gb(p.TotalBytes)}[/]", "100%", "");
+        AnsiConsole.Write(table);
+        var fits = new Table().AddColumn("GPU").AddColumn("Fits").AddColumn(new TableColumn($"Sequences of {r.Context} tokens").RightAligned());
+        foreach (var g in Gpus.Common)
+            fits.AddRow(Markup.Escape(g.Name), p.Fits(g.Bytes) ? "[green]yes[/]" : "[red]no[/]", p.ConcurrentSequences(g.Bytes).ToString("N0"));
+        AnsiConsole.Write(fits);
+    }
+
     public static void WriteComparison(ModelShape model, IReadOnlyList<MemoryPlan> plans)
     {
         var r = plans[0].Request;
         AnsiConsole.MarkupLineInterpolated(
-            $"[bold]{model.Name}[/] ({model.TotalParameters:N0} params): batch {r.BatchSize} x seq {r.SequenceLength}, per GPU of {r.Gpus} (GB = 10^9 bytes)");
+            $"[bold]{model.Name}[/] ({model.TotalParameters:N0} params): batch {r.BatchSize} x seq {r.SequenceLength}, per GPU of {r.Gpus}, loss {PlanNames.Name(r.Loss)}, memory {PlanNames.Name(r.Memory)}{(r.Compile ? ", compiled" : "")}{(r.OffloadActivations ? ", offloaded activations" : "")} (GB = 10^9 bytes)");
         var table = new Table().AddColumn("Method").AddColumn(new TableColumn("Trainable").RightAligned())
             .AddColumn(new TableColumn("%").RightAligned()).AddColumn(new TableColumn("GB").RightAligned())
             .AddColumn("Inference overhead");

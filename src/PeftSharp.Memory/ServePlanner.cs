@@ -1,0 +1,150 @@
+namespace PeftSharp.Memory;
+
+/// <summary>The knobs of serving one base with many LoRA adapters (continuous batching, one KV cache row per sequence).</summary>
+public sealed record ServeRequest
+{
+    /// <summary>Sequences decoded together.</summary>
+    public int MaxBatch { get; init; } = 32;
+    /// <summary>Tokens per sequence (prompt + generated) the KV cache must hold.</summary>
+    public int Context { get; init; } = 2048;
+    /// <summary>Adapters kept resident.</summary>
+    public int Adapters { get; init; } = 1;
+    /// <summary>Largest adapter rank: every resident adapter is counted at it.</summary>
+    public int MaxRank { get; init; } = 16;
+    /// <summary>Modules the adapters adapt; null = PEFT's default for the model type.</summary>
+    public TargetMatcher? Targets { get; init; }
+    /// <summary>Base weight dtype (NF4 = a quantised base).</summary>
+    public DType WeightDtype { get; init; } = DType.Bf16;
+    /// <summary>Compute dtype of activations and adapters; null = fp32 for fp32 weights, else bf16.</summary>
+    public DType? ComputeDtype { get; init; }
+    /// <summary>KV cache dtype; null = the compute dtype.</summary>
+    public DType? KvDtype { get; init; }
+    /// <summary>Adapter dtype once loaded; null = the compute dtype.</summary>
+    public DType? AdapterDtype { get; init; }
+    /// <summary>Prompt tokens prefilled at once; null = a whole context.</summary>
+    public int? PrefillChunk { get; init; }
+    /// <summary>The KV cache grows by concatenation (transformers' DynamicCache, this project's KvCache): while a layer
+    /// appends, its old and new tensors coexist, and a newly prefilled row's cache exists beside the batch's until it
+    /// joins. False for a preallocated (paged) cache.</summary>
+    public bool ConcatenatedCache { get; init; } = true;
+    public DeviceKind Device { get; init; } = DeviceKind.Cuda;
+    /// <summary>Fixed bytes of the runtime; null = the device's default (CUDA: context + kernels + cuBLAS workspace).</summary>
+    public long? FrameworkOverheadBytes { get; init; }
+
+    public DType ResolvedCompute => ComputeDtype ?? (WeightDtype == DType.Fp32 ? DType.Fp32 : DType.Bf16);
+    public DType ResolvedKv => KvDtype ?? ResolvedCompute;
+    public DType ResolvedAdapter => AdapterDtype ?? ResolvedCompute;
+    public int ResolvedPrefillChunk => PrefillChunk ?? Context;
+
+    public long ResolvedOverheadBytes => FrameworkOverheadBytes
+        ?? (Device == DeviceKind.Cuda ? PlanRequest.DefaultCudaOverheadBytes + PlanRequest.CublasWorkspaceBytes : PlanRequest.DefaultCpuOverheadBytes);
+
+    public void Validate()
+    {
+        Positive("max_batch", MaxBatch);
+        Positive("context", Context);
+        Positive("max_rank", MaxRank);
+        if (Adapters < 0) throw new PlanException("adapters", $"must not be negative, got {Adapters}");
+        if (PrefillChunk is { } c) Positive("prefill_chunk", c);
+        if (KvDtype == DType.Nf4) throw new PlanException("kv_dtype", "the KV cache cannot be NF4");
+        if (ComputeDtype == DType.Nf4) throw new PlanException("compute_dtype", "compute cannot be NF4");
+        if (AdapterDtype == DType.Nf4) throw new PlanException("adapter_dtype", "adapters cannot be NF4");
+        if (FrameworkOverheadBytes < 0) throw new PlanException("framework_overhead", "must not be negative");
+    }
+
+    static void Positive(string field, int value)
+    {
+        if (value <= 0) throw new PlanException(field, $"must be positive, got {value}");
+    }
+}
+
+/// <summary>The memory of a server at full load, and how many sequences of <see cref="ServeRequest.Context"/> fit.</summary>
+public sealed record ServePlan
+{
+    public required string Model { get; init; }
+    public required ServeRequest Request { get; init; }
+    public required long WeightsBytes { get; init; }
+    /// <summary>Keys and values of one token over all layers: 2 x layers x kv_heads x head_dim x dtype (GQA-aware).</summary>
+    public required long KvBytesPerToken { get; init; }
+    /// <summary>max_batch x context tokens of cache.</summary>
+    public required long KvCacheBytes { get; init; }
+    /// <summary>Every resident adapter at the largest rank: r x (in + out) per adapted module.</summary>
+    public required long AdaptersBytes { get; init; }
+    public required long AdapterBytesEach { get; init; }
+    /// <summary>One prefill chunk's working set (inference keeps no activations for backward; one layer at a time).</summary>
+    public required long PrefillBytes { get; init; }
+    /// <summary>Concatenation transients of the cache at full load: one layer's copy plus one joining row.</summary>
+    public required long KvGrowthBytes { get; init; }
+    public required long FrameworkOverheadBytes { get; init; }
+
+    /// <summary>Everything but the cache: what a card must hold before the first sequence.</summary>
+    public long FixedBytes => WeightsBytes + AdaptersBytes + PrefillBytes + FrameworkOverheadBytes;
+    public long TotalBytes => FixedBytes + KvCacheBytes + KvGrowthBytes;
+    public long KvBytesPerSequence => KvBytesPerToken * Request.Context;
+
+    /// <summary>Sequences of the full context whose cache (with its growth transients) fits beside the fixed part.</summary>
+    public long ConcurrentSequences(long gpuBytes)
+    {
+        long n = Math.Max(0, (gpuBytes - FixedBytes) / KvBytesPerSequence);
+        while (n > 0 && FixedBytes + n * KvBytesPerSequence + Growth(n) > gpuBytes) n--;
+        return n;
+    }
+
+    /// <summary>One layer's copy of the cache of <paramref name="rows"/> rows plus one joining row.</summary>
+    long Growth(long rows) => !Request.ConcatenatedCache || rows == 0 ? 0
+        : rows * Request.Context * KvBytesPerTokenPerLayer + KvBytesPerSequence;
+
+    /// <summary>Keys and values of one token in one layer.</summary>
+    public required long KvBytesPerTokenPerLayer { get; init; }
+
+    public bool Fits(long gpuBytes) => TotalBytes <= gpuBytes;
+}
+
+/// <summary>
+/// Serving memory: weights, KV cache, resident adapters, one prefill chunk. Prefill per layer holds, in the compute
+/// dtype, the residual and normed hidden states, q and the attention output (4 x h), the new keys and values (2 x kv
+/// width) and the MLP's gate, up and product (3 x i); the logits are kept for the last token only (fp32, V per row,
+/// as transformers' generate and this project's server compute them).
+/// </summary>
+public static class ServePlanner
+{
+    public static ServePlan Plan(string presetOrConfigPath, ServeRequest request) => Plan(Presets.Resolve(presetOrConfigPath), request);
+
+    public static ServePlan Plan(ModelShape model, ServeRequest r)
+    {
+        r.Validate();
+        var c = model.Config;
+        long kvWidth = (long)c.KeyValueHeads * c.ResolvedHeadDim;
+        long kvPerTokenLayer = 2L * Dtypes.Bytes(r.ResolvedKv, kvWidth);
+        long kvPerToken = c.NumHiddenLayers * kvPerTokenLayer;
+        long kv = kvPerToken * r.MaxBatch * r.Context;
+        long weights = r.WeightDtype == DType.Nf4
+            ? model.Modules.Sum(m => m.Kind == ModuleKind.Linear && m.Layer is not null
+                ? Dtypes.Nf4Bytes(m.WeightElements) + Dtypes.Bytes(r.ResolvedCompute, m.BiasElements)
+                : Dtypes.Bytes(r.ResolvedCompute, m.Parameters))
+            : Dtypes.Bytes(r.WeightDtype, model.TotalParameters);
+        var targets = r.Targets ?? TargetMatcher.DefaultFor(c.ModelType);
+        long adapterElements = model.Modules.Where(m => m.Kind == ModuleKind.Linear && !m.Tied && targets.Matches(m))
+            .Sum(m => (long)r.MaxRank * (m.In + m.Out));
+        if (adapterElements == 0 && r.Adapters > 0) throw new PlanException("target_modules", $"no module of {model.Name} matches");
+        long adapterEach = Dtypes.Bytes(r.ResolvedAdapter, adapterElements);
+        long chunk = Math.Min(r.ResolvedPrefillChunk, r.Context);
+        double e = Dtypes.BytesPerElement(r.ResolvedCompute);
+        long prefill = (long)Math.Ceiling(chunk * (4.0 * c.HiddenSize + 2.0 * kvWidth + 3.0 * c.IntermediateSize) * e
+            + 4.0 * r.MaxBatch * c.VocabSize);
+        return new ServePlan
+        {
+            Model = model.Name,
+            Request = r,
+            WeightsBytes = weights,
+            KvBytesPerToken = kvPerToken,
+            KvBytesPerTokenPerLayer = kvPerTokenLayer,
+            KvCacheBytes = kv,
+            KvGrowthBytes = r.ConcatenatedCache ? (long)r.MaxBatch * r.Context * kvPerTokenLayer + kvPerToken * r.Context : 0,
+            AdaptersBytes = adapterEach * r.Adapters,
+            AdapterBytesEach = adapterEach,
+            PrefillBytes = prefill,
+            FrameworkOverheadBytes = r.ResolvedOverheadBytes,
+        };
+    }
+}

@@ -1,0 +1,77 @@
+using PeftSharp.Memory;
+
+namespace PeftSharp.Memory.Tests;
+
+public class ServePlanTests
+{
+    [Fact]
+    public void Kv_cache_is_gqa_aware_per_token_and_scales_with_batch_and_context()
+    {
+        // llama-3.1-8b: 32 layers, 8 kv heads x 128 = 1024 wide: 2 x 32 x 1024 x 2 B = 128 KiB per token in bf16.
+        var plan = ServePlanner.Plan("llama-3.1-8b", new ServeRequest { MaxBatch = 16, Context = 4096 });
+        Assert.Equal(131_072, plan.KvBytesPerToken);
+        Assert.Equal(131_072L * 16 * 4096, plan.KvCacheBytes);
+        var fp32 = ServePlanner.Plan("llama-3.1-8b", new ServeRequest { MaxBatch = 16, Context = 4096, KvDtype = DType.Fp32 });
+        Assert.Equal(2 * plan.KvCacheBytes, fp32.KvCacheBytes);
+        // Multi-head models pay per head: llama-2-7b keeps 32 x 128 per layer = 512 KiB per token.
+        Assert.Equal(524_288, ServePlanner.Plan("llama-2-7b", new ServeRequest()).KvBytesPerToken);
+    }
+
+    [Fact]
+    public void Adapters_weights_and_prefill_follow_the_request()
+    {
+        var one = ServePlanner.Plan("llama-3.1-8b", new ServeRequest { Adapters = 1, MaxRank = 16 });
+        // PEFT's default targets q_proj, v_proj: 16 x ((4096 + 4096) + (4096 + 1024)) x 32 layers, bf16.
+        Assert.Equal(2L * 16 * (8192 + 5120) * 32, one.AdapterBytesEach);
+        var many = ServePlanner.Plan("llama-3.1-8b", new ServeRequest { Adapters = 64, MaxRank = 16 });
+        Assert.Equal(64 * one.AdapterBytesEach, many.AdaptersBytes);
+        var nf4 = ServePlanner.Plan("llama-3.1-8b", new ServeRequest { WeightDtype = DType.Nf4 });
+        Assert.True(nf4.WeightsBytes < one.WeightsBytes / 2);
+        var chunked = ServePlanner.Plan("llama-3.1-8b", new ServeRequest { PrefillChunk = 512 });
+        Assert.True(chunked.PrefillBytes < one.PrefillBytes);
+    }
+
+    [Fact]
+    public void Concurrent_sequences_fill_what_the_fixed_part_leaves()
+    {
+        var plan = ServePlanner.Plan("llama-3.1-8b", new ServeRequest { Context = 4096 });
+        long card = 80L << 30;
+        long n = plan.ConcurrentSequences(card);
+        var paged = ServePlanner.Plan("llama-3.1-8b", new ServeRequest { Context = 4096, ConcatenatedCache = false });
+        long m = paged.ConcurrentSequences(card);
+        Assert.Equal((card - paged.FixedBytes) / (paged.KvBytesPerToken * 4096), m);
+        Assert.True(paged.FixedBytes + (m + 1) * paged.KvBytesPerSequence > card);
+        // With concatenation one layer's copy (1/32 of the rows' cache) and a joining row must fit too.
+        long Need(long rows) => plan.FixedBytes + rows * plan.KvBytesPerSequence + rows * plan.KvBytesPerSequence / 32 + plan.KvBytesPerSequence;
+        Assert.True(Need(n) <= card);
+        Assert.True(Need(n + 1) > card);
+        Assert.True(n < m);
+        Assert.Equal(0, plan.ConcurrentSequences(plan.FixedBytes - 1));
+    }
+
+    [Fact]
+    public void A_concatenated_cache_adds_one_layer_copy_and_one_joining_row()
+    {
+        var grows = ServePlanner.Plan("llama-3.1-8b", new ServeRequest { MaxBatch = 16, Context = 4096 });
+        var paged = ServePlanner.Plan("llama-3.1-8b", new ServeRequest { MaxBatch = 16, Context = 4096, ConcatenatedCache = false });
+        Assert.Equal(0, paged.KvGrowthBytes);
+        Assert.Equal(grows.KvCacheBytes / 32 + grows.KvBytesPerSequence, grows.KvGrowthBytes);
+        Assert.Equal(paged.TotalBytes + grows.KvGrowthBytes, grows.TotalBytes);
+        Assert.True(paged.ConcurrentSequences(80L << 30) >= grows.ConcurrentSequences(80L << 30));
+    }
+
+    [Theory]
+    [InlineData("max_batch")]
+    [InlineData("context")]
+    [InlineData("kv_dtype")]
+    public void Bad_requests_name_the_field(string field)
+    {
+        var r = field switch
+        {
+            "max_batch" => new ServeRequest { MaxBatch = 0 },
+            "context" => new ServeRequest { Context = -1 },
+            _ => new ServeRequest { KvDtype = DType.Nf4 },
+        };
+        Assert.Equal(field, Assert.Throws<PlanException>(() => ServePlanner.Plan("llama-3.1-8b", r)).Field);
+    }
+}

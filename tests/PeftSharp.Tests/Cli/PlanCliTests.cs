@@ -1,0 +1,91 @@
+using System.Text.Json;
+
+namespace PeftSharp.Tests.Cli;
+
+/// <summary>`peft plan`'s trainer flags as a user reaches them: --help lists them, --json carries them, they move the total.</summary>
+[Collection("console")]
+public class PlanCliTests
+{
+    static JsonElement Json(params string[] args)
+    {
+        var (code, stdout, stderr) = CliCapture.Run(["plan", "--model", "llama-3.1-8b", "--json", .. args]);
+        Assert.True(code == 0, stderr + stdout);
+        return JsonDocument.Parse(stdout).RootElement;
+    }
+
+    [Fact]
+    public void Help_lists_the_trainer_flags()
+    {
+        // Spectre renders --help from these option attributes (its help writer bypasses the captured console).
+        var templates = typeof(PeftSharp.Cli.Commands.PlanCommand.Settings).GetProperties()
+            .SelectMany(p => p.GetCustomAttributes(typeof(Spectre.Console.Cli.CommandOptionAttribute), false))
+            .Cast<Spectre.Console.Cli.CommandOptionAttribute>()
+            .SelectMany(a => a.LongNames).ToHashSet();
+        foreach (var flag in new[] { "loss", "memory", "compile", "offload-activations", "compare-loss", "lora-dropout" })
+            Assert.Contains(flag, templates);
+    }
+
+    [Fact]
+    public void Loss_and_memory_flags_reach_the_json_and_move_the_total()
+    {
+        var full = Json("--method", "qlora", "--batch", "2", "--seq", "2048");
+        var fused = Json("--method", "qlora", "--batch", "2", "--seq", "2048", "--loss", "fused");
+        Assert.Equal("full", full.GetProperty("loss").GetString());
+        Assert.Equal("fused", fused.GetProperty("loss").GetString());
+        Assert.True(full.GetProperty("total_bytes").GetInt64() > fused.GetProperty("total_bytes").GetInt64());
+        var allocated = Json("--method", "qlora", "--memory", "allocated");
+        var device = Json("--method", "qlora");
+        Assert.Equal("device", device.GetProperty("memory").GetString());
+        Assert.True(device.GetProperty("total_bytes").GetInt64() > allocated.GetProperty("total_bytes").GetInt64());
+        Assert.True(device.GetProperty("allocator_slack_bytes").GetInt64() > 0);
+    }
+
+    [Fact]
+    public void Compare_carries_the_flags_to_every_method()
+    {
+        var (code, stdout, _) = CliCapture.Run("plan", "--model", "llama-3.1-8b", "--compare", "--loss", "chunked", "--memory", "reserved", "--json");
+        Assert.Equal(0, code);
+        var plans = JsonDocument.Parse(stdout).RootElement.EnumerateArray().ToList();
+        Assert.True(plans.Count >= 7);
+        Assert.All(plans, p => Assert.Equal("chunked", p.GetProperty("loss").GetString()));
+        Assert.All(plans, p => Assert.Equal("reserved", p.GetProperty("memory").GetString()));
+    }
+
+    [Fact]
+    public void Compare_loss_shows_what_the_loss_decides_for_a_128k_vocabulary()
+    {
+        var (code, stdout, _) = CliCapture.Run("plan", "--model", "llama-3.1-8b", "--method", "qlora", "--compare-loss", "--batch", "2", "--seq", "2048");
+        Assert.Equal(0, code);
+        Assert.Contains("chunked", stdout);
+        Assert.Contains("fused", stdout);
+        Assert.Contains("the loss implementation decides", stdout);
+    }
+
+    [Fact]
+    public void Serve_plans_kv_cache_adapters_and_sequences_per_gpu()
+    {
+        var serve = Json("--serve", "--max-batch", "16", "--context", "4096", "--adapters", "8", "--max-rank", "16", "--kv-dtype", "fp16");
+        Assert.Equal("serve", serve.GetProperty("mode").GetString());
+        Assert.Equal(131_072, serve.GetProperty("kv_bytes_per_token").GetInt64());
+        Assert.Equal(131_072L * 16 * 4096, serve.GetProperty("kv_cache_bytes").GetInt64());
+        Assert.Equal(8 * serve.GetProperty("adapter_bytes_each").GetInt64(), serve.GetProperty("adapters_bytes").GetInt64());
+        var seqs = serve.GetProperty("concurrent_sequences").EnumerateObject().Select(p => p.Value.GetInt64()).ToList();
+        Assert.Equal(seqs.Order(), seqs);    // bigger cards hold more
+        Assert.True(seqs[^1] > 100);
+        var (code, stdout, stderr) = CliCapture.Run("plan", "--model", "llama-3.1-8b", "--serve", "--context", "0");
+        Assert.NotEqual(0, code);
+        Assert.Contains("context: must be positive", stderr + stdout);
+    }
+
+    [Theory]
+    [InlineData("--loss", "sparse", "loss: unknown 'sparse' (full, chunked, fused)")]
+    [InlineData("--memory", "vram", "memory: unknown 'vram' (allocated, reserved, device)")]
+    [InlineData("--lora-dropout", "1.5", "lora_dropout: must be in [0, 1), got 1.5")]
+    public void Bad_values_name_the_flag(string flag, string value, string message)
+    {
+        var (code, stdout, stderr) = CliCapture.Run("plan", "--model", "llama-3.1-8b", flag, value);
+        Assert.NotEqual(0, code);
+        Assert.Contains(message, stdout + stderr);
+        Assert.DoesNotContain("   at ", stdout + stderr);
+    }
+}
