@@ -29,8 +29,7 @@ public static class PreferenceTrain
         var methodOptions = s.MethodOptions();
         var prefOptions = s.PreferenceOptions();
         var options = s.TrainerOptions(outDir);
-        if (options.ResumeFrom is null && !options.Overwrite && Trainer.HoldsRun(outDir))
-            throw new InvalidOperationException($"{outDir}: already holds a training run; pass --overwrite to replace it or --resume {outDir} to continue it");
+        TrainCommand.CheckOutDir(options);
         if (s.Dropout > 0) AnsiConsole.MarkupLine("[yellow]warning[/]: --dropout is ignored by dpo/orpo: dropout stays off so that policy and reference differ only by the adapter (TRL's disable_dropout)");
 
         string? initAdapter = s.InitAdapter;

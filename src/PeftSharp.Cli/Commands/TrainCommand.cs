@@ -31,14 +31,7 @@ public sealed class TrainCommand : Command<TrainSettings>
         string outDir = s.Out ?? (s.Resume is { } r ? Checkpoint.RunFolder(r) : Path.Combine("runs", $"{s.Method}-{DateTime.Now:yyyyMMdd-HHmmss}"));
         var methodOptions = s.MethodOptions();
         var options = s.TrainerOptions(outDir);
-        if (s.Resume is not null && Checkpoint.TryResolve(s.Resume) is null)
-        {
-            Trainer.RemoveInterruptedSaves(outDir); // a run killed during its first checkpoint leaves only its temp folder
-            throw new InvalidOperationException($"{s.Resume}: no checkpoint to resume from (the run stopped before its first one); " +
-                $"start it again, replacing that folder: ./peft train <its options> --out {outDir} --overwrite");
-        }
-        if (options.ResumeFrom is null && !options.Overwrite && Trainer.HoldsRun(outDir))
-            throw new InvalidOperationException($"{outDir}: already holds a training run; pass --overwrite to replace it or --resume {outDir} to continue it");
+        CheckOutDir(options);
 
         var config = PeftSharp.Models.ModelConfig.Load(s.ModelDir);
         using var tokenizer = TextTokenizer.FromFolder(s.ModelDir, config);
@@ -99,6 +92,24 @@ public sealed class TrainCommand : Command<TrainSettings>
         PeftSharp.IO.AtomicFile.WriteAllText(report, summary.Markdown());
         AnsiConsole.MarkupLineInterpolated($"[bold]report[/] {report} (metrics.jsonl, loss.png, memory.png beside it); adapter: {result.FinalDir}");
         return 0;
+    }
+
+    /// <summary>
+    /// Before any loading, for SFT and DPO/ORPO alike: --resume needs a checkpoint (a run killed during its first one leaves
+    /// only its temp folder, removed here; the message says to restart with --overwrite), and a folder holding a run
+    /// needs --overwrite or --resume.
+    /// </summary>
+    internal static void CheckOutDir(TrainerOptions options)
+    {
+        string outDir = options.OutDir;
+        if (options.ResumeFrom is { } resume && Checkpoint.TryResolve(resume) is null)
+        {
+            RunFolder.RemoveInterruptedSaves(outDir);
+            throw new InvalidOperationException($"{resume}: no checkpoint to resume from (the run stopped before its first one); " +
+                $"start it again, replacing that folder: ./peft train <its options> --out {outDir} --overwrite");
+        }
+        if (options.ResumeFrom is null && !options.Overwrite && RunFolder.HoldsRun(outDir))
+            throw new InvalidOperationException($"{outDir}: already holds a training run; pass --overwrite to replace it or --resume {outDir} to continue it");
     }
 
     /// <summary>--resume: the options the run was started with come back, except those given again now.</summary>

@@ -16,11 +16,10 @@ public sealed record TrainResult(int Steps, double LastLoss, EvalResult? FirstEv
 /// The method-agnostic training loop: causal-LM loss on the labels, gradient accumulation, clipping, a learning-rate
 /// schedule, periodic evaluation and checkpoints, exact resume. The method decides which parameters train and how
 /// the result is saved; the optimiser factory decides how they are updated.
-/// Output folder: run.json (options), metrics.jsonl, checkpoints/step-NNNNNN/, final/ (the method's artefact).
+/// Output folder (<see cref="RunFolder"/>): run.json (options), metrics.jsonl, checkpoints/step-NNNNNN/, final/ (the method's artefact).
 /// </summary>
 public sealed class Trainer
 {
-    public const string RunFile = "run.json";
     readonly CausalLM _model;
     readonly ITrainingMethod _method;
     readonly TrainerOptions _o;
@@ -48,24 +47,10 @@ public sealed class Trainer
     public static IOptimizer DefaultOptimizer(IReadOnlyList<(string Name, Parameter Param)> ps, TrainerOptions o) =>
         OptimizerFactory.Create(o.Optimizer, ps, o, Path.Combine(o.OutDir, "paged-state"));
 
-    /// <summary>
-    /// Removes the temp files and folders of saves a killed run left in its folder (.step-*.tmp checkpoints, .final.*.tmp,
-    /// .metrics.jsonl.*.tmp; with full fine-tuning each is model-sized). Runs at the start of every run or resume of it.
-    /// </summary>
-    public static IReadOnlyList<string> RemoveInterruptedSaves(string outDir) =>
-        [.. IO.AtomicFile.RemoveLeftovers(outDir), .. IO.AtomicFile.RemoveLeftovers(Path.Combine(outDir, "checkpoints"))];
-
-    /// <summary>True when <paramref name="outDir"/> already holds (part of) a training run.</summary>
-    public static bool HoldsRun(string outDir) =>
-        File.Exists(Path.Combine(outDir, RunFile)) || File.Exists(Path.Combine(outDir, MetricsLog.FileName)) || Directory.Exists(Path.Combine(outDir, "checkpoints"));
-
     public TrainResult Train(TrainingData data)
     {
         var clock = Stopwatch.StartNew();
-        RemoveInterruptedSaves(_o.OutDir);
-        string? resume = _o.ResumeFrom is null ? null : Checkpoint.Resolve(_o.ResumeFrom);
-        PrepareOutDir(resume is not null);
-        var metrics = new MetricsLog(_o.OutDir);
+        var run = RunFolder.Open(_o, OnRecord);
 
         var parameters = _method.TrainableParameters.ToList();
         if (parameters.Count == 0) throw new InvalidOperationException($"{_method.Description}: no trainable parameters");
@@ -78,26 +63,19 @@ public sealed class Trainer
         Log?.Invoke($"{_method.Description}; {data.TrainStats}; {totalSteps} steps of {_o.BatchSize}x{_o.GradientAccumulation} sequences");
 
         int step = 0;
-        string? lastGood = null;
         EvalResult? first = null, last = null;
-        if (resume is not null)
+        // A fresh run seeds the global RNG (dropout masks follow the run's seed); a resume restores the checkpoint's RNG.
+        if (run.Resume(_method, optimizer, totalSteps, data.Train.Count) is { } state)
         {
-            var state = Checkpoint.Load(resume, _method, optimizer);
-            if (state.TotalSteps != totalSteps)
-                throw new InvalidOperationException($"{resume}: the checkpoint belongs to a run of {state.TotalSteps} steps, this one has {totalSteps}; use the same data and options to resume");
-            state.Validate(Path.Combine(resume, Checkpoint.State), totalSteps, data.Train.Count, _o.BatchSize, _o.GradientAccumulation);
             loader.Position = state.DataPosition;
             step = state.Step;
-            lastGood = resume;
-            metrics.TruncateAfter(step);
-            first = last = metrics.EvalAt(0);   // the "before" figures, measured by the process that started the run
-            Log?.Invoke($"resumed from {resume} at step {step}");
+            first = last = run.Metrics.EvalAt(0);   // the "before" figures, measured by the process that started the run
+            Log?.Invoke($"resumed from {run.ResumeCheckpoint} at step {step}");
         }
-        else manual_seed((long)_o.Seed); // dropout masks follow the run's seed (HF's Trainer seeds too); a resume restores the checkpoint's RNG
-        WriteRunFile();
+        WriteRunFile(run);
 
         bool hasEval = data.Eval.Count > 0 || data.EvalPrompts.Count > 0;
-        if (hasEval && step == 0) first = last = Evaluate(data, 0, clock, metrics);
+        if (hasEval && step == 0) first = last = Evaluate(data, 0, clock, run);
 
         double lastLoss = double.NaN;
         int ranThisProcess = 0;
@@ -106,12 +84,11 @@ public sealed class Trainer
             var stepClock = Stopwatch.StartNew();
             var (loss, gradNorm, tokens) = TrainStep(loader, optimizer, trainable, schedule.At(step));
             if (!double.IsFinite(loss) || !double.IsFinite(gradNorm))
-                throw new TrainingDivergedException($"{(double.IsFinite(loss) ? "gradient norm" : "loss")} became {(double.IsFinite(loss) ? gradNorm : loss)} at step {step + 1}; " +
-                    $"training stopped before applying it. Last good checkpoint: {lastGood ?? "none"}. Try a lower learning rate or gradient clipping");
+                throw run.Diverged(loss, gradNorm, step + 1, "Try a lower learning rate or gradient clipping");
             step++; ranThisProcess++;
             lastLoss = loss;
             var (rss, peak) = ProcessMemory.Read();
-            Record(metrics, new JsonObject
+            run.Record(new JsonObject
             {
                 ["step"] = step, ["loss"] = loss, ["lr"] = schedule.At(step - 1), ["grad_norm"] = MetricsLog.Round(gradNorm),
                 ["tokens_per_s"] = MetricsLog.Round(tokens / Math.Max(1e-9, stepClock.Elapsed.TotalSeconds), 4),
@@ -119,23 +96,19 @@ public sealed class Trainer
                 ["rss_mb"] = MetricsLog.Round(rss / 1048576.0, 4), ["peak_rss_mb"] = MetricsLog.Round(peak / 1048576.0, 4),
             });
             OnStep?.Invoke(step);
-            if (hasEval && _o.EvalInterval > 0 && step % _o.EvalInterval == 0 && step < totalSteps) last = Evaluate(data, step, clock, metrics);
-            if (_o.SaveInterval > 0 && step % _o.SaveInterval == 0 && step < totalSteps)
-            {
-                string saved = Save(optimizer, loader, step, totalSteps, schedule.At(step - 1));
-                if (trainable.All(IO.FiniteValues.All)) lastGood = saved; // a checkpoint holding NaN is never "last good"
-            }
+            if (hasEval && _o.EvalInterval > 0 && step % _o.EvalInterval == 0 && step < totalSteps) last = Evaluate(data, step, clock, run);
+            if (_o.SaveInterval > 0 && step % _o.SaveInterval == 0 && step < totalSteps) run.Save(_method, optimizer, loader.Position, step, totalSteps, schedule.At(step - 1));
         }
         _model.eval(); // TrainStep left it in training mode; whatever runs next (eval, save, generation) is inference
         if (step < totalSteps && Cancellation.IsCancellationRequested && step > 0)
         {
-            string ckpt = Save(optimizer, loader, step, totalSteps, schedule.At(step - 1));
+            string ckpt = run.Save(_method, optimizer, loader.Position, step, totalSteps, schedule.At(step - 1));
             Log?.Invoke($"interrupted at step {step}: saved {ckpt}; continue with --resume {_o.OutDir}");
         }
         if (step < totalSteps) return new TrainResult(step, lastLoss, first, last, null, clock.Elapsed);
 
-        if (hasEval) last = Evaluate(data, step, clock, metrics);
-        Save(optimizer, loader, step, totalSteps, schedule.At(step - 1));
+        if (hasEval) last = Evaluate(data, step, clock, run);
+        run.Save(_method, optimizer, loader.Position, step, totalSteps, schedule.At(step - 1));
         string finalDir = Path.Combine(_o.OutDir, "final");
         _method.Save(finalDir);
         Log?.Invoke($"saved {finalDir} after {step} steps in {clock.Elapsed.TotalSeconds:F1}s");
@@ -183,55 +156,21 @@ public sealed class Trainer
         return Math.Sqrt(sq);
     }
 
-    EvalResult Evaluate(TrainingData data, int step, Stopwatch clock, MetricsLog metrics)
+    EvalResult Evaluate(TrainingData data, int step, Stopwatch clock, RunFolder run)
     {
         _model.eval();
         var r = Evaluator.Run(_model, data.Eval, data.EvalPrompts, _eosId, _o.BatchSize, _o.EvalMaxPrompts, _method);
         var rec = new JsonObject { ["step"] = step, ["eval_loss"] = MetricsLog.Round(r.Loss), ["elapsed_s"] = MetricsLog.Round(clock.Elapsed.TotalSeconds, 4) };
         if (r.ExactMatch is double em) { rec["eval_accuracy"] = em; rec["eval_examples"] = r.Examples; }
-        Record(metrics, rec);
+        run.Record(rec);
         Log?.Invoke($"step {step}: eval loss {r.Loss:F4}" + (r.ExactMatch is double a ? $", exact match {a:P1} of {r.Examples}" : ""));
         return r;
     }
 
-    string Save(IOptimizer optimizer, BatchLoader loader, int step, int totalSteps, double lr)
+    /// <summary>run.json: the trainer options of this run.</summary>
+    void WriteRunFile(RunFolder run) => run.WriteRunFile(JsonSerializer.Serialize(_o, new JsonSerializerOptions
     {
-        string dir = Checkpoint.Folder(_o.OutDir, step);
-        var pos = loader.Position;
-        Checkpoint.Save(dir, _method, optimizer, new TrainerState(step, totalSteps, pos.Epoch, pos.Index, pos.Seed, _o.Seed, lr, _method.Description));
-        var old = Directory.GetDirectories(Path.GetDirectoryName(dir)!, "step-*").Order(StringComparer.Ordinal).ToList();
-        foreach (var d in old.Take(Math.Max(0, old.Count - Math.Max(1, _o.KeepCheckpoints)))) Directory.Delete(d, recursive: true);
-        return dir;
-    }
-
-    void Record(MetricsLog metrics, JsonObject rec)
-    {
-        metrics.Append(rec);
-        OnRecord?.Invoke(rec);
-    }
-
-    void PrepareOutDir(bool resuming)
-    {
-        string o = _o.OutDir;
-        if (!resuming && HoldsRun(o))
-        {
-            if (!_o.Overwrite)
-                throw new InvalidOperationException($"{o}: already holds a training run; pass overwrite to replace it or resume to continue it");
-            foreach (var f in new[] { RunFile, MetricsLog.FileName }) File.Delete(Path.Combine(o, f));
-            foreach (var d in new[] { "checkpoints", "final" }) if (Directory.Exists(Path.Combine(o, d))) Directory.Delete(Path.Combine(o, d), true);
-        }
-        Directory.CreateDirectory(o);
-    }
-
-    /// <summary>run.json: the trainer options of this run (on resume only once the checkpoint loaded, so a failed resume changes nothing).</summary>
-    void WriteRunFile()
-    {
-        string o = _o.OutDir;
-        var json = JsonSerializer.Serialize(_o, new JsonSerializerOptions
-        {
-            WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
-            Converters = { new JsonStringEnumConverter(JsonNamingPolicy.SnakeCaseLower) },
-        });
-        IO.AtomicFile.WriteAllText(Path.Combine(o, RunFile), json);
-    }
+        WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
+        Converters = { new JsonStringEnumConverter(JsonNamingPolicy.SnakeCaseLower) },
+    }));
 }

@@ -14,7 +14,8 @@ public sealed record PreferenceTrainResult(int Steps, double LastLoss, Preferenc
 
 /// <summary>
 /// The training loop of DPO and ORPO, the twin of <see cref="Trainer"/> for pairs: the same options, optimisers, learning-rate
-/// schedule, clipping, divergence stop, checkpoints (and exact resume) and metrics.jsonl, with the preference loss of
+/// schedule, clipping, divergence stop, and the same run folder (<see cref="RunFolder"/>: checkpoints, validated exact resume,
+/// metrics.jsonl, removal of interrupted saves), with the preference loss of
 /// <see cref="PreferenceObjective"/>. Per step it logs loss, lr, grad_norm, TRL's reward metrics, pairs_per_s and memory;
 /// per evaluation the same metrics prefixed eval_ plus eval_accuracy (exact match of the chosen answers).
 /// Dropout stays off in both passes, as TRL's disable_dropout default, so policy and reference see the same network.
@@ -43,9 +44,7 @@ public sealed class PreferenceTrainer
     public PreferenceTrainResult Train(PreferenceData data)
     {
         var clock = Stopwatch.StartNew();
-        string? resume = _o.ResumeFrom is null ? null : Checkpoint.Resolve(_o.ResumeFrom);
-        PrepareOutDir(resume is not null);
-        var metrics = new MetricsLog(_o.OutDir);
+        var run = RunFolder.Open(_o, OnRecord);
         var parameters = _method.TrainableParameters.ToList();
         if (parameters.Count == 0) throw new InvalidOperationException($"{_method.Description}: no trainable parameters");
         using var optimizer = Trainer.DefaultOptimizer(parameters, _o);
@@ -57,24 +56,19 @@ public sealed class PreferenceTrainer
 
         int step = 0;
         PreferenceEvalResult? first = null, last = null;
-        if (resume is not null)
+        if (run.Resume(_method, optimizer, totalSteps, data.Train.Count) is { } state)
         {
-            var state = Checkpoint.Load(resume, _method, optimizer);
-            if (state.TotalSteps != totalSteps)
-                throw new InvalidOperationException($"{resume}: the checkpoint belongs to a run of {state.TotalSteps} steps, this one has {totalSteps}; use the same data and options to resume");
             loader.Position = state.DataPosition;
             step = state.Step;
-            metrics.TruncateAfter(step);
-            Log?.Invoke($"resumed from {resume} at step {step}");
+            Log?.Invoke($"resumed from {run.ResumeCheckpoint} at step {step}");
         }
-        WriteRunFile();
+        WriteRunFile(run);
 
         (double[] Chosen, double[] Rejected)? precomputed = _objective.Options.PrecomputeReference && _objective.Options.Method == PreferenceMethod.Dpo ? Precompute(data.Train) : null;
         bool hasEval = data.Eval.Count > 0;
-        if (hasEval && step == 0) first = last = Evaluate(data, 0, clock, metrics);
+        if (hasEval && step == 0) first = last = Evaluate(data, 0, clock, run);
 
         double lastLoss = double.NaN;
-        string? lastGood = resume;
         int ranThisProcess = 0;
         while (step < totalSteps && (_o.StopAfterSteps is not int stop || ranThisProcess < stop) && !Cancellation.IsCancellationRequested)
         {
@@ -82,8 +76,7 @@ public sealed class PreferenceTrainer
             var stepMetrics = new PairMetrics();
             var (loss, norm, pairs) = Step(loader, optimizer, parameters.Select(p => p.P).ToList(), schedule.At(step), stepMetrics, precomputed);
             if (!double.IsFinite(loss) || !double.IsFinite(norm))
-                throw new TrainingDivergedException($"{(double.IsFinite(loss) ? "gradient norm" : "loss")} became {(double.IsFinite(loss) ? norm : loss)} at step {step + 1}; " +
-                    $"training stopped before applying it. Last good checkpoint: {lastGood ?? "none"}. Try a lower learning rate or --beta");
+                throw run.Diverged(loss, norm, step + 1, "Try a lower learning rate or --beta");
             step++; ranThisProcess++;
             lastLoss = loss;
             var (rss, peak) = ProcessMemory.Read();
@@ -93,21 +86,21 @@ public sealed class PreferenceTrainer
             rec["elapsed_s"] = MetricsLog.Round(clock.Elapsed.TotalSeconds, 4);
             rec["rss_mb"] = MetricsLog.Round(rss / 1048576.0, 4);
             rec["peak_rss_mb"] = MetricsLog.Round(peak / 1048576.0, 4);
-            Record(metrics, rec);
-            if (hasEval && _o.EvalInterval > 0 && step % _o.EvalInterval == 0 && step < totalSteps) last = Evaluate(data, step, clock, metrics);
-            if (_o.SaveInterval > 0 && step % _o.SaveInterval == 0 && step < totalSteps) lastGood = Save(optimizer, loader, step, totalSteps, schedule.At(step - 1));
+            run.Record(rec);
+            if (hasEval && _o.EvalInterval > 0 && step % _o.EvalInterval == 0 && step < totalSteps) last = Evaluate(data, step, clock, run);
+            if (_o.SaveInterval > 0 && step % _o.SaveInterval == 0 && step < totalSteps) run.Save(_method, optimizer, loader.Position, step, totalSteps, schedule.At(step - 1));
         }
         if (step < totalSteps)
         {
             if (step > 0 && ranThisProcess > 0)
             {
-                string ckpt = Save(optimizer, loader, step, totalSteps, schedule.At(step - 1));
+                string ckpt = run.Save(_method, optimizer, loader.Position, step, totalSteps, schedule.At(step - 1));
                 Log?.Invoke($"interrupted at step {step}: saved {ckpt}; continue with --resume {_o.OutDir}");
             }
             return new PreferenceTrainResult(step, lastLoss, first, last, null, clock.Elapsed);
         }
-        if (hasEval) last = Evaluate(data, step, clock, metrics);
-        Save(optimizer, loader, step, totalSteps, schedule.At(step - 1));
+        if (hasEval) last = Evaluate(data, step, clock, run);
+        run.Save(_method, optimizer, loader.Position, step, totalSteps, schedule.At(step - 1));
         string finalDir = Path.Combine(_o.OutDir, "final");
         _method.Save(finalDir);
         Log?.Invoke($"saved {finalDir} after {step} steps in {clock.Elapsed.TotalSeconds:F1}s");
@@ -175,7 +168,7 @@ public sealed class PreferenceTrainer
         return (chosen, rejected);
     }
 
-    PreferenceEvalResult Evaluate(PreferenceData data, int step, Stopwatch clock, MetricsLog metrics)
+    PreferenceEvalResult Evaluate(PreferenceData data, int step, Stopwatch clock, RunFolder run)
     {
         _model.eval();
         var r = PreferenceEvaluator.Run(_model, _method, _objective, data.Eval, data.EvalPrompts, _eosId, _o.BatchSize, _o.EvalMaxPrompts);
@@ -183,48 +176,21 @@ public sealed class PreferenceTrainer
         r.Metrics.WriteTo(rec, "eval_");
         if (r.ExactMatch is double em) { rec["eval_accuracy"] = em; rec["eval_examples"] = r.ExactMatchExamples; }
         rec["elapsed_s"] = MetricsLog.Round(clock.Elapsed.TotalSeconds, 4);
-        Record(metrics, rec);
+        run.Record(rec);
         Log?.Invoke($"step {step}: eval loss {r.Loss:F4}, reward accuracy {r.RewardAccuracy:P1}, margin {r.Metrics.RewardMargin:F4}" +
                     (r.ExactMatch is double a ? $", exact match {a:P1} of {r.ExactMatchExamples}" : ""));
         return r;
     }
 
-    string Save(IOptimizer optimizer, PairLoader loader, int step, int totalSteps, double lr)
-    {
-        string dir = Checkpoint.Folder(_o.OutDir, step);
-        var pos = loader.Position;
-        Checkpoint.Save(dir, _method, optimizer, new TrainerState(step, totalSteps, pos.Epoch, pos.Index, pos.Seed, _o.Seed, lr, _method.Description));
-        var old = Directory.GetDirectories(Path.GetDirectoryName(dir)!, "step-*").Order(StringComparer.Ordinal).ToList();
-        foreach (var d in old.Take(Math.Max(0, old.Count - Math.Max(1, _o.KeepCheckpoints)))) Directory.Delete(d, recursive: true);
-        return dir;
-    }
-
-    void Record(MetricsLog metrics, JsonObject rec)
-    {
-        metrics.Append(rec);
-        OnRecord?.Invoke(rec);
-    }
-
-    void PrepareOutDir(bool resuming)
-    {
-        string o = _o.OutDir;
-        if (!resuming && Trainer.HoldsRun(o))
-        {
-            if (!_o.Overwrite) throw new InvalidOperationException($"{o}: already holds a training run; pass overwrite to replace it or resume to continue it");
-            foreach (var f in new[] { Trainer.RunFile, MetricsLog.FileName }) File.Delete(Path.Combine(o, f));
-            foreach (var d in new[] { "checkpoints", "final" }) if (Directory.Exists(Path.Combine(o, d))) Directory.Delete(Path.Combine(o, d), true);
-        }
-        Directory.CreateDirectory(o);
-    }
-
-    void WriteRunFile()
+    /// <summary>run.json: the trainer and preference options of this run.</summary>
+    void WriteRunFile(RunFolder run)
     {
         var json = new JsonObject
         {
             ["trainer"] = JsonSerializer.SerializeToNode(_o, JsonOptions),
             ["preference"] = JsonSerializer.SerializeToNode(_objective.Options, JsonOptions),
         };
-        IO.AtomicFile.WriteAllText(Path.Combine(_o.OutDir, Trainer.RunFile), json.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        run.WriteRunFile(json.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
     }
 
     static readonly JsonSerializerOptions JsonOptions = new()
