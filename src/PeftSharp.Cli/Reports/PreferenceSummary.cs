@@ -1,10 +1,10 @@
-using System.Globalization;
 using System.Text;
 using System.Text.Json.Nodes;
 using PeftSharp.Cli.Commands;
 using PeftSharp.Memory;
 using PeftSharp.Training.Preference;
 using Spectre.Console;
+using static PeftSharp.Cli.Reports.ReportTables;
 
 namespace PeftSharp.Cli.Reports;
 
@@ -16,13 +16,6 @@ namespace PeftSharp.Cli.Reports;
 public sealed record PreferenceSummary(TrainSettings Settings, string Method, string? InitAdapter, string Reference, PreferenceData Data, MemoryPlan Plan,
     MeasuredMemory Measured, PreferenceTrainResult Result, double? HeldoutLossBefore, double? HeldoutLossAfter, TimeSpan Elapsed)
 {
-    static string Mb(long b) => (b / 1e6).ToString("F1", CultureInfo.InvariantCulture);
-    static string Pct(double? x) => x is double v && double.IsFinite(v) ? v.ToString("P1", CultureInfo.InvariantCulture) : "n/a";
-    static string F4(double? x) => x is double v && double.IsFinite(v) ? v.ToString("F4", CultureInfo.InvariantCulture) : "n/a";
-    static string Ppl(double? loss) => loss is double l ? Math.Exp(l).ToString("F3", CultureInfo.InvariantCulture) : "n/a";
-    static double? Finite(double? x) => x is double v && double.IsFinite(v) ? v : null;
-    double PlanError => (Plan.TotalBytes - (double)Measured.Peak) / Measured.Peak;
-
     (string Name, string Before, string After)[] Rows
     {
         get
@@ -49,7 +42,7 @@ public sealed record PreferenceSummary(TrainSettings Settings, string Method, st
         var t = new Table().AddColumn("metric").AddColumn(new TableColumn("before").RightAligned()).AddColumn(new TableColumn("after").RightAligned());
         foreach (var (n, b, a) in Rows) t.AddRow(n, b, a);
         AnsiConsole.Write(t);
-        AnsiConsole.MarkupLineInterpolated($"peak memory: planned {Mb(Plan.TotalBytes)} MB, measured {Mb(Measured.Peak)} MB ({PlanError:+0.0%;-0.0%})");
+        WritePeakLine(Plan, Measured);
         AnsiConsole.MarkupLineInterpolated($"{Result.Steps} steps in {Elapsed.TotalSeconds:F0} s");
     }
 
@@ -99,22 +92,11 @@ public sealed record PreferenceSummary(TrainSettings Settings, string Method, st
         sb.AppendLine("Rewards are TRL's implicit rewards: beta x (policy - reference) log-probs of the response for DPO, beta x the policy's " +
                       "mean log-prob for ORPO. Reward accuracy is the share of pairs whose chosen reward is strictly higher (a tie, as at the start " +
                       "of DPO where policy = reference, counts as wrong).").AppendLine();
-        sb.AppendLine("| metric | before | after |").AppendLine("|---|---|---|");
-        foreach (var (n, b, a) in Rows) sb.AppendLine($"| {n} | {b} | {a} |");
+        AppendResults(sb, Rows);
         sb.AppendLine().AppendLine("![loss](loss.png)").AppendLine().AppendLine("![rewards](rewards.png)").AppendLine();
-        sb.AppendLine("## Memory: planned vs measured").AppendLine();
-        sb.AppendLine("Planned by `peft plan` for the pair batch (2 x batch sequences; the reference pass runs first without grad and frees its " +
-                      "activations); measured as for SFT runs (weights and gradients from the tensors, optimiser state from its checkpoint, runtime " +
-                      "before loading, activations + buffers the rest of the peak resident set).").AppendLine();
-        sb.AppendLine("| resident | planned MB | measured MB |").AppendLine("|---|---|---|");
-        sb.AppendLine($"| weights | {Mb(Plan.WeightsBytes)} | {Mb(Measured.Weights)} |");
-        sb.AppendLine($"| gradients | {Mb(Plan.GradientsBytes)} | {Mb(Measured.Gradients)} |");
-        sb.AppendLine($"| optimizer state | {Mb(Plan.OptimizerBytes)} | {Mb(Measured.Optimizer)} |");
-        sb.AppendLine($"| activations + buffers | {Mb(Plan.ActivationsBytes + Plan.LogitsBytes + Plan.DequantBufferBytes)} | {Mb(Measured.ActivationsAndBuffers)} |");
-        sb.AppendLine($"| runtime | {Mb(Plan.FrameworkOverheadBytes)} | {Mb(Measured.Runtime)} |");
-        sb.AppendLine($"| total (peak RSS) | {Mb(Plan.TotalBytes)} | {Mb(Measured.Peak)} |");
-        sb.AppendLine().AppendLine($"Peak error of the plan: {PlanError.ToString("+0.0%;-0.0%", CultureInfo.InvariantCulture)}.").AppendLine();
-        sb.AppendLine("![memory](memory.png)");
+        AppendMemory(sb, Plan, Measured, "Planned by `peft plan` for the pair batch (2 x batch sequences; the reference pass runs first without grad and frees its " +
+            "activations); measured as for SFT runs (weights and gradients from the tensors, optimiser state from its checkpoint, runtime " +
+            "before loading, activations + buffers the rest of the peak resident set).");
         return sb.ToString();
     }
 }

@@ -1,4 +1,3 @@
-using System.Globalization;
 using System.Text;
 using System.Text.Json.Nodes;
 using PeftSharp.Cli.Commands;
@@ -6,6 +5,7 @@ using PeftSharp.Data;
 using PeftSharp.Memory;
 using PeftSharp.Training;
 using Spectre.Console;
+using static PeftSharp.Cli.Reports.ReportTables;
 
 namespace PeftSharp.Cli.Reports;
 
@@ -13,29 +13,25 @@ namespace PeftSharp.Cli.Reports;
 public sealed record RunSummary(TrainSettings Settings, string Method, TrainingData Data, MemoryPlan Plan, MeasuredMemory Measured,
     TrainResult Result, double? HeldoutLossBefore, double? HeldoutLossAfter, TimeSpan Elapsed, IReadOnlyList<JsonObject> Records)
 {
-    static string Mb(long b) => (b / 1e6).ToString("F1", CultureInfo.InvariantCulture);
-    static string Pct(double? x) => x is double v ? v.ToString("P1", CultureInfo.InvariantCulture) : "n/a";
-    static string Ppl(double? loss) => loss is double l ? Math.Exp(l).ToString("F3", CultureInfo.InvariantCulture) : "n/a";
-
-    (string Name, long Planned, long Measured)[] MemoryRows =>
-    [
-        ("weights", Plan.WeightsBytes, Measured.Weights),
-        ("gradients", Plan.GradientsBytes, Measured.Gradients),
-        ("optimizer state", Plan.OptimizerBytes, Measured.Optimizer),
-        ("activations + buffers", Plan.ActivationsBytes + Plan.LogitsBytes + Plan.DequantBufferBytes, Measured.ActivationsAndBuffers),
-        ("runtime", Plan.FrameworkOverheadBytes, Measured.Runtime),
-        ("total (peak RSS)", Plan.TotalBytes, Measured.Peak),
-    ];
+    /// <summary>The before/after rows of report.md.</summary>
+    IEnumerable<(string Name, string Before, string After)> Rows
+    {
+        get
+        {
+            yield return ("exact-match accuracy", Pct(Result.FirstEval?.ExactMatch), Pct(Result.LastEval?.ExactMatch));
+            yield return ("eval loss", F4(Result.FirstEval?.Loss), F4(Result.LastEval?.Loss));
+            if (HoldoutKnown) yield return ("held-out perplexity (forgetting)", Ppl(HeldoutLossBefore), Ppl(HeldoutLossAfter));
+        }
+    }
 
     double MeanTokensPerSecond => Records.Where(r => r["tokens_per_s"] is not null).Select(r => r["tokens_per_s"]!.GetValue<double>()).DefaultIfEmpty(0).Average();
 
     public void WriteConsole()
     {
         var t = new Table().AddColumn("resident").AddColumn(new TableColumn("planned MB").RightAligned()).AddColumn(new TableColumn("measured MB").RightAligned());
-        foreach (var (n, p, m) in MemoryRows) t.AddRow(n, Mb(p), Mb(m));
+        foreach (var (n, p, m) in MemoryRows(Plan, Measured)) t.AddRow(n, Mb(p), Mb(m));
         AnsiConsole.Write(t);
-        double err = (Plan.TotalBytes - (double)Measured.Peak) / Measured.Peak;
-        AnsiConsole.MarkupLineInterpolated($"peak memory: planned {Mb(Plan.TotalBytes)} MB, measured {Mb(Measured.Peak)} MB ({err:+0.0%;-0.0%})");
+        WritePeakLine(Plan, Measured);
         AnsiConsole.MarkupLineInterpolated($"exact-match accuracy: before {Pct(Result.FirstEval?.ExactMatch)}, after {Pct(Result.LastEval?.ExactMatch)}");
         AnsiConsole.MarkupLineInterpolated($"eval loss: before {Result.FirstEval?.Loss:F4}, after {Result.LastEval?.Loss:F4}");
         if (HoldoutKnown) AnsiConsole.MarkupLineInterpolated($"held-out perplexity (forgetting): before {Ppl(HeldoutLossBefore)}, after {Ppl(HeldoutLossAfter)}");
@@ -46,8 +42,6 @@ public sealed record RunSummary(TrainSettings Settings, string Method, TrainingD
 
     /// <summary>summary.json beside report.md: the run's results for tools (peft compare reads it).</summary>
     public const string JsonFile = "summary.json";
-
-    static double? Finite(double? x) => x is double v && double.IsFinite(v) ? v : null;
 
     public JsonObject Json(long trainableParameters, long totalParameters) => new()
     {
@@ -78,19 +72,10 @@ public sealed record RunSummary(TrainSettings Settings, string Method, TrainingD
         if (Data.EvalStats is { } es) sb.AppendLine($"- eval: {es}");
         sb.AppendLine($"- steps: {Result.Steps}, wall time {Elapsed.TotalSeconds:F0} s, mean {MeanTokensPerSecond:F0} tokens/s");
         sb.AppendLine().AppendLine("## Results").AppendLine();
-        sb.AppendLine("| metric | before | after |").AppendLine("|---|---|---|");
-        sb.AppendLine($"| exact-match accuracy | {Pct(Result.FirstEval?.ExactMatch)} | {Pct(Result.LastEval?.ExactMatch)} |");
-        sb.AppendLine($"| eval loss | {Result.FirstEval?.Loss:F4} | {Result.LastEval?.Loss:F4} |");
-        if (HoldoutKnown) sb.AppendLine($"| held-out perplexity (forgetting) | {Ppl(HeldoutLossBefore)} | {Ppl(HeldoutLossAfter)} |");
+        AppendResults(sb, Rows);
         sb.AppendLine().AppendLine("![loss](loss.png)").AppendLine();
-        sb.AppendLine("## Memory: planned vs measured").AppendLine();
-        sb.AppendLine("Planned by `peft plan` for this run before it started; measured: weights and gradients from the tensors, optimiser " +
-                      "state from its checkpoint, runtime from the resident set before loading, activations + buffers as the rest of the peak resident set (VmHWM).").AppendLine();
-        sb.AppendLine("| resident | planned MB | measured MB |").AppendLine("|---|---|---|");
-        foreach (var (n, p, m) in MemoryRows) sb.AppendLine($"| {n} | {Mb(p)} | {Mb(m)} |");
-        double err = (Plan.TotalBytes - (double)Measured.Peak) / Measured.Peak;
-        sb.AppendLine().AppendLine($"Peak error of the plan: {err.ToString("+0.0%;-0.0%", CultureInfo.InvariantCulture)}.").AppendLine();
-        sb.AppendLine("![memory](memory.png)");
+        AppendMemory(sb, Plan, Measured, "Planned by `peft plan` for this run before it started; measured: weights and gradients from the tensors, optimiser " +
+            "state from its checkpoint, runtime from the resident set before loading, activations + buffers as the rest of the peak resident set (VmHWM).");
         return sb.ToString();
     }
 }

@@ -72,6 +72,24 @@ public class PreferenceRunFolderTests
     }
 
     [Fact]
+    public void LeftoversOfInterruptedSavesAreRemovedWhenTheRunResumes()
+    {
+        var (o, data, _) = Interrupted();
+        string guid = Guid.NewGuid().ToString("N");
+        string[] leftovers = [Path.Combine(o.OutDir, "checkpoints", $".step-000004.{guid}.tmp"), Path.Combine(o.OutDir, $".final.{guid}.tmp")];
+        foreach (var d in leftovers) { Directory.CreateDirectory(d); File.WriteAllText(Path.Combine(d, "adapter_model.safetensors"), "partial"); }
+        string metricsTmp = Path.Combine(o.OutDir, $".metrics.jsonl.{guid}.tmp");
+        File.WriteAllText(metricsTmp, "partial");
+        string kept = Path.Combine(o.OutDir, ".notes.tmp"); // not an AtomicFile name: left alone
+        File.WriteAllText(kept, "mine");
+
+        Assert.NotNull(Run(o, data).FinalDir);
+        Assert.All(leftovers, d => Assert.False(Directory.Exists(d), d));
+        Assert.False(File.Exists(metricsTmp));
+        Assert.True(File.Exists(kept));
+    }
+
+    [Fact]
     public void ACheckpointHoldingNaNIsNeverNamedTheLastGoodOne()
     {
         // Both loops checkpoint through RunFolder.Save and name RunFolder.LastGood when they diverge. (A learning rate
