@@ -48,6 +48,26 @@ public class ChatMergeTests(ITestOutputHelper output)
         Assert.False(File.Exists(Path.Combine(merged, "chat_template.jinja")));
     }
 
+    [Fact]
+    public void Merging_adapters_trained_with_different_override_templates_is_refused()
+    {
+        string dir = TestPaths.TempDir();
+        string model = ChatDemoModel.Build(Path.Combine(dir, "base"));
+        string a = Path.Combine(dir, "a.jinja"), b = Path.Combine(dir, "b.jinja");
+        File.WriteAllText(a, Override);
+        File.WriteAllText(b, Override.Replace("'<|im_end|>' + '\n'", "'<|im_end|>' + '\n\n'"));
+        string adapterA = Train(dir, model, "a", "--chat-template", a), adapterB = Train(dir, model, "b", "--chat-template", b);
+        string merged = Path.Combine(dir, "merged");
+        var (code, _, err) = CliCapture.Run("merge", "--model", model, "--adapter", adapterA, "--adapter", adapterB, "--out", merged);
+        output.WriteLine(err);
+        Assert.NotEqual(0, code);
+        Assert.Contains("were trained with different chat templates", err);
+        Assert.Contains(adapterA, err);
+        Assert.Contains(adapterB, err);
+        Assert.DoesNotContain("   at ", err);
+        Assert.False(Directory.Exists(merged));
+    }
+
     static string ChatFile(string dir)
     {
         string path = Path.Combine(dir, "ask.json");
@@ -58,6 +78,18 @@ public class ChatMergeTests(ITestOutputHelper output)
     /// <summary>One training step on a conversation (with <paramref name="extra"/> train flags), then merge; the merged folder.</summary>
     string MergeAfterTraining(string dir, string model, string name, params string[] extra)
     {
+        string adapter = Train(dir, model, name, extra);
+        string merged = Path.Combine(dir, name + "-merged");
+        var m = CliCapture.Run("merge", "--model", model, "--adapter", adapter, "--out", merged);
+        output.WriteLine(m.Out + m.Err);
+        Assert.True(m.Code == 0, m.Err);
+        Assert.DoesNotContain("warning", m.Err);
+        return merged;
+    }
+
+    /// <summary>One training step on a conversation (with <paramref name="extra"/> train flags); the adapter folder.</summary>
+    string Train(string dir, string model, string name, params string[] extra)
+    {
         string data = Path.Combine(dir, name + ".jsonl");
         File.WriteAllText(data, new JsonObject { ["messages"] = new JsonArray(
             new JsonObject { ["role"] = "user", ["content"] = "code gold crow cup ->" },
@@ -67,11 +99,6 @@ public class ChatMergeTests(ITestOutputHelper output)
             "--max-seq", "64", "--out", run, .. extra]);
         output.WriteLine(stdout + err);
         Assert.True(code == 0, err);
-        string merged = Path.Combine(dir, name + "-merged");
-        var m = CliCapture.Run("merge", "--model", model, "--adapter", Path.Combine(run, "final"), "--out", merged);
-        output.WriteLine(m.Out + m.Err);
-        Assert.True(m.Code == 0, m.Err);
-        Assert.DoesNotContain("warning", m.Err);
-        return merged;
+        return Path.Combine(run, "final");
     }
 }
