@@ -49,14 +49,18 @@ public sealed class MergeCommand : Command<MergeCommand.Settings>
         // fp32 for the merge arithmetic; the writer casts back to each tensor's dtype in the base files.
         using var model = ModelLoader.Load(s.Model);
         var applied = AdapterCli.Apply(model, s.Adapters, s.AllowBaseMismatch);
-        ChatCli.WarnOnTemplateMismatch(s.Model, null, applied.Lora.Select(a => a.Dir));
+        // A model trained on chat with --chat-template carries that template, as the adapter recorded it (checked
+        // before writing); otherwise an adapter trained on another rendering than the base's is warned about.
+        string? template = PeftSharp.Chat.MergedChatTemplate.Choose(s.Model, applied.Lora.Select(a => a.Dir));
+        if (template is null) ChatCli.WarnOnTemplateMismatch(s.Model, null, applied.Lora.Select(a => a.Dir));
         if ((applied.Houlsby ?? applied.Prompt) is { } other)
             throw new InvalidOperationException($"--adapter '{other.Dir}': only LoRA/DoRA adapters can be merged into the weights (Houlsby adapters and soft prompts add computation)");
         var specs = applied.Lora;
         var lora = LoraModel.Of(model);
         foreach (var spec in specs) lora.MergeAndUnload(spec.Name);
-        MergedModelWriter.Write(model, s.Model, s.Out);
+        MergedModelWriter.Write(model, s.Model, s.Out, template is null ? null : tmp => PeftSharp.Chat.MergedChatTemplate.WriteInto(tmp, template));
         AnsiConsole.MarkupLine($"merged {string.Join(", ", specs.Select(x => Markup.Escape($"{x.Dir} (x{x.Weight})")))} into {Markup.Escape(s.Out)}");
+        if (template is not null) AnsiConsole.MarkupLine("with the chat template the adapter was trained with (tokenizer_config.json chat_template)");
         return 0;
     }
 }

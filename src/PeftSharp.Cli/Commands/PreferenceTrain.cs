@@ -38,7 +38,8 @@ public static class PreferenceTrain
 
         var config = ModelConfig.Load(s.ModelDir);
         using var tokenizer = TextTokenizer.FromFolder(s.ModelDir, config);
-        var data = PreferenceData.Load(s.DataFile, tokenizer, options.MaxSeqLength, options.EvalFile, options.EvalSplit, options.Seed);
+        var chat = ChatCli.Prompter(s.ModelDir, s.ChatTemplate);
+        var data = PreferenceData.Load(s.DataFile, tokenizer, options.MaxSeqLength, options.EvalFile, options.EvalSplit, options.Seed, chat);
         AnsiConsole.MarkupLineInterpolated($"[bold]data[/] {s.DataFile}: {data.TrainStats}");
         if (data.TrainStats.Truncated + data.TrainStats.Dropped > 0)
             AnsiConsole.MarkupLineInterpolated($"[yellow]warning[/]: {data.TrainStats.Truncated} pair(s) cut to --max-seq {options.MaxSeqLength} (first: {data.TrainStats.FirstTruncated ?? "none"}), {data.TrainStats.Dropped} dropped (first: {data.TrainStats.FirstDropped ?? "none"})");
@@ -90,6 +91,7 @@ public static class PreferenceTrain
             return 130;
         }
 
+        ChatCli.Record(result.FinalDir, chat, tokenizer, config);
         double? heldoutAfter = heldout is null ? null : Evaluator.Run(model, heldout, [], tokenizer.EosId, options.BatchSize, method: method).Loss;
         long peak = PeftSharp.Training.ProcessMemory.Read().PeakRssBytes;
         string optimizerFile = Path.Combine(Checkpoint.Resolve(outDir), Checkpoint.Optimizer);

@@ -30,7 +30,8 @@ public static class GenerationEndpoint
         var d = s.Generation.ApplyTo(new SamplingOptions { Temperature = 1.0 });
         var sampling = d with { MaxNewTokens = maxTokens, Temperature = req.Temperature ?? d.Temperature, TopP = req.TopP ?? d.TopP,
             TopK = req.TopK ?? d.TopK, RepetitionPenalty = req.RepetitionPenalty ?? d.RepetitionPenalty, Seed = req.Seed };
-        var job = new GenerationJob(prompt, sampling, s.StopIds, lease.InternalName, cts.Token, req.TopLogprobs);
+        var stopIds = chat ? s.ChatStopIds : s.StopIds;
+        var job = new GenerationJob(prompt, sampling, stopIds, lease.InternalName, cts.Token, req.TopLogprobs);
         if (!s.Scheduler.TryEnqueue(job))
             throw s.Scheduler.Accepting ? ServingException.Busy(429, $"too many queued requests (--max-queue {s.Options.MaxQueue}); retry later", "rate_limit_error")
                 : ServingException.Busy(503, "the server is shutting down", "server_shutting_down");
@@ -39,7 +40,7 @@ public static class GenerationEndpoint
         long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
         // echo: the prompt comes back before the completion (text offsets of the logprobs count from its start).
         string echo = req.Echo ? req.Prompt ?? s.Decode(prompt) : "";
-        var text = new TextAssembler(s, req.Stop, prompt, wantLogprobs: req.TopLogprobs is not null);
+        var text = new TextAssembler(s, stopIds, req.Stop, prompt, wantLogprobs: req.TopLogprobs is not null);
         if (req.Stream)
         {
             await EndpointIo.StartEvents(http);
@@ -99,7 +100,7 @@ public static class GenerationEndpoint
     }
 
     /// <summary>Generated ids → text deltas: stop ids end the text, partial UTF-8 is held back (<see cref="TextStreamer"/>), stop strings cut it.</summary>
-    sealed class TextAssembler(ServerState s, string[] stops, IReadOnlyList<int> prompt, bool wantLogprobs)
+    sealed class TextAssembler(ServerState s, IReadOnlyCollection<int> stopIds, string[] stops, IReadOnlyList<int> prompt, bool wantLogprobs)
     {
         readonly TextStreamer _streamer = new(s.Decode, prompt);
         readonly StopMatcher _stop = new(stops);
@@ -113,7 +114,7 @@ public static class GenerationEndpoint
         public string Push(GeneratedToken tok, CancellationTokenSource cancelRow)
         {
             int id = tok.Id;
-            if (_stop.Stopped || s.StopIds.Contains(id)) return "";
+            if (_stop.Stopped || stopIds.Contains(id)) return "";
             if (tok.Top is { } top)
             {
                 string piece = s.Decode([id]);

@@ -14,6 +14,16 @@ public sealed class ServerState(ModelConfig config, TextTokenizer tokenizer, Bat
     public AdapterRegistry Adapters { get; } = adapters;
     public ServerOptions Options { get; } = options;
     public IReadOnlyCollection<int> StopIds { get; } = tokenizer.StopIds(config);
+    /// <summary>
+    /// What ends a chat reply: <see cref="StopIds"/> and the chat template's end-of-turn ids (&lt;|eot_id|&gt;,
+    /// &lt;end_of_turn&gt;), as generate --chat stops. Found on the first chat request, after its prompt rendered (a
+    /// template that cannot load is that request's 400, not a failed start).
+    /// </summary>
+    public IReadOnlyCollection<int> ChatStopIds
+    {
+        get { lock (_tokLock) return _chatStopIds ??= StopIds.Concat(Options.Chat?.EndOfTurnIds(tokenizer) ?? []).ToHashSet(); }
+    }
+    IReadOnlyCollection<int>? _chatStopIds;
     /// <summary>The model's generation_config.json: defaults for what a request leaves out.</summary>
     public Generation.GenerationConfig Generation { get; } = tokenizer.Generation;
 

@@ -8,14 +8,19 @@ namespace PeftSharp.Chat;
 /// What an adapter folder records about the chat rendering it was trained with (<see cref="FileName"/>, beside
 /// adapter_config.json): the template's SHA-256 (null for PeftSharp's simple format), where it came from, and the
 /// ids that ended generation (EOS and the template's end-of-turn tokens). serve, generate and merge warn when the
-/// base they run on renders chat differently.
+/// base they run on renders chat differently. <see cref="TemplateText"/> is the template itself, so merge can give a
+/// merged model the template it was trained with when that was not the base's (--chat-template).
 /// </summary>
 public sealed record AdapterChatRecord(string? TemplateSha256, string TemplateSource, IReadOnlyList<int> StopIds)
 {
     public const string FileName = "peftsharp_chat.json";
 
+    /// <summary>The template's text (null for the simple format, and in records written before it was kept).</summary>
+    public string? TemplateText { get; init; }
+
     public static AdapterChatRecord Of(ChatPrompter chat, IEnumerable<int> stopIds) =>
-        new(chat.Template?.Sha256, chat.Template?.Source ?? "PeftSharp's simple chat format", stopIds.Distinct().Order().ToList());
+        new(chat.Template?.Sha256, chat.Template?.Source ?? "PeftSharp's simple chat format", stopIds.Distinct().Order().ToList())
+        { TemplateText = chat.Template?.Text };
 
     /// <summary>Writes the record into an adapter folder (atomically; the folder exists).</summary>
     public void Write(string adapterDir)
@@ -25,6 +30,7 @@ public sealed record AdapterChatRecord(string? TemplateSha256, string TemplateSo
             ["chat_template_sha256"] = TemplateSha256,
             ["chat_template_source"] = TemplateSource,
             ["stop_token_ids"] = new JsonArray(StopIds.Select(i => (JsonNode)i).ToArray()),
+            ["chat_template"] = TemplateText,
         };
         AtomicFile.WriteAllText(Path.Combine(adapterDir, FileName), json.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
     }
@@ -38,7 +44,8 @@ public sealed record AdapterChatRecord(string? TemplateSha256, string TemplateSo
         try
         {
             return new AdapterChatRecord(o["chat_template_sha256"]?.GetValue<string>(), o["chat_template_source"]?.GetValue<string>() ?? "?",
-                (o["stop_token_ids"] as JsonArray ?? []).Select(x => x!.GetValue<int>()).ToList());
+                (o["stop_token_ids"] as JsonArray ?? []).Select(x => x!.GetValue<int>()).ToList())
+            { TemplateText = o["chat_template"]?.GetValue<string>() };
         }
         catch (Exception e) when (e is InvalidOperationException or FormatException)
         {

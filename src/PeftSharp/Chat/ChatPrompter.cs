@@ -88,6 +88,17 @@ public sealed class ChatPrompter
         catch (InvalidDataException) { return []; } // a template that refuses the probe simply has no known end-of-turn ids
     }
 
+    /// <summary>
+    /// For a renderer of training data other than <see cref="ToExample"/> (preference pairs): marks the prompter used
+    /// (the adapter records the rendering) and returns the template, or null after the simple-format note.
+    /// </summary>
+    internal ChatTemplate? UseForTraining()
+    {
+        Used = true;
+        if (Template is null) NoteSimple();
+        return Template;
+    }
+
     void NoteSimple()
     {
         if (Interlocked.Exchange(ref _noted, 1) == 0)

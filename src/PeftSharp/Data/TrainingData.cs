@@ -2,8 +2,15 @@ using PeftSharp.Models;
 
 namespace PeftSharp.Data;
 
-/// <summary>A prompt and the exact token ids the model should answer with (EOS not included).</summary>
-public sealed record PromptAnswer(int[] Prompt, int[] Answer);
+/// <summary>
+/// A prompt and the exact token ids the model should answer with (EOS not included). <see cref="EndIds"/>: ids that
+/// close the answer besides EOS: the end-of-turn token of a chat-template rendering (&lt;|eot_id|&gt;,
+/// &lt;end_of_turn&gt;), on which generation stops too.
+/// </summary>
+public sealed record PromptAnswer(int[] Prompt, int[] Answer)
+{
+    public IReadOnlyList<int> EndIds { get; init; } = [];
+}
 
 /// <summary>The tokenised training and evaluation data of one run.</summary>
 public sealed record TrainingData(
@@ -52,8 +59,8 @@ public sealed record TrainingData(
 
     /// <summary>
     /// A templated conversation's prompt (everything up to its last assistant reply, encoded whole as generation
-    /// encodes a rendered prompt) and answer: the reply's ids without its closing special tokens (the end-of-turn
-    /// marker, on which generation stops).
+    /// encodes a rendered prompt) and answer: the reply's ids without its closing special tokens; the first of those
+    /// (the end-of-turn marker, on which generation stops) is the answer's end id.
     /// </summary>
     static PromptAnswer RenderedPromptAnswer(RawExample e, TextTokenizer tokenizer)
     {
@@ -62,7 +69,7 @@ public sealed record TrainingData(
         int[] answerIds = tokenizer.Encode(answer);
         int keep = answerIds.Length;
         while (keep > 0 && special.Contains(answerIds[keep - 1])) keep--;
-        return new PromptAnswer(tokenizer.Encode(prompt), answerIds[..keep]);
+        return new PromptAnswer(tokenizer.Encode(prompt), answerIds[..keep]) { EndIds = keep < answerIds.Length ? [answerIds[keep]] : [] };
     }
 
     /// <summary>Where data warnings go (most tokens unknown to the tokenizer).</summary>

@@ -10,7 +10,8 @@ namespace PeftSharp.IO;
 /// </summary>
 public static class MergedModelWriter
 {
-    public static void Write(CausalLM model, string baseFolder, string outDir)
+    /// <param name="finish">Last changes to the folder's other files before it appears (the chat template merge carries).</param>
+    public static void Write(CausalLM model, string baseFolder, string outDir, Action<string>? finish = null)
     {
         if (model.Linears().Any(l => l.Quantized is not null))
             throw new InvalidOperationException("cannot write a merged model with a quantised base; load the base dense");
@@ -28,6 +29,7 @@ public static class MergedModelWriter
             }
             string index = Path.Combine(baseFolder, "model.safetensors.index.json");
             if (File.Exists(index)) File.Copy(index, Path.Combine(tmp, Path.GetFileName(index)));
+            finish?.Invoke(tmp);
         });
     }
 

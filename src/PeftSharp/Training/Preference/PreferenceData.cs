@@ -10,12 +10,14 @@ namespace PeftSharp.Training.Preference;
 public sealed record PreferenceData(IReadOnlyList<TokenizedPair> Train, PreferenceStats TrainStats,
     IReadOnlyList<TokenizedPair> Eval, PreferenceStats? EvalStats, IReadOnlyList<PromptAnswer> EvalPrompts)
 {
-    public static PreferenceData Load(string trainPath, TextTokenizer tokenizer, int maxLength, string? evalPath = null, double evalSplit = 0, ulong seed = 0)
+    /// <paramref name="chat"/> renders conversational pairs (the model's chat template; the simple format when null).
+    public static PreferenceData Load(string trainPath, TextTokenizer tokenizer, int maxLength, string? evalPath = null, double evalSplit = 0, ulong seed = 0,
+        Chat.ChatPrompter? chat = null)
     {
         if (evalSplit is < 0 or >= 1) throw new ArgumentException($"eval split {evalSplit} must be in [0, 1)");
-        var train = PreferenceReader.Read(trainPath);
+        var train = PreferenceReader.Read(trainPath, chat);
         IReadOnlyList<PreferencePair> eval = [];
-        if (evalPath is not null) eval = PreferenceReader.Read(evalPath);
+        if (evalPath is not null) eval = PreferenceReader.Read(evalPath, chat);
         else if (evalSplit > 0)
         {
             var shuffled = train.ToList();
@@ -30,7 +32,7 @@ public sealed record PreferenceData(IReadOnlyList<TokenizedPair> Train, Preferen
         if (trainPairs.Count == 0) throw new InvalidDataException($"{trainPath}: no pair fits --max-seq {maxLength} ({trainStats})");
         if (eval.Count == 0) return new PreferenceData(trainPairs, trainStats, [], null, []);
         var (evalPairs, evalStats) = Tokenize(eval, tokenizer, maxLength);
-        var prompts = evalPairs.Select(p => new PromptAnswer(p.Chosen.Ids[..p.PromptLength], AnswerTokens(p.Chosen, p.PromptLength, tokenizer.EosId)))
+        var prompts = evalPairs.Select(p => p.Rendered ? RenderedPromptAnswer(p, tokenizer) : new PromptAnswer(p.Chosen.Ids[..p.PromptLength], AnswerTokens(p.Chosen, p.PromptLength, tokenizer.EosId)))
             .Where(p => p.Prompt.Length > 0 && p.Answer.Length > 0 && p.Prompt.Length + p.Answer.Length < maxLength).ToList();
         return new PreferenceData(trainPairs, trainStats, evalPairs, evalStats, prompts);
     }
@@ -41,6 +43,19 @@ public sealed record PreferenceData(IReadOnlyList<TokenizedPair> Train, Preferen
         int end = s.Length;
         if (eos is int e && end > promptLength && s.Ids[end - 1] == e) end--;
         return s.Ids[promptLength..end];
+    }
+
+    /// <summary>
+    /// A template-rendered pair's prompt and answer, as for SFT chat data: the chosen reply's ids without its closing
+    /// special tokens, the first of which (the end-of-turn marker) exact match accepts after the answer besides EOS.
+    /// </summary>
+    static PromptAnswer RenderedPromptAnswer(TokenizedPair p, TextTokenizer tokenizer)
+    {
+        var special = tokenizer.SpecialTokens.Values.ToHashSet();
+        int end = Array.FindLastIndex(p.Chosen.Labels, l => l != TokenSequence.Ignore) + 1;
+        int keep = end;
+        while (keep > p.PromptLength && special.Contains(p.Chosen.Ids[keep - 1])) keep--;
+        return new PromptAnswer(p.Chosen.Ids[..p.PromptLength], p.Chosen.Ids[p.PromptLength..keep]) { EndIds = keep < end ? [p.Chosen.Ids[keep]] : [] };
     }
 
     /// <summary>
@@ -58,7 +73,9 @@ public sealed record PreferenceData(IReadOnlyList<TokenizedPair> Train, Preferen
         {
             var chosen = SequenceBuilder.Tokenize(p.WithResponse(p.Chosen), tokenizer, tokenizer.EosId);
             var rejected = SequenceBuilder.Tokenize(p.WithResponse(p.Rejected), tokenizer, tokenizer.EosId);
-            int promptLength = tokenizer.Prefix.Length + p.Prompt.Sum(s => tokenizer.Encode(s.Text).Length);
+            // A rendered pair is encoded whole (as SFT chat examples): its prompt ends where the response's loss begins.
+            int promptLength = p.Rendered ? Math.Min(FirstLabelled(chosen), FirstLabelled(rejected))
+                : tokenizer.Prefix.Length + p.Prompt.Sum(s => tokenizer.Encode(s.Text).Length);
             if (chosen.Length > maxLength || rejected.Length > maxLength)
             {
                 chosen = Cut(chosen, maxLength);
@@ -72,11 +89,17 @@ public sealed record PreferenceData(IReadOnlyList<TokenizedPair> Train, Preferen
                 truncated++;
                 firstTruncated ??= p.Source;
             }
-            kept.Add(new TokenizedPair(chosen, rejected, promptLength, p.Source));
+            kept.Add(new TokenizedPair(chosen, rejected, promptLength, p.Source) { Rendered = p.Rendered });
         }
         var stats = new PreferenceStats(pairs.Count, kept.Count, truncated, dropped, firstTruncated, firstDropped,
             kept.Sum(k => (long)k.Chosen.LossTokens + k.Rejected.LossTokens));
         return (kept, stats);
+    }
+
+    static int FirstLabelled(TokenSequence s)
+    {
+        int i = Array.FindIndex(s.Labels, l => l != TokenSequence.Ignore);
+        return i < 0 ? s.Length : i;
     }
 
     static TokenSequence Cut(TokenSequence s, int maxLength) => s.Length <= maxLength ? s : new TokenSequence(s.Ids[..maxLength], s.Labels[..maxLength]);

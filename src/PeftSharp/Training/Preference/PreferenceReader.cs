@@ -23,7 +23,8 @@ public static class PreferenceReader
         catch (JsonException) { return false; }
     }
 
-    public static IReadOnlyList<PreferencePair> Read(string path)
+    /// <paramref name="chat"/> renders conversational pairs (the model's chat template; the simple format, silently, when null).
+    public static IReadOnlyList<PreferencePair> Read(string path, Chat.ChatPrompter? chat = null)
     {
         if (!File.Exists(path)) throw new FileNotFoundException($"{path}: preference file not found", path);
         var result = new List<PreferencePair>();
@@ -36,17 +37,17 @@ public static class PreferenceReader
             JsonObject obj;
             try { obj = JsonNode.Parse(line) as JsonObject ?? throw new InvalidDataException($"{where}: expected a JSON object"); }
             catch (JsonException e) { throw new InvalidDataException($"{where}: malformed JSON ({e.Message})"); }
-            result.Add(Parse(obj, where));
+            result.Add(Parse(obj, where, chat));
         }
         if (result.Count == 0) throw new InvalidDataException($"{path}: the preference file is empty (no pairs)");
         return result;
     }
 
-    public static PreferencePair Parse(JsonObject obj, string where)
+    public static PreferencePair Parse(JsonObject obj, string where, Chat.ChatPrompter? chat = null)
     {
         if (!obj.ContainsKey("chosen") || !obj.ContainsKey("rejected"))
             throw new InvalidDataException($"{where}: a preference pair needs 'chosen' and 'rejected' (got keys [{string.Join(", ", obj.Select(p => p.Key))}])");
-        var pair = obj["chosen"] is JsonArray ? Conversational(obj, where) : Standard(obj, where);
+        var pair = obj["chosen"] is JsonArray ? Conversational(obj, where, chat ?? Chat.ChatPrompter.Simple) : Standard(obj, where);
         string Text(IEnumerable<TextSegment> s) => string.Concat(s.Select(x => x.Text));
         if (Text(pair.Chosen) == Text(pair.Rejected))
             throw new InvalidDataException($"{where}: 'chosen' and 'rejected' are the same response, so the pair prefers nothing");
@@ -61,7 +62,7 @@ public static class PreferenceReader
         return new PreferencePair([new TextSegment(prompt, false)], [new TextSegment(chosen, true)], [new TextSegment(rejected, true)], where);
     }
 
-    static PreferencePair Conversational(JsonObject obj, string where)
+    static PreferencePair Conversational(JsonObject obj, string where, Chat.ChatPrompter chat)
     {
         var chosen = Messages(obj["chosen"], "chosen", where);
         var rejected = Messages(obj["rejected"], "rejected", where);
@@ -84,9 +85,9 @@ public static class PreferenceReader
                 throw new InvalidDataException($"{where}: '{side}' has an empty response after the shared prompt");
             if (!msgs.Any(m => m.Role == "assistant")) throw new InvalidDataException($"{where}: '{side}' response has no assistant message, so there is nothing to learn");
         }
-        var (promptSegs, chosenSegs) = PreferenceRendering.Conversation(prompt, chosen);
-        var (_, rejectedSegs) = PreferenceRendering.Conversation(prompt, rejected);
-        return new PreferencePair(promptSegs, chosenSegs, rejectedSegs, where);
+        var (promptSegs, chosenSegs, rendered) = PreferenceRendering.Conversation(prompt, chosen, chat, where);
+        var (_, rejectedSegs, _) = PreferenceRendering.Conversation(prompt, rejected, chat, where);
+        return new PreferencePair(promptSegs, chosenSegs, rejectedSegs, where) { Rendered = rendered };
     }
 
     static List<(string Role, string Content)> Messages(JsonNode? node, string field, string where)
