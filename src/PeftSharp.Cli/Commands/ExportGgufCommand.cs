@@ -61,7 +61,7 @@ public sealed class ExportGgufCommand : Command<ExportGgufCommand.Settings>
             var lora = LoraModel.Of(model);
             foreach (var spec in applied.Lora) lora.MergeAndUnload(spec.Name);
         }
-        GgufModelExport.Write(model, s.Model, s.Out, fileType, note => AnsiConsole.MarkupLine($"[grey]{Markup.Escape(note)}[/]"));
+        GgufModelExport.Write(model, s.Model, s.Out, fileType, note => Console.Error.WriteLine($"note: {note}"));
         string merged = s.Adapters.Length > 0 ? $" with {string.Join(", ", s.Adapters.Select(Markup.Escape))} merged" : "";
         AnsiConsole.MarkupLine($"wrote {Markup.Escape(s.Out)} ({s.Type.ToLowerInvariant()}){merged}: {new FileInfo(s.Out).Length:N0} bytes");
         return 0;

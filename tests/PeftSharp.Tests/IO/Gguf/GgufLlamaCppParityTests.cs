@@ -78,6 +78,17 @@ public class GgufLlamaCppParityTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void TinyLlamaWithMergedDora_MatchesPeftMerge()
+    {
+        // DoRA has no llama.cpp adapter form; merged, it is plain weights.
+        string adapter = Path.Combine(TestPaths.TinyLlama, "adapters", "dora");
+        string merged = Path.Combine(TestPaths.TempDir(), "merged");
+        var (code, _, err) = CliCapture.Run("merge", "--model", TestPaths.TinyLlama, "--adapter", adapter, "--out", merged);
+        Assert.True(code == 0, err);
+        AssertParity(merged, Export(TestPaths.TinyLlama, "f32", "--adapter", adapter), TinyPrompt);
+    }
+
+    [Fact]
     public void Qwen2WithBiasesAndTiedEmbeddings_MatchesPeftSharp()
     {
         // Qwen2: q/k/v biases, no Q/K permutation, tied embeddings (no output.weight); GQA 4 heads over 2.
