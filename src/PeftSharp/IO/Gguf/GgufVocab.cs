@@ -73,12 +73,14 @@ public static class GgufVocab
         if (spm) meta.Add(new("tokenizer.ggml.scores", GgufValue.Float32s(Scores(tokens!, merges))));
         else meta.Add(new("tokenizer.ggml.merges", GgufValue.Strings(merges)));
 
-        if (tok.BosId is int bos) meta.Add(new("tokenizer.ggml.bos_token_id", GgufValue.U32((uint)bos)));
+        // config.json's bos_token_id, else the token HF's tokenizer(text) puts first (tokenizer_config's bos_token).
+        int? bosId = tok.BosId ?? (tok.Prefix.Length == 1 ? tok.Prefix[0] : null);
+        if (bosId is int bos) meta.Add(new("tokenizer.ggml.bos_token_id", GgufValue.U32((uint)bos)));
         if (tok.EosId is int eos) meta.Add(new("tokenizer.ggml.eos_token_id", GgufValue.U32((uint)eos)));
         if (tok.UnkId is int u) meta.Add(new("tokenizer.ggml.unknown_token_id", GgufValue.U32((uint)u)));
         if (config.Raw["pad_token_id"] is JsonValue pad && pad.GetValueKind() == JsonValueKind.Number)
             meta.Add(new("tokenizer.ggml.padding_token_id", GgufValue.U32(pad.GetValue<uint>())));
-        meta.Add(new("tokenizer.ggml.add_bos_token", GgufValue.Bool(tok.Prefix.Length > 0 && tok.Prefix[0] == tok.BosId)));
+        meta.Add(new("tokenizer.ggml.add_bos_token", GgufValue.Bool(tok.Prefix.Length > 0 && tok.Prefix[0] == bosId)));
         meta.Add(new("tokenizer.ggml.add_eos_token", GgufValue.Bool(tok.Suffix.Length > 0 && tok.Suffix[^1] == tok.EosId)));
         if (ChatTemplate.Load(modelDir) is { } template) meta.Add(new("tokenizer.chat_template", GgufValue.Str(template.Text)));
         return meta;
@@ -113,7 +115,11 @@ public static class GgufVocab
                 return KnownSplitPatterns.TryGetValue(regex, out var name) ? name
                     : throw new InvalidDataException($"{path}: pre-tokenizer split regex is not one llama.cpp knows by name, so llama.cpp would split text differently; GGUF export refused");
         }
-        if (parts.Any(p => p["type"]?.GetValue<string>() == "ByteLevel" && p["use_regex"]?.GetValue<bool>() != false)) return "gpt-2";
+        // ByteLevel's own regex is GPT-2's; SmolLM puts single-digit splitting before it.
+        var types = parts.Select(p => p["type"]?.GetValue<string>() == "ByteLevel" && p["use_regex"]?.GetValue<bool>() != false ? "ByteLevel"
+            : p["type"]?.GetValue<string>() == "Digits" && p["individual_digits"]?.GetValue<bool>() == true ? "Digits1" : "other").ToList();
+        if (types.SequenceEqual(["ByteLevel"])) return "gpt-2";
+        if (types.SequenceEqual(["Digits1", "ByteLevel"])) return "smollm";
         if (modelType == "qwen2") return "qwen2";
         throw new InvalidDataException($"{path}: pre-tokenizer is not one llama.cpp knows by name; GGUF export refused");
     }
