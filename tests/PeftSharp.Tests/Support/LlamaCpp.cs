@@ -23,7 +23,8 @@ public sealed class LlamaCpp : IDisposable
     readonly LLamaWeights _weights;
     readonly LLamaContext _ctx;
 
-    public LlamaCpp(string gguf, uint contextSize = 128)
+    /// <summary>Loads <paramref name="gguf"/>; with <paramref name="lora"/>, also a llama.cpp adapter GGUF applied at scale 1.</summary>
+    public LlamaCpp(string gguf, uint contextSize = 128, string? lora = null)
     {
         var p = new ModelParams(gguf)
         {
@@ -37,6 +38,11 @@ public sealed class LlamaCpp : IDisposable
         };
         _weights = LLamaWeights.LoadFromFile(p);
         _ctx = _weights.CreateContext(p);
+        if (lora is not null)
+        {
+            var adapter = _weights.NativeHandle.LoadLoraFromFile(lora);
+            _ctx.NativeHandle.SetLoraAdapters([(adapter, 1f)]);
+        }
     }
 
     public int VocabSize => _ctx.Vocab.Count;
