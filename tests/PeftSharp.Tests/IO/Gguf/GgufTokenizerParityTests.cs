@@ -40,6 +40,13 @@ public class GgufTokenizerParityTests(ITestOutputHelper output)
         var (code, _, err) = CliCapture.Run("export", "gguf", "--model", dir, "--out", gguf, "--type", "f16");
         Assert.True(code == 0, err);
 
+        // The chat template travels as tokenizer.chat_template (Ollama and llama.cpp's chat modes read it).
+        using (var r = new PeftSharp.IO.Gguf.GgufReader(gguf))
+        {
+            var template = PeftSharp.Chat.ChatTemplate.Load(dir);
+            if (template is null) Assert.False(r.Metadata.ContainsKey("tokenizer.chat_template"));
+            else Assert.Equal(template.Text, r.GetString("tokenizer.chat_template"));
+        }
         using var hf = new TextTokenizer(Path.Combine(dir, "tokenizer.json"), ModelConfig.Load(dir));
         using var cpp = new LlamaCpp(gguf, 64);
         // Mistral's tokenizer.json (Metaspace, prepend_scheme "first") adds no "▁" before a text that starts with a
