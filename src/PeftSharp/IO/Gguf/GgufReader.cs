@@ -78,7 +78,9 @@ public sealed class GgufReader : IDisposable
                 if (!names.Add(name)) throw Bad($"tensor '{name}' appears twice");
                 if (!GgmlTypes.IsKnown(type)) throw Bad($"tensor '{name}' has ggml type {type}, which PeftSharp does not read (supported: {string.Join(", ", Enum.GetNames<GgmlType>())})");
                 var t = (GgmlType)type;
-                long elements = shape.Aggregate(1L, (x, y) => checked(x * y));
+                long elements;
+                try { elements = shape.Aggregate(1L, (x, y) => checked(x * y)); }
+                catch (OverflowException) { throw Bad($"tensor '{name}' has impossible dimensions [{string.Join(", ", shape)}]"); }
                 long size;
                 try { size = GgmlTypes.ByteSize(t, shape.Length == 0 ? 1 : shape[^1], elements); }
                 catch (InvalidDataException e) { throw Bad($"tensor '{name}': {e.Message}"); }

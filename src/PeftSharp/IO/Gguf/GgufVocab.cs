@@ -1,4 +1,3 @@
-using System.Text.Json;
 using System.Text.Json.Nodes;
 using PeftSharp.Chat;
 using PeftSharp.Models;
@@ -78,8 +77,8 @@ public static class GgufVocab
         if (bosId is int bos) meta.Add(new("tokenizer.ggml.bos_token_id", GgufValue.U32((uint)bos)));
         if (tok.EosId is int eos) meta.Add(new("tokenizer.ggml.eos_token_id", GgufValue.U32((uint)eos)));
         if (tok.UnkId is int u) meta.Add(new("tokenizer.ggml.unknown_token_id", GgufValue.U32((uint)u)));
-        if (config.Raw["pad_token_id"] is JsonValue pad && pad.GetValueKind() == JsonValueKind.Number)
-            meta.Add(new("tokenizer.ggml.padding_token_id", GgufValue.U32(pad.GetValue<uint>())));
+        if (config.Raw["pad_token_id"] is JsonValue pad && pad.TryGetValue<int>(out int padId) && padId >= 0 && padId < n)
+            meta.Add(new("tokenizer.ggml.padding_token_id", GgufValue.U32((uint)padId)));
         meta.Add(new("tokenizer.ggml.add_bos_token", GgufValue.Bool(tok.Prefix.Length > 0 && tok.Prefix[0] == bosId)));
         meta.Add(new("tokenizer.ggml.add_eos_token", GgufValue.Bool(tok.Suffix.Length > 0 && tok.Suffix[^1] == tok.EosId)));
         if (ChatTemplate.Load(modelDir) is { } template) meta.Add(new("tokenizer.chat_template", GgufValue.Str(template.Text)));
