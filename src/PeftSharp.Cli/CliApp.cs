@@ -47,7 +47,7 @@ public static class CliApp
         config.AddCommand<Commands.GenerateCommand>("generate").WithDescription("Generate text from a prompt (KV cache, greedy or sampled, streamed).");
         config.AddBranch("export", export =>
         {
-            export.SetDescription("Export a model (adapters merged) for other runtimes: gguf (llama.cpp, Ollama, LM Studio, LLamaSharp).");
+            export.SetDescription("Export for llama.cpp, Ollama, LM Studio, LLamaSharp: a model with adapters merged (gguf) or a LoRA adapter (gguf-adapter).");
             export.AddCommand<Commands.ExportGgufCommand>("gguf").WithDescription("Write the base, or the base with LoRA/DoRA adapters merged, as a GGUF file (f32, f16, q8_0).");
             export.AddCommand<Commands.ExportGgufAdapterCommand>("gguf-adapter").WithDescription("Write a LoRA adapter as a llama.cpp adapter GGUF (--lora), exact for rsLoRA, alpha_pattern and rank_pattern.");
         });
