@@ -45,6 +45,12 @@ public static class CliApp
         config.AddCommand<Commands.DownloadCommand>("download").WithDescription("Download a Hugging Face repo (ORG/NAME or ORG/NAME@REV) into the shared cache; prints the snapshot folder last.");
         config.AddCommand<Commands.EvalCommand>("eval").WithDescription("Perplexity and exact match of the base and with adapter(s), side by side.");
         config.AddCommand<Commands.GenerateCommand>("generate").WithDescription("Generate text from a prompt (KV cache, greedy or sampled, streamed).");
+        config.AddBranch("export", export =>
+        {
+            export.SetDescription("Export for llama.cpp, Ollama, LM Studio, LLamaSharp: a model with adapters merged (gguf) or a LoRA adapter (gguf-adapter).");
+            export.AddCommand<Commands.ExportGgufCommand>("gguf").WithDescription("Write the base, or the base with LoRA/DoRA adapters merged, as a GGUF file (f32, f16, q8_0).");
+            export.AddCommand<Commands.ExportGgufAdapterCommand>("gguf-adapter").WithDescription("Write a LoRA adapter as a llama.cpp adapter GGUF (--lora), exact for rsLoRA, alpha_pattern and rank_pattern.");
+        });
         config.AddCommand<Commands.InspectCommand>("inspect").WithDescription("Show a model folder's architecture, shapes, parameter count, dtypes and size.");
         config.AddCommand<Commands.LogitsCommand>("logits").WithDescription("Compute logits for input_ids from a safetensors file (parity checks).");
         config.AddCommand<Commands.MakeDemoCommand>("make-demo").WithDescription("Regenerate the bundled demo data, tokenizer and base model");

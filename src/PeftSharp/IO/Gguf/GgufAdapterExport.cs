@@ -1,0 +1,60 @@
+using PeftSharp.Models;
+using PeftSharp.Tuners.Lora;
+using static TorchSharp.torch;
+
+namespace PeftSharp.IO.Gguf;
+
+/// <summary>
+/// A LoRA adapter as a llama.cpp adapter GGUF (convert_lora_to_gguf.py's layout: general.type=adapter,
+/// adapter.type=lora, adapter.lora.alpha, blk.N.&lt;tensor&gt;.weight.lora_a [r, in] and .lora_b [out, r]), exact for
+/// every PEFT scaling: each module's own scale (alpha/r, rsLoRA alpha/sqrt(r), alpha_pattern, rank_pattern) is folded
+/// into lora_b, and adapter.lora.alpha is chosen so llama.cpp's runtime factor (alpha/rank, rank read from lora_b;
+/// alpha 0 meaning none) is 1: alpha = r when every module has rank r, else 0. q/k lora_b rows get the same Llama
+/// permutation as the base weights; lora_a is not permuted. llama.cpp's Python converter writes one lora_alpha and
+/// ignores use_rslora, so rsLoRA and patterns come out wrong there.
+/// </summary>
+public static class GgufAdapterExport
+{
+    public static void Write(CausalLM model, LoraAdapter adapter, string modelDir, string adapterDir, string outPath, string? baseFingerprintJson = null)
+    {
+        var c = model.Config;
+        string arch = GgufModelExport.ArchitectureOf(c, modelDir);
+        string cfgPath = Path.Combine(adapterDir, "adapter_config.json");
+        if (adapter.Config.UseDora)
+            throw new InvalidDataException($"{cfgPath}: a DoRA adapter has no llama.cpp adapter form; use `peft export gguf --adapter {adapterDir}` to export it merged");
+        if (adapter.Config.Bias != "none")
+            throw new InvalidDataException($"{cfgPath}: bias '{adapter.Config.Bias}' (trained biases) has no llama.cpp adapter form; use `peft export gguf --adapter` to export it merged");
+        var ranks = adapter.Layers.Values.Select(l => l.Rank).Distinct().ToList();
+        float alpha = ranks.Count == 1 ? ranks[0] : 0f;
+        var meta = new List<KeyValuePair<string, GgufValue>>
+        {
+            new("general.architecture", GgufValue.Str(arch)),
+            new("general.type", GgufValue.Str("adapter")),
+            new("general.name", GgufValue.Str(Path.GetFileName(Path.GetFullPath(adapterDir).TrimEnd('/')))),
+            new("adapter.type", GgufValue.Str("lora")),
+            new("adapter.lora.alpha", GgufValue.F32(alpha)),
+        };
+        if (baseFingerprintJson is not null) meta.Add(new("peftsharp.base_fingerprint", GgufValue.Str(baseFingerprintJson)));
+
+        var tensors = new List<GgufTensor>();
+        foreach (var (module, layer) in adapter.Layers.OrderBy(kv => kv.Key, StringComparer.Ordinal))
+        {
+            string name = GgufModelExport.GgufName(module + ".weight")
+                ?? throw new InvalidDataException($"{cfgPath}: module '{module}' has no llama.cpp tensor to adapt");
+            int? permuteHeads = arch == "llama" ? module.EndsWith(".q_proj", StringComparison.Ordinal) ? c.NumHeads
+                : module.EndsWith(".k_proj", StringComparison.Ordinal) ? c.NumKvHeads : null : null;
+            var l = layer;
+            tensors.Add(new GgufTensor(name + ".lora_a", l.A.shape, GgmlType.F32, s => WriteF32(s, l.A, 1.0, null)));
+            tensors.Add(new GgufTensor(name + ".lora_b", l.B.shape, GgmlType.F32, s => WriteF32(s, l.B, l.Scaling, permuteHeads)));
+        }
+        GgufWriter.Write(outPath, meta, tensors);
+    }
+
+    static void WriteF32(Stream s, Tensor t, double scale, int? permuteHeads)
+    {
+        using var scope = NewDisposeScope();
+        var x = t.detach().to(ScalarType.Float64, CPU).mul(scale).to(ScalarType.Float32);
+        if (permuteHeads is int heads) x = GgufModelExport.PermuteRows(x, heads);
+        s.Write(GgmlQuants.Encode(GgmlType.F32, x.contiguous().data<float>().ToArray()));
+    }
+}

@@ -1,0 +1,188 @@
+using System.Globalization;
+using System.Text.RegularExpressions;
+using PeftSharp.Models;
+using static TorchSharp.torch;
+
+namespace PeftSharp.IO.Gguf;
+
+/// <summary>
+/// Writes a loaded model (adapters already merged into its weights) as a GGUF file llama.cpp runs, following
+/// convert_hf_to_gguf.py (LlamaModel, Qwen2Model): architecture keys, tensor names, the Q/K row permutation of the
+/// Llama family, tied embeddings (no output.weight), llama3 rope scaling as a rope_freqs tensor, general.* and
+/// tokenizer metadata (<see cref="GgufVocab"/>). Tensors are converted one at a time while the file streams out.
+/// </summary>
+public static partial class GgufModelExport
+{
+    /// <summary>config.json model_type -> llama.cpp architecture.</summary>
+    public static readonly IReadOnlyDictionary<string, string> Architectures = new Dictionary<string, string>
+    {
+        ["llama"] = "llama",
+        ["qwen2"] = "qwen2",
+    };
+
+    public static GgufFileType ParseType(string type) => type.ToLowerInvariant() switch
+    {
+        "f32" => GgufFileType.AllF32,
+        "f16" => GgufFileType.MostlyF16,
+        "q8_0" => GgufFileType.MostlyQ8_0,
+        _ => throw new ArgumentException($"--type '{type}' is not supported (supported: f32, f16, q8_0)"),
+    };
+
+    /// <summary>Refuses a model this exporter cannot write, naming its config.json and the cause, before any work.</summary>
+    public static string ArchitectureOf(ModelConfig c, string modelDir)
+    {
+        string where = Path.Combine(modelDir, "config.json");
+        if (!Architectures.TryGetValue(c.ModelType, out var arch))
+            throw new InvalidDataException($"{where}: model_type '{c.ModelType}' cannot be exported to GGUF yet (supported: {string.Join(", ", Architectures.Keys)})");
+        if (c.RopeScaling is { } rs && rs.Type != "llama3")
+            throw new InvalidDataException($"{where}: rope_scaling type '{rs.Type}' cannot be exported to GGUF yet (supported: llama3)");
+        if (c.SlidingWindow is not null)
+            throw new InvalidDataException($"{where}: sliding-window attention cannot be exported to GGUF yet");
+        return arch;
+    }
+
+    public static void Write(CausalLM model, string modelDir, string outPath, GgufFileType fileType, Action<string>? note = null)
+    {
+        var c = model.Config;
+        string arch = ArchitectureOf(c, modelDir);
+        if (model.Linears().Any(l => l.Quantized is not null))
+            throw new InvalidOperationException("cannot export a quantised base to GGUF; load the base dense");
+        var meta = new List<KeyValuePair<string, GgufValue>>
+        {
+            new("general.architecture", GgufValue.Str(arch)),
+            new("general.type", GgufValue.Str("model")),
+            new("general.name", GgufValue.Str(Path.GetFileName(Path.GetFullPath(modelDir).TrimEnd('/')))),
+            new("general.file_type", GgufValue.U32((uint)fileType)),
+            new("general.quantization_version", GgufValue.U32(2)), // GGML_QNT_VERSION
+            new($"{arch}.vocab_size", GgufValue.U32((uint)c.VocabSize)),
+            new($"{arch}.context_length", GgufValue.U32((uint)c.MaxPositionEmbeddings)),
+            new($"{arch}.embedding_length", GgufValue.U32((uint)c.HiddenSize)),
+            new($"{arch}.block_count", GgufValue.U32((uint)c.NumLayers)),
+            new($"{arch}.feed_forward_length", GgufValue.U32((uint)c.IntermediateSize)),
+            new($"{arch}.attention.head_count", GgufValue.U32((uint)c.NumHeads)),
+            new($"{arch}.attention.head_count_kv", GgufValue.U32((uint)c.NumKvHeads)),
+            new($"{arch}.attention.layer_norm_rms_epsilon", GgufValue.F32((float)c.RmsNormEps)),
+            new($"{arch}.rope.freq_base", GgufValue.F32((float)c.RopeTheta)),
+            new($"{arch}.rope.dimension_count", GgufValue.U32((uint)c.HeadDim)),
+        };
+        if (c.HeadDim * c.NumHeads != c.HiddenSize)
+        {
+            meta.Add(new($"{arch}.attention.key_length", GgufValue.U32((uint)c.HeadDim)));
+            meta.Add(new($"{arch}.attention.value_length", GgufValue.U32((uint)c.HeadDim)));
+        }
+        meta.AddRange(GgufVocab.Metadata(modelDir, c));
+
+        var tensors = new List<GgufTensor>();
+        var byName = model.named_parameters().ToDictionary(p => p.name, p => p.parameter);
+        var ordered = byName.Keys.OrderBy(Order).ToList();
+        foreach (var hfName in ordered)
+        {
+            string name = GgufName(hfName) ?? throw new InvalidOperationException($"parameter '{hfName}' has no GGUF name (unmerged adapter weights?)");
+            var p = byName[hfName];
+            long[] shape = p.shape;
+            // Llama-family checkpoints hold q/k rows in HF's rotate-half order; llama.cpp expects them interleaved.
+            int? permuteHeads = arch == "llama" ? hfName.Contains(".q_proj.") ? c.NumHeads : hfName.Contains(".k_proj.") ? c.NumKvHeads : null : null;
+            var type = TypeFor(name, shape, fileType, note);
+            tensors.Add(new GgufTensor(name, shape, type, s => WriteParameter(s, p, permuteHeads, type)));
+        }
+        if (c.RopeScaling is { Type: "llama3" } scaling)
+        {
+            var factors = Llama3RopeFactors(c.RopeTheta, c.HeadDim, scaling);
+            tensors.Insert(1, new GgufTensor("rope_freqs.weight", [factors.Length], GgmlType.F32, s => s.Write(GgmlQuants.Encode(GgmlType.F32, factors))));
+        }
+        GgufWriter.Write(outPath, meta, tensors);
+    }
+
+    /// <summary>convert_hf_to_gguf.py's tensor order: embeddings, the blocks in order, the final norm, the output head.</summary>
+    static (int, int, string) Order(string hfName)
+    {
+        var m = LayerName().Match(hfName);
+        if (m.Success) return (1, int.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture), hfName);
+        return hfName.StartsWith("model.embed_tokens", StringComparison.Ordinal) ? (0, 0, hfName)
+            : hfName.StartsWith("model.norm", StringComparison.Ordinal) ? (2, 0, hfName) : (3, 0, hfName);
+    }
+
+    [GeneratedRegex(@"^model\.layers\.(\d+)\.(.+)$")]
+    private static partial Regex LayerName();
+
+    static readonly Dictionary<string, string> LayerTensors = new()
+    {
+        ["input_layernorm"] = "attn_norm", ["self_attn.q_proj"] = "attn_q", ["self_attn.k_proj"] = "attn_k",
+        ["self_attn.v_proj"] = "attn_v", ["self_attn.o_proj"] = "attn_output", ["post_attention_layernorm"] = "ffn_norm",
+        ["mlp.gate_proj"] = "ffn_gate", ["mlp.up_proj"] = "ffn_up", ["mlp.down_proj"] = "ffn_down",
+    };
+
+    /// <summary>llama.cpp's name of an HF tensor (gguf-py tensor_mapping.py), or null for tensors it has no slot for.</summary>
+    public static string? GgufName(string hf)
+    {
+        switch (hf)
+        {
+            case "model.embed_tokens.weight": return "token_embd.weight";
+            case "model.norm.weight": return "output_norm.weight";
+            case "lm_head.weight": return "output.weight";
+        }
+        var m = LayerName().Match(hf);
+        if (!m.Success) return null;
+        string rest = m.Groups[2].Value;
+        int dot = rest.LastIndexOf('.');
+        string module = rest[..dot], suffix = rest[(dot + 1)..];
+        return suffix is "weight" or "bias" && LayerTensors.TryGetValue(module, out var g) ? $"blk.{m.Groups[1].Value}.{g}.{suffix}" : null;
+    }
+
+    /// <summary>
+    /// convert_hf_to_gguf.py's choice: 1-D tensors and norms stay F32; 2-D tensors take the file type, and a q8_0
+    /// tensor whose rows are not whole 32-value blocks falls back to F16 as the converter's QuantError path does.
+    /// </summary>
+    static GgmlType TypeFor(string name, long[] shape, GgufFileType fileType, Action<string>? note)
+    {
+        if (shape.Length <= 1 || name.EndsWith("_norm.weight", StringComparison.Ordinal) || fileType == GgufFileType.AllF32) return GgmlType.F32;
+        if (fileType == GgufFileType.MostlyF16) return GgmlType.F16;
+        if (shape[^1] % GgmlQuants.Q8_0Block == 0) return GgmlType.Q8_0;
+        note?.Invoke($"{name}: rows of {shape[^1]} values are not whole q8_0 blocks of 32; written as f16");
+        return GgmlType.F16;
+    }
+
+    static void WriteParameter(Stream s, TorchSharp.Modules.Parameter p, int? permuteHeads, GgmlType type)
+    {
+        using var scope = NewDisposeScope();
+        var t = p.detach().to(ScalarType.Float32, CPU);
+        if (permuteHeads is int heads) t = PermuteRows(t, heads);
+        var values = t.contiguous().data<float>().ToArray();
+        s.Write(GgmlQuants.Encode(type, values));
+    }
+
+    /// <summary>
+    /// convert_hf_to_gguf.py LlamaModel.permute: rows of each head go from [first half; second half] (HF rotate-half)
+    /// to interleaved pairs (llama.cpp's rope). Applies to weights [rows, in] and biases [rows].
+    /// </summary>
+    public static Tensor PermuteRows(Tensor w, int heads)
+    {
+        long rows = w.shape[0];
+        var rest = w.shape.Skip(1).ToArray();
+        return w.reshape([heads, 2, rows / heads / 2, .. rest]).transpose(1, 2).reshape(w.shape);
+    }
+
+    /// <summary>
+    /// LlamaModel.generate_extra_tensors for rope_type llama3: per frequency of the rotary half, the divisor llama.cpp
+    /// applies (1 for short wavelengths, factor for long ones, smoothed between), in float32 as the converter does.
+    /// </summary>
+    public static float[] Llama3RopeFactors(double theta, int headDim, RopeScaling rs)
+    {
+        double lowWavelen = rs.OriginalMaxPositionEmbeddings / rs.LowFreqFactor;
+        double highWavelen = rs.OriginalMaxPositionEmbeddings / rs.HighFreqFactor;
+        var factors = new float[headDim / 2];
+        for (int i = 0; i < factors.Length; i++)
+        {
+            float freq = 1.0f / MathF.Pow((float)theta, 2 * i / (float)headDim);
+            double wavelen = 2 * Math.PI / freq;
+            if (wavelen < highWavelen) factors[i] = 1f;
+            else if (wavelen > lowWavelen) factors[i] = (float)rs.Factor;
+            else
+            {
+                double smooth = (rs.OriginalMaxPositionEmbeddings / wavelen - rs.LowFreqFactor) / (rs.HighFreqFactor - rs.LowFreqFactor);
+                factors[i] = (float)(1 / ((1 - smooth) / rs.Factor + smooth));
+            }
+        }
+        return factors;
+    }
+}

@@ -1,0 +1,45 @@
+namespace PeftSharp.IO.Gguf;
+
+/// <summary>Metadata value types of GGUF v3 (ggml/docs/gguf.md, gguf-py/gguf/constants.py GGUFValueType).</summary>
+public enum GgufValueType : uint
+{
+    UInt8 = 0, Int8 = 1, UInt16 = 2, Int16 = 3, UInt32 = 4, Int32 = 5, Float32 = 6, Bool = 7, String = 8, Array = 9,
+    UInt64 = 10, Int64 = 11, Float64 = 12,
+}
+
+/// <summary>The ggml tensor types PeftSharp writes or reads (values from ggml.h / constants.py GGMLQuantizationType).</summary>
+public enum GgmlType : uint
+{
+    F32 = 0, F16 = 1, Q4_0 = 2, Q8_0 = 8, BF16 = 30,
+}
+
+/// <summary>general.file_type (constants.py LlamaFileType): what most tensors of the file are.</summary>
+public enum GgufFileType : uint
+{
+    AllF32 = 0, MostlyF16 = 1, MostlyQ8_0 = 7,
+}
+
+/// <summary>Block geometry and byte sizes of the ggml types.</summary>
+public static class GgmlTypes
+{
+    /// <summary>Elements per block and bytes per block (ggml's type traits).</summary>
+    public static (int BlockSize, int BlockBytes) Traits(GgmlType t) => t switch
+    {
+        GgmlType.F32 => (1, 4),
+        GgmlType.F16 => (1, 2),
+        GgmlType.BF16 => (1, 2),
+        GgmlType.Q8_0 => (32, 34),  // fp16 scale + 32 int8
+        GgmlType.Q4_0 => (32, 18),  // fp16 scale + 16 bytes of nibbles
+        _ => throw new InvalidDataException($"unsupported ggml tensor type {(uint)t}"),
+    };
+
+    public static bool IsKnown(uint t) => Enum.IsDefined(typeof(GgmlType), t);
+
+    /// <summary>Bytes of a tensor whose innermost dimension is <paramref name="ne0"/>; that dimension must be whole blocks.</summary>
+    public static long ByteSize(GgmlType t, long ne0, long elements)
+    {
+        var (block, bytes) = Traits(t);
+        if (ne0 % block != 0) throw new InvalidDataException($"{t}: a row of {ne0} elements is not a whole number of {block}-element blocks");
+        return elements / block * bytes;
+    }
+}

@@ -1,0 +1,102 @@
+using System.Text.Json.Nodes;
+using PeftSharp.IO;
+using PeftSharp.IO.Gguf;
+using PeftSharp.Models;
+using PeftSharp.Tests.Support;
+using Xunit.Abstractions;
+using static TorchSharp.torch;
+
+namespace PeftSharp.Tests.IO.Gguf;
+
+/// <summary>
+/// `peft export gguf-adapter`: llama.cpp running the base GGUF with the adapter GGUF (scale 1) reproduces PEFT's
+/// model (our `peft merge` folder) for an rsLoRA adapter with alpha_pattern and rank_pattern, where llama.cpp's
+/// Python converter is off; DoRA is refused with the command that does work.
+/// </summary>
+[Collection("console")]
+public class GgufAdapterExportTests(ITestOutputHelper output)
+{
+    static readonly int[] Prompt = [5, 17, 99, 42, 200, 7, 63, 11];
+    static string FixtureLora => Path.Combine(TestPaths.TinyLlama, "adapters", "lora");
+
+    /// <summary>The fixture LoRA (q_proj, v_proj, r 4) made rsLoRA, v_proj at rank 2 (rank_pattern) with alpha 24 (alpha_pattern).</summary>
+    static string PatternedAdapter()
+    {
+        string dir = TestPaths.TempDir();
+        var cfg = JsonFile.ReadObject(Path.Combine(FixtureLora, "adapter_config.json"));
+        cfg["use_rslora"] = true;
+        cfg["rank_pattern"] = new JsonObject { ["v_proj"] = 2 };
+        cfg["alpha_pattern"] = new JsonObject { ["v_proj"] = 24 };
+        File.WriteAllText(Path.Combine(dir, "adapter_config.json"), cfg.ToJsonString());
+        using var st = new SafeTensorsFile(Path.Combine(FixtureLora, "adapter_model.safetensors"));
+        var tensors = st.Tensors.Select(t =>
+        {
+            var x = st.Load(t.Name);
+            if (t.Name.Contains("v_proj.lora_A")) x = x[..2];
+            if (t.Name.Contains("v_proj.lora_B")) x = x[.., ..2];
+            return (t.Name, x.contiguous());
+        }).ToList();
+        SafeTensorsWriter.Write(Path.Combine(dir, "adapter_model.safetensors"), tensors, new Dictionary<string, string> { ["format"] = "pt" });
+        return dir;
+    }
+
+    [Fact]
+    public void RsLoraWithPatterns_LlamaCppReproducesPeft() => AssertLlamaCppReproducesPeft(PatternedAdapter(), expectedAlpha: 0f, vRank: 2);
+
+    [Fact]
+    public void PlainLora_LlamaCppReproducesPeft() => AssertLlamaCppReproducesPeft(FixtureLora, expectedAlpha: 4f, vRank: 4);
+
+    void AssertLlamaCppReproducesPeft(string adapter, float expectedAlpha, long vRank)
+    {
+        string tmp = TestPaths.TempDir(), baseGguf = Path.Combine(tmp, "base.gguf"), loraGguf = Path.Combine(tmp, "lora.gguf"), merged = Path.Combine(tmp, "merged");
+        foreach (var args in new[]
+        {
+            new[] { "export", "gguf", "--model", TestPaths.TinyLlama, "--out", baseGguf, "--type", "f32" },
+            ["export", "gguf-adapter", "--model", TestPaths.TinyLlama, "--adapter", adapter, "--out", loraGguf],
+            ["merge", "--model", TestPaths.TinyLlama, "--adapter", adapter, "--out", merged],
+        })
+        {
+            var (code, _, err) = CliCapture.Run(args);
+            Assert.True(code == 0, $"{string.Join(' ', args)}: {err}");
+        }
+        using (var r = new GgufReader(loraGguf))
+        {
+            Assert.Equal("adapter", r.GetString("general.type"));
+            Assert.Equal("lora", r.GetString("adapter.type"));
+            // alpha = r makes llama.cpp's alpha/rank factor 1; mixed ranks need 0 (no factor).
+            Assert.Equal(expectedAlpha, r.Get("adapter.lora.alpha").Value);
+            Assert.Equal(new long[] { vRank, 64 }, r.Tensor("blk.0.attn_v.weight.lora_a").Shape);
+        }
+
+        float[] ours;
+        using (var model = ModelLoader.Load(merged))
+        using (no_grad())
+        using (var ids = tensor(Prompt.Select(i => (long)i).ToArray(), ScalarType.Int64).unsqueeze(0))
+        using (var logits = model.Forward(ids, lastOnly: true))
+            ours = logits[0, -1].data<float>().ToArray();
+        using var withAdapter = new LlamaCpp(baseGguf, lora: loraGguf);
+        using var bare = new LlamaCpp(baseGguf);
+        double rel = Rel(withAdapter.LastLogits(Prompt), ours), baseRel = Rel(bare.LastLogits(Prompt), ours);
+        output.WriteLine($"base + adapter GGUF vs PEFT merged: {rel:E2} relative; base alone: {baseRel:E2}");
+        Assert.True(rel < 1e-4, $"llama.cpp with the adapter differs from PEFT by {rel:E2}");
+        Assert.True(baseRel > 1e-3, "the adapter made no difference: the test would not see a wrong scale");
+    }
+
+    [Fact]
+    public void DoraIsRefusedNamingTheMergedExport()
+    {
+        string dora = Path.Combine(TestPaths.TinyLlama, "adapters", "dora");
+        string outDir = TestPaths.TempDir();
+        var (code, _, err) = CliCapture.Run("export", "gguf-adapter", "--model", TestPaths.TinyLlama, "--adapter", dora, "--out", Path.Combine(outDir, "a.gguf"));
+        Assert.Equal(1, code);
+        Assert.Contains("adapter_config.json: a DoRA adapter has no llama.cpp adapter form; use `peft export gguf --adapter", err);
+        Assert.Empty(Directory.GetFileSystemEntries(outDir));
+    }
+
+    static double Rel(float[] a, float[] b)
+    {
+        double num = 0, den = 0;
+        for (int i = 0; i < a.Length; i++) { num += (a[i] - (double)b[i]) * (a[i] - (double)b[i]); den += (double)b[i] * b[i]; }
+        return Math.Sqrt(num / den);
+    }
+}
