@@ -32,7 +32,10 @@ public sealed record MemoryPlan
     public required long DequantBufferBytes { get; init; }
     /// <summary>ZeRO-3/FSDP: one decoder block's weights all-gathered for its forward/backward.</summary>
     public required long GatheredLayerBytes { get; init; }
+    /// <summary>The runtime allowance: what the process holds besides tensors (the sum of <see cref="RuntimeTerms"/>).</summary>
     public required long FrameworkOverheadBytes { get; init; }
+    /// <summary>The runtime allowance in named terms (on CPU measured by bench/runtime-memory.sh; see <see cref="CpuRuntime"/>).</summary>
+    public IReadOnlyList<RuntimeTerm> RuntimeTerms { get; init; } = [];
     /// <summary>What the optimiser step allocates on top of weights, gradients and state (foreach AdamW's temporary).</summary>
     public long OptimizerStepTemporaryBytes { get; init; }
     /// <summary>What the CUDA caching allocator reserves beyond the tensors (in the reserved and device figures).</summary>
