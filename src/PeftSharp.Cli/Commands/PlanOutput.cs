@@ -143,7 +143,6 @@ static class PlanOutput
         adapters_bytes = p.AdaptersBytes,
         prefill_bytes = p.PrefillBytes,
         framework_overhead_bytes = p.FrameworkOverheadBytes,
-        runtime_terms = p.RuntimeTerms.Select(t => new { name = t.Name, bytes = t.Bytes, basis = t.Basis }),
         total_bytes = p.TotalBytes,
         concurrent_sequences = Gpus.Common.ToDictionary(g => g.Name, g => p.ConcurrentSequences(g.Bytes)),
         fits = Gpus.Common.ToDictionary(g => g.Name, g => p.Fits(g.Bytes)),
