@@ -18,6 +18,8 @@ public static class CpuRuntime
     /// <summary>libtorch + .NET runtime resident once libtorch is loaded (150.4 MB in the bench). `peft train` replaces it
     /// with its own process's figure, measured before it plans.</summary>
     public const long DefaultAfterLoadBytes = 150_000_000;
+    /// <summary>The name of the first term, which a run measures for itself (the rest is what the run adds to it).</summary>
+    public const string AfterLoadName = "libtorch + .NET after load";
     /// <summary>Tokenizer, safetensors loader and model code (JIT-compiled), beyond the weights: 183.5 - 150.4 - 2.5 MB.</summary>
     public const long LoadingBytes = 31_000_000;
     /// <summary>The .NET GC's gen0 budget: managed allocations of every step (tensor handles, records) accumulate until the
@@ -34,7 +36,7 @@ public static class CpuRuntime
     /// <summary>The terms of a training run; <paramref name="afterLoadBytes"/> = the process's own figure when it measured it.</summary>
     public static IReadOnlyList<RuntimeTerm> Training(long? afterLoadBytes = null) =>
     [
-        new("libtorch + .NET after load", afterLoadBytes ?? DefaultAfterLoadBytes,
+        new(AfterLoadName, afterLoadBytes ?? DefaultAfterLoadBytes,
             afterLoadBytes is null ? "measured by bench/runtime-memory.sh" : "measured in this process"),
         new("model loading code", LoadingBytes, "tokenizer, loader, JIT-compiled model code"),
         new(".NET heap (gen0 budget)", ManagedHeapBytes, "grows each step until the first gen0 collection"),

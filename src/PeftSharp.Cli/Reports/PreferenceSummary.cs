@@ -110,8 +110,8 @@ public sealed record PreferenceSummary(TrainSettings Settings, string Method, st
         sb.AppendLine($"| weights | {Mb(Plan.WeightsBytes)} | {Mb(Measured.Weights)} |");
         sb.AppendLine($"| gradients | {Mb(Plan.GradientsBytes)} | {Mb(Measured.Gradients)} |");
         sb.AppendLine($"| optimizer state | {Mb(Plan.OptimizerBytes)} | {Mb(Measured.Optimizer)} |");
-        sb.AppendLine($"| activations + buffers | {Mb(Plan.ActivationsBytes + Plan.LogitsBytes + Plan.DequantBufferBytes)} | {Mb(Measured.ActivationsAndBuffers)} |");
-        sb.AppendLine($"| runtime | {Mb(Plan.FrameworkOverheadBytes)} | {Mb(Measured.Runtime)} |");
+        sb.AppendLine($"| activations + buffers + runtime growth | {Mb(Plan.ActivationsBytes + Plan.LogitsBytes + Plan.DequantBufferBytes + Plan.RuntimeGrowthBytes)} | {Mb(Measured.ActivationsAndBuffers)} |");
+        sb.AppendLine($"| runtime after load | {Mb(Plan.RuntimeAfterLoadBytes)} | {Mb(Measured.Runtime)} |");
         sb.AppendLine($"| total (peak RSS) | {Mb(Plan.TotalBytes)} | {Mb(Measured.Peak)} |");
         sb.AppendLine().AppendLine($"Peak error of the plan: {PlanError.ToString("+0.0%;-0.0%", CultureInfo.InvariantCulture)}.").AppendLine();
         sb.AppendLine("![memory](memory.png)");

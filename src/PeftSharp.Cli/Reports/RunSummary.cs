@@ -22,8 +22,9 @@ public sealed record RunSummary(TrainSettings Settings, string Method, TrainingD
         ("weights", Plan.WeightsBytes, Measured.Weights),
         ("gradients", Plan.GradientsBytes, Measured.Gradients),
         ("optimizer state", Plan.OptimizerBytes, Measured.Optimizer),
-        ("activations + buffers", Plan.ActivationsBytes + Plan.LogitsBytes + Plan.DequantBufferBytes, Measured.ActivationsAndBuffers),
-        ("runtime", Plan.FrameworkOverheadBytes, Measured.Runtime),
+        // Measured runtime = the resident set before loading; what the run adds to it is in the rest of the peak.
+        ("activations + buffers + runtime growth", Plan.ActivationsBytes + Plan.LogitsBytes + Plan.DequantBufferBytes + Plan.RuntimeGrowthBytes, Measured.ActivationsAndBuffers),
+        ("runtime after load", Plan.RuntimeAfterLoadBytes, Measured.Runtime),
         ("total (peak RSS)", Plan.TotalBytes, Measured.Peak),
     ];
 

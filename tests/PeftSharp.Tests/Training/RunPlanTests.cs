@@ -37,6 +37,9 @@ public class RunPlanTests
         Assert.Equal(6, measured.RuntimeTerms.Count);
         Assert.Equal(("libtorch + .NET after load", 157_000_000L), (measured.RuntimeTerms[0].Name, measured.RuntimeTerms[0].Bytes));
         Assert.Equal(measured.FrameworkOverheadBytes, measured.RuntimeTerms.Sum(t => t.Bytes));
+        // The run report compares the after-load term with the measured runtime; the rest joins activations and buffers.
+        Assert.Equal(157_000_000, measured.RuntimeAfterLoadBytes);
+        Assert.Equal(added, measured.RuntimeGrowthBytes);
         // The DPO/ORPO plan carries the same allowance.
         Assert.Equal(measured.FrameworkOverheadBytes, RunPlan.ForPreference(TestPaths.TinyLlama, m, o, 20, 157_000_000).FrameworkOverheadBytes);
     }
