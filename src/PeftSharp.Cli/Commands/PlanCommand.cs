@@ -11,7 +11,7 @@ public sealed class PlanCommand : Command<PlanCommand.Settings>
 {
     public sealed class Settings : CommandSettings
     {
-        [CommandOption("--model <MODEL>"), Description("Preset name, path to config.json / a model folder, or Hub repo id ORG/NAME[@REVISION] (config.json alone is downloaded)")]
+        [CommandOption("--model <MODEL>"), Description("Preset name, path to config.json / a model folder, or Hub repo id ORG/NAME[[@REVISION]] (config.json alone is downloaded)")]
         public string Model { get; set; } = "";
 
         [CommandOption("--method <METHOD>"), Description("full, lora, dora, qlora, qdora, adapter, prompt-tuning")]
