@@ -2,7 +2,8 @@
 # Predicted (the plan `peft train` prints) vs measured peak resident memory of the project's own Trainer on CPU.
 # Each configuration runs in a fresh process (`train-memory` bench) so VmHWM is that run's peak. The model is a
 # random ~134M-parameter Llama shape (vocab 32000, h 768, MLP 2048, 12 layers), written once by `make-model`.
-# Measured = VmHWM when the last step has finished; 'end' also covers the final checkpoint and artefact save.
+# Measured = VmHWM of the whole run, final checkpoint and artefact save included (what `peft train` compares its plan
+# with; the plan's runtime allowance covers the save); 'steps' = VmHWM when the last step had finished, for reference.
 # CONFIGS overrides the list: "method:seq:batch[:ckpt][:padded]" entries separated by spaces. STEPS (default 3).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -29,18 +30,19 @@ python3 - "$work/results.jsonl" "$((SECONDS - start))" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 mb = lambda b: b / 1e6
-print(f"{'config':<26}{'predicted MB':>13}{'measured MB':>12}{'error':>8}{'end MB':>8}   measured runtime / weights+grads+optim / rest   predicted acts+logits+dequant")
+print(f"{'config':<26}{'predicted MB':>13}{'measured MB':>12}{'error':>8}{'steps MB':>9}{'error':>8}   measured runtime / weights+grads+optim / rest   predicted acts+logits+dequant / runtime allowance")
 worst = 0
 for r in rows:
     p, m = r["predicted"], r["measured"]
     name = f"{r['method']} b{r['batch']} s{r['seq']}" + (" ckpt" if r["checkpointing"] else "") + (" padded" if r["padded"] else "")
-    # The plan describes the training steps: compare with the peak when the last step finished (before the final save).
-    err = (p["total"] - m["training_peak"]) / m["training_peak"] * 100
+    # The plan describes the whole run (its runtime allowance includes the end-of-run save): compare with the run's peak.
+    err = (p["total"] - m["peak"]) / m["peak"] * 100
+    err_steps = (p["total"] - m["training_peak"]) / m["training_peak"] * 100
     worst = max(worst, abs(err))
     fixed = m["weights"] + m["gradients"] + m["optimizer"]
-    rest = m["training_peak"] - fixed - m["runtime"]
-    print(f"{name:<26}{mb(p['total']):>13.0f}{mb(m['training_peak']):>12.0f}{err:>+7.1f}%{mb(m['peak']):>8.0f}   {mb(m['runtime']):.0f} / {mb(fixed):.0f} / {mb(rest):.0f}"
-          f"   {mb(p['activations'] + p['logits'] + p['dequant']):.0f}")
+    rest = m["peak"] - fixed - m["runtime"]
+    print(f"{name:<26}{mb(p['total']):>13.0f}{mb(m['peak']):>12.0f}{err:>+7.1f}%{mb(m['training_peak']):>9.0f}{err_steps:>+7.1f}%   {mb(m['runtime']):.0f} / {mb(fixed):.0f} / {mb(rest):.0f}"
+          f"   {mb(p['activations'] + p['logits'] + p['dequant']):.0f} / {mb(p['runtime']):.0f}")
 print(f"worst |error| {worst:.1f}% over {len(rows)} runs; bench took {sys.argv[2]} s")
 sys.exit(0 if worst <= 10 else 1)
 PY

@@ -10,10 +10,11 @@ build_bench
 args=(--batch "${BATCH:-32}" --prompt "${PROMPT:-960}" --max-tokens "${MAX_TOKENS:-32}" --adapters "${ADAPTERS:-8}" --threads "${THREADS:-2}")
 for mode in --return-frees ""; do
   echo "serve-memory ${args[*]} $mode" >&2
-  bench serve-memory "${args[@]}" $mode | tail -1 | python3 -c '
-import json, sys
-r = json.loads(sys.stdin.read()); mb = lambda b: b / 2**20
-print(f"{sys.argv[1]:<22} planned {mb(r[\"planned\"]):7.0f} MiB  measured {mb(r[\"measured\"]):7.0f} MiB  error {100 * r[\"error\"]:+5.1f}%  "
-      f"(weights {mb(r[\"weights\"]):.0f}, KV {mb(r[\"kv_cache\"]):.0f}, adapters {mb(r[\"adapters_bytes\"]):.0f}, prefill {mb(r[\"prefill\"]):.0f}, runtime {mb(r[\"overhead\"]):.0f})")
+  bench serve-memory "${args[@]}" $mode | tail -1 | tee /dev/stderr | python3 -c '
+import json, sys, types
+r = json.loads(sys.stdin.read(), object_hook=lambda d: types.SimpleNamespace(**d)); mb = lambda b: b / 2**20
+print(f"{sys.argv[1]:<22} planned {mb(r.planned):7.0f} MiB  measured {mb(r.measured):7.0f} MiB  error {100 * r.error:+5.1f}%  "
+      f"(weights {mb(r.weights):.0f}, KV {mb(r.kv_cache):.0f}, adapters {mb(r.adapters_bytes):.0f}, prefill {mb(r.prefill):.0f}, runtime {mb(r.overhead):.0f}); "
+      f"{r.seconds:.1f} s, {r.generated_tokens_per_s:.1f} generated tokens/s")
 ' "${mode:-default malloc}"
 done

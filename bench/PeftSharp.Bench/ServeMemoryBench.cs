@@ -48,7 +48,9 @@ public sealed class ServeMemoryBench : IBench
                 Host = "127.0.0.1", Port = 0, MaxBatch = batch, MaxQueue = batch, MaxAdapters = Math.Max(1, adapters),
                 Adapters = folders.Select((d, i) => ($"a{i}", d)).ToList(),
             };
+            var clock = System.Diagnostics.Stopwatch.StartNew();
             RunLoad(model, tok, options, batch, prompt, maxTokens, adapters).GetAwaiter().GetResult();
+            double seconds = clock.Elapsed.TotalSeconds; // the whole load: prefill of every prompt, then batched decoding
             // What the bench itself left resident while writing the adapters (injecting, saving, deleting them in the base)
             // is not the server's: `peft serve` loads them from disk. It is taken off the peak.
             long setupResidue = afterAdapters - afterModel;
@@ -71,6 +73,7 @@ public sealed class ServeMemoryBench : IBench
                 ["planned"] = plan.TotalBytes, ["measured"] = measured, ["rss_runtime"] = runtime, ["rss_after_model"] = afterModel,
                 ["rss_after_adapters"] = afterAdapters, ["peak_rss"] = peak, ["error"] = Math.Round((plan.TotalBytes - (double)measured) / measured, 4), ["weights"] = plan.WeightsBytes, ["kv_cache"] = plan.KvCacheBytes, ["kv_growth"] = plan.KvGrowthBytes,
                 ["adapters_bytes"] = plan.AdaptersBytes, ["prefill"] = plan.PrefillBytes, ["overhead"] = plan.FrameworkOverheadBytes,
+                ["seconds"] = Math.Round(seconds, 2), ["generated_tokens_per_s"] = Math.Round(batch * maxTokens / seconds, 2),
             }.ToJsonString());
             return 0;
         }

@@ -17,14 +17,16 @@ namespace PeftSharp.Bench;
 public sealed class TrainMemoryBench : IBench
 {
     public string Name => "train-memory";
-    public string Description => "one Trainer run, plan vs measured peak RSS (--model DIR --method full|lora|qlora --seq --batch --steps --checkpointing --padded)";
+    public string Description => "one Trainer run, plan vs measured peak RSS (--model DIR --method full|lora|qlora --seq --batch --steps --checkpointing --padded --threads N --eval-batch B)";
 
     public int Run(string[] argv)
     {
         var a = new BenchArgs(argv);
         ProcessMemory.ReturnLargeFreesToOs(); // as peft train does
+        if (a.Int("threads", 0) is > 0 and int threads) set_num_threads(threads);
         using (zeros(1)) { } // libtorch loaded: what is resident now is the runtime, as peft train counts it
-        long runtime = ProcessMemory.Read().RssBytes;
+        var probes = new Dictionary<string, RuntimeProbe.Sample> { ["libtorch_loaded"] = RuntimeProbe.Take() };
+        long runtime = probes["libtorch_loaded"].Rss;
         string modelDir = a.Get("model", "");
         if (modelDir == "") throw new ArgumentException("--model is required");
         string method = a.Get("method", "lora");
@@ -50,19 +52,34 @@ public sealed class TrainMemoryBench : IBench
         }).ToList();
         var data = new TrainingData(rows, new DataStats(rows.Count, rows.Count, rows.Sum(r => (long)r.Length), rows.Sum(r => (long)r.Length), 0, 0, 0), [], [], null);
 
-        var plan = RunPlan.For(modelDir, m, o, seq);
+        var plan = RunPlan.For(modelDir, m, o, seq, runtime); // as peft train plans: with this process's runtime after load
         var (model, trainingMethod) = MethodFactory.Create(modelDir, m, tokenizer, CPU, seed: 1);
         using var _ = model;
         long loadPeak = ProcessMemory.Read().PeakRssBytes;
+        probes["model_loaded"] = RuntimeProbe.Take();
         if (checkpointing) PeftSharp.Quantization.GradientCheckpointing.Enable(model);
         long trainingPeak = 0;
         var trainer = new Trainer(model, trainingMethod, o, tokenizer.EosId)
         {
-            OnStep = _ => trainingPeak = ProcessMemory.Read().PeakRssBytes,
+            OnStep = step =>
+            {
+                trainingPeak = ProcessMemory.Read().PeakRssBytes;
+                if (step == 1) probes["first_step"] = RuntimeProbe.Take();
+                if (step == steps) probes["last_step"] = RuntimeProbe.Take();
+                else if (step % 20 == 0) probes[$"step_{step}"] = RuntimeProbe.Take();
+            },
         };
         var clock = System.Diagnostics.Stopwatch.StartNew();
         trainer.Train(data);
         long endPeak = ProcessMemory.Read().PeakRssBytes;
+        probes["saved"] = RuntimeProbe.Take();
+        // --eval-batch B: one no-grad evaluation pass over the rows at that batch after the run, as peft train's end-of-run
+        // eval and held-out perplexity do (their peak is the last figure).
+        if (a.Int("eval-batch", 0) is > 0 and int evalBatch)
+        {
+            Evaluator.Run(model, rows, [], tokenizer.EosId, evalBatch, method: trainingMethod);
+            probes["evaluated"] = RuntimeProbe.Take();
+        }
         string optimizerFile = Path.Combine(Checkpoint.Resolve(outDir), Checkpoint.Optimizer);
         var measured = MeasuredMemory.From(model, trainingMethod, runtime, endPeak, optimizerFile);
         if (!a.Flag("keep")) Directory.Delete(outDir, recursive: true);
@@ -81,6 +98,7 @@ public sealed class TrainMemoryBench : IBench
                 peak = endPeak, training_peak = trainingPeak, load_peak = loadPeak, weights = measured.Weights, gradients = measured.Gradients,
                 optimizer = measured.Optimizer, runtime, activations_and_buffers = measured.ActivationsAndBuffers,
             },
+            probes,
         }));
         return 0;
     }

@@ -19,21 +19,35 @@ public static class HubCli
         catch (IOException e) { throw new IOException($"{flag}: no folder '{value}', and as a Hub repo: {e.Message}", e); }
     }
 
-    /// <summary>A repo id's snapshot folder, downloaded where needed with a progress bar on stderr; errors name the repo.</summary>
-    public static string Download(string repoId)
+    /// <summary>A repo id's snapshot folder, downloaded where needed with a progress bar on stderr; errors name the repo.
+    /// <paramref name="only"/> limits the files (config.json alone for `peft plan`).</summary>
+    public static string Download(string repoId, Func<string, bool>? only = null)
     {
         var repo = RepoId.Parse(repoId);
         var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) });
         Action<string> onLockWait = file => console.MarkupLineInterpolated($"[grey]{file}: waiting for another download of the same file[/]");
         // Not a terminal (a log, CI, a pipe): no live bar, one line per file when it is done.
         if (!console.Profile.Capabilities.Interactive)
-            return ModelLocation.Download(repo, progress: new LineProgress(console), onLockWait: onLockWait);
+            return ModelLocation.Download(repo, progress: new LineProgress(console), onLockWait: onLockWait, only: only);
         string folder = "";
         console.Progress()
             .AutoClear(false)
             .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new DownloadedColumn(), new TransferSpeedColumn(), new RemainingTimeColumn())
-            .Start(ctx => folder = ModelLocation.Download(repo, progress: new SpectreProgress(ctx), onLockWait: onLockWait));
+            .Start(ctx => folder = ModelLocation.Download(repo, progress: new SpectreProgress(ctx), onLockWait: onLockWait, only: only));
         return folder;
+    }
+
+    /// <summary>
+    /// `peft plan --model`: an existing config.json or folder as is, else a Hub repo id as its snapshot folder holding
+    /// config.json alone (the planner needs nothing else; the weights are not fetched). Errors: one line naming <paramref name="flag"/>.
+    /// </summary>
+    public static ValidationResult TryResolveConfig(string value, string flag, out string folder)
+    {
+        folder = value;
+        if (File.Exists(value) || Directory.Exists(value) || !RepoId.TryParse(value, out _)) return ValidationResult.Success();
+        try { folder = Download(value, only: f => f == "config.json"); }
+        catch (IOException e) { return ValidationResult.Error($"{flag}: no folder '{value}', and as a Hub repo: {e.Message}"); }
+        return ValidationResult.Success();
     }
 
     /// <summary>Settings validation in one call: the flag's value resolved to a folder, or the error as a validation result.</summary>

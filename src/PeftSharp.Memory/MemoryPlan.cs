@@ -32,7 +32,16 @@ public sealed record MemoryPlan
     public required long DequantBufferBytes { get; init; }
     /// <summary>ZeRO-3/FSDP: one decoder block's weights all-gathered for its forward/backward.</summary>
     public required long GatheredLayerBytes { get; init; }
+    /// <summary>The runtime allowance: what the process holds besides tensors (the sum of <see cref="RuntimeTerms"/>).</summary>
     public required long FrameworkOverheadBytes { get; init; }
+    /// <summary>The runtime allowance in named terms (on CPU measured by bench/runtime-memory.sh; see <see cref="CpuRuntime"/>).</summary>
+    public IReadOnlyList<RuntimeTerm> RuntimeTerms { get; init; } = [];
+    /// <summary>The allowance's part present before the model loads (what a run reports as its measured runtime); the
+    /// whole allowance where it has no such term.</summary>
+    public long RuntimeAfterLoadBytes => RuntimeTerms.FirstOrDefault(t => t.Name == CpuRuntime.AfterLoadName)?.Bytes ?? FrameworkOverheadBytes;
+    /// <summary>What the run adds to the runtime after load (loading, .NET heap, arenas, growth, save): measured runs count it
+    /// with activations and buffers, as the rest of the peak.</summary>
+    public long RuntimeGrowthBytes => FrameworkOverheadBytes - RuntimeAfterLoadBytes;
     /// <summary>What the optimiser step allocates on top of weights, gradients and state (foreach AdamW's temporary).</summary>
     public long OptimizerStepTemporaryBytes { get; init; }
     /// <summary>What the CUDA caching allocator reserves beyond the tensors (in the reserved and device figures).</summary>

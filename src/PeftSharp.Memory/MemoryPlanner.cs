@@ -90,6 +90,7 @@ public static class MemoryPlanner
             DequantBufferBytes = dequant,
             GatheredLayerBytes = gathered,
             FrameworkOverheadBytes = request.ResolvedOverheadBytes,
+            RuntimeTerms = request.ResolvedRuntimeTerms,
             HostBytes = host,
             PageableBytes = pageable,
             InferenceOverhead = InferenceOverhead(request, trainable, total),

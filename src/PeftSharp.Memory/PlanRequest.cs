@@ -61,10 +61,13 @@ public sealed record PlanRequest
     /// <c>memory_allocated</c>): the default <c>CUBLAS_WORKSPACE_CONFIG=:4096:2:16:8</c> = 2 x 4 MiB + 8 x 16 KiB
     /// (c10/cuda CublasHandlePool.cpp).</summary>
     public const long CublasWorkspaceBytes = 2 * 4096 * 1024 + 8 * 16 * 1024;
-    /// <summary>libtorch + .NET runtime on CPU, measured by bench/plan-vs-measured.sh: ~150 MB resident once libtorch
-    /// is loaded, plus ~50 MB that appears with the first training step (OpenMP workers, oneDNN kernels and scratch,
-    /// the trainer's JIT-compiled code).</summary>
+    /// <summary>libtorch + .NET runtime of a CPU server (`peft plan --serve`), measured by bench/serve-vs-plan.sh. Training
+    /// plans on CPU use <see cref="CpuRuntime.Training"/> instead.</summary>
     public const long DefaultCpuOverheadBytes = 200_000_000;
+
+    /// <summary>CPU: the resident set of the process once libtorch is loaded, when the caller measured it (as `peft train`
+    /// does before planning); null = <see cref="CpuRuntime.DefaultAfterLoadBytes"/>.</summary>
+    public long? CpuRuntimeAfterLoadBytes { get; init; }
 
     public bool IsQuantized => Method is TuningMethod.Qlora or TuningMethod.Qdora || WeightDtype == DType.Nf4;
 
@@ -77,12 +80,20 @@ public sealed record PlanRequest
     /// <summary>Dtype of whatever the optimiser updates: the base weights in full fine-tuning, else adapters.</summary>
     public DType TrainableDtype => Method == TuningMethod.Full ? WeightDtype : AdapterDtype;
 
-    /// <summary>The fixed per-device bytes of the framework in the figure <see cref="Memory"/> names.</summary>
-    public long ResolvedOverheadBytes => FrameworkOverheadBytes ?? (Device, Memory) switch
+    /// <summary>The fixed per-device bytes of the framework in the figure <see cref="Memory"/> names: the runtime allowance.</summary>
+    public long ResolvedOverheadBytes => ResolvedRuntimeTerms.Sum(t => t.Bytes);
+
+    /// <summary>The runtime allowance in named terms (CPU: <see cref="CpuRuntime.Training"/>).</summary>
+    public IReadOnlyList<RuntimeTerm> ResolvedRuntimeTerms => (FrameworkOverheadBytes, Device, Memory) switch
     {
-        (DeviceKind.Cpu, _) => DefaultCpuOverheadBytes,
-        (_, MemoryView.Device) => CublasWorkspaceBytes + DefaultCudaOverheadBytes,
-        _ => CublasWorkspaceBytes,
+        (long given, _, _) => [new("framework overhead", given, "given (--overhead-gb)")],
+        (null, DeviceKind.Cpu, _) => CpuRuntime.Training(CpuRuntimeAfterLoadBytes),
+        (null, _, MemoryView.Device) =>
+        [
+            new("CUDA context + kernels", DefaultCudaOverheadBytes, "nvidia-smi view"),
+            new("cuBLAS workspace", CublasWorkspaceBytes, "allocated through the caching allocator"),
+        ],
+        _ => [new("cuBLAS workspace", CublasWorkspaceBytes, "allocated through the caching allocator")],
     };
 
     public void Validate()
@@ -96,6 +107,7 @@ public sealed record PlanRequest
         Positive("gpus", Gpus);
         if (LoraDropout is < 0 or >= 1) throw new PlanException("lora_dropout", $"must be in [0, 1), got {LoraDropout}");
         if (FrameworkOverheadBytes < 0) throw new PlanException("framework_overhead", "must not be negative");
+        if (CpuRuntimeAfterLoadBytes < 0) throw new PlanException("cpu_runtime_after_load", "must not be negative");
         if (Method == TuningMethod.Full && WeightDtype == DType.Nf4)
             throw new PlanException("dtype", "full fine-tuning cannot train NF4 weights; use qlora");
         if (AdapterDtype == DType.Nf4) throw new PlanException("adapter_dtype", "adapters cannot be NF4");

@@ -88,9 +88,16 @@ public class MethodTests
         // CUDA, as nvidia-smi shows it: context and kernels, plus cuBLAS workspaces (allocated through PyTorch).
         Assert.Equal(PlanRequest.DefaultCudaOverheadBytes + PlanRequest.CublasWorkspaceBytes,
             MemoryPlanner.Plan(Tiny, new PlanRequest()).FrameworkOverheadBytes);
-        Assert.Equal(PlanRequest.DefaultCpuOverheadBytes,
-            MemoryPlanner.Plan(Tiny, new PlanRequest { Device = DeviceKind.Cpu }).FrameworkOverheadBytes);
+        // CPU: the runtime allowance in named, measured terms (bench/runtime-memory.sh), their sum in the total.
+        var cpu = MemoryPlanner.Plan(Tiny, new PlanRequest { Device = DeviceKind.Cpu });
+        Assert.Equal(239_000_000, cpu.FrameworkOverheadBytes);
+        Assert.Equal(cpu.FrameworkOverheadBytes, cpu.RuntimeTerms.Sum(t => t.Bytes));
+        Assert.Equal(CpuRuntime.DefaultAfterLoadBytes, cpu.RuntimeTerms[0].Bytes);
+        Assert.Equal(300_000_000 + 89_000_000,
+            MemoryPlanner.Plan(Tiny, new PlanRequest { Device = DeviceKind.Cpu, CpuRuntimeAfterLoadBytes = 300_000_000 }).FrameworkOverheadBytes);
+        Assert.Equal(2, MemoryPlanner.Plan(Tiny, new PlanRequest()).RuntimeTerms.Count); // CUDA: context + cuBLAS workspace
         Assert.Equal(123, MemoryPlanner.Plan(Tiny, new PlanRequest { FrameworkOverheadBytes = 123 }).FrameworkOverheadBytes);
+        Assert.Equal(123, MemoryPlanner.Plan(Tiny, new PlanRequest { Device = DeviceKind.Cpu, FrameworkOverheadBytes = 123 }).RuntimeTerms.Single().Bytes);
     }
 }
 

@@ -11,8 +11,8 @@ public sealed class PlanCommand : Command<PlanCommand.Settings>
 {
     public sealed class Settings : CommandSettings
     {
-        [CommandOption("--model <MODEL>"), Description("Preset name or path to config.json / a model folder")]
-        public string Model { get; init; } = "";
+        [CommandOption("--model <MODEL>"), Description("Preset name, path to config.json / a model folder, or Hub repo id ORG/NAME[[@REVISION]] (config.json alone is downloaded)")]
+        public string Model { get; set; } = "";
 
         [CommandOption("--method <METHOD>"), Description("full, lora, dora, qlora, qdora, adapter, prompt-tuning")]
         public string Method { get; init; } = "lora";
@@ -136,6 +136,13 @@ public sealed class PlanCommand : Command<PlanCommand.Settings>
             {
                 if (Serve) ToServeRequest().Validate();
                 else ToRequest().Validate();
+                // Last, so a bad flag is reported before anything is downloaded; a preset name wins over a repo id.
+                if (!Presets.Names.Contains(Model, StringComparer.OrdinalIgnoreCase))
+                {
+                    var resolved = HubCli.TryResolveConfig(Model, "--model", out var folder);
+                    if (!resolved.Successful) return resolved;
+                    Model = folder;
+                }
                 Presets.Resolve(Model);
                 return ValidationResult.Success();
             }

@@ -43,6 +43,7 @@ static class PlanOutput
         step_bytes = p.StepBytes,
         peak_phase = p.PeakPhase,
         framework_overhead_bytes = p.FrameworkOverheadBytes,
+        runtime_terms = p.RuntimeTerms.Select(t => new { name = t.Name, bytes = t.Bytes, basis = t.Basis }),
         loss = PlanNames.Name(p.Request.Loss),
         memory = PlanNames.Name(p.Request.Memory),
         compile = p.Request.Compile,
@@ -79,7 +80,8 @@ static class PlanOutput
         if (p.DequantBufferBytes > 0) Row("other: dequantised layer", p.DequantBufferBytes, "largest NF4 Linear in the compute dtype");
         if (p.GatheredLayerBytes > 0) Row("other: all-gathered layer", p.GatheredLayerBytes, "one decoder block (ZeRO-3/FSDP)");
         if (p.AllocatorSlackBytes > 0) Row("other: allocator slack", p.AllocatorSlackBytes, $"reserved - allocated = {MemoryPlanner.AllocatorSlackFraction:P0} (peft#1469)");
-        Row("other: framework overhead", p.FrameworkOverheadBytes, OverheadBasis(r));
+        // The runtime allowance: what the process holds besides tensors, term by term.
+        foreach (var t in p.RuntimeTerms) Row($"runtime allowance: {t.Name}", t.Bytes, t.Basis);
         table.AddRow("[bold]total[/]", $"[bold]{Gb(p.TotalBytes)}[/]", "100%", Markup.Escape($"peak at the {p.PeakPhase}"));
         AnsiConsole.Write(table);
         AnsiConsole.WriteLine($"forward/backward peak {Gb(p.PassBytes)} GB; optimizer step peak {Gb(p.StepBytes)} GB (all gradients + state"
@@ -105,14 +107,6 @@ static class PlanOutput
         LossKind.Full => "logits + 3 fp32 b*s*V buffers (transformers ForCausalLMLoss)",
         LossKind.Chunked => "logits + fp32 log-softmax + one chunk's gradients (torchtune, 8 chunks)",
         _ => "no b*s*V tensor: hidden gradient + one chunk (Liger sizing)",
-    };
-
-    static string OverheadBasis(PlanRequest r) => (r.Device, r.Memory, r.FrameworkOverheadBytes) switch
-    {
-        (_, _, not null) => "--overhead-gb",
-        (DeviceKind.Cpu, _, _) => "libtorch + .NET runtime, measured",
-        (_, MemoryView.Device, _) => "CUDA context + kernels (0.8 GB) + cuBLAS workspace",
-        _ => "cuBLAS workspace (allocated through the caching allocator)",
     };
 
     public static void WriteLossComparison(ModelShape model, IReadOnlyList<MemoryPlan> plans)

@@ -41,7 +41,7 @@ public sealed class TrainCommand : Command<TrainSettings>
         if (data.TrainStats.Truncated > 0)
             AnsiConsole.MarkupLineInterpolated($"[yellow]warning[/]: {data.TrainStats.Truncated} example(s) longer than --max-seq {options.MaxSeqLength} were truncated ({data.TrainStats.TokensCut} tokens cut)");
 
-        var plan = RunPlan.For(s.ModelDir, methodOptions, options, data.Train);
+        var plan = RunPlan.For(s.ModelDir, methodOptions, options, data.Train, runtimeBytes);
         AnsiConsole.MarkupLine("[bold]memory plan[/] (peft plan, for this run on this device)");
         PlanOutput.Write(plan);
 

@@ -57,12 +57,12 @@ public static class RunPlots
 
     public static void Memory(MemoryPlan plan, MeasuredMemory measured, string path)
     {
-        string[] names = ["weights", "gradients", "optimizer", "activations+buffers", "runtime", "total"];
+        string[] names = ["weights", "gradients", "optimizer", "activations+buffers+growth", "runtime after load", "total"];
         double Mb(long b) => b / 1e6;
         double[] planned =
         [
             Mb(plan.WeightsBytes), Mb(plan.GradientsBytes), Mb(plan.OptimizerBytes),
-            Mb(plan.ActivationsBytes + plan.LogitsBytes + plan.DequantBufferBytes), Mb(plan.FrameworkOverheadBytes), Mb(plan.TotalBytes),
+            Mb(plan.ActivationsBytes + plan.LogitsBytes + plan.DequantBufferBytes + plan.RuntimeGrowthBytes), Mb(plan.RuntimeAfterLoadBytes), Mb(plan.TotalBytes),
         ];
         double[] real =
         [

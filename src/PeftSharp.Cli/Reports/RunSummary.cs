@@ -53,6 +53,7 @@ public sealed record RunSummary(TrainSettings Settings, string Method, TrainingD
         ["elapsed_s"] = Elapsed.TotalSeconds,
         ["peak_rss_bytes"] = Measured.Peak,
         ["planned_bytes"] = Plan.TotalBytes,
+        ["runtime_bytes"] = Measured.Runtime, // resident once libtorch loaded: the plan's first runtime term on CPU
         ["eval_loss_before"] = Finite(Result.FirstEval?.Loss),
         ["eval_loss_after"] = Finite(Result.LastEval?.Loss),
         ["exact_match_before"] = Finite(Result.FirstEval?.ExactMatch),

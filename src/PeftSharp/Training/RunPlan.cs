@@ -8,7 +8,9 @@ namespace PeftSharp.Training;
 public static class RunPlan
 {
     /// <summary>The request of a run as this process trains it: fp32 weights and compute (NF4 base weights for qlora/qdora).</summary>
-    public static PlanRequest Request(MethodOptions m, TrainerOptions o, int sequenceLength) => new()
+    /// <remarks><paramref name="runtimeAfterLoadBytes"/>: this process's resident set once libtorch is loaded, the first term
+    /// of the CPU runtime allowance (<see cref="CpuRuntime.Training"/>); null = the bench's figure.</remarks>
+    public static PlanRequest Request(MethodOptions m, TrainerOptions o, int sequenceLength, long? runtimeAfterLoadBytes = null) => new()
     {
         Method = PlanNames.Method(m.Method),
         Rank = m.Rank,
@@ -30,19 +32,20 @@ public static class RunPlan
         // padding mask; no s^2 scores are kept (bench/plan-vs-measured.sh checks a padded run).
         Attention = AttentionKind.Fused,
         Device = o.Device.StartsWith("cuda", StringComparison.Ordinal) ? DeviceKind.Cuda : DeviceKind.Cpu,
+        CpuRuntimeAfterLoadBytes = runtimeAfterLoadBytes,
     };
 
     /// <summary>
     /// The plan of a run over <paramref name="train"/>: planned at its longest row (at most the run's maximum length).
     /// Prompt tuning's virtual tokens are not added here: the planner adds them itself.
     /// </summary>
-    public static MemoryPlan For(string modelDir, MethodOptions m, TrainerOptions o, IReadOnlyList<TokenSequence> train) =>
-        For(modelDir, m, o, Math.Min(o.MaxSeqLength, train.Max(t => t.Length)));
+    public static MemoryPlan For(string modelDir, MethodOptions m, TrainerOptions o, IReadOnlyList<TokenSequence> train, long? runtimeAfterLoadBytes = null) =>
+        For(modelDir, m, o, Math.Min(o.MaxSeqLength, train.Max(t => t.Length)), runtimeAfterLoadBytes);
 
-    public static MemoryPlan For(string modelDir, MethodOptions m, TrainerOptions o, int sequenceLength)
+    public static MemoryPlan For(string modelDir, MethodOptions m, TrainerOptions o, int sequenceLength, long? runtimeAfterLoadBytes = null)
     {
         var shape = ModelShape.Load(Path.Combine(modelDir, "config.json"));
-        var req = Request(m, o, sequenceLength);
+        var req = Request(m, o, sequenceLength, runtimeAfterLoadBytes);
         if (m.Method == "adapter") req = req with { AdapterBottleneck = m.Houlsby.Bottleneck(shape.Config.HiddenSize) };
         return MemoryPlanner.Plan(shape, req);
     }
@@ -53,6 +56,6 @@ public static class RunPlan
     /// pass and frees its activations and logits first, so it adds nothing to the peak (its log-probs are a few floats).
     /// With --init-adapter the frozen reference copy of the adapter adds its weights, a rounding error beside the base.
     /// </summary>
-    public static MemoryPlan ForPreference(string modelDir, MethodOptions m, TrainerOptions o, int longestSequence) =>
-        For(modelDir, m, o with { BatchSize = 2 * o.BatchSize }, Math.Min(o.MaxSeqLength, longestSequence));
+    public static MemoryPlan ForPreference(string modelDir, MethodOptions m, TrainerOptions o, int longestSequence, long? runtimeAfterLoadBytes = null) =>
+        For(modelDir, m, o with { BatchSize = 2 * o.BatchSize }, Math.Min(o.MaxSeqLength, longestSequence), runtimeAfterLoadBytes);
 }

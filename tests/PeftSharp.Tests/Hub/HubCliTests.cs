@@ -128,4 +128,33 @@ public class HubCliTests
         var inspect = CliCapture.Run("inspect", "--model", snapshot);
         Assert.True(inspect.Code == 0, inspect.Err);
     }
+
+    /// <summary>`peft plan --model ORG/NAME` fetches config.json alone and plans the same as from the local folder.</summary>
+    [Fact]
+    public async Task PlanDownloadsConfigJsonAloneAndPlansLikeTheFolder()
+    {
+        await using var hub = await FakeHub.StartAsync();
+        var repo = hub.Add("acme/tiny", HubDownloadTests.TinyLlamaFiles());
+        string home = TestPaths.TempDir();
+        using var _ = new HubEnvironment(hub.EndpointString, home);
+
+        var online = CliCapture.Run("plan", "--model", "acme/tiny", "--method", "qlora", "--json");
+        Assert.True(online.Code == 0, online.Err);
+        var local = CliCapture.Run("plan", "--model", TestPaths.TinyLlama, "--method", "qlora", "--json");
+        Assert.True(local.Code == 0, local.Err);
+        // The same plan; only the model's name (its folder: the snapshot's commit here) differs.
+        static string WithoutName(string json) { var o = System.Text.Json.Nodes.JsonNode.Parse(json)!.AsObject(); o.Remove("model"); return o.ToJsonString(); }
+        Assert.Equal(WithoutName(local.Out), WithoutName(online.Out));
+        Assert.Contains("\"total_bytes\"", online.Out);
+        string snapshot = Path.Combine(home, "hub", "models--acme--tiny", "snapshots", repo.Commit);
+        Assert.Equal(["config.json"], Directory.GetFiles(snapshot).Select(Path.GetFileName));
+        Assert.DoesNotContain(hub.Requests, r => r.Contains("model.safetensors"));
+
+        // A repo the Hub does not have: one line naming the flag, exit 1 (a preset name never goes to the Hub).
+        var missing = CliCapture.Run("plan", "--model", "acme/nope");
+        Assert.Equal(1, missing.Code);
+        Assert.Single(missing.Err.Trim().Split('\n'));
+        Assert.Contains("--model", missing.Err);
+        Assert.Contains("acme/nope", missing.Err);
+    }
 }

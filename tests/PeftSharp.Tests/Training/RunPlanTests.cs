@@ -17,7 +17,31 @@ public class RunPlanTests
         long sb = 3 * 50;
         Assert.Equal(2 * 4 * (9 * sb * 64 + 4 * sb * 176), plan.ActivationsBytes);
         Assert.Equal(4 * 4 * sb * 260, plan.LogitsBytes);
-        Assert.Equal(PlanRequest.DefaultCpuOverheadBytes, plan.FrameworkOverheadBytes);
+        Assert.Equal(CpuRuntime.Training().Sum(t => t.Bytes), plan.FrameworkOverheadBytes);
+    }
+
+    /// <summary>peft train plans with its own process's resident set after libtorch loads as the first runtime term;
+    /// the measured terms for loading, the .NET heap, malloc arenas, growth and the final save are added to it.</summary>
+    [Fact]
+    public void Cpu_runtime_allowance_is_the_measured_after_load_figure_plus_the_named_terms()
+    {
+        var m = new MethodOptions { Method = "qlora" };
+        var o = new TrainerOptions { BatchSize = 2, Device = "cpu" };
+        var measured = RunPlan.For(TestPaths.TinyLlama, m, o, 20, runtimeAfterLoadBytes: 157_000_000);
+        var defaulted = RunPlan.For(TestPaths.TinyLlama, m, o, 20);
+        long added = CpuRuntime.LoadingBytes + CpuRuntime.ManagedHeapBytes + CpuRuntime.MallocArenaBytes + CpuRuntime.RunGrowthBytes + CpuRuntime.SaveBytes;
+        Assert.Equal(89_000_000, added);
+        Assert.Equal(157_000_000 + added, measured.FrameworkOverheadBytes);
+        Assert.Equal(CpuRuntime.DefaultAfterLoadBytes + added, defaulted.FrameworkOverheadBytes);
+        Assert.Equal(7_000_000, measured.TotalBytes - defaulted.TotalBytes); // the allowance is all that differs
+        Assert.Equal(6, measured.RuntimeTerms.Count);
+        Assert.Equal(("libtorch + .NET after load", 157_000_000L), (measured.RuntimeTerms[0].Name, measured.RuntimeTerms[0].Bytes));
+        Assert.Equal(measured.FrameworkOverheadBytes, measured.RuntimeTerms.Sum(t => t.Bytes));
+        // The run report compares the after-load term with the measured runtime; the rest joins activations and buffers.
+        Assert.Equal(157_000_000, measured.RuntimeAfterLoadBytes);
+        Assert.Equal(added, measured.RuntimeGrowthBytes);
+        // The DPO/ORPO plan carries the same allowance.
+        Assert.Equal(measured.FrameworkOverheadBytes, RunPlan.ForPreference(TestPaths.TinyLlama, m, o, 20, 157_000_000).FrameworkOverheadBytes);
     }
 
     [Fact]
