@@ -169,6 +169,8 @@ static class PlanOutput
         foreach (var g in Gpus.Common)
             fits.AddRow(Markup.Escape(g.Name), p.Fits(g.Bytes) ? "[green]yes[/]" : "[red]no[/]", p.ConcurrentSequences(g.Bytes).ToString("N0"));
         AnsiConsole.Write(fits);
+        if (r.Device == DeviceKind.Cpu)
+            AnsiConsole.MarkupLine("[dim]On CPU this is peft serve's resident memory with --return-frees; with glibc's default malloc (faster) freed cache blocks stay resident, about twice the KV cache and activations (src/PeftSharp.Memory/README.md).[/]");
     }
 
     public static void WriteComparison(ModelShape model, IReadOnlyList<MemoryPlan> plans)
