@@ -57,8 +57,7 @@ public sealed class Trainer
         var trainable = parameters.Select(p => p.P).ToList();
         using var optimizer = _optimizerFactory(parameters, _o);
         var loader = new BatchLoader(data.Train, _o.BatchSize, _o.Seed) { PadId = _eosId ?? 0 };
-        int totalSteps = _o.MaxSteps ?? _o.Epochs * ((loader.BatchesPerEpoch + _o.GradientAccumulation - 1) / _o.GradientAccumulation);
-        if (totalSteps < 1) throw new ArgumentException($"the run has {totalSteps} steps; give at least one epoch or step");
+        int totalSteps = _o.TotalSteps(loader.BatchesPerEpoch);
         var schedule = new LrSchedule(_o.Schedule, _o.LearningRate, _o.WarmupSteps, totalSteps);
         Log?.Invoke($"{_method.Description}; {data.TrainStats}; {totalSteps} steps of {_o.BatchSize}x{_o.GradientAccumulation} sequences");
 

@@ -44,4 +44,15 @@ public sealed record TrainerOptions
     public string Device { get; init; } = "cpu";
     /// <summary>Stop after this many steps of this process (simulates an interruption; the schedule still spans the whole run).</summary>
     public int? StopAfterSteps { get; init; }
+
+    /// <summary>
+    /// Optimiser steps of the whole run: <see cref="MaxSteps"/>, else <see cref="Epochs"/> x the steps one epoch of
+    /// <paramref name="batchesPerEpoch"/> batches makes with gradient accumulation. At least one, or an error.
+    /// </summary>
+    public int TotalSteps(int batchesPerEpoch)
+    {
+        int total = MaxSteps ?? Epochs * ((batchesPerEpoch + GradientAccumulation - 1) / GradientAccumulation);
+        if (total < 1) throw new ArgumentException($"the run has {total} steps; give at least one epoch or step");
+        return total;
+    }
 }

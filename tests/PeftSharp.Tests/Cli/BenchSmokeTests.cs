@@ -3,6 +3,8 @@ using System.Diagnostics;
 namespace PeftSharp.Tests.Cli;
 
 /// <summary>Issue 16 item 16: qlora-step's memory children accept the parent's flags, started through the apphost (as `dotnet run` does).</summary>
+// It prints to the console, so it runs beside the tests that capture it, not during them.
+[Collection("console")]
 public class BenchSmokeTests
 {
     [Fact]

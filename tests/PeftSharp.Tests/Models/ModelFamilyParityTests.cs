@@ -6,6 +6,8 @@ using static TorchSharp.torch;
 namespace PeftSharp.Tests.Models;
 
 /// <summary>Qwen3, Phi-3 and Gemma 2 against the float64 reference, on random tiny models with HF parameter names.</summary>
+// It prints to the console, so it runs beside the tests that capture it, not during them.
+[Collection("console")]
 public class ModelFamilyParityTests
 {
     static readonly int[] Ids = Enumerable.Range(0, 20).Select(i => (i * 11 + 5) % 50).ToArray();

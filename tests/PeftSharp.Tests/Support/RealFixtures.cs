@@ -30,8 +30,9 @@ public static class RealFixtures
         string? path = Root is null ? null : Path.Combine(Root, relative);
         if (path is not null && Directory.Exists(path)) return path;
         string reason = $"SKIPPED: real fixture '{relative}' not found (expected in ../shared/fixtures/real beside the repository)";
-        output?.WriteLine(reason);
-        Console.WriteLine(reason);
+        // Through the test's own output where there is one: a console line from a test running in parallel would land in
+        // whatever a "console"-collection test is capturing at that moment.
+        if (output is not null) output.WriteLine(reason); else Console.WriteLine(reason);
         return null;
     }
 

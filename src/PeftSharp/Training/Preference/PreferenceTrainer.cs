@@ -49,8 +49,7 @@ public sealed class PreferenceTrainer
         if (parameters.Count == 0) throw new InvalidOperationException($"{_method.Description}: no trainable parameters");
         using var optimizer = Trainer.DefaultOptimizer(parameters, _o);
         var loader = new PairLoader(data.Train, _o.BatchSize, _o.Seed);
-        int totalSteps = _o.MaxSteps ?? _o.Epochs * ((loader.BatchesPerEpoch + _o.GradientAccumulation - 1) / _o.GradientAccumulation);
-        if (totalSteps < 1) throw new ArgumentException($"the run has {totalSteps} steps; give at least one epoch or step");
+        int totalSteps = _o.TotalSteps(loader.BatchesPerEpoch);
         var schedule = new LrSchedule(_o.Schedule, _o.LearningRate, _o.WarmupSteps, totalSteps);
         Log?.Invoke($"{_objective.Options.Method.ToString().ToUpperInvariant()} with {_method.Description}; {data.TrainStats}; {totalSteps} steps of {_o.BatchSize}x{_o.GradientAccumulation} pairs");
 
