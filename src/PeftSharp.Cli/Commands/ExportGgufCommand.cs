@@ -28,7 +28,7 @@ public sealed class ExportGgufCommand : Command<ExportGgufCommand.Settings>
         public string Out { get; set; } = "";
 
         [CommandOption("--type <TYPE>")]
-        [Description("Tensor type of the 2-D weights: f32, f16 or q8_0 (default f16); norms stay f32")]
+        [Description("Tensor type of the 2-D weights: f32, f16, bf16, q8_0 (as convert_hf_to_gguf.py writes them), q4_0 or q4_K_M (as llama-quantize writes them, per-tensor choices included); default f16; norms stay f32")]
         public string Type { get; set; } = "f16";
 
         [CommandOption("--allow-base-mismatch")]

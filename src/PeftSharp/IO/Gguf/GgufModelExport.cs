@@ -20,12 +20,17 @@ public static partial class GgufModelExport
         ["qwen2"] = "qwen2",
     };
 
+    public const string SupportedTypes = "f32, f16, bf16, q8_0, q4_0, q4_K_M";
+
     public static GgufFileType ParseType(string type) => type.ToLowerInvariant() switch
     {
         "f32" => GgufFileType.AllF32,
         "f16" => GgufFileType.MostlyF16,
+        "bf16" => GgufFileType.MostlyBF16,
         "q8_0" => GgufFileType.MostlyQ8_0,
-        _ => throw new ArgumentException($"--type '{type}' is not supported (supported: f32, f16, q8_0)"),
+        "q4_0" => GgufFileType.MostlyQ4_0,
+        "q4_k_m" => GgufFileType.MostlyQ4_K_M,
+        _ => throw new ArgumentException($"--type '{type}' is not supported (supported: {SupportedTypes})"),
     };
 
     /// <summary>Refuses a model this exporter cannot write, naming its config.json and the cause, before any work.</summary>
@@ -75,6 +80,7 @@ public static partial class GgufModelExport
         var tensors = new List<GgufTensor>();
         var byName = model.named_parameters().ToDictionary(p => p.name, p => p.parameter);
         var ordered = byName.Keys.OrderBy(Order).ToList();
+        bool hasOutput = byName.ContainsKey("lm_head.weight");
         foreach (var hfName in ordered)
         {
             string name = GgufName(hfName) ?? throw new InvalidOperationException($"parameter '{hfName}' has no GGUF name (unmerged adapter weights?)");
@@ -82,7 +88,7 @@ public static partial class GgufModelExport
             long[] shape = p.shape;
             // Llama-family checkpoints hold q/k rows in HF's rotate-half order; llama.cpp expects them interleaved.
             int? permuteHeads = arch == "llama" ? hfName.Contains(".q_proj.") ? c.NumHeads : hfName.Contains(".k_proj.") ? c.NumKvHeads : null : null;
-            var type = TypeFor(name, shape, fileType, note);
+            var type = TypeFor(name, shape, fileType, Order(hfName) is (1, int layer, _) ? layer : -1, c.NumLayers, hasOutput, note);
             tensors.Add(new GgufTensor(name, shape, type, s => WriteParameter(s, p, permuteHeads, type)));
         }
         if (c.RopeScaling is { Type: "llama3" } scaling)
@@ -130,16 +136,26 @@ public static partial class GgufModelExport
     }
 
     /// <summary>
-    /// convert_hf_to_gguf.py's choice: 1-D tensors and norms stay F32; 2-D tensors take the file type, and a q8_0
-    /// tensor whose rows are not whole 32-value blocks falls back to F16 as the converter's QuantError path does.
+    /// 1-D tensors and norms stay F32 (convert_hf_to_gguf.py and llama-quantize agree); 2-D tensors: f16/bf16/q8_0 as
+    /// convert_hf_to_gguf.py writes them (a q8_0 tensor whose rows are not whole 32-value blocks falls back to F16, as
+    /// the converter's QuantError path does); q4_0/q4_K_M as llama-quantize chooses per tensor (<see cref="LlamaQuantizeTypes"/>).
     /// </summary>
-    static GgmlType TypeFor(string name, long[] shape, GgufFileType fileType, Action<string>? note)
+    static GgmlType TypeFor(string name, long[] shape, GgufFileType fileType, int layer, int layers, bool hasOutput, Action<string>? note)
     {
         if (shape.Length <= 1 || name.EndsWith("_norm.weight", StringComparison.Ordinal) || fileType == GgufFileType.AllF32) return GgmlType.F32;
-        if (fileType == GgufFileType.MostlyF16) return GgmlType.F16;
-        if (shape[^1] % GgmlQuants.Q8_0Block == 0) return GgmlType.Q8_0;
-        note?.Invoke($"{name}: rows of {shape[^1]} values are not whole q8_0 blocks of 32; written as f16");
-        return GgmlType.F16;
+        switch (fileType)
+        {
+            case GgufFileType.MostlyF16: return GgmlType.F16;
+            case GgufFileType.MostlyBF16: return GgmlType.BF16;
+            case GgufFileType.MostlyQ8_0:
+                if (shape[^1] % GgmlQuants.Q8_0Block == 0) return GgmlType.Q8_0;
+                note?.Invoke($"{name}: rows of {shape[^1]} values are not whole q8_0 blocks of 32; written as f16");
+                return GgmlType.F16;
+            default:
+                var type = LlamaQuantizeTypes.For(fileType, name, shape[^1], layer, layers, hasOutput, out var fallback);
+                if (fallback is not null) note?.Invoke(fallback);
+                return type;
+        }
     }
 
     static void WriteParameter(Stream s, TorchSharp.Modules.Parameter p, int? permuteHeads, GgmlType type)

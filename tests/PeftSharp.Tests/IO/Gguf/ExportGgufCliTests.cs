@@ -40,7 +40,8 @@ public class ExportGgufCliTests
 
         (code, err, _) = Export("--model", TestPaths.TinyLlama, "--out", Path.Combine(outDir, "x.gguf"), "--type", "q3_k");
         Assert.Equal(1, code);
-        Assert.Contains("--type 'q3_k' is not supported (supported: f32, f16, q8_0)", err);
+        Assert.Contains("--type 'q3_k' is not supported (supported: f32, f16, bf16, q8_0, q4_0, q4_K_M)", err);
+        Assert.Single(err.Split('\n'));
         Assert.Empty(Directory.GetFileSystemEntries(outDir));
     }
 
