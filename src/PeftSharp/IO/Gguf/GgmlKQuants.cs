@@ -3,7 +3,7 @@ using System.Buffers.Binary;
 namespace PeftSharp.IO.Gguf;
 
 /// <summary>
-/// ggml's k-quant reference encoders (ggml/src/ggml-quants.c quantize_row_q4_K_ref, _q5_K_ref, _q6_K_ref), bit for
+/// ggml's k-quant reference encoders (ggml/src/ggml-quants.c quantize_row_q4_K_ref, quantize_row_q6_K_ref), bit for
 /// bit: llama-quantize calls exactly these when no importance matrix is given. Every operation is single precision in
 /// C's evaluation order (libggml-base is built without FMA contraction: its disassembly has no vfmadd), rounding is
 /// ggml's nearest_int (the 1.5*2^23 trick: round half to even), and scales go through fp16 as ggml stores them.
@@ -38,37 +38,8 @@ public static class GgmlKQuants
         }
     }
 
-    public const int Q5_KBytes = 176; // fp16 d, fp16 dmin, 12 bytes of scales/mins, 32 bytes of fifth bits, 128 bytes of nibbles
-
-    /// <summary>quantize_row_q5_K_ref: as q4_K with levels 0..31 (the search from -0.5 in 15 steps), the fifth bits in qh.</summary>
-    public static void QuantizeQ5_K(ReadOnlySpan<float> x, Span<byte> dst)
-    {
-        if (x.Length % QK_K != 0) throw new ArgumentException($"q5_K needs a multiple of {QK_K} values, got {x.Length}");
-        Span<byte> L = stackalloc byte[QK_K];
-        for (int i = 0; i < x.Length / QK_K; i++)
-        {
-            var y = dst.Slice(i * Q5_KBytes, Q5_KBytes);
-            ScaledMinLevels(x.Slice(i * QK_K, QK_K), y, L, nmax: 31, rmin: -0.5f, nstep: 15);
-            var qh = y.Slice(16, 32);
-            var ql = y.Slice(48, 128);
-            byte m1 = 1, m2 = 2;
-            for (int n = 0, o = 0; n < QK_K; n += 64, o += 32)
-            {
-                for (int j = 0; j < 32; j++)
-                {
-                    int l1 = L[n + j];
-                    if (l1 > 15) { l1 -= 16; qh[j] |= m1; }
-                    int l2 = L[n + j + 32];
-                    if (l2 > 15) { l2 -= 16; qh[j] |= m2; }
-                    ql[o + j] = (byte)(l1 | (l2 << 4));
-                }
-                m1 <<= 2; m2 <<= 2;
-            }
-        }
-    }
-
     /// <summary>
-    /// The part q4_K and q5_K share: per sub-block of 32 a scale and min by make_qkx2_quants (weights rms + |x|), both
+    /// The q4_K scales (the reference shares this with q5_K): per sub-block of 32 a scale and min by make_qkx2_quants (weights rms + |x|), both
     /// quantised to 6 bits against the block's largest (d, dmin written as fp16 into y[0..4), the packed 6-bit values
     /// into y[4..16)), then every value re-quantised against the stored scales into <paramref name="L"/>.
     /// </summary>

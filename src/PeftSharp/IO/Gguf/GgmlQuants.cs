@@ -81,35 +81,6 @@ public static class GgmlQuants
         }
     }
 
-    public const int Q5_1Block = 32, Q5_1Bytes = 24; // fp16 d, fp16 min, 4 bytes of fifth bits, 16 bytes of nibbles
-
-    /// <summary>quantize_row_q5_1_ref: d = (max - min) / 31 and the min per block, q = (uint8)((x - min) * (1/d) + 0.5).</summary>
-    public static void QuantizeQ5_1(ReadOnlySpan<float> x, Span<byte> dst)
-    {
-        if (x.Length % Q5_1Block != 0) throw new ArgumentException($"q5_1 needs a multiple of {Q5_1Block} values, got {x.Length}");
-        for (int b = 0; b < x.Length / Q5_1Block; b++)
-        {
-            var block = x.Slice(b * Q5_1Block, Q5_1Block);
-            float min = float.MaxValue, max = -float.MaxValue;
-            foreach (float v in block) { if (v < min) min = v; if (v > max) max = v; }
-            float d = (max - min) / ((1 << 5) - 1);
-            float id = d != 0f ? 1.0f / d : 0.0f;
-            var o = dst.Slice(b * Q5_1Bytes, Q5_1Bytes);
-            BinaryPrimitives.WriteHalfLittleEndian(o, (Half)d);
-            BinaryPrimitives.WriteHalfLittleEndian(o.Slice(2), (Half)min);
-            uint qh = 0;
-            for (int j = 0; j < 16; j++)
-            {
-                int x0 = (byte)((block[j] - min) * id + 0.5f);
-                int x1 = (byte)((block[j + 16] - min) * id + 0.5f);
-                o[8 + j] = (byte)((x0 & 0x0F) | ((x1 & 0x0F) << 4));
-                qh |= (uint)((x0 & 0x10) >> 4) << j;
-                qh |= (uint)((x1 & 0x10) >> 4) << (j + 16);
-            }
-            BinaryPrimitives.WriteUInt32LittleEndian(o.Slice(4), qh);
-        }
-    }
-
     /// <summary>The value of largest magnitude (the first one on ties, sign kept) divided by <paramref name="levels"/>, and 1/d (0 when d is 0).</summary>
     static float SignedMaxInverse(ReadOnlySpan<float> block, float levels, out float d)
     {
@@ -158,8 +129,6 @@ public static class GgmlQuants
             case GgmlType.Q8_0: QuantizeQ8_0(x, dst); break;
             case GgmlType.Q4_0: QuantizeQ4_0(x, dst); break;
             case GgmlType.Q5_0: QuantizeQ5_0(x, dst); break;
-            case GgmlType.Q5_1: QuantizeQ5_1(x, dst); break;
-            case GgmlType.Q5_K: GgmlKQuants.QuantizeQ5_K(x, dst); break;
             case GgmlType.Q4_K: GgmlKQuants.QuantizeQ4_K(x, dst); break;
             case GgmlType.Q6_K: GgmlKQuants.QuantizeQ6_K(x, dst); break;
             default: throw new NotSupportedException($"writing {type} is not supported yet");

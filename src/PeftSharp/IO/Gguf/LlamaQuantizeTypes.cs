@@ -3,10 +3,10 @@ namespace PeftSharp.IO.Gguf;
 /// <summary>
 /// The per-tensor type llama-quantize gives each weight of a q4_0 or q4_K_M file (llama.cpp src/llama-quant.cpp
 /// llama_tensor_get_type, no importance matrix, no overrides), so our export equals `llama-quantize f32.gguf Q4_K_M`:
-/// the output head (or the tied token embedding) goes up to q6_K; for q4_K_M attn_v and ffn_down of the layers
-/// use_more_bits picks go up to q6_K and a fused attn_qkv to q5_K. A row that is not whole blocks of the chosen type
-/// falls back as llama.cpp does (q4_K -> q5_0, q5_K -> q5_1, q6_K -> q8_0, then f16). Checked by the tests against
-/// llama_model_quantize itself.
+/// the output head (or the tied token embedding) goes up to q6_K; for q4_K_M attn_v (and a fused attn_qkv, which
+/// llama.cpp's category_is_attn_v counts with it) and ffn_down of the layers use_more_bits picks go up to q6_K. A row
+/// that is not whole blocks of the chosen type falls back as llama.cpp does (q4_K -> q5_0, q6_K -> q8_0, then f16).
+/// This is the llama.cpp of LLamaSharp 0.30.0; checked by the tests against its llama_model_quantize itself.
 /// </summary>
 public static class LlamaQuantizeTypes
 {
@@ -29,17 +29,14 @@ public static class LlamaQuantizeTypes
         bool q4km = fileType == GgufFileType.MostlyQ4_K_M;
         if (name == "output.weight" || (!hasOutput && name == "token_embd.weight"))
             type = rowLength % GgmlTypes.Traits(type).BlockSize != 0 ? GgmlType.Q8_0 : GgmlType.Q6_K;
-        else if (name.Contains("attn_v.weight", StringComparison.Ordinal))
+        // category_is_attn_v: attn_v and a fused attn_qkv (phi3) alike; the layer count is the model's, one per layer.
+        else if (name.Contains("attn_v.weight", StringComparison.Ordinal) || name.Contains("attn_qkv.weight", StringComparison.Ordinal))
         {
             if (q4km && UseMoreBits(layer, layers)) type = GgmlType.Q6_K;
         }
         else if (name.Contains("ffn_down", StringComparison.Ordinal))
         {
             if (q4km && UseMoreBits(layer, layers)) type = GgmlType.Q6_K;
-        }
-        else if (name.Contains("attn_qkv.weight", StringComparison.Ordinal))
-        {
-            if (q4km) type = GgmlType.Q5_K;
         }
 
         fallback = null;
@@ -48,7 +45,6 @@ public static class LlamaQuantizeTypes
         type = type switch
         {
             GgmlType.Q4_K => GgmlType.Q5_0,
-            GgmlType.Q5_K => GgmlType.Q5_1,
             GgmlType.Q6_K => GgmlType.Q8_0,
             // llama-quantize stops with "Unsupported tensor size encountered" here; f16 keeps the export usable.
             _ => GgmlType.F16,

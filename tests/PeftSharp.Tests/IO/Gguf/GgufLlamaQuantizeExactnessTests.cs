@@ -31,20 +31,20 @@ public class GgufLlamaQuantizeExactnessTests(ITestOutputHelper output)
     /// A llama whose rows are whole 256-value super-blocks (hidden 256, intermediate 512), 8 layers so use_more_bits
     /// picks layers 0, 3, 6, 7; layer 0's gate_proj and v_proj start with the hard cases.
     /// </summary>
-    static string KQuantModel(bool tied)
+    static string KQuantModel(bool tied, string modelType = "llama", int hidden = 256)
     {
-        var cfg = RandomModel.LlamaConfig(hidden: 256, layers: 8, heads: 4, kvHeads: 2, vocab: 260, intermediate: 512, tied: tied);
+        var cfg = RandomModel.LlamaConfig(hidden: hidden, layers: 8, heads: 4, kvHeads: 2, vocab: 260, intermediate: 2 * hidden, tied: tied, modelType: modelType);
         string dir = RandomModel.Write(cfg, seed: 11);
         File.Copy(Path.Combine(TestPaths.TinyLlama, "tokenizer.json"), Path.Combine(dir, "tokenizer.json"));
         var w = RandomModel.Weights(cfg, seed: 11);
-        foreach (var name in new[] { "model.layers.0.mlp.gate_proj.weight", "model.layers.0.self_attn.v_proj.weight" })
+        foreach (var name in new[] { "model.layers.0.mlp.gate_proj.weight", "model.layers.0.self_attn.v_proj.weight", "model.layers.0.self_attn.qkv_proj.weight" }.Where(w.ContainsKey))
         {
             var g = w[name].clone();
-            g[0] = zeros(256);                                                                     // zero super-block
-            g[1] = tensor(Enumerable.Range(0, 256).Select(i => i % 32 == 0 ? 8f : (i % 9 - 4) + 0.5f).ToArray()); // exact ties
+            g[0] = zeros(hidden);                                                                  // zero super-block
+            g[1] = tensor(Enumerable.Range(0, hidden).Select(i => i % 32 == 0 ? 8f : (i % 9 - 4) + 0.5f).ToArray()); // exact ties
             g[2] = g[2] * 1e-6f;                                                                   // fp16-subnormal scales
             g[3] = g[3] * 3e3f;                                                                    // large values
-            g[4] = tensor(Enumerable.Range(0, 256).Select(i => (i % 32 == 5 ? -1f : 1f) * (0.37f + i * 0.013f)).ToArray()); // negative extreme
+            g[4] = tensor(Enumerable.Range(0, hidden).Select(i => (i % 32 == 5 ? -1f : 1f) * (0.37f + i * 0.013f)).ToArray()); // negative extreme
             g[5] = g[5].abs() + 0.5f;                                                             // all positive (min clamps to 0)
             w[name] = g;
         }
@@ -128,6 +128,23 @@ public class GgufLlamaQuantizeExactnessTests(ITestOutputHelper output)
         }
         Assert.Equal(GgmlType.F32, TypeOf("blk.0.attn_norm.weight"));
         if (Environment.GetEnvironmentVariable("PEFTSHARP_WRITE_GGUF_GOLDENS") == "1") AddGoldens(f32, theirs, tied ? [] : ["blk.0.ffn_gate.weight", "blk.0.attn_v.weight"]);
+    }
+
+    /// <summary>
+    /// phi3's fused attn_qkv counts as attn_v in q4_K_M (q6_K on use_more_bits layers, else q4_K; q8_0 / q5_0 where
+    /// its rows are not whole super-blocks): byte-identical to llama-quantize.
+    /// </summary>
+    [Theory]
+    [InlineData(256, GgmlType.Q6_K, GgmlType.Q4_K)]
+    [InlineData(64, GgmlType.Q8_0, GgmlType.Q5_0)]
+    public void Phi3FusedQkv_Q4_K_M_MatchesLlamaQuantize(int hidden, GgmlType layer0, GgmlType layer1)
+    {
+        string model = KQuantModel(tied: false, modelType: "phi3", hidden: hidden);
+        string f32 = Export(model, "f32", "phi3"), ours = Export(model, "q4_K_M", "phi3");
+        AssertSameTensors(ours, LlamaQuantize(f32, "q4_K_M"));
+        using var r = new GgufReader(ours);
+        Assert.Equal(layer0, r.Tensor("blk.0.attn_qkv.weight").Type);
+        Assert.Equal(layer1, r.Tensor("blk.1.attn_qkv.weight").Type);
     }
 
     /// <summary>
