@@ -8,8 +8,9 @@ namespace PeftSharp.IO.Gguf;
 /// template) and PARAMETER stop. Ollama itself turns a known HF template into a Go template of its own; here the
 /// model's Jinja template is rendered on a probe conversation and compared with each known family's rendering (the
 /// renderings of ollama's template/testdata for chatml, llama3, zephyr, phi-3, gemma; Llama 2 and Mistral as their
-/// own HF templates render), and the family's Go template, written to render the same text, is used. An unknown
-/// template gets no TEMPLATE line: Ollama then falls back to the GGUF's tokenizer.chat_template.
+/// own HF templates render), and the family's Go template is used: it renders the same text (checked with Go's
+/// text/template at development time, tests/PeftSharp.Tests/IO/Gguf/GoTemplateCheck). An unknown template gets no
+/// TEMPLATE line: Ollama then falls back to the GGUF's tokenizer.chat_template.
 /// </summary>
 public static class OllamaModelfile
 {

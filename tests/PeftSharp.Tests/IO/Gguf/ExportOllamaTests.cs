@@ -41,6 +41,25 @@ public class ExportOllamaTests(ITestOutputHelper output)
         Assert.Equal([outDir], Directory.GetFileSystemEntries(Path.GetDirectoryName(outDir)!)); // no staging folder left
     }
 
+    /// <summary>The README's LLamaSharp snippet, on an exported model.gguf: it loads and generates.</summary>
+    [Fact]
+    public async Task ReadmeLLamaSharpSnippet_RunsTheExport()
+    {
+        string outDir = Path.Combine(TestPaths.TempDir(), "snippet");
+        var (code, _, err) = CliCapture.Run("export", "ollama", "--model", TinyWithTemplate(ChatmlJinja), "--out", outDir);
+        Assert.True(code == 0, err);
+        string gguf = Path.Combine(outDir, "model.gguf");
+        using (new LlamaCpp(gguf, 16)) { } // loads the native library with the tests' log settings first
+        var p = new LLama.Common.ModelParams(gguf) { ContextSize = 128, GpuLayerCount = 0, Threads = 1, BatchThreads = 1 };
+        using var weights = LLama.LLamaWeights.LoadFromFile(p);
+        var executor = new LLama.StatelessExecutor(weights, p);
+        var produced = new List<string>();
+        await foreach (var piece in executor.InferAsync("<|im_start|>user\nHello!<|im_end|>\n<|im_start|>assistant\n",
+                           new LLama.Common.InferenceParams { MaxTokens = 4, AntiPrompts = ["<|im_end|>"] }))
+            produced.Add(piece);
+        Assert.NotEmpty(produced);
+    }
+
     [Fact]
     public void UnknownTemplate_NoTemplateLineAndAWarning()
     {
