@@ -64,7 +64,7 @@ function render() {
     { name: label(name, "train loss"), colour: run.colour, points: series(steps(run), "loss") },
     { name: label(name, "eval loss"), colour: run.colour, points: series(evals(run), "eval_loss"), dots: true },
   ]));
-  draw("chart-accuracy", all.map(({ name, run }) => ({ name: label(name, "exact match"), colour: run.colour, points: series(evals(run), "eval_accuracy"), dots: true })));
+  draw("chart-accuracy", all.map(({ name, run }) => ({ name: label(name, "exact match"), colour: run.colour, points: series(evals(run), "eval_accuracy"), dots: true })), [0, 1]);
   draw("chart-lr", all.map(({ name, run }) => ({ name: label(name, "learning rate"), colour: run.colour, points: series(steps(run), "lr") })));
   draw("chart-speed", all.map(({ name, run }) => {
     const key = steps(run).some(r => r.pairs_per_s !== undefined) ? "pairs_per_s" : "tokens_per_s";
@@ -73,10 +73,10 @@ function render() {
   draw("chart-memory", all.flatMap(({ name, run }) => {
     const s = steps(run), planned = run.info.plan?.planned_bytes ?? run.info.summary?.planned_bytes;
     const out = [
-      { name: label(name, "resident MB"), colour: run.colour, points: series(s, "rss_mb") },
-      { name: label(name, "peak MB"), colour: run.colour, points: series(s, "peak_rss_mb"), thin: true },
+      { name: label(name, "resident MiB"), colour: run.colour, points: series(s, "rss_mb") },
+      { name: label(name, "peak MiB"), colour: run.colour, points: series(s, "peak_rss_mb"), thin: true },
     ];
-    if (planned && s.length > 0) out.push({ name: label(name, "planned peak MB"), colour: run.colour, dashed: true,
+    if (planned && s.length > 0) out.push({ name: label(name, "planned peak MiB"), colour: run.colour, dashed: true,
       points: [[s[0].step, planned / 1048576], [s[s.length - 1].step, planned / 1048576]] });
     return out;
   }));
@@ -97,7 +97,8 @@ function card(name, run) {
     (typeof lastEval.eval_accuracy === "number" ? `, exact match ${(100 * lastEval.eval_accuracy).toFixed(1)}% of ${lastEval.eval_examples}` : ""));
   const planned = run.info.plan?.planned_bytes ?? run.info.summary?.planned_bytes;
   const measured = run.info.summary?.peak_rss_bytes;
-  if (planned) lines.push(`memory planned ${(planned / 1e6).toFixed(0)} MB` + (measured ? `, measured peak ${(measured / 1e6).toFixed(0)} MB (${(100 * (planned - measured) / measured).toFixed(1)}%)` : ""));
+  // MiB, as metrics.jsonl's rss_mb (bytes / 2^20) and the memory chart.
+  if (planned) lines.push(`memory planned ${(planned / 1048576).toFixed(0)} MiB` + (measured ? `, measured peak ${(measured / 1048576).toFixed(0)} MiB (plan ${planned >= measured ? "+" : ""}${(100 * (planned - measured) / measured).toFixed(1)}%)` : ""));
   const el = document.createElement("div");
   el.className = "run";
   el.dataset.run = name;
@@ -126,8 +127,8 @@ function duration(s) {
   return h ? `${h}h${String(m).padStart(2, "0")}m` : m ? `${m}m${String(sec).padStart(2, "0")}s` : `${sec}s`;
 }
 
-// A line chart of several series into an <svg>: linear axes from the data's range, 4 ticks each, legend on top.
-function draw(id, all) {
+// A line chart of several series into an <svg>: linear axes from the data's range (or yFixed), legend on top.
+function draw(id, all, yFixed) {
   const svg = document.getElementById(id);
   const W = svg.clientWidth || 460, H = svg.clientHeight || 240, L = 56, R = 10, T = 8 + 14 * Math.ceil(all.length / 3), B = 22;
   svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
@@ -138,14 +139,18 @@ function draw(id, all) {
   } else {
     let [x0, x1] = extent(pts.map(p => p[0])), [y0, y1] = extent(pts.map(p => p[1]));
     if (x0 === x1) { x0 -= 1; x1 += 1; }
-    if (y0 === y1) { const d = Math.abs(y0) * 0.1 || 1; y0 -= d; y1 += d; }
+    if (yFixed) [y0, y1] = [Math.min(y0, yFixed[0]), Math.max(y1, yFixed[1])];
+    else if (y0 === y1) { const d = Math.abs(y0) * 0.1 || 1; y0 -= d; y1 += d; }
+    else { const pad = (y1 - y0) * 0.05; y0 -= pad; y1 += pad; }   // lines off the axes
     const X = x => L + (x - x0) / (x1 - x0) * (W - L - R), Y = y => H - B - (y - y0) / (y1 - y0) * (H - T - B);
     for (let i = 0; i <= 4; i++) {
-      const y = y0 + (y1 - y0) * i / 4, x = x0 + (x1 - x0) * i / 4;
+      const y = y0 + (y1 - y0) * i / 4;
       parts.push(`<line class="grid" x1="${L}" x2="${W - R}" y1="${Y(y)}" y2="${Y(y)}"/>`,
-        `<text x="${L - 4}" y="${Y(y) + 4}" text-anchor="end">${tick(y)}</text>`,
-        `<text x="${X(x)}" y="${H - 6}" text-anchor="middle">${Math.round(x)}</text>`);
+        `<text x="${L - 4}" y="${Y(y) + 4}" text-anchor="end">${tick(y)}</text>`);
     }
+    const every = Math.max(1, Math.ceil((x1 - x0) / 6));   // whole steps only
+    for (let x = Math.ceil(x0 / every) * every; x <= x1; x += every)
+      parts.push(`<text x="${X(x)}" y="${H - 6}" text-anchor="middle">${x}</text>`);
     parts.push(`<line class="axis" x1="${L}" x2="${L}" y1="${T}" y2="${H - B}"/>`, `<line class="axis" x1="${L}" x2="${W - R}" y1="${H - B}" y2="${H - B}"/>`);
     for (const s of all) {
       if (s.points.length === 0) continue;
