@@ -141,7 +141,7 @@ function draw(id, all, yFixed) {
     if (x0 === x1) { x0 -= 1; x1 += 1; }
     if (yFixed) [y0, y1] = [Math.min(y0, yFixed[0]), Math.max(y1, yFixed[1])];
     else if (y0 === y1) { const d = Math.abs(y0) * 0.1 || 1; y0 -= d; y1 += d; }
-    else { const pad = (y1 - y0) * 0.05; y0 -= pad; y1 += pad; }   // lines off the axes
+    else { const pad = (y1 - y0) * 0.05; y0 = y0 >= 0 ? Math.max(0, y0 - pad) : y0 - pad; y1 += pad; }   // lines off the axes, no negative ticks for positive data
     const X = x => L + (x - x0) / (x1 - x0) * (W - L - R), Y = y => H - B - (y - y0) / (y1 - y0) * (H - T - B);
     for (let i = 0; i <= 4; i++) {
       const y = y0 + (y1 - y0) * i / 4;
