@@ -69,11 +69,13 @@ public sealed class DashboardRuns
 
     /// <summary>
     /// Writes RUN/run-plan.json: the run's method, total steps and planned peak, which the dashboard needs for the ETA and
-    /// the planned-memory line before the run has finished (metrics.jsonl holds neither).
+    /// the planned-memory line before the run has finished (metrics.jsonl holds neither). A summary.json already there
+    /// belongs to an earlier run of the folder (--overwrite): it is removed, so the page does not call this run finished.
     /// </summary>
     public static void WriteRunPlan(string runDir, string method, int totalSteps, long plannedBytes)
     {
         Directory.CreateDirectory(runDir);
+        File.Delete(Path.Combine(runDir, SummaryFile));
         PeftSharp.IO.AtomicFile.WriteAllText(Path.Combine(runDir, RunPlanFile), new JsonObject
         {
             ["method"] = method, ["total_steps"] = totalSteps, ["planned_bytes"] = plannedBytes,

@@ -43,6 +43,7 @@ public class DashboardServerTests
         var log = new MetricsLog(run);
         log.Append(Step(1, 2.0));
         log.Append(Step(2, 1.5));
+        File.WriteAllText(Path.Combine(run, DashboardRuns.SummaryFile), "{\"steps\":5}");   // an earlier run's, replaced with --overwrite
         DashboardRuns.WriteRunPlan(run, "LoRA r=8", totalSteps: 10, plannedBytes: 300_000_000);
         await using var server = await DashboardServer.StartAsync(run, port: 0);
         Assert.Equal(["lora"], (await Get(server, "api/runs"))["runs"]!.AsArray().Select(n => n!.GetValue<string>()));
@@ -51,6 +52,7 @@ public class DashboardServerTests
         Assert.Equal([2.0, 1.5], first["records"]!.AsArray().Select(r => r!["loss"]!.GetValue<double>()));
         Assert.Equal(10, first["plan"]!["total_steps"]!.GetValue<int>());
         Assert.False(first["finished"]!.GetValue<bool>());
+        Assert.Null(first["summary"]);
 
         log.Append(Step(3, 1.0));
         File.AppendAllText(Path.Combine(run, MetricsLog.FileName), "{\"step\":4,\"lo");   // a line being written
