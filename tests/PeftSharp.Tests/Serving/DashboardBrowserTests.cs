@@ -55,6 +55,33 @@ public class DashboardBrowserTests(ITestOutputHelper output)
         }
     }
 
+    [Fact]
+    public async Task ACompareFolderDrawsEveryRunAndSaysWhenTheServerIsGone()
+    {
+        await using var chromium = await HeadlessChromium.Launch(output);
+        if (chromium is null) return;
+        string compare = TestPaths.TempDir();
+        foreach (var (name, steps) in new[] { ("lora", 5), ("qlora", 3) })
+        {
+            var log = new MetricsLog(Path.Combine(compare, name));
+            Directory.CreateDirectory(Path.Combine(compare, name));
+            for (int i = 1; i <= steps; i++)
+                log.Append(new JsonObject { ["step"] = i, ["loss"] = 2.0 / i + steps, ["lr"] = 1e-3, ["tokens_per_s"] = 50.0, ["elapsed_s"] = i * 1.0, ["rss_mb"] = 100.0, ["peak_rss_mb"] = 100.0 });
+        }
+        var server = await PeftSharp.Serving.Dashboard.DashboardServer.StartAsync(compare, port: 0);
+        var page = await chromium.NewPage();
+        await page.GotoAsync(server.BaseAddress.ToString());
+        await HeadlessChromium.WaitFor(page, "document.querySelectorAll(\"#chart-loss path[data-series$='train loss']\").length === 2", "both runs' loss curves");
+        Assert.Equal("5", await page.Locator("#chart-loss path[data-series='lora train loss']").GetAttributeAsync("data-points"));
+        Assert.Equal((2.0 / 3 + 3).ToString("R", CultureInfo.InvariantCulture), await page.Locator("#chart-loss path[data-series='qlora train loss']").GetAttributeAsync("data-last"));
+        Assert.Equal(["lora", "qlora"], await page.Locator(".run").EvaluateAllAsync<string[]>("els => els.map(e => e.dataset.run)"));
+
+        await server.DisposeAsync();   // the training process ended
+        await HeadlessChromium.WaitFor(page, "!document.getElementById('error').hidden", "the server-gone notice");
+        Assert.Contains("the dashboard server is gone", await page.InnerTextAsync("#error"));
+        Assert.Equal("5", await page.Locator("#chart-loss path[data-series='lora train loss']").GetAttributeAsync("data-points"));   // last figures kept
+    }
+
     static async Task<(int Points, double Last)> LossCurve(IPage page)
     {
         var el = page.Locator(LossPath);
