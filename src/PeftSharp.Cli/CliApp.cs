@@ -42,6 +42,7 @@ public static class CliApp
         config.Settings.StrictParsing = true;
         // COMMANDS (one line each; keep sorted by name)
         config.AddCommand<Commands.CompareCommand>("compare").WithDescription("Train every method on the same task and budget; table of parameters, memory, speed, overhead, accuracy, forgetting.");
+        config.AddCommand<Commands.DashboardCommand>("dashboard").WithDescription("Live training page of a run folder (running or finished) or a compare folder, on 127.0.0.1 until Ctrl-C.");
         config.AddCommand<Commands.DownloadCommand>("download").WithDescription("Download a Hugging Face repo (ORG/NAME or ORG/NAME@REV) into the shared cache; prints the snapshot folder last.");
         config.AddCommand<Commands.EvalCommand>("eval").WithDescription("Perplexity and exact match of the base and with adapter(s), side by side.");
         config.AddCommand<Commands.GenerateCommand>("generate").WithDescription("Generate text from a prompt (KV cache, greedy or sampled, streamed).");
