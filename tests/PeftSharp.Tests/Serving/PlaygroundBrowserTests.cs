@@ -103,11 +103,13 @@ public class PlaygroundBrowserTests(ITestOutputHelper output)
         Assert.Equal("error", stale["a"].State);
         Assert.Contains("404 model_not_found: model 'a' not found", stale["a"].Error);
         Assert.Equal("done", stale["b"].State);
+        await HeadlessChromium.WaitFor(page, "document.querySelector(\"#models li[data-model='a']\") === null", "the list to drop the unloaded adapter");
         await chromium.Screenshot(page, "playground-unknown-adapter");
 
-        // Server gone: every column says the server cannot be reached.
+        // Server gone: every column (base and b: the list dropped a) says the server cannot be reached.
         await h.Server.DisposeAsync();
-        var gone = await SendAndRead(page, 3);
+        var gone = await SendAndRead(page, 2);
+        Assert.Equal(["tiny-llama", "b"], gone.Keys);
         Assert.All(gone.Values, c => Assert.Contains("cannot reach the server", c.Error));
         await chromium.Screenshot(page, "playground-server-gone");
         Assert.DoesNotContain(chromium.PageErrors, e => e.StartsWith("page error"));   // no uncaught script error along the way

@@ -80,7 +80,7 @@ public class PlaygroundServingTests(ITestOutputHelper output)
 
         using var unknown = await h.Http.GetAsync("v1/adapters/nope/card");
         Assert.Equal(HttpStatusCode.NotFound, unknown.StatusCode);
-        Assert.Contains("adapter 'nope' not found", await unknown.Content.ReadAsStringAsync());
+        Assert.Contains("adapter 'nope' not found", JsonNode.Parse(await unknown.Content.ReadAsStringAsync())!["error"]!["message"]!.GetValue<string>());
         h.Http.DefaultRequestHeaders.Authorization = null;
         using var noKey = await h.Http.GetAsync("v1/adapters/b/card");
         Assert.Equal(HttpStatusCode.Unauthorized, noKey.StatusCode);

@@ -82,7 +82,7 @@ function renderModels() {
     }
     const li = el("li", {}, row);
     li.dataset.model = m.id;
-    li.append(m.parent ? cardView(state.cards.get(m.id)) : el("div", { className: "card" }, `${m.model_type}, context ${m.max_model_len}${m.quantization ? ", " + m.quantization : ""}`));
+    li.append(m.parent ? cardView(state.cards.get(m.id)) : el("div", { className: "card" }, `${m.model_type}, context ${m.max_model_len}${m.quantization && m.quantization !== "none" ? ", " + m.quantization : ""}`));
     ul.append(li);
   }
 }
@@ -163,7 +163,9 @@ async function send(event) {
   state.running.push(controller);
   $("send").disabled = true;
   $("stop").disabled = false;
-  await Promise.all(models.map((model) => stream(chat, { ...base, model }, column(model), controller.signal)));
+  const outcomes = await Promise.all(models.map((model) => stream(chat, { ...base, model }, column(model), controller.signal)));
+  // An adapter unloaded elsewhere since the list was read: show the list as it is now.
+  if (outcomes.some((o) => o.includes("model_not_found"))) refresh();
   state.running = state.running.filter((c) => c !== controller);
   $("send").disabled = false;
   $("stop").disabled = state.running.length === 0;
@@ -183,7 +185,7 @@ function column(model) {
 }
 
 /**
- * One streamed request. Token counts come from the final usage chunk (stream_options.include_usage), not from
+ * One streamed request; returns "done", "stopped" or the error message. Token counts come from the final usage chunk (stream_options.include_usage), not from
  * counting chunks; tokens/s is completion tokens over the time from sending to the last chunk (queue and prompt
  * included, as a user waits for it).
  */
@@ -229,11 +231,13 @@ async function stream(chat, body, view, signal) {
     view.stats.textContent = tokens == null ? `${chunks} chunks (no usage sent), ${seconds.toFixed(2)} s`
       : `${tokens} tokens · ${(tokens / seconds).toFixed(1)} tok/s · prompt ${usage.prompt_tokens} · first token ${Math.round(firstChunk - started)} ms · ${finish}`;
     view.output.dataset.state = "done";
+    return "done";
   } catch (e) {
     const stopped = e.name === "AbortError";
     view.output.dataset.state = stopped ? "stopped" : "error";
     if (stopped) view.stats.textContent = "stopped";
     else { view.error.textContent = e.message; view.error.hidden = false; view.stats.textContent = ""; }
+    return stopped ? "stopped" : e.message;
   }
 }
 
