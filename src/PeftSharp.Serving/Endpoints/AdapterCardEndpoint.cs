@@ -10,7 +10,7 @@ namespace PeftSharp.Serving.Endpoints;
 /// GET /v1/adapters/{name}/card: what a loaded adapter is, for people (the playground shows it beside its column).
 /// From the adapter folder's adapter_config.json: method, rank, alpha, targets, the base it names; the base check
 /// (recorded fingerprint against the served base's); and, when the folder is a run's final/ (`peft train --out RUN`
-/// writes RUN/final), the run's train-options.json (data, method, steps) and summary.json headline numbers (eval loss,
+/// writes RUN/final), the run's train-options.json (data, method, steps) and summary.json (data file and its statistics, headline numbers: eval loss,
 /// exact match, held-out perplexity before/after). Files are read when asked, so a card follows a re-trained run;
 /// for an adapter loaded from --adapter-root, a run-folder file is read only if it is no link and lies under the root.
 /// </summary>
@@ -48,8 +48,19 @@ public static class AdapterCardEndpoint
         };
         string? run = RunFolder(v, s);
         card["run"] = run is null ? null : Path.GetFileName(run);
-        card["training"] = run is null ? null : Pick(ReadRunFile(run, "train-options.json", v, s), TrainingKeys, PathKeys);
-        card["results"] = run is null ? null : Pick(ReadRunFile(run, "summary.json", v, s), SummaryKeys, []);
+        var options = run is null ? null : ReadRunFile(run, "train-options.json", v, s);
+        var summary = run is null ? null : ReadRunFile(run, "summary.json", v, s);
+        var training = Pick(options, TrainingKeys, PathKeys);
+        // The data file and its statistics as the run resolved them (train-options.json has null for the demo default).
+        if (Pick(summary, ["data", "data_stats"], ["data"]) is { } data)
+        {
+            training ??= new JsonObject();
+            foreach (var (k, value) in data) training[k] ??= value?.DeepClone();
+        }
+        // adapter-method only means something for preference runs (it defaults to qlora for every run).
+        if (training?["method"]?.GetValue<string>() is not ("dpo" or "orpo")) training?.Remove("adapter-method");
+        card["training"] = training;
+        card["results"] = Pick(summary, SummaryKeys, []);
         return card;
     }
 

@@ -66,6 +66,8 @@ public class PlaygroundServingTests(ITestOutputHelper output)
         Assert.Equal("run-b", card["run"]!.GetValue<string>());
         Assert.Equal("task0.jsonl", card["training"]!["data"]!.GetValue<string>());   // the file name, not the server's path
         Assert.Equal(3, card["training"]!["steps"]!.GetValue<int>());
+        Assert.StartsWith("8 examples -> ", card["training"]!["data_stats"]!.GetValue<string>());   // from summary.json
+        Assert.Null(card["training"]!["adapter-method"]);                                          // not a preference run
         foreach (var key in new[] { "eval_loss_before", "eval_loss_after", "exact_match_after", "trainable_params" })
             Assert.Equal(summary[key]!.ToJsonString(), card["results"]![key]!.ToJsonString());
 

@@ -97,9 +97,10 @@ function cardView(card) {
     ["targets", Array.isArray(card.target_modules) ? card.target_modules.join(", ") : card.target_modules],
     ["base", { same: "fingerprint matches the served base", checked_at_load: "fingerprint over its own targets, checked at load", not_recorded: "no fingerprint recorded (shapes checked at load)" }[card.base.match]],
   ];
-  const t = card.training;
-  if (t) rows.push(["trained on", [t.data, t.method, t.steps ? `${t.steps} steps` : t.epochs ? `${t.epochs} epoch(s)` : null, t.lr ? `lr ${t.lr}` : null].filter(Boolean).join(", ")]);
-  const r = card.results;
+  const t = card.training, r = card.results;
+  const steps = r?.steps ?? t?.steps;
+  if (t) rows.push(["trained on", [t.data, t.method, steps ? `${steps} steps` : t.epochs ? `${t.epochs} epoch(s)` : null, t.lr ? `lr ${t.lr}` : null].filter(Boolean).join(", ")]);
+  if (t?.data_stats) rows.push(["data", t.data_stats.split(";")[0]]);   // examples, sequences, tokens
   if (r) {
     const pct = (v) => (v == null ? "?" : (100 * v).toFixed(1) + "%");
     const num = (v) => (v == null ? "?" : v.toFixed(3));
