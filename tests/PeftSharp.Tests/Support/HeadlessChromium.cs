@@ -96,11 +96,21 @@ public sealed class HeadlessChromium : IAsyncDisposable
         try { _output.WriteLine(line); } catch (InvalidOperationException) { }   // the test already finished
     }
 
-    /// <summary>Waits until the JavaScript expression is truthy (fails the test with <paramref name="what"/> on timeout).</summary>
+    /// <summary>
+    /// Waits until the JavaScript expression is truthy (fails the test with <paramref name="what"/> on timeout). Polled
+    /// with page evaluations rather than Playwright's WaitForFunction, which evals its predicate inside the page and is
+    /// refused by a page whose Content-Security-Policy forbids eval (as the playground's does).
+    /// On timeout the message holds the page's visible text, to see what it showed instead.
+    /// </summary>
     public static async Task WaitFor(IPage page, string expression, string what, int timeoutMs = 60_000)
     {
-        try { await page.WaitForFunctionAsync(expression, null, new PageWaitForFunctionOptions { Timeout = timeoutMs, PollingInterval = 50 }); }
-        catch (TimeoutException) { Assert.Fail($"timed out after {timeoutMs} ms waiting for {what} ({expression})"); }
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        while (!await page.EvaluateAsync<bool>($"!!({expression})"))
+        {
+            if (clock.ElapsedMilliseconds > timeoutMs)
+                Assert.Fail($"timed out after {timeoutMs} ms waiting for {what} ({expression}); the page shows:\n{await page.EvaluateAsync<string>("document.body.innerText")}");
+            await Task.Delay(50);
+        }
     }
 
     /// <summary>A full-page PNG under <see cref="ScreenshotDir"/>; returns its path.</summary>
