@@ -46,6 +46,13 @@ public interface IPeftMethod
     string PeftType { get; }
     /// <summary>The config record this method takes.</summary>
     Type ConfigType { get; }
+    /// <summary>The method's usual config (what `train --method` starts from; the contract tests use it).</summary>
+    IPeftConfig DefaultConfig { get; }
+    /// <summary>
+    /// Whether a fresh adapter leaves the model's outputs equal to the base's (PEFT's promise for LoRA/DoRA with the
+    /// default init and for zero-initialised bottleneck adapters); prompt tuning changes them by design.
+    /// </summary>
+    bool FreshAdapterIsIdentity { get; }
     /// <summary>A fresh, trainable adapter named <paramref name="name"/>; the base is frozen.</summary>
     IPeftAdapter Attach(CausalLM model, IPeftConfig config, string name, AttachOptions options);
     /// <summary>The adapter a folder holds (its adapter_config.json's peft_type is this method's), as adapter <paramref name="name"/>.</summary>

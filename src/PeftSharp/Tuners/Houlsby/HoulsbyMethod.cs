@@ -11,6 +11,8 @@ public sealed class HoulsbyMethod : IPeftMethod
 
     public string PeftType => HoulsbyConfig.PeftType;
     public Type ConfigType => typeof(HoulsbyConfig);
+    public IPeftConfig DefaultConfig { get; } = new HoulsbyConfig();
+    public bool FreshAdapterIsIdentity => true;
 
     public IPeftAdapter Attach(CausalLM model, IPeftConfig config, string name, AttachOptions options)
     {

@@ -1,4 +1,5 @@
 using PeftSharp.IO;
+using PeftSharp.Memory;
 using PeftSharp.Models;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -13,6 +14,8 @@ public sealed class LoraMethod : IPeftMethod
 
     public string PeftType => LoraConfig.PeftTypeName;
     public Type ConfigType => typeof(LoraConfig);
+    public IPeftConfig DefaultConfig { get; } = new LoraConfig { R = 8, LoraAlpha = 16, TargetModulesRegex = TargetMatcher.AllLinearKeyword };
+    public bool FreshAdapterIsIdentity => true;
 
     public IPeftAdapter Attach(CausalLM model, IPeftConfig config, string name, AttachOptions options)
     {

@@ -11,6 +11,9 @@ public sealed class PromptTuningMethod : IPeftMethod
 
     public string PeftType => PromptTuningConfig.PeftType;
     public Type ConfigType => typeof(PromptTuningConfig);
+    public IPeftConfig DefaultConfig { get; } = new PromptTuningConfig();
+    /// <summary>PEFT's prompt tuning prepends virtual tokens: outputs change from the first step.</summary>
+    public bool FreshAdapterIsIdentity => false;
 
     public IPeftAdapter Attach(CausalLM model, IPeftConfig config, string name, AttachOptions options)
     {
