@@ -10,6 +10,7 @@ namespace PeftSharp;
 /// </summary>
 public static class PeftLogging
 {
+    /// <summary>The logger the library's warnings go to.</summary>
     public static ILogger Logger { get; set; } = NullLogger.Instance;
 
     /// <summary>One warning through <see cref="Logger"/>.</summary>

@@ -30,6 +30,7 @@ public sealed class PeftModel : IDisposable
     public CausalLM BaseModel { get; }
     /// <summary>The folder the base was loaded from (a repo id's snapshot folder).</summary>
     public string ModelPath { get; }
+    /// <summary>The base's tokenizer (tokenizer.json, its special tokens and generation_config.json's EOS ids).</summary>
     public TextTokenizer Tokenizer { get; }
     /// <summary>The model's chat template (or <see cref="PeftModelOptions.ChatTemplateFile"/>), null when it has none.</summary>
     public ChatTemplate? ChatTemplate => _prompter.Template;
@@ -263,6 +264,7 @@ public sealed class PeftModel : IDisposable
     /// <summary>Evaluation mode (dropout off), as PyTorch's <c>model.eval()</c>; models load in this mode.</summary>
     public void Eval() => BaseModel.eval();
 
+    /// <summary>Frees the adapters, the base model's tensors and the tokenizer.</summary>
     public void Dispose()
     {
         foreach (var a in _adapters) a.Dispose();
