@@ -54,7 +54,7 @@ public sealed class ExportGgufAdapterCommand : Command<ExportGgufAdapterCommand.
     internal static void CheckExportable(string modelDir, string adapterDir)
     {
         GgufModelExport.ArchitectureOf(ModelConfig.Load(modelDir), modelDir);
-        if (AdapterCli.KindOf(adapterDir) != AdapterCli.Kind.Lora)
+        if (PeftSharp.Tuners.PeftMethods.ForFolder(adapterDir) is not PeftSharp.Tuners.Lora.LoraMethod)
             throw new InvalidDataException($"{Path.Combine(adapterDir, "adapter_config.json")}: only LoRA adapters have a llama.cpp adapter form (Houlsby adapters and soft prompts do not)");
         if (PeftAdapterIO.Read(adapterDir).Config.UseDora)
             throw new InvalidDataException($"{Path.Combine(adapterDir, "adapter_config.json")}: a DoRA adapter has no llama.cpp adapter form; use `peft export gguf --adapter {adapterDir}` to export it merged");
