@@ -8,6 +8,7 @@
 # BASELINE_BIN=<folder with another build's PeftSharp.Bench.dll> adds a fourth column (e.g. the previous commit, built
 # from `git archive` into /tmp) and prints ours/baseline from the same alternated rounds: before/after figures.
 # PROFILE=1 also prints one `lora-step --profile` run (where the step's time goes).
+# STEPS / WARMUP (default 5 / 2) set the timed and untimed steps per run (fewer keep a loaded box's run short).
 # Extra arguments go to all sides (e.g. --targets q_proj,k_proj,v_proj,o_proj --r 16).
 # Needs Debian's python3-torch and libopenblas0-pthread for the peer; the naive step is built into
 # ${NAIVE_DIR:-/tmp/peftsharp-naive-lora-step} (a copy: ../shared is read-only), not into the repo.
@@ -19,7 +20,7 @@ naive_dir="${NAIVE_DIR:-/tmp/peftsharp-naive-lora-step}"
 rounds="${ROUNDS:-3}"
 threads="${THREADS:-2}"
 args=(--vocab 4096 --hidden 512 --layers 4 --heads 8 --kv-heads 8 --seq 256 --batch 4 --r 8 --alpha 16
-      --targets q_proj,v_proj --steps 5 --warmup 2 --threads "$threads" "$@")
+      --targets q_proj,v_proj --steps "${STEPS:-5}" --warmup "${WARMUP:-2}" --threads "$threads" "$@")
 build_bench
 naive_dll="$naive_dir/bin/Release/net10.0/naive_lora_step.dll"
 if [[ ! -f "$naive_dll" || "$naive_src/Program.cs" -nt "$naive_dll" ]]; then
