@@ -41,9 +41,10 @@ echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | xargs); $(npro
 ours=() theirs=() naive=() peer_mm=() baseline=()
 for ((i = 0; i < rounds; i++)); do
   ours+=("$(measured dotnet "$bench_bin/PeftSharp.Bench.dll" lora-step "${args[@]}")")
+  # Right after ours: its utilisation is taken against ours' in-process matmul (the same libtorch) of this round.
+  naive+=("$(measured dotnet "$naive_dll" --mode train "${args[@]}")")
   theirs+=("$(measured /usr/bin/python3 "$peer" --mode train "${args[@]}")")
   peer_mm+=("$(/usr/bin/python3 -c "$mm" "$threads")")
-  naive+=("$(measured dotnet "$naive_dll" --mode train "${args[@]}")")
   if [[ -n "${BASELINE_BIN:-}" ]]; then baseline+=("$(measured dotnet "$BASELINE_BIN/PeftSharp.Bench.dll" lora-step "${args[@]}")"); fi
   echo "round $((i + 1)): peftsharp $(jq -r .tokens_per_s <<<"${ours[-1]}") tok/s, pytorch $(jq -r .tokens_per_s <<<"${theirs[-1]}"), torchsharp-naive $(jq -r .tokens_per_s <<<"${naive[-1]}")" >&2
 done
@@ -68,7 +69,7 @@ print(f"pytorch 1.13:     median {tps(theirs):.1f} tok/s = {gflop * tps(theirs) 
       f"utilisation {med(peer_util):.1%} (median per round)")
 naive_util = [gflop * x["tokens_per_s"] / tokens / y["matmul_gflops"] for x, y in zip(naive, ours)]
 print(f"torchsharp-naive: median {tps(naive):.1f} tok/s = {gflop * tps(naive) / tokens:.1f} GFLOP/s; "
-      f"utilisation {med(naive_util):.1%} (against ours' in-process matmul of the same round: same libtorch)")
+      f"utilisation {med(naive_util):.1%} (against ours' in-process matmul of the same round, run just before: same libtorch)")
 def ratio(name, num, den):
     rs = [a["tokens_per_s"] / b["tokens_per_s"] for a, b in zip(num, den)]
     print(f"LoRA step tokens/s ratio {name} = {med(rs):.3f} (per round: {', '.join(f'{r:.3f}' for r in rs)})")
