@@ -82,6 +82,7 @@ if baseline:
 mib = lambda rs: med(x["peak_rss_kib"] for x in rs) / 1024
 rr = [a["peak_rss_kib"] / b["peak_rss_kib"] for a, b in zip(ours, theirs)]
 print(f"peak RSS (VmHWM of each process: runtime + model + steps): peftsharp {mib(ours):.0f} MiB, pytorch {mib(theirs):.0f} MiB, "
-      f"torchsharp-naive {mib(naive):.0f} MiB; peftsharp/pytorch = {med(rr):.3f} (per round: {', '.join(f'{r:.3f}' for r in rr)})")
+      f"torchsharp-naive {mib(naive):.0f} MiB{f', baseline build {mib(baseline):.0f} MiB' if baseline else ''}; "
+      f"peftsharp/pytorch = {med(rr):.3f} (per round: {', '.join(f'{r:.3f}' for r in rr)})")
 PY
 if [[ "${PROFILE:-0}" == 1 ]]; then bench lora-step "${args[@]}" --profile; fi
