@@ -22,7 +22,7 @@ public sealed class BenchArgs(string[] args)
 {
     public string Get(string key, string fallback)
     {
-        int i = Array.IndexOf(args, "--" + key);
+        int i = Array.LastIndexOf(args, "--" + key);   // the last one wins, as in argparse: scripts append overrides to defaults
         return i >= 0 && i + 1 < args.Length ? args[i + 1] : fallback;
     }
     public int Int(string key, int fallback) => int.Parse(Get(key, fallback.ToString()));

@@ -46,12 +46,18 @@ public sealed class LoraStep : IDisposable
         using (var scope = NewDisposeScope())
         {
             var logits = _model.Forward(_input);
-            var l = nn.functional.cross_entropy(logits.reshape(-1, _vocab), _target.reshape(-1));
-            l.backward();
+            Tensor l;
+            using (ForwardProfiler.Measure("loss (cross entropy)"))
+                l = nn.functional.cross_entropy(logits.reshape(-1, _vocab), _target.reshape(-1));
+            using (ForwardProfiler.Measure("backward (all ops; libtorch autograd)"))
+                l.backward();
             loss = l.item<float>();
         }
-        _opt.Step();
-        _opt.ZeroGrad();
+        using (ForwardProfiler.Measure("AdamW step + zero_grad"))
+        {
+            _opt.Step();
+            _opt.ZeroGrad();
+        }
         return loss;
     }
 

@@ -11,7 +11,7 @@ namespace PeftSharp.Bench;
 public sealed class LoraStepBench : IBench
 {
     public string Name => "lora-step";
-    public string Description => "LoRA training step tokens/s + FLOP utilisation; same flags as peer_lora_step.py --mode train";
+    public string Description => "LoRA training step tokens/s + FLOP utilisation; same flags as peer_lora_step.py --mode train; --profile: where the step's time goes";
 
     static readonly JsonSerializerOptions Json = new() { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
 
@@ -32,6 +32,11 @@ public sealed class LoraStepBench : IBench
         int mmSize = a.Int("matmul", 2048);
         using var mmA = randn(mmSize, mmSize);
         using var mmB = randn(mmSize, mmSize);
+        if (a.Flag("profile"))
+        {
+            StepFlops.MatmulGflops(mmA, mmB);
+            return LoraStepProfile.Run(step, flops, warmup, steps, BenchStats.Median(Enumerable.Range(0, 3).Select(_ => StepFlops.MatmulGflops(mmA, mmB))));
+        }
         // The matmul reference is timed right after every step, so load drift on a shared machine hits both alike.
         var times = new List<double>();
         var mmRates = new List<double>();

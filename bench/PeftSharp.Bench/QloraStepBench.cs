@@ -11,7 +11,8 @@ namespace PeftSharp.Bench;
 /// qlora-step: a QLoRA training step (NF4 base, fp32 LoRA) against a LoRA step on the fp32 base of the same shape:
 /// step time (both models in one process, steps alternated so drift hits both) and peak memory of each, measured
 /// in a separate child process per base (VmHWM; the fp32 model never exists in the NF4 child) and as tensor bytes.
-/// Options: peer_lora_step.py's shape flags, --targets all-linear (default) or a list, --rounds 5 --warmup 2 --threads 2.
+/// Options: peer_lora_step.py's shape flags, --targets all-linear (default) or a list, --rounds 5 --warmup 2 --threads 2;
+/// --no-memory skips the child processes (the ~1B case: its fp32 child alone would hold another 4+ GB).
 /// </summary>
 public sealed class QloraStepBench : IBench
 {
@@ -54,6 +55,7 @@ public sealed class QloraStepBench : IBench
         Console.WriteLine($"step time: fp32 base median {tDense * 1e3:F0} ms (min {times[0].Min() * 1e3:F0}), NF4 base median {tNf4 * 1e3:F0} ms (min {times[1].Min() * 1e3:F0})");
         Console.WriteLine($"QLoRA/LoRA step time ratio = {BenchStats.Median(ratios):F3} (median of per-round ratios; min/min {times[1].Min() / times[0].Min():F3})");
 
+        if (a.Flag("no-memory")) return 0;
         // glibc raises its mmap threshold after freeing large blocks, so the NF4 step's transient dequantised weights
         // stay in the heap; a fixed threshold returns them to the OS. Both are reported.
         foreach (var threshold in new string?[] { null, "1048576" })

@@ -59,6 +59,7 @@ public sealed class Attention : nn.Module<Tensor, Tensor>
 
     public Tensor Forward(Tensor x, ForwardContext ctx, int layer)
     {
+        using var profile = ForwardProfiler.Measure("attention reshapes + cache");
         using var scope = NewDisposeScope();
         long b = x.shape[0], t = x.shape[1];
         long qDim = (long)_heads * _headDim, kvDim = (long)_kvHeads * _headDim;
@@ -89,9 +90,11 @@ public sealed class Attention : nn.Module<Tensor, Tensor>
             k = k.repeat_interleave(_heads / _kvHeads, 1);
             v = v.repeat_interleave(_heads / _kvHeads, 1);
         }
-        var a = _explicitScores ? ExplicitAttention(q, k, v, mask)
-            : mask is null ? nn.functional.scaled_dot_product_attention(q, k, v, null, 0.0, t > 1)
-            : nn.functional.scaled_dot_product_attention(q, k, v, mask, 0.0, false);
+        Tensor a;
+        using (ForwardProfiler.Measure("attention scores (sdpa)"))
+            a = _explicitScores ? ExplicitAttention(q, k, v, mask)
+                : mask is null ? nn.functional.scaled_dot_product_attention(q, k, v, null, 0.0, t > 1)
+                : nn.functional.scaled_dot_product_attention(q, k, v, mask, 0.0, false);
         var merged = a.transpose(1, 2).reshape(b, t, qDim);
         return o_proj.forward(merged).MoveToOuterDisposeScope();
     }
@@ -144,6 +147,7 @@ public sealed class Mlp : nn.Module<Tensor, Tensor>
 
     public override Tensor forward(Tensor x)
     {
+        using var profile = ForwardProfiler.Measure("mlp activation * up");
         using var scope = NewDisposeScope();
         Tensor gate, up;
         if (gate_up_proj is not null)

@@ -88,6 +88,7 @@ public sealed class CausalLM : nn.Module<Tensor, Tensor>
     /// </summary>
     public Tensor Forward(Tensor? inputIds, KvCache? cache = null, Tensor? attentionMask = null, Tensor? inputsEmbeds = null, bool lastOnly = false)
     {
+        using var profile = ForwardProfiler.Measure("positions, masks, rotary tables");
         using var scope = NewDisposeScope();
         var h = inputsEmbeds ?? model.embed_tokens.forward(inputIds!);
         int prepended = 0;

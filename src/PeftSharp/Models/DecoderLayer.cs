@@ -44,6 +44,7 @@ public sealed class DecoderLayer : nn.Module<Tensor, Tensor>
 
     public Tensor Forward(Tensor x, ForwardContext ctx)
     {
+        using var profile = ForwardProfiler.Measure("residual adds (+ sublayer hooks)");
         using var scope = NewDisposeScope();
         var a = self_attn.Forward(input_layernorm.forward(x), ctx, Index);
         if (pre_feedforward_layernorm is not null) a = post_attention_layernorm.forward(a);

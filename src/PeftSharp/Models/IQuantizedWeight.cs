@@ -17,6 +17,11 @@ public interface IQuantizedWeight : IDisposable
     /// <summary>Bytes of every stored piece (codes, scales, nested scales).</summary>
     long StorageBytes { get; }
     Tensor Dequantize(ScalarType dtype, Device device);
+    /// <summary>
+    /// Writes the dense weight into <paramref name="destination"/> (contiguous, <see cref="Shape"/>, its dtype and
+    /// device) and returns true, or returns false where this weight has no such path (then use <see cref="Dequantize"/>).
+    /// </summary>
+    bool DequantizeInto(Tensor destination) => false;
     /// <summary>y = x W^T with the dequantised weight alive only during the call (and again in backward).</summary>
     Tensor Linear(Tensor x, ScalarType dtype);
 }

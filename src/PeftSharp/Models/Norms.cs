@@ -26,11 +26,16 @@ public sealed class RmsNorm : nn.Module<Tensor, Tensor>
 
     public override Tensor forward(Tensor x)
     {
+        using var profile = ForwardProfiler.Measure("rmsnorm");
         using var scope = NewDisposeScope();
         var xf = x.dtype == ScalarType.Float32 || x.dtype == ScalarType.Float64 ? x : x.to_type(ScalarType.Float32);
         var normed = xf * (xf.pow(2).mean([-1L], keepdim: true) + _eps).rsqrt();
         if (_plusOne) return (normed * (weight.to_type(normed.dtype) + 1)).to_type(x.dtype).MoveToOuterDisposeScope();
-        return (weight * normed.to_type(x.dtype)).MoveToOuterDisposeScope();
+        var cast = normed.to_type(x.dtype);
+        // Scaled in place when the dtypes agree (the product with rstd is fresh and nothing saved it, so autograd
+        // allows it): one [.., H] buffer less per norm. Otherwise weight * normed, whose dtype promotion decides.
+        if (weight.dtype == cast.dtype && !weight.requires_grad) return cast.mul_(weight).MoveToOuterDisposeScope();
+        return (weight * cast).MoveToOuterDisposeScope();
     }
 }
 
@@ -49,6 +54,7 @@ public sealed class TokenEmbedding : nn.Module<Tensor, Tensor>
 
     public override Tensor forward(Tensor ids)
     {
+        using var profile = ForwardProfiler.Measure("embedding");
         using var scope = NewDisposeScope();
         var flat = weight.index_select(0, ids.flatten());
         var shape = ids.shape.Append(weight.shape[1]).ToArray();

@@ -29,9 +29,31 @@ public static unsafe class Nf4Kernel
         fixed (float* c = code)
         fixed (byte* d = dst)
         {
-            if (dtype == ScalarType.Float32) { Run(p, a, c, (float*)d, n, blockSize); return; }
-            RunHalf(p, a, c, (ushort*)d, n, blockSize, dtype == ScalarType.BFloat16);
+            // Blocks are independent: split them over torch's intra-op threads, as the matmul that reads the result
+            // is, so the dequantisation is not the one single-threaded pass of a QLoRA layer. Small weights stay on
+            // the calling thread (a task costs more than their pass).
+            long blocks = n / blockSize;
+            int chunks = (int)Math.Clamp(n / ParallelMinElements, 1, Math.Max(1, get_num_threads()));
+            if (chunks == 1) { RunRange(p, a, c, d, 0, blocks, blockSize, dtype); return; }
+            nint pp = (nint)p, pa = (nint)a, pc = (nint)c, pd = (nint)d;
+            Parallel.For(0, chunks, new ParallelOptions { MaxDegreeOfParallelism = chunks }, i =>
+            {
+                long from = blocks * i / chunks, to = blocks * (i + 1) / chunks;
+                RunRange((byte*)pp, (float*)pa, (float*)pc, (byte*)pd, from, to, blockSize, dtype);
+            });
         }
+    }
+
+    /// <summary>Below this many weights one thread dequantises the whole tensor.</summary>
+    const long ParallelMinElements = 1 << 18;
+
+    /// <summary>Blocks [from, to) of the weight.</summary>
+    static void RunRange(byte* p, float* absmax, float* code, byte* dst, long from, long to, int blockSize, ScalarType dtype)
+    {
+        long first = from * blockSize, count = (to - from) * blockSize;
+        byte* pb = p + first / 2;
+        if (dtype == ScalarType.Float32) Run(pb, absmax + from, code, (float*)dst + first, count, blockSize);
+        else RunHalf(pb, absmax + from, code, (ushort*)dst + first, count, blockSize, dtype == ScalarType.BFloat16);
     }
 
     /// <summary>Round-to-nearest-even, as torch converts float32 to bfloat16 (NaN stays a quiet NaN).</summary>

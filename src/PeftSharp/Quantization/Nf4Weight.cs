@@ -116,6 +116,23 @@ public sealed class Nf4Weight : IQuantizedWeight
     /// <summary>The SIMD CPU kernel, writing straight into a fresh tensor's buffer.</summary>
     public Tensor DequantizeKernel(ScalarType dtype)
     {
+        var result = empty(Shape, dtype);
+        DequantizeKernelInto(result);
+        return result;
+    }
+
+    /// <summary>CPU weights and a kernel dtype: the SIMD kernel writes into <paramref name="destination"/> (contiguous, [out, in]).</summary>
+    public bool DequantizeInto(Tensor destination)
+    {
+        if (Device.type != DeviceType.CPU || destination.device.type != DeviceType.CPU || !Nf4Kernel.Supports(destination.dtype)) return false;
+        if (!destination.is_contiguous() || !destination.shape.SequenceEqual(Shape))
+            throw new ArgumentException($"dequantise into [{string.Join(", ", destination.shape)}]: needs a contiguous [{string.Join(", ", Shape)}]");
+        DequantizeKernelInto(destination);
+        return true;
+    }
+
+    void DequantizeKernelInto(Tensor result)
+    {
         if (Device.type != DeviceType.CPU) throw new InvalidOperationException("the SIMD kernel runs on CPU tensors only");
         // Pooled: a fresh float[] per call lands on the large-object heap (over 85 KB for 1.4M+ weights), which only
         // gen-2 collections free, so a training run's resident set grew with every dequantisation.
@@ -125,9 +142,7 @@ public sealed class Nf4Weight : IQuantizedWeight
         {
             AbsmaxInto(absmax);
             using var code = Code.to_type(ScalarType.Float32);
-            var result = empty(Shape, dtype);
-            Nf4Kernel.Dequantize(Packed.bytes, absmax.AsSpan(0, blocks), Options.BlockSize, MemoryMarshal.Cast<byte, float>(code.bytes), result.bytes, dtype);
-            return result;
+            Nf4Kernel.Dequantize(Packed.bytes, absmax.AsSpan(0, blocks), Options.BlockSize, MemoryMarshal.Cast<byte, float>(code.bytes), result.bytes, result.dtype);
         }
         finally { System.Buffers.ArrayPool<float>.Shared.Return(absmax); }
     }

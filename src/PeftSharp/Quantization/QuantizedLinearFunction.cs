@@ -7,10 +7,15 @@ namespace PeftSharp.Quantization;
 /// <summary>
 /// y = x W^T for a quantised W without keeping W: forward dequantises, multiplies and frees it; backward
 /// dequantises again for grad_x = g W. The base never gets a gradient (it is not an input of the graph).
+/// On CPU the dense weight is written into one scratch buffer per thread and dtype, sized for the largest weight seen
+/// and reused by every layer, forward and backward: one layer's dense weight at a time, as before, but without a
+/// fresh allocation (and its page faults: a weight over glibc's mmap threshold is a new mapping each time) per call.
 /// </summary>
 public sealed class QuantizedLinearFunction : autograd.SingleTensorFunction<QuantizedLinearFunction>
 {
     public override string Name => "QuantizedLinear";
+
+    [ThreadStatic] static Dictionary<ScalarType, Tensor>? _scratch;
 
     public static Tensor Apply(Tensor x, IQuantizedWeight w, ScalarType dtype)
     {
@@ -19,11 +24,40 @@ public sealed class QuantizedLinearFunction : autograd.SingleTensorFunction<Quan
         return apply(x, w, dtype);
     }
 
-    static Tensor Compute(Tensor x, IQuantizedWeight w, ScalarType dtype)
+    /// <summary>Frees this thread's scratch buffers (they are rebuilt on the next quantised matmul).</summary>
+    public static void ReleaseScratch()
     {
-        using var dense = w.Dequantize(dtype, x.device);
-        return nn.functional.linear(x, dense);
+        if (_scratch is null) return;
+        foreach (var t in _scratch.Values) t.Dispose();
+        _scratch = null;
     }
+
+    /// <summary>
+    /// Runs <paramref name="use"/> on the dense weight: a view of this thread's scratch where the weight can write
+    /// into it (CPU), else a fresh dequantised tensor freed afterwards. <paramref name="use"/> must not keep it.
+    /// </summary>
+    static Tensor WithDense(IQuantizedWeight w, ScalarType dtype, Device device, Func<Tensor, Tensor> use)
+    {
+        if (device.type == DeviceType.CPU && w.Device.type == DeviceType.CPU)
+        {
+            long n = w.Shape.Aggregate(1L, (a, b) => a * b);
+            _scratch ??= new();
+            if (!_scratch.TryGetValue(dtype, out var buf) || buf.numel() < n)
+            {
+                buf?.Dispose();
+                buf = empty(n, dtype).DetachFromDisposeScope();
+                _scratch[dtype] = buf;
+            }
+            using var flat = buf.narrow(0, 0, n);
+            using var view = flat.view(w.Shape);
+            if (w.DequantizeInto(view)) return use(view);
+        }
+        using var dense = w.Dequantize(dtype, device);
+        return use(dense);
+    }
+
+    static Tensor Compute(Tensor x, IQuantizedWeight w, ScalarType dtype) =>
+        WithDense(w, dtype, x.device, dense => nn.functional.linear(x, dense));
 
     public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
     {
@@ -42,7 +76,6 @@ public sealed class QuantizedLinearFunction : autograd.SingleTensorFunction<Quan
         if (grad is null || grad.IsInvalid) return [null!, null!, null!];
         var w = (IQuantizedWeight)ctx.get_data("w");
         var dtype = (ScalarType)ctx.get_data("dtype");
-        using var dense = w.Dequantize(dtype, grad.device);
-        return [grad.matmul(dense), null!, null!];
+        return [WithDense(w, dtype, grad.device, dense => grad.matmul(dense)), null!, null!];
     }
 }

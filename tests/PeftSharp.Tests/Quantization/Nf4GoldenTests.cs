@@ -69,6 +69,24 @@ public class Nf4GoldenTests
         Assert.Equal(reference, MemoryMarshal.Cast<byte, float>(f32.bytes).ToArray());
     }
 
+    [Theory]
+    [InlineData(ScalarType.Float32, 64)]
+    [InlineData(ScalarType.BFloat16, 128)]
+    public void KernelSplitOverTorchThreadsIsBitwiseEqualToTheOpsPath(ScalarType dtype, int block)
+    {
+        // Over 2^18 weights the kernel splits the blocks over torch's threads (2 on the 2-core box); into a
+        // caller's buffer (QLoRA's scratch) it writes the same bytes as into a fresh tensor.
+        using var scope = NewDisposeScope();
+        manual_seed(4);
+        using var w = Nf4Weight.FromDense(randn(600, 544) * 0.02, new Nf4Options(block, true, FourBitType.Nf4));
+        var fresh = w.DequantizeKernel(dtype);
+        Assert.Equal(w.DequantizeOps(dtype).bytes.ToArray(), fresh.bytes.ToArray());
+        var into = full(600, 544, double.NaN, dtype);
+        Assert.True(w.DequantizeInto(into));
+        Assert.Equal(fresh.bytes.ToArray(), into.bytes.ToArray());
+        Assert.Throws<ArgumentException>(() => w.DequantizeInto(empty(544, 600, dtype)));
+    }
+
     [Fact]
     public void BlockSizeNotDividingTheTensorIsAClearError()
     {

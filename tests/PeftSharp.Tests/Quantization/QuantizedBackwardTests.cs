@@ -26,6 +26,29 @@ public class QuantizedBackwardTests
     }
 
     [Fact]
+    public void StackedQuantisedLayersOfDifferentShapesGiveTheDenseGradients()
+    {
+        // The dense weight is rebuilt per call in one reused buffer: layer 1's backward runs after layer 2's forward
+        // and backward overwrote it, so a stale or shared buffer would give wrong gradients here.
+        using var scope = NewDisposeScope();
+        manual_seed(6);
+        using var w1 = Nf4Weight.FromDense(randn(96, 64) * 0.05);
+        using var w2 = Nf4Weight.FromDense(randn(32, 96) * 0.05);
+        var x = randn(2, 5, 64).requires_grad_(true);
+        var r = randn(2, 5, 32);
+        var y = w2.Linear(nn.functional.silu(w1.Linear(x, ScalarType.Float32)), ScalarType.Float32);
+        (y * r).sum().backward();
+
+        var xd = x.detach().clone().requires_grad_(true);
+        var d1 = w1.Dequantize(ScalarType.Float32, CPU);
+        var d2 = w2.Dequantize(ScalarType.Float32, CPU);
+        var yd = nn.functional.linear(nn.functional.silu(nn.functional.linear(xd, d1)), d2);
+        (yd * r).sum().backward();
+        Assert.Equal(yd.data<float>().ToArray(), y.data<float>().ToArray());
+        Assert.Equal(xd.grad!.data<float>().ToArray(), x.grad!.data<float>().ToArray());
+    }
+
+    [Fact]
     public void QloraGradientsFlowToAdaptersButTheBaseHasNoParameterToUpdate()
     {
         using var scope = NewDisposeScope();

@@ -27,4 +27,25 @@ public class CausalLmLossTests
             }
         Assert.Equal(expected, loss.item<float>(), 4);
     }
+
+    [Fact]
+    public void GradientEqualsTheNarrowedLogitsForm()
+    {
+        // The labels shift instead of the logits: the last position must get exactly zero gradient and the others
+        // the gradient of the textbook form (narrow to T-1, flatten, cross entropy).
+        using var scope = NewDisposeScope();
+        random.manual_seed(4);
+        var logits = randn(3, 6, 11).requires_grad_(true);
+        var reference = logits.detach().clone().requires_grad_(true);
+        var labels = randint(0, 11, [3, 6]);
+        labels[1, 3] = tensor(-100L);
+        var loss = CausalLmLoss.Sum(logits, labels);
+        loss.backward();
+        var expected = nn.functional.cross_entropy(reference.narrow(1, 0, 5).reshape(-1, 11), labels.narrow(1, 1, 5).reshape(-1),
+            ignore_index: -100, reduction: nn.Reduction.Sum);
+        expected.backward();
+        Assert.Equal(expected.item<float>(), loss.item<float>(), 5);
+        Assert.True(logits.grad!.narrow(1, 5, 1).abs().max().item<float>() == 0);
+        Assert.True((logits.grad! - reference.grad!).abs().max().item<float>() <= 1e-7);
+    }
 }

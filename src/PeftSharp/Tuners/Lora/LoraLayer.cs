@@ -46,24 +46,36 @@ public sealed class LoraLayer : ILinearAdapter
 
     public Tensor Apply(Tensor x, Tensor baseOut, TunableLinear layer)
     {
+        using var profile = ForwardProfiler.Measure("lora adapter");
         using var scope = NewDisposeScope();
         var xa = x.dtype == A.dtype ? x : x.to_type(A.dtype);
         // The module's own training flag (train()/eval(), as PyTorch's nn.Dropout reads it), so Trainer's train() turns it on.
         bool drop = Dropout > 0 && layer.training;
         var xd = drop ? nn.functional.dropout(xa, Dropout, true) : xa;
+        if (Magnitude is null) return AddScaledLora(baseOut, nn.functional.linear(xd, A)).MoveToOuterDisposeScope();
         var lora = nn.functional.linear(nn.functional.linear(xd, A), B);
-        Tensor delta;
-        if (Magnitude is null) delta = lora * Scaling;
-        else
-        {
-            var w = layer.DenseWeight(A.dtype);
-            var scale = (Magnitude / RowNorm(w)).view(1, -1);
-            // PEFT reuses the base output when no dropout ran; otherwise it recomputes W·dropout(x) without bias.
-            var baseNoBias = drop ? nn.functional.linear(xd, w)
-                : (layer.bias is null ? baseOut : baseOut - layer.bias).to_type(A.dtype);
-            delta = (scale - 1) * baseNoBias + scale * lora * Scaling;
-        }
+        var w = layer.DenseWeight(A.dtype);
+        var scale = (Magnitude / RowNorm(w)).view(1, -1);
+        // PEFT reuses the base output when no dropout ran; otherwise it recomputes W·dropout(x) without bias.
+        var baseNoBias = drop ? nn.functional.linear(xd, w)
+            : (layer.bias is null ? baseOut : baseOut - layer.bias).to_type(A.dtype);
+        var delta = (scale - 1) * baseNoBias + scale * lora * Scaling;
         return (baseOut + delta.to_type(baseOut.dtype)).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// baseOut + s·(xA)·Bᵀ for <paramref name="xa"/> = x·Aᵀ [.., r]: the scaling goes on the rank-r activations
+    /// (r columns, not out), and the sum is one addmm that accumulates into a copy of baseOut (no [.., out] LoRA
+    /// product, scaled product and sum as three tensors). Any dtype; a base of another dtype than the adapter gets the
+    /// LoRA term cast to its own, as autocast would.
+    /// </summary>
+    Tensor AddScaledLora(Tensor baseOut, Tensor xa)
+    {
+        var down = xa * Scaling;
+        if (baseOut.dtype != B.dtype || !baseOut.is_contiguous())
+            return baseOut + nn.functional.linear(down, B).to_type(baseOut.dtype);
+        long outF = B.shape[0];
+        return addmm(baseOut.view(-1, outF), down.view(-1, Rank), B.t(), 1, 1).view(baseOut.shape);
     }
 
     /// <summary>s·B·A [out, in] in the adapter dtype.</summary>
