@@ -46,7 +46,8 @@ public sealed class LoraStep : IDisposable
         using (var scope = NewDisposeScope())
         {
             var logits = _model.Forward(_input);
-            var l = nn.functional.cross_entropy(logits.reshape(-1, _vocab), _target.reshape(-1));
+            // The loss in fp32 whatever the model's dtype (a no-op on an fp32 model), as the trainer computes it.
+            var l = nn.functional.cross_entropy(logits.reshape(-1, _vocab).to_type(ScalarType.Float32), _target.reshape(-1));
             l.backward();
             loss = l.item<float>();
         }

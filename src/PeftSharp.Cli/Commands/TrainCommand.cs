@@ -27,6 +27,9 @@ public sealed class TrainCommand : Command<TrainSettings>
         long runtimeBytes = ProcessMemory.Read().RssBytes;
         var clock = Stopwatch.StartNew();
         if (s.Resume is not null) RestoreOptions(context, s);
+        var compute = ComputeDtype.Resolve(s.RequestedComputeDtype, s.Method, s.Device);
+        s.ComputeDtype = compute.Name;   // train-options.json keeps what ran, so a resume computes in the same dtype
+        AnsiConsole.MarkupLineInterpolated($"[bold]compute[/] {compute.Name} ({compute.Reason})");
         if (s.IsPreference) return PreferenceTrain.Execute(context, s, cancellationToken, runtimeBytes);
         string outDir = s.Out ?? (s.Resume is { } r ? Checkpoint.RunFolder(r) : Path.Combine("runs", $"{s.Method}-{DateTime.Now:yyyyMMdd-HHmmss}"));
         var methodOptions = s.MethodOptions();
@@ -46,7 +49,7 @@ public sealed class TrainCommand : Command<TrainSettings>
         PlanOutput.Write(plan);
 
         var device = ModelSettings.ResolveDevice(s.Device);
-        var (model, method) = MethodFactory.Create(s.ModelDir, methodOptions, tokenizer, device, seed: s.Seed);
+        var (model, method) = MethodFactory.Create(s.ModelDir, methodOptions, tokenizer, device, compute.Dtype, s.Seed);
         using var _ = model;
         if (options.GradientCheckpointing) GradientCheckpointing.Enable(model);
         AnsiConsole.MarkupLineInterpolated($"[bold]method[/] {method.Description}");

@@ -13,6 +13,7 @@ public static class MethodFactory
         ScalarType dtype = ScalarType.Float32, int seed = 0)
     {
         o.Validate();
+        if (dtype is ScalarType.BFloat16 or ScalarType.Float16) ComputeDtype.Check(ComputeDtype.Name(dtype), o.Method);   // the LoRA family only (fp32 adapters)
         var load = new LoadOptions
         {
             Dtype = dtype,
