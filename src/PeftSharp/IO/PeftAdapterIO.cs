@@ -23,11 +23,13 @@ public static class PeftAdapterIO
     /// <summary>Test seam: rewrites the tensor entries just before they are written.</summary>
     internal static Func<IEnumerable<SafeTensorEntry>, IEnumerable<SafeTensorEntry>>? EntriesHook { get; set; }
 
-    public static void Save(CausalLM model, string adapterName, string dir)
+    /// <param name="recordedBase">The base to record instead of the loaded model's (a 16-bit compute run records its
+    /// checkpoint's fp32 fingerprint: <see cref="BaseFingerprint.OfCheckpointInFp32"/>).</param>
+    public static void Save(CausalLM model, string adapterName, string dir, BaseFingerprint? recordedBase = null)
     {
         var adapter = LoraModel.Of(model).Get(adapterName);
         var config = adapter.Config.ToJson();
-        config[BaseFingerprint.ConfigKey] = BaseFingerprint.Compute(model, adapter.Layers.Keys).ToJson();
+        config[BaseFingerprint.ConfigKey] = (recordedBase?.Restrict(adapter.Layers.Keys) ?? BaseFingerprint.Compute(model, adapter.Layers.Keys)).ToJson();
         IEnumerable<SafeTensorEntry> entries = adapter.PeftNamedParameters()
             .OrderBy(p => p.Key, StringComparer.Ordinal)
             .Select(p => SafeTensorEntry.FromTensor(p.Key, p.Param.detach()))

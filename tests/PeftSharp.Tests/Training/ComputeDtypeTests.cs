@@ -55,9 +55,9 @@ public class ComputeDtypeTests(ITestOutputHelper output)
         var e = Assert.Throws<ArgumentException>(() => ComputeDtype.Decide("bf16", method, false, () => Probe(1, 2)));
         Assert.StartsWith("--compute-dtype bf16: mixed precision covers lora, dora, qlora and qdora", e.Message);
         Assert.Contains($"--method {method}", e.Message);
-        var viaApi = Assert.Throws<ArgumentException>(() => MethodFactory.Create(TestPaths.TinyLlama,
-            new MethodOptions { Method = method is "orpo" ? "lora" : method }, Tok, CPU, ScalarType.BFloat16).Model.Dispose());
-        if (method is not "orpo") Assert.Contains("--compute-dtype bf16", viaApi.Message);
+        if (method is "orpo") return;   // a preference run's adapter method is a LoRA one; the CLI refuses the pair
+        var viaApi = Assert.Throws<ArgumentException>(() => MethodFactory.Create(TestPaths.TinyLlama, new MethodOptions { Method = method }, Tok, CPU, ScalarType.BFloat16).Model.Dispose());
+        Assert.Contains("--compute-dtype bf16", viaApi.Message);
     }
 
     [Fact]
@@ -130,13 +130,13 @@ public class ComputeDtypeTests(ITestOutputHelper output)
             Assert.NotNull(p.grad);
             Assert.Equal(ScalarType.Float32, p.grad!.dtype);
         }
-        Assert.Contains(lora.Layers.Values.Zip(bBefore), x => !x.First.B.equal(x.Second).item<bool>());   // B left zero: it trained
+        Assert.Contains(lora.Layers.Values.Zip(bBefore), x => !x.First.B.equal(x.Second).all().item<bool>());   // B left zero: it trained
         var refParams = reference.named_parameters().ToDictionary(p => p.name, p => p.parameter);
         foreach (var (name, p) in model.named_parameters())
         {
             Assert.Equal(ScalarType.BFloat16, p.dtype);
             Assert.False(p.requires_grad, name);
-            Assert.True(p.equal(refParams[name]).item<bool>(), $"frozen {name} changed");
+            Assert.True(p.equal(refParams[name]).all().item<bool>(), $"frozen {name} changed");
         }
         using var saved = new SafeTensorsFile(Path.Combine(result.FinalDir!, "adapter_model.safetensors"));
         Assert.All(saved.Tensors, t => Assert.Equal("F32", t.Dtype));
@@ -144,6 +144,6 @@ public class ComputeDtypeTests(ITestOutputHelper output)
         using var fp32 = ModelLoader.Load(TestPaths.TinyLlama);
         var loaded = PeftAdapterIO.Load(fp32, result.FinalDir!, "default");
         var first = lora.Layers.First();
-        Assert.True(loaded.Layers[first.Key].B.equal(first.Value.B).item<bool>());
+        Assert.True(loaded.Layers[first.Key].B.equal(first.Value.B).all().item<bool>());
     }
 }

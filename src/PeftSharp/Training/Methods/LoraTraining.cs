@@ -6,7 +6,9 @@ using TorchSharp.Modules;
 namespace PeftSharp.Training.Methods;
 
 /// <summary>LoRA / DoRA (and QLoRA / QDoRA when the model's base is quantised): trains one named adapter.</summary>
-public sealed class LoraTraining(CausalLM model, LoraAdapter adapter, string label) : ITrainingMethod
+/// <param name="recordedBase">Recorded in the saved adapter instead of the loaded model's fingerprint (16-bit compute:
+/// the checkpoint's fp32 fingerprint, so the adapter loads on the base as generate/eval/merge load it).</param>
+public sealed class LoraTraining(CausalLM model, LoraAdapter adapter, string label, BaseFingerprint? recordedBase = null) : ITrainingMethod
 {
     public string Description
     {
@@ -21,5 +23,5 @@ public sealed class LoraTraining(CausalLM model, LoraAdapter adapter, string lab
     public IEnumerable<(string Name, Parameter P)> TrainableParameters =>
         adapter.PeftNamedParameters().Where(p => p.Param.requires_grad).Select(p => (p.Key, p.Param));
 
-    public void Save(string dir) => PeftAdapterIO.Save(model, adapter.Name, dir);
+    public void Save(string dir) => PeftAdapterIO.Save(model, adapter.Name, dir, recordedBase);
 }

@@ -59,7 +59,11 @@ public static class MethodFactory
                 var adapter = LoraInjector.Inject(model, cfg, "default", seed, ScalarType.Float32);
                 string label = o.Method switch { "dora" => "DoRA", "qlora" => "QLoRA", "qdora" => "QDoRA", _ => "LoRA" };
                 if (o.IsQuantized) label += $" ({model.QuantizationScheme})";
-                return new LoraTraining(model, adapter, label);
+                // A 16-bit load of a dense base records the checkpoint's fp32 fingerprint: the fp32 adapter then loads on the base
+                // as generate/eval/merge load it (fp32), with or without the same --compute-dtype.
+                var recorded = model.Dtype != ScalarType.Float32 && model.QuantizationScheme == "none"
+                    ? IO.BaseFingerprint.OfCheckpointInFp32(modelDir, model, adapter.Layers.Keys) : null;
+                return new LoraTraining(model, adapter, label, recorded);
         }
     }
 
