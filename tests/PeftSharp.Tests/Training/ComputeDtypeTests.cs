@@ -79,9 +79,9 @@ public class ComputeDtypeTests(ITestOutputHelper output)
 
     /// <summary>
     /// The bundled demo base (pretrained, stored in bf16) in fp32 and in bf16 on the demo prompts: same weights, so the
-    /// difference is bf16 activations alone. bf16 keeps 8 significant bits (relative rounding 2^-9 = 0.2%); each of the
-    /// 4 layers adds a few roundings, and the measured relative Frobenius error of the logits is ~1% (see the output).
-    /// 3% leaves room for other CPUs' kernels while a wrong path (a norm in bf16, a missing cast) gives several times that.
+    /// difference is bf16 activations alone. bf16 keeps 8 significant bits (relative rounding 2^-9 = 0.2%) and each of the
+    /// 4 layers adds a few roundings: measured here, the worst relative Frobenius error of the logits is 0.44% (argmax
+    /// equal at 40/40 positions; the test prints both). The bound, 2%, leaves room for other CPUs' bf16 kernels.
     /// </summary>
     [Fact]
     public void Bf16LogitsStayCloseToFp32()
@@ -107,7 +107,7 @@ public class ComputeDtypeTests(ITestOutputHelper output)
             total += (int)ids.shape[1];
         }
         output.WriteLine($"bf16 vs fp32 logits: worst relative error {worst:E3}, argmax agrees at {agree}/{total} positions");
-        Assert.True(worst < 0.03, $"relative error {worst}");
+        Assert.True(worst < 0.02, $"relative error {worst}");
         Assert.True(agree >= 0.95 * total, $"argmax agrees at {agree}/{total}");
     }
 
