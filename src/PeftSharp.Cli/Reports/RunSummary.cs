@@ -47,6 +47,7 @@ public sealed record RunSummary(TrainSettings Settings, string Method, TrainingD
     {
         ["method"] = Settings.Method,
         ["description"] = Method,
+        ["compute_dtype"] = Settings.ComputeDtype,   // what ran (auto resolved before training)
         ["trainable_params"] = trainableParameters,
         ["total_params"] = totalParameters,
         ["steps"] = Result.Steps,
@@ -68,6 +69,7 @@ public sealed record RunSummary(TrainSettings Settings, string Method, TrainingD
         var sb = new StringBuilder();
         sb.AppendLine("# Training report").AppendLine();
         sb.AppendLine($"- method: {Method}");
+        sb.AppendLine($"- compute dtype: {Settings.ComputeDtype} (base and activations; adapters, gradients, optimiser state and loss in fp32)");
         sb.AppendLine($"- base model: `{Settings.ModelDir}`");
         sb.AppendLine($"- data: `{Settings.DataFile}`: {Data.TrainStats}");
         if (Data.EvalStats is { } es) sb.AppendLine($"- eval: {es}");

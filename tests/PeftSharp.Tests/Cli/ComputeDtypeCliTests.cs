@@ -68,6 +68,8 @@ public class ComputeDtypeCliTests
         Assert.Contains("activations: torchsharp-cpu-bf16", Plain(stdout));   // the printed plan used the bf16 profile
         Assert.Equal(0, CliApp.Run(Train(data, cut, knobs)));
         Assert.Equal("bf16", Saved(whole, "compute-dtype"));
+        Assert.Equal("bf16", JsonFile.ReadObject(Path.Combine(whole, PeftSharp.Cli.Reports.RunSummary.JsonFile))["compute_dtype"]!.GetValue<string>());
+        Assert.Contains("- compute dtype: bf16", File.ReadAllText(Path.Combine(whole, "report.md")));
         using (var f = new SafeTensorsFile(Path.Combine(whole, "final", "adapter_model.safetensors")))
             Assert.All(f.Tensors, t => Assert.Equal("F32", t.Dtype));
         // "cut" died after its step-3 checkpoint; --resume alone must come back in bf16 and end where "whole" ended.
