@@ -126,7 +126,8 @@ public sealed class TrainSettings : CommandSettings
             MaxSeqLength = MaxSeq, Packing = Packing, GradientCheckpointing = Checkpointing, Optimizer = Optimizer,
             WeightDecay = WeightDecay, Seed = (ulong)Seed, EvalSplit = EvalSplit, EvalFile = EvalPath, EvalInterval = evalInterval,
             SaveInterval = SaveInterval, ResumeFrom = Resume, OutDir = outDir, Overwrite = Overwrite, Device = Device,
-            ComputeDtype = RequestedComputeDtype,
+            // `train` resolves auto first and keeps the result in ComputeDtype; other callers get the same decision here.
+            ComputeDtype = Training.ComputeDtype.Resolve(RequestedComputeDtype, Method, Device).Name,
         };
     }
 
