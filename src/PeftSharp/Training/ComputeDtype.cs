@@ -94,7 +94,7 @@ public sealed record MatmulProbe(double Fp32Gflops, double Bf16Gflops, string Ma
     public double Speedup => Bf16Gflops / Fp32Gflops;
 
     public override string ToString() =>
-        $"a {Size}^3 bf16 matmul runs {Speedup:F2}x fp32's speed ({Bf16Gflops:F0} vs {Fp32Gflops:F0} GFLOP/s{(FromCache ? ", cached" : "")}) on {Machine}";
+        $"a {Size}^3 bf16 matmul runs {Speedup:F2}x fp32's speed ({Bf16Gflops:G3} vs {Fp32Gflops:G3} GFLOP/s{(FromCache ? ", cached" : "")}) on {Machine}";
 
     /// <summary>CPU model, thread count and TorchSharp version: the things the ratio depends on.</summary>
     public static string MachineKey() =>

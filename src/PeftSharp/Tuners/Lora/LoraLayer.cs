@@ -63,7 +63,9 @@ public sealed class LoraLayer : ILinearAdapter
                 : (layer.bias is null ? baseOut : baseOut - layer.bias).to_type(A.dtype);
             delta = (scale - 1) * baseNoBias + scale * lora * Scaling;
         }
-        return (baseOut + delta.to_type(baseOut.dtype)).MoveToOuterDisposeScope();
+        // As PEFT: a 16-bit base output plus the fp32 delta is summed in fp32 (type promotion), then cast back once.
+        if (delta.dtype == baseOut.dtype) return (baseOut + delta).MoveToOuterDisposeScope();
+        return (baseOut.to_type(delta.dtype) + delta).to_type(baseOut.dtype).MoveToOuterDisposeScope();
     }
 
     /// <summary>s·B·A [out, in] in the adapter dtype.</summary>
