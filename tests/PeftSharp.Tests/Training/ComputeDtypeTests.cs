@@ -111,6 +111,32 @@ public class ComputeDtypeTests(ITestOutputHelper output)
         Assert.True(agree >= 0.95 * total, $"argmax agrees at {agree}/{total}");
     }
 
+    /// <summary>
+    /// PEFT's LoRA forward on a bf16 base with fp32 adapters: <c>result + lora_B(lora_A(x.float())) * s</c> promotes to
+    /// fp32 and is cast back once. Rounding the delta to bf16 before adding (two roundings) made bf16 runs that
+    /// memorise one example oscillate instead of converging.
+    /// </summary>
+    [Fact]
+    public void TheFp32LoraDeltaIsAddedToTheBf16BaseOutputInFp32AndRoundedOnce()
+    {
+        using var model = ModelLoader.Load(TestPaths.TinyLlama, new LoadOptions { Dtype = ScalarType.BFloat16 });
+        var cfg = new LoraConfig { R = 4, LoraAlpha = 8, TargetModules = ["q_proj"], InitLoraWeights = "false" };   // B random: a real delta
+        var adapter = LoraInjector.Inject(model, cfg, "default", seed: 2, adapterDtype: ScalarType.Float32);
+        var (path, lora) = adapter.Layers.First();
+        var lin = model.Linears().Single(l => l.ModulePath == path);
+        using var _ = no_grad();
+        using var scope = NewDisposeScope();
+        manual_seed(5);
+        var x = randn(2, 7, lin.InFeatures).to_type(ScalarType.BFloat16);
+        var y = lin.forward(x);
+        var delta = nn.functional.linear(nn.functional.linear(x.to_type(ScalarType.Float32), lora.A), lora.B) * lora.Scaling;
+        var once = (lin.BaseForward(x).to_type(ScalarType.Float32) + delta).to_type(ScalarType.BFloat16);
+        var twice = lin.BaseForward(x) + delta.to_type(ScalarType.BFloat16);
+        Assert.Equal(ScalarType.BFloat16, y.dtype);
+        Assert.True(y.equal(once).all().item<bool>(), "not PEFT's single rounding");
+        Assert.False(once.equal(twice).all().item<bool>());   // the check can tell the two apart on this input
+    }
+
     [Fact]
     public void ABf16StepUpdatesOnlyTheFp32AdapterWithFp32GradientsAndSavesFp32()
     {
