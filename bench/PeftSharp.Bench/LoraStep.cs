@@ -47,8 +47,9 @@ public sealed class LoraStep : IDisposable
         {
             var logits = _model.Forward(_input);
             Tensor l;
+            // The loss in fp32 whatever the model's dtype (a no-op on an fp32 model), as the trainer computes it.
             using (ForwardProfiler.Measure("loss (cross entropy)"))
-                l = nn.functional.cross_entropy(logits.reshape(-1, _vocab), _target.reshape(-1));
+                l = nn.functional.cross_entropy(logits.reshape(-1, _vocab).to_type(ScalarType.Float32), _target.reshape(-1));
             using (ForwardProfiler.Measure("backward (all ops; libtorch autograd)"))
                 l.backward();
             loss = l.item<float>();

@@ -119,10 +119,33 @@ public sealed class ActivationModel
         LossFp32Buffers = 3,
     };
 
-    /// <summary>The profile for where the request runs: <see cref="TorchSharpCpuFp32"/> for fp32 on CPU (this project's
-    /// trainer), else <see cref="Transformers"/> (PyTorch + transformers + PEFT on a GPU).</summary>
-    public static ActivationModel For(PlanRequest request) =>
-        request.Device == DeviceKind.Cpu && request.ResolvedComputeDtype == DType.Fp32 ? TorchSharpCpuFp32 : Transformers;
+    /// <summary>
+    /// This project's layers under `train --compute-dtype bf16` (or fp16) on CPU: the base and activations in 16 bits, fp32
+    /// adapters. Per layer, both RMSNorms keep their fp32 upcast input (2 x 4 B per h; HF's
+    /// <c>hidden_states.to(torch.float32)</c>) instead of the 16-bit one; attention keeps rotated q and k, v and its output
+    /// (4 x 2 B per h); the MLP the gate output, SiLU output and up output (3 x 2 B per i). What the fp32 profile counts
+    /// as shared Linear inputs (q/k/v input, the head-merged attention output, the MLP input, the down projection's
+    /// input) is kept here only by the LoRA modules, each as its own fp32 cast for its A matrix
+    /// (<see cref="CountsAdapterInputs"/>: in x 4 B per adapted module). Loss: the 16-bit logits, their fp32 upcast's
+    /// log-softmax and, in the backward, its gradient and the logits' fp32 gradient (3 fp32 buffers).
+    /// </summary>
+    public static ActivationModel TorchSharpCpuBf16 { get; } = new()
+    {
+        Name = "torchsharp-cpu-bf16",
+        PerTokenHidden = 2 * 4 + 4 * 2,
+        PerTokenIntermediate = 3 * 2,
+        TrainedNormsPerTokenHidden = 2 * 2,
+        PerScore = 0,
+        CheckpointPerTokenHidden = 2,
+        LossFp32Buffers = 3,
+        CountsAdapterInputs = true,
+    };
+
+    /// <summary>The profile for where the request runs: on CPU (this project's trainer) <see cref="TorchSharpCpuFp32"/> for
+    /// fp32 compute and <see cref="TorchSharpCpuBf16"/> for 16-bit compute, else <see cref="Transformers"/> (PyTorch +
+    /// transformers + PEFT on a GPU).</summary>
+    public static ActivationModel For(PlanRequest request) => request.Device != DeviceKind.Cpu ? Transformers
+        : request.ResolvedComputeDtype == DType.Fp32 ? TorchSharpCpuFp32 : TorchSharpCpuBf16;
 
     /// <summary>Activations of one layer, fully stored.</summary>
     /// <param name="linearsKeepInputs">The base Linears keep their inputs without training the norms (QLoRA under

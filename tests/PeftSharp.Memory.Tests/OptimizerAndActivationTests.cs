@@ -89,7 +89,7 @@ public class OptimizerAndActivationTests
     }
 
     [Fact]
-    public void Planner_uses_the_cpu_profile_only_for_fp32_on_cpu()
+    public void Planner_uses_the_cpu_profiles_on_cpu_by_compute_dtype()
     {
         var cpuFp32 = new PlanRequest { Device = DeviceKind.Cpu, WeightDtype = DType.Fp32, SequenceLength = 64, Method = TuningMethod.Full };
         var c = Presets.Config("smollm2-135m");
@@ -98,7 +98,8 @@ public class OptimizerAndActivationTests
         Assert.Equal(30 * 4 * (11 * s * h + 4 * s * i), MemoryPlanner.Plan("smollm2-135m", cpuFp32).ActivationsBytes);
         Assert.Equal(4L * 4 * s * 49152, MemoryPlanner.Plan("smollm2-135m", cpuFp32).LogitsBytes);
         Assert.Same(ActivationModel.Transformers, ActivationModel.For(cpuFp32 with { Device = DeviceKind.Cuda }));
-        Assert.Same(ActivationModel.Transformers, ActivationModel.For(cpuFp32 with { WeightDtype = DType.Bf16 }));
+        Assert.Same(ActivationModel.TorchSharpCpuBf16, ActivationModel.For(cpuFp32 with { WeightDtype = DType.Bf16 }));
+        Assert.Same(ActivationModel.TorchSharpCpuBf16, ActivationModel.For(cpuFp32 with { ComputeDtype = DType.Bf16 }));
         // On CUDA, full fine-tuning uses the transformers profile with the trained base's extra inputs.
         Assert.Equal(ActivationModel.Transformers.Bytes(c, 1, s, AttentionKind.Fused, DType.Fp32, false, baseTrains: true),
             MemoryPlanner.Plan("smollm2-135m", cpuFp32 with { Device = DeviceKind.Cuda }).ActivationsBytes);

@@ -69,7 +69,9 @@ public sealed class CompareCommand : Command<CompareCommand.Settings>
             var a = new List<string> { "train", "--method", run.Method, "--steps", Steps.ToString(CultureInfo.InvariantCulture), "--out", runDir, "--overwrite",
                 "--batch", Batch.ToString(CultureInfo.InvariantCulture), "--seed", Seed.ToString(CultureInfo.InvariantCulture),
                 // Evaluate before and after only: exact match is generation, the slowest part of a short run.
-                "--eval-interval", Steps.ToString(CultureInfo.InvariantCulture) };
+                "--eval-interval", Steps.ToString(CultureInfo.InvariantCulture),
+                // One compute dtype for every method: auto would give the LoRA family bf16 and the others fp32.
+                "--compute-dtype", "fp32" };
             if (run.Rank is int r) a.AddRange(["--rank", r.ToString(CultureInfo.InvariantCulture)]);
             if (run.Targets is { } t) a.AddRange(["--targets", t]);
             foreach (var (flag, value) in new[] { ("--model", Model), ("--data", Data), ("--eval-file", EvalFile), ("--heldout", Heldout) })

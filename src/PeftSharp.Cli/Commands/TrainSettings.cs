@@ -97,6 +97,9 @@ public sealed class TrainSettings : CommandSettings
     public bool Dashboard { get; set; }
     [CommandOption("--dashboard-port <N>")] [Description("Port of --dashboard (0 = any free one)")] [DefaultValue(8001)]
     public int DashboardPort { get; set; } = 8001;
+    [CommandOption("--compute-dtype <D>")] [Description("auto | fp32 | bf16 | fp16: the dtype of the frozen base and the activations (adapters, their gradients, " +
+        "the optimiser and the loss stay fp32). auto: bf16 where a 256^3 bf16 matmul beats fp32 on this machine (measured once, cached), else fp32. Default fp32; a resumed run keeps its dtype")]
+    public string? ComputeDtype { get; set; }
     [CommandOption("--threads <N>")] [Description("CPU threads for tensor maths (default: one per core)")] public int? Threads { get; set; }
 
     public bool UsesDemo => Data is null;
@@ -119,6 +122,13 @@ public sealed class TrainSettings : CommandSettings
         LayersToTransform = Layers is null ? null : PatternFlags.Layers(Layers, "--layers"),
     };
 
+    /// <summary>
+    /// --compute-dtype, else fp32 (also for a resumed run that recorded none: runs before the option were fp32). fp32 stays
+    /// the default until bf16's speed-up and its memory plan are confirmed on a quiet machine (measured under load:
+    /// 1.05x median, plan 13.8% under the measured peak); `auto` opts in.
+    /// </summary>
+    public string RequestedComputeDtype => ComputeDtype ?? "fp32";
+
     public string ModelDir => Model ?? Path.Combine(DemoDir, "base");
     string? _outDir;
     /// <summary>The run folder: --out, the --resume run's folder, or runs/METHOD-TIME (the time taken once, at the first call).</summary>
@@ -139,6 +149,8 @@ public sealed class TrainSettings : CommandSettings
             MaxSeqLength = MaxSeq, Packing = Packing, GradientCheckpointing = Checkpointing, Optimizer = Optimizer,
             WeightDecay = WeightDecay, Seed = (ulong)Seed, EvalSplit = EvalSplit, EvalFile = EvalPath, EvalInterval = evalInterval,
             SaveInterval = SaveInterval, ResumeFrom = Resume, OutDir = outDir, Overwrite = Overwrite, Device = Device,
+            // `train` resolves auto first and keeps the result in ComputeDtype; other callers get the same decision here.
+            ComputeDtype = Training.ComputeDtype.Resolve(RequestedComputeDtype, Method, Device).Name,
         };
     }
 
@@ -177,6 +189,12 @@ public sealed class TrainSettings : CommandSettings
         try { Training.Reporting.RunReporters.Parse(ReportTo); }
         catch (ArgumentException e) { return ValidationResult.Error(e.Message); }
         if (DashboardPort is < 0 or > 65535) return ValidationResult.Error($"--dashboard-port must be in 0..65535 (got {DashboardPort})");
+        try
+        {
+            Training.ComputeDtype.Parse(RequestedComputeDtype);
+            Training.ComputeDtype.Check(RequestedComputeDtype, Method);
+        }
+        catch (ArgumentException e) { return ValidationResult.Error(e.Message); }
         if (Threads is <= 0) return ValidationResult.Error($"--threads must be positive (got {Threads})");
         if (Batch <= 0) return ValidationResult.Error($"--batch must be positive (got {Batch})");
         if (GradAccum <= 0) return ValidationResult.Error($"--grad-accum must be positive (got {GradAccum})");

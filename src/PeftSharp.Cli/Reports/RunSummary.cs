@@ -49,6 +49,7 @@ public sealed record RunSummary(TrainSettings Settings, string Method, TrainingD
         ["description"] = Method,
         ["data"] = Settings.DataFile,                  // the file trained on (the demo's when --data was left out)
         ["data_stats"] = Data.TrainStats.ToString(),
+        ["compute_dtype"] = Settings.ComputeDtype,   // what ran (auto resolved before training)
         ["trainable_params"] = trainableParameters,
         ["total_params"] = totalParameters,
         ["steps"] = Result.Steps,
@@ -70,6 +71,7 @@ public sealed record RunSummary(TrainSettings Settings, string Method, TrainingD
         var sb = new StringBuilder();
         sb.AppendLine("# Training report").AppendLine();
         sb.AppendLine($"- method: {Method}");
+        sb.AppendLine($"- compute dtype: {Settings.ComputeDtype} (base and activations; adapters, gradients, optimiser state and loss in fp32)");
         sb.AppendLine($"- base model: `{Settings.ModelDir}`");
         sb.AppendLine($"- data: `{Settings.DataFile}`: {Data.TrainStats}");
         if (Data.EvalStats is { } es) sb.AppendLine($"- eval: {es}");

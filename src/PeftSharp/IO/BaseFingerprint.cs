@@ -44,6 +44,28 @@ public sealed record BaseFingerprint(string Scheme, string Architecture, string 
     }
 
     /// <summary>
+    /// The fingerprint <see cref="Compute"/> gives for <paramref name="model"/>'s checkpoint loaded in fp32 (the default
+    /// load of generate, eval and merge), read from <paramref name="folder"/> one tensor at a time. A model trained with a
+    /// 16-bit compute dtype (`train --compute-dtype bf16`) records this one, so its fp32 adapter loads on the checkpoint
+    /// it was trained from, not only on a 16-bit load of it. Dense modules only (a quantised model's fingerprint does not
+    /// depend on the compute dtype).
+    /// </summary>
+    public static BaseFingerprint OfCheckpointInFp32(string folder, CausalLM model, IEnumerable<string> modulePaths)
+    {
+        var wanted = modulePaths.ToHashSet(StringComparer.Ordinal);
+        var tensors = new SortedDictionary<string, string>(StringComparer.Ordinal);
+        using var reader = new CheckpointReader(folder);
+        string kind = ScalarType.Float32.ToString().ToLowerInvariant();
+        foreach (var lin in model.Linears().Where(l => wanted.Contains(l.ModulePath)))
+            foreach (var part in lin.bias is null ? new[] { ".weight" } : new[] { ".weight", ".bias" })
+                using (var t = reader.Load(lin.ModulePath + part, ScalarType.Float32, CPU))
+                    tensors[lin.ModulePath + part] = HashTensor(lin.ModulePath + part, kind, t);
+        var c = model.Config;
+        string arch = c.Raw["architectures"] is JsonArray { Count: > 0 } a ? a[0]!.GetValue<string>() : c.ModelType;
+        return Of(model.QuantizationScheme, arch, c.ModelType, c.HiddenSize, c.NumLayers, tensors);
+    }
+
+    /// <summary>
     /// This fingerprint narrowed to the given modules, exactly as <see cref="Compute"/> over those paths would give it
     /// (digest included), without reading a weight again.
     /// </summary>

@@ -23,7 +23,9 @@ public static class PeftAdapterIO
     /// <summary>Test seam: rewrites the tensor entries just before they are written.</summary>
     internal static Func<IEnumerable<SafeTensorEntry>, IEnumerable<SafeTensorEntry>>? EntriesHook { get; set; }
 
-    public static void Save(CausalLM model, string adapterName, string dir)
+    /// <param name="recordedBase">The base to record instead of the loaded model's (a 16-bit compute run records its
+    /// checkpoint's fp32 fingerprint: <see cref="BaseFingerprint.OfCheckpointInFp32"/>).</param>
+    public static void Save(CausalLM model, string adapterName, string dir, BaseFingerprint? recordedBase = null)
     {
         var adapter = LoraModel.Of(model).Get(adapterName);
         IEnumerable<SafeTensorEntry> entries = adapter.PeftNamedParameters()
@@ -31,7 +33,8 @@ public static class PeftAdapterIO
             .Select(p => SafeTensorEntry.FromTensor(p.Key, p.Param.detach()))
             .ToList();
         if (EntriesHook is { } hook) entries = hook(entries);
-        AdapterFolderWriter.Write(dir, adapter.Config.ToJson(), BaseFingerprint.Compute(model, adapter.Layers.Keys), entries);
+        AdapterFolderWriter.Write(dir, adapter.Config.ToJson(),
+            recordedBase?.Restrict(adapter.Layers.Keys) ?? BaseFingerprint.Compute(model, adapter.Layers.Keys), entries);
     }
 
     /// <summary>An adapter folder's config and the base fingerprint it records (null when it records none, as PEFT's own folders).</summary>

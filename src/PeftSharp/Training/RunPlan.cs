@@ -7,7 +7,8 @@ namespace PeftSharp.Training;
 /// <summary>The memory plan of a training run as this process will execute it (CPU or CUDA, the compute dtype, the data's length).</summary>
 public static class RunPlan
 {
-    /// <summary>The request of a run as this process trains it: fp32 weights and compute (NF4 base weights for qlora/qdora).</summary>
+    /// <summary>The request of a run as this process trains it: base weights and activations in the run's compute dtype
+    /// (NF4 base weights for qlora/qdora), fp32 adapters, gradients and optimiser state.</summary>
     /// <remarks><paramref name="runtimeAfterLoadBytes"/>: this process's resident set once libtorch is loaded, the first term
     /// of the CPU runtime allowance (<see cref="CpuRuntime.Training"/>); null = the bench's figure.</remarks>
     public static PlanRequest Request(MethodOptions m, TrainerOptions o, int sequenceLength, long? runtimeAfterLoadBytes = null) => new()
@@ -21,8 +22,8 @@ public static class RunPlan
             LayersToTransform = m.LayersToTransform,
         }) : null,
         VirtualTokens = m.VirtualTokens,
-        WeightDtype = m.IsQuantized ? DType.Nf4 : DType.Fp32,
-        ComputeDtype = DType.Fp32,
+        WeightDtype = m.IsQuantized ? DType.Nf4 : Dtypes.Parse(o.ComputeDtype, "compute_dtype"),
+        ComputeDtype = Dtypes.Parse(o.ComputeDtype, "compute_dtype"),
         AdapterDtype = DType.Fp32,
         Optimizer = PlanNames.Optimizer(o.Optimizer),
         BatchSize = o.BatchSize,

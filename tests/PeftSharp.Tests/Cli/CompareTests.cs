@@ -29,6 +29,7 @@ public class CompareTests
         Assert.Equal(("lora", "7", "3", "9", "4", "q_proj", "/d/x.jsonl", "/o/r"),
             (Arg("--method"), Arg("--steps"), Arg("--batch"), Arg("--seed"), Arg("--rank"), Arg("--targets"), Arg("--data"), Arg("--out")));
         Assert.DoesNotContain("--rank", s.TrainArgs(new CompareRun("adapter", "adapter", null, null), "/o/a"));
+        Assert.Equal("fp32", Arg("--compute-dtype"));   // every method in one dtype (auto would split LoRA from the rest)
     }
 
     [Fact]

@@ -15,6 +15,7 @@ public static class MethodFactory
         ScalarType dtype = ScalarType.Float32, int seed = 0)
     {
         o.Validate();
+        if (dtype is ScalarType.BFloat16 or ScalarType.Float16) ComputeDtype.Check(ComputeDtype.Name(dtype), o.Method);   // the LoRA family only (fp32 adapters)
         var load = new LoadOptions
         {
             Dtype = dtype,
@@ -42,6 +43,10 @@ public static class MethodFactory
         // Every adapter method attaches through the registry; the run's adapter is PEFT's "default".
         var adapter = PeftMethods.ForConfig(config).Attach(model, config, "default", new AttachOptions { Seed = seed, Encode = text => tokenizer.Encode(text) });
         adapter.Active = true;
+        // A 16-bit load of a dense base records the checkpoint's fp32 fingerprint: the fp32 adapter then loads on the base
+        // as generate/eval/merge load it (fp32), with or without the same --compute-dtype.
+        if (adapter is LoraPeftAdapter lora && model.Dtype != ScalarType.Float32 && model.QuantizationScheme == "none")
+            lora.RecordedBase = IO.BaseFingerprint.OfCheckpointInFp32(modelDir, model, lora.Adapter.Layers.Keys);
         return new AdapterTraining(model, adapter, Label(o, config, model));
     }
 

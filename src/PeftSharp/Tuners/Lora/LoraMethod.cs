@@ -55,7 +55,10 @@ public sealed class LoraPeftAdapter(CausalLM model, LoraAdapter adapter) : IPeft
         }
     }
 
-    public void Save(string dir) => PeftAdapterIO.Save(model, Name, dir);
+    /// <summary>The base recorded on save instead of the loaded model's (a 16-bit compute run records its checkpoint's fp32 fingerprint).</summary>
+    public BaseFingerprint? RecordedBase { get; set; }
+
+    public void Save(string dir) => PeftAdapterIO.Save(model, Name, dir, RecordedBase);
 
     public string? CannotMergeReason => model.QuantizationScheme != "none"
         ? $"the base is quantised ({model.QuantizationScheme}); load it dense to merge" : null;

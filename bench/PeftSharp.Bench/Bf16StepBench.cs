@@ -1,0 +1,93 @@
+using System.Diagnostics;
+using System.Text.Json;
+using PeftSharp.Models;
+using PeftSharp.Training;
+using static TorchSharp.torch;
+
+namespace PeftSharp.Bench;
+
+/// <summary>
+/// bf16-step: the LoRA training step (lora-step's shape and flags) with the base in bf16 (fp32 adapters, AdamW state and
+/// loss, as `train --compute-dtype bf16` runs it) against the same step in fp32, on the same random weights, alternating
+/// one fp32 and one bf16 measurement per round so load drift on a shared machine hits both. Prints the CPU's bf16 flags,
+/// the thread count and the 256^3 matmul ratio that `--compute-dtype auto` decides on.
+/// </summary>
+public sealed class Bf16StepBench : IBench
+{
+    public string Name => "bf16-step";
+    public string Description => "LoRA step tokens/s, bf16 base (fp32 adapters) vs fp32, alternated rounds; lora-step's flags plus --rounds";
+
+    public int Run(string[] argv)
+    {
+        var a = new BenchArgs(argv);
+        int vocab = a.Int("vocab", 4096), hidden = a.Int("hidden", 512), layers = a.Int("layers", 4), heads = a.Int("heads", 8);
+        int kv = a.Int("kv-heads", 8), seq = a.Int("seq", 256), batch = a.Int("batch", 4), steps = a.Int("steps", 3), warmup = a.Int("warmup", 2);
+        int threads = a.Int("threads", 0), r = a.Int("r", 8), rounds = a.Int("rounds", 5);
+        double alpha = a.Double("alpha", 16);
+        var targets = a.Get("targets", "q_proj,v_proj").Split(',');
+        if (threads > 0) set_num_threads(threads);
+
+        var flags = MatmulProbe.Bf16Flags();
+        bool hasBf16 = flags.Contains("avx512_bf16") || flags.Contains("amx_bf16");
+        var probe = MatmulProbe.Measure();
+        var config = BenchModels.Config(vocab, hidden, layers, heads, kv, a.Int("intermediate", 0));
+        using var fp32 = BenchModels.Random(config);
+        using var bf16 = WithDtype(fp32, ScalarType.BFloat16);
+        manual_seed(0);
+        using var ids = randint(0, vocab, [batch, seq + 1]);
+        using var step32 = new LoraStep(fp32, r, alpha, targets, ids);
+        using var step16 = new LoraStep(bf16, r, alpha, targets, ids);
+        for (int w = 0; w < warmup; w++) { step32.Run(); step16.Run(); }
+
+        var t32 = new List<double>();
+        var t16 = new List<double>();
+        var ratios = new List<double>();
+        double loss32 = 0, loss16 = 0;
+        for (int round = 0; round < rounds; round++)
+        {
+            double Time(LoraStep s, ref double loss)
+            {
+                var times = new List<double>();
+                for (int i = 0; i < steps; i++)
+                {
+                    var sw = Stopwatch.StartNew();
+                    loss = s.Run();
+                    times.Add(sw.Elapsed.TotalSeconds);
+                }
+                return BenchStats.Median(times);
+            }
+            // Alternate which side goes first, so neither always follows the other's cache state.
+            double a32, a16;
+            if (round % 2 == 0) { a32 = Time(step32, ref loss32); a16 = Time(step16, ref loss16); }
+            else { a16 = Time(step16, ref loss16); a32 = Time(step32, ref loss32); }
+            t32.Add(a32); t16.Add(a16); ratios.Add(a32 / a16);
+            Console.Error.WriteLine($"round {round + 1}: fp32 {batch * seq / a32:F0} tok/s, bf16 {batch * seq / a16:F0} tok/s, ratio {a32 / a16:F3}");
+        }
+        double tokens = batch * seq;
+        Console.WriteLine(JsonSerializer.Serialize(new
+        {
+            bench = "bf16-step", cpu = MatmulProbe.CpuModel(), cpu_flags = string.Join(" ", flags), threads = get_num_threads(),
+            measures = hasBf16
+                ? "bf16 with native bf16 dot products (AVX512_BF16/AMX) against fp32"
+                : "this CPU has no AVX512_BF16/AMX: bf16 is emulated through fp32 conversions, so this measures the cost of that emulation, not a bf16 speed-up",
+            matmul_256_fp32_gflops = Math.Round(probe.Fp32Gflops, 1), matmul_256_bf16_gflops = Math.Round(probe.Bf16Gflops, 1),
+            matmul_256_ratio = Math.Round(probe.Speedup, 3),
+            shape = $"vocab {vocab}, hidden {hidden}, layers {layers}, heads {heads}/{kv}, batch {batch} x seq {seq}, r {r}, targets {string.Join(",", targets)}",
+            rounds, steps_per_round = steps,
+            fp32_tokens_per_s = Math.Round(tokens / BenchStats.Median(t32), 1), bf16_tokens_per_s = Math.Round(tokens / BenchStats.Median(t16), 1),
+            bf16_over_fp32 = Math.Round(BenchStats.Median(ratios), 3), per_round = ratios.Select(x => Math.Round(x, 3)),
+            fp32_last_loss = Math.Round(loss32, 4), bf16_last_loss = Math.Round(loss16, 4),
+        }));
+        return 0;
+    }
+
+    /// <summary>The same weights in another dtype: a new model of that dtype, every parameter copied (and rounded).</summary>
+    static CausalLM WithDtype(CausalLM source, ScalarType dtype)
+    {
+        var m = new CausalLM(source.Config, dtype);
+        using var _ = no_grad();
+        var src = source.named_parameters().ToDictionary(p => p.name, p => p.parameter);
+        foreach (var (name, p) in m.named_parameters()) p.copy_(src[name]);
+        return m;
+    }
+}

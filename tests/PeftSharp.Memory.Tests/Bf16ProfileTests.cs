@@ -1,0 +1,66 @@
+using PeftSharp.Memory;
+
+namespace PeftSharp.Memory.Tests;
+
+/// <summary>The bf16 compute profile of this project's CPU trainer (`train --compute-dtype bf16`), term by term.</summary>
+public class Bf16ProfileTests
+{
+    // smollm2-135m: h 576, MLP 1536, 30 layers, 9 heads of 64, 3 key/value heads (v_proj out 192), vocab 49152, tied.
+    const long H = 576, I = 1536, Layers = 30, Vocab = 49152, KvOut = 192;
+    const long S = 100, B = 2;
+
+    static PlanRequest Lora(DType compute, DType weights) => new()
+    {
+        Device = DeviceKind.Cpu, Method = weights == DType.Nf4 ? TuningMethod.Qlora : TuningMethod.Lora, Rank = 8,
+        Targets = TargetMatcher.Parse("q_proj,v_proj"), WeightDtype = weights, ComputeDtype = compute, AdapterDtype = DType.Fp32,
+        BatchSize = (int)B, SequenceLength = (int)S,
+    };
+
+    static readonly long Trainable = Layers * 8 * ((H + H) + (H + KvOut));
+
+    [Fact]
+    public void Bf16_plan_keeps_a_2_byte_base_and_fp32_adapters_gradients_and_adam()
+    {
+        var shape = Presets.Resolve("smollm2-135m");
+        var p = MemoryPlanner.Plan(shape, Lora(DType.Bf16, DType.Bf16));
+        Assert.Equal("torchsharp-cpu-bf16", p.ActivationProfile);
+        Assert.Equal(Trainable, p.TrainableParameters);
+        Assert.Equal(2 * shape.TotalParameters + 4 * Trainable, p.WeightsBytes);
+        Assert.Equal(4 * Trainable, p.GradientsBytes);
+        Assert.Equal(8 * Trainable, p.OptimizerBytes);       // two fp32 moments
+        Assert.Equal(0, p.MasterWeightsBytes);                // the adapters are fp32 already: no master copy
+        // Per layer: both norms' fp32 upcasts and 4 bf16 attention tensors per h, 3 bf16 MLP tensors per i, and the
+        // fp32 input copy each LoRA module keeps for its A matrix (q_proj and v_proj both read h).
+        long perLayer = S * B * H * (2 * 4 + 4 * 2) + S * B * I * 3 * 2 + S * B * (H + H) * 4;
+        Assert.Equal(Layers * perLayer, p.ActivationsBytes);
+        // bf16 logits plus three fp32 b*s*V buffers for the loss (log-softmax, its gradient, the logits' gradient).
+        Assert.Equal(B * S * Vocab * (2 + 3 * 4), p.LogitsBytes);
+    }
+
+    [Fact]
+    public void Bf16_plan_is_below_the_fp32_plan_by_the_base_and_activation_halving()
+    {
+        var shape = Presets.Resolve("smollm2-135m");
+        var bf16 = MemoryPlanner.Plan(shape, Lora(DType.Bf16, DType.Bf16));
+        var fp32 = MemoryPlanner.Plan(shape, Lora(DType.Fp32, DType.Fp32));
+        Assert.Equal("torchsharp-cpu-fp32", fp32.ActivationProfile);
+        Assert.Equal(2 * shape.TotalParameters, fp32.WeightsBytes - bf16.WeightsBytes);
+        Assert.Equal(fp32.GradientsBytes, bf16.GradientsBytes);
+        Assert.Equal(fp32.OptimizerBytes, bf16.OptimizerBytes);
+        Assert.Equal(Layers * 4 * (9 * S * B * H + 4 * S * B * I), fp32.ActivationsBytes);
+        Assert.Equal(2L * B * S * Vocab, fp32.LogitsBytes - bf16.LogitsBytes);   // only the logits themselves shrink
+        Assert.True(bf16.TotalBytes < fp32.TotalBytes);
+    }
+
+    [Fact]
+    public void Qlora_in_bf16_keeps_the_rest_of_the_model_and_the_dequantised_layer_in_bf16()
+    {
+        var shape = Presets.Resolve("smollm2-135m");
+        var p = MemoryPlanner.Plan(shape, Lora(DType.Bf16, DType.Nf4));
+        var decoderLinears = shape.Modules.Where(m => m.Kind == ModuleKind.Linear && m.Layer is not null).ToList();
+        long rest = shape.TotalParameters - decoderLinears.Sum(m => m.Parameters);
+        Assert.Equal(decoderLinears.Sum(m => Dtypes.Nf4Bytes(m.WeightElements)) + 2 * rest + 4 * Trainable, p.WeightsBytes);
+        Assert.Equal(2 * I * H, p.DequantBufferBytes);   // the largest projection (MLP, 1536 x 576) dequantised to bf16
+        Assert.Equal("torchsharp-cpu-bf16", p.ActivationProfile);
+    }
+}
