@@ -164,17 +164,22 @@ public static class GgufTokenizer
     {
         if (bos is null && eos is null)
             return new JsonObject { ["type"] = "ByteLevel", ["add_prefix_space"] = true, ["trim_offsets"] = false, ["use_regex"] = true };
-        var single = new JsonArray();
         var specials = new JsonObject();
-        void Special(int id)
-        {
-            single.Add(new JsonObject { ["SpecialToken"] = new JsonObject { ["id"] = tokens[id], ["type_id"] = 0 } });
+        foreach (int id in new[] { bos, eos }.OfType<int>().Distinct())
             specials[tokens[id]] = new JsonObject { ["id"] = tokens[id], ["ids"] = new JsonArray(id), ["tokens"] = new JsonArray(tokens[id]) };
+        // As transformers' LlamaConverter writes it: "[bos] $A [eos]", the pair "[bos] $A [eos] [bos] $B [eos]" (type 1).
+        JsonArray Template(params (string Seq, int Type)[] parts)
+        {
+            var a = new JsonArray();
+            foreach (var (seq, type) in parts)
+            {
+                if (bos is int b) a.Add(new JsonObject { ["SpecialToken"] = new JsonObject { ["id"] = tokens[b], ["type_id"] = type } });
+                a.Add(new JsonObject { ["Sequence"] = new JsonObject { ["id"] = seq, ["type_id"] = type } });
+                if (eos is int e) a.Add(new JsonObject { ["SpecialToken"] = new JsonObject { ["id"] = tokens[e], ["type_id"] = type } });
+            }
+            return a;
         }
-        if (bos is int b) Special(b);
-        single.Add(new JsonObject { ["Sequence"] = new JsonObject { ["id"] = "A", ["type_id"] = 0 } });
-        if (eos is int e) Special(e);
-        return new JsonObject { ["type"] = "TemplateProcessing", ["single"] = single, ["pair"] = single.DeepClone(), ["special_tokens"] = specials };
+        return new JsonObject { ["type"] = "TemplateProcessing", ["single"] = Template(("A", 0)), ["pair"] = Template(("A", 0), ("B", 1)), ["special_tokens"] = specials };
     }
 
     static bool Has(GgufReader r, string key) => r.Metadata.ContainsKey(key);
