@@ -225,5 +225,32 @@ public static class GgufModelSource
             throw Bad(r, $"has {unexpected.Count} tensor(s) this {c.ModelType} model does not use: {string.Join(", ", unexpected.Take(8))}");
     }
 
+    /// <summary>
+    /// `peft merge` on a GGUF base: an HF folder of the merged weights (fp32, one model.safetensors, tensors streamed
+    /// one at a time) with the base's config and rebuilt tokenizer files; it is a plain HF model, so the GGUF
+    /// markers (gguf-source.json, the config's peftsharp_gguf) are left out.
+    /// </summary>
+    public static void WriteMerged(CausalLM model, string baseFolder, string outDir, Action<string>? finish)
+    {
+        var config = JsonFile.ReadObject(Path.Combine(baseFolder, "config.json"));
+        config.Remove(ConfigKey);
+        var entries = model.named_parameters().Select(p =>
+        {
+            var (name, param) = p;
+            return new SafeTensorEntry(name, "F32", param.shape, param.numel() * 4, s =>
+            {
+                using var t = param.detach().to(ScalarType.Float32, CPU);
+                SafeTensorEntry.FromTensor(name, t).WriteData(s);
+            });
+        }).ToList();
+        AtomicFile.WriteFolder(outDir, tmp =>
+        {
+            ModelFolderFiles.CopyNonWeightFiles(baseFolder, tmp, SourceFile, "config.json");
+            File.WriteAllText(Path.Combine(tmp, "config.json"), config.ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }));
+            SafeTensorsWriter.Write(Path.Combine(tmp, "model.safetensors"), entries, new Dictionary<string, string> { ["format"] = "pt" });
+            finish?.Invoke(tmp);
+        });
+    }
+
     static InvalidDataException Bad(GgufReader r, string cause) => new($"{r.Path}: {cause}");
 }
