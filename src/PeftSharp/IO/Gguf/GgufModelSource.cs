@@ -53,7 +53,8 @@ public static class GgufModelSource
         var info = new FileInfo(file);
         string key = Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(
             $"{ViewVersion}|{file}|{info.Length}|{info.LastWriteTimeUtc.Ticks}")))[..16];
-        string folder = Path.Combine(CacheRoot(), $"{Path.GetFileNameWithoutExtension(file)}-{key}");
+        // Named after the file (the served model id and general.name come from the folder's name), under its key.
+        string folder = Path.Combine(CacheRoot(), key, Path.GetFileNameWithoutExtension(file));
         if (File.Exists(Path.Combine(folder, SourceFile))) return folder;
 
         using var r = new GgufReader(file);
