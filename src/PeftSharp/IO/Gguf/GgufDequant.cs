@@ -22,6 +22,8 @@ public static class GgufDequant
     /// <summary>"q4_K" for 12; "type 99" for an id ggml does not define either.</summary>
     public static string TypeName(uint type) => Names.TryGetValue(type, out var n) ? n : $"type {type}";
 
+    public static bool IsNamed(uint type) => Names.ContainsKey(type);
+
     /// <summary>The types this class decodes, by ggml's names.</summary>
     public static string Supported => string.Join(", ", Enum.GetValues<GgmlType>().Select(t => TypeName((uint)t)));
 

@@ -30,10 +30,14 @@ public static class GgufModelSource
         ["qwen2"] = ("qwen2", "Qwen2ForCausalLM"),
     };
 
-    /// <summary>True when <paramref name="value"/> names a .gguf file, or a folder without config.json holding .gguf files.</summary>
+    /// <summary>
+    /// True when <paramref name="value"/> names a .gguf file, or a folder holding .gguf files that is neither a model
+    /// folder (config.json) nor an adapter folder (adapter_config.json: an exported adapter GGUF may sit beside it).
+    /// </summary>
     public static bool IsGguf(string value) =>
         (File.Exists(value) && value.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase))
-        || (Directory.Exists(value) && !File.Exists(Path.Combine(value, "config.json")) && Directory.EnumerateFiles(value, "*.gguf").Any());
+        || (Directory.Exists(value) && !File.Exists(Path.Combine(value, "config.json")) && !File.Exists(Path.Combine(value, "adapter_config.json"))
+            && Directory.EnumerateFiles(value, "*.gguf").Any());
 
     /// <summary>The GGUF file a prepared folder stands for, or null for any other folder.</summary>
     public static string? FileOf(string folder)
