@@ -24,8 +24,17 @@ public static class GgufDequant
 
     public static bool IsNamed(uint type) => Names.ContainsKey(type);
 
+    /// <summary>The types <see cref="ToFloat(GgmlType, ReadOnlySpan{byte}, Span{float})"/> decodes.</summary>
+    static readonly GgmlType[] Readable =
+    [
+        GgmlType.F32, GgmlType.F16, GgmlType.BF16, GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q4_1, GgmlType.Q5_0, GgmlType.Q5_1,
+        GgmlType.Q4_K, GgmlType.Q5_K, GgmlType.Q6_K,
+    ];
+
+    public static bool CanRead(GgmlType type) => Readable.Contains(type);
+
     /// <summary>The types this class decodes, by ggml's names.</summary>
-    public static string Supported => string.Join(", ", Enum.GetValues<GgmlType>().Select(t => TypeName((uint)t)));
+    public static string Supported => string.Join(", ", Readable.Select(t => TypeName((uint)t)));
 
     /// <summary>Decodes <paramref name="src"/> (whole blocks of <paramref name="type"/>) into <paramref name="dst"/>.</summary>
     public static void ToFloat(GgmlType type, ReadOnlySpan<byte> src, Span<float> dst)
@@ -105,6 +114,9 @@ public static class GgufDequant
             case GgmlType.Q4_K:
                 for (int b = 0; b < nb; b++) Q4K(src.Slice(b * 144, 144), dst.Slice(b * 256, 256));
                 break;
+            case GgmlType.Q5_K:
+                for (int b = 0; b < nb; b++) Q5K(src.Slice(b * 176, 176), dst.Slice(b * 256, 256));
+                break;
             case GgmlType.Q6_K:
                 for (int b = 0; b < nb; b++) Q6K(src.Slice(b * 210, 210), dst.Slice(b * 256, 256));
                 break;
@@ -141,6 +153,27 @@ public static class GgufDequant
             for (int l = 0; l < 32; l++) y[o++] = FmaSub(d1, q[qi + l] & 0x0F, mm1);
             for (int l = 0; l < 32; l++) y[o++] = FmaSub(d2, q[qi + l] >> 4, mm2);
             qi += 32;
+        }
+    }
+
+    /// <summary>dequantize_row_q5_K: q4_K's layout plus a fifth bit per value from qh (two bit planes per 64 values).</summary>
+    static void Q5K(ReadOnlySpan<byte> x, Span<float> y)
+    {
+        float d = Half(x, 0), min = Half(x, 2);
+        var scales = x.Slice(4, 12);
+        var qh = x.Slice(16, 32);
+        var ql = x[48..];
+        int o = 0, qi = 0, u1 = 1, u2 = 2;
+        for (int j = 0, isub = 0; j < 256; j += 64, isub += 2)
+        {
+            var (sc1, m1) = ScaleMinK4(isub, scales);
+            var (sc2, m2) = ScaleMinK4(isub + 1, scales);
+            float d1 = d * sc1, mm1 = min * m1, d2 = d * sc2, mm2 = min * m2;
+            for (int l = 0; l < 32; l++) y[o++] = FmaSub(d1, (ql[qi + l] & 0x0F) + ((qh[l] & u1) != 0 ? 16 : 0), mm1);
+            for (int l = 0; l < 32; l++) y[o++] = FmaSub(d2, (ql[qi + l] >> 4) + ((qh[l] & u2) != 0 ? 16 : 0), mm2);
+            qi += 32;
+            u1 <<= 2;
+            u2 <<= 2;
         }
     }
 

@@ -62,6 +62,9 @@ public static class GgufModelSource
         if (File.Exists(Path.Combine(folder, SourceFile))) return folder;
 
         using var r = new GgufReader(file);
+        // Every tensor must be one this build dequantises: refused here, before anything is made.
+        if (r.Tensors.FirstOrDefault(t => !GgufDequant.CanRead(t.Type)) is { } odd)
+            throw Bad(r, $"tensor '{odd.Name}' has ggml type {GgufDequant.TypeName((uint)odd.Type)}, which PeftSharp does not dequantise (supported: {GgufDequant.Supported})");
         var config = Config(r);
         try { ModelConfig.FromJson(config); }
         catch (Exception e) when (e is InvalidDataException or FormatException or InvalidOperationException) { throw Bad(r, e.Message); }

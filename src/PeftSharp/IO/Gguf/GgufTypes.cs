@@ -12,7 +12,7 @@ public enum GgmlType : uint
 {
     F32 = 0, F16 = 1, Q4_0 = 2, Q8_0 = 8, BF16 = 30,
     // Read only (GgufDequant): the other types llama-quantize puts in q4_0..q8_0 and q4_K_M/q6_K files.
-    Q4_1 = 3, Q5_0 = 6, Q5_1 = 7, Q4_K = 12, Q6_K = 14,
+    Q4_1 = 3, Q5_0 = 6, Q5_1 = 7, Q4_K = 12, Q5_K = 13, Q6_K = 14,
 }
 
 /// <summary>general.file_type (constants.py LlamaFileType): what most tensors of the file are.</summary>
@@ -36,6 +36,7 @@ public static class GgmlTypes
         GgmlType.Q5_0 => (32, 22),  // fp16 scale + 32 high bits + 16 bytes of nibbles
         GgmlType.Q5_1 => (32, 24),  // fp16 scale and min + 32 high bits + 16 bytes of nibbles
         GgmlType.Q4_K => (256, 144), // fp16 d, dmin + 12 bytes of 6-bit scales/mins + 128 bytes of nibbles
+        GgmlType.Q5_K => (256, 176), // q4_K's fields + 32 bytes of fifth bits before the nibbles
         GgmlType.Q6_K => (256, 210), // 128 bytes low nibbles + 64 bytes high 2-bits + 16 int8 scales + fp16 d
         _ => throw new InvalidDataException($"unsupported ggml tensor type {(uint)t}"),
     };

@@ -112,6 +112,7 @@ public class GgufBaseParityTests(ITestOutputHelper output)
     /// </summary>
     [Theory]
     [InlineData(LLamaFtype.MOSTLY_Q4_K_M, 0.1)]
+    [InlineData(LLamaFtype.MOSTLY_Q5_K_M, 0.1)]
     [InlineData(LLamaFtype.MOSTLY_Q4_0, 0.1)]
     [InlineData(LLamaFtype.MOSTLY_Q4_1, 0.1)]
     [InlineData(LLamaFtype.MOSTLY_Q5_0, 0.1)]

@@ -15,7 +15,7 @@ public class GgufDequantTests(ITestOutputHelper output)
 {
     public static TheoryData<GgmlType> Types => new()
     {
-        GgmlType.F16, GgmlType.BF16, GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q4_1, GgmlType.Q5_0, GgmlType.Q5_1, GgmlType.Q4_K, GgmlType.Q6_K,
+        GgmlType.F16, GgmlType.BF16, GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q4_1, GgmlType.Q5_0, GgmlType.Q5_1, GgmlType.Q4_K, GgmlType.Q5_K, GgmlType.Q6_K,
     };
 
     static float[] Values(Random rng, int rows, int perRow)
@@ -43,7 +43,7 @@ public class GgufDequantTests(ITestOutputHelper output)
         int[] halves = type switch
         {
             GgmlType.Q8_0 or GgmlType.Q4_0 or GgmlType.Q5_0 => [0],
-            GgmlType.Q4_1 or GgmlType.Q5_1 or GgmlType.Q4_K => [0, 2],
+            GgmlType.Q4_1 or GgmlType.Q5_1 or GgmlType.Q4_K or GgmlType.Q5_K => [0, 2],
             GgmlType.Q6_K => [208],
             _ => [],
         };
