@@ -31,6 +31,7 @@ public sealed class OptimBench : IBench
         for (int i = 0; i < large; i++) ps.Add(($"large.{i}", new Parameter(randn(largeDim, largeDim) * 0.01)));
         foreach (var (_, p) in ps) p.grad = randn(p.shape) * 1e-3;
         long paramCount = ps.Sum(p => p.Param.NumberOfElements);
+        Console.WriteLine($"cpu: {BenchCpu.Describe()}; 8-bit kernel: {(Blockwise8bitAdamKernel.IsVectorised ? "AVX2 vectorised" : "scalar (no AVX2)")}");
         Console.WriteLine($"parameters: {lora} LoRA pairs [{rank}x{hidden}, {hidden}x{rank}] + {large} x [{largeDim}x{largeDim}] = {paramCount:N0}; threads {get_num_threads()}; median of {steps} round-robin steps after 1 warm-up");
 
         string dir = Path.Combine(Path.GetTempPath(), "peftsharp-optim-bench-" + Guid.NewGuid().ToString("N"));
@@ -38,6 +39,7 @@ public sealed class OptimBench : IBench
         {
             ("AdamW fp32", () => new AdamW(ps)),
             ("AdamW8bit", () => new AdamW8bit(ps)),
+            ("AdamW8bit scalar kernel", () => new ScalarKernelAdamW8bit(ps)),
             ("PagedAdamW (mmap)", () => new PagedAdamW(ps, Path.Combine(dir, "p32"))),
             ("PagedAdamW8bit (mmap)", () => new PagedAdamW8bit(ps, Path.Combine(dir, "p8"))),
             ("PagedAdamW staged", () => new PagedAdamW(ps, Path.Combine(dir, "ps"), stage: true)),
@@ -72,5 +74,16 @@ public sealed class OptimBench : IBench
             foreach (var (_, p) in ps) p.Dispose();
         }
         return 0;
+    }
+}
+
+/// <summary>AdamW8bit on the scalar kernel (the vectorised kernel's oracle), to show what vectorising gained.</summary>
+sealed class ScalarKernelAdamW8bit(IReadOnlyList<(string Name, Parameter Param)> parameters) : AdamW8bit(parameters)
+{
+    protected override void Update(Tensor param, Tensor grad, Tensor[] state, long step)
+    {
+        if (state.Length == 4 && param.dtype == ScalarType.Float32)
+            Blockwise8bitAdamKernel.StepScalar(param, grad, state[0], state[1], state[2], state[3], step, LearningRate, Options);
+        else base.Update(param, grad, state, step);
     }
 }

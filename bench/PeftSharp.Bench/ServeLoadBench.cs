@@ -15,6 +15,9 @@ namespace PeftSharp.Bench;
 /// each workload sends the same number of requests (random 16-48 token prompts, greedy, fixed max_tokens) from
 /// --concurrency clients, the adapter of each drawn from a Zipf(s) popularity over 1, 8 or 32 adapters.
 /// Reports completion tokens/s and p50/p99 latency, heterogeneous vs single-adapter and batched vs --max-batch 1.
+/// Then a concurrency sweep over streamed requests (1, 8, 32 clients, 8 adapters): time to first token and
+/// tokens/s with batched prefill (the default) against each waiting request prefilled alone (--max-prefill-batch 1,
+/// the scheduler before batched prefill), interleaved in the same rounds.
 /// Options: --requests 48 --concurrency 16 --max-tokens 16 --zipf 1.1 --seed 1 --rounds 3 (median round reported) --threads 1 (torch intra-op threads)
 /// </summary>
 public sealed class ServeLoadBench : IBench
@@ -58,6 +61,8 @@ public sealed class ServeLoadBench : IBench
             double single = median[workloads[0].Name].Tps, het8 = median[workloads[1].Name].Tps, het32 = median[workloads[2].Name].Tps, seq = median[workloads[3].Name].Tps;
             Console.WriteLine($"heterogeneous/single-adapter: 8 -> x{het8 / single:F2}, 32 -> x{het32 / single:F2} (target >= 0.8)");
             Console.WriteLine($"batched/sequential (8 adapters): x{het8 / seq:F2} (target >= 2)");
+            if (a.Flag("no-sweep")) return 0;
+            ConcurrencySweep(model, tok, adapters.Take(8).ToList(), a.Int("sweep-tokens", maxTokens), zipf, seed, rounds);
             return 0;
         }
         finally { Directory.Delete(dir, recursive: true); }
@@ -105,6 +110,73 @@ public sealed class ServeLoadBench : IBench
         }));
         double seconds = clock.Elapsed.TotalSeconds;
         var sorted = latencies.Order().ToList();
+        return (tokens / seconds, Percentile(sorted, 0.5), Percentile(sorted, 0.99));
+    }
+
+    static void ConcurrencySweep(CausalLM model, TextTokenizer tok, List<string> adapters, int maxTokens, double zipf, int seed, int rounds)
+    {
+        Console.WriteLine();
+        Console.WriteLine($"streamed requests, 8 adapters (Zipf), max_tokens {maxTokens}, {rounds} rounds (median): batched prefill vs each prefilled alone");
+        Console.WriteLine($"{"clients",7} {"prefill",-9} {"tokens/s",9} {"TTFT p50 ms",12} {"TTFT p99 ms",12}");
+        foreach (int clients in new[] { 1, 8, 32 })
+        {
+            int requests = Math.Max(8, 2 * clients);
+            var batched = new List<(double Tps, double P50, double P99)>();
+            var alone = new List<(double Tps, double P50, double P99)>();
+            for (int r = 0; r < rounds; r++)
+            {
+                batched.Add(RunStreamed(model, tok, adapters, maxPrefill: null, requests, clients, maxTokens, zipf, seed + r).GetAwaiter().GetResult());
+                alone.Add(RunStreamed(model, tok, adapters, maxPrefill: 1, requests, clients, maxTokens, zipf, seed + r).GetAwaiter().GetResult());
+            }
+            var b = batched.OrderBy(x => x.Tps).ElementAt(rounds / 2);
+            var s1 = alone.OrderBy(x => x.Tps).ElementAt(rounds / 2);
+            Console.WriteLine($"{clients,7} {"batched",-9} {b.Tps,9:F1} {b.P50,12:F0} {b.P99,12:F0}");
+            Console.WriteLine($"{clients,7} {"alone",-9} {s1.Tps,9:F1} {s1.P50,12:F0} {s1.P99,12:F0}");
+            Console.WriteLine($"{clients,7} {"ratio",-9} {b.Tps / s1.Tps,9:F2} {b.P50 / s1.P50,12:F2} {b.P99 / s1.P99,12:F2}   (tokens/s up, TTFT down is better)");
+        }
+    }
+
+    /// <summary>Streamed completions from <paramref name="clients"/> closed-loop clients: tokens/s and time to the first content chunk.</summary>
+    static async Task<(double Tps, double P50, double P99)> RunStreamed(CausalLM model, TextTokenizer tok, List<string> adapters, int? maxPrefill,
+        int requests, int clients, int maxTokens, double zipf, int seed)
+    {
+        var options = new ServerOptions { Host = "127.0.0.1", Port = 0, MaxBatch = 32, MaxPrefillBatch = maxPrefill, MaxQueue = requests, Adapters = adapters.Select((d, i) => ($"a{i}", d)).ToList() };
+        await using var server = await PeftServer.StartAsync(model, tok, "base", options, new PeftAdapterLoader());
+        using var http = new HttpClient { BaseAddress = server.BaseAddress, Timeout = TimeSpan.FromMinutes(10) };
+        var rng = new Random(seed);
+        var weights = Enumerable.Range(0, adapters.Count).Select(k => 1 / Math.Pow(k + 1, zipf)).ToArray();
+        var work = new Queue<JsonObject>(Enumerable.Range(0, requests).Select(_ => new JsonObject
+        {
+            ["model"] = $"a{Draw(rng, weights)}",
+            ["prompt"] = new JsonArray(Enumerable.Range(0, rng.Next(16, 49)).Select(_ => (JsonNode)rng.Next(model.Config.VocabSize)).ToArray()),
+            ["max_tokens"] = maxTokens, ["temperature"] = 0, ["stream"] = true, ["stream_options"] = new JsonObject { ["include_usage"] = true },
+        }));
+        var ttft = new List<double>();
+        long tokens = 0;
+        var clock = Stopwatch.StartNew();
+        await Task.WhenAll(Enumerable.Range(0, clients).Select(async _ =>
+        {
+            while (true)
+            {
+                JsonObject body;
+                lock (work) { if (!work.TryDequeue(out body!)) return; }
+                var sw = Stopwatch.StartNew();
+                using var req = new HttpRequestMessage(HttpMethod.Post, "v1/completions") { Content = JsonContent.Create(body) };
+                using var resp = await http.SendAsync(req, HttpCompletionOption.ResponseHeadersRead);
+                if (!resp.IsSuccessStatusCode) throw new InvalidOperationException($"HTTP {(int)resp.StatusCode}: {await resp.Content.ReadAsStringAsync()}");
+                using var reader = new StreamReader(await resp.Content.ReadAsStreamAsync());
+                bool first = true;
+                while (await reader.ReadLineAsync() is { } line)
+                {
+                    if (!line.StartsWith("data: ") || line == "data: [DONE]") continue;
+                    var chunk = JsonNode.Parse(line["data: ".Length..])!;
+                    if (chunk["usage"] is JsonObject usage) Interlocked.Add(ref tokens, usage["completion_tokens"]!.GetValue<int>());
+                    else if (first) { lock (ttft) ttft.Add(sw.Elapsed.TotalMilliseconds); first = false; }
+                }
+            }
+        }));
+        double seconds = clock.Elapsed.TotalSeconds;
+        var sorted = ttft.Order().ToList();
         return (tokens / seconds, Percentile(sorted, 0.5), Percentile(sorted, 0.99));
     }
 

@@ -42,13 +42,15 @@ public static class CliApp
         config.Settings.StrictParsing = true;
         // COMMANDS (one line each; keep sorted by name)
         config.AddCommand<Commands.CompareCommand>("compare").WithDescription("Train every method on the same task and budget; table of parameters, memory, speed, overhead, accuracy, forgetting.");
+        config.AddCommand<Commands.DashboardCommand>("dashboard").WithDescription("Live training page of a run folder (running or finished) or a compare folder, on 127.0.0.1 until Ctrl-C.");
         config.AddCommand<Commands.DownloadCommand>("download").WithDescription("Download a Hugging Face repo (ORG/NAME or ORG/NAME@REV) into the shared cache; prints the snapshot folder last.");
         config.AddCommand<Commands.EvalCommand>("eval").WithDescription("Perplexity and exact match of the base and with adapter(s), side by side.");
         config.AddCommand<Commands.GenerateCommand>("generate").WithDescription("Generate text from a prompt (KV cache, greedy or sampled, streamed).");
         config.AddBranch("export", export =>
         {
             export.SetDescription("Export for llama.cpp, Ollama, LM Studio, LLamaSharp: a model with adapters merged (gguf) or a LoRA adapter (gguf-adapter).");
-            export.AddCommand<Commands.ExportGgufCommand>("gguf").WithDescription("Write the base, or the base with LoRA/DoRA adapters merged, as a GGUF file (f32, f16, q8_0).");
+            export.AddCommand<Commands.ExportGgufCommand>("gguf").WithDescription("Write the base, or the base with LoRA/DoRA adapters merged, as a GGUF file (f32, f16, bf16, q8_0, q4_0, q4_K_M).");
+            export.AddCommand<Commands.ExportOllamaCommand>("ollama").WithDescription("Write a folder for `ollama create`: the GGUF (adapters merged, or base + adapter GGUF) and a Modelfile (template, stops).");
             export.AddCommand<Commands.ExportGgufAdapterCommand>("gguf-adapter").WithDescription("Write a LoRA adapter as a llama.cpp adapter GGUF (--lora), exact for rsLoRA, alpha_pattern and rank_pattern.");
         });
         config.AddCommand<Commands.InspectCommand>("inspect").WithDescription("Show a model folder's architecture, shapes, parameter count, dtypes and size.");

@@ -45,16 +45,28 @@ public sealed class ExportGgufAdapterCommand : Command<ExportGgufAdapterCommand.
 
     public override int Execute(CommandContext context, Settings s, CancellationToken cancellationToken)
     {
-        GgufModelExport.ArchitectureOf(ModelConfig.Load(s.Model), s.Model);
-        if (AdapterCli.KindOf(s.Adapter) != AdapterCli.Kind.Lora)
-            throw new InvalidDataException($"{Path.Combine(s.Adapter, "adapter_config.json")}: only LoRA adapters have a llama.cpp adapter form (Houlsby adapters and soft prompts do not)");
-        var folder = PeftAdapterIO.Read(s.Adapter);
-        if (folder.Config.UseDora)
-            throw new InvalidDataException($"{Path.Combine(s.Adapter, "adapter_config.json")}: a DoRA adapter has no llama.cpp adapter form; use `peft export gguf --adapter {s.Adapter}` to export it merged");
-        using var model = ModelLoader.Load(s.Model);
-        var adapter = PeftAdapterIO.Load(model, folder, "gguf", s.AllowBaseMismatch);
-        GgufAdapterExport.Write(model, adapter, s.Model, s.Adapter, s.Out, folder.RecordedBase?.ToJson().ToJsonString());
+        WriteAdapter(s.Model, s.Adapter, s.AllowBaseMismatch, s.Out);
         AnsiConsole.MarkupLine($"wrote {Markup.Escape(s.Out)}: llama.cpp LoRA adapter for {Markup.Escape(s.Model)} (scale 1 reproduces PEFT)");
         return 0;
+    }
+
+    /// <summary>Refuses what has no llama.cpp adapter form (naming adapter_config.json), before any weights load.</summary>
+    internal static void CheckExportable(string modelDir, string adapterDir)
+    {
+        GgufModelExport.ArchitectureOf(ModelConfig.Load(modelDir), modelDir);
+        if (AdapterCli.KindOf(adapterDir) != AdapterCli.Kind.Lora)
+            throw new InvalidDataException($"{Path.Combine(adapterDir, "adapter_config.json")}: only LoRA adapters have a llama.cpp adapter form (Houlsby adapters and soft prompts do not)");
+        if (PeftAdapterIO.Read(adapterDir).Config.UseDora)
+            throw new InvalidDataException($"{Path.Combine(adapterDir, "adapter_config.json")}: a DoRA adapter has no llama.cpp adapter form; use `peft export gguf --adapter {adapterDir}` to export it merged");
+    }
+
+    /// <summary>The adapter as a llama.cpp adapter GGUF; shared with `export ollama --separate-adapter`.</summary>
+    internal static void WriteAdapter(string modelDir, string adapterDir, bool allowBaseMismatch, string outPath)
+    {
+        CheckExportable(modelDir, adapterDir);
+        var folder = PeftAdapterIO.Read(adapterDir);
+        using var model = ModelLoader.Load(modelDir);
+        var adapter = PeftAdapterIO.Load(model, folder, "gguf", allowBaseMismatch);
+        GgufAdapterExport.Write(model, adapter, modelDir, adapterDir, outPath, folder.RecordedBase?.ToJson().ToJsonString());
     }
 }

@@ -28,7 +28,7 @@ public sealed class ExportGgufCommand : Command<ExportGgufCommand.Settings>
         public string Out { get; set; } = "";
 
         [CommandOption("--type <TYPE>")]
-        [Description("Tensor type of the 2-D weights: f32, f16 or q8_0 (default f16); norms stay f32")]
+        [Description("Tensor type of the 2-D weights: f32, f16, bf16, q8_0 (as convert_hf_to_gguf.py writes them), q4_0 or q4_K_M (as llama-quantize writes them, per-tensor choices included); default f16; norms stay f32")]
         public string Type { get; set; } = "f16";
 
         [CommandOption("--allow-base-mismatch")]
@@ -49,21 +49,26 @@ public sealed class ExportGgufCommand : Command<ExportGgufCommand.Settings>
 
     public override int Execute(CommandContext context, Settings s, CancellationToken cancellationToken)
     {
-        var fileType = GgufModelExport.ParseType(s.Type);
+        WriteMerged(s.Model, s.Adapters, s.AllowBaseMismatch, s.Out, GgufModelExport.ParseType(s.Type));
+        string merged = s.Adapters.Length > 0 ? $" with {string.Join(", ", s.Adapters.Select(Markup.Escape))} merged" : "";
+        AnsiConsole.MarkupLine($"wrote {Markup.Escape(s.Out)} ({s.Type.ToLowerInvariant()}){merged}: {new FileInfo(s.Out).Length:N0} bytes");
+        return 0;
+    }
+
+    /// <summary>The base with <paramref name="adapters"/> merged (as `peft merge` merges them) written as a GGUF; shared with `export ollama`.</summary>
+    internal static void WriteMerged(string modelDir, string[] adapters, bool allowBaseMismatch, string outPath, GgufFileType fileType)
+    {
         // Refuse an unsupported architecture before loading weights or adapters.
-        GgufModelExport.ArchitectureOf(ModelConfig.Load(s.Model), s.Model);
-        using var model = ModelLoader.Load(s.Model);
-        if (s.Adapters.Length > 0)
+        GgufModelExport.ArchitectureOf(ModelConfig.Load(modelDir), modelDir);
+        using var model = ModelLoader.Load(modelDir);
+        if (adapters.Length > 0)
         {
-            var applied = AdapterCli.Apply(model, s.Adapters, s.AllowBaseMismatch);
+            var applied = AdapterCli.Apply(model, adapters, allowBaseMismatch);
             if ((applied.Houlsby ?? applied.Prompt) is { } other)
                 throw new InvalidOperationException($"--adapter '{other.Dir}': only LoRA/DoRA adapters can be merged into a GGUF (Houlsby adapters and soft prompts add computation)");
             var lora = LoraModel.Of(model);
             foreach (var spec in applied.Lora) lora.MergeAndUnload(spec.Name);
         }
-        GgufModelExport.Write(model, s.Model, s.Out, fileType, note => Console.Error.WriteLine($"note: {note}"));
-        string merged = s.Adapters.Length > 0 ? $" with {string.Join(", ", s.Adapters.Select(Markup.Escape))} merged" : "";
-        AnsiConsole.MarkupLine($"wrote {Markup.Escape(s.Out)} ({s.Type.ToLowerInvariant()}){merged}: {new FileInfo(s.Out).Length:N0} bytes");
-        return 0;
+        GgufModelExport.Write(model, modelDir, outPath, fileType, note => Console.Error.WriteLine($"note: {note}"));
     }
 }

@@ -25,11 +25,12 @@ public static class PreferenceTrain
     public static int Execute(CommandContext context, TrainSettings s, CancellationToken cancellationToken, long runtimeBytes)
     {
         var clock = Stopwatch.StartNew();
-        string outDir = s.Out ?? (s.Resume is { } r ? Checkpoint.RunFolder(r) : Path.Combine("runs", $"{s.Method}-{DateTime.Now:yyyyMMdd-HHmmss}"));
+        string outDir = s.OutDir();
         var methodOptions = s.MethodOptions();
         var prefOptions = s.PreferenceOptions();
         var options = s.TrainerOptions(outDir);
         TrainCommand.CheckOutDir(options);
+        using var reporter = PeftSharp.Training.Reporting.RunReporters.Open(s.ReportTo, outDir, fresh: s.Resume is null);
         if (s.Dropout > 0) AnsiConsole.MarkupLine("[yellow]warning[/]: --dropout is ignored by dpo/orpo: dropout stays off so that policy and reference differ only by the adapter (TRL's disable_dropout)");
 
         string? initAdapter = s.InitAdapter;
@@ -48,6 +49,7 @@ public static class PreferenceTrain
         var plan = RunPlan.ForPreference(s.ModelDir, methodOptions, options, data.Train.Max(p => Math.Max(p.Chosen.Length, p.Rejected.Length)), runtimeBytes);
         AnsiConsole.MarkupLine("[bold]memory plan[/] (peft plan, for this run on this device: the pair batch of 2 x --batch sequences; the reference pass runs without grad before the policy pass)");
         PlanOutput.Write(plan);
+        reporter.Scalar("memory/planned_peak_mb", plan.TotalBytes / 1048576.0, 0);
 
         var device = ModelSettings.ResolveDevice(s.Device);
         var (model, method, reference) = PreferenceSetup.Create(s.ModelDir, methodOptions, initAdapter, tokenizer, device, s.Seed);
@@ -56,6 +58,9 @@ public static class PreferenceTrain
         var objective = new PreferenceObjective(prefOptions, prefOptions.Method == PreferenceMethod.Dpo ? reference : null);
         AnsiConsole.MarkupLineInterpolated($"[bold]method[/] {s.Method.ToUpperInvariant()} (beta {prefOptions.Beta}{(prefOptions.Method == PreferenceMethod.Dpo ? $", {prefOptions.LossType.ToString().ToLowerInvariant()} loss, reference: {reference.Description}" : ", no reference")}) on {method.Description}");
 
+        // Batches per epoch as PairLoader makes them (one per BatchSize pairs).
+        PeftSharp.Serving.Dashboard.DashboardRuns.WriteRunPlan(outDir, $"{s.Method.ToUpperInvariant()} on {method.Description}",
+            options.TotalSteps((data.Train.Count + options.BatchSize - 1) / options.BatchSize), plan.TotalBytes);
         var heldout = s.HeldoutPath is { } hp ? PeftSharp.Data.TrainingData.Load(hp, tokenizer, options.MaxSeqLength, packing: false).Train.Take(64).ToList() : null;
         double? heldoutBefore = heldout is null ? null : Evaluator.Run(model, heldout, [], tokenizer.EosId, options.BatchSize, method: method).Loss;
 
@@ -64,6 +69,7 @@ public static class PreferenceTrain
         Console.CancelKeyPress += onCancel;
         var records = new List<JsonObject>();
         if (s.Resume is null) SavedTrainOptions.Save(s, outDir);
+        reporter.Text("config", SavedTrainOptions.Markdown(outDir), 0);
         PreferenceTrainResult result;
         try
         {
@@ -74,6 +80,7 @@ public static class PreferenceTrain
                 OnRecord = rec =>
                 {
                     records.Add(rec);
+                    reporter.Record(rec);
                     if (rec["loss"] is not null && (rec["step"]!.GetValue<int>() % 10 == 0 || rec["step"]!.GetValue<int>() == 1))
                         AnsiConsole.MarkupLineInterpolated($"step {rec["step"]} loss {rec["loss"]!.GetValue<double>():F4} reward acc {rec["rewards/accuracies"]!.GetValue<double>():P0} margin {rec["rewards/margins"]!.GetValue<double>():F3} mem {rec["rss_mb"]!.GetValue<double>():F0} MB");
                 },
@@ -106,6 +113,8 @@ public static class PreferenceTrain
             summary.Json(method.TrainableParameters.Sum(p => p.P.numel()), model.ParameterCount()).ToJsonString(new() { WriteIndented = true }));
         string report = Path.Combine(outDir, "report.md");
         PeftSharp.IO.AtomicFile.WriteAllText(report, summary.Markdown());
+        reporter.Scalar("memory/measured_peak_mb", measured.Peak / 1048576.0, result.Steps);
+        reporter.Text("report", summary.Markdown(), result.Steps);
         AnsiConsole.MarkupLineInterpolated($"[bold]report[/] {report} (metrics.jsonl, loss.png, rewards.png, memory.png beside it); adapter: {result.FinalDir}");
         return 0;
     }

@@ -9,13 +9,13 @@ namespace PeftSharp.Cli.Commands;
 /// <summary>
 /// The `peft train` options a run was started with, kept as train-options.json in its folder, so that
 /// `peft train --resume DIR` alone continues the run exactly. Options given again on the resuming command line win
-/// (and are reported); the rest come back from the file. Where the run lives, the device and the thread count
-/// are never restored: they describe this machine, not the run.
+/// (and are reported); the rest come back from the file. Where the run lives, the device, the thread count and
+/// the dashboard are never restored: they describe this machine and session, not the run.
 /// </summary>
 public static class SavedTrainOptions
 {
     public const string FileName = "train-options.json";
-    static readonly string[] NotRestored = ["out", "overwrite", "resume", "device", "threads"];
+    static readonly string[] NotRestored = ["out", "overwrite", "resume", "device", "threads", "dashboard", "dashboard-port"];
     static readonly string[] Paths = ["model", "data", "eval-file", "heldout", "init-adapter", "chat-template"];
 
     static IEnumerable<(string Name, PropertyInfo Property)> Options() =>
@@ -35,6 +35,11 @@ public static class SavedTrainOptions
         Directory.CreateDirectory(runDir);
         PeftSharp.IO.AtomicFile.WriteAllText(Path.Combine(runDir, FileName), json.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
     }
+
+    /// <summary>The run's train-options.json as markdown (an indented code block), for reporters' "config" text.</summary>
+    public static string Markdown(string runDir) => File.Exists(Path.Combine(runDir, FileName))
+        ? string.Concat(File.ReadAllLines(Path.Combine(runDir, FileName)).Select(l => "    " + l + "\n"))
+        : $"(this run has no {FileName}: it was started by an older peft)";
 
     /// <summary>The run folder's options file for a --resume path (the run folder or one of its checkpoint folders), or null.</summary>
     public static string? Find(string resumePath)

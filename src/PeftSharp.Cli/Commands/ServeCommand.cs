@@ -42,6 +42,10 @@ public sealed class ServeCommand : AsyncCommand<ServeCommand.Settings>
         [DefaultValue(32)]
         public int MaxBatch { get; set; } = 32;
 
+        [CommandOption("--max-prefill-batch <N>")]
+        [Description("Waiting requests prefilled together in one forward (1 = each alone; default: --max-batch)")]
+        public int? MaxPrefillBatch { get; set; }
+
         [CommandOption("--max-queue <N>")]
         [Description("Waiting requests before new ones get HTTP 429")]
         [DefaultValue(256)]
@@ -66,7 +70,7 @@ public sealed class ServeCommand : AsyncCommand<ServeCommand.Settings>
 
         public ServerOptions Options => new()
         {
-            Host = Host, Port = Port, ApiKey = ApiKey, AdapterRoot = AdapterRoot, MaxAdapters = MaxAdapters, MaxBatch = MaxBatch,
+            Host = Host, Port = Port, ApiKey = ApiKey, AdapterRoot = AdapterRoot, MaxAdapters = MaxAdapters, MaxBatch = MaxBatch, MaxPrefillBatch = MaxPrefillBatch,
             MaxQueue = MaxQueue, ServedName = ServedName, Adapters = Adapters.Select(ParseAdapter).ToList(), LogLevel = ParseLogLevel(LogLevel),
         };
 

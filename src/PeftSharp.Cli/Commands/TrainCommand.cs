@@ -7,6 +7,8 @@ using PeftSharp.Models;
 using PeftSharp.Quantization;
 using PeftSharp.Training;
 using PeftSharp.Training.Methods;
+using PeftSharp.Training.Reporting;
+using PeftSharp.Serving.Dashboard;
 using Spectre.Console;
 using Spectre.Console.Cli;
 using static TorchSharp.torch;
@@ -21,6 +23,14 @@ public sealed class TrainCommand : Command<TrainSettings>
 {
     public override int Execute(CommandContext context, TrainSettings s, CancellationToken cancellationToken)
     {
+        using var dashboard = TrainDashboard.StartIfAsked(s);   // before loading anything: a port in use fails fast
+        int rc = Run(context, s, cancellationToken);
+        dashboard?.AfterRun(rc, cancellationToken);
+        return rc;
+    }
+
+    static int Run(CommandContext context, TrainSettings s, CancellationToken cancellationToken)
+    {
         ProcessMemory.ReturnLargeFreesToOs(); // resident memory then follows the live tensors, as the plan counts them
         ModelSettings.ApplyThreads(s.Threads);
         using (zeros(1)) { } // load libtorch first, so the runtime's resident set counts as runtime, not activations
@@ -28,10 +38,11 @@ public sealed class TrainCommand : Command<TrainSettings>
         var clock = Stopwatch.StartNew();
         if (s.Resume is not null) RestoreOptions(context, s);
         if (s.IsPreference) return PreferenceTrain.Execute(context, s, cancellationToken, runtimeBytes);
-        string outDir = s.Out ?? (s.Resume is { } r ? Checkpoint.RunFolder(r) : Path.Combine("runs", $"{s.Method}-{DateTime.Now:yyyyMMdd-HHmmss}"));
+        string outDir = s.OutDir();
         var methodOptions = s.MethodOptions();
         var options = s.TrainerOptions(outDir);
         CheckOutDir(options);
+        using var reporter = RunReporters.Open(s.ReportTo, outDir, fresh: s.Resume is null);
 
         var config = PeftSharp.Models.ModelConfig.Load(s.ModelDir);
         using var tokenizer = TextTokenizer.FromFolder(s.ModelDir, config);
@@ -44,12 +55,14 @@ public sealed class TrainCommand : Command<TrainSettings>
         var plan = RunPlan.For(s.ModelDir, methodOptions, options, data.Train, runtimeBytes);
         AnsiConsole.MarkupLine("[bold]memory plan[/] (peft plan, for this run on this device)");
         PlanOutput.Write(plan);
+        reporter.Scalar("memory/planned_peak_mb", plan.TotalBytes / 1048576.0, 0);
 
         var device = ModelSettings.ResolveDevice(s.Device);
         var (model, method) = MethodFactory.Create(s.ModelDir, methodOptions, tokenizer, device, seed: s.Seed);
         using var _ = model;
         if (options.GradientCheckpointing) GradientCheckpointing.Enable(model);
         AnsiConsole.MarkupLineInterpolated($"[bold]method[/] {method.Description}");
+        DashboardRuns.WriteRunPlan(outDir, method.Description, options.TotalSteps(new BatchLoader(data.Train, options.BatchSize, options.Seed).BatchesPerEpoch), plan.TotalBytes);
 
         var heldout = s.HeldoutPath is { } hp ? TrainingData.Load(hp, tokenizer, options.MaxSeqLength, packing: false).Train.Take(64).ToList() : null;
         double? heldoutBefore = heldout is null ? null : Evaluator.Run(model, heldout, [], tokenizer.EosId, options.BatchSize).Loss;
@@ -59,10 +72,11 @@ public sealed class TrainCommand : Command<TrainSettings>
         Console.CancelKeyPress += onCancel;
         var records = new List<JsonObject>();
         if (s.Resume is null) SavedTrainOptions.Save(s, outDir);   // before the first checkpoint, so any stop can resume
+        reporter.Text("config", SavedTrainOptions.Markdown(outDir), 0);
         TrainResult result;
         try
         {
-            result = RunWithProgress(model, method, options, data, tokenizer.EosId, records, cts.Token);
+            result = RunWithProgress(model, method, options, data, tokenizer.EosId, records, reporter, cts.Token);
         }
         finally
         {
@@ -90,6 +104,8 @@ public sealed class TrainCommand : Command<TrainSettings>
             summary.Json(method.TrainableParameters.Sum(p => p.P.numel()), model.ParameterCount()).ToJsonString(new() { WriteIndented = true }));
         string report = Path.Combine(outDir, "report.md");
         PeftSharp.IO.AtomicFile.WriteAllText(report, summary.Markdown());
+        reporter.Scalar("memory/measured_peak_mb", measured.Peak / 1048576.0, result.Steps);
+        reporter.Text("report", summary.Markdown(), result.Steps);
         AnsiConsole.MarkupLineInterpolated($"[bold]report[/] {report} (metrics.jsonl, loss.png, memory.png beside it); adapter: {result.FinalDir}");
         return 0;
     }
@@ -128,7 +144,7 @@ public sealed class TrainCommand : Command<TrainSettings>
     }
 
     static TrainResult RunWithProgress(CausalLM model, ITrainingMethod method, TrainerOptions options, TrainingData data, int? eos,
-        List<JsonObject> records, CancellationToken token)
+        List<JsonObject> records, IRunReporter reporter, CancellationToken token)
     {
         TrainResult? result = null;
         var progress = AnsiConsole.Progress().AutoClear(false).HideCompleted(false)
@@ -143,6 +159,7 @@ public sealed class TrainCommand : Command<TrainSettings>
                 OnRecord = r =>
                 {
                     records.Add(r);
+                    reporter.Record(r);
                     if (r["loss"] is not null)
                     {
                         int total = options.MaxSteps ?? 0;

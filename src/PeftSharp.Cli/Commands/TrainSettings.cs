@@ -84,6 +84,12 @@ public sealed class TrainSettings : CommandSettings
     public int? EvalInterval { get; set; }
     [CommandOption("--save-interval <N>")] [DefaultValue(0)] public int SaveInterval { get; set; }
     [CommandOption("--device <D>")] [DefaultValue("cpu")] public string Device { get; set; } = "cpu";
+    [CommandOption("--report-to <LIST>")] [Description("Also report to: none | tensorboard (event files in OUT/tensorboard; comma list)")] [DefaultValue("none")]
+    public string ReportTo { get; set; } = "none";
+    [CommandOption("--dashboard")] [Description("Serve a live training page (loss, eval, lr, tokens/s, memory, ETA) on 127.0.0.1 while training")]
+    public bool Dashboard { get; set; }
+    [CommandOption("--dashboard-port <N>")] [Description("Port of --dashboard (0 = any free one)")] [DefaultValue(8001)]
+    public int DashboardPort { get; set; } = 8001;
     [CommandOption("--threads <N>")] [Description("CPU threads for tensor maths (default: one per core)")] public int? Threads { get; set; }
 
     public bool UsesDemo => Data is null;
@@ -104,6 +110,9 @@ public sealed class TrainSettings : CommandSettings
     };
 
     public string ModelDir => Model ?? Path.Combine(DemoDir, "base");
+    string? _outDir;
+    /// <summary>The run folder: --out, the --resume run's folder, or runs/METHOD-TIME (the time taken once, at the first call).</summary>
+    public string OutDir() => _outDir ??= Out ?? (Resume is { } r ? Checkpoint.RunFolder(r) : Path.Combine("runs", $"{Method}-{DateTime.Now:yyyyMMdd-HHmmss}"));
     public string DataFile => Data ?? Path.Combine(DemoDir, IsPreference ? "preference-train.jsonl" : "train.jsonl");
     public string? EvalPath => EvalFile ?? (UsesDemo && EvalSplit == 0 ? Path.Combine(DemoDir, IsPreference ? "preference-eval.jsonl" : "eval.jsonl") : null);
     public string? HeldoutPath => Heldout ?? (UsesDemo ? Path.Combine(DemoDir, "heldout.txt") : null);
@@ -145,6 +154,9 @@ public sealed class TrainSettings : CommandSettings
         if (InitAdapter is not null && !Directory.Exists(InitAdapter)) return ValidationResult.Error($"--init-adapter: folder '{InitAdapter}' not found");
         try { Training.Optim.OptimizerFactory.Parse(Optimizer); }
         catch (ArgumentException e) { return ValidationResult.Error(e.Message); }
+        try { Training.Reporting.RunReporters.Parse(ReportTo); }
+        catch (ArgumentException e) { return ValidationResult.Error(e.Message); }
+        if (DashboardPort is < 0 or > 65535) return ValidationResult.Error($"--dashboard-port must be in 0..65535 (got {DashboardPort})");
         if (Threads is <= 0) return ValidationResult.Error($"--threads must be positive (got {Threads})");
         if (Batch <= 0) return ValidationResult.Error($"--batch must be positive (got {Batch})");
         if (GradAccum <= 0) return ValidationResult.Error($"--grad-accum must be positive (got {GradAccum})");

@@ -47,6 +47,8 @@ public sealed record RunSummary(TrainSettings Settings, string Method, TrainingD
     {
         ["method"] = Settings.Method,
         ["description"] = Method,
+        ["data"] = Settings.DataFile,                  // the file trained on (the demo's when --data was left out)
+        ["data_stats"] = Data.TrainStats.ToString(),
         ["trainable_params"] = trainableParameters,
         ["total_params"] = totalParameters,
         ["steps"] = Result.Steps,

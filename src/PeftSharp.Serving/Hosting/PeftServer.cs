@@ -10,6 +10,7 @@ using Microsoft.Extensions.Logging;
 using PeftSharp.Models;
 using PeftSharp.Serving.Adapters;
 using PeftSharp.Serving.Endpoints;
+using PeftSharp.Serving.Playground;
 using PeftSharp.Serving.Scheduling;
 
 namespace PeftSharp.Serving.Hosting;
@@ -68,7 +69,7 @@ public sealed class PeftServer : IAsyncDisposable
     static async Task<PeftServer> StartCoreAsync(CausalLM model, TextTokenizer tok, string name, ServerOptions o, IAdapterLoader loader, bool owned)
     {
         var logs = LoggerFactory.Create(b => ConfigureLogging(b, o));
-        var scheduler = new BatchScheduler(model, o.MaxBatch, o.MaxQueue);
+        var scheduler = new BatchScheduler(model, o.MaxBatch, o.MaxQueue, o.MaxPrefillBatch);
         try
         {
             var registry = new AdapterRegistry(loader, scheduler, name, o.AdapterRoot, o.MaxAdapters, logs.CreateLogger<AdapterRegistry>());
@@ -120,12 +121,14 @@ public sealed class PeftServer : IAsyncDisposable
         app.Lifetime.ApplicationStopping.Register(() => s.Scheduler.DrainAsync(o.ShutdownGrace).GetAwaiter().GetResult());
         var log = logs.CreateLogger<PeftServer>();
         app.Use((http, next) => ErrorHandling.Middleware(http, next, log));
+        app.UsePlayground();   // the page at "/" is public; it asks for the key and sends it to /v1
         app.Use((http, next) => ApiKeyCheck.Middleware(http, next, o.ApiKey));
         app.MapGet("/v1/models", http => ModelsEndpoint.Handle(http, s));
         app.MapGet("/v1/models/{id}", http => ModelsEndpoint.HandleOne(http, s, (string)http.Request.RouteValues["id"]!));
         app.MapPost("/v1/completions", http => GenerationEndpoint.Handle(http, s, chat: false));
         app.MapPost("/v1/chat/completions", http => GenerationEndpoint.Handle(http, s, chat: true));
         app.MapPost("/v1/adapters", http => AdaptersEndpoint.Load(http, s));
+        app.MapGet("/v1/adapters/{name}/card", http => AdapterCardEndpoint.Handle(http, s, (string)http.Request.RouteValues["name"]!));
         app.MapDelete("/v1/adapters/{name}", http => AdaptersEndpoint.Unload(http, s, (string)http.Request.RouteValues["name"]!));
         app.MapFallback(http => throw ServingException.NotFound($"no endpoint {http.Request.Method} {http.Request.Path}"));
         return app;

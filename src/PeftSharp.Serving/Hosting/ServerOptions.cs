@@ -17,6 +17,8 @@ public sealed record ServerOptions
     public int MaxAdapters { get; init; } = 64;
     /// <summary>Rows decoded together; 1 serves one request at a time (the sequential baseline).</summary>
     public int MaxBatch { get; init; } = 32;
+    /// <summary>Most waiting requests prefilled together in one forward (1: each alone, as before batched prefill); null: MaxBatch.</summary>
+    public int? MaxPrefillBatch { get; init; }
     /// <summary>Requests waiting for a batch slot before new ones get 429.</summary>
     public int MaxQueue { get; init; } = 256;
     /// <summary>The model id clients use for the base (default: the model folder's name).</summary>
@@ -35,6 +37,7 @@ public sealed record ServerOptions
     {
         if (Port is < 0 or > 65535) throw new ArgumentException($"--port must be 0-65535 (got {Port})");
         if (MaxBatch < 1) throw new ArgumentException($"--max-batch must be >= 1 (got {MaxBatch})");
+        if (MaxPrefillBatch < 1) throw new ArgumentException($"--max-prefill-batch must be >= 1 (got {MaxPrefillBatch})");
         if (MaxQueue < 0) throw new ArgumentException($"--max-queue must be >= 0 (got {MaxQueue})");
         if (MaxAdapters < 1) throw new ArgumentException($"--max-adapters must be >= 1 (got {MaxAdapters})");
         if (!System.Net.IPAddress.TryParse(Host, out _) && Host != "localhost") throw new ArgumentException($"--host '{Host}' is not an IP address");

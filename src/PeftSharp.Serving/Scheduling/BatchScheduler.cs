@@ -5,13 +5,13 @@ namespace PeftSharp.Serving.Scheduling;
 
 /// <summary>
 /// Continuous batching: one background thread owns the model. Between decode steps it runs queued model actions
-/// (adapter loads/unloads), drops cancelled rows, prefills waiting requests and joins them to the running batch
-/// (up to <c>maxBatch</c> rows), then decodes one token for every row. Nothing else touches the model.
+/// (adapter loads/unloads), drops cancelled rows, prefills the waiting requests (several per forward, left-padded)
+/// and joins them to the running batch (up to <c>maxBatch</c> rows), then decodes one token for every row. Nothing else touches the model.
 /// </summary>
 public sealed class BatchScheduler : IDisposable
 {
     readonly CausalLM _model;
-    readonly int _maxBatch, _maxQueue;
+    readonly int _maxBatch, _maxQueue, _maxPrefill;
     readonly ConcurrentQueue<GenerationJob> _queue = new();
     readonly ConcurrentQueue<Action<CausalLM>> _actions = new();
     readonly ManualResetEventSlim _wake = new(false);
@@ -22,8 +22,11 @@ public sealed class BatchScheduler : IDisposable
     bool _closed;
     volatile bool _accepting = true, _stopped;
 
-    public BatchScheduler(CausalLM model, int maxBatch, int maxQueue)
+    /// <param name="maxPrefill">Most waiting requests prefilled in one forward (1: each alone; default: max batch).</param>
+    public BatchScheduler(CausalLM model, int maxBatch, int maxQueue, int? maxPrefill = null)
     {
+        if (maxPrefill < 1) throw new ArgumentException($"max prefill batch must be >= 1 (got {maxPrefill})");
+        _maxPrefill = maxPrefill ?? maxBatch;
         if (maxBatch < 1) throw new ArgumentException($"max batch must be >= 1 (got {maxBatch})");
         if (maxQueue < 0) throw new ArgumentException($"max queue must be >= 0 (got {maxQueue})");
         _model = model;
@@ -41,6 +44,9 @@ public sealed class BatchScheduler : IDisposable
     /// <summary>Tokens emitted and rows ended by cancellation since start (health and tests).</summary>
     public long TokensGenerated => _batch.TokensGenerated;
     public long CancelledRows => _batch.CancelledRows;
+    /// <summary>Prefill forwards run and requests they prefilled (health and tests).</summary>
+    public long PrefillForwards => _batch.PrefillForwards;
+    public long PrefilledJobs => _batch.PrefilledJobs;
 
     /// <summary>False when the queue is full or the server is shutting down (the caller answers 429/503).</summary>
     public bool TryEnqueue(GenerationJob job)
@@ -95,13 +101,15 @@ public sealed class BatchScheduler : IDisposable
             while (_actions.TryDequeue(out var act)) act(_model);
             try
             {
-                while (_batch.Count < _maxBatch && _queue.TryDequeue(out var job))
+                // Every request waiting now is prefilled before the next decode step, in batched forwards.
+                var waiting = new List<GenerationJob>();
+                while (_batch.Count + waiting.Count < _maxBatch && _queue.TryDequeue(out var job))
                 {
                     Interlocked.Decrement(ref _queued);
                     if (job.Cancel.IsCancellationRequested) { job.Finish("cancelled"); continue; }
-                    try { _batch.Admit(job); }
-                    catch (Exception e) { job.Fail(e); }
+                    waiting.Add(job);
                 }
+                if (waiting.Count > 0) _batch.Admit(waiting, _maxPrefill);
                 _batch.Step();
                 AfterStep?.Invoke();
             }

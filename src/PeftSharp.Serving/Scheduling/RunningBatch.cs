@@ -27,29 +27,97 @@ sealed class RunningBatch(CausalLM model) : IDisposable
     public int Count => _rows.Count;
     public long TokensGenerated => Interlocked.Read(ref _tokens);
     public long CancelledRows => Interlocked.Read(ref _cancelled);
-    long _tokens, _cancelled;
+    /// <summary>Prefill forwards run and requests prefilled (their ratio is the prefill batching achieved).</summary>
+    public long PrefillForwards => Interlocked.Read(ref _prefills);
+    public long PrefilledJobs => Interlocked.Read(ref _prefilled);
+    long _tokens, _cancelled, _prefills, _prefilled;
 
-    /// <summary>Prefills the job alone (exactly as serving it alone would) and, unless it already finished, joins it.</summary>
-    public void Admit(GenerationJob job)
+    /// <summary>
+    /// Prefills waiting jobs in as few forwards as padding allows and joins those that did not already finish.
+    /// Jobs are sorted by prompt length and grouped (at most <paramref name="maxPerForward"/> per forward) while the
+    /// group's left-padded size stays within twice its real tokens, so one long prompt does not make seven short ones
+    /// pay for its length. A row of a padded group sees exactly its own tokens at its own positions (the attention
+    /// mask hides the padding and positions count real tokens), as a prefill alone would. A job whose prompt cannot
+    /// fit, or whose group's forward fails, fails alone with its error.
+    /// </summary>
+    public void Admit(IReadOnlyList<GenerationJob> jobs, int maxPerForward)
     {
-        if (job.Prompt.Count >= _context)
-            throw new ArgumentException($"the prompt is {job.Prompt.Count} tokens; the model's context is {_context}");
+        var fits = new List<GenerationJob>();
+        foreach (var job in jobs)
+        {
+            if (job.Prompt.Count >= _context)
+                job.Fail(new ArgumentException($"the prompt is {job.Prompt.Count} tokens; the model's context is {_context}"));
+            else fits.Add(job);
+        }
+        fits.Sort((a, b) => a.Prompt.Count.CompareTo(b.Prompt.Count));
+        var group = new List<GenerationJob>();
+        long realTokens = 0;
+        foreach (var job in fits)
+        {
+            // Sorted ascending, so the newest job is the group's longest.
+            bool tooPadded = (long)job.Prompt.Count * (group.Count + 1) > 2 * (realTokens + job.Prompt.Count);
+            if (group.Count > 0 && (group.Count == maxPerForward || tooPadded))
+            {
+                PrefillGroup(group);
+                group = new List<GenerationJob>();
+                realTokens = 0;
+            }
+            group.Add(job);
+            realTokens += job.Prompt.Count;
+        }
+        if (group.Count > 0) PrefillGroup(group);
+    }
+
+    /// <summary>Prefills one job (as <see cref="Admit(IReadOnlyList{GenerationJob}, int)"/> with a single job).</summary>
+    public void Admit(GenerationJob job) => Admit([job], 1);
+
+    void PrefillGroup(List<GenerationJob> jobs)
+    {
+        int n = jobs.Count, longest = jobs.Max(j => j.Prompt.Count);
         var cache = new KvCache(model.Config.NumLayers);
         try
         {
-            GeneratedToken first;
+            var first = new GeneratedToken[n];
             using (var scope = NewDisposeScope())
             using (no_grad())
             {
-                using var ids = tensor(job.Prompt.Select(i => (long)i).ToArray(), ScalarType.Int64, model.Device).unsqueeze(0);
-                var logits = Forward(ids, cache, null, [job.Adapter]);
-                first = WithLogprobs(job, job.Sampler.Next(logits[0, -1]), logits[0, -1]);
+                // Left-padded ids and the mask of real tokens; one job alone needs neither padding nor a mask.
+                var ids = new long[n * longest];
+                var real = new long[n * longest];
+                for (int r = 0; r < n; r++)
+                {
+                    var prompt = jobs[r].Prompt;
+                    int pad = longest - prompt.Count;
+                    for (int i = 0; i < prompt.Count; i++) { ids[r * longest + pad + i] = prompt[i]; real[r * longest + pad + i] = 1; }
+                }
+                var idsT = tensor(ids, [n, longest], ScalarType.Int64, model.Device);
+                var mask = n == 1 ? null : tensor(real, [n, longest], ScalarType.Int64, model.Device);
+                var logits = Forward(idsT, cache, mask, jobs.Select(j => j.Adapter).ToArray());   // [n, 1, V]
+                Interlocked.Increment(ref _prefills);
+                Interlocked.Add(ref _prefilled, n);
+                for (int r = 0; r < n; r++)
+                    first[r] = WithLogprobs(jobs[r], jobs[r].Sampler.Next(logits[r, -1]), logits[r, -1]);
             }
-            Interlocked.Increment(ref _tokens);
-            if (job.Emit(first) || (job.Prompt.Count + 1 >= _context && job.Finish("length"))) return;
+            var keep = new List<int>();
+            for (int r = 0; r < n; r++)
+            {
+                Interlocked.Increment(ref _tokens);
+                var job = jobs[r];
+                if (!(job.Emit(first[r]) || (job.Prompt.Count + 1 >= _context && job.Finish("length")))) keep.Add(r);
+            }
+            if (keep.Count == 0) return;
+            if (keep.Count < n)
+            {
+                cache.SelectRows(keep.Select(r => (long)r).ToArray());
+                cache.TrimLeft(longest - keep.Max(r => jobs[r].Prompt.Count));
+            }
             if (_cache is null) { _cache = cache; cache = null; }
             else _cache.AppendRows(cache);
-            _rows.Add(new Row(job, job.Prompt.Count, first.Id));
+            foreach (int r in keep) _rows.Add(new Row(jobs[r], jobs[r].Prompt.Count, first[r].Id));
+        }
+        catch (Exception e)
+        {
+            foreach (var job in jobs) job.Fail(e);
         }
         finally { cache?.Dispose(); }
     }

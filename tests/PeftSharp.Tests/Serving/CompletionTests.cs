@@ -48,6 +48,35 @@ public class CompletionTests
             Assert.Equal(ServingHarness.Reference(cases[i].Dir, h.Encode(cases[i].Prompt), cases[i].Max), texts[i]);
     }
 
+    [Theory]
+    [InlineData(null)]   // default: every waiting request in as few prefill forwards as padding allows
+    [InlineData(1)]      // --max-prefill-batch 1: each prefilled alone
+    public async Task WaitingRequestsArePrefilledTogetherAndAnswerAsAlone(int? maxPrefill)
+    {
+        await using var h = await ServingHarness.Start(WithFixtures with { MaxPrefillBatch = maxPrefill });
+        // Prompt lengths close enough that padding never splits them (longest <= 2x the average).
+        var cases = new (string Model, string? Dir, string Prompt, int Max)[]
+        {
+            ("lora", ServingHarness.LoraFixture, "the quick brown fox jumps", 6),
+            ("tiny-llama", null, "over the lazy dog", 8),
+            ("dora", ServingHarness.DoraFixture, "hello there friend", 7),
+            ("lora", ServingHarness.LoraFixture, "a b c d e f", 5),
+        };
+        var lengths = cases.Select(c => h.Encode(c.Prompt).Length).ToList();
+        Assert.True(lengths.Max() * lengths.Count <= 2 * lengths.Sum() && lengths.Distinct().Count() > 1, $"prompt lengths {string.Join(",", lengths)}");
+        var gate = h.HoldWorker();
+        var tasks = cases.Select(c => h.CompletionText(c.Model, c.Prompt, c.Max)).ToList();
+        await ServingHarness.WaitUntil(() => h.Server.State.Scheduler.QueuedJobs == cases.Length, "all requests queued");
+        long forwardsBefore = h.Server.State.Scheduler.PrefillForwards;
+        gate.Release();
+        var texts = await Task.WhenAll(tasks);
+        for (int i = 0; i < cases.Length; i++)
+            Assert.Equal(ServingHarness.Reference(cases[i].Dir, h.Encode(cases[i].Prompt), cases[i].Max), texts[i]);
+        long forwards = h.Server.State.Scheduler.PrefillForwards - forwardsBefore;
+        Assert.Equal(maxPrefill == 1 ? cases.Length : 1, forwards);
+        Assert.Equal(cases.Length, h.Server.State.Scheduler.PrefilledJobs);
+    }
+
     [Fact]
     public async Task StreamingChunksConcatenateToTheCompletion()
     {

@@ -4,7 +4,8 @@ namespace PeftSharp.IO.Gguf;
 
 /// <summary>
 /// ggml's reference encoders, bit for bit (ggml/src/ggml-quants.c; llama-quantize uses the same _ref functions for
-/// these types when no importance matrix is given). All arithmetic is single precision, as in C.
+/// these types when no importance matrix is given). All arithmetic is single precision, as in C. The k-quants are in
+/// <see cref="GgmlKQuants"/>.
 /// </summary>
 public static class GgmlQuants
 {
@@ -32,6 +33,78 @@ public static class GgmlQuants
         }
     }
 
+    public const int Q4_0Block = 32, Q4_0Bytes = 18; // fp16 d + 16 bytes of nibbles
+    public const int Q5_0Block = 32, Q5_0Bytes = 22; // fp16 d + 4 bytes of fifth bits + 16 bytes of nibbles
+
+    /// <summary>
+    /// quantize_row_q4_0_ref: per block of 32, d = max / -8 where max is the value of largest magnitude (sign kept),
+    /// q = min(15, (int8)(x * (1/d) + 8.5)) (truncation), low half of the block in the low nibbles.
+    /// </summary>
+    public static void QuantizeQ4_0(ReadOnlySpan<float> x, Span<byte> dst)
+    {
+        if (x.Length % Q4_0Block != 0) throw new ArgumentException($"q4_0 needs a multiple of {Q4_0Block} values, got {x.Length}");
+        for (int b = 0; b < x.Length / Q4_0Block; b++)
+        {
+            var block = x.Slice(b * Q4_0Block, Q4_0Block);
+            float id = SignedMaxInverse(block, -8f, out float d);
+            var o = dst.Slice(b * Q4_0Bytes, Q4_0Bytes);
+            BinaryPrimitives.WriteHalfLittleEndian(o, (Half)d);
+            for (int j = 0; j < 16; j++)
+            {
+                int lo = Math.Min(15, (int)(sbyte)(block[j] * id + 8.5f));
+                int hi = Math.Min(15, (int)(sbyte)(block[j + 16] * id + 8.5f));
+                o[2 + j] = (byte)(lo | (hi << 4));
+            }
+        }
+    }
+
+    /// <summary>quantize_row_q5_0_ref: q4_0 with 5 bits (d = max / -16, +16.5, at most 31); the fifth bits packed into a u32.</summary>
+    public static void QuantizeQ5_0(ReadOnlySpan<float> x, Span<byte> dst)
+    {
+        if (x.Length % Q5_0Block != 0) throw new ArgumentException($"q5_0 needs a multiple of {Q5_0Block} values, got {x.Length}");
+        for (int b = 0; b < x.Length / Q5_0Block; b++)
+        {
+            var block = x.Slice(b * Q5_0Block, Q5_0Block);
+            float id = SignedMaxInverse(block, -16f, out float d);
+            var o = dst.Slice(b * Q5_0Bytes, Q5_0Bytes);
+            BinaryPrimitives.WriteHalfLittleEndian(o, (Half)d);
+            uint qh = 0;
+            for (int j = 0; j < 16; j++)
+            {
+                int x0 = Math.Min(31, (int)(sbyte)(block[j] * id + 16.5f));
+                int x1 = Math.Min(31, (int)(sbyte)(block[j + 16] * id + 16.5f));
+                o[6 + j] = (byte)((x0 & 0x0F) | ((x1 & 0x0F) << 4));
+                qh |= (uint)((x0 & 0x10) >> 4) << j;
+                qh |= (uint)((x1 & 0x10) >> 4) << (j + 16);
+            }
+            BinaryPrimitives.WriteUInt32LittleEndian(o.Slice(2), qh);
+        }
+    }
+
+    /// <summary>The value of largest magnitude (the first one on ties, sign kept) divided by <paramref name="levels"/>, and 1/d (0 when d is 0).</summary>
+    static float SignedMaxInverse(ReadOnlySpan<float> block, float levels, out float d)
+    {
+        float amax = 0f, max = 0f;
+        foreach (float v in block)
+            if (amax < MathF.Abs(v)) { amax = MathF.Abs(v); max = v; }
+        d = max / levels;
+        return d != 0f ? 1.0f / d : 0.0f;
+    }
+
+    /// <summary>
+    /// ggml_compute_fp32_to_bf16 (ggml_fp32_to_bf16_row_ref): round to nearest even on the top 16 bits; a NaN stays a
+    /// quiet NaN.
+    /// </summary>
+    public static void ToBF16(ReadOnlySpan<float> x, Span<byte> dst)
+    {
+        for (int i = 0; i < x.Length; i++)
+        {
+            uint u = BitConverter.SingleToUInt32Bits(x[i]);
+            ushort h = (u & 0x7fffffff) > 0x7f800000 ? (ushort)((u >> 16) | 64) : (ushort)((u + (0x7fff + ((u >> 16) & 1))) >> 16);
+            BinaryPrimitives.WriteUInt16LittleEndian(dst.Slice(2 * i, 2), h);
+        }
+    }
+
     /// <summary>IEEE half precision, round to nearest even (GGML_FP32_TO_FP16).</summary>
     public static void ToF16(ReadOnlySpan<float> x, Span<byte> dst)
     {
@@ -52,7 +125,12 @@ public static class GgmlQuants
         {
             case GgmlType.F32: ToF32(x, dst); break;
             case GgmlType.F16: ToF16(x, dst); break;
+            case GgmlType.BF16: ToBF16(x, dst); break;
             case GgmlType.Q8_0: QuantizeQ8_0(x, dst); break;
+            case GgmlType.Q4_0: QuantizeQ4_0(x, dst); break;
+            case GgmlType.Q5_0: QuantizeQ5_0(x, dst); break;
+            case GgmlType.Q4_K: GgmlKQuants.QuantizeQ4_K(x, dst); break;
+            case GgmlType.Q6_K: GgmlKQuants.QuantizeQ6_K(x, dst); break;
             default: throw new NotSupportedException($"writing {type} is not supported yet");
         }
         return dst;

@@ -39,7 +39,7 @@ public static class GgufAdapterExport
         var tensors = new List<GgufTensor>();
         foreach (var (module, layer) in adapter.Layers.OrderBy(kv => kv.Key, StringComparer.Ordinal))
         {
-            string name = GgufModelExport.GgufName(module + ".weight")
+            string name = GgufModelExport.GgufName(module + ".weight", arch)
                 ?? throw new InvalidDataException($"{cfgPath}: module '{module}' has no llama.cpp tensor to adapt");
             int? permuteHeads = arch == "llama" ? module.EndsWith(".q_proj", StringComparison.Ordinal) ? c.NumHeads
                 : module.EndsWith(".k_proj", StringComparison.Ordinal) ? c.NumKvHeads : null : null;

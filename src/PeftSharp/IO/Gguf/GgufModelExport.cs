@@ -7,9 +7,10 @@ namespace PeftSharp.IO.Gguf;
 
 /// <summary>
 /// Writes a loaded model (adapters already merged into its weights) as a GGUF file llama.cpp runs, following
-/// convert_hf_to_gguf.py (LlamaModel, Qwen2Model): architecture keys, tensor names, the Q/K row permutation of the
-/// Llama family, tied embeddings (no output.weight), llama3 rope scaling as a rope_freqs tensor, general.* and
-/// tokenizer metadata (<see cref="GgufVocab"/>). Tensors are converted one at a time while the file streams out.
+/// convert_hf_to_gguf.py (LlamaModel for llama and mistral, Qwen2Model, Qwen3Model, Phi3MiniModel, Gemma2Model):
+/// architecture keys, tensor names, the Q/K row permutation of the Llama family, tied embeddings (no output.weight),
+/// llama3 rope scaling as a rope_freqs tensor, general.* and tokenizer metadata (<see cref="GgufVocab"/>). Tensors
+/// are converted one at a time while the file streams out.
 /// </summary>
 public static partial class GgufModelExport
 {
@@ -17,15 +18,24 @@ public static partial class GgufModelExport
     public static readonly IReadOnlyDictionary<string, string> Architectures = new Dictionary<string, string>
     {
         ["llama"] = "llama",
+        ["mistral"] = "llama",   // convert_hf_to_gguf.py registers MistralForCausalLM under LlamaModel
         ["qwen2"] = "qwen2",
+        ["qwen3"] = "qwen3",
+        ["phi3"] = "phi3",
+        ["gemma2"] = "gemma2",
     };
+
+    public const string SupportedTypes = "f32, f16, bf16, q8_0, q4_0, q4_K_M";
 
     public static GgufFileType ParseType(string type) => type.ToLowerInvariant() switch
     {
         "f32" => GgufFileType.AllF32,
         "f16" => GgufFileType.MostlyF16,
+        "bf16" => GgufFileType.MostlyBF16,
         "q8_0" => GgufFileType.MostlyQ8_0,
-        _ => throw new ArgumentException($"--type '{type}' is not supported (supported: f32, f16, q8_0)"),
+        "q4_0" => GgufFileType.MostlyQ4_0,
+        "q4_k_m" => GgufFileType.MostlyQ4_K_M,
+        _ => throw new ArgumentException($"--type '{type}' is not supported (supported: {SupportedTypes})"),
     };
 
     /// <summary>Refuses a model this exporter cannot write, naming its config.json and the cause, before any work.</summary>
@@ -36,8 +46,18 @@ public static partial class GgufModelExport
             throw new InvalidDataException($"{where}: model_type '{c.ModelType}' cannot be exported to GGUF yet (supported: {string.Join(", ", Architectures.Keys)})");
         if (c.RopeScaling is { } rs && rs.Type != "llama3")
             throw new InvalidDataException($"{where}: rope_scaling type '{rs.Type}' cannot be exported to GGUF yet (supported: llama3)");
-        if (c.SlidingWindow is not null)
-            throw new InvalidDataException($"{where}: sliding-window attention cannot be exported to GGUF yet");
+        // llama.cpp has no sliding window for qwen2/qwen3 (and the converter writes none): refused. For llama
+        // (Mistral) and phi3 llama.cpp attends to everything too, exactly as convert_hf_to_gguf.py leaves it; Write
+        // notes the context up to which the outputs are equal.
+        if (c.SlidingWindow is not null && arch is "qwen2" or "qwen3")
+            throw new InvalidDataException($"{where}: sliding-window attention (use_sliding_window) cannot be exported to GGUF: llama.cpp's {arch} has none");
+        // llama.cpp's gemma2 scales attention by 1/sqrt(head_dim) (hidden/heads for the 46-layer 27B), ignoring query_pre_attn_scalar.
+        if (arch == "gemma2")
+        {
+            double theirs = 1.0 / Math.Sqrt(c.NumLayers == 46 ? c.HiddenSize / c.NumHeads : c.HeadDim);
+            if (Math.Abs(c.AttentionScale - theirs) > 1e-9 * theirs)
+                throw new InvalidDataException($"{where}: query_pre_attn_scalar gives attention scale {c.AttentionScale:G6}, but llama.cpp's gemma2 uses {theirs:G6} (1/sqrt(head_dim)); GGUF export refused");
+        }
         return arch;
     }
 
@@ -63,8 +83,17 @@ public static partial class GgufModelExport
             new($"{arch}.attention.head_count_kv", GgufValue.U32((uint)c.NumKvHeads)),
             new($"{arch}.attention.layer_norm_rms_epsilon", GgufValue.F32((float)c.RmsNormEps)),
             new($"{arch}.rope.freq_base", GgufValue.F32((float)c.RopeTheta)),
-            new($"{arch}.rope.dimension_count", GgufValue.U32((uint)c.HeadDim)),
+            new($"{arch}.rope.dimension_count", GgufValue.U32((uint)(c.RotaryDim > 0 ? c.RotaryDim : c.HeadDim))),
         };
+        if (arch == "gemma2")
+        {
+            if (c.AttnLogitSoftcapping is double ac) meta.Add(new("gemma2.attn_logit_softcapping", GgufValue.F32((float)ac)));
+            if (c.FinalLogitSoftcapping is double fc) meta.Add(new("gemma2.final_logit_softcapping", GgufValue.F32((float)fc)));
+            // llama.cpp's gemma2 slides on even layers (set_swa_pattern(2)), as HF's Gemma 2 does.
+            if (c.SlidingWindow is int w) meta.Add(new("gemma2.attention.sliding_window", GgufValue.U32((uint)w)));
+        }
+        else if (c.SlidingWindow is int w && w < c.MaxPositionEmbeddings)
+            note?.Invoke($"sliding_window {w}: llama.cpp's {arch} attends to the whole context (as convert_hf_to_gguf.py leaves it), so outputs are equal up to {w} tokens");
         if (c.HeadDim * c.NumHeads != c.HiddenSize)
         {
             meta.Add(new($"{arch}.attention.key_length", GgufValue.U32((uint)c.HeadDim)));
@@ -75,15 +104,18 @@ public static partial class GgufModelExport
         var tensors = new List<GgufTensor>();
         var byName = model.named_parameters().ToDictionary(p => p.name, p => p.parameter);
         var ordered = byName.Keys.OrderBy(Order).ToList();
+        bool hasOutput = byName.ContainsKey("lm_head.weight");
         foreach (var hfName in ordered)
         {
-            string name = GgufName(hfName) ?? throw new InvalidOperationException($"parameter '{hfName}' has no GGUF name (unmerged adapter weights?)");
+            string name = GgufName(hfName, arch) ?? throw new InvalidOperationException($"parameter '{hfName}' has no GGUF name (unmerged adapter weights?)");
             var p = byName[hfName];
             long[] shape = p.shape;
             // Llama-family checkpoints hold q/k rows in HF's rotate-half order; llama.cpp expects them interleaved.
             int? permuteHeads = arch == "llama" ? hfName.Contains(".q_proj.") ? c.NumHeads : hfName.Contains(".k_proj.") ? c.NumKvHeads : null : null;
-            var type = TypeFor(name, shape, fileType, note);
-            tensors.Add(new GgufTensor(name, shape, type, s => WriteParameter(s, p, permuteHeads, type)));
+            var type = TypeFor(name, shape, fileType, Order(hfName) is (1, int layer, _) ? layer : -1, c.NumLayers, hasOutput, note);
+            // Gemma stores norms as w in x * (1 + w); llama.cpp multiplies by the stored value (Gemma2Model adds 1).
+            bool plusOne = arch == "gemma2" && hfName.EndsWith("norm.weight", StringComparison.Ordinal);
+            tensors.Add(new GgufTensor(name, shape, type, s => WriteParameter(s, p, permuteHeads, plusOne, type)));
         }
         if (c.RopeScaling is { Type: "llama3" } scaling)
         {
@@ -110,10 +142,19 @@ public static partial class GgufModelExport
         ["input_layernorm"] = "attn_norm", ["self_attn.q_proj"] = "attn_q", ["self_attn.k_proj"] = "attn_k",
         ["self_attn.v_proj"] = "attn_v", ["self_attn.o_proj"] = "attn_output", ["post_attention_layernorm"] = "ffn_norm",
         ["mlp.gate_proj"] = "ffn_gate", ["mlp.up_proj"] = "ffn_up", ["mlp.down_proj"] = "ffn_down",
+        ["self_attn.q_norm"] = "attn_q_norm", ["self_attn.k_norm"] = "attn_k_norm",       // qwen3
+        ["self_attn.qkv_proj"] = "attn_qkv", ["mlp.gate_up_proj"] = "ffn_up",             // phi3: fused, rows as HF has them
+    };
+
+    /// <summary>Gemma 2's four norms per block (its post_attention_layernorm is not llama's ffn_norm).</summary>
+    static readonly Dictionary<string, string> Gemma2Norms = new()
+    {
+        ["post_attention_layernorm"] = "post_attention_norm", ["pre_feedforward_layernorm"] = "ffn_norm",
+        ["post_feedforward_layernorm"] = "post_ffw_norm",
     };
 
     /// <summary>llama.cpp's name of an HF tensor (gguf-py tensor_mapping.py), or null for tensors it has no slot for.</summary>
-    public static string? GgufName(string hf)
+    public static string? GgufName(string hf, string arch = "llama")
     {
         switch (hf)
         {
@@ -126,26 +167,38 @@ public static partial class GgufModelExport
         string rest = m.Groups[2].Value;
         int dot = rest.LastIndexOf('.');
         string module = rest[..dot], suffix = rest[(dot + 1)..];
-        return suffix is "weight" or "bias" && LayerTensors.TryGetValue(module, out var g) ? $"blk.{m.Groups[1].Value}.{g}.{suffix}" : null;
+        string? g = arch == "gemma2" && Gemma2Norms.TryGetValue(module, out var norm) ? norm : LayerTensors.GetValueOrDefault(module);
+        return suffix is "weight" or "bias" && g is not null ? $"blk.{m.Groups[1].Value}.{g}.{suffix}" : null;
     }
 
     /// <summary>
-    /// convert_hf_to_gguf.py's choice: 1-D tensors and norms stay F32; 2-D tensors take the file type, and a q8_0
-    /// tensor whose rows are not whole 32-value blocks falls back to F16 as the converter's QuantError path does.
+    /// 1-D tensors and norms stay F32 (convert_hf_to_gguf.py and llama-quantize agree); 2-D tensors: f16/bf16/q8_0 as
+    /// convert_hf_to_gguf.py writes them (a q8_0 tensor whose rows are not whole 32-value blocks falls back to F16, as
+    /// the converter's QuantError path does); q4_0/q4_K_M as llama-quantize chooses per tensor (<see cref="LlamaQuantizeTypes"/>).
     /// </summary>
-    static GgmlType TypeFor(string name, long[] shape, GgufFileType fileType, Action<string>? note)
+    static GgmlType TypeFor(string name, long[] shape, GgufFileType fileType, int layer, int layers, bool hasOutput, Action<string>? note)
     {
         if (shape.Length <= 1 || name.EndsWith("_norm.weight", StringComparison.Ordinal) || fileType == GgufFileType.AllF32) return GgmlType.F32;
-        if (fileType == GgufFileType.MostlyF16) return GgmlType.F16;
-        if (shape[^1] % GgmlQuants.Q8_0Block == 0) return GgmlType.Q8_0;
-        note?.Invoke($"{name}: rows of {shape[^1]} values are not whole q8_0 blocks of 32; written as f16");
-        return GgmlType.F16;
+        switch (fileType)
+        {
+            case GgufFileType.MostlyF16: return GgmlType.F16;
+            case GgufFileType.MostlyBF16: return GgmlType.BF16;
+            case GgufFileType.MostlyQ8_0:
+                if (shape[^1] % GgmlQuants.Q8_0Block == 0) return GgmlType.Q8_0;
+                note?.Invoke($"{name}: rows of {shape[^1]} values are not whole q8_0 blocks of 32; written as f16");
+                return GgmlType.F16;
+            default:
+                var type = LlamaQuantizeTypes.For(fileType, name, shape[^1], layer, layers, hasOutput, out var fallback);
+                if (fallback is not null) note?.Invoke(fallback);
+                return type;
+        }
     }
 
-    static void WriteParameter(Stream s, TorchSharp.Modules.Parameter p, int? permuteHeads, GgmlType type)
+    static void WriteParameter(Stream s, TorchSharp.Modules.Parameter p, int? permuteHeads, bool plusOne, GgmlType type)
     {
         using var scope = NewDisposeScope();
         var t = p.detach().to(ScalarType.Float32, CPU);
+        if (plusOne) t = t + 1;
         if (permuteHeads is int heads) t = PermuteRows(t, heads);
         var values = t.contiguous().data<float>().ToArray();
         s.Write(GgmlQuants.Encode(type, values));

@@ -25,7 +25,8 @@ public sealed class DynamicMap
         _mid = new float[256];
         for (int i = 0; i < 255; i++) _mid[i] = (Values[i] + Values[i + 1]) * 0.5f;
         _mid[255] = float.PositiveInfinity;
-        _firstCode = new byte[65536];
+        // Three spare bytes so that a vector kernel may gather 4 bytes at any entry (it masks the other three).
+        _firstCode = new byte[65536 + 3];
         for (int p = 0; p < 65536; p++)
         {
             // Positive floats grow with their bits, negative ones shrink: the bucket's smallest value is at
@@ -38,6 +39,10 @@ public sealed class DynamicMap
 
     /// <summary>The 255 midpoints between neighbouring code values (x rounds to code i when Midpoints[i-1] &lt; x &lt;= Midpoints[i]).</summary>
     public ReadOnlySpan<float> Midpoints => _mid.AsSpan(0, 255);
+
+    /// <summary>The 256 midpoints (+inf last) and the 16-bit bucket table, for the vectorised 8-bit AdamW kernel.</summary>
+    internal float[] MidpointTable => _mid;
+    internal byte[] FirstCodeTable => _firstCode;
 
     /// <summary>Index of the nearest code (ties to the lower one).</summary>
     public byte Quantize(float x)

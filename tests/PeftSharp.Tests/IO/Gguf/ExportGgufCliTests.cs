@@ -16,15 +16,33 @@ public class ExportGgufCliTests
         return (code, err.Trim(), args.SkipWhile(a => a != "--out").Skip(1).First());
     }
 
+    /// <summary>What llama.cpp cannot run as the engine does is refused up front, naming config.json and the cause.</summary>
     [Fact]
     public void UnsupportedArchitectureIsRefusedBeforeAnythingIsWritten()
     {
-        string dir = RandomModel.Write(RandomModel.Phi3Config());
-        File.Copy(Path.Combine(TestPaths.TinyLlama, "tokenizer.json"), Path.Combine(dir, "tokenizer.json"));
-        var (code, err, outPath) = Export("--model", dir, "--out", Path.Combine(TestPaths.TempDir(), "x.gguf"), "--type", "f32");
-        Assert.Equal(1, code);
-        Assert.Equal($"error: {Path.Combine(dir, "config.json")}: model_type 'phi3' cannot be exported to GGUF yet (supported: llama, qwen2)", err);
-        Assert.Empty(Directory.GetFileSystemEntries(Path.GetDirectoryName(outPath)!));
+        void AssertRefused(System.Text.Json.Nodes.JsonObject cfg, string cause)
+        {
+            string dir = RandomModel.Write(cfg);
+            File.Copy(Path.Combine(TestPaths.TinyLlama, "tokenizer.json"), Path.Combine(dir, "tokenizer.json"));
+            var (code, err, outPath) = Export("--model", dir, "--out", Path.Combine(TestPaths.TempDir(), "x.gguf"), "--type", "q4_K_M");
+            Assert.Equal(1, code);
+            Assert.Equal($"error: {Path.Combine(dir, "config.json")}: {cause}", err);
+            Assert.Empty(Directory.GetFileSystemEntries(Path.GetDirectoryName(outPath)!));
+        }
+        AssertRefused(RandomModel.Phi3Config(longRope: true), "rope_scaling type 'longrope' cannot be exported to GGUF yet (supported: llama3)");
+        AssertRefused(RandomModel.Gemma2Config(), "query_pre_attn_scalar gives attention scale 0.204124, but llama.cpp's gemma2 uses 0.25 (1/sqrt(head_dim)); GGUF export refused");
+        var qwen = RandomModel.LlamaConfig(modelType: "qwen2");
+        qwen["use_sliding_window"] = true;
+        AssertRefused(qwen, "sliding-window attention (use_sliding_window) cannot be exported to GGUF: llama.cpp's qwen2 has none");
+
+        // A model_type the engine does not load at all: the config loader's own error, naming the file.
+        string other = TestPaths.TempDir();
+        File.WriteAllText(Path.Combine(other, "config.json"), """{"model_type": "gpt_neox", "hidden_size": 32, "num_attention_heads": 4, "num_hidden_layers": 2, "intermediate_size": 64, "vocab_size": 50}""");
+        var (c2, e2, o2) = Export("--model", other, "--out", Path.Combine(TestPaths.TempDir(), "y.gguf"));
+        Assert.Equal(1, c2);
+        Assert.StartsWith($"error: {Path.Combine(other, "config.json")}: unsupported model_type 'gpt_neox'", e2);
+        Assert.Single(e2.Split('\n'));
+        Assert.Empty(Directory.GetFileSystemEntries(Path.GetDirectoryName(o2)!));
     }
 
     [Fact]
@@ -40,7 +58,8 @@ public class ExportGgufCliTests
 
         (code, err, _) = Export("--model", TestPaths.TinyLlama, "--out", Path.Combine(outDir, "x.gguf"), "--type", "q3_k");
         Assert.Equal(1, code);
-        Assert.Contains("--type 'q3_k' is not supported (supported: f32, f16, q8_0)", err);
+        Assert.Contains("--type 'q3_k' is not supported (supported: f32, f16, bf16, q8_0, q4_0, q4_K_M)", err);
+        Assert.Single(err.Split('\n'));
         Assert.Empty(Directory.GetFileSystemEntries(outDir));
     }
 

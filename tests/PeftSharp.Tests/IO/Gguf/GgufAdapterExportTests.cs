@@ -93,6 +93,18 @@ public class GgufAdapterExportTests(ITestOutputHelper output)
         Assert.Empty(Directory.GetFileSystemEntries(outDir));
     }
 
+    [Fact]
+    public void PromptTuningIsRefusedWithoutOutput()
+    {
+        string prompt = TestPaths.TempDir();
+        File.WriteAllText(Path.Combine(prompt, "adapter_config.json"), """{"peft_type": "PROMPT_TUNING", "num_virtual_tokens": 4, "task_type": "CAUSAL_LM"}""");
+        string outDir = TestPaths.TempDir();
+        var (code, _, err) = CliCapture.Run("export", "gguf-adapter", "--model", TestPaths.TinyLlama, "--adapter", prompt, "--out", Path.Combine(outDir, "a.gguf"));
+        Assert.Equal(1, code);
+        Assert.Equal($"error: {Path.Combine(prompt, "adapter_config.json")}: only LoRA adapters have a llama.cpp adapter form (Houlsby adapters and soft prompts do not)", err.Trim());
+        Assert.Empty(Directory.GetFileSystemEntries(outDir));
+    }
+
     static double Rel(float[] a, float[] b)
     {
         double num = 0, den = 0;

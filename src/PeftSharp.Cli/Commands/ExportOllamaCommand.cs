@@ -1,0 +1,110 @@
+using System.ComponentModel;
+using PeftSharp.Chat;
+using PeftSharp.IO;
+using PeftSharp.IO.Gguf;
+using PeftSharp.Models;
+using Spectre.Console;
+using Spectre.Console.Cli;
+
+namespace PeftSharp.Cli.Commands;
+
+/// <summary>
+/// peft export ollama: a folder Ollama imports with `ollama create NAME -f DIR/Modelfile`: the GGUF (adapters merged
+/// by default; with --separate-adapter the base GGUF plus a llama.cpp adapter GGUF) and a Modelfile with the chat
+/// template as an Ollama Go template (known families) and the model's stop texts. Everything is written to a staging
+/// folder first, so a failure leaves no partial output.
+/// </summary>
+public sealed class ExportOllamaCommand : Command<ExportOllamaCommand.Settings>
+{
+    public const string ModelFile = "model.gguf", AdapterFile = "adapter.gguf", ModelfileName = "Modelfile";
+
+    public sealed class Settings : CommandSettings
+    {
+        [CommandOption("--model <DIR>")]
+        [Description("Base Hugging Face model folder or Hub repo id ORG/NAME or ORG/NAME@REV")]
+        public string Model { get; set; } = "";
+
+        [CommandOption("--adapter <DIR>")]
+        [Description("Adapter folder (repeatable; DIR or DIR:WEIGHT): merged into the GGUF, or with --separate-adapter written as Ollama's ADAPTER")]
+        public string[] Adapters { get; set; } = [];
+
+        [CommandOption("--out <DIR>")]
+        [Description("Output folder for model.gguf, adapter.gguf (--separate-adapter) and Modelfile")]
+        public string Out { get; set; } = "";
+
+        [CommandOption("--type <TYPE>")]
+        [Description("Tensor type: f32, f16, bf16, q8_0, q4_0 or q4_K_M (default q4_K_M, as llama-quantize writes it)")]
+        public string Type { get; set; } = "q4_K_M";
+
+        [CommandOption("--separate-adapter")]
+        [Description("Keep the (one, LoRA) adapter separate: base model.gguf + adapter.gguf, Modelfile ADAPTER line")]
+        public bool SeparateAdapter { get; set; }
+
+        [CommandOption("--allow-base-mismatch")]
+        [Description("Export even if an adapter's recorded base fingerprint differs from --model")]
+        public bool AllowBaseMismatch { get; set; }
+
+        public override ValidationResult Validate()
+        {
+            if (string.IsNullOrWhiteSpace(Model)) return ValidationResult.Error("--model is required");
+            if (string.IsNullOrWhiteSpace(Out)) return ValidationResult.Error("--out is required");
+            try { GgufModelExport.ParseType(Type); }
+            catch (ArgumentException e) { return ValidationResult.Error(e.Message); }
+            if (SeparateAdapter && Adapters.Length != 1)
+                return ValidationResult.Error($"--separate-adapter needs exactly one --adapter (got {Adapters.Length}); merge several with the default mode");
+            if (HubCli.TryResolve(Model, "--model", out var folder) is { Successful: false } bad) return bad;
+            Model = folder;
+            return ValidationResult.Success();
+        }
+    }
+
+    public override int Execute(CommandContext context, Settings s, CancellationToken cancellationToken)
+    {
+        var fileType = GgufModelExport.ParseType(s.Type);
+        var config = ModelConfig.Load(s.Model);
+        GgufModelExport.ArchitectureOf(config, s.Model);
+        string? separate = null;
+        if (s.SeparateAdapter)
+        {
+            var spec = AdapterCli.Parse(s.Adapters)[0];
+            if (spec.Weight != 1.0)
+                throw new ArgumentException($"--adapter '{s.Adapters[0]}': an Ollama ADAPTER is applied at weight 1; drop the weight or leave out --separate-adapter to merge it");
+            separate = spec.Dir;
+            ExportGgufAdapterCommand.CheckExportable(s.Model, separate);
+        }
+        if (File.Exists(s.Out)) throw new IOException($"--out {s.Out}: is a file; give a folder");
+
+        var template = ChatTemplate.Load(s.Model);
+        var family = template is null ? null : OllamaModelfile.Detect(template);
+        List<string> stops;
+        using (var tok = TextTokenizer.FromFolder(s.Model, config))
+        {
+            var names = tok.SpecialTokens.GroupBy(kv => kv.Value).ToDictionary(g => g.Key, g => g.First().Key);
+            stops = tok.StopIds(config).Order().Select(id => names.GetValueOrDefault(id) ?? tok.Decode([id])).ToList();
+        }
+
+        string outDir = Path.GetFullPath(s.Out);
+        string staging = Path.Combine(Path.GetDirectoryName(outDir)!, $".{Path.GetFileName(outDir)}.partial-{Environment.ProcessId}");
+        Directory.CreateDirectory(staging);
+        try
+        {
+            if (separate is null) ExportGgufCommand.WriteMerged(s.Model, s.Adapters, s.AllowBaseMismatch, Path.Combine(staging, ModelFile), fileType);
+            else
+            {
+                ExportGgufCommand.WriteMerged(s.Model, [], s.AllowBaseMismatch, Path.Combine(staging, ModelFile), fileType);
+                ExportGgufAdapterCommand.WriteAdapter(s.Model, separate, s.AllowBaseMismatch, Path.Combine(staging, AdapterFile));
+            }
+            AtomicFile.WriteAllText(Path.Combine(staging, ModelfileName), OllamaModelfile.Write(ModelFile, separate is null ? null : AdapterFile, family, stops));
+            Directory.CreateDirectory(outDir);
+            foreach (var f in Directory.GetFiles(staging)) File.Move(f, Path.Combine(outDir, Path.GetFileName(f)), overwrite: true);
+        }
+        finally { Directory.Delete(staging, recursive: true); }
+
+        if (template is not null && family is null)
+            Console.Error.WriteLine($"warning: {template.Source}: chat template is not one of the known families ({string.Join(", ", OllamaModelfile.Families.Select(f => f.Name))}); the Modelfile has no TEMPLATE, so Ollama will use the GGUF's tokenizer.chat_template");
+        string name = new string(Path.GetFileName(outDir).ToLowerInvariant().Select(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.' ? c : '-').ToArray());
+        AnsiConsole.MarkupLine($"wrote {Markup.Escape(outDir)}: {ModelFile}{(separate is null ? "" : $" + {AdapterFile}")} ({s.Type}), {ModelfileName} (template: {family?.Name ?? "none"})");
+        Console.WriteLine($"ollama create {name} -f {Path.Combine(outDir, ModelfileName)}");
+        return 0;
+    }
+}

@@ -1,0 +1,46 @@
+using System.Text;
+using System.Text.Json.Nodes;
+
+namespace PeftSharp.Serving.Dashboard;
+
+/// <summary>What was appended to a metrics.jsonl since byte <c>Offset</c> (line <c>Line</c>), up to its last complete line.</summary>
+public sealed record MetricsChunk(IReadOnlyList<JsonObject> Records, long Offset, int Line, bool Reset);
+
+/// <summary>
+/// Tails a metrics.jsonl that a running `peft train` appends to: the caller keeps the byte offset and line number it has
+/// read up to, and gets the complete lines after them. A line without its newline is still being written and is left for
+/// the next read. A file shorter than the offset was rewritten (--overwrite, or a resume dropping the steps after its
+/// checkpoint): it is read again from the start, with <c>Reset</c> set.
+/// </summary>
+public static class MetricsTail
+{
+    public static MetricsChunk Read(string path, long offset, int line)
+    {
+        if (!File.Exists(path)) return new([], 0, 0, Reset: offset > 0);
+        using var f = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
+        bool reset = f.Length < offset || offset < 0;
+        if (reset) { offset = 0; line = 0; }
+        f.Seek(offset, SeekOrigin.Begin);
+        var bytes = new byte[f.Length - offset];
+        f.ReadExactly(bytes);
+        int end = Array.LastIndexOf(bytes, (byte)'\n') + 1;   // complete lines only
+        var records = new List<JsonObject>();
+        foreach (var text in Encoding.UTF8.GetString(bytes, 0, end).Split('\n').SkipLast(1))
+        {
+            line++;
+            if (text.Length == 0) continue;
+            records.Add(Parse(path, line, text));
+        }
+        return new(records, offset + end, line, reset);
+    }
+
+    static JsonObject Parse(string path, int line, string text)
+    {
+        JsonNode? node;
+        try { node = JsonNode.Parse(text); }
+        catch (System.Text.Json.JsonException e) { throw new InvalidDataException($"{path} line {line}: not JSON ({e.Message.Split('.')[0]})"); }
+        if (node is not JsonObject o || o["step"] is null)
+            throw new InvalidDataException($"{path} line {line}: not a metrics record (a JSON object with a \"step\")");
+        return o;
+    }
+}

@@ -1,0 +1,53 @@
+using System.Net;
+using System.Net.Sockets;
+using PeftSharp.Training;
+
+namespace PeftSharp.Tests.Cli;
+
+/// <summary>`peft dashboard` and `peft train --dashboard` on bad input: one line naming the folder, file line or flag; exit 1.</summary>
+[Collection("console")]
+public class DashboardCliTests
+{
+    [Fact]
+    public void AFolderWithoutMetricsIsRefused()
+    {
+        string dir = TestPaths.TempDir();
+        var (code, _, err) = CliCapture.Run("dashboard", dir, "--port", "0");
+        Assert.Equal(1, code);
+        Assert.Equal($"error: {dir}: no metrics.jsonl here or in its subfolders (not a `peft train` run folder nor a `peft compare` folder)", err.Trim());
+        (code, _, err) = CliCapture.Run("dashboard", Path.Combine(dir, "missing"), "--port", "0");
+        Assert.Equal(1, code);
+        Assert.Equal($"error: {Path.Combine(dir, "missing")}: folder not found", err.Trim());
+    }
+
+    [Fact]
+    public void ACorruptLineIsNamed()
+    {
+        string run = TestPaths.TempDir();
+        File.WriteAllText(Path.Combine(run, MetricsLog.FileName), "{\"step\":1,\"loss\":2.0}\nnot json\n");
+        var (code, _, err) = CliCapture.Run("dashboard", run, "--port", "0");
+        Assert.Equal(1, code);
+        Assert.StartsWith($"error: {Path.Combine(run, MetricsLog.FileName)} line 2: not JSON", err.Trim());
+        Assert.DoesNotContain("\n", err.Trim());
+    }
+
+    [Fact]
+    public void APortInUseIsNamedByDashboardAndByTrainBeforeTraining()
+    {
+        using var taken = new TcpListener(IPAddress.Loopback, 0);
+        taken.Start();
+        int port = ((IPEndPoint)taken.LocalEndpoint).Port;
+        string run = TestPaths.TempDir();
+        new MetricsLog(run).Append(new System.Text.Json.Nodes.JsonObject { ["step"] = 1, ["loss"] = 1.0 });
+        var (code, _, err) = CliCapture.Run("dashboard", run, "--port", $"{port}");
+        Assert.Equal(1, code);
+        Assert.Equal($"error: --port {port}: 127.0.0.1:{port} is in use; pass another port, or 0 for any free one", err.Trim());
+
+        string dir = TestPaths.TempDir(), outDir = Path.Combine(dir, "run");
+        (code, _, err) = CliCapture.Run("train", "--model", TestPaths.TinyLlama, "--data", ReversalTask.Write(dir, 4), "--out", outDir,
+            "--dashboard", "--dashboard-port", $"{port}");
+        Assert.Equal(1, code);
+        Assert.Equal($"error: --dashboard-port {port}: 127.0.0.1:{port} is in use; pass another port, or 0 for any free one", err.Trim());
+        Assert.False(Directory.Exists(outDir));   // nothing trained, nothing written
+    }
+}

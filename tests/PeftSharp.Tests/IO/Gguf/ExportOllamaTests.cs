@@ -1,0 +1,142 @@
+using PeftSharp.Chat;
+using PeftSharp.IO.Gguf;
+using PeftSharp.Tests.Support;
+using Xunit.Abstractions;
+
+namespace PeftSharp.Tests.IO.Gguf;
+
+/// <summary>
+/// `peft export ollama`: the folder `ollama create` takes (GGUF + Modelfile), the chat-template family found by
+/// rendering the model's own Jinja template (real published templates from ../shared), and bad input refused with
+/// nothing written. The family renderings are those of ollama's template/testdata files.
+/// </summary>
+[Collection("console")]
+public class ExportOllamaTests(ITestOutputHelper output)
+{
+    const string ChatmlJinja = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+
+    /// <summary>A copy of the tiny llama fixture with <paramref name="jinja"/> as its chat_template.jinja.</summary>
+    static string TinyWithTemplate(string? jinja)
+    {
+        string dir = TestPaths.TempDir();
+        foreach (var f in new[] { "config.json", "model.safetensors", "tokenizer.json" })
+            File.Copy(Path.Combine(TestPaths.TinyLlama, f), Path.Combine(dir, f));
+        if (jinja is not null) File.WriteAllText(Path.Combine(dir, "chat_template.jinja"), jinja);
+        return dir;
+    }
+
+    [Fact]
+    public void ChatmlModel_WritesGgufAndTheGoldenModelfile()
+    {
+        string model = TinyWithTemplate(ChatmlJinja);
+        string outDir = Path.Combine(TestPaths.TempDir(), "tiny-chat");
+        var (code, stdout, err) = CliCapture.Run("export", "ollama", "--model", model, "--out", outDir, "--type", "q8_0");
+        Assert.True(code == 0, err);
+        Assert.Equal(File.ReadAllText(Path.Combine(TestPaths.Fixtures, "gguf", "ollama", "chatml.Modelfile")), File.ReadAllText(Path.Combine(outDir, "Modelfile")));
+        Assert.Contains($"ollama create tiny-chat -f {Path.Combine(outDir, "Modelfile")}", stdout);
+        Assert.Equal(["Modelfile", "model.gguf"], Directory.GetFiles(outDir).Select(Path.GetFileName).Order());
+        using var r = new GgufReader(Path.Combine(outDir, "model.gguf"));
+        Assert.Equal((ulong)GgufFileType.MostlyQ8_0, r.GetUInt("general.file_type"));
+        Assert.Equal(ChatmlJinja, r.GetString("tokenizer.chat_template"));
+        Assert.Equal([outDir], Directory.GetFileSystemEntries(Path.GetDirectoryName(outDir)!)); // no staging folder left
+    }
+
+    /// <summary>The README's LLamaSharp snippet, on an exported model.gguf: it loads and generates.</summary>
+    [Fact]
+    public async Task ReadmeLLamaSharpSnippet_RunsTheExport()
+    {
+        string outDir = Path.Combine(TestPaths.TempDir(), "snippet");
+        var (code, _, err) = CliCapture.Run("export", "ollama", "--model", TinyWithTemplate(ChatmlJinja), "--out", outDir);
+        Assert.True(code == 0, err);
+        string gguf = Path.Combine(outDir, "model.gguf");
+        using (new LlamaCpp(gguf, 16)) { } // loads the native library with the tests' log settings first
+        var p = new LLama.Common.ModelParams(gguf) { ContextSize = 128, GpuLayerCount = 0, Threads = 1, BatchThreads = 1 };
+        using var weights = LLama.LLamaWeights.LoadFromFile(p);
+        var executor = new LLama.StatelessExecutor(weights, p);
+        var produced = new List<string>();
+        await foreach (var piece in executor.InferAsync("<|im_start|>user\nHello!<|im_end|>\n<|im_start|>assistant\n",
+                           new LLama.Common.InferenceParams { MaxTokens = 4, AntiPrompts = ["<|im_end|>"] }))
+            produced.Add(piece);
+        Assert.NotEmpty(produced);
+    }
+
+    [Fact]
+    public void UnknownTemplate_NoTemplateLineAndAWarning()
+    {
+        string model = TinyWithTemplate("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}");
+        string outDir = Path.Combine(TestPaths.TempDir(), "plain");
+        var (code, _, err) = CliCapture.Run("export", "ollama", "--model", model, "--out", outDir, "--type", "f16");
+        Assert.True(code == 0, err);
+        Assert.Equal("FROM ./model.gguf\nPARAMETER stop \"<|endoftext|>\"\n", File.ReadAllText(Path.Combine(outDir, "Modelfile")));
+        Assert.Contains("chat template is not one of the known families", err);
+        Assert.Contains("Ollama will use the GGUF's tokenizer.chat_template", err);
+    }
+
+    [Fact]
+    public void SeparateAdapter_WritesBaseAdapterAndAdapterLine()
+    {
+        string adapter = Path.Combine(TestPaths.TinyLlama, "adapters", "lora");
+        string outDir = Path.Combine(TestPaths.TempDir(), "sep");
+        var (code, _, err) = CliCapture.Run("export", "ollama", "--model", TestPaths.TinyLlama, "--adapter", adapter, "--out", outDir, "--type", "f32", "--separate-adapter");
+        Assert.True(code == 0, err);
+        Assert.Equal("FROM ./model.gguf\nADAPTER ./adapter.gguf\nPARAMETER stop \"<|endoftext|>\"\n", File.ReadAllText(Path.Combine(outDir, "Modelfile")));
+        using var a = new GgufReader(Path.Combine(outDir, "adapter.gguf"));
+        Assert.Equal("adapter", a.GetString("general.type"));
+        using var m = new GgufReader(Path.Combine(outDir, "model.gguf"));
+        Assert.Equal("model", m.GetString("general.type"));
+    }
+
+    [Fact]
+    public void BadInput_OneLineNothingWritten()
+    {
+        string parent = TestPaths.TempDir();
+        void AssertRefused(string expected, params string[] args)
+        {
+            var (code, _, err) = CliCapture.Run(["export", "ollama", .. args, "--out", Path.Combine(parent, "o")]);
+            Assert.Equal(1, code);
+            Assert.Contains(expected, err);
+            Assert.Single(err.Trim().Split('\n'));
+            Assert.Empty(Directory.GetFileSystemEntries(parent));
+        }
+        string dora = Path.Combine(TestPaths.TinyLlama, "adapters", "dora");
+        AssertRefused("adapter_config.json: a DoRA adapter has no llama.cpp adapter form; use `peft export gguf --adapter", "--model", TestPaths.TinyLlama, "--adapter", dora, "--separate-adapter");
+        AssertRefused("--type 'q2_k' is not supported", "--model", TestPaths.TinyLlama, "--type", "q2_k");
+        AssertRefused("--separate-adapter needs exactly one --adapter (got 0)", "--model", TestPaths.TinyLlama, "--separate-adapter");
+        string phi = RandomModel.Write(RandomModel.Phi3Config(longRope: true));
+        AssertRefused($"{Path.Combine(phi, "config.json")}: rope_scaling type 'longrope' cannot be exported to GGUF yet", "--model", phi);
+    }
+
+    /// <summary>Published templates (../shared) are found as the family Ollama would use for them.</summary>
+    [Theory]
+    [InlineData("qwen25-05b-instruct-lora", "chatml")]
+    [InlineData("smollm135m-medflash-lora", "chatml")]
+    [InlineData("tinyllama-chat-tokenizer", "zephyr")]
+    [InlineData("llama-2-chat-template", "llama2")]
+    [InlineData("mistral-7b-instruct-v0.1-chat-template", "mistral")]
+    public void RealTemplates_AreDetected(string fixture, string family)
+    {
+        string? dir = RealFixtures.Folder(fixture, output);
+        if (dir is null) return;
+        var template = ChatTemplate.Load(dir);
+        Assert.NotNull(template);
+        Assert.Equal(family, OllamaModelfile.Detect(template!)?.Name);
+    }
+
+    /// <summary>Each family's probe rendering is recognised (a template that renders exactly that text), and nothing else is.</summary>
+    [Fact]
+    public void EveryFamily_IsDetectedFromItsRendering()
+    {
+        foreach (var f in OllamaModelfile.Families)
+        {
+            // A Jinja template that outputs the family's rendering of whatever conversation it is given has the same
+            // rendering of the probe; the probe texts are distinct, so the system turn decides which one applies.
+            string jinja = "{% if messages[0]['role'] == 'system' %}{{ withSystem }}{% else %}{{ without }}{% endif %}";
+            var t = new ChatTemplate(jinja.Replace("{{ withSystem }}", Literal(f.WithSystem)).Replace("{{ without }}", Literal(f.WithoutSystem)), new Dictionary<string, string>(), f.Name);
+            Assert.Equal(f.Name, OllamaModelfile.Detect(t)?.Name);
+        }
+        Assert.Null(OllamaModelfile.Detect(new ChatTemplate("{% for m in messages %}{{ m['content'] }}{% endfor %}", new Dictionary<string, string>(), "plain")));
+    }
+
+    static string Literal(string s) => "{{ " + System.Text.Json.JsonSerializer.Serialize(s,
+        new System.Text.Json.JsonSerializerOptions { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping }) + " }}";
+}
