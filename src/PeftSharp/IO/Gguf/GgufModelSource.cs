@@ -28,6 +28,7 @@ public static class GgufModelSource
     {
         ["llama"] = ("llama", "LlamaForCausalLM"),
         ["qwen2"] = ("qwen2", "Qwen2ForCausalLM"),
+        ["qwen3"] = ("qwen3", "Qwen3ForCausalLM"), // q/k norms (attn_q_norm, attn_k_norm), no permutation
     };
 
     /// <summary>

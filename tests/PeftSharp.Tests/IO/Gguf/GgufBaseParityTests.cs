@@ -83,6 +83,28 @@ public class GgufBaseParityTests(ITestOutputHelper output)
         Assert.True(rel < 1e-4, $"{rel:E2}");
     }
 
+    [Fact]
+    public void Qwen3F32Export_LoadsTheExactWeights_AndMatchesLlamaCpp()
+    {
+        string dir = TestPaths.TempDir();
+        File.Copy(Path.Combine(TestPaths.TinyLlama, "tokenizer.json"), Path.Combine(dir, "tokenizer.json"));
+        var cfg = RandomModel.Qwen3Config();
+        cfg["vocab_size"] = 260;
+        cfg["eos_token_id"] = 259;
+        RandomModel.Write(cfg, seed: 3, dir: dir);
+        string gguf = Export(dir, "f32");
+        using var fromGguf = ModelLoader.Load(gguf);
+        using var fromHf = ModelLoader.Load(dir);
+        Assert.True(fromGguf.Config.QkNorm && fromGguf.Config.TieWordEmbeddings);
+        var hf = fromHf.named_parameters().ToDictionary(p => p.name, p => p.parameter);
+        foreach (var (name, p) in fromGguf.named_parameters())
+            Assert.True(p.data<float>().ToArray().SequenceEqual(hf[name].data<float>().ToArray()), $"{name} differs from the HF folder's");
+        using var cpp = new LlamaCpp(gguf);
+        double rel = Rel(cpp.LastLogits(Prompt), LastLogits(fromGguf, Prompt));
+        output.WriteLine($"tiny qwen3 f32 GGUF: vs llama.cpp {rel:E2} relative");
+        Assert.True(rel < 1e-4, $"{rel:E2}");
+    }
+
     /// <summary>
     /// f16 and q8_0 exports: PeftSharp dequantises the same bytes llama.cpp reads, but llama.cpp multiplies in the
     /// weight's type (f16 dot products; q8_0 weights against q8_0-quantised activations), so the logits differ by
