@@ -14,7 +14,7 @@ public static class HubCli
     /// <summary>The folder <paramref name="value"/> names; an IOException with one line naming <paramref name="flag"/> otherwise.</summary>
     public static string ResolveFolder(string value, string flag)
     {
-        if (Directory.Exists(value) || !RepoId.TryParse(value, out _)) return ModelLocation.Resolve(value, flag);
+        if (Directory.Exists(value) || File.Exists(value) || !RepoId.TryParse(value, out _)) return ModelLocation.Resolve(value, flag);
         try { return Download(value); }
         catch (IOException e) { throw new IOException($"{flag}: no folder '{value}', and as a Hub repo: {e.Message}", e); }
     }

@@ -16,6 +16,12 @@ public static class ModelLocation
     public static string Resolve(string value, string what, HubOptions? options = null, IProgress<DownloadProgress>? progress = null,
         Action<string>? onLockWait = null)
     {
+        // A .gguf file (or a folder holding one, without config.json) stands for the model folder made from it.
+        if (IO.Gguf.GgufModelSource.IsGguf(value))
+        {
+            try { return IO.Gguf.GgufModelSource.Prepare(value); }
+            catch (InvalidDataException e) { throw new IOException(e.Message, e); }
+        }
         if (Directory.Exists(value)) return value;
         if (!RepoId.TryParse(value, out var repo))
             throw new DirectoryNotFoundException($"{what}: folder '{value}' not found (nor is it a Hugging Face repo id, ORG/NAME[@REVISION])");

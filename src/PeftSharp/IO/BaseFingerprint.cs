@@ -18,6 +18,12 @@ public sealed record BaseFingerprint(string Scheme, string Architecture, string 
     public const string ConfigKey = "peftsharp_base_fingerprint";
 
     /// <summary>
+    /// For a GGUF base: "FILE.gguf sha256:HASH" (the file's name and a hash of its tensor data). Not part of
+    /// <see cref="Digest"/>; when both fingerprints have one, a different tensor-data hash is a difference.
+    /// </summary>
+    public string? Source { get; init; }
+
+    /// <summary>
     /// Fingerprint of the given modules; paths the model lacks are simply absent (Differences reports them).
     /// With <paramref name="quantizedAs"/>, a dense base is fingerprinted as that quantiser would store it, so a QLoRA
     /// adapter's recorded fingerprint can be checked against the dense weights it was quantised from.
@@ -40,8 +46,14 @@ public sealed record BaseFingerprint(string Scheme, string Architecture, string 
         var c = model.Config;
         string arch = c.Raw["architectures"] is JsonArray { Count: > 0 } a ? a[0]!.GetValue<string>() : c.ModelType;
         string scheme = model.QuantizationScheme == "none" && quantizedAs is not null ? quantizedAs.Scheme : model.QuantizationScheme;
-        return Of(scheme, arch, c.ModelType, c.HiddenSize, c.NumLayers, tensors);
+        return Of(scheme, arch, c.ModelType, c.HiddenSize, c.NumLayers, tensors) with { Source = GgufSource(c) };
     }
+
+    static string? GgufSource(ModelConfig c) =>
+        c.Raw[IO.Gguf.GgufModelSource.ConfigKey] is JsonObject g && g["file"] is JsonValue f && g["tensor_data_sha256"] is JsonValue h
+            ? $"{f.GetValue<string>()} sha256:{h.GetValue<string>()}" : null;
+
+    static string? HashOf(string? source) => source is null ? null : source[(source.LastIndexOf(" sha256:", StringComparison.Ordinal) + 1)..];
 
     /// <summary>
     /// The fingerprint <see cref="Compute"/> gives for <paramref name="model"/>'s checkpoint loaded in fp32 (the default
@@ -75,7 +87,7 @@ public sealed record BaseFingerprint(string Scheme, string Architecture, string 
         var tensors = new SortedDictionary<string, string>(StringComparer.Ordinal);
         foreach (var (name, hash) in Tensors)
             if (wanted.Contains(ModulePathOf(name))) tensors[name] = hash;
-        return Of(Scheme, Architecture, ModelType, HiddenSize, NumLayers, tensors);
+        return Of(Scheme, Architecture, ModelType, HiddenSize, NumLayers, tensors) with { Source = Source };
     }
 
     static BaseFingerprint Of(string scheme, string arch, string modelType, int hiddenSize, int numLayers, SortedDictionary<string, string> tensors)
@@ -104,6 +116,7 @@ public sealed record BaseFingerprint(string Scheme, string Architecture, string 
         Field("model_type", ModelType, actual.ModelType);
         Field("hidden_size", HiddenSize, actual.HiddenSize);
         Field("num_layers", NumLayers, actual.NumLayers);
+        if (Source is not null && actual.Source is not null && HashOf(Source) != HashOf(actual.Source)) d.Add($"GGUF base {Source} != {actual.Source}");
         foreach (var (name, hash) in Tensors)
         {
             if (!actual.Tensors.TryGetValue(name, out var other)) d.Add($"{name} missing");
@@ -113,7 +126,7 @@ public sealed record BaseFingerprint(string Scheme, string Architecture, string 
         return d;
     }
 
-    public JsonObject ToJson() => new()
+    public JsonObject ToJson() => new JsonObject
     {
         ["scheme"] = Scheme,
         ["architecture"] = Architecture,
@@ -122,7 +135,7 @@ public sealed record BaseFingerprint(string Scheme, string Architecture, string 
         ["num_layers"] = NumLayers,
         ["digest"] = Digest,
         ["tensors"] = new JsonObject(Tensors.Select(t => KeyValuePair.Create(t.Key, (JsonNode?)t.Value))),
-    };
+    }.WithSource(Source);
 
     public static BaseFingerprint FromJson(JsonObject o, string source)
     {
@@ -130,7 +143,8 @@ public sealed record BaseFingerprint(string Scheme, string Architecture, string 
         {
             return new BaseFingerprint(o["scheme"]!.GetValue<string>(), o["architecture"]!.GetValue<string>(), o["model_type"]!.GetValue<string>(),
                 o["hidden_size"]!.GetValue<int>(), o["num_layers"]!.GetValue<int>(), o["digest"]!.GetValue<string>(),
-                ((JsonObject)o["tensors"]!).ToDictionary(p => p.Key, p => p.Value!.GetValue<string>()));
+                ((JsonObject)o["tensors"]!).ToDictionary(p => p.Key, p => p.Value!.GetValue<string>()))
+            { Source = o["source"]?.GetValue<string>() };
         }
         catch (Exception e) when (e is NullReferenceException or InvalidOperationException or InvalidCastException or FormatException)
         {
@@ -147,5 +161,15 @@ public sealed record BaseFingerprint(string Scheme, string Architecture, string 
         foreach (var view in TensorChunks.Rows(c))
             using (view) h.AppendData(view.bytes);
         return Convert.ToHexStringLower(h.GetHashAndReset())[..16];
+    }
+}
+
+static class FingerprintJson
+{
+    /// <summary>Adds "source" only when there is one, so fingerprints of HF bases keep their JSON unchanged.</summary>
+    public static JsonObject WithSource(this JsonObject o, string? source)
+    {
+        if (source is not null) o["source"] = source;
+        return o;
     }
 }

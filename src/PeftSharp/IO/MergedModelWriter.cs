@@ -15,6 +15,7 @@ public static class MergedModelWriter
     {
         if (model.Linears().Any(l => l.Quantized is not null))
             throw new InvalidOperationException("cannot write a merged model with a quantised base; load the base dense");
+        if (Gguf.GgufModelSource.FileOf(baseFolder) is not null) { Gguf.GgufModelSource.WriteMerged(model, baseFolder, outDir, finish); return; }
         var parameters = model.named_parameters().ToDictionary(p => p.name, p => p.parameter);
         using var reader = new CheckpointReader(baseFolder);
         AtomicFile.WriteFolder(outDir, tmp =>

@@ -24,16 +24,20 @@ public static class ModelLoader
     public static CausalLM Load(string folder, LoadOptions? options = null)
     {
         options ??= new LoadOptions();
+        if (IO.Gguf.GgufModelSource.IsGguf(folder)) folder = IO.Gguf.GgufModelSource.Prepare(folder);
         if (!Directory.Exists(folder)) throw new DirectoryNotFoundException($"{folder}: model folder not found");
         var config = ModelConfig.Load(folder);
         Quantization.QuantizationSetup.EnsureRegistered();
-        using var reader = new CheckpointReader(folder);
-        var quantizer = options.Quantizer ?? QuantizedCheckpointDetectors.Select(d => d(reader)).FirstOrDefault(q => q is not null);
+        // A GGUF base (a folder made by GgufModelSource.Prepare) has its weights in the GGUF file, not in safetensors.
+        string? gguf = IO.Gguf.GgufModelSource.FileOf(folder);
+        using var reader = gguf is null ? new CheckpointReader(folder) : null;
+        var quantizer = options.Quantizer ?? (reader is null ? null : QuantizedCheckpointDetectors.Select(d => d(reader)).FirstOrDefault(q => q is not null));
         var device = options.Device ?? CPU;
         var model = new CausalLM(config, options.Dtype, quantizer is null ? null : quantizer.ShouldQuantize);
         try
         {
-            LoadWeights(model, reader, quantizer, options.Dtype, device);
+            if (reader is null) IO.Gguf.GgufModelSource.LoadWeights(model, gguf!, quantizer, options.Dtype, device);
+            else LoadWeights(model, reader, quantizer, options.Dtype, device);
         }
         catch
         {

@@ -76,7 +76,7 @@ public sealed class GgufReader : IDisposable
             foreach (var (name, shape, type, offset) in raw)
             {
                 if (!names.Add(name)) throw Bad($"tensor '{name}' appears twice");
-                if (!GgmlTypes.IsKnown(type)) throw Bad($"tensor '{name}' has ggml type {type}, which PeftSharp does not read (supported: {string.Join(", ", Enum.GetNames<GgmlType>())})");
+                if (!GgmlTypes.IsKnown(type)) throw Bad($"tensor '{name}' has ggml type {type}{(GgufDequant.IsNamed(type) ? $" ({GgufDequant.TypeName(type)})" : "")}, which PeftSharp does not read (supported: {GgufDequant.Supported})");
                 var t = (GgmlType)type;
                 long elements;
                 try { elements = shape.Aggregate(1L, (x, y) => checked(x * y)); }

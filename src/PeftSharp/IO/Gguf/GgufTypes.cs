@@ -11,6 +11,8 @@ public enum GgufValueType : uint
 public enum GgmlType : uint
 {
     F32 = 0, F16 = 1, Q4_0 = 2, Q5_0 = 6, Q8_0 = 8, Q4_K = 12, Q6_K = 14, BF16 = 30,
+    // Read only (GgufDequant): the other types llama-quantize writes (q4_1, q5_1 files; q5_K in q5_K_M files).
+    Q4_1 = 3, Q5_1 = 7, Q5_K = 13,
 }
 
 /// <summary>general.file_type (constants.py LlamaFileType): what most tensors of the file are.</summary>
@@ -30,8 +32,11 @@ public static class GgmlTypes
         GgmlType.BF16 => (1, 2),
         GgmlType.Q8_0 => (32, 34),  // fp16 scale + 32 int8
         GgmlType.Q4_0 => (32, 18),  // fp16 scale + 16 bytes of nibbles
+        GgmlType.Q4_1 => (32, 20),  // fp16 scale and min + 16 bytes of nibbles
         GgmlType.Q5_0 => (32, 22),  // fp16 scale + 4 bytes of fifth bits + 16 bytes of nibbles
+        GgmlType.Q5_1 => (32, 24),  // fp16 scale and min + 4 bytes of fifth bits + 16 bytes of nibbles
         GgmlType.Q4_K => (256, 144), // fp16 d, fp16 dmin, 12 bytes of 6-bit scales/mins, 128 bytes of nibbles
+        GgmlType.Q5_K => (256, 176), // q4_K's fields + 32 bytes of fifth bits before the nibbles
         GgmlType.Q6_K => (256, 210), // 128 bytes low nibbles, 64 bytes high bits, 16 int8 scales, fp16 d
         _ => throw new InvalidDataException($"unsupported ggml tensor type {(uint)t}"),
     };

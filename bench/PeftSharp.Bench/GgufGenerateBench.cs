@@ -1,0 +1,109 @@
+using System.Diagnostics;
+using LLama;
+using LLama.Common;
+using LLama.Native;
+using PeftSharp.Generation;
+using PeftSharp.Hub;
+using PeftSharp.Models;
+using static TorchSharp.torch;
+
+namespace PeftSharp.Bench;
+
+/// <summary>
+/// Batch-1 greedy decode tokens/s of PeftSharp's generate loop (TextGenerator over the model `--model FILE.gguf`
+/// loads) beside llama.cpp's (LLamaSharp 0.30.0's CPU build) on the same f32 GGUF, the same prompt and thread count,
+/// rounds alternated (order swapped each round). Decode rate = (tokens - 1) / time from the first generated token
+/// to the last, so the prompt's prefill is not counted on either side. llama.cpp runs with its defaults otherwise.
+/// </summary>
+public sealed class GgufGenerateBench : IBench
+{
+    public string Name => "gguf-generate";
+    public string Description => "decode tokens/s of generate vs llama.cpp on one f32 GGUF (--gguf FILE --tokens --rounds --threads --prompt)";
+
+    public int Run(string[] argv)
+    {
+        var a = new BenchArgs(argv);
+        string gguf = a.Get("gguf", "");
+        if (gguf == "") throw new ArgumentException("--gguf is required");
+        int tokens = a.Int("tokens", 64), rounds = a.Int("rounds", 3), threads = a.Int("threads", 2);
+        string promptText = a.Get("prompt", "Once upon a time, there was a little girl named Lily.");
+        set_num_threads(threads);
+        NativeLibraryConfig.All.WithLogCallback((level, message) => { if (level == LLamaLogLevel.Error) Console.Error.Write($"llama.cpp: {message}"); });
+
+        using var model = ModelLoader.Load(gguf);
+        using var tok = TextTokenizer.FromFolder(ModelLocation.Resolve(gguf, "--gguf"));
+        int[] prompt = tok.Encode(promptText, addSpecialTokens: true);
+        var p = new ModelParams(gguf) { ContextSize = (uint)(prompt.Length + tokens + 8), GpuLayerCount = 0, Threads = threads, BatchThreads = threads };
+        using var weights = LLamaWeights.LoadFromFile(p);
+        using var ctx = weights.CreateContext(p);
+
+        var c = model.Config;
+        long parameters = model.parameters().Sum(x => x.numel());
+        Console.WriteLine($"model: {Path.GetFileName(gguf)} ({parameters / 1e6:F1}M params, h {c.HiddenSize}, {c.NumLayers} layers, vocab {c.VocabSize}), f32");
+        Console.WriteLine($"prompt {prompt.Length} tokens, {tokens} new tokens greedy, batch 1, {threads} threads each side");
+        Console.WriteLine($"cpu: {CpuModel()}; flags: {string.Join(" ", CpuFlags())}; load average {File.ReadAllText("/proc/loadavg").Trim()}");
+
+        // One warm-up each (first-call allocations, page faults of the weights).
+        Ours(model, prompt, Math.Min(8, tokens));
+        Theirs(ctx, prompt, Math.Min(8, tokens));
+        var ratios = new List<double>();
+        for (int r = 0; r < rounds; r++)
+        {
+            double ours, theirs;
+            if (r % 2 == 0) { ours = Ours(model, prompt, tokens); theirs = Theirs(ctx, prompt, tokens); }
+            else { theirs = Theirs(ctx, prompt, tokens); ours = Ours(model, prompt, tokens); }
+            ratios.Add(ours / theirs);
+            Console.WriteLine($"round {r + 1}: peftsharp {ours:F1} tok/s, llama.cpp {theirs:F1} tok/s, ratio {ours / theirs:F2}");
+        }
+        Console.WriteLine($"decode tokens/s peftsharp/llama.cpp = {BenchStats.Median(ratios):F2} (median of {rounds} alternated rounds; goal >= 0.8)");
+        return 0;
+    }
+
+    static double Ours(CausalLM model, int[] prompt, int tokens)
+    {
+        var clock = new Stopwatch();
+        int n = 0;
+        foreach (var _ in TextGenerator.Generate(model, prompt, new SamplingOptions { MaxNewTokens = tokens }, []))
+            if (n++ == 0) clock.Start();
+        return (n - 1) / clock.Elapsed.TotalSeconds;
+    }
+
+    static double Theirs(LLamaContext ctx, int[] prompt, int tokens)
+    {
+        ctx.NativeHandle.MemoryClear();
+        var batch = new LLamaBatch();
+        for (int i = 0; i < prompt.Length; i++) batch.Add((LLamaToken)prompt[i], i, LLamaSeqId.Zero, i == prompt.Length - 1);
+        Decode(ctx, batch);
+        int next = ArgMax(ctx.NativeHandle.GetLogitsIth(batch.TokenCount - 1));
+        var clock = Stopwatch.StartNew();
+        for (int step = 1; step < tokens; step++)
+        {
+            batch.Clear();
+            batch.Add((LLamaToken)next, prompt.Length + step - 1, LLamaSeqId.Zero, true);
+            Decode(ctx, batch);
+            next = ArgMax(ctx.NativeHandle.GetLogitsIth(0));
+        }
+        return (tokens - 1) / clock.Elapsed.TotalSeconds;
+    }
+
+    static void Decode(LLamaContext ctx, LLamaBatch batch)
+    {
+        var rc = ctx.NativeHandle.Decode(batch);
+        if (rc != DecodeResult.Ok) throw new InvalidOperationException($"llama_decode: {rc}");
+    }
+
+    static int ArgMax(Span<float> x)
+    {
+        int best = 0;
+        for (int i = 1; i < x.Length; i++) if (x[i] > x[best]) best = i;
+        return best;
+    }
+
+    static string CpuModel() => File.ReadLines("/proc/cpuinfo").FirstOrDefault(l => l.StartsWith("model name", StringComparison.Ordinal))?.Split(':', 2)[1].Trim() ?? "?";
+
+    static IEnumerable<string> CpuFlags()
+    {
+        var flags = File.ReadLines("/proc/cpuinfo").FirstOrDefault(l => l.StartsWith("flags", StringComparison.Ordinal))?.Split(':', 2)[1].Split(' ', StringSplitOptions.RemoveEmptyEntries) ?? [];
+        return flags.Where(f => f is "avx" or "avx2" or "fma" or "f16c" || f.StartsWith("avx512", StringComparison.Ordinal) || f.StartsWith("amx", StringComparison.Ordinal)).Order();
+    }
+}
