@@ -101,11 +101,21 @@ public class ComputeDtypeCliTests
     public void AutoRecordsWhatItChoseAndWhy()
     {
         string dir = TestPaths.TempDir(), data = ReversalTask.Write(dir, 8), run = Path.Combine(dir, "run");
-        var (code, stdout, err) = CliCapture.Run(Train(data, run, "--steps", "1"));   // no --compute-dtype: auto
+        var (code, stdout, err) = CliCapture.Run(Train(data, run, "--steps", "1", "--compute-dtype", "auto"));
         Assert.True(code == 0, err);
         string chosen = Saved(run, "compute-dtype");
         Assert.Contains(chosen, new[] { "fp32", "bf16" });   // what ran, never "auto": a resume computes the same way
         Assert.True(Plain(stdout).Contains($"compute {chosen} (auto: a 256^3 bf16 matmul"), stdout);
+    }
+
+    [Fact]
+    public void DefaultIsFp32()
+    {
+        string dir = TestPaths.TempDir(), data = ReversalTask.Write(dir, 8), run = Path.Combine(dir, "run");
+        var (code, stdout, err) = CliCapture.Run(Train(data, run, "--steps", "1"));   // no --compute-dtype
+        Assert.True(code == 0, err);
+        Assert.Equal("fp32", Saved(run, "compute-dtype"));
+        Assert.Contains("compute fp32", Plain(stdout));
     }
 
     [Theory]
