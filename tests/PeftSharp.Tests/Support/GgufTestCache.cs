@@ -6,7 +6,7 @@ static class GgufTestCache
 {
     /// <summary>
     /// The model folders `--model FILE.gguf` makes (GgufModelSource) go under the tests' temp area, not the user's
-    /// ~/.cache: every test's GGUF is a new temp file, so each run would leave new entries there.
+    /// ~/.cache: every test's GGUF is a new temp file, so each run would leave new entries there (the run root goes at exit).
     /// </summary>
 #pragma warning disable CA2255 // a test assembly's one-time environment setup
     [ModuleInitializer]
@@ -14,6 +14,6 @@ static class GgufTestCache
     internal static void Init()
     {
         if (Environment.GetEnvironmentVariable("PEFTSHARP_GGUF_CACHE") is null or "")
-            Environment.SetEnvironmentVariable("PEFTSHARP_GGUF_CACHE", Path.Combine(Path.GetTempPath(), "peftsharp-tests", "gguf-cache"));
+            Environment.SetEnvironmentVariable("PEFTSHARP_GGUF_CACHE", Path.Combine(TestPaths.RunRoot, "gguf-cache"));
     }
 }

@@ -7,9 +7,28 @@ public static class TestPaths
     public static string Fixtures => Path.Combine(AppContext.BaseDirectory, "Fixtures");
     public static string TinyLlama => Path.Combine(Fixtures, "tiny-llama");
 
+    /// <summary>
+    /// This test run's scratch root: every <see cref="TempDir"/> lives under it and it is deleted when the test process
+    /// exits (a full run writes a few GB of models, adapters and runs), unless PEFTSHARP_KEEP_TEST_FILES is set.
+    /// </summary>
+    public static string RunRoot { get; } = CreateRunRoot();
+
+    static string CreateRunRoot()
+    {
+        string root = Path.Combine(Path.GetTempPath(), "peftsharp-tests", $"run-{Environment.ProcessId}-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(root);
+        if (Environment.GetEnvironmentVariable("PEFTSHARP_KEEP_TEST_FILES") is null or "")
+            AppDomain.CurrentDomain.ProcessExit += (_, _) =>
+            {
+                try { Directory.Delete(root, recursive: true); }
+                catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
+            };
+        return root;
+    }
+
     public static string TempDir()
     {
-        string d = Path.Combine(Path.GetTempPath(), "peftsharp-tests", Guid.NewGuid().ToString("N"));
+        string d = Path.Combine(RunRoot, Guid.NewGuid().ToString("N"));
         Directory.CreateDirectory(d);
         return d;
     }
