@@ -74,8 +74,8 @@ public sealed class EvalCommand : Command<EvalCommand.Settings>
         if (PeftSharp.Training.Preference.PreferenceReader.IsPreferenceFile(s.Data)) return PreferenceEval.Execute(s, model, tokenizer);
         var (sequences, prompts) = Load(s.Data, tokenizer, s.MaxSeq, s.Limit, ChatCli.Prompter(s.Model, s.ChatTemplate));
         var before = Evaluator.Run(model, sequences, prompts, tokenizer.EosId, s.Batch);
-        var applied = AdapterCli.Apply(model, s.Adapters, s.AllowBaseMismatch);
-        var after = s.Adapters.Length == 0 ? before : Evaluator.Run(model, sequences, prompts, tokenizer.EosId, s.Batch, method: applied.Method);
+        AdapterCli.Apply(model, s.Adapters, s.AllowBaseMismatch);
+        var after = s.Adapters.Length == 0 ? before : Evaluator.Run(model, sequences, prompts, tokenizer.EosId, s.Batch);
         Write(s.Data, sequences.Count, before, after, s.Adapters.Length > 0);
         return 0;
     }

@@ -46,7 +46,7 @@ public sealed class ExportGgufAdapterCommand : Command<ExportGgufAdapterCommand.
     public override int Execute(CommandContext context, Settings s, CancellationToken cancellationToken)
     {
         GgufModelExport.ArchitectureOf(ModelConfig.Load(s.Model), s.Model);
-        if (AdapterCli.KindOf(s.Adapter) != AdapterCli.Kind.Lora)
+        if (PeftSharp.Tuners.PeftMethods.ForFolder(s.Adapter) is not PeftSharp.Tuners.Lora.LoraMethod)
             throw new InvalidDataException($"{Path.Combine(s.Adapter, "adapter_config.json")}: only LoRA adapters have a llama.cpp adapter form (Houlsby adapters and soft prompts do not)");
         var folder = PeftAdapterIO.Read(s.Adapter);
         if (folder.Config.UseDora)

@@ -85,7 +85,7 @@ public sealed class GenerateCommand : Command<GenerateCommand.Settings>
     public override int Execute(CommandContext context, Settings s, CancellationToken cancellationToken)
     {
         using var model = s.LoadModel();
-        var applied = AdapterCli.Apply(model, s.Adapters, s.AllowBaseMismatch);
+        AdapterCli.Apply(model, s.Adapters, s.AllowBaseMismatch);
         using var tok = TextTokenizer.FromFolder(s.Model, model.Config);
         var sampling = s.Given(tok.Generation.ApplyTo(new SamplingOptions()));
         sampling.Validate();
@@ -96,7 +96,7 @@ public sealed class GenerateCommand : Command<GenerateCommand.Settings>
         if (prompt.Length == 0) throw new ArgumentException("--prompt: the prompt is empty and this tokenizer adds no BOS to start from");
         var streamer = new TextStreamer(tok, prompt);
         Console.Write(text);
-        foreach (var id in TextGenerator.Generate(model, prompt, sampling, stop, applied.GenerationPrefix))
+        foreach (var id in TextGenerator.Generate(model, prompt, sampling, stop))
         {
             if (cancellationToken.IsCancellationRequested) break;
             if (stop.Contains(id)) break;

@@ -48,13 +48,13 @@ public sealed class LogitsCommand : Command<LogitsCommand.Settings>
         if (info.Shape.Length != 2) throw new InvalidDataException($"{s.Input}: input_ids must be 2-D [B,T], got [{string.Join(", ", info.Shape)}]");
         if (info.Dtype is not ("I64" or "I32")) throw new InvalidDataException($"{s.Input}: input_ids must be int64, got {info.Dtype}");
         using var model = s.LoadModel();
-        var applied = AdapterCli.Apply(model, s.Adapters, s.AllowBaseMismatch);
+        AdapterCli.Apply(model, s.Adapters, s.AllowBaseMismatch);
         using var ids = input.Load("input_ids", ScalarType.Int64, model.Device);
         long vocab = model.Config.VocabSize;
         using (var bad = ids.lt(0).logical_or(ids.ge(vocab)))
             if (bad.any().item<bool>()) throw new InvalidDataException($"{s.Input}: input_ids has ids outside [0, {vocab})");
         using var _ = no_grad();
-        using var logits = applied.Logits(model, ids);
+        using var logits = model.Forward(ids);
         using var f32 = logits.to_type(ScalarType.Float32).cpu();
         SafeTensorsWriter.Write(s.Output, [("logits", f32)], new Dictionary<string, string> { ["format"] = "pt" });
         AnsiConsole.MarkupLine($"wrote logits [[{string.Join(", ", f32.shape)}]] to {Markup.Escape(s.Output)}");

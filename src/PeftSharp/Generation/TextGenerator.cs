@@ -10,8 +10,7 @@ public static class TextGenerator
     /// Yields new token ids one at a time (for streaming). Stops after <see cref="SamplingOptions.MaxNewTokens"/>
     /// or after emitting an id in <paramref name="stopIds"/> (which is yielded, so callers can see why it stopped).
     /// </summary>
-    public static IEnumerable<int> Generate(CausalLM model, IReadOnlyList<int> prompt, SamplingOptions options, IReadOnlyCollection<int> stopIds,
-        Tensor? prefixEmbeds = null)
+    public static IEnumerable<int> Generate(CausalLM model, IReadOnlyList<int> prompt, SamplingOptions options, IReadOnlyCollection<int> stopIds)
     {
         if (prompt.Count == 0) throw new ArgumentException("the prompt encodes to zero tokens");
         var sampler = new TokenSampler(options, prompt);
@@ -30,8 +29,8 @@ public static class TextGenerator
                 if (step == 0 || recompute)
                 {
                     using var ids = tensor(sequence.Select(i => (long)i).ToArray(), ScalarType.Int64, model.Device).unsqueeze(0);
-                    if (prefixEmbeds is null) logits = model.Forward(ids, cache, lastOnly: true);
-                    else logits = model.Forward(null, cache, inputsEmbeds: cat([prefixEmbeds, model.model.embed_tokens.forward(ids)], 1), lastOnly: true);
+                    // A soft prompt (prompt tuning) is the model's input-embeddings hook: it enters here, then lives in the cache.
+                    logits = model.Forward(ids, cache, lastOnly: true);
                 }
                 else
                 {

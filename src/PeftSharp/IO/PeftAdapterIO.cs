@@ -26,18 +26,12 @@ public static class PeftAdapterIO
     public static void Save(CausalLM model, string adapterName, string dir)
     {
         var adapter = LoraModel.Of(model).Get(adapterName);
-        var config = adapter.Config.ToJson();
-        config[BaseFingerprint.ConfigKey] = BaseFingerprint.Compute(model, adapter.Layers.Keys).ToJson();
         IEnumerable<SafeTensorEntry> entries = adapter.PeftNamedParameters()
             .OrderBy(p => p.Key, StringComparer.Ordinal)
             .Select(p => SafeTensorEntry.FromTensor(p.Key, p.Param.detach()))
             .ToList();
         if (EntriesHook is { } hook) entries = hook(entries);
-        AtomicFile.WriteFolder(dir, tmp =>
-        {
-            SafeTensorsWriter.Write(Path.Combine(tmp, WeightsFile), entries, new Dictionary<string, string> { ["format"] = "pt" });
-            File.WriteAllText(Path.Combine(tmp, ConfigFile), config.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
-        });
+        AdapterFolderWriter.Write(dir, adapter.Config.ToJson(), BaseFingerprint.Compute(model, adapter.Layers.Keys), entries);
     }
 
     /// <summary>An adapter folder's config and the base fingerprint it records (null when it records none, as PEFT's own folders).</summary>
@@ -141,7 +135,11 @@ public static class PeftAdapterIO
 
     static string Describe(LoraConfig c) => c.TargetModules is { } l ? $"[{string.Join(", ", l)}]" : $"'{c.TargetModulesRegex}'";
 
-    static void CheckBase(CausalLM model, BaseFingerprint recorded, BaseFingerprint? knownBase, string dir, bool allowMismatch)
+    /// <summary>
+    /// Compares the base fingerprint an adapter folder records with the model (<paramref name="knownBase"/> when already
+    /// computed): a mismatch is an error naming <paramref name="dir"/>, or a warning with <paramref name="allowMismatch"/>.
+    /// </summary>
+    public static void CheckBase(CausalLM model, BaseFingerprint recorded, BaseFingerprint? knownBase, string dir, bool allowMismatch)
     {
         var diff = recorded.Differences(knownBase?.Restrict(recorded.ModulePaths) ?? BaseFingerprint.Compute(model, recorded.ModulePaths));
         if (diff.Count == 0) return;

@@ -46,6 +46,8 @@ public sealed class CausalLM : nn.Module<Tensor, Tensor>
     public Func<DecoderLayer, Tensor, ForwardContext, Tensor> LayerRunner { get; set; } = DefaultLayerRunner;
     /// <summary>Set by the loader: the scheme of quantised layers ("none" for dense).</summary>
     public string QuantizationScheme { get; set; } = "none";
+    /// <summary>Optional hook on the input embeddings at the start of a sequence (prompt tuning's soft prompt).</summary>
+    public IInputEmbeddingsHook? InputEmbeddingsHook { get; set; }
 
     public CausalLM(ModelConfig config, ScalarType dtype = ScalarType.Float32, Func<string, bool>? quantized = null) : base("CausalLM")
     {
@@ -88,6 +90,8 @@ public sealed class CausalLM : nn.Module<Tensor, Tensor>
     {
         using var scope = NewDisposeScope();
         var h = inputsEmbeds ?? model.embed_tokens.forward(inputIds!);
+        int prepended = 0;
+        if (InputEmbeddingsHook is { } hook && (cache is null || cache.Length == 0)) (h, attentionMask, prepended) = hook.Apply(h, attentionMask);
         // Gemma scales the embeddings by sqrt(hidden), rounded to the model dtype as HF's normalizer is.
         if (Config.GemmaBlock) h = h * tensor(Math.Sqrt(Config.HiddenSize), h.dtype, h.device);
         long b = h.shape[0], t = h.shape[1], past = cache?.Length ?? 0;
@@ -115,6 +119,7 @@ public sealed class CausalLM : nn.Module<Tensor, Tensor>
         var ctx = new ForwardContext { Cos = cos, Sin = sin, Mask = mask, SlidingMask = slidingMask, Cache = cache };
         foreach (var layer in model.layers) h = LayerRunner(layer, h, ctx);
         if (lastOnly) h = h.narrow(1, t - 1, 1);
+        else if (prepended > 0) h = h.narrow(1, prepended, t - prepended);
         h = model.norm.forward(h);
         var logits = lm_head is not null ? lm_head.forward(h) : nn.functional.linear(h, model.embed_tokens.weight);
         if (Config.FinalLogitSoftcapping is { } cap) logits = (logits / cap).tanh() * cap;

@@ -34,12 +34,11 @@ public static class Evaluator
         if (used.Count > 0)
         {
             int hits = 0;
-            using var prefix = method?.GenerationPrefix?.unsqueeze(0); // one handle for all prompts, freed here
             foreach (var p in used)
             {
                 var ends = (eosId is int eos ? [eos] : Array.Empty<int>()).Concat(p.EndIds).ToHashSet();
                 int length = p.Answer.Length + (ends.Count > 0 ? 1 : 0);
-                var got = TextGenerator.Generate(model, p.Prompt, new SamplingOptions { MaxNewTokens = length }, ends, prefix).ToArray();
+                var got = TextGenerator.Generate(model, p.Prompt, new SamplingOptions { MaxNewTokens = length }, ends).ToArray();
                 if (got.Length == length && got.AsSpan(0, p.Answer.Length).SequenceEqual(p.Answer) && (ends.Count == 0 || ends.Contains(got[^1]))) hits++;
             }
             exact = (double)hits / used.Count;

@@ -15,8 +15,6 @@ public interface ITrainingMethod
     IEnumerable<(string Name, Parameter P)> TrainableParameters { get; }
     /// <summary>Writes the trained artefact (an adapter folder, or a full HF model folder) to <paramref name="dir"/>.</summary>
     void Save(string dir);
-    /// <summary>The logits the loss sees for real tokens [B, T, V]; methods that change the input (prompt tuning) override it.</summary>
+    /// <summary>The logits the loss sees for real tokens [B, T, V] (a soft prompt enters through the model's input-embeddings hook).</summary>
     Tensor Forward(CausalLM model, Tensor ids, Tensor? attentionMask) => model.Forward(ids, attentionMask: attentionMask);
-    /// <summary>Embeddings to put before a prompt when generating (prompt tuning), or null.</summary>
-    Tensor? GenerationPrefix => null;
 }

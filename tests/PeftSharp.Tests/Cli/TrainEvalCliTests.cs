@@ -113,7 +113,7 @@ public class TrainEvalCliTests
         string dir = TestPaths.TempDir(), data = ReversalTask.Write(dir, 8), outDir = Path.Combine(dir, "out");
         Assert.Equal(0, CliApp.Run(Train(data, outDir, "--method", method, "--reduction-factor", "4", "--virtual-tokens", "3", "--lr", "0.05")));
         string adapter = Path.Combine(outDir, "final");
-        Assert.Equal(AdapterCliKind(method), AdapterCli.KindOf(adapter));
+        Assert.Equal(AdapterMethod(method), PeftSharp.Tuners.PeftMethods.ForFolder(adapter));
 
         Assert.Equal(0, CliApp.Run(["generate", "--model", TestPaths.TinyLlama, "--adapter", adapter, "--prompt", "abc ->", "--max-new-tokens", "4"]));
         string golden = Path.Combine(TestPaths.TinyLlama, "golden.safetensors"), output = Path.Combine(dir, "logits.safetensors");
@@ -148,7 +148,8 @@ public class TrainEvalCliTests
         Assert.Equal(once.TotalBytes, summary["planned_bytes"]!.GetValue<long>());
     }
 
-    static AdapterCli.Kind AdapterCliKind(string method) => method == "prompt" ? AdapterCli.Kind.Prompt : AdapterCli.Kind.Houlsby;
+    static PeftSharp.Tuners.IPeftMethod AdapterMethod(string method) =>
+        method == "prompt" ? PeftSharp.Tuners.PromptTuning.PromptTuningMethod.Instance : PeftSharp.Tuners.Houlsby.HoulsbyMethod.Instance;
 
     [Fact]
     public void QloraAdapterAppliesToTheDenseBaseItWasQuantisedFromWithAWarning()

@@ -13,9 +13,12 @@ public sealed class BottleneckAdapter : ISublayerHook, IDisposable
     public Parameter UpWeight { get; }
     public Parameter UpBias { get; }
     readonly string _act;
+    /// <summary>Whether the adapter runs now (its adapter active, the model's adapters not disabled); off = the identity.</summary>
+    readonly Func<bool> _runs;
 
-    public BottleneckAdapter(long hidden, long bottleneck, string nonLinearity, ScalarType dtype, Device device, torch.Generator? g)
+    public BottleneckAdapter(long hidden, long bottleneck, string nonLinearity, ScalarType dtype, Device device, torch.Generator? g, Func<bool>? runs = null)
     {
+        _runs = runs ?? (() => true);
         _act = nonLinearity switch
         {
             "relu" or "gelu" or "silu" or "tanh" => nonLinearity,
@@ -30,6 +33,7 @@ public sealed class BottleneckAdapter : ISublayerHook, IDisposable
 
     public Tensor Apply(Tensor x)
     {
+        if (!_runs()) return x;
         using var scope = NewDisposeScope();
         var h = nn.functional.linear(x, DownWeight, DownBias);
         h = _act switch

@@ -9,9 +9,13 @@ namespace PeftSharp.Tuners.Houlsby;
 /// <summary>Attaches, saves and loads Houlsby adapters on every decoder layer of a model.</summary>
 public static class HoulsbyAdapters
 {
-    /// <summary>Adds fresh adapters (identity at step 0) to every layer and returns their parameters.</summary>
-    public static List<(string Name, Parameter P)> Attach(CausalLM model, HoulsbyConfig cfg, int seed = 0)
+    /// <summary>
+    /// Adds fresh adapters (identity at step 0) to every layer and returns their parameters. They run while
+    /// <paramref name="runs"/> says so (default: while the model's adapters are not disabled).
+    /// </summary>
+    public static List<(string Name, Parameter P)> Attach(CausalLM model, HoulsbyConfig cfg, int seed = 0, Func<bool>? runs = null)
     {
+        runs ??= () => !model.State.Disabled;
         var g = new TorchSharp.torch.Generator((ulong)seed);
         int hidden = model.Config.HiddenSize, b = cfg.Bottleneck(hidden);
         var device = model.Device;
@@ -19,8 +23,8 @@ public static class HoulsbyAdapters
         {
             if (layer.AfterAttention is not null || layer.AfterMlp is not null)
                 throw new InvalidOperationException($"layer {layer.Index} already has Houlsby adapters");
-            if (cfg.AfterAttention) layer.AfterAttention = new BottleneckAdapter(hidden, b, cfg.NonLinearity, model.Dtype, device, g);
-            if (cfg.AfterMlp) layer.AfterMlp = new BottleneckAdapter(hidden, b, cfg.NonLinearity, model.Dtype, device, g);
+            if (cfg.AfterAttention) layer.AfterAttention = new BottleneckAdapter(hidden, b, cfg.NonLinearity, model.Dtype, device, g, runs);
+            if (cfg.AfterMlp) layer.AfterMlp = new BottleneckAdapter(hidden, b, cfg.NonLinearity, model.Dtype, device, g, runs);
         }
         return Parameters(model);
     }
@@ -53,22 +57,24 @@ public static class HoulsbyAdapters
     {
         var ps = Parameters(model);
         if (ps.Count == 0) throw new InvalidOperationException("the model has no Houlsby adapters to save");
-        AtomicFile.WriteFolder(dir, tmp =>
-        {
-            File.WriteAllText(Path.Combine(tmp, "adapter_config.json"), cfg.ToJson(model.Config.HiddenSize, baseModel).ToJsonString(new() { WriteIndented = true }));
-            using var scope = NewDisposeScope();
-            SafeTensorsWriter.Write(Path.Combine(tmp, "adapter_model.safetensors"),
-                ps.Select(p => (p.Name, p.P.detach().cpu())), new Dictionary<string, string> { ["format"] = "pt" });
-        });
+        AdapterFolderWriter.Write(dir, cfg.ToJson(model.Config.HiddenSize, baseModel), FingerprintOf(model),
+            ps.Select(p => SafeTensorEntry.FromTensor(p.Name, p.P.detach())));
     }
 
-    public static HoulsbyConfig Load(CausalLM model, string dir)
+    /// <summary>The base a Houlsby adapter records: every projection (the adapters sit on every layer's output).</summary>
+    internal static BaseFingerprint FingerprintOf(CausalLM model) => BaseFingerprint.Compute(model, model.Linears().Select(l => l.ModulePath));
+
+    /// <summary>Loads a Houlsby adapter folder; a recorded base fingerprint must match (or, with <paramref name="allowMismatch"/>, warns).</summary>
+    public static HoulsbyConfig Load(CausalLM model, string dir, Func<bool>? runs = null, bool allowMismatch = false)
     {
-        var json = JsonFile.ReadObject(Path.Combine(dir, PeftAdapterIO.ConfigFile));
+        string configPath = Path.Combine(dir, PeftAdapterIO.ConfigFile);
+        var json = JsonFile.ReadObject(configPath);
         if (json["peft_type"]?.GetValue<string>() != HoulsbyConfig.PeftType)
             throw new InvalidDataException($"{dir}: not a Houlsby adapter (peft_type {json["peft_type"]})");
         var cfg = HoulsbyConfig.FromJson(json);
-        var ps = Attach(model, cfg);
+        if (json[BaseFingerprint.ConfigKey] is JsonObject fp)
+            PeftAdapterIO.CheckBase(model, BaseFingerprint.FromJson(fp, configPath), null, dir, allowMismatch);
+        var ps = Attach(model, cfg, runs: runs);
         string file = Path.Combine(dir, "adapter_model.safetensors");
         using var f = new SafeTensorsFile(file);
         using var _ = no_grad();

@@ -7,9 +7,10 @@ namespace PeftSharp.Tuners.Houlsby;
 /// adapter_config.json with peft_type "PEFTSHARP_HOULSBY" (PEFT has no such type; this is our format,
 /// documented in Tuners/README.md).
 /// </summary>
-public sealed record HoulsbyConfig
+public sealed record HoulsbyConfig : IPeftConfig
 {
     public const string PeftType = "PEFTSHARP_HOULSBY";
+    string IPeftConfig.PeftType => PeftType;
     /// <summary>bottleneck = hidden_size / reduction_factor.</summary>
     public int ReductionFactor { get; init; } = 16;
     public string NonLinearity { get; init; } = "relu";

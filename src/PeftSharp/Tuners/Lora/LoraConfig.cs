@@ -9,8 +9,12 @@ namespace PeftSharp.Tuners.Lora;
 /// Mirror of PEFT's LoraConfig (peft/tuners/lora/config.py) for the fields PeftSharp implements. Serialises to the
 /// same adapter_config.json keys, so adapters round-trip between PeftSharp and PEFT.
 /// </summary>
-public sealed record LoraConfig
+public sealed record LoraConfig : Tuners.IPeftConfig
 {
+    /// <summary>adapter_config.json's peft_type for LoRA (DoRA and QLoRA too).</summary>
+    public const string PeftTypeName = "LORA";
+    string Tuners.IPeftConfig.PeftType => PeftTypeName;
+
     public int R { get; init; } = 8;
     public double LoraAlpha { get; init; } = 8;
     public double LoraDropout { get; init; }

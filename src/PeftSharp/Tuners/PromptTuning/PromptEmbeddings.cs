@@ -7,15 +7,36 @@ using static TorchSharp.torch;
 namespace PeftSharp.Tuners.PromptTuning;
 
 /// <summary>
-/// Soft prompt: a [N, hidden] parameter prepended to the token embeddings, saved as PEFT's
-/// "prompt_embeddings". The base model is untouched; the caller passes <see cref="Prepend"/>'s result to
-/// CausalLM.Forward as inputsEmbeds (and left-extends labels/masks by N).
+/// Soft prompt: a [N, hidden] parameter prepended to the token embeddings, saved as PEFT's "prompt_embeddings".
+/// The base weights are untouched; once <see cref="AttachTo"/> a model, it is that model's input-embeddings hook, so
+/// every forward (training, eval, generation) puts it before the tokens and the logits stay those of the tokens.
 /// </summary>
-public sealed class PromptEmbeddings : IDisposable
+public sealed class PromptEmbeddings : IDisposable, IInputEmbeddingsHook
 {
     public Parameter Embeddings { get; }
     public PromptTuningConfig Config { get; }
     public int Count => Config.NumVirtualTokens;
+    /// <summary>Whether the forward uses the soft prompt (PeftModel's active adapter); the model's disabled flag wins too.</summary>
+    public bool Active { get; set; } = true;
+    CausalLM? _model;
+
+    /// <summary>Makes this the model's input-embeddings hook (one soft prompt per model).</summary>
+    public PromptEmbeddings AttachTo(CausalLM model)
+    {
+        if (model.InputEmbeddingsHook is not null && model.InputEmbeddingsHook != this)
+            throw new InvalidOperationException("the model already has a soft prompt (prompt-tuning adapter); delete it first");
+        model.InputEmbeddingsHook = this;
+        _model = model;
+        return this;
+    }
+
+    public (Tensor Embeds, Tensor? AttentionMask, int Prepended) Apply(Tensor embeds, Tensor? attentionMask)
+    {
+        if (!Active || _model is { State.Disabled: true }) return (embeds, attentionMask, 0);
+        var prefix = Embeddings.unsqueeze(0).expand(embeds.shape[0], -1, -1).to_type(embeds.dtype);
+        var mask = attentionMask is null ? null : cat([ones(attentionMask.shape[0], Count, attentionMask.dtype, attentionMask.device), attentionMask], 1);
+        return (cat([prefix, embeds], 1), mask, Count);
+    }
 
     PromptEmbeddings(Parameter p, PromptTuningConfig cfg) { Embeddings = p; Config = cfg; }
 
@@ -50,34 +71,26 @@ public sealed class PromptEmbeddings : IDisposable
         return new PromptEmbeddings(p, cfg);
     }
 
-    /// <summary>[B, N + T, H]: the soft prompt followed by the embeddings of <paramref name="ids"/>.</summary>
-    public Tensor Prepend(CausalLM model, Tensor ids)
-    {
-        using var scope = NewDisposeScope();
-        var tok = model.model.embed_tokens.forward(ids);
-        var prefix = Embeddings.unsqueeze(0).expand(ids.shape[0], -1, -1);
-        return cat([prefix.to_type(tok.dtype), tok], 1).MoveToOuterDisposeScope();
-    }
-
     public void Save(CausalLM model, string dir, string baseModel = "")
     {
-        AtomicFile.WriteFolder(dir, tmp =>
-        {
-            var c = model.Config;
-            File.WriteAllText(Path.Combine(tmp, "adapter_config.json"),
-                Config.ToJson(c.HiddenSize, c.NumLayers, c.NumHeads, baseModel).ToJsonString(new() { WriteIndented = true }));
-            using var cpu = Embeddings.detach().cpu();
-            SafeTensorsWriter.Write(Path.Combine(tmp, "adapter_model.safetensors"), [("prompt_embeddings", cpu)],
-                new Dictionary<string, string> { ["format"] = "pt" });
-        });
+        var c = model.Config;
+        AdapterFolderWriter.Write(dir, Config.ToJson(c.HiddenSize, c.NumLayers, c.NumHeads, baseModel), FingerprintOf(model),
+            [SafeTensorEntry.FromTensor("prompt_embeddings", Embeddings.detach())]);
     }
 
-    public static PromptEmbeddings Load(CausalLM model, string dir)
+    /// <summary>The base a soft prompt records: every projection (it conditions the whole model).</summary>
+    static BaseFingerprint FingerprintOf(CausalLM model) => BaseFingerprint.Compute(model, model.Linears().Select(l => l.ModulePath));
+
+    /// <summary>Loads a soft prompt (not yet attached); a recorded base fingerprint must match unless <paramref name="allowMismatch"/>.</summary>
+    public static PromptEmbeddings Load(CausalLM model, string dir, bool allowMismatch = false)
     {
-        var json = JsonFile.ReadObject(Path.Combine(dir, PeftAdapterIO.ConfigFile));
-        if (json["peft_type"]?.GetValue<string>() != "PROMPT_TUNING")
+        string configPath = Path.Combine(dir, PeftAdapterIO.ConfigFile);
+        var json = JsonFile.ReadObject(configPath);
+        if (json["peft_type"]?.GetValue<string>() != PromptTuningConfig.PeftType)
             throw new InvalidDataException($"{dir}: not a prompt-tuning adapter (peft_type {json["peft_type"]})");
         var cfg = PromptTuningConfig.FromJson(json);
+        if (json[BaseFingerprint.ConfigKey] is JsonObject fp)
+            PeftAdapterIO.CheckBase(model, BaseFingerprint.FromJson(fp, configPath), null, dir, allowMismatch);
         string file = Path.Combine(dir, "adapter_model.safetensors");
         using var f = new SafeTensorsFile(file);
         if (!f.Contains("prompt_embeddings")) throw new InvalidDataException($"{file}: missing tensor 'prompt_embeddings'");
@@ -90,5 +103,9 @@ public sealed class PromptEmbeddings : IDisposable
         return new PromptEmbeddings(new Parameter(t, requires_grad: false), cfg);
     }
 
-    public void Dispose() => Embeddings.Dispose();
+    public void Dispose()
+    {
+        if (_model?.InputEmbeddingsHook == this) _model.InputEmbeddingsHook = null;
+        Embeddings.Dispose();
+    }
 }

@@ -5,8 +5,11 @@ namespace PeftSharp.Tuners.PromptTuning;
 public enum PromptInit { Random, SampleVocab, Text }
 
 /// <summary>PEFT's PromptTuningConfig: N virtual token embeddings prepended to every input.</summary>
-public sealed record PromptTuningConfig
+public sealed record PromptTuningConfig : IPeftConfig
 {
+    public const string PeftType = "PROMPT_TUNING";
+    string IPeftConfig.PeftType => PeftType;
+
     public int NumVirtualTokens { get; init; } = 20;
     public PromptInit Init { get; init; } = PromptInit.SampleVocab;
     public string? InitText { get; init; }
@@ -22,7 +25,7 @@ public sealed record PromptTuningConfig
     /// <summary>The keys PEFT's PromptTuningConfig writes, so PEFT loads our folder.</summary>
     public JsonObject ToJson(int hidden, int layers, int heads, string baseModel) => new()
     {
-        ["peft_type"] = "PROMPT_TUNING",
+        ["peft_type"] = PeftType,
         ["task_type"] = "CAUSAL_LM",
         ["num_virtual_tokens"] = NumVirtualTokens,
         ["token_dim"] = hidden,

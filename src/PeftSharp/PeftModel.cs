@@ -1,0 +1,276 @@
+using System.Text.Json.Nodes;
+using PeftSharp.Chat;
+using PeftSharp.Generation;
+using PeftSharp.Hub;
+using PeftSharp.IO;
+using PeftSharp.Models;
+using PeftSharp.Quantization;
+using PeftSharp.Tuners;
+using static TorchSharp.torch;
+
+namespace PeftSharp;
+
+/// <summary>
+/// The front door, modelled on PEFT's <c>PeftModel</c>: a base model with its tokenizer and chat template, and its
+/// adapters by name (any registered method: LoRA/DoRA/QLoRA, Houlsby, prompt tuning; see <see cref="PeftMethods"/>).
+/// One adapter is active at a time (<see cref="SetAdapter"/>); <see cref="DisableAdapters"/> runs the base alone.
+/// Models load in eval mode (dropout off); call <see cref="Train"/> to train.
+/// </summary>
+public sealed class PeftModel : IDisposable
+{
+    /// <summary>PEFT's name for an adapter loaded without one.</summary>
+    public const string DefaultAdapterName = "default";
+
+    readonly List<IPeftAdapter> _adapters = new();
+    readonly ChatPrompter _prompter;
+    readonly PeftModelOptions _options;
+    IReadOnlySet<int>? _endOfTurn;
+
+    /// <summary>The base model (the adapters live inside it).</summary>
+    public CausalLM BaseModel { get; }
+    /// <summary>The folder the base was loaded from (a repo id's snapshot folder).</summary>
+    public string ModelPath { get; }
+    public TextTokenizer Tokenizer { get; }
+    /// <summary>The model's chat template (or <see cref="PeftModelOptions.ChatTemplateFile"/>), null when it has none.</summary>
+    public ChatTemplate? ChatTemplate => _prompter.Template;
+    /// <summary>Names of the loaded adapters, in the order they were added.</summary>
+    public IReadOnlyList<string> AdapterNames => _adapters.Select(a => a.Name).ToList();
+    /// <summary>The adapter the forward uses, null when none is loaded.</summary>
+    public string? ActiveAdapter { get; private set; }
+
+    PeftModel(CausalLM model, TextTokenizer tokenizer, string modelPath, PeftModelOptions options)
+    {
+        BaseModel = model;
+        Tokenizer = tokenizer;
+        ModelPath = modelPath;
+        _options = options;
+        _prompter = ChatPrompter.ForModel(modelPath, options.ChatTemplateFile);
+    }
+
+    /// <summary>
+    /// Loads a base model (a folder or a Hub repo id ORG/NAME[@REVISION]) and, when given, the adapter a folder or repo
+    /// holds, whatever its method (read from its adapter_config.json's peft_type), as adapter <paramref name="adapterName"/>.
+    /// </summary>
+    public static PeftModel FromPretrained(string model, string? adapter = null, string adapterName = DefaultAdapterName, PeftModelOptions? options = null)
+    {
+        options ??= new PeftModelOptions();
+        string folder = ModelLocation.Resolve(model, "model", options.Hub);
+        var load = new LoadOptions
+        {
+            Dtype = options.Dtype,
+            Device = options.Device,
+            Quantizer = options.LoadIn4Bit is { } nf4 ? new Nf4Quantizer(nf4) : null,
+        };
+        var causal = ModelLoader.Load(folder, load);
+        TextTokenizer? tokenizer = null;
+        try
+        {
+            tokenizer = TextTokenizer.FromFolder(folder, causal.Config);
+            causal.eval();
+            var peft = new PeftModel(causal, tokenizer, folder, options);
+            if (adapter is not null) peft.LoadAdapter(adapter, adapterName);
+            return peft;
+        }
+        catch
+        {
+            tokenizer?.Dispose();
+            causal.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Loads the adapter a folder (or Hub repo) holds as <paramref name="adapterName"/>; it becomes the active adapter
+    /// when none was active. Its recorded base fingerprint must match this base (see <see cref="PeftModelOptions.AllowBaseMismatch"/>).
+    /// </summary>
+    public void LoadAdapter(string adapter, string adapterName)
+    {
+        RequireNewName(adapterName);
+        string dir = ModelLocation.Resolve(adapter, "adapter", _options.Hub);
+        var method = PeftMethods.ForFolder(dir);
+        var loaded = method.Load(BaseModel, dir, adapterName, new AdapterLoadOptions { AllowBaseMismatch = _options.AllowBaseMismatch, Trainable = _options.IsTrainable });
+        Added(loaded);
+    }
+
+    /// <summary>
+    /// Adds a fresh, trainable adapter made from <paramref name="config"/> (a <c>LoraConfig</c>, <c>HoulsbyConfig</c>,
+    /// <c>PromptTuningConfig</c>, ...); it becomes the active adapter when none was active (PEFT's add_adapter).
+    /// </summary>
+    public IPeftAdapter AddAdapter(string adapterName, IPeftConfig config, int seed = 0)
+    {
+        RequireNewName(adapterName);
+        var method = PeftMethods.ForConfig(config);
+        var added = method.Attach(BaseModel, config, adapterName, new AttachOptions { Seed = seed, Encode = text => Tokenizer.Encode(text) });
+        Added(added);
+        return added;
+    }
+
+    /// <summary>The adapter named <paramref name="adapterName"/> (its parameters, config and method).</summary>
+    public IPeftAdapter GetAdapter(string adapterName) => _adapters.FirstOrDefault(a => a.Name == adapterName)
+        ?? throw new KeyNotFoundException($"no adapter named '{adapterName}' (loaded: {string.Join(", ", _adapters.Select(a => a.Name).DefaultIfEmpty("none"))})");
+
+    /// <summary>Makes <paramref name="adapterName"/> the only adapter the forward uses.</summary>
+    public void SetAdapter(string adapterName)
+    {
+        GetAdapter(adapterName);
+        foreach (var a in _adapters) a.Active = a.Name == adapterName;
+        ActiveAdapter = adapterName;
+    }
+
+    /// <summary>Removes an adapter from the model and frees its parameters.</summary>
+    public void DeleteAdapter(string adapterName)
+    {
+        var a = GetAdapter(adapterName);
+        a.Dispose();
+        _adapters.Remove(a);
+        if (ActiveAdapter == adapterName) ActiveAdapter = null;
+    }
+
+    /// <summary>Writes an adapter folder PEFT loads (adapter_config.json + adapter_model.safetensors), atomically.</summary>
+    public void SaveAdapter(string adapterName, string dir) => GetAdapter(adapterName).Save(dir);
+
+    /// <summary>The base model alone until the returned scope is disposed (PEFT's <c>with model.disable_adapter():</c>).</summary>
+    public IDisposable DisableAdapters()
+    {
+        bool before = BaseModel.State.Disabled;
+        BaseModel.State.Disabled = true;
+        return new Restore(() => BaseModel.State.Disabled = before);
+    }
+
+    /// <summary>
+    /// Folds the active adapter into the base weights and removes every adapter (PEFT's merge_and_unload); afterwards
+    /// this is a plain model and <see cref="SavePretrained"/> writes a full model folder. A method that cannot merge
+    /// (Houlsby, prompt tuning) or a quantised base is refused before anything changes.
+    /// </summary>
+    public void MergeAndUnload()
+    {
+        var active = _adapters.Where(a => a.Active).ToList();
+        foreach (var a in active)
+            if (a.CannotMergeReason is { } why) throw new NotSupportedException($"cannot merge adapter '{a.Name}' ({a.Method.PeftType}): {why}");
+        foreach (var a in active) a.MergeAndUnload();
+        foreach (var a in _adapters.Except(active)) a.Dispose();
+        _adapters.Clear();
+        ActiveAdapter = null;
+    }
+
+    /// <summary>
+    /// As PEFT's save_pretrained: with adapters loaded, each adapter folder (the "default" adapter in
+    /// <paramref name="dir"/>, any other in <paramref name="dir"/>/NAME); after <see cref="MergeAndUnload"/>, the whole
+    /// model as a Hugging Face folder next to the base's files (config, tokenizer, ...), which loads wherever the base does.
+    /// </summary>
+    public void SavePretrained(string dir)
+    {
+        if (_adapters.Count == 0)
+        {
+            MergedModelWriter.Write(BaseModel, ModelPath, dir);
+            return;
+        }
+        foreach (var a in _adapters)
+            a.Save(a.Name == DefaultAdapterName ? dir : Path.Combine(dir, a.Name));
+    }
+
+    /// <summary>Logits [batch, seq, vocab] for token ids [batch, seq] (int64), with the active adapter; the caller disposes them.</summary>
+    public Tensor Forward(Tensor inputIds, Tensor? attentionMask = null)
+    {
+        using var ids = inputIds.to(ScalarType.Int64, BaseModel.Device);
+        using var mask = attentionMask?.to(BaseModel.Device);
+        return BaseModel.Forward(ids, attentionMask: mask);
+    }
+
+    /// <summary>The continuation of <paramref name="prompt"/> (encoded as HF's <c>tokenizer(prompt)</c>), greedy unless options say otherwise.</summary>
+    public string Generate(string prompt, int? maxNewTokens = null, GenerationOptions? options = null)
+    {
+        options ??= new GenerationOptions();
+        if (maxNewTokens is int n) options = options with { MaxNewTokens = n };
+        return string.Concat(GenerateStream(prompt, options));
+    }
+
+    /// <summary>The continuation of a text prompt as text pieces, streamed (their concatenation is the whole continuation).</summary>
+    public IEnumerable<string> GenerateStream(string prompt, GenerationOptions? options = null)
+    {
+        var ids = Tokenizer.Encode(prompt, addSpecialTokens: true);
+        if (ids.Length == 0) throw new ArgumentException("the prompt is empty and this tokenizer adds no BOS to start from");
+        return GenerateStream(ids, options);
+    }
+
+    /// <summary>
+    /// The continuation of prompt token ids (e.g. <see cref="EncodeChat"/>'s) as text pieces: decode(prompt + generated)
+    /// minus decode(prompt), streamed as Hugging Face's TextStreamer means it.
+    /// </summary>
+    public IEnumerable<string> GenerateStream(IReadOnlyList<int> promptIds, GenerationOptions? options = null)
+    {
+        options ??= new GenerationOptions();
+        var sampling = options.ToSampling();
+        var stopIds = Tokenizer.StopIds(BaseModel.Config).Concat(options.StopTokenIds).ToHashSet();
+        return Stream(promptIds, sampling, stopIds, new StopSequenceFilter(options.StopSequences));
+    }
+
+    IEnumerable<string> Stream(IReadOnlyList<int> promptIds, SamplingOptions sampling, IReadOnlySet<int> stopIds, StopSequenceFilter stops)
+    {
+        var streamer = new TextStreamer(Tokenizer, promptIds);
+        foreach (var id in TextGenerator.Generate(BaseModel, promptIds, sampling, stopIds))
+        {
+            if (stopIds.Contains(id)) break;
+            string piece = stops.Push(streamer.Push(id));
+            if (piece.Length > 0) yield return piece;
+            if (stops.Stopped) yield break;
+        }
+        string rest = stops.Push(streamer.Flush()) + stops.Flush();
+        if (rest.Length > 0) yield return rest;
+    }
+
+    /// <summary>A conversation rendered with the model's chat template (PeftSharp's simple format when it has none).</summary>
+    public string ApplyChatTemplate(IReadOnlyList<JsonObject> messages, bool addGenerationPrompt = true) => _prompter.Render(messages, addGenerationPrompt);
+
+    /// <inheritdoc cref="ApplyChatTemplate(IReadOnlyList{JsonObject}, bool)"/>
+    public string ApplyChatTemplate(IEnumerable<(string Role, string Content)> messages, bool addGenerationPrompt = true) =>
+        ApplyChatTemplate(messages.Select(m => new JsonObject { ["role"] = m.Role, ["content"] = m.Content }).ToList(), addGenerationPrompt);
+
+    /// <summary>
+    /// The prompt ids of a conversation: rendered with the template and its generation prompt, encoded as HF's
+    /// apply_chat_template(tokenize=True) does (the rendered text holds its special tokens, so none are added).
+    /// </summary>
+    public int[] EncodeChat(IEnumerable<(string Role, string Content)> messages) =>
+        Tokenizer.Encode(ApplyChatTemplate(messages), addSpecialTokens: ChatTemplate is null);
+
+    /// <summary>The ids that end an assistant turn in the chat template (generation on a chat prompt stops on them too).</summary>
+    public IReadOnlySet<int> EndOfTurnIds => _endOfTurn ??= _prompter.EndOfTurnIds(Tokenizer).ToHashSet();
+
+    /// <summary>Training mode (dropout on), as PyTorch's <c>model.train()</c>.</summary>
+    public void Train() => BaseModel.train();
+
+    /// <summary>Evaluation mode (dropout off), as PyTorch's <c>model.eval()</c>; models load in this mode.</summary>
+    public void Eval() => BaseModel.eval();
+
+    public void Dispose()
+    {
+        foreach (var a in _adapters) a.Dispose();
+        _adapters.Clear();
+        BaseModel.Dispose();
+        Tokenizer.Dispose();
+    }
+
+    void RequireNewName(string name)
+    {
+        if (string.IsNullOrWhiteSpace(name)) throw new ArgumentException("an adapter name must not be empty");
+        if (_adapters.Any(a => a.Name == name)) throw new ArgumentException($"adapter '{name}' already exists on this model");
+    }
+
+    void Added(IPeftAdapter adapter)
+    {
+        _adapters.Add(adapter);
+        // Loading may have switched the model's LoRA activation; the active adapter stays the one chosen (or the first).
+        SetAdapter(ActiveAdapter ?? adapter.Name);
+    }
+
+    sealed class Restore(Action undo) : IDisposable
+    {
+        bool _done;
+        public void Dispose()
+        {
+            if (_done) return;
+            _done = true;
+            undo();
+        }
+    }
+}

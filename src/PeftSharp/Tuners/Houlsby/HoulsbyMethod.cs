@@ -1,0 +1,65 @@
+using PeftSharp.Models;
+using TorchSharp.Modules;
+
+namespace PeftSharp.Tuners.Houlsby;
+
+/// <summary>Houlsby bottleneck adapters in the method registry (one Houlsby adapter per model: each layer has one slot).</summary>
+public sealed class HoulsbyMethod : IPeftMethod
+{
+    public static readonly HoulsbyMethod Instance = new();
+    HoulsbyMethod() { }
+
+    public string PeftType => HoulsbyConfig.PeftType;
+    public Type ConfigType => typeof(HoulsbyConfig);
+    public IPeftConfig DefaultConfig { get; } = new HoulsbyConfig();
+    public bool FreshAdapterIsIdentity => true;
+
+    public IPeftAdapter Attach(CausalLM model, IPeftConfig config, string name, AttachOptions options)
+    {
+        var cfg = (HoulsbyConfig)config;
+        foreach (var p in model.parameters()) p.requires_grad = false;
+        var adapter = new HoulsbyAdapter(model, cfg, name);
+        HoulsbyAdapters.Attach(model, cfg, options.Seed, adapter.Runs);
+        return adapter;
+    }
+
+    public IPeftAdapter Load(CausalLM model, string dir, string name, AdapterLoadOptions options)
+    {
+        HoulsbyAdapter? adapter = null;
+        // The config is read by Load itself; the handle's config is filled from what it read.
+        var cfg = HoulsbyAdapters.Load(model, dir, () => adapter?.Runs() ?? false, options.AllowBaseMismatch);
+        adapter = new HoulsbyAdapter(model, cfg, name);
+        foreach (var (_, p) in adapter.NamedParameters()) p.requires_grad = options.Trainable;
+        return adapter;
+    }
+
+    public long TrainableParameterCount(CausalLM model, IPeftConfig config)
+    {
+        var cfg = (HoulsbyConfig)config;
+        long h = model.Config.HiddenSize, b = cfg.Bottleneck(model.Config.HiddenSize);
+        int perLayer = (cfg.AfterAttention ? 1 : 0) + (cfg.AfterMlp ? 1 : 0);
+        return model.Config.NumLayers * perLayer * (2 * h * b + b + h);
+    }
+}
+
+/// <summary>The Houlsby adapters of a model under one name.</summary>
+public sealed class HoulsbyAdapter(CausalLM model, HoulsbyConfig config, string name) : IPeftAdapter
+{
+    public string Name => name;
+    public IPeftMethod Method => HoulsbyMethod.Instance;
+    public IPeftConfig Config => config;
+    public bool Active { get; set; } = true;
+
+    /// <summary>What the bottleneck hooks ask before each forward.</summary>
+    internal Func<bool> Runs => () => Active && !model.State.Disabled;
+
+    public IEnumerable<(string Key, Parameter Param)> NamedParameters() => HoulsbyAdapters.Parameters(model).Select(p => (p.Name, p.P));
+
+    public void Save(string dir) => HoulsbyAdapters.Save(model, config, dir);
+
+    public string? CannotMergeReason => "Houlsby adapters add non-linear layers, which cannot be folded into the base weights";
+
+    public void MergeAndUnload() => throw new NotSupportedException($"adapter '{Name}': {CannotMergeReason}");
+
+    public void Dispose() => HoulsbyAdapters.Detach(model);
+}

@@ -1,0 +1,139 @@
+using PeftSharp.IO;
+using PeftSharp.Tuners.Lora;
+using static TorchSharp.torch;
+
+namespace PeftSharp.Tests.FrontDoor;
+
+/// <summary>The README's PeftModel snippet on the tiny fixture, through the public front door only.</summary>
+[Collection("console")]
+public class PeftModelTests
+{
+    static string Adapter(string kind) => Path.Combine(TestPaths.TinyLlama, "adapters", kind);
+    static SafeTensorsFile Golden() => new(Path.Combine(TestPaths.TinyLlama, "golden.safetensors"));
+
+    [Theory]
+    [InlineData("lora", "logits_lora")]
+    [InlineData("dora", "logits_dora")]
+    public void FromPretrainedForwardReproducesPeftsGoldenLogits(string kind, string goldenKey)
+    {
+        using var golden = Golden();
+        using var ids = golden.Load("input_ids");
+        using var expected = golden.Load(goldenKey);
+        using var model = PeftModel.FromPretrained(TestPaths.TinyLlama, adapter: Adapter(kind));
+        Assert.Equal(["default"], model.AdapterNames);
+        Assert.Equal("default", model.ActiveAdapter);
+        using var _ = no_grad();
+        using var logits = model.Forward(ids);
+        Assert.Equal(new[] { ids.shape[0], ids.shape[1], 260L }, logits.shape);
+        Assert.True(TestPaths.RelativeError(logits, expected) <= 1e-5);
+    }
+
+    [Fact]
+    public void DisableAdaptersGivesTheBaseInsideTheScopeOnly()
+    {
+        using var golden = Golden();
+        using var ids = golden.Load("input_ids");
+        using var baseLogits = golden.Load("logits");
+        using var loraLogits = golden.Load("logits_lora");
+        using var model = PeftModel.FromPretrained(TestPaths.TinyLlama, adapter: Adapter("lora"));
+        using var _ = no_grad();
+        using (model.DisableAdapters())
+        {
+            using var inside = model.Forward(ids);
+            Assert.True(TestPaths.RelativeError(inside, baseLogits) <= 1e-6);
+        }
+        using var after = model.Forward(ids);
+        Assert.True(TestPaths.RelativeError(after, loraLogits) <= 1e-5);
+    }
+
+    [Fact]
+    public void GenerateIsTheGreedyContinuationOfRepeatedForwards()
+    {
+        using var model = PeftModel.FromPretrained(TestPaths.TinyLlama, adapter: Adapter("lora"));
+        const string prompt = "code red fox";
+        string text = model.Generate(prompt, maxNewTokens: 8);
+        // Reference without a KV cache: argmax of a full forward per step, stopping at EOS (id 259).
+        var ids = model.Tokenizer.Encode(prompt, addSpecialTokens: true).ToList();
+        int promptLength = ids.Count;
+        using (no_grad())
+            for (int step = 0; step < 8; step++)
+            {
+                using var input = tensor(ids.Select(i => (long)i).ToArray()).unsqueeze(0);
+                using var logits = model.Forward(input);
+                int next = (int)logits[0, -1].argmax().item<long>();
+                if (next == 259) break;
+                ids.Add(next);
+            }
+        string expected = model.Tokenizer.Decode(ids)[model.Tokenizer.Decode(ids.Take(promptLength)).Length..];
+        Assert.Equal(expected, text);
+        Assert.Equal(text, string.Concat(model.GenerateStream(prompt, new GenerationOptions { MaxNewTokens = 8 })));
+    }
+
+    [Fact]
+    public void AddedAdapterSavesAndReloadsBitExact()
+    {
+        string dir = Path.Combine(TestPaths.TempDir(), "b");
+        using var golden = Golden();
+        using var ids = golden.Load("input_ids");
+        using var baseLogits = golden.Load("logits");
+        Tensor saved;
+        using (var model = PeftModel.FromPretrained(TestPaths.TinyLlama, adapter: Adapter("lora")))
+        {
+            // init_lora_weights=false: B is random too, so the fresh adapter changes the outputs (a real round trip).
+            model.AddAdapter("b", new LoraConfig { R = 8, LoraAlpha = 16, TargetModules = ["q_proj", "v_proj"], InitLoraWeights = "false" }, seed: 5);
+            Assert.Equal(["default", "b"], model.AdapterNames);
+            Assert.Equal("default", model.ActiveAdapter);
+            model.SetAdapter("b");
+            Assert.Equal("b", model.ActiveAdapter);
+            model.SaveAdapter("b", dir);
+            using var _ = no_grad();
+            saved = model.Forward(ids);
+        }
+        using (saved)
+        using (var reloaded = PeftModel.FromPretrained(TestPaths.TinyLlama, adapter: dir))
+        {
+            using var _ = no_grad();
+            using var again = reloaded.Forward(ids);
+            Assert.True(again.equal(saved).all().item<bool>(), "reloaded adapter logits differ from the saved adapter's");
+            Assert.True(TestPaths.RelativeError(saved, baseLogits) > 1e-3, "the added adapter must change the outputs");
+            Assert.Contains("peftsharp_base_fingerprint", File.ReadAllText(Path.Combine(dir, "adapter_config.json")));
+        }
+    }
+
+    [Fact]
+    public void MergeAndUnloadKeepsTheLogitsAndSavePretrainedLoadsWithPeftGenerate()
+    {
+        string outDir = Path.Combine(TestPaths.TempDir(), "merged");
+        using var golden = Golden();
+        using var ids = golden.Load("input_ids");
+        using var loraLogits = golden.Load("logits_lora");
+        using var model = PeftModel.FromPretrained(TestPaths.TinyLlama, adapter: Adapter("lora"));
+        using var _ = no_grad();
+        model.MergeAndUnload();
+        Assert.Empty(model.AdapterNames);
+        Assert.Null(model.ActiveAdapter);
+        using var merged = model.Forward(ids);
+        Assert.True(TestPaths.RelativeError(merged, loraLogits) <= 1e-5);
+
+        model.SavePretrained(outDir);
+        using (var reloaded = PeftModel.FromPretrained(outDir))
+        using (var fromFolder = reloaded.Forward(ids))
+            Assert.True(fromFolder.equal(merged).all().item<bool>());
+        const string prompt = "code red fox";
+        string expected = prompt + model.Generate(prompt, maxNewTokens: 6);
+        var (code, stdout, stderr) = CliCapture.Run("generate", "--model", outDir, "--prompt", prompt, "--max-new-tokens", "6");
+        Assert.True(code == 0, stderr);
+        Assert.Equal(expected, stdout.TrimEnd('\n'));
+    }
+
+    [Fact]
+    public void StopSequencesCutTheTextBeforeTheFirstStop()
+    {
+        using var model = PeftModel.FromPretrained(TestPaths.TinyLlama, adapter: Adapter("lora"));
+        string full = model.Generate("code red fox", maxNewTokens: 12);
+        Assert.True(full.Length >= 4, $"continuation too short to test: '{full}'");
+        string stop = full.Substring(2, 2);
+        string cut = model.Generate("code red fox", maxNewTokens: 12, new GenerationOptions { StopSequences = [stop] });
+        Assert.Equal(full[..full.IndexOf(stop, StringComparison.Ordinal)], cut);
+    }
+}
