@@ -30,6 +30,7 @@ public sealed class PeftModel : IDisposable
     public CausalLM BaseModel { get; }
     /// <summary>The folder the base was loaded from (a repo id's snapshot folder).</summary>
     public string ModelPath { get; }
+    /// <summary>The model folder's tokenizer (encodes as Hugging Face's <c>tokenizer(text)</c>).</summary>
     public TextTokenizer Tokenizer { get; }
     /// <summary>The model's chat template (or <see cref="PeftModelOptions.ChatTemplateFile"/>), null when it has none.</summary>
     public ChatTemplate? ChatTemplate => _prompter.Template;
@@ -242,6 +243,7 @@ public sealed class PeftModel : IDisposable
     /// <summary>Evaluation mode (dropout off), as PyTorch's <c>model.eval()</c>; models load in this mode.</summary>
     public void Eval() => BaseModel.eval();
 
+    /// <summary>Frees the base model and every adapter (native tensors).</summary>
     public void Dispose()
     {
         foreach (var a in _adapters) a.Dispose();
