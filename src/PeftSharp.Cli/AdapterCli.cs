@@ -1,9 +1,7 @@
 using System.Globalization;
 using PeftSharp.Models;
 using PeftSharp.Tuners;
-using PeftSharp.Tuners.Houlsby;
 using PeftSharp.Tuners.Lora;
-using PeftSharp.Tuners.PromptTuning;
 
 namespace PeftSharp.Cli;
 
@@ -16,8 +14,13 @@ public static class AdapterCli
 {
     public sealed record Spec(string Name, string Dir, double Weight);
 
-    /// <summary>What was applied, by kind, and every loaded adapter.</summary>
-    public sealed record Applied(IReadOnlyList<Spec> Lora, Spec? Houlsby, Spec? Prompt, IReadOnlyList<IPeftAdapter> Adapters);
+    /// <summary>What was applied: the LoRA specs (weighted together), the other adapters' specs, and every loaded adapter by spec.</summary>
+    public sealed record Applied(IReadOnlyList<Spec> Lora, IReadOnlyList<Spec> Other, IReadOnlyList<(Spec Spec, IPeftAdapter Adapter)> Adapters)
+    {
+        /// <summary>The first adapter that cannot be merged into the weights, with why (merge and GGUF export refuse it).</summary>
+        public (Spec Spec, string Reason)? Unmergeable =>
+            Adapters.FirstOrDefault(a => a.Adapter.CannotMergeReason is not null) is { Adapter: not null } a ? (a.Spec, a.Adapter.CannotMergeReason!) : null;
+    }
 
     /// <summary>Loads every adapter; LoRA adapters are activated together, each with its weight.</summary>
     public static Applied Apply(CausalLM model, IReadOnlyList<string> adapterSpecs, bool allowBaseMismatch)
@@ -32,11 +35,10 @@ public static class AdapterCli
             if (of.FirstOrDefault(s => s.Weight != 1.0) is { } w) throw new ArgumentException($"--adapter '{w.Dir}': a {kind} adapter cannot be weighted (got {w.Weight})");
         }
         var load = new AdapterLoadOptions { AllowBaseMismatch = allowBaseMismatch };
-        var loaded = byMethod.Select(x => x.Method.Load(model, x.Spec.Dir, x.Spec.Name, load)).ToList();
+        var loaded = byMethod.Select(x => (x.Spec, x.Method.Load(model, x.Spec.Dir, x.Spec.Name, load))).ToList();
         var lora = byMethod.Where(x => x.Method is LoraMethod).Select(x => x.Spec).ToList();
         if (lora.Count > 0) LoraModel.Of(model).SetActive(lora.Select(s => (s.Name, s.Weight)));
-        Spec? Single(IPeftMethod m) => byMethod.Where(x => x.Method == m).Select(x => x.Spec).SingleOrDefault();
-        return new Applied(lora, Single(HoulsbyMethod.Instance), Single(PromptTuningMethod.Instance), loaded);
+        return new Applied(lora, byMethod.Where(x => x.Method is not LoraMethod).Select(x => x.Spec).ToList(), loaded);
     }
 
     public static IReadOnlyList<Spec> Parse(IReadOnlyList<string> adapterSpecs)

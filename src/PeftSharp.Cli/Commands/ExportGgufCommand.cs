@@ -56,8 +56,8 @@ public sealed class ExportGgufCommand : Command<ExportGgufCommand.Settings>
         if (s.Adapters.Length > 0)
         {
             var applied = AdapterCli.Apply(model, s.Adapters, s.AllowBaseMismatch);
-            if ((applied.Houlsby ?? applied.Prompt) is { } other)
-                throw new InvalidOperationException($"--adapter '{other.Dir}': only LoRA/DoRA adapters can be merged into a GGUF (Houlsby adapters and soft prompts add computation)");
+            if (applied.Unmergeable is var (other, why))
+                throw new InvalidOperationException($"--adapter '{other.Dir}': cannot be merged into a GGUF: {why}");
             var lora = LoraModel.Of(model);
             foreach (var spec in applied.Lora) lora.MergeAndUnload(spec.Name);
         }

@@ -53,8 +53,8 @@ public sealed class MergeCommand : Command<MergeCommand.Settings>
         // before writing); otherwise an adapter trained on another rendering than the base's is warned about.
         string? template = PeftSharp.Chat.MergedChatTemplate.Choose(s.Model, applied.Lora.Select(a => a.Dir));
         if (template is null) ChatCli.WarnOnTemplateMismatch(s.Model, null, applied.Lora.Select(a => a.Dir));
-        if ((applied.Houlsby ?? applied.Prompt) is { } other)
-            throw new InvalidOperationException($"--adapter '{other.Dir}': only LoRA/DoRA adapters can be merged into the weights (Houlsby adapters and soft prompts add computation)");
+        if (applied.Unmergeable is var (other, why))
+            throw new InvalidOperationException($"--adapter '{other.Dir}': cannot be merged into the weights: {why}");
         var specs = applied.Lora;
         var lora = LoraModel.Of(model);
         foreach (var spec in specs) lora.MergeAndUnload(spec.Name);

@@ -32,7 +32,7 @@ public static class PreferenceEval
             frozen = PreferenceSetup.ReferenceAdapter;
         }
         var applied = AdapterCli.Apply(model, s.Adapters, s.AllowBaseMismatch);
-        if (applied.Houlsby is not null || applied.Prompt is not null)
+        if (applied.Other.Count > 0)
             throw new ArgumentException("--adapter: preference evaluation scores LoRA/DoRA adapters (the reference is the model with them switched off)");
         if (applied.Lora.Count == 0 && frozen is not null) LoraModel.Of(model).DisableAll();   // the base against the reference adapter
         var reference = new ReferenceModel(model, frozen);

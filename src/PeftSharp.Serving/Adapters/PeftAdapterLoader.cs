@@ -1,5 +1,6 @@
 using PeftSharp.IO;
 using PeftSharp.Models;
+using PeftSharp.Tuners;
 using PeftSharp.Tuners.Lora;
 using Fingerprint = PeftSharp.IO.BaseFingerprint;
 
@@ -26,6 +27,10 @@ public sealed class PeftAdapterLoader : IAdapterLoader
 
     public AdapterInfo Load(CausalLM model, string folder, string internalName)
     {
+        // Whatever the folder holds is named through the method registry; rows of one batch switch LoRA adapters only.
+        if (PeftMethods.ForFolder(folder) is not LoraMethod)
+            throw new NotSupportedException($"{Path.Combine(folder, PeftAdapterIO.ConfigFile)}: a {PeftMethods.ForFolder(folder).PeftType} adapter cannot be served " +
+                "(the server batches requests for different adapters together, which only LoRA/DoRA adapters allow); use `peft generate --adapter` for it");
         var adapter = PeftAdapterIO.Read(folder);
         var full = Base(model);
         if (adapter.RecordedBase is { } recorded)

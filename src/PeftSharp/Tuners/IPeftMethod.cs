@@ -1,5 +1,7 @@
 using PeftSharp.IO;
+using PeftSharp.Memory;
 using PeftSharp.Models;
+using CausalLM = PeftSharp.Models.CausalLM;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
@@ -57,8 +59,11 @@ public interface IPeftMethod
     IPeftAdapter Attach(CausalLM model, IPeftConfig config, string name, AttachOptions options);
     /// <summary>The adapter a folder holds (its adapter_config.json's peft_type is this method's), as adapter <paramref name="name"/>.</summary>
     IPeftAdapter Load(CausalLM model, string dir, string name, AdapterLoadOptions options);
-    /// <summary>Parameters a fresh adapter with <paramref name="config"/> trains on <paramref name="model"/> (what the planner counts).</summary>
-    long TrainableParameterCount(CausalLM model, IPeftConfig config);
+    /// <summary>
+    /// Parameters a fresh adapter with <paramref name="config"/> trains on a model of this shape, from the config alone
+    /// (no tensors: what the memory planner and the parameter report count).
+    /// </summary>
+    long TrainableParameterCount(ModelShape shape, IPeftConfig config);
 }
 
 /// <summary>

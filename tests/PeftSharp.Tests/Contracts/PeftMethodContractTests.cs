@@ -162,6 +162,19 @@ public class PeftMethodContractTests
     }
 
     [Theory]
+    [MemberData(nameof(Methods))]
+    public void PlannerCountFromTheConfigEqualsTheAttachedTrainableParameters(string method)
+    {
+        var shape = PeftSharp.Memory.ModelShape.Load(TestPaths.TinyLlama);
+        long planned = MethodOf(method).TrainableParameterCount(shape, ConfigFor(method));
+        using var model = PeftModel.FromPretrained(TestPaths.TinyLlama);
+        var adapter = model.AddAdapter("a", ConfigFor(method));
+        long attached = adapter.NamedParameters().Where(p => p.Param.requires_grad).Sum(p => p.Param.numel());
+        Assert.True(attached > 0);
+        Assert.Equal(attached, planned);
+    }
+
+    [Theory]
     [InlineData(false)]
     [InlineData(true)]
     public void LoraDropoutIsActiveInTrainAndInactiveInEval(bool dora)

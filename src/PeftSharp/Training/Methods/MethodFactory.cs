@@ -1,5 +1,7 @@
 using PeftSharp.Models;
 using PeftSharp.Quantization;
+using PeftSharp.Tuners;
+using PeftSharp.Tuners.Houlsby;
 using PeftSharp.Tuners.Lora;
 using PeftSharp.Tuners.PromptTuning;
 using static TorchSharp.torch;
@@ -35,32 +37,41 @@ public static class MethodFactory
     {
         if (o.IsLora && model.QuantizationScheme != "none" && !o.IsQuantized)
             throw new ArgumentException($"--method {o.Method}: the model is already quantised ({model.QuantizationScheme}); use qlora or qdora");
-        switch (o.Method)
-        {
-            case "full":
-                return new FullFineTuning(model, Path.Combine(modelDir, "tokenizer.json"));
-            case "adapter":
-                return new HoulsbyTraining(model, o.Houlsby, seed);
-            case "prompt":
-                var init = o.PromptInit.ToLowerInvariant() switch
-                {
-                    "random" => PromptInit.Random,
-                    "text" => PromptInit.Text,
-                    "sample_vocab" or "vocab" => PromptInit.SampleVocab,
-                    _ => throw new ArgumentException($"--prompt-init: '{o.PromptInit}' is not random, sample_vocab or text"),
-                };
-                var prompt = PromptEmbeddings.Create(model, new PromptTuningConfig { NumVirtualTokens = o.VirtualTokens, Init = init, InitText = o.PromptInitText },
-                    text => tokenizer.Encode(text), seed);
-                return new PromptTraining(model, prompt);
-            default:
-                var cfg = LoraConfigFor(o, modelDir);
-                // Adapters train in fp32 even on a 16-bit base, as PEFT does.
-                var adapter = LoraInjector.Inject(model, cfg, "default", seed, ScalarType.Float32);
-                string label = o.Method switch { "dora" => "DoRA", "qlora" => "QLoRA", "qdora" => "QDoRA", _ => "LoRA" };
-                if (o.IsQuantized) label += $" ({model.QuantizationScheme})";
-                return new LoraTraining(model, adapter, label);
-        }
+        if (o.Method == "full") return new FullFineTuning(model, Path.Combine(modelDir, "tokenizer.json"));
+        var config = ConfigFor(o, modelDir);
+        // Every adapter method attaches through the registry; the run's adapter is PEFT's "default".
+        var adapter = PeftMethods.ForConfig(config).Attach(model, config, "default", new AttachOptions { Seed = seed, Encode = text => tokenizer.Encode(text) });
+        adapter.Active = true;
+        return new AdapterTraining(model, adapter, Label(o, config, model));
     }
+
+    /// <summary>The adapter config a run's method options describe (LoRA family, Houlsby or prompt tuning).</summary>
+    public static IPeftConfig ConfigFor(MethodOptions o, string baseModel) => o.Method switch
+    {
+        "adapter" => o.Houlsby,
+        "prompt" => new PromptTuningConfig
+        {
+            NumVirtualTokens = o.VirtualTokens,
+            InitText = o.PromptInitText,
+            Init = o.PromptInit.ToLowerInvariant() switch
+            {
+                "random" => PromptInit.Random,
+                "text" => PromptInit.Text,
+                "sample_vocab" or "vocab" => PromptInit.SampleVocab,
+                _ => throw new ArgumentException($"--prompt-init: '{o.PromptInit}' is not random, sample_vocab or text"),
+            },
+        },
+        _ => LoraConfigFor(o, baseModel),
+    };
+
+    static string Label(MethodOptions o, IPeftConfig config, CausalLM model) => config switch
+    {
+        LoraConfig c => (o.Method switch { "dora" => "DoRA", "qlora" => "QLoRA", "qdora" => "QDoRA", _ => "LoRA" })
+            + (o.IsQuantized ? $" ({model.QuantizationScheme})" : "") + $" r={c.R} alpha={c.LoraAlpha} on {LoraInjector.Targets(model, c).Count} modules",
+        HoulsbyConfig h => $"Houlsby adapters (reduction {h.ReductionFactor}, bottleneck {h.Bottleneck(model.Config.HiddenSize)})",
+        PromptTuningConfig p => $"prompt tuning ({p.NumVirtualTokens} virtual tokens)",
+        _ => config.PeftType,
+    };
 
     public static LoraConfig LoraConfigFor(MethodOptions o, string baseModel)
     {

@@ -30,7 +30,7 @@ public static class PreferenceSetup
             PeftAdapterIO.Load(model, initAdapter, ReferenceAdapter, trainable: false);
             var policy = PeftAdapterIO.Load(model, initAdapter, "default", trainable: true);   // loaded last: the active one
             string label = (policy.Config.UseDora ? "DoRA" : "LoRA") + (model.QuantizationScheme != "none" ? $" ({model.QuantizationScheme})" : "") + $" continued from {initAdapter}";
-            return (model, new LoraTraining(model, policy, label), new ReferenceModel(model, ReferenceAdapter));
+            return (model, new AdapterTraining(model, new LoraPeftAdapter(model, policy), label), new ReferenceModel(model, ReferenceAdapter));
         }
         catch
         {

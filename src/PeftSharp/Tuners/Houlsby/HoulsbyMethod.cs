@@ -1,4 +1,5 @@
-using PeftSharp.Models;
+using PeftSharp.Memory;
+using CausalLM = PeftSharp.Models.CausalLM;
 using TorchSharp.Modules;
 
 namespace PeftSharp.Tuners.Houlsby;
@@ -33,12 +34,13 @@ public sealed class HoulsbyMethod : IPeftMethod
         return adapter;
     }
 
-    public long TrainableParameterCount(CausalLM model, IPeftConfig config)
+    /// <summary>Per adapter: down [b, h] + bias [b], up [h, b] + bias [h].</summary>
+    public long TrainableParameterCount(ModelShape shape, IPeftConfig config)
     {
         var cfg = (HoulsbyConfig)config;
-        long h = model.Config.HiddenSize, b = cfg.Bottleneck(model.Config.HiddenSize);
+        long h = shape.Config.HiddenSize, b = cfg.Bottleneck(shape.Config.HiddenSize);
         int perLayer = (cfg.AfterAttention ? 1 : 0) + (cfg.AfterMlp ? 1 : 0);
-        return model.Config.NumLayers * perLayer * (2 * h * b + b + h);
+        return shape.Config.NumHiddenLayers * perLayer * (2 * h * b + b + h);
     }
 }
 

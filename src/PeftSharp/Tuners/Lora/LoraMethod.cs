@@ -1,6 +1,6 @@
 using PeftSharp.IO;
 using PeftSharp.Memory;
-using PeftSharp.Models;
+using CausalLM = PeftSharp.Models.CausalLM;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
@@ -31,15 +31,7 @@ public sealed class LoraMethod : IPeftMethod
         return new LoraPeftAdapter(model, adapter);
     }
 
-    public long TrainableParameterCount(CausalLM model, IPeftConfig config)
-    {
-        var cfg = (LoraConfig)config;
-        return LoraInjector.Targets(model, cfg).Sum(l =>
-        {
-            long r = cfg.RankFor(l.ModulePath);
-            return r * (l.InFeatures + l.OutFeatures) + (cfg.UseDora ? l.OutFeatures : 0);
-        });
-    }
+    public long TrainableParameterCount(ModelShape shape, IPeftConfig config) => LoraParameterCount.For(shape, (LoraConfig)config);
 }
 
 /// <summary>A LoRA/DoRA adapter of a model as the registry sees it; the layers stay in <see cref="LoraModel"/>.</summary>

@@ -1,4 +1,5 @@
-using PeftSharp.Models;
+using PeftSharp.Memory;
+using CausalLM = PeftSharp.Models.CausalLM;
 using TorchSharp.Modules;
 
 namespace PeftSharp.Tuners.PromptTuning;
@@ -35,8 +36,8 @@ public sealed class PromptTuningMethod : IPeftMethod
         catch { prompt.Dispose(); throw; }
     }
 
-    public long TrainableParameterCount(CausalLM model, IPeftConfig config) =>
-        (long)((PromptTuningConfig)config).NumVirtualTokens * model.Config.HiddenSize;
+    public long TrainableParameterCount(ModelShape shape, IPeftConfig config) =>
+        (long)((PromptTuningConfig)config).NumVirtualTokens * shape.Config.HiddenSize;
 }
 
 /// <summary>A soft prompt of a model under a name.</summary>
