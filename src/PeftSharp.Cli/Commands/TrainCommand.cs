@@ -45,52 +45,46 @@ public sealed class TrainCommand : Command<TrainSettings>
         AnsiConsole.MarkupLine("[bold]memory plan[/] (peft plan, for this run on this device)");
         PlanOutput.Write(plan);
 
-        var device = ModelSettings.ResolveDevice(s.Device);
-        var (model, method) = MethodFactory.Create(s.ModelDir, methodOptions, tokenizer, device, seed: s.Seed);
-        using var _ = model;
-        if (options.GradientCheckpointing) GradientCheckpointing.Enable(model);
-        AnsiConsole.MarkupLineInterpolated($"[bold]method[/] {method.Description}");
-
-        var heldout = s.HeldoutPath is { } hp ? TrainingData.Load(hp, tokenizer, options.MaxSeqLength, packing: false).Train.Take(64).ToList() : null;
-        double? heldoutBefore = heldout is null ? null : Evaluator.Run(model, heldout, [], tokenizer.EosId, options.BatchSize).Loss;
-
         using var cts = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         ConsoleCancelEventHandler onCancel = (_, e) => { e.Cancel = true; cts.Cancel(); };
         Console.CancelKeyPress += onCancel;
         var records = new List<JsonObject>();
         if (s.Resume is null) SavedTrainOptions.Save(s, outDir);   // before the first checkpoint, so any stop can resume
-        TrainResult result;
+        var run = new FineTuneOptions
+        {
+            Model = s.ModelDir, Data = data, Chat = chat, Method = methodOptions, Trainer = options, Seed = s.Seed,
+            Device = ModelSettings.ResolveDevice(s.Device), HeldoutFile = s.HeldoutPath, Logger = new ConsoleLogger(),
+        };
+        FineTuneResult result;
         try
         {
-            result = RunWithProgress(model, method, options, data, tokenizer.EosId, records, cts.Token);
+            result = RunWithProgress(run, records, cts.Token);
         }
         finally
         {
             Console.CancelKeyPress -= onCancel;
         }
         if (s.Resume is not null) SavedTrainOptions.Save(s, outDir);   // the checkpoint loaded: overrides given now stick
-        if (result.FinalDir is null)
+        if (result.Train.FinalDir is null)
         {
-            AnsiConsole.MarkupLineInterpolated($"stopped at step {result.Steps}; resume with: ./peft train --resume {outDir}");
+            AnsiConsole.MarkupLineInterpolated($"stopped at step {result.Train.Steps}; resume with: ./peft train --resume {outDir}");
             return 130;
         }
 
-        ChatCli.Record(result.FinalDir, chat, tokenizer, config);
-        double? heldoutAfter = heldout is null ? null : Evaluator.Run(model, heldout, [], tokenizer.EosId, options.BatchSize, method: method).Loss;
         long peak = ProcessMemory.Read().PeakRssBytes;
         // A finished run always ends with a checkpoint (the Trainer saves one before final/).
         string optimizerFile = Path.Combine(Checkpoint.Resolve(outDir), Checkpoint.Optimizer);
-        var measured = MeasuredMemory.From(model, method, runtimeBytes, peak, optimizerFile);
+        var measured = MeasuredMemory.From(result, runtimeBytes, peak, optimizerFile);
 
         RunPlots.Loss(records, Path.Combine(outDir, "loss.png"));
         RunPlots.Memory(plan, measured, Path.Combine(outDir, "memory.png"));
-        var summary = new RunSummary(s, method.Description, data, plan, measured, result, heldoutBefore, heldoutAfter, clock.Elapsed, records);
+        var summary = new RunSummary(s, result.MethodDescription, data, plan, measured, result.Train, result.HeldoutLossBefore, result.HeldoutLossAfter, clock.Elapsed, records);
         summary.WriteConsole();
         PeftSharp.IO.AtomicFile.WriteAllText(Path.Combine(outDir, RunSummary.JsonFile),
-            summary.Json(method.TrainableParameters.Sum(p => p.P.numel()), model.ParameterCount()).ToJsonString(new() { WriteIndented = true }));
+            summary.Json(result.TrainableParameters, result.TotalParameters).ToJsonString(new() { WriteIndented = true }));
         string report = Path.Combine(outDir, "report.md");
         PeftSharp.IO.AtomicFile.WriteAllText(report, summary.Markdown());
-        AnsiConsole.MarkupLineInterpolated($"[bold]report[/] {report} (metrics.jsonl, loss.png, memory.png beside it); adapter: {result.FinalDir}");
+        AnsiConsole.MarkupLineInterpolated($"[bold]report[/] {report} (metrics.jsonl, loss.png, memory.png beside it); adapter: {result.Train.FinalDir}");
         return 0;
     }
 
@@ -127,35 +121,34 @@ public sealed class TrainCommand : Command<TrainSettings>
         if (!valid.Successful) throw new ArgumentException($"{file}: {valid.Message}");
     }
 
-    static TrainResult RunWithProgress(CausalLM model, ITrainingMethod method, TrainerOptions options, TrainingData data, int? eos,
-        List<JsonObject> records, CancellationToken token)
+    /// <summary>The library run under a live progress bar; the run's notes print as grey lines above it.</summary>
+    static FineTuneResult RunWithProgress(FineTuneOptions run, List<JsonObject> records, CancellationToken token)
     {
-        TrainResult? result = null;
+        FineTuneResult? result = null;
         var progress = AnsiConsole.Progress().AutoClear(false).HideCompleted(false)
             .Columns(new TaskDescriptionColumn { Alignment = Justify.Left }, new ProgressBarColumn(), new PercentageColumn(), new RemainingTimeColumn());
         progress.Start(ctx =>
         {
             var task = ctx.AddTask("starting", maxValue: 1);
-            var trainer = new Trainer(model, method, options, eos)
+            var onStep = new InlineProgress<TrainingProgress>(p =>
             {
-                Log = m => AnsiConsole.MarkupLineInterpolated($"[grey]{m}[/]"),
-                Cancellation = token,
-                OnRecord = r =>
-                {
-                    records.Add(r);
-                    if (r["loss"] is not null)
-                    {
-                        int total = options.MaxSteps ?? 0;
-                        task.MaxValue = Math.Max(task.MaxValue, total > 0 ? total : r["step"]!.GetValue<int>() + 1);
-                        task.Value = r["step"]!.GetValue<int>();
-                        task.Description = $"step {r["step"]} loss {r["loss"]!.GetValue<double>():F3} " +
-                                           $"{r["tokens_per_s"]!.GetValue<double>():F0} tok/s mem {r["rss_mb"]!.GetValue<double>():F0} MB";
-                    }
-                },
-            };
-            result = trainer.Train(data);
+                var r = p.Record;
+                records.Add(r);
+                if (p.Loss is not double loss) return;
+                int total = p.TotalSteps ?? 0;
+                task.MaxValue = Math.Max(task.MaxValue, total > 0 ? total : p.Step + 1);
+                task.Value = p.Step;
+                task.Description = $"step {p.Step} loss {loss:F3} {r["tokens_per_s"]!.GetValue<double>():F0} tok/s mem {r["rss_mb"]!.GetValue<double>():F0} MB";
+            });
+            result = FineTune.Run(run, onStep, token);
             task.Value = task.MaxValue;
         });
         return result!;
+    }
+
+    /// <summary>Reports on the caller's thread, in order (Progress&lt;T&gt; would post to the thread pool).</summary>
+    sealed class InlineProgress<T>(Action<T> report) : IProgress<T>
+    {
+        public void Report(T value) => report(value);
     }
 }

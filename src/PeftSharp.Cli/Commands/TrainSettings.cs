@@ -130,12 +130,22 @@ public sealed class TrainSettings : CommandSettings
         catch (ArgumentException) { throw new ArgumentException($"--schedule: '{name}' is not constant, linear or cosine"); }
     }
 
+    /// <summary>A library error naming a config key ("'r' must be positive") as the flag that sets it ("--rank must be positive").</summary>
+    static string AsFlag(string message)
+    {
+        foreach (var (key, flag) in Training.Methods.MethodOptions.FlagOf)
+            if (message.StartsWith($"'{key}'", StringComparison.Ordinal))
+                return flag + message[(key.Length + 2)..];
+        return message;
+    }
+
     public override ValidationResult Validate()
     {
         if (CliOptions.NonFiniteNumber(this) is { } nonFinite) return ValidationResult.Error(nonFinite);
         try
         {
-            MethodOptions().Validate();
+            try { MethodOptions().Validate(); }
+            catch (ArgumentException e) { return ValidationResult.Error(AsFlag(e.Message)); }
             if (IsPreference) PreferenceOptions().Validate();
         }
         catch (ArgumentException e) { return ValidationResult.Error(e.Message); }

@@ -12,16 +12,18 @@ public sealed record MeasuredMemory(long Weights, long Gradients, long Optimizer
 {
     public long ActivationsAndBuffers => Math.Max(0, Peak - Weights - Gradients - Optimizer - Runtime);
 
+    /// <summary>What a run on <paramref name="model"/> held (preference runs, which do not go through <see cref="FineTune"/>).</summary>
     public static MeasuredMemory From(CausalLM model, ITrainingMethod method, long runtimeBytes, long peakBytes, string? optimizerStateFile)
     {
-        long weights = model.parameters().Sum(p => p.numel() * p.element_size())
-                       + model.Linears().Where(l => l.Quantized is not null).Sum(l => l.Quantized!.StorageBytes);
-        var trainable = method.TrainableParameters.Select(p => p.P).ToList();
-        // Adapter parameters are not registered with the model: count them as weights too.
-        var registered = model.parameters().Select(p => p.Handle).ToHashSet();
-        weights += trainable.Where(p => !registered.Contains(p.Handle)).Sum(p => p.numel() * p.element_size());
-        long grads = trainable.Sum(p => p.numel() * p.element_size());
-        long optimizer = optimizerStateFile is not null && File.Exists(optimizerStateFile) ? new FileInfo(optimizerStateFile).Length : 0;
-        return new MeasuredMemory(weights, grads, optimizer, runtimeBytes, peakBytes);
+        var (weights, trainable) = FineTune.MemoryBytes(model, method);
+        return new MeasuredMemory(weights, trainable, OptimizerBytes(optimizerStateFile), runtimeBytes, peakBytes);
+    }
+
+    static long OptimizerBytes(string? file) => file is not null && File.Exists(file) ? new FileInfo(file).Length : 0;
+
+    /// <summary>What a finished run held: its weights (adapters included), gradients of the trainable parameters, the optimiser state file.</summary>
+    public static MeasuredMemory From(FineTuneResult run, long runtimeBytes, long peakBytes, string? optimizerStateFile)
+    {
+        return new MeasuredMemory(run.WeightBytes, run.TrainableBytes, OptimizerBytes(optimizerStateFile), runtimeBytes, peakBytes);
     }
 }

@@ -1,32 +1,33 @@
-using PeftSharp.Data;
-using PeftSharp.Models;
 using PeftSharp.Tests.Training;
 using PeftSharp.Training;
 using PeftSharp.Training.Methods;
-using static TorchSharp.torch;
 
 namespace PeftSharp.Tests.Contracts;
 
 /// <summary>
-/// lora_dropout at the trainer level, through the path `peft train` takes (nothing set by hand): with the same seed,
+/// lora_dropout at the trainer level, through FineTune.Run, the library call `peft train` makes (nothing set by hand): with the same seed,
 /// data and init, a run with dropout 0.5 logs different losses from a run without once the adapter is non-zero
 /// (step 1 itself runs with B = 0, where dropout cannot show), and two runs without dropout log the same losses.
 /// </summary>
 [Collection(SerialCollection.Name)]
 public class LoraDropoutTrainerTests
 {
-    static readonly TextTokenizer Tok = TextTokenizer.Load(TestPaths.TinyLlama);
-
     static double[] Losses(string dir, string name, double dropout)
     {
-        var o = new TrainerOptions
+        var result = FineTune.Run(new FineTuneOptions
         {
-            OutDir = Path.Combine(dir, name), LearningRate = 1e-2, Schedule = LrScheduleKind.Constant, WarmupSteps = 0,
-            BatchSize = 4, MaxSeqLength = 32, Seed = 5, MaxSteps = 3,
-        };
-        var (model, method) = MethodFactory.Create(TestPaths.TinyLlama, new MethodOptions { Method = "lora", Rank = 4, Alpha = 8, Dropout = dropout }, Tok, CPU, seed: 3);
-        using (model) new Trainer(model, method, o, Tok.EosId).Train(TrainingData.Load(ReversalTask.Write(dir, 8), Tok, o.MaxSeqLength, o.Packing));
-        return RunRecords.Losses(o.OutDir);
+            Model = TestPaths.TinyLlama,
+            DataFile = ReversalTask.Write(dir, 8),
+            Method = new MethodOptions { Method = "lora", Rank = 4, Alpha = 8, Dropout = dropout },
+            Trainer = new TrainerOptions
+            {
+                OutDir = Path.Combine(dir, name), LearningRate = 1e-2, Schedule = LrScheduleKind.Constant, WarmupSteps = 0,
+                BatchSize = 4, MaxSeqLength = 32, Seed = 5, MaxSteps = 3,
+            },
+            Seed = 3,
+        });
+        Assert.NotNull(result.Train.FinalDir);
+        return RunRecords.Losses(Path.Combine(dir, name));
     }
 
     [Fact]

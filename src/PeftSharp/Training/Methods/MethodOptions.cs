@@ -32,13 +32,21 @@ public sealed record MethodOptions
     /// <summary>The Houlsby adapters of an "adapter" run (bottleneck = hidden / <see cref="ReductionFactor"/>).</summary>
     public HoulsbyConfig Houlsby => new() { ReductionFactor = ReductionFactor, NonLinearity = NonLinearity };
 
+    /// <summary>Errors name the config key (PEFT's name where PEFT has one); the CLI maps keys to its flags (<see cref="FlagOf"/>).</summary>
     public void Validate()
     {
-        if (!Names.Contains(Method)) throw new ArgumentException($"--method: '{Method}' is not one of {string.Join(", ", Names)}");
-        if (Rank <= 0) throw new ArgumentException($"--rank must be positive (got {Rank})");
-        if (Alpha <= 0) throw new ArgumentException($"--alpha must be positive (got {Alpha})");
-        if (Dropout is < 0 or >= 1) throw new ArgumentException($"--dropout must be in [0, 1) (got {Dropout})");
-        if (VirtualTokens <= 0) throw new ArgumentException($"--virtual-tokens must be positive (got {VirtualTokens})");
-        if (ReductionFactor <= 0) throw new ArgumentException($"--reduction-factor must be positive (got {ReductionFactor})");
+        if (!Names.Contains(Method)) throw new ArgumentException($"'method': '{Method}' is not one of {string.Join(", ", Names)}");
+        if (Rank <= 0) throw new ArgumentException($"'r' must be positive (got {Rank})");
+        if (Alpha <= 0) throw new ArgumentException($"'lora_alpha' must be positive (got {Alpha})");
+        if (Dropout is < 0 or >= 1) throw new ArgumentException($"'lora_dropout' must be in [0, 1) (got {Dropout})");
+        if (VirtualTokens <= 0) throw new ArgumentException($"'num_virtual_tokens' must be positive (got {VirtualTokens})");
+        if (ReductionFactor <= 0) throw new ArgumentException($"'reduction_factor' must be positive (got {ReductionFactor})");
     }
+
+    /// <summary>The config keys <see cref="Validate"/> names, with the `peft train` flag that sets each.</summary>
+    public static readonly IReadOnlyDictionary<string, string> FlagOf = new Dictionary<string, string>
+    {
+        ["method"] = "--method", ["r"] = "--rank", ["lora_alpha"] = "--alpha", ["lora_dropout"] = "--dropout",
+        ["num_virtual_tokens"] = "--virtual-tokens", ["reduction_factor"] = "--reduction-factor",
+    };
 }
