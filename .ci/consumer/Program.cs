@@ -2,7 +2,6 @@
 // (run by .ci/packages consumer on the tiny fixture given as the first argument).
 using Microsoft.Extensions.AI;
 using PeftSharp;
-using PeftSharp.Tuners.Lora;
 using static TorchSharp.torch;
 
 string fixture = args[0];

@@ -9,6 +9,7 @@ public static class CliApp
 {
     public static int Run(string[] args)
     {
+        PeftLogging.Logger = StderrWarnings.Instance;
         var app = new CommandApp();
         var settingsByCommand = new Dictionary<string, Type>();
         app.Configure(c => Configure(new RecordingConfigurator(c, settingsByCommand)));

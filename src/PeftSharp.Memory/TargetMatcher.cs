@@ -30,8 +30,9 @@ public sealed class TargetMatcher
         _exclude = filters.ExcludeModules ?? [];
         _excludeRegex = filters.ExcludeRegex is null ? null : FullMatch(filters.ExcludeRegex, "exclude_modules");
         _layers = filters.LayersToTransform is { Count: > 0 } l ? [.. l] : null;
-        if (_layers is not null && regex is not null)
-            throw new PlanException("layers_to_transform", "cannot be combined with a regex target_modules (PEFT rejects it too)");
+        // PEFT's LoraConfig refuses layers_to_transform with any string target_modules, all-linear included.
+        if (_layers is not null && (regex is not null || allLinear))
+            throw new PlanException("layers_to_transform", $"cannot be combined with a {(allLinear ? "'all-linear'" : "regex")} target_modules (PEFT rejects it too); list the module names");
         // PEFT without layers_pattern: the first number after any dotted component followed by a dot.
         _layerIndex = new Regex(filters.LayersPattern is null ? @"^.*\.[^.]*\.(\d+)\." : $@"^.*\.{Regex.Escape(filters.LayersPattern)}\.(\d+)\.");
         _outputHead = filters.OutputHeadName;

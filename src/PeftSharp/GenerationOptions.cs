@@ -10,7 +10,7 @@ namespace PeftSharp;
 /// </summary>
 public sealed record GenerationOptions
 {
-    /// <summary>At most this many new tokens (64 by default).</summary>
+    /// <summary>At most this many new tokens (EOS and stop ids count).</summary>
     public int MaxNewTokens { get; init; } = 64;
     /// <summary>0 = greedy (argmax).</summary>
     public double Temperature { get; init; }

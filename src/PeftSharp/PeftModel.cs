@@ -30,7 +30,7 @@ public sealed class PeftModel : IDisposable
     public CausalLM BaseModel { get; }
     /// <summary>The folder the base was loaded from (a repo id's snapshot folder).</summary>
     public string ModelPath { get; }
-    /// <summary>The model folder's tokenizer (encodes as Hugging Face's <c>tokenizer(text)</c>).</summary>
+    /// <summary>The base's tokenizer (tokenizer.json, its special tokens and generation_config.json's EOS ids).</summary>
     public TextTokenizer Tokenizer { get; }
     /// <summary>The model's chat template (or <see cref="PeftModelOptions.ChatTemplateFile"/>), null when it has none.</summary>
     public ChatTemplate? ChatTemplate => _prompter.Template;
@@ -173,9 +173,30 @@ public sealed class PeftModel : IDisposable
     /// <summary>Logits [batch, seq, vocab] for token ids [batch, seq] (int64), with the active adapter; the caller disposes them.</summary>
     public Tensor Forward(Tensor inputIds, Tensor? attentionMask = null)
     {
-        using var ids = inputIds.to(ScalarType.Int64, BaseModel.Device);
-        using var mask = attentionMask?.to(BaseModel.Device);
-        return BaseModel.Forward(ids, attentionMask: mask);
+        var ids = inputIds.to(ScalarType.Int64, BaseModel.Device);
+        var mask = attentionMask?.to(BaseModel.Device);
+        try { return BaseModel.Forward(ids, attentionMask: mask); }
+        finally
+        {
+            // `to` may hand back the caller's own tensor when nothing changes: free only what was made here.
+            if (!ReferenceEquals(ids, inputIds)) ids.Dispose();
+            if (mask is not null && !ReferenceEquals(mask, attentionMask)) mask.Dispose();
+        }
+    }
+
+    /// <summary>
+    /// As HF's <c>model.generate(input_ids)</c>: the prompt ids [1, T] followed by the generated ids (int64, on CPU; EOS
+    /// and stop ids are not included). The caller disposes the result.
+    /// </summary>
+    public Tensor Generate(Tensor inputIds, GenerationOptions? options = null)
+    {
+        if (inputIds.dim() != 2 || inputIds.shape[0] != 1) throw new ArgumentException($"input ids must be [1, T] (one sequence), got [{string.Join(", ", inputIds.shape)}]");
+        using var cpu = inputIds.to(ScalarType.Int64, CPU);
+        var prompt = cpu.data<long>().Select(i => (int)i).ToArray();
+        options ??= new GenerationOptions();
+        var stopIds = Tokenizer.StopIds(BaseModel.Config).Concat(options.StopTokenIds).ToHashSet();
+        var generated = TextGenerator.Generate(BaseModel, prompt, options.ToSampling(), stopIds).TakeWhile(id => !stopIds.Contains(id));
+        return tensor(prompt.Concat(generated).Select(i => (long)i).ToArray()).unsqueeze(0);
     }
 
     /// <summary>The continuation of <paramref name="prompt"/> (encoded as HF's <c>tokenizer(prompt)</c>), greedy unless options say otherwise.</summary>
@@ -243,7 +264,7 @@ public sealed class PeftModel : IDisposable
     /// <summary>Evaluation mode (dropout off), as PyTorch's <c>model.eval()</c>; models load in this mode.</summary>
     public void Eval() => BaseModel.eval();
 
-    /// <summary>Frees the base model and every adapter (native tensors).</summary>
+    /// <summary>Frees the adapters, the base model's tensors and the tokenizer.</summary>
     public void Dispose()
     {
         foreach (var a in _adapters) a.Dispose();

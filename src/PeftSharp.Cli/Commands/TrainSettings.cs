@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.ComponentModel;
 using PeftSharp.Training;
 using PeftSharp.Training.Methods;
@@ -50,6 +51,12 @@ public sealed class TrainSettings : CommandSettings
     public string Targets { get; set; } = "all-linear";
     [CommandOption("--exclude <LIST>")] public string? Exclude { get; set; }
     [CommandOption("--rslora")] public bool UseRslora { get; set; }
+    [CommandOption("--rank-pattern <SPEC>")] [Description("PEFT's rank_pattern: KEY=RANK,... with regex keys (e.g. \"q_proj=16,.*\\.mlp\\..*=4\")")]
+    public string? RankPattern { get; set; }
+    [CommandOption("--alpha-pattern <SPEC>")] [Description("PEFT's alpha_pattern: KEY=ALPHA,... with regex keys")]
+    public string? AlphaPattern { get; set; }
+    [CommandOption("--layers <LIST>")] [Description("PEFT's layers_to_transform: decoder layers that get LoRA, e.g. 0-3,7")]
+    public string? Layers { get; set; }
     [CommandOption("--init <INIT>")] [Description("LoRA init: true | gaussian | pissa")] [DefaultValue("true")]
     public string Init { get; set; } = "true";
     [CommandOption("--reduction-factor <N>")] [Description("Houlsby bottleneck = hidden / N")] [DefaultValue(16)]
@@ -101,6 +108,9 @@ public sealed class TrainSettings : CommandSettings
         Method = IsPreference ? AdapterMethod : Method, Rank = Rank, Alpha = Alpha, Dropout = Dropout, Targets = Targets, Exclude = Exclude, UseRslora = UseRslora,
         Init = Init, ReductionFactor = ReductionFactor, VirtualTokens = VirtualTokens, PromptInit = PromptInit, PromptInitText = PromptInitText,
         BlockSize = BlockSize,
+        RankPattern = PatternFlags.Dict<int>(RankPattern, "--rank-pattern", v => int.TryParse(v, NumberStyles.Integer, CultureInfo.InvariantCulture, out int r) ? r : (int?)null),
+        AlphaPattern = PatternFlags.Dict<double>(AlphaPattern, "--alpha-pattern", v => double.TryParse(v, NumberStyles.Float, CultureInfo.InvariantCulture, out double a) ? a : (double?)null),
+        LayersToTransform = Layers is null ? null : PatternFlags.Layers(Layers, "--layers"),
     };
 
     public string ModelDir => Model ?? Path.Combine(DemoDir, "base");

@@ -73,7 +73,7 @@ public sealed record TrainingData(
     }
 
     /// <summary>Where data warnings go (most tokens unknown to the tokenizer).</summary>
-    public static Action<string> Warn { get; set; } = m => Console.Error.WriteLine($"warning: {m}");
+    public static Action<string> Warn { get; set; } = PeftLogging.Warn;
 
     /// <summary>Text the tokenizer cannot spell (another language or encoding, a binary or CSV file) trains the model to say &lt;unk&gt;.</summary>
     static void WarnIfMostlyUnknown(string path, IReadOnlyList<TokenSequence> seqs, TextTokenizer tokenizer)

@@ -18,7 +18,7 @@ public static class PeftAdapterIO
     public const string WeightsFile = "adapter_model.safetensors";
 
     /// <summary>Where non-fatal notices go (unknown config keys, an overridden fingerprint mismatch).</summary>
-    public static Action<string> Warn { get; set; } = m => Console.Error.WriteLine($"warning: {m}");
+    public static Action<string> Warn { get; set; } = PeftLogging.Warn;
 
     /// <summary>Test seam: rewrites the tensor entries just before they are written.</summary>
     internal static Func<IEnumerable<SafeTensorEntry>, IEnumerable<SafeTensorEntry>>? EntriesHook { get; set; }

@@ -16,7 +16,7 @@ public sealed record LoadOptions
 public static class ModelLoader
 {
     /// <summary>Where non-fatal notices go (base weights holding NaN/Inf).</summary>
-    public static Action<string> Warn { get; set; } = m => Console.Error.WriteLine($"warning: {m}");
+    public static Action<string> Warn { get; set; } = PeftLogging.Warn;
 
     /// <summary>Hooks that recognise a pre-quantised checkpoint and return the quantiser that reads it.</summary>
     public static List<Func<CheckpointReader, IWeightQuantizer?>> QuantizedCheckpointDetectors { get; } = new();

@@ -18,6 +18,7 @@ public static class RunPlan
         Targets = m.IsLora ? TargetMatcher.Parse(m.Targets, new TargetFilters
         {
             ExcludeModules = m.Exclude?.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries),
+            LayersToTransform = m.LayersToTransform,
         }) : null,
         VirtualTokens = m.VirtualTokens,
         WeightDtype = m.IsQuantized ? DType.Nf4 : DType.Fp32,

@@ -67,6 +67,10 @@ public class PeftModelTests
         string expected = model.Tokenizer.Decode(ids)[model.Tokenizer.Decode(ids.Take(promptLength)).Length..];
         Assert.Equal(expected, text);
         Assert.Equal(text, string.Concat(model.GenerateStream(prompt, new GenerationOptions { MaxNewTokens = 8 })));
+        // Ids in, ids out (HF's model.generate): the prompt then the same greedy ids.
+        using var promptIds = tensor(ids.Take(promptLength).Select(i => (long)i).ToArray()).unsqueeze(0);
+        using var outIds = model.Generate(promptIds, new GenerationOptions { MaxNewTokens = 8 });
+        Assert.Equal(ids.Select(i => (long)i), outIds[0].data<long>().ToArray());
     }
 
     [Fact]

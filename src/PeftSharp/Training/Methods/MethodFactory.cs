@@ -81,6 +81,9 @@ public static class MethodFactory
         {
             R = o.Rank,
             LoraAlpha = o.Alpha,
+            RankPattern = o.RankPattern,
+            AlphaPattern = o.AlphaPattern,
+            LayersToTransform = o.LayersToTransform,
             LoraDropout = o.Dropout,
             TargetModules = t == "all-linear" || regex ? null : t.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries),
             TargetModulesRegex = t == "all-linear" ? "all-linear" : regex ? t["regex:".Length..] : null,

@@ -15,6 +15,12 @@ public sealed record MethodOptions
     public string Targets { get; init; } = "all-linear";
     public string? Exclude { get; init; }
     public bool UseRslora { get; init; }
+    /// <summary>PEFT's rank_pattern: regex keys (matched as `(.*\.)?(key)$` against module names) to ranks other than <see cref="Rank"/>.</summary>
+    public IReadOnlyDictionary<string, int> RankPattern { get; init; } = new Dictionary<string, int>();
+    /// <summary>PEFT's alpha_pattern: regex keys to alphas other than <see cref="Alpha"/>.</summary>
+    public IReadOnlyDictionary<string, double> AlphaPattern { get; init; } = new Dictionary<string, double>();
+    /// <summary>PEFT's layers_to_transform: only these decoder layers get LoRA (null = all).</summary>
+    public IReadOnlyList<int>? LayersToTransform { get; init; }
     /// <summary>true | gaussian | pissa.</summary>
     public string Init { get; init; } = "true";
     public int ReductionFactor { get; init; } = 16;
@@ -41,6 +47,11 @@ public sealed record MethodOptions
         if (Dropout is < 0 or >= 1) throw new ArgumentException($"'lora_dropout' must be in [0, 1) (got {Dropout})");
         if (VirtualTokens <= 0) throw new ArgumentException($"'num_virtual_tokens' must be positive (got {VirtualTokens})");
         if (ReductionFactor <= 0) throw new ArgumentException($"'reduction_factor' must be positive (got {ReductionFactor})");
+        foreach (var (k, v) in RankPattern)
+            if (v <= 0) throw new ArgumentException($"'rank_pattern' '{k}' must be positive (got {v})");
+        foreach (var (k, v) in AlphaPattern)
+            if (!(v > 0) || !double.IsFinite(v)) throw new ArgumentException($"'alpha_pattern' '{k}' must be positive (got {v})");
+        if (LayersToTransform?.FirstOrDefault(l => l < 0) is int bad and < 0) throw new ArgumentException($"'layers_to_transform' must be layer indices >= 0 (got {bad})");
     }
 
     /// <summary>The config keys <see cref="Validate"/> names, with the `peft train` flag that sets each.</summary>
@@ -48,5 +59,6 @@ public sealed record MethodOptions
     {
         ["method"] = "--method", ["r"] = "--rank", ["lora_alpha"] = "--alpha", ["lora_dropout"] = "--dropout",
         ["num_virtual_tokens"] = "--virtual-tokens", ["reduction_factor"] = "--reduction-factor",
+        ["rank_pattern"] = "--rank-pattern", ["alpha_pattern"] = "--alpha-pattern", ["layers_to_transform"] = "--layers",
     };
 }

@@ -1,6 +1,8 @@
 using System.Text.Json.Nodes;
 
-namespace PeftSharp.Tuners.Houlsby;
+using PeftSharp.Tuners;
+
+namespace PeftSharp;
 
 /// <summary>
 /// Houlsby et al. (2019) bottleneck adapters after the attention and MLP sub-layers. Saved as

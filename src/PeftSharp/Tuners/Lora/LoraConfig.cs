@@ -3,17 +3,18 @@ using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
 using PeftSharp.Memory;
 
-namespace PeftSharp.Tuners.Lora;
+namespace PeftSharp;
 
 /// <summary>
+/// In namespace PeftSharp, as PEFT exports it at the top level (<c>from peft import LoraConfig</c>).
 /// Mirror of PEFT's LoraConfig (peft/tuners/lora/config.py) for the fields PeftSharp implements. Serialises to the
 /// same adapter_config.json keys, so adapters round-trip between PeftSharp and PEFT.
 /// </summary>
-public sealed record LoraConfig : Tuners.IPeftConfig
+public sealed record LoraConfig : PeftSharp.Tuners.IPeftConfig
 {
     /// <summary>adapter_config.json's peft_type for LoRA (DoRA and QLoRA too).</summary>
     public const string PeftTypeName = "LORA";
-    string Tuners.IPeftConfig.PeftType => PeftTypeName;
+    string PeftSharp.Tuners.IPeftConfig.PeftType => PeftTypeName;
 
     public int R { get; init; } = 8;
     public double LoraAlpha { get; init; } = 8;

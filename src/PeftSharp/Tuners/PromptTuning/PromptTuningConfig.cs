@@ -1,6 +1,8 @@
 using System.Text.Json.Nodes;
 
-namespace PeftSharp.Tuners.PromptTuning;
+using PeftSharp.Tuners;
+
+namespace PeftSharp;
 
 public enum PromptInit { Random, SampleVocab, Text }
 
