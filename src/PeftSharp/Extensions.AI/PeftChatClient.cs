@@ -10,7 +10,7 @@ namespace PeftSharp;
 /// </summary>
 /// <remarks>
 /// <para><see cref="ChatOptions"/>: <c>MaxOutputTokens</c> (default: the rest of the model's context),
-/// <c>Temperature</c> (default 0 = greedy, like <see cref="PeftModel.Generate"/>), <c>TopP</c>, <c>TopK</c>,
+/// <c>Temperature</c> (default 0 = greedy, like <see cref="PeftModel.Generate(string, int?, GenerationOptions?)"/>), <c>TopP</c>, <c>TopK</c>,
 /// <c>StopSequences</c> (the reply is cut before the first one), <c>Seed</c>, and <c>ModelId</c>: an adapter name
 /// (used for that request only), or <see cref="BaseModelId"/> for the base with adapters disabled; left out, the
 /// model's active adapter. Options that would change the output and are not implemented (penalties, response
