@@ -8,7 +8,7 @@ namespace PeftSharp.Quantization;
 /// y = x W^T for a quantised W without keeping W: forward dequantises, multiplies and frees it; backward
 /// dequantises again for grad_x = g W. The base never gets a gradient (it is not an input of the graph).
 /// </summary>
-public sealed class QuantizedLinearFunction : autograd.SingleTensorFunction<QuantizedLinearFunction>
+internal sealed class QuantizedLinearFunction : autograd.SingleTensorFunction<QuantizedLinearFunction>
 {
     public override string Name => "QuantizedLinear";
 

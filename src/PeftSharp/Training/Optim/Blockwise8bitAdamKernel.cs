@@ -10,7 +10,7 @@ namespace PeftSharp.Training.Optim;
 /// new absmax of each moment over the block, requantise. m uses the signed dynamic map, v the unsigned one.
 /// CPU, fp32, contiguous tensors; blocks are spread over threads.
 /// </summary>
-public static unsafe class Blockwise8bitAdamKernel
+internal static unsafe class Blockwise8bitAdamKernel
 {
     public const int BlockSize = 256;
 
