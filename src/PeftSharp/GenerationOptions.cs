@@ -3,7 +3,7 @@ using PeftSharp.Generation;
 namespace PeftSharp;
 
 /// <summary>
-/// How <see cref="PeftModel.Generate"/> and <see cref="PeftModel.GenerateStream(string, GenerationOptions?)"/> pick
+/// How <see cref="PeftModel.Generate(string, int?, GenerationOptions?)"/> and <see cref="PeftModel.GenerateStream(string, GenerationOptions?)"/> pick
 /// tokens, with Hugging Face's meanings: greedy unless <see cref="Temperature"/> &gt; 0. Generation stops after
 /// <see cref="MaxNewTokens"/>, at the model's EOS ids (config.json, generation_config.json, the tokenizer), at
 /// <see cref="StopTokenIds"/>, or before the first of <see cref="StopSequences"/> (which is not returned).

@@ -10,7 +10,7 @@ public sealed record DataPosition(int Epoch, int Index, ulong Seed);
 /// depends only on (seed, epoch), computed with <see cref="SplitMix64"/> + Fisher-Yates (not System.Random, whose algorithm
 /// is not a contract), so a saved <see cref="Position"/> resumes exactly. An epoch's last batch may be smaller.
 /// </summary>
-public sealed class BatchLoader
+internal sealed class BatchLoader
 {
     readonly IReadOnlyList<TokenSequence> _data;
     int[] _order;

@@ -8,7 +8,7 @@ namespace PeftSharp.Data;
 /// with packing, consecutive short examples share one sequence. Packed examples attend to each other (no
 /// block-diagonal mask): the usual simple packing, fine for short independent examples.
 /// </summary>
-public static class SequenceBuilder
+internal static class SequenceBuilder
 {
     public static (List<TokenSequence> Sequences, DataStats Stats) Build(IReadOnlyList<RawExample> examples, TextTokenizer tokenizer, int maxLength, bool packing)
     {

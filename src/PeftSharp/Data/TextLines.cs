@@ -7,7 +7,7 @@ namespace PeftSharp.Data;
 /// as soon as the limit is passed (a 100 MB one-line file is never read into one string), invalid UTF-8 and NUL bytes
 /// (binary files) are refused, each naming file:line. A UTF-8 byte order mark and CRLF line ends are accepted.
 /// </summary>
-public static class TextLines
+internal static class TextLines
 {
     /// <summary>8 MiB: far above any example that fits a context (about 2M tokens of text), far below memory trouble.</summary>
     public const int MaxLineBytes = 8 << 20;

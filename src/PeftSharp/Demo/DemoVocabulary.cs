@@ -1,7 +1,7 @@
 namespace PeftSharp.Demo;
 
 /// <summary>The closed word lists the demo corpus and task are written in (all lower case, one token each).</summary>
-public static class DemoVocabulary
+internal static class DemoVocabulary
 {
     public static readonly string[] Names = ["mira", "tobin", "sela", "okar", "lune", "pell", "dara", "fenn", "ivo", "rena", "kaso", "yul"];
     public static readonly string[] Places = ["tolsk", "varn", "ebbin", "corra", "miln", "zeth", "aurel", "dovi"];

@@ -9,7 +9,7 @@ namespace PeftSharp.Demo;
 /// colour) derived from the seed, so the corpus has knowledge to learn as well as grammar. Tokens are separated
 /// by single spaces, matching the demo's word-level tokenizer.
 /// </summary>
-public sealed class SyntheticCorpus
+internal sealed class SyntheticCorpus
 {
     readonly ulong _factsSeed;
 

@@ -7,7 +7,7 @@ namespace PeftSharp.Demo;
 /// pre-tokenizer (words and runs of punctuation), special tokens first. Decoding joins tokens with spaces
 /// (no decoder), so text written with single spaces between tokens round-trips exactly.
 /// </summary>
-public static class WordLevelTokenizerJson
+internal static class WordLevelTokenizerJson
 {
     public const string Eos = "<|endoftext|>", Unk = "<unk>";
 

@@ -4,7 +4,7 @@ namespace PeftSharp.Generation;
 /// Cuts streamed text before the first stop sequence (OpenAI's <c>stop</c>): text that might be the start of a stop
 /// sequence is held back until the next pieces show whether it is, so nothing of a stop sequence is ever emitted.
 /// </summary>
-public sealed class StopSequenceFilter(IReadOnlyList<string> stops)
+internal sealed class StopSequenceFilter(IReadOnlyList<string> stops)
 {
     readonly IReadOnlyList<string> _stops = stops.Where(s => s.Length > 0).ToList();
     string _pending = "";

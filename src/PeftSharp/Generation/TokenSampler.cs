@@ -8,7 +8,7 @@ namespace PeftSharp.Generation;
 /// the vocabulary: with no filter the draw walks the probabilities in id order, top-k keeps a heap of k, and top-p
 /// pops the most likely tokens from a heap built in linear time until their mass reaches top_p.
 /// </summary>
-public sealed class TokenSampler
+internal sealed class TokenSampler
 {
     readonly SamplingOptions _o;
     readonly Random _rng;

@@ -5,7 +5,7 @@ namespace PeftSharp.Hub;
 /// filelock's Unix lock is flock(LOCK_EX | LOCK_NB) on the file, and so is .NET's FileShare.None on Unix, so a Python
 /// download and ours of the same blob wait for each other.
 /// </summary>
-public sealed class HubLock : IDisposable
+internal sealed class HubLock : IDisposable
 {
     readonly FileStream _stream;
 

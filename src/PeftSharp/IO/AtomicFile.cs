@@ -4,7 +4,7 @@ namespace PeftSharp.IO;
 /// Write-to-temp-then-rename. A crash, a full disk or an exception mid-write leaves the previous file
 /// (or folder) untouched: the rename is the only moment the destination changes.
 /// </summary>
-public static class AtomicFile
+internal static class AtomicFile
 {
     public static void Write(string path, Action<FileStream> write)
     {

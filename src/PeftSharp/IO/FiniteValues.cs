@@ -6,7 +6,7 @@ namespace PeftSharp.IO;
 /// NaN/Inf checks on loaded tensors. One non-finite weight makes every output NaN (a server then answers "" with
 /// finish_reason stop, a merge writes a NaN model), so adapters and quantisation refuse them, naming file and tensor.
 /// </summary>
-public static class FiniteValues
+internal static class FiniteValues
 {
     /// <summary>True when every element is finite (always for integer tensors).</summary>
     public static bool All(Tensor t)

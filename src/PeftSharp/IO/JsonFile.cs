@@ -4,7 +4,7 @@ using System.Text.Json.Nodes;
 namespace PeftSharp.IO;
 
 /// <summary>The JSON files of model and adapter folders (config.json, tokenizer.json, adapter_config.json, ...).</summary>
-public static class JsonFile
+internal static class JsonFile
 {
     /// <summary>Larger than any tokenizer.json (tens of MB); a bigger "JSON" file is refused before it is read.</summary>
     public const long DefaultMaxBytes = 1L << 30;

@@ -5,7 +5,7 @@ namespace PeftSharp.IO;
 /// -> ../../blobs/&lt;etag&gt;`), and on Unix <see cref="FileInfo.Length"/> is the length of the link itself, not of the
 /// file it points to. Opening the path follows every link, so the length is the target's.
 /// </summary>
-public static class LinkedFile
+internal static class LinkedFile
 {
     public static long Length(string path)
     {

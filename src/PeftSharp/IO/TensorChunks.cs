@@ -7,7 +7,7 @@ namespace PeftSharp.IO;
 /// larger), so no byte span passed to a reader, a stream or a hash reaches the 2 GiB limit of Span. The caller
 /// disposes every view.
 /// </summary>
-public static class TensorChunks
+internal static class TensorChunks
 {
     public const long DefaultMaxBytes = 1L << 30;
 

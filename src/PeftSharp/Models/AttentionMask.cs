@@ -3,7 +3,7 @@ using static TorchSharp.torch;
 namespace PeftSharp.Models;
 
 /// <summary>Additive attention masks over absolute cache slots.</summary>
-public static class AttentionMask
+internal static class AttentionMask
 {
     /// <summary>
     /// Additive mask [B, 1, T, S]: causal over absolute slots, padding keys hidden, the diagonal always open.

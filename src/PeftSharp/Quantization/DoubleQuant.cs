@@ -7,7 +7,7 @@ public sealed record DoubleQuantized(byte[] Codes, float[] NestedAbsmax, float O
 /// Double quantisation as bitsandbytes does it: <c>offset = mean(absmax)</c>, then <c>absmax - offset</c>
 /// quantised blockwise (256) to 8 bits with the signed dynamic map; dequantised as <c>map[q] * a2 + offset</c>.
 /// </summary>
-public static class DoubleQuant
+internal static class DoubleQuant
 {
     public const int NestedBlockSize = 256;
 

@@ -8,7 +8,7 @@ public enum FourBitType { Nf4, Fp4 }
 /// NF4 rounding is bitsandbytes' decision tree (<c>dQuantizeNF4</c>): its thresholds are the float midpoints
 /// between neighbouring codes, so reproducing them literally keeps ties bit-identical with bnb.
 /// </summary>
-public static class Nf4Codes
+internal static class Nf4Codes
 {
     public static readonly float[] Nf4 =
     [

@@ -10,7 +10,7 @@ namespace PeftSharp.Quantization;
 /// reference and the TorchSharp path compute, so results are bitwise equal); AVX2 then looks the nibbles up
 /// with two 8-entry permutes and a blend.
 /// </summary>
-public static unsafe class Nf4Kernel
+internal static unsafe class Nf4Kernel
 {
     public static bool Supports(ScalarType t) => t is ScalarType.Float32 or ScalarType.BFloat16 or ScalarType.Float16;
 

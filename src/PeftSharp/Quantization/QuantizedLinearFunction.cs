@@ -11,7 +11,7 @@ namespace PeftSharp.Quantization;
 /// and reused by every layer, forward and backward: one layer's dense weight at a time, as before, but without a
 /// fresh allocation (and its page faults: a weight over glibc's mmap threshold is a new mapping each time) per call.
 /// </summary>
-public sealed class QuantizedLinearFunction : autograd.SingleTensorFunction<QuantizedLinearFunction>
+internal sealed class QuantizedLinearFunction : autograd.SingleTensorFunction<QuantizedLinearFunction>
 {
     public override string Name => "QuantizedLinear";
 

@@ -5,7 +5,7 @@ using static TorchSharp.torch;
 namespace PeftSharp.Training;
 
 /// <summary>Next-token cross entropy: logits at position t predict labels at t+1; labels of -100 carry no loss.</summary>
-public static class CausalLmLoss
+internal static class CausalLmLoss
 {
     /// <summary>The summed (not averaged) loss in fp32, so micro-batches can be normalised by the step's total target count.</summary>
     /// <remarks>

@@ -5,7 +5,7 @@ namespace PeftSharp.Training;
 /// water mark", since the process started). It counts everything resident: libtorch tensors, the .NET heap and
 /// memory-mapped weights that were touched. Elsewhere, the .NET process working-set counters.
 /// </summary>
-public static partial class ProcessMemory
+internal static partial class ProcessMemory
 {
     /// <summary>glibc's mallopt parameter for the mmap threshold.</summary>
     const int MMmapThreshold = -3;

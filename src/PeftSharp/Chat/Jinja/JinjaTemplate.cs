@@ -9,7 +9,7 @@ namespace PeftSharp.Chat.Jinja;
 /// raise_exception(message) and strftime_now(format), plus Jinja's range, namespace and dict.
 /// Supported: see src/PeftSharp/Chat/README.md. Anything else is a <see cref="JinjaUnsupportedException"/>.
 /// </summary>
-public sealed class JinjaTemplate
+internal sealed class JinjaTemplate
 {
     readonly List<Stmt> _body;
 

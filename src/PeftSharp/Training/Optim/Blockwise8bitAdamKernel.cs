@@ -12,7 +12,7 @@ namespace PeftSharp.Training.Optim;
 /// <see cref="Blockwise8bitAdamVector"/>, which does the same float operations in the same order eight lanes at a
 /// time (bit-identical); the scalar block below stays as its reference (<see cref="StepScalar"/>, tested against).
 /// </summary>
-public static unsafe class Blockwise8bitAdamKernel
+internal static unsafe class Blockwise8bitAdamKernel
 {
     public const int BlockSize = 256;
 

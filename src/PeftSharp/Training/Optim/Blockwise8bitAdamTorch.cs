@@ -8,7 +8,7 @@ namespace PeftSharp.Training.Optim;
 /// parameters the fused CPU kernel does not take (another device, or a 16-bit dtype). Same arithmetic, same
 /// nearest-code rounding (bucketize on the code midpoints), more memory traffic.
 /// </summary>
-public static class Blockwise8bitAdamTorch
+internal static class Blockwise8bitAdamTorch
 {
     static readonly Dictionary<(bool, string), (Tensor Values, Tensor Midpoints)> Maps = new();
 

@@ -3,7 +3,7 @@ using static TorchSharp.torch;
 namespace PeftSharp.Training.Optim;
 
 /// <summary>State kept on each parameter's own device: the ordinary, fastest layout.</summary>
-public sealed class DeviceStateStore : IStateStore
+internal sealed class DeviceStateStore : IStateStore
 {
     readonly List<Tensor> _owned = new();
 

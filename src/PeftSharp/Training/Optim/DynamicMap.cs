@@ -8,7 +8,7 @@ namespace PeftSharp.Training.Optim;
 /// Quantisation rounds to the nearest value through a table on the top 16 bits of the float, so it costs one
 /// lookup and usually no more than one comparison.
 /// </summary>
-public sealed class DynamicMap
+internal sealed class DynamicMap
 {
     public static DynamicMap Signed { get; } = new(true);
     public static DynamicMap Unsigned { get; } = new(false);

@@ -11,7 +11,7 @@ namespace PeftSharp.Training.Optim;
 /// reusable device scratch buffer sized to the largest parameter's state and copying back after the update.
 /// The files are scratch space, deleted on Dispose; checkpoints go through the optimiser's SaveState.
 /// </summary>
-public sealed class PagedStateStore : IStateStore
+internal sealed class PagedStateStore : IStateStore
 {
     readonly bool _stage;
     readonly List<Tensor> _owned = new();

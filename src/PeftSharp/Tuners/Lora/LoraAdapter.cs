@@ -25,7 +25,7 @@ public sealed class LoraAdapter
     public long ParameterCount => Layers.Values.Sum(l => l.ParameterCount);
 }
 
-public static class PeftKeys
+internal static class PeftKeys
 {
     public const string Prefix = "base_model.model.";
 }

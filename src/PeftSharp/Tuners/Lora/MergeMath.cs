@@ -3,7 +3,7 @@ using static TorchSharp.torch;
 namespace PeftSharp.Tuners.Lora;
 
 /// <summary>PEFT's merge_utils (task arithmetic, TIES, DARE) over task tensors stacked on dim 0.</summary>
-public static class MergeMath
+internal static class MergeMath
 {
     public static Tensor TaskArithmetic(IReadOnlyList<Tensor> tasks, double[] weights)
     {
