@@ -43,7 +43,7 @@ public sealed class ServeCommand : AsyncCommand<ServeCommand.Settings>
         public int MaxBatch { get; set; } = 32;
 
         [CommandOption("--max-prefill-batch <N>")]
-        [Description("Waiting requests prefilled together in one forward (1 = each alone; default: --max-batch)")]
+        [Description("Waiting requests prefilled together in one forward (1 = each alone; default 8, or --max-batch when smaller)")]
         public int? MaxPrefillBatch { get; set; }
 
         [CommandOption("--max-queue <N>")]

@@ -69,7 +69,7 @@ public sealed class PeftServer : IAsyncDisposable
     static async Task<PeftServer> StartCoreAsync(CausalLM model, TextTokenizer tok, string name, ServerOptions o, IAdapterLoader loader, bool owned)
     {
         var logs = LoggerFactory.Create(b => ConfigureLogging(b, o));
-        var scheduler = new BatchScheduler(model, o.MaxBatch, o.MaxQueue, o.MaxPrefillBatch);
+        var scheduler = new BatchScheduler(model, o.MaxBatch, o.MaxQueue, o.MaxPrefillBatch ?? Math.Min(8, o.MaxBatch));
         try
         {
             var registry = new AdapterRegistry(loader, scheduler, name, o.AdapterRoot, o.MaxAdapters, logs.CreateLogger<AdapterRegistry>());
