@@ -83,15 +83,7 @@ public sealed class ServeLoadBench : IBench
         var options = new ServerOptions { Host = "127.0.0.1", Port = 0, MaxBatch = maxBatch, MaxQueue = requests, Adapters = adapters.Select((d, i) => ($"a{i}", d)).ToList() };
         await using var server = await PeftServer.StartAsync(model, tok, "base", options, new PeftAdapterLoader());
         using var http = new HttpClient { BaseAddress = server.BaseAddress, Timeout = TimeSpan.FromMinutes(10) };
-        var rng = new Random(seed);
-        // Zipf popularity: adapter k (0-based) drawn with weight 1/(k+1)^s.
-        var weights = Enumerable.Range(0, adapters.Count).Select(k => 1 / Math.Pow(k + 1, zipf)).ToArray();
-        var work = new Queue<JsonObject>(Enumerable.Range(0, requests).Select(_ => new JsonObject
-        {
-            ["model"] = $"a{Draw(rng, weights)}",
-            ["prompt"] = new JsonArray(Enumerable.Range(0, rng.Next(16, 49)).Select(_ => (JsonNode)rng.Next(model.Config.VocabSize)).ToArray()),
-            ["max_tokens"] = maxTokens, ["temperature"] = 0,
-        }));
+        var work = Requests(model, adapters.Count, requests, maxTokens, zipf, seed, stream: false);
         var latencies = new List<double>();
         long tokens = 0;
         var clock = Stopwatch.StartNew();
@@ -143,14 +135,7 @@ public sealed class ServeLoadBench : IBench
         var options = new ServerOptions { Host = "127.0.0.1", Port = 0, MaxBatch = 32, MaxPrefillBatch = maxPrefill, MaxQueue = requests, Adapters = adapters.Select((d, i) => ($"a{i}", d)).ToList() };
         await using var server = await PeftServer.StartAsync(model, tok, "base", options, new PeftAdapterLoader());
         using var http = new HttpClient { BaseAddress = server.BaseAddress, Timeout = TimeSpan.FromMinutes(10) };
-        var rng = new Random(seed);
-        var weights = Enumerable.Range(0, adapters.Count).Select(k => 1 / Math.Pow(k + 1, zipf)).ToArray();
-        var work = new Queue<JsonObject>(Enumerable.Range(0, requests).Select(_ => new JsonObject
-        {
-            ["model"] = $"a{Draw(rng, weights)}",
-            ["prompt"] = new JsonArray(Enumerable.Range(0, rng.Next(16, 49)).Select(_ => (JsonNode)rng.Next(model.Config.VocabSize)).ToArray()),
-            ["max_tokens"] = maxTokens, ["temperature"] = 0, ["stream"] = true, ["stream_options"] = new JsonObject { ["include_usage"] = true },
-        }));
+        var work = Requests(model, adapters.Count, requests, maxTokens, zipf, seed, stream: true);
         var ttft = new List<double>();
         long tokens = 0;
         var clock = Stopwatch.StartNew();
@@ -178,6 +163,24 @@ public sealed class ServeLoadBench : IBench
         double seconds = clock.Elapsed.TotalSeconds;
         var sorted = ttft.Order().ToList();
         return (tokens / seconds, Percentile(sorted, 0.5), Percentile(sorted, 0.99));
+    }
+
+    /// <summary>Greedy completions of random 16-48 token prompts, the adapter of each drawn with Zipf popularity (adapter k with weight 1/(k+1)^s).</summary>
+    static Queue<JsonObject> Requests(CausalLM model, int adapters, int requests, int maxTokens, double zipf, int seed, bool stream)
+    {
+        var rng = new Random(seed);
+        var weights = Enumerable.Range(0, adapters).Select(k => 1 / Math.Pow(k + 1, zipf)).ToArray();
+        return new Queue<JsonObject>(Enumerable.Range(0, requests).Select(_ =>
+        {
+            var body = new JsonObject
+            {
+                ["model"] = $"a{Draw(rng, weights)}",
+                ["prompt"] = new JsonArray(Enumerable.Range(0, rng.Next(16, 49)).Select(_ => (JsonNode)rng.Next(model.Config.VocabSize)).ToArray()),
+                ["max_tokens"] = maxTokens, ["temperature"] = 0,
+            };
+            if (stream) { body["stream"] = true; body["stream_options"] = new JsonObject { ["include_usage"] = true }; }
+            return body;
+        }));
     }
 
     static int Draw(Random rng, double[] weights)

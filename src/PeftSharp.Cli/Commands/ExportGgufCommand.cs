@@ -16,7 +16,7 @@ public sealed class ExportGgufCommand : Command<ExportGgufCommand.Settings>
     public sealed class Settings : CommandSettings
     {
         [CommandOption("--model <DIR>")]
-        [Description("Base Hugging Face model folder or Hub repo id ORG/NAME or ORG/NAME@REV (llama or qwen2)")]
+        [Description("Base Hugging Face model folder, Hub repo id ORG/NAME[[@REV]] or .gguf file (llama, mistral, qwen2, qwen3, phi3, gemma2)")]
         public string Model { get; set; } = "";
 
         [CommandOption("--adapter <DIR>")]

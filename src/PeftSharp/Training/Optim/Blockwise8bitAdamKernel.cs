@@ -74,11 +74,27 @@ internal static unsafe class Blockwise8bitAdamKernel
 
     static void ScalarBlock(in BlockStep k, long b, long start, int len, float* m, float* v)
     {
-        var sMap = DynamicMap.Signed;
-        var uMap = DynamicMap.Unsigned;
-        float[] sv = sMap.Values, uv = uMap.Values;
-        float scaleM = k.MAbsmax[b] * k.Beta1, scaleV = k.VAbsmax[b] * k.Beta2, maxM = 0, maxV = 0;
+        float maxM = 0, maxV = 0;
+        UpdateElements(in k, b, start, 0, len, m, v, ref maxM, ref maxV);
+        k.MAbsmax[b] = maxM; k.VAbsmax[b] = maxV;
+        // An all-zero block (e.g. LoRA A while B is still zero) keeps scale 0 and codes for 0.
+        float invM = maxM > 0 ? 1 / maxM : 0, invV = maxV > 0 ? 1 / maxV : 0;
         for (int j = 0; j < len; j++)
+        {
+            k.MCodes[start + j] = DynamicMap.Signed.Quantize(m[j] * invM);
+            k.VCodes[start + j] = DynamicMap.Unsigned.Quantize(v[j] * invV);
+        }
+    }
+
+    /// <summary>
+    /// Elements [from, len) of block <paramref name="b"/>, one at a time: the new moments into m/v, their running
+    /// maxima, the parameter update. The reference arithmetic (the vector block runs it for its tail).
+    /// </summary>
+    internal static void UpdateElements(in BlockStep k, long b, long start, int from, int len, float* m, float* v, ref float maxM, ref float maxV)
+    {
+        float[] sv = DynamicMap.Signed.Values, uv = DynamicMap.Unsigned.Values;
+        float scaleM = k.MAbsmax[b] * k.Beta1, scaleV = k.VAbsmax[b] * k.Beta2;
+        for (int j = from; j < len; j++)
         {
             long i = start + j;
             float gi = k.G[i];
@@ -88,14 +104,6 @@ internal static unsafe class Blockwise8bitAdamKernel
             maxM = MathF.Max(maxM, MathF.Abs(mj));
             maxV = MathF.Max(maxV, vj);
             k.P[i] = k.P[i] * k.Decay - k.StepSize * mj / (MathF.Sqrt(vj) * k.InvBc2Sqrt + k.Eps);
-        }
-        k.MAbsmax[b] = maxM; k.VAbsmax[b] = maxV;
-        // An all-zero block (e.g. LoRA A while B is still zero) keeps scale 0 and codes for 0.
-        float invM = maxM > 0 ? 1 / maxM : 0, invV = maxV > 0 ? 1 / maxV : 0;
-        for (int j = 0; j < len; j++)
-        {
-            k.MCodes[start + j] = sMap.Quantize(m[j] * invM);
-            k.VCodes[start + j] = uMap.Quantize(v[j] * invV);
         }
     }
 

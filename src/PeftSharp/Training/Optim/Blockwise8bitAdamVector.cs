@@ -55,17 +55,8 @@ internal static unsafe class Blockwise8bitAdamVector
                 maxM = MathF.Max(maxM, maxMv.GetElement(l));
                 maxV = MathF.Max(maxV, maxVv.GetElement(l));
             }
-            for (; j < len; j++)
-            {
-                long i = start + j;
-                float gi = k.G[i];
-                float mj = sv[k.MCodes[i]] * scaleM + k.Gm * gi;
-                float vj = uv[k.VCodes[i]] * scaleV + k.Gv * gi * gi;
-                m[j] = mj; v[j] = vj;
-                maxM = MathF.Max(maxM, MathF.Abs(mj));
-                maxV = MathF.Max(maxV, vj);
-                k.P[i] = k.P[i] * k.Decay - k.StepSize * mj / (MathF.Sqrt(vj) * k.InvBc2Sqrt + k.Eps);
-            }
+            // The block's scales are still the old ones here: they are written below.
+            Blockwise8bitAdamKernel.UpdateElements(in k, b, start, j, len, m, v, ref maxM, ref maxV);
             k.MAbsmax[b] = maxM; k.VAbsmax[b] = maxV;
             // An all-zero block (e.g. LoRA A while B is still zero) keeps scale 0 and codes for 0.
             float invM = maxM > 0 ? 1 / maxM : 0, invV = maxV > 0 ? 1 / maxV : 0;
