@@ -5,7 +5,11 @@ using static TorchSharp.torch;
 
 namespace PeftSharp.Training;
 
-public sealed record EvalResult(double Loss, double? ExactMatch, int Examples);
+/// <param name="Samples">The first few exact-match prompts with what greedy decoding produced (for people to read).</param>
+public sealed record EvalResult(double Loss, double? ExactMatch, int Examples, IReadOnlyList<EvalSample>? Samples = null);
+
+/// <summary>One exact-match prompt: its ids, the expected answer's ids, the greedy output's ids (end token included when produced).</summary>
+public sealed record EvalSample(int[] Prompt, int[] Expected, int[] Got, bool Exact);
 
 /// <summary>
 /// Eval loss (mean next-token cross entropy over the eval sequences' loss tokens) and exact-match accuracy:
@@ -14,6 +18,9 @@ public sealed record EvalResult(double Loss, double? ExactMatch, int Examples);
 /// </summary>
 public static class Evaluator
 {
+    /// <summary>How many exact-match prompts are kept as <see cref="EvalResult.Samples"/>.</summary>
+    public const int SampleCount = 3;
+
     public static EvalResult Run(CausalLM model, IReadOnlyList<TokenSequence> sequences, IReadOnlyList<PromptAnswer> prompts,
         int? eosId, int batchSize, int maxExactMatch = int.MaxValue, ITrainingMethod? method = null)
     {
@@ -30,6 +37,7 @@ public static class Evaluator
             count += batch.LossTokens;
         }
         double? exact = null;
+        var samples = new List<EvalSample>();
         var used = prompts.Take(maxExactMatch).ToList();
         if (used.Count > 0)
         {
@@ -39,10 +47,12 @@ public static class Evaluator
                 var ends = (eosId is int eos ? [eos] : Array.Empty<int>()).Concat(p.EndIds).ToHashSet();
                 int length = p.Answer.Length + (ends.Count > 0 ? 1 : 0);
                 var got = TextGenerator.Generate(model, p.Prompt, new SamplingOptions { MaxNewTokens = length }, ends).ToArray();
-                if (got.Length == length && got.AsSpan(0, p.Answer.Length).SequenceEqual(p.Answer) && (ends.Count == 0 || ends.Contains(got[^1]))) hits++;
+                bool hit = got.Length == length && got.AsSpan(0, p.Answer.Length).SequenceEqual(p.Answer) && (ends.Count == 0 || ends.Contains(got[^1]));
+                if (hit) hits++;
+                if (samples.Count < SampleCount) samples.Add(new EvalSample(p.Prompt.ToArray(), p.Answer.ToArray(), got, hit));
             }
             exact = (double)hits / used.Count;
         }
-        return new EvalResult(count > 0 ? sum / count : double.NaN, exact, used.Count);
+        return new EvalResult(count > 0 ? sum / count : double.NaN, exact, used.Count, samples);
     }
 }

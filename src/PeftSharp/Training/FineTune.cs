@@ -69,6 +69,7 @@ public static class FineTune
         var result = new Trainer(model, method, trainer, tokenizer.EosId)
         {
             Log = m => options.Logger.LogInformation("{Message}", m),
+            Decode = tokenizer.Decode,
             Cancellation = cancellationToken,
             OnRecord = r => progress?.Report(new TrainingProgress(r["step"]?.GetValue<int>() ?? 0, total, r["loss"]?.GetValue<double>(), r)),
         }.Train(data);

@@ -28,6 +28,8 @@ public sealed class Trainer
 
     /// <summary>Human-readable progress and notices.</summary>
     public Action<string>? Log { get; init; }
+    /// <summary>Turns ids into text: with it, eval records carry the first exact-match prompts with the model's answers ("samples").</summary>
+    public Func<IEnumerable<int>, string>? Decode { get; init; }
     /// <summary>Every record written to metrics.jsonl, as it is written.</summary>
     public Action<JsonObject>? OnRecord { get; init; }
     /// <summary>Called after each optimiser step with the step number (1-based).</summary>
@@ -161,6 +163,11 @@ public sealed class Trainer
         var r = Evaluator.Run(_model, data.Eval, data.EvalPrompts, _eosId, _o.BatchSize, _o.EvalMaxPrompts, _method);
         var rec = new JsonObject { ["step"] = step, ["eval_loss"] = MetricsLog.Round(r.Loss), ["elapsed_s"] = MetricsLog.Round(clock.Elapsed.TotalSeconds, 4) };
         if (r.ExactMatch is double em) { rec["eval_accuracy"] = em; rec["eval_examples"] = r.Examples; }
+        if (Decode is { } decode && r.Samples is { Count: > 0 } samples)
+            rec["samples"] = new JsonArray(samples.Select(x => (JsonNode)new JsonObject
+            {
+                ["prompt"] = decode(x.Prompt), ["expected"] = decode(x.Expected), ["got"] = decode(x.Got), ["exact"] = x.Exact,
+            }).ToArray());
         run.Record(rec);
         Log?.Invoke($"step {step}: eval loss {r.Loss:F4}" + (r.ExactMatch is double a ? $", exact match {a:P1} of {r.Examples}" : ""));
         return r;

@@ -43,7 +43,8 @@ public class TrainerTests
         Assert.Equal(MetricsLog.Round(whole.FirstEval!.Loss), resumed.FirstEval!.Loss);
         Assert.Equal(whole.FirstEval.ExactMatch, resumed.FirstEval.ExactMatch);
         Assert.Equal(whole.FirstEval.Examples, resumed.FirstEval.Examples);
-        Assert.Equal(whole.LastEval, resumed.LastEval);
+        Assert.Equal(whole.LastEval! with { Samples = null }, resumed.LastEval! with { Samples = null });
+        Assert.Equal(whole.LastEval.Samples!.Select(x => x.Got), resumed.LastEval.Samples!.Select(x => x.Got));   // same greedy answers
 
         Assert.Equal(6, resumed.Steps);
         Assert.Equal(File.ReadAllBytes(Path.Combine(dir, "a", "final", "model.safetensors")),

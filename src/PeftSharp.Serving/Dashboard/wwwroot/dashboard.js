@@ -110,7 +110,23 @@ function card(name, run) {
   figures.className = "figures";
   figures.textContent = lines.join("\n");
   el.append(title, figures);
+  const samples = [...ev].reverse().find(r => Array.isArray(r.samples))?.samples;
+  if (samples) el.append(samplesTable(samples));
   return el;
+}
+
+// The latest eval's exact-match samples: prompt, expected answer, what the model generated (greedy), hit or miss.
+function samplesTable(samples) {
+  const table = document.createElement("table");
+  table.className = "samples";
+  const head = table.insertRow();
+  for (const h of ["prompt", "expected", "model", ""]) head.appendChild(Object.assign(document.createElement("th"), { textContent: h }));
+  for (const s of samples) {
+    const row = table.insertRow();
+    row.dataset.exact = s.exact ? "true" : "false";
+    for (const text of [s.prompt, s.expected, s.got, s.exact ? "✓" : "✗"]) row.insertCell().textContent = text;
+  }
+  return table;
 }
 
 function eta(run, last, total) {

@@ -48,6 +48,17 @@ public sealed class TensorBoardReporter : IRunReporter
         foreach (var (field, value) in record)
             if (Tag(field) is { } tag && value?.GetValueKind() == JsonValueKind.Number)   // ints and doubles alike
                 _writer.add_scalar(tag, (float)double.Parse(value.ToJsonString(), CultureInfo.InvariantCulture), step);
+        if (record["samples"] is JsonArray samples) _writer.add_text("eval/samples", SamplesMarkdown(samples), step);
+    }
+
+    /// <summary>An eval record's exact-match samples as a markdown table (TensorBoard's text plugin renders markdown).</summary>
+    public static string SamplesMarkdown(JsonArray samples)
+    {
+        static string Cell(JsonNode? n) => (n?.GetValue<string>() ?? "").Replace("|", "\\|").Replace("\n", " ");
+        var lines = new List<string> { "| prompt | expected | model | exact |", "|---|---|---|---|" };
+        foreach (var s in samples.OfType<JsonObject>())
+            lines.Add($"| {Cell(s["prompt"])} | {Cell(s["expected"])} | {Cell(s["got"])} | {(s["exact"]?.GetValue<bool>() == true ? "yes" : "no")} |");
+        return string.Join("\n", lines);
     }
 
     public void Scalar(string tag, double value, int step) => _writer.add_scalar(tag, (float)value, step);

@@ -3,6 +3,7 @@ using System.Text.Json.Nodes;
 using PeftSharp.IO;
 using PeftSharp.Tests.Training.Preference;
 using PeftSharp.Training;
+using PeftSharp.Training.Reporting;
 
 namespace PeftSharp.Tests.Training.Reporting;
 
@@ -59,6 +60,21 @@ public class TensorBoardReportTests
         Assert.Equal(4L, report.Step);
         double now = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
         Assert.All(values, v => Assert.InRange(v.WallTime, now - 3600, now + 1));   // Unix seconds, as TensorBoard reads them
+
+        // Exact-match samples: every eval record holds the first prompts decoded, with what greedy decoding gave; the same
+        // table goes to TensorBoard's text plugin at that step.
+        var evalRecords = records.Where(r => r["eval_loss"] is not null).ToList();
+        Assert.All(evalRecords, r =>
+        {
+            var samples = r["samples"]!.AsArray();
+            Assert.Equal(Evaluator.SampleCount, samples.Count);
+            Assert.All(samples, x => Assert.False(string.IsNullOrEmpty(x!["prompt"]!.GetValue<string>())));
+            // An exact sample generated exactly the expected answer (then the end token, which decoding drops).
+            Assert.All(samples.Where(x => x!["exact"]!.GetValue<bool>()), x => Assert.Equal(x!["expected"]!.GetValue<string>(), x["got"]!.GetValue<string>()));
+            var text = values.Single(v => v.Tag == "eval/samples/text_summary" && v.Step == r["step"]!.GetValue<int>()).Text;
+            Assert.Equal(TensorBoardReporter.SamplesMarkdown(samples), text);
+            Assert.Contains(samples[0]!["expected"]!.GetValue<string>(), text);
+        });
     }
 
     [Fact]
