@@ -166,6 +166,31 @@ public class GgufBaseCliTests(ITestOutputHelper output)
         AssertOneLineError(code, err, "gpt2.gguf", "architecture 'gpt2'");
     }
 
+    /// <summary>
+    /// A phi3 GGUF with longrope, as convert_hf_to_gguf.py's Phi3MiniModel writes it (rope_factors_long/short
+    /// tensors, rope.scaling.attn_factor): refused in one line, not run with plain rope.
+    /// </summary>
+    [Fact]
+    public void Phi3LongRopeGguf_OneLineNamingFileAndCause()
+    {
+        string dir = TestPaths.TempDir();
+        string plain = ExportTiny(GgufLlamaCppParityTests.FamilyModel("phi3"), dir);
+        string bad = Path.Combine(dir, "phi3-longrope.gguf");
+        using (var r = new GgufReader(plain))
+        {
+            int half = (int)r.GetUInt("phi3.rope.dimension_count") / 2;
+            var meta = r.Metadata.ToList();
+            meta.Add(new("phi3.rope.scaling.attn_factor", GgufValue.F32(1.19f)));
+            var factors = new byte[half * 4];
+            var tensors = r.Tensors.Select(t => new GgufTensor(t.Name, t.Shape, t.Type, s => s.Write(r.ReadBytes(t.Name)))).ToList();
+            tensors.Insert(1, new GgufTensor("rope_factors_long.weight", [half], GgmlType.F32, s => s.Write(factors)));
+            tensors.Insert(2, new GgufTensor("rope_factors_short.weight", [half], GgmlType.F32, s => s.Write(factors)));
+            GgufWriter.Write(bad, meta, tensors);
+        }
+        var (code, _, err) = CliCapture.Run("generate", "--model", bad, "--prompt", "Lily");
+        AssertOneLineError(code, err, "phi3-longrope.gguf", "longrope");
+    }
+
     [Fact]
     public void UnknownQuantType_OneLineNamingFileAndCause()
     {
