@@ -154,7 +154,8 @@ public static class GgufModelSource
     /// <summary>
     /// Phi-3: llama.cpp keeps longrope as rope_factors_long/rope_factors_short tensors (and rope.scaling.attn_factor),
     /// which are not read back: refused. A positive sliding window is Phi-3's HF sliding_window (0 marks none, as
-    /// convert_hf_to_gguf.py's Phi3MiniModel writes it).
+    /// convert_hf_to_gguf.py's Phi3MiniModel writes it): read back, so the model is the HF one; llama.cpp itself
+    /// ignores it ("Phi SWA is currently disabled", llama.cpp#13676) and differs beyond that many tokens.
     /// </summary>
     static void Phi3Keys(GgufReader r, JsonObject c)
     {
