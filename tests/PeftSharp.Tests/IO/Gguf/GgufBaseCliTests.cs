@@ -112,11 +112,15 @@ public class GgufBaseCliTests(ITestOutputHelper output)
         Assert.True(moved > 1e-4, "training changed nothing; the round trip would prove nothing");
     }
 
-    [Fact]
-    public void QloraOnGguf_Trains()
+    /// <summary>QLoRA on a GGUF base of each family read (phi3's fused and gemma2's norm-shifted weights included).</summary>
+    [Theory]
+    [InlineData("llama")]
+    [InlineData("phi3")]
+    [InlineData("gemma2")]
+    public void QloraOnGguf_Trains(string family)
     {
         string dir = TestPaths.TempDir();
-        string gguf = ExportTiny(TestPaths.TinyLlama, dir);
+        string gguf = ExportTiny(family == "llama" ? TestPaths.TinyLlama : GgufLlamaCppParityTests.FamilyModel(family), dir);
         string adapter = Train(gguf, dir, "qlora", "qlora-run");
         var cfg = JsonFile.ReadObject(Path.Combine(adapter, "adapter_config.json"));
         Assert.StartsWith("nf4", cfg[BaseFingerprint.ConfigKey]!["scheme"]!.GetValue<string>());
