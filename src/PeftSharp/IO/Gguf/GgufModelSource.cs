@@ -29,6 +29,8 @@ public static class GgufModelSource
         ["llama"] = ("llama", "LlamaForCausalLM"),
         ["qwen2"] = ("qwen2", "Qwen2ForCausalLM"),
         ["qwen3"] = ("qwen3", "Qwen3ForCausalLM"), // q/k norms (attn_q_norm, attn_k_norm), no permutation
+        ["phi3"] = ("phi3", "Phi3ForCausalLM"),    // fused attn_qkv and gate+up (ffn_up), partial rotary
+        ["gemma2"] = ("gemma2", "Gemma2ForCausalLM"), // norms stored as 1 + w, post norms, soft-capping, sliding window
     };
 
     /// <summary>
@@ -108,8 +110,10 @@ public static class GgufModelSource
 
         int hidden = U("embedding_length"), heads = U("attention.head_count");
         int headDim = OptU("attention.key_length") ?? hidden / heads;
-        if (OptU("rope.dimension_count") is int rot && rot != headDim)
-            throw Bad(r, $"{arch}.rope.dimension_count {rot} != head size {headDim} (partial rotary embeddings are not read yet)");
+        int rotary = OptU("rope.dimension_count") ?? headDim;
+        // Partial rotary is Phi-3's (Phi-4-mini's) partial_rotary_factor; llama.cpp's other families rotate whole heads.
+        if (rotary != headDim && (arch != "phi3" || rotary <= 0 || rotary > headDim || rotary % 2 != 0 || (int)(headDim * ((double)rotary / headDim)) != rotary))
+            throw Bad(r, $"{arch}.rope.dimension_count {rotary} != head size {headDim} (partial rotary embeddings are read for phi3 only, as an even count up to the head size)");
         var embd = r.Tensors.FirstOrDefault(t => t.Name == "token_embd.weight") ?? throw Bad(r, "has no tensor 'token_embd.weight'");
         int vocab = OptU("vocab_size") ?? (int)embd.Shape[0];
         var c = new JsonObject
@@ -125,13 +129,17 @@ public static class GgufModelSource
             ["max_position_embeddings"] = OptU("context_length") ?? 2048,
             ["rms_norm_eps"] = OptF("attention.layer_norm_rms_epsilon") ?? 1e-6,
             ["rope_theta"] = OptF("rope.freq_base") ?? 10000.0,
-            ["hidden_act"] = "silu",
+            // llama.cpp's gemma2 gates with GELU (tanh approximation), the others with SiLU.
+            ["hidden_act"] = arch == "gemma2" ? "gelu_pytorch_tanh" : "silu",
             // llama.cpp reuses token_embd as the output head when the file has no output.weight.
             ["tie_word_embeddings"] = r.Tensors.All(t => t.Name != "output.weight"),
             ["attention_bias"] = arch == "llama" && r.Tensors.Any(t => t.Name == "blk.0.attn_q.bias"),
             ["torch_dtype"] = "float32",
         };
         if (headDim * heads != hidden) c["head_dim"] = headDim;
+        if (rotary != headDim) c["partial_rotary_factor"] = (double)rotary / headDim;
+        if (arch == "phi3") Phi3Keys(r, c);
+        if (arch == "gemma2") Gemma2Keys(r, c, headDim);
         if (r.Metadata.TryGetValue($"{arch}.rope.scaling.type", out var st) && st.Value is string scaling && scaling != "none")
             throw Bad(r, $"{arch}.rope.scaling.type '{scaling}' is not read yet (supported: none, and llama3's rope_freqs)");
         if (r.Tensors.FirstOrDefault(t => t.Name == "rope_freqs.weight") is { } freqs)
@@ -141,6 +149,39 @@ public static class GgufModelSource
         if (Id(r, "tokenizer.ggml.padding_token_id") is int pad) c["pad_token_id"] = pad;
         c[ConfigKey] = new JsonObject { ["file"] = Path.GetFileName(r.Path), ["tensor_data_sha256"] = TensorDataHash(r) };
         return c;
+    }
+
+    /// <summary>
+    /// Phi-3: llama.cpp keeps longrope as rope_factors_long/rope_factors_short tensors (and rope.scaling.attn_factor),
+    /// which are not read back: refused. A positive sliding window is Phi-3's HF sliding_window (0 marks none, as
+    /// convert_hf_to_gguf.py's Phi3MiniModel writes it): read back, so the model is the HF one; llama.cpp itself
+    /// ignores it ("Phi SWA is currently disabled", llama.cpp#13676) and differs beyond that many tokens.
+    /// </summary>
+    static void Phi3Keys(GgufReader r, JsonObject c)
+    {
+        if (r.Tensors.FirstOrDefault(t => t.Name.StartsWith("rope_factors_", StringComparison.Ordinal)) is { } lr)
+            throw Bad(r, $"has tensor '{lr.Name}': Phi-3 longrope scaling is not read (supported rope scaling for phi3: none)");
+        if (r.Metadata.ContainsKey("phi3.rope.scaling.attn_factor"))
+            throw Bad(r, "has phi3.rope.scaling.attn_factor: Phi-3 longrope scaling is not read (supported rope scaling for phi3: none)");
+        if (r.Metadata.ContainsKey("phi3.attention.sliding_window") && r.GetUInt("phi3.attention.sliding_window") is > 0 and var w)
+            c["sliding_window"] = checked((int)w);
+    }
+
+    /// <summary>
+    /// Gemma 2's keys as llama.cpp reads them: soft-capping and the window when present (absent: llama.cpp's defaults
+    /// 50 / 30 / 4096, which are transformers' Gemma2Config defaults too, so the keys stay absent). llama.cpp scales
+    /// attention by 1/sqrt(head_dim), or 1/sqrt(hidden/heads) for the 46-layer 27B, and has no query_pre_attn_scalar
+    /// key: config.json gets the scalar that gives that same scale (what GgufModelExport requires of what it writes).
+    /// </summary>
+    static void Gemma2Keys(GgufReader r, JsonObject c, int headDim)
+    {
+        double? F(string k) => r.Metadata.TryGetValue($"gemma2.{k}", out var v) ? v.AsDouble() : null;
+        if (F("attn_logit_softcapping") is double ac) c["attn_logit_softcapping"] = ac;
+        if (F("final_logit_softcapping") is double fc) c["final_logit_softcapping"] = fc;
+        if (r.Metadata.ContainsKey("gemma2.attention.sliding_window")) c["sliding_window"] = checked((int)r.GetUInt("gemma2.attention.sliding_window"));
+        int layers = c["num_hidden_layers"]!.GetValue<int>();
+        c["query_pre_attn_scalar"] = layers == 46 ? c["hidden_size"]!.GetValue<int>() / c["num_attention_heads"]!.GetValue<int>() : headDim;
+        c["hidden_activation"] = "gelu_pytorch_tanh";
     }
 
     // llama.cpp writes -1 (as uint32 4294967295) for "no such token".
@@ -188,13 +229,14 @@ public static class GgufModelSource
     {
         using var r = new GgufReader(ggufPath);
         var c = model.Config;
-        bool llama = r.GetString("general.architecture") == "llama";
+        string arch = r.GetString("general.architecture");
+        bool llama = arch == "llama";
         var used = new HashSet<string>(StringComparer.Ordinal);
         var nonFinite = new List<string>();
 
         Tensor Dense(string hfName, long[] shape)
         {
-            string name = GgufModelExport.GgufName(hfName) ?? throw Bad(r, $"PeftSharp parameter '{hfName}' has no GGUF name");
+            string name = GgufModelExport.GgufName(hfName, arch) ?? throw Bad(r, $"PeftSharp parameter '{hfName}' has no GGUF name");
             if (name == "output.weight" && c.TieWordEmbeddings) name = "token_embd.weight";
             var t = r.Tensors.FirstOrDefault(x => x.Name == name) ?? throw Bad(r, $"has no tensor '{name}' (for {hfName})");
             if (!t.Shape.SequenceEqual(shape))
@@ -208,6 +250,12 @@ public static class GgufModelSource
                 // The inverse of convert_hf_to_gguf.py's permute: adjacent rotary pairs back to rotate-half halves.
                 using var permuted = dense;
                 dense = permuted.reshape([h, shape[0] / h / 2, 2, .. shape.Skip(1)]).transpose(1, 2).reshape(shape).contiguous();
+            }
+            // Gemma 2's norms: llama.cpp's file holds 1 + w (Gemma2Model adds 1); PeftSharp's RMSNorm adds it itself.
+            if (arch == "gemma2" && name.EndsWith("_norm.weight", StringComparison.Ordinal))
+            {
+                using var plusOne = dense;
+                dense = plusOne - 1;
             }
             if (!FiniteValues.All(dense)) nonFinite.Add(name);
             return dense;

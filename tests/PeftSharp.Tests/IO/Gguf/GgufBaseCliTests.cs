@@ -112,11 +112,15 @@ public class GgufBaseCliTests(ITestOutputHelper output)
         Assert.True(moved > 1e-4, "training changed nothing; the round trip would prove nothing");
     }
 
-    [Fact]
-    public void QloraOnGguf_Trains()
+    /// <summary>QLoRA on a GGUF base of each family read (phi3's fused and gemma2's norm-shifted weights included).</summary>
+    [Theory]
+    [InlineData("llama")]
+    [InlineData("phi3")]
+    [InlineData("gemma2")]
+    public void QloraOnGguf_Trains(string family)
     {
         string dir = TestPaths.TempDir();
-        string gguf = ExportTiny(TestPaths.TinyLlama, dir);
+        string gguf = ExportTiny(family == "llama" ? TestPaths.TinyLlama : GgufLlamaCppParityTests.FamilyModel(family), dir);
         string adapter = Train(gguf, dir, "qlora", "qlora-run");
         var cfg = JsonFile.ReadObject(Path.Combine(adapter, "adapter_config.json"));
         Assert.StartsWith("nf4", cfg[BaseFingerprint.ConfigKey]!["scheme"]!.GetValue<string>());
@@ -164,6 +168,64 @@ public class GgufBaseCliTests(ITestOutputHelper output)
             [new GgufTensor("token_embd.weight", [8, 4], GgmlType.F32, s => s.Write(new byte[8 * 4 * 4]))]);
         var (code, _, err) = CliCapture.Run("generate", "--model", path, "--prompt", "Lily");
         AssertOneLineError(code, err, "gpt2.gguf", "architecture 'gpt2'");
+    }
+
+    /// <summary>Our f32 export of <paramref name="phi3Dir"/> rewritten with extra metadata and tensors after token_embd.</summary>
+    static string Phi3GgufWith(string phi3Dir, string name, KeyValuePair<string, GgufValue>[] keys, Func<int, GgufTensor[]> tensors)
+    {
+        string dir = TestPaths.TempDir();
+        string plain = ExportTiny(phi3Dir, dir);
+        string path = Path.Combine(dir, name);
+        using var r = new GgufReader(plain);
+        var all = r.Tensors.Select(t => new GgufTensor(t.Name, t.Shape, t.Type, s => s.Write(r.ReadBytes(t.Name)))).ToList();
+        all.InsertRange(1, tensors((int)r.GetUInt("phi3.rope.dimension_count") / 2));
+        GgufWriter.Write(path, [.. r.Metadata, .. keys], all);
+        return path;
+    }
+
+    /// <summary>
+    /// A phi3 GGUF with longrope, as convert_hf_to_gguf.py's Phi3MiniModel writes it (rope_factors_long/short
+    /// tensors, rope.scaling.attn_factor): refused in one line, not run with plain rope.
+    /// </summary>
+    [Fact]
+    public void Phi3LongRopeGguf_OneLineNamingFileAndCause()
+    {
+        string bad = Phi3GgufWith(GgufLlamaCppParityTests.FamilyModel("phi3"), "phi3-longrope.gguf",
+            [new("phi3.rope.scaling.attn_factor", GgufValue.F32(1.19f))],
+            half => [new("rope_factors_long.weight", [half], GgmlType.F32, s => s.Write(new byte[half * 4])),
+                     new("rope_factors_short.weight", [half], GgmlType.F32, s => s.Write(new byte[half * 4]))]);
+        var (code, _, err) = CliCapture.Run("generate", "--model", bad, "--prompt", "Lily");
+        AssertOneLineError(code, err, "phi3-longrope.gguf", "longrope");
+    }
+
+    /// <summary>
+    /// A phi3 GGUF's positive attention.sliding_window (Phi-3-mini's 2047, as the converter writes it) is read as
+    /// HF's sliding_window: the model is the HF folder with that window (llama.cpp ignores it: "Phi SWA is currently
+    /// disabled"), and the 8-token prompt is longer than the window of 4, so it changes the logits.
+    /// </summary>
+    [Fact]
+    public void Phi3SlidingWindowGguf_IsTheHfFolderWithThatWindow()
+    {
+        string hfDir = GgufLlamaCppParityTests.FamilyModel("phi3");
+        string gguf = Phi3GgufWith(hfDir, "phi3-swa.gguf", [new("phi3.attention.sliding_window", GgufValue.U32(4))], _ => []);
+        var cfg = JsonFile.ReadObject(Path.Combine(hfDir, "config.json"));
+        cfg["sliding_window"] = 4;
+        File.WriteAllText(Path.Combine(hfDir, "config.json"), cfg.ToJsonString());
+        using var fromGguf = ModelLoader.Load(gguf);
+        using var windowed = ModelLoader.Load(hfDir);
+        Assert.Equal(4, fromGguf.Config.SlidingWindow);
+        Assert.All(fromGguf.Config.SlidingLayers, Assert.True);
+        float[] Logits(CausalLM m)
+        {
+            using var _ = NewDisposeScope();
+            using var noGrad = no_grad();
+            return m.Forward(tensor(Prompt.Select(i => (long)i).ToArray(), ScalarType.Int64).unsqueeze(0), lastOnly: true)[0, -1].data<float>().ToArray();
+        }
+        using var plain = ModelLoader.Load(Path.Combine(Path.GetDirectoryName(gguf)!, "tiny.gguf"));
+        Assert.Null(plain.Config.SlidingWindow);
+        var ours = Logits(fromGguf);
+        Assert.Equal(Logits(windowed), ours);
+        Assert.NotEqual(Logits(plain), ours);
     }
 
     [Fact]

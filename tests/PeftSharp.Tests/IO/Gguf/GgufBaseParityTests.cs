@@ -106,6 +106,49 @@ public class GgufBaseParityTests(ITestOutputHelper output)
     }
 
     /// <summary>
+    /// phi3 (fused qkv_proj and gate_up_proj read as they are, partial rotary from rope.dimension_count) and gemma2
+    /// (norms stored as 1 + w, post norms, soft-capping, sliding window of 4 on even layers with the 8-token prompt
+    /// longer than it, query_pre_attn_scalar = head_dim as llama.cpp scales): the tiny random HF model, exported f32,
+    /// loaded back as a base, has the HF model's weights and logits, and llama.cpp agrees on the same file as the
+    /// export parity test allows (gemma2: ggml's fp16 GELU table).
+    /// </summary>
+    [Theory]
+    [InlineData("phi3", 1e-4)]
+    [InlineData("gemma2", 1e-3)]
+    public void FamilyF32Export_LoadsTheHfWeights_AndMatchesTheHfFolderAndLlamaCpp(string family, double vsLlamaCpp)
+    {
+        string dir = GgufLlamaCppParityTests.FamilyModel(family);
+        string gguf = Export(dir, "f32");
+        using var fromGguf = ModelLoader.Load(gguf);
+        using var fromHf = ModelLoader.Load(dir);
+        var (g, h) = (fromGguf.Config, fromHf.Config);
+        Assert.Equal((h.RotaryDim, h.HeadDim, h.SlidingWindow, h.AttnLogitSoftcapping, h.FinalLogitSoftcapping, h.HiddenAct, h.TieWordEmbeddings),
+            (g.RotaryDim, g.HeadDim, g.SlidingWindow, g.AttnLogitSoftcapping, g.FinalLogitSoftcapping, g.HiddenAct, g.TieWordEmbeddings));
+        Assert.Equal(h.SlidingLayers, g.SlidingLayers);
+        Assert.Equal(h.AttentionScale, g.AttentionScale, 12);
+        if (family == "phi3") Assert.True(g.RotaryDim < g.HeadDim, "the test model has partial rotary");
+        if (family == "gemma2") Assert.True(g.SlidingWindow == 4 && g.AttnLogitSoftcapping == 5.0 && g.FinalLogitSoftcapping == 3.0);
+        var hf = fromHf.named_parameters().ToDictionary(p => p.name, p => p.parameter);
+        Assert.Equal(hf.Keys.Order(), fromGguf.named_parameters().Select(p => p.name).Order());
+        foreach (var (name, p) in fromGguf.named_parameters())
+        {
+            float[] ours = p.data<float>().ToArray(), theirs = hf[name].data<float>().ToArray();
+            // Gemma's norm w went into the file as fl(1 + w); reading subtracts 1, which loses the bits below 1's
+            // ulp: within 2^-22 of w (the norm itself multiplies by 1 + w, where that is at most one rounding).
+            if (family == "gemma2" && name.EndsWith("norm.weight", StringComparison.Ordinal))
+                Assert.True(ours.Zip(theirs).All(x => Math.Abs(x.First - x.Second) <= 2.4e-7), $"{name} differs from the HF folder's by more than fp32 rounding of 1 + w");
+            else Assert.True(ours.SequenceEqual(theirs), $"{name} differs from the HF folder's");
+        }
+        var fromGgufLogits = LastLogits(fromGguf, Prompt);
+        double vsHf = Rel(LastLogits(fromHf, Prompt), fromGgufLogits);
+        using var cpp = new LlamaCpp(gguf);
+        double rel = Rel(cpp.LastLogits(Prompt), fromGgufLogits);
+        output.WriteLine($"tiny {family} f32 GGUF as base: vs the HF folder {vsHf:E2}, vs llama.cpp {rel:E2} relative");
+        Assert.True(vsHf < 1e-5, $"vs HF folder {vsHf:E2}");
+        Assert.True(rel < vsLlamaCpp, $"vs llama.cpp {rel:E2}");
+    }
+
+    /// <summary>
     /// f16 and q8_0 exports: PeftSharp dequantises the same bytes llama.cpp reads, but llama.cpp multiplies in the
     /// weight's type (f16 dot products; q8_0 weights against q8_0-quantised activations), so the logits differ by
     /// what that costs: measured ~1e-3 (f16) and ~1e-2 (q8_0) on this model; asserted with headroom, top-1 equal.

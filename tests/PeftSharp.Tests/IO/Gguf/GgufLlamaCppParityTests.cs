@@ -162,7 +162,7 @@ public class GgufLlamaCppParityTests(ITestOutputHelper output)
     }
 
     /// <summary>A tiny random model of <paramref name="family"/> with the fixture tokenizer (vocab 260).</summary>
-    static string FamilyModel(string family)
+    internal static string FamilyModel(string family)
     {
         var cfg = family switch
         {
