@@ -1,6 +1,5 @@
 using PeftSharp.IO;
 using PeftSharp.Models;
-using PeftSharp.Tests.Cli;
 using PeftSharp.Training;
 using PeftSharp.Training.Methods;
 using PeftSharp.Training.Preference;
@@ -15,13 +14,6 @@ namespace PeftSharp.Tests.Training.Preference;
 [Collection(PeftSharp.Tests.Training.SerialCollection.Name)]
 public class PreferenceRunFolderTests
 {
-    internal static string Pairs(string dir, int n = 7)
-    {
-        string path = Path.Combine(dir, "p.jsonl");
-        File.WriteAllLines(path, Enumerable.Range(0, n).Select(i => $"{{\"prompt\":\"x{i} ->\",\"chosen\":\" {i}\",\"rejected\":\" {i}{i}!\"}}"));
-        return path;
-    }
-
     static TrainerOptions Options(string outDir) => new()
     {
         LearningRate = 5e-3, MaxSteps = 4, BatchSize = 3, MaxSeqLength = 32, OutDir = outDir, SaveInterval = 2, Seed = 5,
@@ -39,7 +31,7 @@ public class PreferenceRunFolderTests
     /// <summary>A DPO run stopped after its step-2 checkpoint: (options to resume it, data file, checkpoint folder).</summary>
     static (TrainerOptions Options, string Data, string Checkpoint) Interrupted()
     {
-        string dir = TestPaths.TempDir(), data = Pairs(dir);
+        string dir = TestPaths.TempDir(), data = PreferencePairs.Write(dir);
         var o = Options(Path.Combine(dir, "run"));
         Assert.Null(Run(o with { StopAfterSteps = 2 }, data).FinalDir);
         return (o with { ResumeFrom = o.OutDir }, data, Checkpoint.Folder(o.OutDir, 2));
@@ -120,7 +112,7 @@ public class PreferenceRunFolderCliTests
     [Fact]
     public void ResumeThroughTheCliRemovesLeftoversAndRefusesAnEditedStateNamingTheFile()
     {
-        string dir = TestPaths.TempDir(), data = PreferenceRunFolderTests.Pairs(dir, 8), run = Path.Combine(dir, "dpo");
+        string dir = TestPaths.TempDir(), data = PreferencePairs.Write(dir, 8), run = Path.Combine(dir, "dpo");
         var (code, _, err) = CliCapture.Run("train", "--method", "dpo", "--adapter-method", "lora", "--model", TestPaths.TinyLlama, "--data", data,
             "--out", run, "--steps", "3", "--batch", "4", "--max-seq", "32", "--eval-interval", "1000", "--save-interval", "1");
         Assert.True(code == 0, err);
@@ -152,7 +144,7 @@ public class PreferenceRunFolderCliTests
         string temp = Path.Combine(run, "checkpoints", $".step-000010.{Guid.NewGuid():N}.tmp");
         Directory.CreateDirectory(temp);
         File.WriteAllText(Path.Combine(temp, "trainable.safetensors"), "partial");
-        var (code, _, stderr) = CliCapture.Run("train", "--method", "dpo", "--resume", run, "--model", TestPaths.TinyLlama, "--data", PreferenceRunFolderTests.Pairs(TestPaths.TempDir()));
+        var (code, _, stderr) = CliCapture.Run("train", "--method", "dpo", "--resume", run, "--model", TestPaths.TinyLlama, "--data", PreferencePairs.Write(TestPaths.TempDir()));
         Assert.Equal(1, code);
         Assert.StartsWith($"error: {run}: no checkpoint to resume from (the run stopped before its first one); start it again, replacing that folder:", stderr);
         Assert.Contains($"--out {run} --overwrite", stderr);

@@ -80,7 +80,7 @@ public class TensorBoardReportTests
     [Fact]
     public void DpoRunWritesItsRewardsAndPairsPerSecond()
     {
-        string dir = TestPaths.TempDir(), run = Path.Combine(dir, "dpo"), pairs = PreferenceRunFolderTests.Pairs(dir, 8);
+        string dir = TestPaths.TempDir(), run = Path.Combine(dir, "dpo"), pairs = PreferencePairs.Write(dir, 8);
         var (code, _, err) = CliCapture.Run("train", "--model", TestPaths.TinyLlama, "--method", "dpo", "--adapter-method", "lora", "--data", pairs,
             "--eval-file", pairs, "--steps", "2", "--eval-interval", "1000", "--batch", "4", "--max-seq", "32", "--out", run, "--report-to", "tensorboard");
         Assert.True(code == 0, err);

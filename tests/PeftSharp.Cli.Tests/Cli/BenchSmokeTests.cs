@@ -33,7 +33,7 @@ public class BenchSmokeTests
     /// <summary>Runs the bench apphost with <paramref name="args"/>; its stdout, or null (skipped, said why) when not built.</summary>
     static string? RunBench(string args)
     {
-        // tests/PeftSharp.Tests/bin/CONFIG/net10.0 -> bench/PeftSharp.Bench/bin/CONFIG/net10.0 (the solution build makes both).
+        // tests/PeftSharp.Cli.Tests/bin/CONFIG/net10.0 -> bench/PeftSharp.Bench/bin/CONFIG/net10.0 (the solution build makes both).
         var testBin = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd('/'));
         string config = testBin.Parent!.Name, repo = testBin.Parent.Parent!.Parent!.Parent!.Parent!.FullName;
         string apphost = Path.Combine(repo, "bench", "PeftSharp.Bench", "bin", config, testBin.Name, "PeftSharp.Bench");

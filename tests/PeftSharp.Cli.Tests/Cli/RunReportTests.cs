@@ -1,6 +1,5 @@
 using System.Globalization;
 using PeftSharp.IO;
-using PeftSharp.Tests.Training.Preference;
 
 namespace PeftSharp.Tests.Cli;
 
@@ -15,7 +14,7 @@ public class RunReportTests
     public void SftAndDpoReportsShareTheResultsTableAndTheMemorySectionOfTheirSummary()
     {
         string dir = TestPaths.TempDir();
-        string sft = Path.Combine(dir, "sft"), dpo = Path.Combine(dir, "dpo"), pairs = PreferenceRunFolderTests.Pairs(dir, 8);
+        string sft = Path.Combine(dir, "sft"), dpo = Path.Combine(dir, "dpo"), pairs = PreferencePairs.Write(dir, 8);
         string[] common = ["--model", TestPaths.TinyLlama, "--steps", "2", "--batch", "4", "--max-seq", "32"];
         string reversal = ReversalTask.Write(dir, 8);
         var (code, _, err) = CliCapture.Run(["train", "--method", "lora", "--data", reversal, "--eval-file", reversal, "--eval-interval", "1000", "--out", sft, .. common]);
