@@ -27,20 +27,8 @@ public class GgufReadTokenizerTests(ITestOutputHelper output)
     [InlineData("qwen25-05b-instruct-lora", "tokenizer.reconstructed.json", "qwen2")]
     public void ExportedRealTokenizer_ReadBackEncodesLikeHfAndLlamaCpp(string fixture, string tokenizerFile, string modelType)
     {
-        string? src = RealFixtures.Folder(fixture, output);
-        if (src is null) return;
-        string dir = TestPaths.TempDir();
-        File.Copy(Path.Combine(src, tokenizerFile), Path.Combine(dir, "tokenizer.json"));
-        foreach (var f in new[] { "tokenizer_config.json", "special_tokens_map.json" })
-            if (File.Exists(Path.Combine(src, f))) File.Copy(Path.Combine(src, f), Path.Combine(dir, f));
-        int vocab;
-        using (var probe = new TextTokenizer(Path.Combine(dir, "tokenizer.json"))) vocab = probe.VocabSize;
-        var cfg = RandomModel.LlamaConfig(hidden: 32, layers: 1, heads: 4, kvHeads: 2, vocab: vocab, intermediate: 32, modelType: modelType);
-        cfg.Remove("eos_token_id");
-        RandomModel.Write(cfg, dir: dir);
-        string gguf = Path.Combine(dir, "model.gguf");
-        var (code, _, err) = CliCapture.Run("export", "gguf", "--model", dir, "--out", gguf, "--type", "f16");
-        Assert.True(code == 0, err);
+        if (GgufTokenizerParityTests.ExportWithRealTokenizer(fixture, tokenizerFile, modelType, output) is not { } made) return;
+        var (dir, gguf) = made;
 
         string view = ModelLocation.Resolve(gguf, "--model");
         using var hf = new TextTokenizer(Path.Combine(dir, "tokenizer.json"), ModelConfig.Load(dir));

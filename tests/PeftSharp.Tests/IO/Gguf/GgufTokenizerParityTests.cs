@@ -25,20 +25,8 @@ public class GgufTokenizerParityTests(ITestOutputHelper output)
     [InlineData("qwen25-05b-instruct-lora", "tokenizer.reconstructed.json", "qwen2")]
     public void LlamaCppTokenizesLikeHuggingFace(string fixture, string tokenizerFile, string modelType)
     {
-        string? src = RealFixtures.Folder(fixture, output);
-        if (src is null) return;
-        string dir = TestPaths.TempDir();
-        File.Copy(Path.Combine(src, tokenizerFile), Path.Combine(dir, "tokenizer.json"));
-        foreach (var f in new[] { "tokenizer_config.json", "special_tokens_map.json" })
-            if (File.Exists(Path.Combine(src, f))) File.Copy(Path.Combine(src, f), Path.Combine(dir, f));
-        int vocab;
-        using (var probe = new TextTokenizer(Path.Combine(dir, "tokenizer.json"))) vocab = probe.VocabSize;
-        var cfg = RandomModel.LlamaConfig(hidden: 32, layers: 1, heads: 4, kvHeads: 2, vocab: vocab, intermediate: 32, modelType: modelType);
-        cfg.Remove("eos_token_id");
-        RandomModel.Write(cfg, dir: dir);
-        string gguf = Path.Combine(dir, "model.gguf");
-        var (code, _, err) = CliCapture.Run("export", "gguf", "--model", dir, "--out", gguf, "--type", "f16");
-        Assert.True(code == 0, err);
+        if (ExportWithRealTokenizer(fixture, tokenizerFile, modelType, output) is not { } made) return;
+        var (dir, gguf) = made;
 
         // The chat template travels as tokenizer.chat_template (Ollama and llama.cpp's chat modes read it).
         using (var r = new PeftSharp.IO.Gguf.GgufReader(gguf))
@@ -55,5 +43,28 @@ public class GgufTokenizerParityTests(ITestOutputHelper output)
         foreach (var text in Texts.Where(t => !(metaspaceFirst && t.StartsWith(' '))))
             Assert.True(hf.Encode(text, addSpecialTokens: true).SequenceEqual(cpp.Tokenize(text)),
                 $"'{text}': HF [{string.Join(",", hf.Encode(text, true))}] llama.cpp [{string.Join(",", cpp.Tokenize(text))}]");
+    }
+
+    /// <summary>
+    /// A tiny random model carrying a real tokenizer fixture (its tokenizer.json and configs), exported by `peft export gguf`
+    /// as f16; null (reason printed) when ../shared is absent.
+    /// </summary>
+    internal static (string Dir, string Gguf)? ExportWithRealTokenizer(string fixture, string tokenizerFile, string modelType, ITestOutputHelper output)
+    {
+        string? src = RealFixtures.Folder(fixture, output);
+        if (src is null) return null;
+        string dir = TestPaths.TempDir();
+        File.Copy(Path.Combine(src, tokenizerFile), Path.Combine(dir, "tokenizer.json"));
+        foreach (var f in new[] { "tokenizer_config.json", "special_tokens_map.json" })
+            if (File.Exists(Path.Combine(src, f))) File.Copy(Path.Combine(src, f), Path.Combine(dir, f));
+        int vocab;
+        using (var probe = new TextTokenizer(Path.Combine(dir, "tokenizer.json"))) vocab = probe.VocabSize;
+        var cfg = RandomModel.LlamaConfig(hidden: 32, layers: 1, heads: 4, kvHeads: 2, vocab: vocab, intermediate: 32, modelType: modelType);
+        cfg.Remove("eos_token_id");
+        RandomModel.Write(cfg, dir: dir);
+        string gguf = Path.Combine(dir, "model.gguf");
+        var (code, _, err) = CliCapture.Run("export", "gguf", "--model", dir, "--out", gguf, "--type", "f16");
+        Assert.True(code == 0, err);
+        return (dir, gguf);
     }
 }
