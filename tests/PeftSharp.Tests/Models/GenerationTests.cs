@@ -1,5 +1,6 @@
 using PeftSharp.Generation;
 using PeftSharp.Models;
+using PeftSharp.Tests.Support;
 using static TorchSharp.torch;
 
 namespace PeftSharp.Tests.Models;
@@ -17,6 +18,34 @@ public class GenerationTests
         var full = TextGenerator.GenerateWithoutCache(model, Prompt, o, []);
         Assert.Equal(24, cached.Count);
         Assert.Equal(full, cached);
+    }
+
+    /// <summary>
+    /// Decode's fast paths on a model big enough to take them (projections of 2^18+ weights, 2 torch threads): a
+    /// one-token forward without grad (matrix-vector products split by rows over threads) is bit-identical to the
+    /// same forward with grad on (plain linear), and 70 cached greedy tokens, which grow the KV cache's buffers
+    /// several times, equal recomputation without a cache.
+    /// </summary>
+    [Fact]
+    public void DecodeFastPathsMatchPlainPaths()
+    {
+        int threads = get_num_threads();
+        set_num_threads(2);
+        try
+        {
+            using var model = ModelLoader.Load(RandomModel.Write(RandomModel.LlamaConfig(hidden: 256, intermediate: 1024, vocab: 1100)));
+            using var ids = tensor(new long[] { 5 }).unsqueeze(0);
+            Tensor fast;
+            using (no_grad()) fast = model.Forward(ids);
+            using var plain = model.Forward(ids);
+            Assert.True(fast.eq(plain).all().item<bool>(), "row-parallel linear changed the logits");
+            fast.Dispose();
+            var o = new SamplingOptions { MaxNewTokens = 70 };
+            var cached = TextGenerator.Generate(model, Prompt, o, []).ToList();
+            Assert.Equal(70, cached.Count);
+            Assert.Equal(TextGenerator.GenerateWithoutCache(model, Prompt, o, []), cached);
+        }
+        finally { set_num_threads(threads); }
     }
 
     [Fact]
