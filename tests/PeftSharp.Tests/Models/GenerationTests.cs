@@ -22,8 +22,8 @@ public class GenerationTests
 
     /// <summary>
     /// Decode's fast paths on a model big enough to take them (projections of 2^18+ weights, 2 torch threads): a
-    /// one-token forward without grad (matrix-vector products split by rows over threads) is bit-identical to the
-    /// same forward with grad on (plain linear), and 70 cached greedy tokens, which grow the KV cache's buffers
+    /// one-token forward without grad (matrix-vector products split by rows over threads) equals the same forward
+    /// with grad on (plain linear) to float rounding, and 70 cached greedy tokens, which grow the KV cache's buffers
     /// several times, equal recomputation without a cache.
     /// </summary>
     [Fact]
@@ -38,7 +38,8 @@ public class GenerationTests
             Tensor fast;
             using (no_grad()) fast = model.Forward(ids);
             using var plain = model.Forward(ids);
-            Assert.True(fast.eq(plain).all().item<bool>(), "row-parallel linear changed the logits");
+            // Float rounding only (measured: 1.4e-6 on logits up to 11.6); a broken split would be off by whole rows.
+            Assert.True(TestPaths.RelativeError(fast, plain) < 1e-6, "row-parallel linear changed the logits");
             fast.Dispose();
             var o = new SamplingOptions { MaxNewTokens = 70 };
             var cached = TextGenerator.Generate(model, Prompt, o, []).ToList();
