@@ -122,7 +122,7 @@ public sealed class CausalLM : nn.Module<Tensor, Tensor>
         if (lastOnly) h = h.narrow(1, t - 1, 1);
         else if (prepended > 0) h = h.narrow(1, prepended, t - prepended);
         h = model.norm.forward(h);
-        var logits = lm_head is not null ? lm_head.forward(h) : RowParallelLinear.Apply(h, model.embed_tokens.weight, null);
+        var logits = lm_head is not null ? lm_head.forward(h) : nn.functional.linear(h, model.embed_tokens.weight);
         if (Config.FinalLogitSoftcapping is { } cap) logits = (logits / cap).tanh() * cap;
         return logits.MoveToOuterDisposeScope();
     }

@@ -63,7 +63,7 @@ public sealed class TunableLinear : nn.Module<Tensor, Tensor>
     {
         using var profile = ForwardProfiler.Measure(ModulePath == "lm_head" ? "lm_head" : Quantized is not null ? "base linear (4-bit: dequantise + matmul)" : "base linear (frozen matmul)");
         return Quantized is { } q ? (bias is null ? q.Linear(x, x.dtype) : q.Linear(x, x.dtype).add_(bias))
-                                  : RowParallelLinear.Apply(x, weight!, bias);
+                                  : nn.functional.linear(x, weight!, bias);
     }
 
     public override Tensor forward(Tensor x)
