@@ -21,32 +21,17 @@ public class GenerationTests
     }
 
     /// <summary>
-    /// Decode's fast paths on a model big enough to take them (projections of 2^18+ weights, 2 torch threads): a
-    /// one-token forward without grad (matrix-vector products split by rows over threads) equals the same forward
-    /// with grad on (plain linear) to float rounding, and 70 cached greedy tokens, which grow the KV cache's buffers
-    /// several times, equal recomputation without a cache.
+    /// 70 cached greedy tokens after a 5-token prompt grow the KV cache's in-place buffers several times (prefill
+    /// leaves 16 spare slots, then each growth adds half): the ids equal recomputation without a cache.
     /// </summary>
     [Fact]
-    public void DecodeFastPathsMatchPlainPaths()
+    public void KvCacheGrowingPastItsBuffersEqualsRecomputation()
     {
-        int threads = get_num_threads();
-        set_num_threads(2);
-        try
-        {
-            using var model = ModelLoader.Load(RandomModel.Write(RandomModel.LlamaConfig(hidden: 256, intermediate: 1024, vocab: 1100)));
-            using var ids = tensor(new long[] { 5 }).unsqueeze(0);
-            Tensor fast;
-            using (no_grad()) fast = model.Forward(ids);
-            using var plain = model.Forward(ids);
-            // Float rounding only (measured: 1.4e-6 on logits up to 11.6); a broken split would be off by whole rows.
-            Assert.True(TestPaths.RelativeError(fast, plain) < 1e-6, "row-parallel linear changed the logits");
-            fast.Dispose();
-            var o = new SamplingOptions { MaxNewTokens = 70 };
-            var cached = TextGenerator.Generate(model, Prompt, o, []).ToList();
-            Assert.Equal(70, cached.Count);
-            Assert.Equal(TextGenerator.GenerateWithoutCache(model, Prompt, o, []), cached);
-        }
-        finally { set_num_threads(threads); }
+        using var model = ModelLoader.Load(RandomModel.Write(RandomModel.LlamaConfig(hidden: 64, intermediate: 128, vocab: 300)));
+        var o = new SamplingOptions { MaxNewTokens = 70 };
+        var cached = TextGenerator.Generate(model, Prompt, o, []).ToList();
+        Assert.Equal(70, cached.Count);
+        Assert.Equal(TextGenerator.GenerateWithoutCache(model, Prompt, o, []), cached);
     }
 
     [Fact]
