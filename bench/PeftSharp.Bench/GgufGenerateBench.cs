@@ -18,7 +18,7 @@ namespace PeftSharp.Bench;
 public sealed class GgufGenerateBench : IBench
 {
     public string Name => "gguf-generate";
-    public string Description => "decode tokens/s of generate vs llama.cpp on one f32 GGUF (--gguf FILE --tokens --rounds --threads --prompt)";
+    public string Description => "decode tokens/s of generate vs llama.cpp on one f32 GGUF (--gguf FILE --tokens --rounds --threads --prompt --profile)";
 
     public int Run(string[] argv)
     {
@@ -56,7 +56,32 @@ public sealed class GgufGenerateBench : IBench
             Console.WriteLine($"round {r + 1}: peftsharp {ours:F1} tok/s, llama.cpp {theirs:F1} tok/s, ratio {ours / theirs:F2}");
         }
         Console.WriteLine($"decode tokens/s peftsharp/llama.cpp = {BenchStats.Median(ratios):F2} (median of {rounds} alternated rounds; goal >= 0.8)");
+        if (a.Flag("profile")) Profile(model, prompt, tokens);
         return 0;
+    }
+
+    /// <summary>Where one of our decode runs spends its time after the prefill, by op kind (ForwardProfiler).</summary>
+    static void Profile(CausalLM model, int[] prompt, int tokens)
+    {
+        var profiler = new ForwardProfiler();
+        ForwardProfiler.Current = profiler;
+        var clock = new Stopwatch();
+        int n = 0;
+        try
+        {
+            foreach (var _ in TextGenerator.Generate(model, prompt, new SamplingOptions { MaxNewTokens = tokens }, []))
+                if (n++ == 0) { profiler.Reset(); clock.Start(); }   // the prefill step is not decode
+        }
+        finally { ForwardProfiler.Current = null; }
+        double wall = clock.Elapsed.TotalSeconds, attributed = 0;
+        tokens = n - 1;
+        Console.WriteLine($"profile of one generate's {tokens} decode steps ({wall / tokens * 1e3:F2} ms/token): kind, ms/token, share");
+        foreach (var (kind, (s, _)) in profiler.Totals.OrderByDescending(kv => kv.Value.Seconds))
+        {
+            attributed += s;
+            Console.WriteLine($"  {kind,-44} {s / tokens * 1e3,9:F3} {s / wall,7:P1}");
+        }
+        Console.WriteLine($"  {"(unattributed: loop, sampler, scopes)",-44} {(wall - attributed) / tokens * 1e3,9:F3} {(wall - attributed) / wall,7:P1}");
     }
 
     static double Ours(CausalLM model, int[] prompt, int tokens)

@@ -3,8 +3,10 @@ using static TorchSharp.torch;
 namespace PeftSharp.Models;
 
 /// <summary>
-/// Per-layer keys and values of the tokens seen so far, [B, kvHeads, stored, headDim]. Grows by concatenation:
-/// simple and exact; generation lengths here are short next to the cost of the projections.
+/// Per-layer keys and values of the tokens seen so far, [B, kvHeads, stored, headDim]. Each layer's slots live at the
+/// front of a buffer with spare capacity, and a step's keys are copied into the next free slots in place: growing by
+/// concatenation copied the whole cache every token (O(length) per step, and under load one more parallel region
+/// per layer); the buffer grows by half its size when full, so copies are amortised O(1) per token.
 /// A sliding-window layer keeps only the newest window - 1 slots (all a later query can see), so its memory stays
 /// bounded; each layer remembers the absolute slot its stored keys start at, so masks over all slots still apply.
 /// </summary>
@@ -12,19 +14,52 @@ public sealed class KvCache : IDisposable
 {
     readonly Tensor?[] _k, _v;
     readonly long[] _start;
+    readonly long[] _len;   // slots in use at the front of each layer's buffer
 
     public KvCache(int layers)
     {
         _k = new Tensor?[layers];
         _v = new Tensor?[layers];
         _start = new long[layers];
+        _len = new long[layers];
     }
 
     /// <summary>Tokens already cached (the position of the next token), counting slots a window has dropped.</summary>
-    public long Length => _k[0] is { } k ? _start[0] + k.shape[2] : 0;
+    public long Length => _k[0] is null ? 0 : _start[0] + _len[0];
 
     /// <summary>Slots a layer actually holds (at most window - 1 between steps for a sliding layer).</summary>
-    public long StoredSlots(int layer) => _k[layer]?.shape[2] ?? 0;
+    public long StoredSlots(int layer) => _len[layer];
+
+    /// <summary>A layer's stored keys and values (views of the buffers' used slots).</summary>
+    (Tensor K, Tensor V) Stored(int layer) => (_k[layer]!.narrow(2, 0, _len[layer]), _v[layer]!.narrow(2, 0, _len[layer]));
+
+    /// <summary>Replaces a layer's buffers with exactly-filled ones (the caller's results; they leave its dispose scope).</summary>
+    void Set(int layer, Tensor k, Tensor v)
+    {
+        k.DetachFromDisposeScope(); v.DetachFromDisposeScope();
+        _k[layer]?.Dispose(); _v[layer]?.Dispose();
+        _k[layer] = k; _v[layer] = v;
+        _len[layer] = k.shape[2];
+    }
+
+    /// <summary>Makes room for <paramref name="needed"/> slots, keeping the used ones (new buffers, half again as large or more).</summary>
+    void Reserve(int layer, Tensor like, long needed)
+    {
+        if (_k[layer] is { } k && k.shape[2] >= needed && k.shape[0] == like.shape[0]) return;
+        long cap = Math.Max(needed + 16, (_k[layer]?.shape[2] ?? 0) * 3 / 2);
+        long[] shape = [like.shape[0], like.shape[1], cap, like.shape[3]];
+        var nk = empty(shape, like.dtype, like.device).DetachFromDisposeScope();
+        var nv = empty(shape, like.dtype, like.device).DetachFromDisposeScope();
+        if (_k[layer] is not null && _len[layer] > 0)
+        {
+            var (ok, ov) = Stored(layer);
+            using (ok) using (ov)
+            using (var dk = nk.narrow(2, 0, _len[layer])) using (var dv = nv.narrow(2, 0, _len[layer]))
+            { dk.copy_(ok); dv.copy_(ov); }
+        }
+        _k[layer]?.Dispose(); _v[layer]?.Dispose();
+        _k[layer] = nk; _v[layer] = nv;
+    }
 
     /// <summary>Appends this step's keys/values and returns the full ones (owned by the cache).</summary>
     public (Tensor K, Tensor V) Append(int layer, Tensor k, Tensor v) { var (K, V, _) = Append(layer, k, v, null); return (K, V); }
@@ -36,25 +71,28 @@ public sealed class KvCache : IDisposable
     /// </summary>
     public (Tensor K, Tensor V, long Start) Append(int layer, Tensor k, Tensor v, int? window)
     {
-        var nk = _k[layer] is { } pk ? cat([pk, k.detach()], 2) : k.detach();
-        var nv = _v[layer] is { } pv ? cat([pv, v.detach()], 2) : v.detach();
-        _k[layer]?.Dispose();
-        _v[layer]?.Dispose();
+        long len = _len[layer], t = k.shape[2];
+        // The cache owns its buffers across steps (outside any dispose scope); nothing flows back through them.
+        using (no_grad())
+        {
+            Reserve(layer, k, len + t);
+            using var dk = _k[layer]!.narrow(2, len, t);
+            using var dv = _v[layer]!.narrow(2, len, t);
+            dk.copy_(k); dv.copy_(v);
+        }
+        _len[layer] = len + t;
+        // Views of the used slots, in the caller's dispose scope; they keep the storage alive if the buffer is replaced.
+        var (nk, nv) = Stored(layer);
         long start = _start[layer];
         long keep = window is { } w ? Math.Max(0, w - 1) : long.MaxValue;
-        if (nk.shape[2] > keep)
+        if (len + t > keep)
         {
-            // This step attends over everything (nk stays in the caller's dispose scope); only the newest
-            // window - 1 slots, all that a later query can see, are stored.
-            long drop = nk.shape[2] - keep;
-            _k[layer] = nk.narrow(2, drop, keep).contiguous().DetachFromDisposeScope();
-            _v[layer] = nv.narrow(2, drop, keep).contiguous().DetachFromDisposeScope();
+            // This step attends over everything; only the newest window - 1 slots, all that a later query can see,
+            // are stored (a fresh exactly-filled buffer: the next step's Reserve grows it).
+            long drop = len + t - keep;
+            Set(layer, nk.narrow(2, drop, keep).contiguous(), nv.narrow(2, drop, keep).contiguous());
             _start[layer] = start + drop;
-            return (nk, nv, start);
         }
-        // The cache owns its tensors across steps, so they leave whatever dispose scope the caller has open.
-        _k[layer] = nk.DetachFromDisposeScope();
-        _v[layer] = nv.DetachFromDisposeScope();
         return (nk, nv, start);
     }
 
@@ -65,11 +103,8 @@ public sealed class KvCache : IDisposable
         for (int i = 0; i < _k.Length; i++)
         {
             if (_k[i] is null) continue;
-            var nk = _k[i]!.index_select(0, idx.to(_k[i]!.device));
-            var nv = _v[i]!.index_select(0, idx.to(_v[i]!.device));
-            nk.DetachFromDisposeScope(); nv.DetachFromDisposeScope();
-            _k[i]!.Dispose(); _v[i]!.Dispose();
-            _k[i] = nk; _v[i] = nv;
+            var (k, v) = Stored(i);
+            using (k) using (v) Set(i, k.index_select(0, idx.to(k.device)), v.index_select(0, idx.to(v.device)));
         }
     }
 
@@ -85,18 +120,18 @@ public sealed class KvCache : IDisposable
         for (int i = 0; i < _k.Length; i++)
         {
             if (other._k[i] is null) throw new ArgumentException("the cache to append is empty");
+            using var scope = NewDisposeScope();
+            var (ok, ov) = other.Stored(i);
             if (_k[i] is null)
             {
-                _k[i] = other._k[i]!.clone().DetachFromDisposeScope(); _v[i] = other._v[i]!.clone().DetachFromDisposeScope();
+                Set(i, ok.clone(), ov.clone());
                 _start[i] = other._start[i];
                 continue;
             }
             // Both sides end at the newest slot; each starts where its stored keys start once left-padded to len.
             long start = Math.Min(_start[i] + len - mine, other._start[i] + len - theirs), stored = len - start;
-            var nk = cat([LeftPad(_k[i]!, stored), LeftPad(other._k[i]!, stored)], 0).DetachFromDisposeScope();
-            var nv = cat([LeftPad(_v[i]!, stored), LeftPad(other._v[i]!, stored)], 0).DetachFromDisposeScope();
-            _k[i]!.Dispose(); _v[i]!.Dispose();
-            _k[i] = nk; _v[i] = nv;
+            var (mk, mv) = Stored(i);
+            Set(i, cat([LeftPad(mk, stored), LeftPad(ok, stored)], 0), cat([LeftPad(mv, stored), LeftPad(ov, stored)], 0));
             _start[i] = start;
         }
     }
@@ -113,10 +148,9 @@ public sealed class KvCache : IDisposable
             long drop = Math.Max(0, slots - _start[i]);
             _start[i] = Math.Max(0, _start[i] - slots);
             if (drop == 0) continue;
-            var nk = _k[i]!.narrow(2, drop, _k[i]!.shape[2] - drop).contiguous().DetachFromDisposeScope();
-            var nv = _v[i]!.narrow(2, drop, _v[i]!.shape[2] - drop).contiguous().DetachFromDisposeScope();
-            _k[i]!.Dispose(); _v[i]!.Dispose();
-            _k[i] = nk; _v[i] = nv;
+            using var scope = NewDisposeScope();
+            var (k, v) = Stored(i);
+            Set(i, k.narrow(2, drop, _len[i] - drop).contiguous(), v.narrow(2, drop, _len[i] - drop).contiguous());
         }
     }
 
@@ -136,6 +170,7 @@ public sealed class KvCache : IDisposable
             _k[i]?.Dispose(); _v[i]?.Dispose();
             _k[i] = _v[i] = null;
             _start[i] = 0;
+            _len[i] = 0;
         }
     }
 }

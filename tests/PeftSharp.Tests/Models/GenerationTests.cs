@@ -1,5 +1,6 @@
 using PeftSharp.Generation;
 using PeftSharp.Models;
+using PeftSharp.Tests.Support;
 using static TorchSharp.torch;
 
 namespace PeftSharp.Tests.Models;
@@ -17,6 +18,20 @@ public class GenerationTests
         var full = TextGenerator.GenerateWithoutCache(model, Prompt, o, []);
         Assert.Equal(24, cached.Count);
         Assert.Equal(full, cached);
+    }
+
+    /// <summary>
+    /// 70 cached greedy tokens after a 5-token prompt grow the KV cache's in-place buffers several times (prefill
+    /// leaves 16 spare slots, then each growth adds half): the ids equal recomputation without a cache.
+    /// </summary>
+    [Fact]
+    public void KvCacheGrowingPastItsBuffersEqualsRecomputation()
+    {
+        using var model = ModelLoader.Load(RandomModel.Write(RandomModel.LlamaConfig(hidden: 64, intermediate: 128, vocab: 300)));
+        var o = new SamplingOptions { MaxNewTokens = 70 };
+        var cached = TextGenerator.Generate(model, Prompt, o, []).ToList();
+        Assert.Equal(70, cached.Count);
+        Assert.Equal(TextGenerator.GenerateWithoutCache(model, Prompt, o, []), cached);
     }
 
     [Fact]
