@@ -49,7 +49,7 @@ public static class CliApp
         config.AddCommand<Commands.GenerateCommand>("generate").WithDescription("Generate text from a prompt (KV cache, greedy or sampled, streamed).");
         config.AddBranch("export", export =>
         {
-            export.SetDescription("Export for llama.cpp, Ollama, LM Studio, LLamaSharp: a model with adapters merged (gguf) or a LoRA adapter (gguf-adapter).");
+            export.SetDescription("Export for llama.cpp, Ollama, LM Studio, LLamaSharp: a model with adapters merged (gguf), a LoRA adapter (gguf-adapter), or a GGUF + Modelfile folder for `ollama create` (ollama).");
             export.AddCommand<Commands.ExportGgufCommand>("gguf").WithDescription("Write the base, or the base with LoRA/DoRA adapters merged, as a GGUF file (f32, f16, bf16, q8_0, q4_0, q4_K_M).");
             export.AddCommand<Commands.ExportOllamaCommand>("ollama").WithDescription("Write a folder for `ollama create`: the GGUF (adapters merged, or base + adapter GGUF) and a Modelfile (template, stops).");
             export.AddCommand<Commands.ExportGgufAdapterCommand>("gguf-adapter").WithDescription("Write a LoRA adapter as a llama.cpp adapter GGUF (--lora), exact for rsLoRA, alpha_pattern and rank_pattern.");
