@@ -60,24 +60,26 @@ public sealed class LoraLayer : ILinearAdapter
         var baseNoBias = drop ? nn.functional.linear(xd, w)
             : (layer.bias is null ? baseOut : baseOut - layer.bias).to_type(A.dtype);
         var delta = (scale - 1) * baseNoBias + scale * lora * Scaling;
-        // As PEFT: a 16-bit base output plus the fp32 delta is summed in fp32 (type promotion), then cast back once.
-        if (delta.dtype == baseOut.dtype) return (baseOut + delta).MoveToOuterDisposeScope();
-        return (baseOut.to_type(delta.dtype) + delta).to_type(baseOut.dtype).MoveToOuterDisposeScope();
+        return AddDelta(baseOut, delta).MoveToOuterDisposeScope();
     }
+
+    /// <summary>
+    /// baseOut + delta in the base output's dtype. As PEFT (type promotion): a 16-bit base output plus an fp32 delta is
+    /// summed in fp32, then cast back once (rounding the delta first made bf16 memorisation oscillate).
+    /// </summary>
+    internal static Tensor AddDelta(Tensor baseOut, Tensor delta) =>
+        delta.dtype == baseOut.dtype ? baseOut + delta : (baseOut.to_type(delta.dtype) + delta).to_type(baseOut.dtype);
 
     /// <summary>
     /// baseOut + s·(xA)·Bᵀ for <paramref name="xa"/> = x·Aᵀ [.., r]: the scaling goes on the rank-r activations
     /// (r columns, not out), and the sum is one addmm that accumulates into a copy of baseOut (no [.., out] LoRA
-    /// product, scaled product and sum as three tensors). Any dtype. A 16-bit base output with an fp32 adapter is summed
-    /// in fp32 and rounded once (PEFT's type promotion; rounding the delta first made bf16 memorisation oscillate).
+    /// product, scaled product and sum as three tensors). Any dtype; a base output of another dtype than the adapter's, or
+    /// not contiguous, goes through <see cref="AddDelta"/>.
     /// </summary>
     Tensor AddScaledLora(Tensor baseOut, Tensor xa)
     {
         var down = xa * Scaling;
-        if (baseOut.dtype != B.dtype)
-            return (baseOut.to_type(B.dtype) + nn.functional.linear(down, B)).to_type(baseOut.dtype);
-        if (!baseOut.is_contiguous())
-            return baseOut + nn.functional.linear(down, B);
+        if (baseOut.dtype != B.dtype || !baseOut.is_contiguous()) return AddDelta(baseOut, nn.functional.linear(down, B));
         long outF = B.shape[0];
         return addmm(baseOut.view(-1, outF), down.view(-1, Rank), B.t(), 1, 1).view(baseOut.shape);
     }

@@ -40,9 +40,7 @@ public static class LoraMixedBatch
         var h = xa.bmm(aStack.index_select(0, idx).transpose(1, 2));            // [b, t, rmax]
         var delta = h.bmm(bStack.index_select(0, idx).transpose(1, 2));         // [b, t, out]
         delta = delta * tensor(scale, device: x.device).to_type(dtype).view(-1, 1, 1);
-        // As LoraLayer.Apply (and PEFT): a 16-bit base output plus the wider delta is summed in the delta's dtype, cast back once.
-        if (delta.dtype == y.dtype) return (y + delta).MoveToOuterDisposeScope();
-        return (y.to_type(delta.dtype) + delta).to_type(y.dtype).MoveToOuterDisposeScope();
+        return LoraLayer.AddDelta(y, delta).MoveToOuterDisposeScope();   // as LoraLayer.Apply: one rounding
     }
 
     static Tensor Pad(Tensor t, int dim, long size) =>
