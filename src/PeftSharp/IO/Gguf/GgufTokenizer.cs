@@ -20,14 +20,6 @@ public static class GgufTokenizer
     // llama_token_type (llama.cpp) / gguf TokenType.
     const int Unknown = 2, Control = 3, UserDefined = 4;
 
-    // The split regexes HF tokenizer.json files carry for the pre-tokenizers llama.cpp knows by these names
-    // (llama-vocab.cpp LLAMA_VOCAB_PRE_TYPE_*; the same strings GgufVocab recognises on export).
-    static readonly Dictionary<string, string> SplitRegex = new(StringComparer.Ordinal)
-    {
-        ["qwen2"] = @"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
-        ["llama-bpe"] = @"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
-    };
-
     /// <summary>(tokenizer.json, tokenizer_config.json) for the GGUF read by <paramref name="r"/>.</summary>
     public static (JsonObject Tokenizer, JsonObject TokenizerConfig) Build(GgufReader r)
     {
@@ -147,7 +139,7 @@ public static class GgufTokenizer
     {
         JsonObject ByteLevel(bool useRegex) => new() { ["type"] = "ByteLevel", ["add_prefix_space"] = false, ["trim_offsets"] = true, ["use_regex"] = useRegex };
         JsonObject Sequence(params JsonObject[] parts) => new() { ["type"] = "Sequence", ["pretokenizers"] = new JsonArray(parts) };
-        if (SplitRegex.TryGetValue(pre, out var regex))
+        if (GgufVocab.SplitRegexByPre.TryGetValue(pre, out var regex))
             return Sequence(new JsonObject
             {
                 ["type"] = "Split", ["pattern"] = new JsonObject { ["Regex"] = regex }, ["behavior"] = "Isolated", ["invert"] = false,

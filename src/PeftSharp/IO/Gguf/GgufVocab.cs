@@ -16,13 +16,18 @@ public static class GgufVocab
     // llama_token_type (llama.cpp) / gguf TokenType.
     const int Normal = 1, Unknown = 2, Control = 3, UserDefined = 4, Unused = 5, Byte = 6;
 
-    // The split regexes of published tokenizer.json files, and the names llama.cpp's llama-vocab.cpp gives them
-    // (convert_hf_to_gguf.py get_vocab_base_pre identifies them by hashing a tokenisation; the regex is what decides).
-    static readonly Dictionary<string, string> KnownSplitPatterns = new(StringComparer.Ordinal)
+    /// <summary>
+    /// The split regexes of published tokenizer.json files under the names llama.cpp's llama-vocab.cpp gives them
+    /// (convert_hf_to_gguf.py get_vocab_base_pre identifies them by hashing a tokenisation; the regex is what decides):
+    /// export maps a regex to its name, reading a GGUF maps the name back.
+    /// </summary>
+    internal static readonly IReadOnlyDictionary<string, string> SplitRegexByPre = new Dictionary<string, string>(StringComparer.Ordinal)
     {
-        [@"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"] = "qwen2",
-        [@"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"] = "llama-bpe",
+        ["qwen2"] = @"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
+        ["llama-bpe"] = @"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
     };
+
+    static readonly Dictionary<string, string> KnownSplitPatterns = SplitRegexByPre.ToDictionary(kv => kv.Value, kv => kv.Key, StringComparer.Ordinal);
 
     public static List<KeyValuePair<string, GgufValue>> Metadata(string modelDir, ModelConfig config)
     {
