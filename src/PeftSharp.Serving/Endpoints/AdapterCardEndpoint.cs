@@ -49,7 +49,7 @@ public static class AdapterCardEndpoint
         string? run = RunFolder(v, s);
         card["run"] = run is null ? null : Path.GetFileName(run);
         var options = run is null ? null : ReadRunFile(run, "train-options.json", v, s);
-        var summary = run is null ? null : ReadRunFile(run, "summary.json", v, s);
+        var summary = run is null ? null : ReadRunFile(run, Dashboard.DashboardRuns.SummaryFile, v, s);
         var training = Pick(options, TrainingKeys, PathKeys);
         // The data file and its statistics as the run resolved them (train-options.json has null for the demo default).
         if (Pick(summary, ["data", "data_stats"], ["data"]) is { } data)
@@ -82,7 +82,7 @@ public static class AdapterCardEndpoint
     {
         string folder = Path.TrimEndingDirectorySeparator(Path.GetFullPath(v.Folder));
         if (Path.GetDirectoryName(folder) is not { } parent) return null;
-        if (!File.Exists(Path.Combine(parent, "summary.json")) && !File.Exists(Path.Combine(parent, "train-options.json"))) return null;
+        if (!File.Exists(Path.Combine(parent, Dashboard.DashboardRuns.SummaryFile)) && !File.Exists(Path.Combine(parent, "train-options.json"))) return null;
         if (v.UnderRoot && s.Options.AdapterRoot is { } root)
         {
             try { AdapterPaths.ResolveUnderRoot(root, parent); }
