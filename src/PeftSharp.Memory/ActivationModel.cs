@@ -12,7 +12,7 @@ namespace PeftSharp.Memory;
 /// <see cref="Transformers"/> counts what HF transformers' Llama keeps on a GPU; <see cref="TorchSharpCpuFp32"/> what this
 /// project's layers keep under libtorch's CPU autograd; <see cref="Korthikanti"/> is the textbook Megatron figure.
 /// </summary>
-public sealed class ActivationModel
+internal sealed class ActivationModel
 {
     /// <summary>The profile's name in plans and JSON.</summary>
     public string Name { get; init; } = "custom";
@@ -148,8 +148,8 @@ public sealed class ActivationModel
         : request.ResolvedComputeDtype == DType.Fp32 ? TorchSharpCpuFp32 : TorchSharpCpuBf16;
 
     /// <summary>Activations of one layer, fully stored.</summary>
-    /// <param name="linearsKeepInputs">The base Linears keep their inputs without training the norms (QLoRA under
-    /// bitsandbytes); <paramref name="baseTrains"/> implies it.</param>
+    /// <remarks><c>linearsKeepInputs</c>: the base Linears keep their inputs without training the norms (QLoRA under
+    /// bitsandbytes); <c>baseTrains</c> implies it.</remarks>
     public double LayerBytes(ModelConfig c, long batch, long seq, AttentionKind attention, DType compute,
         bool baseTrains = false, bool compiled = false, bool linearsKeepInputs = false)
     {

@@ -1,6 +1,9 @@
 namespace PeftSharp.Memory;
 
 /// <summary>One named part of the runtime allowance of a plan (what the process holds besides tensors).</summary>
+/// <param name="Name">What it is, e.g. "CUDA context + kernels", "libtorch + .NET after load".</param>
+/// <param name="Bytes">Its size in bytes.</param>
+/// <param name="Basis">Where the figure comes from (measured, given, a view it belongs to).</param>
 public sealed record RuntimeTerm(string Name, long Bytes, string Basis);
 
 /// <summary>
@@ -13,7 +16,7 @@ public sealed record RuntimeTerm(string Name, long Bytes, string Basis);
 /// resident tensors; the final checkpoint save added 9.2 MB. The tensors themselves (weights, gradients, state,
 /// activations) are the plan's other rows.
 /// </summary>
-public static class CpuRuntime
+internal static class CpuRuntime
 {
     /// <summary>libtorch + .NET runtime resident once libtorch is loaded (150.4 MB in the bench). `peft train` replaces it
     /// with its own process's figure, measured before it plans.</summary>

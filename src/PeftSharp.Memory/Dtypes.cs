@@ -1,8 +1,19 @@
 namespace PeftSharp.Memory;
 
-public enum DType { Fp32, Bf16, Fp16, Nf4 }
+/// <summary>How a tensor is stored, which decides its bytes per element.</summary>
+public enum DType
+{
+    /// <summary>32-bit float: 4 bytes.</summary>
+    Fp32,
+    /// <summary>bfloat16: 2 bytes.</summary>
+    Bf16,
+    /// <summary>IEEE half: 2 bytes.</summary>
+    Fp16,
+    /// <summary>bitsandbytes 4-bit NormalFloat with double quantisation: 4.127 bits per weight (64-element blocks).</summary>
+    Nf4,
+}
 
-public static class Dtypes
+internal static class Dtypes
 {
     /// <summary>NF4 block size (elements per fp32 absmax before double quantisation).</summary>
     public const int Nf4BlockSize = 64;

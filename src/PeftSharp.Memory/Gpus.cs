@@ -1,5 +1,8 @@
 namespace PeftSharp.Memory;
 
+/// <summary>A GPU model and its memory.</summary>
+/// <param name="Name">The card(s), e.g. "24 GB (RTX 3090/4090, A10)".</param>
+/// <param name="Bytes">Its memory in bytes.</param>
 public sealed record GpuSpec(string Name, long Bytes);
 
 /// <summary>Common cards. Their memory is binary (a "24 GB" card has 24 GiB); H200's 141 GB is decimal.</summary>
@@ -7,6 +10,7 @@ public static class Gpus
 {
     const long GiB = 1L << 30;
 
+    /// <summary>16, 24, 40, 48, 80 GiB and 141 GB cards, smallest first: what <see cref="MemoryPlan.Fits"/> is usually asked about.</summary>
     public static IReadOnlyList<GpuSpec> Common { get; } =
     [
         new("16 GB (T4, V100-16, 4060 Ti)", 16 * GiB),

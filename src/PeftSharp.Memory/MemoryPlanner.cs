@@ -3,11 +3,27 @@ namespace PeftSharp.Memory;
 /// <summary>Turns a model shape and a request into a <see cref="MemoryPlan"/>. Pure arithmetic; see README.md.</summary>
 public static class MemoryPlanner
 {
-    /// <summary>Plan from a preset name, a config.json path or a model folder.</summary>
-    public static MemoryPlan Plan(string presetOrConfigPath, PlanRequest request, ActivationModel? activations = null) =>
-        Plan(Presets.Resolve(presetOrConfigPath), request, activations);
+    /// <summary>Plans a run of a preset model, a model given by its config.json, or a model folder holding one.</summary>
+    /// <param name="presetOrConfigPath">A name from <see cref="Presets.Names"/> (case-insensitive), a path to a Hugging
+    /// Face config.json, or a folder holding one.</param>
+    /// <param name="request">What the run does; <see cref="PlanRequest.Validate"/> is applied first.</param>
+    /// <returns>The per-GPU memory of the run, in bytes (see <see cref="MemoryPlan"/> for what each row counts).</returns>
+    /// <exception cref="PlanException">An unknown preset, an unreadable or invalid config.json (the field or file is
+    /// named), an unsupported <c>model_type</c>, an invalid request, or target modules that match nothing.</exception>
+    public static MemoryPlan Plan(string presetOrConfigPath, PlanRequest request) =>
+        Plan(Presets.Resolve(presetOrConfigPath), request);
 
-    public static MemoryPlan Plan(ModelShape model, PlanRequest request, ActivationModel? activations = null)
+    /// <summary>Plans a run of a model shape (from <see cref="ModelShape.FromConfig"/>, <see cref="ModelShape.Load"/> or
+    /// <see cref="Presets.Shape"/>). The activation profile follows the request: PyTorch + transformers + PEFT on CUDA,
+    /// this project's trainer on CPU (<see cref="MemoryPlan.ActivationProfile"/> names it).</summary>
+    /// <param name="model">The model's modules and config.</param>
+    /// <param name="request">What the run does; <see cref="PlanRequest.Validate"/> is applied first.</param>
+    /// <returns>The per-GPU memory of the run, in bytes.</returns>
+    /// <exception cref="PlanException">An invalid request (the field is named) or target modules that match nothing.</exception>
+    public static MemoryPlan Plan(ModelShape model, PlanRequest request) => Plan(model, request, null);
+
+    /// <summary>As the public overload, with another activation profile (calibration, the textbook figure).</summary>
+    internal static MemoryPlan Plan(ModelShape model, PlanRequest request, ActivationModel? activations)
     {
         request.Validate();
         activations ??= ActivationModel.For(request);
@@ -105,7 +121,7 @@ public static class MemoryPlanner
     /// split blocks a later, larger request cannot reuse. 4%: the middle of the 3.0-4.4% that
     /// huggingface/peft#1469 reports for full and LoRA training peaks (peak_memory_alloc vs peak_memory_reserved).
     /// </summary>
-    public const double AllocatorSlackFraction = 0.04;
+    internal const double AllocatorSlackFraction = 0.04;
 
     static long AllocatorSlack(PlanRequest r, long allocated) =>
         r.Device == DeviceKind.Cuda && r.Memory >= MemoryView.Reserved ? (long)Math.Ceiling(allocated * AllocatorSlackFraction) : 0;

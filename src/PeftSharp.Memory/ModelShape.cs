@@ -1,12 +1,18 @@
 namespace PeftSharp.Memory;
 
-/// <summary>A model as its list of parameterised modules, named as in the Hugging Face checkpoint.</summary>
+/// <summary>A model as its list of parameterised modules, named as in the Hugging Face checkpoint. Supported
+/// <c>model_type</c>s: llama, mistral, qwen2, qwen3, gemma, gemma2, phi3, gpt2. PEFT methods count their trainable
+/// parameters over it (<c>IPeftMethod.TrainableParameterCount</c>).</summary>
 public sealed class ModelShape
 {
+    /// <summary>The model's display name: the preset, the folder holding config.json, or the <c>model_type</c>.</summary>
     public string Name { get; }
+    /// <summary>The config the shape was built from.</summary>
     public ModelConfig Config { get; }
+    /// <summary>Every parameterised leaf module (embeddings, Linears, norms, the output head) in checkpoint order.</summary>
     public IReadOnlyList<ModuleShape> Modules { get; }
 
+    /// <summary>Parameters of the whole model (a tied output head counted once), as the published model cards give them.</summary>
     public long TotalParameters => Modules.Sum(m => m.Parameters);
 
     ModelShape(string name, ModelConfig config, IReadOnlyList<ModuleShape> modules)
@@ -16,6 +22,10 @@ public sealed class ModelShape
         Modules = modules;
     }
 
+    /// <summary>Builds the shape of a config.</summary>
+    /// <param name="config">The parsed config.json (validated here).</param>
+    /// <param name="name">Display name; null = the <c>model_type</c>.</param>
+    /// <exception cref="PlanException">An invalid config (field named) or an unsupported <c>model_type</c>.</exception>
     public static ModelShape FromConfig(ModelConfig config, string? name = null)
     {
         config.Validate();
@@ -28,7 +38,9 @@ public sealed class ModelShape
         return new ModelShape(name ?? config.ModelType, config, modules);
     }
 
-    /// <summary>Loads config.json (or a model folder holding one).</summary>
+    /// <summary>Loads config.json (or a model folder holding one), named after its folder.</summary>
+    /// <exception cref="PlanException">A missing, unreadable or invalid config.json (file and field named) or an
+    /// unsupported <c>model_type</c>.</exception>
     public static ModelShape Load(string path) => FromConfig(ModelConfig.Load(path), DisplayName(path));
 
     /// <summary>"models/foo/config.json" and "models/foo" are both called "foo".</summary>
@@ -38,7 +50,7 @@ public sealed class ModelShape
         return Path.GetFileName(full) == "config.json" ? Path.GetFileName(Path.GetDirectoryName(full)!) : Path.GetFileName(full);
     }
 
-    /// <summary>The parameters of one decoder block (used for FSDP/ZeRO-3 all-gather buffers).</summary>
+    /// <summary>The parameters of decoder block <paramref name="layer"/> (0-based; used for FSDP/ZeRO-3 all-gather buffers).</summary>
     public long LayerParameters(int layer) => Modules.Where(m => m.Layer == layer).Sum(m => m.Parameters);
 
     /// <summary>Llama-style blocks; Qwen2 adds q/k/v biases, Qwen3 per-head q/k norms, Gemma-2 four norms, Phi-3 fused qkv and gate_up.</summary>

@@ -1,7 +1,7 @@
 namespace PeftSharp.Memory;
 
 /// <summary>Optimiser state bytes per trainable tensor (bitsandbytes / torch.optim behaviour).</summary>
-public static class OptimizerState
+internal static class OptimizerState
 {
     /// <summary>bitsandbytes keeps 32-bit state for tensors smaller than this (min_8bit_size).</summary>
     public const long Min8BitElements = 4096;

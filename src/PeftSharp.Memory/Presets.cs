@@ -1,6 +1,7 @@
 namespace PeftSharp.Memory;
 
-/// <summary>Built-in shapes, copied from each model's Hugging Face config.json.</summary>
+/// <summary>Built-in models (Llama 2/3, Mistral, Qwen2.5, TinyLlama, SmolLM2, Gemma 2, Phi-3, GPT-2), their shapes
+/// copied from each model's Hugging Face config.json, so a plan needs no download.</summary>
 public static class Presets
 {
     static ModelConfig Llama(int h, int inter, int layers, int heads, int kv, int vocab, bool tied = false, string type = "llama") => new()
@@ -41,15 +42,22 @@ public static class Presets
         ["gpt2-xl"] = Gpt2(1600, 48, 25),
     };
 
+    /// <summary>The preset names, e.g. <c>llama-3.1-8b</c>, <c>qwen2.5-0.5b</c>, <c>gpt2</c> (matched case-insensitively).</summary>
     public static IReadOnlyCollection<string> Names => All.Keys;
 
+    /// <summary>The config of a preset.</summary>
+    /// <exception cref="PlanException">An unknown name (field <c>model</c>; the message lists the known ones).</exception>
     public static ModelConfig Config(string name) =>
         All.TryGetValue(name, out var c) ? c
         : throw new PlanException("model", $"unknown preset '{name}' (known: {string.Join(", ", All.Keys)})");
 
+    /// <summary>The shape of a preset, named by its lower-case name.</summary>
+    /// <exception cref="PlanException">An unknown name (field <c>model</c>).</exception>
     public static ModelShape Shape(string name) => ModelShape.FromConfig(Config(name), name.ToLowerInvariant());
 
-    /// <summary>A preset name, a config.json path, or a model folder holding config.json.</summary>
+    /// <summary>The shape of a preset name, a config.json path, or a model folder holding config.json (an existing file
+    /// or folder wins over a preset of the same name).</summary>
+    /// <exception cref="PlanException">An unknown preset, or an unreadable or invalid config.json (file and field named).</exception>
     public static ModelShape Resolve(string presetOrPath) =>
         File.Exists(presetOrPath) || Directory.Exists(presetOrPath) ? ModelShape.Load(presetOrPath) : Shape(presetOrPath);
 }

@@ -4,17 +4,17 @@ namespace PeftSharp.Memory;
 
 /// <summary>One published, measured training run: where it comes from, what it measured and the plan request that
 /// describes it (bench/plan-cases/*.json; the "plan" object uses `peft plan`'s flag names).</summary>
-public sealed record PublishedCase(string Id, string SourceUrl, string Measured, long MeasuredBytes, string Model, PlanRequest Request);
+internal sealed record PublishedCase(string Id, string SourceUrl, string Measured, long MeasuredBytes, string Model, PlanRequest Request);
 
 /// <summary>A case next to the planner's figure for it.</summary>
-public sealed record CaseResult(PublishedCase Case, MemoryPlan Plan)
+internal sealed record CaseResult(PublishedCase Case, MemoryPlan Plan)
 {
     /// <summary>Signed relative error of the plan: (planned - measured) / measured.</summary>
     public double Error => (Plan.TotalBytes - (double)Case.MeasuredBytes) / Case.MeasuredBytes;
 }
 
 /// <summary>Reads the published cases and plans each one; the bench (bench/plan-vs-published.sh) and the tests share it.</summary>
-public static class PublishedCases
+internal static class PublishedCases
 {
     /// <summary>Every case of every *.json in <paramref name="directory"/>, files in name order.</summary>
     public static IReadOnlyList<PublishedCase> Load(string directory)

@@ -1,6 +1,7 @@
 namespace PeftSharp.Memory;
 
-/// <summary>The knobs of serving one base with many LoRA adapters (continuous batching, one KV cache row per sequence).</summary>
+/// <summary>The knobs of serving one base with many LoRA adapters (continuous batching, one KV cache row per sequence),
+/// for <see cref="ServePlanner"/>; each is a `peft plan --serve` flag. <see cref="Validate"/> names a bad field.</summary>
 public sealed record ServeRequest
 {
     /// <summary>Sequences decoded together.</summary>
@@ -27,18 +28,23 @@ public sealed record ServeRequest
     /// appends, its old and new tensors coexist, and a newly prefilled row's cache exists beside the batch's until it
     /// joins. False for a preallocated (paged) cache.</summary>
     public bool ConcatenatedCache { get; init; } = true;
+    /// <summary>Where the server runs (default CUDA); decides the default runtime allowance.</summary>
     public DeviceKind Device { get; init; } = DeviceKind.Cuda;
-    /// <summary>Fixed bytes of the runtime; null = the device's default (CUDA: context + kernels + cuBLAS workspace).</summary>
+    /// <summary>Fixed bytes of the runtime; null = the device's default (CUDA: 0.8 GB context + kernels and the 8.1 MiB
+    /// cuBLAS workspace; CPU: 200 MB of libtorch + .NET, measured by bench/serve-vs-plan.sh).</summary>
     public long? FrameworkOverheadBytes { get; init; }
 
-    public DType ResolvedCompute => ComputeDtype ?? (WeightDtype == DType.Fp32 ? DType.Fp32 : DType.Bf16);
-    public DType ResolvedKv => KvDtype ?? ResolvedCompute;
-    public DType ResolvedAdapter => AdapterDtype ?? ResolvedCompute;
-    public int ResolvedPrefillChunk => PrefillChunk ?? Context;
+    internal DType ResolvedCompute => ComputeDtype ?? (WeightDtype == DType.Fp32 ? DType.Fp32 : DType.Bf16);
+    internal DType ResolvedKv => KvDtype ?? ResolvedCompute;
+    internal DType ResolvedAdapter => AdapterDtype ?? ResolvedCompute;
+    internal int ResolvedPrefillChunk => PrefillChunk ?? Context;
 
-    public long ResolvedOverheadBytes => FrameworkOverheadBytes
+    internal long ResolvedOverheadBytes => FrameworkOverheadBytes
         ?? (Device == DeviceKind.Cuda ? PlanRequest.DefaultCudaOverheadBytes + PlanRequest.CublasWorkspaceBytes : PlanRequest.DefaultCpuOverheadBytes);
 
+    /// <summary>Checks every field; <see cref="ServePlanner"/> calls it before planning.</summary>
+    /// <exception cref="PlanException">A count that must be positive (<c>max_batch</c>, <c>context</c>, <c>max_rank</c>,
+    /// <c>prefill_chunk</c>), negative <c>adapters</c>, or an NF4 KV cache, compute or adapter dtype.</exception>
     public void Validate()
     {
         Positive("max_batch", MaxBatch);
@@ -58,11 +64,16 @@ public sealed record ServeRequest
     }
 }
 
-/// <summary>The memory of a server at full load, and how many sequences of <see cref="ServeRequest.Context"/> fit.</summary>
+/// <summary>The memory of a server at full load, and how many sequences of <see cref="ServeRequest.Context"/> fit. Every
+/// figure is in bytes.</summary>
 public sealed record ServePlan
 {
+    /// <summary>The model's name: the preset, or the folder holding its config.json.</summary>
     public required string Model { get; init; }
+    /// <summary>The request the plan answers.</summary>
     public required ServeRequest Request { get; init; }
+    /// <summary>The base weights in <see cref="ServeRequest.WeightDtype"/> (NF4: decoder-block Linears quantised, the
+    /// rest in the compute dtype).</summary>
     public required long WeightsBytes { get; init; }
     /// <summary>Keys and values of one token over all layers: 2 x layers x kv_heads x head_dim x dtype (GQA-aware).</summary>
     public required long KvBytesPerToken { get; init; }
@@ -70,19 +81,24 @@ public sealed record ServePlan
     public required long KvCacheBytes { get; init; }
     /// <summary>Every resident adapter at the largest rank: r x (in + out) per adapted module.</summary>
     public required long AdaptersBytes { get; init; }
+    /// <summary>One adapter at <see cref="ServeRequest.MaxRank"/> in its dtype.</summary>
     public required long AdapterBytesEach { get; init; }
     /// <summary>One prefill chunk's working set (inference keeps no activations for backward; one layer at a time).</summary>
     public required long PrefillBytes { get; init; }
     /// <summary>Concatenation transients of the cache at full load: one layer's copy plus one joining row.</summary>
     public required long KvGrowthBytes { get; init; }
+    /// <summary>The runtime allowance (see <see cref="ServeRequest.FrameworkOverheadBytes"/>).</summary>
     public required long FrameworkOverheadBytes { get; init; }
 
     /// <summary>Everything but the cache: what a card must hold before the first sequence.</summary>
     public long FixedBytes => WeightsBytes + AdaptersBytes + PrefillBytes + FrameworkOverheadBytes;
+    /// <summary>The peak at full load: the fixed part, the whole KV cache and its growth transients.</summary>
     public long TotalBytes => FixedBytes + KvCacheBytes + KvGrowthBytes;
+    /// <summary>The KV cache of one sequence of the full <see cref="ServeRequest.Context"/>.</summary>
     public long KvBytesPerSequence => KvBytesPerToken * Request.Context;
 
-    /// <summary>Sequences of the full context whose cache (with its growth transients) fits beside the fixed part.</summary>
+    /// <summary>Sequences of the full context whose cache (with its growth transients) fits beside the fixed part on a
+    /// GPU with <paramref name="gpuBytes"/> bytes; 0 when not even the fixed part fits.</summary>
     public long ConcurrentSequences(long gpuBytes)
     {
         long n = Math.Max(0, (gpuBytes - FixedBytes) / KvBytesPerSequence);
@@ -97,6 +113,7 @@ public sealed record ServePlan
     /// <summary>Keys and values of one token in one layer.</summary>
     public required long KvBytesPerTokenPerLayer { get; init; }
 
+    /// <summary>Whether the server at full load (<see cref="TotalBytes"/>) fits on a GPU with this many bytes.</summary>
     public bool Fits(long gpuBytes) => TotalBytes <= gpuBytes;
 }
 
@@ -108,8 +125,18 @@ public sealed record ServePlan
 /// </summary>
 public static class ServePlanner
 {
+    /// <summary>Plans a server of a preset model, a model given by its config.json, or a model folder holding one.</summary>
+    /// <param name="presetOrConfigPath">A name from <see cref="Presets.Names"/>, a config.json path, or a folder holding one.</param>
+    /// <param name="request">The server's load; <see cref="ServeRequest.Validate"/> is applied first.</param>
+    /// <exception cref="PlanException">An unknown preset, an invalid config.json or request (the field is named), or
+    /// target modules that match nothing while <see cref="ServeRequest.Adapters"/> is above 0.</exception>
     public static ServePlan Plan(string presetOrConfigPath, ServeRequest request) => Plan(Presets.Resolve(presetOrConfigPath), request);
 
+    /// <summary>Plans a server of a model shape.</summary>
+    /// <param name="model">The model's modules and config.</param>
+    /// <param name="r">The server's load; <see cref="ServeRequest.Validate"/> is applied first.</param>
+    /// <exception cref="PlanException">An invalid request (the field is named), or target modules that match nothing
+    /// while <see cref="ServeRequest.Adapters"/> is above 0.</exception>
     public static ServePlan Plan(ModelShape model, ServeRequest r)
     {
         r.Validate();

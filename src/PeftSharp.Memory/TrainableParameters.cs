@@ -1,10 +1,12 @@
 namespace PeftSharp.Memory;
 
 /// <summary>One tensor the optimiser updates (per-tensor sizes matter: 8-bit Adam keeps small ones in 32 bit).</summary>
+/// <param name="Name">Its name as PEFT saves it, e.g. <c>model.layers.0.self_attn.q_proj.lora_A.weight</c>.</param>
+/// <param name="Elements">Its number of elements.</param>
 public sealed record TrainableTensor(string Name, long Elements);
 
 /// <summary>The tensors each method trains, named as PEFT saves them.</summary>
-public static class TrainableParameters
+internal static class TrainableParameters
 {
     public static IReadOnlyList<TrainableTensor> For(ModelShape model, PlanRequest request) => request.Method switch
     {
