@@ -49,7 +49,7 @@ public class OptimizerAndActivationTests
         var model = new ActivationModel { PerTokenHidden = 10, PerScore = 0, LossFp32Buffers = 1 };
         Assert.Equal(30L * 100 * 1 * 576 * 10, model.Bytes(c, 1, 100, AttentionKind.Eager, DType.Bf16, false));
         Assert.Equal((2L + 4) * 100 * 49152, model.LossBytes(c, 1, 100, LossKind.Full, DType.Bf16)); // bf16 logits + 1 fp32 buffer
-        var plan = MemoryPlanner.Plan("smollm2-135m", new PlanRequest { SequenceLength = 100 }, model);
+        var plan = MemoryPlanner.Plan(Presets.Shape("smollm2-135m"), new PlanRequest { SequenceLength = 100 }, model);
         Assert.Equal(30L * 100 * 576 * 10, plan.ActivationsBytes);
     }
 

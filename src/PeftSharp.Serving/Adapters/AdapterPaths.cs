@@ -3,7 +3,7 @@ using System.Security.Cryptography;
 namespace PeftSharp.Serving.Adapters;
 
 /// <summary>Path rules for runtime loading and the content hash of an adapter folder.</summary>
-public static class AdapterPaths
+internal static class AdapterPaths
 {
     /// <summary>
     /// Resolves <paramref name="path"/> (relative to <paramref name="root"/> or absolute) to a real folder that lies

@@ -9,7 +9,7 @@ namespace PeftSharp.Serving.Adapters;
 /// Named adapters of the served base: versions, leases, LRU eviction under a resident cap, and reload on demand.
 /// Loads are serialised; the model itself is only changed on the batch worker (through the scheduler).
 /// </summary>
-public sealed partial class AdapterRegistry
+internal sealed partial class AdapterRegistry
 {
     readonly IAdapterLoader _loader;
     readonly BatchScheduler _scheduler;

@@ -4,7 +4,7 @@ namespace PeftSharp.Serving.Adapters;
 /// One loaded version of a named adapter. Requests hold a lease on the version they started with, so replacing
 /// or unloading the name never changes the weights under a running row; the last lease out unloads a retired version.
 /// </summary>
-public sealed class AdapterVersion
+internal sealed class AdapterVersion
 {
     public required string Name { get; init; }
     public required int Version { get; init; }
@@ -24,7 +24,7 @@ public sealed class AdapterVersion
 }
 
 /// <summary>A request's hold on an adapter version; disposing it releases the version.</summary>
-public sealed class AdapterLease(AdapterVersion? version, Action<AdapterVersion> release) : IDisposable
+internal sealed class AdapterLease(AdapterVersion? version, Action<AdapterVersion> release) : IDisposable
 {
     int _released;
     public AdapterVersion? Version { get; } = version;

@@ -8,7 +8,7 @@ namespace PeftSharp.Serving.Adapters;
 /// opts in by making the root contain it, and the root's real-path checks then apply to the snapshot as to any folder.
 /// A folder of that name under the root wins.
 /// </summary>
-public static class HubAdapterPath
+internal static class HubAdapterPath
 {
     public static async Task<string> LocateAsync(string root, string path, CancellationToken ct = default)
     {

@@ -25,6 +25,10 @@ public sealed class PeftAdapterLoader : IAdapterLoader
     public string BaseFingerprint(CausalLM model) =>
         Base(model).Restrict(LoraInjector.Targets(model, new LoraConfig { TargetModulesRegex = "all-linear" }).Select(l => l.ModulePath)).Digest;
 
+    /// <summary>Loads a PEFT LoRA/DoRA folder after checking it fits the served base (see the class summary).</summary>
+    /// <exception cref="AdapterMismatchException">Another base, or no module of this one targeted.</exception>
+    /// <exception cref="NotSupportedException">An adapter of another kind (prompt tuning, Houlsby), which cannot be
+    /// batched with others.</exception>
     public AdapterInfo Load(CausalLM model, string folder, string internalName)
     {
         // Whatever the folder holds is named through the method registry; rows of one batch switch LoRA adapters only.
@@ -47,6 +51,7 @@ public sealed class PeftAdapterLoader : IAdapterLoader
         return new AdapterInfo(adapter.Config.R, adapter.RecordedBase?.Digest, adapter.Config.UseDora ? "dora" : "lora");
     }
 
+    /// <summary>Deletes the adapter from the model's LoRA layers.</summary>
     public void Unload(CausalLM model, string internalName) => LoraModel.Of(model).Delete(internalName);
 
     /// <summary>

@@ -7,7 +7,7 @@ namespace PeftSharp.Serving.Dashboard;
 /// step) is one run; any other folder (e.g. `peft compare`'s --out) shows each subfolder holding a metrics.jsonl, found
 /// again on every request so that runs appear as compare starts them.
 /// </summary>
-public sealed class DashboardRuns
+internal sealed class DashboardRuns
 {
     public const string MetricsFile = "metrics.jsonl";
     /// <summary>What `peft train` knows before its first step and metrics.jsonl does not say (see <see cref="RunPlanFile"/>).</summary>

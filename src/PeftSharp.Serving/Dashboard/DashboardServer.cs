@@ -18,7 +18,7 @@ namespace PeftSharp.Serving.Dashboard;
 /// see <see cref="MetricsTail"/>, with the run's plan and summary). It lives here, beside `peft serve`, so that the
 /// training library stays free of ASP.NET Core; it reads only files, so it shows a run trained by another process too.
 /// </summary>
-public sealed class DashboardServer : IAsyncDisposable
+internal sealed class DashboardServer : IAsyncDisposable
 {
     readonly WebApplication _app;
     public Uri BaseAddress { get; }
@@ -98,4 +98,4 @@ public sealed class DashboardServer : IAsyncDisposable
 }
 
 /// <summary>The dashboard's port is taken by another process.</summary>
-public sealed class DashboardPortInUseException(string message, Exception inner) : IOException(message, inner);
+internal sealed class DashboardPortInUseException(string message, Exception inner) : IOException(message, inner);

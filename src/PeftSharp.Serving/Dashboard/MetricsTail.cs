@@ -4,7 +4,7 @@ using System.Text.Json.Nodes;
 namespace PeftSharp.Serving.Dashboard;
 
 /// <summary>What was appended to a metrics.jsonl since byte <c>Offset</c> (line <c>Line</c>), up to its last complete line.</summary>
-public sealed record MetricsChunk(IReadOnlyList<JsonObject> Records, long Offset, int Line, bool Reset);
+internal sealed record MetricsChunk(IReadOnlyList<JsonObject> Records, long Offset, int Line, bool Reset);
 
 /// <summary>
 /// Tails a metrics.jsonl that a running `peft train` appends to: the caller keeps the byte offset and line number it has
@@ -12,7 +12,7 @@ public sealed record MetricsChunk(IReadOnlyList<JsonObject> Records, long Offset
 /// the next read. A file shorter than the offset was rewritten (--overwrite, or a resume dropping the steps after its
 /// checkpoint): it is read again from the start, with <c>Reset</c> set.
 /// </summary>
-public static class MetricsTail
+internal static class MetricsTail
 {
     public static MetricsChunk Read(string path, long offset, int line)
     {

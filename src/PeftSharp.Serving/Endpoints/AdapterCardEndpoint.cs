@@ -14,7 +14,7 @@ namespace PeftSharp.Serving.Endpoints;
 /// exact match, held-out perplexity before/after). Files are read when asked, so a card follows a re-trained run;
 /// for an adapter loaded from --adapter-root, a run-folder file is read only if it is no link and lies under the root.
 /// </summary>
-public static class AdapterCardEndpoint
+internal static class AdapterCardEndpoint
 {
     /// <summary>Small JSON files only: a card never reads a large or odd file whole.</summary>
     const long MaxCardFileBytes = 1 << 20;

@@ -6,7 +6,7 @@ using PeftSharp.Serving.Hosting;
 namespace PeftSharp.Serving.Endpoints;
 
 /// <summary>POST /v1/adapters {name, path} loads or atomically replaces; DELETE /v1/adapters/{name} unloads.</summary>
-public static class AdaptersEndpoint
+internal static class AdaptersEndpoint
 {
     public static async Task Load(HttpContext http, ServerState s)
     {

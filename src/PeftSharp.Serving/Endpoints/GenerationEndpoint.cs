@@ -9,7 +9,7 @@ using PeftSharp.Serving.Scheduling;
 namespace PeftSharp.Serving.Endpoints;
 
 /// <summary>POST /v1/completions and /v1/chat/completions: parse, pick the adapter, queue, stream or collect.</summary>
-public static class GenerationEndpoint
+internal static class GenerationEndpoint
 {
     public static async Task Handle(HttpContext http, ServerState s, bool chat)
     {

@@ -8,7 +8,7 @@ namespace PeftSharp.Serving.Endpoints;
 /// GET /v1/models: the base, then every adapter with its content hash, recorded base fingerprint and rank.
 /// GET /v1/models/{id}: one of them (404 model_not_found otherwise), as OpenAI's retrieve-model.
 /// </summary>
-public static class ModelsEndpoint
+internal static class ModelsEndpoint
 {
     public static Task Handle(HttpContext http, ServerState s)
     {

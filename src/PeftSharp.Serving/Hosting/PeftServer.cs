@@ -16,9 +16,17 @@ using PeftSharp.Serving.Scheduling;
 namespace PeftSharp.Serving.Hosting;
 
 /// <summary>
-/// The OpenAI-compatible server: Kestrel on one address, a batch worker owning the model, an adapter registry.
-/// <see cref="StartAsync"/> returns once it listens; disposing drains in-flight requests (up to the grace) and stops.
+/// The OpenAI-compatible server (what `peft serve` runs): Kestrel on one address, a batch worker owning the model, an
+/// adapter registry. <c>StartAsync</c> returns once it listens; disposing drains in-flight requests (up to
+/// <see cref="ServerOptions.ShutdownGrace"/>) and stops. The endpoints are those of src/PeftSharp.Serving/README.md.
 /// </summary>
+/// <example>
+/// <code>
+/// await using var server = await PeftServer.StartAsync("models/tiny", new ServerOptions { Port = 8000, Adapters = [("math", "runs/math/final")] }, new PeftAdapterLoader());
+/// Console.WriteLine(server.BaseAddress);      // http://127.0.0.1:8000/ : point an OpenAI client at BaseAddress + "v1"
+/// await server.WaitForShutdownAsync();        // Ctrl+C / SIGTERM
+/// </code>
+/// </example>
 public sealed class PeftServer : IAsyncDisposable
 {
     readonly WebApplication _app;
@@ -36,14 +44,24 @@ public sealed class PeftServer : IAsyncDisposable
         _ownedTokenizer = ownedTokenizer;
     }
 
-    public ServerState State { get; }
+    /// <summary>What the endpoints share (scheduler, adapter registry, tokenizer); the CLI and the tests read it.</summary>
+    internal ServerState State { get; }
+    /// <summary>Where the server listens, ending in "/" (with <see cref="ServerOptions.Port"/> 0, the port picked).</summary>
     public Uri BaseAddress { get; private set; } = null!;
 
-    /// <summary>Loads the model folder (dense or quantised, as <paramref name="load"/> says) and serves it.</summary>
-    public static async Task<PeftServer> StartAsync(string modelDir, ServerOptions options, IAdapterLoader loader, LoadOptions? load = null)
+    /// <summary>Loads a model folder (Hugging Face layout: config.json, safetensors, tokenizer; dense or as `peft
+    /// quantize` wrote it) and serves it under <see cref="ServerOptions.ServedName"/> (default: the folder's name). The
+    /// server owns the model and disposes it.</summary>
+    /// <param name="modelDir">The model folder.</param>
+    /// <param name="options">Address, limits, key, adapters; validated first.</param>
+    /// <param name="loader">How adapter folders are loaded onto the model: <see cref="PeftAdapterLoader"/> for PEFT LoRA/DoRA.</param>
+    /// <returns>The running server, once it listens.</returns>
+    /// <exception cref="ArgumentException">An invalid option (the message names its `peft serve` flag).</exception>
+    /// <exception cref="ServingException">A startup adapter that cannot load (not found, made for another base, unreadable).</exception>
+    public static async Task<PeftServer> StartAsync(string modelDir, ServerOptions options, IAdapterLoader loader)
     {
         options.Validate();
-        var model = ModelLoader.Load(modelDir, load ?? new LoadOptions());
+        var model = ModelLoader.Load(modelDir, new LoadOptions());
         TextTokenizer? tok = null;
         try
         {
@@ -59,7 +77,16 @@ public sealed class PeftServer : IAsyncDisposable
         }
     }
 
-    /// <summary>Serves an already loaded model (the caller keeps ownership of model and tokenizer).</summary>
+    /// <summary>Serves an already loaded model (the caller keeps ownership of model and tokenizer, and must not use the
+    /// model while the server runs: its batch worker owns it).</summary>
+    /// <param name="model">The base model.</param>
+    /// <param name="tokenizer">Its tokenizer (encodes prompts, decodes replies, supplies the stop ids).</param>
+    /// <param name="servedName">The model id clients use for the base.</param>
+    /// <param name="options">Address, limits, key, adapters; validated first.</param>
+    /// <param name="loader">How adapter folders are loaded onto the model: <see cref="PeftAdapterLoader"/> for PEFT LoRA/DoRA.</param>
+    /// <returns>The running server, once it listens.</returns>
+    /// <exception cref="ArgumentException">An invalid option (the message names its `peft serve` flag).</exception>
+    /// <exception cref="ServingException">A startup adapter that cannot load (not found, made for another base, unreadable).</exception>
     public static Task<PeftServer> StartAsync(CausalLM model, TextTokenizer tokenizer, string servedName, ServerOptions options, IAdapterLoader loader)
     {
         options.Validate();
@@ -137,6 +164,8 @@ public sealed class PeftServer : IAsyncDisposable
     /// <summary>Blocks until the host is told to stop (Ctrl+C / SIGTERM).</summary>
     public Task WaitForShutdownAsync() => _app.WaitForShutdownAsync();
 
+    /// <summary>Stops accepting requests, lets running ones finish (up to <see cref="ServerOptions.ShutdownGrace"/>),
+    /// unloads the adapters and disposes what the server owns.</summary>
     public async ValueTask DisposeAsync()
     {
         if (Interlocked.Exchange(ref _stopped, 1) == 1) return;

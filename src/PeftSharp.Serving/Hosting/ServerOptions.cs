@@ -2,18 +2,21 @@ using Microsoft.Extensions.Logging;
 
 namespace PeftSharp.Serving.Hosting;
 
-/// <summary>Everything `peft serve` can be told (each maps to one flag).</summary>
+/// <summary>Everything `peft serve` can be told (each maps to one flag, named in <see cref="Validate"/>'s messages).</summary>
 public sealed record ServerOptions
 {
+    /// <summary>The IP address to listen on, or "localhost" (default 127.0.0.1: this machine only).</summary>
     public string Host { get; init; } = "127.0.0.1";
-    /// <summary>0 picks a free port (tests); <see cref="PeftServer.BaseAddress"/> tells which.</summary>
+    /// <summary>The TCP port (default 8000); 0 picks a free port, which <see cref="PeftServer.BaseAddress"/> tells.</summary>
     public int Port { get; init; } = 8000;
     /// <summary>When set, every /v1 endpoint needs "Authorization: Bearer KEY".</summary>
     public string? ApiKey { get; init; }
     /// <summary>Runtime loading (POST /v1/adapters) only from under this folder; null turns it off.</summary>
     public string? AdapterRoot { get; init; }
-    /// <summary>Startup adapters: name → folder.</summary>
+    /// <summary>Startup adapters: name (the model id clients send) → PEFT adapter folder. Loaded before the server listens.</summary>
     public IReadOnlyList<(string Name, string Folder)> Adapters { get; init; } = [];
+    /// <summary>Adapters resident on the model at once (default 64); beyond it the least recently used idle one is
+    /// unloaded and reloads on demand.</summary>
     public int MaxAdapters { get; init; } = 64;
     /// <summary>Rows decoded together; 1 serves one request at a time (the sequential baseline).</summary>
     public int MaxBatch { get; init; } = 32;
@@ -29,14 +32,19 @@ public sealed record ServerOptions
     public string? ServedName { get; init; }
     /// <summary>On shutdown, how long running requests may finish before they are cancelled.</summary>
     public TimeSpan ShutdownGrace { get; init; } = TimeSpan.FromSeconds(10);
+    /// <summary>Largest request body in bytes (default 4 MiB); larger ones get 413.</summary>
     public long MaxBodyBytes { get; init; } = 4 << 20;
     /// <summary>Least severe level logged (--log-level). Server errors (5xx) and refused adapter loads are logged with their cause.</summary>
     public LogLevel LogLevel { get; init; } = LogLevel.Information;
     /// <summary>Where logs go; null: the console (standard error, so standard output stays the program's).</summary>
     public IReadOnlyList<ILoggerProvider>? LoggerProviders { get; init; }
-    /// <summary>How /v1/chat/completions renders messages: the model's chat template (null: PeftSharp's simple format).</summary>
+    /// <summary>How /v1/chat/completions renders messages: the model's chat template (null: PeftSharp's simple format;
+    /// `peft serve` sets the model's own template here).</summary>
     public PeftSharp.Chat.ChatPrompter? Chat { get; init; }
 
+    /// <summary>Checks the options; <c>StartAsync</c> calls it.</summary>
+    /// <exception cref="ArgumentException">A value out of range, a host that is no IP address, a missing adapter root
+    /// or an empty key; the message names the `peft serve` flag (<c>--port</c>, <c>--max-batch</c>, ...).</exception>
     public void Validate()
     {
         if (Port is < 0 or > 65535) throw new ArgumentException($"--port must be 0-65535 (got {Port})");

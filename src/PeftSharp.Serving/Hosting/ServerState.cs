@@ -5,7 +5,7 @@ using PeftSharp.Serving.Scheduling;
 namespace PeftSharp.Serving.Hosting;
 
 /// <summary>What the endpoints share: the tokenizer, the scheduler that owns the model, and the adapter registry.</summary>
-public sealed class ServerState(ModelConfig config, TextTokenizer tokenizer, BatchScheduler scheduler, AdapterRegistry adapters, ServerOptions options)
+internal sealed class ServerState(ModelConfig config, TextTokenizer tokenizer, BatchScheduler scheduler, AdapterRegistry adapters, ServerOptions options)
 {
     readonly object _tokLock = new();
 

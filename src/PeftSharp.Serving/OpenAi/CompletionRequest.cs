@@ -9,7 +9,7 @@ namespace PeftSharp.Serving.OpenAi;
 /// ignored, as OpenAI-compatible servers commonly do; fields that would change the output and are not implemented
 /// (tools, response_format, penalties, logit_bias, suffix, best_of) are refused with 400 naming them, never ignored.
 /// </summary>
-public sealed record CompletionRequest
+internal sealed record CompletionRequest
 {
     public string? Model { get; init; }
     /// <summary>Completions: the prompt text (or ids in <see cref="PromptIds"/>).</summary>

@@ -4,13 +4,13 @@ using System.Text.Json.Nodes;
 namespace PeftSharp.Serving.OpenAi;
 
 /// <summary>One generated token's log probability: its text, where that starts in the completion, and the top alternatives.</summary>
-public sealed record TokenLogprob(string Token, float Logprob, int TextOffset, (string Token, float Logprob)[] Top);
+internal sealed record TokenLogprob(string Token, float Logprob, int TextOffset, (string Token, float Logprob)[] Top);
 
 /// <summary>
 /// Response bodies in OpenAI's shapes (completions, chat completions, their stream chunks, usage chunks, logprobs,
 /// errors), as the OpenAI API reference and the openai-node SDK's types define them.
 /// </summary>
-public static class OpenAiResponses
+internal static class OpenAiResponses
 {
     public static JsonObject Error(string message, string type, string? code = null, string? param = null) =>
         new() { ["error"] = new JsonObject { ["message"] = message, ["type"] = type, ["param"] = param, ["code"] = code } };

@@ -4,7 +4,7 @@ namespace PeftSharp.Serving.OpenAi;
 /// Applies OpenAI "stop" strings to streamed text: the stop string and what follows are never sent, and text that
 /// could still become the start of a stop string is held back until it cannot.
 /// </summary>
-public sealed class StopMatcher(IReadOnlyList<string> stops)
+internal sealed class StopMatcher(IReadOnlyList<string> stops)
 {
     readonly int _hold = stops.Count == 0 ? 0 : stops.Max(s => s.Length) - 1;
     // Only the last _hold characters of the text are kept: a match that is new when text arrives must end in that

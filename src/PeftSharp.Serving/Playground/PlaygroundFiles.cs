@@ -12,7 +12,7 @@ namespace PeftSharp.Serving.Playground;
 /// Every response carries a strong ETag and "Cache-Control: no-cache" (the browser revalidates and gets a 304 until
 /// the server is upgraded, so a new page never meets a stale script), nosniff, and a CSP allowing only this origin.
 /// </summary>
-public static class PlaygroundFiles
+internal static class PlaygroundFiles
 {
     sealed record Asset(byte[] Bytes, string ContentType, string ETag);
 

@@ -8,7 +8,7 @@ namespace PeftSharp.Serving.Scheduling;
 /// (adapter loads/unloads), drops cancelled rows, prefills the waiting requests (several per forward, left-padded)
 /// and joins them to the running batch (up to <c>maxBatch</c> rows), then decodes one token for every row. Nothing else touches the model.
 /// </summary>
-public sealed class BatchScheduler : IDisposable
+internal sealed class BatchScheduler : IDisposable
 {
     readonly CausalLM _model;
     readonly int _maxBatch, _maxQueue, _maxPrefill;
@@ -22,7 +22,7 @@ public sealed class BatchScheduler : IDisposable
     bool _closed;
     volatile bool _accepting = true, _stopped;
 
-    /// <param name="maxPrefill">Most waiting requests prefilled in one forward (1: each alone; default: max batch).</param>
+    /// <remarks><c>maxPrefill</c>: Most waiting requests prefilled in one forward (1: each alone; default: max batch).</remarks>
     public BatchScheduler(CausalLM model, int maxBatch, int maxQueue, int? maxPrefill = null)
     {
         if (maxPrefill < 1) throw new ArgumentException($"max prefill batch must be >= 1 (got {maxPrefill})");

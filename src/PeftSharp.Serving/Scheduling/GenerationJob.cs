@@ -4,17 +4,17 @@ using PeftSharp.Generation;
 namespace PeftSharp.Serving.Scheduling;
 
 /// <summary>A generated token; with log probabilities requested, its log-probability and the top alternatives (most likely first).</summary>
-public readonly record struct GeneratedToken(int Id, float Logprob = float.NaN, (int Id, float Logprob)[]? Top = null);
+internal readonly record struct GeneratedToken(int Id, float Logprob = float.NaN, (int Id, float Logprob)[]? Top = null);
 
 /// <summary>
 /// One request as the batch worker sees it: prompt ids, sampling, the internal adapter name of its row (null = base)
 /// and a channel the worker writes generated ids to. The channel completes when the row leaves the batch.
 /// </summary>
-public sealed class GenerationJob
+internal sealed class GenerationJob
 {
     readonly Channel<GeneratedToken> _tokens = Channel.CreateUnbounded<GeneratedToken>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
 
-    /// <param name="topLogprobs">Log probabilities wanted (the number of alternatives per token); null: none are computed.</param>
+    /// <remarks><c>topLogprobs</c>: Log probabilities wanted (the number of alternatives per token); null: none are computed.</remarks>
     public GenerationJob(IReadOnlyList<int> prompt, SamplingOptions options, IReadOnlyCollection<int> stopIds, string? adapter, CancellationToken cancel,
         int? topLogprobs = null)
     {
