@@ -2,8 +2,8 @@ namespace PeftSharp.Memory;
 
 /// <summary>Every knob of a training run that moves memory, for <see cref="MemoryPlanner.Plan(string, PlanRequest)"/>.
 /// Defaults follow PEFT / common practice: LoRA r 8 on PEFT's default targets, bf16 base, fp32 adapters, AdamW, batch 1 x
-/// 512 tokens, one CUDA GPU, SDPA attention, the full fp32 loss, the nvidia-smi figure. Each property is a `peft plan`
-/// flag. Invalid values are reported by <see cref="Validate"/> as a <see cref="PlanException"/> naming the field.</summary>
+/// 512 tokens, one CUDA GPU, SDPA attention, the full fp32 loss, the nvidia-smi figure. Most properties are `peft plan`
+/// flags. Invalid values are reported by <see cref="Validate"/> as a <see cref="PlanException"/> naming the field.</summary>
 public sealed record PlanRequest
 {
     /// <summary>What trains: the whole model or one PEFT method (default LoRA).</summary>
