@@ -40,7 +40,7 @@ public sealed class PeftServer : IAsyncDisposable
     public Uri BaseAddress { get; private set; } = null!;
 
     /// <summary>Loads the model folder (dense or quantised, as <paramref name="load"/> says) and serves it.</summary>
-    public static async Task<PeftServer> StartAsync(string modelDir, ServerOptions options, IAdapterLoader loader, LoadOptions? load = null)
+    internal static async Task<PeftServer> StartAsync(string modelDir, ServerOptions options, IAdapterLoader loader, LoadOptions? load = null)
     {
         options.Validate();
         var model = ModelLoader.Load(modelDir, load ?? new LoadOptions());
