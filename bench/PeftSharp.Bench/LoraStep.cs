@@ -18,7 +18,7 @@ public sealed class LoraStep : IDisposable
     readonly Tensor _input, _target;
     readonly long _vocab;
 
-    public LoraAdapter Adapter { get; }
+    internal LoraAdapter Adapter { get; }
     public long OptimizerStateBytes => _opt.StateBytes;
     public long Tokens { get; }
 
@@ -79,7 +79,7 @@ public static class StepFlops
         "no weight grads) and 4*N*P_lora; attention QK^T and AV counted over the full T x T (as the peer's torch 1.13 computes it " +
         "with a mask) at 4*B*T^2*d_q per layer forward, 2x that backward; the few backward matmuls below layer 0's first adapter are not subtracted)";
 
-    public static double Step(CausalLM model, LoraAdapter adapter, long batch, long seq)
+    internal static double Step(CausalLM model, LoraAdapter adapter, long batch, long seq)
     {
         var c = model.Config;
         double n = batch * seq;

@@ -11,7 +11,7 @@ namespace PeftSharp.Hub;
 /// &lt;cache&gt;/.locks/models--ORG--NAME/&lt;etag&gt;.lock               one download of a blob at a time
 /// </code>
 /// </summary>
-public sealed class HubCache(string root)
+internal sealed class HubCache(string root)
 {
     public string Root { get; } = root;
 

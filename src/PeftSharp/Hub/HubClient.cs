@@ -5,17 +5,17 @@ using System.Text.Json;
 namespace PeftSharp.Hub;
 
 /// <summary>What GET /api/models/{repo}/revision/{rev} says: the commit and the file names (hf_api.model_info).</summary>
-public sealed record RevisionInfo(string Commit, IReadOnlyList<string> Files);
+internal sealed record RevisionInfo(string Commit, IReadOnlyList<string> Files);
 
 /// <summary>
 /// A file's metadata from HEAD {endpoint}/{repo}/resolve/{rev}/{file} (file_download.get_hf_file_metadata): the commit
 /// (X-Repo-Commit), the etag (X-Linked-Etag of an LFS file, else ETag, quotes and W/ stripped), where the bytes are
 /// (the redirect's Location for a file on the CDN) and the size (X-Linked-Size, else Content-Length).
 /// </summary>
-public sealed record FileMetadata(string Commit, string Etag, Uri Location, long Size);
+internal sealed record FileMetadata(string Commit, string Etag, Uri Location, long Size);
 
 /// <summary>The Hub's HTTP protocol, as huggingface_hub speaks it.</summary>
-public sealed class HubClient : IDisposable
+internal sealed class HubClient : IDisposable
 {
     static readonly TimeSpan MetadataTimeout = TimeSpan.FromSeconds(10); // HF_HUB_ETAG_TIMEOUT's default
 

@@ -8,7 +8,7 @@ namespace PeftSharp.Hub;
 /// Files already in the snapshot are not fetched again, whoever put them there (Python or us). With HF_HUB_OFFLINE=1,
 /// or when the Hub cannot be reached, the cached snapshot is used as is.
 /// </summary>
-public sealed class HubDownloader : IDisposable
+internal sealed class HubDownloader : IDisposable
 {
     readonly HubOptions _options;
     readonly HubClient _client;

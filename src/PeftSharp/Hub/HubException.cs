@@ -2,7 +2,12 @@ using System.Net;
 
 namespace PeftSharp.Hub;
 
-/// <summary>A Hub download that cannot go on; the message is one line naming the repo and the cause.</summary>
+/// <summary>
+/// A Hub download that cannot go on (repository, revision or file not found, gated or private without an allowed token,
+/// the Hub unreachable with nothing cached, a size or hash mismatch); the message is one line naming the repo and the cause.
+/// </summary>
+/// <param name="message">One line: the repo and the cause.</param>
+/// <param name="inner">The HTTP or file error behind it, when there is one.</param>
 public sealed class HubException(string message, Exception? inner = null) : IOException(message, inner)
 {
     /// <summary>
@@ -10,7 +15,7 @@ public sealed class HubException(string message, Exception? inner = null) : IOEx
     /// EntryNotFound, GatedRepo, RepoNotFound), then the status (401 means not found or not allowed, as the Hub answers
     /// both alike for private repos).
     /// </summary>
-    public static HubException FromResponse(RepoId repo, HttpResponseMessage response, string endpoint, bool hadToken, string? file = null)
+    internal static HubException FromResponse(RepoId repo, HttpResponseMessage response, string endpoint, bool hadToken, string? file = null)
     {
         string? code = Header(response, "X-Error-Code");
         string? message = Header(response, "X-Error-Message");
@@ -33,7 +38,7 @@ public sealed class HubException(string message, Exception? inner = null) : IOEx
         return new HubException($"{repo}: {cause}");
     }
 
-    public static bool IsServerError(HttpStatusCode status) => (int)status >= 500 || status == HttpStatusCode.TooManyRequests;
+    internal static bool IsServerError(HttpStatusCode status) => (int)status >= 500 || status == HttpStatusCode.TooManyRequests;
 
     static string? Header(HttpResponseMessage r, string name) =>
         r.Headers.TryGetValues(name, out var v) ? string.Join(",", v).ReplaceLineEndings(" ") : null;

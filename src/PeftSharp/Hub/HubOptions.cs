@@ -2,18 +2,24 @@ namespace PeftSharp.Hub;
 
 /// <summary>
 /// Where the Hub is and where its cache lives, read from the environment exactly as huggingface_hub's constants.py
-/// and utils/_auth.py read it, so a cache and a login are shared with Python users.
+/// and utils/_auth.py read it, so a cache and a login are shared with Python users (see Hub/README.md for the variables).
 /// </summary>
+/// <param name="Endpoint">The Hub's base URL without a trailing slash (HF_ENDPOINT; default <see cref="DefaultEndpoint"/>).</param>
+/// <param name="CacheDir">The cache folder holding `models--ORG--NAME` (HF_HUB_CACHE; default ~/.cache/huggingface/hub).</param>
+/// <param name="Token">Sent as a bearer token to the Hub's own host (HF_TOKEN or the file `hf auth login` writes); null = anonymous.</param>
+/// <param name="Offline">No network: only cached snapshots (HF_HUB_OFFLINE).</param>
 public sealed record HubOptions(string Endpoint, string CacheDir, string? Token, bool Offline)
 {
+    /// <summary>The public Hub.</summary>
     public const string DefaultEndpoint = "https://huggingface.co";
 
     /// <summary>constants.ENV_VARS_TRUE_VALUES.</summary>
     static readonly string[] TrueValues = ["1", "ON", "YES", "TRUE"];
 
+    /// <summary>The settings this process's environment gives (what <see cref="PeftModel.FromPretrained"/> uses when none are passed).</summary>
     public static HubOptions FromEnvironment() => FromEnvironment(Environment.GetEnvironmentVariable);
 
-    public static HubOptions FromEnvironment(Func<string, string?> env)
+    internal static HubOptions FromEnvironment(Func<string, string?> env)
     {
         string? Get(string name) => env(name) is { Length: > 0 } v ? v : null;
         string home = Environment.GetFolderPath(Environment.SpecialFolder.UserProfile);

@@ -7,8 +7,11 @@ namespace PeftSharp.Hub;
 /// The name rules are huggingface_hub's `validate_repo_id` (utils/_validators.py), with the namespace required: a bare
 /// `NAME` is far more often a mistyped folder than one of the Hub's few legacy un-namespaced repos.
 /// </summary>
+/// <param name="Id">`ORG/NAME`.</param>
+/// <param name="Revision">A branch, tag or commit hash; <see cref="DefaultRevision"/> when the text names none.</param>
 public sealed partial record RepoId(string Id, string Revision)
 {
+    /// <summary>The revision of `ORG/NAME` without `@`: the main branch, as on the Hub.</summary>
     public const string DefaultRevision = "main";
 
     /// <summary>huggingface_hub's REPO_ID_REGEX with the optional namespace made mandatory.</summary>
@@ -17,15 +20,17 @@ public sealed partial record RepoId(string Id, string Revision)
 
     /// <summary>A full commit hash (huggingface_hub's REGEX_COMMIT_HASH): such a revision needs no refs/ lookup.</summary>
     [GeneratedRegex("^[0-9a-f]{40}$")]
-    public static partial Regex CommitHash();
+    internal static partial Regex CommitHash();
 
     /// <summary>The cache folder name: `models--ORG--NAME` (repo_folder_name with REPO_ID_SEPARATOR "--").</summary>
-    public string FolderName => "models--" + Id.Replace("/", "--");
+    internal string FolderName => "models--" + Id.Replace("/", "--");
 
-    public bool RevisionIsCommit => CommitHash().IsMatch(Revision);
+    internal bool RevisionIsCommit => CommitHash().IsMatch(Revision);
 
+    /// <summary>`ORG/NAME`, with `@REVISION` when the revision is not <see cref="DefaultRevision"/> (what <see cref="Parse"/> reads back).</summary>
     public override string ToString() => Revision == DefaultRevision ? Id : $"{Id}@{Revision}";
 
+    /// <summary>Reads `ORG/NAME` or `ORG/NAME@REVISION`; false (and <paramref name="repo"/> null) when the text is not a valid repo id.</summary>
     public static bool TryParse(string value, out RepoId repo)
     {
         repo = null!;
@@ -41,6 +46,8 @@ public sealed partial record RepoId(string Id, string Revision)
         return true;
     }
 
+    /// <summary>Reads `ORG/NAME` or `ORG/NAME@REVISION`.</summary>
+    /// <exception cref="ArgumentException">The text is not a valid repo id (the message quotes it).</exception>
     public static RepoId Parse(string value) =>
         TryParse(value, out var repo) ? repo
         : throw new ArgumentException($"'{value}' is not a Hugging Face repo id (ORG/NAME or ORG/NAME@REVISION)");

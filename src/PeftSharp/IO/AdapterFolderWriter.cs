@@ -8,7 +8,7 @@ namespace PeftSharp.IO;
 /// <see cref="BaseFingerprint.ConfigKey"/>) and adapter_model.safetensors, swapped in together (<see cref="AtomicFile"/>),
 /// so a folder is either the old one or the whole new one.
 /// </summary>
-public static class AdapterFolderWriter
+internal static class AdapterFolderWriter
 {
     public static void Write(string dir, JsonObject config, BaseFingerprint fingerprint, IEnumerable<SafeTensorEntry> entries)
     {

@@ -12,7 +12,7 @@ namespace PeftSharp.IO;
 /// the fp32 bytes of the dense weight as the layer sees it (dequantised for a quantised base), so a different
 /// checkpoint, a different quantisation or a different architecture is detected and the differing tensors named.
 /// </summary>
-public sealed record BaseFingerprint(string Scheme, string Architecture, string ModelType, int HiddenSize, int NumLayers,
+internal sealed record BaseFingerprint(string Scheme, string Architecture, string ModelType, int HiddenSize, int NumLayers,
     string Digest, IReadOnlyDictionary<string, string> Tensors)
 {
     public const string ConfigKey = "peftsharp_base_fingerprint";

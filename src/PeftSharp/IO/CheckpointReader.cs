@@ -7,7 +7,7 @@ namespace PeftSharp.IO;
 /// The weights of a Hugging Face model folder: a single model.safetensors, or shards listed in
 /// model.safetensors.index.json. Shards are opened lazily and memory-mapped; tensors load one at a time.
 /// </summary>
-public sealed class CheckpointReader : IDisposable
+internal sealed class CheckpointReader : IDisposable
 {
     readonly Dictionary<string, string> _fileOf = new(StringComparer.Ordinal);
     readonly Dictionary<string, SafeTensorsFile> _open = new();

@@ -8,8 +8,11 @@ namespace PeftSharp.IO;
 /// every non-weight file is copied (<see cref="ModelFolderFiles"/>), and each safetensors file of the base is rewritten with the same tensors, order,
 /// dtypes and metadata, so the merged folder loads wherever the base does and has the same size.
 /// </summary>
-public static class MergedModelWriter
+internal static class MergedModelWriter
 {
+    /// <param name="model">The model with its adapters merged (dense weights only).</param>
+    /// <param name="baseFolder">The folder the base was loaded from: its other files are copied, its safetensors layout kept.</param>
+    /// <param name="outDir">The merged model folder to write (swapped in atomically).</param>
     /// <param name="finish">Last changes to the folder's other files before it appears (the chat template merge carries).</param>
     public static void Write(CausalLM model, string baseFolder, string outDir, Action<string>? finish = null)
     {

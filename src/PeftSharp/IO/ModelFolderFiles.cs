@@ -8,7 +8,7 @@ namespace PeftSharp.IO;
 /// format: next to new weights, a stale copy (pytorch_model.bin, tf_model.h5, flax_model.msgpack, ...) would hold
 /// the old ones.
 /// </summary>
-public static class ModelFolderFiles
+internal static class ModelFolderFiles
 {
     /// <summary>
     /// Weight files and their indexes (safetensors, PyTorch, TensorFlow, Flax, GGUF, checkpoint shards), adapter

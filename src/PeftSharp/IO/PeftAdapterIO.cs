@@ -12,7 +12,7 @@ namespace PeftSharp.IO;
 /// (base_model.model.&lt;module&gt;.lora_A.weight, ...). Saving is atomic (the whole folder is swapped in) and records
 /// a <see cref="BaseFingerprint"/>; loading checks it.
 /// </summary>
-public static class PeftAdapterIO
+internal static class PeftAdapterIO
 {
     public const string ConfigFile = "adapter_config.json";
     public const string WeightsFile = "adapter_model.safetensors";
@@ -23,6 +23,9 @@ public static class PeftAdapterIO
     /// <summary>Test seam: rewrites the tensor entries just before they are written.</summary>
     internal static Func<IEnumerable<SafeTensorEntry>, IEnumerable<SafeTensorEntry>>? EntriesHook { get; set; }
 
+    /// <param name="model">The model the LoRA adapter is attached to.</param>
+    /// <param name="adapterName">Which of its LoRA adapters to save.</param>
+    /// <param name="dir">The adapter folder to write (adapter_config.json + adapter_model.safetensors).</param>
     /// <param name="recordedBase">The base to record instead of the loaded model's (a 16-bit compute run records its
     /// checkpoint's fp32 fingerprint: <see cref="BaseFingerprint.OfCheckpointInFp32"/>).</param>
     public static void Save(CausalLM model, string adapterName, string dir, BaseFingerprint? recordedBase = null)

@@ -3,7 +3,7 @@ using static TorchSharp.torch;
 namespace PeftSharp.IO;
 
 /// <summary>safetensors dtype strings, their element sizes and TorchSharp scalar types.</summary>
-public static class SafeTensorDtype
+internal static class SafeTensorDtype
 {
     public static int ElementSize(string dtype) => dtype switch
     {

@@ -7,7 +7,7 @@ using static TorchSharp.torch;
 namespace PeftSharp.IO;
 
 /// <summary>One tensor's entry in a safetensors header. Offsets are absolute within the file.</summary>
-public sealed record SafeTensorInfo(string Name, string Dtype, long[] Shape, long Begin, long End)
+internal sealed record SafeTensorInfo(string Name, string Dtype, long[] Shape, long Begin, long End)
 {
     public long ElementCount => Shape.Aggregate(1L, (a, b) => checked(a * b));
     public long ByteLength => End - Begin;
@@ -20,7 +20,7 @@ public sealed record SafeTensorInfo(string Name, string Dtype, long[] Shape, lon
 /// memory. <see cref="Load"/> reads with positional file reads rather than through the mapping: touched mapped pages
 /// count in the process's resident set until the file is closed, which would make loading peak at twice the model.
 /// </summary>
-public sealed unsafe class SafeTensorsFile : IDisposable
+internal sealed unsafe class SafeTensorsFile : IDisposable
 {
     /// <summary>Headers above this are refused: real ones are kilobytes, a lying one could ask for gigabytes.</summary>
     public const long MaxHeaderBytes = 100L * 1024 * 1024;

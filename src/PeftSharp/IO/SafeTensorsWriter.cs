@@ -6,7 +6,7 @@ using static TorchSharp.torch;
 namespace PeftSharp.IO;
 
 /// <summary>One tensor to be written: its header fields and a callback that streams exactly ByteLength bytes.</summary>
-public sealed record SafeTensorEntry(string Name, string Dtype, long[] Shape, long ByteLength, Action<Stream> WriteData)
+internal sealed record SafeTensorEntry(string Name, string Dtype, long[] Shape, long ByteLength, Action<Stream> WriteData)
 {
     /// <summary>An entry backed by a CPU TorchSharp tensor (made contiguous when written).</summary>
     public static SafeTensorEntry FromTensor(string name, Tensor t)
@@ -25,7 +25,7 @@ public sealed record SafeTensorEntry(string Name, string Dtype, long[] Shape, lo
 }
 
 /// <summary>Writes safetensors files atomically (temp file + rename), streaming one tensor at a time.</summary>
-public static class SafeTensorsWriter
+internal static class SafeTensorsWriter
 {
     public static void Write(string path, IEnumerable<SafeTensorEntry> entries, IReadOnlyDictionary<string, string>? metadata = null)
     {

@@ -8,7 +8,7 @@ namespace PeftSharp.Models;
 /// Phi-3's fused qkv_proj (then q/k/v_proj are null), Qwen3's per-head q_norm/k_norm, Gemma 2's score scale and
 /// tanh soft-capping, and a sliding window on the layers the config marks.
 /// </summary>
-public sealed class Attention : nn.Module<Tensor, Tensor>
+internal sealed class Attention : nn.Module<Tensor, Tensor>
 {
 #pragma warning disable IDE1006
     /// <summary>Null for Phi-3, whose checkpoints hold the fused <see cref="qkv_proj"/>; use <see cref="CausalLM.Linears"/> to enumerate.</summary>
@@ -114,7 +114,7 @@ public sealed class Attention : nn.Module<Tensor, Tensor>
 }
 
 /// <summary>Gated MLP: down(act(gate(x)) * up(x)); SwiGLU (silu) or Gemma's GeGLU (gelu tanh); Phi-3 fuses gate and up.</summary>
-public sealed class Mlp : nn.Module<Tensor, Tensor>
+internal sealed class Mlp : nn.Module<Tensor, Tensor>
 {
 #pragma warning disable IDE1006
     /// <summary>Null for Phi-3, whose checkpoints hold the fused <see cref="gate_up_proj"/>.</summary>

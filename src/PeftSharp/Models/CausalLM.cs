@@ -5,7 +5,7 @@ using static TorchSharp.torch;
 namespace PeftSharp.Models;
 
 /// <summary>The decoder stack: HF's LlamaModel / Qwen2Model / Qwen3Model / Phi3Model / Gemma2Model ("model.*" parameter names).</summary>
-public sealed class DecoderStack : nn.Module<Tensor, Tensor>
+internal sealed class DecoderStack : nn.Module<Tensor, Tensor>
 {
 #pragma warning disable IDE1006
     public TokenEmbedding embed_tokens;
@@ -27,29 +27,32 @@ public sealed class DecoderStack : nn.Module<Tensor, Tensor>
 /// <summary>
 /// A Llama-family causal language model (Llama 2/3/3.x, Mistral, Qwen2, Qwen3, Phi-3, Gemma 2) with Hugging Face parameter names,
 /// so state dicts map 1:1 onto checkpoints. Every projection is a <see cref="TunableLinear"/>, which is
-/// where adapters and quantised bases plug in.
+/// where adapters and quantised bases plug in. Apps get one as <see cref="PeftModel.BaseModel"/> (a TorchSharp module:
+/// <c>parameters()</c>, <c>to(device)</c>, <c>state_dict()</c>); running it goes through <see cref="PeftModel.Forward"/>.
 /// </summary>
 public sealed class CausalLM : nn.Module<Tensor, Tensor>
 {
 #pragma warning disable IDE1006
-    public DecoderStack model;
-    public TunableLinear? lm_head;
+    internal DecoderStack model;
+    internal TunableLinear? lm_head;
 #pragma warning restore IDE1006
 
+    /// <summary>The parsed config.json the model was built from.</summary>
     public ModelConfig Config { get; }
+    /// <summary>The dtype of the dense weights (float32, bfloat16, float16) the model was loaded in.</summary>
     public ScalarType Dtype { get; }
-    public AdapterState State { get; } = new();
-    public Rope Rope { get; }
+    internal AdapterState State { get; } = new();
+    internal Rope Rope { get; }
     /// <summary>The plain layer runner: one forward call per decoder layer.</summary>
-    public static readonly Func<DecoderLayer, Tensor, ForwardContext, Tensor> DefaultLayerRunner = (l, x, ctx) => l.Forward(x, ctx);
+    internal static readonly Func<DecoderLayer, Tensor, ForwardContext, Tensor> DefaultLayerRunner = (l, x, ctx) => l.Forward(x, ctx);
     /// <summary>How one decoder layer is run; gradient checkpointing swaps this for a recomputing runner.</summary>
-    public Func<DecoderLayer, Tensor, ForwardContext, Tensor> LayerRunner { get; set; } = DefaultLayerRunner;
+    internal Func<DecoderLayer, Tensor, ForwardContext, Tensor> LayerRunner { get; set; } = DefaultLayerRunner;
     /// <summary>Set by the loader: the scheme of quantised layers ("none" for dense).</summary>
-    public string QuantizationScheme { get; set; } = "none";
+    internal string QuantizationScheme { get; set; } = "none";
     /// <summary>Optional hook on the input embeddings at the start of a sequence (prompt tuning's soft prompt).</summary>
-    public IInputEmbeddingsHook? InputEmbeddingsHook { get; set; }
+    internal IInputEmbeddingsHook? InputEmbeddingsHook { get; set; }
 
-    public CausalLM(ModelConfig config, ScalarType dtype = ScalarType.Float32, Func<string, bool>? quantized = null) : base("CausalLM")
+    internal CausalLM(ModelConfig config, ScalarType dtype = ScalarType.Float32, Func<string, bool>? quantized = null) : base("CausalLM")
     {
         Config = config;
         Dtype = dtype;
@@ -63,10 +66,10 @@ public sealed class CausalLM : nn.Module<Tensor, Tensor>
         eval();
     }
 
-    public IReadOnlyList<DecoderLayer> Layers => model.layers.ToList();
+    internal IReadOnlyList<DecoderLayer> Layers => model.layers.ToList();
 
     /// <summary>Every projection with its full HF module name, in model order (lm_head last, when untied).</summary>
-    public IEnumerable<TunableLinear> Linears()
+    internal IEnumerable<TunableLinear> Linears()
     {
         foreach (var l in model.layers)
         {
@@ -76,8 +79,10 @@ public sealed class CausalLM : nn.Module<Tensor, Tensor>
         if (lm_head is not null) yield return lm_head;
     }
 
+    /// <summary>The device the weights live on.</summary>
     public Device Device => model.embed_tokens.weight.device;
 
+    /// <summary>Logits [batch, seq, vocab] for input ids [batch, seq] (no cache, no padding mask), with the active adapters.</summary>
     public override Tensor forward(Tensor inputIds) => Forward(inputIds);
 
     /// <summary>
@@ -86,7 +91,7 @@ public sealed class CausalLM : nn.Module<Tensor, Tensor>
     /// <paramref name="inputsEmbeds"/> [B, T, H] replaces the embedding lookup (prompt tuning).
     /// <paramref name="lastOnly"/> computes the head for the last position only (generation).
     /// </summary>
-    public Tensor Forward(Tensor? inputIds, KvCache? cache = null, Tensor? attentionMask = null, Tensor? inputsEmbeds = null, bool lastOnly = false)
+    internal Tensor Forward(Tensor? inputIds, KvCache? cache = null, Tensor? attentionMask = null, Tensor? inputsEmbeds = null, bool lastOnly = false)
     {
         using var profile = ForwardProfiler.Measure("positions, masks, rotary tables");
         using var scope = NewDisposeScope();
@@ -133,7 +138,7 @@ public sealed class CausalLM : nn.Module<Tensor, Tensor>
     /// Phi3ForCausalLM.prepare_inputs_for_generation then drops the cache and recomputes the whole sequence, so
     /// every key is rotated with the long factors; generation does the same.
     /// </summary>
-    public bool CacheGoesStale(long past, long t) =>
+    internal bool CacheGoesStale(long past, long t) =>
         past > 0 && Config.RopeScaling is { Type: "longrope" } lr && past <= lr.OriginalMaxPositionEmbeddings && past + t > lr.OriginalMaxPositionEmbeddings;
 
     /// <summary>Total parameters, counting a quantised weight by its dense element count.</summary>

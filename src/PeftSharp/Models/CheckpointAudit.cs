@@ -10,7 +10,7 @@ namespace PeftSharp.Models;
 /// The expected list comes from the planner's <see cref="ModelShape"/>, whose names and counts the engine's
 /// parameters are tested to match, so the check runs for any size of model without building it.
 /// </summary>
-public sealed record CheckpointAudit(IReadOnlyList<string> Missing, IReadOnlyList<string> Unexpected, IReadOnlyList<string> Misshaped)
+internal sealed record CheckpointAudit(IReadOnlyList<string> Missing, IReadOnlyList<string> Unexpected, IReadOnlyList<string> Misshaped)
 {
     public bool Complete => Missing.Count == 0 && Unexpected.Count == 0 && Misshaped.Count == 0;
 

@@ -8,7 +8,7 @@ namespace PeftSharp.Models;
 /// (post_attention_layernorm after attention, post_feedforward_layernorm after the MLP, pre_feedforward_layernorm
 /// before it), so there "post_attention_layernorm" means something else than in Llama, under the same name.
 /// </summary>
-public sealed class DecoderLayer : nn.Module<Tensor, Tensor>
+internal sealed class DecoderLayer : nn.Module<Tensor, Tensor>
 {
 #pragma warning disable IDE1006
     public Attention self_attn;

@@ -3,7 +3,7 @@ using static TorchSharp.torch;
 namespace PeftSharp.Models;
 
 /// <summary>What every layer of one forward shares: rotary tables, the attention masks and the KV cache.</summary>
-public sealed class ForwardContext
+internal sealed class ForwardContext
 {
     public required Tensor Cos { get; init; }
     public required Tensor Sin { get; init; }
@@ -20,7 +20,7 @@ public sealed class ForwardContext
 /// <summary>
 /// A hook on a decoder sub-layer's output, applied before the residual add (Houlsby adapters live here).
 /// </summary>
-public interface ISublayerHook
+internal interface ISublayerHook
 {
     Tensor Apply(Tensor sublayerOut);
 }

@@ -8,7 +8,7 @@ namespace PeftSharp.Models;
 /// wrapper and dispatch). Sections nest; each kind gets its exclusive time (a section's children are subtracted).
 /// Off (no <see cref="Current"/>), a section costs one thread-static read.
 /// </summary>
-public sealed class ForwardProfiler
+internal sealed class ForwardProfiler
 {
     [ThreadStatic] static ForwardProfiler? _current;
 

@@ -7,7 +7,7 @@ namespace PeftSharp.Models;
 /// when a sequence starts (no cached positions yet). Positions it puts before the input are dropped from the logits,
 /// so callers see logits for their own tokens only; a KV cache keeps them, so generation continues after them.
 /// </summary>
-public interface IInputEmbeddingsHook
+internal interface IInputEmbeddingsHook
 {
     /// <summary>The embeddings [B, N + T, H] and mask [B, N + T] to run, and N (0 when the hook does nothing now).</summary>
     (Tensor Embeds, Tensor? AttentionMask, int Prepended) Apply(Tensor embeds, Tensor? attentionMask);

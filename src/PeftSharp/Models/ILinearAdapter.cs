@@ -7,7 +7,7 @@ namespace PeftSharp.Models;
 /// An adapter attached to one <see cref="TunableLinear"/> (LoRA, DoRA, ...). The layer keeps its adapters in
 /// a dictionary keyed by adapter name, as PEFT does, so one model holds many adapters.
 /// </summary>
-public interface ILinearAdapter : IDisposable
+internal interface ILinearAdapter : IDisposable
 {
     string AdapterName { get; }
     /// <summary>Given the layer input and the base output, returns the adapted output.</summary>
@@ -21,7 +21,7 @@ public interface ILinearAdapter : IDisposable
 }
 
 /// <summary>Which adapters a forward uses; shared by every layer of one model.</summary>
-public sealed class AdapterState
+internal sealed class AdapterState
 {
     /// <summary>Adapters applied (in order) to every row, each with a weight (1 for plain use).</summary>
     public List<(string Name, double Weight)> Active { get; } = new();

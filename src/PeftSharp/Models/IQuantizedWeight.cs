@@ -6,7 +6,7 @@ namespace PeftSharp.Models;
 /// A frozen base weight stored in a compressed form (NF4 and friends). The dense weight exists only while a
 /// layer computes: <see cref="Dequantize"/> builds it, the caller disposes it.
 /// </summary>
-public interface IQuantizedWeight : IDisposable
+internal interface IQuantizedWeight : IDisposable
 {
     /// <summary>[out, in] of the dense weight.</summary>
     long[] Shape { get; }

@@ -4,7 +4,7 @@ using static TorchSharp.torch;
 namespace PeftSharp.Models;
 
 /// <summary>Turns Linear weights into <see cref="IQuantizedWeight"/>s while a model loads.</summary>
-public interface IWeightQuantizer
+internal interface IWeightQuantizer
 {
     /// <summary>Scheme name recorded in fingerprints and configs (e.g. "nf4-b64-dq").</summary>
     string Scheme { get; }

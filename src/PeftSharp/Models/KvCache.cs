@@ -10,7 +10,7 @@ namespace PeftSharp.Models;
 /// A sliding-window layer keeps only the newest window - 1 slots (all a later query can see), so its memory stays
 /// bounded; each layer remembers the absolute slot its stored keys start at, so masks over all slots still apply.
 /// </summary>
-public sealed class KvCache : IDisposable
+internal sealed class KvCache : IDisposable
 {
     readonly Tensor?[] _k, _v;
     readonly long[] _start;

@@ -4,7 +4,7 @@ using static TorchSharp.torch;
 
 namespace PeftSharp.Models;
 
-public sealed record LoadOptions
+internal sealed record LoadOptions
 {
     public ScalarType Dtype { get; init; } = ScalarType.Float32;
     public Device? Device { get; init; }
@@ -13,7 +13,7 @@ public sealed record LoadOptions
 }
 
 /// <summary>Loads a Hugging Face model folder (config.json + safetensors, single or sharded) into a <see cref="CausalLM"/>.</summary>
-public static class ModelLoader
+internal static class ModelLoader
 {
     /// <summary>Where non-fatal notices go (base weights holding NaN/Inf).</summary>
     public static Action<string> Warn { get; set; } = PeftLogging.Warn;

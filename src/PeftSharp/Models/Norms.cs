@@ -8,7 +8,7 @@ namespace PeftSharp.Models;
 /// RMSNorm as in HF Llama: normalise in fp32, scale by weight in the input dtype. Gemma's variant
 /// (<c>plusOne</c>) scales by (1 + weight) in fp32 and only then casts back, as Gemma2RMSNorm does.
 /// </summary>
-public sealed class RmsNorm : nn.Module<Tensor, Tensor>
+internal sealed class RmsNorm : nn.Module<Tensor, Tensor>
 {
 #pragma warning disable IDE1006
     public Parameter weight;
@@ -40,7 +40,7 @@ public sealed class RmsNorm : nn.Module<Tensor, Tensor>
 }
 
 /// <summary>Token embedding with the HF parameter name "weight".</summary>
-public sealed class TokenEmbedding : nn.Module<Tensor, Tensor>
+internal sealed class TokenEmbedding : nn.Module<Tensor, Tensor>
 {
 #pragma warning disable IDE1006
     public Parameter weight;

@@ -6,7 +6,7 @@ namespace PeftSharp.Models;
 /// Rotary position embedding, "rotate_half" layout, over the first <see cref="RotaryDim"/> dims of each head
 /// (Phi's partial_rotary_factor; the rest pass through), with Llama 3.1 or Phi-3 "longrope" scaling.
 /// </summary>
-public sealed class Rope
+internal sealed class Rope
 {
     readonly double[] _invFreq;
     readonly double[]? _longInvFreq;
@@ -23,6 +23,9 @@ public sealed class Rope
         if (c.RopeScaling is { Type: "longrope" }) _longInvFreq = InverseFrequencies(RotaryDim, c.RopeTheta, c.RopeScaling, longContext: true);
     }
 
+    /// <param name="dim">The rotary dimension (head_dim, or partial_rotary_factor of it).</param>
+    /// <param name="theta">rope_theta.</param>
+    /// <param name="scaling">config.json's rope_scaling (llama3 or longrope), null for plain RoPE.</param>
     /// <param name="longContext">longrope only: the long factors (sequences past original_max_position_embeddings).</param>
     public static double[] InverseFrequencies(int dim, double theta, RopeScaling? scaling, bool longContext = false)
     {

@@ -20,19 +20,21 @@ public sealed class TextTokenizer : IDisposable
 
     readonly Tokenizers.DotNet.Tokenizer _tok;
 
+    /// <summary>The tokenizer.json file this was loaded from.</summary>
     public string Path { get; }
     /// <summary>The end-of-sequence id: config.json's eos_token_id when given, else a well-known special token.</summary>
     public int? EosId { get; }
+    /// <summary>config.json's bos_token_id, null when the config names none (or none was given).</summary>
     public int? BosId { get; }
     /// <summary>Added tokens marked special, by content.</summary>
     public IReadOnlyDictionary<string, int> SpecialTokens { get; }
     /// <summary>One more than the largest id in the vocabulary and the added tokens.</summary>
     public int VocabSize { get; }
     /// <summary>Special tokens HF's tokenizer(text) puts before / after every text by default (e.g. [BOS] for Llama).</summary>
-    public int[] Prefix { get; }
-    public int[] Suffix { get; }
+    internal int[] Prefix { get; }
+    internal int[] Suffix { get; }
     /// <summary>The folder's generation_config.json (empty when absent): its eos ids stop generation, its sampling fields are defaults.</summary>
-    public GenerationConfig Generation { get; }
+    internal GenerationConfig Generation { get; }
     // What tokenizer.json's own post-processor adds (the native encoder always adds it; Encode strips it).
     readonly int[] _nativePrefix, _nativeSuffix;
 
@@ -47,7 +49,7 @@ public sealed class TextTokenizer : IDisposable
         return model["vocab"] is JsonObject vocab && vocab[unk] is JsonValue v && v.TryGetValue<int>(out int i) ? i : null;
     }
 
-    public TextTokenizer(string path, ModelConfig? config = null)
+    internal TextTokenizer(string path, ModelConfig? config = null)
     {
         Path = path;
         if (!File.Exists(path)) throw new FileNotFoundException($"{path}: tokenizer.json not found", path);
@@ -82,11 +84,17 @@ public sealed class TextTokenizer : IDisposable
         Generation = GenerationConfig.Load(System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(path))!);
     }
 
-    /// <summary>Loads tokenizer.json from a model folder, with EOS/BOS from its config.json.</summary>
+    /// <summary>Loads tokenizer.json from a model folder, with EOS/BOS from its config.json (or <paramref name="config"/> when given).</summary>
+    /// <exception cref="FileNotFoundException">The folder has no tokenizer.json (or no config.json when <paramref name="config"/> is null).</exception>
+    /// <exception cref="InvalidDataException">tokenizer.json is not a tokenizer the HF tokenizers library loads.</exception>
     public static TextTokenizer FromFolder(string folder, ModelConfig? config = null) =>
         new(System.IO.Path.Combine(folder, "tokenizer.json"), config ?? ModelConfig.Load(folder));
 
-    /// <summary>A model folder (with its config.json when present) or a tokenizer.json file.</summary>
+    /// <summary>
+    /// A model folder or a tokenizer.json file; EOS/BOS come from the config.json next to it when there is one.
+    /// </summary>
+    /// <exception cref="FileNotFoundException">No tokenizer.json at that path.</exception>
+    /// <exception cref="InvalidDataException">tokenizer.json is not a tokenizer the HF tokenizers library loads.</exception>
     public static TextTokenizer Load(string folderOrFile)
     {
         string path = Directory.Exists(folderOrFile) ? System.IO.Path.Combine(folderOrFile, "tokenizer.json") : folderOrFile;
@@ -95,8 +103,9 @@ public sealed class TextTokenizer : IDisposable
     }
 
     /// <summary>
-    /// The ids of <paramref name="text"/>; with <paramref name="addSpecialTokens"/>, wrapped in <see cref="Prefix"/>/<see cref="Suffix"/>,
-    /// which is exactly what HF's tokenizer(text) gives by default (an empty text gives the prefix alone, e.g. [BOS]).
+    /// The ids of <paramref name="text"/>, without the special tokens tokenizer.json's post-processor adds; with
+    /// <paramref name="addSpecialTokens"/>, wrapped in the special tokens HF's tokenizer(text) adds by default (e.g.
+    /// [BOS] for Llama), which is exactly what HF gives (an empty text gives that prefix alone).
     /// </summary>
     public int[] Encode(string text, bool addSpecialTokens = false)
     {
@@ -111,11 +120,13 @@ public sealed class TextTokenizer : IDisposable
     /// The ids that end generation: every eos_token_id of <paramref name="config"/> and of generation_config.json (either
     /// may list several; Qwen2.5-Instruct's generation config adds &lt;|endoftext|&gt; to config.json's &lt;|im_end|&gt;) and <see cref="EosId"/>.
     /// </summary>
-    public IReadOnlySet<int> StopIds(ModelConfig config) =>
+    internal IReadOnlySet<int> StopIds(ModelConfig config) =>
         config.EosTokenIds.Concat(Generation.EosTokenIds).Concat(EosId is int e ? [e] : []).ToHashSet();
 
+    /// <summary>The text of <paramref name="ids"/>, special tokens skipped (HF's decode with skip_special_tokens=True).</summary>
     public string Decode(IEnumerable<int> ids) => _tok.Decode(ids.Select(i => (uint)i).ToArray());
 
+    /// <summary>Frees the native tokenizer.</summary>
     public void Dispose() => _tok.Dispose();
 
     /// <summary>

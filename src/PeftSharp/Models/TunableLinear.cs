@@ -9,7 +9,7 @@ namespace PeftSharp.Models;
 /// <c>weight</c> (HF parameter name kept) or a quantised weight, plus named adapters. Adapters are chosen
 /// after the model is built, so the forward path never changes which field it calls.
 /// </summary>
-public sealed class TunableLinear : nn.Module<Tensor, Tensor>
+internal sealed class TunableLinear : nn.Module<Tensor, Tensor>
 {
 #pragma warning disable IDE1006 // HF parameter names
     public Parameter? weight;
@@ -27,6 +27,12 @@ public sealed class TunableLinear : nn.Module<Tensor, Tensor>
     /// <summary>Optional batched path for mixed-adapter batches (one computation for all rows).</summary>
     public Func<Tensor, Tensor, TunableLinear, string?[], Tensor?>? MixedBatchApply { get; set; }
 
+    /// <param name="modulePath">The HF module name (model.layers.0.self_attn.q_proj); the last part names the module.</param>
+    /// <param name="inFeatures">Input features.</param>
+    /// <param name="outFeatures">Output features.</param>
+    /// <param name="hasBias">Whether the base projection has a bias.</param>
+    /// <param name="state">The model's adapter state (which adapters are active, disabled).</param>
+    /// <param name="dtype">The dense weight's dtype.</param>
     /// <param name="quantizedBase">True: no dense weight is allocated; <see cref="SetQuantized"/> provides the base.</param>
     public TunableLinear(string modulePath, long inFeatures, long outFeatures, bool hasBias, AdapterState state, ScalarType dtype, bool quantizedBase = false)
         : base(modulePath.Split('.').Last())

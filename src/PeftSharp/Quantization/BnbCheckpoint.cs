@@ -13,7 +13,7 @@ namespace PeftSharp.Quantization;
 /// X.nested_quant_map (f32[256]) and X.quant_state.bitsandbytes__nf4 (u8 bytes of a JSON with quant_type,
 /// blocksize, dtype, shape, nested_blocksize, nested_dtype, nested_offset).
 /// </summary>
-public static class BnbCheckpoint
+internal static class BnbCheckpoint
 {
     static readonly string[] Suffixes = [".absmax", ".quant_map", ".nested_absmax", ".nested_quant_map", ".quant_state.bitsandbytes__nf4", ".quant_state.bitsandbytes__fp4"];
 

@@ -1,7 +1,7 @@
 namespace PeftSharp.Quantization;
 
 /// <summary>The second-level quantisation of the per-block absmax values (bnb <c>compress_statistics</c>).</summary>
-public sealed record DoubleQuantized(byte[] Codes, float[] NestedAbsmax, float Offset, int NestedBlockSize);
+internal sealed record DoubleQuantized(byte[] Codes, float[] NestedAbsmax, float Offset, int NestedBlockSize);
 
 /// <summary>
 /// Double quantisation as bitsandbytes does it: <c>offset = mean(absmax)</c>, then <c>absmax - offset</c>

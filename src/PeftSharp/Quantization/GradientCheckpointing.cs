@@ -10,7 +10,7 @@ namespace PeftSharp.Quantization;
 /// through it (reentrant style), so parameter gradients accumulate and the input gradient flows on.
 /// Works with any adapter method, dense or quantised base. No KV cache while training.
 /// </summary>
-public static class GradientCheckpointing
+internal static class GradientCheckpointing
 {
     /// <summary>Requires grad so the checkpoint node exists even when the layer input (frozen embeddings) does not.</summary>
     static readonly Tensor Anchor = zeros(1).requires_grad_(true).DetachFromDisposeScope();

@@ -6,14 +6,14 @@ using static TorchSharp.torch;
 namespace PeftSharp.Quantization;
 
 /// <summary>Result of <see cref="ModelQuantizer.QuantizeFolder"/>.</summary>
-public sealed record QuantizeReport(QuantizationInfo Info, double RelativeError, long OutputBytes, long LargestTensorFp32Bytes);
+internal sealed record QuantizeReport(QuantizationInfo Info, double RelativeError, long OutputBytes, long LargestTensorFp32Bytes);
 
 /// <summary>
 /// Converts a Hugging Face model folder into a bnb-4bit folder, streaming: the header is computed from shapes,
 /// then each tensor is read from disk (SafeTensorsFile.Load / CopyTo: pread, not the mapping, so input pages do
 /// not count as resident), quantised and written before the next one is read. Dense tensors are copied in 1 MiB chunks.
 /// </summary>
-public static class ModelQuantizer
+internal static class ModelQuantizer
 {
     public static QuantizeReport QuantizeFolder(string modelDir, string outDir, Nf4Options options)
     {

@@ -1,7 +1,13 @@
 namespace PeftSharp.Quantization;
 
-/// <summary>The two 4-bit data types of bitsandbytes.</summary>
-public enum FourBitType { Nf4, Fp4 }
+/// <summary>The two 4-bit data types of bitsandbytes (<c>bnb_4bit_quant_type</c>).</summary>
+public enum FourBitType
+{
+    /// <summary>NormalFloat4: 16 codes at the quantiles of a normal distribution (QLoRA's choice for weights).</summary>
+    Nf4,
+    /// <summary>A 4-bit float (1 sign, 2 exponent, 1 mantissa bit).</summary>
+    Fp4,
+}
 
 /// <summary>
 /// The 16 code values of NF4 and FP4 (bitsandbytes <c>get_4bit_type</c>) and the value -> code rounding.

@@ -10,7 +10,7 @@ namespace PeftSharp.Quantization;
 /// Embeddings, norms and lm_head stay dense, as bitsandbytes keeps them.
 /// Also holds the scalar reference path (quantise/dequantise) the fast kernels are checked against.
 /// </summary>
-public sealed class Nf4Quantizer : IWeightQuantizer
+internal sealed class Nf4Quantizer : IWeightQuantizer
 {
     readonly Func<string, bool> _select;
 

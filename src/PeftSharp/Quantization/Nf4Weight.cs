@@ -12,7 +12,7 @@ namespace PeftSharp.Quantization;
 /// 16-entry code table. Tensors live on one device; on CPU dequantisation runs the SIMD kernel, elsewhere the
 /// TorchSharp-ops path (both produce identical bits).
 /// </summary>
-public sealed class Nf4Weight : IQuantizedWeight
+internal sealed class Nf4Weight : IQuantizedWeight
 {
     public long[] Shape { get; }
     public Nf4Options Options { get; }

@@ -7,7 +7,7 @@ namespace PeftSharp.Quantization;
 /// <see cref="BitsPerWeight"/> counts codes, absmax, nested absmax and the offset; <see cref="BitsPerWeightWithTables"/>
 /// adds what the HF layout repeats per layer (the two code tables and the quant-state JSON).
 /// </summary>
-public sealed record QuantizationInfo(string Scheme, int BlockSize, bool DoubleQuant, int QuantizedTensors, long QuantizedWeights,
+internal sealed record QuantizationInfo(string Scheme, int BlockSize, bool DoubleQuant, int QuantizedTensors, long QuantizedWeights,
     double BitsPerWeight, double BitsPerWeightWithTables)
 {
     public static readonly QuantizationInfo None = new("none", 0, false, 0, 0, 0, 0);

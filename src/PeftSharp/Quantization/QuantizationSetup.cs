@@ -4,7 +4,7 @@ using PeftSharp.Models;
 namespace PeftSharp.Quantization;
 
 /// <summary>Registers the bnb-4bit checkpoint detector with <see cref="ModelLoader"/> (once).</summary>
-public static class QuantizationSetup
+internal static class QuantizationSetup
 {
     static int _registered;
 

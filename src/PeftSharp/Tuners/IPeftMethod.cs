@@ -33,7 +33,7 @@ public sealed record AdapterLoadOptions
     /// <summary>Load the adapter's parameters with requires_grad (to continue training it).</summary>
     public bool Trainable { get; init; }
     /// <summary>A fingerprint of this model already computed (serving computes it once); null = hash the weights.</summary>
-    public BaseFingerprint? KnownBase { get; init; }
+    internal BaseFingerprint? KnownBase { get; init; }
 }
 
 /// <summary>
@@ -72,8 +72,11 @@ public interface IPeftMethod
 /// </summary>
 public interface IPeftAdapter : IDisposable
 {
+    /// <summary>The adapter's name in its model (PEFT's adapter_name; "default" for one loaded without a name).</summary>
     string Name { get; }
+    /// <summary>The method that attached or loaded it.</summary>
     IPeftMethod Method { get; }
+    /// <summary>Its config (what adapter_config.json holds).</summary>
     IPeftConfig Config { get; }
     /// <summary>The adapter's parameters under the keys its adapter_model.safetensors holds.</summary>
     IEnumerable<(string Key, Parameter Param)> NamedParameters();

@@ -6,10 +6,10 @@ using PeftSharp.Tuners.Lora;
 namespace PeftSharp.Tuners;
 
 /// <summary>One module's share of the report.</summary>
-public sealed record ModuleParameters(string Module, long Trainable, long Total);
+internal sealed record ModuleParameters(string Module, long Trainable, long Total);
 
 /// <summary>PEFT's print_trainable_parameters: trainable / all parameters (adapters included) and the percentage.</summary>
-public sealed record ParameterReport(long Trainable, long Total, IReadOnlyList<ModuleParameters> Modules)
+internal sealed record ParameterReport(long Trainable, long Total, IReadOnlyList<ModuleParameters> Modules)
 {
     public double Percent => Total == 0 ? 0 : 100.0 * Trainable / Total;
 
@@ -35,7 +35,7 @@ public sealed record ParameterReport(long Trainable, long Total, IReadOnlyList<M
 }
 
 /// <summary>LoRA parameter counts from shapes alone (no tensors): r·(in+out) per module, DoRA adds out.</summary>
-public static class LoraParameterCount
+internal static class LoraParameterCount
 {
     public static long For(ModelShape shape, LoraConfig cfg) => PerModule(shape, cfg).Sum(m => m.Count);
 

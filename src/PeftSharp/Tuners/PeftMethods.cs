@@ -17,11 +17,13 @@ public static class PeftMethods
     public static readonly IReadOnlyList<IPeftMethod> All = [LoraMethod.Instance, HoulsbyMethod.Instance, PromptTuningMethod.Instance];
 
     /// <summary>The method of a peft_type, or an error naming <paramref name="source"/> and the supported types.</summary>
+    /// <exception cref="InvalidDataException">No registered method has that peft_type (message: the source, the type, the supported ones).</exception>
     public static IPeftMethod ForPeftType(string peftType, string source) =>
         All.FirstOrDefault(m => m.PeftType == peftType)
         ?? throw new InvalidDataException($"{source}: peft_type '{peftType}' is not supported ({string.Join(", ", All.Select(m => m.PeftType))})");
 
     /// <summary>The method a config belongs to.</summary>
+    /// <exception cref="ArgumentException">No registered method takes this config type.</exception>
     public static IPeftMethod ForConfig(IPeftConfig config) =>
         All.FirstOrDefault(m => m.ConfigType == config.GetType())
         ?? throw new ArgumentException($"{config.GetType().Name}: no registered tuning method takes this config");
@@ -30,6 +32,8 @@ public static class PeftMethods
     /// The method of the adapter a folder holds, from adapter_config.json's peft_type (required, as PEFT requires it).
     /// A full model folder (what full fine-tuning saves) is named as such.
     /// </summary>
+    /// <exception cref="FileNotFoundException">The folder has no adapter_config.json (a full model folder is named as such).</exception>
+    /// <exception cref="InvalidDataException">adapter_config.json is not a JSON object, lacks peft_type, or names one no method registers.</exception>
     public static IPeftMethod ForFolder(string dir)
     {
         string path = Path.Combine(dir, PeftAdapterIO.ConfigFile);

@@ -8,7 +8,7 @@ namespace PeftSharp.IO.Gguf;
 /// C's evaluation order (libggml-base is built without FMA contraction: its disassembly has no vfmadd), rounding is
 /// ggml's nearest_int (the 1.5*2^23 trick: round half to even), and scales go through fp16 as ggml stores them.
 /// </summary>
-public static class GgmlKQuants
+internal static class GgmlKQuants
 {
     /// <summary>QK_K: values per super-block.</summary>
     public const int QK_K = 256;

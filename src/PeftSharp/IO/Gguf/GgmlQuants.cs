@@ -7,7 +7,7 @@ namespace PeftSharp.IO.Gguf;
 /// these types when no importance matrix is given). All arithmetic is single precision, as in C. The k-quants are in
 /// <see cref="GgmlKQuants"/>.
 /// </summary>
-public static class GgmlQuants
+internal static class GgmlQuants
 {
     public const int Q8_0Block = 32;
 

@@ -13,7 +13,7 @@ namespace PeftSharp.IO.Gguf;
 /// permutation as the base weights; lora_a is not permuted. llama.cpp's Python converter writes one lora_alpha and
 /// ignores use_rslora, so rsLoRA and patterns come out wrong there.
 /// </summary>
-public static class GgufAdapterExport
+internal static class GgufAdapterExport
 {
     public static void Write(CausalLM model, LoraAdapter adapter, string modelDir, string adapterDir, string outPath, string? baseFingerprintJson = null)
     {

@@ -7,7 +7,7 @@ namespace PeftSharp.IO.Gguf;
 /// same single-precision operations in the same order, so a GGUF base loads to exactly the floats llama.cpp's
 /// <c>to_float</c> gives (checked against libggml-base's own type traits in GgufDequantTests).
 /// </summary>
-public static class GgufDequant
+internal static class GgufDequant
 {
     /// <summary>ggml's type names by id (ggml.c type_traits), for errors about types PeftSharp does not read.</summary>
     static readonly Dictionary<uint, string> Names = new()

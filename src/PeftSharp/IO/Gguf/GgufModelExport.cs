@@ -12,7 +12,7 @@ namespace PeftSharp.IO.Gguf;
 /// llama3 rope scaling as a rope_freqs tensor, general.* and tokenizer metadata (<see cref="GgufVocab"/>). Tensors
 /// are converted one at a time while the file streams out.
 /// </summary>
-public static partial class GgufModelExport
+internal static partial class GgufModelExport
 {
     /// <summary>config.json model_type -> llama.cpp architecture.</summary>
     public static readonly IReadOnlyDictionary<string, string> Architectures = new Dictionary<string, string>

@@ -15,7 +15,7 @@ namespace PeftSharp.IO.Gguf;
 /// <see cref="ModelLoader"/> then reads the weights from the GGUF itself (<see cref="LoadWeights"/>), dequantised
 /// tensor by tensor, with llama.cpp's Q/K row permutation undone.
 /// </summary>
-public static class GgufModelSource
+internal static class GgufModelSource
 {
     public const string SourceFile = "gguf-source.json";
     /// <summary>config.json key naming the GGUF (file name and a hash of its tensor data); the base fingerprint records it.</summary>

@@ -3,14 +3,14 @@ using System.Text;
 namespace PeftSharp.IO.Gguf;
 
 /// <summary>A tensor's entry in a GGUF file: shape in PyTorch order, type, and absolute byte range in the file.</summary>
-public sealed record GgufTensorInfo(string Name, long[] Shape, GgmlType Type, long Offset, long ByteSize);
+internal sealed record GgufTensorInfo(string Name, long[] Shape, GgmlType Type, long Offset, long ByteSize);
 
 /// <summary>
 /// Reads a GGUF v3 file's metadata and tensor infos, and a tensor's bytes on request. Every count, length and offset
 /// is checked against the file's size before it is used, so a corrupt, truncated or foreign file is one
 /// <see cref="InvalidDataException"/> that names the file and the cause, never a huge allocation or a crash.
 /// </summary>
-public sealed class GgufReader : IDisposable
+internal sealed class GgufReader : IDisposable
 {
     // Far above any real key, token or tensor name; a larger length means a corrupt file.
     const long MaxStringBytes = 1 << 24;

@@ -15,7 +15,7 @@ namespace PeftSharp.IO.Gguf;
 /// CONTROL and UNKNOWN tokens become special added tokens, USER_DEFINED ones plain added tokens; add_bos/add_eos become
 /// the post-processor; <c>tokenizer.chat_template</c> becomes tokenizer_config.json's chat_template.
 /// </summary>
-public static class GgufTokenizer
+internal static class GgufTokenizer
 {
     // llama_token_type (llama.cpp) / gguf TokenType.
     const int Unknown = 2, Control = 3, UserDefined = 4;

@@ -1,14 +1,14 @@
 namespace PeftSharp.IO.Gguf;
 
 /// <summary>Metadata value types of GGUF v3 (ggml/docs/gguf.md, gguf-py/gguf/constants.py GGUFValueType).</summary>
-public enum GgufValueType : uint
+internal enum GgufValueType : uint
 {
     UInt8 = 0, Int8 = 1, UInt16 = 2, Int16 = 3, UInt32 = 4, Int32 = 5, Float32 = 6, Bool = 7, String = 8, Array = 9,
     UInt64 = 10, Int64 = 11, Float64 = 12,
 }
 
 /// <summary>The ggml tensor types PeftSharp writes or reads (values from ggml.h / constants.py GGMLQuantizationType).</summary>
-public enum GgmlType : uint
+internal enum GgmlType : uint
 {
     F32 = 0, F16 = 1, Q4_0 = 2, Q5_0 = 6, Q8_0 = 8, Q4_K = 12, Q6_K = 14, BF16 = 30,
     // Read only (GgufDequant): the other types llama-quantize writes (q4_1, q5_1 files; q5_K in q5_K_M files).
@@ -16,13 +16,13 @@ public enum GgmlType : uint
 }
 
 /// <summary>general.file_type (constants.py LlamaFileType): what most tensors of the file are.</summary>
-public enum GgufFileType : uint
+internal enum GgufFileType : uint
 {
     AllF32 = 0, MostlyF16 = 1, MostlyQ4_0 = 2, MostlyQ8_0 = 7, MostlyQ4_K_M = 15, MostlyBF16 = 32,
 }
 
 /// <summary>Block geometry and byte sizes of the ggml types.</summary>
-public static class GgmlTypes
+internal static class GgmlTypes
 {
     /// <summary>Elements per block and bytes per block (ggml's type traits).</summary>
     public static (int BlockSize, int BlockBytes) Traits(GgmlType t) => t switch

@@ -4,7 +4,7 @@ namespace PeftSharp.IO.Gguf;
 /// One metadata value: a scalar, a string, or an array of one element type (arrays of arrays are not needed by
 /// llama.cpp's keys and are not written). <see cref="Value"/> holds the CLR value (an array for arrays).
 /// </summary>
-public sealed record GgufValue(GgufValueType Type, object Value, GgufValueType ElementType = GgufValueType.UInt8)
+internal sealed record GgufValue(GgufValueType Type, object Value, GgufValueType ElementType = GgufValueType.UInt8)
 {
     public static GgufValue U32(uint v) => new(GgufValueType.UInt32, v);
     public static GgufValue I32(int v) => new(GgufValueType.Int32, v);

@@ -11,7 +11,7 @@ namespace PeftSharp.IO.Gguf;
 /// sentencepiece <c>llama</c> (tokens, scores, types). bos/eos/unk/pad ids, add_bos/add_eos as HF's tokenizer(text)
 /// adds them (<see cref="TextTokenizer.Prefix"/>), and the chat template.
 /// </summary>
-public static class GgufVocab
+internal static class GgufVocab
 {
     // llama_token_type (llama.cpp) / gguf TokenType.
     const int Normal = 1, Unknown = 2, Control = 3, UserDefined = 4, Unused = 5, Byte = 6;

@@ -3,7 +3,7 @@ using System.Text;
 namespace PeftSharp.IO.Gguf;
 
 /// <summary>A tensor to write: its name, its shape in PyTorch order (outermost first), its ggml type and a writer of its bytes.</summary>
-public sealed record GgufTensor(string Name, long[] Shape, GgmlType Type, Action<Stream> WriteData)
+internal sealed record GgufTensor(string Name, long[] Shape, GgmlType Type, Action<Stream> WriteData)
 {
     /// <summary>GGUF stores dimensions innermost first (ne[0] is the row length).</summary>
     public long[] GgufDims => Shape.Reverse().ToArray();
@@ -17,7 +17,7 @@ public sealed record GgufTensor(string Name, long[] Shape, GgmlType Type, Action
 /// data is streamed tensor by tensor (peak memory about one tensor), into a temp file renamed over the destination
 /// only when complete (<see cref="AtomicFile"/>).
 /// </summary>
-public static class GgufWriter
+internal static class GgufWriter
 {
     public const uint Magic = 0x46554747; // "GGUF" little-endian
     public const uint Version = 3;

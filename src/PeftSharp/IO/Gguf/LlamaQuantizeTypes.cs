@@ -8,7 +8,7 @@ namespace PeftSharp.IO.Gguf;
 /// that is not whole blocks of the chosen type falls back as llama.cpp does (q4_K -> q5_0, q6_K -> q8_0, then f16).
 /// This is the llama.cpp of LLamaSharp 0.30.0; checked by the tests against its llama_model_quantize itself.
 /// </summary>
-public static class LlamaQuantizeTypes
+internal static class LlamaQuantizeTypes
 {
     /// <summary>The default (most tensors') type of a llama-quantize file type.</summary>
     public static GgmlType DefaultType(GgufFileType fileType) => fileType switch

@@ -12,7 +12,7 @@ namespace PeftSharp.IO.Gguf;
 /// text/template at development time, tests/PeftSharp.Tests/IO/Gguf/GoTemplateCheck). An unknown template gets no
 /// TEMPLATE line: Ollama then falls back to the GGUF's tokenizer.chat_template.
 /// </summary>
-public static class OllamaModelfile
+internal static class OllamaModelfile
 {
     /// <summary>A chat format: its rendering of the probe with and without the system turn (leading BOS removed), its Go template, its end-of-turn text.</summary>
     public sealed record Family(string Name, string WithSystem, string WithoutSystem, string GoTemplate, string EndOfTurn);

@@ -6,7 +6,7 @@ using static TorchSharp.torch;
 namespace PeftSharp.Tuners.Houlsby;
 
 /// <summary>y = x + up(act(down(x))), with up zero-initialised so a fresh adapter is the identity.</summary>
-public sealed class BottleneckAdapter : ISublayerHook, IDisposable
+internal sealed class BottleneckAdapter : ISublayerHook, IDisposable
 {
     public Parameter DownWeight { get; }
     public Parameter DownBias { get; }

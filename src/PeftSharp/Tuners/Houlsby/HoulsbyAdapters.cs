@@ -7,7 +7,7 @@ using static TorchSharp.torch;
 namespace PeftSharp.Tuners.Houlsby;
 
 /// <summary>Attaches, saves and loads Houlsby adapters on every decoder layer of a model.</summary>
-public static class HoulsbyAdapters
+internal static class HoulsbyAdapters
 {
     /// <summary>
     /// Adds fresh adapters (identity at step 0) to every layer and returns their parameters. They run while

@@ -5,7 +5,7 @@ using TorchSharp.Modules;
 namespace PeftSharp.Tuners.Houlsby;
 
 /// <summary>Houlsby bottleneck adapters in the method registry (one Houlsby adapter per model: each layer has one slot).</summary>
-public sealed class HoulsbyMethod : IPeftMethod
+internal sealed class HoulsbyMethod : IPeftMethod
 {
     public static readonly HoulsbyMethod Instance = new();
     HoulsbyMethod() { }
@@ -45,7 +45,7 @@ public sealed class HoulsbyMethod : IPeftMethod
 }
 
 /// <summary>The Houlsby adapters of a model under one name.</summary>
-public sealed class HoulsbyAdapter(CausalLM model, HoulsbyConfig config, string name) : IPeftAdapter
+internal sealed class HoulsbyAdapter(CausalLM model, HoulsbyConfig config, string name) : IPeftAdapter
 {
     public string Name => name;
     public IPeftMethod Method => HoulsbyMethod.Instance;

@@ -3,7 +3,7 @@ using TorchSharp.Modules;
 namespace PeftSharp.Tuners.Lora;
 
 /// <summary>One named LoRA/DoRA adapter of a model: its config and its per-module layers (keyed by module path).</summary>
-public sealed class LoraAdapter
+internal sealed class LoraAdapter
 {
     public string Name { get; }
     public LoraConfig Config { get; }

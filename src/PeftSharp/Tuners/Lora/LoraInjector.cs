@@ -6,7 +6,7 @@ using static TorchSharp.torch;
 namespace PeftSharp.Tuners.Lora;
 
 /// <summary>Adds a LoRA/DoRA adapter to every Linear the config targets; the base is frozen.</summary>
-public static class LoraInjector
+internal static class LoraInjector
 {
     /// <summary>
     /// Creates adapter <paramref name="adapterName"/> (trainable), makes it the only active adapter and returns it.

@@ -11,7 +11,7 @@ namespace PeftSharp.Tuners.Lora;
 /// Adapter tensors may have a wider dtype than the base (fp32 adapters on a 16-bit base): x is cast in and the
 /// result cast back, which is what autocast does for PEFT.
 /// </summary>
-public sealed class LoraLayer : ILinearAdapter
+internal sealed class LoraLayer : ILinearAdapter
 {
     public string AdapterName { get; }
     public Parameter A { get; }

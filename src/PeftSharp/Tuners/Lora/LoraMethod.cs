@@ -7,7 +7,7 @@ using static TorchSharp.torch;
 namespace PeftSharp.Tuners.Lora;
 
 /// <summary>LoRA in the method registry: plain LoRA, DoRA (use_dora), and on an NF4 base QLoRA / QDoRA.</summary>
-public sealed class LoraMethod : IPeftMethod
+internal sealed class LoraMethod : IPeftMethod
 {
     public static readonly LoraMethod Instance = new();
     LoraMethod() { }
@@ -35,7 +35,7 @@ public sealed class LoraMethod : IPeftMethod
 }
 
 /// <summary>A LoRA/DoRA adapter of a model as the registry sees it; the layers stay in <see cref="LoraModel"/>.</summary>
-public sealed class LoraPeftAdapter(CausalLM model, LoraAdapter adapter) : IPeftAdapter
+internal sealed class LoraPeftAdapter(CausalLM model, LoraAdapter adapter) : IPeftAdapter
 {
     public string Name => adapter.Name;
     public IPeftMethod Method => LoraMethod.Instance;
@@ -44,7 +44,7 @@ public sealed class LoraPeftAdapter(CausalLM model, LoraAdapter adapter) : IPeft
 
     public IEnumerable<(string Key, Parameter Param)> NamedParameters() => adapter.PeftNamedParameters();
 
-    /// <summary>LoRA adapters are active through the model's <see cref="AdapterState.Active"/> list (weight 1 here).</summary>
+    /// <summary>LoRA adapters are active through the model's <see cref="Models.AdapterState.Active"/> list (weight 1 here).</summary>
     public bool Active
     {
         get => model.State.Active.Any(a => a.Name == Name);

@@ -8,7 +8,7 @@ namespace PeftSharp.Tuners.Lora;
 /// adapters in use are stacked with ranks zero-padded to the largest, gathered per row and applied with bmm;
 /// rows without an adapter get scale 0. Zero padding adds exact zeros, so each row equals its own single pass.
 /// </summary>
-public static class LoraMixedBatch
+internal static class LoraMixedBatch
 {
     /// <summary>Signature of <see cref="TunableLinear.MixedBatchApply"/>; null means "use the per-row path".</summary>
     public static Tensor? Apply(Tensor x, Tensor y, TunableLinear layer, string?[] rows)

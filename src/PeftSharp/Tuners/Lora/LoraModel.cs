@@ -8,7 +8,7 @@ namespace PeftSharp.Tuners.Lora;
 /// The LoRA adapters of one model (PEFT's LoraModel): load several named adapters, choose the active ones,
 /// disable all, delete, merge into the base and unmerge.
 /// </summary>
-public sealed class LoraModel
+internal sealed class LoraModel
 {
     static readonly ConditionalWeakTable<CausalLM, LoraModel> Registry = new();
 

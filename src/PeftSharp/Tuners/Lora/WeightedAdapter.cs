@@ -10,7 +10,7 @@ namespace PeftSharp.Tuners.Lora;
 /// the already-scaled delta and w·s as weight, so the scaling enters twice; kept for parity with PEFT).
 /// The new adapter has lora_alpha = r, i.e. scaling 1 (rsLoRA configs keep PEFT's alpha/sqrt(r)).
 /// </summary>
-public static class WeightedAdapter
+internal static class WeightedAdapter
 {
     public static readonly string[] CombinationTypes = ["linear", "cat", "svd", "ties", "dare_linear"];
 

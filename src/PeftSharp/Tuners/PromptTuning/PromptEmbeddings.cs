@@ -11,7 +11,7 @@ namespace PeftSharp.Tuners.PromptTuning;
 /// The base weights are untouched; once <see cref="AttachTo"/> a model, it is that model's input-embeddings hook, so
 /// every forward (training, eval, generation) puts it before the tokens and the logits stay those of the tokens.
 /// </summary>
-public sealed class PromptEmbeddings : IDisposable, IInputEmbeddingsHook
+internal sealed class PromptEmbeddings : IDisposable, IInputEmbeddingsHook
 {
     public Parameter Embeddings { get; }
     public PromptTuningConfig Config { get; }

@@ -5,7 +5,7 @@ using TorchSharp.Modules;
 namespace PeftSharp.Tuners.PromptTuning;
 
 /// <summary>Prompt tuning in the method registry (one soft prompt per model: it is the model's input-embeddings hook).</summary>
-public sealed class PromptTuningMethod : IPeftMethod
+internal sealed class PromptTuningMethod : IPeftMethod
 {
     public static readonly PromptTuningMethod Instance = new();
     PromptTuningMethod() { }
@@ -41,7 +41,7 @@ public sealed class PromptTuningMethod : IPeftMethod
 }
 
 /// <summary>A soft prompt of a model under a name.</summary>
-public sealed class PromptTuningAdapter(CausalLM model, PromptEmbeddings prompt, string name) : IPeftAdapter
+internal sealed class PromptTuningAdapter(CausalLM model, PromptEmbeddings prompt, string name) : IPeftAdapter
 {
     public string Name => name;
     public IPeftMethod Method => PromptTuningMethod.Instance;

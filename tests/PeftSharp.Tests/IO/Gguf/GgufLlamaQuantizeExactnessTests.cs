@@ -135,10 +135,11 @@ public class GgufLlamaQuantizeExactnessTests(ITestOutputHelper output)
     /// its rows are not whole super-blocks): byte-identical to llama-quantize.
     /// </summary>
     [Theory]
-    [InlineData(256, GgmlType.Q6_K, GgmlType.Q4_K)]
-    [InlineData(64, GgmlType.Q8_0, GgmlType.Q5_0)]
-    public void Phi3FusedQkv_Q4_K_M_MatchesLlamaQuantize(int hidden, GgmlType layer0, GgmlType layer1)
+    [InlineData(256, nameof(GgmlType.Q6_K), nameof(GgmlType.Q4_K))] // by name: GgmlType is internal
+    [InlineData(64, nameof(GgmlType.Q8_0), nameof(GgmlType.Q5_0))]
+    public void Phi3FusedQkv_Q4_K_M_MatchesLlamaQuantize(int hidden, string layer0Type, string layer1Type)
     {
+        GgmlType layer0 = Enum.Parse<GgmlType>(layer0Type), layer1 = Enum.Parse<GgmlType>(layer1Type);
         string model = KQuantModel(tied: false, modelType: "phi3", hidden: hidden);
         string f32 = Export(model, "f32", "phi3"), ours = Export(model, "q4_K_M", "phi3");
         AssertSameTensors(ours, LlamaQuantize(f32, "q4_K_M"));
