@@ -61,6 +61,9 @@ public sealed class PeftServer : IAsyncDisposable
     public static async Task<PeftServer> StartAsync(string modelDir, ServerOptions options, IAdapterLoader loader)
     {
         options.Validate();
+        // The model's own chat template unless the caller chose one: serving a chat model in a made-up format would
+        // answer, but badly, and silently.
+        options = options.Chat is null ? options with { Chat = PeftSharp.Chat.ChatPrompter.ForModel(modelDir) } : options;
         var model = ModelLoader.Load(modelDir, new LoadOptions());
         TextTokenizer? tok = null;
         try
@@ -78,7 +81,8 @@ public sealed class PeftServer : IAsyncDisposable
     }
 
     /// <summary>Serves an already loaded model (the caller keeps ownership of model and tokenizer, and must not use the
-    /// model while the server runs: its batch worker owns it).</summary>
+    /// model while the server runs: its batch worker owns it). Without <see cref="ServerOptions.Chat"/>, chat requests
+    /// use the chat template of the folder holding the tokenizer's file.</summary>
     /// <param name="model">The base model.</param>
     /// <param name="tokenizer">Its tokenizer (encodes prompts, decodes replies, supplies the stop ids).</param>
     /// <param name="servedName">The model id clients use for the base.</param>
@@ -90,6 +94,8 @@ public sealed class PeftServer : IAsyncDisposable
     public static Task<PeftServer> StartAsync(CausalLM model, TextTokenizer tokenizer, string servedName, ServerOptions options, IAdapterLoader loader)
     {
         options.Validate();
+        if (options.Chat is null && System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(tokenizer.Path)) is { } dir && Directory.Exists(dir))
+            options = options with { Chat = PeftSharp.Chat.ChatPrompter.ForModel(dir) };
         return StartCoreAsync(model, tokenizer, servedName, options, loader, owned: false);
     }
 

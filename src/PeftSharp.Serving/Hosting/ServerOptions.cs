@@ -38,8 +38,9 @@ public sealed record ServerOptions
     public LogLevel LogLevel { get; init; } = LogLevel.Information;
     /// <summary>Where logs go; null: the console (standard error, so standard output stays the program's).</summary>
     public IReadOnlyList<ILoggerProvider>? LoggerProviders { get; init; }
-    /// <summary>How /v1/chat/completions renders messages: the model's chat template (null: PeftSharp's simple format;
-    /// `peft serve` sets the model's own template here).</summary>
+    /// <summary>How /v1/chat/completions renders messages. Null (the default): the model folder's own chat template
+    /// (chat_template.jinja / tokenizer_config.json), or PeftSharp's simple format with a note when the folder has
+    /// none. Set it to serve with another template (`peft serve --chat-template`).</summary>
     public PeftSharp.Chat.ChatPrompter? Chat { get; init; }
 
     /// <summary>Checks the options; <c>StartAsync</c> calls it.</summary>

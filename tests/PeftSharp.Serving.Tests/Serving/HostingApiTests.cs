@@ -3,6 +3,7 @@ using System.Text.Json.Nodes;
 using PeftSharp.Serving;
 using PeftSharp.Serving.Adapters;
 using PeftSharp.Serving.Hosting;
+using PeftSharp.Models;
 
 namespace PeftSharp.Tests.Serving;
 
@@ -43,5 +44,25 @@ public class HostingApiTests
             new ServerOptions { Port = 0, Adapters = [("gone", missing)], LoggerProviders = [new CapturedLogs()] }, new PeftAdapterLoader()));
         Assert.Equal(404, e.Status);
         Assert.Contains(missing, e.Message);
+    }
+    [Fact]
+    public async Task AModelFolderIsServedWithItsOwnChatTemplate()
+    {
+        // A copy of the fixture with a chat template of its own (as transformers 4.47+ saves it): chat requests must be
+        // rendered with it, not with PeftSharp's simple format, when the app sets no ServerOptions.Chat.
+        string dir = Path.Combine(TestPaths.RunRoot, $"templated-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(dir);
+        foreach (var f in Directory.GetFiles(TestPaths.TinyLlama)) File.Copy(f, Path.Combine(dir, Path.GetFileName(f)));
+        File.WriteAllText(Path.Combine(dir, "chat_template.jinja"), "{% for m in messages %}[{{ m.role }}: {{ m.content }}]{% endfor %}{% if add_generation_prompt %}=>{% endif %}");
+        await using var server = await PeftServer.StartAsync(dir, new ServerOptions { Port = 0, LoggerProviders = [new CapturedLogs()] }, new PeftAdapterLoader());
+        using var http = new HttpClient { BaseAddress = server.BaseAddress, Timeout = TimeSpan.FromSeconds(60) };
+        using var tok = TextTokenizer.Load(dir);
+
+        using var resp = await http.PostAsJsonAsync("v1/chat/completions", new { model = Path.GetFileName(dir), messages = new[] { new { role = "user", content = "hi" } }, max_tokens = 1, temperature = 0 });
+        var body = (await resp.Content.ReadFromJsonAsync<JsonObject>())!;
+        Assert.True(resp.IsSuccessStatusCode, body.ToJsonString());
+        int templated = tok.Encode("[user: hi]=>").Length;
+        Assert.NotEqual(tok.Encode(PeftSharp.Data.ChatFormat.Render([("user", "hi")], addGenerationPrompt: true)).Length, templated);
+        Assert.Equal(templated, body["usage"]!["prompt_tokens"]!.GetValue<int>());
     }
 }
