@@ -49,7 +49,7 @@ public sealed record TrainingProgress(int Step, int? TotalSteps, double? Loss, J
 /// description, parameter counts and bytes (what measured memory needs) and held-out losses before/after.
 /// </summary>
 /// <param name="Train">The training loop's result (steps, losses, evaluations, the final folder).</param>
-/// <param name="MethodDescription">The method and its trainable share as one line, e.g. "LoRA r=8 alpha=16 on 8 modules: 0.016M trainable of 1.23M (1.30%)".</param>
+/// <param name="MethodDescription">The method and its trainable share as one line, e.g. "LoRA r=8 alpha=16 on 16 modules: 0.066M trainable of 3.21M (2.04%)".</param>
 /// <param name="TrainableParameters">Parameters that trained.</param>
 /// <param name="TotalParameters">Parameters of the model, base and adapters.</param>
 /// <param name="WeightBytes">Bytes of every weight the run held (quantised storage and adapters included).</param>
