@@ -21,7 +21,7 @@ public sealed class ChatPrompter
     /// </summary>
     public ChatTemplate? Template => _template.Value;
     /// <summary>True once a training/eval example was rendered (the adapter then records the rendering).</summary>
-    public bool Used { get; private set; }
+    internal bool Used { get; private set; }
     /// <summary>Where notes name the model (its folder).</summary>
     public string ModelName { get; }
 

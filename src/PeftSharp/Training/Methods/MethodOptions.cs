@@ -54,7 +54,7 @@ public sealed record MethodOptions
     /// <summary>The LoRA family (lora, dora, qlora, qdora): the methods with a rank and target modules.</summary>
     public static bool IsLoraMethod(string method) => method is "lora" or "dora" or "qlora" or "qdora";
     /// <summary>The Houlsby adapters of an "adapter" run (bottleneck = hidden / <see cref="ReductionFactor"/>).</summary>
-    public HoulsbyConfig Houlsby => new() { ReductionFactor = ReductionFactor, NonLinearity = NonLinearity };
+    internal HoulsbyConfig Houlsby => new() { ReductionFactor = ReductionFactor, NonLinearity = NonLinearity };
 
     /// <summary>Errors name the config key (PEFT's name where PEFT has one); the CLI maps keys to its flags (<see cref="FlagOf"/>).</summary>
     public void Validate()
@@ -73,7 +73,7 @@ public sealed record MethodOptions
     }
 
     /// <summary>The config keys <see cref="Validate"/> names, with the `peft train` flag that sets each.</summary>
-    public static readonly IReadOnlyDictionary<string, string> FlagOf = new Dictionary<string, string>
+    internal static readonly IReadOnlyDictionary<string, string> FlagOf = new Dictionary<string, string>
     {
         ["method"] = "--method", ["r"] = "--rank", ["lora_alpha"] = "--alpha", ["lora_dropout"] = "--dropout",
         ["num_virtual_tokens"] = "--virtual-tokens", ["reduction_factor"] = "--reduction-factor",
