@@ -14,5 +14,5 @@ public static class PeftLogging
     public static ILogger Logger { get; set; } = NullLogger.Instance;
 
     /// <summary>One warning through <see cref="Logger"/>.</summary>
-    public static void Warn(string message) => Logger.LogWarning("{Warning}", message);
+    internal static void Warn(string message) => Logger.LogWarning("{Warning}", message);
 }

@@ -219,7 +219,14 @@ public sealed class PeftModel : IDisposable
     /// The continuation of prompt token ids (e.g. <see cref="EncodeChat"/>'s) as text pieces: decode(prompt + generated)
     /// minus decode(prompt), streamed as Hugging Face's TextStreamer means it.
     /// </summary>
-    public IEnumerable<string> GenerateStream(IReadOnlyList<int> promptIds, GenerationOptions? options = null)
+    public IEnumerable<string> GenerateStream(IReadOnlyList<int> promptIds, GenerationOptions? options = null) =>
+        GenerateUpdates(promptIds, options).Where(u => u.Text.Length > 0).Select(u => u.Text);
+
+    /// <summary>
+    /// As <see cref="GenerateStream(IReadOnlyList{int}, GenerationOptions?)"/>, then one last item (empty text) with the
+    /// finish reason and the token counts, what a chat client reports as finish_reason and usage.
+    /// </summary>
+    public IEnumerable<GenerationUpdate> GenerateUpdates(IReadOnlyList<int> promptIds, GenerationOptions? options = null)
     {
         options ??= new GenerationOptions();
         var sampling = options.ToSampling();
@@ -227,18 +234,27 @@ public sealed class PeftModel : IDisposable
         return Stream(promptIds, sampling, stopIds, new StopSequenceFilter(options.StopSequences));
     }
 
-    IEnumerable<string> Stream(IReadOnlyList<int> promptIds, SamplingOptions sampling, IReadOnlySet<int> stopIds, StopSequenceFilter stops)
+    IEnumerable<GenerationUpdate> Stream(IReadOnlyList<int> promptIds, SamplingOptions sampling, IReadOnlySet<int> stopIds, StopSequenceFilter stops)
     {
         var streamer = new TextStreamer(Tokenizer, promptIds);
+        int generated = 0;
+        var reason = GenerationFinishReason.Length;
         foreach (var id in TextGenerator.Generate(BaseModel, promptIds, sampling, stopIds))
         {
-            if (stopIds.Contains(id)) break;
+            generated++;
+            if (stopIds.Contains(id)) { reason = GenerationFinishReason.Stop; break; }
             string piece = stops.Push(streamer.Push(id));
-            if (piece.Length > 0) yield return piece;
-            if (stops.Stopped) yield break;
+            if (piece.Length > 0) yield return new GenerationUpdate { Text = piece };
+            if (stops.Stopped) break;
         }
-        string rest = stops.Push(streamer.Flush()) + stops.Flush();
-        if (rest.Length > 0) yield return rest;
+        if (!stops.Stopped)
+        {
+            string rest = stops.Push(streamer.Flush()) + stops.Flush();
+            if (rest.Length > 0) yield return new GenerationUpdate { Text = rest };
+        }
+        // A stop sequence completed by the held-back tail is a stop too.
+        if (stops.Stopped) reason = GenerationFinishReason.Stop;
+        yield return new GenerationUpdate { FinishReason = reason, InputTokens = promptIds.Count, OutputTokens = generated };
     }
 
     /// <summary>A conversation rendered with the model's chat template (PeftSharp's simple format when it has none).</summary>

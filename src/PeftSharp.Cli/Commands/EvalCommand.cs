@@ -81,7 +81,7 @@ public sealed class EvalCommand : Command<EvalCommand.Settings>
     }
 
     /// <summary>Every example of <paramref name="path"/> as an eval sequence, and the prompt/completion ones as exact-match prompts.</summary>
-    public static (IReadOnlyList<TokenSequence> Sequences, IReadOnlyList<PromptAnswer> Prompts) Load(string path, TextTokenizer tokenizer, int maxSeq, int? limit = null,
+    internal static (IReadOnlyList<TokenSequence> Sequences, IReadOnlyList<PromptAnswer> Prompts) Load(string path, TextTokenizer tokenizer, int maxSeq, int? limit = null,
         PeftSharp.Chat.ChatPrompter? chat = null)
     {
         // The file is both "train" (checked to have loss tokens) and eval (never packed, prompts kept) here.

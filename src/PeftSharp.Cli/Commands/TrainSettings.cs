@@ -106,7 +106,7 @@ public sealed class TrainSettings : CommandSettings
     /// <summary>--method dpo or orpo: preference tuning of an --adapter-method adapter.</summary>
     public bool IsPreference => Training.Preference.PreferenceOptions.IsPreferenceMethod(Method);
 
-    public PreferenceOptions PreferenceOptions() => new()
+    internal PreferenceOptions PreferenceOptions() => new()
     {
         Method = Training.Preference.PreferenceOptions.ParseMethod(Method), Beta = Beta, LabelSmoothing = LabelSmoothing,
         LossType = Training.Preference.PreferenceOptions.ParseLossType(LossType), PrecomputeReference = PrecomputeRef,

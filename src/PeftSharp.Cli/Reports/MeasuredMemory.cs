@@ -13,7 +13,7 @@ public sealed record MeasuredMemory(long Weights, long Gradients, long Optimizer
     public long ActivationsAndBuffers => Math.Max(0, Peak - Weights - Gradients - Optimizer - Runtime);
 
     /// <summary>What a run on <paramref name="model"/> held (preference runs, which do not go through <see cref="FineTune"/>).</summary>
-    public static MeasuredMemory From(CausalLM model, ITrainingMethod method, long runtimeBytes, long peakBytes, string? optimizerStateFile)
+    internal static MeasuredMemory From(CausalLM model, ITrainingMethod method, long runtimeBytes, long peakBytes, string? optimizerStateFile)
     {
         var (weights, trainable) = FineTune.MemoryBytes(model, method);
         return new MeasuredMemory(weights, trainable, OptimizerBytes(optimizerStateFile), runtimeBytes, peakBytes);

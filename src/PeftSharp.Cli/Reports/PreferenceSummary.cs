@@ -13,7 +13,7 @@ namespace PeftSharp.Cli.Reports;
 /// report.md: reward accuracy, margin, rewards and log-probs on the held-out pairs before and after, exact match of the
 /// chosen answers, forgetting, and planned vs measured memory.
 /// </summary>
-public sealed record PreferenceSummary(TrainSettings Settings, string Method, string? InitAdapter, string Reference, PreferenceData Data, MemoryPlan Plan,
+internal sealed record PreferenceSummary(TrainSettings Settings, string Method, string? InitAdapter, string Reference, PreferenceData Data, MemoryPlan Plan,
     MeasuredMemory Measured, PreferenceTrainResult Result, double? HeldoutLossBefore, double? HeldoutLossAfter, TimeSpan Elapsed)
 {
     (string Name, string Before, string After)[] Rows

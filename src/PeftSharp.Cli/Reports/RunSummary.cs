@@ -10,7 +10,7 @@ using static PeftSharp.Cli.Reports.ReportTables;
 namespace PeftSharp.Cli.Reports;
 
 /// <summary>The end of a training run, for the console and for report.md.</summary>
-public sealed record RunSummary(TrainSettings Settings, string Method, TrainingData Data, MemoryPlan Plan, MeasuredMemory Measured,
+internal sealed record RunSummary(TrainSettings Settings, string Method, TrainingData Data, MemoryPlan Plan, MeasuredMemory Measured,
     TrainResult Result, double? HeldoutLossBefore, double? HeldoutLossAfter, TimeSpan Elapsed, IReadOnlyList<JsonObject> Records)
 {
     /// <summary>The before/after rows of report.md.</summary>

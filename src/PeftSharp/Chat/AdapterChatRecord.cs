@@ -11,7 +11,7 @@ namespace PeftSharp.Chat;
 /// base they run on renders chat differently. <see cref="TemplateText"/> is the template itself, so merge can give a
 /// merged model the template it was trained with when that was not the base's (--chat-template).
 /// </summary>
-public sealed record AdapterChatRecord(string? TemplateSha256, string TemplateSource, IReadOnlyList<int> StopIds)
+internal sealed record AdapterChatRecord(string? TemplateSha256, string TemplateSource, IReadOnlyList<int> StopIds)
 {
     public const string FileName = "peftsharp_chat.json";
 

@@ -10,7 +10,7 @@ namespace PeftSharp.Chat;
 /// is the assistant's reply with the template's end-of-turn marker (e.g. "Paris&lt;|im_end|&gt;"), which is learned.
 /// Everything else (system/user turns, role headers, whitespace after the end-of-turn marker) is context.
 /// </summary>
-public static class ChatMasking
+internal static class ChatMasking
 {
     /// <summary>The rendered conversation as segments; their concatenation is exactly Render(messages, false).</summary>
     public static List<TextSegment> Segments(ChatTemplate template, IReadOnlyList<JsonObject> messages, string where)

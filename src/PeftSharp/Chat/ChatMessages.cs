@@ -8,7 +8,7 @@ namespace PeftSharp.Chat;
 /// "name", pass through to the template). Roles are those chat templates know; anything else is an error naming
 /// where the message is, never a silent rendering.
 /// </summary>
-public static class ChatMessages
+internal static class ChatMessages
 {
     public static readonly string[] KnownRoles = ["system", "user", "assistant", "tool", "ipython", "developer"];
 

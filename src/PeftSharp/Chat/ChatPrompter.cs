@@ -21,10 +21,14 @@ public sealed class ChatPrompter
     /// </summary>
     public ChatTemplate? Template => _template.Value;
     /// <summary>True once a training/eval example was rendered (the adapter then records the rendering).</summary>
-    public bool Used { get; private set; }
+    internal bool Used { get; private set; }
     /// <summary>Where notes name the model (its folder).</summary>
     public string ModelName { get; }
 
+    /// <summary>
+    /// A prompter over <paramref name="template"/> (null: the simple format); <paramref name="note"/> gets the one-line
+    /// note that the simple format is in use, naming <paramref name="modelName"/>.
+    /// </summary>
     public ChatPrompter(ChatTemplate? template, string modelName = "the model", Action<string>? note = null)
         : this(() => template, modelName, note) { }
 
@@ -61,7 +65,7 @@ public sealed class ChatPrompter
     /// A training example: with a template, the whole rendered conversation, the loss on each assistant reply and
     /// its end-of-turn marker (see <see cref="ChatMasking"/>); without one, the simple format.
     /// </summary>
-    public RawExample ToExample(IReadOnlyList<JsonObject> messages, string where)
+    internal RawExample ToExample(IReadOnlyList<JsonObject> messages, string where)
     {
         Used = true;
         if (Template is not null) return new RawExample(ChatMasking.Segments(Template, messages, where), where) { Rendered = true };

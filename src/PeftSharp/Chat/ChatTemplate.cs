@@ -23,6 +23,7 @@ public sealed class ChatTemplate
 
     /// <summary>Where the template came from (a file, or "file:chat_template"), for messages.</summary>
     public string Source { get; }
+    /// <summary>The template's Jinja source text.</summary>
     public string Text { get; }
     /// <summary>Lower-case hex SHA-256 of the template's UTF-8 text: what an adapter records to detect a changed template.</summary>
     public string Sha256 { get; }
@@ -31,6 +32,11 @@ public sealed class ChatTemplate
     /// <summary>The instant strftime_now formats; the current local time when null.</summary>
     public DateTime? Now { get; init; }
 
+    /// <summary>
+    /// Parses <paramref name="text"/> (Jinja) with the tokenizer's <paramref name="specialTokens"/> (bos_token, ...);
+    /// <paramref name="source"/> names it in messages. Throws <see cref="InvalidDataException"/> naming the source when
+    /// the template cannot be parsed or uses a construct this interpreter does not implement.
+    /// </summary>
     public ChatTemplate(string text, IReadOnlyDictionary<string, string> specialTokens, string source)
     {
         Source = source;
@@ -41,6 +47,7 @@ public sealed class ChatTemplate
         catch (JinjaException e) { throw new InvalidDataException($"{source}: chat template cannot be used: {e.Message}"); }
     }
 
+    /// <summary>Lower-case hex SHA-256 of <paramref name="text"/>'s UTF-8 bytes (see <see cref="Sha256"/>).</summary>
     public static string HashOf(string text) => Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(text)));
 
     /// <summary>

@@ -8,7 +8,7 @@ namespace PeftSharp.Chat;
 /// The chat template a merged model must carry: the one its adapters were trained with, when that was not the base's
 /// (trained with --chat-template). A merged folder otherwise keeps the base's files, and the base's template is right.
 /// </summary>
-public static class MergedChatTemplate
+internal static class MergedChatTemplate
 {
     /// <summary>
     /// The template text to write into the merged folder, or null when the base's own template (or none) is right.

@@ -7,7 +7,7 @@ namespace PeftSharp.Data;
 /// A right-padded batch: input ids and labels [B, T] int64 (labels -100 on padding and context),
 /// the attention mask [B, T] (1 = real token) or null when no row is padded.
 /// </summary>
-public sealed class Batch : IDisposable
+internal sealed class Batch : IDisposable
 {
     public Tensor InputIds { get; }
     public Tensor Labels { get; }

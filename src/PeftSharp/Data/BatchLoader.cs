@@ -3,7 +3,7 @@ using static TorchSharp.torch;
 namespace PeftSharp.Data;
 
 /// <summary>Where a <see cref="BatchLoader"/> stands: the epoch, the next sequence within that epoch's order, and the shuffle seed.</summary>
-public sealed record DataPosition(int Epoch, int Index, ulong Seed);
+internal sealed record DataPosition(int Epoch, int Index, ulong Seed);
 
 /// <summary>
 /// Deterministic batches over a fixed list of sequences. Each epoch visits every sequence once in an order that

@@ -8,7 +8,7 @@ namespace PeftSharp.Data;
 /// Example: [("system","Be brief."),("user","Hi")] with a generation prompt →
 /// "&lt;|system|&gt;\nBe brief.\n&lt;|user|&gt;\nHi\n&lt;|assistant|&gt;\n".
 /// </summary>
-public static class ChatFormat
+internal static class ChatFormat
 {
     public static string Header(string role) => $"<|{role}|>\n";
 

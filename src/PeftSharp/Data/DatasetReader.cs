@@ -11,7 +11,7 @@ namespace PeftSharp.Data;
 /// Plain text (any other extension): paragraphs separated by blank lines, each one example.
 /// Files are streamed through <see cref="TextLines"/>: UTF-8 only, one line (or paragraph) at most 8 MiB.
 /// </summary>
-public static class DatasetReader
+internal static class DatasetReader
 {
     public static IReadOnlyList<RawExample> Read(string path, Chat.ChatPrompter? chat = null)
     {

@@ -1,13 +1,13 @@
 namespace PeftSharp.Data;
 
 /// <summary>A piece of an example's text and whether the loss is taken on its tokens.</summary>
-public sealed record TextSegment(string Text, bool Trainable);
+internal sealed record TextSegment(string Text, bool Trainable);
 
 /// <summary>
 /// One training example before tokenisation: an ordered list of segments, and where it came from
 /// (file:line) for error messages.
 /// </summary>
-public sealed record RawExample(IReadOnlyList<TextSegment> Segments, string Source)
+internal sealed record RawExample(IReadOnlyList<TextSegment> Segments, string Source)
 {
     /// <summary>
     /// A conversation rendered by the model's chat template: the text already holds its special tokens (BOS, end-of-turn),

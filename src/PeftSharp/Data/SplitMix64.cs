@@ -5,7 +5,7 @@ namespace PeftSharp.Data;
 /// in PeftSharp comes from it (epoch shuffles, the eval split, the demo data), so saved data positions resume
 /// exactly and `peft make-demo` regenerates the bundled files byte for byte. Do not change its arithmetic.
 /// </summary>
-public sealed class SplitMix64(ulong seed)
+internal sealed class SplitMix64(ulong seed)
 {
     ulong _state = seed;
 

@@ -4,7 +4,7 @@ namespace PeftSharp.Data;
 /// Token ids and their labels, aligned (Hugging Face convention): Labels[i] is Ids[i] where the loss applies and
 /// <see cref="Ignore"/> (-100) elsewhere. The shift to next-token targets happens in the loss.
 /// </summary>
-public sealed record TokenSequence(int[] Ids, int[] Labels)
+internal sealed record TokenSequence(int[] Ids, int[] Labels)
 {
     public const int Ignore = -100;
     /// <summary>Get-only (no with-expression can replace it), so <see cref="LossTokens"/> stays its count.</summary>
@@ -22,7 +22,7 @@ public sealed record TokenSequence(int[] Ids, int[] Labels)
 }
 
 /// <summary>What tokenisation did to a dataset, reported to the user.</summary>
-public sealed record DataStats(int Examples, int Sequences, long Tokens, long TrainableTokens, int Truncated, long TokensCut, int DroppedNoLoss)
+internal sealed record DataStats(int Examples, int Sequences, long Tokens, long TrainableTokens, int Truncated, long TokensCut, int DroppedNoLoss)
 {
     public override string ToString() =>
         $"{Examples} examples -> {Sequences} sequences, {Tokens} tokens ({TrainableTokens} with loss); " +

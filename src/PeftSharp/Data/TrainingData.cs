@@ -7,13 +7,13 @@ namespace PeftSharp.Data;
 /// close the answer besides EOS: the end-of-turn token of a chat-template rendering (&lt;|eot_id|&gt;,
 /// &lt;end_of_turn&gt;), on which generation stops too.
 /// </summary>
-public sealed record PromptAnswer(int[] Prompt, int[] Answer)
+internal sealed record PromptAnswer(int[] Prompt, int[] Answer)
 {
     public IReadOnlyList<int> EndIds { get; init; } = [];
 }
 
 /// <summary>The tokenised training and evaluation data of one run.</summary>
-public sealed record TrainingData(
+internal sealed record TrainingData(
     IReadOnlyList<TokenSequence> Train, DataStats TrainStats,
     IReadOnlyList<TokenSequence> Eval, IReadOnlyList<PromptAnswer> EvalPrompts, DataStats? EvalStats)
 {

@@ -10,7 +10,7 @@ namespace PeftSharp.Demo;
 /// are split into train and eval, so eval triples are unseen combinations of codes seen in training:
 /// exact match needs the three mappings and their order, not memorised answers.
 /// </summary>
-public sealed class CodeTask
+internal sealed class CodeTask
 {
     readonly Dictionary<string, string> _code = new();
 

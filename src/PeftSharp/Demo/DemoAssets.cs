@@ -13,7 +13,7 @@ namespace PeftSharp.Demo;
 /// and a Llama-shaped base model (base/) pretrained on pretrain.txt with PeftSharp's own full fine-tuning.
 /// Everything is deterministic from fixed seeds; see assets/demo/README.md.
 /// </summary>
-public static class DemoAssets
+internal static class DemoAssets
 {
     public const ulong WorldSeed = 1, PretrainSeed = 11, HeldoutSeed = 12, TaskSeed = 7, SplitSeed = 13, PreferenceSeed = 17;
     public const int PretrainDocuments = 4000, HeldoutDocuments = 200, EvalExamples = 64;

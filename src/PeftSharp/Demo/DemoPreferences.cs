@@ -8,7 +8,7 @@ namespace PeftSharp.Demo;
 /// a plausible wrong answer: the same answer with one of its three code words (picked by the seed) replaced by the code
 /// of another word of the same kind, e.g. " seven tolsk mira" vs " seven tolsk kaso". Deterministic from the seed.
 /// </summary>
-public static class DemoPreferences
+internal static class DemoPreferences
 {
     public static List<(string Prompt, string Chosen, string Rejected)> Pairs(CodeTask task, IEnumerable<(string Prompt, string Completion)> examples, ulong seed)
     {

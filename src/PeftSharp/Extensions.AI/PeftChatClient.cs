@@ -15,6 +15,10 @@ namespace PeftSharp;
 /// (used for that request only), or <see cref="BaseModelId"/> for the base with adapters disabled; left out, the
 /// model's active adapter. Options that would change the output and are not implemented (penalties, response
 /// format, tools) are refused with <see cref="NotSupportedException"/> rather than ignored.</para>
+/// <para>The last streamed update (so the response) carries <c>FinishReason</c>: <see cref="ChatFinishReason.Stop"/>
+/// at EOS, an end-of-turn token or a stop sequence, <see cref="ChatFinishReason.Length"/> when <c>MaxOutputTokens</c>
+/// (or the context) ran out; and <c>Usage</c>: the prompt's tokens and the tokens generated, the one that ended the
+/// reply included, as <c>peft serve</c> reports finish_reason and usage.</para>
 /// <para>The model runs one generation at a time: concurrent requests on one client wait for each other. The client
 /// does not own the model; disposing it leaves the model alone.</para>
 /// </remarks>
@@ -58,20 +62,30 @@ public sealed class PeftChatClient : IChatClient
             using var adapter = SelectAdapter(options?.ModelId, out string modelId);
             var promptIds = _model.EncodeChat(conversation);
             var generation = ToGenerationOptions(options, promptIds.Length);
-            using var pieces = _model.GenerateStream(promptIds, generation).GetEnumerator();
+            using var pieces = _model.GenerateUpdates(promptIds, generation).GetEnumerator();
             // Each step is a forward pass: run it off the caller's thread, so an async caller is not blocked.
             while (await Task.Run(pieces.MoveNext, cancellationToken).ConfigureAwait(false))
             {
-                yield return new ChatResponseUpdate(ChatRole.Assistant, pieces.Current)
+                var piece = pieces.Current;
+                if (piece.FinishReason is not { } reason)
                 {
-                    ResponseId = responseId, MessageId = responseId, ModelId = modelId, CreatedAt = DateTimeOffset.UtcNow,
+                    yield return new ChatResponseUpdate(ChatRole.Assistant, piece.Text)
+                    {
+                        ResponseId = responseId, MessageId = responseId, ModelId = modelId, CreatedAt = DateTimeOffset.UtcNow,
+                    };
+                    continue;
+                }
+                // The last item: why the reply ended and its token counts (OpenAI's finish_reason and usage).
+                yield return new ChatResponseUpdate
+                {
+                    Role = ChatRole.Assistant, ResponseId = responseId, MessageId = responseId, ModelId = modelId,
+                    FinishReason = reason == GenerationFinishReason.Length ? ChatFinishReason.Length : ChatFinishReason.Stop,
+                    Contents = [new UsageContent(new UsageDetails
+                    {
+                        InputTokenCount = piece.InputTokens, OutputTokenCount = piece.OutputTokens, TotalTokenCount = piece.InputTokens + piece.OutputTokens,
+                    })],
                 };
             }
-            yield return new ChatResponseUpdate
-            {
-                Role = ChatRole.Assistant, ResponseId = responseId, MessageId = responseId, ModelId = modelId,
-                Contents = [new UsageContent(new UsageDetails { InputTokenCount = promptIds.Length })],
-            };
         }
         finally
         {

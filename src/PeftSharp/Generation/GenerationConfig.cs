@@ -12,14 +12,22 @@ namespace PeftSharp.Generation;
 /// </summary>
 public sealed record GenerationConfig
 {
+    /// <summary>The file's name in a model folder.</summary>
     public const string FileName = "generation_config.json";
 
+    /// <summary>eos_token_id: ids that end generation (besides config.json's and the tokenizer's EOS); empty when unset.</summary>
     public int[] EosTokenIds { get; init; } = [];
+    /// <summary>do_sample: false = greedy, true = sample at <see cref="Temperature"/>; null when unset.</summary>
     public bool? DoSample { get; init; }
+    /// <summary>temperature (&gt;= 0), used when <see cref="DoSample"/> is true; null when unset.</summary>
     public double? Temperature { get; init; }
+    /// <summary>top_p, in (0, 1]; null when unset.</summary>
     public double? TopP { get; init; }
+    /// <summary>top_k (&gt;= 0, 0 = off); null when unset.</summary>
     public int? TopK { get; init; }
+    /// <summary>repetition_penalty (&gt; 0, 1 = off); null when unset.</summary>
     public double? RepetitionPenalty { get; init; }
+    /// <summary>max_new_tokens (&gt;= 0); null when unset.</summary>
     public int? MaxNewTokens { get; init; }
 
     /// <summary>The folder's generation_config.json, or an empty config when there is none. Malformed: an error naming file and field.</summary>

@@ -7,16 +7,23 @@ namespace PeftSharp.Generation;
 /// </summary>
 public sealed record SamplingOptions
 {
+    /// <summary>At most this many new tokens (a stop id counts); default 64.</summary>
     public int MaxNewTokens { get; init; } = 64;
+    /// <summary>Softmax temperature, &gt;= 0; 0 (the default) = greedy.</summary>
     public double Temperature { get; init; }
+    /// <summary>Nucleus sampling: keep the most likely tokens whose probabilities sum to this, in (0, 1]; 1 = off.</summary>
     public double TopP { get; init; } = 1.0;
+    /// <summary>Keep only the K most likely tokens; 0 = off.</summary>
     public int TopK { get; init; }
+    /// <summary>HF's repetition penalty (&gt; 0) on tokens of the prompt and the output so far; 1 = off.</summary>
     public double RepetitionPenalty { get; init; } = 1.0;
+    /// <summary>Seed of the sampler's random numbers; null = a fresh seed each time.</summary>
     public int? Seed { get; init; }
 
     /// <summary>Greedy with nothing that changes the logits first: the argmax of the raw logits is the token.</summary>
     public bool IsPlainGreedy => Temperature == 0 && RepetitionPenalty == 1.0;
 
+    /// <summary>Throws <see cref="ArgumentException"/> naming the first setting out of range.</summary>
     public void Validate()
     {
         if (MaxNewTokens < 0) throw new ArgumentException($"max new tokens must be >= 0 (got {MaxNewTokens})");

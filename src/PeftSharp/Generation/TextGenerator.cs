@@ -4,7 +4,7 @@ using static TorchSharp.torch;
 namespace PeftSharp.Generation;
 
 /// <summary>Autoregressive generation for one sequence, with a KV cache.</summary>
-public static class TextGenerator
+internal static class TextGenerator
 {
     /// <summary>
     /// Yields new token ids one at a time (for streaming). Stops after <see cref="SamplingOptions.MaxNewTokens"/>

@@ -11,10 +11,10 @@ namespace PeftSharp.Generation;
 /// context's text. The context is why a SentencePiece "▁were" keeps its space after "Tom" (a decoder strips the
 /// leading space of a text's first token only). Text ending in U+FFFD (a character whose bytes have not all arrived)
 /// is held back until a later token completes it; <see cref="Flush"/> sends whatever is left, as a full decode gives it.
-/// <paramref name="decode"/> turns ids into text skipping special tokens (the server passes one that serialises
-/// access to its tokenizer); <paramref name="context"/> is the prompt's ids.
+/// The decode function turns ids into text skipping special tokens (the server passes one that serialises access to
+/// its tokenizer); the context is the prompt's ids.
 /// </summary>
-public sealed class TextStreamer
+internal sealed class TextStreamer
 {
     /// <summary>Prompt ids kept as context before the first generated token (vLLM uses 5).</summary>
     const int ContextIds = 5;

@@ -8,7 +8,7 @@ namespace PeftSharp.Training;
 /// A resumable checkpoint folder, written atomically: trainable.safetensors (the trained parameters by name,
 /// plus the CPU RNG state), optimizer.safetensors, trainer_state.json (step, schedule, data position, seeds).
 /// </summary>
-public static class Checkpoint
+internal static class Checkpoint
 {
     public const string Params = "trainable.safetensors", Optimizer = "optimizer.safetensors", State = "trainer_state.json";
     const string RngKey = "__rng_state__";

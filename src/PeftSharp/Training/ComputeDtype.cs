@@ -6,7 +6,7 @@ using static TorchSharp.torch;
 namespace PeftSharp.Training;
 
 /// <summary>The compute dtype `train --compute-dtype` resolved to, and why (printed, and kept in the run's options).</summary>
-public sealed record ComputeDtypeChoice(ScalarType Dtype, string Reason)
+internal sealed record ComputeDtypeChoice(ScalarType Dtype, string Reason)
 {
     /// <summary>fp32 | bf16 | fp16: the name the run records (so a resume keeps the dtype, not "auto").</summary>
     public string Name => ComputeDtype.Name(Dtype);
@@ -21,7 +21,7 @@ public sealed record ComputeDtypeChoice(ScalarType Dtype, string Reason)
 /// <c>auto</c> picks bf16 where this machine multiplies bf16 faster than fp32 (a 256^3 matmul each way, measured once
 /// per CPU model, thread count and TorchSharp version, cached in the user cache folder), fp32 otherwise.
 /// </summary>
-public static class ComputeDtype
+internal static class ComputeDtype
 {
     public const string Auto = "auto";
     public static readonly string[] Names = [Auto, "fp32", "bf16", "fp16"];
@@ -88,7 +88,7 @@ public static class ComputeDtype
 }
 
 /// <summary>GFLOP/s of a square matmul in fp32 and in bf16 on this machine's current thread setting.</summary>
-public sealed record MatmulProbe(double Fp32Gflops, double Bf16Gflops, string Machine, bool FromCache)
+internal sealed record MatmulProbe(double Fp32Gflops, double Bf16Gflops, string Machine, bool FromCache)
 {
     public const int Size = 256;
     public double Speedup => Bf16Gflops / Fp32Gflops;

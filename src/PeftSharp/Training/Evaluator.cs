@@ -5,6 +5,10 @@ using static TorchSharp.torch;
 
 namespace PeftSharp.Training;
 
+/// <summary>One evaluation of a run on its eval data.</summary>
+/// <param name="Loss">Mean next-token cross entropy (nats per token) over the eval sequences' loss tokens.</param>
+/// <param name="ExactMatch">Fraction (0-1) of eval prompts whose greedy answer is exactly the expected one; null when none were decoded.</param>
+/// <param name="Examples">Eval sequences the loss was measured on.</param>
 /// <param name="Samples">The first few exact-match prompts with what greedy decoding produced (for people to read).</param>
 public sealed record EvalResult(double Loss, double? ExactMatch, int Examples, IReadOnlyList<EvalSample>? Samples = null);
 
@@ -16,7 +20,7 @@ public sealed record EvalSample(int[] Prompt, int[] Expected, int[] Got, bool Ex
 /// greedy decoding (temperature 0) from each prompt must produce exactly the answer's tokens followed by EOS or, for a
 /// chat-template rendering, by the template's end-of-turn token (<see cref="PromptAnswer.EndIds"/>).
 /// </summary>
-public static class Evaluator
+internal static class Evaluator
 {
     /// <summary>How many exact-match prompts are kept as <see cref="EvalResult.Samples"/>.</summary>
     public const int SampleCount = 3;

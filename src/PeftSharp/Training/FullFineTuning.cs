@@ -8,9 +8,9 @@ namespace PeftSharp.Training;
 
 /// <summary>
 /// Full fine-tuning: every parameter of a dense model trains. Saves a Hugging Face model folder
-/// (config.json, model.safetensors in <paramref name="saveDtype"/>, and the tokenizer when one is given).
+/// (config.json, model.safetensors in the save dtype, and the tokenizer when one is given).
 /// </summary>
-public sealed class FullFineTuning : ITrainingMethod
+internal sealed class FullFineTuning : ITrainingMethod
 {
     readonly CausalLM _model;
     readonly string? _tokenizerJson;

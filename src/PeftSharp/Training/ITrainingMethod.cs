@@ -8,7 +8,7 @@ namespace PeftSharp.Training;
 /// What a fine-tuning method (full, LoRA, QLoRA, adapters, prompt tuning, ...) gives the trainer: the parameters
 /// it trains, with stable names (checkpoints store them by name), and how to save the result.
 /// </summary>
-public interface ITrainingMethod
+internal interface ITrainingMethod
 {
     /// <summary>One line for logs, e.g. "LoRA r=8 on q_proj,v_proj: 0.42M trainable of 3.2M".</summary>
     string Description { get; }

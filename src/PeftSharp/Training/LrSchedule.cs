@@ -1,13 +1,22 @@
 namespace PeftSharp.Training;
 
-public enum LrScheduleKind { Constant, Linear, Cosine }
+/// <summary>How the learning rate changes after warm-up (<see cref="TrainerOptions.Schedule"/>; the CLI's <c>--schedule</c>).</summary>
+public enum LrScheduleKind
+{
+    /// <summary>Stays at the peak learning rate.</summary>
+    Constant,
+    /// <summary>Falls linearly from the peak to 0 at the last step.</summary>
+    Linear,
+    /// <summary>Falls along a half cosine from the peak to 0 at the last step.</summary>
+    Cosine,
+}
 
 /// <summary>
 /// Learning rate per optimiser step (0-based). Warm-up rises linearly to the peak, reaching peak*(k+1)/warmup
 /// at step k (unlike HF's k/warmup, the first step is not wasted at lr 0); then constant, linear decay to 0
 /// at <see cref="TotalSteps"/>, or cosine decay to 0.
 /// </summary>
-public sealed record LrSchedule(LrScheduleKind Kind, double Peak, int WarmupSteps, int TotalSteps)
+internal sealed record LrSchedule(LrScheduleKind Kind, double Peak, int WarmupSteps, int TotalSteps)
 {
     public double At(int step)
     {

@@ -8,7 +8,7 @@ namespace PeftSharp.Training;
 /// "elapsed_s","rss_mb","peak_rss_mb"}; evaluations: {"step","eval_loss","eval_accuracy","eval_examples","elapsed_s"}.
 /// Memory is the process's resident set from /proc/self/status (see <see cref="ProcessMemory"/>).
 /// </summary>
-public sealed class MetricsLog
+internal sealed class MetricsLog
 {
     public const string FileName = "metrics.jsonl";
     readonly string _path;

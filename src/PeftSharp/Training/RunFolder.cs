@@ -13,7 +13,7 @@ namespace PeftSharp.Training;
 /// Opening it removes what interrupted saves left; resuming validates trainer_state.json against the run and refuses a
 /// checkpoint holding NaN; a fresh run seeds the global RNG; a checkpoint is the "last good" one only when finite.
 /// </summary>
-public sealed class RunFolder
+internal sealed class RunFolder
 {
     public const string RunFile = "run.json";
     readonly TrainerOptions _o;

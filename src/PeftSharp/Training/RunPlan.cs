@@ -5,7 +5,7 @@ using PeftSharp.Training.Methods;
 namespace PeftSharp.Training;
 
 /// <summary>The memory plan of a training run as this process will execute it (CPU or CUDA, the compute dtype, the data's length).</summary>
-public static class RunPlan
+internal static class RunPlan
 {
     /// <summary>The request of a run as this process trains it: base weights and activations in the run's compute dtype
     /// (NF4 base weights for qlora/qdora), fp32 adapters, gradients and optimiser state.</summary>

@@ -10,6 +10,13 @@ using static TorchSharp.torch;
 
 namespace PeftSharp.Training;
 
+/// <summary>What a training run did.</summary>
+/// <param name="Steps">Optimiser steps taken (in all, counting those before a resume).</param>
+/// <param name="LastLoss">Training loss of the last step (mean cross entropy per target token).</param>
+/// <param name="FirstEval">The first evaluation (before training), null without eval data.</param>
+/// <param name="LastEval">The last evaluation (after training), null without eval data.</param>
+/// <param name="FinalDir">The folder the trained artefact (adapter or model) was saved in; null when the run stopped before the end.</param>
+/// <param name="Elapsed">Wall-clock time of this process's part of the run.</param>
 public sealed record TrainResult(int Steps, double LastLoss, EvalResult? FirstEval, EvalResult? LastEval, string? FinalDir, TimeSpan Elapsed);
 
 /// <summary>
@@ -18,7 +25,7 @@ public sealed record TrainResult(int Steps, double LastLoss, EvalResult? FirstEv
 /// the result is saved; the optimiser factory decides how they are updated.
 /// Output folder (<see cref="RunFolder"/>): run.json (options), metrics.jsonl, checkpoints/step-NNNNNN/, final/ (the method's artefact).
 /// </summary>
-public sealed class Trainer
+internal sealed class Trainer
 {
     readonly CausalLM _model;
     readonly ITrainingMethod _method;

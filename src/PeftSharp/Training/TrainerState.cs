@@ -4,7 +4,7 @@ using PeftSharp.Data;
 namespace PeftSharp.Training;
 
 /// <summary>The scalar part of a checkpoint (trainer_state.json): enough, with the tensors, to continue exactly.</summary>
-public sealed record TrainerState(int Step, int TotalSteps, int DataEpoch, int DataIndex, ulong DataSeed, ulong Seed, double LearningRate, string Method)
+internal sealed record TrainerState(int Step, int TotalSteps, int DataEpoch, int DataIndex, ulong DataSeed, ulong Seed, double LearningRate, string Method)
 {
     public DataPosition DataPosition => new(DataEpoch, DataIndex, DataSeed);
 

@@ -61,8 +61,24 @@ public class ExtensionsAiClientTests
         Assert.Equal(expected, streamed.ToString());
         Assert.True(pieces > 1, "the answer should stream in several updates");
 
-        // PeftModel's own IChatClient on the same base and adapter gives the same answer.
+        // PeftModel's own IChatClient on the same base and adapter gives the same answer, finish reason and usage.
         using var model = PeftModel.FromPretrained(TestPaths.TinyLlama, adapter: ServingHarness.LoraFixture, adapterName: "lora");
-        Assert.Equal(expected, (await model.AsChatClient().GetResponseAsync(Conversation, options)).Text);
+        var local = await model.AsChatClient().GetResponseAsync(Conversation, options);
+        Assert.Equal(expected, local.Text);
+        Assert.Equal(ChatFinishReason.Length, response.FinishReason);
+        Assert.Equal(response.FinishReason, local.FinishReason);
+        Assert.Equal(12, response.Usage?.OutputTokenCount);
+        Assert.Equal(response.Usage?.InputTokenCount, local.Usage?.InputTokenCount);
+        Assert.Equal(response.Usage?.OutputTokenCount, local.Usage?.OutputTokenCount);
+        Assert.Equal(response.Usage?.TotalTokenCount, local.Usage?.TotalTokenCount);
+
+        // A stop sequence ends both with Stop.
+        string stop = expected.Substring(expected.Length / 2, Math.Min(2, expected.Length - expected.Length / 2));
+        var stopOptions = new ChatOptions { MaxOutputTokens = 12, Temperature = 0, StopSequences = [stop] };
+        var served = await chat.GetResponseAsync(Conversation, stopOptions);
+        var own = await model.AsChatClient().GetResponseAsync(Conversation, stopOptions);
+        Assert.Equal(own.Text, served.Text);
+        Assert.Equal(ChatFinishReason.Stop, served.FinishReason);
+        Assert.Equal(ChatFinishReason.Stop, own.FinishReason);
     }
 }

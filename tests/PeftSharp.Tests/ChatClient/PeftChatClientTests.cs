@@ -1,4 +1,6 @@
 using Microsoft.Extensions.AI;
+using PeftSharp.Generation;
+using TorchSharp;
 
 namespace PeftSharp.Tests.ChatClient;
 
@@ -67,6 +69,47 @@ public class PeftChatClientTests
         string stop = longer.Substring(longer.Length / 2, Math.Min(2, longer.Length - longer.Length / 2));
         string cut = (await chat.GetResponseAsync(Conversation, new ChatOptions { MaxOutputTokens = 12, StopSequences = [stop] })).Text;
         Assert.Equal(longer[..longer.IndexOf(stop, StringComparison.Ordinal)], cut);
+    }
+
+    [Fact]
+    public async Task FinishReasonAndUsageSayWhyTheReplyEndedAndHowManyTokensItTook()
+    {
+        using var model = Model();
+        IChatClient chat = model.AsChatClient();
+        int[] prompt = model.EncodeChat(Rendered);
+        // The ids greedy generation makes on this prompt (Generate leaves out an end-of-turn id that stops it).
+        using var promptIds = torch.tensor(prompt.Select(i => (long)i).ToArray()).unsqueeze(0);
+        using var all = model.Generate(promptIds, new GenerationOptions { MaxNewTokens = 12, StopTokenIds = model.EndOfTurnIds.ToList() });
+        Assert.Equal(12, all.shape[1] - prompt.Length);   // the premise: 12 tokens come without an end of turn
+
+        // MaxOutputTokens runs out: Length, and exactly that many ids generated.
+        var full = await chat.GetResponseAsync(Conversation, new ChatOptions { MaxOutputTokens = 12 });
+        Assert.Equal(ChatFinishReason.Length, full.FinishReason);
+        Assert.Equal(prompt.Length, full.Usage?.InputTokenCount);
+        Assert.Equal(12, full.Usage?.OutputTokenCount);
+        Assert.Equal(prompt.Length + 12, full.Usage?.TotalTokenCount);
+
+        // A stop sequence: Stop, counting the greedy ids up to the one whose streamed text shows the stop sequence
+        // (a streamer may hold a token's text back until the next one, so it is not always the first prefix that spells it).
+        string text = full.Text;
+        string stop = text.Substring(text.Length / 2, Math.Min(2, text.Length - text.Length / 2));
+        long[] greedyIds = all.data<long>().Skip(prompt.Length).ToArray();
+        var streamer = new TextStreamer(model.Tokenizer, prompt);
+        int needed = 0;
+        while (!streamer.Text.Contains(stop, StringComparison.Ordinal)) streamer.Push((int)greedyIds[needed++]);
+        Assert.True(needed < 12, $"the stop sequence '{stop}' should end the reply early");
+        var cut = await chat.GetResponseAsync(Conversation, new ChatOptions { MaxOutputTokens = 12, StopSequences = [stop] });
+        Assert.Equal(ChatFinishReason.Stop, cut.FinishReason);
+        Assert.Equal(needed, cut.Usage?.OutputTokenCount);
+        Assert.Equal(prompt.Length + needed, cut.Usage?.TotalTokenCount);
+
+        // Streaming: the last update, and only it, says why; its usage content carries the counts.
+        var updates = new List<ChatResponseUpdate>();
+        await foreach (var u in chat.GetStreamingResponseAsync(Conversation, new ChatOptions { MaxOutputTokens = 5 })) updates.Add(u);
+        Assert.Equal(ChatFinishReason.Length, updates[^1].FinishReason);
+        Assert.All(updates.SkipLast(1), u => Assert.Null(u.FinishReason));
+        var usage = Assert.Single(updates.SelectMany(u => u.Contents).OfType<UsageContent>());
+        Assert.Equal(5, usage.Details.OutputTokenCount);
     }
 
     [Fact]

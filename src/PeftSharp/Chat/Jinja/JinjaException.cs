@@ -7,6 +7,7 @@ public class JinjaException(string message) : Exception(message);
 public sealed class JinjaUnsupportedException(string construct, int line)
     : JinjaException($"unsupported Jinja construct {construct} (line {line})")
 {
+    /// <summary>The construct named in the message, e.g. "filter 'wordcount'".</summary>
     public string Construct { get; } = construct;
 }
 

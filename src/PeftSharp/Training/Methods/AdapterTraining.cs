@@ -9,7 +9,7 @@ namespace PeftSharp.Training.Methods;
 /// parameters train under the keys its folder stores them by (checkpoints use the same names), and the result is
 /// the adapter folder.
 /// </summary>
-public sealed class AdapterTraining(CausalLM model, IPeftAdapter adapter, string label) : ITrainingMethod
+internal sealed class AdapterTraining(CausalLM model, IPeftAdapter adapter, string label) : ITrainingMethod
 {
     public IPeftAdapter Adapter => adapter;
 

@@ -9,7 +9,7 @@ using static TorchSharp.torch;
 namespace PeftSharp.Training.Methods;
 
 /// <summary>Loads the base the way a method needs it (dense or NF4) and attaches the method's trainable parts.</summary>
-public static class MethodFactory
+internal static class MethodFactory
 {
     public static (CausalLM Model, ITrainingMethod Method) Create(string modelDir, MethodOptions o, TextTokenizer tokenizer, Device device,
         ScalarType dtype = ScalarType.Float32, int seed = 0)

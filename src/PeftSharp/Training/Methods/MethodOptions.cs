@@ -5,15 +5,25 @@ namespace PeftSharp.Training.Methods;
 /// <summary>The tuning method of a run and its knobs (the LoRA ones mirror PEFT's LoraConfig).</summary>
 public sealed record MethodOptions
 {
+    /// <summary>The values <see cref="Method"/> accepts.</summary>
     public static readonly string[] Names = ["full", "lora", "dora", "qlora", "qdora", "adapter", "prompt"];
 
+    /// <summary>
+    /// full (every weight trains), lora, dora, qlora / qdora (LoRA / DoRA on a 4-bit NF4 base), adapter (Houlsby
+    /// bottleneck adapters) or prompt (prompt tuning); config key 'method'. Default qlora.
+    /// </summary>
     public string Method { get; init; } = "qlora";
+    /// <summary>LoRA rank r (PEFT's 'r'), &gt; 0; default 8.</summary>
     public int Rank { get; init; } = 8;
+    /// <summary>LoRA alpha ('lora_alpha'), &gt; 0: the update is scaled by alpha / r (alpha / sqrt(r) with <see cref="UseRslora"/>); default 16.</summary>
     public double Alpha { get; init; } = 16;
+    /// <summary>Dropout on the LoRA input during training ('lora_dropout'), in [0, 1); default 0.</summary>
     public double Dropout { get; init; }
     /// <summary>Comma list, "all-linear", or "regex:PATTERN" (as `plan --targets`).</summary>
     public string Targets { get; init; } = "all-linear";
+    /// <summary>PEFT's exclude_modules: a comma list of module names left without LoRA even when <see cref="Targets"/> matches them; null = none.</summary>
     public string? Exclude { get; init; }
+    /// <summary>Rank-stabilised LoRA ('use_rslora'): scale alpha / sqrt(r) instead of alpha / r.</summary>
     public bool UseRslora { get; init; }
     /// <summary>PEFT's rank_pattern: regex keys (matched as `(.*\.)?(key)$` against module names) to ranks other than <see cref="Rank"/>.</summary>
     public IReadOnlyDictionary<string, int> RankPattern { get; init; } = new Dictionary<string, int>();
@@ -23,20 +33,28 @@ public sealed record MethodOptions
     public IReadOnlyList<int>? LayersToTransform { get; init; }
     /// <summary>true | gaussian | pissa.</summary>
     public string Init { get; init; } = "true";
+    /// <summary>Houlsby adapters ('reduction_factor'): the bottleneck is the hidden size divided by this; default 16.</summary>
     public int ReductionFactor { get; init; } = 16;
+    /// <summary>Houlsby adapters' activation between the down and up projections (relu, gelu, ...); default relu.</summary>
     public string NonLinearity { get; init; } = "relu";
+    /// <summary>Prompt tuning ('num_virtual_tokens'): soft-prompt vectors put before the input; default 20.</summary>
     public int VirtualTokens { get; init; } = 20;
     /// <summary>random | sample_vocab | text.</summary>
     public string PromptInit { get; init; } = "sample_vocab";
+    /// <summary>Prompt tuning with <see cref="PromptInit"/> "text": the text whose token embeddings start the soft prompt.</summary>
     public string? PromptInitText { get; init; }
+    /// <summary>qlora / qdora: weights per NF4 quantisation block (bitsandbytes' blocksize); default 64.</summary>
     public int BlockSize { get; init; } = 64;
+    /// <summary>qlora / qdora: quantise the blocks' scales too (bitsandbytes' double quantisation); default true.</summary>
     public bool DoubleQuant { get; init; } = true;
+    /// <summary>True for the methods that quantise the base to 4 bits (qlora, qdora).</summary>
     public bool IsQuantized => Method is "qlora" or "qdora";
+    /// <summary>True for the LoRA family (see <see cref="IsLoraMethod"/>).</summary>
     public bool IsLora => IsLoraMethod(Method);
     /// <summary>The LoRA family (lora, dora, qlora, qdora): the methods with a rank and target modules.</summary>
     public static bool IsLoraMethod(string method) => method is "lora" or "dora" or "qlora" or "qdora";
     /// <summary>The Houlsby adapters of an "adapter" run (bottleneck = hidden / <see cref="ReductionFactor"/>).</summary>
-    public HoulsbyConfig Houlsby => new() { ReductionFactor = ReductionFactor, NonLinearity = NonLinearity };
+    internal HoulsbyConfig Houlsby => new() { ReductionFactor = ReductionFactor, NonLinearity = NonLinearity };
 
     /// <summary>Errors name the config key (PEFT's name where PEFT has one); the CLI maps keys to its flags (<see cref="FlagOf"/>).</summary>
     public void Validate()
@@ -55,7 +73,7 @@ public sealed record MethodOptions
     }
 
     /// <summary>The config keys <see cref="Validate"/> names, with the `peft train` flag that sets each.</summary>
-    public static readonly IReadOnlyDictionary<string, string> FlagOf = new Dictionary<string, string>
+    internal static readonly IReadOnlyDictionary<string, string> FlagOf = new Dictionary<string, string>
     {
         ["method"] = "--method", ["r"] = "--rank", ["lora_alpha"] = "--alpha", ["lora_dropout"] = "--dropout",
         ["num_virtual_tokens"] = "--virtual-tokens", ["reduction_factor"] = "--reduction-factor",

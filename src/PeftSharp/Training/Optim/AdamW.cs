@@ -7,7 +7,7 @@ namespace PeftSharp.Training.Optim;
 /// AdamW as torch.optim.AdamW computes it: decoupled weight decay, bias-corrected moments, eps added outside
 /// the square root; fp32 moments. Written with in-place TorchSharp ops so it runs on any device.
 /// </summary>
-public class AdamW : AdamWBase
+internal class AdamW : AdamWBase
 {
     public AdamW(IReadOnlyList<(string Name, Parameter Param)> parameters, AdamWOptions? options = null, IStateStore? store = null)
         : base(parameters, options ?? new AdamWOptions(), store) { }

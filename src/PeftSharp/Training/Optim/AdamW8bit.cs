@@ -10,7 +10,7 @@ namespace PeftSharp.Training.Optim;
 /// fewer than <see cref="MinElementsFor8Bit"/> elements keep fp32 state and the plain AdamW update, as in
 /// bitsandbytes (min_8bit_size). CPU fp32 parameters take a fused C# kernel, others the same step in TorchSharp ops.
 /// </summary>
-public class AdamW8bit : AdamWBase
+internal class AdamW8bit : AdamWBase
 {
     public const long MinElementsFor8Bit = 4096;
 

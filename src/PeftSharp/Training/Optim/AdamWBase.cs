@@ -12,7 +12,7 @@ namespace PeftSharp.Training.Optim;
 /// <see cref="IStateStore"/>, and save/restore keyed by parameter name. Variants differ only in which state
 /// slots a parameter gets and how one parameter is updated.
 /// </summary>
-public abstract class AdamWBase : IOptimizer
+internal abstract class AdamWBase : IOptimizer
 {
     const string FormatTag = "peftsharp-optimizer-v1";
 

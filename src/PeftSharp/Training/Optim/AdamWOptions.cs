@@ -1,7 +1,7 @@
 namespace PeftSharp.Training.Optim;
 
 /// <summary>AdamW hyper-parameters with torch.optim.AdamW's defaults.</summary>
-public sealed record AdamWOptions(
+internal sealed record AdamWOptions(
     double LearningRate = 1e-3,
     double Beta1 = 0.9,
     double Beta2 = 0.999,

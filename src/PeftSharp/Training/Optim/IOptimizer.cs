@@ -4,7 +4,7 @@ namespace PeftSharp.Training.Optim;
 /// An optimiser over named parameters. State is keyed by parameter name, so a resumed run maps it back to the
 /// same parameters and refuses state saved for different ones.
 /// </summary>
-public interface IOptimizer : IDisposable
+internal interface IOptimizer : IDisposable
 {
     /// <summary>Applies one update to every parameter that has a gradient.</summary>
     void Step();

@@ -8,7 +8,7 @@ namespace PeftSharp.Training.Optim;
 /// (<see cref="Commit"/>). A store that keeps state elsewhere copies in and out there; one that keeps it on the
 /// device returns the state itself.
 /// </summary>
-public interface IStateStore : IDisposable
+internal interface IStateStore : IDisposable
 {
     /// <summary>Allocates zeroed state for every parameter; returns each parameter's home tensors, in slot order.</summary>
     Tensor[][] Allocate(IReadOnlyList<(StateSlot[] Slots, Device Device)> parameters);

@@ -4,7 +4,7 @@ using TorchSharp.Modules;
 namespace PeftSharp.Training.Optim;
 
 /// <summary>Optimisers by the names the CLI and the planner share.</summary>
-public static class OptimizerFactory
+internal static class OptimizerFactory
 {
     public static readonly string[] Names = ["adamw", "adamw-8bit", "paged-adamw", "paged-adamw-8bit"];
 
@@ -22,6 +22,10 @@ public static class OptimizerFactory
             : throw new ArgumentException($"--optimizer: '{name}' is not one of {string.Join(", ", Names)}");
     }
 
+    /// <summary>The optimiser <paramref name="name"/> (see <see cref="Parse"/>) over <paramref name="ps"/>, with <paramref name="o"/>'s learning rate and weight decay.</summary>
+    /// <param name="name">adamw, adamw-8bit, paged-adamw or paged-adamw-8bit.</param>
+    /// <param name="ps">The trainable parameters, by name.</param>
+    /// <param name="o">The run's options.</param>
     /// <param name="pagedStateDir">Where paged variants keep their memory-mapped state files.</param>
     public static IOptimizer Create(string name, IReadOnlyList<(string Name, Parameter Param)> ps, TrainerOptions o, string pagedStateDir)
     {

@@ -3,7 +3,7 @@ using static TorchSharp.torch;
 namespace PeftSharp.Training.Optim;
 
 /// <summary>One named state tensor of one parameter (e.g. "exp_avg", or "exp_avg.codes" for 8-bit).</summary>
-public sealed record StateSlot(string Name, ScalarType Dtype, long[] Shape)
+internal sealed record StateSlot(string Name, ScalarType Dtype, long[] Shape)
 {
     public long ElementCount => Shape.Aggregate(1L, (a, b) => a * b);
     public long Bytes => ElementCount * ElementSize(Dtype);

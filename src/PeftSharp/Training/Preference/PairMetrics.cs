@@ -8,7 +8,7 @@ namespace PeftSharp.Training.Preference;
 /// rewards/accuracies (share of pairs whose chosen reward is strictly higher; ties count as wrong, as in TRL),
 /// rewards/margins, logps/chosen, logps/rejected, and for ORPO nll_loss, log_odds_ratio, log_odds_chosen.
 /// </summary>
-public sealed class PairMetrics
+internal sealed class PairMetrics
 {
     public int Pairs { get; private set; }
     double _chosen, _rejected, _correct, _margin, _logpChosen, _logpRejected, _logpCorrect, _logOddsRatio, _logOdds;

@@ -7,7 +7,7 @@ namespace PeftSharp.Training.Preference;
 /// The tokenised pairs of a preference run: training pairs, held-out pairs (an eval file, or a seeded split of the
 /// training file) and, for exact-match accuracy, the eval prompts with their chosen response as the answer.
 /// </summary>
-public sealed record PreferenceData(IReadOnlyList<TokenizedPair> Train, PreferenceStats TrainStats,
+internal sealed record PreferenceData(IReadOnlyList<TokenizedPair> Train, PreferenceStats TrainStats,
     IReadOnlyList<TokenizedPair> Eval, PreferenceStats? EvalStats, IReadOnlyList<PromptAnswer> EvalPrompts)
 {
     /// <paramref name="chat"/> renders conversational pairs (the model's chat template; the simple format when null).

@@ -4,15 +4,15 @@ using static TorchSharp.torch;
 namespace PeftSharp.Training.Preference;
 
 /// <summary>An evaluation on held-out pairs: mean loss, TRL's reward metrics and exact match of the chosen answers.</summary>
-public sealed record PreferenceEvalResult(double Loss, PairMetrics Metrics, double? ExactMatch, int ExactMatchExamples)
+internal sealed record PreferenceEvalResult(double Loss, PairMetrics Metrics, double? ExactMatch, int ExactMatchExamples)
 {
     public double RewardAccuracy => Metrics.RewardAccuracy;
 }
 
-public static class PreferenceEvaluator
+internal static class PreferenceEvaluator
 {
     /// <summary>
-    /// Scores <paramref name="data"/>'s eval pairs with the objective (no grad) and, when it has eval prompts, the exact
+    /// Scores the eval <paramref name="pairs"/> with the objective (no grad) and, when it has eval prompts, the exact
     /// match of greedy decoding against the chosen response (at most <paramref name="maxExactMatch"/> prompts).
     /// </summary>
     public static PreferenceEvalResult Run(CausalLM model, ITrainingMethod? method, PreferenceObjective objective, IReadOnlyList<TokenizedPair> pairs,

@@ -4,7 +4,7 @@ using static TorchSharp.torch;
 namespace PeftSharp.Training.Preference;
 
 /// <summary>Per-pair losses and the implicit rewards (detached) that the metrics report.</summary>
-public sealed record PairLosses(Tensor Losses, Tensor ChosenRewards, Tensor RejectedRewards) : IDisposable
+internal sealed record PairLosses(Tensor Losses, Tensor ChosenRewards, Tensor RejectedRewards) : IDisposable
 {
     public void Dispose() { Losses.Dispose(); ChosenRewards.Dispose(); RejectedRewards.Dispose(); }
 }
@@ -13,7 +13,7 @@ public sealed record PairLosses(Tensor Losses, Tensor ChosenRewards, Tensor Reje
 /// The preference objectives, as TRL computes them (dpo_trainer.py, orpo_trainer.py). Inputs are per-sequence
 /// log-probabilities of the responses; the arithmetic runs in the inputs' dtype (fp32 in training, fp64 in tests).
 /// </summary>
-public static class PreferenceLoss
+internal static class PreferenceLoss
 {
     /// <summary>
     /// TRL's get_batch_logps: sum over response tokens (labels != -100, shifted: logits at t score label t+1) of

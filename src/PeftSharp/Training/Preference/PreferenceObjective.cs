@@ -10,7 +10,7 @@ namespace PeftSharp.Training.Preference;
 /// the reference (no grad), unless its log-probs were precomputed. Losses are normalised by the totals of the whole
 /// optimiser step (pairs; ORPO's NLL: chosen tokens), so gradient accumulation equals one large batch.
 /// </summary>
-public sealed class PreferenceObjective(PreferenceOptions options, ReferenceModel? reference)
+internal sealed class PreferenceObjective(PreferenceOptions options, ReferenceModel? reference)
 {
     public PreferenceOptions Options { get; } = options;
 

@@ -1,13 +1,13 @@
 namespace PeftSharp.Training.Preference;
 
 /// <summary>dpo (Rafailov et al. 2023; reference = the model with the trained adapter off) or orpo (Hong et al. 2024; no reference).</summary>
-public enum PreferenceMethod { Dpo, Orpo }
+internal enum PreferenceMethod { Dpo, Orpo }
 
 /// <summary>DPO's loss: sigmoid (the paper's; with label smoothing, cDPO) or ipo (Azar et al. 2023, on length-averaged log-probs).</summary>
-public enum DpoLossType { Sigmoid, Ipo }
+internal enum DpoLossType { Sigmoid, Ipo }
 
 /// <summary>The knobs of a preference run (TRL's DPOConfig/ORPOConfig names in the comments).</summary>
-public sealed record PreferenceOptions
+internal sealed record PreferenceOptions
 {
     public static readonly string[] MethodNames = ["dpo", "orpo"];
 

@@ -6,7 +6,7 @@ namespace PeftSharp.Training.Preference;
 /// One preference example before tokenisation: the shared prompt, the chosen and the rejected response, each as text
 /// segments (the loss is taken only on trainable segments, i.e. the response), and where it came from (file:line).
 /// </summary>
-public sealed record PreferencePair(IReadOnlyList<TextSegment> Prompt, IReadOnlyList<TextSegment> Chosen, IReadOnlyList<TextSegment> Rejected, string Source)
+internal sealed record PreferencePair(IReadOnlyList<TextSegment> Prompt, IReadOnlyList<TextSegment> Chosen, IReadOnlyList<TextSegment> Rejected, string Source)
 {
     /// <summary>Rendered by the model's chat template: the text holds its special tokens (no BOS/EOS added), as SFT chat examples.</summary>
     public bool Rendered { get; init; }
@@ -19,14 +19,14 @@ public sealed record PreferencePair(IReadOnlyList<TextSegment> Prompt, IReadOnly
 /// A tokenised pair: the chosen and rejected sequences (prompt + response + EOS, labels -100 on the prompt) and the
 /// number of prompt tokens they share. Pairs are fed to the model as one concatenated, padded batch.
 /// </summary>
-public sealed record TokenizedPair(TokenSequence Chosen, TokenSequence Rejected, int PromptLength, string Source)
+internal sealed record TokenizedPair(TokenSequence Chosen, TokenSequence Rejected, int PromptLength, string Source)
 {
     /// <summary>From a chat-template rendering (<see cref="PreferencePair.Rendered"/>).</summary>
     public bool Rendered { get; init; }
 }
 
 /// <summary>What tokenisation did to a preference file, reported to the user (the first offending line named).</summary>
-public sealed record PreferenceStats(int Pairs, int Kept, int Truncated, int Dropped, string? FirstTruncated, string? FirstDropped, long ResponseTokens)
+internal sealed record PreferenceStats(int Pairs, int Kept, int Truncated, int Dropped, string? FirstTruncated, string? FirstDropped, long ResponseTokens)
 {
     public override string ToString() =>
         $"{Pairs} pairs -> {Kept} kept ({ResponseTokens} response tokens with loss); {Truncated} with responses cut to fit --max-seq" +

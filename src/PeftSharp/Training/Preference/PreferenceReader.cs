@@ -12,7 +12,7 @@ namespace PeftSharp.Training.Preference;
 /// Every problem fails with <c>file:line: cause</c>: malformed JSON, missing fields, an empty response, chosen equal to
 /// rejected, conversational lists without a shared prompt.
 /// </summary>
-public static class PreferenceReader
+internal static class PreferenceReader
 {
     /// <summary>True when the first non-blank line of a .jsonl file looks like a preference pair (has "chosen" and "rejected").</summary>
     public static bool IsPreferenceFile(string path)

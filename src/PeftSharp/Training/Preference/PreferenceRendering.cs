@@ -8,7 +8,7 @@ namespace PeftSharp.Training.Preference;
 /// <see cref="ChatPrompter"/>, --chat-template honoured) split as TRL's maybe_apply_chat_template splits them, else
 /// PeftSharp's simple <see cref="ChatFormat"/> with the same one-line note as SFT.
 /// </summary>
-public static class PreferenceRendering
+internal static class PreferenceRendering
 {
     /// <summary>
     /// Renders <paramref name="prompt"/> followed by <paramref name="response"/> and splits the segments where the

@@ -12,7 +12,7 @@ namespace PeftSharp.Training.Preference;
 /// continues that adapter and a frozen second copy of it ("reference") plays the reference, so the reference is
 /// base + SFT adapter, as TRL does when the adapter is loaded twice (model_adapter_name / ref_adapter_name).
 /// </summary>
-public static class PreferenceSetup
+internal static class PreferenceSetup
 {
     public const string ReferenceAdapter = "reference";
 

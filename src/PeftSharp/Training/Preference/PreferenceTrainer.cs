@@ -10,7 +10,7 @@ using static TorchSharp.torch;
 
 namespace PeftSharp.Training.Preference;
 
-public sealed record PreferenceTrainResult(int Steps, double LastLoss, PreferenceEvalResult? FirstEval, PreferenceEvalResult? LastEval, string? FinalDir, TimeSpan Elapsed);
+internal sealed record PreferenceTrainResult(int Steps, double LastLoss, PreferenceEvalResult? FirstEval, PreferenceEvalResult? LastEval, string? FinalDir, TimeSpan Elapsed);
 
 /// <summary>
 /// The training loop of DPO and ORPO, the twin of <see cref="Trainer"/> for pairs: the same options, optimisers, learning-rate
@@ -20,7 +20,7 @@ public sealed record PreferenceTrainResult(int Steps, double LastLoss, Preferenc
 /// per evaluation the same metrics prefixed eval_ plus eval_accuracy (exact match of the chosen answers).
 /// Dropout stays off in both passes, as TRL's disable_dropout default, so policy and reference see the same network.
 /// </summary>
-public sealed class PreferenceTrainer
+internal sealed class PreferenceTrainer
 {
     readonly CausalLM _model;
     readonly ITrainingMethod _method;

@@ -10,7 +10,7 @@ namespace PeftSharp.Training.Preference;
 /// with a frozen copy of the starting adapter active instead, so the reference is base + that adapter. Runs under
 /// no_grad; the adapter selection is restored afterwards.
 /// </summary>
-public sealed class ReferenceModel(CausalLM model, string? frozenAdapter = null)
+internal sealed class ReferenceModel(CausalLM model, string? frozenAdapter = null)
 {
     /// <summary>The adapter that plays the reference, or null when the reference is the base (adapters disabled).</summary>
     public string? FrozenAdapter { get; } = frozenAdapter;

@@ -7,7 +7,7 @@ namespace PeftSharp.Training.Reporting;
 /// is written, plus the figures and texts that live outside it (the memory plan, the measured peak, the options, the
 /// report). Implementations write as they are told; the caller owns the order and disposes at the end of the run.
 /// </summary>
-public interface IRunReporter : IDisposable
+internal interface IRunReporter : IDisposable
 {
     /// <summary>One metrics.jsonl record (a training step or an evaluation), as <see cref="RunFolder.Record"/> wrote it.</summary>
     void Record(JsonObject record);

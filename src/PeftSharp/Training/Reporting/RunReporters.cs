@@ -6,7 +6,7 @@ namespace PeftSharp.Training.Reporting;
 /// The reporters named by `--report-to` (a comma list: "none", or "tensorboard"; more can join the list later, as in HF's
 /// TrainingArguments.report_to), fanned out as one <see cref="IRunReporter"/>.
 /// </summary>
-public sealed class RunReporters : IRunReporter
+internal sealed class RunReporters : IRunReporter
 {
     public static readonly IReadOnlyList<string> Names = ["none", "tensorboard"];
     readonly IReadOnlyList<IRunReporter> _all;

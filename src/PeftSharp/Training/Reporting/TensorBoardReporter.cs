@@ -12,7 +12,7 @@ namespace PeftSharp.Training.Reporting;
 /// the text plugin (tag "NAME/text_summary", as PyTorch's add_text writes them). Tags follow HF's Trainer where it has
 /// one: see <see cref="Tag"/>. SummaryWriter stamps each event with the Unix time in whole seconds.
 /// </summary>
-public sealed class TensorBoardReporter : IRunReporter
+internal sealed class TensorBoardReporter : IRunReporter
 {
     public const string FolderName = "tensorboard";
     readonly SummaryWriter _writer;

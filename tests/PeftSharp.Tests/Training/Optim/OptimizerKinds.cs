@@ -5,7 +5,7 @@ using AdamW = PeftSharp.Training.Optim.AdamW;
 namespace PeftSharp.Tests.Training.Optim;
 
 /// <summary>Every optimiser variant by a short name, for theories.</summary>
-public static class OptimizerKinds
+internal static class OptimizerKinds
 {
     public static readonly TheoryData<string> All = new() { "adamw", "adamw8bit", "paged", "paged8bit", "paged-staged" };
 

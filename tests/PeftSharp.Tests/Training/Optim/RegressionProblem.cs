@@ -9,7 +9,7 @@ namespace PeftSharp.Tests.Training.Optim;
 /// A small deterministic regression y = W2 tanh(W1 x + b1) with one parameter large enough for 8-bit state
 /// (W1: 12288 elements) and two small ones (b1, W2), used to drive optimisers step by step.
 /// </summary>
-public sealed class RegressionProblem : IDisposable
+internal sealed class RegressionProblem : IDisposable
 {
     readonly Tensor _x, _y;
     public List<(string Name, Parameter Param)> Parameters { get; }
