@@ -71,7 +71,7 @@ public sealed class GenerateCommand : Command<GenerateCommand.Settings>
         }
 
         /// <summary>The flags the user gave, over <paramref name="defaults"/>.</summary>
-        public SamplingOptions Given(SamplingOptions defaults) => defaults with
+        internal SamplingOptions Given(SamplingOptions defaults) => defaults with
         {
             MaxNewTokens = MaxNewTokens ?? defaults.MaxNewTokens,
             Temperature = Temperature ?? defaults.Temperature,

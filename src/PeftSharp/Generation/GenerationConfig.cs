@@ -10,7 +10,7 @@ namespace PeftSharp.Generation;
 /// does not set leave the caller's defaults alone. do_sample false (HF's default) means greedy whatever temperature
 /// says; do_sample true samples at the file's temperature (HF's default 1.0 when absent).
 /// </summary>
-public sealed record GenerationConfig
+internal sealed record GenerationConfig
 {
     /// <summary>The file's name in a model folder.</summary>
     public const string FileName = "generation_config.json";

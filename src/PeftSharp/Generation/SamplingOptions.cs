@@ -5,7 +5,7 @@ namespace PeftSharp.Generation;
 /// switch those filters off; RepetitionPenalty 1 switches the penalty off (HF's RepetitionPenaltyLogitsProcessor:
 /// applied before temperature, in greedy decoding too).
 /// </summary>
-public sealed record SamplingOptions
+internal sealed record SamplingOptions
 {
     /// <summary>At most this many new tokens (a stop id counts); default 64.</summary>
     public int MaxNewTokens { get; init; } = 64;
