@@ -22,7 +22,7 @@ public static class GgufAdapterExport
         string cfgPath = Path.Combine(adapterDir, "adapter_config.json");
         if (adapter.Config.UseDora)
             throw new InvalidDataException($"{cfgPath}: a DoRA adapter has no llama.cpp adapter form; use `peft export gguf --adapter {adapterDir}` to export it merged");
-        if (adapter.Config.Bias != "none")
+        if (adapter.Config.Bias != LoraBias.None)
             throw new InvalidDataException($"{cfgPath}: bias '{adapter.Config.Bias}' (trained biases) has no llama.cpp adapter form; use `peft export gguf --adapter` to export it merged");
         var ranks = adapter.Layers.Values.Select(l => l.Rank).Distinct().ToList();
         float alpha = ranks.Count == 1 ? ranks[0] : 0f;

@@ -21,8 +21,8 @@ public sealed record MethodOptions
     public IReadOnlyDictionary<string, double> AlphaPattern { get; init; } = new Dictionary<string, double>();
     /// <summary>PEFT's layers_to_transform: only these decoder layers get LoRA (null = all).</summary>
     public IReadOnlyList<int>? LayersToTransform { get; init; }
-    /// <summary>true | gaussian | pissa.</summary>
-    public string Init { get; init; } = "true";
+    /// <summary>PEFT's init_lora_weights of a fresh LoRA adapter (default <see cref="LoraInit.True"/>: zero B).</summary>
+    public LoraInit Init { get; init; } = LoraInit.True;
     public int ReductionFactor { get; init; } = 16;
     public string NonLinearity { get; init; } = "relu";
     public int VirtualTokens { get; init; } = 20;
