@@ -98,14 +98,14 @@ public class PeftAdapterIOTests
         cfg["some_future_option"] = 3;
         File.WriteAllText(Path.Combine(dir, "adapter_config.json"), cfg.ToJsonString());
         var warnings = new List<string>();
-        var old = PeftAdapterIO.Warn;
-        PeftAdapterIO.Warn = warnings.Add;
+        var old = AdapterFolderFiles.Warn;
+        AdapterFolderFiles.Warn = warnings.Add;
         try
         {
             using var model = ModelLoader.Load(TestPaths.TinyLlama);
             PeftAdapterIO.Load(model, dir);
         }
-        finally { PeftAdapterIO.Warn = old; }
+        finally { AdapterFolderFiles.Warn = old; }
         Assert.Contains(warnings, w => w.Contains("some_future_option"));
     }
 
@@ -170,10 +170,10 @@ public class PeftAdapterIOTests
         Assert.Contains("--allow-base-mismatch", e.Message);
 
         var warnings = new List<string>();
-        var old = PeftAdapterIO.Warn;
-        PeftAdapterIO.Warn = warnings.Add;
+        var old = AdapterFolderFiles.Warn;
+        AdapterFolderFiles.Warn = warnings.Add;
         try { PeftAdapterIO.Load(model, dir, allowMismatch: true); }
-        finally { PeftAdapterIO.Warn = old; }
+        finally { AdapterFolderFiles.Warn = old; }
         Assert.Single(warnings, w => w.Contains("v_proj.weight differs"));
     }
 

@@ -7,6 +7,11 @@ public sealed record MethodOptions
 {
     public static readonly string[] Names = ["full", "lora", "dora", "qlora", "qdora", "adapter", "prompt"];
 
+    /// <summary>
+    /// One of <see cref="Names"/>. A name, not an enum: the methods are the open registry's (<c>Tuners/PeftMethods.All</c>,
+    /// keyed by <c>peft_type</c>) plus "full" and the LoRA variants, so a new method is one folder and one registration
+    /// line, not an enum member in a third place; <see cref="Validate"/> checks it at the edge, naming the key.
+    /// </summary>
     public string Method { get; init; } = "qlora";
     public int Rank { get; init; } = 8;
     public double Alpha { get; init; } = 16;
