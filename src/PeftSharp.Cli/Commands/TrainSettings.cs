@@ -115,7 +115,14 @@ public sealed class TrainSettings : CommandSettings
     public MethodOptions MethodOptions() => new()
     {
         Method = IsPreference ? AdapterMethod : Method, Rank = Rank, Alpha = Alpha, Dropout = Dropout, Targets = Targets, Exclude = Exclude, UseRslora = UseRslora,
-        Init = LoraInitNames.Parse(Init) ?? throw new ArgumentException($"--init: '{Init}' is not one of {LoraInitNames.Choices}"), ReductionFactor = ReductionFactor, VirtualTokens = VirtualTokens, PromptInit = PromptInit, PromptInitText = PromptInitText,
+        Init = LoraInitNames.Parse(Init) ?? throw new ArgumentException($"--init: '{Init}' is not one of {LoraInitNames.Choices}"), ReductionFactor = ReductionFactor, VirtualTokens = VirtualTokens, PromptInit = PromptInit.ToLowerInvariant() switch
+        {
+            "random" => PeftSharp.PromptInit.Random,
+            "text" => PeftSharp.PromptInit.Text,
+            "sample_vocab" or "vocab" => PeftSharp.PromptInit.SampleVocab,
+            _ => throw new ArgumentException($"--prompt-init: '{PromptInit}' is not random, sample_vocab or text"),
+        },
+        PromptInitText = PromptInitText,
         BlockSize = BlockSize,
         RankPattern = PatternFlags.Dict<int>(RankPattern, "--rank-pattern", v => int.TryParse(v, NumberStyles.Integer, CultureInfo.InvariantCulture, out int r) ? r : (int?)null),
         AlphaPattern = PatternFlags.Dict<double>(AlphaPattern, "--alpha-pattern", v => double.TryParse(v, NumberStyles.Float, CultureInfo.InvariantCulture, out double a) ? a : (double?)null),

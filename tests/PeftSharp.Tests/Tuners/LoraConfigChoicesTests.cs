@@ -83,4 +83,18 @@ public class LoraConfigChoicesTests(ITestOutputHelper output)
         Assert.Equal(DeviceKind.Cuda, o.DeviceKind);
         Assert.Equal(o, JsonSerializer.Deserialize(json.ToJsonString(), TrainingJsonContext.Default.TrainerOptions));
     }
+
+    [Theory]
+    [InlineData(PromptInit.Random, "RANDOM")]
+    [InlineData(PromptInit.SampleVocab, "SAMPLE_VOCAB")]
+    [InlineData(PromptInit.Text, "TEXT")]
+    public void PromptTuningInitIsSpelledAsPeftSpellsIt(PromptInit init, string peft)
+    {
+        var written = new PromptTuningConfig { Init = init, InitText = "hi" }.ToJson(64, 2, 4, "base");
+        Assert.Equal(peft, written["prompt_tuning_init"]!.GetValue<string>());
+        Assert.Equal(init, PromptTuningConfig.FromJson(JsonNode.Parse(written.ToJsonString())!.AsObject()).Init);
+        written["prompt_tuning_init"] = "sample_vocab";
+        Assert.Equal("adapter_config.json: 'prompt_tuning_init' \"sample_vocab\" is not supported (RANDOM, SAMPLE_VOCAB, TEXT)",
+            Assert.Throws<InvalidDataException>(() => PromptTuningConfig.FromJson(JsonNode.Parse(written.ToJsonString())!.AsObject())).Message);
+    }
 }

@@ -31,8 +31,8 @@ public sealed record MethodOptions
     public int ReductionFactor { get; init; } = 16;
     public string NonLinearity { get; init; } = "relu";
     public int VirtualTokens { get; init; } = 20;
-    /// <summary>random | sample_vocab | text.</summary>
-    public string PromptInit { get; init; } = "sample_vocab";
+    /// <summary>PEFT's prompt_tuning_init of a prompt tuning run (default <see cref="PeftSharp.PromptInit.SampleVocab"/>).</summary>
+    public PromptInit PromptInit { get; init; } = PromptInit.SampleVocab;
     public string? PromptInitText { get; init; }
     public int BlockSize { get; init; } = 64;
     public bool DoubleQuant { get; init; } = true;
