@@ -28,7 +28,7 @@ public sealed class LoraOverheadBench : IBench
         using var g = new Generator(1);
         using var ids = randint(0, model.Config.VocabSize, new[] { batch, seq }, generator: g);
         var lora = LoraModel.Of(model);
-        var adapter = LoraInjector.Inject(model, new LoraConfig { R = rank, LoraAlpha = 2 * rank, TargetModulesRegex = "all-linear", InitLoraWeights = "false" }, "bench", 1);
+        var adapter = LoraInjector.Inject(model, new LoraConfig { R = rank, LoraAlpha = 2 * rank, TargetModulesRegex = "all-linear", InitLoraWeights = LoraInit.False }, "bench", 1);
 
         var conditions = new (string Name, Action Setup)[]
         {

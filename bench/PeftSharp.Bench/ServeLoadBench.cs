@@ -71,7 +71,7 @@ public sealed class ServeLoadBench : IBench
 
     internal static string SaveAdapter(CausalLM model, string folder, int seed, int rank = 8)
     {
-        LoraInjector.Inject(model, new LoraConfig { R = rank, LoraAlpha = 2 * rank, TargetModulesRegex = "all-linear", InitLoraWeights = "false" }, "tmp", seed);
+        LoraInjector.Inject(model, new LoraConfig { R = rank, LoraAlpha = 2 * rank, TargetModulesRegex = "all-linear", InitLoraWeights = LoraInit.False }, "tmp", seed);
         PeftAdapterIO.Save(model, "tmp", folder);
         LoraModel.Of(model).Delete("tmp");
         return folder;

@@ -1,4 +1,5 @@
 using System.Text.Json;
+using System.Text.Json.Nodes;
 
 namespace PeftSharp.Memory;
 
@@ -42,19 +43,25 @@ public sealed record ModelConfig
     /// </summary>
     public static ModelConfig Parse(string json)
     {
-        JsonDocument doc;
-        try { doc = JsonDocument.Parse(json); }
+        JsonNode? root;
+        try { root = JsonNode.Parse(json); }
         catch (JsonException e) { throw new PlanException("model", $"not valid JSON ({e.Message})"); }
-        using var _ = doc;
-        var root = doc.RootElement;
-        if (root.ValueKind != JsonValueKind.Object) throw new PlanException("model", "not a JSON object");
+        return FromJson(root as JsonObject ?? throw new PlanException("model", "not a JSON object"));
+    }
+
+    /// <summary>
+    /// <see cref="Parse"/> of a config.json already read: the engine's <c>PeftSharp.Models.ModelConfig</c> reads the file
+    /// once and builds on this (the shape fields and their validation live here only).
+    /// </summary>
+    public static ModelConfig FromJson(JsonObject root)
+    {
         string type = String(root, "model_type") ?? throw new PlanException("model_type", "missing");
         var config = type == "gpt2" ? ParseGpt2(root) : ParseDecoder(root, type);
         config.Validate();
         return config;
     }
 
-    static ModelConfig ParseDecoder(JsonElement root, string type) => new()
+    static ModelConfig ParseDecoder(JsonObject root, string type) => new()
     {
         ModelType = type,
         HiddenSize = Int(root, "hidden_size") ?? throw Missing("hidden_size"),
@@ -64,15 +71,15 @@ public sealed record ModelConfig
         NumKeyValueHeads = Int(root, "num_key_value_heads"),
         HeadDim = Int(root, "head_dim"),
         VocabSize = Int(root, "vocab_size") ?? throw Missing("vocab_size"),
-        // Gemma always ties its head; the other families' transformers configs default to untied.
-        TieWordEmbeddings = type.StartsWith("gemma") || (Bool(root, "tie_word_embeddings") ?? false),
+        // Gemma's transformers configs tie the head by default; the other families' default to untied.
+        TieWordEmbeddings = Bool(root, "tie_word_embeddings") ?? type.StartsWith("gemma", StringComparison.Ordinal),
         // Mistral's and Phi-3's projections never have biases in transformers, whatever attention_bias says.
         AttentionBias = type is not ("mistral" or "phi3") && (Bool(root, "attention_bias") ?? false),
         MlpBias = Bool(root, "mlp_bias") ?? false,
         MaxPositionEmbeddings = Int(root, "max_position_embeddings") ?? 0,
     };
 
-    static ModelConfig ParseGpt2(JsonElement root)
+    static ModelConfig ParseGpt2(JsonObject root)
     {
         int hidden = Int(root, "n_embd") ?? throw Missing("n_embd");
         return new()
@@ -114,17 +121,27 @@ public sealed record ModelConfig
 
     static PlanException Missing(string field) => new(field, "missing from config.json");
 
-    static JsonElement? Get(JsonElement root, string name) =>
-        root.TryGetProperty(name, out var v) && v.ValueKind != JsonValueKind.Null ? v : null;
+    /// <summary>A key's value as parsed JSON, null when absent or null. Values built in memory (a GGUF file's metadata,
+    /// a test's config) go through their text, so a long or a float is judged as config.json's number would be.</summary>
+    static JsonElement? Get(JsonObject root, string name)
+    {
+        if (root[name] is not { } node) return null;
+        if (node is not JsonValue value || !value.TryGetValue(out JsonElement v))
+        {
+            using var doc = JsonDocument.Parse(node.ToJsonString());
+            v = doc.RootElement.Clone();
+        }
+        return v.ValueKind == JsonValueKind.Null ? null : v;
+    }
 
-    static int? Int(JsonElement root, string name) => Get(root, name) is not { } v ? null
+    static int? Int(JsonObject root, string name) => Get(root, name) is not { } v ? null
         : v.ValueKind == JsonValueKind.Number && v.TryGetInt32(out int i) ? i
         : throw new PlanException(name, $"must be an integer that fits 32 bits, got {Show(v)}");
 
-    static bool? Bool(JsonElement root, string name) => Get(root, name) is not { } v ? null
+    static bool? Bool(JsonObject root, string name) => Get(root, name) is not { } v ? null
         : v.ValueKind is JsonValueKind.True or JsonValueKind.False ? v.GetBoolean() : throw new PlanException(name, $"must be true or false, got {Show(v)}");
 
-    static string? String(JsonElement root, string name) => Get(root, name) is not { } v ? null
+    static string? String(JsonObject root, string name) => Get(root, name) is not { } v ? null
         : v.ValueKind == JsonValueKind.String ? v.GetString() : throw new PlanException(name, $"must be a string, got {Show(v)}");
 
     static string Show(JsonElement v) { string raw = v.GetRawText(); return raw.Length > 40 ? raw[..40] + "..." : raw; }

@@ -157,6 +157,15 @@ internal static class PlanNames
         _ => throw new PlanException("memory", $"unknown '{text}' (allocated, reserved, device)"),
     };
 
+    /// <summary>The kind of a device as TorchSharp and the CLI name it: "cuda", "cuda:N" or "gpu" is CUDA, "cpu" the CPU.</summary>
+    public static DeviceKind Device(string text) => text.Trim().ToLowerInvariant() switch
+    {
+        "cuda" or "gpu" => DeviceKind.Cuda,
+        var d when d.StartsWith("cuda:", StringComparison.Ordinal) => DeviceKind.Cuda,
+        "cpu" => DeviceKind.Cpu,
+        _ => throw new PlanException("device", $"unknown '{text}' (cuda, cuda:N, cpu)"),
+    };
+
     public static string Name(LossKind l) => l.ToString().ToLowerInvariant();
 
     public static string Name(MemoryView m) => m.ToString().ToLowerInvariant();

@@ -2,6 +2,7 @@ using System.ComponentModel;
 using PeftSharp.IO;
 using PeftSharp.IO.Gguf;
 using PeftSharp.Models;
+using PeftSharp.Tuners.Lora;
 using Spectre.Console;
 using Spectre.Console.Cli;
 
@@ -67,6 +68,6 @@ public sealed class ExportGgufAdapterCommand : Command<ExportGgufAdapterCommand.
         var folder = PeftAdapterIO.Read(adapterDir);
         using var model = ModelLoader.Load(modelDir);
         var adapter = PeftAdapterIO.Load(model, folder, "gguf", allowBaseMismatch);
-        GgufAdapterExport.Write(model, adapter, modelDir, adapterDir, outPath, folder.RecordedBase?.ToJson().ToJsonString());
+        LoraGgufExport.Write(model, adapter, modelDir, adapterDir, outPath, folder.RecordedBase?.ToJson().ToJsonString());
     }
 }

@@ -77,9 +77,10 @@ public sealed class InspectCommand : Command<InspectCommand.Settings>
     static bool IsQuantState(string name) => name.Contains(".weight.") && !name.EndsWith(".weight", StringComparison.Ordinal);
 }
 
-/// <summary>Extra lines for inspect contributed by other parts (quantisation).</summary>
+/// <summary>Lines inspect adds about a folder's storage, each asked of the part that knows it (no registry: the list is here).</summary>
 public static class InspectExtensions
 {
-    public static List<Func<string, IEnumerable<KeyValuePair<string, string>>>> Providers { get; } = new();
-    public static IEnumerable<KeyValuePair<string, string>> Describe(string dir) => Providers.SelectMany(p => p(dir));
+    /// <summary>The quantisation of the folder's weights (scheme, tensors, bits per weight; "none" for a dense checkpoint).</summary>
+    public static IEnumerable<KeyValuePair<string, string>> Describe(string dir) =>
+        [new("quantisation", Quantization.QuantizationInfo.Describe(dir).ToString())];
 }

@@ -182,12 +182,7 @@ public sealed class PlanCommand : Command<PlanCommand.Settings>
             Gpus = Gpus,
             Sharding = PlanNames.Sharding(Sharding),
             Offload = Offload,
-            Device = Device.Trim().ToLowerInvariant() switch
-            {
-                "cuda" or "gpu" => DeviceKind.Cuda,
-                "cpu" => DeviceKind.Cpu,
-                _ => throw new PlanException("device", $"unknown '{Device}' (cuda, cpu)"),
-            },
+            Device = PlanNames.Device(Device),
             FrameworkOverheadBytes = OverheadGb is { } gb ? (long)(gb * 1e9) : null,
         };
 

@@ -1,6 +1,5 @@
 using System.ComponentModel;
 using System.Diagnostics;
-using System.Runtime.CompilerServices;
 using PeftSharp.Quantization;
 using Spectre.Console;
 using Spectre.Console.Cli;
@@ -61,13 +60,4 @@ public sealed class QuantizeCommand : Command<QuantizeCommand.Settings>
         AnsiConsole.Write(t);
         return 0;
     }
-
-#pragma warning disable CA2255 // the CLI is an application: this wires quantisation lines into `peft inspect`
-    [ModuleInitializer]
-#pragma warning restore CA2255
-    internal static void RegisterInspectLines() => InspectExtensions.Providers.Add(dir =>
-    {
-        var q = QuantizationInfo.Describe(dir);
-        return [new("quantisation", q.ToString())];
-    });
 }

@@ -57,7 +57,7 @@ public sealed class TrainSettings : CommandSettings
     public string? AlphaPattern { get; set; }
     [CommandOption("--layers <LIST>")] [Description("PEFT's layers_to_transform: decoder layers that get LoRA, e.g. 0-3,7")]
     public string? Layers { get; set; }
-    [CommandOption("--init <INIT>")] [Description("LoRA init: true | gaussian | pissa")] [DefaultValue("true")]
+    [CommandOption("--init <INIT>")] [Description("LoRA init (PEFT's init_lora_weights): true | false | gaussian | pissa")] [DefaultValue("true")]
     public string Init { get; set; } = "true";
     [CommandOption("--reduction-factor <N>")] [Description("Houlsby bottleneck = hidden / N")] [DefaultValue(16)]
     public int ReductionFactor { get; set; } = 16;
@@ -115,7 +115,14 @@ public sealed class TrainSettings : CommandSettings
     public MethodOptions MethodOptions() => new()
     {
         Method = IsPreference ? AdapterMethod : Method, Rank = Rank, Alpha = Alpha, Dropout = Dropout, Targets = Targets, Exclude = Exclude, UseRslora = UseRslora,
-        Init = Init, ReductionFactor = ReductionFactor, VirtualTokens = VirtualTokens, PromptInit = PromptInit, PromptInitText = PromptInitText,
+        Init = LoraInitNames.Parse(Init) ?? throw new ArgumentException($"--init: '{Init}' is not one of {LoraInitNames.Choices}"), ReductionFactor = ReductionFactor, VirtualTokens = VirtualTokens, PromptInit = PromptInit.ToLowerInvariant() switch
+        {
+            "random" => PeftSharp.PromptInit.Random,
+            "text" => PeftSharp.PromptInit.Text,
+            "sample_vocab" or "vocab" => PeftSharp.PromptInit.SampleVocab,
+            _ => throw new ArgumentException($"--prompt-init: '{PromptInit}' is not random, sample_vocab or text"),
+        },
+        PromptInitText = PromptInitText,
         BlockSize = BlockSize,
         RankPattern = PatternFlags.Dict<int>(RankPattern, "--rank-pattern", v => int.TryParse(v, NumberStyles.Integer, CultureInfo.InvariantCulture, out int r) ? r : (int?)null),
         AlphaPattern = PatternFlags.Dict<double>(AlphaPattern, "--alpha-pattern", v => double.TryParse(v, NumberStyles.Float, CultureInfo.InvariantCulture, out double a) ? a : (double?)null),
@@ -146,11 +153,11 @@ public sealed class TrainSettings : CommandSettings
             LearningRate = LearningRate ?? (Method == "full" ? 2e-4 : Method == "prompt" ? 3e-2 : Method == "dpo" ? 1e-4 : 1e-3),
             Schedule = ParseSchedule(Schedule),
             WarmupSteps = Warmup, Epochs = Epochs, MaxSteps = steps, BatchSize = Batch, GradientAccumulation = GradAccum,
-            MaxSeqLength = MaxSeq, Packing = Packing, GradientCheckpointing = Checkpointing, Optimizer = Optimizer,
+            MaxSeqLength = MaxSeq, Packing = Packing, GradientCheckpointing = Checkpointing, Optimizer = Training.Optim.OptimizerFactory.Parse(Optimizer),
             WeightDecay = WeightDecay, Seed = (ulong)Seed, EvalSplit = EvalSplit, EvalFile = EvalPath, EvalInterval = evalInterval,
             SaveInterval = SaveInterval, ResumeFrom = Resume, OutDir = outDir, Overwrite = Overwrite, Device = Device,
             // `train` resolves auto first and keeps the result in ComputeDtype; other callers get the same decision here.
-            ComputeDtype = Training.ComputeDtype.Resolve(RequestedComputeDtype, Method, Device).Name,
+            ComputeDtype = Training.ComputeDtype.Resolve(RequestedComputeDtype, Method, Device).Dtype,
         };
     }
 

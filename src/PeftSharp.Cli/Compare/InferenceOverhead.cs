@@ -19,13 +19,13 @@ public static class InferenceOverhead
         using var baseModel = ModelLoader.Load(baseDir);
         using var variant = run.Method == "full" ? ModelLoader.Load(finalDir) : ModelLoader.Load(baseDir);
         var warnings = new List<string>();
-        var warn = PeftAdapterIO.Warn;
-        PeftAdapterIO.Warn = warnings.Add; // a QLoRA adapter on the dense base warns; expected here
+        var warn = AdapterFolderFiles.Warn;
+        AdapterFolderFiles.Warn = warnings.Add; // a QLoRA adapter on the dense base warns; expected here
         try
         {
             if (run.Method != "full") AdapterCli.Apply(variant, [finalDir], allowBaseMismatch: false);
         }
-        finally { PeftAdapterIO.Warn = warn; }
+        finally { AdapterFolderFiles.Warn = warn; }
         if (run.IsLora) LoraModel.Of(variant).MergeAndUnload("default");
 
         using var ids = randint(0, baseModel.Config.VocabSize, [batch, seqLen], ScalarType.Int64, generator: new Generator(7));

@@ -33,7 +33,7 @@ public sealed class PeftAdapterLoader : IAdapterLoader
     {
         // Whatever the folder holds is named through the method registry; rows of one batch switch LoRA adapters only.
         if (PeftMethods.ForFolder(folder) is not LoraMethod)
-            throw new NotSupportedException($"{Path.Combine(folder, PeftAdapterIO.ConfigFile)}: a {PeftMethods.ForFolder(folder).PeftType} adapter cannot be served " +
+            throw new NotSupportedException($"{Path.Combine(folder, AdapterFolderFiles.ConfigFile)}: a {PeftMethods.ForFolder(folder).PeftType} adapter cannot be served " +
                 "(the server batches requests for different adapters together, which only LoRA/DoRA adapters allow); use `peft generate --adapter` for it");
         var adapter = PeftAdapterIO.Read(folder);
         var full = Base(model);
@@ -61,7 +61,7 @@ public sealed class PeftAdapterLoader : IAdapterLoader
     /// </summary>
     static void CheckShapes(CausalLM model, string dir)
     {
-        string weights = Path.Combine(dir, PeftAdapterIO.WeightsFile);
+        string weights = Path.Combine(dir, AdapterFolderFiles.WeightsFile);
         if (!File.Exists(weights)) return;
         SafeTensorsFile file;
         try { file = new SafeTensorsFile(weights); }

@@ -16,8 +16,8 @@ internal static class AdapterFolderWriter
         var list = entries.ToList();
         AtomicFile.WriteFolder(dir, tmp =>
         {
-            SafeTensorsWriter.Write(Path.Combine(tmp, PeftAdapterIO.WeightsFile), list, new Dictionary<string, string> { ["format"] = "pt" });
-            File.WriteAllText(Path.Combine(tmp, PeftAdapterIO.ConfigFile), config.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+            SafeTensorsWriter.Write(Path.Combine(tmp, AdapterFolderFiles.WeightsFile), list, new Dictionary<string, string> { ["format"] = "pt" });
+            File.WriteAllText(Path.Combine(tmp, AdapterFolderFiles.ConfigFile), config.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
         });
     }
 }

@@ -19,28 +19,44 @@ public sealed record RopeScaling(string Type, double Factor, double LowFreqFacto
 /// The architecture facts of a Hugging Face config.json that the decoder needs, for the Llama family
 /// (Llama 2/3/3.1/3.2, Mistral), Qwen2/Qwen2.5, Qwen3, Phi-3/3.5/4-mini and Gemma 2. The raw JSON is kept so a
 /// merged or quantised model can write the config back unchanged except for what it must change.
+/// A view over the planner's <see cref="Memory.ModelConfig"/> (<see cref="Shape"/>): config.json is read once, its shape
+/// fields parsed and validated there only; this type adds what only the engine needs (rope, norms, family flags).
 /// Family rules live in <see cref="ModelFamilies"/>.
 /// </summary>
 public sealed class ModelConfig
 {
+    /// <summary>The model_type values the engine runs (the planner also sizes gpt2 and gemma).</summary>
     public static readonly string[] SupportedModelTypes = ["llama", "mistral", "qwen2", "qwen3", "phi3", "gemma2"];
 
-    public required string ModelType { get; init; }
-    public required int HiddenSize { get; init; }
-    public required int IntermediateSize { get; init; }
-    public required int NumLayers { get; init; }
-    public required int NumHeads { get; init; }
-    public required int NumKvHeads { get; init; }
-    public required int HeadDim { get; init; }
-    public required int VocabSize { get; init; }
+    /// <summary>The shape fields as the planner parsed and validated them (the one parse every command shares).</summary>
+    public required Memory.ModelConfig Shape { get; init; }
+    /// <summary>HF's model_type (one of <see cref="SupportedModelTypes"/>).</summary>
+    public string ModelType => Shape.ModelType;
+    /// <summary>hidden_size.</summary>
+    public int HiddenSize => Shape.HiddenSize;
+    /// <summary>intermediate_size (the MLP's width).</summary>
+    public int IntermediateSize => Shape.IntermediateSize;
+    /// <summary>num_hidden_layers.</summary>
+    public int NumLayers => Shape.NumHiddenLayers;
+    /// <summary>num_attention_heads.</summary>
+    public int NumHeads => Shape.NumAttentionHeads;
+    /// <summary>num_key_value_heads (num_attention_heads when absent).</summary>
+    public int NumKvHeads => Shape.KeyValueHeads;
+    /// <summary>head_dim (hidden_size / num_attention_heads when absent).</summary>
+    public int HeadDim => Shape.ResolvedHeadDim;
+    /// <summary>vocab_size.</summary>
+    public int VocabSize => Shape.VocabSize;
+    /// <summary>tie_word_embeddings (default: true for Gemma, false otherwise, as transformers' configs have it).</summary>
+    public bool TieWordEmbeddings => Shape.TieWordEmbeddings;
+    /// <summary>Bias on q/k/v (Qwen2 always; Llama when attention_bias is true, then on o_proj too).</summary>
+    public bool QkvBias => ModelType == "qwen2" || Shape.AttentionBias;
+    /// <summary>Bias on o_proj (attention_bias, except Qwen2, whose o_proj has none).</summary>
+    public bool OBias => ModelType != "qwen2" && Shape.AttentionBias;
+    /// <summary>max_position_embeddings, 2048 when absent.</summary>
+    public int MaxPositionEmbeddings => Shape.MaxPositionEmbeddings > 0 ? Shape.MaxPositionEmbeddings : 2048;
     public double RmsNormEps { get; init; } = 1e-6;
     public double RopeTheta { get; init; } = 10000.0;
     public RopeScaling? RopeScaling { get; init; }
-    public bool TieWordEmbeddings { get; init; }
-    /// <summary>Bias on q/k/v (Qwen2 always; Llama when attention_bias is true, then on o_proj too).</summary>
-    public bool QkvBias { get; init; }
-    public bool OBias { get; init; }
-    public int MaxPositionEmbeddings { get; init; } = 2048;
     public int[] EosTokenIds { get; init; } = [];
     public int? BosTokenId { get; init; }
     public string TorchDtype { get; init; } = "float32";
@@ -67,35 +83,32 @@ public sealed class ModelConfig
     public int? WindowOf(int layer) => SlidingWindow is { } w && layer < SlidingLayers.Length && SlidingLayers[layer] ? w : null;
     public JsonObject Raw { get; init; } = new();
 
+    /// <summary>A model folder's config.json (or that file): read once, its errors naming the file and the key.</summary>
     public static ModelConfig Load(string folderOrFile)
     {
         string path = Directory.Exists(folderOrFile) ? Path.Combine(folderOrFile, "config.json") : folderOrFile;
         if (!File.Exists(path)) throw new FileNotFoundException($"{path}: config.json not found", path);
         var raw = JsonFile.ReadObject(path, Memory.ModelConfig.MaxConfigBytes);
-        try
-        {
-            // The planner's parse is the one validation of the shape fields (every command reads configs through here or it).
-            Memory.ModelConfig.Parse(raw.ToJsonString());
-            return FromJson(raw);
-        }
-        catch (Memory.PlanException e) { throw new InvalidDataException(e.Field == "model" ? $"{path}: {e.Reason}" : $"{path}: '{e.Field}' {e.Reason}"); }
+        try { return FromJson(raw); }
         catch (Exception e) when (e is InvalidDataException or FormatException or InvalidOperationException)
         {
             throw new InvalidDataException($"{path}: {e.Message}");
         }
     }
 
+    /// <summary>
+    /// The engine's view of a parsed config.json: the planner's <see cref="Memory.ModelConfig.FromJson"/> parses and
+    /// validates the shape (its errors become <see cref="InvalidDataException"/>s naming the key); this adds the rest.
+    /// </summary>
     public static ModelConfig FromJson(JsonObject raw)
     {
-        string type = raw["model_type"]?.GetValue<string>() ?? throw new InvalidDataException("config has no model_type");
+        string type = raw["model_type"] is JsonValue t && t.GetValueKind() == JsonValueKind.String ? t.GetValue<string>() : throw new InvalidDataException("config has no model_type");
         if (!SupportedModelTypes.Contains(type))
             throw new InvalidDataException($"unsupported model_type '{type}' (supported: {string.Join(", ", SupportedModelTypes)})");
-        int Req(string k) => raw[k] is JsonNode n ? n.GetValue<int>() : throw new InvalidDataException($"config is missing '{k}'");
-        int hidden = Req("hidden_size"), heads = Req("num_attention_heads");
-        int kv = raw["num_key_value_heads"]?.GetValue<int>() ?? heads;
-        int headDim = raw["head_dim"] is JsonNode hd && hd.GetValueKind() == JsonValueKind.Number ? hd.GetValue<int>() : hidden / Math.Max(1, heads);
-        if (heads <= 0 || kv <= 0 || heads % kv != 0) throw new InvalidDataException($"num_attention_heads {heads} is not a multiple of num_key_value_heads {kv}");
-        if (raw["head_dim"] is null && hidden % heads != 0) throw new InvalidDataException($"hidden_size {hidden} is not divisible by num_attention_heads {heads}");
+        Memory.ModelConfig shape;
+        try { shape = Memory.ModelConfig.FromJson(raw); }
+        catch (Memory.PlanException e) { throw new InvalidDataException(e.Field == "model" ? e.Reason : $"'{e.Field}' {e.Reason}"); }
+        int headDim = shape.ResolvedHeadDim;
         if (headDim % 2 != 0) throw new InvalidDataException($"head_dim {headDim} must be even for rotary embeddings");
 
         RopeScaling? scaling = null;
@@ -111,9 +124,7 @@ public sealed class ModelConfig
             else if (rtype != "default")
                 throw new InvalidDataException($"unsupported rope_scaling type '{rtype}' (supported: llama3, longrope)");
         }
-        // Mistral's and Phi-3's projections never have biases in transformers, whatever attention_bias says.
-        bool attnBias = type is not ("mistral" or "phi3") && (raw["attention_bias"]?.GetValue<bool>() ?? false);
-        int layers = Req("num_hidden_layers");
+        int layers = shape.NumHiddenLayers;
         var (window, slidingLayers) = ModelFamilies.SlidingWindow(raw, type, layers);
         double rotaryFactor = raw["partial_rotary_factor"] is JsonNode prf ? ModelFamilies.Number(prf) : 1.0;
         int rotaryDim = (int)(headDim * rotaryFactor);
@@ -124,22 +135,10 @@ public sealed class ModelConfig
         bool gemma = type == "gemma2";
         return new ModelConfig
         {
-            ModelType = type,
-            HiddenSize = hidden,
-            IntermediateSize = Req("intermediate_size"),
-            NumLayers = layers,
-            NumHeads = heads,
-            NumKvHeads = kv,
-            HeadDim = headDim,
-            VocabSize = Req("vocab_size"),
+            Shape = shape,
             RmsNormEps = raw["rms_norm_eps"]?.GetValue<double>() ?? 1e-6,
             RopeTheta = raw["rope_theta"]?.GetValue<double>() ?? 10000.0,
             RopeScaling = scaling,
-            // Gemma 2's transformers config ties the head by default; the others default to untied.
-            TieWordEmbeddings = raw["tie_word_embeddings"]?.GetValue<bool>() ?? gemma,
-            QkvBias = type == "qwen2" || attnBias,
-            OBias = type != "qwen2" && attnBias,
-            MaxPositionEmbeddings = raw["max_position_embeddings"]?.GetValue<int>() ?? 2048,
             EosTokenIds = raw["eos_token_id"] switch
             {
                 JsonArray a => a.Select(x => x!.GetValue<int>()).ToArray(),

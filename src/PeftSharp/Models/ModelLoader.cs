@@ -18,20 +18,16 @@ internal static class ModelLoader
     /// <summary>Where non-fatal notices go (base weights holding NaN/Inf).</summary>
     public static Action<string> Warn { get; set; } = PeftLogging.Warn;
 
-    /// <summary>Hooks that recognise a pre-quantised checkpoint and return the quantiser that reads it.</summary>
-    public static List<Func<CheckpointReader, IWeightQuantizer?>> QuantizedCheckpointDetectors { get; } = new();
-
     public static CausalLM Load(string folder, LoadOptions? options = null)
     {
         options ??= new LoadOptions();
         if (IO.Gguf.GgufModelSource.IsGguf(folder)) folder = IO.Gguf.GgufModelSource.Prepare(folder);
         if (!Directory.Exists(folder)) throw new DirectoryNotFoundException($"{folder}: model folder not found");
         var config = ModelConfig.Load(folder);
-        Quantization.QuantizationSetup.EnsureRegistered();
         // A GGUF base (a folder made by GgufModelSource.Prepare) has its weights in the GGUF file, not in safetensors.
         string? gguf = IO.Gguf.GgufModelSource.FileOf(folder);
         using var reader = gguf is null ? new CheckpointReader(folder) : null;
-        var quantizer = options.Quantizer ?? (reader is null ? null : QuantizedCheckpointDetectors.Select(d => d(reader)).FirstOrDefault(q => q is not null));
+        var quantizer = options.Quantizer ?? (reader is null ? null : Quantization.QuantizedCheckpoints.Detect(reader));
         var device = options.Device ?? CPU;
         var model = new CausalLM(config, options.Dtype, quantizer is null ? null : quantizer.ShouldQuantize);
         try

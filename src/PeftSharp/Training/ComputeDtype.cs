@@ -84,7 +84,7 @@ internal static class ComputeDtype
 
     /// <summary><see cref="Decide"/> with the cached (or, the first time on this machine, measured) matmul probe.</summary>
     public static ComputeDtypeChoice Resolve(string requested, string method, string device) =>
-        Decide(requested, method, device.StartsWith("cuda", StringComparison.Ordinal), () => MatmulProbe.Cached());
+        Decide(requested, method, Memory.PlanNames.Device(device) == Memory.DeviceKind.Cuda, () => MatmulProbe.Cached());
 }
 
 /// <summary>GFLOP/s of a square matmul in fp32 and in bf16 on this machine's current thread setting.</summary>

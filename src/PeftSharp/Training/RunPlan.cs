@@ -22,10 +22,10 @@ internal static class RunPlan
             LayersToTransform = m.LayersToTransform,
         }) : null,
         VirtualTokens = m.VirtualTokens,
-        WeightDtype = m.IsQuantized ? DType.Nf4 : Dtypes.Parse(o.ComputeDtype, "compute_dtype"),
-        ComputeDtype = Dtypes.Parse(o.ComputeDtype, "compute_dtype"),
+        WeightDtype = m.IsQuantized ? DType.Nf4 : Dtypes.Parse(ComputeDtype.Name(o.ComputeDtype), "compute_dtype"),
+        ComputeDtype = Dtypes.Parse(ComputeDtype.Name(o.ComputeDtype), "compute_dtype"),
         AdapterDtype = DType.Fp32,
-        Optimizer = PlanNames.Optimizer(o.Optimizer),
+        Optimizer = o.Optimizer,
         BatchSize = o.BatchSize,
         SequenceLength = Math.Max(1, sequenceLength),
         GradientAccumulation = o.GradientAccumulation,
@@ -33,7 +33,7 @@ internal static class RunPlan
         // SDPA: libtorch runs its flash kernel on CPU (fp32, no dropout) and a fused kernel on CUDA, with or without the
         // padding mask; no s^2 scores are kept (bench/plan-vs-measured.sh checks a padded run).
         Attention = AttentionKind.Fused,
-        Device = o.Device.StartsWith("cuda", StringComparison.Ordinal) ? DeviceKind.Cuda : DeviceKind.Cpu,
+        Device = o.DeviceKind,
         CpuRuntimeAfterLoadBytes = runtimeAfterLoadBytes,
     };
 

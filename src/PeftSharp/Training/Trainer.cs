@@ -181,9 +181,5 @@ internal sealed class Trainer
     }
 
     /// <summary>run.json: the trainer options of this run.</summary>
-    void WriteRunFile(RunFolder run) => run.WriteRunFile(JsonSerializer.Serialize(_o, new JsonSerializerOptions
-    {
-        WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
-        Converters = { new JsonStringEnumConverter(JsonNamingPolicy.SnakeCaseLower) },
-    }));
+    void WriteRunFile(RunFolder run) => run.WriteRunFile(JsonSerializer.Serialize(_o, TrainingJsonContext.Default.TrainerOptions));
 }

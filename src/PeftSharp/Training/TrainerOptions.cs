@@ -1,3 +1,7 @@
+using System.Text.Json.Serialization;
+using PeftSharp.Memory;
+using static TorchSharp.torch;
+
 namespace PeftSharp.Training;
 
 /// <summary>Every knob of a training run. Defaults suit a small LoRA run.</summary>
@@ -19,8 +23,11 @@ public sealed record TrainerOptions
     public bool Packing { get; init; }
     /// <summary>Recompute layer activations in the backward pass (set by the caller on CausalLM.LayerRunner).</summary>
     public bool GradientCheckpointing { get; init; }
-    /// <summary>Optimiser name (adamw, adamw-8bit, paged-adamw, paged-adamw-8bit), resolved by <see cref="Optim.OptimizerFactory"/> unless the Trainer is given another factory.</summary>
-    public string Optimizer { get; init; } = "adamw";
+    /// <summary>The optimiser (AdamW, its 8-bit and paged variants; the planner's SGD kinds are refused when the run starts),
+    /// built by <see cref="Optim.OptimizerFactory"/> unless the Trainer is given another factory. run.json spells it as the
+    /// CLI does (adamw, adamw-8bit, paged-adamw, paged-adamw-8bit).</summary>
+    [JsonConverter(typeof(OptimizerJsonConverter))]
+    public OptimizerKind Optimizer { get; init; } = OptimizerKind.AdamW;
     public double WeightDecay { get; init; }
     /// <summary>Clip the global gradient L2 norm to this; 0 disables.</summary>
     public double MaxGradNorm { get; init; } = 1.0;
@@ -41,10 +48,18 @@ public sealed record TrainerOptions
     public string OutDir { get; init; } = "out";
     /// <summary>Replace a run already in <see cref="OutDir"/>.</summary>
     public bool Overwrite { get; init; }
+    /// <summary>
+    /// Where the run trains, as TorchSharp names a device ("cpu", "cuda", "cuda:1"). A string, not an enum: the index is
+    /// part of it; <see cref="DeviceKind"/> is the closed part the planner and the dtype choice need.
+    /// </summary>
     public string Device { get; init; } = "cpu";
-    /// <summary>fp32, bf16 or fp16: the dtype of the frozen base and the activations (see <see cref="Training.ComputeDtype"/>);
-    /// recorded in run.json. The caller loads the model in it; "auto" until the caller resolves it.</summary>
-    public string ComputeDtype { get; init; } = "fp32";
+    /// <summary>CUDA or CPU: the kind of <see cref="Device"/>.</summary>
+    [JsonIgnore]
+    public DeviceKind DeviceKind => PlanNames.Device(Device);
+    /// <summary>Float32, BFloat16 or Float16: the dtype of the frozen base and the activations (see <see cref="Training.ComputeDtype"/>;
+    /// "auto" is resolved before a run starts). run.json spells it fp32, bf16 or fp16.</summary>
+    [JsonConverter(typeof(ComputeDtypeJsonConverter))]
+    public ScalarType ComputeDtype { get; init; } = ScalarType.Float32;
     /// <summary>Stop after this many steps of this process (simulates an interruption; the schedule still spans the whole run).</summary>
     public int? StopAfterSteps { get; init; }
 

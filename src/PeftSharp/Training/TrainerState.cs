@@ -8,9 +8,7 @@ internal sealed record TrainerState(int Step, int TotalSteps, int DataEpoch, int
 {
     public DataPosition DataPosition => new(DataEpoch, DataIndex, DataSeed);
 
-    static readonly JsonSerializerOptions Json = new() { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower };
-
-    public string ToJson() => JsonSerializer.Serialize(this, Json);
+    public string ToJson() => JsonSerializer.Serialize(this, TrainingJsonContext.Default.TrainerState);
 
     /// <summary>
     /// Checks a loaded state against the run resuming it: the step within 0..total and the data position where that
@@ -43,7 +41,7 @@ internal sealed record TrainerState(int Step, int TotalSteps, int DataEpoch, int
     public static TrainerState Load(string path)
     {
         if (!File.Exists(path)) throw new FileNotFoundException($"{path}: not a checkpoint (trainer_state.json missing)", path);
-        try { return JsonSerializer.Deserialize<TrainerState>(File.ReadAllText(path), Json) ?? throw new InvalidDataException($"{path}: empty"); }
+        try { return JsonSerializer.Deserialize(File.ReadAllText(path), TrainingJsonContext.Default.TrainerState) ?? throw new InvalidDataException($"{path}: empty"); }
         catch (JsonException e) { throw new InvalidDataException($"{path}: unreadable trainer state ({e.Message})"); }
     }
 }

@@ -36,7 +36,7 @@ public static class PeftMethods
     /// <exception cref="InvalidDataException">adapter_config.json is not a JSON object, lacks peft_type, or names one no method registers.</exception>
     public static IPeftMethod ForFolder(string dir)
     {
-        string path = Path.Combine(dir, PeftAdapterIO.ConfigFile);
+        string path = Path.Combine(dir, AdapterFolderFiles.ConfigFile);
         if (!File.Exists(path))
             throw new FileNotFoundException(File.Exists(Path.Combine(dir, "config.json"))
                 ? $"{dir}: a full model folder (full fine-tuning saves one), not an adapter; load it as the model" : $"{path}: not found (not an adapter folder)", path);

@@ -258,7 +258,7 @@ public class OpenAiFidelityTests
         File.Copy(Path.Combine(TestPaths.TinyLlama, "tokenizer.json"), Path.Combine(otherBase, "tokenizer.json"));
         string dir = ServingHarness.SavedAdapter(Path.Combine(root, "other"), seed: 1, baseDir: otherBase);
         // As Python PEFT writes adapters: no recorded fingerprint, so only the tensors' shapes tell.
-        string cfgPath = Path.Combine(dir, PeftAdapterIO.ConfigFile);
+        string cfgPath = Path.Combine(dir, AdapterFolderFiles.ConfigFile);
         var cfg = JsonNode.Parse(File.ReadAllText(cfgPath))!.AsObject();
         cfg.Remove(BaseFingerprint.ConfigKey);
         File.WriteAllText(cfgPath, cfg.ToJsonString());

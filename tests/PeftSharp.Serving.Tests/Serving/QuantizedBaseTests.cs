@@ -4,6 +4,7 @@ using PeftSharp.IO;
 using PeftSharp.Models;
 using PeftSharp.Serving.Adapters;
 using PeftSharp.Serving.Hosting;
+using PeftSharp.Tuners.Lora;
 using static TorchSharp.torch;
 
 namespace PeftSharp.Tests.Serving;

@@ -17,14 +17,7 @@ public static class ChatDemoModel
 {
     public const string Template = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
 
-    public static string DemoBase => Path.Combine(RepoRoot(), "assets", "demo", "base");
-
-    static string RepoRoot()
-    {
-        for (var d = new DirectoryInfo(AppContext.BaseDirectory); d is not null; d = d.Parent)
-            if (File.Exists(Path.Combine(d.FullName, "PeftSharp.sln"))) return d.FullName;
-        throw new DirectoryNotFoundException("repository root (PeftSharp.sln) not found above " + AppContext.BaseDirectory);
-    }
+    public static string DemoBase => Path.Combine(TestPaths.RepoRoot, "assets", "demo", "base");
 
     public static string Build(string outDir, bool endOfTurnIsEos = true)
     {

@@ -181,7 +181,7 @@ public class PeftMethodContractTests
     {
         using var model = PeftModel.FromPretrained(TestPaths.TinyLlama);
         // init_lora_weights=false: B is not zero, so dropout on the LoRA input shows in the outputs.
-        model.AddAdapter("a", new LoraConfig { R = 4, LoraAlpha = 8, TargetModules = ["q_proj", "v_proj"], LoraDropout = 0.5, UseDora = dora, InitLoraWeights = "false" });
+        model.AddAdapter("a", new LoraConfig { R = 4, LoraAlpha = 8, TargetModules = ["q_proj", "v_proj"], LoraDropout = 0.5, UseDora = dora, InitLoraWeights = LoraInit.False });
         model.Train();
         using (var a = Logits(model))
         using (var b = Logits(model))
@@ -196,7 +196,7 @@ public class PeftMethodContractTests
     public void ModelsLoadInEvalMode()
     {
         using var model = PeftModel.FromPretrained(TestPaths.TinyLlama);
-        model.AddAdapter("a", new LoraConfig { R = 4, LoraAlpha = 8, TargetModules = ["q_proj"], LoraDropout = 0.5, InitLoraWeights = "false" });
+        model.AddAdapter("a", new LoraConfig { R = 4, LoraAlpha = 8, TargetModules = ["q_proj"], LoraDropout = 0.5, InitLoraWeights = LoraInit.False });
         using var a = Logits(model);
         using var b = Logits(model);
         Assert.True(BitEqual(a, b));

@@ -84,7 +84,7 @@ public class PeftModelTests
         using (var model = PeftModel.FromPretrained(TestPaths.TinyLlama, adapter: Adapter("lora")))
         {
             // init_lora_weights=false: B is random too, so the fresh adapter changes the outputs (a real round trip).
-            model.AddAdapter("b", new LoraConfig { R = 8, LoraAlpha = 16, TargetModules = ["q_proj", "v_proj"], InitLoraWeights = "false" }, seed: 5);
+            model.AddAdapter("b", new LoraConfig { R = 8, LoraAlpha = 16, TargetModules = ["q_proj", "v_proj"], InitLoraWeights = LoraInit.False }, seed: 5);
             Assert.Equal(["default", "b"], model.AdapterNames);
             Assert.Equal("default", model.ActiveAdapter);
             model.SetAdapter("b");

@@ -45,7 +45,7 @@ public class CorruptionFuzzTests
     [Fact]
     public void CorruptSafetensorsFilesLoadOrFailClearly()
     {
-        string source = Path.Combine(TestPaths.TinyLlama, "adapters", "lora", PeftAdapterIO.WeightsFile);
+        string source = Path.Combine(TestPaths.TinyLlama, "adapters", "lora", AdapterFolderFiles.WeightsFile);
         byte[] original = File.ReadAllBytes(source);
         var rng = new Random(20261129);
         string dir = TestPaths.TempDir();
@@ -74,7 +74,7 @@ public class CorruptionFuzzTests
         {
             string dir = Path.Combine(TestPaths.TempDir(), "lora");
             Tuners.PeftAdapterIOTests.CopyFixture("lora", dir);
-            string victim = Path.Combine(dir, rng.Next(2) == 0 ? PeftAdapterIO.ConfigFile : PeftAdapterIO.WeightsFile);
+            string victim = Path.Combine(dir, rng.Next(2) == 0 ? AdapterFolderFiles.ConfigFile : AdapterFolderFiles.WeightsFile);
             File.WriteAllBytes(victim, Corrupt(File.ReadAllBytes(victim), rng));
             AssertClearOrLoads(() => PeftAdapterIO.Load(model, dir, $"case{c}"), dir, $"case {c} ({Path.GetFileName(victim)})");
             foreach (var name in LoraModel.Of(model).Adapters.Keys.ToList()) LoraModel.Of(model).Delete(name);

@@ -44,7 +44,7 @@ public class NonFiniteTests
     public void AdapterWithANonFiniteWeightIsRefusedNamingTensorAndFile(float value)
     {
         string adapter = CopyAdapter();
-        string weights = Path.Combine(adapter, PeftAdapterIO.WeightsFile);
+        string weights = Path.Combine(adapter, AdapterFolderFiles.WeightsFile);
         string tensor = Poison(weights, value);
         string expected = $"{weights}: tensor '{tensor}' holds NaN or infinite values";
 
@@ -70,7 +70,7 @@ public class NonFiniteTests
     public void HugeLoraAlphaIsRefused(string alpha, string expected)
     {
         string adapter = CopyAdapter();
-        string config = Path.Combine(adapter, PeftAdapterIO.ConfigFile);
+        string config = Path.Combine(adapter, AdapterFolderFiles.ConfigFile);
         var json = JsonFile.ReadObject(config);
         json["lora_alpha"] = JsonNode.Parse(alpha);
         json["r"] = 8;

@@ -41,7 +41,7 @@ public sealed class ServingHarness : IAsyncDisposable
     public static string SavedAdapter(string dir, int seed, int rank = 4, string targets = "all-linear", string baseDir = "")
     {
         using var model = ModelLoader.Load(baseDir == "" ? TestPaths.TinyLlama : baseDir, new LoadOptions());
-        LoraInjector.Inject(model, new LoraConfig { R = rank, LoraAlpha = 2 * rank, TargetModulesRegex = targets, InitLoraWeights = "false" }, "default", seed);
+        LoraInjector.Inject(model, new LoraConfig { R = rank, LoraAlpha = 2 * rank, TargetModulesRegex = targets, InitLoraWeights = LoraInit.False }, "default", seed);
         PeftAdapterIO.Save(model, "default", dir);
         return dir;
     }

@@ -7,6 +7,16 @@ public static class TestPaths
     public static string Fixtures => Path.Combine(AppContext.BaseDirectory, "Fixtures");
     public static string TinyLlama => Path.Combine(Fixtures, "tiny-llama");
 
+    /// <summary>The repository root (the folder holding PeftSharp.sln) above the test binaries.</summary>
+    public static string RepoRoot { get; } = FindRepoRoot();
+
+    static string FindRepoRoot()
+    {
+        for (var d = new DirectoryInfo(AppContext.BaseDirectory); d is not null; d = d.Parent)
+            if (File.Exists(Path.Combine(d.FullName, "PeftSharp.sln"))) return d.FullName;
+        throw new DirectoryNotFoundException("repository root (PeftSharp.sln) not found above " + AppContext.BaseDirectory);
+    }
+
     /// <summary>
     /// This test run's scratch root: every <see cref="TempDir"/> lives under it and it is deleted when the test process
     /// exits (a full run writes a few GB of models, adapters and runs), unless PEFTSHARP_KEEP_TEST_FILES is set.

@@ -120,7 +120,7 @@ public class ComputeDtypeTests(ITestOutputHelper output)
     public void TheFp32LoraDeltaIsAddedToTheBf16BaseOutputInFp32AndRoundedOnce()
     {
         using var model = ModelLoader.Load(TestPaths.TinyLlama, new LoadOptions { Dtype = ScalarType.BFloat16 });
-        var cfg = new LoraConfig { R = 4, LoraAlpha = 8, TargetModules = ["q_proj"], InitLoraWeights = "false" };   // B random: a real delta
+        var cfg = new LoraConfig { R = 4, LoraAlpha = 8, TargetModules = ["q_proj"], InitLoraWeights = LoraInit.False };   // B random: a real delta
         var adapter = LoraInjector.Inject(model, cfg, "default", seed: 2, adapterDtype: ScalarType.Float32);
         var (path, lora) = adapter.Layers.First();
         var lin = model.Linears().Single(l => l.ModulePath == path);
@@ -141,7 +141,7 @@ public class ComputeDtypeTests(ITestOutputHelper output)
     public void ABf16StepUpdatesOnlyTheFp32AdapterWithFp32GradientsAndSavesFp32()
     {
         string dir = TestPaths.TempDir(), data = ReversalTask.Write(dir, 8);
-        var o = new TrainerOptions { OutDir = Path.Combine(dir, "run"), MaxSteps = 2, BatchSize = 4, MaxSeqLength = 32, LearningRate = 1e-2, ComputeDtype = "bf16" };
+        var o = new TrainerOptions { OutDir = Path.Combine(dir, "run"), MaxSteps = 2, BatchSize = 4, MaxSeqLength = 32, LearningRate = 1e-2, ComputeDtype = ScalarType.BFloat16 };
         var (model, method) = MethodFactory.Create(TestPaths.TinyLlama, new MethodOptions { Method = "lora", Rank = 2, Alpha = 4 }, Tok, CPU, ScalarType.BFloat16, seed: 1);
         using var _m = model;
         using var reference = ModelLoader.Load(TestPaths.TinyLlama, new LoadOptions { Dtype = ScalarType.BFloat16 });

@@ -15,7 +15,7 @@ public class AdapterConfigCompatTests
     {
         string dir = Path.Combine(TestPaths.TempDir(), "lora");
         PeftAdapterIOTests.CopyFixture("lora", dir);
-        string config = Path.Combine(dir, PeftAdapterIO.ConfigFile);
+        string config = Path.Combine(dir, AdapterFolderFiles.ConfigFile);
         var json = JsonFile.ReadObject(config);
         Assert.True(json.Remove("peft_type"));
         File.WriteAllText(config, json.ToJsonString());

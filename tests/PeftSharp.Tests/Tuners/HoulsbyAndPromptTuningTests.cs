@@ -90,7 +90,7 @@ public class HoulsbyAndPromptTuningTests
     public void MalformedAdapterConfigIsAnErrorNamingTheFile(string config, string reason)
     {
         using var model = ModelLoader.Load(TestPaths.TinyLlama);
-        string dir = TestPaths.TempDir(), path = Path.Combine(dir, PeftAdapterIO.ConfigFile);
+        string dir = TestPaths.TempDir(), path = Path.Combine(dir, AdapterFolderFiles.ConfigFile);
         File.WriteAllText(path, config);
         foreach (Action load in new Action[] { () => HoulsbyAdapters.Load(model, dir), () => PromptEmbeddings.Load(model, dir).Dispose() })
         {

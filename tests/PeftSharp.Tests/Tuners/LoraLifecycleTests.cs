@@ -19,9 +19,9 @@ public class LoraLifecycleTests
     }
 
     [Theory]
-    [InlineData("true")]
-    [InlineData("gaussian")]
-    public void FreshLoraGivesExactlyTheBaseLogits(string init)
+    [InlineData(LoraInit.True)]
+    [InlineData(LoraInit.Gaussian)]
+    public void FreshLoraGivesExactlyTheBaseLogits(LoraInit init)
     {
         using var model = ModelLoader.Load(TestPaths.TinyLlama);
         using var before = Logits(model);
@@ -35,7 +35,7 @@ public class LoraLifecycleTests
             Assert.Equal(0f, l.B.abs().max().item<float>());
         }
         var a = adapter.Layers["model.layers.0.self_attn.q_proj"].A;
-        if (init == "true") Assert.True(a.abs().max().item<float>() <= 1 / MathF.Sqrt(64) + 1e-6f);
+        if (init == LoraInit.True) Assert.True(a.abs().max().item<float>() <= 1 / MathF.Sqrt(64) + 1e-6f);
         else Assert.InRange(a.std().item<float>(), 0.08f, 0.17f); // N(0, 1/r) std, r = 8
     }
 
@@ -47,7 +47,7 @@ public class LoraLifecycleTests
         using var q0 = model.Layers[0].self_attn.q_proj.weight!.detach().clone();
         LoraInjector.Inject(model, new LoraConfig { R = 4, UseDora = true, TargetModules = ["k_proj", "down_proj"] }, "dora", 1);
         using (var dora = Logits(model)) Assert.True(TestPaths.RelativeError(dora, before) <= 1e-6);
-        var pissa = LoraInjector.Inject(model, new LoraConfig { R = 4, LoraAlpha = 4, TargetModules = ["q_proj"], InitLoraWeights = "pissa" }, "pissa", 1);
+        var pissa = LoraInjector.Inject(model, new LoraConfig { R = 4, LoraAlpha = 4, TargetModules = ["q_proj"], InitLoraWeights = LoraInit.Pissa }, "pissa", 1);
         using (var p = Logits(model)) Assert.True(TestPaths.RelativeError(p, before) <= 1e-5);
         // PiSSA: B·A is the rank-4 principal part of W and the base now holds the residual.
         var l = pissa.Layers["model.layers.0.self_attn.q_proj"];
@@ -82,7 +82,7 @@ public class LoraLifecycleTests
     public void DropoutOnlyInTrainingMode()
     {
         using var model = ModelLoader.Load(TestPaths.TinyLlama);
-        LoraInjector.Inject(model, new LoraConfig { R = 4, LoraDropout = 0.5, TargetModules = ["q_proj", "v_proj"], InitLoraWeights = "false" }, "default", 1);
+        LoraInjector.Inject(model, new LoraConfig { R = 4, LoraDropout = 0.5, TargetModules = ["q_proj", "v_proj"], InitLoraWeights = LoraInit.False }, "default", 1);
         using var a = Logits(model);
         using var b = Logits(model);
         Assert.Equal(0.0, TestPaths.MaxAbsError(a, b));
@@ -98,7 +98,7 @@ public class LoraLifecycleTests
     {
         using var model = ModelLoader.Load(TestPaths.TinyLlama);
         var originals = model.Linears().ToDictionary(l => l.ModulePath, l => l.weight!.detach().clone());
-        var adapter = LoraInjector.Inject(model, new LoraConfig { R = 4, UseDora = dora, TargetModulesRegex = "all-linear", InitLoraWeights = "false" }, "default", 1);
+        var adapter = LoraInjector.Inject(model, new LoraConfig { R = 4, UseDora = dora, TargetModulesRegex = "all-linear", InitLoraWeights = LoraInit.False }, "default", 1);
         if (dora) LoraReferenceTests.PerturbMagnitudes(adapter);
         using var unmerged = Logits(model);
         var lora = LoraModel.Of(model);
@@ -120,7 +120,7 @@ public class LoraLifecycleTests
     {
         using var model = ModelLoader.Load(TestPaths.TinyLlama);
         using var baseLogits = Logits(model);
-        LoraInjector.Inject(model, new LoraConfig { R = 4, TargetModules = ["q_proj", "v_proj", "up_proj"], InitLoraWeights = "false" }, "a", 1);
+        LoraInjector.Inject(model, new LoraConfig { R = 4, TargetModules = ["q_proj", "v_proj", "up_proj"], InitLoraWeights = LoraInit.False }, "a", 1);
         var lora = LoraModel.Of(model);
         using var full = Logits(model);
         lora.SetActive([("a", 0.5)]);
@@ -138,7 +138,7 @@ public class LoraLifecycleTests
     public void MergedAdapterIsNotAppliedTwiceAndCannotBeDeleted()
     {
         using var model = ModelLoader.Load(TestPaths.TinyLlama);
-        LoraInjector.Inject(model, new LoraConfig { R = 4, TargetModules = ["q_proj"], InitLoraWeights = "false" }, "a", 1);
+        LoraInjector.Inject(model, new LoraConfig { R = 4, TargetModules = ["q_proj"], InitLoraWeights = LoraInit.False }, "a", 1);
         var lora = LoraModel.Of(model);
         lora.Merge("a");
         Assert.Throws<InvalidOperationException>(() => lora.Merge("a"));

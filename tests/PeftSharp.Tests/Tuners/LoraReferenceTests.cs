@@ -37,15 +37,15 @@ public class LoraReferenceTests
 
     internal static LoraConfig Config(string variant) => variant switch
     {
-        "q_v" => new LoraConfig { R = 4, LoraAlpha = 8, TargetModules = ["q_proj", "v_proj"], InitLoraWeights = "false" },
-        "all-linear" => new LoraConfig { R = 3, LoraAlpha = 6, TargetModulesRegex = "all-linear", InitLoraWeights = "false" },
-        "regex" => new LoraConfig { R = 2, LoraAlpha = 5, TargetModulesRegex = @"model\.layers\.1\..*(k_proj|down_proj)", InitLoraWeights = "false" },
+        "q_v" => new LoraConfig { R = 4, LoraAlpha = 8, TargetModules = ["q_proj", "v_proj"], InitLoraWeights = LoraInit.False },
+        "all-linear" => new LoraConfig { R = 3, LoraAlpha = 6, TargetModulesRegex = "all-linear", InitLoraWeights = LoraInit.False },
+        "regex" => new LoraConfig { R = 2, LoraAlpha = 5, TargetModulesRegex = @"model\.layers\.1\..*(k_proj|down_proj)", InitLoraWeights = LoraInit.False },
         "rslora-patterns" => new LoraConfig
         {
-            R = 4, LoraAlpha = 16, UseRslora = true, TargetModules = ["q_proj", "o_proj", "up_proj"], InitLoraWeights = "false",
+            R = 4, LoraAlpha = 16, UseRslora = true, TargetModules = ["q_proj", "o_proj", "up_proj"], InitLoraWeights = LoraInit.False,
             RankPattern = new Dictionary<string, int> { ["o_proj"] = 2 }, AlphaPattern = new Dictionary<string, double> { [@"layers\.1\.mlp\.up_proj"] = 3 },
         },
-        "dora-mlp" => new LoraConfig { R = 4, LoraAlpha = 8, UseDora = true, TargetModules = ["gate_proj", "up_proj", "down_proj"], InitLoraWeights = "false" },
+        "dora-mlp" => new LoraConfig { R = 4, LoraAlpha = 8, UseDora = true, TargetModules = ["gate_proj", "up_proj", "down_proj"], InitLoraWeights = LoraInit.False },
         _ => throw new ArgumentException(variant),
     };
 

@@ -64,7 +64,7 @@ public class MergeCommandTests
         Tensor expected;
         using (var m = ModelLoader.Load(baseDir))
         {
-            LoraInjector.Inject(m, new LoraConfig { R = 4, TargetModulesRegex = "all-linear", InitLoraWeights = "false" }, "default", 2);
+            LoraInjector.Inject(m, new LoraConfig { R = 4, TargetModulesRegex = "all-linear", InitLoraWeights = LoraInit.False }, "default", 2);
             PeftAdapterIO.Save(m, "default", adapterDir);
             LoraModel.Of(m).Merge("default");
             using var _ = no_grad();
@@ -100,7 +100,7 @@ public class MergeCommandTests
         string adapterDir = Path.Combine(TestPaths.TempDir(), "ad");
         using (var m = ModelLoader.Load(TestPaths.TinyLlama))
         {
-            LoraInjector.Inject(m, new LoraConfig { R = 2, TargetModules = ["q_proj"], InitLoraWeights = "false" }, "default", 2);
+            LoraInjector.Inject(m, new LoraConfig { R = 2, TargetModules = ["q_proj"], InitLoraWeights = LoraInit.False }, "default", 2);
             PeftAdapterIO.Save(m, "default", adapterDir);
         }
         string outDir = Path.Combine(TestPaths.TempDir(), "merged");

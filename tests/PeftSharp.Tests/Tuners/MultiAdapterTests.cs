@@ -41,8 +41,8 @@ public class MultiAdapterTests
     static (CausalLM Model, LoraAdapter A, LoraAdapter B) TwoAdapters(int rankB = 4)
     {
         var model = ModelLoader.Load(TestPaths.TinyLlama);
-        var a = LoraInjector.Inject(model, new LoraConfig { R = 4, LoraAlpha = 8, TargetModules = ["q_proj", "v_proj"], InitLoraWeights = "false" }, "a", 1);
-        var b = LoraInjector.Inject(model, new LoraConfig { R = rankB, LoraAlpha = 4, TargetModules = ["q_proj", "k_proj"], InitLoraWeights = "false" }, "b", 2);
+        var a = LoraInjector.Inject(model, new LoraConfig { R = 4, LoraAlpha = 8, TargetModules = ["q_proj", "v_proj"], InitLoraWeights = LoraInit.False }, "a", 1);
+        var b = LoraInjector.Inject(model, new LoraConfig { R = rankB, LoraAlpha = 4, TargetModules = ["q_proj", "k_proj"], InitLoraWeights = LoraInit.False }, "b", 2);
         return (model, a, b);
     }
 

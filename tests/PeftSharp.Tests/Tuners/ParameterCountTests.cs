@@ -54,7 +54,7 @@ public class ParameterCountTests
     public void ReportCountsLoadedInferenceAdaptersAsFrozen()
     {
         using var model = ModelLoader.Load(TestPaths.TinyLlama);
-        var adapter = PeftSharp.IO.PeftAdapterIO.Load(model, Path.Combine(TestPaths.TinyLlama, "adapters", "lora"));
+        var adapter = PeftSharp.Tuners.Lora.PeftAdapterIO.Load(model, Path.Combine(TestPaths.TinyLlama, "adapters", "lora"));
         var report = ParameterReport.For(model);
         Assert.Equal(0, report.Trainable);
         Assert.Equal(model.ParameterCount() + adapter.ParameterCount, report.Total);

@@ -33,7 +33,7 @@ public class PeftAdapterIOTests
     {
         string dir = SaveRandom(Path.Combine(TestPaths.TempDir(), "ad"), new LoraConfig
         {
-            R = 4, LoraAlpha = 16, UseDora = true, UseRslora = true, TargetModules = ["q_proj", "down_proj"], InitLoraWeights = "false",
+            R = 4, LoraAlpha = 16, UseDora = true, UseRslora = true, TargetModules = ["q_proj", "down_proj"], InitLoraWeights = LoraInit.False,
             RankPattern = new Dictionary<string, int> { ["down_proj"] = 2 },
         }, out var expected);
         using var st = new SafeTensorsFile(Path.Combine(dir, "adapter_model.safetensors"));
@@ -98,14 +98,14 @@ public class PeftAdapterIOTests
         cfg["some_future_option"] = 3;
         File.WriteAllText(Path.Combine(dir, "adapter_config.json"), cfg.ToJsonString());
         var warnings = new List<string>();
-        var old = PeftAdapterIO.Warn;
-        PeftAdapterIO.Warn = warnings.Add;
+        var old = AdapterFolderFiles.Warn;
+        AdapterFolderFiles.Warn = warnings.Add;
         try
         {
             using var model = ModelLoader.Load(TestPaths.TinyLlama);
             PeftAdapterIO.Load(model, dir);
         }
-        finally { PeftAdapterIO.Warn = old; }
+        finally { AdapterFolderFiles.Warn = old; }
         Assert.Contains(warnings, w => w.Contains("some_future_option"));
     }
 
@@ -160,7 +160,7 @@ public class PeftAdapterIOTests
     [Fact]
     public void AdapterForAnotherBaseFailsNamingTensorsUnlessOverridden()
     {
-        string dir = SaveRandom(Path.Combine(TestPaths.TempDir(), "ad"), new LoraConfig { R = 2, TargetModules = ["q_proj", "v_proj"], InitLoraWeights = "false" }, out var expected);
+        string dir = SaveRandom(Path.Combine(TestPaths.TempDir(), "ad"), new LoraConfig { R = 2, TargetModules = ["q_proj", "v_proj"], InitLoraWeights = LoraInit.False }, out var expected);
         expected.Dispose();
         using var model = ModelLoader.Load(TestPaths.TinyLlama);
         using (no_grad()) model.Layers[1].self_attn.v_proj.weight![0, 0].add_(0.01f);
@@ -170,10 +170,10 @@ public class PeftAdapterIOTests
         Assert.Contains("--allow-base-mismatch", e.Message);
 
         var warnings = new List<string>();
-        var old = PeftAdapterIO.Warn;
-        PeftAdapterIO.Warn = warnings.Add;
+        var old = AdapterFolderFiles.Warn;
+        AdapterFolderFiles.Warn = warnings.Add;
         try { PeftAdapterIO.Load(model, dir, allowMismatch: true); }
-        finally { PeftAdapterIO.Warn = old; }
+        finally { AdapterFolderFiles.Warn = old; }
         Assert.Single(warnings, w => w.Contains("v_proj.weight differs"));
     }
 
@@ -198,7 +198,7 @@ public class PeftAdapterIOTests
     [Fact]
     public void AKnownBaseFingerprintIsRestrictedAndComparedInsteadOfRehashingTheWeights()
     {
-        string dir = SaveRandom(Path.Combine(TestPaths.TempDir(), "ad"), new LoraConfig { R = 2, TargetModules = ["q_proj", "v_proj"], InitLoraWeights = "false" }, out var expected);
+        string dir = SaveRandom(Path.Combine(TestPaths.TempDir(), "ad"), new LoraConfig { R = 2, TargetModules = ["q_proj", "v_proj"], InitLoraWeights = LoraInit.False }, out var expected);
         expected.Dispose();
         using var model = ModelLoader.Load(TestPaths.TinyLlama);
         var full = BaseFingerprint.Compute(model, model.Linears().Select(l => l.ModulePath));
@@ -222,9 +222,9 @@ public class PeftAdapterIOTests
     [Fact]
     public void CrashMidSaveLeavesThePreviousAdapterIntact()
     {
-        string dir = SaveRandom(Path.Combine(TestPaths.TempDir(), "ad"), new LoraConfig { R = 2, TargetModules = ["q_proj"], InitLoraWeights = "false" }, out var expected);
+        string dir = SaveRandom(Path.Combine(TestPaths.TempDir(), "ad"), new LoraConfig { R = 2, TargetModules = ["q_proj"], InitLoraWeights = LoraInit.False }, out var expected);
         using var model = ModelLoader.Load(TestPaths.TinyLlama);
-        LoraInjector.Inject(model, new LoraConfig { R = 8, TargetModules = ["k_proj"], InitLoraWeights = "false" }, "default", 99);
+        LoraInjector.Inject(model, new LoraConfig { R = 8, TargetModules = ["k_proj"], InitLoraWeights = LoraInit.False }, "default", 99);
         PeftAdapterIO.EntriesHook = entries => entries.Take(1).Append(new SafeTensorEntry("boom", "F32", [4], 16, _ => throw new IOException("disk full")));
         try { Assert.Throws<IOException>(() => PeftAdapterIO.Save(model, "default", dir)); }
         finally { PeftAdapterIO.EntriesHook = null; }

@@ -42,7 +42,7 @@ public class QuantizedBaseTests
             foreach (var (lq, ld) in q.Linears().Zip(dense.Linears()).Where(p => p.First.Quantized is not null))
                 using (var w = lq.Quantized!.Dequantize(ScalarType.Float32, CPU)) ld.weight!.copy_(w);
 
-        var cfg = new LoraConfig { R = 4, UseDora = true, TargetModules = ["q_proj", "down_proj"], InitLoraWeights = "false" };
+        var cfg = new LoraConfig { R = 4, UseDora = true, TargetModules = ["q_proj", "down_proj"], InitLoraWeights = LoraInit.False };
         var aq = LoraInjector.Inject(q, cfg, "default", 4);
         var ad = LoraInjector.Inject(dense, cfg, "default", 4);
         LoraReferenceTests.PerturbMagnitudes(aq);

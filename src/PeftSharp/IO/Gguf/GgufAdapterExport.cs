@@ -1,5 +1,4 @@
 using PeftSharp.Models;
-using PeftSharp.Tuners.Lora;
 using static TorchSharp.torch;
 
 namespace PeftSharp.IO.Gguf;
@@ -15,16 +14,16 @@ namespace PeftSharp.IO.Gguf;
 /// </summary>
 internal static class GgufAdapterExport
 {
-    public static void Write(CausalLM model, LoraAdapter adapter, string modelDir, string adapterDir, string outPath, string? baseFingerprintJson = null)
+    /// <summary>
+    /// Writes one adapter's LoRA layers (<paramref name="layers"/>, any order) for the base <paramref name="c"/>; the
+    /// adapter's own checks (DoRA, trained biases) are its tuner's, before this (Tuners/Lora/LoraGgufExport.cs).
+    /// </summary>
+    public static void Write(ModelConfig c, IEnumerable<GgufLoraLayer> layers, string modelDir, string adapterDir, string outPath, string? baseFingerprintJson = null)
     {
-        var c = model.Config;
         string arch = GgufModelExport.ArchitectureOf(c, modelDir);
         string cfgPath = Path.Combine(adapterDir, "adapter_config.json");
-        if (adapter.Config.UseDora)
-            throw new InvalidDataException($"{cfgPath}: a DoRA adapter has no llama.cpp adapter form; use `peft export gguf --adapter {adapterDir}` to export it merged");
-        if (adapter.Config.Bias != "none")
-            throw new InvalidDataException($"{cfgPath}: bias '{adapter.Config.Bias}' (trained biases) has no llama.cpp adapter form; use `peft export gguf --adapter` to export it merged");
-        var ranks = adapter.Layers.Values.Select(l => l.Rank).Distinct().ToList();
+        var sorted = layers.OrderBy(l => l.Module, StringComparer.Ordinal).ToList();
+        var ranks = sorted.Select(l => (int)l.A.shape[0]).Distinct().ToList();
         float alpha = ranks.Count == 1 ? ranks[0] : 0f;
         var meta = new List<KeyValuePair<string, GgufValue>>
         {
@@ -37,13 +36,13 @@ internal static class GgufAdapterExport
         if (baseFingerprintJson is not null) meta.Add(new("peftsharp.base_fingerprint", GgufValue.Str(baseFingerprintJson)));
 
         var tensors = new List<GgufTensor>();
-        foreach (var (module, layer) in adapter.Layers.OrderBy(kv => kv.Key, StringComparer.Ordinal))
+        foreach (var l in sorted)
         {
+            string module = l.Module;
             string name = GgufModelExport.GgufName(module + ".weight", arch)
                 ?? throw new InvalidDataException($"{cfgPath}: module '{module}' has no llama.cpp tensor to adapt");
             int? permuteHeads = arch == "llama" ? module.EndsWith(".q_proj", StringComparison.Ordinal) ? c.NumHeads
                 : module.EndsWith(".k_proj", StringComparison.Ordinal) ? c.NumKvHeads : null : null;
-            var l = layer;
             tensors.Add(new GgufTensor(name + ".lora_a", l.A.shape, GgmlType.F32, s => WriteF32(s, l.A, 1.0, null)));
             tensors.Add(new GgufTensor(name + ".lora_b", l.B.shape, GgmlType.F32, s => WriteF32(s, l.B, l.Scaling, permuteHeads)));
         }
@@ -58,3 +57,10 @@ internal static class GgufAdapterExport
         s.Write(GgmlQuants.Encode(GgmlType.F32, x.contiguous().data<float>().ToArray()));
     }
 }
+
+/// <summary>One adapted module as the llama.cpp adapter GGUF stores it: A [r, in], B [out, r] and the scale folded into B.</summary>
+/// <param name="Module">The module's path in the model (model.layers.0.self_attn.q_proj).</param>
+/// <param name="A">LoRA's A, [r, in].</param>
+/// <param name="B">LoRA's B, [out, r].</param>
+/// <param name="Scaling">The module's scale (alpha/r, or as rsLoRA and the patterns give it), folded into B.</param>
+public sealed record GgufLoraLayer(string Module, Tensor A, Tensor B, double Scaling);

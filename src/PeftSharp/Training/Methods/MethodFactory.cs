@@ -58,13 +58,7 @@ internal static class MethodFactory
         {
             NumVirtualTokens = o.VirtualTokens,
             InitText = o.PromptInitText,
-            Init = o.PromptInit.ToLowerInvariant() switch
-            {
-                "random" => PromptInit.Random,
-                "text" => PromptInit.Text,
-                "sample_vocab" or "vocab" => PromptInit.SampleVocab,
-                _ => throw new ArgumentException($"--prompt-init: '{o.PromptInit}' is not random, sample_vocab or text"),
-            },
+            Init = o.PromptInit,
         },
         _ => LoraConfigFor(o, baseModel),
     };

@@ -9,8 +9,9 @@ public sealed record MethodOptions
     public static readonly string[] Names = ["full", "lora", "dora", "qlora", "qdora", "adapter", "prompt"];
 
     /// <summary>
-    /// full (every weight trains), lora, dora, qlora / qdora (LoRA / DoRA on a 4-bit NF4 base), adapter (Houlsby
-    /// bottleneck adapters) or prompt (prompt tuning); config key 'method'. Default qlora.
+    /// One of <see cref="Names"/>. A name, not an enum: the methods are the open registry's (<c>Tuners/PeftMethods.All</c>,
+    /// keyed by <c>peft_type</c>) plus "full" and the LoRA variants, so a new method is one folder and one registration
+    /// line, not an enum member in a third place; <see cref="Validate"/> checks it at the edge, naming the key.
     /// </summary>
     public string Method { get; init; } = "qlora";
     /// <summary>LoRA rank r (PEFT's 'r'), &gt; 0; default 8.</summary>
@@ -31,17 +32,17 @@ public sealed record MethodOptions
     public IReadOnlyDictionary<string, double> AlphaPattern { get; init; } = new Dictionary<string, double>();
     /// <summary>PEFT's layers_to_transform: only these decoder layers get LoRA (null = all).</summary>
     public IReadOnlyList<int>? LayersToTransform { get; init; }
-    /// <summary>true | gaussian | pissa.</summary>
-    public string Init { get; init; } = "true";
+    /// <summary>PEFT's init_lora_weights of a fresh LoRA adapter (default <see cref="LoraInit.True"/>: zero B).</summary>
+    public LoraInit Init { get; init; } = LoraInit.True;
     /// <summary>Houlsby adapters ('reduction_factor'): the bottleneck is the hidden size divided by this; default 16.</summary>
     public int ReductionFactor { get; init; } = 16;
     /// <summary>Houlsby adapters' activation between the down and up projections (relu, gelu, ...); default relu.</summary>
     public string NonLinearity { get; init; } = "relu";
     /// <summary>Prompt tuning ('num_virtual_tokens'): soft-prompt vectors put before the input; default 20.</summary>
     public int VirtualTokens { get; init; } = 20;
-    /// <summary>random | sample_vocab | text.</summary>
-    public string PromptInit { get; init; } = "sample_vocab";
-    /// <summary>Prompt tuning with <see cref="PromptInit"/> "text": the text whose token embeddings start the soft prompt.</summary>
+    /// <summary>PEFT's prompt_tuning_init of a prompt tuning run (default <see cref="PeftSharp.PromptInit.SampleVocab"/>).</summary>
+    public PromptInit PromptInit { get; init; } = PromptInit.SampleVocab;
+    /// <summary>Prompt tuning with <see cref="PromptInit"/> Text: the text whose token embeddings start the soft prompt.</summary>
     public string? PromptInitText { get; init; }
     /// <summary>qlora / qdora: weights per NF4 quantisation block (bitsandbytes' blocksize); default 64.</summary>
     public int BlockSize { get; init; } = 64;

@@ -27,15 +27,16 @@ internal static class OptimizerFactory
     /// <param name="ps">The trainable parameters, by name.</param>
     /// <param name="o">The run's options.</param>
     /// <param name="pagedStateDir">Where paged variants keep their memory-mapped state files.</param>
-    public static IOptimizer Create(string name, IReadOnlyList<(string Name, Parameter Param)> ps, TrainerOptions o, string pagedStateDir)
+    public static IOptimizer Create(OptimizerKind kind, IReadOnlyList<(string Name, Parameter Param)> ps, TrainerOptions o, string pagedStateDir)
     {
         var opts = new AdamWOptions(o.LearningRate, WeightDecay: o.WeightDecay);
-        return Parse(name) switch
+        return kind switch
         {
             OptimizerKind.AdamW => new AdamW(ps, opts),
             OptimizerKind.AdamW8bit => new AdamW8bit(ps, opts),
             OptimizerKind.PagedAdamW => new PagedAdamW(ps, pagedStateDir, opts),
-            _ => new PagedAdamW8bit(ps, pagedStateDir, opts),
+            OptimizerKind.PagedAdamW8bit => new PagedAdamW8bit(ps, pagedStateDir, opts),
+            _ => throw new ArgumentException($"'optimizer': {PlanNames.Name(kind)} is not one of {string.Join(", ", Names)} (the planner's SGD kinds have no trainer)"),
         };
     }
 }

@@ -186,17 +186,11 @@ internal sealed class PreferenceTrainer
     {
         var json = new JsonObject
         {
-            ["trainer"] = JsonSerializer.SerializeToNode(_o, JsonOptions),
-            ["preference"] = JsonSerializer.SerializeToNode(_objective.Options, JsonOptions),
+            ["trainer"] = JsonSerializer.SerializeToNode(_o, TrainingJsonContext.Default.TrainerOptions),
+            ["preference"] = JsonSerializer.SerializeToNode(_objective.Options, TrainingJsonContext.Default.PreferenceOptions),
         };
         run.WriteRunFile(json.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
     }
-
-    static readonly JsonSerializerOptions JsonOptions = new()
-    {
-        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
-        Converters = { new JsonStringEnumConverter(JsonNamingPolicy.SnakeCaseLower) },
-    };
 }
 
 /// <summary>

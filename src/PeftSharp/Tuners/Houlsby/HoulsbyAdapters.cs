@@ -67,13 +67,13 @@ internal static class HoulsbyAdapters
     /// <summary>Loads a Houlsby adapter folder; a recorded base fingerprint must match (or, with <paramref name="allowMismatch"/>, warns).</summary>
     public static HoulsbyConfig Load(CausalLM model, string dir, Func<bool>? runs = null, bool allowMismatch = false)
     {
-        string configPath = Path.Combine(dir, PeftAdapterIO.ConfigFile);
+        string configPath = Path.Combine(dir, AdapterFolderFiles.ConfigFile);
         var json = JsonFile.ReadObject(configPath);
         if (json["peft_type"]?.GetValue<string>() != HoulsbyConfig.PeftType)
             throw new InvalidDataException($"{dir}: not a Houlsby adapter (peft_type {json["peft_type"]})");
         var cfg = HoulsbyConfig.FromJson(json);
         if (json[BaseFingerprint.ConfigKey] is JsonObject fp)
-            PeftAdapterIO.CheckBase(model, BaseFingerprint.FromJson(fp, configPath), null, dir, allowMismatch);
+            AdapterFolderFiles.CheckBase(model, BaseFingerprint.FromJson(fp, configPath), null, dir, allowMismatch);
         var ps = Attach(model, cfg, runs: runs);
         string file = Path.Combine(dir, "adapter_model.safetensors");
         using var f = new SafeTensorsFile(file);

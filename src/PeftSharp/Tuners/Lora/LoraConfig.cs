@@ -1,5 +1,6 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using System.Text.Json.Serialization.Metadata;
 using System.Text.RegularExpressions;
 using PeftSharp.Memory;
 
@@ -31,9 +32,11 @@ public sealed record LoraConfig : PeftSharp.Tuners.IPeftConfig
     public IReadOnlyDictionary<string, double> AlphaPattern { get; init; } = new Dictionary<string, double>();
     public bool UseRslora { get; init; }
     public bool UseDora { get; init; }
-    /// <summary>"true" (kaiming A, zero B), "false" (both random, for tests), "gaussian", "pissa".</summary>
-    public string InitLoraWeights { get; init; } = "true";
-    public string Bias { get; init; } = "none";
+    /// <summary>PEFT's init_lora_weights: <see cref="LoraInit.True"/> (Kaiming A, zero B; the default), <see cref="LoraInit.False"/>
+    /// (both random, for tests), <see cref="LoraInit.Gaussian"/> or <see cref="LoraInit.Pissa"/>.</summary>
+    public LoraInit InitLoraWeights { get; init; } = LoraInit.True;
+    /// <summary>PEFT's bias: which biases train; only <see cref="LoraBias.None"/> is supported (<see cref="Validated"/> refuses the others).</summary>
+    public LoraBias Bias { get; init; } = LoraBias.None;
     public string? BaseModelNameOrPath { get; init; }
     public string? Revision { get; init; }
     public bool InferenceMode { get; init; }
@@ -101,8 +104,6 @@ public sealed record LoraConfig : PeftSharp.Tuners.IPeftConfig
             RequireNullOrEmpty(o, "modules_to_save", source);
             RequireNullOrEmpty(o, "trainable_token_indices", source);
             RequireNullOrEmpty(o, "target_parameters", source);
-            string bias = o["bias"]?.GetValue<string>() ?? "none";
-            if (bias != "none") throw new InvalidDataException($"{Where("bias")} is '{bias}'; only 'none' is supported");
 
             var (targets, targetRegex) = ListOrString(o["target_modules"]);
             var (exclude, excludeRegex) = ListOrString(o["exclude_modules"]);
@@ -133,13 +134,8 @@ public sealed record LoraConfig : PeftSharp.Tuners.IPeftConfig
                 AlphaPattern = (o["alpha_pattern"] as JsonObject)?.ToDictionary(p => p.Key, p => p.Value!.GetValue<double>()) ?? new Dictionary<string, double>(),
                 UseRslora = o["use_rslora"]?.GetValue<bool>() ?? false,
                 UseDora = o["use_dora"]?.GetValue<bool>() ?? false,
-                InitLoraWeights = o["init_lora_weights"] switch
-                {
-                    null => "true",
-                    JsonValue v when v.GetValueKind() is JsonValueKind.True or JsonValueKind.False => v.GetValue<bool>() ? "true" : "false",
-                    JsonNode n => n.GetValue<string>(),
-                },
-                Bias = bias,
+                InitLoraWeights = Choice(o, "init_lora_weights", LoraJsonContext.Default.LoraInit, LoraInit.True, LoraInitNames.Choices, source),
+                Bias = Choice(o, "bias", LoraJsonContext.Default.LoraBias, LoraBias.None, BiasChoices, source),
                 BaseModelNameOrPath = o["base_model_name_or_path"]?.GetValue<string>(),
                 Revision = o["revision"]?.GetValue<string>(),
                 InferenceMode = o["inference_mode"]?.GetValue<bool>() ?? false,
@@ -157,8 +153,10 @@ public sealed record LoraConfig : PeftSharp.Tuners.IPeftConfig
         if (R <= 0) throw new InvalidDataException($"{source}: 'r' must be positive, got {R}");
         if (LoraDropout is < 0 or >= 1 || double.IsNaN(LoraDropout)) throw new InvalidDataException($"{source}: 'lora_dropout' must be in [0, 1), got {LoraDropout}");
         if (TargetModules is null && TargetModulesRegex is null) throw new InvalidDataException($"{source}: 'target_modules' is required");
-        if (InitLoraWeights is not ("true" or "false" or "gaussian" or "pissa"))
-            throw new InvalidDataException($"{source}: 'init_lora_weights' '{InitLoraWeights}' is not supported (true, false, gaussian, pissa)");
+        if (!Enum.IsDefined(InitLoraWeights))
+            throw new InvalidDataException($"{source}: 'init_lora_weights' '{InitLoraWeights}' is not supported ({LoraInitNames.Choices})");
+        if (Bias != LoraBias.None)
+            throw new InvalidDataException($"{source}: 'bias' '{JsonSerializer.Serialize(Bias, LoraJsonContext.Default.LoraBias).Trim('"')}' is not supported (none: PeftSharp trains no biases)");
         foreach (var (k, v) in RankPattern)
             if (v <= 0) throw new InvalidDataException($"{source}: rank_pattern '{k}' must be positive, got {v}");
         CheckAlpha(source, "'lora_alpha'", LoraAlpha, R);
@@ -190,13 +188,13 @@ public sealed record LoraConfig : PeftSharp.Tuners.IPeftConfig
             ["alpha_pattern"] = new JsonObject(AlphaPattern.Select(p => KeyValuePair.Create(p.Key, (JsonNode?)p.Value))),
             ["auto_mapping"] = null,
             ["base_model_name_or_path"] = BaseModelNameOrPath,
-            ["bias"] = Bias,
+            ["bias"] = JsonSerializer.SerializeToNode(Bias, LoraJsonContext.Default.LoraBias),
             ["corda_config"] = null,
             ["eva_config"] = null,
             ["exclude_modules"] = Strings(ExcludeModules, ExcludeModulesRegex),
             ["fan_in_fan_out"] = false,
             ["inference_mode"] = InferenceMode,
-            ["init_lora_weights"] = InitLoraWeights switch { "true" => true, "false" => false, var s => (JsonNode)s },
+            ["init_lora_weights"] = JsonSerializer.SerializeToNode(InitLoraWeights, LoraJsonContext.Default.LoraInit),
             ["layer_replication"] = null,
             ["layers_pattern"] = LayersPattern,
             ["layers_to_transform"] = LayersToTransform is null ? null : new JsonArray(LayersToTransform.Select(i => (JsonNode?)i).ToArray()),
@@ -218,6 +216,24 @@ public sealed record LoraConfig : PeftSharp.Tuners.IPeftConfig
             ["use_rslora"] = UseRslora,
         };
         return o;
+    }
+
+    /// <summary>PEFT's spellings of <see cref="LoraBias"/> (for error messages).</summary>
+    const string BiasChoices = "none, all, lora_only";
+
+    /// <summary>
+    /// A choice key through its source-generated converter (PEFT's spellings); absent or null is PEFT's default. A value
+    /// outside the choices names the key, the value and the choices: "'init_lora_weights' 'x' is not supported (true, ...)".
+    /// </summary>
+    static T Choice<T>(JsonObject o, string key, JsonTypeInfo<T> type, T absent, string choices, string source) where T : struct, Enum
+    {
+        if (o[key] is not { } node) return absent;
+        try { return node.Deserialize(type); }
+        catch (JsonException)
+        {
+            string shown = node is JsonValue v && v.GetValueKind() == JsonValueKind.String ? $"'{v.GetValue<string>()}'" : node.ToJsonString();
+            throw new InvalidDataException($"{source}: '{key}' {shown} is not supported ({choices})");
+        }
     }
 
     static (IReadOnlyList<string>? List, string? Text) ListOrString(JsonNode? n) => n switch

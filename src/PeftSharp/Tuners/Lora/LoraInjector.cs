@@ -55,7 +55,7 @@ internal static class LoraInjector
                     throw new InvalidOperationException($"{lin.ModulePath}: adapter '{lin.MergedAdapter}' is merged; unmerge before adding another");
                 int r = cfg.RankFor(lin.ModulePath);
                 double s = cfg.ScalingFor(lin.ModulePath);
-                var (a, b) = initialise ? LoraInit.Create(cfg, lin, r, s, g, dtype, device)
+                var (a, b) = initialise ? LoraWeightsInit.Create(cfg, lin, r, s, g, dtype, device)
                     : (zeros(new[] { (long)r, lin.InFeatures }, dtype, device), zeros(new[] { lin.OutFeatures, (long)r }, dtype, device));
                 Tensor? m = null;
                 if (cfg.UseDora) m = initialise ? DoraMagnitude(lin, a, b, s, dtype) : zeros(new[] { lin.OutFeatures }, dtype, device);

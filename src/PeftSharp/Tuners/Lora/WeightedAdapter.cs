@@ -38,7 +38,7 @@ internal static class WeightedAdapter
         {
             R = newRank, LoraAlpha = newRank, RankPattern = new Dictionary<string, int>(), AlphaPattern = new Dictionary<string, double>(),
             TargetModules = modules, TargetModulesRegex = null, ExcludeModules = null, ExcludeModulesRegex = null, LayersToTransform = null,
-            InitLoraWeights = "true",
+            InitLoraWeights = LoraInit.True,
         };
         var dtype = sources[0].Layers.Values.First().A.dtype;
         var created = LoraInjector.Create(model, cfg, newName, seed, dtype, trainable: false, initialise: false, activate: false);

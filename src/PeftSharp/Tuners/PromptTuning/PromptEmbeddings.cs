@@ -84,13 +84,13 @@ internal sealed class PromptEmbeddings : IDisposable, IInputEmbeddingsHook
     /// <summary>Loads a soft prompt (not yet attached); a recorded base fingerprint must match unless <paramref name="allowMismatch"/>.</summary>
     public static PromptEmbeddings Load(CausalLM model, string dir, bool allowMismatch = false)
     {
-        string configPath = Path.Combine(dir, PeftAdapterIO.ConfigFile);
+        string configPath = Path.Combine(dir, AdapterFolderFiles.ConfigFile);
         var json = JsonFile.ReadObject(configPath);
         if (json["peft_type"]?.GetValue<string>() != PromptTuningConfig.PeftType)
             throw new InvalidDataException($"{dir}: not a prompt-tuning adapter (peft_type {json["peft_type"]})");
         var cfg = PromptTuningConfig.FromJson(json);
         if (json[BaseFingerprint.ConfigKey] is JsonObject fp)
-            PeftAdapterIO.CheckBase(model, BaseFingerprint.FromJson(fp, configPath), null, dir, allowMismatch);
+            AdapterFolderFiles.CheckBase(model, BaseFingerprint.FromJson(fp, configPath), null, dir, allowMismatch);
         string file = Path.Combine(dir, "adapter_model.safetensors");
         using var f = new SafeTensorsFile(file);
         if (!f.Contains("prompt_embeddings")) throw new InvalidDataException($"{file}: missing tensor 'prompt_embeddings'");

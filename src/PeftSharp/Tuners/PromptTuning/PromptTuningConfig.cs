@@ -1,10 +1,26 @@
+using System.Text.Json;
 using System.Text.Json.Nodes;
+using System.Text.Json.Serialization;
 
 using PeftSharp.Tuners;
 
 namespace PeftSharp;
 
-public enum PromptInit { Random, SampleVocab, Text }
+/// <summary>PEFT's prompt_tuning_init: how the virtual token embeddings start. adapter_config.json spells them as PEFT does.</summary>
+[JsonConverter(typeof(JsonStringEnumConverter<PromptInit>))]
+public enum PromptInit
+{
+    /// <summary>"RANDOM": normal random embeddings.</summary>
+    [JsonStringEnumMemberName("RANDOM")] Random,
+    /// <summary>"SAMPLE_VOCAB": embeddings of tokens drawn from the vocabulary.</summary>
+    [JsonStringEnumMemberName("SAMPLE_VOCAB")] SampleVocab,
+    /// <summary>"TEXT": the embeddings of <see cref="PromptTuningConfig.InitText"/>'s tokens, repeated to the length.</summary>
+    [JsonStringEnumMemberName("TEXT")] Text,
+}
+
+/// <summary>Source-generated JSON of the prompt tuning config's choices (PEFT's spellings at the adapter_config.json edge).</summary>
+[JsonSerializable(typeof(PromptInit))]
+internal sealed partial class PromptTuningJsonContext : JsonSerializerContext;
 
 /// <summary>PEFT's PromptTuningConfig: N virtual token embeddings prepended to every input.</summary>
 public sealed record PromptTuningConfig : IPeftConfig
@@ -22,8 +38,6 @@ public sealed record PromptTuningConfig : IPeftConfig
         if (Init == PromptInit.Text && string.IsNullOrEmpty(InitText)) throw new ArgumentException("prompt_tuning_init TEXT needs prompt_tuning_init_text");
     }
 
-    static string InitName(PromptInit i) => i switch { PromptInit.Random => "RANDOM", PromptInit.SampleVocab => "SAMPLE_VOCAB", _ => "TEXT" };
-
     /// <summary>The keys PEFT's PromptTuningConfig writes, so PEFT loads our folder.</summary>
     public JsonObject ToJson(int hidden, int layers, int heads, string baseModel) => new()
     {
@@ -34,7 +48,7 @@ public sealed record PromptTuningConfig : IPeftConfig
         ["num_transformer_submodules"] = 1,
         ["num_attention_heads"] = heads,
         ["num_layers"] = layers,
-        ["prompt_tuning_init"] = InitName(Init),
+        ["prompt_tuning_init"] = JsonSerializer.SerializeToNode(Init, PromptTuningJsonContext.Default.PromptInit),
         ["prompt_tuning_init_text"] = InitText,
         ["tokenizer_name_or_path"] = Init == PromptInit.Text ? baseModel : null,
         ["tokenizer_kwargs"] = null,
@@ -46,12 +60,15 @@ public sealed record PromptTuningConfig : IPeftConfig
     public static PromptTuningConfig FromJson(JsonObject j) => new()
     {
         NumVirtualTokens = j["num_virtual_tokens"]?.GetValue<int>() ?? throw new InvalidDataException("adapter_config.json: missing num_virtual_tokens"),
-        Init = (j["prompt_tuning_init"]?.GetValue<string>() ?? "RANDOM") switch
-        {
-            "TEXT" => PromptInit.Text,
-            "SAMPLE_VOCAB" => PromptInit.SampleVocab,
-            _ => PromptInit.Random,
-        },
+        Init = ReadInit(j["prompt_tuning_init"]),
         InitText = j["prompt_tuning_init_text"]?.GetValue<string>(),
     };
+
+    /// <summary>PEFT's default RANDOM when absent; anything but PEFT's three spellings is an error naming the key.</summary>
+    static PromptInit ReadInit(JsonNode? node)
+    {
+        if (node is null) return PromptInit.Random;
+        try { return node.Deserialize(PromptTuningJsonContext.Default.PromptInit); }
+        catch (JsonException) { throw new InvalidDataException($"adapter_config.json: 'prompt_tuning_init' {node.ToJsonString()} is not supported (RANDOM, SAMPLE_VOCAB, TEXT)"); }
+    }
 }

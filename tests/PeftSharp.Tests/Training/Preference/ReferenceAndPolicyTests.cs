@@ -23,7 +23,7 @@ public class ReferenceAndPolicyTests
 
     static List<TokenizedPair> Tokenized(TextTokenizer tok) => PreferenceData.Tokenize(Pairs, tok, 64).Pairs;
 
-    static MethodOptions Lora(string init = "true") => new() { Method = "lora", Rank = 4, Alpha = 8, Init = init };
+    static MethodOptions Lora(LoraInit init = LoraInit.True) => new() { Method = "lora", Rank = 4, Alpha = 8, Init = init };
 
     /// <summary>Stands in for a trained adapter: B random instead of PEFT's zero init, so the adapter changes the output.</summary>
     static void Perturb(IEnumerable<(string Name, TorchSharp.Modules.Parameter P)> ps)

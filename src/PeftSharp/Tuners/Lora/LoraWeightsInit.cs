@@ -4,7 +4,7 @@ using static TorchSharp.torch;
 namespace PeftSharp.Tuners.Lora;
 
 /// <summary>PEFT's init_lora_weights choices (LoraLayer.reset_lora_parameters / pissa_init).</summary>
-static class LoraInit
+static class LoraWeightsInit
 {
     /// <summary>kaiming_uniform_(a=sqrt 5) on [rows, fanIn] reduces to U(-1/sqrt(fanIn), 1/sqrt(fanIn)).</summary>
     public static Tensor KaimingUniform(long rows, long fanIn, Generator g, ScalarType dtype)
@@ -20,17 +20,17 @@ static class LoraInit
         long fin = layer.InFeatures, fout = layer.OutFeatures;
         switch (cfg.InitLoraWeights)
         {
-            case "true":
+            case PeftSharp.LoraInit.True:
                 return (KaimingUniform(r, fin, g, dtype).to(device), zeros(new[] { fout, (long)r }, dtype, device));
-            case "false": // PEFT leaves nn.Linear's default init on both: a non-identity adapter, for tests
+            case PeftSharp.LoraInit.False: // PEFT leaves nn.Linear's default init on both: a non-identity adapter, for tests
                 return (KaimingUniform(r, fin, g, dtype).to(device), KaimingUniform(fout, r, g, dtype).to(device));
-            case "gaussian":
+            case PeftSharp.LoraInit.Gaussian:
                 using (var n = randn(new[] { (long)r, fin }, ScalarType.Float32, generator: g))
                     return (n.mul(1.0 / r).to_type(dtype).to(device), zeros(new[] { fout, (long)r }, dtype, device));
-            case "pissa":
+            case PeftSharp.LoraInit.Pissa:
                 return Pissa(layer, r, scaling, dtype);
             default:
-                throw new InvalidDataException($"init_lora_weights '{cfg.InitLoraWeights}' is not supported");
+                throw new InvalidDataException($"'init_lora_weights' {cfg.InitLoraWeights} is not supported");
         }
     }
 

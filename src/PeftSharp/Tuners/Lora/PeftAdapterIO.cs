@@ -1,25 +1,20 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using PeftSharp.Models;
-using PeftSharp.Tuners.Lora;
+using PeftSharp.IO;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace PeftSharp.IO;
+namespace PeftSharp.Tuners.Lora;
 
 /// <summary>
-/// Hugging Face PEFT adapter folders: adapter_config.json + adapter_model.safetensors with PEFT's key names
+/// Hugging Face PEFT LoRA/DoRA adapter folders: adapter_config.json + adapter_model.safetensors with PEFT's key names
 /// (base_model.model.&lt;module&gt;.lora_A.weight, ...). Saving is atomic (the whole folder is swapped in) and records
-/// a <see cref="BaseFingerprint"/>; loading checks it.
+/// a <see cref="BaseFingerprint"/>; loading checks it. The folder's file names and the fingerprint check are the
+/// format's, shared by every method (<see cref="AdapterFolderFiles"/> in IO/); this is the LoRA-aware part.
 /// </summary>
 internal static class PeftAdapterIO
 {
-    public const string ConfigFile = "adapter_config.json";
-    public const string WeightsFile = "adapter_model.safetensors";
-
-    /// <summary>Where non-fatal notices go (unknown config keys, an overridden fingerprint mismatch).</summary>
-    public static Action<string> Warn { get; set; } = PeftLogging.Warn;
-
     /// <summary>Test seam: rewrites the tensor entries just before they are written.</summary>
     internal static Func<IEnumerable<SafeTensorEntry>, IEnumerable<SafeTensorEntry>>? EntriesHook { get; set; }
 
@@ -46,11 +41,11 @@ internal static class PeftAdapterIO
     /// <summary>Reads adapter_config.json once: the LoRA config and the recorded base fingerprint.</summary>
     public static AdapterFolder Read(string dir)
     {
-        string path = Path.Combine(dir, ConfigFile);
+        string path = Path.Combine(dir, AdapterFolderFiles.ConfigFile);
         if (!Directory.Exists(dir)) throw new DirectoryNotFoundException($"{dir}: adapter folder not found");
         if (!File.Exists(path)) throw new FileNotFoundException($"{path}: not found (not a PEFT adapter folder)", path);
         var raw = JsonFile.ReadObject(path);
-        var cfg = LoraConfig.FromJson(raw, path, Warn);
+        var cfg = LoraConfig.FromJson(raw, path, AdapterFolderFiles.Warn);
         return new AdapterFolder(dir, cfg, raw[BaseFingerprint.ConfigKey] is JsonObject fp ? BaseFingerprint.FromJson(fp, path) : null);
     }
 
@@ -68,12 +63,12 @@ internal static class PeftAdapterIO
         BaseFingerprint? knownBase = null)
     {
         var (dir, cfg, recorded) = folder;
-        if (recorded is not null) CheckBase(model, recorded, knownBase, dir, allowMismatch);
+        if (recorded is not null) AdapterFolderFiles.CheckBase(model, recorded, knownBase, dir, allowMismatch);
 
-        string weights = Path.Combine(dir, WeightsFile);
+        string weights = Path.Combine(dir, AdapterFolderFiles.WeightsFile);
         if (!File.Exists(weights))
             throw new FileNotFoundException(File.Exists(Path.Combine(dir, "adapter_model.bin"))
-                ? $"{dir}: only adapter_model.bin (pickle) found; convert it to {WeightsFile}" : $"{weights}: not found", weights);
+                ? $"{dir}: only adapter_model.bin (pickle) found; convert it to {AdapterFolderFiles.WeightsFile}" : $"{weights}: not found", weights);
         using var file = OpenWeights(weights);
         var adapter = LoraInjector.Create(model, cfg, name, 0, AdapterDtype(file, model.Dtype), trainable, initialise: false, activate: false);
         try
@@ -132,33 +127,5 @@ internal static class PeftAdapterIO
             throw new InvalidDataException($"{path}: missing {missing.Count} adapter tensor(s): {string.Join(", ", missing.Take(6))}{(missing.Count > 6 ? ", ..." : "")}");
     }
 
-    /// <summary>A QLoRA adapter on a dense base: same base if quantising these dense weights as recorded reproduces the fingerprint.</summary>
-    static bool TrainedOnQuantizedCopy(CausalLM model, BaseFingerprint recorded)
-    {
-        if (model.QuantizationScheme != "none" || Quantization.Nf4Options.TryParseScheme(recorded.Scheme) is not { } options) return false;
-        return recorded.Differences(BaseFingerprint.Compute(model, recorded.ModulePaths, new Quantization.Nf4Quantizer(options))).Count == 0;
-    }
-
     static string Describe(LoraConfig c) => c.TargetModules is { } l ? $"[{string.Join(", ", l)}]" : $"'{c.TargetModulesRegex}'";
-
-    /// <summary>
-    /// Compares the base fingerprint an adapter folder records with the model (<paramref name="knownBase"/> when already
-    /// computed): a mismatch is an error naming <paramref name="dir"/>, or a warning with <paramref name="allowMismatch"/>.
-    /// </summary>
-    public static void CheckBase(CausalLM model, BaseFingerprint recorded, BaseFingerprint? knownBase, string dir, bool allowMismatch)
-    {
-        var diff = recorded.Differences(knownBase?.Restrict(recorded.ModulePaths) ?? BaseFingerprint.Compute(model, recorded.ModulePaths));
-        if (diff.Count == 0) return;
-        if (TrainedOnQuantizedCopy(model, recorded))
-        {
-            // PEFT's usual way to serve a QLoRA adapter: on (or merged into) the 16/32-bit base it was quantised from.
-            Warn($"{dir}: adapter was trained on the {recorded.Scheme} quantised copy of this base; applying it to the dense " +
-                 $"{model.Dtype.ToString().ToLowerInvariant()} weights (outputs differ from training by the quantisation error; " +
-                 "to reproduce training exactly, quantise the base with `peft quantize` and pass that folder as --model)");
-            return;
-        }
-        string msg = $"{dir}: adapter was saved for a different base model ({diff.Count} difference(s): {string.Join("; ", diff.Take(8))}{(diff.Count > 8 ? "; ..." : "")})";
-        if (!allowMismatch) throw new InvalidDataException(msg + "; pass --allow-base-mismatch to load it anyway");
-        Warn(msg);
-    }
 }

@@ -1,0 +1,47 @@
+using PeftSharp.Models;
+
+namespace PeftSharp.IO;
+
+/// <summary>
+/// The adapter folder format every tuning method shares (PEFT's): its two files, and the check of the base fingerprint
+/// a folder records (<see cref="BaseFingerprint.ConfigKey"/> in adapter_config.json) against the model it is loaded on.
+/// Writing is <see cref="AdapterFolderWriter"/>'s; reading a method's config and tensors is the method's (Tuners/).
+/// </summary>
+public static class AdapterFolderFiles
+{
+    /// <summary>The config file of an adapter folder (peft_type and the method's keys).</summary>
+    public const string ConfigFile = "adapter_config.json";
+    /// <summary>The tensor file of an adapter folder.</summary>
+    public const string WeightsFile = "adapter_model.safetensors";
+
+    /// <summary>Where non-fatal notices go (unknown config keys, an overridden fingerprint mismatch).</summary>
+    public static Action<string> Warn { get; set; } = PeftLogging.Warn;
+
+    /// <summary>A QLoRA adapter on a dense base: same base if quantising these dense weights as recorded reproduces the fingerprint.</summary>
+    static bool TrainedOnQuantizedCopy(CausalLM model, BaseFingerprint recorded)
+    {
+        if (model.QuantizationScheme != "none" || Quantization.Nf4Options.TryParseScheme(recorded.Scheme) is not { } options) return false;
+        return recorded.Differences(BaseFingerprint.Compute(model, recorded.ModulePaths, new Quantization.Nf4Quantizer(options))).Count == 0;
+    }
+
+    /// <summary>
+    /// Compares the base fingerprint an adapter folder records with the model (<paramref name="knownBase"/> when already
+    /// computed): a mismatch is an error naming <paramref name="dir"/>, or a warning with <paramref name="allowMismatch"/>.
+    /// </summary>
+    public static void CheckBase(CausalLM model, BaseFingerprint recorded, BaseFingerprint? knownBase, string dir, bool allowMismatch)
+    {
+        var diff = recorded.Differences(knownBase?.Restrict(recorded.ModulePaths) ?? BaseFingerprint.Compute(model, recorded.ModulePaths));
+        if (diff.Count == 0) return;
+        if (TrainedOnQuantizedCopy(model, recorded))
+        {
+            // PEFT's usual way to serve a QLoRA adapter: on (or merged into) the 16/32-bit base it was quantised from.
+            Warn($"{dir}: adapter was trained on the {recorded.Scheme} quantised copy of this base; applying it to the dense " +
+                 $"{model.Dtype.ToString().ToLowerInvariant()} weights (outputs differ from training by the quantisation error; " +
+                 "to reproduce training exactly, quantise the base with `peft quantize` and pass that folder as --model)");
+            return;
+        }
+        string msg = $"{dir}: adapter was saved for a different base model ({diff.Count} difference(s): {string.Join("; ", diff.Take(8))}{(diff.Count > 8 ? "; ..." : "")})";
+        if (!allowMismatch) throw new InvalidDataException(msg + "; pass --allow-base-mismatch to load it anyway");
+        Warn(msg);
+    }
+}
