@@ -6,27 +6,43 @@ namespace PeftSharp.Memory;
 /// <summary>The Hugging Face config.json fields that decide a model's shape (GPT-2's n_* names are mapped in).</summary>
 public sealed record ModelConfig
 {
+    /// <summary>config.json's model_type (llama, mistral, qwen2, qwen3, phi3, gemma2, gpt2, ...): picks the family's module names.</summary>
     public required string ModelType { get; init; }
+    /// <summary>hidden_size (GPT-2: n_embd): the width of the residual stream.</summary>
     public required int HiddenSize { get; init; }
+    /// <summary>intermediate_size (GPT-2: n_inner, default 4 x n_embd): the MLP's inner width.</summary>
     public required int IntermediateSize { get; init; }
+    /// <summary>num_hidden_layers (GPT-2: n_layer): decoder layers.</summary>
     public required int NumHiddenLayers { get; init; }
+    /// <summary>num_attention_heads (GPT-2: n_head): query heads.</summary>
     public required int NumAttentionHeads { get; init; }
+    /// <summary>num_key_value_heads as given (grouped-query attention); null when absent (= <see cref="NumAttentionHeads"/>, see <see cref="KeyValueHeads"/>).</summary>
     public int? NumKeyValueHeads { get; init; }
+    /// <summary>head_dim as given; null when absent (= hidden / heads, see <see cref="ResolvedHeadDim"/>).</summary>
     public int? HeadDim { get; init; }
+    /// <summary>vocab_size: rows of the embedding and of the LM head.</summary>
     public required int VocabSize { get; init; }
+    /// <summary>tie_word_embeddings: the LM head shares the embedding matrix (no separate weights).</summary>
     public bool TieWordEmbeddings { get; init; }
+    /// <summary>attention_bias (or the family's fixed choice, e.g. qwen2's q/k/v biases): the attention projections have biases.</summary>
     public bool AttentionBias { get; init; }
+    /// <summary>mlp_bias: the MLP projections have biases.</summary>
     public bool MlpBias { get; init; }
     /// <summary>Learned position embeddings (GPT-2's wpe rows).</summary>
     public int MaxPositionEmbeddings { get; init; }
 
+    /// <summary>Key/value heads: <see cref="NumKeyValueHeads"/>, or <see cref="NumAttentionHeads"/> when absent.</summary>
     public int KeyValueHeads => NumKeyValueHeads ?? NumAttentionHeads;
 
+    /// <summary>Width of one attention head: <see cref="HeadDim"/>, or hidden size / heads when absent.</summary>
     public int ResolvedHeadDim => HeadDim ?? HiddenSize / NumAttentionHeads;
 
     /// <summary>A config.json is a few KB; anything past this is not one (and is not read into memory).</summary>
     public const long MaxConfigBytes = 16 << 20;
 
+    /// <summary>Reads and validates a config.json (or the one in the folder <paramref name="path"/>).</summary>
+    /// <param name="path">A config.json file or a model folder holding one.</param>
+    /// <exception cref="PlanException">Field "model": the file is missing, too large, or invalid; the message names the file and the config key.</exception>
     public static ModelConfig Load(string path)
     {
         if (Directory.Exists(path)) path = Path.Combine(path, "config.json");
@@ -97,6 +113,8 @@ public sealed record ModelConfig
         };
     }
 
+    /// <summary>Checks the shape fields (positive sizes, heads dividing the hidden size, ...).</summary>
+    /// <exception cref="PlanException">Names the config key (<c>hidden_size</c>, <c>num_key_value_heads</c>, ...) and the cause.</exception>
     public void Validate()
     {
         Positive("hidden_size", HiddenSize);

@@ -7,7 +7,7 @@ namespace PeftSharp.IO;
 /// a folder records (<see cref="BaseFingerprint.ConfigKey"/> in adapter_config.json) against the model it is loaded on.
 /// Writing is <see cref="AdapterFolderWriter"/>'s; reading a method's config and tensors is the method's (Tuners/).
 /// </summary>
-public static class AdapterFolderFiles
+internal static class AdapterFolderFiles
 {
     /// <summary>The config file of an adapter folder (peft_type and the method's keys).</summary>
     public const string ConfigFile = "adapter_config.json";

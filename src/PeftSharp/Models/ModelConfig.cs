@@ -10,8 +10,11 @@ namespace PeftSharp.Models;
 /// </summary>
 public sealed record RopeScaling(string Type, double Factor, double LowFreqFactor, double HighFreqFactor, int OriginalMaxPositionEmbeddings)
 {
+    /// <summary>longrope (Phi-3): per-frequency factors used up to original_max_position_embeddings.</summary>
     public double[]? ShortFactor { get; init; }
+    /// <summary>longrope (Phi-3): per-frequency factors used past original_max_position_embeddings.</summary>
     public double[]? LongFactor { get; init; }
+    /// <summary>longrope/yarn: the attention scaling applied to cos/sin (1 when the config does not set one).</summary>
     public double AttentionFactor { get; init; } = 1.0;
 }
 
@@ -54,11 +57,17 @@ public sealed class ModelConfig
     public bool OBias => ModelType != "qwen2" && Shape.AttentionBias;
     /// <summary>max_position_embeddings, 2048 when absent.</summary>
     public int MaxPositionEmbeddings => Shape.MaxPositionEmbeddings > 0 ? Shape.MaxPositionEmbeddings : 2048;
+    /// <summary>rms_norm_eps: the epsilon of every RMSNorm; default 1e-6.</summary>
     public double RmsNormEps { get; init; } = 1e-6;
+    /// <summary>rope_theta: the rotary base frequency; default 10000.</summary>
     public double RopeTheta { get; init; } = 10000.0;
+    /// <summary>rope_scaling (llama3, linear, dynamic, longrope, ...); null when absent.</summary>
     public RopeScaling? RopeScaling { get; init; }
+    /// <summary>eos_token_id (one id or a list); empty when absent.</summary>
     public int[] EosTokenIds { get; init; } = [];
+    /// <summary>bos_token_id; null when absent.</summary>
     public int? BosTokenId { get; init; }
+    /// <summary>torch_dtype as written (float32, float16, bfloat16): the dtype the weights were saved in; default float32.</summary>
     public string TorchDtype { get; init; } = "float32";
     /// <summary>Sliding-window size in tokens (a query sees itself and the window - 1 keys before it), or null.</summary>
     public int? SlidingWindow { get; init; }
@@ -76,11 +85,14 @@ public sealed class ModelConfig
     public string HiddenAct { get; init; } = "silu";
     /// <summary>Attention score scale (1/sqrt(head_dim), Gemma 2: query_pre_attn_scalar^-0.5).</summary>
     public double AttentionScale { get; init; }
+    /// <summary>Gemma 2's attn_logit_softcapping: attention scores pass through cap * tanh(s / cap); null = none.</summary>
     public double? AttnLogitSoftcapping { get; init; }
+    /// <summary>Gemma 2's final_logit_softcapping: the LM head's logits pass through cap * tanh(x / cap); null = none.</summary>
     public double? FinalLogitSoftcapping { get; init; }
 
     /// <summary>The sliding window of one layer, or null where it attends to everything before it.</summary>
     public int? WindowOf(int layer) => SlidingWindow is { } w && layer < SlidingLayers.Length && SlidingLayers[layer] ? w : null;
+    /// <summary>The whole config.json as read, for keys this type does not model (written back unchanged on merge/export).</summary>
     public JsonObject Raw { get; init; } = new();
 
     /// <summary>A model folder's config.json (or that file): read once, its errors naming the file and the key.</summary>

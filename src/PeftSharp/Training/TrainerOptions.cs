@@ -7,17 +7,21 @@ namespace PeftSharp.Training;
 /// <summary>Every knob of a training run. Defaults suit a small LoRA run.</summary>
 public sealed record TrainerOptions
 {
+    /// <summary>Peak learning rate of the schedule; default 2e-4.</summary>
     public double LearningRate { get; init; } = 2e-4;
     /// <summary>constant, linear or cosine (after warm-up).</summary>
     public LrScheduleKind Schedule { get; init; } = LrScheduleKind.Cosine;
+    /// <summary>Optimizer steps of linear warm-up from 0 to <see cref="LearningRate"/>; default 0.</summary>
     public int WarmupSteps { get; init; }
     /// <summary>Epochs over the training data; ignored when <see cref="MaxSteps"/> is set.</summary>
     public int Epochs { get; init; } = 1;
     /// <summary>Optimiser steps to run; overrides <see cref="Epochs"/>.</summary>
     public int? MaxSteps { get; init; }
+    /// <summary>Sequences per micro-batch; default 8.</summary>
     public int BatchSize { get; init; } = 8;
     /// <summary>Micro-batches per optimiser step; the loss is normalised over all of their target tokens.</summary>
     public int GradientAccumulation { get; init; } = 1;
+    /// <summary>Tokens per sequence at most (longer examples are truncated); default 512.</summary>
     public int MaxSeqLength { get; init; } = 512;
     /// <summary>Concatenate consecutive short examples into sequences of up to <see cref="MaxSeqLength"/>.</summary>
     public bool Packing { get; init; }
@@ -28,12 +32,15 @@ public sealed record TrainerOptions
     /// CLI does (adamw, adamw-8bit, paged-adamw, paged-adamw-8bit).</summary>
     [JsonConverter(typeof(OptimizerJsonConverter))]
     public OptimizerKind Optimizer { get; init; } = OptimizerKind.AdamW;
+    /// <summary>AdamW's decoupled weight decay; default 0.</summary>
     public double WeightDecay { get; init; }
     /// <summary>Clip the global gradient L2 norm to this; 0 disables.</summary>
     public double MaxGradNorm { get; init; } = 1.0;
+    /// <summary>Seed for initialisation, data order and dropout: the same seed gives the same run; default 42.</summary>
     public ulong Seed { get; init; } = 42;
     /// <summary>Fraction of the training examples held out for evaluation when no eval file is given.</summary>
     public double EvalSplit { get; init; }
+    /// <summary>A JSONL file of held-out examples to evaluate on (instead of, or besides, <see cref="EvalSplit"/>); null = none.</summary>
     public string? EvalFile { get; init; }
     /// <summary>Evaluate every N steps (0: only at the end, when there is eval data).</summary>
     public int EvalInterval { get; init; }
@@ -45,6 +52,7 @@ public sealed record TrainerOptions
     public int KeepCheckpoints { get; init; } = 2;
     /// <summary>A checkpoint folder, or a run folder (its latest checkpoint), to continue from.</summary>
     public string? ResumeFrom { get; init; }
+    /// <summary>The run folder: checkpoints, metrics, the adapter and the report go here; default "out".</summary>
     public string OutDir { get; init; } = "out";
     /// <summary>Replace a run already in <see cref="OutDir"/>.</summary>
     public bool Overwrite { get; init; }

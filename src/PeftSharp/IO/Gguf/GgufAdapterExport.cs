@@ -63,4 +63,4 @@ internal static class GgufAdapterExport
 /// <param name="A">LoRA's A, [r, in].</param>
 /// <param name="B">LoRA's B, [out, r].</param>
 /// <param name="Scaling">The module's scale (alpha/r, or as rsLoRA and the patterns give it), folded into B.</param>
-public sealed record GgufLoraLayer(string Module, Tensor A, Tensor B, double Scaling);
+internal sealed record GgufLoraLayer(string Module, Tensor A, Tensor B, double Scaling);

@@ -22,8 +22,8 @@ internal static class OptimizerFactory
             : throw new ArgumentException($"--optimizer: '{name}' is not one of {string.Join(", ", Names)}");
     }
 
-    /// <summary>The optimiser <paramref name="name"/> (see <see cref="Parse"/>) over <paramref name="ps"/>, with <paramref name="o"/>'s learning rate and weight decay.</summary>
-    /// <param name="name">adamw, adamw-8bit, paged-adamw or paged-adamw-8bit.</param>
+    /// <summary>The optimiser <paramref name="kind"/> over <paramref name="ps"/>, with <paramref name="o"/>'s learning rate and weight decay.</summary>
+    /// <param name="kind">AdamW, 8-bit AdamW, or their paged variants.</param>
     /// <param name="ps">The trainable parameters, by name.</param>
     /// <param name="o">The run's options.</param>
     /// <param name="pagedStateDir">Where paged variants keep their memory-mapped state files.</param>

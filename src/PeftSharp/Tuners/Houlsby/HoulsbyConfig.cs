@@ -11,19 +11,27 @@ namespace PeftSharp;
 /// </summary>
 public sealed record HoulsbyConfig : IPeftConfig
 {
+    /// <summary>adapter_config.json's peft_type for Houlsby adapters (a PeftSharp format; PEFT has none).</summary>
     public const string PeftType = "PEFTSHARP_HOULSBY";
     string IPeftConfig.PeftType => PeftType;
     /// <summary>bottleneck = hidden_size / reduction_factor.</summary>
     public int ReductionFactor { get; init; } = 16;
+    /// <summary>The activation between the down and up projections (relu, gelu, silu, ...); default relu.</summary>
     public string NonLinearity { get; init; } = "relu";
+    /// <summary>Insert an adapter after the attention sub-layer (default true).</summary>
     public bool AfterAttention { get; init; } = true;
+    /// <summary>Insert an adapter after the MLP sub-layer (default true).</summary>
     public bool AfterMlp { get; init; } = true;
+
+    /// <summary>The bottleneck width for a model of <paramref name="hidden"/> size: hidden / <see cref="ReductionFactor"/>, at least 1.</summary>
 
     public int Bottleneck(int hidden)
     {
         if (ReductionFactor <= 0 || ReductionFactor > hidden) throw new ArgumentException($"reduction_factor must be in [1, {hidden}] (got {ReductionFactor})");
         return Math.Max(1, hidden / ReductionFactor);
     }
+
+    /// <summary>adapter_config.json content for this config on a model of <paramref name="hidden"/> size trained on <paramref name="baseModel"/>.</summary>
 
     public JsonObject ToJson(int hidden, string baseModel) => new()
     {
@@ -36,6 +44,8 @@ public sealed record HoulsbyConfig : IPeftConfig
         ["after_mlp"] = AfterMlp,
         ["base_model_name_or_path"] = baseModel,
     };
+
+    /// <summary>Reads a Houlsby adapter_config.json object (absent keys take the defaults).</summary>
 
     public static HoulsbyConfig FromJson(JsonObject j) => new()
     {

@@ -17,32 +17,52 @@ public sealed record LoraConfig : PeftSharp.Tuners.IPeftConfig
     public const string PeftTypeName = "LORA";
     string PeftSharp.Tuners.IPeftConfig.PeftType => PeftTypeName;
 
+    /// <summary>PEFT's r: the rank of A (r x in) and B (out x r); default 8.</summary>
+
     public int R { get; init; } = 8;
+    /// <summary>PEFT's lora_alpha: the update is scaled by alpha / r (alpha / sqrt(r) with <see cref="UseRslora"/>); default 8.</summary>
     public double LoraAlpha { get; init; } = 8;
+    /// <summary>PEFT's lora_dropout: dropout on the LoRA input while training, in [0, 1); default 0.</summary>
     public double LoraDropout { get; init; }
     /// <summary>List form: exact names or ".name" suffixes. Null when <see cref="TargetModulesRegex"/> is used.</summary>
     public IReadOnlyList<string>? TargetModules { get; init; }
     /// <summary>String form: a regex full-matched against module names, or "all-linear".</summary>
     public string? TargetModulesRegex { get; init; }
+    /// <summary>PEFT's exclude_modules, list form: modules left without LoRA even when targeted. Null when absent.</summary>
     public IReadOnlyList<string>? ExcludeModules { get; init; }
+    /// <summary>PEFT's exclude_modules, string form: a regex full-matched against module names.</summary>
     public string? ExcludeModulesRegex { get; init; }
+    /// <summary>PEFT's layers_to_transform: only these decoder layer indices get LoRA (null = all).</summary>
     public IReadOnlyList<int>? LayersToTransform { get; init; }
+    /// <summary>PEFT's layers_pattern: the module-path segment holding the layer index (e.g. "layers"), used with <see cref="LayersToTransform"/>.</summary>
     public string? LayersPattern { get; init; }
+    /// <summary>PEFT's rank_pattern: regex keys (matched as <c>(.*\.)?(key)$</c>) to ranks other than <see cref="R"/>.</summary>
     public IReadOnlyDictionary<string, int> RankPattern { get; init; } = new Dictionary<string, int>();
+    /// <summary>PEFT's alpha_pattern: regex keys to alphas other than <see cref="LoraAlpha"/>.</summary>
     public IReadOnlyDictionary<string, double> AlphaPattern { get; init; } = new Dictionary<string, double>();
+    /// <summary>PEFT's use_rslora: scale by alpha / sqrt(r) instead of alpha / r.</summary>
     public bool UseRslora { get; init; }
+    /// <summary>PEFT's use_dora: weight-decomposed LoRA (a learned magnitude per output row over the normalised W + BA).</summary>
     public bool UseDora { get; init; }
     /// <summary>PEFT's init_lora_weights: <see cref="LoraInit.True"/> (Kaiming A, zero B; the default), <see cref="LoraInit.False"/>
     /// (both random, for tests), <see cref="LoraInit.Gaussian"/> or <see cref="LoraInit.Pissa"/>.</summary>
     public LoraInit InitLoraWeights { get; init; } = LoraInit.True;
     /// <summary>PEFT's bias: which biases train; only <see cref="LoraBias.None"/> is supported (<see cref="Validated"/> refuses the others).</summary>
     public LoraBias Bias { get; init; } = LoraBias.None;
+    /// <summary>PEFT's base_model_name_or_path: the base the adapter was trained on, as recorded (informational; the base check uses the fingerprint).</summary>
     public string? BaseModelNameOrPath { get; init; }
+    /// <summary>PEFT's revision: the base model's Hub revision, when recorded.</summary>
     public string? Revision { get; init; }
+    /// <summary>PEFT's inference_mode: the adapter was saved for inference (PEFT writes true on save).</summary>
     public bool InferenceMode { get; init; }
+    /// <summary>PEFT's task_type; PeftSharp trains and loads CAUSAL_LM.</summary>
     public string TaskType { get; init; } = "CAUSAL_LM";
 
+    /// <summary>True when the targets are PEFT's "all-linear" (every linear layer but the LM head).</summary>
+
     public bool IsAllLinear => TargetModulesRegex == TargetMatcher.AllLinearKeyword;
+
+    /// <summary>The module matcher for these targets, exclusions and layers, as PEFT matches them.</summary>
 
     public TargetMatcher Matcher()
     {
@@ -60,7 +80,10 @@ public sealed record LoraConfig : PeftSharp.Tuners.IPeftConfig
 
     /// <summary>Rank of one module: the first rank_pattern key matching as PEFT does (`(.*\.)?(key)$`), else r.</summary>
     public int RankFor(string modulePath) => PatternValue(RankPattern, modulePath) ?? R;
+    /// <summary>Alpha of one module: the first alpha_pattern key matching as PEFT does, else <see cref="LoraAlpha"/>.</summary>
     public double AlphaFor(string modulePath) => PatternValue(AlphaPattern, modulePath) ?? LoraAlpha;
+
+    /// <summary>The scale of one module's update: alpha / r, or alpha / sqrt(r) with rsLoRA, from its pattern-resolved rank and alpha.</summary>
 
     public double ScalingFor(string modulePath)
     {
@@ -86,6 +109,16 @@ public sealed record LoraConfig : PeftSharp.Tuners.IPeftConfig
         "trainable_token_indices", "target_parameters", "peft_version", "runtime_config", "ensure_weight_tying", "alora_invocation_tokens",
         "arrow_config",
     ];
+
+    /// <summary>Reads a PEFT adapter_config.json object (unknown keys are reported through <paramref name="warn"/> and ignored).</summary>
+
+    /// <param name="o">The parsed adapter_config.json.</param>
+
+    /// <param name="source">The file, named in errors.</param>
+
+    /// <param name="warn">Receives one line per ignored key; null ignores silently.</param>
+
+    /// <exception cref="InvalidDataException">A key with a wrong type or an unsupported value, naming the file and the key.</exception>
 
     public static LoraConfig FromJson(JsonObject o, string source, Action<string>? warn = null)
     {
@@ -147,6 +180,12 @@ public sealed record LoraConfig : PeftSharp.Tuners.IPeftConfig
             throw new InvalidDataException($"{source}: malformed LoRA config ({e.Message})");
         }
     }
+
+    /// <summary>This config, checked: r and alpha positive, dropout in [0, 1), a finite scale, supported choices.</summary>
+
+    /// <param name="source">The file or caller named in errors.</param>
+
+    /// <exception cref="InvalidDataException">Names <paramref name="source"/> and the config key ('r' must be positive, ...).</exception>
 
     public LoraConfig Validated(string source)
     {

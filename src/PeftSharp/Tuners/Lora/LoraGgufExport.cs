@@ -7,7 +7,7 @@ namespace PeftSharp.Tuners.Lora;
 /// A loaded LoRA adapter as a llama.cpp adapter GGUF: the LoRA-aware part (what has no llama.cpp form, each layer's
 /// A, B and scale) in front of the format writer <see cref="GgufAdapterExport"/>, which knows no tuner.
 /// </summary>
-public static class LoraGgufExport
+internal static class LoraGgufExport
 {
     /// <summary>Writes <paramref name="adapter"/> (loaded on <paramref name="model"/> from <paramref name="adapterDir"/>) to <paramref name="outPath"/>.</summary>
     public static void Write(CausalLM model, LoraAdapter adapter, string modelDir, string adapterDir, string outPath, string? baseFingerprintJson = null)

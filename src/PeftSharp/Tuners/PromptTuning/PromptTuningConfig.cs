@@ -25,12 +25,21 @@ internal sealed partial class PromptTuningJsonContext : JsonSerializerContext;
 /// <summary>PEFT's PromptTuningConfig: N virtual token embeddings prepended to every input.</summary>
 public sealed record PromptTuningConfig : IPeftConfig
 {
+    /// <summary>adapter_config.json's peft_type for prompt tuning, as PEFT writes it.</summary>
     public const string PeftType = "PROMPT_TUNING";
     string IPeftConfig.PeftType => PeftType;
 
+    /// <summary>PEFT's num_virtual_tokens: soft-prompt vectors put before every input; default 20.</summary>
+
     public int NumVirtualTokens { get; init; } = 20;
+    /// <summary>PEFT's prompt_tuning_init: how the soft prompt starts (default <see cref="PromptInit.SampleVocab"/>).</summary>
     public PromptInit Init { get; init; } = PromptInit.SampleVocab;
+    /// <summary>PEFT's prompt_tuning_init_text: with <see cref="PromptInit.Text"/>, the text whose token embeddings start the prompt.</summary>
     public string? InitText { get; init; }
+
+    /// <summary>Checks the config: at least one virtual token, and init text given exactly when <see cref="Init"/> is Text.</summary>
+
+    /// <exception cref="InvalidDataException">Names the config key and the cause.</exception>
 
     public void Validate()
     {
@@ -56,6 +65,8 @@ public sealed record PromptTuningConfig : IPeftConfig
         ["revision"] = null,
         ["inference_mode"] = true,
     };
+
+    /// <summary>Reads a PEFT prompt tuning adapter_config.json object (PEFT's spellings; absent keys take PEFT's defaults).</summary>
 
     public static PromptTuningConfig FromJson(JsonObject j) => new()
     {
