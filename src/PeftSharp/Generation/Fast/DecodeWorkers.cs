@@ -23,12 +23,15 @@ internal sealed class DecodeWorkers
     static readonly object Gate = new();
     static DecodeWorkers? _shared;
 
-    /// <summary>The process's pool with at least <paramref name="threads"/> - 1 workers (the caller is the last thread).</summary>
+    /// <summary>
+    /// The process's pool with <paramref name="threads"/> - 1 workers (the caller is the last thread); a different
+    /// count retires the previous pool (a generation still using it then runs its jobs on its own thread).
+    /// </summary>
     public static DecodeWorkers ForThreads(int threads)
     {
         lock (Gate)
         {
-            if (_shared is null || _shared._workers.Length < threads - 1) _shared = new DecodeWorkers(threads - 1, _shared);
+            if (_shared is null || _shared._workers.Length != Math.Max(0, threads - 1)) _shared = new DecodeWorkers(threads - 1, _shared);
             return _shared;
         }
     }
