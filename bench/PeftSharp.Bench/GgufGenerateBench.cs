@@ -20,7 +20,7 @@ namespace PeftSharp.Bench;
 public sealed class GgufGenerateBench : IBench
 {
     public string Name => "gguf-generate";
-    public string Description => "decode tokens/s of generate vs llama.cpp on one f32 GGUF (--gguf FILE --tokens --rounds --threads --prompt --profile)";
+    public string Description => "decode tokens/s of generate vs llama.cpp on one f32 GGUF (--gguf FILE --tokens --rounds --threads --prompt --profile; --bandwidth-only: the gemv kernel vs a plain read of the weights)";
 
     public int Run(string[] argv)
     {
@@ -33,6 +33,7 @@ public sealed class GgufGenerateBench : IBench
         NativeLibraryConfig.All.WithLogCallback((level, message) => { if (level == LLamaLogLevel.Error) Console.Error.Write($"llama.cpp: {message}"); });
 
         using var model = ModelLoader.Load(gguf);
+        if (a.Flag("bandwidth-only")) { Bandwidth(model, 0, threads); return 0; }
         using var tok = TextTokenizer.FromFolder(ModelLocation.Resolve(gguf, "--gguf"));
         int[] prompt = tok.Encode(promptText, addSpecialTokens: true);
         var p = new ModelParams(gguf) { ContextSize = (uint)(prompt.Length + tokens + 8), GpuLayerCount = 0, Threads = threads, BatchThreads = threads };
@@ -71,31 +72,44 @@ public sealed class GgufGenerateBench : IBench
     }
 
     /// <summary>
-    /// The decode's effective memory bandwidth (every weight read once per token) beside a plain read of the same
-    /// bytes on the same threads: how close the step is to the machine's limit.
+    /// The decode's effective memory bandwidth (every weight read once per token) beside the C# gemv kernel alone over
+    /// the same weights and a plain read of the same bytes, both on the same threads (best of 5, alternated): how
+    /// close the kernel and the whole step are to the machine's limit.
     /// </summary>
     static unsafe void Bandwidth(CausalLM model, double tokensPerSecond, int threads)
     {
         var weights = model.Linears().Select(l => l.weight!).Append(model.lm_head is null ? model.model.embed_tokens.weight : null).OfType<Tensor>().ToList();
         double bytes = weights.Sum(w => (double)w.numel() * 4);
-        var spans = weights.Select(w => ((nint)Unsafe.AsPointer(ref MemoryMarshal.GetReference(w.bytes)), (int)w.numel())).ToArray();
-        double best = 0;
+        var mats = weights.Select(w => ((nint)Unsafe.AsPointer(ref MemoryMarshal.GetReference(w.bytes)), (int)w.shape[0], (int)w.shape[1])).ToArray();
+        int widest = mats.Max(m => Math.Max(m.Item2, m.Item3));
+        var x = new float[widest];
+        var y = new float[widest];
+        for (int i = 0; i < widest; i++) x[i] = 1f / (i + 1);
+        var pool = Generation.Fast.DecodeWorkers.ForThreads(threads);
+        var gemv = new Generation.Fast.Gemv();
+        double plain = 0, kernel = 0;
         for (int rep = 0; rep < 5; rep++)
         {
             var clock = Stopwatch.StartNew();
             Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads }, t =>
             {
                 float sum = 0;
-                foreach (var (p, n) in spans)
+                foreach (var (p, rows, cols) in mats)
                 {
-                    int lo = (int)((long)n * t / threads), hi = (int)((long)n * (t + 1) / threads);
-                    sum += Sum((float*)p + lo, hi - lo);
+                    long n = (long)rows * cols, lo = n * t / threads, hi = n * (t + 1) / threads;
+                    sum += Sum((float*)p + lo, (int)(hi - lo));
                 }
                 if (sum == float.PositiveInfinity) Console.Write("");
             });
-            best = Math.Max(best, bytes / clock.Elapsed.TotalSeconds);
+            plain = Math.Max(plain, bytes / clock.Elapsed.TotalSeconds);
+            clock.Restart();
+            fixed (float* px = x, py = y)
+                foreach (var (p, rows, cols) in mats) gemv.Run(pool, (float*)p, null, rows, cols, px, py);
+            kernel = Math.Max(kernel, bytes / clock.Elapsed.TotalSeconds);
         }
         double decode = bytes * tokensPerSecond;
+        Console.WriteLine($"weights {bytes / 1e6:F0} MB read per token on {threads} threads: " + (decode > 0 ? $"the decode {decode / 1e9:F1} GB/s ({decode / plain:P0} of a plain read), " : "") +
+            $"the gemv kernel alone {kernel / 1e9:F1} GB/s ({kernel / plain:P0}), a plain read of the same bytes {plain / 1e9:F1} GB/s");
 
         static float Sum(float* p, int n)
         {
@@ -106,7 +120,6 @@ public sealed class GgufGenerateBench : IBench
             for (; i < n; i++) s += p[i];
             return s;
         }
-        Console.WriteLine($"weights {bytes / 1e6:F0} MB read per token: decode {decode / 1e9:F1} GB/s vs a plain {threads}-thread read of the same bytes {best / 1e9:F1} GB/s ({decode / best:P0})");
     }
 
     /// <summary>Where one of our decode runs spends its time after the prefill, by op kind (ForwardProfiler).</summary>
