@@ -114,14 +114,15 @@ public class FastDecodeTests(ITestOutputHelper output)
     }
 
     [Fact]
-    public void Gemma2AndQuantisedBasesSayWhyTheyUseLibtorch()
+    public void Gemma2AndBf16WeightsSayWhyTheyDecodeOnLibtorch()
     {
+        string? path = null;
         using (var gemma = ModelLoader.Load(RandomModel.Write(RandomModel.Gemma2Config())))
-            Assert.StartsWith("model family gemma2", FastDecodeEligibility.WhyNot(gemma, 8));
-        using var model = ModelLoader.Load(TestPaths.TinyLlama);
-        Assert.Null(FastDecodeEligibility.WhyNot(model, 8));
-        model.State.RowAdapters = [null];
-        Assert.Equal("a mixed-adapter batch", FastDecodeEligibility.WhyNot(model, 8));
+            _ = TextGenerator.Generate(gemma, [5, 7, 3], new SamplingOptions { MaxNewTokens = 3 }, [], DecodePath.Auto, l => path = l).ToList();   // vocab 50
+        Assert.StartsWith("decode: libtorch forward (model family gemma2", path);
+        using (var bf16 = ModelLoader.Load(TestPaths.TinyLlama, new LoadOptions { Dtype = ScalarType.BFloat16 }))
+            _ = TextGenerator.Generate(bf16, Prompt, new SamplingOptions { MaxNewTokens = 3 }, [], DecodePath.Auto, l => path = l).ToList();
+        Assert.Equal("decode: libtorch forward (the weights are BFloat16 (the C# decode reads fp32))", path);
     }
 
     [Fact]
