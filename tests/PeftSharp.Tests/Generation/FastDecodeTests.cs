@@ -19,12 +19,14 @@ public class FastDecodeTests(ITestOutputHelper output)
     static readonly int[] Prompt = [5, 77, 120, 3, 9];
 
     /// <summary>Families and shapes the fast step covers, as random HF folders (widths large enough for the threaded kernels).</summary>
-    public static TheoryData<string> Models() => ["tiny-llama fixture", "llama gqa wide", "qwen2 bias", "qwen3 qk-norm", "phi3 fused partial-rotary", "llama tied"];
+    public static TheoryData<string> Models() => ["tiny-llama fixture", "llama gqa wide", "llama mha long cache", "qwen2 bias", "qwen3 qk-norm", "phi3 fused partial-rotary", "llama tied"];
 
     static string Folder(string name) => name switch
     {
         "tiny-llama fixture" => TestPaths.TinyLlama,
         "llama gqa wide" => RandomModel.Write(RandomModel.LlamaConfig(hidden: 256, intermediate: 512, heads: 8, kvHeads: 2, vocab: 300, layers: 3)),
+        // kv width 512: from 32 cached tokens on, the attention's heads are split over the worker pool too.
+        "llama mha long cache" => RandomModel.Write(RandomModel.LlamaConfig(hidden: 512, intermediate: 256, heads: 8, kvHeads: 8, vocab: 300)),
         "qwen2 bias" => RandomModel.Write(With(RandomModel.LlamaConfig(hidden: 128, intermediate: 256, vocab: 200, modelType: "qwen2"), "attention_bias", true)),
         "qwen3 qk-norm" => RandomModel.Write(RandomModel.Qwen3Config()),
         "phi3 fused partial-rotary" => RandomModel.Write(RandomModel.Phi3Config()),
@@ -54,7 +56,9 @@ public class FastDecodeTests(ITestOutputHelper output)
 
     /// <summary>
     /// Prefill on libtorch, the cache copied into the C# decoder, then each greedy token fed to both: logits agree to
-    /// 1e-5 of their largest magnitude (summation order differs, nothing else), on two threads so the worker pool runs.
+    /// 2e-5 of their largest magnitude, on two threads so the worker pool runs. Only the summation order differs: the
+    /// fixtures and TinyStories stay under ~2e-6; the 512-wide random model reaches 1.1e-5 at any step (it does not
+    /// jump where its attention goes parallel).
     /// </summary>
     static void AssertStepsMatch(CausalLM model, int[] prompt, int steps)
     {
@@ -74,7 +78,7 @@ public class FastDecodeTests(ITestOutputHelper output)
             using (var ids = tensor(new long[] { next }, ScalarType.Int64).unsqueeze(0))
                 theirs = model.Forward(ids, cache, lastOnly: true)[0, -1].data<float>().ToArray();
             float scale = theirs.Max(MathF.Abs), worst = mine.Zip(theirs, (a, b) => MathF.Abs(a - b)).Max();
-            Assert.True(worst <= 1e-5f * scale, $"step {s}: max |fast - libtorch| = {worst:E2} against max |logit| {scale:E2}");
+            Assert.True(worst <= 2e-5f * scale, $"step {s}: max |fast - libtorch| = {worst:E2} against max |logit| {scale:E2}");
             next = Array.IndexOf(theirs, theirs.Max());
             Assert.Equal(next, Array.IndexOf(mine, mine.Max()));
         }
