@@ -56,6 +56,14 @@ public sealed class GenerateCommand : Command<GenerateCommand.Settings>
         [Description("Adapter folder to apply (repeatable; DIR, DIR:WEIGHT or NAME=DIR[[:WEIGHT]]; the brackets mean optional)")]
         public string[] Adapters { get; set; } = [];
 
+        [CommandOption("--decode <PATH>")]
+        [Description("auto (default): the C# batch-1 decode step where the model allows it, else the libtorch forward; torch: always the libtorch forward (also PEFTSHARP_DECODE=torch)")]
+        public string Decode { get; set; } = "auto";
+
+        [CommandOption("--verbose")]
+        [Description("Say on stderr which decode path runs and why")]
+        public bool Verbose { get; set; }
+
         [CommandOption("--allow-base-mismatch")]
         [Description("Apply an adapter even if its recorded base fingerprint differs (warns)")]
         public bool AllowBaseMismatch { get; set; }
@@ -65,6 +73,7 @@ public sealed class GenerateCommand : Command<GenerateCommand.Settings>
             var r = base.Validate();
             if (!r.Successful) return r;
             if ((Prompt is null) == (Chat is null)) return ValidationResult.Error("give one of --prompt TEXT or --chat FILE");
+            if (Decode is not ("auto" or "torch")) return ValidationResult.Error($"--decode: '{Decode}' is not auto or torch");
             try { Given(new SamplingOptions()).Validate(); }
             catch (ArgumentException e) { return ValidationResult.Error(e.Message); }
             return ValidationResult.Success();
@@ -96,7 +105,9 @@ public sealed class GenerateCommand : Command<GenerateCommand.Settings>
         if (prompt.Length == 0) throw new ArgumentException("--prompt: the prompt is empty and this tokenizer adds no BOS to start from");
         var streamer = new TextStreamer(tok, prompt);
         Console.Write(text);
-        foreach (var id in TextGenerator.Generate(model, prompt, sampling, stop))
+        var path = s.Decode == "torch" ? DecodePath.Torch : DecodePath.Auto;
+        Action<string>? explain = s.Verbose ? line => Console.Error.WriteLine(line) : null;
+        foreach (var id in TextGenerator.Generate(model, prompt, sampling, stop, path, explain))
         {
             if (cancellationToken.IsCancellationRequested) break;
             if (stop.Contains(id)) break;

@@ -25,15 +25,22 @@ internal sealed class TokenSampler
     /// <summary>Picks the next token from logits of shape [V] (any float dtype, any device) and records it as seen.</summary>
     public int Next(Tensor logits)
     {
-        int next;
-        if (_o.IsPlainGreedy) next = (int)logits.argmax().item<long>();
-        else
-        {
-            using var f = logits.to_type(ScalarType.Float32).cpu();
-            var row = f.data<float>().ToArray();
-            Penalise(row);
-            next = _o.Temperature == 0 ? ArgMax(row) : Sample(row);
-        }
+        if (_o.IsPlainGreedy) return Seen((int)logits.argmax().item<long>());
+        using var f = logits.to_type(ScalarType.Float32).cpu();
+        return Pick(f.data<float>().ToArray());
+    }
+
+    /// <summary>The same for fp32 logits in memory (the C# decode's); greedy is the first maximum, as torch's argmax.</summary>
+    public int Next(ReadOnlySpan<float> logits) => _o.IsPlainGreedy ? Seen(ArgMax(logits)) : Pick(logits.ToArray());
+
+    int Pick(float[] row)
+    {
+        Penalise(row);
+        return Seen(_o.Temperature == 0 ? ArgMax(row) : Sample(row));
+    }
+
+    int Seen(int next)
+    {
         if (_o.RepetitionPenalty != 1.0) _seen.Add(next);
         return next;
     }
@@ -47,7 +54,7 @@ internal sealed class TokenSampler
             if ((uint)id < (uint)logits.Length) logits[id] = logits[id] < 0 ? logits[id] * p : logits[id] / p;
     }
 
-    static int ArgMax(float[] xs)
+    static int ArgMax(ReadOnlySpan<float> xs)
     {
         int best = 0;
         for (int i = 1; i < xs.Length; i++) if (xs[i] > xs[best]) best = i;

@@ -30,8 +30,8 @@ internal sealed class KvCache : IDisposable
     /// <summary>Slots a layer actually holds (at most window - 1 between steps for a sliding layer).</summary>
     public long StoredSlots(int layer) => _len[layer];
 
-    /// <summary>A layer's stored keys and values (views of the buffers' used slots).</summary>
-    (Tensor K, Tensor V) Stored(int layer) => (_k[layer]!.narrow(2, 0, _len[layer]), _v[layer]!.narrow(2, 0, _len[layer]));
+    /// <summary>A layer's stored keys and values (views of the buffers' used slots; the C# decode copies them in once).</summary>
+    internal (Tensor K, Tensor V) Stored(int layer) => (_k[layer]!.narrow(2, 0, _len[layer]), _v[layer]!.narrow(2, 0, _len[layer]));
 
     /// <summary>Replaces a layer's buffers with exactly-filled ones (the caller's results; they leave its dispose scope).</summary>
     void Set(int layer, Tensor k, Tensor v)
