@@ -75,7 +75,7 @@ public sealed class Rope
     }
 
     /// <summary>Rotates the first cos.shape[-1] dims of each head; the remaining dims pass through unchanged.</summary>
-    /// <remarks>One autograd node (<see cref="RopeFunction"/>): a contiguous [B, H, T, D] result, backward by rotating back.</remarks>
+    /// <remarks>One autograd node (<see cref="RopeFunction"/>): the result in x's memory layout, backward by rotating back.</remarks>
     public static Tensor Apply(Tensor x, Tensor cos, Tensor sin)
     {
         using var profile = ForwardProfiler.Measure("rope");

@@ -7,9 +7,9 @@ namespace PeftSharp.Models;
 /// RoPE as one autograd node. Its backward is the rotation by -theta (the transpose of the forward's rotation:
 /// gx1 = g1 cos1 + g2 sin2, gx2 = g2 cos2 - g1 sin1), computed from the saved cos/sin tables alone, so the input
 /// is not kept alive for the backward, and the slices, products and cat of the plain graph (each narrow's backward is a
-/// zero-filled full-size tensor, summed) are replaced by three passes per half. The input gradient is written in the
-/// input's memory layout ([B, T, H, D] behind the [B, H, T, D] view attention passes), so the transpose and reshape
-/// that follow in the backward are views, not copies.
+/// zero-filled full-size tensor, summed) are replaced by three passes per half. The output and the input gradient keep
+/// the input's memory layout ([B, T, H, D] behind the [B, H, T, D] view attention passes), so no transposing copy is
+/// made either way: the transpose and reshape before RoPE stay views in the backward too.
 /// </summary>
 internal sealed class RopeFunction : autograd.SingleTensorFunction<RopeFunction>
 {
@@ -21,14 +21,15 @@ internal sealed class RopeFunction : autograd.SingleTensorFunction<RopeFunction>
 
     /// <summary>
     /// Rotates the first cos.shape[-1] dims of each head by <paramref name="sign"/> * theta into <paramref name="into"/>
-    /// (a fresh contiguous tensor when null); the remaining dims are copied. x1 c1 - s x2 s1 and x2 c2 + s x1 s2: each
+    /// (when null, a fresh tensor in x's memory layout: every operand of the elementwise ops then walks memory in the
+    /// same order, and attention reads q/k with strides anyway); the remaining dims are copied. x1 c1 - s x2 s1 and x2 c2 + s x1 s2: each
     /// half is its product with cos plus the other half's term added in place (addcmul_ rounds the multiply-add once).
     /// </summary>
     internal static Tensor Rotate(Tensor x, Tensor cos, Tensor sin, int sign, Tensor? into)
     {
         using var scope = NewDisposeScope();
         long rd = cos.shape[^1], full = x.shape[^1], half = rd / 2;
-        var outT = into ?? empty(x.shape, x.dtype, x.device);
+        var outT = into ?? empty_like(x);
         Tensor x1 = x.narrow(-1, 0, half), x2 = x.narrow(-1, half, half);
         outT.narrow(-1, 0, half).copy_(x1).mul_(cos.narrow(-1, 0, half)).addcmul_(x2, sin.narrow(-1, 0, half), -sign);
         outT.narrow(-1, half, half).copy_(x2).mul_(cos.narrow(-1, half, half)).addcmul_(x1, sin.narrow(-1, half, half), sign);
