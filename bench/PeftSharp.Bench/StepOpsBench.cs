@@ -30,6 +30,9 @@ public sealed class StepOpsBench : IBench
         var x = randn(batch, seq, hidden);
         var g = randn(batch, seq, hidden);
         var gh = randn(batch, heads, seq, hd);
+        // The gradient attention's backward hands RoPE has q's layout: contiguous after the plain RoPE, [B, T, H, D]
+        // behind the view after the fused one (which keeps the projection's layout).
+        var ghProjLayout = randn(batch, seq, heads, hd).transpose(1, 2);
         var q = randn(batch, heads, seq, hd);
         var k = randn(batch, heads, seq, hd);
         var v = randn(batch, heads, seq, hd);
@@ -43,7 +46,7 @@ public sealed class StepOpsBench : IBench
                 () => Backward(norm.forward(Leaf(x)), g)),
             ("rope q|k from the projection layout (+ transpose, reshape)", 2 * layers,
                 () => Backward(PlainRope(Leaf(x).view(batch, seq, heads, hd).transpose(1, 2), cos, sin), gh),
-                () => Backward(Rope.Apply(Leaf(x).view(batch, seq, heads, hd).transpose(1, 2), cos, sin), gh)),
+                () => Backward(Rope.Apply(Leaf(x).view(batch, seq, heads, hd).transpose(1, 2), cos, sin), ghProjLayout)),
             ("attention: explicit matmul+softmax (plain) vs sdpa kernel (fused)", layers,
                 () => Backward(ExplicitCausal(Leaf(q), Leaf(k), Leaf(v), causal), gh),
                 () => Backward(nn.functional.scaled_dot_product_attention(Leaf(q), Leaf(k), Leaf(v), is_casual: true), gh)),
