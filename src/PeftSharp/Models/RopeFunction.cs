@@ -22,8 +22,9 @@ internal sealed class RopeFunction : autograd.SingleTensorFunction<RopeFunction>
     /// <summary>
     /// Rotates the first cos.shape[-1] dims of each head by <paramref name="sign"/> * theta into <paramref name="into"/>
     /// (when null, a fresh tensor in x's memory layout: every operand of the elementwise ops then walks memory in the
-    /// same order, and attention reads q/k with strides anyway); the remaining dims are copied. x1 c1 - s x2 s1 and x2 c2 + s x1 s2: each
-    /// half is its product with cos plus the other half's term added in place (addcmul_ rounds the multiply-add once).
+    /// same order, and attention reads q/k with strides anyway); the remaining dims are copied. x1 c1 - s x2 s1 and
+    /// x2 c2 + s x1 s2 (s the sign): each half is its product with cos plus the other half's term added in place
+    /// (addcmul_ rounds the multiply-add once).
     /// </summary>
     internal static Tensor Rotate(Tensor x, Tensor cos, Tensor sin, int sign, Tensor? into)
     {
