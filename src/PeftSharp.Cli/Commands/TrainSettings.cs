@@ -129,6 +129,14 @@ public sealed class TrainSettings : CommandSettings
     /// </summary>
     public string RequestedComputeDtype => ComputeDtype ?? "fp32";
 
+    ComputeDtypeChoice? _compute;
+    /// <summary>
+    /// The run's compute dtype, decided once per run (auto measures, or reads the cached probe, only here): `train` prints it
+    /// and records its name; <see cref="TrainerOptions"/> passes that name on, so the library loads the model without
+    /// deciding again. Call it after --resume restored the run's options.
+    /// </summary>
+    public ComputeDtypeChoice Compute() => _compute ??= Training.ComputeDtype.Resolve(RequestedComputeDtype, Method, Device);
+
     public string ModelDir => Model ?? Path.Combine(DemoDir, "base");
     string? _outDir;
     /// <summary>The run folder: --out, the --resume run's folder, or runs/METHOD-TIME (the time taken once, at the first call).</summary>
@@ -149,8 +157,7 @@ public sealed class TrainSettings : CommandSettings
             MaxSeqLength = MaxSeq, Packing = Packing, GradientCheckpointing = Checkpointing, Optimizer = Optimizer,
             WeightDecay = WeightDecay, Seed = (ulong)Seed, EvalSplit = EvalSplit, EvalFile = EvalPath, EvalInterval = evalInterval,
             SaveInterval = SaveInterval, ResumeFrom = Resume, OutDir = outDir, Overwrite = Overwrite, Device = Device,
-            // `train` resolves auto first and keeps the result in ComputeDtype; other callers get the same decision here.
-            ComputeDtype = Training.ComputeDtype.Resolve(RequestedComputeDtype, Method, Device).Name,
+            ComputeDtype = Compute().Name,
         };
     }
 

@@ -57,8 +57,7 @@ public static class FineTune
         var trainer = options.Trainer;
         var data = options.Data ?? TrainingData.Load(options.DataFile ?? throw new ArgumentException("'data_file' is required (or pass loaded data)"),
             tokenizer, trainer, chat);
-        // The trainer options name the compute dtype (fp32, bf16, fp16; 'auto' is resolved by the caller, which records it).
-        var (model, method) = MethodFactory.Create(options.Model, options.Method, tokenizer, options.Device ?? CPU, ComputeDtype.Parse(options.Trainer.ComputeDtype) ?? ScalarType.Float32, options.Seed);
+        var (model, method) = MethodFactory.Create(options.Model, options.Method, tokenizer, options.Device ?? CPU, ComputeDtype.Of(trainer, options.Method.Method), options.Seed);
         using var _ = model;
         if (trainer.GradientCheckpointing) GradientCheckpointing.Enable(model);
         options.Logger.LogInformation("method {Description}", method.Description);

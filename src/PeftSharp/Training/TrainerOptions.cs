@@ -43,7 +43,8 @@ public sealed record TrainerOptions
     public bool Overwrite { get; init; }
     public string Device { get; init; } = "cpu";
     /// <summary>fp32, bf16 or fp16: the dtype of the frozen base and the activations (see <see cref="Training.ComputeDtype"/>);
-    /// recorded in run.json. The caller loads the model in it; "auto" until the caller resolves it.</summary>
+    /// recorded in run.json. The caller loads the model in it (<see cref="Training.ComputeDtype.Of"/>: "auto" is decided
+    /// there for a library caller; `train` passes the dtype it decided and printed).</summary>
     public string ComputeDtype { get; init; } = "fp32";
     /// <summary>Stop after this many steps of this process (simulates an interruption; the schedule still spans the whole run).</summary>
     public int? StopAfterSteps { get; init; }
