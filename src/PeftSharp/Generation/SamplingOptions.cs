@@ -2,7 +2,7 @@ namespace PeftSharp.Generation;
 
 /// <summary>
 /// How to pick each next token, with Hugging Face's meanings. Temperature 0 means greedy (argmax). TopK 0 and TopP 1
-/// switch those filters off; RepetitionPenalty 1 switches the penalty off (HF's RepetitionPenaltyLogitsProcessor:
+/// switch those filters off (TopK defaults to HF's 50); RepetitionPenalty 1 switches the penalty off (HF's RepetitionPenaltyLogitsProcessor:
 /// applied before temperature, in greedy decoding too).
 /// </summary>
 public sealed record SamplingOptions
@@ -10,7 +10,10 @@ public sealed record SamplingOptions
     public int MaxNewTokens { get; init; } = 64;
     public double Temperature { get; init; }
     public double TopP { get; init; } = 1.0;
-    public int TopK { get; init; }
+    /// <summary>50 unless set, as transformers' <c>GenerationConfig</c> (<c>self.top_k = kwargs.pop("top_k", 50)</c> in
+    /// generation/configuration_utils.py): HF's generate samples among the 50 most likely tokens unless generation_config.json
+    /// or the caller says otherwise. Greedy decoding ignores it (the argmax is among them).</summary>
+    public int TopK { get; init; } = 50;
     public double RepetitionPenalty { get; init; } = 1.0;
     public int? Seed { get; init; }
 
