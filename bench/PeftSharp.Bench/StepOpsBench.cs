@@ -24,7 +24,7 @@ public sealed class StepOpsBench : IBench
         if (threads > 0) set_num_threads(threads);
         int hd = hidden / heads;
         manual_seed(0);
-        var c = new ModelConfig { ModelType = "llama", HiddenSize = hidden, IntermediateSize = 2 * hidden, NumLayers = 1, NumHeads = heads, NumKvHeads = heads, HeadDim = hd, VocabSize = 32 };
+        var c = new ModelConfig { Shape = new PeftSharp.Memory.ModelConfig { ModelType = "llama", HiddenSize = hidden, IntermediateSize = 2 * hidden, NumHiddenLayers = 1, NumAttentionHeads = heads, NumKeyValueHeads = heads, HeadDim = hd, VocabSize = 32 } };
         var (cos, sin) = new Rope(c).CosSin(arange(0, seq, ScalarType.Int64).unsqueeze(0), ScalarType.Float32);
         using var norm = new RmsNorm("norm", hidden, 1e-6, ScalarType.Float32);
         var x = randn(batch, seq, hidden);

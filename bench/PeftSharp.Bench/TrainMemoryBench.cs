@@ -17,7 +17,7 @@ namespace PeftSharp.Bench;
 public sealed class TrainMemoryBench : IBench
 {
     public string Name => "train-memory";
-    public string Description => "one Trainer run, plan vs measured peak RSS (--model DIR --method full|lora|qlora --seq --batch --steps --checkpointing --padded --threads N --eval-batch B)";
+    public string Description => "one Trainer run, plan vs measured peak RSS (--model DIR --method full|lora|qlora --seq --batch --steps --checkpointing --padded --threads N --eval-batch B --compute-dtype fp32|bf16)";
 
     public int Run(string[] argv)
     {
@@ -39,6 +39,7 @@ public sealed class TrainMemoryBench : IBench
         {
             BatchSize = batch, MaxSteps = steps, MaxSeqLength = seq, GradientCheckpointing = checkpointing,
             OutDir = outDir, Overwrite = true, SaveInterval = 0, Seed = 1,
+            ComputeDtype = ComputeDtype.Parse(a.Get("compute-dtype", "fp32"), "--compute-dtype") ?? ScalarType.Float32,
         };
         var config = ModelConfig.Load(modelDir);
         using var tokenizer = TextTokenizer.FromFolder(modelDir, config);
@@ -53,7 +54,7 @@ public sealed class TrainMemoryBench : IBench
         var data = new TrainingData(rows, new DataStats(rows.Count, rows.Count, rows.Sum(r => (long)r.Length), rows.Sum(r => (long)r.Length), 0, 0, 0), [], [], null);
 
         var plan = RunPlan.For(modelDir, m, o, seq, runtime); // as peft train plans: with this process's runtime after load
-        var (model, trainingMethod) = MethodFactory.Create(modelDir, m, tokenizer, CPU, seed: 1);
+        var (model, trainingMethod) = MethodFactory.Create(modelDir, m, tokenizer, CPU, o.ComputeDtype, seed: 1);
         using var _ = model;
         long loadPeak = ProcessMemory.Read().PeakRssBytes;
         probes["model_loaded"] = RuntimeProbe.Take();
@@ -86,7 +87,7 @@ public sealed class TrainMemoryBench : IBench
 
         Console.WriteLine(JsonSerializer.Serialize(new
         {
-            method, seq, batch, steps, checkpointing, padded = a.Flag("padded"), threads = get_num_threads(),
+            method, compute_dtype = o.ComputeDtype, seq, batch, steps, checkpointing, padded = a.Flag("padded"), threads = get_num_threads(),
             seconds = Math.Round(clock.Elapsed.TotalSeconds, 1),
             predicted = new
             {

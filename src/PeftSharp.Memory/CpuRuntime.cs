@@ -36,8 +36,20 @@ internal static class CpuRuntime
     /// <summary>The end of the run: the final checkpoint and artefact save (serialisation buffers, file pages), +9.2 MB.</summary>
     public const long SaveBytes = 9_000_000;
 
-    /// <summary>The terms of a training run; <paramref name="afterLoadBytes"/> = the process's own figure when it measured it.</summary>
-    public static IReadOnlyList<RuntimeTerm> Training(long? afterLoadBytes = null) =>
+    /// <summary>
+    /// 16-bit compute (`train --compute-dtype bf16|fp16`) only: glibc's arenas keep more freed memory under the 16-bit
+    /// kernels. `COMPUTE=bf16|fp32 THREADS=1 STEPS=25 bench/runtime-memory.sh`, the same run in each dtype (2026-11-30):
+    /// arenas after the model loaded -> at the last step 62.2 -> 93.6 MB in bf16 (+31.4) vs 62.6 -> 74.6 MB in fp32 (+12.0),
+    /// while the bytes in use there grew alike (+9.6 vs +6.5): the difference is freed blocks kept, most of it from the
+    /// first step (+15.7 vs +3.2 MB). Whole-run peaks 260.4 vs 242.0 MB; the demo's `peft train` measured +19.3 MB in bf16.
+    /// Counted as the bf16 arena growth minus the fp32 one (<see cref="MallocArenaBytes"/> already holds the latter).
+    /// Measured on the demo model; how it scales with the shape is not measured yet.
+    /// </summary>
+    public const long SixteenBitArenaBytes = 19_400_000;
+
+    /// <summary>The terms of a training run; <paramref name="afterLoadBytes"/> = the process's own figure when it measured it;
+    /// <paramref name="sixteenBitCompute"/> adds <see cref="SixteenBitArenaBytes"/>.</summary>
+    public static IReadOnlyList<RuntimeTerm> Training(long? afterLoadBytes = null, bool sixteenBitCompute = false) =>
     [
         new(AfterLoadName, afterLoadBytes ?? DefaultAfterLoadBytes,
             afterLoadBytes is null ? "measured by bench/runtime-memory.sh" : "measured in this process"),
@@ -46,5 +58,6 @@ internal static class CpuRuntime
         new("malloc arenas", MallocArenaBytes, "autograd nodes and tensor metadata"),
         new("growth over the run", RunGrowthBytes, "tier-1 JIT code, oneDNN caches, thread stacks"),
         new("end-of-run save", SaveBytes, "final checkpoint and artefact"),
+        .. (sixteenBitCompute ? [new RuntimeTerm("malloc arenas, 16-bit kernels", SixteenBitArenaBytes, "freed blocks glibc keeps under bf16 compute")] : Array.Empty<RuntimeTerm>()),
     ];
 }

@@ -106,7 +106,7 @@ public sealed record PlanRequest
     internal IReadOnlyList<RuntimeTerm> ResolvedRuntimeTerms => (FrameworkOverheadBytes, Device, Memory) switch
     {
         (long given, _, _) => [new("framework overhead", given, "given (--overhead-gb)")],
-        (null, DeviceKind.Cpu, _) => CpuRuntime.Training(CpuRuntimeAfterLoadBytes),
+        (null, DeviceKind.Cpu, _) => CpuRuntime.Training(CpuRuntimeAfterLoadBytes, Dtypes.Is16Bit(ResolvedComputeDtype)),
         (null, _, MemoryView.Device) =>
         [
             new("CUDA context + kernels", DefaultCudaOverheadBytes, "nvidia-smi view"),

@@ -16,8 +16,9 @@ public sealed record GenerationOptions
     public double Temperature { get; init; }
     /// <summary>Nucleus sampling mass in (0, 1]; 1 = off.</summary>
     public double TopP { get; init; } = 1.0;
-    /// <summary>Sample among the K most likely tokens; 0 = off.</summary>
-    public int TopK { get; init; }
+    /// <summary>Sample among the K most likely tokens; 0 = off. 50 by default, as Hugging Face's generate
+    /// (<see cref="SamplingOptions.TopK"/>).</summary>
+    public int TopK { get; init; } = new SamplingOptions().TopK;
     /// <summary>HF's repetition penalty; 1 = off.</summary>
     public double RepetitionPenalty { get; init; } = 1.0;
     /// <summary>Seed of the sampler (sampling with the same seed repeats its output).</summary>

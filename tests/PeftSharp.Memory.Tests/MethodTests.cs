@@ -89,12 +89,12 @@ public class MethodTests
         Assert.Equal(PlanRequest.DefaultCudaOverheadBytes + PlanRequest.CublasWorkspaceBytes,
             MemoryPlanner.Plan(Tiny, new PlanRequest()).FrameworkOverheadBytes);
         // CPU: the runtime allowance in named, measured terms (bench/runtime-memory.sh), their sum in the total.
-        var cpu = MemoryPlanner.Plan(Tiny, new PlanRequest { Device = DeviceKind.Cpu });
+        var cpu = MemoryPlanner.Plan(Tiny, new PlanRequest { Device = DeviceKind.Cpu, WeightDtype = DType.Fp32 });   // fp32 compute (bf16 adds a term: Bf16ProfileTests)
         Assert.Equal(239_000_000, cpu.FrameworkOverheadBytes);
         Assert.Equal(cpu.FrameworkOverheadBytes, cpu.RuntimeTerms.Sum(t => t.Bytes));
         Assert.Equal(CpuRuntime.DefaultAfterLoadBytes, cpu.RuntimeTerms[0].Bytes);
         Assert.Equal(300_000_000 + 89_000_000,
-            MemoryPlanner.Plan(Tiny, new PlanRequest { Device = DeviceKind.Cpu, CpuRuntimeAfterLoadBytes = 300_000_000 }).FrameworkOverheadBytes);
+            MemoryPlanner.Plan(Tiny, new PlanRequest { Device = DeviceKind.Cpu, WeightDtype = DType.Fp32, CpuRuntimeAfterLoadBytes = 300_000_000 }).FrameworkOverheadBytes);
         Assert.Equal(2, MemoryPlanner.Plan(Tiny, new PlanRequest()).RuntimeTerms.Count); // CUDA: context + cuBLAS workspace
         Assert.Equal(123, MemoryPlanner.Plan(Tiny, new PlanRequest { FrameworkOverheadBytes = 123 }).FrameworkOverheadBytes);
         Assert.Equal(123, MemoryPlanner.Plan(Tiny, new PlanRequest { Device = DeviceKind.Cpu, FrameworkOverheadBytes = 123 }).RuntimeTerms.Single().Bytes);

@@ -42,7 +42,7 @@ public sealed class GenerateCommand : Command<GenerateCommand.Settings>
         public double? TopP { get; set; }
 
         [CommandOption("--top-k <K>")]
-        [Description("Sample among the K most likely tokens. Default: generation_config.json, else 0 (off)")]
+        [Description("Sample among the K most likely tokens. Default: generation_config.json, else 50 (Hugging Face's default; 0 = off)")]
         public int? TopK { get; set; }
 
         [CommandOption("--repetition-penalty <R>")]

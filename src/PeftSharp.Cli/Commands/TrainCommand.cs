@@ -37,7 +37,7 @@ public sealed class TrainCommand : Command<TrainSettings>
         long runtimeBytes = ProcessMemory.Read().RssBytes;
         var clock = Stopwatch.StartNew();
         if (s.Resume is not null) RestoreOptions(context, s);
-        var compute = ComputeDtype.Resolve(s.RequestedComputeDtype, s.Method, s.Device);
+        var compute = s.Compute();
         s.ComputeDtype = compute.Name;   // train-options.json keeps what ran, so a resume computes in the same dtype
         AnsiConsole.MarkupLineInterpolated($"[bold]compute[/] {compute.Name} ({compute.Reason})");
         if (s.IsPreference) return PreferenceTrain.Execute(context, s, cancellationToken, runtimeBytes);

@@ -173,7 +173,7 @@ public sealed class PeftChatClient : IChatClient
         {
             Temperature = options.Temperature ?? 0,
             TopP = options.TopP ?? 1.0,
-            TopK = options.TopK ?? 0,
+            TopK = options.TopK ?? generation.TopK,   // HF's default 50 when sampling without a TopK
             Seed = (int?)options.Seed,
             StopSequences = options.StopSequences?.ToList() ?? [],
         };

@@ -2,7 +2,7 @@ namespace PeftSharp.Generation;
 
 /// <summary>
 /// How to pick each next token, with Hugging Face's meanings. Temperature 0 means greedy (argmax). TopK 0 and TopP 1
-/// switch those filters off; RepetitionPenalty 1 switches the penalty off (HF's RepetitionPenaltyLogitsProcessor:
+/// switch those filters off (TopK defaults to HF's 50); RepetitionPenalty 1 switches the penalty off (HF's RepetitionPenaltyLogitsProcessor:
 /// applied before temperature, in greedy decoding too).
 /// </summary>
 internal sealed record SamplingOptions
@@ -13,8 +13,10 @@ internal sealed record SamplingOptions
     public double Temperature { get; init; }
     /// <summary>Nucleus sampling: keep the most likely tokens whose probabilities sum to this, in (0, 1]; 1 = off.</summary>
     public double TopP { get; init; } = 1.0;
-    /// <summary>Keep only the K most likely tokens; 0 = off.</summary>
-    public int TopK { get; init; }
+    /// <summary>50 unless set, as transformers' <c>GenerationConfig</c> (<c>self.top_k = kwargs.pop("top_k", 50)</c> in
+    /// generation/configuration_utils.py): HF's generate samples among the 50 most likely tokens unless generation_config.json
+    /// or the caller says otherwise. Greedy decoding ignores it (the argmax is among them).</summary>
+    public int TopK { get; init; } = 50;
     /// <summary>HF's repetition penalty (&gt; 0) on tokens of the prompt and the output so far; 1 = off.</summary>
     public double RepetitionPenalty { get; init; } = 1.0;
     /// <summary>Seed of the sampler's random numbers; null = a fresh seed each time.</summary>

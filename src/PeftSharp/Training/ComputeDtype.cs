@@ -96,9 +96,22 @@ internal sealed record MatmulProbe(double Fp32Gflops, double Bf16Gflops, string 
     public override string ToString() =>
         $"a {Size}^3 bf16 matmul runs {Speedup:F2}x fp32's speed ({Bf16Gflops:G3} vs {Fp32Gflops:G3} GFLOP/s{(FromCache ? ", cached" : "")}) on {Machine}";
 
-    /// <summary>CPU model, thread count and TorchSharp version: the things the ratio depends on.</summary>
-    public static string MachineKey() =>
-        $"{CpuModel()}, {get_num_threads()} threads, TorchSharp {typeof(TorchSharp.torch).Assembly.GetName().Version}";
+    /// <summary>
+    /// CPU model, its bf16 instruction flags, thread count, TorchSharp version and any oneDNN/ATen ISA cap in the
+    /// environment: the things the ratio depends on. The flags are in the key because one CPU model name covers machines
+    /// with and without AVX512_BF16 (a hypervisor can mask them; issue 17 saw bf16 several times slower on such a box), and
+    /// the ISA caps because they switch the bf16 kernels off. A machine whose key changes measures again; old entries stay.
+    /// </summary>
+    public static string MachineKey()
+    {
+        var flags = Bf16Flags();
+        string isa = string.Concat(IsaCaps.Select(v => Environment.GetEnvironmentVariable(v) is { Length: > 0 } x ? $", {v}={x}" : ""));
+        return $"{CpuModel()} [{(flags.Count > 0 ? string.Join(' ', flags) : "no bf16 flags")}], {get_num_threads()} threads, " +
+               $"TorchSharp {typeof(TorchSharp.torch).Assembly.GetName().Version}{isa}";
+    }
+
+    /// <summary>Environment variables that cap the instruction set libtorch's CPU kernels use.</summary>
+    static readonly string[] IsaCaps = ["ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY"];
 
     /// <summary>Alternates fp32 and bf16 rounds (load drift hits both alike) and keeps each side's median.</summary>
     public static MatmulProbe Measure(int rounds = 7, int perRound = 8)

@@ -26,12 +26,13 @@ internal sealed class MetricsLog
     }
 
     /// <summary>The evaluation recorded at <paramref name="step"/> (on resume: the run's "before" figures), or null.</summary>
-    public EvalResult? EvalAt(int step)
-    {
-        if (!File.Exists(_path)) return null;
-        var n = File.ReadLines(_path).Select(TryParse).FirstOrDefault(r => r?["eval_loss"] is not null && r["step"]?.GetValue<int>() == step);
-        return n is null ? null : new EvalResult(n["eval_loss"]!.GetValue<double>(), n["eval_accuracy"]?.GetValue<double>(), n["eval_examples"]?.GetValue<int>() ?? 0);
-    }
+    public EvalResult? EvalAt(int step) => EvalRecordAt(step) is { } n
+        ? new EvalResult(n["eval_loss"]!.GetValue<double>(), n["eval_accuracy"]?.GetValue<double>(), n["eval_examples"]?.GetValue<int>() ?? 0)
+        : null;
+
+    /// <summary>The evaluation record written at <paramref name="step"/> (any trainer's fields), or null.</summary>
+    internal JsonNode? EvalRecordAt(int step) => !File.Exists(_path) ? null
+        : File.ReadLines(_path).Select(TryParse).FirstOrDefault(r => r?["eval_loss"] is not null && r["step"]?.GetValue<int>() == step);
 
     /// <summary>A line as JSON, or null for a line an interrupted write left half-written.</summary>
     static JsonNode? TryParse(string line)

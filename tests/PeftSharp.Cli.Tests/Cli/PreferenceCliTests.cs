@@ -78,6 +78,30 @@ public class PreferenceCliTests
         });
     }
 
+    [Fact]
+    public void ResumedDpoRunReportsTheBeforeFiguresItsFirstProcessMeasured()
+    {
+        string dir = TestPaths.TempDir(), data = Pairs(dir), outDir = Path.Combine(dir, "dpo");
+        Assert.Equal(0, CliCapture.Run(Train(data, outDir, "dpo", "--lr", "5e-3", "--steps", "4", "--save-interval", "2", "--eval-interval", "1000")).Code);
+        var whole = JsonFile.ReadObject(Path.Combine(outDir, "summary.json"));
+        // Make it a run that died after its step-2 checkpoint, then resume it with nothing but its folder.
+        Directory.Delete(Path.Combine(outDir, "final"), true);
+        foreach (var ckpt in Directory.GetDirectories(Path.Combine(outDir, "checkpoints")).Where(d => !d.EndsWith("step-000002"))) Directory.Delete(ckpt, true);
+        var (code, stdout, err) = CliCapture.Run("train", "--resume", outDir);
+        Assert.True(code == 0, err + stdout);
+
+        var before = Records(outDir).Single(r => r["eval_loss"] is not null && r["step"]!.GetValue<int>() == 0);   // not evaluated again
+        var resumed = JsonFile.ReadObject(Path.Combine(outDir, "summary.json"));
+        foreach (var (key, field) in new[] { ("eval_loss_before", "eval_loss"), ("reward_accuracy_before", "eval_rewards/accuracies"),
+                     ("reward_margin_before", "eval_rewards/margins"), ("prefers_chosen_before", "eval_logps/accuracies"), ("exact_match_before", "eval_accuracy") })
+        {
+            Assert.True(resumed[key] is not null, $"{key} missing after resume");
+            Assert.Equal(before[field]!.GetValue<double>(), resumed[key]!.GetValue<double>(), 6);
+            Assert.Equal(whole[key]!.GetValue<double>(), resumed[key]!.GetValue<double>(), 5);   // summary.json keeps full precision, the record 6 digits
+        }
+        Assert.Equal(whole["reward_accuracy_after"]!.GetValue<double>(), resumed["reward_accuracy_after"]!.GetValue<double>(), 5);
+    }
+
     [Theory]
     [InlineData("{\"prompt\":\"p\",\"chosen\":\"\",\"rejected\":\" x\"}", "'chosen' is an empty response")]
     [InlineData("{\"prompt\":\"p\",\"chosen\":\" same\",\"rejected\":\" same\"}", "the same response")]

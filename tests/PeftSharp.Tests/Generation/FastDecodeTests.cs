@@ -105,7 +105,7 @@ public class FastDecodeTests(ITestOutputHelper output)
     public void AnUnmergedAdapterFallsBackAndAMergedOneDecodesFast()
     {
         using var model = ModelLoader.Load(TestPaths.TinyLlama);
-        LoraInjector.Inject(model, new LoraConfig { R = 4, LoraAlpha = 8, TargetModulesRegex = ".*(q_proj|v_proj|down_proj)", InitLoraWeights = "false" }, "default", 5);
+        LoraInjector.Inject(model, new LoraConfig { R = 4, LoraAlpha = 8, TargetModulesRegex = ".*(q_proj|v_proj|down_proj)", InitLoraWeights = LoraInit.False }, "default", 5);
         LoraModel.Of(model).SetActive("default");
         var o = new SamplingOptions { MaxNewTokens = 20 };
         string? path = null;

@@ -51,7 +51,7 @@ public class RopeApplyTests
     {
         using var scope = NewDisposeScope();
         manual_seed(12);
-        var c = new ModelConfig { ModelType = "llama", HiddenSize = 64, IntermediateSize = 128, NumLayers = 1, NumHeads = 4, NumKvHeads = 4, HeadDim = 16, VocabSize = 32 };
+        var c = new ModelConfig { Shape = new Memory.ModelConfig { ModelType = "llama", HiddenSize = 64, IntermediateSize = 128, NumHiddenLayers = 1, NumAttentionHeads = 4, NumKeyValueHeads = 4, HeadDim = 16, VocabSize = 32 } };
         var (cos, sin) = new Rope(c).CosSin(arange(0, 9, ScalarType.Int64).unsqueeze(0), ScalarType.Float32);
         var proj = randn(3, 9, 64).requires_grad_(true);
         var projT = proj.detach().clone().requires_grad_(true);

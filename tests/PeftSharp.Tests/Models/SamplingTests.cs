@@ -30,6 +30,28 @@ public class SamplingTests
         for (int i = 0; i < expected.Length; i++) Assert.True(Math.Abs(expected[i] - got[i]) < 0.015, $"id {i}: {got[i]:F4} vs {expected[i]:F4}");
     }
 
+    /// <summary>
+    /// transformers' GenerationConfig defaults top_k to 50, so HF's generate samples among the 50 most likely tokens when
+    /// neither the request nor generation_config.json names top_k. The tiny fixture has 260 ids and random weights (a wide
+    /// distribution), so top_k 50 and no top_k draw differently for some seed.
+    /// </summary>
+    [Fact]
+    public void SamplingWithoutTopKIsTopK50AsInHf()
+    {
+        using var model = PeftModel.FromPretrained(TestPaths.TinyLlama);
+        string Text(int seed, int? topK) => model.Generate("a prompt", 24, topK is int k
+            ? new GenerationOptions { Temperature = 1.5, Seed = seed, TopK = k }
+            : new GenerationOptions { Temperature = 1.5, Seed = seed });
+        bool differsFromUnfiltered = false;
+        foreach (int seed in new[] { 1, 2, 3 })
+        {
+            Assert.Equal(Text(seed, 50), Text(seed, null));
+            differsFromUnfiltered |= Text(seed, 0) != Text(seed, null);
+        }
+        Assert.True(differsFromUnfiltered, "top_k 0 and the default drew the same: the check cannot tell them apart");
+        Assert.Equal(50, new SamplingOptions().TopK);   // the CLI and serve start from these defaults (then generation_config.json)
+    }
+
     [Fact]
     public void TopKOneAndTinyTopPAreGreedy()
     {

@@ -77,6 +77,27 @@ public class ComputeDtypeTests(ITestOutputHelper output)
         Assert.True(MatmulProbe.Cached(file).FromCache);
     }
 
+    [Fact]
+    public void TheCachedProbeIsPerMachineFlagsAndIsaCap()
+    {
+        string key = MatmulProbe.MachineKey();
+        Assert.Contains(MatmulProbe.CpuModel(), key);
+        foreach (var flag in MatmulProbe.Bf16Flags()) Assert.Contains(flag, key);   // same model name, bf16 masked: another entry
+        string file = Path.Combine(TestPaths.TempDir(), "cache", "matmul-probe.json");
+        Assert.False(MatmulProbe.Cached(file).FromCache);
+        Assert.True(MatmulProbe.Cached(file).FromCache);
+        string? before = Environment.GetEnvironmentVariable("ONEDNN_MAX_CPU_ISA");
+        try
+        {
+            // A cap on the kernels' instruction set changes what bf16 runs on: the cached figure no longer applies.
+            Environment.SetEnvironmentVariable("ONEDNN_MAX_CPU_ISA", "AVX2");
+            Assert.NotEqual(key, MatmulProbe.MachineKey());
+            Assert.False(MatmulProbe.Cached(file).FromCache);
+        }
+        finally { Environment.SetEnvironmentVariable("ONEDNN_MAX_CPU_ISA", before); }
+        Assert.True(MatmulProbe.Cached(file).FromCache);   // the first machine's entry is still there
+    }
+
     /// <summary>
     /// The bundled demo base (pretrained, stored in bf16) in fp32 and in bf16 on the demo prompts: same weights, so the
     /// difference is bf16 activations alone. bf16 keeps 8 significant bits (relative rounding 2^-9 = 0.2%) and each of the

@@ -51,6 +51,25 @@ internal sealed class PairMetrics
         _logOdds += Values(logOdds).Sum();
     }
 
+    /// <summary>
+    /// The metrics <see cref="WriteTo"/> wrote into <paramref name="rec"/> (a resumed run's "before" figures, read back from
+    /// metrics.jsonl): each mean kept as the sum over one pair, so every property reads the recorded value.
+    /// </summary>
+    internal static PairMetrics FromRecord(JsonNode rec, string prefix = "")
+    {
+        double Get(string key) => rec[prefix + key]?.GetValue<double>() ?? double.NaN;
+        var m = new PairMetrics
+        {
+            Pairs = 1,
+            _chosen = Get("rewards/chosen"), _rejected = Get("rewards/rejected"), _correct = Get("rewards/accuracies"),
+            _margin = Get("rewards/margins"), _logpChosen = Get("logps/chosen"), _logpRejected = Get("logps/rejected"),
+            _logpCorrect = Get("logps/accuracies"),
+            _orpo = rec[prefix + "nll_loss"] is not null,
+        };
+        if (m._orpo) (m._nll, m._logOddsRatio, m._logOdds) = (Get("nll_loss"), Get("log_odds_ratio"), Get("log_odds_chosen"));
+        return m;
+    }
+
     static double[] Values(Tensor t)
     {
         using var d = t.detach().to_type(ScalarType.Float64).cpu();
@@ -66,6 +85,7 @@ internal sealed class PairMetrics
         rec[prefix + "rewards/margins"] = MetricsLog.Round(RewardMargin);
         rec[prefix + "logps/chosen"] = MetricsLog.Round(ChosenLogps);
         rec[prefix + "logps/rejected"] = MetricsLog.Round(RejectedLogps);
+        rec[prefix + "logps/accuracies"] = MetricsLog.Round(LogpAccuracy);
         if (!_orpo) return;
         rec[prefix + "nll_loss"] = MetricsLog.Round(_nll);
         rec[prefix + "log_odds_ratio"] = MetricsLog.Round(Mean(_logOddsRatio));

@@ -1,3 +1,4 @@
+using System.Text.Json.Nodes;
 using PeftSharp.Models;
 using static TorchSharp.torch;
 
@@ -7,6 +8,10 @@ namespace PeftSharp.Training.Preference;
 internal sealed record PreferenceEvalResult(double Loss, PairMetrics Metrics, double? ExactMatch, int ExactMatchExamples)
 {
     public double RewardAccuracy => Metrics.RewardAccuracy;
+
+    /// <summary>An evaluation as <see cref="PreferenceTrainer"/> recorded it in metrics.jsonl (eval_ fields), or null.</summary>
+    internal static PreferenceEvalResult? FromRecord(JsonNode? rec) => rec is null ? null
+        : new(rec["eval_loss"]!.GetValue<double>(), PairMetrics.FromRecord(rec, "eval_"), rec["eval_accuracy"]?.GetValue<double>(), rec["eval_examples"]?.GetValue<int>() ?? 0);
 }
 
 internal static class PreferenceEvaluator

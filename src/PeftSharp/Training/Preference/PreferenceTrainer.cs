@@ -59,6 +59,8 @@ internal sealed class PreferenceTrainer
         {
             loader.Position = state.DataPosition;
             step = state.Step;
+            // The "before" figures, measured by the process that started the run (as Trainer does for SFT).
+            first = last = PreferenceEvalResult.FromRecord(run.Metrics.EvalRecordAt(0));
             Log?.Invoke($"resumed from {run.ResumeCheckpoint} at step {step}");
         }
         WriteRunFile(run);
