@@ -15,7 +15,7 @@ namespace PeftSharp.Bench;
 /// Options: peer_lora_step.py's shape flags, --targets all-linear (default) or a list, --rounds 5 --warmup 2 --threads 2;
 /// --no-memory skips the child processes (the ~1B case: its fp32 child alone would hold another 4+ GB); --checkpointing
 /// (both models; it keeps one layer's dequantised weights for the backward) and --reuse-layers N|all (that budget
-/// without checkpointing). Prints how many weights each step dequantises, in which pass, at how many ns/param.
+/// without checkpointing), --dequant-threads N (the NF4 kernel's threads; default torch's). Prints how many weights each step dequantises, in which pass, at how many ns/param.
 /// </summary>
 public sealed class QloraStepBench : IBench
 {
@@ -39,6 +39,7 @@ public sealed class QloraStepBench : IBench
         using var ids = randint(0, shape.Config.VocabSize, [shape.Batch, shape.Seq + 1]);
         using var dense = BenchModels.Random(shape.Config);
         using var nf4 = BenchModels.RandomNf4(shape.Config);
+        if (a.Get("dequant-threads", "") is { Length: > 0 } dt) Nf4Kernel.MaxThreads = int.Parse(dt);
         bool checkpointing = a.Flag("checkpointing");
         if (checkpointing) { GradientCheckpointing.Enable(dense); GradientCheckpointing.Enable(nf4); }
         // --reuse-layers N: keep N decoder layers' dequantised weights for the backward (checkpointing sets 1).
@@ -70,7 +71,8 @@ public sealed class QloraStepBench : IBench
         var ratios = times[1].Zip(times[0], (q, d) => q / d).ToList();
         Console.WriteLine($"cpu: {BenchCpu.Describe()}; NF4 kernel: {Nf4Kernel.Isa}");
         Console.WriteLine($"model {dense.ParameterCount() / 1e6:F1}M params ({shape.Config.NumLayers} layers, h {shape.Config.HiddenSize}, vocab {shape.Config.VocabSize}), " +
-                          $"batch {shape.Batch}x{shape.Seq}, LoRA r={shape.R} on {string.Join(",", shape.Targets)} ({denseStep.Adapter.ParameterCount:N0} params), {threads} threads, {rounds} alternated rounds" +
+                          $"batch {shape.Batch}x{shape.Seq}, LoRA r={shape.R} on {string.Join(",", shape.Targets)} ({denseStep.Adapter.ParameterCount:N0} params), {threads} threads " +
+                          $"(dequantisation: {Nf4Kernel.MaxThreads?.ToString() ?? "as many"}), {rounds} alternated rounds" +
                           (checkpointing ? ", gradient checkpointing on both" : "") +
                           $"; dequantised weights kept for backward: {DequantReuse.BudgetBytes / 1048576.0:F0} MiB budget ({(double)DequantReuse.BudgetBytes / Math.Max(1, DequantReuse.LayerBytes(nf4, ScalarType.Float32)):F1} layers)");
         Console.WriteLine($"step time: fp32 base median {tDense * 1e3:F0} ms (min {times[0].Min() * 1e3:F0}), NF4 base median {tNf4 * 1e3:F0} ms (min {times[1].Min() * 1e3:F0})");

@@ -36,7 +36,7 @@ internal static unsafe class Nf4Kernel
             // is, so the dequantisation is not the one single-threaded pass of a QLoRA layer. Small weights stay on
             // the calling thread (a task costs more than their pass).
             long blocks = n / blockSize;
-            int chunks = (int)Math.Clamp(n / ParallelMinElements, 1, Math.Max(1, get_num_threads()));
+            int chunks = (int)Math.Clamp(n / ParallelMinElements, 1, Math.Max(1, MaxThreads ?? get_num_threads()));
             if (chunks == 1) { RunRange(p, a, c, d, 0, blocks, blockSize, dtype); return; }
             nint pp = (nint)p, pa = (nint)a, pc = (nint)c, pd = (nint)d;
             Parallel.For(0, chunks, new ParallelOptions { MaxDegreeOfParallelism = chunks }, i =>
@@ -46,6 +46,9 @@ internal static unsafe class Nf4Kernel
             });
         }
     }
+
+    /// <summary>At most this many threads per dequantisation; null: torch's intra-op thread count (the qlora-step bench's --dequant-threads).</summary>
+    internal static int? MaxThreads { get; set; }
 
     /// <summary>Below this many weights one thread dequantises the whole tensor.</summary>
     const long ParallelMinElements = 1 << 18;
