@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using PeftSharp.Models;
+using PeftSharp.Quantization;
 using PeftSharp.Training;
 using static TorchSharp.torch;
 
@@ -12,7 +13,9 @@ namespace PeftSharp.Bench;
 /// step time (both models in one process, steps alternated so drift hits both) and peak memory of each, measured
 /// in a separate child process per base (VmHWM; the fp32 model never exists in the NF4 child) and as tensor bytes.
 /// Options: peer_lora_step.py's shape flags, --targets all-linear (default) or a list, --rounds 5 --warmup 2 --threads 2;
-/// --no-memory skips the child processes (the ~1B case: its fp32 child alone would hold another 4+ GB).
+/// --no-memory skips the child processes (the ~1B case: its fp32 child alone would hold another 4+ GB); --checkpointing
+/// (both models; it keeps one layer's dequantised weights for the backward) and --reuse-layers N|all (that budget
+/// without checkpointing), --dequant-threads N (the NF4 kernel's threads; default torch's). Prints how many weights each step dequantises, in which pass, at how many ns/param.
 /// </summary>
 public sealed class QloraStepBench : IBench
 {
@@ -36,24 +39,47 @@ public sealed class QloraStepBench : IBench
         using var ids = randint(0, shape.Config.VocabSize, [shape.Batch, shape.Seq + 1]);
         using var dense = BenchModels.Random(shape.Config);
         using var nf4 = BenchModels.RandomNf4(shape.Config);
+        if (a.Get("dequant-threads", "") is { Length: > 0 } dt) Nf4Kernel.MaxThreads = int.Parse(dt);
+        bool checkpointing = a.Flag("checkpointing");
+        if (checkpointing) { GradientCheckpointing.Enable(dense); GradientCheckpointing.Enable(nf4); }
+        // --reuse-layers N: keep N decoder layers' dequantised weights for the backward (checkpointing sets 1).
+        if (a.Get("reuse-layers", "") is { Length: > 0 } keep) DequantReuse.KeepLayers(nf4, keep == "all" ? shape.Config.NumLayers : int.Parse(keep));
         using var denseStep = new LoraStep(dense, shape.R, shape.Alpha, shape.Targets, ids);
         using var nf4Step = new LoraStep(nf4, shape.R, shape.Alpha, shape.Targets, ids);
         var steps = new[] { denseStep, nf4Step };
         var times = new[] { new List<double>(), new List<double>() };
+        // Process CPU time per step beside wall time: on a shared box wall time mostly measures the other processes.
+        var cpu = new[] { new List<double>(), new List<double>() };
+        using var self = Process.GetCurrentProcess();
+        var dequant = default(DequantStats.Snapshot);
         int rounds = a.Int("rounds", 5);
         for (int i = 0; i < warmup + rounds; i++)
             for (int k = 0; k < 2; k++)
             {
+                var before = DequantStats.Read();
+                self.Refresh();
+                var cpu0 = self.TotalProcessorTime;
                 var sw = Stopwatch.StartNew();
                 steps[k].Run();
-                if (i >= warmup) times[k].Add(sw.Elapsed.TotalSeconds);
+                if (i < warmup) continue;
+                times[k].Add(sw.Elapsed.TotalSeconds);
+                self.Refresh();
+                cpu[k].Add((self.TotalProcessorTime - cpu0).TotalSeconds);
+                if (k == 1) dequant += DequantStats.Read() - before;
             }
         double tDense = BenchStats.Median(times[0]), tNf4 = BenchStats.Median(times[1]);
         var ratios = times[1].Zip(times[0], (q, d) => q / d).ToList();
+        Console.WriteLine($"cpu: {BenchCpu.Describe()}; NF4 kernel: {Nf4Kernel.Isa}");
         Console.WriteLine($"model {dense.ParameterCount() / 1e6:F1}M params ({shape.Config.NumLayers} layers, h {shape.Config.HiddenSize}, vocab {shape.Config.VocabSize}), " +
-                          $"batch {shape.Batch}x{shape.Seq}, LoRA r={shape.R} on {string.Join(",", shape.Targets)} ({denseStep.Adapter.ParameterCount:N0} params), {threads} threads, {rounds} alternated rounds");
+                          $"batch {shape.Batch}x{shape.Seq}, LoRA r={shape.R} on {string.Join(",", shape.Targets)} ({denseStep.Adapter.ParameterCount:N0} params), {threads} threads " +
+                          $"(dequantisation: {Nf4Kernel.MaxThreads?.ToString() ?? "as many"}), {rounds} alternated rounds" +
+                          (checkpointing ? ", gradient checkpointing on both" : "") +
+                          $"; dequantised weights kept for backward: {DequantReuse.BudgetBytes / 1048576.0:F0} MiB budget ({(double)DequantReuse.BudgetBytes / Math.Max(1, DequantReuse.LayerBytes(nf4, ScalarType.Float32)):F1} layers)");
         Console.WriteLine($"step time: fp32 base median {tDense * 1e3:F0} ms (min {times[0].Min() * 1e3:F0}), NF4 base median {tNf4 * 1e3:F0} ms (min {times[1].Min() * 1e3:F0})");
         Console.WriteLine($"QLoRA/LoRA step time ratio = {BenchStats.Median(ratios):F3} (median of per-round ratios; min/min {times[1].Min() / times[0].Min():F3})");
+        Console.WriteLine($"process CPU time per step (all threads): fp32 base median {BenchStats.Median(cpu[0]) * 1e3:F0} ms, NF4 base {BenchStats.Median(cpu[1]) * 1e3:F0} ms, " +
+                          $"ratio {BenchStats.Median(cpu[1].Zip(cpu[0], (q, d) => q / d).ToList()):F3} (less sensitive to other processes than wall time; spinning threads count)");
+        PrintBreakdown(dequant, rounds, tDense, tNf4);
 
         if (a.Flag("no-memory")) return 0;
         // glibc raises its mmap threshold after freeing large blocks, so the NF4 step's transient dequantised weights
@@ -72,6 +98,17 @@ public sealed class QloraStepBench : IBench
                               $"base tensor bytes ratio = {(double)results[1].Item2["base_bytes"]! / (double)results[0].Item2["base_bytes"]!:F3}");
         }
         return 0;
+    }
+
+    /// <summary>Where the QLoRA step's extra time goes: dequantisations per step by pass, their speed, their share of the LoRA step.</summary>
+    static void PrintBreakdown(DequantStats.Snapshot d, int rounds, double tDense, double tNf4)
+    {
+        double perStep = d.Seconds / rounds;
+        Console.WriteLine($"dequantisation per NF4 step: forward {d.ForwardCalls / rounds} weights ({d.ForwardWeights / rounds / 1e6:F1}M params, {d.ForwardSeconds / rounds * 1e3:F0} ms), " +
+                          $"backward {d.BackwardCalls / rounds} ({d.BackwardWeights / rounds / 1e6:F1}M, {d.BackwardSeconds / rounds * 1e3:F0} ms), reused from forward {d.ReusedCalls / rounds} ({d.ReusedWeights / rounds / 1e6:F1}M); " +
+                          $"{(d.Weights > 0 ? d.Seconds / d.Weights * 1e9 : 0):F2} ns/param (absmax decode + NF4 lookup + write, threads included)");
+        Console.WriteLine($"  = {perStep * 1e3:F0} ms/step = {perStep / tDense:P1} of the fp32 LoRA step; the rest of the gap (matmuls on a freshly written weight, " +
+                          $"different allocations) {(tNf4 - tDense - perStep) / tDense:P1}; ratio without any dequantisation would be {(tNf4 - perStep) / tDense:F3}");
     }
 
     static double Mb(JsonNode n) => (double)n / (1 << 20);

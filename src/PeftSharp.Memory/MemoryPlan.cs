@@ -42,7 +42,8 @@ public sealed record MemoryPlan
 
     /// <summary>The logits and the loss buffers around them at the start of backward (see <see cref="LossKind"/>).</summary>
     public required long LogitsBytes { get; init; }
-    /// <summary>QLoRA: the largest quantised layer dequantised to the compute dtype for its matmul.</summary>
+    /// <summary>QLoRA: the largest quantised layer dequantised to the compute dtype for its matmul; on CPU with gradient
+    /// checkpointing also one decoder layer's quantised weights kept from the recomputed forward for its backward.</summary>
     public required long DequantBufferBytes { get; init; }
     /// <summary>ZeRO-3/FSDP: one decoder block's weights all-gathered for its forward/backward.</summary>
     public required long GatheredLayerBytes { get; init; }

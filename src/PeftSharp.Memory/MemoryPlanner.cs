@@ -46,9 +46,7 @@ public static class MemoryPlanner
         long logits = activations.LossBytes(c, request.BatchSize, seq, request.Loss, compute);
         // The in-flight layer and the loss buffers coexist unless the profile frees the loss before recomputing.
         long actsAtPeak = inFlight > 0 && activations.LossFreedBeforeRecompute ? kept + Math.Max(0, inFlight - logits) : acts;
-        long dequant = request.IsQuantized
-            ? Dtypes.Bytes(compute, model.Modules.Where(IsQuantizedLinear).Max(m => m.WeightElements))
-            : 0;
+        long dequant = request.IsQuantized ? DequantBytes(model, request, compute) : 0;
 
         // Sharding: ZeRO-1 splits optimiser state, ZeRO-2 also gradients, ZeRO-3/FSDP also weights.
         int n = request.Gpus;
@@ -165,6 +163,21 @@ public static class MemoryPlanner
         return model.Modules.Sum(m => IsQuantizedLinear(m)
             ? Dtypes.Nf4Bytes(m.WeightElements) + Dtypes.Bytes(compute, m.BiasElements)
             : Dtypes.Bytes(compute, m.Parameters));
+    }
+
+    /// <summary>
+    /// QLoRA's dense weights: the largest quantised Linear dequantised for its matmul (the scratch buffer); on CPU under
+    /// checkpointing also one decoder layer's quantised Linears, which PeftSharp keeps from the recomputed forward for
+    /// that layer's backward (PeftSharp.Quantization.DequantReuse: one layer, so the backward does not dequantise again).
+    /// </summary>
+    static long DequantBytes(ModelShape model, PlanRequest r, DType compute)
+    {
+        var linears = model.Modules.Where(IsQuantizedLinear).ToList();
+        long largest = linears.Max(m => m.WeightElements);
+        long keptLayer = r.Device == DeviceKind.Cpu && r.GradientCheckpointing
+            ? linears.GroupBy(m => m.Layer).Max(g => g.Sum(m => m.WeightElements))
+            : 0;
+        return Dtypes.Bytes(compute, largest + keptLayer);
     }
 
     static bool IsQuantizedLinear(ModuleShape m) => m.Kind == ModuleKind.Linear && m.Layer is not null;

@@ -77,7 +77,8 @@ static class PlanOutput
         Row(p.ActivationsAtPeakBytes == p.ActivationsBytes ? "activations" : $"activations (of {Gb(p.ActivationsBytes)} GB; recompute after the loss)",
             p.ActivationsAtPeakBytes, ActivationBasis(p));
         Row("other: logits + loss buffers", p.LogitsBytes, LossBasis(r.Loss));
-        if (p.DequantBufferBytes > 0) Row("other: dequantised layer", p.DequantBufferBytes, "largest NF4 Linear in the compute dtype");
+        if (p.DequantBufferBytes > 0) Row("other: dequantised layer", p.DequantBufferBytes, r.Device == DeviceKind.Cpu && r.GradientCheckpointing
+            ? "largest NF4 Linear + one layer's, kept for its backward, in the compute dtype" : "largest NF4 Linear in the compute dtype");
         if (p.GatheredLayerBytes > 0) Row("other: all-gathered layer", p.GatheredLayerBytes, "one decoder block (ZeRO-3/FSDP)");
         if (p.AllocatorSlackBytes > 0) Row("other: allocator slack", p.AllocatorSlackBytes, $"reserved - allocated = {MemoryPlanner.AllocatorSlackFraction:P0} (peft#1469)");
         // The runtime allowance: what the process holds besides tensors, term by term.

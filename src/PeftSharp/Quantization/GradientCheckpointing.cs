@@ -15,9 +15,19 @@ internal static class GradientCheckpointing
     /// <summary>Requires grad so the checkpoint node exists even when the layer input (frozen embeddings) does not.</summary>
     static readonly Tensor Anchor = zeros(1).requires_grad_(true).DetachFromDisposeScope();
 
-    public static void Enable(CausalLM model) => model.LayerRunner = Run;
+    /// <summary>Also keeps one decoder layer's dequantised weights (<see cref="DequantReuse"/>) on a quantised base:
+    /// the recomputed layer's backward then reuses them instead of dequantising a third time per step.</summary>
+    public static void Enable(CausalLM model)
+    {
+        model.LayerRunner = Run;
+        DequantReuse.KeepLayers(model, DequantReuse.DefaultLayers);
+    }
 
-    public static void Disable(CausalLM model) => model.LayerRunner = CausalLM.DefaultLayerRunner;
+    public static void Disable(CausalLM model)
+    {
+        model.LayerRunner = CausalLM.DefaultLayerRunner;
+        DequantReuse.BudgetBytes = 0;
+    }
 
     public static bool IsEnabled(CausalLM model) => model.LayerRunner == (Func<DecoderLayer, Tensor, ForwardContext, Tensor>)Run;
 

@@ -7,11 +7,14 @@ namespace PeftSharp.Quantization;
 /// <summary>
 /// One-pass CPU dequantisation: packed 4-bit codes + float absmax -> fp32/bf16/fp16 written straight into the
 /// destination buffer. Per block the 16 codes are scaled once (code * absmax, the same float product the
-/// reference and the TorchSharp path compute, so results are bitwise equal); AVX2 then looks the nibbles up
-/// with two 8-entry permutes and a blend.
+/// reference and the TorchSharp path compute, so results are bitwise equal); AVX-512 then looks 16 nibbles up with
+/// one permute of the whole table, AVX2 with two 8-entry permutes and a blend.
 /// </summary>
 internal static unsafe class Nf4Kernel
 {
+    /// <summary>The instruction set the kernel runs on this CPU.</summary>
+    public static string Isa => Avx512F.IsSupported && Avx512BW.IsSupported ? "AVX-512" : Avx2.IsSupported ? "AVX2" : "scalar";
+
     public static bool Supports(ScalarType t) => t is ScalarType.Float32 or ScalarType.BFloat16 or ScalarType.Float16;
 
     public static void Dequantize(ReadOnlySpan<byte> packed, ReadOnlySpan<float> absmax, int blockSize, ReadOnlySpan<float> code, Span<byte> dst, ScalarType dtype)
@@ -33,7 +36,7 @@ internal static unsafe class Nf4Kernel
             // is, so the dequantisation is not the one single-threaded pass of a QLoRA layer. Small weights stay on
             // the calling thread (a task costs more than their pass).
             long blocks = n / blockSize;
-            int chunks = (int)Math.Clamp(n / ParallelMinElements, 1, Math.Max(1, get_num_threads()));
+            int chunks = (int)Math.Clamp(n / ParallelMinElements, 1, Math.Max(1, MaxThreads ?? get_num_threads()));
             if (chunks == 1) { RunRange(p, a, c, d, 0, blocks, blockSize, dtype); return; }
             nint pp = (nint)p, pa = (nint)a, pc = (nint)c, pd = (nint)d;
             Parallel.For(0, chunks, new ParallelOptions { MaxDegreeOfParallelism = chunks }, i =>
@@ -44,6 +47,9 @@ internal static unsafe class Nf4Kernel
         }
     }
 
+    /// <summary>At most this many threads per dequantisation; null: torch's intra-op thread count (the qlora-step bench's --dequant-threads).</summary>
+    internal static int? MaxThreads { get; set; }
+
     /// <summary>Below this many weights one thread dequantises the whole tensor.</summary>
     const long ParallelMinElements = 1 << 18;
 
@@ -52,7 +58,12 @@ internal static unsafe class Nf4Kernel
     {
         long first = from * blockSize, count = (to - from) * blockSize;
         byte* pb = p + first / 2;
-        if (dtype == ScalarType.Float32) Run(pb, absmax + from, code, (float*)dst + first, count, blockSize);
+        if (Avx512F.IsSupported && Avx512BW.IsSupported && blockSize % 32 == 0)
+        {
+            if (dtype == ScalarType.Float32) Run512(pb, absmax + from, code, (float*)dst + first, count, blockSize);
+            else RunHalf512(pb, absmax + from, code, (ushort*)dst + first, count, blockSize, dtype == ScalarType.BFloat16);
+        }
+        else if (dtype == ScalarType.Float32) Run(pb, absmax + from, code, (float*)dst + first, count, blockSize);
         else RunHalf(pb, absmax + from, code, (ushort*)dst + first, count, blockSize, dtype == ScalarType.BFloat16);
     }
 
@@ -106,6 +117,82 @@ internal static unsafe class Nf4Kernel
                 ob[2 * j + 1] = table[pb[j] & 15];
             }
         }
+    }
+
+    /// <summary>
+    /// AVX-512: the whole 16-entry table of scaled codes sits in one register, so a nibble lookup is one vpermps;
+    /// 16 packed bytes are split into 32 interleaved nibbles (high first) with byte ops and widened 16 at a time.
+    /// </summary>
+    static void Run512(byte* p, float* absmax, float* code, float* o, long n, int blockSize)
+    {
+        long blocks = n / blockSize;
+        int half = blockSize / 2;
+        var c = Vector512.Load(code);
+        for (long b = 0; b < blocks; b++)
+        {
+            var t = Avx512F.Multiply(c, Vector512.Create(absmax[b]));
+            byte* pb = p + b * half;
+            float* ob = o + b * blockSize;
+            for (int j = 0; j < half; j += 16)
+            {
+                var (i0, i1) = Nibbles(pb + j);
+                Avx512F.Store(ob + 2 * j, Avx512F.PermuteVar16x32(t, i0));
+                Avx512F.Store(ob + 2 * j + 16, Avx512F.PermuteVar16x32(t, i1));
+            }
+        }
+    }
+
+    /// <summary>As <see cref="Run512"/> with the table rounded once per block to bf16/fp16 (as <see cref="RunHalf"/> explains).</summary>
+    static void RunHalf512(byte* p, float* absmax, float* code, ushort* o, long n, int blockSize, bool bf16)
+    {
+        long blocks = n / blockSize;
+        int half = blockSize / 2;
+        var c = Vector512.Load(code);
+        int* table = stackalloc int[16];
+        for (long b = 0; b < blocks; b++)
+        {
+            float s = absmax[b];
+            Vector512<int> t;
+            if (bf16)
+            {
+                var f = Avx512F.Multiply(c, Vector512.Create(s));
+                var u = f.AsInt32();
+                var r = Vector512.ShiftRightLogical(u + Vector512.Create(0x7FFF) + (Vector512.ShiftRightLogical(u, 16) & Vector512.Create(1)), 16);
+                t = Vector512.ConditionalSelect(Vector512.Equals(f, f).AsInt32(), r, Vector512.Create(0x7FC0));
+            }
+            else
+            {
+                for (int k = 0; k < 16; k++) table[k] = BitConverter.HalfToUInt16Bits((Half)(code[k] * s));
+                t = Vector512.Load(table);
+            }
+            // The table's 16-bit values sit in the low half of each int: vpmovdw keeps exactly those, and vpermw then
+            // looks 32 nibbles up at once.
+            var t16 = Avx512F.ConvertToVector256UInt16(t.AsUInt32()).ToVector512();
+            byte* pb = p + b * half;
+            ushort* ob = o + b * blockSize;
+            for (int j = 0; j < half; j += 16)
+            {
+                var (lo, hi) = NibbleBytes(pb + j);
+                Avx512F.Store(ob + 2 * j, Avx512BW.PermuteVar32x16(t16, Avx512BW.ConvertToVector512UInt16(Vector256.Create(lo, hi))));
+            }
+        }
+    }
+
+    /// <summary>16 packed bytes -> 32 code indices in output order (byte k gives index 2k = high nibble, 2k+1 = low), as ints.</summary>
+    static (Vector512<int>, Vector512<int>) Nibbles(byte* src)
+    {
+        var (first, second) = NibbleBytes(src);
+        return (Avx512F.ConvertToVector512Int32(first), Avx512F.ConvertToVector512Int32(second));
+    }
+
+    /// <summary>16 packed bytes -> indices 0-15 and 16-31 of <see cref="Nibbles"/> as bytes.</summary>
+    static (Vector128<byte>, Vector128<byte>) NibbleBytes(byte* src)
+    {
+        var v = Vector128.Load(src);
+        var mask = Vector128.Create((byte)15);
+        var hi = Vector128.ShiftRightLogical(v.AsUInt16(), 4).AsByte() & mask;
+        var lo = v & mask;
+        return (Sse2.UnpackLow(hi, lo), Sse2.UnpackHigh(hi, lo));
     }
 
     /// <summary>
