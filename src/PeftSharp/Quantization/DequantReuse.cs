@@ -13,7 +13,7 @@ namespace PeftSharp.Quantization;
 /// (<see cref="GradientCheckpointing.Enable"/> sets one layer); memory cost: that many layers' dense weights in the
 /// compute dtype, beside the one-weight scratch buffer (the planner's dequantisation term counts both).
 /// </summary>
-public static class DequantReuse
+internal static class DequantReuse
 {
     /// <summary>Decoder layers kept when checkpointing enables reuse: one is enough there (the "one layer at a time").</summary>
     public const int DefaultLayers = 1;
