@@ -1,3 +1,5 @@
+using static PeftSharp.Memory.ModuleNames;
+
 namespace PeftSharp.Memory;
 
 /// <summary>A model as its list of parameterised modules, named as in the Hugging Face checkpoint. Supported
@@ -62,27 +64,28 @@ public sealed class ModelShape
         for (int i = 0; i < c.NumHiddenLayers; i++)
         {
             string p = $"model.layers.{i}.";
+            string attn = p + SelfAttn + ".", mlp = p + Mlp + ".";
             if (c.ModelType == "phi3")
             {
-                m.Add(new(p + "self_attn.qkv_proj", ModuleKind.Linear, h, q + 2 * kv, false, i));
-                m.Add(new(p + "self_attn.o_proj", ModuleKind.Linear, q, h, false, i));
-                m.Add(new(p + "mlp.gate_up_proj", ModuleKind.Linear, h, 2L * c.IntermediateSize, false, i));
-                m.Add(new(p + "mlp.down_proj", ModuleKind.Linear, c.IntermediateSize, h, false, i));
+                m.Add(new(attn + Phi3.QkvProj, ModuleKind.Linear, h, q + 2 * kv, false, i));
+                m.Add(new(attn + Llama.OProj, ModuleKind.Linear, q, h, false, i));
+                m.Add(new(mlp + Phi3.GateUpProj, ModuleKind.Linear, h, 2L * c.IntermediateSize, false, i));
+                m.Add(new(mlp + Llama.DownProj, ModuleKind.Linear, c.IntermediateSize, h, false, i));
             }
             else
             {
-                m.Add(new(p + "self_attn.q_proj", ModuleKind.Linear, h, q, qkvBias, i));
-                m.Add(new(p + "self_attn.k_proj", ModuleKind.Linear, h, kv, qkvBias, i));
-                m.Add(new(p + "self_attn.v_proj", ModuleKind.Linear, h, kv, qkvBias, i));
-                m.Add(new(p + "self_attn.o_proj", ModuleKind.Linear, q, h, c.AttentionBias, i));
-                m.Add(new(p + "mlp.gate_proj", ModuleKind.Linear, h, c.IntermediateSize, c.MlpBias, i));
-                m.Add(new(p + "mlp.up_proj", ModuleKind.Linear, h, c.IntermediateSize, c.MlpBias, i));
-                m.Add(new(p + "mlp.down_proj", ModuleKind.Linear, c.IntermediateSize, h, c.MlpBias, i));
+                m.Add(new(attn + Llama.QProj, ModuleKind.Linear, h, q, qkvBias, i));
+                m.Add(new(attn + Llama.KProj, ModuleKind.Linear, h, kv, qkvBias, i));
+                m.Add(new(attn + Llama.VProj, ModuleKind.Linear, h, kv, qkvBias, i));
+                m.Add(new(attn + Llama.OProj, ModuleKind.Linear, q, h, c.AttentionBias, i));
+                m.Add(new(mlp + Llama.GateProj, ModuleKind.Linear, h, c.IntermediateSize, c.MlpBias, i));
+                m.Add(new(mlp + Llama.UpProj, ModuleKind.Linear, h, c.IntermediateSize, c.MlpBias, i));
+                m.Add(new(mlp + Llama.DownProj, ModuleKind.Linear, c.IntermediateSize, h, c.MlpBias, i));
             }
             if (c.ModelType == "qwen3")
             {
-                m.Add(new(p + "self_attn.q_norm", ModuleKind.Norm, c.ResolvedHeadDim, c.ResolvedHeadDim, false, i));
-                m.Add(new(p + "self_attn.k_norm", ModuleKind.Norm, c.ResolvedHeadDim, c.ResolvedHeadDim, false, i));
+                m.Add(new(attn + Llama.QNorm, ModuleKind.Norm, c.ResolvedHeadDim, c.ResolvedHeadDim, false, i));
+                m.Add(new(attn + Llama.KNorm, ModuleKind.Norm, c.ResolvedHeadDim, c.ResolvedHeadDim, false, i));
             }
             m.Add(new(p + "input_layernorm", ModuleKind.Norm, h, h, false, i));
             m.Add(new(p + "post_attention_layernorm", ModuleKind.Norm, h, h, false, i));
@@ -110,11 +113,11 @@ public sealed class ModelShape
         {
             string p = $"transformer.h.{i}.";
             m.Add(new(p + "ln_1", ModuleKind.Norm, h, h, true, i));
-            m.Add(new(p + "attn.c_attn", ModuleKind.Linear, h, 3 * h, true, i));
-            m.Add(new(p + "attn.c_proj", ModuleKind.Linear, h, h, true, i));
+            m.Add(new(p + "attn." + Gpt2.CAttn, ModuleKind.Linear, h, 3 * h, true, i));
+            m.Add(new(p + "attn." + Gpt2.CProj, ModuleKind.Linear, h, h, true, i));
             m.Add(new(p + "ln_2", ModuleKind.Norm, h, h, true, i));
-            m.Add(new(p + "mlp.c_fc", ModuleKind.Linear, h, inner, true, i));
-            m.Add(new(p + "mlp.c_proj", ModuleKind.Linear, inner, h, true, i));
+            m.Add(new(p + "mlp." + Gpt2.CFc, ModuleKind.Linear, h, inner, true, i));
+            m.Add(new(p + "mlp." + Gpt2.CProj, ModuleKind.Linear, inner, h, true, i));
         }
         m.Add(new("transformer.ln_f", ModuleKind.Norm, h, h, true));
         m.Add(new("lm_head", ModuleKind.Linear, h, c.VocabSize, Tied: true));

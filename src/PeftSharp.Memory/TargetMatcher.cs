@@ -68,9 +68,9 @@ public sealed class TargetMatcher
     /// <param name="modelType">config.json's <c>model_type</c>.</param>
     public static TargetMatcher DefaultFor(string modelType) => modelType switch
     {
-        "gpt2" => FromNames(["c_attn"]),
-        "phi3" => FromNames(["qkv_proj"]),
-        _ => FromNames(["q_proj", "v_proj"]),
+        "gpt2" => FromNames([ModuleNames.Gpt2.CAttn]),
+        "phi3" => FromNames([ModuleNames.Phi3.QkvProj]),
+        _ => FromNames([ModuleNames.Llama.QProj, ModuleNames.Llama.VProj]),
     };
 
     /// <summary>The text form `peft plan --targets` takes: "all-linear", "regex:PATTERN", or a comma-separated list of names.</summary>

@@ -1,5 +1,5 @@
 using System.Diagnostics;
-using PeftSharp.IO;
+using Microsoft.Extensions.Logging.Abstractions;
 using PeftSharp.Models;
 using PeftSharp.Tuners.Lora;
 using static TorchSharp.torch;
@@ -18,14 +18,10 @@ public static class InferenceOverhead
     {
         using var baseModel = ModelLoader.Load(baseDir);
         using var variant = run.Method == "full" ? ModelLoader.Load(finalDir) : ModelLoader.Load(baseDir);
-        var warnings = new List<string>();
-        var warn = AdapterFolderFiles.Warn;
-        AdapterFolderFiles.Warn = warnings.Add; // a QLoRA adapter on the dense base warns; expected here
-        try
+        using (PeftLogging.Redirect(NullLogger.Instance)) // a QLoRA adapter on the dense base warns; expected here
         {
             if (run.Method != "full") AdapterCli.Apply(variant, [finalDir], allowBaseMismatch: false);
         }
-        finally { AdapterFolderFiles.Warn = warn; }
         if (run.IsLora) LoraModel.Of(variant).MergeAndUnload("default");
 
         using var ids = randint(0, baseModel.Config.VocabSize, [batch, seqLen], ScalarType.Int64, generator: new Generator(7));

@@ -72,16 +72,13 @@ internal sealed record TrainingData(
         return new PromptAnswer(tokenizer.Encode(prompt), answerIds[..keep]) { EndIds = keep < answerIds.Length ? [answerIds[keep]] : [] };
     }
 
-    /// <summary>Where data warnings go (most tokens unknown to the tokenizer).</summary>
-    public static Action<string> Warn { get; set; } = PeftLogging.Warn;
-
     /// <summary>Text the tokenizer cannot spell (another language or encoding, a binary or CSV file) trains the model to say &lt;unk&gt;.</summary>
     static void WarnIfMostlyUnknown(string path, IReadOnlyList<TokenSequence> seqs, TextTokenizer tokenizer)
     {
         if (tokenizer.UnkId is not int unk) return;
         long total = seqs.Sum(s => (long)s.Length), unknown = seqs.Sum(s => (long)s.Ids.Count(id => id == unk));
         if (unknown * 2 > total)
-            Warn($"{path}: {unknown:N0} of {total:N0} tokens ({100.0 * unknown / total:F0}%) are unknown (<unk>) to the tokenizer {tokenizer.Path}; is the data in the model's language and a text format it was trained on?");
+            PeftLogging.Warn($"{path}: {unknown:N0} of {total:N0} tokens ({100.0 * unknown / total:F0}%) are unknown (<unk>) to the tokenizer {tokenizer.Path}; is the data in the model's language and a text format it was trained on?");
     }
 
     static List<RawExample> Shuffled(IReadOnlyList<RawExample> xs, ulong seed)

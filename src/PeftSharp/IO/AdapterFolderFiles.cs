@@ -14,9 +14,6 @@ internal static class AdapterFolderFiles
     /// <summary>The tensor file of an adapter folder.</summary>
     public const string WeightsFile = "adapter_model.safetensors";
 
-    /// <summary>Where non-fatal notices go (unknown config keys, an overridden fingerprint mismatch).</summary>
-    public static Action<string> Warn { get; set; } = PeftLogging.Warn;
-
     /// <summary>A QLoRA adapter on a dense base: same base if quantising these dense weights as recorded reproduces the fingerprint.</summary>
     static bool TrainedOnQuantizedCopy(CausalLM model, BaseFingerprint recorded)
     {
@@ -35,13 +32,13 @@ internal static class AdapterFolderFiles
         if (TrainedOnQuantizedCopy(model, recorded))
         {
             // PEFT's usual way to serve a QLoRA adapter: on (or merged into) the 16/32-bit base it was quantised from.
-            Warn($"{dir}: adapter was trained on the {recorded.Scheme} quantised copy of this base; applying it to the dense " +
+            PeftLogging.Warn($"{dir}: adapter was trained on the {recorded.Scheme} quantised copy of this base; applying it to the dense " +
                  $"{model.Dtype.ToString().ToLowerInvariant()} weights (outputs differ from training by the quantisation error; " +
                  "to reproduce training exactly, quantise the base with `peft quantize` and pass that folder as --model)");
             return;
         }
         string msg = $"{dir}: adapter was saved for a different base model ({diff.Count} difference(s): {string.Join("; ", diff.Take(8))}{(diff.Count > 8 ? "; ..." : "")})";
         if (!allowMismatch) throw new InvalidDataException(msg + "; pass --allow-base-mismatch to load it anyway");
-        Warn(msg);
+        PeftLogging.Warn(msg);
     }
 }

@@ -1,5 +1,8 @@
 using TorchSharp;
 using static TorchSharp.torch;
+using static PeftSharp.Memory.ModuleNames.Llama;
+using static PeftSharp.Memory.ModuleNames.Phi3;
+using ModuleNames = PeftSharp.Memory.ModuleNames;
 
 namespace PeftSharp.Models;
 
@@ -25,7 +28,7 @@ internal sealed class Attention : nn.Module<Tensor, Tensor>
     readonly double? _softcap;
     readonly bool _explicitScores;
 
-    public Attention(string prefix, int layer, ModelConfig c, AdapterState state, ScalarType dtype, Func<string, bool> quantized) : base("self_attn")
+    public Attention(string prefix, int layer, ModelConfig c, AdapterState state, ScalarType dtype, Func<string, bool> quantized) : base(ModuleNames.SelfAttn)
     {
         _heads = c.NumHeads; _kvHeads = c.NumKvHeads; _headDim = c.HeadDim;
         _window = c.WindowOf(layer);
@@ -35,18 +38,18 @@ internal sealed class Attention : nn.Module<Tensor, Tensor>
         _explicitScores = _softcap is not null || Math.Abs(_scale * Math.Sqrt(c.HeadDim) - 1) > 1e-12;
         long h = c.HiddenSize, qDim = (long)c.NumHeads * c.HeadDim, kvDim = (long)c.NumKvHeads * c.HeadDim;
         TunableLinear L(string n, long i, long o, bool b) => new($"{prefix}.{n}", i, o, b, state, dtype, quantized($"{prefix}.{n}"));
-        if (c.FusedProjections) qkv_proj = L("qkv_proj", h, qDim + 2 * kvDim, c.QkvBias);
+        if (c.FusedProjections) qkv_proj = L(QkvProj, h, qDim + 2 * kvDim, c.QkvBias);
         else
         {
-            q_proj = L("q_proj", h, qDim, c.QkvBias);
-            k_proj = L("k_proj", h, kvDim, c.QkvBias);
-            v_proj = L("v_proj", h, kvDim, c.QkvBias);
+            q_proj = L(QProj, h, qDim, c.QkvBias);
+            k_proj = L(KProj, h, kvDim, c.QkvBias);
+            v_proj = L(VProj, h, kvDim, c.QkvBias);
         }
-        o_proj = L("o_proj", qDim, h, c.OBias);
+        o_proj = L(OProj, qDim, h, c.OBias);
         if (c.QkNorm)
         {
-            q_norm = new RmsNorm("q_norm", c.HeadDim, c.RmsNormEps, dtype);
-            k_norm = new RmsNorm("k_norm", c.HeadDim, c.RmsNormEps, dtype);
+            q_norm = new RmsNorm(QNorm, c.HeadDim, c.RmsNormEps, dtype);
+            k_norm = new RmsNorm(KNorm, c.HeadDim, c.RmsNormEps, dtype);
         }
         RegisterComponents();
     }
@@ -126,18 +129,18 @@ internal sealed class Mlp : nn.Module<Tensor, Tensor>
     readonly bool _geluTanh;
     readonly long _inter;
 
-    public Mlp(string prefix, ModelConfig c, AdapterState state, ScalarType dtype, Func<string, bool> quantized) : base("mlp")
+    public Mlp(string prefix, ModelConfig c, AdapterState state, ScalarType dtype, Func<string, bool> quantized) : base(ModuleNames.Mlp)
     {
         TunableLinear L(string n, long i, long o) => new($"{prefix}.{n}", i, o, false, state, dtype, quantized($"{prefix}.{n}"));
         _inter = c.IntermediateSize;
         _geluTanh = c.HiddenAct == "gelu_pytorch_tanh";
-        if (c.FusedProjections) gate_up_proj = L("gate_up_proj", c.HiddenSize, 2L * c.IntermediateSize);
+        if (c.FusedProjections) gate_up_proj = L(GateUpProj, c.HiddenSize, 2L * c.IntermediateSize);
         else
         {
-            gate_proj = L("gate_proj", c.HiddenSize, c.IntermediateSize);
-            up_proj = L("up_proj", c.HiddenSize, c.IntermediateSize);
+            gate_proj = L(GateProj, c.HiddenSize, c.IntermediateSize);
+            up_proj = L(UpProj, c.HiddenSize, c.IntermediateSize);
         }
-        down_proj = L("down_proj", c.IntermediateSize, c.HiddenSize);
+        down_proj = L(DownProj, c.IntermediateSize, c.HiddenSize);
         RegisterComponents();
     }
 

@@ -1,5 +1,6 @@
 using TorchSharp;
 using static TorchSharp.torch;
+using ModuleNames = PeftSharp.Memory.ModuleNames;
 
 namespace PeftSharp.Models;
 
@@ -27,8 +28,8 @@ internal sealed class DecoderLayer : nn.Module<Tensor, Tensor>
     {
         Index = index;
         string prefix = $"model.layers.{index}";
-        self_attn = new Attention($"{prefix}.self_attn", index, c, state, dtype, quantized);
-        mlp = new Mlp($"{prefix}.mlp", c, state, dtype, quantized);
+        self_attn = new Attention($"{prefix}.{ModuleNames.SelfAttn}", index, c, state, dtype, quantized);
+        mlp = new Mlp($"{prefix}.{ModuleNames.Mlp}", c, state, dtype, quantized);
         RmsNorm Norm(string name) => new(name, c.HiddenSize, c.RmsNormEps, dtype, plusOne: c.GemmaBlock);
         input_layernorm = Norm("input_layernorm");
         post_attention_layernorm = Norm("post_attention_layernorm");

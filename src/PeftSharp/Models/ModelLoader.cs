@@ -15,9 +15,6 @@ internal sealed record LoadOptions
 /// <summary>Loads a Hugging Face model folder (config.json + safetensors, single or sharded) into a <see cref="CausalLM"/>.</summary>
 internal static class ModelLoader
 {
-    /// <summary>Where non-fatal notices go (base weights holding NaN/Inf).</summary>
-    public static Action<string> Warn { get; set; } = PeftLogging.Warn;
-
     public static CausalLM Load(string folder, LoadOptions? options = null)
     {
         options ??= new LoadOptions();
@@ -88,7 +85,7 @@ internal static class ModelLoader
         }
         // A base is not ours to refuse (it may be deliberate), but silently NaN outputs are worse: say it once per load.
         if (nonFinite.Count > 0)
-            Warn($"{reader.Folder}: {nonFinite.Count} weight tensor(s) hold NaN or infinite values ({string.Join(", ", nonFinite.Take(4))}{(nonFinite.Count > 4 ? ", ..." : "")}); outputs will be NaN where they are used");
+            PeftLogging.Warn($"{reader.Folder}: {nonFinite.Count} weight tensor(s) hold NaN or infinite values ({string.Join(", ", nonFinite.Take(4))}{(nonFinite.Count > 4 ? ", ..." : "")}); outputs will be NaN where they are used");
         if (missing.Count > 0)
             throw new InvalidDataException($"{reader.Folder}: checkpoint is missing {missing.Count} tensor(s): {string.Join(", ", missing.Take(8))}{(missing.Count > 8 ? ", ..." : "")}");
         var unexpected = reader.Names.Where(n => !used.Contains(n) && !Ignorable(n) && !(quantizer?.IsQuantStateKey(n) ?? false)).ToList();

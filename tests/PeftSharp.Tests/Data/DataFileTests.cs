@@ -60,18 +60,17 @@ public class DataFileTests
         Assert.NotNull(tok.UnkId);
         string dir = TestPaths.TempDir(), foreign = Path.Combine(dir, "foreign.jsonl");
         File.WriteAllLines(foreign, Enumerable.Range(0, 8).Select(i => $"{{\"prompt\": \"\u4f60\u597d \u4e16\u754c {i}\", \"completion\": \" \u518d\u89c1 \u670b\u53cb\"}}"));
-        var warnings = new List<string>();
-        var old = TrainingData.Warn;
-        TrainingData.Warn = warnings.Add;
-        try
+        using (var warnings = new CapturedWarnings())
         {
             TrainingData.Load(foreign, tok, 32, packing: false);
-            Assert.Contains("are unknown (<unk>) to the tokenizer", Assert.Single(warnings));
-            Assert.StartsWith($"{foreign}: ", warnings[0]);
-            warnings.Clear();
-            TrainingData.Load(Path.Combine(TrainSettings.DemoDir, "train.jsonl"), tok, 32, packing: false);
-            Assert.Empty(warnings);
+            string w = Assert.Single(warnings.Messages);
+            Assert.Contains("are unknown (<unk>) to the tokenizer", w);
+            Assert.StartsWith($"{foreign}: ", w);
         }
-        finally { TrainingData.Warn = old; }
+        using (var warnings = new CapturedWarnings())
+        {
+            TrainingData.Load(Path.Combine(TrainSettings.DemoDir, "train.jsonl"), tok, 32, packing: false);
+            Assert.Empty(warnings.Messages);
+        }
     }
 }

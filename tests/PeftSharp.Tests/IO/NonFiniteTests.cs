@@ -98,19 +98,17 @@ public class NonFiniteTests
         string model = CopyModel();
         Poison(Path.Combine(model, "model.safetensors"), float.NaN, "model.layers.0.self_attn.q_proj.weight");
         Poison(Path.Combine(model, "model.safetensors"), float.PositiveInfinity, "model.layers.1.mlp.up_proj.weight");
-        var warnings = new List<string>();
-        var old = ModelLoader.Warn;
-        ModelLoader.Warn = warnings.Add;
-        try { ModelLoader.Load(model).Dispose(); }
-        finally { ModelLoader.Warn = old; }
-        var w = Assert.Single(warnings);
-        Assert.Contains("2 weight tensor(s) hold NaN or infinite values (model.layers.0.self_attn.q_proj.weight, model.layers.1.mlp.up_proj.weight)", w);
-
-        warnings.Clear();
-        ModelLoader.Warn = warnings.Add;
-        try { ModelLoader.Load(TestPaths.TinyLlama).Dispose(); }
-        finally { ModelLoader.Warn = old; }
-        Assert.Empty(warnings);
+        using (var warnings = new CapturedWarnings())
+        {
+            ModelLoader.Load(model).Dispose();
+            var w = Assert.Single(warnings.Messages);
+            Assert.Contains("2 weight tensor(s) hold NaN or infinite values (model.layers.0.self_attn.q_proj.weight, model.layers.1.mlp.up_proj.weight)", w);
+        }
+        using (var warnings = new CapturedWarnings())
+        {
+            ModelLoader.Load(TestPaths.TinyLlama).Dispose();
+            Assert.Empty(warnings.Messages);
+        }
     }
 
     [Fact]

@@ -97,16 +97,17 @@ public class PeftAdapterIOTests
         var cfg = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "adapter_config.json")))!.AsObject();
         cfg["some_future_option"] = 3;
         File.WriteAllText(Path.Combine(dir, "adapter_config.json"), cfg.ToJsonString());
-        var warnings = new List<string>();
-        var old = AdapterFolderFiles.Warn;
-        AdapterFolderFiles.Warn = warnings.Add;
-        try
+        using (var warnings = new CapturedWarnings())
         {
             using var model = ModelLoader.Load(TestPaths.TinyLlama);
             PeftAdapterIO.Load(model, dir);
+            Assert.Contains(warnings.Messages, w => w.Contains("some_future_option"));
         }
-        finally { AdapterFolderFiles.Warn = old; }
-        Assert.Contains(warnings, w => w.Contains("some_future_option"));
+
+        // The CLI's logger prints a library warning as one "warning:" line on stderr.
+        var (code, _, err) = CliCapture.Run("generate", "--model", TestPaths.TinyLlama, "--adapter", dir, "--prompt", "hi", "--max-new-tokens", "1");
+        Assert.Equal(0, code);
+        Assert.StartsWith("warning: ", Assert.Single(err.Split('\n'), l => l.Contains("some_future_option")));
     }
 
     [Fact]
@@ -169,12 +170,9 @@ public class PeftAdapterIOTests
         Assert.DoesNotContain("q_proj", e.Message);
         Assert.Contains("--allow-base-mismatch", e.Message);
 
-        var warnings = new List<string>();
-        var old = AdapterFolderFiles.Warn;
-        AdapterFolderFiles.Warn = warnings.Add;
-        try { PeftAdapterIO.Load(model, dir, allowMismatch: true); }
-        finally { AdapterFolderFiles.Warn = old; }
-        Assert.Single(warnings, w => w.Contains("v_proj.weight differs"));
+        using var warnings = new CapturedWarnings();
+        PeftAdapterIO.Load(model, dir, allowMismatch: true);
+        Assert.Single(warnings.Messages, w => w.Contains("v_proj.weight differs"));
     }
 
     [Fact]
@@ -225,9 +223,8 @@ public class PeftAdapterIOTests
         string dir = SaveRandom(Path.Combine(TestPaths.TempDir(), "ad"), new LoraConfig { R = 2, TargetModules = ["q_proj"], InitLoraWeights = LoraInit.False }, out var expected);
         using var model = ModelLoader.Load(TestPaths.TinyLlama);
         LoraInjector.Inject(model, new LoraConfig { R = 8, TargetModules = ["k_proj"], InitLoraWeights = LoraInit.False }, "default", 99);
-        PeftAdapterIO.EntriesHook = entries => entries.Take(1).Append(new SafeTensorEntry("boom", "F32", [4], 16, _ => throw new IOException("disk full")));
-        try { Assert.Throws<IOException>(() => PeftAdapterIO.Save(model, "default", dir)); }
-        finally { PeftAdapterIO.EntriesHook = null; }
+        Assert.Throws<IOException>(() => PeftAdapterIO.Save(model, "default", dir,
+            rewriteEntries: entries => entries.Take(1).Append(new SafeTensorEntry("boom", "F32", [4], 16, _ => throw new IOException("disk full")))));
         Assert.Equal(new[] { "ad" }, Directory.GetFileSystemEntries(Path.GetDirectoryName(dir)!).Select(Path.GetFileName));
         using var fresh = ModelLoader.Load(TestPaths.TinyLlama);
         PeftAdapterIO.Load(fresh, dir);

@@ -1,3 +1,4 @@
+using System.Collections.Frozen;
 using System.Globalization;
 using System.Text;
 
@@ -290,7 +291,8 @@ static class JinjaBuiltins
     static object? Kw(List<object?> args, Dictionary<string, object?> kwargs, int index, string name, object? dflt) =>
         index < args.Count ? args[index] : kwargs.TryGetValue(name, out var v) ? v : dflt;
 
-    public static readonly Dictionary<string, FilterFn> Filters = new()
+    /// <summary>The filters by name; built once and immutable (no registry a caller could change under a running template).</summary>
+    public static readonly FrozenDictionary<string, FilterFn> Filters = new Dictionary<string, FilterFn>
     {
         ["abs"] = (v, _, _) => v switch { long l => (object)Math.Abs(l), double d => Math.Abs(d), _ => throw new JinjaException($"abs of {Values.TypeName(v)}") },
         ["attr"] = (v, a, _) => GetAttribute(v, a.Count > 0 && a[0] is string n ? n : throw new JinjaException("attr needs a name"), 0),
@@ -408,7 +410,7 @@ static class JinjaBuiltins
         ["dictsort"] = (v, _, _) => v is Dictionary<string, object?> d
             ? d.OrderBy(p => p.Key.ToLowerInvariant(), StringComparer.Ordinal).Select(p => (object?)new List<object?> { p.Key, p.Value }).ToList()
             : throw new JinjaException($"dictsort expects a mapping, got {Values.TypeName(v)}"),
-    };
+    }.ToFrozenDictionary();
 
     static object? Default(object? v, List<object?> a, Dictionary<string, object?> k)
     {
@@ -462,7 +464,8 @@ static class JinjaBuiltins
 
     // ---- tests ----
 
-    public static readonly Dictionary<string, Func<object?, List<object?>, bool>> Tests = new()
+    /// <summary>The tests (`is NAME`) by name; built once and immutable, as <see cref="Filters"/>.</summary>
+    public static readonly FrozenDictionary<string, Func<object?, List<object?>, bool>> Tests = new Dictionary<string, Func<object?, List<object?>, bool>>
     {
         ["defined"] = (v, _) => v is not Undefined,
         ["undefined"] = (v, _) => v is Undefined,
@@ -494,7 +497,7 @@ static class JinjaBuiltins
         ["lower"] = (v, _) => v is string s && s.ToLowerInvariant() == s,
         ["upper"] = (v, _) => v is string s && s.ToUpperInvariant() == s,
         ["sameas"] = (v, a) => a.Count > 0 && (v is null && a[0] is null || v is bool b && a[0] is bool c && b == c || ReferenceEquals(v, a[0])),
-    };
+    }.ToFrozenDictionary();
 
     public static bool ApplyTest(string name, object? value, List<object?> args, int line) =>
         Tests.TryGetValue(name, out var t) ? t(value, args) : throw new JinjaUnsupportedException($"test 'is {name}'", line);

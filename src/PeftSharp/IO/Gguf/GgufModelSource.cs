@@ -276,7 +276,7 @@ internal static class GgufModelSource
             }
         }
         if (nonFinite.Count > 0)
-            ModelLoader.Warn($"{r.Path}: {nonFinite.Count} weight tensor(s) hold NaN or infinite values ({string.Join(", ", nonFinite.Take(4))}); outputs will be NaN where they are used");
+            PeftLogging.Warn($"{r.Path}: {nonFinite.Count} weight tensor(s) hold NaN or infinite values ({string.Join(", ", nonFinite.Take(4))}); outputs will be NaN where they are used");
         var unexpected = r.Tensors.Select(t => t.Name).Where(n => !used.Contains(n) && n != "rope_freqs.weight").ToList();
         if (unexpected.Count > 0)
             throw Bad(r, $"has {unexpected.Count} tensor(s) this {c.ModelType} model does not use: {string.Join(", ", unexpected.Take(8))}");

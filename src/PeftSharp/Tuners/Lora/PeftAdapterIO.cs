@@ -15,22 +15,22 @@ namespace PeftSharp.Tuners.Lora;
 /// </summary>
 internal static class PeftAdapterIO
 {
-    /// <summary>Test seam: rewrites the tensor entries just before they are written.</summary>
-    internal static Func<IEnumerable<SafeTensorEntry>, IEnumerable<SafeTensorEntry>>? EntriesHook { get; set; }
-
     /// <param name="model">The model the LoRA adapter is attached to.</param>
     /// <param name="adapterName">Which of its LoRA adapters to save.</param>
     /// <param name="dir">The adapter folder to write (adapter_config.json + adapter_model.safetensors).</param>
     /// <param name="recordedBase">The base to record instead of the loaded model's (a 16-bit compute run records its
     /// checkpoint's fp32 fingerprint: <see cref="BaseFingerprint.OfCheckpointInFp32"/>).</param>
-    public static void Save(CausalLM model, string adapterName, string dir, BaseFingerprint? recordedBase = null)
+    /// <param name="rewriteEntries">Rewrites the tensor entries just before they are written (tests inject a failing
+    /// write with it; a parameter, so a test's fault reaches only its own save).</param>
+    public static void Save(CausalLM model, string adapterName, string dir, BaseFingerprint? recordedBase = null,
+        Func<IEnumerable<SafeTensorEntry>, IEnumerable<SafeTensorEntry>>? rewriteEntries = null)
     {
         var adapter = LoraModel.Of(model).Get(adapterName);
         IEnumerable<SafeTensorEntry> entries = adapter.PeftNamedParameters()
             .OrderBy(p => p.Key, StringComparer.Ordinal)
             .Select(p => SafeTensorEntry.FromTensor(p.Key, p.Param.detach()))
             .ToList();
-        if (EntriesHook is { } hook) entries = hook(entries);
+        if (rewriteEntries is not null) entries = rewriteEntries(entries);
         AdapterFolderWriter.Write(dir, adapter.Config.ToJson(),
             recordedBase?.Restrict(adapter.Layers.Keys) ?? BaseFingerprint.Compute(model, adapter.Layers.Keys), entries);
     }
@@ -45,7 +45,7 @@ internal static class PeftAdapterIO
         if (!Directory.Exists(dir)) throw new DirectoryNotFoundException($"{dir}: adapter folder not found");
         if (!File.Exists(path)) throw new FileNotFoundException($"{path}: not found (not a PEFT adapter folder)", path);
         var raw = JsonFile.ReadObject(path);
-        var cfg = LoraConfig.FromJson(raw, path, AdapterFolderFiles.Warn);
+        var cfg = LoraConfig.FromJson(raw, path, PeftLogging.Warn);
         return new AdapterFolder(dir, cfg, raw[BaseFingerprint.ConfigKey] is JsonObject fp ? BaseFingerprint.FromJson(fp, path) : null);
     }
 
