@@ -103,9 +103,7 @@ sealed class RunningBatch(CausalLM model) : IDisposable
             var keep = new List<int>();
             for (int r = 0; r < n; r++)
             {
-                Interlocked.Increment(ref _tokens);
-                var job = jobs[r];
-                if (!(job.Emit(first[r]) || (job.Prompt.Count + 1 >= _context && job.Finish("length")))) keep.Add(r);
+                if (!Emit(jobs[r], first[r], jobs[r].Prompt.Count)) keep.Add(r);
             }
             if (keep.Count == 0) return;
             if (keep.Count < n)
@@ -113,9 +111,8 @@ sealed class RunningBatch(CausalLM model) : IDisposable
                 cache.SelectRows(keep.Select(r => (long)r).ToArray());
                 cache.TrimLeft(longest - keep.Max(r => jobs[r].Prompt.Count));
             }
-            if (_cache is null) { _cache = cache; cache = null; }
-            else _cache.AppendRows(cache);
-            foreach (int r in keep) _rows.Add(new Row(jobs[r], jobs[r].Prompt.Count, first[r].Id));
+            Join(keep.Select(r => new Row(jobs[r], jobs[r].Prompt.Count, first[r].Id)), cache);
+            cache = null;
         }
         catch (Exception e)
         {
@@ -144,7 +141,7 @@ sealed class RunningBatch(CausalLM model) : IDisposable
         }
         // Joined even when the step fails, so the scheduler's FailAll ends them too.
         try { if (_rows.Count > 0) Decode(); }
-        finally { foreach (var (row, cache) in recomputed) Join(row, cache); }
+        finally { foreach (var (row, cache) in recomputed) Join([row], cache); }
     }
 
     /// <summary>
@@ -170,20 +167,29 @@ sealed class RunningBatch(CausalLM model) : IDisposable
             row.Length = row.Sequence.Count;
             row.Next = token.Id;
             row.Sequence.Add(token.Id);
-            Interlocked.Increment(ref _tokens);
-            if (!(row.Job.Emit(token) || (row.Length + 1 >= _context && row.Job.Finish("length")))) { var kept = cache; cache = null; return kept; }
+            if (!Emit(row.Job, token, row.Length)) { var kept = cache; cache = null; return kept; }
         }
         catch (Exception e) { row.Job.Fail(e); }
         finally { cache?.Dispose(); }
         return null;
     }
 
-    /// <summary>Adds a row with its own one-row cache after the running rows (the caches' left padding lines them up).</summary>
-    void Join(Row row, KvCache cache)
+    /// <summary>Adds rows, with their own cache (which this takes over), after the running rows (left padding lines the caches up).</summary>
+    void Join(IEnumerable<Row> rows, KvCache cache)
     {
         if (_cache is null) _cache = cache;
         else { _cache.AppendRows(cache); cache.Dispose(); }
-        _rows.Add(row);
+        _rows.AddRange(rows);
+    }
+
+    /// <summary>
+    /// Sends a job its token; true when the job is finished: a stop id, max tokens, or the context full (the row's
+    /// sequence is its <paramref name="cached"/> slots and this token).
+    /// </summary>
+    bool Emit(GenerationJob job, GeneratedToken token, int cached)
+    {
+        Interlocked.Increment(ref _tokens);
+        return job.Emit(token) || (cached + 1 >= _context && job.Finish("length"));
     }
 
     void Decode()
@@ -208,9 +214,7 @@ sealed class RunningBatch(CausalLM model) : IDisposable
                 row.Length++;
                 row.Next = next;
                 row.Sequence.Add(next);
-                Interlocked.Increment(ref _tokens);
-                // The row's sequence is its row.Length cached slots and the token just generated.
-                done[r] = row.Job.Emit(WithLogprobs(row.Job, next, logits[r, 0])) || (row.Length + 1 >= _context && row.Job.Finish("length"));
+                done[r] = Emit(row.Job, WithLogprobs(row.Job, next, logits[r, 0]), row.Length);
             }
         }
         Keep(Enumerable.Range(0, _rows.Count).Where(r => !done[r]).ToList());
