@@ -55,14 +55,14 @@ internal static class GenerationEndpoint
             if (http.RequestAborted.IsCancellationRequested) return;
             await EndpointIo.Event(http, Chunk(last, text.FinishReason(job), text.TakeLogprobs(final: true)));
             if (req.IncludeUsage)
-                await EndpointIo.Event(http, OpenAiResponses.UsageChunk(id, created, model, chat, OpenAiResponses.Usage(prompt.Length, job.Generated)));
+                await EndpointIo.Event(http, OpenAiResponses.UsageChunk(id, created, model, chat, OpenAiResponses.Usage(prompt.Length, text.CompletionTokens)));
             await EndpointIo.Done(http);
             return;
         }
         await foreach (var tok in job.Tokens.ReadAllAsync(CancellationToken.None)) text.Push(tok, cts);
         text.Flush();
         if (http.RequestAborted.IsCancellationRequested) return;
-        var usage = OpenAiResponses.Usage(prompt.Length, job.Generated);
+        var usage = OpenAiResponses.Usage(prompt.Length, text.CompletionTokens);
         var logprobs = Logprobs(text.TakeLogprobs(final: true));
         await EndpointIo.Json(http, 200, chat ? OpenAiResponses.Chat(id, created, model, text.Text, text.FinishReason(job), usage, logprobs)
             : OpenAiResponses.Completion(id, created, model, echo + text.Text, text.FinishReason(job), usage, logprobs));
@@ -111,10 +111,19 @@ internal static class GenerationEndpoint
 
         public string Text => _out.ToString();
 
+        /// <summary>
+        /// usage.completion_tokens: the tokens up to and including the stop id or the one whose text completes a stop
+        /// string (as PeftModel.GenerateUpdates counts). Not the job's count: the worker has decoded more tokens by the
+        /// time the cancelled row leaves the batch.
+        /// </summary>
+        public int CompletionTokens { get; private set; }
+
         public string Push(GeneratedToken tok, CancellationTokenSource cancelRow)
         {
             int id = tok.Id;
-            if (_stop.Stopped || stopIds.Contains(id)) return "";
+            if (_stop.Stopped) return "";
+            CompletionTokens++;
+            if (stopIds.Contains(id)) return "";
             if (tok.Top is { } top)
             {
                 string piece = s.Decode([id]);

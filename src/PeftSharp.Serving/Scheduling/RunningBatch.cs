@@ -18,6 +18,8 @@ sealed class RunningBatch(CausalLM model) : IDisposable
         public GenerationJob Job = job;
         public int Length = length;   // real (unpadded) slots in the cache
         public int Next = next;       // the token to feed at the next step
+        // Prompt and generated ids (Next last): what a recomputation of the row (longrope's switch) feeds.
+        public readonly List<int> Sequence = [.. job.Prompt, next];
     }
 
     readonly List<Row> _rows = new();
@@ -101,9 +103,7 @@ sealed class RunningBatch(CausalLM model) : IDisposable
             var keep = new List<int>();
             for (int r = 0; r < n; r++)
             {
-                Interlocked.Increment(ref _tokens);
-                var job = jobs[r];
-                if (!(job.Emit(first[r]) || (job.Prompt.Count + 1 >= _context && job.Finish("length")))) keep.Add(r);
+                if (!Emit(jobs[r], first[r], jobs[r].Prompt.Count)) keep.Add(r);
             }
             if (keep.Count == 0) return;
             if (keep.Count < n)
@@ -111,9 +111,8 @@ sealed class RunningBatch(CausalLM model) : IDisposable
                 cache.SelectRows(keep.Select(r => (long)r).ToArray());
                 cache.TrimLeft(longest - keep.Max(r => jobs[r].Prompt.Count));
             }
-            if (_cache is null) { _cache = cache; cache = null; }
-            else _cache.AppendRows(cache);
-            foreach (int r in keep) _rows.Add(new Row(jobs[r], jobs[r].Prompt.Count, first[r].Id));
+            Join(keep.Select(r => new Row(jobs[r], jobs[r].Prompt.Count, first[r].Id)), cache);
+            cache = null;
         }
         catch (Exception e)
         {
@@ -122,11 +121,79 @@ sealed class RunningBatch(CausalLM model) : IDisposable
         finally { cache?.Dispose(); }
     }
 
-    /// <summary>One decode step for every row; finished and cancelled rows leave.</summary>
+    /// <summary>
+    /// One decode step for every row; finished and cancelled rows leave. A row whose sequence passes Phi-3 longrope's
+    /// original_max_position_embeddings at this step is recomputed alone instead (<see cref="Recompute"/>) and
+    /// rejoins after the step.
+    /// </summary>
     public void Step()
     {
         DropCancelled();
         if (_rows.Count == 0) return;
+        var stale = Enumerable.Range(0, _rows.Count).Where(r => model.CacheGoesStale(_rows[r].Length, 1)).ToList();
+        var recomputed = new List<(Row Row, KvCache Cache)>();
+        if (stale.Count > 0)
+        {
+            var staleRows = stale.Select(r => _rows[r]).ToList();
+            Keep(Enumerable.Range(0, _rows.Count).Except(stale).ToList());
+            foreach (var row in staleRows)
+                if (Recompute(row) is { } cache) recomputed.Add((row, cache));
+        }
+        // Joined even when the step fails, so the scheduler's FailAll ends them too.
+        try { if (_rows.Count > 0) Decode(); }
+        finally { foreach (var (row, cache) in recomputed) Join([row], cache); }
+    }
+
+    /// <summary>
+    /// Phi-3 longrope: the row's cached keys were rotated with the short factors, and from this step on its positions
+    /// need the long ones. As TextGenerator does (after transformers' Phi3ForCausalLM.prepare_inputs_for_generation,
+    /// which drops the cache at the switch), the row's whole sequence is run again, alone, so every key is rotated
+    /// with the long factors, and the next token comes from that forward. Returns the row's new cache, or null when
+    /// the row finished (or failed) with this token.
+    /// </summary>
+    KvCache? Recompute(Row row)
+    {
+        var cache = new KvCache(model.Config.NumLayers);
+        try
+        {
+            GeneratedToken token;
+            using (var scope = NewDisposeScope())
+            using (no_grad())
+            {
+                var ids = tensor(row.Sequence.Select(i => (long)i).ToArray(), ScalarType.Int64, model.Device).unsqueeze(0);
+                var logits = Forward(ids, cache, null, [row.Job.Adapter]);   // [1, 1, V]
+                token = WithLogprobs(row.Job, row.Job.Sampler.Next(logits[0, -1]), logits[0, -1]);
+            }
+            row.Length = row.Sequence.Count;
+            row.Next = token.Id;
+            row.Sequence.Add(token.Id);
+            if (!Emit(row.Job, token, row.Length)) { var kept = cache; cache = null; return kept; }
+        }
+        catch (Exception e) { row.Job.Fail(e); }
+        finally { cache?.Dispose(); }
+        return null;
+    }
+
+    /// <summary>Adds rows, with their own cache (which this takes over), after the running rows (left padding lines the caches up).</summary>
+    void Join(IEnumerable<Row> rows, KvCache cache)
+    {
+        if (_cache is null) _cache = cache;
+        else { _cache.AppendRows(cache); cache.Dispose(); }
+        _rows.AddRange(rows);
+    }
+
+    /// <summary>
+    /// Sends a job its token; true when the job is finished: a stop id, max tokens, or the context full (the row's
+    /// sequence is its <paramref name="cached"/> slots and this token).
+    /// </summary>
+    bool Emit(GenerationJob job, GeneratedToken token, int cached)
+    {
+        Interlocked.Increment(ref _tokens);
+        return job.Emit(token) || (cached + 1 >= _context && job.Finish("length"));
+    }
+
+    void Decode()
+    {
         long slots = _cache!.Length + 1;
         var mask = new long[_rows.Count * slots];
         for (int r = 0; r < _rows.Count; r++)
@@ -146,9 +213,8 @@ sealed class RunningBatch(CausalLM model) : IDisposable
                 int next = row.Job.Options.IsPlainGreedy ? (int)greedy[r] : row.Job.Sampler.Next(logits[r, 0]);
                 row.Length++;
                 row.Next = next;
-                Interlocked.Increment(ref _tokens);
-                // The row's sequence is its row.Length cached slots and the token just generated.
-                done[r] = row.Job.Emit(WithLogprobs(row.Job, next, logits[r, 0])) || (row.Length + 1 >= _context && row.Job.Finish("length"));
+                row.Sequence.Add(next);
+                done[r] = Emit(row.Job, WithLogprobs(row.Job, next, logits[r, 0]), row.Length);
             }
         }
         Keep(Enumerable.Range(0, _rows.Count).Where(r => !done[r]).ToList());

@@ -123,6 +123,21 @@ public class CompletionTests
         Assert.Equal(200, status);
         Assert.Equal(full[..cut], body["choices"]![0]!["text"]!.GetValue<string>());
         Assert.Equal("stop", body["choices"]![0]!["finish_reason"]!.GetValue<string>());
+
+        // usage counts the tokens up to the one completing the stop string, as PeftModel's own generation does, though
+        // the batch worker has decoded further before the row left; streamed (include_usage) or not.
+        using var model = PeftModel.FromPretrained(TestPaths.TinyLlama, adapter: ServingHarness.LoraFixture, adapterName: "lora");
+        var last = model.GenerateUpdates(h.Encode("hello"), new GenerationOptions { MaxNewTokens = 20, StopSequences = [stop] }).Last();
+        Assert.Equal(GenerationFinishReason.Stop, last.FinishReason);
+        Assert.True(last.OutputTokens < 20, $"the stop should end generation early ({last.OutputTokens} tokens)");
+        Assert.Equal(last.OutputTokens, body["usage"]!["completion_tokens"]!.GetValue<int>());
+        Assert.Equal(last.InputTokens, body["usage"]!["prompt_tokens"]!.GetValue<int>());
+        var events = await Sse.Read(h.Http, "v1/completions", new JsonObject
+        {
+            ["model"] = "lora", ["prompt"] = "hello", ["max_tokens"] = 20, ["temperature"] = 0, ["stop"] = stop,
+            ["stream"] = true, ["stream_options"] = new JsonObject { ["include_usage"] = true },
+        });
+        Assert.Equal(last.OutputTokens, JsonNode.Parse(events[^2])!["usage"]!["completion_tokens"]!.GetValue<int>());
     }
 
     [Fact]

@@ -80,5 +80,12 @@ public class ExtensionsAiClientTests
         Assert.Equal(own.Text, served.Text);
         Assert.Equal(ChatFinishReason.Stop, served.FinishReason);
         Assert.Equal(ChatFinishReason.Stop, own.FinishReason);
+        // Both count the tokens up to the one completing the stop (the server's worker has decoded further by then).
+        Assert.True(own.Usage?.OutputTokenCount < 12, $"the stop should end generation early ({own.Usage?.OutputTokenCount} tokens)");
+        Assert.Equal(own.Usage?.OutputTokenCount, served.Usage?.OutputTokenCount);
+        Assert.Equal(own.Usage?.TotalTokenCount, served.Usage?.TotalTokenCount);
+        ChatResponse streamedStop = await chat.GetStreamingResponseAsync(Conversation, stopOptions).ToChatResponseAsync();
+        Assert.Equal(own.Text, streamedStop.Text);
+        Assert.Equal(own.Usage?.OutputTokenCount, streamedStop.Usage?.OutputTokenCount);
     }
 }

@@ -9,7 +9,7 @@ using PeftSharp.Tuners.Lora;
 
 namespace PeftSharp.Tests.Serving;
 
-/// <summary>Starts a real server on 127.0.0.1 (free port) over the tiny-llama fixture and talks HTTP to it.</summary>
+/// <summary>Starts a real server on 127.0.0.1 (free port) over the tiny-llama fixture (or another model folder) and talks HTTP to it.</summary>
 public sealed class ServingHarness : IAsyncDisposable
 {
     public CausalLM Model { get; }
@@ -19,16 +19,18 @@ public sealed class ServingHarness : IAsyncDisposable
     /// <summary>What the server logged (the harness captures logs instead of writing them to the test console).</summary>
     public CapturedLogs Logs { get; } = new();
 
-    ServingHarness()
+    ServingHarness(string modelDir)
     {
-        Model = ModelLoader.Load(TestPaths.TinyLlama, new LoadOptions());
-        Tokenizer = TextTokenizer.FromFolder(TestPaths.TinyLlama, Model.Config);
+        Model = ModelLoader.Load(modelDir, new LoadOptions());
+        Tokenizer = TextTokenizer.FromFolder(modelDir, Model.Config);
     }
 
-    public static async Task<ServingHarness> Start(ServerOptions? options = null)
+    /// <param name="modelDir">The base model folder (default: the tiny-llama fixture).</param>
+    /// <param name="servedName">The base's name in requests.</param>
+    public static async Task<ServingHarness> Start(ServerOptions? options = null, string? modelDir = null, string servedName = "tiny-llama")
     {
-        var h = new ServingHarness();
-        h.Server = await PeftServer.StartAsync(h.Model, h.Tokenizer, "tiny-llama",
+        var h = new ServingHarness(modelDir ?? TestPaths.TinyLlama);
+        h.Server = await PeftServer.StartAsync(h.Model, h.Tokenizer, servedName,
             (options ?? new()) with { Host = "127.0.0.1", Port = 0, LoggerProviders = [h.Logs] }, new PeftAdapterLoader());
         h.Http = new HttpClient { BaseAddress = h.Server.BaseAddress, Timeout = TimeSpan.FromSeconds(60) };
         return h;
