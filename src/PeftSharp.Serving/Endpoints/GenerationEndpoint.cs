@@ -102,7 +102,7 @@ internal static class GenerationEndpoint
     /// <summary>Generated ids → text deltas: stop ids end the text, partial UTF-8 is held back (<see cref="TextStreamer"/>), stop strings cut it.</summary>
     sealed class TextAssembler(ServerState s, IReadOnlyCollection<int> stopIds, string[] stops, IReadOnlyList<int> prompt, bool wantLogprobs)
     {
-        readonly TextStreamer _streamer = new(s.Decode, prompt);
+        readonly TextStreamer _streamer = s.Streamer(prompt);
         readonly StopMatcher _stop = new(stops);
         readonly System.Text.StringBuilder _out = new();
         // Log probabilities of the tokens pushed so far (each with where its text starts), and how many were sent.

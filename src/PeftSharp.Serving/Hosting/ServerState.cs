@@ -30,4 +30,7 @@ internal sealed class ServerState(ModelConfig config, TextTokenizer tokenizer, B
     // The native tokenizer is not documented as thread-safe; requests are cheap to serialise here.
     public int[] Encode(string text, bool addSpecialTokens = false) { lock (_tokLock) return tokenizer.Encode(text, addSpecialTokens); }
     public string Decode(IReadOnlyList<int> ids) { lock (_tokLock) return tokenizer.Decode(ids); }
+    /// <summary>A streamer of generated text after <paramref name="prompt"/> whose window decodes take the tokenizer's lock.</summary>
+    public Generation.TextStreamer Streamer(IReadOnlyList<int> prompt) =>
+        new(ids => { lock (_tokLock) return tokenizer.Decode(ids, cleanUpSpaces: false); }, prompt, tokenizer.CleanUpTokenizationSpaces);
 }

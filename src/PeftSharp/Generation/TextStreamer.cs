@@ -11,8 +11,12 @@ namespace PeftSharp.Generation;
 /// context's text. The context is why a SentencePiece "▁were" keeps its space after "Tom" (a decoder strips the
 /// leading space of a text's first token only). Text ending in U+FFFD (a character whose bytes have not all arrived)
 /// is held back until a later token completes it; <see cref="Flush"/> sends whatever is left, as a full decode gives it.
-/// The decode function turns ids into text skipping special tokens (the server passes one that serialises access to
-/// its tokenizer); the context is the prompt's ids.
+/// The decode function turns ids into text skipping special tokens, without clean-up (the server passes one that
+/// serialises access to its tokenizer); the context is the prompt's ids. Where the tokenizer cleans up tokenization
+/// spaces (HF's clean_up_tokenization: " ." to "." and so on), the streamer cleans the joined text itself, holding back
+/// a trailing space (or " n", " '", ...) until the next piece decides it: at the cuts <see cref="TokenizationSpaces.SafeCut"/>
+/// finds, the clean-up of the whole is the clean-ups of the pieces joined, so the streamed text is exactly the full
+/// decode's continuation.
 /// </summary>
 internal sealed class TextStreamer
 {
@@ -25,8 +29,11 @@ internal sealed class TextStreamer
     int _prefix;          // first id of the decode window (context already emitted)
     int _read;            // first id whose text has not been emitted
     string _prefixText;   // decode(ids[_prefix.._read])
+    readonly bool _cleanUp;
+    string _held = "";    // decoded text after the last safe cut whose clean-up is not shown yet
+    int _skip;            // leading characters of cleaned text that are the prompt's (its held tail), not to show
 
-    public TextStreamer(Func<IReadOnlyList<int>, string> decode, IReadOnlyList<int>? context = null)
+    public TextStreamer(Func<IReadOnlyList<int>, string> decode, IReadOnlyList<int>? context = null, bool cleanUpSpaces = false)
     {
         _decode = decode;
         if (context is not null) _ids.AddRange(context);
@@ -40,9 +47,18 @@ internal sealed class TextStreamer
             _prefix = Math.Max(0, _prefix - ContextIds);
             _prefixText = Window(_prefix, _read);
         }
+        _cleanUp = cleanUpSpaces;
+        // The prompt's own unfinished tail (say "x ") waits with the first generated text: "x ." cleans to "x.", and the
+        // continuation after decode(prompt) = "x " is then "" as a full decode slices it.
+        if (_cleanUp)
+        {
+            _held = _prefixText[TokenizationSpaces.SafeCut(_prefixText)..];
+            _skip = TokenizationSpaces.CleanUp(_held).Length;
+        }
     }
 
-    public TextStreamer(TextTokenizer tokenizer, IReadOnlyList<int>? context = null) : this(tokenizer.Decode, context) { }
+    public TextStreamer(TextTokenizer tokenizer, IReadOnlyList<int>? context = null)
+        : this(ids => tokenizer.Decode(ids, cleanUpSpaces: false), context, tokenizer.CleanUpTokenizationSpaces) { }
 
     /// <summary>All text emitted so far (after <see cref="Flush"/>, the whole continuation).</summary>
     public string Text => _text.ToString();
@@ -52,21 +68,37 @@ internal sealed class TextStreamer
         _ids.Add(id);
         string text = Window(_prefix, _ids.Count);
         if (text.Length <= _prefixText.Length || text.EndsWith('\uFFFD')) return "";
-        return Emit(text);
+        return Show(Emit(text), final: false);
     }
 
     /// <summary>At the end of generation: text still held back (an unfinished character decodes as U+FFFD).</summary>
     public string Flush()
     {
-        if (_read == _ids.Count) return "";
-        string text = Window(_prefix, _ids.Count);
-        return text.Length > _prefixText.Length ? Emit(text) : "";
+        string text = _read == _ids.Count ? "" : Window(_prefix, _ids.Count);
+        return Show(text.Length > _prefixText.Length ? Emit(text) : "", final: true);
     }
 
+    /// <summary>The text a decoded delta adds to what is shown: itself, or with clean-up what of it is now certain.</summary>
+    string Show(string delta, bool final)
+    {
+        if (_cleanUp)
+        {
+            _held += delta;
+            int cut = final ? _held.Length : TokenizationSpaces.SafeCut(_held);
+            delta = TokenizationSpaces.CleanUp(_held[..cut]);
+            _held = _held[cut..];
+            int skipped = Math.Min(_skip, delta.Length);
+            delta = delta[skipped..];
+            _skip -= skipped;
+        }
+        _text.Append(delta);
+        return delta;
+    }
+
+    /// <summary>The decoded text the window gained (no clean-up); moves the window on.</summary>
     string Emit(string windowText)
     {
         string delta = windowText[_prefixText.Length..];
-        _text.Append(delta);
         // The ids just emitted become the next context, unless they decode to nothing on their own (special
         // tokens): then the window keeps its start and grows by them.
         string next = Window(_read, _ids.Count);

@@ -35,6 +35,13 @@ static class SpecialTokenPolicy
         return (bos, eos);
     }
 
+    /// <summary>A true/false field of the tokenizer_config.json beside <paramref name="tokenizerPath"/>; <paramref name="fallback"/> when the file or field is absent.</summary>
+    public static bool ConfigFlag(string tokenizerPath, string field, bool fallback)
+    {
+        string configPath = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(tokenizerPath))!, "tokenizer_config.json");
+        return File.Exists(configPath) ? Flag(JsonFile.ReadObject(configPath), field, fallback, configPath) : fallback;
+    }
+
     static bool Flag(JsonObject? config, string field, bool fallback, string path) => config?[field] switch
     {
         null => fallback,

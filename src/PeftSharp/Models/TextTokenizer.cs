@@ -12,7 +12,8 @@ namespace PeftSharp.Models;
 /// joined, and with addSpecialTokens wraps the text in <see cref="Prefix"/>/<see cref="Suffix"/>: the special tokens
 /// HF's tokenizer(text) adds by default (post-processor and tokenizer_config.json's add_bos_token/add_eos_token, see
 /// <see cref="SpecialTokenPolicy"/>). Training, eval, generate and serve all start a text with that prefix.
-/// <see cref="Decode"/> skips special tokens.
+/// <see cref="Decode(IEnumerable{int})"/> skips special tokens and, where tokenizer_config.json sets clean_up_tokenization_spaces (Llama
+/// 3/3.1 do), removes the spaces before punctuation and contractions as HF's decode does (<see cref="TokenizationSpaces"/>).
 /// </summary>
 public sealed class TextTokenizer : IDisposable
 {
@@ -37,6 +38,13 @@ public sealed class TextTokenizer : IDisposable
     internal GenerationConfig Generation { get; }
     // What tokenizer.json's own post-processor adds (the native encoder always adds it; Encode strips it).
     readonly int[] _nativePrefix, _nativeSuffix;
+
+    /// <summary>
+    /// tokenizer_config.json's clean_up_tokenization_spaces: whether <see cref="Decode(IEnumerable{int})"/> applies HF's clean_up_tokenization.
+    /// A missing key (or no tokenizer_config.json) is false, as in Python transformers since 4.45 (and LlamaTokenizer
+    /// before); transformers.js would take it as true.
+    /// </summary>
+    internal bool CleanUpTokenizationSpaces { get; }
 
     /// <summary>The id the model emits for text its vocabulary cannot spell (&lt;unk&gt;), or null when it has none (byte-level BPE).</summary>
     public int? UnkId { get; }
@@ -75,6 +83,7 @@ public sealed class TextTokenizer : IDisposable
         UnkId = UnknownTokenId(root["model"] as JsonObject, added);
         (_nativePrefix, _nativeSuffix) = PostProcessorTokens(root["post_processor"], added);
         (Prefix, Suffix) = SpecialTokenPolicy.Resolve(root, (_nativePrefix, _nativeSuffix), added, path);
+        CleanUpTokenizationSpaces = SpecialTokenPolicy.ConfigFlag(path, "clean_up_tokenization_spaces", fallback: false);
 
         try { _tok = new Tokenizers.DotNet.Tokenizer(vocabPath: path); }
         catch (Tokenizers.DotNet.TokenizerException e) { throw new InvalidDataException($"{path}: tokenizer failed to load ({e.Message})"); }
@@ -123,8 +132,21 @@ public sealed class TextTokenizer : IDisposable
     internal IReadOnlySet<int> StopIds(ModelConfig config) =>
         config.EosTokenIds.Concat(Generation.EosTokenIds).Concat(EosId is int e ? [e] : []).ToHashSet();
 
-    /// <summary>The text of <paramref name="ids"/>, special tokens skipped (HF's decode with skip_special_tokens=True).</summary>
-    public string Decode(IEnumerable<int> ids) => _tok.Decode(ids.Select(i => (uint)i).ToArray());
+    /// <summary>
+    /// The text of <paramref name="ids"/>, special tokens skipped, as HF's decode(ids, skip_special_tokens=True) gives it
+    /// (with clean_up_tokenization when tokenizer_config.json enables it).
+    /// </summary>
+    public string Decode(IEnumerable<int> ids) => Decode(ids, CleanUpTokenizationSpaces);
+
+    /// <summary>
+    /// Decode, with the clean-up as asked: <see cref="TextStreamer"/> decodes windows without it and cleans the
+    /// joined text itself, since the clean-up spans token boundaries (" ." may come as two tokens).
+    /// </summary>
+    internal string Decode(IEnumerable<int> ids, bool cleanUpSpaces)
+    {
+        string text = _tok.Decode(ids.Select(i => (uint)i).ToArray());
+        return cleanUpSpaces ? TokenizationSpaces.CleanUp(text) : text;
+    }
 
     /// <summary>Frees the native tokenizer.</summary>
     public void Dispose() => _tok.Dispose();
