@@ -126,8 +126,8 @@ internal static class GenerationEndpoint
             if (stopIds.Contains(id)) return "";
             if (tok.Top is { } top)
             {
-                string piece = s.Decode([id]);
-                _logprobs.Add(new TokenLogprob(piece, tok.Logprob, _tokenChars, top.Select(t => (s.Decode([t.Id]), t.Logprob)).ToArray()));
+                string piece = s.TokenText(id);
+                _logprobs.Add(new TokenLogprob(piece, tok.Logprob, _tokenChars, top.Select(t => (s.TokenText(t.Id), t.Logprob)).ToArray()));
                 _tokenChars += piece.Length;
             }
             string delta = _stop.Push(_streamer.Push(id));

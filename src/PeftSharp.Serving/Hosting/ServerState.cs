@@ -30,6 +30,8 @@ internal sealed class ServerState(ModelConfig config, TextTokenizer tokenizer, B
     // The native tokenizer is not documented as thread-safe; requests are cheap to serialise here.
     public int[] Encode(string text, bool addSpecialTokens = false) { lock (_tokLock) return tokenizer.Encode(text, addSpecialTokens); }
     public string Decode(IReadOnlyList<int> ids) { lock (_tokLock) return tokenizer.Decode(ids); }
+    /// <summary>One token's own text, without clean_up_tokenization_spaces (a " ," token stays " ,"), as logprobs report it.</summary>
+    public string TokenText(int id) { lock (_tokLock) return tokenizer.Decode([id], cleanUpSpaces: false); }
     /// <summary>A streamer of generated text after <paramref name="prompt"/> whose window decodes take the tokenizer's lock.</summary>
     public Generation.TextStreamer Streamer(IReadOnlyList<int> prompt) =>
         new(ids => { lock (_tokLock) return tokenizer.Decode(ids, cleanUpSpaces: false); }, prompt, tokenizer.CleanUpTokenizationSpaces);
