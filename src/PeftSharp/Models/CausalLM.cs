@@ -114,8 +114,7 @@ public sealed class CausalLM : nn.Module<Tensor, Tensor>
         }
         else
         {
-            // The same positions in every row: one row of rotary tables, broadcast over the batch.
-            positions = arange(past, past + t, ScalarType.Int64, h.device).unsqueeze(0);
+            positions = arange(past, past + t, ScalarType.Int64, h.device).unsqueeze(0).expand(b, t);
             if (past > 0 && t > 1) mask = AttentionMask.Build(ones(b, past + t, ScalarType.Int64, h.device), t, past, h.dtype);
         }
         // A window only changes anything once some query has more than window slots at or before it.

@@ -27,13 +27,15 @@ internal sealed class RmsNorm : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor x)
     {
         using var profile = ForwardProfiler.Measure("rmsnorm");
-        // The common case (frozen weight of the input's dtype) is one autograd node with a closed-form backward.
-        if (!_plusOne && weight.dtype == x.dtype && !weight.requires_grad) return RmsNormFunction.Apply(x, weight, _eps);
         using var scope = NewDisposeScope();
-        var xf = RmsNormFunction.Fp32(x);
-        var normed = xf * RmsNormFunction.RowScale(xf, _eps);
+        var xf = x.dtype == ScalarType.Float32 || x.dtype == ScalarType.Float64 ? x : x.to_type(ScalarType.Float32);
+        var normed = xf * (xf.pow(2).mean([-1L], keepdim: true) + _eps).rsqrt();
         if (_plusOne) return (normed * (weight.to_type(normed.dtype) + 1)).to_type(x.dtype).MoveToOuterDisposeScope();
-        return (weight * normed.to_type(x.dtype)).MoveToOuterDisposeScope();
+        var cast = normed.to_type(x.dtype);
+        // Scaled in place when the dtypes agree (the product with rstd is fresh and nothing saved it, so autograd
+        // allows it): one [.., H] buffer less per norm. Otherwise weight * normed, whose dtype promotion decides.
+        if (weight.dtype == cast.dtype && !weight.requires_grad) return cast.mul_(weight).MoveToOuterDisposeScope();
+        return (weight * cast).MoveToOuterDisposeScope();
     }
 }
 

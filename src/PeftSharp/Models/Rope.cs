@@ -78,10 +78,24 @@ internal sealed class Rope
     }
 
     /// <summary>Rotates the first cos.shape[-1] dims of each head; the remaining dims pass through unchanged.</summary>
-    /// <remarks>One autograd node (<see cref="RopeFunction"/>): the result in x's memory layout, backward by rotating back.</remarks>
+    /// <remarks>
+    /// x * cos + rotate_half(x) * sin without building rotate_half(x): each half is its own product with cos, plus
+    /// the other half's term added in place (x1 c - x2 s, x2 c + x1 s via addcmul_ with value -1 / +1; the product
+    /// is fresh and its backward keeps x and cos, not the product, so autograd allows it), then one cat. The same
+    /// products and sums as the textbook form (addcmul rounds the multiply-add once, so the last bit may differ), in
+    /// about two thirds of the memory traffic.
+    /// </remarks>
     public static Tensor Apply(Tensor x, Tensor cos, Tensor sin)
     {
         using var profile = ForwardProfiler.Measure("rope");
-        return RopeFunction.Apply(x, cos, sin);
+        using var scope = NewDisposeScope();
+        long rd = cos.shape[^1], full = x.shape[^1];
+        var xr = rd == full ? x : x.narrow(-1, 0, rd);
+        long half = rd / 2;
+        Tensor x1 = xr.narrow(-1, 0, half), x2 = xr.narrow(-1, half, half);
+        var first = (x1 * cos.narrow(-1, 0, half)).addcmul_(x2, sin.narrow(-1, 0, half), -1);
+        var second = (x2 * cos.narrow(-1, half, half)).addcmul_(x1, sin.narrow(-1, half, half), 1);
+        var result = rd == full ? cat([first, second], -1) : cat([first, second, x.narrow(-1, rd, full - rd)], -1);
+        return result.MoveToOuterDisposeScope();
     }
 }
