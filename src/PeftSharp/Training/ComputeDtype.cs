@@ -136,8 +136,10 @@ internal sealed record MatmulProbe(double Fp32Gflops, double Bf16Gflops, string 
         return new(flop / Median(t32) / 1e9, flop / Median(t16) / 1e9, MachineKey(), FromCache: false);
     }
 
-    /// <summary>The measurement for this machine from the cache file, or a fresh one (then written there).</summary>
-    public static MatmulProbe Cached(string? cacheFile = null)
+    /// <summary>The measurement for this machine from the cache file, or a fresh one (then written there unless
+    /// <paramref name="busy"/> says other processes held the cores: such a figure decides this run only, and the next
+    /// run measures again; default <see cref="BoxIsBusy"/>).</summary>
+    public static MatmulProbe Cached(string? cacheFile = null, Func<bool>? busy = null)
     {
         cacheFile ??= DefaultCacheFile();
         string key = MachineKey();
@@ -147,6 +149,7 @@ internal sealed record MatmulProbe(double Fp32Gflops, double Bf16Gflops, string 
         if (cache[key] is JsonObject hit && hit["fp32_gflops"]?.GetValue<double>() is double f && hit["bf16_gflops"]?.GetValue<double>() is double h && f > 0 && h > 0)
             return new(f, h, key, FromCache: true);
         var p = Measure();
+        if ((busy ?? BoxIsBusy)()) return p;
         cache[key] = new JsonObject { ["fp32_gflops"] = Math.Round(p.Fp32Gflops, 1), ["bf16_gflops"] = Math.Round(p.Bf16Gflops, 1), ["measured_utc"] = DateTime.UtcNow.ToString("u") };
         try
         {
@@ -155,6 +158,19 @@ internal sealed record MatmulProbe(double Fp32Gflops, double Bf16Gflops, string 
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }   // read-only home: measure again next time
         return p;
+    }
+
+    /// <summary>The 1-minute load average exceeds the cores (Linux /proc/loadavg; false where it cannot be read): a probe
+    /// taken then measured the neighbours as much as the CPU (one cached on a box at load 50 read 0.4 GFLOP/s fp32).</summary>
+    public static bool BoxIsBusy()
+    {
+        try
+        {
+            string first = File.ReadAllText("/proc/loadavg").Split(' ')[0];
+            return double.TryParse(first, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out double load)
+                && load > Environment.ProcessorCount;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return false; }
     }
 
     /// <summary>$XDG_CACHE_HOME/peftsharp (else ~/.cache/peftsharp)/matmul-probe.json.</summary>

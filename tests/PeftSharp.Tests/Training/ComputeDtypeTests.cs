@@ -64,17 +64,31 @@ public class ComputeDtypeTests(ITestOutputHelper output)
     public void TheProbeIsMeasuredOnceAndThenReadFromTheCache()
     {
         string file = Path.Combine(TestPaths.TempDir(), "cache", "matmul-probe.json");
-        var first = MatmulProbe.Cached(file);
+        var first = MatmulProbe.Cached(file, Quiet);
         Assert.False(first.FromCache);
         Assert.True(first.Fp32Gflops > 0 && first.Bf16Gflops > 0);
         Assert.Contains(MatmulProbe.MachineKey(), File.ReadAllText(file));
-        var second = MatmulProbe.Cached(file);
+        var second = MatmulProbe.Cached(file, Quiet);
         Assert.True(second.FromCache);
         Assert.Equal(Math.Round(first.Fp32Gflops, 1), second.Fp32Gflops);
         Assert.Equal(Math.Round(first.Bf16Gflops, 1), second.Bf16Gflops);
         File.WriteAllText(file, "{ not json");   // a damaged cache is measured again, not an error
-        Assert.False(MatmulProbe.Cached(file).FromCache);
-        Assert.True(MatmulProbe.Cached(file).FromCache);
+        Assert.False(MatmulProbe.Cached(file, Quiet).FromCache);
+        Assert.True(MatmulProbe.Cached(file, Quiet).FromCache);
+    }
+
+    static readonly Func<bool> Quiet = () => false;
+
+    [Fact]
+    public void AProbeTakenOnABusyBoxDecidesThisRunOnlyAndIsNotCached()
+    {
+        string file = Path.Combine(TestPaths.TempDir(), "cache", "matmul-probe.json");
+        var busy = MatmulProbe.Cached(file, busy: () => true);
+        Assert.False(busy.FromCache);
+        Assert.True(busy.Fp32Gflops > 0 && busy.Bf16Gflops > 0);
+        Assert.False(File.Exists(file));
+        Assert.False(MatmulProbe.Cached(file, Quiet).FromCache);   // measured again, now kept
+        Assert.True(MatmulProbe.Cached(file, busy: () => true).FromCache);
     }
 
     [Fact]
@@ -84,18 +98,18 @@ public class ComputeDtypeTests(ITestOutputHelper output)
         Assert.Contains(MatmulProbe.CpuModel(), key);
         foreach (var flag in MatmulProbe.Bf16Flags()) Assert.Contains(flag, key);   // same model name, bf16 masked: another entry
         string file = Path.Combine(TestPaths.TempDir(), "cache", "matmul-probe.json");
-        Assert.False(MatmulProbe.Cached(file).FromCache);
-        Assert.True(MatmulProbe.Cached(file).FromCache);
+        Assert.False(MatmulProbe.Cached(file, Quiet).FromCache);
+        Assert.True(MatmulProbe.Cached(file, Quiet).FromCache);
         string? before = Environment.GetEnvironmentVariable("ONEDNN_MAX_CPU_ISA");
         try
         {
             // A cap on the kernels' instruction set changes what bf16 runs on: the cached figure no longer applies.
             Environment.SetEnvironmentVariable("ONEDNN_MAX_CPU_ISA", "AVX2");
             Assert.NotEqual(key, MatmulProbe.MachineKey());
-            Assert.False(MatmulProbe.Cached(file).FromCache);
+            Assert.False(MatmulProbe.Cached(file, Quiet).FromCache);
         }
         finally { Environment.SetEnvironmentVariable("ONEDNN_MAX_CPU_ISA", before); }
-        Assert.True(MatmulProbe.Cached(file).FromCache);   // the first machine's entry is still there
+        Assert.True(MatmulProbe.Cached(file, Quiet).FromCache);   // the first machine's entry is still there
     }
 
     /// <summary>
