@@ -231,10 +231,11 @@ public sealed class PeftModel : IDisposable
         options ??= new GenerationOptions();
         var sampling = options.ToSampling();
         var stopIds = Tokenizer.StopIds(BaseModel.Config).Concat(options.StopTokenIds).ToHashSet();
-        return Stream(promptIds, sampling, stopIds, new StopSequenceFilter(options.StopSequences));
+        // An empty stop sequence stops nothing (OpenAI's server refuses it; here it is ignored, as before).
+        return Stream(promptIds, sampling, stopIds, new StopMatcher(options.StopSequences.Where(s => s.Length > 0).ToList()));
     }
 
-    IEnumerable<GenerationUpdate> Stream(IReadOnlyList<int> promptIds, SamplingOptions sampling, IReadOnlySet<int> stopIds, StopSequenceFilter stops)
+    IEnumerable<GenerationUpdate> Stream(IReadOnlyList<int> promptIds, SamplingOptions sampling, IReadOnlySet<int> stopIds, StopMatcher stops)
     {
         var streamer = new TextStreamer(Tokenizer, promptIds);
         int generated = 0;

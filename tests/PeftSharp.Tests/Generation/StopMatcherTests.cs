@@ -1,6 +1,6 @@
-using PeftSharp.Serving.OpenAi;
+using PeftSharp.Generation;
 
-namespace PeftSharp.Tests.Serving;
+namespace PeftSharp.Tests.Generation;
 
 public class StopMatcherTests
 {

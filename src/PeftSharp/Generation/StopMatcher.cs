@@ -1,8 +1,9 @@
-namespace PeftSharp.Serving.OpenAi;
+namespace PeftSharp.Generation;
 
 /// <summary>
 /// Applies OpenAI "stop" strings to streamed text: the stop string and what follows are never sent, and text that
-/// could still become the start of a stop string is held back until it cannot.
+/// could still become the start of a stop string is held back until it cannot. One matcher for the library's stream
+/// (PeftModel.GenerateUpdates, the IChatClient) and the server's endpoints.
 /// </summary>
 internal sealed class StopMatcher(IReadOnlyList<string> stops)
 {
