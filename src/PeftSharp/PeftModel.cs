@@ -232,30 +232,23 @@ public sealed class PeftModel : IDisposable
         var sampling = options.ToSampling();
         var stopIds = Tokenizer.StopIds(BaseModel.Config).Concat(options.StopTokenIds).ToHashSet();
         // An empty stop sequence stops nothing (OpenAI's server refuses it; here it is ignored, as before).
-        return Stream(promptIds, sampling, stopIds, new StopMatcher(options.StopSequences.Where(s => s.Length > 0).ToList()));
+        return Stream(promptIds, sampling, stopIds, options.StopSequences.Where(s => s.Length > 0).ToList());
     }
 
-    IEnumerable<GenerationUpdate> Stream(IReadOnlyList<int> promptIds, SamplingOptions sampling, IReadOnlySet<int> stopIds, StopMatcher stops)
+    IEnumerable<GenerationUpdate> Stream(IReadOnlyList<int> promptIds, SamplingOptions sampling, IReadOnlySet<int> stopIds, IReadOnlyList<string> stops)
     {
-        var streamer = new TextStreamer(Tokenizer, promptIds);
-        int generated = 0;
-        var reason = GenerationFinishReason.Length;
+        var text = new GeneratedText(new TextStreamer(Tokenizer, promptIds), stopIds, stops);
         foreach (var id in TextGenerator.Generate(BaseModel, promptIds, sampling, stopIds))
         {
-            generated++;
-            if (stopIds.Contains(id)) { reason = GenerationFinishReason.Stop; break; }
-            string piece = stops.Push(streamer.Push(id));
+            string piece = text.Push(id);
             if (piece.Length > 0) yield return new GenerationUpdate { Text = piece };
-            if (stops.Stopped) break;
+            if (text.Ended) break;
         }
-        if (!stops.Stopped)
-        {
-            string rest = stops.Push(streamer.Flush()) + stops.Flush();
-            if (rest.Length > 0) yield return new GenerationUpdate { Text = rest };
-        }
+        string rest = text.Flush();
+        if (rest.Length > 0) yield return new GenerationUpdate { Text = rest };
         // A stop sequence completed by the held-back tail is a stop too.
-        if (stops.Stopped) reason = GenerationFinishReason.Stop;
-        yield return new GenerationUpdate { FinishReason = reason, InputTokens = promptIds.Count, OutputTokens = generated };
+        var reason = text.Ended ? GenerationFinishReason.Stop : GenerationFinishReason.Length;
+        yield return new GenerationUpdate { FinishReason = reason, InputTokens = promptIds.Count, OutputTokens = text.Tokens };
     }
 
     /// <summary>A conversation rendered with the model's chat template (PeftSharp's simple format when it has none).</summary>

@@ -99,50 +99,41 @@ internal static class GenerationEndpoint
         return enc;
     }
 
-    /// <summary>Generated ids → text deltas: stop ids end the text, partial UTF-8 is held back (<see cref="TextStreamer"/>), stop strings cut it.</summary>
+    /// <summary>
+    /// The reply's text (<see cref="GeneratedText"/>: stop ids, partial characters, clean-up, stop strings, token count)
+    /// with what the server adds on top: the row leaves the batch once a stop string is found, and log probabilities.
+    /// </summary>
     sealed class TextAssembler(ServerState s, IReadOnlyCollection<int> stopIds, string[] stops, IReadOnlyList<int> prompt, bool wantLogprobs)
     {
-        readonly TextStreamer _streamer = s.Streamer(prompt);
-        readonly StopMatcher _stop = new(stops);
-        readonly System.Text.StringBuilder _out = new();
+        readonly GeneratedText _text = new(s.Streamer(prompt), stopIds, stops);
         // Log probabilities of the tokens pushed so far (each with where its text starts), and how many were sent.
         readonly List<TokenLogprob> _logprobs = new();
         int _logprobsSent, _tokenChars;
 
-        public string Text => _out.ToString();
+        public string Text => _text.Text;
 
         /// <summary>
-        /// usage.completion_tokens: the tokens up to and including the stop id or the one whose text completes a stop
-        /// string (as PeftModel.GenerateUpdates counts). Not the job's count: the worker has decoded more tokens by the
-        /// time the cancelled row leaves the batch.
+        /// usage.completion_tokens (<see cref="GeneratedText.Tokens"/>). Not the job's count: the worker has decoded
+        /// more tokens by the time the cancelled row leaves the batch.
         /// </summary>
-        public int CompletionTokens { get; private set; }
+        public int CompletionTokens => _text.Tokens;
 
         public string Push(GeneratedToken tok, CancellationTokenSource cancelRow)
         {
             int id = tok.Id;
-            if (_stop.Stopped) return "";
-            CompletionTokens++;
-            if (stopIds.Contains(id)) return "";
-            if (tok.Top is { } top)
+            if (_text.IsText(id) && tok.Top is { } top)
             {
                 string piece = s.TokenText(id);
                 _logprobs.Add(new TokenLogprob(piece, tok.Logprob, _tokenChars, top.Select(t => (s.TokenText(t.Id), t.Logprob)).ToArray()));
                 _tokenChars += piece.Length;
             }
-            string delta = _stop.Push(_streamer.Push(id));
-            if (_stop.Stopped) cancelRow.Cancel();   // the row leaves the batch at the next step
-            _out.Append(delta);
+            string delta = _text.Push(id);
+            if (_text.StopStringMatched) cancelRow.Cancel();   // the row leaves the batch at the next step
             return delta;
         }
 
         /// <summary>At the end: text held back for an unfinished UTF-8 character is sent as decoded (U+FFFD), as a full decode gives.</summary>
-        public string Flush()
-        {
-            string rest = _stop.Push(_streamer.Flush()) + _stop.Flush();
-            _out.Append(rest);
-            return rest;
-        }
+        public string Flush() => _text.Flush();
 
         /// <summary>
         /// The log probabilities not sent yet whose text has been sent (all at the end, unless a stop string cut the
@@ -151,13 +142,13 @@ internal static class GenerationEndpoint
         public List<TokenLogprob>? TakeLogprobs(bool final)
         {
             if (!wantLogprobs) return null;
-            int limit = final && !_stop.Stopped ? int.MaxValue : _out.Length;
+            int limit = final && !_text.StopStringMatched ? int.MaxValue : _text.Length;
             var take = new List<TokenLogprob>();
             while (_logprobsSent < _logprobs.Count && _logprobs[_logprobsSent].TextOffset < limit) take.Add(_logprobs[_logprobsSent++]);
             if (final) _logprobsSent = _logprobs.Count;
             return take;
         }
 
-        public string FinishReason(GenerationJob job) => _stop.Stopped ? "stop" : job.FinishReason == "length" ? "length" : "stop";
+        public string FinishReason(GenerationJob job) => _text.StopStringMatched ? "stop" : job.FinishReason == "length" ? "length" : "stop";
     }
 }
