@@ -30,8 +30,26 @@ internal sealed class ServerState(ModelConfig config, TextTokenizer tokenizer, B
     // The native tokenizer is not documented as thread-safe; requests are cheap to serialise here.
     public int[] Encode(string text, bool addSpecialTokens = false) { lock (_tokLock) return tokenizer.Encode(text, addSpecialTokens); }
     public string Decode(IReadOnlyList<int> ids) { lock (_tokLock) return tokenizer.Decode(ids); }
-    /// <summary>One token's own text, without clean_up_tokenization_spaces (a " ," token stays " ,"), as logprobs report it.</summary>
-    public string TokenText(int id) { lock (_tokLock) return tokenizer.Decode([id], cleanUpSpaces: false); }
+    /// <summary>
+    /// The text each of <paramref name="ids"/> adds after <paramref name="context"/> (the ids before it, a few
+    /// suffice), as logprobs report it: what the token's decode adds to the context's (so a SentencePiece "▁were" keeps
+    /// its space; a byte of an unfinished character reads U+FFFD), cleaned up as HF's decode([id]) cleans a token on
+    /// its own where the tokenizer cleans up tokenization spaces (a " ," token reads ",").
+    /// </summary>
+    public string[] TokenTexts(IReadOnlyList<int> context, IEnumerable<int> ids)
+    {
+        lock (_tokLock)
+        {
+            string before = tokenizer.Decode(context, cleanUpSpaces: false);
+            return ids.Select(id =>
+            {
+                string after = tokenizer.Decode([.. context, id], cleanUpSpaces: false);
+                string own = after[before.AsSpan().CommonPrefixLength(after)..];
+                return tokenizer.CleanUpTokenizationSpaces ? TokenizationSpaces.CleanUp(own) : own;
+            }).ToArray();
+        }
+    }
+
     /// <summary>A streamer of generated text after <paramref name="prompt"/> whose window decodes take the tokenizer's lock.</summary>
     public Generation.TextStreamer Streamer(IReadOnlyList<int> prompt) =>
         new(ids => { lock (_tokLock) return tokenizer.Decode(ids, cleanUpSpaces: false); }, prompt, tokenizer.CleanUpTokenizationSpaces);

@@ -1,0 +1,100 @@
+using PeftSharp.Generation;
+using PeftSharp.Serving.Hosting;
+using PeftSharp.Serving.OpenAi;
+using PeftSharp.Serving.Scheduling;
+
+namespace PeftSharp.Serving.Endpoints;
+
+/// <summary>
+/// The reply's text (<see cref="GeneratedText"/>: stop ids, partial characters, clean-up, stop strings, token count)
+/// with what the server adds on top: the row leaves the batch once a stop string is found, and log probabilities.
+/// </summary>
+/// <remarks>
+/// A token's logprob text is its own text (<see cref="ServerState.TokenTexts"/>), so the tokens join to the returned
+/// text wherever the clean-up of tokenization spaces stays within tokens. Its text_offset is where that text starts in
+/// the returned text: the tokens are lined up against the text as it becomes final, each where the one before ended
+/// when the text there starts with it. Where it does not (the clean-up spans tokens: " '" + "m" reads "'m", " " + "."
+/// reads "."; each byte of one character reads U+FFFD), the token goes to the first place its text has in the text that
+/// became final when it arrived, else to where the text stands, and the next token lines up after that final text.
+/// </remarks>
+internal sealed class TextAssembler(ServerState s, IReadOnlyCollection<int> stopIds, string[] stops, IReadOnlyList<int> prompt, bool wantLogprobs)
+{
+    /// <summary>Ids before a token decoded with it for its logprob text (as the streamer's window, vLLM's 5).</summary>
+    const int ContextIds = 5;
+
+    readonly GeneratedText _text = new(s.Streamer(prompt), stopIds, stops);
+    readonly List<int> _ids = [.. prompt];
+    // Tokens whose text_offset waits for more final text, with the final text's length before and after each arrived.
+    readonly Queue<(string Token, float Logprob, (string, float)[] Top, int Before, int After)> _unplaced = new();
+    readonly List<TokenLogprob> _placed = new();
+    int _placedSent, _at;
+
+    public string Text => _text.Text;
+
+    /// <summary>
+    /// usage.completion_tokens (<see cref="GeneratedText.Tokens"/>). Not the job's count: the worker has decoded
+    /// more tokens by the time the cancelled row leaves the batch.
+    /// </summary>
+    public int CompletionTokens => _text.Tokens;
+
+    public string Push(GeneratedToken tok, CancellationTokenSource cancelRow)
+    {
+        int id = tok.Id;
+        bool isText = _text.IsText(id);
+        int before = _text.Length;
+        string delta = _text.Push(id);
+        if (_text.StopStringMatched) cancelRow.Cancel();   // the row leaves the batch at the next step
+        if (isText)
+        {
+            if (tok.Top is { } top)
+            {
+                var texts = s.TokenTexts(_ids.GetRange(Math.Max(0, _ids.Count - ContextIds), Math.Min(_ids.Count, ContextIds)), top.Select(t => t.Id).Prepend(id));
+                _unplaced.Enqueue((texts[0], tok.Logprob, top.Select((t, i) => (texts[i + 1], t.Logprob)).ToArray(), before, _text.Length));
+            }
+            _ids.Add(id);
+        }
+        return delta;
+    }
+
+    /// <summary>At the end: text held back for an unfinished UTF-8 character is sent as decoded (U+FFFD), as a full decode gives.</summary>
+    public string Flush() => _text.Flush();
+
+    /// <summary>
+    /// The log probabilities not sent yet whose text has been sent (all at the end, unless a stop string cut the
+    /// text: then those of tokens starting before the cut); null when none were asked for.
+    /// </summary>
+    public List<TokenLogprob>? TakeLogprobs(bool final)
+    {
+        if (!wantLogprobs) return null;
+        Place(final);
+        int limit = final && !_text.StopStringMatched ? int.MaxValue : _text.Length;
+        var take = new List<TokenLogprob>();
+        while (_placedSent < _placed.Count && _placed[_placedSent].TextOffset < limit) take.Add(_placed[_placedSent++]);
+        if (final) _placedSent = _placed.Count;
+        return take;
+    }
+
+    /// <summary>Gives text offsets to the tokens whose place the final text now decides (at the end, to all).</summary>
+    void Place(bool final)
+    {
+        string text = _text.Text;
+        while (_unplaced.TryPeek(out var t))
+        {
+            int at = Math.Max(_at, t.Before);
+            var rest = text.AsSpan(at);
+            int start = rest.StartsWith(t.Token, StringComparison.Ordinal) ? at : Within(text, t.Token, at, t.After);
+            // Not found, not final yet, and the text so far could still continue as the token's: wait for more.
+            if (start < 0 && !final && rest.Length < t.Token.Length && t.Token.AsSpan().StartsWith(rest, StringComparison.Ordinal)) return;
+            if (start >= 0) at = start;
+            _at = start >= 0 ? start + t.Token.Length : Math.Max(at, t.After);
+            _placed.Add(new TokenLogprob(t.Token, t.Logprob, at, t.Top));
+            _unplaced.Dequeue();
+        }
+    }
+
+    /// <summary>Where <paramref name="token"/> first occurs in text[from..to] (-1: nowhere, or empty).</summary>
+    static int Within(string text, string token, int from, int to) =>
+        token.Length == 0 || to - from < token.Length ? -1 : text.IndexOf(token, from, to - from, StringComparison.Ordinal);
+
+    public string FinishReason(GenerationJob job) => _text.StopStringMatched ? "stop" : job.FinishReason == "length" ? "length" : "stop";
+}
