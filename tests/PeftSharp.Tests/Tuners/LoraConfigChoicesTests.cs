@@ -94,7 +94,16 @@ public class LoraConfigChoicesTests(ITestOutputHelper output)
         Assert.Equal(peft, written["prompt_tuning_init"]!.GetValue<string>());
         Assert.Equal(init, PromptTuningConfig.FromJson(JsonNode.Parse(written.ToJsonString())!.AsObject()).Init);
         written["prompt_tuning_init"] = "sample_vocab";
-        Assert.Equal("adapter_config.json: 'prompt_tuning_init' \"sample_vocab\" is not supported (RANDOM, SAMPLE_VOCAB, TEXT)",
+        Assert.Equal("adapter_config.json: 'prompt_tuning_init' 'sample_vocab' is not supported (RANDOM, SAMPLE_VOCAB, TEXT)",
             Assert.Throws<InvalidDataException>(() => PromptTuningConfig.FromJson(JsonNode.Parse(written.ToJsonString())!.AsObject())).Message);
+    }
+
+    /// <summary>The error's allowed values come from the converters, so they are the spellings the files use (and the CLI's --init list).</summary>
+    [Fact]
+    public void TheAllowedValuesAreTheConvertersSpellings()
+    {
+        Assert.Equal(LoraInitNames.Choices, PeftSharp.Tuners.ConfigChoice.Spellings(LoraJsonContext.Default.LoraInit));
+        Assert.Equal("none, all, lora_only", PeftSharp.Tuners.ConfigChoice.Spellings(LoraJsonContext.Default.LoraBias));
+        Assert.Equal("RANDOM, SAMPLE_VOCAB, TEXT", PeftSharp.Tuners.ConfigChoice.Spellings(PromptTuningJsonContext.Default.PromptInit));
     }
 }

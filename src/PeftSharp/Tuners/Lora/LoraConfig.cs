@@ -3,6 +3,7 @@ using System.Text.Json.Nodes;
 using System.Text.Json.Serialization.Metadata;
 using System.Text.RegularExpressions;
 using PeftSharp.Memory;
+using PeftSharp.Tuners;
 
 namespace PeftSharp;
 
@@ -167,8 +168,8 @@ public sealed record LoraConfig : PeftSharp.Tuners.IPeftConfig
                 AlphaPattern = (o["alpha_pattern"] as JsonObject)?.ToDictionary(p => p.Key, p => p.Value!.GetValue<double>()) ?? new Dictionary<string, double>(),
                 UseRslora = o["use_rslora"]?.GetValue<bool>() ?? false,
                 UseDora = o["use_dora"]?.GetValue<bool>() ?? false,
-                InitLoraWeights = Choice(o, "init_lora_weights", LoraJsonContext.Default.LoraInit, LoraInit.True, LoraInitNames.Choices, source),
-                Bias = Choice(o, "bias", LoraJsonContext.Default.LoraBias, LoraBias.None, BiasChoices, source),
+                InitLoraWeights = ConfigChoice.Read(o, "init_lora_weights", LoraJsonContext.Default.LoraInit, LoraInit.True, source),
+                Bias = ConfigChoice.Read(o, "bias", LoraJsonContext.Default.LoraBias, LoraBias.None, source),
                 BaseModelNameOrPath = o["base_model_name_or_path"]?.GetValue<string>(),
                 Revision = o["revision"]?.GetValue<string>(),
                 InferenceMode = o["inference_mode"]?.GetValue<bool>() ?? false,
@@ -255,24 +256,6 @@ public sealed record LoraConfig : PeftSharp.Tuners.IPeftConfig
             ["use_rslora"] = UseRslora,
         };
         return o;
-    }
-
-    /// <summary>PEFT's spellings of <see cref="LoraBias"/> (for error messages).</summary>
-    const string BiasChoices = "none, all, lora_only";
-
-    /// <summary>
-    /// A choice key through its source-generated converter (PEFT's spellings); absent or null is PEFT's default. A value
-    /// outside the choices names the key, the value and the choices: "'init_lora_weights' 'x' is not supported (true, ...)".
-    /// </summary>
-    static T Choice<T>(JsonObject o, string key, JsonTypeInfo<T> type, T absent, string choices, string source) where T : struct, Enum
-    {
-        if (o[key] is not { } node) return absent;
-        try { return node.Deserialize(type); }
-        catch (JsonException)
-        {
-            string shown = node is JsonValue v && v.GetValueKind() == JsonValueKind.String ? $"'{v.GetValue<string>()}'" : node.ToJsonString();
-            throw new InvalidDataException($"{source}: '{key}' {shown} is not supported ({choices})");
-        }
     }
 
     static (IReadOnlyList<string>? List, string? Text) ListOrString(JsonNode? n) => n switch

@@ -88,7 +88,7 @@ internal sealed class PromptEmbeddings : IDisposable, IInputEmbeddingsHook
         var json = JsonFile.ReadObject(configPath);
         if (json["peft_type"]?.GetValue<string>() != PromptTuningConfig.PeftType)
             throw new InvalidDataException($"{dir}: not a prompt-tuning adapter (peft_type {json["peft_type"]})");
-        var cfg = PromptTuningConfig.FromJson(json);
+        var cfg = PromptTuningConfig.FromJson(json, configPath);
         if (json[BaseFingerprint.ConfigKey] is JsonObject fp)
             AdapterFolderFiles.CheckBase(model, BaseFingerprint.FromJson(fp, configPath), null, dir, allowMismatch);
         string file = Path.Combine(dir, "adapter_model.safetensors");

@@ -2,6 +2,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Text.Json.Serialization;
 
+using PeftSharp.IO;
 using PeftSharp.Tuners;
 
 namespace PeftSharp;
@@ -68,18 +69,16 @@ public sealed record PromptTuningConfig : IPeftConfig
 
     /// <summary>Reads a PEFT prompt tuning adapter_config.json object (PEFT's spellings; absent keys take PEFT's defaults).</summary>
 
-    public static PromptTuningConfig FromJson(JsonObject j) => new()
+    public static PromptTuningConfig FromJson(JsonObject j) => FromJson(j, AdapterFolderFiles.ConfigFile);
+
+    /// <inheritdoc cref="FromJson(JsonObject)"/>
+    /// <param name="j">The config object.</param>
+    /// <param name="source">The file named in errors.</param>
+    internal static PromptTuningConfig FromJson(JsonObject j, string source) => new()
     {
-        NumVirtualTokens = j["num_virtual_tokens"]?.GetValue<int>() ?? throw new InvalidDataException("adapter_config.json: missing num_virtual_tokens"),
-        Init = ReadInit(j["prompt_tuning_init"]),
+        NumVirtualTokens = j["num_virtual_tokens"]?.GetValue<int>() ?? throw new InvalidDataException($"{source}: missing num_virtual_tokens"),
+        // PEFT's default RANDOM when absent.
+        Init = ConfigChoice.Read(j, "prompt_tuning_init", PromptTuningJsonContext.Default.PromptInit, PromptInit.Random, source),
         InitText = j["prompt_tuning_init_text"]?.GetValue<string>(),
     };
-
-    /// <summary>PEFT's default RANDOM when absent; anything but PEFT's three spellings is an error naming the key.</summary>
-    static PromptInit ReadInit(JsonNode? node)
-    {
-        if (node is null) return PromptInit.Random;
-        try { return node.Deserialize(PromptTuningJsonContext.Default.PromptInit); }
-        catch (JsonException) { throw new InvalidDataException($"adapter_config.json: 'prompt_tuning_init' {node.ToJsonString()} is not supported (RANDOM, SAMPLE_VOCAB, TEXT)"); }
-    }
 }
