@@ -13,43 +13,32 @@ namespace PeftSharp.Cli.Commands;
 /// </summary>
 public sealed class ExportGgufCommand : Command<ExportGgufCommand.Settings>
 {
-    public sealed class Settings : CommandSettings
+    public sealed class Settings : ExportSettings
     {
         [CommandOption("--model <DIR>")]
         [Description("Base Hugging Face model folder, Hub repo id ORG/NAME[[@REV]] or .gguf file (llama, mistral, qwen2, qwen3, phi3, gemma2)")]
-        public string Model { get; set; } = "";
+        public override string Model { get; set; } = "";
 
         [CommandOption("--adapter <DIR>")]
         [Description("Adapter folder to merge first (repeatable; DIR, DIR:WEIGHT or NAME=DIR[[:WEIGHT]]; the brackets mean optional)")]
-        public string[] Adapters { get; set; } = [];
+        public override string[] Adapters { get; set; } = [];
 
         [CommandOption("--out <FILE>")]
         [Description("Output .gguf file (written to a temp file, then renamed)")]
-        public string Out { get; set; } = "";
+        public override string Out { get; set; } = "";
 
         [CommandOption("--type <TYPE>")]
         [Description("Tensor type of the 2-D weights: f32, f16, bf16, q8_0 (as convert_hf_to_gguf.py writes them), q4_0 or q4_K_M (as llama-quantize writes them, per-tensor choices included); default f16; norms stay f32")]
-        public string Type { get; set; } = "f16";
+        public override string Type { get; set; } = "f16";
 
         [CommandOption("--allow-base-mismatch")]
         [Description("Merge even if an adapter's recorded base fingerprint differs from --model")]
-        public bool AllowBaseMismatch { get; set; }
-
-        public override ValidationResult Validate()
-        {
-            if (string.IsNullOrWhiteSpace(Model)) return ValidationResult.Error("--model is required");
-            if (string.IsNullOrWhiteSpace(Out)) return ValidationResult.Error("--out is required");
-            try { GgufModelExport.ParseType(Type); }
-            catch (ArgumentException e) { return ValidationResult.Error(e.Message); }
-            if (HubCli.TryResolve(Model, "--model", out var folder) is { Successful: false } bad) return bad;
-            Model = folder;
-            return ValidationResult.Success();
-        }
+        public override bool AllowBaseMismatch { get; set; }
     }
 
     public override int Execute(CommandContext context, Settings s, CancellationToken cancellationToken)
     {
-        WriteMerged(s.Model, s.Adapters, s.AllowBaseMismatch, s.Out, GgufModelExport.ParseType(s.Type));
+        WriteMerged(s.Model, s.Adapters, s.AllowBaseMismatch, s.Out, s.FileType);
         string merged = s.Adapters.Length > 0 ? $" with {string.Join(", ", s.Adapters.Select(Markup.Escape))} merged" : "";
         AnsiConsole.MarkupLine($"wrote {Markup.Escape(s.Out)} ({s.Type.ToLowerInvariant()}){merged}: {new FileInfo(s.Out).Length:N0} bytes");
         return 0;

@@ -18,23 +18,23 @@ public sealed class ExportOllamaCommand : Command<ExportOllamaCommand.Settings>
 {
     public const string ModelFile = "model.gguf", AdapterFile = "adapter.gguf", ModelfileName = "Modelfile";
 
-    public sealed class Settings : CommandSettings
+    public sealed class Settings : ExportSettings
     {
         [CommandOption("--model <DIR>")]
         [Description("Base Hugging Face model folder or Hub repo id ORG/NAME or ORG/NAME@REV")]
-        public string Model { get; set; } = "";
+        public override string Model { get; set; } = "";
 
         [CommandOption("--adapter <DIR>")]
         [Description("Adapter folder (repeatable; DIR or DIR:WEIGHT): merged into the GGUF, or with --separate-adapter written as Ollama's ADAPTER")]
-        public string[] Adapters { get; set; } = [];
+        public override string[] Adapters { get; set; } = [];
 
         [CommandOption("--out <DIR>")]
         [Description("Output folder for model.gguf, adapter.gguf (--separate-adapter) and Modelfile")]
-        public string Out { get; set; } = "";
+        public override string Out { get; set; } = "";
 
         [CommandOption("--type <TYPE>")]
         [Description("Tensor type: f32, f16, bf16, q8_0, q4_0 or q4_K_M (default q4_K_M, as llama-quantize writes it)")]
-        public string Type { get; set; } = "q4_K_M";
+        public override string Type { get; set; } = "q4_K_M";
 
         [CommandOption("--separate-adapter")]
         [Description("Keep the (one, LoRA) adapter separate: base model.gguf + adapter.gguf, Modelfile ADAPTER line")]
@@ -42,25 +42,16 @@ public sealed class ExportOllamaCommand : Command<ExportOllamaCommand.Settings>
 
         [CommandOption("--allow-base-mismatch")]
         [Description("Export even if an adapter's recorded base fingerprint differs from --model")]
-        public bool AllowBaseMismatch { get; set; }
+        public override bool AllowBaseMismatch { get; set; }
 
-        public override ValidationResult Validate()
-        {
-            if (string.IsNullOrWhiteSpace(Model)) return ValidationResult.Error("--model is required");
-            if (string.IsNullOrWhiteSpace(Out)) return ValidationResult.Error("--out is required");
-            try { GgufModelExport.ParseType(Type); }
-            catch (ArgumentException e) { return ValidationResult.Error(e.Message); }
-            if (SeparateAdapter && Adapters.Length != 1)
-                return ValidationResult.Error($"--separate-adapter needs exactly one --adapter (got {Adapters.Length}); merge several with the default mode");
-            if (HubCli.TryResolve(Model, "--model", out var folder) is { Successful: false } bad) return bad;
-            Model = folder;
-            return ValidationResult.Success();
-        }
+        protected override ValidationResult ValidateMore() => SeparateAdapter && Adapters.Length != 1
+            ? ValidationResult.Error($"--separate-adapter needs exactly one --adapter (got {Adapters.Length}); merge several with the default mode")
+            : ValidationResult.Success();
     }
 
     public override int Execute(CommandContext context, Settings s, CancellationToken cancellationToken)
     {
-        var fileType = GgufModelExport.ParseType(s.Type);
+        var fileType = s.FileType;
         var config = ModelConfig.Load(s.Model);
         GgufModelExport.ArchitectureOf(config, s.Model);
         string? separate = null;
