@@ -12,10 +12,11 @@ namespace PeftSharp.Serving.Endpoints;
 /// <remarks>
 /// A token's logprob text is its own text (<see cref="ServerState.TokenTexts"/>), so the tokens join to the returned
 /// text wherever the clean-up of tokenization spaces stays within tokens. Its text_offset is where that text starts in
-/// the returned text: the tokens are lined up against the text as it becomes final, each where the one before ended
-/// when the text there starts with it. Where it does not (the clean-up spans tokens: " '" + "m" reads "'m", " " + "."
-/// reads "."; each byte of one character reads U+FFFD), the token goes to the first place its text has in the text that
-/// became final when it arrived, else to where the text stands, and the next token lines up after that final text.
+/// the returned text: the tokens are lined up against the text as it becomes final, each where the one before ended.
+/// Where the clean-up spans tokens (" '" + "m" reads "'m", " " + "." reads ".", " n" + "'t" reads "n't") it has only
+/// removed the token's leading space, and the token is placed where the rest of its text stands (" '" at the "'", " "
+/// at the next character). A token not in the text at all (each byte of one character reads U+FFFD) is placed where
+/// the text stands and the next one after the text that was final once it arrived (all bytes at their character).
 /// </remarks>
 internal sealed class TextAssembler(ServerState s, IReadOnlyCollection<int> stopIds, string[] stops, IReadOnlyList<int> prompt, bool wantLogprobs)
 {
@@ -82,19 +83,17 @@ internal sealed class TextAssembler(ServerState s, IReadOnlyCollection<int> stop
         {
             int at = Math.Max(_at, t.Before);
             var rest = text.AsSpan(at);
-            int start = rest.StartsWith(t.Token, StringComparison.Ordinal) ? at : Within(text, t.Token, at, t.After);
-            // Not found, not final yet, and the text so far could still continue as the token's: wait for more.
-            if (start < 0 && !final && rest.Length < t.Token.Length && t.Token.AsSpan().StartsWith(rest, StringComparison.Ordinal)) return;
-            if (start >= 0) at = start;
-            _at = start >= 0 ? start + t.Token.Length : Math.Max(at, t.After);
+            // The clean-up only removes spaces: a token's text stands here whole, or without its leading space.
+            string? found = rest.StartsWith(t.Token, StringComparison.Ordinal) ? t.Token
+                : t.Token.StartsWith(' ') && rest.StartsWith(t.Token.AsSpan(1), StringComparison.Ordinal) ? t.Token[1..] : null;
+            // Neither yet, but the text so far could still continue as either: wait until more of it is final.
+            if (found is null && !final && (t.Token.AsSpan().StartsWith(rest, StringComparison.Ordinal) || t.Token.AsSpan().TrimStart(' ').StartsWith(rest, StringComparison.Ordinal))) return;
+            // Not in the text at all (a byte of a character reads U+FFFD): the next token starts after what was final once it arrived.
+            _at = found is not null ? at + found.Length : Math.Max(at, t.After);
             _placed.Add(new TokenLogprob(t.Token, t.Logprob, at, t.Top));
             _unplaced.Dequeue();
         }
     }
-
-    /// <summary>Where <paramref name="token"/> first occurs in text[from..to] (-1: nowhere, or empty).</summary>
-    static int Within(string text, string token, int from, int to) =>
-        token.Length == 0 || to - from < token.Length ? -1 : text.IndexOf(token, from, to - from, StringComparison.Ordinal);
 
     public string FinishReason(GenerationJob job) => _text.StopStringMatched ? "stop" : job.FinishReason == "length" ? "length" : "stop";
 }
