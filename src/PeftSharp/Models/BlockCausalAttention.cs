@@ -10,8 +10,7 @@ namespace PeftSharp.Models;
 /// </summary>
 /// <remarks>
 /// Measured at the LoRA bench's shape (B 4, 8 heads, T 256, head_dim 64, fp32, 2 threads): forward + backward
-/// 12.1-12.4 ms per layer against SDPA causal's 14.8-15.6 (two, eight blocks: 12.6, 15.5); the whole step about 2%
-/// faster (median of 10 alternated pairs on a shared box) for about 40 MiB more peak RSS. The saved probabilities
+/// 12.1-12.4 ms per layer against SDPA causal's 14.8-15.6 (two, eight blocks: 12.6, 15.5). The saved probabilities
 /// cost about 0.6 T^2 floats per head, which SDPA's flash kernel does not keep, so <see cref="Applies"/> limits the
 /// path to short sequences (there they are about 2.5 hidden-state tensors per layer) and to fp32 (the softmax of
 /// half-precision scores would round where SDPA accumulates in fp32).
@@ -29,7 +28,8 @@ internal static class BlockCausalAttention
     {
         using var scope = NewDisposeScope();
         long b = q.shape[0], h = q.shape[1], t = q.shape[2], d = q.shape[3];
-        var q3 = q.reshape(b * h, t, d);
+        // Scaling q (T x D) is cheaper than scaling the scores (T x T).
+        var q3 = (q * scale).reshape(b * h, t, d);
         var k3 = k.reshape(b * h, t, d);
         var v3 = v.reshape(b * h, t, d);
         long block = (t + Blocks - 1) / Blocks;
@@ -37,23 +37,12 @@ internal static class BlockCausalAttention
         for (long start = 0; start < t; start += block)
         {
             long len = Math.Min(block, t - start), keys = start + len;
-            // Query start + i sees keys 0 .. start + i: -inf above that diagonal.
+            // Query start + i sees keys 0 .. start + i: -inf above that diagonal. The bmm's backward keeps its
+            // inputs, not its output, so the mask is added in place.
             var mask = triu(full(len, keys, float.NegativeInfinity, q.dtype, q.device), start + 1);
-            var scores = MaskPlusScaledProduct(mask, q3.narrow(1, start, len), k3.narrow(1, 0, keys).transpose(1, 2), scale);
+            var scores = q3.narrow(1, start, len).bmm(k3.narrow(1, 0, keys).transpose(1, 2)).add_(mask);
             outs.Add(nn.functional.softmax(scores, -1).bmm(v3.narrow(1, 0, keys)));
         }
         return cat(outs, 1).view(b, h, t, d).MoveToOuterDisposeScope();
     }
-
-    /// <summary>
-    /// mask + alpha * (a @ b) in one GEMM call (torch.baddbmm): no scaled copy of q kept for the backward (baddbmm's
-    /// backward keeps a and b, which are views), no separate pass over the scores.
-    /// </summary>
-    /// <remarks>
-    /// TorchSharp 0.107's <c>Tensor.baddbmm(batch1, batch2)</c> hands (this, batch1, batch2) to a native function
-    /// declared (batch1, batch2, input), so <c>a.baddbmm(b, input)</c> computes input + a @ b. Should a later
-    /// TorchSharp fix the order, this call fails on the 2-D mask (not a batch) instead of computing something else,
-    /// and BlockCausalAttentionTests catch it.
-    /// </remarks>
-    static Tensor MaskPlusScaledProduct(Tensor mask, Tensor a, Tensor b, double alpha) => a.baddbmm(b, mask, beta: 1, alpha: (float)alpha);
 }
