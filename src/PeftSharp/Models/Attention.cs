@@ -94,10 +94,7 @@ internal sealed class Attention : nn.Module<Tensor, Tensor>
             v = v.repeat_interleave(_heads / _kvHeads, 1);
         }
         Tensor a;
-        if (!_explicitScores && mask is null && ctx.Cache is null && BlockCausalAttention.Applies(t, _headDim, q.dtype))
-            using (ForwardProfiler.Measure("attention scores (block-causal)"))
-                a = BlockCausalAttention.Forward(q, k, v, _scale);
-        else using (ForwardProfiler.Measure("attention scores (sdpa)"))
+        using (ForwardProfiler.Measure("attention scores (sdpa)"))
             a = _explicitScores ? ExplicitAttention(q, k, v, mask)
                 : mask is null ? nn.functional.scaled_dot_product_attention(q, k, v, null, 0.0, t > 1)
                 : nn.functional.scaled_dot_product_attention(q, k, v, mask, 0.0, false);
