@@ -15,8 +15,8 @@ public class TiledDequantTests
     static long DenseBytes(IQuantizedWeight w) => w.Shape[0] * w.Shape[1] * 4;
 
     [Theory]
-    [InlineData(1100, 320)]    // 819-row tiles + a partial one of 281
-    [InlineData(300, 1200)]    // 1200 values a row are 18.75 blocks of 64: a tile is a multiple of 4 rows, the last one partial
+    [InlineData(1100, 640)]    // 2 MiB tiles of 819 rows + a partial one of 281
+    [InlineData(600, 1200)]    // 1200 values a row are 18.75 blocks of 64: a tile is a multiple of 4 rows (436), the last one partial
     public void OutputAndInputGradientEqualTheWholeDenseWeights(int outFeatures, int inFeatures)
     {
         using var scope = NewDisposeScope();
@@ -40,8 +40,9 @@ public class TiledDequantTests
     [Fact]
     public void AQloraModelWithWeightsOverATileTrainsLikeItsDequantisedDenseTwin()
     {
-        // gate/up [1200, 256] and down [256, 1200] hold 1.2 MB each in fp32: several tiles, the last one partial.
-        var cfg = RandomModel.LlamaConfig(hidden: 256, layers: 2, heads: 4, kvHeads: 2, vocab: 64, intermediate: 1200);
+        // gate/up [2400, 256] and down [256, 2400] hold 2.4 MB each in fp32: two tiles of 2048 rows / twelve of 218 (a
+        // row of 2400 values ends inside a 64-value block, so a tile is an even number of rows), the last one partial.
+        var cfg = RandomModel.LlamaConfig(hidden: 256, layers: 2, heads: 4, kvHeads: 2, vocab: 64, intermediate: 2400);
         string denseDir = RandomModel.Write(cfg);
         string qDir = Path.Combine(TestPaths.TempDir(), "q");
         ModelQuantizer.QuantizeFolder(denseDir, qDir, new Nf4Options());
