@@ -174,7 +174,7 @@ public static class MemoryPlanner
 
     /// <summary>
     /// QLoRA's dense weights: the scratch buffer the matmul reads them from (the largest quantised Linear dequantised
-    /// whole; on CPU at most one tile of <see cref="CpuDequantTileBytes"/>); on CPU under checkpointing also one decoder
+    /// whole; on CPU in fp32 at most one tile of <see cref="CpuDequantTileBytes"/>); on CPU under checkpointing also one decoder
     /// layer's quantised Linears, which PeftSharp keeps from the recomputed forward for that layer's backward
     /// (PeftSharp.Quantization.DequantReuse: one layer, so the backward does not dequantise again).
     /// </summary>
@@ -182,7 +182,8 @@ public static class MemoryPlanner
     {
         var linears = model.Modules.Where(IsQuantizedLinear).ToList();
         long largest = Dtypes.Bytes(compute, linears.Max(m => m.WeightElements));
-        long scratch = r.Device == DeviceKind.Cpu ? Math.Min(largest, CpuDequantTileBytes) : largest;
+        // 16-bit compute: the backward multiplies by the whole weight (tiles would round grad_x once per tile).
+        long scratch = r.Device == DeviceKind.Cpu && compute == DType.Fp32 ? Math.Min(largest, CpuDequantTileBytes) : largest;
         long keptLayer = r.Device == DeviceKind.Cpu && r.GradientCheckpointing
             ? Dtypes.Bytes(compute, linears.GroupBy(m => m.Layer).Max(g => g.Sum(m => m.WeightElements)))
             : 0;

@@ -197,7 +197,10 @@ internal sealed class QuantizedLinearFunction : autograd.SingleTensorFunction<Qu
             }
             finally { DequantReuse.Return(flat, kept.Bytes); }
         }
-        if (TileRows(w, dtype, grad.device) is > 0 and var rows) return [TiledGradInput(grad, (Nf4Weight)w, dtype, rows), null!, null!];
+        // fp32 only: grad_x sums over the output rows, so tiles add partial products into grad_x, which in a 16-bit dtype
+        // would be rounded once per tile (the whole-weight GEMM rounds once).
+        if (dtype == ScalarType.Float32 && TileRows(w, dtype, grad.device) is > 0 and var rows)
+            return [TiledGradInput(grad, (Nf4Weight)w, dtype, rows), null!, null!];
         return [WithDense(w, dtype, grad.device, DequantStats.Pass.Backward, dense => grad.matmul(dense)), null!, null!];
     }
 }

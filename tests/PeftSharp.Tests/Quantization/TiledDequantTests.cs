@@ -38,6 +38,27 @@ public class TiledDequantTests
     }
 
     [Fact]
+    public void Bf16ComputeTilesTheForwardAndMultipliesTheBackwardByTheWholeWeight()
+    {
+        using var scope = NewDisposeScope();
+        manual_seed(12);
+        using var w = Nf4Weight.FromDense(randn(2200, 640) * 0.05);    // 2.8 MB in bf16: two tiles
+        Assert.True(DenseBytes(w) / 2 > QuantizedLinearFunction.TileBytes, "the bf16 weight must span more than one tile");
+        var x = randn(2, 9, 640).to_type(ScalarType.BFloat16).requires_grad_(true);
+        var r = randn(2, 9, 2200).to_type(ScalarType.BFloat16);
+        var y = w.Linear(x, ScalarType.BFloat16);
+        (y * r).sum().backward();
+
+        var dense = w.Dequantize(ScalarType.BFloat16, CPU);
+        var xd = x.detach().clone().requires_grad_(true);
+        var yd = nn.functional.linear(xd, dense);
+        (yd * r).sum().backward();
+        Assert.Equal(ScalarType.BFloat16, y.dtype);
+        Assert.True(TestPaths.RelativeError(y, yd) <= 4e-3, $"forward: {TestPaths.RelativeError(y, yd)}");
+        Assert.True(TestPaths.RelativeError(x.grad!, xd.grad!) <= 4e-3, $"grad_x: {TestPaths.RelativeError(x.grad!, xd.grad!)}");
+    }
+
+    [Fact]
     public void AQloraModelWithWeightsOverATileTrainsLikeItsDequantisedDenseTwin()
     {
         // gate/up [2400, 256] and down [256, 2400] hold 2.4 MB each in fp32: two tiles of 2048 rows / twelve of 218 (a
