@@ -40,8 +40,9 @@ internal sealed class QuantizedLinearFunction : autograd.SingleTensorFunction<Qu
 
     /// <summary>
     /// Bytes of dense weight per tile of the tiled path (see <see cref="Tiled"/>); 0 turns tiling off (every matmul
-    /// takes the whole dequantised weight). The default (2 MiB, the planner's figure) was the fastest of 0.5-4 MiB in the
-    /// qlora-step bench at the 116M and ~1B shapes: one core's L2, and few enough tiles that the GEMMs stay efficient.
+    /// takes the whole dequantised weight). The default (1 MiB, the planner's figure) is one core's L2 on the bench box:
+    /// in the qlora-step bench 2 MiB was a little faster at 116M but erratic at ~1B (the tiles then live in the shared
+    /// L3), 0.5 MiB and below lose to the smaller GEMMs.
     /// </summary>
     internal static long TileBytes { get; set; } = PeftSharp.Memory.MemoryPlanner.CpuDequantTileBytes;
 

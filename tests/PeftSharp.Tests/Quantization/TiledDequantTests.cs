@@ -15,8 +15,8 @@ public class TiledDequantTests
     static long DenseBytes(IQuantizedWeight w) => w.Shape[0] * w.Shape[1] * 4;
 
     [Theory]
-    [InlineData(1100, 640)]    // 2 MiB tiles of 819 rows + a partial one of 281
-    [InlineData(600, 1200)]    // 1200 values a row are 18.75 blocks of 64: a tile is a multiple of 4 rows (436), the last one partial
+    [InlineData(1100, 640)]    // 1 MiB tiles of 409 rows + a partial one of 282
+    [InlineData(600, 1200)]    // 1200 values a row are 18.75 blocks of 64: a tile is a multiple of 4 rows (216), the last one partial
     public void OutputAndInputGradientEqualTheWholeDenseWeights(int outFeatures, int inFeatures)
     {
         using var scope = NewDisposeScope();
@@ -42,7 +42,7 @@ public class TiledDequantTests
     {
         using var scope = NewDisposeScope();
         manual_seed(12);
-        using var w = Nf4Weight.FromDense(randn(2200, 640) * 0.05);    // 2.8 MB in bf16: two tiles
+        using var w = Nf4Weight.FromDense(randn(2200, 640) * 0.05);    // 2.8 MB in bf16: three tiles
         Assert.True(DenseBytes(w) / 2 > QuantizedLinearFunction.TileBytes, "the bf16 weight must span more than one tile");
         var x = randn(2, 9, 640).to_type(ScalarType.BFloat16).requires_grad_(true);
         var r = randn(2, 9, 2200).to_type(ScalarType.BFloat16);
@@ -61,8 +61,8 @@ public class TiledDequantTests
     [Fact]
     public void AQloraModelWithWeightsOverATileTrainsLikeItsDequantisedDenseTwin()
     {
-        // gate/up [2400, 256] and down [256, 2400] hold 2.4 MB each in fp32: two tiles of 2048 rows / twelve of 218 (a
-        // row of 2400 values ends inside a 64-value block, so a tile is an even number of rows), the last one partial.
+        // gate/up [2400, 256] and down [256, 2400] hold 2.4 MB each in fp32: tiles of 1024 rows / 108 rows (a row of
+        // 2400 values ends inside a 64-value block, so a tile is an even number of rows), the last one partial.
         var cfg = RandomModel.LlamaConfig(hidden: 256, layers: 2, heads: 4, kvHeads: 2, vocab: 64, intermediate: 2400);
         string denseDir = RandomModel.Write(cfg);
         string qDir = Path.Combine(TestPaths.TempDir(), "q");
