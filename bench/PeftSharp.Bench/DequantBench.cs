@@ -37,6 +37,9 @@ public sealed class DequantBench : IBench
             for (int i = 0; i < reps; i++) { var sw = Stopwatch.StartNew(); f(); t.Add(sw.Elapsed.TotalSeconds); }
             return BenchStats.Median(t);
         }
+        var absmax = w.AbsmaxFloats();
+        double decode = Median(() => w.AbsmaxFloats());
+        double lookup32 = Median(() => Nf4Kernel.Dequantize(w.Packed.bytes, absmax, 64, codes, dst32.bytes, ScalarType.Float32));
         double kernel32 = Median(() => Nf4Kernel.Dequantize(w.Packed.bytes, w.AbsmaxFloats(), 64, codes, dst32.bytes, ScalarType.Float32));
         double copy32 = Median(() => src32.bytes.CopyTo(dst32.bytes));
         double kernel16 = Median(() => Nf4Kernel.Dequantize(w.Packed.bytes, w.AbsmaxFloats(), 64, codes, dst16.bytes, ScalarType.BFloat16));
@@ -49,6 +52,8 @@ public sealed class DequantBench : IBench
             kernel_fp32_gbps = Math.Round(gb32 / kernel32, 2), memcpy_fp32_gbps = Math.Round(gb32 / copy32, 2),
             kernel_bf16_gbps = Math.Round(gb32 / 2 / kernel16, 2), memcpy_bf16_gbps = Math.Round(gb32 / 2 / copy16, 2),
             torch_ops_fp32_gbps = Math.Round(gb32 / ops32, 2),
+            // Per weight of the dequantisation: the double-quantised absmax decode and the NF4 lookup alone (fp32).
+            absmax_decode_ns_per_param = Math.Round(decode / rows / cols * 1e9, 3), lookup_fp32_ns_per_param = Math.Round(lookup32 / rows / cols * 1e9, 3),
         }));
         Console.WriteLine($"dequant/memcpy time ratio: fp32 {kernel32 / copy32:F2}x, bf16 {kernel16 / copy16:F2}x (<= 2 is the aim); torch-ops path {ops32 / copy32:F2}x");
         return 0;

@@ -15,7 +15,8 @@ namespace PeftSharp.Bench;
 /// Options: peer_lora_step.py's shape flags, --targets all-linear (default) or a list, --rounds 5 --warmup 2 --threads 2;
 /// --no-memory skips the child processes (the ~1B case: its fp32 child alone would hold another 4+ GB); --checkpointing
 /// (both models; it keeps one layer's dequantised weights for the backward) and --reuse-layers N|all (that budget
-/// without checkpointing), --dequant-threads N (the NF4 kernel's threads; default torch's). Prints how many weights each step dequantises, in which pass, at how many ns/param.
+/// without checkpointing), --dequant-threads N (the NF4 kernel's threads on whole weights; default torch's), --tile-kib N (dense bytes per dequantisation
+/// tile, 0: whole weights), --tile-threads N (threads per tile), --compare-tile-kib M (a third column: the NF4 model with tile M). Prints how many weights each step dequantises, in which pass, at how many ns/param.
 /// </summary>
 public sealed class QloraStepBench : IBench
 {
@@ -33,6 +34,11 @@ public sealed class QloraStepBench : IBench
             BenchModels.Config(a.Int("vocab", 4096), a.Int("hidden", 512), a.Int("layers", 4), a.Int("heads", 8), a.Int("kv-heads", 8), a.Int("intermediate", 0)),
             a.Int("batch", 4), a.Int("seq", 256), a.Int("r", 8), a.Double("alpha", 16), a.Get("targets", "all-linear").Split(','));
         int warmup = a.Int("warmup", 2);
+        // --tile-kib N: the NF4 step's dequantisation tile (0: the whole weight per matmul); --compare-tile-kib M adds a
+        // third column, the same NF4 model with tile M, alternated with the other two (e.g. 0 to see what tiling gains).
+        long tileBytes = a.Int("tile-kib", (int)(QuantizedLinearFunction.TileBytes / 1024)) * 1024L;
+        if (a.Get("tile-threads", "") is { Length: > 0 } tt) QuantizedLinearFunction.TileThreads = int.Parse(tt);
+        QuantizedLinearFunction.TileBytes = tileBytes;
         if (a.Get("only", "") is { Length: > 0 } only) return Child(shape, only == "nf4", warmup + a.Int("rounds", 5));
 
         manual_seed(0);
@@ -44,18 +50,21 @@ public sealed class QloraStepBench : IBench
         if (checkpointing) { GradientCheckpointing.Enable(dense); GradientCheckpointing.Enable(nf4); }
         // --reuse-layers N: keep N decoder layers' dequantised weights for the backward (checkpointing sets 1).
         if (a.Get("reuse-layers", "") is { Length: > 0 } keep) DequantReuse.KeepLayers(nf4, keep == "all" ? shape.Config.NumLayers : int.Parse(keep));
+        long? compareTile = a.Get("compare-tile-kib", "") is { Length: > 0 } ct ? long.Parse(ct) * 1024 : null;
         using var denseStep = new LoraStep(dense, shape.R, shape.Alpha, shape.Targets, ids);
         using var nf4Step = new LoraStep(nf4, shape.R, shape.Alpha, shape.Targets, ids);
-        var steps = new[] { denseStep, nf4Step };
-        var times = new[] { new List<double>(), new List<double>() };
+        var steps = compareTile is null ? new[] { denseStep, nf4Step } : new[] { denseStep, nf4Step, nf4Step };
+        var tiles = new[] { tileBytes, tileBytes, compareTile ?? 0 };
+        var times = steps.Select(_ => new List<double>()).ToArray();
         // Process CPU time per step beside wall time: on a shared box wall time mostly measures the other processes.
-        var cpu = new[] { new List<double>(), new List<double>() };
+        var cpu = steps.Select(_ => new List<double>()).ToArray();
         using var self = Process.GetCurrentProcess();
         var dequant = default(DequantStats.Snapshot);
         int rounds = a.Int("rounds", 5);
         for (int i = 0; i < warmup + rounds; i++)
-            for (int k = 0; k < 2; k++)
+            for (int k = 0; k < steps.Length; k++)
             {
+                QuantizedLinearFunction.TileBytes = tiles[k];
                 var before = DequantStats.Read();
                 self.Refresh();
                 var cpu0 = self.TotalProcessorTime;
@@ -76,7 +85,11 @@ public sealed class QloraStepBench : IBench
                           (checkpointing ? ", gradient checkpointing on both" : "") +
                           $"; dequantised weights kept for backward: {DequantReuse.BudgetBytes / 1048576.0:F0} MiB budget ({(double)DequantReuse.BudgetBytes / Math.Max(1, DequantReuse.LayerBytes(nf4, ScalarType.Float32)):F1} layers)");
         Console.WriteLine($"step time: fp32 base median {tDense * 1e3:F0} ms (min {times[0].Min() * 1e3:F0}), NF4 base median {tNf4 * 1e3:F0} ms (min {times[1].Min() * 1e3:F0})");
-        Console.WriteLine($"QLoRA/LoRA step time ratio = {BenchStats.Median(ratios):F3} (median of per-round ratios; min/min {times[1].Min() / times[0].Min():F3})");
+        Console.WriteLine($"QLoRA/LoRA step time ratio = {BenchStats.Median(ratios):F3} (median of per-round ratios; min/min {times[1].Min() / times[0].Min():F3}); " +
+                          $"dequantisation tile {Tile(tileBytes)}");
+        if (compareTile is { } other)
+            Console.WriteLine($"  compare: NF4 base with dequantisation tile {Tile(other)} median {BenchStats.Median(times[2]) * 1e3:F0} ms, QLoRA/LoRA ratio " +
+                              $"{BenchStats.Median(times[2].Zip(times[0], (q, d) => q / d).ToList()):F3}; tile {Tile(tileBytes)} / tile {Tile(other)} = {BenchStats.Median(times[1].Zip(times[2], (q, d) => q / d).ToList()):F3}");
         Console.WriteLine($"process CPU time per step (all threads): fp32 base median {BenchStats.Median(cpu[0]) * 1e3:F0} ms, NF4 base {BenchStats.Median(cpu[1]) * 1e3:F0} ms, " +
                           $"ratio {BenchStats.Median(cpu[1].Zip(cpu[0], (q, d) => q / d).ToList()):F3} (less sensitive to other processes than wall time; spinning threads count)");
         PrintBreakdown(dequant, rounds, tDense, tNf4);
@@ -107,9 +120,11 @@ public sealed class QloraStepBench : IBench
         Console.WriteLine($"dequantisation per NF4 step: forward {d.ForwardCalls / rounds} weights ({d.ForwardWeights / rounds / 1e6:F1}M params, {d.ForwardSeconds / rounds * 1e3:F0} ms), " +
                           $"backward {d.BackwardCalls / rounds} ({d.BackwardWeights / rounds / 1e6:F1}M, {d.BackwardSeconds / rounds * 1e3:F0} ms), reused from forward {d.ReusedCalls / rounds} ({d.ReusedWeights / rounds / 1e6:F1}M); " +
                           $"{(d.Weights > 0 ? d.Seconds / d.Weights * 1e9 : 0):F2} ns/param (absmax decode + NF4 lookup + write, threads included)");
-        Console.WriteLine($"  = {perStep * 1e3:F0} ms/step = {perStep / tDense:P1} of the fp32 LoRA step; the rest of the gap (matmuls on a freshly written weight, " +
-                          $"different allocations) {(tNf4 - tDense - perStep) / tDense:P1}; ratio without any dequantisation would be {(tNf4 - perStep) / tDense:F3}");
+        Console.WriteLine($"  = {perStep * 1e3:F0} ms/step = {perStep / tDense:P1} of the fp32 LoRA step; the rest of the gap (matmuls on the dequantised weight vs the fp32 base's, " +
+                          $"allocations; below 0 where tiles keep the weight in cache and the GEMMs read 0.5 B/param of codes from DRAM instead of 4) {(tNf4 - tDense - perStep) / tDense:P1}; ratio without any dequantisation would be {(tNf4 - perStep) / tDense:F3}");
     }
+
+    static string Tile(long bytes) => bytes <= 0 ? "off (whole weight)" : $"{bytes / 1024} KiB ({QuantizedLinearFunction.TileThreads} thread(s))";
 
     static double Mb(JsonNode n) => (double)n / (1 << 20);
 

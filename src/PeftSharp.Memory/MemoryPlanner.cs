@@ -166,18 +166,28 @@ public static class MemoryPlanner
     }
 
     /// <summary>
-    /// QLoRA's dense weights: the largest quantised Linear dequantised for its matmul (the scratch buffer); on CPU under
-    /// checkpointing also one decoder layer's quantised Linears, which PeftSharp keeps from the recomputed forward for
-    /// that layer's backward (PeftSharp.Quantization.DequantReuse: one layer, so the backward does not dequantise again).
+    /// Bytes of dense weight per dequantisation tile on CPU: PeftSharp multiplies a quantised weight larger than this a
+    /// tile of rows at a time (PeftSharp.Quantization.QuantizedLinearFunction takes its default from here), so its
+    /// scratch buffer holds at most one tile.
+    /// </summary>
+    internal const long CpuDequantTileBytes = 1 << 20;
+
+    /// <summary>
+    /// QLoRA's dense weights: the scratch buffer the matmul reads them from (the largest quantised Linear dequantised
+    /// whole; on CPU in fp32 at most one tile of <see cref="CpuDequantTileBytes"/>); on CPU under checkpointing also one decoder
+    /// layer's quantised Linears, which PeftSharp keeps from the recomputed forward for that layer's backward
+    /// (PeftSharp.Quantization.DequantReuse: one layer, so the backward does not dequantise again).
     /// </summary>
     static long DequantBytes(ModelShape model, PlanRequest r, DType compute)
     {
         var linears = model.Modules.Where(IsQuantizedLinear).ToList();
-        long largest = linears.Max(m => m.WeightElements);
+        long largest = Dtypes.Bytes(compute, linears.Max(m => m.WeightElements));
+        // 16-bit compute: the backward multiplies by the whole weight (tiles would round grad_x once per tile).
+        long scratch = r.Device == DeviceKind.Cpu && compute == DType.Fp32 ? Math.Min(largest, CpuDequantTileBytes) : largest;
         long keptLayer = r.Device == DeviceKind.Cpu && r.GradientCheckpointing
-            ? linears.GroupBy(m => m.Layer).Max(g => g.Sum(m => m.WeightElements))
+            ? Dtypes.Bytes(compute, linears.GroupBy(m => m.Layer).Max(g => g.Sum(m => m.WeightElements)))
             : 0;
-        return Dtypes.Bytes(compute, largest + keptLayer);
+        return scratch + keptLayer;
     }
 
     static bool IsQuantizedLinear(ModuleShape m) => m.Kind == ModuleKind.Linear && m.Layer is not null;

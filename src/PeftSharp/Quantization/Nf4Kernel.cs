@@ -20,29 +20,51 @@ internal static unsafe class Nf4Kernel
     public static void Dequantize(ReadOnlySpan<byte> packed, ReadOnlySpan<float> absmax, int blockSize, ReadOnlySpan<float> code, Span<byte> dst, ScalarType dtype)
     {
         long n = (long)packed.Length * 2;
-        if (code.Length != 16) throw new ArgumentException($"a 4-bit code table has 16 entries, got {code.Length}");
         if (blockSize % 16 != 0 || n % blockSize != 0 || absmax.Length != n / blockSize)
             throw new ArgumentException($"{n} values with block size {blockSize} need {n / blockSize} absmax values, got {absmax.Length}");
-        int elem = dtype == ScalarType.Float32 ? 4 : 2;
         if (!Supports(dtype)) throw new NotSupportedException($"the CPU kernel writes fp32, bf16 or fp16, not {dtype}");
+        int elem = dtype == ScalarType.Float32 ? 4 : 2;
         if (dst.Length != n * elem) throw new ArgumentException($"destination has {dst.Length} bytes, {n * elem} needed");
+        DequantizeBlocks(packed, absmax, blockSize, code, 0, dst, dtype, ThreadsFor(n));
+    }
+
+    /// <summary>
+    /// Threads for a whole weight of <paramref name="n"/> values. Blocks are independent: a whole weight is split over
+    /// torch's intra-op threads, as the matmul that reads the result is, so the dequantisation is not the one
+    /// single-threaded pass of a QLoRA layer; small weights stay on the calling thread (a task costs more than their pass).
+    /// </summary>
+    public static int ThreadsFor(long n) => (int)Math.Clamp(n / ParallelMinElements, 1, Math.Max(1, MaxThreads ?? get_num_threads()));
+
+    /// <summary>
+    /// Blocks [<paramref name="fromBlock"/>, fromBlock + dst / block) of the weight into <paramref name="dst"/>
+    /// (a tile of consecutive rows when the tile is a whole number of blocks), split over at most
+    /// <paramref name="threads"/> threads; <paramref name="absmax"/> is the whole weight's.
+    /// </summary>
+    public static void DequantizeBlocks(ReadOnlySpan<byte> packed, ReadOnlySpan<float> absmax, int blockSize, ReadOnlySpan<float> code,
+        long fromBlock, Span<byte> dst, ScalarType dtype, int threads)
+    {
+        if (code.Length != 16) throw new ArgumentException($"a 4-bit code table has 16 entries, got {code.Length}");
+        if (!Supports(dtype)) throw new NotSupportedException($"the CPU kernel writes fp32, bf16 or fp16, not {dtype}");
+        int elem = dtype == ScalarType.Float32 ? 4 : 2;
+        long perBlock = (long)blockSize * elem;
+        if (blockSize % 16 != 0 || dst.Length % perBlock != 0)
+            throw new ArgumentException($"destination of {dst.Length} bytes is not a whole number of {blockSize}-value blocks of {dtype}");
+        long blocks = dst.Length / perBlock;
+        if (fromBlock < 0 || fromBlock + blocks > absmax.Length || (fromBlock + blocks) * blockSize > (long)packed.Length * 2)
+            throw new ArgumentException($"blocks [{fromBlock}, {fromBlock + blocks}) outside a weight of {absmax.Length} blocks");
 
         fixed (byte* p = packed)
         fixed (float* a = absmax)
         fixed (float* c = code)
         fixed (byte* d = dst)
         {
-            // Blocks are independent: split them over torch's intra-op threads, as the matmul that reads the result
-            // is, so the dequantisation is not the one single-threaded pass of a QLoRA layer. Small weights stay on
-            // the calling thread (a task costs more than their pass).
-            long blocks = n / blockSize;
-            int chunks = (int)Math.Clamp(n / ParallelMinElements, 1, Math.Max(1, MaxThreads ?? get_num_threads()));
-            if (chunks == 1) { RunRange(p, a, c, d, 0, blocks, blockSize, dtype); return; }
+            int chunks = (int)Math.Clamp(threads, 1, Math.Max(1, blocks));
+            if (chunks == 1) { RunRange(p, a, c, d, fromBlock, fromBlock + blocks, blockSize, dtype); return; }
             nint pp = (nint)p, pa = (nint)a, pc = (nint)c, pd = (nint)d;
             Parallel.For(0, chunks, new ParallelOptions { MaxDegreeOfParallelism = chunks }, i =>
             {
                 long from = blocks * i / chunks, to = blocks * (i + 1) / chunks;
-                RunRange((byte*)pp, (float*)pa, (float*)pc, (byte*)pd, from, to, blockSize, dtype);
+                RunRange((byte*)pp, (float*)pa, (float*)pc, (byte*)pd + from * perBlock, fromBlock + from, fromBlock + to, blockSize, dtype);
             });
         }
     }
@@ -53,18 +75,18 @@ internal static unsafe class Nf4Kernel
     /// <summary>Below this many weights one thread dequantises the whole tensor.</summary>
     const long ParallelMinElements = 1 << 18;
 
-    /// <summary>Blocks [from, to) of the weight.</summary>
+    /// <summary>Blocks [from, to) of the weight into <paramref name="dst"/>, which points at block <paramref name="from"/>'s output.</summary>
     static void RunRange(byte* p, float* absmax, float* code, byte* dst, long from, long to, int blockSize, ScalarType dtype)
     {
         long first = from * blockSize, count = (to - from) * blockSize;
         byte* pb = p + first / 2;
         if (Avx512F.IsSupported && Avx512BW.IsSupported && blockSize % 32 == 0)
         {
-            if (dtype == ScalarType.Float32) Run512(pb, absmax + from, code, (float*)dst + first, count, blockSize);
-            else RunHalf512(pb, absmax + from, code, (ushort*)dst + first, count, blockSize, dtype == ScalarType.BFloat16);
+            if (dtype == ScalarType.Float32) Run512(pb, absmax + from, code, (float*)dst, count, blockSize);
+            else RunHalf512(pb, absmax + from, code, (ushort*)dst, count, blockSize, dtype == ScalarType.BFloat16);
         }
-        else if (dtype == ScalarType.Float32) Run(pb, absmax + from, code, (float*)dst + first, count, blockSize);
-        else RunHalf(pb, absmax + from, code, (ushort*)dst + first, count, blockSize, dtype == ScalarType.BFloat16);
+        else if (dtype == ScalarType.Float32) Run(pb, absmax + from, code, (float*)dst, count, blockSize);
+        else RunHalf(pb, absmax + from, code, (ushort*)dst, count, blockSize, dtype == ScalarType.BFloat16);
     }
 
     /// <summary>Round-to-nearest-even, as torch converts float32 to bfloat16 (NaN stays a quiet NaN).</summary>

@@ -133,18 +133,58 @@ internal sealed class Nf4Weight : IQuantizedWeight
 
     void DequantizeKernelInto(Tensor result)
     {
+        using var rows = KernelRows();
+        rows.Write(0, result, Nf4Kernel.ThreadsFor(ElementCount));
+    }
+
+    /// <summary>
+    /// The SIMD kernel's view of this weight for one pass: the absmax decoded once (double quantisation resolved), so
+    /// the pass can write the dense weight whole or a tile of rows at a time.
+    /// </summary>
+    public KernelRowWriter KernelRows()
+    {
         if (Device.type != DeviceType.CPU) throw new InvalidOperationException("the SIMD kernel runs on CPU tensors only");
+        return new KernelRowWriter(this);
+    }
+
+    /// <summary>Writes rows of the dense weight with the SIMD kernel; dispose it to return the decoded absmax to the pool.</summary>
+    internal sealed class KernelRowWriter : IDisposable
+    {
+        readonly Nf4Weight _w;
+        readonly float[] _code = new float[16];
         // Pooled: a fresh float[] per call lands on the large-object heap (over 85 KB for 1.4M+ weights), which only
         // gen-2 collections free, so a training run's resident set grew with every dequantisation.
-        int blocks = (int)Absmax.numel();
-        var absmax = System.Buffers.ArrayPool<float>.Shared.Rent(blocks);
-        try
+        float[]? _absmax;
+        readonly int _blocks;
+
+        internal KernelRowWriter(Nf4Weight w)
         {
-            AbsmaxInto(absmax);
-            using var code = Code.to_type(ScalarType.Float32);
-            Nf4Kernel.Dequantize(Packed.bytes, absmax.AsSpan(0, blocks), Options.BlockSize, MemoryMarshal.Cast<byte, float>(code.bytes), result.bytes, result.dtype);
+            _w = w;
+            _blocks = (int)w.Absmax.numel();
+            _absmax = System.Buffers.ArrayPool<float>.Shared.Rent(_blocks);
+            w.AbsmaxInto(_absmax);
+            using var code = w.Code.to_type(ScalarType.Float32);
+            MemoryMarshal.Cast<byte, float>(code.bytes).CopyTo(_code);
         }
-        finally { System.Buffers.ArrayPool<float>.Shared.Return(absmax); }
+
+        /// <summary>
+        /// Rows [<paramref name="firstRow"/>, firstRow + rows of <paramref name="dst"/>) into <paramref name="dst"/>
+        /// (contiguous, [rows, in] of a kernel dtype); the tile must start and end on a quantisation block.
+        /// </summary>
+        public void Write(long firstRow, Tensor dst, int threads)
+        {
+            long cols = _w.Shape[^1], first = firstRow * cols, bs = _w.Options.BlockSize;
+            if (!dst.is_contiguous() || dst.shape[^1] != cols || first % bs != 0 || dst.numel() % bs != 0)
+                throw new ArgumentException($"dequantise rows from {firstRow} into [{string.Join(", ", dst.shape)}]: needs a contiguous tile of whole {bs}-value blocks of [{string.Join(", ", _w.Shape)}]");
+            Nf4Kernel.DequantizeBlocks(_w.Packed.bytes, _absmax.AsSpan(0, _blocks), _w.Options.BlockSize, _code, first / bs, dst.bytes, dst.dtype, threads);
+        }
+
+        public void Dispose()
+        {
+            if (_absmax is null) return;
+            System.Buffers.ArrayPool<float>.Shared.Return(_absmax);
+            _absmax = null;
+        }
     }
 
     /// <summary>The TorchSharp-ops path (any device): code[nibble] * absmax[block], then cast.</summary>

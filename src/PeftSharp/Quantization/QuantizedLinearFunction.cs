@@ -39,6 +39,99 @@ internal sealed class QuantizedLinearFunction : autograd.SingleTensorFunction<Qu
         device.type == DeviceType.CPU && w.Device.type == DeviceType.CPU && Nf4Kernel.Supports(dtype);
 
     /// <summary>
+    /// Bytes of dense weight per tile of the tiled path (see <see cref="Tiled"/>); 0 turns tiling off (every matmul
+    /// takes the whole dequantised weight). The default (1 MiB, the planner's figure) is one core's L2 on the bench box:
+    /// in the qlora-step bench 2 MiB was a little faster at 116M but erratic at ~1B (the tiles then live in the shared
+    /// L3), 0.5 MiB and below lose to the smaller GEMMs.
+    /// </summary>
+    internal static long TileBytes { get; set; } = PeftSharp.Memory.MemoryPlanner.CpuDequantTileBytes;
+
+    /// <summary>Threads that dequantise one tile (1: the calling thread, while torch's workers wait for the GEMM).</summary>
+    internal static int TileThreads { get; set; } = 1;
+
+    /// <summary>
+    /// Rows per tile for <paramref name="w"/>, or 0 where the whole-weight path runs: no CPU kernel, a weight of one
+    /// tile, or tiling off. A tile starts and ends on a quantisation block (rows * in a multiple of the block size).
+    /// </summary>
+    static long TileRows(IQuantizedWeight w, ScalarType dtype, Device device)
+    {
+        if (TileBytes <= 0 || w is not Nf4Weight nf4 || nf4.Shape.Length != 2 || !KernelPath(w, dtype, device)) return 0;
+        long outF = nf4.Shape[0], inF = nf4.Shape[1], bs = nf4.Options.BlockSize;
+        long unit = bs / (long)System.Numerics.BigInteger.GreatestCommonDivisor(inF, bs);
+        long rows = Math.Max(unit, TileBytes / (inF * ElementBytes(dtype)) / unit * unit);
+        return rows >= outF ? 0 : rows;
+    }
+
+    static long ElementBytes(ScalarType dtype) => dtype == ScalarType.Float32 ? 4 : 2;
+
+    /// <summary>
+    /// The dense weight a tile of rows at a time, each tile written by the kernel into this thread's small scratch
+    /// buffer (it stays in cache) and consumed at once by <paramref name="multiply"/>(first row, rows, tile): the
+    /// dense weight never travels through DRAM (write then read back: 8 bytes per parameter in fp32), and the scratch
+    /// holds one tile instead of the largest weight.
+    /// </summary>
+    static void Tiled(Nf4Weight w, ScalarType dtype, long tileRows, DequantStats.Pass pass, Action<long, long, Tensor> multiply)
+    {
+        long outF = w.Shape[0], inF = w.Shape[1], ticks = 0;
+        using var writer = w.KernelRows();
+        for (long r0 = 0; r0 < outF; r0 += tileRows)
+        {
+            long n = Math.Min(tileRows, outF - r0);
+            using var flat = Scratch(dtype, n * inF);
+            using var tile = flat.view(n, inF);
+            long start = Stopwatch.GetTimestamp();
+            writer.Write(r0, tile, TileThreads);
+            ticks += Stopwatch.GetTimestamp() - start;
+            multiply(r0, n, tile);
+        }
+        DequantStats.Add(pass, w.ElementCount, ticks);
+    }
+
+    /// <summary>y = x W^T tile by tile: each tile's GEMM writes its columns of y in place (addmm_ into a row-strided view: no copy).</summary>
+    static Tensor TiledLinear(Tensor x, Nf4Weight w, ScalarType dtype, long tileRows, DequantStats.Pass pass)
+    {
+        using var scope = NewDisposeScope();
+        long outF = w.Shape[0], inF = w.Shape[1];
+        var x2 = x.reshape(-1, inF);
+        var y = empty([x2.shape[0], outF], dtype, x.device);
+        Tiled(w, dtype, tileRows, pass, (r0, n, tile) =>
+        {
+            using var cols = y.narrow(1, r0, n);
+            using var wt = tile.t();
+            cols.addmm_(x2, wt, beta: 0);
+        });
+        return y.view([.. x.shape[..^1], outF]).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>grad_x = g W = sum over row tiles of g[:, tile] W[tile, :], accumulated in place.</summary>
+    static Tensor TiledGradInput(Tensor grad, Nf4Weight w, ScalarType dtype, long tileRows)
+    {
+        using var scope = NewDisposeScope();
+        long outF = w.Shape[0], inF = w.Shape[1];
+        var g2 = grad.reshape(-1, outF);
+        var dx = empty([g2.shape[0], inF], dtype, grad.device);
+        Tiled(w, dtype, tileRows, DequantStats.Pass.Backward, (r0, n, tile) =>
+        {
+            using var g = g2.narrow(1, r0, n);
+            dx.addmm_(g, tile, beta: r0 == 0 ? 0 : 1);
+        });
+        return dx.view([.. grad.shape[..^1], inF]).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>The first <paramref name="n"/> elements of this thread's scratch buffer for <paramref name="dtype"/> (grown when short).</summary>
+    static Tensor Scratch(ScalarType dtype, long n)
+    {
+        _scratch ??= new();
+        if (!_scratch.TryGetValue(dtype, out var buf) || buf.numel() < n)
+        {
+            buf?.Dispose();
+            buf = empty(n, dtype).DetachFromDisposeScope();
+            _scratch[dtype] = buf;
+        }
+        return buf.narrow(0, 0, n);
+    }
+
+    /// <summary>
     /// Runs <paramref name="use"/> on the dense weight: a view of this thread's scratch where the weight can write
     /// into it (CPU), else a fresh dequantised tensor freed afterwards. <paramref name="use"/> must not keep it.
     /// </summary>
@@ -46,15 +139,7 @@ internal sealed class QuantizedLinearFunction : autograd.SingleTensorFunction<Qu
     {
         if (KernelPath(w, dtype, device))
         {
-            long n = w.Shape.Aggregate(1L, (a, b) => a * b);
-            _scratch ??= new();
-            if (!_scratch.TryGetValue(dtype, out var buf) || buf.numel() < n)
-            {
-                buf?.Dispose();
-                buf = empty(n, dtype).DetachFromDisposeScope();
-                _scratch[dtype] = buf;
-            }
-            using var flat = buf.narrow(0, 0, n);
+            using var flat = Scratch(dtype, w.Shape.Aggregate(1L, (a, b) => a * b));
             using var view = flat.view(w.Shape);
             if (DequantInto(w, view, pass)) return use(view);
         }
@@ -73,7 +158,9 @@ internal sealed class QuantizedLinearFunction : autograd.SingleTensorFunction<Qu
     }
 
     static Tensor Compute(Tensor x, IQuantizedWeight w, ScalarType dtype, DequantStats.Pass pass) =>
-        WithDense(w, dtype, x.device, pass, dense => nn.functional.linear(x, dense));
+        TileRows(w, dtype, x.device) is > 0 and var rows
+            ? TiledLinear(x, (Nf4Weight)w, dtype, rows, pass)
+            : WithDense(w, dtype, x.device, pass, dense => nn.functional.linear(x, dense));
 
     public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
     {
@@ -111,6 +198,10 @@ internal sealed class QuantizedLinearFunction : autograd.SingleTensorFunction<Qu
             }
             finally { DequantReuse.Return(flat, kept.Bytes); }
         }
+        // fp32 only: grad_x sums over the output rows, so tiles add partial products into grad_x, which in a 16-bit dtype
+        // would be rounded once per tile (the whole-weight GEMM rounds once).
+        if (dtype == ScalarType.Float32 && TileRows(w, dtype, grad.device) is > 0 and var rows)
+            return [TiledGradInput(grad, (Nf4Weight)w, dtype, rows), null!, null!];
         return [WithDense(w, dtype, grad.device, DequantStats.Pass.Backward, dense => grad.matmul(dense)), null!, null!];
     }
 }

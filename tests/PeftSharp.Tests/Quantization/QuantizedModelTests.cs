@@ -15,15 +15,15 @@ public class QuantizedModelTests
         return dir;
     }
 
-    /// <summary>A plain dense folder whose weights are the quantised model's dequantised ones.</summary>
-    static string DequantizedFolder(CausalLM q)
+    /// <summary>A plain dense folder whose weights are the quantised model's dequantised ones (config from <paramref name="configDir"/>, default the tiny Llama's).</summary>
+    internal static string DequantizedFolder(CausalLM q, string? configDir = null)
     {
         string dir = TestPaths.TempDir();
         using var scope = NewDisposeScope();
         var tensors = q.named_parameters().Select(p => (p.name, (Tensor)p.parameter)).ToList();
         tensors.AddRange(q.Linears().Where(l => l.Quantized is not null).Select(l => (l.ModulePath + ".weight", l.DenseWeight(ScalarType.Float32))));
         SafeTensorsWriter.Write(Path.Combine(dir, "model.safetensors"), tensors);
-        File.Copy(Path.Combine(TestPaths.TinyLlama, "config.json"), Path.Combine(dir, "config.json"));
+        File.Copy(Path.Combine(configDir ?? TestPaths.TinyLlama, "config.json"), Path.Combine(dir, "config.json"));
         return dir;
     }
 
