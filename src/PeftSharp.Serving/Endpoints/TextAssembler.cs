@@ -26,7 +26,7 @@ internal sealed class TextAssembler(ServerState s, IReadOnlyCollection<int> stop
     readonly GeneratedText _text = new(s.Streamer(prompt), stopIds, stops);
     readonly List<int> _ids = [.. prompt];
     // Tokens whose text_offset waits for more final text, with the final text's length before and after each arrived.
-    readonly Queue<(string Token, float Logprob, (string, float)[] Top, int Before, int After)> _unplaced = new();
+    readonly Queue<(TokenText Token, float Logprob, (TokenText, float)[] Top, int Before, int After)> _unplaced = new();
     readonly List<TokenLogprob> _placed = new();
     int _placedSent, _at;
 
@@ -81,13 +81,14 @@ internal sealed class TextAssembler(ServerState s, IReadOnlyCollection<int> stop
         string text = _text.Text;
         while (_unplaced.TryPeek(out var t))
         {
+            string token = t.Token.Text;
             int at = Math.Max(_at, t.Before);
             var rest = text.AsSpan(at);
             // The clean-up only removes spaces: a token's text stands here whole, or without its leading space.
-            string? found = rest.StartsWith(t.Token, StringComparison.Ordinal) ? t.Token
-                : t.Token.StartsWith(' ') && rest.StartsWith(t.Token.AsSpan(1), StringComparison.Ordinal) ? t.Token[1..] : null;
+            string? found = rest.StartsWith(token, StringComparison.Ordinal) ? token
+                : token.StartsWith(' ') && rest.StartsWith(token.AsSpan(1), StringComparison.Ordinal) ? token[1..] : null;
             // Neither yet, but the text so far could still continue as either: wait until more of it is final.
-            if (found is null && !final && (t.Token.AsSpan().StartsWith(rest, StringComparison.Ordinal) || t.Token.AsSpan().TrimStart(' ').StartsWith(rest, StringComparison.Ordinal))) return;
+            if (found is null && !final && (token.AsSpan().StartsWith(rest, StringComparison.Ordinal) || token.AsSpan().TrimStart(' ').StartsWith(rest, StringComparison.Ordinal))) return;
             // Not in the text at all (a byte of a character reads U+FFFD): the next token starts after what was final once it arrived.
             _at = found is not null ? at + found.Length : Math.Max(at, t.After);
             _placed.Add(new TokenLogprob(t.Token, t.Logprob, at, t.Top));

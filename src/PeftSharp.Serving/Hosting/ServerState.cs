@@ -31,12 +31,15 @@ internal sealed class ServerState(ModelConfig config, TextTokenizer tokenizer, B
     public int[] Encode(string text, bool addSpecialTokens = false) { lock (_tokLock) return tokenizer.Encode(text, addSpecialTokens); }
     public string Decode(IReadOnlyList<int> ids) { lock (_tokLock) return tokenizer.Decode(ids); }
     /// <summary>
-    /// The text each of <paramref name="ids"/> adds after <paramref name="context"/> (the ids before it, a few
-    /// suffice), as logprobs report it: what the token's decode adds to the context's (so a SentencePiece "▁were" keeps
-    /// its space; a byte of an unfinished character reads U+FFFD), cleaned up as HF's decode([id]) cleans a token on
-    /// its own where the tokenizer cleans up tokenization spaces (a " ," token reads ",").
+    /// Each of <paramref name="ids"/> after <paramref name="context"/> (the ids before it, a few suffice), as logprobs
+    /// report it. Its text is what the token's decode adds to the context's (so a SentencePiece "▁were" keeps its
+    /// space; a byte of an unfinished character reads U+FFFD, the token completing it the whole character), cleaned
+    /// up as HF's decode([id]) cleans a token on its own where the tokenizer cleans up tokenization spaces (a " ,"
+    /// token reads ","). Its bytes are its own raw bytes (<see cref="TextTokenizer.TokenBytes"/>: one byte of a split
+    /// character, not U+FFFD's), less the leading space where its text has none (the decoder strips the first
+    /// token's, the clean-up removes one), so bytes and text agree wherever the text is whole characters.
     /// </summary>
-    public string[] TokenTexts(IReadOnlyList<int> context, IEnumerable<int> ids)
+    public OpenAi.TokenText[] TokenTexts(IReadOnlyList<int> context, IEnumerable<int> ids)
     {
         lock (_tokLock)
         {
@@ -45,7 +48,9 @@ internal sealed class ServerState(ModelConfig config, TextTokenizer tokenizer, B
             {
                 string after = tokenizer.Decode([.. context, id], cleanUpSpaces: false);
                 string own = after[before.AsSpan().CommonPrefixLength(after)..];
-                return tokenizer.CleanUpTokenizationSpaces ? TokenizationSpaces.CleanUp(own) : own;
+                string text = tokenizer.CleanUpTokenizationSpaces ? TokenizationSpaces.CleanUp(own) : own;
+                byte[] bytes = tokenizer.TokenBytes(id);
+                return new OpenAi.TokenText(text, bytes is [(byte)' ', ..] && !text.StartsWith(' ') ? bytes[1..] : bytes);
             }).ToArray();
         }
     }

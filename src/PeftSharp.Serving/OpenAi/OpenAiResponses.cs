@@ -1,10 +1,12 @@
-using System.Text;
 using System.Text.Json.Nodes;
 
 namespace PeftSharp.Serving.OpenAi;
 
-/// <summary>One generated token's log probability: its text, where that starts in the completion, and the top alternatives.</summary>
-internal sealed record TokenLogprob(string Token, float Logprob, int TextOffset, (string Token, float Logprob)[] Top);
+/// <summary>A token as logprobs report it: its text and its own raw bytes (<see cref="Hosting.ServerState.TokenTexts"/>).</summary>
+internal readonly record struct TokenText(string Text, byte[] Bytes);
+
+/// <summary>One generated token's log probability: the token, where its text starts in the completion, and the top alternatives.</summary>
+internal sealed record TokenLogprob(TokenText Token, float Logprob, int TextOffset, (TokenText Token, float Logprob)[] Top);
 
 /// <summary>
 /// Response bodies in OpenAI's shapes (completions, chat completions, their stream chunks, usage chunks, logprobs,
@@ -60,13 +62,13 @@ internal static class OpenAiResponses
     /// </summary>
     public static JsonObject CompletionLogprobs(IReadOnlyList<TokenLogprob> entries, int offsetBase) => new()
     {
-        ["tokens"] = new JsonArray(entries.Select(e => (JsonNode?)e.Token).ToArray()),
+        ["tokens"] = new JsonArray(entries.Select(e => (JsonNode?)e.Token.Text).ToArray()),
         ["token_logprobs"] = new JsonArray(entries.Select(e => (JsonNode?)Finite(e.Logprob)).ToArray()),
         ["top_logprobs"] = new JsonArray(entries.Select(e =>
         {
             var top = new JsonObject();
-            foreach (var (t, lp) in e.Top) top[t] ??= Finite(lp);   // distinct ids can decode to the same text: keep the likelier
-            top[e.Token] ??= Finite(e.Logprob);
+            foreach (var (t, lp) in e.Top) top[t.Text] ??= Finite(lp);   // distinct ids can decode to the same text: keep the likelier
+            top[e.Token.Text] ??= Finite(e.Logprob);
             return (JsonNode?)top;
         }).ToArray()),
         ["text_offset"] = new JsonArray(entries.Select(e => (JsonNode?)(offsetBase + e.TextOffset)).ToArray()),
@@ -77,16 +79,16 @@ internal static class OpenAiResponses
     {
         ["content"] = new JsonArray(entries.Select(e => (JsonNode?)new JsonObject
         {
-            ["token"] = e.Token, ["logprob"] = Finite(e.Logprob), ["bytes"] = Bytes(e.Token),
+            ["token"] = e.Token.Text, ["logprob"] = Finite(e.Logprob), ["bytes"] = Bytes(e.Token),
             ["top_logprobs"] = new JsonArray(e.Top.Select(t => (JsonNode?)new JsonObject
             {
-                ["token"] = t.Token, ["logprob"] = Finite(t.Logprob), ["bytes"] = Bytes(t.Token),
+                ["token"] = t.Token.Text, ["logprob"] = Finite(t.Logprob), ["bytes"] = Bytes(t.Token),
             }).ToArray()),
         }).ToArray()),
         ["refusal"] = null,
     };
 
-    static JsonArray Bytes(string token) => new(Encoding.UTF8.GetBytes(token).Select(b => (JsonNode?)(int)b).ToArray());
+    static JsonArray Bytes(TokenText token) => new(token.Bytes.Select(b => (JsonNode?)(int)b).ToArray());
 
     // JSON has no -Infinity; OpenAI reports a token of probability ~0 as -9999.0.
     static float Finite(float lp) => float.IsFinite(lp) ? lp : -9999f;

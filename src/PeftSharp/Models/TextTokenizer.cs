@@ -20,6 +20,7 @@ public sealed class TextTokenizer : IDisposable
     static readonly string[] EosCandidates = ["<|endoftext|>", "<|eot_id|>", "<|end_of_text|>", "<|im_end|>", "</s>", "<eos>"];
 
     readonly Tokenizers.DotNet.Tokenizer _tok;
+    readonly TokenByteTable _bytes;
 
     /// <summary>The tokenizer.json file this was loaded from.</summary>
     public string Path { get; }
@@ -83,6 +84,7 @@ public sealed class TextTokenizer : IDisposable
         UnkId = UnknownTokenId(root["model"] as JsonObject, added);
         (_nativePrefix, _nativeSuffix) = PostProcessorTokens(root["post_processor"], added);
         (Prefix, Suffix) = SpecialTokenPolicy.Resolve(root, (_nativePrefix, _nativeSuffix), added, path);
+        _bytes = new TokenByteTable(root);
         CleanUpTokenizationSpaces = SpecialTokenPolicy.ConfigFlag(path, "clean_up_tokenization_spaces", fallback: false);
 
         try { _tok = new Tokenizers.DotNet.Tokenizer(vocabPath: path); }
@@ -147,6 +149,13 @@ public sealed class TextTokenizer : IDisposable
         string text = _tok.Decode(ids.Select(i => (uint)i).ToArray());
         return cleanUpSpaces ? TokenizationSpaces.CleanUp(text) : text;
     }
+
+    /// <summary>
+    /// Token <paramref name="id"/>'s own raw bytes, as tokenizer.json's decoder maps its string back (a byte-fallback
+    /// &lt;0xE2&gt; is that one byte, a byte-level piece of a multi-byte character only its own bytes), with the leading
+    /// space it has inside a text; none for a special token (<see cref="TokenByteTable"/>).
+    /// </summary>
+    internal byte[] TokenBytes(int id) => _bytes.Of(id);
 
     /// <summary>Frees the native tokenizer.</summary>
     public void Dispose() => _tok.Dispose();

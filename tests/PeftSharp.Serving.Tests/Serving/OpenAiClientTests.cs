@@ -115,8 +115,10 @@ public class OpenAiClientTests
             Assert.True(t.LogProbability <= 0);
             Assert.Equal(3, t.TopLogProbabilities.Count);
             Assert.Equal(t.TopLogProbabilities[0].LogProbability, t.LogProbability, 1e-5f);   // greedy picks the likeliest
-            Assert.Equal(System.Text.Encoding.UTF8.GetBytes(t.Token), t.Utf8Bytes?.ToArray());
         }
+        // Each token's bytes are its own raw bytes: joined, they read as the reply (the random fixture's stray byte
+        // tokens are invalid UTF-8, U+FFFD in the reply as in the bytes read leniently; LogprobBytesTests: valid text).
+        Assert.Equal(c.Content.Single().Text, System.Text.Encoding.UTF8.GetString(c.ContentTokenLogProbabilities.SelectMany(t => t.Utf8Bytes!.Value.ToArray()).ToArray()));
     }
 
     [Fact]

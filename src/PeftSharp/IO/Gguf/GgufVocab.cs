@@ -52,7 +52,7 @@ internal static class GgufVocab
         foreach (var (text, id) in vocab)
         {
             int i = id!.GetValue<int>();
-            Put(text, i, spm && IsByteToken(text) ? Byte : Normal);
+            Put(text, i, spm && TokenByteTable.IsByteToken(text) ? Byte : Normal);
         }
         foreach (var t in (root["added_tokens"] as JsonArray ?? []).OfType<JsonObject>())
             Put(t["content"]!.GetValue<string>(), t["id"]!.GetValue<int>(), t["special"]?.GetValue<bool>() == true ? Control : UserDefined);
@@ -89,8 +89,6 @@ internal static class GgufVocab
         if (ChatTemplate.Load(modelDir) is { } template) meta.Add(new("tokenizer.chat_template", GgufValue.Str(template.Text)));
         return meta;
     }
-
-    static bool IsByteToken(string t) => t.Length == 6 && t.StartsWith("<0x", StringComparison.Ordinal) && t[5] == '>' && Uri.IsHexDigit(t[3]) && Uri.IsHexDigit(t[4]);
 
     /// <summary>
     /// llama.cpp's sentencepiece tokenizer merges the adjacent pair whose joined token has the highest score, so a
