@@ -20,7 +20,9 @@ public sealed class TextTokenizer : IDisposable
     static readonly string[] EosCandidates = ["<|endoftext|>", "<|eot_id|>", "<|end_of_text|>", "<|im_end|>", "</s>", "<eos>"];
 
     readonly Tokenizers.DotNet.Tokenizer _tok;
-    readonly TokenByteTable _bytes;
+    // Built on first use (only chat logprobs ask for raw bytes): an id -> bytes map of the whole vocabulary is
+    // ~150k entries for Qwen, not worth holding for training or plain generation.
+    readonly Lazy<TokenByteTable> _bytes;
 
     /// <summary>The tokenizer.json file this was loaded from.</summary>
     public string Path { get; }
@@ -84,7 +86,7 @@ public sealed class TextTokenizer : IDisposable
         UnkId = UnknownTokenId(root["model"] as JsonObject, added);
         (_nativePrefix, _nativeSuffix) = PostProcessorTokens(root["post_processor"], added);
         (Prefix, Suffix) = SpecialTokenPolicy.Resolve(root, (_nativePrefix, _nativeSuffix), added, path);
-        _bytes = new TokenByteTable(root);
+        _bytes = new(() => new TokenByteTable(JsonFile.ReadObject(path)));
         CleanUpTokenizationSpaces = SpecialTokenPolicy.ConfigFlag(path, "clean_up_tokenization_spaces", fallback: false);
 
         try { _tok = new Tokenizers.DotNet.Tokenizer(vocabPath: path); }
@@ -155,7 +157,7 @@ public sealed class TextTokenizer : IDisposable
     /// &lt;0xE2&gt; is that one byte, a byte-level piece of a multi-byte character only its own bytes), with the leading
     /// space it has inside a text; none for a special token (<see cref="TokenByteTable"/>).
     /// </summary>
-    internal byte[] TokenBytes(int id) => _bytes.Of(id);
+    internal byte[] TokenBytes(int id) => _bytes.Value.Of(id);
 
     /// <summary>Frees the native tokenizer.</summary>
     public void Dispose() => _tok.Dispose();
