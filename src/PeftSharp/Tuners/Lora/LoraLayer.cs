@@ -51,7 +51,7 @@ internal sealed class LoraLayer : ILinearAdapter
         using var scope = NewDisposeScope();
         // The module's own training flag (train()/eval(), as PyTorch's nn.Dropout reads it), so Trainer's train() turns it on.
         bool drop = Dropout > 0 && layer.training;
-        if (Magnitude is null && TrainsInComputeDtype(x, baseOut)) return AutocastLora(x, baseOut, drop).MoveToOuterDisposeScope();
+        if (Magnitude is null && TrainsInComputeDtype(x, baseOut, layer)) return AutocastLora(x, baseOut, drop).MoveToOuterDisposeScope();
         var xa = x.dtype == A.dtype ? x : x.to_type(A.dtype);
         var xd = drop ? nn.functional.dropout(xa, Dropout, true) : xa;
         if (Magnitude is null) return AddScaledLora(baseOut, nn.functional.linear(xd, A)).MoveToOuterDisposeScope();
@@ -66,15 +66,17 @@ internal sealed class LoraLayer : ILinearAdapter
     }
 
     /// <summary>
-    /// Mixed-precision training (a 16-bit base and activations, fp32 adapters, gradients recorded): the adapter matmuls
+    /// Mixed-precision training (a 16-bit base and activations, trainable fp32 adapters, the module in train() mode,
+    /// which the trainer sets for its steps; not "gradients recorded", since gradient checkpointing runs the first forward
+    /// without them and must compute as its recompute does): the adapter matmuls
     /// run in the compute dtype, as under torch.autocast (HF Trainer's bf16=True), on 16-bit copies of the small A and B
     /// whose gradients flow back to the fp32 parameters. The fp32 path would cast the whole [.., in] input up, the
     /// [.., out] base output up and back, and their gradients likewise (four full-activation casts per module per step).
     /// DoRA and inference (eval, generate, serve) keep PEFT's type-promotion path: fp32 adapter math, one rounding.
     /// </summary>
-    bool TrainsInComputeDtype(Tensor x, Tensor baseOut) =>
+    bool TrainsInComputeDtype(Tensor x, Tensor baseOut, TunableLinear layer) =>
         x.dtype != A.dtype && x.dtype is (ScalarType.BFloat16 or ScalarType.Float16) && baseOut.dtype == x.dtype
-        && A.requires_grad && is_grad_enabled();
+        && A.requires_grad && layer.training;
 
     /// <summary>
     /// baseOut + s·(x·A16ᵀ)·B16ᵀ as one addmm in the compute dtype. Its scaling is addmm's alpha, applied with the
