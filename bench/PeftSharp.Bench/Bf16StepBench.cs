@@ -15,7 +15,7 @@ namespace PeftSharp.Bench;
 public sealed class Bf16StepBench : IBench
 {
     public string Name => "bf16-step";
-    public string Description => "LoRA step tokens/s, bf16 base (fp32 adapters) vs fp32, alternated rounds; lora-step's flags plus --rounds";
+    public string Description => "LoRA step tokens/s, bf16 base (fp32 adapters) vs fp32, alternated rounds; lora-step's flags plus --rounds; --profile: both steps' lora-step profile tables";
 
     public int Run(string[] argv)
     {
@@ -37,6 +37,7 @@ public sealed class Bf16StepBench : IBench
         using var ids = randint(0, vocab, [batch, seq + 1]);
         using var step32 = new LoraStep(fp32, r, alpha, targets, ids);
         using var step16 = new LoraStep(bf16, r, alpha, targets, ids);
+        if (a.Flag("profile")) return Profile(step32, step16, fp32, batch, seq, warmup, steps);
         for (int w = 0; w < warmup; w++) { step32.Run(); step16.Run(); }
 
         var t32 = new List<double>();
@@ -79,6 +80,23 @@ public sealed class Bf16StepBench : IBench
             fp32_last_loss = Math.Round(loss32, 4), bf16_last_loss = Math.Round(loss16, 4),
         }));
         return 0;
+    }
+
+    /// <summary>
+    /// --profile: lora-step's profile table for the fp32 step, then the bf16 step (same weights), so the sections that
+    /// grew in bf16 (casts, the fp32 norm and loss, attention) show side by side. GFLOP/s against the fp32 2048^3 matmul.
+    /// </summary>
+    static int Profile(LoraStep step32, LoraStep step16, CausalLM model, int batch, int seq, int warmup, int steps)
+    {
+        double flops = StepFlops.Step(model, step32.Adapter, batch, seq);
+        using var mmA = randn(2048, 2048);
+        using var mmB = randn(2048, 2048);
+        StepFlops.MatmulGflops(mmA, mmB);
+        double mm = BenchStats.Median(Enumerable.Range(0, 3).Select(_ => StepFlops.MatmulGflops(mmA, mmB)));
+        Console.WriteLine("== fp32 ==");
+        LoraStepProfile.Run(step32, flops, warmup, steps, mm);
+        Console.WriteLine("== bf16 (fp32 adapters, AdamW and loss) ==");
+        return LoraStepProfile.Run(step16, flops, warmup, steps, mm);
     }
 
     /// <summary>The same weights in another dtype: a new model of that dtype, every parameter copied (and rounded).</summary>

@@ -45,6 +45,10 @@ internal sealed class ActivationModel
     /// <summary>Count the input every LoRA module keeps for its A matrix (PEFT casts it to the adapter dtype), and
     /// DoRA's two saved outputs per module (the base result and the LoRA result that its magnitude multiplies).</summary>
     public bool CountsAdapterInputs { get; init; }
+    /// <summary>The LoRA modules' A matrices multiply the input in the compute dtype (torch.autocast's way: a 16-bit
+    /// copy of A, the 16-bit input kept as it is), so each counts in x the compute dtype's bytes, not the adapter dtype's
+    /// (DoRA still casts its input up to the adapter dtype).</summary>
+    public bool AdapterInputsInComputeDtype { get; init; }
     /// <summary>The trainer frees gradients before each forward (<c>zero_grad(set_to_none=True)</c>, PyTorch's default
     /// since 2.0 and HF Trainer's), so without accumulation they grow only as backward frees activations: the peak is
     /// the larger of the two, not their sum.</summary>
@@ -125,8 +129,9 @@ internal sealed class ActivationModel
     /// <c>hidden_states.to(torch.float32)</c>) instead of the 16-bit one; attention keeps rotated q and k, v and its output
     /// (4 x 2 B per h); the MLP the gate output, SiLU output and up output (3 x 2 B per i). What the fp32 profile counts
     /// as shared Linear inputs (q/k/v input, the head-merged attention output, the MLP input, the down projection's
-    /// input) is kept here only by the LoRA modules, each as its own fp32 cast for its A matrix
-    /// (<see cref="CountsAdapterInputs"/>: in x 4 B per adapted module). Loss: the 16-bit logits, their fp32 upcast's
+    /// input) is kept here only by the LoRA modules, whose A matrices multiply it in 16 bits while training
+    /// (<see cref="CountsAdapterInputs"/>, <see cref="AdapterInputsInComputeDtype"/>: in x 2 B per adapted module, an upper
+    /// bound where q/k/v share one input). Loss: the 16-bit logits, their fp32 upcast's
     /// log-softmax and, in the backward, its gradient and the logits' fp32 gradient (3 fp32 buffers).
     /// </summary>
     public static ActivationModel TorchSharpCpuBf16 { get; } = new()
@@ -139,6 +144,7 @@ internal sealed class ActivationModel
         CheckpointPerTokenHidden = 2,
         LossFp32Buffers = 3,
         CountsAdapterInputs = true,
+        AdapterInputsInComputeDtype = true,
     };
 
     /// <summary>The profile for where the request runs: on CPU (this project's trainer) <see cref="TorchSharpCpuFp32"/> for

@@ -141,7 +141,8 @@ public static class MemoryPlanner
         {
             var targets = r.Targets ?? TargetMatcher.DefaultFor(c.ModelType);
             var adapted = model.Modules.Where(m => m.Kind == ModuleKind.Linear && m.Layer is not null && targets.Matches(m)).ToList();
-            double perToken = adapted.Sum(m => m.In) * (Dtypes.BytesPerElement(r.AdapterDtype) + (r.LoraDropout > 0 ? 1 : 0));
+            var inputDtype = a.AdapterInputsInComputeDtype && !r.IsDora ? compute : r.AdapterDtype;   // DoRA still casts up
+            double perToken = adapted.Sum(m => m.In) * (Dtypes.BytesPerElement(inputDtype) + (r.LoraDropout > 0 ? 1 : 0));
             if (r.IsDora) perToken += adapted.Sum(m => m.Out) * (Dtypes.BytesPerElement(compute) + Dtypes.BytesPerElement(r.AdapterDtype));
             adapterInputs = (double)seq * r.BatchSize * perToken;
         }

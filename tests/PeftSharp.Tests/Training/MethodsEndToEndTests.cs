@@ -95,14 +95,17 @@ public class MethodsEndToEndTests
         foreach (var (name, bytes) in denseBefore) Assert.Equal(bytes, Bytes(after[name]));
     }
 
-    [Fact]
-    public void ResumedLoraRunSavesTheSameAdapterBytes()
+    /// <summary>Also in bf16 compute, whose LoRA matmuls run on bf16 copies of the fp32 adapter while training.</summary>
+    [Theory]
+    [InlineData(ScalarType.Float32)]
+    [InlineData(ScalarType.BFloat16)]
+    public void ResumedLoraRunSavesTheSameAdapterBytes(ScalarType compute)
     {
         string dir = TestPaths.TempDir(), data = ReversalTask.Write(dir, 24);
-        var o = Options(Path.Combine(dir, "a"), "lora") with { MaxSteps = 6, SaveInterval = 3 };
+        var o = Options(Path.Combine(dir, "a"), "lora") with { MaxSteps = 6, SaveInterval = 3, ComputeDtype = compute };
         TrainResult Run(TrainerOptions opts)
         {
-            var (model, method) = MethodFactory.Create(TestPaths.TinyLlama, Method("lora") with { Dropout = 0.1 }, Tok, CPU, seed: 3);
+            var (model, method) = MethodFactory.Create(TestPaths.TinyLlama, Method("lora") with { Dropout = 0.1 }, Tok, CPU, compute, seed: 3);
             using var _ = model;
             return Train(model, method, opts, data);
         }

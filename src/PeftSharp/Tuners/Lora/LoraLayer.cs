@@ -8,8 +8,9 @@ namespace PeftSharp.Tuners.Lora;
 /// <summary>
 /// LoRA (and DoRA when <see cref="Magnitude"/> is set) on one <see cref="TunableLinear"/>, computed as PEFT does:
 /// <c>y = base(x) + B(A(dropout(x))) * s</c>; DoRA rescales by <c>m / ||W + s·B·A||</c> (row norms, detached).
-/// Adapter tensors may have a wider dtype than the base (fp32 adapters on a 16-bit base): x is cast in and the
-/// result cast back, which is what autocast does for PEFT.
+/// Adapter tensors may have a wider dtype than the base (fp32 adapters on a 16-bit base): while training, the adapter
+/// matmuls run in the base's dtype on 16-bit copies of A and B (torch.autocast's way); otherwise x is cast up and the
+/// sum cast back once (PEFT's type promotion).
 /// </summary>
 internal sealed class LoraLayer : ILinearAdapter
 {
@@ -48,9 +49,10 @@ internal sealed class LoraLayer : ILinearAdapter
     {
         using var profile = ForwardProfiler.Measure("lora adapter");
         using var scope = NewDisposeScope();
-        var xa = x.dtype == A.dtype ? x : x.to_type(A.dtype);
         // The module's own training flag (train()/eval(), as PyTorch's nn.Dropout reads it), so Trainer's train() turns it on.
         bool drop = Dropout > 0 && layer.training;
+        if (Magnitude is null && TrainsInComputeDtype(x, baseOut, layer)) return AutocastLora(x, baseOut, drop).MoveToOuterDisposeScope();
+        var xa = x.dtype == A.dtype ? x : x.to_type(A.dtype);
         var xd = drop ? nn.functional.dropout(xa, Dropout, true) : xa;
         if (Magnitude is null) return AddScaledLora(baseOut, nn.functional.linear(xd, A)).MoveToOuterDisposeScope();
         var lora = nn.functional.linear(nn.functional.linear(xd, A), B);
@@ -61,6 +63,33 @@ internal sealed class LoraLayer : ILinearAdapter
             : (layer.bias is null ? baseOut : baseOut - layer.bias).to_type(A.dtype);
         var delta = (scale - 1) * baseNoBias + scale * lora * Scaling;
         return AddDelta(baseOut, delta).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// Mixed-precision training (a 16-bit base and activations, trainable fp32 adapters, the module in train() mode,
+    /// which the trainer sets for its steps; not "gradients recorded", since gradient checkpointing runs the first forward
+    /// without them and must compute as its recompute does): the adapter matmuls
+    /// run in the compute dtype, as under torch.autocast (HF Trainer's bf16=True), on 16-bit copies of the small A and B
+    /// whose gradients flow back to the fp32 parameters. The fp32 path would cast the whole [.., in] input up, the
+    /// [.., out] base output up and back, and their gradients likewise (four full-activation casts per module per step).
+    /// DoRA and inference (eval, generate, serve) keep PEFT's type-promotion path: fp32 adapter math, one rounding.
+    /// </summary>
+    bool TrainsInComputeDtype(Tensor x, Tensor baseOut, TunableLinear layer) =>
+        x.dtype != A.dtype && x.dtype is (ScalarType.BFloat16 or ScalarType.Float16) && baseOut.dtype == x.dtype
+        && A.requires_grad && layer.training;
+
+    /// <summary>
+    /// baseOut + s·(x·A16ᵀ)·B16ᵀ as one addmm in the compute dtype. Its scaling is addmm's alpha, applied with the
+    /// product to the fp32 accumulator, so the LoRA product is added to the base output before the single rounding to
+    /// 16 bits (rounding the delta first, then the sum, made bf16 memorisation oscillate); only the rank-r activations
+    /// x·A16ᵀ and the 16-bit A/B copies are rounded, as autocast rounds them.
+    /// </summary>
+    Tensor AutocastLora(Tensor x, Tensor baseOut, bool drop)
+    {
+        var xd = drop ? nn.functional.dropout(x, Dropout, true) : x;
+        var down = nn.functional.linear(xd, A.to_type(x.dtype));
+        long outF = B.shape[0];
+        return addmm(baseOut.contiguous().view(-1, outF), down.view(-1, Rank), B.to_type(x.dtype).t(), 1, (float)Scaling).view(baseOut.shape);
     }
 
     /// <summary>
