@@ -183,9 +183,28 @@ internal sealed class QuantizedLinearFunction : autograd.SingleTensorFunction<Qu
         return Compute(x, w, dtype, DequantStats.Pass.Forward);
     }
 
+    // TorchSharp runs a CPU custom backward on the thread that called backward(), inside the training step's dispose
+    // scope: the wrapper of the incoming gradient and of the gradient returned would join that scope and keep both
+    // tensors alive until the step ends (two activation-sized tensors per quantised linear), where native autograd
+    // frees each as soon as the next node has used it. So the incoming wrapper is disposed once used, and the returned
+    // one on this thread's next quantised backward (libtorch holds its own reference by then).
+    [ThreadStatic] static Tensor? _returned;
+
     public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad)
     {
+        _returned?.Dispose();
+        _returned = null;
         if (grad is null || grad.IsInvalid) return [null!, null!, null!];
+        try
+        {
+            _returned = GradInput(ctx, grad);
+            return [_returned, null!, null!];
+        }
+        finally { grad.Dispose(); }
+    }
+
+    static Tensor GradInput(autograd.AutogradContext ctx, Tensor grad)
+    {
         var w = (IQuantizedWeight)ctx.get_data("w");
         var dtype = (ScalarType)ctx.get_data("dtype");
         if (ctx.get_data("kept") is DequantReuse.Entry kept && DequantReuse.Take(kept) is { } flat)
@@ -194,14 +213,14 @@ internal sealed class QuantizedLinearFunction : autograd.SingleTensorFunction<Qu
             {
                 using var view = flat.view(w.Shape);
                 DequantStats.AddReused(view.numel());
-                return [grad.matmul(view), null!, null!];
+                return grad.matmul(view);
             }
             finally { DequantReuse.Return(flat, kept.Bytes); }
         }
         // fp32 only: grad_x sums over the output rows, so tiles add partial products into grad_x, which in a 16-bit dtype
         // would be rounded once per tile (the whole-weight GEMM rounds once).
         if (dtype == ScalarType.Float32 && TileRows(w, dtype, grad.device) is > 0 and var rows)
-            return [TiledGradInput(grad, (Nf4Weight)w, dtype, rows), null!, null!];
-        return [WithDense(w, dtype, grad.device, DequantStats.Pass.Backward, dense => grad.matmul(dense)), null!, null!];
+            return TiledGradInput(grad, (Nf4Weight)w, dtype, rows);
+        return WithDense(w, dtype, grad.device, DequantStats.Pass.Backward, dense => grad.matmul(dense));
     }
 }

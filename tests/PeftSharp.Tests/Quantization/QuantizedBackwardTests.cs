@@ -1,5 +1,6 @@
 using PeftSharp.Models;
 using PeftSharp.Quantization;
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace PeftSharp.Tests.Quantization;
@@ -46,6 +47,27 @@ public class QuantizedBackwardTests
         (yd * r).sum().backward();
         Assert.Equal(yd.data<float>().ToArray(), y.data<float>().ToArray());
         Assert.Equal(xd.grad!.data<float>().ToArray(), x.grad!.data<float>().ToArray());
+    }
+
+    [Fact]
+    public void TheBackwardLeavesNoGradientPerQuantisedLinearInTheStepsScope()
+    {
+        // TorchSharp runs a CPU custom backward inside the caller's dispose scope: a gradient handed in or returned
+        // there would stay alive (and hold its memory) until the step ends, one pair per quantised linear, where
+        // native autograd frees each as soon as the next node has used it. Through a QLoRA model's backward, the live
+        // tensors the backward adds must not grow with the number of quantised linears (one kept for the next call).
+        using var model = ModelLoader.Load(QuantizedModelTests.QuantizedTiny());
+        manual_seed(2);
+        TestLora.Attach(model, zeroB: false);
+        int quantised = model.Linears().Count(l => l.Quantized is not null);
+        Assert.True(quantised >= 7, $"{quantised} quantised linears");
+        var ids = randint(0, 260, [2, 7], ScalarType.Int64);
+        using var step = NewDisposeScope();
+        var loss = model.Forward(ids).pow(2).mean();
+        long before = DisposeScopeManager.Statistics.ThreadTotalLiveCount;
+        loss.backward();
+        long added = DisposeScopeManager.Statistics.ThreadTotalLiveCount - before;
+        Assert.True(added <= 2, $"the backward left {added} tensors alive in the step's scope ({quantised} quantised linears)");
     }
 
     [Fact]
