@@ -97,4 +97,38 @@ public class Bf16LoraTrainingTests(ITestOutputHelper output)
         }
         Assert.True(worst < 0.05, $"worst adapter gradient relative error {worst}");
     }
+    /// <summary>
+    /// Gradient checkpointing runs each layer's first forward without recording gradients and recomputes it in the
+    /// backward: both must take the bf16 training path (the module's train() mode decides, not whether gradients are
+    /// recorded), or the recompute would differ from the forward the loss was taken on. Same weights and batch with and
+    /// without checkpointing: the same loss and the same adapter gradients, bit for bit.
+    /// </summary>
+    [Fact]
+    public void Bf16TrainingWithGradientCheckpointingGivesTheSameGradients()
+    {
+        string[] targets = ["q_proj", "v_proj", "down_proj"];
+        var (model, lora) = Adapted(ScalarType.BFloat16, targets);
+        using var _m = model;
+        manual_seed(3);
+        using var ids = randint(0, model.Config.VocabSize, [2, 24]);
+        (float Loss, Dictionary<string, float[]> Grads) Step()
+        {
+            using var scope = NewDisposeScope();
+            foreach (var (_, l) in lora.Layers) { l.A.grad = null; l.B.grad = null; }
+            var loss = CausalLmLoss.Sum(model.Forward(ids), ids) / (ids.numel() - ids.shape[0]);
+            loss.backward();
+            var grads = lora.Layers.SelectMany(kv => new[] { (kv.Key + ".A", kv.Value.A), (kv.Key + ".B", kv.Value.B) })
+                .ToDictionary(p => p.Item1, p => p.Item2.grad!.data<float>().ToArray());
+            return (loss.item<float>(), grads);
+        }
+        var plain = Step();
+        PeftSharp.Quantization.GradientCheckpointing.Enable(model);
+        try
+        {
+            var checkpointed = Step();
+            Assert.Equal(plain.Loss, checkpointed.Loss);
+            foreach (var (key, g) in plain.Grads) Assert.True(g.SequenceEqual(checkpointed.Grads[key]), $"{key}: gradients differ under checkpointing");
+        }
+        finally { PeftSharp.Quantization.GradientCheckpointing.Disable(model); }
+    }
 }
