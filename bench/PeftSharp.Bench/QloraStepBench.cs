@@ -83,7 +83,7 @@ public sealed class QloraStepBench : IBench
                           $"batch {shape.Batch}x{shape.Seq}, LoRA r={shape.R} on {string.Join(",", shape.Targets)} ({denseStep.Adapter.ParameterCount:N0} params), {threads} threads " +
                           $"(dequantisation: {Nf4Kernel.MaxThreads?.ToString() ?? "as many"}), {rounds} alternated rounds" +
                           (checkpointing ? ", gradient checkpointing on both" : "") +
-                          $"; dequantised weights kept for backward: {DequantReuse.BudgetBytes / 1048576.0:F0} MiB budget ({(double)DequantReuse.BudgetBytes / Math.Max(1, DequantReuse.LayerBytes(nf4, ScalarType.Float32)):F1} layers)");
+                          $"; dequantised weights kept for backward: {DequantReuse.BudgetOf(nf4) / 1048576.0:F0} MiB budget ({(double)DequantReuse.BudgetOf(nf4) / Math.Max(1, DequantReuse.LayerBytes(nf4, ScalarType.Float32)):F1} layers)");
         Console.WriteLine($"step time: fp32 base median {tDense * 1e3:F0} ms (min {times[0].Min() * 1e3:F0}), NF4 base median {tNf4 * 1e3:F0} ms (min {times[1].Min() * 1e3:F0})");
         Console.WriteLine($"QLoRA/LoRA step time ratio = {BenchStats.Median(ratios):F3} (median of per-round ratios; min/min {times[1].Min() / times[0].Min():F3}); " +
                           $"dequantisation tile {Tile(tileBytes)}");

@@ -144,4 +144,11 @@ public sealed class CausalLM : nn.Module<Tensor, Tensor>
     /// <summary>Total parameters, counting a quantised weight by its dense element count.</summary>
     public long ParameterCount() =>
         parameters().Sum(p => p.numel()) + Linears().Where(l => l.Quantized is not null).Sum(l => l.InFeatures * l.OutFeatures);
+
+    /// <summary>Also frees the dense weights this model kept for its backward (its dequantisation reuse pool).</summary>
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing) PeftSharp.Quantization.DequantReuse.Detach(this);
+        base.Dispose(disposing);
+    }
 }

@@ -24,4 +24,9 @@ internal interface IQuantizedWeight : IDisposable
     bool DequantizeInto(Tensor destination) => false;
     /// <summary>y = x W^T with the dequantised weight alive only during the call (and again in backward).</summary>
     Tensor Linear(Tensor x, ScalarType dtype);
+    /// <summary>
+    /// The owning model's pool of dense weights kept from a grad-recording forward for its backward
+    /// (<see cref="PeftSharp.Quantization.DequantReuse"/>); null: reuse off. Shared by the model's quantised weights.
+    /// </summary>
+    PeftSharp.Quantization.DequantReuse? Reuse { get; set; }
 }

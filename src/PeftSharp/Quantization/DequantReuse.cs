@@ -4,35 +4,69 @@ using static TorchSharp.torch;
 namespace PeftSharp.Quantization;
 
 /// <summary>
-/// A bounded cache of dense weights that a grad-recording quantised forward dequantised, kept for the backward of
-/// the same call so it does not dequantise again. Newest wins: over the budget the oldest kept weight is dropped
-/// (its backward dequantises into the scratch buffer as before), because backward visits layers in reverse.
+/// One model's bounded cache of dense weights that a grad-recording quantised forward dequantised, kept for the
+/// backward of the same call so it does not dequantise again. Newest wins: over the budget the oldest kept weight is
+/// dropped (its backward dequantises into the scratch buffer as before), because backward visits layers in reverse.
 /// Under gradient checkpointing the recomputed forward of one layer runs right before that layer's backward, so a
 /// budget of one decoder layer removes every backward dequantisation (3 passes per step -> 2); without it only the
-/// last <see cref="DefaultLayers"/> layers are reused. The budget is bytes, 0 (off) until a model sets it
-/// (<see cref="GradientCheckpointing.Enable"/> sets one layer); memory cost: that many layers' dense weights in the
-/// compute dtype, beside the one-weight scratch buffer (the planner's dequantisation term counts both).
+/// last <see cref="DefaultLayers"/> layers are reused. A model has no pool (reuse off) until one is attached to its
+/// quantised weights (<see cref="KeepLayers"/>; <see cref="GradientCheckpointing.Enable"/> keeps one layer), so two
+/// models in one process never share or reset each other's budget; <see cref="Detach"/> (checkpointing disabled, the
+/// model disposed) frees the kept buffers. Memory cost: that many layers' dense weights in the compute dtype, beside
+/// the one-weight scratch buffer (the planner's dequantisation term counts both).
 /// </summary>
-internal static class DequantReuse
+internal sealed class DequantReuse : IDisposable
 {
     /// <summary>Decoder layers kept when checkpointing enables reuse: one is enough there (the "one layer at a time").</summary>
     public const int DefaultLayers = 1;
 
-    static readonly object Gate = new();
-    static readonly LinkedList<Entry> Held = new();
-    static readonly Dictionary<(long, ScalarType), Stack<Tensor>> Free = new();
-    static long _heldBytes, _freeBytes, _budget;
+    readonly object _gate = new();
+    readonly LinkedList<Entry> _held = new();
+    readonly Dictionary<(long, ScalarType), Stack<Tensor>> _free = new();
+    long _heldBytes, _freeBytes, _budget;
+    bool _disposed;
 
-    /// <summary>Bytes of dense weights that may be kept (held for a backward plus buffers ready for reuse); 0 turns reuse off.</summary>
-    public static long BudgetBytes
+    /// <summary>Bytes of dense weights that may be kept (held for a backward plus buffers ready for reuse).</summary>
+    public long BudgetBytes
     {
         get => _budget;
-        set { lock (Gate) { _budget = Math.Max(0, value); Trim(); } }
+        set { lock (_gate) { _budget = _disposed ? 0 : Math.Max(0, value); Trim(); } }
     }
 
-    /// <summary>Sets the budget to <paramref name="layers"/> decoder layers of <paramref name="model"/>'s quantised weights in fp32 (a 16-bit compute dtype fits twice as many).</summary>
-    public static void KeepLayers(CausalLM model, int layers) =>
-        BudgetBytes = layers <= 0 ? 0 : layers * LayerBytes(model, ScalarType.Float32);
+    /// <summary>
+    /// Keeps <paramref name="layers"/> decoder layers of <paramref name="model"/>'s quantised weights in fp32 (a 16-bit
+    /// compute dtype fits twice as many): attaches a pool to its quantised weights, or resizes the one they have;
+    /// 0 detaches it (reuse off).
+    /// </summary>
+    public static void KeepLayers(CausalLM model, int layers)
+    {
+        long budget = layers <= 0 ? 0 : layers * LayerBytes(model, ScalarType.Float32);
+        if (budget == 0) { Detach(model); return; }
+        var pool = Of(model);
+        if (pool is null)
+        {
+            pool = new DequantReuse();
+            foreach (var w in QuantizedWeights(model)) w.Reuse = pool;
+        }
+        pool.BudgetBytes = budget;
+    }
+
+    /// <summary>Turns reuse off for <paramref name="model"/> and frees its kept weights and pooled buffers.</summary>
+    public static void Detach(CausalLM model)
+    {
+        var pool = Of(model);
+        foreach (var w in QuantizedWeights(model)) w.Reuse = null;
+        pool?.Dispose();
+    }
+
+    /// <summary>The pool <paramref name="model"/>'s quantised weights share, or null (reuse off).</summary>
+    public static DequantReuse? Of(CausalLM model) => QuantizedWeights(model).Select(w => w.Reuse).FirstOrDefault(r => r is not null);
+
+    /// <summary>The bytes <paramref name="model"/> may keep: 0 without a pool.</summary>
+    public static long BudgetOf(CausalLM model) => Of(model)?.BudgetBytes ?? 0;
+
+    static IEnumerable<IQuantizedWeight> QuantizedWeights(CausalLM model) =>
+        model.Linears().Select(t => t.Quantized).OfType<IQuantizedWeight>();
 
     /// <summary>The largest decoder layer's quantised weights, dense in <paramref name="dtype"/>.</summary>
     public static long LayerBytes(CausalLM model, ScalarType dtype) =>
@@ -47,20 +81,20 @@ internal static class DequantReuse
     }
 
     /// <summary>A buffer of <paramref name="shape"/> to dequantise into and keep, or null when it does not fit the budget.</summary>
-    internal static Entry? Reserve(long[] shape, ScalarType dtype)
+    internal Entry? Reserve(long[] shape, ScalarType dtype)
     {
         long n = shape.Aggregate(1L, (a, b) => a * b);
         long bytes = n * (dtype == ScalarType.Float32 ? 4 : 2);
-        lock (Gate)
+        lock (_gate)
         {
             if (bytes > _budget) return null;
-            while (_heldBytes + bytes > _budget && Held.First is { } oldest) Release(oldest.Value, oldest);
+            while (_heldBytes + bytes > _budget && _held.First is { } oldest) Release(oldest.Value, oldest);
             var e = new Entry(bytes);
             Tensor flat;
-            if (Free.TryGetValue((n, dtype), out var stack) && stack.Count > 0) { flat = stack.Pop(); _freeBytes -= bytes; }
+            if (_free.TryGetValue((n, dtype), out var stack) && stack.Count > 0) { flat = stack.Pop(); _freeBytes -= bytes; }
             else flat = empty(n, dtype).DetachFromDisposeScope();
             e.Dense = flat;
-            Held.AddLast(e);
+            _held.AddLast(e);
             _heldBytes += bytes;
             Trim();
             return e;
@@ -68,66 +102,69 @@ internal static class DequantReuse
     }
 
     /// <summary>The backward takes its kept weight (null when dropped); hand it back with <see cref="Return"/>.</summary>
-    internal static Tensor? Take(Entry e)
+    internal Tensor? Take(Entry e)
     {
-        lock (Gate)
+        lock (_gate)
         {
             if (e.Dense is null) return null;
-            var node = Held.Find(e);
-            if (node is not null) { Held.Remove(node); _heldBytes -= e.Bytes; }
+            var node = _held.Find(e);
+            if (node is not null) { _held.Remove(node); _heldBytes -= e.Bytes; }
             var t = e.Dense;
             e.Dense = null;
             return t;
         }
     }
 
-    /// <summary>A taken buffer goes back to the pool for the next forward of that size.</summary>
-    internal static void Return(Tensor flat, long bytes)
+    /// <summary>A taken buffer goes back to the pool for the next forward of that size (freed once the pool is disposed).</summary>
+    internal void Return(Tensor flat, long bytes)
     {
-        lock (Gate)
+        lock (_gate)
         {
+            if (_disposed) { flat.Dispose(); return; }
             var key = (flat.numel(), flat.dtype);
-            if (!Free.TryGetValue(key, out var s)) Free[key] = s = new();
+            if (!_free.TryGetValue(key, out var s)) _free[key] = s = new();
             s.Push(flat);
             _freeBytes += bytes;
             Trim();
         }
     }
 
-    /// <summary>Drops every kept weight and pooled buffer.</summary>
-    public static void Clear()
+    /// <summary>Frees every kept weight and pooled buffer; a backward still holding one frees it on return.</summary>
+    public void Dispose()
     {
-        lock (Gate)
+        lock (_gate)
         {
-            while (Held.First is { } n) Release(n.Value, n);
-            foreach (var s in Free.Values) while (s.Count > 0) s.Pop().Dispose();
-            Free.Clear();
+            _disposed = true;
+            _budget = 0;
+            while (_held.First is { } n) Release(n.Value, n);
+            foreach (var s in _free.Values) while (s.Count > 0) s.Pop().Dispose();
+            _free.Clear();
             _freeBytes = 0;
         }
     }
 
-    static void Release(Entry e, LinkedListNode<Entry> node)
+    void Release(Entry e, LinkedListNode<Entry> node)
     {
-        Held.Remove(node);
+        _held.Remove(node);
         _heldBytes -= e.Bytes;
         var t = e.Dense!;
         e.Dense = null;
         var key = (t.numel(), t.dtype);
-        if (!Free.TryGetValue(key, out var s)) Free[key] = s = new();
+        if (!_free.TryGetValue(key, out var s)) _free[key] = s = new();
         s.Push(t);
         _freeBytes += e.Bytes;
     }
 
     /// <summary>Pooled buffers are freed while held + pooled exceed the budget.</summary>
-    static void Trim()
+    void Trim()
     {
         if (_heldBytes + _freeBytes <= _budget) return;
-        foreach (var ((n, dtype), s) in Free)
+        foreach (var ((n, dtype), s) in _free)
             while (s.Count > 0 && _heldBytes + _freeBytes > _budget)
             {
                 s.Pop().Dispose();
                 _freeBytes -= n * (dtype == ScalarType.Float32 ? 4 : 2);
             }
-        while (_heldBytes > _budget && Held.First is { } oldest) { Release(oldest.Value, oldest); Trim(); }
+        while (_heldBytes > _budget && _held.First is { } oldest) { Release(oldest.Value, oldest); Trim(); }
     }
 }

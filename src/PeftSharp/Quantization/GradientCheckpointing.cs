@@ -16,7 +16,8 @@ internal static class GradientCheckpointing
     static readonly Tensor Anchor = zeros(1).requires_grad_(true).DetachFromDisposeScope();
 
     /// <summary>Also keeps one decoder layer's dequantised weights (<see cref="DequantReuse"/>) on a quantised base:
-    /// the recomputed layer's backward then reuses them instead of dequantising a third time per step.</summary>
+    /// the recomputed layer's backward then reuses them instead of dequantising a third time per step. The pool is
+    /// this model's (on its quantised weights): another model's reuse is untouched.</summary>
     public static void Enable(CausalLM model)
     {
         model.LayerRunner = Run;
@@ -26,7 +27,7 @@ internal static class GradientCheckpointing
     public static void Disable(CausalLM model)
     {
         model.LayerRunner = CausalLM.DefaultLayerRunner;
-        DequantReuse.BudgetBytes = 0;
+        DequantReuse.Detach(model);   // frees this model's kept weights
     }
 
     public static bool IsEnabled(CausalLM model) => model.LayerRunner == (Func<DecoderLayer, Tensor, ForwardContext, Tensor>)Run;

@@ -30,6 +30,9 @@ internal sealed class Nf4Weight : IQuantizedWeight
     public float Offset { get; }
     public int NestedBlockSize { get; }
 
+    /// <summary>The owning model's reuse pool (<see cref="DequantReuse"/>), or null.</summary>
+    public DequantReuse? Reuse { get; set; }
+
     public long ElementCount => Shape.Aggregate(1L, (a, b) => a * b);
     public long Blocks => ElementCount / Options.BlockSize;
 

@@ -11,7 +11,7 @@ namespace PeftSharp.Quantization;
 /// On CPU the dense weight is written into one scratch buffer per thread and dtype, sized for the largest weight seen
 /// and reused by every layer, forward and backward: one layer's weight at a time, as before, but without a
 /// fresh allocation (and its page faults: a weight over glibc's mmap threshold is a new mapping each time) per call.
-/// Where <see cref="DequantReuse"/> has a budget, a grad-recording forward dequantises into a kept buffer instead and
+/// Where the weight's model has a <see cref="DequantReuse"/> pool, a grad-recording forward dequantises into a kept buffer instead and
 /// its backward multiplies by that buffer (the same bits) rather than dequantising again.
 /// </summary>
 internal sealed class QuantizedLinearFunction : autograd.SingleTensorFunction<QuantizedLinearFunction>
@@ -172,13 +172,16 @@ internal sealed class QuantizedLinearFunction : autograd.SingleTensorFunction<Qu
         // TorchSharp would build zeros for a missing grad from an output-shaped tensor that our dispose scope frees.
         ctx.set_materialize_grads(false);
         // Saved even when null: the backward looks the key up either way.
-        var kept = KernelPath(w, dtype, x.device) ? DequantReuse.Reserve(w.Shape, dtype) : null;
+        // The pool is saved beside its entry: the backward hands the buffer back to the pool that lent it.
+        var pool = w.Reuse;
+        var kept = pool is not null && KernelPath(w, dtype, x.device) ? pool.Reserve(w.Shape, dtype) : null;
         ctx.save_data("kept", kept!);
+        ctx.save_data("pool", pool!);
         if (kept is not null)
         {
             using var view = kept.Dense!.view(w.Shape);
             if (DequantInto(w, view, DequantStats.Pass.Forward)) return nn.functional.linear(x, view);
-            if (DequantReuse.Take(kept) is { } unused) DequantReuse.Return(unused, kept.Bytes);   // a weight without an in-place path
+            if (pool!.Take(kept) is { } unused) pool.Return(unused, kept.Bytes);   // a weight without an in-place path
         }
         return Compute(x, w, dtype, DequantStats.Pass.Forward);
     }
@@ -207,7 +210,7 @@ internal sealed class QuantizedLinearFunction : autograd.SingleTensorFunction<Qu
     {
         var w = (IQuantizedWeight)ctx.get_data("w");
         var dtype = (ScalarType)ctx.get_data("dtype");
-        if (ctx.get_data("kept") is DequantReuse.Entry kept && DequantReuse.Take(kept) is { } flat)
+        if (ctx.get_data("kept") is DequantReuse.Entry kept && ctx.get_data("pool") is DequantReuse pool && pool.Take(kept) is { } flat)
         {
             try
             {
@@ -215,7 +218,7 @@ internal sealed class QuantizedLinearFunction : autograd.SingleTensorFunction<Qu
                 DequantStats.AddReused(view.numel());
                 return grad.matmul(view);
             }
-            finally { DequantReuse.Return(flat, kept.Bytes); }
+            finally { pool.Return(flat, kept.Bytes); }
         }
         // fp32 only: grad_x sums over the output rows, so tiles add partial products into grad_x, which in a 16-bit dtype
         // would be rounded once per tile (the whole-weight GEMM rounds once).

@@ -26,6 +26,7 @@ public class QuantizedBaseTests
         public long StorageBytes => w.numel() * 4;
         public Tensor Dequantize(ScalarType dtype, Device device) => w.to(dtype, device, copy: true);
         public Tensor Linear(Tensor x, ScalarType dtype) => nn.functional.linear(x, w.to_type(dtype));
+        public PeftSharp.Quantization.DequantReuse? Reuse { get; set; }
         public void Dispose() => w.Dispose();
     }
 
