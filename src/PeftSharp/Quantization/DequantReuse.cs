@@ -42,12 +42,8 @@ internal sealed class DequantReuse : IDisposable
     {
         long budget = layers <= 0 ? 0 : layers * LayerBytes(model, ScalarType.Float32);
         if (budget == 0) { Detach(model); return; }
-        var pool = Of(model);
-        if (pool is null)
-        {
-            pool = new DequantReuse();
-            foreach (var w in QuantizedWeights(model)) w.Reuse = pool;
-        }
+        var pool = Of(model) ?? new DequantReuse();
+        foreach (var w in QuantizedWeights(model)) w.Reuse = pool;   // also a weight set since the pool was attached
         pool.BudgetBytes = budget;
     }
 
