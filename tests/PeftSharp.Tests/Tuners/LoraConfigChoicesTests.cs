@@ -71,8 +71,8 @@ public class LoraConfigChoicesTests(ITestOutputHelper output)
 
     /// <summary>
     /// Only PEFT's exact spellings are read (PEFT compares the strings: "NONE" is not "none"). System.Text.Json's enum
-    /// converter alone would also take a JSON number, a numeric string or another case as a value ("prompt_tuning_init":
-    /// 2 read as TEXT, "bias": 0 as none, 7 as no value at all); each is refused like any unknown value.
+    /// converter alone would also take a JSON number or a numeric string as a value ("prompt_tuning_init": 2 read as
+    /// TEXT, "bias": 0 as none, 7 as no value at all); each is refused like any unknown value (as another case is).
     /// </summary>
     [Theory]
     [InlineData("bias", "0", "cfg: 'bias' 0 is not supported (none, all, lora_only)")]
