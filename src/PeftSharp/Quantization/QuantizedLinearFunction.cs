@@ -29,6 +29,9 @@ internal sealed class QuantizedLinearFunction : autograd.SingleTensorFunction<Qu
         return apply(x, w, dtype);
     }
 
+    /// <summary>Bytes this thread's scratch buffers hold (the planner's DequantBufferBytes: one tile in fp32 on CPU).</summary>
+    internal static long ScratchBytes => _scratch?.Values.Sum(t => t.numel() * t.ElementSize) ?? 0;
+
     /// <summary>Frees this thread's scratch buffers (they are rebuilt on the next quantised matmul).</summary>
     public static void ReleaseScratch()
     {
