@@ -8,9 +8,11 @@ namespace PeftSharp.Quantization;
 /// <summary>
 /// y = x W^T for a quantised W without keeping W: forward dequantises, multiplies and frees it; backward
 /// dequantises again for grad_x = g W. The base never gets a gradient (it is not an input of the graph).
-/// On CPU the dense weight is written into one scratch buffer per thread and dtype, sized for the largest weight seen
-/// and reused by every layer, forward and backward: one layer's weight at a time, as before, but without a
-/// fresh allocation (and its page faults: a weight over glibc's mmap threshold is a new mapping each time) per call.
+/// On CPU the dense weight is written into one scratch buffer per thread and dtype, reused by every layer, forward and
+/// backward, without a fresh allocation (and its page faults: a weight over glibc's mmap threshold is a new mapping each
+/// time) per call. A weight over one tile (<see cref="TileBytes"/>) goes through it a tile of rows at a time
+/// (<see cref="Tiled"/>), so in fp32 the buffer holds one tile; the whole weight still goes there for the 16-bit
+/// backward, and the buffer is then sized for the largest such weight.
 /// Where the weight's model has a <see cref="DequantReuse"/> pool, a grad-recording forward dequantises into a kept buffer instead and
 /// its backward multiplies by that buffer (the same bits) rather than dequantising again.
 /// </summary>
@@ -26,6 +28,9 @@ internal sealed class QuantizedLinearFunction : autograd.SingleTensorFunction<Qu
         if (!is_grad_enabled() || !x.requires_grad) return Compute(x, w, dtype, DequantStats.Pass.Forward);
         return apply(x, w, dtype);
     }
+
+    /// <summary>Bytes this thread's scratch buffers hold (the planner's DequantBufferBytes: one tile in fp32 on CPU).</summary>
+    internal static long ScratchBytes => _scratch?.Values.Sum(t => t.numel() * t.ElementSize) ?? 0;
 
     /// <summary>Frees this thread's scratch buffers (they are rebuilt on the next quantised matmul).</summary>
     public static void ReleaseScratch()

@@ -16,12 +16,17 @@ internal static class ConfigChoice
     public static T Read<T>(JsonObject o, string key, JsonTypeInfo<T> type, T absent, string source) where T : struct, Enum
     {
         if (o[key] is not { } node) return absent;
-        try { return node.Deserialize(type); }
-        catch (JsonException)
+        // The converter alone also reads a number or a numeric string as a value (JsonStringEnumConverter's integer
+        // values: "prompt_tuning_init": 2 would be TEXT, "bias": 7 no value at all); only a value it writes back the
+        // same way (and names a member: an undefined one is written as its number) is one of PEFT's spellings.
+        try
         {
-            string shown = node is JsonValue v && v.GetValueKind() == JsonValueKind.String ? $"'{v.GetValue<string>()}'" : node.ToJsonString();
-            throw new InvalidDataException($"{source}: '{key}' {shown} is not supported ({Spellings(type)})");
+            var value = node.Deserialize(type);
+            if (Enum.IsDefined(value) && JsonNode.DeepEquals(JsonSerializer.SerializeToNode(value, type), node)) return value;
         }
+        catch (JsonException) { }
+        string shown = node is JsonValue v && v.GetValueKind() == JsonValueKind.String ? $"'{v.GetValue<string>()}'" : node.ToJsonString();
+        throw new InvalidDataException($"{source}: '{key}' {shown} is not supported ({Spellings(type)})");
     }
 
     /// <summary>PEFT's spellings of every value of <typeparamref name="T"/>, in the enum's order, as its converter writes them.</summary>

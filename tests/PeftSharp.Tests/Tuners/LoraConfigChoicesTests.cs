@@ -69,6 +69,29 @@ public class LoraConfigChoicesTests(ITestOutputHelper output)
         Assert.Equal(message, Assert.Throws<InvalidDataException>(() => LoraConfig.FromJson(o, "cfg")).Message);
     }
 
+    /// <summary>
+    /// Only PEFT's exact spellings are read (PEFT compares the strings: "NONE" is not "none"). System.Text.Json's enum
+    /// converter alone would also take a JSON number or a numeric string as a value ("prompt_tuning_init": 2 read as
+    /// TEXT, "bias": 0 as none, 7 as no value at all); each is refused like any unknown value (as another case is).
+    /// </summary>
+    [Theory]
+    [InlineData("bias", "0", "cfg: 'bias' 0 is not supported (none, all, lora_only)")]
+    [InlineData("bias", "7", "cfg: 'bias' 7 is not supported (none, all, lora_only)")]
+    [InlineData("bias", "\"0\"", "cfg: 'bias' '0' is not supported (none, all, lora_only)")]
+    [InlineData("bias", "\"NONE\"", "cfg: 'bias' 'NONE' is not supported (none, all, lora_only)")]
+    [InlineData("prompt_tuning_init", "2", "cfg: 'prompt_tuning_init' 2 is not supported (RANDOM, SAMPLE_VOCAB, TEXT)")]
+    [InlineData("prompt_tuning_init", "\"random\"", "cfg: 'prompt_tuning_init' 'random' is not supported (RANDOM, SAMPLE_VOCAB, TEXT)")]
+    public void OnlyPeftsExactSpellingsAreRead(string key, string value, string message)
+    {
+        var o = JsonNode.Parse($$"""{"peft_type":"LORA","r":4,"target_modules":["q_proj"],"num_virtual_tokens":4,"{{key}}":{{value}}}""")!.AsObject();
+        var e = Assert.Throws<InvalidDataException>(() =>
+        {
+            if (key == "bias") LoraConfig.FromJson(o, "cfg");
+            else PromptTuningConfig.FromJson(o, "cfg");
+        });
+        Assert.Equal(message, e.Message);
+    }
+
     /// <summary>run.json as the trainer writes it (its source-generated context): the optimiser and dtype in the CLI's spellings.</summary>
     [Fact]
     public void RunFileSpellsTheOptimizerDtypeAndScheduleAsTheCliDoes()
