@@ -32,9 +32,14 @@ internal sealed class QuantizedLinearFunction : autograd.SingleTensorFunction<Qu
     /// <summary>Bytes this thread's scratch buffers hold (the planner's DequantBufferBytes: one tile in fp32 on CPU).</summary>
     internal static long ScratchBytes => _scratch?.Values.Sum(t => t.numel() * t.ElementSize) ?? 0;
 
-    /// <summary>Frees this thread's scratch buffers (they are rebuilt on the next quantised matmul).</summary>
+    /// <summary>
+    /// Frees this thread's scratch buffers (they are rebuilt on the next quantised matmul) and the last grad_x this
+    /// thread's backward returned (kept until its next backward: see <see cref="_returned"/>).
+    /// </summary>
     public static void ReleaseScratch()
     {
+        _returned?.Dispose();
+        _returned = null;
         if (_scratch is null) return;
         foreach (var t in _scratch.Values) t.Dispose();
         _scratch = null;
