@@ -68,20 +68,14 @@ public sealed class TextTokenizer : IDisposable
 
         var special = new Dictionary<string, int>(StringComparer.Ordinal);
         var added = new Dictionary<string, int>(StringComparer.Ordinal);
-        foreach (var t in (root["added_tokens"] as JsonArray ?? []).OfType<JsonObject>())
+        foreach (var (id, content, isSpecial) in TokenizerJsonVocab.AddedTokens(root))
         {
-            if (t["content"]?.GetValue<string>() is not { } c || t["id"] is not JsonNode id) continue;
-            added[c] = id.GetValue<int>();
-            if (t["special"]?.GetValue<bool>() == true) special[c] = added[c];
+            added[content] = id;
+            if (isSpecial) special[content] = id;
         }
         SpecialTokens = special;
         int maxId = added.Count > 0 ? added.Values.Max() : -1;
-        if (root["model"]?["vocab"] is JsonObject vocab)
-        {
-            foreach (var (_, v) in vocab)
-                if (v is JsonValue jv && jv.TryGetValue<int>(out int i)) maxId = Math.Max(maxId, i);
-        }
-        else if (root["model"]?["vocab"] is JsonArray unigram) maxId = Math.Max(maxId, unigram.Count - 1); // [[piece, score], ...]
+        foreach (var (id, _) in TokenizerJsonVocab.ModelPieces(root)) maxId = Math.Max(maxId, id);
         VocabSize = maxId + 1;
         UnkId = UnknownTokenId(root["model"] as JsonObject, added);
         (_nativePrefix, _nativeSuffix) = PostProcessorTokens(root["post_processor"], added);

@@ -41,17 +41,11 @@ internal sealed class TokenByteTable
 
     internal TokenByteTable(JsonObject root)
     {
-        if (root["model"]?["vocab"] is JsonObject vocab)
-            foreach (var (piece, id) in vocab)
-                if (id is JsonValue v && v.TryGetValue<int>(out int i)) _pieces[i] = piece;
-        if (root["model"]?["vocab"] is JsonArray unigram)   // [[piece, score], ...]
-            for (int i = 0; i < unigram.Count; i++)
-                if (unigram[i]?[0] is JsonValue p && p.TryGetValue<string>(out var piece)) _pieces[i] = piece;
-        foreach (var t in (root["added_tokens"] as JsonArray ?? []).OfType<JsonObject>())
+        foreach (var (id, piece) in TokenizerJsonVocab.ModelPieces(root)) _pieces[id] = piece;
+        foreach (var (id, content, special) in TokenizerJsonVocab.AddedTokens(root))
         {
-            if (t["content"]?.GetValue<string>() is not { } c || t["id"] is not JsonNode id) continue;
-            _pieces[id.GetValue<int>()] = c;
-            if (t["special"]?.GetValue<bool>() == true) _special.Add(id.GetValue<int>());
+            _pieces[id] = content;
+            if (special) _special.Add(id);
         }
 
         var decoders = root["decoder"] is JsonObject { } d && d["type"]?.GetValue<string>() == "Sequence"
