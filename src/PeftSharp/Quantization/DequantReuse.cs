@@ -67,7 +67,7 @@ internal sealed class DequantReuse : IDisposable
     /// <summary>The largest decoder layer's quantised weights, dense in <paramref name="dtype"/>.</summary>
     public static long LayerBytes(CausalLM model, ScalarType dtype) =>
         model.Layers.Select(l => l.modules().OfType<TunableLinear>().Sum(t => t.Quantized is null ? 0 : t.InFeatures * t.OutFeatures))
-            .DefaultIfEmpty(0).Max() * (dtype == ScalarType.Float32 ? 4 : 2);
+            .DefaultIfEmpty(0).Max() * Nf4Kernel.ElementBytes(dtype);
 
     /// <summary>A weight kept for its backward; <see cref="Dense"/> turns null when it was dropped for a newer one.</summary>
     internal sealed class Entry(long bytes)
@@ -80,7 +80,7 @@ internal sealed class DequantReuse : IDisposable
     internal Entry? Reserve(long[] shape, ScalarType dtype)
     {
         long n = shape.Aggregate(1L, (a, b) => a * b);
-        long bytes = n * (dtype == ScalarType.Float32 ? 4 : 2);
+        long bytes = n * Nf4Kernel.ElementBytes(dtype);
         lock (_gate)
         {
             if (bytes > _budget) return null;
@@ -159,7 +159,7 @@ internal sealed class DequantReuse : IDisposable
             while (s.Count > 0 && _heldBytes + _freeBytes > _budget)
             {
                 s.Pop().Dispose();
-                _freeBytes -= n * (dtype == ScalarType.Float32 ? 4 : 2);
+                _freeBytes -= n * Nf4Kernel.ElementBytes(dtype);
             }
         while (_heldBytes > _budget && _held.First is { } oldest) { Release(oldest.Value, oldest); Trim(); }
     }

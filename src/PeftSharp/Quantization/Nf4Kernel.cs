@@ -17,13 +17,16 @@ internal static unsafe class Nf4Kernel
 
     public static bool Supports(ScalarType t) => t is ScalarType.Float32 or ScalarType.BFloat16 or ScalarType.Float16;
 
+    /// <summary>Bytes per value the kernel writes in <paramref name="dtype"/> (one it <see cref="Supports"/>).</summary>
+    public static int ElementBytes(ScalarType dtype) => dtype == ScalarType.Float32 ? 4 : 2;
+
     public static void Dequantize(ReadOnlySpan<byte> packed, ReadOnlySpan<float> absmax, int blockSize, ReadOnlySpan<float> code, Span<byte> dst, ScalarType dtype)
     {
         long n = (long)packed.Length * 2;
         if (blockSize % 16 != 0 || n % blockSize != 0 || absmax.Length != n / blockSize)
             throw new ArgumentException($"{n} values with block size {blockSize} need {n / blockSize} absmax values, got {absmax.Length}");
         if (!Supports(dtype)) throw new NotSupportedException($"the CPU kernel writes fp32, bf16 or fp16, not {dtype}");
-        int elem = dtype == ScalarType.Float32 ? 4 : 2;
+        int elem = ElementBytes(dtype);
         if (dst.Length != n * elem) throw new ArgumentException($"destination has {dst.Length} bytes, {n * elem} needed");
         DequantizeBlocks(packed, absmax, blockSize, code, 0, dst, dtype, ThreadsFor(n));
     }
@@ -45,7 +48,7 @@ internal static unsafe class Nf4Kernel
     {
         if (code.Length != 16) throw new ArgumentException($"a 4-bit code table has 16 entries, got {code.Length}");
         if (!Supports(dtype)) throw new NotSupportedException($"the CPU kernel writes fp32, bf16 or fp16, not {dtype}");
-        int elem = dtype == ScalarType.Float32 ? 4 : 2;
+        int elem = ElementBytes(dtype);
         long perBlock = (long)blockSize * elem;
         if (blockSize % 16 != 0 || dst.Length % perBlock != 0)
             throw new ArgumentException($"destination of {dst.Length} bytes is not a whole number of {blockSize}-value blocks of {dtype}");

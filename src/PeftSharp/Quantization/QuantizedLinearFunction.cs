@@ -68,11 +68,9 @@ internal sealed class QuantizedLinearFunction : autograd.SingleTensorFunction<Qu
         if (TileBytes <= 0 || w is not Nf4Weight nf4 || nf4.Shape.Length != 2 || !KernelPath(w, dtype, device)) return 0;
         long outF = nf4.Shape[0], inF = nf4.Shape[1], bs = nf4.Options.BlockSize;
         long unit = bs / (long)System.Numerics.BigInteger.GreatestCommonDivisor(inF, bs);
-        long rows = Math.Max(unit, TileBytes / (inF * ElementBytes(dtype)) / unit * unit);
+        long rows = Math.Max(unit, TileBytes / (inF * Nf4Kernel.ElementBytes(dtype)) / unit * unit);
         return rows >= outF ? 0 : rows;
     }
-
-    static long ElementBytes(ScalarType dtype) => dtype == ScalarType.Float32 ? 4 : 2;
 
     /// <summary>
     /// The dense weight a tile of rows at a time, each tile written by the kernel into this thread's small scratch
