@@ -16,7 +16,7 @@ namespace PeftSharp.Bench;
 /// --no-memory skips the child processes (the ~1B case: its fp32 child alone would hold another 4+ GB); --checkpointing
 /// (both models; it keeps one layer's dequantised weights for the backward) and --reuse-layers N|all (that budget
 /// without checkpointing), --dequant-threads N (the NF4 kernel's threads on whole weights; default torch's), --tile-kib N (dense bytes per dequantisation
-/// tile, 0: whole weights), --tile-threads N (threads per tile), --compare-tile-kib M (a third column: the NF4 model with tile M). Prints how many weights each step dequantises, in which pass, at how many ns/param.
+/// tile, 0: whole weights), --tile-threads N (threads sharing a tiled matmul; default torch's), --compare-tile-kib M[,M2..] and/or --compare-tile-threads N[,N2..] (more columns: the NF4 model with tile M / team N). Prints how many weights each step dequantises, in which pass, at how many ns/param.
 /// </summary>
 public sealed class QloraStepBench : IBench
 {
@@ -50,21 +50,28 @@ public sealed class QloraStepBench : IBench
         if (checkpointing) { GradientCheckpointing.Enable(dense); GradientCheckpointing.Enable(nf4); }
         // --reuse-layers N: keep N decoder layers' dequantised weights for the backward (checkpointing sets 1).
         if (a.Get("reuse-layers", "") is { Length: > 0 } keep) DequantReuse.KeepLayers(nf4, keep == "all" ? shape.Config.NumLayers : int.Parse(keep));
-        long? compareTile = a.Get("compare-tile-kib", "") is { Length: > 0 } ct ? long.Parse(ct) * 1024 : null;
+        // --compare-tile-kib M[,M2...] and --compare-tile-threads N[,N2...]: more NF4 columns (the same model with tile M and
+        // team N; a missing one takes the NF4 column's), alternated with the others (e.g. tile 0: what tiling gains).
+        var kibs = (a.Get("compare-tile-kib", "") is { Length: > 0 } ck ? ck.Split(',').Select(k => long.Parse(k) * 1024) : []).ToList();
+        var teamList = (a.Get("compare-tile-threads", "") is { Length: > 0 } cn ? cn.Split(',').Select(n => (int?)int.Parse(n)) : []).ToList();
+        int extra = Math.Max(kibs.Count, teamList.Count);
+        var tiles = new[] { tileBytes, tileBytes }.Concat(Enumerable.Range(0, extra).Select(k => k < kibs.Count ? kibs[k] : tileBytes)).ToArray();
+        var teams = new[] { QuantizedLinearFunction.TileThreads, QuantizedLinearFunction.TileThreads }
+            .Concat(Enumerable.Range(0, extra).Select(k => k < teamList.Count ? teamList[k] : QuantizedLinearFunction.TileThreads)).ToArray();
         using var denseStep = new LoraStep(dense, shape.R, shape.Alpha, shape.Targets, ids);
         using var nf4Step = new LoraStep(nf4, shape.R, shape.Alpha, shape.Targets, ids);
-        var steps = compareTile is null ? new[] { denseStep, nf4Step } : new[] { denseStep, nf4Step, nf4Step };
-        var tiles = new[] { tileBytes, tileBytes, compareTile ?? 0 };
+        var steps = new[] { denseStep }.Concat(Enumerable.Repeat(nf4Step, 1 + extra)).ToArray();
         var times = steps.Select(_ => new List<double>()).ToArray();
         // Process CPU time per step beside wall time: on a shared box wall time mostly measures the other processes.
         var cpu = steps.Select(_ => new List<double>()).ToArray();
         using var self = Process.GetCurrentProcess();
-        var dequant = default(DequantStats.Snapshot);
+        var dequant = new DequantStats.Snapshot[steps.Length];
         int rounds = a.Int("rounds", 5);
         for (int i = 0; i < warmup + rounds; i++)
             for (int k = 0; k < steps.Length; k++)
             {
                 QuantizedLinearFunction.TileBytes = tiles[k];
+                QuantizedLinearFunction.TileThreads = teams[k];
                 var before = DequantStats.Read();
                 self.Refresh();
                 var cpu0 = self.TotalProcessorTime;
@@ -74,7 +81,7 @@ public sealed class QloraStepBench : IBench
                 times[k].Add(sw.Elapsed.TotalSeconds);
                 self.Refresh();
                 cpu[k].Add((self.TotalProcessorTime - cpu0).TotalSeconds);
-                if (k == 1) dequant += DequantStats.Read() - before;
+                dequant[k] += DequantStats.Read() - before;
             }
         double tDense = BenchStats.Median(times[0]), tNf4 = BenchStats.Median(times[1]);
         var ratios = times[1].Zip(times[0], (q, d) => q / d).ToList();
@@ -86,13 +93,14 @@ public sealed class QloraStepBench : IBench
                           $"; dequantised weights kept for backward: {DequantReuse.BudgetOf(nf4) / 1048576.0:F0} MiB budget ({(double)DequantReuse.BudgetOf(nf4) / Math.Max(1, DequantReuse.LayerBytes(nf4, ScalarType.Float32)):F1} layers)");
         Console.WriteLine($"step time: fp32 base median {tDense * 1e3:F0} ms (min {times[0].Min() * 1e3:F0}), NF4 base median {tNf4 * 1e3:F0} ms (min {times[1].Min() * 1e3:F0})");
         Console.WriteLine($"QLoRA/LoRA step time ratio = {BenchStats.Median(ratios):F3} (median of per-round ratios; min/min {times[1].Min() / times[0].Min():F3}); " +
-                          $"dequantisation tile {Tile(tileBytes)}");
-        if (compareTile is { } other)
-            Console.WriteLine($"  compare: NF4 base with dequantisation tile {Tile(other)} median {BenchStats.Median(times[2]) * 1e3:F0} ms, QLoRA/LoRA ratio " +
-                              $"{BenchStats.Median(times[2].Zip(times[0], (q, d) => q / d).ToList()):F3}; tile {Tile(tileBytes)} / tile {Tile(other)} = {BenchStats.Median(times[1].Zip(times[2], (q, d) => q / d).ToList()):F3}");
+                          $"dequantisation tile {Tile(tileBytes, teams[1])}");
+        for (int k = 2; k < steps.Length; k++)
+            Console.WriteLine($"  compare: NF4 base with dequantisation tile {Tile(tiles[k], teams[k])} median {BenchStats.Median(times[k]) * 1e3:F0} ms, QLoRA/LoRA ratio " +
+                              $"{BenchStats.Median(times[k].Zip(times[0], (q, d) => q / d).ToList()):F3}; NF4 column / this one = {BenchStats.Median(times[1].Zip(times[k], (q, d) => q / d).ToList()):F3}; " +
+                              $"dequantisation {dequant[k].Seconds / rounds * 1e3:F0} ms/step");
         Console.WriteLine($"process CPU time per step (all threads): fp32 base median {BenchStats.Median(cpu[0]) * 1e3:F0} ms, NF4 base {BenchStats.Median(cpu[1]) * 1e3:F0} ms, " +
                           $"ratio {BenchStats.Median(cpu[1].Zip(cpu[0], (q, d) => q / d).ToList()):F3} (less sensitive to other processes than wall time; spinning threads count)");
-        PrintBreakdown(dequant, rounds, tDense, tNf4);
+        PrintBreakdown(dequant[1], rounds, tDense, tNf4);
 
         if (a.Flag("no-memory")) return 0;
         // glibc raises its mmap threshold after freeing large blocks, so the NF4 step's transient dequantised weights
@@ -124,7 +132,11 @@ public sealed class QloraStepBench : IBench
                           $"allocations; below 0 where tiles keep the weight in cache and the GEMMs read 0.5 B/param of codes from DRAM instead of 4) {(tNf4 - tDense - perStep) / tDense:P1}; ratio without any dequantisation would be {(tNf4 - perStep) / tDense:F3}");
     }
 
-    static string Tile(long bytes) => bytes <= 0 ? "off (whole weight)" : $"{bytes / 1024} KiB ({QuantizedLinearFunction.TileThreads} thread(s))";
+    static string Tile(long bytes, int? team)
+    {
+        int n = QuantizedLinearFunction.TeamFor(team);
+        return bytes <= 0 ? "off (whole weight)" : $"{bytes / 1024} KiB ({n} thread(s){(n > 1 ? ", each its own tiles on torch's OpenMP team" : "")})";
+    }
 
     static double Mb(JsonNode n) => (double)n / (1 << 20);
 

@@ -171,7 +171,7 @@ public static class MemoryPlanner
     /// tile of rows at a time (PeftSharp.Quantization.QuantizedLinearFunction takes its default from here), so its
     /// scratch buffer holds at most one tile.
     /// </summary>
-    internal const long CpuDequantTileBytes = 1 << 20;
+    internal const long CpuDequantTileBytes = 2 << 20;
 
     /// <summary>
     /// QLoRA's dense weights: the scratch buffer the matmul reads them from (the largest quantised Linear dequantised

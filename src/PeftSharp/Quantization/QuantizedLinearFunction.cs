@@ -56,53 +56,77 @@ internal sealed class QuantizedLinearFunction : autograd.SingleTensorFunction<Qu
     /// </summary>
     internal static long TileBytes { get; set; } = PeftSharp.Memory.MemoryPlanner.CpuDequantTileBytes;
 
-    /// <summary>Threads that dequantise one tile (1: the calling thread, while torch's workers wait for the GEMM).</summary>
-    internal static int TileThreads { get; set; } = 1;
+    /// <summary>
+    /// Threads that share a tiled matmul, each dequantising its own tiles into its own slice of the scratch buffer and
+    /// multiplying them with a single-threaded GEMM (<see cref="OpenMpTeam"/>); null: torch's intra-op threads where
+    /// the team is available. 1: the calling thread dequantises every tile and each tile's GEMM runs on torch's threads.
+    /// </summary>
+    internal static int? TileThreads { get; set; }
+
+    static int TeamSize => TeamFor(TileThreads);
+
+    /// <summary>The team a <see cref="TileThreads"/> setting gives.</summary>
+    internal static int TeamFor(int? tileThreads) => tileThreads is { } t ? Math.Max(1, t) : OpenMpTeam.Size;
 
     /// <summary>
     /// Rows per tile for <paramref name="w"/>, or 0 where the whole-weight path runs: no CPU kernel, a weight of one
-    /// tile, or tiling off. A tile starts and ends on a quantisation block (rows * in a multiple of the block size).
+    /// tile, or tiling off. The <paramref name="team"/> threads split <see cref="TileBytes"/> (each tile is at most
+    /// TileBytes / team, so the scratch stays one tile in all), the tile count is a multiple of the team (no thread
+    /// waits for another's extra tile), and a tile starts and ends on a quantisation block (rows * in a multiple of the
+    /// block size).
     /// </summary>
-    static long TileRows(IQuantizedWeight w, ScalarType dtype, Device device)
+    static long TileRows(IQuantizedWeight w, ScalarType dtype, Device device, int team)
     {
         if (TileBytes <= 0 || w is not Nf4Weight nf4 || nf4.Shape.Length != 2 || !KernelPath(w, dtype, device)) return 0;
         long outF = nf4.Shape[0], inF = nf4.Shape[1], bs = nf4.Options.BlockSize;
+        if (outF * inF * Nf4Kernel.ElementBytes(dtype) <= TileBytes) return 0;
         long unit = bs / (long)System.Numerics.BigInteger.GreatestCommonDivisor(inF, bs);
-        long rows = Math.Max(unit, TileBytes / (inF * Nf4Kernel.ElementBytes(dtype)) / unit * unit);
+        long most = Math.Max(unit, TileBytes / team / (inF * Nf4Kernel.ElementBytes(dtype)) / unit * unit);
+        long tiles = (outF + most - 1) / most;
+        tiles = (tiles + team - 1) / team * team;
+        long rows = ((outF + tiles - 1) / tiles + unit - 1) / unit * unit;
         return rows >= outF ? 0 : rows;
     }
 
     /// <summary>
-    /// The dense weight a tile of rows at a time, each tile written by the kernel into this thread's small scratch
-    /// buffer (it stays in cache) and consumed at once by <paramref name="multiply"/>(first row, rows, tile): the
-    /// dense weight never travels through DRAM (write then read back: 8 bytes per parameter in fp32), and the scratch
-    /// holds one tile instead of the largest weight.
+    /// The dense weight a tile of rows at a time, each tile written by the kernel into a slice of this thread's small
+    /// scratch buffer (it stays in cache) and consumed at once by <paramref name="multiply"/>(slot, first row, rows,
+    /// tile): the dense weight never travels through DRAM (write then read back: 8 bytes per parameter in fp32), and
+    /// the scratch holds one tile instead of the largest weight. The <paramref name="team"/> slots take tiles slot,
+    /// slot + team, ... each on its own thread with its own slice, so what a slot computes never depends on timing.
     /// </summary>
-    static void Tiled(Nf4Weight w, ScalarType dtype, long tileRows, DequantStats.Pass pass, Action<long, long, Tensor> multiply)
+    static void Tiled(Nf4Weight w, ScalarType dtype, long tileRows, int team, DequantStats.Pass pass, Action<int, long, long, Tensor> multiply)
     {
-        long outF = w.Shape[0], inF = w.Shape[1], ticks = 0;
+        long outF = w.Shape[0], inF = w.Shape[1], tiles = (outF + tileRows - 1) / tileRows, slotElems = tileRows * inF, ticks = 0;
         using var writer = w.KernelRows();
-        for (long r0 = 0; r0 < outF; r0 += tileRows)
+        using var buffer = Scratch(dtype, slotElems * team);
+        OpenMpTeam.Run(team, slot =>
         {
-            long n = Math.Min(tileRows, outF - r0);
-            using var flat = Scratch(dtype, n * inF);
-            using var tile = flat.view(n, inF);
-            long start = Stopwatch.GetTimestamp();
-            writer.Write(r0, tile, TileThreads);
-            ticks += Stopwatch.GetTimestamp() - start;
-            multiply(r0, n, tile);
-        }
-        DequantStats.Add(pass, w.ElementCount, ticks);
+            long mine = 0;
+            for (long t = slot; t < tiles; t += team)
+            {
+                long r0 = t * tileRows, n = Math.Min(tileRows, outF - r0);
+                using var flat = buffer.narrow(0, slot * slotElems, n * inF);
+                using var tile = flat.view(n, inF);
+                long start = Stopwatch.GetTimestamp();
+                writer.Write(r0, tile, 1);
+                mine += Stopwatch.GetTimestamp() - start;
+                multiply(slot, r0, n, tile);
+            }
+            Interlocked.Add(ref ticks, mine);
+        });
+        // The kernel time of all threads over the team size: the wall time the pass spent dequantising.
+        DequantStats.Add(pass, w.ElementCount, ticks / team);
     }
 
     /// <summary>y = x W^T tile by tile: each tile's GEMM writes its columns of y in place (addmm_ into a row-strided view: no copy).</summary>
-    static Tensor TiledLinear(Tensor x, Nf4Weight w, ScalarType dtype, long tileRows, DequantStats.Pass pass)
+    static Tensor TiledLinear(Tensor x, Nf4Weight w, ScalarType dtype, long tileRows, int team, DequantStats.Pass pass)
     {
         using var scope = NewDisposeScope();
         long outF = w.Shape[0], inF = w.Shape[1];
         var x2 = x.reshape(-1, inF);
         var y = empty([x2.shape[0], outF], dtype, x.device);
-        Tiled(w, dtype, tileRows, pass, (r0, n, tile) =>
+        Tiled(w, dtype, tileRows, team, pass, (_, r0, n, tile) =>
         {
             using var cols = y.narrow(1, r0, n);
             using var wt = tile.t();
@@ -111,19 +135,24 @@ internal sealed class QuantizedLinearFunction : autograd.SingleTensorFunction<Qu
         return y.view([.. x.shape[..^1], outF]).MoveToOuterDisposeScope();
     }
 
-    /// <summary>grad_x = g W = sum over row tiles of g[:, tile] W[tile, :], accumulated in place.</summary>
-    static Tensor TiledGradInput(Tensor grad, Nf4Weight w, ScalarType dtype, long tileRows)
+    /// <summary>
+    /// grad_x = g W = sum over row tiles of g[:, tile] W[tile, :]: each slot accumulates its tiles in place into its
+    /// own partial sum (slot 0 into grad_x), and the partials are added in slot order.
+    /// </summary>
+    static Tensor TiledGradInput(Tensor grad, Nf4Weight w, ScalarType dtype, long tileRows, int team)
     {
         using var scope = NewDisposeScope();
         long outF = w.Shape[0], inF = w.Shape[1];
+        int slots = (int)Math.Min(team, (outF + tileRows - 1) / tileRows);
         var g2 = grad.reshape(-1, outF);
-        var dx = empty([g2.shape[0], inF], dtype, grad.device);
-        Tiled(w, dtype, tileRows, DequantStats.Pass.Backward, (r0, n, tile) =>
+        var sums = Enumerable.Range(0, slots).Select(_ => empty([g2.shape[0], inF], dtype, grad.device)).ToArray();
+        Tiled(w, dtype, tileRows, slots, DequantStats.Pass.Backward, (slot, r0, n, tile) =>
         {
             using var g = g2.narrow(1, r0, n);
-            dx.addmm_(g, tile, beta: r0 == 0 ? 0 : 1);
+            sums[slot].addmm_(g, tile, beta: r0 < tileRows * slots ? 0 : 1);
         });
-        return dx.view([.. grad.shape[..^1], inF]).MoveToOuterDisposeScope();
+        for (int k = 1; k < slots; k++) sums[0].add_(sums[k]);
+        return sums[0].view([.. grad.shape[..^1], inF]).MoveToOuterDisposeScope();
     }
 
     /// <summary>The first <paramref name="n"/> elements of this thread's scratch buffer for <paramref name="dtype"/> (grown when short).</summary>
@@ -165,10 +194,13 @@ internal sealed class QuantizedLinearFunction : autograd.SingleTensorFunction<Qu
         return true;
     }
 
-    static Tensor Compute(Tensor x, IQuantizedWeight w, ScalarType dtype, DequantStats.Pass pass) =>
-        TileRows(w, dtype, x.device) is > 0 and var rows
-            ? TiledLinear(x, (Nf4Weight)w, dtype, rows, pass)
+    static Tensor Compute(Tensor x, IQuantizedWeight w, ScalarType dtype, DequantStats.Pass pass)
+    {
+        int team = TeamSize;
+        return TileRows(w, dtype, x.device, team) is > 0 and var rows
+            ? TiledLinear(x, (Nf4Weight)w, dtype, rows, team, pass)
             : WithDense(w, dtype, x.device, pass, dense => nn.functional.linear(x, dense));
+    }
 
     public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
     {
@@ -230,8 +262,9 @@ internal sealed class QuantizedLinearFunction : autograd.SingleTensorFunction<Qu
         }
         // fp32 only: grad_x sums over the output rows, so tiles add partial products into grad_x, which in a 16-bit dtype
         // would be rounded once per tile (the whole-weight GEMM rounds once).
-        if (dtype == ScalarType.Float32 && TileRows(w, dtype, grad.device) is > 0 and var rows)
-            return TiledGradInput(grad, (Nf4Weight)w, dtype, rows);
+        int team = TeamSize;
+        if (dtype == ScalarType.Float32 && TileRows(w, dtype, grad.device, team) is > 0 and var rows)
+            return TiledGradInput(grad, (Nf4Weight)w, dtype, rows, team);
         return WithDense(w, dtype, grad.device, DequantStats.Pass.Backward, dense => grad.matmul(dense));
     }
 }

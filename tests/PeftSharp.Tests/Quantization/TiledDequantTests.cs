@@ -15,8 +15,8 @@ public class TiledDequantTests
     static long DenseBytes(IQuantizedWeight w) => w.Shape[0] * w.Shape[1] * 4;
 
     [Theory]
-    [InlineData(1100, 640)]    // 1 MiB tiles of 409 rows + a partial one of 282
-    [InlineData(600, 1200)]    // 1200 values a row are 18.75 blocks of 64: a tile is a multiple of 4 rows (216), the last one partial
+    [InlineData(1100, 640)]    // 2.8 MB: over one 2 MiB tile; tiles of 1 MiB a thread for two threads (4 tiles of 275 rows)
+    [InlineData(600, 1200)]    // 1200 values a row are 18.75 blocks of 64: a tile is a multiple of 4 rows, the last one partial
     public void OutputAndInputGradientEqualTheWholeDenseWeights(int outFeatures, int inFeatures)
     {
         using var scope = NewDisposeScope();
