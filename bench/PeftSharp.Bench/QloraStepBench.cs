@@ -127,7 +127,7 @@ public sealed class QloraStepBench : IBench
         double perStep = d.Seconds / rounds;
         Console.WriteLine($"dequantisation per NF4 step: forward {d.ForwardCalls / rounds} weights ({d.ForwardWeights / rounds / 1e6:F1}M params, {d.ForwardSeconds / rounds * 1e3:F0} ms), " +
                           $"backward {d.BackwardCalls / rounds} ({d.BackwardWeights / rounds / 1e6:F1}M, {d.BackwardSeconds / rounds * 1e3:F0} ms), reused from forward {d.ReusedCalls / rounds} ({d.ReusedWeights / rounds / 1e6:F1}M); " +
-                          $"{(d.Weights > 0 ? d.Seconds / d.Weights * 1e9 : 0):F2} ns/param (absmax decode + NF4 lookup + write, threads included)");
+                          $"{(d.Weights > 0 ? d.Seconds / d.Weights * 1e9 : 0):F2} ns/param (NF4 lookup + write; tiled on a team: the threads' kernel time over the team size, the wall time it adds)");
         Console.WriteLine($"  = {perStep * 1e3:F0} ms/step = {perStep / tDense:P1} of the fp32 LoRA step; the rest of the gap (matmuls on the dequantised weight vs the fp32 base's, " +
                           $"allocations; below 0 where tiles keep the weight in cache and the GEMMs read 0.5 B/param of codes from DRAM instead of 4) {(tNf4 - tDense - perStep) / tDense:P1}; ratio without any dequantisation would be {(tNf4 - perStep) / tDense:F3}");
     }

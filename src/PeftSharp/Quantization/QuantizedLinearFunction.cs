@@ -11,7 +11,7 @@ namespace PeftSharp.Quantization;
 /// On CPU the dense weight is written into one scratch buffer per thread and dtype, reused by every layer, forward and
 /// backward, without a fresh allocation (and its page faults: a weight over glibc's mmap threshold is a new mapping each
 /// time) per call. A weight over one tile (<see cref="TileBytes"/>) goes through it a tile of rows at a time
-/// (<see cref="Tiled"/>), so in fp32 the buffer holds one tile; the whole weight still goes there for the 16-bit
+/// (<see cref="Tiled"/>, split over torch's OpenMP team), so in fp32 the buffer holds one tile; the whole weight still goes there for the 16-bit
 /// backward, and the buffer is then sized for the largest such weight.
 /// Where the weight's model has a <see cref="DequantReuse"/> pool, a grad-recording forward dequantises into a kept buffer instead and
 /// its backward multiplies by that buffer (the same bits) rather than dequantising again.
@@ -49,10 +49,10 @@ internal sealed class QuantizedLinearFunction : autograd.SingleTensorFunction<Qu
         device.type == DeviceType.CPU && w.Device.type == DeviceType.CPU && Nf4Kernel.Supports(dtype);
 
     /// <summary>
-    /// Bytes of dense weight per tile of the tiled path (see <see cref="Tiled"/>); 0 turns tiling off (every matmul
-    /// takes the whole dequantised weight). The default (1 MiB, the planner's figure) is one core's L2 on the bench box:
-    /// in the qlora-step bench 2 MiB was a little faster at 116M but erratic at ~1B (the tiles then live in the shared
-    /// L3), 0.5 MiB and below lose to the smaller GEMMs.
+    /// Bytes of dense weight the tiled path's tiles hold at once, all team threads together (see <see cref="Tiled"/>);
+    /// 0 turns tiling off (every matmul takes the whole dequantised weight). The default (2 MiB, the planner's figure)
+    /// gives each of two threads a 1 MiB tile, one core's L2 on the bench box: in the qlora-step bench (team of two)
+    /// 1 MiB in all and 4 MiB in all were 5-13% slower at 116M.
     /// </summary>
     internal static long TileBytes { get; set; } = PeftSharp.Memory.MemoryPlanner.CpuDequantTileBytes;
 
