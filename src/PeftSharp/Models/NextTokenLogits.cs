@@ -18,6 +18,7 @@ internal static class NextTokenLogits
     /// (both 16-bit); position t's entry for ids[t + 1] computed in fp32 (the last position's for ids[T - 1]).</summary>
     public static Tensor Forward(Tensor h, Tensor w, Tensor ids)
     {
+        using var profile = ForwardProfiler.Measure("lm_head");
         using var scope = NewDisposeScope();
         var logits16 = nn.functional.linear(h, w);
         long t = ids.shape[1];
