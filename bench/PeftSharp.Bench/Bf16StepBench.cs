@@ -102,7 +102,7 @@ public sealed class Bf16StepBench : IBench
     /// <summary>The same weights in another dtype: a new model of that dtype, every parameter copied (and rounded).</summary>
     static CausalLM WithDtype(CausalLM source, ScalarType dtype)
     {
-        var m = new CausalLM(source.Config, dtype);
+        var m = new CausalLM(source.Config, dtype) { MixedPrecisionTraining = dtype != ScalarType.Float32 };   // as `train` runs it
         using var _ = no_grad();
         var src = source.named_parameters().ToDictionary(p => p.name, p => p.parameter);
         foreach (var (name, p) in m.named_parameters()) p.copy_(src[name]);

@@ -64,6 +64,11 @@ internal sealed class ActivationModel
     /// in-flight layer and the loss do not add up: the larger of the two sits on the kept layer inputs.</summary>
     public bool LossFreedBeforeRecompute { get; init; }
 
+    /// <summary>The head emits fp32 logits whatever the compute dtype (this project's 16-bit training: the target's logit
+    /// is computed in fp32 and written into an fp32 copy of the 16-bit logits, which the loss would make anyway), so
+    /// the logits held through the loss count 4 B each.</summary>
+    public bool LogitsInFp32 { get; init; }
+
     /// <summary>Chunks of torchtune's <c>CEWithChunkedOutputLoss</c>.</summary>
     public const int LossChunks = 8;
 
@@ -132,7 +137,8 @@ internal sealed class ActivationModel
     /// input) is kept here only by the LoRA modules, whose A matrices multiply it in 16 bits while training
     /// (<see cref="CountsAdapterInputs"/>, <see cref="AdapterInputsInComputeDtype"/>: in x 2 B per adapted module, an upper
     /// bound where q/k/v share one input). Loss: the 16-bit logits, their fp32 upcast's
-    /// log-softmax and, in the backward, its gradient and the logits' fp32 gradient (3 fp32 buffers).
+    /// log-softmax and, in the backward, its gradient and the logits' fp32 gradient (3 fp32 buffers), the logits
+    /// themselves in fp32 (<see cref="LogitsInFp32"/>: the head writes the target's fp32 logit into an fp32 copy).
     /// </summary>
     public static ActivationModel TorchSharpCpuBf16 { get; } = new()
     {
@@ -145,6 +151,7 @@ internal sealed class ActivationModel
         LossFp32Buffers = 3,
         CountsAdapterInputs = true,
         AdapterInputsInComputeDtype = true,
+        LogitsInFp32 = true,
     };
 
     /// <summary>The profile for where the request runs: on CPU (this project's trainer) <see cref="TorchSharpCpuFp32"/> for
@@ -193,11 +200,11 @@ internal sealed class ActivationModel
     public long LossBytes(ModelConfig c, long batch, long seq, LossKind loss, DType compute)
     {
         double tokens = (double)batch * seq;
-        double e = Dtypes.BytesPerElement(compute);
+        double e = Dtypes.BytesPerElement(compute), logit = LogitsInFp32 ? 4 : e;
         return (long)Math.Ceiling(loss switch
         {
-            LossKind.Full => tokens * c.VocabSize * (e + 4 * LossFp32Buffers),
-            LossKind.Chunked => tokens * c.VocabSize * (e + 4 + 2.0 * 4 / LossChunks),
+            LossKind.Full => tokens * c.VocabSize * (logit + 4 * LossFp32Buffers),
+            LossKind.Chunked => tokens * c.VocabSize * (logit + 4 + 2.0 * 4 / LossChunks),
             _ => tokens * c.HiddenSize * (e + e + 4),
         });
     }

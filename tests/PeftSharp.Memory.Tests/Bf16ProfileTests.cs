@@ -34,8 +34,9 @@ public class Bf16ProfileTests
         // both read h: counted per module, an upper bound).
         long perLayer = S * B * H * (2 * 4 + 4 * 2) + S * B * I * 3 * 2 + S * B * (H + H) * 2;
         Assert.Equal(Layers * perLayer, p.ActivationsBytes);
-        // bf16 logits plus three fp32 b*s*V buffers for the loss (log-softmax, its gradient, the logits' gradient).
-        Assert.Equal(B * S * Vocab * (2 + 3 * 4), p.LogitsBytes);
+        // fp32 logits (the head computes the target's logit in fp32 and returns an fp32 copy) plus three fp32 b*s*V
+        // buffers for the loss (log-softmax, its gradient, the logits' gradient).
+        Assert.Equal(B * S * Vocab * (4 + 3 * 4), p.LogitsBytes);
     }
 
     [Fact]
@@ -49,7 +50,7 @@ public class Bf16ProfileTests
         Assert.Equal(fp32.GradientsBytes, bf16.GradientsBytes);
         Assert.Equal(fp32.OptimizerBytes, bf16.OptimizerBytes);
         Assert.Equal(Layers * 4 * (9 * S * B * H + 4 * S * B * I), fp32.ActivationsBytes);
-        Assert.Equal(2L * B * S * Vocab, fp32.LogitsBytes - bf16.LogitsBytes);   // only the logits themselves shrink
+        Assert.Equal(fp32.LogitsBytes, bf16.LogitsBytes);   // fp32 logits in both
         Assert.True(bf16.TotalBytes < fp32.TotalBytes);
     }
 

@@ -51,6 +51,12 @@ public sealed class CausalLM : nn.Module<Tensor, Tensor>
     internal string QuantizationScheme { get; set; } = "none";
     /// <summary>Optional hook on the input embeddings at the start of a sequence (prompt tuning's soft prompt).</summary>
     internal IInputEmbeddingsHook? InputEmbeddingsHook { get; set; }
+    /// <summary>
+    /// Set on the model of a `train --compute-dtype bf16|fp16` run (MethodFactory): the head then computes each
+    /// position's logit for the next input token, the training target, in fp32 (<see cref="NextTokenLogits"/>), and
+    /// returns fp32 logits. Generation (the last position only) and models loaded for inference are unaffected.
+    /// </summary>
+    internal bool MixedPrecisionTraining { get; set; }
 
     internal CausalLM(ModelConfig config, ScalarType dtype = ScalarType.Float32, Func<string, bool>? quantized = null) : base("CausalLM")
     {
@@ -127,10 +133,18 @@ public sealed class CausalLM : nn.Module<Tensor, Tensor>
         if (lastOnly) h = h.narrow(1, t - 1, 1);
         else if (prepended > 0) h = h.narrow(1, prepended, t - prepended);
         h = model.norm.forward(h);
-        var logits = lm_head is not null ? lm_head.forward(h) : nn.functional.linear(h, model.embed_tokens.weight);
+        var logits = MixedPrecisionTraining && inputIds is not null && !lastOnly && prepended == 0 && h.dtype is ScalarType.BFloat16 or ScalarType.Float16
+                     && PlainHeadWeight() is { } head && head.dtype == h.dtype
+            ? NextTokenLogits.Forward(h, head, inputIds)
+            : lm_head is not null ? lm_head.forward(h) : nn.functional.linear(h, model.embed_tokens.weight);
         if (Config.FinalLogitSoftcapping is { } cap) logits = (logits / cap).tanh() * cap;
         return logits.MoveToOuterDisposeScope();
     }
+
+    /// <summary>The head's weight when the head is a plain matmul (tied embeddings, or an lm_head without bias,
+    /// quantisation or an active adapter); null otherwise.</summary>
+    Tensor? PlainHeadWeight() => lm_head is null ? model.embed_tokens.weight
+        : lm_head.Quantized is null && lm_head.bias is null && (lm_head.Adapters.Count == 0 || State.Disabled) ? lm_head.weight : null;
 
     /// <summary>
     /// True when a cached step of <paramref name="t"/> tokens after <paramref name="past"/> crosses longrope's switch

@@ -15,7 +15,8 @@ internal sealed record ComputeDtypeChoice(ScalarType Dtype, string Reason)
 /// <summary>
 /// Mixed precision as PEFT trains it with <c>autocast_adapter_dtype=True</c>: the frozen base and the activations in a
 /// 16-bit dtype, the adapter weights, their gradients and the optimiser state in fp32 (while training LoraLayer
-/// multiplies with 16-bit copies of them, as torch.autocast does), RMSNorm and the loss in fp32. Only the LoRA family trains this way: full
+/// multiplies with 16-bit copies of them, as torch.autocast does), RMSNorm, each position's logit for its target
+/// (CausalLM.MixedPrecisionTraining, NextTokenLogits) and the loss in fp32. Only the LoRA family trains this way: full
 /// fine-tuning would need fp32 master weights, and Houlsby adapters and prompt embeddings are built in the model dtype,
 /// so those methods train in fp32 and refuse an explicit 16-bit dtype.
 /// <c>auto</c> picks bf16 where this machine multiplies bf16 faster than fp32 (a 256^3 matmul each way, measured once

@@ -1,5 +1,6 @@
 using PeftSharp.Models;
 using PeftSharp.Training;
+using PeftSharp.Training.Methods;
 using PeftSharp.Tuners.Lora;
 using Xunit.Abstractions;
 using static TorchSharp.torch;
@@ -14,13 +15,15 @@ namespace PeftSharp.Tests.Training;
 [Collection(SerialCollection.Name)]
 public class Bf16LoraTrainingTests(ITestOutputHelper output)
 {
+    static readonly TextTokenizer Tok = TextTokenizer.Load(TestPaths.TinyLlama);
+
+    /// <summary>The model and fp32 adapter a `train --method lora --compute-dtype` run builds (MethodFactory), in train mode.</summary>
     static (CausalLM Model, LoraAdapter Lora) Adapted(ScalarType dtype, string[] targets)
     {
-        var model = ModelLoader.Load(TestPaths.TinyLlama, new LoadOptions { Dtype = dtype });
-        var cfg = new LoraConfig { R = 4, LoraAlpha = 8, TargetModules = targets, InitLoraWeights = LoraInit.False };   // B random: a real delta
-        var lora = LoraInjector.Inject(model, cfg, "default", seed: 2, adapterDtype: ScalarType.Float32);
+        var o = new MethodOptions { Method = "lora", Rank = 4, Alpha = 8, Targets = string.Join(',', targets), Init = LoraInit.False };   // B random: a real delta
+        var (model, _) = MethodFactory.Create(TestPaths.TinyLlama, o, Tok, CPU, dtype, seed: 2);
         model.train();
-        return (model, lora);
+        return (model, LoraModel.Of(model).Get("default"));
     }
 
     /// <summary>
@@ -60,8 +63,9 @@ public class Bf16LoraTrainingTests(ITestOutputHelper output)
     /// <summary>
     /// One training forward/backward on the same weights in bf16 and in fp32 (the reference): the loss and every fp32
     /// adapter gradient agree within bf16's precision (8 significant bits; each layer adds roundings). Measured here:
-    /// loss within 0.1%, the A/B gradients' worst relative Frobenius error ~1% (the test prints them); the bounds leave
-    /// room for other CPUs' bf16 kernels. The gradients stay fp32, on the fp32 parameters.
+    /// loss within 0.1%, the A/B gradients' worst relative Frobenius error 2.5% (the test prints them; 2.2% with an
+    /// all-bf16 head: this random tiny model's logits are near 0, so the fp32 target logit gains nothing here); the
+    /// bounds leave room for other CPUs' bf16 kernels. The gradients stay fp32, on the fp32 parameters.
     /// </summary>
     [Fact]
     public void Bf16AdapterGradientsMatchTheFp32Reference()

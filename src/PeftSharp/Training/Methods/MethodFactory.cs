@@ -23,6 +23,8 @@ internal static class MethodFactory
             Quantizer = o.IsQuantized ? new Nf4Quantizer(new Nf4Options(o.BlockSize, o.DoubleQuant)) : null,
         };
         var model = ModelLoader.Load(modelDir, load);
+        // Mixed precision computes the training target's logit in fp32 (see ComputeDtype).
+        model.MixedPrecisionTraining = dtype is ScalarType.BFloat16 or ScalarType.Float16;
         try
         {
             return (model, Attach(model, modelDir, o, tokenizer, seed));
