@@ -1,3 +1,4 @@
+using PeftSharp.Kernels;
 using TorchSharp;
 using static TorchSharp.torch;
 using static PeftSharp.Memory.ModuleNames.Llama;
@@ -87,6 +88,14 @@ internal sealed class Attention : nn.Module<Tensor, Tensor>
             (k, v, long start) = cache.Append(layer, k, v, _window);
             // The mask spans every slot; a windowed layer's cache starts later.
             if (mask is not null && start > 0) mask = mask.narrow(-1, start, mask.shape[^1] - start);
+        }
+        if (ctx.Cache is null && mask is null && !_explicitScores && CausalAttention.Applies(q, _headDim))
+        {
+            // The fused kernel: no repeated k/v for GQA, and its output is already [B, T, H, D] for o_proj.
+            Tensor fused;
+            using (ForwardProfiler.Measure("attention scores (kernel)"))
+                fused = CausalAttention.Compute(q, k, v, _scale);
+            return o_proj.forward(fused.view(b, t, qDim)).MoveToOuterDisposeScope();
         }
         if (_heads != _kvHeads)
         {

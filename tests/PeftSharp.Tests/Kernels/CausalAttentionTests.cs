@@ -1,0 +1,121 @@
+using PeftSharp.Kernels;
+using PeftSharp.Models;
+using PeftSharp.Tests.Quantization;
+using PeftSharp.Tests.Support;
+using static TorchSharp.torch;
+
+namespace PeftSharp.Tests.Kernels;
+
+public class CausalAttentionTests
+{
+    /// <summary>q, k, v as the model hands them over: [B, heads, T, D] transposed views of [B, T, heads, D] tensors.</summary>
+    static (Tensor Q, Tensor K, Tensor V) Inputs(int b, int heads, int kvHeads, int t, int d)
+    {
+        var q = randn(b, t, heads, d).transpose(1, 2).requires_grad_(true);
+        var k = randn(b, t, kvHeads, d).transpose(1, 2).requires_grad_(true);
+        var v = randn(b, t, kvHeads, d).transpose(1, 2).requires_grad_(true);
+        return (q, k, v);
+    }
+
+    /// <summary>libtorch's causal SDPA in float64 over k/v repeated per query head, output as [B, T, H, D].</summary>
+    static (Tensor O, Tensor Dq, Tensor Dk, Tensor Dv) Reference(Tensor q, Tensor k, Tensor v, Tensor dOut)
+    {
+        var q64 = q.detach().to_type(ScalarType.Float64).requires_grad_(true);
+        var k64 = k.detach().to_type(ScalarType.Float64).requires_grad_(true);
+        var v64 = v.detach().to_type(ScalarType.Float64).requires_grad_(true);
+        long rep = q.shape[1] / k.shape[1];
+        var o = nn.functional.scaled_dot_product_attention(q64, k64.repeat_interleave(rep, 1), v64.repeat_interleave(rep, 1), null, 0.0, true)
+            .transpose(1, 2);
+        o.backward([dOut.to_type(ScalarType.Float64)]);
+        return (o.detach(), q64.grad!, k64.grad!, v64.grad!);
+    }
+
+    static void Near(Tensor expected, Tensor actual, double tol)
+    {
+        Assert.Equal(expected.shape, actual.shape);
+        double err = TestPaths.MaxAbsError(expected.to_type(ScalarType.Float64), actual.to_type(ScalarType.Float64));
+        Assert.True(err <= tol, $"max abs error {err} > {tol}");
+    }
+
+    [Theory]
+    [InlineData(2, 8, 2, 70, 64)]     // GQA 8/2, T not a multiple of the 64-row block nor of the 8-row micro-kernel
+    [InlineData(1, 4, 4, 37, 32)]
+    [InlineData(2, 4, 1, 130, 128)]   // three query blocks, one kv head for all
+    [InlineData(3, 2, 2, 1, 64)]      // a single position
+    [InlineData(1, 2, 1, 64, 96)]     // Phi-3's head_dim, T exactly one block
+    public void OutputAndGradientsMatchFloat64Sdpa(int b, int heads, int kvHeads, int t, int d)
+    {
+        if (!CausalAttentionKernel.Supports(d)) return;   // no AVX-512: Applies is false and the model keeps SDPA (the model test checks that)
+        using var scope = NewDisposeScope();
+        manual_seed(7);
+        var (q, k, v) = Inputs(b, heads, kvHeads, t, d);
+        var dOut = randn(b, t, heads, d);
+        var (before, _) = CausalAttention.Calls;
+        var o = CausalAttention.Compute(q, k, v, 1 / Math.Sqrt(d));
+        o.backward([dOut]);
+        Assert.Equal(before + 1, CausalAttention.Calls.Forward);
+        var (ro, rdq, rdk, rdv) = Reference(q, k, v, dOut);
+        Near(ro, o, 2e-5);
+        Near(rdq, q.grad!, 1e-4);
+        Near(rdk, k.grad!, 1e-4);
+        Near(rdv, v.grad!, 1e-4);
+    }
+
+    [Fact]
+    public void SameBitsRunToRun()
+    {
+        if (!CausalAttentionKernel.Supports(64)) return;
+        using var scope = NewDisposeScope();
+        manual_seed(3);
+        var (q, k, v) = Inputs(2, 8, 2, 100, 64);
+        var dOut = randn(2, 100, 8, 64);
+        Tensor[] Run()
+        {
+            var o = CausalAttention.Compute(q, k, v, 0.125);
+            var grads = autograd.grad([o], [q, k, v], [dOut]);
+            return [o.detach(), .. grads];
+        }
+        var first = Run();
+        var second = Run();
+        for (int i = 0; i < first.Length; i++) Assert.True(first[i].eq(second[i]).all().item<bool>(), $"output {i} differs between runs");
+    }
+
+    /// <summary>
+    /// The model users train: a GQA Llama with head_dim 32 and LoRA on every projection; loss and every adapter gradient
+    /// with the kernel equal SDPA's to fp32 tolerance, and the kernel really ran (forward and backward, once per layer).
+    /// </summary>
+    [Fact]
+    public void LoraLossAndAdapterGradientsMatchTheSdpaPath()
+    {
+        int runs = CausalAttentionKernel.Supports(32) ? 2 : 0;   // once per layer; none without AVX-512
+        var dir = RandomModel.Write(RandomModel.LlamaConfig(hidden: 128, layers: 2, heads: 4, kvHeads: 2, vocab: 64));
+        using var model = ModelLoader.Load(dir);
+        manual_seed(5);
+        var adapters = TestLora.Attach(model, zeroB: false);
+        using var ids = randint(0, 64, [2, 45]);
+        (double Loss, Tensor[] Grads) Step()
+        {
+            using var scope = NewDisposeScope();
+            var logits = model.Forward(ids);
+            var loss = nn.functional.cross_entropy(logits.view(-1, 64), ids.view(-1));
+            loss.backward();
+            var grads = adapters.SelectMany(a => new[] { a.A.grad!.clone(), a.B.grad!.clone() }).Select(g => g.DetachFromDisposeScope()).ToArray();
+            foreach (var a in adapters) { a.A.grad = null; a.B.grad = null; }
+            return (loss.item<float>(), grads);
+        }
+        var (f0, b0) = CausalAttention.Calls;
+        var fast = Step();
+        var (f1, b1) = CausalAttention.Calls;
+        Assert.Equal((f0 + runs, b0 + runs), (f1, b1));
+        (double Loss, Tensor[] Grads) sdpa;
+        using (CausalAttention.Off()) sdpa = Step();
+        Assert.Equal((f1, b1), CausalAttention.Calls);
+        Assert.Equal(sdpa.Loss, fast.Loss, 5);
+        for (int i = 0; i < fast.Grads.Length; i++)
+        {
+            double scale = sdpa.Grads[i].abs().max().item<float>();
+            Near(sdpa.Grads[i], fast.Grads[i], 1e-4 * Math.Max(1, scale));
+        }
+        foreach (var g in fast.Grads.Concat(sdpa.Grads)) g.Dispose();
+    }
+}
