@@ -11,7 +11,7 @@ namespace PeftSharp.Kernels;
 /// [block, keys up to the block's last row] live in a per-thread buffer (cache-sized at training lengths).
 /// One register-blocked micro-kernel (<see cref="Mul8"/>, 8 rows x 32 columns) does every product: the scores with K^T
 /// packed d-major, P V, dS K, and the transposed P^T dO, dS^T Q.
-/// Work items run on torch's intra-op thread count of .NET threads; each item's arithmetic order is fixed, so the
+/// Work items run on libtorch's OpenMP team (<see cref="TorchThreads"/>); each item's arithmetic order is fixed, so the
 /// result is the same bits run to run whatever thread takes it. The heads of one kv head are one item: GQA's dK/dV
 /// sums need no atomics.
 /// </summary>
@@ -62,12 +62,8 @@ internal static unsafe class CausalAttentionKernel
     /// <summary>Frees this thread's buffers (rebuilt on the next call).</summary>
     public static void ReleaseScratch() => _scratch = null;
 
-    static void ForEachItem(Shape s, int threads, Action<int, int> item)
-    {
-        int n = s.Batch * s.KvHeads;
-        if (threads <= 1 || n == 1) { for (int i = 0; i < n; i++) item(i / s.KvHeads, i % s.KvHeads); return; }
-        Parallel.For(0, n, new ParallelOptions { MaxDegreeOfParallelism = threads }, i => item(i / s.KvHeads, i % s.KvHeads));
-    }
+    static void ForEachItem(Shape s, int threads, Action<int, int> item) =>
+        TorchThreads.For(s.Batch * s.KvHeads, threads, i => item(i / s.KvHeads, i % s.KvHeads));
 
     /// <summary>out = softmax(scale q k^T + causal) v; lse [B, H, T] (contiguous) gets each row's logsumexp of the scaled scores.</summary>
     public static void Forward(Shape s, Operand q, Operand k, Operand v, Operand o, float* lse, int threads)
