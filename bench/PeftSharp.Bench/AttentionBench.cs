@@ -7,13 +7,14 @@ namespace PeftSharp.Bench;
 /// <summary>
 /// Causal self-attention forward and backward at a training shape: the fused C# kernel (<see cref="CausalAttention"/>)
 /// against libtorch's SDPA (is_causal) as the model called it before, alternated round by round. Both take q/k/v the way
-/// the model hands them over ([B, H, T, D] views of the projections' [B, T, H, D] output) and give o_proj's input
-/// [B, T, H*D]; SDPA's side includes the transpose copy that costs, and GQA's repeat_interleave of k/v.
+/// the model hands them over ([B, H, T, D] views of the projections' [B, T, H, D] output, not yet rotated) and give
+/// o_proj's input [B, T, H*D]: SDPA's side is the model's previous path (Rope.Apply on q and k, GQA's repeat_interleave
+/// of k/v, SDPA, the transpose copy), the kernel's applies the rotary embedding itself.
 /// </summary>
 public sealed class AttentionBench : IBench
 {
     public string Name => "attention";
-    public string Description => "fused causal attention kernel vs SDPA, fwd and bwd ms (--batch 4 --heads 8 --kv-heads 8 --seq 256 --head-dim 64 --rounds 7 --threads 2)";
+    public string Description => "fused causal attention kernel (rotary inside) vs Rope.Apply + SDPA, fwd and bwd ms (--batch 4 --heads 8 --kv-heads 8 --seq 256 --head-dim 64 --rounds 7 --threads 2)";
 
     public int Run(string[] argv)
     {
@@ -29,14 +30,17 @@ public sealed class AttentionBench : IBench
         using var v = randn(b, t, kvHeads, d).transpose(1, 2).requires_grad_(true);
         using var dOut = randn(b, t, (long)heads * d);
         double scale = 1 / Math.Sqrt(d);
+        var rope = new PeftSharp.Models.Rope(new PeftSharp.Models.ModelConfig { Shape = new PeftSharp.Memory.ModelConfig { ModelType = "llama", HiddenSize = heads * d, IntermediateSize = 4 * d, NumHiddenLayers = 1, NumAttentionHeads = heads, NumKeyValueHeads = kvHeads, HeadDim = d, VocabSize = 32 } });
+        var (cos, sin) = rope.CosSin(arange(0, t, ScalarType.Int64).unsqueeze(0).expand(b, t), ScalarType.Float32);
         Tensor Sdpa()
         {
-            Tensor kk = k, vv = v;
-            if (heads != kvHeads) { kk = k.repeat_interleave(heads / kvHeads, 1); vv = v.repeat_interleave(heads / kvHeads, 1); }
-            return nn.functional.scaled_dot_product_attention(q, kk, vv, null, 0.0, true).transpose(1, 2).reshape(b, t, (long)heads * d);
+            Tensor kk = PeftSharp.Models.Rope.Apply(k, cos, sin), vv = v;
+            var qq = PeftSharp.Models.Rope.Apply(q, cos, sin);
+            if (heads != kvHeads) { kk = kk.repeat_interleave(heads / kvHeads, 1); vv = v.repeat_interleave(heads / kvHeads, 1); }
+            return nn.functional.scaled_dot_product_attention(qq, kk, vv, null, 0.0, true).transpose(1, 2).reshape(b, t, (long)heads * d);
         }
-        Tensor Kernel() => CausalAttention.Compute(q, k, v, scale).view(b, t, (long)heads * d);
-        var sides = new (string Name, Func<Tensor> Forward)[] { ("sdpa (libtorch)", Sdpa), ("fused kernel", Kernel) };
+        Tensor Kernel() => CausalAttention.Compute(q, k, v, scale, cos, sin).view(b, t, (long)heads * d);
+        var sides = new (string Name, Func<Tensor> Forward)[] { ("rope + sdpa", Sdpa), ("fused kernel", Kernel) };
         // --only kernel|sdpa times one side alone (no libtorch parallel region right before the kernel's: see README).
         string only = a.Get("only", "");
         if (only != "") sides = sides.Where(x => x.Name.StartsWith(only == "kernel" ? "fused" : "sdpa")).ToArray();
@@ -66,7 +70,7 @@ public sealed class AttentionBench : IBench
         }
         if (sides.Length < 2) return 0;
         var ratios = fwd[0].Zip(bwd[0], (f, g) => f + g).Zip(fwd[1].Zip(bwd[1], (f, g) => f + g), (x, y) => x / y).ToList();
-        Console.WriteLine($"sdpa/kernel fwd+bwd time = {BenchStats.Median(ratios):F2} (per round: {string.Join(", ", ratios.Select(x => x.ToString("F2")))})");
+        Console.WriteLine($"(rope + sdpa)/kernel fwd+bwd time = {BenchStats.Median(ratios):F2} (per round: {string.Join(", ", ratios.Select(x => x.ToString("F2")))})");
         return 0;
     }
 }

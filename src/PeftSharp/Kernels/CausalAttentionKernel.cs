@@ -34,6 +34,16 @@ internal static unsafe class CausalAttentionKernel
         public float* Row(long b, long h, long t) => (float*)Data + b * BatchStride + h * HeadStride + t * RowStride;
     }
 
+    /// <summary>
+    /// Rotary position embedding applied inside the kernel ("rotate_half" over the whole head): cos/sin rows [B, T, D]
+    /// (head stride 0), or <see cref="None"/> for q/k that arrive rotated.
+    /// </summary>
+    public readonly record struct Rotary(Operand Cos, Operand Sin)
+    {
+        public static Rotary None => default;
+        public bool On => Cos.Data != 0;
+    }
+
     /// <summary>Shapes of one call.</summary>
     public readonly record struct Shape(int Batch, int Heads, int KvHeads, int T, int D, float Scale)
     {
@@ -48,6 +58,9 @@ internal static unsafe class CausalAttentionKernel
         public readonly float[] S = GC.AllocateUninitializedArray<float>(QueryBlock * tp, pinned: true);
         public readonly float[] DP = GC.AllocateUninitializedArray<float>(QueryBlock * tp, pinned: true);
         public readonly float[] Rows = GC.AllocateUninitializedArray<float>(tp, pinned: true);
+        /// <summary>Rotated q (one head) and k rows [T, D], with rotary positions.</summary>
+        public readonly float[] Qr = GC.AllocateUninitializedArray<float>(d * tp, pinned: true);
+        public readonly float[] Kr = GC.AllocateUninitializedArray<float>(d * tp, pinned: true);
         public readonly int D = d, Tp = tp;
     }
 
@@ -66,27 +79,29 @@ internal static unsafe class CausalAttentionKernel
         TorchThreads.For(s.Batch * s.KvHeads, threads, i => item(i / s.KvHeads, i % s.KvHeads));
 
     /// <summary>out = softmax(scale q k^T + causal) v; lse [B, H, T] (contiguous) gets each row's logsumexp of the scaled scores.</summary>
-    public static void Forward(Shape s, Operand q, Operand k, Operand v, Operand o, float* lse, int threads)
+    public static void Forward(Shape s, Operand q, Operand k, Operand v, Rotary rope, Operand o, float* lse, int threads)
     {
         nint lsePtr = (nint)lse;
-        ForEachItem(s, threads, (b, g) => ForwardItem(s, q, k, v, o, (float*)lsePtr, b, g));
+        ForEachItem(s, threads, (b, g) => ForwardItem(s, q, k, v, rope, o, (float*)lsePtr, b, g));
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void ForwardItem(Shape s, Operand q, Operand k, Operand v, Operand o, float* lse, int b, int g)
+    static void ForwardItem(Shape s, Operand q, Operand k, Operand v, Rotary rope, Operand o, float* lse, int b, int g)
     {
         var sc = ScratchFor(s.D, s.Padded);
-        fixed (float* kt = sc.Kt, sBuf = sc.S)
+        fixed (float* kt = sc.Kt, sBuf = sc.S, qr = sc.Qr, kr = sc.Kr)
         {
+            k = Rotated(k, rope, b, g, s, kr);
             PackTransposed(k, b, g, s, kt, sc.Tp);
             for (int hh = 0; hh < s.Group; hh++)
             {
                 int h = g * s.Group + hh;
+                var qh = Rotated(q, rope, b, h, s, qr);
                 float* rowLse = lse + ((long)b * s.Heads + h) * s.T;
                 for (int i0 = 0; i0 < s.T; i0 += QueryBlock)
                 {
                     int n = Math.Min(QueryBlock, s.T - i0);
-                    ScoreBlock(s, q.Row(b, h, i0), q.RowStride, kt, sc.Tp, i0, n, sBuf);
+                    ScoreBlock(s, qh.Row(b, h, i0), qh.RowStride, kt, sc.Tp, i0, n, sBuf);
                     for (int r = 0; r < n; r++) SoftmaxRow(sBuf + (long)r * sc.Tp, i0 + r, s.Scale, sc.Tp, rowLse + i0 + r);
                     for (int d0 = 0; d0 < s.D; d0 += W)
                         MixCausal(sBuf, sc.Tp, n, i0, s.T, v.Row(b, g, 0) + d0, v.RowStride, o.Row(b, h, i0) + d0, o.RowStride);
@@ -99,20 +114,21 @@ internal static unsafe class CausalAttentionKernel
     /// dq, dk, dv (overwritten; dk/dv summed over the kv head's query heads) from dout, given the forward's inputs,
     /// output and lse.
     /// </summary>
-    public static void Backward(Shape s, Operand q, Operand k, Operand v, Operand o, float* lse, Operand dOut,
+    public static void Backward(Shape s, Operand q, Operand k, Operand v, Rotary rope, Operand o, float* lse, Operand dOut,
         Operand dq, Operand dk, Operand dv, int threads)
     {
         nint lsePtr = (nint)lse;
-        ForEachItem(s, threads, (b, g) => BackwardItem(s, q, k, v, o, (float*)lsePtr, dOut, dq, dk, dv, b, g));
+        ForEachItem(s, threads, (b, g) => BackwardItem(s, q, k, v, rope, o, (float*)lsePtr, dOut, dq, dk, dv, b, g));
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void BackwardItem(Shape s, Operand q, Operand k, Operand v, Operand o, float* lse, Operand dOut,
+    static void BackwardItem(Shape s, Operand q, Operand k, Operand v, Rotary rope, Operand o, float* lse, Operand dOut,
         Operand dq, Operand dk, Operand dv, int b, int g)
     {
         var sc = ScratchFor(s.D, s.Padded);
-        fixed (float* kt = sc.Kt, vt = sc.Vt, pBuf = sc.S, dsBuf = sc.DP, delta = sc.Rows)
+        fixed (float* kt = sc.Kt, vt = sc.Vt, pBuf = sc.S, dsBuf = sc.DP, delta = sc.Rows, qr = sc.Qr, kr = sc.Kr)
         {
+            k = Rotated(k, rope, b, g, s, kr);
             PackTransposed(k, b, g, s, kt, sc.Tp);
             PackTransposed(v, b, g, s, vt, sc.Tp);
             for (int t = 0; t < s.T; t++)
@@ -123,12 +139,13 @@ internal static unsafe class CausalAttentionKernel
             for (int hh = 0; hh < s.Group; hh++)
             {
                 int h = g * s.Group + hh;
+                var qh = Rotated(q, rope, b, h, s, qr);
                 float* rowLse = lse + ((long)b * s.Heads + h) * s.T;
                 for (int t = 0; t < s.T; t++) delta[t] = Dot(dOut.Row(b, h, t), o.Row(b, h, t), s.D);
                 for (int i0 = 0; i0 < s.T; i0 += QueryBlock)
                 {
                     int n = Math.Min(QueryBlock, s.T - i0), keys = i0 + n;
-                    ScoreBlock(s, q.Row(b, h, i0), q.RowStride, kt, sc.Tp, i0, n, pBuf);
+                    ScoreBlock(s, qh.Row(b, h, i0), qh.RowStride, kt, sc.Tp, i0, n, pBuf);
                     ScoreBlock(s, dOut.Row(b, h, i0), dOut.RowStride, vt, sc.Tp, i0, n, dsBuf);
                     for (int r = 0; r < n; r++)
                         GradRow(pBuf + (long)r * sc.Tp, dsBuf + (long)r * sc.Tp, i0 + r, s.Scale, rowLse[i0 + r], delta[i0 + r], sc.Tp);
@@ -136,12 +153,54 @@ internal static unsafe class CausalAttentionKernel
                     {
                         // dv[j] += sum over block rows i >= j of P[i, j] dout[i]; dk[j] += sum dS[i, j] q[i] (dS carries the scale).
                         MixTransposed(pBuf, sc.Tp, n, i0, keys, dOut.Row(b, h, i0) + d0, dOut.RowStride, dv.Row(b, g, 0) + d0, dv.RowStride);
-                        MixTransposed(dsBuf, sc.Tp, n, i0, keys, q.Row(b, h, i0) + d0, q.RowStride, dk.Row(b, g, 0) + d0, dk.RowStride);
+                        MixTransposed(dsBuf, sc.Tp, n, i0, keys, qh.Row(b, h, i0) + d0, qh.RowStride, dk.Row(b, g, 0) + d0, dk.RowStride);
                         // dq[i] = sum over j <= i of dS[i, j] k[j].
                         MixCausal(dsBuf, sc.Tp, n, i0, s.T, k.Row(b, g, 0) + d0, k.RowStride, dq.Row(b, h, i0) + d0, dq.RowStride);
                     }
                 }
+                // dq, dk so far are gradients of the rotated q, k: rotate them back (the transpose of the rotation).
+                if (rope.On) for (int t = 0; t < s.T; t++) Unrotate(dq.Row(b, h, t), rope.Cos.Row(b, 0, t), rope.Sin.Row(b, 0, t), s.D);
             }
+            if (rope.On) for (int t = 0; t < s.T; t++) Unrotate(dk.Row(b, g, t), rope.Cos.Row(b, 0, t), rope.Sin.Row(b, 0, t), s.D);
+        }
+    }
+
+    /// <summary>
+    /// x's rows for (b, head) rotated into <paramref name="buf"/> [T, D], addressed as an operand (zero batch/head
+    /// strides); x itself without rotary.
+    /// </summary>
+    static Operand Rotated(Operand x, Rotary rope, int b, int head, Shape s, float* buf)
+    {
+        if (!rope.On) return x;
+        for (int t = 0; t < s.T; t++) Rotate(x.Row(b, head, t), buf + (long)t * s.D, rope.Cos.Row(b, 0, t), rope.Sin.Row(b, 0, t), s.D);
+        return new Operand((nint)buf, 0, 0, s.D);
+    }
+
+    /// <summary>HF's x * cos + rotate_half(x) * sin: (x1 c1 - x2 s1, x2 c2 + x1 s2) over the halves of the head.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static void Rotate(float* x, float* dst, float* c, float* sn, int d)
+    {
+        int half = d / 2;
+        for (int j = 0; j < half; j += 16)
+        {
+            var x1 = Avx512F.LoadVector512(x + j);
+            var x2 = Avx512F.LoadVector512(x + half + j);
+            (x1 * Avx512F.LoadVector512(c + j) - x2 * Avx512F.LoadVector512(sn + j)).Store(dst + j);
+            (x2 * Avx512F.LoadVector512(c + half + j) + x1 * Avx512F.LoadVector512(sn + half + j)).Store(dst + half + j);
+        }
+    }
+
+    /// <summary>The gradient through <see cref="Rotate"/>, in place: (g1 c1 + g2 s2, g2 c2 - g1 s1).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static void Unrotate(float* g, float* c, float* sn, int d)
+    {
+        int half = d / 2;
+        for (int j = 0; j < half; j += 16)
+        {
+            var g1 = Avx512F.LoadVector512(g + j);
+            var g2 = Avx512F.LoadVector512(g + half + j);
+            (g1 * Avx512F.LoadVector512(c + j) + g2 * Avx512F.LoadVector512(sn + half + j)).Store(g + j);
+            (g2 * Avx512F.LoadVector512(c + half + j) - g1 * Avx512F.LoadVector512(sn + j)).Store(g + half + j);
         }
     }
 

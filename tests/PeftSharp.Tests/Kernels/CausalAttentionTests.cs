@@ -17,14 +17,23 @@ public class CausalAttentionTests
         return (q, k, v);
     }
 
-    /// <summary>libtorch's causal SDPA in float64 over k/v repeated per query head, output as [B, T, H, D].</summary>
-    static (Tensor O, Tensor Dq, Tensor Dk, Tensor Dv) Reference(Tensor q, Tensor k, Tensor v, Tensor dOut)
+    /// <summary>
+    /// The model's path in float64: Rope.Apply on q and k (with cos/sin), libtorch's causal SDPA over k/v repeated per
+    /// query head, output as [B, T, H, D].
+    /// </summary>
+    static (Tensor O, Tensor Dq, Tensor Dk, Tensor Dv) Reference(Tensor q, Tensor k, Tensor v, Tensor dOut, Tensor? cos, Tensor? sin)
     {
         var q64 = q.detach().to_type(ScalarType.Float64).requires_grad_(true);
         var k64 = k.detach().to_type(ScalarType.Float64).requires_grad_(true);
         var v64 = v.detach().to_type(ScalarType.Float64).requires_grad_(true);
         long rep = q.shape[1] / k.shape[1];
-        var o = nn.functional.scaled_dot_product_attention(q64, k64.repeat_interleave(rep, 1), v64.repeat_interleave(rep, 1), null, 0.0, true)
+        Tensor qr = q64, kr = k64;
+        if (cos is not null)
+        {
+            qr = Rope.Apply(q64, cos.to_type(ScalarType.Float64), sin!.to_type(ScalarType.Float64));
+            kr = Rope.Apply(k64, cos.to_type(ScalarType.Float64), sin.to_type(ScalarType.Float64));
+        }
+        var o = nn.functional.scaled_dot_product_attention(qr, kr.repeat_interleave(rep, 1), v64.repeat_interleave(rep, 1), null, 0.0, true)
             .transpose(1, 2);
         o.backward([dOut.to_type(ScalarType.Float64)]);
         return (o.detach(), q64.grad!, k64.grad!, v64.grad!);
@@ -37,24 +46,35 @@ public class CausalAttentionTests
         Assert.True(err <= tol, $"max abs error {err} > {tol}");
     }
 
+    /// <summary>cos/sin [B, 1, T, D] as the model builds them, each batch row at its own positions (as left padding gives).</summary>
+    static (Tensor Cos, Tensor Sin) Rotary(int b, int t, int d)
+    {
+        var c = new ModelConfig { Shape = new Memory.ModelConfig { ModelType = "llama", HiddenSize = 2 * d, IntermediateSize = 4 * d, NumHiddenLayers = 1, NumAttentionHeads = 2, NumKeyValueHeads = 2, HeadDim = d, VocabSize = 32 } };
+        var positions = arange(0, t, ScalarType.Int64).unsqueeze(0) + arange(0, b, ScalarType.Int64).unsqueeze(1) * 5;
+        return new Rope(c).CosSin(positions, ScalarType.Float32);
+    }
+
     [Theory]
-    [InlineData(2, 8, 2, 70, 64)]     // GQA 8/2, T not a multiple of the 64-row block nor of the 8-row micro-kernel
-    [InlineData(1, 4, 4, 37, 32)]
-    [InlineData(2, 4, 1, 130, 128)]   // three query blocks, one kv head for all
-    [InlineData(3, 2, 2, 1, 64)]      // a single position
-    [InlineData(1, 2, 1, 64, 96)]     // Phi-3's head_dim, T exactly one block
-    public void OutputAndGradientsMatchFloat64Sdpa(int b, int heads, int kvHeads, int t, int d)
+    [InlineData(2, 8, 2, 70, 64, false)]     // GQA 8/2, T not a multiple of the 64-row block nor of the 8-row micro-kernel
+    [InlineData(2, 8, 2, 70, 64, true)]      // the same with the rotary embedding inside the kernel
+    [InlineData(1, 4, 4, 37, 32, true)]
+    [InlineData(2, 4, 1, 130, 128, true)]    // three query blocks, one kv head for all
+    [InlineData(2, 4, 1, 130, 128, false)]
+    [InlineData(3, 2, 2, 1, 64, true)]       // a single position
+    [InlineData(1, 2, 1, 64, 96, false)]     // Phi-3's head_dim, T exactly one block
+    public void OutputAndGradientsMatchFloat64Sdpa(int b, int heads, int kvHeads, int t, int d, bool rope)
     {
         if (!CausalAttentionKernel.Supports(d)) return;   // no AVX-512: Applies is false and the model keeps SDPA (the model test checks that)
         using var scope = NewDisposeScope();
         manual_seed(7);
         var (q, k, v) = Inputs(b, heads, kvHeads, t, d);
         var dOut = randn(b, t, heads, d);
+        var (cos, sin) = rope ? Rotary(b, t, d) : (null, null);
         var (before, _) = CausalAttention.Calls;
-        var o = CausalAttention.Compute(q, k, v, 1 / Math.Sqrt(d));
+        var o = CausalAttention.Compute(q, k, v, 1 / Math.Sqrt(d), cos, sin);
         o.backward([dOut]);
         Assert.Equal(before + 1, CausalAttention.Calls.Forward);
-        var (ro, rdq, rdk, rdv) = Reference(q, k, v, dOut);
+        var (ro, rdq, rdk, rdv) = Reference(q, k, v, dOut, cos, sin);
         Near(ro, o, 2e-5);
         Near(rdq, q.grad!, 1e-4);
         Near(rdk, k.grad!, 1e-4);
@@ -69,9 +89,10 @@ public class CausalAttentionTests
         manual_seed(3);
         var (q, k, v) = Inputs(2, 8, 2, 100, 64);
         var dOut = randn(2, 100, 8, 64);
+        var (cos, sin) = Rotary(2, 100, 64);
         Tensor[] Run()
         {
-            var o = CausalAttention.Compute(q, k, v, 0.125);
+            var o = CausalAttention.Compute(q, k, v, 0.125, cos, sin);
             var grads = autograd.grad([o], [q, k, v], [dOut]);
             return [o.detach(), .. grads];
         }
