@@ -46,10 +46,12 @@ public sealed class AttentionBench : IBench
         if (only != "") sides = sides.Where(x => x.Name.StartsWith(only == "kernel" ? "fused" : "sdpa")).ToArray();
         var fwd = sides.Select(_ => new List<double>()).ToList();
         var bwd = sides.Select(_ => new List<double>()).ToList();
+        var kernelInside = new List<(double F, double B)>();
         for (int r = -1; r < rounds; r++)   // round -1 warms up
             for (int s = 0; s < sides.Length; s++)
             {
                 using var scope = NewDisposeScope();
+                var inside = CausalAttention.KernelSeconds;
                 var sw = Stopwatch.StartNew();
                 var o = sides[s].Forward();
                 double f = sw.Elapsed.TotalMilliseconds;
@@ -58,6 +60,8 @@ public sealed class AttentionBench : IBench
                 double g = sw.Elapsed.TotalMilliseconds;
                 q.grad = null; k.grad = null; v.grad = null;
                 if (r >= 0) { fwd[s].Add(f); bwd[s].Add(g); }
+                var after = CausalAttention.KernelSeconds;
+                if (r >= 0 && after != inside) kernelInside.Add(((after.Forward - inside.Forward) * 1e3, (after.Backward - inside.Backward) * 1e3));
             }
         // Useful causal FLOPs: T(T+1)/2 scores per head; forward 2 products (QK^T, PV), backward 4 (dV, dP, dQ, dK).
         double pairs = (double)b * heads * t * (t + 1) / 2 * d * 2;
@@ -68,6 +72,8 @@ public sealed class AttentionBench : IBench
             double f = BenchStats.Median(fwd[s]), g = BenchStats.Median(bwd[s]);
             Console.WriteLine($"{sides[s].Name,-18}{f,9:F2}{g,9:F2}{f + g,10:F2}{6 * pairs / ((f + g) / 1e3) / 1e9,9:F1}");
         }
+        if (kernelInside.Count > 0)
+            Console.WriteLine($"inside the kernel (no autograd, no allocation): fwd {BenchStats.Median(kernelInside.Select(x => x.F)):F2} ms, bwd {BenchStats.Median(kernelInside.Select(x => x.B)):F2} ms");
         if (sides.Length < 2) return 0;
         var ratios = fwd[0].Zip(bwd[0], (f, g) => f + g).Zip(fwd[1].Zip(bwd[1], (f, g) => f + g), (x, y) => x / y).ToList();
         Console.WriteLine($"(rope + sdpa)/kernel fwd+bwd time = {BenchStats.Median(ratios):F2} (per round: {string.Join(", ", ratios.Select(x => x.ToString("F2")))})");

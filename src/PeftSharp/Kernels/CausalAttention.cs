@@ -16,10 +16,14 @@ internal sealed class CausalAttention : autograd.SingleTensorFunction<CausalAtte
     public override string Name => "CausalAttention";
 
     [ThreadStatic] static bool _off;
-    [ThreadStatic] static long _forwardCalls, _backwardCalls;
+    [ThreadStatic] static long _forwardCalls, _backwardCalls, _forwardTicks, _backwardTicks;
 
     /// <summary>Kernel forwards / backwards run on this thread (tests assert the fast path ran, benches print them).</summary>
     internal static (long Forward, long Backward) Calls => (_forwardCalls, _backwardCalls);
+
+    /// <summary>Seconds this thread spent inside the kernel's forward / backward (the attention bench's split of autograd overhead).</summary>
+    internal static (double Forward, double Backward) KernelSeconds =>
+        ((double)_forwardTicks / System.Diagnostics.Stopwatch.Frequency, (double)_backwardTicks / System.Diagnostics.Stopwatch.Frequency);
 
     /// <summary>Until disposed, <see cref="Applies"/> is false on this thread: the SDPA path (the A/B reference of tests and the attention bench).</summary>
     internal static IDisposable Off()
@@ -108,7 +112,9 @@ internal sealed class CausalAttention : autograd.SingleTensorFunction<CausalAtte
         var s = ShapeOf(q, k, scale);
         var o = empty([s.Batch, s.T, s.Heads, s.D], ScalarType.Float32);
         var lse = empty([s.Batch, s.Heads, s.T], ScalarType.Float32);
+        long start = System.Diagnostics.Stopwatch.GetTimestamp();
         CausalAttentionKernel.Forward(s, Of(q), Of(k), Of(v), RotaryOf(cos, sin), HeadMajor(o), (float*)Data(lse), torch.get_num_threads());
+        _forwardTicks += System.Diagnostics.Stopwatch.GetTimestamp() - start;
         _forwardCalls++;
         return (o, lse);
     }
@@ -121,8 +127,10 @@ internal sealed class CausalAttention : autograd.SingleTensorFunction<CausalAtte
         var dq = empty([s.Batch, s.T, s.Heads, s.D], ScalarType.Float32);
         var dk = empty([s.Batch, s.T, s.KvHeads, s.D], ScalarType.Float32);
         var dv = empty([s.Batch, s.T, s.KvHeads, s.D], ScalarType.Float32);
+        long start = System.Diagnostics.Stopwatch.GetTimestamp();
         CausalAttentionKernel.Backward(s, Of(q), Of(k), Of(v), RotaryOf(cos, sin), HeadMajor(o), (float*)Data(lse), HeadMajor(dOut),
             HeadMajor(dq), HeadMajor(dk), HeadMajor(dv), torch.get_num_threads());
+        _backwardTicks += System.Diagnostics.Stopwatch.GetTimestamp() - start;
         _backwardCalls++;
         return (dq.transpose(1, 2), dk.transpose(1, 2), dv.transpose(1, 2));
     }

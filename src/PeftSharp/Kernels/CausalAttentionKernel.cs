@@ -22,7 +22,7 @@ namespace PeftSharp.Kernels;
 internal static unsafe class CausalAttentionKernel
 {
     /// <summary>Query rows per block.</summary>
-    public const int QueryBlock = 64;
+    public const int QueryBlock = 128;
     const int R = 8, W = 32;
 
     /// <summary>True where the kernel runs: AVX-512F and a head_dim in multiples of 32.</summary>
@@ -58,9 +58,14 @@ internal static unsafe class CausalAttentionKernel
         public readonly float[] S = GC.AllocateUninitializedArray<float>(QueryBlock * tp, pinned: true);
         public readonly float[] DP = GC.AllocateUninitializedArray<float>(QueryBlock * tp, pinned: true);
         public readonly float[] Rows = GC.AllocateUninitializedArray<float>(tp, pinned: true);
-        /// <summary>Rotated q (one head) and k rows [T, D], with rotary positions.</summary>
-        public readonly float[] Qr = GC.AllocateUninitializedArray<float>(d * tp, pinned: true);
-        public readonly float[] Kr = GC.AllocateUninitializedArray<float>(d * tp, pinned: true);
+        /// <summary>
+        /// Rows [T, D] packed contiguous (rotated for q and k with rotary positions): q of one head, k, and v (forward)
+        /// or dout of one head (backward). The tensors' rows are heads * D apart, a power of two in bytes at the usual
+        /// shapes: a micro-kernel walking 256 of them hits a handful of L1 sets and misses all the way.
+        /// </summary>
+        public readonly float[] Qp = GC.AllocateUninitializedArray<float>(d * tp, pinned: true);
+        public readonly float[] Kp = GC.AllocateUninitializedArray<float>(d * tp, pinned: true);
+        public readonly float[] Xp = GC.AllocateUninitializedArray<float>(d * tp, pinned: true);
         public readonly int D = d, Tp = tp;
     }
 
@@ -89,14 +94,15 @@ internal static unsafe class CausalAttentionKernel
     static void ForwardItem(Shape s, Operand q, Operand k, Operand v, Rotary rope, Operand o, float* lse, int b, int g)
     {
         var sc = ScratchFor(s.D, s.Padded);
-        fixed (float* kt = sc.Kt, sBuf = sc.S, qr = sc.Qr, kr = sc.Kr)
+        fixed (float* kt = sc.Kt, sBuf = sc.S, qp = sc.Qp, kp = sc.Kp, vp = sc.Xp)
         {
-            k = Rotated(k, rope, b, g, s, kr);
+            k = Packed(k, rope, b, g, s, kp);
+            v = Packed(v, Rotary.None, b, g, s, vp);
             PackTransposed(k, b, g, s, kt, sc.Tp);
             for (int hh = 0; hh < s.Group; hh++)
             {
                 int h = g * s.Group + hh;
-                var qh = Rotated(q, rope, b, h, s, qr);
+                var qh = Packed(q, rope, b, h, s, qp);
                 float* rowLse = lse + ((long)b * s.Heads + h) * s.T;
                 for (int i0 = 0; i0 < s.T; i0 += QueryBlock)
                 {
@@ -126,9 +132,9 @@ internal static unsafe class CausalAttentionKernel
         Operand dq, Operand dk, Operand dv, int b, int g)
     {
         var sc = ScratchFor(s.D, s.Padded);
-        fixed (float* kt = sc.Kt, vt = sc.Vt, pBuf = sc.S, dsBuf = sc.DP, delta = sc.Rows, qr = sc.Qr, kr = sc.Kr)
+        fixed (float* kt = sc.Kt, vt = sc.Vt, pBuf = sc.S, dsBuf = sc.DP, delta = sc.Rows, qp = sc.Qp, kp = sc.Kp, dop = sc.Xp)
         {
-            k = Rotated(k, rope, b, g, s, kr);
+            k = Packed(k, rope, b, g, s, kp);
             PackTransposed(k, b, g, s, kt, sc.Tp);
             PackTransposed(v, b, g, s, vt, sc.Tp);
             for (int t = 0; t < s.T; t++)
@@ -139,20 +145,21 @@ internal static unsafe class CausalAttentionKernel
             for (int hh = 0; hh < s.Group; hh++)
             {
                 int h = g * s.Group + hh;
-                var qh = Rotated(q, rope, b, h, s, qr);
+                var qh = Packed(q, rope, b, h, s, qp);
+                var dOh = Packed(dOut, Rotary.None, b, h, s, dop);
                 float* rowLse = lse + ((long)b * s.Heads + h) * s.T;
-                for (int t = 0; t < s.T; t++) delta[t] = Dot(dOut.Row(b, h, t), o.Row(b, h, t), s.D);
+                for (int t = 0; t < s.T; t++) delta[t] = Dot(dOh.Row(b, h, t), o.Row(b, h, t), s.D);
                 for (int i0 = 0; i0 < s.T; i0 += QueryBlock)
                 {
                     int n = Math.Min(QueryBlock, s.T - i0), keys = i0 + n;
                     ScoreBlock(s, qh.Row(b, h, i0), qh.RowStride, kt, sc.Tp, i0, n, pBuf);
-                    ScoreBlock(s, dOut.Row(b, h, i0), dOut.RowStride, vt, sc.Tp, i0, n, dsBuf);
+                    ScoreBlock(s, dOh.Row(b, h, i0), dOh.RowStride, vt, sc.Tp, i0, n, dsBuf);
                     for (int r = 0; r < n; r++)
                         GradRow(pBuf + (long)r * sc.Tp, dsBuf + (long)r * sc.Tp, i0 + r, s.Scale, rowLse[i0 + r], delta[i0 + r], sc.Tp);
                     for (int d0 = 0; d0 < s.D; d0 += W)
                     {
                         // dv[j] += sum over block rows i >= j of P[i, j] dout[i]; dk[j] += sum dS[i, j] q[i] (dS carries the scale).
-                        MixTransposed(pBuf, sc.Tp, n, i0, keys, dOut.Row(b, h, i0) + d0, dOut.RowStride, dv.Row(b, g, 0) + d0, dv.RowStride);
+                        MixTransposed(pBuf, sc.Tp, n, i0, keys, dOh.Row(b, h, i0) + d0, dOh.RowStride, dv.Row(b, g, 0) + d0, dv.RowStride);
                         MixTransposed(dsBuf, sc.Tp, n, i0, keys, qh.Row(b, h, i0) + d0, qh.RowStride, dk.Row(b, g, 0) + d0, dk.RowStride);
                         // dq[i] = sum over j <= i of dS[i, j] k[j].
                         MixCausal(dsBuf, sc.Tp, n, i0, s.T, k.Row(b, g, 0) + d0, k.RowStride, dq.Row(b, h, i0) + d0, dq.RowStride);
@@ -166,13 +173,17 @@ internal static unsafe class CausalAttentionKernel
     }
 
     /// <summary>
-    /// x's rows for (b, head) rotated into <paramref name="buf"/> [T, D], addressed as an operand (zero batch/head
-    /// strides); x itself without rotary.
+    /// x's rows for (b, head) copied (rotated where <paramref name="rope"/> is on) into <paramref name="buf"/> [T, D],
+    /// addressed as an operand with zero batch/head strides.
     /// </summary>
-    static Operand Rotated(Operand x, Rotary rope, int b, int head, Shape s, float* buf)
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static Operand Packed(Operand x, Rotary rope, int b, int head, Shape s, float* buf)
     {
-        if (!rope.On) return x;
-        for (int t = 0; t < s.T; t++) Rotate(x.Row(b, head, t), buf + (long)t * s.D, rope.Cos.Row(b, 0, t), rope.Sin.Row(b, 0, t), s.D);
+        for (int t = 0; t < s.T; t++)
+        {
+            if (rope.On) Rotate(x.Row(b, head, t), buf + (long)t * s.D, rope.Cos.Row(b, 0, t), rope.Sin.Row(b, 0, t), s.D);
+            else new ReadOnlySpan<float>(x.Row(b, head, t), s.D).CopyTo(new Span<float>(buf + (long)t * s.D, s.D));
+        }
         return new Operand((nint)buf, 0, 0, s.D);
     }
 
