@@ -58,7 +58,7 @@ public class CausalAttentionTests
     [InlineData(2, 8, 2, 70, 64, false)]     // GQA 8/2, T not a multiple of the 64-row block nor of the 8-row micro-kernel
     [InlineData(2, 8, 2, 70, 64, true)]      // the same with the rotary embedding inside the kernel
     [InlineData(1, 4, 4, 37, 32, true)]
-    [InlineData(2, 4, 1, 130, 128, true)]    // three query blocks, one kv head for all
+    [InlineData(2, 4, 1, 130, 128, true)]    // two query blocks (the second of 2 rows), one kv head for all
     [InlineData(2, 4, 1, 130, 128, false)]
     [InlineData(3, 2, 2, 1, 64, true)]       // a single position
     [InlineData(1, 2, 1, 64, 96, false)]     // Phi-3's head_dim, T exactly one block
