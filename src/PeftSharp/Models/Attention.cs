@@ -78,10 +78,12 @@ internal sealed class Attention : nn.Module<Tensor, Tensor>
         k = k.reshape(b, t, _kvHeads, _headDim);
         if (q_norm is not null) { q = q_norm.forward(q); k = k_norm!.forward(k); }
         var mask = ctx.MaskFor(_window);
-        if (ctx.Cache is null && mask is null && !_explicitScores && CausalAttention.Applies(q, _headDim))
+        bool causalOnly = mask is null || (ctx.MaskIsTrailingPadding && ReferenceEquals(mask, ctx.Mask));
+        if (ctx.Cache is null && causalOnly && !_explicitScores && CausalAttention.Applies(q, _headDim))
         {
             // The fused kernel: rotary applied inside where it spans the whole head, no repeated k/v for GQA, and
-            // its output is already [B, T, H, D] for o_proj.
+            // its output is already [B, T, H, D] for o_proj. Right-padded batches come here without their mask (see
+            // ForwardContext.MaskIsTrailingPadding); a windowed layer whose window bites has its own mask and does not.
             bool fullRotary = ctx.Cos.shape[^1] == _headDim;
             q = q.transpose(1, 2);
             k = k.transpose(1, 2);

@@ -139,4 +139,55 @@ public class CausalAttentionTests
         }
         foreach (var g in fast.Grads.Concat(sdpa.Grads)) g.Dispose();
     }
+
+    /// <summary>
+    /// Training's right-padded batch (rows of 45, 30 and 12 real tokens): the kernel takes it without the mask; the loss
+    /// over real tokens and the adapter gradients equal the masked SDPA path's, and so do the logits at real positions.
+    /// </summary>
+    [Fact]
+    public void RightPaddedBatchTakesTheKernelWithTheMaskedPathsResults()
+    {
+        var dir = RandomModel.Write(RandomModel.LlamaConfig(hidden: 128, layers: 2, heads: 4, kvHeads: 2, vocab: 64));
+        using var model = ModelLoader.Load(dir);
+        manual_seed(9);
+        var adapters = TestLora.Attach(model, zeroB: false);
+        int[] lengths = [45, 30, 12];
+        using var ids = randint(0, 64, [3, 45]);
+        using var mask = stack(lengths.Select(n => cat([ones(n, ScalarType.Int64), zeros(45 - n, ScalarType.Int64)])).ToArray());
+        using var labels = ids.masked_fill(mask.eq(0), -100);
+        (Tensor Logits, double Loss, Tensor[] Grads) Step()
+        {
+            using var scope = NewDisposeScope();
+            var logits = model.Forward(ids, attentionMask: mask);
+            var loss = nn.functional.cross_entropy(logits.view(-1, 64), labels.view(-1), ignore_index: -100);
+            loss.backward();
+            var grads = adapters.SelectMany(a => new[] { a.A.grad!.clone(), a.B.grad!.clone() }).Select(g => g.DetachFromDisposeScope()).ToArray();
+            foreach (var a in adapters) { a.A.grad = null; a.B.grad = null; }
+            return (logits.detach().DetachFromDisposeScope(), loss.item<float>(), grads);
+        }
+        int runs = CausalAttentionKernel.Supports(32) ? 2 : 0;
+        var (f0, _) = CausalAttention.Calls;
+        var fast = Step();
+        Assert.Equal(f0 + runs, CausalAttention.Calls.Forward);
+        (Tensor Logits, double Loss, Tensor[] Grads) masked;
+        using (CausalAttention.Off()) masked = Step();
+        Assert.Equal(masked.Loss, fast.Loss, 5);
+        for (int row = 0; row < lengths.Length; row++)
+            Near(masked.Logits[row].narrow(0, 0, lengths[row]), fast.Logits[row].narrow(0, 0, lengths[row]), 1e-4);
+        for (int i = 0; i < fast.Grads.Length; i++)
+            Near(masked.Grads[i], fast.Grads[i], 1e-4 * Math.Max(1, masked.Grads[i].abs().max().item<float>()));
+        foreach (var g in fast.Grads.Concat(masked.Grads).Append(fast.Logits).Append(masked.Logits)) g.Dispose();
+    }
+
+    [Fact]
+    public void LeftPaddedBatchKeepsTheMask()
+    {
+        var dir = RandomModel.Write(RandomModel.LlamaConfig(hidden: 128, layers: 2, heads: 4, kvHeads: 2, vocab: 64));
+        using var model = ModelLoader.Load(dir);
+        using var ids = randint(0, 64, [2, 20]);
+        using var mask = stack([ones(20, ScalarType.Int64), cat([zeros(5, ScalarType.Int64), ones(15, ScalarType.Int64)])]);
+        var (f0, _) = CausalAttention.Calls;
+        using (no_grad()) model.Forward(ids, attentionMask: mask).Dispose();
+        Assert.Equal(f0, CausalAttention.Calls.Forward);
+    }
 }
