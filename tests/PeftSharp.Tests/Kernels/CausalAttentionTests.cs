@@ -190,4 +190,33 @@ public class CausalAttentionTests
         using (no_grad()) model.Forward(ids, attentionMask: mask).Dispose();
         Assert.Equal(f0, CausalAttention.Calls.Forward);
     }
+
+    /// <summary>Gradient checkpointing recomputes each layer inside backward: the kernel runs there too, to the same bits.</summary>
+    [Fact]
+    public void CheckpointedGradientsAreTheSameBits()
+    {
+        var dir = RandomModel.Write(RandomModel.LlamaConfig(hidden: 128, layers: 2, heads: 4, kvHeads: 2, vocab: 64));
+        using var model = ModelLoader.Load(dir);
+        manual_seed(4);
+        var adapters = TestLora.Attach(model, zeroB: false);
+        using var ids = randint(0, 64, [2, 40]);
+        Tensor[] Grads()
+        {
+            using var scope = NewDisposeScope();
+            var logits = model.Forward(ids);
+            nn.functional.cross_entropy(logits.view(-1, 64), ids.view(-1)).backward();
+            var grads = adapters.SelectMany(a => new[] { a.A.grad!.clone(), a.B.grad!.clone() }).Select(g => g.DetachFromDisposeScope()).ToArray();
+            foreach (var a in adapters) { a.A.grad = null; a.B.grad = null; }
+            return grads;
+        }
+        int perPass = CausalAttentionKernel.Supports(32) ? 2 : 0;
+        var plain = Grads();
+        PeftSharp.Quantization.GradientCheckpointing.Enable(model);
+        var (f0, b0) = CausalAttention.Calls;
+        var ckpt = Grads();
+        Assert.Equal((f0 + 2 * perPass, b0 + perPass), CausalAttention.Calls);   // forward + recompute, one backward
+        PeftSharp.Quantization.GradientCheckpointing.Disable(model);
+        for (int i = 0; i < plain.Length; i++) Assert.True(plain[i].eq(ckpt[i]).all().item<bool>(), $"gradient {i} differs");
+        foreach (var g in plain.Concat(ckpt)) g.Dispose();
+    }
 }
