@@ -1,3 +1,4 @@
+using PeftSharp.Kernels;
 using TorchSharp;
 using static TorchSharp.torch;
 using static PeftSharp.Memory.ModuleNames.Llama;
@@ -76,12 +77,28 @@ internal sealed class Attention : nn.Module<Tensor, Tensor>
         q = q.reshape(b, t, _heads, _headDim);
         k = k.reshape(b, t, _kvHeads, _headDim);
         if (q_norm is not null) { q = q_norm.forward(q); k = k_norm!.forward(k); }
+        var mask = ctx.MaskFor(_window);
+        bool causalOnly = mask is null || (ctx.MaskIsTrailingPadding && ReferenceEquals(mask, ctx.Mask));
+        if (ctx.Cache is null && causalOnly && !_explicitScores && CausalAttention.Applies(q, _headDim))
+        {
+            // The fused kernel: rotary applied inside where it spans the whole head, no repeated k/v for GQA, and
+            // its output is already [B, T, H, D] for o_proj. Right-padded batches come here without their mask (see
+            // ForwardContext.MaskIsTrailingPadding); a windowed layer whose window bites has its own mask and does not.
+            bool fullRotary = ctx.Cos.shape[^1] == _headDim;
+            q = q.transpose(1, 2);
+            k = k.transpose(1, 2);
+            v = v.reshape(b, t, _kvHeads, _headDim).transpose(1, 2);
+            if (!fullRotary) { q = Rope.Apply(q, ctx.Cos, ctx.Sin); k = Rope.Apply(k, ctx.Cos, ctx.Sin); }
+            Tensor fused;
+            using (ForwardProfiler.Measure("attention scores (kernel)"))
+                fused = fullRotary ? CausalAttention.Compute(q, k, v, _scale, ctx.Cos, ctx.Sin) : CausalAttention.Compute(q, k, v, _scale);
+            return o_proj.forward(fused.view(b, t, qDim)).MoveToOuterDisposeScope();
+        }
         q = q.transpose(1, 2);
         k = k.transpose(1, 2);
         v = v.reshape(b, t, _kvHeads, _headDim).transpose(1, 2);
         q = Rope.Apply(q, ctx.Cos, ctx.Sin);
         k = Rope.Apply(k, ctx.Cos, ctx.Sin);
-        var mask = ctx.MaskFor(_window);
         if (ctx.Cache is { } cache)
         {
             (k, v, long start) = cache.Append(layer, k, v, _window);

@@ -109,6 +109,7 @@ public sealed class CausalLM : nn.Module<Tensor, Tensor>
         long b = h.shape[0], t = h.shape[1], past = cache?.Length ?? 0;
         Tensor positions;
         Tensor? mask = null, keyValid = null;
+        bool trailingPadding = false;
         if (attentionMask is not null)
         {
             if (attentionMask.shape[0] != b || attentionMask.shape[1] != past + t)
@@ -117,6 +118,8 @@ public sealed class CausalLM : nn.Module<Tensor, Tensor>
             positions = (am.cumsum(1) - 1).clamp_min(0).narrow(1, past, t);
             mask = AttentionMask.Build(am, t, past, h.dtype);
             keyValid = am;
+            // Every row's 1s before its 0s (no 0 followed by a 1): right padding only.
+            trailingPadding = past == 0 && t > 1 && !(am.narrow(1, 1, t - 1) > am.narrow(1, 0, t - 1)).any().item<bool>();
         }
         else
         {
@@ -128,7 +131,7 @@ public sealed class CausalLM : nn.Module<Tensor, Tensor>
             ? AttentionMask.Build(keyValid ?? ones(b, past + t, ScalarType.Int64, h.device), t, past, h.dtype, w)
             : null;
         var (cos, sin) = Rope.CosSin(positions, h.dtype);
-        var ctx = new ForwardContext { Cos = cos, Sin = sin, Mask = mask, SlidingMask = slidingMask, Cache = cache };
+        var ctx = new ForwardContext { Cos = cos, Sin = sin, Mask = mask, SlidingMask = slidingMask, Cache = cache, MaskIsTrailingPadding = trailingPadding };
         foreach (var layer in model.layers) h = LayerRunner(layer, h, ctx);
         if (lastOnly) h = h.narrow(1, t - 1, 1);
         else if (prepended > 0) h = h.narrow(1, prepended, t - prepended);

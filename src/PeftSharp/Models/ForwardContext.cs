@@ -12,6 +12,12 @@ internal sealed class ForwardContext
     /// <summary>The same with the sliding window applied, or null when no layer's window can hide a key this forward.</summary>
     public Tensor? SlidingMask { get; init; }
     public KvCache? Cache { get; init; }
+    /// <summary>
+    /// <see cref="Mask"/> hides only trailing padding of each row (training's right-padded batches) and there is no
+    /// cache: causal attention alone gives every real query the same keys (padding comes after it), so a layer may
+    /// drop the mask; only the padded queries' outputs differ, and nothing real reads them.
+    /// </summary>
+    public bool MaskIsTrailingPadding { get; init; }
 
     /// <summary>The mask a layer with this window uses.</summary>
     public Tensor? MaskFor(int? window) => window is null ? Mask : SlidingMask ?? Mask;

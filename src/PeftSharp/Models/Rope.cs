@@ -66,6 +66,13 @@ internal sealed class Rope
     public (Tensor Cos, Tensor Sin) CosSin(Tensor positions, ScalarType dtype)
     {
         using var scope = NewDisposeScope();
+        // Every row at the same positions (no attention mask: an expanded arange): one row's tables, expanded.
+        if (positions.shape[0] > 1 && positions.stride(0) == 0)
+        {
+            var (c, s) = CosSin(positions.narrow(0, 0, 1), dtype);
+            long[] shape = [positions.shape[0], 1, positions.shape[1], c.shape[^1]];
+            return (c.expand(shape).MoveToOuterDisposeScope(), s.expand(shape).MoveToOuterDisposeScope());
+        }
         var freqs = _longInvFreq is null ? _invFreq : FrequenciesFor(positions.numel() == 0 ? 0 : positions.max().item<long>());
         // Angles in float64: positions up to 128k times frequencies lose digits in fp32.
         var inv = tensor(freqs, ScalarType.Float64, positions.device);

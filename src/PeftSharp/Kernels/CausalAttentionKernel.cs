@@ -1,0 +1,452 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace PeftSharp.Kernels;
+
+/// <summary>
+/// Exact causal softmax attention (fp32, AVX-512) over one (batch, kv-head) work item at a time: the forward keeps the
+/// row logsumexp, the backward recomputes the probabilities from it (flash-attention style), so nothing T x T is saved.
+/// Only the causal blocks are computed. A query block of <see cref="QueryBlock"/> rows at a time: its scores
+/// [block, keys up to the block's last row] live in a per-thread buffer (cache-sized at training lengths).
+/// One register-blocked micro-kernel (<see cref="Mul8"/>, 8 rows x 32 columns) does every product: the scores with K^T
+/// packed d-major, P V, dS K, and the transposed P^T dO, dS^T Q.
+/// Work items run on libtorch's OpenMP team (<see cref="TorchThreads"/>); each item's arithmetic order is fixed, so the
+/// result is the same bits run to run whatever thread takes it. The heads of one kv head are one item: GQA's dK/dV
+/// sums need no atomics.
+/// </summary>
+/// <remarks>
+/// Layout: every tensor is addressed as base + batch*sB + head*sH + row*sT + d (d contiguous), so q/k/v can be
+/// [B, H, T, D] views of the projections' [B, T, H, D] output and the output can be written as [B, T, H, D] for o_proj.
+/// </remarks>
+internal static unsafe class CausalAttentionKernel
+{
+    /// <summary>Query rows per block.</summary>
+    public const int QueryBlock = 128;
+    const int R = 8, W = 32;
+
+    /// <summary>True where the kernel runs: AVX-512F and a head_dim in multiples of 32.</summary>
+    public static bool Supports(long headDim) => Avx512F.IsSupported && headDim % W == 0 && headDim > 0;
+
+    /// <summary>A strided fp32 [B, heads, T, D] operand.</summary>
+    public readonly record struct Operand(nint Data, long BatchStride, long HeadStride, long RowStride)
+    {
+        public float* Row(long b, long h, long t) => (float*)Data + b * BatchStride + h * HeadStride + t * RowStride;
+    }
+
+    /// <summary>
+    /// Rotary position embedding applied inside the kernel ("rotate_half" over the whole head): cos/sin rows [B, T, D]
+    /// (head stride 0), or <see cref="None"/> for q/k that arrive rotated.
+    /// </summary>
+    public readonly record struct Rotary(Operand Cos, Operand Sin)
+    {
+        public static Rotary None => default;
+        public bool On => Cos.Data != 0;
+    }
+
+    /// <summary>Shapes of one call.</summary>
+    public readonly record struct Shape(int Batch, int Heads, int KvHeads, int T, int D, float Scale)
+    {
+        public int Group => Heads / KvHeads;
+        public int Padded => (T + W - 1) / W * W;
+    }
+
+    sealed class Scratch(int d, int tp)
+    {
+        public readonly float[] Kt = GC.AllocateUninitializedArray<float>(d * tp, pinned: true);
+        public readonly float[] Vt = GC.AllocateUninitializedArray<float>(d * tp, pinned: true);
+        public readonly float[] S = GC.AllocateUninitializedArray<float>(QueryBlock * tp, pinned: true);
+        public readonly float[] DP = GC.AllocateUninitializedArray<float>(QueryBlock * tp, pinned: true);
+        public readonly float[] Rows = GC.AllocateUninitializedArray<float>(tp, pinned: true);
+        /// <summary>
+        /// Rows [T, D] packed contiguous (rotated for q and k with rotary positions): q of one head, k, and v (forward)
+        /// or dout of one head (backward). The tensors' rows are heads * D apart, a power of two in bytes at the usual
+        /// shapes: a micro-kernel walking 256 of them hits a handful of L1 sets and misses all the way.
+        /// </summary>
+        public readonly float[] Qp = GC.AllocateUninitializedArray<float>(d * tp, pinned: true);
+        public readonly float[] Kp = GC.AllocateUninitializedArray<float>(d * tp, pinned: true);
+        public readonly float[] Xp = GC.AllocateUninitializedArray<float>(d * tp, pinned: true);
+        public readonly int D = d, Tp = tp;
+    }
+
+    [ThreadStatic] static Scratch? _scratch;
+
+    static Scratch ScratchFor(int d, int tp)
+    {
+        if (_scratch is { } s && s.D == d && s.Tp >= tp) return s;
+        return _scratch = new Scratch(d, tp);
+    }
+
+    /// <summary>Frees this thread's buffers (rebuilt on the next call).</summary>
+    public static void ReleaseScratch() => _scratch = null;
+
+    static void ForEachItem(Shape s, int threads, Action<int, int> item) =>
+        TorchThreads.For(s.Batch * s.KvHeads, threads, i => item(i / s.KvHeads, i % s.KvHeads));
+
+    /// <summary>out = softmax(scale q k^T + causal) v; lse [B, H, T] (contiguous) gets each row's logsumexp of the scaled scores.</summary>
+    public static void Forward(Shape s, Operand q, Operand k, Operand v, Rotary rope, Operand o, float* lse, int threads)
+    {
+        nint lsePtr = (nint)lse;
+        ForEachItem(s, threads, (b, g) => ForwardItem(s, q, k, v, rope, o, (float*)lsePtr, b, g));
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static void ForwardItem(Shape s, Operand q, Operand k, Operand v, Rotary rope, Operand o, float* lse, int b, int g)
+    {
+        var sc = ScratchFor(s.D, s.Padded);
+        fixed (float* kt = sc.Kt, sBuf = sc.S, qp = sc.Qp, kp = sc.Kp, vp = sc.Xp)
+        {
+            k = Packed(k, rope, b, g, s, kp);
+            v = Packed(v, Rotary.None, b, g, s, vp);
+            PackTransposed(k, s, kt, sc.Tp);
+            for (int hh = 0; hh < s.Group; hh++)
+            {
+                int h = g * s.Group + hh;
+                var qh = Packed(q, rope, b, h, s, qp);
+                float* rowLse = lse + ((long)b * s.Heads + h) * s.T;
+                for (int i0 = 0; i0 < s.T; i0 += QueryBlock)
+                {
+                    int n = Math.Min(QueryBlock, s.T - i0);
+                    ScoreBlock(s, qh.Row(b, h, i0), qh.RowStride, kt, sc.Tp, i0, n, sBuf);
+                    for (int r = 0; r < n; r++) SoftmaxRow(sBuf + (long)r * sc.Tp, i0 + r, s.Scale, sc.Tp, rowLse + i0 + r);
+                    for (int d0 = 0; d0 < s.D; d0 += W)
+                        MixCausal(sBuf, sc.Tp, n, i0, s.T, v.Row(b, g, 0) + d0, v.RowStride, o.Row(b, h, i0) + d0, o.RowStride);
+                }
+            }
+        }
+    }
+
+    /// <summary>
+    /// dq, dk, dv (overwritten; dk/dv summed over the kv head's query heads) from dout, given the forward's inputs,
+    /// output and lse.
+    /// </summary>
+    public static void Backward(Shape s, Operand q, Operand k, Operand v, Rotary rope, Operand o, float* lse, Operand dOut,
+        Operand dq, Operand dk, Operand dv, int threads)
+    {
+        nint lsePtr = (nint)lse;
+        ForEachItem(s, threads, (b, g) => BackwardItem(s, q, k, v, rope, o, (float*)lsePtr, dOut, dq, dk, dv, b, g));
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static void BackwardItem(Shape s, Operand q, Operand k, Operand v, Rotary rope, Operand o, float* lse, Operand dOut,
+        Operand dq, Operand dk, Operand dv, int b, int g)
+    {
+        var sc = ScratchFor(s.D, s.Padded);
+        fixed (float* kt = sc.Kt, vt = sc.Vt, pBuf = sc.S, dsBuf = sc.DP, delta = sc.Rows, qp = sc.Qp, kp = sc.Kp, dop = sc.Xp)
+        {
+            k = Packed(k, rope, b, g, s, kp);
+            PackTransposed(k, s, kt, sc.Tp);
+            PackTransposed(Packed(v, Rotary.None, b, g, s, dop), s, vt, sc.Tp);   // dop is free until the first head
+            for (int t = 0; t < s.T; t++)
+            {
+                new Span<float>(dk.Row(b, g, t), s.D).Clear();
+                new Span<float>(dv.Row(b, g, t), s.D).Clear();
+            }
+            for (int hh = 0; hh < s.Group; hh++)
+            {
+                int h = g * s.Group + hh;
+                var qh = Packed(q, rope, b, h, s, qp);
+                var dOh = Packed(dOut, Rotary.None, b, h, s, dop);
+                float* rowLse = lse + ((long)b * s.Heads + h) * s.T;
+                for (int t = 0; t < s.T; t++) delta[t] = Dot(dOh.Row(b, h, t), o.Row(b, h, t), s.D);
+                for (int i0 = 0; i0 < s.T; i0 += QueryBlock)
+                {
+                    int n = Math.Min(QueryBlock, s.T - i0), keys = i0 + n;
+                    ScoreBlock(s, qh.Row(b, h, i0), qh.RowStride, kt, sc.Tp, i0, n, pBuf);
+                    ScoreBlock(s, dOh.Row(b, h, i0), dOh.RowStride, vt, sc.Tp, i0, n, dsBuf);
+                    for (int r = 0; r < n; r++)
+                        GradRow(pBuf + (long)r * sc.Tp, dsBuf + (long)r * sc.Tp, i0 + r, s.Scale, rowLse[i0 + r], delta[i0 + r], sc.Tp);
+                    for (int d0 = 0; d0 < s.D; d0 += W)
+                    {
+                        // dv[j] += sum over block rows i >= j of P[i, j] dout[i]; dk[j] += sum dS[i, j] q[i] (dS carries the scale).
+                        MixTransposed(pBuf, sc.Tp, n, i0, keys, dOh.Row(b, h, i0) + d0, dOh.RowStride, dv.Row(b, g, 0) + d0, dv.RowStride);
+                        MixTransposed(dsBuf, sc.Tp, n, i0, keys, qh.Row(b, h, i0) + d0, qh.RowStride, dk.Row(b, g, 0) + d0, dk.RowStride);
+                        // dq[i] = sum over j <= i of dS[i, j] k[j].
+                        MixCausal(dsBuf, sc.Tp, n, i0, s.T, k.Row(b, g, 0) + d0, k.RowStride, dq.Row(b, h, i0) + d0, dq.RowStride);
+                    }
+                }
+                // dq, dk so far are gradients of the rotated q, k: rotate them back (the transpose of the rotation).
+                if (rope.On) for (int t = 0; t < s.T; t++) Unrotate(dq.Row(b, h, t), rope.Cos.Row(b, 0, t), rope.Sin.Row(b, 0, t), s.D);
+            }
+            if (rope.On) for (int t = 0; t < s.T; t++) Unrotate(dk.Row(b, g, t), rope.Cos.Row(b, 0, t), rope.Sin.Row(b, 0, t), s.D);
+        }
+    }
+
+    /// <summary>
+    /// x's rows for (b, head) copied (rotated where <paramref name="rope"/> is on) into <paramref name="buf"/> [T, D],
+    /// addressed as an operand with zero batch/head strides.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static Operand Packed(Operand x, Rotary rope, int b, int head, Shape s, float* buf)
+    {
+        for (int t = 0; t < s.T; t++)
+        {
+            if (rope.On) Rotate(x.Row(b, head, t), buf + (long)t * s.D, rope.Cos.Row(b, 0, t), rope.Sin.Row(b, 0, t), s.D);
+            else new ReadOnlySpan<float>(x.Row(b, head, t), s.D).CopyTo(new Span<float>(buf + (long)t * s.D, s.D));
+        }
+        return new Operand((nint)buf, 0, 0, s.D);
+    }
+
+    /// <summary>HF's x * cos + rotate_half(x) * sin: (x1 c1 - x2 s1, x2 c2 + x1 s2) over the halves of the head.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static void Rotate(float* x, float* dst, float* c, float* sn, int d)
+    {
+        int half = d / 2;
+        for (int j = 0; j < half; j += 16)
+        {
+            var x1 = Avx512F.LoadVector512(x + j);
+            var x2 = Avx512F.LoadVector512(x + half + j);
+            (x1 * Avx512F.LoadVector512(c + j) - x2 * Avx512F.LoadVector512(sn + j)).Store(dst + j);
+            (x2 * Avx512F.LoadVector512(c + half + j) + x1 * Avx512F.LoadVector512(sn + half + j)).Store(dst + half + j);
+        }
+    }
+
+    /// <summary>The gradient through <see cref="Rotate"/>, in place: (g1 c1 + g2 s2, g2 c2 - g1 s1).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static void Unrotate(float* g, float* c, float* sn, int d)
+    {
+        int half = d / 2;
+        for (int j = 0; j < half; j += 16)
+        {
+            var g1 = Avx512F.LoadVector512(g + j);
+            var g2 = Avx512F.LoadVector512(g + half + j);
+            (g1 * Avx512F.LoadVector512(c + j) + g2 * Avx512F.LoadVector512(sn + half + j)).Store(g + j);
+            (g2 * Avx512F.LoadVector512(c + half + j) - g1 * Avx512F.LoadVector512(sn + j)).Store(g + half + j);
+        }
+    }
+
+    /// <summary>
+    /// dst[d * tp + t] = src[t * D + d] for src packed [T, D] (see <see cref="Packed"/>), zero for t in [T, tp): 16 rows
+    /// at a time, gathers and one full-line store per d (element-wise stores 1 KiB apart cost ~8 cycles each).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static void PackTransposed(Operand src, Shape s, float* dst, int tp)
+    {
+        float* x = (float*)src.Data;
+        // AVX-512's gathers have no .NET API: two 8-wide AVX2 gathers make the 16-row column.
+        var index = Vector256.Create(0, 1, 2, 3, 4, 5, 6, 7) * Vector256.Create(s.D);
+        int t0 = 0;
+        for (; t0 + 16 <= s.T; t0 += 16)
+        {
+            float* rows = x + (long)t0 * s.D, rows8 = rows + 8L * s.D;
+            for (int d = 0; d < s.D; d++)
+            {
+                float* o = dst + (long)d * tp + t0;
+                Avx2.GatherVector256(rows + d, index, 4).Store(o);
+                Avx2.GatherVector256(rows8 + d, index, 4).Store(o + 8);
+            }
+        }
+        for (; t0 < s.T; t0++)
+            for (int d = 0; d < s.D; d++) dst[(long)d * tp + t0] = x[(long)t0 * s.D + d];
+        for (int d = 0; d < s.D; d++) new Span<float>(dst + (long)d * tp + s.T, tp - s.T).Clear();
+    }
+
+    /// <summary>
+    /// buf[r, j] = x[i0 + r] . y[j] (y given transposed, d-major, tp columns) for the block's n rows and every key
+    /// block of 32 up to the row group's last row (later entries of a row are left as they are).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static void ScoreBlock(Shape s, float* x, long ldx, float* yt, int tp, int i0, int n, float* buf)
+    {
+        int r = 0;
+        for (; r + R <= n; r += R)
+        {
+            int keys = i0 + r + R;
+            for (int c0 = 0; c0 < keys; c0 += W) Mul8(x + r * ldx, ldx, 1, s.D, yt + c0, tp, buf + (long)r * tp + c0, tp, accumulate: false);
+        }
+        for (; r < n; r++)
+        {
+            int keys = i0 + r + 1;
+            for (int c0 = 0; c0 < keys; c0 += W) Mul1(x + r * ldx, 1, s.D, yt + c0, tp, buf + (long)r * tp + c0, accumulate: false);
+        }
+    }
+
+    static readonly Vector512<int> Lanes = Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+
+    /// <summary>
+    /// Row i of the scores (keys 0..i valid) becomes its softmax probabilities; entries i+1 .. i+R-1 (within tp) are
+    /// zeroed so that 8-row micro-kernels reading past a row's diagonal add nothing. lse = logsumexp(scale * scores).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static void SoftmaxRow(float* row, int i, float scale, int tp, float* lse)
+    {
+        int valid = i + 1, full = valid & ~15;
+        var vscale = Vector512.Create(scale);
+        var m = Vector512.Create(float.NegativeInfinity);
+        for (int j = 0; j < full; j += 16) m = Avx512F.Max(m, Avx512F.LoadVector512(row + j));
+        float max = HorizontalMax(m);
+        for (int j = full; j < valid; j++) max = Math.Max(max, row[j]);
+        var shift = Vector512.Create(-max * scale);
+        var sum = Vector512<float>.Zero;
+        int end = (valid + 15) & ~15;
+        var limit = Vector512.Create(valid);
+        for (int j = 0; j < end; j += 16)
+        {
+            var e = Exp(Avx512F.FusedMultiplyAdd(Avx512F.LoadVector512(row + j), vscale, shift));
+            e = Vector512.ConditionalSelect(Vector512.LessThan(Lanes + Vector512.Create(j), limit).AsSingle(), e, Vector512<float>.Zero);
+            sum += e;
+            e.Store(row + j);
+        }
+        float total = Vector512.Sum(sum);
+        var inv = Vector512.Create(1f / total);
+        for (int j = 0; j < end; j += 16) (Avx512F.LoadVector512(row + j) * inv).Store(row + j);
+        for (int j = end; j < Math.Min(valid + R, tp); j++) row[j] = 0;
+        *lse = max * scale + MathF.Log(total);
+    }
+
+    /// <summary>
+    /// Row i: p = exp(scale * scores - lse) (the forward's probabilities), then dS = p * (dP - delta) * scale written
+    /// over dP; entries past the diagonal are zero in both, up to i + R - 1.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static void GradRow(float* p, float* dp, int i, float scale, float lse, float delta, int tp)
+    {
+        int valid = i + 1, end = (valid + 15) & ~15;
+        var vscale = Vector512.Create(scale);
+        var shift = Vector512.Create(-lse);
+        var vdelta = Vector512.Create(delta);
+        var limit = Vector512.Create(valid);
+        for (int j = 0; j < end; j += 16)
+        {
+            var keep = Vector512.LessThan(Lanes + Vector512.Create(j), limit).AsSingle();
+            var e = Vector512.ConditionalSelect(keep, Exp(Avx512F.FusedMultiplyAdd(Avx512F.LoadVector512(p + j), vscale, shift)), Vector512<float>.Zero);
+            e.Store(p + j);
+            (e * (Avx512F.LoadVector512(dp + j) - vdelta) * vscale).Store(dp + j);
+        }
+        for (int j = end; j < Math.Min(valid + R, tp); j++) { p[j] = 0; dp[j] = 0; }
+    }
+
+    static float HorizontalMax(Vector512<float> v)
+    {
+        var m = Vector256.Max(v.GetLower(), v.GetUpper());
+        var m2 = Vector128.Max(m.GetLower(), m.GetUpper());
+        float r = m2[0];
+        for (int i = 1; i < 4; i++) r = Math.Max(r, m2[i]);
+        return r;
+    }
+
+    /// <summary>
+    /// e^x for x &lt;= 0 (larger x is clamped at 88): 2^n e^r with n = round(x log2 e), |r| &lt;= ln2/2 by a two-part
+    /// ln 2, e^r by its degree-7 Taylor polynomial (relative error ~1e-8 before rounding), 2^n through the exponent bits.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Vector512<float> Exp(Vector512<float> x)
+    {
+        x = Avx512F.Max(Avx512F.Min(x, Vector512.Create(88f)), Vector512.Create(-87f));
+        var n = Avx512F.RoundScale(x * Vector512.Create(1.44269504f), 0x08);
+        var r = Avx512F.FusedMultiplyAdd(n, Vector512.Create(-0.693145751953125f), x);
+        r = Avx512F.FusedMultiplyAdd(n, Vector512.Create(-1.428606765330187e-06f), r);
+        var p = Vector512.Create(1f / 5040);
+        p = Avx512F.FusedMultiplyAdd(p, r, Vector512.Create(1f / 720));
+        p = Avx512F.FusedMultiplyAdd(p, r, Vector512.Create(1f / 120));
+        p = Avx512F.FusedMultiplyAdd(p, r, Vector512.Create(1f / 24));
+        p = Avx512F.FusedMultiplyAdd(p, r, Vector512.Create(1f / 6));
+        p = Avx512F.FusedMultiplyAdd(p, r, Vector512.Create(0.5f));
+        p = Avx512F.FusedMultiplyAdd(p, r, Vector512<float>.One);
+        p = Avx512F.FusedMultiplyAdd(p, r, Vector512<float>.One);
+        var pow = Vector512.ShiftLeft(Avx512F.ConvertToVector512Int32(n) + Vector512.Create(127), 23).AsSingle();
+        return p * pow;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static float Dot(float* a, float* b, int d)
+    {
+        var acc = Vector512<float>.Zero;
+        for (int k = 0; k < d; k += 16) acc = Avx512F.FusedMultiplyAdd(Avx512F.LoadVector512(a + k), Avx512F.LoadVector512(b + k), acc);
+        return Vector512.Sum(acc);
+    }
+
+    /// <summary>
+    /// out[i0 + r, 0:32] = sum over keys j &lt;= row of buf[r, j] y[j, 0:32], for the block's n rows (buf holds
+    /// zeros past each row's diagonal up to R - 1 entries, so a group of 8 rows runs to its last row's keys).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static void MixCausal(float* buf, int tp, int n, int i0, int t, float* y, long ldy, float* o, long ldo)
+    {
+        int r = 0;
+        for (; r + R <= n; r += R) Mul8(buf + (long)r * tp, tp, 1, Math.Min(i0 + r + R, t), y, ldy, o + r * ldo, ldo, accumulate: false);
+        for (; r < n; r++) Mul1(buf + (long)r * tp, 1, i0 + r + 1, y, ldy, o + r * ldo, accumulate: false);
+    }
+
+    /// <summary>
+    /// out[j, 0:32] += sum over the block's rows r with i0 + r &gt;= j of buf[r, j] x[i0 + r, 0:32], for keys j &lt; keys.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static void MixTransposed(float* buf, int tp, int n, int i0, int keys, float* x, long ldx, float* o, long ldo)
+    {
+        int j = 0;
+        for (; j + R <= keys; j += R)
+        {
+            int first = Math.Max(0, j - i0);   // block rows before key j see it masked (zero)
+            Mul8(buf + (long)first * tp + j, 1, tp, n - first, x + first * ldx, ldx, o + j * ldo, ldo, accumulate: true);
+        }
+        for (; j < keys; j++)
+        {
+            int first = Math.Max(0, j - i0);
+            Mul1(buf + (long)first * tp + j, tp, n - first, x + first * ldx, ldx, o + j * ldo, accumulate: true);
+        }
+    }
+
+    /// <summary>
+    /// c[r, 0:32] (= or +=) sum over k &lt; count of a[r * ars + k * aks] y[k, 0:32] for 8 rows: the one micro-kernel.
+    /// Scores are a = q rows (ars = row stride, aks = 1) times y = K^T packed d-major; P V, dS K take a = a score row
+    /// (ars = tp, aks = 1), and the transposed P^T dO, dS^T Q read a score column (ars = 1, aks = tp).
+    /// 16 accumulators + 2 loads of y + a broadcast per k: FMA-bound.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static void Mul8(float* a, long ars, long aks, int count, float* y, long ldy, float* c, long ldc, bool accumulate)
+    {
+        float* c1 = c + ldc, c2 = c1 + ldc, c3 = c2 + ldc, c4 = c3 + ldc, c5 = c4 + ldc, c6 = c5 + ldc, c7 = c6 + ldc;
+        Vector512<float> a00, a01, a10, a11, a20, a21, a30, a31, a40, a41, a50, a51, a60, a61, a70, a71;
+        if (accumulate)
+        {
+            a00 = Avx512F.LoadVector512(c); a01 = Avx512F.LoadVector512(c + 16); a10 = Avx512F.LoadVector512(c1); a11 = Avx512F.LoadVector512(c1 + 16);
+            a20 = Avx512F.LoadVector512(c2); a21 = Avx512F.LoadVector512(c2 + 16); a30 = Avx512F.LoadVector512(c3); a31 = Avx512F.LoadVector512(c3 + 16);
+            a40 = Avx512F.LoadVector512(c4); a41 = Avx512F.LoadVector512(c4 + 16); a50 = Avx512F.LoadVector512(c5); a51 = Avx512F.LoadVector512(c5 + 16);
+            a60 = Avx512F.LoadVector512(c6); a61 = Avx512F.LoadVector512(c6 + 16); a70 = Avx512F.LoadVector512(c7); a71 = Avx512F.LoadVector512(c7 + 16);
+        }
+        else
+        {
+            a00 = a01 = a10 = a11 = a20 = a21 = a30 = a31 = a40 = a41 = a50 = a51 = a60 = a61 = a70 = a71 = Vector512<float>.Zero;
+        }
+        float* p1 = a + ars, p2 = p1 + ars, p3 = p2 + ars, p4 = p3 + ars, p5 = p4 + ars, p6 = p5 + ars, p7 = p6 + ars;
+        for (long k = 0; k < count; k++)
+        {
+            float* yr = y + k * ldy;
+            var y0 = Avx512F.LoadVector512(yr);
+            var y1 = Avx512F.LoadVector512(yr + 16);
+            long o = k * aks;
+            var b = Vector512.Create(a[o]); a00 = Avx512F.FusedMultiplyAdd(b, y0, a00); a01 = Avx512F.FusedMultiplyAdd(b, y1, a01);
+            b = Vector512.Create(p1[o]); a10 = Avx512F.FusedMultiplyAdd(b, y0, a10); a11 = Avx512F.FusedMultiplyAdd(b, y1, a11);
+            b = Vector512.Create(p2[o]); a20 = Avx512F.FusedMultiplyAdd(b, y0, a20); a21 = Avx512F.FusedMultiplyAdd(b, y1, a21);
+            b = Vector512.Create(p3[o]); a30 = Avx512F.FusedMultiplyAdd(b, y0, a30); a31 = Avx512F.FusedMultiplyAdd(b, y1, a31);
+            b = Vector512.Create(p4[o]); a40 = Avx512F.FusedMultiplyAdd(b, y0, a40); a41 = Avx512F.FusedMultiplyAdd(b, y1, a41);
+            b = Vector512.Create(p5[o]); a50 = Avx512F.FusedMultiplyAdd(b, y0, a50); a51 = Avx512F.FusedMultiplyAdd(b, y1, a51);
+            b = Vector512.Create(p6[o]); a60 = Avx512F.FusedMultiplyAdd(b, y0, a60); a61 = Avx512F.FusedMultiplyAdd(b, y1, a61);
+            b = Vector512.Create(p7[o]); a70 = Avx512F.FusedMultiplyAdd(b, y0, a70); a71 = Avx512F.FusedMultiplyAdd(b, y1, a71);
+        }
+        a00.Store(c); a01.Store(c + 16);
+        a10.Store(c1); a11.Store(c1 + 16);
+        a20.Store(c2); a21.Store(c2 + 16);
+        a30.Store(c3); a31.Store(c3 + 16);
+        a40.Store(c4); a41.Store(c4 + 16);
+        a50.Store(c5); a51.Store(c5 + 16);
+        a60.Store(c6); a61.Store(c6 + 16);
+        a70.Store(c7); a71.Store(c7 + 16);
+    }
+
+    /// <summary><see cref="Mul8"/> for one row.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static void Mul1(float* a, long aks, int count, float* y, long ldy, float* c, bool accumulate)
+    {
+        Vector512<float> a0 = Vector512<float>.Zero, a1 = Vector512<float>.Zero;
+        if (accumulate) { a0 = Avx512F.LoadVector512(c); a1 = Avx512F.LoadVector512(c + 16); }
+        for (long k = 0; k < count; k++)
+        {
+            var b = Vector512.Create(a[k * aks]);
+            a0 = Avx512F.FusedMultiplyAdd(b, Avx512F.LoadVector512(y + k * ldy), a0);
+            a1 = Avx512F.FusedMultiplyAdd(b, Avx512F.LoadVector512(y + k * ldy + 16), a1);
+        }
+        a0.Store(c); a1.Store(c + 16);
+    }
+}

@@ -1,0 +1,222 @@
+using PeftSharp.Kernels;
+using PeftSharp.Models;
+using PeftSharp.Tests.Quantization;
+using PeftSharp.Tests.Support;
+using static TorchSharp.torch;
+
+namespace PeftSharp.Tests.Kernels;
+
+public class CausalAttentionTests
+{
+    /// <summary>q, k, v as the model hands them over: [B, heads, T, D] transposed views of [B, T, heads, D] tensors.</summary>
+    static (Tensor Q, Tensor K, Tensor V) Inputs(int b, int heads, int kvHeads, int t, int d)
+    {
+        var q = randn(b, t, heads, d).transpose(1, 2).requires_grad_(true);
+        var k = randn(b, t, kvHeads, d).transpose(1, 2).requires_grad_(true);
+        var v = randn(b, t, kvHeads, d).transpose(1, 2).requires_grad_(true);
+        return (q, k, v);
+    }
+
+    /// <summary>
+    /// The model's path in float64: Rope.Apply on q and k (with cos/sin), libtorch's causal SDPA over k/v repeated per
+    /// query head, output as [B, T, H, D].
+    /// </summary>
+    static (Tensor O, Tensor Dq, Tensor Dk, Tensor Dv) Reference(Tensor q, Tensor k, Tensor v, Tensor dOut, Tensor? cos, Tensor? sin)
+    {
+        var q64 = q.detach().to_type(ScalarType.Float64).requires_grad_(true);
+        var k64 = k.detach().to_type(ScalarType.Float64).requires_grad_(true);
+        var v64 = v.detach().to_type(ScalarType.Float64).requires_grad_(true);
+        long rep = q.shape[1] / k.shape[1];
+        Tensor qr = q64, kr = k64;
+        if (cos is not null)
+        {
+            qr = Rope.Apply(q64, cos.to_type(ScalarType.Float64), sin!.to_type(ScalarType.Float64));
+            kr = Rope.Apply(k64, cos.to_type(ScalarType.Float64), sin.to_type(ScalarType.Float64));
+        }
+        var o = nn.functional.scaled_dot_product_attention(qr, kr.repeat_interleave(rep, 1), v64.repeat_interleave(rep, 1), null, 0.0, true)
+            .transpose(1, 2);
+        o.backward([dOut.to_type(ScalarType.Float64)]);
+        return (o.detach(), q64.grad!, k64.grad!, v64.grad!);
+    }
+
+    static void Near(Tensor expected, Tensor actual, double tol)
+    {
+        Assert.Equal(expected.shape, actual.shape);
+        double err = TestPaths.MaxAbsError(expected.to_type(ScalarType.Float64), actual.to_type(ScalarType.Float64));
+        Assert.True(err <= tol, $"max abs error {err} > {tol}");
+    }
+
+    /// <summary>cos/sin [B, 1, T, D] as the model builds them, each batch row at its own positions (as left padding gives).</summary>
+    static (Tensor Cos, Tensor Sin) Rotary(int b, int t, int d)
+    {
+        var c = new ModelConfig { Shape = new Memory.ModelConfig { ModelType = "llama", HiddenSize = 2 * d, IntermediateSize = 4 * d, NumHiddenLayers = 1, NumAttentionHeads = 2, NumKeyValueHeads = 2, HeadDim = d, VocabSize = 32 } };
+        var positions = arange(0, t, ScalarType.Int64).unsqueeze(0) + arange(0, b, ScalarType.Int64).unsqueeze(1) * 5;
+        return new Rope(c).CosSin(positions, ScalarType.Float32);
+    }
+
+    [Theory]
+    [InlineData(2, 8, 2, 70, 64, false)]     // GQA 8/2, T not a multiple of the 64-row block nor of the 8-row micro-kernel
+    [InlineData(2, 8, 2, 70, 64, true)]      // the same with the rotary embedding inside the kernel
+    [InlineData(1, 4, 4, 37, 32, true)]
+    [InlineData(2, 4, 1, 130, 128, true)]    // two query blocks (the second of 2 rows), one kv head for all
+    [InlineData(2, 4, 1, 130, 128, false)]
+    [InlineData(3, 2, 2, 1, 64, true)]       // a single position
+    [InlineData(1, 2, 1, 64, 96, false)]     // Phi-3's head_dim, T exactly one block
+    public void OutputAndGradientsMatchFloat64Sdpa(int b, int heads, int kvHeads, int t, int d, bool rope)
+    {
+        if (!CausalAttentionKernel.Supports(d)) return;   // no AVX-512: Applies is false and the model keeps SDPA (the model test checks that)
+        using var scope = NewDisposeScope();
+        manual_seed(7);
+        var (q, k, v) = Inputs(b, heads, kvHeads, t, d);
+        var dOut = randn(b, t, heads, d);
+        var (cos, sin) = rope ? Rotary(b, t, d) : (null, null);
+        var (before, _) = CausalAttention.Calls;
+        var o = CausalAttention.Compute(q, k, v, 1 / Math.Sqrt(d), cos, sin);
+        o.backward([dOut]);
+        Assert.Equal(before + 1, CausalAttention.Calls.Forward);
+        var (ro, rdq, rdk, rdv) = Reference(q, k, v, dOut, cos, sin);
+        Near(ro, o, 2e-5);
+        Near(rdq, q.grad!, 1e-4);
+        Near(rdk, k.grad!, 1e-4);
+        Near(rdv, v.grad!, 1e-4);
+    }
+
+    [Fact]
+    public void SameBitsRunToRun()
+    {
+        if (!CausalAttentionKernel.Supports(64)) return;
+        using var scope = NewDisposeScope();
+        manual_seed(3);
+        var (q, k, v) = Inputs(2, 8, 2, 100, 64);
+        var dOut = randn(2, 100, 8, 64);
+        var (cos, sin) = Rotary(2, 100, 64);
+        Tensor[] Run()
+        {
+            var o = CausalAttention.Compute(q, k, v, 0.125, cos, sin);
+            var grads = autograd.grad([o], [q, k, v], [dOut]);
+            return [o.detach(), .. grads];
+        }
+        var first = Run();
+        var second = Run();
+        for (int i = 0; i < first.Length; i++) Assert.True(first[i].eq(second[i]).all().item<bool>(), $"output {i} differs between runs");
+    }
+
+    /// <summary>
+    /// The model users train: a GQA Llama with head_dim 32 and LoRA on every projection; loss and every adapter gradient
+    /// with the kernel equal SDPA's to fp32 tolerance, and the kernel really ran (forward and backward, once per layer).
+    /// </summary>
+    [Fact]
+    public void LoraLossAndAdapterGradientsMatchTheSdpaPath()
+    {
+        int runs = CausalAttentionKernel.Supports(32) ? 2 : 0;   // once per layer; none without AVX-512
+        var dir = RandomModel.Write(RandomModel.LlamaConfig(hidden: 128, layers: 2, heads: 4, kvHeads: 2, vocab: 64));
+        using var model = ModelLoader.Load(dir);
+        manual_seed(5);
+        var adapters = TestLora.Attach(model, zeroB: false);
+        using var ids = randint(0, 64, [2, 45]);
+        (double Loss, Tensor[] Grads) Step()
+        {
+            using var scope = NewDisposeScope();
+            var logits = model.Forward(ids);
+            var loss = nn.functional.cross_entropy(logits.view(-1, 64), ids.view(-1));
+            loss.backward();
+            var grads = adapters.SelectMany(a => new[] { a.A.grad!.clone(), a.B.grad!.clone() }).Select(g => g.DetachFromDisposeScope()).ToArray();
+            foreach (var a in adapters) { a.A.grad = null; a.B.grad = null; }
+            return (loss.item<float>(), grads);
+        }
+        var (f0, b0) = CausalAttention.Calls;
+        var fast = Step();
+        var (f1, b1) = CausalAttention.Calls;
+        Assert.Equal((f0 + runs, b0 + runs), (f1, b1));
+        (double Loss, Tensor[] Grads) sdpa;
+        using (CausalAttention.Off()) sdpa = Step();
+        Assert.Equal((f1, b1), CausalAttention.Calls);
+        Assert.Equal(sdpa.Loss, fast.Loss, 5);
+        for (int i = 0; i < fast.Grads.Length; i++)
+        {
+            double scale = sdpa.Grads[i].abs().max().item<float>();
+            Near(sdpa.Grads[i], fast.Grads[i], 1e-4 * Math.Max(1, scale));
+        }
+        foreach (var g in fast.Grads.Concat(sdpa.Grads)) g.Dispose();
+    }
+
+    /// <summary>
+    /// Training's right-padded batch (rows of 45, 30 and 12 real tokens): the kernel takes it without the mask; the loss
+    /// over real tokens and the adapter gradients equal the masked SDPA path's, and so do the logits at real positions.
+    /// </summary>
+    [Fact]
+    public void RightPaddedBatchTakesTheKernelWithTheMaskedPathsResults()
+    {
+        var dir = RandomModel.Write(RandomModel.LlamaConfig(hidden: 128, layers: 2, heads: 4, kvHeads: 2, vocab: 64));
+        using var model = ModelLoader.Load(dir);
+        manual_seed(9);
+        var adapters = TestLora.Attach(model, zeroB: false);
+        int[] lengths = [45, 30, 12];
+        using var ids = randint(0, 64, [3, 45]);
+        using var mask = stack(lengths.Select(n => cat([ones(n, ScalarType.Int64), zeros(45 - n, ScalarType.Int64)])).ToArray());
+        using var labels = ids.masked_fill(mask.eq(0), -100);
+        (Tensor Logits, double Loss, Tensor[] Grads) Step()
+        {
+            using var scope = NewDisposeScope();
+            var logits = model.Forward(ids, attentionMask: mask);
+            var loss = nn.functional.cross_entropy(logits.view(-1, 64), labels.view(-1), ignore_index: -100);
+            loss.backward();
+            var grads = adapters.SelectMany(a => new[] { a.A.grad!.clone(), a.B.grad!.clone() }).Select(g => g.DetachFromDisposeScope()).ToArray();
+            foreach (var a in adapters) { a.A.grad = null; a.B.grad = null; }
+            return (logits.detach().DetachFromDisposeScope(), loss.item<float>(), grads);
+        }
+        int runs = CausalAttentionKernel.Supports(32) ? 2 : 0;
+        var (f0, _) = CausalAttention.Calls;
+        var fast = Step();
+        Assert.Equal(f0 + runs, CausalAttention.Calls.Forward);
+        (Tensor Logits, double Loss, Tensor[] Grads) masked;
+        using (CausalAttention.Off()) masked = Step();
+        Assert.Equal(masked.Loss, fast.Loss, 5);
+        for (int row = 0; row < lengths.Length; row++)
+            Near(masked.Logits[row].narrow(0, 0, lengths[row]), fast.Logits[row].narrow(0, 0, lengths[row]), 1e-4);
+        for (int i = 0; i < fast.Grads.Length; i++)
+            Near(masked.Grads[i], fast.Grads[i], 1e-4 * Math.Max(1, masked.Grads[i].abs().max().item<float>()));
+        foreach (var g in fast.Grads.Concat(masked.Grads).Append(fast.Logits).Append(masked.Logits)) g.Dispose();
+    }
+
+    [Fact]
+    public void LeftPaddedBatchKeepsTheMask()
+    {
+        var dir = RandomModel.Write(RandomModel.LlamaConfig(hidden: 128, layers: 2, heads: 4, kvHeads: 2, vocab: 64));
+        using var model = ModelLoader.Load(dir);
+        using var ids = randint(0, 64, [2, 20]);
+        using var mask = stack([ones(20, ScalarType.Int64), cat([zeros(5, ScalarType.Int64), ones(15, ScalarType.Int64)])]);
+        var (f0, _) = CausalAttention.Calls;
+        using (no_grad()) model.Forward(ids, attentionMask: mask).Dispose();
+        Assert.Equal(f0, CausalAttention.Calls.Forward);
+    }
+
+    /// <summary>Gradient checkpointing recomputes each layer inside backward: the kernel runs there too, to the same bits.</summary>
+    [Fact]
+    public void CheckpointedGradientsAreTheSameBits()
+    {
+        var dir = RandomModel.Write(RandomModel.LlamaConfig(hidden: 128, layers: 2, heads: 4, kvHeads: 2, vocab: 64));
+        using var model = ModelLoader.Load(dir);
+        manual_seed(4);
+        var adapters = TestLora.Attach(model, zeroB: false);
+        using var ids = randint(0, 64, [2, 40]);
+        Tensor[] Grads()
+        {
+            using var scope = NewDisposeScope();
+            var logits = model.Forward(ids);
+            nn.functional.cross_entropy(logits.view(-1, 64), ids.view(-1)).backward();
+            var grads = adapters.SelectMany(a => new[] { a.A.grad!.clone(), a.B.grad!.clone() }).Select(g => g.DetachFromDisposeScope()).ToArray();
+            foreach (var a in adapters) { a.A.grad = null; a.B.grad = null; }
+            return grads;
+        }
+        int perPass = CausalAttentionKernel.Supports(32) ? 2 : 0;
+        var plain = Grads();
+        PeftSharp.Quantization.GradientCheckpointing.Enable(model);
+        var (f0, b0) = CausalAttention.Calls;
+        var ckpt = Grads();
+        Assert.Equal((f0 + 2 * perPass, b0 + perPass), CausalAttention.Calls);   // forward + recompute, one backward
+        PeftSharp.Quantization.GradientCheckpointing.Disable(model);
+        for (int i = 0; i < plain.Length; i++) Assert.True(plain[i].eq(ckpt[i]).all().item<bool>(), $"gradient {i} differs");
+        foreach (var g in plain.Concat(ckpt)) g.Dispose();
+    }
+}
