@@ -58,7 +58,7 @@ internal sealed class QuantizedLinearFunction : autograd.SingleTensorFunction<Qu
 
     /// <summary>
     /// Threads that share a tiled matmul, each dequantising its own tiles into its own slice of the scratch buffer and
-    /// multiplying them with a single-threaded GEMM (<see cref="OpenMpTeam"/>); null: torch's intra-op threads where
+    /// multiplying them with a single-threaded GEMM (<see cref="Kernels.TorchThreads"/>); null: torch's intra-op threads where
     /// the team is available. 1: the calling thread dequantises every tile and each tile's GEMM runs on torch's threads.
     /// </summary>
     internal static int? TileThreads { get; set; }
@@ -66,7 +66,7 @@ internal sealed class QuantizedLinearFunction : autograd.SingleTensorFunction<Qu
     static int TeamSize => TeamFor(TileThreads);
 
     /// <summary>The team a <see cref="TileThreads"/> setting gives.</summary>
-    internal static int TeamFor(int? tileThreads) => tileThreads is { } t ? Math.Max(1, t) : OpenMpTeam.Size;
+    internal static int TeamFor(int? tileThreads) => tileThreads is { } t ? Math.Max(1, t) : Kernels.TorchThreads.Size;
 
     /// <summary>
     /// Rows per tile for <paramref name="w"/>, or 0 where the whole-weight path runs: no CPU kernel, a weight of one
@@ -100,7 +100,7 @@ internal sealed class QuantizedLinearFunction : autograd.SingleTensorFunction<Qu
         long outF = w.Shape[0], inF = w.Shape[1], tiles = (outF + tileRows - 1) / tileRows, slotElems = tileRows * inF, ticks = 0;
         using var writer = w.KernelRows();
         using var buffer = Scratch(dtype, slotElems * team);
-        OpenMpTeam.Run(team, slot =>
+        Kernels.TorchThreads.For(team, team, slot =>
         {
             long mine = 0;
             for (long t = slot; t < tiles; t += team)
