@@ -35,9 +35,18 @@ internal sealed class CausalAttention : autograd.SingleTensorFunction<CausalAtte
 
     sealed class Restore(Action undo) : IDisposable { public void Dispose() => undo(); }
 
-    /// <summary>Whether the kernel can take this attention: CPU fp32 with AVX-512 and head_dim a multiple of 32.</summary>
+    /// <summary>
+    /// Whether the kernel can take this attention: CPU fp32 or bf16 (bf16 compute: widened to fp32 as rows are packed,
+    /// outputs and gradients rounded once) with AVX-512 and head_dim a multiple of 32.
+    /// </summary>
     internal static bool Applies(Tensor q, long headDim) =>
-        !_off && q.device_type == DeviceType.CPU && q.dtype == ScalarType.Float32 && CausalAttentionKernel.Supports(headDim);
+        !_off && q.device_type == DeviceType.CPU && Takes(q.dtype) && CausalAttentionKernel.Supports(headDim);
+
+    /// <summary>The element types the kernel reads and writes.</summary>
+    static bool Takes(ScalarType t) => t is ScalarType.Float32 or ScalarType.BFloat16;
+
+    /// <summary>A tensor the kernel can read: d contiguous, fp32 or bf16 (anything else as fp32).</summary>
+    static Tensor Readable(Tensor t) => DContiguous(Takes(t.dtype) ? t : t.to_type(ScalarType.Float32));
 
     /// <summary>
     /// softmax(rope(q) rope(k)^T * scale + causal mask) v as [B, T, H, D], rope being <see cref="Models.Rope.Apply"/>
@@ -48,6 +57,7 @@ internal sealed class CausalAttention : autograd.SingleTensorFunction<CausalAtte
     {
         if (is_grad_enabled() && (q.requires_grad || k.requires_grad || v.requires_grad)) return apply(q, k, v, scale, cos!, sin!);
         using var scope = NewDisposeScope();
+        (cos, sin) = (cos is null ? null : Readable(cos), sin is null ? null : Readable(sin));
         var (o, _) = Forward(q, k, v, cos, sin, scale);
         return o.MoveToOuterDisposeScope();
     }
@@ -56,7 +66,7 @@ internal sealed class CausalAttention : autograd.SingleTensorFunction<CausalAtte
     {
         var (q, k, v, scale, cos, sin) = ((Tensor)vars[0], (Tensor)vars[1], (Tensor)vars[2], (double)vars[3], vars[4] as Tensor, vars[5] as Tensor);
         (q, k, v) = (DContiguous(q), DContiguous(k), DContiguous(v));
-        (cos, sin) = (cos is null ? null : DContiguous(cos), sin is null ? null : DContiguous(sin));
+        (cos, sin) = (cos is null ? null : Readable(cos), sin is null ? null : Readable(sin));
         var (o, lse) = Forward(q, k, v, cos, sin, scale);
         // TorchSharp turns these into saved variables after forward returns, skipping any wrapper disposed by then: so
         // no dispose scope here (the caller's, around the attention, frees the wrappers; the saved variables keep the
@@ -84,7 +94,7 @@ internal sealed class CausalAttention : autograd.SingleTensorFunction<CausalAtte
             var saved = ctx.get_saved_variables();
             bool rope = (bool)ctx.get_data("rope");
             Tensor? cos = rope ? saved[5] : null, sin = rope ? saved[6] : null;
-            var (dq, dk, dv) = Backward(saved[0], saved[1], saved[2], saved[3], saved[4], cos, sin, DContiguous(grad), (double)ctx.get_data("scale"));
+            var (dq, dk, dv) = Backward(saved[0], saved[1], saved[2], saved[3], saved[4], cos, sin, Readable(grad), (double)ctx.get_data("scale"));
             _returned = [dq.DetachFromDisposeScope(), dk.DetachFromDisposeScope(), dv.DetachFromDisposeScope()];
             return [_returned[0], _returned[1], _returned[2], null!, null!, null!];
         }
@@ -105,12 +115,14 @@ internal sealed class CausalAttention : autograd.SingleTensorFunction<CausalAtte
         new((int)q.shape[0], (int)q.shape[1], (int)k.shape[1], (int)q.shape[2], (int)q.shape[3], (float)scale);
 
     static CausalAttentionKernel.Rotary RotaryOf(Tensor? cos, Tensor? sin) => cos is null ? CausalAttentionKernel.Rotary.None
-        : new(new(Data(cos), cos.stride(0), 0, cos.stride(2)), new(Data(sin!), sin!.stride(0), 0, sin.stride(2)));
+        : new(new(Data(cos), cos.stride(0), 0, cos.stride(2), IsBf16(cos)), new(Data(sin!), sin!.stride(0), 0, sin.stride(2), IsBf16(sin)));
+
+    static bool IsBf16(Tensor t) => t.dtype == ScalarType.BFloat16;
 
     static unsafe (Tensor O, Tensor Lse) Forward(Tensor q, Tensor k, Tensor v, Tensor? cos, Tensor? sin, double scale)
     {
         var s = ShapeOf(q, k, scale);
-        var o = empty([s.Batch, s.T, s.Heads, s.D], ScalarType.Float32);
+        var o = empty([s.Batch, s.T, s.Heads, s.D], q.dtype);
         var lse = empty([s.Batch, s.Heads, s.T], ScalarType.Float32);
         long start = System.Diagnostics.Stopwatch.GetTimestamp();
         CausalAttentionKernel.Forward(s, Of(q), Of(k), Of(v), RotaryOf(cos, sin), HeadMajor(o), (float*)Data(lse), torch.get_num_threads());
@@ -124,9 +136,9 @@ internal sealed class CausalAttention : autograd.SingleTensorFunction<CausalAtte
         var s = ShapeOf(q, k, scale);
         // Gradients in the projections' [B, T, heads, D] layout, returned as [B, heads, T, D] views: the transposes
         // back to the projections' layout upstream are then free.
-        var dq = empty([s.Batch, s.T, s.Heads, s.D], ScalarType.Float32);
-        var dk = empty([s.Batch, s.T, s.KvHeads, s.D], ScalarType.Float32);
-        var dv = empty([s.Batch, s.T, s.KvHeads, s.D], ScalarType.Float32);
+        var dq = empty([s.Batch, s.T, s.Heads, s.D], q.dtype);
+        var dk = empty([s.Batch, s.T, s.KvHeads, s.D], k.dtype);
+        var dv = empty([s.Batch, s.T, s.KvHeads, s.D], v.dtype);
         long start = System.Diagnostics.Stopwatch.GetTimestamp();
         CausalAttentionKernel.Backward(s, Of(q), Of(k), Of(v), RotaryOf(cos, sin), HeadMajor(o), (float*)Data(lse), HeadMajor(dOut),
             HeadMajor(dq), HeadMajor(dk), HeadMajor(dv), torch.get_num_threads());
@@ -136,10 +148,10 @@ internal sealed class CausalAttention : autograd.SingleTensorFunction<CausalAtte
     }
 
     /// <summary>A [B, heads, T, D] tensor's addressing.</summary>
-    static CausalAttentionKernel.Operand Of(Tensor t) => new(Data(t), t.stride(0), t.stride(1), t.stride(2));
+    static CausalAttentionKernel.Operand Of(Tensor t) => new(Data(t), t.stride(0), t.stride(1), t.stride(2), IsBf16(t));
 
     /// <summary>A [B, T, heads, D] tensor addressed as [B, heads, T, D].</summary>
-    static CausalAttentionKernel.Operand HeadMajor(Tensor t) => new(Data(t), t.stride(0), t.stride(2), t.stride(1));
+    static CausalAttentionKernel.Operand HeadMajor(Tensor t) => new(Data(t), t.stride(0), t.stride(2), t.stride(1), IsBf16(t));
 
     // TorchSharp's Tensor.bytes refuses strided views; libtorch's data pointer (storage offset included) is what the kernel needs.
     [DllImport("LibTorchSharp")]

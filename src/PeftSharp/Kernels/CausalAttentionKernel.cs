@@ -5,7 +5,7 @@ using System.Runtime.Intrinsics.X86;
 namespace PeftSharp.Kernels;
 
 /// <summary>
-/// Exact causal softmax attention (fp32, AVX-512) over one (batch, kv-head) work item at a time: the forward keeps the
+/// Exact causal softmax attention (fp32 arithmetic, fp32 or bf16 tensors, AVX-512) over one (batch, kv-head) work item at a time: the forward keeps the
 /// row logsumexp, the backward recomputes the probabilities from it (flash-attention style), so nothing T x T is saved.
 /// Only the causal blocks are computed. A query block of <see cref="QueryBlock"/> rows at a time: its scores
 /// [block, keys up to the block's last row] live in a per-thread buffer (cache-sized at training lengths).
@@ -28,10 +28,18 @@ internal static unsafe class CausalAttentionKernel
     /// <summary>True where the kernel runs: AVX-512F and a head_dim in multiples of 32.</summary>
     public static bool Supports(long headDim) => Avx512F.IsSupported && headDim % W == 0 && headDim > 0;
 
-    /// <summary>A strided fp32 [B, heads, T, D] operand.</summary>
-    public readonly record struct Operand(nint Data, long BatchStride, long HeadStride, long RowStride)
+    /// <summary>
+    /// A strided [B, heads, T, D] operand, fp32 or (<paramref name="Bf16"/>) bfloat16; strides in elements. bf16 inputs
+    /// are widened to fp32 where the rows are packed, bf16 outputs are computed in fp32 scratch and rounded once on the
+    /// store (round-to-nearest-even as libtorch converts).
+    /// </summary>
+    public readonly record struct Operand(nint Data, long BatchStride, long HeadStride, long RowStride, bool Bf16 = false)
     {
+        /// <summary>An fp32 operand's row.</summary>
         public float* Row(long b, long h, long t) => (float*)Data + b * BatchStride + h * HeadStride + t * RowStride;
+
+        /// <summary>A row's address whatever the element type.</summary>
+        public byte* At(long b, long h, long t) => (byte*)Data + (b * BatchStride + h * HeadStride + t * RowStride) * (Bf16 ? 2 : 4);
     }
 
     /// <summary>
@@ -66,6 +74,11 @@ internal static unsafe class CausalAttentionKernel
         public readonly float[] Qp = GC.AllocateUninitializedArray<float>(d * tp, pinned: true);
         public readonly float[] Kp = GC.AllocateUninitializedArray<float>(d * tp, pinned: true);
         public readonly float[] Xp = GC.AllocateUninitializedArray<float>(d * tp, pinned: true);
+        /// <summary>fp32 results [T, D] before the one rounding of a bf16 output: o's block (forward), dq, dk, dv (backward).</summary>
+        float[]? _dq, _dk, _dv;
+        public float[] Dq => _dq ??= GC.AllocateUninitializedArray<float>(D * Tp, pinned: true);
+        public float[] Dk => _dk ??= GC.AllocateUninitializedArray<float>(D * Tp, pinned: true);
+        public float[] Dv => _dv ??= GC.AllocateUninitializedArray<float>(D * Tp, pinned: true);
         public readonly int D = d, Tp = tp;
     }
 
@@ -94,7 +107,7 @@ internal static unsafe class CausalAttentionKernel
     static void ForwardItem(Shape s, Operand q, Operand k, Operand v, Rotary rope, Operand o, float* lse, int b, int g)
     {
         var sc = ScratchFor(s.D, s.Padded);
-        fixed (float* kt = sc.Kt, sBuf = sc.S, qp = sc.Qp, kp = sc.Kp, vp = sc.Xp)
+        fixed (float* kt = sc.Kt, sBuf = sc.S, qp = sc.Qp, kp = sc.Kp, vp = sc.Xp, ob = o.Bf16 ? sc.Dq : null)
         {
             k = Packed(k, rope, b, g, s, kp);
             v = Packed(v, Rotary.None, b, g, s, vp);
@@ -109,8 +122,12 @@ internal static unsafe class CausalAttentionKernel
                     int n = Math.Min(QueryBlock, s.T - i0);
                     ScoreBlock(s, qh.Row(b, h, i0), qh.RowStride, kt, sc.Tp, i0, n, sBuf);
                     for (int r = 0; r < n; r++) SoftmaxRow(sBuf + (long)r * sc.Tp, i0 + r, s.Scale, sc.Tp, rowLse + i0 + r);
+                    // A bf16 output: the block in fp32 first, then rounded once.
+                    float* oRows = o.Bf16 ? ob : o.Row(b, h, i0);
+                    long ldo = o.Bf16 ? s.D : o.RowStride;
                     for (int d0 = 0; d0 < s.D; d0 += W)
-                        MixCausal(sBuf, sc.Tp, n, i0, s.T, v.Row(b, g, 0) + d0, v.RowStride, o.Row(b, h, i0) + d0, o.RowStride);
+                        MixCausal(sBuf, sc.Tp, n, i0, s.T, v.Row(b, g, 0) + d0, v.RowStride, oRows + d0, ldo);
+                    if (o.Bf16) StoreRounded(ob, o, b, h, i0, n, s.D);
                 }
             }
         }
@@ -132,8 +149,14 @@ internal static unsafe class CausalAttentionKernel
         Operand dq, Operand dk, Operand dv, int b, int g)
     {
         var sc = ScratchFor(s.D, s.Padded);
-        fixed (float* kt = sc.Kt, vt = sc.Vt, pBuf = sc.S, dsBuf = sc.DP, delta = sc.Rows, qp = sc.Qp, kp = sc.Kp, dop = sc.Xp)
+        fixed (float* kt = sc.Kt, vt = sc.Vt, pBuf = sc.S, dsBuf = sc.DP, delta = sc.Rows, qp = sc.Qp, kp = sc.Kp, dop = sc.Xp,
+            dqb = dq.Bf16 ? sc.Dq : null, dkb = dk.Bf16 ? sc.Dk : null, dvb = dv.Bf16 ? sc.Dv : null)
         {
+            // bf16 gradients: accumulated in fp32 [T, D] scratch, rounded once into the outputs at the end.
+            Operand dq16 = dq, dk16 = dk, dv16 = dv;
+            if (dq.Bf16) dq = new Operand((nint)dqb, 0, 0, s.D);
+            if (dk.Bf16) dk = new Operand((nint)dkb, 0, 0, s.D);
+            if (dv.Bf16) dv = new Operand((nint)dvb, 0, 0, s.D);
             k = Packed(k, rope, b, g, s, kp);
             PackTransposed(k, s, kt, sc.Tp);
             PackTransposed(Packed(v, Rotary.None, b, g, s, dop), s, vt, sc.Tp);   // dop is free until the first head
@@ -148,7 +171,7 @@ internal static unsafe class CausalAttentionKernel
                 var qh = Packed(q, rope, b, h, s, qp);
                 var dOh = Packed(dOut, Rotary.None, b, h, s, dop);
                 float* rowLse = lse + ((long)b * s.Heads + h) * s.T;
-                for (int t = 0; t < s.T; t++) delta[t] = Dot(dOh.Row(b, h, t), o.Row(b, h, t), s.D);
+                for (int t = 0; t < s.T; t++) delta[t] = Dot(dOh.Row(b, h, t), o.At(b, h, t), o.Bf16, s.D);
                 for (int i0 = 0; i0 < s.T; i0 += QueryBlock)
                 {
                     int n = Math.Min(QueryBlock, s.T - i0), keys = i0 + n;
@@ -166,9 +189,12 @@ internal static unsafe class CausalAttentionKernel
                     }
                 }
                 // dq, dk so far are gradients of the rotated q, k: rotate them back (the transpose of the rotation).
-                if (rope.On) for (int t = 0; t < s.T; t++) Unrotate(dq.Row(b, h, t), rope.Cos.Row(b, 0, t), rope.Sin.Row(b, 0, t), s.D);
+                if (rope.On) for (int t = 0; t < s.T; t++) Unrotate(dq.Row(b, h, t), rope, b, t, s.D);
+                if (dq16.Bf16) StoreRounded(dqb, dq16, b, h, 0, s.T, s.D);
             }
-            if (rope.On) for (int t = 0; t < s.T; t++) Unrotate(dk.Row(b, g, t), rope.Cos.Row(b, 0, t), rope.Sin.Row(b, 0, t), s.D);
+            if (rope.On) for (int t = 0; t < s.T; t++) Unrotate(dk.Row(b, g, t), rope, b, t, s.D);
+            if (dk16.Bf16) StoreRounded(dkb, dk16, b, g, 0, s.T, s.D);
+            if (dv16.Bf16) StoreRounded(dvb, dv16, b, g, 0, s.T, s.D);
         }
     }
 
@@ -181,37 +207,70 @@ internal static unsafe class CausalAttentionKernel
     {
         for (int t = 0; t < s.T; t++)
         {
-            if (rope.On) Rotate(x.Row(b, head, t), buf + (long)t * s.D, rope.Cos.Row(b, 0, t), rope.Sin.Row(b, 0, t), s.D);
-            else new ReadOnlySpan<float>(x.Row(b, head, t), s.D).CopyTo(new Span<float>(buf + (long)t * s.D, s.D));
+            float* dst = buf + (long)t * s.D;
+            if (rope.On) Rotate(x.At(b, head, t), x.Bf16, dst, rope, b, t, s.D);
+            else if (x.Bf16) for (int j = 0; j < s.D; j += 16) Load(x.At(b, head, t), j, true).Store(dst + j);
+            else new ReadOnlySpan<float>(x.Row(b, head, t), s.D).CopyTo(new Span<float>(dst, s.D));
         }
         return new Operand((nint)buf, 0, 0, s.D);
     }
 
+    /// <summary>16 elements from <paramref name="row"/> + j as fp32: a bf16 is the top half of its fp32 (widening is exact).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Vector512<float> Load(byte* row, int j, bool bf16) => bf16
+        ? Vector512.ShiftLeft(Avx512F.ConvertToVector512Int32(Vector256.Load((ushort*)row + j)), 16).AsSingle()
+        : Avx512F.LoadVector512((float*)row + j);
+
+    /// <summary>
+    /// Rows [t0, t0 + n) of a bf16 operand from fp32 [n, D] rows: round-to-nearest-even (NaN stays a quiet NaN), as
+    /// libtorch converts (Quantization/Nf4Kernel rounds the same way).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static void StoreRounded(float* src, Operand dst, int b, int head, int t0, int n, int d)
+    {
+        for (int r = 0; r < n; r++)
+        {
+            ushort* o = (ushort*)dst.At(b, head, t0 + r);
+            for (int j = 0; j < d; j += 16)
+            {
+                var f = Avx512F.LoadVector512(src + (long)r * d + j);
+                var u = f.AsInt32();
+                var rounded = Vector512.ShiftRightLogical(u + Vector512.Create(0x7FFF) + (Vector512.ShiftRightLogical(u, 16) & Vector512.Create(1)), 16);
+                rounded = Vector512.ConditionalSelect(Vector512.Equals(f, f).AsInt32(), rounded, Vector512.Create(0x7FC0));
+                Avx512F.ConvertToVector256UInt16(rounded.AsUInt32()).Store(o + j);
+            }
+        }
+    }
+
     /// <summary>HF's x * cos + rotate_half(x) * sin: (x1 c1 - x2 s1, x2 c2 + x1 s2) over the halves of the head.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void Rotate(float* x, float* dst, float* c, float* sn, int d)
+    static void Rotate(byte* x, bool xb, float* dst, Rotary rope, int b, int t, int d)
     {
+        byte* c = rope.Cos.At(b, 0, t), sn = rope.Sin.At(b, 0, t);
+        bool cb = rope.Cos.Bf16, sb = rope.Sin.Bf16;
         int half = d / 2;
         for (int j = 0; j < half; j += 16)
         {
-            var x1 = Avx512F.LoadVector512(x + j);
-            var x2 = Avx512F.LoadVector512(x + half + j);
-            (x1 * Avx512F.LoadVector512(c + j) - x2 * Avx512F.LoadVector512(sn + j)).Store(dst + j);
-            (x2 * Avx512F.LoadVector512(c + half + j) + x1 * Avx512F.LoadVector512(sn + half + j)).Store(dst + half + j);
+            var x1 = Load(x, j, xb);
+            var x2 = Load(x, half + j, xb);
+            (x1 * Load(c, j, cb) - x2 * Load(sn, j, sb)).Store(dst + j);
+            (x2 * Load(c, half + j, cb) + x1 * Load(sn, half + j, sb)).Store(dst + half + j);
         }
     }
 
     /// <summary>The gradient through <see cref="Rotate"/>, in place: (g1 c1 + g2 s2, g2 c2 - g1 s1).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void Unrotate(float* g, float* c, float* sn, int d)
+    static void Unrotate(float* g, Rotary rope, int b, int t, int d)
     {
+        byte* c = rope.Cos.At(b, 0, t), sn = rope.Sin.At(b, 0, t);
+        bool cb = rope.Cos.Bf16, sb = rope.Sin.Bf16;
         int half = d / 2;
         for (int j = 0; j < half; j += 16)
         {
             var g1 = Avx512F.LoadVector512(g + j);
             var g2 = Avx512F.LoadVector512(g + half + j);
-            (g1 * Avx512F.LoadVector512(c + j) + g2 * Avx512F.LoadVector512(sn + half + j)).Store(g + j);
-            (g2 * Avx512F.LoadVector512(c + half + j) - g1 * Avx512F.LoadVector512(sn + j)).Store(g + half + j);
+            (g1 * Load(c, j, cb) + g2 * Load(sn, half + j, sb)).Store(g + j);
+            (g2 * Load(c, half + j, cb) - g1 * Load(sn, j, sb)).Store(g + half + j);
         }
     }
 
@@ -349,10 +408,10 @@ internal static unsafe class CausalAttentionKernel
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static float Dot(float* a, float* b, int d)
+    static float Dot(float* a, byte* b, bool bf16, int d)
     {
         var acc = Vector512<float>.Zero;
-        for (int k = 0; k < d; k += 16) acc = Avx512F.FusedMultiplyAdd(Avx512F.LoadVector512(a + k), Avx512F.LoadVector512(b + k), acc);
+        for (int k = 0; k < d; k += 16) acc = Avx512F.FusedMultiplyAdd(Avx512F.LoadVector512(a + k), Load(b, k, bf16), acc);
         return Vector512.Sum(acc);
     }
 

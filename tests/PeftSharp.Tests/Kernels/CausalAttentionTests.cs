@@ -9,7 +9,7 @@ namespace PeftSharp.Tests.Kernels;
 public class CausalAttentionTests
 {
     /// <summary>q, k, v as the model hands them over: [B, heads, T, D] transposed views of [B, T, heads, D] tensors.</summary>
-    static (Tensor Q, Tensor K, Tensor V) Inputs(int b, int heads, int kvHeads, int t, int d)
+    internal static (Tensor Q, Tensor K, Tensor V) Inputs(int b, int heads, int kvHeads, int t, int d)
     {
         var q = randn(b, t, heads, d).transpose(1, 2).requires_grad_(true);
         var k = randn(b, t, kvHeads, d).transpose(1, 2).requires_grad_(true);
@@ -21,7 +21,7 @@ public class CausalAttentionTests
     /// The model's path in float64: Rope.Apply on q and k (with cos/sin), libtorch's causal SDPA over k/v repeated per
     /// query head, output as [B, T, H, D].
     /// </summary>
-    static (Tensor O, Tensor Dq, Tensor Dk, Tensor Dv) Reference(Tensor q, Tensor k, Tensor v, Tensor dOut, Tensor? cos, Tensor? sin)
+    internal static (Tensor O, Tensor Dq, Tensor Dk, Tensor Dv) Reference(Tensor q, Tensor k, Tensor v, Tensor dOut, Tensor? cos, Tensor? sin)
     {
         var q64 = q.detach().to_type(ScalarType.Float64).requires_grad_(true);
         var k64 = k.detach().to_type(ScalarType.Float64).requires_grad_(true);
@@ -39,7 +39,7 @@ public class CausalAttentionTests
         return (o.detach(), q64.grad!, k64.grad!, v64.grad!);
     }
 
-    static void Near(Tensor expected, Tensor actual, double tol)
+    internal static void Near(Tensor expected, Tensor actual, double tol)
     {
         Assert.Equal(expected.shape, actual.shape);
         double err = TestPaths.MaxAbsError(expected.to_type(ScalarType.Float64), actual.to_type(ScalarType.Float64));
@@ -47,11 +47,11 @@ public class CausalAttentionTests
     }
 
     /// <summary>cos/sin [B, 1, T, D] as the model builds them, each batch row at its own positions (as left padding gives).</summary>
-    static (Tensor Cos, Tensor Sin) Rotary(int b, int t, int d)
+    internal static (Tensor Cos, Tensor Sin) Rotary(int b, int t, int d, ScalarType dtype = ScalarType.Float32)
     {
         var c = new ModelConfig { Shape = new Memory.ModelConfig { ModelType = "llama", HiddenSize = 2 * d, IntermediateSize = 4 * d, NumHiddenLayers = 1, NumAttentionHeads = 2, NumKeyValueHeads = 2, HeadDim = d, VocabSize = 32 } };
         var positions = arange(0, t, ScalarType.Int64).unsqueeze(0) + arange(0, b, ScalarType.Int64).unsqueeze(1) * 5;
-        return new Rope(c).CosSin(positions, ScalarType.Float32);
+        return new Rope(c).CosSin(positions, dtype);
     }
 
     [Theory]
