@@ -14,24 +14,31 @@ namespace PeftSharp.Bench;
 public sealed class AttentionBench : IBench
 {
     public string Name => "attention";
-    public string Description => "fused causal attention kernel (rotary inside) vs Rope.Apply + SDPA, fwd and bwd ms (--batch 4 --heads 8 --kv-heads 8 --seq 256 --head-dim 64 --rounds 7 --threads 2)";
+    public string Description => "fused causal attention kernel (rotary inside) vs Rope.Apply + SDPA, fwd and bwd ms (--batch 4 --heads 8 --kv-heads 8 --seq 256 --head-dim 64 --rounds 7 --threads 2 --dtype fp32|bf16)";
 
     public int Run(string[] argv)
     {
         var a = new BenchArgs(argv);
         int b = a.Int("batch", 4), heads = a.Int("heads", 8), kvHeads = a.Int("kv-heads", 8), t = a.Int("seq", 256), d = a.Int("head-dim", 64);
         int rounds = a.Int("rounds", 7), threads = a.Int("threads", 2);
+        // bf16: q/k/v, cos/sin and dout in bf16 as `--compute-dtype bf16` hands them over; SDPA's side then runs in bf16.
+        var dtype = a.Get("dtype", "fp32") switch
+        {
+            "fp32" => ScalarType.Float32,
+            "bf16" => ScalarType.BFloat16,
+            var other => throw new ArgumentException($"--dtype: {other} is not fp32 or bf16"),
+        };
         if (threads > 0) set_num_threads(threads);
         Console.WriteLine($"cpu: {BenchCpu.Describe()}; torch threads {get_num_threads()}");
         if (!CausalAttentionKernel.Supports(d)) { Console.WriteLine("the kernel needs AVX-512F and head_dim % 32 == 0: nothing to compare"); return 0; }
         manual_seed(1);
-        using var q = randn(b, t, heads, d).transpose(1, 2).requires_grad_(true);
-        using var k = randn(b, t, kvHeads, d).transpose(1, 2).requires_grad_(true);
-        using var v = randn(b, t, kvHeads, d).transpose(1, 2).requires_grad_(true);
-        using var dOut = randn(b, t, (long)heads * d);
+        using var q = randn(b, t, heads, d).to_type(dtype).transpose(1, 2).requires_grad_(true);
+        using var k = randn(b, t, kvHeads, d).to_type(dtype).transpose(1, 2).requires_grad_(true);
+        using var v = randn(b, t, kvHeads, d).to_type(dtype).transpose(1, 2).requires_grad_(true);
+        using var dOut = randn(b, t, (long)heads * d).to_type(dtype);
         double scale = 1 / Math.Sqrt(d);
         var rope = new PeftSharp.Models.Rope(new PeftSharp.Models.ModelConfig { Shape = new PeftSharp.Memory.ModelConfig { ModelType = "llama", HiddenSize = heads * d, IntermediateSize = 4 * d, NumHiddenLayers = 1, NumAttentionHeads = heads, NumKeyValueHeads = kvHeads, HeadDim = d, VocabSize = 32 } });
-        var (cos, sin) = rope.CosSin(arange(0, t, ScalarType.Int64).unsqueeze(0).expand(b, t), ScalarType.Float32);
+        var (cos, sin) = rope.CosSin(arange(0, t, ScalarType.Int64).unsqueeze(0).expand(b, t), dtype);
         Tensor Sdpa()
         {
             Tensor kk = PeftSharp.Models.Rope.Apply(k, cos, sin), vv = v;
@@ -65,7 +72,7 @@ public sealed class AttentionBench : IBench
             }
         // Useful causal FLOPs: T(T+1)/2 scores per head; forward 2 products (QK^T, PV), backward 4 (dV, dP, dQ, dK).
         double pairs = (double)b * heads * t * (t + 1) / 2 * d * 2;
-        Console.WriteLine($"shape: B {b}, heads {heads}/{kvHeads} kv, T {t}, head_dim {d}; median of {rounds} alternated rounds");
+        Console.WriteLine($"shape: B {b}, heads {heads}/{kvHeads} kv, T {t}, head_dim {d}, {(dtype == ScalarType.BFloat16 ? "bf16" : "fp32")}; median of {rounds} alternated rounds");
         Console.WriteLine($"{"side",-18}{"fwd ms",9}{"bwd ms",9}{"total ms",10}{"GFLOP/s",9}");
         for (int s = 0; s < sides.Length; s++)
         {
