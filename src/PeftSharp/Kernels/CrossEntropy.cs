@@ -1,6 +1,6 @@
-using System.Runtime.InteropServices;
 using TorchSharp;
 using static TorchSharp.torch;
+using static PeftSharp.Kernels.KernelSupport;
 
 namespace PeftSharp.Kernels;
 
@@ -21,14 +21,7 @@ internal sealed class CrossEntropy : autograd.SingleTensorFunction<CrossEntropy>
     internal static (long Forward, long Backward) Calls => (_forwardCalls, _backwardCalls);
 
     /// <summary>Until disposed, <see cref="Applies"/> is false on this thread: libtorch's cross_entropy (tests' and the bench's reference).</summary>
-    internal static IDisposable Off()
-    {
-        bool was = _off;
-        _off = true;
-        return new Restore(() => _off = was);
-    }
-
-    sealed class Restore(Action undo) : IDisposable { public void Dispose() => undo(); }
+    internal static IDisposable Off() => new KernelSupport.Off(() => _off, v => _off = v);
 
     /// <summary>CPU fp32 logits under 2 GiB (a Span's reach) with AVX-512F.</summary>
     internal static bool Applies(Tensor logits) =>
@@ -78,8 +71,6 @@ internal sealed class CrossEntropy : autograd.SingleTensorFunction<CrossEntropy>
         _returned = null;
     }
 
-    static Tensor Contiguous(Tensor t) => t.is_contiguous() ? t : t.contiguous();
-
     static unsafe (Tensor Loss, Tensor Lse) Forward(Tensor logits, Tensor targets)
     {
         long rows = logits.shape[0];
@@ -96,7 +87,4 @@ internal sealed class CrossEntropy : autograd.SingleTensorFunction<CrossEntropy>
         _backwardCalls++;
         return d;
     }
-
-    static unsafe T* Ptr<T>(Tensor t) where T : unmanaged =>
-        (T*)System.Runtime.CompilerServices.Unsafe.AsPointer(ref MemoryMarshal.GetReference(t.bytes));
 }

@@ -1,6 +1,6 @@
-using System.Runtime.InteropServices;
 using TorchSharp;
 using static TorchSharp.torch;
+using static PeftSharp.Kernels.KernelSupport;
 
 namespace PeftSharp.Kernels;
 
@@ -21,14 +21,7 @@ internal sealed class SwiGlu : autograd.SingleTensorFunction<SwiGlu>
     internal static (long Forward, long Backward) Calls => (_forwardCalls, _backwardCalls);
 
     /// <summary>Until disposed, <see cref="Applies"/> is false on this thread: libtorch's ops (the A/B reference of tests and the bench).</summary>
-    internal static IDisposable Off()
-    {
-        bool was = _off;
-        _off = true;
-        return new Restore(() => _off = was);
-    }
-
-    sealed class Restore(Action undo) : IDisposable { public void Dispose() => undo(); }
+    internal static IDisposable Off() => new KernelSupport.Off(() => _off, v => _off = v);
 
     /// <summary>Whether the kernel can take this input (gate, or the fused gate_up): CPU fp32 with AVX-512F, under 2 GiB (a Span's reach).</summary>
     internal static bool Applies(Tensor input) =>
@@ -97,8 +90,6 @@ internal sealed class SwiGlu : autograd.SingleTensorFunction<SwiGlu>
         _returned = null;
     }
 
-    static Tensor Contiguous(Tensor t) => t.is_contiguous() ? t : t.contiguous();
-
     /// <summary>Rows, I and the inputs' row stride: separate [.., I] tensors, or the fused [.., 2 I] one.</summary>
     static (long Rows, int Cols, long Stride) Layout(Tensor first, bool fused)
     {
@@ -113,8 +104,8 @@ internal sealed class SwiGlu : autograd.SingleTensorFunction<SwiGlu>
         var shape = first.shape.ToArray();
         shape[^1] = cols;
         var h = empty(shape, ScalarType.Float32);
-        float* g = Ptr(first), u = up is null ? g + cols : Ptr(up);
-        SwiGluKernel.Forward(act, g, u, stride, Ptr(h), rows, cols, get_num_threads());
+        float* g = Ptr<float>(first), u = up is null ? g + cols : Ptr<float>(up);
+        SwiGluKernel.Forward(act, g, u, stride, Ptr<float>(h), rows, cols, get_num_threads());
         _forwardCalls++;
         return h;
     }
@@ -124,12 +115,10 @@ internal sealed class SwiGlu : autograd.SingleTensorFunction<SwiGlu>
         var (rows, cols, stride) = Layout(first, up is null);
         var dFirst = empty_like(first);
         var dUp = up is null ? null : empty_like(up);
-        float* g = Ptr(first), u = up is null ? g + cols : Ptr(up);
-        float* dg = Ptr(dFirst), du = dUp is null ? dg + cols : Ptr(dUp);
-        SwiGluKernel.Backward(act, g, u, stride, Ptr(dOut), dg, du, rows, cols, get_num_threads());
+        float* g = Ptr<float>(first), u = up is null ? g + cols : Ptr<float>(up);
+        float* dg = Ptr<float>(dFirst), du = dUp is null ? dg + cols : Ptr<float>(dUp);
+        SwiGluKernel.Backward(act, g, u, stride, Ptr<float>(dOut), dg, du, rows, cols, get_num_threads());
         _backwardCalls++;
         return (dFirst, dUp);
     }
-
-    static unsafe float* Ptr(Tensor t) => (float*)System.Runtime.CompilerServices.Unsafe.AsPointer(ref MemoryMarshal.GetReference(t.bytes));
 }
