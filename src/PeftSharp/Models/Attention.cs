@@ -169,14 +169,16 @@ internal sealed class Mlp : nn.Module<Tensor, Tensor>
     {
         using var profile = ForwardProfiler.Measure("mlp activation * up");
         using var scope = NewDisposeScope();
-        Tensor gate, up;
+        Tensor gate, up, h;
         if (gate_up_proj is not null)
         {
             var gu = gate_up_proj.forward(x);
+            if (SwiGlu.Applies(gu)) return down_proj.forward(SwiGlu.ComputeFused(gu, _geluTanh)).MoveToOuterDisposeScope();
             gate = gu.narrow(-1, 0, _inter); up = gu.narrow(-1, _inter, _inter);
         }
         else { gate = gate_proj.forward(x); up = up_proj.forward(x); }
-        var h = Activate(gate) * up;
+        // CPU fp32 with AVX-512: one fused pass each way (Kernels/SwiGlu) instead of the activation's and the product's.
+        h = SwiGlu.Applies(gate) ? SwiGlu.Compute(gate, up, _geluTanh) : Activate(gate) * up;
         return down_proj.forward(h).MoveToOuterDisposeScope();
     }
 
