@@ -26,14 +26,7 @@ internal sealed class CausalAttention : autograd.SingleTensorFunction<CausalAtte
         ((double)_forwardTicks / System.Diagnostics.Stopwatch.Frequency, (double)_backwardTicks / System.Diagnostics.Stopwatch.Frequency);
 
     /// <summary>Until disposed, <see cref="Applies"/> is false on this thread: the SDPA path (the A/B reference of tests and the attention bench).</summary>
-    internal static IDisposable Off()
-    {
-        bool was = _off;
-        _off = true;
-        return new Restore(() => _off = was);
-    }
-
-    sealed class Restore(Action undo) : IDisposable { public void Dispose() => undo(); }
+    internal static IDisposable Off() => new KernelSupport.Off(() => _off, v => _off = v);
 
     /// <summary>
     /// Whether the kernel can take this attention: CPU fp32 or bf16 (bf16 compute: widened to fp32 as rows are packed,
@@ -79,14 +72,11 @@ internal sealed class CausalAttention : autograd.SingleTensorFunction<CausalAtte
         return o;
     }
 
-    // As in QuantizedLinearFunction: a CPU custom backward runs inside the training step's dispose scope, so the incoming
-    // gradient's wrapper is disposed once used and the returned ones on this thread's next attention backward (libtorch
-    // holds its own references by then); otherwise each layer's dq/dk/dv would live until the step ends.
-    [ThreadStatic] static Tensor[]? _returned;
-
+    // The incoming gradient is disposed once used, the returned ones at the next custom backward (ReturnedGradients):
+    // otherwise each layer's dq/dk/dv would live until the step ends.
     public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad)
     {
-        ReleaseReturned();
+        ReturnedGradients.Release();
         if (grad is null || grad.IsInvalid) return [null!, null!, null!, null!, null!, null!];
         try
         {
@@ -95,18 +85,9 @@ internal sealed class CausalAttention : autograd.SingleTensorFunction<CausalAtte
             bool rope = (bool)ctx.get_data("rope");
             Tensor? cos = rope ? saved[5] : null, sin = rope ? saved[6] : null;
             var (dq, dk, dv) = Backward(saved[0], saved[1], saved[2], saved[3], saved[4], cos, sin, Readable(grad), (double)ctx.get_data("scale"));
-            _returned = [dq.DetachFromDisposeScope(), dk.DetachFromDisposeScope(), dv.DetachFromDisposeScope()];
-            return [_returned[0], _returned[1], _returned[2], null!, null!, null!];
+            return [ReturnedGradients.Keep(dq), ReturnedGradients.Keep(dk), ReturnedGradients.Keep(dv), null!, null!, null!];
         }
         finally { grad.Dispose(); }
-    }
-
-    /// <summary>Frees the gradients this thread's last attention backward returned.</summary>
-    internal static void ReleaseReturned()
-    {
-        if (_returned is null) return;
-        foreach (var t in _returned) t.Dispose();
-        _returned = null;
     }
 
     static Tensor DContiguous(Tensor t) => t.stride(-1) == 1 ? t : t.contiguous();

@@ -341,7 +341,7 @@ internal static unsafe class CausalAttentionKernel
         var limit = Vector512.Create(valid);
         for (int j = 0; j < end; j += 16)
         {
-            var e = Exp(Avx512F.FusedMultiplyAdd(Avx512F.LoadVector512(row + j), vscale, shift));
+            var e = VectorMath.Exp(Avx512F.FusedMultiplyAdd(Avx512F.LoadVector512(row + j), vscale, shift));
             e = Vector512.ConditionalSelect(Vector512.LessThan(Lanes + Vector512.Create(j), limit).AsSingle(), e, Vector512<float>.Zero);
             sum += e;
             e.Store(row + j);
@@ -368,7 +368,7 @@ internal static unsafe class CausalAttentionKernel
         for (int j = 0; j < end; j += 16)
         {
             var keep = Vector512.LessThan(Lanes + Vector512.Create(j), limit).AsSingle();
-            var e = Vector512.ConditionalSelect(keep, Exp(Avx512F.FusedMultiplyAdd(Avx512F.LoadVector512(p + j), vscale, shift)), Vector512<float>.Zero);
+            var e = Vector512.ConditionalSelect(keep, VectorMath.Exp(Avx512F.FusedMultiplyAdd(Avx512F.LoadVector512(p + j), vscale, shift)), Vector512<float>.Zero);
             e.Store(p + j);
             (e * (Avx512F.LoadVector512(dp + j) - vdelta) * vscale).Store(dp + j);
         }
@@ -382,29 +382,6 @@ internal static unsafe class CausalAttentionKernel
         float r = m2[0];
         for (int i = 1; i < 4; i++) r = Math.Max(r, m2[i]);
         return r;
-    }
-
-    /// <summary>
-    /// e^x for x &lt;= 0 (larger x is clamped at 88): 2^n e^r with n = round(x log2 e), |r| &lt;= ln2/2 by a two-part
-    /// ln 2, e^r by its degree-7 Taylor polynomial (relative error ~1e-8 before rounding), 2^n through the exponent bits.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static Vector512<float> Exp(Vector512<float> x)
-    {
-        x = Avx512F.Max(Avx512F.Min(x, Vector512.Create(88f)), Vector512.Create(-87f));
-        var n = Avx512F.RoundScale(x * Vector512.Create(1.44269504f), 0x08);
-        var r = Avx512F.FusedMultiplyAdd(n, Vector512.Create(-0.693145751953125f), x);
-        r = Avx512F.FusedMultiplyAdd(n, Vector512.Create(-1.428606765330187e-06f), r);
-        var p = Vector512.Create(1f / 5040);
-        p = Avx512F.FusedMultiplyAdd(p, r, Vector512.Create(1f / 720));
-        p = Avx512F.FusedMultiplyAdd(p, r, Vector512.Create(1f / 120));
-        p = Avx512F.FusedMultiplyAdd(p, r, Vector512.Create(1f / 24));
-        p = Avx512F.FusedMultiplyAdd(p, r, Vector512.Create(1f / 6));
-        p = Avx512F.FusedMultiplyAdd(p, r, Vector512.Create(0.5f));
-        p = Avx512F.FusedMultiplyAdd(p, r, Vector512<float>.One);
-        p = Avx512F.FusedMultiplyAdd(p, r, Vector512<float>.One);
-        var pow = Vector512.ShiftLeft(Avx512F.ConvertToVector512Int32(n) + Vector512.Create(127), 23).AsSingle();
-        return p * pow;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]

@@ -47,28 +47,18 @@ internal sealed class CrossEntropy : autograd.SingleTensorFunction<CrossEntropy>
         return loss;
     }
 
-    // As CausalAttention: the incoming gradient's wrapper is disposed once used, the returned one on this thread's next
-    // backward, so the [N, V] gradient does not live to the step's end.
-    [ThreadStatic] static Tensor? _returned;
-
+    // The incoming gradient is disposed once used, the returned one at the next custom backward (ReturnedGradients), so
+    // the [N, V] gradient does not live to the step's end.
     public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad)
     {
-        ReleaseReturned();
+        ReturnedGradients.Release();
         if (grad is null || grad.IsInvalid) return [null!, null!];
         try
         {
             var saved = ctx.get_saved_variables();
-            _returned = Backward(saved[0], saved[1], saved[2], grad.item<float>());
-            return [_returned, null!];
+            return [ReturnedGradients.Keep(Backward(saved[0], saved[1], saved[2], grad.item<float>())), null!];
         }
         finally { grad.Dispose(); }
-    }
-
-    /// <summary>Frees the gradient this thread's last backward returned.</summary>
-    internal static void ReleaseReturned()
-    {
-        _returned?.Dispose();
-        _returned = null;
     }
 
     static unsafe (Tensor Loss, Tensor Lse) Forward(Tensor logits, Tensor targets)

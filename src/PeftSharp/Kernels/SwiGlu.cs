@@ -55,13 +55,11 @@ internal sealed class SwiGlu : autograd.SingleTensorFunction<SwiGlu>
         return h;
     }
 
-    // As CausalAttention: the incoming gradient's wrapper is disposed once used, the returned ones on this thread's next
-    // SwiGlu backward (libtorch holds its own references by then), so each layer's gradients do not live to the step's end.
-    [ThreadStatic] static Tensor[]? _returned;
-
+    // The incoming gradient is disposed once used, the returned ones at the next custom backward (ReturnedGradients), so
+    // each layer's gradients do not live to the step's end.
     public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad)
     {
-        ReleaseReturned();
+        ReturnedGradients.Release();
         if (grad is null || grad.IsInvalid) return [null!, null!, null!];
         try
         {
@@ -72,22 +70,12 @@ internal sealed class SwiGlu : autograd.SingleTensorFunction<SwiGlu>
             if (saved.Count == 1)
             {
                 var dgu = Backward(saved[0], null, dOut, act).Item1;
-                _returned = [dgu.DetachFromDisposeScope()];
-                return [_returned[0], null!, null!];
+                return [ReturnedGradients.Keep(dgu), null!, null!];
             }
             var (dg, du) = Backward(saved[0], saved[1], dOut, act);
-            _returned = [dg.DetachFromDisposeScope(), du!.DetachFromDisposeScope()];
-            return [_returned[0], _returned[1], null!];
+            return [ReturnedGradients.Keep(dg), ReturnedGradients.Keep(du!), null!];
         }
         finally { grad.Dispose(); }
-    }
-
-    /// <summary>Frees the gradients this thread's last SwiGlu backward returned.</summary>
-    internal static void ReleaseReturned()
-    {
-        if (_returned is null) return;
-        foreach (var t in _returned) t.Dispose();
-        _returned = null;
     }
 
     /// <summary>Rows, I and the inputs' row stride: separate [.., I] tensors, or the fused [.., 2 I] one.</summary>

@@ -10,7 +10,7 @@ internal static class VectorMath
     /// <summary>
     /// e^x, x clamped to [-87, 88] (no inf, no denormals): 2^n e^r with n = round(x log2 e), |r| &lt;= ln2/2 by a
     /// two-part ln 2, e^r by its degree-7 Taylor polynomial (relative error ~1e-8 before rounding), 2^n through the
-    /// exponent bits. The same steps as CausalAttentionKernel's softmax exp.
+    /// exponent bits. The attention kernel's softmax, the SwiGLU activations and the loss use it.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector512<float> Exp(Vector512<float> x)

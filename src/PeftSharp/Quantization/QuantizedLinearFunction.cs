@@ -34,12 +34,11 @@ internal sealed class QuantizedLinearFunction : autograd.SingleTensorFunction<Qu
 
     /// <summary>
     /// Frees this thread's scratch buffers (they are rebuilt on the next quantised matmul) and the last grad_x this
-    /// thread's backward returned (kept until its next backward: see <see cref="_returned"/>).
+    /// thread's custom backwards returned (<see cref="Kernels.ReturnedGradients"/>).
     /// </summary>
     public static void ReleaseScratch()
     {
-        _returned?.Dispose();
-        _returned = null;
+        Kernels.ReturnedGradients.Release();
         if (_scratch is null) return;
         foreach (var t in _scratch.Values) t.Dispose();
         _scratch = null;
@@ -226,22 +225,15 @@ internal sealed class QuantizedLinearFunction : autograd.SingleTensorFunction<Qu
         return Compute(x, w, dtype, DequantStats.Pass.Forward);
     }
 
-    // TorchSharp runs a CPU custom backward on the thread that called backward(), inside the training step's dispose
-    // scope: the wrapper of the incoming gradient and of the gradient returned would join that scope and keep both
-    // tensors alive until the step ends (two activation-sized tensors per quantised linear), where native autograd
-    // frees each as soon as the next node has used it. So the incoming wrapper is disposed once used, and the returned
-    // one on this thread's next quantised backward (libtorch holds its own reference by then).
-    [ThreadStatic] static Tensor? _returned;
-
+    // The incoming gradient is disposed once used, the returned grad_x at the next custom backward (Kernels/
+    // ReturnedGradients): otherwise two activation-sized tensors per quantised linear would live until the step ends.
     public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad)
     {
-        _returned?.Dispose();
-        _returned = null;
+        Kernels.ReturnedGradients.Release();
         if (grad is null || grad.IsInvalid) return [null!, null!, null!];
         try
         {
-            _returned = GradInput(ctx, grad);
-            return [_returned, null!, null!];
+            return [Kernels.ReturnedGradients.Keep(GradInput(ctx, grad)), null!, null!];
         }
         finally { grad.Dispose(); }
     }
