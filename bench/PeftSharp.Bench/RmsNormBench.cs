@@ -14,22 +14,23 @@ namespace PeftSharp.Bench;
 public sealed class RmsNormBench : IBench
 {
     public string Name => "rmsnorm";
-    public string Description => "RMSNorm kernel vs the op chain, 9 norms fwd+bwd ms (--rows 1024 --hidden 512 --norms 9 --rounds 9 --threads 2 --train-weight false)";
+    public string Description => "RMSNorm kernel vs the op chain, 9 norms fwd+bwd ms (--rows 1024 --hidden 512 --norms 9 --rounds 9 --threads 2 --train-weight false --dtype fp32|bf16)";
 
     public int Run(string[] argv)
     {
         var a = new BenchArgs(argv);
         int rows = a.Int("rows", 1024), h = a.Int("hidden", 512), norms = a.Int("norms", 9), rounds = a.Int("rounds", 9), threads = a.Int("threads", 2);
         bool trainWeight = a.Get("train-weight", "false") == "true";
+        var dtype = a.Get("dtype", "fp32") == "bf16" ? ScalarType.BFloat16 : ScalarType.Float32;
         if (threads > 0) set_num_threads(threads);
         Console.WriteLine($"cpu: {BenchCpu.Describe()}; torch threads {get_num_threads()}");
         if (!RmsNormKernel.Supported) { Console.WriteLine("no Vector512 in hardware: the model keeps the op chain, nothing to compare"); return 0; }
         manual_seed(1);
-        var norm = new RmsNorm("norm", h, 1e-5, ScalarType.Float32);
+        var norm = new RmsNorm("norm", h, 1e-5, dtype);
         using (no_grad()) norm.weight.uniform_(0.5, 1.5);
         norm.weight.requires_grad_(trainWeight);
-        var xs = Enumerable.Range(0, norms).Select(_ => randn(rows, h).requires_grad_(true)).ToArray();
-        var gs = Enumerable.Range(0, norms).Select(_ => randn(rows, h)).ToArray();
+        var xs = Enumerable.Range(0, norms).Select(_ => randn(rows, h).to_type(dtype).requires_grad_(true)).ToArray();
+        var gs = Enumerable.Range(0, norms).Select(_ => randn(rows, h).to_type(dtype)).ToArray();
         var sides = new (string Name, bool Kernel)[] { ("op chain", false), ("kernel", true) };
         var inside = new List<(double F, double B)>();
         var fwd = sides.Select(_ => new List<double>()).ToList();
@@ -52,7 +53,7 @@ public sealed class RmsNormBench : IBench
                 var after = RmsNormFunction.KernelSeconds;
                 if (r >= 0 && sides[s].Kernel) inside.Add(((after.Forward - before.Forward) * 1e3, (after.Backward - before.Backward) * 1e3));
             }
-        Console.WriteLine($"shape: {norms} norms of [{rows}, {h}], weight {(trainWeight ? "trained" : "frozen")}; median of {rounds} alternated rounds");
+        Console.WriteLine($"shape: {norms} norms of [{rows}, {h}] {dtype}, weight {(trainWeight ? "trained" : "frozen")}; median of {rounds} alternated rounds");
         Console.WriteLine($"{"side",-12}{"fwd ms",9}{"bwd ms",9}{"total ms",10}");
         for (int s = 0; s < sides.Length; s++)
         {

@@ -7,9 +7,10 @@ namespace PeftSharp.Kernels;
 
 /// <summary>
 /// RMSNorm through <see cref="RmsNormKernel"/> as a TorchSharp autograd function: one pass over x forward, one pass over
-/// x and the gradient backward, instead of the op chain's five forward passes and their autograd nodes. Saved for
-/// backward: x, the effective weight (w, or 1 + w for Gemma) and the per-row rstd; dw only where the weight needs a
-/// gradient (full fine-tuning; LoRA freezes it).
+/// x and the gradient backward, instead of the op chain's five forward passes and their autograd nodes; fp32, or bf16
+/// in and out with fp32 arithmetic (bf16 training: no fp32 copy of x is made or saved). Saved for backward: x, the
+/// effective weight (w, or 1 + w for Gemma, as fp32) and the per-row rstd; dw only where the weight needs a gradient
+/// (full fine-tuning; LoRA freezes it).
 /// </summary>
 internal sealed class RmsNormFunction : autograd.SingleTensorFunction<RmsNormFunction>
 {
@@ -35,34 +36,35 @@ internal sealed class RmsNormFunction : autograd.SingleTensorFunction<RmsNormFun
 
     sealed class Restore(Action undo) : IDisposable { public void Dispose() => undo(); }
 
-    /// <summary>Whether the kernel takes this norm: x and weight fp32 on the CPU, vectors in hardware.</summary>
+    /// <summary>Whether the kernel takes this norm: x and weight both fp32 or both bf16 on the CPU, vectors in hardware.</summary>
     internal static bool Applies(Tensor x, Tensor weight) =>
-        !_off && RmsNormKernel.Supported && x.device_type == DeviceType.CPU && x.dtype == ScalarType.Float32
-        && weight.device_type == DeviceType.CPU && weight.dtype == ScalarType.Float32;
+        !_off && RmsNormKernel.Supported && x.device_type == DeviceType.CPU && weight.device_type == DeviceType.CPU
+        && x.dtype == weight.dtype && x.dtype is ScalarType.Float32 or ScalarType.BFloat16;
 
     /// <summary>
-    /// x * rsqrt(mean(x^2, -1) + eps) * (plusOne ? 1 + weight : weight), same shape as x; an autograd node only where x or
-    /// the weight needs a gradient.
+    /// x * rsqrt(mean(x^2, -1) + eps) * (plusOne ? 1 + weight : weight), same shape and dtype as x, computed in fp32; in
+    /// bf16 rounded where <see cref="Models.RmsNorm"/>'s op chain rounds (the normed value before the weight, except
+    /// Gemma's, rounded once at the end). An autograd node only where x or the weight needs a gradient.
     /// </summary>
     public static Tensor Compute(Tensor x, Tensor weight, double eps, bool plusOne)
     {
         if (is_grad_enabled() && (x.requires_grad || weight.requires_grad)) return apply(x, weight, eps, plusOne);
         using var scope = NewDisposeScope();
-        var w = plusOne ? weight + 1 : weight;
-        return Forward(x.contiguous(), w, eps, keepRstd: false).Y.MoveToOuterDisposeScope();
+        return Forward(x.contiguous(), EffectiveWeight(weight, plusOne), eps, plusOne, keepRstd: false).Y.MoveToOuterDisposeScope();
     }
 
     public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
     {
         var (x, weight, eps, plusOne) = ((Tensor)vars[0], (Tensor)vars[1], (double)vars[2], (bool)vars[3]);
         x = x.contiguous();
-        var w = plusOne ? weight.detach() + 1 : weight.detach();
-        var (y, rstd) = Forward(x, w, eps, keepRstd: true);
+        var w = EffectiveWeight(weight.detach(), plusOne);
+        var (y, rstd) = Forward(x, w, eps, plusOne, keepRstd: true);
         // No dispose scope here: TorchSharp turns these into saved variables after forward returns and skips wrappers
         // disposed by then (as CausalAttention); the caller's scope frees the wrappers.
         ctx.save_for_backward([x, w, rstd!]);
         ctx.save_data("dx", ((Tensor)vars[0]).requires_grad);
         ctx.save_data("dw", weight.requires_grad);
+        ctx.save_data("dwType", weight.dtype);
         ctx.set_materialize_grads(false);
         return y;
     }
@@ -87,8 +89,13 @@ internal sealed class RmsNormFunction : autograd.SingleTensorFunction<RmsNormFun
             long start = System.Diagnostics.Stopwatch.GetTimestamp();
             unsafe
             {
-                RmsNormKernel.Backward(Ptr(x), Ptr(w), Ptr(rstd), Ptr(g), Ptr(dx), dw is null ? null : Ptr(dw), rows, width, get_num_threads());
+                float* dwp = dw is null ? null : Ptr<float>(dw);
+                if (x.dtype == ScalarType.Float32)
+                    RmsNormKernel.Backward(Ptr<F32>(x), Ptr<float>(w), Ptr<float>(rstd), Ptr<F32>(g), Ptr<F32>(dx), dwp, rows, width, get_num_threads());
+                else
+                    RmsNormKernel.Backward(Ptr<Bf16>(x), Ptr<float>(w), Ptr<float>(rstd), Ptr<Bf16>(g), Ptr<Bf16>(dx), dwp, rows, width, get_num_threads());
             }
+            if (dw is not null && (ScalarType)ctx.get_data("dwType") != ScalarType.Float32) dw = dw.to_type((ScalarType)ctx.get_data("dwType"));
             _backwardTicks += System.Diagnostics.Stopwatch.GetTimestamp() - start;
             _backwardCalls++;
             _returned = [dx.DetachFromDisposeScope(), .. dw is null ? Array.Empty<Tensor>() : [dw.DetachFromDisposeScope()]];
@@ -105,19 +112,29 @@ internal sealed class RmsNormFunction : autograd.SingleTensorFunction<RmsNormFun
         _returned = null;
     }
 
-    static unsafe (Tensor Y, Tensor? Rstd) Forward(Tensor x, Tensor w, double eps, bool keepRstd)
+    /// <summary>The weight the kernel multiplies by, as a contiguous fp32 row: w, or 1 + w in fp32 (Gemma2RMSNorm's order).</summary>
+    static Tensor EffectiveWeight(Tensor weight, bool plusOne)
+    {
+        var w = weight.to_type(ScalarType.Float32);
+        return (plusOne ? w + 1 : w).contiguous();
+    }
+
+    static unsafe (Tensor Y, Tensor? Rstd) Forward(Tensor x, Tensor w, double eps, bool plusOne, bool keepRstd)
     {
         int width = (int)x.shape[^1], rows = (int)(x.numel() / Math.Max(1, width));
         var y = empty_like(x);
         var rstd = keepRstd ? empty(rows, ScalarType.Float32) : null;
-        if (!w.is_contiguous()) w = w.contiguous();
+        float* rp = rstd is null ? null : Ptr<float>(rstd);
         long start = System.Diagnostics.Stopwatch.GetTimestamp();
-        RmsNormKernel.Forward(Ptr(x), Ptr(w), Ptr(y), rstd is null ? null : Ptr(rstd), rows, width, (float)eps, get_num_threads());
+        if (x.dtype == ScalarType.Float32)
+            RmsNormKernel.Forward(Ptr<F32>(x), Ptr<float>(w), Ptr<F32>(y), rp, rows, width, (float)eps, roundNormed: false, get_num_threads());
+        else   // Llama's norm rounds x * rstd to bf16 before the weight; Gemma's multiplies in fp32 and rounds once
+            RmsNormKernel.Forward(Ptr<Bf16>(x), Ptr<float>(w), Ptr<Bf16>(y), rp, rows, width, (float)eps, roundNormed: !plusOne, get_num_threads());
         _forwardTicks += System.Diagnostics.Stopwatch.GetTimestamp() - start;
         _forwardCalls++;
         return (y, rstd);
     }
 
-    /// <summary>A contiguous CPU fp32 tensor's first element (libtorch's memory: it does not move).</summary>
-    static unsafe float* Ptr(Tensor t) => t.numel() == 0 ? null : (float*)Unsafe.AsPointer(ref MemoryMarshal.GetReference(t.bytes));
+    /// <summary>A contiguous CPU tensor's first element (libtorch's memory: it does not move).</summary>
+    static unsafe T* Ptr<T>(Tensor t) where T : unmanaged => t.numel() == 0 ? null : (T*)Unsafe.AsPointer(ref MemoryMarshal.GetReference(t.bytes));
 }

@@ -15,9 +15,9 @@ public class RmsNormTests
         Assert.True(err <= tol, $"max abs error {err} > {tol}");
     }
 
-    static RmsNorm Norm(int h, bool plusOne, bool trainWeight)
+    static RmsNorm Norm(int h, bool plusOne, bool trainWeight, ScalarType dtype = ScalarType.Float32)
     {
-        var norm = new RmsNorm("norm", h, 1e-6, ScalarType.Float32, plusOne);
+        var norm = new RmsNorm("norm", h, 1e-6, dtype, plusOne);
         using (no_grad()) norm.weight.uniform_(plusOne ? -0.5 : 0.5, plusOne ? 0.5 : 1.5);
         norm.weight.requires_grad_(trainWeight);
         return norm;
@@ -59,6 +59,38 @@ public class RmsNormTests
         else Assert.Null(norm.weight.grad);
     }
 
+    /// <summary>
+    /// bf16 in and out (bf16 training's norms): output and gradients equal float64's on the same bf16 values to bf16
+    /// rounding, and the output equals the op chain's (which rounds at the same places) to one bf16 step at most.
+    /// </summary>
+    [Theory]
+    [InlineData(false, false)]
+    [InlineData(true, false)]    // Gemma's 1 + w: one rounding at the end
+    [InlineData(false, true)]
+    public void Bf16MatchesFloat64AndTheOpChain(bool plusOne, bool trainWeight)
+    {
+        if (!RmsNormKernel.Supported) return;
+        using var scope = NewDisposeScope();
+        manual_seed(12);
+        var norm = Norm(200, plusOne, trainWeight, ScalarType.BFloat16);
+        var x = (randn(3, 70, 200) * 2).to_type(ScalarType.BFloat16).requires_grad_(true);
+        var g = randn(3, 70, 200).to_type(ScalarType.BFloat16);
+        var (f0, b0) = RmsNormFunction.Calls;
+        var y = norm.forward(x);
+        y.backward([g]);
+        Assert.Equal((f0 + 1, b0 + 1), RmsNormFunction.Calls);
+        Assert.Equal(ScalarType.BFloat16, y.dtype);
+        Assert.Equal(ScalarType.BFloat16, x.grad!.dtype);
+        var (ry, rdx, rdw) = Reference(x, norm.weight, g, plusOne);
+        double Scale(Tensor t) => t.abs().max().item<double>();
+        Near(ry, y, Scale(ry) / 64);
+        Near(rdx, x.grad!, Scale(rdx) / 64);
+        if (trainWeight) Near(rdw, norm.weight.grad!, Scale(rdw) / 64);
+        Tensor chain;
+        using (RmsNormFunction.Off()) chain = norm.forward(x.detach());
+        Near(chain, y, Scale(ry) / 128);
+    }
+
     [Fact]
     public void OutputWithoutGradientMatchesAndBuildsNoNode()
     {
@@ -87,12 +119,12 @@ public class RmsNormTests
         var g = randn(rows, h);
         var rstd = empty(rows);
         var y = empty_like(x);
-        RmsNormKernel.Forward(F(x), F(w), F(y), F(rstd), rows, h, 1e-6f, 1);
+        RmsNormKernel.Forward(P<F32>(x), P<float>(w), P<F32>(y), P<float>(rstd), rows, h, 1e-6f, roundNormed: false, 1);
         (Tensor Dx, Tensor Dw) Run(int threads)
         {
             var dx = empty_like(x);
             var dw = empty_like(w);
-            RmsNormKernel.Backward(F(x), F(w), F(rstd), F(g), F(dx), F(dw), rows, h, threads);
+            RmsNormKernel.Backward(P<F32>(x), P<float>(w), P<float>(rstd), P<F32>(g), P<F32>(dx), P<float>(dw), rows, h, threads);
             return (dx, dw);
         }
         var one = Run(1);
@@ -101,7 +133,7 @@ public class RmsNormTests
         Assert.True(one.Dw.eq(two.Dw).all().item<bool>());
     }
 
-    static unsafe float* F(Tensor t) => (float*)System.Runtime.CompilerServices.Unsafe.AsPointer(ref System.Runtime.InteropServices.MemoryMarshal.GetReference(t.bytes));
+    static unsafe T* P<T>(Tensor t) where T : unmanaged => (T*)System.Runtime.CompilerServices.Unsafe.AsPointer(ref System.Runtime.InteropServices.MemoryMarshal.GetReference(t.bytes));
 
     /// <summary>
     /// The models users train: a Llama with LoRA on every projection and a Gemma 2 (1 + w norms, four per layer); loss and
