@@ -169,7 +169,7 @@ internal readonly struct F32 : IElement<F32>
     public static float Round(float v) => v;
 }
 
-/// <summary>bf16 elements: the top 16 bits of an fp32; stored rounded to nearest even, as libtorch casts (NaN aside).</summary>
+/// <summary>bf16 elements: the top 16 bits of an fp32; stored rounded to nearest even, as libtorch casts.</summary>
 internal readonly struct Bf16 : IElement<Bf16>
 {
 #pragma warning disable CS0169   // never read: it gives the struct its element's size, so Bf16* steps 2 bytes
@@ -183,16 +183,20 @@ internal readonly struct Bf16 : IElement<Bf16>
     public static Vector512<float> Round(Vector512<float> v) => (Nearest(v) & Vector512.Create(0xFFFF0000u)).AsSingle();
     public static float Round(float v) => BitConverter.UInt32BitsToSingle(Nearest(v) & 0xFFFF0000u);
 
-    /// <summary>The fp32 bits rounded to nearest even at bit 16 (the bf16 in the upper half).</summary>
+    /// <summary>
+    /// The fp32 bits rounded to nearest even at bit 16 (the bf16 in the upper half); a NaN stays a quiet NaN (the
+    /// rounding carry could turn one into an infinity or a zero).
+    /// </summary>
     static Vector512<uint> Nearest(Vector512<float> v)
     {
         var bits = v.AsUInt32();
-        return bits + Vector512.Create(0x7FFFu) + ((bits >> 16) & Vector512<uint>.One);
+        var rounded = bits + Vector512.Create(0x7FFFu) + ((bits >> 16) & Vector512<uint>.One);
+        return Vector512.ConditionalSelect(Vector512.Equals(v, v).AsUInt32(), rounded, bits | Vector512.Create(0x00400000u));
     }
 
     static uint Nearest(float v)
     {
         uint bits = BitConverter.SingleToUInt32Bits(v);
-        return bits + 0x7FFFu + ((bits >> 16) & 1);
+        return float.IsNaN(v) ? bits | 0x00400000u : bits + 0x7FFFu + ((bits >> 16) & 1);
     }
 }

@@ -91,6 +91,20 @@ public class RmsNormTests
         Near(chain, y, Scale(ry) / 128);
     }
 
+    /// <summary>A NaN in a bf16 row makes that row NaN (the rounding keeps NaNs NaN) and leaves the other rows finite.</summary>
+    [Fact]
+    public void Bf16NaNStaysNaN()
+    {
+        if (!RmsNormKernel.Supported) return;
+        using var scope = NewDisposeScope();
+        var norm = Norm(40, plusOne: false, trainWeight: false, ScalarType.BFloat16);
+        var x = randn(2, 40).to_type(ScalarType.BFloat16);
+        x[0, 3] = tensor(float.NaN).to_type(ScalarType.BFloat16);
+        var y = norm.forward(x).to_type(ScalarType.Float32);
+        Assert.True(y[0].isnan().all().item<bool>());
+        Assert.False(y[1].isnan().any().item<bool>());
+    }
+
     [Fact]
     public void OutputWithoutGradientMatchesAndBuildsNoNode()
     {
