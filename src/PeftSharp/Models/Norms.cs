@@ -6,7 +6,8 @@ namespace PeftSharp.Models;
 
 /// <summary>
 /// RMSNorm as in HF Llama: normalise in fp32, scale by weight in the input dtype. Gemma's variant
-/// (<c>plusOne</c>) scales by (1 + weight) in fp32 and only then casts back, as Gemma2RMSNorm does.
+/// (<c>plusOne</c>) scales by (1 + weight) in fp32 and only then casts back, as Gemma2RMSNorm does. fp32 on the CPU
+/// goes through <see cref="Kernels.RmsNormFunction"/> (both variants), everything else through the op chain.
 /// </summary>
 internal sealed class RmsNorm : nn.Module<Tensor, Tensor>
 {
@@ -27,6 +28,8 @@ internal sealed class RmsNorm : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor x)
     {
         using var profile = ForwardProfiler.Measure("rmsnorm");
+        // fp32 on the CPU: one C# pass each way (Kernels/RmsNormFunction) instead of the chain below and its nodes.
+        if (Kernels.RmsNormFunction.Applies(x, weight)) return Kernels.RmsNormFunction.Compute(x, weight, _eps, _plusOne);
         using var scope = NewDisposeScope();
         var xf = x.dtype == ScalarType.Float32 || x.dtype == ScalarType.Float64 ? x : x.to_type(ScalarType.Float32);
         var normed = xf * (xf.pow(2).mean([-1L], keepdim: true) + _eps).rsqrt();
