@@ -27,14 +27,7 @@ internal sealed class RmsNormFunction : autograd.SingleTensorFunction<RmsNormFun
         ((double)_forwardTicks / System.Diagnostics.Stopwatch.Frequency, (double)_backwardTicks / System.Diagnostics.Stopwatch.Frequency);
 
     /// <summary>Until disposed, <see cref="Applies"/> is false on this thread: the op chain (the A/B reference of tests and the bench).</summary>
-    internal static IDisposable Off()
-    {
-        bool was = _off;
-        _off = true;
-        return new Restore(() => _off = was);
-    }
-
-    sealed class Restore(Action undo) : IDisposable { public void Dispose() => undo(); }
+    internal static IDisposable Off() => new KernelSupport.Off(() => _off, v => _off = v);
 
     /// <summary>Whether the kernel takes this norm: x and weight both fp32 or both bf16 on the CPU, vectors in hardware.</summary>
     internal static bool Applies(Tensor x, Tensor weight) =>
@@ -69,13 +62,11 @@ internal sealed class RmsNormFunction : autograd.SingleTensorFunction<RmsNormFun
         return y;
     }
 
-    // As in CausalAttention: the incoming gradient's wrapper is disposed once used, the returned ones on this thread's
-    // next norm backward (libtorch holds its own references by then), so nine norms' dx do not live until the step ends.
-    [ThreadStatic] static Tensor[]? _returned;
-
+    // The incoming gradient is disposed once used, the returned ones at the next custom backward (ReturnedGradients), so
+    // nine norms' dx do not live until the step ends.
     public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad)
     {
-        ReleaseReturned();
+        ReturnedGradients.Release();
         if (grad is null || grad.IsInvalid) return [null!, null!, null!, null!];
         try
         {
@@ -98,18 +89,11 @@ internal sealed class RmsNormFunction : autograd.SingleTensorFunction<RmsNormFun
             if (dw is not null && (ScalarType)ctx.get_data("dwType") != ScalarType.Float32) dw = dw.to_type((ScalarType)ctx.get_data("dwType"));
             _backwardTicks += System.Diagnostics.Stopwatch.GetTimestamp() - start;
             _backwardCalls++;
-            _returned = [dx.DetachFromDisposeScope(), .. dw is null ? Array.Empty<Tensor>() : [dw.DetachFromDisposeScope()]];
+            ReturnedGradients.Keep(dx);
+            if (dw is not null) ReturnedGradients.Keep(dw);
             return [wantDx ? dx : null!, dw!, null!, null!];
         }
         finally { grad.Dispose(); }
-    }
-
-    /// <summary>Frees the gradients this thread's last norm backward returned.</summary>
-    internal static void ReleaseReturned()
-    {
-        if (_returned is null) return;
-        foreach (var t in _returned) t.Dispose();
-        _returned = null;
     }
 
     /// <summary>The weight the kernel multiplies by, as a contiguous fp32 row: w, or 1 + w in fp32 (Gemma2RMSNorm's order).</summary>
@@ -136,5 +120,5 @@ internal sealed class RmsNormFunction : autograd.SingleTensorFunction<RmsNormFun
     }
 
     /// <summary>A contiguous CPU tensor's first element (libtorch's memory: it does not move).</summary>
-    static unsafe T* Ptr<T>(Tensor t) where T : unmanaged => t.numel() == 0 ? null : (T*)Unsafe.AsPointer(ref MemoryMarshal.GetReference(t.bytes));
+    static unsafe T* Ptr<T>(Tensor t) where T : unmanaged => t.numel() == 0 ? null : KernelSupport.Ptr<T>(t);
 }
