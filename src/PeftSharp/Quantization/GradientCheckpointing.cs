@@ -36,7 +36,7 @@ internal static class GradientCheckpointing
     {
         if (!is_grad_enabled()) return layer.Forward(x, ctx);
         if (ctx.Cache is not null) throw new InvalidOperationException("gradient checkpointing cannot run with a KV cache (training has none)");
-        return CheckpointFunction.apply(x, ctx.Cos, ctx.Sin, ctx.Mask!, Anchor, layer, ctx.SlidingMask!);
+        return CheckpointFunction.apply(x, ctx.Cos, ctx.Sin, ctx.Mask!, Anchor, layer, ctx.SlidingMask!, ctx.MaskIsTrailingPadding);
     }
 
     sealed class CheckpointFunction : autograd.SingleTensorFunction<CheckpointFunction>
@@ -47,17 +47,20 @@ internal static class GradientCheckpointing
         {
             var (x, cos, sin, mask, layer) = ((Tensor)vars[0], (Tensor)vars[1], (Tensor)vars[2], vars[3] as Tensor, (DecoderLayer)vars[5]);
             var sliding = vars[6] as Tensor;   // the sliding-window mask, for windowed layers
+            // A right-padded batch's mask lets attention take the causal kernel; the recompute must take it as well.
+            bool trailing = (bool)vars[7];
             // Saved variables hold their own references: cos/sin/masks outlive the forward's dispose scope.
             ctx.save_for_backward([x, cos, sin, mask!, random.get_rng_state(), sliding!]);
             ctx.save_data("layer", layer);
+            ctx.save_data("trailing", trailing);
             // TorchSharp would build zeros for a missing grad from an output-shaped tensor that our dispose scope frees.
             ctx.set_materialize_grads(false);
-            return layer.Forward(x, new ForwardContext { Cos = cos, Sin = sin, Mask = mask, SlidingMask = sliding });
+            return layer.Forward(x, new ForwardContext { Cos = cos, Sin = sin, Mask = mask, SlidingMask = sliding, MaskIsTrailingPadding = trailing });
         }
 
         public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad)
         {
-            if (grad is null || grad.IsInvalid) return [null!, null!, null!, null!, null!, null!, null!];
+            if (grad is null || grad.IsInvalid) return [null!, null!, null!, null!, null!, null!, null!, null!];
             var layer = (DecoderLayer)ctx.get_data("layer");
             using var scope = NewDisposeScope();
             var saved = ctx.get_saved_variables();
@@ -68,12 +71,12 @@ internal static class GradientCheckpointing
             using (enable_grad())
             {
                 input = x.detach().requires_grad_(true);
-                var y = layer.Forward(input, new ForwardContext { Cos = cos, Sin = sin, Mask = mask, SlidingMask = sliding });
+                var y = layer.Forward(input, new ForwardContext { Cos = cos, Sin = sin, Mask = mask, SlidingMask = sliding, MaskIsTrailingPadding = (bool)ctx.get_data("trailing") });
                 autograd.backward([y], [grad]);
             }
             random.set_rng_state(now);
             var gx = input.grad;
-            return [gx is null ? null! : gx.MoveToOuterDisposeScope(), null!, null!, null!, null!, null!, null!];
+            return [gx is null ? null! : gx.MoveToOuterDisposeScope(), null!, null!, null!, null!, null!, null!, null!];
         }
     }
 }

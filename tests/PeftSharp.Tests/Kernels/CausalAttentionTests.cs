@@ -191,19 +191,25 @@ public class CausalAttentionTests
         Assert.Equal(f0, CausalAttention.Calls.Forward);
     }
 
-    /// <summary>Gradient checkpointing recomputes each layer inside backward: the kernel runs there too, to the same bits.</summary>
-    [Fact]
-    public void CheckpointedGradientsAreTheSameBits()
+    /// <summary>
+    /// Gradient checkpointing recomputes each layer inside backward: the kernel runs there too, to the same bits; also for
+    /// a right-padded batch, whose mask the recompute must read as trailing padding as the forward did.
+    /// </summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void CheckpointedGradientsAreTheSameBits(bool rightPadded)
     {
         var dir = RandomModel.Write(RandomModel.LlamaConfig(hidden: 128, layers: 2, heads: 4, kvHeads: 2, vocab: 64));
         using var model = ModelLoader.Load(dir);
         manual_seed(4);
         var adapters = TestLora.Attach(model, zeroB: false);
         using var ids = randint(0, 64, [2, 40]);
+        using var mask = stack([ones(40, ScalarType.Int64), cat([ones(28, ScalarType.Int64), zeros(12, ScalarType.Int64)])]);
         Tensor[] Grads()
         {
             using var scope = NewDisposeScope();
-            var logits = model.Forward(ids);
+            var logits = rightPadded ? model.Forward(ids, attentionMask: mask) : model.Forward(ids);
             nn.functional.cross_entropy(logits.view(-1, 64), ids.view(-1)).backward();
             var grads = adapters.SelectMany(a => new[] { a.A.grad!.clone(), a.B.grad!.clone() }).Select(g => g.DetachFromDisposeScope()).ToArray();
             foreach (var a in adapters) { a.A.grad = null; a.B.grad = null; }
