@@ -154,11 +154,55 @@ internal sealed class ActivationModel
         LogitsInFp32 = true,
     };
 
-    /// <summary>The profile for where the request runs: on CPU (this project's trainer) <see cref="TorchSharpCpuFp32"/> for
-    /// fp32 compute and <see cref="TorchSharpCpuBf16"/> for 16-bit compute, else <see cref="Transformers"/> (PyTorch +
-    /// transformers + PEFT on a GPU).</summary>
+    /// <summary>
+    /// This project's layers in fp32 where its AVX-512 C# kernels run (PeftSharp's Kernels folder: causal attention with
+    /// rotary inside, RMSNorm, SwiGLU, the loss), which keep fewer tensors than libtorch's op chains: the attention output
+    /// is o_proj's input itself (8 hidden-sized tensors, not 9), SwiGLU keeps gate and up but not SiLU's output (3
+    /// intermediate-sized), a trained norm weight's gradient comes from the saved input and row rstd (no normalised
+    /// copy), and the loss keeps each row's logsumexp instead of an [N, V] log-softmax, its backward writing the
+    /// logits' gradient directly (1 fp32 buffer). Measured by bench/plan-vs-measured.sh.
+    /// </summary>
+    public static ActivationModel TorchSharpCpuFp32Kernels { get; } = new()
+    {
+        Name = "torchsharp-cpu-fp32-kernels",
+        PerTokenHidden = 2 * 8,
+        PerTokenIntermediate = 2 * 3,
+        TrainedNormsPerTokenHidden = 0,
+        PerScore = 0,
+        CheckpointPerTokenHidden = 2,
+        LossFp32Buffers = 1,
+    };
+
+    /// <summary>
+    /// <see cref="TorchSharpCpuBf16"/> where the AVX-512 kernels run: the RMSNorm kernel computes in fp32 from the 16-bit
+    /// input it keeps (2 x 2 B per h instead of the fp32 upcasts' 2 x 4 B); the attention kernel keeps what SDPA kept;
+    /// SwiGLU stays on libtorch's ops in 16 bits; the loss kernel on the fp32 logits keeps one fp32 gradient buffer, and
+    /// the head's backward casts it to 16 bits (1.5 fp32 buffers).
+    /// </summary>
+    public static ActivationModel TorchSharpCpuBf16Kernels { get; } = new()
+    {
+        Name = "torchsharp-cpu-bf16-kernels",
+        PerTokenHidden = 2 * 2 + 4 * 2,
+        PerTokenIntermediate = 3 * 2,
+        TrainedNormsPerTokenHidden = 0,
+        PerScore = 0,
+        CheckpointPerTokenHidden = 2,
+        LossFp32Buffers = 1.5,
+        CountsAdapterInputs = true,
+        AdapterInputsInComputeDtype = true,
+        LogitsInFp32 = true,
+    };
+
+    /// <summary>Whether the CPU profiles are the kernels' (this machine has AVX-512F, where PeftSharp's C# kernels run);
+    /// settable for tests.</summary>
+    internal static bool CpuKernels { get; set; } = System.Runtime.Intrinsics.X86.Avx512F.IsSupported;
+
+    /// <summary>The profile for where the request runs: on CPU (this project's trainer) the fp32 or 16-bit profile by
+    /// compute dtype, the kernels' where they run on this machine (<see cref="CpuKernels"/>), else
+    /// <see cref="Transformers"/> (PyTorch + transformers + PEFT on a GPU).</summary>
     public static ActivationModel For(PlanRequest request) => request.Device != DeviceKind.Cpu ? Transformers
-        : request.ResolvedComputeDtype == DType.Fp32 ? TorchSharpCpuFp32 : TorchSharpCpuBf16;
+        : request.ResolvedComputeDtype == DType.Fp32 ? (CpuKernels ? TorchSharpCpuFp32Kernels : TorchSharpCpuFp32)
+        : CpuKernels ? TorchSharpCpuBf16Kernels : TorchSharpCpuBf16;
 
     /// <summary>Activations of one layer, fully stored.</summary>
     /// <remarks><c>linearsKeepInputs</c>: the base Linears keep their inputs without training the norms (QLoRA under

@@ -70,7 +70,7 @@ public sealed record MemoryPlan
     public required long PageableBytes { get; init; }
 
     /// <summary>Which activation profile the plan used: <c>transformers</c> (CUDA), <c>torchsharp-cpu-fp32</c> or
-    /// <c>torchsharp-cpu-bf16</c> (CPU, by compute dtype).</summary>
+    /// <c>torchsharp-cpu-bf16</c> (CPU, by compute dtype; <c>-kernels</c> appended where PeftSharp's AVX-512 kernels run).</summary>
     public string ActivationProfile { get; init; } = "";
 
     /// <summary>What serving the result costs beyond the base model, in words (e.g. "0 merged, +0.26% unmerged").</summary>

@@ -101,6 +101,8 @@ static class PlanOutput
         "transformers" => "tensors HF Llama + PEFT keep on a GPU, counted from the code" + (p.Request.GradientCheckpointing ? "; layer inputs + one layer recomputed" : ""),
         "torchsharp-cpu-fp32" => "tensors this project's layers keep under libtorch CPU autograd (bench/plan-vs-measured.sh)",
         "torchsharp-cpu-bf16" => "tensors this project's layers keep under libtorch CPU autograd with a 16-bit base: fp32 norm upcasts, the 16-bit input of each LoRA module (fp32 for DoRA)",
+        "torchsharp-cpu-fp32-kernels" => "tensors this project's layers keep under libtorch CPU autograd with its AVX-512 kernels (attention, RMSNorm, SwiGLU, loss; bench/plan-vs-measured.sh)",
+        "torchsharp-cpu-bf16-kernels" => "tensors this project's layers keep under libtorch CPU autograd with a 16-bit base and its AVX-512 kernels: 16-bit norm inputs, the 16-bit input of each LoRA module (fp32 for DoRA)",
         _ => "Korthikanti et al. 2022",
     };
 
