@@ -15,25 +15,23 @@ internal sealed class CausalAttention : autograd.SingleTensorFunction<CausalAtte
 {
     public override string Name => "CausalAttention";
 
-    [ThreadStatic] static bool _off;
-    [ThreadStatic] static long _forwardCalls, _backwardCalls, _forwardTicks, _backwardTicks;
+    static readonly KernelUse Use = new();
 
     /// <summary>Kernel forwards / backwards run on this thread (tests assert the fast path ran, benches print them).</summary>
-    internal static (long Forward, long Backward) Calls => (_forwardCalls, _backwardCalls);
+    internal static (long Forward, long Backward) Calls => Use.Calls;
 
     /// <summary>Seconds this thread spent inside the kernel's forward / backward (the attention bench's split of autograd overhead).</summary>
-    internal static (double Forward, double Backward) KernelSeconds =>
-        ((double)_forwardTicks / System.Diagnostics.Stopwatch.Frequency, (double)_backwardTicks / System.Diagnostics.Stopwatch.Frequency);
+    internal static (double Forward, double Backward) KernelSeconds => Use.Seconds;
 
     /// <summary>Until disposed, <see cref="Applies"/> is false on this thread: the SDPA path (the A/B reference of tests and the attention bench).</summary>
-    internal static IDisposable Off() => new KernelSupport.Off(() => _off, v => _off = v);
+    internal static IDisposable Off() => Use.Disable();
 
     /// <summary>
     /// Whether the kernel can take this attention: CPU fp32 or bf16 (bf16 compute: widened to fp32 as rows are packed,
     /// outputs and gradients rounded once) with AVX-512 and head_dim a multiple of 32.
     /// </summary>
     internal static bool Applies(Tensor q, long headDim) =>
-        !_off && q.device_type == DeviceType.CPU && Takes(q.dtype) && CausalAttentionKernel.Supports(headDim);
+        !Use.IsOff && q.device_type == DeviceType.CPU && Takes(q.dtype) && CausalAttentionKernel.Supports(headDim);
 
     /// <summary>The element types the kernel reads and writes.</summary>
     static bool Takes(ScalarType t) => t is ScalarType.Float32 or ScalarType.BFloat16;
@@ -107,8 +105,7 @@ internal sealed class CausalAttention : autograd.SingleTensorFunction<CausalAtte
         var lse = empty([s.Batch, s.Heads, s.T], ScalarType.Float32);
         long start = System.Diagnostics.Stopwatch.GetTimestamp();
         CausalAttentionKernel.Forward(s, Of(q), Of(k), Of(v), RotaryOf(cos, sin), HeadMajor(o), (float*)Data(lse), torch.get_num_threads());
-        _forwardTicks += System.Diagnostics.Stopwatch.GetTimestamp() - start;
-        _forwardCalls++;
+        Use.Forward(start);
         return (o, lse);
     }
 
@@ -123,8 +120,7 @@ internal sealed class CausalAttention : autograd.SingleTensorFunction<CausalAtte
         long start = System.Diagnostics.Stopwatch.GetTimestamp();
         CausalAttentionKernel.Backward(s, Of(q), Of(k), Of(v), RotaryOf(cos, sin), HeadMajor(o), (float*)Data(lse), HeadMajor(dOut),
             HeadMajor(dq), HeadMajor(dk), HeadMajor(dv), torch.get_num_threads());
-        _backwardTicks += System.Diagnostics.Stopwatch.GetTimestamp() - start;
-        _backwardCalls++;
+        Use.Backward(start);
         return (dq.transpose(1, 2), dk.transpose(1, 2), dv.transpose(1, 2));
     }
 

@@ -14,18 +14,17 @@ internal sealed class CrossEntropy : autograd.SingleTensorFunction<CrossEntropy>
 {
     public override string Name => "CrossEntropy";
 
-    [ThreadStatic] static bool _off;
-    [ThreadStatic] static long _forwardCalls, _backwardCalls;
+    static readonly KernelUse Use = new();
 
     /// <summary>Kernel forwards / backwards run on this thread (tests assert the fast path ran).</summary>
-    internal static (long Forward, long Backward) Calls => (_forwardCalls, _backwardCalls);
+    internal static (long Forward, long Backward) Calls => Use.Calls;
 
     /// <summary>Until disposed, <see cref="Applies"/> is false on this thread: libtorch's cross_entropy (tests' and the bench's reference).</summary>
-    internal static IDisposable Off() => new KernelSupport.Off(() => _off, v => _off = v);
+    internal static IDisposable Off() => Use.Disable();
 
     /// <summary>CPU fp32 logits under 2 GiB (a Span's reach) with AVX-512F.</summary>
     internal static bool Applies(Tensor logits) =>
-        !_off && logits.device_type == DeviceType.CPU && logits.dtype == ScalarType.Float32 && CrossEntropyKernel.Supported
+        !Use.IsOff && logits.device_type == DeviceType.CPU && logits.dtype == ScalarType.Float32 && CrossEntropyKernel.Supported
         && logits.numel() < int.MaxValue / sizeof(float);
 
     /// <summary>sum over rows whose target is not -100 of logsumexp(logits[r]) - logits[r, target[r]], as a 0-dim fp32 tensor.</summary>
@@ -66,7 +65,7 @@ internal sealed class CrossEntropy : autograd.SingleTensorFunction<CrossEntropy>
         long rows = logits.shape[0];
         var lse = empty(rows, ScalarType.Float32);
         double sum = CrossEntropyKernel.Forward(Ptr<float>(logits), rows, (int)logits.shape[1], Ptr<long>(targets), Ptr<float>(lse), get_num_threads());
-        _forwardCalls++;
+        Use.Forward();
         return (tensor((float)sum), lse);
     }
 
@@ -74,7 +73,7 @@ internal sealed class CrossEntropy : autograd.SingleTensorFunction<CrossEntropy>
     {
         var d = empty_like(logits);
         CrossEntropyKernel.Backward(Ptr<float>(logits), logits.shape[0], (int)logits.shape[1], Ptr<long>(targets), Ptr<float>(lse), g, Ptr<float>(d), get_num_threads());
-        _backwardCalls++;
+        Use.Backward();
         return d;
     }
 }

@@ -16,22 +16,20 @@ internal sealed class RmsNormFunction : autograd.SingleTensorFunction<RmsNormFun
 {
     public override string Name => "RmsNorm";
 
-    [ThreadStatic] static bool _off;
-    [ThreadStatic] static long _forwardCalls, _backwardCalls, _forwardTicks, _backwardTicks;
+    static readonly KernelUse Use = new();
 
     /// <summary>Kernel forwards / backwards run on this thread (tests assert the fast path ran).</summary>
-    internal static (long Forward, long Backward) Calls => (_forwardCalls, _backwardCalls);
+    internal static (long Forward, long Backward) Calls => Use.Calls;
 
     /// <summary>Seconds this thread spent inside the kernel's forward / backward (the bench's split of the wrapper's cost).</summary>
-    internal static (double Forward, double Backward) KernelSeconds =>
-        ((double)_forwardTicks / System.Diagnostics.Stopwatch.Frequency, (double)_backwardTicks / System.Diagnostics.Stopwatch.Frequency);
+    internal static (double Forward, double Backward) KernelSeconds => Use.Seconds;
 
     /// <summary>Until disposed, <see cref="Applies"/> is false on this thread: the op chain (the A/B reference of tests and the bench).</summary>
-    internal static IDisposable Off() => new KernelSupport.Off(() => _off, v => _off = v);
+    internal static IDisposable Off() => Use.Disable();
 
     /// <summary>Whether the kernel takes this norm: x and weight both fp32 or both bf16 on the CPU, vectors in hardware.</summary>
     internal static bool Applies(Tensor x, Tensor weight) =>
-        !_off && RmsNormKernel.Supported && x.device_type == DeviceType.CPU && weight.device_type == DeviceType.CPU
+        !Use.IsOff && RmsNormKernel.Supported && x.device_type == DeviceType.CPU && weight.device_type == DeviceType.CPU
         && x.dtype == weight.dtype && x.dtype is ScalarType.Float32 or ScalarType.BFloat16;
 
     /// <summary>
@@ -87,8 +85,7 @@ internal sealed class RmsNormFunction : autograd.SingleTensorFunction<RmsNormFun
                     RmsNormKernel.Backward(Ptr<Bf16>(x), Ptr<float>(w), Ptr<float>(rstd), Ptr<Bf16>(g), Ptr<Bf16>(dx), dwp, rows, width, get_num_threads());
             }
             if (dw is not null && (ScalarType)ctx.get_data("dwType") != ScalarType.Float32) dw = dw.to_type((ScalarType)ctx.get_data("dwType"));
-            _backwardTicks += System.Diagnostics.Stopwatch.GetTimestamp() - start;
-            _backwardCalls++;
+            Use.Backward(start);
             ReturnedGradients.Keep(dx);
             if (dw is not null) ReturnedGradients.Keep(dw);
             return [wantDx ? dx : null!, dw!, null!, null!];
@@ -114,8 +111,7 @@ internal sealed class RmsNormFunction : autograd.SingleTensorFunction<RmsNormFun
             RmsNormKernel.Forward(Ptr<F32>(x), Ptr<float>(w), Ptr<F32>(y), rp, rows, width, (float)eps, roundNormed: false, get_num_threads());
         else   // Llama's norm rounds x * rstd to bf16 before the weight; Gemma's multiplies in fp32 and rounds once
             RmsNormKernel.Forward(Ptr<Bf16>(x), Ptr<float>(w), Ptr<Bf16>(y), rp, rows, width, (float)eps, roundNormed: !plusOne, get_num_threads());
-        _forwardTicks += System.Diagnostics.Stopwatch.GetTimestamp() - start;
-        _forwardCalls++;
+        Use.Forward(start);
         return (y, rstd);
     }
 

@@ -14,18 +14,17 @@ internal sealed class SwiGlu : autograd.SingleTensorFunction<SwiGlu>
 {
     public override string Name => "SwiGlu";
 
-    [ThreadStatic] static bool _off;
-    [ThreadStatic] static long _forwardCalls, _backwardCalls;
+    static readonly KernelUse Use = new();
 
     /// <summary>Kernel forwards / backwards run on this thread (tests assert the fast path ran).</summary>
-    internal static (long Forward, long Backward) Calls => (_forwardCalls, _backwardCalls);
+    internal static (long Forward, long Backward) Calls => Use.Calls;
 
     /// <summary>Until disposed, <see cref="Applies"/> is false on this thread: libtorch's ops (the A/B reference of tests and the bench).</summary>
-    internal static IDisposable Off() => new KernelSupport.Off(() => _off, v => _off = v);
+    internal static IDisposable Off() => Use.Disable();
 
     /// <summary>Whether the kernel can take this input (gate, or the fused gate_up): CPU fp32 with AVX-512F, under 2 GiB (a Span's reach).</summary>
     internal static bool Applies(Tensor input) =>
-        !_off && input.device_type == DeviceType.CPU && input.dtype == ScalarType.Float32 && SwiGluKernel.Supported
+        !Use.IsOff && input.device_type == DeviceType.CPU && input.dtype == ScalarType.Float32 && SwiGluKernel.Supported
         && input.numel() < int.MaxValue / sizeof(float);
 
     static SwiGluKernel.Activation Act(bool geluTanh) => geluTanh ? SwiGluKernel.Activation.GeluTanh : SwiGluKernel.Activation.Silu;
@@ -94,7 +93,7 @@ internal sealed class SwiGlu : autograd.SingleTensorFunction<SwiGlu>
         var h = empty(shape, ScalarType.Float32);
         float* g = Ptr<float>(first), u = up is null ? g + cols : Ptr<float>(up);
         SwiGluKernel.Forward(act, g, u, stride, Ptr<float>(h), rows, cols, get_num_threads());
-        _forwardCalls++;
+        Use.Forward();
         return h;
     }
 
@@ -106,7 +105,7 @@ internal sealed class SwiGlu : autograd.SingleTensorFunction<SwiGlu>
         float* g = Ptr<float>(first), u = up is null ? g + cols : Ptr<float>(up);
         float* dg = Ptr<float>(dFirst), du = dUp is null ? dg + cols : Ptr<float>(dUp);
         SwiGluKernel.Backward(act, g, u, stride, Ptr<float>(dOut), dg, du, rows, cols, get_num_threads());
-        _backwardCalls++;
+        Use.Backward();
         return (dFirst, dUp);
     }
 }
