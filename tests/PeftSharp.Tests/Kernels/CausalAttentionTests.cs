@@ -120,8 +120,7 @@ public class CausalAttentionTests
             var logits = model.Forward(ids);
             var loss = nn.functional.cross_entropy(logits.view(-1, 64), ids.view(-1));
             loss.backward();
-            var grads = adapters.SelectMany(a => new[] { a.A.grad!.clone(), a.B.grad!.clone() }).Select(g => g.DetachFromDisposeScope()).ToArray();
-            foreach (var a in adapters) { a.A.grad = null; a.B.grad = null; }
+            var grads = TestLora.TakeGrads(adapters);
             return (loss.item<float>(), grads);
         }
         var (f0, b0) = CausalAttention.Calls;
@@ -161,8 +160,7 @@ public class CausalAttentionTests
             var logits = model.Forward(ids, attentionMask: mask);
             var loss = nn.functional.cross_entropy(logits.view(-1, 64), labels.view(-1), ignore_index: -100);
             loss.backward();
-            var grads = adapters.SelectMany(a => new[] { a.A.grad!.clone(), a.B.grad!.clone() }).Select(g => g.DetachFromDisposeScope()).ToArray();
-            foreach (var a in adapters) { a.A.grad = null; a.B.grad = null; }
+            var grads = TestLora.TakeGrads(adapters);
             return (logits.detach().DetachFromDisposeScope(), loss.item<float>(), grads);
         }
         int runs = CausalAttentionKernel.Supports(32) ? 2 : 0;
@@ -211,8 +209,7 @@ public class CausalAttentionTests
             using var scope = NewDisposeScope();
             var logits = rightPadded ? model.Forward(ids, attentionMask: mask) : model.Forward(ids);
             nn.functional.cross_entropy(logits.view(-1, 64), ids.view(-1)).backward();
-            var grads = adapters.SelectMany(a => new[] { a.A.grad!.clone(), a.B.grad!.clone() }).Select(g => g.DetachFromDisposeScope()).ToArray();
-            foreach (var a in adapters) { a.A.grad = null; a.B.grad = null; }
+            var grads = TestLora.TakeGrads(adapters);
             return grads;
         }
         int perPass = CausalAttentionKernel.Supports(32) ? 2 : 0;

@@ -172,8 +172,7 @@ public class RmsNormTests
             var logits = model.Forward(ids);
             var loss = nn.functional.cross_entropy(logits.view(-1, vocab), ids.view(-1));
             loss.backward();
-            var grads = adapters.SelectMany(a => new[] { a.A.grad!.clone(), a.B.grad!.clone() }).Select(g => g.DetachFromDisposeScope()).ToArray();
-            foreach (var a in adapters) { a.A.grad = null; a.B.grad = null; }
+            var grads = TestLora.TakeGrads(adapters);
             return (loss.item<float>(), grads);
         }
         var (f0, b0) = RmsNormFunction.Calls;

@@ -100,8 +100,7 @@ public class SwiGluTests
             var logits = model.Forward(ids);
             var loss = nn.functional.cross_entropy(logits.view(-1, vocab), ids.view(-1));
             loss.backward();
-            var grads = adapters.SelectMany(a => new[] { a.A.grad!.clone(), a.B.grad!.clone() }).Select(g => g.DetachFromDisposeScope()).ToArray();
-            foreach (var a in adapters) { a.A.grad = null; a.B.grad = null; }
+            var grads = TestLora.TakeGrads(adapters);
             return (loss.item<float>(), grads);
         }
         var (f0, b0) = SwiGlu.Calls;
@@ -132,8 +131,7 @@ public class SwiGluTests
         {
             using var scope = NewDisposeScope();
             nn.functional.cross_entropy(model.Forward(ids).view(-1, 50), ids.view(-1)).backward();
-            var grads = adapters.SelectMany(a => new[] { a.A.grad!.clone(), a.B.grad!.clone() }).Select(g => g.DetachFromDisposeScope()).ToArray();
-            foreach (var a in adapters) { a.A.grad = null; a.B.grad = null; }
+            var grads = TestLora.TakeGrads(adapters);
             return grads;
         }
         int perPass = SwiGluKernel.Supported ? 2 : 0;

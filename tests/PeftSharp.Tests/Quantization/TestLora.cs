@@ -17,6 +17,14 @@ sealed class TestLora : ILinearAdapter
         B = new Parameter((zeroB ? zeros(layer.OutFeatures, r) : randn(layer.OutFeatures, r) * 0.1).DetachFromDisposeScope(), requires_grad: true);
     }
 
+    /// <summary>The adapters' A and B gradients as clones outside any dispose scope, cleared on the adapters for the next step.</summary>
+    public static Tensor[] TakeGrads(IEnumerable<TestLora> adapters)
+    {
+        var grads = adapters.SelectMany(a => new[] { a.A.grad!.clone(), a.B.grad!.clone() }).Select(g => g.DetachFromDisposeScope()).ToArray();
+        foreach (var a in adapters) { a.A.grad = null; a.B.grad = null; }
+        return grads;
+    }
+
     public static List<TestLora> Attach(CausalLM model, bool zeroB)
     {
         var all = new List<TestLora>();
