@@ -13,10 +13,13 @@ public class RunPlanTests
         var plan = RunPlan.For(TestPaths.TinyLlama, new MethodOptions { Method = "lora" }, new TrainerOptions { BatchSize = 3, Device = "cpu" }, 50);
         Assert.Equal(DeviceKind.Cpu, plan.Request.Device);
         Assert.Equal(AttentionKind.Fused, plan.Request.Attention);
-        // tiny-llama: h 64, MLP 176, 2 layers, vocab 260; fp32, 9 hidden- and 4 MLP-sized tensors per layer, 4 logits copies.
+        // tiny-llama: h 64, MLP 176, 2 layers, vocab 260; fp32, 9 hidden- and 4 MLP-sized tensors per layer, 4 logits copies
+        // (where PeftSharp's AVX-512 kernels run: 8 and 3, 2 logits copies).
+        bool k = ActivationModel.CpuKernels;
+        Assert.Equal(k ? ActivationModel.TorchSharpCpuFp32Kernels.Name : ActivationModel.TorchSharpCpuFp32.Name, plan.ActivationProfile);
         long sb = 3 * 50;
-        Assert.Equal(2 * 4 * (9 * sb * 64 + 4 * sb * 176), plan.ActivationsBytes);
-        Assert.Equal(4 * 4 * sb * 260, plan.LogitsBytes);
+        Assert.Equal(2 * 4 * ((k ? 8 : 9) * sb * 64 + (k ? 3 : 4) * sb * 176), plan.ActivationsBytes);
+        Assert.Equal((k ? 2 : 4) * 4 * sb * 260, plan.LogitsBytes);
         Assert.Equal(CpuRuntime.Training().Sum(t => t.Bytes), plan.FrameworkOverheadBytes);
     }
 
@@ -52,8 +55,8 @@ public class RunPlanTests
         var o = new TrainerOptions { BatchSize = 3, MaxSeqLength = 64, Device = "cpu" };
         var plan = RunPlan.For(TestPaths.TinyLlama, m, o, [Row(20), Row(50)]);
         Assert.Equal(50, plan.Request.SequenceLength);
-        // The logits cover the 50 tokens of the longest row and the 5 virtual ones: 4 fp32 copies, vocab 260.
-        Assert.Equal(4 * 4 * 3 * (50 + 5) * 260, plan.LogitsBytes);
+        // The logits cover the 50 tokens of the longest row and the 5 virtual ones: 4 fp32 copies (2 with the loss kernel), vocab 260.
+        Assert.Equal((ActivationModel.CpuKernels ? 2 : 4) * 4 * 3 * (50 + 5) * 260, plan.LogitsBytes);
         // Capped at the run's maximum length.
         Assert.Equal(64, RunPlan.For(TestPaths.TinyLlama, m, o, [Row(70)]).Request.SequenceLength);
     }
