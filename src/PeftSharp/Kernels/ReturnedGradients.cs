@@ -8,12 +8,16 @@ namespace PeftSharp.Kernels;
 /// the incoming gradient and of the returned ones would join that scope and keep the tensors alive until the step ends
 /// (activation-sized tensors per layer, where native autograd frees each as soon as the next node has used it). So a
 /// backward disposes its incoming gradient once used and hands its results to <see cref="Keep"/>; they are disposed at
-/// the next custom backward on this thread (<see cref="Release"/>, called first by every one): by then libtorch's
-/// engine has taken its own references to an earlier node's outputs.
+/// the next custom backward on this thread (<see cref="Release"/>, called first by every one; the trainers call it after
+/// each backward too, so the loss's [N, V] gradient does not live through the optimizer step and the next forward): by
+/// then libtorch's engine has taken its own references to an earlier node's outputs.
 /// </summary>
 internal static class ReturnedGradients
 {
     [ThreadStatic] static List<Tensor>? _held;
+
+    /// <summary>Gradients held on this thread now.</summary>
+    internal static int Held => _held?.Count ?? 0;
 
     /// <summary>Disposes the wrappers earlier backwards on this thread returned.</summary>
     public static void Release()

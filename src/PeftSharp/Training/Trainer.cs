@@ -139,6 +139,8 @@ internal sealed class Trainer
             var logits = _method.Forward(_model, batch.InputIds, batch.AttentionMask);
             var loss = CausalLmLoss.Sum(logits, batch.Labels) / targets;
             loss.backward();
+            // Our kernels' autograd functions hold what they returned until the next custom backward; free it now.
+            Kernels.ReturnedGradients.Release();
             lossSum += loss.item<float>();
             tokens += batch.Tokens;
         }

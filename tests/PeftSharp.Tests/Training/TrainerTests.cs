@@ -52,6 +52,20 @@ public class TrainerTests
         Assert.Equal(RunRecords.Losses(Path.Combine(dir, "a")), RunRecords.Losses(Path.Combine(dir, "b"))); // step 4 of the dead run was dropped
     }
 
+    /// <summary>
+    /// The kernels' autograd functions (the loss's among them) hold the gradients they return until the next custom
+    /// backward; the trainer releases them after each backward, so the loss's [N, V] gradient does not live through the
+    /// optimizer step and the next forward.
+    /// </summary>
+    [Fact]
+    public void KernelGradientsAreReleasedAfterEachBackward()
+    {
+        string dir = TestPaths.TempDir(), train = ReversalTask.Write(dir, 8);
+        var held = new List<int>();
+        Run(Options(Path.Combine(dir, "run")) with { MaxSteps = 2 }, train, onStep: _ => held.Add(PeftSharp.Kernels.ReturnedGradients.Held));
+        Assert.Equal([0, 0], held);
+    }
+
     [Fact]
     public void GradientAccumulationMatchesOneLargerBatch()
     {

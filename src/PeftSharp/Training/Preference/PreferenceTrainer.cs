@@ -126,6 +126,8 @@ internal sealed class PreferenceTrainer
                 : null;
             var loss = _objective.Loss(_model, _method, pairs, PadId, stepPairs, chosenTokens, metrics, pre);
             loss.backward();
+            // Our kernels' autograd functions hold what they returned until the next custom backward; free it now.
+            Kernels.ReturnedGradients.Release();
             lossSum += loss.item<float>();
         }
         double norm;
