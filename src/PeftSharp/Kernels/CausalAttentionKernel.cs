@@ -218,12 +218,11 @@ internal static unsafe class CausalAttentionKernel
     /// <summary>16 elements from <paramref name="row"/> + j as fp32: a bf16 is the top half of its fp32 (widening is exact).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     static Vector512<float> Load(byte* row, int j, bool bf16) => bf16
-        ? Vector512.ShiftLeft(Avx512F.ConvertToVector512Int32(Vector256.Load((ushort*)row + j)), 16).AsSingle()
+        ? VectorMath.WidenBf16((ushort*)row + j)
         : Avx512F.LoadVector512((float*)row + j);
 
     /// <summary>
-    /// Rows [t0, t0 + n) of a bf16 operand from fp32 [n, D] rows: round-to-nearest-even (NaN stays a quiet NaN), as
-    /// libtorch converts (Quantization/Nf4Kernel rounds the same way).
+    /// Rows [t0, t0 + n) of a bf16 operand from fp32 [n, D] rows, rounded as libtorch converts (<see cref="VectorMath.Bf16Bits(Vector512{float})"/>).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void StoreRounded(float* src, Operand dst, int b, int head, int t0, int n, int d)
@@ -231,14 +230,7 @@ internal static unsafe class CausalAttentionKernel
         for (int r = 0; r < n; r++)
         {
             ushort* o = (ushort*)dst.At(b, head, t0 + r);
-            for (int j = 0; j < d; j += 16)
-            {
-                var f = Avx512F.LoadVector512(src + (long)r * d + j);
-                var u = f.AsInt32();
-                var rounded = Vector512.ShiftRightLogical(u + Vector512.Create(0x7FFF) + (Vector512.ShiftRightLogical(u, 16) & Vector512.Create(1)), 16);
-                rounded = Vector512.ConditionalSelect(Vector512.Equals(f, f).AsInt32(), rounded, Vector512.Create(0x7FC0));
-                Avx512F.ConvertToVector256UInt16(rounded.AsUInt32()).Store(o + j);
-            }
+            for (int j = 0; j < d; j += 16) VectorMath.StoreBf16(o + j, Avx512F.LoadVector512(src + (long)r * d + j));
         }
     }
 

@@ -169,34 +169,16 @@ internal readonly struct F32 : IElement<F32>
     public static float Round(float v) => v;
 }
 
-/// <summary>bf16 elements: the top 16 bits of an fp32; stored rounded to nearest even, as libtorch casts.</summary>
+/// <summary>bf16 elements: the top 16 bits of an fp32; stored rounded to nearest even, as libtorch casts (<see cref="VectorMath.Bf16Bits(Vector512{float})"/>).</summary>
 internal readonly struct Bf16 : IElement<Bf16>
 {
 #pragma warning disable CS0169   // never read: it gives the struct its element's size, so Bf16* steps 2 bytes
     readonly ushort _v;
 #pragma warning restore CS0169
-    public static unsafe Vector512<float> Load(Bf16* p) =>
-        Vector512.ShiftLeft(Avx512F.ConvertToVector512UInt32(Vector256.Load((ushort*)p)), 16).AsSingle();
-    public static unsafe void Store(Bf16* p, Vector512<float> v) => Avx512F.ConvertToVector256UInt16(Nearest(v) >> 16).Store((ushort*)p);
+    public static unsafe Vector512<float> Load(Bf16* p) => VectorMath.WidenBf16((ushort*)p);
+    public static unsafe void Store(Bf16* p, Vector512<float> v) => VectorMath.StoreBf16((ushort*)p, v);
     public static unsafe float Get(Bf16* p) => BitConverter.Int32BitsToSingle(*(ushort*)p << 16);
-    public static unsafe void Set(Bf16* p, float v) => *(ushort*)p = (ushort)(Nearest(v) >> 16);
-    public static Vector512<float> Round(Vector512<float> v) => (Nearest(v) & Vector512.Create(0xFFFF0000u)).AsSingle();
-    public static float Round(float v) => BitConverter.UInt32BitsToSingle(Nearest(v) & 0xFFFF0000u);
-
-    /// <summary>
-    /// The fp32 bits rounded to nearest even at bit 16 (the bf16 in the upper half); a NaN stays a quiet NaN (the
-    /// rounding carry could turn one into an infinity or a zero).
-    /// </summary>
-    static Vector512<uint> Nearest(Vector512<float> v)
-    {
-        var bits = v.AsUInt32();
-        var rounded = bits + Vector512.Create(0x7FFFu) + ((bits >> 16) & Vector512<uint>.One);
-        return Vector512.ConditionalSelect(Vector512.Equals(v, v).AsUInt32(), rounded, bits | Vector512.Create(0x00400000u));
-    }
-
-    static uint Nearest(float v)
-    {
-        uint bits = BitConverter.SingleToUInt32Bits(v);
-        return float.IsNaN(v) ? bits | 0x00400000u : bits + 0x7FFFu + ((bits >> 16) & 1);
-    }
+    public static unsafe void Set(Bf16* p, float v) => *(ushort*)p = VectorMath.Bf16Bits(v);
+    public static Vector512<float> Round(Vector512<float> v) => (VectorMath.Bf16Bits(v) << 16).AsSingle();
+    public static float Round(float v) => BitConverter.UInt32BitsToSingle((uint)VectorMath.Bf16Bits(v) << 16);
 }

@@ -45,4 +45,32 @@ internal static class VectorMath
         var r = Avx512F.Reciprocal14(d);
         return Avx512F.FusedMultiplyAdd(r, Avx512F.FusedMultiplyAddNegated(d, r, Vector512<float>.One), r);
     }
+
+    /// <summary>16 bf16 values at <paramref name="p"/> as fp32: a bf16 is the top half of its fp32 (widening is exact).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static unsafe Vector512<float> WidenBf16(ushort* p) =>
+        Vector512.ShiftLeft(Avx512F.ConvertToVector512UInt32(Vector256.Load(p)), 16).AsSingle();
+
+    /// <summary>
+    /// fp32 -> bf16 bits in the low half of each lane, rounded to nearest even as libtorch converts (c10::BFloat16): a
+    /// NaN becomes the quiet NaN 0x7FC0 (the rounding carry could turn it into an infinity or a zero).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<uint> Bf16Bits(Vector512<float> f)
+    {
+        var u = f.AsUInt32();
+        var rounded = (u + Vector512.Create(0x7FFFu) + ((u >> 16) & Vector512<uint>.One)) >> 16;
+        return Vector512.ConditionalSelect(Vector512.Equals(f, f).AsUInt32(), rounded, Vector512.Create(0x7FC0u));
+    }
+
+    /// <summary>One fp32 -> bf16 bits, as <see cref="Bf16Bits(Vector512{float})"/>.</summary>
+    public static ushort Bf16Bits(float f)
+    {
+        uint u = BitConverter.SingleToUInt32Bits(f);
+        return float.IsNaN(f) ? (ushort)0x7FC0 : (ushort)((u + 0x7FFF + ((u >> 16) & 1)) >> 16);
+    }
+
+    /// <summary>16 fp32 values rounded to bf16 and stored at <paramref name="p"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static unsafe void StoreBf16(ushort* p, Vector512<float> f) => Avx512F.ConvertToVector256UInt16(Bf16Bits(f)).Store(p);
 }

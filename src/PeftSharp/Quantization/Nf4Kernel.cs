@@ -92,13 +92,6 @@ internal static unsafe class Nf4Kernel
         else RunHalf(pb, absmax + from, code, (ushort*)dst, count, blockSize, dtype == ScalarType.BFloat16);
     }
 
-    /// <summary>Round-to-nearest-even, as torch converts float32 to bfloat16 (NaN stays a quiet NaN).</summary>
-    static ushort ToBFloat16(float f)
-    {
-        uint u = BitConverter.SingleToUInt32Bits(f);
-        if (float.IsNaN(f)) return 0x7FC0;
-        return (ushort)((u + 0x7FFF + ((u >> 16) & 1)) >> 16);
-    }
 
     static void Run(byte* p, float* absmax, float* code, float* o, long n, int blockSize)
     {
@@ -180,10 +173,7 @@ internal static unsafe class Nf4Kernel
             Vector512<int> t;
             if (bf16)
             {
-                var f = Avx512F.Multiply(c, Vector512.Create(s));
-                var u = f.AsInt32();
-                var r = Vector512.ShiftRightLogical(u + Vector512.Create(0x7FFF) + (Vector512.ShiftRightLogical(u, 16) & Vector512.Create(1)), 16);
-                t = Vector512.ConditionalSelect(Vector512.Equals(f, f).AsInt32(), r, Vector512.Create(0x7FC0));
+                t = Kernels.VectorMath.Bf16Bits(Avx512F.Multiply(c, Vector512.Create(s))).AsInt32();
             }
             else
             {
@@ -240,7 +230,7 @@ internal static unsafe class Nf4Kernel
             ushort* ob = o + b * blockSize;
             if (!simd)
             {
-                for (int k = 0; k < 16; k++) table[k] = bf16 ? ToBFloat16(code[k] * s) : BitConverter.HalfToUInt16Bits((Half)(code[k] * s));
+                for (int k = 0; k < 16; k++) table[k] = bf16 ? Kernels.VectorMath.Bf16Bits(code[k] * s) : BitConverter.HalfToUInt16Bits((Half)(code[k] * s));
                 for (int j = 0; j < half; j++) { ob[2 * j] = (ushort)table[pb[j] >> 4]; ob[2 * j + 1] = (ushort)table[pb[j] & 15]; }
                 continue;
             }
