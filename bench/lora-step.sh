@@ -7,6 +7,9 @@
 # and each process's peak resident set (VmHWM, from /usr/bin/time's maxrss: model build + warmup + steps).
 # BASELINE_BIN=<folder with another build's PeftSharp.Bench.dll> adds a fourth column (e.g. the previous commit, built
 # from `git archive` into /tmp) and prints ours/baseline from the same alternated rounds: before/after figures.
+# A fourth side, "peftsharp-stock-mkl", is ours with PEFTSHARP_MKL_INTEL_PATH=0: MKL's generic code path for non-Intel
+# CPUs, the one every plain libtorch process (the naive step's too) runs on AMD. It shows what Kernels/MklCodePath buys,
+# and its in-process matmul is the stock-libtorch denominator: the naive step's utilisation and ours against stock.
 # PROFILE=1 also prints one `lora-step --profile` run (where the step's time goes).
 # STEPS / WARMUP (default 5 / 2) set the timed and untimed steps per run (fewer keep a loaded box's run short).
 # Extra arguments go to all sides (e.g. --targets q_proj,k_proj,v_proj,o_proj --r 16).
@@ -38,22 +41,23 @@ rss="$(mktemp)"; trap 'rm -f "$rss"' EXIT
 # Runs a command, prints its stdout's last line with "peak_rss_kib" (the process's VmHWM) added.
 measured() { local out; out="$(/usr/bin/time -f %M -o "$rss" "$@" | tail -n 1)"; jq -c --argjson k "$(tail -n 1 "$rss")" '. + {peak_rss_kib: $k}' <<<"$out"; }
 echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | xargs); $(nproc) cores; load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
-ours=() theirs=() naive=() peer_mm=() baseline=()
+ours=() theirs=() naive=() peer_mm=() baseline=() stock=()
 for ((i = 0; i < rounds; i++)); do
   ours+=("$(measured dotnet "$bench_bin/PeftSharp.Bench.dll" lora-step "${args[@]}")")
   # Right after ours: its utilisation is taken against ours' in-process matmul (the same libtorch) of this round.
+  stock+=("$(PEFTSHARP_MKL_INTEL_PATH=0 measured dotnet "$bench_bin/PeftSharp.Bench.dll" lora-step "${args[@]}")")
   naive+=("$(measured dotnet "$naive_dll" --mode train "${args[@]}")")
   theirs+=("$(measured /usr/bin/python3 "$peer" --mode train "${args[@]}")")
   peer_mm+=("$(/usr/bin/python3 -c "$mm" "$threads")")
   if [[ -n "${BASELINE_BIN:-}" ]]; then baseline+=("$(measured dotnet "$BASELINE_BIN/PeftSharp.Bench.dll" lora-step "${args[@]}")"); fi
-  echo "round $((i + 1)): peftsharp $(jq -r .tokens_per_s <<<"${ours[-1]}") tok/s, pytorch $(jq -r .tokens_per_s <<<"${theirs[-1]}"), torchsharp-naive $(jq -r .tokens_per_s <<<"${naive[-1]}")" >&2
+  echo "round $((i + 1)): peftsharp $(jq -r .tokens_per_s <<<"${ours[-1]}") tok/s, pytorch $(jq -r .tokens_per_s <<<"${theirs[-1]}"), torchsharp-naive $(jq -r .tokens_per_s <<<"${naive[-1]}"), peftsharp-stock-mkl $(jq -r .tokens_per_s <<<"${stock[-1]}")" >&2
 done
 flags="$(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -E '^(avx2|fma|avx512f|avx512_bf16|avx512_vnni|amx_bf16|amx_tile)$' | paste -sd, -)"
-python3 - "$(IFS=,; echo "${peer_mm[*]}")" "$flags" "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | xargs)" "$(nproc)" "$(cut -d' ' -f1 /proc/loadavg)" "$rounds" "${ours[@]}" "${theirs[@]}" "${naive[@]}" ${baseline[@]+"${baseline[@]}"} <<'PY'
+python3 - "$(IFS=,; echo "${peer_mm[*]}")" "$flags" "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | xargs)" "$(nproc)" "$(cut -d' ' -f1 /proc/loadavg)" "$rounds" "${ours[@]}" "${theirs[@]}" "${naive[@]}" "${stock[@]}" ${baseline[@]+"${baseline[@]}"} <<'PY'
 import json, statistics, sys
 peer_mm = [float(x) for x in sys.argv[1].split(",")]; flags, cpu, cores, load = sys.argv[2:6]; n = int(sys.argv[6])
 runs = [json.loads(s) for s in sys.argv[7:]]
-ours, theirs, naive, baseline = runs[:n], runs[n:2 * n], runs[2 * n:3 * n], runs[3 * n:]
+ours, theirs, naive, stock, baseline = runs[:n], runs[n:2 * n], runs[2 * n:3 * n], runs[3 * n:4 * n], runs[4 * n:]
 for other in (theirs, naive):
     assert ours[0]["total_params"] == other[0]["total_params"] and ours[0]["trainable_params"] == other[0]["trainable_params"], (ours[0], other[0])
 o, med = ours[0], statistics.median
@@ -63,18 +67,24 @@ print(f"cpu: {cpu}; {cores} cores; flags {flags}; {o['threads']} torch threads; 
 print(f"FLOPs: {o['flop_formula']}")
 print(f"step = {gflop} GFLOP for {tokens} tokens; {o['total_params']:,} params, {o['trainable_params']:,} trainable, {n} alternating rounds")
 print(f"peftsharp:        median {tps(ours):.1f} tok/s = {gflop * tps(ours) / tokens:.1f} GFLOP/s; 2048^3 fp32 matmul {med(x['matmul_gflops'] for x in ours):.1f} GFLOP/s; "
-      f"utilisation {med(x['utilisation'] for x in ours):.1%} (median per step)")
+      f"utilisation {med(x['utilisation'] for x in ours):.1%} (median per step); {o.get('mkl', '?')}")
+stock_util = [gflop * x["tokens_per_s"] / tokens / y["matmul_gflops"] for x, y in zip(ours, stock)]
+print(f"                  against stock libtorch's 2048^3 matmul (the stock-mkl run's, same round): utilisation {med(stock_util):.1%}")
+print(f"peftsharp-stock-mkl: median {tps(stock):.1f} tok/s = {gflop * tps(stock) / tokens:.1f} GFLOP/s; 2048^3 fp32 matmul {med(x['matmul_gflops'] for x in stock):.1f} GFLOP/s; "
+      f"utilisation {med(x['utilisation'] for x in stock):.1%}; {stock[0].get('mkl', '?')}")
 peer_util = [gflop * t["tokens_per_s"] / tokens / m for t, m in zip(theirs, peer_mm)]
 print(f"pytorch 1.13:     median {tps(theirs):.1f} tok/s = {gflop * tps(theirs) / tokens:.1f} GFLOP/s; 2048^3 fp32 matmul {med(peer_mm):.1f} GFLOP/s; "
       f"utilisation {med(peer_util):.1%} (median per round)")
-naive_util = [gflop * x["tokens_per_s"] / tokens / y["matmul_gflops"] for x, y in zip(naive, ours)]
+naive_util = [gflop * x["tokens_per_s"] / tokens / y["matmul_gflops"] for x, y in zip(naive, stock)]
 print(f"torchsharp-naive: median {tps(naive):.1f} tok/s = {gflop * tps(naive) / tokens:.1f} GFLOP/s; "
-      f"utilisation {med(naive_util):.1%} (against ours' in-process matmul of the same round, run just before: same libtorch)")
+      f"utilisation {med(naive_util):.1%} (against the stock-mkl run's in-process matmul of the same round, run just before: same libtorch, same MKL path)")
 def ratio(name, num, den):
     rs = [a["tokens_per_s"] / b["tokens_per_s"] for a, b in zip(num, den)]
     print(f"LoRA step tokens/s ratio {name} = {med(rs):.3f} (per round: {', '.join(f'{r:.3f}' for r in rs)})")
 ratio("peftsharp/pytorch", ours, theirs)
 ratio("peftsharp/torchsharp-naive", ours, naive)
+ratio("peftsharp-stock-mkl/torchsharp-naive", stock, naive)
+ratio("peftsharp/peftsharp-stock-mkl", ours, stock)
 if baseline:
     print(f"baseline build: median {tps(baseline):.1f} tok/s, utilisation {med(x['utilisation'] for x in baseline):.1%}")
     ratio("baseline/torchsharp-naive", baseline, naive)

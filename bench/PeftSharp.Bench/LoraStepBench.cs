@@ -61,6 +61,7 @@ public sealed class LoraStepBench : IBench
             tokens_per_s = Math.Round(batch * seq / med, 1), tokens_per_step = batch * seq, trainable_params = trainable, total_params = model.ParameterCount() + trainable,
             loss = Math.Round(loss, 4), step_gflop = Math.Round(flops / 1e9, 2), achieved_gflops = Math.Round(flops / med / 1e9, 1),
             matmul_gflops = Math.Round(BenchStats.Median(mmRates), 1), utilisation = Math.Round(BenchStats.Median(utilisation), 3), min_step_s = Math.Round(times.Min(), 4), flop_formula = StepFlops.Formula,
+            mkl = PeftSharp.Kernels.MklCodePath.Description,
         }, Json));
         return 0;
     }

@@ -63,9 +63,13 @@ public class ModelSettings : CommandSettings
         return ModelLoader.Load(Model, new LoadOptions { Dtype = SafeTensorDtype.ParseComputeDtype(Dtype), Device = ResolveDevice() });
     }
 
-    /// <summary>--threads: libtorch's intra-op thread count for this process (null leaves libtorch's default).</summary>
+    /// <summary>
+    /// --threads: libtorch's intra-op thread count for this process (null leaves libtorch's default); also where every
+    /// command that runs the model settles MKL's code path, before its first matmul (Kernels/MklCodePath).
+    /// </summary>
     public static void ApplyThreads(int? threads)
     {
+        PeftSharp.Kernels.MklCodePath.Ensure();
         if (threads is int n) set_num_threads(n);
     }
 }

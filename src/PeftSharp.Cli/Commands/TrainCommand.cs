@@ -40,6 +40,7 @@ public sealed class TrainCommand : Command<TrainSettings>
         var compute = s.Compute();
         s.ComputeDtype = compute.Name;   // train-options.json keeps what ran, so a resume computes in the same dtype
         AnsiConsole.MarkupLineInterpolated($"[bold]compute[/] {compute.Name} ({compute.Reason})");
+        AnsiConsole.MarkupLineInterpolated($"[bold]cpu matmul[/] {PeftSharp.Kernels.MklCodePath.Description}");
         if (s.IsPreference) return PreferenceTrain.Execute(context, s, cancellationToken, runtimeBytes);
         string outDir = s.OutDir();
         var methodOptions = s.MethodOptions();

@@ -60,6 +60,7 @@ public sealed class CausalLM : nn.Module<Tensor, Tensor>
 
     internal CausalLM(ModelConfig config, ScalarType dtype = ScalarType.Float32, Func<string, bool>? quantized = null) : base("CausalLM")
     {
+        Kernels.MklCodePath.Ensure();   // before this process's first matmul: MKL fixes its code path then
         Config = config;
         Dtype = dtype;
         Rope = new Rope(config);

@@ -108,7 +108,7 @@ internal sealed record MatmulProbe(double Fp32Gflops, double Bf16Gflops, string 
         var flags = Bf16Flags();
         string isa = string.Concat(IsaCaps.Select(v => Environment.GetEnvironmentVariable(v) is { Length: > 0 } x ? $", {v}={x}" : ""));
         return $"{CpuModel()} [{(flags.Count > 0 ? string.Join(' ', flags) : "no bf16 flags")}], {get_num_threads()} threads, " +
-               $"TorchSharp {typeof(TorchSharp.torch).Assembly.GetName().Version}{isa}";
+               $"TorchSharp {typeof(TorchSharp.torch).Assembly.GetName().Version}{isa}{(Kernels.MklCodePath.Applied ? ", MKL Intel path" : "")}";
     }
 
     /// <summary>Environment variables that cap the instruction set libtorch's CPU kernels use.</summary>
@@ -117,6 +117,7 @@ internal sealed record MatmulProbe(double Fp32Gflops, double Bf16Gflops, string 
     /// <summary>Alternates fp32 and bf16 rounds (load drift hits both alike) and keeps each side's median.</summary>
     public static MatmulProbe Measure(int rounds = 7, int perRound = 8)
     {
+        Kernels.MklCodePath.Ensure();   // the fp32 side measures the code path the run will use
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
         var a = randn(Size, Size);

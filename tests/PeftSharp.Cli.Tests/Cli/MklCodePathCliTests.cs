@@ -1,0 +1,48 @@
+using System.Diagnostics;
+using System.Runtime.Intrinsics.X86;
+
+namespace PeftSharp.Tests.Cli;
+
+/// <summary>
+/// `peft train` in a fresh process (MKL settles its code path once per process, at its first matmul): on an AMD CPU it
+/// says it runs MKL's Intel code path, and PEFTSHARP_MKL_INTEL_PATH=0 keeps MKL's generic one and says so.
+/// </summary>
+public class MklCodePathCliTests
+{
+    [Fact]
+    public void TrainSaysWhichMklCodePathRunsAndTheSwitchCanBeTurnedOff()
+    {
+        string dir = TestPaths.TempDir(), data = ReversalTask.Write(dir, 8);
+        bool amd = X86Base.IsSupported && X86Base.CpuId(0, 0).Ebx == 0x68747541;   // "Auth"(enticAMD)
+
+        string on = Train(dir, data, "on", null);
+        string off = Train(dir, data, "off", "0");
+        if (!amd)
+        {
+            Assert.Contains("cpu matmul MKL's own code path (not an AMD x86 CPU)", on);
+            return;
+        }
+        if (!OperatingSystem.IsLinux()) return;
+        Assert.Contains("cpu matmul MKL's Intel code path on this AMD CPU", on);
+        Assert.Contains("cpu matmul MKL's generic code path for non-Intel CPUs (PEFTSHARP_MKL_INTEL_PATH=0)", off);
+    }
+
+    /// <summary>One 1-step run of the peft apphost beside this test assembly; its stdout.</summary>
+    static string Train(string dir, string data, string name, string? env)
+    {
+        var psi = new ProcessStartInfo(Path.Combine(AppContext.BaseDirectory, OperatingSystem.IsWindows() ? "peft.exe" : "peft"))
+        { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (var a in new[] { "train", "--model", TestPaths.TinyLlama, "--data", data, "--out", Path.Combine(dir, name), "--steps", "1",
+                                  "--batch", "2", "--max-seq", "32", "--method", "lora", "--targets", "q_proj", "--rank", "2", "--threads", "1" })
+            psi.ArgumentList.Add(a);
+        psi.Environment["PEFTSHARP_MKL_INTEL_PATH"] = env;
+        psi.Environment["NO_COLOR"] = "1";
+        using var p = Process.Start(psi)!;
+        var stderr = p.StandardError.ReadToEndAsync();
+        string stdout = p.StandardOutput.ReadToEnd();
+        p.WaitForExit();
+        Assert.True(p.ExitCode == 0, $"exit {p.ExitCode}: {stderr.Result}");
+        // Without ANSI styling, and with the console's line wrapping undone.
+        return System.Text.RegularExpressions.Regex.Replace(System.Text.RegularExpressions.Regex.Replace(stdout, @"\e\[[0-9;]*m", ""), @"\s+", " ");
+    }
+}
