@@ -46,12 +46,25 @@ internal static unsafe partial class MklCodePath
         if (torchCpu == 0 || !NativeLibrary.TryGetExport(torchCpu, "mkl_serv_intel_cpu_true", out var f))
             return (false, "libtorch's own BLAS (no MKL vendor check found in libtorch_cpu)");
         var check = (delegate* unmanaged[Cdecl]<int>)f;
-        if (check() != 0) return (true, "MKL's Intel code path (MKL already treats this CPU as Intel)");
+        if (check() != 0) return Branch(torchCpu, "MKL's Intel code path (MKL already treats this CPU as Intel)");
         if (!Overwrite((byte*)f, [0xB8, 0x01, 0x00, 0x00, 0x00, 0xC3], out string why))   // mov eax, 1; ret
             return (false, $"MKL's generic code path for non-Intel CPUs (could not switch: {why})");
-        return check() == 1
-            ? (true, $"MKL's Intel code path on this AMD CPU (its vendor check answered as for Intel; {EnvironmentVariable}=0 keeps the generic path)")
-            : (false, "MKL's generic code path for non-Intel CPUs (the switch did not take)");
+        if (check() != 1) return (false, "MKL's generic code path for non-Intel CPUs (the switch did not take)");
+        return Branch(torchCpu, $"MKL's Intel code path on this AMD CPU (its vendor check answered as for Intel; {EnvironmentVariable}=0 keeps the generic path)");
+    }
+
+    /// <summary>
+    /// Asks MKL which code branch it runs (<c>mkl_serv_cpu_detect</c>: chosen once, at the first call or GEMM, then cached;
+    /// 0 is the generic branch it takes on AMD, 7 the AVX-512 one it takes here after the switch). 0 after the switch means
+    /// a matmul ran before it: the process keeps the generic path, and says so rather than claim the switch.
+    /// </summary>
+    static (bool, string) Branch(nint torchCpu, string description)
+    {
+        if (!NativeLibrary.TryGetExport(torchCpu, "mkl_serv_cpu_detect", out var f)) return (true, description);
+        int branch = ((delegate* unmanaged[Cdecl]<int>)f)();
+        return branch != 0
+            ? (true, description)
+            : (false, "MKL's generic code path for non-Intel CPUs (a matmul ran in this process before the switch: MKL had already chosen)");
     }
 
     /// <summary>cpuid leaf 0's vendor string is AuthenticAMD (ebx, edx, ecx).</summary>

@@ -36,6 +36,9 @@ public unsafe partial class MklCodePathTests
         Assert.True(MklCodePath.Applied, MklCodePath.Description);
         Assert.Contains("Intel code path", MklCodePath.Description);
         Assert.Equal(1, ((delegate* unmanaged[Cdecl]<int>)check)());
+        // MKL's cached branch is not its generic one (0): the switch came before this process's first GEMM.
+        Assert.True(NativeLibrary.TryGetExport(dlopen("libtorch_cpu.so", 1 | 4), "mkl_serv_cpu_detect", out var detect));
+        Assert.NotEqual(0, ((delegate* unmanaged[Cdecl]<int>)detect)());
     }
 
     [Theory]
