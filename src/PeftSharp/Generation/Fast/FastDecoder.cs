@@ -1,4 +1,3 @@
-using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using PeftSharp.Models;
 using static TorchSharp.torch;
@@ -260,7 +259,7 @@ internal sealed unsafe class FastDecoder : IDisposable
         return p;
     }
 
-    static float* Ptr(Tensor? t) => t is null ? null : (float*)Unsafe.AsPointer(ref MemoryMarshal.GetReference(t.bytes));
+    static float* Ptr(Tensor? t) => t is null ? null : Kernels.KernelSupport.Ptr<float>(t);
 
     public void Dispose()
     {

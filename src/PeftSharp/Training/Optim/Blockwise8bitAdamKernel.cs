@@ -1,4 +1,3 @@
-using System.Runtime.InteropServices;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -113,9 +112,6 @@ internal static unsafe class Blockwise8bitAdamKernel
             throw new NotSupportedException($"8-bit AdamW runs on CPU {dtype} {what}s; got {t.device_type} {t.dtype}");
     }
 
-    static T* Ptr<T>(Tensor t) where T : unmanaged
-    {
-        if (!t.is_contiguous()) throw new ArgumentException("8-bit AdamW needs contiguous tensors");
-        return (T*)System.Runtime.CompilerServices.Unsafe.AsPointer(ref MemoryMarshal.GetReference(t.bytes));
-    }
+    static T* Ptr<T>(Tensor t) where T : unmanaged =>
+        t.is_contiguous() ? Kernels.KernelSupport.Ptr<T>(t) : throw new ArgumentException("8-bit AdamW needs contiguous tensors");
 }
