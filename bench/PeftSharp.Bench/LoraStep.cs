@@ -90,6 +90,35 @@ public static class StepFlops
         return 4 * n * frozen + 6 * n * lora + 12.0 * batch * seq * seq * dq * c.NumLayers;
     }
 
+    /// <summary>
+    /// The step's frozen matmuls alone, in its shapes and layouts: for every base Linear (lm_head included) its forward
+    /// x W^T and its backward's input gradient g W, one after another as a step runs them (the weights from memory, not
+    /// one hot pair in cache), median GFLOP/s over <paramref name="passes"/> passes. A ceiling for this step: a step that
+    /// did nothing but these matmuls would run at this rate, whatever the 2048^3 matmul reaches.
+    /// </summary>
+    internal static double FrozenGemmGflops(CausalLM model, long tokens, int passes = 5)
+    {
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        var weights = model.Linears().Where(l => l.weight is not null).Select(l => (Tensor)l.weight!).ToList();
+        if (model.lm_head is null) weights.Add(model.model.embed_tokens.weight);
+        var xs = weights.Select(w => w.shape[1]).Distinct().ToDictionary(d => d, d => randn(tokens, d));
+        var gs = weights.Select(w => w.shape[0]).Distinct().ToDictionary(d => d, d => randn(tokens, d));
+        double flops = weights.Sum(w => 4.0 * tokens * w.shape[0] * w.shape[1]);
+        var times = new List<double>();
+        for (int p = 0; p < passes + 1; p++)
+        {
+            var sw = System.Diagnostics.Stopwatch.StartNew();
+            foreach (var w in weights)
+            {
+                using (nn.functional.linear(xs[w.shape[1]], w)) { }
+                using (gs[w.shape[0]].matmul(w)) { }
+            }
+            if (p > 0) times.Add(sw.Elapsed.TotalSeconds);   // the first pass warms up
+        }
+        return flops / BenchStats.Median(times) / 1e9;
+    }
+
     /// <summary>GFLOP/s of one square fp32 matmul a @ b on the current thread setting.</summary>
     public static double MatmulGflops(Tensor a, Tensor b)
     {

@@ -54,6 +54,8 @@ public sealed class LoraStepBench : IBench
             utilisation.Add(flops / t / 1e9 / mm);
         }
         double med = BenchStats.Median(times);
+        // After the steps, so it cannot change what they measured: the rate of the step's own frozen matmuls alone.
+        double gemms = StepFlops.FrozenGemmGflops(model, (long)batch * seq);
         long trainable = step.Adapter.ParameterCount;
         Console.WriteLine(JsonSerializer.Serialize(new
         {
@@ -61,6 +63,7 @@ public sealed class LoraStepBench : IBench
             tokens_per_s = Math.Round(batch * seq / med, 1), tokens_per_step = batch * seq, trainable_params = trainable, total_params = model.ParameterCount() + trainable,
             loss = Math.Round(loss, 4), step_gflop = Math.Round(flops / 1e9, 2), achieved_gflops = Math.Round(flops / med / 1e9, 1),
             matmul_gflops = Math.Round(BenchStats.Median(mmRates), 1), utilisation = Math.Round(BenchStats.Median(utilisation), 3), min_step_s = Math.Round(times.Min(), 4), flop_formula = StepFlops.Formula,
+            frozen_gemm_gflops = Math.Round(gemms, 1), frozen_gemm_over_matmul = Math.Round(gemms / BenchStats.Median(mmRates), 3),
             mkl = PeftSharp.Kernels.MklCodePath.Description,
         }, Json));
         return 0;
