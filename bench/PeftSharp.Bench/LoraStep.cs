@@ -47,11 +47,21 @@ public sealed class LoraStep : IDisposable
         {
             var logits = _model.Forward(_input);
             Tensor l;
-            // The loss in fp32 whatever the model's dtype (a no-op on an fp32 model), as the trainer computes it.
+            // The mean loss in fp32 whatever the model's dtype (a no-op on an fp32 model) through the trainer's path
+            // (Training/CausalLmLoss): the loss kernel where it applies, libtorch's cross_entropy elsewhere.
             using (ForwardProfiler.Measure("loss (cross entropy)"))
-                l = nn.functional.cross_entropy(logits.reshape(-1, _vocab).to_type(ScalarType.Float32), _target.reshape(-1));
+            {
+                var flat = logits.reshape(-1, _vocab).to_type(ScalarType.Float32);
+                var targets = _target.reshape(-1);
+                l = PeftSharp.Kernels.CrossEntropy.Applies(flat)
+                    ? PeftSharp.Kernels.CrossEntropy.Sum(flat, targets) / targets.shape[0]
+                    : nn.functional.cross_entropy(flat, targets);
+            }
             using (ForwardProfiler.Measure("backward (all ops; libtorch autograd)"))
+            {
                 l.backward();
+                PeftSharp.Kernels.ReturnedGradients.Release();   // as the trainers do: the kernels' last gradients go now
+            }
             loss = l.item<float>();
         }
         using (ForwardProfiler.Measure("AdamW step + zero_grad"))
