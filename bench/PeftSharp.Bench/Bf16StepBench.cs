@@ -15,7 +15,7 @@ namespace PeftSharp.Bench;
 public sealed class Bf16StepBench : IBench
 {
     public string Name => "bf16-step";
-    public string Description => "LoRA step tokens/s, bf16 base (fp32 adapters) vs fp32, alternated rounds; lora-step's flags plus --rounds; --profile: both steps' lora-step profile tables";
+    public string Description => "LoRA step tokens/s, bf16 base (fp32 adapters) vs fp32, alternated rounds; lora-step's flags plus --rounds; --profile: both steps' lora-step profile tables (--only fp32|bf16: one of them, e.g. under perf)";
 
     public int Run(string[] argv)
     {
@@ -37,7 +37,7 @@ public sealed class Bf16StepBench : IBench
         using var ids = randint(0, vocab, [batch, seq + 1]);
         using var step32 = new LoraStep(fp32, r, alpha, targets, ids);
         using var step16 = new LoraStep(bf16, r, alpha, targets, ids);
-        if (a.Flag("profile")) return Profile(step32, step16, fp32, batch, seq, warmup, steps);
+        if (a.Flag("profile")) return Profile(step32, step16, fp32, batch, seq, warmup, steps, a.Get("only", "both"));
         for (int w = 0; w < warmup; w++) { step32.Run(); step16.Run(); }
 
         var t32 = new List<double>();
@@ -86,15 +86,20 @@ public sealed class Bf16StepBench : IBench
     /// --profile: lora-step's profile table for the fp32 step, then the bf16 step (same weights), so the sections that
     /// grew in bf16 (casts, the fp32 norm and loss, attention) show side by side. GFLOP/s against the fp32 2048^3 matmul.
     /// </summary>
-    static int Profile(LoraStep step32, LoraStep step16, CausalLM model, int batch, int seq, int warmup, int steps)
+    static int Profile(LoraStep step32, LoraStep step16, CausalLM model, int batch, int seq, int warmup, int steps, string only)
     {
+        if (only is not ("both" or "fp32" or "bf16")) throw new ArgumentException($"--only {only}: expected both, fp32 or bf16");
         double flops = StepFlops.Step(model, step32.Adapter, batch, seq);
         using var mmA = randn(2048, 2048);
         using var mmB = randn(2048, 2048);
         StepFlops.MatmulGflops(mmA, mmB);
         double mm = BenchStats.Median(Enumerable.Range(0, 3).Select(_ => StepFlops.MatmulGflops(mmA, mmB)));
-        Console.WriteLine("== fp32 ==");
-        LoraStepProfile.Run(step32, flops, warmup, steps, mm);
+        if (only != "bf16")
+        {
+            Console.WriteLine("== fp32 ==");
+            LoraStepProfile.Run(step32, flops, warmup, steps, mm);
+        }
+        if (only == "fp32") return 0;
         Console.WriteLine("== bf16 (fp32 adapters, AdamW and loss) ==");
         return LoraStepProfile.Run(step16, flops, warmup, steps, mm);
     }
