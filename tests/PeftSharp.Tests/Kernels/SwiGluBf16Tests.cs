@@ -104,9 +104,9 @@ public class SwiGluBf16Tests(ITestOutputHelper output)
     }
 
     /// <summary>The model and fp32 LoRA a `train --compute-dtype` run builds (MethodFactory), LoRA on the MLP too.</summary>
-    static (CausalLM Model, LoraAdapter Lora) Lora(string dir, ScalarType dtype)
+    static (CausalLM Model, LoraAdapter Lora) Lora(string dir, ScalarType dtype, string targets)
     {
-        var o = new MethodOptions { Method = "lora", Rank = 4, Alpha = 8, Targets = "q_proj,v_proj,gate_proj,up_proj,down_proj", Init = LoraInit.False };
+        var o = new MethodOptions { Method = "lora", Rank = 4, Alpha = 8, Targets = targets, Init = LoraInit.False };
         var (model, _) = MethodFactory.Create(dir, o, TextTokenizer.Load(TestPaths.TinyLlama), CPU, dtype, seed: 2);
         model.train();
         return (model, LoraModel.Of(model).Get("default"));
@@ -125,19 +125,22 @@ public class SwiGluBf16Tests(ITestOutputHelper output)
     /// <summary>
     /// bf16 training takes the kernel (forward and backward once per layer), and its loss and fp32 adapter gradients are
     /// as close to the fp32 model's (same weights, fp32 everywhere) as the bf16 ops path's, within bf16 precision; two
-    /// runs give the same bits.
+    /// runs give the same bits. Llama (silu), Phi-3 (fused gate_up) and Gemma 2 (gelu_pytorch_tanh).
     /// </summary>
-    [Fact]
-    public void Bf16LoraTrainingTakesTheKernelAsCloseToFp32AsTheOpsPath()
+    [Theory]
+    [MemberData(nameof(SwiGluTests.Families), MemberType = typeof(SwiGluTests))]
+    public void Bf16LoraTrainingTakesTheKernelAsCloseToFp32AsTheOpsPath(string family)
     {
         int runs = SwiGluKernel.Supported ? 2 : 0;
-        var dir = RandomModel.Write(RandomModel.LlamaConfig(hidden: 64, layers: 2, intermediate: 120, vocab: 64));
-        var (model, lora) = Lora(dir, ScalarType.BFloat16);
-        var (m32, l32) = Lora(dir, ScalarType.Float32);
+        var cfg = SwiGluTests.Config(family);
+        int vocab = (int)cfg["vocab_size"]!;
+        var dir = RandomModel.Write(cfg);
+        var (model, lora) = Lora(dir, ScalarType.BFloat16, family == "phi3" ? "qkv_proj,gate_up_proj,down_proj" : "q_proj,v_proj,gate_proj,up_proj,down_proj");
+        var (m32, l32) = Lora(dir, ScalarType.Float32, family == "phi3" ? "qkv_proj,gate_up_proj,down_proj" : "q_proj,v_proj,gate_proj,up_proj,down_proj");
         using var _m = model;
         using var _m32 = m32;
         manual_seed(6);
-        using var ids = randint(0, 64, [2, 45]);
+        using var ids = randint(0, vocab, [2, 45]);
         var fp32 = Step(m32, l32, ids);
         var (f0, b0) = SwiGlu.Calls;
         var fast = Step(model, lora, ids);
