@@ -1,3 +1,4 @@
+using PeftSharp.Kernels;
 using System.Diagnostics;
 using System.Text.Json;
 using PeftSharp.Models;
@@ -15,7 +16,7 @@ namespace PeftSharp.Bench;
 public sealed class Bf16StepBench : IBench
 {
     public string Name => "bf16-step";
-    public string Description => "LoRA step tokens/s, bf16 base (fp32 adapters) vs fp32, alternated rounds; lora-step's flags plus --rounds; --profile: both steps' lora-step profile tables";
+    public string Description => "LoRA step tokens/s, bf16 base (fp32 adapters) vs fp32, alternated rounds; lora-step's flags plus --rounds; --profile: both steps' lora-step profile tables (--only fp32|bf16: one of them, e.g. under perf); --kernels-off swiglu,attention,rmsnorm: a third side, bf16 with those kernels off";
 
     public int Run(string[] argv)
     {
@@ -37,32 +38,59 @@ public sealed class Bf16StepBench : IBench
         using var ids = randint(0, vocab, [batch, seq + 1]);
         using var step32 = new LoraStep(fp32, r, alpha, targets, ids);
         using var step16 = new LoraStep(bf16, r, alpha, targets, ids);
-        if (a.Flag("profile")) return Profile(step32, step16, fp32, batch, seq, warmup, steps);
-        for (int w = 0; w < warmup; w++) { step32.Run(); step16.Run(); }
+        if (a.Flag("profile")) return Profile(step32, step16, fp32, batch, seq, warmup, steps, a.Get("only", "both"));
+        // --kernels-off swiglu,attention,rmsnorm: a third side, the same bf16 step with those C# kernels off (libtorch's
+        // ops instead), alternated in the same rounds: a change to a kernel's bf16 path measured against its absence.
+        var off = a.Get("kernels-off", "").Split(',', StringSplitOptions.RemoveEmptyEntries);
+        IDisposable KernelsOff() => new Disposables(off.Select(k => k switch
+        {
+            "swiglu" => SwiGlu.Off(),
+            "attention" => CausalAttention.Off(),
+            "rmsnorm" => RmsNormFunction.Off(),
+            _ => throw new ArgumentException($"--kernels-off {k}: expected swiglu, attention or rmsnorm"),
+        }).ToList());
+        double RunOff() { using var _ = KernelsOff(); return step16.Run(); }
+        for (int w = 0; w < warmup; w++) { step32.Run(); step16.Run(); if (off.Length > 0) RunOff(); }
 
         var t32 = new List<double>();
         var t16 = new List<double>();
         var ratios = new List<double>();
-        double loss32 = 0, loss16 = 0;
+        var tOff = new List<double>();
+        var offGains = new List<double>();
+        double loss32 = 0, loss16 = 0, lossOff = 0;
         for (int round = 0; round < rounds; round++)
         {
-            double Time(LoraStep s, ref double loss)
+            double Time(Func<double> step, ref double loss)
             {
                 var times = new List<double>();
                 for (int i = 0; i < steps; i++)
                 {
                     var sw = Stopwatch.StartNew();
-                    loss = s.Run();
+                    loss = step();
                     times.Add(sw.Elapsed.TotalSeconds);
                 }
                 return BenchStats.Median(times);
             }
             // Alternate which side goes first, so neither always follows the other's cache state.
-            double a32, a16;
-            if (round % 2 == 0) { a32 = Time(step32, ref loss32); a16 = Time(step16, ref loss16); }
-            else { a16 = Time(step16, ref loss16); a32 = Time(step32, ref loss32); }
+            double a32, a16, aOff = 0;
+            if (round % 2 == 0)
+            {
+                a32 = Time(step32.Run, ref loss32); a16 = Time(step16.Run, ref loss16);
+                if (off.Length > 0) aOff = Time(RunOff, ref lossOff);
+            }
+            else
+            {
+                if (off.Length > 0) aOff = Time(RunOff, ref lossOff);
+                a16 = Time(step16.Run, ref loss16); a32 = Time(step32.Run, ref loss32);
+            }
             t32.Add(a32); t16.Add(a16); ratios.Add(a32 / a16);
-            Console.Error.WriteLine($"round {round + 1}: fp32 {batch * seq / a32:F0} tok/s, bf16 {batch * seq / a16:F0} tok/s, ratio {a32 / a16:F3}");
+            string offText = "";
+            if (off.Length > 0)
+            {
+                tOff.Add(aOff); offGains.Add(aOff / a16);
+                offText = $", bf16 kernels-off {batch * seq / aOff:F0} tok/s (fp32 ratio {a32 / aOff:F3}; on/off {aOff / a16:F3})";
+            }
+            Console.Error.WriteLine($"round {round + 1}: fp32 {batch * seq / a32:F0} tok/s, bf16 {batch * seq / a16:F0} tok/s, ratio {a32 / a16:F3}{offText}");
         }
         double tokens = batch * seq;
         Console.WriteLine(JsonSerializer.Serialize(new
@@ -78,6 +106,11 @@ public sealed class Bf16StepBench : IBench
             fp32_tokens_per_s = Math.Round(tokens / BenchStats.Median(t32), 1), bf16_tokens_per_s = Math.Round(tokens / BenchStats.Median(t16), 1),
             bf16_over_fp32 = Math.Round(BenchStats.Median(ratios), 3), per_round = ratios.Select(x => Math.Round(x, 3)),
             fp32_last_loss = Math.Round(loss32, 4), bf16_last_loss = Math.Round(loss16, 4),
+            kernels_off = off.Length > 0 ? string.Join(",", off) : null,
+            bf16_kernels_off_tokens_per_s = off.Length > 0 ? Math.Round(tokens / BenchStats.Median(tOff), 1) : (double?)null,
+            bf16_kernels_off_over_fp32 = off.Length > 0 ? Math.Round(BenchStats.Median(t32.Zip(tOff, (x, y) => x / y).ToList()), 3) : (double?)null,
+            bf16_kernels_on_over_off = off.Length > 0 ? Math.Round(BenchStats.Median(offGains), 3) : (double?)null,
+            bf16_kernels_off_last_loss = off.Length > 0 ? Math.Round(lossOff, 4) : (double?)null,
         }));
         return 0;
     }
@@ -86,17 +119,28 @@ public sealed class Bf16StepBench : IBench
     /// --profile: lora-step's profile table for the fp32 step, then the bf16 step (same weights), so the sections that
     /// grew in bf16 (casts, the fp32 norm and loss, attention) show side by side. GFLOP/s against the fp32 2048^3 matmul.
     /// </summary>
-    static int Profile(LoraStep step32, LoraStep step16, CausalLM model, int batch, int seq, int warmup, int steps)
+    static int Profile(LoraStep step32, LoraStep step16, CausalLM model, int batch, int seq, int warmup, int steps, string only)
     {
+        if (only is not ("both" or "fp32" or "bf16")) throw new ArgumentException($"--only {only}: expected both, fp32 or bf16");
         double flops = StepFlops.Step(model, step32.Adapter, batch, seq);
         using var mmA = randn(2048, 2048);
         using var mmB = randn(2048, 2048);
         StepFlops.MatmulGflops(mmA, mmB);
         double mm = BenchStats.Median(Enumerable.Range(0, 3).Select(_ => StepFlops.MatmulGflops(mmA, mmB)));
-        Console.WriteLine("== fp32 ==");
-        LoraStepProfile.Run(step32, flops, warmup, steps, mm);
+        if (only != "bf16")
+        {
+            Console.WriteLine("== fp32 ==");
+            LoraStepProfile.Run(step32, flops, warmup, steps, mm);
+        }
+        if (only == "fp32") return 0;
         Console.WriteLine("== bf16 (fp32 adapters, AdamW and loss) ==");
         return LoraStepProfile.Run(step16, flops, warmup, steps, mm);
+    }
+
+    /// <summary>Disposes each of several switches (the kernels' Off()).</summary>
+    sealed class Disposables(List<IDisposable> items) : IDisposable
+    {
+        public void Dispose() { foreach (var d in items) d.Dispose(); }
     }
 
     /// <summary>The same weights in another dtype: a new model of that dtype, every parameter copied (and rounded).</summary>

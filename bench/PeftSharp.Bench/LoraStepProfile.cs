@@ -25,6 +25,7 @@ public static class LoraStepProfile
         var gcPause0 = GC.GetTotalPauseDuration();
         long alloc0 = GC.GetTotalAllocatedBytes(), created0 = Created();
         int gen0 = GC.CollectionCount(0);
+        long faults0 = MinorFaults();
         var cpu0 = proc.TotalProcessorTime;
         ForwardProfiler.Current = profiler;
         var sw = Stopwatch.StartNew();
@@ -36,6 +37,7 @@ public static class LoraStepProfile
         double gcPause = (GC.GetTotalPauseDuration() - gcPause0).TotalSeconds / steps;
         double allocMb = (GC.GetTotalAllocatedBytes() - alloc0) / 1e6 / steps;
         double created = (double)(Created() - created0) / steps;
+        double faults = (double)(MinorFaults() - faults0) / steps;
         double perOp = TinyOpSeconds();
 
         int threads = get_num_threads();
@@ -56,7 +58,23 @@ public static class LoraStepProfile
                           $"GC pauses {gcPause * 1e3:F2} ms/step ({GC.CollectionCount(0) - gen0} gen0 collections in {steps} steps), managed allocations {allocMb:F2} MB/step; " +
                           $"{created:F0} tensors created per step x {perOp * 1e6:F1} us per tiny op (managed wrapper + dispatch, measured) = " +
                           $"~{created * perOp * 1e3:F1} ms/step ({created * perOp / wall:P1}) of managed + dispatch overhead (an estimate); the rest is native kernels");
+        if (faults0 >= 0)
+            Console.WriteLine($"page faults: {faults:F0} minor faults per step ({faults * 4096 / 1e6:F1} MB of fresh 4 KiB pages): buffers glibc's malloc " +
+                              "handed back to the OS (mmap'd, or its heap top trimmed) and the step touched again; each costs a kernel entry and a page clear");
         return 0;
+    }
+
+    /// <summary>This process's minor page faults so far (/proc/self/stat, field 10); -1 where there is no procfs.</summary>
+    static long MinorFaults()
+    {
+        try
+        {
+            var stat = File.ReadAllText("/proc/self/stat");
+            // Fields after the command name, which is parenthesised and may hold spaces: state is field 3, minflt field 10.
+            var rest = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+            return long.Parse(rest[7]);
+        }
+        catch (IOException) { return -1; }
     }
 
     /// <summary>Seconds per op of a 1-element add and its disposal: the fixed cost every op pays outside its kernel.</summary>

@@ -8,12 +8,13 @@ namespace PeftSharp.Bench;
 /// The gated MLP's act(gate) * up, forward and backward, for every layer of a step at the lora-step shape: the fused
 /// kernel (<see cref="SwiGlu"/>) against libtorch's ops as the model called them before (silu, or the tanh-gelu chain,
 /// then the product), alternated round by round. gate and up are leaves needing gradients, as the projections'
-/// outputs are in training.
+/// outputs are in training. --dtype bf16: gate, up and the gradient in bf16, as `--compute-dtype bf16` gives them (the
+/// ops then run libtorch's bf16 kernels).
 /// </summary>
 public sealed class SwiGluBench : IBench
 {
     public string Name => "swiglu";
-    public string Description => "fused act(gate) * up kernel vs libtorch's ops, fwd and bwd ms per step (--tokens 1024 --intermediate 1344 --layers 4 --act silu|gelu --rounds 9 --threads 2)";
+    public string Description => "fused act(gate) * up kernel vs libtorch's ops, fwd and bwd ms per step (--tokens 1024 --intermediate 1344 --layers 4 --act silu|gelu --rounds 9 --threads 2 --dtype fp32|bf16)";
 
     public int Run(string[] argv)
     {
@@ -21,13 +22,19 @@ public sealed class SwiGluBench : IBench
         int n = a.Int("tokens", 1024), inter = a.Int("intermediate", 1344), layers = a.Int("layers", 4);
         int rounds = a.Int("rounds", 9), threads = a.Int("threads", 2);
         bool gelu = a.Get("act", "silu") == "gelu";
+        var dtype = a.Get("dtype", "fp32") switch
+        {
+            "fp32" => ScalarType.Float32,
+            "bf16" => ScalarType.BFloat16,
+            var d => throw new ArgumentException($"--dtype {d}: expected fp32 or bf16"),
+        };
         if (threads > 0) set_num_threads(threads);
         Console.WriteLine($"cpu: {BenchCpu.Describe()}; torch threads {get_num_threads()}");
         if (!SwiGluKernel.Supported) { Console.WriteLine("the kernel needs AVX-512F: nothing to compare"); return 0; }
         manual_seed(1);
-        var gates = Enumerable.Range(0, layers).Select(_ => randn(n, inter).requires_grad_(true)).ToArray();
-        var ups = Enumerable.Range(0, layers).Select(_ => randn(n, inter).requires_grad_(true)).ToArray();
-        using var dh = randn(4, n / 4, inter);
+        var gates = Enumerable.Range(0, layers).Select(_ => randn(n, inter).to_type(dtype).requires_grad_(true)).ToArray();
+        var ups = Enumerable.Range(0, layers).Select(_ => randn(n, inter).to_type(dtype).requires_grad_(true)).ToArray();
+        using var dh = randn(4, n / 4, inter).to_type(dtype);
         Tensor Ops(Tensor g, Tensor u) => (gelu
             ? g * 0.5 * ((g + g.pow(3) * 0.044715) * Math.Sqrt(2 / Math.PI)).tanh().add(1)
             : nn.functional.silu(g)) * u;
@@ -51,7 +58,7 @@ public sealed class SwiGluBench : IBench
                 foreach (var t in gates.Concat(ups)) t.grad = null;
                 if (r >= 0) { fwd[s].Add(f); bwd[s].Add(g); }
             }
-        Console.WriteLine($"shape: {layers} layers of [{n}, {inter}], {(gelu ? "gelu_pytorch_tanh" : "silu")}; median of {rounds} alternated rounds");
+        Console.WriteLine($"shape: {layers} layers of [{n}, {inter}] {dtype}, {(gelu ? "gelu_pytorch_tanh" : "silu")}; median of {rounds} alternated rounds");
         Console.WriteLine($"{"side",-20}{"fwd ms",9}{"bwd ms",9}{"total ms",10}");
         for (int s = 0; s < sides.Length; s++)
         {

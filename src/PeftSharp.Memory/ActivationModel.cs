@@ -176,14 +176,14 @@ internal sealed class ActivationModel
     /// <summary>
     /// <see cref="TorchSharpCpuBf16"/> where the AVX-512 kernels run: the RMSNorm kernel computes in fp32 from the 16-bit
     /// input it keeps (2 x 2 B per h instead of the fp32 upcasts' 2 x 4 B); the attention kernel keeps what SDPA kept;
-    /// SwiGLU stays on libtorch's ops in 16 bits; the loss kernel on the fp32 logits keeps one fp32 gradient buffer, and
-    /// the head's backward casts it to 16 bits (1.5 fp32 buffers).
+    /// the SwiGLU kernel (bf16 too) keeps gate and up, not SiLU's output (2 x 2 B per i); the loss kernel on the fp32
+    /// logits keeps one fp32 gradient buffer, and the head's backward casts it to 16 bits (1.5 fp32 buffers).
     /// </summary>
     public static ActivationModel TorchSharpCpuBf16Kernels { get; } = new()
     {
         Name = "torchsharp-cpu-bf16-kernels",
         PerTokenHidden = 2 * 2 + 4 * 2,
-        PerTokenIntermediate = 3 * 2,
+        PerTokenIntermediate = 2 * 2,
         TrainedNormsPerTokenHidden = 0,
         PerScore = 0,
         CheckpointPerTokenHidden = 2,

@@ -30,10 +30,11 @@ public class Bf16ProfileTests
         Assert.Equal(8 * Trainable, p.OptimizerBytes);       // two fp32 moments
         Assert.Equal(0, p.MasterWeightsBytes);                // the adapters are fp32 already: no master copy
         // Per layer: both norms' fp32 upcasts (with PeftSharp's AVX-512 kernels: the norm kernel's bf16 inputs) and 4 bf16
-        // attention tensors per h, 3 bf16 MLP tensors per i, and the bf16 input each LoRA module keeps for its A matrix,
-        // which multiplies it in bf16 while training (q_proj and v_proj both read h: counted per module, an upper bound).
+        // attention tensors per h, 3 bf16 MLP tensors per i (the SwiGLU kernel's 2: gate and up), and the bf16 input each
+        // LoRA module keeps for its A matrix, which multiplies it in bf16 while training (q_proj and v_proj both read h:
+        // counted per module, an upper bound).
         bool k = ActivationModel.CpuKernels;
-        long perLayer = S * B * H * ((k ? 2 * 2 : 2 * 4) + 4 * 2) + S * B * I * 3 * 2 + S * B * (H + H) * 2;
+        long perLayer = S * B * H * ((k ? 2 * 2 : 2 * 4) + 4 * 2) + S * B * I * (k ? 2 : 3) * 2 + S * B * (H + H) * 2;
         Assert.Equal(Layers * perLayer, p.ActivationsBytes);
         // fp32 logits (the head computes the target's logit in fp32 and returns an fp32 copy) plus three fp32 b*s*V
         // buffers for the loss (log-softmax, its gradient, the logits' gradient); the loss kernel keeps the logits'

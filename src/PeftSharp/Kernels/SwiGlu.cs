@@ -22,10 +22,11 @@ internal sealed class SwiGlu : autograd.SingleTensorFunction<SwiGlu>
     /// <summary>Until disposed, <see cref="Applies"/> is false on this thread: libtorch's ops (the A/B reference of tests and the bench).</summary>
     internal static IDisposable Off() => Use.Disable();
 
-    /// <summary>Whether the kernel can take this input (gate, or the fused gate_up): CPU fp32 with AVX-512F, under 2 GiB (a Span's reach).</summary>
+    /// <summary>Whether the kernel can take this input (gate, or the fused gate_up): CPU fp32 or bf16 (`--compute-dtype
+    /// bf16`; fp16 keeps libtorch's ops) with AVX-512F, under 2 GiB (a Span's reach).</summary>
     internal static bool Applies(Tensor input) =>
-        !Use.IsOff && input.device_type == DeviceType.CPU && input.dtype == ScalarType.Float32 && SwiGluKernel.Supported
-        && input.numel() < int.MaxValue / sizeof(float);
+        !Use.IsOff && input.device_type == DeviceType.CPU && input.dtype is ScalarType.Float32 or ScalarType.BFloat16 && SwiGluKernel.Supported
+        && input.numel() * input.ElementSize < int.MaxValue;
 
     static SwiGluKernel.Activation Act(bool geluTanh) => geluTanh ? SwiGluKernel.Activation.GeluTanh : SwiGluKernel.Activation.Silu;
 
@@ -85,27 +86,49 @@ internal sealed class SwiGlu : autograd.SingleTensorFunction<SwiGlu>
         return (first.numel() / Math.Max(1, last), cols, last);
     }
 
-    static unsafe Tensor Forward(Tensor first, Tensor? up, SwiGluKernel.Activation act)
+    /// <summary>h in the inputs' dtype (fp32 or bf16; gate, up and the incoming gradient share it).</summary>
+    static Tensor Forward(Tensor first, Tensor? up, SwiGluKernel.Activation act)
     {
+        SameDtype(first, up);
         var (rows, cols, stride) = Layout(first, up is null);
         var shape = first.shape.ToArray();
         shape[^1] = cols;
-        var h = empty(shape, ScalarType.Float32);
-        float* g = Ptr<float>(first), u = up is null ? g + cols : Ptr<float>(up);
-        SwiGluKernel.Forward(act, g, u, stride, Ptr<float>(h), rows, cols, get_num_threads());
+        var h = empty(shape, first.dtype);
+        if (first.dtype == ScalarType.BFloat16) Forward<Bf16>(first, up, h, act, rows, cols, stride);
+        else Forward<F32>(first, up, h, act, rows, cols, stride);
         Use.Forward();
         return h;
     }
 
-    static unsafe (Tensor, Tensor?) Backward(Tensor first, Tensor? up, Tensor dOut, SwiGluKernel.Activation act)
+    static unsafe void Forward<T>(Tensor first, Tensor? up, Tensor h, SwiGluKernel.Activation act, long rows, int cols, long stride) where T : unmanaged, IElement<T>
     {
+        T* g = Ptr<T>(first), u = up is null ? g + cols : Ptr<T>(up);
+        SwiGluKernel.Forward(act, g, u, stride, Ptr<T>(h), rows, cols, get_num_threads());
+    }
+
+    static (Tensor, Tensor?) Backward(Tensor first, Tensor? up, Tensor dOut, SwiGluKernel.Activation act)
+    {
+        SameDtype(first, up);
+        SameDtype(first, dOut);
         var (rows, cols, stride) = Layout(first, up is null);
         var dFirst = empty_like(first);
         var dUp = up is null ? null : empty_like(up);
-        float* g = Ptr<float>(first), u = up is null ? g + cols : Ptr<float>(up);
-        float* dg = Ptr<float>(dFirst), du = dUp is null ? dg + cols : Ptr<float>(dUp);
-        SwiGluKernel.Backward(act, g, u, stride, Ptr<float>(dOut), dg, du, rows, cols, get_num_threads());
+        if (first.dtype == ScalarType.BFloat16) Backward<Bf16>(first, up, dOut, dFirst, dUp, act, rows, cols, stride);
+        else Backward<F32>(first, up, dOut, dFirst, dUp, act, rows, cols, stride);
         Use.Backward();
         return (dFirst, dUp);
+    }
+
+    static unsafe void Backward<T>(Tensor first, Tensor? up, Tensor dOut, Tensor dFirst, Tensor? dUp, SwiGluKernel.Activation act,
+        long rows, int cols, long stride) where T : unmanaged, IElement<T>
+    {
+        T* g = Ptr<T>(first), u = up is null ? g + cols : Ptr<T>(up);
+        T* dg = Ptr<T>(dFirst), du = dUp is null ? dg + cols : Ptr<T>(dUp);
+        SwiGluKernel.Backward(act, g, u, stride, Ptr<T>(dOut), dg, du, rows, cols, get_num_threads());
+    }
+
+    static void SameDtype(Tensor a, Tensor? b)
+    {
+        if (b is not null && b.dtype != a.dtype) throw new ArgumentException($"SwiGlu: {a.dtype} and {b.dtype} operands (one dtype expected)");
     }
 }

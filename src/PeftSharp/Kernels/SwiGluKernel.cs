@@ -5,11 +5,15 @@ using System.Runtime.Intrinsics.X86;
 namespace PeftSharp.Kernels;
 
 /// <summary>
-/// The gated MLP's h = act(g) * u and its backward in one pass each over [rows, cols] fp32, AVX-512F, on libtorch's
-/// OpenMP team in blocks of whole rows (elementwise: the same bits whichever thread runs a block). Both activations are
-/// g * sigmoid(z): silu has z = g; PyTorch's gelu(approximate="tanh") = 0.5 g (1 + tanh(y)) = g * sigmoid(2y) with
-/// y = sqrt(2/pi) (g + 0.044715 g^3). So act'(g) = s + g s (1 - s) z'(g) with s = sigmoid(z), recomputed from g in the
-/// backward: dg = dh * u * act'(g), du = dh * act(g).
+/// The gated MLP's h = act(g) * u and its backward in one pass each over [rows, cols], AVX-512F, on libtorch's
+/// OpenMP team in blocks of whole rows (elementwise: the same bits whichever thread runs a block). Elements fp32
+/// (<see cref="F32"/>) or bf16 (<see cref="Bf16"/>: widened on load, rounded to nearest even on store); arithmetic in
+/// fp32. Both activations are g * sigmoid(z): silu has z = g; PyTorch's gelu(approximate="tanh") = 0.5 g (1 + tanh(y))
+/// = g * sigmoid(2y) with y = sqrt(2/pi) (g + 0.044715 g^3). So act'(g) = s + g s (1 - s) z'(g) with s = sigmoid(z),
+/// recomputed from g in the backward: dg = dh * u * act'(g), du = dh * act(g).
+/// In bf16, act(g) is rounded to bf16 before the product, as HF's act_fn(gate) * up rounds it (the forward then differs
+/// from libtorch's bf16 ops only by the sigmoid's last bits), du = dh * that rounded act(g) (its exact derivative), and
+/// dg is rounded once (libtorch's chain also rounds dh * u before silu's backward).
 /// g and u (and dg, du) share a row stride: [rows, cols] tensors of their own, or the two halves of Phi-3's fused
 /// gate_up rows (stride 2 cols). h and dh are contiguous [rows, cols].
 /// </summary>
@@ -23,24 +27,24 @@ internal static unsafe class SwiGluKernel
 
     public static bool Supported => Avx512F.IsSupported;
 
-    public static void Forward(Activation act, float* g, float* u, long inStride, float* h, long rows, int cols, int threads)
+    public static void Forward<T>(Activation act, T* g, T* u, long inStride, T* h, long rows, int cols, int threads) where T : unmanaged, IElement<T>
     {
         nint gp = (nint)g, up = (nint)u, hp = (nint)h;
         ForEachBlock(rows, cols, threads, (r0, n) =>
         {
             for (long r = r0; r < r0 + n; r++)
-                ForwardRow(act, (float*)gp + r * inStride, (float*)up + r * inStride, (float*)hp + r * cols, cols);
+                ForwardRow(act, (T*)gp + r * inStride, (T*)up + r * inStride, (T*)hp + r * cols, cols);
         });
     }
 
-    public static void Backward(Activation act, float* g, float* u, long inStride, float* dh, float* dg, float* du, long rows, int cols, int threads)
+    public static void Backward<T>(Activation act, T* g, T* u, long inStride, T* dh, T* dg, T* du, long rows, int cols, int threads) where T : unmanaged, IElement<T>
     {
         nint gp = (nint)g, up = (nint)u, dhp = (nint)dh, dgp = (nint)dg, dup = (nint)du;
         ForEachBlock(rows, cols, threads, (r0, n) =>
         {
             for (long r = r0; r < r0 + n; r++)
-                BackwardRow(act, (float*)gp + r * inStride, (float*)up + r * inStride, (float*)dhp + r * cols,
-                    (float*)dgp + r * inStride, (float*)dup + r * inStride, cols);
+                BackwardRow(act, (T*)gp + r * inStride, (T*)up + r * inStride, (T*)dhp + r * cols,
+                    (T*)dgp + r * inStride, (T*)dup + r * inStride, cols);
         });
     }
 
@@ -64,13 +68,13 @@ internal static unsafe class SwiGluKernel
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void ForwardRow(Activation act, float* g, float* u, float* h, int cols)
+    static void ForwardRow<T>(Activation act, T* g, T* u, T* h, int cols) where T : unmanaged, IElement<T>
     {
         int j = 0;
         for (; j + W <= cols; j += W)
         {
-            var gv = Avx512F.LoadVector512(g + j);
-            Avx512F.Store(h + j, gv * Gate(act, gv, out _) * Avx512F.LoadVector512(u + j));
+            var gv = T.Load(g + j);
+            T.Store(h + j, T.Round(gv * Gate(act, gv, out _)) * T.Load(u + j));
         }
         if (j == cols) return;
         // The tail through a 16-lane buffer: the same arithmetic as the full vectors.
@@ -78,43 +82,51 @@ internal static unsafe class SwiGluKernel
         int n = cols - j;
         Tail(g + j, tg, n); Tail(u + j, tu, n);
         var tv = Avx512F.LoadVector512(tg);
-        Avx512F.Store(tg, tv * Gate(act, tv, out _) * Avx512F.LoadVector512(tu));
-        new ReadOnlySpan<float>(tg, n).CopyTo(new Span<float>(h + j, n));
+        Avx512F.Store(tg, T.Round(tv * Gate(act, tv, out _)) * Avx512F.LoadVector512(tu));
+        Untail(tg, h + j, n);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void BackwardRow(Activation act, float* g, float* u, float* dh, float* dg, float* du, int cols)
+    static void BackwardRow<T>(Activation act, T* g, T* u, T* dh, T* dg, T* du, int cols) where T : unmanaged, IElement<T>
     {
         int j = 0;
         for (; j + W <= cols; j += W)
         {
-            var (dgv, duv) = Grads(act, Avx512F.LoadVector512(g + j), Avx512F.LoadVector512(u + j), Avx512F.LoadVector512(dh + j));
-            Avx512F.Store(dg + j, dgv);
-            Avx512F.Store(du + j, duv);
+            var (dgv, duv) = Grads<T>(act, T.Load(g + j), T.Load(u + j), T.Load(dh + j));
+            T.Store(dg + j, dgv);
+            T.Store(du + j, duv);
         }
         if (j == cols) return;
         float* tg = stackalloc float[W], tu = stackalloc float[W], td = stackalloc float[W];
         int n = cols - j;
         Tail(g + j, tg, n); Tail(u + j, tu, n); Tail(dh + j, td, n);
-        var (a, b) = Grads(act, Avx512F.LoadVector512(tg), Avx512F.LoadVector512(tu), Avx512F.LoadVector512(td));
+        var (a, b) = Grads<T>(act, Avx512F.LoadVector512(tg), Avx512F.LoadVector512(tu), Avx512F.LoadVector512(td));
         Avx512F.Store(tg, a); Avx512F.Store(tu, b);
-        new ReadOnlySpan<float>(tg, n).CopyTo(new Span<float>(dg + j, n));
-        new ReadOnlySpan<float>(tu, n).CopyTo(new Span<float>(du + j, n));
+        Untail(tg, dg + j, n);
+        Untail(tu, du + j, n);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static (Vector512<float> Dg, Vector512<float> Du) Grads(Activation act, Vector512<float> g, Vector512<float> u, Vector512<float> dh)
+    static (Vector512<float> Dg, Vector512<float> Du) Grads<T>(Activation act, Vector512<float> g, Vector512<float> u, Vector512<float> dh)
+        where T : unmanaged, IElement<T>
     {
         var s = Gate(act, g, out var dz);
         var gs = g * s;
         // act'(g) = s + g s (1 - s) z'
         var da = Avx512F.FusedMultiplyAdd(gs * (Vector512<float>.One - s), dz, s);
-        return (dh * u * da, dh * gs);
+        return (dh * u * da, dh * T.Round(gs));
     }
 
-    static void Tail(float* src, float* buf, int n)
+    /// <summary>n elements widened into a zeroed 16-float buffer.</summary>
+    static void Tail<T>(T* src, float* buf, int n) where T : unmanaged, IElement<T>
     {
         new Span<float>(buf, W).Clear();
-        new ReadOnlySpan<float>(src, n).CopyTo(new Span<float>(buf, n));
+        for (int i = 0; i < n; i++) buf[i] = T.Get(src + i);
+    }
+
+    /// <summary>The first n floats of a tail buffer stored as elements (rounded as the full vectors are).</summary>
+    static void Untail<T>(float* buf, T* dst, int n) where T : unmanaged, IElement<T>
+    {
+        for (int i = 0; i < n; i++) T.Set(dst + i, buf[i]);
     }
 }

@@ -72,7 +72,7 @@ public class SwiGluTests
 
     public static TheoryData<string> Families => ["llama", "phi3", "gemma2"];
 
-    static JsonObject Config(string family) => family switch
+    internal static JsonObject Config(string family) => family switch
     {
         "phi3" => RandomModel.Phi3Config(),                    // fused gate_up, silu
         "gemma2" => RandomModel.Gemma2Config(layers: 2),      // gelu_pytorch_tanh
