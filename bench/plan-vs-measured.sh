@@ -7,6 +7,7 @@
 # HIDDEN/INTER/LAYERS/HEADS/KV_HEADS/VOCAB change the shape; TYPE=gemma2 writes a Gemma 2 (soft-capped attention scores
 # and logits, GeGLU, tied head; SOFTCAP / FINAL_SOFTCAP = 0 switch either cap off) instead of a Llama. Planned by the same RunPlan, so a head_dim the attention kernel does
 # not take (HIDDEN=320 HEADS=4: 80) or Gemma's explicit scores show up as error here when the planner misses them.
+# COMPUTE=bf16 trains with a bf16 base (fp32 adapters), as `peft train --compute-dtype bf16`.
 # CONFIGS overrides the list: "method:seq:batch[:ckpt][:padded]" entries separated by spaces. STEPS (default 3).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -27,7 +28,7 @@ for c in $configs; do
   flags=()
   for f in $f1 $f2; do case "$f" in ckpt) flags+=(--checkpointing);; padded) flags+=(--padded);; esac; done
   echo "running $c" >&2
-  bench train-memory --model "$work/model" --method "$method" --seq "$seq" --batch "$batch" --steps "${STEPS:-3}" "${flags[@]}" \
+  bench train-memory --model "$work/model" --method "$method" --seq "$seq" --batch "$batch" --steps "${STEPS:-3}" --compute-dtype "${COMPUTE:-fp32}" "${flags[@]}" \
     | tail -1 >> "$work/results.jsonl"
 done
 python3 - "$work/results.jsonl" "$((SECONDS - start))" <<'PY'

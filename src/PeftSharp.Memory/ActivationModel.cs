@@ -89,12 +89,13 @@ internal sealed class ActivationModel
 
     /// <summary>16-bit attention: q, k, v and the output on the kernel and SDPA paths (the head-merged copy is counted as
     /// o_proj's LoRA input); the explicit path q, k, v, plus per score the fp32 softmax output (4 B), its 16-bit copy
-    /// the value product keeps (2 B) and the soft-cap's 16-bit tanh output (2 B). The MLP stays on libtorch's ops.</summary>
+    /// the value product keeps (2 B) and the soft-cap's 16-bit tanh output (2 B). The MLP stays on libtorch's ops. The
+    /// head's soft-cap measured 1.5 fp32 b*s*V buffers (bench/plan-vs-measured.sh COMPUTE=bf16 TYPE=gemma2).</summary>
     static readonly CpuLayerPaths Bf16Paths = new()
     {
         KernelAttention = 4 * 2, SdpaAttention = 4 * 2, ExplicitAttention = 3 * 2,
         ExplicitPerScore = 4 + 2, SoftcapPerScore = 2,
-        GeluTanhOpChainExtra = 3 * 2, PerNorm = 4,
+        GeluTanhOpChainExtra = 3 * 2, PerNorm = 4, FinalSoftcapFp32Buffers = 1.5,
     };
 
     /// <summary>Korthikanti et al. 2022, "Reducing Activation Recomputation in Large Transformer Models": Megatron-style

@@ -68,11 +68,14 @@ public class CpuLayerPathsTests
     }
 
     [Fact]
-    public void Gemma2_logit_soft_cap_adds_three_fp32_logit_sized_buffers()
+    public void Gemma2_logit_soft_cap_adds_logit_sized_buffers()
     {
         long tokens = S * B;
         Assert.Equal(tokens * Vocab * 4 * (1 + 1 + 3), Plan(Shape(5, "gemma2"), Kernels).LogitsBytes);
         Assert.Equal(tokens * Vocab * 4 * (1 + 1), Plan(Shape(5, "gemma2", j => j["final_logit_softcapping"] = null), Kernels).LogitsBytes);
+        // With a bf16 base: the fp32 logits, the loss kernel's 1.5 buffers, and 1.5 for the soft-cap (measured).
+        var bf16 = Lora with { WeightDtype = DType.Bf16, ComputeDtype = DType.Bf16 };
+        Assert.Equal(tokens * Vocab * 4 * (1 + 1.5 + 1.5), Plan(Shape(5, "gemma2"), ActivationModel.TorchSharpCpuBf16Kernels, bf16).LogitsBytes);
     }
 
     [Fact]
