@@ -7,6 +7,7 @@
 # HIDDEN/INTER/LAYERS/HEADS/KV_HEADS/VOCAB change the shape; TYPE=gemma2 writes a Gemma 2 (soft-capped attention scores
 # and logits, GeGLU, tied head; SOFTCAP / FINAL_SOFTCAP = 0 switch either cap off) instead of a Llama. Planned by the same RunPlan, so a head_dim the attention kernel does
 # not take (HIDDEN=320 HEADS=4: 80) or Gemma's explicit scores show up as error here when the planner misses them.
+# THREADS=N sets libtorch's threads (0: its default), which is also QLoRA's dequantisation team.
 # COMPUTE=bf16 trains with a bf16 base (fp32 adapters), as `peft train --compute-dtype bf16`.
 # CONFIGS overrides the list: "method:seq:batch[:ckpt][:padded]" entries separated by spaces. STEPS (default 3).
 set -euo pipefail
@@ -28,7 +29,7 @@ for c in $configs; do
   flags=()
   for f in $f1 $f2; do case "$f" in ckpt) flags+=(--checkpointing);; padded) flags+=(--padded);; esac; done
   echo "running $c" >&2
-  bench train-memory --model "$work/model" --method "$method" --seq "$seq" --batch "$batch" --steps "${STEPS:-3}" --compute-dtype "${COMPUTE:-fp32}" "${flags[@]}" \
+  bench train-memory --model "$work/model" --method "$method" --seq "$seq" --batch "$batch" --steps "${STEPS:-3}" --compute-dtype "${COMPUTE:-fp32}" --threads "${THREADS:-0}" "${flags[@]}" \
     | tail -1 >> "$work/results.jsonl"
 done
 python3 - "$work/results.jsonl" "$((SECONDS - start))" <<'PY'
