@@ -230,11 +230,13 @@ internal sealed class ActivationModel
     internal static bool CpuKernels { get; set; } = System.Runtime.Intrinsics.X86.Avx512F.IsSupported;
 
     /// <summary>The profile for where the request runs: on CPU (this project's trainer) the fp32 or 16-bit profile by
-    /// compute dtype, the kernels' where they run on this machine (<see cref="CpuKernels"/>), else
+    /// compute dtype, the kernels' where they run on this machine (<see cref="CpuKernels"/>) and take the dtype, else
     /// <see cref="Transformers"/> (PyTorch + transformers + PEFT on a GPU).</summary>
     public static ActivationModel For(PlanRequest request) => request.Device != DeviceKind.Cpu ? Transformers
         : request.ResolvedComputeDtype == DType.Fp32 ? (CpuKernels ? TorchSharpCpuFp32Kernels : TorchSharpCpuFp32)
-        : CpuKernels ? TorchSharpCpuBf16Kernels : TorchSharpCpuBf16;
+        // The attention and RMSNorm kernels take fp32 and bf16 only: fp16 runs SDPA and the norms' op chain (its loss
+        // still runs the kernel on the fp32 logits, which this profile's 3 buffers overcount by 1.5).
+        : CpuKernels && request.ResolvedComputeDtype == DType.Bf16 ? TorchSharpCpuBf16Kernels : TorchSharpCpuBf16;
 
     /// <summary>Activations of one layer, fully stored; on CPU by the paths this model takes (<see cref="Cpu"/>).</summary>
     /// <remarks><c>linearsKeepInputs</c>: the base Linears keep their inputs without training the norms (QLoRA under

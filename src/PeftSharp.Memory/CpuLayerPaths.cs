@@ -34,7 +34,11 @@ internal sealed record CpuLayerPaths
     public double SdpaAttention { get; init; }
     /// <inheritdoc cref="KernelAttention"/>
     public double ExplicitAttention { get; init; }
-    /// <summary>Bytes per score (s*s*b*heads) per layer on the explicit path: the softmax output and what the value
+    /// <summary>Bytes per element of one kept k or v tensor. The attention counts above hold k and v at the hidden width;
+    /// the kernel reads grouped k/v as the projections wrote them (key/value width), where SDPA and the explicit path
+    /// keep the copies repeated to every head.</summary>
+    public double KeyValue { get; init; } = 2;
+        /// <summary>Bytes per score (s*s*b*heads) per layer on the explicit path: the softmax output and what the value
     /// product keeps of it.</summary>
     public double ExplicitPerScore { get; init; }
     /// <summary>Bytes per score per layer added by attention soft-capping: <c>tanh</c> keeps its output.</summary>
@@ -69,7 +73,7 @@ internal sealed record CpuLayerPaths
         : CpuAttentionPath.Sdpa;
 
     /// <summary>Bytes per s*b*h to add to the profile's count for this model: its attention path's against the
-    /// profile's, and Gemma 2's post-attention and post-MLP norms.</summary>
+    /// profile's, grouped k/v at their own width on the kernel path, and Gemma 2's post-attention and post-MLP norms.</summary>
     public double ExtraPerTokenHidden(ModelConfig c)
     {
         double measured = Kernels ? KernelAttention : SdpaAttention;
@@ -79,7 +83,9 @@ internal sealed record CpuLayerPaths
             CpuAttentionPath.Sdpa => SdpaAttention,
             _ => ExplicitAttention,
         };
-        return actual - measured + (c.ModelType == "gemma2" ? 2 * PerNorm : 0);
+        double groupedKv = AttentionOf(c) == CpuAttentionPath.Kernel
+            ? 2 * KeyValue * ((double)c.KeyValueHeads * c.ResolvedHeadDim / c.HiddenSize - 1) : 0;
+        return actual - measured + groupedKv + (c.ModelType == "gemma2" ? 2 * PerNorm : 0);
     }
 
     /// <summary>Bytes per s*b*intermediate to add for this model's activation.</summary>

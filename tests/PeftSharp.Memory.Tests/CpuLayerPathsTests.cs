@@ -47,6 +47,16 @@ public class CpuLayerPathsTests
     }
 
     [Fact]
+    public void The_kernel_keeps_grouped_keys_and_values_at_their_own_width()
+    {
+        // 5 query heads of 64 sharing one key/value head: k and v are 64 wide, not 320 (2 fp32 tensors of 64 - 320).
+        var gqa = Shape(5, edit: j => j["num_key_value_heads"] = 1);
+        Assert.Equal(Plan(Shape(5), Kernels).ActivationsBytes - Layers * 4 * 2 * S * B * (H - 64), Plan(gqa, Kernels).ActivationsBytes);
+        // SDPA repeats them to every head first: no difference.
+        Assert.Equal(Plan(Shape(5), ActivationModel.TorchSharpCpuFp32).ActivationsBytes, Plan(gqa, ActivationModel.TorchSharpCpuFp32).ActivationsBytes);
+    }
+
+    [Fact]
     public void Gemma2_soft_capped_scores_count_their_t_squared_tensors()
     {
         const int heads = 5;
