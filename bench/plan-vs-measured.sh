@@ -5,7 +5,8 @@
 # Measured = VmHWM of the whole run, final checkpoint and artefact save included (what `peft train` compares its plan
 # with; the plan's runtime allowance covers the save); 'steps' = VmHWM when the last step had finished, for reference.
 # HIDDEN/INTER/LAYERS/HEADS/KV_HEADS/VOCAB change the shape; TYPE=gemma2 writes a Gemma 2 (soft-capped attention scores
-# and logits, GeGLU, tied head; SOFTCAP / FINAL_SOFTCAP = 0 switch either cap off) instead of a Llama. Planned by the same RunPlan, so a head_dim the attention kernel does
+# and logits, GeGLU, tied head; SOFTCAP / FINAL_SOFTCAP = 0 switch either cap off) or TYPE=qwen3 (q/k norms; HEAD_DIM sets
+# a query width other than the hidden size) instead of a Llama. Planned by the same RunPlan, so a head_dim the attention kernel does
 # not take (HIDDEN=320 HEADS=4: 80) or Gemma's explicit scores show up as error here when the planner misses them.
 # THREADS=N sets libtorch's threads (0: its default), which is also QLoRA's dequantisation team.
 # COMPUTE=bf16 trains with a bf16 base (fp32 adapters), as `peft train --compute-dtype bf16`.
@@ -18,7 +19,7 @@ build_bench
 if [ ! -f "$work/model/model.safetensors" ]; then
   bench make-model --out "$work/model" --hidden "${HIDDEN:-768}" --intermediate "${INTER:-2048}" --layers "${LAYERS:-12}" \
     --heads "${HEADS:-12}" --kv-heads "${KV_HEADS:-${HEADS:-12}}" --vocab "${VOCAB:-32000}" --type "${TYPE:-llama}" \
-    --softcap "${SOFTCAP:-50}" --final-softcap "${FINAL_SOFTCAP:-30}" >&2
+    --softcap "${SOFTCAP:-50}" --final-softcap "${FINAL_SOFTCAP:-30}" ${HEAD_DIM:+--head-dim "$HEAD_DIM"} >&2
   cp "$root/tests/PeftSharp.Tests/Fixtures/tiny-llama/tokenizer.json" "$work/model/" # full fine-tuning saves a copy
 fi
 configs="${CONFIGS:-qlora:128:2 qlora:512:1 qlora:512:1:ckpt lora:128:2 lora:512:1 lora:256:2:padded full:128:2 full:512:1}"

@@ -4,13 +4,13 @@ using PeftSharp.IO;
 namespace PeftSharp.Bench;
 
 /// <summary>
-/// Writes a random Llama- or Gemma-2-shaped fp32 checkpoint folder without ever holding a tensor: each tensor's bytes
+/// Writes a random Llama-, Gemma-2- or Qwen3-shaped fp32 checkpoint folder without ever holding a tensor: each tensor's bytes
 /// are generated in 1 MiB chunks as the writer streams them. Input for bench/quantize-memory.sh.
 /// </summary>
 public sealed class MakeModelBench : IBench
 {
     public string Name => "make-model";
-    public string Description => "write a random fp32 Llama or Gemma 2 checkpoint (--out DIR --hidden --intermediate --layers --heads --kv-heads --vocab --type llama|gemma2 --softcap C --final-softcap C, 0 = none)";
+    public string Description => "write a random fp32 Llama, Gemma 2 or Qwen3 checkpoint (--out DIR --hidden --intermediate --layers --heads --kv-heads --vocab --type llama|gemma2|qwen3 --softcap C --final-softcap C, 0 = none --head-dim D for qwen3)";
 
     public int Run(string[] argv)
     {
@@ -33,7 +33,12 @@ public sealed class MakeModelBench : IBench
                 ["attn_logit_softcapping"] = Cap(a.Double("softcap", 50.0)), ["final_logit_softcapping"] = Cap(a.Double("final-softcap", 30.0)), ["sliding_window"] = 4096,
                 ["hidden_activation"] = "gelu_pytorch_tanh", ["tie_word_embeddings"] = true,
             },
-            _ => throw new ArgumentException($"--type: '{type}' is not llama or gemma2"),
+            // Qwen3: per-head q/k norms; --head-dim sets a query width other than the hidden size, as Qwen3-0.6B has.
+            "qwen3" => new JsonObject
+            {
+                ["architectures"] = new JsonArray("Qwen3ForCausalLM"), ["head_dim"] = a.Int("head-dim", h / heads), ["tie_word_embeddings"] = false,
+            },
+            _ => throw new ArgumentException($"--type: '{type}' is not llama, gemma2 or qwen3"),
         };
         config["model_type"] = type;
         config["hidden_size"] = h; config["intermediate_size"] = inter; config["num_hidden_layers"] = layers;

@@ -73,19 +73,22 @@ internal sealed record CpuLayerPaths
         : CpuAttentionPath.Sdpa;
 
     /// <summary>Bytes per s*b*h to add to the profile's count for this model: its attention path's against the
-    /// profile's, grouped k/v at their own width on the kernel path, and Gemma 2's post-attention and post-MLP norms.</summary>
+    /// profile's (measured where the query width heads x head_dim is the hidden size and k/v are not grouped), with q,
+    /// the output and SDPA's repeated k/v at the query width and the kernel's grouped k/v at the key/value width; Gemma
+    /// 2's post-attention and post-MLP norms; Qwen3's per-head q/k norms (their inputs, at the query and key widths).</summary>
     public double ExtraPerTokenHidden(ModelConfig c)
     {
+        double h = c.HiddenSize, q = (double)c.NumAttentionHeads * c.ResolvedHeadDim / h, kv = (double)c.KeyValueHeads * c.ResolvedHeadDim / h;
         double measured = Kernels ? KernelAttention : SdpaAttention;
-        double actual = AttentionOf(c) switch
+        var path = AttentionOf(c);
+        double actual = path switch
         {
             CpuAttentionPath.Kernel => KernelAttention,
             CpuAttentionPath.Sdpa => SdpaAttention,
             _ => ExplicitAttention,
-        };
-        double groupedKv = AttentionOf(c) == CpuAttentionPath.Kernel
-            ? 2 * KeyValue * ((double)c.KeyValueHeads * c.ResolvedHeadDim / c.HiddenSize - 1) : 0;
-        return actual - measured + groupedKv + (c.ModelType == "gemma2" ? 2 * PerNorm : 0);
+        } * q + (path == CpuAttentionPath.Kernel ? 2 * KeyValue * (kv - q) : 0);
+        double norms = c.ModelType switch { "gemma2" => 2, "qwen3" => q + kv, _ => 0 };
+        return actual - measured + norms * PerNorm;
     }
 
     /// <summary>Bytes per s*b*intermediate to add for this model's activation.</summary>

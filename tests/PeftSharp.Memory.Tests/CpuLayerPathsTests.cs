@@ -57,6 +57,15 @@ public class CpuLayerPathsTests
     }
 
     [Fact]
+    public void Qwen3_counts_its_query_width_and_q_k_norm_inputs()
+    {
+        // 4 heads of 128 (q width 512) and 2 kv heads (256) on a 320-wide stream: q and the output at 512, k and v at
+        // 256 (the kernel), and the q/k norms keep their inputs (512 + 256), besides the 4 hidden-sized tensors.
+        var qwen = Shape(4, "qwen3", j => { j["head_dim"] = 128; j["num_key_value_heads"] = 2; });
+        Assert.Equal(Layers * 4 * S * B * (4 * H + 2 * 512 + 2 * 256 + 512 + 256 + 3 * I), Plan(qwen, Kernels).ActivationsBytes);
+    }
+
+    [Fact]
     public void Gemma2_soft_capped_scores_count_their_t_squared_tensors()
     {
         const int heads = 5;
