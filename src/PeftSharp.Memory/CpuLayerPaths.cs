@@ -102,6 +102,20 @@ internal sealed record CpuLayerPaths
     public double PerScore(ModelConfig c) => AttentionOf(c) != CpuAttentionPath.ExplicitScores ? 0
         : ExplicitPerScore + (c.AttnLogitSoftcapping is not null ? SoftcapPerScore : 0);
 
+    /// <summary>The paths in words, for the printed plan: "attention kernel, SwiGLU kernel", "attention SDPA (head_dim
+    /// 80), ...", "attention explicit scores (soft-cap 50), ..., logit soft-cap".</summary>
+    public string Describe(ModelConfig c)
+    {
+        string attention = AttentionOf(c) switch
+        {
+            CpuAttentionPath.Kernel => "attention kernel",
+            CpuAttentionPath.Sdpa => Kernels ? $"attention SDPA (head_dim {c.ResolvedHeadDim})" : "attention SDPA",
+            _ => c.AttnLogitSoftcapping is { } cap ? $"attention explicit scores (soft-cap {cap:G})" : $"attention explicit scores (scale 1/sqrt({c.QueryPreAttnScalar:G}))",
+        };
+        string mlp = SwiGluKernel && SwiGluKernelTakes(c.HiddenAct) ? "MLP kernel" : $"MLP {c.HiddenAct} op chain";
+        return $"{attention}, {mlp}{(c.FinalLogitSoftcapping is not null ? ", logit soft-cap" : "")}";
+    }
+
     /// <summary>fp32 b*s*V buffers the head's soft-cap adds (0 without one).</summary>
     public double FinalSoftcapBuffers(ModelConfig c) => c.FinalLogitSoftcapping is not null ? FinalSoftcapFp32Buffers : 0;
 }

@@ -143,6 +143,16 @@ public class CpuLayerPathsTests
     }
 
     [Fact]
+    public void The_plan_names_the_paths_it_counted()
+    {
+        Assert.Equal("attention kernel, MLP kernel", Plan(Shape(5), Kernels).ActivationPaths);
+        Assert.Equal("attention SDPA (head_dim 80), MLP kernel", Plan(Shape(4), Kernels).ActivationPaths);
+        Assert.Equal("attention explicit scores (soft-cap 50), MLP gelu_pytorch_tanh op chain, logit soft-cap",
+            Plan(Shape(5, "gemma2"), ActivationModel.TorchSharpCpuFp32).ActivationPaths);
+        Assert.Equal("", MemoryPlanner.Plan(Shape(5), Lora with { Device = DeviceKind.Cuda }).ActivationPaths);
+    }
+
+    [Fact]
     public void Gemma_2_2b_preset_carries_its_config_json_values()
     {
         var c = Presets.Config("gemma-2-2b");
