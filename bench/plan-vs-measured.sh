@@ -4,6 +4,12 @@
 # random ~134M-parameter Llama shape (vocab 32000, h 768, MLP 2048, 12 layers), written once by `make-model`.
 # Measured = VmHWM of the whole run, final checkpoint and artefact save included (what `peft train` compares its plan
 # with; the plan's runtime allowance covers the save); 'steps' = VmHWM when the last step had finished, for reference.
+# HIDDEN/INTER/LAYERS/HEADS/KV_HEADS/VOCAB change the shape; TYPE=gemma2 writes a Gemma 2 (soft-capped attention scores
+# and logits, GeGLU, tied head; SOFTCAP / FINAL_SOFTCAP = 0 switch either cap off) or TYPE=qwen3 (q/k norms; HEAD_DIM sets
+# a query width other than the hidden size) instead of a Llama. Planned by the same RunPlan, so a head_dim the attention kernel does
+# not take (HIDDEN=320 HEADS=4: 80) or Gemma's explicit scores show up as error here when the planner misses them.
+# THREADS=N sets libtorch's threads (0: its default), which is also QLoRA's dequantisation team.
+# COMPUTE=bf16 trains with a bf16 base (fp32 adapters), as `peft train --compute-dtype bf16`.
 # CONFIGS overrides the list: "method:seq:batch[:ckpt][:padded]" entries separated by spaces. STEPS (default 3).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -12,7 +18,8 @@ trap '[ -z "${KEEP:-}" ] && [ -z "${WORK:-}" ] && rm -rf "$work"' EXIT
 build_bench
 if [ ! -f "$work/model/model.safetensors" ]; then
   bench make-model --out "$work/model" --hidden "${HIDDEN:-768}" --intermediate "${INTER:-2048}" --layers "${LAYERS:-12}" \
-    --heads "${HEADS:-12}" --vocab "${VOCAB:-32000}" >&2
+    --heads "${HEADS:-12}" --kv-heads "${KV_HEADS:-${HEADS:-12}}" --vocab "${VOCAB:-32000}" --type "${TYPE:-llama}" \
+    --softcap "${SOFTCAP:-50}" --final-softcap "${FINAL_SOFTCAP:-30}" ${HEAD_DIM:+--head-dim "$HEAD_DIM"} >&2
   cp "$root/tests/PeftSharp.Tests/Fixtures/tiny-llama/tokenizer.json" "$work/model/" # full fine-tuning saves a copy
 fi
 configs="${CONFIGS:-qlora:128:2 qlora:512:1 qlora:512:1:ckpt lora:128:2 lora:512:1 lora:256:2:padded full:128:2 full:512:1}"
@@ -23,7 +30,7 @@ for c in $configs; do
   flags=()
   for f in $f1 $f2; do case "$f" in ckpt) flags+=(--checkpointing);; padded) flags+=(--padded);; esac; done
   echo "running $c" >&2
-  bench train-memory --model "$work/model" --method "$method" --seq "$seq" --batch "$batch" --steps "${STEPS:-3}" "${flags[@]}" \
+  bench train-memory --model "$work/model" --method "$method" --seq "$seq" --batch "$batch" --steps "${STEPS:-3}" --compute-dtype "${COMPUTE:-fp32}" --threads "${THREADS:-0}" "${flags[@]}" \
     | tail -1 >> "$work/results.jsonl"
 done
 python3 - "$work/results.jsonl" "$((SECONDS - start))" <<'PY'

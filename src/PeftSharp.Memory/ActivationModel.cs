@@ -69,8 +69,34 @@ internal sealed class ActivationModel
     /// the logits held through the loss count 4 B each.</summary>
     public bool LogitsInFp32 { get; init; }
 
+    /// <summary>PeftSharp's CPU layers: what they keep by the path a model takes (its attention, its MLP activation,
+    /// Gemma 2's extra norms and soft-caps); null for other trainers' profiles.</summary>
+    public CpuLayerPaths? Cpu { get; init; }
+
     /// <summary>Chunks of torchtune's <c>CEWithChunkedOutputLoss</c>.</summary>
     public const int LossChunks = 8;
+
+    // Declared before the profiles that copy them (static initialisers run in text order).
+    /// <summary>fp32 attention: the kernel keeps q, k, v and its output (o_proj's input); SDPA also the head-merged
+    /// copy; the explicit path q, k, v and the merged copy (the value product's output is not kept), plus per score the
+    /// softmax output (saved by softmax and the value product) and the soft-cap's tanh output. One fp32 tensor = 2.</summary>
+    static readonly CpuLayerPaths Fp32Paths = new()
+    {
+        KernelAttention = 2 * 4, SdpaAttention = 2 * 5, ExplicitAttention = 2 * 4,
+        ExplicitPerScore = 2, SoftcapPerScore = 2,
+        SwiGluOpChainExtra = 2, GeluTanhOpChainExtra = 2 * 3, PerNorm = 2,
+    };
+
+    /// <summary>16-bit attention: q, k, v and the output on the kernel and SDPA paths (the head-merged copy is counted as
+    /// o_proj's LoRA input); the explicit path q, k, v, plus per score the fp32 softmax output (4 B), its 16-bit copy
+    /// the value product keeps (2 B) and the soft-cap's 16-bit tanh output (2 B). The
+    /// head's soft-cap measured 1.5 fp32 b*s*V buffers (bench/plan-vs-measured.sh COMPUTE=bf16 TYPE=gemma2).</summary>
+    static readonly CpuLayerPaths Bf16Paths = new()
+    {
+        KernelAttention = 4 * 2, SdpaAttention = 4 * 2, ExplicitAttention = 3 * 2,
+        ExplicitPerScore = 4 + 2, SoftcapPerScore = 2,
+        GeluTanhOpChainExtra = 3 * 2, PerNorm = 4, FinalSoftcapFp32Buffers = 1.5,
+    };
 
     /// <summary>Korthikanti et al. 2022, "Reducing Activation Recomputation in Large Transformer Models": Megatron-style
     /// layers with every weight trained, 34*s*b*h + 5*a*s^2*b; the logits as 2 fp32 copies.</summary>
@@ -126,6 +152,7 @@ internal sealed class ActivationModel
         PerScore = 0,
         CheckpointPerTokenHidden = 2,
         LossFp32Buffers = 3,
+        Cpu = Fp32Paths with { Kernels = false, SwiGluKernel = false },
     };
 
     /// <summary>
@@ -152,6 +179,7 @@ internal sealed class ActivationModel
         CountsAdapterInputs = true,
         AdapterInputsInComputeDtype = true,
         LogitsInFp32 = true,
+        Cpu = Bf16Paths,
     };
 
     /// <summary>
@@ -171,6 +199,7 @@ internal sealed class ActivationModel
         PerScore = 0,
         CheckpointPerTokenHidden = 2,
         LossFp32Buffers = 1,
+        Cpu = Fp32Paths with { Kernels = true, SwiGluKernel = true },
     };
 
     /// <summary>
@@ -191,6 +220,9 @@ internal sealed class ActivationModel
         CountsAdapterInputs = true,
         AdapterInputsInComputeDtype = true,
         LogitsInFp32 = true,
+        // The RMSNorm kernel keeps the 16-bit input, not an fp32 upcast; the SwiGLU kernel (bf16 too) keeps gate and up,
+        // and an activation it does not take adds its op chain's 16-bit output back.
+        Cpu = Bf16Paths with { Kernels = true, SwiGluKernel = true, SwiGluOpChainExtra = 2, PerNorm = 2 },
     };
 
     /// <summary>Whether the CPU profiles are the kernels' (this machine has AVX-512F, where PeftSharp's C# kernels run);
@@ -198,13 +230,15 @@ internal sealed class ActivationModel
     internal static bool CpuKernels { get; set; } = System.Runtime.Intrinsics.X86.Avx512F.IsSupported;
 
     /// <summary>The profile for where the request runs: on CPU (this project's trainer) the fp32 or 16-bit profile by
-    /// compute dtype, the kernels' where they run on this machine (<see cref="CpuKernels"/>), else
+    /// compute dtype, the kernels' where they run on this machine (<see cref="CpuKernels"/>) and take the dtype, else
     /// <see cref="Transformers"/> (PyTorch + transformers + PEFT on a GPU).</summary>
     public static ActivationModel For(PlanRequest request) => request.Device != DeviceKind.Cpu ? Transformers
         : request.ResolvedComputeDtype == DType.Fp32 ? (CpuKernels ? TorchSharpCpuFp32Kernels : TorchSharpCpuFp32)
-        : CpuKernels ? TorchSharpCpuBf16Kernels : TorchSharpCpuBf16;
+        // The attention and RMSNorm kernels take fp32 and bf16 only: fp16 runs SDPA and the norms' op chain (its loss
+        // still runs the kernel on the fp32 logits, which this profile's 3 buffers overcount by 1.5).
+        : CpuKernels && request.ResolvedComputeDtype == DType.Bf16 ? TorchSharpCpuBf16Kernels : TorchSharpCpuBf16;
 
-    /// <summary>Activations of one layer, fully stored.</summary>
+    /// <summary>Activations of one layer, fully stored; on CPU by the paths this model takes (<see cref="Cpu"/>).</summary>
     /// <remarks><c>linearsKeepInputs</c>: the base Linears keep their inputs without training the norms (QLoRA under
     /// bitsandbytes); <c>baseTrains</c> implies it.</remarks>
     public double LayerBytes(ModelConfig c, long batch, long seq, AttentionKind attention, DType compute,
@@ -212,11 +246,14 @@ internal sealed class ActivationModel
     {
         double sb = (double)seq * batch;
         bool inputs = baseTrains || linearsKeepInputs;
-        double perHidden = PerTokenHidden + (baseTrains ? TrainedNormsPerTokenHidden : 0) + (inputs ? TrainedLinearsPerTokenHidden : 0)
-            - (compiled ? CompileSavesPerTokenHidden : 0);
+        // Gemma 2's four norms per layer: the trained-norm count is for two.
+        double trainedNorms = TrainedNormsPerTokenHidden * (Cpu is not null && c.ModelType == "gemma2" ? 2 : 1);
+        double perHidden = PerTokenHidden + (baseTrains ? trainedNorms : 0) + (inputs ? TrainedLinearsPerTokenHidden : 0)
+            - (compiled ? CompileSavesPerTokenHidden : 0) + (Cpu?.ExtraPerTokenHidden(c) ?? 0);
         double perInter = PerTokenIntermediate + (inputs ? TrainedLinearsPerTokenIntermediate : 0)
-            - (compiled ? CompileSavesPerTokenIntermediate : 0);
-        double scores = attention == AttentionKind.Eager ? sb * seq * c.NumAttentionHeads * PerScore : 0;
+            - (compiled ? CompileSavesPerTokenIntermediate : 0) + (Cpu?.ExtraPerTokenIntermediate(c) ?? 0);
+        double perScore = (attention == AttentionKind.Eager ? PerScore : 0) + (Cpu?.PerScore(c) ?? 0);
+        double scores = sb * seq * c.NumAttentionHeads * perScore;
         double kvWidth = attention == AttentionKind.Flash ? (double)c.KeyValueHeads * c.ResolvedHeadDim : c.HiddenSize;
         return (sb * c.HiddenSize * perHidden + sb * kvWidth * PerTokenKeyValue + sb * c.IntermediateSize * perInter + scores) * Scale(compute);
     }
@@ -247,7 +284,7 @@ internal sealed class ActivationModel
         double e = Dtypes.BytesPerElement(compute), logit = LogitsInFp32 ? 4 : e;
         return (long)Math.Ceiling(loss switch
         {
-            LossKind.Full => tokens * c.VocabSize * (logit + 4 * LossFp32Buffers),
+            LossKind.Full => tokens * c.VocabSize * (logit + 4 * (LossFp32Buffers + (Cpu?.FinalSoftcapBuffers(c) ?? 0))),
             LossKind.Chunked => tokens * c.VocabSize * (logit + 4 + 2.0 * 4 / LossChunks),
             _ => tokens * c.HiddenSize * (e + e + 4),
         });

@@ -72,6 +72,9 @@ public sealed record MemoryPlan
     /// <summary>Which activation profile the plan used: <c>transformers</c> (CUDA), <c>torchsharp-cpu-fp32</c> or
     /// <c>torchsharp-cpu-bf16</c> (CPU, by compute dtype; <c>-kernels</c> appended where PeftSharp's AVX-512 kernels run).</summary>
     public string ActivationProfile { get; init; } = "";
+    /// <summary>On CPU, the paths the model's layers take (CpuLayerPaths.Describe: attention kernel / SDPA / explicit
+    /// scores, SwiGLU kernel or op chain, soft-caps); empty elsewhere.</summary>
+    internal string ActivationPaths { get; init; } = "";
 
     /// <summary>What serving the result costs beyond the base model, in words (e.g. "0 merged, +0.26% unmerged").</summary>
     public required string InferenceOverhead { get; init; }

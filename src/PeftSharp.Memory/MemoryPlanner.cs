@@ -109,6 +109,7 @@ public static class MemoryPlanner
             PageableBytes = pageable,
             InferenceOverhead = InferenceOverhead(request, trainable, total),
             ActivationProfile = activations.Name,
+            ActivationPaths = activations.Cpu?.Describe(c) ?? "",
         };
         return plan with { AllocatorSlackBytes = AllocatorSlack(request, plan.TotalBytes - plan.FrameworkOverheadBytes) };
     }

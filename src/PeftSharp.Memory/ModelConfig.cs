@@ -31,6 +31,26 @@ public sealed record ModelConfig
     /// <summary>Learned position embeddings (GPT-2's wpe rows).</summary>
     public int MaxPositionEmbeddings { get; init; }
 
+    /// <summary>The MLP's activation as config.json names it: Gemma 2's <c>hidden_activation</c> (else <c>hidden_act</c>,
+    /// default gelu_pytorch_tanh), GPT-2's <c>activation_function</c> (default gelu_new), else <c>hidden_act</c> (default
+    /// silu). Not checked here: the engine refuses what it cannot run; the planner counts by it (<see cref="CpuLayerPaths"/>).</summary>
+    internal string HiddenAct { get; init; } = "silu";
+    /// <summary>Gemma 2's <c>attn_logit_softcapping</c> (absent: 50, as transformers' Gemma2Config; null: none); null for
+    /// other families.</summary>
+    internal double? AttnLogitSoftcapping { get; init; }
+    /// <summary>Gemma 2's <c>final_logit_softcapping</c> (absent: 30; null: none); null for other families.</summary>
+    internal double? FinalLogitSoftcapping { get; init; }
+    /// <summary>Gemma 2's <c>query_pre_attn_scalar</c> (absent: 256): scores scale by its inverse square root; null for
+    /// other families (1/sqrt(head_dim)).</summary>
+    internal double? QueryPreAttnScalar { get; init; }
+
+    /// <summary>The attention score scale: 1/sqrt(<see cref="QueryPreAttnScalar"/>) where given, else 1/sqrt(head_dim).</summary>
+    internal double AttentionScale => 1.0 / Math.Sqrt(QueryPreAttnScalar ?? ResolvedHeadDim);
+
+    /// <summary>Scores must be computed op by op (SDPA and the attention kernel scale by 1/sqrt(head_dim) and cannot
+    /// soft-cap): the engine's Models/Attention.cs decides the same way.</summary>
+    internal bool ExplicitAttentionScores => AttnLogitSoftcapping is not null || Math.Abs(AttentionScale * Math.Sqrt(ResolvedHeadDim) - 1) > 1e-12;
+
     /// <summary>Key/value heads: <see cref="NumKeyValueHeads"/>, or <see cref="NumAttentionHeads"/> when absent.</summary>
     public int KeyValueHeads => NumKeyValueHeads ?? NumAttentionHeads;
 
@@ -77,23 +97,32 @@ public sealed record ModelConfig
         return config;
     }
 
-    static ModelConfig ParseDecoder(JsonObject root, string type) => new()
+    static ModelConfig ParseDecoder(JsonObject root, string type)
     {
-        ModelType = type,
-        HiddenSize = Int(root, "hidden_size") ?? throw Missing("hidden_size"),
-        IntermediateSize = Int(root, "intermediate_size") ?? throw Missing("intermediate_size"),
-        NumHiddenLayers = Int(root, "num_hidden_layers") ?? throw Missing("num_hidden_layers"),
-        NumAttentionHeads = Int(root, "num_attention_heads") ?? throw Missing("num_attention_heads"),
-        NumKeyValueHeads = Int(root, "num_key_value_heads"),
-        HeadDim = Int(root, "head_dim"),
-        VocabSize = Int(root, "vocab_size") ?? throw Missing("vocab_size"),
-        // Gemma's transformers configs tie the head by default; the other families' default to untied.
-        TieWordEmbeddings = Bool(root, "tie_word_embeddings") ?? type.StartsWith("gemma", StringComparison.Ordinal),
-        // Mistral's and Phi-3's projections never have biases in transformers, whatever attention_bias says.
-        AttentionBias = type is not ("mistral" or "phi3") && (Bool(root, "attention_bias") ?? false),
-        MlpBias = Bool(root, "mlp_bias") ?? false,
-        MaxPositionEmbeddings = Int(root, "max_position_embeddings") ?? 0,
-    };
+        bool gemma2 = type == "gemma2";
+        return new()
+        {
+            ModelType = type,
+            HiddenSize = Int(root, "hidden_size") ?? throw Missing("hidden_size"),
+            IntermediateSize = Int(root, "intermediate_size") ?? throw Missing("intermediate_size"),
+            NumHiddenLayers = Int(root, "num_hidden_layers") ?? throw Missing("num_hidden_layers"),
+            NumAttentionHeads = Int(root, "num_attention_heads") ?? throw Missing("num_attention_heads"),
+            NumKeyValueHeads = Int(root, "num_key_value_heads"),
+            HeadDim = Int(root, "head_dim"),
+            VocabSize = Int(root, "vocab_size") ?? throw Missing("vocab_size"),
+            // Gemma's transformers configs tie the head by default; the other families' default to untied.
+            TieWordEmbeddings = Bool(root, "tie_word_embeddings") ?? type.StartsWith("gemma", StringComparison.Ordinal),
+            // Mistral's and Phi-3's projections never have biases in transformers, whatever attention_bias says.
+            AttentionBias = type is not ("mistral" or "phi3") && (Bool(root, "attention_bias") ?? false),
+            MlpBias = Bool(root, "mlp_bias") ?? false,
+            MaxPositionEmbeddings = Int(root, "max_position_embeddings") ?? 0,
+            // Gemma 2's MLP reads hidden_activation first (transformers' Gemma2MLP).
+            HiddenAct = (gemma2 ? String(root, "hidden_activation") : null) ?? String(root, "hidden_act") ?? (gemma2 ? "gelu_pytorch_tanh" : "silu"),
+            AttnLogitSoftcapping = gemma2 ? OptionalDouble(root, "attn_logit_softcapping", 50.0) : null,
+            FinalLogitSoftcapping = gemma2 ? OptionalDouble(root, "final_logit_softcapping", 30.0) : null,
+            QueryPreAttnScalar = gemma2 ? Double(root, "query_pre_attn_scalar") ?? 256 : null,
+        };
+    }
 
     static ModelConfig ParseGpt2(JsonObject root)
     {
@@ -110,6 +139,7 @@ public sealed record ModelConfig
             AttentionBias = true,
             MlpBias = true,
             MaxPositionEmbeddings = Int(root, "n_positions") ?? throw Missing("n_positions"),
+            HiddenAct = String(root, "activation_function") ?? "gelu_new",
         };
     }
 
@@ -128,6 +158,7 @@ public sealed record ModelConfig
             throw new PlanException("num_attention_heads", $"{NumAttentionHeads} heads do not divide hidden_size {HiddenSize}");
         if (NumAttentionHeads % KeyValueHeads != 0)
             throw new PlanException("num_key_value_heads", $"{KeyValueHeads} KV heads do not divide num_attention_heads {NumAttentionHeads}");
+        if (QueryPreAttnScalar is <= 0) throw new PlanException("query_pre_attn_scalar", $"must be positive, got {QueryPreAttnScalar}");
         if (ModelType == "gpt2") Positive("n_positions", MaxPositionEmbeddings);
         else if (MaxPositionEmbeddings < 0) throw new PlanException("max_position_embeddings", $"must be positive, got {MaxPositionEmbeddings}");
     }
@@ -158,6 +189,13 @@ public sealed record ModelConfig
 
     static bool? Bool(JsonObject root, string name) => Get(root, name) is not { } v ? null
         : v.ValueKind is JsonValueKind.True or JsonValueKind.False ? v.GetBoolean() : throw new PlanException(name, $"must be true or false, got {Show(v)}");
+
+    static double? Double(JsonObject root, string name) => Get(root, name) is not { } v ? null
+        : v.ValueKind == JsonValueKind.Number ? v.GetDouble() : throw new PlanException(name, $"must be a number, got {Show(v)}");
+
+    /// <summary>A number; null when the config sets it to null (switched off), <paramref name="absentDefault"/> when absent.</summary>
+    static double? OptionalDouble(JsonObject root, string name, double absentDefault) =>
+        root.ContainsKey(name) ? Double(root, name) : absentDefault;
 
     static string? String(JsonObject root, string name) => Get(root, name) is not { } v ? null
         : v.ValueKind == JsonValueKind.String ? v.GetString() : throw new PlanException(name, $"must be a string, got {Show(v)}");

@@ -14,6 +14,7 @@ public static class Presets
     {
         ModelType = "gpt2", HiddenSize = h, IntermediateSize = 4 * h, NumHiddenLayers = layers, NumAttentionHeads = heads,
         VocabSize = 50257, TieWordEmbeddings = true, AttentionBias = true, MlpBias = true, MaxPositionEmbeddings = 1024,
+        HiddenAct = "gelu_new",
     };
 
     static readonly Dictionary<string, ModelConfig> All = new(StringComparer.OrdinalIgnoreCase)
@@ -34,7 +35,10 @@ public static class Presets
         ["smollm2-135m"] = Llama(576, 1536, 30, 9, 3, 49152, tied: true),
         ["smollm2-360m"] = Llama(960, 2560, 32, 15, 5, 49152, tied: true),
         ["smollm2-1.7b"] = Llama(2048, 8192, 24, 32, 32, 49152, tied: true),
-        ["gemma-2-2b"] = Llama(2304, 9216, 26, 8, 4, 256000, tied: true, type: "gemma2") with { HeadDim = 256 },
+        ["gemma-2-2b"] = Llama(2304, 9216, 26, 8, 4, 256000, tied: true, type: "gemma2") with
+        {
+            HeadDim = 256, HiddenAct = "gelu_pytorch_tanh", AttnLogitSoftcapping = 50, FinalLogitSoftcapping = 30, QueryPreAttnScalar = 256,
+        },
         ["phi-3-mini"] = Llama(3072, 8192, 32, 32, 32, 32064, type: "phi3"),
         ["gpt2"] = Gpt2(768, 12, 12),
         ["gpt2-medium"] = Gpt2(1024, 24, 16),

@@ -94,8 +94,9 @@ public class OptimizerAndActivationTests
         var c = Presets.Config("smollm2-135m"); // h 576, MLP 1536, 30 layers, 9 heads, vocab 49152
         long s = 100, b = 2, h = 576, i = 1536, layers = 30;
         var cpu = ActivationModel.TorchSharpCpuFp32Kernels;
-        // The attention output is o_proj's input (8 hidden-sized tensors); SwiGLU keeps gate and up (3 MLP-sized).
-        long frozen = layers * 4 * (8 * s * b * h + 3 * s * b * i);
+        // The attention output is o_proj's input (8 hidden-sized tensors, k and v of them at the 3 key/value heads' width
+        // 192: the kernel reads grouped k/v as they are); SwiGLU keeps gate and up (3 MLP-sized).
+        long frozen = layers * 4 * (6 * s * b * h + 2 * s * b * 192 + 3 * s * b * i);
         Assert.Equal(frozen, cpu.Bytes(c, b, s, AttentionKind.Eager, DType.Fp32, checkpointing: false));
         // The RMSNorm kernel's weight gradient needs no normalised copy.
         Assert.Equal(frozen, cpu.Bytes(c, b, s, AttentionKind.Eager, DType.Fp32, false, baseTrains: true));
@@ -112,12 +113,14 @@ public class OptimizerAndActivationTests
         // Where PeftSharp's AVX-512 kernels run (this machine has AVX-512F), the kernels' profiles.
         bool k = ActivationModel.CpuKernels;
         Assert.Same(k ? ActivationModel.TorchSharpCpuFp32Kernels : ActivationModel.TorchSharpCpuFp32, ActivationModel.For(cpuFp32));
-        Assert.Equal(k ? 30 * 4 * (8 * s * h + 3 * s * i) : 30 * 4 * (11 * s * h + 4 * s * i), MemoryPlanner.Plan("smollm2-135m", cpuFp32).ActivationsBytes);
+        Assert.Equal(k ? 30 * 4 * (6 * s * h + 2 * s * 192 + 3 * s * i) : 30 * 4 * (11 * s * h + 4 * s * i), MemoryPlanner.Plan("smollm2-135m", cpuFp32).ActivationsBytes);
         Assert.Equal((k ? 2L : 4L) * 4 * s * 49152, MemoryPlanner.Plan("smollm2-135m", cpuFp32).LogitsBytes);
         Assert.Same(ActivationModel.Transformers, ActivationModel.For(cpuFp32 with { Device = DeviceKind.Cuda }));
         var bf16 = k ? ActivationModel.TorchSharpCpuBf16Kernels : ActivationModel.TorchSharpCpuBf16;
         Assert.Same(bf16, ActivationModel.For(cpuFp32 with { WeightDtype = DType.Bf16 }));
         Assert.Same(bf16, ActivationModel.For(cpuFp32 with { ComputeDtype = DType.Bf16 }));
+        // fp16: the kernels do not take it, the op chain's profile.
+        Assert.Same(ActivationModel.TorchSharpCpuBf16, ActivationModel.For(cpuFp32 with { ComputeDtype = DType.Fp16 }));
         // On CUDA, full fine-tuning uses the transformers profile with the trained base's extra inputs.
         Assert.Equal(ActivationModel.Transformers.Bytes(c, 1, s, AttentionKind.Fused, DType.Fp32, false, baseTrains: true),
             MemoryPlanner.Plan("smollm2-135m", cpuFp32 with { Device = DeviceKind.Cuda }).ActivationsBytes);

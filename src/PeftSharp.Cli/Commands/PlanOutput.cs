@@ -64,7 +64,7 @@ static class PlanOutput
         AnsiConsole.MarkupLineInterpolated(
             $"[bold]{p.Model}[/] {PlanNames.Name(r.Method)}: batch {r.BatchSize} x seq {r.SequenceLength}, {Dtypes.Name(r.WeightDtype)} weights, {PlanNames.Name(r.Optimizer)}, per GPU of {r.Gpus} (GB = 10^9 bytes)");
         AnsiConsole.MarkupLineInterpolated(
-            $"loss {PlanNames.Name(r.Loss)}, {(r.Device == DeviceKind.Cuda ? $"memory {PlanNames.Name(r.Memory)}" : "cpu resident")}, activations: {p.ActivationProfile}{(r.GradientCheckpointing ? ", checkpointing" : "")}{(r.OffloadActivations ? ", offloaded" : "")}{(r.Compile ? ", compiled" : "")}");
+            $"loss {PlanNames.Name(r.Loss)}, {(r.Device == DeviceKind.Cuda ? $"memory {PlanNames.Name(r.Memory)}" : "cpu resident")}, activations: {p.ActivationProfile}{(p.ActivationPaths != "" ? $" ({p.ActivationPaths})" : "")}{(r.GradientCheckpointing ? ", checkpointing" : "")}{(r.OffloadActivations ? ", offloaded" : "")}{(r.Compile ? ", compiled" : "")}");
         var table = new Table().AddColumn("Resident").AddColumn(new TableColumn("GB").RightAligned()).AddColumn(new TableColumn("Share").RightAligned())
             .AddColumn("Rests on");
         void Row(string name, long bytes, string basis) =>

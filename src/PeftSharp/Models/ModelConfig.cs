@@ -166,10 +166,11 @@ public sealed class ModelConfig
             FusedProjections = type == "phi3",
             RotaryDim = rotaryDim,
             GemmaBlock = gemma,
-            HiddenAct = ModelFamilies.Activation(raw, type),
-            AttentionScale = 1.0 / Math.Sqrt(gemma ? (raw["query_pre_attn_scalar"] is JsonNode qs ? ModelFamilies.Number(qs) : 256) : headDim),
-            AttnLogitSoftcapping = gemma ? ModelFamilies.OptionalDouble(raw, "attn_logit_softcapping", 50.0) : null,
-            FinalLogitSoftcapping = gemma ? ModelFamilies.OptionalDouble(raw, "final_logit_softcapping", 30.0) : null,
+            // The planner's parse of these (it counts memory by them): read there once.
+            HiddenAct = ModelFamilies.Activation(shape.HiddenAct),
+            AttentionScale = shape.AttentionScale,
+            AttnLogitSoftcapping = shape.AttnLogitSoftcapping,
+            FinalLogitSoftcapping = shape.FinalLogitSoftcapping,
         };
     }
 }

@@ -89,21 +89,11 @@ static class ModelFamilies
         };
     }
 
-    /// <summary>The MLP gate activation (Gemma 2 reads hidden_activation first, as its MLP does).</summary>
-    public static string Activation(JsonObject raw, string type)
-    {
-        var node = type == "gemma2" ? raw["hidden_activation"] ?? raw["hidden_act"] : raw["hidden_act"];
-        string act = node?.GetValue<string>() ?? (type == "gemma2" ? "gelu_pytorch_tanh" : "silu");
-        return act is "silu" or "gelu_pytorch_tanh" ? act
-            : throw new InvalidDataException($"hidden_act '{act}' is not supported (supported: silu, gelu_pytorch_tanh)");
-    }
+    /// <summary>The MLP gate activation (as the planner's ModelConfig reads it), if the engine runs it.</summary>
+    public static string Activation(string act) => act is "silu" or "gelu_pytorch_tanh" ? act
+        : throw new InvalidDataException($"hidden_act '{act}' is not supported (supported: silu, gelu_pytorch_tanh)");
 
     /// <summary>A JSON number as a double, whether it was written as an integer or not.</summary>
     public static double Number(JsonNode node) =>
         double.Parse(node.ToJsonString(), System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture);
-
-    /// <summary>A number, null when the config sets it to null, <paramref name="absentDefault"/> when the key is absent.</summary>
-    public static double? OptionalDouble(JsonObject raw, string key, double? absentDefault) =>
-        !raw.ContainsKey(key) ? absentDefault
-        : raw[key] is JsonValue v && v.GetValueKind() == JsonValueKind.Number ? Number(v) : null;
 }

@@ -1,0 +1,45 @@
+using PeftSharp.Kernels;
+using PeftSharp.Memory;
+using PeftSharp.Models;
+using PeftSharp.Tests.Support;
+using static TorchSharp.torch;
+
+namespace PeftSharp.Tests.Training;
+
+/// <summary>
+/// The planner's reading of which CPU kernels a model gets (Memory's CpuLayerPaths, a predicate kept beside the engine
+/// rather than shared with it) agrees with what the engine's training forward really runs: the kernels' call counters
+/// over one forward of a loaded model.
+/// </summary>
+public class PlanKernelPathTests
+{
+    [Theory]
+    [InlineData("llama", 128, 4, null, false)]   // head_dim 32: the attention kernel
+    [InlineData("llama", 160, 2, null, false)]   // head_dim 80: SDPA
+    [InlineData("llama", 64, 4, null, false)]    // head_dim 16: SDPA
+    [InlineData("gemma2", 128, 4, 50.0, false)]  // soft-capped scores: explicit
+    [InlineData("gemma2", 128, 4, null, true)]   // neither soft-cap nor another scale: the kernel
+    [InlineData("gemma2", 128, 4, null, false)]  // query_pre_attn_scalar 256 != head_dim 32: explicit
+    public void Planned_attention_path_is_the_one_the_engine_runs(string type, int hidden, int heads, double? softcap, bool headDimScale)
+    {
+        if (!CausalAttentionKernel.Supports(32)) return;   // no AVX-512: the op-chain profiles, no kernel to agree with
+        var cfg = RandomModel.LlamaConfig(hidden: hidden, layers: 2, heads: heads, kvHeads: heads, vocab: 64, modelType: type, tied: type == "gemma2");
+        if (type == "gemma2")
+        {
+            cfg["head_dim"] = hidden / heads;
+            cfg["attn_logit_softcapping"] = softcap;
+            cfg["sliding_window"] = 4096;   // a window that hides nothing at this length
+            if (headDimScale) cfg["query_pre_attn_scalar"] = hidden / heads;
+        }
+        using var model = ModelLoader.Load(RandomModel.Write(cfg));
+        var path = ActivationModel.TorchSharpCpuFp32Kernels.Cpu!.AttentionOf(model.Config.Shape);
+        using var ids = randint(0, 64, [2, 40]);
+        var (attention0, _) = CausalAttention.Calls;
+        var (swiglu0, _) = SwiGlu.Calls;
+        model.Forward(ids).Dispose();
+        Assert.Equal(path == CpuAttentionPath.Kernel ? 2 : 0, CausalAttention.Calls.Forward - attention0);
+        // The fp32 SwiGLU kernel takes both activations the engine runs (silu, Gemma's gelu_pytorch_tanh).
+        Assert.True(CpuLayerPaths.SwiGluKernelTakes(model.Config.HiddenAct));
+        Assert.Equal(2, SwiGlu.Calls.Forward - swiglu0);
+    }
+}
