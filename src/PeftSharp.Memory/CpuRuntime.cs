@@ -47,9 +47,35 @@ internal static class CpuRuntime
     /// </summary>
     public const long SixteenBitArenaBytes = 19_400_000;
 
+    /// <summary>
+    /// MKL's Intel code path, which PeftSharp's engine switches on for AMD CPUs (Kernels/MklCodePath), shares GEMM packing
+    /// buffers between threads that MKL's generic path does not: `bench/plan-vs-measured.sh` with
+    /// PEFTSHARP_MKL_INTEL_PATH unset vs 0, 2 threads (2026-11-30): lora b2 s128 1014 vs 991 MB, qlora b1 s512 972 vs 946,
+    /// full b2 s128 2698 vs 2677 (+21..+26 MB); at 1 thread 979 vs 984 and 2666 vs 2668 (none). Not measured beyond 2
+    /// threads.
+    /// </summary>
+    public const long MklIntelPathBytes = 23_000_000;
+
+    /// <summary>The variable that keeps MKL's generic path (read by the engine's Kernels/MklCodePath too).</summary>
+    public const string MklIntelPathVariable = "PEFTSHARP_MKL_INTEL_PATH";
+
+    /// <summary>Whether this machine's training processes run MKL's Intel path: the engine's condition (an AMD x86 CPU,
+    /// Linux, <see cref="MklIntelPathVariable"/> not 0; the engine also needs libtorch's MKL and no matmul before it).</summary>
+    public static bool MklIntelPath { get; } = OperatingSystem.IsLinux() && IsAmdCpu()
+        && Environment.GetEnvironmentVariable(MklIntelPathVariable) != "0";
+
+    /// <summary>cpuid leaf 0's vendor string is AuthenticAMD (ebx, edx, ecx).</summary>
+    internal static bool IsAmdCpu()
+    {
+        if (!System.Runtime.Intrinsics.X86.X86Base.IsSupported) return false;
+        var (_, ebx, ecx, edx) = System.Runtime.Intrinsics.X86.X86Base.CpuId(0, 0);
+        return ebx == 0x68747541 && edx == 0x69746E65 && ecx == 0x444D4163;   // "Auth" "enti" "cAMD"
+    }
+
     /// <summary>The terms of a training run; <paramref name="afterLoadBytes"/> = the process's own figure when it measured it;
-    /// <paramref name="sixteenBitCompute"/> adds <see cref="SixteenBitArenaBytes"/>.</summary>
-    public static IReadOnlyList<RuntimeTerm> Training(long? afterLoadBytes = null, bool sixteenBitCompute = false) =>
+    /// <paramref name="sixteenBitCompute"/> adds <see cref="SixteenBitArenaBytes"/>; <paramref name="mklIntelPath"/>
+    /// (default: this machine's, <see cref="MklIntelPath"/>) adds <see cref="MklIntelPathBytes"/>.</summary>
+    public static IReadOnlyList<RuntimeTerm> Training(long? afterLoadBytes = null, bool sixteenBitCompute = false, bool? mklIntelPath = null) =>
     [
         new(AfterLoadName, afterLoadBytes ?? DefaultAfterLoadBytes,
             afterLoadBytes is null ? "measured by bench/runtime-memory.sh" : "measured in this process"),
@@ -59,5 +85,6 @@ internal static class CpuRuntime
         new("growth over the run", RunGrowthBytes, "tier-1 JIT code, oneDNN caches, thread stacks"),
         new("end-of-run save", SaveBytes, "final checkpoint and artefact"),
         .. (sixteenBitCompute ? [new RuntimeTerm("malloc arenas, 16-bit kernels", SixteenBitArenaBytes, "freed blocks glibc keeps under bf16 compute")] : Array.Empty<RuntimeTerm>()),
+        .. (mklIntelPath ?? MklIntelPath ? [new RuntimeTerm("MKL GEMM buffers, Intel path on AMD", MklIntelPathBytes, "shared packing buffers of multi-threaded sgemm")] : Array.Empty<RuntimeTerm>()),
     ];
 }

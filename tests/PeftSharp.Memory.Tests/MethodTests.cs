@@ -99,6 +99,18 @@ public class MethodTests
     }
 
     [Fact]
+    public void Mkl_intel_path_adds_its_measured_gemm_buffers_to_the_cpu_runtime()
+    {
+        var without = CpuRuntime.Training(mklIntelPath: false);
+        var with = CpuRuntime.Training(mklIntelPath: true);
+        Assert.Equal(without.Count + 1, with.Count);
+        Assert.Equal(CpuRuntime.MklIntelPathBytes, with.Sum(t => t.Bytes) - without.Sum(t => t.Bytes));
+        Assert.Contains(with, t => t.Name.Contains("MKL") && t.Bytes == 23_000_000);
+        // The default follows this machine, as the engine decides (Kernels/MklCodePath): AMD, Linux, not switched off.
+        Assert.Equal(CpuRuntime.MklIntelPath ? with.Count : without.Count, CpuRuntime.Training().Count);
+    }
+
+    [Fact]
     public void Framework_overhead_is_a_per_device_constant_the_caller_can_override()
     {
         // CUDA, as nvidia-smi shows it: context and kernels, plus cuBLAS workspaces (allocated through PyTorch).
@@ -106,10 +118,11 @@ public class MethodTests
             MemoryPlanner.Plan(Tiny, new PlanRequest()).FrameworkOverheadBytes);
         // CPU: the runtime allowance in named, measured terms (bench/runtime-memory.sh), their sum in the total.
         var cpu = MemoryPlanner.Plan(Tiny, new PlanRequest { Device = DeviceKind.Cpu, WeightDtype = DType.Fp32 });   // fp32 compute (bf16 adds a term: Bf16ProfileTests)
-        Assert.Equal(239_000_000, cpu.FrameworkOverheadBytes);
+        long mkl = CpuRuntime.MklIntelPath ? CpuRuntime.MklIntelPathBytes : 0;   // an AMD planning machine: MKL's Intel path
+        Assert.Equal(239_000_000 + mkl, cpu.FrameworkOverheadBytes);
         Assert.Equal(cpu.FrameworkOverheadBytes, cpu.RuntimeTerms.Sum(t => t.Bytes));
         Assert.Equal(CpuRuntime.DefaultAfterLoadBytes, cpu.RuntimeTerms[0].Bytes);
-        Assert.Equal(300_000_000 + 89_000_000,
+        Assert.Equal(300_000_000 + 89_000_000 + mkl,
             MemoryPlanner.Plan(Tiny, new PlanRequest { Device = DeviceKind.Cpu, WeightDtype = DType.Fp32, CpuRuntimeAfterLoadBytes = 300_000_000 }).FrameworkOverheadBytes);
         Assert.Equal(2, MemoryPlanner.Plan(Tiny, new PlanRequest()).RuntimeTerms.Count); // CUDA: context + cuBLAS workspace
         Assert.Equal(123, MemoryPlanner.Plan(Tiny, new PlanRequest { FrameworkOverheadBytes = 123 }).FrameworkOverheadBytes);

@@ -1,5 +1,4 @@
 using System.Runtime.InteropServices;
-using System.Runtime.Intrinsics.X86;
 using static TorchSharp.torch;
 
 namespace PeftSharp.Kernels;
@@ -20,7 +19,7 @@ namespace PeftSharp.Kernels;
 internal static unsafe partial class MklCodePath
 {
     /// <summary>Set to 0 to leave MKL's own code-path choice alone.</summary>
-    public const string EnvironmentVariable = "PEFTSHARP_MKL_INTEL_PATH";
+    public const string EnvironmentVariable = Memory.CpuRuntime.MklIntelPathVariable;
 
     static readonly Lazy<(bool Applied, string Description)> Choice = new(Choose, LazyThreadSafetyMode.ExecutionAndPublication);
 
@@ -35,7 +34,7 @@ internal static unsafe partial class MklCodePath
 
     static (bool, string) Choose()
     {
-        if (!IsAmd()) return (false, "MKL's own code path (not an AMD x86 CPU)");
+        if (!Memory.CpuRuntime.IsAmdCpu()) return (false, "MKL's own code path (not an AMD x86 CPU)");
         if (Environment.GetEnvironmentVariable(EnvironmentVariable) == "0")
             return (false, $"MKL's generic code path for non-Intel CPUs ({EnvironmentVariable}=0)");
         if (!OperatingSystem.IsLinux()) return (false, "MKL's generic code path for non-Intel CPUs (the switch is Linux-only)");
@@ -65,14 +64,6 @@ internal static unsafe partial class MklCodePath
         return branch != 0
             ? (true, description)
             : (false, "MKL's generic code path for non-Intel CPUs (a matmul ran in this process before the switch: MKL had already chosen)");
-    }
-
-    /// <summary>cpuid leaf 0's vendor string is AuthenticAMD (ebx, edx, ecx).</summary>
-    static bool IsAmd()
-    {
-        if (!X86Base.IsSupported) return false;
-        var (_, ebx, ecx, edx) = X86Base.CpuId(0, 0);
-        return ebx == 0x68747541 && edx == 0x69746E65 && ecx == 0x444D4163;   // "Auth" "enti" "cAMD"
     }
 
     /// <summary>
