@@ -51,8 +51,9 @@ internal static class CpuRuntime
     /// MKL's Intel code path, which PeftSharp's engine switches on for AMD CPUs (Kernels/MklCodePath), shares GEMM packing
     /// buffers between threads that MKL's generic path does not: `bench/plan-vs-measured.sh` with
     /// PEFTSHARP_MKL_INTEL_PATH unset vs 0, 2 threads (2026-11-30): lora b2 s128 1014 vs 991 MB, qlora b1 s512 972 vs 946,
-    /// full b2 s128 2698 vs 2677 (+21..+26 MB); at 1 thread 979 vs 984 and 2666 vs 2668 (none). Not measured beyond 2
-    /// threads.
+    /// full b2 s128 2698 vs 2677 (+21..+26 MB); at 1 thread 979 vs 984 and 2666 vs 2668 (none). fp32 compute only: under
+    /// bf16 the large GEMMs run on oneDNN (COMPUTE=bf16, lora b2 s128 and qlora b1 s512: 703 and 795 MB either way). Not
+    /// measured beyond 2 threads.
     /// </summary>
     public const long MklIntelPathBytes = 23_000_000;
 
@@ -74,7 +75,7 @@ internal static class CpuRuntime
 
     /// <summary>The terms of a training run; <paramref name="afterLoadBytes"/> = the process's own figure when it measured it;
     /// <paramref name="sixteenBitCompute"/> adds <see cref="SixteenBitArenaBytes"/>; <paramref name="mklIntelPath"/>
-    /// (default: this machine's, <see cref="MklIntelPath"/>) adds <see cref="MklIntelPathBytes"/>.</summary>
+    /// (default: this machine's, <see cref="MklIntelPath"/>) adds <see cref="MklIntelPathBytes"/> under fp32 compute.</summary>
     public static IReadOnlyList<RuntimeTerm> Training(long? afterLoadBytes = null, bool sixteenBitCompute = false, bool? mklIntelPath = null) =>
     [
         new(AfterLoadName, afterLoadBytes ?? DefaultAfterLoadBytes,
@@ -85,6 +86,6 @@ internal static class CpuRuntime
         new("growth over the run", RunGrowthBytes, "tier-1 JIT code, oneDNN caches, thread stacks"),
         new("end-of-run save", SaveBytes, "final checkpoint and artefact"),
         .. (sixteenBitCompute ? [new RuntimeTerm("malloc arenas, 16-bit kernels", SixteenBitArenaBytes, "freed blocks glibc keeps under bf16 compute")] : Array.Empty<RuntimeTerm>()),
-        .. (mklIntelPath ?? MklIntelPath ? [new RuntimeTerm("MKL GEMM buffers, Intel path on AMD", MklIntelPathBytes, "shared packing buffers of multi-threaded sgemm")] : Array.Empty<RuntimeTerm>()),
+        .. (!sixteenBitCompute && (mklIntelPath ?? MklIntelPath) ? [new RuntimeTerm("MKL GEMM buffers, Intel path on AMD", MklIntelPathBytes, "shared packing buffers of multi-threaded sgemm")] : Array.Empty<RuntimeTerm>()),
     ];
 }

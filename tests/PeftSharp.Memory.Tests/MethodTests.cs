@@ -108,6 +108,8 @@ public class MethodTests
         Assert.Contains(with, t => t.Name.Contains("MKL") && t.Bytes == 23_000_000);
         // The default follows this machine, as the engine decides (Kernels/MklCodePath): AMD, Linux, not switched off.
         Assert.Equal(CpuRuntime.MklIntelPath ? with.Count : without.Count, CpuRuntime.Training().Count);
+        // bf16 compute runs its GEMMs on oneDNN: no MKL term.
+        Assert.DoesNotContain(CpuRuntime.Training(sixteenBitCompute: true, mklIntelPath: true), t => t.Name.Contains("MKL"));
     }
 
     [Fact]
