@@ -16,7 +16,7 @@ namespace PeftSharp.Bench;
 /// --no-memory skips the child processes (the ~1B case: its fp32 child alone would hold another 4+ GB); --checkpointing
 /// (both models; it keeps one layer's dequantised weights for the backward) and --reuse-layers N|all (that budget
 /// without checkpointing), --dequant-threads N (the NF4 kernel's threads on whole weights; default torch's), --tile-kib N (dense bytes per dequantisation
-/// tile, 0: whole weights), --tile-threads N (threads sharing a tiled matmul; default torch's), --compare-tile-kib M[,M2..] and/or --compare-tile-threads N[,N2..] (more columns: the NF4 model with tile M / team N). Prints how many weights each step dequantises, in which pass, at how many ns/param.
+/// tile, 0: whole weights), --tile-threads N (threads sharing a tiled matmul; default torch's), --compare-tile-kib M[,M2..], --compare-tile-threads N[,N2..] and/or --compare-min-tile-rows R[,R2..] (more columns: the NF4 model with tile M / team N / a floor of R rows per tile). Prints how many weights each step dequantises, in which pass, at how many ns/param.
 /// </summary>
 public sealed class QloraStepBench : IBench
 {
@@ -54,7 +54,11 @@ public sealed class QloraStepBench : IBench
         // team N; a missing one takes the NF4 column's), alternated with the others (e.g. tile 0: what tiling gains).
         var kibs = (a.Get("compare-tile-kib", "") is { Length: > 0 } ck ? ck.Split(',').Select(k => long.Parse(k) * 1024) : []).ToList();
         var teamList = (a.Get("compare-tile-threads", "") is { Length: > 0 } cn ? cn.Split(',').Select(n => (int?)int.Parse(n)) : []).ToList();
-        int extra = Math.Max(kibs.Count, teamList.Count);
+        // --compare-min-tile-rows R[,R2...]: columns with another floor on a tile's rows (0: TileBytes alone decides).
+        var rowList = (a.Get("compare-min-tile-rows", "") is { Length: > 0 } cr ? cr.Split(',').Select(long.Parse) : []).ToList();
+        int extra = Math.Max(Math.Max(kibs.Count, teamList.Count), rowList.Count);
+        long minRows = QuantizedLinearFunction.MinTileRows;
+        var rowFloors = new[] { minRows, minRows }.Concat(Enumerable.Range(0, extra).Select(k => k < rowList.Count ? rowList[k] : minRows)).ToArray();
         var tiles = new[] { tileBytes, tileBytes }.Concat(Enumerable.Range(0, extra).Select(k => k < kibs.Count ? kibs[k] : tileBytes)).ToArray();
         var teams = new[] { QuantizedLinearFunction.TileThreads, QuantizedLinearFunction.TileThreads }
             .Concat(Enumerable.Range(0, extra).Select(k => k < teamList.Count ? teamList[k] : QuantizedLinearFunction.TileThreads)).ToArray();
@@ -72,6 +76,7 @@ public sealed class QloraStepBench : IBench
             {
                 QuantizedLinearFunction.TileBytes = tiles[k];
                 QuantizedLinearFunction.TileThreads = teams[k];
+                QuantizedLinearFunction.MinTileRows = rowFloors[k];
                 var before = DequantStats.Read();
                 self.Refresh();
                 var cpu0 = self.TotalProcessorTime;
@@ -93,9 +98,9 @@ public sealed class QloraStepBench : IBench
                           $"; dequantised weights kept for backward: {DequantReuse.BudgetOf(nf4) / 1048576.0:F0} MiB budget ({(double)DequantReuse.BudgetOf(nf4) / Math.Max(1, DequantReuse.LayerBytes(nf4, ScalarType.Float32)):F1} layers)");
         Console.WriteLine($"step time: fp32 base median {tDense * 1e3:F0} ms (min {times[0].Min() * 1e3:F0}), NF4 base median {tNf4 * 1e3:F0} ms (min {times[1].Min() * 1e3:F0})");
         Console.WriteLine($"QLoRA/LoRA step time ratio = {BenchStats.Median(ratios):F3} (median of per-round ratios; min/min {times[1].Min() / times[0].Min():F3}); " +
-                          $"dequantisation tile {Tile(tileBytes, teams[1])}");
+                          $"dequantisation tile {Tile(tileBytes, teams[1])}, at least {rowFloors[1]} rows");
         for (int k = 2; k < steps.Length; k++)
-            Console.WriteLine($"  compare: NF4 base with dequantisation tile {Tile(tiles[k], teams[k])} median {BenchStats.Median(times[k]) * 1e3:F0} ms, QLoRA/LoRA ratio " +
+            Console.WriteLine($"  compare: NF4 base with dequantisation tile {Tile(tiles[k], teams[k])}, at least {rowFloors[k]} rows, median {BenchStats.Median(times[k]) * 1e3:F0} ms, QLoRA/LoRA ratio " +
                               $"{BenchStats.Median(times[k].Zip(times[0], (q, d) => q / d).ToList()):F3}; NF4 column / this one = {BenchStats.Median(times[1].Zip(times[k], (q, d) => q / d).ToList()):F3}; " +
                               $"dequantisation {dequant[k].Seconds / rounds * 1e3:F0} ms/step");
         Console.WriteLine($"process CPU time per step (all threads): fp32 base median {BenchStats.Median(cpu[0]) * 1e3:F0} ms, NF4 base {BenchStats.Median(cpu[1]) * 1e3:F0} ms, " +

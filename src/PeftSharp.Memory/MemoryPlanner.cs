@@ -174,6 +174,13 @@ public static class MemoryPlanner
     /// </summary>
     internal const long CpuDequantTileBytes = 2 << 20;
 
+    /// <summary>Fewest output rows per CPU dequantisation tile (QuantizedLinearFunction.MinTileRows: MKL's single-threaded
+    /// GEMM is slow below it), so a wide weight's tiles outgrow <see cref="CpuDequantTileBytes"/>.</summary>
+    internal const long CpuDequantTileRows = 256;
+
+    /// <summary>Threads the planner assumes share a CPU dequantisation (each holds its own tile): this project's 2-core box.</summary>
+    internal const int CpuDequantTeam = 2;
+
     /// <summary>
     /// QLoRA's dense weights: the scratch buffer the matmul reads them from (the largest quantised Linear dequantised
     /// whole; on CPU in fp32 at most one tile of <see cref="CpuDequantTileBytes"/>); on CPU under checkpointing also one decoder
@@ -185,7 +192,9 @@ public static class MemoryPlanner
         var linears = model.Modules.Where(IsQuantizedLinear).ToList();
         long largest = Dtypes.Bytes(compute, linears.Max(m => m.WeightElements));
         // 16-bit compute: the backward multiplies by the whole weight (tiles would round grad_x once per tile).
-        long scratch = r.Device == DeviceKind.Cpu && compute == DType.Fp32 ? Math.Min(largest, CpuDequantTileBytes) : largest;
+        // A tile holds at least CpuDequantTileRows rows of the widest input, one per team thread.
+        long tiles = Math.Max(CpuDequantTileBytes, Dtypes.Bytes(compute, CpuDequantTeam * CpuDequantTileRows * linears.Max(m => m.In)));
+        long scratch = r.Device == DeviceKind.Cpu && compute == DType.Fp32 ? Math.Min(largest, tiles) : largest;
         long keptLayer = r.Device == DeviceKind.Cpu && r.GradientCheckpointing
             ? Dtypes.Bytes(compute, linears.GroupBy(m => m.Layer).Max(g => g.Sum(m => m.WeightElements)))
             : 0;

@@ -62,6 +62,15 @@ internal sealed class QuantizedLinearFunction : autograd.SingleTensorFunction<Qu
     /// </summary>
     internal static int? TileThreads { get; set; }
 
+    /// <summary>
+    /// Fewest output rows per tile, whatever <see cref="TileBytes"/> gives: each tile's GEMM is a single-threaded MKL
+    /// sgemm, and on MKL's Intel code path (Kernels/MklCodePath, AMD CPUs) one with 128 output rows ran at 56 GFLOP/s
+    /// against 88 with 256 or more (x [128, 2048], one thread; MKL's generic path 96 either way), while 1 MiB tiles of a
+    /// 2048-wide weight are 128 rows (5632-wide: 46). A wide weight's tile is then larger than its share of TileBytes
+    /// (2 MiB per thread at 2048, 5.5 MiB at 5632); the planner counts it (MemoryPlanner.CpuDequantTileRows). 0: bytes only.
+    /// </summary>
+    internal static long MinTileRows { get; set; } = PeftSharp.Memory.MemoryPlanner.CpuDequantTileRows;
+
     static int TeamSize => TeamFor(TileThreads);
 
     /// <summary>The team a <see cref="TileThreads"/> setting gives.</summary>
@@ -80,7 +89,7 @@ internal sealed class QuantizedLinearFunction : autograd.SingleTensorFunction<Qu
         long outF = nf4.Shape[0], inF = nf4.Shape[1], bs = nf4.Options.BlockSize;
         if (outF * inF * Nf4Kernel.ElementBytes(dtype) <= TileBytes) return 0;
         long unit = bs / (long)System.Numerics.BigInteger.GreatestCommonDivisor(inF, bs);
-        long most = Math.Max(unit, TileBytes / team / (inF * Nf4Kernel.ElementBytes(dtype)) / unit * unit);
+        long most = Math.Max(unit, Math.Max(MinTileRows, TileBytes / team / (inF * Nf4Kernel.ElementBytes(dtype))) / unit * unit);
         long tiles = (outF + most - 1) / most;
         tiles = (tiles + team - 1) / team * team;
         long rows = ((outF + tiles - 1) / tiles + unit - 1) / unit * unit;
