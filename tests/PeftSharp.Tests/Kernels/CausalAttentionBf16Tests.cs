@@ -1,10 +1,7 @@
 using PeftSharp.Kernels;
 using PeftSharp.Models;
-using PeftSharp.Training;
-using PeftSharp.Training.Methods;
 using PeftSharp.Tests.Support;
 using PeftSharp.Tests.Training;
-using PeftSharp.Tuners.Lora;
 using Xunit.Abstractions;
 using static PeftSharp.Tests.Kernels.CausalAttentionTests;
 using static TorchSharp.torch;
@@ -99,26 +96,8 @@ public class CausalAttentionBf16Tests(ITestOutputHelper output)
         Assert.True(o16.eq(o32.to_type(ScalarType.BFloat16)).all().item<bool>(), "bf16 output differs from the fp32 kernel's rounded once");
     }
 
-    /// <summary>The model and fp32 LoRA a `train --compute-dtype` run builds (MethodFactory) on a GQA Llama with head_dim 32.</summary>
-    static (CausalLM Model, LoraAdapter Lora) Lora(string dir, ScalarType dtype)
-    {
-        var o = new MethodOptions { Method = "lora", Rank = 4, Alpha = 8, Targets = "q_proj,k_proj,v_proj,o_proj", Init = LoraInit.False };
-        var (model, _) = MethodFactory.Create(dir, o, TextTokenizer.Load(TestPaths.TinyLlama), CPU, dtype, seed: 2);
-        model.train();
-        return (model, LoraModel.Of(model).Get("default"));
-    }
-
+    /// <summary>A GQA Llama with head_dim 32 for the training tests (MixedPrecisionLora builds its model and LoRA).</summary>
     static string ModelDir() => RandomModel.Write(RandomModel.LlamaConfig(hidden: 128, layers: 2, heads: 4, kvHeads: 2, vocab: 64));
-
-    static (float Loss, Tensor[] Grads) Step(CausalLM model, LoraAdapter lora, Tensor ids)
-    {
-        using var scope = NewDisposeScope();
-        foreach (var (_, l) in lora.Layers) { l.A.grad = null; l.B.grad = null; }
-        var loss = CausalLmLoss.Sum(model.Forward(ids), ids) / (ids.numel() - ids.shape[0]);
-        loss.backward();
-        var grads = lora.Layers.Values.SelectMany(l => new[] { l.A.grad!.clone(), l.B.grad!.clone() }).Select(g => g.DetachFromDisposeScope()).ToArray();
-        return (loss.item<float>(), grads);
-    }
 
     /// <summary>
     /// bf16 training takes the kernel (forward and backward once per layer), and its loss and fp32 adapter gradients are
@@ -131,18 +110,18 @@ public class CausalAttentionBf16Tests(ITestOutputHelper output)
     {
         int runs = CausalAttentionKernel.Supports(32) ? 2 : 0;
         var dir = ModelDir();
-        var (model, lora) = Lora(dir, ScalarType.BFloat16);
-        var (m32, l32) = Lora(dir, ScalarType.Float32);
+        var (model, lora) = MixedPrecisionLora.Build(dir, ScalarType.BFloat16, "q_proj,k_proj,v_proj,o_proj");
+        var (m32, l32) = MixedPrecisionLora.Build(dir, ScalarType.Float32, "q_proj,k_proj,v_proj,o_proj");
         using var _m = model;
         using var _m32 = m32;
         manual_seed(6);
         using var ids = randint(0, 64, [2, 45]);
-        var fp32 = Step(m32, l32, ids);
+        var fp32 = MixedPrecisionLora.Step(m32, l32, ids);
         var (f0, b0) = CausalAttention.Calls;
-        var fast = Step(model, lora, ids);
+        var fast = MixedPrecisionLora.Step(model, lora, ids);
         Assert.Equal((f0 + runs, b0 + runs), CausalAttention.Calls);
         (float Loss, Tensor[] Grads) sdpa;
-        using (CausalAttention.Off()) sdpa = Step(model, lora, ids);
+        using (CausalAttention.Off()) sdpa = MixedPrecisionLora.Step(model, lora, ids);
         output.WriteLine($"loss: fp32 {fp32.Loss:F6}, bf16 kernel {fast.Loss:F6}, bf16 sdpa {sdpa.Loss:F6}");
         Assert.True(Math.Abs(fast.Loss / fp32.Loss - 1) < 0.01, $"loss {fast.Loss} vs fp32 {fp32.Loss}");
         double worstKernel = 0, worstSdpa = 0, sumKernel = 0, sumSdpa = 0;
@@ -163,16 +142,16 @@ public class CausalAttentionBf16Tests(ITestOutputHelper output)
     public void Bf16CheckpointedGradientsAreTheSameBits()
     {
         int perPass = CausalAttentionKernel.Supports(32) ? 2 : 0;
-        var (model, lora) = Lora(ModelDir(), ScalarType.BFloat16);
+        var (model, lora) = MixedPrecisionLora.Build(ModelDir(), ScalarType.BFloat16, "q_proj,k_proj,v_proj,o_proj");
         using var _m = model;
         manual_seed(8);
         using var ids = randint(0, 64, [2, 40]);
-        var plain = Step(model, lora, ids);
+        var plain = MixedPrecisionLora.Step(model, lora, ids);
         PeftSharp.Quantization.GradientCheckpointing.Enable(model);
         try
         {
             var (f0, b0) = CausalAttention.Calls;
-            var ckpt = Step(model, lora, ids);
+            var ckpt = MixedPrecisionLora.Step(model, lora, ids);
             Assert.Equal((f0 + 2 * perPass, b0 + perPass), CausalAttention.Calls);   // forward + recompute, one backward
             Assert.Equal(plain.Loss, ckpt.Loss);
             for (int i = 0; i < plain.Grads.Length; i++) Assert.True(plain.Grads[i].eq(ckpt.Grads[i]).all().item<bool>(), $"gradient {i} differs");

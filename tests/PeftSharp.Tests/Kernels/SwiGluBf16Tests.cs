@@ -1,10 +1,7 @@
 using PeftSharp.Kernels;
 using PeftSharp.Models;
-using PeftSharp.Training;
-using PeftSharp.Training.Methods;
 using PeftSharp.Tests.Support;
 using PeftSharp.Tests.Training;
-using PeftSharp.Tuners.Lora;
 using Xunit.Abstractions;
 using static TorchSharp.torch;
 
@@ -103,25 +100,6 @@ public class SwiGluBf16Tests(ITestOutputHelper output)
         Assert.True(gu.grad!.eq(cat([g.grad!, u.grad!], -1)).all().item<bool>(), "fused gradient differs from the two halves'");
     }
 
-    /// <summary>The model and fp32 LoRA a `train --compute-dtype` run builds (MethodFactory), LoRA on the MLP too.</summary>
-    static (CausalLM Model, LoraAdapter Lora) Lora(string dir, ScalarType dtype, string targets)
-    {
-        var o = new MethodOptions { Method = "lora", Rank = 4, Alpha = 8, Targets = targets, Init = LoraInit.False };
-        var (model, _) = MethodFactory.Create(dir, o, TextTokenizer.Load(TestPaths.TinyLlama), CPU, dtype, seed: 2);
-        model.train();
-        return (model, LoraModel.Of(model).Get("default"));
-    }
-
-    static (float Loss, Tensor[] Grads) Step(CausalLM model, LoraAdapter lora, Tensor ids)
-    {
-        using var scope = NewDisposeScope();
-        foreach (var (_, l) in lora.Layers) { l.A.grad = null; l.B.grad = null; }
-        var loss = CausalLmLoss.Sum(model.Forward(ids), ids) / (ids.numel() - ids.shape[0]);
-        loss.backward();
-        var grads = lora.Layers.Values.SelectMany(l => new[] { l.A.grad!.clone(), l.B.grad!.clone() }).Select(g => g.DetachFromDisposeScope()).ToArray();
-        return (loss.item<float>(), grads);
-    }
-
     /// <summary>
     /// bf16 training takes the kernel (forward and backward once per layer), and its loss and fp32 adapter gradients are
     /// as close to the fp32 model's (same weights, fp32 everywhere) as the bf16 ops path's, within bf16 precision; two
@@ -135,19 +113,19 @@ public class SwiGluBf16Tests(ITestOutputHelper output)
         var cfg = SwiGluTests.Config(family);
         int vocab = (int)cfg["vocab_size"]!;
         var dir = RandomModel.Write(cfg);
-        var (model, lora) = Lora(dir, ScalarType.BFloat16, family == "phi3" ? "qkv_proj,gate_up_proj,down_proj" : "q_proj,v_proj,gate_proj,up_proj,down_proj");
-        var (m32, l32) = Lora(dir, ScalarType.Float32, family == "phi3" ? "qkv_proj,gate_up_proj,down_proj" : "q_proj,v_proj,gate_proj,up_proj,down_proj");
+        var (model, lora) = MixedPrecisionLora.Build(dir, ScalarType.BFloat16, family == "phi3" ? "qkv_proj,gate_up_proj,down_proj" : "q_proj,v_proj,gate_proj,up_proj,down_proj");
+        var (m32, l32) = MixedPrecisionLora.Build(dir, ScalarType.Float32, family == "phi3" ? "qkv_proj,gate_up_proj,down_proj" : "q_proj,v_proj,gate_proj,up_proj,down_proj");
         using var _m = model;
         using var _m32 = m32;
         manual_seed(6);
         using var ids = randint(0, vocab, [2, 45]);
-        var fp32 = Step(m32, l32, ids);
+        var fp32 = MixedPrecisionLora.Step(m32, l32, ids);
         var (f0, b0) = SwiGlu.Calls;
-        var fast = Step(model, lora, ids);
+        var fast = MixedPrecisionLora.Step(model, lora, ids);
         Assert.Equal((f0 + runs, b0 + runs), SwiGlu.Calls);
-        var again = Step(model, lora, ids);
+        var again = MixedPrecisionLora.Step(model, lora, ids);
         (float Loss, Tensor[] Grads) ops;
-        using (SwiGlu.Off()) ops = Step(model, lora, ids);
+        using (SwiGlu.Off()) ops = MixedPrecisionLora.Step(model, lora, ids);
         output.WriteLine($"loss: fp32 {fp32.Loss:F6}, bf16 kernel {fast.Loss:F6}, bf16 ops {ops.Loss:F6}");
         Assert.True(Math.Abs(fast.Loss / fp32.Loss - 1) < 0.01, $"loss {fast.Loss} vs fp32 {fp32.Loss}");
         double worst = 0, sumKernel = 0, sumOps = 0;
