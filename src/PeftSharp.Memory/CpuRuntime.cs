@@ -48,14 +48,14 @@ internal static class CpuRuntime
     public const long SixteenBitArenaBytes = 19_400_000;
 
     /// <summary>
-    /// MKL's Intel code path, which PeftSharp's engine switches on for AMD CPUs (Kernels/MklCodePath), shares GEMM packing
-    /// buffers between threads that MKL's generic path does not: `bench/plan-vs-measured.sh` with
-    /// PEFTSHARP_MKL_INTEL_PATH unset vs 0, 2 threads (2026-11-30): lora b2 s128 1014 vs 991 MB, qlora b1 s512 972 vs 946,
-    /// full b2 s128 2698 vs 2677 (+21..+26 MB); at 1 thread 979 vs 984 and 2666 vs 2668 (none). fp32 compute only: under
-    /// bf16 the large GEMMs run on oneDNN (COMPUTE=bf16, lora b2 s128 and qlora b1 s512: 703 and 795 MB either way). Not
-    /// measured beyond 2 threads.
+    /// MKL's Intel code path, which PeftSharp's engine switches on for AMD CPUs (Kernels/MklCodePath), keeps GEMM buffers
+    /// that MKL's generic path does not, growing with the LM head's width: `bench/plan-vs-measured.sh` with
+    /// PEFTSHARP_MKL_INTEL_PATH unset vs 0, 2 threads (2026-11-30): h 320, vocab 8000: lora 567 vs 559 MB, full 540 vs 532
+    /// (+8); h 320, vocab 32000: 1037 vs 1014 (+23); the 134M model (h 768, vocab 32000): lora 1014 vs 991, qlora 972 vs 946,
+    /// full 2698 vs 2677 (+21..+26). None at 1 thread (979 vs 984, 2666 vs 2668) nor under bf16, whose large GEMMs run on
+    /// oneDNN (703 and 795 MB either way). Fitted as 3 MB + 625 B per vocabulary entry; not measured beyond 2 threads.
     /// </summary>
-    public const long MklIntelPathBytes = 23_000_000;
+    public static long MklIntelPathBytes(long vocabSize) => 3_000_000 + 625 * vocabSize;
 
     /// <summary>The variable that keeps MKL's generic path (read by the engine's Kernels/MklCodePath too).</summary>
     public const string MklIntelPathVariable = "PEFTSHARP_MKL_INTEL_PATH";
@@ -74,9 +74,10 @@ internal static class CpuRuntime
     }
 
     /// <summary>The terms of a training run; <paramref name="afterLoadBytes"/> = the process's own figure when it measured it;
-    /// <paramref name="sixteenBitCompute"/> adds <see cref="SixteenBitArenaBytes"/>; <paramref name="mklIntelPath"/>
-    /// (default: this machine's, <see cref="MklIntelPath"/>) adds <see cref="MklIntelPathBytes"/> under fp32 compute.</summary>
-    public static IReadOnlyList<RuntimeTerm> Training(long? afterLoadBytes = null, bool sixteenBitCompute = false, bool? mklIntelPath = null) =>
+    /// <paramref name="sixteenBitCompute"/> adds <see cref="SixteenBitArenaBytes"/>; a model's <paramref name="vocabSize"/>
+    /// adds <see cref="MklIntelPathBytes"/> under fp32 compute where <paramref name="mklIntelPath"/> (default: this
+    /// machine's, <see cref="MklIntelPath"/>).</summary>
+    public static IReadOnlyList<RuntimeTerm> Training(long? afterLoadBytes = null, bool sixteenBitCompute = false, long vocabSize = 0, bool? mklIntelPath = null) =>
     [
         new(AfterLoadName, afterLoadBytes ?? DefaultAfterLoadBytes,
             afterLoadBytes is null ? "measured by bench/runtime-memory.sh" : "measured in this process"),
@@ -86,6 +87,8 @@ internal static class CpuRuntime
         new("growth over the run", RunGrowthBytes, "tier-1 JIT code, oneDNN caches, thread stacks"),
         new("end-of-run save", SaveBytes, "final checkpoint and artefact"),
         .. (sixteenBitCompute ? [new RuntimeTerm("malloc arenas, 16-bit kernels", SixteenBitArenaBytes, "freed blocks glibc keeps under bf16 compute")] : Array.Empty<RuntimeTerm>()),
-        .. (!sixteenBitCompute && (mklIntelPath ?? MklIntelPath) ? [new RuntimeTerm("MKL GEMM buffers, Intel path on AMD", MklIntelPathBytes, "shared packing buffers of multi-threaded sgemm")] : Array.Empty<RuntimeTerm>()),
+        .. (vocabSize > 0 && !sixteenBitCompute && (mklIntelPath ?? MklIntelPath)
+            ? [new RuntimeTerm("MKL GEMM buffers, Intel path on AMD", MklIntelPathBytes(vocabSize), "multi-threaded sgemm, with the LM head's width")]
+            : Array.Empty<RuntimeTerm>()),
     ];
 }

@@ -29,6 +29,7 @@ public static class MemoryPlanner
         activations ??= ActivationModel.For(request);
         var c = model.Config;
         var compute = request.ResolvedComputeDtype;
+        var runtimeTerms = request.RuntimeTermsFor(c.VocabSize);
         var tensors = TrainableParameters.For(model, request);
         long trainable = tensors.Sum(t => t.Elements);
         long total = model.TotalParameters;
@@ -103,8 +104,8 @@ public static class MemoryPlanner
             LogitsBytes = logits,
             DequantBufferBytes = dequant,
             GatheredLayerBytes = gathered,
-            FrameworkOverheadBytes = request.ResolvedOverheadBytes,
-            RuntimeTerms = request.ResolvedRuntimeTerms,
+            FrameworkOverheadBytes = runtimeTerms.Sum(t => t.Bytes),
+            RuntimeTerms = runtimeTerms,
             HostBytes = host,
             PageableBytes = pageable,
             InferenceOverhead = InferenceOverhead(request, trainable, total),

@@ -102,6 +102,14 @@ public sealed record PlanRequest
     /// <summary>The fixed per-device bytes of the framework in the figure <see cref="Memory"/> names: the runtime allowance.</summary>
     internal long ResolvedOverheadBytes => ResolvedRuntimeTerms.Sum(t => t.Bytes);
 
+    /// <summary>The runtime terms for a model of <paramref name="vocabSize"/> (CPU fp32 on an AMD machine adds MKL's GEMM
+    /// buffers, which grow with the LM head).</summary>
+    internal IReadOnlyList<RuntimeTerm> RuntimeTermsFor(long vocabSize) => (FrameworkOverheadBytes, Device) switch
+    {
+        (null, DeviceKind.Cpu) => CpuRuntime.Training(CpuRuntimeAfterLoadBytes, Dtypes.Is16Bit(ResolvedComputeDtype), vocabSize),
+        _ => ResolvedRuntimeTerms,
+    };
+
     /// <summary>The runtime allowance in named terms (CPU: <see cref="CpuRuntime.Training"/>).</summary>
     internal IReadOnlyList<RuntimeTerm> ResolvedRuntimeTerms => (FrameworkOverheadBytes, Device, Memory) switch
     {

@@ -101,15 +101,20 @@ public class MethodTests
     [Fact]
     public void Mkl_intel_path_adds_its_measured_gemm_buffers_to_the_cpu_runtime()
     {
-        var without = CpuRuntime.Training(mklIntelPath: false);
-        var with = CpuRuntime.Training(mklIntelPath: true);
+        var without = CpuRuntime.Training(vocabSize: 32000, mklIntelPath: false);
+        var with = CpuRuntime.Training(vocabSize: 32000, mklIntelPath: true);
         Assert.Equal(without.Count + 1, with.Count);
-        Assert.Equal(CpuRuntime.MklIntelPathBytes, with.Sum(t => t.Bytes) - without.Sum(t => t.Bytes));
-        Assert.Contains(with, t => t.Name.Contains("MKL") && t.Bytes == 23_000_000);
+        // Measured +21..+26 MB with a 32000-entry head, +8 MB with 8000 (CpuRuntime.MklIntelPathBytes).
+        Assert.Equal(23_000_000, with.Sum(t => t.Bytes) - without.Sum(t => t.Bytes));
+        Assert.Equal(8_000_000, CpuRuntime.MklIntelPathBytes(8000));
         // The default follows this machine, as the engine decides (Kernels/MklCodePath): AMD, Linux, not switched off.
-        Assert.Equal(CpuRuntime.MklIntelPath ? with.Count : without.Count, CpuRuntime.Training().Count);
-        // bf16 compute runs its GEMMs on oneDNN: no MKL term.
-        Assert.DoesNotContain(CpuRuntime.Training(sixteenBitCompute: true, mklIntelPath: true), t => t.Name.Contains("MKL"));
+        Assert.Equal(CpuRuntime.MklIntelPath ? with.Count : without.Count, CpuRuntime.Training(vocabSize: 32000).Count);
+        // bf16 compute runs its GEMMs on oneDNN: no MKL term; nor without a model (no head width).
+        Assert.DoesNotContain(CpuRuntime.Training(sixteenBitCompute: true, vocabSize: 32000, mklIntelPath: true), t => t.Name.Contains("MKL"));
+        Assert.DoesNotContain(CpuRuntime.Training(mklIntelPath: true), t => t.Name.Contains("MKL"));
+        // Through the planner: a CPU fp32 plan of a model carries the term for its vocabulary.
+        var plan = MemoryPlanner.Plan(Tiny, new PlanRequest { Device = DeviceKind.Cpu, WeightDtype = DType.Fp32 });
+        Assert.Equal(CpuRuntime.MklIntelPath, plan.RuntimeTerms.Any(t => t.Bytes == CpuRuntime.MklIntelPathBytes(Tiny.Config.VocabSize)));
     }
 
     [Fact]
@@ -120,7 +125,7 @@ public class MethodTests
             MemoryPlanner.Plan(Tiny, new PlanRequest()).FrameworkOverheadBytes);
         // CPU: the runtime allowance in named, measured terms (bench/runtime-memory.sh), their sum in the total.
         var cpu = MemoryPlanner.Plan(Tiny, new PlanRequest { Device = DeviceKind.Cpu, WeightDtype = DType.Fp32 });   // fp32 compute (bf16 adds a term: Bf16ProfileTests)
-        long mkl = CpuRuntime.MklIntelPath ? CpuRuntime.MklIntelPathBytes : 0;   // an AMD planning machine: MKL's Intel path
+        long mkl = CpuRuntime.MklIntelPath ? CpuRuntime.MklIntelPathBytes(Tiny.Config.VocabSize) : 0;   // an AMD planning machine: MKL's Intel path
         Assert.Equal(239_000_000 + mkl, cpu.FrameworkOverheadBytes);
         Assert.Equal(cpu.FrameworkOverheadBytes, cpu.RuntimeTerms.Sum(t => t.Bytes));
         Assert.Equal(CpuRuntime.DefaultAfterLoadBytes, cpu.RuntimeTerms[0].Bytes);
