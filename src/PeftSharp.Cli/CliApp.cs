@@ -9,7 +9,8 @@ public static class CliApp
 {
     public static int Run(string[] args)
     {
-        PeftLogging.Logger = StderrWarnings.Instance;
+        // The library's warnings go to stderr, unless the host (a test harness, an app embedding the CLI) put its own there.
+        if (PeftLogging.Logger is Microsoft.Extensions.Logging.Abstractions.NullLogger) PeftLogging.Logger = StderrWarnings.Instance;
         var app = new CommandApp();
         var settingsByCommand = new Dictionary<string, Type>();
         app.Configure(c => Configure(new RecordingConfigurator(c, settingsByCommand)));

@@ -5,7 +5,9 @@ namespace PeftSharp.Tests;
 
 /// <summary>
 /// Runs `peft ARGS` in-process with its stdout (plain and Spectre.Console) and stderr captured. The console is
-/// process-wide, so the test classes that run the CLI share the "console" collection.
+/// process-wide, so the test classes that run the CLI share the "console" collection. The library's warnings raised by
+/// this run (its async flow) go to its stderr as the CLI writes them; other tests' warnings, raised meanwhile on their
+/// own flows, go to the test process's logger (TestWarnings), not into this run's stderr.
 /// </summary>
 public static class CliCapture
 {
@@ -16,6 +18,7 @@ public static class CliCapture
         Console.SetOut(stdout);
         Console.SetError(stderr);
         AnsiConsole.Console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(stdout) });
+        using var warnings = PeftLogging.Redirect(StderrWarnings.Instance);
         try { return (CliApp.Run(args), stdout.ToString(), stderr.ToString()); }
         finally
         {
