@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Runtime.Intrinsics.X86;
 
 namespace PeftSharp.Tests.Cli;
@@ -30,18 +29,11 @@ public class MklCodePathCliTests
     /// <summary>One 1-step run of the peft apphost beside this test assembly; its stdout.</summary>
     static string Train(string dir, string data, string name, string? env)
     {
-        var psi = new ProcessStartInfo(Path.Combine(AppContext.BaseDirectory, OperatingSystem.IsWindows() ? "peft.exe" : "peft"))
-        { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        foreach (var a in new[] { "train", "--model", TestPaths.TinyLlama, "--data", data, "--out", Path.Combine(dir, name), "--steps", "1",
-                                  "--batch", "2", "--max-seq", "32", "--method", "lora", "--targets", "q_proj", "--rank", "2", "--threads", "1" })
-            psi.ArgumentList.Add(a);
-        psi.Environment["PEFTSHARP_MKL_INTEL_PATH"] = env;
-        psi.Environment["NO_COLOR"] = "1";
-        using var p = Process.Start(psi)!;
-        var stderr = p.StandardError.ReadToEndAsync();
-        string stdout = p.StandardOutput.ReadToEnd();
-        p.WaitForExit();
-        Assert.True(p.ExitCode == 0, $"exit {p.ExitCode}: {stderr.Result}");
+        var (code, stdout, err) = PeftProcess.Run(
+            ["train", "--model", TestPaths.TinyLlama, "--data", data, "--out", Path.Combine(dir, name), "--steps", "1",
+             "--batch", "2", "--max-seq", "32", "--method", "lora", "--targets", "q_proj", "--rank", "2", "--threads", "1"],
+            new Dictionary<string, string?> { ["PEFTSHARP_MKL_INTEL_PATH"] = env });
+        Assert.True(code == 0, $"exit {code}: {err}");
         // Without ANSI styling, and with the console's line wrapping undone.
         return System.Text.RegularExpressions.Regex.Replace(System.Text.RegularExpressions.Regex.Replace(stdout, @"\e\[[0-9;]*m", ""), @"\s+", " ");
     }

@@ -104,10 +104,14 @@ public class PeftAdapterIOTests
             Assert.Contains(warnings.Messages, w => w.Contains("some_future_option"));
         }
 
-        // The CLI's logger prints a library warning as one "warning:" line on stderr.
+        // The CLI's logger prints a library warning as one "warning:" line on stderr: in-process, and in a peft process of
+        // its own (where the CLI installs that logger itself; in-process the capture directs this run's warnings to it).
         var (code, _, err) = CliCapture.Run("generate", "--model", TestPaths.TinyLlama, "--adapter", dir, "--prompt", "hi", "--max-new-tokens", "1");
         Assert.Equal(0, code);
         Assert.StartsWith("warning: ", Assert.Single(err.Split('\n'), l => l.Contains("some_future_option")));
+        var run = PeftProcess.Run(["generate", "--model", TestPaths.TinyLlama, "--adapter", dir, "--prompt", "hi", "--max-new-tokens", "1"]);
+        Assert.True(run.Code == 0, run.Err);
+        Assert.StartsWith("warning: ", Assert.Single(run.Err.Split('\n'), l => l.Contains("some_future_option")));
     }
 
     [Fact]
