@@ -4,6 +4,7 @@ using PeftSharp.Tests.Support;
 using PeftSharp.Tests.Training;
 using Xunit.Abstractions;
 using static PeftSharp.Tests.Kernels.CausalAttentionTests;
+using static PeftSharp.Tests.Kernels.KernelAssert;
 using static TorchSharp.torch;
 
 namespace PeftSharp.Tests.Kernels;

@@ -2,6 +2,7 @@ using PeftSharp.Kernels;
 using PeftSharp.Models;
 using PeftSharp.Tests.Quantization;
 using PeftSharp.Tests.Support;
+using static PeftSharp.Tests.Kernels.KernelAssert;
 using static TorchSharp.torch;
 
 namespace PeftSharp.Tests.Kernels;
@@ -39,12 +40,6 @@ public class CausalAttentionTests
         return (o.detach(), q64.grad!, k64.grad!, v64.grad!);
     }
 
-    internal static void Near(Tensor expected, Tensor actual, double tol)
-    {
-        Assert.Equal(expected.shape, actual.shape);
-        double err = TestPaths.MaxAbsError(expected.to_type(ScalarType.Float64), actual.to_type(ScalarType.Float64));
-        Assert.True(err <= tol, $"max abs error {err} > {tol}");
-    }
 
     /// <summary>cos/sin [B, 1, T, D] as the model builds them, each batch row at its own positions (as left padding gives).</summary>
     internal static (Tensor Cos, Tensor Sin) Rotary(int b, int t, int d, ScalarType dtype = ScalarType.Float32)
@@ -114,15 +109,7 @@ public class CausalAttentionTests
         manual_seed(5);
         var adapters = TestLora.Attach(model, zeroB: false);
         using var ids = randint(0, 64, [2, 45]);
-        (double Loss, Tensor[] Grads) Step()
-        {
-            using var scope = NewDisposeScope();
-            var logits = model.Forward(ids);
-            var loss = nn.functional.cross_entropy(logits.view(-1, 64), ids.view(-1));
-            loss.backward();
-            var grads = TestLora.TakeGrads(adapters);
-            return (loss.item<float>(), grads);
-        }
+        (double Loss, Tensor[] Grads) Step() => LoraStep(model, adapters, ids);
         var (f0, b0) = CausalAttention.Calls;
         var fast = Step();
         var (f1, b1) = CausalAttention.Calls;
@@ -131,11 +118,7 @@ public class CausalAttentionTests
         using (CausalAttention.Off()) sdpa = Step();
         Assert.Equal((f1, b1), CausalAttention.Calls);
         Assert.Equal(sdpa.Loss, fast.Loss, 5);
-        for (int i = 0; i < fast.Grads.Length; i++)
-        {
-            double scale = sdpa.Grads[i].abs().max().item<float>();
-            Near(sdpa.Grads[i], fast.Grads[i], 1e-4 * Math.Max(1, scale));
-        }
+        GradsNear(sdpa.Grads, fast.Grads);
         foreach (var g in fast.Grads.Concat(sdpa.Grads)) g.Dispose();
     }
 

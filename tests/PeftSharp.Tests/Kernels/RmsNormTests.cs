@@ -2,18 +2,13 @@ using PeftSharp.Kernels;
 using PeftSharp.Models;
 using PeftSharp.Tests.Quantization;
 using PeftSharp.Tests.Support;
+using static PeftSharp.Tests.Kernels.KernelAssert;
 using static TorchSharp.torch;
 
 namespace PeftSharp.Tests.Kernels;
 
 public class RmsNormTests
 {
-    static void Near(Tensor expected, Tensor actual, double tol)
-    {
-        Assert.Equal(expected.shape, actual.shape);
-        double err = TestPaths.MaxAbsError(expected.to_type(ScalarType.Float64), actual.to_type(ScalarType.Float64));
-        Assert.True(err <= tol, $"max abs error {err} > {tol}");
-    }
 
     static RmsNorm Norm(int h, bool plusOne, bool trainWeight, ScalarType dtype = ScalarType.Float32)
     {
@@ -166,15 +161,7 @@ public class RmsNormTests
         manual_seed(5);
         var adapters = TestLora.Attach(model, zeroB: false);
         using var ids = randint(0, vocab, [2, 19]);
-        (double Loss, Tensor[] Grads) Step()
-        {
-            using var scope = NewDisposeScope();
-            var logits = model.Forward(ids);
-            var loss = nn.functional.cross_entropy(logits.view(-1, vocab), ids.view(-1));
-            loss.backward();
-            var grads = TestLora.TakeGrads(adapters);
-            return (loss.item<float>(), grads);
-        }
+        (double Loss, Tensor[] Grads) Step() => LoraStep(model, adapters, ids);
         var (f0, b0) = RmsNormFunction.Calls;
         var fast = Step();
         var (f1, b1) = RmsNormFunction.Calls;
@@ -184,11 +171,7 @@ public class RmsNormTests
         using (RmsNormFunction.Off()) chain = Step();
         Assert.Equal((f1, b1), RmsNormFunction.Calls);
         Assert.Equal(chain.Loss, fast.Loss, 5);
-        for (int i = 0; i < fast.Grads.Length; i++)
-        {
-            double scale = chain.Grads[i].abs().max().item<float>();
-            Near(chain.Grads[i], fast.Grads[i], 1e-4 * Math.Max(1, scale));
-        }
+        GradsNear(chain.Grads, fast.Grads);
         foreach (var g in fast.Grads.Concat(chain.Grads)) g.Dispose();
     }
 }
