@@ -82,8 +82,7 @@ public sealed class AttentionBench : IBench
         if (kernelInside.Count > 0)
             Console.WriteLine($"inside the kernel (no autograd, no allocation): fwd {BenchStats.Median(kernelInside.Select(x => x.F)):F2} ms, bwd {BenchStats.Median(kernelInside.Select(x => x.B)):F2} ms");
         if (sides.Length < 2) return 0;
-        var ratios = fwd[0].Zip(bwd[0], (f, g) => f + g).Zip(fwd[1].Zip(bwd[1], (f, g) => f + g), (x, y) => x / y).ToList();
-        Console.WriteLine($"(rope + sdpa)/kernel fwd+bwd time = {BenchStats.Median(ratios):F2} (per round: {string.Join(", ", ratios.Select(x => x.ToString("F2")))})");
+        BenchStats.PrintFwdBwdRatio("(rope + sdpa)/kernel", fwd, bwd);
         return 0;
     }
 }

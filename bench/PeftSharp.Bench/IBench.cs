@@ -15,6 +15,27 @@ public static class BenchStats
         var sorted = xs.Order().ToList();
         return sorted[sorted.Count / 2];
     }
+
+    /// <summary>
+    /// The kernel benches' table: per side its median forward, backward and total ms (rounds in <paramref name="fwd"/> /
+    /// <paramref name="bwd"/>, sides in the order of <paramref name="names"/>, the name column <paramref name="width"/> wide).
+    /// </summary>
+    public static void PrintFwdBwd(IReadOnlyList<string> names, IReadOnlyList<List<double>> fwd, IReadOnlyList<List<double>> bwd, int width)
+    {
+        Console.WriteLine($"{"side".PadRight(width)}{"fwd ms",9}{"bwd ms",9}{"total ms",10}");
+        for (int s = 0; s < names.Count; s++)
+        {
+            double f = Median(fwd[s]), g = Median(bwd[s]);
+            Console.WriteLine($"{names[s].PadRight(width)}{f,9:F2}{g,9:F2}{f + g,10:F2}");
+        }
+    }
+
+    /// <summary>"LABEL fwd+bwd time = median (per round: ...)": side 0's forward + backward time over side 1's, round by round.</summary>
+    public static void PrintFwdBwdRatio(string label, IReadOnlyList<List<double>> fwd, IReadOnlyList<List<double>> bwd)
+    {
+        var ratios = fwd[0].Zip(bwd[0], (f, g) => f + g).Zip(fwd[1].Zip(bwd[1], (f, g) => f + g), (x, y) => x / y).ToList();
+        Console.WriteLine($"{label} fwd+bwd time = {Median(ratios):F2} (per round: {string.Join(", ", ratios.Select(x => x.ToString("F2")))})");
+    }
 }
 
 /// <summary>Tiny --key value parser shared by the benches.</summary>

@@ -54,15 +54,9 @@ public sealed class RmsNormBench : IBench
                 if (r >= 0 && sides[s].Kernel) inside.Add(((after.Forward - before.Forward) * 1e3, (after.Backward - before.Backward) * 1e3));
             }
         Console.WriteLine($"shape: {norms} norms of [{rows}, {h}] {dtype}, weight {(trainWeight ? "trained" : "frozen")}; median of {rounds} alternated rounds");
-        Console.WriteLine($"{"side",-12}{"fwd ms",9}{"bwd ms",9}{"total ms",10}");
-        for (int s = 0; s < sides.Length; s++)
-        {
-            double f = BenchStats.Median(fwd[s]), g = BenchStats.Median(bwd[s]);
-            Console.WriteLine($"{sides[s].Name,-12}{f,9:F2}{g,9:F2}{f + g,10:F2}");
-        }
+        BenchStats.PrintFwdBwd(sides.Select(x => x.Name).ToList(), fwd, bwd, 12);
         Console.WriteLine($"inside the kernel (no autograd, no allocation): fwd {BenchStats.Median(inside.Select(x => x.F)):F2} ms, bwd {BenchStats.Median(inside.Select(x => x.B)):F2} ms");
-        var ratios = fwd[0].Zip(bwd[0], (f, g) => f + g).Zip(fwd[1].Zip(bwd[1], (f, g) => f + g), (x, y) => x / y).ToList();
-        Console.WriteLine($"chain/kernel fwd+bwd time = {BenchStats.Median(ratios):F2} (per round: {string.Join(", ", ratios.Select(x => x.ToString("F2")))})");
+        BenchStats.PrintFwdBwdRatio("chain/kernel", fwd, bwd);
         return 0;
     }
 }

@@ -59,14 +59,8 @@ public sealed class SwiGluBench : IBench
                 if (r >= 0) { fwd[s].Add(f); bwd[s].Add(g); }
             }
         Console.WriteLine($"shape: {layers} layers of [{n}, {inter}] {dtype}, {(gelu ? "gelu_pytorch_tanh" : "silu")}; median of {rounds} alternated rounds");
-        Console.WriteLine($"{"side",-20}{"fwd ms",9}{"bwd ms",9}{"total ms",10}");
-        for (int s = 0; s < sides.Length; s++)
-        {
-            double f = BenchStats.Median(fwd[s]), g = BenchStats.Median(bwd[s]);
-            Console.WriteLine($"{sides[s].Name,-20}{f,9:F2}{g,9:F2}{f + g,10:F2}");
-        }
-        var ratios = fwd[0].Zip(bwd[0], (f, g) => f + g).Zip(fwd[1].Zip(bwd[1], (f, g) => f + g), (x, y) => x / y).ToList();
-        Console.WriteLine($"ops/kernel fwd+bwd time = {BenchStats.Median(ratios):F2} (per round: {string.Join(", ", ratios.Select(x => x.ToString("F2")))})");
+        BenchStats.PrintFwdBwd(sides.Select(x => x.Name).ToList(), fwd, bwd, 20);
+        BenchStats.PrintFwdBwdRatio("ops/kernel", fwd, bwd);
         foreach (var t in gates.Concat(ups)) t.Dispose();
         return 0;
     }
