@@ -99,22 +99,15 @@ public sealed record PlanRequest
     /// <summary>Dtype of whatever the optimiser updates: the base weights in full fine-tuning, else adapters.</summary>
     internal DType TrainableDtype => Method == TuningMethod.Full ? WeightDtype : AdapterDtype;
 
-    /// <summary>The fixed per-device bytes of the framework in the figure <see cref="Memory"/> names: the runtime allowance.</summary>
-    internal long ResolvedOverheadBytes => ResolvedRuntimeTerms.Sum(t => t.Bytes);
-
-    /// <summary>The runtime terms for a model of <paramref name="vocabSize"/> (CPU fp32 on an AMD machine adds MKL's GEMM
-    /// buffers, which grow with the LM head).</summary>
-    internal IReadOnlyList<RuntimeTerm> RuntimeTermsFor(long vocabSize) => (FrameworkOverheadBytes, Device) switch
-    {
-        (null, DeviceKind.Cpu) => CpuRuntime.Training(CpuRuntimeAfterLoadBytes, Dtypes.Is16Bit(ResolvedComputeDtype), vocabSize),
-        _ => ResolvedRuntimeTerms,
-    };
-
-    /// <summary>The runtime allowance in named terms (CPU: <see cref="CpuRuntime.Training"/>).</summary>
-    internal IReadOnlyList<RuntimeTerm> ResolvedRuntimeTerms => (FrameworkOverheadBytes, Device, Memory) switch
+    /// <summary>
+    /// The runtime allowance in named terms for a model of <paramref name="vocabSize"/> (CPU: <see cref="CpuRuntime.Training"/>,
+    /// where fp32 on an AMD machine adds MKL's GEMM buffers, which grow with the LM head); their sum is the fixed
+    /// per-device bytes of the framework in the figure <see cref="Memory"/> names.
+    /// </summary>
+    internal IReadOnlyList<RuntimeTerm> RuntimeTermsFor(long vocabSize) => (FrameworkOverheadBytes, Device, Memory) switch
     {
         (long given, _, _) => [new("framework overhead", given, "given (--overhead-gb)")],
-        (null, DeviceKind.Cpu, _) => CpuRuntime.Training(CpuRuntimeAfterLoadBytes, Dtypes.Is16Bit(ResolvedComputeDtype)),
+        (null, DeviceKind.Cpu, _) => CpuRuntime.Training(CpuRuntimeAfterLoadBytes, Dtypes.Is16Bit(ResolvedComputeDtype), vocabSize),
         (null, _, MemoryView.Device) =>
         [
             new("CUDA context + kernels", DefaultCudaOverheadBytes, "nvidia-smi view"),
