@@ -1,5 +1,3 @@
-using System.Runtime.Intrinsics.X86;
-
 namespace PeftSharp.Tests.Cli;
 
 /// <summary>
@@ -12,7 +10,7 @@ public class MklCodePathCliTests
     public void TrainSaysWhichMklCodePathRunsAndTheSwitchCanBeTurnedOff()
     {
         string dir = TestPaths.TempDir(), data = ReversalTask.Write(dir, 8);
-        bool amd = X86Base.IsSupported && X86Base.CpuId(0, 0).Ebx == 0x68747541;   // "Auth"(enticAMD)
+        bool amd = PeftSharp.Memory.CpuRuntime.IsAmdCpu();
 
         string on = Train(dir, data, "on", null);
         string off = Train(dir, data, "off", "0");

@@ -16,9 +16,7 @@ public unsafe partial class MklCodePathTests
     static bool AmdLinuxWithMkl(out nint vendorCheck)
     {
         vendorCheck = 0;
-        if (!OperatingSystem.IsLinux() || !System.Runtime.Intrinsics.X86.X86Base.IsSupported) return false;
-        var (_, ebx, _, _) = System.Runtime.Intrinsics.X86.X86Base.CpuId(0, 0);
-        if (ebx != 0x68747541) return false;   // "Auth"(enticAMD)
+        if (!OperatingSystem.IsLinux() || !PeftSharp.Memory.CpuRuntime.IsAmdCpu()) return false;
         get_num_threads();
         nint torchCpu = dlopen("libtorch_cpu.so", 1 | 4);   // RTLD_LAZY | RTLD_NOLOAD: the copy TorchSharp loaded
         return torchCpu != 0 && NativeLibrary.TryGetExport(torchCpu, "mkl_serv_intel_cpu_true", out vendorCheck);
