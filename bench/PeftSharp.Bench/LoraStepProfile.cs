@@ -28,10 +28,15 @@ public static class LoraStepProfile
         long faults0 = MinorFaults();
         var cpu0 = proc.TotalProcessorTime;
         ForwardProfiler.Current = profiler;
+        long t0 = Stopwatch.GetTimestamp();
         var sw = Stopwatch.StartNew();
         try { for (int i = 0; i < steps; i++) step.Run(); }
         finally { ForwardProfiler.Current = null; }
         double wall = sw.Elapsed.TotalSeconds / steps;
+        // The timed steps' window on CLOCK_MONOTONIC (.NET's Stopwatch clock on Linux), for `perf record -k CLOCK_MONOTONIC`:
+        // bench/lora-step-perf.sh keeps the samples inside it (no model build, warmup or this table's own probes).
+        if (Stopwatch.Frequency == 1_000_000_000)
+            Console.Error.WriteLine($"perf window: {t0 / 1e9:F6} {Stopwatch.GetTimestamp() / 1e9:F6} steps {steps}");
         proc.Refresh();
         double cpu = (proc.TotalProcessorTime - cpu0).TotalSeconds / steps;
         double gcPause = (GC.GetTotalPauseDuration() - gcPause0).TotalSeconds / steps;
