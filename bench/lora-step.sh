@@ -46,7 +46,9 @@ for ((i = 0; i < rounds; i++)); do
   ours+=("$(measured dotnet "$bench_bin/PeftSharp.Bench.dll" lora-step "${args[@]}")")
   # Right after ours: its utilisation is taken against ours' in-process matmul (the same libtorch) of this round.
   stock+=("$(PEFTSHARP_MKL_INTEL_PATH=0 measured dotnet "$bench_bin/PeftSharp.Bench.dll" lora-step "${args[@]}")")
-  naive+=("$(measured dotnet "$naive_dll" --mode train "${args[@]}")")
+  # The naive step runs with the same runtime setting as ours (the peft and bench projects set TieredPGO false: its
+  # background re-JIT took ~30 ms of CPU per step from the two cores), so the ratio measures the engines, not the JIT.
+  naive+=("$(DOTNET_TieredPGO=0 measured dotnet "$naive_dll" --mode train "${args[@]}")")
   theirs+=("$(measured /usr/bin/python3 "$peer" --mode train "${args[@]}")")
   peer_mm+=("$(/usr/bin/python3 -c "$mm" "$threads")")
   if [[ -n "${BASELINE_BIN:-}" ]]; then baseline+=("$(measured dotnet "$BASELINE_BIN/PeftSharp.Bench.dll" lora-step "${args[@]}")"); fi
