@@ -107,6 +107,7 @@ public sealed class TrainCommand : Command<TrainSettings>
         reporter.Scalar("memory/measured_peak_mb", measured.Peak / 1048576.0, result.Train.Steps);
         reporter.Text("report", summary.Markdown(), result.Train.Steps);
         AnsiConsole.MarkupLineInterpolated($"[bold]report[/] {report} (metrics.jsonl, loss.png, memory.png beside it); adapter: {result.Train.FinalDir}");
+        if (PeftSharp.Native.TensorAllocator.Cached) AnsiConsole.MarkupLineInterpolated($"[bold]cpu allocator[/] {PeftSharp.Native.TensorBlockCache.Summary()}");
         return 0;
     }
 

@@ -51,8 +51,9 @@ internal static unsafe partial class TensorAllocator
             || !ImportSlots.TryFind(allocCpu, "free", out var freeSlots, out why))
             return (false, $"{Fallback} (libc10.so: {why})");
         nint glibcAlloc = dlsym(0, "posix_memalign"), glibcFree = dlsym(0, "free");   // 0: RTLD_DEFAULT, as libc10 binds
-        if (glibcAlloc == 0 || glibcFree == 0) return (false, $"{Fallback} (dlsym found no posix_memalign/free)");
-        TensorBlockCache.Use(glibcAlloc, glibcFree);
+        if (glibcAlloc == 0 || glibcFree == 0 || dlsym(0, "realloc") == 0) return (false, $"{Fallback} (dlsym found no posix_memalign/realloc/free)");
+        nint glibcRealloc = dlsym(0, "realloc");
+        TensorBlockCache.Use(glibcAlloc, glibcRealloc, glibcFree);
         // free first: from then on a block the cache hands out always comes back to it.
         if (!Redirect(freeSlots, TensorBlockCache.FreeEntry, out why))
         {

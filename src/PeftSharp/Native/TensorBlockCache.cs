@@ -33,22 +33,32 @@ internal static unsafe class TensorBlockCache
     static readonly Dictionary<long, int> IdleBySize = new(Capacity);
     static int freeSlots = -1, unusedSlots, newestIdle = -1, oldestIdle = -1;
     static long inUseBytes, idleBytes, peakInUseBytes;
-    static long hits, misses, released, passedThrough;
+    static long hits, misses, released, passedThrough, reusedBytes;
 
     static delegate* unmanaged[Cdecl]<void**, nuint, nuint, int> glibcPosixMemalign;
     static delegate* unmanaged[Cdecl]<void*, void> glibcFree;
+    static delegate* unmanaged[Cdecl]<nint, nuint, nint> glibcRealloc;
 
     /// <summary>Counters since install, for tests and the bench's output.</summary>
-    public readonly record struct Counters(long Hits, long Misses, long Released, long PassedThrough, long InUseBytes, long IdleBytes, long PeakInUseBytes);
+    public readonly record struct Counters(long Hits, long Misses, long Released, long PassedThrough, long ReusedBytes, long InUseBytes, long IdleBytes, long PeakInUseBytes);
 
     public static Counters Read()
     {
-        lock (Gate) return new(hits, misses, released, passedThrough, inUseBytes, idleBytes, peakInUseBytes);
+        lock (Gate) return new(hits, misses, released, passedThrough, Interlocked.Read(ref reusedBytes), inUseBytes, idleBytes, peakInUseBytes);
     }
 
-    /// <summary>The functions the cache gets its blocks from and returns them to (glibc's, as libc10 would call them).</summary>
-    public static void Use(nint posixMemalign, nint free)
+    /// <summary>One line for a run's end: how many requests the cache served from freed buffers, and what it held.</summary>
+    public static string Summary()
     {
+        var c = Read();
+        return $"reused {c.Hits} of {c.Hits + c.Misses} buffers >= {MinBytes / 1024} KiB ({c.ReusedBytes / 1048576.0:F0} MB more kept their pages through realloc); " +
+               $"held at most {c.PeakInUseBytes / 1048576.0:F1} MB, the most in use at once";
+    }
+
+    /// <summary>The functions the cache gets its blocks from, resizes and returns them to (glibc's, as libc10 would call them).</summary>
+    public static void Use(nint posixMemalign, nint realloc, nint free)
+    {
+        glibcRealloc = (delegate* unmanaged[Cdecl]<nint, nuint, nint>)realloc;
         glibcPosixMemalign = (delegate* unmanaged[Cdecl]<void**, nuint, nuint, int>)posixMemalign;
         glibcFree = (delegate* unmanaged[Cdecl]<void*, void>)free;
     }
@@ -85,20 +95,33 @@ internal static unsafe class TensorBlockCache
             }
             misses++;
         }
-        // Make room under the peak: the new block plus everything held may not pass the most ever in use at once.
-        while (true)
+        // Make room under the peak: the new block plus everything held may not pass the most ever in use at once. The
+        // blocks released for it give it their pages (moved, not copied) rather than back to the OS: the new block's
+        // pages are then not faulted in and zeroed afresh, and the resident set is what it would be after the frees.
+        const int Batch = 16;
+        nint* victims = stackalloc nint[Batch];
+        long* victimBytes = stackalloc long[Batch];
+        int n = 0;
+        bool more = true;
+        while (more)
         {
-            nint victim;
             lock (Gate)
             {
                 long limit = Math.Max(peakInUseBytes, inUseBytes + bytes);
-                if (inUseBytes + idleBytes + bytes <= limit) break;
-                victim = TakeOldestIdle();
-                if (victim == 0) break;
+                more = false;
+                for (n = 0; n < Batch && inUseBytes + idleBytes + bytes > limit && oldestIdle >= 0; n++)
+                {
+                    victimBytes[n] = Bytes[oldestIdle];
+                    victims[n] = TakeOldestIdle();
+                }
+                more = n == Batch && inUseBytes + idleBytes + bytes > limit && oldestIdle >= 0;
             }
-            glibcFree((void*)victim);
+            if (more) ReleaseAll(victims, n);   // a request larger than 16 released blocks: the rest just go
         }
-        int rc = glibcPosixMemalign(result, alignment, (nuint)bytes);
+        int rc = 0;
+        if (n > 0 && Repurpose(victims, victimBytes, n, alignment, bytes) is var reused && reused != 0) *result = (void*)reused;
+        else rc = glibcPosixMemalign(result, alignment, (nuint)bytes);
+        ReleaseAll(victims, n);
         if (rc != 0) return rc;
         lock (Gate)
         {
@@ -125,6 +148,30 @@ internal static unsafe class TensorBlockCache
             }
         }
         glibcFree(p);   // not a cached block: libc10's own malloc'd memory, or a buffer made before the install
+    }
+
+    static void ReleaseAll(nint* blocks, int count)
+    {
+        for (int i = 0; i < count; i++) if (blocks[i] != 0) glibcFree((void*)blocks[i]);
+    }
+
+    /// <summary>
+    /// Turns the largest of the released blocks into the new one with glibc's realloc, which resizes the block's own
+    /// mapping (mremap) and so keeps its pages: they are not faulted in and zeroed afresh, and the resident set is what
+    /// it would be after the release (stale bytes are fine, as in any malloc). glibc keeps the block's offset in its
+    /// page, so its alignment; where another malloc did not, the block is freed and a new one allocated. The donor is
+    /// taken out of <paramref name="blocks"/> (0), the rest are for the caller to release. 0 if none could serve.
+    /// </summary>
+    static nint Repurpose(nint* blocks, long* blockBytes, int count, nuint alignment, long bytes)
+    {
+        int donor = 0;
+        for (int i = 1; i < count; i++) if (blockBytes[i] > blockBytes[donor]) donor = i;
+        nint block = glibcRealloc(blocks[donor], (nuint)bytes);
+        if (block == 0) return 0;   // realloc failed: the donor is still there, released with the rest
+        blocks[donor] = 0;
+        if ((block & (nint)(alignment - 1)) == 0) { Interlocked.Add(ref reusedBytes, Math.Min(bytes, blockBytes[donor])); return block; }
+        glibcFree((void*)block);
+        return 0;
     }
 
     static void TrackInUse(int slot)
