@@ -35,6 +35,21 @@ internal static unsafe partial class TensorAllocator
     /// <summary>What allocates libtorch's CPU buffers in this process and why, for a run's header and the benches.</summary>
     public static string Description => Choice.Value.Description;
 
+    /// <summary>
+    /// Where the process's cache is installed: from now on it holds at most what the coming steps have in use at once
+    /// (see <see cref="TensorBlockCache.RestartPeak"/>). The trainer calls it before its first step. Installs nothing.
+    /// </summary>
+    public static void StartSteps()
+    {
+        if (Choice.IsValueCreated && Choice.Value.Cached) TensorBlockCache.RestartPeak();
+    }
+
+    /// <summary>Where the process's cache is installed, gives its idle blocks back (before a checkpoint's save). Installs nothing.</summary>
+    public static void ReleaseIdle()
+    {
+        if (Choice.IsValueCreated && Choice.Value.Cached) TensorBlockCache.ReleaseIdle();
+    }
+
     static (bool, string) Choose()
     {
         if (!Training.ProcessMemory.ReturnLargeFreesToOs()) return (false, "the C library's default (no glibc mmap threshold to set)");

@@ -66,6 +66,16 @@ internal static unsafe class TensorBlockCache
     public static nint PosixMemalignEntry => (nint)(delegate* unmanaged[Cdecl]<void**, nuint, nuint, int>)&PosixMemalign;
     public static nint FreeEntry => (nint)(delegate* unmanaged[Cdecl]<void*, void>)&Free;
 
+    /// <summary>
+    /// Gives every idle block back and counts the peak in use from now on: a transient peak before (loading a model,
+    /// quantising it, evaluating) would otherwise let the cache keep that much through training, above its steps' own peak.
+    /// </summary>
+    public static void RestartPeak()
+    {
+        lock (Gate) peakInUseBytes = inUseBytes;
+        ReleaseIdle();
+    }
+
     /// <summary>Gives every idle block back to glibc (and so to the OS).</summary>
     public static void ReleaseIdle()
     {

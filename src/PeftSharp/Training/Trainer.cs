@@ -85,6 +85,7 @@ internal sealed class Trainer
         bool hasEval = data.Eval.Count > 0 || data.EvalPrompts.Count > 0;
         if (hasEval && step == 0) first = last = Evaluate(data, 0, clock, run);
 
+        Native.TensorAllocator.StartSteps();   // the buffer cache's cap: the steps' peak, not loading's or evaluation's
         double lastLoss = double.NaN;
         int ranThisProcess = 0;
         while (step < totalSteps && (_o.StopAfterSteps is not int stop || ranThisProcess < stop) && !Cancellation.IsCancellationRequested)
