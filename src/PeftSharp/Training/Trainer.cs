@@ -109,6 +109,7 @@ internal sealed class Trainer
             if (_o.SaveInterval > 0 && step % _o.SaveInterval == 0 && step < totalSteps) run.Save(_method, optimizer, loader.Position, step, totalSteps, schedule.At(step - 1));
         }
         _model.eval(); // TrainStep left it in training mode; whatever runs next (eval, save, generation) is inference
+        Native.TensorAllocator.ReleaseIdle();   // the steps are over: evaluation, saves and generation start from the live tensors
         if (step < totalSteps && Cancellation.IsCancellationRequested && step > 0)
         {
             string ckpt = run.Save(_method, optimizer, loader.Position, step, totalSteps, schedule.At(step - 1));
