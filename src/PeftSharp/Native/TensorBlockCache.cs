@@ -106,8 +106,8 @@ internal static unsafe class TensorBlockCache
             misses++;
         }
         // Make room under the peak: the new block plus everything held may not pass the most ever in use at once. The
-        // blocks released for it give it their pages (moved, not copied) rather than back to the OS: the new block's
-        // pages are then not faulted in and zeroed afresh, and the resident set is what it would be after the frees.
+        // largest block released for it becomes the new block (Repurpose: its pages are kept, not faulted in and zeroed
+        // afresh); the others go back to glibc.
         const int Batch = 16;
         nint* victims = stackalloc nint[Batch];
         long* victimBytes = stackalloc long[Batch];
