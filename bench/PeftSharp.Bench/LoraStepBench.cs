@@ -18,6 +18,7 @@ public sealed class LoraStepBench : IBench
     public int Run(string[] argv)
     {
         var a = new BenchArgs(argv);
+        string allocator = BenchAllocator.Apply(a);
         int vocab = a.Int("vocab", 4096), hidden = a.Int("hidden", 512), layers = a.Int("layers", 4), heads = a.Int("heads", 8);
         int kv = a.Int("kv-heads", 8), seq = a.Int("seq", 256), batch = a.Int("batch", 4), steps = a.Int("steps", 10), warmup = a.Int("warmup", 2);
         int threads = a.Int("threads", 0), r = a.Int("r", 8);
@@ -64,7 +65,8 @@ public sealed class LoraStepBench : IBench
             loss = Math.Round(loss, 4), step_gflop = Math.Round(flops / 1e9, 2), achieved_gflops = Math.Round(flops / med / 1e9, 1),
             matmul_gflops = Math.Round(BenchStats.Median(mmRates), 1), utilisation = Math.Round(BenchStats.Median(utilisation), 3), min_step_s = Math.Round(times.Min(), 4), flop_formula = StepFlops.Formula,
             frozen_gemm_gflops = Math.Round(gemms, 1), frozen_gemm_over_matmul = Math.Round(gemms / BenchStats.Median(mmRates), 3),
-            mkl = PeftSharp.Kernels.MklCodePath.Description,
+            mkl = PeftSharp.Kernels.MklCodePath.Description, allocator,
+            cache = allocator.StartsWith("libtorch") ? PeftSharp.Native.TensorBlockCache.Read().ToString() : null,
         }, Json));
         return 0;
     }

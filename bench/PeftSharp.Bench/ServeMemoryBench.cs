@@ -13,9 +13,9 @@ namespace PeftSharp.Bench;
 /// Llama-shaped fp32 base (GQA) and --adapters random LoRA adapters (all-linear, --rank) are served in this process;
 /// --batch clients each send one greedy completion of --prompt token ids and --max-tokens new tokens at once, so the KV
 /// cache holds batch x (prompt + max-tokens) tokens at the end. Run once per process (VmHWM is the process peak);
-/// bench/serve-vs-plan.sh drives it. Prints one JSON line: planned, measured and the plan's parts. --return-frees sets
-/// glibc's fixed mmap threshold as `peft train` does (ProcessMemory.ReturnLargeFreesToOs); `peft serve` does not, and
-/// without it freed KV-cache blocks (the cache grows by concatenation) stay in glibc's heaps.
+/// bench/serve-vs-plan.sh drives it. Prints one JSON line: planned, measured and the plan's parts. --return-frees
+/// installs `peft train`'s allocator as `peft serve --return-frees` does (Native/TensorAllocator: glibc's fixed mmap
+/// threshold + the buffer cache); without it freed KV-cache blocks (the cache grows by concatenation) stay in glibc's heaps.
 /// </summary>
 public sealed class ServeMemoryBench : IBench
 {
@@ -29,7 +29,7 @@ public sealed class ServeMemoryBench : IBench
         int inter = a.Int("intermediate", 2048), vocab = a.Int("vocab", 8192), batch = a.Int("batch", 16), prompt = a.Int("prompt", 448);
         int maxTokens = a.Int("max-tokens", 64), adapters = a.Int("adapters", 8), rank = a.Int("rank", 8);
         TorchSharp.torch.set_num_threads(a.Int("threads", 1));
-        if (a.Flag("return-frees")) ProcessMemory.ReturnLargeFreesToOs();
+        if (a.Flag("return-frees")) PeftSharp.Native.TensorAllocator.Ensure();   // as peft serve --return-frees (PEFTSHARP_TENSOR_CACHE=0: the threshold alone)
         using (TorchSharp.torch.zeros(1)) { }
         long runtime = ProcessMemory.Read().RssBytes;
         string dir = Path.Combine(Path.GetTempPath(), "peftsharp-serve-memory-" + Guid.NewGuid().ToString("N")[..8]);

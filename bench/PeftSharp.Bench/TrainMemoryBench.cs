@@ -22,7 +22,7 @@ public sealed class TrainMemoryBench : IBench
     public int Run(string[] argv)
     {
         var a = new BenchArgs(argv);
-        ProcessMemory.ReturnLargeFreesToOs(); // as peft train does
+        string allocator = BenchAllocator.Apply(a); // as peft train does (--allocator glibc: glibc's default heap)
         if (a.Int("threads", 0) is > 0 and int threads) set_num_threads(threads);
         using (zeros(1)) { } // libtorch loaded: what is resident now is the runtime, as peft train counts it
         var probes = new Dictionary<string, RuntimeProbe.Sample> { ["libtorch_loaded"] = RuntimeProbe.Take() };
@@ -88,7 +88,7 @@ public sealed class TrainMemoryBench : IBench
         Console.WriteLine(JsonSerializer.Serialize(new
         {
             method, compute_dtype = o.ComputeDtype, seq, batch, steps, checkpointing, padded = a.Flag("padded"), threads = get_num_threads(),
-            seconds = Math.Round(clock.Elapsed.TotalSeconds, 1),
+            seconds = Math.Round(clock.Elapsed.TotalSeconds, 1), allocator,
             predicted = new
             {
                 total = plan.TotalBytes, weights = plan.WeightsBytes, gradients = plan.GradientsBytes, optimizer = plan.OptimizerBytes,

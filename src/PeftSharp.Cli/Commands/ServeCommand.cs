@@ -61,7 +61,7 @@ public sealed class ServeCommand : AsyncCommand<ServeCommand.Settings>
         public string? ChatTemplate { get; set; }
 
         [CommandOption("--return-frees")]
-        [Description("Return freed tensor memory to the OS at once (glibc's fixed mmap threshold, as train does): resident memory then follows `peft plan --serve` (about half, measured) at about 40% fewer tokens/s (bench/serve-vs-plan.sh)")]
+        [Description("Return freed tensor memory to the OS (as train does: glibc's fixed mmap threshold, with freed buffers reused under a cap at the peak in use): resident memory then follows `peft plan --serve` (about 60% of the default's, measured) at about the default's tokens/s (bench/README.md)")]
         public bool ReturnFrees { get; set; }
 
         [CommandOption("--served-name <NAME>")]
@@ -112,7 +112,7 @@ public sealed class ServeCommand : AsyncCommand<ServeCommand.Settings>
     public override async Task<int> ExecuteAsync(CommandContext context, Settings s, CancellationToken cancellationToken)
     {
         // Opt-in: by default glibc keeps freed KV-cache blocks resident, which is faster but about doubles the peak RSS.
-        if (s.ReturnFrees) PeftSharp.Training.ProcessMemory.ReturnLargeFreesToOs();
+        if (s.ReturnFrees) PeftSharp.Native.TensorAllocator.Ensure();
         using var model = s.LoadModel();
         using var tok = TextTokenizer.FromFolder(s.Model, model.Config);
         var chat = ChatCli.Prompter(s.Model, s.ChatTemplate);

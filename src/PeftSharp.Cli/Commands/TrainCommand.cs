@@ -31,7 +31,7 @@ public sealed class TrainCommand : Command<TrainSettings>
 
     static int Run(CommandContext context, TrainSettings s, CancellationToken cancellationToken)
     {
-        ProcessMemory.ReturnLargeFreesToOs(); // resident memory then follows the live tensors, as the plan counts them
+        PeftSharp.Native.TensorAllocator.Ensure(); // before the first tensor: resident memory follows the live tensors, as the plan counts them
         ModelSettings.ApplyThreads(s.Threads);
         using (zeros(1)) { } // load libtorch first, so the runtime's resident set counts as runtime, not activations
         long runtimeBytes = ProcessMemory.Read().RssBytes;
@@ -41,6 +41,7 @@ public sealed class TrainCommand : Command<TrainSettings>
         s.ComputeDtype = compute.Name;   // train-options.json keeps what ran, so a resume computes in the same dtype
         AnsiConsole.MarkupLineInterpolated($"[bold]compute[/] {compute.Name} ({compute.Reason})");
         AnsiConsole.MarkupLineInterpolated($"[bold]cpu matmul[/] {PeftSharp.Kernels.MklCodePath.Description}");
+        AnsiConsole.MarkupLineInterpolated($"[bold]cpu allocator[/] {PeftSharp.Native.TensorAllocator.Description}");
         if (s.IsPreference) return PreferenceTrain.Execute(context, s, cancellationToken, runtimeBytes);
         string outDir = s.OutDir();
         var methodOptions = s.MethodOptions();
@@ -106,6 +107,7 @@ public sealed class TrainCommand : Command<TrainSettings>
         reporter.Scalar("memory/measured_peak_mb", measured.Peak / 1048576.0, result.Train.Steps);
         reporter.Text("report", summary.Markdown(), result.Train.Steps);
         AnsiConsole.MarkupLineInterpolated($"[bold]report[/] {report} (metrics.jsonl, loss.png, memory.png beside it); adapter: {result.Train.FinalDir}");
+        if (PeftSharp.Native.TensorAllocator.Cached) AnsiConsole.MarkupLineInterpolated($"[bold]cpu allocator[/] {PeftSharp.Native.TensorBlockCache.Summary()}");
         return 0;
     }
 

@@ -15,6 +15,8 @@ internal static partial class ProcessMemory
     /// mapping, returned to the OS when freed. By default glibc raises that threshold to the size of each freed
     /// mapping (up to 32 MiB), after which freed tensor buffers stay in its heaps and the resident set of a training
     /// step grows hundreds of MB past the live tensors. Call once at process start. False where glibc is absent.
+    /// Training processes call Native/TensorAllocator.Ensure instead, which sets this and reuses libtorch's buffers on
+    /// top of it (every step would otherwise map and zero all its large buffers afresh).
     /// </summary>
     public static bool ReturnLargeFreesToOs(int thresholdBytes = 128 * 1024)
     {

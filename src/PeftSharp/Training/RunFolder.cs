@@ -90,6 +90,7 @@ internal sealed class RunFolder
     /// </summary>
     public string Save(ITrainingMethod method, IOptimizer optimizer, DataPosition position, int step, int totalSteps, double lr)
     {
+        Native.TensorAllocator.ReleaseIdle();   // the save's own buffers come on top of what the steps freed, not of a cache of it
         string dir = Checkpoint.Folder(_o.OutDir, step);
         Checkpoint.Save(dir, method, optimizer, new TrainerState(step, totalSteps, position.Epoch, position.Index, position.Seed, _o.Seed, lr, method.Description));
         var old = Directory.GetDirectories(Path.GetDirectoryName(dir)!, "step-*").Order(StringComparer.Ordinal).ToList();

@@ -85,6 +85,7 @@ internal sealed class Trainer
         bool hasEval = data.Eval.Count > 0 || data.EvalPrompts.Count > 0;
         if (hasEval && step == 0) first = last = Evaluate(data, 0, clock, run);
 
+        Native.TensorAllocator.StartSteps();   // the buffer cache's cap: the steps' peak, not loading's or evaluation's
         double lastLoss = double.NaN;
         int ranThisProcess = 0;
         while (step < totalSteps && (_o.StopAfterSteps is not int stop || ranThisProcess < stop) && !Cancellation.IsCancellationRequested)
@@ -108,6 +109,7 @@ internal sealed class Trainer
             if (_o.SaveInterval > 0 && step % _o.SaveInterval == 0 && step < totalSteps) run.Save(_method, optimizer, loader.Position, step, totalSteps, schedule.At(step - 1));
         }
         _model.eval(); // TrainStep left it in training mode; whatever runs next (eval, save, generation) is inference
+        Native.TensorAllocator.ReleaseIdle();   // the steps are over: evaluation, saves and generation start from the live tensors
         if (step < totalSteps && Cancellation.IsCancellationRequested && step > 0)
         {
             string ckpt = run.Save(_method, optimizer, loader.Position, step, totalSteps, schedule.At(step - 1));

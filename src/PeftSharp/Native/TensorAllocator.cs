@@ -1,0 +1,108 @@
+using System.Runtime.InteropServices;
+using static TorchSharp.torch;
+
+namespace PeftSharp.Native;
+
+/// <summary>
+/// The allocator under libtorch's CPU tensors in a training process. libtorch 2.10 allocates them with
+/// <c>c10::alloc_cpu</c> / <c>c10::free_cpu</c> in libc10.so, which call glibc's posix_memalign and free through
+/// libc10's GOT (c10's own caching allocator is wired only into mobile builds, and TorchSharp does not expose
+/// <c>c10::SetCPUAllocator</c>). This points those two slots of libc10 at <see cref="TensorBlockCache"/>, which reuses
+/// freed buffers by size under a cap at the peak in use, on top of glibc's fixed 128 KiB mmap threshold
+/// (ProcessMemory.ReturnLargeFreesToOs): resident memory still follows the tensors alive at once, as the plan counts
+/// them, but a step no longer maps and zeroes all its large buffers afresh (that cost `peft train` 20-30% of the step's
+/// speed against glibc's default heap; bench/README.md). Nothing else in the process is redirected.
+/// Where it cannot install (not Linux x64, no libc10 import found, the GOT page cannot be made writable) or with
+/// <c>PEFTSHARP_TENSOR_CACHE=0</c>, the process keeps the fixed threshold alone, and <see cref="Description"/> says so.
+/// The slots are put back at process exit, so libc10's frees during shutdown go straight to glibc (every cached block
+/// is glibc's own).
+/// </summary>
+internal static unsafe partial class TensorAllocator
+{
+    /// <summary>Set to 0 to run without the cache: glibc's fixed mmap threshold alone (the allocator before it).</summary>
+    public const string EnvironmentVariable = "PEFTSHARP_TENSOR_CACHE";
+
+    const string Fallback = "glibc, each buffer >= 128 KiB its own mapping, unmapped when freed";
+
+    static readonly Lazy<(bool Cached, string Description)> Choice = new(Choose, LazyThreadSafetyMode.ExecutionAndPublication);
+
+    /// <summary>Installs the training allocator once per process (thread safe); call before the first tensor.</summary>
+    public static void Ensure() => _ = Choice.Value;
+
+    /// <summary>True where libtorch's CPU buffers go through the cache in this process.</summary>
+    public static bool Cached => Choice.Value.Cached;
+
+    /// <summary>What allocates libtorch's CPU buffers in this process and why, for a run's header and the benches.</summary>
+    public static string Description => Choice.Value.Description;
+
+    /// <summary>
+    /// Where the process's cache is installed: from now on it holds at most what the coming steps have in use at once
+    /// (see <see cref="TensorBlockCache.RestartPeak"/>). The trainer calls it before its first step. Installs nothing.
+    /// </summary>
+    public static void StartSteps()
+    {
+        if (Choice.IsValueCreated && Choice.Value.Cached) TensorBlockCache.RestartPeak();
+    }
+
+    /// <summary>Where the process's cache is installed, gives its idle blocks back (before a checkpoint's save). Installs nothing.</summary>
+    public static void ReleaseIdle()
+    {
+        if (Choice.IsValueCreated && Choice.Value.Cached) TensorBlockCache.ReleaseIdle();
+    }
+
+    static (bool, string) Choose()
+    {
+        if (!Training.ProcessMemory.ReturnLargeFreesToOs()) return (false, "the C library's default (no glibc mmap threshold to set)");
+        if (Environment.GetEnvironmentVariable(EnvironmentVariable) == "0") return (false, $"{Fallback} ({EnvironmentVariable}=0)");
+        if (!OperatingSystem.IsLinux() || RuntimeInformation.ProcessArchitecture != Architecture.X64)
+            return (false, $"{Fallback} (the buffer cache is Linux x64 only)");
+        get_num_threads();   // loads libtorch (TorchSharp loads it on its first call) without allocating a tensor
+        nint c10;
+        try { c10 = dlopen("libc10.so", RtldLazy | RtldNoLoad); }
+        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException) { c10 = 0; }
+        if (c10 == 0 || !NativeLibrary.TryGetExport(c10, "_ZN3c109alloc_cpuEm", out nint allocCpu))
+            return (false, $"{Fallback} (no c10::alloc_cpu in a loaded libc10.so)");
+        if (!ImportSlots.TryFind(allocCpu, "posix_memalign", out var allocSlots, out string why)
+            || !ImportSlots.TryFind(allocCpu, "free", out var freeSlots, out why))
+            return (false, $"{Fallback} (libc10.so: {why})");
+        nint glibcAlloc = dlsym(0, "posix_memalign"), glibcFree = dlsym(0, "free");   // 0: RTLD_DEFAULT, as libc10 binds
+        if (glibcAlloc == 0 || glibcFree == 0 || dlsym(0, "realloc") == 0) return (false, $"{Fallback} (dlsym found no posix_memalign/realloc/free)");
+        nint glibcRealloc = dlsym(0, "realloc");
+        TensorBlockCache.Use(glibcAlloc, glibcRealloc, glibcFree);
+        // free first: from then on a block the cache hands out always comes back to it.
+        if (!Redirect(freeSlots, TensorBlockCache.FreeEntry, out why))
+        {
+            Redirect(freeSlots, glibcFree, out _);
+            return (false, $"{Fallback} (could not redirect libc10's free: {why})");
+        }
+        if (!Redirect(allocSlots, TensorBlockCache.PosixMemalignEntry, out why))
+        {
+            Redirect(allocSlots, glibcAlloc, out _);
+            Redirect(freeSlots, glibcFree, out _);
+            return (false, $"{Fallback} (could not redirect libc10's posix_memalign: {why})");
+        }
+        AppDomain.CurrentDomain.ProcessExit += (_, _) =>
+        {
+            Redirect(allocSlots, glibcAlloc, out _);
+            Redirect(freeSlots, glibcFree, out _);
+        };
+        return (true, $"libtorch's buffers >= {TensorBlockCache.MinBytes / 1024} KiB reused by size, held at most at the peak in use " +
+                      $"(glibc maps each new one; {EnvironmentVariable}=0: no reuse)");
+    }
+
+    static bool Redirect(List<ImportSlots.Slot> slots, nint target, out string why)
+    {
+        why = "";
+        foreach (var slot in slots)
+            if (!ImportSlots.Write(slot, target, out why)) return false;
+        return true;
+    }
+
+    const int RtldLazy = 1, RtldNoLoad = 4;
+
+    [LibraryImport("libc", EntryPoint = "dlopen", StringMarshalling = StringMarshalling.Utf8)]
+    private static partial nint dlopen(string file, int mode);
+
+    [LibraryImport("libc", EntryPoint = "dlsym", StringMarshalling = StringMarshalling.Utf8)]
+    private static partial nint dlsym(nint handle, string symbol);
+}
