@@ -40,7 +40,7 @@ internal static unsafe partial class MklCodePath
         if (!OperatingSystem.IsLinux()) return (false, "MKL's generic code path for non-Intel CPUs (the switch is Linux-only)");
         get_num_threads();   // loads libtorch (TorchSharp loads it on its first call) without running a matmul
         nint torchCpu;
-        try { torchCpu = dlopen("libtorch_cpu.so", RtldLazy | RtldNoLoad); }
+        try { torchCpu = Native.Libc.LoadedLibrary("libtorch_cpu.so"); }
         catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException) { torchCpu = 0; }
         if (torchCpu == 0 || !NativeLibrary.TryGetExport(torchCpu, "mkl_serv_intel_cpu_true", out var f))
             return (false, "libtorch's own BLAS (no MKL vendor check found in libtorch_cpu)");
@@ -75,22 +75,14 @@ internal static unsafe partial class MklCodePath
         nint page = Environment.SystemPageSize;
         nint start = (nint)at & ~(page - 1);
         nint length = (nint)at + code.Length - start;
-        if (mprotect(start, length, ProtRead | ProtWrite | ProtExec) != 0)
+        if (Native.Libc.Protect(start, length, Native.Libc.ProtRead | Native.Libc.ProtWrite | Native.Libc.ProtExec) != 0)
         {
             why = $"mprotect refused, errno {Marshal.GetLastPInvokeError()}";
             return false;
         }
         code.CopyTo(new Span<byte>(at, code.Length));
-        mprotect(start, length, ProtRead | ProtExec);
+        Native.Libc.Protect(start, length, Native.Libc.ProtRead | Native.Libc.ProtExec);
         why = "";
         return true;
     }
-
-    const int RtldLazy = 1, RtldNoLoad = 4, ProtRead = 1, ProtWrite = 2, ProtExec = 4;
-
-    [LibraryImport("libc", EntryPoint = "dlopen", StringMarshalling = StringMarshalling.Utf8)]
-    private static partial nint dlopen(string file, int mode);
-
-    [LibraryImport("libc", EntryPoint = "mprotect", SetLastError = true)]
-    private static partial int mprotect(nint addr, nint length, int prot);
 }

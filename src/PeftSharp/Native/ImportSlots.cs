@@ -26,8 +26,7 @@ internal static unsafe partial class ImportSlots
     public static bool TryFind(nint addressInLibrary, string symbol, out List<Slot> slots, out string why)
     {
         slots = [];
-        Dladdr info;
-        if (dladdr(addressInLibrary, &info) == 0 || info.Base == 0) { why = "dladdr found no library"; return false; }
+        if (!Libc.LibraryOf(addressInLibrary, out var info) || info.Base == 0) { why = "dladdr found no library"; return false; }
         byte* image = (byte*)info.Base;
         if (*(uint*)image != 0x464C457F || image[4] != 2 || *(ushort*)(image + 18) != MachineX86_64)
         {
@@ -95,25 +94,14 @@ internal static unsafe partial class ImportSlots
     {
         nint page = Environment.SystemPageSize;
         nint start = slot.Address & ~(page - 1);
-        if (mprotect(start, page, ProtRead | ProtWrite) != 0)
+        if (Libc.Protect(start, page, Libc.ProtRead | Libc.ProtWrite) != 0)
         {
             why = $"mprotect refused, errno {Marshal.GetLastPInvokeError()}";
             return false;
         }
         Volatile.Write(ref *(nint*)slot.Address, target);
-        if (slot.ReadOnly) mprotect(start, page, ProtRead);
+        if (slot.ReadOnly) Libc.Protect(start, page, Libc.ProtRead);
         why = "";
         return true;
     }
-
-    const int ProtRead = 1, ProtWrite = 2;
-
-    [StructLayout(LayoutKind.Sequential)]
-    struct Dladdr { public nint FileName, Base, SymbolName, SymbolAddress; }
-
-    [LibraryImport("libc", EntryPoint = "dladdr")]
-    private static partial int dladdr(nint address, Dladdr* info);
-
-    [LibraryImport("libc", EntryPoint = "mprotect", SetLastError = true)]
-    private static partial int mprotect(nint addr, nint length, int prot);
 }

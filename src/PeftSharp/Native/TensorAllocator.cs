@@ -58,16 +58,16 @@ internal static unsafe partial class TensorAllocator
             return (false, $"{Fallback} (the buffer cache is Linux x64 only)");
         get_num_threads();   // loads libtorch (TorchSharp loads it on its first call) without allocating a tensor
         nint c10;
-        try { c10 = dlopen("libc10.so", RtldLazy | RtldNoLoad); }
+        try { c10 = Libc.LoadedLibrary("libc10.so"); }
         catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException) { c10 = 0; }
         if (c10 == 0 || !NativeLibrary.TryGetExport(c10, "_ZN3c109alloc_cpuEm", out nint allocCpu))
             return (false, $"{Fallback} (no c10::alloc_cpu in a loaded libc10.so)");
         if (!ImportSlots.TryFind(allocCpu, "posix_memalign", out var allocSlots, out string why)
             || !ImportSlots.TryFind(allocCpu, "free", out var freeSlots, out why))
             return (false, $"{Fallback} (libc10.so: {why})");
-        nint glibcAlloc = dlsym(0, "posix_memalign"), glibcFree = dlsym(0, "free");   // 0: RTLD_DEFAULT, as libc10 binds
-        if (glibcAlloc == 0 || glibcFree == 0 || dlsym(0, "realloc") == 0) return (false, $"{Fallback} (dlsym found no posix_memalign/realloc/free)");
-        nint glibcRealloc = dlsym(0, "realloc");
+        // 0: RTLD_DEFAULT, the lookup libc10's own imports were bound by.
+        nint glibcAlloc = Libc.Symbol(0, "posix_memalign"), glibcRealloc = Libc.Symbol(0, "realloc"), glibcFree = Libc.Symbol(0, "free");
+        if (glibcAlloc == 0 || glibcRealloc == 0 || glibcFree == 0) return (false, $"{Fallback} (dlsym found no posix_memalign/realloc/free)");
         TensorBlockCache.Use(glibcAlloc, glibcRealloc, glibcFree);
         // free first: from then on a block the cache hands out always comes back to it.
         if (!Redirect(freeSlots, TensorBlockCache.FreeEntry, out why))
@@ -97,12 +97,4 @@ internal static unsafe partial class TensorAllocator
             if (!ImportSlots.Write(slot, target, out why)) return false;
         return true;
     }
-
-    const int RtldLazy = 1, RtldNoLoad = 4;
-
-    [LibraryImport("libc", EntryPoint = "dlopen", StringMarshalling = StringMarshalling.Utf8)]
-    private static partial nint dlopen(string file, int mode);
-
-    [LibraryImport("libc", EntryPoint = "dlsym", StringMarshalling = StringMarshalling.Utf8)]
-    private static partial nint dlsym(nint handle, string symbol);
 }

@@ -69,6 +69,7 @@ internal sealed class PreferenceTrainer
         bool hasEval = data.Eval.Count > 0;
         if (hasEval && step == 0) first = last = Evaluate(data, 0, clock, run);
 
+        Native.TensorAllocator.StartSteps();   // the buffer cache's cap: the steps' peak, not loading's or the reference's precompute
         double lastLoss = double.NaN;
         int ranThisProcess = 0;
         while (step < totalSteps && (_o.StopAfterSteps is not int stop || ranThisProcess < stop) && !Cancellation.IsCancellationRequested)
@@ -91,6 +92,7 @@ internal sealed class PreferenceTrainer
             if (hasEval && _o.EvalInterval > 0 && step % _o.EvalInterval == 0 && step < totalSteps) last = Evaluate(data, step, clock, run);
             if (_o.SaveInterval > 0 && step % _o.SaveInterval == 0 && step < totalSteps) run.Save(_method, optimizer, loader.Position, step, totalSteps, schedule.At(step - 1));
         }
+        Native.TensorAllocator.ReleaseIdle();   // the steps are over: evaluation and saves start from the live tensors
         if (step < totalSteps)
         {
             if (step > 0 && ranThisProcess > 0)

@@ -1,0 +1,48 @@
+using System.Runtime.InteropServices;
+
+namespace PeftSharp.Native;
+
+/// <summary>
+/// The few glibc calls the in-process native patches need (Kernels/MklCodePath rewrites a function's first bytes,
+/// <see cref="ImportSlots"/> rewrites libc10's GOT slots): finding a library already loaded and its symbols, and
+/// changing a page's protection around the write. Linux only; callers check the OS first.
+/// </summary>
+internal static unsafe partial class Libc
+{
+    public const int ProtRead = 1, ProtWrite = 2, ProtExec = 4;
+    const int RtldLazy = 1, RtldNoLoad = 4;
+
+    /// <summary>The handle of <paramref name="file"/> if the process has already loaded it (never loads it), else 0.</summary>
+    public static nint LoadedLibrary(string file) => dlopen(file, RtldLazy | RtldNoLoad);
+
+    /// <summary>A symbol's address in a library handle (0: RTLD_DEFAULT, the global lookup order), or 0.</summary>
+    public static nint Symbol(nint handle, string symbol) => dlsym(handle, symbol);
+
+    /// <summary>mprotect(2); 0 on success, else -1 with errno in <see cref="Marshal.GetLastPInvokeError"/>.</summary>
+    public static int Protect(nint address, nint length, int protection) => mprotect(address, length, protection);
+
+    /// <summary>dladdr(3)'s answer: the file and load address of the library holding an address.</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    public struct AddressInfo { public nint FileName, Base, SymbolName, SymbolAddress; }
+
+    /// <summary>The library holding <paramref name="address"/>; false where none does.</summary>
+    public static bool LibraryOf(nint address, out AddressInfo info)
+    {
+        AddressInfo found;
+        bool ok = dladdr(address, &found) != 0;
+        info = found;
+        return ok;
+    }
+
+    [LibraryImport("libc", EntryPoint = "dlopen", StringMarshalling = StringMarshalling.Utf8)]
+    private static partial nint dlopen(string file, int mode);
+
+    [LibraryImport("libc", EntryPoint = "dlsym", StringMarshalling = StringMarshalling.Utf8)]
+    private static partial nint dlsym(nint handle, string symbol);
+
+    [LibraryImport("libc", EntryPoint = "dladdr")]
+    private static partial int dladdr(nint address, AddressInfo* info);
+
+    [LibraryImport("libc", EntryPoint = "mprotect", SetLastError = true)]
+    private static partial int mprotect(nint addr, nint length, int prot);
+}
