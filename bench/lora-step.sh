@@ -10,6 +10,9 @@
 # A fourth side, "peftsharp-stock-mkl", is ours with PEFTSHARP_MKL_INTEL_PATH=0: MKL's generic code path for non-Intel
 # CPUs, the one every plain libtorch process (the naive step's too) runs on AMD. It shows what Kernels/MklCodePath buys,
 # and its in-process matmul is the stock-libtorch denominator: the naive step's utilisation and ours against stock.
+# Ours runs `peft train`'s allocator (the buffer cache of PeftSharp/Native, the resident set at the live tensors' peak);
+# "peftsharp-glibc-heap" is ours with `--allocator glibc`, the heap the naive step, the peer and an older baseline build
+# run on: peftsharp-glibc-heap/torchsharp-naive compares the engines alone, peftsharp/peftsharp-glibc-heap prices the cache.
 # PROFILE=1 also prints one `lora-step --profile` run (where the step's time goes).
 # STEPS / WARMUP (default 5 / 2) set the timed and untimed steps per run (fewer keep a loaded box's run short).
 # Extra arguments go to all sides (e.g. --targets q_proj,k_proj,v_proj,o_proj --r 16).
@@ -41,7 +44,7 @@ rss="$(mktemp)"; trap 'rm -f "$rss"' EXIT
 # Runs a command, prints its stdout's last line with "peak_rss_kib" (the process's VmHWM) added.
 measured() { local out; out="$(/usr/bin/time -f %M -o "$rss" "$@" | tail -n 1)"; jq -c --argjson k "$(tail -n 1 "$rss")" '. + {peak_rss_kib: $k}' <<<"$out"; }
 echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | xargs); $(nproc) cores; load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
-ours=() theirs=() naive=() peer_mm=() baseline=() stock=()
+ours=() theirs=() naive=() peer_mm=() baseline=() stock=() heap=()
 for ((i = 0; i < rounds; i++)); do
   ours+=("$(measured dotnet "$bench_bin/PeftSharp.Bench.dll" lora-step "${args[@]}")")
   # Right after ours: its utilisation is taken against ours' in-process matmul (the same libtorch) of this round.
@@ -49,17 +52,21 @@ for ((i = 0; i < rounds; i++)); do
   # The naive step runs with the same runtime setting as ours (the peft and bench projects set TieredPGO false: its
   # background re-JIT took ~30 ms of CPU per step from the two cores), so the ratio measures the engines, not the JIT.
   naive+=("$(DOTNET_TieredPGO=0 measured dotnet "$naive_dll" --mode train "${args[@]}")")
+  # Ours on glibc's default heap, the allocator the naive step, the peer and an older baseline build run on: the
+  # engines compared alone. Ours above runs `peft train`'s buffer cache (PeftSharp/Native), which keeps the resident set
+  # at the live tensors' peak for the memory plan and costs some speed against the heap (bench/allocator.sh).
+  heap+=("$(measured dotnet "$bench_bin/PeftSharp.Bench.dll" lora-step "${args[@]}" --allocator glibc)")
   theirs+=("$(measured /usr/bin/python3 "$peer" --mode train "${args[@]}")")
   peer_mm+=("$(/usr/bin/python3 -c "$mm" "$threads")")
   if [[ -n "${BASELINE_BIN:-}" ]]; then baseline+=("$(measured dotnet "$BASELINE_BIN/PeftSharp.Bench.dll" lora-step "${args[@]}")"); fi
-  echo "round $((i + 1)): peftsharp $(jq -r .tokens_per_s <<<"${ours[-1]}") tok/s, pytorch $(jq -r .tokens_per_s <<<"${theirs[-1]}"), torchsharp-naive $(jq -r .tokens_per_s <<<"${naive[-1]}"), peftsharp-stock-mkl $(jq -r .tokens_per_s <<<"${stock[-1]}")" >&2
+  echo "round $((i + 1)): peftsharp $(jq -r .tokens_per_s <<<"${ours[-1]}") tok/s, pytorch $(jq -r .tokens_per_s <<<"${theirs[-1]}"), torchsharp-naive $(jq -r .tokens_per_s <<<"${naive[-1]}"), peftsharp-stock-mkl $(jq -r .tokens_per_s <<<"${stock[-1]}"), peftsharp-glibc-heap $(jq -r .tokens_per_s <<<"${heap[-1]}")" >&2
 done
 flags="$(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -E '^(avx2|fma|avx512f|avx512_bf16|avx512_vnni|amx_bf16|amx_tile)$' | paste -sd, -)"
-python3 - "$(IFS=,; echo "${peer_mm[*]}")" "$flags" "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | xargs)" "$(nproc)" "$(cut -d' ' -f1 /proc/loadavg)" "$rounds" "${ours[@]}" "${theirs[@]}" "${naive[@]}" "${stock[@]}" ${baseline[@]+"${baseline[@]}"} <<'PY'
+python3 - "$(IFS=,; echo "${peer_mm[*]}")" "$flags" "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | xargs)" "$(nproc)" "$(cut -d' ' -f1 /proc/loadavg)" "$rounds" "${ours[@]}" "${theirs[@]}" "${naive[@]}" "${stock[@]}" "${heap[@]}" ${baseline[@]+"${baseline[@]}"} <<'PY'
 import json, statistics, sys
 peer_mm = [float(x) for x in sys.argv[1].split(",")]; flags, cpu, cores, load = sys.argv[2:6]; n = int(sys.argv[6])
 runs = [json.loads(s) for s in sys.argv[7:]]
-ours, theirs, naive, stock, baseline = runs[:n], runs[n:2 * n], runs[2 * n:3 * n], runs[3 * n:4 * n], runs[4 * n:]
+ours, theirs, naive, stock, heap, baseline = runs[:n], runs[n:2 * n], runs[2 * n:3 * n], runs[3 * n:4 * n], runs[4 * n:5 * n], runs[5 * n:]
 for other in (theirs, naive):
     assert ours[0]["total_params"] == other[0]["total_params"] and ours[0]["trainable_params"] == other[0]["trainable_params"], (ours[0], other[0])
 o, med = ours[0], statistics.median
@@ -77,6 +84,7 @@ print(f"                  against stock libtorch's 2048^3 matmul (the stock-mkl 
 print(f"peftsharp-stock-mkl: median {tps(stock):.1f} tok/s = {gflop * tps(stock) / tokens:.1f} GFLOP/s; 2048^3 fp32 matmul {med(x['matmul_gflops'] for x in stock):.1f} GFLOP/s; "
       f"utilisation {med(x['utilisation'] for x in stock):.1%}; {stock[0].get('mkl', '?')}")
 peer_util = [gflop * t["tokens_per_s"] / tokens / m for t, m in zip(theirs, peer_mm)]
+print(f"peftsharp-glibc-heap: median {tps(heap):.1f} tok/s; utilisation {med(x['utilisation'] for x in heap):.1%}; glibc's default heap under libtorch (as the naive step, the peer and a baseline build run), not peft train's buffer cache")
 print(f"pytorch 1.13:     median {tps(theirs):.1f} tok/s = {gflop * tps(theirs) / tokens:.1f} GFLOP/s; 2048^3 fp32 matmul {med(peer_mm):.1f} GFLOP/s; "
       f"utilisation {med(peer_util):.1%} (median per round)")
 naive_util = [gflop * x["tokens_per_s"] / tokens / y["matmul_gflops"] for x, y in zip(naive, stock)]
@@ -89,6 +97,8 @@ ratio("peftsharp/pytorch", ours, theirs)
 ratio("peftsharp/torchsharp-naive", ours, naive)
 ratio("peftsharp-stock-mkl/torchsharp-naive", stock, naive)
 ratio("peftsharp/peftsharp-stock-mkl", ours, stock)
+ratio("peftsharp-glibc-heap/torchsharp-naive (the engines on the same allocator)", heap, naive)
+ratio("peftsharp/peftsharp-glibc-heap (peft train's buffer cache against glibc's heap)", ours, heap)
 if baseline:
     print(f"baseline build: median {tps(baseline):.1f} tok/s, utilisation {med(x['utilisation'] for x in baseline):.1%}")
     ratio("baseline/torchsharp-naive", baseline, naive)
@@ -96,7 +106,7 @@ if baseline:
 mib = lambda rs: med(x["peak_rss_kib"] for x in rs) / 1024
 rr = [a["peak_rss_kib"] / b["peak_rss_kib"] for a, b in zip(ours, theirs)]
 print(f"peak RSS (VmHWM of each process: runtime + model + steps): peftsharp {mib(ours):.0f} MiB, pytorch {mib(theirs):.0f} MiB, "
-      f"torchsharp-naive {mib(naive):.0f} MiB{f', baseline build {mib(baseline):.0f} MiB' if baseline else ''}; "
+      f"torchsharp-naive {mib(naive):.0f} MiB, peftsharp-glibc-heap {mib(heap):.0f} MiB{f', baseline build {mib(baseline):.0f} MiB' if baseline else ''}; "
       f"peftsharp/pytorch = {med(rr):.3f} (per round: {', '.join(f'{r:.3f}' for r in rr)})")
 PY
 if [[ "${PROFILE:-0}" == 1 ]]; then bench lora-step "${args[@]}" --profile; fi
