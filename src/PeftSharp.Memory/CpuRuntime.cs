@@ -57,6 +57,27 @@ internal static class CpuRuntime
     /// </summary>
     public static long MklIntelPathBytes(long vocabSize) => 3_000_000 + 625 * vocabSize;
 
+    /// <summary>
+    /// The share of a training run's transient peak that `peft train`'s buffer cache (the engine's
+    /// Native/TensorBlockCache) may keep idle on top of the most bytes in use at once: its cap is the peak in use plus
+    /// this share of that peak above what was in use when the steps began. Without it the cache must release a block
+    /// whenever a step needs more of one size than it held at its peak, and maps and faults a fresh one: on lora-step
+    /// 351 such misses in 7 steps and 0.92x glibc's heap; with 15%, 164 misses and 0.99x (2,783 / 2,733 vs 2,806 /
+    /// 2,745 tok/s, two alternated rounds) for +21 MB (453 vs 432 MB; the heap 548-561). The plan counts it as this share
+    /// of the activations, loss buffers and dequantised tiles; `bench/plan-vs-measured.sh`'s eight runs measured +10..+35
+    /// MB with it, within that term in each (2026-11-30).
+    /// </summary>
+    public const double BufferCacheSlackFraction = 0.15;
+
+    /// <summary>The variable that turns the buffer cache off (read by the engine's Native/TensorAllocator too).</summary>
+    public const string BufferCacheVariable = "PEFTSHARP_TENSOR_CACHE";
+
+    /// <summary>Whether this machine's training processes run the buffer cache: the engine's condition (Linux x64,
+    /// <see cref="BufferCacheVariable"/> not 0; the engine also needs libc10's imports, and falls back without them).</summary>
+    public static bool BufferCache { get; } = OperatingSystem.IsLinux()
+        && System.Runtime.InteropServices.RuntimeInformation.ProcessArchitecture == System.Runtime.InteropServices.Architecture.X64
+        && Environment.GetEnvironmentVariable(BufferCacheVariable) != "0";
+
     /// <summary>The variable that keeps MKL's generic path (read by the engine's Kernels/MklCodePath too).</summary>
     public const string MklIntelPathVariable = "PEFTSHARP_MKL_INTEL_PATH";
 

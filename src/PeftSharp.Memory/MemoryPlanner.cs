@@ -112,7 +112,7 @@ public static class MemoryPlanner
             ActivationProfile = activations.Name,
             ActivationPaths = activations.Cpu?.Describe(c) ?? "",
         };
-        return plan with { AllocatorSlackBytes = AllocatorSlack(request, plan.TotalBytes - plan.FrameworkOverheadBytes) };
+        return plan with { AllocatorSlackBytes = AllocatorSlack(request, plan.TotalBytes - plan.FrameworkOverheadBytes, actsAtPeak + logits + dequant) };
     }
 
     /// <summary>
@@ -123,8 +123,15 @@ public static class MemoryPlanner
     /// </summary>
     internal const double AllocatorSlackFraction = 0.04;
 
-    static long AllocatorSlack(PlanRequest r, long allocated) =>
-        r.Device == DeviceKind.Cuda && r.Memory >= MemoryView.Reserved ? (long)Math.Ceiling(allocated * AllocatorSlackFraction) : 0;
+    /// <summary>On CUDA PyTorch's caching allocator's (above); on CPU, where this machine's training processes run `peft
+    /// train`'s buffer cache, the idle share its cap allows (<see cref="CpuRuntime.BufferCacheSlackFraction"/>) of the
+    /// step's transient tensors. None where the runtime allowance is given by hand.</summary>
+    static long AllocatorSlack(PlanRequest r, long allocated, long transient) => r.Device switch
+    {
+        DeviceKind.Cuda when r.Memory >= MemoryView.Reserved => (long)Math.Ceiling(allocated * AllocatorSlackFraction),
+        DeviceKind.Cpu when r.FrameworkOverheadBytes is null && CpuRuntime.BufferCache => (long)Math.Ceiling(transient * CpuRuntime.BufferCacheSlackFraction),
+        _ => 0,
+    };
 
     /// <summary>Saved activations on the device and on the host. PEFT keeps, per LoRA module, the input its A matrix
     /// multiplies in the adapter dtype (a cast copy per module when it differs from the compute dtype; else the input

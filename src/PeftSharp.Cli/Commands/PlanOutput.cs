@@ -80,7 +80,9 @@ static class PlanOutput
         if (p.DequantBufferBytes > 0) Row("other: dequantised layer", p.DequantBufferBytes, r.Device == DeviceKind.Cpu && r.GradientCheckpointing
             ? "largest NF4 Linear + one layer's, kept for its backward, in the compute dtype" : "largest NF4 Linear in the compute dtype");
         if (p.GatheredLayerBytes > 0) Row("other: all-gathered layer", p.GatheredLayerBytes, "one decoder block (ZeRO-3/FSDP)");
-        if (p.AllocatorSlackBytes > 0) Row("other: allocator slack", p.AllocatorSlackBytes, $"reserved - allocated = {MemoryPlanner.AllocatorSlackFraction:P0} (peft#1469)");
+        if (p.AllocatorSlackBytes > 0) Row("other: allocator slack", p.AllocatorSlackBytes, r.Device == DeviceKind.Cpu
+            ? $"peft train's buffer cache: idle blocks up to {CpuRuntime.BufferCacheSlackFraction:P0} of activations + loss + dequantised ({CpuRuntime.BufferCacheVariable}=0: none)"
+            : $"reserved - allocated = {MemoryPlanner.AllocatorSlackFraction:P0} (peft#1469)");
         // The runtime allowance: what the process holds besides tensors, term by term.
         foreach (var t in p.RuntimeTerms) Row($"runtime allowance: {t.Name}", t.Bytes, t.Basis);
         table.AddRow("[bold]total[/]", $"[bold]{Gb(p.TotalBytes)}[/]", "100%", Markup.Escape($"peak at the {p.PeakPhase}"));

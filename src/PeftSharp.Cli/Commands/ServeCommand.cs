@@ -61,7 +61,7 @@ public sealed class ServeCommand : AsyncCommand<ServeCommand.Settings>
         public string? ChatTemplate { get; set; }
 
         [CommandOption("--return-frees")]
-        [Description("Return freed tensor memory to the OS (as train does: glibc's fixed mmap threshold, with freed buffers reused under a cap at the peak in use): resident memory then follows `peft plan --serve` (about 60% of the default's, measured) at about the default's tokens/s (bench/README.md)")]
+        [Description("Return freed tensor memory to the OS (as train does: glibc's fixed mmap threshold, with freed buffers reused under a cap at the peak in use plus a slack): resident memory then follows `peft plan --serve` (about 60% of the default's, measured) at about the default's tokens/s (bench/README.md)")]
         public bool ReturnFrees { get; set; }
 
         [CommandOption("--served-name <NAME>")]

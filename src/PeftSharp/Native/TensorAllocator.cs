@@ -8,7 +8,7 @@ namespace PeftSharp.Native;
 /// <c>c10::alloc_cpu</c> / <c>c10::free_cpu</c> in libc10.so, which call glibc's posix_memalign and free through
 /// libc10's GOT (c10's own caching allocator is wired only into mobile builds, and TorchSharp does not expose
 /// <c>c10::SetCPUAllocator</c>). This points those two slots of libc10 at <see cref="TensorBlockCache"/>, which reuses
-/// freed buffers by size under a cap at the peak in use, on top of glibc's fixed 128 KiB mmap threshold
+/// freed buffers by size under a cap (the peak in use plus a slack the plan counts), on top of glibc's fixed 128 KiB mmap threshold
 /// (ProcessMemory.ReturnLargeFreesToOs): resident memory still follows the tensors alive at once, as the plan counts
 /// them, but a step no longer maps and zeroes all its large buffers afresh (that cost `peft train` 20-30% of the step's
 /// speed against glibc's default heap; bench/README.md). Nothing else in the process is redirected.
@@ -20,7 +20,7 @@ namespace PeftSharp.Native;
 internal static unsafe partial class TensorAllocator
 {
     /// <summary>Set to 0 to run without the cache: glibc's fixed mmap threshold alone (the allocator before it).</summary>
-    public const string EnvironmentVariable = "PEFTSHARP_TENSOR_CACHE";
+    public const string EnvironmentVariable = Memory.CpuRuntime.BufferCacheVariable;
 
     const string Fallback = "glibc, each buffer >= 128 KiB its own mapping, unmapped when freed";
 
@@ -86,7 +86,7 @@ internal static unsafe partial class TensorAllocator
             Redirect(allocSlots, glibcAlloc, out _);
             Redirect(freeSlots, glibcFree, out _);
         };
-        return (true, $"libtorch's buffers >= {TensorBlockCache.MinBytes / 1024} KiB reused by size, held at most at the peak in use " +
+        return (true, $"libtorch's buffers >= {TensorBlockCache.MinBytes / 1024} KiB reused by size, held under the peak in use + {Memory.CpuRuntime.BufferCacheSlackFraction:P0} of the steps' rise " +
                       $"(glibc maps each new one; {EnvironmentVariable}=0: no reuse)");
     }
 
