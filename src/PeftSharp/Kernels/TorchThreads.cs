@@ -31,7 +31,7 @@ internal static unsafe partial class TorchThreads
         // loading anything (RTLD_NOLOAD): loading it by path here could map a second copy of libtorch, which crashes.
         get_num_threads();
         nint torchCpu;
-        try { torchCpu = dlopen("libtorch_cpu.so", RtldLazy | RtldNoLoad); }
+        try { torchCpu = Native.Libc.LoadedLibrary("libtorch_cpu.so"); }
         catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException) { return null; }
         // dlsym on libtorch_cpu's handle also searches its dependencies, so this finds the libgomp it was linked with
         // (bundled under a hashed name) rather than whatever libgomp the system has.
@@ -39,11 +39,6 @@ internal static unsafe partial class TorchThreads
             ? (delegate* unmanaged[Cdecl]<delegate* unmanaged[Cdecl]<nint, void>, nint, uint, uint, void>)f
             : null;
     }
-
-    const int RtldLazy = 1, RtldNoLoad = 4;
-
-    [LibraryImport("libc", EntryPoint = "dlopen", StringMarshalling = StringMarshalling.Utf8)]
-    private static partial nint dlopen(string file, int mode);
 
     sealed class Loop(int count, Action<int> body, bool grad)
     {

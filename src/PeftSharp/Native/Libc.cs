@@ -3,9 +3,9 @@ using System.Runtime.InteropServices;
 namespace PeftSharp.Native;
 
 /// <summary>
-/// The few glibc calls the in-process native patches need (Kernels/MklCodePath rewrites a function's first bytes,
-/// <see cref="ImportSlots"/> rewrites libc10's GOT slots): finding a library already loaded and its symbols, and
-/// changing a page's protection around the write. Linux only; callers check the OS first.
+/// The few glibc calls the native glue needs (Kernels/TorchThreads finds libtorch's OpenMP entry, Kernels/MklCodePath
+/// rewrites a function's first bytes, <see cref="ImportSlots"/> rewrites libc10's GOT slots): finding a library
+/// already loaded and its symbols, and changing a page's protection around a write. Linux only; callers check the OS.
 /// </summary>
 internal static unsafe partial class Libc
 {

@@ -79,8 +79,7 @@ public class DequantReuseTests
     static (CausalLM Model, List<TestLora> Loras) QloraModel(int seed)
     {
         var model = ModelLoader.Load(QuantizedModelTests.QuantizedTiny());
-        manual_seed(seed);
-        return (model, TestLora.Attach(model, zeroB: false));
+        return (model, TestLora.Attach(model, zeroB: false, seed: (ulong)seed));
     }
 
     [Fact]

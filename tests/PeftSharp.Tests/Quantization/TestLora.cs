@@ -11,10 +11,10 @@ sealed class TestLora : ILinearAdapter
     public Parameter B { get; }
     public string AdapterName => "test";
 
-    public TestLora(TunableLinear layer, int r, bool zeroB)
+    public TestLora(TunableLinear layer, int r, bool zeroB, Generator? random = null)
     {
-        A = new Parameter((randn(r, layer.InFeatures) * 0.1).DetachFromDisposeScope(), requires_grad: true);
-        B = new Parameter((zeroB ? zeros(layer.OutFeatures, r) : randn(layer.OutFeatures, r) * 0.1).DetachFromDisposeScope(), requires_grad: true);
+        A = new Parameter((randn([r, layer.InFeatures], generator: random) * 0.1).DetachFromDisposeScope(), requires_grad: true);
+        B = new Parameter((zeroB ? zeros(layer.OutFeatures, r) : randn([layer.OutFeatures, r], generator: random) * 0.1).DetachFromDisposeScope(), requires_grad: true);
     }
 
     /// <summary>The adapters' A and B gradients as clones outside any dispose scope, cleared on the adapters for the next step.</summary>
@@ -25,12 +25,16 @@ sealed class TestLora : ILinearAdapter
         return grads;
     }
 
-    public static List<TestLora> Attach(CausalLM model, bool zeroB)
+    /// <summary>LoRA r 4 on every decoder Linear, active alone. With <paramref name="seed"/> the weights come from a
+    /// generator of their own, so twin models get the same adapters even while other tests (run in parallel) draw from
+    /// libtorch's global generator between two manual_seed calls; without it, from the global generator.</summary>
+    public static List<TestLora> Attach(CausalLM model, bool zeroB, ulong? seed = null)
     {
         var all = new List<TestLora>();
+        using var random = seed is { } s ? new Generator(s) : null;
         foreach (var l in model.Linears().Where(l => l.ModulePath.StartsWith("model.layers.")))
         {
-            var a = new TestLora(l, 4, zeroB);
+            var a = new TestLora(l, 4, zeroB, random);
             l.Adapters["test"] = a;
             all.Add(a);
         }
