@@ -35,7 +35,7 @@ internal static unsafe class TensorBlockCache
     static readonly Dictionary<nint, int> InUse = new(Capacity);
     static readonly Dictionary<long, int> IdleBySize = new(Capacity);
     static int freeSlots = -1, unusedSlots, newestIdle = -1, oldestIdle = -1;
-    static long inUseBytes, idleBytes, peakInUseBytes, stepsBaseBytes;
+    static long inUseBytes, idleBytes, peakInUseBytes, stepsBaseBytes = long.MaxValue;   // no slack before a trainer's steps
     static long hits, misses, released, passedThrough, reusedBytes;
 
     static delegate* unmanaged[Cdecl]<void**, nuint, nuint, int> glibcPosixMemalign;
@@ -122,6 +122,7 @@ internal static unsafe class TensorBlockCache
             {
                 // The planner counts the slack (Memory.CpuRuntime.BufferCacheSlackFraction of the transient peak).
                 long limit = Math.Max(peakInUseBytes, inUseBytes + bytes);
+                // (Only once a trainer's steps began: `peft serve --return-frees` and loading keep the strict cap.)
                 limit += (long)(Math.Max(0, peakInUseBytes - stepsBaseBytes) * Memory.CpuRuntime.BufferCacheSlackFraction);
                 more = false;
                 for (n = 0; n < Batch && inUseBytes + idleBytes + bytes > limit && oldestIdle >= 0; n++)
