@@ -39,9 +39,7 @@ internal static unsafe partial class MklCodePath
             return (false, $"MKL's generic code path for non-Intel CPUs ({EnvironmentVariable}=0)");
         if (!OperatingSystem.IsLinux()) return (false, "MKL's generic code path for non-Intel CPUs (the switch is Linux-only)");
         get_num_threads();   // loads libtorch (TorchSharp loads it on its first call) without running a matmul
-        nint torchCpu;
-        try { torchCpu = Native.Libc.LoadedLibrary("libtorch_cpu.so"); }
-        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException) { torchCpu = 0; }
+        nint torchCpu = Native.Libc.LoadedLibrary("libtorch_cpu.so");
         if (torchCpu == 0 || !NativeLibrary.TryGetExport(torchCpu, "mkl_serv_intel_cpu_true", out var f))
             return (false, "libtorch's own BLAS (no MKL vendor check found in libtorch_cpu)");
         var check = (delegate* unmanaged[Cdecl]<int>)f;

@@ -30,9 +30,7 @@ internal static unsafe partial class TorchThreads
         // TorchSharp loads libtorch on its first call; then the loaded libtorch_cpu is looked up by its soname without
         // loading anything (RTLD_NOLOAD): loading it by path here could map a second copy of libtorch, which crashes.
         get_num_threads();
-        nint torchCpu;
-        try { torchCpu = Native.Libc.LoadedLibrary("libtorch_cpu.so"); }
-        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException) { return null; }
+        nint torchCpu = Native.Libc.LoadedLibrary("libtorch_cpu.so");
         // dlsym on libtorch_cpu's handle also searches its dependencies, so this finds the libgomp it was linked with
         // (bundled under a hashed name) rather than whatever libgomp the system has.
         return torchCpu != 0 && NativeLibrary.TryGetExport(torchCpu, "GOMP_parallel", out var f)

@@ -12,8 +12,13 @@ internal static unsafe partial class Libc
     public const int ProtRead = 1, ProtWrite = 2, ProtExec = 4;
     const int RtldLazy = 1, RtldNoLoad = 4;
 
-    /// <summary>The handle of <paramref name="file"/> if the process has already loaded it (never loads it), else 0.</summary>
-    public static nint LoadedLibrary(string file) => dlopen(file, RtldLazy | RtldNoLoad);
+    /// <summary>The handle of <paramref name="file"/> if the process has already loaded it (never loads it), else 0; also 0
+    /// where the C library has no dlopen (not glibc).</summary>
+    public static nint LoadedLibrary(string file)
+    {
+        try { return dlopen(file, RtldLazy | RtldNoLoad); }
+        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException) { return 0; }
+    }
 
     /// <summary>A symbol's address in a library handle (0: RTLD_DEFAULT, the global lookup order), or 0.</summary>
     public static nint Symbol(nint handle, string symbol) => dlsym(handle, symbol);

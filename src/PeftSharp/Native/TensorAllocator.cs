@@ -57,9 +57,7 @@ internal static unsafe partial class TensorAllocator
         if (!OperatingSystem.IsLinux() || RuntimeInformation.ProcessArchitecture != Architecture.X64)
             return (false, $"{Fallback} (the buffer cache is Linux x64 only)");
         get_num_threads();   // loads libtorch (TorchSharp loads it on its first call) without allocating a tensor
-        nint c10;
-        try { c10 = Libc.LoadedLibrary("libc10.so"); }
-        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException) { c10 = 0; }
+        nint c10 = Libc.LoadedLibrary("libc10.so");
         if (c10 == 0 || !NativeLibrary.TryGetExport(c10, "_ZN3c109alloc_cpuEm", out nint allocCpu))
             return (false, $"{Fallback} (no c10::alloc_cpu in a loaded libc10.so)");
         if (!ImportSlots.TryFind(allocCpu, "posix_memalign", out var allocSlots, out string why)

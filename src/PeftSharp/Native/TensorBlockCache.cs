@@ -108,9 +108,11 @@ internal static unsafe class TensorBlockCache
             }
             misses++;
         }
-        // Make room under the peak: the new block plus everything held may not pass the most ever in use at once. The
-        // largest block released for it becomes the new block (Repurpose: its pages are kept, not faulted in and zeroed
-        // afresh); the others go back to glibc.
+        // Make room under the cap: the new block plus everything held may not pass the most ever in use at once, plus,
+        // once a trainer's steps began, the slack the planner counts (Memory.CpuRuntime.BufferCacheSlackFraction of the
+        // peak's rise above what was live at their start; loading and `peft serve --return-frees` keep the strict cap).
+        // The largest block released for it becomes the new block (Repurpose: its pages are kept, not faulted in and
+        // zeroed afresh); the others go back to glibc.
         const int Batch = 16;
         nint* victims = stackalloc nint[Batch];
         long* victimBytes = stackalloc long[Batch];
@@ -120,9 +122,7 @@ internal static unsafe class TensorBlockCache
         {
             lock (Gate)
             {
-                // The planner counts the slack (Memory.CpuRuntime.BufferCacheSlackFraction of the transient peak).
                 long limit = Math.Max(peakInUseBytes, inUseBytes + bytes);
-                // (Only once a trainer's steps began: `peft serve --return-frees` and loading keep the strict cap.)
                 limit += (long)(Math.Max(0, peakInUseBytes - stepsBaseBytes) * Memory.CpuRuntime.BufferCacheSlackFraction);
                 more = false;
                 for (n = 0; n < Batch && inUseBytes + idleBytes + bytes > limit && oldestIdle >= 0; n++)
