@@ -64,9 +64,9 @@ internal static unsafe partial class TensorAllocator
             || !ImportSlots.TryFind(allocCpu, "free", out var freeSlots, out why))
             return (false, $"{Fallback} (libc10.so: {why})");
         // 0: RTLD_DEFAULT, the lookup libc10's own imports were bound by.
-        nint glibcAlloc = Libc.Symbol(0, "posix_memalign"), glibcRealloc = Libc.Symbol(0, "realloc"), glibcFree = Libc.Symbol(0, "free");
-        if (glibcAlloc == 0 || glibcRealloc == 0 || glibcFree == 0) return (false, $"{Fallback} (dlsym found no posix_memalign/realloc/free)");
-        TensorBlockCache.Use(glibcAlloc, glibcRealloc, glibcFree);
+        nint glibcAlloc = Libc.Symbol(0, "posix_memalign"), glibcFree = Libc.Symbol(0, "free");
+        if (glibcAlloc == 0 || glibcFree == 0) return (false, $"{Fallback} (dlsym found no posix_memalign/free)");
+        TensorBlockCache.Use(glibcAlloc, glibcFree);
         // free first: from then on a block the cache hands out always comes back to it.
         if (!Redirect(freeSlots, TensorBlockCache.FreeEntry, out why))
         {
