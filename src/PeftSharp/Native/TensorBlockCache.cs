@@ -166,7 +166,7 @@ internal static unsafe class TensorBlockCache
         }
         // The donors' pieces first (the header's page among them), the fresh pages after them; the end of a last piece
         // the block does not need (no split: the piece budget is spent) is unmapped.
-        long at = 0, failed = 0;
+        long at = 0, failed = 0, lost = 0;
         int kept = 0;
         for (int i = 0; i < pieces; i++)
         {
@@ -175,6 +175,7 @@ internal static unsafe class TensorBlockCache
             {
                 Libc.Unmap(from[i], (nint)move);   // not expected (a piece is one mapping): fresh pages there
                 failed++;
+                lost += move;
             }
             if (move < pages[i] * Page) Libc.Unmap(from[i] + (nint)move, (nint)(pages[i] * Page - move));
             if (move > 0) pages[kept++] = (int)(move / Page);
@@ -185,8 +186,8 @@ internal static unsafe class TensorBlockCache
         WriteChunkHeader(block, bytes);
         lock (Gate)
         {
-            movedBytes += at;
-            freshBytes += bytes - at;
+            movedBytes += at - lost;
+            freshBytes += bytes - at + lost;
             moveFailures += failed;
             int slot = NewSlot();
             if (slot < 0) { passedThrough++; *result = (void*)(block + Offset); return 0; }   // tables full: glibc's free unmaps it
