@@ -124,7 +124,7 @@ internal static unsafe class TensorBlockCache
     static int PosixMemalign(void** result, nuint alignment, nuint size)
     {
         int rc = (long)size < MinBytes || alignment > Offset ? glibcPosixMemalign(result, alignment, size) : Allocate(result, (long)size);
-        if (Poison && rc == 0) new Span<byte>(*result, checked((int)size)).Fill(0xFF);
+        if (Poison && rc == 0) NativeMemory.Fill(*result, size, 0xFF);
         return rc;
     }
 
