@@ -4,8 +4,9 @@ namespace PeftSharp.Native;
 
 /// <summary>
 /// The few glibc calls the native glue needs (Kernels/TorchThreads finds libtorch's OpenMP entry, Kernels/MklCodePath
-/// rewrites a function's first bytes, <see cref="ImportSlots"/> rewrites libc10's GOT slots): finding a library
-/// already loaded and its symbols, and changing a page's protection around a write. Linux only; callers check the OS.
+/// rewrites a function's first bytes, <see cref="ImportSlots"/> rewrites libc10's GOT slots, <see cref="TensorBlockCache"/>
+/// maps its blocks and moves pages between them): finding a library already loaded and its symbols, changing a page's
+/// protection around a write, and anonymous mappings. Linux only; callers check the OS.
 /// </summary>
 internal static unsafe partial class Libc
 {
@@ -38,6 +39,39 @@ internal static unsafe partial class Libc
         info = found;
         return ok;
     }
+
+    /// <summary>A new private anonymous read-write mapping of <paramref name="length"/> bytes (its pages are faulted in, zeroed, on
+    /// first touch), or 0 where mmap failed.</summary>
+    public static nint MapAnonymous(nint length)
+    {
+        const int MapPrivate = 0x02, MapAnonymous = 0x20;
+        nint p = mmap(0, length, ProtRead | ProtWrite, MapPrivate | MapAnonymous, -1, 0);
+        return p == -1 ? 0 : p;
+    }
+
+    /// <summary>munmap(2); 0 on success.</summary>
+    public static int Unmap(nint address, nint length) => munmap(address, length);
+
+    /// <summary>
+    /// Moves the pages of [<paramref name="from"/>, +<paramref name="length"/>) to <paramref name="to"/> (mremap(2) with
+    /// MREMAP_MAYMOVE | MREMAP_FIXED): the page tables move, the pages are neither copied nor faulted in again; whatever
+    /// was mapped at the destination is replaced and the source range is left unmapped. False where the kernel refused
+    /// (e.g. a source range over more than one mapping on kernels before 6.17); nothing moved then.
+    /// </summary>
+    public static bool MovePages(nint from, nint length, nint to)
+    {
+        const int MremapMayMove = 1, MremapFixed = 2;
+        return mremap(from, length, length, MremapMayMove | MremapFixed, to) == to;
+    }
+
+    [LibraryImport("libc", EntryPoint = "mmap")]
+    private static partial nint mmap(nint addr, nint length, int prot, int flags, int fd, nint offset);
+
+    [LibraryImport("libc", EntryPoint = "munmap")]
+    private static partial int munmap(nint addr, nint length);
+
+    [LibraryImport("libc", EntryPoint = "mremap")]
+    private static partial nint mremap(nint oldAddress, nint oldLength, nint newLength, int flags, nint newAddress);
 
     [LibraryImport("libc", EntryPoint = "dlopen", StringMarshalling = StringMarshalling.Utf8)]
     private static partial nint dlopen(string file, int mode);

@@ -9,8 +9,8 @@ namespace PeftSharp.Native;
 /// libc10's GOT (c10's own caching allocator is wired only into mobile builds, and TorchSharp does not expose
 /// <c>c10::SetCPUAllocator</c>). This points those two slots of libc10 at <see cref="TensorBlockCache"/>, which reuses
 /// freed buffers by size under a cap (the peak in use plus a slack the plan counts), on top of glibc's fixed 128 KiB mmap threshold
-/// (ProcessMemory.ReturnLargeFreesToOs): resident memory still follows the tensors alive at once, as the plan counts
-/// them, but a step no longer maps and zeroes all its large buffers afresh (that cost `peft train` 20-30% of the step's
+/// (ProcessMemory.ReturnLargeFreesToOs, for what passes through): resident memory still follows the tensors alive at
+/// once, as the plan counts them, but a step no longer maps and zeroes its large buffers afresh (that cost `peft train` 20-30% of the step's
 /// speed against glibc's default heap; bench/README.md). Nothing else in the process is redirected.
 /// Where it cannot install (not Linux x64, no libc10 import found, the GOT page cannot be made writable) or with
 /// <c>PEFTSHARP_TENSOR_CACHE=0</c>, the process keeps the fixed threshold alone, and <see cref="Description"/> says so.
@@ -64,9 +64,9 @@ internal static unsafe partial class TensorAllocator
             || !ImportSlots.TryFind(allocCpu, "free", out var freeSlots, out why))
             return (false, $"{Fallback} (libc10.so: {why})");
         // 0: RTLD_DEFAULT, the lookup libc10's own imports were bound by.
-        nint glibcAlloc = Libc.Symbol(0, "posix_memalign"), glibcRealloc = Libc.Symbol(0, "realloc"), glibcFree = Libc.Symbol(0, "free");
-        if (glibcAlloc == 0 || glibcRealloc == 0 || glibcFree == 0) return (false, $"{Fallback} (dlsym found no posix_memalign/realloc/free)");
-        TensorBlockCache.Use(glibcAlloc, glibcRealloc, glibcFree);
+        nint glibcAlloc = Libc.Symbol(0, "posix_memalign"), glibcFree = Libc.Symbol(0, "free");
+        if (glibcAlloc == 0 || glibcFree == 0) return (false, $"{Fallback} (dlsym found no posix_memalign/free)");
+        TensorBlockCache.Use(glibcAlloc, glibcFree);
         // free first: from then on a block the cache hands out always comes back to it.
         if (!Redirect(freeSlots, TensorBlockCache.FreeEntry, out why))
         {
@@ -85,7 +85,7 @@ internal static unsafe partial class TensorAllocator
             Redirect(freeSlots, glibcFree, out _);
         };
         return (true, $"libtorch's buffers >= {TensorBlockCache.MinBytes / 1024} KiB reused by size, held under the peak in use + {Memory.CpuRuntime.BufferCacheSlackFraction:P0} of the steps' rise " +
-                      $"(glibc maps each new one; {EnvironmentVariable}=0: no reuse)");
+                      $"(a new size built from idle ones' pages; {EnvironmentVariable}=0: no reuse)");
     }
 
     static bool Redirect(List<ImportSlots.Slot> slots, nint target, out string why)

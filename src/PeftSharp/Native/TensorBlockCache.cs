@@ -4,64 +4,91 @@ using System.Runtime.InteropServices;
 namespace PeftSharp.Native;
 
 /// <summary>
-/// The block cache under libtorch's CPU tensors (see <see cref="TensorAllocator"/> for how it is installed). Buffers of
-/// at least <see cref="MinBytes"/> that libtorch frees are kept, by size rounded up to whole pages, and handed back to
-/// the next request of that size, so a training step reuses the previous step's buffers instead of mapping and
-/// faulting fresh ones (glibc serves them with their own mappings: ProcessMemory.ReturnLargeFreesToOs). The memory it
-/// holds (buffers in use + idle ones) never exceeds its cap: the highest number of bytes in use at once so far, plus
-/// 15% (Memory.CpuRuntime.BufferCacheSlackFraction) of that peak above what was in use when the trainer's steps began.
-/// A request that finds no idle block of its size first releases the longest-idle blocks until the new one fits under
-/// the cap. So the resident set peaks where the tensors alive at once peak, plus at most that slack, which the memory
-/// planner counts (its CPU "allocator slack"). Without the slack a step that needs more of one size than it held at its
-/// peak must map and fault a fresh block each time (lora-step: 351 misses in 7 steps, 0.92x glibc's heap; with it 164,
-/// 0.99x). Blocks come from glibc's own posix_memalign and go back through glibc's free, so a block the cache does not
-/// know (made before it was installed, or after its tables filled) simply passes through to glibc.
-/// Thread safe (OpenMP workers allocate too): one lock around the tables, glibc's calls made outside it.
+/// The block cache under libtorch's CPU tensors (see <see cref="TensorAllocator"/> for how it is installed). Each
+/// buffer of at least <see cref="MinBytes"/> is a mapping of its own, laid out as glibc lays out the mmapped chunks of
+/// its posix_memalign (so glibc's free can unmap one after the cache is uninstalled at exit). Freed buffers are kept
+/// idle, by mapping size, and handed back to the next request of that size. The memory held (buffers in use + idle
+/// ones) never exceeds the cap: the most bytes in use at once so far, plus 15% (Memory.CpuRuntime.BufferCacheSlackFraction)
+/// of that peak above what was in use when the trainer's steps began; the memory planner counts that slack (its CPU
+/// "allocator slack"), so the resident set peaks where the live tensors peak, plus the slack.
+/// A request of a size no idle buffer has is built from the pages of the longest-idle buffers when the cap leaves no
+/// room for fresh ones: their pages are moved into the new mapping (mremap: page tables move, nothing is copied,
+/// faulted in or zeroed again), the last donor split if it is larger than needed. So once the cache holds its cap,
+/// a training step touches no fresh page: before, the cache gave such donors back to glibc and the new buffer was
+/// faulted in afresh (lora-step: 6,200 minor faults = 25 MB per step, ~20 ms of kernel time over the two threads).
+/// Requests it does not serve (smaller, or aligned beyond <see cref="Offset"/>) and frees of pointers it does not
+/// know (libc10's own mallocs, buffers from before the install) pass through to glibc.
+/// Thread safe (OpenMP workers allocate too): one lock around the tables, the system calls made outside it.
 /// </summary>
 internal static unsafe class TensorBlockCache
 {
     /// <summary>Smaller requests go straight to glibc, whose heap serves them without new mappings.</summary>
     public const long MinBytes = 128 * 1024;
     const long Page = 4096;
+    /// <summary>
+    /// Where a buffer starts in its mapping, and so the alignment the cache serves (libc10 asks 64): glibc's
+    /// mmapped-chunk header sits in the 16 bytes before it, prev_size = 48 (the chunk's offset in the mapping) and
+    /// size = mapping - 48 with IS_MMAPPED, which is what glibc's free checks and unmaps by.
+    /// </summary>
+    const long Offset = 64;
     /// <summary>Blocks tracked at once (in use + idle); beyond it requests pass through to glibc.</summary>
-    const int Capacity = 1 << 14;
+    const int Capacity = 1 << 12;
+    /// <summary>
+    /// Mappings one block spans at most. A block built from donors' pages spans one kernel mapping (VMA) per piece
+    /// moved in (moved anonymous pages keep their page offsets, so neighbouring pieces do not merge), and each split of
+    /// a donor inside a piece makes one more: without a bound the process's mappings grow by ~8 per lora-step step
+    /// toward the kernel's limit (vm.max_map_count, 65530). Pieces are tracked per block, so each moves as one mapping.
+    /// </summary>
+    const int MaxPieces = 64;
+    /// <summary>Pieces of all blocks together, an eighth of vm.max_map_count's default: beyond it a donor gives whole pieces
+    /// only, and the part of its last one the new block does not need is unmapped (fresh pages later) instead of split off.</summary>
+    const int PieceBudget = 8192;
+
+    /// <summary>Debug switch: 1 fills every buffer libc10 gets (cached, built, fresh or glibc's) with 0xFF bytes (NaN in
+    /// fp32 and bf16) before handing it out, so an op that reads memory it did not write shows at once.</summary>
+    public const string PoisonVariable = "PEFTSHARP_TENSOR_CACHE_POISON";
+    static readonly bool Poison = Environment.GetEnvironmentVariable(PoisonVariable) == "1";
 
     static readonly Lock Gate = new();
-    // Block table: a block's address and rounded size; idle blocks are in two doubly linked lists, one per size (most
-    // recently freed first: its pages are the warmest) and one over all sizes by age (the eviction order).
+    // Block table: a block's mapping address and size; idle blocks are in two doubly linked lists, one per size (most
+    // recently freed first: its pages are the warmest) and one over all sizes by age (the order donors are taken in).
     static readonly nint[] Address = new nint[Capacity];
     static readonly long[] Bytes = new long[Capacity];
+    // Each block's pieces (mappings) in address order, in pages: PiecePages[slot * MaxPieces + i], PieceCount[slot] of them.
+    static readonly int[] PiecePages = new int[Capacity * MaxPieces], PieceCount = new int[Capacity];
     static readonly int[] SizeNext = new int[Capacity], SizePrev = new int[Capacity], AgeNext = new int[Capacity], AgePrev = new int[Capacity];
     static readonly Dictionary<nint, int> InUse = new(Capacity);
     static readonly Dictionary<long, int> IdleBySize = new(Capacity);
-    static int freeSlots = -1, unusedSlots, newestIdle = -1, oldestIdle = -1;
+    static int totalPieces, freeSlots = -1, unusedSlots, newestIdle = -1, oldestIdle = -1;
     static long inUseBytes, idleBytes, peakInUseBytes, stepsBaseBytes = long.MaxValue;   // no slack before a trainer's steps
-    static long hits, misses, released, passedThrough, reusedBytes;
+    static long hits, misses, released, passedThrough, movedBytes, freshBytes, moveFailures;
 
     static delegate* unmanaged[Cdecl]<void**, nuint, nuint, int> glibcPosixMemalign;
     static delegate* unmanaged[Cdecl]<void*, void> glibcFree;
-    static delegate* unmanaged[Cdecl]<nint, nuint, nint> glibcRealloc;
 
-    /// <summary>Counters since install, for tests and the bench's output.</summary>
-    public readonly record struct Counters(long Hits, long Misses, long Released, long PassedThrough, long ReusedBytes, long InUseBytes, long IdleBytes, long PeakInUseBytes);
+    /// <summary>Counters since install, for tests and the bench's output: requests served from an idle buffer (hits) or
+    /// not (misses), idle buffers unmapped, requests passed through for a full table, bytes of new buffers built from
+    /// idle buffers' pages (moved) and mapped fresh, page moves the kernel refused (their pages were unmapped).</summary>
+    public readonly record struct Counters(long Hits, long Misses, long Released, long PassedThrough, long MovedBytes, long FreshBytes, long MoveFailures,
+                                           long InUseBytes, long IdleBytes, long PeakInUseBytes);
 
     public static Counters Read()
     {
-        lock (Gate) return new(hits, misses, released, passedThrough, Interlocked.Read(ref reusedBytes), inUseBytes, idleBytes, peakInUseBytes);
+        lock (Gate) return new(hits, misses, released, passedThrough, movedBytes, freshBytes, moveFailures, inUseBytes, idleBytes, peakInUseBytes);
     }
 
     /// <summary>One line for a run's end: how many requests the cache served from freed buffers, and what it held.</summary>
     public static string Summary()
     {
         var c = Read();
-        return $"reused {c.Hits} of {c.Hits + c.Misses} buffers >= {MinBytes / 1024} KiB ({c.ReusedBytes / 1048576.0:F0} MB more kept their pages through realloc); " +
-               $"the most in use at once {c.PeakInUseBytes / 1048576.0:F1} MB, idle ones held up to {Memory.CpuRuntime.BufferCacheSlackFraction:P0} of the steps' rise above it";
+        return $"reused {c.Hits} of {c.Hits + c.Misses} buffers >= {MinBytes / 1024} KiB ({c.MovedBytes / 1048576.0:F0} MB more built from idle buffers' pages, " +
+               $"{c.FreshBytes / 1048576.0:F0} MB mapped fresh); the most in use at once {c.PeakInUseBytes / 1048576.0:F1} MB, " +
+               $"idle ones held up to {Memory.CpuRuntime.BufferCacheSlackFraction:P0} of the steps' rise above it";
     }
 
-    /// <summary>The functions the cache gets its blocks from, resizes and returns them to (glibc's, as libc10 would call them).</summary>
-    public static void Use(nint posixMemalign, nint realloc, nint free)
+    /// <summary>The functions requests the cache does not serve go to (glibc's, as libc10 would call them).</summary>
+    public static void Use(nint posixMemalign, nint free)
     {
-        glibcRealloc = (delegate* unmanaged[Cdecl]<nint, nuint, nint>)realloc;
         glibcPosixMemalign = (delegate* unmanaged[Cdecl]<void**, nuint, nuint, int>)posixMemalign;
         glibcFree = (delegate* unmanaged[Cdecl]<void*, void>)free;
     }
@@ -79,75 +106,160 @@ internal static unsafe class TensorBlockCache
         ReleaseIdle();
     }
 
-    /// <summary>Gives every idle block back to glibc (and so to the OS).</summary>
+    /// <summary>Gives every idle block back to the OS.</summary>
     public static void ReleaseIdle()
     {
         while (true)
         {
             nint p;
-            lock (Gate) p = TakeOldestIdle();
+            long bytes;
+            lock (Gate) (p, bytes) = TakeOldestIdle();
             if (p == 0) return;
-            glibcFree((void*)p);
+            Libc.Unmap(p, (nint)bytes);
+            lock (Gate) released++;
         }
     }
 
     [UnmanagedCallersOnly(CallConvs = [typeof(CallConvCdecl)])]
     static int PosixMemalign(void** result, nuint alignment, nuint size)
     {
-        if ((long)size < MinBytes) return glibcPosixMemalign(result, alignment, size);
-        long bytes = ((long)size + Page - 1) & ~(Page - 1);
+        int rc = (long)size < MinBytes || alignment > Offset ? glibcPosixMemalign(result, alignment, size) : Allocate(result, (long)size);
+        if (Poison && rc == 0) NativeMemory.Fill(*result, size, 0xFF);
+        return rc;
+    }
+
+    static int Allocate(void** result, long size)
+    {
+        long bytes = (size + Offset + Page - 1) & ~(Page - 1);
+        // The donors: where the new block and everything held would pass the cap (the most ever in use at once, plus,
+        // once a trainer's steps began, the slack the planner counts: Memory.CpuRuntime.BufferCacheSlackFraction of the
+        // peak's rise above what was live at their start; loading and `peft serve --return-frees` keep the strict cap),
+        // the longest-idle blocks give the new one their pages, piece by piece from their ends, the last of them only
+        // as many as the new block lacks (its head stays idle, shorter). One piece is kept for the fresh pages.
+        nint* from = stackalloc nint[MaxPieces];
+        int* pages = stackalloc int[MaxPieces];
+        int pieces = 0;
+        long lacking;
         lock (Gate)
         {
-            if (IdleBySize.TryGetValue(bytes, out int slot) && (Address[slot] & (nint)(alignment - 1)) == 0)
+            if (IdleBySize.TryGetValue(bytes, out int slot))
             {
                 UnlinkIdle(slot);
                 TrackInUse(slot);
                 hits++;
-                *result = (void*)Address[slot];
+                *result = (void*)(Address[slot] + Offset);
                 return 0;
             }
             misses++;
+            long limit = Math.Max(peakInUseBytes, inUseBytes + bytes);
+            limit += (long)(Math.Max(0, peakInUseBytes - stepsBaseBytes) * Memory.CpuRuntime.BufferCacheSlackFraction);
+            lacking = Math.Min(bytes, (inUseBytes + idleBytes + bytes - limit + Page - 1) & ~(Page - 1));
+            while (lacking > 0 && oldestIdle >= 0 && pieces < MaxPieces - 1)
+                lacking -= TakePages(oldestIdle, lacking / Page, MaxPieces - 1 - pieces, totalPieces < PieceBudget, from, pages, ref pieces) * Page;
         }
-        // Make room under the cap: the new block plus everything held may not pass the most ever in use at once, plus,
-        // once a trainer's steps began, the slack the planner counts (Memory.CpuRuntime.BufferCacheSlackFraction of the
-        // peak's rise above what was live at their start; loading and `peft serve --return-frees` keep the strict cap).
-        // The largest block released for it becomes the new block (Repurpose: its pages are kept, not faulted in and
-        // zeroed afresh); the others go back to glibc.
-        const int Batch = 16;
-        nint* victims = stackalloc nint[Batch];
-        long* victimBytes = stackalloc long[Batch];
-        int n = 0;
-        bool more = true;
-        while (more)
+        ReleaseOldest(lacking);   // the donors' pieces ran out: the rest of what the cap lacks is unmapped
+        nint block = Libc.MapAnonymous((nint)bytes);
+        if (block == 0)
         {
-            lock (Gate)
-            {
-                long limit = Math.Max(peakInUseBytes, inUseBytes + bytes);
-                limit += (long)(Math.Max(0, peakInUseBytes - stepsBaseBytes) * Memory.CpuRuntime.BufferCacheSlackFraction);
-                more = false;
-                for (n = 0; n < Batch && inUseBytes + idleBytes + bytes > limit && oldestIdle >= 0; n++)
-                {
-                    victimBytes[n] = Bytes[oldestIdle];
-                    victims[n] = TakeOldestIdle();
-                }
-                more = n == Batch && inUseBytes + idleBytes + bytes > limit && oldestIdle >= 0;
-            }
-            if (more) ReleaseAll(victims, n);   // a request larger than 16 released blocks: the rest just go
+            for (int i = 0; i < pieces; i++) Libc.Unmap(from[i], (nint)(pages[i] * Page));
+            return 12;   // ENOMEM
         }
-        int rc = 0;
-        if (n > 0 && Repurpose(victims, victimBytes, n, alignment, bytes) is var reused && reused != 0) *result = (void*)reused;
-        else rc = glibcPosixMemalign(result, alignment, (nuint)bytes);
-        ReleaseAll(victims, n);
-        if (rc != 0) return rc;
+        // The donors' pieces first (the header's page among them), the fresh pages after them; the end of a last piece
+        // the block does not need (no split: the piece budget is spent) is unmapped.
+        long at = 0, failed = 0, lost = 0;
+        int kept = 0;
+        for (int i = 0; i < pieces; i++)
+        {
+            long move = Math.Min(pages[i] * Page, bytes - at);
+            if (move > 0 && !Libc.MovePages(from[i], (nint)move, block + (nint)at))
+            {
+                Libc.Unmap(from[i], (nint)move);   // not expected (a piece is one mapping): fresh pages there
+                failed++;
+                lost += move;
+            }
+            if (move < pages[i] * Page) Libc.Unmap(from[i] + (nint)move, (nint)(pages[i] * Page - move));
+            if (move > 0) pages[kept++] = (int)(move / Page);
+            at += move;
+        }
+        pieces = kept;
+        if (at < bytes) pages[pieces++] = (int)((bytes - at) / Page);
+        WriteChunkHeader(block, bytes);
         lock (Gate)
         {
+            movedBytes += at - lost;
+            freshBytes += bytes - at + lost;
+            moveFailures += failed;
             int slot = NewSlot();
-            if (slot < 0) { passedThrough++; return 0; }   // tables full: glibc's block, glibc frees it
-            Address[slot] = (nint)(*result);
+            if (slot < 0) { passedThrough++; *result = (void*)(block + Offset); return 0; }   // tables full: glibc's free unmaps it
+            Address[slot] = block;
             Bytes[slot] = bytes;
+            PieceCount[slot] = pieces;
+            totalPieces += pieces;
+            for (int i = 0; i < pieces; i++) PiecePages[slot * MaxPieces + i] = pages[i];
             TrackInUse(slot);
         }
+        *result = (void*)(block + Offset);
         return 0;
+    }
+
+    /// <summary>
+    /// Takes up to <paramref name="wanted"/> pages in at most <paramref name="budget"/> pieces from the end of idle block
+    /// <paramref name="donor"/> (the caller holds the lock), appending them to from/pages in address order: whole pieces
+    /// from the last one back, then the tail of the piece before them if still short (the kernel splits that mapping).
+    /// The donor leaves the tables if nothing is left of it, else stays idle, shorter, oldest (the next donor). Returns
+    /// the pages taken. Without <paramref name="split"/>, a last piece larger than what is still wanted is taken whole
+    /// (more than <paramref name="wanted"/>: the caller unmaps what its block does not need).
+    /// </summary>
+    static long TakePages(int donor, long wanted, int budget, bool split, nint* from, int* pages, ref int pieces)
+    {
+        int count = PieceCount[donor], first = count;
+        var own = PiecePages.AsSpan(donor * MaxPieces, MaxPieces);
+        long taken = 0;
+        while (first > 0 && count - first < budget && taken + own[first - 1] <= wanted) taken += own[--first];
+        if (!split && first > 0 && count - first < budget && taken < wanted) taken += own[--first];
+        int partial = split && first > 0 && count - first < budget && taken < wanted ? (int)(wanted - taken) : 0;
+        long end = Bytes[donor];
+        nint start = Address[donor] + (nint)(end - taken * Page - partial * Page);
+        if (partial > 0) { from[pieces] = start; pages[pieces++] = partial; start += (nint)(partial * Page); }
+        for (int i = first; i < count; i++) { from[pieces] = start; pages[pieces++] = own[i]; start += (nint)(own[i] * Page); }
+        UnlinkIdle(donor);
+        totalPieces -= count - first;   // the pieces it gave whole; a split one stays its (and the new block's: one more)
+        if (first == 0)
+        {
+            SizeNext[donor] = freeSlots;   // nothing left of it: its slot is free
+            freeSlots = donor;
+            return taken;
+        }
+        if (partial > 0) own[first - 1] -= partial;
+        PieceCount[donor] = first;
+        Bytes[donor] = end - (taken + partial) * Page;
+        WriteChunkHeader(Address[donor], Bytes[donor]);
+        LinkIdle(donor, oldest: true);
+        return taken + partial;
+    }
+
+    /// <summary>Unmaps the longest-idle blocks until <paramref name="bytes"/> are released or none is left.</summary>
+    static void ReleaseOldest(long bytes)
+    {
+        while (bytes > 0)
+        {
+            nint p;
+            long size;
+            lock (Gate) (p, size) = TakeOldestIdle();
+            if (p == 0) return;
+            Libc.Unmap(p, (nint)size);
+            lock (Gate) released++;
+            bytes -= size;
+        }
+    }
+
+    /// <summary>glibc's header of an mmapped chunk whose memory starts <see cref="Offset"/> into a mapping of <paramref name="bytes"/>:
+    /// prev_size (the chunk's offset in the mapping) and size | IS_MMAPPED, in the 16 bytes before the memory.</summary>
+    static void WriteChunkHeader(nint mapping, long bytes)
+    {
+        const long ChunkOffset = Offset - 16, IsMmapped = 2;
+        ((long*)(mapping + (nint)ChunkOffset))[0] = ChunkOffset;
+        ((long*)(mapping + (nint)ChunkOffset))[1] = (bytes - ChunkOffset) | IsMmapped;
     }
 
     [UnmanagedCallersOnly(CallConvs = [typeof(CallConvCdecl)])]
@@ -156,38 +268,14 @@ internal static unsafe class TensorBlockCache
         if (p == null) return;
         lock (Gate)
         {
-            if (InUse.Remove((nint)p, out int slot))
+            if (InUse.Remove((nint)p - (nint)Offset, out int slot))
             {
                 inUseBytes -= Bytes[slot];
-                LinkIdle(slot);
+                LinkIdle(slot, oldest: false);
                 return;
             }
         }
-        glibcFree(p);   // not a cached block: libc10's own malloc'd memory, or a buffer made before the install
-    }
-
-    static void ReleaseAll(nint* blocks, int count)
-    {
-        for (int i = 0; i < count; i++) if (blocks[i] != 0) glibcFree((void*)blocks[i]);
-    }
-
-    /// <summary>
-    /// Turns the largest of the released blocks into the new one with glibc's realloc, which resizes the block's own
-    /// mapping (mremap) and so keeps its pages: they are not faulted in and zeroed afresh, and the resident set is what
-    /// it would be after the release (stale bytes are fine, as in any malloc). glibc keeps the block's offset in its
-    /// page, so its alignment; where another malloc did not, the block is freed and a new one allocated. The donor is
-    /// taken out of <paramref name="blocks"/> (0), the rest are for the caller to release. 0 if none could serve.
-    /// </summary>
-    static nint Repurpose(nint* blocks, long* blockBytes, int count, nuint alignment, long bytes)
-    {
-        int donor = 0;
-        for (int i = 1; i < count; i++) if (blockBytes[i] > blockBytes[donor]) donor = i;
-        nint block = glibcRealloc(blocks[donor], (nuint)bytes);
-        if (block == 0) return 0;   // realloc failed: the donor is still there, released with the rest
-        blocks[donor] = 0;
-        if ((block & (nint)(alignment - 1)) == 0) { Interlocked.Add(ref reusedBytes, Math.Min(bytes, blockBytes[donor])); return block; }
-        glibcFree((void*)block);
-        return 0;
+        glibcFree(p);   // not a cached block: libc10's own malloc'd memory, a small buffer, or one made before the install
     }
 
     static void TrackInUse(int slot)
@@ -203,7 +291,9 @@ internal static unsafe class TensorBlockCache
         return unusedSlots < Capacity ? unusedSlots++ : -1;
     }
 
-    static void LinkIdle(int slot)
+    /// <summary>Puts a block in the idle lists: first in its size's list, and newest by age (just freed) or oldest (a donor's
+    /// remainder, to give its pages next).</summary>
+    static void LinkIdle(int slot, bool oldest)
     {
         long bytes = Bytes[slot];
         int head = IdleBySize.GetValueOrDefault(bytes, -1);
@@ -211,11 +301,22 @@ internal static unsafe class TensorBlockCache
         SizeNext[slot] = head;
         if (head >= 0) SizePrev[head] = slot;
         IdleBySize[bytes] = slot;
-        AgePrev[slot] = -1;
-        AgeNext[slot] = newestIdle;
-        if (newestIdle >= 0) AgePrev[newestIdle] = slot;
-        newestIdle = slot;
-        if (oldestIdle < 0) oldestIdle = slot;
+        if (oldest)
+        {
+            AgeNext[slot] = -1;
+            AgePrev[slot] = oldestIdle;
+            if (oldestIdle >= 0) AgeNext[oldestIdle] = slot;
+            oldestIdle = slot;
+            if (newestIdle < 0) newestIdle = slot;
+        }
+        else
+        {
+            AgePrev[slot] = -1;
+            AgeNext[slot] = newestIdle;
+            if (newestIdle >= 0) AgePrev[newestIdle] = slot;
+            newestIdle = slot;
+            if (oldestIdle < 0) oldestIdle = slot;
+        }
         idleBytes += bytes;
     }
 
@@ -233,15 +334,15 @@ internal static unsafe class TensorBlockCache
         idleBytes -= Bytes[slot];
     }
 
-    /// <summary>Removes the longest-idle block from the tables (the caller holds the lock) and returns its address, 0 if none.</summary>
-    static nint TakeOldestIdle()
+    /// <summary>Removes the longest-idle block from the tables (the caller holds the lock): its mapping and size, (0, 0) if none.</summary>
+    static (nint Mapping, long Bytes) TakeOldestIdle()
     {
         int slot = oldestIdle;
-        if (slot < 0) return 0;
+        if (slot < 0) return (0, 0);
         UnlinkIdle(slot);
         SizeNext[slot] = freeSlots;
         freeSlots = slot;
-        released++;
-        return Address[slot];
+        totalPieces -= PieceCount[slot];
+        return (Address[slot], Bytes[slot]);
     }
 }
