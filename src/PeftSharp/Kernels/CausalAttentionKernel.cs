@@ -175,9 +175,8 @@ internal static unsafe class CausalAttentionKernel
             {
                 int h = g * s.Group + hh;
                 var qh = Packed(q, rope, b, h, s, qp);
-                var dOh = Packed(dOut, Rotary.None, b, h, s, dop);
+                var dOh = Packed(dOut, Rotary.None, b, h, s, dop, o, delta);   // delta[t] = dout[t] . o[t]
                 float* rowLse = lse + ((long)b * s.Heads + h) * s.T;
-                for (int t = 0; t < s.T; t++) delta[t] = Dot(dOh.Row(b, h, t), o.At(b, h, t), o.Bf16, s.D);
                 for (int i0 = 0; i0 < s.T; i0 += QueryBlock)
                 {
                     int n = Math.Min(QueryBlock, s.T - i0), keys = i0 + n;
@@ -208,12 +207,13 @@ internal static unsafe class CausalAttentionKernel
 
     /// <summary>
     /// x's rows for (b, head) copied (rotated where <paramref name="rope"/> is on) into <paramref name="buf"/> [T, D],
-    /// addressed as an operand with zero batch/head strides.
+    /// addressed as an operand with zero batch/head strides. With <paramref name="dots"/>: dots[t] = row t . dotWith's
+    /// row t (the backward's rowsum(dO O), taken while the packed row is in L1 and dotWith's strided rows prefetched).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static Operand Packed(Operand x, Rotary rope, int b, int head, Shape s, float* buf)
+    static Operand Packed(Operand x, Rotary rope, int b, int head, Shape s, float* buf, Operand dotWith = default, float* dots = null)
     {
-        int lines = s.D * (x.Bf16 ? 2 : 4) / 64;
+        int lines = s.D * (x.Bf16 ? 2 : 4) / 64, dotLines = s.D * (dotWith.Bf16 ? 2 : 4) / 64;
         for (int t = 0; t < s.T; t++)
         {
             // The rows are heads * D elements apart (2 KiB at the bench shape), a stride the hardware prefetchers did not
@@ -222,11 +222,17 @@ internal static unsafe class CausalAttentionKernel
             {
                 byte* ahead = x.At(b, head, t + PrefetchRows);
                 for (int l = 0; l < lines; l++) Sse.Prefetch0(ahead + l * 64);
+                if (dots != null)
+                {
+                    ahead = dotWith.At(b, head, t + PrefetchRows);
+                    for (int l = 0; l < dotLines; l++) Sse.Prefetch0(ahead + l * 64);
+                }
             }
             float* dst = buf + (long)t * s.D;
-            if (rope.On) Rotate(x.At(b, head, t), x.Bf16, dst, rope, b, t, s.D);
-            else if (x.Bf16) for (int j = 0; j < s.D; j += 16) Load(x.At(b, head, t), j, true).Store(dst + j);
-            else new ReadOnlySpan<float>(x.Row(b, head, t), s.D).CopyTo(new Span<float>(dst, s.D));
+            byte* row = x.At(b, head, t);
+            if (rope.On) Rotate(row, x.Bf16, dst, rope, b, t, s.D);
+            else for (int j = 0; j < s.D; j += 16) Load(row, j, x.Bf16).Store(dst + j);
+            if (dots != null) dots[t] = Dot(dst, dotWith.At(b, head, t), dotWith.Bf16, s.D);
         }
         return new Operand((nint)buf, 0, 0, s.D);
     }
