@@ -379,22 +379,25 @@ internal static unsafe class CausalAttentionKernel
     static readonly Vector512<int> Lanes = Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
 
     /// <summary>
-    /// Row i of the scores (keys 0..i valid) becomes its softmax probabilities; entries i+1 .. i+R-1 (within tp) are
-    /// zeroed so that 8-row micro-kernels reading past a row's diagonal add nothing. lse = logsumexp(scale * scores).
+    /// Row i of the scores (keys 0..i valid) becomes its softmax probabilities; entries past the diagonal are zero up to
+    /// at least i + R - 1 (<see cref="ZeroPast"/>) so that 8-row micro-kernels reading past a row's diagonal add nothing.
+    /// lse = logsumexp(scale * scores).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void SoftmaxRow(float* row, int i, float scale, int tp, float* lse)
     {
-        int valid = i + 1, full = valid & ~15;
+        int valid = i + 1, full = valid & ~15, end = (valid + 15) & ~15;
         var vscale = Vector512.Create(scale);
+        var limit = Vector512.Create(valid);
         var m = Vector512.Create(float.NegativeInfinity);
         for (int j = 0; j < full; j += 16) m = Avx512F.Max(m, Avx512F.LoadVector512(row + j));
+        // The partial last vector with the entries past the diagonal as -inf (no scalar tail: rows are short per call).
+        if (full < valid)
+            m = Avx512F.Max(m, Vector512.ConditionalSelect(Vector512.LessThan(Lanes + Vector512.Create(full), limit).AsSingle(),
+                Avx512F.LoadVector512(row + full), Vector512.Create(float.NegativeInfinity)));
         float max = HorizontalMax(m);
-        for (int j = full; j < valid; j++) max = Math.Max(max, row[j]);
         var shift = Vector512.Create(-max * scale);
         var sum = Vector512<float>.Zero;
-        int end = (valid + 15) & ~15;
-        var limit = Vector512.Create(valid);
         for (int j = 0; j < end; j += 16)
         {
             var e = VectorMath.Exp(Avx512F.FusedMultiplyAdd(Avx512F.LoadVector512(row + j), vscale, shift));
@@ -405,13 +408,13 @@ internal static unsafe class CausalAttentionKernel
         float total = Vector512.Sum(sum);
         var inv = Vector512.Create(1f / total);
         for (int j = 0; j < end; j += 16) (Avx512F.LoadVector512(row + j) * inv).Store(row + j);
-        for (int j = end; j < Math.Min(valid + R, tp); j++) row[j] = 0;
+        ZeroPast(row, end, tp);
         *lse = max * scale + MathF.Log(total);
     }
 
     /// <summary>
     /// Row i: p = exp(scale * scores - lse) (the forward's probabilities), then dS = p * (dP - delta) * scale written
-    /// over dP; entries past the diagonal are zero in both, up to i + R - 1.
+    /// over dP; entries past the diagonal are zero in both, up to at least i + R - 1.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void GradRow(float* p, float* dp, int i, float scale, float lse, float delta, int tp)
@@ -428,7 +431,19 @@ internal static unsafe class CausalAttentionKernel
             e.Store(p + j);
             (e * (Avx512F.LoadVector512(dp + j) - vdelta) * vscale).Store(dp + j);
         }
-        for (int j = end; j < Math.Min(valid + R, tp); j++) { p[j] = 0; dp[j] = 0; }
+        ZeroPast(p, end, tp);
+        ZeroPast(dp, end, tp);
+    }
+
+    /// <summary>
+    /// Zeros row[end, end + 16) (end = the diagonal rounded up to 16, so it covers the R - 1 entries past it that the 8-row
+    /// products read) in one store; within the row's stride (end &lt;= the padded length = tp - 16).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void ZeroPast(float* row, int end, int tp)
+    {
+        System.Diagnostics.Debug.Assert(end + 16 <= tp);
+        Vector512<float>.Zero.Store(row + end);
     }
 
     static float HorizontalMax(Vector512<float> v)
