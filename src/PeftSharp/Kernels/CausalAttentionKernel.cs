@@ -223,16 +223,14 @@ internal static unsafe class CausalAttentionKernel
                         if (hh == 0) { PrefetchRow(k, nb, ng, i0 + r, s.D); PrefetchRow(v, nb, ng, i0 + r, s.D); }
                         PrefetchRow(q, nb, nh, i0 + r, s.D); PrefetchRow(dOut, nb, nh, i0 + r, s.D); PrefetchRow(o, nb, nh, i0 + r, s.D);
                     }
+                    // dv[j] += sum over block rows i >= j of P[i, j] dout[i]; dk[j] += sum dS[i, j] q[i] (dS carries the scale).
+                    // The first head's block i0 is the first to reach keys [i0, keys): those rows of dk/dv are written, not added to (no clearing pass).
+                    int fresh = hh == 0 ? i0 : keys;
+                    MixTransposed(pBuf, sc.Tp, n, i0, keys, fresh, s.D, dOh.Row(b, h, i0), dOh.RowStride, dv.Row(b, g, 0), dv.RowStride);
+                    MixTransposed(dsBuf, sc.Tp, n, i0, keys, fresh, s.D, qh.Row(b, h, i0), qh.RowStride, dk.Row(b, g, 0), dk.RowStride);
+                    // dq[i] = sum over j <= i of dS[i, j] k[j].
                     for (int d0 = 0; d0 < s.D; d0 += W)
-                    {
-                        // dv[j] += sum over block rows i >= j of P[i, j] dout[i]; dk[j] += sum dS[i, j] q[i] (dS carries the scale).
-                        // The first head's block i0 is the first to reach keys [i0, keys): those rows of dk/dv are written, not added to (no clearing pass).
-                        int fresh = hh == 0 ? i0 : keys;
-                        MixTransposed(pBuf, sc.Tp, n, i0, keys, fresh, dOh.Row(b, h, i0) + d0, dOh.RowStride, dv.Row(b, g, 0) + d0, dv.RowStride);
-                        MixTransposed(dsBuf, sc.Tp, n, i0, keys, fresh, qh.Row(b, h, i0) + d0, qh.RowStride, dk.Row(b, g, 0) + d0, dk.RowStride);
-                        // dq[i] = sum over j <= i of dS[i, j] k[j].
                         MixCausal(dsBuf, sc.Tp, n, i0, s.T, k.Row(b, g, 0) + d0, k.RowStride, dq.Row(b, h, i0) + d0, dq.RowStride);
-                    }
                 }
                 // dq, dk so far are gradients of the rotated q, k: rotate them back (the transpose of the rotation).
                 if (rope.On) for (int t = 0; t < s.T; t++) Unrotate(dq.Row(b, h, t), rope, b, t, s.D);
@@ -523,23 +521,42 @@ internal static unsafe class CausalAttentionKernel
     }
 
     /// <summary>
-    /// out[j, 0:32] += sum over the block's rows r with i0 + r &gt;= j of buf[r, j] x[i0 + r, 0:32], for keys j &lt; keys;
+    /// out[j, 0:d] += sum over the block's rows r with i0 + r &gt;= j of buf[r, j] x[i0 + r, 0:d], for keys j &lt; keys;
     /// keys from <paramref name="fresh"/> on (a multiple of 8) are written instead (their first contribution).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void MixTransposed(float* buf, int tp, int n, int i0, int keys, int fresh, float* x, long ldx, float* o, long ldo)
+    static void MixTransposed(float* buf, int tp, int n, int i0, int keys, int fresh, int d, float* x, long ldx, float* o, long ldo)
     {
-        int j = 0;
-        for (; j + R <= keys; j += R)
+        // 64 columns at a time on 4-key tiles (Mul4x64: these sums are short, n - first terms), a last 32 on 8-key tiles.
+        int d0 = 0;
+        for (; d0 + 2 * W <= d; d0 += 2 * W)
         {
-            int first = Math.Max(0, j - i0);   // block rows before key j see it masked (zero)
-            Mul8(buf + (long)first * tp + j, 1, tp, n - first, x + first * ldx, ldx, o + j * ldo, ldo, accumulate: j < fresh);
+            int j = 0;
+            for (; j + 4 <= keys; j += 4)
+            {
+                int first = Math.Max(0, j - i0);   // block rows before key j see it masked (zero)
+                Mul4x64(buf + (long)first * tp + j, 1, tp, n - first, x + first * ldx + d0, ldx, o + j * ldo + d0, ldo, accumulate: j < fresh);
+            }
+            for (; j < keys; j++) MixTransposedKey(buf, tp, n, i0, j, fresh, x + d0, ldx, o + d0, ldo);
+            for (j = keys & ~3; j < keys; j++) MixTransposedKey(buf, tp, n, i0, j, fresh, x + d0 + W, ldx, o + d0 + W, ldo);
         }
-        for (; j < keys; j++)
+        if (d0 < d)
         {
-            int first = Math.Max(0, j - i0);
-            Mul1(buf + (long)first * tp + j, tp, n - first, x + first * ldx, ldx, o + j * ldo, accumulate: j < fresh);
+            int j = 0;
+            for (; j + R <= keys; j += R)
+            {
+                int first = Math.Max(0, j - i0);
+                Mul8(buf + (long)first * tp + j, 1, tp, n - first, x + first * ldx + d0, ldx, o + j * ldo + d0, ldo, accumulate: j < fresh);
+            }
+            for (; j < keys; j++) MixTransposedKey(buf, tp, n, i0, j, fresh, x + d0, ldx, o + d0, ldo);
         }
+    }
+
+    /// <summary>One key's 32 columns of <see cref="MixTransposed"/>.</summary>
+    static void MixTransposedKey(float* buf, int tp, int n, int i0, int j, int fresh, float* x, long ldx, float* o, long ldo)
+    {
+        int first = Math.Max(0, j - i0);
+        Mul1(buf + (long)first * tp + j, tp, n - first, x + first * ldx, ldx, o + j * ldo, accumulate: j < fresh);
     }
 
     /// <summary>
