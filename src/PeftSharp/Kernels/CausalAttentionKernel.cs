@@ -9,7 +9,7 @@ namespace PeftSharp.Kernels;
 /// row logsumexp, the backward recomputes the probabilities from it (flash-attention style), so nothing T x T is saved.
 /// Only the causal blocks are computed. A query block of <see cref="QueryBlock"/> rows at a time: its scores
 /// [block, keys up to the block's last row] live in a per-thread buffer (cache-sized at training lengths).
-/// One register-blocked micro-kernel (<see cref="Mul8"/>, 8 rows x 32 columns) does every product: the scores with K^T
+/// Two register-blocked micro-kernels (<see cref="Mul8"/>, 8 rows x 32 columns; <see cref="Mul4x64"/>) do every product: the scores with K^T
 /// packed d-major, P V, dS K, and the transposed P^T dO, dS^T Q.
 /// Work items run on libtorch's OpenMP team (<see cref="TorchThreads"/>); each item's arithmetic order is fixed, so the
 /// result is the same bits run to run whatever thread takes it. The heads of one kv head are one item: GQA's dK/dV
@@ -560,7 +560,7 @@ internal static unsafe class CausalAttentionKernel
     }
 
     /// <summary>
-    /// c[r, 0:32] (= or +=) sum over k &lt; count of a[r * ars + k * aks] y[k, 0:32] for 8 rows: the one micro-kernel.
+    /// c[r, 0:32] (= or +=) sum over k &lt; count of a[r * ars + k * aks] y[k, 0:32] for 8 rows (see also <see cref="Mul4x64"/>).
     /// Scores are a = q rows (ars = row stride, aks = 1) times y = K^T packed d-major; P V, dS K take a = a score row
     /// (ars = tp, aks = 1), and the transposed P^T dO, dS^T Q read a score column (ars = 1, aks = tp).
     /// 16 accumulators + 2 loads of y + a broadcast per k: FMA-bound.
