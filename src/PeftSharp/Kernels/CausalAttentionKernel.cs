@@ -26,8 +26,6 @@ internal static unsafe class CausalAttentionKernel
     const int R = 8, W = 32;
     /// <summary>How many rows ahead <see cref="Packed"/> prefetches its strided source.</summary>
     const int PrefetchRows = 6;
-    /// <summary>Keys per pass of <see cref="MixCausal"/>: the pass's y rows (KeyChunk x 32 floats, 16 KiB) fit in L1.</summary>
-    const int KeyChunk = 128;
 
     /// <summary>True where the kernel runs: AVX-512F and a head_dim in multiples of 32.</summary>
     public static bool Supports(long headDim) => Avx512F.IsSupported && headDim % W == 0 && headDim > 0;
@@ -505,17 +503,8 @@ internal static unsafe class CausalAttentionKernel
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void MixCausal(float* buf, int tp, int n, int i0, int t, float* y, long ldy, float* o, long ldo)
     {
-        // In chunks of keys, every row group per chunk: the chunk's y rows (KeyChunk x 128 B) stay in L1 across the row
-        // groups instead of each group streaming all of y from L2. A row's sum keeps its order (the accumulators go
-        // through memory between chunks unchanged): the same bits as one pass.
         int groups = n / R * R;
-        for (int k0 = 0; k0 < Math.Min(i0 + groups, t); k0 += KeyChunk)
-            for (int g = 0; g < groups; g += R)
-            {
-                int count = Math.Min(i0 + g + R, t) - k0;
-                if (count > 0)
-                    Mul8(buf + (long)g * tp + k0, tp, 1, Math.Min(count, KeyChunk), y + k0 * ldy, ldy, o + g * ldo, ldo, accumulate: k0 > 0);
-            }
+        for (int g = 0; g < groups; g += R) Mul8(buf + (long)g * tp, tp, 1, Math.Min(i0 + g + R, t), y, ldy, o + g * ldo, ldo, accumulate: false);
         int r = groups;
         for (; r < n; r++) Mul1(buf + (long)r * tp, 1, i0 + r + 1, y, ldy, o + r * ldo, accumulate: false);
     }
