@@ -14,10 +14,11 @@ freq="${FREQ:-999}"
 build_bench
 out="$(mktemp -d)"
 pid_file="$out/pid"
-# The .NET runtime writes /tmp/perf-PID.map and perfinfo-PID.map for perf's symbol names: removed with the run.
+# The .NET runtime writes /tmp/perf-PID.map and perfinfo-PID.map for perf's symbol names (PerfMapEnabled=3: the map
+# only, no /tmp/jit-PID.dump), removed with the run.
 cleanup() { if [[ -s "$pid_file" ]]; then rm -f "/tmp/perf-$(cat "$pid_file").map" "/tmp/perfinfo-$(cat "$pid_file").map"; fi; rm -rf "$out"; }
 trap cleanup EXIT
-DOTNET_PerfMapEnabled=1 DOTNET_EnableWriteXorExecute=0 perf record -q -k CLOCK_MONOTONIC -F "$freq" -o "$out/perf.data" -- \
+DOTNET_PerfMapEnabled=3 DOTNET_EnableWriteXorExecute=0 perf record -q -k CLOCK_MONOTONIC -F "$freq" -o "$out/perf.data" -- \
   bash -c 'echo $$ > "$0"; exec dotnet "$@"' "$pid_file" "$bench_bin/PeftSharp.Bench.dll" lora-step --profile \
   --vocab 4096 --hidden 512 --layers 4 --heads 8 --kv-heads 8 --seq 256 --batch 4 --r 8 --alpha 16 --targets q_proj,v_proj \
   --steps "$steps" --warmup "${WARMUP:-3}" --threads "${THREADS:-2}" "$@" 2> "$out/stderr" | tee "$out/profile"

@@ -10,7 +10,7 @@ KINDS = [
     ("OpenMP wait (libgomp spin/barrier)", lambda s: "libgomp" in s),
     ("MKL sgemm micro-kernels", lambda s: "sgemm_kernel" in s),
     ("MKL packing, copies, driver", lambda s: "mkl_" in s or "gblock" in s or "acopy" in s or "gemm_omp_driver" in s),
-    ("attention kernel: Mul8 (products)", lambda s: "CausalAttentionKernel::Mul" in s),
+    ("attention kernel: products (Mul8, Mul4x64)", lambda s: "CausalAttentionKernel::Mul" in s),
     ("attention kernel: packing, softmax, rest", lambda s: "CausalAttention" in s),
     ("other C# kernels (RMSNorm, SwiGLU, loss)", lambda s: "PeftSharp.Kernels" in s),
     (".NET memmove / clear (kernels' copies)", lambda s: "SpanHelpers::Memmove" in s or "SpanHelpers::Clear" in s),
