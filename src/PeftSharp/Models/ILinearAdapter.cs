@@ -12,11 +12,6 @@ internal interface ILinearAdapter : IDisposable
     string AdapterName { get; }
     /// <summary>Given the layer input and the base output, returns the adapted output.</summary>
     Tensor Apply(Tensor x, Tensor baseOut, TunableLinear layer);
-    /// <summary>
-    /// The layer's whole output (base and adapter in one computation) when this adapter is the only one applied and has
-    /// such a path for this forward; null: the base runs, then <see cref="Apply"/>.
-    /// </summary>
-    Tensor? ApplyWithBase(Tensor x, TunableLinear layer) => null;
     /// <summary>Parameters with their PEFT key suffix relative to the module (e.g. "lora_A.weight").</summary>
     IEnumerable<(string Key, Parameter Param)> NamedParameters();
     /// <summary>The dense weight this adapter makes the base equivalent to: W' = f(W). Used by merge.</summary>

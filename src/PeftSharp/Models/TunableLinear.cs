@@ -74,9 +74,6 @@ internal sealed class TunableLinear : nn.Module<Tensor, Tensor>
 
     public override Tensor forward(Tensor x)
     {
-        // One adapter at full weight may compute the base with itself (LoRA's training path: one autograd node).
-        if (!State.Disabled && State.RowAdapters is null && State.Active is [(var only, 1.0)] && only != MergedAdapter
-            && Adapters.TryGetValue(only, out var single) && single.ApplyWithBase(x, this) is { } fused) return fused;
         var y = BaseForward(x);
         if (State.Disabled || Adapters.Count == 0) return y;
         if (State.RowAdapters is { } rows) return ApplyMixed(x, y, rows);

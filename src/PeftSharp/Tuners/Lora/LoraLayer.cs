@@ -66,18 +66,6 @@ internal sealed class LoraLayer : ILinearAdapter
     }
 
     /// <summary>
-    /// The layer's whole forward as one <see cref="LoraFunction"/> node while training a plain LoRA (no DoRA, no dropout
-    /// this forward, dense base, one dtype, CPU); null otherwise (then the base linear and <see cref="Apply"/> run).
-    /// </summary>
-    public Tensor? ApplyWithBase(Tensor x, TunableLinear layer)
-    {
-        if (Magnitude is not null || (Dropout > 0 && layer.training) || !LoraFunction.Applies(x, layer, A, B)) return null;
-        using var profile = ForwardProfiler.Measure("lora adapter");
-        using var scope = NewDisposeScope();
-        return LoraFunction.Compute(x, layer.weight!, layer.bias, A, B, Scaling).MoveToOuterDisposeScope();
-    }
-
-    /// <summary>
     /// Mixed-precision training (a 16-bit base and activations, trainable fp32 adapters, the module in train() mode,
     /// which the trainer sets for its steps; not "gradients recorded", since gradient checkpointing runs the first forward
     /// without them and must compute as its recompute does): the adapter matmuls
