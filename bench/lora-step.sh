@@ -51,7 +51,8 @@ for ((i = 0; i < rounds; i++)); do
   stock+=("$(PEFTSHARP_MKL_INTEL_PATH=0 measured dotnet "$bench_bin/PeftSharp.Bench.dll" lora-step "${args[@]}")")
   # The naive step runs with the same runtime setting as ours (the peft and bench projects set TieredPGO false: its
   # background re-JIT took ~30 ms of CPU per step from the two cores), so the ratio measures the engines, not the JIT.
-  naive+=("$(DOTNET_TieredPGO=0 measured dotnet "$naive_dll" --mode train "${args[@]}")")
+  # Likewise the tier-up knobs both projects set (tier-up after 2 calls, no delay).
+  naive+=("$(DOTNET_TieredPGO=0 DOTNET_TC_CallCountThreshold=2 DOTNET_TC_CallCountingDelayMs=0 measured dotnet "$naive_dll" --mode train "${args[@]}")")
   # Ours on glibc's default heap, the allocator the naive step, the peer and an older baseline build run on: the
   # engines compared alone. Ours above runs `peft train`'s buffer cache (PeftSharp/Native), which keeps the resident set
   # at the live tensors' peak for the memory plan and costs some speed against the heap (bench/allocator.sh).

@@ -41,14 +41,8 @@ public sealed class Bf16StepBench : IBench
         if (a.Flag("profile")) return Profile(step32, step16, fp32, batch, seq, warmup, steps, a.Get("only", "both"));
         // --kernels-off swiglu,attention,rmsnorm: a third side, the same bf16 step with those C# kernels off (libtorch's
         // ops instead), alternated in the same rounds: a change to a kernel's bf16 path measured against its absence.
-        var off = a.Get("kernels-off", "").Split(',', StringSplitOptions.RemoveEmptyEntries);
-        IDisposable KernelsOff() => new Disposables(off.Select(k => k switch
-        {
-            "swiglu" => SwiGlu.Off(),
-            "attention" => CausalAttention.Off(),
-            "rmsnorm" => RmsNormFunction.Off(),
-            _ => throw new ArgumentException($"--kernels-off {k}: expected swiglu, attention or rmsnorm"),
-        }).ToList());
+        var off = KernelSwitches.Parse("kernels-off", a.Get("kernels-off", ""));
+        IDisposable KernelsOff() => KernelSwitches.Off(off);
         double RunOff() { using var _ = KernelsOff(); return step16.Run(); }
         for (int w = 0; w < warmup; w++) { step32.Run(); step16.Run(); if (off.Length > 0) RunOff(); }
 
@@ -135,12 +129,6 @@ public sealed class Bf16StepBench : IBench
         if (only == "fp32") return 0;
         Console.WriteLine("== bf16 (fp32 adapters, AdamW and loss) ==");
         return LoraStepProfile.Run(step16, flops, warmup, steps, mm);
-    }
-
-    /// <summary>Disposes each of several switches (the kernels' Off()).</summary>
-    sealed class Disposables(List<IDisposable> items) : IDisposable
-    {
-        public void Dispose() { foreach (var d in items) d.Dispose(); }
     }
 
     /// <summary>The same weights in another dtype: a new model of that dtype, every parameter copied (and rounded).</summary>
