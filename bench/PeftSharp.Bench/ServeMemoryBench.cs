@@ -77,6 +77,9 @@ public sealed class ServeMemoryBench : IBench
                 ["rss_after_adapters"] = afterAdapters, ["peak_rss"] = peak, ["error"] = Math.Round((plan.TotalBytes - (double)measured) / measured, 4), ["weights"] = plan.WeightsBytes, ["kv_cache"] = plan.KvCacheBytes, ["kv_growth"] = plan.KvGrowthBytes,
                 ["adapters_bytes"] = plan.AdaptersBytes, ["prefill"] = plan.PrefillBytes, ["prefill_tokens"] = plan.Request.ResolvedPrefillTokens,
                 ["max_prefill_tokens"] = prefillTokens, ["max_prefill_batch"] = prefillBatch, ["overhead"] = plan.FrameworkOverheadBytes,
+                // The buffer cache's own figures (--return-frees): the most bytes of >= 128 KiB buffers in use at once
+                // and held idle at the end, beside the process peak (where the resident set goes past the live tensors).
+                ["cache"] = a.Flag("return-frees") && PeftSharp.Native.TensorAllocator.Cached ? PeftSharp.Native.TensorBlockCache.Read().ToString() : null,
                 ["seconds"] = Math.Round(seconds, 2), ["generated_tokens_per_s"] = Math.Round(batch * maxTokens / seconds, 2),
             }.ToJsonString());
             return 0;
