@@ -20,7 +20,7 @@ namespace PeftSharp.Bench;
 public sealed class ServeMemoryBench : IBench
 {
     public string Name => "serve-memory";
-    public string Description => "peak RSS of serve at a load vs plan --serve (--hidden --layers --heads --kv-heads --intermediate --vocab --batch --prompt --max-tokens --adapters --rank)";
+    public string Description => "peak RSS of serve at a load vs plan --serve (--hidden --layers --heads --kv-heads --intermediate --vocab --batch --prompt --max-tokens --adapters --rank --max-prefill-tokens --max-prefill-batch)";
 
     public int Run(string[] argv)
     {
@@ -28,6 +28,8 @@ public sealed class ServeMemoryBench : IBench
         int hidden = a.Int("hidden", 768), layers = a.Int("layers", 12), heads = a.Int("heads", 12), kvHeads = a.Int("kv-heads", 4);
         int inter = a.Int("intermediate", 2048), vocab = a.Int("vocab", 8192), batch = a.Int("batch", 16), prompt = a.Int("prompt", 448);
         int maxTokens = a.Int("max-tokens", 64), adapters = a.Int("adapters", 8), rank = a.Int("rank", 8);
+        // As `peft serve` / `peft plan --serve` (--max-prefill-batch: requests per prefill forward, default 8).
+        int prefillTokens = a.Int("max-prefill-tokens", ServeRequest.DefaultMaxPrefillTokens), prefillBatch = a.Int("max-prefill-batch", 8);
         TorchSharp.torch.set_num_threads(a.Int("threads", 1));
         if (a.Flag("return-frees")) PeftSharp.Native.TensorAllocator.Ensure();   // as peft serve --return-frees (PEFTSHARP_TENSOR_CACHE=0: the threshold alone)
         using (TorchSharp.torch.zeros(1)) { }
@@ -46,6 +48,7 @@ public sealed class ServeMemoryBench : IBench
             var options = new ServerOptions
             {
                 Host = "127.0.0.1", Port = 0, MaxBatch = batch, MaxQueue = batch, MaxAdapters = Math.Max(1, adapters),
+                MaxPrefillTokens = prefillTokens, MaxPrefillBatch = prefillBatch,
                 Adapters = folders.Select((d, i) => ($"a{i}", d)).ToList(),
             };
             var clock = System.Diagnostics.Stopwatch.StartNew();
@@ -65,14 +68,18 @@ public sealed class ServeMemoryBench : IBench
             var plan = ServePlanner.Plan(shape, new ServeRequest
             {
                 MaxBatch = batch, Context = prompt + maxTokens, Adapters = adapters, MaxRank = rank, Targets = TargetMatcher.AllLinear(),
-                WeightDtype = DType.Fp32, Device = DeviceKind.Cpu,
+                WeightDtype = DType.Fp32, Device = DeviceKind.Cpu, MaxPrefillTokens = prefillTokens,
             });
             Console.WriteLine(new JsonObject
             {
                 ["batch"] = batch, ["context"] = prompt + maxTokens, ["adapters"] = adapters, ["params"] = shape.TotalParameters,
                 ["planned"] = plan.TotalBytes, ["measured"] = measured, ["rss_runtime"] = runtime, ["rss_after_model"] = afterModel,
                 ["rss_after_adapters"] = afterAdapters, ["peak_rss"] = peak, ["error"] = Math.Round((plan.TotalBytes - (double)measured) / measured, 4), ["weights"] = plan.WeightsBytes, ["kv_cache"] = plan.KvCacheBytes, ["kv_growth"] = plan.KvGrowthBytes,
-                ["adapters_bytes"] = plan.AdaptersBytes, ["prefill"] = plan.PrefillBytes, ["overhead"] = plan.FrameworkOverheadBytes,
+                ["adapters_bytes"] = plan.AdaptersBytes, ["prefill"] = plan.PrefillBytes, ["prefill_tokens"] = plan.Request.ResolvedPrefillTokens,
+                ["max_prefill_tokens"] = prefillTokens, ["max_prefill_batch"] = prefillBatch, ["overhead"] = plan.FrameworkOverheadBytes,
+                // The buffer cache's own figures (--return-frees): the most bytes of >= 128 KiB buffers in use at once
+                // and held idle at the end, beside the process peak (where the resident set goes past the live tensors).
+                ["cache"] = a.Flag("return-frees") && PeftSharp.Native.TensorAllocator.Cached ? PeftSharp.Native.TensorBlockCache.Read().ToString() : null,
                 ["seconds"] = Math.Round(seconds, 2), ["generated_tokens_per_s"] = Math.Round(batch * maxTokens / seconds, 2),
             }.ToJsonString());
             return 0;

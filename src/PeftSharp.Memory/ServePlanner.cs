@@ -22,8 +22,15 @@ public sealed record ServeRequest
     public DType? KvDtype { get; init; }
     /// <summary>Adapter dtype once loaded; null = the compute dtype.</summary>
     public DType? AdapterDtype { get; init; }
-    /// <summary>Prompt tokens prefilled at once; null = a whole context.</summary>
+    /// <summary>Prompt tokens of one sequence prefilled at once; null = a whole context (`peft serve` prefills a prompt
+    /// whole).</summary>
     public int? PrefillChunk { get; init; }
+    /// <summary>The default of <see cref="MaxPrefillTokens"/>, and of `peft serve --max-prefill-tokens`.</summary>
+    public const int DefaultMaxPrefillTokens = 2048;
+    /// <summary>Most tokens one batched prefill forward holds: waiting prompts prefilled together, left-padded, count
+    /// rows x the longest prompt (`peft serve --max-prefill-tokens`, the same default). A single longer prompt goes
+    /// alone, so the plan counts at least one <see cref="PrefillChunk"/>.</summary>
+    public int MaxPrefillTokens { get; init; } = DefaultMaxPrefillTokens;
     /// <summary>The KV cache grows by concatenation (transformers' DynamicCache, this project's KvCache): while a layer
     /// appends, its old and new tensors coexist, and a newly prefilled row's cache exists beside the batch's until it
     /// joins. False for a preallocated (paged) cache.</summary>
@@ -38,13 +45,16 @@ public sealed record ServeRequest
     internal DType ResolvedKv => KvDtype ?? ResolvedCompute;
     internal DType ResolvedAdapter => AdapterDtype ?? ResolvedCompute;
     internal int ResolvedPrefillChunk => PrefillChunk ?? Context;
+    /// <summary>The largest prefill forward: one sequence's chunk or a batched forward of the budget (which cannot
+    /// hold more than every row's whole context).</summary>
+    internal long ResolvedPrefillTokens => Math.Max(Math.Min(ResolvedPrefillChunk, Context), Math.Min(MaxPrefillTokens, (long)MaxBatch * Context));
 
     internal long ResolvedOverheadBytes => FrameworkOverheadBytes
         ?? (Device == DeviceKind.Cuda ? PlanRequest.DefaultCudaOverheadBytes + PlanRequest.CublasWorkspaceBytes : PlanRequest.DefaultCpuOverheadBytes);
 
     /// <summary>Checks every field; <see cref="ServePlanner"/> calls it before planning.</summary>
     /// <exception cref="PlanException">A count that must be positive (<c>max_batch</c>, <c>context</c>, <c>max_rank</c>,
-    /// <c>prefill_chunk</c>), negative <c>adapters</c>, or an NF4 KV cache, compute or adapter dtype.</exception>
+    /// <c>prefill_chunk</c>, <c>max_prefill_tokens</c>), negative <c>adapters</c>, or an NF4 KV cache, compute or adapter dtype.</exception>
     public void Validate()
     {
         Positive("max_batch", MaxBatch);
@@ -52,6 +62,7 @@ public sealed record ServeRequest
         Positive("max_rank", MaxRank);
         if (Adapters < 0) throw new PlanException("adapters", $"must not be negative, got {Adapters}");
         if (PrefillChunk is { } c) Positive("prefill_chunk", c);
+        Positive("max_prefill_tokens", MaxPrefillTokens);
         if (KvDtype == DType.Nf4) throw new PlanException("kv_dtype", "the KV cache cannot be NF4");
         if (ComputeDtype == DType.Nf4) throw new PlanException("compute_dtype", "compute cannot be NF4");
         if (AdapterDtype == DType.Nf4) throw new PlanException("adapter_dtype", "adapters cannot be NF4");
@@ -83,9 +94,11 @@ public sealed record ServePlan
     public required long AdaptersBytes { get; init; }
     /// <summary>One adapter at <see cref="ServeRequest.MaxRank"/> in its dtype.</summary>
     public required long AdapterBytesEach { get; init; }
-    /// <summary>One prefill chunk's working set (inference keeps no activations for backward; one layer at a time).</summary>
+    /// <summary>The largest prefill forward's working set (<see cref="ServeRequest.MaxPrefillTokens"/> tokens, or one
+    /// longer chunk; inference keeps no activations for backward; one layer at a time).</summary>
     public required long PrefillBytes { get; init; }
-    /// <summary>Concatenation transients of the cache at full load: one layer's copy plus one joining row.</summary>
+    /// <summary>Concatenation transients of the cache at full load: one layer's copy plus the cache of the rows one
+    /// prefill forward joins (its tokens, padding included).</summary>
     public required long KvGrowthBytes { get; init; }
     /// <summary>The runtime allowance (see <see cref="ServeRequest.FrameworkOverheadBytes"/>).</summary>
     public required long FrameworkOverheadBytes { get; init; }
@@ -106,9 +119,9 @@ public sealed record ServePlan
         return n;
     }
 
-    /// <summary>One layer's copy of the cache of <paramref name="rows"/> rows plus one joining row.</summary>
+    /// <summary>One layer's copy of the cache of <paramref name="rows"/> rows plus the rows one prefill forward joins.</summary>
     long Growth(long rows) => !Request.ConcatenatedCache || rows == 0 ? 0
-        : rows * Request.Context * KvBytesPerTokenPerLayer + KvBytesPerSequence;
+        : rows * Request.Context * KvBytesPerTokenPerLayer + KvBytesPerToken * Math.Min(Request.ResolvedPrefillTokens, rows * Request.Context);
 
     /// <summary>Keys and values of one token in one layer.</summary>
     public required long KvBytesPerTokenPerLayer { get; init; }
@@ -118,7 +131,8 @@ public sealed record ServePlan
 }
 
 /// <summary>
-/// Serving memory: weights, KV cache, resident adapters, one prefill chunk. Prefill per layer holds, in the compute
+/// Serving memory: weights, KV cache, resident adapters, the largest prefill forward (waiting prompts are prefilled
+/// together up to <see cref="ServeRequest.MaxPrefillTokens"/> padded tokens, as `peft serve` bounds them). Prefill per layer holds, in the compute
 /// dtype, the residual and normed hidden states, q and the attention output (4 x h), the new keys and values (2 x kv
 /// width) and the MLP's gate, up and product (3 x i); the logits are kept for the last token only (fp32, V per row,
 /// as transformers' generate and this project's server compute them).
@@ -155,7 +169,7 @@ public static class ServePlanner
             .Sum(m => (long)r.MaxRank * (m.In + m.Out));
         if (adapterElements == 0 && r.Adapters > 0) throw new PlanException("target_modules", $"no module of {model.Name} matches");
         long adapterEach = Dtypes.Bytes(r.ResolvedAdapter, adapterElements);
-        long chunk = Math.Min(r.ResolvedPrefillChunk, r.Context);
+        long chunk = r.ResolvedPrefillTokens;
         double e = Dtypes.BytesPerElement(r.ResolvedCompute);
         long prefill = (long)Math.Ceiling(chunk * (4.0 * c.HiddenSize + 2.0 * kvWidth + 3.0 * c.IntermediateSize) * e
             + 4.0 * r.MaxBatch * c.VocabSize);
@@ -167,7 +181,7 @@ public static class ServePlanner
             KvBytesPerToken = kvPerToken,
             KvBytesPerTokenPerLayer = kvPerTokenLayer,
             KvCacheBytes = kv,
-            KvGrowthBytes = r.ConcatenatedCache ? (long)r.MaxBatch * r.Context * kvPerTokenLayer + kvPerToken * r.Context : 0,
+            KvGrowthBytes = r.ConcatenatedCache ? (long)r.MaxBatch * r.Context * kvPerTokenLayer + kvPerToken * chunk : 0,
             AdaptersBytes = adapterEach * r.Adapters,
             AdapterBytesEach = adapterEach,
             PrefillBytes = prefill,

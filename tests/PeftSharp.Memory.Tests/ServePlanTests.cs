@@ -27,8 +27,30 @@ public class ServePlanTests
         Assert.Equal(64 * one.AdapterBytesEach, many.AdaptersBytes);
         var nf4 = ServePlanner.Plan("llama-3.1-8b", new ServeRequest { WeightDtype = DType.Nf4 });
         Assert.True(nf4.WeightsBytes < one.WeightsBytes / 2);
-        var chunked = ServePlanner.Plan("llama-3.1-8b", new ServeRequest { PrefillChunk = 512 });
+        var chunked = ServePlanner.Plan("llama-3.1-8b", new ServeRequest { PrefillChunk = 512, MaxPrefillTokens = 512 });
         Assert.True(chunked.PrefillBytes < one.PrefillBytes);
+    }
+
+    [Fact]
+    public void Prefill_counts_the_batched_forward_budget_or_one_whole_prompt()
+    {
+        Plan Of(int budget, int context = 1024, int batch = 32) => new(ServePlanner.Plan("llama-3.1-8b",
+            new ServeRequest { Context = context, MaxBatch = batch, MaxPrefillTokens = budget }));
+        // Activations and the joining rows' cache grow with the budget's tokens (one layer's working set per token).
+        var (b4k, b8k) = (Of(4096), Of(8192));
+        Assert.Equal(4096, b4k.Tokens);
+        Assert.Equal(8192, b8k.Tokens);
+        Assert.Equal(4096.0 / 3072, (double)(b8k.P.PrefillBytes - b4k.P.PrefillBytes) / (b4k.P.PrefillBytes - Of(1024).P.PrefillBytes), 3);
+        Assert.Equal(4096 * b4k.P.KvBytesPerToken, b8k.P.KvGrowthBytes - b4k.P.KvGrowthBytes);
+        // A budget under the context: a single prompt is prefilled whole. Over every row's context: capped there.
+        Assert.Equal(1024, Of(256).Tokens);
+        Assert.Equal(2 * 1024, Of(1 << 20, batch: 2).Tokens);
+        Assert.Throws<PlanException>(() => Of(0));
+    }
+
+    sealed record Plan(ServePlan P)
+    {
+        public long Tokens => P.Request.ResolvedPrefillTokens;
     }
 
     [Fact]

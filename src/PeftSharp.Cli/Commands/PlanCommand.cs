@@ -104,8 +104,11 @@ public sealed class PlanCommand : Command<PlanCommand.Settings>
         [CommandOption("--kv-dtype <D>"), Description("--serve: KV cache dtype (default: the compute dtype)")]
         public string? KvDtype { get; init; }
 
-        [CommandOption("--prefill-chunk <T>"), Description("--serve: prompt tokens prefilled at once (default: a whole context)")]
+        [CommandOption("--prefill-chunk <T>"), Description("--serve: prompt tokens of one sequence prefilled at once (default: a whole context, as peft serve)")]
         public int? PrefillChunk { get; init; }
+
+        [CommandOption("--max-prefill-tokens <T>"), Description("--serve: most tokens one batched prefill forward holds (as `peft serve --max-prefill-tokens`, same default)")]
+        public int MaxPrefillTokens { get; init; } = ServeRequest.DefaultMaxPrefillTokens;
 
         [CommandOption("--gpus <N>"), Description("Number of GPUs")]
         public int Gpus { get; init; } = 1;
@@ -197,6 +200,7 @@ public sealed class PlanCommand : Command<PlanCommand.Settings>
             ComputeDtype = ComputeDtype is null ? null : Dtypes.Parse(ComputeDtype, "compute_dtype"),
             KvDtype = KvDtype is null ? null : Dtypes.Parse(KvDtype, "kv_dtype"),
             PrefillChunk = PrefillChunk,
+            MaxPrefillTokens = MaxPrefillTokens,
             Device = ToRequest().Device,
             FrameworkOverheadBytes = OverheadGb is { } gb ? (long)(gb * 1e9) : null,
         };

@@ -147,6 +147,8 @@ static class PlanOutput
         kv_growth_bytes = p.KvGrowthBytes,
         adapter_bytes_each = p.AdapterBytesEach,
         adapters_bytes = p.AdaptersBytes,
+        max_prefill_tokens = p.Request.MaxPrefillTokens,
+        prefill_tokens = p.Request.ResolvedPrefillTokens,
         prefill_bytes = p.PrefillBytes,
         framework_overhead_bytes = p.FrameworkOverheadBytes,
         total_bytes = p.TotalBytes,
@@ -165,9 +167,9 @@ static class PlanOutput
             table.AddRow(Markup.Escape(name), Gb(bytes), $"{100.0 * bytes / p.TotalBytes:0.0}%", Markup.Escape(basis));
         Row("weights", p.WeightsBytes, r.WeightDtype == DType.Nf4 ? "NF4 + double quant, rest in compute dtype" : $"{Dtypes.Name(r.WeightDtype)} storage");
         Row($"KV cache ({p.KvBytesPerToken / 1024.0:0.#} KiB/token)", p.KvCacheBytes, "2 x layers x kv_heads x head_dim per token (GQA)");
-        if (p.KvGrowthBytes > 0) Row("KV cache growth", p.KvGrowthBytes, "concatenation: one layer's old copy + one joining row");
+        if (p.KvGrowthBytes > 0) Row("KV cache growth", p.KvGrowthBytes, "concatenation: one layer's old copy + the rows one prefill joins");
         Row($"adapters ({r.Adapters} x {p.AdapterBytesEach / 1e6:0.##} MB)", p.AdaptersBytes, "r x (in + out) per adapted module, at the largest rank");
-        Row($"prefill chunk ({Math.Min(r.ResolvedPrefillChunk, r.Context)} tokens)", p.PrefillBytes, "one layer's working set + last-token fp32 logits per row");
+        Row($"prefill ({r.ResolvedPrefillTokens} tokens)", p.PrefillBytes, $"largest prefill forward (--max-prefill-tokens {r.MaxPrefillTokens}): one layer's working set + last-token fp32 logits per row");
         Row("framework overhead", p.FrameworkOverheadBytes, r.Device == DeviceKind.Cuda ? "CUDA context + kernels + cuBLAS workspace" : "libtorch + .NET runtime, measured");
         table.AddRow("[bold]total[/]", $"[bold]{Gb(p.TotalBytes)}[/]", "100%", "");
         AnsiConsole.Write(table);

@@ -46,6 +46,11 @@ public sealed class ServeCommand : AsyncCommand<ServeCommand.Settings>
         [Description("Waiting requests prefilled together in one forward (1 = each alone; default 8, or --max-batch when smaller)")]
         public int? MaxPrefillBatch { get; set; }
 
+        [CommandOption("--max-prefill-tokens <T>")]
+        [Description("Most tokens one batched prefill forward holds (requests x longest prompt; a longer prompt goes alone): bounds prefill memory, as `peft plan --serve --max-prefill-tokens` counts it")]
+        [DefaultValue(PeftSharp.Memory.ServeRequest.DefaultMaxPrefillTokens)]
+        public int MaxPrefillTokens { get; set; } = PeftSharp.Memory.ServeRequest.DefaultMaxPrefillTokens;
+
         [CommandOption("--max-queue <N>")]
         [Description("Waiting requests before new ones get HTTP 429")]
         [DefaultValue(256)]
@@ -70,7 +75,7 @@ public sealed class ServeCommand : AsyncCommand<ServeCommand.Settings>
 
         public ServerOptions Options => new()
         {
-            Host = Host, Port = Port, ApiKey = ApiKey, AdapterRoot = AdapterRoot, MaxAdapters = MaxAdapters, MaxBatch = MaxBatch, MaxPrefillBatch = MaxPrefillBatch,
+            Host = Host, Port = Port, ApiKey = ApiKey, AdapterRoot = AdapterRoot, MaxAdapters = MaxAdapters, MaxBatch = MaxBatch, MaxPrefillBatch = MaxPrefillBatch, MaxPrefillTokens = MaxPrefillTokens,
             MaxQueue = MaxQueue, ServedName = ServedName, Adapters = Adapters.Select(ParseAdapter).ToList(), LogLevel = ParseLogLevel(LogLevel),
         };
 

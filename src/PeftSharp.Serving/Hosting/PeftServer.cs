@@ -102,7 +102,7 @@ public sealed class PeftServer : IAsyncDisposable
     static async Task<PeftServer> StartCoreAsync(CausalLM model, TextTokenizer tok, string name, ServerOptions o, IAdapterLoader loader, bool owned)
     {
         var logs = LoggerFactory.Create(b => ConfigureLogging(b, o));
-        var scheduler = new BatchScheduler(model, o.MaxBatch, o.MaxQueue, o.MaxPrefillBatch ?? Math.Min(8, o.MaxBatch));
+        var scheduler = new BatchScheduler(model, o.MaxBatch, o.MaxQueue, o.MaxPrefillBatch ?? Math.Min(8, o.MaxBatch), o.MaxPrefillTokens);
         try
         {
             var registry = new AdapterRegistry(loader, scheduler, name, o.AdapterRoot, o.MaxAdapters, logs.CreateLogger<AdapterRegistry>());

@@ -26,6 +26,10 @@ public sealed record ServerOptions
     /// time to first token 0.66x (p50) and 0.51x (p99); all 32 at once gave 1.28x tokens/s but 1.8x the p50 wait.
     /// </summary>
     public int? MaxPrefillBatch { get; init; }
+    /// <summary>Most tokens one batched prefill forward holds (rows x the longest prompt, left padding included; default
+    /// <see cref="PeftSharp.Memory.ServeRequest.DefaultMaxPrefillTokens"/>, the figure `peft plan --serve` counts); a single
+    /// longer prompt is prefilled alone. It bounds prefill's activations and the cache it joins to the batch.</summary>
+    public int MaxPrefillTokens { get; init; } = PeftSharp.Memory.ServeRequest.DefaultMaxPrefillTokens;
     /// <summary>Requests waiting for a batch slot before new ones get 429.</summary>
     public int MaxQueue { get; init; } = 256;
     /// <summary>The model id clients use for the base (default: the model folder's name).</summary>
@@ -51,6 +55,7 @@ public sealed record ServerOptions
         if (Port is < 0 or > 65535) throw new ArgumentException($"--port must be 0-65535 (got {Port})");
         if (MaxBatch < 1) throw new ArgumentException($"--max-batch must be >= 1 (got {MaxBatch})");
         if (MaxPrefillBatch < 1) throw new ArgumentException($"--max-prefill-batch must be >= 1 (got {MaxPrefillBatch})");
+        if (MaxPrefillTokens < 1) throw new ArgumentException($"--max-prefill-tokens must be >= 1 (got {MaxPrefillTokens})");
         if (MaxQueue < 0) throw new ArgumentException($"--max-queue must be >= 0 (got {MaxQueue})");
         if (MaxAdapters < 1) throw new ArgumentException($"--max-adapters must be >= 1 (got {MaxAdapters})");
         if (!System.Net.IPAddress.TryParse(Host, out _) && Host != "localhost") throw new ArgumentException($"--host '{Host}' is not an IP address");

@@ -11,7 +11,7 @@ namespace PeftSharp.Serving.Scheduling;
 internal sealed class BatchScheduler : IDisposable
 {
     readonly CausalLM _model;
-    readonly int _maxBatch, _maxQueue, _maxPrefill;
+    readonly int _maxBatch, _maxQueue, _maxPrefill, _maxPrefillTokens;
     readonly ConcurrentQueue<GenerationJob> _queue = new();
     readonly ConcurrentQueue<Action<CausalLM>> _actions = new();
     readonly ManualResetEventSlim _wake = new(false);
@@ -22,11 +22,14 @@ internal sealed class BatchScheduler : IDisposable
     bool _closed;
     volatile bool _accepting = true, _stopped;
 
-    /// <remarks><c>maxPrefill</c>: Most waiting requests prefilled in one forward (1: each alone; default: max batch).</remarks>
-    public BatchScheduler(CausalLM model, int maxBatch, int maxQueue, int? maxPrefill = null)
+    /// <remarks><c>maxPrefill</c>: Most waiting requests prefilled in one forward (1: each alone; default: max batch).
+    /// <c>maxPrefillTokens</c>: most tokens (rows x longest prompt) in one such forward; a longer prompt goes alone.</remarks>
+    public BatchScheduler(CausalLM model, int maxBatch, int maxQueue, int? maxPrefill = null, int maxPrefillTokens = PeftSharp.Memory.ServeRequest.DefaultMaxPrefillTokens)
     {
         if (maxPrefill < 1) throw new ArgumentException($"max prefill batch must be >= 1 (got {maxPrefill})");
+        if (maxPrefillTokens < 1) throw new ArgumentException($"max prefill tokens must be >= 1 (got {maxPrefillTokens})");
         _maxPrefill = maxPrefill ?? maxBatch;
+        _maxPrefillTokens = maxPrefillTokens;
         if (maxBatch < 1) throw new ArgumentException($"max batch must be >= 1 (got {maxBatch})");
         if (maxQueue < 0) throw new ArgumentException($"max queue must be >= 0 (got {maxQueue})");
         _model = model;
@@ -47,6 +50,8 @@ internal sealed class BatchScheduler : IDisposable
     /// <summary>Prefill forwards run and requests they prefilled (health and tests).</summary>
     public long PrefillForwards => _batch.PrefillForwards;
     public long PrefilledJobs => _batch.PrefilledJobs;
+    /// <summary>The most tokens (rows x padded length) one prefill forward has held (health and tests).</summary>
+    public long LargestPrefillTokens => _batch.LargestPrefillTokens;
 
     /// <summary>False when the queue is full or the server is shutting down (the caller answers 429/503).</summary>
     public bool TryEnqueue(GenerationJob job)
@@ -109,7 +114,7 @@ internal sealed class BatchScheduler : IDisposable
                     if (job.Cancel.IsCancellationRequested) { job.Finish("cancelled"); continue; }
                     waiting.Add(job);
                 }
-                if (waiting.Count > 0) _batch.Admit(waiting, _maxPrefill);
+                if (waiting.Count > 0) _batch.Admit(waiting, _maxPrefill, _maxPrefillTokens);
                 _batch.Step();
                 AfterStep?.Invoke();
             }

@@ -32,17 +32,20 @@ sealed class RunningBatch(CausalLM model) : IDisposable
     /// <summary>Prefill forwards run and requests prefilled (their ratio is the prefill batching achieved).</summary>
     public long PrefillForwards => Interlocked.Read(ref _prefills);
     public long PrefilledJobs => Interlocked.Read(ref _prefilled);
-    long _tokens, _cancelled, _prefills, _prefilled;
+    /// <summary>The most tokens (rows x padded length) one prefill forward has held.</summary>
+    public long LargestPrefillTokens => Interlocked.Read(ref _largestPrefill);
+    long _tokens, _cancelled, _prefills, _prefilled, _largestPrefill;
 
     /// <summary>
     /// Prefills waiting jobs in as few forwards as padding allows and joins those that did not already finish.
     /// Jobs are sorted by prompt length and grouped (at most <paramref name="maxPerForward"/> per forward) while the
     /// group's left-padded size stays within twice its real tokens, so one long prompt does not make seven short ones
-    /// pay for its length. A row of a padded group sees exactly its own tokens at its own positions (the attention
+    /// pay for its length, and within <paramref name="maxTokens"/> (rows x longest prompt: the forward's activations and
+    /// the cache it joins, which `peft plan --serve` counts as <c>ServeRequest.MaxPrefillTokens</c>); a longer prompt goes alone. A row of a padded group sees exactly its own tokens at its own positions (the attention
     /// mask hides the padding and positions count real tokens), as a prefill alone would. A job whose prompt cannot
     /// fit, or whose group's forward fails, fails alone with its error.
     /// </summary>
-    public void Admit(IReadOnlyList<GenerationJob> jobs, int maxPerForward)
+    public void Admit(IReadOnlyList<GenerationJob> jobs, int maxPerForward, long maxTokens)
     {
         var fits = new List<GenerationJob>();
         foreach (var job in jobs)
@@ -57,8 +60,9 @@ sealed class RunningBatch(CausalLM model) : IDisposable
         foreach (var job in fits)
         {
             // Sorted ascending, so the newest job is the group's longest.
-            bool tooPadded = (long)job.Prompt.Count * (group.Count + 1) > 2 * (realTokens + job.Prompt.Count);
-            if (group.Count > 0 && (group.Count == maxPerForward || tooPadded))
+            long padded = (long)job.Prompt.Count * (group.Count + 1);
+            bool tooPadded = padded > 2 * (realTokens + job.Prompt.Count);
+            if (group.Count > 0 && (group.Count == maxPerForward || tooPadded || padded > maxTokens))
             {
                 PrefillGroup(group);
                 group = new List<GenerationJob>();
@@ -70,8 +74,8 @@ sealed class RunningBatch(CausalLM model) : IDisposable
         if (group.Count > 0) PrefillGroup(group);
     }
 
-    /// <summary>Prefills one job (as <see cref="Admit(IReadOnlyList{GenerationJob}, int)"/> with a single job).</summary>
-    public void Admit(GenerationJob job) => Admit([job], 1);
+    /// <summary>Prefills one job (as <see cref="Admit(IReadOnlyList{GenerationJob}, int, long)"/> with a single job).</summary>
+    public void Admit(GenerationJob job) => Admit([job], 1, long.MaxValue);
 
     void PrefillGroup(List<GenerationJob> jobs)
     {
@@ -97,6 +101,7 @@ sealed class RunningBatch(CausalLM model) : IDisposable
                 var logits = Forward(idsT, cache, mask, jobs.Select(j => j.Adapter).ToArray());   // [n, 1, V]
                 Interlocked.Increment(ref _prefills);
                 Interlocked.Add(ref _prefilled, n);
+                if ((long)n * longest > _largestPrefill) Interlocked.Exchange(ref _largestPrefill, (long)n * longest);
                 for (int r = 0; r < n; r++)
                     first[r] = WithLogprobs(jobs[r], jobs[r].Sampler.Next(logits[r, -1]), logits[r, -1]);
             }

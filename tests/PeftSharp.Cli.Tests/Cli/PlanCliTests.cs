@@ -77,6 +77,24 @@ public class PlanCliTests
         Assert.Contains("context: must be positive", stderr + stdout);
     }
 
+    [Fact]
+    public void Serve_counts_the_prefill_token_budget_that_serve_uses()
+    {
+        // Default: peft serve's default budget (2048) beside a 1024-token context: two whole prompts in one forward.
+        var byDefault = Json("--serve", "--context", "1024");
+        Assert.Equal(PeftSharp.Memory.ServeRequest.DefaultMaxPrefillTokens, byDefault.GetProperty("max_prefill_tokens").GetInt32());
+        Assert.Equal(2048, byDefault.GetProperty("prefill_tokens").GetInt64());
+        var larger = Json("--serve", "--context", "1024", "--max-prefill-tokens", "8192");
+        Assert.Equal(8192, larger.GetProperty("prefill_tokens").GetInt64());
+        Assert.True(larger.GetProperty("prefill_bytes").GetInt64() > 3 * byDefault.GetProperty("prefill_bytes").GetInt64());
+        Assert.True(larger.GetProperty("kv_growth_bytes").GetInt64() > byDefault.GetProperty("kv_growth_bytes").GetInt64());
+        // A budget under the context: a single prompt still goes whole, so a context is counted.
+        Assert.Equal(1024, Json("--serve", "--context", "1024", "--max-prefill-tokens", "256").GetProperty("prefill_tokens").GetInt64());
+        var (code, stdout, stderr) = CliCapture.Run("plan", "--model", "llama-3.1-8b", "--serve", "--max-prefill-tokens", "0");
+        Assert.NotEqual(0, code);
+        Assert.Contains("max_prefill_tokens: must be positive", stderr + stdout);
+    }
+
     [Theory]
     [InlineData("--loss", "sparse", "loss: unknown 'sparse' (full, chunked, fused)")]
     [InlineData("--memory", "vram", "memory: unknown 'vram' (allocated, reserved, device)")]

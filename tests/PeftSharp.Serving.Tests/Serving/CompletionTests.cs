@@ -78,6 +78,34 @@ public class CompletionTests
     }
 
     [Fact]
+    public async Task PrefillForwardsStayWithinTheTokenBudget()
+    {
+        // --max-prefill-tokens 16: the four prompts (padded rows x longest) cannot share one forward; the one over the
+        // budget goes alone. Each answer is still what the request alone would get.
+        const int budget = 16;
+        await using var h = await ServingHarness.Start(WithFixtures with { MaxPrefillTokens = budget });
+        var cases = new (string Model, string? Dir, string Prompt, int Max)[]
+        {
+            ("lora", ServingHarness.LoraFixture, "the quick brown fox jumps", 6),
+            ("tiny-llama", null, "over the lazy dog", 8),
+            ("dora", ServingHarness.DoraFixture, "hello there friend", 7),
+            ("lora", ServingHarness.LoraFixture, "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen", 5),
+        };
+        var lengths = cases.Select(c => h.Encode(c.Prompt).Length).ToList();
+        Assert.True(lengths[..3].Max() * 3 > budget && lengths[3] > budget, $"prompt lengths {string.Join(",", lengths)}");
+        var gate = h.HoldWorker();
+        var tasks = cases.Select(c => h.CompletionText(c.Model, c.Prompt, c.Max)).ToList();
+        await ServingHarness.WaitUntil(() => h.Server.State.Scheduler.QueuedJobs == cases.Length, "all requests queued");
+        long forwardsBefore = h.Server.State.Scheduler.PrefillForwards;
+        gate.Release();
+        var texts = await Task.WhenAll(tasks);
+        for (int i = 0; i < cases.Length; i++)
+            Assert.Equal(ServingHarness.Reference(cases[i].Dir, h.Encode(cases[i].Prompt), cases[i].Max), texts[i]);
+        Assert.True(h.Server.State.Scheduler.PrefillForwards - forwardsBefore >= 3);
+        Assert.Equal(lengths[3], h.Server.State.Scheduler.LargestPrefillTokens);   // the long prompt alone; the rest within 16
+    }
+
+    [Fact]
     public async Task StreamingChunksConcatenateToTheCompletion()
     {
         await using var h = await ServingHarness.Start(WithFixtures);

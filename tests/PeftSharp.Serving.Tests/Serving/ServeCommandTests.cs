@@ -7,6 +7,7 @@ public class ServeCommandTests
     [Theory]
     [InlineData("--max-batch", "0")]
     [InlineData("--max-queue", "-1")]
+    [InlineData("--max-prefill-tokens", "0")]
     [InlineData("--max-adapters", "0")]
     [InlineData("--port", "70000")]
     [InlineData("--host", "not-an-ip")]
