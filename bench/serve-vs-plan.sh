@@ -2,9 +2,9 @@
 # `peft serve`'s peak resident memory at a given load vs `peft plan --serve` for the same load (serve-memory bench, one
 # fresh process per configuration). A random fp32 Llama shape with GQA (h 768, 12 layers, 12 heads, 4 kv heads, MLP 2048,
 # vocab 8192; ~88M params) serves BATCH concurrent greedy completions of PROMPT ids + MAX_TOKENS new tokens with
-# ADAPTERS LoRA adapters (r 8, all-linear). Runs with `peft train`'s allocator (glibc's fixed mmap threshold + the buffer
-# cache, as `peft serve --return-frees`; PEFTSHARP_TENSOR_CACHE=0: the threshold alone) and without (as `peft serve`
-# runs by default). Bar: within 10% with --return-frees. A few minutes on 2 cores.
+# ADAPTERS LoRA adapters (r 8, all-linear). Runs with glibc's fixed mmap threshold (as `peft serve --return-frees`; not
+# train's buffer cache, see ServeCommand) and without (as `peft serve` runs by default). Bar: within 10% with
+# --return-frees. A few minutes on 2 cores.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 build_bench

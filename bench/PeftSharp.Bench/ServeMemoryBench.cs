@@ -14,8 +14,8 @@ namespace PeftSharp.Bench;
 /// --batch clients each send one greedy completion of --prompt token ids and --max-tokens new tokens at once, so the KV
 /// cache holds batch x (prompt + max-tokens) tokens at the end. Run once per process (VmHWM is the process peak);
 /// bench/serve-vs-plan.sh drives it. Prints one JSON line: planned, measured and the plan's parts. --return-frees
-/// installs `peft train`'s allocator as `peft serve --return-frees` does (Native/TensorAllocator: glibc's fixed mmap
-/// threshold + the buffer cache); without it freed KV-cache blocks (the cache grows by concatenation) stay in glibc's heaps.
+/// sets glibc's fixed mmap threshold as `peft serve --return-frees` does (not train's buffer cache: see ServeCommand);
+/// without it freed KV-cache blocks stay in glibc's heaps.
 /// </summary>
 public sealed class ServeMemoryBench : IBench
 {
@@ -31,7 +31,7 @@ public sealed class ServeMemoryBench : IBench
         // As `peft serve` / `peft plan --serve` (--max-prefill-batch: requests per prefill forward, default 8).
         int prefillTokens = a.Int("max-prefill-tokens", ServeRequest.DefaultMaxPrefillTokens), prefillBatch = a.Int("max-prefill-batch", 8);
         TorchSharp.torch.set_num_threads(a.Int("threads", 1));
-        if (a.Flag("return-frees")) PeftSharp.Native.TensorAllocator.Ensure();   // as peft serve --return-frees (PEFTSHARP_TENSOR_CACHE=0: the threshold alone)
+        if (a.Flag("return-frees")) ProcessMemory.ReturnLargeFreesToOs();   // as peft serve --return-frees: the threshold alone (ServeCommand says why not the cache)
         using (TorchSharp.torch.zeros(1)) { }
         long runtime = ProcessMemory.Read().RssBytes;
         string dir = Path.Combine(Path.GetTempPath(), "peftsharp-serve-memory-" + Guid.NewGuid().ToString("N")[..8]);
@@ -77,9 +77,6 @@ public sealed class ServeMemoryBench : IBench
                 ["rss_after_adapters"] = afterAdapters, ["peak_rss"] = peak, ["error"] = Math.Round((plan.TotalBytes - (double)measured) / measured, 4), ["weights"] = plan.WeightsBytes, ["kv_cache"] = plan.KvCacheBytes, ["kv_growth"] = plan.KvGrowthBytes,
                 ["adapters_bytes"] = plan.AdaptersBytes, ["prefill"] = plan.PrefillBytes, ["prefill_tokens"] = plan.Request.ResolvedPrefillTokens,
                 ["max_prefill_tokens"] = prefillTokens, ["max_prefill_batch"] = prefillBatch, ["overhead"] = plan.FrameworkOverheadBytes,
-                // The buffer cache's own figures (--return-frees): the most bytes of >= 128 KiB buffers in use at once
-                // and held idle at the end, beside the process peak (where the resident set goes past the live tensors).
-                ["cache"] = a.Flag("return-frees") && PeftSharp.Native.TensorAllocator.Cached ? PeftSharp.Native.TensorBlockCache.Read().ToString() : null,
                 ["seconds"] = Math.Round(seconds, 2), ["generated_tokens_per_s"] = Math.Round(batch * maxTokens / seconds, 2),
             }.ToJsonString());
             return 0;

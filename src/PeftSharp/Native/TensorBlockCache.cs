@@ -133,7 +133,7 @@ internal static unsafe class TensorBlockCache
         long bytes = (size + Offset + Page - 1) & ~(Page - 1);
         // The donors: where the new block and everything held would pass the cap (the most ever in use at once, plus,
         // once a trainer's steps began, the slack the planner counts: Memory.CpuRuntime.BufferCacheSlackFraction of the
-        // peak's rise above what was live at their start; loading and `peft serve --return-frees` keep the strict cap),
+        // peak's rise above what was live at their start; loading keeps the strict cap),
         // the longest-idle blocks give the new one their pages, piece by piece from their ends, the last of them only
         // as many as the new block lacks (its head stays idle, shorter). One piece is kept for the fresh pages.
         nint* from = stackalloc nint[MaxPieces];
