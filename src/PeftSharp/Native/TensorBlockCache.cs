@@ -107,18 +107,7 @@ internal static unsafe class TensorBlockCache
     }
 
     /// <summary>Gives every idle block back to the OS.</summary>
-    public static void ReleaseIdle()
-    {
-        while (true)
-        {
-            nint p;
-            long bytes;
-            lock (Gate) (p, bytes) = TakeOldestIdle();
-            if (p == 0) return;
-            Libc.Unmap(p, (nint)bytes);
-            lock (Gate) released++;
-        }
-    }
+    public static void ReleaseIdle() => ReleaseOldest(long.MaxValue);
 
     [UnmanagedCallersOnly(CallConvs = [typeof(CallConvCdecl)])]
     static int PosixMemalign(void** result, nuint alignment, nuint size)

@@ -64,15 +64,7 @@ public class CompletionTests
         };
         var lengths = cases.Select(c => h.Encode(c.Prompt).Length).ToList();
         Assert.True(lengths.Max() * lengths.Count <= 2 * lengths.Sum() && lengths.Distinct().Count() > 1, $"prompt lengths {string.Join(",", lengths)}");
-        var gate = h.HoldWorker();
-        var tasks = cases.Select(c => h.CompletionText(c.Model, c.Prompt, c.Max)).ToList();
-        await ServingHarness.WaitUntil(() => h.Server.State.Scheduler.QueuedJobs == cases.Length, "all requests queued");
-        long forwardsBefore = h.Server.State.Scheduler.PrefillForwards;
-        gate.Release();
-        var texts = await Task.WhenAll(tasks);
-        for (int i = 0; i < cases.Length; i++)
-            Assert.Equal(ServingHarness.Reference(cases[i].Dir, h.Encode(cases[i].Prompt), cases[i].Max), texts[i]);
-        long forwards = h.Server.State.Scheduler.PrefillForwards - forwardsBefore;
+        long forwards = await PrefillTogetherAsAlone(h, cases);
         Assert.Equal(maxPrefill == 1 ? cases.Length : 1, forwards);
         Assert.Equal(cases.Length, h.Server.State.Scheduler.PrefilledJobs);
     }
@@ -93,6 +85,16 @@ public class CompletionTests
         };
         var lengths = cases.Select(c => h.Encode(c.Prompt).Length).ToList();
         Assert.True(lengths[..3].Max() * 3 > budget && lengths[3] > budget, $"prompt lengths {string.Join(",", lengths)}");
+        Assert.True(await PrefillTogetherAsAlone(h, cases) >= 3);
+        Assert.Equal(lengths[3], h.Server.State.Scheduler.LargestPrefillTokens);   // the long prompt alone; the rest within 16
+    }
+
+    /// <summary>
+    /// Queues every case while the worker is held, so the scheduler finds them all waiting at once; then asserts each
+    /// answer equals the request served alone and returns the prefill forwards it took.
+    /// </summary>
+    static async Task<long> PrefillTogetherAsAlone(ServingHarness h, (string Model, string? Dir, string Prompt, int Max)[] cases)
+    {
         var gate = h.HoldWorker();
         var tasks = cases.Select(c => h.CompletionText(c.Model, c.Prompt, c.Max)).ToList();
         await ServingHarness.WaitUntil(() => h.Server.State.Scheduler.QueuedJobs == cases.Length, "all requests queued");
@@ -101,8 +103,7 @@ public class CompletionTests
         var texts = await Task.WhenAll(tasks);
         for (int i = 0; i < cases.Length; i++)
             Assert.Equal(ServingHarness.Reference(cases[i].Dir, h.Encode(cases[i].Prompt), cases[i].Max), texts[i]);
-        Assert.True(h.Server.State.Scheduler.PrefillForwards - forwardsBefore >= 3);
-        Assert.Equal(lengths[3], h.Server.State.Scheduler.LargestPrefillTokens);   // the long prompt alone; the rest within 16
+        return h.Server.State.Scheduler.PrefillForwards - forwardsBefore;
     }
 
     [Fact]
