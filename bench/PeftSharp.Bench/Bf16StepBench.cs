@@ -21,23 +21,20 @@ public sealed class Bf16StepBench : IBench
     public int Run(string[] argv)
     {
         var a = new BenchArgs(argv);
-        int vocab = a.Int("vocab", 4096), hidden = a.Int("hidden", 512), layers = a.Int("layers", 4), heads = a.Int("heads", 8);
-        int kv = a.Int("kv-heads", 8), seq = a.Int("seq", 256), batch = a.Int("batch", 4), steps = a.Int("steps", 3), warmup = a.Int("warmup", 2);
-        int threads = a.Int("threads", 0), r = a.Int("r", 8), rounds = a.Int("rounds", 5);
-        double alpha = a.Double("alpha", 16);
-        var targets = a.Get("targets", "q_proj,v_proj").Split(',');
+        var shape = LoraStepShape.Parse(a);
+        int batch = shape.Batch, seq = shape.Seq, steps = a.Int("steps", 3), warmup = a.Int("warmup", 2);
+        int threads = a.Int("threads", 0), rounds = a.Int("rounds", 5);
         if (threads > 0) set_num_threads(threads);
 
         var flags = MatmulProbe.Bf16Flags();
         bool hasBf16 = flags.Contains("avx512_bf16") || flags.Contains("amx_bf16");
         var probe = MatmulProbe.Measure();
-        var config = BenchModels.Config(vocab, hidden, layers, heads, kv, a.Int("intermediate", 0));
+        var config = shape.Config;
         using var fp32 = BenchModels.Random(config);
         using var bf16 = WithDtype(fp32, ScalarType.BFloat16);
-        manual_seed(0);
-        using var ids = randint(0, vocab, [batch, seq + 1]);
-        using var step32 = new LoraStep(fp32, r, alpha, targets, ids);
-        using var step16 = new LoraStep(bf16, r, alpha, targets, ids);
+        using var ids = shape.Ids();
+        using var step32 = new LoraStep(fp32, shape.R, shape.Alpha, shape.Targets, ids);
+        using var step16 = new LoraStep(bf16, shape.R, shape.Alpha, shape.Targets, ids);
         if (a.Flag("profile")) return Profile(step32, step16, fp32, batch, seq, warmup, steps, a.Get("only", "both"));
         // --kernels-off swiglu,attention,rmsnorm: a third side, the same bf16 step with those C# kernels off (libtorch's
         // ops instead), alternated in the same rounds: a change to a kernel's bf16 path measured against its absence.
@@ -95,7 +92,7 @@ public sealed class Bf16StepBench : IBench
                 : "this CPU has no AVX512_BF16/AMX: bf16 is emulated through fp32 conversions, so this measures the cost of that emulation, not a bf16 speed-up",
             matmul_256_fp32_gflops = Math.Round(probe.Fp32Gflops, 1), matmul_256_bf16_gflops = Math.Round(probe.Bf16Gflops, 1),
             matmul_256_ratio = Math.Round(probe.Speedup, 3),
-            shape = $"vocab {vocab}, hidden {hidden}, layers {layers}, heads {heads}/{kv}, batch {batch} x seq {seq}, r {r}, targets {string.Join(",", targets)}",
+            shape = $"vocab {config.VocabSize}, hidden {config.HiddenSize}, layers {config.NumLayers}, heads {config.NumHeads}/{config.NumKvHeads}, batch {batch} x seq {seq}, r {shape.R}, targets {string.Join(",", shape.Targets)}",
             rounds, steps_per_round = steps,
             fp32_tokens_per_s = Math.Round(tokens / BenchStats.Median(t32), 1), bf16_tokens_per_s = Math.Round(tokens / BenchStats.Median(t16), 1),
             bf16_over_fp32 = Math.Round(BenchStats.Median(ratios), 3), per_round = ratios.Select(x => Math.Round(x, 3)),

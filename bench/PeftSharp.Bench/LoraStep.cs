@@ -8,6 +8,25 @@ using AdamWOptions = PeftSharp.Training.Optim.AdamWOptions;
 namespace PeftSharp.Bench;
 
 /// <summary>
+/// The LoRA step's shape flags, with peer_lora_step.py's names and defaults, read once for the benches that run the
+/// step (lora-step, lora-step-ab, bf16-step): --vocab --hidden --layers --heads --kv-heads --intermediate --batch --seq
+/// --r --alpha --targets.
+/// </summary>
+internal sealed record LoraStepShape(ModelConfig Config, int Batch, int Seq, int R, double Alpha, string[] Targets)
+{
+    public static LoraStepShape Parse(BenchArgs a) => new(
+        BenchModels.Config(a.Int("vocab", 4096), a.Int("hidden", 512), a.Int("layers", 4), a.Int("heads", 8), a.Int("kv-heads", 8), a.Int("intermediate", 0)),
+        a.Int("batch", 4), a.Int("seq", 256), a.Int("r", 8), a.Double("alpha", 16), a.Get("targets", "q_proj,v_proj").Split(','));
+
+    /// <summary>The step's token ids, [batch, seq + 1], drawn from seed 0 (after the model's own random weights).</summary>
+    public Tensor Ids()
+    {
+        manual_seed(0);
+        return randint(0, Config.VocabSize, [Batch, Seq + 1]);
+    }
+}
+
+/// <summary>
 /// One LoRA training step as the peer (peer_lora_step.py, mode train) runs it: forward, mean next-token cross
 /// entropy, backward, AdamW (lr 1e-4, torch defaults otherwise) on the adapter parameters, zeroed gradients.
 /// </summary>

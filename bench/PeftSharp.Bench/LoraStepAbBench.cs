@@ -20,16 +20,14 @@ public sealed class LoraStepAbBench : IBench
     {
         var a = new BenchArgs(argv);
         string allocator = BenchAllocator.Apply(a);
-        int vocab = a.Int("vocab", 4096), hidden = a.Int("hidden", 512), layers = a.Int("layers", 4), heads = a.Int("heads", 8);
-        int kv = a.Int("kv-heads", 8), seq = a.Int("seq", 256), batch = a.Int("batch", 4), r = a.Int("r", 8);
-        int rounds = a.Int("rounds", 16), steps = a.Int("steps", 3), warmup = a.Int("warmup", 2);
+        var shape = LoraStepShape.Parse(a);
+        int batch = shape.Batch, seq = shape.Seq, rounds = a.Int("rounds", 16), steps = a.Int("steps", 3), warmup = a.Int("warmup", 2);
         var off = KernelSwitches.Parse("off", a.Get("off", ""));
         var bothOff = KernelSwitches.Parse("both-off", a.Get("both-off", ""));
         set_num_threads(a.Int("threads", 2));
-        using var model = BenchModels.Random(BenchModels.Config(vocab, hidden, layers, heads, kv, a.Int("intermediate", 0)));
-        manual_seed(0);
-        using var ids = randint(0, vocab, [batch, seq + 1]);
-        using var step = new LoraStep(model, r, a.Double("alpha", 16), a.Get("targets", "q_proj,v_proj").Split(','), ids);
+        using var model = BenchModels.Random(shape.Config);
+        using var ids = shape.Ids();
+        using var step = new LoraStep(model, shape.R, shape.Alpha, shape.Targets, ids);
         double flops = StepFlops.Step(model, step.Adapter, batch, seq);
         using var mmA = randn(2048, 2048);
         using var mmB = randn(2048, 2048);

@@ -19,16 +19,12 @@ public sealed class LoraStepBench : IBench
     {
         var a = new BenchArgs(argv);
         string allocator = BenchAllocator.Apply(a);
-        int vocab = a.Int("vocab", 4096), hidden = a.Int("hidden", 512), layers = a.Int("layers", 4), heads = a.Int("heads", 8);
-        int kv = a.Int("kv-heads", 8), seq = a.Int("seq", 256), batch = a.Int("batch", 4), steps = a.Int("steps", 10), warmup = a.Int("warmup", 2);
-        int threads = a.Int("threads", 0), r = a.Int("r", 8);
-        double alpha = a.Double("alpha", 16);
-        var targets = a.Get("targets", "q_proj,v_proj").Split(',');
+        var shape = LoraStepShape.Parse(a);
+        int batch = shape.Batch, seq = shape.Seq, steps = a.Int("steps", 10), warmup = a.Int("warmup", 2), threads = a.Int("threads", 0);
         if (threads > 0) set_num_threads(threads);
-        using var model = BenchModels.Random(BenchModels.Config(vocab, hidden, layers, heads, kv, a.Int("intermediate", 0)));
-        manual_seed(0);
-        using var ids = randint(0, vocab, [batch, seq + 1]);
-        using var step = new LoraStep(model, r, alpha, targets, ids);
+        using var model = BenchModels.Random(shape.Config);
+        using var ids = shape.Ids();
+        using var step = new LoraStep(model, shape.R, shape.Alpha, shape.Targets, ids);
         double flops = StepFlops.Step(model, step.Adapter, batch, seq);
         int mmSize = a.Int("matmul", 2048);
         using var mmA = randn(mmSize, mmSize);
