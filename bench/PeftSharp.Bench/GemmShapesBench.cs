@@ -34,40 +34,35 @@ public sealed class GemmShapesBench : IBench
         var g1344 = randn(n, inter);
         var g2688 = randn(n, 2 * inter);
 
-        double AttnSep(int l, Tensor x)
+        void AttnSep(int l, Tensor x)
         {
             var outs = wq[l].Select(w => nn.functional.linear(x, w)).ToList();
             autograd.backward(outs, [g512, g512, g512]);
-            return 0;
         }
-        double AttnFused(int l, Tensor x)
+        void AttnFused(int l, Tensor x)
         {
             var qkv = nn.functional.linear(x, wqkv[l]);
             var parts = qkv.split([h, h, h], -1);
             autograd.backward(parts, [g512, g512, g512]);
-            return 0;
         }
         var g1536 = randn(n, 3 * h);
-        double AttnFusedOne(int l, Tensor x)
+        void AttnFusedOne(int l, Tensor x)
         {
             var qkv = nn.functional.linear(x, wqkv[l]);
             autograd.backward([qkv], [g1536]);
-            return 0;
         }
-        double MlpSep(int l, Tensor x)
+        void MlpSep(int l, Tensor x)
         {
             var outs = wgu[l].Select(w => nn.functional.linear(x, w)).ToList();
             autograd.backward(outs, [g1344, g1344]);
-            return 0;
         }
-        double MlpFused(int l, Tensor x)
+        void MlpFused(int l, Tensor x)
         {
             var gu = nn.functional.linear(x, wgu1[l]);
             autograd.backward([gu], [g2688]);
-            return 0;
         }
         // LoRA on q and v as LoraLayer.AddScaledLora runs it: base + (x A^T * s) B^T as one addmm.
-        double LoraNow(int l, Tensor x)
+        void LoraNow(int l, Tensor x)
         {
             var outs = new List<Tensor>();
             for (int j = 0; j < 2; j++)
@@ -78,7 +73,6 @@ public sealed class GemmShapesBench : IBench
                 outs.Add(addmm(bo, down, B.t(), 1, 1));
             }
             autograd.backward(outs, [g512, g512]);
-            return 0;
         }
         // The same six products per module (fwd: xA, down B^T; bwd: g B, dB, dA, dx), raw, no autograd.
         void LoraRaw(int l, Tensor x, long lo, long rows)
@@ -96,15 +90,14 @@ public sealed class GemmShapesBench : IBench
                 var dx = dd.mm(A);
             }
         }
-        double LoraRaw1(int l, Tensor x) { using var ng = no_grad(); LoraRaw(l, x, 0, n); return 0; }
-        double LoraRaw2(int l, Tensor x)
+        void LoraRaw1(int l, Tensor x) { using var ng = no_grad(); LoraRaw(l, x, 0, n); }
+        void LoraRaw2(int l, Tensor x)
         {
             using var ng = no_grad();
             TorchThreads.For(2, 2, i => LoraRaw(l, x, i * n / 2, n / 2));
-            return 0;
         }
 
-        // Base linear + LoRA of q and v, forward and backward products only (what LoraFunction runs), raw: on all rows
+        // Base linear + LoRA of q and v, forward and backward products only (as one fused LoRA autograd node would run them; measured and not kept), raw: on all rows
         // with MKL's threads, or each of the team's threads on its half of the rows with a sequential MKL.
         void BaseLoraRaw(int l, Tensor x, long lo, long rows)
         {
@@ -123,15 +116,14 @@ public sealed class GemmShapesBench : IBench
                 var dA = dd.t().mm(xs);
             }
         }
-        double BaseLoraAll(int l, Tensor x) { using var ng = no_grad(); BaseLoraRaw(l, x, 0, n); return 0; }
-        double BaseLoraHalves(int l, Tensor x)
+        void BaseLoraAll(int l, Tensor x) { using var ng = no_grad(); BaseLoraRaw(l, x, 0, n); }
+        void BaseLoraHalves(int l, Tensor x)
         {
             using var ng = no_grad();
             TorchThreads.For(2, 2, i => BaseLoraRaw(l, x, i * n / 2, n / 2));
-            return 0;
         }
         // Every frozen Linear of a layer (q, k, v, o, gate, up, down): forward x W^T and backward g W, raw.
-        var down = Enumerable.Range(0, layers).Select(_ => W(h, inter)).ToArray();
+        var wDown = Enumerable.Range(0, layers).Select(_ => W(h, inter)).ToArray();
         var x1344 = randn(n, inter);
         void Frozen(int l, long lo, long rows)
         {
@@ -143,11 +135,11 @@ public sealed class GemmShapesBench : IBench
                 nn.functional.linear(xs, w); g5.mm(w);
             }
             foreach (var w in wgu[l]) { nn.functional.linear(xs, w); g13.mm(w); }
-            nn.functional.linear(xi, down[l]); g5.mm(down[l]);
+            nn.functional.linear(xi, wDown[l]); g5.mm(wDown[l]);
         }
-        double FrozenAll(int l, Tensor x) { using var ng = no_grad(); Frozen(l, 0, n); return 0; }
-        double FrozenHalves(int l, Tensor x) { using var ng = no_grad(); TorchThreads.For(2, 2, i => Frozen(l, i * n / 2, n / 2)); return 0; }
-        var sides = new (string Name, Func<int, Tensor, double> F)[]
+        void FrozenAll(int l, Tensor x) { using var ng = no_grad(); Frozen(l, 0, n); }
+        void FrozenHalves(int l, Tensor x) { using var ng = no_grad(); TorchThreads.For(2, 2, i => Frozen(l, i * n / 2, n / 2)); }
+        var sides = new (string Name, Action<int, Tensor> F)[]
         {
             ("q/k/v separate", AttnSep), ("qkv fused+split", AttnFused), ("qkv fused, one grad", AttnFusedOne),
             ("gate/up separate", MlpSep), ("gate_up fused", MlpFused),
