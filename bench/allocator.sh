@@ -7,8 +7,7 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 build_bench
-args=(--vocab 4096 --hidden 512 --layers 4 --heads 8 --kv-heads 8 --seq 256 --batch 4 --r 8 --alpha 16
-      --targets q_proj,v_proj --steps "${STEPS:-5}" --warmup "${WARMUP:-2}" --threads "${THREADS:-2}" "$@")
+args=("${lora_step_shape[@]}" --steps "${STEPS:-5}" --warmup "${WARMUP:-2}" --threads "${THREADS:-2}" "$@")
 rss="$(mktemp)"; trap 'rm -f "$rss"' EXIT
 echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | xargs); $(nproc) cores; load $(cut -d' ' -f1-3 /proc/loadavg)"
 declare -A tps

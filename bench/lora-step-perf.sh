@@ -19,8 +19,7 @@ pid_file="$out/pid"
 cleanup() { if [[ -s "$pid_file" ]]; then rm -f "/tmp/perf-$(cat "$pid_file").map" "/tmp/perfinfo-$(cat "$pid_file").map"; fi; rm -rf "$out"; }
 trap cleanup EXIT
 DOTNET_PerfMapEnabled=3 DOTNET_EnableWriteXorExecute=0 perf record -q -k CLOCK_MONOTONIC -F "$freq" -o "$out/perf.data" -- \
-  bash -c 'echo $$ > "$0"; exec dotnet "$@"' "$pid_file" "$bench_bin/PeftSharp.Bench.dll" lora-step --profile \
-  --vocab 4096 --hidden 512 --layers 4 --heads 8 --kv-heads 8 --seq 256 --batch 4 --r 8 --alpha 16 --targets q_proj,v_proj \
+  bash -c 'echo $$ > "$0"; exec dotnet "$@"' "$pid_file" "$bench_bin/PeftSharp.Bench.dll" lora-step --profile "${lora_step_shape[@]}" \
   --steps "$steps" --warmup "${WARMUP:-3}" --threads "${THREADS:-2}" "$@" 2> "$out/stderr" | tee "$out/profile"
 read -r start end < <(sed -n 's/^perf window: \([0-9.]*\) \([0-9.]*\) .*/\1 \2/p' "$out/stderr")
 [[ -n "${start:-}" ]] || { echo "lora-step-perf: the bench printed no perf window (stderr: $(tail -n 3 "$out/stderr"))" >&2; exit 1; }

@@ -25,8 +25,7 @@ naive_src="${NAIVE_SRC:-$root/../shared/bench/naive_lora_step}"
 naive_dir="${NAIVE_DIR:-/tmp/peftsharp-naive-lora-step}"
 rounds="${ROUNDS:-3}"
 threads="${THREADS:-2}"
-args=(--vocab 4096 --hidden 512 --layers 4 --heads 8 --kv-heads 8 --seq 256 --batch 4 --r 8 --alpha 16
-      --targets q_proj,v_proj --steps "${STEPS:-5}" --warmup "${WARMUP:-2}" --threads "$threads" "$@")
+args=("${lora_step_shape[@]}" --steps "${STEPS:-5}" --warmup "${WARMUP:-2}" --threads "$threads" "$@")
 build_bench
 naive_dll="$naive_dir/bin/Release/net10.0/naive_lora_step.dll"
 if [[ ! -f "$naive_dll" || "$naive_src/Program.cs" -nt "$naive_dll" ]]; then
