@@ -526,8 +526,11 @@ internal static unsafe class CausalAttentionKernel
                 int first = Math.Max(0, j - i0);   // block rows before key j see it masked (zero)
                 Mul4x64(buf + (long)first * tp + j, 1, tp, n - first, x + first * ldx + d0, ldx, o + j * ldo + d0, ldo, accumulate: j < fresh);
             }
-            for (; j < keys; j++) MixTransposedKey(buf, tp, n, i0, j, fresh, x + d0, ldx, o + d0, ldo);
-            for (j = keys & ~3; j < keys; j++) MixTransposedKey(buf, tp, n, i0, j, fresh, x + d0 + W, ldx, o + d0 + W, ldo);
+            for (; j < keys; j++)   // the last keys (under 4), one at a time, both 32-column halves
+            {
+                MixTransposedKey(buf, tp, n, i0, j, fresh, x + d0, ldx, o + d0, ldo);
+                MixTransposedKey(buf, tp, n, i0, j, fresh, x + d0 + W, ldx, o + d0 + W, ldo);
+            }
         }
         if (d0 < d)
         {
