@@ -13,9 +13,9 @@ namespace PeftSharp.Bench;
 /// Llama-shaped fp32 base (GQA) and --adapters random LoRA adapters (all-linear, --rank) are served in this process;
 /// --batch clients each send one greedy completion of --prompt token ids and --max-tokens new tokens at once, so the KV
 /// cache holds batch x (prompt + max-tokens) tokens at the end. Run once per process (VmHWM is the process peak);
-/// bench/serve-vs-plan.sh drives it. Prints one JSON line: planned, measured and the plan's parts. --return-frees
-/// sets glibc's fixed mmap threshold as `peft serve --return-frees` does (not train's buffer cache: see ServeCommand);
-/// without it freed KV-cache blocks stay in glibc's heaps.
+/// bench/serve-vs-plan.sh drives it. Prints one JSON line: planned, measured, the plan's parts and the allocator that
+/// ran: `peft serve`'s by default (BenchAllocator: the buffer cache; PEFTSHARP_TENSOR_CACHE=0 glibc's fixed mmap
+/// threshold alone), `--allocator glibc` glibc's default heap, where freed KV-cache blocks stay in glibc's heaps.
 /// </summary>
 public sealed class ServeMemoryBench : IBench
 {
@@ -31,7 +31,7 @@ public sealed class ServeMemoryBench : IBench
         // As `peft serve` / `peft plan --serve` (--max-prefill-batch: requests per prefill forward, default 8).
         int prefillTokens = a.Int("max-prefill-tokens", ServeRequest.DefaultMaxPrefillTokens), prefillBatch = a.Int("max-prefill-batch", 8);
         TorchSharp.torch.set_num_threads(a.Int("threads", 1));
-        if (a.Flag("return-frees")) ProcessMemory.ReturnLargeFreesToOs();   // as peft serve --return-frees: the threshold alone (ServeCommand says why not the cache)
+        string allocator = BenchAllocator.Apply(a);   // before the first tensor, as peft serve installs it
         using (TorchSharp.torch.zeros(1)) { }
         long runtime = ProcessMemory.Read().RssBytes;
         string dir = Path.Combine(Path.GetTempPath(), "peftsharp-serve-memory-" + Guid.NewGuid().ToString("N")[..8]);
@@ -44,6 +44,9 @@ public sealed class ServeMemoryBench : IBench
             ServeLoadBench.WordTokenizer(Path.Combine(dir, "tokenizer.json"), vocab);
             using var tok = new PeftSharp.Models.TextTokenizer(Path.Combine(dir, "tokenizer.json"));
             var folders = Enumerable.Range(0, adapters).Select(i => ServeLoadBench.SaveAdapter(model, Path.Combine(dir, $"a{i}"), i, rank)).ToList();
+            // The cache's idle blocks from writing the adapters would be taken off the peak below and then reused by the
+            // server: given back first, as peft serve gives back what loading freed.
+            PeftSharp.Native.TensorAllocator.ReleaseIdle();
             long afterAdapters = ProcessMemory.Read().RssBytes;
             var options = new ServerOptions
             {
@@ -78,6 +81,8 @@ public sealed class ServeMemoryBench : IBench
                 ["adapters_bytes"] = plan.AdaptersBytes, ["prefill"] = plan.PrefillBytes, ["prefill_tokens"] = plan.Request.ResolvedPrefillTokens,
                 ["max_prefill_tokens"] = prefillTokens, ["max_prefill_batch"] = prefillBatch, ["overhead"] = plan.FrameworkOverheadBytes,
                 ["seconds"] = Math.Round(seconds, 2), ["generated_tokens_per_s"] = Math.Round(batch * maxTokens / seconds, 2),
+                ["repeated_kv"] = plan.RepeatedKvBytes, ["allocator"] = allocator,
+                ["cache"] = PeftSharp.Native.TensorAllocator.Cached ? PeftSharp.Native.TensorBlockCache.Summary() : null,
             }.ToJsonString());
             return 0;
         }
@@ -87,6 +92,7 @@ public sealed class ServeMemoryBench : IBench
     static async Task RunLoad(PeftSharp.Models.CausalLM model, PeftSharp.Models.TextTokenizer tok, ServerOptions options, int batch, int prompt, int maxTokens, int adapters)
     {
         await using var server = await PeftServer.StartAsync(model, tok, "base", options, new PeftAdapterLoader());
+        PeftSharp.Native.TensorAllocator.ReleaseIdle();   // as peft serve, once the adapters are loaded
         using var http = new HttpClient { BaseAddress = server.BaseAddress, Timeout = TimeSpan.FromMinutes(20) };
         var rng = new Random(3);
         var bodies = Enumerable.Range(0, batch).Select(i => new JsonObject

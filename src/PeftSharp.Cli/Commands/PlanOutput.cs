@@ -145,6 +145,7 @@ static class PlanOutput
         kv_bytes_per_sequence = p.KvBytesPerSequence,
         kv_cache_bytes = p.KvCacheBytes,
         kv_growth_bytes = p.KvGrowthBytes,
+        repeated_kv_bytes = p.RepeatedKvBytes,
         adapter_bytes_each = p.AdapterBytesEach,
         adapters_bytes = p.AdaptersBytes,
         max_prefill_tokens = p.Request.MaxPrefillTokens,
@@ -152,6 +153,7 @@ static class PlanOutput
         prefill_bytes = p.PrefillBytes,
         framework_overhead_bytes = p.FrameworkOverheadBytes,
         total_bytes = p.TotalBytes,
+        cpu_allocator = p.Request.Device == DeviceKind.Cpu ? ServeAllocator : null,
         concurrent_sequences = Gpus.Common.ToDictionary(g => g.Name, g => p.ConcurrentSequences(g.Bytes)),
         fits = Gpus.Common.ToDictionary(g => g.Name, g => p.Fits(g.Bytes)),
     };
@@ -168,6 +170,7 @@ static class PlanOutput
         Row("weights", p.WeightsBytes, r.WeightDtype == DType.Nf4 ? "NF4 + double quant, rest in compute dtype" : $"{Dtypes.Name(r.WeightDtype)} storage");
         Row($"KV cache ({p.KvBytesPerToken / 1024.0:0.#} KiB/token)", p.KvCacheBytes, "2 x layers x kv_heads x head_dim per token (GQA)");
         if (p.KvGrowthBytes > 0) Row("KV cache growth", p.KvGrowthBytes, "concatenation: one layer's old copy + the rows one prefill joins");
+        if (p.RepeatedKvBytes > 0) Row("KV repeated for attention (GQA)", p.RepeatedKvBytes, "one layer's keys and values repeated to every query head at decode");
         Row($"adapters ({r.Adapters} x {p.AdapterBytesEach / 1e6:0.##} MB)", p.AdaptersBytes, "r x (in + out) per adapted module, at the largest rank");
         Row($"prefill ({r.ResolvedPrefillTokens} tokens)", p.PrefillBytes, $"largest prefill forward (--max-prefill-tokens {r.MaxPrefillTokens}): one layer's working set + last-token fp32 logits per row");
         Row("framework overhead", p.FrameworkOverheadBytes, r.Device == DeviceKind.Cuda ? "CUDA context + kernels + cuBLAS workspace" : "libtorch + .NET runtime, measured");
@@ -178,8 +181,14 @@ static class PlanOutput
             fits.AddRow(Markup.Escape(g.Name), p.Fits(g.Bytes) ? "[green]yes[/]" : "[red]no[/]", p.ConcurrentSequences(g.Bytes).ToString("N0"));
         AnsiConsole.Write(fits);
         if (r.Device == DeviceKind.Cpu)
-            AnsiConsole.MarkupLine("[dim]On CPU this is peft serve's resident memory with --return-frees; with glibc's default malloc (faster) freed cache blocks stay resident, about twice the KV cache and activations (src/PeftSharp.Memory/README.md).[/]");
+            AnsiConsole.MarkupLineInterpolated($"[dim]On CPU this is peft serve's resident memory on {ServeAllocator} (src/PeftSharp.Memory/README.md).[/]");
     }
+
+    /// <summary>The CPU allocator a serve plan assumes: `peft serve`'s, chosen as `peft train` chooses it (the engine's
+    /// Native/TensorAllocator under the same condition, <see cref="CpuRuntime.BufferCache"/>).</summary>
+    static string ServeAllocator => CpuRuntime.BufferCache
+        ? $"the buffer cache (freed buffers reused by size under the peak in use; {CpuRuntime.BufferCacheVariable}=0: glibc's fixed mmap threshold, the same plan)"
+        : $"glibc's fixed mmap threshold (each buffer >= 128 KiB unmapped when freed; {CpuRuntime.BufferCacheVariable}=0 or not Linux x64)";
 
     public static void WriteComparison(ModelShape model, IReadOnlyList<MemoryPlan> plans)
     {

@@ -65,10 +65,6 @@ public sealed class ServeCommand : AsyncCommand<ServeCommand.Settings>
         [Description(ChatCli.TemplateOptionHelp)]
         public string? ChatTemplate { get; set; }
 
-        [CommandOption("--return-frees")]
-        [Description("Return freed tensor memory to the OS (glibc's fixed mmap threshold: each buffer >= 128 KiB its own mapping, unmapped when freed): resident memory then follows `peft plan --serve` (about half the default's, measured) at a lower tokens/s (bench/README.md)")]
-        public bool ReturnFrees { get; set; }
-
         [CommandOption("--served-name <NAME>")]
         [Description("Model id of the base (default: the model folder's name)")]
         public string? ServedName { get; set; }
@@ -116,12 +112,11 @@ public sealed class ServeCommand : AsyncCommand<ServeCommand.Settings>
 
     public override async Task<int> ExecuteAsync(CommandContext context, Settings s, CancellationToken cancellationToken)
     {
-        // Opt-in: by default glibc keeps freed KV-cache blocks resident, which is faster but about doubles the peak RSS.
-        // The threshold alone, not train's buffer cache: the KV cache's buffers have up to 50% spare slots (Models/KvCache
-        // grows by half), untouched and so not resident under the threshold, but a reused or rebuilt block's pages are
-        // all resident: at bench/serve-vs-plan.sh's load the cache measured 1990-1997 MB against the plan's 1570 (-21%),
-        // the threshold alone 1642 (-4.3%).
-        if (s.ReturnFrees) PeftSharp.Training.ProcessMemory.ReturnLargeFreesToOs();
+        // peft train's allocator (Native/TensorAllocator, before the first tensor): freed buffers reused by size under the
+        // peak in use, so resident memory follows `peft plan --serve` at glibc's default heap's speed or better
+        // (bench/serve-vs-plan.sh); PEFTSHARP_TENSOR_CACHE=0: glibc's fixed mmap threshold alone (the same plan, slower).
+        PeftSharp.Native.TensorAllocator.Ensure();
+        Console.Error.WriteLine($"cpu allocator {PeftSharp.Native.TensorAllocator.Description}");
         using var model = s.LoadModel();
         using var tok = TextTokenizer.FromFolder(s.Model, model.Config);
         var chat = ChatCli.Prompter(s.Model, s.ChatTemplate);
@@ -131,11 +126,13 @@ public sealed class ServeCommand : AsyncCommand<ServeCommand.Settings>
         string name = options.ServedName ?? (Hub.RepoId.TryParse(s.ModelGiven, out var repo) && !Directory.Exists(s.ModelGiven) ? repo.Id
             : Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(s.Model))));
         await using var server = await PeftServer.StartAsync(model, tok, name, options, new PeftAdapterLoader());
+        PeftSharp.Native.TensorAllocator.ReleaseIdle();   // what loading the model and adapters freed is not kept for serving
         Console.Error.WriteLine($"serving '{name}' with {server.State.Adapters.Current().Count} adapter(s) on {server.BaseAddress} (Ctrl+C stops)");
         // SIGTERM reaches the host; Ctrl+C is taken by the CLI framework and arrives as the cancellation token.
         var cancelled = new TaskCompletionSource();
         await using (cancellationToken.Register(() => cancelled.TrySetResult()))
             await Task.WhenAny(server.WaitForShutdownAsync(), cancelled.Task);
+        if (PeftSharp.Native.TensorAllocator.Cached) Console.Error.WriteLine($"cpu allocator {PeftSharp.Native.TensorBlockCache.Summary()}");
         return 0;
     }
 }

@@ -80,7 +80,7 @@ sealed class RunningBatch(CausalLM model) : IDisposable
     void PrefillGroup(List<GenerationJob> jobs)
     {
         int n = jobs.Count, longest = jobs.Max(j => j.Prompt.Count);
-        var cache = new KvCache(model.Config.NumLayers);
+        var cache = new KvCache(model.Config.NumLayers) { ExpectedSlots = longest };
         try
         {
             var first = new GeneratedToken[n];
@@ -158,7 +158,7 @@ sealed class RunningBatch(CausalLM model) : IDisposable
     /// </summary>
     KvCache? Recompute(Row row)
     {
-        var cache = new KvCache(model.Config.NumLayers);
+        var cache = new KvCache(model.Config.NumLayers) { ExpectedSlots = row.Sequence.Count };
         try
         {
             GeneratedToken token;
@@ -200,6 +200,9 @@ sealed class RunningBatch(CausalLM model) : IDisposable
     void Decode()
     {
         long slots = _cache!.Length + 1;
+        // The rows end at the same slot (left padding), so until one leaves the cache holds at most its length plus the
+        // most slots any row still stores: the memory plan's prompt + max_tokens per row, never spare ones.
+        _cache.ExpectedSlots = _cache.Length + _rows.Max(SlotsLeft);
         var mask = new long[_rows.Count * slots];
         for (int r = 0; r < _rows.Count; r++)
             for (long s = slots - (_rows[r].Length + 1); s < slots; s++) mask[r * slots + s] = 1;
@@ -224,6 +227,12 @@ sealed class RunningBatch(CausalLM model) : IDisposable
         }
         Keep(Enumerable.Range(0, _rows.Count).Where(r => !done[r]).ToList());
     }
+
+    /// <summary>
+    /// The slots a row will still add to the cache: its last stored token is the one before max_tokens is reached (the
+    /// last generated one is never fed) or before the context is full (see <see cref="Emit"/>); a stop id may end it sooner.
+    /// </summary>
+    int SlotsLeft(Row row) => Math.Min(row.Job.Prompt.Count + row.Job.Options.MaxNewTokens - 1, _context - 1) - row.Length;
 
     /// <summary>
     /// The token with, when the job asks, its log-probability and the top alternatives under the model's distribution

@@ -6,7 +6,12 @@ namespace PeftSharp.Models;
 /// Per-layer keys and values of the tokens seen so far, [B, kvHeads, stored, headDim]. Each layer's slots live at the
 /// front of a buffer with spare capacity, and a step's keys are copied into the next free slots in place: growing by
 /// concatenation copied the whole cache every token (O(length) per step, and under load one more parallel region
-/// per layer); the buffer grows by half its size when full, so copies are amortised O(1) per token.
+/// per layer). Where the user knows how many slots the cache will hold (<see cref="ExpectedSlots"/>: the server, from
+/// each row's prompt + max_tokens) a buffer never has slots no token can fill (the
+/// memory plan counts prompt + max_tokens per row, and a buffer the allocator reuses or rebuilds from other buffers'
+/// pages is resident in full, untouched slots included). A buffer grows by half its size when full, so copies are
+/// amortised O(1) per token, but never past those expected slots: a row with a long max_tokens that stops early does
+/// not hold its whole context at once.
 /// A sliding-window layer keeps only the newest window - 1 slots (all a later query can see), so its memory stays
 /// bounded; each layer remembers the absolute slot its stored keys start at, so masks over all slots still apply.
 /// </summary>
@@ -15,6 +20,13 @@ internal sealed class KvCache : IDisposable
     readonly Tensor?[] _k, _v;
     readonly long[] _start;
     readonly long[] _len;   // slots in use at the front of each layer's buffer
+
+    /// <summary>
+    /// The most slots (absolute, as <see cref="Length"/> counts them) the cache will hold before its rows change, where
+    /// the caller knows it: a buffer that must grow then grows by half at most up to it (a sliding-window layer up to its
+    /// window). Null (the default): unknown. A step that needs more than it says grows by half as without it.
+    /// </summary>
+    internal long? ExpectedSlots { get; set; }
 
     public KvCache(int layers)
     {
@@ -42,11 +54,14 @@ internal sealed class KvCache : IDisposable
         _len[layer] = k.shape[2];
     }
 
-    /// <summary>Makes room for <paramref name="needed"/> slots, keeping the used ones (new buffers, half again as large or more).</summary>
-    void Reserve(int layer, Tensor like, long needed)
+    /// <summary>Makes room for <paramref name="needed"/> slots, keeping the used ones: new buffers half again as large or
+    /// more, but no larger than the slots this layer can still use (<see cref="ExpectedSlots"/> from its start, at most
+    /// <paramref name="most"/>) where that is known and enough.</summary>
+    void Reserve(int layer, Tensor like, long needed, long most)
     {
         if (_k[layer] is { } k && k.shape[2] >= needed && k.shape[0] == like.shape[0]) return;
         long cap = Math.Max(needed + 16, (_k[layer]?.shape[2] ?? 0) * 3 / 2);
+        if (ExpectedSlots is { } e && Math.Min(e - _start[layer], most) is var expected && expected >= needed) cap = Math.Min(cap, expected);
         long[] shape = [like.shape[0], like.shape[1], cap, like.shape[3]];
         var nk = empty(shape, like.dtype, like.device).DetachFromDisposeScope();
         var nv = empty(shape, like.dtype, like.device).DetachFromDisposeScope();
@@ -72,10 +87,12 @@ internal sealed class KvCache : IDisposable
     public (Tensor K, Tensor V, long Start) Append(int layer, Tensor k, Tensor v, int? window)
     {
         long len = _len[layer], t = k.shape[2];
+        long keep = window is { } w ? Math.Max(0, w - 1) : long.MaxValue;
         // The cache owns its buffers across steps (outside any dispose scope); nothing flows back through them.
         using (no_grad())
         {
-            Reserve(layer, k, len + t);
+            // A windowed layer holds at most window - 1 slots between steps, and this step's on top while it attends.
+            Reserve(layer, k, len + t, keep == long.MaxValue ? long.MaxValue : keep + t);
             using var dk = _k[layer]!.narrow(2, len, t);
             using var dv = _v[layer]!.narrow(2, len, t);
             dk.copy_(k); dv.copy_(v);
@@ -84,7 +101,6 @@ internal sealed class KvCache : IDisposable
         // Views of the used slots, in the caller's dispose scope; they keep the storage alive if the buffer is replaced.
         var (nk, nv) = Stored(layer);
         long start = _start[layer];
-        long keep = window is { } w ? Math.Max(0, w - 1) : long.MaxValue;
         if (len + t > keep)
         {
             // This step attends over everything; only the newest window - 1 slots, all that a later query can see,

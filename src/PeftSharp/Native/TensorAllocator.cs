@@ -4,7 +4,7 @@ using static TorchSharp.torch;
 namespace PeftSharp.Native;
 
 /// <summary>
-/// The allocator under libtorch's CPU tensors in a training process. libtorch 2.10 allocates them with
+/// The allocator under libtorch's CPU tensors in a training or serving process (`peft train`, `peft serve`). libtorch 2.10 allocates them with
 /// <c>c10::alloc_cpu</c> / <c>c10::free_cpu</c> in libc10.so, which call glibc's posix_memalign and free through
 /// libc10's GOT (c10's own caching allocator is wired only into mobile builds, and TorchSharp does not expose
 /// <c>c10::SetCPUAllocator</c>). This points those two slots of libc10 at <see cref="TensorBlockCache"/>, which reuses
@@ -26,11 +26,12 @@ internal static unsafe partial class TensorAllocator
 
     static readonly Lazy<(bool Cached, string Description)> Choice = new(Choose, LazyThreadSafetyMode.ExecutionAndPublication);
 
-    /// <summary>Installs the training allocator once per process (thread safe); call before the first tensor.</summary>
+    /// <summary>Installs the allocator once per process (thread safe); call before the first tensor.</summary>
     public static void Ensure() => _ = Choice.Value;
 
-    /// <summary>True where libtorch's CPU buffers go through the cache in this process.</summary>
-    public static bool Cached => Choice.Value.Cached;
+    /// <summary>True where libtorch's CPU buffers go through the cache in this process (installs nothing: false where
+    /// <see cref="Ensure"/> was not called, e.g. a bench on glibc's default heap).</summary>
+    public static bool Cached => Choice.IsValueCreated && Choice.Value.Cached;
 
     /// <summary>What allocates libtorch's CPU buffers in this process and why, for a run's header and the benches.</summary>
     public static string Description => Choice.Value.Description;
@@ -84,7 +85,7 @@ internal static unsafe partial class TensorAllocator
             Redirect(allocSlots, glibcAlloc, out _);
             Redirect(freeSlots, glibcFree, out _);
         };
-        return (true, $"libtorch's buffers >= {TensorBlockCache.MinBytes / 1024} KiB reused by size, held under the peak in use + {Memory.CpuRuntime.BufferCacheSlackFraction:P0} of the steps' rise " +
+        return (true, $"libtorch's buffers >= {TensorBlockCache.MinBytes / 1024} KiB reused by size, held under the peak in use (+ {Memory.CpuRuntime.BufferCacheSlackFraction:P0} of a trainer's steps' rise) " +
                       $"(a new size built from idle ones' pages; {EnvironmentVariable}=0: no reuse)");
     }
 

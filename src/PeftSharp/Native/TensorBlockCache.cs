@@ -81,9 +81,11 @@ internal static unsafe class TensorBlockCache
     public static string Summary()
     {
         var c = Read();
+        bool steps;
+        lock (Gate) steps = stepsBaseBytes != long.MaxValue;
         return $"reused {c.Hits} of {c.Hits + c.Misses} buffers >= {MinBytes / 1024} KiB ({c.MovedBytes / 1048576.0:F0} MB more built from idle buffers' pages, " +
                $"{c.FreshBytes / 1048576.0:F0} MB mapped fresh); the most in use at once {c.PeakInUseBytes / 1048576.0:F1} MB, " +
-               $"idle ones held up to {Memory.CpuRuntime.BufferCacheSlackFraction:P0} of the steps' rise above it";
+               (steps ? $"idle ones held up to {Memory.CpuRuntime.BufferCacheSlackFraction:P0} of the steps' rise above it" : "idle ones held within it (no trainer's steps: no slack)");
     }
 
     /// <summary>The functions requests the cache does not serve go to (glibc's, as libc10 would call them).</summary>
