@@ -39,6 +39,9 @@ internal sealed class KvCache : IDisposable
     /// <summary>Tokens already cached (the position of the next token), counting slots a window has dropped.</summary>
     public long Length => _k[0] is null ? 0 : _start[0] + _len[0];
 
+    /// <summary>Slots a layer's buffers have room for (stored + spare), for tests of the sizing.</summary>
+    internal long Capacity(int layer) => _k[layer]?.shape[2] ?? 0;
+
     /// <summary>Slots a layer actually holds (at most window - 1 between steps for a sliding layer).</summary>
     public long StoredSlots(int layer) => _len[layer];
 

@@ -38,6 +38,33 @@ public class KvCacheBatchingTests
     }
 
     [Fact]
+    public void BuffersGrowByHalfButNeverPastTheExpectedSlots()
+    {
+        // The server says how many slots its rows can still fill (prompt + max_tokens): a buffer the allocator reuses is
+        // resident in full, so slots no token can fill would be memory the plan does not count.
+        using var c = new KvCache(1) { ExpectedSlots = 30 };
+        using (var k = ones(2, 2, 20, 3)) c.Append(0, k, -k);
+        Assert.Equal(30, c.Capacity(0));                          // half again + spare (36) would pass it: capped at 30
+        for (int i = 0; i < 10; i++) using (var k = ones(2, 2, 1, 3)) c.Append(0, k, -k);
+        Assert.Equal(30, c.Capacity(0));                          // filled without growing again
+        using (var k = full(2, 2, 1, 3, 5f)) c.Append(0, k, -k);   // past what was expected: grows by half, keeps every slot
+        Assert.Equal(47, c.Capacity(0));
+        using var none = empty(2, 2, 0, 3);
+        var (keys, _) = c.Append(0, none, none);
+        Assert.Equal(31, keys.shape[2]);
+        Assert.Equal(5f, keys[1, 1, 30, 2].item<float>());
+        Assert.Equal(30 * 2 * 2 * 3, keys.narrow(2, 0, 30).sum().item<float>());
+        // A long horizon (a large max_tokens) is not taken at once: growth by half below it.
+        using var far = new KvCache(1) { ExpectedSlots = 1000 };
+        using (var k = ones(1, 2, 20, 3)) far.Append(0, k, -k);
+        Assert.Equal(36, far.Capacity(0));
+        // Without expected slots (generate): half again plus spare, as before.
+        using var open = new KvCache(1);
+        using (var k = ones(1, 2, 20, 3)) open.Append(0, k, -k);
+        Assert.Equal(36, open.Capacity(0));
+    }
+
+    [Fact]
     public void TrimLeftRefusesMoreThanItHas()
     {
         using var a = Filled(1, 2, 0);
