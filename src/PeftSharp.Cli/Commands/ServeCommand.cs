@@ -65,6 +65,12 @@ public sealed class ServeCommand : AsyncCommand<ServeCommand.Settings>
         [Description(ChatCli.TemplateOptionHelp)]
         public string? ChatTemplate { get; set; }
 
+        // Kept so scripts written for the earlier opt-in keep working: what it chose (freed memory given back, resident
+        // memory under the plan) is now how every `peft serve` runs.
+        [CommandOption("--return-frees", IsHidden = true)]
+        [Description("No effect: freed memory is returned by default now (the buffer cache); kept for older scripts")]
+        public bool ReturnFrees { get; set; }
+
         [CommandOption("--served-name <NAME>")]
         [Description("Model id of the base (default: the model folder's name)")]
         public string? ServedName { get; set; }
@@ -116,6 +122,7 @@ public sealed class ServeCommand : AsyncCommand<ServeCommand.Settings>
         // peak in use, so resident memory follows `peft plan --serve` at glibc's default heap's speed or better
         // (bench/serve-vs-plan.sh); PEFTSHARP_TENSOR_CACHE=0: glibc's fixed mmap threshold alone (the same plan, slower).
         PeftSharp.Native.TensorAllocator.Ensure();
+        if (s.ReturnFrees) Console.Error.WriteLine("--return-frees has no effect: peft serve now returns freed memory by default (the buffer cache below)");
         Console.Error.WriteLine($"cpu allocator {PeftSharp.Native.TensorAllocator.Description}");
         using var model = s.LoadModel();
         using var tok = TextTokenizer.FromFolder(s.Model, model.Config);

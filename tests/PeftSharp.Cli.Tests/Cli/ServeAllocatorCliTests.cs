@@ -33,11 +33,14 @@ public class ServeAllocatorCliTests
     public async Task ServeOnTheBufferCacheAnswersAsTheThresholdAloneAndSaysWhichAllocatorRan()
     {
         var (cachedErr, cached) = await Serve(new() { ["PEFTSHARP_TENSOR_CACHE"] = null, ["PEFTSHARP_TENSOR_CACHE_POISON"] = "1" });
-        var (offErr, off) = await Serve(new() { ["PEFTSHARP_TENSOR_CACHE"] = "0", ["PEFTSHARP_TENSOR_CACHE_POISON"] = null });
+        // The threshold run also passes the old opt-in flag, which older scripts still send: accepted, said to do nothing.
+        var (offErr, off) = await Serve(new() { ["PEFTSHARP_TENSOR_CACHE"] = "0", ["PEFTSHARP_TENSOR_CACHE_POISON"] = null }, "--return-frees");
 
         Assert.Equal(off, cached);
         Assert.Contains("cpu allocator glibc, each buffer >= 128 KiB its own mapping, unmapped when freed (PEFTSHARP_TENSOR_CACHE=0)", offErr);
         Assert.DoesNotContain("reused", offErr);
+        Assert.Contains("--return-frees has no effect", offErr);
+        Assert.DoesNotContain("--return-frees", cachedErr);
         // The adapter and the seeds really change the output, so the comparison distinguishes the requests.
         Assert.NotEqual(cached[0], cached[1]);
         Assert.Equal(Requests.Length, cached.Distinct().Count());
@@ -50,11 +53,11 @@ public class ServeAllocatorCliTests
 
     /// <summary>One `peft serve` of the tiny fixture and its LoRA adapter: every request at once, then SIGTERM; its
     /// stderr (with what it prints at shutdown) and the texts in request order.</summary>
-    static async Task<(string Err, string[] Texts)> Serve(Dictionary<string, string?> env)
+    static async Task<(string Err, string[] Texts)> Serve(Dictionary<string, string?> env, params string[] extra)
     {
         using var p = PeftProcess.Start(
             ["serve", "--model", TestPaths.TinyLlama, "--adapter", $"lora={Path.Combine(TestPaths.TinyLlama, "adapters", "lora")}", "--port", "0", "--threads", "2",
-             "--max-batch", "8", "--log-level", "warning"], env);
+             "--max-batch", "8", "--log-level", "warning", .. extra], env);
         var err = new System.Text.StringBuilder();
         var address = new TaskCompletionSource<string>(TaskCreationOptions.RunContinuationsAsynchronously);
         p.ErrorDataReceived += (_, e) =>
