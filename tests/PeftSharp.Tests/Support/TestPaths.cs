@@ -25,7 +25,9 @@ public static class TestPaths
 
     static string CreateRunRoot()
     {
-        string root = Path.Combine(Path.GetTempPath(), "peftsharp-tests", $"run-{Environment.ProcessId}-{Guid.NewGuid():N}");
+        string parent = Path.Combine(Path.GetTempPath(), "peftsharp-tests");
+        SweepDeadRuns(parent);
+        string root = Path.Combine(parent, $"run-{Environment.ProcessId}-{Guid.NewGuid():N}");
         Directory.CreateDirectory(root);
         if (Environment.GetEnvironmentVariable("PEFTSHARP_KEEP_TEST_FILES") is null or "")
             AppDomain.CurrentDomain.ProcessExit += (_, _) =>
@@ -34,6 +36,31 @@ public static class TestPaths
                 catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
             };
         return root;
+    }
+
+    /// <summary>
+    /// Deletes run roots whose test process is gone: one killed before its exit handler ran (a test host stopped by a
+    /// timeout, a cancelled run) leaves its few GB behind, and on a small disk a day of such runs fills it. A root counts
+    /// as dead when no process has its id and it is over an hour old (a reused id only delays the sweep).
+    /// </summary>
+    static void SweepDeadRuns(string parent)
+    {
+        if (!Directory.Exists(parent)) return;
+        foreach (var dir in Directory.EnumerateDirectories(parent, "run-*"))
+        {
+            var parts = Path.GetFileName(dir).Split('-');
+            if (parts.Length < 3 || !int.TryParse(parts[1], out int pid) || ProcessAlive(pid)) continue;
+            if (DateTime.UtcNow - Directory.GetLastWriteTimeUtc(dir) < TimeSpan.FromHours(1)) continue;
+            try { Directory.Delete(dir, recursive: true); }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
+        }
+    }
+
+    static bool ProcessAlive(int pid)
+    {
+        try { using var p = System.Diagnostics.Process.GetProcessById(pid); return !p.HasExited; }
+        catch (ArgumentException) { return false; }
+        catch (InvalidOperationException) { return false; }
     }
 
     public static string TempDir()
