@@ -64,27 +64,34 @@ internal sealed class Rope : IDisposable
     public double[] FrequenciesFor(long maxPosition) =>
         _longInvFreq is not null && maxPosition + 1 > _scaling!.OriginalMaxPositionEmbeddings ? _longInvFreq : _invFreq;
 
-    /// <summary>Tables kept by <see cref="CosSinFromStart"/>, newest last; at most <see cref="CachedTables"/>.</summary>
-    readonly List<(long T, ScalarType Dtype, DeviceType Device, int Index, Tensor Cos, Tensor Sin)> _fromStart = [];
-    const int CachedTables = 4;
+    /// <summary>The tables <see cref="CosSinFromStart"/> keeps: positions 0..T-1 for the longest T asked so far, one
+    /// dtype and device (another replaces them).</summary>
+    (long T, ScalarType Dtype, DeviceType Device, int Index, Tensor Cos, Tensor Sin)? _fromStart;
+    readonly object _fromStartLock = new();
 
     /// <summary>
     /// <see cref="CosSin"/> for positions 0..t-1 in each of <paramref name="batch"/> rows (a forward without attention
-    /// mask or cache: every training step), as views of [1, 1, t, rotaryDim] tables built once per (t, dtype, device)
-    /// and kept (the last <see cref="CachedTables"/>): building them was float64 angles, cos, sin and two casts every
-    /// forward (0.69 ms of the LoRA bench's step). The same values as <see cref="CosSin"/>, which builds them (longrope's
-    /// choice of factors depends on the largest position, t - 1, so it is part of the key). The returned views are the
-    /// caller's to dispose; the tables live until this Rope is disposed or pushed out.
+    /// mask or cache: every training step whose rows are not padded), as views of [1, 1, T, rotaryDim] tables kept
+    /// for the longest T asked so far (one dtype and device): building them was float64 angles, cos, sin and two casts
+    /// every forward (0.69 ms of the LoRA bench's step). The same values as <see cref="CosSin"/> (each entry is a
+    /// function of its position alone); one pair of tensors however the lengths vary, so live tensor counts stay flat.
+    /// longrope picks its factors by the largest position: it keeps building them. The returned views are the
+    /// caller's to dispose; the tables live until this Rope is disposed.
     /// </summary>
     public (Tensor Cos, Tensor Sin) CosSinFromStart(long batch, long t, ScalarType dtype, Device device)
     {
         long[] shape = [batch, 1, t, RotaryDim];
-        lock (_fromStart)
+        if (_longInvFreq is not null)
         {
-            int i = _fromStart.FindIndex(e => e.T == t && e.Dtype == dtype && e.Device == device.type && e.Index == device.index);
-            if (i < 0)
+            using var scope = NewDisposeScope();
+            var (c, s) = CosSin(arange(0, t, ScalarType.Int64, device).unsqueeze(0).expand(batch, t), dtype);
+            return (c.MoveToOuterDisposeScope(), s.MoveToOuterDisposeScope());
+        }
+        lock (_fromStartLock)
+        {
+            if (_fromStart is not { } e || e.T < t || e.Dtype != dtype || e.Device != device.type || e.Index != device.index)
             {
-                if (_fromStart.Count == CachedTables) { Free(_fromStart[0]); _fromStart.RemoveAt(0); }
+                Dispose();
                 Tensor cos, sin;
                 using (var scope = NewDisposeScope())
                 {
@@ -92,23 +99,20 @@ internal sealed class Rope : IDisposable
                     cos.DetachFromDisposeScope();
                     sin.DetachFromDisposeScope();
                 }
-                _fromStart.Add((t, dtype, device.type, device.index, cos, sin));
-                i = _fromStart.Count - 1;
+                _fromStart = e = (t, dtype, device.type, device.index, cos, sin);
             }
-            var e = _fromStart[i];
-            return (e.Cos.expand(shape), e.Sin.expand(shape));
+            using Tensor cosT = e.Cos.narrow(2, 0, t), sinT = e.Sin.narrow(2, 0, t);
+            return (cosT.expand(shape), sinT.expand(shape));
         }
     }
 
-    static void Free((long, ScalarType, DeviceType, int, Tensor Cos, Tensor Sin) e) { e.Cos.Dispose(); e.Sin.Dispose(); }
-
-    /// <summary>Frees the cached tables.</summary>
+    /// <summary>Frees the kept tables.</summary>
     public void Dispose()
     {
-        lock (_fromStart)
+        lock (_fromStartLock)
         {
-            foreach (var e in _fromStart) Free(e);
-            _fromStart.Clear();
+            if (_fromStart is { } e) { e.Cos.Dispose(); e.Sin.Dispose(); }
+            _fromStart = null;
         }
     }
 

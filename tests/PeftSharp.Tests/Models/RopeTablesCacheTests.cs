@@ -7,38 +7,46 @@ using static TorchSharp.torch;
 namespace PeftSharp.Tests.Models;
 
 /// <summary>
-/// The rotary tables of a forward without mask or cache (every training step) come from Rope's cache: the same bits as
-/// building them from the positions, built once per (length, dtype, device), bounded, freed with the model. Serial: it
-/// counts live tensors.
+/// The rotary tables of a forward without mask or cache (every unpadded training step) come from Rope's kept tables:
+/// the same bits as building them from the positions, one pair of tables for the longest length asked (shorter ones
+/// are views of it), freed with the Rope. Serial: it counts live tensors.
 /// </summary>
 [Collection(SerialCollection.Name)]
 public class RopeTablesCacheTests
 {
-    /// <summary>Phi-3 longrope (original max 8): lengths 5 and 8 take the short factors, 12 the long ones; partial rotary.</summary>
-    [Theory]
-    [InlineData(5, ScalarType.Float32)]
-    [InlineData(8, ScalarType.Float32)]
-    [InlineData(12, ScalarType.Float32)]
-    [InlineData(12, ScalarType.BFloat16)]
-    public void CachedTablesAreTheBitsBuiltFromThePositions(int t, ScalarType dtype)
+    static ModelConfig Llama3Scaled() => new()
     {
-        using var model = ModelLoader.Load(RandomModel.Write(RandomModel.Phi3Config(longRope: true)));
-        using var scope = NewDisposeScope();
-        var (cos, sin) = model.Rope.CosSin(arange(0, t, ScalarType.Int64).unsqueeze(0).expand(3, t), dtype);
-        foreach (var _ in new[] { 0, 1 })   // built, then from the cache
+        Shape = new Memory.ModelConfig { ModelType = "llama", HiddenSize = 64, IntermediateSize = 128, NumHiddenLayers = 1, NumAttentionHeads = 2, NumKeyValueHeads = 2, HeadDim = 32, VocabSize = 32 },
+        RopeTheta = 500000,
+        RopeScaling = new RopeScaling("llama3", 8, 1, 4, 64),
+    };
+
+    /// <summary>Llama 3.1 scaling, fp32 and bf16: lengths asked longest first (later ones are views of the first
+    /// table), then longer (rebuilt); Phi-3 longrope (original max 8) builds them each time, short and long factors.</summary>
+    [Theory]
+    [InlineData(false, ScalarType.Float32)]
+    [InlineData(false, ScalarType.BFloat16)]
+    [InlineData(true, ScalarType.Float32)]
+    public void TablesAreTheBitsBuiltFromThePositions(bool longRope, ScalarType dtype)
+    {
+        using var model = longRope ? ModelLoader.Load(RandomModel.Write(RandomModel.Phi3Config(longRope: true))) : null;
+        using var rope = longRope ? null : new Rope(Llama3Scaled());
+        var r = model?.Rope ?? rope!;
+        foreach (long t in new long[] { 40, 12, 5, 40, 77 })
         {
-            var (cc, cs) = model.Rope.CosSinFromStart(3, t, dtype, CPU);
+            using var scope = NewDisposeScope();
+            var (cos, sin) = r.CosSin(arange(0, t, ScalarType.Int64).unsqueeze(0).expand(3, t), dtype);
+            var (cc, cs) = r.CosSinFromStart(3, t, dtype, CPU);
             Assert.Equal(cos.shape, cc.shape);
-            Assert.True(cos.eq(cc).all().item<bool>() && sin.eq(cs).all().item<bool>(), $"T {t}: cached tables differ");
+            Assert.True(cos.eq(cc).all().item<bool>() && sin.eq(cs).all().item<bool>(), $"T {t}: kept tables differ");
         }
     }
 
     [Fact]
-    public void TablesAreBuiltOncePerLengthKeptBoundedAndFreedWithTheRope()
+    public void OnePairOfTablesForTheLongestLengthFreedWithTheRope()
     {
-        var c = new ModelConfig { Shape = new Memory.ModelConfig { ModelType = "llama", HiddenSize = 64, IntermediateSize = 128, NumHiddenLayers = 1, NumAttentionHeads = 2, NumKeyValueHeads = 2, HeadDim = 32, VocabSize = 32 } };
         long live = Tensor.TotalCount;
-        var rope = new Rope(c);
+        var rope = new Rope(Llama3Scaled());
         unsafe nint Table(long t)
         {
             var (cos, sin) = rope.CosSinFromStart(1, t, ScalarType.Float32, CPU);   // batch 1: a contiguous view of the table
@@ -47,11 +55,10 @@ public class RopeTablesCacheTests
             return p;
         }
         nint first = Table(16);
-        Assert.Equal(first, Table(16));              // the same table, not rebuilt
-        foreach (long t in new long[] { 17, 18, 19 }) Table(t);
-        Assert.Equal(first, Table(16));              // four lengths fit
-        Table(20);                                   // a fifth pushes out the least recently built (16)
-        Assert.Equal(live + 2 * 4, Tensor.TotalCount);
+        Assert.Equal(first, Table(16));              // kept, not rebuilt
+        Assert.Equal(first, Table(9));               // a shorter length: a view of the same table
+        Table(30);                                   // a longer one replaces it
+        Assert.Equal(live + 2, Tensor.TotalCount);   // one cos and one sin however the lengths vary
         rope.Dispose();
         Assert.Equal(live, Tensor.TotalCount);
     }
