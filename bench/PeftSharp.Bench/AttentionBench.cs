@@ -14,7 +14,7 @@ namespace PeftSharp.Bench;
 public sealed class AttentionBench : IBench
 {
     public string Name => "attention";
-    public string Description => "fused causal attention kernel (rotary inside) vs Rope.Apply + SDPA and vs itself recomputing P in the backward, fwd and bwd ms (--batch 4 --heads 8 --kv-heads 8 --seq 256 --head-dim 64 --rounds 7 --threads 2 --dtype fp32|bf16 --only kernel|sdpa)";
+    public string Description => "fused causal attention kernel (rotary inside) vs Rope.Apply + SDPA, fwd and bwd ms (--batch 4 --heads 8 --kv-heads 8 --seq 256 --head-dim 64 --rounds 7 --threads 2 --dtype fp32|bf16)";
 
     public int Run(string[] argv)
     {
@@ -47,16 +47,13 @@ public sealed class AttentionBench : IBench
             return nn.functional.scaled_dot_product_attention(qq, kk, vv, null, 0.0, true).transpose(1, 2).reshape(b, t, (long)heads * d);
         }
         Tensor Kernel() => CausalAttention.Compute(q, k, v, scale, cos, sin).view(b, t, (long)heads * d);
-        // The kernel as it ran before it kept P (the backward recomputes it from the logsumexp): the forward decides.
-        Tensor KernelRecomputingP() { using var _ = CausalAttention.KeepProbabilitiesOff(); return Kernel(); }
-        var sides = new (string Name, Func<Tensor> Forward)[] { ("rope + sdpa", Sdpa), ("fused kernel", Kernel), ("fused, P recomputed", KernelRecomputingP) };
-        // --only kernel|sdpa times one side alone (no libtorch parallel region right before the kernel's: see README);
-        // kernel: both kernel sides, alternated.
+        var sides = new (string Name, Func<Tensor> Forward)[] { ("rope + sdpa", Sdpa), ("fused kernel", Kernel) };
+        // --only kernel|sdpa times one side alone (no libtorch parallel region right before the kernel's: see README).
         string only = a.Get("only", "");
-        if (only != "") sides = sides.Where(x => x.Name.StartsWith(only == "kernel" ? "fused" : "rope")).ToArray();
+        if (only != "") sides = sides.Where(x => x.Name.StartsWith(only == "kernel" ? "fused" : "sdpa")).ToArray();
         var fwd = sides.Select(_ => new List<double>()).ToList();
         var bwd = sides.Select(_ => new List<double>()).ToList();
-        var kernelInside = sides.Select(_ => new List<(double F, double B)>()).ToList();
+        var kernelInside = new List<(double F, double B)>();
         for (int r = -1; r < rounds; r++)   // round -1 warms up
             for (int s = 0; s < sides.Length; s++)
             {
@@ -71,25 +68,21 @@ public sealed class AttentionBench : IBench
                 q.grad = null; k.grad = null; v.grad = null;
                 if (r >= 0) { fwd[s].Add(f); bwd[s].Add(g); }
                 var after = CausalAttention.KernelSeconds;
-                if (r >= 0 && after != inside) kernelInside[s].Add(((after.Forward - inside.Forward) * 1e3, (after.Backward - inside.Backward) * 1e3));
+                if (r >= 0 && after != inside) kernelInside.Add(((after.Forward - inside.Forward) * 1e3, (after.Backward - inside.Backward) * 1e3));
             }
         // Useful causal FLOPs: T(T+1)/2 scores per head; forward 2 products (QK^T, PV), backward 4 (dV, dP, dQ, dK).
         double pairs = (double)b * heads * t * (t + 1) / 2 * d * 2;
         Console.WriteLine($"shape: B {b}, heads {heads}/{kvHeads} kv, T {t}, head_dim {d}, {(dtype == ScalarType.BFloat16 ? "bf16" : "fp32")}; median of {rounds} alternated rounds");
-        Console.WriteLine($"{"side",-21}{"fwd ms",9}{"bwd ms",9}{"total ms",10}{"GFLOP/s",9}");
+        Console.WriteLine($"{"side",-18}{"fwd ms",9}{"bwd ms",9}{"total ms",10}{"GFLOP/s",9}");
         for (int s = 0; s < sides.Length; s++)
         {
             double f = BenchStats.Median(fwd[s]), g = BenchStats.Median(bwd[s]);
-            Console.WriteLine($"{sides[s].Name,-21}{f,9:F2}{g,9:F2}{f + g,10:F2}{6 * pairs / ((f + g) / 1e3) / 1e9,9:F1}");
+            Console.WriteLine($"{sides[s].Name,-18}{f,9:F2}{g,9:F2}{f + g,10:F2}{6 * pairs / ((f + g) / 1e3) / 1e9,9:F1}");
         }
-        for (int s = 0; s < sides.Length; s++)
-            if (kernelInside[s].Count > 0)
-                Console.WriteLine($"inside the kernel ({sides[s].Name}; no autograd, no allocation): fwd {BenchStats.Median(kernelInside[s].Select(x => x.F)):F2} ms, bwd {BenchStats.Median(kernelInside[s].Select(x => x.B)):F2} ms");
-        int kernel = Array.FindIndex(sides, x => x.Name == "fused kernel"), recomputing = Array.FindIndex(sides, x => x.Name == "fused, P recomputed");
-        if (sides[0].Name == "rope + sdpa" && kernel > 0) BenchStats.PrintFwdBwdRatio("(rope + sdpa)/kernel", [fwd[0], fwd[kernel]], [bwd[0], bwd[kernel]]);
-        if (kernel >= 0 && recomputing >= 0)
-            BenchStats.PrintFwdBwdRatio($"kernel/(P recomputed){(CausalAttention.KeptProbabilityCalls.Forward == 0 ? " (P over the budget: never kept)" : "")}",
-                [fwd[kernel], fwd[recomputing]], [bwd[kernel], bwd[recomputing]]);
+        if (kernelInside.Count > 0)
+            Console.WriteLine($"inside the kernel (no autograd, no allocation): fwd {BenchStats.Median(kernelInside.Select(x => x.F)):F2} ms, bwd {BenchStats.Median(kernelInside.Select(x => x.B)):F2} ms");
+        if (sides.Length < 2) return 0;
+        BenchStats.PrintFwdBwdRatio("(rope + sdpa)/kernel", fwd, bwd);
         return 0;
     }
 }

@@ -255,8 +255,7 @@ internal sealed class ActivationModel
         double perScore = (attention == AttentionKind.Eager ? PerScore : 0) + (Cpu?.PerScore(c) ?? 0);
         double scores = sb * seq * c.NumAttentionHeads * perScore;
         double kvWidth = attention == AttentionKind.Flash ? (double)c.KeyValueHeads * c.ResolvedHeadDim : c.HiddenSize;
-        return (sb * c.HiddenSize * perHidden + sb * kvWidth * PerTokenKeyValue + sb * c.IntermediateSize * perInter + scores) * Scale(compute)
-            + (Cpu?.KeptProbabilityBytes(c, batch, seq) ?? 0);
+        return (sb * c.HiddenSize * perHidden + sb * kvWidth * PerTokenKeyValue + sb * c.IntermediateSize * perInter + scores) * Scale(compute);
     }
 
     /// <summary>All layers' activations, with or without gradient checkpointing.</summary>

@@ -98,11 +98,6 @@ internal sealed record CpuLayerPaths
         return (SwiGluKernel && !kernel ? SwiGluOpChainExtra : 0) + (!kernel && c.HiddenAct == "gelu_pytorch_tanh" ? GeluTanhOpChainExtra : 0);
     }
 
-    /// <summary>Bytes one training layer's attention keeps whatever the compute dtype: the kernel's fp32 probabilities
-    /// where one layer's fit its budget (<see cref="KeptAttentionProbabilities"/>), 0 on the other paths.</summary>
-    public long KeptProbabilityBytes(ModelConfig c, long batch, long seq) =>
-        Kernels && AttentionOf(c) == CpuAttentionPath.Kernel ? KeptAttentionProbabilities.Bytes(batch, c.NumAttentionHeads, seq) : 0;
-
     /// <summary>Bytes per score per layer this model's attention keeps (0 off the explicit path).</summary>
     public double PerScore(ModelConfig c) => AttentionOf(c) != CpuAttentionPath.ExplicitScores ? 0
         : ExplicitPerScore + (c.AttnLogitSoftcapping is not null ? SoftcapPerScore : 0);

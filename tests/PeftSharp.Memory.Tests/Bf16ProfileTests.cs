@@ -35,9 +35,7 @@ public class Bf16ProfileTests
         // counted per module, an upper bound).
         bool k = ActivationModel.CpuKernels;
         // With the kernels k and v are kept at the key/value width (KvOut), as the kernel reads grouped heads.
-        // The attention kernel also keeps its fp32 probabilities (9 heads).
-        long perLayer = S * B * H * ((k ? 2 * 2 : 2 * 4) + (k ? 2 : 4) * 2) + (k ? S * B * KvOut * 2 * 2 : 0) + S * B * I * (k ? 2 : 3) * 2 + S * B * (H + H) * 2
-            + (k ? KeptAttentionProbabilities.Bytes(B, 9, S) : 0);
+        long perLayer = S * B * H * ((k ? 2 * 2 : 2 * 4) + (k ? 2 : 4) * 2) + (k ? S * B * KvOut * 2 * 2 : 0) + S * B * I * (k ? 2 : 3) * 2 + S * B * (H + H) * 2;
         Assert.Equal(Layers * perLayer, p.ActivationsBytes);
         // fp32 logits (the head computes the target's logit in fp32 and returns an fp32 copy) plus three fp32 b*s*V
         // buffers for the loss (log-softmax, its gradient, the logits' gradient); the loss kernel keeps the logits'
@@ -56,8 +54,7 @@ public class Bf16ProfileTests
         Assert.Equal(fp32.GradientsBytes, bf16.GradientsBytes);
         Assert.Equal(fp32.OptimizerBytes, bf16.OptimizerBytes);
         bool k = ActivationModel.CpuKernels;
-        Assert.Equal(Layers * 4 * ((k ? 6 : 9) * S * B * H + (k ? 2 * S * B * KvOut : 0) + (k ? 3 : 4) * S * B * I) + (k ? Layers * KeptAttentionProbabilities.Bytes(B, 9, S) : 0),
-            fp32.ActivationsBytes);
+        Assert.Equal(Layers * 4 * ((k ? 6 : 9) * S * B * H + (k ? 2 * S * B * KvOut : 0) + (k ? 3 : 4) * S * B * I), fp32.ActivationsBytes);
         if (!k) Assert.Equal(fp32.LogitsBytes, bf16.LogitsBytes);   // fp32 logits in both
         Assert.True(bf16.TotalBytes < fp32.TotalBytes);
     }

@@ -35,28 +35,12 @@ public class CpuLayerPathsTests
 
     static readonly ActivationModel Kernels = ActivationModel.TorchSharpCpuFp32Kernels;
 
-    /// <summary>The attention kernel's kept probabilities over the layers (fp32 causal rows; under the per-layer budget here:
-    /// 5 heads, 2 x 512 tokens = 5.4 MB per layer).</summary>
-    static long KeptP(int heads) => Layers * KeptAttentionProbabilities.Bytes(B, heads, S);
-
-    [Fact]
-    public void The_kernel_keeps_its_probabilities_under_the_per_layer_budget()
-    {
-        // Row t keeps keys 0..t rounded up to 16: 16 rows of 16, 16 of 32, ... (the lora-step shape: 4.25 MiB).
-        Assert.Equal(4L * 8 * 34816 * 4, KeptAttentionProbabilities.Bytes(4, 8, 256));
-        Assert.Equal(2L * 5 * 135168 * 4, KeptP(5) / Layers);
-        // Over 8 MiB per layer (quadratic in s): recomputed, nothing s x s kept.
-        Assert.Equal(0, KeptAttentionProbabilities.Bytes(1, 4, 1040));
-        Assert.Equal(0, KeptAttentionProbabilities.Bytes(1, 5, 1000));   // 5 heads, 1000 tokens: 10.3 MB
-        Assert.Equal(Layers * 4 * (8 * 1000L * H + 3 * 1000L * I), Plan(Shape(5), Kernels, Lora with { SequenceLength = 1000, BatchSize = 1 }).ActivationsBytes);
-    }
-
     [Fact]
     public void Head_dim_80_keeps_sdpa_and_its_head_merged_copy_under_the_kernels_profile()
     {
         // head_dim 64: the attention kernel, 8 fp32 hidden-sized tensors; head_dim 80 (not a multiple of 32): SDPA, 9.
         long kernel = Plan(Shape(5), Kernels).ActivationsBytes, sdpa = Plan(Shape(4), Kernels).ActivationsBytes;
-        Assert.Equal(Layers * 4 * (8 * S * B * H + 3 * S * B * I) + KeptP(5), kernel);
+        Assert.Equal(Layers * 4 * (8 * S * B * H + 3 * S * B * I), kernel);
         Assert.Equal(Layers * 4 * (9 * S * B * H + 3 * S * B * I), sdpa);
         // The op-chain profile (no AVX-512) runs SDPA for both.
         Assert.Equal(Plan(Shape(5), ActivationModel.TorchSharpCpuFp32).ActivationsBytes, Plan(Shape(4), ActivationModel.TorchSharpCpuFp32).ActivationsBytes);
@@ -78,7 +62,7 @@ public class CpuLayerPathsTests
         // 4 heads of 128 (q width 512) and 2 kv heads (256) on a 320-wide stream: q and the output at 512, k and v at
         // 256 (the kernel), and the q/k norms keep their inputs (512 + 256), besides the 4 hidden-sized tensors.
         var qwen = Shape(4, "qwen3", j => { j["head_dim"] = 128; j["num_key_value_heads"] = 2; });
-        Assert.Equal(Layers * 4 * S * B * (4 * H + 2 * 512 + 2 * 256 + 512 + 256 + 3 * I) + KeptP(4), Plan(qwen, Kernels).ActivationsBytes);
+        Assert.Equal(Layers * 4 * S * B * (4 * H + 2 * 512 + 2 * 256 + 512 + 256 + 3 * I), Plan(qwen, Kernels).ActivationsBytes);
     }
 
     [Fact]
@@ -96,7 +80,7 @@ public class CpuLayerPathsTests
         Assert.Equal(Layers * 4 * (hidden + inter + S * S * B * heads), Plan(scaled, Kernels).ActivationsBytes);
         // Neither: the attention kernel, no s^2 term.
         var plain = Shape(heads, "gemma2", j => { j["attn_logit_softcapping"] = null; j["query_pre_attn_scalar"] = H / heads; });
-        Assert.Equal(Layers * 4 * (hidden + inter) + KeptP(heads), Plan(plain, Kernels).ActivationsBytes);
+        Assert.Equal(Layers * 4 * (hidden + inter), Plan(plain, Kernels).ActivationsBytes);
         // The op-chain profile counts the same scores (its SDPA would keep none, but Gemma's scores are explicit there too).
         Assert.Equal(Plan(gemma, ActivationModel.TorchSharpCpuFp32).ActivationsBytes - Plan(plain, ActivationModel.TorchSharpCpuFp32).ActivationsBytes,
             Layers * 4 * (scores - S * B * H));   // the op chain's SDPA also kept its output beside the merged copy
@@ -132,7 +116,7 @@ public class CpuLayerPathsTests
         var gemma = Shape(5, "gemma2");
         var plain = Shape(5, "gemma2", j => { j["attn_logit_softcapping"] = null; j["query_pre_attn_scalar"] = H / 5; });
         // 8 B per score; the explicit path keeps no attention output (2 B per h fewer than the kernel's).
-        Assert.Equal(Layers * (8 * S * S * B * 5 - 2 * S * B * H) - KeptP(5),   // the kernel's kept fp32 probabilities
+        Assert.Equal(Layers * (8 * S * S * B * 5 - 2 * S * B * H),
             Plan(gemma, profile, bf16).ActivationsBytes - Plan(plain, profile, bf16).ActivationsBytes);
     }
 

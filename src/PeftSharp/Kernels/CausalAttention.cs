@@ -1,5 +1,4 @@
 using System.Runtime.InteropServices;
-using PeftSharp.Memory;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -10,9 +9,7 @@ namespace PeftSharp.Kernels;
 /// k/v [B, KVH, T, D] (any strides with D contiguous: the transposed views of the projections' output need no copy)
 /// give the output as [B, T, H, D] contiguous (o_proj's input layout, a view away); with cos/sin it applies the rotary
 /// embedding itself (forward and backward), so the model skips Rope.Apply and its autograd chain. Saved for backward:
-/// q, k, v, the output, the row logsumexp [B, H, T], cos/sin and, where <see cref="KeptAttentionProbabilities.Keeps"/>
-/// (a per-layer byte budget), the forward's probabilities (causal rows, fp32), which the backward then reads instead
-/// of recomputing.
+/// q, k, v, the output, the row logsumexp [B, H, T] and cos/sin; nothing T x T.
 /// </summary>
 internal sealed class CausalAttention : autograd.SingleTensorFunction<CausalAttention>
 {
@@ -28,17 +25,6 @@ internal sealed class CausalAttention : autograd.SingleTensorFunction<CausalAtte
 
     /// <summary>Until disposed, <see cref="Applies"/> is false on this thread: the SDPA path (the A/B reference of tests and the attention bench).</summary>
     internal static IDisposable Off() => Use.Disable();
-
-    /// <summary>Whether a training forward keeps its probabilities: <see cref="KeepProbabilitiesOff"/> is the switch,
-    /// the forward count is the number of forwards that kept them (tests), the backward count the backwards that read them.</summary>
-    static readonly KernelUse KeepP = new();
-
-    /// <summary>Forwards that kept their probabilities / backwards that read them, on this thread.</summary>
-    internal static (long Forward, long Backward) KeptProbabilityCalls => KeepP.Calls;
-
-    /// <summary>Until disposed, training forwards on this thread do not keep the probabilities (the backward recomputes
-    /// them): the A/B reference of the attention tests and `lora-step-ab --off attention-keep-p`.</summary>
-    internal static IDisposable KeepProbabilitiesOff() => KeepP.Disable();
 
     /// <summary>
     /// Whether the kernel can take this attention: CPU fp32 or bf16 (bf16 compute: widened to fp32 as rows are packed,
@@ -63,7 +49,7 @@ internal sealed class CausalAttention : autograd.SingleTensorFunction<CausalAtte
         if (is_grad_enabled() && (q.requires_grad || k.requires_grad || v.requires_grad)) return apply(q, k, v, scale, cos!, sin!);
         using var scope = NewDisposeScope();
         (cos, sin) = (cos is null ? null : Readable(cos), sin is null ? null : Readable(sin));
-        var (o, _, _) = Forward(q, k, v, cos, sin, scale, keep: false);
+        var (o, _) = Forward(q, k, v, cos, sin, scale);
         return o.MoveToOuterDisposeScope();
     }
 
@@ -72,14 +58,13 @@ internal sealed class CausalAttention : autograd.SingleTensorFunction<CausalAtte
         var (q, k, v, scale, cos, sin) = ((Tensor)vars[0], (Tensor)vars[1], (Tensor)vars[2], (double)vars[3], vars[4] as Tensor, vars[5] as Tensor);
         (q, k, v) = (DContiguous(q), DContiguous(k), DContiguous(v));
         (cos, sin) = (cos is null ? null : Readable(cos), sin is null ? null : Readable(sin));
-        var (o, lse, kept) = Forward(q, k, v, cos, sin, scale, keep: !KeepP.IsOff);
+        var (o, lse) = Forward(q, k, v, cos, sin, scale);
         // TorchSharp turns these into saved variables after forward returns, skipping any wrapper disposed by then: so
         // no dispose scope here (the caller's, around the attention, frees the wrappers; the saved variables keep the
         // tensors). The output goes in as a detached alias (same storage), not as the node's own output.
-        ctx.save_for_backward([q, k, v, o.detach(), lse, cos!, sin!, kept!]);
+        ctx.save_for_backward([q, k, v, o.detach(), lse, cos!, sin!]);
         ctx.save_data("scale", scale);
         ctx.save_data("rope", cos is not null);
-        ctx.save_data("kept", kept is not null);
         // TorchSharp would build zeros for a missing grad from an output-shaped tensor that our dispose scope frees.
         ctx.set_materialize_grads(false);
         return o;
@@ -96,8 +81,8 @@ internal sealed class CausalAttention : autograd.SingleTensorFunction<CausalAtte
             using var scope = NewDisposeScope();
             var saved = ctx.get_saved_variables();
             bool rope = (bool)ctx.get_data("rope");
-            Tensor? cos = rope ? saved[5] : null, sin = rope ? saved[6] : null, kept = (bool)ctx.get_data("kept") ? saved[7] : null;
-            var (dq, dk, dv) = Backward(saved[0], saved[1], saved[2], saved[3], saved[4], cos, sin, kept, Readable(grad), (double)ctx.get_data("scale"));
+            Tensor? cos = rope ? saved[5] : null, sin = rope ? saved[6] : null;
+            var (dq, dk, dv) = Backward(saved[0], saved[1], saved[2], saved[3], saved[4], cos, sin, Readable(grad), (double)ctx.get_data("scale"));
             return [ReturnedGradients.Keep(dq), ReturnedGradients.Keep(dk), ReturnedGradients.Keep(dv), null!, null!, null!];
         }
         finally { grad.Dispose(); }
@@ -113,23 +98,18 @@ internal sealed class CausalAttention : autograd.SingleTensorFunction<CausalAtte
 
     static bool IsBf16(Tensor t) => t.dtype == ScalarType.BFloat16;
 
-    /// <summary>The output, row logsumexp and, with <paramref name="keep"/> where the shape is under the budget, the kept probabilities.</summary>
-    static unsafe (Tensor O, Tensor Lse, Tensor? Kept) Forward(Tensor q, Tensor k, Tensor v, Tensor? cos, Tensor? sin, double scale, bool keep)
+    static unsafe (Tensor O, Tensor Lse) Forward(Tensor q, Tensor k, Tensor v, Tensor? cos, Tensor? sin, double scale)
     {
         var s = ShapeOf(q, k, scale);
         var o = empty([s.Batch, s.T, s.Heads, s.D], q.dtype);
         var lse = empty([s.Batch, s.Heads, s.T], ScalarType.Float32);
-        var kept = keep && KeptAttentionProbabilities.Keeps(s.Batch, s.Heads, s.T)
-            ? empty([KeptAttentionProbabilities.Floats(s.Batch, s.Heads, s.T)], ScalarType.Float32) : null;
         long start = System.Diagnostics.Stopwatch.GetTimestamp();
-        CausalAttentionKernel.Forward(s, Of(q), Of(k), Of(v), RotaryOf(cos, sin), HeadMajor(o), (float*)Data(lse), torch.get_num_threads(),
-            kept is null ? null : (float*)Data(kept));
+        CausalAttentionKernel.Forward(s, Of(q), Of(k), Of(v), RotaryOf(cos, sin), HeadMajor(o), (float*)Data(lse), torch.get_num_threads());
         Use.Forward(start);
-        if (kept is not null) KeepP.Forward();
-        return (o, lse, kept);
+        return (o, lse);
     }
 
-    static unsafe (Tensor Dq, Tensor Dk, Tensor Dv) Backward(Tensor q, Tensor k, Tensor v, Tensor o, Tensor lse, Tensor? cos, Tensor? sin, Tensor? kept, Tensor dOut, double scale)
+    static unsafe (Tensor Dq, Tensor Dk, Tensor Dv) Backward(Tensor q, Tensor k, Tensor v, Tensor o, Tensor lse, Tensor? cos, Tensor? sin, Tensor dOut, double scale)
     {
         var s = ShapeOf(q, k, scale);
         // Gradients in the projections' [B, T, heads, D] layout, returned as [B, heads, T, D] views: the transposes
@@ -139,9 +119,8 @@ internal sealed class CausalAttention : autograd.SingleTensorFunction<CausalAtte
         var dv = empty([s.Batch, s.T, s.KvHeads, s.D], v.dtype);
         long start = System.Diagnostics.Stopwatch.GetTimestamp();
         CausalAttentionKernel.Backward(s, Of(q), Of(k), Of(v), RotaryOf(cos, sin), HeadMajor(o), (float*)Data(lse), HeadMajor(dOut),
-            HeadMajor(dq), HeadMajor(dk), HeadMajor(dv), torch.get_num_threads(), kept is null ? null : (float*)Data(kept));
+            HeadMajor(dq), HeadMajor(dk), HeadMajor(dv), torch.get_num_threads());
         Use.Backward(start);
-        if (kept is not null) KeepP.Backward();
         return (dq.transpose(1, 2), dk.transpose(1, 2), dv.transpose(1, 2));
     }
 

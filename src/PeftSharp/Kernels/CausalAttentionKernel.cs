@@ -1,7 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
-using PeftSharp.Memory;
 
 namespace PeftSharp.Kernels;
 
@@ -129,22 +128,15 @@ internal static unsafe class CausalAttentionKernel
         for (int l = 0; l < bytes; l += 64) Sse.Prefetch1(row + l);
     }
 
-    /// <summary>
-    /// out = softmax(scale q k^T + causal) v; lse [B, H, T] (contiguous) gets each row's logsumexp of the scaled scores.
-    /// With <paramref name="kept"/> (<see cref="KeptAttentionProbabilities.Floats"/> floats) the probabilities are
-    /// also stored there, in that layout, for <see cref="Backward"/>.
-    /// </summary>
-    public static void Forward(Shape s, Operand q, Operand k, Operand v, Rotary rope, Operand o, float* lse, int threads, float* kept = null)
+    /// <summary>out = softmax(scale q k^T + causal) v; lse [B, H, T] (contiguous) gets each row's logsumexp of the scaled scores.</summary>
+    public static void Forward(Shape s, Operand q, Operand k, Operand v, Rotary rope, Operand o, float* lse, int threads)
     {
-        nint lsePtr = (nint)lse, keptPtr = (nint)kept;
-        ForEachItem(s, threads, (b, g, next) => ForwardItem(s, q, k, v, rope, o, (float*)lsePtr, (float*)keptPtr, b, g, next));
+        nint lsePtr = (nint)lse;
+        ForEachItem(s, threads, (b, g, next) => ForwardItem(s, q, k, v, rope, o, (float*)lsePtr, b, g, next));
     }
 
-    /// <summary>Where (b, h)'s kept probabilities start.</summary>
-    static float* KeptHead(float* kept, Shape s, int b, int h) => kept + ((long)b * s.Heads + h) * KeptAttentionProbabilities.RowStart(s.T);
-
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void ForwardItem(Shape s, Operand q, Operand k, Operand v, Rotary rope, Operand o, float* lse, float* kept, int b, int g, int next)
+    static void ForwardItem(Shape s, Operand q, Operand k, Operand v, Rotary rope, Operand o, float* lse, int b, int g, int next)
     {
         int nb = next / s.KvHeads, ng = next % s.KvHeads;
         var sc = ScratchFor(s.D, Stride(s));
@@ -158,7 +150,6 @@ internal static unsafe class CausalAttentionKernel
                 int h = g * s.Group + hh;
                 var qh = Packed(q, rope, b, h, s, qp);
                 float* rowLse = lse + ((long)b * s.Heads + h) * s.T;
-                float* keptHead = kept == null ? null : KeptHead(kept, s, b, h);
                 for (int i0 = 0; i0 < s.T; i0 += QueryBlock)
                 {
                     int n = Math.Min(QueryBlock, s.T - i0);
@@ -166,7 +157,6 @@ internal static unsafe class CausalAttentionKernel
                     for (int r = 0; r < n; r++)
                     {
                         SoftmaxRow(sBuf + (long)r * sc.Tp, i0 + r, s.Scale, sc.Tp, rowLse + i0 + r);
-                        if (keptHead != null) Keep(sBuf + (long)r * sc.Tp, i0 + r, keptHead);
                         if (next < 0) continue;
                         // The next item's rows: its k and v over the first head's rows, its head hh's q.
                         if (hh == 0) { PrefetchRow(k, nb, ng, i0 + r, s.D); PrefetchRow(v, nb, ng, i0 + r, s.D); }
@@ -180,24 +170,22 @@ internal static unsafe class CausalAttentionKernel
                     if (o.Bf16) StoreRounded(ob, o, b, h, i0, n, s.D);
                 }
             }
-            if (kept != null) Sse.StoreFence();   // the kept rows' non-temporal stores are visible before the item ends
         }
     }
 
     /// <summary>
     /// dq, dk, dv (overwritten; dk/dv summed over the kv head's query heads) from dout, given the forward's inputs,
-    /// output and lse; with <paramref name="kept"/> (what <see cref="Forward"/> kept) the probabilities are read from
-    /// there instead of recomputed (no q k^T product, no exponentials, no K^T packing).
+    /// output and lse.
     /// </summary>
     public static void Backward(Shape s, Operand q, Operand k, Operand v, Rotary rope, Operand o, float* lse, Operand dOut,
-        Operand dq, Operand dk, Operand dv, int threads, float* kept = null)
+        Operand dq, Operand dk, Operand dv, int threads)
     {
-        nint lsePtr = (nint)lse, keptPtr = (nint)kept;
-        ForEachItem(s, threads, (b, g, next) => BackwardItem(s, q, k, v, rope, o, (float*)lsePtr, (float*)keptPtr, dOut, dq, dk, dv, b, g, next));
+        nint lsePtr = (nint)lse;
+        ForEachItem(s, threads, (b, g, next) => BackwardItem(s, q, k, v, rope, o, (float*)lsePtr, dOut, dq, dk, dv, b, g, next));
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void BackwardItem(Shape s, Operand q, Operand k, Operand v, Rotary rope, Operand o, float* lse, float* kept, Operand dOut,
+    static void BackwardItem(Shape s, Operand q, Operand k, Operand v, Rotary rope, Operand o, float* lse, Operand dOut,
         Operand dq, Operand dk, Operand dv, int b, int g, int next)
     {
         int nb = next / s.KvHeads, ng = next % s.KvHeads;
@@ -211,7 +199,7 @@ internal static unsafe class CausalAttentionKernel
             if (dk.Bf16) dk = new Operand((nint)dkb, 0, 0, s.D);
             if (dv.Bf16) dv = new Operand((nint)dvb, 0, 0, s.D);
             k = Packed(k, rope, b, g, s, kp);
-            if (kept == null) PackTransposed(k, s, kt, sc.Tp);   // K^T only for recomputing the scores
+            PackTransposed(k, s, kt, sc.Tp);
             PackTransposed(Packed(v, Rotary.None, b, g, s, dop), s, vt, sc.Tp);   // dop is free until the first head
             for (int hh = 0; hh < s.Group; hh++)
             {
@@ -219,21 +207,14 @@ internal static unsafe class CausalAttentionKernel
                 var qh = Packed(q, rope, b, h, s, qp);
                 var dOh = Packed(dOut, Rotary.None, b, h, s, dop, o, delta);   // delta[t] = dout[t] . o[t]
                 float* rowLse = lse + ((long)b * s.Heads + h) * s.T;
-                float* keptHead = kept == null ? null : KeptHead(kept, s, b, h);
                 for (int i0 = 0; i0 < s.T; i0 += QueryBlock)
                 {
                     int n = Math.Min(QueryBlock, s.T - i0), keys = i0 + n;
-                    if (keptHead == null) ScoreBlock(s, qh.Row(b, h, i0), qh.RowStride, kt, sc.Tp, i0, n, pBuf);
+                    ScoreBlock(s, qh.Row(b, h, i0), qh.RowStride, kt, sc.Tp, i0, n, pBuf);
                     ScoreBlock(s, dOh.Row(b, h, i0), dOh.RowStride, vt, sc.Tp, i0, n, dsBuf);
                     for (int r = 0; r < n; r++)
                     {
-                        float* pRow = pBuf + (long)r * sc.Tp, dsRow = dsBuf + (long)r * sc.Tp;
-                        if (keptHead != null)
-                        {
-                            if (i0 + r + KeptAhead < s.T) PrefetchKept(keptHead, i0 + r + KeptAhead);
-                            GradRowKept(keptHead + KeptAttentionProbabilities.RowStart(i0 + r), pRow, dsRow, i0 + r, s.Scale, delta[i0 + r], sc.Tp);
-                        }
-                        else GradRow(pRow, dsRow, i0 + r, s.Scale, rowLse[i0 + r], delta[i0 + r], sc.Tp);
+                        GradRow(pBuf + (long)r * sc.Tp, dsBuf + (long)r * sc.Tp, i0 + r, s.Scale, rowLse[i0 + r], delta[i0 + r], sc.Tp);
                         if (next < 0) continue;
                         // The next item's rows (see ForwardItem): k, v once, then each head's q, dout and o.
                         int nh = ng * s.Group + hh;
@@ -485,55 +466,6 @@ internal static unsafe class CausalAttentionKernel
         }
         ZeroPast(p, end, tp);
         ZeroPast(dp, end, tp);
-    }
-
-    /// <summary>
-    /// <see cref="GradRow"/> with the forward's probabilities of row i read from <paramref name="kept"/> (kept by
-    /// <see cref="Keep"/>, zeros past the diagonal) and copied into p for the transposed products.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void GradRowKept(float* kept, float* p, float* dp, int i, float scale, float delta, int tp)
-    {
-        int end = (i + 16) & ~15;
-        var vscale = Vector512.Create(scale);
-        var vdelta = Vector512.Create(delta);
-        for (int j = 0; j < end; j += 16)
-        {
-            var e = Avx512F.LoadVector512(kept + j);
-            e.Store(p + j);
-            (e * (Avx512F.LoadVector512(dp + j) - vdelta) * vscale).Store(dp + j);
-        }
-        ZeroPast(p, end, tp);
-        ZeroPast(dp, end, tp);
-    }
-
-    /// <summary>How many rows ahead the backward asks for the kept probabilities (they come from DRAM: the rest of the
-    /// step ran between this layer's forward and its backward).</summary>
-    const int KeptAhead = 4;
-
-    /// <summary>Kept row i asked into L1.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static void PrefetchKept(float* keptHead, int i)
-    {
-        byte* row = (byte*)(keptHead + KeptAttentionProbabilities.RowStart(i));
-        int bytes = ((i + 16) & ~15) * 4;
-        for (int l = 0; l < bytes; l += 64) Sse.Prefetch0(row + l);
-    }
-
-    /// <summary>
-    /// Row i's probabilities (<see cref="SoftmaxRow"/>'s, zeros from the diagonal to the next 16) stored at its place in
-    /// the kept layout (<see cref="KeptAttentionProbabilities.RowStart"/>: rows start on 64 bytes in libtorch's 64-byte
-    /// aligned buffers). Non-temporal stores: the backward reads them after the rest of the model's forward and backward
-    /// has passed through the caches, so caching them here would only evict the next GEMMs' operands (and read the
-    /// lines first); the item ends with a store fence (<see cref="ForwardItem"/>).
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static void Keep(float* row, int i, float* keptHead)
-    {
-        float* dst = keptHead + KeptAttentionProbabilities.RowStart(i);
-        System.Diagnostics.Debug.Assert(((nint)dst & 63) == 0);
-        int end = (i + 16) & ~15;
-        for (int j = 0; j < end; j += 16) Avx512F.LoadVector512(row + j).Store(dst + j);
     }
 
     /// <summary>

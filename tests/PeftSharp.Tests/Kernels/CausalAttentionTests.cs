@@ -49,20 +49,15 @@ public class CausalAttentionTests
         return new Rope(c).CosSin(positions, dtype);
     }
 
-    /// <summary>
-    /// Output and input gradients against float64 SDPA, with the forward's probabilities kept for the backward (where the
-    /// shape is under the per-layer budget: <paramref name="kept"/>) and with them recomputed in the backward.
-    /// </summary>
     [Theory]
-    [InlineData(2, 8, 2, 70, 64, false, true)]     // GQA 8/2, T not a multiple of the 64-row block nor of the 8-row micro-kernel
-    [InlineData(2, 8, 2, 70, 64, true, true)]      // the same with the rotary embedding inside the kernel
-    [InlineData(1, 4, 4, 37, 32, true, true)]
-    [InlineData(2, 4, 1, 130, 128, true, true)]    // two query blocks (the second of 2 rows), one kv head for all
-    [InlineData(2, 4, 1, 130, 128, false, true)]
-    [InlineData(3, 2, 2, 1, 64, true, true)]       // a single position
-    [InlineData(1, 2, 1, 64, 96, false, true)]     // Phi-3's head_dim, T exactly one block
-    [InlineData(1, 4, 4, 1040, 32, true, false)]   // P would be 8.8 MB, over the 8 MiB per-layer budget: recomputed
-    public void OutputAndGradientsMatchFloat64Sdpa(int b, int heads, int kvHeads, int t, int d, bool rope, bool kept)
+    [InlineData(2, 8, 2, 70, 64, false)]     // GQA 8/2, T not a multiple of the 64-row block nor of the 8-row micro-kernel
+    [InlineData(2, 8, 2, 70, 64, true)]      // the same with the rotary embedding inside the kernel
+    [InlineData(1, 4, 4, 37, 32, true)]
+    [InlineData(2, 4, 1, 130, 128, true)]    // two query blocks (the second of 2 rows), one kv head for all
+    [InlineData(2, 4, 1, 130, 128, false)]
+    [InlineData(3, 2, 2, 1, 64, true)]       // a single position
+    [InlineData(1, 2, 1, 64, 96, false)]     // Phi-3's head_dim, T exactly one block
+    public void OutputAndGradientsMatchFloat64Sdpa(int b, int heads, int kvHeads, int t, int d, bool rope)
     {
         if (!CausalAttentionKernel.Supports(d)) return;   // no AVX-512: Applies is false and the model keeps SDPA (the model test checks that)
         using var scope = NewDisposeScope();
@@ -70,22 +65,15 @@ public class CausalAttentionTests
         var (q, k, v) = Inputs(b, heads, kvHeads, t, d);
         var dOut = randn(b, t, heads, d);
         var (cos, sin) = rope ? Rotary(b, t, d) : (null, null);
+        var (before, _) = CausalAttention.Calls;
+        var o = CausalAttention.Compute(q, k, v, 1 / Math.Sqrt(d), cos, sin);
+        o.backward([dOut]);
+        Assert.Equal(before + 1, CausalAttention.Calls.Forward);
         var (ro, rdq, rdk, rdv) = Reference(q, k, v, dOut, cos, sin);
-        foreach (bool keep in new[] { true, false })
-        {
-            var (before, _) = CausalAttention.Calls;
-            var keptBefore = CausalAttention.KeptProbabilityCalls;
-            Tensor o;
-            using (keep ? null : CausalAttention.KeepProbabilitiesOff()) o = CausalAttention.Compute(q, k, v, 1 / Math.Sqrt(d), cos, sin);
-            var grads = autograd.grad([o], [q, k, v], [dOut]);
-            Assert.Equal(before + 1, CausalAttention.Calls.Forward);
-            long keptRuns = keep && kept ? 1 : 0;   // forwards that kept P, backwards that read it
-            Assert.Equal((keptBefore.Forward + keptRuns, keptBefore.Backward + keptRuns), CausalAttention.KeptProbabilityCalls);
-            Near(ro, o, 2e-5);
-            Near(rdq, grads[0], 1e-4);
-            Near(rdk, grads[1], 1e-4);
-            Near(rdv, grads[2], 1e-4);
-        }
+        Near(ro, o, 2e-5);
+        Near(rdq, q.grad!, 1e-4);
+        Near(rdk, k.grad!, 1e-4);
+        Near(rdv, v.grad!, 1e-4);
     }
 
     [Fact]
@@ -219,15 +207,13 @@ public class CausalAttentionTests
     }
 }
 
-/// <summary>The kernel's results do not depend on libtorch's thread count (each work item's arithmetic is fixed), with
-/// the probabilities kept or recomputed. Serial: the thread count is process-wide.</summary>
+/// <summary>The kernel's results do not depend on libtorch's thread count (each work item's arithmetic is fixed).
+/// Serial: the thread count is process-wide.</summary>
 [Collection(Training.SerialCollection.Name)]
 public class CausalAttentionThreadsTests
 {
-    [Theory]
-    [InlineData(true)]
-    [InlineData(false)]
-    public void SameBitsOnOneAndTwoThreads(bool keep)
+    [Fact]
+    public void SameBitsOnOneAndTwoThreads()
     {
         if (!CausalAttentionKernel.Supports(64)) return;
         using var scope = NewDisposeScope();
@@ -241,16 +227,15 @@ public class CausalAttentionThreadsTests
             set_num_threads(threads);
             try
             {
-                Tensor o;
-                using (keep ? null : CausalAttention.KeepProbabilitiesOff()) o = CausalAttention.Compute(q, k, v, 0.125, cos, sin);
+                var o = CausalAttention.Compute(q, k, v, 0.125, cos, sin);
                 return [o.detach(), .. autograd.grad([o], [q, k, v], [dOut])];
             }
             finally { set_num_threads(was); }
         }
-        var kept = CausalAttention.KeptProbabilityCalls.Forward;
+        var (f0, b0) = CausalAttention.Calls;
         var one = Run(1);
         var two = Run(2);
-        Assert.Equal(kept + (keep ? 2 : 0), CausalAttention.KeptProbabilityCalls.Forward);
+        Assert.Equal((f0 + 2, b0 + 2), CausalAttention.Calls);
         for (int i = 0; i < one.Length; i++) Assert.True(one[i].eq(two[i]).all().item<bool>(), $"output {i} differs between 1 and 2 threads");
     }
 }
