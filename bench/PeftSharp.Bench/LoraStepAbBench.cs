@@ -40,6 +40,8 @@ public sealed class LoraStepAbBench : IBench
         }
         var util = new[] { new List<double>(), new List<double>() };
         var ms = new[] { new List<double>(), new List<double>() };
+        // ms per step inside the attention kernel (forward, backward): where a switch of the kernel's own moves time
+        var attention = new[] { new List<(double F, double B)>(), new List<(double F, double B)>() };
         var ratios = new List<double>();
         var order = new List<double>();   // every step's utilisation in the order run (--trace prints them: the warm-up curve)
         for (int round = 0; round < rounds; round++)
@@ -51,9 +53,12 @@ public sealed class LoraStepAbBench : IBench
                 for (int s = 0; s < steps; s++)
                 {
                     using var sw = side == 1 ? KernelSwitches.Off(off) : null;
+                    var inside = PeftSharp.Kernels.CausalAttention.KernelSeconds;
                     var t = Stopwatch.StartNew();
                     step.Run();
                     double sec = t.Elapsed.TotalSeconds, mm = StepFlops.MatmulGflops(mmA, mmB);
+                    var after = PeftSharp.Kernels.CausalAttention.KernelSeconds;
+                    attention[side].Add(((after.Forward - inside.Forward) * 1e3, (after.Backward - inside.Backward) * 1e3));
                     roundUtil[side].Add(flops / sec / 1e9 / mm);
                     order.Add(flops / sec / 1e9 / mm);
                     ms[side].Add(sec * 1e3);
@@ -64,8 +69,9 @@ public sealed class LoraStepAbBench : IBench
         }
         Console.WriteLine($"cpu: {BenchCpu.Describe()}; torch threads {get_num_threads()}; allocator {allocator}; load {File.ReadAllText("/proc/loadavg").Trim()}");
         Console.WriteLine($"off on both sides: {(bothOff.Length == 0 ? "none" : string.Join(",", bothOff))}; {rounds} ABBA rounds of {steps} steps per side");
-        Console.WriteLine($"on:  median {BenchStats.Median(ms[0]):F1} ms/step, utilisation {BenchStats.Median(util[0]):P1}");
-        Console.WriteLine($"off ({(off.Length == 0 ? "none: null test" : string.Join(",", off))}): median {BenchStats.Median(ms[1]):F1} ms/step, utilisation {BenchStats.Median(util[1]):P1}");
+        string Attention(int side) => $"attention kernel fwd {BenchStats.Median(attention[side].Select(x => x.F)):F2} + bwd {BenchStats.Median(attention[side].Select(x => x.B)):F2} ms";
+        Console.WriteLine($"on:  median {BenchStats.Median(ms[0]):F1} ms/step, utilisation {BenchStats.Median(util[0]):P1}, {Attention(0)}");
+        Console.WriteLine($"off ({(off.Length == 0 ? "none: null test" : string.Join(",", off))}): median {BenchStats.Median(ms[1]):F1} ms/step, utilisation {BenchStats.Median(util[1]):P1}, {Attention(1)}");
         if (a.Flag("trace")) Console.WriteLine($"each step's utilisation in order (after {2 * warmup} warmup steps): {string.Join(" ", order.Select(x => x.ToString("F3")))}");
         Console.WriteLine($"on/off utilisation = {BenchStats.Median(ratios):F3} (per round: {string.Join(", ", ratios.Select(x => x.ToString("F3")))})");
         return 0;

@@ -108,7 +108,7 @@ public sealed class CausalLM : nn.Module<Tensor, Tensor>
         // Gemma scales the embeddings by sqrt(hidden), rounded to the model dtype as HF's normalizer is.
         if (Config.GemmaBlock) h = h * tensor(Math.Sqrt(Config.HiddenSize), h.dtype, h.device);
         long b = h.shape[0], t = h.shape[1], past = cache?.Length ?? 0;
-        Tensor positions;
+        Tensor? positions = null;   // null: 0..t-1 in every row (the rotary tables come from Rope's cache)
         Tensor? mask = null, keyValid = null;
         bool trailingPadding = false;
         if (attentionMask is not null)
@@ -124,14 +124,14 @@ public sealed class CausalLM : nn.Module<Tensor, Tensor>
         }
         else
         {
-            positions = arange(past, past + t, ScalarType.Int64, h.device).unsqueeze(0).expand(b, t);
+            if (past > 0) positions = arange(past, past + t, ScalarType.Int64, h.device).unsqueeze(0).expand(b, t);
             if (past > 0 && t > 1) mask = AttentionMask.Build(ones(b, past + t, ScalarType.Int64, h.device), t, past, h.dtype);
         }
         // A window only changes anything once some query has more than window slots at or before it.
         Tensor? slidingMask = Config.SlidingWindow is { } w && Config.SlidingLayers.Any(s => s) && past + t > w
             ? AttentionMask.Build(keyValid ?? ones(b, past + t, ScalarType.Int64, h.device), t, past, h.dtype, w)
             : null;
-        var (cos, sin) = Rope.CosSin(positions, h.dtype);
+        var (cos, sin) = positions is null ? Rope.CosSinFromStart(b, t, h.dtype, h.device) : Rope.CosSin(positions, h.dtype);
         var ctx = new ForwardContext { Cos = cos, Sin = sin, Mask = mask, SlidingMask = slidingMask, Cache = cache, MaskIsTrailingPadding = trailingPadding };
         foreach (var layer in model.layers) h = LayerRunner(layer, h, ctx);
         if (lastOnly) h = h.narrow(1, t - 1, 1);
@@ -163,10 +163,11 @@ public sealed class CausalLM : nn.Module<Tensor, Tensor>
     public long ParameterCount() =>
         parameters().Sum(p => p.numel()) + Linears().Where(l => l.Quantized is not null).Sum(l => l.InFeatures * l.OutFeatures);
 
-    /// <summary>Also frees the dense weights this model kept for its backward (its dequantisation reuse pool).</summary>
+    /// <summary>Also frees the dense weights this model kept for its backward (its dequantisation reuse pool) and the
+    /// rotary tables its Rope cached.</summary>
     protected override void Dispose(bool disposing)
     {
-        if (disposing) PeftSharp.Quantization.DequantReuse.Detach(this);
+        if (disposing) { PeftSharp.Quantization.DequantReuse.Detach(this); Rope.Dispose(); }
         base.Dispose(disposing);
     }
 }

@@ -206,3 +206,36 @@ public class CausalAttentionTests
         foreach (var g in plain.Concat(ckpt)) g.Dispose();
     }
 }
+
+/// <summary>The kernel's results do not depend on libtorch's thread count (each work item's arithmetic is fixed).
+/// Serial: the thread count is process-wide.</summary>
+[Collection(Training.SerialCollection.Name)]
+public class CausalAttentionThreadsTests
+{
+    [Fact]
+    public void SameBitsOnOneAndTwoThreads()
+    {
+        if (!CausalAttentionKernel.Supports(64)) return;
+        using var scope = NewDisposeScope();
+        manual_seed(13);
+        var (q, k, v) = CausalAttentionTests.Inputs(2, 8, 2, 150, 64);
+        var dOut = randn(2, 150, 8, 64);
+        var (cos, sin) = CausalAttentionTests.Rotary(2, 150, 64);
+        Tensor[] Run(int threads)
+        {
+            int was = get_num_threads();
+            set_num_threads(threads);
+            try
+            {
+                var o = CausalAttention.Compute(q, k, v, 0.125, cos, sin);
+                return [o.detach(), .. autograd.grad([o], [q, k, v], [dOut])];
+            }
+            finally { set_num_threads(was); }
+        }
+        var (f0, b0) = CausalAttention.Calls;
+        var one = Run(1);
+        var two = Run(2);
+        Assert.Equal((f0 + 2, b0 + 2), CausalAttention.Calls);
+        for (int i = 0; i < one.Length; i++) Assert.True(one[i].eq(two[i]).all().item<bool>(), $"output {i} differs between 1 and 2 threads");
+    }
+}
