@@ -27,12 +27,11 @@ for mode in ${MODES:-cache threshold glibc}; do
   "${run[@]}" | tail -1 | python3 -c '
 import json, sys, types
 r = json.loads(sys.stdin.read(), object_hook=lambda d: types.SimpleNamespace(**d)); mb = lambda b: b / 2**20
-repeated = getattr(r, "repeated_kv", 0)   # the build before did not plan it
 allocator = getattr(r, "allocator", "not printed by that build")
 cache = getattr(r, "cache", None)
 print(f"{sys.argv[1]:<15} planned {mb(r.planned):7.0f} MiB  measured {mb(r.measured):7.0f} MiB  error {100 * r.error:+5.1f}%  "
       f"{r.seconds:.1f} s, {r.generated_tokens_per_s:.1f} generated tokens/s  "
-      f"(weights {mb(r.weights):.0f}, KV {mb(r.kv_cache):.0f} + growth {mb(r.kv_growth):.0f} + repeated {mb(repeated):.0f}, "
+      f"(weights {mb(r.weights):.0f}, KV {mb(r.kv_cache):.0f} + growth {mb(r.kv_growth):.0f}, "
       f"adapters {mb(r.adapters_bytes):.0f}, prefill {mb(r.prefill):.0f}, runtime {mb(r.overhead):.0f})")
 print(" " * 16 + f"allocator: {allocator}" + (f"; {cache}" if cache else ""))
 ' "$mode"

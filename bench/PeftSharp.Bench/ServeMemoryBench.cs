@@ -81,7 +81,7 @@ public sealed class ServeMemoryBench : IBench
                 ["adapters_bytes"] = plan.AdaptersBytes, ["prefill"] = plan.PrefillBytes, ["prefill_tokens"] = plan.Request.ResolvedPrefillTokens,
                 ["max_prefill_tokens"] = prefillTokens, ["max_prefill_batch"] = prefillBatch, ["overhead"] = plan.FrameworkOverheadBytes,
                 ["seconds"] = Math.Round(seconds, 2), ["generated_tokens_per_s"] = Math.Round(batch * maxTokens / seconds, 2),
-                ["repeated_kv"] = plan.RepeatedKvBytes, ["allocator"] = allocator,
+                ["allocator"] = allocator,
                 ["cache"] = PeftSharp.Native.TensorAllocator.Cached ? PeftSharp.Native.TensorBlockCache.Summary() : null,
             }.ToJsonString());
             return 0;

@@ -95,24 +95,19 @@ public sealed record ServePlan
     /// <summary>One adapter at <see cref="ServeRequest.MaxRank"/> in its dtype.</summary>
     public required long AdapterBytesEach { get; init; }
     /// <summary>The largest prefill forward's working set (<see cref="ServeRequest.MaxPrefillTokens"/> tokens, or one
-    /// longer chunk; inference keeps no activations for backward; one layer at a time).</summary>
+    /// longer chunk; inference keeps no activations for backward; one layer at a time), with GQA's keys and values of
+    /// those tokens repeated to every query head.</summary>
     public required long PrefillBytes { get; init; }
     /// <summary>Concatenation transients of the cache at full load: one layer's copy plus the cache of the rows one
     /// prefill forward joins (its tokens, padding included).</summary>
     public required long KvGrowthBytes { get; init; }
-    /// <summary>GQA: one layer's keys and values repeated to every query head for attention at full load (max_batch x
-    /// context tokens x 2 x heads x head_dim, in the KV dtype), as `peft serve`'s attention repeats them over the whole
-    /// cache at each decode step; 0 without GQA or with a paged cache (<see cref="ServeRequest.ConcatenatedCache"/> false:
-    /// its attention kernels read the grouped heads in place).</summary>
-    public required long RepeatedKvBytes { get; init; }
     /// <summary>The runtime allowance (see <see cref="ServeRequest.FrameworkOverheadBytes"/>).</summary>
     public required long FrameworkOverheadBytes { get; init; }
 
     /// <summary>Everything but the cache: what a card must hold before the first sequence.</summary>
     public long FixedBytes => WeightsBytes + AdaptersBytes + PrefillBytes + FrameworkOverheadBytes;
-    /// <summary>The peak at full load: the fixed part, the whole KV cache, its growth transients and one layer's
-    /// repeated keys and values.</summary>
-    public long TotalBytes => FixedBytes + KvCacheBytes + KvGrowthBytes + RepeatedKvBytes;
+    /// <summary>The peak at full load: the fixed part, the whole KV cache and its growth transients.</summary>
+    public long TotalBytes => FixedBytes + KvCacheBytes + KvGrowthBytes;
     /// <summary>The KV cache of one sequence of the full <see cref="ServeRequest.Context"/>.</summary>
     public long KvBytesPerSequence => KvBytesPerToken * Request.Context;
 
@@ -125,11 +120,9 @@ public sealed record ServePlan
         return n;
     }
 
-    /// <summary>One layer's copy of the cache of <paramref name="rows"/> rows plus the rows one prefill forward joins, and
-    /// one layer's repeated keys and values of those rows.</summary>
+    /// <summary>One layer's copy of the cache of <paramref name="rows"/> rows plus the rows one prefill forward joins.</summary>
     long Growth(long rows) => !Request.ConcatenatedCache || rows == 0 ? 0
-        : rows * Request.Context * KvBytesPerTokenPerLayer + KvBytesPerToken * Math.Min(Request.ResolvedPrefillTokens, rows * Request.Context)
-          + rows * (RepeatedKvBytes / Request.MaxBatch);
+        : rows * Request.Context * KvBytesPerTokenPerLayer + KvBytesPerToken * Math.Min(Request.ResolvedPrefillTokens, rows * Request.Context);
 
     /// <summary>Keys and values of one token in one layer.</summary>
     public required long KvBytesPerTokenPerLayer { get; init; }
@@ -143,9 +136,10 @@ public sealed record ServePlan
 /// together up to <see cref="ServeRequest.MaxPrefillTokens"/> padded tokens, as `peft serve` bounds them). Prefill per layer holds, in the compute
 /// dtype, the residual and normed hidden states, q and the attention output (4 x h), the new keys and values (2 x kv
 /// width) and the MLP's gate, up and product (3 x i); the logits are kept for the last token only (fp32, V per row,
-/// as transformers' generate and this project's server compute them). With GQA, decoding repeats one layer's cached
-/// keys and values to every query head before attention (Models/Attention's repeat_interleave; transformers' sdpa
-/// path does the same): at full load that copy is heads / kv_heads times one layer's cache.
+/// as transformers' generate and this project's server compute them). With GQA, a prefill forward repeats its tokens'
+/// keys and values to every query head before attention (Models/Attention's repeat_interleave over the layer's cache,
+/// which holds the prefilled rows alone: 2 x heads x head_dim per token); a decode step reads the cache in place, each
+/// key/value head with its group of queries (transformers' sdpa path repeats the whole cache there, this server does not).
 /// </summary>
 public static class ServePlanner
 {
@@ -169,8 +163,7 @@ public static class ServePlanner
         long kvPerTokenLayer = 2L * Dtypes.Bytes(r.ResolvedKv, kvWidth);
         long kvPerToken = c.NumHiddenLayers * kvPerTokenLayer;
         long kv = kvPerToken * r.MaxBatch * r.Context;
-        long repeated = c.NumAttentionHeads == c.KeyValueHeads || !r.ConcatenatedCache ? 0
-            : (long)r.MaxBatch * r.Context * 2L * Dtypes.Bytes(r.ResolvedKv, (long)c.NumAttentionHeads * c.ResolvedHeadDim);
+        long repeatedWidth = c.NumAttentionHeads == c.KeyValueHeads ? 0 : 2L * c.NumAttentionHeads * c.ResolvedHeadDim;
         long weights = r.WeightDtype == DType.Nf4
             ? model.Modules.Sum(m => m.Kind == ModuleKind.Linear && m.Layer is not null
                 ? Dtypes.Nf4Bytes(m.WeightElements) + Dtypes.Bytes(r.ResolvedCompute, m.BiasElements)
@@ -184,7 +177,7 @@ public static class ServePlanner
         long chunk = r.ResolvedPrefillTokens;
         double e = Dtypes.BytesPerElement(r.ResolvedCompute);
         long prefill = (long)Math.Ceiling(chunk * (4.0 * c.HiddenSize + 2.0 * kvWidth + 3.0 * c.IntermediateSize) * e
-            + 4.0 * r.MaxBatch * c.VocabSize);
+            + Dtypes.Bytes(r.ResolvedKv, chunk * repeatedWidth) + 4.0 * r.MaxBatch * c.VocabSize);
         return new ServePlan
         {
             Model = model.Name,
@@ -197,7 +190,6 @@ public static class ServePlanner
             AdaptersBytes = adapterEach * r.Adapters,
             AdapterBytesEach = adapterEach,
             PrefillBytes = prefill,
-            RepeatedKvBytes = repeated,
             FrameworkOverheadBytes = r.ResolvedOverheadBytes,
         };
     }

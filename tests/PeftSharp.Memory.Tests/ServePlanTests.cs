@@ -63,9 +63,8 @@ public class ServePlanTests
         long m = paged.ConcurrentSequences(card);
         Assert.Equal((card - paged.FixedBytes) / (paged.KvBytesPerToken * 4096), m);
         Assert.True(paged.FixedBytes + (m + 1) * paged.KvBytesPerSequence > card);
-        // With concatenation one layer's copy (1/32 of the rows' cache), a joining row and one layer's keys and values
-        // repeated to the 32 query heads (4 x the layer's copy: 8 kv heads) must fit too.
-        long Need(long rows) => plan.FixedBytes + rows * plan.KvBytesPerSequence + 5 * rows * plan.KvBytesPerSequence / 32 + plan.KvBytesPerSequence;
+        // With concatenation one layer's copy (1/32 of the rows' cache) and a joining row must fit too.
+        long Need(long rows) => plan.FixedBytes + rows * plan.KvBytesPerSequence + rows * plan.KvBytesPerSequence / 32 + plan.KvBytesPerSequence;
         Assert.True(Need(n) <= card);
         Assert.True(Need(n + 1) > card);
         Assert.True(n < m);
@@ -79,22 +78,24 @@ public class ServePlanTests
         var paged = ServePlanner.Plan("llama-3.1-8b", new ServeRequest { MaxBatch = 16, Context = 4096, ConcatenatedCache = false });
         Assert.Equal(0, paged.KvGrowthBytes);
         Assert.Equal(grows.KvCacheBytes / 32 + grows.KvBytesPerSequence, grows.KvGrowthBytes);
-        Assert.Equal(paged.TotalBytes + grows.KvGrowthBytes + grows.RepeatedKvBytes, grows.TotalBytes);
+        Assert.Equal(paged.TotalBytes + grows.KvGrowthBytes, grows.TotalBytes);
         Assert.True(paged.ConcurrentSequences(80L << 30) >= grows.ConcurrentSequences(80L << 30));
     }
 
     [Fact]
-    public void Gqa_decode_counts_one_layer_of_keys_and_values_repeated_to_every_query_head()
+    public void Gqa_prefill_counts_its_keys_and_values_repeated_to_every_query_head_and_decode_repeats_nothing()
     {
-        // llama-3.1-8b: 32 query heads x 128 over 8 kv heads. peft serve's attention repeats one layer's whole cache to
-        // every head at each decode step: 16 x 4096 tokens x 2 x 4096 x 2 B (bf16), four times that layer's cache.
+        // llama-3.1-8b: 32 query heads x 128 over 8 kv heads, h 4096, i 14336, V 128256, bf16. The largest prefill
+        // forward is one 4096-token prompt (longer than the 2048-token budget, it goes alone); it repeats its keys and
+        // values to every head (2 x 4096 per token). Decode reads the cache in place (grouped queries), so the total is
+        // weights, cache, growth, adapters, prefill and overhead alone.
+        const long chunk = 4096;
         var gqa = ServePlanner.Plan("llama-3.1-8b", new ServeRequest { MaxBatch = 16, Context = 4096 });
-        Assert.Equal(16L * 4096 * 2 * 4096 * 2, gqa.RepeatedKvBytes);
-        Assert.Equal(4 * gqa.KvCacheBytes / 32, gqa.RepeatedKvBytes);
-        Assert.Equal(gqa.FixedBytes + gqa.KvCacheBytes + gqa.KvGrowthBytes + gqa.RepeatedKvBytes, gqa.TotalBytes);
-        // Multi-head attention repeats nothing; neither does a paged cache's kernel.
-        Assert.Equal(0, ServePlanner.Plan("llama-2-7b", new ServeRequest()).RepeatedKvBytes);
-        Assert.Equal(0, ServePlanner.Plan("llama-3.1-8b", new ServeRequest { ConcatenatedCache = false }).RepeatedKvBytes);
+        Assert.Equal(chunk * (4 * 4096 + 2 * 1024 + 3 * 14336) * 2 + chunk * 2 * 4096 * 2 + 4L * 16 * 128256, gqa.PrefillBytes);
+        Assert.Equal(gqa.WeightsBytes + gqa.AdaptersBytes + gqa.PrefillBytes + gqa.FrameworkOverheadBytes + gqa.KvCacheBytes + gqa.KvGrowthBytes, gqa.TotalBytes);
+        // Multi-head attention repeats nothing: llama-2-7b (h 4096, 32 kv heads, i 11008, V 32000).
+        var mha = ServePlanner.Plan("llama-2-7b", new ServeRequest { MaxBatch = 16, Context = 4096 });
+        Assert.Equal(chunk * (4 * 4096 + 2 * 4096 + 3 * 11008) * 2 + 4L * 16 * 32000, mha.PrefillBytes);
     }
 
     [Theory]

@@ -145,7 +145,6 @@ static class PlanOutput
         kv_bytes_per_sequence = p.KvBytesPerSequence,
         kv_cache_bytes = p.KvCacheBytes,
         kv_growth_bytes = p.KvGrowthBytes,
-        repeated_kv_bytes = p.RepeatedKvBytes,
         adapter_bytes_each = p.AdapterBytesEach,
         adapters_bytes = p.AdaptersBytes,
         max_prefill_tokens = p.Request.MaxPrefillTokens,
@@ -170,9 +169,8 @@ static class PlanOutput
         Row("weights", p.WeightsBytes, r.WeightDtype == DType.Nf4 ? "NF4 + double quant, rest in compute dtype" : $"{Dtypes.Name(r.WeightDtype)} storage");
         Row($"KV cache ({p.KvBytesPerToken / 1024.0:0.#} KiB/token)", p.KvCacheBytes, "2 x layers x kv_heads x head_dim per token (GQA)");
         if (p.KvGrowthBytes > 0) Row("KV cache growth", p.KvGrowthBytes, "concatenation: one layer's old copy + the rows one prefill joins");
-        if (p.RepeatedKvBytes > 0) Row("KV repeated for attention (GQA)", p.RepeatedKvBytes, "one layer's keys and values repeated to every query head at decode");
         Row($"adapters ({r.Adapters} x {p.AdapterBytesEach / 1e6:0.##} MB)", p.AdaptersBytes, "r x (in + out) per adapted module, at the largest rank");
-        Row($"prefill ({r.ResolvedPrefillTokens} tokens)", p.PrefillBytes, $"largest prefill forward (--max-prefill-tokens {r.MaxPrefillTokens}): one layer's working set + last-token fp32 logits per row");
+        Row($"prefill ({r.ResolvedPrefillTokens} tokens)", p.PrefillBytes, $"largest prefill forward (--max-prefill-tokens {r.MaxPrefillTokens}): one layer's working set (GQA: its keys and values repeated to every head) + last-token fp32 logits per row");
         Row("framework overhead", p.FrameworkOverheadBytes, r.Device == DeviceKind.Cuda ? "CUDA context + kernels + cuBLAS workspace" : "libtorch + .NET runtime, measured");
         table.AddRow("[bold]total[/]", $"[bold]{Gb(p.TotalBytes)}[/]", "100%", "");
         AnsiConsole.Write(table);

@@ -44,6 +44,38 @@ public class GenerationTests
         Assert.Equal(cached, TextGenerator.Generate(model, Prompt, o, []).ToList()); // same seed, same tokens
     }
 
+    /// <summary>
+    /// The tiny fixture has 4 query heads on 2 key/value heads: a decode step reads the cache per key/value head, its
+    /// group of queries together (Models/Attention), instead of repeating the cache to every head. A left-padded batch's
+    /// decode logits over three steps equal each row's full forward without a cache.
+    /// </summary>
+    [Fact]
+    public void GroupedQueryDecodeOnALeftPaddedBatchEqualsFullForwards()
+    {
+        using var model = ModelLoader.Load(TestPaths.TinyLlama);
+        Assert.True(model.Config.NumKvHeads < model.Config.NumHeads);
+        using var _ = no_grad();
+        long[][] rows = [[5, 77, 120, 3, 9], [44, 12]];
+        long[][] next = [[31, 8, 99], [7, 60, 2]];
+        using var cache = new KvCache(model.Config.NumLayers);
+        using (var ids = tensor(new long[] { 5, 77, 120, 3, 9, 0, 0, 0, 44, 12 }).view(2, 5))
+        using (var mask = tensor(new long[] { 1, 1, 1, 1, 1, 0, 0, 0, 1, 1 }).view(2, 5))
+            model.Forward(ids, cache, mask).Dispose();
+        var valid = new List<long> { 1, 1, 1, 1, 1, 0, 0, 0, 1, 1 };
+        for (int step = 0; step < 3; step++)
+        {
+            valid.Insert(valid.Count / 2, 1); valid.Add(1);
+            using var ids = tensor(new long[] { next[0][step], next[1][step] }).view(2, 1);
+            using var mask = tensor(valid.ToArray()).view(2, valid.Count / 2);
+            using var decoded = model.Forward(ids, cache, mask);
+            for (int r = 0; r < 2; r++)
+            {
+                using var full = model.Forward(tensor(rows[r].Concat(next[r].Take(step + 1)).ToArray()).unsqueeze(0));
+                Assert.True(TestPaths.RelativeError(decoded[r, 0], full[0, -1]) < 1e-5, $"step {step} row {r}");
+            }
+        }
+    }
+
     [Fact]
     public void StopsAtEos()
     {
