@@ -105,21 +105,14 @@ internal sealed class Attention : nn.Module<Tensor, Tensor>
             // The mask spans every slot; a windowed layer's cache starts later.
             if (mask is not null && start > 0) mask = mask.narrow(-1, start, mask.shape[^1] - start);
         }
-        if (_heads != _kvHeads && t == 1 && !_explicitScores)
-        {
-            // One new token against a GQA cache: each key/value head's group of query heads (adjacent, as
-            // repeat_interleave pairs them) goes in as that head's queries, so the cache is read in place. Repeating
-            // it to every head copied B x slots x 2 x heads x head_dim per layer per decode step (186 MiB a layer at
-            // bench/serve-vs-plan.sh's load). The one query's mask row [B, 1, 1, S] applies to each query of a group.
-            long group = _heads / _kvHeads;
-            var grouped = q.reshape(b, _kvHeads, group, _headDim);
-            Tensor g;
-            using (ForwardProfiler.Measure("attention scores (sdpa)"))
-                g = mask is null ? nn.functional.scaled_dot_product_attention(grouped, k, v)
-                    : nn.functional.scaled_dot_product_attention(grouped, k, v, mask, 0.0, false);
-            return o_proj.forward(g.reshape(b, 1, qDim)).MoveToOuterDisposeScope();
-        }
-        if (_heads != _kvHeads)
+        // One new token against a GQA cache: each key/value head's group of query heads (adjacent, as repeat_interleave
+        // pairs them) goes in as that head's queries, so the cache is read in place. Repeating it to every head copied
+        // B x slots x 2 x heads x head_dim per layer per decode step (186 MiB a layer at bench/serve-vs-plan.sh's load).
+        // The one query's mask row [B, 1, 1, S] applies to each query of a group. Not for explicit scores, whose
+        // causal mask would take the group for query positions.
+        bool grouped = _heads != _kvHeads && t == 1 && !_explicitScores;
+        if (grouped) q = q.reshape(b, _kvHeads, _heads / _kvHeads, _headDim);
+        else if (_heads != _kvHeads)
         {
             k = k.repeat_interleave(_heads / _kvHeads, 1);
             v = v.repeat_interleave(_heads / _kvHeads, 1);
@@ -129,7 +122,8 @@ internal sealed class Attention : nn.Module<Tensor, Tensor>
             a = _explicitScores ? ExplicitAttention(q, k, v, mask)
                 : mask is null ? nn.functional.scaled_dot_product_attention(q, k, v, null, 0.0, t > 1)
                 : nn.functional.scaled_dot_product_attention(q, k, v, mask, 0.0, false);
-        var merged = a.transpose(1, 2).reshape(b, t, qDim);
+        // Grouped: [B, kvHeads, group, D] is already the heads in order.
+        var merged = grouped ? a.reshape(b, t, qDim) : a.transpose(1, 2).reshape(b, t, qDim);
         return o_proj.forward(merged).MoveToOuterDisposeScope();
     }
 
