@@ -56,7 +56,14 @@ public sealed class LoraStep : IDisposable
         _input = ids.narrow(1, 0, t);
         _target = ids.narrow(1, 1, t);
         Tokens = ids.shape[0] * t;
+        // As the trainers do before their steps: the frozen weights packed for MKL where `peft train` would (auto).
+        _packing = PeftSharp.Training.FrozenWeightPacking.Apply(model, null, Tokens);
     }
+
+    readonly PeftSharp.Training.FrozenWeightPacking _packing;
+
+    /// <summary>Whether and how the frozen weights are packed (the trainers' auto rule), for the bench's output.</summary>
+    public string Packing => _packing.Description;
 
     /// <summary>Runs one step; returns the loss.</summary>
     public double Run()
@@ -93,6 +100,7 @@ public sealed class LoraStep : IDisposable
 
     public void Dispose()
     {
+        _packing.Dispose();
         _opt.Dispose();
         _input.Dispose();
         _target.Dispose();

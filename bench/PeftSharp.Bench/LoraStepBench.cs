@@ -62,7 +62,7 @@ public sealed class LoraStepBench : IBench
             loss = Math.Round(loss, 4), step_gflop = Math.Round(flops / 1e9, 2), achieved_gflops = Math.Round(flops / med / 1e9, 1),
             matmul_gflops = Math.Round(BenchStats.Median(mmRates), 1), utilisation = Math.Round(BenchStats.Median(utilisation), 3), min_step_s = Math.Round(times.Min(), 4), flop_formula = StepFlops.Formula,
             frozen_gemm_gflops = Math.Round(gemms, 1), frozen_gemm_over_matmul = Math.Round(gemms / BenchStats.Median(mmRates), 3),
-            mkl = PeftSharp.Kernels.MklCodePath.Description, allocator,
+            mkl = PeftSharp.Kernels.MklCodePath.Description, allocator, packing = step.Packing,
             cache = allocator.StartsWith("libtorch") ? PeftSharp.Native.TensorBlockCache.Read().ToString() : null,
         }, Json));
         return 0;

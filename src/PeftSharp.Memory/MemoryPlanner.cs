@@ -30,6 +30,7 @@ public static class MemoryPlanner
         var c = model.Config;
         var compute = request.ResolvedComputeDtype;
         var runtimeTerms = request.RuntimeTermsFor(c.VocabSize);
+        if (PackedWeightsTerm(model, request) is { } packed) runtimeTerms = [.. runtimeTerms, packed];
         var tensors = TrainableParameters.For(model, request);
         long trainable = tensors.Sum(t => t.Elements);
         long total = model.TotalParameters;
@@ -163,6 +164,19 @@ public static class MemoryPlanner
         return r.OffloadActivations
             ? ((long)Math.Ceiling(r.GradientCheckpointing ? kept : 0), (long)Math.Ceiling(fullLayer), (long)Math.Ceiling(kept * layers))
             : ((long)Math.Ceiling(kept * layers), (long)Math.Ceiling(fullLayer), 0);
+    }
+
+    /// <summary>The frozen weights' packed copies of a CPU fp32 run that packs them (<see cref="CpuRuntime.PacksWeights"/>):
+    /// the engine packs every dense frozen Linear (lm_head included, unless tied to the embedding), both orientations.</summary>
+    static RuntimeTerm? PackedWeightsTerm(ModelShape model, PlanRequest r)
+    {
+        if (r.Device != DeviceKind.Cpu || r.FrameworkOverheadBytes is not null || r.Method == TuningMethod.Full || r.IsQuantized
+            || r.ResolvedComputeDtype != DType.Fp32 || r.WeightDtype != DType.Fp32) return null;
+        long frozen = Dtypes.Bytes(DType.Fp32, model.Modules.Where(m => m.Kind == ModuleKind.Linear).Sum(m => m.WeightElements));
+        if (!CpuRuntime.PacksWeights(r.PackFrozenWeights, frozen)) return null;
+        return new RuntimeTerm("frozen weights packed for MKL", CpuRuntime.PackedWeightBytes(frozen),
+            r.PackFrozenWeights is null ? "auto: 2 x the frozen fp32 Linear weights (forward and backward layouts); --pack-weights off drops it"
+                                        : "--pack-weights on: 2 x the frozen fp32 Linear weights (forward and backward layouts)");
     }
 
     /// <summary>Frozen or trained base weights. QLoRA keeps the decoder blocks' Linear weights in NF4 + double

@@ -82,6 +82,11 @@ public sealed record PlanRequest
     /// plans on CPU use <see cref="CpuRuntime.Training"/> instead.</summary>
     internal const long DefaultCpuOverheadBytes = 200_000_000;
 
+    /// <summary>CPU, fp32, frozen dense base (not full fine-tuning, not NF4): whether the run packs its frozen weights for
+    /// MKL (`peft train --pack-weights`; <see cref="CpuRuntime.PackedWeightBytes"/> adds a runtime term); null = auto,
+    /// this machine's rule (<see cref="CpuRuntime.PacksWeights"/>).</summary>
+    public bool? PackFrozenWeights { get; init; }
+
     /// <summary>CPU: the resident set of the process once libtorch is loaded, when the caller measured it (as `peft train`
     /// does before planning), in bytes; null = 150 MB, the figure bench/runtime-memory.sh measured.</summary>
     public long? CpuRuntimeAfterLoadBytes { get; init; }

@@ -118,19 +118,40 @@ public class MethodTests
     }
 
     [Fact]
+    public void Packed_frozen_weights_add_twice_their_bytes_on_cpu_fp32_where_the_run_packs_them()
+    {
+        long frozen = 4 * Tiny.Modules.Where(m => m.Kind == ModuleKind.Linear).Sum(m => m.WeightElements);
+        var on = new PlanRequest { Device = DeviceKind.Cpu, WeightDtype = DType.Fp32, PackFrozenWeights = true };
+        long Packed(PlanRequest r) => MemoryPlanner.Plan(Tiny, r).RuntimeTerms.Where(t => t.Name.Contains("packed")).Sum(t => t.Bytes);
+        // Both orientations of every frozen fp32 Linear (a tied head is the embedding: not a Linear's weight).
+        Assert.Equal(CpuRuntime.CanPackWeights ? 2 * frozen : 0, Packed(on));
+        Assert.Equal(MemoryPlanner.Plan(Tiny, on with { PackFrozenWeights = false }).TotalBytes + Packed(on), MemoryPlanner.Plan(Tiny, on).TotalBytes);
+        // Nothing to pack: the base trains (full), is NF4 (QLoRA), computes in bf16, or runs on CUDA.
+        Assert.Equal(0, Packed(on with { Method = TuningMethod.Full }));
+        Assert.Equal(0, Packed(on with { Method = TuningMethod.Qlora, WeightDtype = DType.Nf4 }));
+        Assert.Equal(0, Packed(on with { ComputeDtype = DType.Bf16 }));
+        Assert.Equal(0, Packed(on with { Device = DeviceKind.Cuda }));
+        // Auto: packed while the copies fit in a quarter of the machine's memory (the engine's rule, Training/FrozenWeightPacking).
+        Assert.Equal(CpuRuntime.CanPackWeights, CpuRuntime.PacksWeights(null, 1_000_000, memoryBytes: 8_000_000));
+        Assert.False(CpuRuntime.PacksWeights(null, 1_000_001, memoryBytes: 8_000_000));
+        Assert.False(CpuRuntime.PacksWeights(false, 1_000_000, memoryBytes: 8_000_000));
+        Assert.Equal(CpuRuntime.CanPackWeights, CpuRuntime.PacksWeights(true, 1_000_001, memoryBytes: 8_000_000));
+    }
+
+    [Fact]
     public void Framework_overhead_is_a_per_device_constant_the_caller_can_override()
     {
         // CUDA, as nvidia-smi shows it: context and kernels, plus cuBLAS workspaces (allocated through PyTorch).
         Assert.Equal(PlanRequest.DefaultCudaOverheadBytes + PlanRequest.CublasWorkspaceBytes,
             MemoryPlanner.Plan(Tiny, new PlanRequest()).FrameworkOverheadBytes);
         // CPU: the runtime allowance in named, measured terms (bench/runtime-memory.sh), their sum in the total.
-        var cpu = MemoryPlanner.Plan(Tiny, new PlanRequest { Device = DeviceKind.Cpu, WeightDtype = DType.Fp32 });   // fp32 compute (bf16 adds a term: Bf16ProfileTests)
+        var cpu = MemoryPlanner.Plan(Tiny, new PlanRequest { Device = DeviceKind.Cpu, WeightDtype = DType.Fp32, PackFrozenWeights = false });   // fp32 compute (bf16 adds a term: Bf16ProfileTests)
         long mkl = CpuRuntime.MklIntelPath ? CpuRuntime.MklIntelPathBytes(Tiny.Config.VocabSize) : 0;   // an AMD planning machine: MKL's Intel path
         Assert.Equal(239_000_000 + mkl, cpu.FrameworkOverheadBytes);
         Assert.Equal(cpu.FrameworkOverheadBytes, cpu.RuntimeTerms.Sum(t => t.Bytes));
         Assert.Equal(CpuRuntime.DefaultAfterLoadBytes, cpu.RuntimeTerms[0].Bytes);
         Assert.Equal(300_000_000 + 89_000_000 + mkl,
-            MemoryPlanner.Plan(Tiny, new PlanRequest { Device = DeviceKind.Cpu, WeightDtype = DType.Fp32, CpuRuntimeAfterLoadBytes = 300_000_000 }).FrameworkOverheadBytes);
+            MemoryPlanner.Plan(Tiny, new PlanRequest { Device = DeviceKind.Cpu, WeightDtype = DType.Fp32, PackFrozenWeights = false, CpuRuntimeAfterLoadBytes = 300_000_000 }).FrameworkOverheadBytes);
         Assert.Equal(2, MemoryPlanner.Plan(Tiny, new PlanRequest()).RuntimeTerms.Count); // CUDA: context + cuBLAS workspace
         Assert.Equal(123, MemoryPlanner.Plan(Tiny, new PlanRequest { FrameworkOverheadBytes = 123 }).FrameworkOverheadBytes);
         Assert.Equal(123, MemoryPlanner.Plan(Tiny, new PlanRequest { Device = DeviceKind.Cpu, FrameworkOverheadBytes = 123 }).RuntimeTerms.Single().Bytes);

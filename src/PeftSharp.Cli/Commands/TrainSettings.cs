@@ -101,6 +101,16 @@ public sealed class TrainSettings : CommandSettings
         "the optimiser and the loss stay fp32). auto: bf16 where a 256^3 bf16 matmul beats fp32 on this machine (measured once, cached), else fp32. Default fp32; a resumed run keeps its dtype")]
     public string? ComputeDtype { get; set; }
     [CommandOption("--threads <N>")] [Description("CPU threads for tensor maths (default: one per core)")] public int? Threads { get; set; }
+    [CommandOption("--pack-weights <MODE>")] [Description("auto | on | off: CPU fp32 runs keep the frozen weights packed for MKL's GEMM during the steps " +
+        "(~3% faster steps for 2x the frozen weights' bytes, shown in the plan). auto: when the copies fit in a quarter of this machine's memory")] [DefaultValue("auto")]
+    public string PackWeights { get; set; } = "auto";
+
+    /// <summary>--pack-weights as the trainer and the planner take it: true, false, or null for auto.</summary>
+    internal bool? PackFrozenWeights => PackWeights.ToLowerInvariant() switch
+    {
+        "auto" => null, "on" => true, "off" => false,
+        _ => throw new ArgumentException($"--pack-weights: '{PackWeights}' is not auto, on or off"),
+    };
 
     public bool UsesDemo => Data is null;
     /// <summary>--method dpo or orpo: preference tuning of an --adapter-method adapter.</summary>
@@ -164,7 +174,7 @@ public sealed class TrainSettings : CommandSettings
             MaxSeqLength = MaxSeq, Packing = Packing, GradientCheckpointing = Checkpointing, Optimizer = Training.Optim.OptimizerFactory.Parse(Optimizer),
             WeightDecay = WeightDecay, Seed = (ulong)Seed, EvalSplit = EvalSplit, EvalFile = EvalPath, EvalInterval = evalInterval,
             SaveInterval = SaveInterval, ResumeFrom = Resume, OutDir = outDir, Overwrite = Overwrite, Device = Device,
-            ComputeDtype = Compute().Dtype,
+            ComputeDtype = Compute().Dtype, PackFrozenWeights = PackFrozenWeights,
         };
     }
 
@@ -210,6 +220,8 @@ public sealed class TrainSettings : CommandSettings
         }
         catch (ArgumentException e) { return ValidationResult.Error(e.Message); }
         if (Threads is <= 0) return ValidationResult.Error($"--threads must be positive (got {Threads})");
+        try { _ = PackFrozenWeights; }
+        catch (ArgumentException e) { return ValidationResult.Error(e.Message); }
         if (Batch <= 0) return ValidationResult.Error($"--batch must be positive (got {Batch})");
         if (GradAccum <= 0) return ValidationResult.Error($"--grad-accum must be positive (got {GradAccum})");
         if (MaxSeq <= 1) return ValidationResult.Error($"--max-seq must be at least 2 (got {MaxSeq})");

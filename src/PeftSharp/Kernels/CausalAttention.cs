@@ -131,13 +131,5 @@ internal sealed class CausalAttention : autograd.SingleTensorFunction<CausalAtte
     static CausalAttentionKernel.Operand HeadMajor(Tensor t) => new(Data(t), t.stride(0), t.stride(2), t.stride(1), IsBf16(t));
 
     // TorchSharp's Tensor.bytes refuses strided views; libtorch's data pointer (storage offset included) is what the kernel needs.
-    [DllImport("LibTorchSharp")]
-    static extern IntPtr THSTensor_data(IntPtr handle);
-
-    static nint Data(Tensor t)
-    {
-        var p = THSTensor_data(t.Handle);
-        if (p == IntPtr.Zero) torch.CheckForErrors();
-        return p;
-    }
+    static nint Data(Tensor t) => KernelSupport.Address(t);
 }

@@ -10,6 +10,17 @@ internal static class KernelSupport
     public static unsafe T* Ptr<T>(Tensor t) where T : unmanaged =>
         (T*)System.Runtime.CompilerServices.Unsafe.AsPointer(ref MemoryMarshal.GetReference(t.bytes));
 
+    /// <summary>libtorch's data pointer of t (its storage offset included): any size and strides, unlike <see cref="Ptr{T}"/>.</summary>
+    public static nint Address(Tensor t)
+    {
+        var p = THSTensor_data(t.Handle);
+        if (p == IntPtr.Zero) TorchSharp.torch.CheckForErrors();
+        return p;
+    }
+
+    [DllImport("LibTorchSharp")]
+    static extern IntPtr THSTensor_data(IntPtr handle);
+
     /// <summary>t itself when contiguous, else a contiguous copy (in the caller's dispose scope).</summary>
     public static Tensor Contiguous(Tensor t) => t.is_contiguous() ? t : t.contiguous();
 

@@ -65,9 +65,39 @@ internal sealed class TunableLinear : nn.Module<Tensor, Tensor>
         Quantized is { } q ? q.Dequantize(dtype, q.Device)
         : weight!.dtype == dtype ? weight! : weight!.to_type(dtype);
 
+    Kernels.PackedLinear.Pair? _packed;
+
+    /// <summary>Whether the frozen weight is packed for MKL now (<see cref="Pack"/>).</summary>
+    public bool IsPacked => _packed is not null;
+
+    /// <summary>
+    /// Packs the dense frozen fp32 weight for MKL (both orientations; <see cref="Kernels.PackedGemm"/>): later fp32 CPU
+    /// forwards and their backwards skip MKL's per-call copy of it. False where it cannot be: a quantised or trainable
+    /// weight, not fp32 on CPU, or no MKL. Whoever changes the weight in place (a merge) calls <see cref="DropPacked"/>.
+    /// </summary>
+    public bool Pack(int rows)
+    {
+        if (_packed is not null) return true;
+        if (weight is null || weight.requires_grad || weight.dtype != ScalarType.Float32 || weight.device_type != DeviceType.CPU || !Kernels.PackedGemm.Available) return false;
+        _packed = new Kernels.PackedLinear.Pair(weight, rows);
+        return true;
+    }
+
+    /// <summary>Frees the packed copies (the weight is about to change, or training is over).</summary>
+    public void DropPacked()
+    {
+        _packed?.Dispose();
+        _packed = null;
+    }
+
     public Tensor BaseForward(Tensor x)
     {
         using var profile = ForwardProfiler.Measure(ModulePath == "lm_head" ? "lm_head" : Quantized is not null ? "base linear (4-bit: dequantise + matmul)" : "base linear (frozen matmul)");
+        if (_packed is { } pair && Kernels.PackedLinear.Applies(x))
+        {
+            if (pair.Source == Kernels.KernelSupport.Address(weight!)) return Kernels.PackedLinear.Compute(x, pair, bias);
+            DropPacked();   // the weight was replaced (moved, reloaded): its packing is stale
+        }
         return Quantized is { } q ? (bias is null ? q.Linear(x, x.dtype) : q.Linear(x, x.dtype).add_(bias))
                                   : nn.functional.linear(x, weight!, bias);
     }
@@ -113,6 +143,7 @@ internal sealed class TunableLinear : nn.Module<Tensor, Tensor>
             foreach (var a in Adapters.Values) a.Dispose();
             Adapters.Clear();
             Quantized?.Dispose();
+            DropPacked();
         }
         base.Dispose(disposing);
     }

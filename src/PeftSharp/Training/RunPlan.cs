@@ -35,6 +35,7 @@ internal static class RunPlan
         Attention = AttentionKind.Fused,
         Device = o.DeviceKind,
         CpuRuntimeAfterLoadBytes = runtimeAfterLoadBytes,
+        PackFrozenWeights = o.PackFrozenWeights,
     };
 
     /// <summary>

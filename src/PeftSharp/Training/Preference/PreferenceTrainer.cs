@@ -69,6 +69,8 @@ internal sealed class PreferenceTrainer
         bool hasEval = data.Eval.Count > 0;
         if (hasEval && step == 0) first = last = Evaluate(data, 0, clock, run);
 
+        using var packing = FrozenWeightPacking.Apply(_model, _o.PackFrozenWeights, 2L * _o.BatchSize * _o.MaxSeqLength);
+        Log?.Invoke(packing.Description);
         Native.TensorAllocator.StartSteps();   // the buffer cache's cap: the steps' peak, not loading's or the reference's precompute
         double lastLoss = double.NaN;
         int ranThisProcess = 0;

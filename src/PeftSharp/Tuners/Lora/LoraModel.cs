@@ -77,6 +77,7 @@ internal sealed class LoraModel
         {
             using var scope = NewDisposeScope();
             var merged = layer.MergedWeight(lin.weight!);
+            lin.DropPacked();   // the weight changes in place: a packed copy would be stale
             lin.weight!.copy_(weight == 1.0 ? merged : lin.weight! + (merged - lin.weight!) * weight);
             lin.MergedAdapter = name;
         }
@@ -93,6 +94,7 @@ internal sealed class LoraModel
         {
             using var scope = NewDisposeScope();
             var restored = layer.UnmergedWeight(lin.weight!);
+            lin.DropPacked();
             // LoRA is linear in its delta, so a weighted merge is undone by the weighted delta.
             lin.weight!.copy_(weight == 1.0 ? restored : lin.weight! + (restored - lin.weight!) * weight);
             lin.MergedAdapter = null;

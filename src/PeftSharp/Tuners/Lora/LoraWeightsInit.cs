@@ -47,6 +47,7 @@ static class LoraWeightsInit
         var sqrtS = diag(sr.sqrt());
         var a = sqrtS.matmul(vh.narrow(0, 0, r));
         var b = u.narrow(1, 0, r).matmul(sqrtS);
+        layer.DropPacked();
         layer.weight.copy_((w - b.matmul(a) * scaling).to_type(layer.weight.dtype));
         return (a.to_type(dtype).MoveToOuterDisposeScope(), b.to_type(dtype).MoveToOuterDisposeScope());
     }

@@ -1,0 +1,50 @@
+using PeftSharp.Memory;
+using PeftSharp.Models;
+
+namespace PeftSharp.Training;
+
+/// <summary>
+/// Packs a run's frozen fp32 weights for MKL during its steps (Models/TunableLinear.Pack, Kernels/PackedGemm): ~3% of an
+/// fp32 LoRA step for 2 x the frozen weights' bytes, chosen by the rule the memory plan uses
+/// (Memory/CpuRuntime.PacksWeights: `--pack-weights on|off`, else auto within a quarter of the machine's memory).
+/// Disposing drops the packed copies, so evaluation after the run, saving and merging see the plain weights only.
+/// </summary>
+internal sealed class FrozenWeightPacking : IDisposable
+{
+    readonly List<TunableLinear> _packed;
+
+    /// <summary>What the run does, for its log: packed (and the bytes), or why not.</summary>
+    public string Description { get; }
+
+    FrozenWeightPacking(List<TunableLinear> packed, string description) => (_packed, Description) = (packed, description);
+
+    /// <summary>The bytes <see cref="CpuRuntime.PacksWeights"/> weighs for <paramref name="model"/>: its dense frozen fp32
+    /// weights on CPU (a trainable, quantised or 16-bit weight is never packed).</summary>
+    internal static long FrozenFp32Bytes(CausalLM model) => Candidates(model).Sum(l => l.InFeatures * l.OutFeatures * sizeof(float));
+
+    static IEnumerable<TunableLinear> Candidates(CausalLM model) => model.Linears().Where(l =>
+        l.weight is { requires_grad: false } w && w.dtype == TorchSharp.torch.ScalarType.Float32 && w.device_type == TorchSharp.DeviceType.CPU);
+
+    /// <summary>Packs <paramref name="model"/>'s frozen weights when <paramref name="requested"/> (null = auto) says so;
+    /// <paramref name="rows"/> is the run's tokens per step (MKL's pack takes the row count; any later count is served).</summary>
+    public static FrozenWeightPacking Apply(CausalLM model, bool? requested, long rows)
+    {
+        long bytes = FrozenFp32Bytes(model);
+        string packedMb = $"{CpuRuntime.PackedWeightBytes(bytes) / 1e6:F1} MB";
+        if (bytes == 0) return new([], "not packed (no frozen fp32 weights on CPU)");
+        if (!CpuRuntime.PacksWeights(requested, bytes))
+            return new([], requested == false ? "not packed (--pack-weights off)"
+                : !CpuRuntime.CanPackWeights ? "not packed (MKL's pack API is Linux x64 only)"
+                : $"not packed (auto: the copies, {packedMb}, exceed {CpuRuntime.PackedWeightsMaxMemoryShare:P0} of this machine's memory; --pack-weights on packs them)");
+        if (!Kernels.PackedGemm.Available) return new([], "not packed (this libtorch exports no MKL pack API)");
+        int m = (int)Math.Clamp(rows, 1, int.MaxValue);
+        var packed = Candidates(model).Where(l => l.Pack(m)).ToList();
+        return new(packed, $"frozen weights packed for MKL: {packedMb} of copies ({(requested is null ? "auto" : "--pack-weights on")}; --pack-weights off saves them, ~3% slower steps)");
+    }
+
+    public void Dispose()
+    {
+        foreach (var l in _packed) l.DropPacked();
+        _packed.Clear();
+    }
+}
