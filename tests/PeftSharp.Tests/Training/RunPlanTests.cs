@@ -21,7 +21,12 @@ public class RunPlanTests
         long sb = 3 * 50;
         Assert.Equal(2 * 4 * (9 * sb * 64 + (k ? 3 : 4) * sb * 176), plan.ActivationsBytes);
         Assert.Equal((k ? 2 : 4) * 4 * sb * 260, plan.LogitsBytes);
-        Assert.Equal(CpuRuntime.Training(vocabSize: 260).Sum(t => t.Bytes), plan.FrameworkOverheadBytes);
+        // Auto packs tiny-llama's frozen fp32 Linears for MKL (2 x their bytes), as the Trainer will (Training/FrozenWeightPacking).
+        long frozen = 4 * ModelShape.Load(Path.Combine(TestPaths.TinyLlama, "config.json")).Modules.Where(m => m.Kind == ModuleKind.Linear).Sum(m => m.WeightElements);
+        long packed = CpuRuntime.PacksWeights(null, frozen) ? CpuRuntime.PackedWeightBytes(frozen) : 0;
+        Assert.Equal(CpuRuntime.Training(vocabSize: 260).Sum(t => t.Bytes) + packed, plan.FrameworkOverheadBytes);
+        var unpacked = RunPlan.For(TestPaths.TinyLlama, new MethodOptions { Method = "lora" }, new TrainerOptions { BatchSize = 3, Device = "cpu", PackFrozenWeights = false }, 50);
+        Assert.Equal(plan.TotalBytes - packed, unpacked.TotalBytes);
     }
 
     /// <summary>peft train plans with its own process's resident set after libtorch loads as the first runtime term;
