@@ -98,9 +98,9 @@ internal static class CpuRuntime
     public static long PackedWeightBytes(long frozenFp32WeightBytes) => 2 * frozenFp32WeightBytes;
 
     /// <summary>Auto packs the frozen weights when their packed copies take at most this share of the memory the process
-    /// may use (.NET's view: physical memory or the container's limit): a 24 GB machine packs up to ~6 GB of copies, i.e.
-    /// models up to ~0.75B parameters in fp32, and keeps the memory for larger ones.</summary>
-    public const double PackedWeightsMaxMemoryShare = 0.25;
+    /// may use (.NET's view: physical memory or the container's limit): a 24 GB machine packs up to 3 GB of copies, i.e.
+    /// models up to ~0.37B parameters in fp32 (SmolLM-135M: +0.9 GB), and keeps the memory of larger ones for the run.</summary>
+    public const double PackedWeightsMaxMemoryShare = 0.125;
 
     /// <summary>Whether this machine's MKL can hold packed weights: libtorch's bundled MKL (Linux x64). The engine also
     /// checks that libtorch exports MKL's pack functions and skips packing without them.</summary>

@@ -131,11 +131,11 @@ public class MethodTests
         Assert.Equal(0, Packed(on with { Method = TuningMethod.Qlora, WeightDtype = DType.Nf4 }));
         Assert.Equal(0, Packed(on with { ComputeDtype = DType.Bf16 }));
         Assert.Equal(0, Packed(on with { Device = DeviceKind.Cuda }));
-        // Auto: packed while the copies fit in a quarter of the machine's memory (the engine's rule, Training/FrozenWeightPacking).
-        Assert.Equal(CpuRuntime.CanPackWeights, CpuRuntime.PacksWeights(null, 1_000_000, memoryBytes: 8_000_000));
-        Assert.False(CpuRuntime.PacksWeights(null, 1_000_001, memoryBytes: 8_000_000));
-        Assert.False(CpuRuntime.PacksWeights(false, 1_000_000, memoryBytes: 8_000_000));
-        Assert.Equal(CpuRuntime.CanPackWeights, CpuRuntime.PacksWeights(true, 1_000_001, memoryBytes: 8_000_000));
+        // Auto: packed while the copies fit in an eighth of the machine's memory (the engine's rule, Training/FrozenWeightPacking).
+        Assert.Equal(CpuRuntime.CanPackWeights, CpuRuntime.PacksWeights(null, 1_000_000, memoryBytes: 16_000_000));
+        Assert.False(CpuRuntime.PacksWeights(null, 1_000_001, memoryBytes: 16_000_000));
+        Assert.False(CpuRuntime.PacksWeights(false, 1_000_000, memoryBytes: 16_000_000));
+        Assert.Equal(CpuRuntime.CanPackWeights, CpuRuntime.PacksWeights(true, 1_000_001, memoryBytes: 16_000_000));
     }
 
     [Fact]

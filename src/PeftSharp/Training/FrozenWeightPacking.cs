@@ -6,7 +6,7 @@ namespace PeftSharp.Training;
 /// <summary>
 /// Packs a run's frozen fp32 weights for MKL during its steps (Models/TunableLinear.Pack, Kernels/PackedGemm): ~3% of an
 /// fp32 LoRA step for 2 x the frozen weights' bytes, chosen by the rule the memory plan uses
-/// (Memory/CpuRuntime.PacksWeights: `--pack-weights on|off`, else auto within a quarter of the machine's memory).
+/// (Memory/CpuRuntime.PacksWeights: `--pack-weights on|off`, else auto within an eighth of the machine's memory).
 /// Disposing drops the packed copies, so evaluation after the run, saving and merging see the plain weights only.
 /// </summary>
 internal sealed class FrozenWeightPacking : IDisposable
