@@ -64,7 +64,9 @@ public sealed class QloraStepBench : IBench
             .Concat(Enumerable.Range(0, extra).Select(k => k < teamList.Count ? teamList[k] : QuantizedLinearFunction.TileThreads)).ToArray();
         using var denseStep = new LoraStep(dense, shape.R, shape.Alpha, shape.Targets, ids);
         using var nf4Step = new LoraStep(nf4, shape.R, shape.Alpha, shape.Targets, ids);
-        var steps = new[] { denseStep }.Concat(Enumerable.Repeat(nf4Step, 1 + extra)).ToArray();
+        // The last column: the fp32 base with its weights left plain (the trainers' --pack-weights off), when they are packed.
+        bool plainColumn = denseStep.Packing.StartsWith("frozen weights packed");
+        var steps = new[] { denseStep }.Concat(Enumerable.Repeat(nf4Step, 1 + extra)).Concat(plainColumn ? [denseStep] : []).ToArray();
         var times = steps.Select(_ => new List<double>()).ToArray();
         // Process CPU time per step beside wall time: on a shared box wall time mostly measures the other processes.
         var cpu = steps.Select(_ => new List<double>()).ToArray();
@@ -74,14 +76,15 @@ public sealed class QloraStepBench : IBench
         for (int i = 0; i < warmup + rounds; i++)
             for (int k = 0; k < steps.Length; k++)
             {
-                QuantizedLinearFunction.TileBytes = tiles[k];
-                QuantizedLinearFunction.TileThreads = teams[k];
-                QuantizedLinearFunction.MinTileRows = rowFloors[k];
+                int c = Math.Min(k, tiles.Length - 1);   // the plain fp32 column has no tile settings of its own
+                QuantizedLinearFunction.TileBytes = tiles[c];
+                QuantizedLinearFunction.TileThreads = teams[c];
+                QuantizedLinearFunction.MinTileRows = rowFloors[c];
                 var before = DequantStats.Read();
                 self.Refresh();
                 var cpu0 = self.TotalProcessorTime;
                 var sw = Stopwatch.StartNew();
-                steps[k].Run();
+                using (plainColumn && k == steps.Length - 1 ? PeftSharp.Kernels.PackedLinear.Off() : null) steps[k].Run();
                 if (i < warmup) continue;
                 times[k].Add(sw.Elapsed.TotalSeconds);
                 self.Refresh();
@@ -99,7 +102,15 @@ public sealed class QloraStepBench : IBench
         Console.WriteLine($"step time: fp32 base median {tDense * 1e3:F0} ms (min {times[0].Min() * 1e3:F0}), NF4 base median {tNf4 * 1e3:F0} ms (min {times[1].Min() * 1e3:F0})");
         Console.WriteLine($"QLoRA/LoRA step time ratio = {BenchStats.Median(ratios):F3} (median of per-round ratios; min/min {times[1].Min() / times[0].Min():F3}); " +
                           $"dequantisation tile {Tile(tileBytes, teams[1])}, at least {rowFloors[1]} rows");
-        for (int k = 2; k < steps.Length; k++)
+        Console.WriteLine($"fp32 base: {denseStep.Packing}");
+        if (plainColumn)
+        {
+            var plain = times[^1];
+            Console.WriteLine($"  plain fp32 weights (--pack-weights off), alternated with the rest: median {BenchStats.Median(plain) * 1e3:F0} ms; packed/plain step time " +
+                              $"{BenchStats.Median(times[0].Zip(plain, (p, q) => p / q).ToList()):F3}; QLoRA/LoRA against the plain fp32 step = {BenchStats.Median(times[1].Zip(plain, (q, d) => q / d).ToList()):F3} " +
+                              "(an NF4 weight is dequantised at every call, so MKL packs its tiles anyway: packing is an fp32 lever)");
+        }
+        for (int k = 2; k < steps.Length - (plainColumn ? 1 : 0); k++)
             Console.WriteLine($"  compare: NF4 base with dequantisation tile {Tile(tiles[k], teams[k])}, at least {rowFloors[k]} rows, median {BenchStats.Median(times[k]) * 1e3:F0} ms, QLoRA/LoRA ratio " +
                               $"{BenchStats.Median(times[k].Zip(times[0], (q, d) => q / d).ToList()):F3}; NF4 column / this one = {BenchStats.Median(times[1].Zip(times[k], (q, d) => q / d).ToList()):F3}; " +
                               $"dequantisation {dequant[k].Seconds / rounds * 1e3:F0} ms/step");
