@@ -38,6 +38,13 @@ public static class CliOptions
     /// "--lr must be a finite number (got NaN)" for the first NaN/Infinity among a settings object's number options, else
     /// null. .NET parses "NaN" and "Infinity" as doubles, and range checks (x &lt;= 0) let NaN through.
     /// </summary>
+    /// <summary>`--pack-weights auto|on|off` (train and plan) as the trainer and the planner take it: null (auto), true or false.</summary>
+    public static bool? PackWeights(string mode) => mode.ToLowerInvariant() switch
+    {
+        "auto" => null, "on" => true, "off" => false,
+        _ => throw new ArgumentException($"--pack-weights: '{mode}' is not auto, on or off"),
+    };
+
     public static string? NonFiniteNumber(CommandSettings settings)
     {
         foreach (var (p, a) in Options(settings.GetType()))

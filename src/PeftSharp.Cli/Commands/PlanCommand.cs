@@ -122,6 +122,9 @@ public sealed class PlanCommand : Command<PlanCommand.Settings>
         [CommandOption("--device <D>"), Description("cuda or cpu (sets the default framework overhead)")]
         public string Device { get; init; } = "cuda";
 
+        [CommandOption("--pack-weights <MODE>"), Description("auto, on or off: --device cpu with fp32 compute: the frozen weights packed for MKL as `peft train --pack-weights` (2x their bytes; auto: when that fits in 1/8 of this machine's memory)")]
+        public string PackWeights { get; init; } = "auto";
+
         [CommandOption("--overhead-gb <GB>"), Description("Override the per-device framework overhead")]
         public double? OverheadGb { get; init; }
 
@@ -150,6 +153,10 @@ public sealed class PlanCommand : Command<PlanCommand.Settings>
                 return ValidationResult.Success();
             }
             catch (PlanException e)
+            {
+                return ValidationResult.Error(e.Message);
+            }
+            catch (ArgumentException e)   // --pack-weights
             {
                 return ValidationResult.Error(e.Message);
             }
@@ -187,6 +194,7 @@ public sealed class PlanCommand : Command<PlanCommand.Settings>
             Offload = Offload,
             Device = PlanNames.Device(Device),
             FrameworkOverheadBytes = OverheadGb is { } gb ? (long)(gb * 1e9) : null,
+            PackFrozenWeights = CliOptions.PackWeights(PackWeights),
         };
 
         public ServeRequest ToServeRequest() => new()

@@ -106,11 +106,7 @@ public sealed class TrainSettings : CommandSettings
     public string PackWeights { get; set; } = "auto";
 
     /// <summary>--pack-weights as the trainer and the planner take it: true, false, or null for auto.</summary>
-    internal bool? PackFrozenWeights => PackWeights.ToLowerInvariant() switch
-    {
-        "auto" => null, "on" => true, "off" => false,
-        _ => throw new ArgumentException($"--pack-weights: '{PackWeights}' is not auto, on or off"),
-    };
+    internal bool? PackFrozenWeights => CliOptions.PackWeights(PackWeights);
 
     public bool UsesDemo => Data is null;
     /// <summary>--method dpo or orpo: preference tuning of an --adapter-method adapter.</summary>

@@ -68,6 +68,7 @@ public class CliFlagTests
     [InlineData(new[] { "train", "--eval-interval", "-1" }, "error: --eval-interval must be a positive step count (got -1)")]
     [InlineData(new[] { "train", "--device", "tpu" }, "error: --device: 'tpu' is not cpu or cuda")]
     [InlineData(new[] { "train", "--pack-weights", "maybe" }, "error: --pack-weights: 'maybe' is not auto, on or off")]
+    [InlineData(new[] { "plan", "--model", "llama-2-7b", "--pack-weights", "yes" }, "error: --pack-weights: 'yes' is not auto, on or off")]
     [InlineData(new[] { "generate", "--prompt", "hi", "--temperature", "NaN" }, "error: --temperature must be a finite number (got NaN)")]
     public void BadFlagValuesNameTheFlag(string[] args, string expected)
     {

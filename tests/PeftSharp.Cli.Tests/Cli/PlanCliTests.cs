@@ -78,6 +78,19 @@ public class PlanCliTests
     }
 
     [Fact]
+    public void Cpu_fp32_plans_count_packed_frozen_weights_as_train_would()
+    {
+        long Packed(params string[] args) => Json(["--device", "cpu", "--method", "lora", "--dtype", "fp32", .. args]).GetProperty("runtime_terms")
+            .EnumerateArray().Where(t => t.GetProperty("name").GetString()!.Contains("packed")).Sum(t => t.GetProperty("bytes").GetInt64());
+        // llama-3.1-8b in fp32: 2 x ~28 GB of frozen Linears. On: counted; off: none; auto: more than 1/8 of any machine here.
+        long on = Packed("--pack-weights", "on");
+        Assert.Equal(PeftSharp.Memory.CpuRuntime.CanPackWeights, on > 50_000_000_000);
+        Assert.Equal(0, Packed("--pack-weights", "off"));
+        Assert.Equal(PeftSharp.Memory.CpuRuntime.PacksWeights(null, on / 2) ? on : 0, Packed());
+        Assert.Equal(0, Packed("--pack-weights", "on", "--compute-dtype", "bf16"));   // oneDNN's bf16 GEMMs: nothing packed
+    }
+
+    [Fact]
     public void Serve_on_cpu_names_the_allocator_it_assumes()
     {
         // The planning process decides as peft serve's would (Memory.CpuRuntime.BufferCache, the engine's condition).
