@@ -24,6 +24,11 @@ internal sealed class PackedLinear : autograd.SingleTensorFunction<PackedLinear>
     /// <summary>One weight packed both ways. The pair belongs to its layer, which disposes it when the weight may change.</summary>
     internal sealed class Pair(Tensor weight, int rows) : IDisposable
     {
+        /// <summary>The row count it was packed for: MKL lays a pack made for many rows out for splitting rows over the
+        /// threads, and multiplies fewer rows through it on one thread (0.5-0.7x the plain GEMM, 512- and 768-wide weights
+        /// at 2 threads); with at least this many rows it is as fast as a pack made for them or faster (`PeftSharp.Bench
+        /// packed-gemm`, bench/README.md). Fewer rows go through the plain weight.</summary>
+        public int Rows { get; } = rows;
         public PackedGemm.PackedWeight Forward { get; } = new(weight, forward: true, rows);
         public PackedGemm.PackedWeight Backward { get; } = new(weight, forward: false, rows);
         /// <summary>The weight's data address when packed: a weight replaced since (moved, reloaded) no longer matches.</summary>
@@ -31,8 +36,10 @@ internal sealed class PackedLinear : autograd.SingleTensorFunction<PackedLinear>
         public void Dispose() { Forward.Dispose(); Backward.Dispose(); }
     }
 
-    /// <summary>Whether <paramref name="x"/> can go through a packed weight: CPU fp32 input and the path not off here.</summary>
-    internal static bool Applies(Tensor x) => !Use.IsOff && x.device_type == DeviceType.CPU && x.dtype == ScalarType.Float32;
+    /// <summary>Whether <paramref name="x"/> goes through <paramref name="pair"/>: CPU fp32, at least the rows it was packed
+    /// for (generation's few rows keep the plain weight), and the path not off on this thread.</summary>
+    internal static bool Applies(Tensor x, Pair pair) => !Use.IsOff && x.device_type == DeviceType.CPU && x.dtype == ScalarType.Float32
+        && x.numel() / Math.Max(1, x.shape[^1]) >= pair.Rows;
 
     /// <summary>x W^T + bias through the packed pair; an autograd node only where x needs a gradient.</summary>
     public static Tensor Compute(Tensor x, Pair pair, Tensor? bias)

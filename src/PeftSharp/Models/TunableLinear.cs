@@ -93,7 +93,7 @@ internal sealed class TunableLinear : nn.Module<Tensor, Tensor>
     public Tensor BaseForward(Tensor x)
     {
         using var profile = ForwardProfiler.Measure(ModulePath == "lm_head" ? "lm_head" : Quantized is not null ? "base linear (4-bit: dequantise + matmul)" : "base linear (frozen matmul)");
-        if (_packed is { } pair && Kernels.PackedLinear.Applies(x))
+        if (_packed is { } pair && Kernels.PackedLinear.Applies(x, pair))
         {
             if (pair.Source == Kernels.KernelSupport.Address(weight!)) return Kernels.PackedLinear.Compute(x, pair, bias);
             DropPacked();   // the weight was replaced (moved, reloaded): its packing is stale

@@ -25,8 +25,9 @@ internal sealed class FrozenWeightPacking : IDisposable
     static IEnumerable<TunableLinear> Candidates(CausalLM model) => model.Linears().Where(l =>
         l.weight is { requires_grad: false } w && w.dtype == TorchSharp.torch.ScalarType.Float32 && w.device_type == TorchSharp.DeviceType.CPU);
 
-    /// <summary>Packs <paramref name="model"/>'s frozen weights when <paramref name="requested"/> (null = auto) says so;
-    /// <paramref name="rows"/> is the run's tokens per step (MKL's pack takes the row count; any later count is served).</summary>
+    /// <summary>Packs <paramref name="model"/>'s frozen weights when <paramref name="requested"/> (null = auto) says so, for
+    /// products of <paramref name="rows"/> rows (a typical step's tokens, padding included: <see cref="TypicalRows"/>);
+    /// fewer rows use the plain weights (Kernels/PackedLinear.Pair.Rows).</summary>
     public static FrozenWeightPacking Apply(CausalLM model, bool? requested, long rows)
     {
         long bytes = FrozenFp32Bytes(model);
@@ -40,6 +41,16 @@ internal sealed class FrozenWeightPacking : IDisposable
         int m = (int)Math.Clamp(rows, 1, int.MaxValue);
         var packed = Candidates(model).Where(l => l.Pack(m)).ToList();
         return new(packed, $"frozen weights packed for MKL: {packedMb} of copies ({(requested is null ? "auto" : "--pack-weights on")}; --pack-weights off saves them, ~3% slower steps)");
+    }
+
+    /// <summary>A typical micro-batch's rows: <paramref name="batch"/> sequences padded to the longest, estimated as the batch
+    /// times the median length (capped at <paramref name="maxLength"/>). Most steps reach it (a batch's longest row is at
+    /// least its median), so most go through the packed weights.</summary>
+    public static long TypicalRows(IEnumerable<int> lengths, int batch, int maxLength)
+    {
+        var sorted = lengths.Order().ToList();
+        int median = sorted.Count == 0 ? maxLength : sorted[sorted.Count / 2];
+        return (long)batch * Math.Clamp(median, 1, Math.Max(1, maxLength));
     }
 
     public void Dispose()

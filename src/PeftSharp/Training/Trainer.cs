@@ -85,7 +85,7 @@ internal sealed class Trainer
         bool hasEval = data.Eval.Count > 0 || data.EvalPrompts.Count > 0;
         if (hasEval && step == 0) first = last = Evaluate(data, 0, clock, run);
 
-        using var packing = FrozenWeightPacking.Apply(_model, _o.PackFrozenWeights, _o.BatchSize * (long)_o.MaxSeqLength);
+        using var packing = FrozenWeightPacking.Apply(_model, _o.PackFrozenWeights, FrozenWeightPacking.TypicalRows(data.Train.Select(t => t.Length), _o.BatchSize, _o.MaxSeqLength));
         Log?.Invoke(packing.Description);
         Native.TensorAllocator.StartSteps();   // the buffer cache's cap: the steps' peak, not loading's or evaluation's
         double lastLoss = double.NaN;

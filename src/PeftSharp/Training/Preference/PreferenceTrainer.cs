@@ -69,7 +69,8 @@ internal sealed class PreferenceTrainer
         bool hasEval = data.Eval.Count > 0;
         if (hasEval && step == 0) first = last = Evaluate(data, 0, clock, run);
 
-        using var packing = FrozenWeightPacking.Apply(_model, _o.PackFrozenWeights, 2L * _o.BatchSize * _o.MaxSeqLength);
+        // Chosen and rejected go through the model as one batch of 2 x BatchSize rows.
+        using var packing = FrozenWeightPacking.Apply(_model, _o.PackFrozenWeights, FrozenWeightPacking.TypicalRows(data.Train.SelectMany(p => new[] { p.Chosen.Length, p.Rejected.Length }), 2 * _o.BatchSize, _o.MaxSeqLength));
         Log?.Invoke(packing.Description);
         Native.TensorAllocator.StartSteps();   // the buffer cache's cap: the steps' peak, not loading's or the reference's precompute
         double lastLoss = double.NaN;
