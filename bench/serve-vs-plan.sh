@@ -38,6 +38,8 @@ print(f"{sys.argv[1]:<15} planned {mb(r.planned):7.0f} MiB  measured {mb(r.measu
       f"{r.seconds:.1f} s, {r.generated_tokens_per_s:.1f} generated tokens/s  "
       f"(weights {mb(r.weights):.0f}, KV {mb(r.kv_cache):.0f} + growth {mb(r.kv_growth):.0f}, "
       f"adapters {mb(r.adapters_bytes):.0f}, prefill {mb(r.prefill):.0f}, runtime {mb(r.overhead):.0f})")
+residue = getattr(r, "rss_after_load", None)
+if residue is not None: print(" " * 16 + f"resident after the load, server stopped, idle buffers given back: +{mb(residue - r.rss_after_adapters):.0f} MiB over the weights and adapters")
 print(" " * 16 + f"allocator: {allocator}" + (f"; {cache}" if cache else ""))
 ' "$mode"
 done
