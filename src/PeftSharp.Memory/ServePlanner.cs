@@ -38,7 +38,8 @@ public sealed record ServeRequest
     /// <summary>Where the server runs (default CUDA); decides the default runtime allowance.</summary>
     public DeviceKind Device { get; init; } = DeviceKind.Cuda;
     /// <summary>Fixed bytes of the runtime; null = the device's default (CUDA: 0.8 GB context + kernels and the 8.1 MiB
-    /// cuBLAS workspace; CPU: 200 MB of libtorch + .NET, measured by bench/serve-vs-plan.sh).</summary>
+    /// cuBLAS workspace; CPU: 200 MB of libtorch + .NET and 136 MB the server grows by while serving, measured by
+    /// bench/serve-vs-plan.sh).</summary>
     public long? FrameworkOverheadBytes { get; init; }
 
     internal DType ResolvedCompute => ComputeDtype ?? (WeightDtype == DType.Fp32 ? DType.Fp32 : DType.Bf16);
@@ -50,7 +51,17 @@ public sealed record ServeRequest
     internal long ResolvedPrefillTokens => Math.Max(Math.Min(ResolvedPrefillChunk, Context), Math.Min(MaxPrefillTokens, (long)MaxBatch * Context));
 
     internal long ResolvedOverheadBytes => FrameworkOverheadBytes
-        ?? (Device == DeviceKind.Cuda ? PlanRequest.DefaultCudaOverheadBytes + PlanRequest.CublasWorkspaceBytes : PlanRequest.DefaultCpuOverheadBytes);
+        ?? (Device == DeviceKind.Cuda ? PlanRequest.DefaultCudaOverheadBytes + PlanRequest.CublasWorkspaceBytes
+            : PlanRequest.DefaultCpuOverheadBytes + CpuServerRuntimeBytes);
+
+    /// <summary>
+    /// What `peft serve`'s process grows by while it serves, beyond every tensor (HTTP server, managed heap, native
+    /// arenas of request handling), on CPU where it shares the memory with the model (on a GPU it is host memory).
+    /// bench/serve-vs-plan.sh: the peak resident set less the buffer cache's peak in use, the adapters and the 200 MB
+    /// runtime was 127 MiB (32 x 960 + 32 tokens) and 136 MiB (32 x 448 + 256); 134 and 159 MiB stayed resident after
+    /// the load with the server stopped and idle buffers given back.
+    /// </summary>
+    internal const long CpuServerRuntimeBytes = 136_000_000;
 
     /// <summary>Checks every field; <see cref="ServePlanner"/> calls it before planning.</summary>
     /// <exception cref="PlanException">A count that must be positive (<c>max_batch</c>, <c>context</c>, <c>max_rank</c>,
