@@ -11,7 +11,9 @@ namespace PeftSharp.Models;
 /// memory plan counts prompt + max_tokens per row, and a buffer the allocator reuses or rebuilds from other buffers'
 /// pages is resident in full, untouched slots included). A buffer grows by half its size when full, so copies are
 /// amortised O(1) per token, but never past those expected slots: a row with a long max_tokens that stops early does
-/// not hold its whole context at once.
+/// not hold its whole context at once. Rows joining (<see cref="AppendRows"/>) or leaving (<see cref="SelectRows"/>) a
+/// batch rebuild every layer once, and with expected slots the rebuilt buffers hold them all, so the steps after write
+/// in place.
 /// A sliding-window layer keeps only the newest window - 1 slots (all a later query can see), so its memory stays
 /// bounded; each layer remembers the absolute slot its stored keys start at, so masks over all slots still apply.
 /// </summary>
@@ -67,9 +69,7 @@ internal sealed class KvCache : IDisposable
         if (_k[layer] is { } k && k.shape[2] >= needed && k.shape[0] == like.shape[0]) return;
         long cap = Math.Max(needed + 16, (_k[layer]?.shape[2] ?? 0) * 3 / 2);
         if (ExpectedSlots is { } e && Math.Min(e - _start[layer], most) is var expected && expected >= needed) cap = Math.Min(cap, expected);
-        long[] shape = [like.shape[0], like.shape[1], cap, like.shape[3]];
-        var nk = empty(shape, like.dtype, like.device).DetachFromDisposeScope();
-        var nv = empty(shape, like.dtype, like.device).DetachFromDisposeScope();
+        var (nk, nv) = NewBuffers(like, like.shape[0], cap);
         if (_k[layer] is not null && _len[layer] > 0)
         {
             var (ok, ov) = Stored(layer);
