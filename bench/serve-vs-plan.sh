@@ -7,7 +7,10 @@
 #   cache      `peft serve` as it runs: peft train's buffer cache (PeftSharp/Native/TensorAllocator)
 #   threshold  PEFTSHARP_TENSOR_CACHE=0: glibc's fixed mmap threshold alone
 #   glibc      --allocator glibc: glibc's default heap (freed blocks stay in its heaps)
-#   base-threshold, base-glibc  the build in BASELINE_BIN (before; `--return-frees` was its threshold mode)
+#   base-cache, base-nocache    the build in BASELINE_BIN as cache / threshold run it (builds with the buffer cache,
+#                               c8dee07 on)
+#   base-threshold, base-glibc  the build in BASELINE_BIN before the buffer cache served (1bce6c9 and older:
+#                               `--return-frees` was its threshold mode, no flag its glibc heap)
 # Bar: within 10% for cache and threshold. About a minute per mode on 2 cores: run one mode per CPU lock hold.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -19,9 +22,11 @@ for mode in ${MODES:-cache threshold glibc}; do
     cache) run=(dotnet "$bench_bin/PeftSharp.Bench.dll" serve-memory "${args[@]}");;
     threshold) run=(env PEFTSHARP_TENSOR_CACHE=0 dotnet "$bench_bin/PeftSharp.Bench.dll" serve-memory "${args[@]}");;
     glibc) run=(dotnet "$bench_bin/PeftSharp.Bench.dll" serve-memory "${args[@]}" --allocator glibc);;
+    base-cache) run=(dotnet "${BASELINE_BIN:?set BASELINE_BIN}/PeftSharp.Bench.dll" serve-memory "${args[@]}");;
+    base-nocache) run=(env PEFTSHARP_TENSOR_CACHE=0 dotnet "${BASELINE_BIN:?set BASELINE_BIN}/PeftSharp.Bench.dll" serve-memory "${args[@]}");;
     base-threshold) run=(dotnet "${BASELINE_BIN:?set BASELINE_BIN}/PeftSharp.Bench.dll" serve-memory "${args[@]}" --return-frees);;
     base-glibc) run=(dotnet "${BASELINE_BIN:?set BASELINE_BIN}/PeftSharp.Bench.dll" serve-memory "${args[@]}");;
-    *) echo "MODES: unknown mode '$mode' (cache, threshold, glibc, base-threshold, base-glibc)" >&2; exit 2;;
+    *) echo "MODES: unknown mode '$mode' (cache, threshold, glibc, base-cache, base-nocache, base-threshold, base-glibc)" >&2; exit 2;;
   esac
   echo "$mode: ${run[*]}" >&2
   "${run[@]}" | tail -1 | python3 -c '
@@ -33,6 +38,8 @@ print(f"{sys.argv[1]:<15} planned {mb(r.planned):7.0f} MiB  measured {mb(r.measu
       f"{r.seconds:.1f} s, {r.generated_tokens_per_s:.1f} generated tokens/s  "
       f"(weights {mb(r.weights):.0f}, KV {mb(r.kv_cache):.0f} + growth {mb(r.kv_growth):.0f}, "
       f"adapters {mb(r.adapters_bytes):.0f}, prefill {mb(r.prefill):.0f}, runtime {mb(r.overhead):.0f})")
+residue = getattr(r, "rss_after_load", None)
+if residue is not None: print(" " * 16 + f"resident after the load, server stopped, idle buffers given back: +{mb(residue - r.rss_after_adapters):.0f} MiB over the weights and adapters")
 print(" " * 16 + f"allocator: {allocator}" + (f"; {cache}" if cache else ""))
 ' "$mode"
 done

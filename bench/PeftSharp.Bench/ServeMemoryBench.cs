@@ -57,6 +57,10 @@ public sealed class ServeMemoryBench : IBench
             var clock = System.Diagnostics.Stopwatch.StartNew();
             RunLoad(model, tok, options, batch, prompt, maxTokens, adapters).GetAwaiter().GetResult();
             double seconds = clock.Elapsed.TotalSeconds; // the whole load: prefill of every prompt, then batched decoding
+            // The server is gone (its KV cache with it) and idle buffers are given back: what stays beyond the weights and
+            // adapters is the runtime's own growth while serving (managed heap, native arenas), which no plan term names.
+            PeftSharp.Native.TensorAllocator.ReleaseIdle();
+            long afterLoad = ProcessMemory.Read().RssBytes;
             // What the bench itself left resident while writing the adapters (injecting, saving, deleting them in the base)
             // is not the server's: `peft serve` loads them from disk. It is taken off the peak.
             long setupResidue = afterAdapters - afterModel;
@@ -77,7 +81,7 @@ public sealed class ServeMemoryBench : IBench
             {
                 ["batch"] = batch, ["context"] = prompt + maxTokens, ["adapters"] = adapters, ["params"] = shape.TotalParameters,
                 ["planned"] = plan.TotalBytes, ["measured"] = measured, ["rss_runtime"] = runtime, ["rss_after_model"] = afterModel,
-                ["rss_after_adapters"] = afterAdapters, ["peak_rss"] = peak, ["error"] = Math.Round((plan.TotalBytes - (double)measured) / measured, 4), ["weights"] = plan.WeightsBytes, ["kv_cache"] = plan.KvCacheBytes, ["kv_growth"] = plan.KvGrowthBytes,
+                ["rss_after_adapters"] = afterAdapters, ["rss_after_load"] = afterLoad, ["peak_rss"] = peak, ["error"] = Math.Round((plan.TotalBytes - (double)measured) / measured, 4), ["weights"] = plan.WeightsBytes, ["kv_cache"] = plan.KvCacheBytes, ["kv_growth"] = plan.KvGrowthBytes,
                 ["adapters_bytes"] = plan.AdaptersBytes, ["prefill"] = plan.PrefillBytes, ["prefill_tokens"] = plan.Request.ResolvedPrefillTokens,
                 ["max_prefill_tokens"] = prefillTokens, ["max_prefill_batch"] = prefillBatch, ["overhead"] = plan.FrameworkOverheadBytes,
                 ["seconds"] = Math.Round(seconds, 2), ["generated_tokens_per_s"] = Math.Round(batch * maxTokens / seconds, 2),

@@ -31,14 +31,15 @@ public sealed record ServeRequest
     /// rows x the longest prompt (`peft serve --max-prefill-tokens`, the same default). A single longer prompt goes
     /// alone, so the plan counts at least one <see cref="PrefillChunk"/>.</summary>
     public int MaxPrefillTokens { get; init; } = DefaultMaxPrefillTokens;
-    /// <summary>The KV cache grows by concatenation (transformers' DynamicCache, this project's KvCache): while a layer
-    /// appends, its old and new tensors coexist, and a newly prefilled row's cache exists beside the batch's until it
-    /// joins. False for a preallocated (paged) cache.</summary>
+    /// <summary>The KV cache's buffers are rebuilt (transformers' DynamicCache concatenates every step; this project's
+    /// KvCache when rows join or leave the batch): while a layer is rebuilt, its old and new tensors coexist. False for a
+    /// preallocated (paged) cache.</summary>
     public bool ConcatenatedCache { get; init; } = true;
     /// <summary>Where the server runs (default CUDA); decides the default runtime allowance.</summary>
     public DeviceKind Device { get; init; } = DeviceKind.Cuda;
     /// <summary>Fixed bytes of the runtime; null = the device's default (CUDA: 0.8 GB context + kernels and the 8.1 MiB
-    /// cuBLAS workspace; CPU: 200 MB of libtorch + .NET, measured by bench/serve-vs-plan.sh).</summary>
+    /// cuBLAS workspace; CPU: 200 MB of libtorch + .NET and 136 MB the server grows by while serving, measured by
+    /// bench/serve-vs-plan.sh).</summary>
     public long? FrameworkOverheadBytes { get; init; }
 
     internal DType ResolvedCompute => ComputeDtype ?? (WeightDtype == DType.Fp32 ? DType.Fp32 : DType.Bf16);
@@ -50,7 +51,17 @@ public sealed record ServeRequest
     internal long ResolvedPrefillTokens => Math.Max(Math.Min(ResolvedPrefillChunk, Context), Math.Min(MaxPrefillTokens, (long)MaxBatch * Context));
 
     internal long ResolvedOverheadBytes => FrameworkOverheadBytes
-        ?? (Device == DeviceKind.Cuda ? PlanRequest.DefaultCudaOverheadBytes + PlanRequest.CublasWorkspaceBytes : PlanRequest.DefaultCpuOverheadBytes);
+        ?? (Device == DeviceKind.Cuda ? PlanRequest.DefaultCudaOverheadBytes + PlanRequest.CublasWorkspaceBytes
+            : PlanRequest.DefaultCpuOverheadBytes + CpuServerRuntimeBytes);
+
+    /// <summary>
+    /// What `peft serve`'s process grows by while it serves, beyond every tensor (HTTP server, managed heap, native
+    /// arenas of request handling), on CPU where it shares the memory with the model (on a GPU it is host memory).
+    /// bench/serve-vs-plan.sh: the peak resident set less the buffer cache's peak in use, the adapters and the 200 MB
+    /// runtime was 127 MiB (32 x 960 + 32 tokens) and 136 MiB (32 x 448 + 256); 134 and 159 MiB stayed resident after
+    /// the load with the server stopped and idle buffers given back.
+    /// </summary>
+    internal const long CpuServerRuntimeBytes = 136_000_000;
 
     /// <summary>Checks every field; <see cref="ServePlanner"/> calls it before planning.</summary>
     /// <exception cref="PlanException">A count that must be positive (<c>max_batch</c>, <c>context</c>, <c>max_rank</c>,
@@ -98,16 +109,25 @@ public sealed record ServePlan
     /// longer chunk; inference keeps no activations for backward; one layer at a time), with GQA's keys and values of
     /// those tokens repeated to every query head.</summary>
     public required long PrefillBytes { get; init; }
-    /// <summary>Concatenation transients of the cache at full load: one layer's copy plus the cache of the rows one
-    /// prefill forward joins (its tokens, padding included).</summary>
+    /// <summary>The cache's rebuild transient at full load: one layer's copy (a join or rows leaving rebuilds the cache
+    /// one layer at a time, the joining rows' caches released layer by layer). Counted in <see cref="TotalBytes"/> only
+    /// where larger than <see cref="PrefillBytes"/> (see <see cref="TransientBytes"/>).</summary>
     public required long KvGrowthBytes { get; init; }
     /// <summary>The runtime allowance (see <see cref="ServeRequest.FrameworkOverheadBytes"/>).</summary>
     public required long FrameworkOverheadBytes { get; init; }
 
-    /// <summary>Everything but the cache: what a card must hold before the first sequence.</summary>
+    /// <summary>Everything but the cache: what a card must hold before the first sequence (its prefill included).</summary>
     public long FixedBytes => WeightsBytes + AdaptersBytes + PrefillBytes + FrameworkOverheadBytes;
-    /// <summary>The peak at full load: the fixed part, the whole KV cache and its growth transients.</summary>
-    public long TotalBytes => FixedBytes + KvCacheBytes + KvGrowthBytes;
+    /// <summary>
+    /// The largest transient beside the cache: a prefill forward's working set or the cache's rebuild, whichever is
+    /// larger, since they never coincide. `peft serve` runs one thing at a time on its worker: a prefill forward's
+    /// activations are freed when the forward returns, before its rows join (the join's rebuild), and a decode step's
+    /// rebuild (rows leaving) runs between forwards. The rows being prefilled are among <see cref="ServeRequest.MaxBatch"/>
+    /// (the scheduler admits no more), so their own cache, at most their context each, is inside <see cref="KvCacheBytes"/>.
+    /// </summary>
+    public long TransientBytes => Math.Max(PrefillBytes, KvGrowthBytes);
+    /// <summary>The peak at full load: weights, adapters, runtime, the whole KV cache and the largest transient.</summary>
+    public long TotalBytes => WeightsBytes + AdaptersBytes + FrameworkOverheadBytes + KvCacheBytes + TransientBytes;
     /// <summary>The KV cache of one sequence of the full <see cref="ServeRequest.Context"/>.</summary>
     public long KvBytesPerSequence => KvBytesPerToken * Request.Context;
 
@@ -116,13 +136,15 @@ public sealed record ServePlan
     public long ConcurrentSequences(long gpuBytes)
     {
         long n = Math.Max(0, (gpuBytes - FixedBytes) / KvBytesPerSequence);
-        while (n > 0 && FixedBytes + n * KvBytesPerSequence + Growth(n) > gpuBytes) n--;
+        while (n > 0 && Need(n) > gpuBytes) n--;
         return n;
     }
 
-    /// <summary>One layer's copy of the cache of <paramref name="rows"/> rows plus the rows one prefill forward joins.</summary>
-    long Growth(long rows) => !Request.ConcatenatedCache || rows == 0 ? 0
-        : rows * Request.Context * KvBytesPerTokenPerLayer + KvBytesPerToken * Math.Min(Request.ResolvedPrefillTokens, rows * Request.Context);
+    /// <summary>The peak with <paramref name="rows"/> sequences (<see cref="TotalBytes"/>'s rule at that load).</summary>
+    long Need(long rows) => FixedBytes - PrefillBytes + rows * KvBytesPerSequence + Math.Max(PrefillBytes, Growth(rows));
+
+    /// <summary>One layer's copy of the cache of <paramref name="rows"/> rows.</summary>
+    long Growth(long rows) => Request.ConcatenatedCache ? rows * Request.Context * KvBytesPerTokenPerLayer : 0;
 
     /// <summary>Keys and values of one token in one layer.</summary>
     public required long KvBytesPerTokenPerLayer { get; init; }
@@ -140,6 +162,8 @@ public sealed record ServePlan
 /// keys and values to every query head before attention (Models/Attention's repeat_interleave over the layer's cache,
 /// which holds the prefilled rows alone: 2 x heads x head_dim per token); a decode step reads the cache in place, each
 /// key/value head with its group of queries (transformers' sdpa path repeats the whole cache there, this server does not).
+/// The prefill forward and the cache's rebuild (one layer copied when rows join or leave) never coincide, so the larger
+/// of the two is counted (<see cref="ServePlan.TransientBytes"/>).
 /// </summary>
 public static class ServePlanner
 {
@@ -186,7 +210,7 @@ public static class ServePlanner
             KvBytesPerToken = kvPerToken,
             KvBytesPerTokenPerLayer = kvPerTokenLayer,
             KvCacheBytes = kv,
-            KvGrowthBytes = r.ConcatenatedCache ? (long)r.MaxBatch * r.Context * kvPerTokenLayer + kvPerToken * chunk : 0,
+            KvGrowthBytes = r.ConcatenatedCache ? (long)r.MaxBatch * r.Context * kvPerTokenLayer : 0,
             AdaptersBytes = adapterEach * r.Adapters,
             AdapterBytesEach = adapterEach,
             PrefillBytes = prefill,

@@ -36,12 +36,13 @@ public class ServePlanTests
     {
         Plan Of(int budget, int context = 1024, int batch = 32) => new(ServePlanner.Plan("llama-3.1-8b",
             new ServeRequest { Context = context, MaxBatch = batch, MaxPrefillTokens = budget }));
-        // Activations and the joining rows' cache grow with the budget's tokens (one layer's working set per token).
+        // Activations grow with the budget's tokens (one layer's working set per token); the rows they prefill are among
+        // max_batch, so their cache is inside the KV cache's and the rebuild transient does not change.
         var (b4k, b8k) = (Of(4096), Of(8192));
         Assert.Equal(4096, b4k.Tokens);
         Assert.Equal(8192, b8k.Tokens);
         Assert.Equal(4096.0 / 3072, (double)(b8k.P.PrefillBytes - b4k.P.PrefillBytes) / (b4k.P.PrefillBytes - Of(1024).P.PrefillBytes), 3);
-        Assert.Equal(4096 * b4k.P.KvBytesPerToken, b8k.P.KvGrowthBytes - b4k.P.KvGrowthBytes);
+        Assert.Equal(b4k.P.KvGrowthBytes, b8k.P.KvGrowthBytes);
         // A budget under the context: a single prompt is prefilled whole. Over every row's context: capped there.
         Assert.Equal(1024, Of(256).Tokens);
         Assert.Equal(2 * 1024, Of(1 << 20, batch: 2).Tokens);
@@ -63,8 +64,8 @@ public class ServePlanTests
         long m = paged.ConcurrentSequences(card);
         Assert.Equal((card - paged.FixedBytes) / (paged.KvBytesPerToken * 4096), m);
         Assert.True(paged.FixedBytes + (m + 1) * paged.KvBytesPerSequence > card);
-        // With concatenation one layer's copy (1/32 of the rows' cache) and a joining row must fit too.
-        long Need(long rows) => plan.FixedBytes + rows * plan.KvBytesPerSequence + rows * plan.KvBytesPerSequence / 32 + plan.KvBytesPerSequence;
+        // With a rebuilt cache, one layer's copy (1/32 of the rows' cache) or the prefill, whichever is larger, must fit too.
+        long Need(long rows) => plan.FixedBytes - plan.PrefillBytes + rows * plan.KvBytesPerSequence + Math.Max(plan.PrefillBytes, rows * plan.KvBytesPerSequence / 32);
         Assert.True(Need(n) <= card);
         Assert.True(Need(n + 1) > card);
         Assert.True(n < m);
@@ -72,14 +73,27 @@ public class ServePlanTests
     }
 
     [Fact]
-    public void A_concatenated_cache_adds_one_layer_copy_and_one_joining_row()
+    public void The_cache_rebuild_and_the_prefill_never_coincide_so_the_larger_counts()
     {
-        var grows = ServePlanner.Plan("llama-3.1-8b", new ServeRequest { MaxBatch = 16, Context = 4096 });
-        var paged = ServePlanner.Plan("llama-3.1-8b", new ServeRequest { MaxBatch = 16, Context = 4096, ConcatenatedCache = false });
-        Assert.Equal(0, paged.KvGrowthBytes);
-        Assert.Equal(grows.KvCacheBytes / 32 + grows.KvBytesPerSequence, grows.KvGrowthBytes);
-        Assert.Equal(paged.TotalBytes + grows.KvGrowthBytes, grows.TotalBytes);
-        Assert.True(paged.ConcurrentSequences(80L << 30) >= grows.ConcurrentSequences(80L << 30));
+        // llama-3.1-8b, 32 layers: the rebuild is one layer's copy of the cache (1/32 of it). At 16 x 4096 that is 268 MB,
+        // under the 4096-token prefill's working set; at 64 x 4096 it is 1.07 GB, over it. Either way the total is the
+        // residents plus the larger transient, never both.
+        foreach (int batch in new[] { 16, 64 })
+        {
+            var grows = ServePlanner.Plan("llama-3.1-8b", new ServeRequest { MaxBatch = batch, Context = 4096 });
+            var paged = ServePlanner.Plan("llama-3.1-8b", new ServeRequest { MaxBatch = batch, Context = 4096, ConcatenatedCache = false });
+            Assert.Equal(0, paged.KvGrowthBytes);
+            Assert.Equal(grows.KvCacheBytes / 32, grows.KvGrowthBytes);
+            Assert.Equal(grows.PrefillBytes, paged.PrefillBytes);
+            long residents = grows.WeightsBytes + grows.AdaptersBytes + grows.FrameworkOverheadBytes + grows.KvCacheBytes;
+            Assert.Equal(residents + Math.Max(grows.PrefillBytes, grows.KvGrowthBytes), grows.TotalBytes);
+            Assert.Equal(residents + paged.PrefillBytes, paged.TotalBytes);
+            Assert.True(paged.ConcurrentSequences(80L << 30) >= grows.ConcurrentSequences(80L << 30));
+        }
+        var small = ServePlanner.Plan("llama-3.1-8b", new ServeRequest { MaxBatch = 16, Context = 4096 });
+        var large = ServePlanner.Plan("llama-3.1-8b", new ServeRequest { MaxBatch = 64, Context = 4096 });
+        Assert.True(small.PrefillBytes > small.KvGrowthBytes && small.TransientBytes == small.PrefillBytes);
+        Assert.True(large.KvGrowthBytes > large.PrefillBytes && large.TransientBytes == large.KvGrowthBytes);
     }
 
     [Fact]
@@ -88,11 +102,11 @@ public class ServePlanTests
         // llama-3.1-8b: 32 query heads x 128 over 8 kv heads, h 4096, i 14336, V 128256, bf16. The largest prefill
         // forward is one 4096-token prompt (longer than the 2048-token budget, it goes alone); it repeats its keys and
         // values to every head (2 x 4096 per token). Decode reads the cache in place (grouped queries), so the total is
-        // weights, cache, growth, adapters, prefill and overhead alone.
+        // weights, cache, adapters, overhead and the larger of prefill and the cache's rebuild alone.
         const long chunk = 4096;
         var gqa = ServePlanner.Plan("llama-3.1-8b", new ServeRequest { MaxBatch = 16, Context = 4096 });
         Assert.Equal(chunk * (4 * 4096 + 2 * 1024 + 3 * 14336) * 2 + chunk * 2 * 4096 * 2 + 4L * 16 * 128256, gqa.PrefillBytes);
-        Assert.Equal(gqa.WeightsBytes + gqa.AdaptersBytes + gqa.PrefillBytes + gqa.FrameworkOverheadBytes + gqa.KvCacheBytes + gqa.KvGrowthBytes, gqa.TotalBytes);
+        Assert.Equal(gqa.WeightsBytes + gqa.AdaptersBytes + gqa.FrameworkOverheadBytes + gqa.KvCacheBytes + Math.Max(gqa.PrefillBytes, gqa.KvGrowthBytes), gqa.TotalBytes);
         // Multi-head attention repeats nothing: llama-2-7b (h 4096, 32 kv heads, i 11008, V 32000).
         var mha = ServePlanner.Plan("llama-2-7b", new ServeRequest { MaxBatch = 16, Context = 4096 });
         Assert.Equal(chunk * (4 * 4096 + 2 * 4096 + 3 * 11008) * 2 + 4L * 16 * 32000, mha.PrefillBytes);

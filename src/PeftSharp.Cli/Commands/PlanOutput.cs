@@ -168,9 +168,9 @@ static class PlanOutput
             table.AddRow(Markup.Escape(name), Gb(bytes), $"{100.0 * bytes / p.TotalBytes:0.0}%", Markup.Escape(basis));
         Row("weights", p.WeightsBytes, r.WeightDtype == DType.Nf4 ? "NF4 + double quant, rest in compute dtype" : $"{Dtypes.Name(r.WeightDtype)} storage");
         Row($"KV cache ({p.KvBytesPerToken / 1024.0:0.#} KiB/token)", p.KvCacheBytes, "2 x layers x kv_heads x head_dim per token (GQA)");
-        if (p.KvGrowthBytes > 0) Row("KV cache growth", p.KvGrowthBytes, "concatenation: one layer's old copy + the rows one prefill joins");
+        if (p.KvGrowthBytes > 0) Row("KV cache rebuild", p.KvGrowthBytes, "one layer's old copy while rows join or leave; never during a prefill: the larger of the two counts");
         Row($"adapters ({r.Adapters} x {p.AdapterBytesEach / 1e6:0.##} MB)", p.AdaptersBytes, "r x (in + out) per adapted module, at the largest rank");
-        Row($"prefill ({r.ResolvedPrefillTokens} tokens)", p.PrefillBytes, $"largest prefill forward (--max-prefill-tokens {r.MaxPrefillTokens}): one layer's working set (GQA: its keys and values repeated to every head) + last-token fp32 logits per row");
+        Row($"prefill ({r.ResolvedPrefillTokens} tokens)", p.PrefillBytes, $"largest prefill forward (--max-prefill-tokens {r.MaxPrefillTokens}): one layer's working set (GQA: its keys and values repeated to every head) + last-token fp32 logits per row; the larger of it and the rebuild counts");
         Row("framework overhead", p.FrameworkOverheadBytes, r.Device == DeviceKind.Cuda ? "CUDA context + kernels + cuBLAS workspace" : "libtorch + .NET runtime, measured");
         table.AddRow("[bold]total[/]", $"[bold]{Gb(p.TotalBytes)}[/]", "100%", "");
         AnsiConsole.Write(table);

@@ -27,6 +27,8 @@ sealed class RunningBatch(CausalLM model) : IDisposable
     KvCache? _cache;
 
     public int Count => _rows.Count;
+    /// <summary>The rows' shared cache (null while no row runs), for tests of its sizing.</summary>
+    internal KvCache? Cache => _cache;
     public long TokensGenerated => Interlocked.Read(ref _tokens);
     public long CancelledRows => Interlocked.Read(ref _cancelled);
     /// <summary>Prefill forwards run and requests prefilled (their ratio is the prefill batching achieved).</summary>
@@ -37,7 +39,9 @@ sealed class RunningBatch(CausalLM model) : IDisposable
     long _tokens, _cancelled, _prefills, _prefilled, _largestPrefill;
 
     /// <summary>
-    /// Prefills waiting jobs in as few forwards as padding allows and joins those that did not already finish.
+    /// Prefills waiting jobs in as few forwards as padding allows and joins those that did not already finish, all in
+    /// one join after the last forward (each join copies the running rows' cache: one per forward would copy it as
+    /// many times).
     /// Jobs are sorted by prompt length and grouped (at most <paramref name="maxPerForward"/> per forward) while the
     /// group's left-padded size stays within twice its real tokens, so one long prompt does not make seven short ones
     /// pay for its length, and within <paramref name="maxTokens"/> (rows x longest prompt: the forward's activations and
@@ -56,28 +60,37 @@ sealed class RunningBatch(CausalLM model) : IDisposable
         }
         fits.Sort((a, b) => a.Prompt.Count.CompareTo(b.Prompt.Count));
         var group = new List<GenerationJob>();
+        var joining = new List<Joining>();
         long realTokens = 0;
-        foreach (var job in fits)
+        try
         {
-            // Sorted ascending, so the newest job is the group's longest.
-            long padded = (long)job.Prompt.Count * (group.Count + 1);
-            bool tooPadded = padded > 2 * (realTokens + job.Prompt.Count);
-            if (group.Count > 0 && (group.Count == maxPerForward || tooPadded || padded > maxTokens))
+            foreach (var job in fits)
             {
-                PrefillGroup(group);
-                group = new List<GenerationJob>();
-                realTokens = 0;
+                // Sorted ascending, so the newest job is the group's longest.
+                long padded = (long)job.Prompt.Count * (group.Count + 1);
+                bool tooPadded = padded > 2 * (realTokens + job.Prompt.Count);
+                if (group.Count > 0 && (group.Count == maxPerForward || tooPadded || padded > maxTokens))
+                {
+                    if (PrefillGroup(group) is { } j) joining.Add(j);
+                    group = new List<GenerationJob>();
+                    realTokens = 0;
+                }
+                group.Add(job);
+                realTokens += job.Prompt.Count;
             }
-            group.Add(job);
-            realTokens += job.Prompt.Count;
+            if (group.Count > 0 && PrefillGroup(group) is { } last) joining.Add(last);
         }
-        if (group.Count > 0) PrefillGroup(group);
+        finally { Join(joining); }
     }
+
+    /// <summary>Prefilled rows waiting to join, with their own cache.</summary>
+    sealed record Joining(List<Row> Rows, KvCache Cache);
 
     /// <summary>Prefills one job (as <see cref="Admit(IReadOnlyList{GenerationJob}, int, long)"/> with a single job).</summary>
     public void Admit(GenerationJob job) => Admit([job], 1, long.MaxValue);
 
-    void PrefillGroup(List<GenerationJob> jobs)
+    /// <summary>Prefills one group; its unfinished rows with their cache, or null when every job ended (or failed).</summary>
+    Joining? PrefillGroup(List<GenerationJob> jobs)
     {
         int n = jobs.Count, longest = jobs.Max(j => j.Prompt.Count);
         var cache = new KvCache(model.Config.NumLayers) { ExpectedSlots = longest };
@@ -110,20 +123,24 @@ sealed class RunningBatch(CausalLM model) : IDisposable
             {
                 if (!Emit(jobs[r], first[r], jobs[r].Prompt.Count)) keep.Add(r);
             }
-            if (keep.Count == 0) return;
+            if (keep.Count == 0) return null;
             if (keep.Count < n)
             {
-                cache.SelectRows(keep.Select(r => (long)r).ToArray());
-                cache.TrimLeft(longest - keep.Max(r => jobs[r].Prompt.Count));
+                // Exactly the kept rows' slots: the join copies them once more into the batch's cache.
+                long trim = longest - keep.Max(r => jobs[r].Prompt.Count);
+                cache.ExpectedSlots = longest - trim;
+                cache.SelectRows(keep.Select(r => (long)r).ToArray(), trim);
             }
-            Join(keep.Select(r => new Row(jobs[r], jobs[r].Prompt.Count, first[r].Id)), cache);
+            var joining = new Joining(keep.Select(r => new Row(jobs[r], jobs[r].Prompt.Count, first[r].Id)).ToList(), cache);
             cache = null;
+            return joining;
         }
         catch (Exception e)
         {
             foreach (var job in jobs) job.Fail(e);
         }
         finally { cache?.Dispose(); }
+        return null;
     }
 
     /// <summary>
@@ -136,17 +153,17 @@ sealed class RunningBatch(CausalLM model) : IDisposable
         DropCancelled();
         if (_rows.Count == 0) return;
         var stale = Enumerable.Range(0, _rows.Count).Where(r => model.CacheGoesStale(_rows[r].Length, 1)).ToList();
-        var recomputed = new List<(Row Row, KvCache Cache)>();
+        var recomputed = new List<Joining>();
         if (stale.Count > 0)
         {
             var staleRows = stale.Select(r => _rows[r]).ToList();
             Keep(Enumerable.Range(0, _rows.Count).Except(stale).ToList());
             foreach (var row in staleRows)
-                if (Recompute(row) is { } cache) recomputed.Add((row, cache));
+                if (Recompute(row) is { } cache) recomputed.Add(new Joining([row], cache));
         }
         // Joined even when the step fails, so the scheduler's FailAll ends them too.
         try { if (_rows.Count > 0) Decode(); }
-        finally { foreach (var (row, cache) in recomputed) Join([row], cache); }
+        finally { Join(recomputed); }
     }
 
     /// <summary>
@@ -179,13 +196,31 @@ sealed class RunningBatch(CausalLM model) : IDisposable
         return null;
     }
 
-    /// <summary>Adds rows, with their own cache (which this takes over), after the running rows (left padding lines the caches up).</summary>
-    void Join(IEnumerable<Row> rows, KvCache cache)
+    /// <summary>
+    /// Adds rows, with their own caches (which this takes over), after the running rows (left padding lines the caches
+    /// up), in one copy: the joined cache is built with the slots every row can still fill (<see cref="ExpectedSlots"/>),
+    /// so the decode steps after it write in place. The rows join first, so a failed join's error (the scheduler's
+    /// FailAll) ends them too.
+    /// </summary>
+    void Join(List<Joining> joining)
     {
-        if (_cache is null) _cache = cache;
-        else { _cache.AppendRows(cache); cache.Dispose(); }
-        _rows.AddRange(rows);
+        if (joining.Count == 0) return;
+        try
+        {
+            foreach (var j in joining) _rows.AddRange(j.Rows);
+            _cache ??= new KvCache(model.Config.NumLayers);
+            _cache.ExpectedSlots = ExpectedSlots(Math.Max(_cache.Length, joining.Max(j => j.Cache.Length)));
+            _cache.AppendRows(joining.Select(j => j.Cache).ToList());
+        }
+        finally { foreach (var j in joining) j.Cache.Dispose(); }
     }
+
+    /// <summary>
+    /// The most slots the cache holds until a row leaves: the rows end at the same slot (left padding), so its length
+    /// (<paramref name="length"/>) plus the most slots any row still stores, the memory plan's prompt + max_tokens per
+    /// row, never spare ones.
+    /// </summary>
+    long ExpectedSlots(long length) => length + _rows.Max(SlotsLeft);
 
     /// <summary>
     /// Sends a job its token; true when the job is finished: a stop id, max tokens, or the context full (the row's
@@ -200,9 +235,7 @@ sealed class RunningBatch(CausalLM model) : IDisposable
     void Decode()
     {
         long slots = _cache!.Length + 1;
-        // The rows end at the same slot (left padding), so until one leaves the cache holds at most its length plus the
-        // most slots any row still stores: the memory plan's prompt + max_tokens per row, never spare ones.
-        _cache.ExpectedSlots = _cache.Length + _rows.Max(SlotsLeft);
+        _cache.ExpectedSlots = ExpectedSlots(_cache.Length);
         var mask = new long[_rows.Count * slots];
         for (int r = 0; r < _rows.Count; r++)
             for (long s = slots - (_rows[r].Length + 1); s < slots; s++) mask[r * slots + s] = 1;
@@ -231,8 +264,9 @@ sealed class RunningBatch(CausalLM model) : IDisposable
     /// <summary>
     /// The slots a row will still add to the cache: its last stored token is the one before max_tokens is reached (the
     /// last generated one is never fed) or before the context is full (see <see cref="Emit"/>); a stop id may end it sooner.
+    /// In longs: max_tokens may be int.MaxValue (the context is the limit then), and the join sizes the cache by it.
     /// </summary>
-    int SlotsLeft(Row row) => Math.Min(row.Job.Prompt.Count + row.Job.Options.MaxNewTokens - 1, _context - 1) - row.Length;
+    long SlotsLeft(Row row) => Math.Min((long)row.Job.Prompt.Count + row.Job.Options.MaxNewTokens - 1, _context - 1) - row.Length;
 
     /// <summary>
     /// The token with, when the job asks, its log-probability and the top alternatives under the model's distribution
@@ -281,12 +315,14 @@ sealed class RunningBatch(CausalLM model) : IDisposable
     {
         if (keep.Count == _rows.Count) return;
         if (keep.Count == 0) { _rows.Clear(); _cache?.Dispose(); _cache = null; return; }
-        _cache!.SelectRows(keep.Select(i => (long)i).ToArray());
         var rows = keep.Select(i => _rows[i]).ToList();
         _rows.Clear();
         _rows.AddRange(rows);
-        // Slots that are padding in every remaining row are dead weight.
-        _cache.TrimLeft(_cache.Length - _rows.Max(r => r.Length));
+        // Slots that are padding in every remaining row are dead weight; the rebuilt cache keeps room for the slots the
+        // rows will still fill, so the next step writes in place.
+        long length = _rows.Max(r => r.Length);
+        _cache!.ExpectedSlots = ExpectedSlots(length);
+        _cache.SelectRows(keep.Select(i => (long)i).ToArray(), _cache.Length - length);
     }
 
     Tensor Forward(Tensor ids, KvCache cache, Tensor? mask, string?[] adapters)

@@ -11,7 +11,9 @@ namespace PeftSharp.Models;
 /// memory plan counts prompt + max_tokens per row, and a buffer the allocator reuses or rebuilds from other buffers'
 /// pages is resident in full, untouched slots included). A buffer grows by half its size when full, so copies are
 /// amortised O(1) per token, but never past those expected slots: a row with a long max_tokens that stops early does
-/// not hold its whole context at once.
+/// not hold its whole context at once. Rows joining (<see cref="AppendRows"/>) or leaving (<see cref="SelectRows"/>) a
+/// batch rebuild every layer once, and with expected slots the rebuilt buffers hold them all, so the steps after write
+/// in place.
 /// A sliding-window layer keeps only the newest window - 1 slots (all a later query can see), so its memory stays
 /// bounded; each layer remembers the absolute slot its stored keys start at, so masks over all slots still apply.
 /// </summary>
@@ -20,6 +22,7 @@ internal sealed class KvCache : IDisposable
     readonly Tensor?[] _k, _v;
     readonly long[] _start;
     readonly long[] _len;   // slots in use at the front of each layer's buffer
+    readonly int?[] _window;   // a sliding layer's window, as its appends gave it (a join sizes the layer by it)
 
     /// <summary>
     /// The most slots (absolute, as <see cref="Length"/> counts them) the cache will hold before its rows change, where
@@ -34,6 +37,7 @@ internal sealed class KvCache : IDisposable
         _v = new Tensor?[layers];
         _start = new long[layers];
         _len = new long[layers];
+        _window = new int?[layers];
     }
 
     /// <summary>Tokens already cached (the position of the next token), counting slots a window has dropped.</summary>
@@ -65,9 +69,7 @@ internal sealed class KvCache : IDisposable
         if (_k[layer] is { } k && k.shape[2] >= needed && k.shape[0] == like.shape[0]) return;
         long cap = Math.Max(needed + 16, (_k[layer]?.shape[2] ?? 0) * 3 / 2);
         if (ExpectedSlots is { } e && Math.Min(e - _start[layer], most) is var expected && expected >= needed) cap = Math.Min(cap, expected);
-        long[] shape = [like.shape[0], like.shape[1], cap, like.shape[3]];
-        var nk = empty(shape, like.dtype, like.device).DetachFromDisposeScope();
-        var nv = empty(shape, like.dtype, like.device).DetachFromDisposeScope();
+        var (nk, nv) = NewBuffers(like, like.shape[0], cap);
         if (_k[layer] is not null && _len[layer] > 0)
         {
             var (ok, ov) = Stored(layer);
@@ -90,6 +92,7 @@ internal sealed class KvCache : IDisposable
     public (Tensor K, Tensor V, long Start) Append(int layer, Tensor k, Tensor v, int? window)
     {
         long len = _len[layer], t = k.shape[2];
+        _window[layer] = window;
         long keep = window is { } w ? Math.Max(0, w - 1) : long.MaxValue;
         // The cache owns its buffers across steps (outside any dispose scope); nothing flows back through them.
         using (no_grad())
@@ -115,68 +118,114 @@ internal sealed class KvCache : IDisposable
         return (nk, nv, start);
     }
 
-    /// <summary>Keeps only the given batch rows (used when a batched generation drops finished rows).</summary>
-    public void SelectRows(long[] rows)
+    /// <summary>
+    /// Keeps only the given batch rows, in that order (a batched generation dropping finished rows), and drops the oldest
+    /// <paramref name="trimLeft"/> slots of every row (padding no kept row needs): one copy per layer, into buffers with
+    /// room for <see cref="ExpectedSlots"/> (counted after the trim) where set, so the next step writes in place.
+    /// </summary>
+    public void SelectRows(long[] rows, long trimLeft = 0)
     {
-        using var idx = tensor(rows);
+        if (trimLeft < 0 || trimLeft > Length) throw new ArgumentOutOfRangeException(nameof(trimLeft), $"cannot drop {trimLeft} of {Length} slots");
         for (int i = 0; i < _k.Length; i++)
         {
             if (_k[i] is null) continue;
-            var (k, v) = Stored(i);
-            using (k) using (v) Set(i, k.index_select(0, idx.to(k.device)), v.index_select(0, idx.to(v.device)));
+            // A windowed layer may already have dropped some of these slots.
+            long drop = Math.Max(0, trimLeft - _start[i]), start = Math.Max(0, _start[i] - trimLeft), stored = _len[i] - drop;
+            var (nk, nv) = NewBuffers(_k[i]!, rows.Length, JoinedCapacity(i, start, stored));
+            using (no_grad())
+            using (var scope = NewDisposeScope())
+            {
+                for (int j = 0; j < rows.Length; j++)
+                {
+                    nk.narrow(0, j, 1).narrow(2, 0, stored).copy_(_k[i]!.narrow(0, rows[j], 1).narrow(2, drop, stored));
+                    nv.narrow(0, j, 1).narrow(2, 0, stored).copy_(_v[i]!.narrow(0, rows[j], 1).narrow(2, drop, stored));
+                }
+            }
+            Replace(i, nk, nv, start, stored);
         }
     }
 
-    /// <summary>
-    /// Joins <paramref name="other"/>'s rows after this cache's rows (continuous batching). The shorter side is
-    /// left-padded with zero slots so both end at the newest token; callers mask those slots out with an
-    /// attention mask. <paramref name="other"/> is left unchanged.
-    /// </summary>
-    public void AppendRows(KvCache other)
+    /// <summary>The slots a rebuilt layer (a join, rows leaving) has room for: the slots it holds, or where the caller
+    /// said how many the rows will fill (<see cref="ExpectedSlots"/>) that many from its first stored slot; a sliding
+    /// layer never more than its window (window - 1 stored between steps + the token a step attends with).</summary>
+    long JoinedCapacity(int layer, long start, long stored) =>
+        ExpectedSlots is { } e ? Math.Max(stored, Math.Min(e - start, _window[layer] ?? long.MaxValue)) : stored;
+
+    /// <summary>Uninitialised key and value buffers of <paramref name="rows"/> rows and <paramref name="slots"/> slots, shaped and typed as <paramref name="like"/>, owned by the cache.</summary>
+    static (Tensor K, Tensor V) NewBuffers(Tensor like, long rows, long slots)
     {
-        if (other._k.Length != _k.Length) throw new ArgumentException($"caches have {_k.Length} and {other._k.Length} layers");
-        long len = Math.Max(Length, other.Length), mine = Length, theirs = other.Length;
+        long[] shape = [rows, like.shape[1], slots, like.shape[3]];
+        return (empty(shape, like.dtype, like.device).DetachFromDisposeScope(), empty(shape, like.dtype, like.device).DetachFromDisposeScope());
+    }
+
+    /// <summary>Swaps a layer's buffers for rebuilt ones holding <paramref name="stored"/> slots from absolute slot <paramref name="start"/>.</summary>
+    void Replace(int layer, Tensor k, Tensor v, long start, long stored)
+    {
+        _k[layer]?.Dispose(); _v[layer]?.Dispose();
+        _k[layer] = k; _v[layer] = v;
+        _start[layer] = start;
+        _len[layer] = stored;
+    }
+
+    /// <summary>
+    /// Joins <paramref name="others"/>' rows after this cache's rows, in order (continuous batching). Every side is
+    /// left-padded with zero slots so all rows end at the newest token; callers mask those slots out with an attention
+    /// mask. Each layer is built once, in a buffer with room for <see cref="ExpectedSlots"/> where the caller set it
+    /// (the server: every joined row's prompt + max_tokens), so the decode steps after the join write in place instead of
+    /// growing an exactly-filled buffer (one more copy of the whole cache). Each of <paramref name="others"/>' layers is
+    /// released once copied, so the join holds one layer's new buffers beyond the rows' caches; they are left empty.
+    /// </summary>
+    public void AppendRows(params IReadOnlyList<KvCache> others)
+    {
+        var parts = new List<KvCache>(others.Count + 1);
+        if (_k[0] is not null) parts.Add(this);
+        foreach (var o in others)
+        {
+            if (o._k.Length != _k.Length) throw new ArgumentException($"caches have {_k.Length} and {o._k.Length} layers");
+            if (o._k[0] is null) throw new ArgumentException("the cache to append is empty");
+            parts.Add(o);
+        }
+        long len = parts.Max(p => p.Length);
+        long[] lengths = parts.Select(p => p.Length).ToArray();
         for (int i = 0; i < _k.Length; i++)
         {
-            if (other._k[i] is null) throw new ArgumentException("the cache to append is empty");
-            using var scope = NewDisposeScope();
-            var (ok, ov) = other.Stored(i);
-            if (_k[i] is null)
+            // Every side ends at the newest slot; each starts where its stored keys start once left-padded to len.
+            long start = parts.Select((p, j) => p._start[i] + len - lengths[j]).Min(), stored = len - start;
+            _window[i] = parts[0]._window[i];
+            var (nk, nv) = NewBuffers(parts[0]._k[i]!, parts.Sum(p => p._k[i]!.shape[0]), JoinedCapacity(i, start, stored));
+            using (no_grad())
             {
-                Set(i, ok.clone(), ov.clone());
-                _start[i] = other._start[i];
-                continue;
+                long row = 0;
+                for (int j = 0; j < parts.Count; j++)
+                {
+                    var p = parts[j];
+                    long n = p._k[i]!.shape[0], pad = p._start[i] + len - lengths[j] - start;
+                    using var scope = NewDisposeScope();
+                    var (pk, pv) = p.Stored(i);
+                    if (pad > 0) { nk.narrow(0, row, n).narrow(2, 0, pad).zero_(); nv.narrow(0, row, n).narrow(2, 0, pad).zero_(); }
+                    nk.narrow(0, row, n).narrow(2, pad, p._len[i]).copy_(pk);
+                    nv.narrow(0, row, n).narrow(2, pad, p._len[i]).copy_(pv);
+                    row += n;
+                    if (p != this) p.Release(i);
+                }
             }
-            // Both sides end at the newest slot; each starts where its stored keys start once left-padded to len.
-            long start = Math.Min(_start[i] + len - mine, other._start[i] + len - theirs), stored = len - start;
-            var (mk, mv) = Stored(i);
-            Set(i, cat([LeftPad(mk, stored), LeftPad(ok, stored)], 0), cat([LeftPad(mv, stored), LeftPad(ov, stored)], 0));
-            _start[i] = start;
+            Replace(i, nk, nv, start, stored);
         }
+    }
+
+    /// <summary>Frees a layer's buffers (a joined cache's, once copied).</summary>
+    void Release(int layer)
+    {
+        _k[layer]?.Dispose(); _v[layer]?.Dispose();
+        _k[layer] = _v[layer] = null;
+        _start[layer] = 0;
+        _len[layer] = 0;
     }
 
     /// <summary>Drops the oldest <paramref name="slots"/> slots of every row (padding no row needs any more).</summary>
     public void TrimLeft(long slots)
     {
-        if (slots <= 0) return;
-        if (slots > Length) throw new ArgumentOutOfRangeException(nameof(slots), $"cannot drop {slots} of {Length} slots");
-        for (int i = 0; i < _k.Length; i++)
-        {
-            if (_k[i] is null) continue;
-            // A windowed layer may already have dropped some of these slots.
-            long drop = Math.Max(0, slots - _start[i]);
-            _start[i] = Math.Max(0, _start[i] - slots);
-            if (drop == 0) continue;
-            using var scope = NewDisposeScope();
-            var (k, v) = Stored(i);
-            Set(i, k.narrow(2, drop, _len[i] - drop).contiguous(), v.narrow(2, drop, _len[i] - drop).contiguous());
-        }
-    }
-
-    static Tensor LeftPad(Tensor t, long len)
-    {
-        long pad = len - t.shape[2];
-        return pad == 0 ? t : nn.functional.pad(t, [0, 0, pad, 0]);
+        if (slots > 0 && _k[0] is { } k) SelectRows([.. Enumerable.Range(0, (int)k.shape[0]).Select(r => (long)r)], slots);
     }
 
     /// <summary>Forgets every cached slot (the cache is then empty and reusable).</summary>
@@ -184,12 +233,6 @@ internal sealed class KvCache : IDisposable
 
     public void Dispose()
     {
-        for (int i = 0; i < _k.Length; i++)
-        {
-            _k[i]?.Dispose(); _v[i]?.Dispose();
-            _k[i] = _v[i] = null;
-            _start[i] = 0;
-            _len[i] = 0;
-        }
+        for (int i = 0; i < _k.Length; i++) Release(i);
     }
 }

@@ -25,6 +25,8 @@ public class KvCacheBatchingTests
         using var bK = b.Append(0, empty(1, 2, 0, 3), empty(1, 2, 0, 3)).K.clone();   // b's layer-0 keys, unchanged
         a.AppendRows(b);
         Assert.Equal(5, a.Length);
+        Assert.Equal(0, b.Length);                                   // b's buffers went into a's, layer by layer
+        Assert.Equal(5, a.Capacity(0));                              // no expected slots said: exactly what it holds
         var (k, v) = a.Append(0, empty(3, 2, 0, 3), empty(3, 2, 0, 3));
         Assert.Equal(new long[] { 3, 2, 5, 3 }, k.shape);
         Assert.Equal(0, k[2, .., ..2].abs().sum().item<float>());                    // two zero slots on the left
@@ -62,6 +64,32 @@ public class KvCacheBatchingTests
         using var open = new KvCache(1);
         using (var k = ones(1, 2, 20, 3)) open.Append(0, k, -k);
         Assert.Equal(36, open.Capacity(0));
+    }
+
+    [Fact]
+    public void AJoinAndRowsLeavingBuildBuffersWithTheExpectedSlotsSoDecodeWritesInPlace()
+    {
+        // Two caches joined once (left padding: b's 3 slots end at a's 5th) into buffers with room for the slots the rows
+        // will fill; a step then writes into those buffers (a view taken before it sees the write after it).
+        using var a = Filled(2, 5, 0);
+        using var b = Filled(1, 3, 1000);
+        using var c = Filled(1, 4, 2000);
+        a.ExpectedSlots = 9;
+        a.AppendRows(b, c);
+        Assert.Equal((5, 9, 9), (a.Length, a.Capacity(0), a.Capacity(1)));
+        var (before, _) = a.Append(0, empty(4, 2, 0, 3), empty(4, 2, 0, 3));
+        Assert.Equal(2000, before[3, 0, 1, 0].item<float>());                    // c's first key, after one padding slot
+        using (var k = full(4, 2, 1, 3, 7f)) a.Append(0, k, -k);
+        before.fill_(-1);
+        Assert.Equal(-1, a.Append(0, empty(4, 2, 0, 3), empty(4, 2, 0, 3)).K[3, 0, 1, 0].item<float>());
+        // Rows 1 and 3 stay, the two slots no kept row needs go, room for two more slots is kept.
+        using (var k = full(4, 2, 1, 3, 8f)) a.Append(1, k, -k);
+        a.ExpectedSlots = 6;
+        a.SelectRows([3, 1], 2);
+        Assert.Equal((4, 6, 6), (a.Length, a.Capacity(0), a.Capacity(1)));
+        var (kept, _) = a.Append(1, empty(2, 2, 0, 3), empty(2, 2, 0, 3));
+        Assert.Equal(new long[] { 2, 2, 4, 3 }, kept.shape);
+        Assert.Equal(8f, kept[0, 1, 3, 2].item<float>());
     }
 
     [Fact]
