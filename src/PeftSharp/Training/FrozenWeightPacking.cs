@@ -36,7 +36,7 @@ internal sealed class FrozenWeightPacking : IDisposable
         if (!CpuRuntime.PacksWeights(requested, bytes))
             return new([], requested == false ? "not packed (--pack-weights off)"
                 : !CpuRuntime.CanPackWeights ? "not packed (MKL's pack API is Linux x64 only)"
-                : $"not packed (auto: the copies, {packedMb}, exceed {CpuRuntime.PackedWeightsMaxMemoryShare:P0} of this machine's memory; --pack-weights on packs them)");
+                : $"not packed (auto: the copies, {packedMb}, exceed {CpuRuntime.PackedWeightsMaxMemoryShare:P1} of this machine's memory; --pack-weights on packs them)");
         if (!Kernels.PackedGemm.Available) return new([], "not packed (this libtorch exports no MKL pack API)");
         int m = (int)Math.Clamp(rows, 1, int.MaxValue);
         var packed = Candidates(model).Where(l => l.Pack(m)).ToList();
