@@ -167,16 +167,17 @@ public static class MemoryPlanner
     }
 
     /// <summary>The frozen weights' packed copies of a CPU fp32 run that packs them (<see cref="CpuRuntime.PacksWeights"/>):
-    /// the engine packs every dense frozen Linear (lm_head included, unless tied to the embedding), both orientations.</summary>
+    /// the engine packs every dense frozen fp32 Linear, both orientations: all of them with a dense base, lm_head alone
+    /// with an NF4 one (QLoRA keeps it dense; a head tied to the embedding is not a Linear's weight).</summary>
     static RuntimeTerm? PackedWeightsTerm(ModelShape model, PlanRequest r)
     {
-        if (r.Device != DeviceKind.Cpu || r.FrameworkOverheadBytes is not null || r.Method == TuningMethod.Full || r.IsQuantized
-            || r.ResolvedComputeDtype != DType.Fp32 || r.WeightDtype != DType.Fp32) return null;
-        long frozen = Dtypes.Bytes(DType.Fp32, model.Modules.Where(m => m.Kind == ModuleKind.Linear).Sum(m => m.WeightElements));
+        if (r.Device != DeviceKind.Cpu || r.FrameworkOverheadBytes is not null || r.Method == TuningMethod.Full
+            || r.ResolvedComputeDtype != DType.Fp32 || (!r.IsQuantized && r.WeightDtype != DType.Fp32)) return null;
+        long frozen = Dtypes.Bytes(DType.Fp32, model.Modules.Where(m => m.Kind == ModuleKind.Linear && !(r.IsQuantized && IsQuantizedLinear(m))).Sum(m => m.WeightElements));
         if (!CpuRuntime.PacksWeights(r.PackFrozenWeights, frozen)) return null;
         return new RuntimeTerm("frozen weights packed for MKL", CpuRuntime.PackedWeightBytes(frozen),
-            r.PackFrozenWeights is null ? "auto: 2 x the frozen fp32 Linear weights (forward and backward layouts); --pack-weights off drops it"
-                                        : "--pack-weights on: 2 x the frozen fp32 Linear weights (forward and backward layouts)");
+            (r.PackFrozenWeights is null ? "auto: " : "--pack-weights on: ") + "2 x the frozen fp32 Linear weights"
+            + (r.IsQuantized ? " (lm_head; the NF4 ones are dequantised per call)" : "") + " (forward and backward layouts)" + (r.PackFrozenWeights is null ? "; --pack-weights off drops it" : ""));
     }
 
     /// <summary>Frozen or trained base weights. QLoRA keeps the decoder blocks' Linear weights in NF4 + double

@@ -126,9 +126,15 @@ public class MethodTests
         // Both orientations of every frozen fp32 Linear (a tied head is the embedding: not a Linear's weight).
         Assert.Equal(CpuRuntime.CanPackWeights ? 2 * frozen : 0, Packed(on));
         Assert.Equal(MemoryPlanner.Plan(Tiny, on with { PackFrozenWeights = false }).TotalBytes + Packed(on), MemoryPlanner.Plan(Tiny, on).TotalBytes);
-        // Nothing to pack: the base trains (full), is NF4 (QLoRA), computes in bf16, or runs on CUDA.
+        // QLoRA: its NF4 Linears are dequantised at every call; an untied dense head is packed, a tied one is the embedding.
+        var untied = Presets.Shape("llama-2-7b");
+        long head = 4 * untied.Modules.Single(m => m.Name == "lm_head").WeightElements;
+        var qlora = on with { Method = TuningMethod.Qlora, WeightDtype = DType.Nf4, ComputeDtype = DType.Fp32 };
+        Assert.Equal(CpuRuntime.CanPackWeights ? 2 * 4 * 32000L * 4096 : 0, MemoryPlanner.Plan(untied, qlora).RuntimeTerms.Where(t => t.Name.Contains("packed")).Sum(t => t.Bytes));
+        Assert.Equal(4 * 32000L * 4096, head);
+        Assert.Equal(0, Packed(qlora));   // smollm2's head is tied
+        // Nothing to pack: the base trains (full), computes in bf16, or runs on CUDA.
         Assert.Equal(0, Packed(on with { Method = TuningMethod.Full }));
-        Assert.Equal(0, Packed(on with { Method = TuningMethod.Qlora, WeightDtype = DType.Nf4 }));
         Assert.Equal(0, Packed(on with { ComputeDtype = DType.Bf16 }));
         Assert.Equal(0, Packed(on with { Device = DeviceKind.Cuda }));
         // Auto: packed while the copies fit in an eighth of the machine's memory (the engine's rule, Training/FrozenWeightPacking).
