@@ -42,7 +42,8 @@ public sealed class LoraStep : IDisposable
     public long Tokens { get; }
 
     /// <param name="targets">module names, or ["all-linear"]</param>
-    public LoraStep(CausalLM model, int r, double alpha, IReadOnlyList<string> targets, Tensor ids, int seed = 0)
+    /// <param name="packWeights">`peft train --pack-weights`: null = auto (the default), true, false.</param>
+    public LoraStep(CausalLM model, int r, double alpha, IReadOnlyList<string> targets, Tensor ids, int seed = 0, bool? packWeights = null)
     {
         _model = model;
         _vocab = model.Config.VocabSize;
@@ -57,7 +58,7 @@ public sealed class LoraStep : IDisposable
         _target = ids.narrow(1, 1, t);
         Tokens = ids.shape[0] * t;
         // As the trainers do before their steps: the frozen weights packed for MKL where `peft train` would (auto).
-        _packing = PeftSharp.Training.FrozenWeightPacking.Apply(model, null, Tokens);
+        _packing = PeftSharp.Training.FrozenWeightPacking.Apply(model, packWeights, Tokens);
     }
 
     readonly PeftSharp.Training.FrozenWeightPacking _packing;

@@ -11,7 +11,7 @@ namespace PeftSharp.Bench;
 public sealed class LoraStepBench : IBench
 {
     public string Name => "lora-step";
-    public string Description => "LoRA training step tokens/s + FLOP utilisation; same flags as peer_lora_step.py --mode train; --profile: where the step's time goes";
+    public string Description => "LoRA training step tokens/s + FLOP utilisation; same flags as peer_lora_step.py --mode train; --profile: where the step's time goes; --pack-weights auto|on|off as peft train's";
 
     static readonly JsonSerializerOptions Json = new() { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
 
@@ -24,7 +24,7 @@ public sealed class LoraStepBench : IBench
         if (threads > 0) set_num_threads(threads);
         using var model = BenchModels.Random(shape.Config);
         using var ids = shape.Ids();
-        using var step = new LoraStep(model, shape.R, shape.Alpha, shape.Targets, ids);
+        using var step = new LoraStep(model, shape.R, shape.Alpha, shape.Targets, ids, packWeights: PeftSharp.Cli.CliOptions.PackWeights(a.Get("pack-weights", "auto")));
         double flops = StepFlops.Step(model, step.Adapter, batch, seq);
         int mmSize = a.Int("matmul", 2048);
         using var mmA = randn(mmSize, mmSize);
