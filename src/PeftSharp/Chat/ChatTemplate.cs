@@ -60,11 +60,11 @@ public sealed class ChatTemplate
         if (overrideFile is not null)
         {
             if (!File.Exists(overrideFile)) throw new InvalidDataException($"{overrideFile}: chat template file not found");
-            return new ChatTemplate(File.ReadAllText(overrideFile), special, overrideFile);
+            return new ChatTemplate(Data.TextLines.ReadAll(overrideFile), special, overrideFile);
         }
         if (config?["chat_template"] is JsonNode node) return new ChatTemplate(TemplateText(node, configPath), special, $"{configPath}:chat_template");
         string jinja = Path.Combine(modelDir, "chat_template.jinja");
-        return File.Exists(jinja) ? new ChatTemplate(File.ReadAllText(jinja), special, jinja) : null;
+        return File.Exists(jinja) ? new ChatTemplate(Data.TextLines.ReadAll(jinja), special, jinja) : null;
     }
 
     /// <summary>
