@@ -20,6 +20,33 @@ public class CliCommandTests
         Assert.True(TestPaths.RelativeError(a, b) <= 1e-5);
     }
 
+    /// <summary>
+    /// merge and quantize replace their --out folder whole: one that holds other files (not a model folder) is refused
+    /// and left as it was (merge used to wipe it: `--out .` would have emptied the working folder); an earlier model
+    /// folder there is still replaced.
+    /// </summary>
+    [Fact]
+    public void MergeAndQuantizeRefuseToReplaceAFolderThatIsNotAModel()
+    {
+        string dir = TestPaths.TempDir(), notes = Path.Combine(dir, "notes.txt");
+        File.WriteAllText(notes, "keep me");
+        string lora = Path.Combine(TestPaths.TinyLlama, "adapters", "lora");
+        foreach (var args in new[] { new[] { "merge", "--model", TestPaths.TinyLlama, "--adapter", lora, "--out", dir }, ["quantize", "--model", TestPaths.TinyLlama, "--out", dir] })
+        {
+            var (code, _, err) = CliCapture.Run(args);
+            Assert.Equal(1, code);
+            Assert.Equal($"error: --out {dir}: exists and is not a model folder (no config.json); writing there would replace everything in it, so give a new folder", err.Trim());
+            Assert.Equal(["notes.txt"], Directory.GetFileSystemEntries(dir).Select(Path.GetFileName));
+        }
+        string merged = Path.Combine(dir, "merged");
+        for (int i = 0; i < 2; i++)
+        {
+            var (code, _, err) = CliCapture.Run("merge", "--model", TestPaths.TinyLlama, "--adapter", lora, "--out", merged);
+            Assert.True(code == 0, err);
+        }
+        Assert.True(File.Exists(Path.Combine(merged, "model.safetensors")));
+    }
+
     [Theory]
     [InlineData("logits", "--model", "/nonexistent", "--input", "x", "--output", "y")]
     [InlineData("generate", "--model", "/nonexistent", "--prompt", "hi")]
