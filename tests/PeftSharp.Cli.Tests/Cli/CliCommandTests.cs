@@ -47,6 +47,26 @@ public class CliCommandTests
         Assert.True(File.Exists(Path.Combine(merged, "model.safetensors")));
     }
 
+    /// <summary>A LoRA adapter_config.json key of the wrong type is one line naming the file and the key (it was
+    /// "malformed LoRA config (An element of type 'String' cannot be converted to a 'System.Int32'.)").</summary>
+    [Theory]
+    [InlineData("r", "\"eight\"", "'r' must be an integer, got \"eight\"")]
+    [InlineData("lora_alpha", "\"16\"", "'lora_alpha' must be a number, got \"16\"")]
+    [InlineData("use_dora", "\"no\"", "'use_dora' must be true or false, got \"no\"")]
+    public void AnAdapterConfigKeyOfTheWrongTypeIsNamed(string key, string json, string expected)
+    {
+        string adapter = TestPaths.TempDir();
+        foreach (var f in Directory.GetFiles(Path.Combine(TestPaths.TinyLlama, "adapters", "lora"))) File.Copy(f, Path.Combine(adapter, Path.GetFileName(f)));
+        string config = Path.Combine(adapter, "adapter_config.json");
+        var o = JsonFile.ReadObject(config);
+        o[key] = System.Text.Json.Nodes.JsonNode.Parse(json);
+        File.WriteAllText(config, o.ToJsonString());
+        var (code, _, err) = CliCapture.Run("generate", "--model", TestPaths.TinyLlama, "--adapter", adapter, "--prompt", "hi", "--max-new-tokens", "1");
+        Assert.Equal(1, code);
+        Assert.Single(err.Trim().Split('\n'));
+        Assert.Contains($"{config}: {expected}", err);
+    }
+
     [Theory]
     [InlineData("logits", "--model", "/nonexistent", "--input", "x", "--output", "y")]
     [InlineData("generate", "--model", "/nonexistent", "--prompt", "hi")]
