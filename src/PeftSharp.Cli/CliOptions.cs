@@ -1,5 +1,6 @@
 using System.Reflection;
 using System.Text.RegularExpressions;
+using Spectre.Console;
 using Spectre.Console.Cli;
 using Spectre.Console.Cli.Help;
 
@@ -15,6 +16,16 @@ namespace PeftSharp.Cli;
 public static class CliOptions
 {
     /// <summary>Rewrites Spectre's "Unknown option 'x'." for command <paramref name="args"/>[0]; null for other messages.</summary>
+    /// <summary>
+    /// --out of a command that writes a whole model folder (merge, quantize) and so replaces what is there: an existing
+    /// folder that holds files but no config.json (not a model folder) is refused, so `--out .` or `--out ~/models`
+    /// cannot wipe it; an earlier model folder there is replaced, as before.
+    /// </summary>
+    public static ValidationResult ModelOutFolder(string dir, string flag = "--out") =>
+        Directory.Exists(dir) && Directory.EnumerateFileSystemEntries(dir).Any() && !File.Exists(Path.Combine(dir, "config.json"))
+            ? ValidationResult.Error($"{flag} {dir}: exists and is not a model folder (no config.json); writing there would replace everything in it, so give a new folder")
+            : ValidationResult.Success();
+
     public static string? ExplainUnknownOption(string message, IReadOnlyList<string> args, IReadOnlyDictionary<string, Type> settingsByCommand)
     {
         var m = Regex.Match(message, @"^(?:Unknown|Unexpected) option '(.*)'\.?$"); // Unexpected: before any command

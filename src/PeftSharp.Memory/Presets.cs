@@ -63,5 +63,9 @@ public static class Presets
     /// or folder wins over a preset of the same name).</summary>
     /// <exception cref="PlanException">An unknown preset, or an unreadable or invalid config.json (file and field named).</exception>
     public static ModelShape Resolve(string presetOrPath) =>
-        File.Exists(presetOrPath) || Directory.Exists(presetOrPath) ? ModelShape.Load(presetOrPath) : Shape(presetOrPath);
+        File.Exists(presetOrPath) || Directory.Exists(presetOrPath) ? ModelShape.Load(presetOrPath)
+        // A missing path is named as one, not as an unknown preset.
+        : presetOrPath.Contains('/') || presetOrPath.Contains('\\') || presetOrPath.EndsWith(".json", StringComparison.OrdinalIgnoreCase)
+            ? throw new PlanException("model", $"no file or folder '{presetOrPath}' (give a config.json, a model folder or a preset name)")
+            : Shape(presetOrPath);
 }

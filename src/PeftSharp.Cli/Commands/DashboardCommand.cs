@@ -7,7 +7,7 @@ namespace PeftSharp.Cli.Commands;
 
 /// <summary>
 /// peft dashboard DIR: the training dashboard of a run folder (finished or still being written by `peft train`) or of a
-/// `peft compare` folder (every method's curves together), on 127.0.0.1 until Ctrl-C.
+/// `peft compare` folder (every method's curves together), on 127.0.0.1 until Ctrl-C or SIGTERM.
 /// </summary>
 public sealed class DashboardCommand : Command<DashboardCommand.Settings>
 {
@@ -46,6 +46,10 @@ public sealed class DashboardCommand : Command<DashboardCommand.Settings>
         using var cts = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         ConsoleCancelEventHandler onCancel = (_, e) => { e.Cancel = true; cts.Cancel(); };
         Console.CancelKeyPress += onCancel;
+        // SIGTERM (kill, timeout, systemd, docker stop) stops it too: the web host takes SIGTERM and only stops itself,
+        // which left this wait, and the process, running.
+        using var onTerm = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGTERM,
+            c => { c.Cancel = true; cts.Cancel(); });
         try { server.WaitAsync(cts.Token).GetAwaiter().GetResult(); }
         finally { Console.CancelKeyPress -= onCancel; }
     }

@@ -38,14 +38,18 @@ public sealed class ExportGgufCommand : Command<ExportGgufCommand.Settings>
 
     public override int Execute(CommandContext context, Settings s, CancellationToken cancellationToken)
     {
-        WriteMerged(s.Model, s.Adapters, s.AllowBaseMismatch, s.Out, s.FileType);
+        WriteMerged(s.Model, s.Adapters, s.AllowBaseMismatch, s.Out, s.FileType, ChatTemplateFor(s.Model, s.Adapters));
         string merged = s.Adapters.Length > 0 ? $" with {string.Join(", ", s.Adapters.Select(Markup.Escape))} merged" : "";
         AnsiConsole.MarkupLine($"wrote {Markup.Escape(s.Out)} ({s.Type.ToLowerInvariant()}){merged}: {new FileInfo(s.Out).Length:N0} bytes");
         return 0;
     }
 
-    /// <summary>The base with <paramref name="adapters"/> merged (as `peft merge` merges them) written as a GGUF; shared with `export ollama`.</summary>
-    internal static void WriteMerged(string modelDir, string[] adapters, bool allowBaseMismatch, string outPath, GgufFileType fileType)
+    /// <summary>
+    /// The base with <paramref name="adapters"/> merged (as `peft merge` merges them) written as a GGUF; shared with
+    /// `export ollama`. Its chat template is <paramref name="chatTemplate"/> (see <see cref="ChatTemplateFor"/>).
+    /// </summary>
+    internal static void WriteMerged(string modelDir, string[] adapters, bool allowBaseMismatch, string outPath, GgufFileType fileType,
+        PeftSharp.Chat.ChatTemplate? chatTemplate)
     {
         // Refuse an unsupported architecture before loading weights or adapters.
         GgufModelExport.ArchitectureOf(ModelConfig.Load(modelDir), modelDir);
@@ -58,6 +62,19 @@ public sealed class ExportGgufCommand : Command<ExportGgufCommand.Settings>
             var lora = LoraModel.Of(model);
             foreach (var spec in applied.Lora) lora.MergeAndUnload(spec.Name);
         }
-        GgufModelExport.Write(model, modelDir, outPath, fileType, note => Console.Error.WriteLine($"note: {note}"));
+        GgufModelExport.Write(model, modelDir, outPath, fileType, chatTemplate, note => Console.Error.WriteLine($"note: {note}"));
+    }
+
+    /// <summary>
+    /// The chat template an export of <paramref name="modelDir"/> with <paramref name="adapters"/> carries, as `peft
+    /// merge` writes it: the one an adapter was trained with (--chat-template), else the base's, with merge's warning
+    /// when an adapter learned another rendering than that.
+    /// </summary>
+    internal static PeftSharp.Chat.ChatTemplate? ChatTemplateFor(string modelDir, IEnumerable<string> adapters)
+    {
+        var dirs = AdapterCli.Parse(adapters.ToList()).Select(a => a.Dir).ToList();
+        var (template, fromAdapter) = PeftSharp.Chat.MergedChatTemplate.ForExport(modelDir, dirs);
+        if (!fromAdapter) ChatCli.WarnOnTemplateMismatch(modelDir, null, dirs);
+        return template;
     }
 }

@@ -65,7 +65,8 @@ public sealed class ExportOllamaCommand : Command<ExportOllamaCommand.Settings>
         }
         if (File.Exists(s.Out)) throw new IOException($"--out {s.Out}: is a file; give a folder");
 
-        var template = ChatTemplate.Load(s.Model);
+        // The template the adapters were trained with, as `peft merge` carries it (also beside a separate ADAPTER).
+        var template = ExportGgufCommand.ChatTemplateFor(s.Model, s.Adapters);
         var family = template is null ? null : OllamaModelfile.Detect(template);
         List<string> stops;
         using (var tok = TextTokenizer.FromFolder(s.Model, config))
@@ -79,10 +80,10 @@ public sealed class ExportOllamaCommand : Command<ExportOllamaCommand.Settings>
         Directory.CreateDirectory(staging);
         try
         {
-            if (separate is null) ExportGgufCommand.WriteMerged(s.Model, s.Adapters, s.AllowBaseMismatch, Path.Combine(staging, ModelFile), fileType);
+            if (separate is null) ExportGgufCommand.WriteMerged(s.Model, s.Adapters, s.AllowBaseMismatch, Path.Combine(staging, ModelFile), fileType, template);
             else
             {
-                ExportGgufCommand.WriteMerged(s.Model, [], s.AllowBaseMismatch, Path.Combine(staging, ModelFile), fileType);
+                ExportGgufCommand.WriteMerged(s.Model, [], s.AllowBaseMismatch, Path.Combine(staging, ModelFile), fileType, template);
                 ExportGgufAdapterCommand.WriteAdapter(s.Model, separate, s.AllowBaseMismatch, Path.Combine(staging, AdapterFile));
             }
             AtomicFile.WriteAllText(Path.Combine(staging, ModelfileName), OllamaModelfile.Write(ModelFile, separate is null ? null : AdapterFile, family, stops));

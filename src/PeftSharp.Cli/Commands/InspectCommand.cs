@@ -6,13 +6,13 @@ using Spectre.Console.Cli;
 
 namespace PeftSharp.Cli.Commands;
 
-/// <summary>peft inspect: what a model folder holds, read from the headers alone (no weights are loaded).</summary>
+/// <summary>peft inspect: what a model folder (or a GGUF file) holds, read from the headers alone (no weights are loaded).</summary>
 public sealed class InspectCommand : Command<InspectCommand.Settings>
 {
     public sealed class Settings : CommandSettings
     {
         [CommandOption("--model <DIR>")]
-        [Description("Hugging Face model folder or Hub repo id ORG/NAME or ORG/NAME@REV")]
+        [Description("Hugging Face model folder, .gguf file, or Hub repo id ORG/NAME or ORG/NAME@REV")]
         public string Model { get; set; } = "";
 
         public override ValidationResult Validate()
@@ -38,6 +38,7 @@ public sealed class InspectCommand : Command<InspectCommand.Settings>
         summary.AddRow("rope", c.RopeScaling is { } rs ? $"theta {c.RopeTheta}, {rs.Type} x{rs.Factor:0.###}" : $"theta {c.RopeTheta}");
         if (c.SlidingWindow is { } w) summary.AddRow("sliding window", $"{w} on {c.SlidingLayers.Count(x => x)} of {c.NumLayers} layers");
         summary.AddRow("parameters", shape.TotalParameters.ToString("N0"));
+        if (PeftSharp.IO.Gguf.GgufModelSource.FileOf(s.Model) is { } gguf) return InspectGguf(gguf, summary);
         bool hasWeights = File.Exists(Path.Combine(s.Model, "model.safetensors")) || File.Exists(Path.Combine(s.Model, "model.safetensors.index.json"));
         if (!hasWeights)
         {
@@ -73,6 +74,28 @@ public sealed class InspectCommand : Command<InspectCommand.Settings>
         Report("tensor(s) have another shape than the config implies", audit.Misshaped);
         return audit.Complete ? 0 : 1;
     }
+
+    /// <summary>
+    /// --model FILE.gguf: the summary from its metadata (above) and its tensors under their GGUF names and ggml types;
+    /// loading checks names and shapes against the config (the folder made from the file holds no weights of its own).
+    /// </summary>
+    static int InspectGguf(string file, Table summary)
+    {
+        using var r = new PeftSharp.IO.Gguf.GgufReader(file);
+        summary.AddRow("file", Markup.Escape($"{file} (GGUF v{r.Version})"));
+        summary.AddRow("stored tensors", r.Tensors.Count.ToString());
+        summary.AddRow("stored elements", r.Tensors.Sum(t => t.Shape.Aggregate(1L, (a, b) => a * b)).ToString("N0"));
+        summary.AddRow("ggml types", string.Join(", ", r.Tensors.GroupBy(t => TypeName(t)).Select(g => $"{g.Key} x{g.Count()}")));
+        summary.AddRow("bytes on disk", $"{new FileInfo(file).Length:N0} (1 file(s))");
+        AnsiConsole.Write(summary);
+        var table = new Table().AddColumns("tensor", "ggml type", "shape");
+        foreach (var t in r.Tensors.OrderBy(t => t.Name, StringComparer.Ordinal))
+            table.AddRow(Markup.Escape(t.Name), TypeName(t), $"[[{string.Join(", ", t.Shape)}]]");
+        AnsiConsole.Write(table);
+        return 0;
+    }
+
+    static string TypeName(PeftSharp.IO.Gguf.GgufTensorInfo t) => PeftSharp.IO.Gguf.GgufDequant.TypeName((uint)t.Type);
 
     static bool IsQuantState(string name) => name.Contains(".weight.") && !name.EndsWith(".weight", StringComparison.Ordinal);
 }

@@ -40,7 +40,7 @@ public sealed class MergeCommand : Command<MergeCommand.Settings>
             Model = folder;
             if (Path.GetFullPath(Out).TrimEnd('/') == Path.GetFullPath(Model).TrimEnd('/'))
                 return ValidationResult.Error("--out must differ from --model");
-            return ValidationResult.Success();
+            return CliOptions.ModelOutFolder(Out);
         }
     }
 

@@ -36,6 +36,7 @@ public sealed class QuantizeCommand : Command<QuantizeCommand.Settings>
         {
             if (string.IsNullOrWhiteSpace(Model)) return ValidationResult.Error("--model is required");
             if (string.IsNullOrWhiteSpace(Out)) return ValidationResult.Error("--out is required");
+            if (CliOptions.ModelOutFolder(Out) is { Successful: false } outInUse) return outInUse;
             try { Options.Validate(); }
             catch (ArgumentException e) { return ValidationResult.Error($"--block-size: {e.Message}"); }
             var resolved = HubCli.TryResolve(Model, "--model", out var folder);

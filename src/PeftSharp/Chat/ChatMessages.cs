@@ -37,7 +37,7 @@ internal static class ChatMessages
     {
         if (!File.Exists(path)) throw new FileNotFoundException($"{path}: chat file not found", path);
         JsonNode? root;
-        try { root = JsonNode.Parse(File.ReadAllText(path)); }
+        try { root = JsonNode.Parse(Data.TextLines.ReadAll(path)); }
         catch (JsonException e) { throw new InvalidDataException($"{path}: not valid JSON ({e.Message})"); }
         return FromJson(root is JsonObject o ? o["messages"] : root, path);
     }

@@ -56,17 +56,28 @@ public sealed class ChatTemplate
     /// </summary>
     public static ChatTemplate? Load(string modelDir, string? overrideFile = null)
     {
-        string configPath = Path.Combine(modelDir, "tokenizer_config.json");
-        JsonObject? config = File.Exists(configPath) ? JsonFile.ReadObject(configPath) : null;
-        var special = config is null ? new Dictionary<string, string>() : SpecialTokensOf(config, configPath);
+        var (config, configPath, special) = FolderTokens(modelDir);
         if (overrideFile is not null)
         {
             if (!File.Exists(overrideFile)) throw new InvalidDataException($"{overrideFile}: chat template file not found");
-            return new ChatTemplate(File.ReadAllText(overrideFile), special, overrideFile);
+            return new ChatTemplate(Data.TextLines.ReadAll(overrideFile), special, overrideFile);
         }
         if (config?["chat_template"] is JsonNode node) return new ChatTemplate(TemplateText(node, configPath), special, $"{configPath}:chat_template");
         string jinja = Path.Combine(modelDir, "chat_template.jinja");
-        return File.Exists(jinja) ? new ChatTemplate(File.ReadAllText(jinja), special, jinja) : null;
+        return File.Exists(jinja) ? new ChatTemplate(Data.TextLines.ReadAll(jinja), special, jinja) : null;
+    }
+
+    /// <summary>
+    /// <paramref name="text"/> as the template of <paramref name="modelDir"/>'s tokenizer (its special tokens): what an
+    /// adapter trained with --chat-template recorded, carried by an export of the base with it merged.
+    /// </summary>
+    internal static ChatTemplate FromText(string modelDir, string text, string source) => new(text, FolderTokens(modelDir).Special, source);
+
+    static (JsonObject? Config, string ConfigPath, IReadOnlyDictionary<string, string> Special) FolderTokens(string modelDir)
+    {
+        string configPath = Path.Combine(modelDir, "tokenizer_config.json");
+        JsonObject? config = File.Exists(configPath) ? JsonFile.ReadObject(configPath) : null;
+        return (config, configPath, config is null ? new Dictionary<string, string>() : SpecialTokensOf(config, configPath));
     }
 
     static string TemplateText(JsonNode node, string configPath)

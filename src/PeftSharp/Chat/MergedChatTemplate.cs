@@ -14,7 +14,19 @@ internal static class MergedChatTemplate
     /// The template text to write into the merged folder, or null when the base's own template (or none) is right.
     /// Adapters trained with different override templates cannot share one merged model: an error naming both.
     /// </summary>
-    public static string? Choose(string baseDir, IEnumerable<string> adapterDirs)
+    public static string? Choose(string baseDir, IEnumerable<string> adapterDirs) => Trained(baseDir, adapterDirs)?.Record.TemplateText;
+
+    /// <summary>
+    /// The template an export of the base with <paramref name="adapterDirs"/> (merged, or beside it as an Ollama
+    /// ADAPTER) must carry: the adapters' own as <see cref="Choose"/> picks it (<c>FromAdapter</c>), else the base's
+    /// (null when it has none).
+    /// </summary>
+    public static (ChatTemplate? Template, bool FromAdapter) ForExport(string baseDir, IEnumerable<string> adapterDirs) =>
+        Trained(baseDir, adapterDirs) is var (dir, record)
+            ? (ChatTemplate.FromText(baseDir, record.TemplateText!, $"{Path.Combine(dir, AdapterChatRecord.FileName)}:chat_template ({record.TemplateSource})"), true)
+            : (ChatTemplate.Load(baseDir), false);
+
+    static (string Dir, AdapterChatRecord Record)? Trained(string baseDir, IEnumerable<string> adapterDirs)
     {
         var overrides = adapterDirs.Select(d => (Dir: d, Record: AdapterChatRecord.Read(d)))
             .Where(x => x.Record?.TemplateText is not null).ToList();
@@ -28,7 +40,7 @@ internal static class MergedChatTemplate
         if (other.Record is not null)
             throw new InvalidDataException($"{differing[0].Dir} and {other.Dir} were trained with different chat templates " +
                 $"({differing[0].Record!.TemplateSource}, {other.Record.TemplateSource}); merge them into separate models");
-        return differing[0].Record!.TemplateText;
+        return (differing[0].Dir, differing[0].Record!);
     }
 
     /// <summary>

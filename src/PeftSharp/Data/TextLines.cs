@@ -42,6 +42,21 @@ internal static class TextLines
         if (line.Length > 0) yield return (number, Decode(line, path, number));
     }
 
+    /// <summary>
+    /// A whole small text file (a chat, a chat template, a JSON file) as UTF-8, a BOM accepted: invalid bytes are an
+    /// error naming the file and byte offset, never U+FFFD put silently in their place (File.ReadAllText's way).
+    /// </summary>
+    public static string ReadAll(string path)
+    {
+        var bytes = File.ReadAllBytes(path);
+        int start = bytes.AsSpan().StartsWith((ReadOnlySpan<byte>)[0xEF, 0xBB, 0xBF]) ? 3 : 0;
+        try { return Strict.GetString(bytes, start, bytes.Length - start); }
+        catch (DecoderFallbackException e)
+        {
+            throw new InvalidDataException($"{path}: not valid UTF-8 text (bad byte at offset {start + e.Index}); convert the file to UTF-8");
+        }
+    }
+
     static void Append(MemoryStream line, byte[] buffer, int offset, int count, string path, int number, int max)
     {
         if (line.Length + count > max)

@@ -17,7 +17,7 @@ internal static class JsonFile
     {
         long size = new FileInfo(path).Length;
         if (size > maxBytes) throw new InvalidDataException($"{path}: {size:N0} bytes, more than a file of this kind holds (limit {maxBytes:N0})");
-        try { return JsonNode.Parse(File.ReadAllText(path)) as JsonObject ?? throw new InvalidDataException($"{path}: not a JSON object"); }
+        try { return JsonNode.Parse(Data.TextLines.ReadAll(path)) as JsonObject ?? throw new InvalidDataException($"{path}: not a JSON object"); }
         catch (JsonException e) { throw new InvalidDataException($"{path}: not valid JSON ({e.Message})"); }
     }
 }

@@ -20,6 +20,53 @@ public class CliCommandTests
         Assert.True(TestPaths.RelativeError(a, b) <= 1e-5);
     }
 
+    /// <summary>
+    /// merge and quantize replace their --out folder whole: one that holds other files (not a model folder) is refused
+    /// and left as it was (merge used to wipe it: `--out .` would have emptied the working folder); an earlier model
+    /// folder there is still replaced.
+    /// </summary>
+    [Fact]
+    public void MergeAndQuantizeRefuseToReplaceAFolderThatIsNotAModel()
+    {
+        string dir = TestPaths.TempDir(), notes = Path.Combine(dir, "notes.txt");
+        File.WriteAllText(notes, "keep me");
+        string lora = Path.Combine(TestPaths.TinyLlama, "adapters", "lora");
+        foreach (var args in new[] { new[] { "merge", "--model", TestPaths.TinyLlama, "--adapter", lora, "--out", dir }, ["quantize", "--model", TestPaths.TinyLlama, "--out", dir] })
+        {
+            var (code, _, err) = CliCapture.Run(args);
+            Assert.Equal(1, code);
+            Assert.Equal($"error: --out {dir}: exists and is not a model folder (no config.json); writing there would replace everything in it, so give a new folder", err.Trim());
+            Assert.Equal(["notes.txt"], Directory.GetFileSystemEntries(dir).Select(Path.GetFileName));
+        }
+        string merged = Path.Combine(dir, "merged");
+        for (int i = 0; i < 2; i++)
+        {
+            var (code, _, err) = CliCapture.Run("merge", "--model", TestPaths.TinyLlama, "--adapter", lora, "--out", merged);
+            Assert.True(code == 0, err);
+        }
+        Assert.True(File.Exists(Path.Combine(merged, "model.safetensors")));
+    }
+
+    /// <summary>A LoRA adapter_config.json key of the wrong type is one line naming the file and the key (it was
+    /// "malformed LoRA config (An element of type 'String' cannot be converted to a 'System.Int32'.)").</summary>
+    [Theory]
+    [InlineData("r", "\"eight\"", "'r' must be an integer, got \"eight\"")]
+    [InlineData("lora_alpha", "\"16\"", "'lora_alpha' must be a number, got \"16\"")]
+    [InlineData("use_dora", "\"no\"", "'use_dora' must be true or false, got \"no\"")]
+    public void AnAdapterConfigKeyOfTheWrongTypeIsNamed(string key, string json, string expected)
+    {
+        string adapter = TestPaths.TempDir();
+        foreach (var f in Directory.GetFiles(Path.Combine(TestPaths.TinyLlama, "adapters", "lora"))) File.Copy(f, Path.Combine(adapter, Path.GetFileName(f)));
+        string config = Path.Combine(adapter, "adapter_config.json");
+        var o = JsonFile.ReadObject(config);
+        o[key] = System.Text.Json.Nodes.JsonNode.Parse(json);
+        File.WriteAllText(config, o.ToJsonString());
+        var (code, _, err) = CliCapture.Run("generate", "--model", TestPaths.TinyLlama, "--adapter", adapter, "--prompt", "hi", "--max-new-tokens", "1");
+        Assert.Equal(1, code);
+        Assert.Single(err.Trim().Split('\n'));
+        Assert.Contains($"{config}: {expected}", err);
+    }
+
     [Theory]
     [InlineData("logits", "--model", "/nonexistent", "--input", "x", "--output", "y")]
     [InlineData("generate", "--model", "/nonexistent", "--prompt", "hi")]

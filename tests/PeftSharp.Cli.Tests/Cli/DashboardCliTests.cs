@@ -50,4 +50,25 @@ public class DashboardCliTests
         Assert.Equal($"error: --dashboard-port {port}: 127.0.0.1:{port} is in use; pass another port, or 0 for any free one", err.Trim());
         Assert.False(Directory.Exists(outDir));   // nothing trained, nothing written
     }
+
+    /// <summary>SIGTERM (kill, timeout, systemd, docker stop) ends `peft dashboard` with exit 0, as Ctrl-C does; it used to keep running.</summary>
+    [Fact]
+    public async Task SigtermStopsTheDashboard()
+    {
+        if (OperatingSystem.IsWindows()) return;
+        string run = TestPaths.TempDir();
+        new MetricsLog(run).Append(new System.Text.Json.Nodes.JsonObject { ["step"] = 1, ["loss"] = 1.0 });
+        using var p = PeftProcess.Start(["dashboard", run, "--port", "0"]);
+        try
+        {
+            _ = p.StandardError.ReadToEndAsync();
+            string? line;
+            while ((line = await p.StandardOutput.ReadLineAsync().WaitAsync(TimeSpan.FromSeconds(60))) is not null && !line.StartsWith("dashboard http", StringComparison.Ordinal)) { }
+            Assert.NotNull(line);
+            using (var kill = System.Diagnostics.Process.Start("kill", ["-TERM", p.Id.ToString()])) await kill.WaitForExitAsync();
+            await p.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(20));
+            Assert.Equal(0, p.ExitCode);
+        }
+        finally { if (!p.HasExited) p.Kill(entireProcessTree: true); }
+    }
 }

@@ -136,4 +136,18 @@ public class PlanCliTests
         Assert.Contains(message, stdout + stderr);
         Assert.DoesNotContain("   at ", stdout + stderr);
     }
+
+    /// <summary>A --model path that does not exist is named as a missing path (it was "unknown preset '/x/y'"); a bare
+    /// unknown name is still an unknown preset.</summary>
+    [Fact]
+    public void AMissingModelPathIsNamedAsAPath()
+    {
+        string missing = Path.Combine(TestPaths.TempDir(), "no-such", "model");
+        var (code, _, err) = CliCapture.Run("plan", "--model", missing);
+        Assert.Equal(1, code);
+        Assert.Equal($"error: model: no file or folder '{missing}' (give a config.json, a model folder or a preset name)", err.Trim());
+        (code, _, err) = CliCapture.Run("plan", "--model", "llama-9");
+        Assert.Equal(1, code);
+        Assert.StartsWith("error: model: unknown preset 'llama-9' (known: llama-2-7b", err.Trim());
+    }
 }

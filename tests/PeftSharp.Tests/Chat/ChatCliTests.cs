@@ -117,4 +117,31 @@ public class ChatCliTests(ITestOutputHelper output)
         Assert.Contains("Conversation roles must alternate", err);
         Assert.False(Directory.Exists(run));
     }
+
+    /// <summary>
+    /// A chat file or chat template that is not UTF-8 (Latin-1 "café") is refused as training data is, naming the file
+    /// and the byte; it used to be read with U+FFFD in place of the byte and answered as if the user had typed that.
+    /// </summary>
+    [Fact]
+    public void A_chat_file_or_template_that_is_not_utf8_is_refused()
+    {
+        string dir = TestPaths.TempDir();
+        string chat = Path.Combine(dir, "latin1.json"), template = Path.Combine(dir, "latin1.jinja");
+        File.WriteAllBytes(chat, [.. "[{\"role\": \"user\", \"content\": \"caf"u8, 0xE9, .. "\"}]"u8]);
+        File.WriteAllBytes(template, [.. "{% for m in messages %}caf"u8, 0xE9, .. " {{ m['content'] }}{% endfor %}"u8]);
+        string good = ChatFile(dir, new JsonArray(new JsonObject { ["role"] = "user", ["content"] = "hi" }));
+        foreach (var (args, file, offset) in new[]
+        {
+            (new[] { "generate", "--model", TestPaths.TinyLlama, "--chat", chat, "--max-new-tokens", "1" }, chat, 33),
+            (new[] { "generate", "--model", TestPaths.TinyLlama, "--chat", good, "--chat-template", template, "--max-new-tokens", "1" }, template, 26),
+            (new[] { "tokenize", "--model", TestPaths.TinyLlama, "--chat", chat }, chat, 33),
+        })
+        {
+            var (code, stdout, err) = CliCapture.Run(args);
+            output.WriteLine(err);
+            Assert.Equal(1, code);
+            Assert.Equal($"error: {file}: not valid UTF-8 text (bad byte at offset {offset}); convert the file to UTF-8", err.Trim());
+            Assert.Equal("", stdout);
+        }
+    }
 }

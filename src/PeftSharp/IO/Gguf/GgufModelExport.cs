@@ -61,7 +61,12 @@ internal static partial class GgufModelExport
         return arch;
     }
 
-    public static void Write(CausalLM model, string modelDir, string outPath, GgufFileType fileType, Action<string>? note = null)
+    /// <summary>
+    /// <paramref name="model"/> (adapters merged) as a GGUF at <paramref name="outPath"/>, its tokenizer from
+    /// <paramref name="modelDir"/> and <paramref name="chatTemplate"/> as its chat template (the base's own unless an
+    /// adapter merged into it was trained with another: <see cref="Chat.MergedChatTemplate.ForExport"/>).
+    /// </summary>
+    public static void Write(CausalLM model, string modelDir, string outPath, GgufFileType fileType, Chat.ChatTemplate? chatTemplate, Action<string>? note = null)
     {
         var c = model.Config;
         string arch = ArchitectureOf(c, modelDir);
@@ -99,7 +104,7 @@ internal static partial class GgufModelExport
             meta.Add(new($"{arch}.attention.key_length", GgufValue.U32((uint)c.HeadDim)));
             meta.Add(new($"{arch}.attention.value_length", GgufValue.U32((uint)c.HeadDim)));
         }
-        meta.AddRange(GgufVocab.Metadata(modelDir, c));
+        meta.AddRange(GgufVocab.Metadata(modelDir, c, chatTemplate));
 
         var tensors = new List<GgufTensor>();
         var byName = model.named_parameters().ToDictionary(p => p.name, p => p.parameter);

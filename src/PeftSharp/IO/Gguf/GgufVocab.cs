@@ -29,7 +29,8 @@ internal static class GgufVocab
 
     static readonly Dictionary<string, string> KnownSplitPatterns = SplitRegexByPre.ToDictionary(kv => kv.Value, kv => kv.Key, StringComparer.Ordinal);
 
-    public static List<KeyValuePair<string, GgufValue>> Metadata(string modelDir, ModelConfig config)
+    /// <summary>The tokenizer metadata of <paramref name="modelDir"/>, with <paramref name="chatTemplate"/> as tokenizer.chat_template (none when null).</summary>
+    public static List<KeyValuePair<string, GgufValue>> Metadata(string modelDir, ModelConfig config, ChatTemplate? chatTemplate)
     {
         string path = Path.Combine(modelDir, "tokenizer.json");
         if (!File.Exists(path)) throw new FileNotFoundException($"{path}: not found; GGUF export needs the model's tokenizer.json", path);
@@ -86,7 +87,7 @@ internal static class GgufVocab
             meta.Add(new("tokenizer.ggml.padding_token_id", GgufValue.U32((uint)padId)));
         meta.Add(new("tokenizer.ggml.add_bos_token", GgufValue.Bool(tok.Prefix.Length > 0 && tok.Prefix[0] == bosId)));
         meta.Add(new("tokenizer.ggml.add_eos_token", GgufValue.Bool(tok.Suffix.Length > 0 && tok.Suffix[^1] == tok.EosId)));
-        if (ChatTemplate.Load(modelDir) is { } template) meta.Add(new("tokenizer.chat_template", GgufValue.Str(template.Text)));
+        if (chatTemplate is not null) meta.Add(new("tokenizer.chat_template", GgufValue.Str(chatTemplate.Text)));
         return meta;
     }
 

@@ -123,6 +123,16 @@ public sealed record LoraConfig : PeftSharp.Tuners.IPeftConfig
     public static LoraConfig FromJson(JsonObject o, string source, Action<string>? warn = null)
     {
         string Where(string k) => $"{source}: '{k}'";
+        // A scalar key's value, or an error naming the key and what it takes (GetValue's own message names neither).
+        T Value<T>(string k, T fallback)
+        {
+            try { return o[k] is { } n ? n.GetValue<T>() : fallback; }
+            catch (Exception e) when (e is InvalidOperationException or FormatException)
+            {
+                string kind = typeof(T) == typeof(int) ? "an integer" : typeof(T) == typeof(double) ? "a number" : typeof(T) == typeof(bool) ? "true or false" : "a string";
+                throw new InvalidDataException($"{Where(k)} must be {kind}, got {Shorten(o[k]!.ToJsonString())}");
+            }
+        }
         try
         {
             // Newer PEFT releases write every option of their LoraConfig; one left at null/false/empty changes nothing.
@@ -142,9 +152,9 @@ public sealed record LoraConfig : PeftSharp.Tuners.IPeftConfig
             var (exclude, excludeRegex) = ListOrString(o["exclude_modules"]);
             return new LoraConfig
             {
-                R = o["r"]?.GetValue<int>() ?? 8,
-                LoraAlpha = o["lora_alpha"]?.GetValue<double>() ?? 8,
-                LoraDropout = o["lora_dropout"]?.GetValue<double>() ?? 0,
+                R = Value("r", 8),
+                LoraAlpha = Value("lora_alpha", 8.0),
+                LoraDropout = Value("lora_dropout", 0.0),
                 TargetModules = targets,
                 TargetModulesRegex = targetRegex,
                 ExcludeModules = exclude,
@@ -165,14 +175,14 @@ public sealed record LoraConfig : PeftSharp.Tuners.IPeftConfig
                 },
                 RankPattern = (o["rank_pattern"] as JsonObject)?.ToDictionary(p => p.Key, p => p.Value!.GetValue<int>()) ?? new Dictionary<string, int>(),
                 AlphaPattern = (o["alpha_pattern"] as JsonObject)?.ToDictionary(p => p.Key, p => p.Value!.GetValue<double>()) ?? new Dictionary<string, double>(),
-                UseRslora = o["use_rslora"]?.GetValue<bool>() ?? false,
-                UseDora = o["use_dora"]?.GetValue<bool>() ?? false,
+                UseRslora = Value("use_rslora", false),
+                UseDora = Value("use_dora", false),
                 InitLoraWeights = ConfigChoice.Read(o, "init_lora_weights", LoraJsonContext.Default.LoraInit, LoraInit.True, source),
                 Bias = ConfigChoice.Read(o, "bias", LoraJsonContext.Default.LoraBias, LoraBias.None, source),
                 BaseModelNameOrPath = o["base_model_name_or_path"]?.GetValue<string>(),
                 Revision = o["revision"]?.GetValue<string>(),
-                InferenceMode = o["inference_mode"]?.GetValue<bool>() ?? false,
-                TaskType = o["task_type"]?.GetValue<string>() ?? "CAUSAL_LM",
+                InferenceMode = Value("inference_mode", false),
+                TaskType = Value("task_type", "CAUSAL_LM"),
             }.Validated(source);
         }
         catch (Exception e) when (e is InvalidOperationException or FormatException or JsonException)

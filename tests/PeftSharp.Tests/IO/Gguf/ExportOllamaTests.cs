@@ -86,6 +86,40 @@ public class ExportOllamaTests(ITestOutputHelper output)
         Assert.Equal("model", m.GetString("general.type"));
     }
 
+    /// <summary>
+    /// An adapter trained with --chat-template on a base without one: its exports carry that template as `peft merge`
+    /// does (before, the GGUF had no tokenizer.chat_template and the Modelfile no TEMPLATE, so Ollama and llama.cpp
+    /// prompted the fine-tune in a format it never saw), merged and beside a separate ADAPTER alike.
+    /// </summary>
+    [Fact]
+    public void AdapterTrainedWithATemplate_ExportsCarryIt()
+    {
+        string dir = TestPaths.TempDir(), model = TinyWithTemplate(null), template = Path.Combine(dir, "chatml.jinja"), data = Path.Combine(dir, "chat.jsonl");
+        File.WriteAllText(template, ChatmlJinja);
+        File.WriteAllText(data, """{"messages": [{"role": "user", "content": "abc"}, {"role": "assistant", "content": "cba"}]}""" + "\n");
+        var train = CliCapture.Run("train", "--model", model, "--data", data, "--chat-template", template, "--method", "lora", "--steps", "1",
+            "--batch", "1", "--max-seq", "64", "--out", Path.Combine(dir, "run"));
+        Assert.True(train.Code == 0, train.Err);
+        string adapter = Path.Combine(dir, "run", "final");
+
+        string gguf = Path.Combine(dir, "merged.gguf");
+        var (code, _, err) = CliCapture.Run("export", "gguf", "--model", model, "--adapter", adapter, "--out", gguf, "--type", "f32");
+        Assert.True(code == 0, err);
+        using (var r = new GgufReader(gguf)) Assert.Equal(File.ReadAllText(template), r.GetString("tokenizer.chat_template"));
+
+        string golden = File.ReadAllText(Path.Combine(TestPaths.Fixtures, "gguf", "ollama", "chatml.Modelfile"));
+        foreach (var separate in new[] { false, true })
+        {
+            string outDir = Path.Combine(dir, separate ? "sep" : "merged");
+            (code, _, err) = CliCapture.Run(["export", "ollama", "--model", model, "--adapter", adapter, "--out", outDir, "--type", "f32", .. separate ? new[] { "--separate-adapter" } : []]);
+            Assert.True(code == 0, err);
+            Assert.DoesNotContain("warning", err);
+            Assert.Equal(separate ? golden.Replace("FROM ./model.gguf\n", "FROM ./model.gguf\nADAPTER ./adapter.gguf\n") : golden, File.ReadAllText(Path.Combine(outDir, "Modelfile")));
+            using var m = new GgufReader(Path.Combine(outDir, "model.gguf"));
+            Assert.Equal(File.ReadAllText(template), m.GetString("tokenizer.chat_template"));
+        }
+    }
+
     [Fact]
     public void BadInput_OneLineNothingWritten()
     {

@@ -53,6 +53,19 @@ public class GgufBaseCliTests(ITestOutputHelper output)
         Assert.Equal(fromHf, fromFolder);
     }
 
+    /// <summary>`peft inspect --model FILE.gguf` lists the file's tensors (it used to fail: "no model.safetensors ... all N tensors missing").</summary>
+    [Fact]
+    public void Inspect_OnGguf_ListsItsTensors()
+    {
+        string gguf = ExportTiny(TestPaths.TinyLlama, TestPaths.TempDir());
+        var (code, stdout, err) = CliCapture.Run("inspect", "--model", gguf);
+        Assert.True(code == 0, err);
+        using var r = new GgufReader(gguf);
+        Assert.Contains($"GGUF v{r.Version}", stdout);
+        Assert.Matches($@"stored tensors\s+│\s+{r.Tensors.Count}\s", stdout);
+        foreach (var t in r.Tensors) Assert.Matches($@"{System.Text.RegularExpressions.Regex.Escape(t.Name)}\s+│\s+f32\s+│\s+\[{string.Join(", ", t.Shape)}\]", stdout);
+    }
+
     string Train(string model, string dir, string method, string name)
     {
         string data = Path.Combine(dir, "data.jsonl");
