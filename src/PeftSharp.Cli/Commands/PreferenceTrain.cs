@@ -94,7 +94,9 @@ public static class PreferenceTrain
         if (s.Resume is not null) SavedTrainOptions.Save(s, outDir);
         if (result.FinalDir is null)
         {
-            AnsiConsole.MarkupLineInterpolated($"stopped at step {result.Steps}; resume with: ./peft train --resume {outDir}");
+            // After Ctrl-C the trainer has said where it saved and how to resume; say it here only for other stops.
+            if (!cts.IsCancellationRequested || result.Steps == 0)
+                AnsiConsole.MarkupLineInterpolated($"stopped at step {result.Steps}; resume with: ./peft train --resume {outDir}");
             return 130;
         }
 

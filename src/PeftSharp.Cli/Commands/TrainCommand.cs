@@ -87,7 +87,9 @@ public sealed class TrainCommand : Command<TrainSettings>
         if (s.Resume is not null) SavedTrainOptions.Save(s, outDir);   // the checkpoint loaded: overrides given now stick
         if (result.Train.FinalDir is null)
         {
-            AnsiConsole.MarkupLineInterpolated($"stopped at step {result.Train.Steps}; resume with: ./peft train --resume {outDir}");
+            // After Ctrl-C the trainer has said where it saved and how to resume; say it here only for other stops.
+            if (!cts.IsCancellationRequested || result.Train.Steps == 0)
+                AnsiConsole.MarkupLineInterpolated($"stopped at step {result.Train.Steps}; resume with: ./peft train --resume {outDir}");
             return 130;
         }
 

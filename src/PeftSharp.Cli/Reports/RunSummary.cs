@@ -24,6 +24,15 @@ internal sealed record RunSummary(TrainSettings Settings, string Method, Trainin
         }
     }
 
+    /// <summary>Steps this process ran (a resumed run's records start after its checkpoint).</summary>
+    int StepsHere => Records.Count(r => r["tokens_per_s"] is not null);
+
+    /// <summary>"300 steps", or for a resumed run "300 steps (the last 60 in this process, resumed at step 240)": the time
+    /// and tokens/s beside it are this process's.</summary>
+    string StepsText => StepsHere < Result.Steps && StepsHere > 0
+        ? $"{Result.Steps} steps (the last {StepsHere} in this process, resumed at step {Result.Steps - StepsHere})"
+        : $"{Result.Steps} steps";
+
     double MeanTokensPerSecond => Records.Where(r => r["tokens_per_s"] is not null).Select(r => r["tokens_per_s"]!.GetValue<double>()).DefaultIfEmpty(0).Average();
 
     public void WriteConsole()
@@ -35,7 +44,7 @@ internal sealed record RunSummary(TrainSettings Settings, string Method, Trainin
         AnsiConsole.MarkupLineInterpolated($"exact-match accuracy: before {Pct(Result.FirstEval?.ExactMatch)}, after {Pct(Result.LastEval?.ExactMatch)}");
         AnsiConsole.MarkupLineInterpolated($"eval loss: before {Result.FirstEval?.Loss:F4}, after {Result.LastEval?.Loss:F4}");
         if (HoldoutKnown) AnsiConsole.MarkupLineInterpolated($"held-out perplexity (forgetting): before {Ppl(HeldoutLossBefore)}, after {Ppl(HeldoutLossAfter)}");
-        AnsiConsole.MarkupLineInterpolated($"{Result.Steps} steps in {Elapsed.TotalSeconds:F0} s ({MeanTokensPerSecond:F0} tokens/s)");
+        AnsiConsole.MarkupLineInterpolated($"{StepsText} in {Elapsed.TotalSeconds:F0} s ({MeanTokensPerSecond:F0} tokens/s)");
     }
 
     bool HoldoutKnown => HeldoutLossBefore is not null;
@@ -75,7 +84,7 @@ internal sealed record RunSummary(TrainSettings Settings, string Method, Trainin
         sb.AppendLine($"- base model: `{Settings.ModelDir}`");
         sb.AppendLine($"- data: `{Settings.DataFile}`: {Data.TrainStats}");
         if (Data.EvalStats is { } es) sb.AppendLine($"- eval: {es}");
-        sb.AppendLine($"- steps: {Result.Steps}, wall time {Elapsed.TotalSeconds:F0} s, mean {MeanTokensPerSecond:F0} tokens/s");
+        sb.AppendLine($"- steps: {StepsText}, wall time {Elapsed.TotalSeconds:F0} s, mean {MeanTokensPerSecond:F0} tokens/s");
         sb.AppendLine().AppendLine("## Results").AppendLine();
         AppendResults(sb, Rows);
         sb.AppendLine().AppendLine("![loss](loss.png)").AppendLine();

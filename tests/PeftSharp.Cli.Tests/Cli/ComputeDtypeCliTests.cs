@@ -94,6 +94,8 @@ public class ComputeDtypeCliTests
         var (code, stdout, err) = CliCapture.Run(["train", "--resume", cut]);
         Assert.True(code == 0, err);
         Assert.True(Plain(stdout).Contains("compute fp32"), stdout);
+        // The summary's time and tokens/s are this process's: it says the run's steps and the ones it ran.
+        Assert.True(System.Text.RegularExpressions.Regex.Replace(Plain(stdout), @"\s+", " ").Contains("4 steps (the last 2 in this process, resumed at step 2) in"), stdout);
         AssertSameAdapters(whole, cut);
     }
 
