@@ -8,16 +8,20 @@ namespace PeftSharp.Serving.Endpoints;
 /// <summary>Reading request bodies and writing JSON and server-sent events.</summary>
 static class EndpointIo
 {
+    static readonly UTF8Encoding StrictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
+
     /// <summary>The request body as a JSON object; anything else is a 400 saying why.</summary>
     public static async Task<JsonObject> ReadJsonObject(HttpContext http)
     {
         string body;
         try
         {
-            using var reader = new StreamReader(http.Request.Body, Encoding.UTF8);
+            // Strict UTF-8: a lenient reader would turn a bad byte into U+FFFD and serve a prompt nobody sent.
+            using var reader = new StreamReader(http.Request.Body, StrictUtf8);
             body = await reader.ReadToEndAsync(http.RequestAborted);
         }
         catch (BadHttpRequestException e) { throw new ServingException(e.StatusCode, $"request body rejected: {e.Message}"); }
+        catch (DecoderFallbackException e) { throw ServingException.BadRequest($"the request body is not valid UTF-8 (bad byte at offset {e.Index})"); }
         JsonObject o;
         try { o = JsonNode.Parse(body) as JsonObject ?? throw ServingException.BadRequest("the request body must be a JSON object"); }
         catch (JsonException e) { throw ServingException.BadRequest($"invalid JSON: {e.Message}"); }

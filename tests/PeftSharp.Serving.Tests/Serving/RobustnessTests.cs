@@ -60,6 +60,19 @@ public class RobustnessTests
     }
 
     [Fact]
+    public async Task ABodyThatIsNotUtf8Gets400InsteadOfAChangedPrompt()
+    {
+        await using var h = await ServingHarness.Start();
+        // {"prompt":"caf\xe9"}: Latin-1's e-acute, not UTF-8.
+        var bytes = Encoding.ASCII.GetBytes("{\"prompt\":\"caf").Concat(new byte[] { 0xE9 }).Concat(Encoding.ASCII.GetBytes("\"}")).ToArray();
+        using var content = new ByteArrayContent(bytes);
+        content.Headers.ContentType = new("application/json");
+        using var resp = await h.Http.PostAsync("v1/completions", content);
+        Assert.Equal(400, (int)resp.StatusCode);
+        Assert.Contains("not valid UTF-8", JsonNode.Parse(await resp.Content.ReadAsStringAsync())!["error"]!["message"]!.GetValue<string>());
+    }
+
+    [Fact]
     public async Task UnknownModelAndEndpointGet404()
     {
         await using var h = await ServingHarness.Start();
