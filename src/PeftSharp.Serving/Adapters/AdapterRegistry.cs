@@ -45,9 +45,10 @@ internal sealed partial class AdapterRegistry
     /// <summary>Versions on the model now (current and retired-but-still-leased).</summary>
     public int ResidentCount { get { lock (_lock) return _resident.Count; } }
 
-    /// <summary>Loads an operator-given adapter (--adapter NAME=DIR); no root restriction.</summary>
+    /// <summary>Loads an operator-given adapter (--adapter NAME=DIR); no root restriction. Not logged when refused: the
+    /// exception reaches the operator (`peft serve` prints it and exits), and a log record would say it twice.</summary>
     public Task<AdapterVersion> LoadAsync(string name, string folder) =>
-        Logged(name, folder, () => LoadCoreAsync(CheckName(name), Path.GetFullPath(folder), lease: false, underRoot: false));
+        LoadCoreAsync(CheckName(name), Path.GetFullPath(folder), lease: false, underRoot: false);
 
     /// <summary>POST /v1/adapters: only folders under --adapter-root (a Hub repo id when the Hub cache is under it),
     /// and only files whose real paths lie under it too.</summary>
