@@ -73,12 +73,12 @@ internal sealed class TunableLinear : nn.Module<Tensor, Tensor>
     /// <summary>
     /// Packs the dense frozen fp32 weight for MKL (both orientations; <see cref="Kernels.PackedGemm"/>): later fp32 CPU
     /// forwards and their backwards skip MKL's per-call copy of it. False where it cannot be: a quantised or trainable
-    /// weight, not fp32 on CPU, or no MKL. Whoever changes the weight in place (a merge) calls <see cref="DropPacked"/>.
+    /// weight (or a trainable bias: the packed node gives it no gradient), not fp32 on CPU, or no MKL. Whoever changes the weight in place (a merge) calls <see cref="DropPacked"/>.
     /// </summary>
     public bool Pack(int rows)
     {
         if (_packed is not null) return true;
-        if (weight is null || weight.requires_grad || weight.dtype != ScalarType.Float32 || weight.device_type != DeviceType.CPU || !Kernels.PackedGemm.Available) return false;
+        if (weight is null || weight.requires_grad || bias is { requires_grad: true } || weight.dtype != ScalarType.Float32 || weight.device_type != DeviceType.CPU || !Kernels.PackedGemm.Available) return false;
         _packed = new Kernels.PackedLinear.Pair(weight, rows);
         return true;
     }
