@@ -12,7 +12,7 @@ namespace PeftSharp.Bench;
 public sealed class PackedGemmBench : IBench
 {
     public string Name => "packed-gemm";
-    public string Description => "linear vs MKL's packed GEMM by weight shape, pack rows and product rows (--shapes 512x512,768x768,1344x512,2048x2048 --pack-rows 64,256,1024 --rows 64,256,1024 --threads 2)";
+    public string Description => "linear vs MKL's packed GEMM by weight shape, pack rows and product rows (--shapes 512x512,768x768,1344x512,2048x2048 --pack-rows 64,256,1024 --rows 64,256,1024 --threads 2 --backward: g W instead of x W^T)";
 
     public int Run(string[] argv)
     {
@@ -23,15 +23,16 @@ public sealed class PackedGemmBench : IBench
         var shapes = a.Get("shapes", "512x512,768x768,1344x512,2048x2048").Split(',').Select(s => s.Split('x').Select(long.Parse).ToArray()).ToList();
         var packRows = a.Get("pack-rows", "64,256,1024").Split(',').Select(int.Parse).ToArray();
         var rows = a.Get("rows", "64,256,1024").Split(',').Select(long.Parse).ToArray();
+        bool backward = a.Flag("backward");   // the input gradient's product g [m, out] W instead of x [m, in] W^T
         using var noGrad = no_grad();
         foreach (var s in shapes)
         {
             using var w = randn(s[0], s[1]);
-            var packs = packRows.Select(r => new PackedGemm.PackedWeight(w, forward: true, r)).ToArray();
-            Console.WriteLine($"W [{s[0]}, {s[1]}]: linear ms, then linear / packed time for a pack made for {string.Join(", ", packRows)} rows (> 1: packed faster)");
+            var packs = packRows.Select(r => new PackedGemm.PackedWeight(w, forward: !backward, r)).ToArray();
+            Console.WriteLine($"W [{s[0]}, {s[1]}], {(backward ? "g W" : "x W^T")}: libtorch ms, then libtorch / packed time for a pack made for {string.Join(", ", packRows)} rows (> 1: packed faster)");
             foreach (var m in rows)
             {
-                using var x = randn(m, s[1]);
+                using var x = randn(m, backward ? s[0] : s[1]);
                 int reps = (int)Math.Clamp(2e8 / (2.0 * m * s[0] * s[1]), 5, 2000);
                 double Best(Func<Tensor> f)
                 {
@@ -43,7 +44,7 @@ public sealed class PackedGemmBench : IBench
                         return sw.Elapsed.TotalMilliseconds / reps;
                     }).Min();
                 }
-                double linear = Best(() => nn.functional.linear(x, w));
+                double linear = Best(() => backward ? x.mm(w) : nn.functional.linear(x, w));
                 Console.WriteLine($"  {m,6} rows: {linear,8:F3} ms; {string.Join("  ", packs.Select(p => (linear / Best(() => p.Times(x))).ToString("F2")))}");
             }
             foreach (var p in packs) p.Dispose();
