@@ -90,7 +90,8 @@ internal static class CpuRuntime
     /// Frozen fp32 weights packed for MKL (the engine's Kernels/PackedGemm): MKL's sgemm repacks its B operand, here the
     /// weight, into its kernel's panel layout at every call; a frozen weight can be packed once per orientation (x W^T
     /// forward, g W for the backward's input gradient) and every later call skips that copy. `lora-step-ab --off packed`
-    /// (2026-11-30, 10 ABBA rounds): 320.7 vs 333.9 ms per step, on/off 1.030. The price is the packed copies: MKL's
+    /// (2026-11-30, 12 ABBA rounds): 324.7 vs 336.3 ms per step, on/off 1.036 at 1024 tokens per step; 1.157 at
+    /// the 134M shape's 256 (h 768, vocab 32000), 1.18 at qlora-step's 116M shape's 128. The price is the packed copies: MKL's
     /// layout of a [out, in] fp32 weight touches its bytes again, once per orientation (measured: 1344 x 512: +2.7 MiB
     /// each; 32000 x 2048: +250 MiB each), so 2 x the frozen weights. Auto packs when that is at most
     /// <see cref="PackedWeightsMaxMemoryShare"/> of the machine's memory.
