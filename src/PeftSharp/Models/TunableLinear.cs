@@ -70,16 +70,21 @@ internal sealed class TunableLinear : nn.Module<Tensor, Tensor>
     /// <summary>Whether the frozen weight is packed for MKL now (<see cref="Pack"/>).</summary>
     public bool IsPacked => _packed is not null;
 
+    /// <summary>Whether <see cref="Pack"/> takes this layer: a dense frozen fp32 weight on CPU, and no trainable bias (the
+    /// packed node gives it no gradient).</summary>
+    public bool CanPack => weight is { requires_grad: false } w && w.dtype == ScalarType.Float32 && w.device_type == DeviceType.CPU
+        && bias is not { requires_grad: true };
+
     /// <summary>
     /// Packs the dense frozen fp32 weight for MKL (both orientations; <see cref="Kernels.PackedGemm"/>): later fp32 CPU
-    /// forwards and their backwards skip MKL's per-call copy of it. False where it cannot be: a quantised or trainable
-    /// weight (or a trainable bias: the packed node gives it no gradient), not fp32 on CPU, or no MKL. Whoever changes the weight in place (a merge) calls <see cref="DropPacked"/>.
+    /// forwards and their backwards skip MKL's per-call copy of it. False where <see cref="CanPack"/> is false or there is
+    /// no MKL. Whoever changes the weight in place (a merge) calls <see cref="DropPacked"/>.
     /// </summary>
     public bool Pack(int rows)
     {
         if (_packed is not null) return true;
-        if (weight is null || weight.requires_grad || bias is { requires_grad: true } || weight.dtype != ScalarType.Float32 || weight.device_type != DeviceType.CPU || !Kernels.PackedGemm.Available) return false;
-        _packed = new Kernels.PackedLinear.Pair(weight, rows);
+        if (!CanPack || !Kernels.PackedGemm.Available) return false;
+        _packed = new Kernels.PackedLinear.Pair(weight!, rows);
         return true;
     }
 

@@ -18,12 +18,11 @@ internal sealed class FrozenWeightPacking : IDisposable
 
     FrozenWeightPacking(List<TunableLinear> packed, string description) => (_packed, Description) = (packed, description);
 
-    /// <summary>The bytes <see cref="CpuRuntime.PacksWeights"/> weighs for <paramref name="model"/>: its dense frozen fp32
-    /// weights on CPU (a trainable, quantised or 16-bit weight is never packed).</summary>
+    /// <summary>The bytes <see cref="CpuRuntime.PacksWeights"/> weighs for <paramref name="model"/>: its layers' weights
+    /// that can be packed (<see cref="TunableLinear.CanPack"/>: dense frozen fp32 on CPU).</summary>
     internal static long FrozenFp32Bytes(CausalLM model) => Candidates(model).Sum(l => l.InFeatures * l.OutFeatures * sizeof(float));
 
-    static IEnumerable<TunableLinear> Candidates(CausalLM model) => model.Linears().Where(l =>
-        l.weight is { requires_grad: false } w && w.dtype == TorchSharp.torch.ScalarType.Float32 && w.device_type == TorchSharp.DeviceType.CPU);
+    static IEnumerable<TunableLinear> Candidates(CausalLM model) => model.Linears().Where(l => l.CanPack);
 
     /// <summary>Packs <paramref name="model"/>'s frozen weights when <paramref name="requested"/> (null = auto) says so, for
     /// products of <paramref name="rows"/> rows (a typical step's tokens, padding included: <see cref="TypicalRows"/>);
