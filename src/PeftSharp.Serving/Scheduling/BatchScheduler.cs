@@ -69,6 +69,9 @@ internal sealed class BatchScheduler : IDisposable
 
     public bool Accepting => _accepting;
 
+    /// <summary>The running rows' shared cache (null while none runs); read it on the worker only (from <see cref="AfterStep"/>).</summary>
+    internal KvCache? RunningCache => _batch.Cache;
+
     /// <summary>Test hook: runs on the worker after every step (e.g. to slow decoding down).</summary>
     internal Action? AfterStep { get; set; }
 
