@@ -92,11 +92,15 @@ static class PlanOutput
         AnsiConsole.WriteLine($"trainable {p.TrainableParameters:N0} of {p.TotalParameters:N0} parameters ({p.TrainablePercent:0.####}%)");
         if (p.HostBytes > 0) AnsiConsole.WriteLine($"CPU (offloaded, all GPUs): {Gb(p.HostBytes)} GB");
         if (p.PageableBytes > 0) AnsiConsole.WriteLine($"pageable optimiser state (evicted to host under pressure): {Gb(p.PageableBytes)} GB");
-        var fits = new Table().AddColumn("GPU").AddColumn("Fits").AddColumn(new TableColumn("Headroom GB").RightAligned());
+        var fits = GpuTable().AddColumn(new TableColumn("Headroom GB").RightAligned());
         foreach (var g in Gpus.Common)
-            fits.AddRow(Markup.Escape(g.Name), p.Fits(g.Bytes) ? "[green]yes[/]" : "[red]no[/]", Gb(p.Headroom(g.Bytes)));
+            fits.AddRow(Markup.Escape(g.Name), Gb(g.Bytes), p.Fits(g.Bytes) ? "[green]yes[/]" : "[red]no[/]", Gb(p.Headroom(g.Bytes)));
         AnsiConsole.Write(fits);
     }
+
+    /// <summary>The cards' table: each card's memory in GB (10^9 bytes), the unit of the plan and the headroom, beside
+    /// its name (which says GiB where the card is binary: a "24 GB" card holds 25.77 GB).</summary>
+    static Table GpuTable() => new Table().AddColumn("GPU").AddColumn(new TableColumn("Memory GB").RightAligned()).AddColumn("Fits");
 
     static string ActivationBasis(MemoryPlan p) => p.ActivationProfile switch
     {
@@ -174,9 +178,9 @@ static class PlanOutput
         Row("framework overhead", p.FrameworkOverheadBytes, r.Device == DeviceKind.Cuda ? "CUDA context + kernels + cuBLAS workspace" : "libtorch + .NET runtime, measured");
         table.AddRow("[bold]total[/]", $"[bold]{Gb(p.TotalBytes)}[/]", "100%", "");
         AnsiConsole.Write(table);
-        var fits = new Table().AddColumn("GPU").AddColumn("Fits").AddColumn(new TableColumn($"Sequences of {r.Context} tokens").RightAligned());
+        var fits = GpuTable().AddColumn(new TableColumn($"Sequences of {r.Context} tokens").RightAligned());
         foreach (var g in Gpus.Common)
-            fits.AddRow(Markup.Escape(g.Name), p.Fits(g.Bytes) ? "[green]yes[/]" : "[red]no[/]", p.ConcurrentSequences(g.Bytes).ToString("N0"));
+            fits.AddRow(Markup.Escape(g.Name), Gb(g.Bytes), p.Fits(g.Bytes) ? "[green]yes[/]" : "[red]no[/]", p.ConcurrentSequences(g.Bytes).ToString("N0"));
         AnsiConsole.Write(fits);
         if (r.Device == DeviceKind.Cpu)
             AnsiConsole.MarkupLineInterpolated($"[dim]On CPU this is peft serve's resident memory on {ServeAllocator} (src/PeftSharp.Memory/README.md).[/]");

@@ -192,4 +192,35 @@ public class PlanCliTests
         Assert.Contains($"adapter folder '{adapter}' names base 'no-such-base' (base_model_name_or_path), which is not found", line);
         Assert.DoesNotContain("   at ", line);
     }
+
+    /// <summary>The card table's rows by card name: its cells after the name (Spectre's box-drawing columns).</summary>
+    static Dictionary<string, string[]> CardRows(string stdout) =>
+        System.Text.RegularExpressions.Regex.Replace(stdout, "\u001b\\[[0-9;]*m", "").Split('\n')
+            .Select(l => l.Split('│').Select(c => c.Trim()).ToArray()).Where(c => c.Length > 3)
+            .Where(c => PeftSharp.Memory.Gpus.Common.Any(g => g.Name == c[1])).ToDictionary(c => c[1], c => c[2..^1]);
+
+    [Fact]
+    public void The_card_table_says_each_cards_memory_and_headroom_in_the_plans_GB()
+    {
+        // A "24 GB" card holds 24 GiB: its row says 25.77 GB, and memory - headroom is the plan's total, in one unit.
+        string[] args = ["plan", "--model", "llama-3.1-8b", "--method", "qlora", "--batch", "4", "--seq", "2048"];
+        var (code, stdout, stderr) = CliCapture.Run(args);
+        Assert.True(code == 0, stderr);
+        double total = Json("--method", "qlora", "--batch", "4", "--seq", "2048").GetProperty("total_bytes").GetInt64() / 1e9;
+        var rows = CardRows(stdout);
+        Assert.Equal(PeftSharp.Memory.Gpus.Common.Count, rows.Count);
+        foreach (var g in PeftSharp.Memory.Gpus.Common)
+        {
+            var cells = rows[g.Name];   // memory GB, fits, headroom GB
+            Assert.Equal($"{g.Bytes / 1e9:0.00}", cells[0]);
+            Assert.Equal(total, double.Parse(cells[0]) - double.Parse(cells[2]), 0.011);
+            Assert.Equal(g.Bytes >= total * 1e9 ? "yes" : "no", cells[1]);
+        }
+        Assert.Equal("25.77", rows["24 GiB (RTX 3090/4090, A10)"][0]);
+        Assert.Equal("141.00", rows["141 GB (H200)"][0]);
+        // The serving table names the same cards with the same memory.
+        (code, stdout, stderr) = CliCapture.Run("plan", "--model", "llama-3.1-8b", "--serve", "--context", "1024");
+        Assert.True(code == 0, stderr);
+        Assert.All(PeftSharp.Memory.Gpus.Common, g => Assert.Equal($"{g.Bytes / 1e9:0.00}", CardRows(stdout)[g.Name][0]));
+    }
 }
