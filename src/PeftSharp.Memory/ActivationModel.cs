@@ -33,6 +33,14 @@ internal sealed class ActivationModel
     public double TrainedLinearsPerTokenIntermediate { get; init; }
     /// <summary>Bytes per s*s*b*a per layer for eager attention: scores, softmax, dropout mask (Korthikanti's 5).</summary>
     public double PerScore { get; init; } = 5;
+    /// <summary>Bytes per s*s*b*a per layer eager attention adds where the config soft-caps the scores (Gemma 2's
+    /// <c>attn_logit_softcapping</c>): <c>tanh</c> keeps its output for its backward.</summary>
+    public double SoftcapPerScore { get; init; }
+    /// <summary>A config that soft-caps its scores runs eager attention under <see cref="AttentionKind.Fused"/> (the
+    /// trainer's default): transformers' SDPA cannot soft-cap, so Gemma 2 is trained with eager attention (transformers
+    /// says so when another is used), which materialises the scores; flash-attn 2.6+ soft-caps inside its kernel
+    /// (<see cref="AttentionKind.Flash"/>: no scores).</summary>
+    public bool SoftcapRunsEager { get; init; }
     /// <summary>Bytes per s*b*h per layer kept under full recomputation (one 16-bit copy of the layer input).</summary>
     public double CheckpointPerTokenHidden { get; init; } = 2;
     /// <summary>fp32 buffers of b*s*V around an unchunked loss besides the logits themselves (in the compute dtype):
@@ -124,6 +132,10 @@ internal sealed class ActivationModel
         TrainedLinearsPerTokenHidden = 3 * 2,
         TrainedLinearsPerTokenIntermediate = 2,
         PerScore = 4 + 2 + 1,
+        // modeling_gemma2.py eager_attention_forward: scores * scaling, / softcap, tanh, * softcap, + mask, fp32
+        // softmax, its 16-bit copy (what the value product keeps): of the soft-cap's ops only tanh keeps a tensor.
+        SoftcapPerScore = 2,
+        SoftcapRunsEager = true,
         CheckpointPerTokenHidden = 2,
         LossFp32Buffers = 3,
         CompileSavesPerTokenHidden = 2 * 2,
@@ -252,11 +264,15 @@ internal sealed class ActivationModel
             - (compiled ? CompileSavesPerTokenHidden : 0) + (Cpu?.ExtraPerTokenHidden(c) ?? 0);
         double perInter = PerTokenIntermediate + (inputs ? TrainedLinearsPerTokenIntermediate : 0)
             - (compiled ? CompileSavesPerTokenIntermediate : 0) + (Cpu?.ExtraPerTokenIntermediate(c) ?? 0);
-        double perScore = (attention == AttentionKind.Eager ? PerScore : 0) + (Cpu?.PerScore(c) ?? 0);
+        double perScore = (RunsEager(c, attention) ? PerScore + (c.AttnLogitSoftcapping is not null ? SoftcapPerScore : 0) : 0) + (Cpu?.PerScore(c) ?? 0);
         double scores = sb * seq * c.NumAttentionHeads * perScore;
         double kvWidth = attention == AttentionKind.Flash ? (double)c.KeyValueHeads * c.ResolvedHeadDim : c.HiddenSize;
         return (sb * c.HiddenSize * perHidden + sb * kvWidth * PerTokenKeyValue + sb * c.IntermediateSize * perInter + scores) * Scale(compute);
     }
+
+    /// <summary>Whether this trainer materialises the s x s scores of <paramref name="c"/> under <paramref name="attention"/>.</summary>
+    public bool RunsEager(ModelConfig c, AttentionKind attention) =>
+        attention == AttentionKind.Eager || (SoftcapRunsEager && attention == AttentionKind.Fused && c.AttnLogitSoftcapping is not null);
 
     /// <summary>All layers' activations, with or without gradient checkpointing.</summary>
     public long Bytes(ModelConfig c, long batch, long seq, AttentionKind attention, DType compute, bool checkpointing,

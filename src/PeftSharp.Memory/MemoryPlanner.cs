@@ -111,7 +111,8 @@ public static class MemoryPlanner
             PageableBytes = pageable,
             InferenceOverhead = InferenceOverhead(request, trainable, total),
             ActivationProfile = activations.Name,
-            ActivationPaths = activations.Cpu?.Describe(c) ?? "",
+            ActivationPaths = activations.Cpu?.Describe(c)
+                ?? (request.Attention != AttentionKind.Eager && activations.RunsEager(c, request.Attention) ? $"eager attention: soft-capped scores (SDPA cannot soft-cap)" : ""),
         };
         return plan with { AllocatorSlackBytes = AllocatorSlack(request, plan.TotalBytes - plan.FrameworkOverheadBytes, actsAtPeak + logits + dequant) };
     }
