@@ -171,7 +171,8 @@ static class PlanOutput
         void Row(string name, long bytes, string basis) =>
             table.AddRow(Markup.Escape(name), Gb(bytes), $"{100.0 * bytes / p.TotalBytes:0.0}%", Markup.Escape(basis));
         Row("weights", p.WeightsBytes, r.WeightDtype == DType.Nf4 ? "NF4 + double quant, rest in compute dtype" : $"{Dtypes.Name(r.WeightDtype)} storage");
-        Row($"KV cache ({p.KvBytesPerToken / 1024.0:0.#} KiB/token)", p.KvCacheBytes, "2 x layers x kv_heads x head_dim per token (GQA)");
+        Row($"KV cache ({p.KvBytesPerToken / 1024.0:0.#} KiB/token)", p.KvCacheBytes, "2 x layers x kv_heads x head_dim per token (GQA)"
+            + (p.KvBytesPerSequence < p.KvBytesPerToken * r.Context ? $"; sliding-window layers hold their window: {p.KvBytesPerSequence / 1e6:0.#} MB per sequence" : ""));
         if (p.KvGrowthBytes > 0) Row("KV cache rebuild", p.KvGrowthBytes, "one layer's old copy while rows join or leave; never during a prefill: the larger of the two counts");
         Row($"adapters ({r.Adapters} x {p.AdapterBytesEach / 1e6:0.##} MB)", p.AdaptersBytes, "r x (in + out) per adapted module, at the largest rank");
         Row($"prefill ({r.ResolvedPrefillTokens} tokens)", p.PrefillBytes, $"largest prefill forward (--max-prefill-tokens {r.MaxPrefillTokens}): one layer's working set (GQA: its keys and values repeated to every head) + last-token fp32 logits per row; the larger of it and the rebuild counts");
