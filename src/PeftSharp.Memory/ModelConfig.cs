@@ -47,8 +47,6 @@ public sealed record ModelConfig
     /// <summary>The attention score scale: 1/sqrt(<see cref="QueryPreAttnScalar"/>) where given, else 1/sqrt(head_dim).</summary>
     internal double AttentionScale => 1.0 / Math.Sqrt(QueryPreAttnScalar ?? ResolvedHeadDim);
 
-    /// <summary>Scores must be computed op by op (SDPA and the attention kernel scale by 1/sqrt(head_dim) and cannot
-    /// soft-cap): the engine's Models/Attention.cs decides the same way.</summary>
     /// <summary>Sliding-window size in tokens (a query sees itself and the window - 1 keys before it); null: none. Which
     /// layers it applies to: <see cref="SlidingLayers"/> (read from config.json by <see cref="SlidingWindows"/>).</summary>
     internal int? SlidingWindow { get; init; }
@@ -57,6 +55,8 @@ public sealed record ModelConfig
     /// <summary>The sliding window of one layer, or null where it attends to everything before it.</summary>
     internal int? WindowOf(int layer) => SlidingWindow is { } w && layer < SlidingLayers.Length && SlidingLayers[layer] ? w : null;
 
+    /// <summary>Scores must be computed op by op (SDPA and the attention kernel scale by 1/sqrt(head_dim) and cannot
+    /// soft-cap): the engine's Models/Attention.cs decides the same way.</summary>
     internal bool ExplicitAttentionScores => AttnLogitSoftcapping is not null || Math.Abs(AttentionScale * Math.Sqrt(ResolvedHeadDim) - 1) > 1e-12;
 
     /// <summary>Key/value heads: <see cref="NumKeyValueHeads"/>, or <see cref="NumAttentionHeads"/> when absent.</summary>
