@@ -25,6 +25,9 @@ public class HubCliTests
         }
     }
 
+    /// <summary>A plan's JSON without its model name (a snapshot's commit folder, or the folder it was given as).</summary>
+    static string WithoutName(string json) { var o = System.Text.Json.Nodes.JsonNode.Parse(json)!.AsObject(); o.Remove("model"); return o.ToJsonString(); }
+
     static string LastLine(string text) => text.TrimEnd().Split('\n')[^1].TrimEnd('\r');
 
     [Fact]
@@ -143,7 +146,6 @@ public class HubCliTests
         var local = CliCapture.Run("plan", "--model", TestPaths.TinyLlama, "--method", "qlora", "--json");
         Assert.True(local.Code == 0, local.Err);
         // The same plan; only the model's name (its folder: the snapshot's commit here) differs.
-        static string WithoutName(string json) { var o = System.Text.Json.Nodes.JsonNode.Parse(json)!.AsObject(); o.Remove("model"); return o.ToJsonString(); }
         Assert.Equal(WithoutName(local.Out), WithoutName(online.Out));
         Assert.Contains("\"total_bytes\"", online.Out);
         string snapshot = Path.Combine(home, "hub", "models--acme--tiny", "snapshots", repo.Commit);
@@ -173,7 +175,6 @@ public class HubCliTests
         var planned = CliCapture.Run("plan", "--model", AdapterConfigFolder.Write("acme/tiny", lora), "--json");
         Assert.True(planned.Code == 0, planned.Err);
         var local = CliCapture.Run("plan", "--model", TestPaths.TinyLlama, "--rank", "4", "--targets", "q_proj,v_proj", "--json");
-        static string WithoutName(string json) { var o = System.Text.Json.Nodes.JsonNode.Parse(json)!.AsObject(); o.Remove("model"); return o.ToJsonString(); }
         Assert.Equal(WithoutName(local.Out), WithoutName(planned.Out));
 
         string other = AdapterConfigFolder.Write("acme/other", lora);
