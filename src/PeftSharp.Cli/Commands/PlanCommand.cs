@@ -6,7 +6,7 @@ using Spectre.Console.Cli;
 
 namespace PeftSharp.Cli.Commands;
 
-/// <summary>`peft plan`: memory of a training run from a preset or config.json. Pure arithmetic, no TorchSharp.</summary>
+/// <summary>`peft plan`: memory of a training run (or a server) from a preset, config.json or an adapter folder (its base, PlanAdapter). Pure arithmetic, no TorchSharp.</summary>
 public sealed class PlanCommand : Command<PlanCommand.Settings>
 {
     public sealed class Settings : CommandSettings
