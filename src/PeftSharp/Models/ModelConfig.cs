@@ -137,7 +137,6 @@ public sealed class ModelConfig
                 throw new InvalidDataException($"unsupported rope_scaling type '{rtype}' (supported: llama3, longrope)");
         }
         int layers = shape.NumHiddenLayers;
-        var (window, slidingLayers) = ModelFamilies.SlidingWindow(raw, type, layers);
         double rotaryFactor = raw["partial_rotary_factor"] is JsonNode prf ? ModelFamilies.Number(prf) : 1.0;
         int rotaryDim = (int)(headDim * rotaryFactor);
         if (rotaryDim <= 0 || rotaryDim % 2 != 0 || rotaryDim > headDim)
@@ -160,8 +159,9 @@ public sealed class ModelConfig
             BosTokenId = raw["bos_token_id"] is JsonValue b && b.GetValueKind() == JsonValueKind.Number ? b.GetValue<int>() : null,
             TorchDtype = raw["torch_dtype"]?.GetValue<string>() ?? "float32",
             Raw = raw,
-            SlidingWindow = window,
-            SlidingLayers = slidingLayers,
+            // The planner's parse (it counts the KV cache by them): read there once.
+            SlidingWindow = shape.SlidingWindow,
+            SlidingLayers = shape.SlidingLayers.Length == layers ? shape.SlidingLayers : new bool[layers],
             QkNorm = type == "qwen3",
             FusedProjections = type == "phi3",
             RotaryDim = rotaryDim,

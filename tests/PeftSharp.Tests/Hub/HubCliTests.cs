@@ -25,6 +25,9 @@ public class HubCliTests
         }
     }
 
+    /// <summary>A plan's JSON without its model name (a snapshot's commit folder, or the folder it was given as).</summary>
+    static string WithoutName(string json) { var o = System.Text.Json.Nodes.JsonNode.Parse(json)!.AsObject(); o.Remove("model"); return o.ToJsonString(); }
+
     static string LastLine(string text) => text.TrimEnd().Split('\n')[^1].TrimEnd('\r');
 
     [Fact]
@@ -143,7 +146,6 @@ public class HubCliTests
         var local = CliCapture.Run("plan", "--model", TestPaths.TinyLlama, "--method", "qlora", "--json");
         Assert.True(local.Code == 0, local.Err);
         // The same plan; only the model's name (its folder: the snapshot's commit here) differs.
-        static string WithoutName(string json) { var o = System.Text.Json.Nodes.JsonNode.Parse(json)!.AsObject(); o.Remove("model"); return o.ToJsonString(); }
         Assert.Equal(WithoutName(local.Out), WithoutName(online.Out));
         Assert.Contains("\"total_bytes\"", online.Out);
         string snapshot = Path.Combine(home, "hub", "models--acme--tiny", "snapshots", repo.Commit);
@@ -156,5 +158,31 @@ public class HubCliTests
         Assert.Single(missing.Err.Trim().Split('\n'));
         Assert.Contains("--model", missing.Err);
         Assert.Contains("acme/nope", missing.Err);
+    }
+
+    /// <summary>`peft plan --model ADAPTER` whose base_model_name_or_path is a repo id: its config.json from the cache,
+    /// offline (planning never fetches a base); a base not in the cache is one line naming the folder and the base.</summary>
+    [Fact]
+    public async Task PlanOfAnAdapterFindsARepoIdBaseInTheCacheOffline()
+    {
+        await using var hub = await FakeHub.StartAsync();
+        hub.Add("acme/tiny", HubDownloadTests.TinyLlamaFiles());
+        using var _ = new HubEnvironment(hub.EndpointString, TestPaths.TempDir());
+        Assert.Equal(0, CliCapture.Run("plan", "--model", "acme/tiny").Code);   // config.json into the cache
+        int requests = hub.Requests.Count;
+
+        string lora = "\"peft_type\": \"LORA\", \"r\": 4, \"target_modules\": [\"q_proj\", \"v_proj\"]";
+        var planned = CliCapture.Run("plan", "--model", AdapterConfigFolder.Write("acme/tiny", lora), "--json");
+        Assert.True(planned.Code == 0, planned.Err);
+        var local = CliCapture.Run("plan", "--model", TestPaths.TinyLlama, "--rank", "4", "--targets", "q_proj,v_proj", "--json");
+        Assert.Equal(WithoutName(local.Out), WithoutName(planned.Out));
+
+        string other = AdapterConfigFolder.Write("acme/other", lora);
+        var missing = CliCapture.Run("plan", "--model", other);
+        Assert.Equal(1, missing.Code);
+        string line = Assert.Single(missing.Err.Trim().Split('\n'));
+        Assert.Contains($"adapter folder '{other}' names base 'acme/other'", line);
+        Assert.Contains("HF_HUB_OFFLINE", line);
+        Assert.Equal(requests, hub.Requests.Count);   // neither plan asked the Hub anything
     }
 }
