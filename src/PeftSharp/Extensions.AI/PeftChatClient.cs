@@ -29,6 +29,7 @@ public sealed class PeftChatClient : IChatClient
 
     readonly PeftModel _model;
     readonly SemaphoreSlim _gate = new(1, 1);
+    bool _disposed;
 
     /// <summary>A chat client over <paramref name="model"/>; see <see cref="PeftChatClientExtensions.AsChatClient"/>.</summary>
     public PeftChatClient(PeftModel model)
@@ -54,6 +55,7 @@ public sealed class PeftChatClient : IChatClient
         [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(messages);
+        ObjectDisposedException.ThrowIf(_disposed, this);
         var conversation = ToConversation(messages);
         string responseId = $"chatcmpl-{Guid.NewGuid():N}";
         await _gate.WaitAsync(cancellationToken).ConfigureAwait(false);
@@ -105,7 +107,11 @@ public sealed class PeftChatClient : IChatClient
     }
 
     /// <summary>Releases the client's own resources; the model stays open (the caller owns it).</summary>
-    public void Dispose() => _gate.Dispose();
+    public void Dispose()
+    {
+        _disposed = true;
+        _gate.Dispose();
+    }
 
     static List<(string Role, string Content)> ToConversation(IEnumerable<ChatMessage> messages)
     {
