@@ -60,6 +60,17 @@ public class CliCommandTests
         }
     }
 
+    /// <summary>A PEFT-made adapter (no fingerprint) on another model: the error names the base its config records.</summary>
+    [Fact]
+    public void AnAdapterForAnotherModelNamesTheBaseItRecords()
+    {
+        string demo = Path.Combine(TestPaths.RepoRoot, "assets", "demo", "base");
+        var (code, _, err) = CliCapture.Run("generate", "--model", demo, "--adapter", Path.Combine(TestPaths.TinyLlama, "adapters", "lora"), "--prompt", "hi");
+        Assert.Equal(1, code);
+        Assert.Single(err.Trim().Split('\n'));
+        Assert.EndsWith("(the adapter records base_model_name_or_path 'tiny-llama': is this model its base?)", err.Trim());
+    }
+
     /// <summary>A LoRA adapter_config.json key of the wrong type is one line naming the file and the key (it was
     /// "malformed LoRA config (An element of type 'String' cannot be converted to a 'System.Int32'.)").</summary>
     [Theory]
