@@ -99,7 +99,10 @@ public sealed class ModelConfig
     public static ModelConfig Load(string folderOrFile)
     {
         string path = Directory.Exists(folderOrFile) ? Path.Combine(folderOrFile, "config.json") : folderOrFile;
-        if (!File.Exists(path)) throw new FileNotFoundException($"{path}: config.json not found", path);
+        if (!File.Exists(path))
+            throw new FileNotFoundException(Directory.Exists(folderOrFile) && File.Exists(Path.Combine(folderOrFile, "adapter_config.json"))
+                ? $"{folderOrFile}: an adapter folder (adapter_config.json), not a model; load it as the adapter on its base model"
+                : $"{path}: config.json not found", path);
         var raw = JsonFile.ReadObject(path, Memory.ModelConfig.MaxConfigBytes);
         try { return FromJson(raw); }
         catch (Exception e) when (e is InvalidDataException or FormatException or InvalidOperationException)

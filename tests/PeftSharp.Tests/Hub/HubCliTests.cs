@@ -113,6 +113,38 @@ public class HubCliTests
         }
     }
 
+    /// <summary>
+    /// A cached snapshot whose weights link to a blob deleted by hand, with no Hub to fetch it again (offline, or the
+    /// endpoint unreachable): one line naming the file and why, not "could not find file" on a file that lists.
+    /// </summary>
+    [Fact]
+    public void ACachedSnapshotWithAMissingBlobIsOneLineNamingTheFile()
+    {
+        string home = TestPaths.TempDir();
+        string commit = FakeHub.RandomCommit();
+        PythonLayout.Write(Path.Combine(home, "hub"), "acme/tiny", commit, HubDownloadTests.TinyLlamaFiles());
+        byte[] weights = HubDownloadTests.TinyLlamaFiles().Single(f => f.Name == "model.safetensors").Bytes;
+        string blob = Path.Combine(home, "hub", "models--acme--tiny", "blobs", FakeHub.Sha256(weights));
+        File.Delete(blob);
+        string[] args = ["generate", "--model", "acme/tiny", "--prompt", "hello", "--max-new-tokens", "2"];
+        using (new HubEnvironment("http://127.0.0.1:9", home))
+        {
+            Environment.SetEnvironmentVariable("HF_HUB_OFFLINE", "1");
+            var (code, _, err) = CliCapture.Run(args);
+            Assert.Equal(1, code);
+            Assert.Equal("error: --model: no folder 'acme/tiny', and as a Hub repo: acme/tiny: the cached model.safetensors links to a blob "
+                + $"that is gone (../../blobs/{FakeHub.Sha256(weights)}), and HF_HUB_OFFLINE=1 forbids downloading it again", err.Trim());
+        }
+        using (new HubEnvironment("http://127.0.0.1:9", home))
+        {
+            var (code, _, err) = CliCapture.Run(args);
+            Assert.Equal(1, code);
+            Assert.Single(err.Trim().Split('\n'));
+            Assert.Contains("acme/tiny: the cached model.safetensors links to a blob that is gone", err);
+            Assert.Contains("cannot reach http://127.0.0.1:9", err);
+        }
+    }
+
     /// <summary>A snapshot folder of symlinks, passed as a plain path, reproduces the golden logits (weights mapped through links).</summary>
     [Fact]
     public void ASymlinkedSnapshotFolderIsAPlainModelFolder()
