@@ -24,7 +24,8 @@ foreach (string id in adapterPath is null ? new[] { PeftChatClient.BaseModelId }
     var perRequest = options.Clone();
     perRequest.ModelId = id;
     ChatResponse reply = await chat.GetResponseAsync(conversation, perRequest);
-    Console.WriteLine($"[{id}] {reply.Text}");
+    // Why it ended and how many tokens it took (an empty reply is the model ending its turn at once).
+    Console.WriteLine($"[{id}] {reply.Text}   ({reply.FinishReason}, {reply.Usage?.OutputTokenCount} tokens)");
 }
 
 // Streaming: the reply as it is generated.

@@ -24,6 +24,14 @@ public static class ChatCli
     }
 
     /// <summary>
+    /// eval: the same check once the data is read, when it held conversations (so was rendered with <paramref name="chat"/>).
+    /// </summary>
+    public static void WarnOnTemplateMismatchIfUsed(ChatPrompter chat, IReadOnlyList<string> adapterSpecs)
+    {
+        if (chat.Used) WarnOnTemplateMismatch(chat, AdapterCli.Parse(adapterSpecs).Select(a => a.Dir));
+    }
+
+    /// <summary>
     /// The same check for commands that may not render chat at all (generate --prompt, merge): the base's template is
     /// loaded only when an adapter records one, and a template that cannot be loaded is a warning here, not an error.
     /// </summary>

@@ -33,6 +33,14 @@ internal sealed class ActivationModel
     public double TrainedLinearsPerTokenIntermediate { get; init; }
     /// <summary>Bytes per s*s*b*a per layer for eager attention: scores, softmax, dropout mask (Korthikanti's 5).</summary>
     public double PerScore { get; init; } = 5;
+    /// <summary>Bytes per s*s*b*a per layer eager attention adds where the config soft-caps the scores (Gemma 2's
+    /// <c>attn_logit_softcapping</c>): <c>tanh</c> keeps its output for its backward.</summary>
+    public double SoftcapPerScore { get; init; }
+    /// <summary>A config that soft-caps its scores runs eager attention under <see cref="AttentionKind.Fused"/> (the
+    /// trainer's default): transformers' SDPA cannot soft-cap, so Gemma 2 is trained with eager attention (transformers
+    /// says so when another is used), which materialises the scores; flash-attn 2.6+ soft-caps inside its kernel
+    /// (<see cref="AttentionKind.Flash"/>: no scores).</summary>
+    public bool SoftcapRunsEager { get; init; }
     /// <summary>Bytes per s*b*h per layer kept under full recomputation (one 16-bit copy of the layer input).</summary>
     public double CheckpointPerTokenHidden { get; init; } = 2;
     /// <summary>fp32 buffers of b*s*V around an unchunked loss besides the logits themselves (in the compute dtype):
@@ -124,6 +132,10 @@ internal sealed class ActivationModel
         TrainedLinearsPerTokenHidden = 3 * 2,
         TrainedLinearsPerTokenIntermediate = 2,
         PerScore = 4 + 2 + 1,
+        // modeling_gemma2.py eager_attention_forward: scores * scaling, / softcap, tanh, * softcap, + mask, fp32
+        // softmax, its 16-bit copy (what the value product keeps): of the soft-cap's ops only tanh keeps a tensor.
+        SoftcapPerScore = 2,
+        SoftcapRunsEager = true,
         CheckpointPerTokenHidden = 2,
         LossFp32Buffers = 3,
         CompileSavesPerTokenHidden = 2 * 2,
@@ -241,30 +253,53 @@ internal sealed class ActivationModel
     /// <summary>Activations of one layer, fully stored; on CPU by the paths this model takes (<see cref="Cpu"/>).</summary>
     /// <remarks><c>linearsKeepInputs</c>: the base Linears keep their inputs without training the norms (QLoRA under
     /// bitsandbytes); <c>baseTrains</c> implies it.</remarks>
+    /// <remarks><c>masked</c>: the layer attends under its sliding window's mask (on CPU: SDPA, not the kernel).</remarks>
     public double LayerBytes(ModelConfig c, long batch, long seq, AttentionKind attention, DType compute,
-        bool baseTrains = false, bool compiled = false, bool linearsKeepInputs = false)
+        bool baseTrains = false, bool compiled = false, bool linearsKeepInputs = false, bool masked = false)
     {
         double sb = (double)seq * batch;
         bool inputs = baseTrains || linearsKeepInputs;
         // Gemma 2's four norms per layer: the trained-norm count is for two.
         double trainedNorms = TrainedNormsPerTokenHidden * (Cpu is not null && c.ModelType == "gemma2" ? 2 : 1);
         double perHidden = PerTokenHidden + (baseTrains ? trainedNorms : 0) + (inputs ? TrainedLinearsPerTokenHidden : 0)
-            - (compiled ? CompileSavesPerTokenHidden : 0) + (Cpu?.ExtraPerTokenHidden(c) ?? 0);
+            - (compiled ? CompileSavesPerTokenHidden : 0) + (Cpu?.ExtraPerTokenHidden(c, masked) ?? 0);
         double perInter = PerTokenIntermediate + (inputs ? TrainedLinearsPerTokenIntermediate : 0)
             - (compiled ? CompileSavesPerTokenIntermediate : 0) + (Cpu?.ExtraPerTokenIntermediate(c) ?? 0);
-        double perScore = (attention == AttentionKind.Eager ? PerScore : 0) + (Cpu?.PerScore(c) ?? 0);
+        double perScore = (RunsEager(c, attention) ? PerScore + (c.AttnLogitSoftcapping is not null ? SoftcapPerScore : 0) : 0) + (Cpu?.PerScore(c) ?? 0);
         double scores = sb * seq * c.NumAttentionHeads * perScore;
         double kvWidth = attention == AttentionKind.Flash ? (double)c.KeyValueHeads * c.ResolvedHeadDim : c.HiddenSize;
         return (sb * c.HiddenSize * perHidden + sb * kvWidth * PerTokenKeyValue + sb * c.IntermediateSize * perInter + scores) * Scale(compute);
     }
 
+    /// <summary>Whether this trainer materialises the s x s scores of <paramref name="c"/> under <paramref name="attention"/>.</summary>
+    public bool RunsEager(ModelConfig c, AttentionKind attention) =>
+        attention == AttentionKind.Eager || (SoftcapRunsEager && attention == AttentionKind.Fused && c.AttnLogitSoftcapping is not null);
+
     /// <summary>All layers' activations, with or without gradient checkpointing.</summary>
     public long Bytes(ModelConfig c, long batch, long seq, AttentionKind attention, DType compute, bool checkpointing,
         bool baseTrains = false, bool compiled = false)
     {
-        double layer = LayerBytes(c, batch, seq, attention, compute, baseTrains, compiled);
-        if (!checkpointing) return (long)Math.Ceiling(layer * c.NumHiddenLayers);
-        return (long)Math.Ceiling(CheckpointBytesPerLayer(c, batch, seq, compute) * c.NumHiddenLayers + layer);
+        var (mean, widest, mask) = Layers(c, batch, seq, attention, compute, baseTrains, compiled);
+        if (!checkpointing) return (long)Math.Ceiling(mean * c.NumHiddenLayers + mask);
+        return (long)Math.Ceiling(CheckpointBytesPerLayer(c, batch, seq, compute) * c.NumHiddenLayers + widest + mask);
+    }
+
+    /// <summary>
+    /// A layer's activations averaged over the model's layers and the largest one, which differ on CPU where sliding-window
+    /// layers attend under a mask (<see cref="CpuLayerPaths.MaskedLayers"/>), and that mask (kept for the backward of
+    /// every masked layer, once). Elsewhere every layer is alike and there is no mask to add: transformers passes its
+    /// padding mask anyway (SDPA's repeated k/v are counted) and its eager attention masks scores it keeps in full.
+    /// </summary>
+    public (double Mean, double Widest, double Mask) Layers(ModelConfig c, long batch, long seq, AttentionKind attention, DType compute,
+        bool baseTrains = false, bool compiled = false, bool linearsKeepInputs = false)
+    {
+        double plain = LayerBytes(c, batch, seq, attention, compute, baseTrains, compiled, linearsKeepInputs);
+        int masked = Cpu is null ? 0 : CpuLayerPaths.MaskedLayers(c, seq);
+        if (masked == 0) return (plain, plain, 0);
+        double windowed = LayerBytes(c, batch, seq, attention, compute, baseTrains, compiled, linearsKeepInputs, masked: true);
+        int layers = c.NumHiddenLayers;
+        return ((plain * (layers - masked) + windowed * masked) / layers, Math.Max(plain, windowed),
+            (double)batch * seq * seq * Dtypes.BytesPerElement(compute));
     }
 
     /// <summary>What gradient checkpointing keeps of one layer: its input.</summary>

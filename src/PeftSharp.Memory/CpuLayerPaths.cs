@@ -64,23 +64,29 @@ internal sealed record CpuLayerPaths
     /// Mirrors the training forward's choice in src/PeftSharp/Models/Attention.cs (kept in step by
     /// PeftSharp.Tests' CpuLayerPathsEngineTests, which counts the kernel's calls): explicit scores where the config
     /// soft-caps or scales them otherwise; the kernel where the profile has it and head_dim is a multiple of 32
-    /// (Kernels/CausalAttentionKernel); else SDPA. Not modelled: a sliding window shorter than the sequence (the layer
-    /// then passes a mask and runs SDPA).
+    /// (Kernels/CausalAttentionKernel); else SDPA. A layer whose sliding window is shorter than the sequence passes its
+    /// window's mask (<paramref name="masked"/>), which the kernel does not take: SDPA there.
     /// </summary>
-    public CpuAttentionPath AttentionOf(ModelConfig c) =>
+    public CpuAttentionPath AttentionOf(ModelConfig c, bool masked = false) =>
         c.ExplicitAttentionScores ? CpuAttentionPath.ExplicitScores
-        : Kernels && c.ResolvedHeadDim % 32 == 0 ? CpuAttentionPath.Kernel
+        : Kernels && !masked && c.ResolvedHeadDim % 32 == 0 ? CpuAttentionPath.Kernel
         : CpuAttentionPath.Sdpa;
+
+    /// <summary>Layers of <paramref name="c"/> whose sliding window is shorter than <paramref name="seq"/>: they attend
+    /// under a mask (the engine builds one [b, 1, s, s] mask in the compute dtype, shared by them, once any query sees
+    /// more than the window: CausalLM.Forward).</summary>
+    public static int MaskedLayers(ModelConfig c, long seq) =>
+        c.SlidingWindow is { } w && seq > w ? Enumerable.Range(0, c.NumHiddenLayers).Count(l => c.WindowOf(l) is not null) : 0;
 
     /// <summary>Bytes per s*b*h to add to the profile's count for this model: its attention path's against the
     /// profile's (measured where the query width heads x head_dim is the hidden size and k/v are not grouped), with q,
     /// the output and SDPA's repeated k/v at the query width and the kernel's grouped k/v at the key/value width; Gemma
     /// 2's post-attention and post-MLP norms; Qwen3's per-head q/k norms (their inputs, at the query and key widths).</summary>
-    public double ExtraPerTokenHidden(ModelConfig c)
+    public double ExtraPerTokenHidden(ModelConfig c, bool masked = false)
     {
         double h = c.HiddenSize, q = (double)c.NumAttentionHeads * c.ResolvedHeadDim / h, kv = (double)c.KeyValueHeads * c.ResolvedHeadDim / h;
         double measured = Kernels ? KernelAttention : SdpaAttention;
-        var path = AttentionOf(c);
+        var path = AttentionOf(c, masked);
         double actual = path switch
         {
             CpuAttentionPath.Kernel => KernelAttention,

@@ -111,7 +111,8 @@ public static class MemoryPlanner
             PageableBytes = pageable,
             InferenceOverhead = InferenceOverhead(request, trainable, total),
             ActivationProfile = activations.Name,
-            ActivationPaths = activations.Cpu?.Describe(c) ?? "",
+            ActivationPaths = activations.Cpu?.Describe(c)
+                ?? (request.Attention != AttentionKind.Eager && activations.RunsEager(c, request.Attention) ? $"eager attention: soft-capped scores (SDPA cannot soft-cap)" : ""),
         };
         return plan with { AllocatorSlackBytes = AllocatorSlack(request, plan.TotalBytes - plan.FrameworkOverheadBytes, actsAtPeak + logits + dequant) };
     }
@@ -144,7 +145,7 @@ public static class MemoryPlanner
     {
         var c = model.Config;
         bool baseTrains = r.Method == TuningMethod.Full;
-        double layer = a.LayerBytes(c, r.BatchSize, seq, r.Attention, compute, baseTrains, r.Compile,
+        var (layer, widest, mask) = a.Layers(c, r.BatchSize, seq, r.Attention, compute, baseTrains, r.Compile,
             linearsKeepInputs: r.IsQuantized && a.QuantizedLinearsKeepInputs);
         double adapterInputs = 0;
         if (a.CountsAdapterInputs && r.UsesLora)
@@ -157,13 +158,14 @@ public static class MemoryPlanner
             adapterInputs = (double)seq * r.BatchSize * perToken;
         }
         int layers = c.NumHiddenLayers;
-        double fullLayer = layer + adapterInputs / layers;
+        double fullLayer = layer + adapterInputs / layers, widestLayer = widest + adapterInputs / layers;
+        // A sliding window's mask (CPU, window shorter than the sequence) lives through the whole forward and backward.
         if (!r.GradientCheckpointing && !r.OffloadActivations)
-            return ((long)Math.Ceiling(fullLayer * layers), 0, 0);
+            return ((long)Math.Ceiling(fullLayer * layers + mask), 0, 0);
         double kept = r.GradientCheckpointing ? a.CheckpointBytesPerLayer(c, r.BatchSize, seq, compute) : fullLayer;
         return r.OffloadActivations
-            ? ((long)Math.Ceiling(r.GradientCheckpointing ? kept : 0), (long)Math.Ceiling(fullLayer), (long)Math.Ceiling(kept * layers))
-            : ((long)Math.Ceiling(kept * layers), (long)Math.Ceiling(fullLayer), 0);
+            ? ((long)Math.Ceiling((r.GradientCheckpointing ? kept : 0) + mask), (long)Math.Ceiling(widestLayer), (long)Math.Ceiling(kept * layers))
+            : ((long)Math.Ceiling(kept * layers + mask), (long)Math.Ceiling(widestLayer), 0);
     }
 
     /// <summary>The frozen weights' packed copies of a CPU fp32 run that packs them (<see cref="CpuRuntime.PacksWeights"/>):

@@ -47,6 +47,14 @@ public sealed record ModelConfig
     /// <summary>The attention score scale: 1/sqrt(<see cref="QueryPreAttnScalar"/>) where given, else 1/sqrt(head_dim).</summary>
     internal double AttentionScale => 1.0 / Math.Sqrt(QueryPreAttnScalar ?? ResolvedHeadDim);
 
+    /// <summary>Sliding-window size in tokens (a query sees itself and the window - 1 keys before it); null: none. Which
+    /// layers it applies to: <see cref="SlidingLayers"/> (read from config.json by <see cref="SlidingWindows"/>).</summary>
+    internal int? SlidingWindow { get; init; }
+    /// <summary>Per layer: true where the sliding window applies (HF's layer_types "sliding_attention"); empty for none.</summary>
+    internal bool[] SlidingLayers { get; init; } = [];
+    /// <summary>The sliding window of one layer, or null where it attends to everything before it.</summary>
+    internal int? WindowOf(int layer) => SlidingWindow is { } w && layer < SlidingLayers.Length && SlidingLayers[layer] ? w : null;
+
     /// <summary>Scores must be computed op by op (SDPA and the attention kernel scale by 1/sqrt(head_dim) and cannot
     /// soft-cap): the engine's Models/Attention.cs decides the same way.</summary>
     internal bool ExplicitAttentionScores => AttnLogitSoftcapping is not null || Math.Abs(AttentionScale * Math.Sqrt(ResolvedHeadDim) - 1) > 1e-12;
@@ -100,12 +108,16 @@ public sealed record ModelConfig
     static ModelConfig ParseDecoder(JsonObject root, string type)
     {
         bool gemma2 = type == "gemma2";
+        int layers = Int(root, "num_hidden_layers") ?? throw Missing("num_hidden_layers");
+        var (window, sliding) = SlidingWindows(root, type, layers);
         return new()
         {
             ModelType = type,
+            SlidingWindow = window,
+            SlidingLayers = sliding,
             HiddenSize = Int(root, "hidden_size") ?? throw Missing("hidden_size"),
             IntermediateSize = Int(root, "intermediate_size") ?? throw Missing("intermediate_size"),
-            NumHiddenLayers = Int(root, "num_hidden_layers") ?? throw Missing("num_hidden_layers"),
+            NumHiddenLayers = layers,
             NumAttentionHeads = Int(root, "num_attention_heads") ?? throw Missing("num_attention_heads"),
             NumKeyValueHeads = Int(root, "num_key_value_heads"),
             HeadDim = Int(root, "head_dim"),
@@ -122,6 +134,54 @@ public sealed record ModelConfig
             FinalLogitSoftcapping = gemma2 ? OptionalDouble(root, "final_logit_softcapping", 30.0) : null,
             QueryPreAttnScalar = gemma2 ? Double(root, "query_pre_attn_scalar") ?? 256 : null,
         };
+    }
+
+    /// <summary>
+    /// The window size and which layers it applies to, as transformers' config classes compute them (the engine's
+    /// attention and KV cache and the serve plan's cache read them from here). An explicit <c>layer_types</c> list wins.
+    /// Mistral and Phi-3: every layer when <c>sliding_window</c> is set (Mistral's default is 4096, Phi-3's none).
+    /// Qwen2/Qwen3: only with <c>use_sliding_window</c>, and then only layers at index &gt;= <c>max_window_layers</c>.
+    /// That is current transformers' Qwen2Config/Qwen3Config.layer_types for every attention backend, and what the
+    /// 4.4x releases the published configs were written with did in their flash-attention path
+    /// (<c>layer_idx &gt;= max_window_layers</c>). Published Qwen2/2.5/3 configs set use_sliding_window false, so in
+    /// practice they have no window in any version; the rule matters for configs that switch it on.
+    /// Gemma 2: even-indexed layers are local (sliding), odd ones global.
+    /// </summary>
+    static (int? Window, bool[] Layers) SlidingWindows(JsonObject root, string type, int layers)
+    {
+        int? Field(int? absentDefault) => root.ContainsKey("sliding_window") ? Int(root, "sliding_window") : absentDefault;
+        int? window = type switch
+        {
+            "mistral" or "gemma2" => Field(4096),
+            "phi3" => Field(null),
+            "qwen2" or "qwen3" => Bool(root, "use_sliding_window") == true ? Field(4096) : null,
+            _ => null,
+        };
+        // Field "model": the engine shows the reason alone (these messages name their key).
+        if (window is <= 0) throw new PlanException("model", $"sliding_window must be positive, got {window}");
+        bool[] sliding;
+        if (root["layer_types"] is JsonArray types)
+        {
+            if (types.Count != layers) throw new PlanException("model", $"layer_types has {types.Count} entries for {layers} layers");
+            sliding = types.Select(t => (t as JsonValue)?.TryGetValue<string>(out var name) == true ? name : null).Select(name => name switch
+            {
+                "sliding_attention" => true,
+                "full_attention" => false,
+                var other => throw new PlanException("model", $"layer_types: unsupported '{other}' (supported: sliding_attention, full_attention)"),
+            }).ToArray();
+        }
+        else
+        {
+            int maxWindowLayers = Int(root, "max_window_layers") ?? 28;
+            sliding = Enumerable.Range(0, layers).Select(i => type switch
+            {
+                "qwen2" or "qwen3" => i >= maxWindowLayers,
+                "gemma2" => (i + 1) % 2 != 0,
+                _ => true,
+            }).ToArray();
+        }
+        if (window is null) sliding = new bool[layers];
+        return (window, sliding);
     }
 
     static ModelConfig ParseGpt2(JsonObject root)

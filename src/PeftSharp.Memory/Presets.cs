@@ -38,6 +38,8 @@ public static class Presets
         ["gemma-2-2b"] = Llama(2304, 9216, 26, 8, 4, 256000, tied: true, type: "gemma2") with
         {
             HeadDim = 256, HiddenAct = "gelu_pytorch_tanh", AttnLogitSoftcapping = 50, FinalLogitSoftcapping = 30, QueryPreAttnScalar = 256,
+            // Its config.json: sliding_window 4096 on the even (local) layers, max_position_embeddings 8192.
+            SlidingWindow = 4096, SlidingLayers = [.. Enumerable.Range(0, 26).Select(i => i % 2 == 0)], MaxPositionEmbeddings = 8192,
         },
         ["phi-3-mini"] = Llama(3072, 8192, 32, 32, 32, 32064, type: "phi3"),
         ["gpt2"] = Gpt2(768, 12, 12),

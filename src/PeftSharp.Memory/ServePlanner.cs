@@ -99,7 +99,7 @@ public sealed record ServePlan
     public required long WeightsBytes { get; init; }
     /// <summary>Keys and values of one token over all layers: 2 x layers x kv_heads x head_dim x dtype (GQA-aware).</summary>
     public required long KvBytesPerToken { get; init; }
-    /// <summary>max_batch x context tokens of cache.</summary>
+    /// <summary>max_batch sequences of cache (<see cref="KvBytesPerSequence"/> each).</summary>
     public required long KvCacheBytes { get; init; }
     /// <summary>Every resident adapter at the largest rank: r x (in + out) per adapted module.</summary>
     public required long AdaptersBytes { get; init; }
@@ -128,8 +128,16 @@ public sealed record ServePlan
     public long TransientBytes => Math.Max(PrefillBytes, KvGrowthBytes);
     /// <summary>The peak at full load: weights, adapters, runtime, the whole KV cache and the largest transient.</summary>
     public long TotalBytes => WeightsBytes + AdaptersBytes + FrameworkOverheadBytes + KvCacheBytes + TransientBytes;
-    /// <summary>The KV cache of one sequence of the full <see cref="ServeRequest.Context"/>.</summary>
-    public long KvBytesPerSequence => KvBytesPerToken * Request.Context;
+    /// <summary>The KV cache of one sequence of the full <see cref="ServeRequest.Context"/>: a sliding-window layer holds
+    /// at most its window (the window - 1 keys a later query can see, and the step's own), the others the context.</summary>
+    public long KvBytesPerSequence => KvLayerSlots > 0 ? KvLayerSlots * KvBytesPerTokenPerLayer : KvBytesPerToken * Request.Context;
+
+    /// <summary>Slots of one sequence summed over the layers: context per full-attention layer, min(context, window)
+    /// per sliding-window layer (0: not counted, every layer the context).</summary>
+    internal long KvLayerSlots { get; init; }
+    /// <summary>The slots of the widest layer (the context unless every layer has a shorter window): what the cache's
+    /// one-layer rebuild copies per row.</summary>
+    internal long WidestLayerSlots { get; init; }
 
     /// <summary>Sequences of the full context whose cache (with its growth transients) fits beside the fixed part on a
     /// GPU with <paramref name="gpuBytes"/> bytes; 0 when not even the fixed part fits.</summary>
@@ -144,7 +152,7 @@ public sealed record ServePlan
     long Need(long rows) => FixedBytes - PrefillBytes + rows * KvBytesPerSequence + Math.Max(PrefillBytes, Growth(rows));
 
     /// <summary>One layer's copy of the cache of <paramref name="rows"/> rows.</summary>
-    long Growth(long rows) => Request.ConcatenatedCache ? rows * Request.Context * KvBytesPerTokenPerLayer : 0;
+    long Growth(long rows) => Request.ConcatenatedCache ? rows * (WidestLayerSlots > 0 ? WidestLayerSlots : Request.Context) * KvBytesPerTokenPerLayer : 0;
 
     /// <summary>Keys and values of one token in one layer.</summary>
     public required long KvBytesPerTokenPerLayer { get; init; }
@@ -186,7 +194,9 @@ public static class ServePlanner
         long kvWidth = (long)c.KeyValueHeads * c.ResolvedHeadDim;
         long kvPerTokenLayer = 2L * Dtypes.Bytes(r.ResolvedKv, kvWidth);
         long kvPerToken = c.NumHiddenLayers * kvPerTokenLayer;
-        long kv = kvPerToken * r.MaxBatch * r.Context;
+        // A sliding-window layer's cache holds its window at most (Models/KvCache, transformers' HybridCache).
+        long[] layerSlots = [.. Enumerable.Range(0, c.NumHiddenLayers).Select(l => Math.Min(r.Context, (long)(c.WindowOf(l) ?? r.Context)))];
+        long kv = layerSlots.Sum() * kvPerTokenLayer * r.MaxBatch;
         long repeatedWidth = c.NumAttentionHeads == c.KeyValueHeads ? 0 : 2L * c.NumAttentionHeads * c.ResolvedHeadDim;
         long weights = r.WeightDtype == DType.Nf4
             ? model.Modules.Sum(m => m.Kind == ModuleKind.Linear && m.Layer is not null
@@ -210,7 +220,9 @@ public static class ServePlanner
             KvBytesPerToken = kvPerToken,
             KvBytesPerTokenPerLayer = kvPerTokenLayer,
             KvCacheBytes = kv,
-            KvGrowthBytes = r.ConcatenatedCache ? (long)r.MaxBatch * r.Context * kvPerTokenLayer : 0,
+            KvLayerSlots = layerSlots.Sum(),
+            WidestLayerSlots = layerSlots.Max(),
+            KvGrowthBytes = r.ConcatenatedCache ? r.MaxBatch * layerSlots.Max() * kvPerTokenLayer : 0,
             AdaptersBytes = adapterEach * r.Adapters,
             AdapterBytesEach = adapterEach,
             PrefillBytes = prefill,

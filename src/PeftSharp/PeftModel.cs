@@ -25,6 +25,7 @@ public sealed class PeftModel : IDisposable
     readonly ChatPrompter _prompter;
     readonly PeftModelOptions _options;
     IReadOnlySet<int>? _endOfTurn;
+    bool _disposed;
 
     /// <summary>The base model (the adapters live inside it).</summary>
     public CausalLM BaseModel { get; }
@@ -86,6 +87,7 @@ public sealed class PeftModel : IDisposable
     /// </summary>
     public void LoadAdapter(string adapter, string adapterName)
     {
+        ThrowIfDisposed();
         RequireNewName(adapterName);
         string dir = ModelLocation.Resolve(adapter, "adapter", _options.Hub);
         var method = PeftMethods.ForFolder(dir);
@@ -99,6 +101,7 @@ public sealed class PeftModel : IDisposable
     /// </summary>
     public IPeftAdapter AddAdapter(string adapterName, IPeftConfig config, int seed = 0)
     {
+        ThrowIfDisposed();
         RequireNewName(adapterName);
         var method = PeftMethods.ForConfig(config);
         var added = method.Attach(BaseModel, config, adapterName, new AttachOptions { Seed = seed, Encode = text => Tokenizer.Encode(text) });
@@ -107,12 +110,13 @@ public sealed class PeftModel : IDisposable
     }
 
     /// <summary>The adapter named <paramref name="adapterName"/> (its parameters, config and method).</summary>
-    public IPeftAdapter GetAdapter(string adapterName) => _adapters.FirstOrDefault(a => a.Name == adapterName)
+    public IPeftAdapter GetAdapter(string adapterName) => Live()._adapters.FirstOrDefault(a => a.Name == adapterName)
         ?? throw new KeyNotFoundException($"no adapter named '{adapterName}' (loaded: {string.Join(", ", _adapters.Select(a => a.Name).DefaultIfEmpty("none"))})");
 
     /// <summary>Makes <paramref name="adapterName"/> the only adapter the forward uses.</summary>
     public void SetAdapter(string adapterName)
     {
+        ThrowIfDisposed();
         GetAdapter(adapterName);
         foreach (var a in _adapters) a.Active = a.Name == adapterName;
         ActiveAdapter = adapterName;
@@ -121,6 +125,7 @@ public sealed class PeftModel : IDisposable
     /// <summary>Removes an adapter from the model and frees its parameters.</summary>
     public void DeleteAdapter(string adapterName)
     {
+        ThrowIfDisposed();
         var a = GetAdapter(adapterName);
         a.Dispose();
         _adapters.Remove(a);
@@ -133,6 +138,7 @@ public sealed class PeftModel : IDisposable
     /// <summary>The base model alone until the returned scope is disposed (PEFT's <c>with model.disable_adapter():</c>).</summary>
     public IDisposable DisableAdapters()
     {
+        ThrowIfDisposed();
         bool before = BaseModel.State.Disabled;
         BaseModel.State.Disabled = true;
         return new Restore(() => BaseModel.State.Disabled = before);
@@ -145,6 +151,7 @@ public sealed class PeftModel : IDisposable
     /// </summary>
     public void MergeAndUnload()
     {
+        ThrowIfDisposed();
         var active = _adapters.Where(a => a.Active).ToList();
         foreach (var a in active)
             if (a.CannotMergeReason is { } why) throw new NotSupportedException($"cannot merge adapter '{a.Name}' ({a.Method.PeftType}): {why}");
@@ -161,6 +168,7 @@ public sealed class PeftModel : IDisposable
     /// </summary>
     public void SavePretrained(string dir)
     {
+        ThrowIfDisposed();
         if (_adapters.Count == 0)
         {
             MergedModelWriter.Write(BaseModel, ModelPath, dir);
@@ -173,6 +181,7 @@ public sealed class PeftModel : IDisposable
     /// <summary>Logits [batch, seq, vocab] for token ids [batch, seq] (int64), with the active adapter; the caller disposes them.</summary>
     public Tensor Forward(Tensor inputIds, Tensor? attentionMask = null)
     {
+        ThrowIfDisposed();
         var ids = inputIds.to(ScalarType.Int64, BaseModel.Device);
         var mask = attentionMask?.to(BaseModel.Device);
         try { return BaseModel.Forward(ids, attentionMask: mask); }
@@ -190,6 +199,7 @@ public sealed class PeftModel : IDisposable
     /// </summary>
     public Tensor Generate(Tensor inputIds, GenerationOptions? options = null)
     {
+        ThrowIfDisposed();
         if (inputIds.dim() != 2 || inputIds.shape[0] != 1) throw new ArgumentException($"input ids must be [1, T] (one sequence), got [{string.Join(", ", inputIds.shape)}]");
         using var cpu = inputIds.to(ScalarType.Int64, CPU);
         var prompt = cpu.data<long>().Select(i => (int)i).ToArray();
@@ -202,6 +212,7 @@ public sealed class PeftModel : IDisposable
     /// <summary>The continuation of <paramref name="prompt"/> (encoded as HF's <c>tokenizer(prompt)</c>), greedy unless options say otherwise.</summary>
     public string Generate(string prompt, int? maxNewTokens = null, GenerationOptions? options = null)
     {
+        ThrowIfDisposed();
         options ??= new GenerationOptions();
         if (maxNewTokens is int n) options = options with { MaxNewTokens = n };
         return string.Concat(GenerateStream(prompt, options));
@@ -210,6 +221,7 @@ public sealed class PeftModel : IDisposable
     /// <summary>The continuation of a text prompt as text pieces, streamed (their concatenation is the whole continuation).</summary>
     public IEnumerable<string> GenerateStream(string prompt, GenerationOptions? options = null)
     {
+        ThrowIfDisposed();
         var ids = Tokenizer.Encode(prompt, addSpecialTokens: true);
         if (ids.Length == 0) throw new ArgumentException("the prompt is empty and this tokenizer adds no BOS to start from");
         return GenerateStream(ids, options);
@@ -228,6 +240,7 @@ public sealed class PeftModel : IDisposable
     /// </summary>
     public IEnumerable<GenerationUpdate> GenerateUpdates(IReadOnlyList<int> promptIds, GenerationOptions? options = null)
     {
+        ThrowIfDisposed();
         options ??= new GenerationOptions();
         var sampling = options.ToSampling();
         var stopIds = Tokenizer.StopIds(BaseModel.Config).Concat(options.StopTokenIds).ToHashSet();
@@ -252,7 +265,7 @@ public sealed class PeftModel : IDisposable
     }
 
     /// <summary>A conversation rendered with the model's chat template (PeftSharp's simple format when it has none).</summary>
-    public string ApplyChatTemplate(IReadOnlyList<JsonObject> messages, bool addGenerationPrompt = true) => _prompter.Render(messages, addGenerationPrompt);
+    public string ApplyChatTemplate(IReadOnlyList<JsonObject> messages, bool addGenerationPrompt = true) => Live()._prompter.Render(messages, addGenerationPrompt);
 
     /// <inheritdoc cref="ApplyChatTemplate(IReadOnlyList{JsonObject}, bool)"/>
     public string ApplyChatTemplate(IEnumerable<(string Role, string Content)> messages, bool addGenerationPrompt = true) =>
@@ -269,18 +282,30 @@ public sealed class PeftModel : IDisposable
     public IReadOnlySet<int> EndOfTurnIds => _endOfTurn ??= _prompter.EndOfTurnIds(Tokenizer).ToHashSet();
 
     /// <summary>Training mode (dropout on), as PyTorch's <c>model.train()</c>.</summary>
-    public void Train() => BaseModel.train();
+    public void Train() => Live().BaseModel.train();
 
     /// <summary>Evaluation mode (dropout off), as PyTorch's <c>model.eval()</c>; models load in this mode.</summary>
-    public void Eval() => BaseModel.eval();
+    public void Eval() => Live().BaseModel.eval();
 
-    /// <summary>Frees the adapters, the base model's tensors and the tokenizer.</summary>
+    /// <summary>Frees the adapters, the base model's tensors and the tokenizer; again is a no-op.</summary>
     public void Dispose()
     {
+        if (_disposed) return;
+        _disposed = true;
         foreach (var a in _adapters) a.Dispose();
         _adapters.Clear();
         BaseModel.Dispose();
         Tokenizer.Dispose();
+    }
+
+    // Every member that reaches the freed tensors or tokenizer checks this first: a disposed model fails with one clear
+    // exception, not with whatever the freed native objects happen to do (a write of stale weights, "empty handle").
+    void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);
+
+    PeftModel Live()
+    {
+        ThrowIfDisposed();
+        return this;
     }
 
     void RequireNewName(string name)

@@ -158,4 +158,27 @@ public class CpuLayerPathsTests
         var c = Presets.Config("gemma-2-2b");
         Assert.Equal((50.0, 30.0, 256.0, "gelu_pytorch_tanh"), (c.AttnLogitSoftcapping, c.FinalLogitSoftcapping, c.QueryPreAttnScalar, c.HiddenAct));
     }
+
+    [Fact]
+    public void Sliding_window_layers_shorter_than_the_sequence_run_sdpa_under_one_shared_mask()
+    {
+        // Mistral-7B-v0.1's config.json (h 4096, 32 layers, 32 heads, 8 kv heads: q width 1 x h, k/v 0.25 x h),
+        // sliding_window 4096 on every layer, fp32, b 1 x s 8192. The kernel path keeps 8 fp32-pairs per h less 2 x 2 x
+        // 0.75 for grouped k/v (5); under the window's mask every layer runs SDPA (10): 5 x 2 B more per s*b*h per
+        // layer, plus the [1, 1, s, s] fp32 mask once.
+        static ModelShape Mistral(int window) => ModelShape.FromConfig(ModelConfig.Parse(new JsonObject
+        {
+            ["model_type"] = "mistral", ["hidden_size"] = 4096, ["intermediate_size"] = 14336, ["num_hidden_layers"] = 32,
+            ["num_attention_heads"] = 32, ["num_key_value_heads"] = 8, ["vocab_size"] = 32000, ["sliding_window"] = window,
+            ["max_position_embeddings"] = 32768,
+        }.ToJsonString()));
+        var request = Lora with { BatchSize = 1, SequenceLength = 8192 };
+        long windowed = Plan(Mistral(4096), Kernels, request).ActivationsBytes, open = Plan(Mistral(8192), Kernels, request).ActivationsBytes;
+        Assert.Equal(32L * 8192 * 4096 * 5 * 2 + 8192L * 8192 * 4, windowed - open);
+        // At a sequence within the window nothing changes; Gemma 2 masks only its even (local) layers.
+        Assert.Equal(Plan(Mistral(8192), Kernels).ActivationsBytes, Plan(Mistral(4096), Kernels).ActivationsBytes);
+        Assert.Equal(0, CpuLayerPaths.MaskedLayers(Mistral(4096).Config, 4096));
+        Assert.Equal(32, CpuLayerPaths.MaskedLayers(Mistral(4096).Config, 4097));
+        Assert.Equal(13, CpuLayerPaths.MaskedLayers(Presets.Config("gemma-2-2b"), 8192));
+    }
 }

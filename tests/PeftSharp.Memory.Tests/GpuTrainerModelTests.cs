@@ -67,6 +67,23 @@ public class GpuTrainerModelTests
     }
 
     [Fact]
+    public void Gemma2_keeps_its_soft_capped_scores_as_transformers_eager_attention_does_unless_flash_soft_caps_them()
+    {
+        // gemma-2-2b (its published config.json): h 2304, 26 layers, 8 heads x head_dim 256, 4 kv heads (kv width 1024),
+        // attn_logit_softcapping 50. transformers trains it with eager attention (SDPA cannot soft-cap): the 1024^2 scores
+        // of each of 8 heads keep the fp32 softmax, its bf16 copy, the dropout mask (7 B, as eager Llama) and tanh's
+        // bf16 output (2 B); flash-attn soft-caps inside its kernel and keeps none, with k/v at their grouped width.
+        var gemma = Presets.Shape("gemma-2-2b");
+        MemoryPlan G(AttentionKind a) => MemoryPlanner.Plan(gemma, new PlanRequest { Method = TuningMethod.Lora, BatchSize = 1, SequenceLength = 1024, Attention = a });
+        var byDefault = G(AttentionKind.Fused);
+        Assert.Equal(G(AttentionKind.Eager).ActivationsBytes, byDefault.ActivationsBytes);
+        Assert.Equal(26L * 8 * 1024 * 1024 * (7 + 2) + 26L * 1024 * 4 * (2304 - 1024), byDefault.ActivationsBytes - G(AttentionKind.Flash).ActivationsBytes);
+        Assert.Contains("soft-capped scores", byDefault.ActivationPaths);
+        // A model without a soft-cap keeps no scores under SDPA (llama-3.1-8b above: only the k/v width differs).
+        Assert.Equal(L * 2 * 2048 * 4 * (H - Kv), Plan(Qlora).ActivationsBytes - Plan(Qlora with { Attention = AttentionKind.Flash }).ActivationsBytes);
+    }
+
+    [Fact]
     public void Lora_keeps_an_fp32_copy_of_each_adapted_input_and_a_mask_with_dropout()
     {
         var req = Qlora with { Method = TuningMethod.Lora, Targets = TargetMatcher.FromNames(["q_proj", "v_proj"]) };

@@ -17,6 +17,31 @@ public class ServePlanTests
         Assert.Equal(524_288, ServePlanner.Plan("llama-2-7b", new ServeRequest()).KvBytesPerToken);
     }
 
+    static string Published(string name) => Path.Combine(AppContext.BaseDirectory, "Fixtures", "published-configs", name, "config.json");
+
+    [Fact]
+    public void A_sliding_window_layer_caches_its_window_not_the_context()
+    {
+        // gemma-2-2b's config.json: 26 layers, 4 kv heads x 256 (2 x 1024 x 2 B = 4096 B per token and layer in bf16),
+        // sliding_window 4096 on the 13 even layers. At 8192 tokens: 13 x 4096 + 13 x 8192 slots per sequence.
+        var gemma = ServePlanner.Plan(Published("gemma-2-2b"), new ServeRequest { MaxBatch = 4, Context = 8192 });
+        Assert.Equal(4096, gemma.KvBytesPerTokenPerLayer);
+        Assert.Equal(13L * (4096 + 8192) * 4096, gemma.KvBytesPerSequence);
+        Assert.Equal(4 * gemma.KvBytesPerSequence, gemma.KvCacheBytes);
+        Assert.Equal(4L * 8192 * 4096, gemma.KvGrowthBytes);   // the rebuild copies one global layer
+        Assert.Equal(gemma.TotalBytes, ServePlanner.Plan("gemma-2-2b", new ServeRequest { MaxBatch = 4, Context = 8192 }).TotalBytes);   // the preset agrees
+        // Within the window every layer holds the context.
+        Assert.Equal(26L * 2048 * 4096, ServePlanner.Plan(Published("gemma-2-2b"), new ServeRequest { Context = 2048 }).KvBytesPerSequence);
+
+        // phi-3-mini-4k-instruct: sliding_window 2047 on all 32 layers, 32 kv heads x 96 (12288 B per token and layer):
+        // its 4096-token context caches 2047 slots per layer, and the rebuild copies 2047 per row.
+        var phi = ServePlanner.Plan(Published("phi-3-mini-4k-instruct"), new ServeRequest { MaxBatch = 2, Context = 4096 });
+        Assert.Equal(32L * 2047 * 12288, phi.KvBytesPerSequence);
+        Assert.Equal(2L * 2047 * 12288, phi.KvGrowthBytes);
+        // More sequences fit than at the full context per layer.
+        Assert.True(phi.ConcurrentSequences(24L << 30) > ServePlanner.Plan("phi-3-mini", new ServeRequest { MaxBatch = 2, Context = 4096 }).ConcurrentSequences(24L << 30));
+    }
+
     [Fact]
     public void Adapters_weights_and_prefill_follow_the_request()
     {

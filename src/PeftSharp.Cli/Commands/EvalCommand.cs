@@ -72,7 +72,9 @@ public sealed class EvalCommand : Command<EvalCommand.Settings>
         using var model = s.LoadModel();
         using var tokenizer = TextTokenizer.FromFolder(s.Model, model.Config);
         if (PeftSharp.Training.Preference.PreferenceReader.IsPreferenceFile(s.Data)) return PreferenceEval.Execute(s, model, tokenizer);
-        var (sequences, prompts) = Load(s.Data, tokenizer, s.MaxSeq, s.Limit, ChatCli.Prompter(s.Model, s.ChatTemplate));
+        var chat = ChatCli.Prompter(s.Model, s.ChatTemplate);
+        var (sequences, prompts) = Load(s.Data, tokenizer, s.MaxSeq, s.Limit, chat);
+        ChatCli.WarnOnTemplateMismatchIfUsed(chat, s.Adapters);
         var before = Evaluator.Run(model, sequences, prompts, tokenizer.EosId, s.Batch);
         AdapterCli.Apply(model, s.Adapters, s.AllowBaseMismatch);
         var after = s.Adapters.Length == 0 ? before : Evaluator.Run(model, sequences, prompts, tokenizer.EosId, s.Batch);

@@ -1,4 +1,5 @@
 using System.ComponentModel;
+using PeftSharp.Chat;
 using PeftSharp.IO;
 using PeftSharp.IO.Gguf;
 using PeftSharp.Models;
@@ -48,7 +49,36 @@ public sealed class ExportGgufAdapterCommand : Command<ExportGgufAdapterCommand.
     {
         WriteAdapter(s.Model, s.Adapter, s.AllowBaseMismatch, s.Out);
         AnsiConsole.MarkupLine($"wrote {Markup.Escape(s.Out)}: llama.cpp LoRA adapter for {Markup.Escape(s.Model)} (scale 1 reproduces PEFT)");
+        if (ChatTemplateMismatch(s.Model, s.Adapter) is { } warning) Console.Error.WriteLine($"warning: {warning}");
         return 0;
+    }
+
+    /// <summary>
+    /// The adapter GGUF runs on the base GGUF, and llama.cpp and Ollama render chat with that file's
+    /// tokenizer.chat_template: --model's template (a .gguf's own, or the one `peft export gguf` writes from the folder).
+    /// An adapter trained with another (its peftsharp_chat.json record, else a template saved in its folder, as PEFT and
+    /// TRL leave tokenizer_config.json beside the adapter) would be prompted in a format it did not learn: one line
+    /// saying so, or null when they agree or the adapter names no template.
+    /// </summary>
+    internal static string? ChatTemplateMismatch(string modelDir, string adapterDir)
+    {
+        (string? Sha, string Source)? trained;
+        string? baseSha;
+        string baseSource;
+        try
+        {
+            trained = AdapterChatRecord.Read(adapterDir) is { } record ? (record.TemplateSha256, record.TemplateSource)
+                : ChatTemplate.Load(adapterDir) is { } own ? (own.Sha256, own.Source) : null;
+            if (trained is null) return null;
+            var template = ChatTemplate.Load(modelDir);
+            (baseSha, baseSource) = (template?.Sha256, template?.Source ?? "");
+        }
+        catch (InvalidDataException e) { return $"cannot compare the adapter's chat template with the base's: {e.Message}"; }
+        if (trained.Value.Sha == baseSha) return null;
+        string trainedWith = trained.Value.Sha is { } sha ? $"chat template {trained.Value.Source} (sha256 {sha[..12]})" : "PeftSharp's simple chat format (no template)";
+        string baseHas = baseSha is null ? "absent" : $"{baseSource} (sha256 {baseSha[..12]})";
+        return $"{adapterDir} was trained with {trainedWith} but the base GGUF's tokenizer.chat_template is {baseHas}; llama.cpp and Ollama " +
+               "render chat with the base GGUF's, so its replies may not follow the format it learned (llama.cpp: --chat-template-file with the adapter's template)";
     }
 
     /// <summary>Refuses what has no llama.cpp adapter form (naming adapter_config.json), before any weights load.</summary>

@@ -6,19 +6,19 @@ using Spectre.Console.Cli;
 
 namespace PeftSharp.Cli.Commands;
 
-/// <summary>`peft plan`: memory of a training run from a preset or config.json. Pure arithmetic, no TorchSharp.</summary>
+/// <summary>`peft plan`: memory of a training run (or a server) from a preset, config.json or an adapter folder (its base, PlanAdapter). Pure arithmetic, no TorchSharp.</summary>
 public sealed class PlanCommand : Command<PlanCommand.Settings>
 {
     public sealed class Settings : CommandSettings
     {
-        [CommandOption("--model <MODEL>"), Description("Preset name, path to config.json / a model folder, or Hub repo id ORG/NAME[[@REVISION]] (config.json alone is downloaded)")]
+        [CommandOption("--model <MODEL>"), Description("Preset name, path to config.json / a model folder, Hub repo id ORG/NAME[[@REVISION]] (config.json alone is downloaded), or an adapter folder (its base, from base_model_name_or_path, with its method, rank and targets unless flags say otherwise)")]
         public string Model { get; set; } = "";
 
-        [CommandOption("--method <METHOD>"), Description("full, lora, dora, qlora, qdora, adapter, prompt-tuning")]
-        public string Method { get; init; } = "lora";
+        [CommandOption("--method <METHOD>"), Description("full, lora, dora, qlora, qdora, adapter, prompt-tuning (default: lora, or the adapter's)")]
+        public string? Method { get; init; }
 
-        [CommandOption("--rank <R>"), Description("LoRA/DoRA rank")]
-        public int Rank { get; init; } = 8;
+        [CommandOption("--rank <R>"), Description("LoRA/DoRA rank (default: 8, or the adapter's)")]
+        public int? Rank { get; init; }
 
         [CommandOption("--alpha <A>"), Description("LoRA alpha (scale only; no memory effect)")]
         public double Alpha { get; init; } = 16;
@@ -33,13 +33,13 @@ public sealed class PlanCommand : Command<PlanCommand.Settings>
         public string? Layers { get; init; }
 
         [CommandOption("--lora-dropout <P>"), Description("LoRA dropout (above 0 each LoRA module also keeps a 1-byte mask)")]
-        public double LoraDropout { get; init; }
+        public double? LoraDropout { get; init; }
 
         [CommandOption("--bottleneck <M>"), Description("Houlsby adapter bottleneck width")]
-        public int Bottleneck { get; init; } = 64;
+        public int? Bottleneck { get; init; }
 
         [CommandOption("--virtual-tokens <N>"), Description("Prompt-tuning virtual tokens")]
-        public int VirtualTokens { get; init; } = 20;
+        public int? VirtualTokens { get; init; }
 
         [CommandOption("--batch <B>"), Description("Micro-batch size per GPU")]
         public int Batch { get; init; } = 1;
@@ -98,8 +98,8 @@ public sealed class PlanCommand : Command<PlanCommand.Settings>
         [CommandOption("--adapters <N>"), Description("--serve: resident LoRA adapters")]
         public int Adapters { get; init; } = 1;
 
-        [CommandOption("--max-rank <R>"), Description("--serve: largest adapter rank (every adapter counted at it)")]
-        public int MaxRank { get; init; } = 16;
+        [CommandOption("--max-rank <R>"), Description("--serve: largest adapter rank (every adapter counted at it; default: 16, or the adapter's rank)")]
+        public int? MaxRank { get; init; }
 
         [CommandOption("--kv-dtype <D>"), Description("--serve: KV cache dtype (default: the compute dtype)")]
         public string? KvDtype { get; init; }
@@ -134,16 +134,24 @@ public sealed class PlanCommand : Command<PlanCommand.Settings>
         [CommandOption("--json"), Description("Machine-readable output")]
         public bool Json { get; init; }
 
+        /// <summary>The adapter --model named (an adapter folder), whose settings fill the flags not given.</summary>
+        internal PlanAdapter? Adapter { get; private set; }
+
         public override ValidationResult Validate()
         {
             if (CliOptions.NonFiniteNumber(this) is { } nonFinite) return ValidationResult.Error(nonFinite);
             if (string.IsNullOrWhiteSpace(Model)) return ValidationResult.Error("--model is required (a preset or config.json)");
             try
             {
+                if (PlanAdapter.IsAdapterFolder(Model))
+                {
+                    Adapter = PlanAdapter.Read(Model);
+                    Model = Adapter.BaseConfig;
+                }
                 if (Serve) ToServeRequest().Validate();
                 else ToRequest().Validate();
                 // Last, so a bad flag is reported before anything is downloaded; a preset name wins over a repo id.
-                if (!Presets.Names.Contains(Model, StringComparer.OrdinalIgnoreCase))
+                if (Adapter is null && !Presets.Names.Contains(Model, StringComparer.OrdinalIgnoreCase))
                 {
                     var resolved = HubCli.TryResolveConfig(Model, "--model", out var folder);
                     if (!resolved.Successful) return resolved;
@@ -164,17 +172,17 @@ public sealed class PlanCommand : Command<PlanCommand.Settings>
 
         public PlanRequest ToRequest() => new()
         {
-            Method = PlanNames.Method(Method),
-            Rank = Rank,
+            Method = PlanNames.Method(Method ?? Adapter?.Method ?? "lora"),
+            Rank = Rank ?? Adapter?.Rank ?? 8,
             Alpha = Alpha,
-            Targets = Targets is null && Exclude is null && Layers is null ? null : TargetMatcher.Parse(Targets ?? "q_proj,v_proj", new TargetFilters
+            Targets = Targets is null && Exclude is null && Layers is null ? Adapter?.Targets : TargetMatcher.Parse(Targets ?? "q_proj,v_proj", new TargetFilters
             {
                 ExcludeModules = Exclude?.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries),
                 LayersToTransform = Layers is null ? null : ParseLayers(Layers),
             }),
-            LoraDropout = LoraDropout,
-            AdapterBottleneck = Bottleneck,
-            VirtualTokens = VirtualTokens,
+            LoraDropout = LoraDropout ?? Adapter?.LoraDropout ?? 0,
+            AdapterBottleneck = Bottleneck ?? Adapter?.Bottleneck ?? 64,
+            VirtualTokens = VirtualTokens ?? Adapter?.VirtualTokens ?? 20,
             WeightDtype = Dtypes.Parse(Dtype, "dtype"),
             AdapterDtype = Dtypes.Parse(AdapterDtype, "adapter_dtype"),
             ComputeDtype = ComputeDtype is null ? null : Dtypes.Parse(ComputeDtype, "compute_dtype"),
@@ -202,8 +210,8 @@ public sealed class PlanCommand : Command<PlanCommand.Settings>
             MaxBatch = MaxBatch,
             Context = Context,
             Adapters = Adapters,
-            MaxRank = MaxRank,
-            Targets = Targets is null ? null : TargetMatcher.Parse(Targets),
+            MaxRank = MaxRank ?? Adapter?.Rank ?? 16,
+            Targets = Targets is null ? Adapter?.Targets : TargetMatcher.Parse(Targets),
             WeightDtype = Dtypes.Parse(Dtype, "dtype"),
             ComputeDtype = ComputeDtype is null ? null : Dtypes.Parse(ComputeDtype, "compute_dtype"),
             KvDtype = KvDtype is null ? null : Dtypes.Parse(KvDtype, "kv_dtype"),
@@ -222,6 +230,9 @@ public sealed class PlanCommand : Command<PlanCommand.Settings>
     public override int Execute(CommandContext context, Settings settings, CancellationToken cancellationToken)
     {
         var model = Presets.Resolve(settings.Model);
+        // On stderr: --json keeps stdout the plan alone.
+        if (settings.Adapter is { } adapter)
+            Console.Error.WriteLine($"planning adapter {adapter.Folder} ({adapter.Summary}) on its base {adapter.BaseName}");
         if (settings.Serve)
         {
             var serve = ServePlanner.Plan(model, settings.ToServeRequest());

@@ -92,11 +92,15 @@ static class PlanOutput
         AnsiConsole.WriteLine($"trainable {p.TrainableParameters:N0} of {p.TotalParameters:N0} parameters ({p.TrainablePercent:0.####}%)");
         if (p.HostBytes > 0) AnsiConsole.WriteLine($"CPU (offloaded, all GPUs): {Gb(p.HostBytes)} GB");
         if (p.PageableBytes > 0) AnsiConsole.WriteLine($"pageable optimiser state (evicted to host under pressure): {Gb(p.PageableBytes)} GB");
-        var fits = new Table().AddColumn("GPU").AddColumn("Fits").AddColumn(new TableColumn("Headroom GB").RightAligned());
+        var fits = GpuTable().AddColumn(new TableColumn("Headroom GB").RightAligned());
         foreach (var g in Gpus.Common)
-            fits.AddRow(Markup.Escape(g.Name), p.Fits(g.Bytes) ? "[green]yes[/]" : "[red]no[/]", Gb(p.Headroom(g.Bytes)));
+            fits.AddRow(Markup.Escape(g.Name), Gb(g.Bytes), p.Fits(g.Bytes) ? "[green]yes[/]" : "[red]no[/]", Gb(p.Headroom(g.Bytes)));
         AnsiConsole.Write(fits);
     }
+
+    /// <summary>The cards' table: each card's memory in GB (10^9 bytes), the unit of the plan and the headroom, beside
+    /// its name (which says GiB where the card is binary: a "24 GB" card holds 25.77 GB).</summary>
+    static Table GpuTable() => new Table().AddColumn("GPU").AddColumn(new TableColumn("Memory GB").RightAligned()).AddColumn("Fits");
 
     static string ActivationBasis(MemoryPlan p) => p.ActivationProfile switch
     {
@@ -167,16 +171,17 @@ static class PlanOutput
         void Row(string name, long bytes, string basis) =>
             table.AddRow(Markup.Escape(name), Gb(bytes), $"{100.0 * bytes / p.TotalBytes:0.0}%", Markup.Escape(basis));
         Row("weights", p.WeightsBytes, r.WeightDtype == DType.Nf4 ? "NF4 + double quant, rest in compute dtype" : $"{Dtypes.Name(r.WeightDtype)} storage");
-        Row($"KV cache ({p.KvBytesPerToken / 1024.0:0.#} KiB/token)", p.KvCacheBytes, "2 x layers x kv_heads x head_dim per token (GQA)");
+        Row($"KV cache ({p.KvBytesPerToken / 1024.0:0.#} KiB/token)", p.KvCacheBytes, "2 x layers x kv_heads x head_dim per token (GQA)"
+            + (p.KvBytesPerSequence < p.KvBytesPerToken * r.Context ? $"; sliding-window layers hold their window: {p.KvBytesPerSequence / 1e6:0.#} MB per sequence" : ""));
         if (p.KvGrowthBytes > 0) Row("KV cache rebuild", p.KvGrowthBytes, "one layer's old copy while rows join or leave; never during a prefill: the larger of the two counts");
         Row($"adapters ({r.Adapters} x {p.AdapterBytesEach / 1e6:0.##} MB)", p.AdaptersBytes, "r x (in + out) per adapted module, at the largest rank");
         Row($"prefill ({r.ResolvedPrefillTokens} tokens)", p.PrefillBytes, $"largest prefill forward (--max-prefill-tokens {r.MaxPrefillTokens}): one layer's working set (GQA: its keys and values repeated to every head) + last-token fp32 logits per row; the larger of it and the rebuild counts");
         Row("framework overhead", p.FrameworkOverheadBytes, r.Device == DeviceKind.Cuda ? "CUDA context + kernels + cuBLAS workspace" : "libtorch + .NET runtime, measured");
         table.AddRow("[bold]total[/]", $"[bold]{Gb(p.TotalBytes)}[/]", "100%", "");
         AnsiConsole.Write(table);
-        var fits = new Table().AddColumn("GPU").AddColumn("Fits").AddColumn(new TableColumn($"Sequences of {r.Context} tokens").RightAligned());
+        var fits = GpuTable().AddColumn(new TableColumn($"Sequences of {r.Context} tokens").RightAligned());
         foreach (var g in Gpus.Common)
-            fits.AddRow(Markup.Escape(g.Name), p.Fits(g.Bytes) ? "[green]yes[/]" : "[red]no[/]", p.ConcurrentSequences(g.Bytes).ToString("N0"));
+            fits.AddRow(Markup.Escape(g.Name), Gb(g.Bytes), p.Fits(g.Bytes) ? "[green]yes[/]" : "[red]no[/]", p.ConcurrentSequences(g.Bytes).ToString("N0"));
         AnsiConsole.Write(fits);
         if (r.Device == DeviceKind.Cpu)
             AnsiConsole.MarkupLineInterpolated($"[dim]On CPU this is peft serve's resident memory on {ServeAllocator} (src/PeftSharp.Memory/README.md).[/]");

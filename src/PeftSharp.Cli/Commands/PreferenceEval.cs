@@ -17,7 +17,9 @@ public static class PreferenceEval
 {
     public static int Execute(EvalCommand.Settings s, CausalLM model, TextTokenizer tokenizer)
     {
-        var data = PreferenceData.Load(s.Data, tokenizer, s.MaxSeq, evalPath: s.Data, chat: ChatCli.Prompter(s.Model, s.ChatTemplate));
+        var chat = ChatCli.Prompter(s.Model, s.ChatTemplate);
+        var data = PreferenceData.Load(s.Data, tokenizer, s.MaxSeq, evalPath: s.Data, chat: chat);
+        ChatCli.WarnOnTemplateMismatchIfUsed(chat, s.Adapters);
         int n = s.Limit ?? int.MaxValue;
         var pairs = data.Eval.Take(n).ToList();
         var prompts = data.EvalPrompts.Take(n).ToList();

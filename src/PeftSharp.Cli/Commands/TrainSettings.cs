@@ -201,7 +201,7 @@ public sealed class TrainSettings : CommandSettings
         }
         catch (ArgumentException e) { return ValidationResult.Error(e.Message); }
         if (IsPreference && !Training.Methods.MethodOptions.IsLoraMethod(AdapterMethod))
-            return ValidationResult.Error($"--adapter-method: '{AdapterMethod}' is not lora, dora, qlora or qdora (DPO's reference is the model with the adapter off)");
+            return ValidationResult.Error($"--adapter-method: '{AdapterMethod}' is not lora, dora, qlora or qdora (--method {Method} trains a LoRA-family adapter)");
         if (InitAdapter is not null && !IsPreference) return ValidationResult.Error("--init-adapter applies to --method dpo or orpo");
         if (InitAdapter is not null && !Directory.Exists(InitAdapter)) return ValidationResult.Error($"--init-adapter: folder '{InitAdapter}' not found");
         try { Training.Optim.OptimizerFactory.Parse(Optimizer); }

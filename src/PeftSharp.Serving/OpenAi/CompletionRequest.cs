@@ -40,10 +40,12 @@ internal sealed record CompletionRequest
     {
         int n = OptInt(o, "n") ?? 1;
         if (n != 1) throw ServingException.BadRequest("'n' must be 1 (one choice per request)");
+        // Errors name the field the client sent: chat's newer max_completion_tokens wins over max_tokens, as at OpenAI.
+        string maxTokensKey = chat && o.ContainsKey("max_completion_tokens") ? "max_completion_tokens" : "max_tokens";
         var r = new CompletionRequest
         {
             Model = OptString(o, "model"),
-            MaxTokens = OptInt(o, chat && o.ContainsKey("max_completion_tokens") ? "max_completion_tokens" : "max_tokens"),
+            MaxTokens = OptInt(o, maxTokensKey),
             Temperature = OptDouble(o, "temperature"),
             TopP = OptDouble(o, "top_p"),
             TopK = OptInt(o, "top_k"),
@@ -65,7 +67,7 @@ internal sealed record CompletionRequest
         if (r.Echo && r.TopLogprobs is not null)
             throw ServingException.Unsupported("echo", "'echo' together with 'logprobs' is not supported (the prompt's log probabilities are not computed)");
         RefuseUnimplemented(o, chat);
-        if (r.MaxTokens is < 1) throw ServingException.BadRequest($"'max_tokens' must be >= 1 (got {r.MaxTokens})");
+        if (r.MaxTokens is < 1) throw ServingException.BadRequest($"'{maxTokensKey}' must be >= 1 (got {r.MaxTokens})", maxTokensKey);
         if (r.Temperature is < 0 or > 2) throw ServingException.BadRequest($"'temperature' must be in [0, 2] (got {r.Temperature})");
         if (r.TopP is { } p && !(p > 0 && p <= 1)) throw ServingException.BadRequest($"'top_p' must be in (0, 1] (got {r.TopP})");
         if (r.TopK is < 0) throw ServingException.BadRequest($"'top_k' must be >= 0 (0 = off; got {r.TopK})");
@@ -170,6 +172,9 @@ internal sealed record CompletionRequest
         null => null,
         JsonValue v when v.GetValueKind() == JsonValueKind.Number && v.TryGetValue<int>(out var i) => i,
         JsonValue v when v.GetValueKind() == JsonValueKind.Number && v.TryGetValue<double>(out var d) && d == Math.Floor(d) && Math.Abs(d) <= int.MaxValue => (int)d,
+        // A whole number past 32 bits is an integer: say what is wrong with it.
+        JsonValue v when v.GetValueKind() == JsonValueKind.Number && v.TryGetValue<double>(out var d) && d == Math.Floor(d) =>
+            throw ServingException.BadRequest($"'{key}' is out of range (got {v.ToJsonString()}; the limit is {int.MaxValue} in magnitude)", key),
         _ => throw ServingException.BadRequest($"'{key}' must be an integer"),
     };
 

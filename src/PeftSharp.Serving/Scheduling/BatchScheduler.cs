@@ -44,6 +44,8 @@ internal sealed class BatchScheduler : IDisposable
     /// <summary>Rows being decoded now (read from any thread; for tests and health).</summary>
     public int ActiveRows { get; private set; }
     public int QueuedJobs => Volatile.Read(ref _queued);
+    /// <summary>Model actions (adapter loads/unloads) waiting for the worker (tests line requests up against them).</summary>
+    internal int QueuedActions => _actions.Count;
     /// <summary>Tokens emitted and rows ended by cancellation since start (health and tests).</summary>
     public long TokensGenerated => _batch.TokensGenerated;
     public long CancelledRows => _batch.CancelledRows;
@@ -66,6 +68,9 @@ internal sealed class BatchScheduler : IDisposable
     }
 
     public bool Accepting => _accepting;
+
+    /// <summary>The running rows' shared cache (null while none runs); read it on the worker only (from <see cref="AfterStep"/>).</summary>
+    internal KvCache? RunningCache => _batch.Cache;
 
     /// <summary>Test hook: runs on the worker after every step (e.g. to slow decoding down).</summary>
     internal Action? AfterStep { get; set; }

@@ -217,10 +217,15 @@ sealed class RunningBatch(CausalLM model) : IDisposable
 
     /// <summary>
     /// The most slots the cache holds until a row leaves: the rows end at the same slot (left padding), so its length
-    /// (<paramref name="length"/>) plus the most slots any row still stores, the memory plan's prompt + max_tokens per
-    /// row, never spare ones.
+    /// (<paramref name="length"/>, the longest row) plus the slots stored until the first row ends (the fewest any row
+    /// still stores; a stop id may end one sooner). Every leave rebuilds the cache (<see cref="Keep"/>), which sizes it
+    /// again, so room for more would never be written in place. Not the most any row still stores: rows of very
+    /// different lengths (a long prompt near the end of its tokens beside a short one with many left) would make every
+    /// row as wide as the longest plus the short one's whole budget, up to twice the context, while the memory plan
+    /// counts max_batch x context. This way a row is never wider than the context: the longest row stores at most
+    /// context - 1 slots (<see cref="Emit"/>) and the first row ends no later than it.
     /// </summary>
-    long ExpectedSlots(long length) => length + _rows.Max(SlotsLeft);
+    long ExpectedSlots(long length) => length + _rows.Min(SlotsLeft);
 
     /// <summary>
     /// Sends a job its token; true when the job is finished: a stop id, max tokens, or the context full (the row's

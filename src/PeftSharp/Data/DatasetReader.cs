@@ -68,6 +68,9 @@ internal static class DatasetReader
             ? s : throw new InvalidDataException($"{where}: field '{field}' must be a string");
 
         if (obj.ContainsKey("text")) return RawExample.Text(Str(obj["text"], "text"), where);
+        // A preference file given to supervised training: name the methods that read it, not the missing 'completion'.
+        if (obj.ContainsKey("chosen") || obj.ContainsKey("rejected"))
+            throw new InvalidDataException($"{where}: a preference pair ('chosen'/'rejected') is data for the dpo or orpo method, not for supervised training");
         if (obj.ContainsKey("prompt") || obj.ContainsKey("completion"))
         {
             if (!obj.ContainsKey("prompt") || !obj.ContainsKey("completion"))

@@ -9,7 +9,7 @@ namespace PeftSharp;
 /// ends at EOS or the template's end-of-turn tokens. Get one with <see cref="PeftChatClientExtensions.AsChatClient"/>.
 /// </summary>
 /// <remarks>
-/// <para><see cref="ChatOptions"/>: <c>MaxOutputTokens</c> (default: the rest of the model's context),
+/// <para><see cref="ChatOptions"/>: <c>MaxOutputTokens</c> (default and most: the rest of the model's context),
 /// <c>Temperature</c> (default 0 = greedy, like <see cref="PeftModel.Generate(string, int?, GenerationOptions?)"/>), <c>TopP</c>, <c>TopK</c>,
 /// <c>StopSequences</c> (the reply is cut before the first one), <c>Seed</c>, and <c>ModelId</c>: an adapter name
 /// (used for that request only), or <see cref="BaseModelId"/> for the base with adapters disabled; left out, the
@@ -29,6 +29,7 @@ public sealed class PeftChatClient : IChatClient
 
     readonly PeftModel _model;
     readonly SemaphoreSlim _gate = new(1, 1);
+    bool _disposed;
 
     /// <summary>A chat client over <paramref name="model"/>; see <see cref="PeftChatClientExtensions.AsChatClient"/>.</summary>
     public PeftChatClient(PeftModel model)
@@ -54,6 +55,7 @@ public sealed class PeftChatClient : IChatClient
         [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(messages);
+        ObjectDisposedException.ThrowIf(_disposed, this);
         var conversation = ToConversation(messages);
         string responseId = $"chatcmpl-{Guid.NewGuid():N}";
         await _gate.WaitAsync(cancellationToken).ConfigureAwait(false);
@@ -105,7 +107,11 @@ public sealed class PeftChatClient : IChatClient
     }
 
     /// <summary>Releases the client's own resources; the model stays open (the caller owns it).</summary>
-    public void Dispose() => _gate.Dispose();
+    public void Dispose()
+    {
+        _disposed = true;
+        _gate.Dispose();
+    }
 
     static List<(string Role, string Content)> ToConversation(IEnumerable<ChatMessage> messages)
     {
@@ -152,9 +158,10 @@ public sealed class PeftChatClient : IChatClient
     GenerationOptions ToGenerationOptions(ChatOptions? options, int promptLength)
     {
         int context = _model.BaseModel.Config.MaxPositionEmbeddings;
+        int rest = Math.Max(0, context - promptLength);
         var generation = new GenerationOptions
         {
-            MaxNewTokens = Math.Max(0, context - promptLength),
+            MaxNewTokens = rest,
             StopTokenIds = _model.EndOfTurnIds.ToList(),
         };
         if (options is null) return generation;
@@ -165,7 +172,9 @@ public sealed class PeftChatClient : IChatClient
         if (options.MaxOutputTokens is int max)
         {
             if (max < 0) throw new ArgumentException($"ChatOptions.MaxOutputTokens must be >= 0 (got {max})", nameof(options));
-            generation = generation with { MaxNewTokens = max };
+            // More than the context holds ends where the context does (FinishReason Length), as documented: the
+            // decoder would otherwise run on past the positions it was trained for.
+            generation = generation with { MaxNewTokens = Math.Min(max, rest) };
         }
         if (options.Seed is long seed && (seed < int.MinValue || seed > int.MaxValue))
             throw new ArgumentException($"ChatOptions.Seed must fit in 32 bits (got {seed})", nameof(options));

@@ -55,7 +55,7 @@ internal sealed class HubDownloader : IDisposable
         Func<string, bool>? only = null)
     {
         if (_options.Offline)
-            return Cache.FindSnapshot(repo)
+            return Whole(repo, Cache.FindSnapshot(repo), "HF_HUB_OFFLINE=1 forbids downloading it again")
                 ?? throw new HubException($"{repo}: not in the cache {Cache.Root}, and HF_HUB_OFFLINE=1 forbids downloading it");
 
         RevisionInfo info;
@@ -63,7 +63,7 @@ internal sealed class HubDownloader : IDisposable
         catch (Exception e) when (IsUnreachable(e, ct))
         {
             // snapshot_download does the same: no Hub, but a cached snapshot of this revision, is not an error.
-            return Cache.FindSnapshot(repo)
+            return Whole(repo, Cache.FindSnapshot(repo), $"cannot reach {_options.Endpoint} ({Cause(e)}) to download it again")
                 ?? throw new HubException($"{repo}: cannot reach {_options.Endpoint} ({Cause(e)}), and the cache {Cache.Root} has no copy");
         }
 
@@ -101,6 +101,20 @@ internal sealed class HubDownloader : IDisposable
         // The ref last: a revision names a snapshot only once every file it needs is there.
         Cache.WriteRef(repo, repo.Revision, info.Commit);
         return Cache.SnapshotFolder(repo, info.Commit);
+    }
+
+    /// <summary>
+    /// A cached snapshot used without the Hub, refused when one of its files is a link to a blob that is gone (deleted
+    /// by hand, or a cache cleaned half-way): loading would fail later with "could not find file" on a file that lists.
+    /// </summary>
+    static string? Whole(RepoId repo, string? snapshot, string why)
+    {
+        if (snapshot is null) return null;
+        foreach (var file in Directory.EnumerateFiles(snapshot, "*", SearchOption.AllDirectories).Order(StringComparer.Ordinal))
+            if (!HubCache.IsLive(file))
+                throw new HubException($"{repo}: the cached {Path.GetRelativePath(snapshot, file)} links to a blob that is gone "
+                    + $"({new FileInfo(file).LinkTarget}), and {why}");
+        return snapshot;
     }
 
     /// <summary>No answer from the Hub at all, or a server error: the cases where huggingface_hub falls back to the cache.</summary>

@@ -99,7 +99,10 @@ public sealed class ModelConfig
     public static ModelConfig Load(string folderOrFile)
     {
         string path = Directory.Exists(folderOrFile) ? Path.Combine(folderOrFile, "config.json") : folderOrFile;
-        if (!File.Exists(path)) throw new FileNotFoundException($"{path}: config.json not found", path);
+        if (!File.Exists(path))
+            throw new FileNotFoundException(Directory.Exists(folderOrFile) && File.Exists(Path.Combine(folderOrFile, "adapter_config.json"))
+                ? $"{folderOrFile}: an adapter folder (adapter_config.json), not a model; load it as the adapter on its base model"
+                : $"{path}: config.json not found", path);
         var raw = JsonFile.ReadObject(path, Memory.ModelConfig.MaxConfigBytes);
         try { return FromJson(raw); }
         catch (Exception e) when (e is InvalidDataException or FormatException or InvalidOperationException)
@@ -137,7 +140,6 @@ public sealed class ModelConfig
                 throw new InvalidDataException($"unsupported rope_scaling type '{rtype}' (supported: llama3, longrope)");
         }
         int layers = shape.NumHiddenLayers;
-        var (window, slidingLayers) = ModelFamilies.SlidingWindow(raw, type, layers);
         double rotaryFactor = raw["partial_rotary_factor"] is JsonNode prf ? ModelFamilies.Number(prf) : 1.0;
         int rotaryDim = (int)(headDim * rotaryFactor);
         if (rotaryDim <= 0 || rotaryDim % 2 != 0 || rotaryDim > headDim)
@@ -160,8 +162,9 @@ public sealed class ModelConfig
             BosTokenId = raw["bos_token_id"] is JsonValue b && b.GetValueKind() == JsonValueKind.Number ? b.GetValue<int>() : null,
             TorchDtype = raw["torch_dtype"]?.GetValue<string>() ?? "float32",
             Raw = raw,
-            SlidingWindow = window,
-            SlidingLayers = slidingLayers,
+            // The planner's parse (it counts the KV cache by them): read there once.
+            SlidingWindow = shape.SlidingWindow,
+            SlidingLayers = shape.SlidingLayers.Length == layers ? shape.SlidingLayers : new bool[layers],
             QkNorm = type == "qwen3",
             FusedProjections = type == "phi3",
             RotaryDim = rotaryDim,

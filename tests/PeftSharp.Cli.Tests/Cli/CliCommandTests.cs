@@ -47,6 +47,30 @@ public class CliCommandTests
         Assert.True(File.Exists(Path.Combine(merged, "model.safetensors")));
     }
 
+    /// <summary>An adapter folder given as --model says so (as an adapter given a model folder does), not "config.json not found".</summary>
+    [Fact]
+    public void AnAdapterFolderGivenAsTheModelIsNamedAsAnAdapter()
+    {
+        string lora = Path.Combine(TestPaths.TinyLlama, "adapters", "lora");
+        foreach (var args in new[] { new[] { "generate", "--model", lora, "--prompt", "hi" }, ["inspect", "--model", lora] })
+        {
+            var (code, _, err) = CliCapture.Run(args);
+            Assert.Equal(1, code);
+            Assert.Equal($"error: {lora}: an adapter folder (adapter_config.json), not a model; load it as the adapter on its base model", err.Trim());
+        }
+    }
+
+    /// <summary>A PEFT-made adapter (no fingerprint) on another model: the error names the base its config records.</summary>
+    [Fact]
+    public void AnAdapterForAnotherModelNamesTheBaseItRecords()
+    {
+        string demo = Path.Combine(TestPaths.RepoRoot, "assets", "demo", "base");
+        var (code, _, err) = CliCapture.Run("generate", "--model", demo, "--adapter", Path.Combine(TestPaths.TinyLlama, "adapters", "lora"), "--prompt", "hi");
+        Assert.Equal(1, code);
+        Assert.Single(err.Trim().Split('\n'));
+        Assert.EndsWith("(the adapter records base_model_name_or_path 'tiny-llama': is this model its base?)", err.Trim());
+    }
+
     /// <summary>A LoRA adapter_config.json key of the wrong type is one line naming the file and the key (it was
     /// "malformed LoRA config (An element of type 'String' cannot be converted to a 'System.Int32'.)").</summary>
     [Theory]

@@ -150,4 +150,77 @@ public class PlanCliTests
         Assert.Equal(1, code);
         Assert.StartsWith("error: model: unknown preset 'llama-9' (known: llama-2-7b", err.Trim());
     }
+
+    static string Plan(params string[] args)
+    {
+        var (code, stdout, stderr) = CliCapture.Run(["plan", "--json", .. args]);
+        Assert.True(code == 0, stderr + stdout);
+        return stdout;
+    }
+
+    [Fact]
+    public void An_adapter_folder_plans_its_base_with_its_method_rank_and_targets_unless_flags_say_otherwise()
+    {
+        string adapter = AdapterConfigFolder.Write(TestPaths.TinyLlama,
+            "\"peft_type\": \"LORA\", \"r\": 6, \"lora_alpha\": 12, \"lora_dropout\": 0.1, \"target_modules\": [\"q_proj\", \"o_proj\"], \"use_dora\": true");
+        string[] its = ["--method", "dora", "--rank", "6", "--targets", "q_proj,o_proj", "--lora-dropout", "0.1"];
+        var (code, stdout, stderr) = CliCapture.Run("plan", "--model", adapter, "--json");
+        Assert.True(code == 0, stderr);
+        Assert.Equal(Plan(["--model", TestPaths.TinyLlama, .. its]), stdout);
+        Assert.Contains($"planning adapter {adapter} (DoRA r 6, targets q_proj,o_proj) on its base {TestPaths.TinyLlama}", stderr);
+        // Flags win over the adapter's settings, each on its own.
+        Assert.Equal(Plan("--model", TestPaths.TinyLlama, "--method", "qdora", "--rank", "16", "--targets", "q_proj,o_proj", "--lora-dropout", "0.1"),
+            Plan("--model", adapter, "--rank", "16", "--method", "qdora"));
+        Assert.Equal(Plan("--model", TestPaths.TinyLlama, "--method", "dora", "--rank", "6", "--targets", "all-linear", "--lora-dropout", "0.1"),
+            Plan("--model", adapter, "--targets", "all-linear"));
+        // Serving it: its rank is the largest rank, its targets the adapted modules.
+        Assert.Equal(Plan("--serve", "--model", TestPaths.TinyLlama, "--max-rank", "6", "--targets", "q_proj,o_proj", "--context", "128"),
+            Plan("--serve", "--model", adapter, "--context", "128"));
+        // Prompt tuning: its virtual tokens.
+        string prompt = AdapterConfigFolder.Write(TestPaths.TinyLlama, "\"peft_type\": \"PROMPT_TUNING\", \"num_virtual_tokens\": 7");
+        Assert.Equal(Plan("--model", TestPaths.TinyLlama, "--method", "prompt-tuning", "--virtual-tokens", "7"), Plan("--model", prompt));
+    }
+
+    [Fact]
+    public void An_adapter_whose_base_cannot_be_found_is_one_line_naming_the_folder_and_the_base()
+    {
+        string adapter = AdapterConfigFolder.Write("no-such-base", "\"peft_type\": \"LORA\", \"r\": 4, \"target_modules\": [\"q_proj\"]");
+        var (code, stdout, stderr) = CliCapture.Run("plan", "--model", adapter);
+        Assert.Equal(1, code);
+        Assert.Equal("", stdout);
+        string line = Assert.Single(stderr.Trim().Split('\n'));
+        Assert.Contains($"adapter folder '{adapter}' names base 'no-such-base' (base_model_name_or_path), which is not found", line);
+        Assert.DoesNotContain("   at ", line);
+    }
+
+    /// <summary>The card table's rows by card name: its cells after the name (Spectre's box-drawing columns).</summary>
+    static Dictionary<string, string[]> CardRows(string stdout) =>
+        System.Text.RegularExpressions.Regex.Replace(stdout, "\u001b\\[[0-9;]*m", "").Split('\n')
+            .Select(l => l.Split('│').Select(c => c.Trim()).ToArray()).Where(c => c.Length > 3)
+            .Where(c => PeftSharp.Memory.Gpus.Common.Any(g => g.Name == c[1])).ToDictionary(c => c[1], c => c[2..^1]);
+
+    [Fact]
+    public void The_card_table_says_each_cards_memory_and_headroom_in_the_plans_GB()
+    {
+        // A "24 GB" card holds 24 GiB: its row says 25.77 GB, and memory - headroom is the plan's total, in one unit.
+        string[] args = ["plan", "--model", "llama-3.1-8b", "--method", "qlora", "--batch", "4", "--seq", "2048"];
+        var (code, stdout, stderr) = CliCapture.Run(args);
+        Assert.True(code == 0, stderr);
+        double total = Json("--method", "qlora", "--batch", "4", "--seq", "2048").GetProperty("total_bytes").GetInt64() / 1e9;
+        var rows = CardRows(stdout);
+        Assert.Equal(PeftSharp.Memory.Gpus.Common.Count, rows.Count);
+        foreach (var g in PeftSharp.Memory.Gpus.Common)
+        {
+            var cells = rows[g.Name];   // memory GB, fits, headroom GB
+            Assert.Equal($"{g.Bytes / 1e9:0.00}", cells[0]);
+            Assert.Equal(total, double.Parse(cells[0]) - double.Parse(cells[2]), 0.011);
+            Assert.Equal(g.Bytes >= total * 1e9 ? "yes" : "no", cells[1]);
+        }
+        Assert.Equal("25.77", rows["24 GiB (RTX 3090/4090, A10)"][0]);
+        Assert.Equal("141.00", rows["141 GB (H200)"][0]);
+        // The serving table names the same cards with the same memory.
+        (code, stdout, stderr) = CliCapture.Run("plan", "--model", "llama-3.1-8b", "--serve", "--context", "1024");
+        Assert.True(code == 0, stderr);
+        Assert.All(PeftSharp.Memory.Gpus.Common, g => Assert.Equal($"{g.Bytes / 1e9:0.00}", CardRows(stdout)[g.Name][0]));
+    }
 }

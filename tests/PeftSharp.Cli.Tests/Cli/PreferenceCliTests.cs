@@ -119,6 +119,16 @@ public class PreferenceCliTests
     }
 
     [Fact]
+    public void PreferencePairsGivenToSupervisedTrainingNameTheMethodsThatReadThem()
+    {
+        string dir = TestPaths.TempDir(), data = Pairs(dir, 4), outDir = Path.Combine(dir, "out");
+        var (code, _, err) = CliCapture.Run("train", "--method", "lora", "--model", TestPaths.TinyLlama, "--data", data, "--out", outDir, "--steps", "1");
+        Assert.Equal(1, code);
+        Assert.Equal($"error: {data}:1: a preference pair ('chosen'/'rejected') is data for the dpo or orpo method, not for supervised training", err.Trim());
+        Assert.False(File.Exists(Path.Combine(outDir, "metrics.jsonl")));
+    }
+
+    [Fact]
     public void OverlongPairsAreCountedInAWarningNamingTheLine()
     {
         string dir = TestPaths.TempDir(), data = Pairs(dir, 8);

@@ -61,19 +61,53 @@ public class AdapterManagementTests
     {
         var (root, a, b) = Root();
         await using var h = await ServingHarness.Start(new ServerOptions { AdapterRoot = root, Adapters = [("x", a)] });
-        // The request leases x@v1 and waits in the queue; the replacement is loaded before the request is admitted.
+        // The request leases x@v1 and waits in the queue; the replacement is loaded before the request is admitted
+        // (the worker runs queued model actions before it admits requests, so the gate opens only once the load waits).
         var gate = h.HoldWorker();
         var inFlight = h.CompletionText("x", "replace me", 12);
         await ServingHarness.WaitUntil(() => h.Server.State.Scheduler.QueuedJobs == 1, "the request to queue");
         var replace = h.Post("v1/adapters", LoadBody("x", "b"));
+        await ServingHarness.WaitUntil(() => h.Server.State.Scheduler.QueuedActions == 1, "the replacement to wait for the worker");
         gate.Release();
+        await AssertReplacedWhileInFlight(h, replace, inFlight, a, b);
+    }
+
+    [Fact]
+    public async Task ReplacingWhileARowDecodesLeavesTheRowOnItsVersion()
+    {
+        var (root, a, b) = Root();
+        await using var h = await ServingHarness.Start(new ServerOptions { AdapterRoot = root, Adapters = [("x", a)] });
+        // The worker stops after the row's first decode step (2 of its 12 tokens), the replacement is loaded between
+        // two of its steps, and the row goes on with x@v1.
+        var gate = new SemaphoreSlim(0);
+        var held = new ManualResetEventSlim();
+        h.Server.State.Scheduler.AfterStep = () =>
+        {
+            if (h.Server.State.Scheduler.TokensGenerated < 2 || held.IsSet) return;
+            held.Set();
+            gate.Wait();
+        };
+        var inFlight = h.CompletionText("x", "replace me", 12);
+        await ServingHarness.WaitUntil(() => held.IsSet, "the row's first decode step");
+        var replace = h.Post("v1/adapters", LoadBody("x", "b"));
+        await ServingHarness.WaitUntil(() => h.Server.State.Scheduler.QueuedActions == 1, "the replacement to wait for the worker");
+        gate.Release();
+        await AssertReplacedWhileInFlight(h, replace, inFlight, a, b);
+    }
+
+    /// <summary>The replacement is x@v2, the request that leased x@v1 answers as x@v1 alone, the next one as x@v2, and
+    /// x@v1 leaves the model once its request is done.</summary>
+    static async Task AssertReplacedWhileInFlight(ServingHarness h, Task<(int Status, JsonObject Body)> replace, Task<string> inFlight, string a, string b)
+    {
         var (status, v2) = await replace;
         Assert.Equal(200, status);
         Assert.Equal(2, v2["version"]!.GetValue<int>());
         Assert.Equal(ServingHarness.Reference(a, h.Encode("replace me"), 12), await inFlight);
         Assert.Equal(ServingHarness.Reference(b, h.Encode("replace me"), 12), await h.CompletionText("x", "replace me", 12));
-        // The old version is unloaded once its last request finished.
-        await ServingHarness.WaitUntil(() => LoraModel.Of(h.Model).Adapters.Keys.SequenceEqual(["x@v2"]), "x@v1 to be unloaded");
+        // Retired when the request's lease is released (after its response is written); the model is read on the
+        // worker, after the unload that retiring queued, not from this thread while the worker changes it.
+        await ServingHarness.WaitUntil(() => h.Server.State.Adapters.ResidentCount == 1, "x@v1 to be retired");
+        Assert.Equal(["x@v2"], await h.Server.State.Scheduler.RunOnModelAsync(m => LoraModel.Of(m).Adapters.Keys.ToList()));
     }
 
     [Fact]

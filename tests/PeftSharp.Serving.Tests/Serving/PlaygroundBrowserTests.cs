@@ -81,12 +81,19 @@ public class PlaygroundBrowserTests(ITestOutputHelper output)
             Assert.Equal(body["choices"]![0]!["message"]!["content"]!.GetValue<string>(), chat[model].Text);
         }
 
-        // Load and unload through the page (the existing /v1/adapters endpoints, from --adapter-root).
+        // Load and unload through the page (the existing /v1/adapters endpoints, from --adapter-root): a DoRA adapter,
+        // whose card names DoRA (PEFT's adapter_config.json says LORA with use_dora), where "a"'s says LORA.
+        string dora = Path.Combine(root, "dora");
+        Directory.CreateDirectory(dora);
+        foreach (var f in Directory.GetFiles(Path.Combine(TestPaths.TinyLlama, "adapters", "dora"))) File.Copy(f, Path.Combine(dora, Path.GetFileName(f)));
         await page.FillAsync("#load-name", "c");
-        await page.FillAsync("#load-path", "a");
+        await page.FillAsync("#load-path", "dora");
         await page.ClickAsync("#load-form button[type=submit]");
         await HeadlessChromium.WaitFor(page, "document.querySelector(\"#models li[data-model='c']\") !== null", "adapter c in the list");
         Assert.Contains("loaded c (version 1)", await page.TextContentAsync("#load-status"));
+        await HeadlessChromium.WaitFor(page, "(document.querySelector(\"#models li[data-model='c']\").textContent || '').includes('alpha')", "adapter c's card");
+        Assert.Contains("methodDORA,alpha", (await page.TextContentAsync("#models li[data-model='c']") ?? "").Replace(" ", ""));
+        Assert.Contains("methodLORA,alpha", (await page.TextContentAsync("#models li[data-model='a']") ?? "").Replace(" ", ""));
         await page.FillAsync("#load-name", "d");
         await page.FillAsync("#load-path", "../outside");
         await page.ClickAsync("#load-form button[type=submit]");

@@ -20,6 +20,7 @@ public class RobustnessTests
     [InlineData("{\"model\":\"tiny-llama\"}", "'prompt' is required")]
     [InlineData("{\"prompt\":\"x\",\"max_tokens\":\"ten\"}", "'max_tokens' must be an integer")]
     [InlineData("{\"prompt\":\"x\",\"max_tokens\":0}", "'max_tokens' must be >= 1")]
+    [InlineData("{\"prompt\":\"x\",\"max_tokens\":100000000000}", "'max_tokens' is out of range (got 100000000000;")]
     [InlineData("{\"prompt\":\"x\",\"temperature\":-1}", "'temperature'")]
     [InlineData("{\"prompt\":\"x\",\"top_p\":0}", "'top_p'")]
     [InlineData("{\"prompt\":\"x\",\"n\":2}", "'n' must be 1")]
@@ -51,6 +52,7 @@ public class RobustnessTests
     [InlineData("{\"messages\":[]}", "'messages' must be a non-empty array")]
     [InlineData("{\"messages\":[{\"role\":\"wizard\",\"content\":\"x\"}]}", "role 'wizard'")]
     [InlineData("{\"messages\":[{\"role\":\"user\"}]}", "content")]
+    [InlineData("{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"max_completion_tokens\":0}", "'max_completion_tokens' must be >= 1 (got 0)")]
     public async Task BadChatRequestsGet400WithTheReason(string body, string reason)
     {
         await using var h = await ServingHarness.Start();

@@ -1,3 +1,4 @@
+using System.Text.Json.Nodes;
 using PeftSharp.Generation;
 using PeftSharp.Models;
 using PeftSharp.Serving.Scheduling;
@@ -21,9 +22,11 @@ public class RunningBatchCacheTests
         using var batch = new RunningBatch(model);
         var jobs = new List<GenerationJob> { Job(5, 6), Job(7, 10), Job(9, 4) };
         // Two prefill forwards (two rows at most per forward), joined once: the longest prompt is 9 slots, and the row of
-        // 7 + 10 still stores 9 more (its last generated token is never fed): 18 slots, not the 9 the prompts fill.
+        // 9 + 4, the first to end, still stores 3 more (its last generated token is never fed): 12 slots, not the 9 the
+        // prompts fill (the next step would grow the cache), nor the 9 + 9 the row of 7 + 10 stores before it ends (the
+        // 9 + 4 row leaving rebuilds the cache first).
         batch.Admit(jobs, maxPerForward: 2, maxTokens: long.MaxValue);
-        AssertSized(model, batch, jobs, 9, 18);
+        AssertSized(model, batch, jobs, 9, 12);
 
         // A decode step writes into those buffers: a view of them taken before the step sees a write after it.
         var (keys, _) = batch.Cache!.Stored(0);
@@ -41,12 +44,12 @@ public class RunningBatchCacheTests
         using var batch = new RunningBatch(model);
         var jobs = new List<GenerationJob> { Job(6, 3), Job(4, 8) };
         batch.Admit(jobs, maxPerForward: 8, maxTokens: long.MaxValue);
-        AssertSized(model, batch, jobs, 6, 6 + 7);
+        AssertSized(model, batch, jobs, 6, 6 + 2);
         batch.Step();
         var late = new List<GenerationJob> { Job(12, 5) };
         batch.Admit(late, maxPerForward: 8, maxTokens: long.MaxValue);
         jobs.AddRange(late);
-        AssertSized(model, batch, jobs, 12, 12 + 6);   // the 4 + 8 row has fed 1 of its 7: 6 left beside the new row's 4
+        AssertSized(model, batch, jobs, 12, 12 + 1);   // the 6 + 3 row has fed 1 of its 2: 1 left, the fewest
         while (batch.Count > 0)
         {
             batch.Step();
@@ -55,14 +58,47 @@ public class RunningBatchCacheTests
         Assert.All(jobs, j => Assert.Equal("length", j.FinishReason));
     }
 
-    /// <summary>Every layer holds room for exactly the slots the live rows can still fill: the cache's length (the
-    /// longest row, the rest left-padded) plus the most tokens any row will still feed (max_tokens - generated).</summary>
+    [Fact]
+    public async Task Rows_of_very_different_prompt_lengths_never_make_the_cache_wider_than_the_context()
+    {
+        // A 110-token prompt with 8 tokens to go and a 5-token one with 100 join one batch (128-token model): the short
+        // row is left-padded to the long one's width, and room for its 100 tokens on top of that width was 209 slots
+        // per row, past the context that `peft plan --serve`'s max_batch x context counts.
+        await using var h = await ServingHarness.Start();
+        int context = h.Model.Config.MaxPositionEmbeddings;
+        int[] longPrompt = [.. Enumerable.Range(0, 110).Select(i => 3 + i % 200)], shortPrompt = [5, 6, 7, 8, 9];
+        long widest = 0, rows = 0;
+        var gate = h.HoldWorker();
+        h.Server.State.Scheduler.AfterStep = () =>
+        {
+            if (h.Server.State.Scheduler.RunningCache is not { } cache) return;
+            var (k, v) = cache.Stored(0);
+            rows = Math.Max(rows, k.shape[0]);
+            k.Dispose(); v.Dispose();
+            for (int layer = 0; layer < h.Model.Config.NumLayers; layer++) widest = Math.Max(widest, Math.Max(cache.Capacity(layer), cache.Length));
+        };
+        var requests = new[] { (longPrompt, 8), (shortPrompt, 100) }
+            .Select(r => h.Post("v1/completions", new JsonObject { ["prompt"] = new JsonArray([.. r.Item1.Select(i => (JsonNode)i)]), ["max_tokens"] = r.Item2, ["temperature"] = 0 }))
+            .ToList();
+        await ServingHarness.WaitUntil(() => h.Server.State.Scheduler.QueuedJobs == 2, "both requests queued");
+        gate.Release();
+        var answers = await Task.WhenAll(requests);
+        h.Server.State.Scheduler.AfterStep = null;
+        Assert.Equal(2, rows);
+        Assert.InRange(widest, 110, context);
+        Assert.Equal(ServingHarness.Reference(null, longPrompt, 8), answers[0].Body["choices"]![0]!["text"]!.GetValue<string>());
+        Assert.Equal(ServingHarness.Reference(null, shortPrompt, 100), answers[1].Body["choices"]![0]!["text"]!.GetValue<string>());
+    }
+
+    /// <summary>Every layer holds room for exactly the slots the live rows fill until the first of them ends: the cache's
+    /// length (the longest row, the rest left-padded) plus the fewest tokens any row will still feed (max_tokens -
+    /// generated).</summary>
     static void AssertSized(CausalLM model, RunningBatch batch, List<GenerationJob> jobs, long? length = null, long? capacity = null)
     {
         var cache = batch.Cache!;
         var live = jobs.Where(j => j.FinishReason is null).ToList();
         Assert.Equal(live.Max(j => j.Prompt.Count + j.Generated - 1), cache.Length);
-        long expected = cache.Length + live.Max(j => j.Options.MaxNewTokens - j.Generated);
+        long expected = cache.Length + live.Min(j => j.Options.MaxNewTokens - j.Generated);
         if (length is { } l) Assert.Equal(l, cache.Length);
         if (capacity is { } c) Assert.Equal(c, expected);
         for (int layer = 0; layer < model.Config.NumLayers; layer++) Assert.Equal(expected, cache.Capacity(layer));

@@ -84,6 +84,18 @@ public class ChatPreferenceTests(ITestOutputHelper output)
         // The adapter records the template its pairs were rendered with (only template-rendered training data does).
         Assert.Equal(ChatPrompter.ForModel(model).Template!.Sha256, AdapterChatRecord.Read(Path.Combine(run, "final"))!.TemplateSha256);
 
+        // eval renders the pairs with the base's template: silent when it is the adapter's, a warning (as generate,
+        // serve and merge give) when another template renders them.
+        string other = Path.Combine(dir, "other.jinja");
+        File.WriteAllText(other, "{% for m in messages %}{{ m['role'] + ': ' + m['content'] + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ 'assistant: ' }}{% endif %}");
+        var same = CliCapture.Run("eval", "--model", model, "--adapter", Path.Combine(run, "final"), "--data", data, "--max-seq", "64");
+        Assert.True(same.Code == 0, same.Err);
+        Assert.DoesNotContain("warning", same.Err);
+        var differs = CliCapture.Run("eval", "--model", model, "--adapter", Path.Combine(run, "final"), "--data", data, "--max-seq", "64", "--chat-template", other);
+        Assert.True(differs.Code == 0, differs.Err);
+        Assert.Contains($"warning: {Path.Combine(run, "final")} was trained with chat template", differs.Err);
+        Assert.Contains($"but chat is now rendered with chat template {other}", differs.Err);
+
         // --chat-template is honoured by train and eval: a template whose whole rendering does not start with the
         // prompt's (it writes another assistant header for the generation prompt) is an error naming file:line.
         string bad = Path.Combine(dir, "bad.jinja");

@@ -113,6 +113,23 @@ public class PeftChatClientTests
     }
 
     [Fact]
+    public async Task MaxOutputTokensPastTheContextEndsWhereTheContextDoes()
+    {
+        using var model = Model();
+        IChatClient chat = model.AsChatClient();
+        int context = model.BaseModel.Config.MaxPositionEmbeddings;
+        // The default (no MaxOutputTokens) runs to the end of the context on this model: the premise.
+        var whole = await chat.GetResponseAsync(Conversation);
+        Assert.Equal(ChatFinishReason.Length, whole.FinishReason);
+        Assert.Equal(context, whole.Usage?.TotalTokenCount);
+        // Asking for more than fits gives the same reply, ended by the context.
+        var asked = await chat.GetResponseAsync(Conversation, new ChatOptions { MaxOutputTokens = context * 3 });
+        Assert.Equal(ChatFinishReason.Length, asked.FinishReason);
+        Assert.Equal(context, asked.Usage?.TotalTokenCount);
+        Assert.Equal(whole.Text, asked.Text);
+    }
+
+    [Fact]
     public async Task SamplingOptionsChangeTheReplyAsTheyShould()
     {
         using var model = Model();

@@ -1,3 +1,4 @@
+using Microsoft.Extensions.AI;
 using PeftSharp.IO;
 using PeftSharp.Tuners.Lora;
 using static TorchSharp.torch;
@@ -139,5 +140,44 @@ public class PeftModelTests
         string stop = full.Substring(2, 2);
         string cut = model.Generate("code red fox", maxNewTokens: 12, new GenerationOptions { StopSequences = [stop] });
         Assert.Equal(full[..full.IndexOf(stop, StringComparison.Ordinal)], cut);
+    }
+
+    [Fact]
+    public async Task ADisposedModelRefusesEveryCallWithObjectDisposedAndDisposingAgainIsANoOp()
+    {
+        string outDir = Path.Combine(TestPaths.TempDir(), "after-dispose");
+        var model = PeftModel.FromPretrained(TestPaths.TinyLlama, adapter: Adapter("lora"));
+        var chat = model.AsChatClient();
+        model.Dispose();
+        model.Dispose();
+        using var ids = tensor(new long[] { 1, 2, 3 }).unsqueeze(0);
+        var calls = new (string Name, Action Call)[]
+        {
+            ("Forward", () => model.Forward(ids)),
+            ("Generate", () => model.Generate("code red fox", maxNewTokens: 2)),
+            ("GenerateUpdates", () => model.GenerateUpdates([1, 2, 3])),
+            ("SetAdapter", () => model.SetAdapter("default")),
+            ("AddAdapter", () => model.AddAdapter("b", new LoraConfig { R = 2, LoraAlpha = 4, TargetModules = ["q_proj"] })),
+            ("LoadAdapter", () => model.LoadAdapter(Adapter("dora"), "dora")),
+            ("SaveAdapter", () => model.SaveAdapter("default", outDir)),
+            ("MergeAndUnload", () => model.MergeAndUnload()),
+            ("SavePretrained", () => model.SavePretrained(outDir)),
+            ("DisableAdapters", () => model.DisableAdapters()),
+            ("ApplyChatTemplate", () => model.ApplyChatTemplate([("user", "hi")])),
+            ("Train", () => model.Train()),
+        };
+        foreach (var (name, call) in calls)
+        {
+            var e = Record.Exception(call);
+            Assert.True(e is ObjectDisposedException { ObjectName: "PeftSharp.PeftModel" }, $"{name} after Dispose: {e?.GetType().Name}: {e?.Message}");
+        }
+        // Nothing written from the freed weights.
+        Assert.False(Directory.Exists(outDir));
+        // The chat client over it says the same, through Microsoft.Extensions.AI.
+        await Assert.ThrowsAsync<ObjectDisposedException>(() => chat.GetResponseAsync("hi"));
+        chat.Dispose();
+        chat.Dispose();
+        var afterClient = await Record.ExceptionAsync(() => chat.GetResponseAsync("hi"));
+        Assert.True(afterClient is ObjectDisposedException { ObjectName: "PeftSharp.PeftChatClient" }, afterClient?.ToString());
     }
 }

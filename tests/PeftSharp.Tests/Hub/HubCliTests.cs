@@ -25,6 +25,9 @@ public class HubCliTests
         }
     }
 
+    /// <summary>A plan's JSON without its model name (a snapshot's commit folder, or the folder it was given as).</summary>
+    static string WithoutName(string json) { var o = System.Text.Json.Nodes.JsonNode.Parse(json)!.AsObject(); o.Remove("model"); return o.ToJsonString(); }
+
     static string LastLine(string text) => text.TrimEnd().Split('\n')[^1].TrimEnd('\r');
 
     [Fact]
@@ -110,6 +113,38 @@ public class HubCliTests
         }
     }
 
+    /// <summary>
+    /// A cached snapshot whose weights link to a blob deleted by hand, with no Hub to fetch it again (offline, or the
+    /// endpoint unreachable): one line naming the file and why, not "could not find file" on a file that lists.
+    /// </summary>
+    [Fact]
+    public void ACachedSnapshotWithAMissingBlobIsOneLineNamingTheFile()
+    {
+        string home = TestPaths.TempDir();
+        string commit = FakeHub.RandomCommit();
+        PythonLayout.Write(Path.Combine(home, "hub"), "acme/tiny", commit, HubDownloadTests.TinyLlamaFiles());
+        byte[] weights = HubDownloadTests.TinyLlamaFiles().Single(f => f.Name == "model.safetensors").Bytes;
+        string blob = Path.Combine(home, "hub", "models--acme--tiny", "blobs", FakeHub.Sha256(weights));
+        File.Delete(blob);
+        string[] args = ["generate", "--model", "acme/tiny", "--prompt", "hello", "--max-new-tokens", "2"];
+        using (new HubEnvironment("http://127.0.0.1:9", home))
+        {
+            Environment.SetEnvironmentVariable("HF_HUB_OFFLINE", "1");
+            var (code, _, err) = CliCapture.Run(args);
+            Assert.Equal(1, code);
+            Assert.Equal("error: --model: no folder 'acme/tiny', and as a Hub repo: acme/tiny: the cached model.safetensors links to a blob "
+                + $"that is gone (../../blobs/{FakeHub.Sha256(weights)}), and HF_HUB_OFFLINE=1 forbids downloading it again", err.Trim());
+        }
+        using (new HubEnvironment("http://127.0.0.1:9", home))
+        {
+            var (code, _, err) = CliCapture.Run(args);
+            Assert.Equal(1, code);
+            Assert.Single(err.Trim().Split('\n'));
+            Assert.Contains("acme/tiny: the cached model.safetensors links to a blob that is gone", err);
+            Assert.Contains("cannot reach http://127.0.0.1:9", err);
+        }
+    }
+
     /// <summary>A snapshot folder of symlinks, passed as a plain path, reproduces the golden logits (weights mapped through links).</summary>
     [Fact]
     public void ASymlinkedSnapshotFolderIsAPlainModelFolder()
@@ -143,7 +178,6 @@ public class HubCliTests
         var local = CliCapture.Run("plan", "--model", TestPaths.TinyLlama, "--method", "qlora", "--json");
         Assert.True(local.Code == 0, local.Err);
         // The same plan; only the model's name (its folder: the snapshot's commit here) differs.
-        static string WithoutName(string json) { var o = System.Text.Json.Nodes.JsonNode.Parse(json)!.AsObject(); o.Remove("model"); return o.ToJsonString(); }
         Assert.Equal(WithoutName(local.Out), WithoutName(online.Out));
         Assert.Contains("\"total_bytes\"", online.Out);
         string snapshot = Path.Combine(home, "hub", "models--acme--tiny", "snapshots", repo.Commit);
@@ -156,5 +190,31 @@ public class HubCliTests
         Assert.Single(missing.Err.Trim().Split('\n'));
         Assert.Contains("--model", missing.Err);
         Assert.Contains("acme/nope", missing.Err);
+    }
+
+    /// <summary>`peft plan --model ADAPTER` whose base_model_name_or_path is a repo id: its config.json from the cache,
+    /// offline (planning never fetches a base); a base not in the cache is one line naming the folder and the base.</summary>
+    [Fact]
+    public async Task PlanOfAnAdapterFindsARepoIdBaseInTheCacheOffline()
+    {
+        await using var hub = await FakeHub.StartAsync();
+        hub.Add("acme/tiny", HubDownloadTests.TinyLlamaFiles());
+        using var _ = new HubEnvironment(hub.EndpointString, TestPaths.TempDir());
+        Assert.Equal(0, CliCapture.Run("plan", "--model", "acme/tiny").Code);   // config.json into the cache
+        int requests = hub.Requests.Count;
+
+        string lora = "\"peft_type\": \"LORA\", \"r\": 4, \"target_modules\": [\"q_proj\", \"v_proj\"]";
+        var planned = CliCapture.Run("plan", "--model", AdapterConfigFolder.Write("acme/tiny", lora), "--json");
+        Assert.True(planned.Code == 0, planned.Err);
+        var local = CliCapture.Run("plan", "--model", TestPaths.TinyLlama, "--rank", "4", "--targets", "q_proj,v_proj", "--json");
+        Assert.Equal(WithoutName(local.Out), WithoutName(planned.Out));
+
+        string other = AdapterConfigFolder.Write("acme/other", lora);
+        var missing = CliCapture.Run("plan", "--model", other);
+        Assert.Equal(1, missing.Code);
+        string line = Assert.Single(missing.Err.Trim().Split('\n'));
+        Assert.Contains($"adapter folder '{other}' names base 'acme/other'", line);
+        Assert.Contains("HF_HUB_OFFLINE", line);
+        Assert.Equal(requests, hub.Requests.Count);   // neither plan asked the Hub anything
     }
 }

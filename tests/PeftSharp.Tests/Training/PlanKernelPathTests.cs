@@ -42,4 +42,31 @@ public class PlanKernelPathTests
         Assert.True(CpuLayerPaths.SwiGluKernelTakes(model.Config.HiddenAct));
         Assert.Equal(2, SwiGlu.Calls.Forward - swiglu0);
     }
+
+    /// <summary>A sliding window shorter than the sequence: the engine masks those layers and they leave the kernel, as
+    /// the planner counts them (<see cref="CpuLayerPaths.MaskedLayers"/>): every layer for Mistral, Gemma 2's even ones.</summary>
+    [Theory]
+    [InlineData("mistral", 16, 2)]   // window 16 < 40 tokens: both layers masked
+    [InlineData("mistral", 64, 0)]   // a window that hides nothing at this length
+    [InlineData("gemma2", 16, 1)]    // layer 0 local, layer 1 global
+    public void Layers_whose_window_bites_leave_the_kernel_as_planned(string type, int window, int masked)
+    {
+        if (!CausalAttentionKernel.Supports(32)) return;
+        var cfg = RandomModel.LlamaConfig(hidden: 128, layers: 2, heads: 4, kvHeads: 2, vocab: 64, modelType: type, tied: type == "gemma2");
+        cfg["sliding_window"] = window;
+        if (type == "gemma2")
+        {
+            cfg["head_dim"] = 32;
+            cfg["attn_logit_softcapping"] = null;
+            cfg["query_pre_attn_scalar"] = 32;   // scores scaled as 1/sqrt(head_dim): the kernel's path
+        }
+        using var model = ModelLoader.Load(RandomModel.Write(cfg));
+        Assert.Equal(masked, CpuLayerPaths.MaskedLayers(model.Config.Shape, 40));
+        Assert.Equal(CpuAttentionPath.Kernel, ActivationModel.TorchSharpCpuFp32Kernels.Cpu!.AttentionOf(model.Config.Shape));
+        Assert.Equal(CpuAttentionPath.Sdpa, ActivationModel.TorchSharpCpuFp32Kernels.Cpu!.AttentionOf(model.Config.Shape, masked: true));
+        using var ids = randint(0, 64, [2, 40]);
+        var (attention0, _) = CausalAttention.Calls;
+        model.Forward(ids).Dispose();
+        Assert.Equal(2 - masked, CausalAttention.Calls.Forward - attention0);
+    }
 }

@@ -87,13 +87,18 @@ function renderModels() {
   }
 }
 
+/** The method a card names: its peft_type, but DoRA for a DoRA adapter (PEFT files DoRA as LORA with use_dora). */
+function methodOf(card) {
+  return card.adapter_type === "dora" ? "DORA" : card.peft_type ?? card.adapter_type;
+}
+
 /** An adapter's card (GET /v1/adapters/{name}/card) as a small definition list. */
 function cardView(card) {
   const div = el("div", { className: "card" });
   if (!card) return div;
   if (card.error) { div.append(el("span", { className: "status error" }, card.error)); return div; }
   const rows = [
-    ["method", [card.peft_type ?? card.adapter_type, card.alpha != null ? `alpha ${card.alpha}` : null].filter(Boolean).join(", ")],
+    ["method", [methodOf(card), card.alpha != null ? `alpha ${card.alpha}` : null].filter(Boolean).join(", ")],
     ["targets", Array.isArray(card.target_modules) ? card.target_modules.join(", ") : card.target_modules],
     ["base", { same: "fingerprint matches the served base", checked_at_load: "fingerprint over its own targets, checked at load", not_recorded: "no fingerprint recorded (shapes checked at load)" }[card.base.match]],
   ];
@@ -174,7 +179,7 @@ async function send(event) {
 
 function column(model) {
   const card = state.cards.get(model);
-  const info = card && !card.error ? `${card.peft_type ?? card.adapter_type} r=${card.rank}` : model === state.models[0]?.id ? "base" : "";
+  const info = card && !card.error ? `${methodOf(card)} r=${card.rank}` : model === state.models[0]?.id ? "base" : "";
   const output = el("pre", { className: "output" });
   output.dataset.state = "streaming";
   const error = el("p", { className: "error", hidden: true });

@@ -116,7 +116,7 @@ internal static class PeftAdapterIO
             if (!expected.TryGetValue(key, out var p))
                 throw new InvalidDataException($"{path}: tensor '{info.Name}' matches no adapted module of this model (config targets {Describe(adapter.Config)})");
             if (!info.Shape.SequenceEqual(p.shape))
-                throw new InvalidDataException($"{path}: tensor '{info.Name}' has shape [{string.Join(", ", info.Shape)}] but the model expects [{string.Join(", ", p.shape)}]");
+                throw new InvalidDataException($"{path}: tensor '{info.Name}' has shape [{string.Join(", ", info.Shape)}] but the model expects [{string.Join(", ", p.shape)}]{OtherBase(adapter.Config)}");
             using var t = file.Load(info.Name, p.dtype, p.device);
             FiniteValues.Require(t, path, info.Name);
             p.copy_(t);
@@ -124,8 +124,15 @@ internal static class PeftAdapterIO
         }
         var missing = expected.Keys.Where(k => !seen.Contains(k)).ToList();
         if (missing.Count > 0)
-            throw new InvalidDataException($"{path}: missing {missing.Count} adapter tensor(s): {string.Join(", ", missing.Take(6))}{(missing.Count > 6 ? ", ..." : "")}");
+            throw new InvalidDataException($"{path}: missing {missing.Count} adapter tensor(s): {string.Join(", ", missing.Take(6))}{(missing.Count > 6 ? ", ..." : "")}{OtherBase(adapter.Config)}");
     }
+
+    /// <summary>
+    /// Shapes or tensors that do not fit are most often an adapter for another model (PEFT-made adapters record no
+    /// fingerprint to say so first): name the base the adapter config records.
+    /// </summary>
+    static string OtherBase(LoraConfig c) =>
+        string.IsNullOrEmpty(c.BaseModelNameOrPath) ? "" : $" (the adapter records base_model_name_or_path '{c.BaseModelNameOrPath}': is this model its base?)";
 
     static string Describe(LoraConfig c) => c.TargetModules is { } l ? $"[{string.Join(", ", l)}]" : $"'{c.TargetModulesRegex}'";
 }

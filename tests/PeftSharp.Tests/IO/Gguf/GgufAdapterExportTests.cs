@@ -105,6 +105,48 @@ public class GgufAdapterExportTests(ITestOutputHelper output)
         Assert.Empty(Directory.GetFileSystemEntries(outDir));
     }
 
+    /// <summary>llama.cpp renders chat with the base GGUF's tokenizer.chat_template: an adapter trained with another
+    /// (recorded by `peft train`, or saved beside it as PEFT and TRL do) gets one warning line; the same template none.</summary>
+    [Fact]
+    public void AnAdapterTrainedWithAnotherChatTemplateThanTheBaseGgufsIsWarnedAbout()
+    {
+        const string baseTemplate = "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% endfor %}";
+        const string otherTemplate = "{% for m in messages %}[{{ m.role }}] {{ m.content }}\n{% endfor %}";
+        string baseDir = TestPaths.TempDir();
+        foreach (var f in new[] { "config.json", "model.safetensors", "tokenizer.json" }) File.Copy(Path.Combine(TestPaths.TinyLlama, f), Path.Combine(baseDir, f));
+        File.WriteAllText(Path.Combine(baseDir, "tokenizer_config.json"), new JsonObject { ["chat_template"] = baseTemplate }.ToJsonString());
+        string baseGguf = Path.Combine(TestPaths.TempDir(), "base.gguf");
+        var (exported, _, exportErr) = CliCapture.Run("export", "gguf", "--model", baseDir, "--out", baseGguf, "--type", "f32");
+        Assert.True(exported == 0, exportErr);
+
+        static string Adapter(Action<string> template)
+        {
+            string dir = TestPaths.TempDir();
+            foreach (var f in Directory.GetFiles(FixtureLora)) File.Copy(f, Path.Combine(dir, Path.GetFileName(f)));
+            template(dir);
+            return dir;
+        }
+        static void Saved(string dir, string template) =>
+            File.WriteAllText(Path.Combine(dir, "tokenizer_config.json"), new JsonObject { ["chat_template"] = template }.ToJsonString());
+        string[] Warnings(string adapter)
+        {
+            var (code, _, err) = CliCapture.Run("export", "gguf-adapter", "--model", baseGguf, "--adapter", adapter, "--out", Path.Combine(TestPaths.TempDir(), "a.gguf"));
+            Assert.True(code == 0, err);
+            return err.Split('\n').Where(l => l.StartsWith("warning:", StringComparison.Ordinal)).ToArray();
+        }
+
+        string recorded = Adapter(d => new PeftSharp.Chat.AdapterChatRecord(PeftSharp.Chat.ChatTemplate.HashOf(otherTemplate), "chat.jinja", [2]).Write(d));
+        string warning = Assert.Single(Warnings(recorded));
+        Assert.Contains($"{recorded} was trained with chat template chat.jinja (sha256 {PeftSharp.Chat.ChatTemplate.HashOf(otherTemplate)[..12]})", warning);
+        Assert.Contains($"the base GGUF's tokenizer.chat_template is ", warning);
+        Assert.Contains($"(sha256 {PeftSharp.Chat.ChatTemplate.HashOf(baseTemplate)[..12]})", warning);
+        string saved = Adapter(d => Saved(d, otherTemplate));
+        Assert.Contains($"{saved} was trained with chat template {Path.Combine(saved, "tokenizer_config.json")}:chat_template", Assert.Single(Warnings(saved)));
+        Assert.Empty(Warnings(Adapter(d => Saved(d, baseTemplate))));
+        Assert.Empty(Warnings(Adapter(d => new PeftSharp.Chat.AdapterChatRecord(PeftSharp.Chat.ChatTemplate.HashOf(baseTemplate), "base", [2]).Write(d))));
+        Assert.Empty(Warnings(FixtureLora));   // no template recorded or saved: nothing to compare
+    }
+
     static double Rel(float[] a, float[] b)
     {
         double num = 0, den = 0;
