@@ -2,7 +2,7 @@
 """Where a profiled step's CPU time goes, by thread and by kind of code: reads `perf script -F pid,tid,time,ip,sym,dso` ("pid/tid time: ip symbol (dso)" lines)
 (samples already limited to the timed steps) on stdin and prints ms per step for the main thread, libtorch's OpenMP
 worker and any other thread, then what the main thread was doing while the worker waited in libgomp (the 2-thread loss:
-serial work on the main thread, or a parallel region's uneven end). Used by bench/lora-step-perf.sh."""
+serial work on the main thread, or a parallel region's uneven end). Used by bench/lora-step-perf.sh and bench/qlora-step-perf.sh."""
 import argparse, bisect, collections, sys
 
 # (label, test on the sample's "symbol (dso)" text), first match wins.
@@ -13,6 +13,7 @@ KINDS = [
     ("attention kernel: products (Mul8, Mul4x64)", lambda s: "CausalAttentionKernel::Mul" in s),
     ("attention kernel: packing, softmax, rest", lambda s: "CausalAttention" in s),
     ("other C# kernels (RMSNorm, SwiGLU, loss)", lambda s: "PeftSharp.Kernels" in s),
+    ("NF4 dequantisation (QLoRA)", lambda s: "PeftSharp.Quantization" in s),
     (".NET memmove / clear (kernels' copies)", lambda s: "SpanHelpers::Memmove" in s or "SpanHelpers::Clear" in s),
     ("libtorch elementwise loops (adds, copies)", lambda s: "function_ref" in s or "VectorizedLoop" in s or "vml" in s),
     ("libtorch dispatch, autograd, other", lambda s: "libtorch" in s or "libc10" in s or "libLibTorchSharp" in s),

@@ -16,7 +16,7 @@ namespace PeftSharp.Bench;
 /// --no-memory skips the child processes (the ~1B case: its fp32 child alone would hold another 4+ GB); --checkpointing
 /// (both models; it keeps one layer's dequantised weights for the backward) and --reuse-layers N|all (that budget
 /// without checkpointing), --dequant-threads N (the NF4 kernel's threads on whole weights; default torch's), --tile-kib N (dense bytes per dequantisation
-/// tile, 0: whole weights), --tile-threads N (threads sharing a tiled matmul; default torch's), --compare-tile-kib M[,M2..], --compare-tile-threads N[,N2..] and/or --compare-min-tile-rows R[,R2..] (more columns: the NF4 model with tile M / team N / a floor of R rows per tile). Prints how many weights each step dequantises, in which pass, at how many ns/param.
+/// tile, 0: whole weights), --tile-threads N (threads sharing a tiled matmul; default torch's), --compare-tile-kib M[,M2..], --compare-tile-threads N[,N2..] and/or --compare-min-tile-rows R[,R2..], --compare-panels off[,on..] (more columns: the NF4 model with tile M / team N / a floor of R rows per tile / tiles dequantised into plain buffers rather than MKL's packed layout). Prints how many weights each step dequantises, in which pass, at how many ns/param.
 /// </summary>
 public sealed class QloraStepBench : IBench
 {
@@ -39,7 +39,7 @@ public sealed class QloraStepBench : IBench
         long tileBytes = a.Int("tile-kib", (int)(QuantizedLinearFunction.TileBytes / 1024)) * 1024L;
         if (a.Get("tile-threads", "") is { Length: > 0 } tt) QuantizedLinearFunction.TileThreads = int.Parse(tt);
         QuantizedLinearFunction.TileBytes = tileBytes;
-        if (a.Get("only", "") is { Length: > 0 } only) return Child(shape, only == "nf4", warmup + a.Int("rounds", 5));
+        if (a.Get("only", "") is { Length: > 0 } only) return Child(a, shape, only == "nf4", warmup + a.Int("rounds", 5));
 
         manual_seed(0);
         using var ids = randint(0, shape.Config.VocabSize, [shape.Batch, shape.Seq + 1]);
@@ -56,10 +56,13 @@ public sealed class QloraStepBench : IBench
         var teamList = (a.Get("compare-tile-threads", "") is { Length: > 0 } cn ? cn.Split(',').Select(n => (int?)int.Parse(n)) : []).ToList();
         // --compare-min-tile-rows R[,R2...]: columns with another floor on a tile's rows (0: TileBytes alone decides).
         var rowList = (a.Get("compare-min-tile-rows", "") is { Length: > 0 } cr ? cr.Split(',').Select(long.Parse) : []).ToList();
-        int extra = Math.Max(Math.Max(kibs.Count, teamList.Count), rowList.Count);
+        // --compare-panels off[,on...]: columns with NF4 tiles dequantised into plain buffers (each GEMM packs them) instead of MKL's packed layout.
+        var panelList = (a.Get("compare-panels", "") is { Length: > 0 } cp ? cp.Split(',').Select(v => v == "on") : []).ToList();
+        int extra = new[] { kibs.Count, teamList.Count, rowList.Count, panelList.Count }.Max();
         long minRows = QuantizedLinearFunction.MinTileRows;
         var rowFloors = new[] { minRows, minRows }.Concat(Enumerable.Range(0, extra).Select(k => k < rowList.Count ? rowList[k] : minRows)).ToArray();
         var tiles = new[] { tileBytes, tileBytes }.Concat(Enumerable.Range(0, extra).Select(k => k < kibs.Count ? kibs[k] : tileBytes)).ToArray();
+        var panels = new[] { true, true }.Concat(Enumerable.Range(0, extra).Select(k => k >= panelList.Count || panelList[k])).ToArray();
         var teams = new[] { QuantizedLinearFunction.TileThreads, QuantizedLinearFunction.TileThreads }
             .Concat(Enumerable.Range(0, extra).Select(k => k < teamList.Count ? teamList[k] : QuantizedLinearFunction.TileThreads)).ToArray();
         using var denseStep = new LoraStep(dense, shape.R, shape.Alpha, shape.Targets, ids);
@@ -80,6 +83,7 @@ public sealed class QloraStepBench : IBench
                 QuantizedLinearFunction.TileBytes = tiles[c];
                 QuantizedLinearFunction.TileThreads = teams[c];
                 QuantizedLinearFunction.MinTileRows = rowFloors[c];
+                Nf4PanelTile.Enabled = panels[c];
                 var before = DequantStats.Read();
                 self.Refresh();
                 var cpu0 = self.TotalProcessorTime;
@@ -101,7 +105,7 @@ public sealed class QloraStepBench : IBench
                           $"; dequantised weights kept for backward: {DequantReuse.BudgetOf(nf4) / 1048576.0:F0} MiB budget ({(double)DequantReuse.BudgetOf(nf4) / Math.Max(1, DequantReuse.LayerBytes(nf4, ScalarType.Float32)):F1} layers)");
         Console.WriteLine($"step time: fp32 base median {tDense * 1e3:F0} ms (min {times[0].Min() * 1e3:F0}), NF4 base median {tNf4 * 1e3:F0} ms (min {times[1].Min() * 1e3:F0})");
         Console.WriteLine($"QLoRA/LoRA step time ratio = {BenchStats.Median(ratios):F3} (median of per-round ratios; min/min {times[1].Min() / times[0].Min():F3}); " +
-                          $"dequantisation tile {Tile(tileBytes, teams[1])}, at least {rowFloors[1]} rows");
+                          $"dequantisation tile {Tile(tileBytes, teams[1])}, at least {rowFloors[1]} rows{(Nf4PanelTile.Supported ? ", tiles written in MKL's packed layout (Nf4PanelTile)" : ", tiles in plain buffers (no MKL pack API or AVX-512 here)")}");
         Console.WriteLine($"fp32 base: {denseStep.Packing}");
         if (plainColumn)
         {
@@ -111,7 +115,7 @@ public sealed class QloraStepBench : IBench
                               "(an NF4 weight is dequantised at every call, so MKL packs its tiles anyway: packing is an fp32 lever)");
         }
         for (int k = 2; k < steps.Length - (plainColumn ? 1 : 0); k++)
-            Console.WriteLine($"  compare: NF4 base with dequantisation tile {Tile(tiles[k], teams[k])}, at least {rowFloors[k]} rows, median {BenchStats.Median(times[k]) * 1e3:F0} ms, QLoRA/LoRA ratio " +
+            Console.WriteLine($"  compare: NF4 base with dequantisation tile {Tile(tiles[k], teams[k])}, at least {rowFloors[k]} rows{(panels[k] ? "" : ", tiles in plain buffers (panels off)")}, median {BenchStats.Median(times[k]) * 1e3:F0} ms, QLoRA/LoRA ratio " +
                               $"{BenchStats.Median(times[k].Zip(times[0], (q, d) => q / d).ToList()):F3}; NF4 column / this one = {BenchStats.Median(times[1].Zip(times[k], (q, d) => q / d).ToList()):F3}; " +
                               $"dequantisation {dequant[k].Seconds / rounds * 1e3:F0} ms/step");
         Console.WriteLine($"process CPU time per step (all threads): fp32 base median {BenchStats.Median(cpu[0]) * 1e3:F0} ms, NF4 base {BenchStats.Median(cpu[1]) * 1e3:F0} ms, " +
@@ -157,7 +161,7 @@ public sealed class QloraStepBench : IBench
     static double Mb(JsonNode n) => (double)n / (1 << 20);
 
     /// <summary>Child: builds one base, runs the steps, prints its memory as JSON.</summary>
-    static int Child(Shape shape, bool nf4, int steps)
+    static int Child(BenchArgs a, Shape shape, bool nf4, int steps)
     {
         var (before, _) = ProcessMemory.Read();
         manual_seed(0);
@@ -165,7 +169,16 @@ public sealed class QloraStepBench : IBench
         using var model = nf4 ? BenchModels.RandomNf4(shape.Config) : BenchModels.Random(shape.Config);
         using var step = new LoraStep(model, shape.R, shape.Alpha, shape.Targets, ids);
         var (afterModel, _) = ProcessMemory.Read();
-        for (int i = 0; i < steps; i++) step.Run();
+        // --perf-window W: after W warm-up steps, the rest's window on CLOCK_MONOTONIC for bench/qlora-step-perf.sh.
+        int window = a.Int("perf-window", -1);
+        long t0 = 0;
+        for (int i = 0; i < steps; i++)
+        {
+            if (i == window) t0 = Stopwatch.GetTimestamp();
+            step.Run();
+        }
+        if (window >= 0 && Stopwatch.Frequency == 1_000_000_000)
+            Console.Error.WriteLine($"perf window: {t0 / 1e9:F6} {Stopwatch.GetTimestamp() / 1e9:F6} steps {steps - window}");
         var (_, peak) = ProcessMemory.Read();
         Console.WriteLine(JsonSerializer.Serialize(new
         {

@@ -43,6 +43,22 @@ internal static unsafe class PackedGemm
         return new(size, pack, compute);
     }
 
+    /// <summary>Bytes MKL asks for a B operand of <paramref name="n"/> x <paramref name="k"/> packed for products of <paramref name="m"/> rows.</summary>
+    internal static nint PackedSize(int m, int n, int k) => (nint)(Functions.Value ?? throw Unavailable()).GetSize(BMatrix, m, n, k);
+
+    /// <summary>
+    /// Packs a row-major B operand into <paramref name="dst"/> (<see cref="PackedSize"/> bytes): <paramref name="transposed"/>
+    /// when <paramref name="src"/> holds B^T as [n, k] (x W^T with W [n, k]), else B as [k, n].
+    /// </summary>
+    internal static void PackB(bool transposed, int m, int n, int k, float* src, int ld, float* dst) =>
+        (Functions.Value ?? throw Unavailable()).Pack(RowMajor, BMatrix, transposed ? Trans : NoTrans, m, n, k, 1f, src, ld, dst);
+
+    /// <summary>C [m, n] (leading dimension ldc) = A [m, k] (lda) times a packed B, plus beta C.</summary>
+    internal static void ComputePacked(int m, int n, int k, float* a, int lda, float* packedB, float beta, float* c, int ldc) =>
+        (Functions.Value ?? throw Unavailable()).Compute(RowMajor, NoTrans, Packed, m, n, k, a, lda, packedB, n, beta, c, ldc);
+
+    static InvalidOperationException Unavailable() => new("MKL's packed GEMM is not available in this libtorch");
+
     /// <summary>
     /// A weight W [out, in] packed as the B operand of one orientation: <c>forward</c> for x W^T (x [m, in] -> [m, out]),
     /// else for g W (g [m, out] -> [m, in]). Disposing unmaps it.

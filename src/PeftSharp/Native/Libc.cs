@@ -5,8 +5,8 @@ namespace PeftSharp.Native;
 /// <summary>
 /// The few glibc calls the native glue needs (Kernels/TorchThreads finds libtorch's OpenMP entry, Kernels/MklCodePath
 /// rewrites a function's first bytes, <see cref="ImportSlots"/> rewrites libc10's GOT slots, <see cref="TensorBlockCache"/>
-/// maps its blocks and moves pages between them): finding a library already loaded and its symbols, changing a page's
-/// protection around a write, and anonymous mappings. Linux only; callers check the OS.
+/// maps its blocks and moves pages between them, Quantization/Nf4PanelTile shares pages between tiles): finding a library already loaded and its symbols, changing a page's
+/// protection around a write, anonymous mappings and memory files. Linux only; callers check the OS.
 /// </summary>
 internal static unsafe partial class Libc
 {
@@ -49,6 +49,32 @@ internal static unsafe partial class Libc
         return p == -1 ? 0 : p;
     }
 
+    /// <summary>
+    /// Maps [<paramref name="offset"/>, +<paramref name="length"/>) of file <paramref name="fd"/> shared and read-write
+    /// exactly at <paramref name="address"/> (MAP_FIXED: it replaces what was mapped there); false where mmap failed.
+    /// </summary>
+    public static bool MapFileAt(nint address, nint length, int fd, nint offset)
+    {
+        const int MapShared = 0x01, MapFixed = 0x10;
+        return mmap(address, length, ProtRead | ProtWrite, MapShared | MapFixed, fd, offset) == address;
+    }
+
+    /// <summary>An anonymous memory file (memfd_create(2)) of <paramref name="bytes"/> bytes, or -1.</summary>
+    public static int MemoryFile(string name, long bytes)
+    {
+        int fd = memfd_create(name, 0);
+        if (fd < 0) return -1;
+        if (ftruncate(fd, bytes) == 0) return fd;
+        close(fd);
+        return -1;
+    }
+
+    /// <summary>Grows or shrinks a file to <paramref name="bytes"/> (ftruncate(2)); false where it failed.</summary>
+    public static bool Resize(int fd, long bytes) => ftruncate(fd, bytes) == 0;
+
+    /// <summary>close(2).</summary>
+    public static void Close(int fd) => close(fd);
+
     /// <summary>munmap(2); 0 on success.</summary>
     public static int Unmap(nint address, nint length) => munmap(address, length);
 
@@ -66,6 +92,15 @@ internal static unsafe partial class Libc
 
     [LibraryImport("libc", EntryPoint = "mmap")]
     private static partial nint mmap(nint addr, nint length, int prot, int flags, int fd, nint offset);
+
+    [LibraryImport("libc", EntryPoint = "memfd_create", StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int memfd_create(string name, uint flags);
+
+    [LibraryImport("libc", EntryPoint = "ftruncate")]
+    private static partial int ftruncate(int fd, long length);
+
+    [LibraryImport("libc", EntryPoint = "close")]
+    private static partial int close(int fd);
 
     [LibraryImport("libc", EntryPoint = "munmap")]
     private static partial int munmap(nint addr, nint length);

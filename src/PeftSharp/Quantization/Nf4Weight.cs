@@ -182,6 +182,15 @@ internal sealed class Nf4Weight : IQuantizedWeight
             Nf4Kernel.DequantizeBlocks(_w.Packed.bytes, _absmax.AsSpan(0, _blocks), _w.Options.BlockSize, _code, first / bs, dst.bytes, dst.dtype, threads);
         }
 
+        /// <summary>The tile of rows from <paramref name="firstRow"/> into MKL's packed layout (<see cref="Nf4PanelTile"/>, whose shape gives the rows).</summary>
+        public unsafe void Write(long firstRow, Nf4PanelTile tile)
+        {
+            fixed (byte* packed = _w.Packed.bytes)
+            fixed (float* absmax = _absmax)
+            fixed (float* code = _code)
+                tile.Write(packed, absmax, code, _w.Options.BlockSize, _w.Shape[^1], firstRow);
+        }
+
         public void Dispose()
         {
             if (_absmax is null) return;

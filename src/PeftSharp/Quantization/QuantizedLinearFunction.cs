@@ -30,7 +30,7 @@ internal sealed class QuantizedLinearFunction : autograd.SingleTensorFunction<Qu
     }
 
     /// <summary>Bytes this thread's scratch buffers hold (the planner's DequantBufferBytes: one tile in fp32 on CPU).</summary>
-    internal static long ScratchBytes => _scratch?.Values.Sum(t => t.numel() * t.ElementSize) ?? 0;
+    internal static long ScratchBytes => (_scratch?.Values.Sum(t => t.numel() * t.ElementSize) ?? 0) + (_panels?.Bytes ?? 0);
 
     /// <summary>
     /// Frees this thread's scratch buffers (they are rebuilt on the next quantised matmul) and the last grad_x this
@@ -39,6 +39,8 @@ internal sealed class QuantizedLinearFunction : autograd.SingleTensorFunction<Qu
     public static void ReleaseScratch()
     {
         Kernels.ReturnedGradients.Release();
+        _panels?.Dispose();
+        _panels = null;
         if (_scratch is null) return;
         foreach (var t in _scratch.Values) t.Dispose();
         _scratch = null;
@@ -81,7 +83,7 @@ internal sealed class QuantizedLinearFunction : autograd.SingleTensorFunction<Qu
     /// tile, or tiling off. The <paramref name="team"/> threads split <see cref="TileBytes"/> (each tile is at most
     /// TileBytes / team, so the scratch stays one tile in all), the tile count is a multiple of the team (no thread
     /// waits for another's extra tile), and a tile starts and ends on a quantisation block (rows * in a multiple of the
-    /// block size).
+    /// block size; with panel tiles, on whole 16s of rows too).
     /// </summary>
     static long TileRows(IQuantizedWeight w, ScalarType dtype, Device device, int team)
     {
@@ -89,6 +91,8 @@ internal sealed class QuantizedLinearFunction : autograd.SingleTensorFunction<Qu
         long outF = nf4.Shape[0], inF = nf4.Shape[1], bs = nf4.Options.BlockSize;
         if (outF * inF * Nf4Kernel.ElementBytes(dtype) <= TileBytes) return 0;
         long unit = bs / (long)System.Numerics.BigInteger.GreatestCommonDivisor(inF, bs);
+        // Panel tiles (Nf4PanelTile) need rows in whole 16s: MKL's panels are 16-wide runs along them.
+        if (dtype == ScalarType.Float32 && Nf4PanelTile.Enabled && Nf4PanelTile.Supported) unit = unit * 16 / (long)System.Numerics.BigInteger.GreatestCommonDivisor(unit, 16);
         long most = Math.Max(unit, Math.Max(MinTileRows, TileBytes / team / (inF * Nf4Kernel.ElementBytes(dtype))) / unit * unit);
         long tiles = (outF + most - 1) / most;
         tiles = (tiles + team - 1) / team * team;
@@ -103,18 +107,33 @@ internal sealed class QuantizedLinearFunction : autograd.SingleTensorFunction<Qu
     /// the scratch holds one tile instead of the largest weight. The <paramref name="team"/> slots take tiles slot,
     /// slot + team, ... each on its own thread with its own slice, so what a slot computes never depends on timing.
     /// </summary>
-    static void Tiled(Nf4Weight w, ScalarType dtype, long tileRows, int team, DequantStats.Pass pass, Action<int, long, long, Tensor> multiply)
+    static void Tiled(Nf4Weight w, ScalarType dtype, long tileRows, int team, DequantStats.Pass pass, Action<int, long, long, Tensor> multiply,
+        PanelProduct? panels = null)
     {
         long outF = w.Shape[0], inF = w.Shape[1], tiles = (outF + tileRows - 1) / tileRows, slotElems = tileRows * inF, ticks = 0;
         using var writer = w.KernelRows();
-        using var buffer = Scratch(dtype, slotElems * team);
+        // The plain buffer only when a tile needs it (no panel layout for its shape): panel tiles have their own pages.
+        var owner = _scratch ??= new();
+        Tensor? buffer = null;
+        var gate = new object();
+        Tensor Buffer() { lock (gate) return buffer ??= Scratch(owner, dtype, slotElems * team); }
+        var slots = panels is null ? null : PanelSlots(team);
         Kernels.TorchThreads.For(team, team, slot =>
         {
             long mine = 0;
             for (long t = slot; t < tiles; t += team)
             {
                 long r0 = t * tileRows, n = Math.Min(tileRows, outF - r0);
-                using var flat = buffer.narrow(0, slot * slotElems, n * inF);
+                // MKL's packed layout where it can be written (Nf4PanelTile), else a plain tile that the GEMM copies into it.
+                if (slots?.Get(slot, panels!.Forward, panels.Rows, panels.Forward ? (int)n : (int)inF, panels.Forward ? (int)inF : (int)n) is { } panel)
+                {
+                    long t0 = Stopwatch.GetTimestamp();
+                    writer.Write(r0, panel);
+                    mine += Stopwatch.GetTimestamp() - t0;
+                    panels.Multiply(panel, r0);
+                    continue;
+                }
+                using var flat = Buffer().narrow(0, slot * slotElems, n * inF);
                 using var tile = flat.view(n, inF);
                 long start = Stopwatch.GetTimestamp();
                 writer.Write(r0, tile, 1);
@@ -123,23 +142,52 @@ internal sealed class QuantizedLinearFunction : autograd.SingleTensorFunction<Qu
             }
             Interlocked.Add(ref ticks, mine);
         });
+        buffer?.Dispose();
         // The kernel time of all threads over the team size: the wall time the pass spent dequantising.
         DequantStats.Add(pass, w.ElementCount, ticks / team);
     }
 
+    /// <summary>
+    /// A tiled product's GEMM on a tile dequantised into MKL's packed layout (<see cref="Nf4PanelTile"/>): the
+    /// orientation, A's rows, and what to do with the tile whose rows start at a given row of W.
+    /// </summary>
+    sealed record PanelProduct(bool Forward, int Rows, Action<Nf4PanelTile, long> Multiply);
+
+    [ThreadStatic] static Nf4PanelTile.Slots? _panels;
+
+    /// <summary>This thread's panel tiles for a team of <paramref name="team"/> (rebuilt when the team changes).</summary>
+    static Nf4PanelTile.Slots PanelSlots(int team)
+    {
+        if (_panels?.Team != team)
+        {
+            _panels?.Dispose();
+            _panels = new Nf4PanelTile.Slots(team);
+        }
+        return _panels;
+    }
+
+    /// <summary>Panel tiles serve fp32 products of at least <see cref="Nf4PanelTile.MinRows"/> rows where MKL's pack API and AVX-512 are there.</summary>
+    static bool PanelsApply(ScalarType dtype, long rows) =>
+        dtype == ScalarType.Float32 && rows >= Nf4PanelTile.MinRows && rows <= int.MaxValue && Nf4PanelTile.Enabled && Nf4PanelTile.Supported;
+
     /// <summary>y = x W^T tile by tile: each tile's GEMM writes its columns of y in place (addmm_ into a row-strided view: no copy).</summary>
-    static Tensor TiledLinear(Tensor x, Nf4Weight w, ScalarType dtype, long tileRows, int team, DequantStats.Pass pass)
+    static unsafe Tensor TiledLinear(Tensor x, Nf4Weight w, ScalarType dtype, long tileRows, int team, DequantStats.Pass pass)
     {
         using var scope = NewDisposeScope();
         long outF = w.Shape[0], inF = w.Shape[1];
-        var x2 = x.reshape(-1, inF);
+        var x2 = x.reshape(-1, inF).contiguous();
         var y = empty([x2.shape[0], outF], dtype, x.device);
+        long m = x2.shape[0];
+        nint a = Kernels.KernelSupport.Address(x2), c = Kernels.KernelSupport.Address(y);
+        var panels = PanelsApply(dtype, m)
+            ? new PanelProduct(true, (int)m, (tile, r0) => tile.Multiply((float*)a, (int)m, (int)inF, 0f, (float*)c + r0, (int)outF))
+            : null;
         Tiled(w, dtype, tileRows, team, pass, (_, r0, n, tile) =>
         {
             using var cols = y.narrow(1, r0, n);
             using var wt = tile.t();
             cols.addmm_(x2, wt, beta: 0);
-        });
+        }, panels);
         return y.view([.. x.shape[..^1], outF]).MoveToOuterDisposeScope();
     }
 
@@ -147,31 +195,41 @@ internal sealed class QuantizedLinearFunction : autograd.SingleTensorFunction<Qu
     /// grad_x = g W = sum over row tiles of g[:, tile] W[tile, :]: each slot accumulates its tiles in place into its
     /// own partial sum (slot 0 into grad_x), and the partials are added in slot order.
     /// </summary>
-    static Tensor TiledGradInput(Tensor grad, Nf4Weight w, ScalarType dtype, long tileRows, int team)
+    static unsafe Tensor TiledGradInput(Tensor grad, Nf4Weight w, ScalarType dtype, long tileRows, int team)
     {
         using var scope = NewDisposeScope();
         long outF = w.Shape[0], inF = w.Shape[1];
         int slots = (int)Math.Min(team, (outF + tileRows - 1) / tileRows);
-        var g2 = grad.reshape(-1, outF);
-        var sums = Enumerable.Range(0, slots).Select(_ => empty([g2.shape[0], inF], dtype, grad.device)).ToArray();
+        var g2 = grad.reshape(-1, outF).contiguous();
+        long m = g2.shape[0];
+        var sums = Enumerable.Range(0, slots).Select(_ => empty([m, inF], dtype, grad.device)).ToArray();
+        nint a = Kernels.KernelSupport.Address(g2);
+        var sumAt = sums.Select(Kernels.KernelSupport.Address).ToArray();
+        // Tile t runs on slot t % slots; its first tile writes the slot's sum (beta 0), later ones add to it.
+        var panels = PanelsApply(dtype, m)
+            ? new PanelProduct(false, (int)m, (tile, r0) =>
+                tile.Multiply((float*)a + r0, (int)m, (int)outF, r0 < tileRows * slots ? 0f : 1f, (float*)sumAt[r0 / tileRows % slots], (int)inF))
+            : null;
         Tiled(w, dtype, tileRows, slots, DequantStats.Pass.Backward, (slot, r0, n, tile) =>
         {
             using var g = g2.narrow(1, r0, n);
             sums[slot].addmm_(g, tile, beta: r0 < tileRows * slots ? 0 : 1);
-        });
+        }, panels);
         for (int k = 1; k < slots; k++) sums[0].add_(sums[k]);
         return sums[0].view([.. grad.shape[..^1], inF]).MoveToOuterDisposeScope();
     }
 
     /// <summary>The first <paramref name="n"/> elements of this thread's scratch buffer for <paramref name="dtype"/> (grown when short).</summary>
-    static Tensor Scratch(ScalarType dtype, long n)
+    static Tensor Scratch(ScalarType dtype, long n) => Scratch(_scratch ??= new(), dtype, n);
+
+    /// <summary>As <see cref="Scratch(ScalarType, long)"/> in the buffers of the thread that owns <paramref name="owner"/>.</summary>
+    static Tensor Scratch(Dictionary<ScalarType, Tensor> owner, ScalarType dtype, long n)
     {
-        _scratch ??= new();
-        if (!_scratch.TryGetValue(dtype, out var buf) || buf.numel() < n)
+        if (!owner.TryGetValue(dtype, out var buf) || buf.numel() < n)
         {
             buf?.Dispose();
             buf = empty(n, dtype).DetachFromDisposeScope();
-            _scratch[dtype] = buf;
+            owner[dtype] = buf;
         }
         return buf.narrow(0, 0, n);
     }
