@@ -27,6 +27,19 @@ public sealed partial record RepoId(string Id, string Revision)
 
     internal bool RevisionIsCommit => CommitHash().IsMatch(Revision);
 
+    /// <summary>
+    /// The repo and commit of a cache snapshot folder (`.../models--ORG--NAME/snapshots/COMMIT`), else null: what a model
+    /// loaded from the cache was called. Exact because a repo id never holds "--" (validate_repo_id).
+    /// </summary>
+    internal static RepoId? OfSnapshotFolder(string folder)
+    {
+        string full = Path.GetFullPath(folder).TrimEnd(Path.DirectorySeparatorChar);
+        string? snapshots = Path.GetDirectoryName(full), repoFolder = snapshots is null ? null : Path.GetDirectoryName(snapshots);
+        string commit = Path.GetFileName(full), name = repoFolder is null ? "" : Path.GetFileName(repoFolder);
+        if (Path.GetFileName(snapshots) != "snapshots" || !name.StartsWith("models--", StringComparison.Ordinal) || !CommitHash().IsMatch(commit)) return null;
+        return TryParse(name["models--".Length..].Replace("--", "/") + "@" + commit, out var repo) ? repo : null;
+    }
+
     /// <summary>`ORG/NAME`, with `@REVISION` when the revision is not <see cref="DefaultRevision"/> (what <see cref="Parse"/> reads back).</summary>
     public override string ToString() => Revision == DefaultRevision ? Id : $"{Id}@{Revision}";
 

@@ -117,6 +117,28 @@ public class HubCliTests
     /// A cached snapshot whose weights link to a blob deleted by hand, with no Hub to fetch it again (offline, or the
     /// endpoint unreachable): one line naming the file and why, not "could not find file" on a file that lists.
     /// </summary>
+    /// <summary>
+    /// An adapter trained on a model from the cache records the repo id as its base_model_name_or_path, as PEFT does
+    /// (AutoPeftModelForCausalLM loads the base from it): not the snapshot folder's commit hash.
+    /// </summary>
+    [Fact]
+    public void AnAdapterTrainedOnACachedRepoRecordsTheRepoIdAsItsBase()
+    {
+        string home = TestPaths.TempDir();
+        PythonLayout.Write(Path.Combine(home, "hub"), "acme/tiny", FakeHub.RandomCommit(), HubDownloadTests.TinyLlamaFiles());
+        string data = Path.Combine(home, "one.jsonl");
+        File.WriteAllText(data, "{\"text\": \"code gold crow cup -> ten ebbin fenn\"}\n");
+        string run = Path.Combine(home, "run");
+        using (new HubEnvironment("http://127.0.0.1:9", home))
+        {
+            Environment.SetEnvironmentVariable("HF_HUB_OFFLINE", "1");
+            var (code, _, err) = CliCapture.Run("train", "--model", "acme/tiny", "--data", data, "--method", "lora", "--steps", "1", "--batch", "1", "--max-seq", "16", "--out", run);
+            Assert.True(code == 0, err);
+        }
+        var config = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(run, "final", "adapter_config.json")))!;
+        Assert.Equal("acme/tiny", config["base_model_name_or_path"]!.GetValue<string>());
+    }
+
     [Fact]
     public void ACachedSnapshotWithAMissingBlobIsOneLineNamingTheFile()
     {

@@ -92,7 +92,15 @@ internal static class MethodFactory
             UseRslora = o.UseRslora,
             UseDora = o.Method is "dora" or "qdora",
             InitLoraWeights = o.Init,
-            BaseModelNameOrPath = Path.GetFileName(Path.GetFullPath(baseModel).TrimEnd('/')),
+            BaseModelNameOrPath = RecordedBaseName(baseModel),
         };
     }
+
+    /// <summary>
+    /// The base_model_name_or_path a LoRA-family adapter records: a model from the Hub cache by its repo id, as PEFT
+    /// records the name the base was loaded by (AutoPeftModelForCausalLM loads the base back from it; the snapshot
+    /// folder's name would be a commit hash); a local folder by its name.
+    /// </summary>
+    static string RecordedBaseName(string modelDir) =>
+        Hub.RepoId.OfSnapshotFolder(modelDir)?.Id ?? Path.GetFileName(Path.GetFullPath(modelDir).TrimEnd('/'));
 }
