@@ -1,5 +1,8 @@
 using System.Net;
+using System.Net.Http.Json;
 using System.Net.Sockets;
+using System.Text.Json.Nodes;
+using PeftSharp.Serving.Dashboard;
 using PeftSharp.Training;
 
 namespace PeftSharp.Tests.Cli;
@@ -70,5 +73,43 @@ public class DashboardCliTests
             Assert.Equal(0, p.ExitCode);
         }
         finally { if (!p.HasExited) p.Kill(entireProcessTree: true); }
+    }
+
+    /// <summary>
+    /// A run whose `peft train` process is gone without a summary.json (killed before its first step, metrics.jsonl still
+    /// empty) reads "stopped" on the dashboard; it used to read "running" forever. While the process lives it reads "running".
+    /// </summary>
+    [Fact]
+    public async Task ARunWhoseTrainProcessIsGoneReadsStopped()
+    {
+        if (OperatingSystem.IsWindows()) return;
+        string dir = TestPaths.TempDir(), data = ReversalTask.Write(dir, 8), run = Path.Combine(dir, "run");
+        string plan = Path.Combine(run, DashboardRuns.RunPlanFile), metrics = Path.Combine(run, MetricsLog.FileName);
+        using (var p = PeftProcess.Start(["train", "--model", TestPaths.TinyLlama, "--data", data, "--out", run, "--method", "lora",
+                   "--steps", "100000", "--batch", "4", "--max-seq", "32", "--eval-interval", "100000"]))
+        {
+            try
+            {
+                _ = p.StandardOutput.ReadToEndAsync();
+                var err = p.StandardError.ReadToEndAsync();
+                var deadline = DateTime.UtcNow.AddMinutes(2);
+                while (!File.Exists(plan) && !p.HasExited && DateTime.UtcNow < deadline) await Task.Delay(50);
+                Assert.True(File.Exists(plan), "peft train wrote no run-plan.json");
+                File.AppendAllText(metrics, "");   // the folder as the page sees it before the first step: an empty metrics.jsonl
+                Assert.False(p.HasExited, $"peft train ended early: {(p.HasExited ? await err : "")}");
+                Assert.Equal("running", await State(run));
+            }
+            finally { p.Kill(entireProcessTree: true); p.WaitForExit(); }
+        }
+        Assert.False(File.Exists(Path.Combine(run, DashboardRuns.SummaryFile)));
+        Assert.Equal("stopped", await State(run));
+    }
+
+    static async Task<string> State(string run)
+    {
+        await using var server = await DashboardServer.StartAsync(run, port: 0);
+        using var http = new HttpClient();
+        var info = await http.GetFromJsonAsync<JsonObject>(new Uri(server.BaseAddress, $"api/metrics?run={Path.GetFileName(run)}"));
+        return info!["state"]!.GetValue<string>();
     }
 }
