@@ -91,6 +91,25 @@ public class CliCommandTests
         Assert.Contains($"{config}: {expected}", err);
     }
 
+    /// <summary>
+    /// generate ends where the model's context (max_position_embeddings, 128 here) does, as serve and the IChatClient do: a
+    /// prompt that fills it is one error line, and more new tokens than the rest holds are cut there with a note. It used
+    /// to run on silently past the positions the model was trained for.
+    /// </summary>
+    [Fact]
+    public void GenerateEndsAtTheModelsContext()
+    {
+        string longPrompt = string.Join(" ", Enumerable.Repeat("hi there", 200));
+        var (code, _, err) = CliCapture.Run("generate", "--model", TestPaths.TinyLlama, "--prompt", longPrompt, "--max-new-tokens", "1");
+        Assert.Equal(1, code);
+        Assert.Single(err.Trim().Split('\n'));
+        Assert.Matches(@"^error: --prompt: the prompt is \d+ tokens; the model's context is 128, which leaves no room for a new token$", err.Trim());
+
+        (code, _, err) = CliCapture.Run("generate", "--model", TestPaths.TinyLlama, "--prompt", "hi", "--max-new-tokens", "1000", "--temperature", "0");
+        Assert.Equal(0, code);
+        Assert.Matches(@"note: --max-new-tokens 1000: the prompt \(\d+ tokens\) leaves \d+ of the model's context of 128; generation stops there", err);
+    }
+
     [Theory]
     [InlineData("logits", "--model", "/nonexistent", "--input", "x", "--output", "y")]
     [InlineData("generate", "--model", "/nonexistent", "--prompt", "hi")]
