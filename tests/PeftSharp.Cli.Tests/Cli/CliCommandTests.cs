@@ -92,6 +92,33 @@ public class CliCommandTests
     }
 
     /// <summary>
+    /// Ctrl-C (SIGINT) during quantize ends the process (exit 130) with nothing left: no output folder and no hidden
+    /// .OUT.GUID.tmp folder beside it. The output was never half-written, but the temp folder (model-sized) stayed.
+    /// </summary>
+    [Fact]
+    public async Task CtrlCDuringQuantizeLeavesNoTempFolder()
+    {
+        if (OperatingSystem.IsWindows()) return;
+        string dir = TestPaths.TempDir(), outDir = Path.Combine(dir, "nf4");
+        // ~100 MB of fp32 weights: quantising takes long enough to be interrupted while it writes.
+        string model = Support.RandomModel.Write(Support.RandomModel.LlamaConfig(hidden: 512, layers: 8, heads: 8, kvHeads: 8, vocab: 64, intermediate: 2048), dir: Directory.CreateDirectory(Path.Combine(dir, "model")).FullName);
+        using var p = PeftProcess.Start(["quantize", "--model", model, "--out", outDir]);
+        _ = p.StandardOutput.ReadToEndAsync();
+        _ = p.StandardError.ReadToEndAsync();
+        try
+        {
+            var deadline = DateTime.UtcNow.AddMinutes(2);
+            while (!p.HasExited && DateTime.UtcNow < deadline && !Directory.EnumerateFileSystemEntries(dir, ".nf4.*.tmp").Any()) await Task.Delay(5);
+            Assert.False(p.HasExited, "quantize finished before it could be interrupted");
+            using (var kill = System.Diagnostics.Process.Start("kill", ["-INT", p.Id.ToString()])) await kill.WaitForExitAsync();
+            await p.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(60));
+        }
+        finally { if (!p.HasExited) p.Kill(entireProcessTree: true); }
+        Assert.Equal(130, p.ExitCode);
+        Assert.Equal(["model"], Directory.EnumerateFileSystemEntries(dir).Select(Path.GetFileName));
+    }
+
+    /// <summary>
     /// generate ends where the model's context (max_position_embeddings, 128 here) does, as serve and the IChatClient do: a
     /// prompt that fills it is one error line, and more new tokens than the rest holds are cut there with a note. It used
     /// to run on silently past the positions the model was trained for.
