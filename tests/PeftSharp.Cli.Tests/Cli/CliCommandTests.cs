@@ -119,6 +119,29 @@ public class CliCommandTests
     }
 
     /// <summary>
+    /// tokenize and plan take a GGUF file as --model, as generate, train and merge do: tokenize said "folder not found",
+    /// plan "not valid JSON ('G' is an invalid start of a value)". Both give what the HF folder of the same model gives.
+    /// </summary>
+    [Fact]
+    public void TokenizeAndPlanTakeAGgufFile()
+    {
+        if (RealFixtures.Folder("tinystories-260k") is not { } real) return;
+        string gguf = Path.Combine(real, "raw", "stories260K.gguf"), hf = Path.Combine(real, "hf");
+        foreach (var args in new[] { new[] { "tokenize", "--text", "Lily and Tom", "--json" }, ["plan", "--method", "lora", "--json"] })
+        {
+            var (code, fromGguf, err) = CliCapture.Run([args[0], "--model", gguf, .. args[1..]]);
+            Assert.True(code == 0, err);
+            var (_, fromFolder, _) = CliCapture.Run([args[0], "--model", hf, .. args[1..]]);
+            var a = System.Text.Json.Nodes.JsonNode.Parse(fromGguf)!.AsObject();
+            var b = System.Text.Json.Nodes.JsonNode.Parse(fromFolder)!.AsObject();
+            foreach (var key in args[0] == "tokenize" ? new[] { "ids", "tokens" } : ["trainable_params"])
+                Assert.Equal(b[key]!.ToJsonString(), a[key]!.ToJsonString());
+            // llama.cpp's file stores output.weight beside the embeddings (untied, 512 x 64); the HF folder ties them.
+            if (args[0] == "plan") Assert.Equal(b["total_params"]!.GetValue<long>() + 512 * 64, a["total_params"]!.GetValue<long>());
+        }
+    }
+
+    /// <summary>
     /// generate ends where the model's context (max_position_embeddings, 128 here) does, as serve and the IChatClient do: a
     /// prompt that fills it is one error line, and more new tokens than the rest holds are cut there with a note. It used
     /// to run on silently past the positions the model was trained for.
