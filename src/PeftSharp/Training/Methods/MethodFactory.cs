@@ -42,7 +42,8 @@ internal static class MethodFactory
     /// </summary>
     public static void RefuseQuantisedCheckpoint(string modelDir, MethodOptions o)
     {
-        if (!o.IsLora || o.IsQuantized || IO.Gguf.GgufModelSource.IsGguf(modelDir) || !Directory.Exists(modelDir)) return;
+        // A GGUF base (the file, or the folder made from it) has no safetensors: it loads dense.
+        if (!o.IsLora || o.IsQuantized || IO.Gguf.GgufModelSource.IsGguf(modelDir) || !Directory.Exists(modelDir) || IO.Gguf.GgufModelSource.FileOf(modelDir) is not null) return;
         using var reader = new IO.CheckpointReader(modelDir);
         if (QuantizedCheckpoints.Detect(reader) is { } stored) throw AlreadyQuantised(o, stored.Scheme);
     }
