@@ -37,15 +37,18 @@ internal static class MethodFactory
     }
 
     /// <summary>
-    /// The refusal <see cref="Attach"/> makes for a dense LoRA/DoRA on a checkpoint stored in 4 bit, made from the checkpoint's
-    /// header alone, so `peft train` can refuse before it loads data or prints the plan of a run that will not start.
+    /// The refusals <see cref="Attach"/> (dense LoRA/DoRA) and <see cref="FullFineTuning"/> make for a checkpoint stored in
+    /// 4 bit, made from the checkpoint's header alone, so `peft train` can refuse before it loads data or prints the plan
+    /// of a run that will not start.
     /// </summary>
     public static void RefuseQuantisedCheckpoint(string modelDir, MethodOptions o)
     {
+        bool needsDense = (o.IsLora && !o.IsQuantized) || o.Method == "full";
         // A GGUF base (the file, or the folder made from it) has no safetensors: it loads dense.
-        if (!o.IsLora || o.IsQuantized || IO.Gguf.GgufModelSource.IsGguf(modelDir) || !Directory.Exists(modelDir) || IO.Gguf.GgufModelSource.FileOf(modelDir) is not null) return;
+        if (!needsDense || IO.Gguf.GgufModelSource.IsGguf(modelDir) || !Directory.Exists(modelDir) || IO.Gguf.GgufModelSource.FileOf(modelDir) is not null) return;
         using var reader = new IO.CheckpointReader(modelDir);
-        if (QuantizedCheckpoints.Detect(reader) is { } stored) throw AlreadyQuantised(o, stored.Scheme);
+        if (QuantizedCheckpoints.Detect(reader) is not { } stored) return;
+        throw o.Method == "full" ? FullFineTuning.NeedsDense(stored.Scheme) : AlreadyQuantised(o, stored.Scheme);
     }
 
     static ArgumentException AlreadyQuantised(MethodOptions o, string scheme) =>
