@@ -14,6 +14,11 @@ public static class CliApp
         var app = new CommandApp();
         var settingsByCommand = new Dictionary<string, Type>();
         app.Configure(c => Configure(new RecordingConfigurator(c, settingsByCommand)));
+        if (CliOptions.MissingValue(args, settingsByCommand) is { } missing)
+        {
+            Console.Error.WriteLine($"error: {missing}");
+            return 1;
+        }
         try
         {
             return app.Run(args);

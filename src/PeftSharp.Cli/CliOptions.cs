@@ -37,6 +37,30 @@ public static class CliOptions
         return $"unknown option '{given}'{where}{Suggestion(given, flags)}; see `peft {command}{(command.Length > 0 ? " " : "")}--help`";
     }
 
+    /// <summary>
+    /// "--prompt: needs a value" when a flag that takes one ends the command line or is followed by another flag; null
+    /// otherwise. Spectre.Console.Cli then binds its internal name "__default_command" as the value: `generate --prompt`
+    /// generated from that text, `plan --model` looked for a preset of that name, `--rank` failed to convert it.
+    /// Flags come from command <paramref name="args"/>[0]'s settings, or from every command's (the export branch).
+    /// </summary>
+    public static string? MissingValue(IReadOnlyList<string> args, IReadOnlyDictionary<string, Type> settingsByCommand)
+    {
+        IEnumerable<Type> types = args.Count > 0 && settingsByCommand.TryGetValue(args[0], out var own) ? [own]
+            : typeof(CliOptions).Assembly.GetTypes().Where(t => typeof(CommandSettings).IsAssignableFrom(t) && !t.IsAbstract);
+        var options = types.SelectMany(Options).Select(o => o.Attribute).ToList();
+        var flags = options.SelectMany(Names).Concat(["-h", "--help"]).ToHashSet(StringComparer.Ordinal);
+        var valued = options.Where(a => a.ValueName is not null && !a.ValueIsOptional).SelectMany(Names).ToHashSet(StringComparer.Ordinal);
+        for (int i = 0; i < args.Count; i++)
+        {
+            if (!valued.Contains(args[i])) continue;
+            if (i + 1 == args.Count || flags.Contains(args[i + 1])) return $"{args[i]}: needs a value";
+            i++;   // the value, whatever it looks like
+        }
+        return null;
+    }
+
+    static IEnumerable<string> Names(CommandOptionAttribute a) => a.LongNames.Select(n => "--" + n).Concat(a.ShortNames.Select(n => "-" + n));
+
     /// <summary>The settings type of a command type (the TSettings of Command&lt;TSettings&gt; or AsyncCommand&lt;TSettings&gt;).</summary>
     public static Type? SettingsOf(Type commandType)
     {

@@ -81,14 +81,14 @@ public sealed record MemoryPlan
 
     /// <summary>Everything besides the four residents: logits and loss buffers, the QLoRA dequantisation buffer, the
     /// gathered ZeRO-3 layer, allocator slack and the runtime allowance.</summary>
-    public long OtherBytes => LogitsBytes + DequantBufferBytes + GatheredLayerBytes + AllocatorSlackBytes + FrameworkOverheadBytes;
+    public long OtherBytes => SaturatingBytes.Sum(LogitsBytes, DequantBufferBytes, GatheredLayerBytes, AllocatorSlackBytes, FrameworkOverheadBytes);
 
     /// <summary>Peak of the forward/backward pass (the residents above).</summary>
-    public long PassBytes => WeightsBytes + GradientsAtPeakBytes + OptimizerBytes + ActivationsAtPeakBytes + OtherBytes;
+    public long PassBytes => SaturatingBytes.Sum(WeightsBytes, GradientsAtPeakBytes, OptimizerBytes, ActivationsAtPeakBytes, OtherBytes);
 
     /// <summary>Peak of the optimiser step: weights, every gradient, state and the step's temporary (no activations).</summary>
-    public long StepBytes => WeightsBytes + GradientsBytes + OptimizerBytes + OptimizerStepTemporaryBytes
-        + GatheredLayerBytes + AllocatorSlackBytes + FrameworkOverheadBytes;
+    public long StepBytes => SaturatingBytes.Sum(WeightsBytes, GradientsBytes, OptimizerBytes, OptimizerStepTemporaryBytes,
+        GatheredLayerBytes, AllocatorSlackBytes, FrameworkOverheadBytes);
 
     /// <summary>Which moment sets the peak: "forward/backward" or "optimizer step".</summary>
     public string PeakPhase => StepBytes > PassBytes ? "optimizer step" : "forward/backward";

@@ -127,7 +127,7 @@ public sealed record ServePlan
     /// </summary>
     public long TransientBytes => Math.Max(PrefillBytes, KvGrowthBytes);
     /// <summary>The peak at full load: weights, adapters, runtime, the whole KV cache and the largest transient.</summary>
-    public long TotalBytes => WeightsBytes + AdaptersBytes + FrameworkOverheadBytes + KvCacheBytes + TransientBytes;
+    public long TotalBytes => SaturatingBytes.Sum(WeightsBytes, AdaptersBytes, FrameworkOverheadBytes, KvCacheBytes, TransientBytes);
     /// <summary>The KV cache of one sequence of the full <see cref="ServeRequest.Context"/>: a sliding-window layer holds
     /// at most its window (the window - 1 keys a later query can see, and the step's own), the others the context.</summary>
     public long KvBytesPerSequence => KvLayerSlots > 0 ? KvLayerSlots * KvBytesPerTokenPerLayer : KvBytesPerToken * Request.Context;
@@ -196,7 +196,7 @@ public static class ServePlanner
         long kvPerToken = c.NumHiddenLayers * kvPerTokenLayer;
         // A sliding-window layer's cache holds its window at most (Models/KvCache, transformers' HybridCache).
         long[] layerSlots = [.. Enumerable.Range(0, c.NumHiddenLayers).Select(l => Math.Min(r.Context, (long)(c.WindowOf(l) ?? r.Context)))];
-        long kv = layerSlots.Sum() * kvPerTokenLayer * r.MaxBatch;
+        long kv = SaturatingBytes.Product(layerSlots.Sum(), kvPerTokenLayer, r.MaxBatch);
         long repeatedWidth = c.NumAttentionHeads == c.KeyValueHeads ? 0 : 2L * c.NumAttentionHeads * c.ResolvedHeadDim;
         long weights = r.WeightDtype == DType.Nf4
             ? model.Modules.Sum(m => m.Kind == ModuleKind.Linear && m.Layer is not null
@@ -222,7 +222,7 @@ public static class ServePlanner
             KvCacheBytes = kv,
             KvLayerSlots = layerSlots.Sum(),
             WidestLayerSlots = layerSlots.Max(),
-            KvGrowthBytes = r.ConcatenatedCache ? r.MaxBatch * layerSlots.Max() * kvPerTokenLayer : 0,
+            KvGrowthBytes = r.ConcatenatedCache ? SaturatingBytes.Product(r.MaxBatch, layerSlots.Max(), kvPerTokenLayer) : 0,
             AdaptersBytes = adapterEach * r.Adapters,
             AdapterBytesEach = adapterEach,
             PrefillBytes = prefill,

@@ -47,6 +47,7 @@ public sealed class ExportGgufAdapterCommand : Command<ExportGgufAdapterCommand.
 
     public override int Execute(CommandContext context, Settings s, CancellationToken cancellationToken)
     {
+        using var cleanup = InterruptCleanup.Register();   // Ctrl-C leaves no hidden temp file
         WriteAdapter(s.Model, s.Adapter, s.AllowBaseMismatch, s.Out);
         AnsiConsole.MarkupLine($"wrote {Markup.Escape(s.Out)}: llama.cpp LoRA adapter for {Markup.Escape(s.Model)} (scale 1 reproduces PEFT)");
         if (ChatTemplateMismatch(s.Model, s.Adapter) is { } warning) Console.Error.WriteLine($"warning: {warning}");

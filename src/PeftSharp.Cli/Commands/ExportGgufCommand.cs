@@ -38,6 +38,7 @@ public sealed class ExportGgufCommand : Command<ExportGgufCommand.Settings>
 
     public override int Execute(CommandContext context, Settings s, CancellationToken cancellationToken)
     {
+        using var cleanup = InterruptCleanup.Register();   // Ctrl-C leaves no hidden temp file
         WriteMerged(s.Model, s.Adapters, s.AllowBaseMismatch, s.Out, s.FileType, ChatTemplateFor(s.Model, s.Adapters));
         string merged = s.Adapters.Length > 0 ? $" with {string.Join(", ", s.Adapters.Select(Markup.Escape))} merged" : "";
         AnsiConsole.MarkupLine($"wrote {Markup.Escape(s.Out)} ({s.Type.ToLowerInvariant()}){merged}: {new FileInfo(s.Out).Length:N0} bytes");

@@ -78,6 +78,7 @@ public sealed class ExportOllamaCommand : Command<ExportOllamaCommand.Settings>
         string outDir = Path.GetFullPath(s.Out);
         string staging = Path.Combine(Path.GetDirectoryName(outDir)!, $".{Path.GetFileName(outDir)}.partial-{Environment.ProcessId}");
         Directory.CreateDirectory(staging);
+        using var cleanup = InterruptCleanup.Register(staging);   // Ctrl-C leaves no hidden staging folder
         try
         {
             if (separate is null) ExportGgufCommand.WriteMerged(s.Model, s.Adapters, s.AllowBaseMismatch, Path.Combine(staging, ModelFile), fileType, template);

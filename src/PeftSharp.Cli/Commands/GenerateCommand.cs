@@ -103,6 +103,7 @@ public sealed class GenerateCommand : Command<GenerateCommand.Settings>
         // already holds its special tokens, as apply_chat_template(tokenize=True) encodes it.
         var prompt = tok.Encode(text, addSpecialTokens: s.Chat is null);
         if (prompt.Length == 0) throw new ArgumentException("--prompt: the prompt is empty and this tokenizer adds no BOS to start from");
+        sampling = WithinContext(sampling, prompt.Length, model.Config.MaxPositionEmbeddings, s.Chat is null ? "--prompt" : "--chat");
         var streamer = new TextStreamer(tok, prompt);
         Console.Write(text);
         var path = s.Decode == "torch" ? DecodePath.Torch : DecodePath.Auto;
@@ -115,5 +116,20 @@ public sealed class GenerateCommand : Command<GenerateCommand.Settings>
         }
         Console.WriteLine(streamer.Flush());
         return 0;
+    }
+
+    /// <summary>
+    /// Generation ends where the model's context does, as `serve` and the IChatClient end it: past max_position_embeddings
+    /// the decoder runs on positions it was never trained for. A prompt that fills the context is refused; more new tokens
+    /// than the rest holds are cut to the rest, with a note.
+    /// </summary>
+    static SamplingOptions WithinContext(SamplingOptions sampling, int promptLength, int context, string source)
+    {
+        if (promptLength >= context)
+            throw new ArgumentException($"{source}: the prompt is {promptLength} tokens; the model's context is {context}, which leaves no room for a new token");
+        int rest = context - promptLength;
+        if (sampling.MaxNewTokens <= rest) return sampling;
+        Console.Error.WriteLine($"note: --max-new-tokens {sampling.MaxNewTokens}: the prompt ({promptLength} tokens) leaves {rest} of the model's context of {context}; generation stops there");
+        return sampling with { MaxNewTokens = rest };
     }
 }

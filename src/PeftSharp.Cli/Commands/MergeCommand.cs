@@ -46,6 +46,7 @@ public sealed class MergeCommand : Command<MergeCommand.Settings>
 
     public override int Execute(CommandContext context, Settings s, CancellationToken cancellationToken)
     {
+        using var cleanup = InterruptCleanup.Register();   // Ctrl-C leaves no hidden temp file
         // fp32 for the merge arithmetic; the writer casts back to each tensor's dtype in the base files.
         using var model = ModelLoader.Load(s.Model);
         var applied = AdapterCli.Apply(model, s.Adapters, s.AllowBaseMismatch);

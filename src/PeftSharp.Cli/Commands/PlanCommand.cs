@@ -151,6 +151,13 @@ public sealed class PlanCommand : Command<PlanCommand.Settings>
                 if (Serve) ToServeRequest().Validate();
                 else ToRequest().Validate();
                 // Last, so a bad flag is reported before anything is downloaded; a preset name wins over a repo id.
+                if (Adapter is null && !Presets.Names.Contains(Model, StringComparer.OrdinalIgnoreCase) && PeftSharp.IO.Gguf.GgufModelSource.IsGguf(Model))
+                {
+                    // A GGUF base: the folder `generate`/`train` make from its metadata holds the config.json to plan.
+                    var gguf = HubCli.TryResolve(Model, "--model", out var prepared);
+                    if (!gguf.Successful) return gguf;
+                    Model = prepared;
+                }
                 if (Adapter is null && !Presets.Names.Contains(Model, StringComparer.OrdinalIgnoreCase))
                 {
                     var resolved = HubCli.TryResolveConfig(Model, "--model", out var folder);

@@ -49,6 +49,7 @@ public sealed class QuantizeCommand : Command<QuantizeCommand.Settings>
 
     public override int Execute(CommandContext context, Settings s, CancellationToken cancellationToken)
     {
+        using var cleanup = InterruptCleanup.Register();   // Ctrl-C leaves no hidden temp file
         var sw = Stopwatch.StartNew();
         var r = ModelQuantizer.QuantizeFolder(s.Model, s.Out, s.Options);
         var t = new Table().AddColumns("property", "value").HideHeaders();

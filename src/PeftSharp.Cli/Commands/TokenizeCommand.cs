@@ -45,10 +45,12 @@ public sealed class TokenizeCommand : Command<TokenizeCommand.Settings>
         public override ValidationResult Validate()
         {
             if (string.IsNullOrWhiteSpace(Model)) return ValidationResult.Error("--model is required");
-            if (!Directory.Exists(Model)) return ValidationResult.Error($"--model: folder '{Model}' not found");
             if ((Text is null) == (Chat is null)) return ValidationResult.Error("give one of --text TEXT or --chat FILE");
             if (AddGenerationPrompt && Chat is null) return ValidationResult.Error("--add-generation-prompt needs --chat");
-            return ValidationResult.Success();
+            // Last, so a bad flag is reported before anything is downloaded: a folder, a GGUF file or a repo id, as every command takes it.
+            var resolved = HubCli.TryResolve(Model, "--model", out var folder);
+            Model = folder;
+            return resolved;
         }
     }
 

@@ -37,6 +37,7 @@ public sealed class TrainCommand : Command<TrainSettings>
         long runtimeBytes = ProcessMemory.Read().RssBytes;
         var clock = Stopwatch.StartNew();
         if (s.Resume is not null) RestoreOptions(context, s);
+        if (!s.IsPreference) MethodFactory.RefuseQuantisedCheckpoint(s.ModelDir, s.MethodOptions());   // before any output
         var compute = s.Compute();
         s.ComputeDtype = compute.Name;   // train-options.json keeps what ran, so a resume computes in the same dtype
         AnsiConsole.MarkupLineInterpolated($"[bold]compute[/] {compute.Name} ({compute.Reason})");

@@ -53,13 +53,41 @@ internal sealed class DashboardRuns
         }
     }
 
-    /// <summary>RUN/run-plan.json and RUN/summary.json as one object (null members when absent or unreadable).</summary>
-    public static JsonObject Info(string runDir) => new()
+    /// <summary>
+    /// RUN/run-plan.json and RUN/summary.json as one object (null members when absent or unreadable), with the run's
+    /// <c>state</c>: "finished" (summary.json), "stopped" (the process that wrote run-plan.json is gone without writing
+    /// summary.json: killed, crashed or interrupted) or "running" (that process is alive, or the folder does not say which
+    /// process writes it).
+    /// </summary>
+    public static JsonObject Info(string runDir)
     {
-        ["plan"] = ReadOrNull(Path.Combine(runDir, RunPlanFile)),
-        ["summary"] = ReadOrNull(Path.Combine(runDir, SummaryFile)),
-        ["finished"] = File.Exists(Path.Combine(runDir, SummaryFile)),
-    };
+        var plan = ReadOrNull(Path.Combine(runDir, RunPlanFile));
+        bool finished = File.Exists(Path.Combine(runDir, SummaryFile));
+        return new()
+        {
+            ["plan"] = plan,
+            ["summary"] = ReadOrNull(Path.Combine(runDir, SummaryFile)),
+            ["finished"] = finished,
+            ["state"] = finished ? "finished" : WriterGone(plan) ? "stopped" : "running",
+        };
+    }
+
+    /// <summary>
+    /// Whether the process run-plan.json names has exited: no process with its id, or one started at another time (the id
+    /// reused). A plan without them (older runs) says nothing, so the run is not called stopped.
+    /// </summary>
+    static bool WriterGone(JsonNode? plan)
+    {
+        if (plan?["pid"] is not JsonValue id || !id.TryGetValue(out int pid)
+            || plan["process_start"] is not JsonValue start || !start.TryGetValue(out DateTime started)) return false;
+        try
+        {
+            using var p = System.Diagnostics.Process.GetProcessById(pid);
+            return p.HasExited || Math.Abs((p.StartTime.ToUniversalTime() - started.ToUniversalTime()).TotalSeconds) > 2;
+        }
+        catch (ArgumentException) { return true; }   // no such process
+        catch (InvalidOperationException) { return true; }   // exited while asked
+    }
 
     static JsonNode? ReadOrNull(string path)
     {
@@ -79,6 +107,14 @@ internal sealed class DashboardRuns
         PeftSharp.IO.AtomicFile.WriteAllText(Path.Combine(runDir, RunPlanFile), new JsonObject
         {
             ["method"] = method, ["total_steps"] = totalSteps, ["planned_bytes"] = plannedBytes,
+            // Which process trains, so the page can say "stopped" when it is gone without a summary.json.
+            ["pid"] = Environment.ProcessId, ["process_start"] = ProcessStart(),
         }.ToJsonString());
+    }
+
+    static DateTime ProcessStart()
+    {
+        using var self = System.Diagnostics.Process.GetCurrentProcess();
+        return self.StartTime.ToUniversalTime();
     }
 }

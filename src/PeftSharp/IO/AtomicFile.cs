@@ -12,6 +12,7 @@ internal static class AtomicFile
         string dir = System.IO.Path.GetDirectoryName(full)!;
         Directory.CreateDirectory(dir);
         string tmp = System.IO.Path.Combine(dir, $".{System.IO.Path.GetFileName(full)}.{Guid.NewGuid():N}.tmp");
+        InFlight[tmp] = false;
         try
         {
             using (var fs = new FileStream(tmp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20))
@@ -26,6 +27,7 @@ internal static class AtomicFile
             TryDelete(tmp);
             throw;
         }
+        finally { InFlight.TryRemove(tmp, out _); }
     }
 
     public static void WriteAllText(string path, string text) =>
@@ -43,6 +45,7 @@ internal static class AtomicFile
         string tmp = System.IO.Path.Combine(parent, $".{System.IO.Path.GetFileName(full)}.{Guid.NewGuid():N}.tmp");
         string old = tmp + ".old";
         Directory.CreateDirectory(tmp);
+        InFlight[tmp] = true;
         try
         {
             build(tmp);
@@ -55,7 +58,28 @@ internal static class AtomicFile
             TryDeleteDir(tmp);
             throw;
         }
+        finally { InFlight.TryRemove(tmp, out _); }
         TryDeleteDir(old);
+    }
+
+    /// <summary>Temp files (false) and folders (true) of saves in progress, for <see cref="RemoveInFlight"/>.</summary>
+    static readonly System.Collections.Concurrent.ConcurrentDictionary<string, bool> InFlight = new();
+
+    /// <summary>
+    /// Removes the temp files and folders of the saves in progress, putting back a folder's previous version if it was
+    /// already set aside. For a process about to end without finishing them (`peft quantize`, `merge`, `export` on Ctrl-C
+    /// or SIGTERM, whose default ending runs no finally block): a model-sized hidden temp file stayed beside the output.
+    /// </summary>
+    public static void RemoveInFlight()
+    {
+        foreach (var (tmp, folder) in InFlight)
+        {
+            if (!folder) { TryDelete(tmp); continue; }
+            TryDeleteDir(tmp);
+            string old = tmp + ".old", full = System.IO.Path.Combine(System.IO.Path.GetDirectoryName(tmp)!, TempName.Match(System.IO.Path.GetFileName(tmp)).Groups["name"].Value);
+            try { if (Directory.Exists(old) && !Directory.Exists(full)) Directory.Move(old, full); }
+            catch (IOException) { }
+        }
     }
 
     /// <summary>The temp names <see cref="Write"/> and <see cref="WriteFolder"/> use: .NAME.GUID.tmp and .NAME.GUID.tmp.old.</summary>

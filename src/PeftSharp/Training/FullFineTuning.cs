@@ -16,10 +16,13 @@ internal sealed class FullFineTuning : ITrainingMethod
     readonly string? _tokenizerJson;
     readonly ScalarType _saveDtype;
 
+    /// <summary>The refusal of a quantised base (also made from the checkpoint alone, before `peft train` prints its plan).</summary>
+    internal static InvalidOperationException NeedsDense(string scheme) => new($"full fine-tuning needs a dense model; this one is quantised ({scheme})");
+
     public FullFineTuning(CausalLM model, string? tokenizerJson = null, ScalarType saveDtype = ScalarType.Float32)
     {
         if (model.Linears().Any(l => l.Quantized is not null))
-            throw new InvalidOperationException($"full fine-tuning needs a dense model; this one is quantised ({model.QuantizationScheme})");
+            throw NeedsDense(model.QuantizationScheme);
         _model = model;
         _tokenizerJson = tokenizerJson;
         _saveDtype = saveDtype;

@@ -91,6 +91,75 @@ public class CliCommandTests
         Assert.Contains($"{config}: {expected}", err);
     }
 
+    /// <summary>
+    /// Ctrl-C (SIGINT) during quantize ends the process (exit 130) with nothing left: no output folder and no hidden
+    /// .OUT.GUID.tmp folder beside it. The output was never half-written, but the temp folder (model-sized) stayed.
+    /// </summary>
+    [Fact]
+    public async Task CtrlCDuringQuantizeLeavesNoTempFolder()
+    {
+        if (OperatingSystem.IsWindows()) return;
+        string dir = TestPaths.TempDir(), outDir = Path.Combine(dir, "nf4");
+        // ~100 MB of fp32 weights: quantising takes long enough to be interrupted while it writes.
+        string model = Support.RandomModel.Write(Support.RandomModel.LlamaConfig(hidden: 512, layers: 8, heads: 8, kvHeads: 8, vocab: 64, intermediate: 2048), dir: Directory.CreateDirectory(Path.Combine(dir, "model")).FullName);
+        using var p = PeftProcess.Start(["quantize", "--model", model, "--out", outDir]);
+        _ = p.StandardOutput.ReadToEndAsync();
+        _ = p.StandardError.ReadToEndAsync();
+        try
+        {
+            var deadline = DateTime.UtcNow.AddMinutes(2);
+            while (!p.HasExited && DateTime.UtcNow < deadline && !Directory.EnumerateFileSystemEntries(dir, ".nf4.*.tmp").Any()) await Task.Delay(5);
+            Assert.False(p.HasExited, "quantize finished before it could be interrupted");
+            using (var kill = System.Diagnostics.Process.Start("kill", ["-INT", p.Id.ToString()])) await kill.WaitForExitAsync();
+            await p.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(60));
+        }
+        finally { if (!p.HasExited) p.Kill(entireProcessTree: true); }
+        Assert.Equal(130, p.ExitCode);
+        Assert.Equal(["model"], Directory.EnumerateFileSystemEntries(dir).Select(Path.GetFileName));
+    }
+
+    /// <summary>
+    /// tokenize and plan take a GGUF file as --model, as generate, train and merge do: tokenize said "folder not found",
+    /// plan "not valid JSON ('G' is an invalid start of a value)". Both give what the HF folder of the same model gives.
+    /// </summary>
+    [Fact]
+    public void TokenizeAndPlanTakeAGgufFile()
+    {
+        if (RealFixtures.Folder("tinystories-260k") is not { } real) return;
+        string gguf = Path.Combine(real, "raw", "stories260K.gguf"), hf = Path.Combine(real, "hf");
+        foreach (var args in new[] { new[] { "tokenize", "--text", "Lily and Tom", "--json" }, ["plan", "--method", "lora", "--json"] })
+        {
+            var (code, fromGguf, err) = CliCapture.Run([args[0], "--model", gguf, .. args[1..]]);
+            Assert.True(code == 0, err);
+            var (_, fromFolder, _) = CliCapture.Run([args[0], "--model", hf, .. args[1..]]);
+            var a = System.Text.Json.Nodes.JsonNode.Parse(fromGguf)!.AsObject();
+            var b = System.Text.Json.Nodes.JsonNode.Parse(fromFolder)!.AsObject();
+            foreach (var key in args[0] == "tokenize" ? new[] { "ids", "tokens" } : ["trainable_params"])
+                Assert.Equal(b[key]!.ToJsonString(), a[key]!.ToJsonString());
+            // llama.cpp's file stores output.weight beside the embeddings (untied, 512 x 64); the HF folder ties them.
+            if (args[0] == "plan") Assert.Equal(b["total_params"]!.GetValue<long>() + 512 * 64, a["total_params"]!.GetValue<long>());
+        }
+    }
+
+    /// <summary>
+    /// generate ends where the model's context (max_position_embeddings, 128 here) does, as serve and the IChatClient do: a
+    /// prompt that fills it is one error line, and more new tokens than the rest holds are cut there with a note. It used
+    /// to run on silently past the positions the model was trained for.
+    /// </summary>
+    [Fact]
+    public void GenerateEndsAtTheModelsContext()
+    {
+        string longPrompt = string.Join(" ", Enumerable.Repeat("hi there", 200));
+        var (code, _, err) = CliCapture.Run("generate", "--model", TestPaths.TinyLlama, "--prompt", longPrompt, "--max-new-tokens", "1");
+        Assert.Equal(1, code);
+        Assert.Single(err.Trim().Split('\n'));
+        Assert.Matches(@"^error: --prompt: the prompt is \d+ tokens; the model's context is 128, which leaves no room for a new token$", err.Trim());
+
+        (code, _, err) = CliCapture.Run("generate", "--model", TestPaths.TinyLlama, "--prompt", "hi", "--max-new-tokens", "1000", "--temperature", "0");
+        Assert.Equal(0, code);
+        Assert.Matches(@"note: --max-new-tokens 1000: the prompt \(\d+ tokens\) leaves \d+ of the model's context of 128; generation stops there", err);
+    }
+
     [Theory]
     [InlineData("logits", "--model", "/nonexistent", "--input", "x", "--output", "y")]
     [InlineData("generate", "--model", "/nonexistent", "--prompt", "hi")]

@@ -41,6 +41,33 @@ public class CliFlagTests
         Assert.Contains("[B,T]", Run("logits", "--help").Out);
     }
 
+    /// <summary>
+    /// A flag that takes a value, given none (last on the line, or followed by another flag), is one error line naming it.
+    /// Spectre.Console.Cli bound its internal "__default_command" as the value: `generate --prompt` generated from that
+    /// text, `plan --model` looked for that preset, `--rank` failed with "Failed to convert '__default_command' to Nullable`1".
+    /// </summary>
+    [Theory]
+    [InlineData(new[] { "generate", "--model", "TINY", "--prompt" }, "--prompt")]
+    [InlineData(new[] { "plan", "--model" }, "--model")]
+    [InlineData(new[] { "plan", "--model", "llama-2-7b", "--rank" }, "--rank")]
+    [InlineData(new[] { "plan", "--model", "llama-2-7b", "--rank", "--batch", "2" }, "--rank")]
+    [InlineData(new[] { "export", "gguf", "--model", "TINY", "--out" }, "--out")]
+    public void AFlagWithoutItsValueIsNamed(string[] args, string flag)
+    {
+        var (code, stdout, stderr) = CliCapture.Run([.. args.Select(a => a == "TINY" ? TestPaths.TinyLlama : a)]);
+        Assert.Equal(1, code);
+        Assert.Equal($"error: {flag}: needs a value", stderr.Trim());
+        Assert.DoesNotContain("__default_command", stdout);
+    }
+
+    [Fact]
+    public void ANegativeNumberIsStillAValue()
+    {
+        var (code, _, stderr) = CliCapture.Run("plan", "--model", "llama-2-7b", "--rank", "-3");
+        Assert.Equal(1, code);
+        Assert.Equal("error: rank: must be positive, got -3", stderr.Trim());
+    }
+
     [Theory]
     [InlineData(new[] { "generate", "--prompt", "hi", "--max-tokens", "3" }, "--max-tokens", "--max-new-tokens")]
     [InlineData(new[] { "serve", "--bogus" }, "--bogus", null)]

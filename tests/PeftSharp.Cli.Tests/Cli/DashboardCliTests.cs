@@ -1,5 +1,8 @@
 using System.Net;
+using System.Net.Http.Json;
 using System.Net.Sockets;
+using System.Text.Json.Nodes;
+using PeftSharp.Serving.Dashboard;
 using PeftSharp.Training;
 
 namespace PeftSharp.Tests.Cli;
@@ -70,5 +73,42 @@ public class DashboardCliTests
             Assert.Equal(0, p.ExitCode);
         }
         finally { if (!p.HasExited) p.Kill(entireProcessTree: true); }
+    }
+
+    /// <summary>
+    /// A run whose `peft train` process is gone without a summary.json (killed; metrics.jsonl empty, as before a first
+    /// step) reads "stopped" on the dashboard; it used to read "running" forever. While the process lives it reads "running".
+    /// </summary>
+    [Fact]
+    public async Task ARunWhoseTrainProcessIsGoneReadsStopped()
+    {
+        if (OperatingSystem.IsWindows()) return;
+        string dir = TestPaths.TempDir(), data = ReversalTask.Write(dir, 8), run = Path.Combine(dir, "run");
+        string metrics = Path.Combine(run, MetricsLog.FileName);
+        using (var p = PeftProcess.Start(["train", "--model", TestPaths.TinyLlama, "--data", data, "--out", run, "--method", "lora",
+                   "--steps", "100000", "--batch", "4", "--max-seq", "32"]))
+        {
+            try
+            {
+                _ = p.StandardOutput.ReadToEndAsync();
+                var err = p.StandardError.ReadToEndAsync();
+                var deadline = DateTime.UtcNow.AddMinutes(2);
+                while (!File.Exists(metrics) && !p.HasExited && DateTime.UtcNow < deadline) await Task.Delay(50);
+                Assert.False(p.HasExited, $"peft train ended early: {(p.HasExited ? await err : "")}");
+                Assert.Equal("running", await State(run));
+            }
+            finally { p.Kill(entireProcessTree: true); p.WaitForExit(); }
+        }
+        File.WriteAllText(metrics, "");   // killed before its first record
+        Assert.False(File.Exists(Path.Combine(run, DashboardRuns.SummaryFile)));
+        Assert.Equal("stopped", await State(run));
+    }
+
+    static async Task<string> State(string run)
+    {
+        await using var server = await DashboardServer.StartAsync(run, port: 0);
+        using var http = new HttpClient();
+        var info = await http.GetFromJsonAsync<JsonObject>(new Uri(server.BaseAddress, $"api/metrics?run={Path.GetFileName(run)}"));
+        return info!["state"]!.GetValue<string>();
     }
 }

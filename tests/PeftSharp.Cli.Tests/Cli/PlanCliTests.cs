@@ -40,6 +40,21 @@ public class PlanCliTests
         Assert.True(device.GetProperty("allocator_slack_bytes").GetInt64() > 0);
     }
 
+    /// <summary>An absurd batch x seq (10^16 tokens) fits no GPU; its saturated terms used to wrap to a 15 GB total that "fit" a T4.</summary>
+    [Fact]
+    public void An_absurd_batch_fits_no_gpu()
+    {
+        var plan = Json("--method", "lora", "--batch", "100000000", "--seq", "100000000");
+        Assert.Equal(long.MaxValue, plan.GetProperty("total_bytes").GetInt64());
+        Assert.All(plan.GetProperty("fits").EnumerateObject(), gpu => Assert.False(gpu.Value.GetBoolean(), gpu.Name));
+
+        // serve: the cache's rebuild of 10^8 rows of 10^8 tokens wrapped to a negative byte count
+        var serve = Json("--serve", "--max-batch", "100000000", "--context", "100000000");
+        Assert.Equal(long.MaxValue, serve.GetProperty("kv_growth_bytes").GetInt64());
+        Assert.Equal(long.MaxValue, serve.GetProperty("total_bytes").GetInt64());
+        Assert.All(serve.GetProperty("fits").EnumerateObject(), gpu => Assert.False(gpu.Value.GetBoolean(), gpu.Name));
+    }
+
     [Fact]
     public void Compare_carries_the_flags_to_every_method()
     {

@@ -40,6 +40,26 @@ public class TrainEvalCliTests
         Assert.Contains(data, err);
     }
 
+    /// <summary>Dense LoRA and full fine-tuning on a checkpoint stored in NF4 are refused before anything else is printed (no memory plan first).</summary>
+    [Fact]
+    public void LoraOnAnNf4CheckpointIsRefusedBeforeThePlan()
+    {
+        string dir = TestPaths.TempDir(), data = ReversalTask.Write(dir, 8), nf4 = Path.Combine(dir, "nf4");
+        Assert.Equal(0, CliApp.Run(["quantize", "--model", TestPaths.TinyLlama, "--out", nf4]));
+        var (code, stdout, err) = CliCapture.Run(["train", "--model", nf4, "--data", data, "--out", Path.Combine(dir, "out"), "--steps", "1", "--method", "lora"]);
+        Assert.Equal(1, code);
+        Assert.Contains("--method lora: the model is already quantised (nf4-", err);
+        Assert.Equal("", stdout.Trim());   // no compute line, data summary or memory plan of a run that will not start
+        Assert.Single(err.Trim().Split('\n'));
+        Assert.False(Directory.Exists(Path.Combine(dir, "out")), "a refused run left an output folder");
+
+        (code, stdout, err) = CliCapture.Run(["train", "--model", nf4, "--data", data, "--out", Path.Combine(dir, "out"), "--steps", "1", "--method", "full"]);
+        Assert.Equal(1, code);
+        Assert.StartsWith("error: full fine-tuning needs a dense model; this one is quantised (nf4-", err.Trim());
+        Assert.Equal("", stdout.Trim());
+        Assert.Single(err.Trim().Split('\n'));
+    }
+
     [Fact]
     public void ExistingRunFolderIsRefusedWithoutOverwriteOrResume()
     {

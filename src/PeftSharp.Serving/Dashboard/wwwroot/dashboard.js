@@ -44,6 +44,9 @@ const steps = run => run.records.filter(r => r.loss !== undefined);
 const evals = run => run.records.filter(r => r.eval_loss !== undefined);
 const series = (rs, key) => rs.filter(r => typeof r[key] === "number").map(r => [r.step, r[key]]);
 
+// finished (summary.json), stopped (its `peft train` process is gone without one) or running; the server decides.
+const state = run => run.info.state ?? (run.info.finished ? "finished" : "running");
+
 function render() {
   let total = 0;
   const cards = [];
@@ -54,7 +57,7 @@ function render() {
   document.getElementById("runs").replaceChildren(...cards);
   const status = document.getElementById("status");
   status.dataset.records = total;
-  const running = [...runs.values()].filter(r => !r.info.finished).length;
+  const running = [...runs.values()].filter(r => state(r) === "running").length;
   status.textContent = `${runs.size} run(s), ${running} running · ${total} records · updated ${new Date().toLocaleTimeString()}`;
 
   const all = [...runs].map(([name, run]) => ({ name, run }));
@@ -86,7 +89,7 @@ function card(name, run) {
   const s = steps(run), last = s[s.length - 1], ev = evals(run), lastEval = ev[ev.length - 1];
   const total = run.info.plan?.total_steps ?? run.info.summary?.steps;
   const lines = [];
-  if (!last) lines.push("waiting for the first step…");
+  if (!last) lines.push(state(run) === "stopped" ? "stopped before its first step" : "waiting for the first step…");
   else {
     lines.push(`step ${last.step}${total ? ` / ${total}` : ""}   loss ${last.loss.toFixed(4)}`);
     lines.push(`elapsed ${duration(last.elapsed_s)}${eta(run, last, total)}`);
@@ -103,9 +106,10 @@ function card(name, run) {
   el.className = "run";
   el.dataset.run = name;
   el.dataset.finished = run.info.finished ? "true" : "false";
+  el.dataset.state = state(run);
   el.style.setProperty("--colour", run.colour);
   const title = document.createElement("b");
-  title.textContent = `${name} — ${run.info.finished ? "finished" : "running"}${run.info.plan?.method ? ` · ${run.info.plan.method}` : ""}`;
+  title.textContent = `${name} — ${state(run)}${run.info.plan?.method ? ` · ${run.info.plan.method}` : ""}`;
   const figures = document.createElement("div");
   figures.className = "figures";
   figures.textContent = lines.join("\n");
@@ -130,7 +134,7 @@ function samplesTable(samples) {
 }
 
 function eta(run, last, total) {
-  if (run.info.finished || !total || last.step >= total) return "";
+  if (state(run) !== "running" || !total || last.step >= total) return "";
   const first = steps(run)[0];
   // Time per step measured over this process's steps (a resumed run's elapsed_s restarts from its own start).
   const perStep = last.step > first.step ? (last.elapsed_s - first.elapsed_s) / (last.step - first.step) : last.elapsed_s / last.step;

@@ -36,10 +36,27 @@ internal static class MethodFactory
         }
     }
 
+    /// <summary>
+    /// The refusals <see cref="Attach"/> (dense LoRA/DoRA) and <see cref="FullFineTuning"/> make for a checkpoint stored in
+    /// 4 bit, made from the checkpoint's header alone, so `peft train` can refuse before it loads data or prints the plan
+    /// of a run that will not start.
+    /// </summary>
+    public static void RefuseQuantisedCheckpoint(string modelDir, MethodOptions o)
+    {
+        bool needsDense = (o.IsLora && !o.IsQuantized) || o.Method == "full";
+        // A GGUF base (the file, or the folder made from it) has no safetensors: it loads dense.
+        if (!needsDense || IO.Gguf.GgufModelSource.IsGguf(modelDir) || !Directory.Exists(modelDir) || IO.Gguf.GgufModelSource.FileOf(modelDir) is not null) return;
+        using var reader = new IO.CheckpointReader(modelDir);
+        if (QuantizedCheckpoints.Detect(reader) is not { } stored) return;
+        throw o.Method == "full" ? FullFineTuning.NeedsDense(stored.Scheme) : AlreadyQuantised(o, stored.Scheme);
+    }
+
+    static ArgumentException AlreadyQuantised(MethodOptions o, string scheme) =>
+        new($"--method {o.Method}: the model is already quantised ({scheme}); use qlora or qdora");
+
     public static ITrainingMethod Attach(CausalLM model, string modelDir, MethodOptions o, TextTokenizer tokenizer, int seed)
     {
-        if (o.IsLora && model.QuantizationScheme != "none" && !o.IsQuantized)
-            throw new ArgumentException($"--method {o.Method}: the model is already quantised ({model.QuantizationScheme}); use qlora or qdora");
+        if (o.IsLora && model.QuantizationScheme != "none" && !o.IsQuantized) throw AlreadyQuantised(o, model.QuantizationScheme);
         if (o.Method == "full") return new FullFineTuning(model, Path.Combine(modelDir, "tokenizer.json"));
         var config = ConfigFor(o, modelDir);
         // Every adapter method attaches through the registry; the run's adapter is PEFT's "default".
