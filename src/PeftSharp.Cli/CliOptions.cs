@@ -15,7 +15,6 @@ namespace PeftSharp.Cli;
 /// </summary>
 public static class CliOptions
 {
-    /// <summary>Rewrites Spectre's "Unknown option 'x'." for command <paramref name="args"/>[0]; null for other messages.</summary>
     /// <summary>
     /// --out of a command that writes a whole model folder (merge, quantize) and so replaces what is there: an existing
     /// folder that holds files but no config.json (not a model folder) is refused, so `--out .` or `--out ~/models`
@@ -26,6 +25,7 @@ public static class CliOptions
             ? ValidationResult.Error($"{flag} {dir}: exists and is not a model folder (no config.json); writing there would replace everything in it, so give a new folder")
             : ValidationResult.Success();
 
+    /// <summary>Rewrites Spectre's "Unknown option 'x'." for command <paramref name="args"/>[0]; null for other messages.</summary>
     public static string? ExplainUnknownOption(string message, IReadOnlyList<string> args, IReadOnlyDictionary<string, Type> settingsByCommand)
     {
         var m = Regex.Match(message, @"^(?:Unknown|Unexpected) option '(.*)'\.?$"); // Unexpected: before any command
@@ -69,10 +69,6 @@ public static class CliOptions
         return null;
     }
 
-    /// <summary>
-    /// "--lr must be a finite number (got NaN)" for the first NaN/Infinity among a settings object's number options, else
-    /// null. .NET parses "NaN" and "Infinity" as doubles, and range checks (x &lt;= 0) let NaN through.
-    /// </summary>
     /// <summary>`--pack-weights auto|on|off` (train and plan) as the trainer and the planner take it: null (auto), true or false.</summary>
     public static bool? PackWeights(string mode) => mode.ToLowerInvariant() switch
     {
@@ -80,6 +76,10 @@ public static class CliOptions
         _ => throw new ArgumentException($"--pack-weights: '{mode}' is not auto, on or off"),
     };
 
+    /// <summary>
+    /// "--lr must be a finite number (got NaN)" for the first NaN/Infinity among a settings object's number options, else
+    /// null. .NET parses "NaN" and "Infinity" as doubles, and range checks (x &lt;= 0) let NaN through.
+    /// </summary>
     public static string? NonFiniteNumber(CommandSettings settings)
     {
         foreach (var (p, a) in Options(settings.GetType()))

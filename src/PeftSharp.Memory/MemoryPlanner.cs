@@ -44,10 +44,10 @@ public static class MemoryPlanner
 
         long seq = request.SequenceLength + (request.Method == TuningMethod.PromptTuning ? request.VirtualTokens : 0);
         var (kept, inFlight, offloadedActs) = Activations(model, request, activations, seq, compute);
-        long acts = kept + inFlight;
+        long acts = SaturatingBytes.Sum(kept, inFlight);
         long logits = activations.LossBytes(c, request.BatchSize, seq, request.Loss, compute);
         // The in-flight layer and the loss buffers coexist unless the profile frees the loss before recomputing.
-        long actsAtPeak = inFlight > 0 && activations.LossFreedBeforeRecompute ? kept + Math.Max(0, inFlight - logits) : acts;
+        long actsAtPeak = inFlight > 0 && activations.LossFreedBeforeRecompute ? SaturatingBytes.Sum(kept, Math.Max(0, inFlight - logits)) : acts;
         long dequant = request.IsQuantized ? DequantBytes(model, request, compute) : 0;
 
         // Sharding: ZeRO-1 splits optimiser state, ZeRO-2 also gradients, ZeRO-3/FSDP also weights.
