@@ -16,6 +16,18 @@ namespace PeftSharp.Cli;
 public static class CliOptions
 {
     /// <summary>
+    /// The warning for sequences longer than the model's context (max_position_embeddings; 0 when the config has none),
+    /// or null: their later positions were never trained (rotary or learned position tables past the pretraining length),
+    /// so a run or a plan at that length is rarely what was meant. A warning, not an error: a model extended by RoPE
+    /// scaling is trained past its recorded length on purpose.
+    /// </summary>
+    public static string? PastContext(string what, long length, int maxPositions) =>
+        maxPositions > 0 && length > maxPositions
+            ? $"{what} is past the model's context (max_position_embeddings {maxPositions}): positions after {maxPositions} were never trained"
+            : null;
+
+
+    /// <summary>
     /// --out of a command that writes a whole model folder (merge, quantize) and so replaces what is there: an existing
     /// folder that holds files but no config.json (not a model folder) is refused, so `--out .` or `--out ~/models`
     /// cannot wipe it; an earlier model folder there is replaced, as before.

@@ -248,6 +248,8 @@ public sealed class PlanCommand : Command<PlanCommand.Settings>
             return 0;
         }
         var request = settings.ToRequest();
+        if (CliOptions.PastContext($"--seq {settings.Seq}", settings.Seq, model.Config.MaxPositionEmbeddings) is { } past)
+            Console.Error.WriteLine($"warning: {past}; planned at {settings.Seq} as asked");
         if (settings.CompareLoss)
         {
             var plans = Enum.GetValues<LossKind>().Select(l => MemoryPlanner.Plan(model, request with { Loss = l })).ToList();

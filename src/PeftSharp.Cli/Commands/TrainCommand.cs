@@ -57,6 +57,9 @@ public sealed class TrainCommand : Command<TrainSettings>
         AnsiConsole.MarkupLineInterpolated($"[bold]data[/] {s.DataFile}: {data.TrainStats}");
         if (data.TrainStats.Truncated > 0)
             AnsiConsole.MarkupLineInterpolated($"[yellow]warning[/]: {data.TrainStats.Truncated} example(s) longer than --max-seq {options.MaxSeqLength} were truncated ({data.TrainStats.TokensCut} tokens cut)");
+        int longest = data.Train.Select(t => t.Length).DefaultIfEmpty(0).Max();
+        if (CliOptions.PastContext($"the longest training sequence ({longest} tokens)", longest, config.MaxPositionEmbeddings) is { } past)
+            AnsiConsole.MarkupLineInterpolated($"[yellow]warning[/]: {past}; --max-seq {config.MaxPositionEmbeddings} keeps within it");
 
         var plan = RunPlan.For(s.ModelDir, methodOptions, options, data.Train, runtimeBytes);
         AnsiConsole.MarkupLine("[bold]memory plan[/] (peft plan, for this run on this device)");

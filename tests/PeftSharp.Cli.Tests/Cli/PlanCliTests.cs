@@ -238,4 +238,16 @@ public class PlanCliTests
         Assert.True(code == 0, stderr);
         Assert.All(PeftSharp.Memory.Gpus.Common, g => Assert.Equal($"{g.Bytes / 1e9:0.00}", CardRows(stdout)[g.Name][0]));
     }
+
+    /// <summary>A --seq past the model's max_position_embeddings is planned as asked, with one warning line on stderr.</summary>
+    [Fact]
+    public void ASeqPastTheModelsContextIsAWarning()
+    {
+        var (code, _, err) = CliCapture.Run("plan", "--model", TestPaths.TinyLlama, "--seq", "200");
+        Assert.Equal(0, code);
+        Assert.Equal("warning: --seq 200 is past the model's context (max_position_embeddings 128): positions after 128 were never trained; planned at 200 as asked", err.Trim());
+        (code, _, err) = CliCapture.Run("plan", "--model", TestPaths.TinyLlama, "--seq", "128");
+        Assert.Equal(0, code);
+        Assert.DoesNotContain("warning", err);
+    }
 }

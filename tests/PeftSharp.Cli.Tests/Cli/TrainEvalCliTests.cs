@@ -18,6 +18,23 @@ public class TrainEvalCliTests
     static string[] Train(string data, string outDir, params string[] extra) =>
         ["train", "--model", TestPaths.TinyLlama, "--data", data, "--out", outDir, "--steps", "3", "--batch", "4", "--max-seq", "32", .. extra];
 
+    /// <summary>Training sequences longer than the model's context train, with one warning naming the length and the context.</summary>
+    [Fact]
+    public void TrainingPastTheModelsContextIsAWarning()
+    {
+        string dir = TestPaths.TempDir(), data = Path.Combine(dir, "long.jsonl");
+        string story = string.Join(" ", Enumerable.Repeat("the little cat sat on the warm mat and looked at the sun", 30));
+        File.WriteAllLines(data, [System.Text.Json.JsonSerializer.Serialize(new { text = story }), "{\"text\": \"short\"}"]);
+        var (code, stdout, err) = CliCapture.Run(Train(data, Path.Combine(dir, "out"), "--method", "lora", "--max-seq", "200", "--steps", "1"));
+        Assert.True(code == 0, err);
+        // Spectre's colours out, its line wraps (a trailing space, a newline) back to one space.
+        string plain = System.Text.RegularExpressions.Regex.Replace(System.Text.RegularExpressions.Regex.Replace(stdout, @"\x1b\[[0-9;]*m", ""), @"\s+", " ");
+        Assert.Contains("warning: the longest training sequence (200 tokens) is past the model's context (max_position_embeddings 128): positions after 128 were never trained; --max-seq 128 keeps within it", plain);
+        (code, stdout, err) = CliCapture.Run(Train(data, Path.Combine(dir, "out2"), "--method", "lora", "--max-seq", "64", "--steps", "1"));
+        Assert.True(code == 0, err);
+        Assert.DoesNotContain("past the model's context", stdout);
+    }
+
     [Fact]
     public void MalformedJsonlNamesFileAndLine()
     {
