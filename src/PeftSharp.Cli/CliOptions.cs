@@ -26,7 +26,6 @@ public static class CliOptions
             ? $"{what} is past the model's context (max_position_embeddings {maxPositions}): positions after {maxPositions} were never trained"
             : null;
 
-
     /// <summary>
     /// --out of a command that writes a whole model folder (merge, quantize) and so replaces what is there: an existing
     /// folder that holds files but no config.json (not a model folder) is refused, so `--out .` or `--out ~/models`
