@@ -20,8 +20,9 @@ namespace PeftSharp.Quantization;
 /// dequantiser can write (panels of whole 16-value runs: for each inner index k, a run of consecutive columns n), the
 /// tile keeps each panel row's position; any other layout (a column count MKL pads, an MKL that packs otherwise)
 /// gives no tile and the caller dequantises into a plain buffer as before. The header MKL wrote stays as written.
-/// Every later dequantisation overwrites all data positions, and only those, so the buffer stays byte for byte what
-/// cblas_sgemm_pack would make of the dense tile (Nf4PanelTileTests compares the two).
+/// Every later dequantisation overwrites all data positions, so a tile on its own pages stays byte for byte what
+/// cblas_sgemm_pack would make of the dense tile (Nf4PanelTileTests compares the two). A team slot's tiles share their
+/// data pages (<see cref="SharedPages"/>); a tile taking them over from another also zeroes its padding, which MKL reads.
 /// </para>
 /// Orientation: <see cref="Forward"/> tiles serve y = x W_tile^T (B = W_tile^T: n = the tile's rows, k = in; a panel
 /// row holds one column of W, so the codes of sixteen rows are gathered and transposed in registers); backward tiles serve
