@@ -59,15 +59,8 @@ internal static unsafe partial class Libc
         return mmap(address, length, ProtRead | ProtWrite, MapShared | MapFixed, fd, offset) == address;
     }
 
-    /// <summary>An anonymous memory file (memfd_create(2)) of <paramref name="bytes"/> bytes, or -1.</summary>
-    public static int MemoryFile(string name, long bytes)
-    {
-        int fd = memfd_create(name, 0);
-        if (fd < 0) return -1;
-        if (ftruncate(fd, bytes) == 0) return fd;
-        close(fd);
-        return -1;
-    }
+    /// <summary>An empty anonymous memory file (memfd_create(2)), or -1; <see cref="Resize"/> gives it its size.</summary>
+    public static int MemoryFile(string name) => memfd_create(name, 0) is var fd && fd >= 0 ? fd : -1;
 
     /// <summary>Grows or shrinks a file to <paramref name="bytes"/> (ftruncate(2)); false where it failed.</summary>
     public static bool Resize(int fd, long bytes) => ftruncate(fd, bytes) == 0;

@@ -35,6 +35,9 @@ internal sealed unsafe class Nf4PanelTile : IDisposable
 
     internal static bool Supported => Avx512F.IsSupported && Avx512BW.IsSupported && PackedGemm.Available;
 
+    /// <summary>Panel tiles are on and this process can use them.</summary>
+    internal static bool Available => Enabled && Supported;
+
     /// <summary>Fewest rows of A a tile serves: MKL packs one-row products another way (measured: m = 1 differs, 16-1024 agree).</summary>
     internal const int MinRows = 16;
 
@@ -366,7 +369,6 @@ internal sealed unsafe class Nf4PanelTile : IDisposable
         /// <summary>Slot <paramref name="slot"/>'s tile for this product, learnt on first use; null: dequantise into a plain buffer.</summary>
         public Nf4PanelTile? Get(int slot, bool forward, int m, int n, int k)
         {
-            if (!Enabled || m < MinRows) return null;
             var cache = _bySlot[slot];
             var key = (forward, n, k, Team);
             if (cache.TryGetValue(key, out var tile)) return tile;
@@ -409,7 +411,7 @@ internal sealed unsafe class Nf4PanelTile : IDisposable
         public static SharedPages? Create()
         {
             if (!OperatingSystem.IsLinux()) return null;
-            int fd = Libc.MemoryFile("peftsharp-nf4-panels", 0);
+            int fd = Libc.MemoryFile("peftsharp-nf4-panels");
             return fd < 0 ? null : new SharedPages(fd);
         }
 

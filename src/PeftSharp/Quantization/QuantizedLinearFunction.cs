@@ -92,7 +92,7 @@ internal sealed class QuantizedLinearFunction : autograd.SingleTensorFunction<Qu
         if (outF * inF * Nf4Kernel.ElementBytes(dtype) <= TileBytes) return 0;
         long unit = bs / (long)System.Numerics.BigInteger.GreatestCommonDivisor(inF, bs);
         // Panel tiles (Nf4PanelTile) need rows in whole 16s: MKL's panels are 16-wide runs along them.
-        if (dtype == ScalarType.Float32 && Nf4PanelTile.Enabled && Nf4PanelTile.Supported) unit = unit * 16 / (long)System.Numerics.BigInteger.GreatestCommonDivisor(unit, 16);
+        if (dtype == ScalarType.Float32 && Nf4PanelTile.Available) unit = unit * 16 / (long)System.Numerics.BigInteger.GreatestCommonDivisor(unit, 16);
         long most = Math.Max(unit, Math.Max(MinTileRows, TileBytes / team / (inF * Nf4Kernel.ElementBytes(dtype))) / unit * unit);
         long tiles = (outF + most - 1) / most;
         tiles = (tiles + team - 1) / team * team;
@@ -130,7 +130,7 @@ internal sealed class QuantizedLinearFunction : autograd.SingleTensorFunction<Qu
                     long t0 = Stopwatch.GetTimestamp();
                     writer.Write(r0, panel);
                     mine += Stopwatch.GetTimestamp() - t0;
-                    panels.Multiply(panel, r0);
+                    panels.Multiply(slot, panel, r0);
                     continue;
                 }
                 using var flat = Buffer().narrow(0, slot * slotElems, n * inF);
@@ -149,9 +149,9 @@ internal sealed class QuantizedLinearFunction : autograd.SingleTensorFunction<Qu
 
     /// <summary>
     /// A tiled product's GEMM on a tile dequantised into MKL's packed layout (<see cref="Nf4PanelTile"/>): the
-    /// orientation, A's rows, and what to do with the tile whose rows start at a given row of W.
+    /// orientation, A's rows, and what a slot does with the tile whose rows start at a given row of W.
     /// </summary>
-    sealed record PanelProduct(bool Forward, int Rows, Action<Nf4PanelTile, long> Multiply);
+    sealed record PanelProduct(bool Forward, int Rows, Action<int, Nf4PanelTile, long> Multiply);
 
     [ThreadStatic] static Nf4PanelTile.Slots? _panels;
 
@@ -168,7 +168,7 @@ internal sealed class QuantizedLinearFunction : autograd.SingleTensorFunction<Qu
 
     /// <summary>Panel tiles serve fp32 products of at least <see cref="Nf4PanelTile.MinRows"/> rows where MKL's pack API and AVX-512 are there.</summary>
     static bool PanelsApply(ScalarType dtype, long rows) =>
-        dtype == ScalarType.Float32 && rows >= Nf4PanelTile.MinRows && rows <= int.MaxValue && Nf4PanelTile.Enabled && Nf4PanelTile.Supported;
+        dtype == ScalarType.Float32 && rows >= Nf4PanelTile.MinRows && rows <= int.MaxValue && Nf4PanelTile.Available;
 
     /// <summary>y = x W^T tile by tile: each tile's GEMM writes its columns of y in place (addmm_ into a row-strided view: no copy).</summary>
     static unsafe Tensor TiledLinear(Tensor x, Nf4Weight w, ScalarType dtype, long tileRows, int team, DequantStats.Pass pass)
@@ -180,7 +180,7 @@ internal sealed class QuantizedLinearFunction : autograd.SingleTensorFunction<Qu
         long m = x2.shape[0];
         nint a = Kernels.KernelSupport.Address(x2), c = Kernels.KernelSupport.Address(y);
         var panels = PanelsApply(dtype, m)
-            ? new PanelProduct(true, (int)m, (tile, r0) => tile.Multiply((float*)a, (int)m, (int)inF, 0f, (float*)c + r0, (int)outF))
+            ? new PanelProduct(true, (int)m, (_, tile, r0) => tile.Multiply((float*)a, (int)m, (int)inF, 0f, (float*)c + r0, (int)outF))
             : null;
         Tiled(w, dtype, tileRows, team, pass, (_, r0, n, tile) =>
         {
@@ -205,15 +205,15 @@ internal sealed class QuantizedLinearFunction : autograd.SingleTensorFunction<Qu
         var sums = Enumerable.Range(0, slots).Select(_ => empty([m, inF], dtype, grad.device)).ToArray();
         nint a = Kernels.KernelSupport.Address(g2);
         var sumAt = sums.Select(Kernels.KernelSupport.Address).ToArray();
-        // Tile t runs on slot t % slots; its first tile writes the slot's sum (beta 0), later ones add to it.
+        // A slot's first tile (one of the first `slots`) writes its sum, its later ones add to it.
+        float Beta(long r0) => r0 < tileRows * slots ? 0f : 1f;
         var panels = PanelsApply(dtype, m)
-            ? new PanelProduct(false, (int)m, (tile, r0) =>
-                tile.Multiply((float*)a + r0, (int)m, (int)outF, r0 < tileRows * slots ? 0f : 1f, (float*)sumAt[r0 / tileRows % slots], (int)inF))
+            ? new PanelProduct(false, (int)m, (slot, tile, r0) => tile.Multiply((float*)a + r0, (int)m, (int)outF, Beta(r0), (float*)sumAt[slot], (int)inF))
             : null;
         Tiled(w, dtype, tileRows, slots, DequantStats.Pass.Backward, (slot, r0, n, tile) =>
         {
             using var g = g2.narrow(1, r0, n);
-            sums[slot].addmm_(g, tile, beta: r0 < tileRows * slots ? 0 : 1);
+            sums[slot].addmm_(g, tile, beta: Beta(r0));
         }, panels);
         for (int k = 1; k < slots; k++) sums[0].add_(sums[k]);
         return sums[0].view([.. grad.shape[..^1], inF]).MoveToOuterDisposeScope();
