@@ -10,17 +10,27 @@ internal static class AtomicFile
     {
         string full = System.IO.Path.GetFullPath(path);
         string dir = System.IO.Path.GetDirectoryName(full)!;
-        Directory.CreateDirectory(dir);
         string tmp = System.IO.Path.Combine(dir, $".{System.IO.Path.GetFileName(full)}.{Guid.NewGuid():N}.tmp");
-        InFlight[tmp] = false;
         try
         {
-            using (var fs = new FileStream(tmp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20))
+            FileStream created;
+            lock (Gate)
+            {
+                ThrowIfClosing();
+                Directory.CreateDirectory(dir);
+                InFlight[tmp] = false;
+                created = new FileStream(tmp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20);
+            }
+            using (var fs = created)
             {
                 write(fs);
                 fs.Flush(flushToDisk: true);
             }
-            File.Move(tmp, full, overwrite: true);
+            lock (Gate)
+            {
+                ThrowIfClosing();
+                File.Move(tmp, full, overwrite: true);
+            }
         }
         catch
         {
@@ -44,13 +54,21 @@ internal static class AtomicFile
         Directory.CreateDirectory(parent);
         string tmp = System.IO.Path.Combine(parent, $".{System.IO.Path.GetFileName(full)}.{Guid.NewGuid():N}.tmp");
         string old = tmp + ".old";
-        Directory.CreateDirectory(tmp);
-        InFlight[tmp] = true;
         try
         {
+            lock (Gate)
+            {
+                ThrowIfClosing();
+                InFlight[tmp] = true;
+                Directory.CreateDirectory(tmp);
+            }
             build(tmp);
-            if (Directory.Exists(full)) Directory.Move(full, old);
-            Directory.Move(tmp, full);
+            lock (Gate)
+            {
+                ThrowIfClosing();
+                if (Directory.Exists(full)) Directory.Move(full, old);
+                Directory.Move(tmp, full);
+            }
         }
         catch
         {
@@ -72,6 +90,10 @@ internal static class AtomicFile
     /// </summary>
     public static void RemoveInFlight()
     {
+        // Closing first, under the lock every creation and final rename takes: a writer still running on another thread
+        // can then neither recreate a temp folder this removes (Write creates its folder) nor swap in a folder being
+        // emptied. Without it, the temp folder came back between the removal and the process's end.
+        lock (Gate) _closing = true;
         foreach (var (tmp, folder) in InFlight)
         {
             if (!folder) { TryDelete(tmp); continue; }
@@ -80,6 +102,14 @@ internal static class AtomicFile
             try { if (Directory.Exists(old) && !Directory.Exists(full)) Directory.Move(old, full); }
             catch (IOException) { }
         }
+    }
+
+    static readonly object Gate = new();
+    static volatile bool _closing;
+
+    static void ThrowIfClosing()
+    {
+        if (_closing) throw new OperationCanceledException("interrupted: the process is ending and removed its temp files");
     }
 
     /// <summary>The temp names <see cref="Write"/> and <see cref="WriteFolder"/> use: .NAME.GUID.tmp and .NAME.GUID.tmp.old.</summary>
@@ -108,5 +138,13 @@ internal static class AtomicFile
     }
 
     static void TryDelete(string p) { try { File.Delete(p); } catch (IOException) { } }
-    static void TryDeleteDir(string p) { try { if (Directory.Exists(p)) Directory.Delete(p, true); } catch (IOException) { } }
+    // A file a writer had open when the folder was emptied can make the last rmdir see a non-empty folder: try again.
+    static void TryDeleteDir(string p)
+    {
+        for (int attempt = 0; attempt < 5; attempt++)
+        {
+            try { if (Directory.Exists(p)) Directory.Delete(p, true); return; }
+            catch (IOException) { Thread.Sleep(10); }
+        }
+    }
 }
