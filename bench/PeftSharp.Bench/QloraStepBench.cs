@@ -105,7 +105,7 @@ public sealed class QloraStepBench : IBench
                           $"; dequantised weights kept for backward: {DequantReuse.BudgetOf(nf4) / 1048576.0:F0} MiB budget ({(double)DequantReuse.BudgetOf(nf4) / Math.Max(1, DequantReuse.LayerBytes(nf4, ScalarType.Float32)):F1} layers)");
         Console.WriteLine($"step time: fp32 base median {tDense * 1e3:F0} ms (min {times[0].Min() * 1e3:F0}), NF4 base median {tNf4 * 1e3:F0} ms (min {times[1].Min() * 1e3:F0})");
         Console.WriteLine($"QLoRA/LoRA step time ratio = {BenchStats.Median(ratios):F3} (median of per-round ratios; min/min {times[1].Min() / times[0].Min():F3}); " +
-                          $"dequantisation tile {Tile(tileBytes, teams[1])}, at least {rowFloors[1]} rows{(Nf4PanelTile.Supported ? ", tiles written in MKL's packed layout (Nf4PanelTile)" : ", tiles in plain buffers (no MKL pack API or AVX-512 here)")}");
+                          $"dequantisation tile {Tile(tileBytes, teams[1])}, at least {rowFloors[1]} rows{(Nf4PanelTile.Supported ? $", tiles written in MKL's packed layout (Nf4PanelTile, {Nf4PanelTile.Isa})" : ", tiles in plain buffers (no MKL pack API or AVX2 here)")}");
         Console.WriteLine($"fp32 base: {denseStep.Packing}");
         if (plainColumn)
         {

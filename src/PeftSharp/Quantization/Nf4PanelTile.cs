@@ -17,7 +17,8 @@ namespace PeftSharp.Quantization;
 /// MKL does not document the packed layout, so it is read off MKL itself: a tile-shaped matrix holding 1, 2, 3, ... is
 /// packed once into this tile's own buffer (the layout's data offset depends on the buffer's address, so the buffer
 /// is learnt and then reused), and the position of every value is found in it. Where that layout is what the
-/// dequantiser can write (panels of whole 16-value runs: for each inner index k, a run of consecutive columns n), the
+/// dequantiser can write (panels of whole runs of its store width, 16 values with AVX-512 and 8 with AVX2: for each
+/// inner index k, a run of consecutive columns n), the
 /// tile keeps each panel row's position; any other layout (a column count MKL pads, an MKL that packs otherwise)
 /// gives no tile and the caller dequantises into a plain buffer as before. The header MKL wrote stays as written.
 /// Every later dequantisation overwrites all data positions, so a tile on its own pages stays byte for byte what
@@ -30,10 +31,24 @@ namespace PeftSharp.Quantization;
 /// </summary>
 internal sealed unsafe class Nf4PanelTile : IDisposable
 {
-    /// <summary>Whether this process can use panel tiles: MKL's pack API and the AVX-512 kernels; false turns them off (the qlora-step bench's comparison column).</summary>
+    /// <summary>Whether this process can use panel tiles: MKL's pack API and the AVX-512 or AVX2 kernels; false turns them off (the qlora-step bench's comparison column).</summary>
     internal static bool Enabled { get; set; } = true;
 
-    internal static bool Supported => Avx512F.IsSupported && Avx512BW.IsSupported && PackedGemm.Available;
+    internal static bool Supported => (Avx512F.IsSupported && Avx512BW.IsSupported || Avx2.IsSupported) && PackedGemm.Available;
+
+    /// <summary>
+    /// The dequantiser's kernels: AVX-512 (16 values per store; MKL's AVX-512 kernels pack B in 48- and 16-column panels)
+    /// where the CPU has it, else AVX2 (8 per store; MKL's AVX2 kernels pack in 24-, 16- and 8-column panels: a Zen 3
+    /// EPYC). Tiles learnt under one setting are written by its kernels; tests set it to false on an AVX-512 CPU to
+    /// run the AVX2 kernels there too.
+    /// </summary>
+    internal static bool Wide { get; set; } = Avx512F.IsSupported && Avx512BW.IsSupported;
+
+    /// <summary>Values per store of the kernels in use: panel runs must be whole multiples of it.</summary>
+    static int Lanes => Wide ? 16 : 8;
+
+    /// <summary>The kernels' instruction set, for the benches' output.</summary>
+    internal static string Isa => !Supported ? "none" : Wide ? "AVX-512" : "AVX2";
 
     /// <summary>Panel tiles are on and this process can use them.</summary>
     internal static bool Available => Enabled && Supported;
@@ -56,9 +71,12 @@ internal sealed unsafe class Nf4PanelTile : IDisposable
     /// <summary>Float offset of panel p's row k in the buffer: [p * K + k].</summary>
     readonly int[] _rowAt;
 
-    Nf4PanelTile(bool forward, int n, int k, nint data, nint length, int[] panelN0, int[] panelWidth, int[] rowAt)
+    /// <summary>Written by the AVX-512 kernels (else AVX2): the panels' runs are whole multiples of their store width.</summary>
+    readonly bool _wide;
+
+    Nf4PanelTile(bool forward, int n, int k, nint data, nint length, int[] panelN0, int[] panelWidth, int[] rowAt, bool wide)
     {
-        (Forward, N, K, _data, _length, _panelN0, _panelWidth, _rowAt) = (forward, n, k, data, length, panelN0, panelWidth, rowAt);
+        (Forward, N, K, _data, _length, _panelN0, _panelWidth, _rowAt, _wide) = (forward, n, k, data, length, panelN0, panelWidth, rowAt, wide);
     }
 
     /// <summary>
@@ -127,11 +145,12 @@ internal sealed unsafe class Nf4PanelTile : IDisposable
         // Panels from B's first row: runs of consecutive positions; every other row must repeat them.
         var n0s = new List<int>();
         var widths = new List<int>();
+        int lanes = Lanes;
         for (int start = 0; start < n;)
         {
             int end = start + 1;
             while (end < n && at[end] == at[end - 1] + 1) end++;
-            if (start % 16 != 0 || (end - start) % 16 != 0) return null;
+            if (start % lanes != 0 || (end - start) % lanes != 0) return null;
             n0s.Add(start);
             widths.Add(end - start);
             start = end;
@@ -145,7 +164,7 @@ internal sealed unsafe class Nf4PanelTile : IDisposable
                     if (at[kk * n + n0s[p] + j] != start + j) return null;
                 rowAt[p * k + kk] = start;
             }
-        var tile = new Nf4PanelTile(forward, n, k, data, length, [.. n0s], [.. widths], rowAt);
+        var tile = new Nf4PanelTile(forward, n, k, data, length, [.. n0s], [.. widths], rowAt, Wide);
         // The data's pages onto the slot's shared pages, where the header lies on pages before them.
         long from = first * sizeof(float) & ~(PageBytes - 1), to = ((last + 1) * sizeof(float) + PageBytes - 1) & ~(PageBytes - 1);
         if (shared is not null && (header + 1) * sizeof(float) <= from && shared.Fit(to - from) && Libc.MapFileAt(data + (nint)from, (nint)(to - from), shared.File, 0))
@@ -199,7 +218,6 @@ internal sealed unsafe class Nf4PanelTile : IDisposable
     public void Write(byte* packed, float* absmax, float* code, int blockSize, long cols, long firstRow)
     {
         if (_data == 0) throw new ObjectDisposedException(nameof(Nf4PanelTile));
-        var table = Vector512.Load(code);
         float* d = (float*)_data;
         // On shared pages another tile may have written since: its values in this tile's padding go back to zero.
         if (_pages is not null && _pages.Last != this)
@@ -211,8 +229,13 @@ internal sealed unsafe class Nf4PanelTile : IDisposable
         // the memory's streaming rate, where the kernels' strided reads (16 rows at a time forward) would each wait for it.
         long rows = Forward ? N : K;
         Touch(packed + firstRow * cols / 2, rows * cols / 2);
-        if (Forward) WriteTransposed(d, packed, absmax, table, blockSize, cols, firstRow);
-        else WriteRows(d, packed, absmax, table, blockSize, cols, firstRow);
+        if (!_wide)
+        {
+            if (Forward) WriteTransposed8(d, packed, absmax, code, blockSize, cols, firstRow);
+            else WriteRows8(d, packed, absmax, code, blockSize, cols, firstRow);
+        }
+        else if (Forward) WriteTransposed(d, packed, absmax, Vector512.Load(code), blockSize, cols, firstRow);
+        else WriteRows(d, packed, absmax, Vector512.Load(code), blockSize, cols, firstRow);
     }
 
     static long _sink;
@@ -313,6 +336,126 @@ internal sealed unsafe class Nf4PanelTile : IDisposable
                     }
                 }
     }
+
+    /// <summary>
+    /// <see cref="WriteRows"/> with AVX2, 16 values per step where the run allows (8 bytes of codes, as Nf4Kernel's AVX2
+    /// path reads them), else 8: the unscaled 16-entry table looked up as two 8-entry halves picked by the code's bit 3,
+    /// then each 8 values times their block's scale (fl(code * absmax), the product the plain path stores). Scaling the
+    /// lookup's result rather than the table takes one multiply per 8 values and no branch on the block: a 24-wide run
+    /// enters a new block at every row and sometimes within it.
+    /// </summary>
+    void WriteRows8(float* d, byte* packed, float* absmax, float* code, int blockSize, long cols, long firstRow)
+    {
+        var c0 = Avx.LoadVector256(code);
+        var c1 = Avx.LoadVector256(code + 8);
+        var mask = Vector128.Create((byte)15);
+        int shift = BitOperations.IsPow2(blockSize) ? BitOperations.Log2((uint)blockSize) : -1;
+        fixed (int* rowAt = _rowAt, n0s = _panelN0, widths = _panelWidth)
+            for (int p = 0; p < _panelN0.Length; p++)
+            {
+                int n0 = n0s[p], w = widths[p];
+                int* at = rowAt + p * K;
+                for (int kk = 0; kk < K; kk++)
+                {
+                    float* dst = d + at[kk];
+                    long e = (firstRow + kk) * cols + n0;
+                    byte* src = packed + e / 2;
+                    int j = 0;
+                    for (; j + 16 <= w; j += 16, e += 16, src += 8)
+                    {
+                        var b = Vector128.CreateScalarUnsafe(*(ulong*)src).AsByte();
+                        var hi = Vector128.ShiftRightLogical(b.AsUInt16(), 4).AsByte() & mask;
+                        var codes = Sse2.UnpackLow(hi, b & mask);   // h0 l0 h1 l1 ... h7 l7: 16 indices
+                        var first = Lookup(c0, c1, Avx2.ConvertToVector256Int32(codes));
+                        var second = Lookup(c0, c1, Avx2.ConvertToVector256Int32(Sse2.ShiftRightLogical128BitLane(codes, 8)));
+                        Avx.Store(dst + j, Avx.Multiply(first, Vector256.Create(absmax[shift >= 0 ? e >> shift : e / blockSize])));
+                        Avx.Store(dst + j + 8, Avx.Multiply(second, Vector256.Create(absmax[shift >= 0 ? (e + 8) >> shift : (e + 8) / blockSize])));
+                    }
+                    if (j < w)
+                    {
+                        var b = Vector128.CreateScalarUnsafe(*(uint*)src).AsByte();
+                        var hi = Vector128.ShiftRightLogical(b.AsUInt16(), 4).AsByte() & mask;
+                        var v = Lookup(c0, c1, Avx2.ConvertToVector256Int32(Sse2.UnpackLow(hi, b & mask)));
+                        Avx.Store(dst + j, Avx.Multiply(v, Vector256.Create(absmax[shift >= 0 ? e >> shift : e / blockSize])));
+                    }
+                }
+            }
+    }
+
+    /// <summary>
+    /// <see cref="WriteTransposed"/> with AVX2: one 8-lane gather takes 4 bytes (8 codes, columns kk .. kk + 7) from
+    /// each of eight rows; each column's nibbles are shifted out of the lanes, looked up in the unscaled table's halves
+    /// (bit 3 of the nibble, shifted to the sign bit, picks the half) and scaled by the eight rows' block scales. For
+    /// each 8 columns the panel's row groups are written in turn, so each panel row is written whole before the next
+    /// (group by group over the whole panel, each pass wrote a third of every row: lines were fetched three times).
+    /// </summary>
+    void WriteTransposed8(float* d, byte* packed, float* absmax, float* code, int blockSize, long cols, long firstRow)
+    {
+        var c0 = Avx.LoadVector256(code);
+        var c1 = Avx.LoadVector256(code + 8);
+        var rowBytes = Vector256.Create((int)(cols / 2)) * Vector256.Create(0, 1, 2, 3, 4, 5, 6, 7);
+        int widest = _panelWidth.Max();
+        float* scale = stackalloc float[widest];
+        bool rowsAreBlocks = cols % blockSize == 0;
+        long blocksPerRow = cols / blockSize;
+        int shift = BitOperations.IsPow2(blockSize) ? BitOperations.Log2((uint)blockSize) : -1;
+        fixed (int* rowAt = _rowAt, n0s = _panelN0, widths = _panelWidth)
+            for (int p = 0; p < _panelN0.Length; p++)
+            {
+                int w = widths[p];
+                long row0 = firstRow + n0s[p];
+                int* at = rowAt + p * K;
+                byte* first = packed + row0 * cols / 2;
+                long block = -1;
+                for (int kk = 0; kk < K; kk += 8, first += 4)
+                {
+                    // The panel's rows' scales for these 8 columns (8 columns from a multiple of 8 never straddle a block:
+                    // block sizes are multiples of 16); where rows are whole blocks, all rows enter a new block together.
+                    long b = shift >= 0 ? (row0 * cols + kk) >> shift : (row0 * cols + kk) / blockSize;
+                    if (b != block || !rowsAreBlocks)
+                    {
+                        if (rowsAreBlocks)
+                        {
+                            float* s0 = absmax + b;
+                            for (int i = 0; i < w; i++) scale[i] = s0[i * blocksPerRow];
+                        }
+                        else for (int i = 0; i < w; i++) scale[i] = absmax[((row0 + i) * cols + kk) / blockSize];
+                        block = b;
+                    }
+                    for (int g = 0; g < w; g += 8)
+                    {
+                        var codes = Avx2.GatherVector256((int*)(first + g * cols / 2), rowBytes, 1);
+                        var scales = Avx.LoadVector256(scale + g);
+                        float* dg = d + g;
+                        // Column kk's nibble is bits 4-7 of each lane, kk + 1's bits 0-3, kk + 2's bits 12-15, ...
+                        Avx.Store(dg + at[kk], Avx.Multiply(Nibble(c0, c1, codes, 4, 24), scales));
+                        Avx.Store(dg + at[kk + 1], Avx.Multiply(Nibble(c0, c1, codes, 0, 28), scales));
+                        Avx.Store(dg + at[kk + 2], Avx.Multiply(Nibble(c0, c1, codes, 12, 16), scales));
+                        Avx.Store(dg + at[kk + 3], Avx.Multiply(Nibble(c0, c1, codes, 8, 20), scales));
+                        Avx.Store(dg + at[kk + 4], Avx.Multiply(Nibble(c0, c1, codes, 20, 8), scales));
+                        Avx.Store(dg + at[kk + 5], Avx.Multiply(Nibble(c0, c1, codes, 16, 12), scales));
+                        Avx.Store(dg + at[kk + 6], Avx.Multiply(Nibble(c0, c1, codes, 28, 0), scales));
+                        Avx.Store(dg + at[kk + 7], Avx.Multiply(Nibble(c0, c1, codes, 24, 4), scales));
+                    }
+                }
+            }
+    }
+
+    /// <summary>
+    /// The table value of each lane's nibble at bits <paramref name="at"/> .. + 3: vpermps reads an index's low 3 bits,
+    /// the blend the sign bit, where <paramref name="toSign"/> = 28 - at moves the nibble's bit 3.
+    /// </summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    static Vector256<float> Nibble(Vector256<float> t0, Vector256<float> t1, Vector256<int> codes,
+        [System.Diagnostics.CodeAnalysis.ConstantExpected] byte at, [System.Diagnostics.CodeAnalysis.ConstantExpected] byte toSign)
+    {
+        var index = Avx2.ShiftRightLogical(codes, at);
+        return Avx.BlendVariable(Avx2.PermuteVar8x32(t0, index), Avx2.PermuteVar8x32(t1, index), Avx2.ShiftLeftLogical(codes, toSign).AsSingle());
+    }
+
+    /// <summary>16-entry table lookup of codes 0..15: permute within each half, pick the half by bit 3.</summary>
+    static Vector256<float> Lookup(Vector256<float> t0, Vector256<float> t1, Vector256<int> idx) =>
+        Avx.BlendVariable(Avx2.PermuteVar8x32(t0, idx), Avx2.PermuteVar8x32(t1, idx), Avx2.ShiftLeftLogical(idx, 28).AsSingle());
 
     /// <summary>C (ldc) = A [m, K] (lda) times this tile, plus beta C.</summary>
     public void Multiply(float* a, int m, int lda, float beta, float* c, int ldc)

@@ -166,7 +166,7 @@ internal sealed class QuantizedLinearFunction : autograd.SingleTensorFunction<Qu
         return _panels;
     }
 
-    /// <summary>Panel tiles serve fp32 products of at least <see cref="Nf4PanelTile.MinRows"/> rows where MKL's pack API and AVX-512 are there.</summary>
+    /// <summary>Panel tiles serve fp32 products of at least <see cref="Nf4PanelTile.MinRows"/> rows where MKL's pack API and AVX-512 or AVX2 are there.</summary>
     static bool PanelsApply(ScalarType dtype, long rows) =>
         dtype == ScalarType.Float32 && rows >= Nf4PanelTile.MinRows && rows <= int.MaxValue && Nf4PanelTile.Available;
 

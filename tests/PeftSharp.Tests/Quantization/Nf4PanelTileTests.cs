@@ -16,17 +16,30 @@ public class Nf4PanelTileTests
 {
     /// <summary>
     /// Both orientations at a forward tile shape (n = the tile's rows) and a backward one (n = in), including a
-    /// 16-wide panel (n = 256 = 5 x 48 + 16): the learnt layout written by the dequantiser equals, byte for byte over
+    /// 16-wide panel (n = 256 = 5 x 48 + 16 with MKL's AVX-512 kernels, 10 x 24 + 16 with its AVX2 ones): the learnt layout written by the dequantiser equals, byte for byte over
     /// the whole buffer (header and padding too), cblas_sgemm_pack of the dense tile into the same buffer.
     /// </summary>
     [Theory]
-    [InlineData(true, 256, 1024)]
-    [InlineData(false, 1024, 256)]
-    [InlineData(true, 160, 640)]
-    [InlineData(false, 640, 96)]
-    public unsafe void TheDequantisedPanelsAreWhatMklPacksFromTheDenseTile(bool forward, int n, int k)
+    [InlineData(true, 256, 1024, true)]
+    [InlineData(false, 1024, 256, true)]
+    [InlineData(true, 160, 640, true)]
+    [InlineData(false, 640, 96, true)]
+    [InlineData(true, 256, 1024, false)]
+    [InlineData(false, 1024, 256, false)]
+    [InlineData(true, 160, 640, false)]
+    [InlineData(false, 640, 96, false)]
+    public void TheDequantisedPanelsAreWhatMklPacksFromTheDenseTile(bool forward, int n, int k, bool wide)
     {
-        if (!Nf4PanelTile.Supported) return;   // no MKL pack API or AVX-512 here: the plain path runs (the next test covers it)
+        // wide: the AVX-512 kernels (run where the CPU has AVX-512); else the AVX2 kernels, which an AVX-512 CPU runs too.
+        if (!Nf4PanelTile.Supported || wide && !System.Runtime.Intrinsics.X86.Avx512BW.IsSupported) return;   // the plain path runs (the last test covers it)
+        bool was = Nf4PanelTile.Wide;
+        Nf4PanelTile.Wide = wide;
+        try { PanelsEqualMklsPack(forward, n, k); }
+        finally { Nf4PanelTile.Wide = was; }
+    }
+
+    static unsafe void PanelsEqualMklsPack(bool forward, int n, int k)
+    {
         using var scope = NewDisposeScope();
         manual_seed(21);
         // The weight holds three tiles' worth of rows; the tile starts at its second (firstRow), as a middle tile would.
