@@ -11,15 +11,18 @@ namespace PeftSharp.Tests.Cli;
 [Collection("console")]
 public class AdapterBaseNameCliTests
 {
-    [Fact]
-    public void ALocalBaseIsRecordedAsGivenAndFoundAgain()
+    [Theory]
+    [InlineData("lora")]
+    [InlineData("adapter")]   // Houlsby and prompt tuning recorded "" before: plan said "names no base model"
+    [InlineData("prompt")]
+    public void ALocalBaseIsRecordedAsGivenAndFoundAgain(string method)
     {
         string dir = TestPaths.TempDir(), model = Path.Combine(dir, "my-base"), run = Path.Combine(dir, "run");
         Directory.CreateDirectory(model);
         foreach (var f in new[] { "config.json", "model.safetensors", "tokenizer.json" }) File.Copy(Path.Combine(TestPaths.TinyLlama, f), Path.Combine(model, f));
         string relative = Path.GetRelativePath(Environment.CurrentDirectory, model);
         Assert.False(Path.IsPathRooted(relative));
-        var (code, _, err) = CliCapture.Run("train", "--model", relative, "--data", ReversalTask.Write(dir, 4), "--method", "lora", "--steps", "1",
+        var (code, _, err) = CliCapture.Run("train", "--model", relative, "--data", ReversalTask.Write(dir, 4), "--method", method, "--steps", "1",
             "--batch", "1", "--max-seq", "16", "--out", run);
         Assert.True(code == 0, err);
         string adapter = Path.Combine(run, "final");
@@ -30,7 +33,7 @@ public class AdapterBaseNameCliTests
         Assert.True(code == 0, err);
         var plan = JsonNode.Parse(stdout)!;
         Assert.Equal("my-base", plan["model"]!.GetValue<string>());
-        Assert.Equal("lora", plan["method"]!.GetValue<string>());
+        Assert.Equal(method == "prompt" ? "prompt-tuning" : method, plan["method"]!.GetValue<string>());
 
         // From another working directory the relative path is not there: the error says where it looked.
         // (deep enough that the path's ../ do not climb back to /: then it would name the same folder from anywhere)
