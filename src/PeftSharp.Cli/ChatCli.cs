@@ -16,11 +16,14 @@ public static class ChatCli
     public static (string Prompt, IReadOnlyList<int> EndOfTurnIds) ChatPrompt(ChatPrompter chat, string chatFile, TextTokenizer tokenizer) =>
         (chat.RenderPrompt(ChatMessages.ReadFile(chatFile)), chat.EndOfTurnIds(tokenizer));
 
-    /// <summary>Warns (stderr) for each adapter folder whose recorded chat rendering differs from the base's now.</summary>
+    /// <summary>
+    /// Warns (stderr) for each adapter folder whose chat rendering (<see cref="AdapterChatRecord.Trained"/>: its record or
+    /// a template saved in the folder) differs from the base's now.
+    /// </summary>
     public static void WarnOnTemplateMismatch(ChatPrompter chat, IEnumerable<string> adapterDirs)
     {
         foreach (var dir in adapterDirs)
-            if (AdapterChatRecord.Read(dir)?.Mismatch(chat, dir) is { } warning) Console.Error.WriteLine($"warning: {warning}");
+            if (AdapterChatRecord.Trained(dir)?.Mismatch(chat, dir) is { } warning) Console.Error.WriteLine($"warning: {warning}");
     }
 
     /// <summary>
@@ -37,7 +40,7 @@ public static class ChatCli
     /// </summary>
     public static void WarnOnTemplateMismatch(string modelDir, string? templateFile, IEnumerable<string> adapterDirs)
     {
-        var recorded = adapterDirs.Where(d => AdapterChatRecord.Read(d) is not null).ToList();
+        var recorded = adapterDirs.Where(d => AdapterChatRecord.Trained(d) is not null).ToList();
         if (recorded.Count == 0) return;
         ChatPrompter chat;
         try { chat = ChatPrompter.ForModel(modelDir, templateFile); }

@@ -14,9 +14,9 @@ public static class CliApp
         var app = new CommandApp();
         var settingsByCommand = new Dictionary<string, Type>();
         app.Configure(c => Configure(new RecordingConfigurator(c, settingsByCommand)));
-        if (CliOptions.MissingValue(args, settingsByCommand) is { } missing)
+        if ((CliOptions.MissingValue(args, settingsByCommand) ?? CliOptions.RepeatedFlag(args, settingsByCommand)) is { } flagError)
         {
-            Console.Error.WriteLine($"error: {missing}");
+            Console.Error.WriteLine($"error: {flagError}");
             return 1;
         }
         try

@@ -52,13 +52,11 @@ public static class CliOptions
     /// "--prompt: needs a value" when a flag that takes one ends the command line or is followed by another flag; null
     /// otherwise. Spectre.Console.Cli then binds its internal name "__default_command" as the value: `generate --prompt`
     /// generated from that text, `plan --model` looked for a preset of that name, `--rank` failed to convert it.
-    /// Flags come from command <paramref name="args"/>[0]'s settings, or from every command's (the export branch).
+    /// Flags come from the command's settings (<see cref="CommandOptions"/>).
     /// </summary>
     public static string? MissingValue(IReadOnlyList<string> args, IReadOnlyDictionary<string, Type> settingsByCommand)
     {
-        IEnumerable<Type> types = args.Count > 0 && settingsByCommand.TryGetValue(args[0], out var own) ? [own]
-            : typeof(CliOptions).Assembly.GetTypes().Where(t => typeof(CommandSettings).IsAssignableFrom(t) && !t.IsAbstract);
-        var options = types.SelectMany(Options).Select(o => o.Attribute).ToList();
+        var options = CommandOptions(args, settingsByCommand).Select(o => o.Attribute).ToList();
         var flags = options.SelectMany(Names).Concat(["-h", "--help"]).ToHashSet(StringComparer.Ordinal);
         var valued = options.Where(a => a.ValueName is not null && !a.ValueIsOptional).SelectMany(Names).ToHashSet(StringComparer.Ordinal);
         for (int i = 0; i < args.Count; i++)
@@ -68,6 +66,60 @@ public static class CliOptions
             i++;   // the value, whatever it looks like
         }
         return null;
+    }
+
+    /// <summary>
+    /// "--steps: given twice (5, then 10); give it once" when a flag that takes one value (or a switch) appears more than
+    /// once, null otherwise. Spectre.Console.Cli keeps the last value without a word, so `train --steps 5 ... --steps 10`
+    /// (an edited command line, a flag appended to a saved one) ran with a value the user may not have meant. Flags
+    /// bound to an array (--adapter) are the repeatable ones and are left alone. `--flag=value` and `--flag:value`
+    /// count as the flag.
+    /// </summary>
+    public static string? RepeatedFlag(IReadOnlyList<string> args, IReadOnlyDictionary<string, Type> settingsByCommand)
+    {
+        var options = CommandOptions(args, settingsByCommand).ToList();
+        // Each spelling of a flag maps to the option's first name, so two spellings of one option count together.
+        var canonical = new Dictionary<string, string>(StringComparer.Ordinal);
+        var repeatable = new HashSet<string>(StringComparer.Ordinal);
+        var valued = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var (property, attribute) in options)
+        {
+            string first = Names(attribute).First();
+            foreach (var name in Names(attribute)) canonical.TryAdd(name, first);
+            if (property.PropertyType.IsArray) repeatable.Add(first);
+            if (attribute.ValueName is not null && !attribute.ValueIsOptional) valued.Add(first);
+        }
+        var seen = new Dictionary<string, (string Given, string? Value)>(StringComparer.Ordinal);
+        for (int i = 0; i < args.Count; i++)
+        {
+            string arg = args[i];
+            if (arg == "--") break;   // what follows is not options
+            int glued = arg.StartsWith('-') ? arg.IndexOfAny(['=', ':']) : -1;
+            string given = glued > 0 ? arg[..glued] : arg;
+            if (!canonical.TryGetValue(given, out var flag)) continue;
+            string? value = glued > 0 ? arg[(glued + 1)..] : valued.Contains(flag) && i + 1 < args.Count ? args[++i] : null;
+            if (repeatable.Contains(flag)) continue;
+            if (seen.TryGetValue(flag, out var before))
+            {
+                string both = given == before.Given ? given : $"{flag} ({before.Given}, then {given})";
+                string values = value is null && before.Value is null ? "" : $" ({before.Value}, then {value})";
+                return $"{both}: given twice{values}; give it once";
+            }
+            seen[flag] = (given, value);
+        }
+        return null;
+    }
+
+    /// <summary>
+    /// The options of the command <paramref name="args"/> start with (`train`, or a branch's `export gguf`), or of every
+    /// command when they name none recorded (no command yet, a misspelt one).
+    /// </summary>
+    static IEnumerable<(PropertyInfo Property, CommandOptionAttribute Attribute)> CommandOptions(IReadOnlyList<string> args, IReadOnlyDictionary<string, Type> settingsByCommand)
+    {
+        IEnumerable<Type> types = args.Count > 1 && settingsByCommand.TryGetValue($"{args[0]} {args[1]}", out var sub) ? [sub]
+            : args.Count > 0 && settingsByCommand.TryGetValue(args[0], out var own) ? [own]
+            : typeof(CliOptions).Assembly.GetTypes().Where(t => typeof(CommandSettings).IsAssignableFrom(t) && !t.IsAbstract);
+        return types.SelectMany(Options);
     }
 
     static IEnumerable<string> Names(CommandOptionAttribute a) => a.LongNames.Select(n => "--" + n).Concat(a.ShortNames.Select(n => "-" + n));
@@ -192,5 +244,36 @@ sealed class RecordingConfigurator(IConfigurator inner, Dictionary<string, Type>
     }
 
     public IBranchConfigurator AddBranch<TSettings>(string name, Action<IConfigurator<TSettings>> action) where TSettings : CommandSettings =>
-        inner.AddBranch(name, action);
+        inner.AddBranch<TSettings>(name, branch => action(new RecordingBranchConfigurator<TSettings>(branch, name, settingsByCommand)));
+}
+
+/// <summary>The same for a branch's commands, recorded as "BRANCH COMMAND" (`export gguf`).</summary>
+sealed class RecordingBranchConfigurator<TSettings>(IConfigurator<TSettings> inner, string branch, Dictionary<string, Type> settingsByCommand)
+    : IConfigurator<TSettings> where TSettings : CommandSettings
+{
+    public void SetDescription(string description) => inner.SetDescription(description);
+    public void AddExample(params string[] args) => inner.AddExample(args);
+    public void HideBranch() => inner.HideBranch();
+    public void SetDefaultCommand<TDefaultCommand>() where TDefaultCommand : class, ICommandLimiter<TSettings> => inner.SetDefaultCommand<TDefaultCommand>();
+
+    public ICommandConfigurator AddCommand<TCommand>(string name) where TCommand : class, ICommandLimiter<TSettings>
+    {
+        if (CliOptions.SettingsOf(typeof(TCommand)) is { } s) settingsByCommand[$"{branch} {name}"] = s;
+        return inner.AddCommand<TCommand>(name);
+    }
+
+    public ICommandConfigurator AddDelegate<TDerivedSettings>(string name, Func<CommandContext, TDerivedSettings, CancellationToken, int> func) where TDerivedSettings : TSettings
+    {
+        settingsByCommand[$"{branch} {name}"] = typeof(TDerivedSettings);
+        return inner.AddDelegate(name, func);
+    }
+
+    public ICommandConfigurator AddAsyncDelegate<TDerivedSettings>(string name, Func<CommandContext, TDerivedSettings, CancellationToken, Task<int>> func) where TDerivedSettings : TSettings
+    {
+        settingsByCommand[$"{branch} {name}"] = typeof(TDerivedSettings);
+        return inner.AddAsyncDelegate(name, func);
+    }
+
+    public IBranchConfigurator AddBranch<TDerivedSettings>(string name, Action<IConfigurator<TDerivedSettings>> action) where TDerivedSettings : TSettings =>
+        inner.AddBranch<TDerivedSettings>(name, sub => action(new RecordingBranchConfigurator<TDerivedSettings>(sub, $"{branch} {name}", settingsByCommand)));
 }

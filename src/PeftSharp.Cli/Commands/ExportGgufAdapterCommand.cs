@@ -68,8 +68,7 @@ public sealed class ExportGgufAdapterCommand : Command<ExportGgufAdapterCommand.
         string baseSource;
         try
         {
-            trained = AdapterChatRecord.Read(adapterDir) is { } record ? (record.TemplateSha256, record.TemplateSource)
-                : ChatTemplate.Load(adapterDir) is { } own ? (own.Sha256, own.Source) : null;
+            trained = AdapterChatRecord.Trained(adapterDir) is { } record ? (record.TemplateSha256, record.TemplateSource) : null;
             if (trained is null) return null;
             var template = ChatTemplate.Load(modelDir);
             (baseSha, baseSource) = (template?.Sha256, template?.Source ?? "");

@@ -76,7 +76,8 @@ public sealed class ExportOllamaCommand : Command<ExportOllamaCommand.Settings>
         }
 
         string outDir = Path.GetFullPath(s.Out);
-        string staging = Path.Combine(Path.GetDirectoryName(outDir)!, $".{Path.GetFileName(outDir)}.partial-{Environment.ProcessId}");
+        // AtomicFile's temp name: a disk-full error inside names outDir's file, not the staging one.
+        string staging = AtomicFile.TempPathFor(outDir);
         Directory.CreateDirectory(staging);
         using var cleanup = InterruptCleanup.Register(staging);   // Ctrl-C leaves no hidden staging folder
         try

@@ -78,7 +78,12 @@ internal sealed record PlanAdapter(string Folder, string BaseName, string BaseCo
     static string ResolveBase(string folder, string baseName)
     {
         if (Presets.Names.Contains(baseName, StringComparer.OrdinalIgnoreCase) || File.Exists(baseName) || Directory.Exists(baseName)) return baseName;
-        string cause = "no preset, folder or Hugging Face repo id";
+        // A relative path is looked up from the working directory, as PEFT's AutoPeftModel looks it up (train records
+        // --model as given).
+        string cause = Path.IsPathRooted(baseName) ? "no such folder"
+            : baseName.StartsWith('.') || baseName.Count(c => c == '/') > 1
+                ? $"no such folder under the working directory {Environment.CurrentDirectory}; a relative path is found from the folder training ran in"
+                : "no preset, folder or Hugging Face repo id";
         if (RepoId.TryParse(baseName, out var repo))
         {
             try { return ModelLocation.Download(repo, HubOptions.FromEnvironment() with { Offline = true }, only: f => f == "config.json"); }

@@ -55,9 +55,9 @@ internal sealed class DashboardRuns
 
     /// <summary>
     /// RUN/run-plan.json and RUN/summary.json as one object (null members when absent or unreadable), with the run's
-    /// <c>state</c>: "finished" (summary.json), "stopped" (the process that wrote run-plan.json is gone without writing
-    /// summary.json: killed, crashed or interrupted) or "running" (that process is alive, or the folder does not say which
-    /// process writes it).
+    /// <c>state</c>: "finished" (summary.json), else what <see cref="TrainerProcess.State"/> says of the process that
+    /// wrote run-plan.json: "running", "stopped" (gone without writing summary.json: killed, crashed or interrupted) or
+    /// "elsewhere" (it trains on another machine, named by the plan's <c>host</c>; its state cannot be seen from here).
     /// </summary>
     public static JsonObject Info(string runDir)
     {
@@ -68,25 +68,8 @@ internal sealed class DashboardRuns
             ["plan"] = plan,
             ["summary"] = ReadOrNull(Path.Combine(runDir, SummaryFile)),
             ["finished"] = finished,
-            ["state"] = finished ? "finished" : WriterGone(plan) ? "stopped" : "running",
+            ["state"] = finished ? "finished" : TrainerProcess.State(plan),
         };
-    }
-
-    /// <summary>
-    /// Whether the process run-plan.json names has exited: no process with its id, or one started at another time (the id
-    /// reused). A plan without them (older runs) says nothing, so the run is not called stopped.
-    /// </summary>
-    static bool WriterGone(JsonNode? plan)
-    {
-        if (plan?["pid"] is not JsonValue id || !id.TryGetValue(out int pid)
-            || plan["process_start"] is not JsonValue start || !start.TryGetValue(out DateTime started)) return false;
-        try
-        {
-            using var p = System.Diagnostics.Process.GetProcessById(pid);
-            return p.HasExited || Math.Abs((p.StartTime.ToUniversalTime() - started.ToUniversalTime()).TotalSeconds) > 2;
-        }
-        catch (ArgumentException) { return true; }   // no such process
-        catch (InvalidOperationException) { return true; }   // exited while asked
     }
 
     static JsonNode? ReadOrNull(string path)
@@ -104,17 +87,10 @@ internal sealed class DashboardRuns
     {
         Directory.CreateDirectory(runDir);
         File.Delete(Path.Combine(runDir, SummaryFile));
-        PeftSharp.IO.AtomicFile.WriteAllText(Path.Combine(runDir, RunPlanFile), new JsonObject
+        // Which process trains (pid, host, boot, start time), so the page can say "stopped" when it is gone without a summary.json.
+        PeftSharp.IO.AtomicFile.WriteAllText(Path.Combine(runDir, RunPlanFile), new JsonObject(TrainerProcess.Current())
         {
             ["method"] = method, ["total_steps"] = totalSteps, ["planned_bytes"] = plannedBytes,
-            // Which process trains, so the page can say "stopped" when it is gone without a summary.json.
-            ["pid"] = Environment.ProcessId, ["process_start"] = ProcessStart(),
         }.ToJsonString());
-    }
-
-    static DateTime ProcessStart()
-    {
-        using var self = System.Diagnostics.Process.GetCurrentProcess();
-        return self.StartTime.ToUniversalTime();
     }
 }

@@ -35,6 +35,29 @@ internal sealed record AdapterChatRecord(string? TemplateSha256, string Template
         AtomicFile.WriteAllText(Path.Combine(adapterDir, FileName), json.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
     }
 
+    /// <summary>
+    /// Where <see cref="TemplateText"/> was read, for messages and for the source an export gives it
+    /// ("DIR/peftsharp_chat.json:chat_template (SOURCE)", or "DIR/tokenizer_config.json:chat_template").
+    /// </summary>
+    public string? TextSource { get; init; }
+
+    /// <summary>
+    /// The chat rendering an adapter folder carries, whichever way it carries it: PeftSharp's record (written by
+    /// `peft train` on chat data), else a template saved beside the adapter as transformers' save_pretrained leaves it
+    /// (tokenizer_config.json's chat_template or chat_template.jinja, read as <see cref="ChatTemplate.Load"/> reads a
+    /// model folder): PEFT/TRL scripts save the tokenizer with the adapter, and TRL's setup_chat_format gives a base
+    /// model a template only that folder holds. Null when the folder names none. Every check that compares an
+    /// adapter's template with the base's (generate, serve, merge, eval, export) and every export that carries it
+    /// reads it here, so no way of carrying one is missed by some of them.
+    /// </summary>
+    public static AdapterChatRecord? Trained(string adapterDir)
+    {
+        if (Read(adapterDir) is { } record) return record;
+        return ChatTemplate.Load(adapterDir) is { } saved
+            ? new AdapterChatRecord(saved.Sha256, saved.Source, []) { TemplateText = saved.Text, TextSource = saved.Source }
+            : null;
+    }
+
     /// <summary>The folder's record, or null when it has none (adapters from PEFT or from before records existed).</summary>
     public static AdapterChatRecord? Read(string adapterDir)
     {
@@ -45,7 +68,7 @@ internal sealed record AdapterChatRecord(string? TemplateSha256, string Template
         {
             return new AdapterChatRecord(o["chat_template_sha256"]?.GetValue<string>(), o["chat_template_source"]?.GetValue<string>() ?? "?",
                 (o["stop_token_ids"] as JsonArray ?? []).Select(x => x!.GetValue<int>()).ToList())
-            { TemplateText = o["chat_template"]?.GetValue<string>() };
+            { TemplateText = o["chat_template"]?.GetValue<string>(), TextSource = $"{path}:chat_template ({o["chat_template_source"]?.GetValue<string>() ?? "?"})" };
         }
         catch (Exception e) when (e is InvalidOperationException or FormatException)
         {

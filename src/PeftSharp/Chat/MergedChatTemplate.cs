@@ -6,7 +6,8 @@ namespace PeftSharp.Chat;
 
 /// <summary>
 /// The chat template a merged model must carry: the one its adapters were trained with, when that was not the base's
-/// (trained with --chat-template). A merged folder otherwise keeps the base's files, and the base's template is right.
+/// (trained with --chat-template, or a template saved in the adapter folder: <see cref="AdapterChatRecord.Trained"/>).
+/// A merged folder otherwise keeps the base's files, and the base's template is right.
 /// </summary>
 internal static class MergedChatTemplate
 {
@@ -23,12 +24,12 @@ internal static class MergedChatTemplate
     /// </summary>
     public static (ChatTemplate? Template, bool FromAdapter) ForExport(string baseDir, IEnumerable<string> adapterDirs) =>
         Trained(baseDir, adapterDirs) is var (dir, record)
-            ? (ChatTemplate.FromText(baseDir, record.TemplateText!, $"{Path.Combine(dir, AdapterChatRecord.FileName)}:chat_template ({record.TemplateSource})"), true)
+            ? (ChatTemplate.FromText(baseDir, record.TemplateText!, record.TextSource ?? dir), true)
             : (ChatTemplate.Load(baseDir), false);
 
     static (string Dir, AdapterChatRecord Record)? Trained(string baseDir, IEnumerable<string> adapterDirs)
     {
-        var overrides = adapterDirs.Select(d => (Dir: d, Record: AdapterChatRecord.Read(d)))
+        var overrides = adapterDirs.Select(d => (Dir: d, Record: AdapterChatRecord.Trained(d)))
             .Where(x => x.Record?.TemplateText is not null).ToList();
         if (overrides.Count == 0) return null;
         string? baseSha;

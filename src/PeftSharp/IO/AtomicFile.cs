@@ -32,9 +32,10 @@ internal static class AtomicFile
                 File.Move(tmp, full, overwrite: true);
             }
         }
-        catch
+        catch (Exception e)
         {
             TryDelete(tmp);
+            if (DiskFullException.Of(e, full) is { } named) throw named;
             throw;
         }
         finally { InFlight.TryRemove(tmp, out _); }
@@ -70,10 +71,11 @@ internal static class AtomicFile
                 Directory.Move(tmp, full);
             }
         }
-        catch
+        catch (Exception e)
         {
             if (!Directory.Exists(full) && Directory.Exists(old)) Directory.Move(old, full);
             TryDeleteDir(tmp);
+            if (DiskFullException.Of(e, full) is { } named) throw named;
             throw;
         }
         finally { InFlight.TryRemove(tmp, out _); }
@@ -116,6 +118,23 @@ internal static class AtomicFile
     static readonly System.Text.RegularExpressions.Regex TempName = new(@"^\.(?<name>.+)\.[0-9a-f]{32}\.tmp(?<old>\.old)?$");
 
     /// <summary>
+    /// A fresh temp name for <paramref name="path"/> in its folder (.NAME.GUID.tmp), for a caller that stages a folder
+    /// itself: <see cref="RemoveLeftovers"/> clears it, and messages name <paramref name="path"/> instead of it.
+    /// </summary>
+    public static string TempPathFor(string path)
+    {
+        string full = System.IO.Path.GetFullPath(path).TrimEnd('/');
+        return System.IO.Path.Combine(System.IO.Path.GetDirectoryName(full)!, $".{System.IO.Path.GetFileName(full)}.{Guid.NewGuid():N}.tmp");
+    }
+
+    /// <summary>
+    /// <paramref name="path"/> as the user asked for it: every temp folder or file name in it (.NAME.GUID.tmp) replaced by
+    /// the NAME it stands for, so /out/.merged.GUID.tmp/.model.safetensors.GUID.tmp reads /out/merged/model.safetensors.
+    /// </summary>
+    public static string Destination(string path) =>
+        string.Join('/', path.Split('/').Select(part => TempName.Match(part) is { Success: true } m ? m.Groups["name"].Value : part));
+
+    /// <summary>
     /// Removes what interrupted saves left in <paramref name="dir"/> (a temp file or folder can be model-sized). A
     /// previous folder set aside as .old whose replacement never arrived is put back instead: it is the last complete one.
     /// Returns the names removed or restored. Call it only when nothing else is writing there.
@@ -146,5 +165,48 @@ internal static class AtomicFile
             try { if (Directory.Exists(p)) Directory.Delete(p, true); return; }
             catch (IOException) { Thread.Sleep(10); }
         }
+    }
+}
+
+/// <summary>
+/// A save that ran out of disk space (ENOSPC, a quota, Windows' disk full), named by the destination the user asked for
+/// rather than the hidden temp file the error was raised on (".model.safetensors.GUID.tmp"). Thrown after the temp
+/// file or folder is removed, so the message can say that nothing was left behind and how much is free now.
+/// </summary>
+internal sealed class DiskFullException : IOException
+{
+    DiskFullException(string message, Exception inner) : base(message, inner) { }
+
+    /// <summary>The destination the message names (temp names resolved).</summary>
+    public required string Destination { get; init; }
+
+    /// <summary>
+    /// <paramref name="e"/> as a disk-full error naming <paramref name="destination"/>, or null when it is another error or
+    /// already one (an inner save named its file; the folder around it keeps that message).
+    /// </summary>
+    public static DiskFullException? Of(Exception e, string destination)
+    {
+        if (e is DiskFullException || e is not IOException io || !IsDiskFull(io)) return null;
+        string named = AtomicFile.Destination(destination);
+        return new DiskFullException($"{named}: no space left on device", e) { Destination = named };
+    }
+
+    /// <summary>Read when reported, after every enclosing save removed its partial output: the free space is what is left.</summary>
+    public override string Message => $"{Destination}: no space left on device{FreeSpace(Destination)}; the save was undone, no partial output is left";
+
+    // ENOSPC 28 and EDQUOT 122 are the HResult .NET gives an IOException from errno on Linux; the others are Windows'.
+    static bool IsDiskFull(IOException e) => e.HResult is 28 or 122 or unchecked((int)0x80070070) or unchecked((int)0x80070027);
+
+    static string FreeSpace(string path)
+    {
+        try
+        {
+            string? dir = System.IO.Path.GetDirectoryName(path);
+            while (dir is not null && !Directory.Exists(dir)) dir = System.IO.Path.GetDirectoryName(dir);
+            if (dir is null) return "";
+            // On Unix DriveInfo takes any path and asks statvfs about the file system holding it.
+            return $" ({new DriveInfo(dir).AvailableFreeSpace:N0} bytes free there now)";
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException) { return ""; }
     }
 }

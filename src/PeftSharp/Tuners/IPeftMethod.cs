@@ -23,6 +23,11 @@ public sealed record AttachOptions
     public Func<string, int[]>? Encode { get; init; }
     /// <summary>The adapter tensors' dtype; null = the method's default (LoRA trains in fp32 on any base, as PEFT).</summary>
     public ScalarType? AdapterDtype { get; init; }
+    /// <summary>
+    /// The base_model_name_or_path the adapter records when saved (PEFT's model.name_or_path); `peft train` gives the
+    /// --model it was given. LoRA carries it in its config; the other methods take it from here.
+    /// </summary>
+    internal string BaseModelNameOrPath { get; init; } = "";
 }
 
 /// <summary>How an adapter folder is loaded.</summary>

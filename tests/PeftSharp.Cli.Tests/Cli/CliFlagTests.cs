@@ -100,10 +100,74 @@ public class CliFlagTests
     public void BadFlagValuesNameTheFlag(string[] args, string expected)
     {
         // --data that does not exist: if validation let the value through, the run still stops before training.
-        string[] full = args[0] == "train" ? [.. args, "--data", "/nonexistent.jsonl"] : [.. args, "--model", TestPaths.TinyLlama];
+        string[] full = args[0] == "train" ? [.. args, "--data", "/nonexistent.jsonl"] : args.Contains("--model") ? args : [.. args, "--model", TestPaths.TinyLlama];
         var (code, _, stderr) = CliCapture.Run(full);
         Assert.Equal(1, code);
         Assert.StartsWith(expected, stderr);
+    }
+
+    /// <summary>
+    /// Every command and every flag its --help lists: a flag given twice is one error naming it (Spectre.Console.Cli kept
+    /// the last value without a word: `train --steps 5 --steps 10` trained 10 steps), except the flags --help documents
+    /// as repeatable. Those get past the check to the unknown flag appended after them, so no command runs.
+    /// </summary>
+    [Fact]
+    public void AFlagGivenTwiceIsAnErrorUnlessRepeatable()
+    {
+        var commands = Commands().SelectMany(c => c == "export" ? SubCommands("export").Select(s => new[] { c, s }) : [new[] { c }]).ToList();
+        Assert.Contains(commands, c => c is ["export", "gguf"]);
+        int repeatable = 0, checkedFlags = 0;
+        foreach (var command in commands)
+            foreach (var (flag, takesValue, description) in HelpOptions(command))
+            {
+                if (flag == "--help") continue;
+                string[] once = takesValue ? [flag, "1"] : [flag];
+                string[] twice = takesValue ? [flag, "2"] : [flag];
+                var (code, _, stderr) = Run([.. command, .. once, .. twice, "--not-a-flag"]);
+                Assert.Equal(1, code);
+                string line = string.Join(' ', command) + " " + flag;
+                if (description.Contains("repeatable", StringComparison.Ordinal))
+                {
+                    repeatable++;
+                    Assert.True(stderr.Contains("unknown option '--not-a-flag'", StringComparison.Ordinal), $"{line}: {stderr}");
+                }
+                else
+                {
+                    string values = takesValue ? " (1, then 2)" : "";
+                    Assert.True(stderr.Trim() == $"error: {flag}: given twice{values}; give it once", $"{line}: {stderr}");
+                }
+                checkedFlags++;
+            }
+        Assert.True(repeatable >= 7, $"{repeatable} repeatable flags");   // --adapter of generate, logits, eval, merge, serve, export gguf/ollama
+        Assert.True(checkedFlags > 100, $"{checkedFlags} flags");
+        // The = and : spellings are the same flag.
+        Assert.Equal("error: --steps: given twice (5, then 10); give it once", Run("train", "--steps", "5", "--steps=10").Err.Trim());
+        Assert.Equal("error: --out: given twice (a, then b); give it once", Run("export", "gguf", "--out:a", "--out", "b").Err.Trim());
+    }
+
+    static IEnumerable<string> SubCommands(string branch)
+    {
+        string help = Run(branch, "--help").Out;
+        return Regex.Matches(help[help.IndexOf("COMMANDS:", StringComparison.Ordinal)..], @"^ {4}([a-z][a-z0-9-]*) ", RegexOptions.Multiline).Select(m => m.Groups[1].Value);
+    }
+
+    /// <summary>The OPTIONS of `peft COMMAND --help`: each flag, whether it takes a value, and its (wrapped) description.</summary>
+    static List<(string Flag, bool TakesValue, string Description)> HelpOptions(string[] command)
+    {
+        var (code, stdout, _) = Run([.. command, "--help"]);
+        Assert.Equal(0, code);
+        var options = new List<(string, bool, string)>();
+        string section = stdout[(stdout.IndexOf("OPTIONS:", StringComparison.Ordinal) + "OPTIONS:".Length)..];
+        foreach (var line in section.Split('\n'))
+        {
+            if (Regex.IsMatch(line, @"^[A-Z]+:")) break;   // the next section (COMMANDS:, EXAMPLES:)
+            var m = Regex.Match(line, @"^ {4}(?:-\w, | {4})(--[a-z0-9-]+)( <[^>]+>)?(.*)$");
+            if (m.Success) options.Add((m.Groups[1].Value, m.Groups[2].Success, m.Groups[3].Value));
+            else if (options.Count > 0 && line.Trim().Length > 0)
+                options[^1] = (options[^1].Item1, options[^1].Item2, options[^1].Item3 + " " + line.Trim());
+        }
+        Assert.NotEmpty(options);
+        return options;
     }
 
     [Fact]

@@ -96,12 +96,60 @@ public class DashboardCliTests
                 while (!File.Exists(metrics) && !p.HasExited && DateTime.UtcNow < deadline) await Task.Delay(50);
                 Assert.False(p.HasExited, $"peft train ended early: {(p.HasExited ? await err : "")}");
                 Assert.Equal("running", await State(run));
+                // What train recorded names it beyond the pid.
+                var plan = PeftSharp.IO.JsonFile.ReadObject(Path.Combine(run, DashboardRuns.RunPlanFile));
+                Assert.Equal(p.Id, plan["pid"]!.GetValue<int>());
+                Assert.Equal(Environment.MachineName, plan["host"]!.GetValue<string>());
+                if (OperatingSystem.IsLinux()) Assert.True(plan["start_ticks"]!.GetValue<long>() > 0 && plan["boot_id"]!.GetValue<string>().Length > 0, plan.ToJsonString());
             }
             finally { p.Kill(entireProcessTree: true); p.WaitForExit(); }
         }
         File.WriteAllText(metrics, "");   // killed before its first record
         Assert.False(File.Exists(Path.Combine(run, DashboardRuns.SummaryFile)));
         Assert.Equal("stopped", await State(run));
+    }
+
+    /// <summary>
+    /// run-plan.json names the trainer by host, boot and /proc start time beside its pid, and the state uses them: a
+    /// folder from another machine reads "elsewhere" (it read "running" when its pid happened to live here, "stopped"
+    /// otherwise, even while it trained there), a pid now held by another process reads "stopped" even when that one
+    /// started within the 2 s the older check allowed, and a reboot since reads "stopped". Records without the new
+    /// fields keep their old reading.
+    /// </summary>
+    [Fact]
+    public async Task TheTrainerIsNamedByHostBootAndStartTimeNotItsPidAlone()
+    {
+        if (!OperatingSystem.IsLinux()) return;
+        string run = TestPaths.TempDir();
+        new MetricsLog(run).Append(new JsonObject { ["step"] = 1, ["loss"] = 1.0 });
+        // This test process stands for the trainer: it is alive, so its pid is live here.
+        int pid = Environment.ProcessId;
+        DateTime started;
+        using (var self = System.Diagnostics.Process.GetCurrentProcess()) started = self.StartTime.ToUniversalTime();
+        string boot = File.ReadAllText("/proc/sys/kernel/random/boot_id").Trim();
+        long ticks = long.Parse(File.ReadAllText($"/proc/{pid}/stat").Split(')')[^1].Split(' ', StringSplitOptions.RemoveEmptyEntries)[19]);
+        JsonObject Record(string host, string bootId, long startTicks, int id = 0) => new()
+        {
+            ["pid"] = id == 0 ? pid : id, ["process_start"] = started, ["host"] = host, ["boot_id"] = bootId, ["start_ticks"] = startTicks,
+        };
+        async Task<string> StateWith(JsonObject? plan)
+        {
+            string file = Path.Combine(run, DashboardRuns.RunPlanFile);
+            if (plan is null) File.Delete(file); else File.WriteAllText(file, plan.ToJsonString());
+            return await State(run);
+        }
+
+        Assert.Equal("running", await StateWith(Record(Environment.MachineName, boot, ticks)));
+        Assert.Equal("stopped", await StateWith(Record(Environment.MachineName, boot, ticks + 1)));   // pid reused 10 ms later
+        Assert.Equal("stopped", await StateWith(Record(Environment.MachineName, Guid.NewGuid().ToString(), ticks)));   // rebooted since
+        Assert.Equal("elsewhere", await StateWith(Record("another-machine", Guid.NewGuid().ToString(), ticks)));
+        Assert.Equal("elsewhere", await StateWith(Record("another-machine", Guid.NewGuid().ToString(), 5, id: int.MaxValue)));
+        // Older records: pid and .NET's start time, or nothing.
+        Assert.Equal("running", await StateWith(new JsonObject { ["pid"] = pid, ["process_start"] = started }));
+        Assert.Equal("stopped", await StateWith(new JsonObject { ["pid"] = pid, ["process_start"] = started.AddMinutes(-5) }));
+        Assert.Equal("stopped", await StateWith(new JsonObject { ["pid"] = int.MaxValue, ["process_start"] = started }));
+        Assert.Equal("running", await StateWith(new JsonObject { ["method"] = "lora" }));
+        Assert.Equal("running", await StateWith(null));
     }
 
     static async Task<string> State(string run)

@@ -16,8 +16,8 @@ public class PreferenceCliTests
     }
 
     static string[] Train(string data, string outDir, string method, params string[] extra) =>
-        ["train", "--method", method, "--adapter-method", "lora", "--model", TestPaths.TinyLlama, "--data", data, "--eval-file", data,
-         "--out", outDir, "--steps", "3", "--batch", "4", "--max-seq", "32", "--eval-interval", "3", .. extra];
+        ["train", "--method", method, "--adapter-method", "lora", "--model", TestPaths.TinyLlama, "--data", data, "--eval-file", data, "--out", outDir,
+         .. TrainEvalCliTests.Defaults(extra, ("--steps", "3"), ("--batch", "4"), ("--max-seq", "32"), ("--eval-interval", "3")), .. extra];
 
     static List<JsonObject> Records(string runDir) =>
         File.ReadLines(Path.Combine(runDir, "metrics.jsonl")).Select(l => (JsonObject)JsonNode.Parse(l)!).ToList();

@@ -15,8 +15,13 @@ namespace PeftSharp.Tests.Cli;
 [Collection("console")]
 public class TrainEvalCliTests
 {
+    /// <summary>`train` on the tiny model with short-run defaults; a flag in <paramref name="extra"/> replaces its default (a flag given twice is an error).</summary>
     static string[] Train(string data, string outDir, params string[] extra) =>
-        ["train", "--model", TestPaths.TinyLlama, "--data", data, "--out", outDir, "--steps", "3", "--batch", "4", "--max-seq", "32", .. extra];
+        ["train", "--model", TestPaths.TinyLlama, "--data", data, "--out", outDir, .. Defaults(extra, ("--steps", "3"), ("--batch", "4"), ("--max-seq", "32")), .. extra];
+
+    /// <summary>Each default flag and value that <paramref name="extra"/> does not give.</summary>
+    internal static IEnumerable<string> Defaults(string[] extra, params (string Flag, string Value)[] defaults) =>
+        defaults.Where(d => !extra.Contains(d.Flag)).SelectMany(d => new[] { d.Flag, d.Value });
 
     /// <summary>Training sequences longer than the model's context train, with one warning naming the length and the context.</summary>
     [Fact]

@@ -44,8 +44,10 @@ const steps = run => run.records.filter(r => r.loss !== undefined);
 const evals = run => run.records.filter(r => r.eval_loss !== undefined);
 const series = (rs, key) => rs.filter(r => typeof r[key] === "number").map(r => [r.step, r[key]]);
 
-// finished (summary.json), stopped (its `peft train` process is gone without one) or running; the server decides.
+// finished (summary.json), stopped (its `peft train` process is gone without one), running, or elsewhere (it trains
+// on another machine, so the server cannot see whether it still runs); the server decides.
 const state = run => run.info.state ?? (run.info.finished ? "finished" : "running");
+const stateText = run => state(run) === "elsewhere" ? `on ${run.info.plan?.host ?? "another machine"} (not this one: cannot tell whether it still runs)` : state(run);
 
 function render() {
   let total = 0;
@@ -109,7 +111,7 @@ function card(name, run) {
   el.dataset.state = state(run);
   el.style.setProperty("--colour", run.colour);
   const title = document.createElement("b");
-  title.textContent = `${name} — ${state(run)}${run.info.plan?.method ? ` · ${run.info.plan.method}` : ""}`;
+  title.textContent = `${name} — ${stateText(run)}${run.info.plan?.method ? ` · ${run.info.plan.method}` : ""}`;
   const figures = document.createElement("div");
   figures.className = "figures";
   figures.textContent = lines.join("\n");

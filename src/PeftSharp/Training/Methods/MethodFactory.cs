@@ -60,7 +60,7 @@ internal static class MethodFactory
         if (o.Method == "full") return new FullFineTuning(model, Path.Combine(modelDir, "tokenizer.json"));
         var config = ConfigFor(o, modelDir);
         // Every adapter method attaches through the registry; the run's adapter is PEFT's "default".
-        var adapter = PeftMethods.ForConfig(config).Attach(model, config, "default", new AttachOptions { Seed = seed, Encode = text => tokenizer.Encode(text) });
+        var adapter = PeftMethods.ForConfig(config).Attach(model, config, "default", new AttachOptions { Seed = seed, Encode = text => tokenizer.Encode(text), BaseModelNameOrPath = RecordedBaseName(modelDir) });
         adapter.Active = true;
         // A 16-bit load of a dense base records the checkpoint's fp32 fingerprint: the fp32 adapter then loads on the base
         // as generate/eval/merge load it (fp32), with or without the same --compute-dtype.
@@ -114,10 +114,13 @@ internal static class MethodFactory
     }
 
     /// <summary>
-    /// The base_model_name_or_path a LoRA-family adapter records: a model from the Hub cache by its repo id, as PEFT
-    /// records the name the base was loaded by (AutoPeftModelForCausalLM loads the base back from it; the snapshot
-    /// folder's name would be a commit hash); a local folder by its name.
+    /// The base_model_name_or_path an adapter records (every method), as PEFT records model.name_or_path (what was passed to
+    /// from_pretrained; AutoPeftModelForCausalLM and `peft plan ADAPTER` load the base back from it): a model from the
+    /// Hub cache by its repo id (the snapshot folder's name would be a commit hash), a GGUF by the file it was read from
+    /// (the folder standing for it is a cache entry), a local folder by the path as given: a relative path stays
+    /// relative, found again from the same working directory as PEFT finds it. (It used to be the folder's bare name,
+    /// which nothing could find again, and which a folder of that name in another working directory would match.)
     /// </summary>
     static string RecordedBaseName(string modelDir) =>
-        Hub.RepoId.OfSnapshotFolder(modelDir)?.Id ?? Path.GetFileName(Path.GetFullPath(modelDir).TrimEnd('/'));
+        Hub.RepoId.OfSnapshotFolder(modelDir)?.Id ?? IO.Gguf.GgufModelSource.FileOf(modelDir) ?? modelDir;
 }

@@ -19,7 +19,7 @@ internal sealed class HoulsbyMethod : IPeftMethod
     {
         var cfg = (HoulsbyConfig)config;
         foreach (var p in model.parameters()) p.requires_grad = false;
-        var adapter = new HoulsbyAdapter(model, cfg, name);
+        var adapter = new HoulsbyAdapter(model, cfg, name, options.BaseModelNameOrPath);
         HoulsbyAdapters.Attach(model, cfg, options.Seed, adapter.Runs);
         return adapter;
     }
@@ -45,7 +45,7 @@ internal sealed class HoulsbyMethod : IPeftMethod
 }
 
 /// <summary>The Houlsby adapters of a model under one name.</summary>
-internal sealed class HoulsbyAdapter(CausalLM model, HoulsbyConfig config, string name) : IPeftAdapter
+internal sealed class HoulsbyAdapter(CausalLM model, HoulsbyConfig config, string name, string baseModel = "") : IPeftAdapter
 {
     public string Name => name;
     public IPeftMethod Method => HoulsbyMethod.Instance;
@@ -57,7 +57,7 @@ internal sealed class HoulsbyAdapter(CausalLM model, HoulsbyConfig config, strin
 
     public IEnumerable<(string Key, Parameter Param)> NamedParameters() => HoulsbyAdapters.Parameters(model).Select(p => (p.Name, p.P));
 
-    public void Save(string dir) => HoulsbyAdapters.Save(model, config, dir);
+    public void Save(string dir) => HoulsbyAdapters.Save(model, config, dir, baseModel);
 
     public string? CannotMergeReason => "Houlsby adapters add non-linear layers, which cannot be folded into the base weights";
 

@@ -20,7 +20,7 @@ internal sealed class PromptTuningMethod : IPeftMethod
     {
         foreach (var p in model.parameters()) p.requires_grad = false;
         var prompt = PromptEmbeddings.Create(model, (PromptTuningConfig)config, options.Encode, options.Seed);
-        return new PromptTuningAdapter(model, Attached(model, prompt), name);
+        return new PromptTuningAdapter(model, Attached(model, prompt), name, options.BaseModelNameOrPath);
     }
 
     public IPeftAdapter Load(CausalLM model, string dir, string name, AdapterLoadOptions options)
@@ -41,7 +41,7 @@ internal sealed class PromptTuningMethod : IPeftMethod
 }
 
 /// <summary>A soft prompt of a model under a name.</summary>
-internal sealed class PromptTuningAdapter(CausalLM model, PromptEmbeddings prompt, string name) : IPeftAdapter
+internal sealed class PromptTuningAdapter(CausalLM model, PromptEmbeddings prompt, string name, string baseModel = "") : IPeftAdapter
 {
     public string Name => name;
     public IPeftMethod Method => PromptTuningMethod.Instance;
@@ -51,7 +51,7 @@ internal sealed class PromptTuningAdapter(CausalLM model, PromptEmbeddings promp
 
     public IEnumerable<(string Key, Parameter Param)> NamedParameters() => [("prompt_embeddings", prompt.Embeddings)];
 
-    public void Save(string dir) => prompt.Save(model, dir);
+    public void Save(string dir) => prompt.Save(model, dir, baseModel);
 
     public string? CannotMergeReason => "a soft prompt is an input, not a weight change, so it cannot be merged into the base";
 

@@ -120,6 +120,37 @@ public class ExportOllamaTests(ITestOutputHelper output)
         }
     }
 
+    /// <summary>
+    /// An adapter folder that carries its template as transformers saves a tokenizer (tokenizer_config.json's
+    /// chat_template, or chat_template.jinja), not in peftsharp_chat.json: `export ollama --separate-adapter` carries it
+    /// as it does a recorded one (before, the Modelfile had no TEMPLATE, the GGUF none, and nothing was said), and
+    /// `generate` on a base with another template warns, as `export gguf-adapter` already did.
+    /// </summary>
+    [Theory]
+    [InlineData("tokenizer_config.json")]
+    [InlineData("chat_template.jinja")]
+    public void AdapterWithATemplateSavedInItsFolder_CountsEverywhere(string file)
+    {
+        string dir = TestPaths.TempDir(), adapter = Path.Combine(dir, "adapter");
+        Directory.CreateDirectory(adapter);
+        foreach (var f in Directory.GetFiles(Path.Combine(TestPaths.TinyLlama, "adapters", "lora"))) File.Copy(f, Path.Combine(adapter, Path.GetFileName(f)));
+        File.WriteAllText(Path.Combine(adapter, file), file.EndsWith(".json")
+            ? new System.Text.Json.Nodes.JsonObject { ["chat_template"] = ChatmlJinja }.ToJsonString() : ChatmlJinja);
+
+        string outDir = Path.Combine(dir, "sep"), model = TinyWithTemplate(null);
+        var (code, _, err) = CliCapture.Run("export", "ollama", "--model", model, "--adapter", adapter, "--out", outDir, "--type", "f32", "--separate-adapter");
+        Assert.True(code == 0, err);
+        string golden = File.ReadAllText(Path.Combine(TestPaths.Fixtures, "gguf", "ollama", "chatml.Modelfile"));
+        Assert.Equal(golden.Replace("FROM ./model.gguf\n", "FROM ./model.gguf\nADAPTER ./adapter.gguf\n"), File.ReadAllText(Path.Combine(outDir, "Modelfile")));
+        using (var m = new GgufReader(Path.Combine(outDir, "model.gguf"))) Assert.Equal(ChatmlJinja, m.GetString("tokenizer.chat_template"));
+
+        // A base with its own, different template: generate says the adapter's differs, naming the file it came from.
+        string other = TinyWithTemplate("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}");
+        (code, _, err) = CliCapture.Run("generate", "--model", other, "--adapter", adapter, "--prompt", "hi", "--max-new-tokens", "1");
+        Assert.True(code == 0, err);
+        Assert.Contains($"warning: {adapter} was trained with chat template {Path.Combine(adapter, file)}", err);
+    }
+
     [Fact]
     public void BadInput_OneLineNothingWritten()
     {
