@@ -16,7 +16,7 @@ namespace PeftSharp.Tests.Generation;
 [Collection("console")]   // the CLI cases write to the process-wide console
 public class FastDecodeTests(ITestOutputHelper output)
 {
-    static readonly int[] Prompt = [5, 77, 120, 3, 9];
+    internal static readonly int[] Prompt = [5, 77, 120, 3, 9];
 
     /// <summary>Families and shapes the fast step covers, as random HF folders (widths large enough for the threaded kernels).</summary>
     public static TheoryData<string> Models() => ["tiny-llama fixture", "llama gqa wide", "llama mha long cache", "qwen2 bias", "qwen3 qk-norm", "phi3 fused partial-rotary", "llama tied"];
@@ -86,6 +86,47 @@ public class FastDecodeTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void Gemma2AndBf16WeightsSayWhyTheyDecodeOnLibtorch()
+    {
+        string? path = null;
+        using (var gemma = ModelLoader.Load(RandomModel.Write(RandomModel.Gemma2Config())))
+            _ = TextGenerator.Generate(gemma, [5, 7, 3], new SamplingOptions { MaxNewTokens = 3 }, [], DecodePath.Auto, l => path = l).ToList();   // vocab 50
+        Assert.StartsWith("decode: libtorch forward (model family gemma2", path);
+        using (var bf16 = ModelLoader.Load(TestPaths.TinyLlama, new LoadOptions { Dtype = ScalarType.BFloat16 }))
+            _ = TextGenerator.Generate(bf16, Prompt, new SamplingOptions { MaxNewTokens = 3 }, [], DecodePath.Auto, l => path = l).ToList();
+        Assert.Equal("decode: libtorch forward (the weights are BFloat16 (the C# decode reads fp32))", path);
+    }
+
+    [Fact]
+    public void PeftGenerateVerboseNamesThePathAndTorchPrintsTheSameText()
+    {
+        string[] args = ["generate", "--model", TestPaths.TinyLlama, "--prompt", "hello world", "--max-new-tokens", "12", "--temperature", "0", "--verbose"];
+        var (code, fast, err) = CliCapture.Run(args);
+        Assert.True(code == 0, err);
+        Assert.Contains("decode: C# batch-1 step", err);
+        var (code2, slow, err2) = CliCapture.Run([.. args, "--decode", "torch"]);
+        Assert.True(code2 == 0, err2);
+        Assert.Contains("decode: libtorch forward (asked for)", err2);
+        Assert.Equal(slow, fast);
+        var (bad, _, badErr) = CliCapture.Run([.. args, "--decode", "gpu"]);
+        Assert.NotEqual(0, bad);
+        Assert.Contains("--decode", badErr);
+    }
+}
+
+/// <summary>
+/// Greedy and seeded ids through <see cref="TextGenerator"/>, fast step against the libtorch forward, compared exactly:
+/// run alone, as the serial collection's other exact comparisons are. The greedy test failed once in a full parallel run
+/// on a 2-core Zen 3 (its message was not kept) and passed alone, in its class and in two more full runs. The suspected
+/// cause, not confirmed: beside other tests the libtorch side's GEMMs run on fewer of the OpenMP team's threads, round
+/// differently, and a near-tie of the random fixture's logits flips.
+/// </summary>
+[Collection(Training.SerialCollection.Name)]
+public class FastDecodeIdsTests
+{
+    static readonly int[] Prompt = FastDecodeTests.Prompt;
+
+    [Fact]
     public void GenerateTakesTheFastPathAndGivesTheLibtorchIds()
     {
         using var model = ModelLoader.Load(TestPaths.TinyLlama);
@@ -115,33 +156,5 @@ public class FastDecodeTests(ITestOutputHelper output)
         var merged = TextGenerator.Generate(model, Prompt, o, [], DecodePath.Auto, l => path = l).ToList();
         Assert.StartsWith("decode: C# batch-1 step", path);
         Assert.Equal(unmerged, merged);
-    }
-
-    [Fact]
-    public void Gemma2AndBf16WeightsSayWhyTheyDecodeOnLibtorch()
-    {
-        string? path = null;
-        using (var gemma = ModelLoader.Load(RandomModel.Write(RandomModel.Gemma2Config())))
-            _ = TextGenerator.Generate(gemma, [5, 7, 3], new SamplingOptions { MaxNewTokens = 3 }, [], DecodePath.Auto, l => path = l).ToList();   // vocab 50
-        Assert.StartsWith("decode: libtorch forward (model family gemma2", path);
-        using (var bf16 = ModelLoader.Load(TestPaths.TinyLlama, new LoadOptions { Dtype = ScalarType.BFloat16 }))
-            _ = TextGenerator.Generate(bf16, Prompt, new SamplingOptions { MaxNewTokens = 3 }, [], DecodePath.Auto, l => path = l).ToList();
-        Assert.Equal("decode: libtorch forward (the weights are BFloat16 (the C# decode reads fp32))", path);
-    }
-
-    [Fact]
-    public void PeftGenerateVerboseNamesThePathAndTorchPrintsTheSameText()
-    {
-        string[] args = ["generate", "--model", TestPaths.TinyLlama, "--prompt", "hello world", "--max-new-tokens", "12", "--temperature", "0", "--verbose"];
-        var (code, fast, err) = CliCapture.Run(args);
-        Assert.True(code == 0, err);
-        Assert.Contains("decode: C# batch-1 step", err);
-        var (code2, slow, err2) = CliCapture.Run([.. args, "--decode", "torch"]);
-        Assert.True(code2 == 0, err2);
-        Assert.Contains("decode: libtorch forward (asked for)", err2);
-        Assert.Equal(slow, fast);
-        var (bad, _, badErr) = CliCapture.Run([.. args, "--decode", "gpu"]);
-        Assert.NotEqual(0, bad);
-        Assert.Contains("--decode", badErr);
     }
 }
