@@ -52,7 +52,7 @@ public sealed class ChatTemplate
 
     /// <summary>
     /// The template of a model folder: <paramref name="overrideFile"/> when given (a Jinja file, with the folder's
-    /// special tokens), else the folder's own (tokenizer_config.json, then chat_template.jinja); null when it has none.
+    /// special tokens), else the folder's own (chat_template.jinja, then tokenizer_config.json's chat_template, transformers' order); null when it has none.
     /// </summary>
     public static ChatTemplate? Load(string modelDir, string? overrideFile = null)
     {
@@ -62,9 +62,12 @@ public sealed class ChatTemplate
             if (!File.Exists(overrideFile)) throw new InvalidDataException($"{overrideFile}: chat template file not found");
             return new ChatTemplate(Data.TextLines.ReadAll(overrideFile), special, overrideFile);
         }
-        if (config?["chat_template"] is JsonNode node) return new ChatTemplate(TemplateText(node, configPath), special, $"{configPath}:chat_template");
+        // chat_template.jinja before the config's field, as transformers' from_pretrained reads them ("If independent
+        // chat template file(s) exist, they take priority over template entries in the tokenizer config"): a folder
+        // holding two different templates rendered the config's, which the model's own tokenizer never uses.
         string jinja = Path.Combine(modelDir, "chat_template.jinja");
-        return File.Exists(jinja) ? new ChatTemplate(Data.TextLines.ReadAll(jinja), special, jinja) : null;
+        if (File.Exists(jinja)) return new ChatTemplate(Data.TextLines.ReadAll(jinja), special, jinja);
+        return config?["chat_template"] is JsonNode node ? new ChatTemplate(TemplateText(node, configPath), special, $"{configPath}:chat_template") : null;
     }
 
     /// <summary>

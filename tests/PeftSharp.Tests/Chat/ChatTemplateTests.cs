@@ -53,6 +53,20 @@ public class ChatTemplateTests
         Assert.Equal(other, t.Source);
     }
 
+    /// <summary>
+    /// A folder with both: chat_template.jinja wins, as in transformers' PreTrainedTokenizerBase._from_pretrained ("If
+    /// independent chat template file(s) exist, they take priority over template entries in the tokenizer config").
+    /// The config's field was read first, so such a folder rendered a template its own tokenizer never uses.
+    /// </summary>
+    [Fact]
+    public void Chat_template_jinja_wins_over_the_configs_field_as_in_transformers()
+    {
+        string dir = Folder(new JsonObject { ["chat_template"] = "CONFIG {{ messages[0]['content'] }}", ["eos_token"] = "<|im_end|>" }, jinja: ChatMl);
+        var t = ChatTemplate.Load(dir)!;
+        Assert.Equal("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n", t.Render(UserHi, true));
+        Assert.Equal(Path.Combine(dir, "chat_template.jinja"), t.Source);
+    }
+
     [Fact]
     public void A_model_without_a_template_has_none() => Assert.Null(ChatTemplate.Load(Folder(new JsonObject { ["eos_token"] = "</s>" })));
 
