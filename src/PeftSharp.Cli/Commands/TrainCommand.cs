@@ -41,6 +41,7 @@ public sealed class TrainCommand : Command<TrainSettings>
         var compute = s.Compute();
         s.ComputeDtype = compute.Name;   // train-options.json keeps what ran, so a resume computes in the same dtype
         AnsiConsole.MarkupLineInterpolated($"[bold]compute[/] {compute.Name} ({compute.Reason})");
+        if (compute.Warning is { } slow) AnsiConsole.MarkupLineInterpolated($"[yellow]warning[/]: --compute-dtype {compute.Name}: {slow}");
         AnsiConsole.MarkupLineInterpolated($"[bold]cpu matmul[/] {PeftSharp.Kernels.MklCodePath.Description}");
         AnsiConsole.MarkupLineInterpolated($"[bold]cpu allocator[/] {PeftSharp.Native.TensorAllocator.Description}");
         if (s.IsPreference) return PreferenceTrain.Execute(context, s, cancellationToken, runtimeBytes);
