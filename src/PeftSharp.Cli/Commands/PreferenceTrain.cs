@@ -29,7 +29,7 @@ public static class PreferenceTrain
         var methodOptions = s.MethodOptions();
         var prefOptions = s.PreferenceOptions();
         var options = s.TrainerOptions(outDir);
-        TrainCommand.CheckOutDir(options);
+        using var runLock = TrainCommand.CheckOutDir(options);
         using var reporter = PeftSharp.Training.Reporting.RunReporters.Open(s.ReportTo, outDir, fresh: s.Resume is null);
         if (s.Dropout > 0) AnsiConsole.MarkupLine("[yellow]warning[/]: --dropout is ignored by dpo/orpo: dropout stays off so that policy and reference differ only by the adapter (TRL's disable_dropout)");
 

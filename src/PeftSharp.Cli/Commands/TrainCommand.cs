@@ -48,7 +48,7 @@ public sealed class TrainCommand : Command<TrainSettings>
         string outDir = s.OutDir();
         var methodOptions = s.MethodOptions();
         var options = s.TrainerOptions(outDir);
-        CheckOutDir(options);
+        using var runLock = CheckOutDir(options);
         using var reporter = RunReporters.Open(s.ReportTo, outDir, fresh: s.Resume is null);
 
         var config = PeftSharp.Models.ModelConfig.Load(s.ModelDir);
@@ -123,17 +123,28 @@ public sealed class TrainCommand : Command<TrainSettings>
     /// only its temp folder, removed here; the message says to restart with --overwrite), and a folder holding a run
     /// needs --overwrite or --resume.
     /// </summary>
-    internal static void CheckOutDir(TrainerOptions options)
+    internal static RunLock CheckOutDir(TrainerOptions options)
     {
         string outDir = options.OutDir;
-        if (options.ResumeFrom is { } resume && Checkpoint.TryResolve(resume) is null)
+        // Before anything is written there (options, plan, reporters): a second `peft train` into the folder stops here.
+        var held = RunLock.Acquire(outDir);
+        try
         {
-            RunFolder.RemoveInterruptedSaves(outDir);
-            throw new InvalidOperationException($"{resume}: no checkpoint to resume from (the run stopped before its first one); " +
-                $"start it again, replacing that folder: ./peft train <its options> --out {outDir} --overwrite");
+            if (options.ResumeFrom is { } resume && Checkpoint.TryResolve(resume) is null)
+            {
+                RunFolder.RemoveInterruptedSaves(outDir);
+                throw new InvalidOperationException($"{resume}: no checkpoint to resume from (the run stopped before its first one); " +
+                    $"start it again, replacing that folder: ./peft train <its options> --out {outDir} --overwrite");
+            }
+            if (options.ResumeFrom is null && !options.Overwrite && RunFolder.HoldsRun(outDir))
+                throw new InvalidOperationException($"{outDir}: already holds a training run; pass --overwrite to replace it or --resume {outDir} to continue it");
+            return held;
         }
-        if (options.ResumeFrom is null && !options.Overwrite && RunFolder.HoldsRun(outDir))
-            throw new InvalidOperationException($"{outDir}: already holds a training run; pass --overwrite to replace it or --resume {outDir} to continue it");
+        catch
+        {
+            held.Dispose();
+            throw;
+        }
     }
 
     /// <summary>--resume: the options the run was started with come back, except those given again now.</summary>
