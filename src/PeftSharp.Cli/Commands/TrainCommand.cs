@@ -70,8 +70,7 @@ public sealed class TrainCommand : Command<TrainSettings>
         DashboardRuns.WriteRunPlan(outDir, methodOptions.Method, options.TotalSteps(new BatchLoader(data.Train, options.BatchSize, options.Seed).BatchesPerEpoch), plan.TotalBytes);
 
         using var cts = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        ConsoleCancelEventHandler onCancel = (_, e) => { e.Cancel = true; cts.Cancel(); };
-        Console.CancelKeyPress += onCancel;
+        using var stop = StopSignals.Cancel(cts);   // Ctrl-C or SIGTERM: the trainer saves a checkpoint and returns
         var records = new List<JsonObject>();
         if (s.Resume is null) SavedTrainOptions.Save(s, outDir);   // before the first checkpoint, so any stop can resume
         reporter.Text("config", SavedTrainOptions.Markdown(outDir), 0);
@@ -87,7 +86,7 @@ public sealed class TrainCommand : Command<TrainSettings>
         }
         finally
         {
-            Console.CancelKeyPress -= onCancel;
+            stop.Dispose();   // a Ctrl-C from here on ends the process as usual
         }
         if (s.Resume is not null) SavedTrainOptions.Save(s, outDir);   // the checkpoint loaded: overrides given now stick
         if (result.Train.FinalDir is null)
