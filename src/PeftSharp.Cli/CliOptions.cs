@@ -32,9 +32,23 @@ public static class CliOptions
     /// cannot wipe it; an earlier model folder there is replaced, as before.
     /// </summary>
     public static ValidationResult ModelOutFolder(string dir, string flag = "--out") =>
-        Directory.Exists(dir) && Directory.EnumerateFileSystemEntries(dir).Any() && !File.Exists(Path.Combine(dir, "config.json"))
+        OutFolderIsAFile(dir, flag) is { } file ? file
+        : Directory.Exists(dir) && Directory.EnumerateFileSystemEntries(dir).Any() && !File.Exists(Path.Combine(dir, "config.json"))
             ? ValidationResult.Error($"{flag} {dir}: exists and is not a model folder (no config.json); writing there would replace everything in it, so give a new folder")
             : ValidationResult.Success();
+
+    /// <summary>
+    /// A folder flag (--out of train, compare, merge, quantize, export ollama) naming an existing file: one line naming the
+    /// flag, before anything loads. Without it train printed its whole plan and then .NET's "The file '...' already
+    /// exists.", and merge/quantize "Cannot create '...' because a file or directory with the same name already exists."
+    /// </summary>
+    public static ValidationResult? OutFolderIsAFile(string? dir, string flag = "--out") =>
+        dir is { Length: > 0 } && File.Exists(dir) ? ValidationResult.Error($"{flag} {dir}: is a file; give a folder") : null;
+
+    /// <summary>A file flag (export gguf's --out) naming an existing folder: one line naming the flag (it was .NET's
+    /// "Is a directory : '...'").</summary>
+    public static ValidationResult? OutFileIsAFolder(string? file, string flag = "--out") =>
+        file is { Length: > 0 } && Directory.Exists(file) ? ValidationResult.Error($"{flag} {file}: is a folder; give a file path") : null;
 
     /// <summary>Rewrites Spectre's "Unknown option 'x'." for command <paramref name="args"/>[0]; null for other messages.</summary>
     public static string? ExplainUnknownOption(string message, IReadOnlyList<string> args, IReadOnlyDictionary<string, Type> settingsByCommand)

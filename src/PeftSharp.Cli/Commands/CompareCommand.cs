@@ -57,6 +57,7 @@ public sealed class CompareCommand : Command<CompareCommand.Settings>
             if (Batch <= 0) return ValidationResult.Error($"--batch must be positive (got {Batch})");
             if (OverheadReps <= 0) return ValidationResult.Error($"--overhead-reps must be positive (got {OverheadReps})");
             if (Data is not null && !File.Exists(Data)) return ValidationResult.Error($"--data: file '{Data}' not found");
+            if (CliOptions.OutFolderIsAFile(Out) is { } outIsFile) return outIsFile;
             if (Model is null) return ValidationResult.Success();
             var resolved = HubCli.TryResolve(Model, "--model", out var folder);
             Model = folder;

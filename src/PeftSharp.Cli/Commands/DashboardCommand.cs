@@ -44,13 +44,9 @@ public sealed class DashboardCommand : Command<DashboardCommand.Settings>
     internal static void WaitForCtrlC(DashboardServer server, CancellationToken cancellationToken)
     {
         using var cts = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        ConsoleCancelEventHandler onCancel = (_, e) => { e.Cancel = true; cts.Cancel(); };
-        Console.CancelKeyPress += onCancel;
         // SIGTERM (kill, timeout, systemd, docker stop) stops it too: the web host takes SIGTERM and only stops itself,
         // which left this wait, and the process, running.
-        using var onTerm = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGTERM,
-            c => { c.Cancel = true; cts.Cancel(); });
-        try { server.WaitAsync(cts.Token).GetAwaiter().GetResult(); }
-        finally { Console.CancelKeyPress -= onCancel; }
+        using var stop = StopSignals.Cancel(cts);
+        server.WaitAsync(cts.Token).GetAwaiter().GetResult();
     }
 }

@@ -39,6 +39,7 @@ public sealed class ExportGgufAdapterCommand : Command<ExportGgufAdapterCommand.
             if (string.IsNullOrWhiteSpace(Model)) return ValidationResult.Error("--model is required");
             if (string.IsNullOrWhiteSpace(Adapter)) return ValidationResult.Error("--adapter is required");
             if (string.IsNullOrWhiteSpace(Out)) return ValidationResult.Error("--out is required");
+            if (CliOptions.OutFileIsAFolder(Out) is { } outIsFolder) return outIsFolder;
             if (HubCli.TryResolve(Model, "--model", out var folder) is { Successful: false } bad) return bad;
             Model = folder;
             return ValidationResult.Success();

@@ -34,6 +34,8 @@ public sealed class ExportGgufCommand : Command<ExportGgufCommand.Settings>
         [CommandOption("--allow-base-mismatch")]
         [Description("Merge even if an adapter's recorded base fingerprint differs from --model")]
         public override bool AllowBaseMismatch { get; set; }
+
+        protected override ValidationResult ValidateMore() => CliOptions.OutFileIsAFolder(Out) ?? ValidationResult.Success();
     }
 
     public override int Execute(CommandContext context, Settings s, CancellationToken cancellationToken)

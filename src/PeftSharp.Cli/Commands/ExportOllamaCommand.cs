@@ -46,7 +46,7 @@ public sealed class ExportOllamaCommand : Command<ExportOllamaCommand.Settings>
 
         protected override ValidationResult ValidateMore() => SeparateAdapter && Adapters.Length != 1
             ? ValidationResult.Error($"--separate-adapter needs exactly one --adapter (got {Adapters.Length}); merge several with the default mode")
-            : ValidationResult.Success();
+            : CliOptions.OutFolderIsAFile(Out) ?? ValidationResult.Success();
     }
 
     public override int Execute(CommandContext context, Settings s, CancellationToken cancellationToken)
@@ -63,7 +63,6 @@ public sealed class ExportOllamaCommand : Command<ExportOllamaCommand.Settings>
             separate = spec.Dir;
             ExportGgufAdapterCommand.CheckExportable(s.Model, separate);
         }
-        if (File.Exists(s.Out)) throw new IOException($"--out {s.Out}: is a file; give a folder");
 
         // The template the adapters were trained with, as `peft merge` carries it (also beside a separate ADAPTER).
         var template = ExportGgufCommand.ChatTemplateFor(s.Model, s.Adapters);

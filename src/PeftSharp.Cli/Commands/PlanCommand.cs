@@ -50,14 +50,27 @@ public sealed class PlanCommand : Command<PlanCommand.Settings>
         [CommandOption("--grad-accum <N>"), Description("Gradient accumulation steps (no memory effect)")]
         public int GradAccum { get; init; } = 1;
 
-        [CommandOption("--dtype <D>"), Description("Base weight dtype: fp32, bf16, fp16, nf4")]
-        public string Dtype { get; init; } = "bf16";
+        [CommandOption("--dtype <D>"), Description("Base weight dtype: fp32, bf16, fp16, nf4 (default: bf16; fp32 with --device cpu, " +
+            "where peft train and serve load the base in fp32 unless told otherwise)")]
+        public string? Dtype { get; init; }
+
+        /// <summary>--dtype, else what the planned command loads: on a CPU `peft train` (default compute dtype fp32, the base
+        /// loaded in it) and `peft serve` (--dtype fp32) hold fp32 weights, so a bf16 default halved the plan of their run
+        /// (llama-2-7b LoRA on CPU: 16.9 GB planned for a 33.7 GB run).</summary>
+        DType WeightDtype() => Dtypes.Parse(Dtype ?? (PlanNames.Device(Device) == DeviceKind.Cpu ? "fp32" : "bf16"), "dtype");
 
         [CommandOption("--adapter-dtype <D>"), Description("Adapter dtype: fp32, bf16, fp16")]
         public string AdapterDtype { get; init; } = "fp32";
 
-        [CommandOption("--compute-dtype <D>"), Description("Activation dtype (default: fp32 for fp32 weights, else bf16)")]
+        [CommandOption("--compute-dtype <D>"), Description("Activation dtype: fp32, bf16, fp16 (default: fp32 for fp32 weights, else bf16; " +
+            "peft train's auto is measured on the machine that trains: plan the dtype it picks)")]
         public string? ComputeDtype { get; init; }
+
+        /// <summary>--compute-dtype parsed; "auto" (a train value) is one line saying why plan has no such value.</summary>
+        DType? ComputeDtypeOrNull() => ComputeDtype?.Trim().ToLowerInvariant() == "auto"
+            ? throw new PlanException("compute_dtype", "'auto' is peft train's choice, measured on the machine that trains " +
+                "(its 'compute' line says which it picked): plan with fp32 or bf16")
+            : ComputeDtype is null ? null : Dtypes.Parse(ComputeDtype, "compute_dtype");
 
         [CommandOption("--pure-16bit"), Description("No fp32 master weights for 16-bit trainable parameters")]
         public bool Pure16Bit { get; init; }
@@ -190,9 +203,9 @@ public sealed class PlanCommand : Command<PlanCommand.Settings>
             LoraDropout = LoraDropout ?? Adapter?.LoraDropout ?? 0,
             AdapterBottleneck = Bottleneck ?? Adapter?.Bottleneck ?? 64,
             VirtualTokens = VirtualTokens ?? Adapter?.VirtualTokens ?? 20,
-            WeightDtype = Dtypes.Parse(Dtype, "dtype"),
+            WeightDtype = WeightDtype(),
             AdapterDtype = Dtypes.Parse(AdapterDtype, "adapter_dtype"),
-            ComputeDtype = ComputeDtype is null ? null : Dtypes.Parse(ComputeDtype, "compute_dtype"),
+            ComputeDtype = ComputeDtypeOrNull(),
             MasterWeights = !Pure16Bit,
             Optimizer = PlanNames.Optimizer(Optimizer),
             BatchSize = Batch,
@@ -219,8 +232,8 @@ public sealed class PlanCommand : Command<PlanCommand.Settings>
             Adapters = Adapters,
             MaxRank = MaxRank ?? Adapter?.Rank ?? 16,
             Targets = Targets is null ? Adapter?.Targets : TargetMatcher.Parse(Targets),
-            WeightDtype = Dtypes.Parse(Dtype, "dtype"),
-            ComputeDtype = ComputeDtype is null ? null : Dtypes.Parse(ComputeDtype, "compute_dtype"),
+            WeightDtype = WeightDtype(),
+            ComputeDtype = ComputeDtypeOrNull(),
             KvDtype = KvDtype is null ? null : Dtypes.Parse(KvDtype, "kv_dtype"),
             PrefillChunk = PrefillChunk,
             MaxPrefillTokens = MaxPrefillTokens,

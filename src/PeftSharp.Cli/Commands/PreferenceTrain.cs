@@ -29,7 +29,7 @@ public static class PreferenceTrain
         var methodOptions = s.MethodOptions();
         var prefOptions = s.PreferenceOptions();
         var options = s.TrainerOptions(outDir);
-        TrainCommand.CheckOutDir(options);
+        using var runLock = TrainCommand.CheckOutDir(options);
         using var reporter = PeftSharp.Training.Reporting.RunReporters.Open(s.ReportTo, outDir, fresh: s.Resume is null);
         if (s.Dropout > 0) AnsiConsole.MarkupLine("[yellow]warning[/]: --dropout is ignored by dpo/orpo: dropout stays off so that policy and reference differ only by the adapter (TRL's disable_dropout)");
 
@@ -65,8 +65,7 @@ public static class PreferenceTrain
         double? heldoutBefore = heldout is null ? null : Evaluator.Run(model, heldout, [], tokenizer.EosId, options.BatchSize, method: method).Loss;
 
         using var cts = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        ConsoleCancelEventHandler onCancel = (_, e) => { e.Cancel = true; cts.Cancel(); };
-        Console.CancelKeyPress += onCancel;
+        using var stop = StopSignals.Cancel(cts);   // Ctrl-C or SIGTERM: the trainer saves a checkpoint and returns
         var records = new List<JsonObject>();
         if (s.Resume is null) SavedTrainOptions.Save(s, outDir);
         reporter.Text("config", SavedTrainOptions.Markdown(outDir), 0);
@@ -89,7 +88,7 @@ public static class PreferenceTrain
         }
         finally
         {
-            Console.CancelKeyPress -= onCancel;
+            stop.Dispose();   // a Ctrl-C from here on ends the process as usual
         }
         if (s.Resume is not null) SavedTrainOptions.Save(s, outDir);
         if (result.FinalDir is null)

@@ -41,13 +41,14 @@ public sealed class TrainCommand : Command<TrainSettings>
         var compute = s.Compute();
         s.ComputeDtype = compute.Name;   // train-options.json keeps what ran, so a resume computes in the same dtype
         AnsiConsole.MarkupLineInterpolated($"[bold]compute[/] {compute.Name} ({compute.Reason})");
+        if (compute.Warning is { } slow) AnsiConsole.MarkupLineInterpolated($"[yellow]warning[/]: --compute-dtype {compute.Name}: {slow}");
         AnsiConsole.MarkupLineInterpolated($"[bold]cpu matmul[/] {PeftSharp.Kernels.MklCodePath.Description}");
         AnsiConsole.MarkupLineInterpolated($"[bold]cpu allocator[/] {PeftSharp.Native.TensorAllocator.Description}");
         if (s.IsPreference) return PreferenceTrain.Execute(context, s, cancellationToken, runtimeBytes);
         string outDir = s.OutDir();
         var methodOptions = s.MethodOptions();
         var options = s.TrainerOptions(outDir);
-        CheckOutDir(options);
+        using var runLock = CheckOutDir(options);
         using var reporter = RunReporters.Open(s.ReportTo, outDir, fresh: s.Resume is null);
 
         var config = PeftSharp.Models.ModelConfig.Load(s.ModelDir);
@@ -69,8 +70,7 @@ public sealed class TrainCommand : Command<TrainSettings>
         DashboardRuns.WriteRunPlan(outDir, methodOptions.Method, options.TotalSteps(new BatchLoader(data.Train, options.BatchSize, options.Seed).BatchesPerEpoch), plan.TotalBytes);
 
         using var cts = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        ConsoleCancelEventHandler onCancel = (_, e) => { e.Cancel = true; cts.Cancel(); };
-        Console.CancelKeyPress += onCancel;
+        using var stop = StopSignals.Cancel(cts);   // Ctrl-C or SIGTERM: the trainer saves a checkpoint and returns
         var records = new List<JsonObject>();
         if (s.Resume is null) SavedTrainOptions.Save(s, outDir);   // before the first checkpoint, so any stop can resume
         reporter.Text("config", SavedTrainOptions.Markdown(outDir), 0);
@@ -86,7 +86,7 @@ public sealed class TrainCommand : Command<TrainSettings>
         }
         finally
         {
-            Console.CancelKeyPress -= onCancel;
+            stop.Dispose();   // a Ctrl-C from here on ends the process as usual
         }
         if (s.Resume is not null) SavedTrainOptions.Save(s, outDir);   // the checkpoint loaded: overrides given now stick
         if (result.Train.FinalDir is null)
@@ -122,17 +122,28 @@ public sealed class TrainCommand : Command<TrainSettings>
     /// only its temp folder, removed here; the message says to restart with --overwrite), and a folder holding a run
     /// needs --overwrite or --resume.
     /// </summary>
-    internal static void CheckOutDir(TrainerOptions options)
+    internal static RunLock CheckOutDir(TrainerOptions options)
     {
         string outDir = options.OutDir;
-        if (options.ResumeFrom is { } resume && Checkpoint.TryResolve(resume) is null)
+        // Before anything is written there (options, plan, reporters): a second `peft train` into the folder stops here.
+        var held = RunLock.Acquire(outDir);
+        try
         {
-            RunFolder.RemoveInterruptedSaves(outDir);
-            throw new InvalidOperationException($"{resume}: no checkpoint to resume from (the run stopped before its first one); " +
-                $"start it again, replacing that folder: ./peft train <its options> --out {outDir} --overwrite");
+            if (options.ResumeFrom is { } resume && Checkpoint.TryResolve(resume) is null)
+            {
+                RunFolder.RemoveInterruptedSaves(outDir);
+                throw new InvalidOperationException($"{resume}: no checkpoint to resume from (the run stopped before its first one); " +
+                    $"start it again, replacing that folder: ./peft train <its options> --out {outDir} --overwrite");
+            }
+            if (options.ResumeFrom is null && !options.Overwrite && RunFolder.HoldsRun(outDir))
+                throw new InvalidOperationException($"{outDir}: already holds a training run; pass --overwrite to replace it or --resume {outDir} to continue it");
+            return held;
         }
-        if (options.ResumeFrom is null && !options.Overwrite && RunFolder.HoldsRun(outDir))
-            throw new InvalidOperationException($"{outDir}: already holds a training run; pass --overwrite to replace it or --resume {outDir} to continue it");
+        catch
+        {
+            held.Dispose();
+            throw;
+        }
     }
 
     /// <summary>--resume: the options the run was started with come back, except those given again now.</summary>

@@ -216,6 +216,7 @@ public sealed class TrainSettings : CommandSettings
         }
         catch (ArgumentException e) { return ValidationResult.Error(e.Message); }
         if (Threads is <= 0) return ValidationResult.Error($"--threads must be positive (got {Threads})");
+        if (CliOptions.OutFolderIsAFile(Out) is { } outIsFile) return outIsFile;
         try { _ = PackFrozenWeights; }
         catch (ArgumentException e) { return ValidationResult.Error(e.Message); }
         if (Batch <= 0) return ValidationResult.Error($"--batch must be positive (got {Batch})");

@@ -59,6 +59,7 @@ internal sealed class Trainer
     public TrainResult Train(TrainingData data)
     {
         var clock = Stopwatch.StartNew();
+        using var runLock = RunLock.Acquire(_o.OutDir);   // before RunFolder.Open clears leftovers: no other process's save in progress
         var run = RunFolder.Open(_o, OnRecord);
 
         var parameters = _method.TrainableParameters.ToList();

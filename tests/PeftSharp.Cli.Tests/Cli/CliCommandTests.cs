@@ -47,6 +47,44 @@ public class CliCommandTests
         Assert.True(File.Exists(Path.Combine(merged, "model.safetensors")));
     }
 
+    /// <summary>
+    /// A folder --out that is an existing file, and a file --out that is an existing folder: one line naming the flag,
+    /// before anything loads, the file or folder left as it was. train printed its whole plan and then "The file '...'
+    /// already exists.", merge/quantize .NET's "Cannot create '...' because a file or directory with the same name
+    /// already exists.", export gguf "Is a directory : '...'".
+    /// </summary>
+    [Fact]
+    public void AnOutOfTheWrongKindIsOneLineNamingTheFlag()
+    {
+        string dir = TestPaths.TempDir(), file = Path.Combine(dir, "notes.txt"), folder = Path.Combine(dir, "folder");
+        File.WriteAllText(file, "keep me");
+        Directory.CreateDirectory(folder);
+        string lora = Path.Combine(TestPaths.TinyLlama, "adapters", "lora"), data = ReversalTask.Write(dir, 4);
+        string[][] wantFolder =
+        [
+            ["train", "--model", TestPaths.TinyLlama, "--data", data, "--method", "lora", "--steps", "1", "--out", file],
+            ["compare", "--model", TestPaths.TinyLlama, "--data", data, "--methods", "lora", "--steps", "1", "--out", file],
+            ["merge", "--model", TestPaths.TinyLlama, "--adapter", lora, "--out", file],
+            ["quantize", "--model", TestPaths.TinyLlama, "--out", file],
+            ["export", "ollama", "--model", TestPaths.TinyLlama, "--out", file],
+        ];
+        foreach (var args in wantFolder)
+        {
+            var (code, stdout, err) = CliCapture.Run(args);
+            Assert.True(code == 1, $"{args[0]}: {stdout}{err}");
+            Assert.Equal($"error: --out {file}: is a file; give a folder", err.Trim());
+            Assert.Equal("", stdout.Trim());   // refused before any plan or progress
+            Assert.Equal("keep me", File.ReadAllText(file));
+        }
+        foreach (var args in new[] { new[] { "export", "gguf", "--model", TestPaths.TinyLlama, "--out", folder }, ["export", "gguf-adapter", "--model", TestPaths.TinyLlama, "--adapter", lora, "--out", folder] })
+        {
+            var (code, _, err) = CliCapture.Run(args);
+            Assert.True(code == 1, err);
+            Assert.Equal($"error: --out {folder}: is a folder; give a file path", err.Trim());
+            Assert.Empty(Directory.GetFileSystemEntries(folder));
+        }
+    }
+
     /// <summary>An adapter folder given as --model says so (as an adapter given a model folder does), not "config.json not found".</summary>
     [Fact]
     public void AnAdapterFolderGivenAsTheModelIsNamedAsAnAdapter()

@@ -45,6 +45,22 @@ public class ComputeDtypeTests(ITestOutputHelper output)
         Assert.Equal(expected, choice.Name);
     }
 
+    [Fact]
+    public void AnExplicit16BitDtypeOnACpuWithoutItsInstructionsCarriesAWarning()
+    {
+        string[] avx2Epyc = ["avx", "avx2", "fma", "f16c"], zen4 = ["avx2", "avx512f", "avx512_bf16"], sapphire = ["avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16"];
+        ComputeDtypeChoice Explicit(string dtype, string[]? flags, bool cuda = false) =>
+            ComputeDtype.Decide(dtype, "qlora", cuda, () => throw new InvalidOperationException("measured"), () => flags);
+        Assert.Contains("no bf16 instructions", Explicit("bf16", avx2Epyc).Warning);
+        Assert.Contains("no fp16 instructions", Explicit("fp16", avx2Epyc).Warning);
+        Assert.Contains("no fp16 instructions", Explicit("fp16", zen4).Warning);   // AVX512_BF16 has no fp16 matmuls
+        Assert.Null(Explicit("bf16", zen4).Warning);
+        Assert.Null(Explicit("fp16", sapphire).Warning);
+        Assert.Null(Explicit("fp32", avx2Epyc).Warning);
+        Assert.Null(Explicit("bf16", avx2Epyc, cuda: true).Warning);   // the GPU computes it
+        Assert.Null(Explicit("bf16", null).Warning);                    // flags unknown (not x86 Linux): no guess
+    }
+
     [Theory]
     [InlineData("full")]
     [InlineData("adapter")]

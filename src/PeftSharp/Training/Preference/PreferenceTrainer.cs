@@ -44,6 +44,7 @@ internal sealed class PreferenceTrainer
     public PreferenceTrainResult Train(PreferenceData data)
     {
         var clock = Stopwatch.StartNew();
+        using var runLock = RunLock.Acquire(_o.OutDir);   // before RunFolder.Open clears leftovers: no other process's save in progress
         var run = RunFolder.Open(_o, OnRecord);
         var parameters = _method.TrainableParameters.ToList();
         if (parameters.Count == 0) throw new InvalidOperationException($"{_method.Description}: no trainable parameters");
