@@ -41,11 +41,11 @@ internal sealed class RunLock : IDisposable
                 Directory.CreateDirectory(key);
                 string file = Path.Combine(key, FileName);
                 FileStream stream;
-                bool existed = System.IO.File.Exists(file);
                 try { stream = new FileStream(file, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None); }
-                // A plain IOException on a lock file that is there: its lock is held (.NET's sharing violation; the
-                // HResult differs by OS). Missing folders, permissions and the like keep their own exception types.
-                catch (IOException e) when (existed && e.GetType() == typeof(IOException))
+                // A plain IOException on a lock file that is there (now: two starts at once both find none, and one
+                // creates it first): its lock is held (.NET's sharing violation; the HResult differs by OS). Missing
+                // folders, permissions and the like keep their own exception types.
+                catch (IOException e) when (e.GetType() == typeof(IOException) && System.IO.File.Exists(file))
                 {
                     throw new InvalidOperationException($"{outDir}: another training process is writing this run folder (it holds {FileName}); " +
                         "wait for it to end, or give another output folder");
