@@ -37,13 +37,15 @@ internal static class GenerationEndpoint
         string id = (chat ? "chatcmpl-" : "cmpl-") + Guid.NewGuid().ToString("N");
         long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
 
-        // One row per prompt; max_tokens 0 (echo only) scores the prompt without generating.
+        // echo + logprobs: the row's prefill scores the prompt too. max_tokens 0 (echo only) generates nothing: a
+        // scored row ends after its prefill, an unscored one needs no row.
+        bool scores = req.Echo && req.TopLogprobs is not null;
         GenerationJob? Enqueue(int i)
         {
-            if (maxTokens[i] == 0) return null;
+            if (maxTokens[i] == 0 && !scores) return null;
             var sampling = d with { MaxNewTokens = maxTokens[i], Temperature = req.Temperature ?? d.Temperature, TopP = req.TopP ?? d.TopP,
                 TopK = req.TopK ?? d.TopK, RepetitionPenalty = req.RepetitionPenalty ?? d.RepetitionPenalty, Seed = req.Seed };
-            var job = new GenerationJob(prompts[i], sampling, stopIds, lease.InternalName, cts.Token, req.TopLogprobs);
+            var job = new GenerationJob(prompts[i], sampling, stopIds, lease.InternalName, cts.Token, req.TopLogprobs, scorePrompt: scores);
             if (!s.Scheduler.TryEnqueue(job))
             {
                 cts.Cancel();   // rows of this request already queued leave
@@ -55,15 +57,19 @@ internal static class GenerationEndpoint
         // echo: the prompt comes back before the completion (text offsets of the logprobs count from its start), with
         // its tokens' log probabilities when logprobs are asked for.
         string Echo(int i) => req.Echo ? req.Prompts[i].Text ?? s.Decode(prompts[i]) : "";
-        Task<List<TokenLogprob>?> EchoLogprobs(int i, string echo) => req.Echo && req.TopLogprobs is { } top
-            ? PromptLogprobs(s, prompts[i], echo, lease.InternalName, top)
-            : Task.FromResult<List<TokenLogprob>?>(null);
+        async Task<List<TokenLogprob>?> EchoLogprobs(GenerationJob? job, string echo)
+        {
+            if (job is not { ScoresPrompt: true }) return null;
+            // A job that ended before its prefill (cancelled) has no scores; its failure comes through its tokens.
+            try { return PromptLogprobs(s, job.Prompt, await job.PromptScores, echo); }
+            catch (OperationCanceledException) { return null; }
+        }
 
         if (req.Stream)
         {
             string echo = Echo(0);
-            var echoLogprobs = await EchoLogprobs(0, echo);
             var job = Enqueue(0);
+            var echoLogprobs = await EchoLogprobs(job, echo);
             var text = new TextAssembler(s, stopIds, req.Stop, prompts[0], wantLogprobs: req.TopLogprobs is not null);
             await EndpointIo.StartEvents(http);
             if (chat) await EndpointIo.Event(http, WithUsageField(OpenAiResponses.ChatChunk(id, created, model, new JsonObject { ["role"] = "assistant", ["content"] = "" }, null)));
@@ -88,7 +94,7 @@ internal static class GenerationEndpoint
         var choices = await Task.WhenAll(Enumerable.Range(0, prompts.Count).Select(async i =>
         {
             string echo = Echo(i);
-            var echoLogprobs = await EchoLogprobs(i, echo);
+            var echoLogprobs = await EchoLogprobs(jobs[i], echo);
             var text = new TextAssembler(s, stopIds, req.Stop, prompts[i], wantLogprobs: req.TopLogprobs is not null);
             if (jobs[i] is { } job)
                 await foreach (var tok in job.Tokens.ReadAllAsync(CancellationToken.None)) text.Push(tok, cts);
@@ -126,14 +132,13 @@ internal static class GenerationEndpoint
     static string PromptName(int count, int i, bool chat) => chat ? "the prompt" : count == 1 ? "the prompt" : $"prompt {i}";
 
     /// <summary>
-    /// The echoed prompt's tokens with their log probabilities (<see cref="PromptScorer"/>, on the model's worker) and
-    /// text offsets in <paramref name="echo"/>: each token's text is looked for where the one before ended (a token not
-    /// in the text, e.g. BOS, stands where the text stands).
+    /// The echoed prompt's tokens with their log probabilities (scored by the row's prefill, <see cref="PromptScorer"/>)
+    /// and text offsets in <paramref name="echo"/>: each token's text is looked for where the one before ended (a token
+    /// not in the text, e.g. BOS, stands where the text stands).
     /// </summary>
-    static async Task<List<TokenLogprob>?> PromptLogprobs(ServerState s, int[] prompt, string echo, string? adapter, int top)
+    static List<TokenLogprob> PromptLogprobs(ServerState s, IReadOnlyList<int> promptIds, GeneratedToken[] scored, string echo)
     {
-        if (!s.Scheduler.Accepting) throw ServingException.Busy(503, "the server is shutting down", "server_shutting_down");
-        var scored = await s.Scheduler.RunOnModelAsync(m => PromptScorer.Score(m, prompt, adapter, top));
+        int[] prompt = [.. promptIds];
         var entries = new List<TokenLogprob>(prompt.Length);
         int at = 0;
         for (int i = 0; i < prompt.Length; i++)

@@ -118,7 +118,10 @@ public class PromptScoringTests
         var want = Reference(Prompt);
         foreach (int chunk in new[] { 1, 3, 4, Prompt.Length })
         {
-            var got = PromptScorer.Score(model, Prompt, null, 3, chunk);
+            using var cache = new KvCache(model.Config.NumLayers);
+            var got = PromptScorer.Prefill(model, Prompt, 3, cache, chunk, logits => new GeneratedToken((int)logits.argmax().item<long>()), out var first);
+            Assert.Equal(Prompt.Length, cache.Length);   // every token fed: the cache continues into generation
+            Assert.Equal(want[^1].Select((v, id) => (v, id)).MaxBy(x => x.v).id, first.Id);
             Assert.Equal(Prompt.Length - 1, got.Length);
             for (int i = 0; i < got.Length; i++)
             {
@@ -164,5 +167,9 @@ public class PromptScoringTests
         Assert.Null(lps[0]);
         var want = Reference(Prompt);
         Assert.True(Math.Abs(want[Prompt.Length - 2][Prompt[^1]] - lps[^1]!.GetValue<float>()) < 1e-4);
+        // The scored prefill's cache carries on into generation: the same text as a plain completion of the prompt.
+        var (_, plain) = await h.Post("v1/completions", new JsonObject { ["prompt"] = new JsonArray(Prompt.Select(i => (JsonNode?)i).ToArray()), ["max_tokens"] = 3, ["temperature"] = 0 });
+        Assert.Equal(h.Tokenizer.Decode(Prompt) + plain["choices"]![0]!["text"]!.GetValue<string>(),
+            string.Concat(events.SkipLast(1).Select(e => JsonNode.Parse(e)!["choices"]![0]!["text"]!.GetValue<string>())));
     }
 }
