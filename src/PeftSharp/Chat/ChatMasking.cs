@@ -1,6 +1,5 @@
 using System.Text.Json.Nodes;
 using PeftSharp.Data;
-using PeftSharp.Models;
 
 namespace PeftSharp.Chat;
 
@@ -44,34 +43,5 @@ internal static class ChatMasking
         }
         if (pos < full.Length) segments.Add(new TextSegment(full[pos..], false));
         return segments;
-    }
-
-    /// <summary>
-    /// Ids and labels of a rendered example: the whole text is encoded at once (as apply_chat_template(tokenize=True)
-    /// does: no special tokens added, the template wrote them), and a token is learned when it lies in a trainable
-    /// segment; boundaries are where the encodings of the text before each boundary stop agreeing with the whole.
-    /// </summary>
-    public static TokenSequence Tokenize(RawExample ex, TextTokenizer tokenizer)
-    {
-        string text = string.Concat(ex.Segments.Select(s => s.Text));
-        int[] ids = tokenizer.Encode(text);
-        int[] labels = Enumerable.Repeat(TokenSequence.Ignore, ids.Length).ToArray();
-        int chars = 0;
-        foreach (var seg in ex.Segments)
-        {
-            int start = chars;
-            chars += seg.Text.Length;
-            if (!seg.Trainable) continue;
-            int a = CommonPrefix(ids, tokenizer.Encode(text[..start])), b = CommonPrefix(ids, tokenizer.Encode(text[..chars]));
-            for (int t = a; t < b; t++) labels[t] = ids[t];
-        }
-        return new TokenSequence(ids, labels);
-    }
-
-    static int CommonPrefix(int[] a, int[] b)
-    {
-        int n = 0;
-        while (n < a.Length && n < b.Length && a[n] == b[n]) n++;
-        return n;
     }
 }

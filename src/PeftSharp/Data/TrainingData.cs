@@ -44,10 +44,8 @@ internal sealed record TrainingData(
         WarnIfMostlyUnknown(trainPath, trainSeqs, tokenizer);
         if (eval.Count == 0) return new TrainingData(trainSeqs, trainStats, [], [], null);
         var (evalSeqs, evalStats) = SequenceBuilder.Build(eval, tokenizer, maxLength, packing: false);
-        // Encoded segment by segment, exactly as in training.
         var prompts = eval.Where(e => e.PromptAndAnswer is not null)
-            .Select(e => e.Rendered ? RenderedPromptAnswer(e, tokenizer)
-                : new PromptAnswer([.. tokenizer.Prefix, .. e.Segments.SkipLast(1).SelectMany(s => tokenizer.Encode(s.Text))], tokenizer.Encode(e.Segments[^1].Text)))
+            .Select(e => e.Rendered ? RenderedPromptAnswer(e, tokenizer) : PlainPromptAnswer(e, tokenizer))
             .Where(p => p.Prompt.Length > 0 && p.Prompt.Length + p.Answer.Length < maxLength)
             .ToList();
         return new TrainingData(trainSeqs, trainStats, evalSeqs, prompts, evalStats);
@@ -70,6 +68,20 @@ internal sealed record TrainingData(
         int keep = answerIds.Length;
         while (keep > 0 && special.Contains(answerIds[keep - 1])) keep--;
         return new PromptAnswer(tokenizer.Encode(prompt), answerIds[..keep]) { EndIds = keep < answerIds.Length ? [answerIds[keep]] : [] };
+    }
+
+    /// <summary>
+    /// A prompt/completion example's prompt, encoded as generation encodes a prompt (HF's tokenizer(prompt): the
+    /// tokenizer's leading special tokens, then the text), and answer: the completion's ids exactly as training
+    /// learns them (the example encoded whole), without the EOS that follows.
+    /// </summary>
+    static PromptAnswer PlainPromptAnswer(RawExample e, TextTokenizer tokenizer)
+    {
+        var seq = SequenceBuilder.Tokenize(e, tokenizer, eos: null);
+        int start = seq.Length;   // the last learned run: the answer (earlier replies of a multi-turn chat are prompt)
+        while (start > 0 && seq.Labels[start - 1] != TokenSequence.Ignore) start--;
+        int[] prompt = [.. tokenizer.Prefix, .. tokenizer.Encode(e.PromptAndAnswer!.Value.Prompt)];
+        return new PromptAnswer(prompt, seq.Ids[start..]);
     }
 
     /// <summary>Text the tokenizer cannot spell (another language or encoding, a binary or CSV file) trains the model to say &lt;unk&gt;.</summary>

@@ -59,7 +59,7 @@ internal sealed record PreferenceData(IReadOnlyList<TokenizedPair> Train, Prefer
     }
 
     /// <summary>
-    /// Tokenises each side segment by segment (as SFT data). A pair whose longer side exceeds <paramref name="maxLength"/>
+    /// Tokenises each side segment by segment (prompt and response apart, as TRL's DPOTrainer). A pair whose longer side exceeds <paramref name="maxLength"/>
     /// keeps its prompt and has its responses cut to fit (counted, first one named); one whose prompt leaves no room for a
     /// response, or whose responses become equal once cut, is dropped (counted, first one named).
     /// </summary>
@@ -71,8 +71,9 @@ internal sealed record PreferenceData(IReadOnlyList<TokenizedPair> Train, Prefer
         string? firstTruncated = null, firstDropped = null;
         foreach (var p in pairs)
         {
-            var chosen = SequenceBuilder.Tokenize(p.WithResponse(p.Chosen), tokenizer, tokenizer.EosId);
-            var rejected = SequenceBuilder.Tokenize(p.WithResponse(p.Rejected), tokenizer, tokenizer.EosId);
+            // Prompt and responses encoded apart, as TRL's DPOTrainer does, so both sides share the prompt's ids.
+            var chosen = SequenceBuilder.Tokenize(p.WithResponse(p.Chosen), tokenizer, tokenizer.EosId, segmentwise: true);
+            var rejected = SequenceBuilder.Tokenize(p.WithResponse(p.Rejected), tokenizer, tokenizer.EosId, segmentwise: true);
             // A rendered pair is encoded whole (as SFT chat examples): its prompt ends where the response's loss begins.
             int promptLength = p.Rendered ? Math.Min(FirstLabelled(chosen), FirstLabelled(rejected))
                 : tokenizer.Prefix.Length + p.Prompt.Sum(s => tokenizer.Encode(s.Text).Length);
