@@ -88,6 +88,32 @@ public class ChatMaskingTests(ITestOutputHelper output)
         Assert.Equal(tok.Encode("Rome"), pa.Answer);
     }
 
+    /// <summary>
+    /// Exact match expects what training teaches: the eval prompt, the answer and its end-of-turn id are the training
+    /// ids of the conversation up to the last reply's end. With a SentencePiece tokenizer (TinyLlama's Zephyr template),
+    /// the answer used to be "Rome&lt;/s&gt;" encoded on its own ("▁Rome"), never what the model learns after
+    /// "&lt;|assistant|&gt;\n" ("Rome" without the "▁"), so exact match was 0% whatever the model said.
+    /// </summary>
+    [Theory]
+    [InlineData("tinyllama-chat-template-jinja")]
+    [InlineData("smollm135m-medflash-lora")]
+    public void Eval_answer_ids_are_the_ids_training_learns(string folder)
+    {
+        if (ChatFixtures.SharedReal is not { } real) { output.WriteLine("skipped: ../shared/fixtures/real is absent"); return; }
+        string model = Path.Combine(real, folder), data = Path.Combine(TestPaths.TempDir(), "chat.jsonl");
+        File.WriteAllText(data, new JsonObject { ["messages"] = new JsonArray(Conversation(system: true).Select(m => (JsonNode)m.DeepClone()).ToArray()) }.ToJsonString() + "\n");
+        using var tok = TextTokenizer.Load(model);
+        var chat = ChatPrompter.ForModel(model);
+        var d = TrainingData.Load(data, tok, 512, packing: false, evalPath: data, chat: chat);
+        var pa = Assert.Single(d.EvalPrompts);
+        var trained = Assert.Single(d.Train);
+        int[] expected = [.. pa.Prompt, .. pa.Answer, .. pa.EndIds];
+        Assert.Equal(trained.Ids[..expected.Length], expected);
+        Assert.Equal(trained.Ids[pa.Prompt.Length..expected.Length], trained.Labels[pa.Prompt.Length..expected.Length]);   // all learned
+        Assert.Equal(TokenSequence.Ignore, trained.Labels[pa.Prompt.Length - 1]);
+        Assert.Equal("Rome", tok.Decode(pa.Answer).Trim());
+    }
+
     [Fact]
     public void Base_llama3_template_always_adds_the_assistant_header_so_spans_cannot_be_marked()
     {
