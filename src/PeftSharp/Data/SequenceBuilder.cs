@@ -41,28 +41,16 @@ internal static class SequenceBuilder
     /// prompt + completion as one string): encoding the segments apart would give a SentencePiece tokenizer's
     /// completion its own leading "▁" (" Paris" after "A:" became "▁", "▁Paris"; "world" after "Hello" read
     /// " world") and split byte-level merges, so the model would learn tokens it never sees at inference.
-    /// With <paramref name="segmentwise"/>, each segment is encoded on its own and the ids concatenated: TRL's
-    /// DPOTrainer builds a preference pair that way (prompt and each response tokenised apart), and so do we.
     /// </summary>
-    public static TokenSequence Tokenize(RawExample ex, TextTokenizer tokenizer, int? eos, bool segmentwise = false)
+    public static TokenSequence Tokenize(RawExample ex, TextTokenizer tokenizer, int? eos)
     {
         if (ex.Rendered) return EncodeWhole(ex.Segments, tokenizer); // the chat template wrote BOS and end-of-turn
         // The tokenizer's leading special tokens (a Llama BOS) start the example once, as context.
         var ids = new List<int>(tokenizer.Prefix);
         var labels = new List<int>(Enumerable.Repeat(TokenSequence.Ignore, tokenizer.Prefix.Length));
-        if (segmentwise)
-            foreach (var seg in ex.Segments)
-            {
-                var t = tokenizer.Encode(seg.Text);
-                ids.AddRange(t);
-                labels.AddRange(seg.Trainable ? t : Enumerable.Repeat(TokenSequence.Ignore, t.Length));
-            }
-        else
-        {
-            var body = EncodeWhole(ex.Segments, tokenizer);
-            ids.AddRange(body.Ids);
-            labels.AddRange(body.Labels);
-        }
+        var body = EncodeWhole(ex.Segments, tokenizer);
+        ids.AddRange(body.Ids);
+        labels.AddRange(body.Labels);
         if (eos is int e)
         {
             ids.Add(e);
