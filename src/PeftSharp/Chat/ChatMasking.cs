@@ -25,11 +25,18 @@ internal static class ChatMasking
         string full = Render(messages, false);
         var segments = new List<TextSegment>();
         int pos = 0;
+        string? trailer = null;
         for (int i = 0; i < messages.Count; i++)
         {
             if (messages[i]["role"]!.GetValue<string>() != "assistant") continue;
             string before = Render(messages.Take(i).ToList(), true);
             string upTo = Render(messages.Take(i + 1).ToList(), false);
+            if (!full.StartsWith(upTo, StringComparison.Ordinal) && EndOfConversation(template, upTo, full) is { } t)
+            {
+                trailer = t;
+                upTo = upTo[..^t.Length];
+            }
+            else if (trailer is not null && upTo.Length == full.Length && upTo.EndsWith(trailer, StringComparison.Ordinal)) upTo = upTo[..^trailer.Length];
             if (!upTo.StartsWith(before, StringComparison.Ordinal) || !full.StartsWith(upTo, StringComparison.Ordinal) || before.Length < pos)
                 throw new InvalidDataException($"{where}: the chat template ({template.Source}) cannot mark assistant spans: rendering the conversation " +
                     $"up to message {i + 1} is not a prefix of rendering all of it (the template changes earlier turns, or adds text after the last message " +
@@ -43,5 +50,25 @@ internal static class ChatMasking
         }
         if (pos < full.Length) segments.Add(new TextSegment(full[pos..], false));
         return segments;
+    }
+
+    /// <summary>
+    /// Text a template writes once, after the last message, when no generation prompt follows: Phi-3's
+    /// "{% else %}{{ eos_token }}", the Llama-3 base template's assistant header. Rendering up to a middle reply then ends
+    /// with it while the whole conversation goes on, so the reply would look rewritten. It is the longest tail of the
+    /// empty conversation's rendering that ends both renderings and whose removal leaves a prefix of the whole; null
+    /// when there is none (the template really rewrites earlier turns).
+    /// </summary>
+    static string? EndOfConversation(ChatTemplate template, string upTo, string full)
+    {
+        string empty;
+        try { empty = template.Render(Array.Empty<JsonObject>(), false); }
+        catch (InvalidDataException) { return null; }   // a template that refuses no messages has no known trailer
+        for (int k = empty.Length; k > 0; k--)
+        {
+            string t = empty[^k..];
+            if (upTo.EndsWith(t, StringComparison.Ordinal) && full.EndsWith(t, StringComparison.Ordinal) && full.StartsWith(upTo[..^k], StringComparison.Ordinal)) return t;
+        }
+        return null;
     }
 }

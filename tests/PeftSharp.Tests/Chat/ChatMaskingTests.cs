@@ -42,6 +42,22 @@ public class ChatMaskingTests(ITestOutputHelper output)
         Assert.False(segments[^1].Trainable);
     }
 
+    /// <summary>
+    /// Phi-3's template ends a conversation without a generation prompt with eos_token, so rendering up to the first
+    /// reply ("...Paris&lt;|end|&gt;\n&lt;|endoftext|&gt;") is not a prefix of the whole: every multi-turn Phi-3 chat was
+    /// refused ("cannot mark assistant spans"). The closing EOS is context; each reply and its &lt;|end|&gt; are learned.
+    /// </summary>
+    [Fact]
+    public void Phi3_multi_turn_learns_each_reply_and_end_not_the_closing_eos()
+    {
+        var t = ChatFixtures.TemplateOf(ChatFixtures.Golden("phi-3"), "phi-3");
+        var segments = ChatMasking.Segments(t, Conversation(system: true), "x.jsonl:1");
+        Assert.Equal(t.Render(Conversation(system: true), false), string.Concat(segments.Select(s => s.Text)));
+        Assert.Equal("Paris<|end|>|Rome<|end|>", Learned(segments));
+        Assert.Equal("\n<|endoftext|>", segments[^1].Text);
+        Assert.False(segments[^1].Trainable);
+    }
+
     [Fact]
     public void ChatML_token_labels_are_the_reply_and_im_end_tokens()
     {
@@ -115,13 +131,15 @@ public class ChatMaskingTests(ITestOutputHelper output)
     }
 
     [Fact]
-    public void Base_llama3_template_always_adds_the_assistant_header_so_spans_cannot_be_marked()
+    public void Base_llama3_template_that_always_adds_the_assistant_header_learns_the_replies_only()
     {
-        // Meta-Llama-3-8B (base)'s template ends every rendering with the assistant header, add_generation_prompt or not.
+        // Meta-Llama-3-8B (base)'s template ends every rendering with the assistant header, add_generation_prompt or not:
+        // text after the last message, like Phi-3's closing EOS, so it is context (it used to refuse the conversation).
         var t = ChatFixtures.TemplateOf(ChatFixtures.Golden("llama-3"), "llama-3");
-        var e = Assert.Throws<InvalidDataException>(() => new ChatPrompter(t).ToExample(Conversation(system: false), "data.jsonl:1"));
-        Assert.Contains("cannot mark assistant spans", e.Message);
-        Assert.Contains("--chat-template", e.Message);
+        var segments = new ChatPrompter(t).ToExample(Conversation(system: false), "data.jsonl:1").Segments;
+        Assert.Equal(t.Render(Conversation(system: false), false), string.Concat(segments.Select(s => s.Text)));
+        Assert.Equal("Paris<|eot_id|>|Rome<|eot_id|>", Learned(segments));
+        Assert.Equal("<|start_header_id|>assistant<|end_header_id|>\n\n", segments[^1].Text);
     }
 
     [Fact]
