@@ -104,7 +104,7 @@ public sealed class PeftModel : IDisposable
         ThrowIfDisposed();
         RequireNewName(adapterName);
         var method = PeftMethods.ForConfig(config);
-        var added = method.Attach(BaseModel, config, adapterName, new AttachOptions { Seed = seed, Encode = text => Tokenizer.Encode(text) });
+        var added = method.Attach(BaseModel, config, adapterName, new AttachOptions { Seed = seed, Encode = text => Tokenizer.Encode(text, addSpecialTokens: true) });
         Added(added);
         return added;
     }

@@ -2,6 +2,7 @@ using System.ComponentModel;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using PeftSharp.Chat;
+using PeftSharp.Data;
 using PeftSharp.IO;
 using PeftSharp.Models;
 using Spectre.Console;
@@ -12,7 +13,8 @@ namespace PeftSharp.Cli.Commands;
 /// <summary>
 /// peft tokenize: what the model sees. --text: the ids Hugging Face's tokenizer gives by default (special tokens
 /// added, as tokenizer(text)); --chat: the conversation rendered with the model's chat template and its ids (as
-/// apply_chat_template(tokenize=True): the template writes the special tokens, none are added).
+/// apply_chat_template(tokenize=True): the template writes the special tokens, none are added); --data: the training
+/// sequences `train` builds from a data file (ids and labels, -100 where no loss is taken), through the same loader.
 /// </summary>
 public sealed class TokenizeCommand : Command<TokenizeCommand.Settings>
 {
@@ -30,6 +32,19 @@ public sealed class TokenizeCommand : Command<TokenizeCommand.Settings>
         [Description("A conversation (JSON: [[{\"role\",\"content\"}, ...]] or {\"messages\": [[...]]}) to render and tokenize")]
         public string? Chat { get; set; }
 
+        [CommandOption("--data <FILE>")]
+        [Description("A training data file (as train --data): print each sequence train would learn from, its ids and labels (-100: no loss)")]
+        public string? Data { get; set; }
+
+        [CommandOption("--max-seq <N>")]
+        [Description("With --data: the maximum sequence length, as train --max-seq")]
+        [DefaultValue(256)]
+        public int MaxSeq { get; set; } = 256;
+
+        [CommandOption("--packing")]
+        [Description("With --data: pack examples as train --packing does")]
+        public bool Packing { get; set; }
+
         [CommandOption("--add-generation-prompt")]
         [Description("With --chat: end with the assistant header, as a prompt for generation")]
         public bool AddGenerationPrompt { get; set; }
@@ -39,13 +54,15 @@ public sealed class TokenizeCommand : Command<TokenizeCommand.Settings>
         public string? ChatTemplate { get; set; }
 
         [CommandOption("--json")]
-        [Description("Print one JSON object: {\"text\" (with --chat), \"ids\", \"tokens\"}")]
+        [Description("Print one JSON object: {\"text\" (with --chat), \"ids\", \"tokens\"}; with --data one per sequence: {\"ids\", \"labels\", \"tokens\"}")]
         public bool Json { get; set; }
 
         public override ValidationResult Validate()
         {
             if (string.IsNullOrWhiteSpace(Model)) return ValidationResult.Error("--model is required");
-            if ((Text is null) == (Chat is null)) return ValidationResult.Error("give one of --text TEXT or --chat FILE");
+            if (new[] { Text, Chat, Data }.Count(x => x is not null) != 1) return ValidationResult.Error("give one of --text TEXT, --chat FILE or --data FILE");
+            if (MaxSeq < 2) return ValidationResult.Error($"--max-seq {MaxSeq} must be at least 2");
+            if ((Packing || MaxSeq != 256) && Data is null) return ValidationResult.Error("--max-seq and --packing need --data");
             if (AddGenerationPrompt && Chat is null) return ValidationResult.Error("--add-generation-prompt needs --chat");
             // Last, so a bad flag is reported before anything is downloaded: a folder, a GGUF file or a repo id, as every command takes it.
             var resolved = HubCli.TryResolve(Model, "--model", out var folder);
@@ -57,6 +74,7 @@ public sealed class TokenizeCommand : Command<TokenizeCommand.Settings>
     public override int Execute(CommandContext context, Settings s, CancellationToken cancellationToken)
     {
         using var tokenizer = TextTokenizer.Load(s.Model);
+        if (s.Data is not null) return PrintTrainingSequences(s, tokenizer);
         string? rendered = s.Chat is null ? null : ChatCli.Prompter(s.Model, s.ChatTemplate).Render(ChatMessages.ReadFile(s.Chat), s.AddGenerationPrompt);
         int[] ids = rendered is null ? tokenizer.Encode(s.Text!, addSpecialTokens: true) : tokenizer.Encode(rendered, addSpecialTokens: false);
         var names = TokenNames(tokenizer.Path);
@@ -73,6 +91,38 @@ public sealed class TokenizeCommand : Command<TokenizeCommand.Settings>
         if (rendered is not null) Console.WriteLine($"text: {JsonSerializer.Serialize(rendered, new JsonSerializerOptions { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping })}");
         Console.WriteLine($"ids ({ids.Length}): [{string.Join(", ", ids)}]");
         Console.WriteLine($"tokens: [{string.Join(", ", tokens.Select(t => JsonSerializer.Serialize(t, new JsonSerializerOptions { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping })))}]");
+        return 0;
+    }
+
+    /// <summary>
+    /// --data: the training sequences exactly as `train` builds them (TrainingData.Load: the same reader, chat template,
+    /// truncation and packing), so a user can see which tokens carry the loss.
+    /// </summary>
+    static int PrintTrainingSequences(Settings s, TextTokenizer tokenizer)
+    {
+        var data = TrainingData.Load(s.Data!, tokenizer, s.MaxSeq, s.Packing, chat: ChatCli.Prompter(s.Model, s.ChatTemplate));
+        var names = TokenNames(tokenizer.Path);
+        var escaped = new JsonSerializerOptions { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
+        foreach (var (seq, n) in data.Train.Select((q, i) => (q, i + 1)))
+        {
+            var tokens = seq.Ids.Select(i => names.TryGetValue(i, out var t) ? t : $"<id {i}>").ToList();
+            if (s.Json)
+            {
+                Console.WriteLine(new JsonObject
+                {
+                    ["ids"] = new JsonArray(seq.Ids.Select(i => (JsonNode)i).ToArray()),
+                    ["labels"] = new JsonArray(seq.Labels.Select(i => (JsonNode)i).ToArray()),
+                    ["tokens"] = new JsonArray(tokens.Select(t => (JsonNode)t).ToArray()),
+                }.ToJsonString(escaped));
+                continue;
+            }
+            Console.WriteLine($"sequence {n} ({seq.Length} tokens, {seq.LossTokens} with loss):");
+            Console.WriteLine($"  ids: [{string.Join(", ", seq.Ids)}]");
+            Console.WriteLine($"  labels: [{string.Join(", ", seq.Labels)}]");
+            // Learned tokens in [[ ]]: what the loss is taken on, at a glance.
+            Console.WriteLine($"  tokens: {string.Concat(tokens.Select((t, i) => seq.Labels[i] == TokenSequence.Ignore ? JsonSerializer.Serialize(t, escaped) + " " : "[[" + JsonSerializer.Serialize(t, escaped) + "]] "))}".TrimEnd());
+        }
+        Console.Error.WriteLine(data.TrainStats);
         return 0;
     }
 

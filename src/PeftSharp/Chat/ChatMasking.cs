@@ -1,6 +1,5 @@
 using System.Text.Json.Nodes;
 using PeftSharp.Data;
-using PeftSharp.Models;
 
 namespace PeftSharp.Chat;
 
@@ -26,11 +25,18 @@ internal static class ChatMasking
         string full = Render(messages, false);
         var segments = new List<TextSegment>();
         int pos = 0;
+        string? trailer = null;
         for (int i = 0; i < messages.Count; i++)
         {
             if (messages[i]["role"]!.GetValue<string>() != "assistant") continue;
             string before = Render(messages.Take(i).ToList(), true);
             string upTo = Render(messages.Take(i + 1).ToList(), false);
+            if (!full.StartsWith(upTo, StringComparison.Ordinal) && EndOfConversation(template, upTo, full) is { } t)
+            {
+                trailer = t;
+                upTo = upTo[..^t.Length];
+            }
+            else if (trailer is not null && upTo.Length == full.Length && upTo.EndsWith(trailer, StringComparison.Ordinal)) upTo = upTo[..^trailer.Length];
             if (!upTo.StartsWith(before, StringComparison.Ordinal) || !full.StartsWith(upTo, StringComparison.Ordinal) || before.Length < pos)
                 throw new InvalidDataException($"{where}: the chat template ({template.Source}) cannot mark assistant spans: rendering the conversation " +
                     $"up to message {i + 1} is not a prefix of rendering all of it (the template changes earlier turns, or adds text after the last message " +
@@ -47,31 +53,22 @@ internal static class ChatMasking
     }
 
     /// <summary>
-    /// Ids and labels of a rendered example: the whole text is encoded at once (as apply_chat_template(tokenize=True)
-    /// does: no special tokens added, the template wrote them), and a token is learned when it lies in a trainable
-    /// segment; boundaries are where the encodings of the text before each boundary stop agreeing with the whole.
+    /// Text a template writes once, after the last message, when no generation prompt follows: Phi-3's
+    /// "{% else %}{{ eos_token }}", the Llama-3 base template's assistant header. Rendering up to a middle reply then ends
+    /// with it while the whole conversation goes on, so the reply would look rewritten. It is the longest tail of the
+    /// empty conversation's rendering that ends both renderings and whose removal leaves a prefix of the whole; null
+    /// when there is none (the template really rewrites earlier turns).
     /// </summary>
-    public static TokenSequence Tokenize(RawExample ex, TextTokenizer tokenizer)
+    static string? EndOfConversation(ChatTemplate template, string upTo, string full)
     {
-        string text = string.Concat(ex.Segments.Select(s => s.Text));
-        int[] ids = tokenizer.Encode(text);
-        int[] labels = Enumerable.Repeat(TokenSequence.Ignore, ids.Length).ToArray();
-        int chars = 0;
-        foreach (var seg in ex.Segments)
+        string empty;
+        try { empty = template.Render(Array.Empty<JsonObject>(), false); }
+        catch (InvalidDataException) { return null; }   // a template that refuses no messages has no known trailer
+        for (int k = empty.Length; k > 0; k--)
         {
-            int start = chars;
-            chars += seg.Text.Length;
-            if (!seg.Trainable) continue;
-            int a = CommonPrefix(ids, tokenizer.Encode(text[..start])), b = CommonPrefix(ids, tokenizer.Encode(text[..chars]));
-            for (int t = a; t < b; t++) labels[t] = ids[t];
+            string t = empty[^k..];
+            if (upTo.EndsWith(t, StringComparison.Ordinal) && full.EndsWith(t, StringComparison.Ordinal) && full.StartsWith(upTo[..^k], StringComparison.Ordinal)) return t;
         }
-        return new TokenSequence(ids, labels);
-    }
-
-    static int CommonPrefix(int[] a, int[] b)
-    {
-        int n = 0;
-        while (n < a.Length && n < b.Length && a[n] == b[n]) n++;
-        return n;
+        return null;
     }
 }

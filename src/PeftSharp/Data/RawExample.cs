@@ -11,7 +11,7 @@ internal sealed record RawExample(IReadOnlyList<TextSegment> Segments, string So
 {
     /// <summary>
     /// A conversation rendered by the model's chat template: the text already holds its special tokens (BOS, end-of-turn),
-    /// so it is encoded whole with nothing added (see <see cref="Chat.ChatMasking.Tokenize"/>).
+    /// so it is encoded whole with nothing added (see <see cref="SequenceBuilder.Tokenize"/>).
     /// </summary>
     public bool Rendered { get; init; }
 

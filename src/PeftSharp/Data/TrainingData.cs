@@ -44,10 +44,8 @@ internal sealed record TrainingData(
         WarnIfMostlyUnknown(trainPath, trainSeqs, tokenizer);
         if (eval.Count == 0) return new TrainingData(trainSeqs, trainStats, [], [], null);
         var (evalSeqs, evalStats) = SequenceBuilder.Build(eval, tokenizer, maxLength, packing: false);
-        // Encoded segment by segment, exactly as in training.
         var prompts = eval.Where(e => e.PromptAndAnswer is not null)
-            .Select(e => e.Rendered ? RenderedPromptAnswer(e, tokenizer)
-                : new PromptAnswer([.. tokenizer.Prefix, .. e.Segments.SkipLast(1).SelectMany(s => tokenizer.Encode(s.Text))], tokenizer.Encode(e.Segments[^1].Text)))
+            .Select(e => EvalPromptAnswer(e, tokenizer))
             .Where(p => p.Prompt.Length > 0 && p.Prompt.Length + p.Answer.Length < maxLength)
             .ToList();
         return new TrainingData(trainSeqs, trainStats, evalSeqs, prompts, evalStats);
@@ -58,18 +56,27 @@ internal sealed record TrainingData(
         Load(trainPath, tokenizer, o.MaxSeqLength, o.Packing, o.EvalFile, o.EvalSplit, o.Seed, chat);
 
     /// <summary>
-    /// A templated conversation's prompt (everything up to its last assistant reply, encoded whole as generation
-    /// encodes a rendered prompt) and answer: the reply's ids without its closing special tokens; the first of those
-    /// (the end-of-turn marker, on which generation stops) is the answer's end id.
+    /// An eval example's prompt and answer for exact match. The prompt is encoded as generation encodes one: a rendered
+    /// conversation (everything up to its last assistant reply) as it is, a plain prompt as HF's tokenizer(prompt)
+    /// (the tokenizer's leading special tokens, then the text). The answer is the last reply's or the completion's ids
+    /// exactly as training learns them (the example encoded whole), without the closing special tokens; the first of
+    /// those (a template's end-of-turn marker, on which generation stops) is the answer's end id. Encoding the answer
+    /// on its own gave a SentencePiece tokenizer's "▁" prefix ("Paris&lt;/s&gt;" as "▁Paris" where the reply after
+    /// "&lt;|assistant|&gt;\n" is "Par", "is"), so exact match could never hit on Zephyr, Llama-2 or Mistral chats.
     /// </summary>
-    static PromptAnswer RenderedPromptAnswer(RawExample e, TextTokenizer tokenizer)
+    static PromptAnswer EvalPromptAnswer(RawExample e, TextTokenizer tokenizer)
     {
-        var (prompt, answer) = e.PromptAndAnswer!.Value;
+        var seq = SequenceBuilder.Tokenize(e, tokenizer, eos: null);
+        int end = seq.Length;   // the last learned run (earlier replies of a multi-turn chat are prompt; the newline after it is not)
+        while (end > 0 && seq.Labels[end - 1] == TokenSequence.Ignore) end--;
+        int start = end;
+        while (start > 0 && seq.Labels[start - 1] != TokenSequence.Ignore) start--;
         var special = tokenizer.SpecialTokens.Values.ToHashSet();
-        int[] answerIds = tokenizer.Encode(answer);
-        int keep = answerIds.Length;
-        while (keep > 0 && special.Contains(answerIds[keep - 1])) keep--;
-        return new PromptAnswer(tokenizer.Encode(prompt), answerIds[..keep]) { EndIds = keep < answerIds.Length ? [answerIds[keep]] : [] };
+        int keep = end;
+        while (e.Rendered && keep > start && special.Contains(seq.Ids[keep - 1])) keep--;
+        string prompt = e.PromptAndAnswer!.Value.Prompt;
+        int[] promptIds = e.Rendered ? tokenizer.Encode(prompt) : [.. tokenizer.Prefix, .. tokenizer.Encode(prompt)];
+        return new PromptAnswer(promptIds, seq.Ids[start..keep]) { EndIds = keep < end ? [seq.Ids[keep]] : [] };
     }
 
     /// <summary>Text the tokenizer cannot spell (another language or encoding, a binary or CSV file) trains the model to say &lt;unk&gt;.</summary>

@@ -19,7 +19,10 @@ public sealed record AttachOptions
 {
     /// <summary>Seed of the adapter's random initialisation.</summary>
     public int Seed { get; init; }
-    /// <summary>The tokenizer's encoder, for inits that start from a text (prompt tuning's TEXT init).</summary>
+    /// <summary>
+    /// The tokenizer's encoder, for inits that start from a text (prompt tuning's TEXT init): with the tokenizer's default
+    /// special tokens, as PEFT's tokenizer(init_text)["input_ids"] (a Llama BOS starts the text, and each repeat of it).
+    /// </summary>
     public Func<string, int[]>? Encode { get; init; }
     /// <summary>The adapter tensors' dtype; null = the method's default (LoRA trains in fp32 on any base, as PEFT).</summary>
     public ScalarType? AdapterDtype { get; init; }

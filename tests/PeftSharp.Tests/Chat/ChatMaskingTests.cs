@@ -42,6 +42,22 @@ public class ChatMaskingTests(ITestOutputHelper output)
         Assert.False(segments[^1].Trainable);
     }
 
+    /// <summary>
+    /// Phi-3's template ends a conversation without a generation prompt with eos_token, so rendering up to the first
+    /// reply ("...Paris&lt;|end|&gt;\n&lt;|endoftext|&gt;") is not a prefix of the whole: every multi-turn Phi-3 chat was
+    /// refused ("cannot mark assistant spans"). The closing EOS is context; each reply and its &lt;|end|&gt; are learned.
+    /// </summary>
+    [Fact]
+    public void Phi3_multi_turn_learns_each_reply_and_end_not_the_closing_eos()
+    {
+        var t = ChatFixtures.TemplateOf(ChatFixtures.Golden("phi-3"), "phi-3");
+        var segments = ChatMasking.Segments(t, Conversation(system: true), "x.jsonl:1");
+        Assert.Equal(t.Render(Conversation(system: true), false), string.Concat(segments.Select(s => s.Text)));
+        Assert.Equal("Paris<|end|>|Rome<|end|>", Learned(segments));
+        Assert.Equal("\n<|endoftext|>", segments[^1].Text);
+        Assert.False(segments[^1].Trainable);
+    }
+
     [Fact]
     public void ChatML_token_labels_are_the_reply_and_im_end_tokens()
     {
@@ -88,14 +104,42 @@ public class ChatMaskingTests(ITestOutputHelper output)
         Assert.Equal(tok.Encode("Rome"), pa.Answer);
     }
 
-    [Fact]
-    public void Base_llama3_template_always_adds_the_assistant_header_so_spans_cannot_be_marked()
+    /// <summary>
+    /// Exact match expects what training teaches: the eval prompt, the answer and its end-of-turn id are the training
+    /// ids of the conversation up to the last reply's end. With a SentencePiece tokenizer (TinyLlama's Zephyr template),
+    /// the answer used to be "Rome&lt;/s&gt;" encoded on its own ("▁Rome"), never what the model learns after
+    /// "&lt;|assistant|&gt;\n" ("Rome" without the "▁"), so exact match was 0% whatever the model said.
+    /// </summary>
+    [Theory]
+    [InlineData("tinyllama-chat-template-jinja")]
+    [InlineData("smollm135m-medflash-lora")]
+    public void Eval_answer_ids_are_the_ids_training_learns(string folder)
     {
-        // Meta-Llama-3-8B (base)'s template ends every rendering with the assistant header, add_generation_prompt or not.
+        if (ChatFixtures.SharedReal is not { } real) { output.WriteLine("skipped: ../shared/fixtures/real is absent"); return; }
+        string model = Path.Combine(real, folder), data = Path.Combine(TestPaths.TempDir(), "chat.jsonl");
+        File.WriteAllText(data, new JsonObject { ["messages"] = new JsonArray(Conversation(system: true).Select(m => (JsonNode)m.DeepClone()).ToArray()) }.ToJsonString() + "\n");
+        using var tok = TextTokenizer.Load(model);
+        var chat = ChatPrompter.ForModel(model);
+        var d = TrainingData.Load(data, tok, 512, packing: false, evalPath: data, chat: chat);
+        var pa = Assert.Single(d.EvalPrompts);
+        var trained = Assert.Single(d.Train);
+        int[] expected = [.. pa.Prompt, .. pa.Answer, .. pa.EndIds];
+        Assert.Equal(trained.Ids[..expected.Length], expected);
+        Assert.Equal(trained.Ids[pa.Prompt.Length..expected.Length], trained.Labels[pa.Prompt.Length..expected.Length]);   // all learned
+        Assert.Equal(TokenSequence.Ignore, trained.Labels[pa.Prompt.Length - 1]);
+        Assert.Equal("Rome", tok.Decode(pa.Answer).Trim());
+    }
+
+    [Fact]
+    public void Base_llama3_template_that_always_adds_the_assistant_header_learns_the_replies_only()
+    {
+        // Meta-Llama-3-8B (base)'s template ends every rendering with the assistant header, add_generation_prompt or not:
+        // text after the last message, like Phi-3's closing EOS, so it is context (it used to refuse the conversation).
         var t = ChatFixtures.TemplateOf(ChatFixtures.Golden("llama-3"), "llama-3");
-        var e = Assert.Throws<InvalidDataException>(() => new ChatPrompter(t).ToExample(Conversation(system: false), "data.jsonl:1"));
-        Assert.Contains("cannot mark assistant spans", e.Message);
-        Assert.Contains("--chat-template", e.Message);
+        var segments = new ChatPrompter(t).ToExample(Conversation(system: false), "data.jsonl:1").Segments;
+        Assert.Equal(t.Render(Conversation(system: false), false), string.Concat(segments.Select(s => s.Text)));
+        Assert.Equal("Paris<|eot_id|>|Rome<|eot_id|>", Learned(segments));
+        Assert.Equal("<|start_header_id|>assistant<|end_header_id|>\n\n", segments[^1].Text);
     }
 
     [Fact]

@@ -114,3 +114,29 @@ public class HoulsbyAndPromptTuningTests
         Assert.Contains("[4, 64]", e.Message);
     }
 }
+
+/// <summary>
+/// Prompt tuning's TEXT init through the public API, against PEFT's rule: the virtual tokens start as the embeddings of
+/// tokenizer(init_text)["input_ids"] (default special tokens: a Llama BOS first), repeated to the length. The text
+/// used to be encoded without its BOS, so a Llama model's prompt started from other rows than PEFT's.
+/// </summary>
+public class PromptTuningTextInitTests
+{
+    [Fact]
+    public void TextInitStartsFromTheTokenizersDefaultEncodingWithBos()
+    {
+        if (RealFixtures.Folder("tinystories-260k") is not { } real) return;
+        string folder = Path.Combine(real, "hf"), dir = Path.Combine(TestPaths.TempDir(), "prompt");
+        using var model = PeftSharp.PeftModel.FromPretrained(folder);
+        model.AddAdapter("p", new PromptTuningConfig { NumVirtualTokens = 7, Init = PromptInit.Text, InitText = "Once upon a time" });
+        model.SaveAdapter("p", dir);
+        int[] ids = model.Tokenizer.Encode("Once upon a time", addSpecialTokens: true);
+        Assert.Equal(1, ids[0]);   // stories260K's <s>
+        using var saved = new SafeTensorsFile(Path.Combine(dir, "adapter_model.safetensors"));
+        using var weights = new SafeTensorsFile(Path.Combine(folder, "model.safetensors"));
+        using var prompt = saved.Load("prompt_embeddings");
+        using var embed = weights.Load("model.embed_tokens.weight");
+        using var expected = embed.index_select(0, tensor(Enumerable.Range(0, 7).Select(i => (long)ids[i % ids.Length]).ToArray()));
+        Assert.True(prompt.to(ScalarType.Float32).allclose(expected), "the prompt's rows are not the text's token embeddings");
+    }
+}

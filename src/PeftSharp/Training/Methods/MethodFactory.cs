@@ -60,7 +60,7 @@ internal static class MethodFactory
         if (o.Method == "full") return new FullFineTuning(model, Path.Combine(modelDir, "tokenizer.json"));
         var config = ConfigFor(o, modelDir);
         // Every adapter method attaches through the registry; the run's adapter is PEFT's "default".
-        var adapter = PeftMethods.ForConfig(config).Attach(model, config, "default", new AttachOptions { Seed = seed, Encode = text => tokenizer.Encode(text), BaseModelNameOrPath = RecordedBaseName(modelDir) });
+        var adapter = PeftMethods.ForConfig(config).Attach(model, config, "default", new AttachOptions { Seed = seed, Encode = text => tokenizer.Encode(text, addSpecialTokens: true), BaseModelNameOrPath = RecordedBaseName(modelDir) });
         adapter.Active = true;
         // A 16-bit load of a dense base records the checkpoint's fp32 fingerprint: the fp32 adapter then loads on the base
         // as generate/eval/merge load it (fp32), with or without the same --compute-dtype.

@@ -59,7 +59,7 @@ internal sealed record PreferenceData(IReadOnlyList<TokenizedPair> Train, Prefer
     }
 
     /// <summary>
-    /// Tokenises each side segment by segment (as SFT data). A pair whose longer side exceeds <paramref name="maxLength"/>
+    /// Tokenises each side whole (prompt + response, as SFT data). A pair whose longer side exceeds <paramref name="maxLength"/>
     /// keeps its prompt and has its responses cut to fit (counted, first one named); one whose prompt leaves no room for a
     /// response, or whose responses become equal once cut, is dropped (counted, first one named).
     /// </summary>
@@ -71,11 +71,12 @@ internal sealed record PreferenceData(IReadOnlyList<TokenizedPair> Train, Prefer
         string? firstTruncated = null, firstDropped = null;
         foreach (var p in pairs)
         {
+            // Each side is encoded whole, as SFT examples are (a response encoded apart would start with a SentencePiece
+            // "▁" the model never produces after the prompt; TRL's DPOTrainer does encode them apart). The shared
+            // prompt ends where the first side's loss begins: both sides' ids agree with the prompt's up to there.
             var chosen = SequenceBuilder.Tokenize(p.WithResponse(p.Chosen), tokenizer, tokenizer.EosId);
             var rejected = SequenceBuilder.Tokenize(p.WithResponse(p.Rejected), tokenizer, tokenizer.EosId);
-            // A rendered pair is encoded whole (as SFT chat examples): its prompt ends where the response's loss begins.
-            int promptLength = p.Rendered ? Math.Min(FirstLabelled(chosen), FirstLabelled(rejected))
-                : tokenizer.Prefix.Length + p.Prompt.Sum(s => tokenizer.Encode(s.Text).Length);
+            int promptLength = Math.Min(FirstLabelled(chosen), FirstLabelled(rejected));
             if (chosen.Length > maxLength || rejected.Length > maxLength)
             {
                 chosen = Cut(chosen, maxLength);

@@ -33,6 +33,27 @@ public class PreferenceDataTests
         }
     }
 
+    /// <summary>
+    /// Each side is prompt + response encoded whole, as SFT examples: with a SentencePiece tokenizer (stories260K) the
+    /// response " time" encoded apart was "▁", "▁time"-like pieces the model never produces after "Once upon a".
+    /// </summary>
+    [Fact]
+    public void PairSidesAreEncodedWholeSoASentencePieceResponseGetsNoExtraSpace()
+    {
+        if (RealFixtures.Folder("tinystories-260k") is not { } real) return;
+        using var tok = TextTokenizer.FromFolder(Path.Combine(real, "hf"));
+        string path = Write("{\"prompt\":\"Once upon a\",\"chosen\":\" time\",\"rejected\":\" big dog\"}");
+        var p = Assert.Single(PreferenceData.Tokenize(PreferenceReader.Read(path), tok, 64).Pairs);
+        int[] prompt = tok.Encode("Once upon a", addSpecialTokens: true);
+        Assert.Equal(prompt.Length, p.PromptLength);
+        foreach (var (seq, response) in new[] { (p.Chosen, " time"), (p.Rejected, " big dog") })
+        {
+            Assert.Equal([.. tok.Encode("Once upon a" + response, addSpecialTokens: true), tok.EosId!.Value], seq.Ids);
+            Assert.Equal(prompt, seq.Ids[..p.PromptLength]);
+            Assert.Equal(seq.Ids[p.PromptLength..], seq.Labels[p.PromptLength..]);
+        }
+    }
+
     [Fact]
     public void ConversationalPairsShareTheirPromptPrefixAndLearnOnlyTheAssistantReply()
     {
