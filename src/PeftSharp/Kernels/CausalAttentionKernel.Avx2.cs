@@ -10,9 +10,12 @@ namespace PeftSharp.Kernels;
 /// query blocks, packing, causal blocks, the 8-row groups and 32-column blocks) is the AVX-512 file's, unchanged: each
 /// leaf there starts with <c>if (!Avx512F.IsSupported)</c> (a JIT-time constant, so the untaken width is dead code) and
 /// comes here with the same contract. With 16 ymm registers the 8 x 32 and 4 x 64 tiles of the AVX-512 code (16 zmm
-/// accumulators) do not fit: both are walked as 4 x 16 sub-tiles (8 accumulators, 2 loads of y, 1 broadcast: 11
-/// registers, no spills). Every output element is still one FMA chain over k in the same order, so the products are
-/// the same bits as the AVX-512 path's; only the softmax's max/sum reductions run over 8 lanes instead of 16.
+/// accumulators) do not fit: 8 x 32 is walked as two 6 x 16 sub-tiles and one 2 x 32, 4 x 64 as 4 x 24, 4 x 24 and
+/// 4 x 16 (each with at least 8 accumulators, at most 16 live registers, no spills in the JIT's loops). Every output
+/// element is still one FMA chain over k in the same order, so the products are the same bits as the AVX-512 path's;
+/// only the softmax's max/sum reductions run over 8 lanes instead of 16.
+/// Why a partial class and not one body over a width abstraction: the register tiling differs, not just the lane
+/// count, and the AVX-512 leaves stay exactly as measured.
 /// </summary>
 internal static unsafe partial class CausalAttentionKernel
 {

@@ -5,7 +5,7 @@ using System.Runtime.Intrinsics.X86;
 namespace PeftSharp.Kernels;
 
 /// <summary>
-/// Exact causal softmax attention (fp32 arithmetic, fp32 or bf16 tensors, AVX-512) over one (batch, kv-head) work item at a time: the forward keeps the
+/// Exact causal softmax attention (fp32 arithmetic, fp32 or bf16 tensors; AVX-512, or AVX2 + FMA through the 8-lane leaves of CausalAttentionKernel.Avx2.cs) over one (batch, kv-head) work item at a time: the forward keeps the
 /// row logsumexp, the backward recomputes the probabilities from it (flash-attention style), so nothing T x T is saved.
 /// Only the causal blocks are computed. A query block of <see cref="QueryBlock"/> rows at a time: its scores
 /// [block, keys up to the block's last row] live in a per-thread buffer (cache-sized at training lengths).
