@@ -24,7 +24,7 @@ public sealed class RmsNormBench : IBench
         var dtype = a.Get("dtype", "fp32") == "bf16" ? ScalarType.BFloat16 : ScalarType.Float32;
         if (threads > 0) set_num_threads(threads);
         Console.WriteLine($"cpu: {BenchCpu.Describe()}; torch threads {get_num_threads()}");
-        if (!RmsNormKernel.Supported) { Console.WriteLine("no Vector512 in hardware: the model keeps the op chain, nothing to compare"); return 0; }
+        if (!RmsNormKernel.Supported) { Console.WriteLine("neither AVX-512F nor AVX2 + FMA: the model keeps the op chain, nothing to compare"); return 0; }
         manual_seed(1);
         var norm = new RmsNorm("norm", h, 1e-5, dtype);
         using (no_grad()) norm.weight.uniform_(0.5, 1.5);

@@ -30,7 +30,7 @@ public sealed class SwiGluBench : IBench
         };
         if (threads > 0) set_num_threads(threads);
         Console.WriteLine($"cpu: {BenchCpu.Describe()}; torch threads {get_num_threads()}");
-        if (!SwiGluKernel.Supported) { Console.WriteLine("the kernel needs AVX-512F: nothing to compare"); return 0; }
+        if (!SwiGluKernel.Supported) { Console.WriteLine("the kernel needs AVX-512F or AVX2 + FMA: nothing to compare"); return 0; }
         manual_seed(1);
         var gates = Enumerable.Range(0, layers).Select(_ => randn(n, inter).to_type(dtype).requires_grad_(true)).ToArray();
         var ups = Enumerable.Range(0, layers).Select(_ => randn(n, inter).to_type(dtype).requires_grad_(true)).ToArray();

@@ -33,7 +33,25 @@ internal sealed record RunSummary(TrainSettings Settings, string Method, Trainin
         ? $"{Result.Steps} steps (the last {StepsHere} in this process, resumed at step {Result.Steps - StepsHere})"
         : $"{Result.Steps} steps";
 
-    double MeanTokensPerSecond => Records.Where(r => r["tokens_per_s"] is not null).Select(r => r["tokens_per_s"]!.GetValue<double>()).DefaultIfEmpty(0).Average();
+    /// <summary>The steps' tokens over the steps' time (each step's time is its tokens over its tokens/s): a mean of the
+    /// per-step rates would weigh a short step's rate like a long one's.</summary>
+    double TokensPerSecond
+    {
+        get
+        {
+            double tokens = 0, seconds = 0;
+            foreach (var r in Records)
+                if (r["tokens"] is { } n && r["tokens_per_s"] is { } rate && Number(rate) > 0)
+                {
+                    tokens += Number(n);
+                    seconds += Number(n) / Number(rate);
+                }
+            return seconds > 0 ? tokens / seconds : 0;
+        }
+    }
+
+    /// <summary>A record's number whether it was written here (a long or a double) or read back from metrics.jsonl.</summary>
+    static double Number(System.Text.Json.Nodes.JsonNode n) => double.Parse(n.ToJsonString(), System.Globalization.CultureInfo.InvariantCulture);
 
     public void WriteConsole()
     {
@@ -44,7 +62,7 @@ internal sealed record RunSummary(TrainSettings Settings, string Method, Trainin
         AnsiConsole.MarkupLineInterpolated($"exact-match accuracy: before {Pct(Result.FirstEval?.ExactMatch)}, after {Pct(Result.LastEval?.ExactMatch)}");
         AnsiConsole.MarkupLineInterpolated($"eval loss: before {Result.FirstEval?.Loss:F4}, after {Result.LastEval?.Loss:F4}");
         if (HoldoutKnown) AnsiConsole.MarkupLineInterpolated($"held-out perplexity (forgetting): before {Ppl(HeldoutLossBefore)}, after {Ppl(HeldoutLossAfter)}");
-        AnsiConsole.MarkupLineInterpolated($"{StepsText} in {Elapsed.TotalSeconds:F0} s ({MeanTokensPerSecond:F0} tokens/s)");
+        AnsiConsole.MarkupLineInterpolated($"{StepsText} in {Elapsed.TotalSeconds:F0} s ({TokensPerSecond:F0} tokens/s)");
     }
 
     bool HoldoutKnown => HeldoutLossBefore is not null;
@@ -84,7 +102,7 @@ internal sealed record RunSummary(TrainSettings Settings, string Method, Trainin
         sb.AppendLine($"- base model: `{Settings.ModelDir}`");
         sb.AppendLine($"- data: `{Settings.DataFile}`: {Data.TrainStats}");
         if (Data.EvalStats is { } es) sb.AppendLine($"- eval: {es}");
-        sb.AppendLine($"- steps: {StepsText}, wall time {Elapsed.TotalSeconds:F0} s, mean {MeanTokensPerSecond:F0} tokens/s");
+        sb.AppendLine($"- steps: {StepsText}, wall time {Elapsed.TotalSeconds:F0} s, {TokensPerSecond:F0} tokens/s over the steps' time");
         sb.AppendLine().AppendLine("## Results").AppendLine();
         AppendResults(sb, Rows);
         sb.AppendLine().AppendLine("![loss](loss.png)").AppendLine();

@@ -12,9 +12,8 @@ namespace PeftSharp.Serving.OpenAi;
 internal sealed record CompletionRequest
 {
     public string? Model { get; init; }
-    /// <summary>Completions: the prompt text (or ids in <see cref="PromptIds"/>).</summary>
-    public string? Prompt { get; init; }
-    public int[]? PromptIds { get; init; }
+    /// <summary>Completions: the prompts, each a text or token ids; several give one choice each (index = the prompt's).</summary>
+    public List<PromptInput> Prompts { get; init; } = [];
     /// <summary>Chat: the messages in order.</summary>
     public List<(string Role, string Content)>? Messages { get; init; }
     public int? MaxTokens { get; init; }
@@ -64,15 +63,19 @@ internal sealed record CompletionRequest
         }
         if (!chat && r.TopLogprobs is < 0 or > MaxCompletionLogprobs)
             throw ServingException.BadRequest($"'logprobs' must be in [0, {MaxCompletionLogprobs}] (got {r.TopLogprobs})", "logprobs");
-        if (r.Echo && r.TopLogprobs is not null)
-            throw ServingException.Unsupported("echo", "'echo' together with 'logprobs' is not supported (the prompt's log probabilities are not computed)");
         RefuseUnimplemented(o, chat);
-        if (r.MaxTokens is < 1) throw ServingException.BadRequest($"'{maxTokensKey}' must be >= 1 (got {r.MaxTokens})", maxTokensKey);
+        // max_tokens 0 with echo scores the prompt alone (OpenAI's legacy completions and vLLM allow it).
+        if (r.MaxTokens is < 0 || r.MaxTokens == 0 && !r.Echo)
+            throw ServingException.BadRequest($"'{maxTokensKey}' must be >= 1 (got {r.MaxTokens}){(chat ? "" : "; 0 only with 'echo', to score the prompt")}", maxTokensKey);
         if (r.Temperature is < 0 or > 2) throw ServingException.BadRequest($"'temperature' must be in [0, 2] (got {r.Temperature})");
         if (r.TopP is { } p && !(p > 0 && p <= 1)) throw ServingException.BadRequest($"'top_p' must be in (0, 1] (got {r.TopP})");
         if (r.TopK is < 0) throw ServingException.BadRequest($"'top_k' must be >= 0 (0 = off; got {r.TopK})");
         if (r.RepetitionPenalty is { } rp && !(rp > 0 && rp <= 100)) throw ServingException.BadRequest($"'repetition_penalty' must be in (0, 100] (got {r.RepetitionPenalty})");
-        return chat ? r with { Messages = ParseMessages(o["messages"]) } : ParsePrompt(r, o["prompt"]);
+        if (chat) return r with { Messages = ParseMessages(o["messages"]) };
+        r = r with { Prompts = ParsePrompts(o["prompt"]) };
+        if (r.Stream && r.Prompts.Count > 1)
+            throw ServingException.Unsupported("prompt", $"streaming several prompts is not supported ({r.Prompts.Count} given); send them one per request, or without 'stream'");
+        return r;
     }
 
     /// <summary>Chat: logprobs (bool) and top_logprobs (0-20, only with logprobs true), as OpenAI validates them.</summary>
@@ -107,17 +110,27 @@ internal sealed record CompletionRequest
             throw ServingException.Unsupported("best_of", "'best_of' must be 1 (one candidate per request)");
     }
 
-    static CompletionRequest ParsePrompt(CompletionRequest r, JsonNode? p)
+    /// <summary>The most prompts one request may carry (each is a choice, run as its own row).</summary>
+    public const int MaxPrompts = 64;
+
+    /// <summary>
+    /// OpenAI's four prompt shapes: a string, an array of strings, an array of token ids, an array of such arrays
+    /// (lm-evaluation-harness sends [[ids]]). Several prompts are several choices.
+    /// </summary>
+    static List<PromptInput> ParsePrompts(JsonNode? p)
     {
-        switch (p)
+        static bool IsString(JsonNode? x) => x is JsonValue v && v.TryGetValue<string>(out _);
+        static bool IsIds(JsonNode? x) => x is JsonArray { Count: > 0 } a && a.All(t => t is JsonValue tv && tv.GetValueKind() == JsonValueKind.Number && tv.TryGetValue<int>(out _));
+        static PromptInput One(JsonNode x) => IsString(x) ? new PromptInput(x.GetValue<string>(), null) : new PromptInput(null, x.AsArray().Select(t => t!.GetValue<int>()).ToArray());
+        List<PromptInput> prompts = p switch
         {
-            case JsonValue v when v.TryGetValue<string>(out var s): return r with { Prompt = s };
-            case JsonArray { Count: 1 } a when a[0] is JsonValue v1 && v1.TryGetValue<string>(out var s1): return r with { Prompt = s1 };
-            case JsonArray { Count: > 0 } a when a.All(x => x is JsonValue xv && xv.TryGetValue<int>(out _)):
-                return r with { PromptIds = a.Select(x => x!.GetValue<int>()).ToArray() };
-            case null: throw ServingException.BadRequest("'prompt' is required");
-            default: throw ServingException.BadRequest("'prompt' must be a string, an array of one string or an array of token ids");
-        }
+            null => throw ServingException.BadRequest("'prompt' is required"),
+            _ when IsString(p) || IsIds(p) => [One(p)],
+            JsonArray { Count: > 0 } a when a.All(IsString) || a.All(IsIds) => a.Select(x => One(x!)).ToList(),
+            _ => throw ServingException.BadRequest("'prompt' must be a string, an array of strings, an array of token ids or an array of token-id arrays"),
+        };
+        if (prompts.Count > MaxPrompts) throw ServingException.BadRequest($"'prompt' holds {prompts.Count} prompts; at most {MaxPrompts} per request", "prompt");
+        return prompts;
     }
 
     static List<(string, string)> ParseMessages(JsonNode? node)
@@ -192,3 +205,6 @@ internal sealed record CompletionRequest
         _ => throw ServingException.BadRequest($"'{key}' must be true or false"),
     };
 }
+
+/// <summary>One completions prompt: its text, or its token ids.</summary>
+internal sealed record PromptInput(string? Text, int[]? Ids);

@@ -14,14 +14,18 @@ internal sealed class GenerationJob
 {
     readonly Channel<GeneratedToken> _tokens = Channel.CreateUnbounded<GeneratedToken>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
 
-    /// <remarks><c>topLogprobs</c>: Log probabilities wanted (the number of alternatives per token); null: none are computed.</remarks>
+    /// <remarks><c>topLogprobs</c>: Log probabilities wanted (the number of alternatives per token); null: none are computed.
+    /// <c>scorePrompt</c>: the prompt's tokens are scored too (<see cref="PromptScores"/>, with <c>topLogprobs</c>
+    /// alternatives); then max_tokens may be 0 (the row ends after its prefill).</remarks>
     public GenerationJob(IReadOnlyList<int> prompt, SamplingOptions options, IReadOnlyCollection<int> stopIds, string? adapter, CancellationToken cancel,
-        int? topLogprobs = null)
+        int? topLogprobs = null, bool scorePrompt = false)
     {
         if (topLogprobs < 0) throw new ArgumentException("top logprobs must be >= 0");
+        if (scorePrompt && topLogprobs is null) throw new ArgumentException("scoring the prompt needs top logprobs");
         TopLogprobs = topLogprobs;
+        ScoresPrompt = scorePrompt;
         if (prompt.Count == 0) throw new ArgumentException("the prompt encodes to zero tokens");
-        if (options.MaxNewTokens < 1) throw new ArgumentException("max_tokens must be >= 1");
+        if (options.MaxNewTokens < (scorePrompt ? 0 : 1)) throw new ArgumentException("max_tokens must be >= 1");
         Prompt = prompt;
         Options = options;
         StopIds = stopIds;
@@ -36,6 +40,15 @@ internal sealed class GenerationJob
     public string? Adapter { get; }
     public CancellationToken Cancel { get; }
     public int? TopLogprobs { get; }
+    public bool ScoresPrompt { get; }
+
+    readonly TaskCompletionSource<GeneratedToken[]> _promptScores = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    /// <summary>The prompt's tokens 1..T-1 scored by the row's prefill (<see cref="ScoresPrompt"/>), before its first
+    /// token; faults with the job's error, is cancelled if the job ends before its prefill.</summary>
+    public Task<GeneratedToken[]> PromptScores => _promptScores.Task;
+
+    internal void Scored(GeneratedToken[] scores) => _promptScores.TrySetResult(scores);
     internal TokenSampler Sampler { get; }
     internal int Generated { get; set; }
 
@@ -56,12 +69,14 @@ internal sealed class GenerationJob
     internal bool Finish(string reason)
     {
         FinishReason ??= reason;
+        _promptScores.TrySetCanceled();
         if (_tokens.Writer.TryComplete()) Done?.Invoke();
         return true;
     }
 
     internal void Fail(Exception e)
     {
+        _promptScores.TrySetException(e);
         if (_tokens.Writer.TryComplete(e)) Done?.Invoke();
     }
 

@@ -64,7 +64,10 @@ sealed class RunningBatch(CausalLM model) : IDisposable
         long realTokens = 0;
         try
         {
-            foreach (var job in fits)
+            // A row that scores its prompt is prefilled alone, in chunks that keep every position's logits.
+            foreach (var job in fits.Where(j => j.ScoresPrompt))
+                if (PrefillScored(job, maxTokens) is { } j) joining.Add(j);
+            foreach (var job in fits.Where(j => !j.ScoresPrompt))
             {
                 // Sorted ascending, so the newest job is the group's longest.
                 long padded = (long)job.Prompt.Count * (group.Count + 1);
@@ -139,6 +142,38 @@ sealed class RunningBatch(CausalLM model) : IDisposable
         {
             foreach (var job in jobs) job.Fail(e);
         }
+        finally { cache?.Dispose(); }
+        return null;
+    }
+
+    /// <summary>
+    /// Prefills a row that scores its prompt (<see cref="PromptScorer"/>): the scores go to the job before its first
+    /// token; with max_tokens 0 it ends there ("length"), else it joins as any prefilled row.
+    /// </summary>
+    Joining? PrefillScored(GenerationJob job, long maxTokens)
+    {
+        var cache = new KvCache(model.Config.NumLayers) { ExpectedSlots = job.Prompt.Count };
+        bool generates = job.Options.MaxNewTokens > 0;
+        try
+        {
+            model.State.RowAdapters = [job.Adapter];
+            GeneratedToken first;
+            try
+            {
+                var scores = PromptScorer.Prefill(model, job.Prompt, job.TopLogprobs ?? 0, cache, PromptScorer.ChunkTokens(model.Config.VocabSize, maxTokens),
+                    generates ? logits => WithLogprobs(job, job.Sampler.Next(logits), logits) : null, out first);
+                job.Scored(scores);
+            }
+            finally { model.State.RowAdapters = null; }
+            Interlocked.Increment(ref _prefills);
+            Interlocked.Increment(ref _prefilled);
+            if (!generates) { job.Finish("length"); return null; }
+            if (Emit(job, first, job.Prompt.Count)) return null;
+            var joining = new Joining([new Row(job, job.Prompt.Count, first.Id)], cache);
+            cache = null;
+            return joining;
+        }
+        catch (Exception e) { job.Fail(e); }
         finally { cache?.Dispose(); }
         return null;
     }

@@ -22,7 +22,7 @@ internal sealed class CrossEntropy : autograd.SingleTensorFunction<CrossEntropy>
     /// <summary>Until disposed, <see cref="Applies"/> is false on this thread: libtorch's cross_entropy (tests' and the bench's reference).</summary>
     internal static IDisposable Off() => Use.Disable();
 
-    /// <summary>CPU fp32 logits under 2 GiB (a Span's reach) with AVX-512F.</summary>
+    /// <summary>CPU fp32 logits under 2 GiB (a Span's reach) with AVX-512F or AVX2 + FMA.</summary>
     internal static bool Applies(Tensor logits) =>
         !Use.IsOff && logits.device_type == DeviceType.CPU && logits.dtype == ScalarType.Float32 && CrossEntropyKernel.Supported
         && logits.numel() < int.MaxValue / sizeof(float);

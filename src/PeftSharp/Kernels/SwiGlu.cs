@@ -23,7 +23,7 @@ internal sealed class SwiGlu : autograd.SingleTensorFunction<SwiGlu>
     internal static IDisposable Off() => Use.Disable();
 
     /// <summary>Whether the kernel can take this input (gate, or the fused gate_up): CPU fp32 or bf16 (`--compute-dtype
-    /// bf16`; fp16 keeps libtorch's ops) with AVX-512F, under 2 GiB (a Span's reach).</summary>
+    /// bf16`; fp16 keeps libtorch's ops) with AVX-512F or AVX2 + FMA, under 2 GiB (a Span's reach).</summary>
     internal static bool Applies(Tensor input) =>
         !Use.IsOff && input.device_type == DeviceType.CPU && input.dtype is ScalarType.Float32 or ScalarType.BFloat16 && SwiGluKernel.Supported
         && input.numel() * input.ElementSize < int.MaxValue;

@@ -1,11 +1,11 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
-using System.Runtime.Intrinsics.X86;
 
 namespace PeftSharp.Kernels;
 
 /// <summary>
-/// The gated MLP's h = act(g) * u and its backward in one pass each over [rows, cols], AVX-512F, on libtorch's
+/// The gated MLP's h = act(g) * u and its backward in one pass each over [rows, cols], 16 lanes (AVX-512F) or 8 (AVX2 +
+/// FMA; one body over <see cref="ILanes{V}"/>), on libtorch's
 /// OpenMP team in blocks of whole rows (elementwise: the same bits whichever thread runs a block). Elements fp32
 /// (<see cref="F32"/>) or bf16 (<see cref="Bf16"/>: widened on load, rounded to nearest even on store); arithmetic in
 /// fp32. Both activations are g * sigmoid(z): silu has z = g; PyTorch's gelu(approximate="tanh") = 0.5 g (1 + tanh(y))
@@ -21,29 +21,44 @@ internal static unsafe class SwiGluKernel
 {
     public enum Activation { Silu, GeluTanh }
 
-    const int W = 16;
+    /// <summary>The widest vector's lanes: the tail buffers' size.</summary>
+    const int MaxLanes = 16;
     /// <summary>Elements per work item: a few hundred KiB of traffic, enough to amortise the hand-out.</summary>
     const int BlockElements = 16384;
 
-    public static bool Supported => Avx512F.IsSupported;
+    public static bool Supported => KernelLanes.Supported;
 
     public static void Forward<T>(Activation act, T* g, T* u, long inStride, T* h, long rows, int cols, int threads) where T : unmanaged, IElement<T>
+    {
+        if (KernelLanes.Wide) Forward<T, Lanes16, Vector512<float>>(act, g, u, inStride, h, rows, cols, threads);
+        else Forward<T, Lanes8, Vector256<float>>(act, g, u, inStride, h, rows, cols, threads);
+    }
+
+    static void Forward<T, L, V>(Activation act, T* g, T* u, long inStride, T* h, long rows, int cols, int threads)
+        where T : unmanaged, IElement<T> where L : ILanes<V> where V : unmanaged
     {
         nint gp = (nint)g, up = (nint)u, hp = (nint)h;
         ForEachBlock(rows, cols, threads, (r0, n) =>
         {
             for (long r = r0; r < r0 + n; r++)
-                ForwardRow(act, (T*)gp + r * inStride, (T*)up + r * inStride, (T*)hp + r * cols, cols);
+                ForwardRow<T, L, V>(act, (T*)gp + r * inStride, (T*)up + r * inStride, (T*)hp + r * cols, cols);
         });
     }
 
     public static void Backward<T>(Activation act, T* g, T* u, long inStride, T* dh, T* dg, T* du, long rows, int cols, int threads) where T : unmanaged, IElement<T>
     {
+        if (KernelLanes.Wide) Backward<T, Lanes16, Vector512<float>>(act, g, u, inStride, dh, dg, du, rows, cols, threads);
+        else Backward<T, Lanes8, Vector256<float>>(act, g, u, inStride, dh, dg, du, rows, cols, threads);
+    }
+
+    static void Backward<T, L, V>(Activation act, T* g, T* u, long inStride, T* dh, T* dg, T* du, long rows, int cols, int threads)
+        where T : unmanaged, IElement<T> where L : ILanes<V> where V : unmanaged
+    {
         nint gp = (nint)g, up = (nint)u, dhp = (nint)dh, dgp = (nint)dg, dup = (nint)du;
         ForEachBlock(rows, cols, threads, (r0, n) =>
         {
             for (long r = r0; r < r0 + n; r++)
-                BackwardRow(act, (T*)gp + r * inStride, (T*)up + r * inStride, (T*)dhp + r * cols,
+                BackwardRow<T, L, V>(act, (T*)gp + r * inStride, (T*)up + r * inStride, (T*)dhp + r * cols,
                     (T*)dgp + r * inStride, (T*)dup + r * inStride, cols);
         });
     }
@@ -57,70 +72,72 @@ internal static unsafe class SwiGluKernel
 
     /// <summary>s = sigmoid(z(g)) and z'(g) (1 for silu).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static Vector512<float> Gate(Activation act, Vector512<float> g, out Vector512<float> dz)
+    static V Gate<L, V>(Activation act, V g, out V dz) where L : ILanes<V> where V : unmanaged
     {
-        if (act == Activation.Silu) { dz = Vector512<float>.One; return VectorMath.Sigmoid(g); }
+        if (act == Activation.Silu) { dz = L.One; return L.Sigmoid(g); }
         // z = 2 sqrt(2/pi) (g + 0.044715 g^3), z' = 2 sqrt(2/pi) (1 + 3 * 0.044715 g^2)
         const float c = 1.5957691216057308f, k = 0.044715f;
-        var g2 = g * g;
-        dz = Avx512F.FusedMultiplyAdd(g2, Vector512.Create(3 * k * c), Vector512.Create(c));
-        return VectorMath.Sigmoid(g * Avx512F.FusedMultiplyAdd(g2, Vector512.Create(k * c), Vector512.Create(c)));
+        var g2 = L.Mul(g, g);
+        dz = L.Fma(g2, L.Create(3 * k * c), L.Create(c));
+        return L.Sigmoid(L.Mul(g, L.Fma(g2, L.Create(k * c), L.Create(c))));
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void ForwardRow<T>(Activation act, T* g, T* u, T* h, int cols) where T : unmanaged, IElement<T>
+    static void ForwardRow<T, L, V>(Activation act, T* g, T* u, T* h, int cols)
+        where T : unmanaged, IElement<T> where L : ILanes<V> where V : unmanaged
     {
         int j = 0;
-        for (; j + W <= cols; j += W)
+        for (; j + L.Count <= cols; j += L.Count)
         {
-            var gv = T.Load(g + j);
-            T.Store(h + j, T.Round(gv * Gate(act, gv, out _)) * T.Load(u + j));
+            var gv = T.Load<L, V>(g + j);
+            T.Store<L, V>(h + j, L.Mul(T.Round<L, V>(L.Mul(gv, Gate<L, V>(act, gv, out _))), T.Load<L, V>(u + j)));
         }
         if (j == cols) return;
-        // The tail through a 16-lane buffer: the same arithmetic as the full vectors.
-        float* tg = stackalloc float[W], tu = stackalloc float[W];
+        // The tail through a one-vector buffer: the same arithmetic as the full vectors.
+        float* tg = stackalloc float[MaxLanes], tu = stackalloc float[MaxLanes];
         int n = cols - j;
-        Tail(g + j, tg, n); Tail(u + j, tu, n);
-        var tv = Avx512F.LoadVector512(tg);
-        Avx512F.Store(tg, T.Round(tv * Gate(act, tv, out _)) * Avx512F.LoadVector512(tu));
+        Tail<T, L, V>(g + j, tg, n); Tail<T, L, V>(u + j, tu, n);
+        var tv = L.Load(tg);
+        L.Store(tg, L.Mul(T.Round<L, V>(L.Mul(tv, Gate<L, V>(act, tv, out _))), L.Load(tu)));
         Untail(tg, h + j, n);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void BackwardRow<T>(Activation act, T* g, T* u, T* dh, T* dg, T* du, int cols) where T : unmanaged, IElement<T>
+    static void BackwardRow<T, L, V>(Activation act, T* g, T* u, T* dh, T* dg, T* du, int cols)
+        where T : unmanaged, IElement<T> where L : ILanes<V> where V : unmanaged
     {
         int j = 0;
-        for (; j + W <= cols; j += W)
+        for (; j + L.Count <= cols; j += L.Count)
         {
-            var (dgv, duv) = Grads<T>(act, T.Load(g + j), T.Load(u + j), T.Load(dh + j));
-            T.Store(dg + j, dgv);
-            T.Store(du + j, duv);
+            var (dgv, duv) = Grads<T, L, V>(act, T.Load<L, V>(g + j), T.Load<L, V>(u + j), T.Load<L, V>(dh + j));
+            T.Store<L, V>(dg + j, dgv);
+            T.Store<L, V>(du + j, duv);
         }
         if (j == cols) return;
-        float* tg = stackalloc float[W], tu = stackalloc float[W], td = stackalloc float[W];
+        float* tg = stackalloc float[MaxLanes], tu = stackalloc float[MaxLanes], td = stackalloc float[MaxLanes];
         int n = cols - j;
-        Tail(g + j, tg, n); Tail(u + j, tu, n); Tail(dh + j, td, n);
-        var (a, b) = Grads<T>(act, Avx512F.LoadVector512(tg), Avx512F.LoadVector512(tu), Avx512F.LoadVector512(td));
-        Avx512F.Store(tg, a); Avx512F.Store(tu, b);
+        Tail<T, L, V>(g + j, tg, n); Tail<T, L, V>(u + j, tu, n); Tail<T, L, V>(dh + j, td, n);
+        var (a, b) = Grads<T, L, V>(act, L.Load(tg), L.Load(tu), L.Load(td));
+        L.Store(tg, a); L.Store(tu, b);
         Untail(tg, dg + j, n);
         Untail(tu, du + j, n);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static (Vector512<float> Dg, Vector512<float> Du) Grads<T>(Activation act, Vector512<float> g, Vector512<float> u, Vector512<float> dh)
-        where T : unmanaged, IElement<T>
+    static (V Dg, V Du) Grads<T, L, V>(Activation act, V g, V u, V dh)
+        where T : unmanaged, IElement<T> where L : ILanes<V> where V : unmanaged
     {
-        var s = Gate(act, g, out var dz);
-        var gs = g * s;
+        var s = Gate<L, V>(act, g, out var dz);
+        var gs = L.Mul(g, s);
         // act'(g) = s + g s (1 - s) z'
-        var da = Avx512F.FusedMultiplyAdd(gs * (Vector512<float>.One - s), dz, s);
-        return (dh * u * da, dh * T.Round(gs));
+        var da = L.Fma(L.Mul(gs, L.Sub(L.One, s)), dz, s);
+        return (L.Mul(L.Mul(dh, u), da), L.Mul(dh, T.Round<L, V>(gs)));
     }
 
-    /// <summary>n elements widened into a zeroed 16-float buffer.</summary>
-    static void Tail<T>(T* src, float* buf, int n) where T : unmanaged, IElement<T>
+    /// <summary>n (&lt; the lane count) elements widened into a zeroed one-vector buffer.</summary>
+    static void Tail<T, L, V>(T* src, float* buf, int n) where T : unmanaged, IElement<T> where L : ILanes<V> where V : unmanaged
     {
-        new Span<float>(buf, W).Clear();
+        new Span<float>(buf, L.Count).Clear();
         for (int i = 0; i < n; i++) buf[i] = T.Get(src + i);
     }
 

@@ -185,7 +185,7 @@ internal sealed class Mlp : nn.Module<Tensor, Tensor>
             gate = gu.narrow(-1, 0, _inter); up = gu.narrow(-1, _inter, _inter);
         }
         else { gate = gate_proj.forward(x); up = up_proj.forward(x); }
-        // CPU fp32 or bf16 with AVX-512: one fused pass each way (Kernels/SwiGlu) instead of the activation's and the product's.
+        // CPU fp32 or bf16 with AVX-512F or AVX2 + FMA: one fused pass each way (Kernels/SwiGlu) instead of the activation's and the product's.
         h = SwiGlu.Applies(gate) ? SwiGlu.Compute(gate, up, _geluTanh) : Activate(gate) * up;
         return down_proj.forward(h).MoveToOuterDisposeScope();
     }

@@ -23,7 +23,7 @@ internal static class CausalLmLoss
         var flat = logits.to_type(ScalarType.Float32).reshape(-1, v);
         var ignore = full(b, 1, TokenSequence.Ignore, labels.dtype, labels.device);
         var targets = cat([labels.narrow(1, 1, t - 1), ignore], 1).reshape(-1);
-        // CPU fp32 with AVX-512: one pass each way (Kernels/CrossEntropy), no [N, V] log_softmax kept for backward.
+        // CPU fp32 with AVX-512F or AVX2 + FMA: one pass each way (Kernels/CrossEntropy), no [N, V] log_softmax kept for backward.
         var loss = CrossEntropy.Applies(flat)
             ? CrossEntropy.Sum(flat, targets)
             : nn.functional.cross_entropy(flat, targets, ignore_index: TokenSequence.Ignore, reduction: nn.Reduction.Sum);

@@ -4,7 +4,7 @@ using System.Text.Json.Nodes;
 namespace PeftSharp.Training;
 
 /// <summary>
-/// metrics.jsonl: one JSON object per line. Training steps: {"step","loss","lr","grad_norm","tokens_per_s",
+/// metrics.jsonl: one JSON object per line. Training steps: {"step","loss","lr","grad_norm","tokens","tokens_per_s",
 /// "elapsed_s","rss_mb","peak_rss_mb"}; evaluations: {"step","eval_loss","eval_accuracy","eval_examples","elapsed_s"}.
 /// Memory is the process's resident set from /proc/self/status (see <see cref="ProcessMemory"/>).
 /// </summary>

@@ -103,6 +103,7 @@ internal sealed class Trainer
             run.Record(new JsonObject
             {
                 ["step"] = step, ["loss"] = loss, ["lr"] = schedule.At(step - 1), ["grad_norm"] = MetricsLog.Round(gradNorm),
+                ["tokens"] = tokens,   // with tokens_per_s, the step's time: the run's tokens/s is the sum over the sum (RunSummary)
                 ["tokens_per_s"] = MetricsLog.Round(tokens / Math.Max(1e-9, stepClock.Elapsed.TotalSeconds), 4),
                 ["elapsed_s"] = MetricsLog.Round(clock.Elapsed.TotalSeconds, 4),
                 ["rss_mb"] = MetricsLog.Round(rss / 1048576.0, 4), ["peak_rss_mb"] = MetricsLog.Round(peak / 1048576.0, 4),

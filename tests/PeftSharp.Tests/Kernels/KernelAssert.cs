@@ -7,6 +7,17 @@ namespace PeftSharp.Tests.Kernels;
 /// <summary>What the kernel tests share: a tolerance check, and one LoRA step through the model users train.</summary>
 internal static class KernelAssert
 {
+    /// <summary>
+    /// Whether an element kernel (RMSNorm, SwiGLU, the loss) runs here, asserting that it does on every CPU with AVX2 +
+    /// FMA (or AVX-512F): a kernel test can only skip its body on a CPU with neither, where the op chains run.
+    /// </summary>
+    public static bool ElementKernelRuns(bool supported)
+    {
+        Assert.True(supported || !(System.Runtime.Intrinsics.X86.Avx2.IsSupported && System.Runtime.Intrinsics.X86.Fma.IsSupported),
+            "the CPU has AVX2 + FMA but the kernel says it is not supported");
+        return supported;
+    }
+
     /// <summary>Same shape, and max |expected - actual| (in float64) within <paramref name="tol"/>.</summary>
     public static void Near(Tensor expected, Tensor actual, double tol)
     {

@@ -35,7 +35,7 @@ internal sealed class TensorBoardReporter : IRunReporter
     /// </summary>
     public static string? Tag(string field) => field switch
     {
-        "step" or "elapsed_s" or "eval_examples" => null,
+        "step" or "elapsed_s" or "eval_examples" or "tokens" => null,
         "lr" => "train/learning_rate",
         "rss_mb" or "peak_rss_mb" => "memory/" + field,
         _ when field.StartsWith("eval_", StringComparison.Ordinal) => "eval/" + field["eval_".Length..],
