@@ -28,7 +28,7 @@ internal sealed class CausalAttention : autograd.SingleTensorFunction<CausalAtte
 
     /// <summary>
     /// Whether the kernel can take this attention: CPU fp32 or bf16 (bf16 compute: widened to fp32 as rows are packed,
-    /// outputs and gradients rounded once) with AVX-512 and head_dim a multiple of 32.
+    /// outputs and gradients rounded once) with AVX-512F or AVX2 + FMA and head_dim a multiple of 32.
     /// </summary>
     internal static bool Applies(Tensor q, long headDim) =>
         !Use.IsOff && q.device_type == DeviceType.CPU && Takes(q.dtype) && CausalAttentionKernel.Supports(headDim);

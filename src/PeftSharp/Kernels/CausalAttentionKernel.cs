@@ -5,7 +5,7 @@ using System.Runtime.Intrinsics.X86;
 namespace PeftSharp.Kernels;
 
 /// <summary>
-/// Exact causal softmax attention (fp32 arithmetic, fp32 or bf16 tensors, AVX-512) over one (batch, kv-head) work item at a time: the forward keeps the
+/// Exact causal softmax attention (fp32 arithmetic, fp32 or bf16 tensors; AVX-512, or AVX2 + FMA through the 8-lane leaves of CausalAttentionKernel.Avx2.cs) over one (batch, kv-head) work item at a time: the forward keeps the
 /// row logsumexp, the backward recomputes the probabilities from it (flash-attention style), so nothing T x T is saved.
 /// Only the causal blocks are computed. A query block of <see cref="QueryBlock"/> rows at a time: its scores
 /// [block, keys up to the block's last row] live in a per-thread buffer (cache-sized at training lengths).
@@ -19,7 +19,7 @@ namespace PeftSharp.Kernels;
 /// Layout: every tensor is addressed as base + batch*sB + head*sH + row*sT + d (d contiguous), so q/k/v can be
 /// [B, H, T, D] views of the projections' [B, T, H, D] output and the output can be written as [B, T, H, D] for o_proj.
 /// </remarks>
-internal static unsafe class CausalAttentionKernel
+internal static unsafe partial class CausalAttentionKernel
 {
     /// <summary>Query rows per block.</summary>
     public const int QueryBlock = 128;
@@ -27,8 +27,11 @@ internal static unsafe class CausalAttentionKernel
     /// <summary>How many rows ahead <see cref="Packed"/> prefetches its strided source.</summary>
     const int PrefetchRows = 6;
 
-    /// <summary>True where the kernel runs: AVX-512F and a head_dim in multiples of 32.</summary>
-    public static bool Supports(long headDim) => Avx512F.IsSupported && headDim % W == 0 && headDim > 0;
+    /// <summary>
+    /// True where the kernel runs: AVX-512F, or AVX2 + FMA (the 8-lane leaves of CausalAttentionKernel.Avx2.cs), and a
+    /// head_dim in multiples of 32.
+    /// </summary>
+    public static bool Supports(long headDim) => (Avx512F.IsSupported || Avx2Fma) && headDim % W == 0 && headDim > 0;
 
     /// <summary>
     /// A strided [B, heads, T, D] operand, fp32 or (<paramref name="Bf16"/>) bfloat16; strides in elements. bf16 inputs
@@ -266,10 +269,18 @@ internal static unsafe class CausalAttentionKernel
             float* dst = buf + (long)t * s.D;
             byte* row = x.At(b, head, t);
             if (rope.On) Rotate(row, x.Bf16, dst, rope, b, t, s.D);
-            else for (int j = 0; j < s.D; j += 16) Load(row, j, x.Bf16).Store(dst + j);
+            else CopyRow(row, x.Bf16, dst, s.D);
             if (dots != null) dots[t] = Dot(dst, dotWith.At(b, head, t), dotWith.Bf16, s.D);
         }
         return new Operand((nint)buf, 0, 0, s.D);
+    }
+
+    /// <summary>A row of d elements as fp32 (<see cref="Packed"/> without rotary).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void CopyRow(byte* row, bool bf16, float* dst, int d)
+    {
+        if (!Avx512F.IsSupported) { CopyRow8(row, bf16, dst, d); return; }
+        for (int j = 0; j < d; j += 16) Load(row, j, bf16).Store(dst + j);
     }
 
     /// <summary>16 elements from <paramref name="row"/> + j as fp32: a bf16 is the top half of its fp32 (widening is exact).</summary>
@@ -284,6 +295,7 @@ internal static unsafe class CausalAttentionKernel
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void StoreRounded(float* src, Operand dst, int b, int head, int t0, int n, int d)
     {
+        if (!Avx512F.IsSupported) { StoreRounded8(src, dst, b, head, t0, n, d); return; }
         for (int r = 0; r < n; r++)
         {
             ushort* o = (ushort*)dst.At(b, head, t0 + r);
@@ -295,6 +307,7 @@ internal static unsafe class CausalAttentionKernel
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void Rotate(byte* x, bool xb, float* dst, Rotary rope, int b, int t, int d)
     {
+        if (!Avx512F.IsSupported) { Rotate8(x, xb, dst, rope, b, t, d); return; }
         byte* c = rope.Cos.At(b, 0, t), sn = rope.Sin.At(b, 0, t);
         bool cb = rope.Cos.Bf16, sb = rope.Sin.Bf16;
         int half = d / 2;
@@ -311,6 +324,7 @@ internal static unsafe class CausalAttentionKernel
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void Unrotate(float* g, Rotary rope, int b, int t, int d)
     {
+        if (!Avx512F.IsSupported) { Unrotate8(g, rope, b, t, d); return; }
         byte* c = rope.Cos.At(b, 0, t), sn = rope.Sin.At(b, 0, t);
         bool cb = rope.Cos.Bf16, sb = rope.Sin.Bf16;
         int half = d / 2;
@@ -331,6 +345,7 @@ internal static unsafe class CausalAttentionKernel
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void PackTransposed(Operand src, Shape s, float* dst, int tp)
     {
+        if (!Avx512F.IsSupported) { PackTransposed8(src, s, dst, tp); return; }
         float* x = (float*)src.Data;
         var tile = stackalloc Vector512<float>[16];
         int t0 = 0;
@@ -419,6 +434,7 @@ internal static unsafe class CausalAttentionKernel
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void SoftmaxRow(float* row, int i, float scale, int tp, float* lse)
     {
+        if (!Avx512F.IsSupported) { SoftmaxRow8(row, i, scale, tp, lse); return; }
         int valid = i + 1, full = valid & ~15, end = (valid + 15) & ~15;
         var vscale = Vector512.Create(scale);
         var limit = Vector512.Create(valid);
@@ -452,6 +468,7 @@ internal static unsafe class CausalAttentionKernel
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void GradRow(float* p, float* dp, int i, float scale, float lse, float delta, int tp)
     {
+        if (!Avx512F.IsSupported) { GradRow8(p, dp, i, scale, lse, delta, tp); return; }
         int valid = i + 1, end = (valid + 15) & ~15;
         var vscale = Vector512.Create(scale);
         var shift = Vector512.Create(-lse);
@@ -491,6 +508,7 @@ internal static unsafe class CausalAttentionKernel
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static float Dot(float* a, byte* b, bool bf16, int d)
     {
+        if (!Avx512F.IsSupported) return Dot8(a, b, bf16, d);
         var acc = Vector512<float>.Zero;
         for (int k = 0; k < d; k += 16) acc = Avx512F.FusedMultiplyAdd(Avx512F.LoadVector512(a + k), Load(b, k, bf16), acc);
         return Vector512.Sum(acc);
@@ -560,6 +578,7 @@ internal static unsafe class CausalAttentionKernel
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void Mul8(float* a, long ars, long aks, int count, float* y, long ldy, float* c, long ldc, bool accumulate)
     {
+        if (!Avx512F.IsSupported) { Mul8x32Avx2(a, ars, aks, count, y, ldy, c, ldc, accumulate); return; }
         float* c1 = c + ldc, c2 = c1 + ldc, c3 = c2 + ldc, c4 = c3 + ldc, c5 = c4 + ldc, c6 = c5 + ldc, c7 = c6 + ldc;
         Vector512<float> a00, a01, a10, a11, a20, a21, a30, a31, a40, a41, a50, a51, a60, a61, a70, a71;
         if (accumulate)
@@ -607,6 +626,7 @@ internal static unsafe class CausalAttentionKernel
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void Mul4x64(float* a, long ars, long aks, int count, float* y, long ldy, float* c, long ldc, bool accumulate)
     {
+        if (!Avx512F.IsSupported) { Mul4x64Avx2(a, ars, aks, count, y, ldy, c, ldc, accumulate); return; }
         float* c1 = c + ldc, c2 = c1 + ldc, c3 = c2 + ldc;
         Vector512<float> a00, a01, a02, a03, a10, a11, a12, a13, a20, a21, a22, a23, a30, a31, a32, a33;
         if (accumulate)
@@ -648,6 +668,7 @@ internal static unsafe class CausalAttentionKernel
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void Mul1(float* a, long aks, int count, float* y, long ldy, float* c, bool accumulate)
     {
+        if (!Avx512F.IsSupported) { Mul1Avx2(a, aks, count, y, ldy, c, accumulate); return; }
         Vector512<float> a0 = Vector512<float>.Zero, a1 = Vector512<float>.Zero;
         if (accumulate) { a0 = Avx512F.LoadVector512(c); a1 = Avx512F.LoadVector512(c + 16); }
         for (long k = 0; k < count; k++)

@@ -44,7 +44,7 @@ public class CausalAttentionBf16Tests(ITestOutputHelper output)
     [InlineData(1, 4, 4, 37, 32, true)]
     public void Bf16IsAtLeastAsCloseToFloat64AsBf16Sdpa(int b, int heads, int kvHeads, int t, int d, bool rope)
     {
-        if (!CausalAttentionKernel.Supports(d)) return;
+        if (!KernelRuns(d)) return;
         using var scope = NewDisposeScope();
         manual_seed(11);
         var (q32, k32, v32) = Inputs(b, heads, kvHeads, t, d);
@@ -81,7 +81,7 @@ public class CausalAttentionBf16Tests(ITestOutputHelper output)
     [Fact]
     public void Bf16ForwardIsTheFp32KernelRoundedOnce()
     {
-        if (!CausalAttentionKernel.Supports(64)) return;
+        if (!KernelRuns(64)) return;
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
         manual_seed(12);
@@ -109,7 +109,7 @@ public class CausalAttentionBf16Tests(ITestOutputHelper output)
     [Fact]
     public void Bf16LoraTrainingTakesTheKernelAsCloseToFp32AsTheSdpaPath()
     {
-        int runs = CausalAttentionKernel.Supports(32) ? 2 : 0;
+        int runs = KernelRuns(32) ? 2 : 0;
         var dir = ModelDir();
         var (model, lora) = MixedPrecisionLora.Build(dir, ScalarType.BFloat16, "q_proj,k_proj,v_proj,o_proj");
         var (m32, l32) = MixedPrecisionLora.Build(dir, ScalarType.Float32, "q_proj,k_proj,v_proj,o_proj");
@@ -142,7 +142,7 @@ public class CausalAttentionBf16Tests(ITestOutputHelper output)
     [Fact]
     public void Bf16CheckpointedGradientsAreTheSameBits()
     {
-        int perPass = CausalAttentionKernel.Supports(32) ? 2 : 0;
+        int perPass = KernelRuns(32) ? 2 : 0;
         var (model, lora) = MixedPrecisionLora.Build(ModelDir(), ScalarType.BFloat16, "q_proj,k_proj,v_proj,o_proj");
         using var _m = model;
         manual_seed(8);

@@ -49,6 +49,18 @@ public class CausalAttentionTests
         return new Rope(c).CosSin(positions, dtype);
     }
 
+    /// <summary>
+    /// Whether the kernel takes head_dim <paramref name="d"/> here; on any CPU with AVX2 + FMA (every x64 this project
+    /// runs on: AVX-512 or the 8-lane path) it must, so the kernel tests never skip there silently.
+    /// </summary>
+    internal static bool KernelRuns(long d)
+    {
+        bool isa = System.Runtime.Intrinsics.X86.Avx512F.IsSupported
+            || (System.Runtime.Intrinsics.X86.Avx2.IsSupported && System.Runtime.Intrinsics.X86.Fma.IsSupported);
+        Assert.Equal(isa, CausalAttentionKernel.Supports(d));
+        return isa;
+    }
+
     [Theory]
     [InlineData(2, 8, 2, 70, 64, false)]     // GQA 8/2, T not a multiple of the 64-row block nor of the 8-row micro-kernel
     [InlineData(2, 8, 2, 70, 64, true)]      // the same with the rotary embedding inside the kernel
@@ -59,7 +71,7 @@ public class CausalAttentionTests
     [InlineData(1, 2, 1, 64, 96, false)]     // Phi-3's head_dim, T exactly one block
     public void OutputAndGradientsMatchFloat64Sdpa(int b, int heads, int kvHeads, int t, int d, bool rope)
     {
-        if (!CausalAttentionKernel.Supports(d)) return;   // no AVX-512: Applies is false and the model keeps SDPA (the model test checks that)
+        if (!KernelRuns(d)) return;   // no AVX2 + FMA: Applies is false and the model keeps SDPA (the model test checks that)
         using var scope = NewDisposeScope();
         manual_seed(7);
         var (q, k, v) = Inputs(b, heads, kvHeads, t, d);
@@ -79,7 +91,7 @@ public class CausalAttentionTests
     [Fact]
     public void SameBitsRunToRun()
     {
-        if (!CausalAttentionKernel.Supports(64)) return;
+        if (!KernelRuns(64)) return;
         using var scope = NewDisposeScope();
         manual_seed(3);
         var (q, k, v) = Inputs(2, 8, 2, 100, 64);
@@ -103,7 +115,7 @@ public class CausalAttentionTests
     [Fact]
     public void LoraLossAndAdapterGradientsMatchTheSdpaPath()
     {
-        int runs = CausalAttentionKernel.Supports(32) ? 2 : 0;   // once per layer; none without AVX-512
+        int runs = KernelRuns(32) ? 2 : 0;   // once per layer; none without AVX2 + FMA
         var dir = RandomModel.Write(RandomModel.LlamaConfig(hidden: 128, layers: 2, heads: 4, kvHeads: 2, vocab: 64));
         using var model = ModelLoader.Load(dir);
         manual_seed(5);
@@ -146,7 +158,7 @@ public class CausalAttentionTests
             var grads = TestLora.TakeGrads(adapters);
             return (logits.detach().DetachFromDisposeScope(), loss.item<float>(), grads);
         }
-        int runs = CausalAttentionKernel.Supports(32) ? 2 : 0;
+        int runs = KernelRuns(32) ? 2 : 0;
         var (f0, _) = CausalAttention.Calls;
         var fast = Step();
         Assert.Equal(f0 + runs, CausalAttention.Calls.Forward);
@@ -195,7 +207,7 @@ public class CausalAttentionTests
             var grads = TestLora.TakeGrads(adapters);
             return grads;
         }
-        int perPass = CausalAttentionKernel.Supports(32) ? 2 : 0;
+        int perPass = KernelRuns(32) ? 2 : 0;
         var plain = Grads();
         PeftSharp.Quantization.GradientCheckpointing.Enable(model);
         var (f0, b0) = CausalAttention.Calls;
@@ -215,7 +227,7 @@ public class CausalAttentionThreadsTests
     [Fact]
     public void SameBitsOnOneAndTwoThreads()
     {
-        if (!CausalAttentionKernel.Supports(64)) return;
+        if (!CausalAttentionTests.KernelRuns(64)) return;
         using var scope = NewDisposeScope();
         manual_seed(13);
         var (q, k, v) = CausalAttentionTests.Inputs(2, 8, 2, 150, 64);

@@ -23,7 +23,10 @@ public class Bf16NextTokenLogitsTests(ITestOutputHelper output)
     /// weights, beside the bf16 inference model's (bf16 logits, the target's rounded like the rest). Measured here (the
     /// test prints them): worst relative loss error 1.1e-3 against 3.1e-3: the rounding of the target logit was the
     /// larger part of the bf16 loss error. (On text the model does not know yet, logits near 0 round finely and the two
-    /// are alike: the gain is where training ends, near memorisation.)
+    /// are alike: the gain is where training ends, near memorisation.) On the AVX2-only Zen 3 box: 1.20e-3 against
+    /// 3.10e-3 with libtorch's bf16 attention in both models, 1.23e-3 against 1.95e-3 with the attention kernel (fp32
+    /// inside, one rounding) in both: the inference model's attention error shrinks, its logits' rounding stays, so the
+    /// bar is "clearly below" at 0.75x rather than half.
     /// </summary>
     [Fact]
     public void TheBf16TrainingLossTracksFp32CloserThanBf16Logits()
@@ -53,7 +56,7 @@ public class Bf16NextTokenLogitsTests(ITestOutputHelper output)
             inferErr = Math.Max(inferErr, Math.Abs(CausalLmLoss.Sum(infer16.Forward(ids), ids).item<float>() / reference - 1));
         }
         output.WriteLine($"worst relative loss error vs fp32: bf16 training model {trainErr:E3}, bf16 inference model {inferErr:E3}");
-        Assert.True(trainErr < 0.5 * inferErr, $"training loss error {trainErr} not clearly below the bf16 logits' {inferErr}");
+        Assert.True(trainErr < 0.75 * inferErr, $"training loss error {trainErr} not clearly below the bf16 logits' {inferErr}");
     }
 
     /// <summary>
