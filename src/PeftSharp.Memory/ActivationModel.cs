@@ -195,7 +195,7 @@ internal sealed class ActivationModel
     };
 
     /// <summary>
-    /// This project's layers in fp32 where its AVX-512 C# kernels run (PeftSharp's Kernels folder: causal attention with
+    /// This project's layers in fp32 where its C# kernels run (AVX-512F or AVX2 + FMA; PeftSharp's Kernels folder: causal attention with
     /// rotary inside, RMSNorm, SwiGLU, the loss), which keep fewer tensors than libtorch's op chains: the attention output
     /// is o_proj's input itself (8 hidden-sized tensors, not 9), SwiGLU keeps gate and up but not SiLU's output (3
     /// intermediate-sized), a trained norm weight's gradient comes from the saved input and row rstd (no normalised
@@ -215,7 +215,7 @@ internal sealed class ActivationModel
     };
 
     /// <summary>
-    /// <see cref="TorchSharpCpuBf16"/> where the AVX-512 kernels run: the RMSNorm kernel computes in fp32 from the 16-bit
+    /// <see cref="TorchSharpCpuBf16"/> where the C# kernels run: the RMSNorm kernel computes in fp32 from the 16-bit
     /// input it keeps (2 x 2 B per h instead of the fp32 upcasts' 2 x 4 B); the attention kernel keeps what SDPA kept;
     /// the SwiGLU kernel (bf16 too) keeps gate and up, not SiLU's output (2 x 2 B per i); the loss kernel on the fp32
     /// logits keeps one fp32 gradient buffer, and the head's backward casts it to 16 bits (1.5 fp32 buffers).
@@ -237,9 +237,10 @@ internal sealed class ActivationModel
         Cpu = Bf16Paths with { Kernels = true, SwiGluKernel = true, SwiGluOpChainExtra = 2, PerNorm = 2 },
     };
 
-    /// <summary>Whether the CPU profiles are the kernels' (this machine has AVX-512F, where PeftSharp's C# kernels run);
-    /// settable for tests.</summary>
-    internal static bool CpuKernels { get; set; } = System.Runtime.Intrinsics.X86.Avx512F.IsSupported;
+    /// <summary>Whether the CPU profiles are the kernels' (this machine has AVX-512F, or AVX2 + FMA, where PeftSharp's C#
+    /// kernels run: Kernels/KernelLanes.Supported and CausalAttentionKernel.Supports ask the same); settable for tests.</summary>
+    internal static bool CpuKernels { get; set; } = System.Runtime.Intrinsics.X86.Avx512F.IsSupported
+        || System.Runtime.Intrinsics.X86.Avx2.IsSupported && System.Runtime.Intrinsics.X86.Fma.IsSupported;
 
     /// <summary>The profile for where the request runs: on CPU (this project's trainer) the fp32 or 16-bit profile by
     /// compute dtype, the kernels' where they run on this machine (<see cref="CpuKernels"/>) and take the dtype, else

@@ -22,7 +22,7 @@ internal enum CpuAttentionPath
 /// </summary>
 internal sealed record CpuLayerPaths
 {
-    /// <summary>The profile assumes PeftSharp's AVX-512 kernels (attention, RMSNorm, loss; SwiGLU where
+    /// <summary>The profile assumes PeftSharp's C# kernels (AVX-512F or AVX2 + FMA: attention, RMSNorm, loss; SwiGLU where
     /// <see cref="SwiGluKernel"/>).</summary>
     public bool Kernels { get; init; }
     /// <summary>The fused SwiGLU kernel runs (fp32 and bf16): the profile's intermediate count is the kernel's.</summary>

@@ -70,7 +70,7 @@ public sealed record MemoryPlan
     public required long PageableBytes { get; init; }
 
     /// <summary>Which activation profile the plan used: <c>transformers</c> (CUDA), <c>torchsharp-cpu-fp32</c> or
-    /// <c>torchsharp-cpu-bf16</c> (CPU, by compute dtype; <c>-kernels</c> appended where PeftSharp's AVX-512 kernels run).</summary>
+    /// <c>torchsharp-cpu-bf16</c> (CPU, by compute dtype; <c>-kernels</c> appended where PeftSharp's C# kernels run: AVX-512F or AVX2 + FMA).</summary>
     public string ActivationProfile { get; init; } = "";
     /// <summary>On CPU, the paths the model's layers take (CpuLayerPaths.Describe: attention kernel / SDPA / explicit
     /// scores, SwiGLU kernel or op chain, soft-caps); empty elsewhere.</summary>
