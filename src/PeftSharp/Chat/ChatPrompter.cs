@@ -76,19 +76,23 @@ public sealed class ChatPrompter
     /// <summary>
     /// The ids that end an assistant turn in this template (e.g. &lt;|im_end|&gt;, &lt;|eot_id|&gt;): the special tokens
     /// that close a rendered assistant reply. Generation stops on them as on EOS. Empty for the simple format.
+    /// The reply probed is the first of two turns: what a template writes after the whole conversation (Phi-3's
+    /// &lt;|endoftext|&gt; after the last &lt;|end|&gt;) does not end a turn. A template that refuses two turns is
+    /// probed with one.
     /// </summary>
     public IReadOnlyList<int> EndOfTurnIds(TextTokenizer tokenizer)
     {
         if (Template is null) return [];
-        List<JsonObject> probe = [new() { ["role"] = "user", ["content"] = "Hi" }, new() { ["role"] = "assistant", ["content"] = "Hello" }];
-        try
+        static JsonObject Turn(string role, string content) => new() { ["role"] = role, ["content"] = content };
+        var special = tokenizer.SpecialTokens.Values.ToHashSet();
+        List<int> ClosingIds(List<JsonObject> probe)
         {
-            var segments = ChatMasking.Segments(Template, probe, Template.Source);
-            var reply = segments.Last(s => s.Trainable).Text;
-            int[] ids = tokenizer.Encode(reply);
-            var special = tokenizer.SpecialTokens.Values.ToHashSet();
-            return ids.Reverse().TakeWhile(special.Contains).Reverse().Distinct().ToList();
+            var reply = ChatMasking.Segments(Template, probe, Template.Source).First(s => s.Trainable).Text;
+            return tokenizer.Encode(reply).Reverse().TakeWhile(special.Contains).Reverse().Distinct().ToList();
         }
+        try { if (ClosingIds([Turn("user", "Hi"), Turn("assistant", "Hello"), Turn("user", "Hi"), Turn("assistant", "Hello")]) is { Count: > 0 } ids) return ids; }
+        catch (InvalidDataException) { }
+        try { return ClosingIds([Turn("user", "Hi"), Turn("assistant", "Hello")]); }
         catch (InvalidDataException) { return []; } // a template that refuses the probe simply has no known end-of-turn ids
     }
 

@@ -59,6 +59,24 @@ public class ChatMaskingTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void Phi3_end_of_turn_is_end_not_the_closing_eos()
+    {
+        // Generation and serving stop a chat reply on these ids (and adapters record them): Phi-3's reply ends with
+        // <|end|>; the <|endoftext|> its template writes after the whole conversation is not a turn's end.
+        if (ChatFixtures.SharedReal is not { } real) { output.WriteLine("skipped: ../shared/fixtures/real is absent"); return; }
+        // Phi-3's tokenizer is Llama-2's vocabulary plus its chat tokens as added special tokens (ids as Phi-3's own).
+        var json = PeftSharp.IO.JsonFile.ReadObject(Path.Combine(real, "tinyllama-chat-tokenizer", "tokenizer.json"));
+        string[] added = ["<|endoftext|>", "<|assistant|>", "<|placeholder1|>", "<|placeholder2|>", "<|placeholder3|>", "<|placeholder4|>", "<|system|>", "<|end|>", "<|placeholder5|>", "<|placeholder6|>", "<|user|>"];
+        foreach (var (text, id) in added.Select((t, i) => (t, 32000 + i)))
+            json["added_tokens"]!.AsArray().Add(new JsonObject { ["id"] = id, ["content"] = text, ["single_word"] = false, ["lstrip"] = false, ["rstrip"] = false, ["normalized"] = false, ["special"] = true });
+        string path = Path.Combine(TestPaths.TempDir(), "tokenizer.json");
+        File.WriteAllText(path, json.ToJsonString());
+        using var tok = new TextTokenizer(path);
+        var ids = new ChatPrompter(ChatFixtures.TemplateOf(ChatFixtures.Golden("phi-3"), "phi-3")).EndOfTurnIds(tok);
+        Assert.Equal([32007], ids);
+    }
+
+    [Fact]
     public void ChatML_token_labels_are_the_reply_and_im_end_tokens()
     {
         if (ChatFixtures.SharedReal is not { } real) { output.WriteLine("skipped: ../shared/fixtures/real is absent"); return; }
