@@ -5,7 +5,8 @@ namespace PeftSharp.Data;
 
 /// <summary>
 /// Reads training files. JSONL (.jsonl/.json), one object per line, in one of three shapes:
-/// {"text": ...} (loss on all of it), {"prompt": ..., "completion": ...} (loss on the completion only) or
+/// {"text": ...} (loss on all of it), {"prompt": ..., "completion": ...} (loss on the completion only; both strings, or
+/// both message lists as TRL's conversational prompt-completion format, rendered by the chat template) or
 /// {"messages": [{"role": ..., "content": ...}, ...]} (rendered by the model's chat template through a
 /// <see cref="Chat.ChatPrompter"/>, or by <see cref="ChatFormat"/> when there is none).
 /// Plain text (any other extension): paragraphs separated by blank lines, each one example.
@@ -71,6 +72,8 @@ internal static class DatasetReader
         // A preference file given to supervised training: name the methods that read it, not the missing 'completion'.
         if (obj.ContainsKey("chosen") || obj.ContainsKey("rejected"))
             throw new InvalidDataException($"{where}: a preference pair ('chosen'/'rejected') is data for the dpo or orpo method, not for supervised training");
+        if (obj["prompt"] is JsonArray promptMessages && obj["completion"] is JsonArray completionMessages)
+            return ConversationalPromptCompletion(promptMessages, completionMessages, where, chat);
         if (obj.ContainsKey("prompt") || obj.ContainsKey("completion"))
         {
             if (!obj.ContainsKey("prompt") || !obj.ContainsKey("completion"))
@@ -85,5 +88,26 @@ internal static class DatasetReader
             return chat.ToExample(list, where);
         }
         throw new InvalidDataException($"{where}: expected {{\"text\"}}, {{\"prompt\",\"completion\"}} or {{\"messages\"}}, got keys [{string.Join(", ", obj.Select(p => p.Key))}]");
+    }
+
+    /// <summary>
+    /// TRL's conversational prompt-completion example: "prompt" and "completion" are message lists. The conversation
+    /// is rendered whole by the chat template, as "messages" is, and the loss is on the completion's assistant replies
+    /// only (TRL's completion-only loss): an assistant turn inside the prompt is context.
+    /// </summary>
+    static RawExample ConversationalPromptCompletion(JsonArray prompt, JsonArray completion, string where, Chat.ChatPrompter chat)
+    {
+        static bool IsAssistant(JsonObject m) => m["role"]!.GetValue<string>() == "assistant";
+        var before = Chat.ChatMessages.FromJson(prompt, where);
+        var after = Chat.ChatMessages.FromJson(completion, where);
+        if (!after.Any(IsAssistant))
+            throw new InvalidDataException($"{where}: 'completion' has no assistant message, so there is nothing to learn");
+        var ex = chat.ToExample([.. before, .. after], where);
+        // Each assistant message is one trained segment, in order: the prompt's come first.
+        int context = before.Count(IsAssistant);
+        var segments = new List<TextSegment>(ex.Segments.Count);
+        foreach (var seg in ex.Segments)
+            segments.Add(seg.Trainable && context-- > 0 ? seg with { Trainable = false } : seg);
+        return ex with { Segments = segments };
     }
 }

@@ -21,6 +21,35 @@ public class ChatMaskingTests(ITestOutputHelper output)
     static string Learned(IEnumerable<TextSegment> segments) => string.Join("|", segments.Where(s => s.Trainable).Select(s => s.Text));
 
     [Fact]
+    public void Conversational_prompt_completion_learns_the_completion_only()
+    {
+        // TRL's conversational prompt-completion format: the same rendering as "messages", the loss on the completion's
+        // reply only (the prompt's assistant turn is context), as TRL's completion-only loss.
+        if (ChatFixtures.SharedReal is not { } real) { output.WriteLine("skipped: ../shared/fixtures/real is absent"); return; }
+        string model = Path.Combine(real, "smollm135m-medflash-lora"), dir = TestPaths.TempDir();
+        var turns = Conversation(system: true);
+        string split = Path.Combine(dir, "pc.jsonl"), whole = Path.Combine(dir, "messages.jsonl");
+        File.WriteAllText(split, new JsonObject
+        {
+            ["prompt"] = new JsonArray(turns.Take(4).Select(m => (JsonNode)m.DeepClone()).ToArray()),
+            ["completion"] = new JsonArray(turns.Skip(4).Select(m => (JsonNode)m.DeepClone()).ToArray()),
+        }.ToJsonString() + "\n");
+        File.WriteAllText(whole, new JsonObject { ["messages"] = new JsonArray(turns.Select(m => (JsonNode)m.DeepClone()).ToArray()) }.ToJsonString() + "\n");
+        using var tok = TextTokenizer.Load(model);
+        var chat = ChatPrompter.ForModel(model);
+        var a = SequenceBuilder.Tokenize(DatasetReader.Read(split, chat).Single(), tok, tok.EosId);
+        var b = SequenceBuilder.Tokenize(DatasetReader.Read(whole, chat).Single(), tok, tok.EosId);
+        Assert.Equal(b.Ids, a.Ids);
+        int end = tok.SpecialTokens["<|im_end|>"];
+        Assert.Equal([.. tok.Encode("Rome"), end], a.Labels.Where(l => l != TokenSequence.Ignore).ToArray());
+        Assert.Equal([.. tok.Encode("Paris"), end, .. tok.Encode("Rome"), end], b.Labels.Where(l => l != TokenSequence.Ignore).ToArray());
+
+        File.WriteAllText(split, """{"prompt": [{"role": "user", "content": "Hi"}], "completion": [{"role": "user", "content": "Hi"}]}""" + "\n");
+        var e = Assert.Throws<InvalidDataException>(() => DatasetReader.Read(split, chat));
+        Assert.Contains("'completion' has no assistant message", e.Message);
+    }
+
+    [Fact]
     public void Llama3_learns_each_reply_and_its_eot_only()
     {
         var t = ChatFixtures.TemplateOf(ChatFixtures.Golden("llama-3.1"), "llama-3.1");
