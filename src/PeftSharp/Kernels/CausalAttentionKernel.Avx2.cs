@@ -19,9 +19,6 @@ namespace PeftSharp.Kernels;
 /// </summary>
 internal static unsafe partial class CausalAttentionKernel
 {
-    /// <summary>The 8-lane path's instruction sets (with AVX-512F the 16-lane leaves run instead).</summary>
-    static bool Avx2Fma => Avx2.IsSupported && Fma.IsSupported;
-
     static readonly Vector256<int> Lanes8 = Vector256.Create(0, 1, 2, 3, 4, 5, 6, 7);
 
     /// <summary>8 elements from <paramref name="row"/> + j as fp32 (bf16 widened exactly).</summary>

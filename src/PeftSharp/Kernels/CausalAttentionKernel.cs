@@ -31,7 +31,7 @@ internal static unsafe partial class CausalAttentionKernel
     /// True where the kernel runs: AVX-512F, or AVX2 + FMA (the 8-lane leaves of CausalAttentionKernel.Avx2.cs), and a
     /// head_dim in multiples of 32.
     /// </summary>
-    public static bool Supports(long headDim) => (Avx512F.IsSupported || Avx2Fma) && headDim % W == 0 && headDim > 0;
+    public static bool Supports(long headDim) => KernelLanes.Supported && headDim % W == 0 && headDim > 0;
 
     /// <summary>
     /// A strided [B, heads, T, D] operand, fp32 or (<paramref name="Bf16"/>) bfloat16; strides in elements. bf16 inputs
