@@ -21,11 +21,11 @@ internal static class GenerationEndpoint
         {
             int[] prompt = prompts[i];
             if (prompt.Length >= context)
-                throw ServingException.ContextLengthExceeded($"{PromptName(prompts.Count, i, chat)} is {prompt.Length} tokens; the model's context is {context}", chat ? "messages" : "prompt");
+                throw ServingException.ContextLengthExceeded($"{PromptName(prompts.Count, i)} is {prompt.Length} tokens; the model's context is {context}", chat ? "messages" : "prompt");
             maxTokens[i] = req.MaxTokens ?? Math.Min(s.Generation.MaxNewTokens ?? (chat ? context : 16), context - prompt.Length);
             // 64-bit: max_tokens near int.MaxValue must not wrap around and pass.
             if ((long)prompt.Length + maxTokens[i] > context)
-                throw ServingException.ContextLengthExceeded($"{PromptName(prompts.Count, i, chat)} ({prompt.Length} tokens) + max_tokens ({maxTokens[i]}) exceeds the model's context of {context}", "max_tokens");
+                throw ServingException.ContextLengthExceeded($"{PromptName(prompts.Count, i)} ({prompt.Length} tokens) + max_tokens ({maxTokens[i]}) exceeds the model's context of {context}", "max_tokens");
         }
 
         using var lease = await s.Adapters.AcquireAsync(req.Model);
@@ -60,7 +60,7 @@ internal static class GenerationEndpoint
         async Task<List<TokenLogprob>?> EchoLogprobs(GenerationJob? job, string echo)
         {
             if (job is not { ScoresPrompt: true }) return null;
-            // A job that ended before its prefill (cancelled) has no scores; its failure comes through its tokens.
+            // A job cancelled before its prefill has no scores; a failed one throws its error here, as its tokens would.
             try { return PromptLogprobs(s, job.Prompt, await job.PromptScores, echo); }
             catch (OperationCanceledException) { return null; }
         }
@@ -129,7 +129,7 @@ internal static class GenerationEndpoint
     /// <summary>A prompt scored alone (max_tokens 0) ends by length, as OpenAI's echo-only completions do.</summary>
     static string Finish(TextAssembler text, GenerationJob? job) => job is null ? "length" : text.FinishReason(job);
 
-    static string PromptName(int count, int i, bool chat) => chat ? "the prompt" : count == 1 ? "the prompt" : $"prompt {i}";
+    static string PromptName(int count, int i) => count == 1 ? "the prompt" : $"prompt {i}";
 
     /// <summary>
     /// The echoed prompt's tokens with their log probabilities (scored by the row's prefill, <see cref="PromptScorer"/>)
@@ -144,13 +144,10 @@ internal static class GenerationEndpoint
         for (int i = 0; i < prompt.Length; i++)
         {
             GeneratedToken? g = i == 0 ? null : scored[i - 1];
-            var context = prompt.AsSpan(Math.Max(0, i - 5), Math.Min(i, 5)).ToArray();
-            var texts = s.TokenTexts(context, (g?.Top ?? []).Select(t => t.Id).Prepend(prompt[i]));
-            string token = texts[0].Text;
-            var rest = echo.AsSpan(at);
+            int n = Math.Min(i, TextAssembler.ContextIds);
+            var texts = s.TokenTexts(prompt.AsSpan(i - n, n).ToArray(), (g?.Top ?? []).Select(t => t.Id).Prepend(prompt[i]));
             int offset = at;
-            if (token.Length > 0 && rest.StartsWith(token, StringComparison.Ordinal)) at += token.Length;
-            else if (token.StartsWith(' ') && rest.StartsWith(token.AsSpan(1), StringComparison.Ordinal)) at += token.Length - 1;
+            at += TextAssembler.Found(echo.AsSpan(at), texts[0].Text)?.Length ?? 0;
             entries.Add(new TokenLogprob(texts[0], g?.Logprob, offset, g is { Top: { } t } ? t.Select((x, k) => (texts[k + 1], x.Logprob)).ToArray() : []));
         }
         return entries;

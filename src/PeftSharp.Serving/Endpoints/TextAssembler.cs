@@ -21,7 +21,7 @@ namespace PeftSharp.Serving.Endpoints;
 internal sealed class TextAssembler(ServerState s, IReadOnlyCollection<int> stopIds, string[] stops, IReadOnlyList<int> prompt, bool wantLogprobs)
 {
     /// <summary>Ids before a token decoded with it for its logprob text (as the streamer's window, vLLM's 5).</summary>
-    const int ContextIds = 5;
+    internal const int ContextIds = 5;
 
     readonly GeneratedText _text = new(s.Streamer(prompt), stopIds, stops);
     readonly List<int> _ids = [.. prompt];
@@ -84,9 +84,7 @@ internal sealed class TextAssembler(ServerState s, IReadOnlyCollection<int> stop
             string token = t.Token.Text;
             int at = Math.Max(_at, t.Before);
             var rest = text.AsSpan(at);
-            // The clean-up only removes spaces: a token's text stands here whole, or without its leading space.
-            string? found = rest.StartsWith(token, StringComparison.Ordinal) ? token
-                : token.StartsWith(' ') && rest.StartsWith(token.AsSpan(1), StringComparison.Ordinal) ? token[1..] : null;
+            string? found = Found(rest, token);
             // Neither yet, but the text so far could still continue as either: wait until more of it is final.
             if (found is null && !final && (token.AsSpan().StartsWith(rest, StringComparison.Ordinal) || token.AsSpan().TrimStart(' ').StartsWith(rest, StringComparison.Ordinal))) return;
             // Not in the text at all (a byte of a character reads U+FFFD): the next token starts after what was final once it arrived.
@@ -95,6 +93,14 @@ internal sealed class TextAssembler(ServerState s, IReadOnlyCollection<int> stop
             _unplaced.Dequeue();
         }
     }
+
+    /// <summary>
+    /// A token's text as it stands at the start of <paramref name="rest"/>: whole, or without its leading space (the
+    /// clean-up only removes spaces); null when neither.
+    /// </summary>
+    internal static string? Found(ReadOnlySpan<char> rest, string token) =>
+        rest.StartsWith(token, StringComparison.Ordinal) ? token
+            : token.StartsWith(' ') && rest.StartsWith(token.AsSpan(1), StringComparison.Ordinal) ? token[1..] : null;
 
     public string FinishReason(GenerationJob job) => _text.StopStringMatched ? "stop" : job.FinishReason == "length" ? "length" : "stop";
 }

@@ -23,7 +23,7 @@ internal sealed class GenerationJob
         if (topLogprobs < 0) throw new ArgumentException("top logprobs must be >= 0");
         if (scorePrompt && topLogprobs is null) throw new ArgumentException("scoring the prompt needs top logprobs");
         TopLogprobs = topLogprobs;
-        ScoresPrompt = scorePrompt;
+        if (scorePrompt) _promptScores = new(TaskCreationOptions.RunContinuationsAsynchronously);
         if (prompt.Count == 0) throw new ArgumentException("the prompt encodes to zero tokens");
         if (options.MaxNewTokens < (scorePrompt ? 0 : 1)) throw new ArgumentException("max_tokens must be >= 1");
         Prompt = prompt;
@@ -40,15 +40,16 @@ internal sealed class GenerationJob
     public string? Adapter { get; }
     public CancellationToken Cancel { get; }
     public int? TopLogprobs { get; }
-    public bool ScoresPrompt { get; }
+    public bool ScoresPrompt => _promptScores is not null;
 
-    readonly TaskCompletionSource<GeneratedToken[]> _promptScores = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    // Only a scoring job has one: a job's failure would otherwise leave an unobserved faulted task behind every request.
+    readonly TaskCompletionSource<GeneratedToken[]>? _promptScores;
 
     /// <summary>The prompt's tokens 1..T-1 scored by the row's prefill (<see cref="ScoresPrompt"/>), before its first
     /// token; faults with the job's error, is cancelled if the job ends before its prefill.</summary>
-    public Task<GeneratedToken[]> PromptScores => _promptScores.Task;
+    public Task<GeneratedToken[]> PromptScores => _promptScores?.Task ?? throw new InvalidOperationException("this job does not score its prompt");
 
-    internal void Scored(GeneratedToken[] scores) => _promptScores.TrySetResult(scores);
+    internal void Scored(GeneratedToken[] scores) => _promptScores?.TrySetResult(scores);
     internal TokenSampler Sampler { get; }
     internal int Generated { get; set; }
 
@@ -69,14 +70,14 @@ internal sealed class GenerationJob
     internal bool Finish(string reason)
     {
         FinishReason ??= reason;
-        _promptScores.TrySetCanceled();
+        _promptScores?.TrySetCanceled();
         if (_tokens.Writer.TryComplete()) Done?.Invoke();
         return true;
     }
 
     internal void Fail(Exception e)
     {
-        _promptScores.TrySetException(e);
+        _promptScores?.TrySetException(e);
         if (_tokens.Writer.TryComplete(e)) Done?.Invoke();
     }
 
