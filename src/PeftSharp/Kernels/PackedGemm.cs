@@ -82,28 +82,15 @@ internal static unsafe class PackedGemm
             api.Pack(RowMajor, BMatrix, forward ? Trans : NoTrans, rows, N, K, 1f, (float*)Address(w), i, (float*)_data);
         }
 
-        /// <summary>
-        /// a [.., K] (contiguous fp32) times the packed matrix: a new [.., N] tensor. With <paramref name="parts"/> &gt; 1
-        /// the rows are cut into that many blocks (multiples of 8 rows, fixed by the shape alone) and each block is one
-        /// sequential MKL call on a thread of torch's OpenMP team (<see cref="TorchThreads"/>), instead of one call that
-        /// MKL splits over the same team itself.
-        /// </summary>
-        public Tensor Times(Tensor a, int parts = 1)
+        /// <summary>a [.., K] (contiguous fp32) times the packed matrix: a new [.., N] tensor.</summary>
+        public Tensor Times(Tensor a)
         {
             if (_data == 0) throw new ObjectDisposedException(nameof(PackedWeight));
             int m = checked((int)(a.numel() / K));
             var shape = a.shape.ToArray();
             shape[^1] = N;
             var c = empty(shape);
-            float* pa = (float*)Address(a), pc = (float*)Address(c), pb = (float*)_data;
-            int n = N, k = K;
-            if (parts <= 1) { Functions.Value!.Compute(RowMajor, NoTrans, Packed, m, n, k, pa, k, pb, n, 0f, pc, n); return c; }
-            int block = (m / parts + 7) / 8 * 8;
-            TorchThreads.For(parts, TorchThreads.Size, i =>
-            {
-                int r0 = i * block, rows = Math.Min(block, m - r0);
-                if (rows > 0) Functions.Value!.Compute(RowMajor, NoTrans, Packed, rows, n, k, pa + (long)r0 * k, k, pb, n, 0f, pc + (long)r0 * n, n);
-            });
+            Functions.Value!.Compute(RowMajor, NoTrans, Packed, m, N, K, (float*)Address(a), K, (float*)_data, N, 0f, (float*)Address(c), N);
             return c;
         }
 

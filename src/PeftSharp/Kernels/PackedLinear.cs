@@ -21,21 +21,6 @@ internal sealed class PackedLinear : autograd.SingleTensorFunction<PackedLinear>
     /// <summary>Until disposed, the packed path is off on this thread: libtorch's linear (the bench's A/B reference).</summary>
     internal static IDisposable Off() => Use.Disable();
 
-    static readonly KernelUse Split = new();
-
-    /// <summary>Until disposed, packed products on this thread are one MKL call each (MKL threads it) instead of row halves
-    /// on torch's team (the bench's A/B reference).</summary>
-    internal static IDisposable SplitOff() => Split.Disable();
-
-    /// <summary>Row blocks the product of <paramref name="a"/> is cut into. MKL's own 2-thread split of these GEMMs
-    /// left the main thread computing while the worker waited (`bench/lora-step-perf.sh`); halves of the rows, each one
-    /// sequential MKL call on a team thread, finish together. Chosen by the shape alone (never the thread count), so
-    /// the bits are the same on any number of threads.</summary>
-    static int Parts(Tensor a) => !Split.IsOff && a.numel() / Math.Max(1, a.shape[^1]) >= MinSplitRows ? PartsEnv : 1;
-    static readonly int PartsEnv = int.TryParse(Environment.GetEnvironmentVariable("PEFTSHARP_EXP_PARTS"), out var p) ? p : 2;
-
-    const long MinSplitRows = 256;
-
     /// <summary>One weight packed both ways. The pair belongs to its layer, which disposes it when the weight may change.</summary>
     internal sealed class Pair(Tensor weight, int rows) : IDisposable
     {
@@ -66,7 +51,7 @@ internal sealed class PackedLinear : autograd.SingleTensorFunction<PackedLinear>
 
     static Tensor Forward(Tensor x, Pair pair, Tensor? bias)
     {
-        var y = pair.Forward.Times(x, Parts(x));
+        var y = pair.Forward.Times(x);
         if (bias is not null) y.add_(bias);
         Use.Forward();
         return y;
@@ -88,8 +73,7 @@ internal sealed class PackedLinear : autograd.SingleTensorFunction<PackedLinear>
         try
         {
             using var scope = NewDisposeScope();
-            var g = Contiguous(grad);
-            var dx = ((Pair)ctx.get_data("pair")).Backward.Times(g, Parts(g));
+            var dx = ((Pair)ctx.get_data("pair")).Backward.Times(Contiguous(grad));
             Use.Backward();
             return [ReturnedGradients.Keep(dx), null!, null!];
         }
