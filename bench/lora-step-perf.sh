@@ -4,7 +4,7 @@
 # to the steps' window (the bench prints it on CLOCK_MONOTONIC, which perf is told to stamp with), then
 # bench/perf_by_thread.py: ms per step of the main thread, libtorch's OpenMP worker and other threads (JIT, GC) per kind
 # (MKL's GEMM micro-kernels vs its packing, the C# kernels, libtorch's elementwise loops and dispatch/autograd, malloc,
-# the OS, the worker's wait in libgomp), and what the main thread ran while the worker waited: the 2-thread loss.
+# the OS, the worker's wait in libgomp), and what each thread ran while the other waited: the 2-thread loss.
 # STEPS / WARMUP (default 8 / 3), FREQ (perf's sampling rate, default 999 Hz), THREADS (2); extra flags go to lora-step.
 # Needs `perf` with access to this process (perf_event_paranoid <= 2 for one's own processes).
 set -euo pipefail

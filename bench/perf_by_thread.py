@@ -8,7 +8,9 @@ import argparse, bisect, collections, sys
 # (label, test on the sample's "symbol (dso)" text), first match wins.
 KINDS = [
     ("OpenMP wait (libgomp spin/barrier)", lambda s: "libgomp" in s),
-    ("MKL sgemm micro-kernels", lambda s: "sgemm_kernel" in s),
+    # MKL's unpacked "nocopy" kernels run the small GEMMs (LoRA's rank-r products); the blocked ones the large GEMMs.
+    ("MKL sgemm nocopy kernels (small GEMMs)", lambda s: "sgemm_kernel_nocopy" in s),
+    ("MKL sgemm micro-kernels", lambda s: "sgemm_kernel" in s or "sgemm_ker0" in s),
     ("MKL packing, copies, driver", lambda s: "mkl_" in s or "gblock" in s or "acopy" in s or "gemm_omp_driver" in s),
     ("attention kernel: products (Mul8, Mul4x64)", lambda s: "CausalAttentionKernel::Mul" in s),
     ("attention kernel: packing, softmax, rest", lambda s: "CausalAttention" in s),
@@ -62,20 +64,24 @@ def main():
         f"{max(0.0, wall - totals[name]) * per_ms:15.1f}" if name != "other threads" else f"{'':15}" for name, _ in columns))
     if not worker:
         return
-    # What the main thread ran at the moments the worker was sampled waiting: the work that had no second thread.
-    main_times = sorted((s[2], s[3]) for s in samples if s[1] == main_tid)
-    keys = [m[0] for m in main_times]
-    near = collections.Counter()
-    for s in samples:
-        if s[1] != worker or s[3] != KINDS[0][0]:
-            continue
-        i = bisect.bisect_left(keys, s[2])
-        j = min((k for k in (i - 1, i) if 0 <= k < len(keys)), key=lambda k: abs(keys[k] - s[2]))
-        near[main_times[j][1] if abs(keys[j] - s[2]) <= 1 / a.freq else "(no main-thread sample near it)"] += 1
-    waited = sum(near.values())
-    print(f"while the omp worker waited ({waited * per_ms:.1f} ms per step), the main thread ran:")
-    for label, n in near.most_common():
-        print(f"  {label:44}{n * per_ms:15.1f}")
+    # What one thread ran at the moments the other was sampled waiting: the worker's wait is the work that had no second
+    # thread (serial work on the main thread, or a parallel region's uneven end); the main thread's wait is the converse
+    # (a region's end where the worker was the slower one). An MKL GEMM's end shows in both, the serial work in the first.
+    for waiter, runner, name in ((worker, main_tid, "the omp worker"), (main_tid, worker, "the main thread")):
+        run_times = sorted((s[2], s[3]) for s in samples if s[1] == runner)
+        keys = [m[0] for m in run_times]
+        near = collections.Counter()
+        for s in samples:
+            if s[1] != waiter or s[3] != KINDS[0][0]:
+                continue
+            i = bisect.bisect_left(keys, s[2])
+            j = min((k for k in (i - 1, i) if 0 <= k < len(keys)), key=lambda k: abs(keys[k] - s[2]))
+            near[run_times[j][1] if abs(keys[j] - s[2]) <= 1 / a.freq else "(no sample of the other thread near it)"] += 1
+        waited = sum(near.values())
+        other = "the main thread" if runner == main_tid else "the omp worker"
+        print(f"while {name} waited ({waited * per_ms:.1f} ms per step), {other} ran:")
+        for label, n in near.most_common():
+            print(f"  {label:44}{n * per_ms:15.1f}")
 
 
 if __name__ == "__main__":
