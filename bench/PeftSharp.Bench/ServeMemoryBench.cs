@@ -16,11 +16,13 @@ namespace PeftSharp.Bench;
 /// bench/serve-vs-plan.sh drives it. Prints one JSON line: planned, measured, the plan's parts and the allocator that
 /// ran: `peft serve`'s by default (BenchAllocator: the buffer cache; PEFTSHARP_TENSOR_CACHE=0 glibc's fixed mmap
 /// threshold alone), `--allocator glibc` glibc's default heap, where freed KV-cache blocks stay in glibc's heaps.
+/// `--score`: every request scores its prompt too (`echo` + `logprobs` 1, as lm-evaluation-harness asks), so each
+/// prefill keeps every position's logits: the plan's <see cref="ServePlan.ScoringBytes"/> at work.
 /// </summary>
 public sealed class ServeMemoryBench : IBench
 {
     public string Name => "serve-memory";
-    public string Description => "peak RSS of serve at a load vs plan --serve (--hidden --layers --heads --kv-heads --intermediate --vocab --batch --prompt --max-tokens --adapters --rank --max-prefill-tokens --max-prefill-batch)";
+    public string Description => "peak RSS of serve at a load vs plan --serve (--hidden --layers --heads --kv-heads --intermediate --vocab --batch --prompt --max-tokens --adapters --rank --max-prefill-tokens --max-prefill-batch --score)";
 
     public int Run(string[] argv)
     {
@@ -28,6 +30,7 @@ public sealed class ServeMemoryBench : IBench
         int hidden = a.Int("hidden", 768), layers = a.Int("layers", 12), heads = a.Int("heads", 12), kvHeads = a.Int("kv-heads", 4);
         int inter = a.Int("intermediate", 2048), vocab = a.Int("vocab", 8192), batch = a.Int("batch", 16), prompt = a.Int("prompt", 448);
         int maxTokens = a.Int("max-tokens", 64), adapters = a.Int("adapters", 8), rank = a.Int("rank", 8);
+        bool score = a.Flag("score");
         // As `peft serve` / `peft plan --serve` (--max-prefill-batch: requests per prefill forward, default 8).
         int prefillTokens = a.Int("max-prefill-tokens", ServeRequest.DefaultMaxPrefillTokens), prefillBatch = a.Int("max-prefill-batch", 8);
         TorchSharp.torch.set_num_threads(a.Int("threads", 1));
@@ -55,7 +58,7 @@ public sealed class ServeMemoryBench : IBench
                 Adapters = folders.Select((d, i) => ($"a{i}", d)).ToList(),
             };
             var clock = System.Diagnostics.Stopwatch.StartNew();
-            RunLoad(model, tok, options, batch, prompt, maxTokens, adapters).GetAwaiter().GetResult();
+            RunLoad(model, tok, options, batch, prompt, maxTokens, adapters, score).GetAwaiter().GetResult();
             double seconds = clock.Elapsed.TotalSeconds; // the whole load: prefill of every prompt, then batched decoding
             // The server is gone (its KV cache with it) and idle buffers are given back: what stays beyond the weights and
             // adapters is the runtime's own growth while serving (managed heap, native arenas), which no plan term names.
@@ -82,7 +85,7 @@ public sealed class ServeMemoryBench : IBench
                 ["batch"] = batch, ["context"] = prompt + maxTokens, ["adapters"] = adapters, ["params"] = shape.TotalParameters,
                 ["planned"] = plan.TotalBytes, ["measured"] = measured, ["rss_runtime"] = runtime, ["rss_after_model"] = afterModel,
                 ["rss_after_adapters"] = afterAdapters, ["rss_after_load"] = afterLoad, ["peak_rss"] = peak, ["error"] = Math.Round((plan.TotalBytes - (double)measured) / measured, 4), ["weights"] = plan.WeightsBytes, ["kv_cache"] = plan.KvCacheBytes, ["kv_growth"] = plan.KvGrowthBytes,
-                ["adapters_bytes"] = plan.AdaptersBytes, ["prefill"] = plan.PrefillBytes, ["prefill_tokens"] = plan.Request.ResolvedPrefillTokens,
+                ["adapters_bytes"] = plan.AdaptersBytes, ["prefill"] = plan.PrefillBytes, ["scoring"] = plan.ScoringBytes, ["scored"] = score, ["prefill_tokens"] = plan.Request.ResolvedPrefillTokens,
                 ["max_prefill_tokens"] = prefillTokens, ["max_prefill_batch"] = prefillBatch, ["overhead"] = plan.FrameworkOverheadBytes,
                 ["seconds"] = Math.Round(seconds, 2), ["generated_tokens_per_s"] = Math.Round(batch * maxTokens / seconds, 2),
                 ["allocator"] = allocator,
@@ -93,7 +96,7 @@ public sealed class ServeMemoryBench : IBench
         finally { Directory.Delete(dir, recursive: true); }
     }
 
-    static async Task RunLoad(PeftSharp.Models.CausalLM model, PeftSharp.Models.TextTokenizer tok, ServerOptions options, int batch, int prompt, int maxTokens, int adapters)
+    static async Task RunLoad(PeftSharp.Models.CausalLM model, PeftSharp.Models.TextTokenizer tok, ServerOptions options, int batch, int prompt, int maxTokens, int adapters, bool score)
     {
         await using var server = await PeftServer.StartAsync(model, tok, "base", options, new PeftAdapterLoader());
         PeftSharp.Native.TensorAllocator.ReleaseIdle();   // as peft serve, once the adapters are loaded
@@ -105,6 +108,7 @@ public sealed class ServeMemoryBench : IBench
             ["prompt"] = new JsonArray(Enumerable.Range(0, prompt).Select(_ => (JsonNode)rng.Next(model.Config.VocabSize)).ToArray()),
             ["max_tokens"] = maxTokens, ["temperature"] = 0,
         }).ToList();
+        if (score) foreach (var body in bodies) { body["echo"] = true; body["logprobs"] = 1; }
         await Task.WhenAll(bodies.Select(async body =>
         {
             using var resp = await http.PostAsJsonAsync("v1/completions", body);

@@ -11,6 +11,7 @@ public static class CliApp
     {
         // The library's warnings go to stderr, unless the host (a test harness, an app embedding the CLI) put its own there.
         if (PeftLogging.Logger is Microsoft.Extensions.Logging.Abstractions.NullLogger) PeftLogging.Logger = StderrWarnings.Instance;
+        UnwrappedWhenRedirected(args);
         var app = new CommandApp();
         var settingsByCommand = new Dictionary<string, Type>();
         app.Configure(c => Configure(new RecordingConfigurator(c, settingsByCommand)));
@@ -34,6 +35,19 @@ public static class CliApp
             Console.Error.WriteLine($"error: {e.Message}");
             return 1;
         }
+    }
+
+    /// <summary>
+    /// Spectre.Console wraps every line at 80 columns when stdout is not a terminal (no width to ask), which splits a long
+    /// path in "wrote PATH: N bytes" over two lines for a script or a log reading it. Piped output gets a width no line
+    /// reaches instead; tables still take their natural width and the progress bar its fixed 40 columns. Help keeps 80:
+    /// its grid pads every line to the full width. COLUMNS, when set, is Spectre's own answer and kept.
+    /// </summary>
+    static void UnwrappedWhenRedirected(string[] args)
+    {
+        bool help = args.Length == 0 || args.Any(a => a is "-h" or "--help" or "-?" or "help");
+        if (!help && Console.IsOutputRedirected && string.IsNullOrEmpty(Environment.GetEnvironmentVariable("COLUMNS")))
+            AnsiConsole.Profile.Width = 4096;
     }
 
     /// <summary>`peft --version`: the CLI assembly's informational version (without the source revision suffix).</summary>

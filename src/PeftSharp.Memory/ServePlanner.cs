@@ -109,6 +109,13 @@ public sealed record ServePlan
     /// longer chunk; inference keeps no activations for backward; one layer at a time), with GQA's keys and values of
     /// those tokens repeated to every query head.</summary>
     public required long PrefillBytes { get; init; }
+    /// <summary>A prompt-scoring prefill (`/v1/completions` with `echo` and `logprobs`): one row's chunk of
+    /// <see cref="ServePlanner.ScoringChunkTokens"/> tokens through the model with every position's logits kept (in the
+    /// compute dtype, an fp32 copy where that differs, and their fp32 log-softmax), beside that chunk's layer working set.
+    /// Any client may ask for it, so it counts as a transient like <see cref="PrefillBytes"/>.</summary>
+    public long ScoringBytes { get; init; }
+    /// <summary>The tokens of that scoring chunk.</summary>
+    internal long ScoringTokens { get; init; }
     /// <summary>The cache's rebuild transient at full load: one layer's copy (a join or rows leaving rebuilds the cache
     /// one layer at a time, the joining rows' caches released layer by layer). Counted in <see cref="TotalBytes"/> only
     /// where larger than <see cref="PrefillBytes"/> (see <see cref="TransientBytes"/>).</summary>
@@ -119,13 +126,13 @@ public sealed record ServePlan
     /// <summary>Everything but the cache: what a card must hold before the first sequence (its prefill included).</summary>
     public long FixedBytes => WeightsBytes + AdaptersBytes + PrefillBytes + FrameworkOverheadBytes;
     /// <summary>
-    /// The largest transient beside the cache: a prefill forward's working set or the cache's rebuild, whichever is
-    /// larger, since they never coincide. `peft serve` runs one thing at a time on its worker: a prefill forward's
+    /// The largest transient beside the cache: a prefill forward's working set (a scoring prefill's included) or the
+    /// cache's rebuild, whichever is larger, since they never coincide. `peft serve` runs one thing at a time on its worker: a prefill forward's
     /// activations are freed when the forward returns, before its rows join (the join's rebuild), and a decode step's
     /// rebuild (rows leaving) runs between forwards. The rows being prefilled are among <see cref="ServeRequest.MaxBatch"/>
     /// (the scheduler admits no more), so their own cache, at most their context each, is inside <see cref="KvCacheBytes"/>.
     /// </summary>
-    public long TransientBytes => Math.Max(PrefillBytes, KvGrowthBytes);
+    public long TransientBytes => Math.Max(Math.Max(PrefillBytes, ScoringBytes), KvGrowthBytes);
     /// <summary>The peak at full load: weights, adapters, runtime, the whole KV cache and the largest transient.</summary>
     public long TotalBytes => SaturatingBytes.Sum(WeightsBytes, AdaptersBytes, FrameworkOverheadBytes, KvCacheBytes, TransientBytes);
     /// <summary>The KV cache of one sequence of the full <see cref="ServeRequest.Context"/>: a sliding-window layer holds
@@ -149,7 +156,7 @@ public sealed record ServePlan
     }
 
     /// <summary>The peak with <paramref name="rows"/> sequences (<see cref="TotalBytes"/>'s rule at that load).</summary>
-    long Need(long rows) => FixedBytes - PrefillBytes + rows * KvBytesPerSequence + Math.Max(PrefillBytes, Growth(rows));
+    long Need(long rows) => FixedBytes - PrefillBytes + rows * KvBytesPerSequence + Math.Max(Math.Max(PrefillBytes, ScoringBytes), Growth(rows));
 
     /// <summary>One layer's copy of the cache of <paramref name="rows"/> rows.</summary>
     long Growth(long rows) => Request.ConcatenatedCache ? rows * (WidestLayerSlots > 0 ? WidestLayerSlots : Request.Context) * KvBytesPerTokenPerLayer : 0;
@@ -170,11 +177,21 @@ public sealed record ServePlan
 /// keys and values to every query head before attention (Models/Attention's repeat_interleave over the layer's cache,
 /// which holds the prefilled rows alone: 2 x heads x head_dim per token); a decode step reads the cache in place, each
 /// key/value head with its group of queries (transformers' sdpa path repeats the whole cache there, this server does not).
-/// The prefill forward and the cache's rebuild (one layer copied when rows join or leave) never coincide, so the larger
-/// of the two is counted (<see cref="ServePlan.TransientBytes"/>).
+/// A scored prompt (echo + logprobs) is prefilled alone in chunks whose every position's logits are kept
+/// (<see cref="ServePlan.ScoringBytes"/>). The prefill forward and the cache's rebuild (one layer copied when rows join
+/// or leave) never coincide, so the largest of them is counted (<see cref="ServePlan.TransientBytes"/>).
 /// </summary>
 public static class ServePlanner
 {
+    /// <summary>The most fp32 logits one scoring chunk holds (its log-softmax holds as many again): `peft serve`'s
+    /// Scheduling/PromptScorer feeds a scored prompt in chunks of <see cref="ScoringChunkTokens"/> tokens, so a long
+    /// prompt of a large vocabulary (1 GiB of logits at 2,048 tokens of 128k) never holds them all.</summary>
+    internal const long ScoringLogitsBudgetBytes = 64L << 20;
+
+    /// <summary>Tokens per scoring forward: the logits budget's rows, at most the prefill budget's tokens.</summary>
+    internal static int ScoringChunkTokens(long vocab, long maxPrefillTokens) =>
+        (int)Math.Clamp(ScoringLogitsBudgetBytes / (4L * vocab), 1, Math.Max(1, maxPrefillTokens));
+
     /// <summary>Plans a server of a preset model, a model given by its config.json, or a model folder holding one.</summary>
     /// <param name="presetOrConfigPath">A name from <see cref="Presets.Names"/>, a config.json path, or a folder holding one.</param>
     /// <param name="request">The server's load; <see cref="ServeRequest.Validate"/> is applied first.</param>
@@ -210,8 +227,11 @@ public static class ServePlanner
         long adapterEach = Dtypes.Bytes(r.ResolvedAdapter, adapterElements);
         long chunk = r.ResolvedPrefillTokens;
         double e = Dtypes.BytesPerElement(r.ResolvedCompute);
-        long prefill = (long)Math.Ceiling(chunk * (4.0 * c.HiddenSize + 2.0 * kvWidth + 3.0 * c.IntermediateSize) * e
-            + Dtypes.Bytes(r.ResolvedKv, chunk * repeatedWidth) + 4.0 * r.MaxBatch * c.VocabSize);
+        long LayerWorkingSet(long tokens) => (long)Math.Ceiling(tokens * (4.0 * c.HiddenSize + 2.0 * kvWidth + 3.0 * c.IntermediateSize) * e)
+            + Dtypes.Bytes(r.ResolvedKv, tokens * repeatedWidth);
+        long prefill = LayerWorkingSet(chunk) + 4L * r.MaxBatch * c.VocabSize;
+        long scored = Math.Min(ScoringChunkTokens(c.VocabSize, r.MaxPrefillTokens), r.Context);
+        long scoring = LayerWorkingSet(scored) + (long)Math.Ceiling(scored * (double)c.VocabSize * (e + (r.ResolvedCompute == DType.Fp32 ? 0 : 4) + 4));
         return new ServePlan
         {
             Model = model.Name,
@@ -226,6 +246,8 @@ public static class ServePlanner
             AdaptersBytes = adapterEach * r.Adapters,
             AdapterBytesEach = adapterEach,
             PrefillBytes = prefill,
+            ScoringBytes = scoring,
+            ScoringTokens = scored,
             FrameworkOverheadBytes = r.ResolvedOverheadBytes,
         };
     }

@@ -122,6 +122,28 @@ public class ServePlanTests
     }
 
     [Fact]
+    public void A_scored_prompt_keeps_every_position_logits_and_counts_where_it_is_the_largest_transient()
+    {
+        // qwen2.5-0.5b (h 896, 2 kv heads x 64 of 14 heads, i 4864, V 151936, bf16): one row of 512 tokens prefills
+        // ~19 MB, but scoring a prompt (echo + logprobs) keeps each position's logits: 64 MiB of fp32 logits is 110 rows
+        // of 151936, held in bf16, copied to fp32 and log-softmaxed (10 bytes a logit), ~167 MB. The server accepts
+        // such a request at any load, so it is the transient the total counts.
+        var p = ServePlanner.Plan("qwen2.5-0.5b", new ServeRequest { MaxBatch = 1, Context = 512, Adapters = 0 });
+        const long rows = (64L << 20) / (4 * 151936);
+        Assert.Equal(110, rows);
+        long layer = (long)Math.Ceiling(rows * (4.0 * 896 + 2 * 128 + 3 * 4864) * 2) + rows * 2 * 14 * 64 * 2;
+        Assert.Equal(layer + rows * 151936 * (2 + 4 + 4), p.ScoringBytes);
+        Assert.True(p.ScoringBytes > p.PrefillBytes && p.ScoringBytes > p.KvGrowthBytes);
+        Assert.Equal(p.WeightsBytes + p.AdaptersBytes + p.FrameworkOverheadBytes + p.KvCacheBytes + p.ScoringBytes, p.TotalBytes);
+        // fp32 compute: the logits are fp32 already, no copy (8 bytes a logit).
+        var fp32 = ServePlanner.Plan("qwen2.5-0.5b", new ServeRequest { MaxBatch = 1, Context = 512, Adapters = 0, WeightDtype = DType.Fp32 });
+        Assert.Equal(2 * layer + rows * 151936 * 8, fp32.ScoringBytes);
+        // A context shorter than the chunk scores at most the context.
+        var shortContext = ServePlanner.Plan("qwen2.5-0.5b", new ServeRequest { MaxBatch = 1, Context = 16, Adapters = 0 });
+        Assert.Equal(layer * 16 / rows + 16L * 151936 * 10, shortContext.ScoringBytes);
+    }
+
+    [Fact]
     public void Gqa_prefill_counts_its_keys_and_values_repeated_to_every_query_head_and_decode_repeats_nothing()
     {
         // llama-3.1-8b: 32 query heads x 128 over 8 kv heads, h 4096, i 14336, V 128256, bf16. The largest prefill

@@ -154,6 +154,8 @@ static class PlanOutput
         max_prefill_tokens = p.Request.MaxPrefillTokens,
         prefill_tokens = p.Request.ResolvedPrefillTokens,
         prefill_bytes = p.PrefillBytes,
+        scoring_tokens = p.ScoringTokens,
+        scoring_bytes = p.ScoringBytes,
         framework_overhead_bytes = p.FrameworkOverheadBytes,
         total_bytes = p.TotalBytes,
         cpu_allocator = p.Request.Device == DeviceKind.Cpu ? ServeAllocator : null,
@@ -175,7 +177,8 @@ static class PlanOutput
             + (p.KvBytesPerSequence < p.KvBytesPerToken * r.Context ? $"; sliding-window layers hold their window: {p.KvBytesPerSequence / 1e6:0.#} MB per sequence" : ""));
         if (p.KvGrowthBytes > 0) Row("KV cache rebuild", p.KvGrowthBytes, "one layer's old copy while rows join or leave; never during a prefill: the larger of the two counts");
         Row($"adapters ({r.Adapters} x {p.AdapterBytesEach / 1e6:0.##} MB)", p.AdaptersBytes, "r x (in + out) per adapted module, at the largest rank");
-        Row($"prefill ({r.ResolvedPrefillTokens} tokens)", p.PrefillBytes, $"largest prefill forward (--max-prefill-tokens {r.MaxPrefillTokens}): one layer's working set (GQA: its keys and values repeated to every head) + last-token fp32 logits per row; the larger of it and the rebuild counts");
+        Row($"prefill ({r.ResolvedPrefillTokens} tokens)", p.PrefillBytes, $"largest prefill forward (--max-prefill-tokens {r.MaxPrefillTokens}): one layer's working set (GQA: its keys and values repeated to every head) + last-token fp32 logits per row; the largest of prefill, scoring and rebuild counts");
+        Row($"prompt scoring ({p.ScoringTokens} tokens)", p.ScoringBytes, "a scored prompt's chunk (echo + logprobs): its layer working set + every position's logits and their fp32 log-softmax; the largest of prefill, scoring and rebuild counts");
         Row("framework overhead", p.FrameworkOverheadBytes, r.Device == DeviceKind.Cuda ? "CUDA context + kernels + cuBLAS workspace" : "libtorch + .NET runtime, measured");
         table.AddRow("[bold]total[/]", $"[bold]{Gb(p.TotalBytes)}[/]", "100%", "");
         AnsiConsole.Write(table);

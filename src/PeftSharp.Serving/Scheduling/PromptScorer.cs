@@ -1,3 +1,4 @@
+using PeftSharp.Memory;
 using PeftSharp.Models;
 using static TorchSharp.torch;
 
@@ -13,18 +14,16 @@ namespace PeftSharp.Serving.Scheduling;
 /// It is the row's own prefill (<see cref="RunningBatch"/>): the cache it fills is the row's cache, so a scored row
 /// costs no second forward, its cache is one of max_batch rows as `peft plan --serve` counts them, and the queue's
 /// limits apply. The prompt goes through in chunks that continue the cache, so the logits held at once are at most
-/// <see cref="LogitsBudgetBytes"/> (and a chunk is at most the server's prefill token budget) whatever the prompt's
+/// <see cref="ServePlanner.ScoringLogitsBudgetBytes"/> (and a chunk is at most the server's prefill token budget) whatever the prompt's
 /// length and vocabulary: the whole prompt at once would hold T x V floats, 1 GiB at 2,048 tokens of a 128k
 /// vocabulary. A model whose cache goes stale inside the prompt (Phi-3 longrope past its original context: every key
 /// takes the long factors then) runs it in one forward.
 /// </remarks>
 internal static class PromptScorer
 {
-    /// <summary>The most logits one chunk holds (fp32 bytes; its log-softmax holds as many again).</summary>
-    internal const long LogitsBudgetBytes = 64L << 20;
-
-    /// <summary>Tokens per forward: the logits budget's rows, at most the prefill budget's tokens.</summary>
-    public static int ChunkTokens(int vocab, long maxPrefillTokens) => (int)Math.Clamp(LogitsBudgetBytes / (4L * vocab), 1, Math.Max(1, maxPrefillTokens));
+    /// <summary>Tokens per forward: the planner's rule (<see cref="ServePlanner.ScoringChunkTokens"/>), so `peft plan --serve`
+    /// counts the chunk this server runs.</summary>
+    public static int ChunkTokens(int vocab, long maxPrefillTokens) => ServePlanner.ScoringChunkTokens(vocab, maxPrefillTokens);
 
     /// <summary>
     /// Feeds <paramref name="prompt"/> into <paramref name="cache"/> (the caller set the row's adapter) and returns the

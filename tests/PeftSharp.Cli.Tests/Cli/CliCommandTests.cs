@@ -85,6 +85,21 @@ public class CliCommandTests
         }
     }
 
+    /// <summary>
+    /// Piped output is not wrapped at 80 columns (Spectre's width when stdout is no terminal): "wrote PATH (f16): N bytes"
+    /// came out as two lines with the path cut in the middle, which a script reading the path got wrong.
+    /// </summary>
+    [Fact]
+    public void PipedOutputKeepsALongPathOnOneLine()
+    {
+        string dir = Path.Combine(TestPaths.TempDir(), "a folder whose name is long enough", "that the line passes eighty columns");
+        Directory.CreateDirectory(dir);
+        string gguf = Path.Combine(dir, "tiny-llama-exported.gguf");
+        var (code, stdout, err) = PeftProcess.Run(["export", "gguf", "--model", TestPaths.TinyLlama, "--out", gguf], new Dictionary<string, string?> { ["COLUMNS"] = null });
+        Assert.True(code == 0, err);
+        Assert.Contains($"wrote {gguf} (f16): {new FileInfo(gguf).Length:N0} bytes", stdout.Split('\n').Select(l => l.TrimEnd()));
+    }
+
     /// <summary>An adapter folder given as --model says so (as an adapter given a model folder does), not "config.json not found".</summary>
     [Fact]
     public void AnAdapterFolderGivenAsTheModelIsNamedAsAnAdapter()
