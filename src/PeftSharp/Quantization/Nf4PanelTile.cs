@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Numerics;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
@@ -349,34 +350,40 @@ internal sealed unsafe class Nf4PanelTile : IDisposable
         var c0 = Avx.LoadVector256(code);
         var c1 = Avx.LoadVector256(code + 8);
         var mask = Vector128.Create((byte)15);
-        int shift = BitOperations.IsPow2(blockSize) ? BitOperations.Log2((uint)blockSize) : -1;
+        // Block sizes are powers of two (Nf4Options): a value's block is its index shifted.
+        Debug.Assert(BitOperations.IsPow2(blockSize));
+        int shift = BitOperations.Log2((uint)blockSize);
+        long half = cols / 2;
         fixed (int* rowAt = _rowAt, n0s = _panelN0, widths = _panelWidth)
             for (int p = 0; p < _panelN0.Length; p++)
             {
-                int n0 = n0s[p], w = widths[p];
+                // MKL's AVX2 panels are 8, 16 or 24 wide: whole 16s, then an 8 where the width has one. The run's value
+                // index and code pointer step a row at a time (recomputing them per row, with the division's sign fix-up,
+                // and re-reading the loop's bounds from the stack cost as much as the lookups of a 24-wide run).
+                int w = widths[p], sixteens = w & ~15;
+                bool eight = (w & 8) != 0;
                 int* at = rowAt + p * K;
-                for (int kk = 0; kk < K; kk++)
+                long e = firstRow * cols + n0s[p];
+                byte* src = packed + e / 2;
+                for (int kk = 0; kk < K; kk++, e += cols, src += half)
                 {
                     float* dst = d + at[kk];
-                    long e = (firstRow + kk) * cols + n0;
-                    byte* src = packed + e / 2;
-                    int j = 0;
-                    for (; j + 16 <= w; j += 16, e += 16, src += 8)
+                    for (int j = 0; j < sixteens; j += 16)
                     {
-                        var b = Vector128.CreateScalarUnsafe(*(ulong*)src).AsByte();
+                        var b = Vector128.CreateScalarUnsafe(*(ulong*)(src + j / 2)).AsByte();
                         var hi = Vector128.ShiftRightLogical(b.AsUInt16(), 4).AsByte() & mask;
                         var codes = Sse2.UnpackLow(hi, b & mask);   // h0 l0 h1 l1 ... h7 l7: 16 indices
                         var first = Lookup(c0, c1, Avx2.ConvertToVector256Int32(codes));
                         var second = Lookup(c0, c1, Avx2.ConvertToVector256Int32(Sse2.ShiftRightLogical128BitLane(codes, 8)));
-                        Avx.Store(dst + j, Avx.Multiply(first, Vector256.Create(absmax[shift >= 0 ? e >> shift : e / blockSize])));
-                        Avx.Store(dst + j + 8, Avx.Multiply(second, Vector256.Create(absmax[shift >= 0 ? (e + 8) >> shift : (e + 8) / blockSize])));
+                        Avx.Store(dst + j, Avx.Multiply(first, Vector256.Create(absmax[(e + j) >> shift])));
+                        Avx.Store(dst + j + 8, Avx.Multiply(second, Vector256.Create(absmax[(e + j + 8) >> shift])));
                     }
-                    if (j < w)
+                    if (eight)
                     {
-                        var b = Vector128.CreateScalarUnsafe(*(uint*)src).AsByte();
+                        var b = Vector128.CreateScalarUnsafe(*(uint*)(src + sixteens / 2)).AsByte();
                         var hi = Vector128.ShiftRightLogical(b.AsUInt16(), 4).AsByte() & mask;
                         var v = Lookup(c0, c1, Avx2.ConvertToVector256Int32(Sse2.UnpackLow(hi, b & mask)));
-                        Avx.Store(dst + j, Avx.Multiply(v, Vector256.Create(absmax[shift >= 0 ? e >> shift : e / blockSize])));
+                        Avx.Store(dst + sixteens, Avx.Multiply(v, Vector256.Create(absmax[(e + sixteens) >> shift])));
                     }
                 }
             }
@@ -398,6 +405,7 @@ internal sealed unsafe class Nf4PanelTile : IDisposable
         float* scale = stackalloc float[widest];
         bool rowsAreBlocks = cols % blockSize == 0;
         long blocksPerRow = cols / blockSize;
+        long eightRows = 8 * cols / 2;
         int shift = BitOperations.IsPow2(blockSize) ? BitOperations.Log2((uint)blockSize) : -1;
         fixed (int* rowAt = _rowAt, n0s = _panelN0, widths = _panelWidth)
             for (int p = 0; p < _panelN0.Length; p++)
@@ -422,20 +430,23 @@ internal sealed unsafe class Nf4PanelTile : IDisposable
                         else for (int i = 0; i < w; i++) scale[i] = absmax[((row0 + i) * cols + kk) / blockSize];
                         block = b;
                     }
-                    for (int g = 0; g < w; g += 8)
+                    // The eight panel rows' starts, loaded once for all the row groups.
+                    float* o0 = d + at[kk], o1 = d + at[kk + 1], o2 = d + at[kk + 2], o3 = d + at[kk + 3],
+                        o4 = d + at[kk + 4], o5 = d + at[kk + 5], o6 = d + at[kk + 6], o7 = d + at[kk + 7];
+                    byte* src = first;
+                    for (int g = 0; g < w; g += 8, src += eightRows)
                     {
-                        var codes = Avx2.GatherVector256((int*)(first + g * cols / 2), rowBytes, 1);
+                        var codes = Avx2.GatherVector256((int*)src, rowBytes, 1);
                         var scales = Avx.LoadVector256(scale + g);
-                        float* dg = d + g;
                         // Column kk's nibble is bits 4-7 of each lane, kk + 1's bits 0-3, kk + 2's bits 12-15, ...
-                        Avx.Store(dg + at[kk], Avx.Multiply(Nibble(c0, c1, codes, 4, 24), scales));
-                        Avx.Store(dg + at[kk + 1], Avx.Multiply(Nibble(c0, c1, codes, 0, 28), scales));
-                        Avx.Store(dg + at[kk + 2], Avx.Multiply(Nibble(c0, c1, codes, 12, 16), scales));
-                        Avx.Store(dg + at[kk + 3], Avx.Multiply(Nibble(c0, c1, codes, 8, 20), scales));
-                        Avx.Store(dg + at[kk + 4], Avx.Multiply(Nibble(c0, c1, codes, 20, 8), scales));
-                        Avx.Store(dg + at[kk + 5], Avx.Multiply(Nibble(c0, c1, codes, 16, 12), scales));
-                        Avx.Store(dg + at[kk + 6], Avx.Multiply(Nibble(c0, c1, codes, 28, 0), scales));
-                        Avx.Store(dg + at[kk + 7], Avx.Multiply(Nibble(c0, c1, codes, 24, 4), scales));
+                        Avx.Store(o0 + g, Avx.Multiply(Nibble(c0, c1, codes, 4, 24), scales));
+                        Avx.Store(o1 + g, Avx.Multiply(Nibble(c0, c1, codes, 0, 28), scales));
+                        Avx.Store(o2 + g, Avx.Multiply(Nibble(c0, c1, codes, 12, 16), scales));
+                        Avx.Store(o3 + g, Avx.Multiply(Nibble(c0, c1, codes, 8, 20), scales));
+                        Avx.Store(o4 + g, Avx.Multiply(Nibble(c0, c1, codes, 20, 8), scales));
+                        Avx.Store(o5 + g, Avx.Multiply(Nibble(c0, c1, codes, 16, 12), scales));
+                        Avx.Store(o6 + g, Avx.Multiply(Nibble(c0, c1, codes, 28, 0), scales));
+                        Avx.Store(o7 + g, Avx.Multiply(Nibble(c0, c1, codes, 24, 4), scales));
                     }
                 }
             }

@@ -16,7 +16,7 @@ public class Nf4PanelTileTests
 {
     /// <summary>
     /// Both orientations at a forward tile shape (n = the tile's rows) and a backward one (n = in), including a
-    /// 16-wide panel (n = 256 = 5 x 48 + 16 with MKL's AVX-512 kernels, 10 x 24 + 16 with its AVX2 ones): the learnt layout written by the dequantiser equals, byte for byte over
+    /// 16-wide panel (n = 256 = 5 x 48 + 16 with MKL's AVX-512 kernels, 10 x 24 + 16 with its AVX2 ones) and, for the AVX2 kernels, an 8-wide one (n = 176 = 7 x 24 + 8): the learnt layout written by the dequantiser equals, byte for byte over
     /// the whole buffer (header and padding too), cblas_sgemm_pack of the dense tile into the same buffer.
     /// </summary>
     [Theory]
@@ -28,6 +28,8 @@ public class Nf4PanelTileTests
     [InlineData(false, 1024, 256, false)]
     [InlineData(true, 160, 640, false)]
     [InlineData(false, 640, 96, false)]
+    [InlineData(true, 176, 640, false)]
+    [InlineData(false, 176, 96, false)]
     public void TheDequantisedPanelsAreWhatMklPacksFromTheDenseTile(bool forward, int n, int k, bool wide)
     {
         // wide: the AVX-512 kernels (run where the CPU has AVX-512); else the AVX2 kernels, which an AVX-512 CPU runs too.
