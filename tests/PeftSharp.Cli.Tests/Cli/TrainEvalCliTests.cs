@@ -40,6 +40,29 @@ public class TrainEvalCliTests
         Assert.DoesNotContain("past the model's context", stdout);
     }
 
+    /// <summary>
+    /// `eval` on an example longer than --max-seq scores its first --max-seq tokens only, and one past the model's context
+    /// is scored at positions never trained: both change the perplexity, so both are warnings (they were silent).
+    /// </summary>
+    [Fact]
+    public void EvalSaysWhatItTruncatedAndWhatIsPastTheContext()
+    {
+        string dir = TestPaths.TempDir(), data = Path.Combine(dir, "long.jsonl");
+        string story = string.Join(" ", Enumerable.Repeat("the little cat sat on the warm mat and looked at the sun", 30));
+        File.WriteAllLines(data, [System.Text.Json.JsonSerializer.Serialize(new { text = story }), "{\"text\": \"short\"}",
+            System.Text.Json.JsonSerializer.Serialize(new { prompt = story, completion = " yes" })]);
+        static string Plain(string s) => System.Text.RegularExpressions.Regex.Replace(System.Text.RegularExpressions.Regex.Replace(s, @"\x1b\[[0-9;]*m", ""), @"\s+", " ");
+        var (code, stdout, err) = CliCapture.Run("eval", "--model", TestPaths.TinyLlama, "--data", data, "--max-seq", "200");
+        Assert.True(code == 0, err);
+        Assert.Matches(@"warning: 2 example\(s\) longer than --max-seq 200 were truncated \(\d+ tokens cut\): perplexity covers their first 200 tokens only", Plain(stdout));
+        Assert.Contains("warning: 1 example(s) left out: nothing to score within --max-seq 200", Plain(stdout));
+        Assert.Contains("warning: the longest eval sequence (200 tokens) is past the model's context (max_position_embeddings 128)", Plain(stdout));
+        File.WriteAllLines(data, ["{\"text\": \"short\"}"]);
+        (code, stdout, err) = CliCapture.Run("eval", "--model", TestPaths.TinyLlama, "--data", data);
+        Assert.True(code == 0, err);
+        Assert.DoesNotContain("warning", stdout);
+    }
+
     [Fact]
     public void MalformedJsonlNamesFileAndLine()
     {
