@@ -181,7 +181,7 @@ public class CompletionTests
 
     /// <summary>
     /// A request without top_k samples from the whole vocabulary, as OpenAI and vLLM do (top_k 0), not among
-    /// transformers' default 50: seeded texts equal those of an explicit top_k 0, and top_k 50 gives other texts.
+    /// transformers' default 50: seeded texts equal those of an explicit top_k 0 (or vLLM's -1), and top_k 50 gives other texts.
     /// </summary>
     [Fact]
     public async Task SamplingWithoutTopKUsesTheWholeVocabulary()
@@ -199,6 +199,7 @@ public class CompletionTests
         {
             string absent = await Text(seed, null);
             Assert.Equal(await Text(seed, 0), absent);
+            Assert.Equal(await Text(seed, -1), absent);   // vLLM's "all tokens" too
             if (absent != await Text(seed, 50)) differsFromTop50++;
         }
         Assert.True(differsFromTop50 > 0, "top_k 50 changed no text: the comparison cannot tell the defaults apart");
