@@ -63,6 +63,26 @@ public class TrainEvalCliTests
         Assert.DoesNotContain("warning", stdout);
     }
 
+    /// <summary>
+    /// Full fine-tuning saves a model folder that renders, encodes and stops as its base does: the base's
+    /// tokenizer_config.json (chat template, BOS flag) and generation_config.json (stop ids) come along, as merge copies
+    /// them (only tokenizer.json did, so `generate --chat` on the result fell back to the simple format).
+    /// </summary>
+    [Fact]
+    public void FullFineTuningKeepsTheBasesTokenizerAndGenerationConfig()
+    {
+        string dir = TestPaths.TempDir(), baseDir = Path.Combine(dir, "base"), data = ReversalTask.Write(dir, 8), outDir = Path.Combine(dir, "out");
+        Directory.CreateDirectory(baseDir);
+        foreach (var f in new[] { "config.json", "model.safetensors", "tokenizer.json" }) File.Copy(Path.Combine(TestPaths.TinyLlama, f), Path.Combine(baseDir, f));
+        File.WriteAllText(Path.Combine(baseDir, "tokenizer_config.json"),
+            "{\"add_bos_token\": false, \"chat_template\": \"{% for m in messages %}[{{ m.role }}] {{ m.content }}\\n{% endfor %}\"}");
+        File.WriteAllText(Path.Combine(baseDir, "generation_config.json"), "{\"eos_token_id\": [259, 10], \"do_sample\": false}");
+        var (code, _, err) = CliCapture.Run("train", "--model", baseDir, "--data", data, "--out", outDir, "--method", "full", "--steps", "1", "--batch", "4", "--max-seq", "32");
+        Assert.True(code == 0, err);
+        foreach (var f in new[] { "tokenizer_config.json", "generation_config.json", "tokenizer.json" })
+            Assert.Equal(File.ReadAllText(Path.Combine(baseDir, f)), File.ReadAllText(Path.Combine(outDir, "final", f)));
+    }
+
     [Fact]
     public void MalformedJsonlNamesFileAndLine()
     {
