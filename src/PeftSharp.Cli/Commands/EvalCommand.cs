@@ -73,7 +73,8 @@ public sealed class EvalCommand : Command<EvalCommand.Settings>
         using var tokenizer = TextTokenizer.FromFolder(s.Model, model.Config);
         if (PeftSharp.Training.Preference.PreferenceReader.IsPreferenceFile(s.Data)) return PreferenceEval.Execute(s, model, tokenizer);
         var chat = ChatCli.Prompter(s.Model, s.ChatTemplate);
-        var (sequences, prompts) = Load(s.Data, tokenizer, s.MaxSeq, s.Limit, chat);
+        var (sequences, prompts, stats) = Load(s.Data, tokenizer, s.MaxSeq, s.Limit, chat);
+        WarnOnLength(stats, sequences, s.MaxSeq, model.Config.MaxPositionEmbeddings);
         ChatCli.WarnOnTemplateMismatchIfUsed(chat, s.Adapters);
         var before = Evaluator.Run(model, sequences, prompts, tokenizer.EosId, s.Batch);
         AdapterCli.Apply(model, s.Adapters, s.AllowBaseMismatch);
@@ -82,14 +83,33 @@ public sealed class EvalCommand : Command<EvalCommand.Settings>
         return 0;
     }
 
-    /// <summary>Every example of <paramref name="path"/> as an eval sequence, and the prompt/completion ones as exact-match prompts.</summary>
-    internal static (IReadOnlyList<TokenSequence> Sequences, IReadOnlyList<PromptAnswer> Prompts) Load(string path, TextTokenizer tokenizer, int maxSeq, int? limit = null,
+    /// <summary>
+    /// Every example of <paramref name="path"/> as an eval sequence, and the prompt/completion ones as exact-match prompts;
+    /// with the file's counts (truncations included).
+    /// </summary>
+    internal static (IReadOnlyList<TokenSequence> Sequences, IReadOnlyList<PromptAnswer> Prompts, DataStats? Stats) Load(string path, TextTokenizer tokenizer, int maxSeq, int? limit = null,
         PeftSharp.Chat.ChatPrompter? chat = null)
     {
         // The file is both "train" (checked to have loss tokens) and eval (never packed, prompts kept) here.
         var data = TrainingData.Load(path, tokenizer, maxSeq, packing: false, evalPath: path, chat: chat);
         int n = limit ?? int.MaxValue;
-        return (data.Eval.Take(n).ToList(), data.EvalPrompts.Take(n).ToList());
+        return (data.Eval.Take(n).ToList(), data.EvalPrompts.Take(n).ToList(), data.EvalStats);
+    }
+
+    /// <summary>
+    /// The numbers cover only the first --max-seq tokens of a longer example (an example with nothing left to score is
+    /// left out), and positions past the model's context were never trained: each changes the figures, so each is said
+    /// (as train says them) rather than left silent.
+    /// </summary>
+    static void WarnOnLength(DataStats? stats, IReadOnlyList<TokenSequence> sequences, int maxSeq, int maxPositions)
+    {
+        if (stats is { Truncated: > 0 } st)
+            AnsiConsole.MarkupLineInterpolated($"[yellow]warning[/]: {st.Truncated} example(s) longer than --max-seq {maxSeq} were truncated ({st.TokensCut} tokens cut): perplexity covers their first {maxSeq} tokens only");
+        if (stats is { DroppedNoLoss: > 0 } sd)
+            AnsiConsole.MarkupLineInterpolated($"[yellow]warning[/]: {sd.DroppedNoLoss} example(s) left out: nothing to score within --max-seq {maxSeq} (a prompt that fills it)");
+        int longest = sequences.Select(t => t.Length).DefaultIfEmpty(0).Max();
+        if (CliOptions.PastContext($"the longest eval sequence ({longest} tokens)", longest, maxPositions) is { } past)
+            AnsiConsole.MarkupLineInterpolated($"[yellow]warning[/]: {past}; --max-seq {maxPositions} keeps within it");
     }
 
     static void Write(string data, int examples, EvalResult before, EvalResult after, bool withAdapter)

@@ -31,8 +31,10 @@ internal static class GenerationEndpoint
         using var lease = await s.Adapters.AcquireAsync(req.Model);
         string model = req.Model ?? s.Adapters.BaseName;
         using var cts = CancellationTokenSource.CreateLinkedTokenSource(http.RequestAborted);
-        // Request fields win; what they leave out comes from generation_config.json, else OpenAI's defaults (temperature 1).
-        var d = s.Generation.ApplyTo(new SamplingOptions { Temperature = 1.0 });
+        // Request fields win; what they leave out comes from generation_config.json, else OpenAI's defaults: temperature 1
+        // and the whole vocabulary (OpenAI has no top_k; vLLM's SamplingParams.top_k defaults to 0 = all tokens), not
+        // transformers' top_k 50 that `peft generate` keeps.
+        var d = s.Generation.ApplyTo(new SamplingOptions { Temperature = 1.0, TopK = 0 });
         var stopIds = chat ? s.ChatStopIds : s.StopIds;
         string id = (chat ? "chatcmpl-" : "cmpl-") + Guid.NewGuid().ToString("N");
         long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();

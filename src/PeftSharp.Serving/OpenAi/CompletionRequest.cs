@@ -47,7 +47,8 @@ internal sealed record CompletionRequest
             MaxTokens = OptInt(o, maxTokensKey),
             Temperature = OptDouble(o, "temperature"),
             TopP = OptDouble(o, "top_p"),
-            TopK = OptInt(o, "top_k"),
+            // vLLM's clients send top_k -1 for "all tokens" (its SamplingParams: "Set to 0 (or -1) to consider all tokens").
+            TopK = OptInt(o, "top_k") is -1 ? 0 : OptInt(o, "top_k"),
             RepetitionPenalty = OptDouble(o, "repetition_penalty"),
             Seed = OptInt(o, "seed"),
             Stop = ParseStop(o["stop"]),
@@ -69,7 +70,7 @@ internal sealed record CompletionRequest
             throw ServingException.BadRequest($"'{maxTokensKey}' must be >= 1 (got {r.MaxTokens}){(chat ? "" : "; 0 only with 'echo', to score the prompt")}", maxTokensKey);
         if (r.Temperature is < 0 or > 2) throw ServingException.BadRequest($"'temperature' must be in [0, 2] (got {r.Temperature})");
         if (r.TopP is { } p && !(p > 0 && p <= 1)) throw ServingException.BadRequest($"'top_p' must be in (0, 1] (got {r.TopP})");
-        if (r.TopK is < 0) throw ServingException.BadRequest($"'top_k' must be >= 0 (0 = off; got {r.TopK})");
+        if (r.TopK is < 0) throw ServingException.BadRequest($"'top_k' must be >= 0 (0 or -1 = off; got {r.TopK})");
         if (r.RepetitionPenalty is { } rp && !(rp > 0 && rp <= 100)) throw ServingException.BadRequest($"'repetition_penalty' must be in (0, 100] (got {r.RepetitionPenalty})");
         if (chat) return r with { Messages = ParseMessages(o["messages"]) };
         r = r with { Prompts = ParsePrompts(o["prompt"]) };

@@ -40,6 +40,49 @@ public class TrainEvalCliTests
         Assert.DoesNotContain("past the model's context", stdout);
     }
 
+    /// <summary>
+    /// `eval` on an example longer than --max-seq scores its first --max-seq tokens only, and one past the model's context
+    /// is scored at positions never trained: both change the perplexity, so both are warnings (they were silent).
+    /// </summary>
+    [Fact]
+    public void EvalSaysWhatItTruncatedAndWhatIsPastTheContext()
+    {
+        string dir = TestPaths.TempDir(), data = Path.Combine(dir, "long.jsonl");
+        string story = string.Join(" ", Enumerable.Repeat("the little cat sat on the warm mat and looked at the sun", 30));
+        File.WriteAllLines(data, [System.Text.Json.JsonSerializer.Serialize(new { text = story }), "{\"text\": \"short\"}",
+            System.Text.Json.JsonSerializer.Serialize(new { prompt = story, completion = " yes" })]);
+        static string Plain(string s) => System.Text.RegularExpressions.Regex.Replace(System.Text.RegularExpressions.Regex.Replace(s, @"\x1b\[[0-9;]*m", ""), @"\s+", " ");
+        var (code, stdout, err) = CliCapture.Run("eval", "--model", TestPaths.TinyLlama, "--data", data, "--max-seq", "200");
+        Assert.True(code == 0, err);
+        Assert.Matches(@"warning: 2 example\(s\) longer than --max-seq 200 were truncated \(\d+ tokens cut\): perplexity covers their first 200 tokens only", Plain(stdout));
+        Assert.Contains("warning: 1 example(s) left out: nothing to score within --max-seq 200", Plain(stdout));
+        Assert.Contains("warning: the longest eval sequence (200 tokens) is past the model's context (max_position_embeddings 128)", Plain(stdout));
+        File.WriteAllLines(data, ["{\"text\": \"short\"}"]);
+        (code, stdout, err) = CliCapture.Run("eval", "--model", TestPaths.TinyLlama, "--data", data);
+        Assert.True(code == 0, err);
+        Assert.DoesNotContain("warning", stdout);
+    }
+
+    /// <summary>
+    /// Full fine-tuning saves a model folder that renders, encodes and stops as its base does: the base's
+    /// tokenizer_config.json (chat template, BOS flag) and generation_config.json (stop ids) come along, as merge copies
+    /// them (only tokenizer.json did, so `generate --chat` on the result fell back to the simple format).
+    /// </summary>
+    [Fact]
+    public void FullFineTuningKeepsTheBasesTokenizerAndGenerationConfig()
+    {
+        string dir = TestPaths.TempDir(), baseDir = Path.Combine(dir, "base"), data = ReversalTask.Write(dir, 8), outDir = Path.Combine(dir, "out");
+        Directory.CreateDirectory(baseDir);
+        foreach (var f in new[] { "config.json", "model.safetensors", "tokenizer.json" }) File.Copy(Path.Combine(TestPaths.TinyLlama, f), Path.Combine(baseDir, f));
+        File.WriteAllText(Path.Combine(baseDir, "tokenizer_config.json"),
+            "{\"add_bos_token\": false, \"chat_template\": \"{% for m in messages %}[{{ m.role }}] {{ m.content }}\\n{% endfor %}\"}");
+        File.WriteAllText(Path.Combine(baseDir, "generation_config.json"), "{\"eos_token_id\": [259, 10], \"do_sample\": false}");
+        var (code, _, err) = CliCapture.Run("train", "--model", baseDir, "--data", data, "--out", outDir, "--method", "full", "--steps", "1", "--batch", "4", "--max-seq", "32");
+        Assert.True(code == 0, err);
+        foreach (var f in new[] { "tokenizer_config.json", "generation_config.json", "tokenizer.json" })
+            Assert.Equal(File.ReadAllText(Path.Combine(baseDir, f)), File.ReadAllText(Path.Combine(outDir, "final", f)));
+    }
+
     [Fact]
     public void MalformedJsonlNamesFileAndLine()
     {

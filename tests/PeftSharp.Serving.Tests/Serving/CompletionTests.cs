@@ -179,6 +179,32 @@ public class CompletionTests
         Assert.Equal(a["choices"]![0]!["text"]!.GetValue<string>(), b["choices"]![0]!["text"]!.GetValue<string>());
     }
 
+    /// <summary>
+    /// A request without top_k samples from the whole vocabulary, as OpenAI and vLLM do (top_k 0), not among
+    /// transformers' default 50: seeded texts equal those of an explicit top_k 0 (or vLLM's -1), and top_k 50 gives other texts.
+    /// </summary>
+    [Fact]
+    public async Task SamplingWithoutTopKUsesTheWholeVocabulary()
+    {
+        await using var h = await ServingHarness.Start(WithFixtures);
+        async Task<string> Text(int seed, int? topK)
+        {
+            var req = new JsonObject { ["model"] = "lora", ["prompt"] = "x", ["max_tokens"] = 12, ["temperature"] = 1.0, ["seed"] = seed };
+            if (topK is int k) req["top_k"] = k;
+            var (_, body) = await h.Post("v1/completions", req);
+            return body["choices"]![0]!["text"]!.GetValue<string>();
+        }
+        int differsFromTop50 = 0;
+        for (int seed = 1; seed <= 6; seed++)
+        {
+            string absent = await Text(seed, null);
+            Assert.Equal(await Text(seed, 0), absent);
+            Assert.Equal(await Text(seed, -1), absent);   // vLLM's "all tokens" too
+            if (absent != await Text(seed, 50)) differsFromTop50++;
+        }
+        Assert.True(differsFromTop50 > 0, "top_k 50 changed no text: the comparison cannot tell the defaults apart");
+    }
+
     [Fact]
     public async Task CompletionEqualsTheGenerateCommand()
     {

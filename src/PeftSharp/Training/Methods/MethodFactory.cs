@@ -57,7 +57,7 @@ internal static class MethodFactory
     public static ITrainingMethod Attach(CausalLM model, string modelDir, MethodOptions o, TextTokenizer tokenizer, int seed)
     {
         if (o.IsLora && model.QuantizationScheme != "none" && !o.IsQuantized) throw AlreadyQuantised(o, model.QuantizationScheme);
-        if (o.Method == "full") return new FullFineTuning(model, Path.Combine(modelDir, "tokenizer.json"));
+        if (o.Method == "full") return new FullFineTuning(model, baseFolder: modelDir);
         var config = ConfigFor(o, modelDir);
         // Every adapter method attaches through the registry; the run's adapter is PEFT's "default".
         var adapter = PeftMethods.ForConfig(config).Attach(model, config, "default", new AttachOptions { Seed = seed, Encode = text => tokenizer.Encode(text, addSpecialTokens: true), BaseModelNameOrPath = RecordedBaseName(modelDir) });
