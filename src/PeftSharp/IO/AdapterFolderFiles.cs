@@ -38,6 +38,13 @@ internal static class AdapterFolderFiles
             return;
         }
         string msg = $"{dir}: adapter was saved for a different base model ({diff.Count} difference(s): {string.Join("; ", diff.Take(8))}{(diff.Count > 8 ? "; ..." : "")})";
+        // The reverse of TrainedOnQuantizedCopy: a LoRA trained on dense weights, loaded on a quantised base (a qlora or
+        // qdora method, a `peft quantize` folder). The dense weights are gone, so sameness cannot be checked; the likely
+        // fix is to load the base dense, which "pass --allow-base-mismatch" alone would not say.
+        if (recorded.Scheme == "none" && model.QuantizationScheme != "none")
+            msg = $"{dir}: adapter was trained on a dense base, and this model is {model.QuantizationScheme}-quantised; load the dense base " +
+                  "(train: --method/--adapter-method lora or dora, not qlora/qdora; or its unquantised folder as --model)" +
+                  (diff.Count > 1 ? $" ({diff.Count} difference(s): {string.Join("; ", diff.Take(4))}{(diff.Count > 4 ? "; ..." : "")})" : "");
         if (!allowMismatch) throw new InvalidDataException(msg + "; pass --allow-base-mismatch to load it anyway");
         PeftLogging.Warn(msg);
     }

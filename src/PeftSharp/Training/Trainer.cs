@@ -70,6 +70,10 @@ internal sealed class Trainer
         int totalSteps = _o.TotalSteps(loader.BatchesPerEpoch);
         var schedule = new LrSchedule(_o.Schedule, _o.LearningRate, _o.WarmupSteps, totalSteps);
         Log?.Invoke($"{_method.Description}; {data.TrainStats}; {totalSteps} steps of {_o.BatchSize}x{_o.GradientAccumulation} sequences");
+        // HF's schedulers do the same (warm-up first, whatever the run's length), silently: a short run then never trains
+        // at the rate it asked for.
+        if (totalSteps > 0 && _o.WarmupSteps > totalSteps)
+            Log?.Invoke(FormattableString.Invariant($"warm-up of {_o.WarmupSteps} steps is longer than the run's {totalSteps}: the learning rate rises to {schedule.At(totalSteps - 1):G3} at the last step, never the {_o.LearningRate:G3} asked (a warm-up of at most {totalSteps} steps reaches it)"));
 
         int step = 0;
         EvalResult? first = null, last = null;

@@ -51,6 +51,26 @@ public class PreferenceCliTests
         Assert.Contains($"reward accuracy {summary["reward_accuracy_after"]!.GetValue<double>().ToString("P1", System.Globalization.CultureInfo.InvariantCulture)}", evalOut);
     }
 
+    /// <summary>
+    /// An SFT adapter trained as LoRA on the dense base, continued by DPO with the default --adapter-method qlora: the
+    /// base is quantised, so the fingerprints differ. The error said "pass --allow-base-mismatch", which would train on
+    /// a base the adapter never saw; it now names the cause and the flag that fixes it.
+    /// </summary>
+    [Fact]
+    public void ADenseAdapterOnAQuantisedBaseSaysToLoadTheBaseDense()
+    {
+        string dir = TestPaths.TempDir(), data = Pairs(dir), sft = Path.Combine(dir, "sft");
+        var (sftCode, _, sftErr) = CliCapture.Run("train", "--method", "lora", "--model", TestPaths.TinyLlama, "--data", ReversalTask.Write(dir, 4),
+            "--out", sft, "--steps", "1", "--batch", "2", "--max-seq", "32", "--eval-interval", "1000");
+        Assert.True(sftCode == 0, sftErr);
+        var (code, _, err) = CliCapture.Run("train", "--method", "dpo", "--init-adapter", Path.Combine(sft, "final"), "--model", TestPaths.TinyLlama,
+            "--data", data, "--out", Path.Combine(dir, "dpo"), "--steps", "1", "--batch", "2", "--max-seq", "32");
+        Assert.Equal(1, code);
+        Assert.Contains("adapter was trained on a dense base, and this model is nf4-b64-dq-quantised", err);
+        Assert.Contains("--adapter-method lora or dora", err);
+        Assert.Single(err.Trim().Split('\n'));
+    }
+
     [Fact]
     public void PrecomputedReferenceGivesTheSameRunAsPerBatchReference()
     {

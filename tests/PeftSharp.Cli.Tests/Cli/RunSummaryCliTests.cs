@@ -35,4 +35,26 @@ public class RunSummaryCliTests
         Assert.True(text.Contains($"5 steps in ") && text.Contains($" s ({want} tokens/s)"), $"want {want} tokens/s (mean of rates {rates.Average():F0}): {text}");
         Assert.Contains($"{want} tokens/s over the steps' time", File.ReadAllText(Path.Combine(run, "report.md")));
     }
+
+    /// <summary>
+    /// A warm-up longer than the run never reaches --lr (the default --warmup 10 on a 2-step run peaked at a fifth of
+    /// it, and nothing said so); the run says so, with the rate it does reach, which metrics.jsonl records.
+    /// </summary>
+    [Fact]
+    public void AWarmUpLongerThanTheRunSaysTheRateItReaches()
+    {
+        string dir = TestPaths.TempDir(), data = ReversalTask.Write(dir, 8);
+        string[] Args(string run, string warmup) => ["train", "--model", TestPaths.TinyLlama, "--data", data, "--out", Path.Combine(dir, run),
+            "--batch", "4", "--max-seq", "32", "--method", "lora", "--steps", "2", "--lr", "1e-3", "--warmup", warmup, "--eval-interval", "1000"];
+        var (code, stdout, err) = CliCapture.Run(Args("long", "4"));
+        Assert.True(code == 0, err);
+        string text = System.Text.RegularExpressions.Regex.Replace(System.Text.RegularExpressions.Regex.Replace(stdout, @"\e\[[0-9;]*m", ""), @"\s+", " ");
+        Assert.Contains("warm-up of 4 steps is longer than the run's 2: the learning rate rises to 0.0005 at the last step, never the 0.001 asked", text);
+        double last = File.ReadLines(Path.Combine(dir, "long", MetricsLog.FileName)).Select(l => JsonNode.Parse(l)!.AsObject())
+            .Where(r => r["lr"] is not null).Last()["lr"]!.GetValue<double>();
+        Assert.Equal(5e-4, last, 12);
+        var (fitCode, fitOut, fitErr) = CliCapture.Run(Args("fits", "2"));
+        Assert.True(fitCode == 0, fitErr);
+        Assert.DoesNotContain("warm-up of", fitOut);
+    }
 }
