@@ -20,6 +20,16 @@ public static class AdapterCli
         /// <summary>The first adapter that cannot be merged into the weights, with why (merge and GGUF export refuse it).</summary>
         public (Spec Spec, string Reason)? Unmergeable =>
             Adapters.FirstOrDefault(a => a.Adapter.CannotMergeReason is not null) is { Adapter: not null } a ? (a.Spec, a.Adapter.CannotMergeReason!) : null;
+
+        /// <summary>
+        /// Folds every applied adapter into the weights through its own method (<see cref="IPeftAdapter.MergeAndUnload"/>:
+        /// a LoRA adapter at the weight it was applied with), so a registered method that can merge is merged by `merge`
+        /// and `export gguf` without their knowing it. Call after <see cref="Unmergeable"/> is null.
+        /// </summary>
+        public void MergeAndUnload()
+        {
+            foreach (var (_, adapter) in Adapters) adapter.MergeAndUnload();
+        }
     }
 
     /// <summary>Loads every adapter; LoRA adapters are activated together, each with its weight.</summary>

@@ -13,7 +13,9 @@ internal static class TrainableParameters
         TuningMethod.Full => Full(model),
         TuningMethod.Adapter => Houlsby(model, request.AdapterBottleneck),
         TuningMethod.PromptTuning => [new("prompt_embeddings", (long)request.VirtualTokens * model.Config.HiddenSize)],
-        _ => Lora(model, request),
+        TuningMethod.Lora or TuningMethod.Dora or TuningMethod.Qlora or TuningMethod.Qdora => Lora(model, request),
+        // A method added to TuningMethod but not here was counted as LoRA, silently (README "Adding a tuning method").
+        _ => throw new PlanException("method", $"{request.Method} has no count of trainable parameters (PeftSharp.Memory/TrainableParameters.cs)"),
     };
 
     static List<TrainableTensor> Full(ModelShape model)

@@ -24,6 +24,15 @@ public class MethodTests
     }
 
     [Fact]
+    public void A_method_without_a_trainable_count_is_refused_not_counted_as_lora()
+    {
+        // A TuningMethod member added without its count in TrainableParameters used to fall through to LoRA's count.
+        var e = Assert.Throws<PlanException>(() => MemoryPlanner.Plan(Tiny, new PlanRequest { Method = (TuningMethod)99 }));
+        Assert.Equal("method: 99 has no count of trainable parameters (PeftSharp.Memory/TrainableParameters.cs)", e.Message);
+        foreach (var m in Enum.GetValues<TuningMethod>()) MemoryPlanner.Plan(Tiny, new PlanRequest { Method = m });   // every member has one
+    }
+
+    [Fact]
     public void Houlsby_adapters_are_two_bottlenecks_per_layer()
     {
         var plan = MemoryPlanner.Plan(Tiny, new PlanRequest { Method = TuningMethod.Adapter, AdapterBottleneck = 16 });

@@ -1,7 +1,6 @@
 using System.ComponentModel;
 using PeftSharp.IO.Gguf;
 using PeftSharp.Models;
-using PeftSharp.Tuners.Lora;
 using Spectre.Console;
 using Spectre.Console.Cli;
 
@@ -62,8 +61,7 @@ public sealed class ExportGgufCommand : Command<ExportGgufCommand.Settings>
             var applied = AdapterCli.Apply(model, adapters, allowBaseMismatch);
             if (applied.Unmergeable is var (other, why))
                 throw new InvalidOperationException($"--adapter '{other.Dir}': cannot be merged into a GGUF: {why}");
-            var lora = LoraModel.Of(model);
-            foreach (var spec in applied.Lora) lora.MergeAndUnload(spec.Name);
+            applied.MergeAndUnload();
         }
         GgufModelExport.Write(model, modelDir, outPath, fileType, chatTemplate, note => Console.Error.WriteLine($"note: {note}"));
     }

@@ -1,7 +1,6 @@
 using System.ComponentModel;
 using PeftSharp.IO;
 using PeftSharp.Models;
-using PeftSharp.Tuners.Lora;
 using Spectre.Console;
 using Spectre.Console.Cli;
 
@@ -56,9 +55,8 @@ public sealed class MergeCommand : Command<MergeCommand.Settings>
         if (template is null) ChatCli.WarnOnTemplateMismatch(s.Model, null, applied.Lora.Select(a => a.Dir));
         if (applied.Unmergeable is var (other, why))
             throw new InvalidOperationException($"--adapter '{other.Dir}': cannot be merged into the weights: {why}");
-        var specs = applied.Lora;
-        var lora = LoraModel.Of(model);
-        foreach (var spec in specs) lora.MergeAndUnload(spec.Name);
+        var specs = applied.Adapters.Select(a => a.Spec).ToList();
+        applied.MergeAndUnload();
         MergedModelWriter.Write(model, s.Model, s.Out, template is null ? null : tmp => PeftSharp.Chat.MergedChatTemplate.WriteInto(tmp, template));
         AnsiConsole.MarkupLine($"merged {string.Join(", ", specs.Select(x => Markup.Escape($"{x.Dir} (x{x.Weight})")))} into {Markup.Escape(s.Out)}");
         if (template is not null) AnsiConsole.MarkupLine("with the chat template the adapter was trained with (tokenizer_config.json chat_template)");
