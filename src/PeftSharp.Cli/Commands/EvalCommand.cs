@@ -77,7 +77,8 @@ public sealed class EvalCommand : Command<EvalCommand.Settings>
         WarnOnLength(stats, sequences, s.MaxSeq, model.Config.MaxPositionEmbeddings);
         ChatCli.WarnOnTemplateMismatchIfUsed(chat, s.Adapters);
         var before = Evaluator.Run(model, sequences, prompts, tokenizer.EosId, s.Batch);
-        AdapterCli.Apply(model, s.Adapters, s.AllowBaseMismatch);
+        var applied = AdapterCli.Apply(model, s.Adapters, s.AllowBaseMismatch);
+        WarnOnSoftPrompt(applied, sequences, model.Config.MaxPositionEmbeddings);
         var after = s.Adapters.Length == 0 ? before : Evaluator.Run(model, sequences, prompts, tokenizer.EosId, s.Batch);
         Write(s.Data, sequences.Count, before, after, s.Adapters.Length > 0);
         return 0;
@@ -110,6 +111,17 @@ public sealed class EvalCommand : Command<EvalCommand.Settings>
         int longest = sequences.Select(t => t.Length).DefaultIfEmpty(0).Max();
         if (CliOptions.PastContext($"the longest eval sequence ({longest} tokens)", longest, maxPositions) is { } past)
             AnsiConsole.MarkupLineInterpolated($"[yellow]warning[/]: {past}; --max-seq {maxPositions} keeps within it");
+    }
+
+    /// <summary>A prompt-tuning adapter prepends its virtual tokens to every sequence: the run with it can pass the
+    /// context where the base's did not.</summary>
+    static void WarnOnSoftPrompt(AdapterCli.Applied applied, IReadOnlyList<TokenSequence> sequences, int maxPositions)
+    {
+        int prepended = applied.Adapters.Sum(a => a.Adapter.Config is PeftSharp.PromptTuningConfig p ? p.NumVirtualTokens : 0);
+        int longest = sequences.Select(t => t.Length).DefaultIfEmpty(0).Max();
+        if (prepended > 0 && longest <= maxPositions
+            && CliOptions.PastContext($"with the adapter's {prepended} virtual tokens, the longest eval sequence ({longest + prepended} tokens)", longest + prepended, maxPositions) is { } past)
+            AnsiConsole.MarkupLineInterpolated($"[yellow]warning[/]: {past}; --max-seq {maxPositions - prepended} keeps within it");
     }
 
     static void Write(string data, int examples, EvalResult before, EvalResult after, bool withAdapter)

@@ -63,6 +63,27 @@ public class TrainEvalCliTests
         Assert.DoesNotContain("warning", stdout);
     }
 
+    /// <summary>A prompt-tuning adapter's virtual tokens count toward the context: 120 tokens fit the fixture's 128
+    /// positions, 120 + 20 do not, and only the run with the adapter says so.</summary>
+    [Fact]
+    public void EvalCountsASoftPromptsVirtualTokensAgainstTheContext()
+    {
+        string dir = TestPaths.TempDir(), data = Path.Combine(dir, "long.jsonl"), run = Path.Combine(dir, "pt");
+        string story = string.Join(" ", Enumerable.Repeat("the little cat sat on the warm mat and looked at the sun", 30));
+        File.WriteAllLines(data, [System.Text.Json.JsonSerializer.Serialize(new { text = story })]);
+        var (trainCode, _, trainErr) = CliCapture.Run("train", "--method", "prompt", "--model", TestPaths.TinyLlama, "--data", ReversalTask.Write(dir, 4),
+            "--out", run, "--steps", "1", "--batch", "2", "--max-seq", "32", "--virtual-tokens", "20", "--eval-interval", "1000");
+        Assert.True(trainCode == 0, trainErr);
+        static string Plain(string s) => System.Text.RegularExpressions.Regex.Replace(System.Text.RegularExpressions.Regex.Replace(s, @"\x1b\[[0-9;]*m", ""), @"\s+", " ");
+        var (code, stdout, err) = CliCapture.Run("eval", "--model", TestPaths.TinyLlama, "--data", data, "--max-seq", "120", "--adapter", Path.Combine(run, "final"));
+        Assert.True(code == 0, err);
+        Assert.Contains("warning: with the adapter's 20 virtual tokens, the longest eval sequence (140 tokens) is past the model's context (max_position_embeddings 128)", Plain(stdout));
+        Assert.Contains("--max-seq 108 keeps within it", Plain(stdout));
+        (code, stdout, err) = CliCapture.Run("eval", "--model", TestPaths.TinyLlama, "--data", data, "--max-seq", "120");
+        Assert.True(code == 0, err);
+        Assert.DoesNotContain("past the model's context", Plain(stdout));
+    }
+
     /// <summary>
     /// Full fine-tuning saves a model folder that renders, encodes and stops as its base does: the base's
     /// tokenizer_config.json (chat template, BOS flag) and generation_config.json (stop ids) come along, as merge copies
