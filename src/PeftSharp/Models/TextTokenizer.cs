@@ -85,10 +85,30 @@ public sealed class TextTokenizer : IDisposable
 
         try { _tok = new Tokenizers.DotNet.Tokenizer(vocabPath: path); }
         catch (Tokenizers.DotNet.TokenizerException e) { throw new InvalidDataException($"{path}: tokenizer failed to load ({e.Message})"); }
+        WarnOnRenumberedAddedTokens(path, added);
         EosId = config is { EosTokenIds.Length: > 0 } ? config.EosTokenIds[0]
             : EosCandidates.Where(special.ContainsKey).Select(c => (int?)special[c]).FirstOrDefault();
         BosId = config?.BosTokenId;
         Generation = GenerationConfig.Load(System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(path))!);
+    }
+
+    /// <summary>
+    /// HF's tokenizers library (ours, and transformers' fast tokenizers) gives an added token that is not in the model's
+    /// vocabulary the next free id after the vocabulary, whatever id tokenizer.json declares for it, and transformers
+    /// logs "Token '...' was expected to have ID 'N' but was given ID 'M'". The encoder then emits M where this class's
+    /// maps (special tokens, masking, stop ids) hold N. Real tokenizers declare their added ids contiguously; a file with
+    /// a gap gets the same warning here instead of silently disagreeing ids.
+    /// </summary>
+    void WarnOnRenumberedAddedTokens(string path, Dictionary<string, int> added)
+    {
+        foreach (var (content, id) in added)
+        {
+            var ids = Array.ConvertAll(_tok.Encode(content), x => (int)x);
+            if (Array.IndexOf(ids, id) >= 0) continue;
+            var given = ids.Except(_nativePrefix).Except(_nativeSuffix).ToArray();
+            PeftLogging.Warn($"{path}: added token '{content}' is declared with id {id}, but the tokenizer gives it {(given.Length == 1 ? $"id {given[0]}" : $"ids [{string.Join(", ", given)}]")} (HF's tokenizers number added tokens after the vocabulary, as transformers warns); ids of this token disagree between encoding and the declared id");
+            return;   // one line: the rest of a gap follows the same rule
+        }
     }
 
     /// <summary>Loads tokenizer.json from a model folder, with EOS/BOS from its config.json (or <paramref name="config"/> when given).</summary>
