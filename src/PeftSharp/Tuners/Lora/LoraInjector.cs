@@ -46,6 +46,11 @@ internal static class LoraInjector
         var device = model.Device;
         using var g = new Generator((ulong)seed);
         var layers = new Dictionary<string, LoraLayer>();
+        // PiSSA keeps the residual W - (principal part) as the base, on creation and on load alike: PEFT's update_layer
+        // runs pissa_init whenever it builds the layer (from_pretrained too), then loads the trained A and B over it. A
+        // loaded PiSSA adapter on the unchanged base would count the principal part twice, silently.
+        bool pissa = cfg.InitLoraWeights == PeftSharp.LoraInit.Pissa;
+        var baseBefore = pissa ? IO.BaseFingerprint.Compute(model, targets.Select(l => l.ModulePath)) : null;
         try
         {
             using var _ = no_grad();
@@ -55,6 +60,12 @@ internal static class LoraInjector
                     throw new InvalidOperationException($"{lin.ModulePath}: adapter '{lin.MergedAdapter}' is merged; unmerge before adding another");
                 int r = cfg.RankFor(lin.ModulePath);
                 double s = cfg.ScalingFor(lin.ModulePath);
+                if (!initialise && pissa)
+                {
+                    var (a0, b0) = LoraWeightsInit.Create(cfg, lin, r, s, g, dtype, device); // rewrites the base; A, B come from the file
+                    a0.Dispose();
+                    b0.Dispose();
+                }
                 var (a, b) = initialise ? LoraWeightsInit.Create(cfg, lin, r, s, g, dtype, device)
                     : (zeros(new[] { (long)r, lin.InFeatures }, dtype, device), zeros(new[] { lin.OutFeatures, (long)r }, dtype, device));
                 Tensor? m = null;
@@ -72,7 +83,7 @@ internal static class LoraInjector
             lin.Adapters[name] = layers[lin.ModulePath];
             lin.MixedBatchApply ??= LoraMixedBatch.Apply;
         }
-        var adapter = new LoraAdapter(name, cfg, layers);
+        var adapter = new LoraAdapter(name, cfg, layers) { BaseBeforeInit = baseBefore };
         registry.Register(adapter);
         if (activate) registry.SetActive(name);
         return adapter;

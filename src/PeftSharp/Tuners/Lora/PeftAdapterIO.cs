@@ -32,7 +32,7 @@ internal static class PeftAdapterIO
             .ToList();
         if (rewriteEntries is not null) entries = rewriteEntries(entries);
         AdapterFolderWriter.Write(dir, adapter.Config.ToJson(),
-            recordedBase?.Restrict(adapter.Layers.Keys) ?? BaseFingerprint.Compute(model, adapter.Layers.Keys), entries);
+            recordedBase?.Restrict(adapter.Layers.Keys) ?? adapter.BaseBeforeInit ?? BaseFingerprint.Compute(model, adapter.Layers.Keys), entries);
     }
 
     /// <summary>An adapter folder's config and the base fingerprint it records (null when it records none, as PEFT's own folders).</summary>
