@@ -58,5 +58,12 @@ public class PissaRoundTripTests
         using var again = Logits(reloaded);
         // On the unchanged base the principal part would count twice (W + s·B·A with B·A ~ the top singular directions).
         Assert.True(TestPaths.RelativeError(again, trained) <= 1e-5, $"PEFT-style PiSSA folder gives other logits: {TestPaths.RelativeError(again, trained):g3}");
+
+        // A second PiSSA adapter on the same base would take the residual of the residual: refused, naming both.
+        var e = Assert.Throws<ArgumentException>(() => reloaded.LoadAdapter(dir, "second"));
+        Assert.Contains("'second'", e.Message);
+        Assert.Contains($"PiSSA adapter '{PeftModel.DefaultAdapterName}'", e.Message);
+        using var after = Logits(reloaded);
+        Assert.True(TestPaths.RelativeError(after, trained) <= 1e-5, "the refused load changed the base");
     }
 }
