@@ -36,6 +36,11 @@ public sealed class PeftAdapterLoader : IAdapterLoader
             throw new NotSupportedException($"{Path.Combine(folder, AdapterFolderFiles.ConfigFile)}: a {PeftMethods.ForFolder(folder).PeftType} adapter cannot be served " +
                 "(the server batches requests for different adapters together, which only LoRA/DoRA adapters allow); use `peft generate --adapter` for it");
         var adapter = PeftAdapterIO.Read(folder);
+        // PiSSA replaces the base weights it adapts by their residual (as PEFT's pissa_init does on load): on a shared
+        // base that would silently change the base model's answers and every other adapter's.
+        if (adapter.Config.InitLoraWeights == LoraInit.Pissa)
+            throw new NotSupportedException($"{Path.Combine(folder, AdapterFolderFiles.ConfigFile)}: a PiSSA adapter (init_lora_weights \"pissa\") " +
+                "rewrites the base weights it adapts, which the served base shares with every adapter; serve `peft merge`'s output of it instead");
         var full = Base(model);
         if (adapter.RecordedBase is { } recorded)
         {

@@ -46,6 +46,23 @@ public class HostingApiTests
         Assert.Contains(missing, e.Message);
     }
     [Fact]
+    public async Task APissaAdapterIsRefusedNotLoadedOverTheSharedBase()
+    {
+        // PiSSA rewrites the base weights it adapts to their residual: loaded into a server, it would change the base
+        // model's answers (and every other adapter's) silently.
+        string dir = Path.Combine(TestPaths.RunRoot, $"pissa-{Guid.NewGuid():N}");
+        using (var model = PeftModel.FromPretrained(TestPaths.TinyLlama))
+        {
+            model.AddAdapter("p", new LoraConfig { R = 2, TargetModules = ["q_proj"], InitLoraWeights = LoraInit.Pissa });
+            model.SaveAdapter("p", dir);
+        }
+        var e = await Assert.ThrowsAsync<ServingException>(() => PeftServer.StartAsync(TestPaths.TinyLlama,
+            new ServerOptions { Port = 0, Adapters = [("pissa", dir)], LoggerProviders = [new CapturedLogs()] }, new PeftAdapterLoader()));
+        Assert.Equal(400, e.Status);
+        Assert.Contains("PiSSA", e.Message);
+    }
+
+    [Fact]
     public async Task AModelFolderIsServedWithItsOwnChatTemplate()
     {
         // A copy of the fixture with a chat template of its own (as transformers 4.47+ saves it): chat requests must be

@@ -125,7 +125,8 @@ public class HubCliTests
     public void AnAdapterTrainedOnACachedRepoRecordsTheRepoIdAsItsBase()
     {
         string home = TestPaths.TempDir();
-        PythonLayout.Write(Path.Combine(home, "hub"), "acme/tiny", FakeHub.RandomCommit(), HubDownloadTests.TinyLlamaFiles());
+        string commit = FakeHub.RandomCommit();
+        PythonLayout.Write(Path.Combine(home, "hub"), "acme/tiny", commit, HubDownloadTests.TinyLlamaFiles());
         string data = Path.Combine(home, "one.jsonl");
         File.WriteAllText(data, "{\"text\": \"code gold crow cup -> ten ebbin fenn\"}\n");
         string run = Path.Combine(home, "run");
@@ -137,6 +138,9 @@ public class HubCliTests
         }
         var config = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(run, "final", "adapter_config.json")))!;
         Assert.Equal("acme/tiny", config["base_model_name_or_path"]!.GetValue<string>());
+        // And the commit as PEFT's revision, which AutoPeftModelForCausalLM passes to from_pretrained: without it the
+        // base would be loaded at whatever main is then (it was null).
+        Assert.Equal(commit, config["revision"]!.GetValue<string>());
     }
 
     [Fact]

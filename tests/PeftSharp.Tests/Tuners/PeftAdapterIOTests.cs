@@ -85,8 +85,22 @@ public class PeftAdapterIOTests
         {
             Assert.True(cb.ContainsKey(key), key);
             if (key == "target_modules") Assert.Equal(value!.AsArray().Select(x => x!.ToString()).Order(), cb[key]!.AsArray().Select(x => x!.ToString()).Order());
-            else if (key is not "inference_mode") Assert.True(JsonNode.DeepEquals(value, cb[key]), $"{key}: {value?.ToJsonString()} vs {cb[key]?.ToJsonString()}");
+            else Assert.True(JsonNode.DeepEquals(value, cb[key]), $"{key}: {value?.ToJsonString()} vs {cb[key]?.ToJsonString()}");
         }
+    }
+
+    [Fact]
+    public void AFreshAdapterIsSavedWithInferenceModeTrueAsPeftSavesIt()
+    {
+        // PEFT's save_pretrained sets inference_mode true around the save; a trained adapter wrote false before.
+        string dir = Path.Combine(TestPaths.TempDir(), "fresh");
+        using (var model = PeftModel.FromPretrained(TestPaths.TinyLlama))
+        {
+            model.AddAdapter("a", new LoraConfig { R = 2, TargetModules = ["q_proj"] });
+            model.SaveAdapter("a", dir);
+        }
+        var config = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "adapter_config.json")))!;
+        Assert.True(config["inference_mode"]!.GetValue<bool>());
     }
 
     [Fact]

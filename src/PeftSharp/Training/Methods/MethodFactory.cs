@@ -110,6 +110,10 @@ internal static class MethodFactory
             UseDora = o.Method is "dora" or "qdora",
             InitLoraWeights = o.Init,
             BaseModelNameOrPath = RecordedBaseName(baseModel),
+            // PEFT's revision is the base's Hub revision: AutoPeftModelForCausalLM loads base_model_name_or_path at it
+            // (from_pretrained(..., revision=config.revision)); without it a base trained on at ORG/NAME@REV, or on a
+            // main that has moved since, is silently loaded at today's main. The snapshot folder names the commit.
+            Revision = Hub.RepoId.OfSnapshotFolder(baseModel)?.Revision,
         };
     }
 

@@ -9,6 +9,13 @@ internal sealed class LoraAdapter
     public LoraConfig Config { get; }
     public IReadOnlyDictionary<string, LoraLayer> Layers { get; }
 
+    /// <summary>
+    /// PiSSA rewrites the frozen base to its residual (W minus its principal part) when the adapter is created or loaded;
+    /// this is the fingerprint of the base before that, the base the adapter is used with, which a saved folder records.
+    /// Null for every other init (the base is left as it is).
+    /// </summary>
+    public IO.BaseFingerprint? BaseBeforeInit { get; init; }
+
     public LoraAdapter(string name, LoraConfig config, IReadOnlyDictionary<string, LoraLayer> layers)
     {
         Name = name;

@@ -46,6 +46,15 @@ internal static class LoraInjector
         var device = model.Device;
         using var g = new Generator((ulong)seed);
         var layers = new Dictionary<string, LoraLayer>();
+        // PiSSA keeps the residual W - (principal part) as the base, on creation and on load alike: PEFT's update_layer
+        // runs pissa_init whenever it builds the layer (from_pretrained too), then loads the trained A and B over it. A
+        // loaded PiSSA adapter on the unchanged base would count the principal part twice, silently.
+        bool pissa = cfg.InitLoraWeights == PeftSharp.LoraInit.Pissa;
+        // A second one would take the residual of the residual (PEFT only warns): refused, by name.
+        if (pissa && registry.Adapters.Values.FirstOrDefault(a => a.Config.InitLoraWeights == PeftSharp.LoraInit.Pissa) is { } other)
+            throw new ArgumentException($"adapter '{name}': PiSSA adapter '{other.Name}' already replaced this base's weights by their residual; " +
+                "a second PiSSA adapter cannot share the base (merge the first one, or convert it to a plain LoRA)");
+        var baseBefore = pissa ? IO.BaseFingerprint.Compute(model, targets.Select(l => l.ModulePath)) : null;
         try
         {
             using var _ = no_grad();
@@ -55,6 +64,12 @@ internal static class LoraInjector
                     throw new InvalidOperationException($"{lin.ModulePath}: adapter '{lin.MergedAdapter}' is merged; unmerge before adding another");
                 int r = cfg.RankFor(lin.ModulePath);
                 double s = cfg.ScalingFor(lin.ModulePath);
+                if (!initialise && pissa)
+                {
+                    var (a0, b0) = LoraWeightsInit.Create(cfg, lin, r, s, g, dtype, device); // rewrites the base; A, B come from the file
+                    a0.Dispose();
+                    b0.Dispose();
+                }
                 var (a, b) = initialise ? LoraWeightsInit.Create(cfg, lin, r, s, g, dtype, device)
                     : (zeros(new[] { (long)r, lin.InFeatures }, dtype, device), zeros(new[] { lin.OutFeatures, (long)r }, dtype, device));
                 Tensor? m = null;
@@ -72,7 +87,7 @@ internal static class LoraInjector
             lin.Adapters[name] = layers[lin.ModulePath];
             lin.MixedBatchApply ??= LoraMixedBatch.Apply;
         }
-        var adapter = new LoraAdapter(name, cfg, layers);
+        var adapter = new LoraAdapter(name, cfg, layers) { BaseBeforeInit = baseBefore };
         registry.Register(adapter);
         if (activate) registry.SetActive(name);
         return adapter;

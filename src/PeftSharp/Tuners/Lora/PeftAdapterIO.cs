@@ -31,8 +31,9 @@ internal static class PeftAdapterIO
             .Select(p => SafeTensorEntry.FromTensor(p.Key, p.Param.detach()))
             .ToList();
         if (rewriteEntries is not null) entries = rewriteEntries(entries);
-        AdapterFolderWriter.Write(dir, adapter.Config.ToJson(),
-            recordedBase?.Restrict(adapter.Layers.Keys) ?? BaseFingerprint.Compute(model, adapter.Layers.Keys), entries);
+        // PEFT's save_pretrained writes inference_mode true whatever mode the model is in (it sets it around the save).
+        AdapterFolderWriter.Write(dir, (adapter.Config with { InferenceMode = true }).ToJson(),
+            recordedBase?.Restrict(adapter.Layers.Keys) ?? adapter.BaseBeforeInit ?? BaseFingerprint.Compute(model, adapter.Layers.Keys), entries);
     }
 
     /// <summary>An adapter folder's config and the base fingerprint it records (null when it records none, as PEFT's own folders).</summary>

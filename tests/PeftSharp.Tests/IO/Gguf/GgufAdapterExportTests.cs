@@ -94,6 +94,23 @@ public class GgufAdapterExportTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void PissaIsRefusedNamingTheMergedExport()
+    {
+        // llama.cpp would add B·A to the original weights, where PiSSA's belongs over the residual base.
+        string pissa = Path.Combine(TestPaths.TempDir(), "pissa");
+        using (var model = PeftModel.FromPretrained(TestPaths.TinyLlama))
+        {
+            model.AddAdapter("p", new LoraConfig { R = 2, TargetModules = ["q_proj"], InitLoraWeights = LoraInit.Pissa });
+            model.SaveAdapter("p", pissa);
+        }
+        string outDir = TestPaths.TempDir();
+        var (code, _, err) = CliCapture.Run("export", "gguf-adapter", "--model", TestPaths.TinyLlama, "--adapter", pissa, "--out", Path.Combine(outDir, "a.gguf"));
+        Assert.Equal(1, code);
+        Assert.Contains("adapter_config.json: a PiSSA adapter (init_lora_weights \"pissa\") holds its update over the residual base", err);
+        Assert.Empty(Directory.GetFileSystemEntries(outDir));
+    }
+
+    [Fact]
     public void PromptTuningIsRefusedWithoutOutput()
     {
         string prompt = TestPaths.TempDir();

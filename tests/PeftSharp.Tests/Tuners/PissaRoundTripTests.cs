@@ -1,0 +1,69 @@
+using System.Text.Json.Nodes;
+using PeftSharp.IO;
+using static TorchSharp.torch;
+
+namespace PeftSharp.Tests.Tuners;
+
+/// <summary>
+/// A PiSSA adapter (init_lora_weights "pissa") only means something over the residual base W - (principal part): PEFT's
+/// update_layer runs pissa_init whenever it builds the layer, from_pretrained included, then loads the trained A and B.
+/// Through the public front door: a saved PiSSA adapter loads on the base it was trained on, and gives the trained outputs.
+/// </summary>
+public class PissaRoundTripTests
+{
+    static readonly LoraConfig Pissa = new() { R = 4, LoraAlpha = 8, TargetModules = ["q_proj", "v_proj"], InitLoraWeights = LoraInit.Pissa };
+
+    static Tensor Logits(PeftModel model)
+    {
+        using var _ = no_grad();
+        using var ids = tensor(new long[] { 5, 17, 42, 99, 3, 250, 8, 61, 7, 120 }).reshape(2, 5);
+        return model.Forward(ids);
+    }
+
+    /// <summary>Saves a trained-looking PiSSA adapter (B and A moved off their init) and returns its logits.</summary>
+    static Tensor SaveTrained(string dir)
+    {
+        using var model = PeftModel.FromPretrained(TestPaths.TinyLlama);
+        var adapter = model.AddAdapter("p", Pissa, seed: 3);
+        using (var g = new Generator(5))
+        using (no_grad())
+            foreach (var (_, p) in adapter.NamedParameters())
+                using (var noise = randn(p.shape, p.dtype, p.device, generator: g))
+                    p.add_(noise.mul_(0.05));
+        model.SaveAdapter("p", dir);
+        return Logits(model);
+    }
+
+    [Fact]
+    public void SavedPissaAdapterLoadsOnItsBaseWithTheTrainedOutputs()
+    {
+        string dir = Path.Combine(TestPaths.TempDir(), "pissa");
+        using var trained = SaveTrained(dir);
+        // The folder records the base it was trained on, not the residual the training ran over.
+        using var reloaded = PeftModel.FromPretrained(TestPaths.TinyLlama, adapter: dir);
+        using var again = Logits(reloaded);
+        Assert.True(TestPaths.RelativeError(again, trained) <= 1e-5, $"reloaded PiSSA logits differ: {TestPaths.RelativeError(again, trained):g3}");
+    }
+
+    [Fact]
+    public void PissaAdapterWithoutFingerprintAsPeftWritesItGetsTheResidualBase()
+    {
+        string dir = Path.Combine(TestPaths.TempDir(), "pissa-peft");
+        using var trained = SaveTrained(dir);
+        string config = Path.Combine(dir, AdapterFolderFiles.ConfigFile);
+        var o = JsonNode.Parse(File.ReadAllText(config))!.AsObject();
+        Assert.True(o.Remove(BaseFingerprint.ConfigKey)); // PEFT records no fingerprint: nothing refuses the load
+        File.WriteAllText(config, o.ToJsonString());
+        using var reloaded = PeftModel.FromPretrained(TestPaths.TinyLlama, adapter: dir);
+        using var again = Logits(reloaded);
+        // On the unchanged base the principal part would count twice (W + s·B·A with B·A ~ the top singular directions).
+        Assert.True(TestPaths.RelativeError(again, trained) <= 1e-5, $"PEFT-style PiSSA folder gives other logits: {TestPaths.RelativeError(again, trained):g3}");
+
+        // A second PiSSA adapter on the same base would take the residual of the residual: refused, naming both.
+        var e = Assert.Throws<ArgumentException>(() => reloaded.LoadAdapter(dir, "second"));
+        Assert.Contains("'second'", e.Message);
+        Assert.Contains($"PiSSA adapter '{PeftModel.DefaultAdapterName}'", e.Message);
+        using var after = Logits(reloaded);
+        Assert.True(TestPaths.RelativeError(after, trained) <= 1e-5, "the refused load changed the base");
+    }
+}
