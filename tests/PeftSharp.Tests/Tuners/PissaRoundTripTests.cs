@@ -66,4 +66,21 @@ public class PissaRoundTripTests
         using var after = Logits(reloaded);
         Assert.True(TestPaths.RelativeError(after, trained) <= 1e-5, "the refused load changed the base");
     }
+
+    /// <summary>A plain LoRA trained on the base, applied beside a PiSSA adapter on the weights it replaced: named as
+    /// that, not as "saved for a different base model".</summary>
+    [Fact]
+    public void ALoraBesideAPissaAdapterOnTheSameWeightsIsRefusedNamingThePissaAdapter()
+    {
+        string pissaDir = Path.Combine(TestPaths.TempDir(), "pissa"), loraDir = Path.Combine(TestPaths.TempDir(), "lora");
+        using (SaveTrained(pissaDir)) { }
+        using (var plain = PeftModel.FromPretrained(TestPaths.TinyLlama))
+        {
+            plain.AddAdapter("l", new LoraConfig { R = 4, LoraAlpha = 8, TargetModules = ["q_proj"] }, seed: 1);
+            plain.SaveAdapter("l", loraDir);
+        }
+        using var model = PeftModel.FromPretrained(TestPaths.TinyLlama, adapter: pissaDir);
+        var e = Assert.Throws<InvalidDataException>(() => model.LoadAdapter(loraDir, "l"));
+        Assert.StartsWith($"{loraDir}: PiSSA adapter '{PeftModel.DefaultAdapterName}' replaced the base weights this adapter also adapts (model.layers.0.self_attn.q_proj, ...)", e.Message);
+    }
 }
