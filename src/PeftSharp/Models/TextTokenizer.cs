@@ -75,7 +75,13 @@ public sealed class TextTokenizer : IDisposable
         }
         SpecialTokens = special;
         int maxId = added.Count > 0 ? added.Values.Max() : -1;
-        foreach (var (id, _) in TokenizerJsonVocab.ModelPieces(root)) maxId = Math.Max(maxId, id);
+        // Added tokens the vocabulary already holds at their declared id keep it (Gemma's thousands): no need to ask the encoder.
+        var inVocabulary = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var (id, piece) in TokenizerJsonVocab.ModelPieces(root))
+        {
+            maxId = Math.Max(maxId, id);
+            if (added.TryGetValue(piece, out int declared) && declared == id) inVocabulary.Add(piece);
+        }
         VocabSize = maxId + 1;
         UnkId = UnknownTokenId(root["model"] as JsonObject, added);
         (_nativePrefix, _nativeSuffix) = PostProcessorTokens(root["post_processor"], added);
@@ -85,7 +91,7 @@ public sealed class TextTokenizer : IDisposable
 
         try { _tok = new Tokenizers.DotNet.Tokenizer(vocabPath: path); }
         catch (Tokenizers.DotNet.TokenizerException e) { throw new InvalidDataException($"{path}: tokenizer failed to load ({e.Message})"); }
-        WarnOnRenumberedAddedTokens(path, added);
+        WarnOnRenumberedAddedTokens(path, added, inVocabulary);
         EosId = config is { EosTokenIds.Length: > 0 } ? config.EosTokenIds[0]
             : EosCandidates.Where(special.ContainsKey).Select(c => (int?)special[c]).FirstOrDefault();
         BosId = config?.BosTokenId;
@@ -99,10 +105,11 @@ public sealed class TextTokenizer : IDisposable
     /// maps (special tokens, masking, stop ids) hold N. Real tokenizers declare their added ids contiguously; a file with
     /// a gap gets the same warning here instead of silently disagreeing ids.
     /// </summary>
-    void WarnOnRenumberedAddedTokens(string path, Dictionary<string, int> added)
+    void WarnOnRenumberedAddedTokens(string path, Dictionary<string, int> added, HashSet<string> inVocabulary)
     {
         foreach (var (content, id) in added)
         {
+            if (inVocabulary.Contains(content)) continue;
             var ids = Array.ConvertAll(_tok.Encode(content), x => (int)x);
             if (Array.IndexOf(ids, id) >= 0) continue;
             var given = ids.Except(_nativePrefix).Except(_nativeSuffix).ToArray();
