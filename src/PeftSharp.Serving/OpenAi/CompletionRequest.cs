@@ -41,6 +41,7 @@ internal sealed record CompletionRequest
         if (n != 1) throw ServingException.BadRequest("'n' must be 1 (one choice per request)");
         // Errors name the field the client sent: chat's newer max_completion_tokens wins over max_tokens, as at OpenAI.
         string maxTokensKey = chat && o.ContainsKey("max_completion_tokens") ? "max_completion_tokens" : "max_tokens";
+        int? topK = OptInt(o, "top_k");
         var r = new CompletionRequest
         {
             Model = OptString(o, "model"),
@@ -48,7 +49,7 @@ internal sealed record CompletionRequest
             Temperature = OptDouble(o, "temperature"),
             TopP = OptDouble(o, "top_p"),
             // vLLM's clients send top_k -1 for "all tokens" (its SamplingParams: "Set to 0 (or -1) to consider all tokens").
-            TopK = OptInt(o, "top_k") is -1 ? 0 : OptInt(o, "top_k"),
+            TopK = topK == -1 ? 0 : topK,
             RepetitionPenalty = OptDouble(o, "repetition_penalty"),
             Seed = OptInt(o, "seed"),
             Stop = ParseStop(o["stop"]),
