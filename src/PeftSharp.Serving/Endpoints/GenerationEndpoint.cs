@@ -69,24 +69,41 @@ internal static class GenerationEndpoint
 
         if (req.Stream)
         {
-            string echo = Echo(0);
-            var job = Enqueue(0);
-            var echoLogprobs = await EchoLogprobs(job, echo);
-            var text = new TextAssembler(s, stopIds, req.Stop, prompts[0], wantLogprobs: req.TopLogprobs is not null);
+            // Every prompt's row is queued before any is awaited, so several prompts share the batch; each choice's
+            // chunks carry its index and interleave as its tokens come (OpenAI's and vLLM's stream of several prompts),
+            // written one event at a time.
+            var streamJobs = Enumerable.Range(0, prompts.Count).Select(Enqueue).ToArray();
+            var write = new SemaphoreSlim(1, 1);
+            async Task Send(JsonObject chunk)
+            {
+                await write.WaitAsync(CancellationToken.None);
+                try { await EndpointIo.Event(http, chunk); } finally { write.Release(); }
+            }
+            var echoes = new string[prompts.Count];
+            var echoLogprobs = new List<TokenLogprob>?[prompts.Count];
+            for (int i = 0; i < prompts.Count; i++) { echoes[i] = Echo(i); echoLogprobs[i] = await EchoLogprobs(streamJobs[i], echoes[i]); }
             await EndpointIo.StartEvents(http);
             if (chat) await EndpointIo.Event(http, WithUsageField(OpenAiResponses.ChatChunk(id, created, model, new JsonObject { ["role"] = "assistant", ["content"] = "" }, null)));
-            if (echo.Length > 0 || echoLogprobs is { Count: > 0 }) await EndpointIo.Event(http, Chunk(echo, null, echoLogprobs, 0));
-            if (job is not null)
-                await foreach (var tok in job.Tokens.ReadAllAsync(CancellationToken.None))
-                {
-                    string delta = text.Push(tok, cts);
-                    if (delta.Length > 0) await EndpointIo.Event(http, Chunk(delta, null, text.TakeLogprobs(final: false), echo.Length));
-                }
-            string last = text.Flush();
+            var texts = await Task.WhenAll(Enumerable.Range(0, prompts.Count).Select(async i =>
+            {
+                string echo = echoes[i];
+                var job = streamJobs[i];
+                var text = new TextAssembler(s, stopIds, req.Stop, prompts[i], wantLogprobs: req.TopLogprobs is not null);
+                if (echo.Length > 0 || echoLogprobs[i] is { Count: > 0 }) await Send(Chunk(echo, null, echoLogprobs[i], 0, i));
+                if (job is not null)
+                    await foreach (var tok in job.Tokens.ReadAllAsync(CancellationToken.None))
+                    {
+                        string delta = text.Push(tok, cts);
+                        if (delta.Length > 0) await Send(Chunk(delta, null, text.TakeLogprobs(final: false), echo.Length, i));
+                    }
+                string last = text.Flush();
+                if (!http.RequestAborted.IsCancellationRequested)
+                    await Send(Chunk(last, Finish(text, job), text.TakeLogprobs(final: true), echo.Length, i));
+                return text;
+            }));
             if (http.RequestAborted.IsCancellationRequested) return;
-            await EndpointIo.Event(http, Chunk(last, Finish(text, job), text.TakeLogprobs(final: true), echo.Length));
             if (req.IncludeUsage)
-                await EndpointIo.Event(http, OpenAiResponses.UsageChunk(id, created, model, chat, OpenAiResponses.Usage(prompts[0].Length, text.CompletionTokens)));
+                await EndpointIo.Event(http, OpenAiResponses.UsageChunk(id, created, model, chat, OpenAiResponses.Usage(prompts.Sum(p => p.Length), texts.Sum(t => t.CompletionTokens))));
             await EndpointIo.Done(http);
             return;
         }
@@ -113,11 +130,11 @@ internal static class GenerationEndpoint
         JsonObject? Logprobs(List<TokenLogprob>? entries, int offsetBase) => entries is null ? null
             : chat ? OpenAiResponses.ChatLogprobs(entries) : OpenAiResponses.CompletionLogprobs(entries, offsetBase);
 
-        JsonObject Chunk(string delta, string? finish, List<TokenLogprob>? entries, int offsetBase)
+        JsonObject Chunk(string delta, string? finish, List<TokenLogprob>? entries, int offsetBase, int index)
         {
             return WithUsageField(chat
                 ? OpenAiResponses.ChatChunk(id, created, model, delta.Length > 0 ? new JsonObject { ["content"] = delta } : new JsonObject(), finish, Logprobs(entries, offsetBase))
-                : OpenAiResponses.CompletionChunk(id, created, model, delta, finish, Logprobs(entries, offsetBase)));
+                : OpenAiResponses.CompletionChunk(id, created, model, delta, finish, Logprobs(entries, offsetBase), index));
         }
 
         // With include_usage, every chunk but the last carries "usage": null (OpenAI's stream shape).

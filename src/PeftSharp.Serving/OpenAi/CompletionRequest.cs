@@ -75,8 +75,6 @@ internal sealed record CompletionRequest
         if (r.RepetitionPenalty is { } rp && !(rp > 0 && rp <= 100)) throw ServingException.BadRequest($"'repetition_penalty' must be in (0, 100] (got {r.RepetitionPenalty})");
         if (chat) return r with { Messages = ParseMessages(o["messages"]) };
         r = r with { Prompts = ParsePrompts(o["prompt"]) };
-        if (r.Stream && r.Prompts.Count > 1)
-            throw ServingException.Unsupported("prompt", $"streaming several prompts is not supported ({r.Prompts.Count} given); send them one per request, or without 'stream'");
         return r;
     }
 

@@ -34,10 +34,10 @@ internal static class OpenAiResponses
         ["usage"] = usage,
     };
 
-    public static JsonObject CompletionChunk(string id, long created, string model, string text, string? finish, JsonObject? logprobs = null) => new()
+    public static JsonObject CompletionChunk(string id, long created, string model, string text, string? finish, JsonObject? logprobs = null, int index = 0) => new()
     {
         ["id"] = id, ["object"] = "text_completion", ["created"] = created, ["model"] = model,
-        ["choices"] = new JsonArray(new JsonObject { ["index"] = 0, ["text"] = text, ["logprobs"] = logprobs, ["finish_reason"] = finish }),
+        ["choices"] = new JsonArray(new JsonObject { ["index"] = index, ["text"] = text, ["logprobs"] = logprobs, ["finish_reason"] = finish }),
     };
 
     public static JsonObject Chat(string id, long created, string model, string text, string finish, JsonObject usage, JsonObject? logprobs = null) => new()

@@ -144,9 +144,26 @@ public class PromptScoringTests
         Assert.Equal([a, b], choices.Select(c => c!["text"]!.GetValue<string>()));
         Assert.Equal(h.Encode("ab cd").Length + h.Encode("x y z").Length, body["usage"]!["prompt_tokens"]!.GetValue<int>());
 
-        var (s2, err) = await h.Post("v1/completions", new JsonObject { ["prompt"] = new JsonArray("ab", "cd"), ["stream"] = true });
-        Assert.Equal(400, s2);
-        Assert.Equal("prompt", err["error"]!["param"]!.GetValue<string>());
+        // Streamed, as OpenAI and vLLM stream several prompts: each chunk names its choice's index, each choice's chunks
+        // concatenate to its non-streamed text and end with one finish_reason, and the usage chunk counts both.
+        var events = await Sse.Read(h.Http, "v1/completions", new JsonObject
+        {
+            ["prompt"] = new JsonArray("ab cd", "x y z"), ["max_tokens"] = 5, ["temperature"] = 0, ["stream"] = true,
+            ["stream_options"] = new JsonObject { ["include_usage"] = true },
+        });
+        Assert.Equal("[DONE]", events[^1]);
+        var chunks = events.SkipLast(2).Select(e => JsonNode.Parse(e)!["choices"]!.AsArray().Single()!).ToList();
+        Assert.Equal([0, 1], chunks.Select(c => c["index"]!.GetValue<int>()).Distinct().Order());
+        foreach (var (index, want) in new[] { (0, a), (1, b) })
+        {
+            var mine = chunks.Where(c => c["index"]!.GetValue<int>() == index).ToList();
+            Assert.Equal(want, string.Concat(mine.Select(c => c["text"]!.GetValue<string>())));
+            Assert.Single(mine, c => c["finish_reason"] is not null);
+            Assert.NotNull(mine[^1]["finish_reason"]);
+        }
+        var usage = JsonNode.Parse(events[^2])!["usage"]!;
+        Assert.Equal(body["usage"]!["prompt_tokens"]!.GetValue<int>(), usage["prompt_tokens"]!.GetValue<int>());
+        Assert.Equal(body["usage"]!["completion_tokens"]!.GetValue<int>(), usage["completion_tokens"]!.GetValue<int>());
         var (s3, err3) = await h.Post("v1/completions", new JsonObject { ["prompt"] = "ab", ["max_tokens"] = 0 });
         Assert.Equal(400, s3);
         Assert.Contains("0 only with 'echo'", err3["error"]!["message"]!.GetValue<string>());
