@@ -39,7 +39,7 @@ internal static class PeftAdapterIO
     /// <summary>An adapter folder's config and the base fingerprint it records (null when it records none, as PEFT's own folders).</summary>
     public sealed record AdapterFolder(string Dir, LoraConfig Config, BaseFingerprint? RecordedBase);
 
-    /// <summary>Reads adapter_config.json once: the LoRA config and the recorded base fingerprint.</summary>
+    /// <summary>Reads adapter_config.json once: the LoRA config, and the recorded base fingerprint (<see cref="AdapterFolderFiles.RecordedBase"/>).</summary>
     public static AdapterFolder Read(string dir)
     {
         string path = Path.Combine(dir, AdapterFolderFiles.ConfigFile);
@@ -47,7 +47,7 @@ internal static class PeftAdapterIO
         if (!File.Exists(path)) throw new FileNotFoundException($"{path}: not found (not a PEFT adapter folder)", path);
         var raw = JsonFile.ReadObject(path);
         var cfg = LoraConfig.FromJson(raw, path, PeftLogging.Warn);
-        return new AdapterFolder(dir, cfg, raw[BaseFingerprint.ConfigKey] is JsonObject fp ? BaseFingerprint.FromJson(fp, path) : null);
+        return new AdapterFolder(dir, cfg, AdapterFolderFiles.RecordedBase(dir, raw));
     }
 
     /// <summary>
