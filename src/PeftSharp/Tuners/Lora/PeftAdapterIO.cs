@@ -66,8 +66,8 @@ internal static class PeftAdapterIO
         var (dir, cfg, recorded) = folder;
         // Beside a PiSSA adapter, the weights it adapts are their residual: an adapter trained on the base would read as
         // "saved for a different base model" (or, without a fingerprint, run on the residual: PEFT does, silently).
-        if (recorded is not null && !allowMismatch && cfg.InitLoraWeights != LoraInit.Pissa
-            && LoraModel.Of(model).Adapters.Values.FirstOrDefault(a => a.BaseBeforeInit is not null) is { } pissa
+        if (recorded is not null && !allowMismatch && !cfg.IsPissa
+            && LoraModel.Of(model).Adapters.Values.FirstOrDefault(a => a.IsPissa) is { } pissa
             && recorded.ModulePaths.FirstOrDefault(pissa.Layers.ContainsKey) is { } shared)
             throw new InvalidDataException($"{dir}: PiSSA adapter '{pissa.Name}' replaced the base weights this adapter also adapts " +
                 $"({shared}, ...) by their residual; an adapter trained on the base cannot be applied beside it (apply it without '{pissa.Name}')");
