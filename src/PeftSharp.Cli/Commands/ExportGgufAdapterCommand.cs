@@ -58,7 +58,7 @@ public sealed class ExportGgufAdapterCommand : Command<ExportGgufAdapterCommand.
     /// <summary>
     /// The adapter GGUF runs on the base GGUF, and llama.cpp and Ollama render chat with that file's
     /// tokenizer.chat_template: --model's template (a .gguf's own, or the one `peft export gguf` writes from the folder).
-    /// An adapter trained with another (its peftsharp_chat.json record, else a template saved in its folder, as PEFT and
+    /// An adapter trained with another (its chat record, else a template saved in its folder, as PEFT and
     /// TRL leave tokenizer_config.json beside the adapter) would be prompted in a format it did not learn: one line
     /// saying so, or null when they agree or the adapter names no template.
     /// </summary>

@@ -16,8 +16,8 @@ internal static class AdapterFolderFiles
     public const string WeightsFile = "adapter_model.safetensors";
 
     /// <summary>
-    /// PeftSharp's own metadata of an adapter folder (<c>{"base_fingerprint": {...}}</c>), beside adapter_config.json.
-    /// Not in adapter_config.json: PEFT passes that file's keys to its config dataclass, so before 0.14 an unknown key is
+    /// PeftSharp's own metadata of an adapter folder, beside adapter_config.json: <c>{"base_fingerprint": {...}}</c>,
+    /// and after training on chat data <c>"chat": {...}</c> (<see cref="Chat.AdapterChatRecord"/>). Not in adapter_config.json: PEFT passes that file's keys to its config dataclass, so before 0.14 an unknown key is
     /// a TypeError and from 0.14 on a warning telling the user to upgrade PEFT (peft/src/peft/config.py,
     /// PeftConfigMixin.from_peft_type). PEFT never opens this file.
     /// </summary>
@@ -29,6 +29,13 @@ internal static class AdapterFolderFiles
     /// <summary>The sidecar's content for a folder recording <paramref name="fingerprint"/>.</summary>
     public static JsonObject Sidecar(BaseFingerprint fingerprint) => new() { [FingerprintKey] = fingerprint.ToJson() };
 
+    /// <summary>The folder's sidecar (<see cref="SidecarFile"/>), or null when it has none (PEFT's folders, older PeftSharp ones).</summary>
+    public static JsonObject? ReadSidecar(string dir)
+    {
+        string path = Path.Combine(dir, SidecarFile);
+        return File.Exists(path) ? JsonFile.ReadObject(path) : null;
+    }
+
     /// <summary>
     /// The base fingerprint the adapter folder <paramref name="dir"/> records (<paramref name="config"/>: its parsed
     /// adapter_config.json): the sidecar's, or in a folder saved before the sidecar existed the one under
@@ -39,14 +46,12 @@ internal static class AdapterFolderFiles
     {
         string configPath = Path.Combine(dir, ConfigFile), sidecarPath = Path.Combine(dir, SidecarFile);
         var legacy = config[BaseFingerprint.LegacyConfigKey] is JsonObject l ? BaseFingerprint.FromJson(l, configPath, BaseFingerprint.LegacyConfigKey) : null;
-        BaseFingerprint? sidecar = null;
-        if (File.Exists(sidecarPath))
-            sidecar = JsonFile.ReadObject(sidecarPath)[FingerprintKey] switch
-            {
-                null => null,
-                JsonObject f => BaseFingerprint.FromJson(f, sidecarPath, FingerprintKey),
-                var other => throw new InvalidDataException($"{sidecarPath}: '{FingerprintKey}' must be an object, got {other.GetValueKind().ToString().ToLowerInvariant()}"),
-            };
+        var sidecar = ReadSidecar(dir)?[FingerprintKey] switch
+        {
+            null => null,
+            JsonObject f => BaseFingerprint.FromJson(f, sidecarPath, FingerprintKey),
+            var other => throw new InvalidDataException($"{sidecarPath}: '{FingerprintKey}' must be an object, got {other.GetValueKind().ToString().ToLowerInvariant()}"),
+        };
         if (legacy is not null && sidecar is not null && (legacy.Digest != sidecar.Digest || legacy.Source != sidecar.Source))
             throw new InvalidDataException($"{sidecarPath} and {configPath} record different base models ({FingerprintKey} digest " +
                 $"{sidecar.Digest[..12]} vs '{BaseFingerprint.LegacyConfigKey}' digest {legacy.Digest[..12]}); keep the one for this " +

@@ -160,4 +160,44 @@ public class AdapterSidecarTests
         (code, stdout, err) = Generate(TestPaths.TinyLlama, dir);
         Assert.True(code == 0, stdout + err);
     }
+
+    /// <summary>
+    /// Training on chat data adds the chat record to the sidecar (no file of its own); a folder saved before, with
+    /// peftsharp_chat.json, is still read, and the sidecar's record wins when both are there.
+    /// </summary>
+    [Fact]
+    public void TheChatRecordJoinsTheSidecarAndAnOlderFoldersChatFileIsStillRead()
+    {
+        string dir = TestPaths.TempDir(), data = Path.Combine(dir, "chat.jsonl"), ask = Path.Combine(dir, "ask.json");
+        var turn = new JsonArray(new JsonObject { ["role"] = "user", ["content"] = "code red fox cup ->" });
+        File.WriteAllText(data, new JsonObject { ["messages"] = new JsonArray(turn[0]!.DeepClone(), new JsonObject { ["role"] = "assistant", ["content"] = "one" }) }.ToJsonString());
+        File.WriteAllText(ask, turn.ToJsonString());
+        string run = Path.Combine(dir, "run");
+        var (code, stdout, err) = CliCapture.Run("train", "--model", TestPaths.TinyLlama, "--data", data, "--method", "lora", "--steps", "1",
+            "--batch", "1", "--max-seq", "128", "--out", run);
+        Assert.True(code == 0, stdout + err);
+        string final = Path.Combine(run, "final"), sidecar = Path.Combine(final, AdapterFolderFiles.SidecarFile);
+        var written = JsonFile.ReadObject(sidecar);
+        Assert.Equal(["base_fingerprint", "chat"], written.Select(p => p.Key));
+        Assert.Equal("PeftSharp's simple chat format", written["chat"]!["chat_template_source"]!.GetValue<string>());
+        Assert.False(File.Exists(Path.Combine(final, "peftsharp_chat.json")));
+
+        // The older layout: the record in peftsharp_chat.json (here one naming another template), none in the sidecar.
+        var record = written["chat"]!.DeepClone().AsObject();
+        record["chat_template_sha256"] = new string('a', 64);
+        record["chat_template_source"] = "other/tokenizer_config.json:chat_template";
+        File.WriteAllText(Path.Combine(final, "peftsharp_chat.json"), record.ToJsonString());
+        written.Remove("chat");
+        File.WriteAllText(sidecar, written.ToJsonString());
+        (code, _, err) = CliCapture.Run("generate", "--model", TestPaths.TinyLlama, "--adapter", final, "--chat", ask, "--max-new-tokens", "1");
+        Assert.Equal(0, code);
+        Assert.Contains("was trained with chat template other/tokenizer_config.json:chat_template", err);
+
+        // Both: the sidecar's record (the simple format this base renders with) is the one read.
+        written["chat"] = new JsonObject { ["chat_template_sha256"] = null, ["chat_template_source"] = "PeftSharp's simple chat format", ["stop_token_ids"] = new JsonArray() };
+        File.WriteAllText(sidecar, written.ToJsonString());
+        (code, _, err) = CliCapture.Run("generate", "--model", TestPaths.TinyLlama, "--adapter", final, "--chat", ask, "--max-new-tokens", "1");
+        Assert.Equal(0, code);
+        Assert.DoesNotContain("was trained with", err);
+    }
 }
