@@ -122,11 +122,22 @@ public sealed class PeftModel : IDisposable
         ActiveAdapter = adapterName;
     }
 
-    /// <summary>Removes an adapter from the model and frees its parameters.</summary>
+    /// <summary>
+    /// Removes an adapter from the model and frees its parameters. A PiSSA adapter is refused: it replaced the base
+    /// weights it adapts by their residual, which deleting it would leave behind.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">The adapter is a PiSSA adapter (message: its name and what to do instead).</exception>
     public void DeleteAdapter(string adapterName)
     {
         ThrowIfDisposed();
         var a = GetAdapter(adapterName);
+        // PEFT's delete_adapter drops lora_A/lora_B and leaves the base as pissa_init rewrote it (W minus the principal
+        // part), so the model silently computes with a base that is no longer the checkpoint's. Putting W back bit for
+        // bit needs the original weights (W - BA + BA rounds differently, and fingerprints compare bytes): refused.
+        if (a is Tuners.Lora.LoraPeftAdapter { Adapter.IsPissa: true } pissa)
+            throw new InvalidOperationException($"adapter '{adapterName}' is a PiSSA adapter: it replaced the base weights of its " +
+                $"{pissa.Adapter.Layers.Count} module(s) by their residual, which deleting it would leave as the base; " +
+                "merge it (MergeAndUnload) or load the base model again instead");
         a.Dispose();
         _adapters.Remove(a);
         if (ActiveAdapter == adapterName) ActiveAdapter = null;

@@ -58,7 +58,7 @@ public sealed class ExportGgufAdapterCommand : Command<ExportGgufAdapterCommand.
     /// <summary>
     /// The adapter GGUF runs on the base GGUF, and llama.cpp and Ollama render chat with that file's
     /// tokenizer.chat_template: --model's template (a .gguf's own, or the one `peft export gguf` writes from the folder).
-    /// An adapter trained with another (its peftsharp_chat.json record, else a template saved in its folder, as PEFT and
+    /// An adapter trained with another (its chat record, else a template saved in its folder, as PEFT and
     /// TRL leave tokenizer_config.json beside the adapter) would be prompted in a format it did not learn: one line
     /// saying so, or null when they agree or the adapter names no template.
     /// </summary>
@@ -87,14 +87,14 @@ public sealed class ExportGgufAdapterCommand : Command<ExportGgufAdapterCommand.
     {
         GgufModelExport.ArchitectureOf(ModelConfig.Load(modelDir), modelDir);
         if (PeftSharp.Tuners.PeftMethods.ForFolder(adapterDir) is not PeftSharp.Tuners.Lora.LoraMethod)
-            throw new InvalidDataException($"{Path.Combine(adapterDir, "adapter_config.json")}: only LoRA adapters have a llama.cpp adapter form (Houlsby adapters and soft prompts do not)");
+            throw new InvalidDataException($"{Path.Combine(adapterDir, AdapterFolderFiles.ConfigFile)}: only LoRA adapters have a llama.cpp adapter form (Houlsby adapters and soft prompts do not)");
         var config = PeftAdapterIO.Read(adapterDir).Config;
         if (config.UseDora)
-            throw new InvalidDataException($"{Path.Combine(adapterDir, "adapter_config.json")}: a DoRA adapter has no llama.cpp adapter form; use `peft export gguf --adapter {adapterDir}` to export it merged");
+            throw new InvalidDataException($"{Path.Combine(adapterDir, AdapterFolderFiles.ConfigFile)}: a DoRA adapter has no llama.cpp adapter form; use `peft export gguf --adapter {adapterDir}` to export it merged");
         // llama.cpp adds s·B·A to the base GGUF's weights; a PiSSA adapter's B·A belongs over the residual base, so on
         // the unchanged base its principal part would count twice, silently.
-        if (config.InitLoraWeights == LoraInit.Pissa)
-            throw new InvalidDataException($"{Path.Combine(adapterDir, "adapter_config.json")}: a PiSSA adapter (init_lora_weights \"pissa\") holds its update over the residual base, which llama.cpp does not make; use `peft export gguf --adapter {adapterDir}` to export it merged");
+        if (config.IsPissa)
+            throw new InvalidDataException($"{Path.Combine(adapterDir, AdapterFolderFiles.ConfigFile)}: a PiSSA adapter (init_lora_weights \"pissa\") holds its update over the residual base, which llama.cpp does not make; use `peft export gguf --adapter {adapterDir}` to export it merged");
     }
 
     /// <summary>The adapter as a llama.cpp adapter GGUF; shared with `export ollama --separate-adapter`.</summary>

@@ -38,7 +38,7 @@ public sealed class PeftAdapterLoader : IAdapterLoader
         var adapter = PeftAdapterIO.Read(folder);
         // PiSSA replaces the base weights it adapts by their residual (as PEFT's pissa_init does on load): on a shared
         // base that would silently change the base model's answers and every other adapter's.
-        if (adapter.Config.InitLoraWeights == LoraInit.Pissa)
+        if (adapter.Config.IsPissa)
             throw new NotSupportedException($"{Path.Combine(folder, AdapterFolderFiles.ConfigFile)}: a PiSSA adapter (init_lora_weights \"pissa\") " +
                 "rewrites the base weights it adapts, which the served base shares with every adapter; serve `peft merge`'s output of it instead");
         var full = Base(model);

@@ -36,7 +36,7 @@ internal static class AdapterCardEndpoint
 
     public static JsonObject Card(AdapterVersion v, ServerState s)
     {
-        var config = ReadSmall(Path.Combine(v.Folder, "adapter_config.json")) ?? new JsonObject();
+        var config = ReadSmall(Path.Combine(v.Folder, AdapterFolderFiles.ConfigFile)) ?? new JsonObject();
         var card = new JsonObject
         {
             ["id"] = v.Name, ["object"] = "adapter.card", ["version"] = v.Version, ["content_hash"] = v.ContentHash,

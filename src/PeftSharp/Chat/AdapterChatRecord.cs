@@ -5,15 +5,20 @@ using PeftSharp.IO;
 namespace PeftSharp.Chat;
 
 /// <summary>
-/// What an adapter folder records about the chat rendering it was trained with (<see cref="FileName"/>, beside
-/// adapter_config.json): the template's SHA-256 (null for PeftSharp's simple format), where it came from, and the
+/// What an adapter folder records about the chat rendering it was trained with (<see cref="SidecarKey"/> of the
+/// folder's <see cref="AdapterFolderFiles.SidecarFile"/>; folders saved before it have <see cref="LegacyFileName"/>):
+/// the template's SHA-256 (null for PeftSharp's simple format), where it came from, and the
 /// ids that ended generation (EOS and the template's end-of-turn tokens). serve, generate and merge warn when the
 /// base they run on renders chat differently. <see cref="TemplateText"/> is the template itself, so merge can give a
 /// merged model the template it was trained with when that was not the base's (--chat-template).
 /// </summary>
 internal sealed record AdapterChatRecord(string? TemplateSha256, string TemplateSource, IReadOnlyList<int> StopIds)
 {
-    public const string FileName = "peftsharp_chat.json";
+    /// <summary>The record's key in the adapter folder's sidecar, beside its base fingerprint.</summary>
+    public const string SidecarKey = "chat";
+
+    /// <summary>Where folders saved before the sidecar kept the record: a file of its own. Read, never written.</summary>
+    public const string LegacyFileName = "peftsharp_chat.json";
 
     /// <summary>The template's text (null for the simple format, and in records written before it was kept).</summary>
     public string? TemplateText { get; init; }
@@ -22,7 +27,7 @@ internal sealed record AdapterChatRecord(string? TemplateSha256, string Template
         new(chat.Template?.Sha256, chat.Template?.Source ?? "PeftSharp's simple chat format", stopIds.Distinct().Order().ToList())
         { TemplateText = chat.Template?.Text };
 
-    /// <summary>Writes the record into an adapter folder (atomically; the folder exists).</summary>
+    /// <summary>Writes the record into a saved adapter folder's sidecar (atomically), replacing a record of the older layout.</summary>
     public void Write(string adapterDir)
     {
         var json = new JsonObject
@@ -32,12 +37,13 @@ internal sealed record AdapterChatRecord(string? TemplateSha256, string Template
             ["stop_token_ids"] = new JsonArray(StopIds.Select(i => (JsonNode)i).ToArray()),
             ["chat_template"] = TemplateText,
         };
-        AtomicFile.WriteAllText(Path.Combine(adapterDir, FileName), json.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        AdapterFolderWriter.AddToSidecar(adapterDir, SidecarKey, json);
+        File.Delete(Path.Combine(adapterDir, LegacyFileName));   // no second record left to disagree with this one
     }
 
     /// <summary>
     /// Where <see cref="TemplateText"/> was read, for messages and for the source an export gives it
-    /// ("DIR/peftsharp_chat.json:chat_template (SOURCE)", or "DIR/tokenizer_config.json:chat_template").
+    /// ("DIR/peftsharp_adapter.json:chat.chat_template (SOURCE)", or "DIR/tokenizer_config.json:chat_template").
     /// </summary>
     public string? TextSource { get; init; }
 
@@ -58,17 +64,29 @@ internal sealed record AdapterChatRecord(string? TemplateSha256, string Template
             : null;
     }
 
-    /// <summary>The folder's record, or null when it has none (adapters from PEFT or from before records existed).</summary>
+    /// <summary>
+    /// The folder's record: the sidecar's, else (folders saved before it) <see cref="LegacyFileName"/>'s; null when it
+    /// has none (adapters from PEFT, or not trained on chat data).
+    /// </summary>
     public static AdapterChatRecord? Read(string adapterDir)
     {
-        string path = Path.Combine(adapterDir, FileName);
-        if (!File.Exists(path)) return null;
-        var o = JsonFile.ReadObject(path);
+        string sidecar = Path.Combine(adapterDir, AdapterFolderFiles.SidecarFile), legacy = Path.Combine(adapterDir, LegacyFileName);
+        string path;
+        JsonObject o;
+        switch (AdapterFolderFiles.ReadSidecar(adapterDir)?[SidecarKey])
+        {
+            case JsonObject inSidecar: (path, o) = ($"{sidecar}:{SidecarKey}", inSidecar); break;
+            case { } other: throw new InvalidDataException($"{sidecar}: '{SidecarKey}' must be an object, got {other.GetValueKind().ToString().ToLowerInvariant()}");
+            default:
+                if (!File.Exists(legacy)) return null;
+                (path, o) = (legacy, JsonFile.ReadObject(legacy));
+                break;
+        }
         try
         {
             return new AdapterChatRecord(o["chat_template_sha256"]?.GetValue<string>(), o["chat_template_source"]?.GetValue<string>() ?? "?",
                 (o["stop_token_ids"] as JsonArray ?? []).Select(x => x!.GetValue<int>()).ToList())
-            { TemplateText = o["chat_template"]?.GetValue<string>(), TextSource = $"{path}:chat_template ({o["chat_template_source"]?.GetValue<string>() ?? "?"})" };
+            { TemplateText = o["chat_template"]?.GetValue<string>(), TextSource = $"{path}{(path == legacy ? ":" : ".")}chat_template ({o["chat_template_source"]?.GetValue<string>() ?? "?"})" };
         }
         catch (Exception e) when (e is InvalidOperationException or FormatException)
         {

@@ -42,6 +42,8 @@ internal sealed class HubDownloader : IDisposable
         "config.json", "generation_config.json", "model.safetensors.index.json", "adapter_config.json",
         "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "tokenizer.model",
         "vocab.json", "merges.txt", "chat_template.jinja", "chat_template.json",
+        // PeftSharp's adapter metadata beside adapter_config.json (base fingerprint, chat record; the older chat file).
+        IO.AdapterFolderFiles.SidecarFile, Chat.AdapterChatRecord.LegacyFileName,
     ];
 
     public string Snapshot(RepoId repo, IProgress<DownloadProgress>? progress = null, CancellationToken ct = default, Func<string, bool>? only = null) =>

@@ -1,11 +1,12 @@
+using System.Text.Json.Nodes;
 using PeftSharp.Models;
 
 namespace PeftSharp.IO;
 
 /// <summary>
-/// The adapter folder format every tuning method shares (PEFT's): its two files, and the check of the base fingerprint
-/// a folder records (<see cref="BaseFingerprint.ConfigKey"/> in adapter_config.json) against the model it is loaded on.
-/// Writing is <see cref="AdapterFolderWriter"/>'s; reading a method's config and tensors is the method's (Tuners/).
+/// The adapter folder format every tuning method shares (PEFT's two files, plus PeftSharp's <see cref="SidecarFile"/>),
+/// reading the base fingerprint a folder records (<see cref="RecordedBase"/>) and checking it against the model it is
+/// loaded on. Writing is <see cref="AdapterFolderWriter"/>'s; reading a method's config and tensors is the method's (Tuners/).
 /// </summary>
 internal static class AdapterFolderFiles
 {
@@ -13,6 +14,50 @@ internal static class AdapterFolderFiles
     public const string ConfigFile = "adapter_config.json";
     /// <summary>The tensor file of an adapter folder.</summary>
     public const string WeightsFile = "adapter_model.safetensors";
+
+    /// <summary>
+    /// PeftSharp's own metadata of an adapter folder, beside adapter_config.json: <c>{"base_fingerprint": {...}}</c>,
+    /// and after training on chat data <c>"chat": {...}</c> (<see cref="Chat.AdapterChatRecord"/>). Not in adapter_config.json: PEFT passes that file's keys to its config dataclass, so before 0.14 an unknown key is
+    /// a TypeError and from 0.14 on a warning telling the user to upgrade PEFT (peft/src/peft/config.py,
+    /// PeftConfigMixin.from_peft_type). PEFT never opens this file.
+    /// </summary>
+    public const string SidecarFile = "peftsharp_adapter.json";
+
+    /// <summary>The sidecar's key holding the <see cref="BaseFingerprint"/>.</summary>
+    const string FingerprintKey = "base_fingerprint";
+
+    /// <summary>The sidecar's content for a folder recording <paramref name="fingerprint"/>.</summary>
+    public static JsonObject Sidecar(BaseFingerprint fingerprint) => new() { [FingerprintKey] = fingerprint.ToJson() };
+
+    /// <summary>The folder's sidecar (<see cref="SidecarFile"/>), or null when it has none (PEFT's folders, older PeftSharp ones).</summary>
+    public static JsonObject? ReadSidecar(string dir)
+    {
+        string path = Path.Combine(dir, SidecarFile);
+        return File.Exists(path) ? JsonFile.ReadObject(path) : null;
+    }
+
+    /// <summary>
+    /// The base fingerprint the adapter folder <paramref name="dir"/> records (<paramref name="config"/>: its parsed
+    /// adapter_config.json): the sidecar's, or in a folder saved before the sidecar existed the one under
+    /// <see cref="BaseFingerprint.LegacyConfigKey"/> in adapter_config.json; null when it records none (PEFT's own
+    /// folders). A folder holding both, different, is refused naming both files: which one is right cannot be told.
+    /// </summary>
+    public static BaseFingerprint? RecordedBase(string dir, JsonObject config)
+    {
+        string configPath = Path.Combine(dir, ConfigFile), sidecarPath = Path.Combine(dir, SidecarFile);
+        var legacy = config[BaseFingerprint.LegacyConfigKey] is JsonObject l ? BaseFingerprint.FromJson(l, configPath, BaseFingerprint.LegacyConfigKey) : null;
+        var sidecar = ReadSidecar(dir)?[FingerprintKey] switch
+        {
+            null => null,
+            JsonObject f => BaseFingerprint.FromJson(f, sidecarPath, FingerprintKey),
+            var other => throw new InvalidDataException($"{sidecarPath}: '{FingerprintKey}' must be an object, got {other.GetValueKind().ToString().ToLowerInvariant()}"),
+        };
+        if (legacy is not null && sidecar is not null && (legacy.Digest != sidecar.Digest || legacy.Source != sidecar.Source))
+            throw new InvalidDataException($"{sidecarPath} and {configPath} record different base models ({FingerprintKey} digest " +
+                $"{sidecar.Digest[..12]} vs '{BaseFingerprint.LegacyConfigKey}' digest {legacy.Digest[..12]}); keep the one for this " +
+                $"adapter's base and delete the other ('{BaseFingerprint.LegacyConfigKey}' in adapter_config.json is the older layout)");
+        return sidecar ?? legacy;
+    }
 
     /// <summary>A QLoRA adapter on a dense base: same base if quantising these dense weights as recorded reproduces the fingerprint.</summary>
     static bool TrainedOnQuantizedCopy(CausalLM model, BaseFingerprint recorded)

@@ -7,15 +7,20 @@ using static TorchSharp.torch;
 namespace PeftSharp.IO;
 
 /// <summary>
-/// A content fingerprint of the base weights an adapter touches, recorded in adapter_config.json under
-/// <c>peftsharp_base_fingerprint</c> (PEFT ignores it). Each tensor is hashed over its name, shape, storage kind and
+/// A content fingerprint of the base weights an adapter touches, recorded in the adapter folder's
+/// <see cref="AdapterFolderFiles.SidecarFile"/> (folders saved before it have it in adapter_config.json under
+/// <see cref="LegacyConfigKey"/>). Each tensor is hashed over its name, shape, storage kind and
 /// the fp32 bytes of the dense weight as the layer sees it (dequantised for a quantised base), so a different
 /// checkpoint, a different quantisation or a different architecture is detected and the differing tensors named.
 /// </summary>
 internal sealed record BaseFingerprint(string Scheme, string Architecture, string ModelType, int HiddenSize, int NumLayers,
     string Digest, IReadOnlyDictionary<string, string> Tensors)
 {
-    public const string ConfigKey = "peftsharp_base_fingerprint";
+    /// <summary>
+    /// Where folders saved before <see cref="AdapterFolderFiles.SidecarFile"/> recorded the fingerprint: a key of
+    /// adapter_config.json. Read (<see cref="AdapterFolderFiles.RecordedBase"/>), never written.
+    /// </summary>
+    public const string LegacyConfigKey = "peftsharp_base_fingerprint";
 
     /// <summary>
     /// For a GGUF base: "FILE.gguf sha256:HASH" (the file's name and a hash of its tensor data). Not part of
@@ -137,7 +142,8 @@ internal sealed record BaseFingerprint(string Scheme, string Architecture, strin
         ["tensors"] = new JsonObject(Tensors.Select(t => KeyValuePair.Create(t.Key, (JsonNode?)t.Value))),
     }.WithSource(Source);
 
-    public static BaseFingerprint FromJson(JsonObject o, string source)
+    /// <summary>A fingerprint as <see cref="ToJson"/> wrote it; malformed: an error naming <paramref name="source"/> (the file) and <paramref name="key"/>.</summary>
+    public static BaseFingerprint FromJson(JsonObject o, string source, string key)
     {
         try
         {
@@ -148,7 +154,7 @@ internal sealed record BaseFingerprint(string Scheme, string Architecture, strin
         }
         catch (Exception e) when (e is NullReferenceException or InvalidOperationException or InvalidCastException or FormatException)
         {
-            throw new InvalidDataException($"{source}: malformed '{ConfigKey}' ({e.Message})");
+            throw new InvalidDataException($"{source}: malformed '{key}' ({e.Message})");
         }
     }
 

@@ -67,7 +67,10 @@ public sealed class ModelConfig
     public int[] EosTokenIds { get; init; } = [];
     /// <summary>bos_token_id; null when absent.</summary>
     public int? BosTokenId { get; init; }
-    /// <summary>torch_dtype as written (float32, float16, bfloat16): the dtype the weights were saved in; default float32.</summary>
+    /// <summary>
+    /// The dtype the weights were saved in (float32, float16, bfloat16), as config.json writes it: <c>dtype</c>
+    /// (transformers 4.56 and later) or <c>torch_dtype</c> (earlier; <see cref="DtypeOf"/>); default float32.
+    /// </summary>
     public string TorchDtype { get; init; } = "float32";
     /// <summary>Sliding-window size in tokens (a query sees itself and the window - 1 keys before it), or null.</summary>
     public int? SlidingWindow { get; init; }
@@ -94,6 +97,31 @@ public sealed class ModelConfig
     public int? WindowOf(int layer) => SlidingWindow is { } w && layer < SlidingLayers.Length && SlidingLayers[layer] ? w : null;
     /// <summary>The whole config.json as read, for keys this type does not model (written back unchanged on merge/export).</summary>
     public JsonObject Raw { get; init; } = new();
+
+    /// <summary>
+    /// config.json's weight dtype, or null when it names none. transformers renamed <c>torch_dtype</c> to <c>dtype</c>
+    /// (huggingface/transformers#39782, released in 4.56); its PreTrainedConfig still reads <c>torch_dtype</c>, and
+    /// keeps <c>dtype</c> when a file has both (src/transformers/configuration_utils.py, __post_init__). So here.
+    /// </summary>
+    internal static string? DtypeOf(JsonObject raw)
+    {
+        foreach (string key in (string[])["dtype", "torch_dtype"])
+            if (raw[key] is { } v)
+                return v is JsonValue s && s.GetValueKind() == JsonValueKind.String ? s.GetValue<string>()
+                    : throw new InvalidDataException($"'{key}' must be a string such as \"bfloat16\", got {v.ToJsonString()}");
+        return null;
+    }
+
+    /// <summary>
+    /// Records <paramref name="dtype"/> as the weight dtype of <paramref name="raw"/> (a config.json being written):
+    /// <c>torch_dtype</c>, which every transformers release reads, and <c>dtype</c> too when the file has it (newer
+    /// transformers prefer it, so a stale one would win).
+    /// </summary>
+    internal static void SetDtype(JsonObject raw, string dtype)
+    {
+        raw["torch_dtype"] = dtype;
+        if (raw.ContainsKey("dtype")) raw["dtype"] = dtype;
+    }
 
     /// <summary>A model folder's config.json (or that file): read once, its errors naming the file and the key.</summary>
     public static ModelConfig Load(string folderOrFile)
@@ -160,7 +188,7 @@ public sealed class ModelConfig
                 _ => [],
             },
             BosTokenId = raw["bos_token_id"] is JsonValue b && b.GetValueKind() == JsonValueKind.Number ? b.GetValue<int>() : null,
-            TorchDtype = raw["torch_dtype"]?.GetValue<string>() ?? "float32",
+            TorchDtype = DtypeOf(raw) ?? "float32",
             Raw = raw,
             // The planner's parse (it counts the KV cache by them): read there once.
             SlidingWindow = shape.SlidingWindow,

@@ -23,7 +23,8 @@ internal static class ModelQuantizer
             throw new ArgumentException($"{outDir}: output folder must differ from the model folder");
         string configPath = Path.Combine(modelDir, "config.json");
         if (!File.Exists(configPath)) throw new FileNotFoundException($"{modelDir}: no config.json");
-        Models.ModelConfig.Load(configPath); // refuses what generate/inspect would refuse, before anything is written
+        // Refuses what generate/inspect would refuse, before anything is written; its dtype is bnb_4bit_compute_dtype.
+        string computeDtype = Models.ModelConfig.Load(configPath).TorchDtype;
         var config = JsonFile.ReadObject(configPath);
         if (config.ContainsKey("quantization_config")) throw new InvalidDataException($"{configPath}: the model is already quantised");
 
@@ -57,7 +58,7 @@ internal static class ModelQuantizer
         AtomicFile.WriteFolder(outDir, tmp =>
         {
             SafeTensorsWriter.Write(Path.Combine(tmp, "model.safetensors"), entries, new Dictionary<string, string> { ["format"] = "pt" });
-            config["quantization_config"] = QuantizationConfig(options, config["torch_dtype"]?.GetValue<string>() ?? "float32");
+            config["quantization_config"] = QuantizationConfig(options, computeDtype);
             AtomicFile.WriteAllText(Path.Combine(tmp, "config.json"), config.ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }));
             ModelFolderFiles.CopyNonWeightFiles(modelDir, tmp, "config.json");
         });

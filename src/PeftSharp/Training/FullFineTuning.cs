@@ -41,7 +41,7 @@ internal sealed class FullFineTuning : ITrainingMethod
     public void Save(string dir) => AtomicFile.WriteFolder(dir, tmp =>
     {
         var config = _model.Config.Raw.DeepClone().AsObject();
-        config["torch_dtype"] = SafeTensorDtype.TorchName(_saveDtype);
+        Models.ModelConfig.SetDtype(config, SafeTensorDtype.TorchName(_saveDtype));
         File.WriteAllText(Path.Combine(tmp, "config.json"), config.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
         using (var scope = NewDisposeScope())
         {

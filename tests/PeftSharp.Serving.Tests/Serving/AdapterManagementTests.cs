@@ -28,7 +28,7 @@ public class AdapterManagementTests
         var data = body["data"]!.AsArray();
         Assert.Equal(["tiny-llama", "a", "lora"], data.Select(d => d!["id"]!.GetValue<string>()));
         Assert.Equal(64, data[0]!["base_fingerprint"]!.GetValue<string>().Length);
-        var recorded = JsonNode.Parse(File.ReadAllText(Path.Combine(a, "adapter_config.json")))!["peftsharp_base_fingerprint"]!["digest"]!.GetValue<string>();
+        var recorded = JsonNode.Parse(File.ReadAllText(Path.Combine(a, "peftsharp_adapter.json")))!["base_fingerprint"]!["digest"]!.GetValue<string>();
         Assert.Equal(recorded, data[1]!["base_fingerprint"]!.GetValue<string>());
         Assert.Null(data[2]!["base_fingerprint"]);                                 // PEFT-made fixture records none
         Assert.Equal(4, data[1]!["rank"]!.GetValue<int>());

@@ -246,7 +246,7 @@ public class OpenAiFidelityTests
     {
         // all-linear, as `peft train` targets by default; the fixture's untied lm_head is not among the targets.
         string saved = ServingHarness.SavedAdapter(Path.Combine(TestPaths.TempDir(), "mine"), seed: 3);
-        string recorded = JsonNode.Parse(File.ReadAllText(Path.Combine(saved, "adapter_config.json")))!["peftsharp_base_fingerprint"]!["digest"]!.GetValue<string>();
+        string recorded = JsonNode.Parse(File.ReadAllText(Path.Combine(saved, "peftsharp_adapter.json")))!["base_fingerprint"]!["digest"]!.GetValue<string>();
         await using var h = await ServingHarness.Start(new ServerOptions { Adapters = [("mine", saved)] });
         var data = JsonNode.Parse(await h.Http.GetStringAsync("v1/models"))!["data"]!.AsArray();
         Assert.Equal(recorded, Str(data[0]!["base_fingerprint"]));
@@ -263,10 +263,7 @@ public class OpenAiFidelityTests
         File.Copy(Path.Combine(TestPaths.TinyLlama, "tokenizer.json"), Path.Combine(otherBase, "tokenizer.json"));
         string dir = ServingHarness.SavedAdapter(Path.Combine(root, "other"), seed: 1, baseDir: otherBase);
         // As Python PEFT writes adapters: no recorded fingerprint, so only the tensors' shapes tell.
-        string cfgPath = Path.Combine(dir, AdapterFolderFiles.ConfigFile);
-        var cfg = JsonNode.Parse(File.ReadAllText(cfgPath))!.AsObject();
-        cfg.Remove(BaseFingerprint.ConfigKey);
-        File.WriteAllText(cfgPath, cfg.ToJsonString());
+        File.Delete(Path.Combine(dir, AdapterFolderFiles.SidecarFile));
         await using var h = await ServingHarness.Start(new ServerOptions { AdapterRoot = root });
         var (status, body) = await h.Post("v1/adapters", new JsonObject { ["name"] = "other", ["path"] = "other" });
         Assert.Equal(409, status);

@@ -51,6 +51,27 @@ public class HubDownloadTests
         Assert.NotEmpty(tok.Encode("hello"));
     }
 
+    /// <summary>An adapter repo uploaded from a PeftSharp folder keeps its sidecar (base fingerprint, chat record), and
+    /// an older folder's peftsharp_chat.json.</summary>
+    [Fact]
+    public async Task AnAdapterRepoBringsPeftSharpsSidecarFiles()
+    {
+        string saved = Path.Combine(TestPaths.TempDir(), "a");
+        using (var model = PeftModel.FromPretrained(TestPaths.TinyLlama))
+        {
+            model.AddAdapter("a", new LoraConfig { R = 2, TargetModules = ["q_proj"] });
+            model.SaveAdapter("a", saved);
+        }
+        File.WriteAllText(Path.Combine(saved, global::PeftSharp.Chat.AdapterChatRecord.LegacyFileName), "{}");
+        await using var hub = await FakeHub.StartAsync();
+        hub.Add("acme/adapter", Directory.GetFiles(saved).Select(f => (Path.GetFileName(f), File.ReadAllBytes(f))));
+
+        string snapshot = ModelLocation.Download(RepoId.Parse("acme/adapter"), Options(hub, TestPaths.TempDir()));
+        Assert.Equal([AdapterFolderFiles.ConfigFile, AdapterFolderFiles.WeightsFile, AdapterFolderFiles.SidecarFile, global::PeftSharp.Chat.AdapterChatRecord.LegacyFileName],
+            Directory.GetFileSystemEntries(snapshot).Select(Path.GetFileName).Order(StringComparer.Ordinal));
+        Assert.NotNull(global::PeftSharp.Tuners.Lora.PeftAdapterIO.Read(snapshot).RecordedBase);
+    }
+
     [Fact]
     public async Task OnlyTheFilesAskedForWhenNarrowed()
     {

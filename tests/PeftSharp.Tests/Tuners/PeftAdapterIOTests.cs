@@ -50,7 +50,8 @@ public class PeftAdapterIOTests
         Assert.Equal("LORA", cfg["peft_type"]!.GetValue<string>());
         Assert.False(cfg["init_lora_weights"]!.GetValue<bool>());
         Assert.Equal(2, cfg["rank_pattern"]!["down_proj"]!.GetValue<int>());
-        var fp = cfg[BaseFingerprint.ConfigKey]!.AsObject();
+        Assert.False(cfg.ContainsKey(BaseFingerprint.LegacyConfigKey));   // PeftSharp's own metadata is in the sidecar
+        var fp = JsonFile.ReadObject(Path.Combine(dir, AdapterFolderFiles.SidecarFile))["base_fingerprint"]!.AsObject();
         Assert.Equal("none", fp["scheme"]!.GetValue<string>());
         Assert.Equal("LlamaForCausalLM", fp["architecture"]!.GetValue<string>());
         Assert.Equal(4, fp["tensors"]!.AsObject().Count);
@@ -204,7 +205,7 @@ public class PeftAdapterIOTests
         var b = BaseFingerprint.Compute(model, paths);
         Assert.NotEqual(a.Digest, b.Digest);
         Assert.Contains(a.Differences(b), d => d.StartsWith("quantisation"));
-        var c = BaseFingerprint.FromJson(a.ToJson(), "x");
+        var c = BaseFingerprint.FromJson(a.ToJson(), "x", "base_fingerprint");
         Assert.Equal(a.Digest, c.Digest);
         Assert.Equal(a.Tensors, c.Tensors);
         Assert.Contains("model.layers.0.self_attn.q_proj.weight missing",

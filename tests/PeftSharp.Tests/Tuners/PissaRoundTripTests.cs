@@ -50,10 +50,9 @@ public class PissaRoundTripTests
     {
         string dir = Path.Combine(TestPaths.TempDir(), "pissa-peft");
         using var trained = SaveTrained(dir);
-        string config = Path.Combine(dir, AdapterFolderFiles.ConfigFile);
-        var o = JsonNode.Parse(File.ReadAllText(config))!.AsObject();
-        Assert.True(o.Remove(BaseFingerprint.ConfigKey)); // PEFT records no fingerprint: nothing refuses the load
-        File.WriteAllText(config, o.ToJsonString());
+        // PEFT records no fingerprint (no sidecar, no key in adapter_config.json): nothing refuses the load.
+        File.Delete(Path.Combine(dir, AdapterFolderFiles.SidecarFile));
+        Assert.False(JsonFile.ReadObject(Path.Combine(dir, AdapterFolderFiles.ConfigFile)).ContainsKey(BaseFingerprint.LegacyConfigKey));
         using var reloaded = PeftModel.FromPretrained(TestPaths.TinyLlama, adapter: dir);
         using var again = Logits(reloaded);
         // On the unchanged base the principal part would count twice (W + s·B·A with B·A ~ the top singular directions).
@@ -82,5 +81,26 @@ public class PissaRoundTripTests
         using var model = PeftModel.FromPretrained(TestPaths.TinyLlama, adapter: pissaDir);
         var e = Assert.Throws<InvalidDataException>(() => model.LoadAdapter(loraDir, "l"));
         Assert.StartsWith($"{loraDir}: PiSSA adapter '{PeftModel.DefaultAdapterName}' replaced the base weights this adapter also adapts (model.layers.0.self_attn.q_proj, ...)", e.Message);
+    }
+
+    /// <summary>
+    /// PEFT's delete_adapter drops a PiSSA adapter's A and B and leaves the base as its residual, so the model silently
+    /// computes with W minus the principal part; PeftSharp refuses the delete, and nothing changes.
+    /// </summary>
+    [Fact]
+    public void DeletingAPissaAdapterIsRefusedAndLeavesTheModelAsItWas()
+    {
+        using var model = PeftModel.FromPretrained(TestPaths.TinyLlama);
+        model.AddAdapter("p", Pissa, seed: 3);
+        using var before = Logits(model);
+        var e = Assert.Throws<InvalidOperationException>(() => model.DeleteAdapter("p"));
+        Assert.StartsWith("adapter 'p' is a PiSSA adapter: it replaced the base weights of its 4 module(s) by their residual", e.Message);
+        Assert.Equal("p", model.GetAdapter("p").Name);
+        using var after = Logits(model);
+        Assert.True(after.equal(before).all().item<bool>(), "the refused delete changed the model");
+        // What the message offers works: merged, the model is the adapted one and no adapter is left.
+        model.MergeAndUnload();
+        using var merged = Logits(model);
+        Assert.True(TestPaths.RelativeError(merged, before) <= 1e-5, $"merged PiSSA logits differ: {TestPaths.RelativeError(merged, before):g3}");
     }
 }

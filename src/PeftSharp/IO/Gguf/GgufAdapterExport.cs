@@ -21,7 +21,7 @@ internal static class GgufAdapterExport
     public static void Write(ModelConfig c, IEnumerable<GgufLoraLayer> layers, string modelDir, string adapterDir, string outPath, string? baseFingerprintJson = null)
     {
         string arch = GgufModelExport.ArchitectureOf(c, modelDir);
-        string cfgPath = Path.Combine(adapterDir, "adapter_config.json");
+        string cfgPath = Path.Combine(adapterDir, AdapterFolderFiles.ConfigFile);
         var sorted = layers.OrderBy(l => l.Module, StringComparer.Ordinal).ToList();
         var ranks = sorted.Select(l => (int)l.A.shape[0]).Distinct().ToList();
         float alpha = ranks.Count == 1 ? ranks[0] : 0f;

@@ -72,10 +72,10 @@ internal static class HoulsbyAdapters
         if (json["peft_type"]?.GetValue<string>() != HoulsbyConfig.PeftType)
             throw new InvalidDataException($"{dir}: not a Houlsby adapter (peft_type {json["peft_type"]})");
         var cfg = HoulsbyConfig.FromJson(json);
-        if (json[BaseFingerprint.ConfigKey] is JsonObject fp)
-            AdapterFolderFiles.CheckBase(model, BaseFingerprint.FromJson(fp, configPath), null, dir, allowMismatch);
+        if (AdapterFolderFiles.RecordedBase(dir, json) is { } recorded)
+            AdapterFolderFiles.CheckBase(model, recorded, null, dir, allowMismatch);
         var ps = Attach(model, cfg, runs: runs);
-        string file = Path.Combine(dir, "adapter_model.safetensors");
+        string file = Path.Combine(dir, AdapterFolderFiles.WeightsFile);
         using var f = new SafeTensorsFile(file);
         using var _ = no_grad();
         foreach (var (name, p) in ps)

@@ -16,6 +16,9 @@ internal sealed class LoraAdapter
     /// </summary>
     public IO.BaseFingerprint? BaseBeforeInit { get; init; }
 
+    /// <summary>This adapter rewrote the base weights it adapts to their residual (<see cref="LoraConfig.IsPissa"/>).</summary>
+    public bool IsPissa => Config.IsPissa;
+
     public LoraAdapter(string name, LoraConfig config, IReadOnlyDictionary<string, LoraLayer> layers)
     {
         Name = name;

@@ -47,6 +47,12 @@ public sealed record LoraConfig : PeftSharp.Tuners.IPeftConfig
     /// <summary>PEFT's init_lora_weights: <see cref="LoraInit.True"/> (Kaiming A, zero B; the default), <see cref="LoraInit.False"/>
     /// (both random, for tests), <see cref="LoraInit.Gaussian"/> or <see cref="LoraInit.Pissa"/>.</summary>
     public LoraInit InitLoraWeights { get; init; } = LoraInit.True;
+    /// <summary>
+    /// A PiSSA adapter: it replaces the frozen base weights it adapts by their residual (W minus the principal part)
+    /// when created or loaded, so it cannot share those weights with another adapter, a server or llama.cpp. The one
+    /// spelling of "is this PiSSA" (<c>LoraAdapter.IsPissa</c> asks it of a live adapter).
+    /// </summary>
+    internal bool IsPissa => InitLoraWeights == LoraInit.Pissa;
     /// <summary>PEFT's bias: which biases train; only <see cref="LoraBias.None"/> is supported (<see cref="Validated"/> refuses the others).</summary>
     public LoraBias Bias { get; init; } = LoraBias.None;
     /// <summary>PEFT's base_model_name_or_path: the base the adapter was trained on, as recorded (informational; the base check uses the fingerprint).</summary>

@@ -49,9 +49,9 @@ internal static class LoraInjector
         // PiSSA keeps the residual W - (principal part) as the base, on creation and on load alike: PEFT's update_layer
         // runs pissa_init whenever it builds the layer (from_pretrained too), then loads the trained A and B over it. A
         // loaded PiSSA adapter on the unchanged base would count the principal part twice, silently.
-        bool pissa = cfg.InitLoraWeights == PeftSharp.LoraInit.Pissa;
+        bool pissa = cfg.IsPissa;
         // A second one would take the residual of the residual (PEFT only warns): refused, by name.
-        if (pissa && registry.Adapters.Values.FirstOrDefault(a => a.Config.InitLoraWeights == PeftSharp.LoraInit.Pissa) is { } other)
+        if (pissa && registry.Adapters.Values.FirstOrDefault(a => a.IsPissa) is { } other)
             throw new ArgumentException($"adapter '{name}': PiSSA adapter '{other.Name}' already replaced this base's weights by their residual; " +
                 "a second PiSSA adapter cannot share the base (merge the first one, or convert it to a plain LoRA)");
         var baseBefore = pissa ? IO.BaseFingerprint.Compute(model, targets.Select(l => l.ModulePath)) : null;

@@ -39,7 +39,7 @@ internal static class PeftAdapterIO
     /// <summary>An adapter folder's config and the base fingerprint it records (null when it records none, as PEFT's own folders).</summary>
     public sealed record AdapterFolder(string Dir, LoraConfig Config, BaseFingerprint? RecordedBase);
 
-    /// <summary>Reads adapter_config.json once: the LoRA config and the recorded base fingerprint.</summary>
+    /// <summary>Reads adapter_config.json once: the LoRA config, and the recorded base fingerprint (<see cref="AdapterFolderFiles.RecordedBase"/>).</summary>
     public static AdapterFolder Read(string dir)
     {
         string path = Path.Combine(dir, AdapterFolderFiles.ConfigFile);
@@ -47,7 +47,7 @@ internal static class PeftAdapterIO
         if (!File.Exists(path)) throw new FileNotFoundException($"{path}: not found (not a PEFT adapter folder)", path);
         var raw = JsonFile.ReadObject(path);
         var cfg = LoraConfig.FromJson(raw, path, PeftLogging.Warn);
-        return new AdapterFolder(dir, cfg, raw[BaseFingerprint.ConfigKey] is JsonObject fp ? BaseFingerprint.FromJson(fp, path) : null);
+        return new AdapterFolder(dir, cfg, AdapterFolderFiles.RecordedBase(dir, raw));
     }
 
     /// <summary>
@@ -66,8 +66,8 @@ internal static class PeftAdapterIO
         var (dir, cfg, recorded) = folder;
         // Beside a PiSSA adapter, the weights it adapts are their residual: an adapter trained on the base would read as
         // "saved for a different base model" (or, without a fingerprint, run on the residual: PEFT does, silently).
-        if (recorded is not null && !allowMismatch && cfg.InitLoraWeights != LoraInit.Pissa
-            && LoraModel.Of(model).Adapters.Values.FirstOrDefault(a => a.BaseBeforeInit is not null) is { } pissa
+        if (recorded is not null && !allowMismatch && !cfg.IsPissa
+            && LoraModel.Of(model).Adapters.Values.FirstOrDefault(a => a.IsPissa) is { } pissa
             && recorded.ModulePaths.FirstOrDefault(pissa.Layers.ContainsKey) is { } shared)
             throw new InvalidDataException($"{dir}: PiSSA adapter '{pissa.Name}' replaced the base weights this adapter also adapts " +
                 $"({shared}, ...) by their residual; an adapter trained on the base cannot be applied beside it (apply it without '{pissa.Name}')");

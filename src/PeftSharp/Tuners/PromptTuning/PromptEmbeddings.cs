@@ -89,9 +89,9 @@ internal sealed class PromptEmbeddings : IDisposable, IInputEmbeddingsHook
         if (json["peft_type"]?.GetValue<string>() != PromptTuningConfig.PeftType)
             throw new InvalidDataException($"{dir}: not a prompt-tuning adapter (peft_type {json["peft_type"]})");
         var cfg = PromptTuningConfig.FromJson(json, configPath);
-        if (json[BaseFingerprint.ConfigKey] is JsonObject fp)
-            AdapterFolderFiles.CheckBase(model, BaseFingerprint.FromJson(fp, configPath), null, dir, allowMismatch);
-        string file = Path.Combine(dir, "adapter_model.safetensors");
+        if (AdapterFolderFiles.RecordedBase(dir, json) is { } recorded)
+            AdapterFolderFiles.CheckBase(model, recorded, null, dir, allowMismatch);
+        string file = Path.Combine(dir, AdapterFolderFiles.WeightsFile);
         using var f = new SafeTensorsFile(file);
         if (!f.Contains("prompt_embeddings")) throw new InvalidDataException($"{file}: missing tensor 'prompt_embeddings'");
         var info = f.Info("prompt_embeddings");

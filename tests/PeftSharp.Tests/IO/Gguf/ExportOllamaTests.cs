@@ -122,7 +122,7 @@ public class ExportOllamaTests(ITestOutputHelper output)
 
     /// <summary>
     /// An adapter folder that carries its template as transformers saves a tokenizer (tokenizer_config.json's
-    /// chat_template, or chat_template.jinja), not in peftsharp_chat.json: `export ollama --separate-adapter` carries it
+    /// chat_template, or chat_template.jinja), not in a PeftSharp chat record: `export ollama --separate-adapter` carries it
     /// as it does a recorded one (before, the Modelfile had no TEMPLATE, the GGUF none, and nothing was said), and
     /// `generate` on a base with another template warns, as `export gguf-adapter` already did.
     /// </summary>

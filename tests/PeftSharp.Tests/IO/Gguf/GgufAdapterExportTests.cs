@@ -82,6 +82,35 @@ public class GgufAdapterExportTests(ITestOutputHelper output)
         Assert.True(baseRel > 1e-3, "the adapter made no difference: the test would not see a wrong scale");
     }
 
+    /// <summary>The GGUF keeps the base fingerprint a PeftSharp folder records, from its sidecar or, in an older folder,
+    /// from adapter_config.json.</summary>
+    [Fact]
+    public void TheBaseFingerprintTravelsIntoTheAdapterGgufFromEitherLayout()
+    {
+        string dir = TestPaths.TempDir(), adapter = Path.Combine(dir, "a");
+        using (var model = PeftModel.FromPretrained(TestPaths.TinyLlama))
+        {
+            model.AddAdapter("a", new LoraConfig { R = 2, TargetModules = ["q_proj", "v_proj"] });
+            model.SaveAdapter("a", adapter);
+        }
+        var recorded = JsonFile.ReadObject(Path.Combine(adapter, AdapterFolderFiles.SidecarFile))["base_fingerprint"]!;
+        string Exported(string name)
+        {
+            string gguf = Path.Combine(dir, name);
+            var (code, _, err) = CliCapture.Run("export", "gguf-adapter", "--model", TestPaths.TinyLlama, "--adapter", adapter, "--out", gguf);
+            Assert.True(code == 0, err);
+            using var r = new GgufReader(gguf);
+            return JsonNode.Parse(r.GetString("peftsharp.base_fingerprint"))!["digest"]!.GetValue<string>();
+        }
+        Assert.Equal(recorded["digest"]!.GetValue<string>(), Exported("new.gguf"));
+
+        var config = JsonFile.ReadObject(Path.Combine(adapter, AdapterFolderFiles.ConfigFile));
+        config[BaseFingerprint.LegacyConfigKey] = recorded.DeepClone();
+        File.WriteAllText(Path.Combine(adapter, AdapterFolderFiles.ConfigFile), config.ToJsonString());
+        File.Delete(Path.Combine(adapter, AdapterFolderFiles.SidecarFile));
+        Assert.Equal(recorded["digest"]!.GetValue<string>(), Exported("legacy.gguf"));
+    }
+
     [Fact]
     public void DoraIsRefusedNamingTheMergedExport()
     {

@@ -86,8 +86,8 @@ public class GgufBaseCliTests(ITestOutputHelper output)
         string adapter = Train(gguf, dir, "lora", "lora-run");
 
         // The fingerprint records the GGUF by file name and tensor-data hash.
-        var cfg = JsonFile.ReadObject(Path.Combine(adapter, "adapter_config.json"));
-        string source = cfg[BaseFingerprint.ConfigKey]!["source"]!.GetValue<string>();
+        var fp = JsonFile.ReadObject(Path.Combine(adapter, AdapterFolderFiles.SidecarFile))["base_fingerprint"]!;
+        string source = fp["source"]!.GetValue<string>();
         Assert.StartsWith("tiny.gguf sha256:", source);
 
         // Same GGUF: accepted. Another GGUF (same shapes, other weights): refused, naming the difference.
@@ -135,9 +135,9 @@ public class GgufBaseCliTests(ITestOutputHelper output)
         string dir = TestPaths.TempDir();
         string gguf = ExportTiny(family == "llama" ? TestPaths.TinyLlama : GgufLlamaCppParityTests.FamilyModel(family), dir);
         string adapter = Train(gguf, dir, "qlora", "qlora-run");
-        var cfg = JsonFile.ReadObject(Path.Combine(adapter, "adapter_config.json"));
-        Assert.StartsWith("nf4", cfg[BaseFingerprint.ConfigKey]!["scheme"]!.GetValue<string>());
-        Assert.StartsWith("tiny.gguf sha256:", cfg[BaseFingerprint.ConfigKey]!["source"]!.GetValue<string>());
+        var fp = JsonFile.ReadObject(Path.Combine(adapter, AdapterFolderFiles.SidecarFile))["base_fingerprint"]!;
+        Assert.StartsWith("nf4", fp["scheme"]!.GetValue<string>());
+        Assert.StartsWith("tiny.gguf sha256:", fp["source"]!.GetValue<string>());
     }
 
     static double Rel(float[] a, float[] b)
