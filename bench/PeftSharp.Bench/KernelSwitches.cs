@@ -6,14 +6,14 @@ namespace PeftSharp.Bench;
 internal static class KernelSwitches
 {
     /// <summary>Names a --kernels-off style flag takes.</summary>
-    public const string Names = "swiglu, attention, rmsnorm, loss, packed or lora-fused";
+    public const string Names = "swiglu, attention, rmsnorm, loss or packed";
 
     /// <summary>The comma-separated <paramref name="list"/> of a flag, checked against <see cref="Names"/> (the flag named in the error).</summary>
     public static string[] Parse(string flag, string list)
     {
         var names = list.Split(',', StringSplitOptions.RemoveEmptyEntries);
         foreach (var k in names)
-            if (k is not ("swiglu" or "attention" or "rmsnorm" or "loss" or "packed" or "lora-fused")) throw new ArgumentException($"--{flag} {k}: expected {Names}");
+            if (k is not ("swiglu" or "attention" or "rmsnorm" or "loss" or "packed")) throw new ArgumentException($"--{flag} {k}: expected {Names}");
         return names;
     }
 
@@ -23,7 +23,6 @@ internal static class KernelSwitches
         "swiglu" => SwiGlu.Off(),
         "attention" => CausalAttention.Off(),
         "packed" => PackedLinear.Off(),
-        "lora-fused" => PackedLoraLinear.Off(),
         "loss" => CrossEntropy.Off(),
         _ => RmsNormFunction.Off(),
     }).ToList());

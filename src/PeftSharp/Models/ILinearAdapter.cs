@@ -12,10 +12,6 @@ internal interface ILinearAdapter : IDisposable
     string AdapterName { get; }
     /// <summary>Given the layer input and the base output, returns the adapted output.</summary>
     Tensor Apply(Tensor x, Tensor baseOut, TunableLinear layer);
-    /// <summary>The adapted output computed together with the base product through the layer's packed frozen weight, as
-    /// one autograd node (<see cref="Kernels.PackedLoraLinear"/>), or null where this adapter has no such path (the
-    /// layer then runs the base product and <see cref="Apply"/>).</summary>
-    Tensor? ApplyPacked(Tensor x, Kernels.PackedLinear.Pair pair, TunableLinear layer) => null;
     /// <summary>Parameters with their PEFT key suffix relative to the module (e.g. "lora_A.weight").</summary>
     IEnumerable<(string Key, Parameter Param)> NamedParameters();
     /// <summary>The dense weight this adapter makes the base equivalent to: W' = f(W). Used by merge.</summary>

@@ -109,7 +109,6 @@ internal sealed class TunableLinear : nn.Module<Tensor, Tensor>
 
     public override Tensor forward(Tensor x)
     {
-        if (PackedAdapterForward(x) is { } fused) return fused;
         var y = BaseForward(x);
         if (State.Disabled || Adapters.Count == 0) return y;
         if (State.RowAdapters is { } rows) return ApplyMixed(x, y, rows);
@@ -125,19 +124,6 @@ internal sealed class TunableLinear : nn.Module<Tensor, Tensor>
             }
         }
         return y;
-    }
-
-    /// <summary>
-    /// One active adapter at weight 1 on a packed weight: the adapter's fused node computes base and adapter together
-    /// (<see cref="ILinearAdapter.ApplyPacked"/>: plain LoRA while training), or null for the two-part path.
-    /// </summary>
-    Tensor? PackedAdapterForward(Tensor x)
-    {
-        if (_packed is not { } pair || State.Disabled || State.RowAdapters is not null || State.Active.Count != 1) return null;
-        var (name, w) = State.Active[0];
-        if (w != 1.0 || name == MergedAdapter || !Adapters.TryGetValue(name, out var a)) return null;
-        if (pair.Source != Kernels.KernelSupport.Address(weight!)) return null;   // stale: BaseForward drops it
-        return a.ApplyPacked(x, pair, this);
     }
 
     /// <summary>Each row of the batch uses its own adapter (or none).</summary>

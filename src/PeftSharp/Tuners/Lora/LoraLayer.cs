@@ -66,19 +66,6 @@ internal sealed class LoraLayer : ILinearAdapter
     }
 
     /// <summary>
-    /// Plain fp32 LoRA without dropout on a packed frozen weight while training: base and adapter as one autograd node
-    /// (<see cref="Kernels.PackedLoraLinear"/>: the same products as BaseForward + <see cref="Apply"/>, less copying and
-    /// fewer nodes). Null elsewhere (DoRA, dropout, 16-bit, inference, frozen adapters).
-    /// </summary>
-    public Tensor? ApplyPacked(Tensor x, Kernels.PackedLinear.Pair pair, TunableLinear layer)
-    {
-        if (Magnitude is not null || (Dropout > 0 && layer.training) || x.dtype != A.dtype
-            || !Kernels.PackedLoraLinear.Applies(x, pair, A, B)) return null;
-        using var profile = ForwardProfiler.Measure("base linear + lora (fused)");
-        return Kernels.PackedLoraLinear.Compute(x, pair, layer.bias, A, B, Scaling);
-    }
-
-    /// <summary>
     /// Mixed-precision training (a 16-bit base and activations, trainable fp32 adapters, the module in train() mode,
     /// which the trainer sets for its steps; not "gradients recorded", since gradient checkpointing runs the first forward
     /// without them and must compute as its recompute does): the adapter matmuls
