@@ -101,12 +101,28 @@ public static class FineTune
             OnRecord = r => progress?.Report(new TrainingProgress(r["step"]?.GetValue<int>() ?? 0, total, r["loss"]?.GetValue<double>(), r)),
         }.Train(data);
         if (result.FinalDir is not null && chat.Used)
-            AdapterChatRecord.Of(chat, tokenizer.StopIds(config).Concat(chat.EndOfTurnIds(tokenizer))).Write(result.FinalDir);
+        {
+            // A fully fine-tuned model is a model folder, read by tools that know nothing of PeftSharp's adapter record:
+            // the template it was trained with goes where transformers reads it (as merge does for a merged adapter),
+            // in place of the base's copied with its files. An adapter records it in its sidecar instead.
+            if (method is FullFineTuning)
+            {
+                if (chat.Template is { } trained && trained.Sha256 != BaseTemplateSha256(options.Model))
+                    MergedChatTemplate.WriteInto(result.FinalDir, trained.Text);
+            }
+            else AdapterChatRecord.Of(chat, tokenizer.StopIds(config).Concat(chat.EndOfTurnIds(tokenizer))).Write(result.FinalDir);
+        }
         double? after = heldout is null || result.FinalDir is null ? null : Evaluator.Run(model, heldout, [], tokenizer.EosId, trainer.BatchSize, method: method).Loss;
 
         var (weights, trainableBytes) = MemoryBytes(model, method);
         return new FineTuneResult(result, method.Description, method.TrainableParameters.Sum(p => p.P.numel()), model.ParameterCount(),
             weights, trainableBytes, before, after) { Data = data };
+    }
+
+    static string? BaseTemplateSha256(string modelDir)
+    {
+        try { return ChatTemplate.Load(modelDir)?.Sha256; }
+        catch (InvalidDataException) { return null; }   // a base template that cannot be used is not the one trained with
     }
 
     /// <summary>Bytes of the weights a run holds (quantised storage and adapters included) and of its trainable parameters (= their gradients).</summary>

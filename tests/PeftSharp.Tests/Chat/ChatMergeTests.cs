@@ -68,6 +68,35 @@ public class ChatMergeTests(ITestOutputHelper output)
         Assert.False(Directory.Exists(merged));
     }
 
+    /// <summary>
+    /// Full fine-tuning with --chat-template saves a model that renders chat as it was trained to: the override is
+    /// written where transformers reads it (the saved model folder is the whole artefact; there is no adapter record a
+    /// later command could compare), and the model folder gets no PeftSharp adapter sidecar.
+    /// </summary>
+    [Fact]
+    public void Full_fine_tuning_with_an_override_template_saves_that_template()
+    {
+        string dir = TestPaths.TempDir();
+        string model = ChatDemoModel.Build(Path.Combine(dir, "base"));
+        File.WriteAllText(Path.Combine(model, "chat_template.jinja"), ChatDemoModel.Template);
+        string templateFile = Path.Combine(dir, "override.jinja");
+        File.WriteAllText(templateFile, Override);
+
+        string saved = Train(dir, model, "full", "--method", "full", "--chat-template", templateFile);
+        Assert.Equal(Override, JsonFile.ReadObject(Path.Combine(saved, "tokenizer_config.json"))["chat_template"]!.GetValue<string>());
+        Assert.Equal(Override, File.ReadAllText(Path.Combine(saved, "chat_template.jinja")));
+        Assert.Equal(ChatTemplate.HashOf(Override), ChatPrompter.ForModel(saved).Template!.Sha256);
+        Assert.False(File.Exists(Path.Combine(saved, AdapterFolderFiles.SidecarFile)));
+        var (code, stdout, err) = CliCapture.Run("tokenize", "--model", saved, "--chat", ChatFile(dir), "--json");
+        Assert.True(code == 0, err);
+        Assert.StartsWith("<|im_start|>user", JsonNode.Parse(stdout)!["text"]!.GetValue<string>());
+        // Trained with the base's own template: the base's files as they were.
+        string plain = Train(dir, model, "full-plain", "--method", "full");
+        Assert.Equal(ChatDemoModel.Template, File.ReadAllText(Path.Combine(plain, "chat_template.jinja")));
+        Assert.Equal(File.ReadAllText(Path.Combine(model, "tokenizer_config.json")), File.ReadAllText(Path.Combine(plain, "tokenizer_config.json")));
+        Assert.Equal(ChatDemoModel.Template, File.ReadAllText(Path.Combine(model, "chat_template.jinja")));
+    }
+
     static string ChatFile(string dir)
     {
         string path = Path.Combine(dir, "ask.json");
@@ -95,8 +124,8 @@ public class ChatMergeTests(ITestOutputHelper output)
             new JsonObject { ["role"] = "user", ["content"] = "code gold crow cup ->" },
             new JsonObject { ["role"] = "assistant", ["content"] = "ten ebbin fenn" }) }.ToJsonString() + "\n");
         string run = Path.Combine(dir, name + "-run");
-        var (code, stdout, err) = CliCapture.Run(["train", "--model", model, "--data", data, "--method", "lora", "--steps", "1", "--batch", "1",
-            "--max-seq", "64", "--out", run, .. extra]);
+        var (code, stdout, err) = CliCapture.Run(["train", "--model", model, "--data", data, "--steps", "1", "--batch", "1",
+            "--max-seq", "64", "--out", run, .. (extra.Contains("--method") ? extra : ["--method", "lora", .. extra])]);
         output.WriteLine(stdout + err);
         Assert.True(code == 0, err);
         return Path.Combine(run, "final");
