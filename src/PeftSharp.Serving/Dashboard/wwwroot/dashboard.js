@@ -15,6 +15,7 @@ async function getJson(url) {
 }
 
 async function poll() {
+  let more = false;   // a run's file holds more than one answer sends (a long run opened now): read on at once
   try {
     const list = await getJson("api/runs");
     document.getElementById("folder").textContent = list.folder;
@@ -25,13 +26,14 @@ async function poll() {
       if (m.reset) run.records = [];
       run.records.push(...m.records);
       run.offset = m.offset; run.line = m.line; run.info = m;
+      more ||= m.more === true;
     }
     showError(null);
     render();
   } catch (e) {
     showError(e instanceof TypeError ? "the dashboard server is gone (training process ended?); showing the last figures read" : e.message);
   }
-  setTimeout(poll, POLL_MS);
+  setTimeout(poll, more ? 0 : POLL_MS);
 }
 
 function showError(text) {
