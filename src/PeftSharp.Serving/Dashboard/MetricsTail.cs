@@ -49,8 +49,9 @@ internal static class MetricsTail
         JsonNode? node;
         try { node = JsonNode.Parse(text); }
         catch (System.Text.Json.JsonException e) { throw new InvalidDataException($"{path} line {line}: not JSON ({e.Message.Split('.')[0]})"); }
-        if (node is not JsonObject o || o["step"] is null)
-            throw new InvalidDataException($"{path} line {line}: not a metrics record (a JSON object with a \"step\")");
+        // The step must be a whole number: the page draws it into SVG markup, so a string there would be markup.
+        if (node is not JsonObject o || o["step"] is not JsonValue step || !step.TryGetValue<int>(out _))
+            throw new InvalidDataException($"{path} line {line}: not a metrics record (a JSON object with a whole-number \"step\")");
         return o;
     }
 }

@@ -105,6 +105,21 @@ public class DashboardServerTests
         Assert.Equal(Steps, line);
     }
 
+    /// <summary>A record whose step is not a whole number (markup in a copied run folder's file) is refused, naming the line.</summary>
+    [Fact]
+    public async Task ARecordWhoseStepIsNotAWholeNumberIsRefusedNamingTheLine()
+    {
+        string run = Path.Combine(TestPaths.TempDir(), "odd");
+        Directory.CreateDirectory(run);
+        new MetricsLog(run).Append(Step(1, 2.0));
+        await using var server = await DashboardServer.StartAsync(run, port: 0);
+        File.AppendAllText(Path.Combine(run, MetricsLog.FileName), "{\"step\":\"\\\"><img src=x onerror=alert(1)>\",\"loss\":1}\n");
+        var bad = await Http.GetAsync(new Uri(server.BaseAddress, "api/metrics?run=odd"));
+        Assert.Equal(System.Net.HttpStatusCode.InternalServerError, bad.StatusCode);
+        Assert.Equal($"{Path.Combine(run, MetricsLog.FileName)} line 2: not a metrics record (a JSON object with a whole-number \"step\")",
+            (await bad.Content.ReadFromJsonAsync<JsonObject>())!["error"]!.GetValue<string>());
+    }
+
     [Fact]
     public async Task ACompareFolderShowsEveryRunHoldingMetrics()
     {

@@ -182,7 +182,7 @@ function draw(id, all, yFixed) {
       const last = s.points[s.points.length - 1];
       const style = s.dots ? `stroke-opacity="0.5" stroke-dasharray="2,3"` : s.dashed ? `stroke-dasharray="6,4"` : "";
       parts.push(`<path d="${d}" fill="none" stroke="${s.colour}" stroke-width="${s.thin ? 1 : 2}" ${style} ` +
-        `data-series="${escapeHtml(s.name)}" data-points="${s.points.length}" data-last="${last[1]}" data-last-step="${last[0]}"><title>${escapeHtml(s.name)}</title></path>`);
+        `data-series="${escapeHtml(s.name)}" data-points="${s.points.length}" data-last="${last[1]}" data-last-step="${escapeHtml(last[0])}"><title>${escapeHtml(s.name)}</title></path>`);
       if (s.dots) for (const p of s.points) parts.push(`<circle cx="${X(p[0])}" cy="${Y(p[1])}" r="3" fill="${s.colour}"/>`);
     }
   }
