@@ -16,6 +16,14 @@ namespace PeftSharp;
 /// One adapter is active at a time (<see cref="SetAdapter"/>); <see cref="DisableAdapters"/> runs the base alone.
 /// Models load in eval mode (dropout off); call <see cref="Train"/> to train.
 /// </summary>
+/// <remarks>
+/// Threads: generations and forwards may run on several threads at once while the adapter state stays as it is.
+/// <see cref="SetAdapter"/>, <see cref="DisableAdapters"/>, <see cref="LoadAdapter"/>, <see cref="AddAdapter"/>,
+/// <see cref="DeleteAdapter"/>, <see cref="MergeAndUnload"/> and <see cref="Dispose"/> change what every thread's
+/// forward uses: call them only when no other thread generates. Chat requests through <see cref="PeftChatClient"/>s
+/// of one model run one at a time (a request's <c>ModelId</c> switches the adapter for its duration), so do not
+/// generate on the model directly from another thread while chat requests with a <c>ModelId</c> run.
+/// </remarks>
 public sealed class PeftModel : IDisposable
 {
     /// <summary>PEFT's name for an adapter loaded without one.</summary>
@@ -26,6 +34,12 @@ public sealed class PeftModel : IDisposable
     readonly PeftModelOptions _options;
     IReadOnlySet<int>? _endOfTurn;
     bool _disposed;
+
+    /// <summary>
+    /// One chat request at a time on this model, whichever <see cref="PeftChatClient"/> it comes through: a request may
+    /// switch the model's adapter for its duration (<c>ChatOptions.ModelId</c>), which would change another's reply.
+    /// </summary>
+    internal SemaphoreSlim ChatGate { get; } = new(1, 1);
 
     /// <summary>The base model (the adapters live inside it).</summary>
     public CausalLM BaseModel { get; }
@@ -217,7 +231,9 @@ public sealed class PeftModel : IDisposable
         options ??= new GenerationOptions();
         var stopIds = Tokenizer.StopIds(BaseModel.Config).Concat(options.StopTokenIds).ToHashSet();
         var generated = TextGenerator.Generate(BaseModel, prompt, options.ToSampling(), stopIds).TakeWhile(id => !stopIds.Contains(id));
-        return tensor(prompt.Concat(generated).Select(i => (long)i).ToArray()).unsqueeze(0);
+        // unsqueeze hands back a new tensor: the flat one is freed here, or every call leaves one behind for the finalizer.
+        using var flat = tensor(prompt.Concat(generated).Select(i => (long)i).ToArray());
+        return flat.unsqueeze(0);
     }
 
     /// <summary>The continuation of <paramref name="prompt"/> (encoded as HF's <c>tokenizer(prompt)</c>), greedy unless options say otherwise.</summary>
@@ -262,7 +278,10 @@ public sealed class PeftModel : IDisposable
     IEnumerable<GenerationUpdate> Stream(IReadOnlyList<int> promptIds, SamplingOptions sampling, IReadOnlySet<int> stopIds, IReadOnlyList<string> stops)
     {
         var text = new GeneratedText(new TextStreamer(Tokenizer, promptIds), stopIds, stops);
-        foreach (var id in TextGenerator.Generate(BaseModel, promptIds, sampling, stopIds))
+        using var ids = TextGenerator.Generate(BaseModel, promptIds, sampling, stopIds).GetEnumerator();
+        // Checked before each step: a stream still being read when the model is disposed ends with ObjectDisposedException,
+        // not with whatever the next forward on the freed weights does.
+        while (NextId(ids) is int id)
         {
             string piece = text.Push(id);
             if (piece.Length > 0) yield return new GenerationUpdate { Text = piece };
@@ -273,6 +292,12 @@ public sealed class PeftModel : IDisposable
         // A stop sequence completed by the held-back tail is a stop too.
         var reason = text.Ended ? GenerationFinishReason.Stop : GenerationFinishReason.Length;
         yield return new GenerationUpdate { FinishReason = reason, InputTokens = promptIds.Count, OutputTokens = text.Tokens };
+    }
+
+    int? NextId(IEnumerator<int> ids)
+    {
+        ThrowIfDisposed();
+        return ids.MoveNext() ? ids.Current : null;
     }
 
     /// <summary>A conversation rendered with the model's chat template (PeftSharp's simple format when it has none).</summary>

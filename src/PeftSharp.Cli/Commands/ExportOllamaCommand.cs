@@ -66,7 +66,8 @@ public sealed class ExportOllamaCommand : Command<ExportOllamaCommand.Settings>
 
         // The template the adapters were trained with, as `peft merge` carries it (also beside a separate ADAPTER).
         var template = ExportGgufCommand.ChatTemplateFor(s.Model, s.Adapters);
-        var family = template is null ? null : OllamaModelfile.Detect(template);
+        var detected = template is null ? null : OllamaModelfile.Detect(template);
+        var family = detected?.Family;
         List<string> stops;
         using (var tok = TextTokenizer.FromFolder(s.Model, config))
         {
@@ -87,16 +88,16 @@ public sealed class ExportOllamaCommand : Command<ExportOllamaCommand.Settings>
                 ExportGgufCommand.WriteMerged(s.Model, [], s.AllowBaseMismatch, Path.Combine(staging, ModelFile), fileType, template);
                 ExportGgufAdapterCommand.WriteAdapter(s.Model, separate, s.AllowBaseMismatch, Path.Combine(staging, AdapterFile));
             }
-            AtomicFile.WriteAllText(Path.Combine(staging, ModelfileName), OllamaModelfile.Write(ModelFile, separate is null ? null : AdapterFile, family, stops));
+            AtomicFile.WriteAllText(Path.Combine(staging, ModelfileName), OllamaModelfile.Write(ModelFile, separate is null ? null : AdapterFile, detected, stops));
             Directory.CreateDirectory(outDir);
             foreach (var f in Directory.GetFiles(staging)) File.Move(f, Path.Combine(outDir, Path.GetFileName(f)), overwrite: true);
         }
         finally { Directory.Delete(staging, recursive: true); }
 
         if (template is not null && family is null)
-            Console.Error.WriteLine($"warning: {template.Source}: chat template is not one of the known families ({string.Join(", ", OllamaModelfile.Families.Select(f => f.Name))}); the Modelfile has no TEMPLATE, so Ollama will use the GGUF's tokenizer.chat_template");
+            Console.Error.WriteLine($"warning: {template.Source}: chat template is not one of the known families ({string.Join(", ", OllamaModelfile.Families.Select(f => f.Name))}); the Modelfile has no TEMPLATE, and Ollama does not run the GGUF's Jinja tokenizer.chat_template: it takes the built-in template whose Jinja text is nearest to it, else none (the raw prompt, no chat turns); add a TEMPLATE line by hand");
         string name = new string(Path.GetFileName(outDir).ToLowerInvariant().Select(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.' ? c : '-').ToArray());
-        AnsiConsole.MarkupLine($"wrote {Markup.Escape(outDir)}: {ModelFile}{(separate is null ? "" : $" + {AdapterFile}")} ({s.Type}), {ModelfileName} (template: {family?.Name ?? "none"})");
+        AnsiConsole.MarkupLine($"wrote {Markup.Escape(outDir)}: {ModelFile}{(separate is null ? "" : $" + {AdapterFile}")} ({s.Type}), {ModelfileName} (template: {family?.Name ?? "none"}{(detected?.DefaultSystem is null ? "" : ", with the template's default system text as SYSTEM")})");
         Console.WriteLine($"ollama create {name} -f {Path.Combine(outDir, ModelfileName)}");
         return 0;
     }

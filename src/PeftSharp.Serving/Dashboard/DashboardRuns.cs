@@ -49,7 +49,9 @@ internal sealed class DashboardRuns
         foreach (var name in Names())
         {
             var path = Path.Combine(Dir(name)!, MetricsFile);
-            if (File.Exists(path)) MetricsTail.Read(path, 0, 0);
+            if (!File.Exists(path)) continue;
+            var chunk = MetricsTail.Read(path, 0, 0);
+            while (chunk.More) chunk = MetricsTail.Read(path, chunk.Offset, chunk.Line);
         }
     }
 

@@ -15,7 +15,8 @@ namespace PeftSharp.Serving.Dashboard;
 /// The training dashboard (`peft dashboard DIR`, `peft train --dashboard`): Kestrel on 127.0.0.1 serving a page embedded in
 /// this assembly (wwwroot/: plain HTML, CSS and JS drawing SVG charts; no CDN, works offline) and a JSON API the page polls:
 /// GET /api/runs (the run names), GET /api/metrics?run=NAME&amp;offset=B&amp;line=L (the metrics.jsonl records after byte B,
-/// see <see cref="MetricsTail"/>, with the run's plan and summary). It lives here, beside `peft serve`, so that the
+/// at most <see cref="MetricsTail.MaxChunkBytes"/> of them, <c>more</c> set when the file holds more; see
+/// <see cref="MetricsTail"/>; with the run's plan and summary). It lives here, beside `peft serve`, so that the
 /// training library stays free of ASP.NET Core; it reads only files, so it shows a run trained by another process too.
 /// </summary>
 internal sealed class DashboardServer : IAsyncDisposable
@@ -67,6 +68,7 @@ internal sealed class DashboardServer : IAsyncDisposable
             info["offset"] = chunk.Offset;
             info["line"] = chunk.Line;
             info["reset"] = chunk.Reset;
+            info["more"] = chunk.More;
             return Results.Json(info);
         }
         catch (InvalidDataException e) { return Results.Json(new JsonObject { ["error"] = e.Message }, statusCode: 500); }

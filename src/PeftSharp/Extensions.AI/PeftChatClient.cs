@@ -19,8 +19,10 @@ namespace PeftSharp;
 /// at EOS, an end-of-turn token or a stop sequence, <see cref="ChatFinishReason.Length"/> when <c>MaxOutputTokens</c>
 /// (or the context) ran out; and <c>Usage</c>: the prompt's tokens and the tokens generated, the one that ended the
 /// reply included, as <c>peft serve</c> reports finish_reason and usage.</para>
-/// <para>The model runs one generation at a time: concurrent requests on one client wait for each other. The client
-/// does not own the model; disposing it leaves the model alone.</para>
+/// <para>Requests run one at a time per model: concurrent requests wait for each other, whether they come through one
+/// client or several clients of the same model (a request's <c>ModelId</c> switches the model's adapter while it runs).
+/// Calls on the <see cref="PeftModel"/> itself from other threads meanwhile are not coordinated with them: see
+/// <see cref="PeftModel"/> on threads. The client does not own the model; disposing it leaves the model alone.</para>
 /// </remarks>
 public sealed class PeftChatClient : IChatClient
 {
@@ -28,7 +30,6 @@ public sealed class PeftChatClient : IChatClient
     public const string BaseModelId = "base";
 
     readonly PeftModel _model;
-    readonly SemaphoreSlim _gate = new(1, 1);
     bool _disposed;
 
     /// <summary>A chat client over <paramref name="model"/>; see <see cref="PeftChatClientExtensions.AsChatClient"/>.</summary>
@@ -58,7 +59,9 @@ public sealed class PeftChatClient : IChatClient
         ObjectDisposedException.ThrowIf(_disposed, this);
         var conversation = ToConversation(messages);
         string responseId = $"chatcmpl-{Guid.NewGuid():N}";
-        await _gate.WaitAsync(cancellationToken).ConfigureAwait(false);
+        // The model's gate, not the client's: another client of the same model could otherwise switch its adapter mid-reply.
+        var gate = _model.ChatGate;
+        await gate.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
             using var adapter = SelectAdapter(options?.ModelId, out string modelId);
@@ -91,7 +94,7 @@ public sealed class PeftChatClient : IChatClient
         }
         finally
         {
-            _gate.Release();
+            gate.Release();
         }
     }
 
@@ -107,11 +110,7 @@ public sealed class PeftChatClient : IChatClient
     }
 
     /// <summary>Releases the client's own resources; the model stays open (the caller owns it).</summary>
-    public void Dispose()
-    {
-        _disposed = true;
-        _gate.Dispose();
-    }
+    public void Dispose() => _disposed = true;
 
     static List<(string Role, string Content)> ToConversation(IEnumerable<ChatMessage> messages)
     {

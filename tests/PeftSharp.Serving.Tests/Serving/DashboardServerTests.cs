@@ -73,6 +73,53 @@ public class DashboardServerTests
         Assert.StartsWith($"{Path.Combine(run, MetricsLog.FileName)} line 2: not JSON", (await bad.Content.ReadFromJsonAsync<JsonObject>())!["error"]!.GetValue<string>());
     }
 
+    /// <summary>
+    /// A long run's metrics.jsonl (here ~11 MB) is sent in pieces of at most MetricsTail.MaxChunkBytes, `more` set until
+    /// the last: one request used to read the whole file into one array and send it as one answer (unbounded memory).
+    /// </summary>
+    [Fact]
+    public async Task ALargeMetricsFileIsSentInBoundedPiecesThatAddUpToIt()
+    {
+        string run = Path.Combine(TestPaths.TempDir(), "long");
+        Directory.CreateDirectory(run);
+        const int Steps = 100_000;
+        using (var w = new StreamWriter(Path.Combine(run, MetricsLog.FileName)))
+            for (int i = 1; i <= Steps; i++) w.Write(Step(i, 1.0 / i).ToJsonString() + "\n");
+        Assert.True(new FileInfo(Path.Combine(run, MetricsLog.FileName)).Length > 2 * MetricsTail.MaxChunkBytes);
+        await using var server = await DashboardServer.StartAsync(run, port: 0);
+        var steps = new List<int>();
+        long offset = 0;
+        int line = 0, answers = 0;
+        while (true)
+        {
+            var page = await Http.GetAsync(new Uri(server.BaseAddress, $"api/metrics?run=long&offset={offset}&line={line}"));
+            Assert.True(page.Content.Headers.ContentLength is null or <= MetricsTail.MaxChunkBytes * 2L, $"answer of {page.Content.Headers.ContentLength} bytes");
+            var m = (await page.Content.ReadFromJsonAsync<JsonObject>())!;
+            answers++;
+            steps.AddRange(m["records"]!.AsArray().Select(r => r!["step"]!.GetValue<int>()));
+            (offset, line) = (m["offset"]!.GetValue<long>(), m["line"]!.GetValue<int>());
+            if (m["more"]?.GetValue<bool>() != true) break;
+        }
+        Assert.True(answers >= 3, $"{answers} answers");
+        Assert.Equal(Enumerable.Range(1, Steps), steps);
+        Assert.Equal(Steps, line);
+    }
+
+    /// <summary>A record whose step is not a whole number (markup in a copied run folder's file) is refused, naming the line.</summary>
+    [Fact]
+    public async Task ARecordWhoseStepIsNotAWholeNumberIsRefusedNamingTheLine()
+    {
+        string run = Path.Combine(TestPaths.TempDir(), "odd");
+        Directory.CreateDirectory(run);
+        new MetricsLog(run).Append(Step(1, 2.0));
+        await using var server = await DashboardServer.StartAsync(run, port: 0);
+        File.AppendAllText(Path.Combine(run, MetricsLog.FileName), "{\"step\":\"\\\"><img src=x onerror=alert(1)>\",\"loss\":1}\n");
+        var bad = await Http.GetAsync(new Uri(server.BaseAddress, "api/metrics?run=odd"));
+        Assert.Equal(System.Net.HttpStatusCode.InternalServerError, bad.StatusCode);
+        Assert.Equal($"{Path.Combine(run, MetricsLog.FileName)} line 2: not a metrics record (a JSON object with a whole-number \"step\")",
+            (await bad.Content.ReadFromJsonAsync<JsonObject>())!["error"]!.GetValue<string>());
+    }
+
     [Fact]
     public async Task ACompareFolderShowsEveryRunHoldingMetrics()
     {

@@ -184,4 +184,26 @@ public class PeftChatClientTests
         await Assert.ThrowsAsync<ArgumentException>(() => chat.GetResponseAsync([]));
         Assert.Equal("lora", model.ActiveAdapter);
     }
+
+    [Fact]
+    public async Task TwoClientsOfOneModelDoNotSwitchEachOthersAdapterMidReply()
+    {
+        using var model = Model();
+        IChatClient first = model.AsChatClient(), second = model.AsChatClient();
+        var baseOnly = new ChatOptions { MaxOutputTokens = 60, ModelId = PeftChatClient.BaseModelId };
+        var lora = new ChatOptions { MaxOutputTokens = 8 };
+        string baseReply = (await first.GetResponseAsync(Conversation, baseOnly.Clone())).Text;
+        string loraReply = (await first.GetResponseAsync(Conversation, lora.Clone())).Text;
+        Assert.NotEqual(baseReply[..Math.Min(baseReply.Length, loraReply.Length)], loraReply);
+        for (int round = 0; round < 3; round++)
+        {
+            // The first client's "base" request disables the adapters while it runs; the second client's short request,
+            // started meanwhile, must still get the active adapter's reply (it waits for the model, not for its client).
+            var b = first.GetResponseAsync(Conversation, baseOnly.Clone());
+            var a = second.GetResponseAsync(Conversation, lora.Clone());
+            Assert.Equal(loraReply, (await a).Text);
+            Assert.Equal(baseReply, (await b).Text);
+        }
+        Assert.Equal("lora", model.ActiveAdapter);
+    }
 }

@@ -181,4 +181,32 @@ public class PeftModelTests
         var afterClient = await Record.ExceptionAsync(() => chat.GetResponseAsync("hi"));
         Assert.True(afterClient is ObjectDisposedException { ObjectName: "PeftSharp.PeftChatClient" }, afterClient?.ToString());
     }
+
+    [Fact]
+    public void AStreamStillBeingReadWhenTheModelIsDisposedEndsWithObjectDisposed()
+    {
+        var model = PeftModel.FromPretrained(TestPaths.TinyLlama, adapter: Adapter("lora"));
+        using var pieces = model.GenerateStream("code red fox", new GenerationOptions { MaxNewTokens = 40 }).GetEnumerator();
+        Assert.True(pieces.MoveNext());
+        model.Dispose();
+        // Not "Tensor invalid -- empty handle" from a forward on the freed weights.
+        var e = Record.Exception(() => { while (pieces.MoveNext()) { } });
+        Assert.True(e is ObjectDisposedException { ObjectName: "PeftSharp.PeftModel" }, $"{e?.GetType().Name}: {e?.Message}");
+    }
+
+    [Fact]
+    public void GenerateOnIdsLeavesNoLiveTensorBehindPerCall()
+    {
+        using var model = PeftModel.FromPretrained(TestPaths.TinyLlama, adapter: Adapter("lora"));
+        using var ids = tensor(new long[] { 1, 5, 6 }).unsqueeze(0);
+        var options = new GenerationOptions { MaxNewTokens = 3 };
+        model.Generate(ids, options).Dispose();
+        long before = TorchSharp.DisposeScopeManager.Statistics.ThreadTotalLiveCount;
+        for (int i = 0; i < 20; i++)
+        {
+            using var generated = model.Generate(ids, options);
+            Assert.Equal(6, generated.shape[1]);
+        }
+        Assert.Equal(before, TorchSharp.DisposeScopeManager.Statistics.ThreadTotalLiveCount);
+    }
 }

@@ -15,6 +15,7 @@ async function getJson(url) {
 }
 
 async function poll() {
+  let more = false;   // a run's file holds more than one answer sends (a long run opened now): read on at once
   try {
     const list = await getJson("api/runs");
     document.getElementById("folder").textContent = list.folder;
@@ -25,13 +26,14 @@ async function poll() {
       if (m.reset) run.records = [];
       run.records.push(...m.records);
       run.offset = m.offset; run.line = m.line; run.info = m;
+      more ||= m.more === true;
     }
     showError(null);
     render();
   } catch (e) {
     showError(e instanceof TypeError ? "the dashboard server is gone (training process ended?); showing the last figures read" : e.message);
   }
-  setTimeout(poll, POLL_MS);
+  setTimeout(poll, more ? 0 : POLL_MS);
 }
 
 function showError(text) {
@@ -180,7 +182,7 @@ function draw(id, all, yFixed) {
       const last = s.points[s.points.length - 1];
       const style = s.dots ? `stroke-opacity="0.5" stroke-dasharray="2,3"` : s.dashed ? `stroke-dasharray="6,4"` : "";
       parts.push(`<path d="${d}" fill="none" stroke="${s.colour}" stroke-width="${s.thin ? 1 : 2}" ${style} ` +
-        `data-series="${escapeHtml(s.name)}" data-points="${s.points.length}" data-last="${last[1]}" data-last-step="${last[0]}"><title>${escapeHtml(s.name)}</title></path>`);
+        `data-series="${escapeHtml(s.name)}" data-points="${s.points.length}" data-last="${last[1]}" data-last-step="${escapeHtml(last[0])}"><title>${escapeHtml(s.name)}</title></path>`);
       if (s.dots) for (const p of s.points) parts.push(`<circle cx="${X(p[0])}" cy="${Y(p[1])}" r="3" fill="${s.colour}"/>`);
     }
   }

@@ -59,8 +59,18 @@ internal static class OllamaModelfile
             "</s>"),
     ];
 
-    /// <summary>The family whose rendering of the probe equals the template's (with the system turn if the template takes one), or null.</summary>
-    public static Family? Detect(ChatTemplate template)
+    /// <summary>
+    /// A family found for a template, and the system text the template puts in by itself when a conversation has no
+    /// system turn (Qwen2.5's "You are Qwen, ...", SmolLM's): the Modelfile's SYSTEM, which Ollama prepends to a chat
+    /// that starts without one (server/routes.go, ChatHandler), so Ollama renders such chats as the HF template does.
+    /// </summary>
+    public sealed record Detection(Family Family, string? DefaultSystem);
+
+    /// <summary>
+    /// The family whose rendering of the probe equals the template's, with and without the system turn (without it, the
+    /// template may add a system text of its own: <see cref="Detection.DefaultSystem"/>), or null.
+    /// </summary>
+    public static Detection? Detect(ChatTemplate template)
     {
         // llama.cpp adds BOS itself, so a template's leading bos_token is not part of the turn format; but a template
         // may also begin with text that merely equals the BOS token (SmolLM's bos_token is <|im_start|>): both are tried.
@@ -73,21 +83,51 @@ internal static class OllamaModelfile
         }
         string? withSystem = Try(("system", Sys), ("user", U1), ("assistant", A1), ("user", U2));
         string? without = Try(("user", U1), ("assistant", A1), ("user", U2));
-        return Families.FirstOrDefault(f => Forms(withSystem).Contains(f.WithSystem) || (withSystem is null && Forms(without).Contains(f.WithoutSystem)));
+        foreach (var f in Families)
+        {
+            // A template refusing the system turn (Mistral v0.1, Gemma 2) is matched on the conversation without it.
+            if (withSystem is null)
+            {
+                if (Forms(without).Contains(f.WithoutSystem)) return new(f, null);
+                continue;
+            }
+            if (!Forms(withSystem).Contains(f.WithSystem)) continue;
+            if (without is null || Forms(without).Contains(f.WithoutSystem)) return new(f, null);
+            // Without a system turn the template renders one of its own: the family's rendering with that text as system.
+            if (Forms(without).Select(w => SystemIn(f, w)).FirstOrDefault(s => s is not null) is { } own) return new(f, own);
+        }
+        return null;
+    }
+
+    /// <summary>The system text <paramref name="rendering"/> holds where the family's probe rendering holds the probe's, or null.</summary>
+    static string? SystemIn(Family f, string rendering)
+    {
+        int at = f.WithSystem.IndexOf(Sys, StringComparison.Ordinal);
+        string before = f.WithSystem[..at], after = f.WithSystem[(at + Sys.Length)..];
+        if (rendering.Length <= before.Length + after.Length || !rendering.StartsWith(before, StringComparison.Ordinal) || !rendering.EndsWith(after, StringComparison.Ordinal))
+            return null;
+        string text = rendering[before.Length..^after.Length];
+        // Not a system text: a turn marker inside it, or what a Modelfile's quoted value cannot hold.
+        return text.Contains(f.EndOfTurn, StringComparison.Ordinal) || text.Contains("\"\"\"", StringComparison.Ordinal) ? null : text;
     }
 
     /// <summary>
     /// The Modelfile text: FROM <paramref name="ggufFile"/> (relative to the Modelfile), ADAPTER if given, TEMPLATE
-    /// when the family is known, and one PARAMETER stop per end-of-turn text (the family's, then the model's own stop tokens).
+    /// when the family is known, SYSTEM when the template has a default system text, and one PARAMETER stop per
+    /// end-of-turn text (the family's, then the model's own stop tokens).
     /// </summary>
-    public static string Write(string ggufFile, string? adapterFile, Family? family, IEnumerable<string> modelStops)
+    public static string Write(string ggufFile, string? adapterFile, Detection? detected, IEnumerable<string> modelStops)
     {
+        var family = detected?.Family;
         var sb = new StringBuilder();
         sb.Append("FROM ./").Append(ggufFile).Append('\n');
         if (adapterFile is not null) sb.Append("ADAPTER ./").Append(adapterFile).Append('\n');
         if (family is not null) sb.Append("TEMPLATE \"\"\"").Append(family.GoTemplate).Append("\"\"\"\n");
+        if (detected?.DefaultSystem is { } system) sb.Append("SYSTEM \"\"\"").Append(system).Append("\"\"\"\n");
         var stops = (family is null ? [] : new[] { family.EndOfTurn }).Concat(modelStops).Where(s => s.Length > 0).Distinct();
-        foreach (var stop in stops) sb.Append("PARAMETER stop \"").Append(stop.Replace("\\", "\\\\").Replace("\"", "\\\"")).Append("\"\n");
+        // Ollama's Modelfile parser strips the quotes and unescapes nothing (parser/parser.go, unquote): a backslash or a
+        // quote inside stays as written, so none is escaped here.
+        foreach (var stop in stops) sb.Append("PARAMETER stop \"").Append(stop).Append("\"\n");
         return sb.ToString();
     }
 }

@@ -69,7 +69,10 @@ public class ExportOllamaTests(ITestOutputHelper output)
         Assert.True(code == 0, err);
         Assert.Equal("FROM ./model.gguf\nPARAMETER stop \"<|endoftext|>\"\n", File.ReadAllText(Path.Combine(outDir, "Modelfile")));
         Assert.Contains("chat template is not one of the known families", err);
-        Assert.Contains("Ollama will use the GGUF's tokenizer.chat_template", err);
+        // Ollama renders no Jinja: with no TEMPLATE it picks a built-in Go template by edit distance to the GGUF's
+        // chat_template, else {{ .Prompt }} (ollama template/template.go Named, DefaultTemplate).
+        Assert.Contains("Ollama does not run the GGUF's Jinja tokenizer.chat_template", err);
+        Assert.Contains("add a TEMPLATE line by hand", err);
     }
 
     [Fact]
@@ -184,7 +187,48 @@ public class ExportOllamaTests(ITestOutputHelper output)
         if (dir is null) return;
         var template = ChatTemplate.Load(dir);
         Assert.NotNull(template);
-        Assert.Equal(family, OllamaModelfile.Detect(template!)?.Name);
+        Assert.Equal(family, OllamaModelfile.Detect(template!)?.Family.Name);
+    }
+
+    /// <summary>
+    /// Qwen2.5's template puts "You are Qwen, ..." in when a chat has no system turn; the chatml Go template does not, so
+    /// without a SYSTEM line Ollama rendered such chats (most chats) without it, unlike the HF template the model was
+    /// trained and is served with. Ollama prepends the Modelfile's SYSTEM to a chat that starts without one.
+    /// </summary>
+    [Fact]
+    public void TemplateWithADefaultSystemText_ItIsTheModelfilesSystem()
+    {
+        const string qwenLike = "{%- if messages[0]['role'] == 'system' %}{{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}" +
+            "{%- else %}{{- '<|im_start|>system\\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\\n' }}{%- endif %}" +
+            "{%- for message in messages %}{%- if message.role != 'system' %}{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>' + '\\n' }}{%- endif %}{%- endfor %}" +
+            "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}";
+        string model = TinyWithTemplate(qwenLike);
+        string outDir = Path.Combine(TestPaths.TempDir(), "qwen-like");
+        var (code, stdout, err) = CliCapture.Run("export", "ollama", "--model", model, "--out", outDir, "--type", "f16");
+        Assert.True(code == 0, err);
+        string golden = File.ReadAllText(Path.Combine(TestPaths.Fixtures, "gguf", "ollama", "chatml.Modelfile"));
+        string expected = golden.Replace("PARAMETER stop \"<|im_end|>\"", "SYSTEM \"\"\"You are Qwen, created by Alibaba Cloud. You are a helpful assistant.\"\"\"\nPARAMETER stop \"<|im_end|>\"");
+        Assert.Equal(expected, File.ReadAllText(Path.Combine(outDir, "Modelfile")));
+        Assert.Contains("default system text as SYSTEM", stdout);
+    }
+
+    /// <summary>The real Qwen2.5-Instruct template (../shared): chatml, with its default system text.</summary>
+    [Fact]
+    public void RealQwenTemplate_ChatmlWithItsDefaultSystem()
+    {
+        string? dir = RealFixtures.Folder("qwen25-05b-instruct-lora", output);
+        if (dir is null) return;
+        var detected = OllamaModelfile.Detect(ChatTemplate.Load(dir)!);
+        Assert.Equal("chatml", detected?.Family.Name);
+        Assert.Equal("You are Qwen, created by Alibaba Cloud. You are a helpful assistant.", detected?.DefaultSystem);
+    }
+
+    /// <summary>Ollama's Modelfile parser strips a value's quotes and unescapes nothing (ollama parser/parser.go, unquote).</summary>
+    [Fact]
+    public void StopTexts_AreWrittenAsOllamaReadsThem()
+    {
+        string text = OllamaModelfile.Write("model.gguf", null, null, ["a\\b", "say \"hi\""]);
+        Assert.Equal("FROM ./model.gguf\nPARAMETER stop \"a\\b\"\nPARAMETER stop \"say \"hi\"\"\n", text);
     }
 
     /// <summary>Each family's probe rendering is recognised (a template that renders exactly that text), and nothing else is.</summary>
@@ -197,7 +241,8 @@ public class ExportOllamaTests(ITestOutputHelper output)
             // rendering of the probe; the probe texts are distinct, so the system turn decides which one applies.
             string jinja = "{% if messages[0]['role'] == 'system' %}{{ withSystem }}{% else %}{{ without }}{% endif %}";
             var t = new ChatTemplate(jinja.Replace("{{ withSystem }}", Literal(f.WithSystem)).Replace("{{ without }}", Literal(f.WithoutSystem)), new Dictionary<string, string>(), f.Name);
-            Assert.Equal(f.Name, OllamaModelfile.Detect(t)?.Name);
+            Assert.Equal(f.Name, OllamaModelfile.Detect(t)?.Family.Name);
+            Assert.Null(OllamaModelfile.Detect(t)?.DefaultSystem);
         }
         Assert.Null(OllamaModelfile.Detect(new ChatTemplate("{% for m in messages %}{{ m['content'] }}{% endfor %}", new Dictionary<string, string>(), "plain")));
     }
