@@ -84,6 +84,35 @@ public class DashboardBrowserTests(ITestOutputHelper output)
         Assert.Equal("5", await page.Locator("#chart-loss path[data-series='lora train loss']").GetAttributeAsync("data-points"));   // last figures kept
     }
 
+    /// <summary>
+    /// A compare folder where one run's metrics.jsonl goes bad while the page is open (a record whose step is text):
+    /// the page names that run's error and keeps updating the others (the poll loop stopped at the bad run, so the
+    /// runs after it froze). A run that is bad before the server starts is refused at start instead.
+    /// </summary>
+    [Fact]
+    public async Task ACorruptRunInACompareFolderDoesNotStopTheOthersUpdating()
+    {
+        await using var chromium = await HeadlessChromium.Launch(output);
+        if (chromium is null) return;
+        string compare = TestPaths.TempDir();
+        JsonObject Record(int i) => new() { ["step"] = i, ["loss"] = 3.0 / i, ["lr"] = 1e-3, ["tokens_per_s"] = 50.0, ["elapsed_s"] = i * 1.0, ["rss_mb"] = 100.0, ["peak_rss_mb"] = 100.0 };
+        Directory.CreateDirectory(Path.Combine(compare, "a-bad"));
+        new MetricsLog(Path.Combine(compare, "a-bad")).Append(Record(1));
+        Directory.CreateDirectory(Path.Combine(compare, "lora"));
+        var log = new MetricsLog(Path.Combine(compare, "lora"));
+        for (int i = 1; i <= 3; i++) log.Append(Record(i));
+        await using var server = await PeftSharp.Serving.Dashboard.DashboardServer.StartAsync(compare, port: 0);
+        var page = await chromium.NewPage();
+        await page.GotoAsync(server.BaseAddress.ToString());
+        await HeadlessChromium.WaitFor(page, "document.querySelector(\"#chart-loss path[data-series='lora train loss']\")?.dataset.points === '3'", "lora's 3 points");
+        // "a-bad" sorts first, so its error came before "lora" in every poll.
+        File.AppendAllText(Path.Combine(compare, "a-bad", MetricsLog.FileName), "{\"step\": \"one\", \"loss\": 1.0}\n");
+        await HeadlessChromium.WaitFor(page, "document.getElementById('error').innerText.includes('a-bad')", "a-bad's error on the page");
+        for (int i = 4; i <= 6; i++) log.Append(Record(i));   // the run after the bad one goes on training
+        await HeadlessChromium.WaitFor(page, "document.querySelector(\"#chart-loss path[data-series='lora train loss']\")?.dataset.points === '6'", "lora's 6 points");
+        Assert.Contains("a-bad", await page.InnerTextAsync("#error"));
+    }
+
     static async Task<(int Points, double Last)> LossCurve(IPage page)
     {
         var el = page.Locator(LossPath);

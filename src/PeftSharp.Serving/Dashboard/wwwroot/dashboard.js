@@ -21,14 +21,19 @@ async function poll() {
     document.getElementById("folder").textContent = list.folder;
     for (const name of list.runs)
       if (!runs.has(name)) runs.set(name, { records: [], offset: 0, line: 0, info: {}, colour: COLOURS[runs.size % COLOURS.length] });
+    // A run the server cannot read (a corrupt metrics.jsonl in a compare folder) is named, and the others go on
+    // updating; a vanished server (a network TypeError) ends the whole poll.
+    const errors = [];
     for (const [name, run] of runs) {
-      const m = await getJson(`api/metrics?run=${encodeURIComponent(name)}&offset=${run.offset}&line=${run.line}`);
+      let m;
+      try { m = await getJson(`api/metrics?run=${encodeURIComponent(name)}&offset=${run.offset}&line=${run.line}`); }
+      catch (e) { if (e instanceof TypeError) throw e; errors.push(`${name}: ${e.message}`); continue; }
       if (m.reset) run.records = [];
       run.records.push(...m.records);
       run.offset = m.offset; run.line = m.line; run.info = m;
       more ||= m.more === true;
     }
-    showError(null);
+    showError(errors.length ? errors.join("\n") : null);
     render();
   } catch (e) {
     showError(e instanceof TypeError ? "the dashboard server is gone (training process ended?); showing the last figures read" : e.message);
