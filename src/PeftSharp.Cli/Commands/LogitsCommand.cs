@@ -1,4 +1,5 @@
 using System.ComponentModel;
+using TorchSharp;
 using PeftSharp.IO;
 using Spectre.Console;
 using Spectre.Console.Cli;
@@ -51,7 +52,10 @@ public sealed class LogitsCommand : Command<LogitsCommand.Settings>
         AdapterCli.Apply(model, s.Adapters, s.AllowBaseMismatch);
         using var ids = input.Load("input_ids", ScalarType.Int64, model.Device);
         long vocab = model.Config.VocabSize;
-        using (var bad = ids.lt(0).logical_or(ids.ge(vocab)))
+        // Scalars held until the comparisons have returned (a TorchSharp implicit Scalar can be finalized mid-call: ScalarArgs).
+        using var zero = 0L.ToScalar();
+        using var vocabEnd = vocab.ToScalar();
+        using (var bad = ids.lt(zero).logical_or(ids.ge(vocabEnd)))
             if (bad.any().item<bool>()) throw new InvalidDataException($"{s.Input}: input_ids has ids outside [0, {vocab})");
         using var _ = no_grad();
         using var logits = model.Forward(ids);

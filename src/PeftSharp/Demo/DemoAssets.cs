@@ -130,7 +130,7 @@ internal static class DemoAssets
         using var noGrad = no_grad();
         foreach (var (name, p) in model.named_parameters())
         {
-            if (name.EndsWith("norm.weight", StringComparison.Ordinal)) p.fill_(1.0);
+            if (name.EndsWith("norm.weight", StringComparison.Ordinal)) p.fill_(ScalarArgs.One);
             else if (name.EndsWith(".bias", StringComparison.Ordinal)) p.zero_();
             else p.normal_(0, 0.02);
         }

@@ -52,7 +52,7 @@ internal sealed class PackedLinear : autograd.SingleTensorFunction<PackedLinear>
     static Tensor Forward(Tensor x, Pair pair, Tensor? bias)
     {
         var y = pair.Forward.Times(x);
-        if (bias is not null) y.add_(bias);
+        if (bias is not null) y.PlusInPlace(bias);
         Use.Forward();
         return y;
     }

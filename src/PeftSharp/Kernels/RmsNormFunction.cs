@@ -97,7 +97,7 @@ internal sealed class RmsNormFunction : autograd.SingleTensorFunction<RmsNormFun
     static Tensor EffectiveWeight(Tensor weight, bool plusOne)
     {
         var w = weight.to_type(ScalarType.Float32);
-        return (plusOne ? w + 1 : w).contiguous();
+        return (plusOne ? w.Plus(1L) : w).contiguous();
     }
 
     static unsafe (Tensor Y, Tensor? Rstd) Forward(Tensor x, Tensor w, double eps, bool plusOne, bool keepRstd)

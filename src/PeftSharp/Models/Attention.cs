@@ -131,11 +131,11 @@ internal sealed class Attention : nn.Module<Tensor, Tensor>
     Tensor ExplicitAttention(Tensor q, Tensor k, Tensor v, Tensor? mask)
     {
         long t = q.shape[2], s = k.shape[2];
-        var scores = q.matmul(k.transpose(2, 3)) * _scale;
-        if (_softcap is { } cap) scores = (scores / cap).tanh() * cap;
+        var scores = q.matmul(k.transpose(2, 3)).Times(_scale);
+        if (_softcap is { } cap) scores = scores.DividedBy(cap).tanh().Times(cap);
         if (mask is null && t > 1)
             mask = AttentionMask.Build(ones(q.shape[0], s, ScalarType.Int64, q.device), t, s - t, scores.dtype);
-        if (mask is not null) scores = scores + mask;
+        if (mask is not null) scores = scores.Plus(mask);
         var weights = nn.functional.softmax(scores.to_type(ScalarType.Float32), -1).to_type(q.dtype);
         return weights.matmul(v);
     }
@@ -190,8 +190,11 @@ internal sealed class Mlp : nn.Module<Tensor, Tensor>
         return down_proj.forward(h).MoveToOuterDisposeScope();
     }
 
-    Tensor Activate(Tensor g) => _geluTanh
+    Tensor Activate(Tensor g)
+    {
+        if (!_geluTanh) return nn.functional.silu(g);
         // PyTorch's gelu(approximate="tanh"): 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
-        ? g * 0.5 * ((g + g.pow(3) * 0.044715) * Math.Sqrt(2 / Math.PI)).tanh().add(1)
-        : nn.functional.silu(g);
+        var cube = ScalarArgs.With(3L, three => g.pow(three));
+        return g.Times(0.5) * g.Plus(cube.Times(0.044715)).Times(Math.Sqrt(2 / Math.PI)).tanh().Plus(1L);
+    }
 }

@@ -1,3 +1,4 @@
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace PeftSharp.Models;
@@ -14,13 +15,18 @@ internal static class AttentionMask
     {
         using var scope = NewDisposeScope();
         long s = past + t;
-        var qPos = arange(past, s, ScalarType.Int64, keyValid.device).view(t, 1);
-        var kPos = arange(0, s, ScalarType.Int64, keyValid.device).view(1, s);
+        // Numbers as Scalars held until their ops have returned (see ScalarArgs).
+        using var first = past.ToScalar();
+        using var end = s.ToScalar();
+        using var zero = 0L.ToScalar();
+        using var minusInfinity = float.NegativeInfinity.ToScalar();
+        var qPos = arange(first, end, ScalarType.Int64, keyValid.device).view(t, 1);
+        var kPos = arange(zero, end, ScalarType.Int64, keyValid.device).view(1, s);
         var visible = kPos.le(qPos);
-        if (window is { } w) visible = visible.logical_and(kPos.gt(qPos - w));
+        if (window is { } w) visible = visible.logical_and(kPos.gt(qPos.Minus(w)));
         var allowed = visible.unsqueeze(0).logical_and(keyValid.to_type(ScalarType.Bool).unsqueeze(1));  // [B, T, S]
         allowed = allowed.logical_or(kPos.eq(qPos).unsqueeze(0));      // a padded query still sees itself: no NaN rows
-        var m = zeros(allowed.shape, dtype, keyValid.device).masked_fill(allowed.logical_not(), float.NegativeInfinity);
+        var m = zeros(allowed.shape, dtype, keyValid.device).masked_fill(allowed.logical_not(), minusInfinity);
         return m.unsqueeze(1).MoveToOuterDisposeScope();
     }
 }

@@ -116,7 +116,7 @@ public sealed class CausalLM : nn.Module<Tensor, Tensor>
             if (attentionMask.shape[0] != b || attentionMask.shape[1] != past + t)
                 throw new ArgumentException($"attention mask [{string.Join(", ", attentionMask.shape)}] must be [{b}, {past + t}]");
             var am = attentionMask.to_type(ScalarType.Int64).to(h.device);
-            positions = (am.cumsum(1) - 1).clamp_min(0).narrow(1, past, t);
+            positions = ScalarArgs.With(0L, zero => am.cumsum(1).Minus(1L).clamp_min(zero)).narrow(1, past, t);
             mask = AttentionMask.Build(am, t, past, h.dtype);
             keyValid = am;
             // Every row's 1s before its 0s (no 0 followed by a 1): right padding only.
@@ -124,7 +124,12 @@ public sealed class CausalLM : nn.Module<Tensor, Tensor>
         }
         else
         {
-            if (past > 0) positions = arange(past, past + t, ScalarType.Int64, h.device).unsqueeze(0).expand(b, t);
+            if (past > 0)
+            {
+                using var first = past.ToScalar();   // held until arange has returned (see ScalarArgs)
+                using var end = (past + t).ToScalar();
+                positions = arange(first, end, ScalarType.Int64, h.device).unsqueeze(0).expand(b, t);
+            }
             if (past > 0 && t > 1) mask = AttentionMask.Build(ones(b, past + t, ScalarType.Int64, h.device), t, past, h.dtype);
         }
         // A window only changes anything once some query has more than window slots at or before it.
@@ -141,7 +146,7 @@ public sealed class CausalLM : nn.Module<Tensor, Tensor>
                      && PlainHeadWeight() is { } head && head.dtype == h.dtype
             ? NextTokenLogits.Forward(h, head, inputIds)
             : lm_head is not null ? lm_head.forward(h) : nn.functional.linear(h, model.embed_tokens.weight);
-        if (Config.FinalLogitSoftcapping is { } cap) logits = (logits / cap).tanh() * cap;
+        if (Config.FinalLogitSoftcapping is { } cap) logits = logits.DividedBy(cap).tanh().Times(cap);
         return logits.MoveToOuterDisposeScope();
     }
 

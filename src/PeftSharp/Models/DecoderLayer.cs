@@ -50,11 +50,11 @@ internal sealed class DecoderLayer : nn.Module<Tensor, Tensor>
         var a = self_attn.Forward(input_layernorm.forward(x), ctx, Index);
         if (pre_feedforward_layernorm is not null) a = post_attention_layernorm.forward(a);
         if (AfterAttention is { } ha) a = ha.Apply(a);
-        x = x + a;
+        x = x.Plus(a);
         var m = pre_feedforward_layernorm is not null
             ? post_feedforward_layernorm!.forward(mlp.forward(pre_feedforward_layernorm.forward(x)))
             : mlp.forward(post_attention_layernorm.forward(x));
         if (AfterMlp is { } hm) m = hm.Apply(m);
-        return (x + m).MoveToOuterDisposeScope();
+        return x.Plus(m).MoveToOuterDisposeScope();
     }
 }

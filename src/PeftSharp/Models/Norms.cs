@@ -32,8 +32,8 @@ internal sealed class RmsNorm : nn.Module<Tensor, Tensor>
         if (Kernels.RmsNormFunction.Applies(x, weight)) return Kernels.RmsNormFunction.Compute(x, weight, _eps, _plusOne);
         using var scope = NewDisposeScope();
         var xf = x.dtype == ScalarType.Float32 || x.dtype == ScalarType.Float64 ? x : x.to_type(ScalarType.Float32);
-        var normed = xf * (xf.pow(2).mean([-1L], keepdim: true) + _eps).rsqrt();
-        if (_plusOne) return (normed * (weight.to_type(normed.dtype) + 1)).to_type(x.dtype).MoveToOuterDisposeScope();
+        var normed = xf * xf.square().mean([-1L], keepdim: true).Plus(_eps).rsqrt();
+        if (_plusOne) return (normed * weight.to_type(normed.dtype).Plus(1L)).to_type(x.dtype).MoveToOuterDisposeScope();
         var cast = normed.to_type(x.dtype);
         // Scaled in place when the dtypes agree (the product with rstd is fresh and nothing saved it, so autograd
         // allows it): one [.., H] buffer less per norm. Otherwise weight * normed, whose dtype promotion decides.

@@ -84,7 +84,7 @@ internal sealed class Rope : IDisposable
         if (_longInvFreq is not null)
         {
             using var scope = NewDisposeScope();
-            var (c, s) = CosSin(arange(0, t, ScalarType.Int64, device).unsqueeze(0).expand(batch, t), dtype);
+            var (c, s) = CosSin(ScalarArgs.Arange(t, ScalarType.Int64, device).unsqueeze(0).expand(batch, t), dtype);
             return (c.MoveToOuterDisposeScope(), s.MoveToOuterDisposeScope());
         }
         lock (_fromStartLock)
@@ -95,7 +95,7 @@ internal sealed class Rope : IDisposable
                 Tensor cos, sin;
                 using (var scope = NewDisposeScope())
                 {
-                    (cos, sin) = CosSin(arange(0, t, ScalarType.Int64, device).unsqueeze(0), dtype);
+                    (cos, sin) = CosSin(ScalarArgs.Arange(t, ScalarType.Int64, device).unsqueeze(0), dtype);
                     cos.DetachFromDisposeScope();
                     sin.DetachFromDisposeScope();
                 }
@@ -133,8 +133,8 @@ internal sealed class Rope : IDisposable
         var ang = positions.to_type(ScalarType.Float64).unsqueeze(-1) * inv;   // [B, T, rd/2]
         var emb = cat([ang, ang], -1).unsqueeze(1);                             // [B, 1, T, rd]
         double scale = _scaling?.AttentionFactor ?? 1.0;                         // longrope's attention scaling
-        var cos = (emb.cos() * scale).to_type(dtype);
-        var sin = (emb.sin() * scale).to_type(dtype);
+        var cos = emb.cos().Times(scale).to_type(dtype);
+        var sin = emb.sin().Times(scale).to_type(dtype);
         return (cos.MoveToOuterDisposeScope(), sin.MoveToOuterDisposeScope());
     }
 
@@ -154,8 +154,8 @@ internal sealed class Rope : IDisposable
         var xr = rd == full ? x : x.narrow(-1, 0, rd);
         long half = rd / 2;
         Tensor x1 = xr.narrow(-1, 0, half), x2 = xr.narrow(-1, half, half);
-        var first = (x1 * cos.narrow(-1, 0, half)).addcmul_(x2, sin.narrow(-1, 0, half), -1);
-        var second = (x2 * cos.narrow(-1, half, half)).addcmul_(x1, sin.narrow(-1, half, half), 1);
+        var first = (x1 * cos.narrow(-1, 0, half)).addcmul_(x2, sin.narrow(-1, 0, half), ScalarArgs.MinusOne);
+        var second = (x2 * cos.narrow(-1, half, half)).addcmul_(x1, sin.narrow(-1, half, half), ScalarArgs.One);
         var result = rd == full ? cat([first, second], -1) : cat([first, second, x.narrow(-1, rd, full - rd)], -1);
         return result.MoveToOuterDisposeScope();
     }

@@ -103,7 +103,7 @@ internal sealed class TunableLinear : nn.Module<Tensor, Tensor>
             if (pair.Source == Kernels.KernelSupport.Address(weight!)) return Kernels.PackedLinear.Compute(x, pair, bias);
             DropPacked();   // the weight was replaced (moved, reloaded): its packing is stale
         }
-        return Quantized is { } q ? (bias is null ? q.Linear(x, x.dtype) : q.Linear(x, x.dtype).add_(bias))
+        return Quantized is { } q ? (bias is null ? q.Linear(x, x.dtype) : q.Linear(x, x.dtype).PlusInPlace(bias))
                                   : nn.functional.linear(x, weight!, bias);
     }
 
@@ -120,7 +120,7 @@ internal sealed class TunableLinear : nn.Module<Tensor, Tensor>
             {
                 using var scope = NewDisposeScope();
                 var adapted = a.Apply(x, y, this);
-                y = (y + (adapted - y) * w).MoveToOuterDisposeScope();
+                y = y.Plus((adapted - y).Times(w)).MoveToOuterDisposeScope();
             }
         }
         return y;

@@ -207,7 +207,7 @@ internal sealed class Nf4Weight : IQuantizedWeight
         if (Options.DoubleQuant)
         {
             var nested = NestedAbsmax!.repeat_interleave(NestedBlockSize).narrow(0, 0, Blocks);
-            absmax = NestedCode!.index_select(0, Absmax.to_type(ScalarType.Int64)) * nested + Offset;
+            absmax = (NestedCode!.index_select(0, Absmax.to_type(ScalarType.Int64)) * nested).Plus(Offset);
         }
         var hi = Packed.bitwise_right_shift(4);
         var lo = Packed.bitwise_and(15);

@@ -215,7 +215,7 @@ internal sealed class QuantizedLinearFunction : autograd.SingleTensorFunction<Qu
             using var g = g2.narrow(1, r0, n);
             sums[slot].addmm_(g, tile, beta: Beta(r0));
         }, panels);
-        for (int k = 1; k < slots; k++) sums[0].add_(sums[k]);
+        for (int k = 1; k < slots; k++) sums[0].PlusInPlace(sums[k]);
         return sums[0].view([.. grad.shape[..^1], inF]).MoveToOuterDisposeScope();
     }
 

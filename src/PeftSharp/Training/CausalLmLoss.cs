@@ -21,7 +21,7 @@ internal static class CausalLmLoss
         using var scope = NewDisposeScope();
         long b = logits.shape[0], t = logits.shape[1], v = logits.shape[2];
         var flat = logits.to_type(ScalarType.Float32).reshape(-1, v);
-        var ignore = full(b, 1, TokenSequence.Ignore, labels.dtype, labels.device);
+        var ignore = ScalarArgs.With((long)TokenSequence.Ignore, ig => full(b, 1, ig, labels.dtype, labels.device));
         var targets = cat([labels.narrow(1, 1, t - 1), ignore], 1).reshape(-1);
         // CPU fp32 with AVX-512F or AVX2 + FMA: one pass each way (Kernels/CrossEntropy), no [N, V] log_softmax kept for backward.
         var loss = CrossEntropy.Applies(flat)

@@ -147,7 +147,7 @@ internal sealed class Trainer
             using var scope = NewDisposeScope();
             using var batch = Batch.From(rows, _model.Device, _eosId ?? 0);
             var logits = _method.Forward(_model, batch.InputIds, batch.AttentionMask);
-            var loss = CausalLmLoss.Sum(logits, batch.Labels) / targets;
+            var loss = CausalLmLoss.Sum(logits, batch.Labels).DividedBy(targets);
             loss.backward();
             // Our kernels' autograd functions hold what they returned until the next custom backward; free it now.
             Kernels.ReturnedGradients.Release();
@@ -172,7 +172,7 @@ internal sealed class Trainer
     {
         using var scope = NewDisposeScope();
         double sq = 0;
-        foreach (var p in ps) sq += p.grad!.to_type(ScalarType.Float64).pow(2).sum().item<double>();
+        foreach (var p in ps) sq += p.grad!.to_type(ScalarType.Float64).square().sum().item<double>();
         return Math.Sqrt(sq);
     }
 

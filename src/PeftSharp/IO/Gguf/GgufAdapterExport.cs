@@ -52,7 +52,7 @@ internal static class GgufAdapterExport
     static void WriteF32(Stream s, Tensor t, double scale, int? permuteHeads)
     {
         using var scope = NewDisposeScope();
-        var x = t.detach().to(ScalarType.Float64, CPU).mul(scale).to(ScalarType.Float32);
+        var x = t.detach().to(ScalarType.Float64, CPU).Times(scale).to(ScalarType.Float32);
         if (permuteHeads is int heads) x = GgufModelExport.PermuteRows(x, heads);
         s.Write(GgmlQuants.Encode(GgmlType.F32, x.contiguous().data<float>().ToArray()));
     }

@@ -203,7 +203,7 @@ internal static partial class GgufModelExport
     {
         using var scope = NewDisposeScope();
         var t = p.detach().to(ScalarType.Float32, CPU);
-        if (plusOne) t = t + 1;
+        if (plusOne) t = t.Plus(1L);
         if (permuteHeads is int heads) t = PermuteRows(t, heads);
         var values = t.contiguous().data<float>().ToArray();
         s.Write(GgmlQuants.Encode(type, values));

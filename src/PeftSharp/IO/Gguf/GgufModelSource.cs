@@ -255,7 +255,7 @@ internal static class GgufModelSource
             if (arch == "gemma2" && name.EndsWith("_norm.weight", StringComparison.Ordinal))
             {
                 using var plusOne = dense;
-                dense = plusOne - 1;
+                dense = plusOne.Minus(1L);
             }
             if (!FiniteValues.All(dense)) nonFinite.Add(name);
             return dense;

@@ -1,3 +1,4 @@
+using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
@@ -23,13 +24,25 @@ internal class AdamW : AdamWBase
     /// <summary>One AdamW step on fp32 moments, in torch.optim.AdamW's order of operations.</summary>
     internal static void Fp32Update(Tensor param, Tensor grad, Tensor expAvg, Tensor expAvgSq, long step, double lr, AdamWOptions o)
     {
-        if (o.WeightDecay != 0) param.mul_(1 - lr * o.WeightDecay);
-        expAvg.mul_(o.Beta1).add_(grad, 1 - o.Beta1);
-        expAvgSq.mul_(o.Beta2).addcmul_(grad, grad, 1 - o.Beta2);
+        // Every number is a Scalar held until its op has returned (see ScalarArgs).
+        if (o.WeightDecay != 0)
+        {
+            using var decay = (1 - lr * o.WeightDecay).ToScalar();
+            param.mul_(decay);
+        }
+        using var beta1 = o.Beta1.ToScalar();
+        using var gradWeight1 = (1 - o.Beta1).ToScalar();
+        using var beta2 = o.Beta2.ToScalar();
+        using var gradWeight2 = (1 - o.Beta2).ToScalar();
+        expAvg.mul_(beta1).add_(grad, gradWeight1);
+        expAvgSq.mul_(beta2).addcmul_(grad, grad, gradWeight2);
         double bc1 = 1 - Math.Pow(o.Beta1, step);
         double bc2Sqrt = Math.Sqrt(1 - Math.Pow(o.Beta2, step));
         using var denom = expAvgSq.sqrt();
-        denom.div_(bc2Sqrt).add_(o.Eps);
-        param.addcdiv_(expAvg, denom, -(lr / bc1));
+        using var bc2 = bc2Sqrt.ToScalar();
+        using var eps = o.Eps.ToScalar();
+        using var stepSize = (-(lr / bc1)).ToScalar();
+        denom.div_(bc2).add_(eps, ScalarArgs.One);
+        param.addcdiv_(expAvg, denom, stepSize);
     }
 }

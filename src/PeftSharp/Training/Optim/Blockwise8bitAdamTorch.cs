@@ -26,13 +26,22 @@ internal static class Blockwise8bitAdamTorch
         var g = Blocked(grad.reshape(-1).to_type(ScalarType.Float32));
         var m = Blocked(sv.index_select(0, mCodes.to_type(ScalarType.Int64))).mul_(mAbsmax.unsqueeze(1));
         var v = Blocked(uv.index_select(0, vCodes.to_type(ScalarType.Int64))).mul_(vAbsmax.unsqueeze(1));
-        m.mul_(o.Beta1).add_(g, 1 - o.Beta1);
-        v.mul_(o.Beta2).addcmul_(g, g, 1 - o.Beta2);
+        // Every number is a Scalar held until its op has returned (see ScalarArgs).
+        using var beta1 = o.Beta1.ToScalar();
+        using var gradWeight1 = (1 - o.Beta1).ToScalar();
+        using var beta2 = o.Beta2.ToScalar();
+        using var gradWeight2 = (1 - o.Beta2).ToScalar();
+        m.mul_(beta1).add_(g, gradWeight1);
+        v.mul_(beta2).addcmul_(g, g, gradWeight2);
 
         double stepSize = lr / (1 - Math.Pow(o.Beta1, step));
         double bc2Sqrt = Math.Sqrt(1 - Math.Pow(o.Beta2, step));
-        var update = (m / v.sqrt().div_(bc2Sqrt).add_(o.Eps)).reshape(-1).narrow(0, 0, n).view(param.shape);
-        var p32 = param.to_type(ScalarType.Float32).mul(1 - lr * o.WeightDecay).add_(update, -stepSize);
+        using var bc2 = bc2Sqrt.ToScalar();
+        using var eps = o.Eps.ToScalar();
+        using var decay = (1 - lr * o.WeightDecay).ToScalar();
+        using var minusStep = (-stepSize).ToScalar();
+        var update = (m / v.sqrt().div_(bc2).add_(eps, ScalarArgs.One)).reshape(-1).narrow(0, 0, n).view(param.shape);
+        var p32 = param.to_type(ScalarType.Float32).mul(decay).add_(update, minusStep);
         param.copy_(p32);
 
         var newM = m.abs().amax([1]);
@@ -46,7 +55,7 @@ internal static class Blockwise8bitAdamTorch
     static Tensor Codes(Tensor x, Tensor absmax, Tensor midpoints, long n)
     {
         // All-zero blocks keep scale 0 and quantise to the code of 0.
-        var inv = where(absmax > 0, absmax.reciprocal(), zeros_like(absmax)).unsqueeze(1);
+        var inv = where(ScalarArgs.With(0L, zero => absmax.gt(zero)), absmax.reciprocal(), zeros_like(absmax)).unsqueeze(1);
         return bucketize(x * inv, midpoints).reshape(-1).narrow(0, 0, n).to_type(ScalarType.Byte);
     }
 

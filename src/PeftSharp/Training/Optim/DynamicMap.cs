@@ -76,10 +76,10 @@ internal sealed class DynamicMap
         {
             long items = signed ? (1L << (i + NonSignBits - MaxExponentBits)) + 1 : (1L << (i + NonSignBits - MaxExponentBits + 1)) + 1;
             var b = linspace(0.1, 1, items, ScalarType.Float32);
-            var means = (b.narrow(0, 0, items - 1) + b.narrow(0, 1, items - 1)) / 2.0;
+            var means = b.narrow(0, 0, items - 1).Plus(b.narrow(0, 1, items - 1)).DividedBy(2.0);
             double scale = Math.Pow(10, -(MaxExponentBits - 1) + i);
-            data.AddRange((means * scale).data<float>().ToArray());
-            if (signed) data.AddRange((means * -scale).data<float>().ToArray());
+            data.AddRange(means.Times(scale).data<float>().ToArray());
+            if (signed) data.AddRange(means.Times(-scale).data<float>().ToArray());
         }
         // additional_items = 2^(non_sign_bits - max_exponent_bits) - 1 = 0 for 7 exponent bits of 8.
         data.Add(0f);

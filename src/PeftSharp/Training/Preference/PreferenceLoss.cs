@@ -27,12 +27,12 @@ internal static class PreferenceLoss
         var l = logits.narrow(1, 0, t - 1);
         if (l.dtype is ScalarType.Float16 or ScalarType.BFloat16) l = l.to_type(ScalarType.Float32);
         var targets = labels.narrow(1, 1, t - 1);
-        var mask = targets.ne(TokenSequence.Ignore);
-        var safe = targets.masked_fill(mask.logical_not(), 0);
+        var mask = ScalarArgs.With((long)TokenSequence.Ignore, ig => targets.ne(ig));
+        var safe = ScalarArgs.With(0L, zero => targets.masked_fill(mask.logical_not(), zero));
         var picked = l.gather(2, safe.unsqueeze(2)).squeeze(2) - l.logsumexp(2);
         var m = mask.to_type(picked.dtype);
         var sum = (picked * m).sum(1);
-        return (average ? sum / m.sum(1).clamp_min(1) : sum).MoveToOuterDisposeScope();
+        return (average ? sum / ScalarArgs.With(1L, one => m.sum(1).clamp_min(one)) : sum).MoveToOuterDisposeScope();
     }
 
     /// <summary>
@@ -45,10 +45,10 @@ internal static class PreferenceLoss
         using var scope = NewDisposeScope();
         var z = (policyChosen - policyRejected) - (refChosen - refRejected);
         var losses = type == DpoLossType.Ipo
-            ? (z - 1.0 / (2 * beta)).pow(2)
-            : -nn.functional.logsigmoid(z * beta) * (1 - labelSmoothing) - nn.functional.logsigmoid(z * -beta) * labelSmoothing;
-        var chosen = ((policyChosen - refChosen) * beta).detach();
-        var rejected = ((policyRejected - refRejected) * beta).detach();
+            ? z.Minus(1.0 / (2 * beta)).square()
+            : (-nn.functional.logsigmoid(z.Times(beta))).Times(1 - labelSmoothing) - nn.functional.logsigmoid(z.Times(-beta)).Times(labelSmoothing);
+        var chosen = (policyChosen - refChosen).Times(beta).detach();
+        var rejected = (policyRejected - refRejected).Times(beta).detach();
         return new PairLosses(losses.MoveToOuterDisposeScope(), chosen.MoveToOuterDisposeScope(), rejected.MoveToOuterDisposeScope());
     }
 
@@ -62,9 +62,9 @@ internal static class PreferenceLoss
         using var scope = NewDisposeScope();
         var logOdds = (policyChosen - policyRejected) - (Log1mExp(policyChosen) - Log1mExp(policyRejected));
         var ratio = nn.functional.logsigmoid(logOdds);
-        var losses = -ratio * beta;
-        var chosen = (policyChosen * beta).detach();
-        var rejected = (policyRejected * beta).detach();
+        var losses = (-ratio).Times(beta);
+        var chosen = policyChosen.Times(beta).detach();
+        var rejected = policyRejected.Times(beta).detach();
         return (new PairLosses(losses.MoveToOuterDisposeScope(), chosen.MoveToOuterDisposeScope(), rejected.MoveToOuterDisposeScope()),
             ratio.detach().MoveToOuterDisposeScope(), logOdds.detach().MoveToOuterDisposeScope());
     }
@@ -76,9 +76,9 @@ internal static class PreferenceLoss
     public static Tensor Log1mExp(Tensor x)
     {
         using var scope = NewDisposeScope();
-        var c = x.clamp_max(-1e-7);
+        var c = ScalarArgs.With(-1e-7, max => x.clamp_max(max));
         var near = (-c.expm1()).log();
         var far = (-c.exp()).log1p();
-        return where(c.gt(-0.6931471805599453), near, far).MoveToOuterDisposeScope();
+        return where(ScalarArgs.With(-0.6931471805599453, ln2 => c.gt(ln2)), near, far).MoveToOuterDisposeScope();
     }
 }

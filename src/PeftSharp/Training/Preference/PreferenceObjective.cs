@@ -56,14 +56,14 @@ internal sealed class PreferenceObjective(PreferenceOptions options, ReferenceMo
         {
             var r = PreferenceLoss.Dpo(chosen, rejected, refChosen!.to_type(chosen.dtype), refRejected!.to_type(chosen.dtype),
                 Options.Beta, Options.LabelSmoothing, Options.LossType);
-            loss = r.Losses.sum() / stepPairs;
+            loss = r.Losses.sum().DividedBy(stepPairs);
             metrics.Add(r.ChosenRewards, r.RejectedRewards, chosen, rejected);
         }
         else
         {
-            var nll = CausalLmLoss.Sum(logits.narrow(0, 0, b), batch.Labels.narrow(0, 0, b)) / Math.Max(1, stepChosenTokens);
+            var nll = CausalLmLoss.Sum(logits.narrow(0, 0, b), batch.Labels.narrow(0, 0, b)).DividedBy(Math.Max(1, stepChosenTokens));
             var (r, ratio, logOdds) = PreferenceLoss.Orpo(chosen, rejected, Options.Beta);
-            loss = nll + r.Losses.sum() / stepPairs;
+            loss = nll.Plus(r.Losses.sum().DividedBy(stepPairs));
             metrics.Add(r.ChosenRewards, r.RejectedRewards, chosen, rejected);
             metrics.AddOrpo(nll.item<float>(), ratio, logOdds);
         }

@@ -154,7 +154,7 @@ internal sealed class PreferenceTrainer
     {
         using var scope = NewDisposeScope();
         double sq = 0;
-        foreach (var p in ps) sq += p.grad!.to_type(ScalarType.Float64).pow(2).sum().item<double>();
+        foreach (var p in ps) sq += p.grad!.to_type(ScalarType.Float64).square().sum().item<double>();
         return Math.Sqrt(sq);
     }
 

@@ -25,7 +25,7 @@ internal sealed class BottleneckAdapter : ISublayerHook, IDisposable
             _ => throw new ArgumentException($"non_linearity '{nonLinearity}' is not one of relu, gelu, silu, tanh"),
         };
         // Small init for down (as in the paper's near-identity init), zero for up.
-        DownWeight = new Parameter(randn([bottleneck, hidden], dtype, device, generator: g) * (1e-2), requires_grad: true);
+        DownWeight = new Parameter(randn([bottleneck, hidden], dtype, device, generator: g).Times(1e-2), requires_grad: true);
         DownBias = new Parameter(zeros(bottleneck, dtype, device), requires_grad: true);
         UpWeight = new Parameter(zeros(hidden, bottleneck, dtype, device), requires_grad: true);
         UpBias = new Parameter(zeros(hidden, dtype, device), requires_grad: true);
@@ -43,7 +43,7 @@ internal sealed class BottleneckAdapter : ISublayerHook, IDisposable
             "silu" => nn.functional.silu(h),
             _ => h.tanh(),
         };
-        return (x + nn.functional.linear(h, UpWeight, UpBias)).MoveToOuterDisposeScope();
+        return x.Plus(nn.functional.linear(h, UpWeight, UpBias)).MoveToOuterDisposeScope();
     }
 
     public IEnumerable<(string Key, Parameter P)> NamedParameters()

@@ -61,7 +61,7 @@ internal sealed class LoraLayer : ILinearAdapter
         // PEFT reuses the base output when no dropout ran; otherwise it recomputes W·dropout(x) without bias.
         var baseNoBias = drop ? nn.functional.linear(xd, w)
             : (layer.bias is null ? baseOut : baseOut - layer.bias).to_type(A.dtype);
-        var delta = (scale - 1) * baseNoBias + scale * lora * Scaling;
+        var delta = (scale.Minus(1) * baseNoBias).Plus((scale * lora).Times(Scaling));
         return AddDelta(baseOut, delta).MoveToOuterDisposeScope();
     }
 
@@ -97,7 +97,7 @@ internal sealed class LoraLayer : ILinearAdapter
     /// summed in fp32, then cast back once (rounding the delta first made bf16 memorisation oscillate).
     /// </summary>
     internal static Tensor AddDelta(Tensor baseOut, Tensor delta) =>
-        delta.dtype == baseOut.dtype ? baseOut + delta : (baseOut.to_type(delta.dtype) + delta).to_type(baseOut.dtype);
+        delta.dtype == baseOut.dtype ? baseOut.Plus(delta) : baseOut.to_type(delta.dtype).Plus(delta).to_type(baseOut.dtype);
 
     /// <summary>
     /// baseOut + s·(xA)·Bᵀ for <paramref name="xa"/> = x·Aᵀ [.., r]: the scaling goes on the rank-r activations
@@ -107,7 +107,7 @@ internal sealed class LoraLayer : ILinearAdapter
     /// </summary>
     Tensor AddScaledLora(Tensor baseOut, Tensor xa)
     {
-        var down = xa * Scaling;
+        var down = xa.Times(Scaling);
         if (baseOut.dtype != B.dtype || !baseOut.is_contiguous()) return AddDelta(baseOut, nn.functional.linear(down, B));
         long outF = B.shape[0];
         return addmm(baseOut.view(-1, outF), down.view(-1, Rank), B.t(), 1, 1).view(baseOut.shape);
@@ -116,7 +116,7 @@ internal sealed class LoraLayer : ILinearAdapter
     /// <summary>s·B·A [out, in] in the adapter dtype.</summary>
     public Tensor DeltaWeight() => DeltaWeight(A, B, Scaling);
 
-    static Tensor DeltaWeight(Tensor a, Tensor b, double scaling) => b.matmul(a).mul_(scaling);
+    static Tensor DeltaWeight(Tensor a, Tensor b, double scaling) => ScalarArgs.With(scaling, s => b.matmul(a).mul_(s));
 
     /// <summary>DoRA's detached norm ||W + s·B·A|| over the input dim of each output row.</summary>
     Tensor RowNorm(Tensor w) => RowNorm(w, A, B, Scaling);
@@ -128,7 +128,7 @@ internal sealed class LoraLayer : ILinearAdapter
     {
         using var scope = NewDisposeScope();
         using var _ = no_grad();
-        return (w + DeltaWeight(a, b, scaling)).norm(1, false).detach().MoveToOuterDisposeScope();
+        return w.Plus(DeltaWeight(a, b, scaling)).norm(1, false).detach().MoveToOuterDisposeScope();
     }
 
     public Tensor MergedWeight(Tensor baseWeight)
@@ -136,7 +136,7 @@ internal sealed class LoraLayer : ILinearAdapter
         using var scope = NewDisposeScope();
         using var _ = no_grad();
         var w = baseWeight.to_type(A.dtype);
-        var merged = w + DeltaWeight();
+        var merged = w.Plus(DeltaWeight());
         if (Magnitude is not null)
         {
             _mergedNorm?.Dispose();

@@ -78,7 +78,7 @@ internal sealed class LoraModel
             using var scope = NewDisposeScope();
             var merged = layer.MergedWeight(lin.weight!);
             lin.DropPacked();   // the weight changes in place: a packed copy would be stale
-            lin.weight!.copy_(weight == 1.0 ? merged : lin.weight! + (merged - lin.weight!) * weight);
+            lin.weight!.copy_(weight == 1.0 ? merged : lin.weight!.Plus((merged - lin.weight!).Times(weight)));
             lin.MergedAdapter = name;
         }
         _mergedWeights[name] = weight;
@@ -96,7 +96,7 @@ internal sealed class LoraModel
             var restored = layer.UnmergedWeight(lin.weight!);
             lin.DropPacked();
             // LoRA is linear in its delta, so a weighted merge is undone by the weighted delta.
-            lin.weight!.copy_(weight == 1.0 ? restored : lin.weight! + (restored - lin.weight!) * weight);
+            lin.weight!.copy_(weight == 1.0 ? restored : lin.weight!.Plus((restored - lin.weight!).Times(weight)));
             lin.MergedAdapter = null;
         }
         _mergedWeights.Remove(name);

@@ -1,3 +1,4 @@
+using TorchSharp;
 using PeftSharp.Models;
 using static TorchSharp.torch;
 
@@ -11,7 +12,9 @@ static class LoraWeightsInit
     {
         double bound = 1.0 / Math.Sqrt(fanIn);
         using var u = rand(new[] { rows, fanIn }, ScalarType.Float32, generator: g);
-        return u.mul(2 * bound).sub_(bound).to_type(dtype);
+        using var width = (2 * bound).ToScalar();   // held across the calls: see ScalarArgs
+        using var shift = bound.ToScalar();
+        return u.mul(width).sub_(shift).to_type(dtype);
     }
 
     /// <summary>A and B for one module; PiSSA also rewrites the frozen base to the residual W - s·B·A.</summary>
@@ -26,7 +29,7 @@ static class LoraWeightsInit
                 return (KaimingUniform(r, fin, g, dtype).to(device), KaimingUniform(fout, r, g, dtype).to(device));
             case PeftSharp.LoraInit.Gaussian:
                 using (var n = randn(new[] { (long)r, fin }, ScalarType.Float32, generator: g))
-                    return (n.mul(1.0 / r).to_type(dtype).to(device), zeros(new[] { fout, (long)r }, dtype, device));
+                    return (n.Times(1.0 / r).to_type(dtype).to(device), zeros(new[] { fout, (long)r }, dtype, device));
             case PeftSharp.LoraInit.Pissa:
                 return Pissa(layer, r, scaling, dtype);
             default:
@@ -43,12 +46,12 @@ static class LoraWeightsInit
         using var _ = no_grad();
         var w = layer.weight.to_type(ScalarType.Float32);
         var (u, s, vh) = linalg.svd(w, fullMatrices: false);
-        var sr = s.narrow(0, 0, r) / scaling;
+        var sr = s.narrow(0, 0, r).DividedBy(scaling);
         var sqrtS = diag(sr.sqrt());
         var a = sqrtS.matmul(vh.narrow(0, 0, r));
         var b = u.narrow(1, 0, r).matmul(sqrtS);
         layer.DropPacked();
-        layer.weight.copy_((w - b.matmul(a) * scaling).to_type(layer.weight.dtype));
+        layer.weight.copy_((w - b.matmul(a).Times(scaling)).to_type(layer.weight.dtype));
         return (a.to_type(dtype).MoveToOuterDisposeScope(), b.to_type(dtype).MoveToOuterDisposeScope());
     }
 }

@@ -24,10 +24,10 @@ internal static class MergeMath
             "frequency" => sign.sum(0L),
             _ => throw new ArgumentException($"majority_sign_method '{majoritySignMethod}' is not total or frequency"),
         };
-        var majority = where(magnitude.ge(0), ones_like(magnitude), -ones_like(magnitude));
+        var majority = where(ScalarArgs.With(0L, zero => magnitude.ge(zero)), ones_like(magnitude), -ones_like(magnitude));
         var mask = sign.eq(majority).to_type(t.dtype);
         var weighted = t * Weights(weights, t);
-        var kept = mask.sum(0L).clamp_min(1.0);
+        var kept = ScalarArgs.With(1.0, one => mask.sum(0L).clamp_min(one));
         return ((weighted * mask).sum(0L) / kept).MoveToOuterDisposeScope();
     }
 
@@ -47,7 +47,7 @@ internal static class MergeMath
         long k = (long)(density * x.numel());
         var flat = x.reshape(-1);
         var mask = zeros_like(flat);
-        if (k > 0) mask.index_fill_(0, flat.abs().topk((int)k).indexes, 1.0);
+        if (k > 0) ScalarArgs.With(1.0, one => mask.index_fill_(0, flat.abs().topk((int)k).indexes, one));
         return (x * mask.reshape(x.shape)).MoveToOuterDisposeScope();
     }
 
@@ -56,8 +56,8 @@ internal static class MergeMath
         CheckDensity(density);
         if (density >= 1) return x.alias();
         using var scope = NewDisposeScope();
-        var keep = rand(x.shape, ScalarType.Float32, generator: g).lt(density).to_type(x.dtype);
-        return (x * keep / density).MoveToOuterDisposeScope();
+        var keep = ScalarArgs.With(density, d => rand(x.shape, ScalarType.Float32, generator: g).lt(d)).to_type(x.dtype);
+        return (x * keep).DividedBy(density).MoveToOuterDisposeScope();
     }
 
     static void CheckDensity(double density)

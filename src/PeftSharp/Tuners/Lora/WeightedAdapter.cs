@@ -62,7 +62,7 @@ internal static class WeightedAdapter
 
     static (Tensor, Tensor) Cat(List<(LoraLayer Layer, double W)> present, LoraLayer target)
     {
-        var a = cat(present.Select(p => p.Layer.A * (p.W * p.Layer.Scaling)).ToArray(), 0);
+        var a = cat(present.Select(p => p.Layer.A.Times(p.W * p.Layer.Scaling)).ToArray(), 0);
         var b = cat(present.Select(p => (Tensor)p.Layer.B).ToArray(), 1);
         // Modules missing some adapters leave the tail of the rank zero.
         var fullA = zeros_like(target.A); fullA.narrow(0, 0, a.shape[0]).copy_(a);

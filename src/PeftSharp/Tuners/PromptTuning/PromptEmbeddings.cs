@@ -54,7 +54,7 @@ internal sealed class PromptEmbeddings : IDisposable, IInputEmbeddingsHook
             switch (cfg.Init)
             {
                 case PromptInit.Random:
-                    init = randn([n, emb.shape[1]], emb.dtype, emb.device, generator: g) * emb.std().item<float>();
+                    init = randn([n, emb.shape[1]], emb.dtype, emb.device, generator: g).Times(emb.std().item<float>());
                     break;
                 case PromptInit.SampleVocab:
                     init = emb.index_select(0, randint(0, emb.shape[0], [n], generator: g).to(emb.device)).clone();
