@@ -55,11 +55,11 @@ public sealed class LogitsCommand : Command<LogitsCommand.Settings>
         // Scalars held until the comparisons have returned (a TorchSharp implicit Scalar can be finalized mid-call: ScalarArgs).
         using var zero = 0L.ToScalar();
         using var vocabEnd = vocab.ToScalar();
-        using (var bad = ids.lt(zero).logical_or(ids.ge(vocabEnd)))
-            if (bad.any().item<bool>()) throw new InvalidDataException($"{s.Input}: input_ids has ids outside [0, {vocab})");
+        using (var checks = NewDisposeScope())   // the comparisons' tensors freed here, not by finalizers
+            if (ids.lt(zero).logical_or(ids.ge(vocabEnd)).any().item<bool>()) throw new InvalidDataException($"{s.Input}: input_ids has ids outside [0, {vocab})");
         using var _ = no_grad();
         using var logits = model.Forward(ids);
-        using var f32 = logits.to_type(ScalarType.Float32).cpu();
+        using var f32 = logits.to(ScalarType.Float32, CPU);
         SafeTensorsWriter.Write(s.Output, [("logits", f32)], new Dictionary<string, string> { ["format"] = "pt" });
         AnsiConsole.MarkupLine($"wrote logits [[{string.Join(", ", f32.shape)}]] to {Markup.Escape(s.Output)}");
         return 0;

@@ -39,13 +39,13 @@ internal sealed record BaseFingerprint(string Scheme, string Architecture, strin
         var tensors = new SortedDictionary<string, string>(StringComparer.Ordinal);
         foreach (var lin in model.Linears().Where(l => wanted.Contains(l.ModulePath)))
         {
-            using var requantized = lin.Quantized is null && quantizedAs is not null && quantizedAs.ShouldQuantize(lin.ModulePath) ? quantizedAs.Quantize(lin.weight!.detach(), CPU) : null;
+            using var requantized = lin.Quantized is null && quantizedAs is not null && quantizedAs.ShouldQuantize(lin.ModulePath) ? QuantizeDetached(quantizedAs, lin.weight!) : null;
             var quantized = lin.Quantized ?? requantized;
             string kind = quantized?.Scheme ?? model.Dtype.ToString().ToLowerInvariant();
-            using (var w = quantized is { } q ? q.Dequantize(ScalarType.Float32, CPU) : lin.weight!.detach().to(ScalarType.Float32, CPU))
+            using (var w = quantized is { } q ? q.Dequantize(ScalarType.Float32, CPU) : lin.weight!.detach().to(ScalarType.Float32, CPU, disposeAfter: true))
                 tensors[lin.ModulePath + ".weight"] = HashTensor(lin.ModulePath + ".weight", kind, w);
             if (lin.bias is not null)
-                using (var b = lin.bias.detach().to(ScalarType.Float32, CPU))
+                using (var b = lin.bias.detach().to(ScalarType.Float32, CPU, disposeAfter: true))
                     tensors[lin.ModulePath + ".bias"] = HashTensor(lin.ModulePath + ".bias", kind, b);
         }
         var c = model.Config;
@@ -159,6 +159,12 @@ internal sealed record BaseFingerprint(string Scheme, string Architecture, strin
     }
 
     /// <summary>16 hex digits of SHA-256 over name, shape, storage kind and the fp32 bytes.</summary>
+    static IQuantizedWeight QuantizeDetached(IWeightQuantizer quantizer, Tensor weight)
+    {
+        using var detached = weight.detach();   // disposed here, not left to the finalizer
+        return quantizer.Quantize(detached, CPU);
+    }
+
     static string HashTensor(string name, string kind, Tensor fp32)
     {
         using var h = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);

@@ -45,7 +45,7 @@ internal static class MergedModelWriter
         var dtype = SafeTensorDtype.ToScalarType(info.Dtype);
         return new SafeTensorEntry(info.Name, info.Dtype, info.Shape, info.ByteLength, s =>
         {
-            using var t = p.detach().to(dtype, CPU);
+            using var t = p.detach().to(dtype, CPU, disposeAfter: true);   // the detached wrapper disposed, not left to the finalizer
             SafeTensorEntry.FromTensor(info.Name, t).WriteData(s);
         });
     }

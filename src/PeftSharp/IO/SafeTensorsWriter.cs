@@ -8,15 +8,23 @@ namespace PeftSharp.IO;
 /// <summary>One tensor to be written: its header fields and a callback that streams exactly ByteLength bytes.</summary>
 internal sealed record SafeTensorEntry(string Name, string Dtype, long[] Shape, long ByteLength, Action<Stream> WriteData)
 {
-    /// <summary>An entry backed by a CPU TorchSharp tensor (made contiguous when written).</summary>
+    /// <summary>
+    /// An entry backed by a TorchSharp tensor (a parameter too: detached, moved to the CPU and made contiguous when
+    /// written). Pass the tensor itself, not <c>t.detach()</c>: every wrapper made here is disposed here, where one
+    /// made by the caller would be left to the finalizer (native memory held until a GC, and a finalizer racing the
+    /// native call that still reads it).
+    /// </summary>
     public static SafeTensorEntry FromTensor(string name, Tensor t)
     {
         long bytes = t.NumberOfElements * t.ElementSize;
         return new SafeTensorEntry(name, SafeTensorDtype.FromScalarType(t.dtype), t.shape, bytes, s =>
         {
-            using var c = t.device_type == DeviceType.CPU ? t.contiguous() : t.cpu().contiguous();
+            using var detached = t.detach();
+            using var onCpu = detached.cpu();
+            using var c = onCpu.contiguous();
             foreach (var view in TensorChunks.Rows(c))
                 using (view) s.Write(view.bytes);
+            GC.KeepAlive(t);
         });
     }
 

@@ -168,11 +168,24 @@ public sealed class CausalLM : nn.Module<Tensor, Tensor>
     public long ParameterCount() =>
         parameters().Sum(p => p.numel()) + Linears().Where(l => l.Quantized is not null).Sum(l => l.InFeatures * l.OutFeatures);
 
-    /// <summary>Also frees the dense weights this model kept for its backward (its dequantisation reuse pool) and the
-    /// rotary tables its Rope cached.</summary>
+    /// <summary>Also frees the dense weights this model kept for its backward (its dequantisation reuse pool), the
+    /// rotary tables its Rope cached, and the hooks attached to it (Houlsby bottlenecks, a soft prompt): they are not
+    /// submodules, so the base class would leave their parameters to the finalizer.</summary>
     protected override void Dispose(bool disposing)
     {
-        if (disposing) { PeftSharp.Quantization.DequantReuse.Detach(this); Rope.Dispose(); }
+        if (disposing)
+        {
+            PeftSharp.Quantization.DequantReuse.Detach(this);
+            Rope.Dispose();
+            foreach (var layer in Layers)
+            {
+                (layer.AfterAttention as IDisposable)?.Dispose();
+                (layer.AfterMlp as IDisposable)?.Dispose();
+                layer.AfterAttention = layer.AfterMlp = null;
+            }
+            (InputEmbeddingsHook as IDisposable)?.Dispose();
+            InputEmbeddingsHook = null;
+        }
         base.Dispose(disposing);
     }
 }

@@ -296,7 +296,7 @@ internal static class GgufModelSource
             var (name, param) = p;
             return new SafeTensorEntry(name, "F32", param.shape, param.numel() * 4, s =>
             {
-                using var t = param.detach().to(ScalarType.Float32, CPU);
+                using var t = param.detach().to(ScalarType.Float32, CPU, disposeAfter: true);
                 SafeTensorEntry.FromTensor(name, t).WriteData(s);
             });
         }).ToList();

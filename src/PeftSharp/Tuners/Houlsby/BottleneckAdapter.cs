@@ -25,7 +25,8 @@ internal sealed class BottleneckAdapter : ISublayerHook, IDisposable
             _ => throw new ArgumentException($"non_linearity '{nonLinearity}' is not one of relu, gelu, silu, tanh"),
         };
         // Small init for down (as in the paper's near-identity init), zero for up.
-        DownWeight = new Parameter(randn([bottleneck, hidden], dtype, device, generator: g).Times(1e-2), requires_grad: true);
+        using (var noise = randn([bottleneck, hidden], dtype, device, generator: g))   // disposed, not left to the finalizer
+            DownWeight = new Parameter(noise.Times(1e-2), requires_grad: true);
         DownBias = new Parameter(zeros(bottleneck, dtype, device), requires_grad: true);
         UpWeight = new Parameter(zeros(hidden, bottleneck, dtype, device), requires_grad: true);
         UpBias = new Parameter(zeros(hidden, dtype, device), requires_grad: true);

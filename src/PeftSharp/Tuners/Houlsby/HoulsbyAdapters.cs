@@ -58,7 +58,7 @@ internal static class HoulsbyAdapters
         var ps = Parameters(model);
         if (ps.Count == 0) throw new InvalidOperationException("the model has no Houlsby adapters to save");
         AdapterFolderWriter.Write(dir, cfg.ToJson(model.Config.HiddenSize, baseModel), FingerprintOf(model),
-            ps.Select(p => SafeTensorEntry.FromTensor(p.Name, p.P.detach())));
+            ps.Select(p => SafeTensorEntry.FromTensor(p.Name, p.P)));
     }
 
     /// <summary>The base a Houlsby adapter records: every projection (the adapters sit on every layer's output).</summary>

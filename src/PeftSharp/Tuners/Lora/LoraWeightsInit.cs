@@ -11,29 +11,37 @@ static class LoraWeightsInit
     public static Tensor KaimingUniform(long rows, long fanIn, Generator g, ScalarType dtype)
     {
         double bound = 1.0 / Math.Sqrt(fanIn);
-        using var u = rand(new[] { rows, fanIn }, ScalarType.Float32, generator: g);
+        using var scope = NewDisposeScope();   // the chain's wrappers freed here, not by finalizers
+        var u = rand(new[] { rows, fanIn }, ScalarType.Float32, generator: g);
         using var width = (2 * bound).ToScalar();   // held across the calls: see ScalarArgs
         using var shift = bound.ToScalar();
-        return u.mul(width).sub_(shift).to_type(dtype);
+        return u.mul(width).sub_(shift).to_type(dtype).MoveToOuterDisposeScope();
     }
 
     /// <summary>A and B for one module; PiSSA also rewrites the frozen base to the residual W - s·B·A.</summary>
     public static (Tensor A, Tensor B) Create(LoraConfig cfg, TunableLinear layer, int r, double scaling, Generator g, ScalarType dtype, Device device)
     {
         long fin = layer.InFeatures, fout = layer.OutFeatures;
-        switch (cfg.InitLoraWeights)
+        using var scope = NewDisposeScope();
+        var (a, b) = Init();
+        return (a.MoveToOuterDisposeScope(), b.MoveToOuterDisposeScope());
+
+        (Tensor A, Tensor B) Init()
         {
-            case PeftSharp.LoraInit.True:
-                return (KaimingUniform(r, fin, g, dtype).to(device), zeros(new[] { fout, (long)r }, dtype, device));
-            case PeftSharp.LoraInit.False: // PEFT leaves nn.Linear's default init on both: a non-identity adapter, for tests
-                return (KaimingUniform(r, fin, g, dtype).to(device), KaimingUniform(fout, r, g, dtype).to(device));
-            case PeftSharp.LoraInit.Gaussian:
-                using (var n = randn(new[] { (long)r, fin }, ScalarType.Float32, generator: g))
+            switch (cfg.InitLoraWeights)
+            {
+                case PeftSharp.LoraInit.True:
+                    return (KaimingUniform(r, fin, g, dtype).to(device), zeros(new[] { fout, (long)r }, dtype, device));
+                case PeftSharp.LoraInit.False: // PEFT leaves nn.Linear's default init on both: a non-identity adapter, for tests
+                    return (KaimingUniform(r, fin, g, dtype).to(device), KaimingUniform(fout, r, g, dtype).to(device));
+                case PeftSharp.LoraInit.Gaussian:
+                    var n = randn(new[] { (long)r, fin }, ScalarType.Float32, generator: g);
                     return (n.Times(1.0 / r).to_type(dtype).to(device), zeros(new[] { fout, (long)r }, dtype, device));
-            case PeftSharp.LoraInit.Pissa:
-                return Pissa(layer, r, scaling, dtype);
-            default:
-                throw new InvalidDataException($"'init_lora_weights' {cfg.InitLoraWeights} is not supported");
+                case PeftSharp.LoraInit.Pissa:
+                    return Pissa(layer, r, scaling, dtype);
+                default:
+                    throw new InvalidDataException($"'init_lora_weights' {cfg.InitLoraWeights} is not supported");
+            }
         }
     }
 

@@ -28,7 +28,7 @@ internal static class PeftAdapterIO
         var adapter = LoraModel.Of(model).Get(adapterName);
         IEnumerable<SafeTensorEntry> entries = adapter.PeftNamedParameters()
             .OrderBy(p => p.Key, StringComparer.Ordinal)
-            .Select(p => SafeTensorEntry.FromTensor(p.Key, p.Param.detach()))
+            .Select(p => SafeTensorEntry.FromTensor(p.Key, p.Param))
             .ToList();
         if (rewriteEntries is not null) entries = rewriteEntries(entries);
         // PEFT's save_pretrained writes inference_mode true whatever mode the model is in (it sets it around the save).

@@ -75,7 +75,7 @@ internal sealed class PromptEmbeddings : IDisposable, IInputEmbeddingsHook
     {
         var c = model.Config;
         AdapterFolderWriter.Write(dir, Config.ToJson(c.HiddenSize, c.NumLayers, c.NumHeads, baseModel), FingerprintOf(model),
-            [SafeTensorEntry.FromTensor("prompt_embeddings", Embeddings.detach())]);
+            [SafeTensorEntry.FromTensor("prompt_embeddings", Embeddings)]);
     }
 
     /// <summary>The base a soft prompt records: every projection (it conditions the whole model).</summary>
