@@ -50,7 +50,7 @@ public sealed class PeftModel : IDisposable
     /// <summary>The model's chat template (or <see cref="PeftModelOptions.ChatTemplateFile"/>), null when it has none.</summary>
     public ChatTemplate? ChatTemplate => _prompter.Template;
     /// <summary>Names of the loaded adapters, in the order they were added.</summary>
-    public IReadOnlyList<string> AdapterNames => _adapters.Select(a => a.Name).ToList();
+    public IReadOnlyList<string> AdapterNames => Live()._adapters.Select(a => a.Name).ToList();
     /// <summary>The adapter the forward uses, null when none is loaded.</summary>
     public string? ActiveAdapter { get; private set; }
 
@@ -315,7 +315,7 @@ public sealed class PeftModel : IDisposable
         Tokenizer.Encode(ApplyChatTemplate(messages), addSpecialTokens: ChatTemplate is null);
 
     /// <summary>The ids that end an assistant turn in the chat template (generation on a chat prompt stops on them too).</summary>
-    public IReadOnlySet<int> EndOfTurnIds => _endOfTurn ??= _prompter.EndOfTurnIds(Tokenizer).ToHashSet();
+    public IReadOnlySet<int> EndOfTurnIds => Live()._endOfTurn ??= _prompter.EndOfTurnIds(Tokenizer).ToHashSet();
 
     /// <summary>Training mode (dropout on), as PyTorch's <c>model.train()</c>.</summary>
     public void Train() => Live().BaseModel.train();

@@ -166,6 +166,9 @@ public class PeftModelTests
             ("DisableAdapters", () => model.DisableAdapters()),
             ("ApplyChatTemplate", () => model.ApplyChatTemplate([("user", "hi")])),
             ("Train", () => model.Train()),
+            ("AdapterNames", () => _ = model.AdapterNames),   // was [] (the list cleared), as if none had been loaded
+            ("EndOfTurnIds", () => _ = model.EndOfTurnIds),   // read the freed tokenizer
+            ("EncodeChat", () => model.EncodeChat([("user", "hi")])),
         };
         foreach (var (name, call) in calls)
         {
