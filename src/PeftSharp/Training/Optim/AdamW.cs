@@ -21,6 +21,18 @@ internal class AdamW : AdamWBase
     protected override void Update(Tensor param, Tensor grad, Tensor[] state, long step) =>
         Fp32Update(param, grad, state[0], state[1], step, LearningRate, Options);
 
+    /// <summary>m = b1 m + (1 - b1) g, v = b2 v + (1 - b2) g^2 in place, as torch.optim.AdamW (the 8-bit step's too).
+    /// Call inside a dispose scope: the in-place ops hand back wrappers.</summary>
+    internal static void UpdateMoments(Tensor expAvg, Tensor expAvgSq, Tensor grad, AdamWOptions o)
+    {
+        using var beta1 = o.Beta1.ToScalar();   // held until its op has returned (see ScalarArgs)
+        using var gradWeight1 = (1 - o.Beta1).ToScalar();
+        using var beta2 = o.Beta2.ToScalar();
+        using var gradWeight2 = (1 - o.Beta2).ToScalar();
+        expAvg.mul_(beta1).add_(grad, gradWeight1);
+        expAvgSq.mul_(beta2).addcmul_(grad, grad, gradWeight2);
+    }
+
     /// <summary>One AdamW step on fp32 moments, in torch.optim.AdamW's order of operations.</summary>
     internal static void Fp32Update(Tensor param, Tensor grad, Tensor expAvg, Tensor expAvgSq, long step, double lr, AdamWOptions o)
     {
@@ -30,12 +42,7 @@ internal class AdamW : AdamWBase
             using var decay = (1 - lr * o.WeightDecay).ToScalar();
             param.mul_(decay);
         }
-        using var beta1 = o.Beta1.ToScalar();
-        using var gradWeight1 = (1 - o.Beta1).ToScalar();
-        using var beta2 = o.Beta2.ToScalar();
-        using var gradWeight2 = (1 - o.Beta2).ToScalar();
-        expAvg.mul_(beta1).add_(grad, gradWeight1);
-        expAvgSq.mul_(beta2).addcmul_(grad, grad, gradWeight2);
+        UpdateMoments(expAvg, expAvgSq, grad, o);
         double bc1 = 1 - Math.Pow(o.Beta1, step);
         double bc2Sqrt = Math.Sqrt(1 - Math.Pow(o.Beta2, step));
         using var denom = expAvgSq.sqrt();

@@ -27,12 +27,7 @@ internal static class Blockwise8bitAdamTorch
         var m = Blocked(sv.index_select(0, mCodes.to_type(ScalarType.Int64))).mul_(mAbsmax.unsqueeze(1));
         var v = Blocked(uv.index_select(0, vCodes.to_type(ScalarType.Int64))).mul_(vAbsmax.unsqueeze(1));
         // Every number is a Scalar held until its op has returned (see ScalarArgs).
-        using var beta1 = o.Beta1.ToScalar();
-        using var gradWeight1 = (1 - o.Beta1).ToScalar();
-        using var beta2 = o.Beta2.ToScalar();
-        using var gradWeight2 = (1 - o.Beta2).ToScalar();
-        m.mul_(beta1).add_(g, gradWeight1);
-        v.mul_(beta2).addcmul_(g, g, gradWeight2);
+        AdamW.UpdateMoments(m, v, g, o);
 
         double stepSize = lr / (1 - Math.Pow(o.Beta1, step));
         double bc2Sqrt = Math.Sqrt(1 - Math.Pow(o.Beta2, step));
