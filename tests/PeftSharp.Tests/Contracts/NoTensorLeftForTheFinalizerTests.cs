@@ -84,6 +84,7 @@ public class NoTensorLeftForTheFinalizerTests
             ["logits", "--model", TestPaths.TinyLlama, "--input", golden, "--output", Path.Combine(d, "l.safetensors"), "--adapter", Adapter("dora")],
             ["merge", "--model", TestPaths.TinyLlama, "--adapter", Adapter("lora"), "--out", Path.Combine(d, "merged")],
             ["export", "gguf", "--model", TestPaths.TinyLlama, "--adapter", Adapter("lora"), "--out", Path.Combine(d, "m.gguf"), "--type", "q8_0"],
+            ["export", "ollama", "--model", TestPaths.TinyLlama, "--adapter", Adapter("lora"), "--out", Path.Combine(d, "ollama"), "--type", "f16", "--separate-adapter"],
             ["export", "gguf-adapter", "--model", TestPaths.TinyLlama, "--adapter", Adapter("lora"), "--out", Path.Combine(d, "a.gguf")],
             ["generate", "--model", Path.Combine(d, "nf4"), "--adapter", Adapter("lora"), "--prompt", "hi", "--max-new-tokens", "4"],
             ["eval", "--model", TestPaths.TinyLlama, "--data", data],
