@@ -65,9 +65,12 @@ internal static class ScalarArgs
     public static Tensor DividedBy(this Tensor a, double v) { using var s = v.ToScalar(); return a.div(s); }
 
     /// <summary><c>arange(0, end)</c> with <paramref name="dtype"/> on <paramref name="device"/>.</summary>
-    public static Tensor Arange(long end, ScalarType dtype, Device device)
+    public static Tensor Arange(long end, ScalarType dtype, Device device) => Arange(0, end, dtype, device);
+
+    /// <summary><c>arange(start, end)</c> with <paramref name="dtype"/> on <paramref name="device"/>.</summary>
+    public static Tensor Arange(long start, long end, ScalarType dtype, Device device)
     {
-        using var first = 0L.ToScalar();
+        using var first = start.ToScalar();
         using var stop = end.ToScalar();
         return arange(first, stop, dtype, device);
     }

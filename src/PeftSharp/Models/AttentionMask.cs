@@ -16,12 +16,9 @@ internal static class AttentionMask
         using var scope = NewDisposeScope();
         long s = past + t;
         // Numbers as Scalars held until their ops have returned (see ScalarArgs).
-        using var first = past.ToScalar();
-        using var end = s.ToScalar();
-        using var zero = 0L.ToScalar();
         using var minusInfinity = float.NegativeInfinity.ToScalar();
-        var qPos = arange(first, end, ScalarType.Int64, keyValid.device).view(t, 1);
-        var kPos = arange(zero, end, ScalarType.Int64, keyValid.device).view(1, s);
+        var qPos = ScalarArgs.Arange(past, s, ScalarType.Int64, keyValid.device).view(t, 1);
+        var kPos = ScalarArgs.Arange(s, ScalarType.Int64, keyValid.device).view(1, s);
         var visible = kPos.le(qPos);
         if (window is { } w) visible = visible.logical_and(kPos.gt(qPos.Minus(w)));
         var allowed = visible.unsqueeze(0).logical_and(keyValid.to_type(ScalarType.Bool).unsqueeze(1));  // [B, T, S]

@@ -124,12 +124,7 @@ public sealed class CausalLM : nn.Module<Tensor, Tensor>
         }
         else
         {
-            if (past > 0)
-            {
-                using var first = past.ToScalar();   // held until arange has returned (see ScalarArgs)
-                using var end = (past + t).ToScalar();
-                positions = arange(first, end, ScalarType.Int64, h.device).unsqueeze(0).expand(b, t);
-            }
+            if (past > 0) positions = ScalarArgs.Arange(past, past + t, ScalarType.Int64, h.device).unsqueeze(0).expand(b, t);
             if (past > 0 && t > 1) mask = AttentionMask.Build(ones(b, past + t, ScalarType.Int64, h.device), t, past, h.dtype);
         }
         // A window only changes anything once some query has more than window slots at or before it.
@@ -168,6 +163,17 @@ public sealed class CausalLM : nn.Module<Tensor, Tensor>
     public long ParameterCount() =>
         parameters().Sum(p => p.numel()) + Linears().Where(l => l.Quantized is not null).Sum(l => l.InFeatures * l.OutFeatures);
 
+    /// <summary>Frees and removes every layer's sublayer hooks (Houlsby bottlenecks).</summary>
+    internal void DisposeLayerHooks()
+    {
+        foreach (var layer in Layers)
+        {
+            (layer.AfterAttention as IDisposable)?.Dispose();
+            (layer.AfterMlp as IDisposable)?.Dispose();
+            layer.AfterAttention = layer.AfterMlp = null;
+        }
+    }
+
     /// <summary>Also frees the dense weights this model kept for its backward (its dequantisation reuse pool), the
     /// rotary tables its Rope cached, and the hooks attached to it (Houlsby bottlenecks, a soft prompt): they are not
     /// submodules, so the base class would leave their parameters to the finalizer.</summary>
@@ -177,12 +183,7 @@ public sealed class CausalLM : nn.Module<Tensor, Tensor>
         {
             PeftSharp.Quantization.DequantReuse.Detach(this);
             Rope.Dispose();
-            foreach (var layer in Layers)
-            {
-                (layer.AfterAttention as IDisposable)?.Dispose();
-                (layer.AfterMlp as IDisposable)?.Dispose();
-                layer.AfterAttention = layer.AfterMlp = null;
-            }
+            DisposeLayerHooks();
             (InputEmbeddingsHook as IDisposable)?.Dispose();
             InputEmbeddingsHook = null;
         }

@@ -43,15 +43,7 @@ internal static class HoulsbyAdapters
         return list;
     }
 
-    public static void Detach(CausalLM model)
-    {
-        foreach (var layer in model.Layers)
-        {
-            (layer.AfterAttention as IDisposable)?.Dispose();
-            (layer.AfterMlp as IDisposable)?.Dispose();
-            layer.AfterAttention = layer.AfterMlp = null;
-        }
-    }
+    public static void Detach(CausalLM model) => model.DisposeLayerHooks();
 
     public static void Save(CausalLM model, HoulsbyConfig cfg, string dir, string baseModel = "")
     {
