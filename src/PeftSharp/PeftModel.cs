@@ -30,6 +30,12 @@ public sealed class PeftModel : IDisposable
     public const string DefaultAdapterName = "default";
 
     readonly List<IPeftAdapter> _adapters = new();
+    /// <summary>
+    /// The chat record (<see cref="Chat.AdapterChatRecord"/>) of each adapter loaded from a folder that has one: the
+    /// adapter's own Save writes PEFT's files and the base fingerprint, so <see cref="SaveAdapter"/> adds it back, and a
+    /// loaded chat adapter saved again still tells serve, generate, merge and export which template it was trained with.
+    /// </summary>
+    readonly Dictionary<string, Chat.AdapterChatRecord> _chatRecords = new();
     readonly ChatPrompter _prompter;
     readonly PeftModelOptions _options;
     IReadOnlySet<int>? _endOfTurn;
@@ -105,8 +111,10 @@ public sealed class PeftModel : IDisposable
         RequireNewName(adapterName);
         string dir = ModelLocation.Resolve(adapter, "adapter", _options.Hub);
         var method = PeftMethods.ForFolder(dir);
+        var record = Chat.AdapterChatRecord.Read(dir);
         var loaded = method.Load(BaseModel, dir, adapterName, new AdapterLoadOptions { AllowBaseMismatch = _options.AllowBaseMismatch, Trainable = _options.IsTrainable });
         Added(loaded);
+        if (record is not null) _chatRecords[adapterName] = record;
     }
 
     /// <summary>
@@ -154,11 +162,19 @@ public sealed class PeftModel : IDisposable
                 "merge it (MergeAndUnload) or load the base model again instead");
         a.Dispose();
         _adapters.Remove(a);
+        _chatRecords.Remove(adapterName);
         if (ActiveAdapter == adapterName) ActiveAdapter = null;
     }
 
-    /// <summary>Writes an adapter folder PEFT loads (adapter_config.json + adapter_model.safetensors), atomically.</summary>
-    public void SaveAdapter(string adapterName, string dir) => GetAdapter(adapterName).Save(dir);
+    /// <summary>
+    /// Writes an adapter folder PEFT loads (adapter_config.json + adapter_model.safetensors), atomically; an adapter
+    /// loaded from a folder that records the chat template it was trained with keeps that record in the new folder.
+    /// </summary>
+    public void SaveAdapter(string adapterName, string dir)
+    {
+        GetAdapter(adapterName).Save(dir);
+        if (_chatRecords.TryGetValue(adapterName, out var record)) record.Write(dir);
+    }
 
     /// <summary>The base model alone until the returned scope is disposed (PEFT's <c>with model.disable_adapter():</c>).</summary>
     public IDisposable DisableAdapters()

@@ -94,6 +94,36 @@ public class ChatDemoTests(ITestOutputHelper output)
         Assert.Contains("other/tokenizer_config.json:chat_template", err);
     }
 
+    /// <summary>
+    /// An adapter trained on chat data (`peft train`), loaded in the library and saved again, still records the template
+    /// it learned: without it, serve and generate on a base with another template would not warn, and merge/export
+    /// could not give the merged model the trained template.
+    /// </summary>
+    [Fact]
+    public void A_chat_adapter_saved_again_by_PeftModel_keeps_its_chat_record()
+    {
+        string dir = TestPaths.TempDir();
+        string model = ChatDemoModel.Build(Path.Combine(dir, "base"));
+        var tasks = Tasks(1);
+        string data = Path.Combine(dir, "chat.jsonl");
+        File.WriteAllLines(data, tasks.Select(t => new JsonObject { ["messages"] = Messages(t.Question, t.Answer) }.ToJsonString()));
+        string run = Path.Combine(dir, "run");
+        var (code, _, err) = CliCapture.Run("train", "--model", model, "--data", data, "--method", "lora", "--steps", "1", "--batch", "1", "--max-seq", "64", "--out", run);
+        Assert.True(code == 0, err);
+        var trained = AdapterChatRecord.Read(Path.Combine(run, "final"))!;
+        Assert.NotNull(trained.TemplateSha256);
+
+        string resaved = Path.Combine(dir, "resaved");
+        using (var peft = PeftModel.FromPretrained(model, adapter: Path.Combine(run, "final")))
+            peft.SaveAdapter(PeftModel.DefaultAdapterName, resaved);
+        var record = AdapterChatRecord.Read(resaved);
+        Assert.NotNull(record);
+        Assert.Equal(trained.TemplateSha256, record.TemplateSha256);
+        Assert.Equal(trained.TemplateSource, record.TemplateSource);
+        Assert.Equal(trained.StopIds, record.StopIds);
+        Assert.Equal(trained.TemplateText, record.TemplateText);
+    }
+
     /// <summary>A freshly initialised LoRA on <paramref name="model"/>, saved as a trained adapter would be.</summary>
     static string ServingFixtureAdapter(string dir, string model)
     {
