@@ -16,7 +16,7 @@ namespace PeftSharp.Bench;
 /// --no-memory skips the child processes (the ~1B case: its fp32 child alone would hold another 4+ GB); --checkpointing
 /// (both models; it keeps one layer's dequantised weights for the backward) and --reuse-layers N|all (that budget
 /// without checkpointing), --dequant-threads N (the NF4 kernel's threads on whole weights; default torch's), --tile-kib N (dense bytes per dequantisation
-/// tile, 0: whole weights), --tile-threads N (threads sharing a tiled matmul; default torch's), --compare-tile-kib M[,M2..], --compare-tile-threads N[,N2..] and/or --compare-min-tile-rows R[,R2..], --compare-panels off[,on..] (more columns: the NF4 model with tile M / team N / a floor of R rows per tile / tiles dequantised into plain buffers rather than MKL's packed layout). Prints how many weights each step dequantises, in which pass, at how many ns/param.
+/// tile, 0: whole weights), --allocator train|glibc (the timed steps on `peft train`'s buffer cache, the default, or glibc's heap), --tile-threads N (threads sharing a tiled matmul; default torch's), --compare-tile-kib M[,M2..], --compare-tile-threads N[,N2..] and/or --compare-min-tile-rows R[,R2..], --compare-panels off[,on..] (more columns: the NF4 model with tile M / team N / a floor of R rows per tile / tiles dequantised into plain buffers rather than MKL's packed layout). Prints how many weights each step dequantises, in which pass, at how many ns/param.
 /// </summary>
 public sealed class QloraStepBench : IBench
 {
@@ -40,6 +40,9 @@ public sealed class QloraStepBench : IBench
         if (a.Get("tile-threads", "") is { Length: > 0 } tt) QuantizedLinearFunction.TileThreads = int.Parse(tt);
         QuantizedLinearFunction.TileBytes = tileBytes;
         if (a.Get("only", "") is { Length: > 0 } only) return Child(a, shape, only == "nf4", warmup + a.Int("rounds", 5));
+        // The timed steps run on `peft train`'s allocator (the buffer cache; --allocator glibc: glibc's heap, as this
+        // bench ran before 2026-12-02); the memory children keep glibc's malloc with and without a fixed threshold.
+        string allocator = BenchAllocator.Apply(a);
 
         manual_seed(0);
         using var ids = randint(0, shape.Config.VocabSize, [shape.Batch, shape.Seq + 1]);
@@ -67,6 +70,7 @@ public sealed class QloraStepBench : IBench
             .Concat(Enumerable.Range(0, extra).Select(k => k < teamList.Count ? teamList[k] : QuantizedLinearFunction.TileThreads)).ToArray();
         using var denseStep = new LoraStep(dense, shape.R, shape.Alpha, shape.Targets, ids);
         using var nf4Step = new LoraStep(nf4, shape.R, shape.Alpha, shape.Targets, ids);
+        PeftSharp.Native.TensorAllocator.StartSteps();   // as the Trainer does: the buffer cache's cap follows the steps
         // The last column: the fp32 base with its weights left plain (the trainers' --pack-weights off), when they are packed.
         bool plainColumn = denseStep.Packing.StartsWith("frozen weights packed");
         var steps = new[] { denseStep }.Concat(Enumerable.Repeat(nf4Step, 1 + extra)).Concat(plainColumn ? [denseStep] : []).ToArray();
@@ -97,7 +101,7 @@ public sealed class QloraStepBench : IBench
             }
         double tDense = BenchStats.Median(times[0]), tNf4 = BenchStats.Median(times[1]);
         var ratios = times[1].Zip(times[0], (q, d) => q / d).ToList();
-        Console.WriteLine($"cpu: {BenchCpu.Describe()}; NF4 kernel: {Nf4Kernel.Isa}");
+        Console.WriteLine($"cpu: {BenchCpu.Describe()}; NF4 kernel: {Nf4Kernel.Isa}; allocator: {allocator}");
         Console.WriteLine($"model {dense.ParameterCount() / 1e6:F1}M params ({shape.Config.NumLayers} layers, h {shape.Config.HiddenSize}, vocab {shape.Config.VocabSize}), " +
                           $"batch {shape.Batch}x{shape.Seq}, LoRA r={shape.R} on {string.Join(",", shape.Targets)} ({denseStep.Adapter.ParameterCount:N0} params), {threads} threads " +
                           $"(dequantisation: {Nf4Kernel.MaxThreads?.ToString() ?? "as many"}), {rounds} alternated rounds" +
