@@ -27,12 +27,8 @@ public class ChatDemoTests(ITestOutputHelper output)
     [Fact]
     public async Task Train_on_chat_then_generate_and_serve_answer_what_training_taught()
     {
-        string dir = TestPaths.TempDir();
-        string model = ChatDemoModel.Build(Path.Combine(dir, "base"));
         // One conversation, learned by heart: enough to show the same rendering in training and at inference, quick on a busy CPU.
-        var tasks = Tasks(1);
-        string data = Path.Combine(dir, "chat.jsonl");
-        File.WriteAllLines(data, tasks.Select(t => new JsonObject { ["messages"] = Messages(t.Question, t.Answer) }.ToJsonString()));
+        var (dir, model, data, tasks) = OneConversation();
 
         string run = Path.Combine(dir, "run");
         var (code, stdout, err) = CliCapture.Run("train", "--model", model, "--data", data, "--eval-file", data, "--method", "lora", "--rank", "8",
@@ -102,11 +98,7 @@ public class ChatDemoTests(ITestOutputHelper output)
     [Fact]
     public void A_chat_adapter_saved_again_by_PeftModel_keeps_its_chat_record()
     {
-        string dir = TestPaths.TempDir();
-        string model = ChatDemoModel.Build(Path.Combine(dir, "base"));
-        var tasks = Tasks(1);
-        string data = Path.Combine(dir, "chat.jsonl");
-        File.WriteAllLines(data, tasks.Select(t => new JsonObject { ["messages"] = Messages(t.Question, t.Answer) }.ToJsonString()));
+        var (dir, model, data, _) = OneConversation();
         string run = Path.Combine(dir, "run");
         var (code, _, err) = CliCapture.Run("train", "--model", model, "--data", data, "--method", "lora", "--steps", "1", "--batch", "1", "--max-seq", "64", "--out", run);
         Assert.True(code == 0, err);
@@ -122,6 +114,17 @@ public class ChatDemoTests(ITestOutputHelper output)
         Assert.Equal(trained.TemplateSource, record.TemplateSource);
         Assert.Equal(trained.StopIds, record.StopIds);
         Assert.Equal(trained.TemplateText, record.TemplateText);
+    }
+
+    /// <summary>A temp folder with the chat demo's base model and a chat file of one conversation (messages).</summary>
+    static (string Dir, string Model, string Data, List<(string Question, string Answer)> Tasks) OneConversation()
+    {
+        string dir = TestPaths.TempDir();
+        string model = ChatDemoModel.Build(Path.Combine(dir, "base"));
+        var tasks = Tasks(1);
+        string data = Path.Combine(dir, "chat.jsonl");
+        File.WriteAllLines(data, tasks.Select(t => new JsonObject { ["messages"] = Messages(t.Question, t.Answer) }.ToJsonString()));
+        return (dir, model, data, tasks);
     }
 
     /// <summary>A freshly initialised LoRA on <paramref name="model"/>, saved as a trained adapter would be.</summary>
