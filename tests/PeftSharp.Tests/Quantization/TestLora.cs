@@ -13,8 +13,8 @@ sealed class TestLora : ILinearAdapter
 
     public TestLora(TunableLinear layer, int r, bool zeroB, Generator? random = null)
     {
-        A = new Parameter((randn([r, layer.InFeatures], generator: random) * 0.1).DetachFromDisposeScope(), requires_grad: true);
-        B = new Parameter((zeroB ? zeros(layer.OutFeatures, r) : randn([layer.OutFeatures, r], generator: random) * 0.1).DetachFromDisposeScope(), requires_grad: true);
+        A = new Parameter(randn([r, layer.InFeatures], generator: random).Times(0.1).DetachFromDisposeScope(), requires_grad: true);
+        B = new Parameter((zeroB ? zeros(layer.OutFeatures, r) : randn([layer.OutFeatures, r], generator: random).Times(0.1)).DetachFromDisposeScope(), requires_grad: true);
     }
 
     /// <summary>The adapters' A and B gradients as clones outside any dispose scope, cleared on the adapters for the next step.</summary>
@@ -46,11 +46,11 @@ sealed class TestLora : ILinearAdapter
     public Tensor Apply(Tensor x, Tensor baseOut, TunableLinear layer)
     {
         using var scope = NewDisposeScope();
-        return (baseOut + nn.functional.linear(nn.functional.linear(x, A), B)).MoveToOuterDisposeScope();
+        return baseOut.Plus(nn.functional.linear(nn.functional.linear(x, A), B)).MoveToOuterDisposeScope();
     }
 
     public IEnumerable<(string Key, Parameter Param)> NamedParameters() => [("lora_A.weight", A), ("lora_B.weight", B)];
-    public Tensor MergedWeight(Tensor w) => w + B.matmul(A);
+    public Tensor MergedWeight(Tensor w) => w.Plus(B.matmul(A));
     public Tensor UnmergedWeight(Tensor w) => w - B.matmul(A);
     public void Dispose() { A.Dispose(); B.Dispose(); }
 }

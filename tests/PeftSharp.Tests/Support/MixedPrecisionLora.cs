@@ -25,7 +25,7 @@ internal static class MixedPrecisionLora
     {
         using var scope = NewDisposeScope();
         foreach (var (_, l) in lora.Layers) { l.A.grad = null; l.B.grad = null; }
-        var loss = CausalLmLoss.Sum(model.Forward(ids), ids) / (ids.numel() - ids.shape[0]);
+        var loss = CausalLmLoss.Sum(model.Forward(ids), ids).DividedBy(ids.numel() - ids.shape[0]);
         loss.backward();
         var grads = lora.Layers.Values.SelectMany(l => new[] { l.A.grad!.clone(), l.B.grad!.clone() }).Select(g => g.DetachFromDisposeScope()).ToArray();
         return (loss.item<float>(), grads);

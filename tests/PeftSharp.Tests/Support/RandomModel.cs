@@ -79,7 +79,7 @@ public static class RandomModel
         var c = PeftSharp.Models.ModelConfig.FromJson(cfg);
         var g = new TorchSharp.torch.Generator((ulong)seed);
         var w = new Dictionary<string, Tensor>();
-        Tensor R(params long[] shape) => randn(shape, generator: g) * 0.2f;
+        Tensor R(params long[] shape) => randn(shape, generator: g).Times(0.2f);
         long h = c.HiddenSize, q = (long)c.NumHeads * c.HeadDim, kv = (long)c.NumKvHeads * c.HeadDim;
         w["model.embed_tokens.weight"] = R(c.VocabSize, h);
         for (int i = 0; i < c.NumLayers; i++)
@@ -94,8 +94,8 @@ public static class RandomModel
             }
             if (c.QkNorm)
             {
-                w[$"{p}.self_attn.q_norm.weight"] = 1 + R(c.HeadDim);
-                w[$"{p}.self_attn.k_norm.weight"] = 1 + R(c.HeadDim);
+                w[$"{p}.self_attn.q_norm.weight"] = R(c.HeadDim).Plus(1L);
+                w[$"{p}.self_attn.k_norm.weight"] = R(c.HeadDim).Plus(1L);
             }
             w[$"{p}.self_attn.o_proj.weight"] = R(h, q);
             if (c.QkvBias)
@@ -112,8 +112,8 @@ public static class RandomModel
                 w[$"{p}.mlp.up_proj.weight"] = R(c.IntermediateSize, h);
             }
             w[$"{p}.mlp.down_proj.weight"] = R(h, c.IntermediateSize);
-            w[$"{p}.input_layernorm.weight"] = 1 + R(h);
-            w[$"{p}.post_attention_layernorm.weight"] = 1 + R(h);
+            w[$"{p}.input_layernorm.weight"] = R(h).Plus(1L);
+            w[$"{p}.post_attention_layernorm.weight"] = R(h).Plus(1L);
             if (c.GemmaBlock)
             {
                 // Gemma norms scale by (1 + w): weights near 0 are the identity.
@@ -123,7 +123,7 @@ public static class RandomModel
                 w[$"{p}.post_feedforward_layernorm.weight"] = R(h);
             }
         }
-        w["model.norm.weight"] = 1 + R(h);
+        w["model.norm.weight"] = R(h).Plus(1L);
         if (!c.TieWordEmbeddings) w["lm_head.weight"] = R(c.VocabSize, h);
         return w;
     }

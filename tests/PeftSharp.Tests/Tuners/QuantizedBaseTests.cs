@@ -13,7 +13,7 @@ public class QuantizedBaseTests
     {
         public string Scheme => "grid32";
         public bool ShouldQuantize(string modulePath) => modulePath != "lm_head";
-        public IQuantizedWeight Quantize(Tensor dense, Device device) => new Grid(dense.to(ScalarType.Float32, device).mul(32).round_().div_(32));
+        public IQuantizedWeight Quantize(Tensor dense, Device device) => new Grid(ScalarArgs.With(32L, s => dense.to(ScalarType.Float32, device).mul(s).round_().div_(s)));
         public IQuantizedWeight? TryLoad(CheckpointReader reader, string weightName, long[] shape, Device device) => null;
         public bool IsQuantStateKey(string key) => false;
     }

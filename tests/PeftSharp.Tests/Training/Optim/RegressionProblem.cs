@@ -18,16 +18,16 @@ internal sealed class RegressionProblem : IDisposable
     {
         var gen = new Generator((ulong)seed);
         _x = randn([256, inDim], generator: gen);
-        using var w1True = randn([hidden, inDim], generator: gen) * 0.1;
-        using var w2True = randn([outDim, hidden], generator: gen) * 0.3;
+        using var w1True = randn([hidden, inDim], generator: gen).Times(0.1);
+        using var w2True = randn([outDim, hidden], generator: gen).Times(0.3);
         using (no_grad())
         using (var h = tanh(_x.matmul(w1True.t())))
             _y = h.matmul(w2True.t());
         Parameters =
         [
-            ("layer.w1", new Parameter(randn([hidden, inDim], generator: gen) * 0.05)),
+            ("layer.w1", new Parameter(randn([hidden, inDim], generator: gen).Times(0.05))),
             ("layer.b1", new Parameter(zeros(hidden))),
-            ("head.w2", new Parameter(randn([outDim, hidden], generator: gen) * 0.05)),
+            ("head.w2", new Parameter(randn([outDim, hidden], generator: gen).Times(0.05))),
         ];
     }
 
@@ -44,8 +44,8 @@ internal sealed class RegressionProblem : IDisposable
             using var g = p.grad;
             g?.zero_();
         }
-        var h = tanh(_x.matmul(ps[0].Param.t()) + ps[1].Param);
-        var loss = (h.matmul(ps[2].Param.t()) - _y).pow(2).mean();
+        var h = tanh(_x.matmul(ps[0].Param.t()).Plus(ps[1].Param));
+        var loss = (h.matmul(ps[2].Param.t()) - _y).square().mean();
         loss.backward();
         return loss.item<float>();
     }
@@ -54,8 +54,8 @@ internal sealed class RegressionProblem : IDisposable
     {
         using var scope = NewDisposeScope();
         using var _ = no_grad();
-        var h = tanh(_x.matmul(ps[0].Param.t()) + ps[1].Param);
-        return (h.matmul(ps[2].Param.t()) - _y).pow(2).mean().item<float>();
+        var h = tanh(_x.matmul(ps[0].Param.t()).Plus(ps[1].Param));
+        return (h.matmul(ps[2].Param.t()) - _y).square().mean().item<float>();
     }
 
     /// <summary>Runs <paramref name="steps"/> optimiser steps on <paramref name="ps"/>.</summary>
