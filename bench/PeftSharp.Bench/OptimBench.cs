@@ -38,6 +38,7 @@ public sealed class OptimBench : IBench
         var variants = new (string Name, Func<AdamWBase> Make)[]
         {
             ("AdamW fp32", () => new AdamW(ps)),
+            ("AdamW fp32 libtorch ops", () => new OpsAdamW(ps)),
             ("AdamW8bit", () => new AdamW8bit(ps)),
             ("AdamW8bit scalar kernel", () => new ScalarKernelAdamW8bit(ps)),
             ("PagedAdamW (mmap)", () => new PagedAdamW(ps, Path.Combine(dir, "p32"))),
@@ -86,4 +87,12 @@ sealed class ScalarKernelAdamW8bit(IReadOnlyList<(string Name, Parameter Param)>
             Blockwise8bitAdamKernel.StepScalar(param, grad, state[0], state[1], state[2], state[3], step, LearningRate, Options);
         else base.Update(param, grad, state, step);
     }
+}
+
+/// <summary>AdamW on in-place libtorch ops (the path before the fused CPU kernel, still the one on other devices), to
+/// show what fusing gained.</summary>
+sealed class OpsAdamW(IReadOnlyList<(string Name, Parameter Param)> parameters) : AdamW(parameters)
+{
+    protected override void Update(Tensor param, Tensor grad, Tensor[] state, long step) =>
+        AdamW.Fp32UpdateOps(param, grad, state[0], state[1], step, LearningRate, Options);
 }

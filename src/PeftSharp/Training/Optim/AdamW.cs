@@ -6,7 +6,8 @@ namespace PeftSharp.Training.Optim;
 
 /// <summary>
 /// AdamW as torch.optim.AdamW computes it: decoupled weight decay, bias-corrected moments, eps added outside
-/// the square root; fp32 moments. Written with in-place TorchSharp ops so it runs on any device.
+/// the square root; fp32 moments. On the CPU one fused pass per tensor (Fp32AdamKernel); in-place TorchSharp ops on
+/// any other device.
 /// </summary>
 internal class AdamW : AdamWBase
 {
@@ -33,8 +34,16 @@ internal class AdamW : AdamWBase
         expAvgSq.mul_(beta2).addcmul_(grad, grad, gradWeight2);
     }
 
-    /// <summary>One AdamW step on fp32 moments, in torch.optim.AdamW's order of operations.</summary>
+    /// <summary>One AdamW step on fp32 moments, in torch.optim.AdamW's order of operations: on the CPU in one fused
+    /// pass (<see cref="Fp32AdamKernel"/>), elsewhere (or on non-contiguous tensors) with in-place libtorch ops.</summary>
     internal static void Fp32Update(Tensor param, Tensor grad, Tensor expAvg, Tensor expAvgSq, long step, double lr, AdamWOptions o)
+    {
+        if (Fp32AdamKernel.Applies(param, grad, expAvg, expAvgSq)) Fp32AdamKernel.Step(param, grad, expAvg, expAvgSq, step, lr, o);
+        else Fp32UpdateOps(param, grad, expAvg, expAvgSq, step, lr, o);
+    }
+
+    /// <summary>The step as in-place libtorch ops (any device); the fused kernel's oracle in the tests.</summary>
+    internal static void Fp32UpdateOps(Tensor param, Tensor grad, Tensor expAvg, Tensor expAvgSq, long step, double lr, AdamWOptions o)
     {
         // Every number is a Scalar held until its op has returned (see ScalarArgs).
         if (o.WeightDecay != 0)

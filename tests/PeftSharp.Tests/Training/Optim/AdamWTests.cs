@@ -19,6 +19,7 @@ public class AdamWTests
         var options = new AdamWOptions(lr, 0.9, 0.999, 1e-8, weightDecay);
         using var opt = new AdamW(ours, options);
         using var reference = torch.optim.AdamW(theirs.Select(p => p.Param), lr, 0.9, 0.999, 1e-8, weightDecay, false, false);
+        long fused = Fp32AdamKernel.StepsOnThisThread;
         for (int step = 0; step < 12; step++)
         {
             problem.Backward(ours);
@@ -31,6 +32,8 @@ public class AdamWTests
             double err = TestPaths.MaxAbsError(ours[i].Param, theirs[i].Param);
             Assert.True(err < 1e-6, $"{ours[i].Name}: max abs error {err} vs torch.optim.AdamW");
         }
+        // On the CPU every parameter went through the fused kernel (12 steps x 3 tensors), not the op path.
+        Assert.Equal(12 * ours.Count, Fp32AdamKernel.StepsOnThisThread - fused);
         // The parameters moved: the comparison is not between two untouched copies.
         Assert.True(TestPaths.MaxAbsError(ours[1].Param, zeros(96)) > 10 * lr);
     }
