@@ -60,7 +60,8 @@ internal static class CpuRuntime
     /// <summary>
     /// The share of a training run's transient peak that `peft train`'s buffer cache (the engine's
     /// Native/TensorBlockCache) may keep idle on top of the most bytes in use at once: its cap is the peak in use plus
-    /// this share of that peak above what was in use when the steps began. Without it the cache must release a block
+    /// this share of that peak above what was in use after the first step (optimiser state and gradients allocated;
+    /// counted from the steps' start, full fine-tuning's state made the slack ~500 MB at 134M against the plan's 40). Without it the cache must release a block
     /// whenever a step needs more of one size than it held at its peak, and maps and faults a fresh one: on lora-step
     /// 351 such misses in 7 steps and 0.92x glibc's heap; with 15%, 164 misses and 0.99x (2,783 / 2,733 vs 2,806 /
     /// 2,745 tok/s, two alternated rounds) for +21 MB (453 vs 432 MB; the heap 548-561). The plan counts it as this share

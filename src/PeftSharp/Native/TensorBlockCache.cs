@@ -9,7 +9,7 @@ namespace PeftSharp.Native;
 /// its posix_memalign (so glibc's free can unmap one after the cache is uninstalled at exit). Freed buffers are kept
 /// idle, by mapping size, and handed back to the next request of that size. The memory held (buffers in use + idle
 /// ones) never exceeds the cap: the most bytes in use at once so far, plus 30% (Memory.CpuRuntime.BufferCacheSlackFraction)
-/// of that peak above what was in use when the trainer's steps began; the memory planner counts that slack (its CPU
+/// of that peak above what was in use after the trainer's first step (state and gradients allocated); the memory planner counts that slack (its CPU
 /// "allocator slack"), so the resident set peaks where the live tensors peak, plus the slack.
 /// A request of a size no idle buffer has is built from the pages of the longest-idle buffers when the cap leaves no
 /// room for fresh ones: their pages are moved into the new mapping (mremap: page tables move, nothing is copied,
