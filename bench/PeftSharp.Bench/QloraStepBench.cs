@@ -70,7 +70,7 @@ public sealed class QloraStepBench : IBench
             .Concat(Enumerable.Range(0, extra).Select(k => k < teamList.Count ? teamList[k] : QuantizedLinearFunction.TileThreads)).ToArray();
         using var denseStep = new LoraStep(dense, shape.R, shape.Alpha, shape.Targets, ids);
         using var nf4Step = new LoraStep(nf4, shape.R, shape.Alpha, shape.Targets, ids);
-        PeftSharp.Native.TensorAllocator.StartSteps();   // as the Trainer does: the buffer cache's cap follows the steps
+        PeftSharp.Native.TensorAllocator.StartSteps();   // the buffer cache's cap follows the steps (the Trainer also restarts it after its first step; LoRA's state is too small to matter)
         // The last column: the fp32 base with its weights left plain (the trainers' --pack-weights off), when they are packed.
         bool plainColumn = denseStep.Packing.StartsWith("frozen weights packed");
         var steps = new[] { denseStep }.Concat(Enumerable.Repeat(nf4Step, 1 + extra)).Concat(plainColumn ? [denseStep] : []).ToArray();

@@ -61,10 +61,10 @@ internal static class CpuRuntime
     /// The share of a training run's transient peak that `peft train`'s buffer cache (the engine's
     /// Native/TensorBlockCache) may keep idle on top of the most bytes in use at once: its cap is the peak in use plus
     /// this share of that peak above what was in use after the first step (optimiser state and gradients allocated;
-    /// counted from the steps' start, full fine-tuning's state made the slack ~500 MB at 134M against the plan's 40). Without it the cache must release a block
-    /// whenever a step needs more of one size than it held at its peak, and maps and faults a fresh one: on lora-step
-    /// 351 such misses in 7 steps and 0.92x glibc's heap; with 15%, 164 misses and 0.99x (2,783 / 2,733 vs 2,806 /
-    /// 2,745 tok/s, two alternated rounds) for +21 MB (453 vs 432 MB; the heap 548-561). The plan counts it as this share
+    /// counted from the steps' start, full fine-tuning's state made the slack ~500 MB at 134M against the plan's 40).
+    /// Without it the cache must release a block whenever a step needs more of one size than it held at its peak, and
+    /// maps and faults a fresh one: on lora-step 351 such misses in 7 steps and 0.92x glibc's heap; with 15%, 164
+    /// misses and 0.99x (2,783 / 2,733 vs 2,806 / 2,745 tok/s, two alternated rounds) for +21 MB (453 vs 432 MB; the heap 548-561). The plan counts it as this share
     /// of the activations, loss buffers and dequantised tiles; `bench/plan-vs-measured.sh`'s eight runs measured +10..+35
     /// MB with it, within that term in each (2026-11-30). 30% since 2026-12-02: a cap a little short of the steps' set of
     /// sizes made the cache rebuild the same blocks every step (lora-step: 6 misses and 34 MB of pages moved per step

@@ -38,7 +38,11 @@ internal static unsafe partial class TensorAllocator
 
     /// <summary>
     /// Where the process's cache is installed: from now on it holds at most what the coming steps have in use at once
-    /// (see <see cref="TensorBlockCache.RestartPeak"/>). The trainer calls it before its first step. Installs nothing.
+    /// (see <see cref="TensorBlockCache.RestartPeak"/>). The trainers call it before their first step (loading's and
+    /// evaluation's peaks do not set the cap) and again after it: the first step allocates the optimiser state and the
+    /// gradients, which stay, so counted from there the cache's slack follows the steps' transient tensors only, what the
+    /// plan's allocator-slack term counts (counted from before it, full fine-tuning at 134M could keep ~500 MB idle where
+    /// the plan counted 40). Installs nothing.
     /// </summary>
     public static void StartSteps()
     {

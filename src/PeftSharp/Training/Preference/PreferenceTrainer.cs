@@ -84,10 +84,7 @@ internal sealed class PreferenceTrainer
             if (!double.IsFinite(loss) || !double.IsFinite(norm))
                 throw run.Diverged(loss, norm, step + 1, "Try a lower learning rate or --beta");
             step++; ranThisProcess++;
-            // The first step allocated the optimiser state and the gradients, which stay: counted from here the cache's
-            // slack follows the steps' transient tensors only (what the plan's allocator-slack term counts), not 30% of
-            // the state too (full fine-tuning: ~500 MB of idle blocks at 134M where the plan counted 40).
-            if (ranThisProcess == 1) Native.TensorAllocator.StartSteps();
+            if (ranThisProcess == 1) Native.TensorAllocator.StartSteps();   // again: the optimiser state and gradients now exist
             lastLoss = loss;
             var (rss, peak) = ProcessMemory.Read();
             var rec = new JsonObject { ["step"] = step, ["loss"] = MetricsLog.Round(loss), ["lr"] = schedule.At(step - 1), ["grad_norm"] = MetricsLog.Round(norm) };

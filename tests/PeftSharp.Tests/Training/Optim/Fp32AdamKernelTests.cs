@@ -6,7 +6,7 @@ namespace PeftSharp.Tests.Training.Optim;
 
 /// <summary>
 /// The fused CPU AdamW step (Fp32AdamKernel) against the in-place libtorch ops it replaced on the CPU (AdamW.Fp32UpdateOps,
-/// still the path on other devices): the same parameters and moments to a few ulps over several steps, on a length that
+/// still the path on other devices): the same parameters and moments to rounding over several steps, on a length that
 /// spans several work items, the 8-lane body and a scalar tail, with and without weight decay.
 /// </summary>
 public class Fp32AdamKernelTests
