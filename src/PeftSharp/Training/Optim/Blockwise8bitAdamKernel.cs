@@ -47,10 +47,11 @@ internal static unsafe class Blockwise8bitAdamKernel
             Eps = (float)o.Eps, Gm = 1 - (float)o.Beta1, Gv = 1 - (float)o.Beta2,
         };
         long blocks = (n + BlockSize - 1) / BlockSize;
-        int chunks = (int)Math.Min(blocks, Environment.ProcessorCount * 4L);
-        Parallel.For(0, chunks, c =>
+        int items = (int)((blocks + BlocksPerItem - 1) / BlocksPerItem);
+        // On libtorch's team, like the other CPU kernels (TorchThreads says why not .NET's pool).
+        Kernels.TorchThreads.For(items, Kernels.TorchThreads.Size, item =>
         {
-            long b0 = blocks * c / chunks, b1 = blocks * (c + 1) / chunks;
+            long b0 = (long)item * BlocksPerItem, b1 = Math.Min(blocks, b0 + BlocksPerItem);
             float* m = stackalloc float[BlockSize];
             float* v = stackalloc float[BlockSize];
             for (long b = b0; b < b1; b++)
@@ -61,7 +62,11 @@ internal static unsafe class Blockwise8bitAdamKernel
                 else ScalarBlock(in k, b, start, len, m, v);
             }
         });
+        GC.KeepAlive(param); GC.KeepAlive(mCodes); GC.KeepAlive(mAbsmax); GC.KeepAlive(vCodes); GC.KeepAlive(vAbsmax);
     }
+
+    /// <summary>Blocks per work item: 64K elements, enough to amortise a team hand-off.</summary>
+    const int BlocksPerItem = 256;
 
     /// <summary>The per-step constants and the tensors' memory, shared by the scalar and vector blocks.</summary>
     internal struct BlockStep

@@ -4,10 +4,12 @@ using System.Runtime.Intrinsics.X86;
 namespace PeftSharp.Training.Optim;
 
 /// <summary>
-/// One block of the 8-bit AdamW step, eight elements at a time with AVX2: the code values come from gathers into
-/// the 256-entry maps, the update is the scalar kernel's float arithmetic in the same order (explicit multiply/add,
-/// no fused multiply-add, IEEE sqrt and divide, NaN-propagating max), and requantisation is the map's own two-step
-/// search (16-bit bucket table, then step up past midpoints) run on all lanes until none moves. So the result is
+/// One block of the 8-bit AdamW step, eight elements at a time with AVX2: the code values come from AVX-512 VBMI
+/// byte permutes where the CPU has them (<see cref="CodeTableLookup"/>, whole blocks), else from gathers into the
+/// 256-entry maps; the update is the scalar kernel's float arithmetic in the same order (explicit multiply/add,
+/// no fused multiply-add, IEEE sqrt and divide, NaN-propagating max), and requantisation is one gather of the map's
+/// rule for the float's top 16 bits and one compare of its low 16 (<see cref="DynamicMap.QuantizeByRule"/>, equal to
+/// the map's search for every float). So the result is
 /// bit-identical to <see cref="Blockwise8bitAdamKernel.StepScalar"/>, which the tests check; the scalar code
 /// finishes a block's tail when its length is not a multiple of eight.
 /// </summary>
@@ -20,7 +22,16 @@ internal static unsafe class Blockwise8bitAdamVector
         var sMap = DynamicMap.Signed;
         var uMap = DynamicMap.Unsigned;
         fixed (float* sv = sMap.Values, uv = uMap.Values)
+        fixed (byte* sPlanes = sMap.ValuePlanes, uPlanes = uMap.ValuePlanes)
         {
+            // Whole blocks where AVX-512 VBMI exists: both moments' code values looked up up front without gathers
+            // (CodeTableLookup), into the buffers the new moments then overwrite.
+            bool looked = len == Blockwise8bitAdamKernel.BlockSize && CodeTableLookup.IsSupported;
+            if (looked)
+            {
+                CodeTableLookup.Lookup(sPlanes, k.MCodes + start, m, len);
+                CodeTableLookup.Lookup(uPlanes, k.VCodes + start, v, len);
+            }
             float scaleM = k.MAbsmax[b] * k.Beta1, scaleV = k.VAbsmax[b] * k.Beta2;
             var scaleMv = Vector256.Create(scaleM);
             var scaleVv = Vector256.Create(scaleV);
@@ -37,8 +48,8 @@ internal static unsafe class Blockwise8bitAdamVector
             {
                 long i = start + j;
                 var gi = Avx.LoadVector256(k.G + i);
-                var sm = Avx2.GatherVector256(sv, Avx2.ConvertToVector256Int32(k.MCodes + i), 4);
-                var su = Avx2.GatherVector256(uv, Avx2.ConvertToVector256Int32(k.VCodes + i), 4);
+                var sm = looked ? Avx.LoadVector256(m + j) : Avx2.GatherVector256(sv, Avx2.ConvertToVector256Int32(k.MCodes + i), 4);
+                var su = looked ? Avx.LoadVector256(v + j) : Avx2.GatherVector256(uv, Avx2.ConvertToVector256Int32(k.VCodes + i), 4);
                 var mj = Avx.Add(Avx.Multiply(sm, scaleMv), Avx.Multiply(gm, gi));
                 var vj = Avx.Add(Avx.Multiply(su, scaleVv), Avx.Multiply(Avx.Multiply(gv, gi), gi));
                 Avx.Store(m + j, mj);
@@ -65,27 +76,23 @@ internal static unsafe class Blockwise8bitAdamVector
         }
     }
 
-    /// <summary>codes[j] = map.Quantize(x[j] * inv), eight lanes at a time.</summary>
+    /// <summary>codes[j] = map.Quantize(x[j] * inv), eight lanes at a time, by the map's bucket rules.</summary>
     static void Quantize(DynamicMap map, float* x, float inv, byte* codes, int len)
     {
-        fixed (float* mid = map.MidpointTable)
-        fixed (byte* first = map.FirstCodeTable)
+        fixed (uint* rules = map.BucketRuleTable)
         {
             var invV = Vector256.Create(inv);
+            var low16 = Vector256.Create(0xFFFF);
             var lowByte = Vector256.Create(0xFF);
             int j = 0;
             for (; j + 8 <= len; j += 8)
             {
-                var xs = Avx.Multiply(Avx.LoadVector256(x + j), invV);
-                var bucket = Avx2.ShiftRightLogical(xs.AsInt32(), 16);
-                // A 4-byte gather at each byte entry (the table has 3 spare bytes); the low byte is the code.
-                var code = Avx2.And(Avx2.GatherVector256((int*)first, bucket, 1), lowByte);
-                while (true)
-                {
-                    var above = Avx.CompareGreaterThan(xs, Avx2.GatherVector256(mid, code, 4));
-                    if (Avx.MoveMask(above) == 0) break;
-                    code = Avx2.Subtract(code, above.AsInt32()); // true lanes are -1
-                }
+                var bits = Avx.Multiply(Avx.LoadVector256(x + j), invV).AsInt32();
+                var rule = Avx2.GatherVector256((int*)rules, Avx2.ShiftRightLogical(bits, 16), 4);
+                // The key orders a bucket's floats by value: low 16 bits, flipped for negative floats.
+                var key = Avx2.Xor(Avx2.And(bits, low16), Avx2.ShiftRightLogical(Avx2.ShiftRightArithmetic(bits, 31), 16));
+                var up = Avx2.CompareGreaterThan(key, Avx2.ShiftRightLogical(rule, 8)); // both < 2^16: signed compare is fine
+                var code = Avx2.Subtract(Avx2.And(rule, lowByte), up); // true lanes are -1
                 var shorts = Vector128.Narrow(code.GetLower(), code.GetUpper());
                 var bytes = Vector128.Narrow(shorts, shorts);
                 *(ulong*)(codes + j) = bytes.AsUInt64().ToScalar();

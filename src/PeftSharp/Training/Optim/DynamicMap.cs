@@ -18,6 +18,7 @@ internal sealed class DynamicMap
 
     readonly float[] _mid;        // _mid[i] = midpoint of Values[i] and Values[i+1]; +inf at 255
     readonly byte[] _firstCode;   // nearest code of the smallest float in each 16-bit bucket
+    readonly uint[] _bucketRule;  // per bucket: its first code and the low-16-bit threshold past which the next one
 
     DynamicMap(bool signed)
     {
@@ -25,8 +26,7 @@ internal sealed class DynamicMap
         _mid = new float[256];
         for (int i = 0; i < 255; i++) _mid[i] = (Values[i] + Values[i + 1]) * 0.5f;
         _mid[255] = float.PositiveInfinity;
-        // Three spare bytes so that a vector kernel may gather 4 bytes at any entry (it masks the other three).
-        _firstCode = new byte[65536 + 3];
+        _firstCode = new byte[65536];
         for (int p = 0; p < 65536; p++)
         {
             // Positive floats grow with their bits, negative ones shrink: the bucket's smallest value is at
@@ -35,14 +35,56 @@ internal sealed class DynamicMap
             float lo = BitConverter.UInt32BitsToSingle(bits);
             _firstCode[p] = float.IsNaN(lo) ? (byte)(p < 0x8000 ? 255 : 0) : NearestBySearch(lo);
         }
+        _bucketRule = BucketRules(_firstCode, _mid);
+        ValuePlanes = CodeTableLookup.Planes(Values);
+    }
+
+    /// <summary>
+    /// One 32-bit rule per 16-bit bucket that gives the nearest code without a search: the map's midpoints are far
+    /// enough apart that no bucket holds two (checked here), so within a bucket the code is its first code, plus one
+    /// past the single midpoint it may hold. A float's low 16 bits order the floats of its bucket by value (reversed
+    /// for negative floats, so the vector kernel flips them: <c>key = low16 ^ (negative ? 0xFFFF : 0)</c>); the rule
+    /// is <c>firstCode | threshold &lt;&lt; 8</c>, and the code is <c>firstCode + (key &gt; threshold)</c>. A bucket
+    /// with no midpoint has threshold 0xFFFF, which no key exceeds. Equal to <see cref="Quantize"/> for every float,
+    /// NaN and infinities included (its first code is what the search returns for them); the tests check it.
+    /// </summary>
+    static uint[] BucketRules(byte[] firstCode, float[] mid)
+    {
+        var rules = new uint[65536];
+        var holdsMidpoint = new bool[65536];
+        for (int p = 0; p < 65536; p++) rules[p] = firstCode[p] | 0xFFFFu << 8;
+        for (int i = 0; i < 255; i++)
+        {
+            uint bits = BitConverter.SingleToUInt32Bits(mid[i]);
+            int p = (int)(bits >> 16);
+            uint low = bits & 0xFFFF;
+            if (holdsMidpoint[p] || firstCode[p] != i)
+                throw new InvalidOperationException($"dynamic map: bucket {p:X4} holds more than one midpoint (code {i})");
+            // x rounds up past mid[i] when x > mid[i]: low16 > low for positive floats, low16 < low for negative ones.
+            uint threshold = p < 0x8000 ? low : 0xFFFF - low;
+            rules[p] = (uint)i | threshold << 8;
+            holdsMidpoint[p] = true;
+        }
+        return rules;
+    }
+
+    /// <summary>The nearest code through <see cref="BucketRuleTable"/>, as the vector kernel computes it (tests compare it with <see cref="Quantize"/>).</summary>
+    internal byte QuantizeByRule(float x)
+    {
+        uint bits = BitConverter.SingleToUInt32Bits(x);
+        uint rule = _bucketRule[bits >> 16];
+        uint key = (bits & 0xFFFF) ^ ((bits >> 31) * 0xFFFF);
+        return (byte)((rule & 0xFF) + (key > rule >> 8 ? 1 : 0));
     }
 
     /// <summary>The 255 midpoints between neighbouring code values (x rounds to code i when Midpoints[i-1] &lt; x &lt;= Midpoints[i]).</summary>
     public ReadOnlySpan<float> Midpoints => _mid.AsSpan(0, 255);
 
-    /// <summary>The 256 midpoints (+inf last) and the 16-bit bucket table, for the vectorised 8-bit AdamW kernel.</summary>
-    internal float[] MidpointTable => _mid;
-    internal byte[] FirstCodeTable => _firstCode;
+    /// <summary>The code values as byte planes for <see cref="CodeTableLookup"/>.</summary>
+    internal byte[] ValuePlanes { get; }
+
+    /// <summary>The 16-bit buckets' rules (<see cref="BucketRules"/>), for the vectorised 8-bit AdamW kernel.</summary>
+    internal uint[] BucketRuleTable => _bucketRule;
 
     /// <summary>Index of the nearest code (ties to the lower one).</summary>
     public byte Quantize(float x)

@@ -74,6 +74,41 @@ public class AdamW8bitTests
         }
     }
 
+    /// <summary>
+    /// The vector kernel's search-free rounding (one rule per 16-bit bucket) equals the map's search for every float
+    /// that can matter: both ends of every bucket, each midpoint and its neighbouring floats, and random floats in
+    /// every bucket, positive and negative, NaN and infinities included.
+    /// </summary>
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void QuantizeByRuleEqualsTheSearchForEveryBucket(bool signed)
+    {
+        var map = signed ? DynamicMap.Signed : DynamicMap.Unsigned;
+        var rng = new Random(11);
+        var bits = new List<uint>();
+        for (uint p = 0; p < 65536; p++)
+        {
+            bits.Add(p << 16);
+            bits.Add(p << 16 | 0xFFFF);
+            for (int r = 0; r < 8; r++) bits.Add(p << 16 | (uint)rng.Next(65536));
+        }
+        foreach (float mid in map.Midpoints)
+        {
+            uint b = BitConverter.SingleToUInt32Bits(mid);
+            for (uint d = 0; d < 3; d++) { bits.Add(b + d); bits.Add(b - d); }
+        }
+        int checkedNearMidpoints = 0;
+        foreach (uint b in bits)
+        {
+            float x = BitConverter.UInt32BitsToSingle(b);
+            byte expected = map.Quantize(x), actual = map.QuantizeByRule(x);
+            if (expected != actual) Assert.Fail($"bits {b:X8} ({x}): rule gives {actual}, search {expected}");
+            if (Math.Abs(x) <= 1 && expected != map.Quantize(BitConverter.UInt32BitsToSingle(b ^ 1))) checkedNearMidpoints++;
+        }
+        Assert.True(checkedNearMidpoints >= 255, $"only {checkedNearMidpoints} floats sat next to a code boundary");
+    }
+
     [Fact]
     public void KernelMatchesANaiveBlockwiseReference()
     {
