@@ -10,7 +10,7 @@ public class KvCacheBatchingTests
         var c = new KvCache(2);
         for (int l = 0; l < 2; l++)
         {
-            using var k = arange(rows * 2 * len * 3, ScalarType.Float32).reshape(rows, 2, len, 3) + offset + l;
+            using var k = ScalarArgs.Arange(rows * 2 * len * 3, ScalarType.Float32, CPU).reshape(rows, 2, len, 3).Plus((double)offset).Plus((double)l);
             using var v = -k;
             c.Append(l, k, v);
         }

@@ -68,7 +68,7 @@ public static class ChatDemoModel
             if (t.Name is "model.embed_tokens.weight" or "lm_head.weight") x = cat([x[..firstNew], x.index_select(0, index)], 0);
             // <|im_end|>'s output row is <|endoftext|>'s scaled by 1.1, so where the base would end a text it now
             // prefers to end the turn (identical rows would tie, and argmax would pick <|endoftext|>).
-            if (t.Name is "lm_head.weight") x[imEnd] = x[endOfText] * 1.1;
+            if (t.Name is "lm_head.weight") x[imEnd] = x[endOfText].Times(1.1);
             return (t.Name, x);
         }).ToList();
         SafeTensorsWriter.Write(Path.Combine(outDir, "model.safetensors"), tensors, new Dictionary<string, string> { ["format"] = "pt" });

@@ -43,7 +43,7 @@ public class PeftMethodContractTests
         using var _ = no_grad();
         foreach (var (_, p) in adapter.NamedParameters())
             using (var noise = randn(p.shape, p.dtype, p.device, generator: g))
-                p.add_(noise.mul_(0.05));
+                p.PlusInPlace(ScalarArgs.With(0.05, s => noise.mul_(s)));
     }
 
     static bool BitEqual(Tensor a, Tensor b) => a.shape.SequenceEqual(b.shape) && a.equal(b).all().item<bool>();

@@ -45,7 +45,7 @@ public class CausalAttentionTests
     internal static (Tensor Cos, Tensor Sin) Rotary(int b, int t, int d, ScalarType dtype = ScalarType.Float32)
     {
         var c = new ModelConfig { Shape = new Memory.ModelConfig { ModelType = "llama", HiddenSize = 2 * d, IntermediateSize = 4 * d, NumHiddenLayers = 1, NumAttentionHeads = 2, NumKeyValueHeads = 2, HeadDim = d, VocabSize = 32 } };
-        var positions = arange(0, t, ScalarType.Int64).unsqueeze(0) + arange(0, b, ScalarType.Int64).unsqueeze(1) * 5;
+        var positions = ScalarArgs.Arange(t, ScalarType.Int64, CPU).unsqueeze(0).Plus(ScalarArgs.With(5L, five => ScalarArgs.Arange(b, ScalarType.Int64, CPU).unsqueeze(1).mul(five)));
         return new Rope(c).CosSin(positions, dtype);
     }
 

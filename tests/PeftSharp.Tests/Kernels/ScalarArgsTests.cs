@@ -19,21 +19,6 @@ public class ScalarArgsTests
         Assert.True(found.Count == 0, "use ScalarArgs (or a using Scalar) at:\n" + string.Join("\n", found));
     }
 
-    /// <summary>
-    /// The tests' shared helpers (Support, the optimiser tests' regression problem, the quantisation tests' LoRA and grid
-    /// quantiser) make none either: they run inside many tests at once, beside collecting threads, so an unheld Scalar
-    /// there is a flaky CI run waiting to happen. Sites inside a single test method are not listed here (each runs once).
-    /// </summary>
-    [Fact]
-    public void TheTestsSharedHelpersMakeNoUnheldScalar()
-    {
-        string[] helpers = ["PeftSharp.Tests.Support.", typeof(Training.Optim.RegressionProblem).FullName!, typeof(Quantization.TestLora).FullName!,
-                            "PeftSharp.Tests.Tuners.QuantizedBaseTests/GridQuantizer"];
-        var found = ScalarTemporaries.In(typeof(ScalarArgsTests).Assembly.Location)
-            .Where(f => helpers.Any(h => f.StartsWith(h, StringComparison.Ordinal))).ToList();
-        Assert.True(found.Count == 0, "use ScalarArgs (or a using Scalar) at:\n" + string.Join("\n", found));
-    }
-
     /// <summary>The scan sees each kind of call it looks for, and not the safe forms.</summary>
     [Fact]
     public void TheScanFindsTheCallsThatMakeUnheldScalars()

@@ -10,7 +10,7 @@ public class RopeApplyTests
     {
         long rd = cos.shape[^1], half = rd / 2;
         var xr = x.narrow(-1, 0, rd);
-        var rotated = xr * cos + cat([xr.narrow(-1, half, half).neg(), xr.narrow(-1, 0, half)], -1) * sin;
+        var rotated = (xr * cos).Plus(cat([xr.narrow(-1, half, half).neg(), xr.narrow(-1, 0, half)], -1) * sin);
         return rd == x.shape[^1] ? rotated : cat([rotated, x.narrow(-1, rd, x.shape[^1] - rd)], -1);
     }
 

@@ -46,7 +46,7 @@ public class Nf4PanelTileTests
         manual_seed(21);
         // The weight holds three tiles' worth of rows; the tile starts at its second (firstRow), as a middle tile would.
         int tileRows = forward ? n : k, cols = forward ? k : n;
-        using var w = Nf4Weight.FromDense(randn(3L * tileRows, cols) * 0.05);
+        using var w = Nf4Weight.FromDense(randn(3L * tileRows, cols).Times(0.05));
         using var dense = w.Dequantize(ScalarType.Float32, CPU).narrow(0, tileRows, tileRows).contiguous();
         using var tile = Nf4PanelTile.Learn(forward, 128, n, k);
         Assert.NotNull(tile);

@@ -94,7 +94,7 @@ public class LoraReferenceTests
         using var g = new Generator(3);
         foreach (var l in adapter.Layers.Values)
             using (var f = rand(l.Magnitude!.shape, generator: g))
-                l.Magnitude.mul_(f.mul(0.6).add(0.7));
+                l.Magnitude.mul_(f.Times(0.6).Plus(0.7));
     }
 
     /// <summary>W' in float64 with loops: W + s·B·A, and for DoRA the per-row factor m / ||W + s·B·A||.</summary>

@@ -29,7 +29,7 @@ public class PissaRoundTripTests
         using (no_grad())
             foreach (var (_, p) in adapter.NamedParameters())
                 using (var noise = randn(p.shape, p.dtype, p.device, generator: g))
-                    p.add_(noise.mul_(0.05));
+                    p.PlusInPlace(ScalarArgs.With(0.05, s => noise.mul_(s)));
         model.SaveAdapter("p", dir);
         return Logits(model);
     }

@@ -42,10 +42,10 @@ public class GgufLlamaQuantizeExactnessTests(ITestOutputHelper output)
             var g = w[name].clone();
             g[0] = zeros(hidden);                                                                  // zero super-block
             g[1] = tensor(Enumerable.Range(0, hidden).Select(i => i % 32 == 0 ? 8f : (i % 9 - 4) + 0.5f).ToArray()); // exact ties
-            g[2] = g[2] * 1e-6f;                                                                   // fp16-subnormal scales
-            g[3] = g[3] * 3e3f;                                                                    // large values
+            g[2] = g[2].Times(1e-6f);                                                                   // fp16-subnormal scales
+            g[3] = g[3].Times(3e3f);                                                                    // large values
             g[4] = tensor(Enumerable.Range(0, hidden).Select(i => (i % 32 == 5 ? -1f : 1f) * (0.37f + i * 0.013f)).ToArray()); // negative extreme
-            g[5] = g[5].abs() + 0.5f;                                                             // all positive (min clamps to 0)
+            g[5] = g[5].abs().Plus(0.5f);                                                             // all positive (min clamps to 0)
             w[name] = g;
         }
         SafeTensorsWriter.Write(Path.Combine(dir, "model.safetensors"), w.Select(kv => (kv.Key, kv.Value)).ToList(), new Dictionary<string, string> { ["format"] = "pt" });

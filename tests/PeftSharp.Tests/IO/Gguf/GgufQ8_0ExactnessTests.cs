@@ -31,8 +31,8 @@ public class GgufQ8_0ExactnessTests(ITestOutputHelper output)
         var g = w[Crafted].clone();
         g[0] = zeros(64);                                                        // zero block: d = 0, q = 0
         g[1] = tensor(Enumerable.Range(0, 64).Select(i => i % 32 == 0 ? 127f : (i % 7 - 3) + 0.5f * (i % 2 == 0 ? 1 : -1)).ToArray()); // d = 1: exact ties
-        g[2] = g[2] * 1e-6f;                                                     // d below fp16's normal range
-        g[3] = g[3] * 3e4f;                                                      // large values, d near fp16's max
+        g[2] = g[2].Times(1e-6f);                                                     // d below fp16's normal range
+        g[3] = g[3].Times(3e4f);                                                      // large values, d near fp16's max
         g[4] = tensor(Enumerable.Range(0, 64).Select(i => (i % 32 == 5 ? -1f : 1f) * (0.37f + i * 0.013f)).ToArray()); // negative amax
         w[Crafted] = g;
         SafeTensorsWriter.Write(Path.Combine(dir, "model.safetensors"), w.Select(kv => (kv.Key, kv.Value)).ToList(), new Dictionary<string, string> { ["format"] = "pt" });

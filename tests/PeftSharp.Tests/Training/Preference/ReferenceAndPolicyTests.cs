@@ -30,7 +30,7 @@ public class ReferenceAndPolicyTests
     {
         using var noGrad = no_grad();
         var g = new Generator(11);
-        foreach (var (name, p) in ps.Where(p => p.Name.Contains("lora_B"))) p.copy_(randn(p.shape, p.dtype, generator: g) * 0.5);
+        foreach (var (name, p) in ps.Where(p => p.Name.Contains("lora_B"))) p.copy_(randn(p.shape, p.dtype, generator: g).Times(0.5));
     }
 
     static double[] Values(Tensor t) => t.to_type(ScalarType.Float64).data<double>().ToArray();
