@@ -46,7 +46,7 @@ public static class PreferenceTrain
             AnsiConsole.MarkupLineInterpolated($"[yellow]warning[/]: {data.TrainStats.Truncated} pair(s) cut to --max-seq {options.MaxSeqLength} (first: {data.TrainStats.FirstTruncated ?? "none"}), {data.TrainStats.Dropped} dropped (first: {data.TrainStats.FirstDropped ?? "none"})");
         if (data.EvalStats is { } es) AnsiConsole.MarkupLineInterpolated($"[bold]eval[/] {options.EvalFile ?? "held-out split"}: {es}");
 
-        var plan = RunPlan.ForPreference(s.ModelDir, methodOptions, options, data.Train.Max(p => Math.Max(p.Chosen.Length, p.Rejected.Length)), runtimeBytes);
+        var plan = RunPlan.ForPreference(s.ModelDir, methodOptions, options, data.Train.Count, data.Train.Max(p => Math.Max(p.Chosen.Length, p.Rejected.Length)), runtimeBytes);
         AnsiConsole.MarkupLine("[bold]memory plan[/] (peft plan, for this run on this device: the pair batch of 2 x --batch sequences; the reference pass runs without grad before the policy pass)");
         PlanOutput.Write(plan);
         reporter.Scalar("memory/planned_peak_mb", plan.TotalBytes / 1048576.0, 0);

@@ -18,8 +18,12 @@ internal sealed record RunSummary(TrainSettings Settings, string Method, Trainin
     {
         get
         {
-            yield return ("exact-match accuracy", Pct(Result.FirstEval?.ExactMatch), Pct(Result.LastEval?.ExactMatch));
-            yield return ("eval loss", F4(Result.FirstEval?.Loss), F4(Result.LastEval?.Loss));
+            if (Result.FirstEval is null) yield return ("eval", "none", NoEvalHint);
+            else
+            {
+                yield return ("exact-match accuracy", Pct(Result.FirstEval.ExactMatch), Pct(Result.LastEval?.ExactMatch));
+                yield return ("eval loss", F4(Result.FirstEval.Loss), F4(Result.LastEval?.Loss));
+            }
             if (HoldoutKnown) yield return ("held-out perplexity (forgetting)", Ppl(HeldoutLossBefore), Ppl(HeldoutLossAfter));
         }
     }
@@ -59,13 +63,21 @@ internal sealed record RunSummary(TrainSettings Settings, string Method, Trainin
         foreach (var (n, p, m) in MemoryRows(Plan, Measured)) t.AddRow(n, Mb(p), Mb(m));
         AnsiConsole.Write(t);
         WritePeakLine(Plan, Measured);
-        AnsiConsole.MarkupLineInterpolated($"exact-match accuracy: before {Pct(Result.FirstEval?.ExactMatch)}, after {Pct(Result.LastEval?.ExactMatch)}");
-        AnsiConsole.MarkupLineInterpolated($"eval loss: before {Result.FirstEval?.Loss:F4}, after {Result.LastEval?.Loss:F4}");
+        if (Result.FirstEval is null)
+            AnsiConsole.MarkupLineInterpolated($"eval: none ({NoEvalHint})");
+        else
+        {
+            AnsiConsole.MarkupLineInterpolated($"exact-match accuracy: before {Pct(Result.FirstEval.ExactMatch)}, after {Pct(Result.LastEval?.ExactMatch)}");
+            AnsiConsole.MarkupLineInterpolated($"eval loss: before {F4(Result.FirstEval.Loss)}, after {F4(Result.LastEval?.Loss)}");
+        }
         if (HoldoutKnown) AnsiConsole.MarkupLineInterpolated($"held-out perplexity (forgetting): before {Ppl(HeldoutLossBefore)}, after {Ppl(HeldoutLossAfter)}");
         AnsiConsole.MarkupLineInterpolated($"{StepsText} in {Elapsed.TotalSeconds:F0} s ({TokensPerSecond:F0} tokens/s)");
     }
 
     bool HoldoutKnown => HeldoutLossBefore is not null;
+
+    /// <summary>What to pass for a before/after evaluation when a run had no eval data.</summary>
+    const string NoEvalHint = "no eval data: --eval-file FILE, or --eval-split 0.1 to hold out part of --data, measures loss and exact match before and after";
 
     /// <summary>summary.json beside report.md: the run's results for tools (peft compare reads it).</summary>
     public const string JsonFile = "summary.json";

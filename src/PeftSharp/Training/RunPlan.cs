@@ -39,11 +39,16 @@ internal static class RunPlan
     };
 
     /// <summary>
-    /// The plan of a run over <paramref name="train"/>: planned at its longest row (at most the run's maximum length).
-    /// Prompt tuning's virtual tokens are not added here: the planner adds them itself.
+    /// The plan of a run over <paramref name="train"/>: planned at its longest row (at most the run's maximum length) and
+    /// at the batches it will run: no batch holds more rows than the data has (<see cref="Data.BatchLoader"/>), so a
+    /// 2-row file at --batch 16 is planned at 2 rows. Prompt tuning's virtual tokens are not added here: the planner adds
+    /// them itself.
     /// </summary>
     public static MemoryPlan For(string modelDir, MethodOptions m, TrainerOptions o, IReadOnlyList<TokenSequence> train, long? runtimeAfterLoadBytes = null) =>
-        For(modelDir, m, o, Math.Min(o.MaxSeqLength, train.Max(t => t.Length)), runtimeAfterLoadBytes);
+        For(modelDir, m, BatchesOf(o, train.Count), Math.Min(o.MaxSeqLength, train.Max(t => t.Length)), runtimeAfterLoadBytes);
+
+    /// <summary>The options with the batch size a run over <paramref name="rows"/> rows can fill.</summary>
+    static TrainerOptions BatchesOf(TrainerOptions o, int rows) => o with { BatchSize = Math.Max(1, Math.Min(o.BatchSize, rows)) };
 
     public static MemoryPlan For(string modelDir, MethodOptions m, TrainerOptions o, int sequenceLength, long? runtimeAfterLoadBytes = null)
     {
@@ -59,6 +64,6 @@ internal static class RunPlan
     /// pass and frees its activations and logits first, so it adds nothing to the peak (its log-probs are a few floats).
     /// With --init-adapter the frozen reference copy of the adapter adds its weights, a rounding error beside the base.
     /// </summary>
-    public static MemoryPlan ForPreference(string modelDir, MethodOptions m, TrainerOptions o, int longestSequence, long? runtimeAfterLoadBytes = null) =>
-        For(modelDir, m, o with { BatchSize = 2 * o.BatchSize }, Math.Min(o.MaxSeqLength, longestSequence), runtimeAfterLoadBytes);
+    public static MemoryPlan ForPreference(string modelDir, MethodOptions m, TrainerOptions o, int pairs, int longestSequence, long? runtimeAfterLoadBytes = null) =>
+        For(modelDir, m, o with { BatchSize = 2 * BatchesOf(o, pairs).BatchSize }, Math.Min(o.MaxSeqLength, longestSequence), runtimeAfterLoadBytes);
 }

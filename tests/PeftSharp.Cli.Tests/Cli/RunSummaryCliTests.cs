@@ -57,4 +57,24 @@ public class RunSummaryCliTests
         Assert.True(fitCode == 0, fitErr);
         Assert.DoesNotContain("warm-up of", fitOut);
     }
+
+    /// <summary>
+    /// A data file with fewer rows than --batch and no eval data: the memory plan is of the batches the run fills (each
+    /// holds at most the file's rows; planned at --batch it was 16% above the measured peak on a 2-row file), and the
+    /// summary says there was no evaluation and how to get one, where it printed "eval loss: before , after ".
+    /// </summary>
+    [Fact]
+    public void ASmallFileWithoutEvalDataIsPlannedAtItsRowsAndSaysHowToEvaluate()
+    {
+        string dir = TestPaths.TempDir(), data = ReversalTask.Write(dir, 3), run = Path.Combine(dir, "run");
+        var (code, stdout, err) = CliCapture.Run(["train", "--model", TestPaths.TinyLlama, "--data", data, "--out", run,
+            "--batch", "16", "--max-seq", "32", "--method", "lora", "--steps", "2"]);
+        Assert.True(code == 0, err);
+        string text = System.Text.RegularExpressions.Regex.Replace(System.Text.RegularExpressions.Regex.Replace(stdout, @"\e\[[0-9;]*m", ""), @"\s+", " ");
+        Assert.Matches(@"lora: batch 3 x seq \d+", text);
+        Assert.DoesNotContain("batch 16 x seq", text);
+        Assert.Contains("eval: none (no eval data: --eval-file FILE, or --eval-split 0.1", text);
+        Assert.DoesNotContain("eval loss: before", text);
+        Assert.Contains("| eval | none |", File.ReadAllText(Path.Combine(run, "report.md")));
+    }
 }

@@ -56,7 +56,7 @@ public class RunPlanTests
         Assert.Equal(157_000_000, measured.RuntimeAfterLoadBytes);
         Assert.Equal(added, measured.RuntimeGrowthBytes);
         // The DPO/ORPO plan carries the same allowance.
-        Assert.Equal(measured.FrameworkOverheadBytes, RunPlan.ForPreference(TestPaths.TinyLlama, m, o, 20, 157_000_000).FrameworkOverheadBytes);
+        Assert.Equal(measured.FrameworkOverheadBytes, RunPlan.ForPreference(TestPaths.TinyLlama, m, o, pairs: 100, 20, 157_000_000).FrameworkOverheadBytes);
     }
 
     [Fact]
@@ -65,11 +65,25 @@ public class RunPlanTests
         static TokenSequence Row(int n) => new(new int[n], Enumerable.Repeat(1, n).ToArray());
         var m = new MethodOptions { Method = "prompt", VirtualTokens = 5 };
         var o = new TrainerOptions { BatchSize = 3, MaxSeqLength = 64, Device = "cpu" };
-        var plan = RunPlan.For(TestPaths.TinyLlama, m, o, [Row(20), Row(50)]);
+        var plan = RunPlan.For(TestPaths.TinyLlama, m, o, [Row(20), Row(50), Row(10)]);
         Assert.Equal(50, plan.Request.SequenceLength);
         // The logits cover the 50 tokens of the longest row and the 5 virtual ones: 4 fp32 copies (2 with the loss kernel), vocab 260.
         Assert.Equal((ActivationModel.CpuKernels ? 2 : 4) * 4 * 3 * (50 + 5) * 260, plan.LogitsBytes);
         // Capped at the run's maximum length.
         Assert.Equal(64, RunPlan.For(TestPaths.TinyLlama, m, o, [Row(70)]).Request.SequenceLength);
+    }
+
+    /// <summary>No batch holds more rows than the data has (BatchLoader), so the plan is of those batches; DPO/ORPO's
+    /// batch is chosen + rejected of as many pairs.</summary>
+    [Fact]
+    public void A_run_over_fewer_rows_than_its_batch_is_planned_at_its_rows()
+    {
+        static TokenSequence Row(int n) => new(new int[n], Enumerable.Repeat(1, n).ToArray());
+        var m = new MethodOptions { Method = "lora" };
+        var o = new TrainerOptions { BatchSize = 16, MaxSeqLength = 64, Device = "cpu" };
+        Assert.Equal(2, RunPlan.For(TestPaths.TinyLlama, m, o, [Row(20), Row(30)]).Request.BatchSize);
+        Assert.Equal(16, RunPlan.For(TestPaths.TinyLlama, m, o, Enumerable.Range(0, 40).Select(_ => Row(20)).ToList()).Request.BatchSize);
+        Assert.Equal(6, RunPlan.ForPreference(TestPaths.TinyLlama, m, o, pairs: 3, 20).Request.BatchSize);
+        Assert.Equal(32, RunPlan.ForPreference(TestPaths.TinyLlama, m, o, pairs: 100, 20).Request.BatchSize);
     }
 }
