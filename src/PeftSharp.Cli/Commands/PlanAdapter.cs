@@ -86,7 +86,7 @@ internal sealed record PlanAdapter(string Folder, string BaseName, string BaseCo
                 : "no preset, folder or Hugging Face repo id";
         if (RepoId.TryParse(baseName, out var repo))
         {
-            try { return ModelLocation.Download(repo, HubOptions.FromEnvironment() with { Offline = true }, only: f => f == "config.json"); }
+            try { return ModelLocation.Download(repo, HubOptions.FromEnvironment() with { Offline = true, OfflineCause = "peft plan never downloads" }, only: f => f == "config.json"); }
             catch (Exception e) when (e is HubException or IOException) { cause = e.Message; }
         }
         throw new PlanException(Flag, $"adapter folder '{folder}' names base '{baseName}' (base_model_name_or_path), which is not found ({cause}); " +

@@ -57,8 +57,8 @@ internal sealed class HubDownloader : IDisposable
         Func<string, bool>? only = null)
     {
         if (_options.Offline)
-            return Whole(repo, Cache.FindSnapshot(repo), "HF_HUB_OFFLINE=1 forbids downloading it again")
-                ?? throw new HubException($"{repo}: not in the cache {Cache.Root}, and HF_HUB_OFFLINE=1 forbids downloading it");
+            return Whole(repo, Cache.FindSnapshot(repo), $"{_options.OfflineCause} it again")
+                ?? throw new HubException($"{repo}: not in the cache {Cache.Root}, and {_options.OfflineCause} it");
 
         RevisionInfo info;
         try { info = await _client.RevisionAsync(repo, ct); }

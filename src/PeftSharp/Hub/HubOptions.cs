@@ -10,6 +10,12 @@ namespace PeftSharp.Hub;
 /// <param name="Offline">No network: only cached snapshots (HF_HUB_OFFLINE).</param>
 public sealed record HubOptions(string Endpoint, string CacheDir, string? Token, bool Offline)
 {
+    /// <summary>
+    /// Why <see cref="Offline"/> is set, as errors say it ("..., and {OfflineCause} it"): the variable that set it, or a
+    /// command's own rule (peft plan never downloads).
+    /// </summary>
+    internal string OfflineCause { get; init; } = "HF_HUB_OFFLINE=1 forbids downloading";
+
     /// <summary>The public Hub.</summary>
     public const string DefaultEndpoint = "https://huggingface.co";
 
@@ -30,8 +36,8 @@ public sealed record HubOptions(string Endpoint, string CacheDir, string? Token,
         // HF_HUB_CACHE, else the legacy HUGGINGFACE_HUB_CACHE, else $HF_HOME/hub.
         string cache = Expand(Get("HF_HUB_CACHE") ?? Get("HUGGINGFACE_HUB_CACHE") ?? Path.Combine(hfHome, "hub"));
         string endpoint = (Get("HF_ENDPOINT") ?? DefaultEndpoint).TrimEnd('/');
-        bool offline = new[] { "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE" }.Select(Get).FirstOrDefault(v => v is not null) is { } o
-                       && TrueValues.Contains(o.ToUpperInvariant());
+        string? offlineVariable = new[] { "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE" }.FirstOrDefault(n => Get(n) is not null);
+        bool offline = offlineVariable is not null && TrueValues.Contains(Get(offlineVariable)!.ToUpperInvariant());
         // HF_TOKEN (or the legacy HUGGING_FACE_HUB_TOKEN), else the file `hf auth login` writes: $HF_TOKEN_PATH or $HF_HOME/token.
         string? token = Clean(Get("HF_TOKEN") ?? Get("HUGGING_FACE_HUB_TOKEN"));
         if (token is null)
@@ -39,7 +45,8 @@ public sealed record HubOptions(string Endpoint, string CacheDir, string? Token,
             string tokenPath = Expand(Get("HF_TOKEN_PATH") ?? Path.Combine(hfHome, "token"));
             if (File.Exists(tokenPath)) token = Clean(File.ReadAllText(tokenPath));
         }
-        return new HubOptions(endpoint, cache, token, offline);
+        var options = new HubOptions(endpoint, cache, token, offline);
+        return offline ? options with { OfflineCause = $"{offlineVariable}={Get(offlineVariable!)} forbids downloading" } : options;
     }
 
     /// <summary>_clean_token: newlines removed, spaces trimmed, empty means none.</summary>

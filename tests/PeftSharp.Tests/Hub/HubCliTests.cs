@@ -240,7 +240,10 @@ public class HubCliTests
         Assert.Equal(1, missing.Code);
         string line = Assert.Single(missing.Err.Trim().Split('\n'));
         Assert.Contains($"adapter folder '{other}' names base 'acme/other'", line);
-        Assert.Contains("HF_HUB_OFFLINE", line);
+        // The plan's own rule, not a variable nobody set (it said "HF_HUB_OFFLINE=1 forbids downloading it").
+        Assert.Contains("not in the cache", line);
+        Assert.Contains("and peft plan never downloads it", line);
+        Assert.DoesNotContain("HF_HUB_OFFLINE", line);
         Assert.Equal(requests, hub.Requests.Count);   // neither plan asked the Hub anything
     }
 }

@@ -335,6 +335,11 @@ public class HubDownloadTests
         Assert.True(From(("HF_HUB_OFFLINE", "1")).Offline);
         Assert.True(From(("HF_HUB_OFFLINE", "yes")).Offline);
         Assert.False(From(("HF_HUB_OFFLINE", "0")).Offline);
+        Assert.False(From(("HF_HUB_OFFLINE", "0"), ("TRANSFORMERS_OFFLINE", "1")).Offline);   // the first one set decides
+        Assert.True(From(("TRANSFORMERS_OFFLINE", "1")).Offline);
+        // Errors name the variable that made the process offline, as it was set.
+        Assert.Equal("TRANSFORMERS_OFFLINE=1 forbids downloading", From(("TRANSFORMERS_OFFLINE", "1")).OfflineCause);
+        Assert.Equal("HF_HUB_OFFLINE=yes forbids downloading", From(("HF_HUB_OFFLINE", "yes")).OfflineCause);
         Assert.Equal("hf_x", From(("HF_TOKEN", " hf_x\n"), ("HF_HOME", "/nonexistent")).Token);
     }
 }
