@@ -17,7 +17,7 @@ namespace PeftSharp.Bench;
 public sealed class TrainMemoryBench : IBench
 {
     public string Name => "train-memory";
-    public string Description => "one Trainer run, plan vs measured peak RSS (--model DIR --method full|lora|qlora --seq --batch --steps --checkpointing --padded --threads N --eval-batch B --compute-dtype fp32|bf16)";
+    public string Description => "one Trainer run, plan vs measured peak RSS (--model DIR --method full|lora|qlora --seq --batch --steps --checkpointing --padded --varied --threads N --eval-batch B --compute-dtype fp32|bf16)";
 
     public int Run(string[] argv)
     {
@@ -44,10 +44,15 @@ public sealed class TrainMemoryBench : IBench
         var config = ModelConfig.Load(modelDir);
         using var tokenizer = TextTokenizer.FromFolder(modelDir, config);
         // --padded: the last row of every batch is one token shorter, so batches carry an explicit attention mask.
+        // --varied: rows of seq/2 to seq tokens (the first one seq, so the plan is of the same longest row), as real data:
+        // each step's batch pads to its own longest row, so its tensors' sizes change from step to step and the buffer
+        // cache holds blocks of many sizes (its slack is what the plan counts for that).
         var rng = new Random(7);
+        bool varied = a.Flag("varied");
         var rows = Enumerable.Range(0, batch * (steps + 1)).Select(i =>
         {
-            int len = a.Flag("padded") && i % batch == batch - 1 ? seq - 1 : seq;
+            int len = varied ? (i == 0 ? seq : rng.Next(seq / 2, seq + 1))
+                : a.Flag("padded") && i % batch == batch - 1 ? seq - 1 : seq;
             var ids = Enumerable.Range(0, len).Select(_ => rng.Next(config.VocabSize)).ToArray();
             return new TokenSequence(ids, ids);
         }).ToList();
@@ -87,7 +92,7 @@ public sealed class TrainMemoryBench : IBench
 
         Console.WriteLine(JsonSerializer.Serialize(new
         {
-            method, compute_dtype = o.ComputeDtype, seq, batch, steps, checkpointing, padded = a.Flag("padded"), threads = get_num_threads(),
+            method, compute_dtype = o.ComputeDtype, seq, batch, steps, checkpointing, padded = a.Flag("padded"), varied, threads = get_num_threads(),
             seconds = Math.Round(clock.Elapsed.TotalSeconds, 1), allocator,
             predicted = new
             {
