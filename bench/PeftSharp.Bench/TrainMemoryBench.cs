@@ -58,7 +58,8 @@ public sealed class TrainMemoryBench : IBench
         }).ToList();
         var data = new TrainingData(rows, new DataStats(rows.Count, rows.Count, rows.Sum(r => (long)r.Length), rows.Sum(r => (long)r.Length), 0, 0, 0), [], [], null);
 
-        var plan = RunPlan.For(modelDir, m, o, seq, runtime); // as peft train plans: with this process's runtime after load
+        // As peft train plans these rows (no eval data here): with this process's runtime after load.
+        var plan = RunPlan.For(modelDir, m, o, rows, evaluates: false, runtimeAfterLoadBytes: runtime);
         var (model, trainingMethod) = MethodFactory.Create(modelDir, m, tokenizer, CPU, o.ComputeDtype, seed: 1);
         using var _ = model;
         long loadPeak = ProcessMemory.Read().PeakRssBytes;

@@ -127,11 +127,12 @@ public static class MemoryPlanner
 
     /// <summary>On CUDA PyTorch's caching allocator's (above); on CPU, where this machine's training processes run `peft
     /// train`'s buffer cache, the idle share its cap allows (<see cref="CpuRuntime.BufferCacheSlackFraction"/>) of the
-    /// step's transient tensors. None where the runtime allowance is given by hand.</summary>
+    /// step's transient tensors, unless every step has the same shapes (<see cref="PlanRequest.FixedShapes"/>: the cache
+    /// reuses its blocks size for size and keeps none idle). None where the runtime allowance is given by hand.</summary>
     static long AllocatorSlack(PlanRequest r, long allocated, long transient) => r.Device switch
     {
         DeviceKind.Cuda when r.Memory >= MemoryView.Reserved => (long)Math.Ceiling(allocated * AllocatorSlackFraction),
-        DeviceKind.Cpu when r.FrameworkOverheadBytes is null && CpuRuntime.BufferCache => (long)Math.Ceiling(transient * CpuRuntime.BufferCacheSlackFraction),
+        DeviceKind.Cpu when r.FrameworkOverheadBytes is null && CpuRuntime.BufferCache && !r.FixedShapes => (long)Math.Ceiling(transient * CpuRuntime.BufferCacheSlackFraction),
         _ => 0,
     };
 

@@ -44,16 +44,31 @@ internal static class RunPlan
     /// 2-row file at --batch 16 is planned at 2 rows. Prompt tuning's virtual tokens are not added here: the planner adds
     /// them itself.
     /// </summary>
-    public static MemoryPlan For(string modelDir, MethodOptions m, TrainerOptions o, IReadOnlyList<TokenSequence> train, long? runtimeAfterLoadBytes = null) =>
-        For(modelDir, m, BatchesOf(o, train.Count), Math.Min(o.MaxSeqLength, train.Max(t => t.Length)), runtimeAfterLoadBytes);
+    /// <remarks>Every step has the same shapes (<see cref="PlanRequest.FixedShapes"/>: no allocator slack) when all rows
+    /// have one length, they fill every batch, and nothing evaluates between steps (<paramref name="evaluates"/>: eval
+    /// rows or prompts; its passes and generation allocate other sizes).</remarks>
+    public static MemoryPlan For(string modelDir, MethodOptions m, TrainerOptions o, IReadOnlyList<TokenSequence> train, bool evaluates = true,
+                                 long? runtimeAfterLoadBytes = null)
+    {
+        var batches = BatchesOf(o, train.Count);
+        int longest = Math.Min(o.MaxSeqLength, train.Max(t => t.Length));
+        bool fixedShapes = !evaluates && train.Count % batches.BatchSize == 0 && train.All(t => Math.Min(o.MaxSeqLength, t.Length) == longest);
+        return For(modelDir, m, batches, longest, runtimeAfterLoadBytes, fixedShapes);
+    }
+
+    /// <summary>The plan of a run over <paramref name="data"/>: its training rows, and whether it evaluates between steps.</summary>
+    public static MemoryPlan For(string modelDir, MethodOptions m, TrainerOptions o, TrainingData data, long? runtimeAfterLoadBytes = null) =>
+        For(modelDir, m, o, data.Train, evaluates: data.Eval.Count > 0 || data.EvalPrompts.Count > 0, runtimeAfterLoadBytes);
 
     /// <summary>The options with the batch size a run over <paramref name="rows"/> rows can fill.</summary>
     static TrainerOptions BatchesOf(TrainerOptions o, int rows) => o with { BatchSize = Math.Max(1, Math.Min(o.BatchSize, rows)) };
 
-    public static MemoryPlan For(string modelDir, MethodOptions m, TrainerOptions o, int sequenceLength, long? runtimeAfterLoadBytes = null)
+    /// <summary>The plan of a run whose longest row is <paramref name="sequenceLength"/>; <paramref name="fixedShapes"/>:
+    /// every step runs the same shapes (<see cref="PlanRequest.FixedShapes"/>).</summary>
+    public static MemoryPlan For(string modelDir, MethodOptions m, TrainerOptions o, int sequenceLength, long? runtimeAfterLoadBytes = null, bool fixedShapes = false)
     {
         var shape = ModelShape.Load(Path.Combine(modelDir, "config.json"));
-        var req = Request(m, o, sequenceLength, runtimeAfterLoadBytes);
+        var req = Request(m, o, sequenceLength, runtimeAfterLoadBytes) with { FixedShapes = fixedShapes };
         if (m.Method == "adapter") req = req with { AdapterBottleneck = m.Houlsby.Bottleneck(shape.Config.HiddenSize) };
         return MemoryPlanner.Plan(shape, req);
     }
