@@ -65,7 +65,7 @@ internal static class CpuRuntime
     /// Without it the cache must release a block whenever a step needs more of one size than it held at its peak, and
     /// maps and faults a fresh one: on lora-step 351 such misses in 7 steps and 0.92x glibc's heap; with 15%, 164
     /// misses and 0.99x (2,783 / 2,733 vs 2,806 / 2,745 tok/s, two alternated rounds) for +21 MB (453 vs 432 MB; the heap 548-561). The plan counts it as this share
-    /// of the activations, loss buffers and dequantised tiles; `bench/plan-vs-measured.sh`'s eight runs measured +10..+35
+    /// of the activations, loss buffers and dequantised tiles where step shapes vary (none for fixed shapes: PlanRequest.FixedShapes); `bench/plan-vs-measured.sh`'s eight runs measured +10..+35
     /// MB with it, within that term in each (2026-11-30). 30% since 2026-12-02: a cap a little short of the steps' set of
     /// sizes made the cache rebuild the same blocks every step (lora-step: 6 misses and 34 MB of pages moved per step
     /// at 15%; the 134M shape 5 misses, 53 MB, though only 1.5 MB short), and on a Firecracker VM (Zen 5) moved pages
