@@ -62,7 +62,8 @@ public sealed class TrainCommand : Command<TrainSettings>
         if (CliOptions.PastContext($"the longest training sequence ({longest} tokens)", longest, config.MaxPositionEmbeddings) is { } past)
             AnsiConsole.MarkupLineInterpolated($"[yellow]warning[/]: {past}; --max-seq {config.MaxPositionEmbeddings} keeps within it");
 
-        var plan = RunPlan.For(s.ModelDir, methodOptions, options, data, runtimeBytes);
+        var plan = RunPlan.For(s.ModelDir, methodOptions, options, data.Train,
+            evaluates: data.Eval.Count > 0 || data.EvalPrompts.Count > 0 || s.HeldoutPath is not null, runtimeBytes);
         AnsiConsole.MarkupLine("[bold]memory plan[/] (peft plan, for this run on this device)");
         PlanOutput.Write(plan);
         reporter.Scalar("memory/planned_peak_mb", plan.TotalBytes / 1048576.0, 0);

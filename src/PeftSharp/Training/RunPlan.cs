@@ -45,8 +45,9 @@ internal static class RunPlan
     /// them itself.
     /// </summary>
     /// <remarks>Every step has the same shapes (<see cref="PlanRequest.FixedShapes"/>: no allocator slack) when all rows
-    /// have one length, they fill every batch, and nothing evaluates between steps (<paramref name="evaluates"/>: eval
-    /// rows or prompts; its passes and generation allocate other sizes).</remarks>
+    /// have one length, they fill every batch, and nothing else runs on the model while the cache holds its slack
+    /// (<paramref name="evaluates"/>: eval rows or prompts, a held-out perplexity pass; their passes and generation
+    /// allocate other sizes).</remarks>
     public static MemoryPlan For(string modelDir, MethodOptions m, TrainerOptions o, IReadOnlyList<TokenSequence> train, bool evaluates = true,
                                  long? runtimeAfterLoadBytes = null)
     {
@@ -56,9 +57,6 @@ internal static class RunPlan
         return For(modelDir, m, batches, longest, runtimeAfterLoadBytes, fixedShapes);
     }
 
-    /// <summary>The plan of a run over <paramref name="data"/>: its training rows, and whether it evaluates between steps.</summary>
-    public static MemoryPlan For(string modelDir, MethodOptions m, TrainerOptions o, TrainingData data, long? runtimeAfterLoadBytes = null) =>
-        For(modelDir, m, o, data.Train, evaluates: data.Eval.Count > 0 || data.EvalPrompts.Count > 0, runtimeAfterLoadBytes);
 
     /// <summary>The options with the batch size a run over <paramref name="rows"/> rows can fill.</summary>
     static TrainerOptions BatchesOf(TrainerOptions o, int rows) => o with { BatchSize = Math.Max(1, Math.Min(o.BatchSize, rows)) };
