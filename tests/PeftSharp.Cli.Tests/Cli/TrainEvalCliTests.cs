@@ -274,7 +274,7 @@ public class TrainEvalCliTests
         using (var src = new SafeTensorsFile(Path.Combine(TestPaths.TinyLlama, "model.safetensors")))
         {
             var tensors = src.Tensors.Select(t => (t.Name, src.Load(t.Name))).ToList();
-            using (no_grad()) tensors.First(t => t.Name == "model.layers.0.self_attn.q_proj.weight").Item2.mul_(1.5);
+            using (no_grad()) ScalarArgs.With(1.5, s => tensors.First(t => t.Name == "model.layers.0.self_attn.q_proj.weight").Item2.mul_(s));
             SafeTensorsWriter.Write(Path.Combine(other, "model.safetensors"), tensors, new Dictionary<string, string> { ["format"] = "pt" });
             foreach (var (_, t) in tensors) t.Dispose();
         }

@@ -49,7 +49,7 @@ public class KvCacheBatchingTests
         Assert.Equal(30, c.Capacity(0));                          // half again + spare (36) would pass it: capped at 30
         for (int i = 0; i < 10; i++) using (var k = ones(2, 2, 1, 3)) c.Append(0, k, -k);
         Assert.Equal(30, c.Capacity(0));                          // filled without growing again
-        using (var k = full(2, 2, 1, 3, 5f)) c.Append(0, k, -k);   // past what was expected: grows by half, keeps every slot
+        using (var k = TestScalars.Full([2, 2, 1, 3], 5f)) c.Append(0, k, -k);   // past what was expected: grows by half, keeps every slot
         Assert.Equal(47, c.Capacity(0));
         using var none = empty(2, 2, 0, 3);
         var (keys, _) = c.Append(0, none, none);
@@ -79,11 +79,11 @@ public class KvCacheBatchingTests
         Assert.Equal((5, 9, 9), (a.Length, a.Capacity(0), a.Capacity(1)));
         var (before, _) = a.Append(0, empty(4, 2, 0, 3), empty(4, 2, 0, 3));
         Assert.Equal(2000, before[3, 0, 1, 0].item<float>());                    // c's first key, after one padding slot
-        using (var k = full(4, 2, 1, 3, 7f)) a.Append(0, k, -k);
-        before.fill_(-1);
+        using (var k = TestScalars.Full([4, 2, 1, 3], 7f)) a.Append(0, k, -k);
+        before.FillWith(-1L);
         Assert.Equal(-1, a.Append(0, empty(4, 2, 0, 3), empty(4, 2, 0, 3)).K[3, 0, 1, 0].item<float>());
         // Rows 1 and 3 stay, the two slots no kept row needs go, room for two more slots is kept.
-        using (var k = full(4, 2, 1, 3, 8f)) a.Append(1, k, -k);
+        using (var k = TestScalars.Full([4, 2, 1, 3], 8f)) a.Append(1, k, -k);
         a.ExpectedSlots = 6;
         a.SelectRows([3, 1], 2);
         Assert.Equal((4, 6, 6), (a.Length, a.Capacity(0), a.Capacity(1)));

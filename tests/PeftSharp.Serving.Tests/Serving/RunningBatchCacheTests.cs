@@ -31,7 +31,7 @@ public class RunningBatchCacheTests
         // A decode step writes into those buffers: a view of them taken before the step sees a write after it.
         var (keys, _) = batch.Cache!.Stored(0);
         batch.Step();
-        keys.fill_(0.5f);
+        keys.FillWith(0.5);
         var (after, _) = batch.Cache!.Stored(0);
         Assert.Equal(0.5f, after[0, 0, 0, 0].item<float>());
         keys.Dispose(); after.Dispose();

@@ -99,7 +99,7 @@ public class SafeTensorsValidationTests
     {
         var path = Path.Combine(TestPaths.TempDir(), "rt.safetensors");
         using var a = randn(3, 5);
-        using var b = arange(7, ScalarType.Int64);
+        using var b = ScalarArgs.Arange(7, ScalarType.Int64, CPU);
         using var c = randn(4).to_type(ScalarType.BFloat16);
         SafeTensorsWriter.Write(path, [("a", a), ("b", b), ("c", c)], new Dictionary<string, string> { ["format"] = "pt" });
         using var f = new SafeTensorsFile(path);

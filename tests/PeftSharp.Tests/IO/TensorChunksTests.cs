@@ -11,7 +11,7 @@ public class TensorChunksTests
     [InlineData(7, 5, 1000)]    // all of it in one view
     public void RowChunksCoverTheTensorInOrderWithWholeRows(int rows, int cols, long maxBytes)
     {
-        using var t = arange(rows * cols, ScalarType.Float32).reshape(rows, cols);
+        using var t = ScalarArgs.Arange(rows * cols, ScalarType.Float32, CPU).reshape(rows, cols);
         var seen = new List<byte>();
         int chunks = 0;
         foreach (var view in TensorChunks.Rows(t, maxBytes))

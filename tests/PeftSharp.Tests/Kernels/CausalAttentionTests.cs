@@ -148,7 +148,7 @@ public class CausalAttentionTests
         int[] lengths = [45, 30, 12];
         using var ids = randint(0, 64, [3, 45]);
         using var mask = stack(lengths.Select(n => cat([ones(n, ScalarType.Int64), zeros(45 - n, ScalarType.Int64)])).ToArray());
-        using var labels = ids.masked_fill(mask.eq(0), -100);
+        using var labels = ScalarArgs.With(-100L, ignored => ids.masked_fill(mask.EqualTo(0), ignored));
         (Tensor Logits, double Loss, Tensor[] Grads) Step()
         {
             using var scope = NewDisposeScope();

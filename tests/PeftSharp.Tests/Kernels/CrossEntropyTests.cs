@@ -22,21 +22,21 @@ public class CrossEntropyTests
         if (!ElementKernelRuns(CrossEntropyKernel.Supported)) return;   // neither AVX-512F nor AVX2 + FMA: Applies is false, the op chain runs
         using var scope = NewDisposeScope();
         manual_seed(2);
-        var logits = (randn(rows, vocab) * 5).requires_grad_(true);
+        var logits = randn(rows, vocab).Times(5).requires_grad_(true);
         var targets = randint(0, vocab, [rows], ScalarType.Int64);
         targets[0] = tensor(-100L);
-        if (rows > 10) targets.narrow(0, 5, 4).fill_(-100);
+        if (rows > 10) targets.narrow(0, 5, 4).FillWith(-100L);
         var (f0, b0) = CrossEntropy.Calls;
         var loss = CrossEntropy.Sum(logits, targets);
-        (loss * 0.37).backward();
+        loss.Times(0.37).backward();
         Assert.Equal((f0 + 1, b0 + 1), CrossEntropy.Calls);
         var x64 = logits.detach().to_type(ScalarType.Float64).requires_grad_(true);
         var reference = nn.functional.cross_entropy(x64, targets, ignore_index: -100, reduction: nn.Reduction.Sum);
-        (reference * 0.37).backward();
+        reference.Times(0.37).backward();
         Assert.Equal(reference.item<double>(), loss.item<float>(), 1e-5 * Math.Max(1, reference.item<double>()));
         double err = TestPaths.MaxAbsError(x64.grad!, logits.grad!.to_type(ScalarType.Float64));
         Assert.True(err <= 1e-6, $"gradient max abs error {err}");
-        Assert.True(logits.grad![0].eq(0).all().item<bool>(), "an ignored row has a gradient");
+        Assert.True(logits.grad![0].EqualTo(0).all().item<bool>(), "an ignored row has a gradient");
     }
 
     [Fact]
@@ -58,7 +58,7 @@ public class CrossEntropyTests
         using var scope = NewDisposeScope();
         manual_seed(6);
         var labels = randint(0, 70, [3, 19], ScalarType.Int64);
-        labels[1].narrow(0, 12, 7).fill_(-100);
+        labels[1].narrow(0, 12, 7).FillWith(-100L);
         (float Loss, Tensor Grad) Run()
         {
             var logits = randn(3, 19, 70, generator: new TorchSharp.torch.Generator(11)).requires_grad_(true);

@@ -41,7 +41,7 @@ public class RmsNormTests
         using var scope = NewDisposeScope();
         manual_seed(11);
         var norm = Norm(h, plusOne, trainWeight);
-        var x = (randn(2, rows, h) * 3).requires_grad_(true);
+        var x = randn(2, rows, h).Times(3).requires_grad_(true);
         var g = randn(2, rows, h);
         var (f0, b0) = RmsNormFunction.Calls;
         var y = norm.forward(x);
@@ -68,7 +68,7 @@ public class RmsNormTests
         using var scope = NewDisposeScope();
         manual_seed(12);
         var norm = Norm(200, plusOne, trainWeight, ScalarType.BFloat16);
-        var x = (randn(3, 70, 200) * 2).to_type(ScalarType.BFloat16).requires_grad_(true);
+        var x = randn(3, 70, 200).Times(2).to_type(ScalarType.BFloat16).requires_grad_(true);
         var g = randn(3, 70, 200).to_type(ScalarType.BFloat16);
         var (f0, b0) = RmsNormFunction.Calls;
         var y = norm.forward(x);
@@ -124,7 +124,7 @@ public class RmsNormTests
         manual_seed(4);
         const int rows = 1000, h = 96;
         var x = randn(rows, h).contiguous();
-        var w = rand(h) + 0.5;
+        var w = rand(h).Plus(0.5);
         var g = randn(rows, h);
         var rstd = empty(rows);
         var y = empty_like(x);

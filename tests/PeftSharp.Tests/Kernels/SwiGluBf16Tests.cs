@@ -56,7 +56,7 @@ public class SwiGluBf16Tests(ITestOutputHelper output)
         if (!ElementKernelRuns(SwiGluKernel.Supported)) return;   // neither AVX-512F nor AVX2 + FMA: Applies is false, the op chain runs
         using var scope = NewDisposeScope();
         manual_seed(13);
-        var g = (randn(b, t, inter) * 4).to_type(ScalarType.BFloat16).requires_grad_(true);
+        var g = randn(b, t, inter).Times(4).to_type(ScalarType.BFloat16).requires_grad_(true);
         var u = randn(b, t, inter).to_type(ScalarType.BFloat16).requires_grad_(true);
         var dh = randn(b, t, inter).to_type(ScalarType.BFloat16);
         Assert.True(SwiGlu.Applies(g));
@@ -89,7 +89,7 @@ public class SwiGluBf16Tests(ITestOutputHelper output)
         if (!ElementKernelRuns(SwiGluKernel.Supported)) return;   // neither AVX-512F nor AVX2 + FMA: Applies is false, the op chain runs
         using var scope = NewDisposeScope();
         manual_seed(14);
-        var gu = (randn(2, 9, 2 * 21) * 3).to_type(ScalarType.BFloat16).requires_grad_(true);
+        var gu = randn(2, 9, 2 * 21).Times(3).to_type(ScalarType.BFloat16).requires_grad_(true);
         var dh = randn(2, 9, 21).to_type(ScalarType.BFloat16);
         var h = SwiGlu.ComputeFused(gu, false);
         h.backward([dh]);

@@ -34,7 +34,7 @@ public class SwiGluTests
         using var scope = NewDisposeScope();
         manual_seed(3);
         // Values out to +-12 reach both saturated ends of the sigmoid.
-        var g = (randn(b, t, inter) * 4).requires_grad_(true);
+        var g = randn(b, t, inter).Times(4).requires_grad_(true);
         var u = randn(b, t, inter).requires_grad_(true);
         var dh = randn(b, t, inter);
         var (f0, b0) = SwiGlu.Calls;
@@ -56,7 +56,7 @@ public class SwiGluTests
         if (!ElementKernelRuns(SwiGluKernel.Supported)) return;   // neither AVX-512F nor AVX2 + FMA: Applies is false, the op chain runs
         using var scope = NewDisposeScope();
         manual_seed(4);
-        var gu = (randn(2, 9, 2 * 21) * 3).requires_grad_(true);
+        var gu = randn(2, 9, 2 * 21).Times(3).requires_grad_(true);
         var dh = randn(2, 9, 21);
         var h = SwiGlu.ComputeFused(gu, gelu);
         h.backward([dh]);

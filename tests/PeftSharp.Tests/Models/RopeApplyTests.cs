@@ -26,7 +26,7 @@ public class RopeApplyTests
             Shape = new Memory.ModelConfig { ModelType = "llama", HiddenSize = 4 * headDim, IntermediateSize = 8 * headDim, NumHiddenLayers = 1, NumAttentionHeads = 4, NumKeyValueHeads = 4, HeadDim = headDim, VocabSize = 32 },
             RotaryDim = rotaryDim,
         };
-        var (cos, sin) = new Rope(c).CosSin(arange(3, 10, ScalarType.Int64).unsqueeze(0).expand(2, 7), ScalarType.Float32);
+        var (cos, sin) = new Rope(c).CosSin(ScalarArgs.Arange(3, 10, ScalarType.Int64, CPU).unsqueeze(0).expand(2, 7), ScalarType.Float32);
         var x = randn(2, 4, 7, headDim).requires_grad_(true);
         var xt = x.detach().clone().requires_grad_(true);
         var r = randn(2, 4, 7, headDim);

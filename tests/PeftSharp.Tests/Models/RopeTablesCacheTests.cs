@@ -35,7 +35,7 @@ public class RopeTablesCacheTests
         foreach (long t in new long[] { 40, 12, 5, 40, 77 })
         {
             using var scope = NewDisposeScope();
-            var (cos, sin) = r.CosSin(arange(0, t, ScalarType.Int64).unsqueeze(0).expand(3, t), dtype);
+            var (cos, sin) = r.CosSin(ScalarArgs.Arange(t, ScalarType.Int64, CPU).unsqueeze(0).expand(3, t), dtype);
             var (cc, cs) = r.CosSinFromStart(3, t, dtype, CPU);
             Assert.Equal(cos.shape, cc.shape);
             Assert.True(cos.eq(cc).all().item<bool>() && sin.eq(cs).all().item<bool>(), $"T {t}: kept tables differ");

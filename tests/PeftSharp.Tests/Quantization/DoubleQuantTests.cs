@@ -35,7 +35,7 @@ public class DoubleQuantTests
     {
         string dir = TestPaths.TempDir();
         manual_seed(11);
-        using var dense = randn(1024, 1024) * 0.02;
+        using var dense = randn(1024, 1024).Times(0.02);
         using var w = Nf4Weight.FromDense(dense);
         string path = Path.Combine(dir, "model.safetensors");
         SafeTensorsWriter.Write(path, BnbCheckpoint.Entries("model.layers.0.mlp.up_proj.weight", w));

@@ -57,7 +57,7 @@ public class Nf4GoldenTests
     {
         using var scope = NewDisposeScope();
         manual_seed(3);
-        var dense = randn(96, 512) * 0.02;
+        var dense = randn(96, 512).Times(0.02);
         using var w = Nf4Weight.FromDense(dense, new Nf4Options(block, dq, type));
         var a = w.DequantizeKernel(dtype);
         var b = w.DequantizeOps(dtype);
@@ -78,10 +78,10 @@ public class Nf4GoldenTests
         // caller's buffer (QLoRA's scratch) it writes the same bytes as into a fresh tensor.
         using var scope = NewDisposeScope();
         manual_seed(4);
-        using var w = Nf4Weight.FromDense(randn(600, 544) * 0.02, new Nf4Options(block, true, FourBitType.Nf4));
+        using var w = Nf4Weight.FromDense(randn(600, 544).Times(0.02), new Nf4Options(block, true, FourBitType.Nf4));
         var fresh = w.DequantizeKernel(dtype);
         Assert.Equal(w.DequantizeOps(dtype).bytes.ToArray(), fresh.bytes.ToArray());
-        var into = full(600, 544, double.NaN, dtype);
+        var into = TestScalars.Full([600, 544], double.NaN, dtype);
         Assert.True(w.DequantizeInto(into));
         Assert.Equal(fresh.bytes.ToArray(), into.bytes.ToArray());
         Assert.Throws<ArgumentException>(() => w.DequantizeInto(empty(544, 600, dtype)));

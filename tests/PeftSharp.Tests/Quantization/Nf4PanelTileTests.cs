@@ -74,7 +74,7 @@ public class Nf4PanelTileTests
         manual_seed(23);
         using var pages = Nf4PanelTile.SharedPages.Create();
         Assert.NotNull(pages);
-        using var w = Nf4Weight.FromDense(randn(512, 640) * 0.05);
+        using var w = Nf4Weight.FromDense(randn(512, 640).Times(0.05));
         var dense = w.Dequantize(ScalarType.Float32, CPU);
         foreach (var (forward, n, k) in new[] { (true, 256, 640), (false, 640, 256), (true, 256, 640) })
         {
@@ -108,7 +108,7 @@ public class Nf4PanelTileTests
     {
         using var scope = NewDisposeScope();
         manual_seed(22);
-        using var w = Nf4Weight.FromDense(randn(2304, 640) * 0.05);   // 5.9 MB in fp32: several tiles per thread
+        using var w = Nf4Weight.FromDense(randn(2304, 640).Times(0.05));   // 5.9 MB in fp32: several tiles per thread
         Assert.True(w.Shape[0] * w.Shape[1] * 4 > QuantizedLinearFunction.TileBytes, "the weight must span more than one tile");
         var x0 = randn(2, 40, 640);
         var r = randn(2, 40, 2304);

@@ -12,7 +12,7 @@ public class QuantizedBackwardTests
     {
         using var scope = NewDisposeScope();
         manual_seed(5);
-        using var w = Nf4Weight.FromDense(randn(48, 64) * 0.05);
+        using var w = Nf4Weight.FromDense(randn(48, 64).Times(0.05));
         var x = randn(2, 3, 64).requires_grad_(true);
         var r = randn(2, 3, 48);
         var y = w.Linear(x, ScalarType.Float32);
@@ -21,7 +21,7 @@ public class QuantizedBackwardTests
         // Independent: the dequantised weight as a constant, grad_x = r W, summed by hand in double.
         var wd = w.Dequantize(ScalarType.Float32, CPU).to_type(ScalarType.Float64);
         var expected = zeros(2, 3, 64, ScalarType.Float64);
-        for (int o = 0; o < 48; o++) expected += r.to_type(ScalarType.Float64)[.., .., o].unsqueeze(-1) * wd[o];
+        for (int o = 0; o < 48; o++) expected = expected.Plus(r.to_type(ScalarType.Float64)[.., .., o].unsqueeze(-1) * wd[o]);
         Assert.True(TestPaths.MaxAbsError(x.grad!, expected) <= 1e-5);
         Assert.True(TestPaths.MaxAbsError(y, nn.functional.linear(x, wd.to_type(ScalarType.Float32))) <= 1e-5);
     }
@@ -33,8 +33,8 @@ public class QuantizedBackwardTests
         // and backward overwrote it, so a stale or shared buffer would give wrong gradients here.
         using var scope = NewDisposeScope();
         manual_seed(6);
-        using var w1 = Nf4Weight.FromDense(randn(96, 64) * 0.05);
-        using var w2 = Nf4Weight.FromDense(randn(32, 96) * 0.05);
+        using var w1 = Nf4Weight.FromDense(randn(96, 64).Times(0.05));
+        using var w2 = Nf4Weight.FromDense(randn(32, 96).Times(0.05));
         var x = randn(2, 5, 64).requires_grad_(true);
         var r = randn(2, 5, 32);
         var y = w2.Linear(nn.functional.silu(w1.Linear(x, ScalarType.Float32)), ScalarType.Float32);
@@ -63,7 +63,7 @@ public class QuantizedBackwardTests
         Assert.True(quantised >= 7, $"{quantised} quantised linears");
         var ids = randint(0, 260, [2, 7], ScalarType.Int64);
         using var step = NewDisposeScope();
-        var loss = model.Forward(ids).pow(2).mean();
+        var loss = model.Forward(ids).square().mean();
         long before = DisposeScopeManager.Statistics.ThreadTotalLiveCount;
         loss.backward();
         long added = DisposeScopeManager.Statistics.ThreadTotalLiveCount - before;
@@ -78,7 +78,7 @@ public class QuantizedBackwardTests
         manual_seed(2);
         var loras = TestLora.Attach(model, zeroB: false);
         var ids = randint(0, 260, [2, 7], ScalarType.Int64);
-        model.Forward(ids).pow(2).mean().backward();
+        model.Forward(ids).square().mean().backward();
         Assert.All(loras, l => Assert.True(l.A.grad is { } g && g.abs().sum().item<float>() > 0));
         Assert.All(model.Linears().Where(l => l.Quantized is not null), l => Assert.Null(l.weight));
         Assert.All(model.parameters(), p => Assert.Null(p.grad));

@@ -21,7 +21,7 @@ public class TiledDequantTests
     {
         using var scope = NewDisposeScope();
         manual_seed(11);
-        using var w = Nf4Weight.FromDense(randn(outFeatures, inFeatures) * 0.05);
+        using var w = Nf4Weight.FromDense(randn(outFeatures, inFeatures).Times(0.05));
         Assert.True(DenseBytes(w) > QuantizedLinearFunction.TileBytes, "the weight must span more than one tile");
         var x = randn(2, 9, inFeatures).requires_grad_(true);
         var r = randn(2, 9, outFeatures);
@@ -42,7 +42,7 @@ public class TiledDequantTests
     {
         using var scope = NewDisposeScope();
         manual_seed(12);
-        using var w = Nf4Weight.FromDense(randn(2200, 640) * 0.05);    // 2.8 MB in bf16: three tiles
+        using var w = Nf4Weight.FromDense(randn(2200, 640).Times(0.05));    // 2.8 MB in bf16: three tiles
         Assert.True(DenseBytes(w) / 2 > QuantizedLinearFunction.TileBytes, "the bf16 weight must span more than one tile");
         var x = randn(2, 9, 640).to_type(ScalarType.BFloat16).requires_grad_(true);
         var r = randn(2, 9, 2200).to_type(ScalarType.BFloat16);

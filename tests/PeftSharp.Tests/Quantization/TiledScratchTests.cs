@@ -32,7 +32,7 @@ public class TiledScratchTests
             {
                 using var scope = NewDisposeScope();
                 manual_seed(13);
-                using var w = Nf4Weight.FromDense(randn(2208, 640) * 0.05);   // rows in 16s, so every tile can take the panel layout
+                using var w = Nf4Weight.FromDense(randn(2208, 640).Times(0.05));   // rows in 16s, so every tile can take the panel layout
                 weightBytes = 2208L * 640 * (dtype == ScalarType.Float32 ? 4 : 2);
                 var x = randn(2, 9, 640).to_type(dtype).requires_grad_(backward);
                 var y = w.Linear(x, dtype);

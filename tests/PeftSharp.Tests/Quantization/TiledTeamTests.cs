@@ -16,7 +16,7 @@ public class TiledTeamTests
     {
         using var scope = NewDisposeScope();
         manual_seed(14);
-        using var w = Nf4Weight.FromDense(randn(2600, 640) * 0.05);   // 6.7 MB in fp32: several tiles per thread
+        using var w = Nf4Weight.FromDense(randn(2600, 640).Times(0.05));   // 6.7 MB in fp32: several tiles per thread
         Assert.True(w.Shape[0] * w.Shape[1] * 4 > QuantizedLinearFunction.TileBytes, "the weight must span more than one tile");
         var r = randn(3, 7, 2600);
         Tensor GradX()

@@ -71,29 +71,6 @@ public static class ScalarTemporaries
         return found;
     }
 
-    /// <summary>
-    /// Whether a site from <see cref="In"/> ("Type.Method: call") is code of a test method itself: the method has xUnit's
-    /// [Fact] or [Theory], or the site is a lambda or local function the compiler lifted out of one (named
-    /// <c>&lt;Owner&gt;b__..</c> / <c>&lt;Owner&gt;g__Name|..</c>, possibly in a nested closure class). Such code runs once
-    /// per test case; everything else (helpers, fixtures, models built for many tests) may run inside many tests at once.
-    /// </summary>
-    public static bool IsInTestMethod(System.Reflection.Assembly assembly, string site)
-    {
-        string where = site[..site.IndexOf(": ", StringComparison.Ordinal)];
-        int dot = where.LastIndexOf('.');
-        string typeName = where[..dot], method = where[(dot + 1)..];
-        // Lifted code: the owner is inside the angle brackets; closure classes (<>c, <>c__DisplayClass..) nest in the owner's type.
-        if (method.StartsWith('<') && method.IndexOf('>') is > 1 and var close) method = method[1..close];
-        int lifted = typeName.IndexOf("/<", StringComparison.Ordinal);
-        if (lifted >= 0) typeName = typeName[..lifted];
-        var type = assembly.GetType(typeName.Replace('/', '+'));
-        if (type is null) return false;
-        const System.Reflection.BindingFlags All = System.Reflection.BindingFlags.Public | System.Reflection.BindingFlags.NonPublic
-            | System.Reflection.BindingFlags.Instance | System.Reflection.BindingFlags.Static | System.Reflection.BindingFlags.DeclaredOnly;
-        return type.GetMethods(All).Where(m => m.Name == method)
-            .Any(m => m.GetCustomAttributes(inherit: true).Any(a => a is Xunit.FactAttribute));
-    }
-
     static string FullName(MetadataReader md, TypeDefinition t)
     {
         string name = md.GetString(t.Name);

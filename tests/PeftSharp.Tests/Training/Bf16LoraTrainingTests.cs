@@ -47,16 +47,16 @@ public class Bf16LoraTrainingTests(ITestOutputHelper output)
         Assert.True(y.requires_grad);
         using var noGrad = no_grad();
         var down = nn.functional.linear(x, layer.A.to_type(ScalarType.BFloat16));
-        var product = nn.functional.linear(down.to_type(ScalarType.Float32), layer.B.to_type(ScalarType.BFloat16).to_type(ScalarType.Float32)) * layer.Scaling;
+        var product = nn.functional.linear(down.to_type(ScalarType.Float32), layer.B.to_type(ScalarType.BFloat16).to_type(ScalarType.Float32)).Times(layer.Scaling);
         var baseOut = lin.BaseForward(x);
-        var once = (baseOut.to_type(ScalarType.Float32) + product).to_type(ScalarType.BFloat16);
-        var twice = baseOut + product.to_type(ScalarType.BFloat16);
+        var once = baseOut.to_type(ScalarType.Float32).Plus(product).to_type(ScalarType.BFloat16);
+        var twice = baseOut.Plus(product.to_type(ScalarType.BFloat16));
         long n = y.numel();
         long differOnce = n - y.eq(once).sum().item<long>(), differTwice = n - y.eq(twice).sum().item<long>();
         output.WriteLine($"{n} outputs: {differOnce} differ from the single rounding, {differTwice} from the double rounding");
         Assert.True(differOnce <= n / 100, $"{differOnce} of {n} differ from base + product rounded once");
         Assert.True(differTwice > differOnce, "the check cannot tell the two roundings apart on this input");
-        var ulp = (once.to_type(ScalarType.Float32).abs() * Math.Pow(2, -7)).clamp_min(1e-30);
+        var ulp = ScalarArgs.With(1e-30, floor => once.to_type(ScalarType.Float32).abs().Times(Math.Pow(2, -7)).clamp_min(floor));
         Assert.True((y.to_type(ScalarType.Float32) - once.to_type(ScalarType.Float32)).abs().le(ulp).all().item<bool>());
     }
 
@@ -80,7 +80,7 @@ public class Bf16LoraTrainingTests(ITestOutputHelper output)
         double Backward(CausalLM m)
         {
             using var scope = NewDisposeScope();
-            var loss = CausalLmLoss.Sum(m.Forward(ids), ids) / (ids.numel() - ids.shape[0]);
+            var loss = CausalLmLoss.Sum(m.Forward(ids), ids).DividedBy(ids.numel() - ids.shape[0]);
             loss.backward();
             return loss.item<float>();
         }
@@ -119,7 +119,7 @@ public class Bf16LoraTrainingTests(ITestOutputHelper output)
         {
             using var scope = NewDisposeScope();
             foreach (var (_, l) in lora.Layers) { l.A.grad = null; l.B.grad = null; }
-            var loss = CausalLmLoss.Sum(model.Forward(ids), ids) / (ids.numel() - ids.shape[0]);
+            var loss = CausalLmLoss.Sum(model.Forward(ids), ids).DividedBy(ids.numel() - ids.shape[0]);
             loss.backward();
             var grads = lora.Layers.SelectMany(kv => new[] { (kv.Key + ".A", kv.Value.A), (kv.Key + ".B", kv.Value.B) })
                 .ToDictionary(p => p.Item1, p => p.Item2.grad!.data<float>().ToArray());

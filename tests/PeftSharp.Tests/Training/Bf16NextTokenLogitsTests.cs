@@ -69,7 +69,7 @@ public class Bf16NextTokenLogitsTests(ITestOutputHelper output)
     {
         manual_seed(11);
         using var scope = NewDisposeScope();
-        var w = (randn(40, 16) * 0.5).to_type(ScalarType.BFloat16);
+        var w = randn(40, 16).Times(0.5).to_type(ScalarType.BFloat16);
         var h = randn(2, 6, 16).to_type(ScalarType.BFloat16).requires_grad_(true);
         var ids = randint(0, 40, [2, 6]);
         var upstream = randn(2, 6, 40);

@@ -180,9 +180,9 @@ public class ComputeDtypeTests(ITestOutputHelper output)
         manual_seed(5);
         var x = randn(2, 7, lin.InFeatures).to_type(ScalarType.BFloat16);
         var y = lin.forward(x);
-        var delta = nn.functional.linear(nn.functional.linear(x.to_type(ScalarType.Float32), lora.A), lora.B) * lora.Scaling;
-        var once = (lin.BaseForward(x).to_type(ScalarType.Float32) + delta).to_type(ScalarType.BFloat16);
-        var twice = lin.BaseForward(x) + delta.to_type(ScalarType.BFloat16);
+        var delta = nn.functional.linear(nn.functional.linear(x.to_type(ScalarType.Float32), lora.A), lora.B).Times(lora.Scaling);
+        var once = lin.BaseForward(x).to_type(ScalarType.Float32).Plus(delta).to_type(ScalarType.BFloat16);
+        var twice = lin.BaseForward(x).Plus(delta.to_type(ScalarType.BFloat16));
         Assert.Equal(ScalarType.BFloat16, y.dtype);
         Assert.True(y.equal(once).all().item<bool>(), "not PEFT's single rounding");
         Assert.False(once.equal(twice).all().item<bool>());   // the check can tell the two apart on this input

@@ -108,7 +108,7 @@ public class TrainerTests
         CausalLM? live = null;
         void Poison(int step)
         {
-            if (step == 3) using (no_grad()) live!.model.norm.weight.fill_(float.NaN);
+            if (step == 3) using (no_grad()) live!.model.norm.weight.FillWith(float.NaN);
         }
         var e = Assert.Throws<TrainingDivergedException>(() => Run(o, train, onStep: Poison, prepare: m => live = m));
         Assert.Contains("at step 4", e.Message);

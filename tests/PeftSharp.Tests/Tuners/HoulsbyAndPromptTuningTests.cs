@@ -23,7 +23,7 @@ public class HoulsbyAndPromptTuningTests
         Assert.Equal(2 * 2 * 4, ps.Count); // 2 layers x (attn, mlp) x (down w/b, up w/b)
         Assert.Equal(8, ps[0].P.shape[0]); // bottleneck 64 / 8
         using (var fresh = model.Forward(ids)) Assert.Equal(0.0, TestPaths.MaxAbsError(fresh, baseLogits));
-        foreach (var (_, p) in ps) p.add_(randn_like(p) * 0.05);
+        foreach (var (_, p) in ps) p.PlusInPlace(randn_like(p).Times(0.05));
         using var trained = model.Forward(ids);
         Assert.True(TestPaths.RelativeError(trained, baseLogits) > 1e-3);
         string dir = Path.Combine(TestPaths.TempDir(), "houlsby");

@@ -53,7 +53,7 @@ public class LoraLifecycleTests
         var l = pissa.Layers["model.layers.0.self_attn.q_proj"];
         using var _ = no_grad();
         using var residual = model.Layers[0].self_attn.q_proj.weight!.detach().clone();
-        Assert.True(TestPaths.RelativeError(residual + l.B.matmul(l.A), q0) <= 1e-5);
+        Assert.True(TestPaths.RelativeError(residual.Plus(l.B.matmul(l.A)), q0) <= 1e-5);
         var (_, s, _) = linalg.svd(q0, fullMatrices: false);
         using var resSv = linalg.svdvals(residual);
         Assert.True(Math.Abs(resSv[0].item<float>() - s[4].item<float>()) <= 1e-4 * s[4].item<float>());
@@ -70,7 +70,7 @@ public class LoraLifecycleTests
         Assert.All(trainable, p => Assert.True(p.requires_grad));
         // Gradients reach A (B is zero at init so dL/dA = 0; B and m get them).
         using var ids = Ids();
-        using var loss = model.Forward(ids).pow(2).mean();
+        using var loss = model.Forward(ids).square().mean();
         loss.backward();
         var l = adapter.Layers["model.layers.1.self_attn.v_proj"];
         Assert.True(l.B.grad!.abs().sum().item<float>() > 0);

@@ -97,10 +97,10 @@ public class MultiAdapterTests
         Assert.Equal(1.0, combined.Layers.Values.First().Scaling);
         string q = "model.layers.1.self_attn.q_proj", v = "model.layers.1.self_attn.v_proj";
         double wa = Math.Sqrt(0.5 * a.Layers[q].Scaling), wb = Math.Sqrt(2.0 * b.Layers[q].Scaling);
-        using (var want = a.Layers[q].A * wa + b.Layers[q].A * wb) Assert.True(TestPaths.RelativeError(combined.Layers[q].A, want) <= 1e-6);
-        using (var want = a.Layers[q].B * wa + b.Layers[q].B * wb) Assert.True(TestPaths.RelativeError(combined.Layers[q].B, want) <= 1e-6);
+        using (var want = a.Layers[q].A.Times(wa).Plus(b.Layers[q].A.Times(wb))) Assert.True(TestPaths.RelativeError(combined.Layers[q].A, want) <= 1e-6);
+        using (var want = a.Layers[q].B.Times(wa).Plus(b.Layers[q].B.Times(wb))) Assert.True(TestPaths.RelativeError(combined.Layers[q].B, want) <= 1e-6);
         // A module only one adapter has: that adapter alone, weighted.
-        using (var want = a.Layers[v].A * wa) Assert.True(TestPaths.RelativeError(combined.Layers[v].A, want) <= 1e-6);
+        using (var want = a.Layers[v].A.Times(wa)) Assert.True(TestPaths.RelativeError(combined.Layers[v].A, want) <= 1e-6);
     }
 
     [Fact]
@@ -167,8 +167,8 @@ public class MultiAdapterTests
         var t = WeightedAdapter.Add(model, ["a", "b"], [1, 1], "t", "ties", density: 0.5);
         var d = WeightedAdapter.Add(model, ["a", "b"], [1, 1], "d", "dare_linear", density: 0.5);
         // TIES at density 0.5 keeps at most half of each task tensor, so the result has zeros wherever both were pruned.
-        Assert.All(t.Layers.Values, l => Assert.True(l.A.eq(0).any().item<bool>()));
-        Assert.All(d.Layers.Values, l => Assert.True(l.A.eq(0).any().item<bool>()));
+        Assert.All(t.Layers.Values, l => Assert.True(l.A.EqualTo(0).any().item<bool>()));
+        Assert.All(d.Layers.Values, l => Assert.True(l.A.EqualTo(0).any().item<bool>()));
         LoraModel.Of(model).SetActive("d");
         using var _ = no_grad();
         using var ids = tensor(new long[] { 1, 2, 3 }).unsqueeze(0);

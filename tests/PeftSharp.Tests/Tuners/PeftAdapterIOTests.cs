@@ -183,7 +183,7 @@ public class PeftAdapterIOTests
         string dir = SaveRandom(Path.Combine(TestPaths.TempDir(), "ad"), new LoraConfig { R = 2, TargetModules = ["q_proj", "v_proj"], InitLoraWeights = LoraInit.False }, out var expected);
         expected.Dispose();
         using var model = ModelLoader.Load(TestPaths.TinyLlama);
-        using (no_grad()) model.Layers[1].self_attn.v_proj.weight![0, 0].add_(0.01f);
+        using (no_grad()) ScalarArgs.With(0.01f, s => model.Layers[1].self_attn.v_proj.weight![0, 0].add_(s, ScalarArgs.One));
         var e = Assert.Throws<InvalidDataException>(() => PeftAdapterIO.Load(model, dir));
         Assert.Contains("model.layers.1.self_attn.v_proj.weight differs", e.Message);
         Assert.DoesNotContain("q_proj", e.Message);

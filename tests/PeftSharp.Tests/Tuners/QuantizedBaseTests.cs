@@ -56,7 +56,7 @@ public class QuantizedBaseTests
         Assert.Throws<InvalidOperationException>(() => LoraModel.Of(q).Merge("default"));
         using (enable_grad())
         {
-            using var loss = q.Forward(ids).pow(2).mean();
+            using var loss = q.Forward(ids).square().mean();
             loss.backward();
         }
         var l = aq.Layers["model.layers.1.mlp.down_proj"];

@@ -211,7 +211,7 @@ public class AdamW8bitTests
         var stateB = stateA.Select(t => t.clone()).ToArray();
         for (long step = 1; step <= 5; step++)
         {
-            using var g = randn(n, generator: gen) * 0.1;
+            using var g = randn(n, generator: gen).Times(0.1);
             if (step == 1) g.narrow(0, 256, 256).zero_(); // an all-zero block
             Blockwise8bitAdamKernel.Step(pa, g, stateA[0], stateA[1], stateA[2], stateA[3], step, o.LearningRate, o);
             Blockwise8bitAdamTorch.Step(pb, g, stateB[0], stateB[1], stateB[2], stateB[3], step, o.LearningRate, o);

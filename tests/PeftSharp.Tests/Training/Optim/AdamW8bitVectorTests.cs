@@ -29,7 +29,7 @@ public class AdamW8bitVectorTests
         var ss = sv.Select(t => t.clone()).ToArray();
         for (long step = 1; step <= steps; step++)
         {
-            using var g = randn(n, generator: gen) * (step % 2 == 0 ? 1e-4 : 3.0);
+            using var g = randn(n, generator: gen).Times(step % 2 == 0 ? 1e-4 : 3.0);
             if (step == 1 && n > 512) g.narrow(0, 256, 256).zero_(); // an all-zero block
             Blockwise8bitAdamKernel.Step(pv, g, sv[0], sv[1], sv[2], sv[3], step, o.LearningRate, o);
             Blockwise8bitAdamKernel.StepScalar(ps, g, ss[0], ss[1], ss[2], ss[3], step, o.LearningRate, o);

@@ -98,7 +98,7 @@ public class PreferenceRunFolderTests
 
         string good = run.Save(method, optimizer, position, 1, 4, o.LearningRate);
         Assert.Equal(good, run.LastGood);
-        using (no_grad()) parameters.First(p => p.Name.Contains("lora_B")).P.fill_(float.NaN);
+        using (no_grad()) parameters.First(p => p.Name.Contains("lora_B")).P.FillWith(float.NaN);
         string poisoned = run.Save(method, optimizer, position, 2, 4, o.LearningRate);
         Assert.True(Directory.Exists(poisoned));   // written (resume refuses it), but never "last good"
         Assert.Equal(good, run.LastGood);
