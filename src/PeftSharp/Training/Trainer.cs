@@ -33,6 +33,12 @@ internal sealed class Trainer
     readonly int? _eosId;
     readonly Func<IReadOnlyList<(string Name, Parameter Param)>, TrainerOptions, IOptimizer> _optimizerFactory;
 
+    /// <summary>"4x2" (batch x accumulation), the batch as the run fills it: no batch holds more rows than the data has,
+    /// so a 3-row file at --batch 16 says "3x1 (--batch 16: the data has 3 rows)".</summary>
+    internal static string BatchText(TrainerOptions o, int rows, string unit = "rows") => o.BatchSize <= rows
+        ? $"{o.BatchSize}x{o.GradientAccumulation}"
+        : $"{rows}x{o.GradientAccumulation} (--batch {o.BatchSize}: the data has {rows} {unit})";
+
     /// <summary>Human-readable progress and notices.</summary>
     public Action<string>? Log { get; init; }
     /// <summary>Turns ids into text: with it, eval records carry the first exact-match prompts with the model's answers ("samples").</summary>
@@ -69,7 +75,7 @@ internal sealed class Trainer
         var loader = new BatchLoader(data.Train, _o.BatchSize, _o.Seed) { PadId = _eosId ?? 0 };
         int totalSteps = _o.TotalSteps(loader.BatchesPerEpoch);
         var schedule = new LrSchedule(_o.Schedule, _o.LearningRate, _o.WarmupSteps, totalSteps);
-        Log?.Invoke($"{_method.Description}; {data.TrainStats}; {totalSteps} steps of {_o.BatchSize}x{_o.GradientAccumulation} sequences");
+        Log?.Invoke($"{_method.Description}; {data.TrainStats}; {totalSteps} steps of {BatchText(_o, data.Train.Count)} sequences");
         // HF's schedulers do the same (warm-up first, whatever the run's length), silently: a short run then never trains
         // at the rate it asked for.
         if (totalSteps > 0 && _o.WarmupSteps > totalSteps)

@@ -73,6 +73,7 @@ public class RunSummaryCliTests
         string text = System.Text.RegularExpressions.Regex.Replace(System.Text.RegularExpressions.Regex.Replace(stdout, @"\e\[[0-9;]*m", ""), @"\s+", " ");
         Assert.Matches(@"lora: batch 3 x seq \d+", text);
         Assert.DoesNotContain("batch 16 x seq", text);
+        Assert.Contains("steps of 3x1 (--batch 16: the data has 3 rows) sequences", text);
         Assert.Contains("eval: none (no eval data: --eval-file FILE, or --eval-split 0.1", text);
         Assert.DoesNotContain("eval loss: before", text);
         Assert.Contains("| eval | none |", File.ReadAllText(Path.Combine(run, "report.md")));

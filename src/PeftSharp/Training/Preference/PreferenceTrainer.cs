@@ -52,7 +52,7 @@ internal sealed class PreferenceTrainer
         var loader = new PairLoader(data.Train, _o.BatchSize, _o.Seed);
         int totalSteps = _o.TotalSteps(loader.BatchesPerEpoch);
         var schedule = new LrSchedule(_o.Schedule, _o.LearningRate, _o.WarmupSteps, totalSteps);
-        Log?.Invoke($"{_objective.Options.Method.ToString().ToUpperInvariant()} with {_method.Description}; {data.TrainStats}; {totalSteps} steps of {_o.BatchSize}x{_o.GradientAccumulation} pairs");
+        Log?.Invoke($"{_objective.Options.Method.ToString().ToUpperInvariant()} with {_method.Description}; {data.TrainStats}; {totalSteps} steps of {Trainer.BatchText(_o, data.Train.Count, "pairs")} pairs");
 
         int step = 0;
         PreferenceEvalResult? first = null, last = null;
