@@ -71,6 +71,13 @@ public static class ScalarTemporaries
         return found;
     }
 
+    /// <summary>Fails naming every site <see cref="In"/> finds in the assembly at <paramref name="path"/>.</summary>
+    public static void AssertNone(string path, params string[] allowedTypes)
+    {
+        var found = In(path, allowedTypes);
+        Assert.True(found.Count == 0, "use ScalarArgs, TestScalars (or a using Scalar) at:\n" + string.Join("\n", found));
+    }
+
     static string FullName(MetadataReader md, TypeDefinition t)
     {
         string name = md.GetString(t.Name);

@@ -11,9 +11,6 @@ namespace PeftSharp.Tests.Support;
 public class TestCodeHoldsItsScalars
 {
     [Fact]
-    public void NoTestCodeMakesAnUnheldScalar()
-    {
-        var found = ScalarTemporaries.In(typeof(TestCodeHoldsItsScalars).Assembly.Location, "PeftSharp.Tests.Kernels.ScalarArgsTests");
-        Assert.True(found.Count == 0, "use ScalarArgs, TestScalars (or a using Scalar) at:\n" + string.Join("\n", found));
-    }
+    public void NoTestCodeMakesAnUnheldScalar() =>
+        ScalarTemporaries.AssertNone(typeof(TestCodeHoldsItsScalars).Assembly.Location, "PeftSharp.Tests.Kernels.ScalarArgsTests");
 }
