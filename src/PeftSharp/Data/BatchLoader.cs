@@ -22,6 +22,10 @@ internal sealed class BatchLoader
     public int PadId { get; init; }
     public int BatchesPerEpoch => (_data.Count + BatchSize - 1) / BatchSize;
 
+    /// <summary>The most rows one batch holds over <paramref name="rows"/> rows at <paramref name="batchSize"/>: no batch
+    /// holds more rows than the data has (the memory plan and the run's description use it; PairLoader batches pairs alike).</summary>
+    public static int RowsPerBatch(int batchSize, int rows) => Math.Max(1, Math.Min(batchSize, rows));
+
     public BatchLoader(IReadOnlyList<TokenSequence> data, int batchSize, ulong seed, bool shuffle = true)
     {
         if (data.Count == 0) throw new ArgumentException("the dataset is empty (no sequences)");

@@ -57,9 +57,8 @@ internal static class RunPlan
         return For(modelDir, m, batches, longest, runtimeAfterLoadBytes, fixedShapes);
     }
 
-
     /// <summary>The options with the batch size a run over <paramref name="rows"/> rows can fill.</summary>
-    static TrainerOptions BatchesOf(TrainerOptions o, int rows) => o with { BatchSize = Math.Max(1, Math.Min(o.BatchSize, rows)) };
+    static TrainerOptions BatchesOf(TrainerOptions o, int rows) => o with { BatchSize = BatchLoader.RowsPerBatch(o.BatchSize, rows) };
 
     /// <summary>The plan of a run whose longest row is <paramref name="sequenceLength"/>; <paramref name="fixedShapes"/>:
     /// every step runs the same shapes (<see cref="PlanRequest.FixedShapes"/>).</summary>

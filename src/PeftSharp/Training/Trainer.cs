@@ -35,9 +35,10 @@ internal sealed class Trainer
 
     /// <summary>"4x2" (batch x accumulation), the batch as the run fills it: no batch holds more rows than the data has,
     /// so a 3-row file at --batch 16 says "3x1 (--batch 16: the data has 3 rows)".</summary>
-    internal static string BatchText(TrainerOptions o, int rows, string unit = "rows") => o.BatchSize <= rows
-        ? $"{o.BatchSize}x{o.GradientAccumulation}"
-        : $"{rows}x{o.GradientAccumulation} (--batch {o.BatchSize}: the data has {rows} {unit})";
+    internal static string BatchText(TrainerOptions o, int rows, string unit = "rows") =>
+        BatchLoader.RowsPerBatch(o.BatchSize, rows) is var filled && filled == o.BatchSize
+            ? $"{o.BatchSize}x{o.GradientAccumulation}"
+            : $"{filled}x{o.GradientAccumulation} (--batch {o.BatchSize}: the data has {rows} {unit})";
 
     /// <summary>Human-readable progress and notices.</summary>
     public Action<string>? Log { get; init; }
