@@ -33,6 +33,6 @@ public class MklCodePathCliTests
             new Dictionary<string, string?> { ["PEFTSHARP_MKL_INTEL_PATH"] = env });
         Assert.True(code == 0, $"exit {code}: {err}");
         // Without ANSI styling, and with the console's line wrapping undone.
-        return System.Text.RegularExpressions.Regex.Replace(System.Text.RegularExpressions.Regex.Replace(stdout, @"\e\[[0-9;]*m", ""), @"\s+", " ");
+        return CliCapture.Plain(stdout);
     }
 }

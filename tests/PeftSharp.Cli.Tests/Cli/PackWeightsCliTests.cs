@@ -28,6 +28,6 @@ public class PackWeightsCliTests
             ["train", "--model", TestPaths.TinyLlama, "--data", data, "--out", Path.Combine(dir, mode), "--steps", "1",
              "--batch", "2", "--max-seq", "32", "--method", "lora", "--targets", "q_proj", "--rank", "2", "--threads", "1", "--pack-weights", mode]);
         Assert.True(code == 0, $"exit {code}: {err}");
-        return System.Text.RegularExpressions.Regex.Replace(System.Text.RegularExpressions.Regex.Replace(stdout, @"\e\[[0-9;]*m", ""), @"\s+", " ");
+        return CliCapture.Plain(stdout);
     }
 }

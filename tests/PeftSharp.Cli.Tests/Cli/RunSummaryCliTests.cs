@@ -31,7 +31,7 @@ public class RunSummaryCliTests
         Assert.Equal(5, rates.Count);
         // The first step (JIT, first allocations) is the slowest: a mean of the per-step rates is not this figure.
         string want = (tokens / seconds).ToString("F0", CultureInfo.InvariantCulture);
-        string text = System.Text.RegularExpressions.Regex.Replace(System.Text.RegularExpressions.Regex.Replace(stdout, @"\e\[[0-9;]*m", ""), @"\s+", " ");
+        string text = CliCapture.Plain(stdout);
         Assert.True(text.Contains($"5 steps in ") && text.Contains($" s ({want} tokens/s)"), $"want {want} tokens/s (mean of rates {rates.Average():F0}): {text}");
         Assert.Contains($"{want} tokens/s over the steps' time", File.ReadAllText(Path.Combine(run, "report.md")));
     }
@@ -48,7 +48,7 @@ public class RunSummaryCliTests
             "--batch", "4", "--max-seq", "32", "--method", "lora", "--steps", "2", "--lr", "1e-3", "--warmup", warmup, "--eval-interval", "1000"];
         var (code, stdout, err) = CliCapture.Run(Args("long", "4"));
         Assert.True(code == 0, err);
-        string text = System.Text.RegularExpressions.Regex.Replace(System.Text.RegularExpressions.Regex.Replace(stdout, @"\e\[[0-9;]*m", ""), @"\s+", " ");
+        string text = CliCapture.Plain(stdout);
         Assert.Contains("warm-up of 4 steps is longer than the run's 2: the learning rate rises to 0.0005 at the last step, never the 0.001 asked", text);
         double last = File.ReadLines(Path.Combine(dir, "long", MetricsLog.FileName)).Select(l => JsonNode.Parse(l)!.AsObject())
             .Where(r => r["lr"] is not null).Last()["lr"]!.GetValue<double>();
@@ -70,7 +70,7 @@ public class RunSummaryCliTests
         var (code, stdout, err) = CliCapture.Run(["train", "--model", TestPaths.TinyLlama, "--data", data, "--out", run,
             "--batch", "16", "--max-seq", "32", "--method", "lora", "--steps", "2"]);
         Assert.True(code == 0, err);
-        string text = System.Text.RegularExpressions.Regex.Replace(System.Text.RegularExpressions.Regex.Replace(stdout, @"\e\[[0-9;]*m", ""), @"\s+", " ");
+        string text = CliCapture.Plain(stdout);
         Assert.Matches(@"lora: batch 3 x seq \d+", text);
         Assert.DoesNotContain("batch 16 x seq", text);
         Assert.Contains("steps of 3x1 (--batch 16: the data has 3 rows) sequences", text);

@@ -82,6 +82,6 @@ public class TensorAllocatorCliTests
             ["train", "--out", Path.Combine(dir, name), "--steps", "4", "--threads", "2"],
             new Dictionary<string, string?> { ["PEFTSHARP_TENSOR_CACHE"] = env, ["PEFTSHARP_TENSOR_CACHE_POISON"] = poison ? "1" : null });
         Assert.True(code == 0, $"exit {code}: {err}");
-        return System.Text.RegularExpressions.Regex.Replace(System.Text.RegularExpressions.Regex.Replace(stdout, @"\e\[[0-9;]*m", ""), @"\s+", " ");
+        return CliCapture.Plain(stdout);
     }
 }

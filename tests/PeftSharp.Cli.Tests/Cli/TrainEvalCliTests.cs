@@ -33,7 +33,7 @@ public class TrainEvalCliTests
         var (code, stdout, err) = CliCapture.Run(Train(data, Path.Combine(dir, "out"), "--method", "lora", "--max-seq", "200", "--steps", "1"));
         Assert.True(code == 0, err);
         // Spectre's colours out, its line wraps (a trailing space, a newline) back to one space.
-        string plain = System.Text.RegularExpressions.Regex.Replace(System.Text.RegularExpressions.Regex.Replace(stdout, @"\x1b\[[0-9;]*m", ""), @"\s+", " ");
+        string plain = CliCapture.Plain(stdout);
         Assert.Contains("warning: the longest training sequence (200 tokens) is past the model's context (max_position_embeddings 128): positions after 128 were never trained; --max-seq 128 keeps within it", plain);
         (code, stdout, err) = CliCapture.Run(Train(data, Path.Combine(dir, "out2"), "--method", "lora", "--max-seq", "64", "--steps", "1"));
         Assert.True(code == 0, err);
@@ -51,12 +51,11 @@ public class TrainEvalCliTests
         string story = string.Join(" ", Enumerable.Repeat("the little cat sat on the warm mat and looked at the sun", 30));
         File.WriteAllLines(data, [System.Text.Json.JsonSerializer.Serialize(new { text = story }), "{\"text\": \"short\"}",
             System.Text.Json.JsonSerializer.Serialize(new { prompt = story, completion = " yes" })]);
-        static string Plain(string s) => System.Text.RegularExpressions.Regex.Replace(System.Text.RegularExpressions.Regex.Replace(s, @"\x1b\[[0-9;]*m", ""), @"\s+", " ");
         var (code, stdout, err) = CliCapture.Run("eval", "--model", TestPaths.TinyLlama, "--data", data, "--max-seq", "200");
         Assert.True(code == 0, err);
-        Assert.Matches(@"warning: 2 example\(s\) longer than --max-seq 200 were truncated \(\d+ tokens cut\): perplexity covers their first 200 tokens only", Plain(stdout));
-        Assert.Contains("warning: 1 example(s) left out: nothing to score within --max-seq 200", Plain(stdout));
-        Assert.Contains("warning: the longest eval sequence (200 tokens) is past the model's context (max_position_embeddings 128)", Plain(stdout));
+        Assert.Matches(@"warning: 2 example\(s\) longer than --max-seq 200 were truncated \(\d+ tokens cut\): perplexity covers their first 200 tokens only", CliCapture.Plain(stdout));
+        Assert.Contains("warning: 1 example(s) left out: nothing to score within --max-seq 200", CliCapture.Plain(stdout));
+        Assert.Contains("warning: the longest eval sequence (200 tokens) is past the model's context (max_position_embeddings 128)", CliCapture.Plain(stdout));
         File.WriteAllLines(data, ["{\"text\": \"short\"}"]);
         (code, stdout, err) = CliCapture.Run("eval", "--model", TestPaths.TinyLlama, "--data", data);
         Assert.True(code == 0, err);
@@ -74,14 +73,13 @@ public class TrainEvalCliTests
         var (trainCode, _, trainErr) = CliCapture.Run("train", "--method", "prompt", "--model", TestPaths.TinyLlama, "--data", ReversalTask.Write(dir, 4),
             "--out", run, "--steps", "1", "--batch", "2", "--max-seq", "32", "--virtual-tokens", "20", "--eval-interval", "1000");
         Assert.True(trainCode == 0, trainErr);
-        static string Plain(string s) => System.Text.RegularExpressions.Regex.Replace(System.Text.RegularExpressions.Regex.Replace(s, @"\x1b\[[0-9;]*m", ""), @"\s+", " ");
         var (code, stdout, err) = CliCapture.Run("eval", "--model", TestPaths.TinyLlama, "--data", data, "--max-seq", "120", "--adapter", Path.Combine(run, "final"));
         Assert.True(code == 0, err);
-        Assert.Contains("warning: with the adapter's 20 virtual tokens, the longest eval sequence (140 tokens) is past the model's context (max_position_embeddings 128)", Plain(stdout));
-        Assert.Contains("--max-seq 108 keeps within it", Plain(stdout));
+        Assert.Contains("warning: with the adapter's 20 virtual tokens, the longest eval sequence (140 tokens) is past the model's context (max_position_embeddings 128)", CliCapture.Plain(stdout));
+        Assert.Contains("--max-seq 108 keeps within it", CliCapture.Plain(stdout));
         (code, stdout, err) = CliCapture.Run("eval", "--model", TestPaths.TinyLlama, "--data", data, "--max-seq", "120");
         Assert.True(code == 0, err);
-        Assert.DoesNotContain("past the model's context", Plain(stdout));
+        Assert.DoesNotContain("past the model's context", CliCapture.Plain(stdout));
     }
 
     /// <summary>

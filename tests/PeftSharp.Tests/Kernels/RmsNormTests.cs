@@ -23,7 +23,7 @@ public class RmsNormTests
     {
         var x64 = x.detach().to_type(ScalarType.Float64).requires_grad_(true);
         var w64 = w.detach().to_type(ScalarType.Float64).requires_grad_(true);
-        var y = x64 * ScalarArgs.With(2L, two => x64.pow(two)).mean([-1L], keepdim: true).Plus(1e-6).rsqrt() * (plusOne ? w64.Plus(1L) : w64);
+        var y = x64 * x64.square().mean([-1L], keepdim: true).Plus(1e-6).rsqrt() * (plusOne ? w64.Plus(1L) : w64);
         y.backward([g.to_type(ScalarType.Float64)]);
         return (y.detach(), x64.grad!, w64.grad!);
     }

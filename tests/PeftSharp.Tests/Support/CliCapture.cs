@@ -27,4 +27,8 @@ public static class CliCapture
             AnsiConsole.Console = oldAnsi;
         }
     }
+
+    /// <summary>The CLI's output as one line of plain text: ANSI styling removed, the console's line wrapping undone.</summary>
+    public static string Plain(string stdout) =>
+        System.Text.RegularExpressions.Regex.Replace(System.Text.RegularExpressions.Regex.Replace(stdout, @"\e\[[0-9;]*m", ""), @"\s+", " ");
 }
