@@ -8,8 +8,9 @@ namespace PeftSharp.Training.Optim;
 /// dequantise the block's m and v (code value x block absmax), update them and the parameter in fp32, take the
 /// new absmax of each moment over the block, requantise. m uses the signed dynamic map, v the unsigned one.
 /// CPU, fp32, contiguous tensors; blocks are spread over threads. Where AVX2 exists the blocks run through
-/// <see cref="Blockwise8bitAdamVector"/>, which does the same float operations in the same order eight lanes at a
-/// time (bit-identical); the scalar block below stays as its reference (<see cref="StepScalar"/>, tested against).
+/// <see cref="Blockwise8bitAdamVector"/> (AVX-512 blocks where the CPU has them, else AVX2), which does the same float
+/// operations in the same order 16 or 8 lanes at a time and finds the same codes (bit-identical); the scalar block
+/// below stays as its reference (<see cref="StepScalar"/>, tested against).
 /// </summary>
 internal static unsafe class Blockwise8bitAdamKernel
 {
@@ -17,6 +18,9 @@ internal static unsafe class Blockwise8bitAdamKernel
 
     /// <summary>Whether <see cref="Step"/> runs the vectorised blocks on this CPU.</summary>
     public static bool IsVectorised => Blockwise8bitAdamVector.IsSupported;
+
+    /// <summary>The kernel this CPU runs, for the benches' output.</summary>
+    internal static string Description => Blockwise8bitAdamVector.Description;
 
     /// <summary>The step, vectorised where the CPU allows.</summary>
     public static void Step(Tensor param, Tensor grad, Tensor mCodes, Tensor mAbsmax, Tensor vCodes, Tensor vAbsmax,
