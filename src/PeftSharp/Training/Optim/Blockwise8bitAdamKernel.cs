@@ -51,11 +51,15 @@ internal static unsafe class Blockwise8bitAdamKernel
             Eps = (float)o.Eps, Gm = 1 - (float)o.Beta1, Gv = 1 - (float)o.Beta2,
         };
         long blocks = (n + BlockSize - 1) / BlockSize;
-        int items = (int)((blocks + BlocksPerItem - 1) / BlocksPerItem);
+        int team = Kernels.TorchThreads.Size;
+        // A tensor smaller than a team's worth of whole items (a LoRA matrix: 128 blocks) is split evenly over the team
+        // rather than left to one thread.
+        long perItem = Math.Clamp((blocks + team - 1) / team, 1, BlocksPerItem);
+        int items = (int)((blocks + perItem - 1) / perItem);
         // On libtorch's team, like the other CPU kernels (TorchThreads says why not .NET's pool).
-        Kernels.TorchThreads.For(items, Kernels.TorchThreads.Size, item =>
+        Kernels.TorchThreads.For(items, team, item =>
         {
-            long b0 = (long)item * BlocksPerItem, b1 = Math.Min(blocks, b0 + BlocksPerItem);
+            long b0 = item * perItem, b1 = Math.Min(blocks, b0 + perItem);
             float* m = stackalloc float[BlockSize];
             float* v = stackalloc float[BlockSize];
             for (long b = b0; b < b1; b++)

@@ -52,11 +52,15 @@ internal static unsafe class Fp32AdamKernel
         nint p = (nint)Kernels.KernelSupport.Ptr<float>(param), g = (nint)Kernels.KernelSupport.Ptr<float>(grad);
         nint m = (nint)Kernels.KernelSupport.Ptr<float>(expAvg), v = (nint)Kernels.KernelSupport.Ptr<float>(expAvgSq);
         long n = param.NumberOfElements;
-        int chunks = (int)((n + Chunk - 1) / Chunk);
-        Kernels.TorchThreads.For(chunks, Kernels.TorchThreads.Size, c =>
+        int team = Kernels.TorchThreads.Size;
+        // A tensor under a team's worth of chunks (a LoRA matrix) is split evenly over the team, in runs of whole
+        // 16-float lines, rather than left to one thread.
+        long chunk = Math.Clamp((n + team - 1) / team + 15 & ~15L, 16, Chunk);
+        int chunks = (int)((n + chunk - 1) / chunk);
+        Kernels.TorchThreads.For(chunks, team, c =>
         {
-            long start = (long)c * Chunk;
-            Range(in k, (float*)p + start, (float*)g + start, (float*)m + start, (float*)v + start, (int)Math.Min(Chunk, n - start));
+            long start = c * chunk;
+            Range(in k, (float*)p + start, (float*)g + start, (float*)m + start, (float*)v + start, (int)Math.Min(chunk, n - start));
         });
         GC.KeepAlive(param); GC.KeepAlive(grad); GC.KeepAlive(expAvg); GC.KeepAlive(expAvgSq);
         steps++;
