@@ -77,7 +77,7 @@ print(f"FLOPs: {o['flop_formula']}")
 print(f"step = {gflop} GFLOP for {tokens} tokens; {o['total_params']:,} params, {o['trainable_params']:,} trainable, {n} alternating rounds")
 print(f"peftsharp:        median {tps(ours):.1f} tok/s = {gflop * tps(ours) / tokens:.1f} GFLOP/s; 2048^3 fp32 matmul {med(x['matmul_gflops'] for x in ours):.1f} GFLOP/s; "
       f"utilisation {med(x['utilisation'] for x in ours):.1%} (median per step); {o.get('mkl', '?')}")
-print(f"                  the step's frozen matmuls alone (its Linears' x W^T and g W, in a step's order): {med(x['frozen_gemm_gflops'] for x in ours):.1f} GFLOP/s = "
+print(f"                  the step's frozen matmuls alone (its Linears' x W^T and g W, in a step's order, on its GEMM path: packed where it packs): {med(x['frozen_gemm_gflops'] for x in ours):.1f} GFLOP/s = "
       f"{med(x['frozen_gemm_over_matmul'] for x in ours):.1%} of the 2048^3 matmul: the ceiling these shapes put on utilisation")
 stock_util = [gflop * x["tokens_per_s"] / tokens / y["matmul_gflops"] for x, y in zip(ours, stock)]
 print(f"                  against stock libtorch's 2048^3 matmul (the stock-mkl run's, same round): utilisation {med(stock_util):.1%}")

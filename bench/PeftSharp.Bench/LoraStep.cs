@@ -129,32 +129,39 @@ public static class StepFlops
     }
 
     /// <summary>
-    /// The step's frozen matmuls alone, in its shapes and layouts: for every base Linear (lm_head included) its forward
-    /// x W^T and its backward's input gradient g W, one after another as a step runs them (the weights from memory, not
-    /// one hot pair in cache), median GFLOP/s over <paramref name="passes"/> passes. A ceiling for this step: a step that
-    /// did nothing but these matmuls would run at this rate, whatever the 2048^3 matmul reaches.
+    /// The step's frozen matmuls alone, in its shapes, layouts and GEMM path: for every base Linear (lm_head included) its
+    /// forward x W^T and its backward's input gradient g W, one after another as a step runs them (the weights from
+    /// memory, not one hot pair in cache), median GFLOP/s over <paramref name="passes"/> passes. Where the step packs its
+    /// frozen weights for MKL (a Linear that <see cref="TunableLinear.IsPacked"/>), the products go through the same packed
+    /// GEMMs (the Linear's own packed copies); else through libtorch's linear and matmul. A ceiling for this step: a step that did
+    /// nothing but these matmuls would run at this rate, whatever the 2048^3 matmul reaches.
     /// </summary>
     internal static double FrozenGemmGflops(CausalLM model, long tokens, int passes = 5)
     {
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
-        var weights = model.Linears().Where(l => l.weight is not null).Select(l => (Tensor)l.weight!).ToList();
-        if (model.lm_head is null) weights.Add(model.model.embed_tokens.weight);
-        var xs = weights.Select(w => w.shape[1]).Distinct().ToDictionary(d => d, d => randn(tokens, d));
-        var gs = weights.Select(w => w.shape[0]).Distinct().ToDictionary(d => d, d => randn(tokens, d));
-        double flops = weights.Sum(w => 4.0 * tokens * w.shape[0] * w.shape[1]);
-        var times = new List<double>();
-        for (int p = 0; p < passes + 1; p++)
+        var linears = model.Linears().Where(l => l.weight is not null).ToList();
+        var weights = linears.Select(l => ((Tensor)l.weight!, l.PackedPair)).ToList();
+        if (model.lm_head is null) weights.Add((model.model.embed_tokens.weight, null));
+        var xs = weights.Select(w => w.Item1.shape[1]).Distinct().ToDictionary(d => d, d => randn(tokens, d));
+        var gs = weights.Select(w => w.Item1.shape[0]).Distinct().ToDictionary(d => d, d => randn(tokens, d));
+        var pairs = weights.Select(w => w.Item2 is { } pair && pair.Rows <= tokens ? pair : null).ToList();
         {
-            var sw = System.Diagnostics.Stopwatch.StartNew();
-            foreach (var w in weights)
+            double flops = weights.Sum(w => 4.0 * tokens * w.Item1.shape[0] * w.Item1.shape[1]);
+            var times = new List<double>();
+            for (int p = 0; p < passes + 1; p++)
             {
-                using (nn.functional.linear(xs[w.shape[1]], w)) { }
-                using (gs[w.shape[0]].matmul(w)) { }
+                var sw = System.Diagnostics.Stopwatch.StartNew();
+                for (int i = 0; i < weights.Count; i++)
+                {
+                    var w = weights[i].Item1;
+                    using (pairs[i] is { } pair ? pair.Forward.Times(xs[w.shape[1]]) : nn.functional.linear(xs[w.shape[1]], w)) { }
+                    using (pairs[i] is { } pair2 ? pair2.Backward.Times(gs[w.shape[0]]) : gs[w.shape[0]].matmul(w)) { }
+                }
+                if (p > 0) times.Add(sw.Elapsed.TotalSeconds);   // the first pass warms up
             }
-            if (p > 0) times.Add(sw.Elapsed.TotalSeconds);   // the first pass warms up
+            return flops / BenchStats.Median(times) / 1e9;
         }
-        return flops / BenchStats.Median(times) / 1e9;
     }
 
     /// <summary>GFLOP/s of one square fp32 matmul a @ b on the current thread setting.</summary>

@@ -70,6 +70,9 @@ internal sealed class TunableLinear : nn.Module<Tensor, Tensor>
     /// <summary>Whether the frozen weight is packed for MKL now (<see cref="Pack"/>).</summary>
     public bool IsPacked => _packed is not null;
 
+    /// <summary>The packed copies while <see cref="IsPacked"/> (the lora-step bench times its GEMMs on them).</summary>
+    internal Kernels.PackedLinear.Pair? PackedPair => _packed;
+
     /// <summary>Whether <see cref="Pack"/> takes this layer: a dense frozen fp32 weight on CPU, and no trainable bias (the
     /// packed node gives it no gradient).</summary>
     public bool CanPack => weight is { requires_grad: false } w && w.dtype == ScalarType.Float32 && w.device_type == DeviceType.CPU
